@@ -1,0 +1,67 @@
+# oxipost's two commands are `make run` and `make test`; `make help` lists the rest.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+CONF ?= conf
+# Builds of the extension share one lock: parallel sessions must not install into the venv at once.
+LOCK := flock $(CURDIR)/.build.lock
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+.PHONY: venv
+venv: $(PY) ## Create the virtual env and install the Python dependencies
+	$(BIN)/pip install -q 'maturin>=1.5,<2' 'aiosmtpd>=1.4.6' 'dnspython>=2.4' 'msgpack>=1.0' 'uvloop>=0.19'
+
+.PHONY: develop
+develop: venv ## Build the Rust extension (release) into the venv, with the package editable
+	$(LOCK) $(BIN)/maturin develop --release --quiet --extras speed,test
+
+.PHONY: run
+run: develop ## Set everything up and start the MTA in the foreground on conf/
+	$(BIN)/oxipost -c $(CONF) start-fg
+
+.PHONY: sysdeps
+sysdeps: ## Install the Debian packages the tests talk to (Postfix, swaks, Dovecot, ...)
+	bash scripts/install-debian-deps.sh
+
+.PHONY: lint
+lint: venv ## Format and lint checks, Rust and Python, and the _core.pyi stub check
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(BIN)/ruff check python tests bench
+	$(BIN)/ruff format --check python tests bench
+	$(BIN)/python -m mypy.stubtest oxipost._core --allowlist .mypy-stubtest-allowlist
+
+.PHONY: test-rust
+test-rust: ## Rust unit tests of oxipost-core (plain cargo, no Python)
+	cargo test -p oxipost-core --release --quiet
+
+.PHONY: test-py
+test-py: develop ## Python unit, integration and differential tests
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: sysdeps develop lint test-rust test-py ## Install what tests need and pass every test
+
+.PHONY: bench
+bench: sysdeps develop ## Benchmarks beside real Postfix; figures go in bench/RESULTS.md
+	$(BIN)/pytest bench --benchmark-only -p no:cacheprovider
+
+.PHONY: fmt
+fmt: venv ## Reformat Rust and Python in place
+	cargo fmt --all
+	$(BIN)/ruff format python tests bench
+	$(BIN)/ruff check --fix python tests bench
+
+.PHONY: clean
+clean: ## Remove build output and the runtime state under var/
+	rm -rf target $(VENV) var

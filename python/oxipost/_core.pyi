@@ -1,0 +1,10 @@
+"""oxipost._core: the Rust core (rust/core) through its pyo3 glue (rust/py).
+
+Kept by hand, in step with rust/py/src; `make test` checks it with mypy.stubtest.
+"""
+
+class CorruptError(Exception):
+    """Stored data failed its checks (bad CRC, framing or content)."""
+
+def build_profile() -> str:
+    """Return "release" or "debug": benchmarks refuse to run on a debug build."""

@@ -1,0 +1,1 @@
+"""bounce(8): delivery status notifications in Postfix's wording."""

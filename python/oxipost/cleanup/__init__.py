@@ -1,0 +1,1 @@
+"""cleanup(8) as a library: header and envelope processing before the spool."""

@@ -1,0 +1,1 @@
+"""The administrator's commands, with Postfix's names, flags, output and exit codes."""

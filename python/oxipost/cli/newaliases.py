@@ -1,0 +1,14 @@
+"""newaliases(1): not built yet; its issue fills this module in."""
+
+import sys
+
+from oxipost.cli._unbuilt import not_built
+
+
+def main() -> int:
+    """Run newaliases with sys.argv; return the exit status."""
+    return not_built("newaliases")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

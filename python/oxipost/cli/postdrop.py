@@ -1,0 +1,14 @@
+"""postdrop(1): not built yet; its issue fills this module in."""
+
+import sys
+
+from oxipost.cli._unbuilt import not_built
+
+
+def main() -> int:
+    """Run postdrop with sys.argv; return the exit status."""
+    return not_built("postdrop")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

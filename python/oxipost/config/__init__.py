@@ -1,0 +1,1 @@
+"""Configuration: main.cf and master.cf parsers and the parameter registry."""

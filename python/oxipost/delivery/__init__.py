@@ -1,0 +1,1 @@
+"""Delivery agents: local, virtual, smtp, lmtp, pipe, error, discard."""

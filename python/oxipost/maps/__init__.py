@@ -1,0 +1,1 @@
+"""Lookup tables (Postfix dict_*): type:name dispatch and the key search orders."""

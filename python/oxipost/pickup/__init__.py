@@ -1,0 +1,1 @@
+"""pickup(8): feeds maildrop/ to cleanup."""

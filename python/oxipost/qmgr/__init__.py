@@ -1,0 +1,1 @@
+"""qmgr(8): drives the Rust scheduler and the delivery agents."""

@@ -1,0 +1,1 @@
+"""trivial-rewrite(8): address rewriting and resolution to transport:nexthop."""

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and benchmarks talk to, once: a second run
+# that finds them all installed does nothing. Needs root (CI and the dev machines are).
+set -euo pipefail
+
+packages=(
+  postfix postfix-pcre postfix-cdb   # the reference: postconf -d, postmap -q, smtp-source/sink
+  swaks                              # the SMTP client a user would type
+  dovecot-core dovecot-imapd         # SASL over its auth socket; IMAP reading our Maildirs
+  pflogsumm                          # reads our log lines unchanged
+  openssl                            # certificates for the TLS tests
+  util-linux                         # flock, for the build lock
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-debian-deps: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Postfix's package asks how to configure itself: we want the binaries, not a running system MTA.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
