@@ -1,1 +1,286 @@
-"""Configuration: main.cf and master.cf parsers and the parameter registry."""
+"""Configuration: main.cf and master.cf, read the way Postfix reads them.
+
+`load_config(dir)` reads `dir/main.cf` and `dir/master.cf` (dir defaults to $MAIL_CONFIG,
+then /etc/postfix). A `Config` answers a parameter's value, fully `$`-expanded, from (in
+order) a master.cf `-o` override of the service it was narrowed to, main.cf, and the registry
+default; host-dependent defaults (myhostname, mynetworks, ...) are computed as Postfix
+computes them.
+
+Diagnostics: `ConfigError` carries Postfix's fatal message text (without "fatal: ");
+`Config.warnings()` lists the warnings Postfix prints for the same files (unused and
+undefined parameters, misplaced whitespace).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+from oxipost.config import maincf, mastercf, registry
+from oxipost.config.expand import Expander, ExpandError, references
+from oxipost.config.mastercf import Service
+
+__all__ = ["Config", "ConfigError", "Service", "load_config"]
+
+DEFAULT_CONFIG_DIR = "/etc/postfix"
+
+_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIME = re.compile(r"(\d+)([smhdw]?)$")
+_BOOL = {"yes": True, "true": True, "no": False, "false": False}
+
+
+class ConfigError(Exception):
+    """A configuration Postfix would refuse; str() is Postfix's message without 'fatal: '."""
+
+
+def split_list(value: str) -> list[str]:
+    """Split a list value on commas and whitespace, keeping {...} groups whole (as Postfix's
+    mystrtok_cw does for e.g. `inline:{a=b, c=d}`)."""
+    items: list[str] = []
+    word: list[str] = []
+    depth = 0
+    for ch in value:
+        if ch == "{":
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+        if depth == 0 and (ch in ", \t\r\n"):
+            if word:
+                items.append("".join(word))
+                word = []
+            continue
+        word.append(ch)
+    if word:
+        items.append("".join(word))
+    return items
+
+
+class Config:
+    """Parameters of one configuration directory, optionally narrowed to one service."""
+
+    def __init__(
+        self,
+        config_dir: str,
+        settings: dict[str, str],
+        services: list[Service],
+        overrides: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
+        explicit_dir: bool = False,
+    ) -> None:
+        self.config_dir = config_dir
+        self.settings = settings
+        self.services = services
+        self.overrides = dict(overrides or {})
+        self._warnings = list(warnings or [])
+        # postconf -c shows config_directory as if main.cf had set it.
+        self.explicit_dir = explicit_dir
+        self._per_service: dict[str, str] = {}
+        for svc in services:
+            self._per_service.update(registry.per_service_parameters(svc.name, svc.command))
+        self._cache: dict[str, str] = {}
+
+    # Raw values --------------------------------------------------------------------------
+
+    def default(self, name: str) -> str | None:
+        """The default of a known parameter (unexpanded), or None for an unknown name."""
+        if name == "config_directory":
+            return DEFAULT_CONFIG_DIR
+        if name in registry.HOST_DEPENDENT:
+            return registry.host_default(name, self._host_inputs(name))
+        param = registry.parameters().get(name)
+        if param is not None:
+            return param.default
+        return self._per_service.get(name)
+
+    def _host_inputs(self, name: str) -> dict[str, str]:
+        if name == "mynetworks":
+            return {"mynetworks_style": self.get("mynetworks_style")}
+        if name == "mydomain" and ("myhostname" in self.settings or "myhostname" in self.overrides):
+            return {"myhostname": self.get("myhostname")}
+        return {}
+
+    def raw(self, name: str) -> str | None:
+        """The unexpanded value: -o override, then main.cf, then the default."""
+        if name in self.overrides:
+            return self.overrides[name]
+        if name in self.settings:
+            return self.settings[name]
+        if name == "config_directory":
+            return self.config_dir
+        return self.default(name)
+
+    def is_known(self, name: str) -> bool:
+        """A registry parameter, a master.cf per-service one, or one main.cf defines."""
+        return (
+            name in self.settings
+            or name in self.overrides
+            or name == "config_directory"
+            or name in registry.HOST_DEPENDENT
+            or name in registry.parameters()
+            or name in self._per_service
+        )
+
+    def names(self) -> list[str]:
+        """Every parameter name this configuration knows, sorted as postconf sorts."""
+        names = set(registry.parameters()) | set(self._per_service) | {"config_directory"}
+        return sorted(names)
+
+    # Expanded values ---------------------------------------------------------------------
+
+    def expand(self, value: str) -> str:
+        """Expand a raw value against this configuration."""
+        try:
+            return Expander(self.raw).expand(value)
+        except ExpandError as e:
+            raise ConfigError(f"{self.main_cf}: {e}") from None
+
+    def get(self, name: str) -> str:
+        """The fully expanded value; KeyError for a name that is not a parameter."""
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
+        raw = self.raw(name)
+        if raw is None:
+            raise KeyError(name)
+        value = self.expand(raw)
+        self._cache[name] = value
+        return value
+
+    def get_bool(self, name: str) -> bool:
+        value = self.get(name).strip().lower()
+        if value not in _BOOL:
+            raise ConfigError(f'bad boolean configuration: "{name} = {self.get(name)}"')
+        return _BOOL[value]
+
+    def get_int(self, name: str) -> int:
+        value = self.get(name).strip()
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(
+                f'{self.main_cf}: bad numerical configuration: "{name} = {value}"'
+            ) from None
+
+    def get_time(self, name: str) -> float:
+        """Seconds; a bare number takes the unit of the parameter's default (as Postfix)."""
+        value = self.get(name).strip()
+        m = _TIME.match(value)
+        if not m:
+            raise ConfigError(
+                f'{self.main_cf}: bad time value or unit: "{name} = {value}"'
+            ) from None
+        unit = m.group(2)
+        if not unit:
+            default = self.default(name) or ""
+            dm = _TIME.match(default.strip())
+            unit = dm.group(2) if dm and dm.group(2) else "s"
+        return float(int(m.group(1)) * _TIME_UNITS[unit])
+
+    def get_list(self, name: str) -> list[str]:
+        return split_list(self.get(name))
+
+    def path(self, name: str) -> str:
+        """An absolute path: relative values resolve against the current directory."""
+        return os.path.abspath(self.get(name))
+
+    @property
+    def main_cf(self) -> str:
+        return os.path.join(self.config_dir, "main.cf")
+
+    @property
+    def master_cf(self) -> str:
+        return os.path.join(self.config_dir, "master.cf")
+
+    # Services ----------------------------------------------------------------------------
+
+    def service(self, name: str) -> Service:
+        """The master.cf entry "name" or "name/type"; KeyError if there is none."""
+        svc_name, _, svc_type = name.partition("/")
+        for svc in self.services:
+            if svc.name == svc_name and (not svc_type or svc.type == svc_type):
+                return svc
+        raise KeyError(name)
+
+    def for_service(self, name: str) -> Config:
+        """This configuration with the -o overrides of master.cf service `name` applied."""
+        svc = self.service(name)
+        overrides = dict(self.overrides)
+        overrides.update(svc.overrides)
+        overrides.setdefault("service_name", svc.name)
+        return Config(
+            self.config_dir,
+            self.settings,
+            self.services,
+            overrides,
+            self._warnings,
+            self.explicit_dir,
+        )
+
+    # Diagnostics -------------------------------------------------------------------------
+
+    def warnings(self) -> list[str]:
+        """Postfix's warnings for these files: parse warnings, unused and undefined names."""
+        out = list(self._warnings)
+        used: set[str] = set()
+        raw_values = list(self.settings.values())
+        for svc in self.services:
+            raw_values.extend(svc.overrides.values())
+            raw_values.extend(svc.args)
+        for value in raw_values:
+            used.update(references(value))
+        for cls in split_list(self.settings.get("smtpd_restriction_classes", "")):
+            used.add(cls)
+        known = set(registry.parameters()) | set(self._per_service) | registry.HOST_DEPENDENT
+        known |= {"config_directory"}
+        for name, value in self.settings.items():
+            if name not in known and name not in used:
+                out.append(f"{self.main_cf}: unused parameter: {name}={value}")
+        for svc in self.services:
+            for name, value in svc.overrides.items():
+                if name not in known and name not in used and name not in self.settings:
+                    out.append(f"{self.master_cf}: unused parameter: {name}={value}")
+        undefined: list[str] = []
+        for value in raw_values:
+            exp = Expander(self.raw)
+            try:
+                exp.expand(value)
+            except ExpandError:
+                continue
+            undefined.extend(n for n in exp.undefined if n not in undefined)
+        out.extend(f"{self.main_cf}: undefined parameter: {n}" for n in undefined)
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+def load_config(config_dir: str | None = None) -> Config:
+    """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix)."""
+    explicit = config_dir is not None
+    directory = config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
+    directory = directory.rstrip("/") or "/"
+    main_path = os.path.join(directory, "main.cf")
+    warnings: list[str] = []
+    try:
+        entries = maincf.read(main_path, warnings)
+    except OSError as e:
+        raise ConfigError(f"open {main_path}: {e.strerror}") from None
+    except maincf.MainCfError as e:
+        raise ConfigError(str(e)) from None
+    master_path = os.path.join(directory, "master.cf")
+    try:
+        services = mastercf.read(master_path)
+    except FileNotFoundError:
+        services = []
+    except OSError as e:
+        raise ConfigError(f"open {master_path}: {e.strerror}") from None
+    except mastercf.MasterCfError as e:
+        raise ConfigError(str(e)) from None
+    return Config(
+        directory,
+        maincf.settings(entries),
+        services,
+        warnings=warnings,
+        explicit_dir=explicit or "MAIL_CONFIG" in os.environ,
+    )

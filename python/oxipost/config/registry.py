@@ -1,0 +1,205 @@
+"""The parameter registry: every parameter oxipost knows, with Postfix's default, a type and a
+one-line description. It is the single source of truth for `postconf -d`, validation and docs;
+code never repeats a default.
+
+The defaults are Postfix 3.7's (parameters.tsv, generated once by scripts/gen_parameters.py
+from Debian's postfix package and committed), except the parameters in DEVIATIONS, where
+oxipost deliberately differs, each with its reason, and the oxipost-only parameters in EXTRA.
+Host-dependent defaults (HOST_DEPENDENT) are computed at run time as Postfix computes them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    name: str
+    default: str
+    kind: str  # bool, int, time, maps, str
+    doc: str
+
+
+# Where oxipost's default differs from Postfix 3.7's on purpose. The differential test against
+# real `postconf -d` skips exactly these names.
+DEVIATIONS: dict[str, tuple[str, str]] = {
+    # name: (our default, why)
+    "smtpd_forbid_bare_newline": (
+        "normalize",
+        "Postfix 3.9's anti-smuggling default (3.7.11 backports the knob with 'no').",
+    ),
+    "smtpd_forbid_unauth_pipelining": (
+        "yes",
+        "Postfix 3.9's default: a client that pipelines without PIPELINING is rejected.",
+    ),
+    "mail_name": ("oxipost", "This is not Postfix; log tools key on syslog_name, kept 'postfix'."),
+    "mail_version": ("0.1.0", "oxipost's own version."),
+    "mail_release_date": ("20261125", "oxipost's own release date."),
+}
+
+# Parameters that only oxipost has.
+EXTRA: dict[str, tuple[str, str, str]] = {
+    # name: (default, kind, doc)
+    "smtpd_worker_processes": (
+        "${cpu_count}",
+        "int",
+        "The number of smtpd worker processes that share each inet listener (default: CPUs).",
+    ),
+    "cpu_count": ("", "int", "The number of CPUs of this host (read-only, computed)."),
+}
+
+# Computed from the host at run time, as Postfix does; never compared with another host's.
+HOST_DEPENDENT = frozenset(
+    {"myhostname", "mydomain", "mynetworks", "process_id", "process_name", "cpu_count"}
+)
+
+# Parameters master.cf creates for each delivery service NAME ("NAME_" + suffix), with the
+# default each one refers to; only for services whose command is a delivery agent.
+_PER_TRANSPORT = {
+    "delivery_slot_cost": "$default_delivery_slot_cost",
+    "delivery_slot_discount": "$default_delivery_slot_discount",
+    "delivery_slot_loan": "$default_delivery_slot_loan",
+    "destination_concurrency_failed_cohort_limit": (
+        "$default_destination_concurrency_failed_cohort_limit"
+    ),
+    "destination_concurrency_limit": "$default_destination_concurrency_limit",
+    "destination_concurrency_negative_feedback": (
+        "$default_destination_concurrency_negative_feedback"
+    ),
+    "destination_concurrency_positive_feedback": (
+        "$default_destination_concurrency_positive_feedback"
+    ),
+    "destination_rate_delay": "$default_destination_rate_delay",
+    "destination_recipient_limit": "$default_destination_recipient_limit",
+    "extra_recipient_limit": "$default_extra_recipient_limit",
+    "initial_destination_concurrency": "$initial_destination_concurrency",
+    "minimum_delivery_slots": "$default_minimum_delivery_slots",
+    "recipient_limit": "$default_recipient_limit",
+    "recipient_refill_delay": "$default_recipient_refill_delay",
+    "recipient_refill_limit": "$default_recipient_refill_limit",
+    "transport_rate_delay": "$default_transport_rate_delay",
+}
+DELIVERY_AGENTS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error"})
+# Agents that run external commands get NAME_time_limit (spawn has only that one).
+_TIME_LIMITED = frozenset({"pipe", "spawn"})
+
+
+def per_service_parameters(service: str, command: str) -> dict[str, str]:
+    """The NAME_* parameters (name → default) a master.cf service with this command creates."""
+    out: dict[str, str] = {}
+    if command in DELIVERY_AGENTS:
+        out.update({f"{service}_{k}": v for k, v in _PER_TRANSPORT.items()})
+    if command in _TIME_LIMITED:
+        out[f"{service}_time_limit"] = "$command_time_limit"
+    return out
+
+
+@cache
+def parameters() -> dict[str, Parameter]:
+    """All registry parameters by name (Postfix 3.7's, deviations applied, extras added)."""
+    table: dict[str, Parameter] = {}
+    text = resources.files("oxipost.config").joinpath("parameters.tsv").read_text()
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, default, kind, doc = line.split("\t", 3)
+        table[name] = Parameter(name, default, kind, doc)
+    for name, (default, _why) in DEVIATIONS.items():
+        old = table.get(name)
+        kind = old.kind if old else "str"
+        doc = old.doc if old else _why
+        table[name] = Parameter(name, default, kind, doc)
+    for name, (default, kind, doc) in EXTRA.items():
+        table[name] = Parameter(name, default, kind, doc)
+    return table
+
+
+def host_default(name: str, raw_lookup: dict[str, str]) -> str:
+    """The run-time default of a HOST_DEPENDENT parameter.
+
+    raw_lookup holds the settings that feed it (mynetworks_style, already expanded).
+    """
+    if name == "myhostname":
+        return _myhostname()
+    if name == "mydomain":
+        host = raw_lookup.get("myhostname") or _myhostname()
+        return host.split(".", 1)[1] if "." in host else "localdomain"
+    if name == "mynetworks":
+        return " ".join(_mynetworks(raw_lookup.get("mynetworks_style", "host")))
+    if name == "process_id":
+        return str(os.getpid())
+    if name == "process_name":
+        return raw_lookup.get("process_name", "postconf")
+    if name == "cpu_count":
+        return str(os.cpu_count() or 1)
+    raise KeyError(name)
+
+
+def _myhostname() -> str:
+    name = socket.gethostname()
+    # Postfix wants a fully-qualified name; a bare host name gets ".localdomain".
+    return name if "." in name else f"{name}.localdomain"
+
+
+def _interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The host's addresses with their prefixes (IPv4 by SIOCGIFADDR/NETMASK, IPv6 from
+    /proc/net/if_inet6), in the order Postfix lists them: IPv4 first."""
+    v4: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+    v6: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+    try:
+        import fcntl
+        import struct
+
+        for _idx, ifname in socket.if_nameindex():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                req = struct.pack("256s", ifname.encode()[:15])
+                addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, req)[20:24])
+                mask = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x891B, req)[20:24])
+                v4.append(ipaddress.IPv4Interface(f"{addr}/{mask}"))
+            except OSError:
+                pass
+            finally:
+                s.close()
+    except OSError:
+        pass
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                hexaddr, _idx, plen, *_ = line.split()
+                addr = ":".join(hexaddr[i : i + 4] for i in range(0, 32, 4))
+                v6.append(ipaddress.IPv6Interface(f"{addr}/{int(plen, 16)}"))
+    except OSError:
+        pass
+    v6.sort(key=lambda i: (not i.ip.is_loopback, i.ip.is_link_local, int(i.ip)))
+    v4.sort(key=lambda i: (not i.ip.is_loopback, int(i.ip)))
+    return v4 + v6
+
+
+def _fmt(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    if net.version == 6:
+        return f"[{net.network_address}]/{net.prefixlen}"
+    return str(net)
+
+
+def _mynetworks(style: str) -> list[str]:
+    out: list[str] = []
+    for iface in _interfaces():
+        if style == "host":
+            net = ipaddress.ip_network(f"{iface.ip}/{iface.max_prefixlen}")
+        elif style == "class" and iface.version == 4:
+            first = int(iface.ip) >> 24
+            plen = 8 if first < 128 else 16 if first < 192 else 24
+            net = ipaddress.ip_network(f"{iface.ip}/{max(plen, 0)}", strict=False)
+        else:
+            net = iface.network
+        text = _fmt(net)
+        if text not in out:
+            out.append(text)
+    return out

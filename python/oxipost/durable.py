@@ -1,0 +1,37 @@
+"""The one durable-write routine: temp file in the same directory (O_EXCL) → write → fsync →
+rename → fsync the directory. On any error the temp file is removed, so a reader sees the
+old file or the new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Replace path with data durably and atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
