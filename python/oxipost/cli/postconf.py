@@ -1,13 +1,228 @@
-"""postconf(1): not built yet; its issue fills this module in."""
+"""postconf(1): show or change the configuration, as Postfix's postconf does.
+
+postconf [-c dir] [-dhnx] [name ...]      show parameters (-d defaults, -n only main.cf's,
+                                          -h values only, -x expand $names)
+postconf [-c dir] -e name=value ...       edit main.cf in place (atomically)
+postconf [-c dir] -X name ... | -# name   remove / comment out main.cf parameters
+postconf [-c dir] -M[f] [name[/type]]     show master.cf services (-f folds long lines)
+postconf [-c dir] -P [service/type/name]  show master.cf -o parameters
+postconf -m                               list the lookup table types
+
+Diagnostics go to stderr as `postconf: warning: ...` / `postconf: fatal: ...` with Postfix's
+wording; fatal errors exit 1, as Postfix's do.
+"""
+
+from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-from oxipost.cli._unbuilt import not_built
+from oxipost.config import Config, ConfigError, load_config, maincf
+from oxipost.config.mastercf import Service
+
+PROG = "postconf"
+LINE_LIMIT = 80
+# What oxipost's lookup-table layer serves (DESIGN.md, "Lookup tables").
+_TABLE_TYPES = (
+    "cdb cidr environ fail hash inline internal pcre pgsql pipemap regexp sqlite static "
+    "texthash unionmap"
+).split()
 
 
-def main() -> int:
-    """Run postconf with sys.argv; return the exit status."""
-    return not_built("postconf")
+class Fatal(Exception):
+    """Ends the command with `postconf: fatal: MESSAGE` and exit status 1."""
+
+
+def _warn(text: str) -> None:
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
+def _normalize(value: str) -> str:
+    """postconf prints a value with each run of white space as one space."""
+    return " ".join(value.split())
+
+
+def _line(name: str, value: str, names_only: bool) -> str:
+    if names_only:
+        return value
+    return f"{name} = {value}" if value else f"{name} ="
+
+
+def _table_types() -> list[str]:
+    try:
+        from oxipost import maps  # the maps area registers what it serves
+    except ImportError:
+        return _TABLE_TYPES
+    return sorted(getattr(maps, "TABLE_TYPES", _TABLE_TYPES))
+
+
+# The column where each master.cf field starts in postconf -M output; a field that overflows
+# its column pushes the next one right by one space, and later fields return to their stops.
+_MASTER_STOPS = (0, 11, 17, 25, 33, 41, 49, 57)
+
+
+def _service_line(svc: Service, fold: bool) -> str:
+    head = ""
+    for stop, text in zip(_MASTER_STOPS, svc.columns()[:8], strict=True):
+        if head:
+            head += " " * max(1, stop - len(head))
+        head += text
+    if not fold:
+        return " ".join([head, *svc.args]) if svc.args else head
+    # Folded: each "-o name=value" on a line of its own, other words wrapped at 80 columns.
+    lines = [head]
+    args = list(svc.args)
+    i = 0
+    while i < len(args):
+        if args[i] == "-o" and i + 1 < len(args):
+            lines.append(f"    -o {args[i + 1]}")
+            i += 2
+            continue
+        word = args[i]
+        # Postfix keeps folded lines shorter than 80 columns.
+        too_long = len(lines[-1]) + 1 + len(word) >= LINE_LIMIT
+        if too_long or lines[-1].lstrip().startswith("-o "):
+            lines.append(f"    {word}")
+        else:
+            lines[-1] += f" {word}"
+        i += 1
+    return "\n".join(lines)
+
+
+def _show_services(cfg: Config, selectors: Sequence[str], fold: bool) -> None:
+    services = cfg.services
+    if not selectors:
+        for svc in services:
+            print(_service_line(svc, fold))
+        return
+    for sel in selectors:
+        name, _, typ = sel.partition("/")
+        hits = [s for s in services if s.name == name and (not typ or s.type == typ)]
+        if not hits:
+            _warn(f'unmatched request: "{sel}"')
+        for svc in hits:
+            print(_service_line(svc, fold))
+
+
+def _show_service_params(cfg: Config, selectors: Sequence[str]) -> None:
+    for svc in cfg.services:
+        for name, value in sorted(svc.overrides.items()):
+            key = f"{svc.key}/{name}"
+            if selectors and key not in selectors:
+                continue
+            print(_line(key, _normalize(value), False))
+
+
+def _show_parameters(cfg: Config, names: Sequence[str], opts: set[str]) -> None:
+    defaults, non_default, hide, expand = ("d" in opts, "n" in opts, "h" in opts, "x" in opts)
+    if names:
+        selected = list(names)
+    elif non_default:
+        # Unused names are left out (and warned about), as Postfix leaves them out.
+        _used, unused = cfg.user_defined()
+        shown = set(cfg.settings) - set(unused)
+        selected = sorted(shown | ({"config_directory"} if cfg.explicit_dir else set()))
+    else:
+        used_user, _unused = cfg.user_defined()
+        selected = sorted(set(cfg.names()) | set(used_user))
+    for name in selected:
+        if defaults:
+            value = cfg.default(name)
+        elif non_default and name not in cfg.settings and name != "config_directory":
+            continue
+        else:
+            value = cfg.raw(name)
+        if value is None:
+            _warn(f"{name}: unknown parameter")
+            continue
+        if expand:
+            value = cfg.expand(value)
+        print(_line(name, _normalize(value), hide))
+
+
+def _edit(cfg: Config, args: Sequence[str], opts: set[str]) -> None:
+    if "e" in opts:
+        updates: dict[str, str] = {}
+        for arg in args:
+            name, eq, value = arg.partition("=")
+            name = name.strip()
+            if not eq or not name:
+                what = "missing attribute name" if eq else "missing '=' after attribute name"
+                raise Fatal(f'{what}: "{arg}"')
+            updates[name] = value.strip()
+        maincf.edit(cfg.main_cf, set_values=updates)
+    elif "X" in opts:
+        maincf.edit(cfg.main_cf, remove=set(args))
+    else:
+        maincf.edit(cfg.main_cf, comment_out=set(args))
+
+
+def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
+    config_dir: str | None = None
+    opts: set[str] = set()
+    args: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            args.extend(argv[i + 1 :])
+            break
+        if arg.startswith("-") and len(arg) > 1 and not args:
+            j = 1
+            while j < len(arg):
+                flag = arg[j]
+                if flag in "co":
+                    value = arg[j + 1 :] or (argv[i + 1] if i + 1 < len(argv) else None)
+                    if value is None:
+                        raise Fatal(f"option requires an argument -- '{flag}'")
+                    if not arg[j + 1 :]:
+                        i += 1
+                    if flag == "c":
+                        config_dir = value
+                    break
+                if flag not in "dhnxeX#MmPfFvqlbtTaATs":
+                    raise Fatal(f"invalid option -- '{flag}'")
+                opts.add(flag)
+                j += 1
+        else:
+            args.append(arg)
+        i += 1
+    return config_dir, opts, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run postconf with argv (default sys.argv[1:]); return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config_dir, opts, args = _parse_args(argv)
+        if "m" in opts:
+            for t in _table_types():
+                print(t)
+            return 0
+        cfg = load_config(config_dir)
+        if opts & {"e", "X", "#"}:
+            _edit(cfg, args, opts)
+            return 0
+        if "M" in opts:
+            _show_services(cfg, args, "f" in opts)
+        elif "P" in opts:
+            _show_service_params(cfg, args)
+        else:
+            _show_parameters(cfg, args, opts)
+        # Defaults do not depend on the files, so -d does not judge them.
+        if "d" not in opts:
+            for w in cfg.warnings():
+                _warn(w)
+        return 0
+    except (Fatal, ConfigError) as e:
+        sys.stdout.flush()
+        print(f"{PROG}: fatal: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"{PROG}: fatal: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":

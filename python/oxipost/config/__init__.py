@@ -98,6 +98,8 @@ class Config:
             return {"mynetworks_style": self.get("mynetworks_style")}
         if name == "mydomain" and ("myhostname" in self.settings or "myhostname" in self.overrides):
             return {"myhostname": self.get("myhostname")}
+        if name == "myhostname" and ("mydomain" in self.settings or "mydomain" in self.overrides):
+            return {"mydomain": self.get("mydomain")}
         return {}
 
     def raw(self, name: str) -> str | None:
@@ -219,29 +221,46 @@ class Config:
 
     # Diagnostics -------------------------------------------------------------------------
 
+    def _known(self) -> set[str]:
+        known = set(registry.parameters()) | set(self._per_service) | registry.HOST_DEPENDENT
+        return known | {"config_directory"}
+
+    def _raw_values(self) -> list[str]:
+        values = list(self.settings.values())
+        for svc in self.services:
+            values.extend(svc.overrides.values())
+            values.extend(svc.args)
+        return values
+
+    def user_defined(self) -> tuple[list[str], list[str]]:
+        """main.cf names that are not parameters: (used ones, unused ones).
+
+        Postfix counts a name as used when some value refers to it ($name) or it is listed
+        in smtpd_restriction_classes.
+        """
+        used: set[str] = set()
+        for value in self._raw_values():
+            used.update(references(value))
+        used.update(split_list(self.settings.get("smtpd_restriction_classes", "")))
+        known = self._known()
+        extra = [n for n in self.settings if n not in known]
+        return [n for n in extra if n in used], [n for n in extra if n not in used]
+
     def warnings(self) -> list[str]:
         """Postfix's warnings for these files: parse warnings, unused and undefined names."""
         out = list(self._warnings)
-        used: set[str] = set()
-        raw_values = list(self.settings.values())
-        for svc in self.services:
-            raw_values.extend(svc.overrides.values())
-            raw_values.extend(svc.args)
-        for value in raw_values:
-            used.update(references(value))
-        for cls in split_list(self.settings.get("smtpd_restriction_classes", "")):
-            used.add(cls)
-        known = set(registry.parameters()) | set(self._per_service) | registry.HOST_DEPENDENT
-        known |= {"config_directory"}
-        for name, value in self.settings.items():
-            if name not in known and name not in used:
-                out.append(f"{self.main_cf}: unused parameter: {name}={value}")
+        used, unused = self.user_defined()
+        out.extend(f"{self.main_cf}: unused parameter: {n}={self.settings[n]}" for n in unused)
+        known = self._known() | set(used)
         for svc in self.services:
             for name, value in svc.overrides.items():
-                if name not in known and name not in used and name not in self.settings:
+                if name not in known and name not in self.settings:
                     out.append(f"{self.master_cf}: unused parameter: {name}={value}")
         undefined: list[str] = []
-        for value in raw_values:
+        # Command arguments ($sender, ${recipient} of pipe) are not parameters.
+        values = list(self.settings.values())
+        values += [v for svc in self.services for v in svc.overrides.values()]
+        for value in values:
             exp = Expander(self.raw)
             try:
                 exp.expand(value)

@@ -54,10 +54,13 @@ def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Entr
                 current.lines.append(line)
                 current.value += body
                 continue
+            # Postfix warns and ignores text that continues nothing.
             if warn is not None:
                 warn.append(
                     f'{path}: logical line must not start with whitespace: "{_printable(body)}"'
                 )
+            entries.append(Entry(None, "", [line], lineno))
+            continue
         current = Entry(None, body, [line], lineno)
         entries.append(current)
         # A definition; its name is checked once the logical line is complete.

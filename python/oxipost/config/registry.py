@@ -126,9 +126,9 @@ def host_default(name: str, raw_lookup: dict[str, str]) -> str:
     raw_lookup holds the settings that feed it (mynetworks_style, already expanded).
     """
     if name == "myhostname":
-        return _myhostname()
+        return _myhostname(raw_lookup.get("mydomain"))
     if name == "mydomain":
-        host = raw_lookup.get("myhostname") or _myhostname()
+        host = raw_lookup.get("myhostname") or _myhostname(None)
         return host.split(".", 1)[1] if "." in host else "localdomain"
     if name == "mynetworks":
         return " ".join(_mynetworks(raw_lookup.get("mynetworks_style", "host")))
@@ -141,10 +141,11 @@ def host_default(name: str, raw_lookup: dict[str, str]) -> str:
     raise KeyError(name)
 
 
-def _myhostname() -> str:
+def _myhostname(mydomain: str | None) -> str:
     name = socket.gethostname()
-    # Postfix wants a fully-qualified name; a bare host name gets ".localdomain".
-    return name if "." in name else f"{name}.localdomain"
+    # Postfix wants a fully-qualified name: a bare host name gets ".$mydomain" when main.cf
+    # sets mydomain, else ".localdomain".
+    return name if "." in name else f"{name}.{mydomain if mydomain is not None else 'localdomain'}"
 
 
 def _interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:

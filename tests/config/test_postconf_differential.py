@@ -1,0 +1,234 @@
+"""postconf against real Postfix 3.7 (Debian's package): the same question, the same answer.
+
+Every registry default that does not depend on the host must print exactly as Postfix's
+`postconf -d` prints it; the only exceptions are registry.DEVIATIONS (each with its reason).
+-n, -e, -X, -#, -M, -Mf and -P must leave and print the same on the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oxipost.config import registry
+
+from tests.conftest import POSTFIX_POSTCONF, run_ours, run_postfix
+
+pytestmark = pytest.mark.postfix
+
+COMPARABLE = sorted(
+    set(registry.parameters())
+    - set(registry.DEVIATIONS)
+    - set(registry.EXTRA)
+    - registry.HOST_DEPENDENT
+)
+
+
+def parse_listing(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" =")
+        out[name] = value.strip()
+    return out
+
+
+def both(confdir: Path, *args: str) -> tuple[str, str, str, str]:
+    ours = run_ours("postconf", "-c", str(confdir), *args)
+    real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), *args)
+    return ours.stdout, real.stdout, ours.stderr, real.stderr
+
+
+def test_every_default_matches_postfix(confdir):
+    ours, real, _, _ = both(confdir, "-d")
+    ours_d, real_d = parse_listing(ours), parse_listing(real)
+    mismatched = {
+        n: (ours_d.get(n), real_d.get(n)) for n in COMPARABLE if ours_d.get(n) != real_d.get(n)
+    }
+    assert not mismatched
+    # Postfix knows nothing we lack (beyond per-host values we compute).
+    assert set(real_d) - set(ours_d) == set()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "append_dot_mydomain",
+        "smtpd_relay_restrictions",
+        "relay_domains",
+        "alias_maps",
+        "maximal_queue_lifetime",
+        "smtpd_banner",
+        "mynetworks_style",
+        "proxy_read_maps",
+    ],
+)
+def test_single_default_matches_postfix(confdir, name):
+    ours, real, ours_err, real_err = both(confdir, "-d", name)
+    assert (ours, ours_err) == (real, real_err)
+
+
+def test_deviations_are_real_deviations(confdir):
+    # A deviation that Postfix agrees with would be a stale entry in the list.
+    ours, real, _, _ = both(confdir, "-d", *registry.DEVIATIONS)
+    ours_d, real_d = parse_listing(ours), parse_listing(real)
+    for name in registry.DEVIATIONS:
+        assert ours_d[name] == registry.DEVIATIONS[name][0]
+        assert ours_d[name] != real_d.get(name)
+
+
+def test_host_dependent_defaults_match_on_this_host(confdir):
+    ours, real, _, _ = both(confdir, "-d", "myhostname", "mydomain", "mynetworks")
+    assert ours == real
+
+
+MAIN_CF = """\
+# a comment
+myhostname = mx.example.org
+mydestination = $myhostname, localhost.$mydomain
+  , localhost
+compatibility_level = 3.6
+a = hello
+b =
+t1 = $undefined_thing end
+t2 = ${a?yes} ${b?yes} ${a:no} ${b:no}
+t3 = ${a?{X $a}:{Y}} ${b?{X}:{Y $a}}
+t4 = $$a $(a) ${a}
+t5 = ${{$a} == {hello} ? {eq} : {ne}}
+t6 = ${{10} < {9} ? {lt} : {ge}} ${{abc} < {abd} ? {lt} : {ge}}
+t7 = ${{$compatibility_level} <level {3.6} ? {old} : {new}}
+t8 = $a.foo $a_x ${a}_x
+smtpd_banner = $t1 $t2 $t3 $t4 $t5 $t6 $t7 $t8
+unused_thing = 1
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-n",),
+        ("-nh",),
+        ("-x", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "mydestination"),
+        ("smtpd_banner", "mydomain", "myhostname", "relay_domains", "no_such_parameter"),
+        ("-x", "smtpd_banner", "append_dot_mydomain", "smtpd_relay_restrictions"),
+    ],
+)
+def test_show_matches_postfix(confdir, args):
+    (confdir / "main.cf").write_text(MAIN_CF)
+    ours, real, ours_err, real_err = both(confdir, *args)
+    assert ours == real
+    # Postfix may repeat a warning; the set of warnings is what must agree.
+    assert set(ours_err.splitlines()) == set(real_err.splitlines())
+
+
+def test_full_listing_matches_postfix(confdir):
+    (confdir / "main.cf").write_text(MAIN_CF)
+    ours, real, _, _ = both(confdir)
+    ours_d, real_d = parse_listing(ours), parse_listing(real)
+    assert {n: ours_d.get(n) for n in COMPARABLE} == {n: real_d.get(n) for n in COMPARABLE}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("-M",), ("-Mf",), ("-P",), ("-M", "smtp/inet", "relay"), ("-M", "nosuch/unix")],
+)
+def test_master_listing_matches_postfix(confdir, debian_master_cf, args):
+    (confdir / "master.cf").write_text(
+        debian_master_cf + "submission inet n - y - - smtpd\n  -o syslog_name=postfix/submission\n"
+        "  -o smtpd_tls_security_level=encrypt\n"
+    )
+    ours, real, ours_err, real_err = both(confdir, *args)
+    assert ours == real
+    assert set(ours_err.splitlines()) == set(real_err.splitlines())
+
+
+def test_per_transport_parameters_follow_master_cf(confdir, debian_master_cf):
+    (confdir / "master.cf").write_text(debian_master_cf)
+    names = [
+        "relay_destination_concurrency_limit",
+        "maildrop_time_limit",
+        "uucp_destination_recipient_limit",
+        "retry_initial_destination_concurrency",
+    ]
+    ours, real, ours_err, real_err = both(confdir, "-d", *names)
+    assert (ours, ours_err) == (real, real_err)
+
+
+EDITS = [
+    ("-e", "myhostname=new.example.org", "relayhost=[smtp.example.org]:587"),
+    ("-e", "mydestination=a, b,   c"),
+    ("-e", "zz_new=1", "myhostname=x.example"),
+    ("-X", "a", "unused_thing"),
+    ("-#", "myhostname", "mydestination"),
+]
+
+
+@pytest.mark.parametrize("args", EDITS)
+def test_edit_leaves_the_same_file_as_postfix(tmp_path, args):
+    files = {}
+    for who in ("ours", "real"):
+        d = tmp_path / who
+        d.mkdir()
+        (d / "main.cf").write_text(MAIN_CF)
+        (d / "master.cf").write_text("")
+        runner = run_ours if who == "ours" else None
+        if runner:
+            proc = run_ours("postconf", "-c", str(d), *args)
+        else:
+            proc = run_postfix(POSTFIX_POSTCONF, "-c", str(d), *args)
+        assert proc.returncode == 0, proc.stderr
+        files[who] = (d / "main.cf").read_text()
+    assert files["ours"] == files["real"]
+
+
+@pytest.mark.parametrize(
+    "main_cf",
+    ["a=1\nfoo bar\n", "= 1\n", "x y = 1\n", "  leading = 1\n"],
+    ids=["missing-equals", "missing-name", "space-in-name", "leading-whitespace"],
+)
+def test_bad_main_cf_gets_postfix_message(confdir, main_cf):
+    (confdir / "main.cf").write_text(main_cf)
+    ours = run_ours("postconf", "-c", str(confdir), "-n")
+    real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), "-n")
+    assert ours.returncode == real.returncode
+    assert set(ours.stderr.splitlines()) == set(real.stderr.splitlines())
+    assert "Traceback" not in ours.stderr
+
+
+def test_bad_edit_argument_gets_postfix_message(confdir):
+    ours = run_ours("postconf", "-c", str(confdir), "-e", "bad")
+    real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), "-e", "bad")
+    assert (ours.returncode, ours.stderr) == (real.returncode, real.stderr)
+    assert (confdir / "main.cf").read_text() == ""
+
+
+def test_missing_config_dir_gets_postfix_message(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    ours = run_ours("postconf", "-c", missing, "-n")
+    real = run_postfix(POSTFIX_POSTCONF, "-c", missing, "-n")
+    assert (ours.returncode, ours.stderr) == (real.returncode, real.stderr)
+
+
+def test_bad_master_cf_gets_postfix_message(confdir):
+    (confdir / "master.cf").write_text("bad line\n")
+    ours = run_ours("postconf", "-c", str(confdir), "-M")
+    real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), "-M")
+    assert (ours.returncode, ours.stderr) == (real.returncode, real.stderr)
+
+
+names = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
+values = st.from_regex(r"[a-zA-Z0-9.,:/@\[\] -]{0,30}", fullmatch=True).map(str.strip)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.dictionaries(names, values, min_size=1, max_size=6))
+def test_generated_main_cf_lists_as_postfix_lists_it(confdir, defs):
+    # Every generated name is referenced from smtpd_banner, so both treat them as used.
+    text = "".join(f"{n} = {v}\n" for n, v in defs.items())
+    text += "smtpd_banner = " + " ".join(f"${n}" for n in defs) + "\n"
+    (confdir / "main.cf").write_text(text)
+    ours, real, _, _ = both(confdir, "-n")
+    assert ours == real
