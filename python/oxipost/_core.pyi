@@ -3,6 +3,9 @@
 Kept by hand, in step with rust/py/src; `make test` checks it with mypy.stubtest.
 """
 
+# Submodules: stubtest cannot see into them, tests/delivery/test_mailbox.py checks this stub.
+from oxipost._core_stubs import mailbox as mailbox
+
 class CorruptError(Exception):
     """Stored data failed its checks (bad CRC, framing or content)."""
 

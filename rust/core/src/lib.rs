@@ -14,3 +14,4 @@ pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
 } else {
     "release"
 };
+pub mod mailbox;

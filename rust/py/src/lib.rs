@@ -3,6 +3,7 @@
 //! and releasing the GIL around blocking work.
 
 mod error;
+mod mailbox;
 
 #[pyo3::pymodule]
 mod _core {
@@ -10,6 +11,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::error::CorruptError;
+
+    #[pymodule_export]
+    use crate::mailbox::mailbox;
 
     /// "release" or "debug": benchmarks refuse to run on a debug build.
     #[pyfunction]

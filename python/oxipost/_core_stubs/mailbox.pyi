@@ -1,0 +1,34 @@
+"""oxipost._core.mailbox: Maildir and mbox writes; outcomes are (status, permanent, text)."""
+
+def maildir_deliver(
+    path: str,
+    prefix: bytes,
+    content: bytes,
+    hostname: str,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> tuple[str, bool, str]:
+    """Deliver into the Maildir `path`: tmp (O_EXCL) → fsync → link into new → fsync."""
+
+def mbox_deliver(
+    path: str,
+    sender: str,
+    prefix: bytes,
+    content: bytes,
+    *,
+    fcntl: bool = True,
+    flock: bool = False,
+    dotlock: bool = True,
+    attempts: int = 20,
+    delay: float = 1.0,
+    stale: float = 500.0,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> tuple[str, bool, str]:
+    """Append to the mbox `path` (From_ line, >From quoting, locks, truncate on error)."""
+
+def resolve_under(base: str, rel: str) -> str:
+    """Join a lookup result onto `base`; ValueError(status, text) if it would leave it."""
+
+def maildir_unique_name(hostname: str) -> str:
+    """The next unique Maildir base name, time.M<usec>P<pid>Q<n>.host."""

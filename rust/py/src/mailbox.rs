@@ -1,0 +1,106 @@
+//! `oxipost._core.mailbox`: Maildir and mbox writes for local(8)/virtual(8).
+//!
+//! Every delivery returns the (dsn status, permanent?, text) triple; the GIL
+//! is released for the whole write (the message bytes are immutable, so
+//! borrowing them while detached is sound).
+
+#[pyo3::pymodule(submodule)]
+pub mod mailbox {
+    use oxipost_core::mailbox::{self as core, Delivery, MboxLocking};
+    use pyo3::exceptions::PyValueError;
+    use pyo3::prelude::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    type Triple = (String, bool, String);
+
+    fn triple(d: Delivery) -> Triple {
+        let p = d.permanent();
+        (d.status, p, d.text)
+    }
+
+    fn ids(uid: Option<u32>, gid: Option<u32>) -> Option<(u32, u32)> {
+        uid.map(|u| (u, gid.unwrap_or(u)))
+    }
+
+    /// Delivers into the Maildir `path` (tmp → fsync → link into new → fsync).
+    #[pyfunction]
+    #[pyo3(signature = (path, prefix, content, hostname, uid=None, gid=None))]
+    fn maildir_deliver(
+        py: Python<'_>,
+        path: &str,
+        prefix: &[u8],
+        content: &[u8],
+        hostname: &str,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Triple {
+        let r = py.detach(|| {
+            core::deliver_maildir(Path::new(path), prefix, content, hostname, ids(uid, gid))
+        });
+        match r {
+            Ok(_) => triple(Delivery::ok("delivered to maildir")),
+            Err(d) => triple(d),
+        }
+    }
+
+    /// Appends to the mbox file `path` under the chosen locks.
+    #[pyfunction]
+    #[pyo3(signature = (path, sender, prefix, content, *, fcntl=true, flock=false,
+                        dotlock=true, attempts=20, delay=1.0, stale=500.0, uid=None, gid=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn mbox_deliver(
+        py: Python<'_>,
+        path: &str,
+        sender: &str,
+        prefix: &[u8],
+        content: &[u8],
+        fcntl: bool,
+        flock: bool,
+        dotlock: bool,
+        attempts: u32,
+        delay: f64,
+        stale: f64,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Triple {
+        let how = MboxLocking {
+            fcntl,
+            flock,
+            dotlock,
+            attempts,
+            delay: Duration::from_secs_f64(delay.max(0.0)),
+            stale: Duration::from_secs_f64(stale.max(0.0)),
+        };
+        let r = py.detach(|| {
+            core::deliver_mbox(
+                Path::new(path),
+                sender,
+                prefix,
+                content,
+                &how,
+                ids(uid, gid),
+            )
+        });
+        match r {
+            Ok(()) => triple(Delivery::ok("delivered to mailbox")),
+            Err(d) => triple(d),
+        }
+    }
+
+    /// Joins a table lookup result onto its base, refusing anything that
+    /// leaves it; raises ValueError(status, text) ("4.3.5", ...) when it does.
+    #[pyfunction]
+    fn resolve_under(base: &str, rel: &str) -> PyResult<String> {
+        match core::resolve_under(Path::new(base), rel) {
+            Ok(p) => Ok(p.to_string_lossy().into_owned()),
+            Err(d) => Err(PyValueError::new_err((d.status, d.text))),
+        }
+    }
+
+    /// The next unique Maildir base name, `time.M<usec>P<pid>Q<n>.host`.
+    #[pyfunction]
+    fn maildir_unique_name(hostname: &str) -> String {
+        core::maildir_unique_name(hostname)
+    }
+}
