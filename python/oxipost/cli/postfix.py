@@ -1,13 +1,171 @@
-"""postfix(1): not built yet; its issue fills this module in."""
+"""postfix(1) / oxipost: control the mail system.
 
+    oxipost [-c config_dir] [-v] start | start-fg | stop | abort | reload | status | check
+                                 | flush
+
+start runs master in the background; start-fg keeps it in the foreground (make run uses
+it); stop and abort end it (abort kills the services at once); reload re-reads main.cf and
+master.cf without dropping listeners; status says whether it runs; check validates the
+configuration and creates missing directories; flush asks qmgr to retry deferred mail.
+
+Messages are postfix-script's, on stderr and in the log:
+`postfix/postfix-script: starting the Postfix mail system`, `... the Postfix mail system is
+running: PID: N`, `... fatal: the Postfix mail system is not running` (exit 1), `... fatal:
+the Postfix mail system is already running` (exit 1), `stopping the Postfix mail system`,
+`refreshing the Postfix mail system`, `waiting for the Postfix mail system to terminate`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Sequence
 
-from oxipost.cli._unbuilt import not_built
+from oxipost.config import Config, ConfigError, load_config
+from oxipost.log import Logger, get_logger
+from oxipost.master.master import Master, read_pid
+
+USAGE = (
+    "usage: oxipost [-c config_dir] [-Dv] start | start-fg | stop | abort | reload"
+    " | status | check | flush"
+)
+# How long start waits for the new master to take its lock, and stop for it to go.
+START_WAIT = 15.0
+STOP_WAIT = 30.0
 
 
-def main() -> int:
-    """Run postfix with sys.argv; return the exit status."""
-    return not_built("postfix")
+class Script:
+    """postfix-script's voice: each message on stderr and in the log."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.log: Logger = get_logger("postfix-script", cfg, echo_stderr=True)
+
+    def info(self, text: str) -> None:
+        self.log.info(text)
+
+    def fatal(self, text: str) -> int:
+        try:
+            self.log.fatal(text)
+        except SystemExit as e:
+            return int(e.code or 1)
+
+
+def check(cfg: Config, script: Script) -> int:
+    """Create the directories the configuration names; warn as postfix check does."""
+    for warning in cfg.warnings():
+        script.log.warning(warning)
+    dirs = [cfg.path("queue_directory"), cfg.path("data_directory")]
+    maillog = cfg.get("maillog_file")
+    if maillog:
+        dirs.append(os.path.dirname(os.path.abspath(maillog)))
+    for sub in ("pid", "public", "private", "maildrop"):
+        dirs.append(os.path.join(cfg.path("queue_directory"), sub))
+    for d in dirs:
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as e:
+            return script.fatal(f"cannot create directory {d}: {e.strerror}")
+    return 0
+
+
+def _wait_for(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def start(cfg: Config, config_dir: str | None, script: Script, foreground: bool) -> int:
+    if read_pid(cfg) is not None:
+        return script.fatal("the Postfix mail system is already running")
+    status = check(cfg, script)
+    if status:
+        return status
+    script.info("starting the Postfix mail system")
+    if foreground:
+        master = Master(config_dir)
+        return master.run()
+    argv = [sys.executable, "-m", "oxipost.master"]
+    if config_dir:
+        argv += ["-c", config_dir]
+    subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    if not _wait_for(lambda: read_pid(cfg) is not None, START_WAIT):
+        return script.fatal("mail system startup failed")
+    return 0
+
+
+def signal_master(cfg: Config, script: Script, sig: int, message: str) -> int:
+    pid = read_pid(cfg)
+    if pid is None:
+        return script.fatal("the Postfix mail system is not running")
+    script.info(message)
+    os.kill(pid, sig)
+    if sig in (signal.SIGTERM, signal.SIGQUIT):
+        script.info("waiting for the Postfix mail system to terminate")
+        if not _wait_for(lambda: read_pid(cfg) is None, STOP_WAIT):
+            return script.fatal("the Postfix mail system did not terminate")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the control command with argv (default sys.argv[1:]); return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    config_dir: str | None = None
+    while args and args[0].startswith("-"):
+        opt = args.pop(0)
+        if opt == "-c" and args:
+            config_dir = args.pop(0)
+        elif opt.startswith("-c") and len(opt) > 2:
+            config_dir = opt[2:]
+        elif opt in ("-v", "-D"):
+            continue
+        else:
+            print(USAGE, file=sys.stderr)
+            return 1
+    if len(args) != 1:
+        print(USAGE, file=sys.stderr)
+        return 1
+    command = args[0]
+    try:
+        cfg = load_config(config_dir)
+    except ConfigError as e:
+        print(f"postfix: fatal: {e}", file=sys.stderr)
+        return 1
+    script = Script(cfg)
+    if command in ("start", "start-fg"):
+        return start(cfg, config_dir, script, foreground=command == "start-fg")
+    if command == "stop":
+        return signal_master(cfg, script, signal.SIGTERM, "stopping the Postfix mail system")
+    if command == "abort":
+        return signal_master(cfg, script, signal.SIGQUIT, "stopping the Postfix mail system")
+    if command == "reload":
+        return signal_master(cfg, script, signal.SIGHUP, "refreshing the Postfix mail system")
+    if command == "status":
+        pid = read_pid(cfg)
+        if pid is None:
+            script.info("the Postfix mail system is not running")
+            return 1
+        script.info(f"the Postfix mail system is running: PID: {pid}")
+        return 0
+    if command == "check":
+        return check(cfg, script)
+    if command == "flush":
+        # As Postfix's postfix-script: flush is postqueue -f.
+        cmd = [sys.executable, "-m", "oxipost.cli.postqueue", "-c", cfg.config_dir, "-f"]
+        return subprocess.call(cmd)
+    print(f"postfix: fatal: unknown command: '{command}'. {USAGE[7:]}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""Logging in Postfix's format, so pflogsumm, fail2ban filters and log exporters keep working.
+
+    Nov 25 02:19:53 mx postfix/qmgr[6663]: 15C5B160C79: removed
+
+`get_logger(service, cfg)` returns a logger for one program ("smtpd", "master", ...). Lines
+go to `maillog_file` when it is set (one O_APPEND write per line, so processes sharing the
+file never interleave inside a line), else to syslog with `syslog_facility`. The program tag
+is `$syslog_name/service`; a master.cf `-o syslog_name=postfix/submission` gives
+`postfix/submission/smtpd`, as in Postfix. Severity prefixes are Postfix's: `warning: `,
+`error: `, `fatal: ` (then exit 1), `panic: ` (then abort).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import syslog
+import time
+from typing import NoReturn, Protocol
+
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+class _ConfigLike(Protocol):
+    def get(self, name: str) -> str: ...
+
+
+def format_line(when: float, host: str, tag: str, pid: int, text: str) -> str:
+    """One log line: `Mon DD HH:MM:SS host tag[pid]: text` (the day space-padded)."""
+    t = time.localtime(when)
+    stamp = f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    return f"{stamp} {host} {tag}[{pid}]: {text}"
+
+
+class Logger:
+    """A Postfix-style logger for one program."""
+
+    def __init__(
+        self,
+        service: str,
+        syslog_name: str = "postfix",
+        maillog_file: str = "",
+        host: str | None = None,
+        facility: str = "mail",
+        echo_stderr: bool = False,
+    ) -> None:
+        self.service = service
+        self.tag = f"{syslog_name}/{service}"
+        self.maillog_file = maillog_file
+        self.host = host or socket.gethostname()
+        self.echo_stderr = echo_stderr
+        self._fd: int | None = None
+        if not maillog_file:
+            fac = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_MAIL)
+            syslog.openlog(self.tag, syslog.LOG_PID, fac)
+
+    def _emit(self, priority: int, text: str) -> None:
+        text = text.replace("\n", " ")
+        if self.echo_stderr:
+            print(f"{self.tag}: {text}", file=sys.stderr, flush=True)
+        if not self.maillog_file:
+            syslog.syslog(priority, text)
+            return
+        line = format_line(time.time(), self.host, self.tag, os.getpid(), text) + "\n"
+        try:
+            if self._fd is None:
+                os.makedirs(os.path.dirname(os.path.abspath(self.maillog_file)), exist_ok=True)
+                self._fd = os.open(
+                    self.maillog_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
+            os.write(self._fd, line.encode("utf-8", "replace"))
+        except OSError as e:
+            # Logging must never take the service down; say so where someone may see it.
+            print(f"{self.tag}: cannot log to {self.maillog_file}: {e}", file=sys.stderr)
+
+    def info(self, text: str) -> None:
+        self._emit(syslog.LOG_INFO, text)
+
+    def warning(self, text: str) -> None:
+        self._emit(syslog.LOG_WARNING, f"warning: {text}")
+
+    def error(self, text: str) -> None:
+        self._emit(syslog.LOG_ERR, f"error: {text}")
+
+    def fatal(self, text: str) -> NoReturn:
+        self._emit(syslog.LOG_CRIT, f"fatal: {text}")
+        raise SystemExit(1)
+
+    def panic(self, text: str) -> NoReturn:
+        self._emit(syslog.LOG_EMERG, f"panic: {text}")
+        os.abort()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def get_logger(service: str, cfg: _ConfigLike | None = None, echo_stderr: bool = False) -> Logger:
+    """A logger for `service` configured from cfg (syslog_name, maillog_file, myhostname)."""
+    if cfg is None:
+        return Logger(service, echo_stderr=echo_stderr)
+    maillog = cfg.get("maillog_file")
+    return Logger(
+        service,
+        syslog_name=cfg.get("syslog_name"),
+        maillog_file=os.path.abspath(maillog) if maillog else "",
+        host=cfg.get("myhostname"),
+        facility=cfg.get("syslog_facility"),
+        echo_stderr=echo_stderr,
+    )

@@ -1,0 +1,72 @@
+"""The first code a service process runs: `python -m oxipost.master.child ...`, exec'd by
+master (never a bare fork, so no Rust thread is ever forked).
+
+It reads the configuration, narrows it to its master.cf entry (-o overrides), adopts the
+listening socket master passed, drops to mail_owner when master runs as root and the entry
+is unprivileged, and calls the service's entry point from SERVICES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import socket
+import sys
+
+from oxipost.config import ConfigError, load_config
+from oxipost.log import get_logger
+from oxipost.master.context import ServiceContext
+from oxipost.master.master import drop_privileges
+from oxipost.master.services import SERVICES
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start one service process; returns its exit status."""
+    p = argparse.ArgumentParser(prog="oxipost-child")
+    p.add_argument("--config", required=True)
+    p.add_argument("--service", required=True)
+    p.add_argument("--worker", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--max-sessions", type=int, default=0)
+    p.add_argument("--fd", type=int)
+    args = p.parse_args(argv)
+    # Until the service installs its own handlers, a reload means "exit when convenient".
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        base = load_config(args.config)
+        svc = base.service(args.service)
+        cfg = base.for_service(args.service)
+    except (ConfigError, KeyError) as e:
+        print(f"oxipost/master/child: fatal: {e}", file=sys.stderr)
+        return 1
+    log = get_logger(svc.command, cfg)
+    listen = socket.socket(fileno=args.fd) if args.fd is not None else None
+    if svc.is_unprivileged:
+        drop_privileges(cfg, log)
+    module_name, _, func_name = SERVICES[svc.command].partition(":")
+    entry = getattr(importlib.import_module(module_name), func_name)
+    ctx = ServiceContext(
+        cfg=cfg,
+        service=svc,
+        listen_socket=listen,
+        log=log,
+        worker=args.worker,
+        workers=args.workers,
+        max_sessions=args.max_sessions,
+    )
+    try:
+        return int(entry(ctx) or 0)
+    except KeyboardInterrupt:
+        return 0
+    except SystemExit:
+        raise
+    except Exception as e:
+        # A bug in a service: one log line for the administrator, and master restarts it.
+        log.error(f"{svc.command}: unexpected {type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""What master hands a service process: its configuration view, its master.cf entry, its
+listening socket, its logger, and its share of the service's process limit.
+
+Signals a service must honour (sent by master):
+- SIGTERM: exit now (postfix stop; an orderly session may be cut).
+- SIGHUP:  drain: stop accepting, finish the sessions in progress, then exit (postfix
+  reload; master has already started the next generation on the same socket).
+- SIGUSR1: wake up (the master.cf wakeup column; qmgr and pickup rescan their queues).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from oxipost.config import Config, Service
+from oxipost.log import Logger
+
+
+@dataclass
+class ServiceContext:
+    cfg: Config  # main.cf with this service's -o overrides applied
+    service: Service  # its master.cf entry
+    listen_socket: socket.socket | None  # inet services only: shared by all workers
+    log: Logger
+    worker: int = 0  # 0 .. workers-1 among the processes of this service
+    workers: int = 1
+    # Sessions this process may hold at once (its share of maxproc); 0 means no limit.
+    max_sessions: int = 0

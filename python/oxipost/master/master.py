@@ -1,0 +1,408 @@
+"""master(8): the resident process that runs the mail system.
+
+Reads master.cf, binds every listener itself (inet `host:port`/`port` services; unix services
+under $queue_directory/{private,public}/NAME), and starts each service whose command oxipost
+runs as a process: several workers for an inet service (`smtpd_worker_processes`) sharing
+the inherited socket, one otherwise. maxproc of an inet service is divided among its workers
+as their session cap. A worker that dies is restarted; one that dies within a second of
+starting is throttled for `service_throttle_time`, as Postfix's master does. The master.cf
+wakeup column becomes a SIGUSR1 to the service every N seconds.
+
+SIGTERM stops everything. SIGHUP reloads: main.cf and master.cf are read again, listeners
+that still exist stay bound (clients keep their connections; new ones keep being accepted),
+old workers are told to drain (SIGHUP) and a new generation starts at once. SIGQUIT aborts:
+children are killed.
+
+Master writes $queue_directory/pid/master.pid and holds a lock on it; a second master
+refuses: `fatal: the Postfix mail system is already running`.
+
+Log lines (Postfix's): `daemon started -- version V, configuration DIR`, `reload -- version
+V, configuration DIR`, `terminating on signal 15`, `warning: process PATH pid N exit status
+S`, `warning: process PATH pid N killed by signal S`, `warning: PATH: bad command startup --
+throttling`; and once per entry oxipost folds elsewhere or has not built.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from oxipost.config import Config, ConfigError, Service, load_config
+from oxipost.log import Logger, get_logger
+from oxipost.master.services import FOLDED, SERVICES
+
+# A worker that exits sooner than this after it started is crash-looping: throttle it.
+STARTUP_GRACE = 1.0
+
+
+class MasterError(Exception):
+    """Master cannot run (Postfix's fatal message text)."""
+
+
+def pid_file(cfg: Config) -> str:
+    return os.path.join(cfg.path("queue_directory"), "pid", "master.pid")
+
+
+def read_pid(cfg: Config) -> int | None:
+    """The pid of the running master, or None when none holds the pid file's lock."""
+    path = pid_file(cfg)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def inet_address(service: Service, cfg: Config) -> list[tuple[str, int]]:
+    """The (host, port) pairs an inet service listens on: `host:port` or a port/service name
+    on every inet_interfaces address."""
+    name = service.name
+    host, sep, port_text = name.rpartition(":")
+    if port_text.isdigit():
+        port = int(port_text)
+    else:
+        try:
+            port = socket.getservbyname(port_text, "tcp")
+        except OSError:
+            raise MasterError(f"unknown service: {port_text}/tcp") from None
+    if sep:
+        return [(host.strip("[]") or "0.0.0.0", port)]
+    interfaces = cfg.get_list("inet_interfaces")
+    protocols = cfg.get("inet_protocols")
+    hosts: list[str] = []
+    for iface in interfaces:
+        if iface == "all":
+            hosts.append("::" if protocols in ("all", "ipv6") and socket.has_ipv6 else "0.0.0.0")
+        elif iface in ("loopback-only", "localhost"):
+            hosts.append("127.0.0.1")
+        else:
+            hosts.append(iface.strip("[]"))
+    return [(h, port) for h in hosts]
+
+
+def _bind_inet(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def _bind_unix(path: str) -> socket.socket:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(256)
+    return sock
+
+
+@dataclass
+class Worker:
+    service_key: str
+    index: int
+    proc: subprocess.Popen[bytes]
+    started: float
+
+
+@dataclass
+class Listener:
+    key: str  # "inet:host:port" or "unix:path": what identifies it across reloads
+    sock: socket.socket
+
+
+@dataclass
+class ServiceState:
+    service: Service
+    command_path: str
+    listeners: list[Listener] = field(default_factory=list)
+    workers: int = 1
+    max_sessions: int = 0
+    throttled_until: dict[int, float] = field(default_factory=dict)
+    next_wakeup: float = 0.0
+
+
+class Master:
+    def __init__(self, config_dir: str | None) -> None:
+        self.config_dir = config_dir
+        self.cfg = load_config(config_dir)
+        self.log: Logger = get_logger("master", self.cfg)
+        self.listeners: dict[str, Listener] = {}
+        self.states: dict[str, ServiceState] = {}
+        self.workers: dict[int, Worker] = {}
+        self.draining: list[subprocess.Popen[bytes]] = []
+        self.noted: set[str] = set()
+        self.pid_fd: int | None = None
+        self.pending_signals: list[int] = []
+
+    # Start-up ----------------------------------------------------------------------------
+
+    def lock_pid_file(self) -> None:
+        path = pid_file(self.cfg)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MasterError("the Postfix mail system is already running") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid():>10}\n".encode())
+        os.fsync(fd)
+        self.pid_fd = fd
+
+    def plan(self, cfg: Config) -> dict[str, ServiceState]:
+        """Which services to run and how, from a (re)loaded configuration."""
+        states: dict[str, ServiceState] = {}
+        workers_default = max(1, cfg.get_int("smtpd_worker_processes"))
+        process_limit = cfg.get_int("default_process_limit")
+        daemon_dir = cfg.get("daemon_directory")
+        for svc in cfg.services:
+            entry = SERVICES.get(svc.command)
+            if entry is None:
+                self._note_unrun(svc)
+                continue
+            if svc.key in states:
+                raise MasterError(f"duplicate service name: {svc.key}")
+            state = ServiceState(svc, os.path.join(daemon_dir, svc.command))
+            maxproc = svc.process_limit(process_limit)
+            if svc.type == "inet":
+                state.workers = workers_default if maxproc == 0 else min(workers_default, maxproc)
+                if maxproc:
+                    state.max_sessions = -(-maxproc // state.workers)
+            else:
+                state.max_sessions = maxproc
+            states[svc.key] = state
+        return states
+
+    def _note_unrun(self, svc: Service) -> None:
+        note = f"{svc.key}:{svc.command}"
+        if note in self.noted:
+            return
+        self.noted.add(note)
+        where = FOLDED.get(svc.command)
+        if where:
+            self.log.info(f'service "{svc.key}" ({svc.command}): folded into {where} by oxipost')
+        else:
+            self.log.warning(
+                f'service "{svc.key}" ({svc.command}): not built in oxipost yet; not started'
+            )
+
+    def bind(self, cfg: Config, states: dict[str, ServiceState]) -> None:
+        """Bind what the plan needs, reusing listeners that are already open."""
+        wanted: dict[str, Listener] = {}
+        for state in states.values():
+            svc = state.service
+            if svc.type == "inet":
+                addrs = [f"inet:{h}:{p}" for h, p in inet_address(svc, cfg)]
+                pairs = inet_address(svc, cfg)
+                for key, (host, port) in zip(addrs, pairs, strict=True):
+                    wanted[key] = self.listeners.get(key) or Listener(key, _bind_inet(host, port))
+                    state.listeners.append(wanted[key])
+            elif svc.type == "unix":
+                sub = "private" if svc.is_private else "public"
+                path = os.path.join(cfg.path("queue_directory"), sub, svc.name)
+                key = f"unix:{path}"
+                wanted[key] = self.listeners.get(key) or Listener(key, _bind_unix(path))
+                state.listeners.append(wanted[key])
+        for key, old in self.listeners.items():
+            if key not in wanted:
+                old.sock.close()
+        self.listeners = wanted
+
+    # Workers -----------------------------------------------------------------------------
+
+    def spawn(self, state: ServiceState, index: int) -> None:
+        svc = state.service
+        fds = [listener.sock.fileno() for listener in state.listeners]
+        argv = [
+            sys.executable,
+            "-m",
+            "oxipost.master.child",
+            "--config",
+            self.cfg.config_dir,
+            "--service",
+            svc.key,
+            "--worker",
+            str(index),
+            "--workers",
+            str(state.workers),
+            "--max-sessions",
+            str(state.max_sessions),
+        ]
+        if fds:
+            argv += ["--fd", str(fds[0])]
+        proc = subprocess.Popen(argv, pass_fds=fds, close_fds=True)
+        self.workers[proc.pid] = Worker(svc.key, index, proc, time.monotonic())
+
+    def start_all(self) -> None:
+        for state in self.states.values():
+            for i in range(state.workers):
+                self.spawn(state, i)
+            if state.service.wakeup_seconds:
+                state.next_wakeup = time.monotonic() + state.service.wakeup_seconds
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.draining = [p for p in self.draining if p.pid != pid]
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            worker.proc.returncode = os.waitstatus_to_exitcode(status)
+            state = self.states.get(worker.service_key)
+            if state is None:
+                continue
+            path = state.command_path
+            if os.WIFSIGNALED(status):
+                self.log.warning(f"process {path} pid {pid} killed by signal {os.WTERMSIG(status)}")
+            elif os.WEXITSTATUS(status):
+                self.log.warning(f"process {path} pid {pid} exit status {os.WEXITSTATUS(status)}")
+            if now - worker.started < STARTUP_GRACE and status != 0:
+                self.log.warning(f"{path}: bad command startup -- throttling")
+                throttle = self.cfg.get_time("service_throttle_time")
+                state.throttled_until[worker.index] = now + throttle
+            else:
+                self.spawn(state, worker.index)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for state in self.states.values():
+            for index, until in list(state.throttled_until.items()):
+                if now >= until:
+                    del state.throttled_until[index]
+                    self.spawn(state, index)
+            wake = state.service.wakeup_seconds
+            if wake and now >= state.next_wakeup:
+                state.next_wakeup = now + wake
+                for w in self.workers.values():
+                    if w.service_key == state.service.key:
+                        _signal(w.proc.pid, signal.SIGUSR1)
+
+    # Signals -----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        try:
+            cfg = load_config(self.config_dir)
+            states = self.plan(cfg)
+            self.bind(cfg, states)
+        except (ConfigError, MasterError, OSError) as e:
+            self.log.warning(f"reload failed, keeping the running configuration: {e}")
+            return
+        self.cfg = cfg
+        self.log = get_logger("master", cfg)
+        self.log.info(
+            f"reload -- version {cfg.get('mail_version')}, configuration {cfg.config_dir}"
+        )
+        old = list(self.workers.values())
+        self.workers.clear()
+        for w in old:
+            _signal(w.proc.pid, signal.SIGHUP)
+            self.draining.append(w.proc)
+        self.states = states
+        self.start_all()
+
+    def stop(self, how: int) -> None:
+        procs = [w.proc for w in self.workers.values()] + self.draining
+        for p in procs:
+            _signal(p.pid, signal.SIGKILL if how == signal.SIGQUIT else signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(p.pid, signal.SIGKILL)
+                p.wait()
+        for listener in self.listeners.values():
+            listener.sock.close()
+            if listener.key.startswith("unix:"):
+                try:
+                    os.unlink(listener.key[5:])
+                except OSError:
+                    pass
+
+    def run(self) -> int:
+        try:
+            self.lock_pid_file()
+            self.states = self.plan(self.cfg)
+            self.bind(self.cfg, self.states)
+        except OSError as e:
+            self.log.fatal(f"bind: {e.strerror}" if e.errno == errno.EADDRINUSE else str(e))
+        except MasterError as e:
+            self.log.fatal(str(e))
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        version = self.cfg.get("mail_version")
+        self.log.info(f"daemon started -- version {version}, configuration {self.cfg.config_dir}")
+        self.start_all()
+        while True:
+            self.tick()
+            while self.pending_signals:
+                sig = self.pending_signals.pop(0)
+                if sig == signal.SIGCHLD:
+                    self.reap()
+                elif sig == signal.SIGHUP:
+                    self.reload()
+                else:
+                    self.log.info(f"terminating on signal {sig}")
+                    self.stop(sig)
+                    return 0
+            self.reap()
+            time.sleep(0.2)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.pending_signals.append(signum)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def drop_privileges(cfg: Config, log: Logger) -> None:
+    """Run as mail_owner (for services master.cf marks unprivileged) when started as root."""
+    if os.geteuid() != 0:
+        return
+    owner = cfg.get("mail_owner")
+    try:
+        pw = pwd.getpwnam(owner)
+    except KeyError:
+        log.fatal(f"file {cfg.main_cf}: parameter mail_owner: unknown user name value: {owner}")
+    if pw.pw_uid == 0:
+        log.fatal(f"mail_owner {owner} has root privileges")
+    groups = [g.gr_gid for g in grp.getgrall() if owner in g.gr_mem]
+    os.setgroups(groups)
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)

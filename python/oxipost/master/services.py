@@ -1,0 +1,40 @@
+"""Which master.cf commands oxipost runs as processes, and which it folds into others.
+
+SERVICES maps a master.cf command name to the entry point of the process master starts for
+it (`main(ctx: ServiceContext) -> int`). Each service's owner adds its line here.
+FOLDED names the Postfix daemons whose work oxipost does inside another process; an entry
+for one of them in master.cf is accepted and noted once in the log, never refused.
+"""
+
+from __future__ import annotations
+
+SERVICES: dict[str, str] = {
+    "spawn": "oxipost.spawn.service:main",
+}
+
+# command → where its work happens in oxipost.
+FOLDED: dict[str, str] = {
+    "cleanup": "smtpd, pickup and qmgr (cleanup is a library)",
+    "trivial-rewrite": "smtpd and qmgr (rewrite is a library)",
+    "bounce": "qmgr",
+    "verify": "smtpd",
+    "flush": "qmgr",
+    "showq": "the queue tools (they read the spool)",
+    "anvil": "smtpd",
+    "scache": "qmgr (smtp connection reuse)",
+    "tlsmgr": "smtpd and the smtp client (TLS session caching in process)",
+    "proxymap": "every process (tables are opened in process)",
+    "proxywrite": "every process (tables are opened in process)",
+    "postlogd": "every process (each writes maillog_file itself)",
+    "dnsblog": "smtpd",
+    "tlsproxy": "smtpd",
+    "oqmgr": "qmgr",
+    # Delivery agents are run by qmgr as tasks, threads or subprocesses.
+    "smtp": "qmgr (delivery agent)",
+    "lmtp": "qmgr (delivery agent)",
+    "local": "qmgr (delivery agent)",
+    "virtual": "qmgr (delivery agent)",
+    "pipe": "qmgr (delivery agent)",
+    "error": "qmgr (delivery agent)",
+    "discard": "qmgr (delivery agent)",
+}
