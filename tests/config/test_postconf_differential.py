@@ -222,7 +222,7 @@ values = st.from_regex(r"[a-zA-Z0-9.,:/@\[\] -]{0,30}", fullmatch=True).map(str.
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.dictionaries(names, values, min_size=1, max_size=6))
 def test_generated_main_cf_lists_as_postfix_lists_it(confdir, defs):
