@@ -1,1 +1,92 @@
-"""Delivery agents: local, virtual, smtp, lmtp, pipe, error, discard."""
+"""Delivery agents: local, virtual, smtp, lmtp, pipe, error, discard.
+
+qmgr hands one `DeliveryRequest` (one message, the recipients for one transport:nexthop)
+to `deliver()`, which picks the agent by the master.cf command of the service named by
+the transport (as Postfix's qmgr connects to private/<transport>), runs it with that
+service's -o overrides applied, and returns one `Outcome` per recipient, in order.
+
+Diagnostics: a transport with no master.cf entry, or one whose command is not a delivery
+agent, defers every recipient with "4.3.0 mail transport unavailable" (Postfix's qmgr
+text); an agent that raises defers its recipients with "4.3.0 delivery agent error"
+and logs the error, so a bug never loses or bounces mail.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from oxipost.config import Config
+from oxipost.envelope import Envelope, Outcome, Recipient
+
+__all__ = ["AGENTS", "DeliveryRequest", "deliver"]
+
+log = logging.getLogger("oxipost.delivery")
+
+
+@dataclass(slots=True)
+class DeliveryRequest:
+    """One delivery request: what Postfix's qmgr sends an agent (deliver_request.h)."""
+
+    queue_id: str
+    transport: str
+    nexthop: str
+    envelope: Envelope
+    recipients: list[Recipient]
+    content: bytes
+    cfg: Config
+
+
+Agent = Callable[[DeliveryRequest], Awaitable[list[Outcome]]]
+
+# master.cf command → module:function of the agent.
+AGENTS: dict[str, str] = {
+    "error": "oxipost.delivery.error:deliver",
+    "discard": "oxipost.delivery.discard:deliver",
+    "pipe": "oxipost.delivery.pipe:deliver",
+    "smtp": "oxipost.delivery.smtp:deliver",
+    "lmtp": "oxipost.delivery.smtp:deliver",
+    "virtual": "oxipost.delivery.virtual:deliver",
+    "local": "oxipost.delivery.local:deliver",
+}
+
+
+def _agent(command: str) -> Agent | None:
+    target = AGENTS.get(command.rsplit("/", 1)[-1])
+    if target is None:
+        return None
+    module, _, func = target.partition(":")
+    agent: Agent = getattr(importlib.import_module(module), func)
+    return agent
+
+
+async def deliver(req: DeliveryRequest) -> list[Outcome]:
+    """Deliver req to its recipients; one Outcome per recipient, in order."""
+    try:
+        service = req.cfg.service(req.transport)
+    except KeyError:
+        service = None
+    agent = _agent(service.command) if service is not None else None
+    if service is None or agent is None:
+        return [Outcome("4.3.0", "mail transport unavailable")] * len(req.recipients)
+    view = req.cfg.for_service(req.transport)
+    sub = DeliveryRequest(
+        req.queue_id,
+        req.transport,
+        req.nexthop,
+        req.envelope,
+        req.recipients,
+        req.content,
+        view,
+    )
+    try:
+        outcomes = await agent(sub)
+    except Exception:
+        log.exception("%s: %s delivery agent failed", req.queue_id, req.transport)
+        return [Outcome("4.3.0", "delivery agent error")] * len(req.recipients)
+    if len(outcomes) != len(req.recipients):
+        log.error("%s: %s returned %d outcomes", req.queue_id, req.transport, len(outcomes))
+        return [Outcome("4.3.0", "delivery agent error")] * len(req.recipients)
+    return outcomes

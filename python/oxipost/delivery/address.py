@@ -1,0 +1,52 @@
+"""Address pieces the agents need: local part, domain, user, extension, quoting."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+
+
+@dataclass(slots=True, frozen=True)
+class Parts:
+    localpart: str  # ${mailbox}: everything left of the last @
+    domain: str
+    user: str  # local part without the extension
+    extension: str
+
+
+def split_address(address: str, delimiters: str) -> Parts:
+    """Split address like Postfix's local/pipe: extension at the first delimiter char.
+
+    An extension containing "/" is dropped (catalogue 49, local/recipient.c): it would
+    otherwise reach .forward+ext file names.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    user, ext = local, ""
+    if delimiters and local not in ("MAILER-DAEMON", "postmaster"):
+        for i, ch in enumerate(local):
+            if ch in delimiters and i > 0:
+                user, ext = local[:i], local[i + 1 :]
+                break
+    if "/" in ext:
+        ext = ""
+    return Parts(local, domain, user, ext)
+
+
+def quote_local(address: str) -> str:
+    """RFC 5321 quoting of the local part when it is not a dot-atom (pipe's q flag)."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if local and _ATOM.match(local) and ".." not in local and not local.startswith("."):
+        return address
+    quoted = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quoted + ("@" + domain if at else "")
+
+
+def lf_lines(content: bytes) -> bytes:
+    """CRLF → LF, as Postfix writes messages to files and commands."""
+    return content.replace(b"\r\n", b"\n")

@@ -1,0 +1,55 @@
+"""Fixtures for the delivery agents: a config dir with a master.cf and requests to run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from oxipost.config import Config, load_config
+from oxipost.delivery import DeliveryRequest, deliver
+from oxipost.envelope import Envelope, Outcome, Recipient
+
+MASTER_CF = """\
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+"""
+
+MESSAGE = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: test\r\n\r\nhello\r\n"
+
+
+def make_config(path: Path, main: str = "", master_extra: str = "") -> Config:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "main.cf").write_text(main)
+    (path / "master.cf").write_text(MASTER_CF + master_extra)
+    return load_config(str(path))
+
+
+def request(
+    cfg: Config,
+    transport: str,
+    nexthop: str,
+    rcpts: list[str],
+    sender: str = "a@example.org",
+    content: bytes = MESSAGE,
+    **env: object,
+) -> DeliveryRequest:
+    envelope = Envelope(
+        sender=sender,
+        recipients=[Recipient(r) for r in rcpts],
+        arrival_time=time.time(),
+        **env,  # type: ignore[arg-type]
+    )
+    return DeliveryRequest(
+        "4ABCDE1234", transport, nexthop, envelope, envelope.recipients, content, cfg
+    )
+
+
+def run(req: DeliveryRequest) -> list[Outcome]:
+    return asyncio.run(deliver(req))
