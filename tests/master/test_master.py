@@ -196,3 +196,27 @@ def test_missing_config_dir_is_fatal_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("postfix: fatal: open ")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
+def test_unprivileged_service_drops_to_mail_owner(system):
+    import pwd
+
+    conf = Path(system["conf"])
+    port = free_port()
+    with open(conf / "master.cf", "a") as f:
+        # unpriv "-" (yes): the worker runs as mail_owner, and so does the command it spawns.
+        f.write(f"127.0.0.1:{port} inet n - n - 1 spawn user=nobody argv=/usr/bin/id -un\n")
+    assert run_ours("postfix", "-c", str(conf), "start").returncode == 0
+    pid = master_pid(system)
+    owner = pwd.getpwnam("postfix").pw_uid
+
+    def worker_uids() -> set[int]:
+        uids = set()
+        for child in children_of(pid):
+            status = Path(f"/proc/{child}/status").read_text()
+            uid_line = next(x for x in status.splitlines() if x.startswith("Uid:"))
+            uids.add(int(uid_line.split()[1]))
+        return uids
+
+    assert wait_until(lambda: owner in worker_uids())

@@ -18,6 +18,7 @@ the Postfix mail system is already running` (exit 1), `stopping the Postfix mail
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -68,6 +69,23 @@ def check(cfg: Config, script: Script) -> int:
             os.makedirs(d, exist_ok=True)
         except OSError as e:
             return script.fatal(f"cannot create directory {d}: {e.strerror}")
+    if os.geteuid() == 0:
+        # Services run as mail_owner: the queue, data and log directories must be theirs,
+        # as Postfix's post-install sets them.
+        try:
+            pw = pwd.getpwnam(cfg.get("mail_owner"))
+        except KeyError:
+            return script.fatal(f"unknown mail_owner user: {cfg.get('mail_owner')}")
+        if maillog:
+            # Every process appends to maillog_file itself (there is no postlogd): the file,
+            # not its directory (which may be /var/log), becomes mail_owner's.
+            path = os.path.abspath(maillog)
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        for top in (cfg.path("queue_directory"), cfg.path("data_directory")):
+            for root, subdirs, files in os.walk(top):
+                for name in [root] + [os.path.join(root, n) for n in subdirs + files]:
+                    os.lchown(name, pw.pw_uid, pw.pw_gid)
     return 0
 
 
