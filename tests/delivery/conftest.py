@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from oxipost.config import Config, load_config
-from oxipost.delivery import DeliveryRequest, deliver
+from oxipost.delivery import DeliveryRequest, deliver, smtp
 from oxipost.envelope import Envelope, Outcome, Recipient
 
 MASTER_CF = """\
@@ -52,4 +52,10 @@ def request(
 
 
 def run(req: DeliveryRequest) -> list[Outcome]:
-    return asyncio.run(deliver(req))
+    async def once() -> list[Outcome]:
+        try:
+            return await deliver(req)
+        finally:
+            await smtp.close_cached()
+
+    return asyncio.run(once())

@@ -1,0 +1,714 @@
+"""smtp(8) and lmtp(8): deliver over (E)SMTP or LMTP, with asyncio.
+
+Destinations: `domain` (MX lookup: preference order, random among equals, implicit MX
+from A/AAAA, null MX per RFC 7505), `[host]` / `[host]:port` (no MX), `host:port`, and for
+LMTP `inet:host:port` and `unix:/path`. An empty nexthop means relayhost, else the
+recipient's domain. The session speaks EHLO (LHLO), STARTTLS per
+smtp_tls_security_level (none, may, encrypt), AUTH PLAIN/LOGIN with
+smtp_sasl_password_maps, MAIL FROM with SIZE, BODY=8BITMIME and the DSN parameters, one
+RCPT per recipient with NOTIFY/ORCPT, PIPELINING when offered, and DATA. An idle session
+is kept for smtp_connection_cache_time_limit and reused (after RSET) for the next message
+to the same destination.
+
+Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1);
+"conversation with H[A] timed out while <stage>" and "lost connection with H[A] while
+<stage>" (4.4.2; after "." with "-- message may be sent more than once"); "host H[A]
+said: <reply> (in reply to <COMMAND> command)" with the reply's status, 4xx deferred and
+5xx bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept
+mail (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import re
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from oxipost.envelope import Outcome
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
+    from oxipost.delivery import DeliveryRequest
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+class SessionError(Exception):
+    """The session cannot go on: (status, text) for every recipient not yet done."""
+
+    def __init__(self, status: str, text: str, next_host: bool = True) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+        # True when the next MX host may still be tried (before any RCPT was accepted).
+        self.next_host = next_host
+
+
+@dataclass(slots=True)
+class Reply:
+    code: int
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        """The reply as Postfix quotes it: lines joined by a space, the code once."""
+        parts = [ln[4:] for ln in self.lines]
+        return f"{self.code} " + " ".join(parts)
+
+    def status(self) -> str:
+        first = self.lines[0][4:] if self.lines else ""
+        m = _ENHANCED.match(first)
+        if m and m.group(1) == str(self.code)[0]:
+            return m.group(0)
+        return f"{str(self.code)[0]}.0.0"
+
+
+@dataclass(slots=True)
+class Host:
+    name: str
+    address: str  # IP address, or a unix socket path
+    port: int
+    family: int = socket.AF_INET
+
+    @property
+    def label(self) -> str:
+        if self.family == socket.AF_UNIX:
+            return self.address
+        return f"{self.name}[{self.address}]"
+
+
+@dataclass
+class Session:
+    host: Host
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    lmtp: bool
+    features: dict[str, str] = field(default_factory=dict)
+    tls: bool = False
+    reuse_count: int = 0
+    idle_handle: asyncio.TimerHandle | None = None
+
+    async def read_reply(self, timeout: float, stage: str) -> Reply:
+        lines: list[str] = []
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.reader.readline(), timeout or None)
+            except TimeoutError:
+                raise SessionError(
+                    "4.4.2", f"conversation with {self.host.label} timed out while {stage}"
+                ) from None
+            except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+                raw = b""
+            if not raw:
+                raise SessionError("4.4.2", f"lost connection with {self.host.label} while {stage}")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if len(line) < 3 or not line[:3].isdigit():
+                raise SessionError(
+                    "4.5.0",
+                    f"host {self.host.label} said: {line} (malformed reply while {stage})",
+                )
+            lines.append(line)
+            if len(line) == 3 or line[3] != "-":
+                return Reply(int(line[:3]), lines)
+
+    async def send(self, data: bytes, timeout: float, stage: str) -> None:
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), timeout or None)
+        except TimeoutError:
+            raise SessionError(
+                "4.4.2", f"conversation with {self.host.label} timed out while {stage}"
+            ) from None
+        except (OSError, ssl.SSLError):
+            raise SessionError(
+                "4.4.2", f"lost connection with {self.host.label} while {stage}"
+            ) from None
+
+    def close(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+# Idle sessions by (transport, destination), for reuse between messages.
+_CACHE: dict[tuple[str, str], list[Session]] = {}
+# QUITs in flight, kept so the loop does not drop them half way.
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def _spawn_quit(s: Session, p: Params) -> None:
+    task = asyncio.ensure_future(_quit(s, p))
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+class Params:
+    """smtp_* or lmtp_* parameters of the service's config view."""
+
+    def __init__(self, cfg: Config, lmtp: bool) -> None:
+        self.cfg = cfg
+        self.lmtp = lmtp
+        self.prefix = "lmtp_" if lmtp else "smtp_"
+
+    def name(self, base: str) -> str:
+        if self.lmtp and base == "helo_timeout":
+            return "lmtp_lhlo_timeout"
+        if self.lmtp and base == "helo_name":
+            return "lmtp_lhlo_name"
+        return self.prefix + base
+
+    def get(self, base: str) -> str:
+        try:
+            return self.cfg.get(self.name(base))
+        except KeyError:
+            return self.cfg.get("smtp_" + base)
+
+    def time(self, base: str) -> float:
+        try:
+            return self.cfg.get_time(self.name(base))
+        except KeyError:
+            return self.cfg.get_time("smtp_" + base)
+
+    def bool(self, base: str) -> bool:
+        try:
+            return self.cfg.get_bool(self.name(base))
+        except KeyError:
+            return self.cfg.get_bool("smtp_" + base)
+
+
+# ---------------------------------------------------------------------------- destinations
+
+
+def parse_nexthop(nexthop: str, default_port: int) -> tuple[str, int, bool, bool]:
+    """→ (host or domain, port, suppress MX?, unix socket?)."""
+    if nexthop.startswith("unix:"):
+        return nexthop[5:], 0, True, True
+    if nexthop.startswith("inet:"):
+        nexthop = nexthop[5:]
+    port = default_port
+    if nexthop.startswith("["):
+        end = nexthop.find("]")
+        host = nexthop[1:end]
+        rest = nexthop[end + 1 :]
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+        return host, port, True, False
+    host, sep, p = nexthop.rpartition(":")
+    if sep and p.isdigit() and ":" not in host:
+        return host, int(p), False, False
+    return nexthop, port, False, False
+
+
+def _port(value: str, default: int) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return socket.getservbyname(value, "tcp")
+    except OSError:
+        return default
+
+
+async def _addresses(name: str, port: int, p: Params) -> list[tuple[int, str]]:
+    """A/AAAA of name (or the literal itself) → [(family, address)]."""
+    literal = name[5:] if name.lower().startswith("ipv6:") else name
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(fam, literal)
+            return [(fam, literal)]
+        except OSError:
+            pass
+    use_dns = "dns" in p.get("host_lookup") and not p.cfg.get_bool("disable_dns_lookups")
+    result: list[tuple[int, str]] = []
+    if use_dns:
+        import dns.asyncresolver
+        import dns.exception
+        import dns.resolver
+
+        protocols = p.cfg.get("inet_protocols")
+        kinds = []
+        if protocols in ("all", "ipv4") or "ipv4" in protocols:
+            kinds.append(("A", socket.AF_INET))
+        if protocols in ("all", "ipv6") or "ipv6" in protocols:
+            kinds.append(("AAAA", socket.AF_INET6))
+        for rtype, fam in kinds:
+            try:
+                ans = await dns.asyncresolver.resolve(name, rtype)
+            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+                continue
+            except dns.exception.DNSException:
+                continue
+            result.extend((fam, r.to_text()) for r in ans)
+        if result or "native" not in p.get("host_lookup"):
+            return result
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    seen = []
+    for fam, _t, _p, _c, sa in infos:
+        if (fam, sa[0]) not in seen:
+            seen.append((fam, sa[0]))
+    return seen
+
+
+def _own_addresses(cfg: Config) -> set[str]:
+    own = {"127.0.0.1", "::1"}
+    for param in ("inet_interfaces", "proxy_interfaces"):
+        for item in cfg.get_list(param):
+            if item not in ("all", "loopback-only", "localhost"):
+                own.add(item)
+    return own
+
+
+async def resolve(nexthop: str, p: Params) -> list[Host]:
+    """The hosts to try, best first; SessionError when there are none."""
+    default_port = (
+        p.cfg.get_int("lmtp_tcp_port") if p.lmtp else _port(p.cfg.get("smtp_tcp_port"), 25)
+    )
+    host, port, no_mx, unix = parse_nexthop(nexthop, default_port)
+    if unix:
+        return [Host(host, host, 0, socket.AF_UNIX)]
+    if (
+        no_mx
+        or p.lmtp
+        or "dns" not in p.get("host_lookup")
+        or p.cfg.get_bool("disable_dns_lookups")
+    ):
+        addrs = await _addresses(host, port, p)
+        if not addrs:
+            raise SessionError(
+                "4.4.4" if not no_mx else "5.4.4",
+                f"Host or domain name not found. Name service error for name={host} type=A: "
+                "Host not found",
+            )
+        return [Host(host, a, port, fam) for fam, a in addrs]
+    import dns.asyncresolver
+    import dns.exception
+    import dns.resolver
+
+    try:
+        ans = await dns.asyncresolver.resolve(host, "MX")
+        mxs = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in ans]
+    except dns.resolver.NXDOMAIN:
+        raise SessionError(
+            "5.4.4",
+            f"Host or domain name not found. Name service error for name={host} type=MX: "
+            "Host not found",
+        ) from None
+    except dns.resolver.NoAnswer:
+        mxs = []
+    except dns.exception.DNSException:
+        raise SessionError(
+            "4.4.3",
+            f"Host or domain name not found. Name service error for name={host} type=MX: "
+            "Host not found, try again",
+        ) from None
+    if len(mxs) == 1 and mxs[0][1] in ("", "."):
+        raise SessionError("5.1.10", f"Domain {host} does not accept mail (nullMX)")
+    if not mxs:
+        mxs = [(0, host)]  # implicit MX: the domain's own A/AAAA records
+    random.shuffle(mxs)
+    mxs.sort(key=lambda m: m[0])  # stable: equal preferences stay shuffled
+    own_names = {p.cfg.get("myhostname").lower()}
+    own_addrs = _own_addresses(p.cfg)
+    hosts: list[tuple[int, Host]] = []
+    for pref, name in mxs:
+        addrs = await _addresses(name, port, p)
+        if name.lower() in own_names or any(a in own_addrs for _f, a in addrs):
+            # We are an MX for it: only better MX hosts may be used (smtp_addr.c).
+            hosts = [(hp, h) for hp, h in hosts if hp < pref]
+            if not hosts:
+                raise SessionError("5.4.6", f"mail for {host} loops back to myself")
+            break
+        hosts.extend((pref, Host(name, a, port, fam)) for fam, a in addrs)
+    if not hosts:
+        raise SessionError(
+            "4.4.4",
+            f"Host or domain name not found. Name service error for name={host} type=A: "
+            "Host not found",
+        )
+    return [h for _pref, h in hosts]
+
+
+# ---------------------------------------------------------------------------- the session
+
+
+def _sasl_credentials(p: Params, nexthop: str, host: Host) -> tuple[str, str] | None:
+    if not p.bool("sasl_auth_enable"):
+        return None
+    maps = p.get("sasl_password_maps")
+    if not maps.strip():
+        return None
+    from oxipost.maps import open_table
+
+    for spec in p.cfg.get_list(p.name("sasl_password_maps")):
+        table = open_table(spec, p.cfg)
+        for key in (nexthop, host.name, f"[{host.name}]:{host.port}"):
+            value = table.lookup(key)
+            if value:
+                user, _, password = value.partition(":")
+                return user, password
+    return None
+
+
+async def _connect(host: Host, p: Params, helo: str) -> Session:
+    timeout = p.time("connect_timeout") or None
+    try:
+        if host.family == socket.AF_UNIX:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(host.address), timeout
+            )
+        else:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.address, host.port), timeout
+            )
+    except TimeoutError:
+        raise SessionError(
+            "4.4.1", f"connect to {host.label}:{host.port}: Connection timed out"
+        ) from None
+    except OSError as e:
+        where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise SessionError("4.4.1", f"connect to {where}: {why}") from None
+    s = Session(host, reader, writer, p.lmtp)
+    try:
+        greet = await s.read_reply(p.time("helo_timeout"), "receiving the initial server greeting")
+        if greet.code != 220:
+            raise SessionError(
+                greet.status(), f"host {host.label} refused to talk to me: {greet.text}"
+            )
+        await _ehlo(s, p, helo)
+        level = p.get("tls_security_level") if p.get("tls_security_level") else "none"
+        if (level in ("may", "encrypt", "dane", "verify", "secure") and not p.lmtp) or (
+            p.lmtp and level in ("may", "encrypt")
+        ):
+            if "STARTTLS" in s.features:
+                await s.send(b"STARTTLS\r\n", p.time("helo_timeout"), "sending STARTTLS")
+                r = await s.read_reply(p.time("helo_timeout"), "receiving the STARTTLS response")
+                if r.code != 220:
+                    if level != "may":
+                        raise SessionError(
+                            "4.7.5",
+                            f"host {host.label} said: {r.text} (in reply to STARTTLS command)",
+                        )
+                else:
+                    ctx = ssl.create_default_context()
+                    # encrypt/may: mandatory or opportunistic encryption without
+                    # authentication, as Postfix (verification is "verify"/"secure").
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    try:
+                        await asyncio.wait_for(
+                            s.writer.start_tls(ctx, server_hostname=host.name),
+                            p.time("helo_timeout") or None,
+                        )
+                    except (OSError, ssl.SSLError, TimeoutError) as e:
+                        raise SessionError(
+                            "4.7.5", f"Cannot start TLS: handshake failure with {host.label}: {e}"
+                        ) from None
+                    s.tls = True
+                    await _ehlo(s, p, helo)
+            elif level != "may":
+                raise SessionError(
+                    "4.7.4", f"TLS is required, but was not offered by host {host.label}"
+                )
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+async def _ehlo(s: Session, p: Params, helo: str) -> None:
+    verb = "LHLO" if p.lmtp else "EHLO"
+    await s.send(f"{verb} {helo}\r\n".encode(), p.time("helo_timeout"), f"sending {verb}")
+    r = await s.read_reply(p.time("helo_timeout"), f"receiving the {verb} response")
+    if r.code != 250 and not p.lmtp:
+        await s.send(f"HELO {helo}\r\n".encode(), p.time("helo_timeout"), "sending HELO")
+        r = await s.read_reply(p.time("helo_timeout"), "receiving the HELO response")
+        verb = "HELO"
+    if r.code != 250:
+        raise SessionError(r.status(), f"host {s.host.label} refused to talk to me: {r.text}")
+    s.features = {}
+    for line in r.lines[1:]:
+        word, _, arg = line[4:].partition(" ")
+        s.features[word.upper()] = arg
+
+
+async def _auth(s: Session, creds: tuple[str, str], p: Params) -> None:
+    mechs = s.features.get("AUTH", "").upper().split()
+    user, password = creds
+    t = p.time("helo_timeout")
+    if "PLAIN" in mechs:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        await s.send(f"AUTH PLAIN {token}\r\n".encode(), t, "sending AUTH")
+        r = await s.read_reply(t, "receiving the AUTH response")
+    elif "LOGIN" in mechs:
+        await s.send(b"AUTH LOGIN\r\n", t, "sending AUTH")
+        r = await s.read_reply(t, "receiving the AUTH response")
+        for item in (user, password):
+            if r.code != 334:
+                break
+            await s.send(base64.b64encode(item.encode()) + b"\r\n", t, "sending AUTH")
+            r = await s.read_reply(t, "receiving the AUTH response")
+    else:
+        return
+    if r.code != 235:
+        # smtp_sasl_auth_soft_bounce = yes: authentication failures defer.
+        raise SessionError(
+            "4.7.0", f"SASL authentication failed; server {s.host.label} said: {r.text}"
+        )
+
+
+def _xtext(value: str) -> str:
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in value)
+
+
+def _data_bytes(content: bytes) -> bytes:
+    """Normalise to CRLF and dot-stuff; the terminating "." is added by the caller."""
+    lines = content.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines)
+
+
+async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outcome]:
+    env = req.envelope
+    label = s.host.label
+    mail = f"MAIL FROM:<{env.sender}>"
+    if "SIZE" in s.features:
+        mail += f" SIZE={len(req.content)}"
+    if env.body_type in ("8BITMIME",) and "8BITMIME" in s.features:
+        mail += " BODY=8BITMIME"
+    dsn = "DSN" in s.features
+    if dsn and env.ret:
+        mail += f" RET={env.ret}"
+    if dsn and env.envid:
+        mail += f" ENVID={_xtext(env.envid)}"
+    if env.smtputf8 and "SMTPUTF8" in s.features:
+        mail += " SMTPUTF8"
+    rcpt_cmds = []
+    for r in req.recipients:
+        cmd = f"RCPT TO:<{r.address}>"
+        if dsn and r.notify:
+            cmd += " NOTIFY=" + ",".join(sorted(r.notify))
+        if dsn and r.orcpt:
+            kind, _, addr = r.orcpt.partition(";")
+            cmd += f" ORCPT={kind};{_xtext(addr)}"
+        rcpt_cmds.append(cmd)
+    pipelining = "PIPELINING" in s.features
+    results: list[Outcome | None] = [None] * len(req.recipients)
+
+    def said(r: Reply, command: str) -> Outcome:
+        return Outcome(r.status(), f"host {label} said: {r.text} (in reply to {command} command)")
+
+    t_mail, t_rcpt, t_data = (
+        p.time("mail_timeout"),
+        p.time("rcpt_timeout"),
+        p.time("data_init_timeout"),
+    )
+    if pipelining:
+        batch = "".join(c + "\r\n" for c in [mail, *rcpt_cmds, "DATA"]).encode()
+        await s.send(batch, t_mail, "sending MAIL FROM")
+    else:
+        await s.send(mail.encode() + b"\r\n", t_mail, "sending MAIL FROM")
+    r = await s.read_reply(t_mail, "receiving the MAIL FROM response")
+    mail_failed = r.code != 250
+    if mail_failed and not pipelining:
+        o = said(r, "MAIL FROM")
+        await _rset_or_close(s, p)
+        return [o] * len(req.recipients)
+    accepted: list[int] = []
+    for i, cmd in enumerate(rcpt_cmds):
+        if not pipelining:
+            await s.send(cmd.encode() + b"\r\n", t_rcpt, "sending RCPT TO")
+        rr = await s.read_reply(t_rcpt, "receiving the RCPT TO response")
+        if mail_failed:
+            continue
+        if rr.code in (250, 251):
+            accepted.append(i)
+        else:
+            results[i] = said(rr, "RCPT TO")
+    if mail_failed:
+        # The pipelined DATA is answered too (503); read it and give MAIL's reason.
+        await s.read_reply(t_data, "receiving the DATA response")
+        o = said(r, "MAIL FROM")
+        return [o] * len(req.recipients)
+    if not pipelining and accepted:
+        await s.send(b"DATA\r\n", t_data, "sending DATA")
+    if pipelining or accepted:
+        dr = await s.read_reply(t_data, "receiving the DATA response")
+    else:
+        return [o or Outcome("4.3.0", "no recipient") for o in results]
+    if not accepted:
+        if dr.code == 354:
+            # Pipelined DATA went through with no recipient: end it with an empty message.
+            await s.send(b".\r\n", t_data, "sending end of data")
+            await s.read_reply(t_data, "receiving the end of data response")
+        return [o or Outcome("4.3.0", "no recipient") for o in results]
+    if dr.code != 354:
+        o = said(dr, "DATA")
+        for i in accepted:
+            results[i] = o
+        return [x or o for x in results]
+    stage_xfer = "sending message body"
+    await s.send(_data_bytes(req.content), p.time("data_xfer_timeout"), stage_xfer)
+    await s.send(b".\r\n", p.time("data_xfer_timeout"), "sending end of data")
+    t_done = p.time("data_done_timeout")
+    try:
+        if s.lmtp:
+            for i in accepted:
+                er = await s.read_reply(t_done, "sending end of data")
+                results[i] = (
+                    Outcome(er.status(), er.text) if er.code == 250 else said(er, "end of DATA")
+                )
+        else:
+            er = await s.read_reply(t_done, "sending end of data")
+            o = Outcome(er.status(), er.text) if er.code == 250 else said(er, "end of DATA")
+            for i in accepted:
+                results[i] = o
+    except SessionError as e:
+        e.text += " -- message may be sent more than once"
+        e.next_host = False
+        for i in accepted:
+            if results[i] is None:
+                results[i] = Outcome(e.status, e.text)
+        raise _Partial([x or Outcome(e.status, e.text) for x in results]) from None
+    return [x or Outcome("4.3.0", "no response") for x in results]
+
+
+class _Partial(Exception):
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        super().__init__("partial")
+        self.outcomes = outcomes
+
+
+async def _rset_or_close(s: Session, p: Params) -> None:
+    with contextlib.suppress(SessionError):
+        await s.send(b"RSET\r\n", p.time("rset_timeout"), "sending RSET")
+        await s.read_reply(p.time("rset_timeout"), "receiving the RSET response")
+
+
+async def _quit(s: Session, p: Params) -> None:
+    with contextlib.suppress(SessionError):
+        await s.send(b"QUIT\r\n", p.time("quit_timeout"), "sending QUIT")
+        await s.read_reply(min(p.time("quit_timeout"), 5), "receiving the QUIT response")
+    s.close()
+
+
+async def _cached(key: tuple[str, str], p: Params) -> Session | None:
+    while _CACHE.get(key):
+        s = _CACHE[key].pop()
+        if s.idle_handle is not None:
+            s.idle_handle.cancel()
+        try:
+            await s.send(b"RSET\r\n", p.time("rset_timeout"), "sending RSET")
+            r = await s.read_reply(p.time("rset_timeout"), "receiving the RSET response")
+        except SessionError:
+            s.close()
+            continue
+        if r.code == 250:
+            return s
+        s.close()
+    return None
+
+
+def _park(key: tuple[str, str], s: Session, p: Params) -> None:
+    limit = p.time("connection_cache_time_limit")
+    if limit <= 0:
+        _spawn_quit(s, p)
+        return
+    s.reuse_count += 1
+    _CACHE.setdefault(key, []).append(s)
+
+    def expire() -> None:
+        if s in _CACHE.get(key, []):
+            _CACHE[key].remove(s)
+            _spawn_quit(s, p)
+
+    s.idle_handle = asyncio.get_running_loop().call_later(limit, expire)
+
+
+async def close_cached() -> None:
+    """Close every cached session (at shutdown)."""
+    sessions = [s for group in _CACHE.values() for s in group]
+    _CACHE.clear()
+    for s in sessions:
+        s.close()
+        with contextlib.suppress(Exception):
+            await s.writer.wait_closed()
+    if _TASKS:
+        await asyncio.gather(*_TASKS, return_exceptions=True)
+
+
+async def deliver(req: DeliveryRequest) -> list[Outcome]:
+    lmtp = req.cfg.service(req.transport).command.rsplit("/", 1)[-1] == "lmtp"
+    p = Params(req.cfg, lmtp)
+    nexthop = req.nexthop
+    if not nexthop:
+        nexthop = req.cfg.get("relayhost") or req.recipients[0].address.rpartition("@")[2]
+    key = (req.transport, nexthop)
+    helo = p.get("helo_name")
+    n = len(req.recipients)
+    s = await _cached(key, p)
+    hosts: list[Host] = []
+    last: SessionError | None = None
+    if s is None:
+        try:
+            hosts = await resolve(nexthop, p)
+        except SessionError as e:
+            return [Outcome(e.status, e.text)] * n
+    attempt = 0
+    while True:
+        if s is None:
+            if attempt >= len(hosts):
+                assert last is not None
+                return [Outcome(last.status, last.text)] * n
+            host = hosts[attempt]
+            attempt += 1
+            try:
+                s = await _connect(host, p, helo)
+            except SessionError as e:
+                last = e
+                # smtp_skip_5xx_greeting: a 5xx greeting from one MX is not final.
+                continue
+            creds = _sasl_credentials(p, nexthop, host)
+            if creds is not None:
+                try:
+                    await _auth(s, creds, p)
+                except SessionError as e:
+                    s.close()
+                    return [Outcome(e.status, e.text)] * n
+        try:
+            outcomes = await _transaction(s, req, p)
+        except _Partial as pe:
+            s.close()
+            return pe.outcomes
+        except SessionError as e:
+            s.close()
+            s = None
+            last = e
+            if e.next_host and attempt < len(hosts):
+                continue
+            return [Outcome(e.status, e.text)] * n
+        if (
+            any(o.status.startswith("4") for o in outcomes)
+            and attempt < len(hosts)
+            and all(not o.delivered for o in outcomes)
+            and all(o.status.startswith("4") for o in outcomes)
+        ):
+            # Every recipient soft-failed at this host: the next MX may do better.
+            await _quit(s, p)
+            s = None
+            last = SessionError(outcomes[0].status, outcomes[0].text)
+            continue
+        _park(key, s, p)
+        return outcomes

@@ -1,0 +1,201 @@
+"""smtp(8)/lmtp(8) client against Debian's real smtp-sink, with its fault flags.
+
+catalogue 11 (silent after "."), 12 (421/4xx/disconnect in DATA), 47 (loops back needs
+DNS: see the report), plus reuse, LMTP over TCP and a unix socket, and TLS policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from oxipost.delivery import deliver, smtp
+from oxipost.envelope import Outcome
+
+from .conftest import make_config, request, run
+
+SINK = "/usr/sbin/smtp-sink"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def sink(tmp_path: Path, *flags: str, listen: str | None = None) -> Iterator[tuple[str, Path]]:
+    if not os.path.exists(SINK):
+        pytest.fail("smtp-sink is missing: `make sysdeps` installs Debian's postfix")
+    # smtp-sink drops to nobody, who cannot enter pytest's 0700 tmp_path.
+    dump = Path(tempfile.mkdtemp(prefix="oxipost-sink-"))
+    dump.chmod(0o777)
+    if listen is None:
+        listen = f"127.0.0.1:{free_port()}"
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen(
+        [SINK, *user, "-d", f"{dump}/%H%M%S.", *flags, listen, "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if listen.startswith("unix:"):
+                    with socket.socket(socket.AF_UNIX) as c:
+                        c.connect(listen[5:])
+                else:
+                    host, port = listen.rsplit(":", 1)
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "")
+                time.sleep(0.05)
+        yield listen, dump
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        shutil.rmtree(dump, ignore_errors=True)
+
+
+def dumps(dump: Path) -> list[str]:
+    time.sleep(0.2)
+    return [p.read_text() for p in sorted(dump.iterdir())]
+
+
+def relay_host(listen: str) -> str:
+    host, port = listen.rsplit(":", 1)
+    return f"[{host}]:{port}"
+
+
+def test_sent_with_esmtp_parameters(tmp_path):
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path) as (listen, dump):
+        out = run(request(cfg, "smtp", relay_host(listen), ["x@example.com", "y@example.com"]))
+        assert [o.status for o in out] == ["2.0.0", "2.0.0"], out
+        assert out[0].text == "250 2.0.0 Ok"
+        (msg,) = dumps(dump)
+    assert "X-Mail-Args: <a@example.org>" in msg
+    assert "X-Rcpt-Args: <x@example.com>" in msg and "X-Rcpt-Args: <y@example.com>" in msg
+    assert "Subject: test" in msg and "hello" in msg
+
+
+def test_rcpt_soft_and_hard_reject(tmp_path):
+    # catalogue 12: 4xx keeps the message for a retry; 5xx bounces with the remote text.
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-r", "RCPT") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o == Outcome(
+        "4.3.0",
+        "host 127.0.0.1[127.0.0.1] said: 450 4.3.0 Error: command failed "
+        "(in reply to RCPT TO command)",
+    )
+    with sink(tmp_path, "-f", "RCPT") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o.permanent
+    assert o.text.endswith("said: 500 5.3.0 Error: command failed (in reply to RCPT TO command)")
+
+
+def test_421_after_end_of_data_defers(tmp_path):
+    # catalogue 12
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-Q", ".") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o.status.startswith("4"), o
+    assert "421" in o.text and "(in reply to end of DATA command)" in o.text
+
+
+def test_disconnect_in_data_defers(tmp_path):
+    # catalogue 12
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-q", "DATA") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o == Outcome(
+        "4.4.2", "lost connection with 127.0.0.1[127.0.0.1] while receiving the DATA response"
+    )
+
+
+@pytest.mark.slow
+def test_silent_after_dot_defers_may_be_sent_twice(tmp_path):
+    # catalogue 11
+    cfg = make_config(tmp_path / "c", main="smtp_data_done_timeout = 1s\n")
+    with sink(tmp_path, "-W", ".:4") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o == Outcome(
+        "4.4.2",
+        "conversation with 127.0.0.1[127.0.0.1] timed out while sending end of data -- "
+        "message may be sent more than once",
+    )
+
+
+def test_connection_refused(tmp_path):
+    cfg = make_config(tmp_path / "c")
+    port = free_port()
+    (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{port}", ["x@example.com"]))
+    assert o == Outcome("4.4.1", f"connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused")
+
+
+def test_tls_encrypt_requires_starttls(tmp_path):
+    cfg = make_config(tmp_path / "c", main="smtp_tls_security_level = encrypt\n")
+    with sink(tmp_path) as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o == Outcome(
+        "4.7.4", "TLS is required, but was not offered by host 127.0.0.1[127.0.0.1]"
+    )
+
+
+def test_connection_reused_between_messages(tmp_path):
+    cfg = make_config(tmp_path / "c", main="smtp_connection_cache_time_limit = 5s\n")
+    with sink(tmp_path, "-n", "1") as (listen, dump):
+        # smtp-sink -n 1 ends after one session: the second message must reuse it.
+
+        async def two() -> list[Outcome]:
+            a = await deliver(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+            b = await deliver(request(cfg, "smtp", relay_host(listen), ["y@example.com"]))
+            await smtp.close_cached()
+            return a + b
+
+        out = asyncio.run(two())
+        assert [o.status for o in out] == ["2.0.0", "2.0.0"], out
+        assert len(dumps(dump)) == 2
+
+
+def test_lmtp_unix_socket_per_recipient(tmp_path):
+    cfg = make_config(tmp_path / "c")
+    path = tmp_path / "lmtp.sock"
+    with sink(tmp_path, "-L", listen=f"unix:{path}") as (_, dump):
+        os.chmod(path, 0o777)
+        out = run(request(cfg, "lmtp", f"unix:{path}", ["x@example.com", "y@example.com"]))
+        assert out == [Outcome("2.2.0", "250 2.2.0 Ok")] * 2
+        (msg,) = dumps(dump)
+    assert "X-Client-Proto: LMTP" in msg
+
+
+def test_lmtp_tcp(tmp_path):
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-L") as (listen, _):
+        out = run(request(cfg, "lmtp", f"inet:{listen}", ["x@example.com"]))
+    assert out == [Outcome("2.2.0", "250 2.2.0 Ok")]
+
+
+def test_nexthop_forms():
+    assert smtp.parse_nexthop("[10.0.0.1]:2525", 25) == ("10.0.0.1", 2525, True, False)
+    assert smtp.parse_nexthop("[mx.example]", 25) == ("mx.example", 25, True, False)
+    assert smtp.parse_nexthop("example.com", 25) == ("example.com", 25, False, False)
+    assert smtp.parse_nexthop("example.com:587", 25) == ("example.com", 587, False, False)
+    assert smtp.parse_nexthop("unix:/run/lmtp", 24) == ("/run/lmtp", 0, True, True)
+    assert smtp.parse_nexthop("inet:127.0.0.1:24", 24) == ("127.0.0.1", 24, False, False)
+    assert shutil.which("smtp-sink") or os.path.exists(SINK)
