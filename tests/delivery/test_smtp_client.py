@@ -60,7 +60,7 @@ def sink(tmp_path: Path, *flags: str, listen: str | None = None) -> Iterator[tup
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "")
+                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "") from None
                 time.sleep(0.05)
         yield listen, dump
     finally:
