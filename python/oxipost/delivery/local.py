@@ -1,0 +1,366 @@
+"""local(8): deliver to local users, aliases, .forward files, files and commands.
+
+For each recipient (the domain is local; qmgr only sends those here):
+1. A Delivered-To: header already holding the recipient → 5.4.6 mail forwarding loop.
+2. alias_maps (key user+ext, then user): each item of the value is an address (resubmitted
+   as a new message through the queue, the envelope recipient changed), "/file" (appended,
+   mbox; a trailing "/" means Maildir), "|command" (run by /bin/sh with the message on
+   stdin, exit status through sysexits.h), or ":include:/path" (more items from a file,
+   recursion bounded). "\\user" delivers to user's mailbox without further aliasing. With
+   owner_request_special, an "owner-<alias>" entry becomes the sender of the expansion.
+3. ~/.forward per forward_path (owned by the user): items as for aliases, run as the user.
+4. The mailbox: mailbox_command, else home_mailbox ("Maildir/" → $HOME/Maildir/), else
+   mail_spool_directory/user (a trailing "/" on the directory → a Maildir per user), else
+   mbox locked per mailbox_delivery_lock. Return-Path, X-Original-To, Delivered-To first.
+Commands and files are permitted per allow_mail_to_commands / allow_mail_to_files by
+source (alias, forward, include): otherwise "5.7.1 mail to command is restricted" /
+"5.7.1 mail to file is restricted"; an executable file → "5.7.1 file is executable"
+(catalogue 48). Mail for root is written with default_privs; nothing runs as root.
+
+Diagnostics: no such user and no alias → 5.1.1 unknown user: "user"; unreadable tables →
+deferred (4.3.0); include nesting beyond 20 levels → 5.4.6 mail forwarding loop.
+Deviation: when not running as root, a recipient with no passwd entry (the embedded
+default's conf/local_users) gets a mailbox under mail_spool_directory, written as the
+running user, instead of a bounce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from oxipost.delivery.address import split_address
+from oxipost.delivery.dsn import SYSEXITS
+from oxipost.delivery.mailstore import (
+    LookupFailed,
+    lock_options,
+    lookup_tables,
+    loop_outcome,
+    maildir,
+    mbox,
+    prefix_headers,
+)
+from oxipost.envelope import Envelope, Outcome, Recipient
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
+    from oxipost.delivery import DeliveryRequest
+
+log = logging.getLogger("oxipost.local")
+MAX_INCLUDE_DEPTH = 20
+
+# How resubmitted mail (alias/.forward addresses) reaches the queue: qmgr sets this to its
+# own Queue.enqueue; left None, the queue is opened on first use.
+Resubmit = Callable[[Envelope, bytes], Awaitable[str]]
+resubmit: Resubmit | None = None
+
+
+@dataclass
+class Ctx:
+    req: DeliveryRequest
+    rcpt: Recipient
+    sender: str
+    source: str  # alias, forward or include: what allow_mail_to_* is checked against
+    ids: tuple[int, int] | None
+    depth: int = 0
+
+
+def _split_items(value: str) -> list[str]:
+    """aliases(5) right-hand side: comma separated, double quotes protect commas."""
+    items, cur, quoted = [], [], False
+    for ch in value:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            items.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    items.append("".join(cur).strip())
+    out = []
+    for item in items:
+        if len(item) >= 2 and item[0] == '"' and item[-1] == '"':
+            item = item[1:-1]
+        if item:
+            out.append(item)
+    return out
+
+
+def _allowed(cfg: Config, param: str, source: str) -> bool:
+    return source in cfg.get_list(param)
+
+
+def _default_privs(cfg: Config) -> tuple[int, int] | None:
+    try:
+        pw = pwd.getpwnam(cfg.get("default_privs"))
+    except KeyError:
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def _content_with(req: DeliveryRequest, rcpt: Recipient) -> bytes:
+    return prefix_headers(req.envelope.sender, rcpt.address, rcpt.original) + req.content
+
+
+async def _open_queue_resubmit(cfg: Config) -> Resubmit:
+    global resubmit
+    if resubmit is None:
+        from oxipost.qmgr.queue import Queue
+
+        queue = Queue.open(cfg, writer="local")
+        resubmit = queue.enqueue
+    return resubmit
+
+
+async def _forward(ctx: Ctx, addresses: list[str]) -> Outcome:
+    """Resubmit the message with a new envelope (Postfix's forward.c)."""
+    req = ctx.req
+    env = replace(
+        req.envelope,
+        sender=ctx.sender,
+        recipients=[
+            Recipient(a, original=ctx.rcpt.original or ctx.rcpt.address) for a in addresses
+        ],
+        arrival_time=time.time(),
+        attrs=dict(req.envelope.attrs),
+    )
+    # Delivered-To makes a loop through this alias visible the next time round.
+    content = f"Delivered-To: {ctx.rcpt.address}\r\n".encode() + req.content
+    try:
+        submit = await _open_queue_resubmit(req.cfg)
+        qid = await submit(env, content)
+    except Exception as e:
+        log.warning("%s: cannot resubmit for %s: %s", req.queue_id, ctx.rcpt.address, e)
+        return Outcome("4.3.0", "mail system configuration error")
+    return Outcome("2.0.0", f"forwarded as {qid}")
+
+
+async def _command(ctx: Ctx, command: str) -> Outcome:
+    cfg = ctx.req.cfg
+    if not _allowed(cfg, "allow_mail_to_commands", ctx.source):
+        return Outcome("5.7.1", "mail to command is restricted")
+    ids = ctx.ids or _default_privs(cfg)
+    kwargs: dict[str, object] = {}
+    if os.geteuid() == 0:
+        if ids is None or ids[0] == 0:
+            return Outcome("4.3.5", "mail system configuration error")
+        kwargs.update(user=ids[0], group=ids[1], extra_groups=[])
+    data = _content_with(ctx.req, ctx.rcpt).replace(b"\r\n", b"\n")
+    shell = cfg.get("local_command_shell") or "/bin/sh"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SENDER": ctx.req.envelope.sender,
+        "RECIPIENT": ctx.rcpt.address,
+        "ORIGINAL_RECIPIENT": ctx.rcpt.original or ctx.rcpt.address,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        shell,
+        "-c",
+        command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(data), cfg.get_time("command_time_limit"))
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return Outcome("4.3.0", f'Command time limit exceeded: "{command}"')
+    text = " ".join(out.decode("utf-8", "replace").split())
+    suffix = f". Command output: {text}" if text else ""
+    rc = proc.returncode
+    if rc == 0:
+        return Outcome("2.0.0", f"delivered to command: {command}")
+    if rc is not None and rc < 0:
+        return Outcome("4.3.0", f'Command died with signal {-rc}: "{command}"{suffix}')
+    if rc in SYSEXITS:
+        dsn, why = SYSEXITS[rc]
+        return Outcome(dsn, why + suffix)
+    return Outcome("5.3.0", f'Command died with status {rc}: "{command}"{suffix}')
+
+
+async def _file(ctx: Ctx, path: str) -> Outcome:
+    cfg = ctx.req.cfg
+    if not _allowed(cfg, "allow_mail_to_files", ctx.source):
+        return Outcome("5.7.1", "mail to file is restricted")
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return Outcome("5.7.1", "file is executable")
+    except OSError:
+        pass
+    ids = ctx.ids or _default_privs(cfg)
+    prefix = prefix_headers(ctx.req.envelope.sender, ctx.rcpt.address, ctx.rcpt.original)
+    if path.endswith("/"):
+        out = await maildir(path, prefix, ctx.req.content, ids)
+    else:
+        out = await mbox(
+            path,
+            ctx.req.envelope.sender,
+            prefix,
+            ctx.req.content,
+            lock_options(cfg, "mailbox_delivery_lock"),
+            ids,
+        )
+    if out.delivered:
+        return Outcome("2.0.0", f"delivered to file: {path}")
+    return Outcome(out.status, f"cannot append message to file {path}: {out.text}")
+
+
+async def _expand(ctx: Ctx, items: list[str], self_user: str) -> Outcome:
+    """Deliver each item; the recipient's outcome is the first deferral, else the first
+    bounce, else success (as Postfix ORs the per-item results)."""
+    results: list[Outcome] = []
+    addresses: list[str] = []
+    for item in items:
+        if item.startswith("|"):
+            results.append(await _command(ctx, item[1:]))
+        elif item.startswith("/"):
+            results.append(await _file(ctx, item))
+        elif item.lower().startswith(":include:"):
+            results.append(await _include(ctx, item[9:].strip()))
+        elif item.startswith("\\"):
+            results.append(await _mailbox(ctx, item[1:].lower(), aliased=True))
+        elif item.lower() == self_user:
+            results.append(await _mailbox(ctx, self_user, aliased=True))
+        else:
+            addresses.append(item)
+    if addresses:
+        results.append(await _forward(ctx, addresses))
+    for r in results:
+        if r.status.startswith("4"):
+            return r
+    for r in results:
+        if r.permanent:
+            return r
+    return results[0] if results else Outcome("2.0.0", "alias expands to nothing")
+
+
+async def _include(ctx: Ctx, path: str) -> Outcome:
+    if ctx.depth >= MAX_INCLUDE_DEPTH:
+        return Outcome("5.4.6", f"mail forwarding loop for {ctx.rcpt.address}")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        return Outcome("5.3.0", f"cannot open include file {path}: {e.strerror}")
+    items: list[str] = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            items.extend(_split_items(line))
+    sub = replace(ctx, source="include", depth=ctx.depth + 1)
+    return await _expand(sub, items, "")
+
+
+def _forward_files(cfg: Config, home: str, extension: str) -> list[str]:
+    delim = cfg.get("recipient_delimiter")
+    paths = []
+    for item in cfg.get_list("forward_path"):
+        if ("${extension}" in item or "$extension" in item) and not extension:
+            continue
+        p = (
+            item.replace("${recipient_delimiter}", delim)
+            .replace("$recipient_delimiter", delim)
+            .replace("${extension}", extension)
+            .replace("$extension", extension)
+            .replace("${home}", home)
+            .replace("$home", home)
+        )
+        paths.append(p)
+    return paths
+
+
+async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
+    """The user's own mailbox (and .forward unless coming from a \\user alias)."""
+    req, cfg = ctx.req, ctx.req.cfg
+    try:
+        pw: pwd.struct_passwd | None = pwd.getpwnam(user)
+    except KeyError:
+        pw = None
+    if pw is None and os.geteuid() == 0:
+        return Outcome("5.1.1", f'unknown user: "{user}"')
+    ids: tuple[int, int] | None = None
+    home = ""
+    if pw is not None:
+        ids = (pw.pw_uid, pw.pw_gid) if pw.pw_uid != 0 else _default_privs(cfg)
+        home = pw.pw_dir
+        if not aliased:
+            ext = split_address(ctx.rcpt.address, cfg.get("recipient_delimiter")).extension
+            for fwd in _forward_files(cfg, home, ext):
+                try:
+                    st = os.stat(fwd)
+                    with open(fwd, encoding="utf-8", errors="replace") as f:
+                        text = f.read()
+                except OSError:
+                    continue
+                if st.st_uid not in (pw.pw_uid, 0):
+                    log.warning("file %s has bad owner uid %d", fwd, st.st_uid)
+                    continue
+                items = [i for ln in text.splitlines() for i in _split_items(ln)]
+                if items:
+                    sub = replace(ctx, source="forward", ids=ids)
+                    return await _expand(sub, items, user)
+    command = cfg.get("mailbox_command")
+    if command and pw is not None:
+        return await _command(replace(ctx, source="forward", ids=ids), command)
+    prefix = prefix_headers(req.envelope.sender, ctx.rcpt.address, ctx.rcpt.original)
+    home_mailbox = cfg.get("home_mailbox")
+    if home_mailbox and home:
+        path = os.path.join(home, home_mailbox)
+    else:
+        spool = cfg.path("mail_spool_directory")
+        trailing = cfg.get("mail_spool_directory").endswith("/")
+        path = os.path.join(spool, user) + ("/" if trailing else "")
+    if path.endswith("/"):
+        return await maildir(path, prefix, req.content, ids)
+    out = await mbox(
+        path,
+        req.envelope.sender,
+        prefix,
+        req.content,
+        lock_options(cfg, "mailbox_delivery_lock"),
+        ids,
+    )
+    if not out.delivered:
+        return Outcome(out.status, f"cannot update mailbox {path} for user {user}. {out.text}")
+    return out
+
+
+async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
+    cfg = req.cfg
+    looped = loop_outcome(req.content, rcpt.address)
+    if looped is not None:
+        return looped
+    parts = split_address(rcpt.address, cfg.get("recipient_delimiter"))
+    local = parts.localpart.lower()
+    user = parts.user.lower()
+    keys = [local] if local == user else [local, user]
+    try:
+        value = lookup_tables(cfg, "alias_maps", keys)
+        owner = None
+        if value is not None and cfg.get_bool("owner_request_special"):
+            owner = lookup_tables(cfg, "alias_maps", [f"owner-{user}"])
+    except LookupFailed as e:
+        log.warning("%s", e)
+        return Outcome("4.3.0", "alias database unavailable")
+    ctx = Ctx(req, rcpt, req.envelope.sender, "alias", _default_privs(cfg))
+    if value is not None:
+        if owner is not None:
+            # Errors of the expansion go to the list owner, not the original sender.
+            ctx.sender = f"owner-{user}@{parts.domain}" if parts.domain else f"owner-{user}"
+        return await _expand(ctx, _split_items(value), user)
+    return await _mailbox(ctx, user)
+
+
+async def deliver(req: DeliveryRequest) -> list[Outcome]:
+    return [await deliver_one(req, r) for r in req.recipients]

@@ -1,0 +1,131 @@
+"""What local(8) and virtual(8) share: table lookups with Postfix's address search
+order, the Delivered-To loop check, the prepended headers, and the Rust mailbox writes
+run off the event loop (the GIL is released inside, so writes proceed in parallel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from oxipost._core import mailbox
+from oxipost.envelope import Outcome
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
+
+
+class LookupFailed(Exception):
+    """A table could not be read: the recipient is deferred, never bounced."""
+
+
+def lookup_tables(cfg: Config, param: str, keys: list[str]) -> str | None:
+    """First match of any key in the tables of `param`, tables in order, keys in order
+    within a table (as Postfix's maps_find with mail_addr_find's key list)."""
+    specs = cfg.get_list(param)
+    if not specs:
+        return None
+    try:
+        from oxipost.maps import TableError, open_table
+    except ImportError as e:  # the maps area has not landed
+        raise LookupFailed(f"{param}: lookup tables unavailable") from e
+    for spec in specs:
+        try:
+            table = open_table(spec, cfg)
+            for key in keys:
+                value = table.lookup(key)
+                if value is not None:
+                    return value
+        except TableError as e:
+            raise LookupFailed(f"{param}: {e}") from e
+    return None
+
+
+def address_keys(address: str, delimiters: str) -> list[str]:
+    """virtual(5) order for a full address: user+ext@domain, user@domain, @domain."""
+    addr = address.lower()
+    local, _, domain = addr.rpartition("@")
+    keys = [addr]
+    if delimiters:
+        for i, ch in enumerate(local):
+            if ch in delimiters and i > 0:
+                keys.append(f"{local[:i]}@{domain}")
+                break
+    keys.append(f"@{domain}")
+    return keys
+
+
+def delivered_to(content: bytes) -> set[str]:
+    """Delivered-To: values in the message header (lowercased), for loop detection."""
+    head = content.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    found = set()
+    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
+        if line[:13].lower() == b"delivered-to:":
+            found.add(line[13:].strip().decode("utf-8", "replace").lower())
+    return found
+
+
+def loop_outcome(content: bytes, recipient: str) -> Outcome | None:
+    if recipient.lower() in delivered_to(content):
+        return Outcome("5.4.6", f"mail forwarding loop for {recipient}")
+    return None
+
+
+def prefix_headers(sender: str, recipient: str, original: str = "") -> bytes:
+    """Return-Path, X-Original-To and Delivered-To, as Postfix's mail_copy prepends them."""
+    lines = [f"Return-Path: <{sender}>"]
+    if original:
+        lines.append(f"X-Original-To: {original}")
+    lines.append(f"Delivered-To: {recipient}")
+    return "".join(line + "\r\n" for line in lines).encode()
+
+
+def lock_options(cfg: Config, param: str) -> dict[str, object]:
+    styles = set(cfg.get_list(param))
+    return {
+        "fcntl": "fcntl" in styles,
+        "flock": "flock" in styles,
+        "dotlock": "dotlock" in styles,
+        "attempts": cfg.get_int("deliver_lock_attempts"),
+        "delay": cfg.get_time("deliver_lock_delay"),
+        "stale": cfg.get_time("stale_lock_time"),
+    }
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+async def maildir(path: str, prefix: bytes, content: bytes, ids: tuple[int, int] | None) -> Outcome:
+    uid, gid = ids if ids is not None and os.geteuid() == 0 else (None, None)
+    status, _perm, text = await asyncio.to_thread(
+        mailbox.maildir_deliver, path, prefix, content, hostname(), uid, gid
+    )
+    return Outcome(status, text)
+
+
+async def mbox(
+    path: str,
+    sender: str,
+    prefix: bytes,
+    content: bytes,
+    locks: dict[str, object],
+    ids: tuple[int, int] | None,
+) -> Outcome:
+    uid, gid = ids if ids is not None and os.geteuid() == 0 else (None, None)
+
+    def write() -> tuple[str, bool, str]:
+        return mailbox.mbox_deliver(
+            path,
+            sender,
+            prefix,
+            content,
+            uid=uid,
+            gid=gid,
+            **locks,  # type: ignore[arg-type]
+        )
+
+    status, _perm, text = await asyncio.to_thread(write)
+    return Outcome(status, text)

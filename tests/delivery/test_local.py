@@ -1,0 +1,140 @@
+"""local(8): mailboxes, loops, unknown users, and the alias item rules (catalogue 47, 48)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from oxipost.delivery import local
+from oxipost.envelope import Outcome, Recipient
+
+from .conftest import MESSAGE, make_config, request, run
+
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def spool():
+    # Written as "nobody" when root: pytest's 0700 tmp_path is out of its reach.
+    d = Path(tempfile.mkdtemp(prefix="oxipost-spool-"))
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _user() -> str:
+    return "nobody" if ROOT else os.environ.get("USER", "root")
+
+
+def test_maildir_per_user_in_spool(tmp_path, spool):
+    cfg = make_config(tmp_path / "c", main=f"alias_maps =\nmail_spool_directory = {spool}/\n")
+    user = _user()
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o == Outcome("2.0.0", "delivered to maildir"), o
+    (name,) = os.listdir(spool / user / "new")
+    data = (spool / user / "new" / name).read_bytes()
+    assert data.startswith(
+        f"Return-Path: <a@example.org>\nDelivered-To: {user}@localhost\nFrom: ".encode()
+    )
+    if ROOT:
+        assert (spool / user / "new" / name).stat().st_uid == 65534
+
+
+def test_mbox_in_spool(tmp_path, spool):
+    cfg = make_config(tmp_path / "c", main=f"alias_maps =\nmail_spool_directory = {spool}\n")
+    user = _user()
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o == Outcome("2.0.0", "delivered to mailbox"), o
+    text = (spool / user).read_text()
+    assert text.startswith("From a@example.org  ")
+    assert f"Delivered-To: {user}@localhost\n" in text
+
+
+def test_delivered_to_loop(tmp_path, spool):
+    # catalogue 47
+    cfg = make_config(tmp_path / "c", main=f"alias_maps =\nmail_spool_directory = {spool}/\n")
+    content = b"Delivered-To: Joe@Localhost\r\n" + MESSAGE
+    (o,) = run(request(cfg, "local", "localhost", ["joe@localhost"], content=content))
+    assert o == Outcome("5.4.6", "mail forwarding loop for joe@localhost")
+
+
+@pytest.mark.skipif(not ROOT, reason="unknown users get a spool mailbox when not root")
+def test_unknown_user_bounces(tmp_path, spool):
+    cfg = make_config(tmp_path / "c", main=f"alias_maps =\nmail_spool_directory = {spool}/\n")
+    (o,) = run(request(cfg, "local", "localhost", ["no-such-user-x@localhost"]))
+    assert o == Outcome("5.1.1", 'unknown user: "no-such-user-x"')
+
+
+def _ctx(cfg, source: str) -> local.Ctx:
+    req = request(cfg, "local", "localhost", ["list@localhost"])
+    return local.Ctx(req, Recipient("list@localhost"), "a@example.org", source, None)
+
+
+def _expand(ctx: local.Ctx, items: list[str]) -> Outcome:
+    return asyncio.run(local._expand(ctx, items, "list"))
+
+
+def test_include_cannot_run_commands_or_write_files(tmp_path):
+    # catalogue 48: allow_mail_to_commands/files default to "alias, forward".
+    cfg = make_config(tmp_path / "c")
+    inc = tmp_path / "list.inc"
+    inc.write_text("|/bin/true\n")
+    assert _expand(_ctx(cfg, "alias"), [f":include:{inc}"]) == Outcome(
+        "5.7.1", "mail to command is restricted"
+    )
+    inc.write_text(f"{tmp_path}/out\n")
+    assert _expand(_ctx(cfg, "alias"), [f":include:{inc}"]) == Outcome(
+        "5.7.1", "mail to file is restricted"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_alias_file_and_command(tmp_path, spool):
+    cfg = make_config(tmp_path / "c")
+    target = spool / "archive"
+    o = _expand(_ctx(cfg, "alias"), [str(target)])
+    assert o == Outcome("2.0.0", f"delivered to file: {target}")
+    assert "Delivered-To: list@localhost" in target.read_text()
+    out = spool / "cmd-out"
+    o = _expand(_ctx(cfg, "alias"), [f"|cat > {out}"])
+    assert o.status == "2.0.0", o
+    assert out.read_bytes().startswith(b"Return-Path: <a@example.org>\n")
+    assert _expand(_ctx(cfg, "alias"), ["|exit 75"]) == Outcome("4.3.0", "temporary failure")
+    assert _expand(_ctx(cfg, "alias"), ["|exit 67"]) == Outcome("5.1.1", "user unknown")
+
+
+def test_executable_file_refused(tmp_path, spool):
+    # catalogue 48
+    cfg = make_config(tmp_path / "c")
+    exe = spool / "prog"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    assert _expand(_ctx(cfg, "alias"), [str(exe)]) == Outcome("5.7.1", "file is executable")
+    assert exe.read_text() == "#!/bin/sh\n"
+
+
+def test_include_recursion_is_bounded(tmp_path):
+    # catalogue 48: an :include: file that includes itself must stop.
+    cfg = make_config(tmp_path / "c")
+    inc = tmp_path / "self.inc"
+    inc.write_text(f":include:{inc}\n")
+    assert _expand(_ctx(cfg, "alias"), [f":include:{inc}"]) == Outcome(
+        "5.4.6", "mail forwarding loop for list@localhost"
+    )
+
+
+def test_restrictions_follow_configuration(tmp_path, spool):
+    cfg = make_config(tmp_path / "c", main="allow_mail_to_commands = alias, forward, include\n")
+    inc = tmp_path / "list.inc"
+    out = spool / "inc-out"
+    inc.write_text(f"|cat > {out}\n")
+    assert _expand(_ctx(cfg, "alias"), [f":include:{inc}"]).status == "2.0.0"
+    assert out.exists()
+    cfg = make_config(tmp_path / "d", main="allow_mail_to_commands = forward\n")
+    assert _expand(_ctx(cfg, "alias"), ["|/bin/true"]) == Outcome(
+        "5.7.1", "mail to command is restricted"
+    )

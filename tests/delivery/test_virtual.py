@@ -1,0 +1,98 @@
+"""virtual(8): mailbox lookup, Maildir vs mbox, ids, limits, traversal (catalogue 49)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import oxipost.maps
+import pytest
+from oxipost.envelope import Outcome
+
+from .conftest import make_config, request, run
+
+ROOT = os.geteuid() == 0
+needs_maps = pytest.mark.skipif(
+    not hasattr(oxipost.maps, "open_table"),
+    reason="oxipost.maps.open_table has not landed yet (area maps)",
+)
+
+
+@pytest.fixture
+def base():
+    d = Path(tempfile.mkdtemp(prefix="oxipost-vmail-"))
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _cfg(tmp_path: Path, base: Path, table: str, extra: str = ""):
+    conf = tmp_path / "c"
+    conf.mkdir()
+    (conf / "vmailbox").write_text(table)
+    ids = "virtual_uid_maps = static:65534\nvirtual_gid_maps = static:65534\n"
+    return make_config(
+        conf,
+        main=f"virtual_mailbox_base = {base}\n"
+        f"virtual_mailbox_maps = texthash:{conf}/vmailbox\n" + ids + extra,
+    )
+
+
+def test_no_mailbox_maps_is_unknown_user(tmp_path, base):
+    cfg = make_config(tmp_path / "c", main=f"virtual_mailbox_base = {base}\n")
+    (o,) = run(request(cfg, "virtual", "example.com", ["Who@Example.com"]))
+    assert o == Outcome("5.1.1", 'unknown user: "who@example.com"')
+
+
+@needs_maps
+def test_maildir_and_mbox_by_trailing_slash(tmp_path, base):
+    cfg = _cfg(
+        tmp_path, base, "info@example.com example.com/info/\nceo@example.com example.com/ceo\n"
+    )
+    out = run(request(cfg, "virtual", "example.com", ["info@example.com", "ceo@example.com"]))
+    assert out == [
+        Outcome("2.0.0", "delivered to maildir"),
+        Outcome("2.0.0", "delivered to mailbox"),
+    ]
+    (name,) = os.listdir(base / "example.com/info/new")
+    assert (
+        b"Delivered-To: info@example.com\n" in (base / "example.com/info/new" / name).read_bytes()
+    )
+    assert (base / "example.com/ceo").read_text().startswith("From a@example.org  ")
+    if ROOT:
+        assert (base / "example.com/ceo").stat().st_uid == 65534
+
+
+@needs_maps
+@pytest.mark.parametrize("result", ["../../etc/x/", "a/../../x/", "dom/here/..", "/etc/x/"])
+def test_traversal_in_lookup_result_defers(tmp_path, base, result):
+    # catalogue 49
+    cfg = _cfg(tmp_path, base, f"u@example.com {result}\n")
+    (o,) = run(request(cfg, "virtual", "example.com", ["u@example.com"]))
+    assert o == Outcome("4.3.5", "mail system configuration error")
+
+
+@needs_maps
+def test_raw_address_never_becomes_a_path(tmp_path, base):
+    # catalogue 49: the path comes from the table, so "../" in an address finds nothing.
+    cfg = _cfg(tmp_path, base, "u@example.com example.com/u/\n")
+    (o,) = run(request(cfg, "virtual", "example.com", ["../../etc/x@example.com"]))
+    assert o.status == "5.1.1"
+    assert os.listdir(base) == []
+
+
+@needs_maps
+def test_low_uid_and_limit(tmp_path, base):
+    cfg = _cfg(
+        tmp_path, base, "u@example.com example.com/u\n", extra="virtual_minimum_uid = 70000\n"
+    )
+    (o,) = run(request(cfg, "virtual", "example.com", ["u@example.com"]))
+    if ROOT:
+        assert o == Outcome("4.3.5", "mail system configuration error")
+    cfg = _cfg(
+        tmp_path / "x", base, "u@example.com example.com/u\n", extra="virtual_mailbox_limit = 10\n"
+    )
+    (o,) = run(request(cfg, "virtual", "example.com", ["u@example.com"]))
+    assert o.status == "5.2.2"
