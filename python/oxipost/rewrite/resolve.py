@@ -1,0 +1,253 @@
+"""resolve - trivial-rewrite's address resolution to transport:nexthop
+
+resolve(address, cfg) answers where a recipient goes, as Postfix's trivial-rewrite(8)
+resolve service does (src/trivial-rewrite/resolve.c): the address class (local, alias,
+virtual, relay, default), the transport and next-hop, the recipient as resolved, and flags.
+smtpd uses it for relay control and recipient validation; qmgr uses it to pick the
+delivery agent. There is one resolver; nothing else decides routing.
+
+Address classes, in Postfix's order:
+  mydestination, inet_interfaces, proxy_interfaces   -> $local_transport
+  virtual_alias_domains                              -> error:User unknown in virtual alias table
+  virtual_mailbox_domains                            -> $virtual_transport
+  relay_domains (and subdomains)                     -> $relay_transport
+  anything else                                      -> $default_transport (nexthop $relayhost)
+transport_maps overrides the result (full address, then domain and parent domains, then
+"*"). Source routes and `@ % !` in the local part of a local address are stripped and the
+address resolved again; each time the result is flagged RESOLVE_FLAG_ROUTED, which relay
+control treats as foreign (as Postfix does, whatever allow_percent_hack says).
+
+Diagnostics: an unreadable transport or domain table raises oxipost.maps.TableError, which
+callers turn into a temporary failure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
+
+RESOLVE_FLAG_FINAL = 1 << 0
+RESOLVE_FLAG_ROUTED = 1 << 1
+RESOLVE_FLAG_ERROR = 1 << 2
+RESOLVE_FLAG_FAIL = 1 << 3
+
+RESOLVE_CLASS_LOCAL = "local"
+RESOLVE_CLASS_ALIAS = "alias"
+RESOLVE_CLASS_VIRTUAL = "virtual"
+RESOLVE_CLASS_RELAY = "relay"
+RESOLVE_CLASS_DEFAULT = "default"
+
+# Postfix's default parent_domain_matches_subdomains lists relay_domains, so a parent
+# domain entry matches its subdomains there, and not in mydestination.
+_SUBDOMAIN_PARAMS = "parent_domain_matches_subdomains"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    transport: str
+    nexthop: str
+    recipient: str
+    addr_class: str
+    flags: int = 0
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.flags & RESOLVE_FLAG_ROUTED)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """(localpart, domain) split at the last '@' outside quotes; domain '' when none."""
+    in_quote = False
+    at = -1
+    for i, ch in enumerate(address):
+        if ch == '"':
+            in_quote = not in_quote
+        elif ch == "@" and not in_quote:
+            at = i
+    if at < 0:
+        return address, ""
+    return address[:at], address[at + 1 :]
+
+
+def unquote_local(local: str) -> str:
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        return local[1:-1].replace('\\"', '"')
+    return local
+
+
+def _table(spec: str, cfg: Config):  # type: ignore[no-untyped-def]
+    from oxipost.maps import open_table
+
+    return open_table(spec, cfg)
+
+
+def match_domain(cfg: Config, items: list[str], domain: str, subdomains: bool) -> bool:
+    """Postfix's domain match list: names, parent domains (when `subdomains`), type:table,
+    !negation. Case-insensitive. TableError propagates."""
+    domain = domain.lower().rstrip(".")
+    for raw in items:
+        negate = raw.startswith("!")
+        item = raw[1:] if negate else raw
+        hit = False
+        if ":" in item and not item.startswith("["):
+            table = _table(item, cfg)
+            probe = domain
+            while probe:
+                if table.lookup(probe) is not None:
+                    hit = True
+                    break
+                if not subdomains or "." not in probe:
+                    break
+                probe = probe.split(".", 1)[1]
+        else:
+            name = item.lower().rstrip(".")
+            if name.startswith("."):
+                hit = domain.endswith(name)
+            else:
+                hit = domain == name or (subdomains and domain.endswith("." + name))
+        if hit:
+            return not negate
+    return False
+
+
+def _subdomain_param(cfg: Config, name: str) -> bool:
+    return name in cfg.get_list(_SUBDOMAIN_PARAMS)
+
+
+def _interface_addresses(cfg: Config) -> set[str]:
+    out: set[str] = set()
+    for name in ("inet_interfaces", "proxy_interfaces"):
+        for item in cfg.get_list(name):
+            if item in ("all", "loopback-only"):
+                out.update({"127.0.0.1", "::1"})
+                continue
+            try:
+                out.add(str(ipaddress.ip_address(item.strip("[]"))))
+            except ValueError:
+                continue
+    return out
+
+
+def is_local_domain(cfg: Config, domain: str) -> bool:
+    """mydestination, or an address literal of one of our interfaces."""
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1]
+        if literal.lower().startswith("ipv6:"):
+            literal = literal[5:]
+        try:
+            return str(ipaddress.ip_address(literal)) in _interface_addresses(cfg)
+        except ValueError:
+            return False
+    return match_domain(cfg, cfg.get_list("mydestination"), domain, False)
+
+
+def _split_transport(value: str) -> tuple[str, str]:
+    transport, _, nexthop = value.partition(":")
+    return transport, nexthop
+
+
+def _strip_route(address: str) -> tuple[str, bool]:
+    if address.startswith("@") and ":" in address:
+        return address.split(":", 1)[1], True
+    return address, False
+
+
+def resolve(address: str, cfg: Config) -> Resolution:
+    """Resolve one (already canonicalised) address to transport, nexthop and class."""
+    flags = 0
+    address, routed = _strip_route(address)
+    if routed:
+        flags |= RESOLVE_FLAG_ROUTED
+    percent_hack = cfg.get_bool("allow_percent_hack")
+    swap_bang = cfg.get_bool("swap_bangpath")
+    dequote = cfg.get_bool("resolve_dequoted_address")
+    for _ in range(100):
+        local, domain = split_address(address)
+        inner = unquote_local(local) if dequote else local
+        if not domain or is_local_domain(cfg, domain):
+            # Routing through us: strip our domain and look inside, as resolve.c does.
+            if "@" in inner:
+                flags |= RESOLVE_FLAG_ROUTED
+                address = inner
+                continue
+            if swap_bang and "!" in inner:
+                flags |= RESOLVE_FLAG_ROUTED
+                site, _, user = inner.partition("!")
+                address = f"{user}@{site}"
+                continue
+            if "%" in inner:
+                flags |= RESOLVE_FLAG_ROUTED
+                if percent_hack:
+                    user, _, site = inner.rpartition("%")
+                    address = f"{user}@{site}"
+                    continue
+        elif "@" in inner or "%" in inner or "!" in inner:
+            flags |= RESOLVE_FLAG_ROUTED
+        break
+    local, domain = split_address(address)
+    if not domain:
+        domain = cfg.get("myhostname")
+        address = f"{local}@{domain}"
+    ldomain = domain.lower()
+    if is_local_domain(cfg, ldomain):
+        addr_class = RESOLVE_CLASS_LOCAL
+        transport, nexthop = _split_transport(cfg.get("local_transport"))
+        nexthop = nexthop or cfg.get("myhostname")
+        flags |= RESOLVE_FLAG_FINAL
+    elif match_domain(cfg, cfg.get_list("virtual_alias_domains"), ldomain, False):
+        addr_class = RESOLVE_CLASS_ALIAS
+        transport, nexthop = "error", "5.1.1 User unknown in virtual alias table"
+        flags |= RESOLVE_FLAG_FINAL
+    elif match_domain(cfg, cfg.get_list("virtual_mailbox_domains"), ldomain, False):
+        addr_class = RESOLVE_CLASS_VIRTUAL
+        transport, nexthop = _split_transport(cfg.get("virtual_transport"))
+        nexthop = nexthop or ldomain
+        flags |= RESOLVE_FLAG_FINAL
+    elif match_domain(
+        cfg, cfg.get_list("relay_domains"), ldomain, _subdomain_param(cfg, "relay_domains")
+    ):
+        addr_class = RESOLVE_CLASS_RELAY
+        transport, nexthop = _split_transport(cfg.get("relay_transport"))
+        nexthop = nexthop or cfg.get("relayhost") or ldomain
+    else:
+        addr_class = RESOLVE_CLASS_DEFAULT
+        transport, nexthop = _split_transport(cfg.get("default_transport"))
+        nexthop = nexthop or cfg.get("relayhost") or ldomain
+    override = _transport_maps(cfg, address, ldomain)
+    if override is not None:
+        o_transport, o_nexthop = _split_transport(override)
+        if o_transport:
+            transport = o_transport
+            # A transport without a nexthop keeps the recipient domain (transport(5)).
+            if not o_nexthop and transport != "error":
+                nexthop = ldomain if addr_class != RESOLVE_CLASS_LOCAL else nexthop
+        if o_nexthop:
+            nexthop = o_nexthop
+    if transport == "error":
+        flags |= RESOLVE_FLAG_ERROR
+    return Resolution(transport, nexthop, address, addr_class, flags)
+
+
+def _transport_maps(cfg: Config, address: str, domain: str) -> str | None:
+    specs = cfg.get_list("transport_maps")
+    if not specs:
+        return None
+    tables = [_table(s, cfg) for s in specs]
+    keys = [address.lower()]
+    probe = domain
+    subdomains = _subdomain_param(cfg, "transport_maps")
+    keys.append(probe)
+    while "." in probe:
+        probe = probe.split(".", 1)[1]
+        keys.append(probe if subdomains else "." + probe)
+    keys.append("*")
+    for key in keys:
+        for table in tables:
+            value = table.lookup(key)
+            if value is not None:
+                return value.strip()
+    return None

@@ -1,0 +1,746 @@
+"""smtpd_check - Postfix SMTP server access restrictions
+
+Evaluates smtpd_{client,helo,sender,relay,recipient,data,end_of_data,etrn}_restrictions
+as Postfix's src/smtpd/smtpd_check.c does: each list in order, the first permit ends that
+list (the next list still runs), the first reject ends the request; warn_if_reject turns the
+next reject into a log line. With smtpd_delay_reject=yes the client, helo and sender lists
+run at RCPT time. access(5) tables answer OK, REJECT, DEFER, DUNNO, HOLD, DISCARD, numeric
+codes with text, another restriction, or a restriction class (smtpd_restriction_classes).
+
+Diagnostics: a lookup table that cannot be read gives "451 4.3.0 <addr>: Temporary lookup
+failure"; a relay list without reject, defer or reject_unauth_destination is fatal at start
+(CheckConfigError), as Postfix refuses to run an open relay.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from oxipost.rewrite.resolve import (
+    RESOLVE_CLASS_ALIAS,
+    RESOLVE_CLASS_DEFAULT,
+    RESOLVE_CLASS_LOCAL,
+    RESOLVE_CLASS_RELAY,
+    RESOLVE_CLASS_VIRTUAL,
+    resolve,
+    split_address,
+)
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
+
+
+class CheckConfigError(Exception):
+    """A restriction configuration Postfix refuses to run with (message without 'fatal: ')."""
+
+
+class LookupFailure(Exception):
+    """A table could not be read: the request gets a temporary failure."""
+
+
+@dataclass
+class Reply:
+    code: int
+    dsn: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.dsn} {self.text}"
+
+
+@dataclass
+class ClientState:
+    """What the restrictions look at: the session as smtpd knows it."""
+
+    addr: str
+    name: str = "unknown"
+    helo: str = ""
+    sender: str | None = None
+    sasl_username: str = ""
+    pipelined: bool = False
+    esmtp: bool = False
+    # Actions access tables asked for (HOLD, DISCARD, ...), kept for the transaction.
+    actions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def namaddr(self) -> str:
+        return f"{self.name}[{self.addr}]"
+
+
+_STAGES = {
+    "client": ("smtpd_client_restrictions", "Client host"),
+    "helo": ("smtpd_helo_restrictions", "Helo command"),
+    "sender": ("smtpd_sender_restrictions", "Sender address"),
+    "relay": ("smtpd_relay_restrictions", "Recipient address"),
+    "recipient": ("smtpd_recipient_restrictions", "Recipient address"),
+    "data": ("smtpd_data_restrictions", "Data command"),
+    "end_of_data": ("smtpd_end_of_data_restrictions", "End-of-data command"),
+    "etrn": ("smtpd_etrn_restrictions", "Etrn command"),
+}
+_RELAY_SAFE = {
+    "reject_unauth_destination",
+    "defer_unauth_destination",
+    "reject",
+    "defer",
+    "defer_if_permit",
+    "check_relay_domains",
+}
+_VALID_HOSTNAME = re.compile(
+    r"^(?=.{1,255}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}(?<!-))?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}(?<!-))?)*\.?$"
+)
+
+PERMIT = "permit"
+DUNNO = "dunno"
+
+
+def _table(spec: str, cfg: Config) -> Any:
+    from oxipost.maps import open_table
+
+    return open_table(spec, cfg)
+
+
+def _table_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from oxipost.maps import TableError
+    except ImportError:
+        return (OSError,)
+    return (TableError, OSError)
+
+
+def match_networks(cfg: Config, items: list[str], addr: str) -> bool:
+    """Postfix's network match list: CIDR, plain IPs, [ipv6]/len, type:table, !negation."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    for raw in items:
+        negate = raw.startswith("!")
+        item = raw[1:] if negate else raw
+        hit = False
+        if ":" in item and not item.startswith("[") and "/" not in item.split(":", 1)[0]:
+            try:
+                ipaddress.ip_network(item.strip("[]").replace("]/", "/"), strict=False)
+                is_net = True
+            except ValueError:
+                is_net = False
+            if not is_net:
+                hit = _table(item, cfg).lookup(addr) is not None
+        if not hit:
+            try:
+                net = ipaddress.ip_network(item.replace("[", "").replace("]", ""), strict=False)
+                hit = ip in net
+            except ValueError:
+                hit = False
+        if hit:
+            return not negate
+    return False
+
+
+def mynetworks(cfg: Config) -> list[str]:
+    """mynetworks, or what mynetworks_style computes from this host's interfaces."""
+    return cfg.get_list("mynetworks")
+
+
+def validate(cfg: Config) -> None:
+    """Refuse a configuration that would make an open relay (smtpd_check.c)."""
+    relay = cfg.get_list("smtpd_relay_restrictions")
+    rcpt = cfg.get_list("smtpd_recipient_restrictions")
+    if not any(r in _RELAY_SAFE for r in relay + rcpt) and not _class_has_safe(cfg, relay + rcpt):
+        raise CheckConfigError(
+            "in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, "
+            "specify at least one working instance of: reject_unauth_destination, "
+            "defer_unauth_destination, reject, defer, defer_if_permit or check_relay_domains"
+        )
+
+
+def _class_has_safe(cfg: Config, names: list[str]) -> bool:
+    classes = set(cfg.get_list("smtpd_restriction_classes"))
+    for name in names:
+        if name in classes and any(r in _RELAY_SAFE for r in cfg.get_list(name)):
+            return True
+    return False
+
+
+class Checker:
+    """The restriction engine for one smtpd process."""
+
+    def __init__(self, cfg: Config, log: Any = None) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.classes = set(cfg.get_list("smtpd_restriction_classes"))
+        self.delay_reject = cfg.get_bool("smtpd_delay_reject")
+
+    # Entry points per SMTP command ----------------------------------------------------
+
+    def at_client(self, st: ClientState) -> Reply | None:
+        return None if self.delay_reject else self.stage("client", st, None)
+
+    def at_helo(self, st: ClientState) -> Reply | None:
+        return None if self.delay_reject else self.stage("helo", st, None)
+
+    def at_mail(self, st: ClientState) -> Reply | None:
+        if self.delay_reject:
+            return None
+        return self.stage("sender", st, None)
+
+    def at_rcpt(self, st: ClientState, rcpt: str) -> Reply | None:
+        stages = ["client", "helo", "sender"] if self.delay_reject else []
+        if self.cfg.get_bool("smtpd_relay_before_recipient_restrictions"):
+            stages += ["relay", "recipient"]
+        else:
+            stages += ["recipient", "relay"]
+        for name in stages:
+            reply = self.stage(name, st, rcpt)
+            if reply is not None:
+                return reply
+        return self.unlisted(st, rcpt)
+
+    def at_data(self, st: ClientState) -> Reply | None:
+        return self.stage("data", st, None)
+
+    def at_end_of_data(self, st: ClientState) -> Reply | None:
+        return self.stage("end_of_data", st, None)
+
+    # Evaluation -------------------------------------------------------------------------
+
+    def stage(self, name: str, st: ClientState, rcpt: str | None) -> Reply | None:
+        param, reply_class = _STAGES[name]
+        try:
+            result = self.run_list(self.cfg.get_list(param), name, reply_class, st, rcpt, 0)
+        except LookupFailure:
+            return Reply(
+                451, "4.3.0", f"<{self._reply_name(name, st, rcpt)}>: Temporary lookup failure"
+            )
+        return result if isinstance(result, Reply) else None
+
+    def _reply_name(self, stage: str, st: ClientState, rcpt: str | None) -> str:
+        if stage == "client":
+            return st.namaddr
+        if stage == "helo":
+            return st.helo
+        if stage == "sender":
+            return st.sender or ""
+        if stage in ("relay", "recipient"):
+            return rcpt or ""
+        if stage == "end_of_data":
+            return "END-OF-MESSAGE"
+        return "DATA"
+
+    def run_list(
+        self,
+        items: list[str],
+        stage: str,
+        reply_class: str,
+        st: ClientState,
+        rcpt: str | None,
+        depth: int,
+    ) -> Reply | str:
+        warn = False
+        it = iter(items)
+        for item in it:
+            name = item.lower() if ":" not in item else item
+            result: Reply | str
+            if name == "warn_if_reject":
+                warn = True
+                continue
+            if name.startswith("check_") and name.endswith("_access") and ":" not in name:
+                table = next(it, "")
+                result = self.access(name, table, stage, reply_class, st, rcpt, depth)
+            else:
+                result = self.restriction(name, stage, reply_class, st, rcpt, depth)
+            if isinstance(result, Reply):
+                if warn:
+                    if self.log is not None:
+                        self.log.info(f"reject_warning: {st.namaddr}: {result}")
+                    warn = False
+                    continue
+                return result
+            warn = False
+            if result == PERMIT:
+                return PERMIT
+        return DUNNO
+
+    def restriction(
+        self,
+        name: str,
+        stage: str,
+        reply_class: str,
+        st: ClientState,
+        rcpt: str | None,
+        depth: int,
+    ) -> Reply | str:
+        cfg = self.cfg
+        rname = self._reply_name(stage, st, rcpt)
+        if name in ("permit",):
+            return PERMIT
+        if name in ("dunno",):
+            return DUNNO
+        if name == "reject":
+            return Reply(
+                cfg.get_int("reject_code"),
+                "5.7.1",
+                f"<{rname}>: {reply_class} rejected: Access denied",
+            )
+        if name in ("defer", "defer_if_permit", "defer_if_reject"):
+            if name != "defer":
+                return DUNNO
+            return Reply(
+                cfg.get_int("defer_code"),
+                "4.7.1",
+                f"<{rname}>: {reply_class} rejected: Access denied",
+            )
+        if name == "permit_mynetworks":
+            return PERMIT if self.in_mynetworks(st.addr) else DUNNO
+        if name == "permit_sasl_authenticated":
+            return PERMIT if st.sasl_username else DUNNO
+        if name in ("reject_unauth_destination", "defer_unauth_destination", "check_relay_domains"):
+            if rcpt is None:
+                return DUNNO
+            if self.auth_destination(rcpt):
+                return DUNNO
+            if name == "defer_unauth_destination":
+                return Reply(
+                    cfg.get_int("relay_domains_reject_code") - 100,
+                    "4.7.1",
+                    f"<{rcpt}>: Relay access denied",
+                )
+            return Reply(
+                cfg.get_int("relay_domains_reject_code"), "5.7.1", f"<{rcpt}>: Relay access denied"
+            )
+        if name in ("permit_auth_destination",):
+            return PERMIT if rcpt and self.auth_destination(rcpt) else DUNNO
+        if name == "reject_unauth_pipelining":
+            if stage in ("data", "end_of_data") and st.pipelined:
+                return Reply(
+                    503,
+                    "5.5.0",
+                    f"<{rname}>: {reply_class} rejected: Improper use of SMTP command pipelining",
+                )
+            return DUNNO
+        if name == "reject_non_fqdn_helo_hostname" or name == "reject_non_fqdn_hostname":
+            if st.helo and not _fqdn(st.helo):
+                return Reply(
+                    cfg.get_int("non_fqdn_reject_code"),
+                    "5.5.2",
+                    f"<{st.helo}>: Helo command rejected: need fully-qualified hostname",
+                )
+            return DUNNO
+        if name in ("reject_invalid_helo_hostname", "reject_invalid_hostname"):
+            if st.helo and not valid_helo(st.helo):
+                return Reply(
+                    cfg.get_int("invalid_hostname_reject_code"),
+                    "5.5.2",
+                    f"<{st.helo}>: Helo command rejected: Invalid name",
+                )
+            return DUNNO
+        if name == "reject_non_fqdn_sender":
+            if st.sender and not _fqdn(split_address(st.sender)[1]):
+                return Reply(
+                    cfg.get_int("non_fqdn_reject_code"),
+                    "5.5.2",
+                    f"<{st.sender}>: Sender address rejected: need fully-qualified address",
+                )
+            return DUNNO
+        if name == "reject_non_fqdn_recipient":
+            if rcpt and not _fqdn(split_address(rcpt)[1]):
+                return Reply(
+                    cfg.get_int("non_fqdn_reject_code"),
+                    "5.5.2",
+                    f"<{rcpt}>: Recipient address rejected: need fully-qualified address",
+                )
+            return DUNNO
+        if name == "reject_unknown_sender_domain":
+            if st.sender:
+                return self.unknown_domain(st.sender, "Sender address", "4.1.8") or DUNNO
+            return DUNNO
+        if name == "reject_unknown_recipient_domain":
+            if rcpt:
+                return self.unknown_domain(rcpt, "Recipient address", "4.1.2") or DUNNO
+            return DUNNO
+        if name == "reject_unlisted_recipient":
+            return (self.unlisted_recipient(rcpt) if rcpt else None) or DUNNO
+        if name == "reject_unlisted_sender":
+            return (
+                self.unlisted_address(st.sender, "Sender address") if st.sender else None
+            ) or DUNNO
+        if name in self.classes:
+            if depth > 100:
+                return DUNNO
+            return self.run_list(cfg.get_list(name), stage, reply_class, st, rcpt, depth + 1)
+        if self.log is not None:
+            self.log.warning(f'unknown smtpd restriction: "{name}"')
+        return Reply(451, "4.3.5", "Server configuration error")
+
+    # Individual checks --------------------------------------------------------------------
+
+    def in_mynetworks(self, addr: str) -> bool:
+        try:
+            return match_networks(self.cfg, mynetworks(self.cfg), addr)
+        except _table_errors() as e:
+            raise LookupFailure(str(e)) from None
+
+    def auth_destination(self, rcpt: str) -> bool:
+        """Postfix's permit_auth_destination: a domain we serve, not routed through us."""
+        try:
+            res = resolve(_canonical(self.cfg, rcpt), self.cfg)
+        except _table_errors() as e:
+            raise LookupFailure(str(e)) from None
+        return res.addr_class != RESOLVE_CLASS_DEFAULT and not res.routed
+
+    def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | None:
+        _, domain = split_address(addr)
+        if not domain or domain.startswith("["):
+            return None
+        try:
+            res = resolve(_canonical(self.cfg, addr), self.cfg)
+        except _table_errors() as e:
+            raise LookupFailure(str(e)) from None
+        if res.addr_class != RESOLVE_CLASS_DEFAULT:
+            return None
+        import dns.exception
+        import dns.resolver
+
+        try:
+            for rdtype in ("MX", "A", "AAAA"):
+                try:
+                    dns.resolver.resolve(domain, rdtype, lifetime=5.0)
+                    return None
+                except dns.resolver.NoAnswer:
+                    continue
+        except dns.resolver.NXDOMAIN:
+            code = self.cfg.get_int("unknown_address_reject_code")
+            dsn = ("5" if code >= 500 else "4") + dsn[1:]
+            return Reply(code, dsn, f"<{addr}>: {what} rejected: Domain not found")
+        except dns.exception.DNSException:
+            return Reply(
+                450,
+                "4.1.8" if "Sender" in what else "4.1.2",
+                f"<{addr}>: {what} rejected: Domain not found",
+            )
+        code = self.cfg.get_int("unknown_address_reject_code")
+        return Reply(
+            code,
+            ("5" if code >= 500 else "4") + dsn[1:],
+            f"<{addr}>: {what} rejected: Domain not found",
+        )
+
+    def unlisted(self, st: ClientState, rcpt: str) -> Reply | None:
+        """smtpd_reject_unlisted_recipient / _sender and relocated_maps, after the lists."""
+        try:
+            if self.cfg.get_bool("smtpd_reject_unlisted_sender") and st.sender:
+                reply = self.unlisted_address(st.sender, "Sender address")
+                if reply is not None:
+                    return reply
+            reply = self.relocated(rcpt)
+            if reply is not None:
+                return reply
+            if self.cfg.get_bool("smtpd_reject_unlisted_recipient"):
+                return self.unlisted_recipient(rcpt)
+        except LookupFailure:
+            return Reply(451, "4.3.0", f"<{rcpt}>: Temporary lookup failure")
+        return None
+
+    def relocated(self, rcpt: str) -> Reply | None:
+        specs = self.cfg.get_list("relocated_maps")
+        if not specs:
+            return None
+        addr = _canonical(self.cfg, rcpt)
+        local, domain = split_address(addr)
+        for key in (
+            addr.lower(),
+            local.lower() if self._is_local(addr) else None,
+            "@" + domain.lower(),
+        ):
+            if key is None:
+                continue
+            for spec in specs:
+                value = self._lookup(spec, key)
+                if value is not None:
+                    return Reply(
+                        550,
+                        "5.1.6",
+                        f"<{rcpt}>: Recipient address rejected: User has moved to {value}",
+                    )
+        return None
+
+    def _is_local(self, addr: str) -> bool:
+        try:
+            return resolve(addr, self.cfg).addr_class == RESOLVE_CLASS_LOCAL
+        except _table_errors() as e:
+            raise LookupFailure(str(e)) from None
+
+    def _lookup(self, spec: str, key: str) -> str | None:
+        try:
+            value: str | None = _table(spec, self.cfg).lookup(key)
+        except _table_errors() as e:
+            raise LookupFailure(str(e)) from None
+        return value
+
+    def _in_maps(self, param: str, keys: list[str]) -> bool | None:
+        """True/False for a lookup in a maps parameter; None when the parameter is empty."""
+        specs = self.cfg.get_list(param)
+        if not specs:
+            return None
+        for spec in specs:
+            for key in keys:
+                if self._lookup(spec, key) is not None:
+                    return True
+        return False
+
+    def unlisted_recipient(self, rcpt: str) -> Reply | None:
+        return self.unlisted_address(rcpt, "Recipient address")
+
+    def unlisted_address(self, address: str, what: str) -> Reply | None:
+        cfg = self.cfg
+        addr = _canonical(cfg, address)
+        try:
+            res = resolve(addr, cfg)
+        except _table_errors() as e:
+            raise LookupFailure(str(e)) from None
+        local, domain = split_address(res.recipient)
+        full = res.recipient.lower()
+        at_domain = "@" + domain.lower()
+        delim = cfg.get("recipient_delimiter")
+        bare_local = local.lower()
+        if delim:
+            for d in delim:
+                if d in bare_local:
+                    bare_local = bare_local.split(d, 1)[0]
+        if self._in_maps("virtual_alias_maps", [full, at_domain]):
+            return None
+        if res.addr_class == RESOLVE_CLASS_LOCAL:
+            found = self._in_maps("local_recipient_maps", [full, local.lower(), bare_local])
+            if found is False:
+                code = cfg.get_int("unknown_local_recipient_reject_code")
+                return Reply(
+                    code,
+                    "5.1.1" if code >= 500 else "4.1.1",
+                    f"<{address}>: {what} rejected: User unknown in local recipient table",
+                )
+        elif res.addr_class == RESOLVE_CLASS_VIRTUAL:
+            found = self._in_maps("virtual_mailbox_maps", [full, at_domain])
+            if found is not True:
+                code = cfg.get_int("unknown_virtual_mailbox_reject_code")
+                return Reply(
+                    code,
+                    "5.1.1" if code >= 500 else "4.1.1",
+                    f"<{address}>: {what} rejected: User unknown in virtual mailbox table",
+                )
+        elif res.addr_class == RESOLVE_CLASS_ALIAS:
+            code = cfg.get_int("unknown_virtual_alias_reject_code")
+            return Reply(
+                code,
+                "5.1.1" if code >= 500 else "4.1.1",
+                f"<{address}>: {what} rejected: User unknown in virtual alias table",
+            )
+        elif res.addr_class == RESOLVE_CLASS_RELAY:
+            found = self._in_maps("relay_recipient_maps", [full, at_domain])
+            if found is False:
+                code = cfg.get_int("unknown_relay_recipient_reject_code")
+                return Reply(
+                    code,
+                    "5.1.1" if code >= 500 else "4.1.1",
+                    f"<{address}>: {what} rejected: User unknown in relay recipient table",
+                )
+        _ = RESOLVE_CLASS_VIRTUAL
+        return None
+
+    # access(5) ----------------------------------------------------------------------------
+
+    def access(
+        self,
+        name: str,
+        spec: str,
+        stage: str,
+        reply_class: str,
+        st: ClientState,
+        rcpt: str | None,
+        depth: int,
+    ) -> Reply | str:
+        if not spec:
+            return Reply(451, "4.3.5", "Server configuration error")
+        rname = self._reply_name(stage, st, rcpt)
+        if name == "check_client_access":
+            keys = _client_keys(st)
+            cls = "Client host"
+            shown = st.namaddr
+        elif name == "check_helo_access":
+            keys = _domain_keys(st.helo, self.cfg)
+            cls, shown = "Helo command", st.helo
+        elif name == "check_sender_access":
+            if st.sender is None:
+                return DUNNO
+            keys = _address_keys(st.sender, self.cfg)
+            cls, shown = "Sender address", st.sender
+        elif name == "check_recipient_access":
+            if rcpt is None:
+                return DUNNO
+            keys = _address_keys(rcpt, self.cfg)
+            cls, shown = "Recipient address", rcpt
+        else:
+            return Reply(451, "4.3.5", "Server configuration error")
+        for key, _partial in keys:
+            value = self._lookup(spec, key)
+            if value is None:
+                continue
+            return self._access_result(
+                value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
+            )
+        return DUNNO
+
+    def _access_result(
+        self,
+        value: str,
+        cls: str,
+        shown: str,
+        stage: str,
+        reply_class: str,
+        st: ClientState,
+        rcpt: str | None,
+        depth: int,
+        rname: str,
+    ) -> Reply | str:
+        word, _, text = value.partition(" ")
+        text = text.strip()
+        upper = word.upper()
+        if upper == "OK" or upper == "PERMIT":
+            return PERMIT
+        if upper == "DUNNO":
+            return DUNNO
+        if upper == "REJECT":
+            return Reply(
+                self.cfg.get_int("access_map_reject_code"),
+                *_dsn_text(text, "5.7.1", f"<{shown}>: {cls} rejected: ", "Access denied"),
+            )
+        if upper in ("DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
+            if upper != "DEFER":
+                return DUNNO
+            return Reply(
+                self.cfg.get_int("access_map_defer_code"),
+                *_dsn_text(text, "4.7.1", f"<{shown}>: {cls} rejected: ", "Access denied"),
+            )
+        if re.fullmatch(r"[45]\d\d", upper):
+            code = int(upper)
+            dsn_default = "5.7.1" if code >= 500 else "4.7.1"
+            return Reply(
+                code, *_dsn_text(text, dsn_default, f"<{shown}>: {cls} rejected: ", "Access denied")
+            )
+        if re.fullmatch(r"2\d\d", upper):
+            return PERMIT
+        if upper in ("HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC", "PREPEND", "WARN", "INFO"):
+            st.actions[upper] = text
+            if upper == "WARN" and self.log is not None:
+                self.log.info(f"warn: {stage.upper()} from {st.namaddr}: {text}")
+            return DUNNO
+        # Anything else is a restriction list (or a class name) evaluated in its place.
+        return self.run_list(
+            value.replace(",", " ").split(), stage, reply_class, st, rcpt, depth + 1
+        )
+
+
+def _dsn_text(text: str, default_dsn: str, prefix: str, default_text: str) -> tuple[str, str]:
+    m = re.match(r"([245]\.\d{1,3}\.\d{1,3})\s*(.*)$", text)
+    if m:
+        return m.group(1), prefix + (m.group(2) or default_text)
+    return default_dsn, prefix + (text or default_text)
+
+
+def _fqdn(name: str) -> bool:
+    if name.startswith("[") and name.endswith("]"):
+        return True
+    return "." in name.strip(".")
+
+
+def valid_helo(name: str) -> bool:
+    if name.startswith("[") and name.endswith("]"):
+        inner = name[1:-1]
+        if inner.lower().startswith("ipv6:"):
+            inner = inner[5:]
+        try:
+            ipaddress.ip_address(inner)
+            return True
+        except ValueError:
+            return False
+    return bool(_VALID_HOSTNAME.match(name))
+
+
+def _canonical(cfg: Config, addr: str) -> str:
+    """The envelope address as trivial-rewrite's local context leaves it: @$myorigin added to
+    a bare user, .$mydomain to a single-label domain when append_dot_mydomain."""
+    if addr.startswith("@") and ":" in addr:
+        return addr
+    local, domain = split_address(addr)
+    if not domain:
+        if "!" in local or "%" in local:
+            return addr
+        return f"{local}@{cfg.get('myorigin')}"
+    if (
+        cfg.get_bool("append_dot_mydomain")
+        and "." not in domain
+        and not domain.startswith("[")
+        and domain.lower() != "localhost"
+    ):
+        return f"{local}@{domain}.{cfg.get('mydomain')}"
+    return addr
+
+
+def _subdomain_access(cfg: Config) -> bool:
+    return "smtpd_access_maps" in cfg.get_list("parent_domain_matches_subdomains")
+
+
+def _domain_keys(domain: str, cfg: Config) -> list[tuple[str, bool]]:
+    domain = domain.lower().rstrip(".")
+    keys = [(domain, False)]
+    parts = domain.split(".")
+    for i in range(1, len(parts)):
+        parent = ".".join(parts[i:])
+        keys.append((parent if _subdomain_access(cfg) else "." + parent, True))
+    return keys
+
+
+def _address_keys(addr: str, cfg: Config) -> list[tuple[str, bool]]:
+    if addr == "":
+        return [(cfg.get("smtpd_null_access_lookup_key"), False)]
+    local, domain = split_address(addr.lower())
+    keys: list[tuple[str, bool]] = []
+    delim = cfg.get("recipient_delimiter")
+    base = local
+    for d in delim:
+        if d and d in base:
+            base = base.split(d, 1)[0]
+    keys.append((f"{local}@{domain}" if domain else local, False))
+    if base != local and domain:
+        keys.append((f"{base}@{domain}", False))
+    if domain:
+        keys.extend(_domain_keys(domain, cfg))
+    keys.append((f"{local}@", False))
+    if base != local:
+        keys.append((f"{base}@", False))
+    return keys
+
+
+def _client_keys(st: ClientState) -> list[tuple[str, bool]]:
+    keys: list[tuple[str, bool]] = []
+    if st.name and st.name != "unknown":
+        parts = st.name.lower().split(".")
+        keys.extend((".".join(parts[i:]), i > 0) for i in range(len(parts)))
+    keys.append((st.addr, False))
+    if ":" not in st.addr:
+        octets = st.addr.split(".")
+        keys.extend((".".join(octets[:i]), True) for i in range(3, 0, -1))
+    return keys
+
+
+__all__ = [
+    "RESOLVE_CLASS_DEFAULT",
+    "CheckConfigError",
+    "Checker",
+    "ClientState",
+    "Reply",
+    "match_networks",
+    "valid_helo",
+    "validate",
+]

@@ -1,0 +1,1034 @@
+"""smtpd - the SMTP server session, with Postfix's replies and rules
+
+One Session per connection, on asyncio streams. The command loop, DATA/BDAT readers and
+reply texts follow src/smtpd/smtpd.c rather than aiosmtpd's protocol class, whose DATA
+reader, line limits and reply texts differ from Postfix's in ways clients can observe
+(aiosmtpd remains the package's SMTP dependency for its testing helpers).
+
+What it enforces, as Postfix 3.9 does:
+  - only <CR><LF>.<CR><LF> ends DATA; bare <LF> is normalised (smtpd_forbid_bare_newline =
+    normalize) or rejected ("reject") for clients outside the exclusions;
+  - pipelining: input pending after a command that must end a group (or any pipelining in
+    a HELO session) ends the session with "554 5.5.0 Error: SMTP protocol synchronization";
+  - commands longer than line_length_limit are skipped, never run; message size is counted
+    as DATA arrives and an oversize message is read to its end without being kept;
+  - the error counters (soft/hard limits), smtpd_timeout, per-client connection limits;
+  - 250 for a message only after the queue committed it.
+
+Diagnostics: session events are logged as Postfix logs them ("connect from", "lost
+connection after DATA from", "NOQUEUE: reject: RCPT from ...", "disconnect from").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from oxipost.envelope import Envelope, Recipient
+from oxipost.smtpd import replies as R
+from oxipost.smtpd.check import Checker, ClientState, Reply, match_networks, validate
+
+CRLF = b"\r\n"
+_DATA_CHUNK = 65536
+# Commands after which a client must wait for our reply (RFC 2920 section 3.1).
+_GROUP_END = {"EHLO", "HELO", "DATA", "NOOP", "VRFY", "QUIT", "STARTTLS", "AUTH", "ETRN", "EXPN"}
+_ESMTP_PARAMS_MAIL = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
+
+
+class QueueLike(Protocol):
+    async def enqueue(self, envelope: Envelope, content: bytes) -> str: ...
+
+    def free_space_ok(self, size: int) -> bool: ...
+
+
+class Disconnect(Exception):
+    """The session ends (client gone, or we closed it)."""
+
+
+class Authenticator(Protocol):
+    async def authenticate(
+        self, session: Session, mechanism: str, initial: str | None
+    ) -> str | None: ...
+
+
+@dataclass
+class Transaction:
+    sender: str
+    size: int = 0
+    body: str = ""
+    ret: str = ""
+    envid: str = ""
+    smtputf8: bool = False
+    recipients: list[Recipient] = field(default_factory=list)
+    rcpt_count: int = 0
+
+
+class SmtpdServer:
+    """Everything the sessions of one process share: config, checks, queue, counters."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        queue: QueueLike,
+        log: Any = None,
+        tls_context: ssl.SSLContext | None = None,
+        authenticator: Authenticator | None = None,
+        cleanup: Callable[..., Any] | None = None,
+        notify: Callable[[str], Awaitable[None] | None] | None = None,
+    ) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        self.queue = queue
+        self.log = log if log is not None else _NullLog()
+        self.checker = Checker(cfg, self.log)
+        self.tls_context = tls_context
+        self.authenticator = authenticator
+        self.cleanup = cleanup
+        self.notify = notify
+        self.hostname = cfg.get("myhostname")
+        self.banner = cfg.get("smtpd_banner")
+        self.size_limit = cfg.get_int("message_size_limit")
+        self.line_limit = max(cfg.get_int("line_length_limit"), 512)
+        self.timeout = cfg.get_time("smtpd_timeout")
+        self.soft_errors = cfg.get_int("smtpd_soft_error_limit")
+        self.hard_errors = int(cfg.get("smtpd_hard_error_limit"))
+        self.error_sleep = cfg.get_time("smtpd_error_sleep_time")
+        self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
+        self.conn_limit = cfg.get_int("smtpd_client_connection_count_limit")
+        self.wrapper = cfg.get_bool("smtpd_tls_wrappermode")
+        self.connections: dict[str, int] = {}
+        self.auth_times: dict[str, list[float]] = {}
+        self.sessions: set[asyncio.Task[None]] = set()
+        forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
+        self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
+
+    async def serve(self, sock: socket.socket) -> asyncio.Server:
+        """Start accepting on an already bound and listening socket."""
+        sock.setblocking(False)
+        ssl_ctx = self.tls_context if self.wrapper else None
+        return await asyncio.start_server(self._accept, sock=sock, ssl=ssl_ctx, limit=_DATA_CHUNK)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Session(self, reader, writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self.sessions.add(task)
+        try:
+            await session.run()
+        finally:
+            if task is not None:
+                self.sessions.discard(task)
+
+
+class _NullLog:
+    def info(self, text: str) -> None:
+        pass
+
+    def warning(self, text: str) -> None:
+        pass
+
+
+class Session:
+    def __init__(
+        self, server: SmtpdServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.srv = server
+        self.cfg = server.cfg
+        self.reader = reader
+        self.writer = writer
+        self.buf = bytearray()
+        peer = writer.get_extra_info("peername") or ("unknown", 0)
+        self.addr = str(peer[0])
+        self.port = int(peer[1]) if len(peer) > 1 else 0
+        self.state = ClientState(addr=self.addr)
+        self.tx: Transaction | None = None
+        self.errors = 0
+        self.junk = 0
+        self.tls_active = server.wrapper
+        self.helo_kind = ""  # "", "HELO" or "EHLO"
+        self.last_cmd = "CONNECT"
+        self.bdat_chunks: bytearray | None = None
+        self.bdat_failed: str | None = None
+        self.sasl_method = ""
+        self._client_reject: Reply | None = None
+        sec = self.cfg.get("smtpd_tls_security_level").strip().lower()
+        if not sec:
+            if self.cfg.get_bool("smtpd_enforce_tls"):
+                sec = "encrypt"
+            elif self.cfg.get_bool("smtpd_use_tls"):
+                sec = "may"
+        self.tls_level = sec if server.tls_context is not None or sec == "encrypt" else ""
+        self.bare_lf_mode = server.bare_lf
+        if self.bare_lf_mode in ("normalize", "reject") and self._bare_lf_excluded():
+            self.bare_lf_mode = "off"
+
+    # I/O -------------------------------------------------------------------------------
+
+    def _bare_lf_excluded(self) -> bool:
+        items = self.cfg.get_list("smtpd_forbid_bare_newline_exclusions")
+        try:
+            return match_networks(self.cfg, items, self.addr)
+        except Exception:
+            return False
+
+    async def _fill(self) -> None:
+        try:
+            data = await asyncio.wait_for(self.reader.read(_DATA_CHUNK), self.srv.timeout)
+        except TimeoutError:
+            await self.reply(R.TIMEOUT.format(host=self.srv.hostname), count=False)
+            self.srv.log.info(f"timeout after {self.last_cmd} from {self.state.namaddr}")
+            raise Disconnect from None
+        except (ConnectionError, ssl.SSLError, OSError):
+            raise Disconnect from None
+        if not data:
+            self.srv.log.info(f"lost connection after {self.last_cmd} from {self.state.namaddr}")
+            raise Disconnect
+        self.buf += data
+
+    async def read_piece(self, limit: int) -> tuple[bytes, bytes]:
+        """The next line up to `limit` bytes: (content, terminator) where terminator is CRLF,
+        LF, or b"" when the line goes on (longer than limit)."""
+        while True:
+            idx = self.buf.find(b"\n", 0, limit + 1)
+            if idx >= 0:
+                line = bytes(self.buf[:idx])
+                del self.buf[: idx + 1]
+                if line.endswith(b"\r"):
+                    return line[:-1], CRLF
+                return line, b"\n"
+            if len(self.buf) > limit:
+                take = limit
+                if self.buf[take - 1 : take] == b"\r":
+                    take -= 1  # keep a CR that may start the CRLF
+                piece = bytes(self.buf[:take])
+                del self.buf[:take]
+                return piece, b""
+            await self._fill()
+
+    async def reply(self, text: str, count: bool = True) -> None:
+        if count and text[:1] in ("4", "5"):
+            self.errors += 1
+            if self.errors > self.srv.soft_errors and self.srv.error_sleep > 0:
+                await asyncio.sleep(self.srv.error_sleep)
+        try:
+            self.writer.write(text.encode("utf-8", "surrogateescape") + CRLF)
+            await asyncio.wait_for(self.writer.drain(), self.srv.timeout)
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
+            raise Disconnect from None
+
+    async def reply_lines(self, lines: list[str]) -> None:
+        text = "\r\n".join(
+            f"{line[:3]}-{line[4:]}" if i < len(lines) - 1 else line for i, line in enumerate(lines)
+        )
+        await self.reply(text, count=False)
+
+    def pending(self) -> bool:
+        return bool(self.buf) or bool(getattr(self.reader, "_buffer", b""))
+
+    # The session -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log = self.srv.log
+        log.info(f"connect from {self.state.namaddr}")
+        try:
+            count = self.srv.connections.get(self.addr, 0) + 1
+            self.srv.connections[self.addr] = count
+            try:
+                if (
+                    self.srv.conn_limit > 0
+                    and count > self.srv.conn_limit
+                    and not self._event_limit_exempt()
+                ):
+                    log.warning(
+                        f"Connection concurrency limit exceeded: {count} from "
+                        f"{self.state.namaddr} for service smtpd"
+                    )
+                    await self.reply(
+                        R.TOO_MANY_CONNECTIONS.format(host=self.srv.hostname, addr=self.addr),
+                        count=False,
+                    )
+                    return
+                reply = self.srv.checker.at_client(self.state)
+                await self.reply(f"220 {self.srv.banner}", count=False)
+                self._client_reject = reply
+                await self.loop()
+            finally:
+                self.srv.connections[self.addr] -= 1
+                if not self.srv.connections[self.addr]:
+                    del self.srv.connections[self.addr]
+        except Disconnect:
+            pass
+        finally:
+            log.info(f"disconnect from {self.state.namaddr}")
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+    def _event_limit_exempt(self) -> bool:
+        try:
+            return match_networks(
+                self.cfg, self.cfg.get_list("smtpd_client_event_limit_exceptions"), self.addr
+            )
+        except Exception:
+            return False
+
+    async def loop(self) -> None:
+        while True:
+            if self.errors >= self.srv.hard_errors:
+                await self.reply(R.TOO_MANY_ERRORS.format(host=self.srv.hostname), count=False)
+                self.srv.log.info(
+                    f"too many errors after {self.last_cmd} from {self.state.namaddr}"
+                )
+                return
+            raw, term = await self.read_piece(self.srv.line_limit)
+            if not term:
+                # Skip the rest of an over-long command: it is never run.
+                while not term:
+                    _, term = await self.read_piece(self.srv.line_limit)
+                await self.reply(R.CMD_TOO_LONG.format(host=self.srv.hostname))
+                continue
+            if term == b"\n" and self.bare_lf_mode == "reject":
+                code = self.cfg.get_int("smtpd_forbid_bare_newline_reject_code")
+                await self.reply(R.BARE_LF.format(code=code, host=self.srv.hostname), count=False)
+                self.srv.log.info(f"disconnect: bare <LF> received from {self.state.namaddr}")
+                return
+            if await self.command(raw) is False:
+                return
+
+    async def command(self, raw: bytes) -> bool:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            await self.reply(R.BAD_UTF8)
+            return True
+        if "\x00" in line:
+            await self.reply(R.BAD_UTF8)
+            return True
+        if not line.strip():
+            await self.reply(R.BAD_SYNTAX)
+            return True
+        verb, _, arg = line.strip().partition(" ")
+        verb_u = verb.upper()
+        arg = arg.strip()
+        handler = getattr(self, f"cmd_{verb_u.lower()}", None) if verb_u.isalpha() else None
+        if handler is None or verb_u not in _COMMANDS:
+            if self._forbidden(verb):
+                await self.reply(R.BREAK_RULES, count=False)
+                self.srv.log.warning(f"non-SMTP command from {self.state.namaddr}: {line[:100]}")
+                return False
+            self.last_cmd = "UNKNOWN"
+            await self.reply(R.CMD_UNKNOWN)
+            return True
+        self.last_cmd = verb_u
+        if (
+            self.tls_level == "encrypt"
+            and not self.tls_active
+            and verb_u not in ("EHLO", "HELO", "STARTTLS", "NOOP", "QUIT")
+        ):
+            await self.reply(R.TLS_REQUIRED)
+            return True
+        if (
+            self.cfg.get_bool("smtpd_forbid_unauth_pipelining")
+            and self.pending()
+            and (verb_u in _GROUP_END or self.helo_kind == "HELO")
+            and verb_u != "QUIT"
+        ):
+            self.srv.log.info(
+                f"improper command pipelining after {verb_u} from {self.state.namaddr}"
+            )
+            await self.reply(R.SYNC_ERROR, count=False)
+            return False
+        result: bool | None = await handler(arg)
+        return result is not False
+
+    def _forbidden(self, verb: str) -> bool:
+        if verb.endswith(":"):
+            return True  # a header-like "command": someone fed us message content
+        import re
+
+        for item in self.cfg.get_list("smtpd_forbidden_commands"):
+            if item.startswith("regexp:{{") or item.startswith("pcre:{{"):
+                pattern = item.split("{{", 1)[1].rsplit("}}", 1)[0].strip()
+                m = re.match(r"/(.*)/\S*\s*(.*)", pattern)
+                if m and re.search(m.group(1), verb, re.IGNORECASE):
+                    return True
+            elif item.upper() == verb.upper():
+                return True
+        return False
+
+    # Commands --------------------------------------------------------------------------
+
+    async def cmd_helo(self, arg: str) -> None:
+        if not arg:
+            await self.reply(R.HELO_SYNTAX)
+            return
+        self._reset_helo(arg, "HELO")
+        reply = self.srv.checker.at_helo(self.state)
+        if reply is not None:
+            await self._reject("HELO", reply)
+            return
+        await self.reply(f"250 {self.srv.hostname}")
+
+    async def cmd_ehlo(self, arg: str) -> None:
+        if not arg:
+            await self.reply(R.EHLO_SYNTAX)
+            return
+        self._reset_helo(arg, "EHLO")
+        reply = self.srv.checker.at_helo(self.state)
+        if reply is not None:
+            await self._reject("EHLO", reply)
+            return
+        lines = [f"250 {self.srv.hostname}", "250 PIPELINING"]
+        if self.srv.size_limit:
+            lines.append(f"250 SIZE {self.srv.size_limit}")
+        else:
+            lines.append("250 SIZE")
+        if not self.cfg.get_bool("disable_vrfy_command"):
+            lines.append("250 VRFY")
+        lines.append("250 ETRN")
+        if self.tls_level in ("may", "encrypt") and not self.tls_active and self.srv.tls_context:
+            lines.append("250 STARTTLS")
+        if self._auth_offered():
+            lines.append("250 AUTH PLAIN LOGIN")
+        lines += ["250 ENHANCEDSTATUSCODES", "250 8BITMIME", "250 DSN"]
+        if self._smtputf8():
+            lines.append("250 SMTPUTF8")
+        lines.append("250 CHUNKING")
+        discard = {k.upper() for k in self.cfg.get_list("smtpd_discard_ehlo_keywords")}
+        lines = [
+            ln for ln in lines if ln[4:].split(" ")[0].upper() not in discard or ln is lines[0]
+        ]
+        await self.reply_lines(lines)
+
+    def _smtputf8(self) -> bool:
+        return self.cfg.get("smtputf8_enable").strip().lower() in ("yes", "true")
+
+    def _auth_offered(self) -> bool:
+        if not self.cfg.get_bool("smtpd_sasl_auth_enable") or self.srv.authenticator is None:
+            return False
+        if self.cfg.get_bool("smtpd_tls_auth_only") and not self.tls_active:
+            return False
+        return True
+
+    def _reset_helo(self, name: str, kind: str) -> None:
+        self.state.helo = name
+        self.helo_kind = kind
+        self.state.esmtp = kind == "EHLO"
+        self.tx = None
+        self.state.sender = None
+        self.state.actions = {}
+
+    async def _reject(self, what: str, reply: Reply) -> None:
+        self.srv.log.info(
+            f"NOQUEUE: reject: {what} from {self.state.namaddr}: {reply}; "
+            f"from=<{self.state.sender or ''}> proto={self.helo_kind or 'SMTP'} "
+            f"helo=<{self.state.helo}>"
+        )
+        await self.reply(str(reply))
+
+    async def cmd_mail(self, arg: str) -> None:
+        if self.cfg.get_bool("smtpd_helo_required") and not self.helo_kind:
+            await self.reply(R.NEED_HELO)
+            return
+        if self.tx is not None:
+            await self.reply(R.NESTED_MAIL)
+            return
+        if arg[:5].upper() != "FROM:":
+            await self.reply(R.MAIL_SYNTAX)
+            return
+        parsed = parse_path(arg[5:], self.cfg.get_bool("strict_rfc821_envelopes"))
+        if parsed is None:
+            await self.reply(R.BAD_SENDER)
+            return
+        addr, params = parsed
+        if addr.startswith("-") and not self.cfg.get_bool("allow_min_user"):
+            await self.reply(R.BAD_SENDER)
+            return
+        tx = Transaction(sender=addr)
+        for param in params:
+            key, eq, value = param.partition("=")
+            key = key.upper()
+            if key not in _ESMTP_PARAMS_MAIL or not self.state.esmtp:
+                await self.reply(R.UNSUPPORTED_OPTION.format(opt=param))
+                return
+            if key == "SIZE":
+                if not eq or not value.isdigit():
+                    await self.reply(R.BAD_SIZE)
+                    return
+                if len(value) > 18:
+                    await self.reply(R.SIZE_OVERFLOW)
+                    return
+                tx.size = int(value)
+                if self.srv.size_limit and tx.size > self.srv.size_limit:
+                    await self.reply(R.SIZE_EXCEEDS)
+                    return
+            elif key == "BODY":
+                if value.upper() not in ("7BIT", "8BITMIME"):
+                    await self.reply(R.BAD_BODY.format(value=value))
+                    return
+                tx.body = value.upper()
+            elif key == "RET":
+                if tx.ret or value.upper() not in ("FULL", "HDRS"):
+                    await self.reply(R.BAD_RET)
+                    return
+                tx.ret = value.upper()
+            elif key == "ENVID":
+                if tx.envid or not value or not _xtext_ok(value):
+                    await self.reply(R.BAD_ENVID)
+                    return
+                tx.envid = value
+            elif key == "SMTPUTF8":
+                if not self._smtputf8() or eq:
+                    await self.reply(R.SMTPUTF8_DISABLED)
+                    return
+                tx.smtputf8 = True
+            # AUTH=<> is accepted and ignored, as Postfix does for untrusted clients.
+        if not tx.smtputf8 and not addr.isascii():
+            await self.reply(R.BAD_SENDER)
+            return
+        try:
+            space_ok = self.srv.queue.free_space_ok(tx.size)
+        except Exception:
+            space_ok = True
+        if not space_ok:
+            await self.reply(R.NO_SPACE)
+            return
+        self.state.sender = addr
+        reply = self.srv.checker.at_mail(self.state)
+        if reply is not None:
+            self.state.sender = None
+            await self._reject("MAIL", reply)
+            return
+        self.tx = tx
+        await self.reply(R.OK_MAIL)
+
+    async def cmd_rcpt(self, arg: str) -> None:
+        if self.tx is None:
+            await self.reply(R.NEED_MAIL)
+            return
+        if arg[:3].upper() != "TO:":
+            await self.reply(R.RCPT_SYNTAX)
+            return
+        parsed = parse_path(arg[3:], self.cfg.get_bool("strict_rfc821_envelopes"))
+        if parsed is None or not parsed[0]:
+            await self.reply(R.BAD_RECIPIENT)
+            return
+        addr, params = parsed
+        if (addr.startswith("-") and not self.cfg.get_bool("allow_min_user")) or (
+            not self.tx.smtputf8 and not addr.isascii()
+        ):
+            await self.reply(R.BAD_RECIPIENT)
+            return
+        rcpt = Recipient(address=addr, original=addr)
+        for param in params:
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "NOTIFY" and self.state.esmtp:
+                words = {w.upper() for w in value.split(",")}
+                if (
+                    not value
+                    or rcpt.notify
+                    or not words <= {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
+                    or ("NEVER" in words and len(words) > 1)
+                ):
+                    await self.reply(R.BAD_NOTIFY)
+                    return
+                rcpt.notify = frozenset(words)
+            elif key == "ORCPT" and self.state.esmtp:
+                if rcpt.orcpt or ";" not in value or not _xtext_ok(value):
+                    await self.reply(R.BAD_ORCPT)
+                    return
+                rcpt.orcpt = value
+            else:
+                await self.reply(R.UNSUPPORTED_OPTION.format(opt=param))
+                return
+        if self.tx.rcpt_count >= self.srv.rcpt_limit:
+            await self.reply(R.TOO_MANY_RCPTS)
+            return
+        reply = self.srv.checker.at_rcpt(self.state, addr)
+        if reply is None and self._client_reject is not None:
+            reply = self._client_reject
+        if reply is not None:
+            self.srv.log.info(
+                f"NOQUEUE: reject: RCPT from {self.state.namaddr}: {reply}; "
+                f"from=<{self.tx.sender}> to=<{addr}> proto={self.helo_kind or 'SMTP'} "
+                f"helo=<{self.state.helo}>"
+            )
+            await self.reply(str(reply))
+            return
+        self.tx.rcpt_count += 1
+        self.tx.recipients.append(rcpt)
+        await self.reply(R.OK_RCPT)
+
+    async def cmd_data(self, arg: str) -> None:
+        if arg:
+            await self.reply(R.DATA_SYNTAX)
+            return
+        if self.tx is None:
+            await self.reply(R.NEED_RCPT)
+            return
+        if not self.tx.recipients:
+            await self.reply(R.NO_VALID_RCPT)
+            return
+        self.state.pipelined = self.pending()
+        reply = self.srv.checker.at_data(self.state)
+        if reply is not None:
+            await self._reject("DATA", reply)
+            return
+        await self.reply(R.START_DATA)
+        content, too_big, bare_lf = await self.read_data()
+        if bare_lf and self.bare_lf_mode == "reject":
+            code = self.cfg.get_int("smtpd_forbid_bare_newline_reject_code")
+            await self.reply(R.BARE_LF.format(code=code, host=self.srv.hostname), count=False)
+            self.tx = None
+            raise Disconnect
+        await self._finish_message(content, too_big)
+
+    async def read_data(self) -> tuple[bytearray, bool, bool]:
+        """Read DATA to <CR><LF>.<CR><LF>: (content dot-unstuffed with CRLF line ends,
+        too big?, bare LF seen?). An oversize message is read to its end but not kept."""
+        out = bytearray()
+        size = 0
+        too_big = False
+        bare_lf = False
+        bol = True
+        prev_crlf = True
+        limit = self.srv.size_limit
+        self.last_cmd = "DATA"
+        while True:
+            piece, term = await self.read_piece(_DATA_CHUNK)
+            if bol and prev_crlf and term == CRLF and piece == b".":
+                return out, too_big, bare_lf
+            if bol and piece.startswith(b"."):
+                piece = piece[1:]
+            if term == b"\n":
+                bare_lf = True
+            size += len(piece) + (2 if term else 0)
+            if limit and size > limit:
+                if not too_big:
+                    too_big = True
+                    out = bytearray()
+            else:
+                out += piece
+                if term:
+                    # Normalise a bare LF line end (smtpd_forbid_bare_newline=normalize).
+                    out += CRLF
+            if term:
+                bol = True
+                prev_crlf = term == CRLF or self.bare_lf_mode == "off"
+            else:
+                bol = False
+
+    async def _finish_message(self, content: bytes | bytearray, too_big: bool) -> None:
+        tx = self.tx
+        assert tx is not None
+        self.tx = None
+        self.state.sender = None
+        if too_big:
+            self.srv.log.info(
+                f"NOQUEUE: reject: MAIL from {self.state.namaddr}: {R.TOO_BIG}; "
+                f"proto={self.helo_kind or 'SMTP'} helo=<{self.state.helo}>"
+            )
+            await self.reply(R.TOO_BIG)
+            return
+        reply = self.srv.checker.at_end_of_data(self.state)
+        if reply is not None:
+            await self._reject("END-OF-MESSAGE", reply)
+            return
+        env = Envelope(
+            sender=tx.sender,
+            recipients=tx.recipients,
+            arrival_time=time.time(),
+            envid=tx.envid,
+            ret=tx.ret,
+            body_type=tx.body,
+            smtputf8=tx.smtputf8,
+            client_name=self.state.name,
+            client_addr=self.addr,
+            client_port=self.port,
+            helo_name=self.state.helo,
+            protocol=self.protocol(),
+            sasl_method=self.sasl_method,
+            sasl_username=self.state.sasl_username,
+        )
+        for action in ("HOLD", "DISCARD"):
+            if action in self.state.actions:
+                env.attrs[action.lower()] = self.state.actions[action]
+        self.state.actions = {}
+        data = bytes(content)
+        if self.srv.cleanup is not None:
+            result = self.srv.cleanup(env, data, self.received_header(env), self.cfg)
+            if isinstance(result, str):
+                await self.reply(result)
+                return
+            env, data = result
+        else:
+            data = self.received_header(env).encode("utf-8", "surrogateescape") + data
+        try:
+            qid = await self.srv.queue.enqueue(env, data)
+        except Exception as e:
+            self.srv.log.warning(f"queue file write error: {e}")
+            await self.reply(R.QUEUE_WRITE_ERROR)
+            return
+        self.srv.log.info(f"{qid}: client={self.state.namaddr}")
+        await self.reply(R.QUEUED.format(qid=qid))
+        if self.srv.notify is not None:
+            with contextlib.suppress(Exception):
+                res = self.srv.notify(qid)
+                if res is not None:
+                    await res
+
+    def protocol(self) -> str:
+        proto = "ESMTP" if self.state.esmtp else "SMTP"
+        if self.tls_active:
+            proto += "S"
+        if self.state.sasl_username:
+            proto += "A"
+        return proto
+
+    def received_header(self, env: Envelope) -> str:
+        """Postfix's Received: header (smtpd.c), with control characters shown as '?'."""
+        helo = _printable(env.helo_name) or "unknown"
+        lines = [f"Received: from {helo} ({_printable(env.client_name)} [{env.client_addr}])"]
+        if self.tls_active:
+            obj = self.writer.get_extra_info("ssl_object")
+            if obj is not None:
+                cipher = obj.cipher()
+                if cipher:
+                    bits = f"{cipher[2]}/{cipher[2]} bits"
+                    lines.append(f"\t(using {cipher[1]} with cipher {cipher[0]} ({bits}))")
+        if env.sasl_username and self.cfg.get_bool("smtpd_sasl_authenticated_header"):
+            lines.append(f"\t(Authenticated sender: {_printable(env.sasl_username)})")
+        by = f"\tby {self.srv.hostname} ({self.cfg.get('mail_name')}) with {env.protocol}"
+        if len(env.recipients) == 1:
+            lines.append(by)
+            lines.append(
+                f"\tfor <{_printable(env.recipients[0].address)}>; {formatdate(localtime=True)}"
+            )
+        else:
+            lines.append(f"{by}; {formatdate(localtime=True)}")
+        return "\r\n".join(lines) + "\r\n"
+
+    async def cmd_bdat(self, arg: str) -> None:
+        words = arg.split()
+        if (
+            not words
+            or len(words) > 2
+            or not words[0].isdigit()
+            or (len(words) == 2 and words[1].upper() != "LAST")
+        ):
+            await self.reply(R.BDAT_SYNTAX)
+            return
+        count = int(words[0])
+        last = len(words) == 2
+        # The chunk is read in full whatever happens: its bytes are never commands.
+        failure: str | None = self.bdat_failed
+        if self.tx is None:
+            failure = failure or R.NEED_RCPT
+        elif not self.tx.recipients:
+            failure = failure or R.NO_VALID_RCPT
+        if self.bdat_chunks is None:
+            self.bdat_chunks = bytearray()
+        remaining = count
+        too_big = False
+        while remaining:
+            if not self.buf:
+                await self._fill()
+            take = min(remaining, len(self.buf))
+            if failure is None:
+                if self.srv.size_limit and len(self.bdat_chunks) + take > self.srv.size_limit:
+                    too_big = True
+                    self.bdat_chunks = bytearray()
+                    failure = R.TOO_BIG
+                else:
+                    self.bdat_chunks += self.buf[:take]
+            del self.buf[:take]
+            remaining -= take
+        if failure is not None:
+            self.bdat_failed = failure if self.tx is not None else None
+            if last or self.tx is None:
+                self.bdat_chunks = None
+                self.bdat_failed = None
+                self.tx = None
+            await self.reply(failure)
+            _ = too_big
+            return
+        if not last:
+            await self.reply(f"250 2.0.0 Ok: {count} bytes")
+            return
+        content = bytes(self.bdat_chunks or b"")
+        self.bdat_chunks = None
+        await self._finish_message(content, False)
+
+    async def cmd_rset(self, arg: str) -> None:
+        if arg:
+            await self.reply(R.RSET_SYNTAX)
+            return
+        self.tx = None
+        self.state.sender = None
+        self.bdat_chunks = None
+        self.bdat_failed = None
+        await self.reply(R.OK)
+
+    async def cmd_noop(self, arg: str) -> None:
+        await self.reply(R.OK)
+
+    async def cmd_quit(self, arg: str) -> bool:
+        await self.reply(R.BYE, count=False)
+        return False
+
+    async def cmd_vrfy(self, arg: str) -> None:
+        if self.cfg.get_bool("disable_vrfy_command"):
+            await self.reply(R.VRFY_DISABLED)
+            return
+        if not arg:
+            await self.reply(R.VRFY_SYNTAX)
+            return
+        parsed = parse_path(arg, False)
+        if parsed is None or not parsed[0]:
+            await self.reply(R.BAD_RECIPIENT)
+            return
+        reply = self.srv.checker.unlisted(self.state, parsed[0])
+        if reply is not None:
+            await self.reply(str(reply))
+            return
+        await self.reply(R.VRFY_OK.format(addr=f"<{parsed[0]}>"))
+
+    async def cmd_etrn(self, arg: str) -> None:
+        if not self.helo_kind:
+            await self.reply(R.ETRN_NEED_HELO)
+            return
+        if self.tx is not None:
+            await self.reply(R.ETRN_IN_TX)
+            return
+        if not arg:
+            await self.reply(R.ETRN_SYNTAX)
+            return
+        self.srv.log.info(f"ETRN {arg} from {self.state.namaddr}")
+        await self.reply(R.ETRN_OK)
+
+    async def cmd_starttls(self, arg: str) -> None:
+        if arg:
+            await self.reply(R.STARTTLS_SYNTAX)
+            return
+        if self.tls_active:
+            await self.reply(R.TLS_ACTIVE)
+            return
+        if self.srv.tls_context is None or not self.tls_level:
+            await self.reply(R.CMD_UNKNOWN)
+            return
+        await self.reply(R.STARTTLS_READY)
+        # Everything the client pipelined in plaintext after STARTTLS is discarded
+        # (CVE-2011-0411): it must not be run as if it came over TLS.
+        self.buf.clear()
+        inner = getattr(self.reader, "_buffer", None)
+        if inner is not None:
+            inner.clear()
+        try:
+            await asyncio.wait_for(
+                self.writer.start_tls(self.srv.tls_context),
+                self.cfg.get_time("smtpd_starttls_timeout"),
+            )
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
+            self.srv.log.warning(f"TLS handshake failed for {self.state.namaddr}: {e}")
+            raise Disconnect from None
+        self.tls_active = True
+        self.helo_kind = ""
+        self.state.helo = ""
+        self.state.esmtp = False
+        self.tx = None
+        self.state.sender = None
+
+    async def cmd_auth(self, arg: str) -> None:
+        if not self._auth_offered():
+            await self.reply(R.AUTH_NOT_ENABLED)
+            return
+        if not self.helo_kind:
+            await self.reply(R.NEED_HELO)
+            return
+        if self.state.sasl_username:
+            await self.reply(R.AUTH_ALREADY)
+            return
+        if self.tx is not None:
+            await self.reply(R.AUTH_IN_TX)
+            return
+        words = arg.split()
+        if not words or len(words) > 2:
+            await self.reply(R.AUTH_SYNTAX)
+            return
+        rate = self.cfg.get_int("smtpd_client_auth_rate_limit")
+        if rate > 0 and not self._event_limit_exempt():
+            now = time.monotonic()
+            unit = self.cfg.get_time("anvil_rate_time_unit")
+            times = [t for t in self.srv.auth_times.get(self.addr, []) if now - t < unit]
+            times.append(now)
+            self.srv.auth_times[self.addr] = times
+            if len(times) > rate:
+                await self.reply(R.AUTH_RATE.format(addr=self.addr))
+                return
+        mech = words[0].upper()
+        initial = words[1] if len(words) == 2 else None
+        if mech not in ("PLAIN", "LOGIN"):
+            await self.reply(R.AUTH_MECH)
+            return
+        assert self.srv.authenticator is not None
+        result = await self.srv.authenticator.authenticate(self, mech, initial)
+        if result is None:
+            return  # the authenticator has replied
+        self.state.sasl_username = result
+        self.sasl_method = mech
+        self.srv.log.info(
+            f"{self.state.namaddr}: sasl_method={mech}, sasl_username={_printable(result)}"
+        )
+        await self.reply(R.AUTH_OK)
+
+    async def sasl_challenge(self, challenge: str) -> str | None:
+        """Send a 334 challenge and read the response line; None after the client's '*'."""
+        await self.reply(f"334 {challenge}", count=False)
+        limit = self.cfg.get_int("smtpd_sasl_response_limit")
+        piece, term = await self.read_piece(limit)
+        if not term:
+            while not term:
+                _, term = await self.read_piece(limit)
+            raise SaslError(R.AUTH_RESPONSE_LIMIT)
+        text = piece.decode("ascii", "replace")
+        if text == "*":
+            raise SaslError(R.AUTH_ABORTED)
+        return text
+
+    async def cmd_expn(self, arg: str) -> None:
+        await self.reply(R.CMD_UNKNOWN)
+
+    async def cmd_xclient(self, arg: str) -> None:
+        await self.reply(R.XCLIENT_DENIED)
+
+    async def cmd_xforward(self, arg: str) -> None:
+        await self.reply(R.XCLIENT_DENIED)
+
+
+class SaslError(Exception):
+    """An AUTH exchange ended with this reply."""
+
+
+_COMMANDS = {
+    "HELO",
+    "EHLO",
+    "MAIL",
+    "RCPT",
+    "DATA",
+    "BDAT",
+    "RSET",
+    "NOOP",
+    "QUIT",
+    "VRFY",
+    "ETRN",
+    "STARTTLS",
+    "AUTH",
+    "XCLIENT",
+    "XFORWARD",
+}
+
+
+def decode_b64(text: str) -> bytes | None:
+    """Strict base64 (Postfix passes only valid base64 on to the SASL server)."""
+    if not text or any(c not in _B64 for c in text):
+        return None if text else b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() and c not in "\r\n" else "?" for c in text)
+
+
+def _xtext_ok(value: str) -> bool:
+    return all(33 <= ord(c) <= 126 and c != "=" for c in value)
+
+
+def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
+    """Postfix's extract_addr for MAIL FROM/RCPT TO: (address, ESMTP params), or None for
+    bad syntax. `<>` is the null address; a source route is kept for trivial-rewrite."""
+    text = text.lstrip(" ")
+    if text.startswith("<"):
+        depth = 0
+        in_quote = False
+        end = -1
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "\\" and in_quote:
+                i += 2
+                continue
+            if ch == '"':
+                in_quote = not in_quote
+            elif not in_quote and ch == "<":
+                depth += 1
+            elif not in_quote and ch == ">":
+                depth -= 1
+                if depth == 0:
+                    end = i
+                    break
+            i += 1
+        if end < 0:
+            return None
+        addr = text[1:end]
+        rest = text[end + 1 :]
+        if rest and not rest.startswith(" "):
+            return None
+        params = rest.split()
+    else:
+        if strict:
+            return None
+        words = text.split()
+        if not words:
+            return None
+        addr, params = words[0], words[1:]
+    if not _address_ok(addr):
+        return None
+    return addr, params
+
+
+def _address_ok(addr: str) -> bool:
+    if addr == "":
+        return True
+    in_quote = False
+    for ch in addr:
+        if ch == '"':
+            in_quote = not in_quote
+            continue
+        if not in_quote and (
+            (ch in " <>()[],;\\" and ch not in "[]") or ord(ch) < 32 or ch == "\x7f"
+        ):
+            return False
+        if ord(ch) < 32:
+            return False
+    if in_quote:
+        return False
+    route_stripped = addr.split(":", 1)[1] if addr.startswith("@") and ":" in addr else addr
+    if route_stripped.startswith("@"):
+        return False
+    if addr.startswith("@") and ":" not in addr:
+        return False
+    if route_stripped.endswith("@"):
+        return False
+    from oxipost.rewrite.resolve import split_address
+
+    local, domain = split_address(route_stripped)
+    if "@" in route_stripped and not domain.strip():
+        return False
+    if domain != domain.strip() or (domain and " " in domain):
+        return False
+    return not (not local and "@" in route_stripped)

@@ -1,0 +1,117 @@
+"""smtpd service - one worker process on the listening socket master handed down
+
+main(ctx) is the entry master calls for a master.cf service whose command is "smtpd": it
+opens the queue, builds the TLS context and SASL backend from the service's configuration,
+checks the restrictions (an open-relay configuration is fatal, as in Postfix), and serves
+sessions on one asyncio loop until SIGTERM.
+
+Diagnostics: "fatal: ..." and exit 1 for a configuration Postfix would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import ssl
+from typing import Any
+
+from oxipost.smtpd.check import CheckConfigError
+from oxipost.smtpd.server import SmtpdServer
+
+
+def tls_context(cfg: Any) -> ssl.SSLContext | None:
+    """The server context from smtpd_tls_cert_file/key_file (None when TLS is not set up)."""
+    cert = cfg.get("smtpd_tls_cert_file").strip()
+    chain = cfg.get_list("smtpd_tls_chain_files")
+    if not cert and not chain:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if chain:
+        for path in chain:
+            ctx.load_cert_chain(path)
+    else:
+        ctx.load_cert_chain(cert, cfg.get("smtpd_tls_key_file").strip() or cert)
+    return ctx
+
+
+def authenticator(cfg: Any) -> Any:
+    if not cfg.get_bool("smtpd_sasl_auth_enable"):
+        return None
+    from oxipost.smtpd.sasl import make_authenticator
+
+    return make_authenticator(cfg)
+
+
+def open_queue(cfg: Any) -> Any:
+    from oxipost.qmgr.queue import Queue
+
+    return Queue.open(cfg, writer=f"smtpd-{__import__('os').getpid()}")
+
+
+def build_server(cfg: Any, queue: Any, log: Any = None) -> SmtpdServer:
+    return SmtpdServer(
+        cfg,
+        queue,
+        log=log,
+        tls_context=tls_context(cfg),
+        authenticator=authenticator(cfg),
+        cleanup=_cleanup_entry(),
+        notify=_qmgr_notifier(cfg),
+    )
+
+
+def _cleanup_entry() -> Any:
+    from oxipost.cleanup import smtpd_cleanup
+
+    return smtpd_cleanup
+
+
+def _qmgr_notifier(cfg: Any) -> Any:
+    try:
+        from oxipost.qmgr import control
+    except ImportError:
+        return None
+    notify = getattr(control, "notify_new", None)
+    if notify is None:
+        return None
+    return lambda qid: notify(cfg, qid)
+
+
+async def serve(cfg: Any, sock: socket.socket, queue: Any, log: Any = None) -> None:
+    server = build_server(cfg, queue, log)
+    listener = await server.serve(sock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    listener.close()
+    for task in list(server.sessions):
+        task.cancel()
+    await asyncio.gather(*server.sessions, return_exceptions=True)
+
+
+def main(ctx: Any) -> int:
+    cfg = ctx.cfg
+    log = ctx.log
+    if ctx.listen_socket is None:
+        log.fatal("smtpd: no listening socket")
+        return 1
+    try:
+        queue = open_queue(cfg)
+    except Exception as e:
+        log.fatal(f"open queue: {e}")
+        return 1
+    try:
+        asyncio.run(serve(cfg, ctx.listen_socket, queue, log))
+    except CheckConfigError as e:
+        log.fatal(str(e))
+        return 1
+    except (OSError, ssl.SSLError) as e:
+        log.fatal(f"smtpd: {e}")
+        return 1
+    return 0

@@ -1,0 +1,186 @@
+"""Fixtures: a real smtpd on a free 127.0.0.1 port, run on its own event loop thread.
+
+The queue behind it records what was acknowledged; smtpd is the thing under test here, and
+a message counts as queued only once `enqueue` returned (the spool's own tests cover the
+spool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from oxipost.config import load_config
+from oxipost.envelope import Envelope
+from oxipost.smtpd.service import build_server
+
+MASTER_CF = "smtp inet n - n - - smtpd\n"
+
+
+class RecordingQueue:
+    """Accepts messages like the spool's Queue and keeps them for inspection."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Envelope, bytes]] = []
+        self.fail = False
+        self.space = True
+        self._ids = itertools.count(0x1A2B3C4D5E)
+
+    async def enqueue(self, envelope: Envelope, content: bytes) -> str:
+        if self.fail:
+            raise OSError("simulated write error")
+        await asyncio.sleep(0)
+        self.messages.append((envelope, content))
+        return f"{next(self._ids):X}"
+
+    def free_space_ok(self, size: int) -> bool:
+        return self.space
+
+
+@dataclass
+class Running:
+    host: str
+    port: int
+    queue: RecordingQueue
+    config_dir: str
+    log: list[str] = field(default_factory=list)
+
+
+class ListLog:
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warning(self, text: str) -> None:
+        self.lines.append("warning: " + text)
+
+
+def write_config(tmp: str, main_cf: str) -> str:
+    base = textwrap.dedent(
+        """\
+        compatibility_level = 3.6
+        myhostname = mx.example.test
+        mydomain = example.test
+        mydestination = localhost, $myhostname
+        inet_interfaces = 127.0.0.1
+        inet_protocols = ipv4
+        mynetworks = 127.0.0.1/32
+        smtpd_peername_lookup = no
+        local_recipient_maps =
+        queue_directory = {tmp}/spool
+        """
+    ).format(tmp=tmp)
+    with open(os.path.join(tmp, "main.cf"), "w") as f:
+        f.write(base + textwrap.dedent(main_cf))
+    with open(os.path.join(tmp, "master.cf"), "w") as f:
+        f.write(MASTER_CF)
+    return tmp
+
+
+@pytest.fixture
+def start_smtpd(tmp_path: Any) -> Iterator[Any]:
+    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread, Any]] = []
+
+    def start(main_cf: str = "") -> Running:
+        config_dir = write_config(str(tmp_path), main_cf)
+        cfg = load_config(config_dir).for_service("smtp")
+        queue = RecordingQueue()
+        lines: list[str] = []
+        server = build_server(cfg, queue, ListLog(lines))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        port = sock.getsockname()[1]
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+
+            async def boot() -> None:
+                holder["listener"] = await server.serve(sock)
+                ready.set()
+
+            loop.run_until_complete(boot())
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert ready.wait(10)
+        loops.append((loop, thread, (holder, server)))
+        return Running("127.0.0.1", port, queue, config_dir, lines)
+
+    yield start
+    while _OPEN:
+        _OPEN.pop().close()
+    for loop, thread, (holder, server) in loops:
+
+        async def stop(holder: dict[str, Any] = holder, server: Any = server) -> None:
+            holder["listener"].close()
+            for task in list(server.sessions):
+                task.cancel()
+            await asyncio.gather(*server.sessions, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+class Raw:
+    """A raw SMTP client socket: send bytes exactly, read replies line by line."""
+
+    def __init__(self, host: str, port: int, source: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=10, source_address=(source, 0))
+        self.file = self.sock.makefile("rb")
+        _OPEN.append(self)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> str:
+        """One complete (possibly multi-line) reply, lines joined with newlines."""
+        lines = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("closed")
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return "\n".join(lines)
+
+    def cmd(self, text: str) -> str:
+        self.send(text.encode() + b"\r\n")
+        return self.reply()
+
+    def closed(self) -> bool:
+        try:
+            return self.file.readline() == b""
+        except (ConnectionError, OSError):
+            return True
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+_OPEN: list[Raw] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()

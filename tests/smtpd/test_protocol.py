@@ -1,0 +1,425 @@
+"""smtpd protocol over real loopback sockets: golden dialogues, smuggling, limits.
+
+Catalogue numbers (RELIABILITY.md) are in each test's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import smtplib
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.smtpd.conftest import Raw
+
+DIALOGUES = Path(__file__).parent / "dialogues"
+
+
+def run_dialogue(raw: Raw, script: Path) -> None:
+    pending: list[str] = []
+    for number, line in enumerate(script.read_text().splitlines(), 1):
+        if not line or line.startswith("#"):
+            continue
+        kind, text = line[:2], line[3:]
+        if kind == "C:":
+            raw.send(text.encode() + b"\r\n")
+            continue
+        if not pending:
+            pending = raw.reply().split("\n")
+        got = pending.pop(0)
+        where = f"{script.name}:{number}"
+        if kind == "S:":
+            assert got == text, where
+        elif kind == "S~":
+            assert re.fullmatch(text, got), where
+        else:
+            raise AssertionError(f"{where}: bad script line")
+    assert not pending
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in DIALOGUES.glob("*.smtp")))
+def test_28_29_golden_dialogue(start_smtpd, script: str) -> None:
+    srv = start_smtpd("smtpd_relay_restrictions = permit_mynetworks, defer_unauth_destination\n")
+    # From outside mynetworks, so relay control applies.
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    run_dialogue(raw, DIALOGUES / script)
+    raw.close()
+
+
+def _ehlo(raw: Raw, name: str = "client.example") -> str:
+    raw.reply()  # banner
+    return raw.cmd(f"EHLO {name}")
+
+
+def test_smtplib_message_queued_with_received_header(start_smtpd) -> None:
+    srv = start_smtpd()
+    with smtplib.SMTP(srv.host, srv.port) as s:
+        s.ehlo("client.example")
+        code, msg = s.mail("sender@example.org")
+        assert (code, msg) == (250, b"2.1.0 Ok")
+        assert s.rcpt("postmaster@localhost") == (250, b"2.1.5 Ok")
+        code, msg = s.data(b"Subject: hi\r\n\r\nbody line\r\n.Stuffing required\r\n")
+        assert code == 250
+        assert re.fullmatch(rb"2\.0\.0 Ok: queued as [0-9A-F]{10,12}", msg)
+    assert len(srv.queue.messages) == 1
+    env, content = srv.queue.messages[0]
+    assert env.sender == "sender@example.org"
+    assert [r.address for r in env.recipients] == ["postmaster@localhost"]
+    assert env.protocol == "ESMTP" and env.helo_name == "client.example"
+    assert content.startswith(b"Received: from client.example (unknown [127.0.0.1])\r\n")
+    assert b"\tby mx.example.test (oxipost) with ESMTP\r\n\tfor <postmaster@localhost>; " in content
+    # 25: a dot-stuffed body line arrives byte-identical.
+    assert content.endswith(b"\r\n\r\nbody line\r\n.Stuffing required\r\n")
+
+
+def test_swaks_dialogue(start_smtpd) -> None:
+    srv = start_smtpd()
+    out = subprocess.run(
+        [
+            "swaks",
+            "--server",
+            f"{srv.host}:{srv.port}",
+            "--to",
+            "postmaster@localhost",
+            "--from",
+            "a@example.org",
+            "--helo",
+            "client.example",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"<-  250 2\.0\.0 Ok: queued as [0-9A-F]+", out.stdout)
+    assert "<-  221 2.0.0 Bye" in out.stdout
+    assert len(srv.queue.messages) == 1
+
+
+SMUGGLE = [b"\n.\n", b"\n.\r", b"\r.\n", b"\r.\r", b"\n.\r\n", b"\r.\r\n", b"\r\n\x00.\r\n"]
+
+
+@pytest.mark.parametrize("seq", SMUGGLE, ids=[repr(s) for s in SMUGGLE])
+def test_16_smuggling_only_crlf_dot_crlf_ends_data(start_smtpd, seq: bytes) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    assert raw.cmd("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok"
+    assert raw.cmd("RCPT TO:<postmaster@localhost>") == "250 2.1.5 Ok"
+    assert raw.cmd("DATA").startswith("354 ")
+    raw.send(
+        b"Subject: one\r\n\r\nfirst"
+        + seq
+        + b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<postmaster@localhost>\r\nDATA\r\n"
+        + b"Subject: smuggled\r\n\r\nx\r\n.\r\n"
+    )
+    reply = raw.reply()
+    assert reply.startswith("250 2.0.0 Ok: queued as ")
+    assert raw.cmd("QUIT") == "221 2.0.0 Bye"
+    assert len(srv.queue.messages) == 1
+    content = srv.queue.messages[0][1]
+    assert b"MAIL FROM:<evil@example.org>" in content  # content, never commands
+    assert srv.queue.messages[0][0].sender == "a@example.org"
+
+
+def test_16_bare_lf_reject_mode_outside_exclusions(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_forbid_bare_newline = reject\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    raw.send(b"Subject: x\r\n\r\nline\n.\nmore\r\n.\r\n")
+    assert raw.reply() == "550 5.5.2 mx.example.test Error: bare <LF> received"
+    assert raw.closed()
+    assert srv.queue.messages == []
+
+
+def test_16_bare_lf_excluded_client_is_untouched(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_forbid_bare_newline = reject\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.1")  # in mynetworks = the exclusions
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    raw.send(b"Subject: x\r\n\r\nline\nmore\r\n.\r\n")
+    assert raw.reply().startswith("250 2.0.0 Ok: queued as")
+
+
+def test_17_bare_lf_command_reject_mode(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_forbid_bare_newline = reject\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    raw.send(b"EHLO x\n")
+    assert raw.reply() == "550 5.5.2 mx.example.test Error: bare <LF> received"
+    assert raw.closed()
+
+
+def test_18_stray_cr_lf_replaced_in_content(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    raw.send(b"Subject: x\r\n\r\na\rb\r\n.\r\r\nc\r\r\n.\r\r\n\r\n.\r\n")
+    assert raw.reply().startswith("250 ")
+    content = srv.queue.messages[0][1]
+    # The leading dot of ".\r" is unstuffed; each stray CR becomes a space.
+    assert content.endswith(b"\r\n\r\na b\r\n \r\nc \r\n \r\n\r\n")
+
+
+def test_19_pipelining_after_ehlo_is_a_sync_error(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    raw.send(b"EHLO client.example\r\nMAIL FROM:<a@example.org>\r\n")
+    assert raw.reply() == "554 5.5.0 Error: SMTP protocol synchronization"
+    assert raw.closed()
+
+
+def test_19_pipelining_in_helo_session(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    assert raw.cmd("HELO client.example") == "250 mx.example.test"
+    raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster@localhost>\r\n")
+    assert raw.reply() == "554 5.5.0 Error: SMTP protocol synchronization"
+
+
+def test_19_legal_pipelining_after_ehlo(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster@localhost>\r\nDATA\r\n")
+    assert raw.reply() == "250 2.1.0 Ok"
+    assert raw.reply() == "250 2.1.5 Ok"
+    assert raw.reply().startswith("354 ")
+    raw.send(b"x\r\n.\r\nQUIT\r\n")
+    assert raw.reply().startswith("250 2.0.0 Ok: queued as")
+    assert raw.reply() == "221 2.0.0 Bye"
+
+
+def test_20_reject_unauth_pipelining(start_smtpd) -> None:
+    srv = start_smtpd(
+        "smtpd_forbid_unauth_pipelining = no\nsmtpd_data_restrictions = reject_unauth_pipelining\n"
+    )
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<postmaster@localhost>\r\nDATA\r\nx\r\n.\r\n")
+    assert raw.reply() == "250 2.1.0 Ok"
+    assert raw.reply() == "250 2.1.5 Ok"
+    assert raw.reply() == (
+        "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining"
+    )
+    assert srv.queue.messages == []
+
+
+def test_23_command_line_of_2mb_is_skipped(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.send(b"NOOP " + b"RSET " * 400_000 + b"\r\n")
+    assert raw.reply() == "500 5.5.2 mx.example.test Error: command too long"
+    assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+
+
+def test_24_long_data_line_kept_whole(start_smtpd) -> None:
+    srv = start_smtpd()
+    long_line = b"x" * 5000
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    raw.send(b"Subject: x\r\n\r\n" + long_line + b"\r\n.\r\n")
+    assert raw.reply().startswith("250 ")
+    assert srv.queue.messages[0][1].endswith(b"\r\n\r\n" + long_line + b"\r\n")
+
+
+@pytest.mark.parametrize("cmd", [b"\x80\x81", b"NO\x00OP"])
+def test_26_bad_utf8_and_nul_commands(start_smtpd, cmd: bytes) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.send(cmd + b"\r\n")
+    assert raw.reply() == "500 5.5.2 Error: bad UTF-8 syntax"
+    assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+
+
+@pytest.mark.parametrize(
+    "line", ["GET / HTTP/1.1", "POST /x HTTP/1.0", "CONNECT a:25", "Subject: x"]
+)
+def test_27_cross_protocol_input(start_smtpd, line: str) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    assert raw.cmd(line) == "221 2.7.0 Error: I can break rules, too. Goodbye."
+    assert raw.closed()
+
+
+def test_30_error_flood(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_error_sleep_time = 0\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    for _ in range(20):
+        assert raw.cmd("BOGUS").startswith("502 ")
+    assert raw.cmd("NOOP") == "421 4.7.0 mx.example.test Error: too many errors"
+    assert raw.closed()
+
+
+def test_31_idle_client_times_out(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_timeout = 1s\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    assert raw.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+    assert raw.closed()
+
+
+def test_32_per_client_connection_limit(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_client_connection_count_limit = 3\n")
+    conns = [Raw(srv.host, srv.port, source="127.0.0.2") for _ in range(3)]
+    for c in conns:
+        assert c.reply().startswith("220 ")
+    extra = Raw(srv.host, srv.port, source="127.0.0.2")
+    assert extra.reply() == "421 4.7.0 mx.example.test Error: too many connections from 127.0.0.2"
+    # mynetworks is exempt (smtpd_client_event_limit_exceptions).
+    local = [Raw(srv.host, srv.port, source="127.0.0.1") for _ in range(4)]
+    assert all(c.reply().startswith("220 ") for c in local)
+
+
+def test_34_oversize_without_size_is_read_and_refused(start_smtpd) -> None:
+    srv = start_smtpd("message_size_limit = 100000\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    chunk = (b"y" * 998 + b"\r\n") * 1000  # 1 MB, ten times the limit
+    raw.send(b"Subject: big\r\n\r\n" + chunk + b".\r\n")
+    assert raw.reply() == "552 5.3.4 Error: message file too big"
+    assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+    assert srv.queue.messages == []
+
+
+def test_34_disconnect_mid_data_queues_nothing(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    raw.send(b"Subject: cut\r\n\r\npartial")
+    raw.close()
+    time.sleep(0.3)
+    assert srv.queue.messages == []
+    assert any("lost connection after DATA" in line for line in srv.log)
+
+
+def test_35_recipient_limit(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_recipient_limit = 3\n")
+    with smtplib.SMTP(srv.host, srv.port) as s:
+        s.ehlo("client.example")
+        s.mail("a@example.org")
+        for i in range(3):
+            assert s.rcpt(f"u{i}@localhost")[0] == 250
+        assert s.rcpt("u4@localhost") == (452, b"4.5.3 Error: too many recipients")
+        assert s.data(b"x\r\n")[0] == 250
+    assert len(srv.queue.messages[0][0].recipients) == 3
+
+
+def test_36_too_many_hops(start_smtpd) -> None:
+    srv = start_smtpd()
+    hops = b"".join(b"Received: from h%d by x; date\r\n" % i for i in range(50))
+    with smtplib.SMTP(srv.host, srv.port) as s:
+        s.ehlo("client.example")
+        s.mail("a@example.org")
+        s.rcpt("postmaster@localhost")
+        assert s.data(hops + b"\r\nbody\r\n") == (554, b"5.4.0 Error: too many hops")
+    assert srv.queue.messages == []
+
+
+def test_37_header_over_limit_is_cut(start_smtpd) -> None:
+    srv = start_smtpd()
+    header = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"z" * 990) for i in range(200))
+    with smtplib.SMTP(srv.host, srv.port) as s:
+        s.ehlo("client.example")
+        s.mail("a@example.org")
+        s.rcpt("postmaster@localhost")
+        assert s.data(header + b"\r\nbody\r\n")[0] == 250
+    content = srv.queue.messages[0][1]
+    head = content.split(b"\r\n\r\n", 1)[0]
+    assert len(head) <= 102400 + 400
+    assert content.endswith(b"\r\n\r\nbody\r\n")
+
+
+def test_queue_write_error_and_space(start_smtpd) -> None:
+    srv = start_smtpd()
+    srv.queue.fail = True
+    with smtplib.SMTP(srv.host, srv.port) as s:
+        s.ehlo("client.example")
+        s.mail("a@example.org")
+        s.rcpt("postmaster@localhost")
+        assert s.data(b"x\r\n") == (451, b"4.3.0 Error: queue file write error")
+        srv.queue.space = False
+        assert s.mail("a@example.org") == (452, b"4.3.1 Insufficient system storage")
+
+
+def test_bdat_chunking(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    part1 = b"Subject: b\r\n\r\nDATA\r\n.\r\n"
+    raw.send(b"BDAT %d\r\n" % len(part1) + part1)
+    assert raw.reply() == f"250 2.0.0 Ok: {len(part1)} bytes"
+    raw.send(b"BDAT 5 LAST\r\nend\r\n")
+    assert raw.reply().startswith("250 2.0.0 Ok: queued as ")
+    assert srv.queue.messages[0][1].endswith(b"\r\n\r\nDATA\r\n.\r\nend\r\n")
+
+
+def test_8bit_body_passes_unchanged(start_smtpd) -> None:
+    srv = start_smtpd()
+    body = "Grüße\r\n".encode("latin-1")
+    with smtplib.SMTP(srv.host, srv.port) as s:
+        s.ehlo("client.example")
+        s.mail("a@example.org", ["BODY=8BITMIME"])
+        s.rcpt("postmaster@localhost")
+        assert s.data(b"Subject: x\r\n\r\n" + body)[0] == 250
+    assert srv.queue.messages[0][1].endswith(body)
+    assert srv.queue.messages[0][0].body_type == "8BITMIME"
+
+
+def test_45_xclient_unauthorized(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    assert raw.cmd("XCLIENT ADDR=127.0.0.1") == "550 5.7.0 Error: insufficient authorization"
+
+
+def test_46_helo_control_chars_shown_as_question_marks(start_smtpd) -> None:
+    srv = start_smtpd()
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    raw.send(b"EHLO evil\x01host\r\n")
+    raw.reply()
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    raw.send(b"x\r\n.\r\n")
+    assert raw.reply().startswith("250 ")
+    assert srv.queue.messages[0][1].startswith(b"Received: from evil?host (unknown")
+
+
+def test_socket_family_is_loopback() -> None:
+    # The fixtures bind 127.0.0.0/8 only; 127.0.0.2 must be usable as a client source.
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.close()
+    assert os.name == "posix"
