@@ -10,6 +10,7 @@ from __future__ import annotations
 
 SERVICES: dict[str, str] = {
     "spawn": "oxipost.spawn.service:main",
+    "smtpd": "oxipost.smtpd.service:main",
 }
 
 # command → where its work happens in oxipost.

@@ -108,6 +108,8 @@ class SmtpdServer:
         self.connections: dict[str, int] = {}
         self.auth_times: dict[str, list[float]] = {}
         self.sessions: set[asyncio.Task[None]] = set()
+        # This worker's share of master.cf maxproc; 0 = no limit.
+        self.max_sessions = 0
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
 
@@ -118,6 +120,11 @@ class SmtpdServer:
         return await asyncio.start_server(self._accept, sock=sock, ssl=ssl_ctx, limit=_DATA_CHUNK)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.max_sessions and len(self.sessions) >= self.max_sessions:
+            # Postfix's master would not accept() beyond maxproc; the client waits in the
+            # listen queue there. We hand the connection back by closing it at once.
+            writer.close()
+            return
         session = Session(self, reader, writer)
         task = asyncio.current_task()
         if task is not None:

@@ -80,16 +80,32 @@ def _qmgr_notifier(cfg: Any) -> Any:
     return lambda qid: notify(cfg, qid)
 
 
-async def serve(cfg: Any, sock: socket.socket, queue: Any, log: Any = None) -> None:
+async def serve(
+    cfg: Any, sock: socket.socket, queue: Any, log: Any = None, max_sessions: int = 0
+) -> None:
     server = build_server(cfg, queue, log)
+    server.max_sessions = max_sessions
     listener = await server.serve(sock)
     stop = asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, drain.set)
+    stop_wait = asyncio.ensure_future(stop.wait())
+    drain_wait = asyncio.ensure_future(drain.wait())
+    await asyncio.wait({stop_wait, drain_wait}, return_when=asyncio.FIRST_COMPLETED)
     listener.close()
+    if drain.is_set() and not stop.is_set():
+        # postfix reload: finish the sessions in progress, accept no new ones.
+        sessions = asyncio.gather(*server.sessions, return_exceptions=True)
+        await asyncio.wait(
+            {stop_wait, asyncio.ensure_future(sessions)}, return_when=asyncio.FIRST_COMPLETED
+        )
+    stop_wait.cancel()
+    drain_wait.cancel()
     for task in list(server.sessions):
         task.cancel()
     await asyncio.gather(*server.sessions, return_exceptions=True)
@@ -107,7 +123,7 @@ def main(ctx: Any) -> int:
         log.fatal(f"open queue: {e}")
         return 1
     try:
-        asyncio.run(serve(cfg, ctx.listen_socket, queue, log))
+        asyncio.run(serve(cfg, ctx.listen_socket, queue, log, ctx.max_sessions))
     except CheckConfigError as e:
         log.fatal(str(e))
         return 1
