@@ -55,6 +55,14 @@ class Logger:
             fac = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_MAIL)
             syslog.openlog(self.tag, syslog.LOG_PID, fac)
 
+    def open(self) -> None:
+        """Open maillog_file now (before a process gives up the rights to open it)."""
+        if self.maillog_file and self._fd is None:
+            os.makedirs(os.path.dirname(os.path.abspath(self.maillog_file)), exist_ok=True)
+            self._fd = os.open(
+                self.maillog_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+
     def _emit(self, priority: int, text: str) -> None:
         text = text.replace("\n", " ")
         if self.echo_stderr:
@@ -64,11 +72,8 @@ class Logger:
             return
         line = format_line(time.time(), self.host, self.tag, os.getpid(), text) + "\n"
         try:
-            if self._fd is None:
-                os.makedirs(os.path.dirname(os.path.abspath(self.maillog_file)), exist_ok=True)
-                self._fd = os.open(
-                    self.maillog_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
-                )
+            self.open()
+            assert self._fd is not None
             os.write(self._fd, line.encode("utf-8", "replace"))
         except OSError as e:
             # Logging must never take the service down; say so where someone may see it.

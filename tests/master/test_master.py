@@ -220,3 +220,6 @@ def test_unprivileged_service_drops_to_mail_owner(system):
         return uids
 
     assert wait_until(lambda: owner in worker_uids())
+    # The worker still serves after the drop: its command runs as mail_owner too.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert echo(s, b"") == b"postfix\n"

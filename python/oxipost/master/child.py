@@ -43,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log = get_logger(svc.command, cfg)
     listen = socket.socket(fileno=args.fd) if args.fd is not None else None
-    if svc.is_unprivileged:
-        drop_privileges(cfg, log)
+    # Import the service (and open the log) while still able to read everything: after the
+    # drop to mail_owner, the interpreter's own tree may be out of reach (e.g. under /root).
     module_name, _, func_name = SERVICES[svc.command].partition(":")
     entry = getattr(importlib.import_module(module_name), func_name)
+    log.open()
+    if svc.is_unprivileged:
+        drop_privileges(cfg, log)
     ctx = ServiceContext(
         cfg=cfg,
         service=svc,
