@@ -9,7 +9,8 @@ packages=(
   dovecot-core dovecot-imapd         # SASL over its auth socket; IMAP reading our Maildirs
   pflogsumm                          # reads our log lines unchanged
   openssl                            # certificates for the TLS tests
-  util-linux                         # flock, for the build lock
+  util-linux                         # flock (build lock), mount (the full-disk tests)
+  strace                             # proves fdatasync happens before the 250 (catalogue 1)
 )
 
 missing=()

@@ -15,3 +15,4 @@ pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
     "release"
 };
 pub mod mailbox;
+pub mod spool;

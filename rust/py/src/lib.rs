@@ -4,6 +4,7 @@
 
 mod error;
 mod mailbox;
+mod spool;
 
 #[pyo3::pymodule]
 mod _core {
@@ -14,6 +15,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::mailbox::mailbox;
+
+    #[pymodule_export]
+    use crate::spool::spool;
 
     /// "release" or "debug": benchmarks refuse to run on a debug build.
     #[pyfunction]

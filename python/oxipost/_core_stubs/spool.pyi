@@ -1,0 +1,27 @@
+"""oxipost._core.spool: segment writers with group commit, and segment scans."""
+
+class Writer:
+    """Appends framed records to `<directory>/<name>-<seq>.seg`, one fdatasync per batch."""
+
+    def __init__(self, directory: str, name: str, seq: int, segment_limit: int) -> None: ...
+    def submit(self, payload: bytes) -> int:
+        """Queue a record for the next group commit; return its ticket."""
+    def fileno(self) -> int:
+        """The eventfd that is readable when completions wait in poll()."""
+    def poll(self) -> list[tuple[int, int, int, tuple[int, str] | None]]:
+        """(ticket, seq, offset, error) for each record completed since the last poll."""
+    def wait(self, ticket: int) -> list[tuple[int, int, int, tuple[int, str] | None]]:
+        """Block (GIL released) until `ticket` completed; return completions seen."""
+    def close(self) -> None:
+        """Commit what is pending and stop the committer thread."""
+
+def scan(
+    path: str,
+) -> tuple[list[tuple[int, bytes]], int | None, list[tuple[int, str]]]:
+    """(records [(offset, payload)], torn tail offset or None, corrupt [(offset, why)])."""
+
+def read_record(path: str, offset: int) -> bytes:
+    """The payload of the record at `offset`; CorruptError when it fails its checks."""
+
+def frame(payload: bytes) -> bytes:
+    """A payload framed as stored: [u32 len][u32 crc32c][payload]."""

@@ -1,0 +1,521 @@
+"""The queue: messages in group-committed segments, their states in a journal.
+
+    queue_directory/
+      segments/wNN-SEQ.seg   message records, appended by writer slot NN (smtpd, pickup, ...)
+      journal/state-SEQ.seg  state records, appended by the one state writer (qmgr, or a CLI
+                             while qmgr is not running), under journal/state.lock
+      slots/NN.lock          one lock per live writer slot: queue IDs stay unique per spool
+      maildrop/ pid/ public/ private/   as Postfix's
+
+Postfix's queues are states here: incoming, active, deferred, hold, corrupt. A message is
+`incoming` when its record is committed; the journal moves it on. Recovery replays segments
+then journal; a torn tail was never acknowledged and is dropped; any other damaged record is
+logged and its message (when its ID can be read) goes to `corrupt`; messages `active` at a
+crash go back to `incoming` (a delivery may repeat; none is lost).
+
+Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
+    message  {"t": "m", "id", "env": {...}, "c": content}
+    state    {"t": "s", "id", "q": queue}            (journal)
+    done     {"t": "d", "id", "r": [recipient index]} (journal; crossed off)
+    defer    {"t": "w", "id", "why", "next", "r": [...], "n": attempts}   (journal)
+    remove   {"t": "x", "id"}                         (journal; message finished)
+
+Diagnostics: QueueWriteError (smtpd answers "451 4.3.0 Error: queue file write error"),
+QueueBusy (a second state writer), and log lines `warning: ...: corrupt record ...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import glob
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import msgpack
+
+from oxipost import _core
+from oxipost.config import Config
+from oxipost.envelope import Envelope, Recipient
+
+spool = _core.spool
+
+QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
+SEGMENT_LIMIT = 64 << 20
+MAX_SLOTS = 256
+_SEG = re.compile(r"^(?P<writer>[a-z0-9]+)-(?P<seq>\d{8})\.seg$")
+
+
+class QueueError(Exception):
+    """A queue operation failed."""
+
+
+class QueueWriteError(QueueError):
+    """A message could not be made durable; nothing of it is kept."""
+
+
+class QueueBusy(QueueError):
+    """Another process is the state writer (qmgr is running, or another tool)."""
+
+
+@dataclass
+class MessageInfo:
+    """What the queue knows of one message without reading its content."""
+
+    queue_id: str
+    segment: str  # file name under segments/
+    offset: int
+    size: int
+    arrival_time: float
+    sender: str
+    recipients: list[Recipient]
+    state: str = "incoming"
+    done: set[int] = field(default_factory=set)
+    reason: str = ""  # the last deferral reason
+    next_attempt: float = 0.0
+    attempts: int = 0
+
+    @property
+    def pending(self) -> list[tuple[int, Recipient]]:
+        """Recipients not yet crossed off, with their indices."""
+        return [(i, r) for i, r in enumerate(self.recipients) if i not in self.done]
+
+
+def _pack(obj: dict[str, object]) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _envelope_to_dict(env: Envelope) -> dict[str, object]:
+    d = asdict(env)
+    d["recipients"] = [
+        {"address": r.address, "original": r.original, "notify": sorted(r.notify), "orcpt": r.orcpt}
+        for r in env.recipients
+    ]
+    return d
+
+
+def _envelope_from_dict(d: dict[str, object]) -> Envelope:
+    raw = dict(d)
+    rcpts = [
+        Recipient(
+            r["address"], r.get("original", ""), frozenset(r.get("notify", ())), r.get("orcpt", "")
+        )
+        for r in raw.pop("recipients")  # type: ignore[union-attr]
+    ]
+    known = set(Envelope.__dataclass_fields__) - {"recipients"}
+    return Envelope(recipients=rcpts, **{k: v for k, v in raw.items() if k in known})  # type: ignore[arg-type]
+
+
+def queue_dirs(cfg: Config) -> str:
+    """Create the queue's directories; return queue_directory (absolute)."""
+    top = cfg.path("queue_directory")
+    for sub in ("segments", "journal", "slots", "maildrop", "pid", "public", "private"):
+        os.makedirs(os.path.join(top, sub), exist_ok=True)
+    return top
+
+
+class QueueIdSource:
+    """Postfix-looking queue IDs: 5 hex digits of seconds, 5 of microseconds, 2 of the writer
+    slot; unique per spool because slots are locked and a slot's IDs strictly increase."""
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.last = 0
+
+    def next(self) -> str:
+        now = time.time_ns() // 1000
+        now = max(now, self.last + 1)
+        self.last = now
+        sec, usec = divmod(now, 1_000_000)
+        return f"{sec & 0xFFFFF:05X}{usec:05X}{self.slot:02X}"
+
+
+class Queue:
+    """One process's handle on the queue: a writer slot for new messages, and (if asked)
+    the state writer role."""
+
+    def __init__(self, cfg: Config, writer: str, top: str, slot: int, lock_fd: int) -> None:
+        self.cfg = cfg
+        self.writer_name = writer
+        self.top = top
+        self.slot = slot
+        self._slot_fd = lock_fd
+        self._ids = QueueIdSource(slot)
+        self._writer: spool.Writer | None = None
+        self._futures: dict[int, tuple[asyncio.Future[str], str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # Opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, cfg: Config, writer: str = "smtpd") -> Queue:
+        """Take a free writer slot in cfg's queue (creating directories as needed)."""
+        top = queue_dirs(cfg)
+        for slot in range(MAX_SLOTS):
+            fd = os.open(
+                os.path.join(top, "slots", f"{slot:02x}.lock"),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                0o600,
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {writer}\n".encode())
+            return cls(cfg, writer, top, slot, fd)
+        raise QueueError(f"no free writer slot in {top}/slots")
+
+    @property
+    def _segment_prefix(self) -> str:
+        return f"w{self.slot:02x}"
+
+    def _open_writer(self) -> spool.Writer:
+        if self._writer is None:
+            seqs = [
+                int(m.group("seq"))
+                for m in _segments(self.top)
+                if m.group("writer") == self._segment_prefix
+            ]
+            self._writer = spool.Writer(
+                os.path.join(self.top, "segments"),
+                self._segment_prefix,
+                max(seqs, default=0) + 1,
+                SEGMENT_LIMIT,
+            )
+        return self._writer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._writer.fileno())
+            self._writer.close()
+            self._writer = None
+        if self._slot_fd >= 0:
+            os.close(self._slot_fd)
+            self._slot_fd = -1
+
+    # Enqueueing ---------------------------------------------------------------------------
+
+    def _record(self, envelope: Envelope, content: bytes) -> tuple[str, bytes]:
+        qid = self._ids.next()
+        payload = _pack({"t": "m", "id": qid, "env": _envelope_to_dict(envelope), "c": content})
+        return qid, payload
+
+    async def enqueue(self, envelope: Envelope, content: bytes) -> str:
+        """Append one message; resolve with its queue ID once it is on stable storage."""
+        loop = asyncio.get_running_loop()
+        writer = self._open_writer()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._loop.remove_reader(writer.fileno())
+            loop.add_reader(writer.fileno(), self._completed)
+            self._loop = loop
+        qid, payload = self._record(envelope, content)
+        fut: asyncio.Future[str] = loop.create_future()
+        try:
+            ticket = writer.submit(payload)
+        except Exception as e:
+            raise QueueWriteError(str(e)) from e
+        self._futures[ticket] = (fut, qid)
+        return await fut
+
+    def enqueue_sync(self, envelope: Envelope, content: bytes) -> str:
+        """enqueue for code without an event loop (pickup, tools): blocks until durable."""
+        writer = self._open_writer()
+        qid, payload = self._record(envelope, content)
+        ticket = writer.submit(payload)
+        for t, _seq, _off, err in writer.wait(ticket):
+            if t == ticket and err is not None:
+                raise QueueWriteError(f"{os.strerror(err[0])}: {err[1]}")
+        return qid
+
+    def _completed(self) -> None:
+        assert self._writer is not None
+        for ticket, _seq, _offset, err in self._writer.poll():
+            entry = self._futures.pop(ticket, None)
+            if entry is None:
+                continue
+            fut, qid = entry
+            if fut.done():
+                continue
+            if err is None:
+                fut.set_result(qid)
+            else:
+                fut.set_exception(QueueWriteError(f"{err[1]}"))
+
+    def free_space_ok(self, size: int = 0) -> bool:
+        """False when accepting `size` more bytes would leave less than Postfix keeps free:
+        queue_minfree, and at least 1.5 × message_size_limit."""
+        st = os.statvfs(self.top)
+        free = st.f_bavail * st.f_frsize
+        need = max(
+            self.cfg.get_int("queue_minfree"), int(1.5 * self.cfg.get_int("message_size_limit"))
+        )
+        return free - size >= need
+
+
+def _segments(top: str) -> Iterator[re.Match[str]]:
+    for name in sorted(os.listdir(os.path.join(top, "segments"))):
+        m = _SEG.match(name)
+        if m:
+            yield m
+
+
+class QueueState:
+    """The queue as recovered by replay: every live message and its state.
+
+    Read-only users (mailq, postcat) build one without any lock. The state writer (qmgr, or
+    a CLI while qmgr is not running) opens it with `lock=True` and then may change states.
+    """
+
+    def __init__(self, cfg: Config, lock: bool = False, log: object = None) -> None:
+        self.cfg = cfg
+        self.top = queue_dirs(cfg)
+        self.messages: dict[str, MessageInfo] = {}
+        self.problems: list[str] = []
+        # Segments holding a damaged record are kept for inspection, never reclaimed.
+        self.corrupt_segments: set[str] = set()
+        self._lock_fd = -1
+        self._journal: spool.Writer | None = None
+        if lock:
+            self._take_lock()
+        self._replay()
+        if lock:
+            self._compact_journal()
+
+    # The state writer's lock ---------------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        fd = os.open(
+            os.path.join(self.top, "journal", "state.lock"),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise QueueBusy(
+                "the queue is being managed by another process (is qmgr running?)"
+            ) from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # Recovery -----------------------------------------------------------------------------
+
+    def _replay(self) -> None:
+        seg_dir = os.path.join(self.top, "segments")
+        for m in _segments(self.top):
+            path = os.path.join(seg_dir, m.group(0))
+            try:
+                records, _torn, corrupt = spool.scan(path)
+            except OSError as e:
+                self.problems.append(f"{path}: {e.strerror}")
+                continue
+            for offset, why in corrupt:
+                self.problems.append(f"{path}: corrupt record at offset {offset}: {why}")
+                self.corrupt_segments.add(m.group(0))
+            for offset, payload in records:
+                self._apply_message(m.group(0), offset, payload, path)
+        for path in self._journal_files():
+            try:
+                records, _torn, corrupt = spool.scan(path)
+            except OSError as e:
+                self.problems.append(f"{path}: {e.strerror}")
+                continue
+            for offset, why in corrupt:
+                self.problems.append(f"{path}: corrupt record at offset {offset}: {why}")
+            for _offset, payload in records:
+                self._apply_journal(payload)
+        for info in self.messages.values():
+            if info.state == "active":
+                # Active at a crash: schedule again (a delivery may repeat; none is lost).
+                info.state = "incoming"
+
+    def _apply_message(self, segment: str, offset: int, payload: bytes, path: str) -> None:
+        try:
+            rec = msgpack.unpackb(payload, raw=False)
+            qid = rec["id"]
+            env = _envelope_from_dict(rec["env"])
+            size = len(rec["c"])
+        except Exception as e:
+            self.problems.append(f"{path}: corrupt record at offset {offset}: {type(e).__name__}")
+            self.corrupt_segments.add(segment)
+            return
+        self.messages[qid] = MessageInfo(
+            qid, segment, offset, size, env.arrival_time, env.sender, env.recipients
+        )
+
+    def _apply_journal(self, payload: bytes) -> None:
+        try:
+            rec = msgpack.unpackb(payload, raw=False)
+            kind, qid = rec["t"], rec["id"]
+        except Exception:
+            self.problems.append("journal: undecodable state record")
+            return
+        info = self.messages.get(qid)
+        if kind == "x":
+            self.messages.pop(qid, None)
+        elif info is None:
+            return
+        elif kind == "s":
+            info.state = rec["q"]
+        elif kind == "d":
+            info.done.update(rec["r"])
+        elif kind == "w":
+            info.state = "deferred"
+            info.reason = rec.get("why", "")
+            info.next_attempt = rec.get("next", 0.0)
+            info.attempts = rec.get("n", info.attempts + 1)
+
+    def _journal_files(self) -> list[str]:
+        return sorted(glob.glob(os.path.join(self.top, "journal", "state-*.seg")))
+
+    def _compact_journal(self) -> None:
+        """Start a fresh journal holding only what live messages need; drop the old files
+        and the segments no live message uses."""
+        old = self._journal_files()
+        seqs = [int(os.path.basename(p)[6:14]) for p in old]
+        self._journal = spool.Writer(
+            os.path.join(self.top, "journal"), "state", max(seqs, default=0) + 1, SEGMENT_LIMIT
+        )
+        last = 0
+        for info in self.messages.values():
+            if info.state != "incoming":
+                last = self._journal.submit(_pack({"t": "s", "id": info.queue_id, "q": info.state}))
+            if info.done:
+                last = self._journal.submit(
+                    _pack({"t": "d", "id": info.queue_id, "r": sorted(info.done)})
+                )
+            if info.reason:
+                last = self._journal.submit(
+                    _pack(
+                        {
+                            "t": "w",
+                            "id": info.queue_id,
+                            "why": info.reason,
+                            "next": info.next_attempt,
+                            "n": info.attempts,
+                        }
+                    )
+                )
+                if info.state != "deferred":
+                    last = self._journal.submit(
+                        _pack({"t": "s", "id": info.queue_id, "q": info.state})
+                    )
+        if last:
+            self._check(self._journal.wait(last), last)
+        for path in old:
+            os.unlink(path)
+        self.reclaim()
+
+    def reclaim(self) -> list[str]:
+        """Delete segments no live message is in, except ones a live writer still appends."""
+        used = {info.segment for info in self.messages.values()}
+        live_writers = self._live_slots()
+        newest: dict[str, int] = {}
+        for m in _segments(self.top):
+            newest[m.group("writer")] = max(newest.get(m.group("writer"), 0), int(m.group("seq")))
+        removed = []
+        for m in _segments(self.top):
+            name = m.group(0)
+            writer = m.group("writer")
+            if name in used or name in self.corrupt_segments:
+                continue
+            if writer in live_writers and int(m.group("seq")) == newest[writer]:
+                continue
+            os.unlink(os.path.join(self.top, "segments", name))
+            removed.append(name)
+        return removed
+
+    def _live_slots(self) -> set[str]:
+        live = set()
+        for path in glob.glob(os.path.join(self.top, "slots", "*.lock")):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                live.add("w" + os.path.basename(path)[:-5])
+            finally:
+                os.close(fd)
+        return live
+
+    # Reading ------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Pick up messages committed since the last replay (state writer only)."""
+        known = {(i.segment, i.offset) for i in self.messages.values()}
+        seg_dir = os.path.join(self.top, "segments")
+        for m in _segments(self.top):
+            path = os.path.join(seg_dir, m.group(0))
+            records, _torn, _corrupt = spool.scan(path)
+            for offset, payload in records:
+                if (m.group(0), offset) not in known:
+                    self._apply_message(m.group(0), offset, payload, path)
+
+    def load(self, qid: str) -> tuple[Envelope, bytes]:
+        """The envelope and content of a queued message (CorruptError if damaged)."""
+        info = self.messages.get(qid)
+        if info is None:
+            raise KeyError(qid)
+        payload = spool.read_record(os.path.join(self.top, "segments", info.segment), info.offset)
+        rec = msgpack.unpackb(payload, raw=False)
+        return _envelope_from_dict(rec["env"]), rec["c"]
+
+    def in_queue(self, queue: str) -> list[MessageInfo]:
+        return [i for i in self.messages.values() if i.state == queue]
+
+    # State changes (state writer only) ----------------------------------------------------
+
+    def _check(
+        self, completions: list[tuple[int, int, int, tuple[int, str] | None]], ticket: int
+    ) -> None:
+        for t, _seq, _off, err in completions:
+            if t == ticket and err is not None:
+                raise QueueWriteError(f"journal: {err[1]}")
+
+    def _write(self, records: list[dict[str, object]]) -> None:
+        if self._journal is None:
+            raise QueueBusy("not the state writer: open the queue state with lock=True")
+        last = 0
+        for rec in records:
+            last = self._journal.submit(_pack(rec))
+        if last:
+            self._check(self._journal.wait(last), last)
+
+    def move(self, qid: str, queue: str) -> None:
+        if queue not in QUEUES:
+            raise ValueError(queue)
+        self._write([{"t": "s", "id": qid, "q": queue}])
+        self.messages[qid].state = queue
+
+    def cross_off(self, qid: str, indices: list[int]) -> None:
+        """Recipients delivered or bounced: never tried again."""
+        self._write([{"t": "d", "id": qid, "r": sorted(indices)}])
+        self.messages[qid].done.update(indices)
+
+    def defer(self, qid: str, reason: str, next_attempt: float) -> None:
+        info = self.messages[qid]
+        info.attempts += 1
+        self._write(
+            [{"t": "w", "id": qid, "why": reason, "next": next_attempt, "n": info.attempts}]
+        )
+        info.state, info.reason, info.next_attempt = "deferred", reason, next_attempt
+
+    def remove(self, qid: str) -> None:
+        """The message is finished (all recipients done, or postsuper -d)."""
+        self._write([{"t": "x", "id": qid}])
+        self.messages.pop(qid, None)

@@ -1,0 +1,321 @@
+//! The spool: the queue is a log.
+//!
+//! Each writer (an smtpd worker, pickup, qmgr) appends records to its own segment files,
+//! `<dir>/<writer>-<seq>.seg`. A record is `[u32 length][u32 crc32c][payload]`
+//! (little-endian); what the payload means is the caller's business (msgpack from Python).
+//!
+//! Group commit: callers `submit` records and get a ticket; one committer thread per
+//! writer takes everything pending, writes it with one `write`, makes it durable with one
+//! `fdatasync`, and reports the tickets as committed (or failed, with the error) through
+//! `poll`. It signals an eventfd after each batch so an event loop can watch one file
+//! descriptor instead of parking a thread per message.
+//!
+//! A failed batch is cut off again (`ftruncate` to the last committed length), so nothing
+//! of it survives to be mistaken for acknowledged mail; if even that fails, the writer moves
+//! to a fresh segment. Recovery (`scan`) drops a torn tail (it was never acknowledged) and
+//! reports any other bad record as corrupt, then goes on.
+
+mod scan;
+
+pub use scan::{read_record, scan, ScanReport};
+
+use crate::{CoreError, CoreResult};
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Header bytes before each payload: length and CRC-32C.
+pub const HEADER: usize = 8;
+/// The largest payload a record may carry; a larger length field is corruption.
+pub const MAX_RECORD: usize = 1 << 30;
+
+/// Frames one payload as it is stored.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    frame_into(&mut out, payload);
+    out
+}
+
+fn frame_into(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The file name of segment `seq` of `writer`.
+pub fn segment_name(writer: &str, seq: u64) -> String {
+    format!("{writer}-{seq:08}.seg")
+}
+
+/// Where a committed record lives: segment number and byte offset of its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub seq: u64,
+    pub offset: u64,
+}
+
+/// The outcome of one submitted record.
+#[derive(Debug)]
+pub struct Completion {
+    pub ticket: u64,
+    pub result: Result<Location, (i32, String)>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    pending: Vec<(u64, Vec<u8>)>,
+    done: VecDeque<Completion>,
+    next_ticket: u64,
+    closing: bool,
+}
+
+/// A segment writer with its committer thread.
+pub struct Writer {
+    shared: Arc<Shared>,
+    event: OwnedFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Segments {
+    dir: PathBuf,
+    writer: String,
+    seq: u64,
+    file: File,
+    len: u64,
+    limit: u64,
+}
+
+impl Segments {
+    fn open(dir: &Path, writer: &str, seq: u64, limit: u64) -> io::Result<Segments> {
+        let path = dir.join(segment_name(writer, seq));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)?;
+        let len = file.metadata()?.len();
+        // Preallocate so appends rarely wait for block allocation; not every file system can.
+        // SAFETY: fallocate on a valid, owned descriptor; KEEP_SIZE leaves the length alone.
+        unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                len as libc::off_t,
+                limit as libc::off_t,
+            );
+        }
+        sync_dir(dir)?;
+        Ok(Segments {
+            dir: dir.to_path_buf(),
+            writer: writer.to_string(),
+            seq,
+            file,
+            len,
+            limit,
+        })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let next = Segments::open(&self.dir, &self.writer, self.seq + 1, self.limit)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Writes and syncs one batch; on error, cuts the file back to its committed length.
+    fn commit(&mut self, buf: &[u8]) -> io::Result<u64> {
+        if self.len > 0 && self.len + buf.len() as u64 > self.limit {
+            self.rotate()?;
+        }
+        let start = self.len;
+        let result = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(start)
+            }
+            Err(e) => {
+                if self
+                    .file
+                    .set_len(start)
+                    .and_then(|()| self.file.sync_data())
+                    .is_err()
+                {
+                    // The tail may hold part of a failed batch: never append after it.
+                    let _ = self.rotate();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no memory arguments; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd; a full counter only means the
+    // reader has a wakeup pending already.
+    unsafe {
+        libc::write(fd, (&one as *const u64).cast(), 8);
+    }
+}
+
+impl Writer {
+    /// Opens (or continues) `writer`'s segments in `dir`, starting at segment `seq`.
+    /// `segment_limit` is the size after which a new segment starts.
+    pub fn open(dir: &Path, writer: &str, seq: u64, segment_limit: u64) -> CoreResult<Writer> {
+        if writer.is_empty() || writer.contains('/') {
+            return Err(CoreError::Syntax(format!("bad writer name: {writer:?}")));
+        }
+        fs::create_dir_all(dir)?;
+        let mut segments = Segments::open(dir, writer, seq, segment_limit)?;
+        let event = eventfd()?;
+        let event_fd = event.as_raw_fd();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("spool-{writer}"))
+            .spawn(move || committer(&worker, &mut segments, event_fd))?;
+        Ok(Writer {
+            shared,
+            event,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues one payload for the next group commit; returns its ticket.
+    pub fn submit(&self, payload: Vec<u8>) -> u64 {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.next_ticket += 1;
+        let ticket = st.next_ticket;
+        st.pending.push((ticket, payload));
+        drop(st);
+        self.shared.wake.notify_one();
+        ticket
+    }
+
+    /// The eventfd that becomes readable when completions are waiting.
+    pub fn event_fd(&self) -> RawFd {
+        self.event.as_raw_fd()
+    }
+
+    /// Takes every completion reported so far (and clears the eventfd).
+    pub fn poll(&self) -> Vec<Completion> {
+        let mut counter = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN just means none pending.
+        unsafe {
+            libc::read(self.event.as_raw_fd(), counter.as_mut_ptr().cast(), 8);
+        }
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.done.drain(..).collect()
+    }
+
+    /// Blocks until every ticket up to `ticket` has completed; returns their completions.
+    pub fn wait(&self, ticket: u64) -> Vec<Completion> {
+        let mut out = Vec::new();
+        loop {
+            out.extend(self.poll());
+            if out.iter().any(|c| c.ticket >= ticket) {
+                return out;
+            }
+            let mut fds = libc::pollfd {
+                fd: self.event.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polls one live pollfd struct.
+            unsafe {
+                libc::poll(&mut fds, 1, 100);
+            }
+        }
+    }
+
+    /// Commits what is pending, stops the committer thread.
+    pub fn close(&mut self) {
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.closing = true;
+        }
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn committer(shared: &Shared, segments: &mut Segments, event_fd: RawFd) {
+    loop {
+        let batch = {
+            let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            while st.pending.is_empty() && !st.closing {
+                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.pending.is_empty() && st.closing {
+                return;
+            }
+            std::mem::take(&mut st.pending)
+        };
+        let mut buf = Vec::with_capacity(batch.iter().map(|(_, p)| p.len() + HEADER).sum());
+        let mut offsets = Vec::with_capacity(batch.len());
+        for (_, payload) in &batch {
+            offsets.push(buf.len() as u64);
+            frame_into(&mut buf, payload);
+        }
+        let outcome = segments.commit(&buf);
+        let seq = segments.seq;
+        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        for ((ticket, _), rel) in batch.iter().zip(offsets) {
+            let result = match &outcome {
+                Ok(start) => Ok(Location {
+                    seq,
+                    offset: start + rel,
+                }),
+                Err(e) => Err((e.raw_os_error().unwrap_or(libc::EIO), e.to_string())),
+            };
+            st.done.push_back(Completion {
+                ticket: *ticket,
+                result,
+            });
+        }
+        drop(st);
+        signal(event_fd);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use super::scan::scan_bytes;
+use super::*;
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("oxipost-spool-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn group_commit_round_trip() {
+    let dir = tempdir("rt");
+    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    let tickets: Vec<u64> = (0..100)
+        .map(|i| w.submit(format!("message {i}").into_bytes()))
+        .collect();
+    let done = w.wait(*tickets.last().unwrap());
+    assert_eq!(done.len(), 100);
+    assert!(done.iter().all(|c| c.result.is_ok()));
+    w.close();
+    let report = scan(&dir.join(segment_name("w1", 1))).unwrap();
+    assert_eq!(report.records.len(), 100);
+    assert_eq!(report.records[7].1, b"message 7");
+    assert!(report.torn_at.is_none() && report.corrupt.is_empty());
+    let loc = done[42].result.as_ref().unwrap();
+    let path = dir.join(segment_name("w1", loc.seq));
+    assert_eq!(read_record(&path, loc.offset).unwrap(), b"message 42");
+}
+
+#[test]
+fn rotates_segments_at_the_limit() {
+    let dir = tempdir("rot");
+    let mut w = Writer::open(&dir, "w", 1, 64).unwrap();
+    for i in 0..5 {
+        let t = w.submit(vec![b'x'; 40 + i]);
+        w.wait(t);
+    }
+    w.close();
+    let segs = fs::read_dir(&dir).unwrap().count();
+    assert!(segs >= 4, "{segs} segments");
+}
+
+#[test]
+fn torn_tail_is_dropped_not_corrupt() {
+    let mut data = frame(b"one");
+    data.extend(frame(b"two"));
+    let whole = data.len();
+    data.extend(&frame(b"three")[..6]);
+    let r = scan_bytes(&data);
+    assert_eq!(r.records.len(), 2);
+    assert_eq!(r.torn_at, Some(whole as u64));
+    assert!(r.corrupt.is_empty());
+}
+
+#[test]
+fn bad_checksum_at_the_end_is_torn_in_the_middle_is_corrupt() {
+    let mut last = frame(b"one");
+    let n = last.len();
+    last[n - 1] ^= 0xff;
+    assert_eq!(scan_bytes(&last).torn_at, Some(0));
+
+    let mut mid = frame(b"one");
+    mid[HEADER] ^= 0xff;
+    mid.extend(frame(b"two"));
+    let r = scan_bytes(&mid);
+    assert_eq!(r.corrupt.len(), 1);
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.records[0].1, b"two");
+}
+
+#[test]
+fn huge_length_and_zero_padding() {
+    let mut data = frame(b"ok");
+    data.extend(u32::MAX.to_le_bytes());
+    data.extend([0u8; 12]);
+    let r = scan_bytes(&data);
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.corrupt.len(), 1);
+
+    let mut padded = frame(b"ok");
+    padded.extend([0u8; 64]);
+    let r = scan_bytes(&padded);
+    assert_eq!(r.records.len(), 1);
+    assert!(r.corrupt.is_empty());
+    assert!(r.torn_at.is_some());
+}
+
+#[test]
+fn reopen_continues_after_existing_records() {
+    let dir = tempdir("reopen");
+    {
+        let w = Writer::open(&dir, "w", 3, 1 << 20).unwrap();
+        let t = w.submit(b"first".to_vec());
+        w.wait(t);
+    }
+    let w = Writer::open(&dir, "w", 3, 1 << 20).unwrap();
+    let t = w.submit(b"second".to_vec());
+    let done = w.wait(t);
+    assert!(done[0].result.as_ref().unwrap().offset > 0);
+    drop(w);
+    let r = scan(&dir.join(segment_name("w", 3))).unwrap();
+    let payloads: Vec<&[u8]> = r.records.iter().map(|(_, p)| p.as_slice()).collect();
+    assert_eq!(payloads, vec![&b"first"[..], &b"second"[..]]);
+}
+
+#[test]
+fn read_record_refuses_damage() {
+    let dir = tempdir("read");
+    let path = dir.join("x.seg");
+    let mut f = File::create(&path).unwrap();
+    let mut data = frame(b"payload");
+    data[HEADER + 1] ^= 1;
+    f.write_all(&data).unwrap();
+    assert!(matches!(read_record(&path, 0), Err(CoreError::Corrupt(_))));
+    assert!(matches!(
+        read_record(&path, 100),
+        Err(CoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn bad_writer_name_is_refused() {
+    let dir = tempdir("name");
+    assert!(Writer::open(&dir, "a/b", 1, 1024).is_err());
+}
