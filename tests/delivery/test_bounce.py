@@ -1,0 +1,110 @@
+"""bounce(8) notices: RFC 3464 structure, Postfix wording, who gets what (catalogue 47)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+
+from oxipost.bounce import Report, notices
+from oxipost.envelope import Envelope, Outcome, Recipient
+
+from .conftest import MESSAGE, make_config
+
+FAILED = Outcome(
+    "5.1.1",
+    "host mx.example.com[192.0.2.1] said: 550 5.1.1 <b@example.com>: Recipient address "
+    "rejected: User unknown (in reply to RCPT TO command)",
+)
+
+
+def _env(sender: str, **kw) -> Envelope:
+    return Envelope(sender, [Recipient("b@example.com")], time.time() - 60, **kw)
+
+
+def _parse(content: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(content, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+def test_failure_notice_structure(tmp_path):
+    cfg = make_config(tmp_path / "c", main="myhostname = mail.example.org\n")
+    env = _env("a@example.org", envid="ENV1")
+    reports = [
+        Report(
+            Recipient("b@example.com"),
+            FAILED,
+            "dns; mx.example.com",
+            "smtp; 550 5.1.1 <b@example.com>: Recipient address rejected",
+        )
+    ]
+    ((nenv, content),) = notices("failure", cfg, "4ABCDE1234", env, MESSAGE, reports)
+    assert nenv.sender == "" and [r.address for r in nenv.recipients] == ["a@example.org"]
+    assert b"\r\n" in content and b"\n" not in content.replace(b"\r\n", b"")
+    msg = _parse(content)
+    assert msg["Subject"] == "Undelivered Mail Returned to Sender"
+    assert b"\r\nFrom: MAILER-DAEMON@mail.example.org (Mail Delivery System)\r\n" in content
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    text, status, original = msg.get_payload()
+    body = text.get_content().replace("\r\n", "\n")
+    assert body.startswith("This is the mail system at host mail.example.org.\n")
+    assert "I'm sorry to have to inform you that your message could not\nbe delivered" in body
+    assert f"<b@example.com>: {FAILED.text}" in body
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, per_rcpt = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; mail.example.org"
+    assert per_message["X-Postfix-Queue-ID"] == "4ABCDE1234"
+    assert per_message["Original-Envelope-Id"] == "ENV1"
+    assert per_rcpt["Final-Recipient"] == "rfc822; b@example.com"
+    assert per_rcpt["Action"] == "failed" and per_rcpt["Status"] == "5.1.1"
+    assert per_rcpt["Remote-MTA"] == "dns; mx.example.com"
+    assert original.get_content_type() == "message/rfc822"
+    assert original.get_payload()[0]["Subject"] == "test"
+
+
+def test_null_sender_never_gets_a_bounce(tmp_path):
+    # catalogue 47: a bounce that bounces is a double bounce or nothing; never to <>.
+    cfg = make_config(tmp_path / "c")
+    reports = [Report(Recipient("b@example.com"), FAILED)]
+    assert notices("failure", cfg, "Q1", _env(""), MESSAGE, reports) == []
+    cfg = make_config(tmp_path / "d", main="notify_classes = 2bounce, resource, software\n")
+    ((nenv, content),) = notices("failure", cfg, "Q1", _env(""), MESSAGE, reports)
+    assert [r.address for r in nenv.recipients] == ["postmaster"]
+    assert nenv.sender.startswith("double-bounce@")
+    msg = _parse(content)
+    assert msg["Subject"] == "Postmaster Copy: Undelivered Mail"
+    assert msg.get_payload()[2].get_content_type() == "text/rfc822-headers"
+    # The double bounce itself failing: discarded.
+    dbl = _env(nenv.sender)
+    assert notices("failure", cfg, "Q2", dbl, content, reports) == []
+
+
+def test_postmaster_copy_and_notify_never(tmp_path):
+    cfg = make_config(tmp_path / "c", main="notify_classes = bounce\n")
+    r_never = Recipient("b@example.com", notify=frozenset({"NEVER"}))
+    out = notices("failure", cfg, "Q1", _env("a@x.org"), MESSAGE, [Report(r_never, FAILED)])
+    assert [e.recipients[0].address for e, _ in out] == ["postmaster"]
+
+
+def test_delay_notice_and_ret_hdrs(tmp_path):
+    cfg = make_config(tmp_path / "c", main="delay_warning_time = 4h\n")
+    deferred = Outcome("4.4.1", "connect to mx.example.com[192.0.2.1]:25: Connection refused")
+    ((_, content),) = notices(
+        "delay",
+        cfg,
+        "Q1",
+        _env("a@x.org", ret="HDRS"),
+        MESSAGE,
+        [Report(Recipient("b@example.com"), deferred)],
+    )
+    msg = _parse(content)
+    assert msg["Subject"] == "Delayed Mail (still being retried)"
+    body = msg.get_payload()[0].get_content().replace("\r\n", "\n")
+    assert "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #" in body
+    assert "for more than 4 hour(s).\nIt will be retried until it is 5 day(s) old." in body
+    per_rcpt = msg.get_payload()[1].get_payload()[1]
+    assert per_rcpt["Action"] == "delayed" and per_rcpt["Will-Retry-Until"]
+    assert msg.get_payload()[2].get_content_type() == "text/rfc822-headers"
