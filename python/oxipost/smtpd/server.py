@@ -40,7 +40,8 @@ from oxipost.smtpd.check import Checker, ClientState, Reply, match_networks, val
 CRLF = b"\r\n"
 _DATA_CHUNK = 65536
 # Commands after which a client must wait for our reply (RFC 2920 section 3.1).
-_GROUP_END = {"EHLO", "HELO", "DATA", "NOOP", "VRFY", "QUIT", "STARTTLS", "AUTH", "ETRN", "EXPN"}
+# STARTTLS is left out: what follows it in plaintext is discarded, not answered (CVE-2011-0411).
+_GROUP_END = {"EHLO", "HELO", "DATA", "NOOP", "VRFY", "QUIT", "AUTH", "ETRN", "EXPN"}
 _ESMTP_PARAMS_MAIL = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
 
 
