@@ -16,3 +16,4 @@ pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
 };
 pub mod mailbox;
 pub mod spool;
+pub mod sched;

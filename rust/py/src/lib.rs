@@ -5,6 +5,7 @@
 mod error;
 mod mailbox;
 mod spool;
+mod sched;
 
 #[pyo3::pymodule]
 mod _core {
@@ -18,6 +19,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::spool::spool;
+
+    #[pymodule_export]
+    use crate::sched::sched;
 
     /// "release" or "debug": benchmarks refuse to run on a debug build.
     #[pyfunction]

@@ -1,0 +1,383 @@
+//! The scheduler in virtual time: every clock is a number we advance by hand.
+
+use super::*;
+
+fn rcpts(n: u32, transport: &str, queue: &str) -> Vec<(u32, String, String)> {
+    (0..n)
+        .map(|i| (i, transport.to_string(), queue.to_string()))
+        .collect()
+}
+
+fn sched() -> Scheduler {
+    Scheduler::new(Params::default(), TransportParams::default())
+}
+
+fn sent(b: &Batch) -> Vec<(u32, Result)> {
+    b.rcpts.iter().map(|r| (*r, Result::Sent)).collect()
+}
+
+#[test]
+fn feedback_syntax() {
+    assert_eq!(
+        Feedback::parse("1/concurrency"),
+        Some(Feedback::PerConcurrency(1.0))
+    );
+    assert_eq!(Feedback::parse("1/4"), Some(Feedback::Constant(0.25)));
+    assert_eq!(Feedback::parse("1"), Some(Feedback::Constant(1.0)));
+    assert_eq!(Feedback::parse("x/concurrency"), None);
+    assert_eq!(Feedback::parse("1/0"), None);
+}
+
+#[test]
+fn slow_start_from_5_to_20() {
+    let mut s = sched();
+    for m in 0..400 {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", "example.com"));
+    }
+    let first = s.next_deliveries(0.0, 1000);
+    assert_eq!(first.len(), 5, "initial_destination_concurrency");
+    let mut inflight: VecDeque<Batch> = first.into();
+    let mut max_seen = 5;
+    let mut now = 0.0;
+    // Complete one delivery at a time, refill, and watch the window grow.
+    while let Some(b) = inflight.pop_front() {
+        now += 1.0;
+        assert!(s.report(b.id, now, &sent(&b), None));
+        for nb in s.next_deliveries(now, 1000) {
+            inflight.push_back(nb);
+        }
+        let (window, active, dead) = s.queue_state("smtp", "example.com").unwrap();
+        assert!(!dead);
+        assert!(active <= window, "never more than the window in flight");
+        assert!(window <= 20, "capped at the destination concurrency limit");
+        max_seen = max_seen.max(active);
+    }
+    assert_eq!(max_seen, 20);
+    assert_eq!(s.queue_state("smtp", "example.com").unwrap().0, 20);
+    let done = s
+        .drain_events()
+        .iter()
+        .filter(|e| matches!(e, Event::Done { .. }))
+        .count();
+    assert_eq!(done, 400);
+}
+
+#[test]
+fn window_grows_by_one_per_window_of_successes() {
+    // 1/concurrency positive feedback: 5 successes take 5 → 6, then 6 more → 7.
+    let mut s = sched();
+    for m in 0..50 {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", "d"));
+    }
+    let mut done = 0;
+    let mut batches = s.next_deliveries(0.0, 100);
+    let mut windows = Vec::new();
+    while done < 11 {
+        let b = batches.remove(0);
+        s.report(b.id, 1.0, &sent(&b), None);
+        done += 1;
+        windows.push(s.queue_state("smtp", "d").unwrap().0);
+        batches.extend(s.next_deliveries(1.0, 100));
+    }
+    assert_eq!(windows, vec![5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 7]);
+}
+
+#[test]
+fn backoff_doubles_from_300_to_4000() {
+    let mut s = sched();
+    let mut now = 0.0;
+    s.insert(7, now, false, &rcpts(1, "smtp", "down.example"));
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        let b = s.next_deliveries(now, 10).pop().expect("one delivery");
+        s.report(b.id, now, &[(0, Result::Deferred)], None);
+        let next = s
+            .drain_events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Deferred { msg: 7, next_try } => Some(next_try),
+                _ => None,
+            })
+            .expect("deferred");
+        delays.push(next - now);
+        assert!(s.take_due(next - 1.0).is_empty(), "not before its time");
+        assert_eq!(s.next_wakeup(), Some(next));
+        now = next;
+        assert_eq!(s.take_due(now), vec![7]);
+        s.insert(7, 0.0, false, &rcpts(1, "smtp", "down.example"));
+    }
+    assert_eq!(
+        delays,
+        vec![300.0, 600.0, 1200.0, 2400.0, 4000.0, 4000.0, 4000.0]
+    );
+}
+
+#[test]
+fn dead_destination_after_failed_cohort() {
+    let mut s = sched();
+    for m in 0..20 {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", "dead.example"));
+    }
+    s.insert(100, 0.0, false, &rcpts(1, "smtp", "alive.example"));
+    let batches = s.next_deliveries(10.0, 100);
+    let (dead_b, alive_b): (Vec<_>, Vec<_>) =
+        batches.into_iter().partition(|b| b.queue == "dead.example");
+    assert_eq!(dead_b.len(), 5);
+    assert_eq!(alive_b.len(), 1);
+    let msg = "connect to dead.example[192.0.2.1]:25: Connection refused";
+    // A cohort is a window's worth of consecutive site failures.
+    for (i, b) in dead_b.iter().enumerate() {
+        s.report(b.id, 10.0, &[(0, Result::Deferred)], Some(msg));
+        let dead = s.queue_state("smtp", "dead.example").unwrap().2;
+        assert_eq!(dead, i == 4, "dead only after the whole cohort failed");
+    }
+    // The rest of its mail is deferred without a delivery slot.
+    assert!(s.next_deliveries(11.0, 100).is_empty());
+    let ev = s.drain_events();
+    let suspended: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::RecipientDeferred { msg: m, reason, .. } => Some((*m, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(suspended.len(), 15);
+    assert!(suspended
+        .iter()
+        .all(|(_, r)| r == &format!("delivery temporarily suspended: {msg}")));
+    // The live destination was untouched.
+    s.report(alive_b[0].id, 11.0, &sent(&alive_b[0]), None);
+    assert!(s.drain_events().contains(&Event::Done { msg: 100 }));
+    // New mail for the dead destination is deferred at once, until
+    // minimal_backoff_time has passed; then it gets a fresh window.
+    s.insert(200, 12.0, false, &rcpts(1, "smtp", "dead.example"));
+    assert!(s.next_deliveries(12.0, 100).is_empty());
+    assert!(matches!(
+        s.drain_events()[0],
+        Event::RecipientDeferred { msg: 200, .. }
+    ));
+    assert_eq!(s.next_wakeup().map(|t| t <= 310.0), Some(true));
+    s.insert(201, 311.0, false, &rcpts(1, "smtp", "dead.example"));
+    let b = s.next_deliveries(311.0, 100);
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        s.queue_state("smtp", "dead.example").unwrap(),
+        (5, 1, false)
+    );
+}
+
+#[test]
+fn success_resets_failed_cohorts() {
+    let mut s = sched();
+    for m in 0..40 {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", "flaky"));
+    }
+    // Alternate failure and success: never a full failed cohort.
+    for round in 0..30 {
+        let b = s.next_deliveries(1.0, 1).pop().unwrap();
+        if round % 2 == 0 {
+            s.report(b.id, 1.0, &[(0, Result::Deferred)], Some("lost connection"));
+        } else {
+            s.report(b.id, 1.0, &sent(&b), None);
+        }
+        assert!(!s.queue_state("smtp", "flaky").unwrap().2);
+    }
+}
+
+#[test]
+fn recipients_grouped_up_to_the_limit() {
+    let mut s = sched();
+    s.set_transport(
+        "smtp",
+        TransportParams {
+            recipient_limit: 50,
+            ..Default::default()
+        },
+    );
+    // 120 recipients to one destination, 3 to another, in one message.
+    let mut r = rcpts(120, "smtp", "big.example");
+    r.extend((120..123).map(|i| (i, "smtp".to_string(), "small.example".to_string())));
+    s.insert(1, 0.0, false, &r);
+    let b = s.next_deliveries(0.0, 100);
+    let mut sizes: Vec<(String, usize)> =
+        b.iter().map(|b| (b.queue.clone(), b.rcpts.len())).collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        vec![
+            ("big.example".into(), 20),
+            ("big.example".into(), 50),
+            ("big.example".into(), 50),
+            ("small.example".into(), 3)
+        ]
+    );
+    // Each recipient is in exactly one batch.
+    let mut all: Vec<u32> = b.iter().flat_map(|b| b.rcpts.clone()).collect();
+    all.sort();
+    assert_eq!(all, (0..123).collect::<Vec<_>>());
+    for x in &b {
+        s.report(x.id, 1.0, &sent(x), None);
+    }
+    assert_eq!(s.drain_events(), vec![Event::Done { msg: 1 }]);
+}
+
+#[test]
+fn fairness_between_huge_and_tiny_destinations() {
+    let mut s = sched();
+    s.set_transport(
+        "smtp",
+        TransportParams {
+            process_limit: 3,
+            ..Default::default()
+        },
+    );
+    for m in 0..10_000 {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", "huge.example"));
+    }
+    s.insert(99_999, 1.0, false, &rcpts(1, "smtp", "tiny.example"));
+    // Three processes in total: the tiny destination gets one of the first three.
+    let b = s.next_deliveries(1.0, 100);
+    assert_eq!(b.len(), 3, "process limit");
+    assert!(b.iter().any(|x| x.queue == "tiny.example"));
+
+    // Later arrivals too: keep the huge one busy, add tiny mail, it goes next.
+    let mut inflight = b;
+    for k in 0..5u64 {
+        let done = inflight.remove(0);
+        s.report(done.id, 2.0, &sent(&done), None);
+        s.insert(200_000 + k, 2.0, false, &rcpts(1, "smtp", "tiny.example"));
+        let nb = s.next_deliveries(2.0, 100);
+        assert_eq!(nb.len(), 1);
+        inflight.extend(nb);
+        let tiny_waiting = s.queue_state("smtp", "tiny.example").unwrap();
+        // The tiny message waits for at most one turn of the rotation.
+        assert!(
+            inflight.iter().any(|x| x.msg == 200_000 + k) || tiny_waiting.1 > 0,
+            "tiny destination starved"
+        );
+    }
+}
+
+#[test]
+fn transports_round_robin() {
+    let mut s = sched();
+    for m in 0..100 {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", &format!("d{m}")));
+    }
+    s.insert(500, 0.0, false, &rcpts(1, "local", "localhost"));
+    let b = s.next_deliveries(0.0, 2);
+    let t: Vec<&str> = b.iter().map(|x| x.transport.as_str()).collect();
+    assert!(t.contains(&"local"), "{t:?}");
+}
+
+#[test]
+fn expiry_and_delay_warning() {
+    let mut s = Scheduler::new(
+        Params {
+            maximal_queue_lifetime: 3600.0,
+            bounce_queue_lifetime: 600.0,
+            delay_warning: 1000.0,
+            ..Params::default()
+        },
+        TransportParams::default(),
+    );
+    let mut now = 0.0;
+    let mut warnings = 0;
+    let mut expired = false;
+    for _ in 0..20 {
+        s.insert(1, 0.0, false, &rcpts(1, "smtp", "x"));
+        let b = s.next_deliveries(now, 1).pop().unwrap();
+        s.report(b.id, now, &[(0, Result::Deferred)], None);
+        let mut next = None;
+        for e in s.drain_events() {
+            match e {
+                Event::DelayWarning { msg: 1 } => {
+                    assert!(now >= 1000.0);
+                    warnings += 1;
+                }
+                Event::Deferred { next_try, .. } => next = Some(next_try),
+                Event::Expired { msg: 1 } => {
+                    assert!(now >= 3600.0);
+                    expired = true;
+                }
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+        match next {
+            Some(t) => now = t,
+            None => break,
+        }
+    }
+    assert!(expired);
+    assert_eq!(warnings, 1, "the delay notice goes out once");
+    // Null-sender mail expires after bounce_queue_lifetime.
+    s.insert(2, 0.0, true, &rcpts(1, "smtp", "x"));
+    let b = s.next_deliveries(700.0, 1).pop().unwrap();
+    s.report(b.id, 700.0, &[(0, Result::Deferred)], None);
+    assert_eq!(s.drain_events(), vec![Event::Expired { msg: 2 }]);
+}
+
+#[test]
+fn defer_transports_hold_until_flush() {
+    let mut s = sched();
+    s.set_transport(
+        "smtp",
+        TransportParams {
+            deferred: true,
+            ..Default::default()
+        },
+    );
+    s.insert(1, 0.0, false, &rcpts(2, "smtp", "x"));
+    s.insert(2, 0.0, false, &rcpts(1, "local", "localhost"));
+    let b = s.next_deliveries(0.0, 10);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].transport, "local");
+    let ev = s.drain_events();
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, Event::RecipientDeferred { reason, .. } if reason == "deferred transport"))
+            .count(),
+        2
+    );
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Deferred { msg: 1, .. })));
+    // A flush makes it due now and lets the held transport deliver it.
+    s.flush(5.0);
+    assert_eq!(s.take_due(5.0), vec![1]);
+    s.insert(1, 0.0, false, &rcpts(2, "smtp", "x"));
+    let b = s.next_deliveries(5.0, 10);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].rcpts, vec![0, 1]);
+}
+
+#[test]
+fn flush_site_only_touches_that_site() {
+    let mut s = sched();
+    for (m, q) in [(1, "a.example"), (2, "b.example")] {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", q));
+    }
+    for b in s.next_deliveries(0.0, 10) {
+        s.report(b.id, 0.0, &[(0, Result::Deferred)], None);
+    }
+    s.drain_events();
+    s.flush_site(10.0, "a.example", &[1]);
+    assert_eq!(s.take_due(10.0), vec![1]);
+    assert_eq!(s.take_due(299.0), Vec::<u64>::new());
+    assert_eq!(s.take_due(300.0), vec![2]);
+}
+
+#[test]
+fn missing_results_count_as_deferred_and_unknown_batches_are_refused() {
+    let mut s = sched();
+    s.insert(1, 0.0, false, &rcpts(3, "smtp", "x"));
+    let b = s.next_deliveries(0.0, 10).pop().unwrap();
+    assert!(s.report(b.id, 1.0, &[(0, Result::Sent), (1, Result::Bounced)], None));
+    assert!(!s.report(b.id, 1.0, &[], None));
+    assert!(matches!(
+        s.drain_events()[0],
+        Event::Deferred { msg: 1, .. }
+    ));
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.active_messages(), 0);
+}
