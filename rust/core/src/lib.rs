@@ -15,5 +15,5 @@ pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
     "release"
 };
 pub mod mailbox;
-pub mod spool;
 pub mod sched;
+pub mod spool;

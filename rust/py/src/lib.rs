@@ -4,8 +4,8 @@
 
 mod error;
 mod mailbox;
-mod spool;
 mod sched;
+mod spool;
 
 #[pyo3::pymodule]
 mod _core {
