@@ -1,13 +1,144 @@
-"""postsuper(1): not built yet; its issue fills this module in."""
+"""postsuper(1): queue maintenance by the administrator.
 
+    postsuper [-c config_dir] -d ID|ALL|- [queue]   delete
+    postsuper [-c config_dir] -h ID|ALL|- [queue]   put on hold
+    postsuper [-c config_dir] -H ID|ALL|- [queue]   release from hold
+    postsuper [-c config_dir] -r ID|ALL|- [queue]   requeue (retry now, as new mail)
+
+`-` reads queue IDs from standard input, one per line. Several actions may be given; they
+run in Postfix's order (delete, hold, release, requeue). Summary lines on stderr are
+Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from hold: N`,
+`Requeued: N`. While qmgr runs (it holds the state lock) the request goes to qmgr.
+"""
+
+from __future__ import annotations
+
+import getopt
+import re
 import sys
+from collections.abc import Sequence
 
-from oxipost.cli._unbuilt import not_built
+from oxipost.config import ConfigError, load_config
+from oxipost.qmgr import control
+from oxipost.qmgr.queue import QUEUES, QueueBusy, QueueState
+
+PROG = "postsuper"
+_VALID_ID = re.compile(r"^[0-9A-Za-z]+$")
+SUMMARY = {
+    "delete": "Deleted",
+    "hold": "Placed on hold",
+    "release": "Released from hold",
+    "requeue": "Requeued",
+}
+_FLAG = {"-d": "delete", "-h": "hold", "-H": "release", "-r": "requeue"}
 
 
-def main() -> int:
-    """Run postsuper with sys.argv; return the exit status."""
-    return not_built("postsuper")
+def _count(n: int) -> str:
+    return f"{n} message{'' if n == 1 else 's'}"
+
+
+def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | None) -> int:
+    """Do one action on the queue state (as the state writer); return how many changed."""
+    if ids == "ALL":
+        chosen = [i.queue_id for i in state.messages.values() if queue in (None, i.state)]
+    else:
+        chosen = [
+            q for q in ids if q in state.messages and queue in (None, state.messages[q].state)
+        ]
+    done = 0
+    for qid in chosen:
+        info = state.messages[qid]
+        if action == "delete":
+            state.remove(qid)
+        elif action == "hold":
+            if info.state == "hold":
+                continue
+            state.move(qid, "hold")
+        elif action == "release":
+            if info.state != "hold":
+                continue
+            state.move(qid, "deferred" if info.reason else "incoming")
+        else:
+            state.move(qid, "incoming")
+        done += 1
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run postsuper with argv (default sys.argv[1:]); return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        opts, rest = getopt.getopt(args, "c:d:h:H:r:psSv")
+    except getopt.GetoptError as e:
+        print(
+            f"{PROG}: fatal: usage: {PROG} [-c config_dir] [-d|-h|-H|-r id] [queue] ({e})",
+            file=sys.stderr,
+        )
+        return 1
+    config_dir = None
+    actions: dict[str, list[str] | str] = {}
+    stdin_ids: list[str] | None = None
+    for flag, value in opts:
+        if flag == "-c":
+            config_dir = value
+        elif flag in _FLAG:
+            action = _FLAG[flag]
+            if value == "ALL":
+                actions[action] = "ALL"
+                continue
+            if value == "-":
+                if stdin_ids is None:
+                    stdin_ids = [line.strip() for line in sys.stdin if line.strip()]
+                ids = stdin_ids
+            else:
+                ids = [value]
+            current = actions.setdefault(action, [])
+            if isinstance(current, list):
+                current.extend(ids)
+    queue = rest[0] if rest else None
+    if queue is not None and queue not in QUEUES:
+        print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
+        return 1
+    for action, ids in actions.items():
+        if isinstance(ids, list):
+            for qid in ids:
+                if not _VALID_ID.match(qid):
+                    print(f"{PROG}: warning: invalid mail queue id: {qid}", file=sys.stderr)
+            actions[action] = [q for q in ids if _VALID_ID.match(q)]
+    try:
+        cfg = load_config(config_dir)
+    except ConfigError as e:
+        print(f"{PROG}: fatal: {e}", file=sys.stderr)
+        return 1
+    counts: dict[str, int] = {}
+    try:
+        state = QueueState(cfg, lock=True)
+    except QueueBusy:
+        state = None
+    for action in ("delete", "hold", "release", "requeue"):
+        if action not in actions:
+            continue
+        if state is not None:
+            counts[action] = apply(state, action, actions[action], queue)
+            continue
+        try:
+            reply = control.request(
+                cfg, {"op": "super", "action": action, "ids": actions[action], "queue": queue}
+            )
+        except control.QmgrDown:
+            print(f"{PROG}: fatal: the queue is locked by another process", file=sys.stderr)
+            return 1
+        if not reply.get("ok"):
+            print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
+            return 1
+        counts[action] = int(reply.get("count", 0))  # type: ignore[arg-type]
+    if state is not None:
+        state.reclaim()
+        state.close()
+    for action in ("delete", "hold", "release", "requeue"):
+        if action in counts:
+            print(f"{PROG}: {SUMMARY[action]}: {_count(counts[action])}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""The qmgr control socket: how the queue tools reach a running qmgr.
+
+qmgr listens on `$queue_directory/public/qmgr` (master binds it; see master/context.py).
+A client sends one msgpack request and reads one msgpack reply, then closes:
+
+    {"op": "wakeup"}                              new mail was queued (smtpd, pickup)
+    {"op": "flush"}                               postqueue -f, postfix flush
+    {"op": "flush-site", "site": "example.com"}   postqueue -s, ETRN
+    {"op": "flush-id", "id": "QUEUEID"}           postqueue -i
+    {"op": "super", "action": "delete|hold|release|requeue", "ids": [...] | "ALL",
+     "queue": "deferred" | None}                  postsuper while qmgr holds the state lock
+
+Replies are {"ok": True, "count": N} or {"ok": False, "error": "text"}. `QmgrDown` means
+nothing answers: the tools then say what Postfix's say ("mail system is down").
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+import msgpack
+
+from oxipost.config import Config
+
+TIMEOUT = 30.0
+
+
+class QmgrDown(Exception):
+    """No qmgr answers on the control socket."""
+
+
+def socket_path(cfg: Config) -> str:
+    return os.path.join(cfg.path("queue_directory"), "public", "qmgr")
+
+
+def request(cfg: Config, req: dict[str, object], timeout: float = TIMEOUT) -> dict[str, object]:
+    """Send one request to the running qmgr and return its reply."""
+    path = socket_path(cfg)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(msgpack.packb(req, use_bin_type=True))
+            s.shutdown(socket.SHUT_WR)
+            unpacker = msgpack.Unpacker(raw=False)
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                unpacker.feed(chunk)
+                for reply in unpacker:
+                    return dict(reply)
+    except OSError as e:
+        raise QmgrDown(f"{path}: {e.strerror or e}") from None
+    raise QmgrDown(f"{path}: no reply")
+
+
+def handle_connection(
+    conn: socket.socket, handler: Callable[[dict[str, object]], dict[str, object]]
+) -> None:
+    """Serve one client (qmgr's side): read a request, answer with handler's reply."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
+    with conn:
+        conn.settimeout(TIMEOUT)
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            unpacker.feed(chunk)
+            for req in unpacker:
+                try:
+                    reply = handler(dict(req))
+                except Exception as e:  # the reply says what went wrong; qmgr keeps running
+                    reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                conn.sendall(msgpack.packb(reply, use_bin_type=True))
+                return

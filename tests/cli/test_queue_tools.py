@@ -1,0 +1,203 @@
+"""mailq/postqueue, postsuper, postcat and qshape: our output beside real Postfix's.
+
+Real Postfix (Debian's package) runs in a temporary config and queue directory with a
+relayhost that refuses connections, so its messages sit deferred with a reason; oxipost's
+queue gets the same messages and the same reason. The listings must then agree line for
+line except queue IDs, sizes (Postfix counts its queue-file records) and arrival times.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from oxipost.config import load_config
+from oxipost.envelope import Envelope, Recipient
+from oxipost.qmgr.queue import Queue, QueueState
+
+from tests.conftest import run_ours, run_postfix
+
+pytestmark = pytest.mark.postfix
+
+REASON = "connect to 127.0.0.1[127.0.0.1]:9: Connection refused"
+MESSAGES = [("sender@example.com", "rcpt1@example.org"), ("", "r2@example.org")]
+
+
+@pytest.fixture
+def real_postfix():
+    if os.geteuid() != 0:
+        pytest.fail("running real Postfix needs root (CI runs as root)")
+    # Postfix's daemons run as user postfix: the tree must be reachable for them, which
+    # pytest's private tmp_path is not.
+    d = Path(tempfile.mkdtemp(prefix="oxipost-pf-"))
+    d.chmod(0o755)
+    conf, spool, data = d / "conf", d / "spool", d / "data"
+    for p in (conf, spool, data):
+        p.mkdir(parents=True)
+    subprocess.run(["chown", "postfix", str(data)], check=True)
+    master = Path("/usr/share/postfix/master.cf.dist").read_text()
+    (conf / "master.cf").write_text(re.sub(r"(?m)^smtp(\s+)inet", r"#smtp\1inet", master))
+    (conf / "main.cf").write_text(
+        "compatibility_level = 3.6\nmyhostname = pf.example.test\n"
+        "inet_interfaces = loopback-only\ninet_protocols = ipv4\nmydestination =\n"
+        f"relayhost = [127.0.0.1]:9\nqueue_directory = {spool}\ndata_directory = {data}\n"
+    )
+    subprocess.run(["/usr/sbin/postfix", "-c", str(conf), "start"], check=True, capture_output=True)
+    try:
+        for sender, rcpt in MESSAGES:
+            subprocess.run(
+                ["/usr/sbin/sendmail", "-C", str(conf), "-f", sender, rcpt],
+                input=b"Subject: t\n\nhello\n",
+                check=True,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            out = run_postfix("/usr/sbin/postqueue", "-c", str(conf), "-p").stdout
+            if out.count(f"({REASON})") == len(MESSAGES):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"real Postfix did not defer the test messages:\n{out}")
+        yield str(conf)
+    finally:
+        subprocess.run(["/usr/sbin/postfix", "-c", str(conf), "stop"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def ours(tmp_path):
+    conf = tmp_path / "ox"
+    conf.mkdir()
+    (conf / "main.cf").write_text(f"queue_directory = {tmp_path}/ox-queue\n")
+    cfg = load_config(str(conf))
+    q = Queue.open(cfg, "test")
+    ids = [
+        q.enqueue_sync(Envelope(s, [Recipient(r)], time.time()), b"Subject: t\r\n\r\nhello\r\n")
+        for s, r in MESSAGES
+    ]
+    q.close()
+    st = QueueState(cfg, lock=True)
+    for qid in ids:
+        st.defer(qid, REASON, time.time() + 300)
+    st.close()
+    return str(conf)
+
+
+def blocks(listing: str) -> list[str]:
+    """The message blocks of a listing, with ID, size and time masked, sorted."""
+    head, *rest = listing.split("\n\n")
+    masked = []
+    for block in [head.split("\n", 1)[1], *rest[:-1]]:
+        block = re.sub(
+            r"^[0-9A-F]{10,12}([*! ]) +\d+ \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d ",
+            r"ID\1 SIZE TIME ",
+            block,
+        )
+        masked.append(block)
+    return sorted(masked)
+
+
+def both(tool: str, real_conf: str, our_conf: str, *args: str):
+    return run_ours(tool, "-c", our_conf, *args), run_postfix(
+        f"/usr/sbin/{tool}", "-c", real_conf, *args
+    )
+
+
+def test_mailq_layout_matches_postfix(real_postfix, ours):
+    mine, real = both("postqueue", real_postfix, ours, "-p")
+    assert mine.stdout.splitlines()[0] == real.stdout.splitlines()[0]
+    assert blocks(mine.stdout) == blocks(real.stdout)
+    assert re.search(r"-- \d+ Kbytes in 2 Requests\.\n$", mine.stdout)
+
+
+def test_hold_and_release_match_postfix(real_postfix, ours):
+    for args in (["-h", "ALL"], ["-H", "ALL", "deferred"], ["-d", "NOSUCHID"], ["-d", "bad!id"]):
+        mine, real = both("postsuper", real_postfix, ours, *args)
+        assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr), args
+    mine, real = both("postqueue", real_postfix, ours, "-p")
+    assert blocks(mine.stdout) == blocks(real.stdout)
+    assert mine.stdout.count("!") == 2
+    mine, real = both("postsuper", real_postfix, ours, "-H", "ALL")
+    assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)
+    mine, real = both("postqueue", real_postfix, ours, "-p")
+    assert blocks(mine.stdout) == blocks(real.stdout)
+
+
+def test_json_matches_postfix(real_postfix, ours):
+    import json
+
+    mine, real = both("postqueue", real_postfix, ours, "-j")
+
+    def norm(text: str) -> list[dict]:
+        out = []
+        for line in text.splitlines():
+            obj = json.loads(line)
+            for k in ("queue_id", "arrival_time", "message_size"):
+                obj.pop(k)
+            out.append(obj)
+        return sorted(out, key=lambda o: o["sender"])
+
+    assert norm(mine.stdout) == norm(real.stdout)
+
+
+def test_delete_all_then_empty_matches_postfix(real_postfix, ours):
+    mine, real = both("postsuper", real_postfix, ours, "-d", "ALL")
+    assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)
+    mine, real = both("postqueue", real_postfix, ours, "-p")
+    assert mine.stdout == real.stdout == "Mail queue is empty\n"
+
+
+def test_postcat_unknown_id_matches_postfix(real_postfix, ours):
+    mine, real = both("postcat", real_postfix, ours, "-q", "NOSUCH")
+    assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)
+
+
+def test_flush_without_qmgr_matches_postfix(tmp_path, ours):
+    # Postfix stopped: the same refusal, the same exit status (EX_UNAVAILABLE).
+    mine = run_ours("postqueue", "-c", ours, "-f")
+    assert mine.returncode == 69
+    assert mine.stderr == "postqueue: fatal: Cannot flush mail queue - mail system is down\n"
+
+
+def test_postcat_shows_envelope_and_content(ours):
+    st = QueueState(load_config(ours))
+    qid = next(i.queue_id for i in st.messages.values() if i.sender)
+    out = run_ours("postcat", "-c", ours, "-q", qid)
+    assert out.returncode == 0
+    text = out.stdout
+    assert text.startswith(f"*** ENVELOPE RECORDS deferred/{qid} ***\n")
+    assert "sender: sender@example.com\n" in text
+    assert "recipient: rcpt1@example.org\n" in text
+    assert f"*** MESSAGE CONTENTS deferred/{qid} ***\nSubject: t\n\nhello\n" in text
+    assert text.endswith(f"*** MESSAGE FILE END deferred/{qid} ***\n")
+    body = run_ours("postcat", "-c", ours, "-b", "-q", qid).stdout
+    assert "Subject" not in body and "hello" in body
+
+
+def test_qshape_counts_by_domain(ours):
+    out = run_ours("qshape", "-c", ours, "deferred")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["T", "5", "10"]
+    assert lines[1].split()[:3] == ["TOTAL", "2", "2"]
+    assert any(line.split()[0] == "example.org" and line.split()[1] == "2" for line in lines)
+
+
+def test_postsuper_stdin_ids_and_requeue(ours):
+    st = QueueState(load_config(ours))
+    ids = sorted(st.messages)
+    out = subprocess.run(
+        [sys.executable, "-m", "oxipost.cli.postsuper", "-c", ours, "-r", "-"],
+        input="\n".join(ids) + "\n",
+        capture_output=True,
+        text=True,
+    )
+    assert out.stderr == "postsuper: Requeued: 2 messages\n"
+    assert {i.state for i in QueueState(load_config(ours)).messages.values()} == {"incoming"}
