@@ -49,7 +49,7 @@ class RecordingQueue:
 class Running:
     host: str
     port: int
-    queue: RecordingQueue
+    queue: Any
     config_dir: str
     log: list[str] = field(default_factory=list)
 
@@ -91,10 +91,14 @@ def write_config(tmp: str, main_cf: str) -> str:
 def start_smtpd(tmp_path: Any) -> Iterator[Any]:
     loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread, Any]] = []
 
-    def start(main_cf: str = "") -> Running:
+    def start(main_cf: str = "", real_queue: bool = False) -> Running:
         config_dir = write_config(str(tmp_path), main_cf)
         cfg = load_config(config_dir).for_service("smtp")
-        queue = RecordingQueue()
+        queue: Any = RecordingQueue()
+        if real_queue:
+            from oxipost.qmgr.queue import Queue
+
+            queue = Queue.open(cfg, writer="smtpd")
         lines: list[str] = []
         server = build_server(cfg, queue, ListLog(lines))
         sock = socket.socket()
@@ -131,6 +135,8 @@ def start_smtpd(tmp_path: Any) -> Iterator[Any]:
             for task in list(server.sessions):
                 task.cancel()
             await asyncio.gather(*server.sessions, return_exceptions=True)
+            if hasattr(server.queue, "close"):
+                server.queue.close()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

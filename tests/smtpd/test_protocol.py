@@ -423,3 +423,30 @@ def test_socket_family_is_loopback() -> None:
     s.bind(("127.0.0.2", 0))
     s.close()
     assert os.name == "posix"
+
+
+def test_message_on_the_real_spool_before_250(start_smtpd) -> None:
+    from oxipost.config import load_config
+    from oxipost.qmgr.queue import QueueState
+
+    srv = start_smtpd(real_queue=True)
+    with smtplib.SMTP(srv.host, srv.port) as s:
+        s.ehlo("client.example")
+        s.mail("sender@example.org")
+        s.rcpt("postmaster@localhost")
+        code, msg = s.data(b"Subject: spooled\r\n\r\nbody\r\n")
+        assert code == 250
+    qid = msg.decode().rsplit(" ", 1)[1]
+    state = QueueState(load_config(srv.config_dir))
+    try:
+        assert qid in state.messages
+        env, content = state.load(qid)
+    finally:
+        state.close()
+    assert env.sender == "sender@example.org"
+    assert [r.address for r in env.recipients] == ["postmaster@localhost"]
+    head, body = content.split(b"\r\n\r\n", 1)
+    assert body == b"body\r\n"
+    # 127.0.0.1 is one of inet_interfaces: local_header_rewrite_clients adds what is missing.
+    assert b"\r\nSubject: spooled\r\nMessage-Id: <" in head
+    assert b"\r\nDate: " in head and b"\r\nFrom: sender@example.org" in head
