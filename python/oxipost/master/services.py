@@ -11,6 +11,7 @@ from __future__ import annotations
 SERVICES: dict[str, str] = {
     "spawn": "oxipost.spawn.service:main",
     "smtpd": "oxipost.smtpd.service:main",
+    "pickup": "oxipost.pickup.service:main",
 }
 
 # command → where its work happens in oxipost.

@@ -1,0 +1,195 @@
+"""pickup(8): move locally submitted mail from maildrop/ into the queue.
+
+Each maildrop file (written by sendmail/postdrop) becomes a queued message: the sender
+and recipients are qualified with @$myorigin, sendmail -t recipients are taken from To:,
+Cc:, Bcc: (and the Resent- forms; Bcc: is then removed), a "Received: by ... (Postfix,
+from userid N)" header is prepended, and cleanup adds the missing Message-Id:, Date:,
+From: (with sendmail -F's full name) and To: headers. The file is removed only after the
+queue reports the message durable, so a crash between the two repeats it rather than
+losing it. pickup scans at start, every wakeup seconds (master.cf), and whenever a client
+connects to its public socket (postdrop's trigger).
+
+Diagnostics: a file that does not parse is logged ("warning: maildrop/NAME: ...") and
+renamed NAME.corrupt; a message cleanup refuses, or one without recipients, is logged
+and renamed the same way, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import selectors
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from oxipost.cleanup.message import smtpd_cleanup, split_header
+from oxipost.config import Config
+from oxipost.envelope import Envelope, Recipient
+from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
+
+if TYPE_CHECKING:
+    from oxipost.master.context import ServiceContext
+    from oxipost.qmgr.queue import Queue
+
+_EXTRACT = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
+
+
+def _qualify(addr: str, origin: str) -> str:
+    addr = addr.strip()
+    if addr.startswith("<") and addr.endswith(">"):
+        addr = addr[1:-1]
+    if addr and "@" not in addr:
+        return f"{addr}@{origin}"
+    return addr
+
+
+def _extract(content: bytes) -> tuple[list[str], bytes]:
+    """Recipients from the header; the content without its Bcc: header."""
+    headers, body = split_header(content)
+    found: list[str] = []
+    kept: list[bytes] = []
+    current = ""
+    for line in headers:
+        if line[:1] not in (b" ", b"\t"):
+            current = line.split(b":", 1)[0].decode("ascii", "replace").strip().lower()
+        if current != "bcc":
+            kept.append(line)
+    text_by_name: dict[str, list[str]] = {}
+    current = ""
+    for line in headers:
+        s = line.decode("utf-8", "replace").rstrip("\r\n")
+        if s[:1] in (" ", "\t") and current:
+            text_by_name[current][-1] += s
+            continue
+        name, _, value = s.partition(":")
+        current = name.strip().lower()
+        text_by_name.setdefault(current, []).append(value)
+    resent = any(k.startswith("resent-") for k in text_by_name if k in _EXTRACT)
+    names = [n for n in _EXTRACT if n.startswith("resent-") == resent]
+    for name in names:
+        for _, addr in email.utils.getaddresses(text_by_name.get(name, [])):
+            if addr and addr not in found:
+                found.append(addr)
+    return found, b"".join(kept) + body
+
+
+def _add_missing(cfg: Config) -> Config:
+    # Locally submitted mail always gets the missing headers (cleanup for pickup).
+    overrides = dict(cfg.overrides)
+    overrides["always_add_missing_headers"] = "yes"
+    return Config(cfg.config_dir, cfg.settings, cfg.services, overrides)
+
+
+def build(cfg: Config, sub: Submission) -> tuple[Envelope, bytes] | str:
+    """The message pickup enqueues for one submission, or why it cannot."""
+    origin = cfg.get("myorigin")
+    content = sub.content
+    rcpts = [_qualify(r, origin) for r in sub.recipients]
+    if sub.extract:
+        extracted, content = _extract(content)
+        rcpts += [_qualify(r, origin) for r in extracted if _qualify(r, origin) not in rcpts]
+    rcpts = [r for r in rcpts if r]
+    if not rcpts:
+        return "No recipient addresses found in message header"
+    sender = _qualify(sub.sender, origin)
+    headers, _ = split_header(content)
+    names = {h.split(b":", 1)[0].strip().lower() for h in headers if h[:1] not in b" \t"}
+    if b"from" not in names and b"resent-from" not in names and sender:
+        name = sub.full_name
+        from_line = f"From: {name} <{sender}>" if name else f"From: {sender}"
+        content = from_line.encode("utf-8", "replace") + b"\r\n" + content
+    notify: frozenset[str] = frozenset()
+    if sub.dsn_notify:
+        notify = frozenset(n.strip().upper() for n in sub.dsn_notify.split(",") if n.strip())
+    env = Envelope(
+        sender=sender,
+        recipients=[Recipient(r, original=r, notify=notify) for r in rcpts],
+        arrival_time=sub.time,
+        envid=sub.dsn_envid,
+        ret=sub.dsn_ret if sub.dsn_ret in ("FULL", "HDRS") else "",
+        protocol="",
+        attrs={"origin": "pickup", "uid": str(sub.uid)},
+    )
+    host = cfg.get("myhostname")
+    received = (
+        f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid});\r\n"
+        f"\t{email.utils.formatdate(sub.time, localtime=True)}\r\n"
+    )
+    return smtpd_cleanup(env, content, received, _add_missing(cfg))
+
+
+def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
+    """Move every complete maildrop file into the queue; return how many."""
+    d = maildrop_dir(cfg.path("queue_directory"))
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return 0
+    moved = 0
+    for name in names:
+        if name.startswith(".") or name.endswith(".corrupt"):
+            continue  # a temp file still being written, or one already set aside
+        path = os.path.join(d, name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            result: tuple[Envelope, bytes] | str = build(cfg, Submission.decode(data))
+        except FileNotFoundError:
+            continue
+        except (OSError, MaildropError) as e:
+            result = str(e)
+        if isinstance(result, str):
+            log.warning(f"maildrop/{name}: {result}")  # type: ignore[attr-defined]
+            os.replace(path, path + ".corrupt")
+            continue
+        env, content = result
+        qid = queue.enqueue_sync(env, content)
+        log.info(f"{qid}: uid={env.attrs.get('uid')} from=<{env.sender}>")  # type: ignore[attr-defined]
+        os.unlink(path)
+        moved += 1
+    return moved
+
+
+def main(ctx: ServiceContext) -> int:
+    from oxipost.qmgr.queue import Queue
+
+    cfg = ctx.cfg
+    queue = Queue.open(cfg, writer="pickup")
+    wakeup = ctx.service.wakeup_seconds or 60
+    sel = selectors.DefaultSelector()
+    if ctx.listen_socket is not None:
+        ctx.listen_socket.setblocking(False)
+        sel.register(ctx.listen_socket, selectors.EVENT_READ)
+    stop = False
+
+    def on_term(_sig: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    signal.signal(signal.SIGUSR1, lambda _s, _f: None)
+    try:
+        while not stop:
+            pickup_once(cfg, queue, ctx.log)
+            deadline = time.monotonic() + wakeup
+            while not stop and time.monotonic() < deadline:
+                try:
+                    events = sel.select(timeout=max(0.0, deadline - time.monotonic()))
+                except InterruptedError:
+                    break
+                if events:
+                    assert ctx.listen_socket is not None
+                    try:
+                        conn, _ = ctx.listen_socket.accept()
+                        conn.close()
+                    except OSError:
+                        pass
+                    break
+    finally:
+        queue.close()
+    return 0
+
+
+__all__ = ["build", "main", "pickup_once"]

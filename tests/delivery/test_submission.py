@@ -1,0 +1,167 @@
+"""Local submission: sendmail → postdrop → maildrop/ → pickup → cleanup → the queue."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+from oxipost.config import load_config
+from oxipost.pickup.maildrop import Submission
+from oxipost.pickup.service import pickup_once
+from oxipost.qmgr.queue import Queue, QueueState
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warning(self, text: str) -> None:
+        self.lines.append("warning: " + text)
+
+
+def _conf(tmp_path: Path) -> Path:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/spool\nmyhostname = host.example\nmyorigin = example.org\n"
+    )
+    (conf / "master.cf").write_text("pickup unix n - n 60 1 pickup\n")
+    return conf
+
+
+def _cmd(tool: str, conf: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"oxipost.cli.{tool}", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "MAIL_CONFIG": str(conf)},
+    )
+
+
+def _maildrop(tmp_path: Path) -> list[Path]:
+    d = tmp_path / "spool" / "maildrop"
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def test_sendmail_writes_one_whole_maildrop_file(tmp_path):
+    conf = _conf(tmp_path)
+    r = _cmd(
+        "sendmail",
+        conf,
+        "-f",
+        "me@example.org",
+        "-N",
+        "success,delay",
+        "you@example.com",
+        stdin=b"Subject: hi\n\nline\n.\nafter dot\n",
+    )
+    assert r.returncode == 0, r.stderr
+    (f,) = _maildrop(tmp_path)
+    assert not f.name.startswith(".")
+    sub = Submission.decode(f.read_bytes())
+    assert sub.sender == "me@example.org" and sub.recipients == ["you@example.com"]
+    # Without -i a lone "." ends the message; line ends become CRLF.
+    assert sub.content == b"Subject: hi\r\n\r\nline\r\n"
+    assert sub.dsn_notify == "SUCCESS,DELAY"
+
+
+def test_sendmail_oi_keeps_dot_lines(tmp_path):
+    conf = _conf(tmp_path)
+    r = _cmd("sendmail", conf, "-oi", "you", stdin=b"Subject: hi\n\n.\nmore\n")
+    assert r.returncode == 0, r.stderr
+    (f,) = _maildrop(tmp_path)
+    assert Submission.decode(f.read_bytes()).content == b"Subject: hi\r\n\r\n.\r\nmore\r\n"
+
+
+def test_sendmail_without_recipients(tmp_path):
+    conf = _conf(tmp_path)
+    r = _cmd("sendmail", conf, stdin=b"Subject: x\n\n")
+    assert r.returncode == 64
+    assert r.stderr.decode() == (
+        "sendmail: fatal: Recipient addresses must be specified on the command line or via "
+        "the -t option\n"
+    )
+    assert _maildrop(tmp_path) == []
+
+
+def test_postdrop_refuses_garbage_and_accepts_a_record(tmp_path):
+    conf = _conf(tmp_path)
+    r = _cmd("postdrop", conf, stdin=b"not a record")
+    assert r.returncode == 69
+    assert (
+        r.stderr.decode()
+        == f"postdrop: warning: uid={os.getuid()}: unexpected or malformed record\n"
+    )
+    assert _maildrop(tmp_path) == []
+    rec = Submission("a@b", ["c@d"], b"Subject: x\r\n\r\n").encode()
+    r = _cmd("postdrop", conf, stdin=rec)
+    assert r.returncode == 0, r.stderr
+    (f,) = _maildrop(tmp_path)
+    assert msgpack.unpackb(f.read_bytes())["recipients"] == ["c@d"]
+    assert oct(f.stat().st_mode & 0o777) == "0o600"
+
+
+def test_pickup_extracts_cleans_and_queues(tmp_path):
+    conf = _conf(tmp_path)
+    r = _cmd(
+        "sendmail",
+        conf,
+        "-t",
+        "-F",
+        "Joe User",
+        "-f",
+        "joe",
+        "extra",
+        stdin=b"To: a@example.com, B <b@example.com>\nBcc: hidden@example.com\n"
+        b" ,more@example.com\nSubject: t\n\nbody\n",
+    )
+    assert r.returncode == 0, r.stderr
+    cfg = load_config(str(conf))
+    queue = Queue.open(cfg, writer="pickup")
+    log = _Log()
+    try:
+        assert pickup_once(cfg, queue, log) == 1
+    finally:
+        queue.close()
+    assert _maildrop(tmp_path) == []
+    state = QueueState(cfg)
+    (qid,) = state.messages
+    env, content = state.load(qid)
+    assert env.sender == "joe@example.org"
+    assert [r.address for r in env.recipients] == [
+        "extra@example.org",
+        "a@example.com",
+        "b@example.com",
+        "hidden@example.com",
+        "more@example.com",
+    ]
+    mail_name = cfg.get("mail_name").encode()
+    assert content.startswith(b"Received: by host.example (" + mail_name + b", from userid ")
+    assert b"From: Joe User <joe@example.org>\r\n" in content
+    assert b"Bcc" not in content and b"hidden" not in content
+    assert b"Message-Id: <" in content and b"\r\nDate: " in content
+    assert content.endswith(b"\r\n\r\nbody\r\n")
+    assert log.lines == [f"{qid}: uid={os.getuid()} from=<joe@example.org>"]
+
+
+def test_pickup_sets_aside_a_bad_file(tmp_path):
+    conf = _conf(tmp_path)
+    d = tmp_path / "spool" / "maildrop"
+    d.mkdir(parents=True)
+    (d / "bad").write_bytes(b"junk")
+    cfg = load_config(str(conf))
+    queue = Queue.open(cfg, writer="pickup")
+    log = _Log()
+    try:
+        assert pickup_once(cfg, queue, log) == 0
+    finally:
+        queue.close()
+    assert (d / "bad.corrupt").exists()
+    assert log.lines[0].startswith("warning: maildrop/bad: ")
