@@ -186,6 +186,19 @@ class Params:
 
 # ---------------------------------------------------------------------------- destinations
 
+# The resolver for MX/A/AAAA lookups: None means the system's (/etc/resolv.conf). Tests
+# point it at a DNS server of their own on 127.0.0.1.
+RESOLVER: object | None = None
+
+
+async def _dns(name: str, rtype: str) -> object:
+    import dns.asyncresolver
+
+    resolver = RESOLVER
+    if resolver is None:
+        resolver = dns.asyncresolver.get_default_resolver()
+    return await resolver.resolve(name, rtype)  # type: ignore[attr-defined]
+
 
 def parse_nexthop(nexthop: str, default_port: int) -> tuple[str, int, bool, bool]:
     """→ (host or domain, port, suppress MX?, unix socket?)."""
@@ -240,7 +253,7 @@ async def _addresses(name: str, port: int, p: Params) -> list[tuple[int, str]]:
             kinds.append(("AAAA", socket.AF_INET6))
         for rtype, fam in kinds:
             try:
-                ans = await dns.asyncresolver.resolve(name, rtype)
+                ans = await _dns(name, rtype)
             except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
                 continue
             except dns.exception.DNSException:
@@ -296,8 +309,8 @@ async def resolve(nexthop: str, p: Params) -> list[Host]:
     import dns.resolver
 
     try:
-        ans = await dns.asyncresolver.resolve(host, "MX")
-        mxs = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in ans]
+        ans = await _dns(host, "MX")
+        mxs = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in ans]  # type: ignore[attr-defined]
     except dns.resolver.NXDOMAIN:
         raise SessionError(
             "5.4.4",

@@ -1,0 +1,141 @@
+"""smtp(8) destination lookup against a real DNS server on 127.0.0.1 (dnspython-built):
+MX preference, implicit MX, null MX (RFC 7505), "loops back to myself" (catalogue 47),
+and DSN parameters passed through to smtp-sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+import dns.asyncresolver
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+from oxipost.delivery import smtp
+from oxipost.envelope import Outcome, Recipient
+
+from .conftest import make_config, request, run
+from .test_smtp_client import dumps, free_port, sink
+
+
+@contextlib.contextmanager
+def dns_server(zone: dict[tuple[str, str], list[str]]) -> Iterator[None]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    port = sock.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            q = dns.message.from_wire(data)
+            r = dns.message.make_response(q)
+            r.flags |= dns.flags.AA
+            question = q.question[0]
+            name = question.name.to_text(omit_final_dot=True).lower()
+            rtype = dns.rdatatype.to_text(question.rdtype)
+            if not any(n == name for n, _ in zone):
+                r.set_rcode(dns.rcode.NXDOMAIN)
+            elif (name, rtype) in zone:
+                r.answer.append(
+                    dns.rrset.from_text_list(name + ".", 60, "IN", rtype, zone[(name, rtype)])
+                )
+            sock.sendto(r.to_wire(), peer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = port
+    resolver.lifetime = 3
+    old = smtp.RESOLVER
+    smtp.RESOLVER = resolver
+    try:
+        yield
+    finally:
+        smtp.RESOLVER = old
+        stop.set()
+        t.join()
+        sock.close()
+
+
+def _params(tmp_path, port: int, extra: str = ""):
+    cfg = make_config(
+        tmp_path / "c",
+        main=f"smtp_tcp_port = {port}\ninet_interfaces = 127.0.0.1\nmyhostname = me.test\n" + extra,
+    )
+    return cfg, smtp.Params(cfg, lmtp=False)
+
+
+def test_mx_preference_order_and_randomised_equals(tmp_path):
+    zone = {
+        ("dom.test", "MX"): ["20 b.test.", "10 a1.test.", "10 a2.test."],
+        ("a1.test", "A"): ["127.0.0.11"],
+        ("a2.test", "A"): ["127.0.0.12"],
+        ("b.test", "A"): ["127.0.0.20"],
+    }
+    _, p = _params(tmp_path, 25)
+    seen = set()
+    with dns_server(zone):
+        for _ in range(12):
+            hosts = asyncio.run(smtp.resolve("dom.test", p))
+            assert [h.name for h in hosts][2] == "b.test"
+            assert {h.name for h in hosts[:2]} == {"a1.test", "a2.test"}
+            seen.add(hosts[0].name)
+    assert seen == {"a1.test", "a2.test"}
+
+
+def test_implicit_mx_and_nxdomain(tmp_path):
+    zone = {("plain.test", "A"): ["127.0.0.30"]}
+    _, p = _params(tmp_path, 25)
+    with dns_server(zone):
+        (h,) = asyncio.run(smtp.resolve("plain.test", p))
+        assert (h.name, h.address) == ("plain.test", "127.0.0.30")
+        with pytest.raises(smtp.SessionError) as e:
+            asyncio.run(smtp.resolve("missing.test", p))
+    assert e.value.status == "5.4.4"
+    assert e.value.text == (
+        "Host or domain name not found. Name service error for name=missing.test type=MX: "
+        "Host not found"
+    )
+
+
+def test_null_mx_bounces(tmp_path):
+    cfg, _ = _params(tmp_path, 25)
+    with dns_server({("null.test", "MX"): ["0 ."]}):
+        (o,) = run(request(cfg, "smtp", "null.test", ["u@null.test"]))
+    assert o == Outcome("5.1.10", "Domain null.test does not accept mail (nullMX)")
+
+
+def test_mx_pointing_at_us_loops_back(tmp_path):
+    # catalogue 47
+    cfg, _ = _params(tmp_path, 25)
+    zone = {("loop.test", "MX"): ["10 me.test."], ("me.test", "A"): ["127.0.0.1"]}
+    with dns_server(zone):
+        (o,) = run(request(cfg, "smtp", "loop.test", ["u@loop.test"]))
+    assert o == Outcome("5.4.6", "mail for loop.test loops back to myself")
+
+
+def test_delivery_through_mx_with_dsn_parameters(tmp_path):
+    port = free_port()
+    cfg, _ = _params(tmp_path, port)
+    zone = {("dsn.test", "MX"): ["10 mx.dsn.test."], ("mx.dsn.test", "A"): ["127.0.0.2"]}
+    req = request(cfg, "smtp", "dsn.test", ["u@dsn.test"], envid="ID1", ret="HDRS")
+    req.recipients[0] = Recipient(
+        "u@dsn.test", notify=frozenset({"SUCCESS", "FAILURE"}), orcpt="rfc822;U@dsn.test"
+    )
+    with dns_server(zone), sink(tmp_path, listen=f"127.0.0.2:{port}") as (_, dump):
+        (o,) = run(req)
+        assert o.delivered, o
+        (msg,) = dumps(dump)
+    assert "X-Mail-Args: <a@example.org> RET=HDRS ENVID=ID1" in msg
+    assert "X-Rcpt-Args: <u@dsn.test> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;U@dsn.test" in msg
