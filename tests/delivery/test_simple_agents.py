@@ -123,3 +123,23 @@ def test_pipe_root_user_refused(tmp_path, script):
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
     assert o.status == "4.3.5"
     assert "specifies root privileges" in o.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="user= switches ids only when running as root")
+def test_pipe_runs_as_user(tmp_path):
+    # catalogue 50: the command runs with the user= privileges, never root's.
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="oxipost-pipe-")
+    os.chmod(d, 0o777)
+    try:
+        out = os.path.join(d, "ids")
+        cfg = _pipe_cfg(tmp_path, f"user=nobody argv=/bin/sh -c id>{out}")
+        # master.cf has no quoting: argv is ["/bin/sh", "-c", "id>..."].
+        (o,) = run(request(cfg, "p", "x", ["u@x"]))
+        assert o.status == "2.0.0", o
+        with open(out) as f:
+            assert f.read().startswith("uid=65534(nobody) gid=65534(nogroup)")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
