@@ -199,3 +199,20 @@ def test_nexthop_forms():
     assert smtp.parse_nexthop("unix:/run/lmtp", 24) == ("/run/lmtp", 0, True, True)
     assert smtp.parse_nexthop("inet:127.0.0.1:24", 24) == ("127.0.0.1", 24, False, False)
     assert shutil.which("smtp-sink") or os.path.exists(SINK)
+
+
+def test_dead_cached_session_is_replaced(tmp_path):
+    cfg = make_config(tmp_path / "c", main="smtp_connection_cache_time_limit = 30s\n")
+    listen = f"127.0.0.1:{free_port()}"
+
+    async def two() -> list[Outcome]:
+        with sink(tmp_path, listen=listen):
+            a = await deliver(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+        # The first server is gone with the cached session; a new one takes its port.
+        with sink(tmp_path, listen=listen):
+            b = await deliver(request(cfg, "smtp", relay_host(listen), ["y@example.com"]))
+            await smtp.close_cached()
+        return a + b
+
+    out = asyncio.run(two())
+    assert [o.status for o in out] == ["2.0.0", "2.0.0"], out

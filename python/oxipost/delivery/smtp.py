@@ -709,6 +709,13 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
             s.close()
             s = None
             last = e
+            if e.next_host and not hosts:
+                # A cached session that died between messages: start afresh.
+                try:
+                    hosts = await resolve(nexthop, p)
+                except SessionError as re:
+                    return [Outcome(re.status, re.text)] * n
+                continue
             if e.next_host and attempt < len(hosts):
                 continue
             return [Outcome(e.status, e.text)] * n
