@@ -33,7 +33,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import msgpack
 
@@ -88,25 +88,22 @@ def _pack(obj: dict[str, object]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+# Envelope fields by name (dataclasses.asdict deep-copies and costs more than the commit).
+_ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f != "recipients")
+
+
 def _envelope_to_dict(env: Envelope) -> dict[str, object]:
-    d = asdict(env)
-    d["recipients"] = [
-        {"address": r.address, "original": r.original, "notify": sorted(r.notify), "orcpt": r.orcpt}
-        for r in env.recipients
-    ]
+    d: dict[str, object] = {f: getattr(env, f) for f in _ENV_FIELDS}
+    d["recipients"] = [[r.address, r.original, sorted(r.notify), r.orcpt] for r in env.recipients]
     return d
 
 
 def _envelope_from_dict(d: dict[str, object]) -> Envelope:
-    raw = dict(d)
     rcpts = [
-        Recipient(
-            r["address"], r.get("original", ""), frozenset(r.get("notify", ())), r.get("orcpt", "")
-        )
-        for r in raw.pop("recipients")  # type: ignore[union-attr]
+        Recipient(a, o, frozenset(n), c)
+        for a, o, n, c in d["recipients"]  # type: ignore[union-attr]
     ]
-    known = set(Envelope.__dataclass_fields__) - {"recipients"}
-    return Envelope(recipients=rcpts, **{k: v for k, v in raw.items() if k in known})  # type: ignore[arg-type]
+    return Envelope(recipients=rcpts, **{k: d[k] for k in _ENV_FIELDS if k in d})  # type: ignore[arg-type]
 
 
 def queue_dirs(cfg: Config) -> str:
