@@ -18,16 +18,21 @@ import pytest
 from tests.smtpd.conftest import Raw
 
 DIALOGUES = Path(__file__).parent / "dialogues"
+# What the golden scripts run with, here and against real Postfix.
+GOLDEN_MAIN_CF = "smtpd_relay_restrictions = permit_mynetworks, defer_unauth_destination\n"
 
 
-def run_dialogue(raw: Raw, script: Path) -> None:
+def run_dialogue(raw: Raw, script: Path, mail_name: str = "oxipost") -> None:
+    """Play a golden script: C: lines are sent (with \\xNN escapes) plus CRLF; S: lines
+    must equal the next reply line, S~ lines match it as a regular expression. The banner
+    names mail_name (oxipost's default differs from Postfix's on purpose)."""
     pending: list[str] = []
     for number, line in enumerate(script.read_text().splitlines(), 1):
         if not line or line.startswith("#"):
             continue
-        kind, text = line[:2], line[3:]
+        kind, text = line[:2], line[3:].replace("ESMTP oxipost", f"ESMTP {mail_name}")
         if kind == "C:":
-            raw.send(text.encode() + b"\r\n")
+            raw.send(text.encode().decode("unicode_escape").encode("latin-1") + b"\r\n")
             continue
         if not pending:
             pending = raw.reply().split("\n")
@@ -44,7 +49,7 @@ def run_dialogue(raw: Raw, script: Path) -> None:
 
 @pytest.mark.parametrize("script", sorted(p.name for p in DIALOGUES.glob("*.smtp")))
 def test_28_29_golden_dialogue(start_smtpd, script: str) -> None:
-    srv = start_smtpd("smtpd_relay_restrictions = permit_mynetworks, defer_unauth_destination\n")
+    srv = start_smtpd(GOLDEN_MAIN_CF)
     # From outside mynetworks, so relay control applies.
     raw = Raw(srv.host, srv.port, source="127.0.0.2")
     run_dialogue(raw, DIALOGUES / script)
@@ -242,13 +247,20 @@ def test_24_long_data_line_kept_whole(start_smtpd) -> None:
     assert srv.queue.messages[0][1].endswith(b"\r\n\r\n" + long_line + b"\r\n")
 
 
-@pytest.mark.parametrize("cmd", [b"\x80\x81", b"NO\x00OP"])
-def test_26_bad_utf8_and_nul_commands(start_smtpd, cmd: bytes) -> None:
+@pytest.mark.parametrize(
+    ("cmd", "reply"),
+    [
+        (b"\x80\x81", "500 5.5.2 Error: bad UTF-8 syntax"),
+        # Postfix 3.7 answers a NUL inside a command word as an unknown command.
+        (b"NO\x00OP", "500 5.5.2 Error: command not recognized"),
+    ],
+)
+def test_26_bad_utf8_and_nul_commands(start_smtpd, cmd: bytes, reply: str) -> None:
     srv = start_smtpd()
     raw = Raw(srv.host, srv.port, source="127.0.0.2")
     _ehlo(raw)
     raw.send(cmd + b"\r\n")
-    assert raw.reply() == "500 5.5.2 Error: bad UTF-8 syntax"
+    assert raw.reply() == reply
     assert raw.cmd("NOOP") == "250 2.0.0 Ok"
 
 
@@ -268,7 +280,7 @@ def test_30_error_flood(start_smtpd) -> None:
     raw = Raw(srv.host, srv.port, source="127.0.0.2")
     raw.reply()
     for _ in range(20):
-        assert raw.cmd("BOGUS").startswith("502 ")
+        assert raw.cmd("BOGUS").startswith("500 ")
     assert raw.cmd("NOOP") == "421 4.7.0 mx.example.test Error: too many errors"
     assert raw.closed()
 

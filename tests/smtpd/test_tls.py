@@ -132,4 +132,4 @@ def test_no_starttls_without_certificate(start_smtpd) -> None:
     raw = Raw(srv.host, srv.port, source="127.0.0.2")
     raw.reply()
     assert "STARTTLS" not in raw.cmd("EHLO client.example")
-    assert raw.cmd("STARTTLS") == "502 5.5.2 Error: command not recognized"
+    assert raw.cmd("STARTTLS") == "502 5.5.1 Error: command not implemented"

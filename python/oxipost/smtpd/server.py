@@ -315,9 +315,6 @@ class Session:
         except UnicodeDecodeError:
             await self.reply(R.BAD_UTF8)
             return True
-        if "\x00" in line:
-            await self.reply(R.BAD_UTF8)
-            return True
         if not line.strip():
             await self.reply(R.BAD_SYNTAX)
             return True
@@ -575,14 +572,15 @@ class Session:
         await self.reply(R.OK_RCPT)
 
     async def cmd_data(self, arg: str) -> None:
-        if arg:
-            await self.reply(R.DATA_SYNTAX)
-            return
+        # Postfix checks the transaction state before the syntax.
         if self.tx is None:
             await self.reply(R.NEED_RCPT)
             return
         if not self.tx.recipients:
             await self.reply(R.NO_VALID_RCPT)
+            return
+        if arg:
+            await self.reply(R.DATA_SYNTAX)
             return
         self.state.pipelined = self.pending()
         reply = self.srv.checker.at_data(self.state)
@@ -806,7 +804,7 @@ class Session:
         if reply is not None:
             await self.reply(str(reply))
             return
-        await self.reply(R.VRFY_OK.format(addr=f"<{parsed[0]}>"))
+        await self.reply(R.VRFY_OK.format(addr=parsed[0]))
 
     async def cmd_etrn(self, arg: str) -> None:
         if not self.helo_kind:
@@ -817,6 +815,12 @@ class Session:
             return
         if not arg:
             await self.reply(R.ETRN_SYNTAX)
+            return
+        from oxipost.rewrite.resolve import match_domain
+
+        domain = arg.lstrip("@#")
+        if not match_domain(self.cfg, self.cfg.get_list("fast_flush_domains"), domain, True):
+            await self.reply(R.ETRN_UNAVAILABLE.format(domain=arg))
             return
         self.srv.log.info(f"ETRN {arg} from {self.state.namaddr}")
         await self.reply(R.ETRN_OK)
@@ -829,7 +833,7 @@ class Session:
             await self.reply(R.TLS_ACTIVE)
             return
         if self.srv.tls_context is None or not self.tls_level:
-            await self.reply(R.CMD_UNKNOWN)
+            await self.reply(R.NOT_IMPLEMENTED)
             return
         await self.reply(R.STARTTLS_READY)
         # Everything the client pipelined in plaintext after STARTTLS is discarded
@@ -1012,17 +1016,12 @@ def _address_ok(addr: str) -> bool:
     if in_quote:
         return False
     route_stripped = addr.split(":", 1)[1] if addr.startswith("@") and ":" in addr else addr
-    if route_stripped.startswith("@"):
-        return False
-    if addr.startswith("@") and ":" not in addr:
-        return False
     if route_stripped.endswith("@"):
         return False
     from oxipost.rewrite.resolve import split_address
 
-    local, domain = split_address(route_stripped)
+    _local, domain = split_address(route_stripped)
     if "@" in route_stripped and not domain.strip():
         return False
-    if domain != domain.strip() or (domain and " " in domain):
-        return False
-    return not (not local and "@" in route_stripped)
+    # Postfix accepts a missing local part (<@a>); the restrictions judge it.
+    return not (domain != domain.strip() or (domain and " " in domain))

@@ -1,0 +1,95 @@
+"""The golden SMTP dialogues, played against real Postfix from Debian's package.
+
+The same scripts pass against oxipost (test_protocol.py); here they must pass against
+Postfix 3.7 started with `postfix -c DIR start` on its own configuration directory, queue
+directory and free port, with the same main.cf. That makes every reply text in the scripts
+Postfix's own, not our reading of its source.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.smtpd.conftest import Raw, write_config
+from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
+
+pytestmark = pytest.mark.postfix
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def real_postfix() -> Iterator[int]:
+    if os.geteuid() != 0:
+        pytest.skip("real Postfix needs root to start (root-owned queue directory)")
+    postfix = shutil.which("postfix") or "/usr/sbin/postfix"
+    assert os.path.exists(postfix), "postfix is required (scripts/install-debian-deps.sh)"
+    # The postfix user must be able to reach the directory: not pytest's 0700 tmp tree.
+    d = Path(tempfile.mkdtemp(prefix="oxipost-postfix-"))
+    os.chmod(d, 0o755)
+    (d / "spool").mkdir()
+    (d / "data").mkdir()
+    write_config(str(d), GOLDEN_MAIN_CF)
+    main_cf = (
+        (d / "main.cf")
+        .read_text()
+        .replace(
+            f"queue_directory = {d}/spool\n",
+            f"queue_directory = {d}/spool\ndata_directory = {d}/data\n"
+            f"alternate_config_directories = {d}\n",
+        )
+    )
+    (d / "main.cf").write_text(main_cf)
+    port = _free_port()
+    master = Path("/etc/postfix/master.cf").read_text().splitlines()
+    lines = [
+        f"127.0.0.1:{port} inet n - n - - smtpd"
+        if ln.startswith("smtp ") and " inet " in ln
+        else ln
+        for ln in master
+    ]
+    (d / "master.cf").write_text("\n".join(lines) + "\n")
+    env = dict(os.environ, MAIL_CONFIG=str(d))
+    subprocess.run(
+        [postfix, "-c", str(d), "set-permissions"], env=env, capture_output=True, timeout=60
+    )
+    out = subprocess.run(
+        [postfix, "-c", str(d), "start"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Postfix did not start listening"
+                time.sleep(0.2)
+        yield port
+    finally:
+        subprocess.run([postfix, "-c", str(d), "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(p.name for p in DIALOGUES.glob("*.smtp")))
+def test_golden_dialogue_against_real_postfix(real_postfix: int, script: str) -> None:
+    raw = Raw("127.0.0.1", real_postfix, source="127.0.0.2")
+    try:
+        run_dialogue(raw, DIALOGUES / script, mail_name="Postfix")
+    finally:
+        raw.close()
