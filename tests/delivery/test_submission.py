@@ -165,3 +165,33 @@ def test_pickup_sets_aside_a_bad_file(tmp_path):
         queue.close()
     assert (d / "bad.corrupt").exists()
     assert log.lines[0].startswith("warning: maildrop/bad: ")
+
+
+def test_sendmail_bs_speaks_smtp_into_the_queue(tmp_path):
+    conf = _conf(tmp_path)
+    with open(conf / "main.cf", "a") as f:
+        f.write(
+            "compatibility_level = 3.6\nmydestination = localhost\nlocal_recipient_maps =\n"
+            "smtpd_peername_lookup = no\n"
+        )
+    dialogue = (
+        b"EHLO me\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@localhost>\r\nDATA\r\n"
+        b"Subject: bs\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+    )
+    r = _cmd("sendmail", conf, "-bs", stdin=dialogue)
+    assert r.returncode == 0, r.stderr
+    replies = r.stdout.decode().splitlines()
+    assert replies[0] == "220 host.example ESMTP " + load_config(str(conf)).get("mail_name")
+    queued = [ln for ln in replies if ln.startswith("250 2.0.0 Ok: queued as ")]
+    assert len(queued) == 1 and replies[-1] == "221 2.0.0 Bye"
+    qid = queued[0].rsplit(" ", 1)[1]
+    env, content = QueueState(load_config(str(conf))).load(qid)
+    assert env.client_addr == "127.0.0.1" and env.sender == "a@b.example"
+    assert b"Subject: bs\r\n" in content and content.endswith(b"\r\n\r\nhi\r\n")
+
+
+def test_sendmail_bp_lists_the_queue(tmp_path):
+    conf = _conf(tmp_path)
+    r = _cmd("sendmail", conf, "-bp")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode() == "Mail queue is empty\n"

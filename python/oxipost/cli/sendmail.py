@@ -8,7 +8,9 @@ ends it), handed to postdrop's writer (maildrop/, durable and atomic), and picku
 woken; pickup feeds it through cleanup into the queue. -t takes the recipients from To:,
 Cc: and Bcc: (Bcc: is removed) in addition to the command line. -bp lists the queue
 (mailq), -q flushes it (postqueue -f), -bi / -I rebuild the aliases (newaliases).
--bs (SMTP on stdin) and -bv (address verification) are not supported yet.
+-bs speaks SMTP on stdin/stdout through oxipost's smtpd (the client is
+localhost[127.0.0.1], as Postfix's stand-alone mode), straight into the queue; -bv
+(address verification) is not supported yet.
 
 Diagnostics, as Postfix: "sendmail: fatal: Recipient addresses must be specified on the
 command line or via the -t option" (exit 64, EX_USAGE); a maildrop write error exits 75
@@ -17,11 +19,16 @@ command line or via the -t option" (exit 64, EX_USAGE); a maildrop write error e
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pwd
+import stat
 import sys
+import threading
+import typing
 
-from oxipost.config import ConfigError, load_config
+from oxipost.config import Config, ConfigError, load_config
 from oxipost.pickup.maildrop import Submission, drop, wake_pickup
 
 EX_USAGE = 64
@@ -56,6 +63,75 @@ def _exec_tool(tool: str, config_dir: str | None, *args: str) -> int:
         argv += ["-c", config_dir]
     os.execv(sys.executable, [*argv, *args])
     return 1  # not reached
+
+
+class _LocalWriter(asyncio.StreamWriter):
+    """stdout as a StreamWriter whose peer is the local host, as Postfix's smtpd in
+    stand-alone mode takes a non-socket client to be localhost[127.0.0.1]."""
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "peername":
+            return ("127.0.0.1", 0)
+        return super().get_extra_info(name, default)
+
+
+def _pipe_end(fd: int, mode: str) -> typing.IO[bytes]:
+    """fd itself when asyncio can watch it (pipe, socket, tty); else a pipe that a thread
+    copies to or from it (a regular file given as stdin or stdout)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return os.fdopen(os.dup(fd), mode + "b", buffering=0)
+    rfd, wfd = os.pipe()
+
+    def copy(src: int, dst: int) -> None:
+        try:
+            while chunk := os.read(src, 65536):
+                os.write(dst, chunk)
+        finally:
+            os.close(src if src not in (fd,) else dst)
+
+    if mode == "r":
+        threading.Thread(target=copy, args=(fd, wfd), daemon=True).start()
+        return os.fdopen(rfd, "rb", buffering=0)
+    threading.Thread(target=copy, args=(rfd, fd), daemon=True).start()
+    return os.fdopen(wfd, "wb", buffering=0)
+
+
+async def _smtp_on_stdio(cfg: Config) -> int:
+    """sendmail -bs: one SMTP session on stdin/stdout with oxipost's smtpd, straight into
+    the queue (Postfix runs smtpd in stand-alone mode for this)."""
+    from oxipost.qmgr.queue import Queue
+    from oxipost.smtpd.server import Session
+    from oxipost.smtpd.service import build_server
+
+    # A local user piping a whole dialogue is not a smuggling client: no sync check.
+    cfg = Config(
+        cfg.config_dir,
+        cfg.settings,
+        cfg.services,
+        {**cfg.overrides, "smtpd_forbid_unauth_pipelining": "no"},
+    )
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), _pipe_end(sys.stdin.fileno(), "r")
+    )
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
+        _pipe_end(sys.stdout.fileno(), "w"),
+    )
+    writer = _LocalWriter(transport, protocol, reader, loop)
+    queue = Queue.open(cfg, writer=f"sendmail-{os.getpid()}")
+    try:
+        try:
+            server = build_server(cfg, queue)
+        except Exception as e:  # smtpd refuses its configuration: say so, as Postfix's would
+            return _fatal(str(e), EX_TEMPFAIL)
+        await Session(server, reader, writer).run()
+        with contextlib.suppress(Exception):
+            await writer.drain()
+    finally:
+        queue.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,12 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         return _exec_tool("postqueue", config_dir, "-f")
     if "bi" in flags:
         return _exec_tool("newaliases", config_dir)
-    if "bs" in flags or "bv" in flags:
-        return _fatal("-bs and -bv are not supported", EX_UNAVAILABLE)
+    if "bv" in flags:
+        return _fatal("-bv is not supported", EX_UNAVAILABLE)
     try:
         cfg = load_config(config_dir)
     except ConfigError as e:
         return _fatal(str(e), EX_TEMPFAIL)
+    if "bs" in flags:
+        return asyncio.run(_smtp_on_stdio(cfg))
     if not rcpts and "t" not in flags:
         return _fatal(
             "Recipient addresses must be specified on the command line or via the -t option",

@@ -16,7 +16,9 @@ and renamed the same way, never silently dropped.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import inspect
 import os
 import selectors
 import signal
@@ -148,7 +150,26 @@ def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
         log.info(f"{qid}: uid={env.attrs.get('uid')} from=<{env.sender}>")  # type: ignore[attr-defined]
         os.unlink(path)
         moved += 1
+        _notify_qmgr(cfg, qid)
     return moved
+
+
+def _notify_qmgr(cfg: Config, qid: str) -> None:
+    """Tell a running qmgr about the new message, as smtpd does; qmgr's periodic scan
+    finds it anyway when it is not running or the notice is lost."""
+    try:
+        from oxipost.qmgr import control
+    except ImportError:
+        return
+    notify = getattr(control, "notify_new", None)
+    if notify is None:
+        return
+    try:
+        result = notify(cfg, qid)
+        if inspect.isawaitable(result):
+            asyncio.run(result)  # type: ignore[arg-type]
+    except Exception:
+        pass
 
 
 def main(ctx: ServiceContext) -> int:
