@@ -381,8 +381,10 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
                 asyncio.open_unix_connection(host.address), timeout
             )
         else:
+            bind = p.get("bind_address6" if host.family == socket.AF_INET6 else "bind_address")
+            local = (bind, 0) if bind else None
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host.address, host.port), timeout
+                asyncio.open_connection(host.address, host.port, local_addr=local), timeout
             )
     except TimeoutError:
         raise SessionError(
