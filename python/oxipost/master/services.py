@@ -10,6 +10,7 @@ from __future__ import annotations
 
 SERVICES: dict[str, str] = {
     "spawn": "oxipost.spawn.service:main",
+    "qmgr": "oxipost.qmgr.service:main",
     "smtpd": "oxipost.smtpd.service:main",
     "pickup": "oxipost.pickup.service:main",
 }

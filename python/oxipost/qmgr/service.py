@@ -1,0 +1,613 @@
+"""qmgr - the queue manager: delivers queued mail through the delivery agents.
+
+qmgr is the queue's one state writer (it holds the spool's state lock). At start and every
+`queue_run_delay` it scans the queue; smtpd and pickup wake it over the control socket
+(`$queue_directory/public/qmgr`) when they queue mail. Each message becomes active
+(`QID: from=<sender>, size=N, nrcpt=N (queue active)`), its recipients are resolved to
+`transport:nexthop` by trivial-rewrite (`oxipost.rewrite.resolve`), and the scheduler
+(`oxipost.qmgr.scheduler`, Postfix's SCHEDULER_README semantics) hands out deliveries that
+run concurrently as asyncio tasks through `oxipost.delivery.deliver`. Each attempt is logged
+as the delivery agent would log it (`postfix/smtp[pid]: QID: to=<...>, relay=..., delay=...,
+delays=a/b/c/d, dsn=X.Y.Z, status=sent|deferred|bounced (...)`). Finished recipients are
+crossed off in the journal; a message with deferred recipients waits in the deferred queue
+for its backoff; bounced and expired recipients get a non-delivery notice
+(`oxipost.bounce`), delayed ones a delay notice once; a finished message is removed
+(`QID: removed`).
+
+Control requests (see oxipost.qmgr.control): wakeup, flush (postqueue -f), flush-site
+(postqueue -s, ETRN), flush-id (postqueue -i), super (postsuper while qmgr runs).
+SIGUSR1 wakes it; SIGHUP (postfix reload) makes it finish what is in flight and exit so
+the next generation, with the new configuration, takes over the queue; SIGTERM exits now
+(mail in flight is retried: a delivery may repeat, none is lost).
+
+Diagnostics: `fatal: the queue is being managed by another process (is qmgr running?)`
+when a second qmgr starts; `warning: QID: ...` for a message that cannot be read (it goes
+to the corrupt queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from oxipost.config import Config, load_config
+from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.log import Logger, get_logger
+from oxipost.qmgr.queue import Queue, QueueBusy, QueueState
+from oxipost.qmgr.scheduler import Batch, Event, Scheduler
+
+if TYPE_CHECKING:
+    from oxipost.master.context import ServiceContext
+
+# How long a new qmgr waits for the state lock: across a reload, the old generation is
+# finishing its deliveries; a second qmgr beside a running one gives up after this.
+LOCK_WAIT = 30.0
+# On reload, deliveries still running after this long are cut (they will be retried).
+DRAIN_LIMIT = 10.0
+# Agents whose log lines say relay=none (Postfix's error and discard agents).
+_NO_RELAY = {"error", "discard", "retry"}
+
+
+@dataclass
+class Active:
+    """One message in the active queue."""
+
+    qid: str
+    msg: int
+    env: Envelope
+    content: bytes
+    activated: float
+    # rcpt index → (transport, nexthop)
+    route: dict[int, tuple[str, str]] = field(default_factory=dict)
+    deferred: dict[int, Outcome] = field(default_factory=dict)
+    bounced: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
+    success_notify: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
+
+
+def _site_failure(outcomes: list[Outcome]) -> str | None:
+    """A delivery whose every recipient deferred with a network/routing status (4.4.x)
+    failed at the site: the destination, not the recipients, is the problem."""
+    if outcomes and all(o.status.startswith("4.4.") for o in outcomes):
+        return outcomes[0].text
+    return None
+
+
+def _fmt_delay(x: float) -> str:
+    # Postfix: two significant digits below 1s, whole seconds from 100s on.
+    if x < 0.01:
+        return "0.01" if x > 0 else "0"
+    if x < 10:
+        return f"{x:.2g}" if x < 1 else f"{x:.1f}"
+    return f"{x:.0f}"
+
+
+class Qmgr:
+    """The queue manager's state; `run()` is its event loop."""
+
+    def __init__(self, cfg: Config, log: Logger, state: QueueState) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.state = state
+        self.sched = Scheduler(cfg)
+        self.active: dict[int, Active] = {}
+        self.ids: dict[str, int] = {}
+        self.qids: dict[int, str] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.draining = False
+        self._agent_logs: dict[str, Logger] = {}
+        self._writer: Queue | None = None
+        self.next_scan = 0.0
+
+    # Identities ---------------------------------------------------------------------------
+
+    def _id(self, qid: str) -> int:
+        n = self.ids.get(qid)
+        if n is None:
+            n = len(self.ids) + 1
+            self.ids[qid] = n
+            self.qids[n] = qid
+        return n
+
+    def _agent_log(self, transport: str) -> Logger:
+        """The logger a delivery agent would use: postfix/<command>[pid]."""
+        log = self._agent_logs.get(transport)
+        if log is None:
+            try:
+                command = self.cfg.service(transport).command.rsplit("/", 1)[-1]
+            except KeyError:
+                command = transport
+            log = get_logger(command, self.cfg)
+            self._agent_logs[transport] = log
+        return log
+
+    # Scanning -----------------------------------------------------------------------------
+
+    def scan(self, now: float) -> int:
+        """Pick up new messages and register deferred ones; return how many activated."""
+        self.state.refresh()
+        count = 0
+        limit = self.cfg.get_int("qmgr_message_active_limit")
+        known_deferred = {self.qids[m] for m in self.qids if self.sched.retry_state(m)}
+        for info in list(self.state.messages.values()):
+            msg = self._id(info.queue_id)
+            if msg in self.active:
+                continue
+            if info.state == "incoming" and len(self.active) < limit:
+                self.activate(info.queue_id, now)
+                count += 1
+            elif info.state == "deferred" and info.queue_id not in known_deferred:
+                minimal = self.cfg.get_time("minimal_backoff_time")
+                maximal = self.cfg.get_time("maximal_backoff_time")
+                backoff = min(maximal, minimal * 2 ** max(0, info.attempts - 1))
+                warn = self.cfg.get_time("delay_warning_time")
+                warned = warn > 0 and info.next_attempt - backoff >= info.arrival_time + warn
+                self.sched.defer_until(msg, info.arrival_time, info.next_attempt, backoff, warned)
+        return count
+
+    def activate(self, qid: str, now: float) -> None:
+        info = self.state.messages.get(qid)
+        if info is None:
+            return
+        msg = self._id(qid)
+        try:
+            env, content = self.state.load(qid)
+        except Exception as e:
+            self.log.warning(f"{qid}: cannot read queue file: {e}; moved to corrupt queue")
+            self.state.move(qid, "corrupt")
+            self.sched.forget(msg)
+            return
+        self.state.move(qid, "active")
+        pending = info.pending
+        self.log.info(
+            f"{qid}: from=<{env.sender}>, size={len(content)}, nrcpt={len(pending)} (queue active)"
+        )
+        act = Active(qid, msg, env, content, now)
+        self.active[msg] = act
+        rcpts: list[tuple[int, str, str]] = []
+        for idx, rcpt in pending:
+            transport, nexthop = self._route(rcpt)
+            act.route[idx] = (transport, nexthop)
+            queue = rcpt.address if self.sched.recipient_limit(transport) == 1 else nexthop
+            rcpts.append((idx, transport, queue))
+        self.sched.insert(msg, env.arrival_time, env.sender == "", rcpts)
+        self.handle_events(now)
+
+    def _route(self, rcpt: Recipient) -> tuple[str, str]:
+        from oxipost.rewrite.resolve import resolve
+
+        try:
+            r = resolve(rcpt.address, self.cfg)
+        except Exception as e:
+            self.log.warning(f"address resolver failure for {rcpt.address}: {e}")
+            # Postfix's retry transport: the error agent with a temporary status.
+            return "retry", "4.3.0 address resolver failure"
+        return r.transport, r.nexthop
+
+    # Deliveries ---------------------------------------------------------------------------
+
+    def pump(self, now: float) -> None:
+        if self.draining:
+            return
+        for batch in self.sched.next_deliveries(now):
+            task = asyncio.get_running_loop().create_task(self.deliver(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        self.handle_events(now)
+
+    async def deliver(self, batch: Batch) -> None:
+        from oxipost.delivery import DeliveryRequest, deliver
+
+        act = self.active[batch.msg]
+        started = time.time()
+        transport, nexthop = act.route[batch.rcpts[0]]
+        recipients = [self._recipient(act, i) for i in batch.rcpts]
+        req = DeliveryRequest(
+            act.qid, transport, nexthop, act.env, recipients, act.content, self.cfg
+        )
+        try:
+            outcomes = await deliver(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.warning(f"{act.qid}: delivery via {transport} failed: {e}")
+            outcomes = [Outcome("4.3.0", "delivery agent error")] * len(recipients)
+        now = time.time()
+        relay = self._relay(transport, nexthop)
+        log = self._agent_log(transport)
+        results: list[tuple[int, str]] = []
+        done: list[int] = []
+        for idx, rcpt, out in zip(batch.rcpts, recipients, outcomes, strict=True):
+            kind = "sent" if out.delivered else "bounced" if out.permanent else "deferred"
+            self._log_attempt(log, act, rcpt, relay, started, now, out, kind)
+            results.append((idx, kind))
+            if kind == "deferred":
+                act.deferred[idx] = out
+            else:
+                done.append(idx)
+                if kind == "bounced":
+                    act.bounced[idx] = (out, relay)
+                elif "SUCCESS" in {n.upper() for n in rcpt.notify}:
+                    act.success_notify[idx] = (out, relay)
+        if done:
+            self._journal(lambda: self.state.cross_off(act.qid, done))
+        self.sched.report(batch.id, now, results, _site_failure(outcomes))
+        self.handle_events(now)
+        self.wake.set()
+
+    def _recipient(self, act: Active, idx: int) -> Recipient:
+        return self.state.messages[act.qid].recipients[idx]
+
+    def _relay(self, transport: str, nexthop: str) -> str:
+        if transport in _NO_RELAY:
+            return "none"
+        try:
+            command = self.cfg.service(transport).command.rsplit("/", 1)[-1]
+        except KeyError:
+            command = transport
+        if command in ("smtp", "lmtp"):
+            return nexthop or "none"
+        return transport
+
+    def _log_attempt(
+        self,
+        log: Logger,
+        act: Active,
+        rcpt: Recipient,
+        relay: str,
+        started: float,
+        now: float,
+        out: Outcome,
+        kind: str,
+    ) -> None:
+        arrival = act.env.arrival_time
+        a = max(0.0, act.activated - arrival)
+        b = max(0.0, started - act.activated)
+        d = max(0.0, now - started)
+        orig = ""
+        if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
+            orig = f"orig_to=<{rcpt.original}>, "
+        delays = "/".join(_fmt_delay(x) for x in (a, b, 0.0, d))
+        log.info(
+            f"{act.qid}: to=<{rcpt.address}>, {orig}relay={relay}, "
+            f"delay={_fmt_delay(max(0.0, now - arrival))}, delays={delays}, "
+            f"dsn={out.status}, status={kind} ({out.text})"
+        )
+
+    def _journal(self, write: Any) -> None:
+        try:
+            write()
+        except Exception as e:
+            # The queue keeps the message as it was: the worst case is a repeated delivery.
+            self.log.warning(f"queue state write error: {e}")
+
+    # Scheduler events ---------------------------------------------------------------------
+
+    def handle_events(self, now: float) -> None:
+        for ev in self.sched.drain_events():
+            act = self.active.get(ev.msg)
+            if act is None:
+                continue
+            if ev.kind == "rcpt_deferred":
+                self._suspended(act, ev, now)
+            elif ev.kind == "done":
+                self._notices(act, "failure", act.bounced)
+                self._notices(act, "success", act.success_notify)
+                self._finish(act)
+            elif ev.kind == "delay_warning":
+                self._notices(act, "delay", {i: (o, "") for i, o in act.deferred.items()})
+            elif ev.kind == "deferred":
+                self._notices(act, "failure", act.bounced)
+                self._notices(act, "success", act.success_notify)
+                reason = next(reversed(act.deferred.values())).text if act.deferred else ""
+                self._journal(lambda a=act, r=reason, t=ev.time: self.state.defer(a.qid, r, t))
+                del self.active[act.msg]
+            elif ev.kind == "expired":
+                self.log.info(
+                    f"{act.qid}: from=<{act.env.sender}>, status=expired, returned to sender"
+                )
+                expired = {i: (o, "") for i, o in act.deferred.items()}
+                self._notices(act, "failure", {**act.bounced, **expired})
+                self._notices(act, "success", act.success_notify)
+                self._finish(act)
+
+    def _suspended(self, act: Active, ev: Event, now: float) -> None:
+        rcpt = self._recipient(act, ev.rcpt)
+        status = "4.4.1" if ev.reason.startswith("delivery temporarily suspended") else "4.3.2"
+        # The original failure's status, when we saw it.
+        out = Outcome(status, ev.reason)
+        act.deferred[ev.rcpt] = out
+        transport, _nexthop = act.route.get(ev.rcpt, (ev.transport, ""))
+        self._log_attempt(self._agent_log(transport), act, rcpt, "none", now, now, out, "deferred")
+
+    def _finish(self, act: Active) -> None:
+        self._journal(lambda: self.state.remove(act.qid))
+        self.log.info(f"{act.qid}: removed")
+        del self.active[act.msg]
+
+    def _notices(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> None:
+        if not which:
+            return
+        try:
+            from oxipost import bounce
+        except ImportError:
+            return
+        reports = []
+        for idx, (out, relay) in sorted(which.items()):
+            remote = f"dns; {relay}" if relay not in ("", "none", "local", "virtual") else ""
+            reports.append(bounce.Report(self._recipient(act, idx), out, remote_mta=remote))
+        try:
+            msgs = bounce.notices(kind, self.cfg, act.qid, act.env, act.content, reports)
+        except Exception as e:
+            self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
+            return
+        what = {
+            "failure": "sender non-delivery notification",
+            "delay": "sender delay notification",
+            "success": "sender delivery status notification",
+        }[kind]
+        bounce_log = get_logger("bounce", self.cfg)
+        for env, content in msgs:
+            try:
+                if self._writer is None:
+                    self._writer = Queue.open(self.cfg, writer="qmgr")
+                new = self._writer.enqueue_sync(env, content)
+            except Exception as e:
+                self.log.warning(f"{act.qid}: cannot queue {kind} notice: {e}")
+                continue
+            notice = what if env.sender == "" else "postmaster " + what.split(" ", 1)[1]
+            bounce_log.info(f"{act.qid}: {notice}: {new}")
+        # As cleanup tells qmgr about a new queue file: pick the notice up now.
+        self.next_scan = 0.0
+        self.wake.set()
+
+    # Control requests ---------------------------------------------------------------------
+
+    def control(self, req: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        op = req.get("op")
+        if op == "wakeup":
+            n = self.scan(now)
+        elif op == "flush":
+            n = len(self.state.in_queue("deferred"))
+            self.sched.flush(now)
+        elif op in ("flush-site", "flush-id"):
+            ids = self._site_messages(str(req.get("site", ""))) if op == "flush-site" else []
+            if op == "flush-id":
+                qid = str(req.get("id", ""))
+                if qid not in self.state.messages:
+                    return {"ok": False, "error": f"{qid}: no such message"}
+                ids = [qid]
+            self.sched.flush_site(now, str(req.get("site", "")), [self._id(q) for q in ids])
+            n = len(ids)
+        elif op == "super":
+            n = self._super(req, now)
+        else:
+            return {"ok": False, "error": f"unknown request: {op!r}"}
+        self.wake.set()
+        return {"ok": True, "count": n}
+
+    def _site_messages(self, site: str) -> list[str]:
+        site = site.lower().strip("[]")
+        out = []
+        for info in self.state.in_queue("deferred"):
+            for _idx, r in info.pending:
+                domain = r.address.rpartition("@")[2].lower()
+                if domain == site:
+                    out.append(info.queue_id)
+                    break
+        return out
+
+    def _super(self, req: dict[str, Any], now: float) -> int:
+        action = req.get("action")
+        ids = req.get("ids")
+        queue = req.get("queue")
+        infos = list(self.state.messages.values())
+        if ids != "ALL":
+            wanted = set(ids or [])
+            infos = [i for i in infos if i.queue_id in wanted]
+        if queue:
+            infos = [i for i in infos if i.state == queue]
+        n = 0
+        for info in infos:
+            msg = self._id(info.queue_id)
+            if msg in self.active:
+                continue  # in delivery now; Postfix's postsuper also leaves active mail alone
+            qid = info.queue_id
+            if action == "delete":
+                self.state.remove(qid)
+                self.log.info(f"{qid}: removed")
+            elif action == "hold" and info.state != "hold":
+                self.state.move(qid, "hold")
+                self.log.info(f"{qid}: placed on hold")
+            elif action == "release" and info.state == "hold":
+                self.state.move(qid, "deferred")
+                self.sched.defer_until(msg, info.arrival_time, now, 0.0, False)
+                self.log.info(f"{qid}: released from hold")
+            elif action == "requeue":
+                self.state.move(qid, "incoming")
+                self.log.info(f"{qid}: requeued")
+            else:
+                continue
+            if action != "release":
+                self.sched.forget(msg)
+            n += 1
+        if action == "requeue":
+            self.scan(now)
+        return n
+
+    async def serve_control(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            data = await asyncio.wait_for(reader.read(1 << 20), 30)
+            unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 20)
+            unpacker.feed(data)
+            reply: dict[str, Any] = {"ok": False, "error": "empty request"}
+            for req in unpacker:
+                try:
+                    reply = self.control(dict(req))
+                except Exception as e:  # the reply says what went wrong; qmgr keeps running
+                    reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                break
+            writer.write(msgpack.packb(reply, use_bin_type=True))
+            await writer.drain()
+        except (OSError, TimeoutError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    # The loop -----------------------------------------------------------------------------
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.sched.reconfigure(cfg)
+        self._agent_logs.clear()
+
+    async def run(self, listen: socket.socket | None) -> int:
+        loop = asyncio.get_running_loop()
+        server = None
+        if listen is not None:
+            server = await asyncio.start_unix_server(self.serve_control, sock=listen)
+        stop = asyncio.Event()
+        for sig, action in (
+            (signal.SIGTERM, stop.set),
+            (signal.SIGINT, stop.set),
+            (signal.SIGHUP, self._drain),
+            (signal.SIGUSR1, self._wakeup),
+        ):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, action)
+        delay = self.cfg.get_time("queue_run_delay")
+        try:
+            while not stop.is_set():
+                now = time.time()
+                if self.draining:
+                    if not self.tasks:
+                        break
+                elif now >= self.next_scan:
+                    self.scan(now)
+                    self.next_scan = now + delay
+                for msg in self.sched.take_due(now):
+                    qid = self.qids.get(msg)
+                    if qid is not None and not self.draining:
+                        self.activate(qid, now)
+                self.pump(now)
+                wakeup = self.sched.next_wakeup()
+                until = min(self.next_scan, wakeup if wakeup is not None else self.next_scan)
+                if self.draining:
+                    until = min(until, self._drain_deadline)
+                    if now >= self._drain_deadline:
+                        break
+                self.wake.clear()
+                waits = [
+                    asyncio.ensure_future(self.wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                ]
+                await asyncio.wait(
+                    waits,
+                    timeout=max(0.0, until - time.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for w in waits:
+                    w.cancel()
+        finally:
+            if server is not None:
+                server.close()
+            for t in list(self.tasks):
+                t.cancel()
+            if self.tasks:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self._writer is not None:
+                self._writer.close()
+        return 0
+
+    _drain_deadline = 0.0
+
+    def _drain(self) -> None:
+        self.draining = True
+        self._drain_deadline = time.time() + DRAIN_LIMIT
+        self.wake.set()
+
+    def _wakeup(self) -> None:
+        self.next_scan = 0.0
+        self.wake.set()
+
+
+def open_state(cfg: Config, log: Logger, lock_wait: float) -> QueueState:
+    """Take the state writer's lock, waiting up to lock_wait seconds (a reload hands over)."""
+    deadline = time.monotonic() + lock_wait
+    while True:
+        try:
+            return QueueState(cfg, lock=True, log=log)
+        except QueueBusy as e:
+            if time.monotonic() >= deadline:
+                log.fatal(str(e))
+            time.sleep(0.2)
+
+
+def serve(cfg: Config, log: Logger, listen: socket.socket | None, lock_wait: float) -> int:
+    state = open_state(cfg, log, lock_wait)
+    for problem in state.problems:
+        log.warning(problem)
+    try:
+        return asyncio.run(Qmgr(cfg, log, state).run(listen))
+    finally:
+        state.close()
+
+
+def main(ctx: ServiceContext) -> int:
+    """Entry point under master: ctx.listen_socket is public/qmgr."""
+    return serve(ctx.cfg, ctx.log, ctx.listen_socket, LOCK_WAIT)
+
+
+def bind_control(cfg: Config) -> socket.socket:
+    """Bind public/qmgr ourselves (standalone runs and tests; master binds it otherwise)."""
+    from oxipost.qmgr.queue import queue_dirs
+
+    path = os.path.join(queue_dirs(cfg), "public", "qmgr")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(100)
+    return sock
+
+
+def standalone(argv: list[str] | None = None) -> int:
+    """`python -m oxipost.qmgr.service [-c dir] [--lock-wait N]`: qmgr without master."""
+    p = argparse.ArgumentParser(prog="qmgr")
+    p.add_argument("-c", dest="config_dir")
+    p.add_argument("--lock-wait", type=float, default=LOCK_WAIT)
+    args = p.parse_args(argv)
+    base = load_config(args.config_dir)
+    try:
+        cfg = base.for_service("qmgr")
+    except KeyError:
+        cfg = base
+    log = get_logger("qmgr", cfg, echo_stderr=True)
+    state_log = log
+    # Lock first, bind after: a refused second qmgr must not steal the running one's socket.
+    state = open_state(cfg, state_log, args.lock_wait)
+    for problem in state.problems:
+        log.warning(problem)
+    listen = bind_control(cfg)
+    try:
+        return asyncio.run(Qmgr(cfg, log, state).run(listen))
+    finally:
+        state.close()
+
+
+if __name__ == "__main__":
+    sys.exit(standalone())

@@ -1,0 +1,247 @@
+"""qmgr as a real process: mail queued through the Queue API is delivered by the real agents
+(discard, error, retry, smtp to Debian's smtp-sink), logged in Postfix's format (read back
+by pflogsumm), retried on flush, and a second qmgr is refused."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+from oxipost.config import Config, load_config
+from oxipost.envelope import Envelope, Recipient
+from oxipost.qmgr.queue import Queue, QueueState
+
+MASTER_CF = """\
+qmgr      unix  n       -       n       300     1       qmgr
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+"""
+SINK = "/usr/sbin/smtp-sink"
+MESSAGE = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: t\r\n\r\nhello\r\n"
+
+
+def make_conf(tmp_path: Path, main: str) -> Config:
+    d = tmp_path / "conf"
+    d.mkdir()
+    (d / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/spool\n"
+        f"data_directory = {tmp_path}/lib\n"
+        f"maillog_file = {tmp_path}/maillog\n"
+        "myhostname = mx.test.example\nmydestination = localhost\n"
+        "inet_protocols = ipv4\ndisable_dns_lookups = yes\n" + main
+    )
+    (d / "master.cf").write_text(MASTER_CF)
+    return load_config(str(d))
+
+
+def enqueue(cfg: Config, rcpts: list[str], sender: str = "a@example.org") -> str:
+    q = Queue.open(cfg, writer="test")
+    try:
+        env = Envelope(sender, [Recipient(r) for r in rcpts], time.time())
+        return q.enqueue_sync(env, MESSAGE)
+    finally:
+        q.close()
+
+
+def control(cfg: Config, req: dict[str, object]) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(os.path.join(cfg.path("queue_directory"), "public", "qmgr"))
+        s.sendall(msgpack.packb(req))
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return dict(msgpack.unpackb(data, raw=False))
+
+
+def start_qmgr(cfg: Config, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "oxipost.qmgr.service", "-c", cfg.config_dir, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_log(cfg: Config, pattern: str, count: int = 1, timeout: float = 20) -> str:
+    path = cfg.get("maillog_file")
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = Path(path).read_text() if os.path.exists(path) else ""
+        if len(re.findall(pattern, text, re.M)) >= count:
+            return text
+        time.sleep(0.05)
+    pytest.fail(f"no {count}x {pattern!r} in the log:\n{text}")
+
+
+def wait_socket(cfg: Config, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"qmgr exited: {proc.communicate()}")
+        try:
+            control(cfg, {"op": "wakeup"})
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail("qmgr never answered on public/qmgr")
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+@pytest.fixture
+def qmgr_proc() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+
+def test_queued_before_start_is_delivered_and_removed(tmp_path, qmgr_proc):
+    cfg = make_conf(tmp_path, "default_transport = discard\n")
+    qid = enqueue(cfg, ["x@example.net", "y@example.net"])
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    log = wait_log(cfg, rf"{qid}: removed")
+    assert re.search(
+        rf"postfix/qmgr\[\d+\]: {qid}: from=<a@example.org>, size={len(MESSAGE)}, nrcpt=2 "
+        r"\(queue active\)",
+        log,
+    )
+    for r in ("x@example.net", "y@example.net"):
+        assert re.search(
+            rf"postfix/discard\[\d+\]: {qid}: to=<{r}>, relay=none, delay=[\d.]+, "
+            r"delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=2\.0\.0, status=sent \(",
+            log,
+        ), log
+    stop(p)
+    assert QueueState(cfg).messages == {}
+
+
+def test_bounce_notice_and_notification_over_the_socket(tmp_path, qmgr_proc):
+    cfg = make_conf(tmp_path, "default_transport = error:5.1.1 no such user here\n")
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    wait_socket(cfg, p)
+    qid = enqueue(cfg, ["nobody@example.net"])
+    assert control(cfg, {"op": "wakeup"})["ok"]
+    log = wait_log(cfg, rf"{qid}: removed")
+    assert re.search(
+        rf"postfix/error\[\d+\]: {qid}: to=<nobody@example.net>, relay=none, .*dsn=5\.1\.1, "
+        r"status=bounced \(no such user here\)",
+        log,
+    ), log
+    m = re.search(rf"postfix/bounce\[\d+\]: {qid}: sender non-delivery notification: (\w+)", log)
+    assert m, log
+    # The notice itself goes through the queue (from <>), and bounces into nothing.
+    wait_log(cfg, rf"{m.group(1)}: from=<>, size=\d+, nrcpt=1 \(queue active\)")
+    wait_log(cfg, rf"{m.group(1)}: removed")
+    stop(p)
+
+
+def test_deferred_then_flushed(tmp_path, qmgr_proc):
+    cfg = make_conf(tmp_path, "default_transport = retry:4.7.1 come back later\n")
+    qid = enqueue(cfg, ["later@example.net"])
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    wait_log(cfg, rf"{qid}: to=<later@example.net>, .*status=deferred \(come back later\)")
+    wait_socket(cfg, p)
+    st = QueueState(cfg).messages[qid]
+    assert st.state == "deferred"
+    assert st.next_attempt - time.time() > 200  # minimal_backoff_time, not yet due
+    reply = control(cfg, {"op": "flush"})
+    assert reply == {"ok": True, "count": 1}
+    wait_log(cfg, rf"{qid}: to=<later@example.net>, .*status=deferred", count=2)
+    st = QueueState(cfg).messages[qid]
+    assert st.attempts == 2
+    reply = control(cfg, {"op": "nonsense"})
+    assert reply["ok"] is False
+    stop(p)
+
+
+def test_second_qmgr_is_refused(tmp_path, qmgr_proc):
+    cfg = make_conf(tmp_path, "default_transport = discard\n")
+    first = start_qmgr(cfg)
+    qmgr_proc.append(first)
+    wait_socket(cfg, first)
+    second = start_qmgr(cfg, "--lock-wait", "0")
+    qmgr_proc.append(second)
+    _out, err = second.communicate(timeout=30)
+    assert second.returncode == 1
+    assert "fatal: the queue is being managed by another process (is qmgr running?)" in err
+    # The first is untouched and still answers.
+    assert control(cfg, {"op": "wakeup"})["ok"]
+    stop(first)
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[int]:
+    if not os.path.exists(SINK):
+        pytest.fail("smtp-sink is missing: `make sysdeps` installs Debian's postfix")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen([SINK, *user, f"127.0.0.1:{port}", "100"], cwd="/")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("smtp-sink did not start")
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_smtp_to_smtp_sink_and_pflogsumm(tmp_path, qmgr_proc, sink):
+    cfg = make_conf(tmp_path, f"relayhost = [127.0.0.1]:{sink}\n")
+    qids = [enqueue(cfg, [f"r{i}-{j}@example.net" for j in range(3)]) for i in range(6)]
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    log = wait_log(cfg, r": removed$", count=len(qids))
+    sent = re.findall(
+        r"postfix/smtp\[\d+\]: (\w+): to=<[^>]+>, relay=\[127\.0\.0\.1\]:\d+, .*status=sent ",
+        log,
+    )
+    assert sorted(set(sent)) == sorted(qids)
+    assert len(sent) == 18
+    stop(p)
+    pflogsumm = shutil.which("pflogsumm") or "/usr/sbin/pflogsumm"
+    if not os.path.exists(pflogsumm):
+        pytest.fail("pflogsumm is missing: scripts/install-debian-deps.sh installs it")
+    out = subprocess.run(
+        [pflogsumm, cfg.get("maillog_file")], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert re.search(r"^\s*18\s+delivered", out, re.M), out
+    assert re.search(r"^\s*0\s+bounced", out, re.M), out
+    assert re.search(r"^\s*0\s+deferred", out, re.M), out
