@@ -138,3 +138,19 @@ def test_restrictions_follow_configuration(tmp_path, spool):
     assert _expand(_ctx(cfg, "alias"), ["|/bin/true"]) == Outcome(
         "5.7.1", "mail to command is restricted"
     )
+
+
+def test_mailbox_size_limit(tmp_path, spool):
+    cfg = make_config(
+        tmp_path / "c",
+        main=f"alias_maps =\nmail_spool_directory = {spool}\nmailbox_size_limit = 150\n",
+    )
+    user = _user()
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o.delivered, o
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o == Outcome(
+        "5.2.2",
+        f"cannot update mailbox {spool}/{user} for user {user}. "
+        "error writing message: File too large",
+    )

@@ -11,7 +11,8 @@ For each recipient (the domain is local; qmgr only sends those here):
 3. ~/.forward per forward_path (owned by the user): items as for aliases, run as the user.
 4. The mailbox: mailbox_command, else home_mailbox ("Maildir/" → $HOME/Maildir/), else
    mail_spool_directory/user (a trailing "/" on the directory → a Maildir per user), else
-   mbox locked per mailbox_delivery_lock. Return-Path, X-Original-To, Delivered-To first.
+   mbox locked per mailbox_delivery_lock, capped by mailbox_size_limit (5.2.2). Return-Path,
+   X-Original-To and Delivered-To come first.
 Commands and files are permitted per allow_mail_to_commands / allow_mail_to_files by
 source (alias, forward, include): otherwise "5.7.1 mail to command is restricted" /
 "5.7.1 mail to file is restricted"; an executable file → "5.7.1 file is executable"
@@ -321,16 +322,30 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         spool = cfg.path("mail_spool_directory")
         trailing = cfg.get("mail_spool_directory").endswith("/")
         path = os.path.join(spool, user) + ("/" if trailing else "")
+    limit = cfg.get_int("mailbox_size_limit")
+    size = len(prefix) + len(req.content)
     if path.endswith("/"):
+        if limit and size > limit:
+            return Outcome(
+                "5.2.2", "maildir delivery failed: error writing message: File too large"
+            )
         return await maildir(path, prefix, req.content, ids)
-    out = await mbox(
-        path,
-        req.envelope.sender,
-        prefix,
-        req.content,
-        lock_options(cfg, "mailbox_delivery_lock"),
-        ids,
-    )
+    try:
+        current = os.path.getsize(path)
+    except OSError:
+        current = 0
+    if limit and current + size > limit:
+        # Postfix's local(8) runs under a file size limit of mailbox_size_limit: EFBIG.
+        out = Outcome("5.2.2", "error writing message: File too large")
+    else:
+        out = await mbox(
+            path,
+            req.envelope.sender,
+            prefix,
+            req.content,
+            lock_options(cfg, "mailbox_delivery_lock"),
+            ids,
+        )
     if not out.delivered:
         return Outcome(out.status, f"cannot update mailbox {path} for user {user}. {out.text}")
     return out
