@@ -40,7 +40,9 @@ def test_38_open_relay_matrix_from_outside(start_smtpd, rcpt: str) -> None:
     raw = _session(srv, "127.0.0.2")
     for sender in SENDERS:
         assert raw.cmd(f"MAIL FROM:<{sender}>") == "250 2.1.0 Ok"
-        assert raw.cmd(f"RCPT TO:<{rcpt}>") == f"554 5.7.1 <{rcpt}>: Relay access denied"
+        # Postfix's internal form: no quotes, no source route.
+        shown = rcpt.replace('"', "").removeprefix("@localhost:")
+        assert raw.cmd(f"RCPT TO:<{rcpt}>") == f"554 5.7.1 <{shown}>: Relay access denied"
         assert raw.cmd("DATA") == "554 5.5.1 Error: no valid recipients"
         assert raw.cmd("RSET") == "250 2.0.0 Ok"
     assert srv.queue.messages == []

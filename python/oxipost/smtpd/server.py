@@ -452,6 +452,7 @@ class Session:
             await self.reply(R.BAD_SENDER)
             return
         addr, params = parsed
+        addr = internal_form(addr)
         if addr.startswith("-") and not self.cfg.get_bool("allow_min_user"):
             await self.reply(R.BAD_SENDER)
             return
@@ -525,6 +526,7 @@ class Session:
             await self.reply(R.BAD_RECIPIENT)
             return
         addr, params = parsed
+        addr = internal_form(addr)
         if (addr.startswith("-") and not self.cfg.get_bool("allow_min_user")) or (
             not self.tx.smtputf8 and not addr.isascii()
         ):
@@ -946,6 +948,20 @@ _COMMANDS = {
     "XCLIENT",
     "XFORWARD",
 }
+
+
+def internal_form(addr: str) -> str:
+    """Postfix's internal address form: a source route is dropped and a quoted local part
+    loses its quotes (replies, logs and the queue file show it so)."""
+    from oxipost.rewrite.resolve import split_address, unquote_local
+
+    if addr.startswith("@") and ":" in addr:
+        addr = addr.split(":", 1)[1]
+    local, domain = split_address(addr)
+    if not local.startswith('"'):
+        return addr
+    local = unquote_local(local)
+    return f"{local}@{domain}" if domain else local
 
 
 def _printable(text: str) -> str:
