@@ -462,3 +462,46 @@ def test_message_on_the_real_spool_before_250(start_smtpd) -> None:
     # 127.0.0.1 is one of inet_interfaces: local_header_rewrite_clients adds what is missing.
     assert b"\r\nSubject: spooled\r\nMessage-Id: <" in head
     assert b"\r\nDate: " in head and b"\r\nFrom: sender@example.org" in head
+
+
+def test_qmgr_wakeup_and_etrn_flush(start_smtpd) -> None:
+    """New mail wakes qmgr over public/qmgr; ETRN for a fast-flush domain asks for a flush."""
+    import threading
+
+    import msgpack
+
+    srv = start_smtpd("fast_flush_domains = relay.example\nrelay_domains = relay.example\n")
+    path = os.path.join(srv.config_dir, "spool", "public", "qmgr")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    listener.settimeout(10)
+    got: list[dict[str, object]] = []
+
+    def serve(n: int) -> None:
+        for _ in range(n):
+            conn, _ = listener.accept()
+            with conn:
+                data = b""
+                while chunk := conn.recv(4096):
+                    data += chunk
+                got.append(msgpack.unpackb(data, raw=False))
+                conn.sendall(msgpack.packb({"ok": True, "count": 1}))
+
+    t = threading.Thread(target=serve, args=(2,), daemon=True)
+    t.start()
+    try:
+        with smtplib.SMTP(srv.host, srv.port) as s:
+            s.ehlo("client.example")
+            s.mail("a@example.org")
+            s.rcpt("postmaster@localhost")
+            assert s.data(b"x\r\n")[0] == 250
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert s.docmd("ETRN relay.example") == (250, b"Queuing started")
+        t.join(10)
+    finally:
+        listener.close()
+    assert got == [{"op": "wakeup"}, {"op": "flush-site", "site": "relay.example"}]

@@ -26,7 +26,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Protocol
@@ -82,7 +82,7 @@ class SmtpdServer:
         tls_context: ssl.SSLContext | None = None,
         authenticator: Authenticator | None = None,
         cleanup: Callable[..., Any] | None = None,
-        notify: Callable[[str], Awaitable[None] | None] | None = None,
+        notify: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         validate(cfg)
         self.cfg = cfg
@@ -687,10 +687,7 @@ class Session:
         self.srv.log.info(f"{qid}: client={self.state.namaddr}")
         await self.reply(R.QUEUED.format(qid=qid))
         if self.srv.notify is not None:
-            with contextlib.suppress(Exception):
-                res = self.srv.notify(qid)
-                if res is not None:
-                    await res
+            self.srv.notify({"op": "wakeup"})
 
     def protocol(self) -> str:
         proto = "ESMTP" if self.state.esmtp else "SMTP"
@@ -825,6 +822,8 @@ class Session:
             await self.reply(R.ETRN_UNAVAILABLE.format(domain=arg))
             return
         self.srv.log.info(f"ETRN {arg} from {self.state.namaddr}")
+        if self.srv.notify is not None:
+            self.srv.notify({"op": "flush-site", "site": domain})
         await self.reply(R.ETRN_OK)
 
     async def cmd_starttls(self, arg: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import ssl
@@ -48,7 +49,7 @@ def authenticator(cfg: Any) -> Any:
 def open_queue(cfg: Any) -> Any:
     from oxipost.qmgr.queue import Queue
 
-    return Queue.open(cfg, writer=f"smtpd-{__import__('os').getpid()}")
+    return Queue.open(cfg, writer=f"smtpd-{os.getpid()}")
 
 
 def build_server(cfg: Any, queue: Any, log: Any = None) -> SmtpdServer:
@@ -70,14 +71,31 @@ def _cleanup_entry() -> Any:
 
 
 def _qmgr_notifier(cfg: Any) -> Any:
-    try:
-        from oxipost.qmgr import control
-    except ImportError:
-        return None
-    notify = getattr(control, "notify_new", None)
-    if notify is None:
-        return None
-    return lambda qid: notify(cfg, qid)
+    """Tell a running qmgr about new mail ({"op": "wakeup"} on public/qmgr), as Postfix's
+    cleanup does; at most one request in flight, never holding up a session."""
+    from oxipost.qmgr import control
+
+    path = control.socket_path(cfg)
+    busy: list[bool] = [False]
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send(req: dict[str, object]) -> None:
+        try:
+            await asyncio.to_thread(control.request, cfg, req, 5.0)
+        except Exception:
+            pass  # qmgr also rescans every queue_run_delay
+        finally:
+            busy[0] = False
+
+    def notify(req: dict[str, object]) -> None:
+        if busy[0] or not os.path.exists(path):
+            return
+        busy[0] = True
+        task = asyncio.get_running_loop().create_task(send(req))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return notify
 
 
 async def serve(
