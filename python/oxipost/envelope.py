@@ -57,6 +57,9 @@ class Outcome:
 
     status: str
     text: str
+    # Where the attempt went, as Postfix logs relay=: "mx.example.com[192.0.2.1]:25" from
+    # smtp/lmtp once connected; "" when the agent has none (qmgr logs its own).
+    relay: str = field(default="", compare=False)
 
     @property
     def permanent(self) -> bool:

@@ -87,6 +87,7 @@ def test_sent_with_esmtp_parameters(tmp_path):
         out = run(request(cfg, "smtp", relay_host(listen), ["x@example.com", "y@example.com"]))
         assert [o.status for o in out] == ["2.0.0", "2.0.0"], out
         assert out[0].text == "250 2.0.0 Ok"
+        assert out[0].relay == f"127.0.0.1[127.0.0.1]:{listen.rsplit(':', 1)[1]}"
         (msg,) = dumps(dump)
     assert "X-Mail-Args: <a@example.org>" in msg
     assert "X-Rcpt-Args: <x@example.com>" in msg and "X-Rcpt-Args: <y@example.com>" in msg
@@ -146,6 +147,7 @@ def test_connection_refused(tmp_path):
     port = free_port()
     (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{port}", ["x@example.com"]))
     assert o == Outcome("4.4.1", f"connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused")
+    assert o.relay == ""  # never connected: qmgr logs relay=none
 
 
 def test_tls_encrypt_requires_starttls(tmp_path):
@@ -180,6 +182,7 @@ def test_lmtp_unix_socket_per_recipient(tmp_path):
         os.chmod(path, 0o777)
         out = run(request(cfg, "lmtp", f"unix:{path}", ["x@example.com", "y@example.com"]))
         assert out == [Outcome("2.2.0", "250 2.2.0 Ok")] * 2
+        assert out[0].relay == str(path)
         (msg,) = dumps(dump)
     assert "X-Client-Proto: LMTP" in msg
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import os
 import random
 import re
@@ -82,6 +83,13 @@ class Host:
         if self.family == socket.AF_UNIX:
             return self.address
         return f"{self.name}[{self.address}]"
+
+    @property
+    def relay(self) -> str:
+        """relay= as Postfix logs it."""
+        if self.family == socket.AF_UNIX:
+            return self.address
+        return f"{self.name}[{self.address}]:{self.port}"
 
 
 @dataclass
@@ -702,11 +710,12 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
                 except SessionError as e:
                     s.close()
                     return [Outcome(e.status, e.text)] * n
+        relay = s.host.relay
         try:
-            outcomes = await _transaction(s, req, p)
+            outcomes = [dataclasses.replace(o, relay=relay) for o in await _transaction(s, req, p)]
         except _Partial as pe:
             s.close()
-            return pe.outcomes
+            return [dataclasses.replace(o, relay=relay) for o in pe.outcomes]
         except SessionError as e:
             s.close()
             s = None
@@ -720,7 +729,7 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
                 continue
             if e.next_host and attempt < len(hosts):
                 continue
-            return [Outcome(e.status, e.text)] * n
+            return [Outcome(e.status, e.text, relay)] * n
         if (
             any(o.status.startswith("4") for o in outcomes)
             and attempt < len(hosts)
