@@ -143,3 +143,26 @@ def test_pipe_runs_as_user(tmp_path):
             assert f.read().startswith("uid=65534(nobody) gid=65534(nogroup)")
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_pipe_eol_null_sender_and_quoting_flags(tmp_path, script):
+    out_file = tmp_path / "out"
+    cfg = _pipe_cfg(
+        tmp_path,
+        f"flags=F> eol=\\r\\n null_sender=nobody-here argv={sys.executable} {script} "
+        f"{out_file} ${{sender}}",
+    )
+    content = b"Subject: q\r\n\r\nFrom the start\r\n"
+    (o,) = run(request(cfg, "p", "x", ["u@x"], sender="", content=content))
+    assert o.delivered, o
+    argv_line, rest = out_file.read_bytes().split(b"\n", 1)
+    assert eval(argv_line) == ["nobody-here"]
+    assert rest.startswith(b"From nobody-here  ")
+    assert rest.endswith(b"\r\nSubject: q\r\n\r\n>From the start\r\n")
+
+
+def test_pipe_size_limit(tmp_path, script):
+    cfg = _pipe_cfg(tmp_path, f"size=10 argv={sys.executable} {script} {tmp_path / 'o'}")
+    (o,) = run(request(cfg, "p", "x", ["u@x"]))
+    assert o == Outcome("5.2.3", "message too large")
+    assert not (tmp_path / "o").exists()

@@ -219,3 +219,51 @@ def test_dead_cached_session_is_replaced(tmp_path):
 
     out = asyncio.run(two())
     assert [o.status for o in out] == ["2.0.0", "2.0.0"], out
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_mail_from_rejected_bounces_every_recipient(tmp_path, pipelining):
+    cfg = make_config(tmp_path / "c")
+    flags = ["-f", "MAIL"] + ([] if pipelining else ["-p"])
+    # -f implies -p in smtp-sink: the pipelined path is exercised by the DATA tests below.
+    with sink(tmp_path, *flags) as (listen, _):
+        out = run(request(cfg, "smtp", relay_host(listen), ["x@example.com", "y@example.com"]))
+    assert (
+        out
+        == [
+            Outcome(
+                "5.3.0",
+                "host 127.0.0.1[127.0.0.1] said: 500 5.3.0 Error: command failed "
+                "(in reply to MAIL FROM command)",
+            )
+        ]
+        * 2
+    )
+
+
+def test_data_rejected_defers_accepted_recipients(tmp_path):
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-r", "DATA") as (listen, _):
+        out = run(request(cfg, "smtp", relay_host(listen), ["x@example.com", "y@example.com"]))
+    assert (
+        out
+        == [
+            Outcome(
+                "4.3.0",
+                "host 127.0.0.1[127.0.0.1] said: 450 4.3.0 Error: command failed "
+                "(in reply to DATA command)",
+            )
+        ]
+        * 2
+    )
+
+
+def test_without_pipelining_and_with_dot_stuffing(tmp_path):
+    cfg = make_config(tmp_path / "c")
+    content = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\nend\r\n"
+    with sink(tmp_path, "-p") as (listen, dump):
+        out = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"], content=content))
+        assert out[0].delivered, out
+        (msg,) = dumps(dump)
+    # What the server stored is the original text: stuffing was undone on its side.
+    assert msg.endswith("Subject: dots\n\n.leading dot\n..two\nend\n\n")
