@@ -8,9 +8,11 @@ sockets, workers and signals are the ones every other service gets.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -223,3 +225,62 @@ def test_unprivileged_service_drops_to_mail_owner(system):
     # The worker still serves after the drop: its command runs as mail_owner too.
     with socket.create_connection(("127.0.0.1", port)) as s:
         assert echo(s, b"") == b"postfix\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
+def test_smtpd_as_mail_owner_wakes_qmgr(tmp_path):
+    """smtpd workers run as mail_owner while master binds qmgr's public socket as root: the
+    socket must still take their wakeups (Postfix's unix_listen makes it mode 0666)."""
+    import smtplib
+
+    # Services running as mail_owner must reach the queue: not pytest's private tmp tree.
+    top = Path(tempfile.mkdtemp(prefix="oxipost-wakeup-"))
+    top.chmod(0o755)
+    conf = top / "conf"
+    conf.mkdir()
+    port = free_port()
+    # No lookup tables; a queue run so rare that only a wakeup explains a prompt pick-up.
+    (conf / "main.cf").write_text(
+        "compatibility_level = 3.6\nmyhostname = mx.example.test\nmydestination =\n"
+        "inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmynetworks = 127.0.0.1/32\n"
+        "smtpd_peername_lookup = no\nlocal_recipient_maps =\ndefer_transports = smtp\n"
+        f"queue_run_delay = 3600s\nqueue_directory = {top}/spool\n"
+        f"data_directory = {top}/data\nmaillog_file = {top}/maillog\n"
+        "smtpd_worker_processes = 1\n"
+    )
+    (conf / "master.cf").write_text(
+        f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
+    )
+    log = top / "maillog"
+
+    def send() -> str:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+            s.ehlo("client.example.net")
+            assert s.mail("a@example.com")[0] == 250
+            assert s.rcpt("b@example.org")[0] == 250
+            code, text = s.data(b"Subject: t\r\n\r\nhello\r\n")
+        assert code == 250, text
+        return text.decode().rsplit(" ", 1)[1]
+
+    def activated(qid: str) -> bool:
+        return f"{qid}: from=<a@example.com>" in log.read_text()
+
+    try:
+        assert run_ours("postfix", "-c", str(conf), "start").returncode == 0
+        assert wait_until(lambda: _answers(port))
+        # The first message may be found by qmgr's start-up scan; the second only by a wakeup.
+        first = send()
+        assert wait_until(lambda: activated(first)), log.read_text()
+        second = send()
+        assert wait_until(lambda: activated(second), timeout=10), log.read_text()
+    finally:
+        run_ours("postfix", "-c", str(conf), "stop")
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            return s.recv(100).startswith(b"220")
+    except OSError:
+        return False

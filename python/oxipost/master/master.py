@@ -117,6 +117,10 @@ def _bind_unix(path: str) -> socket.socket:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
+    # As Postfix's unix_listen(): the socket itself is open to all and its directory decides
+    # who reaches it. Bound by root, it would otherwise refuse the services that run as
+    # mail_owner (smtpd could not wake qmgr over public/qmgr).
+    os.chmod(path, 0o666)
     sock.listen(256)
     return sock
 

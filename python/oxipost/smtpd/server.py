@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import time
@@ -32,6 +33,7 @@ from email.utils import formatdate
 from typing import Any, Protocol
 
 from oxipost.envelope import Envelope, Recipient
+from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import Checker, ClientState, Reply, match_networks, validate
 
@@ -355,8 +357,6 @@ class Session:
     def _forbidden(self, verb: str) -> bool:
         if verb.endswith(":"):
             return True  # a header-like "command": someone fed us message content
-        import re
-
         for item in self.cfg.get_list("smtpd_forbidden_commands"):
             if item.startswith("regexp:{{") or item.startswith("pcre:{{"):
                 pattern = item.split("{{", 1)[1].rsplit("}}", 1)[0].strip()
@@ -815,8 +815,6 @@ class Session:
         if not arg:
             await self.reply(R.ETRN_SYNTAX)
             return
-        from oxipost.rewrite.resolve import match_domain
-
         domain = arg.lstrip("@#")
         if not match_domain(self.cfg, self.cfg.get_list("fast_flush_domains"), domain, True):
             await self.reply(R.ETRN_UNAVAILABLE.format(domain=arg))
@@ -952,8 +950,6 @@ _COMMANDS = {
 def internal_form(addr: str) -> str:
     """Postfix's internal address form: a source route is dropped and a quoted local part
     loses its quotes (replies, logs and the queue file show it so)."""
-    from oxipost.rewrite.resolve import split_address, unquote_local
-
     if addr.startswith("@") and ":" in addr:
         addr = addr.split(":", 1)[1]
     local, domain = split_address(addr)
@@ -1033,8 +1029,6 @@ def _address_ok(addr: str) -> bool:
     route_stripped = addr.split(":", 1)[1] if addr.startswith("@") and ":" in addr else addr
     if route_stripped.endswith("@"):
         return False
-    from oxipost.rewrite.resolve import split_address
-
     _local, domain = split_address(route_stripped)
     if "@" in route_stripped and not domain.strip():
         return False

@@ -11,6 +11,7 @@ Diagnostics: "fatal: ..." and exit 1 for a configuration Postfix would refuse.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread imports it on first use)
 import contextlib
 import os
 import signal
@@ -18,7 +19,14 @@ import socket
 import ssl
 from typing import Any
 
+# Everything a worker needs is imported here, when master's child loads this module: the
+# worker then drops to mail_owner, who may not be able to read the interpreter's own tree
+# (a Python under /root), so an import after that point fails.
+from oxipost.cleanup import smtpd_cleanup
+from oxipost.qmgr import control
+from oxipost.qmgr.queue import Queue
 from oxipost.smtpd.check import CheckConfigError
+from oxipost.smtpd.sasl import make_authenticator
 from oxipost.smtpd.server import SmtpdServer
 
 
@@ -41,14 +49,10 @@ def tls_context(cfg: Any) -> ssl.SSLContext | None:
 def authenticator(cfg: Any) -> Any:
     if not cfg.get_bool("smtpd_sasl_auth_enable"):
         return None
-    from oxipost.smtpd.sasl import make_authenticator
-
     return make_authenticator(cfg)
 
 
 def open_queue(cfg: Any) -> Any:
-    from oxipost.qmgr.queue import Queue
-
     return Queue.open(cfg, writer=f"smtpd-{os.getpid()}")
 
 
@@ -65,16 +69,12 @@ def build_server(cfg: Any, queue: Any, log: Any = None) -> SmtpdServer:
 
 
 def _cleanup_entry() -> Any:
-    from oxipost.cleanup import smtpd_cleanup
-
     return smtpd_cleanup
 
 
 def _qmgr_notifier(cfg: Any) -> Any:
     """Tell a running qmgr about new mail ({"op": "wakeup"} on public/qmgr), as Postfix's
     cleanup does; at most one request in flight, never holding up a session."""
-    from oxipost.qmgr import control
-
     path = control.socket_path(cfg)
     busy: list[bool] = [False]
     tasks: set[asyncio.Task[None]] = set()
