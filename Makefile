@@ -27,6 +27,7 @@ develop: venv ## Build the Rust extension (release) into the venv, with the pack
 
 .PHONY: run
 run: develop ## Set everything up and start the MTA in the foreground on conf/
+	$(BIN)/newaliases -c $(CONF)
 	$(BIN)/oxipost -c $(CONF) start-fg
 
 .PHONY: sysdeps

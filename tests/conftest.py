@@ -61,3 +61,34 @@ def copy_conf(dest: Path) -> Path:
     """A copy of the embedded default conf/ in dest."""
     shutil.copytree(REPO / "conf", dest, dirs_exist_ok=True)
     return dest
+
+
+def check_stub(module: object, stub: Path) -> None:
+    """A hand-written stub of a pyo3 submodule names exactly the runtime's public functions,
+    classes and methods, with the same parameters (stubtest cannot see into submodules)."""
+    import ast
+    import inspect
+
+    def params(obj: object, node: ast.FunctionDef, method: bool) -> None:
+        sig = inspect.signature(obj)  # type: ignore[arg-type]
+        runtime = [p for p in sig.parameters if p != "self"]
+        args = node.args.args[1:] if method else node.args.args
+        assert [a.arg for a in args] + [a.arg for a in node.args.kwonlyargs] == runtime, node.name
+
+    tree = ast.parse(stub.read_text())
+    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+    assert names == {n for n in dir(module) if not n.startswith("_")}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            params(getattr(module, node.name), node, method=False)
+        elif isinstance(node, ast.ClassDef):
+            cls = getattr(module, node.name)
+            members = {n.name: n for n in node.body if isinstance(n, ast.FunctionDef)}
+            assert set(members) == {n for n in dir(cls) if not n.startswith("_")} | {"__init__"}
+            for name, member in members.items():
+                if name == "__init__":
+                    params(cls, member, method=True)
+                elif not any(
+                    isinstance(d, ast.Name) and d.id == "property" for d in member.decorator_list
+                ):
+                    params(getattr(cls, name), member, method=True)

@@ -5,6 +5,7 @@ Kept by hand, in step with rust/py/src; `make test` checks it with mypy.stubtest
 
 # Submodules: stubtest cannot see into them, tests/delivery/test_mailbox.py checks this stub.
 from oxipost._core_stubs import mailbox as mailbox
+from oxipost._core_stubs import maps as maps
 from oxipost._core_stubs import sched as sched
 from oxipost._core_stubs import spool as spool
 

@@ -1,13 +1,44 @@
-"""postalias(1): not built yet; its issue fills this module in."""
+"""postalias(1): build and query alias databases (aliases(5) syntax).
+
+    postalias [-Nfinoprsuvw] [-c config_dir] [-d key] [-q key] [map_type:]file...
+
+The same program as postmap(1) but for the source format: `name: value` lines, stored
+with the value re-externalized as Postfix's RFC 822 scanner does (see oxipost.maps.aliases).
+"""
+
+from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-from oxipost.cli._unbuilt import not_built
+from oxipost._core import maps as _core
+from oxipost.cli.postmap import Fatal, run
+from oxipost.maps import os_reason
+from oxipost.maps.aliases import parse_aliases
+
+USAGE = "[-Nfinoprsuvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
+OPTIONS = "c:d:fimNnopq:rsuvw"
 
 
-def main() -> int:
-    """Run postalias with sys.argv; return the exit status."""
-    return not_built("postalias")
+def build_aliases(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
+    """Build `<name>.cdb` from the aliases file `name`; return the warnings."""
+    try:
+        with open(name, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise Fatal(f"open {name}: {os_reason(e)}") from None
+    entries, warnings = parse_aliases(text, name, fold_keys)
+    label = name if kind == "cdb" else f"{name}.cdb"
+    try:
+        warnings += _core.write_cdb(name + ".cdb", entries, label, dups)
+    except OSError as e:
+        raise Fatal(f"open database {name}.cdb: {os_reason(e)}") from None
+    return [w for _, w in sorted(warnings, key=lambda lw: lw[0])]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run postalias with argv (default sys.argv[1:]); return the exit status."""
+    return run("postalias", argv, USAGE, OPTIONS, build_aliases, key_suffix=":")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,269 @@
-"""postmap(1): not built yet; its issue fills this module in."""
+"""postmap(1): build and query lookup tables.
 
+    postmap [-bfFhimnNoprsuUvw] [-c config_dir] [-d key] [-q key] [map_type:]file...
+
+Builds `<file>.cdb` for `hash:` (the default_database_type) and `cdb:` atomically; `-q key`
+and `-q -` (keys on stdin, `key<TAB>value` out) query any table type; `-s` dumps; `-d` and
+`-i` rewrite a `hash:` table (cdb files are write-once, as Postfix's cdb: says). With `-b`
+and/or `-h`, `-q -` reads a message and checks its body lines and/or logical headers, as
+cleanup's body_checks/header_checks would. Exit status as Postfix's: 0 found (or built),
+1 not found, and fatal errors print `postmap: fatal: ...` and exit 1.
+
+postalias(1) is the same program with aliases(5) syntax; `run` is shared.
+"""
+
+from __future__ import annotations
+
+import getopt
+import os
 import sys
+from collections.abc import Callable, Sequence
 
-from oxipost.cli._unbuilt import not_built
+from oxipost._core import maps as _core
+from oxipost.config import ConfigError, load_config
+from oxipost.maps import (
+    INDEXED_TYPES,
+    CdbTable,
+    DictTable,
+    Table,
+    TableError,
+    fold,
+    lookup_many,
+    open_table,
+    os_reason,
+    set_warning_sink,
+)
+
+USAGE = "[-bfFhimnNoprsuUvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
+OPTIONS = "bc:d:fFhimnNopq:rsuUvw"
 
 
-def main() -> int:
-    """Run postmap with sys.argv; return the exit status."""
-    return not_built("postmap")
+class Fatal(Exception):
+    """A postmap/postalias fatal error: the text after `prog: fatal: `."""
+
+
+# A builder turns a source file into the table's (key, value) pairs or writes it itself.
+Builder = Callable[[str, str, str, bool, str], list[str]]
+
+
+def build_postmap(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
+    """Build `<name>.cdb` from the postmap source `name`; return the warnings."""
+    try:
+        with open(name, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise Fatal(f"open {name}: {os_reason(e)}") from None
+    label = name if kind == "cdb" else f"{name}.cdb"
+    try:
+        return _core.build_cdb(text, label, name + ".cdb", fold_keys, dups)
+    except OSError as e:
+        raise Fatal(f"open database {name}.cdb: {os_reason(e)}") from None
+
+
+def split_spec(spec: str, default_type: str) -> tuple[str, str]:
+    kind, colon, name = spec.partition(":")
+    if not colon or "/" in kind:
+        return default_type, spec
+    return kind, name
+
+
+def _open(prog: str, spec: str, fold_keys: bool) -> Table:
+    try:
+        return open_table(spec, None, fold_keys)
+    except TableError as e:
+        raise Fatal(str(e)) from None
+
+
+def _lookup(table: Table, key: str) -> str | None:
+    try:
+        return table.lookup(key)
+    except TableError as e:
+        raise Fatal(str(e)) from None
+
+
+def _rewrite(kind: str, name: str, op: str, prog: str) -> None:
+    """-d and -i need a table that can be updated: only hash: here."""
+    if kind == "cdb":
+        raise Fatal(
+            "dict_cdb_open: inappropriate open flags for cdb database - "
+            "specify O_RDONLY or O_WRONLY|O_CREAT|O_TRUNC"
+        )
+    if kind not in INDEXED_TYPES:
+        raise Fatal(f"{kind}:{name} map requires O_RDONLY access mode")
+
+
+def _existing_entries(name: str, fold_keys: bool) -> list[tuple[bytes, bytes, int]]:
+    if not os.path.exists(name + ".cdb"):
+        return []
+    return [(k.encode(), v.encode(), 0) for k, v in CdbTable(name, fold_keys).items()]
+
+
+def query_message(tables: list[Table], body: bool, header: bool) -> int:
+    """-b/-h with -q -: the message on stdin, key = logical header or body line."""
+    data = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+    lines = data.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    keys: list[str] = []
+    in_headers = True
+    for line in lines:
+        line = line.removesuffix("\r")
+        if in_headers:
+            if line == "":
+                in_headers = False
+                continue
+            if line[:1] in (" ", "\t") and keys and header:
+                keys[-1] += "\n" + line
+                continue
+            if header:
+                keys.append(line)
+            continue
+        if body:
+            keys.append(line)
+    found = 0
+    for key in keys:
+        for t in tables:
+            value = _lookup(t, key)
+            if value is not None:
+                sys.stdout.write(f"{key}\t{value}\n")
+                found += 1
+                break
+    return 0 if found else 1
+
+
+def query_stdin(tables: list[Table], key_suffix: str) -> int:
+    keys = [k.removesuffix("\r") for k in sys.stdin.read().split("\n")]
+    if keys and keys[-1] == "":
+        keys.pop()
+    out: list[str | None] = [None] * len(keys)
+    for t in tables:
+        pending = [i for i, v in enumerate(out) if v is None]
+        if not pending:
+            break
+        try:
+            values = lookup_many(t, [keys[i] for i in pending])
+        except TableError as e:
+            raise Fatal(str(e)) from None
+        for i, v in zip(pending, values, strict=True):
+            out[i] = v
+    write = sys.stdout.write
+    found = 0
+    for key, value in zip(keys, out, strict=True):
+        if value is not None:
+            write(f"{key}{key_suffix}\t{value}\n")
+            found += 1
+    return 0 if found else 1
+
+
+def run(
+    prog: str,
+    argv: Sequence[str] | None,
+    usage: str,
+    options: str,
+    builder: Builder,
+    key_suffix: str = "",
+) -> int:
+    """The common body of postmap and postalias (whose `-q -` prints `key:<TAB>value`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        opts, specs = getopt.getopt(args, options)
+    except getopt.GetoptError as e:
+        print(f"{prog}: invalid option -- '{e.opt}'", file=sys.stderr)
+        print(f"{prog}: fatal: usage: {prog} {usage}", file=sys.stderr)
+        return 1
+    flags = {o for o, _ in opts}
+    set_warning_sink(lambda text: print(f"{prog}: warning: {text}", file=sys.stderr))
+    config_dir = None
+    query = delete = None
+    for o, a in opts:
+        if o == "-c":
+            config_dir = a
+        elif o == "-q":
+            query = a
+        elif o == "-d":
+            delete = a
+    try:
+        if sum(x is not None for x in (query, delete)) + ("-s" in flags) > 1:
+            raise Fatal("specify only one of -s -q or -d")
+        if not specs:
+            raise Fatal(f"usage: {prog} {usage}")
+        try:
+            cfg = load_config(config_dir)
+            default_type = cfg.get("default_database_type") or "hash"
+        except ConfigError as e:
+            raise Fatal(str(e)) from None
+        fold_keys = "-f" not in flags
+        dups = "replace" if "-r" in flags else "ignore" if "-w" in flags else "warn"
+        parsed = [split_spec(s, default_type) for s in specs]
+
+        def spec_of(kind: str, name: str) -> str:
+            return f"{kind}:{name}"
+
+        if query is not None:
+            tables = [_open(prog, spec_of(k, n), fold_keys) for k, n in parsed]
+            if query == "-":
+                if "-b" in flags or "-h" in flags:
+                    return query_message(tables, "-b" in flags, "-h" in flags)
+                return query_stdin(tables, key_suffix)
+            for kind, name in parsed:
+                value = _lookup(_open(prog, spec_of(kind, name), fold_keys), query)
+                if value is not None:
+                    print(value)
+                    return 0
+            return 1
+        if "-s" in flags:
+            for kind, name in parsed:
+                table = _open(prog, spec_of(kind, name), fold_keys)
+                if kind == "cdb" or not isinstance(table, CdbTable | DictTable):
+                    label = f"{name}.cdb" if kind == "cdb" else name
+                    raise Fatal(f"table {kind}:{label}: sequence operation is not supported")
+                sys.stdout.write("".join(f"{k}\t{v}\n" for k, v in table.items()))
+            return 0
+        if delete is not None:
+            status = 1
+            for kind, name in parsed:
+                _rewrite(kind, name, "delete", prog)
+                pairs = _existing_entries(name, fold_keys)
+                if delete == "-":
+                    gone = {fold(k) if fold_keys else k for k in sys.stdin.read().split()}
+                else:
+                    gone = {fold(delete) if fold_keys else delete}
+                kept = [e for e in pairs if e[0].decode() not in gone]
+                if len(kept) != len(pairs):
+                    status = 0
+                    _core.write_cdb(name + ".cdb", kept, f"{name}.cdb", "ignore")
+            return status
+        if "-i" in flags:
+            for kind, name in parsed:
+                _rewrite(kind, name, "update", prog)
+                entries, warnings = _core.parse_entries(
+                    sys.stdin.buffer.read(), "-", "expected format: key whitespace value"
+                )
+                new = [(k.lower() if fold_keys else k, v, line) for k, v, line in entries]
+                pairs = _existing_entries(name, fold_keys) + new
+                warnings += _core.write_cdb(name + ".cdb", pairs, f"{name}.cdb", dups)
+                for _, w in sorted(warnings, key=lambda lw: lw[0]):
+                    print(f"{prog}: warning: {w}", file=sys.stderr)
+            return 0
+        for kind, name in parsed:
+            if kind not in INDEXED_TYPES:
+                if kind in ("texthash", "regexp", "pcre", "cidr", "inline", "static"):
+                    raise Fatal(
+                        f"unsupported dictionary type: {kind} does not support bulk-mode creation."
+                    )
+                raise Fatal(f"unsupported dictionary type: {kind}")
+            for w in builder(prog, kind, name, fold_keys, dups):
+                print(f"{prog}: warning: {w}", file=sys.stderr)
+        return 0
+    except Fatal as e:
+        sys.stdout.flush()
+        print(f"{prog}: fatal: {e}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run postmap with argv (default sys.argv[1:]); return the exit status."""
+    return run("postmap", argv, USAGE, OPTIONS, build_postmap)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,467 @@
-"""Lookup tables (Postfix dict_*): type:name dispatch and the key search orders."""
+"""Lookup tables (Postfix's dict_* family): one entry point, `open_table("type:name")`.
+
+Every table answers `lookup(key) -> str | None` and raises TableError when it cannot be
+read (Postfix's daemons turn that into a temporary failure, never an accept). Tables are
+opened once per process and reopened when their file changes, as Postfix's daemons notice
+a rebuilt table. Warnings about skipped lines go to the sink `set_warning_sink` installs
+(stderr as `prog: warning: ...` by default, the maillog in daemons), once per open.
+
+`hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
+postmap(1) builds it. Key search orders of virtual(5), access(5) and aliases(5) are in
+`oxipost.maps.search`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from oxipost._core import maps as _core
+from oxipost.config import Config
+
+# Types whose name is a file postmap(1) indexes into <name>.cdb.
+INDEXED_TYPES = ("hash", "cdb")
+TABLE_TYPES = (
+    *INDEXED_TYPES,
+    "texthash",
+    "regexp",
+    "pcre",
+    "cidr",
+    "inline",
+    "static",
+    "fail",
+    "unionmap",
+    "pipemap",
+    "proxy",
+)
+
+
+class TableError(Exception):
+    """A table cannot be opened or read; the text is Postfix's (without `fatal: `)."""
+
+
+class Table(Protocol):
+    def lookup(self, key: str) -> str | None: ...
+
+
+def _stderr_warning(text: str) -> None:
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "oxipost"
+    print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
+
+
+_warn: Callable[[str], None] = _stderr_warning
+
+
+def set_warning_sink(sink: Callable[[str], None]) -> None:
+    """Send table warnings (text without `warning: `) to `sink`, e.g. a Logger.warning."""
+    global _warn
+    _warn = sink
+
+
+def warn(text: str) -> None:
+    """Report a table warning through the installed sink."""
+    _warn(text)
+
+
+def fold(key: str) -> str:
+    """Postfix's lowercase(): ASCII only, as the cdb builder folds."""
+    return key.lower() if key.isascii() else key.encode().lower().decode()
+
+
+def os_reason(e: OSError) -> str:
+    """The C library's words for an error, as Postfix's %m prints them."""
+    return os.strerror(e.errno) if e.errno else str(e)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TableError(f"open database {path}: {os_reason(e)}") from None
+
+
+# ------------------------------------------------------------------------ the table kinds
+
+
+class CdbTable:
+    """hash: and cdb: — `<name>.cdb`, memory-mapped."""
+
+    def __init__(self, name: str, fold_keys: bool = True) -> None:
+        self.path = name + ".cdb"
+        self.fold_keys = fold_keys
+        try:
+            self._cdb = _core.Cdb(self.path)
+        except OSError as e:
+            raise TableError(f"open database {self.path}: {os_reason(e)}") from None
+        except _core_corrupt():
+            raise TableError(
+                f"dict_cdbq_open: unable to init {self.path}: Protocol error"
+            ) from None
+
+    def lookup(self, key: str) -> str | None:
+        raw = (fold(key) if self.fold_keys else key).encode()
+        # Tables written by other tools may store keys with the C string's NUL.
+        value = self._cdb.get(raw)
+        if value is None:
+            value = self._cdb.get(raw + b"\0")
+            if value is None:
+                return None
+        return value.rstrip(b"\0").decode("utf-8", "surrogateescape")
+
+    def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
+        raw = [(fold(k) if self.fold_keys else k).encode() for k in keys]
+        found = self._cdb.get_many(raw)
+        return [None if v is None else v.decode("utf-8", "surrogateescape") for v in found]
+
+    def items(self) -> list[tuple[str, str]]:
+        return [
+            (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+            for k, v in self._cdb.items()
+        ]
+
+
+def _core_corrupt() -> type[Exception]:
+    from oxipost._core import CorruptError
+
+    return CorruptError
+
+
+class DictTable:
+    """A table held in memory: texthash:, inline:, and what postmap -i/-d rewrite."""
+
+    def __init__(self, entries: dict[str, str], fold_keys: bool = True) -> None:
+        self.entries = entries
+        self.fold_keys = fold_keys
+
+    def lookup(self, key: str) -> str | None:
+        return self.entries.get(fold(key) if self.fold_keys else key)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self.entries.items())
+
+
+def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
+    """texthash: the postmap source format read directly, as Postfix's dict_thash does."""
+    text = _read(path)
+    entries, warnings = _core.parse_entries(
+        text, path, "expected format: key whitespace value -- ignoring this line"
+    )
+    table: dict[str, str] = {}
+    # Postfix warns as it reads, so the parser's warnings and ours interleave by line.
+    by_line = list(warnings)
+    for raw_key, raw_value, lineno in entries:
+        key = raw_key.decode("utf-8", "surrogateescape")
+        if key.endswith(":"):
+            by_line.append(
+                (
+                    lineno,
+                    f'{path}, line {lineno}: record is in "key: value" format; '
+                    "is this an alias file?",
+                )
+            )
+        folded = fold(key) if fold_keys else key
+        if folded in table:
+            by_line.append((lineno, f'{path}, line {lineno}: duplicate entry: "{key}"'))
+            continue
+        table[folded] = raw_value.decode("utf-8", "surrogateescape")
+    for _, w in sorted(by_line, key=lambda lw: lw[0]):
+        warn(w)
+    return DictTable(table, fold_keys)
+
+
+class RegexpTable:
+    """regexp: and pcre: — compiled once in Rust, one pass for a miss."""
+
+    def __init__(self, text: bytes, dialect: str, name: str) -> None:
+        self._table = _core.RegexTable(text, dialect, name)
+        for w in self._table.warnings:
+            warn(w)
+
+    def lookup(self, key: str) -> str | None:
+        return self._table.lookup(key)
+
+    def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
+        return self._table.lookup_many(list(keys))
+
+
+class CidrTable:
+    """cidr: first matching network, with `!` negation and if/endif, as cidr_table(5)."""
+
+    def __init__(self, text: bytes, name: str) -> None:
+        lines, warnings = _core.logical_lines(text, name)
+        for _, w in warnings:
+            warn(w)
+        # (network or None for endif, negate, result or None for if, index after endif)
+        self.rules: list[
+            tuple[ipaddress.IPv4Network | ipaddress.IPv6Network | None, bool, str | None, int]
+        ] = []
+        open_ifs: list[tuple[int, int]] = []
+        for lineno, raw in lines:
+            line = raw.decode("utf-8", "surrogateescape").strip()
+
+            def warning(msg: str, lineno: int = lineno) -> None:
+                warn(f"cidr map {name}, line {lineno}: {msg}")
+
+            word = line.split(None, 1)[0].lower()
+            if word == "endif":
+                if open_ifs:
+                    at, _ = open_ifs.pop()
+                    self.rules.append((None, False, None, 0))
+                    net, neg, _, _ = self.rules[at]
+                    self.rules[at] = (net, neg, None, len(self.rules))
+                else:
+                    warning("ignoring ENDIF without matching IF")
+                continue
+            is_if = word == "if"
+            rest = line[2:].strip() if is_if else line
+            negate = rest.startswith("!")
+            if negate:
+                rest = rest[1:].lstrip()
+            parts = rest.split(None, 1)
+            pattern = parts[0] if parts else ""
+            result = parts[1].strip() if len(parts) > 1 else ""
+            net = self._network(pattern, warning)
+            if net is None:
+                continue
+            if is_if:
+                open_ifs.append((len(self.rules), lineno))
+                self.rules.append((net, negate, None, 0))
+                continue
+            if not result:
+                warning("no lookup result: skipping this rule")
+                continue
+            self.rules.append((net, negate, result, 0))
+        for at, lineno in reversed(open_ifs):
+            warn(f"cidr map {name}, line {lineno}: IF has no matching ENDIF")
+            net, neg, _, _ = self.rules[at]
+            self.rules[at] = (net, neg, None, len(self.rules))
+
+    @staticmethod
+    def _network(
+        pattern: str, warning: Callable[[str], None]
+    ) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        addr, slash, length = pattern.partition("/")
+        if addr.startswith("[") and addr.endswith("]"):
+            addr = addr[1:-1]
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            warning(f'bad address pattern: "{pattern}": skipping this rule')
+            return None
+        if not slash:
+            return ipaddress.ip_network(ip)
+        if not length.isdigit() or int(length) > ip.max_prefixlen:
+            warning(f'bad mask length in "{pattern}": skipping this rule')
+            return None
+        try:
+            return ipaddress.ip_network(f"{ip}/{length}")
+        except ValueError:
+            fixed = ipaddress.ip_network(f"{ip}/{length}", strict=False)
+            warning(
+                f'non-null host address bits in "{pattern}", perhaps you should use '
+                f'"{fixed}" instead: skipping this rule'
+            )
+            return None
+
+    def lookup(self, key: str) -> str | None:
+        try:
+            ip = ipaddress.ip_address(key.strip("[]"))
+        except ValueError:
+            return None
+        i = 0
+        while i < len(self.rules):
+            net, negate, result, after = self.rules[i]
+            if net is None:
+                i += 1
+                continue
+            hit = (ip.version == net.version and ip in net) != negate
+            if result is None:
+                i = i + 1 if hit else after
+                continue
+            if hit:
+                return result
+            i += 1
+        return None
+
+
+class StaticTable:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def lookup(self, key: str) -> str | None:
+        return self.value
+
+
+class FailTable:
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def lookup(self, key: str) -> str | None:
+        raise TableError(f"table {self.spec}: query error: Application error")
+
+
+class UnionTable:
+    """unionmap: every table's result, comma-joined, in order."""
+
+    def __init__(self, tables: list[Table]) -> None:
+        self.tables = tables
+
+    def lookup(self, key: str) -> str | None:
+        found = [v for v in (t.lookup(key) for t in self.tables) if v is not None]
+        return ",".join(found) if found else None
+
+
+class PipeTable:
+    """pipemap: each table's result is the next table's key."""
+
+    def __init__(self, tables: list[Table]) -> None:
+        self.tables = tables
+
+    def lookup(self, key: str) -> str | None:
+        value: str | None = key
+        for t in self.tables:
+            value = t.lookup(value)
+            if value is None:
+                return None
+        return value
+
+
+# ------------------------------------------------------------------------ parsing a spec
+
+
+def split_braced(body: str) -> list[str]:
+    """The items of `{a, {b c}, d}` as Postfix's mystrtokq splits them (comma or space
+    separated; braces keep an item whole and are removed)."""
+    items: list[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        while i < n and (body[i] in ", \t\r\n"):
+            i += 1
+        if i >= n:
+            break
+        start, depth = i, 0
+        while i < n and (depth > 0 or body[i] not in ", \t\r\n"):
+            if body[i] == "{":
+                depth += 1
+            elif body[i] == "}":
+                depth -= 1
+            i += 1
+        item = body[start:i]
+        if item.startswith("{") and item.endswith("}"):
+            item = item[1:-1].strip()
+        items.append(item)
+    return items
+
+
+def _braced(spec: str, kind: str, name: str, need: str) -> list[str]:
+    if not (name.startswith("{") and name.endswith("}")):
+        raise TableError(f'bad syntax: "{spec}"; need "{kind}:{need}"')
+    items = split_braced(name[1:-1])
+    if not items:
+        raise TableError(f'bad syntax: "{spec}"; need "{kind}:{need}"')
+    return items
+
+
+def _inline(spec: str, name: str) -> DictTable:
+    entries: dict[str, str] = {}
+    for item in _braced(spec, "inline", name, "{name=value...}"):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise TableError(
+                f'missing \'=\' after attribute name: "{spec}"; need "inline:{{name=value...}}"'
+            )
+        entries.setdefault(fold(key.strip()), value.strip())
+    return DictTable(entries)
+
+
+def _file_text(spec: str, kind: str, name: str) -> tuple[bytes, str]:
+    """A file table's text, or the rules of its inline `{{rule}, {rule}}` form."""
+    if name.startswith("{"):
+        rules = _braced(spec, kind, name, "{{rule}, {rule}...}")
+        return "\n".join(rules).encode() + b"\n", spec
+    return _read(name), name
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _watched_file(kind: str, name: str) -> str | None:
+    if name.startswith("{"):
+        return None
+    if kind in INDEXED_TYPES:
+        return name + ".cdb"
+    if kind in ("texthash", "regexp", "pcre", "cidr"):
+        return name
+    return None
+
+
+def _open(spec: str, cfg: Config | None, fold_keys: bool) -> Table:
+    kind, colon, name = spec.partition(":")
+    if not colon:
+        raise TableError(f'need dictionary type in "{spec}"')
+    if kind == "proxy":
+        return open_table(name, cfg, fold_keys)
+    if kind in INDEXED_TYPES:
+        return CdbTable(name, fold_keys)
+    if kind == "texthash":
+        if name.startswith("{"):
+            raise TableError(f"open database {name}: No such file or directory")
+        return read_texthash(name, fold_keys)
+    if kind in ("regexp", "pcre"):
+        text, label = _file_text(spec, kind, name)
+        return RegexpTable(text, kind, label)
+    if kind == "cidr":
+        text, label = _file_text(spec, kind, name)
+        return CidrTable(text, label)
+    if kind == "inline":
+        return _inline(spec, name)
+    if kind == "static":
+        value = name[1:-1].strip() if name.startswith("{") and name.endswith("}") else name
+        return StaticTable(value)
+    if kind == "fail":
+        return FailTable(spec)
+    if kind in ("unionmap", "pipemap"):
+        parts = _braced(spec, kind, name, "{type:name...}")
+        tables = [open_table(p, cfg, fold_keys) for p in parts]
+        return UnionTable(tables) if kind == "unionmap" else PipeTable(tables)
+    raise TableError(f"unsupported dictionary type: {kind}")
+
+
+_cache: dict[tuple[str, bool], tuple[Table, tuple[int, int, int] | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def open_table(spec: str, cfg: Config | None = None, fold_keys: bool = True) -> Table:
+    """The table for `type:name`, opened once and reopened when its file has changed.
+    Relative names are relative to the working directory, as in Postfix."""
+    kind, _, name = spec.partition(":")
+    watched = _watched_file(kind, name)
+    stamp = _stamp(watched) if watched else None
+    key = (spec, fold_keys)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[1] == stamp:
+            return hit[0]
+    table = _open(spec, cfg, fold_keys)
+    with _cache_lock:
+        _cache[key] = (table, stamp)
+    return table
+
+
+def lookup_many(table: Table, keys: Sequence[str]) -> list[str | None]:
+    """lookup() of every key; one call into Rust where the table supports it."""
+    batch = getattr(table, "lookup_many", None)
+    if batch is not None:
+        result: list[str | None] = batch(keys)
+        return result
+    return [table.lookup(k) for k in keys]

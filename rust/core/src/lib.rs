@@ -15,5 +15,6 @@ pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
     "release"
 };
 pub mod mailbox;
+pub mod maps;
 pub mod sched;
 pub mod spool;

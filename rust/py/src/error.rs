@@ -26,16 +26,32 @@ impl From<PyCoreError> for PyErr {
     fn from(PyCoreError(e): PyCoreError) -> PyErr {
         match e {
             CoreError::Io(io) => {
-                let msg = io.to_string();
                 let errno = io.raw_os_error();
-                match io.kind() {
-                    std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(msg),
-                    std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(msg),
-                    std::io::ErrorKind::AlreadyExists => PyFileExistsError::new_err(msg),
-                    _ => match errno {
-                        Some(n) => PyOSError::new_err((n, msg)),
-                        None => PyOSError::new_err(msg),
-                    },
+                // Python's OSError(errno, strerror) form, so callers print the C library's
+                // words as Postfix does, without Rust's " (os error N)" suffix.
+                let msg = io.to_string();
+                let strerror = match errno {
+                    Some(n) => msg
+                        .strip_suffix(&format!(" (os error {n})"))
+                        .unwrap_or(&msg)
+                        .to_string(),
+                    None => msg.clone(),
+                };
+                match (io.kind(), errno) {
+                    (std::io::ErrorKind::NotFound, Some(n)) => {
+                        PyFileNotFoundError::new_err((n, strerror))
+                    }
+                    (std::io::ErrorKind::PermissionDenied, Some(n)) => {
+                        PyPermissionError::new_err((n, strerror))
+                    }
+                    (std::io::ErrorKind::AlreadyExists, Some(n)) => {
+                        PyFileExistsError::new_err((n, strerror))
+                    }
+                    (std::io::ErrorKind::NotFound, None) => PyFileNotFoundError::new_err(msg),
+                    (std::io::ErrorKind::PermissionDenied, None) => PyPermissionError::new_err(msg),
+                    (std::io::ErrorKind::AlreadyExists, None) => PyFileExistsError::new_err(msg),
+                    (_, Some(n)) => PyOSError::new_err((n, strerror)),
+                    (_, None) => PyOSError::new_err(msg),
                 }
             }
             CoreError::Syntax(m) => PyValueError::new_err(m),

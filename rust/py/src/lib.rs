@@ -4,6 +4,7 @@
 
 mod error;
 mod mailbox;
+mod maps;
 mod sched;
 mod spool;
 
@@ -16,6 +17,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::mailbox::mailbox;
+
+    #[pymodule_export]
+    use crate::maps::maps;
 
     #[pymodule_export]
     use crate::spool::spool;

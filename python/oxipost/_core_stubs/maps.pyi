@@ -1,0 +1,44 @@
+"""oxipost._core.maps: cdb build and mmap lookups, table source text, regexp/pcre tables."""
+
+def build_cdb(text: bytes, name: str, path: str, fold: bool, duplicates_mode: str) -> list[str]:
+    """Build the cdb file `path` from postmap source text, atomically; return warnings.
+    duplicates_mode is "warn" (keep first), "replace" (keep last) or "ignore"."""
+
+def write_cdb(
+    path: str, entries: list[tuple[bytes, bytes, int]], name: str, duplicates_mode: str
+) -> list[tuple[int, str]]:
+    """Write the cdb file `path` from (key, value, line) entries, atomically; return the
+    duplicate warnings as (line, text)."""
+
+def logical_lines(text: bytes, name: str) -> tuple[list[tuple[int, bytes]], list[tuple[int, str]]]:
+    """The logical lines of a table file as [(first line number, text)], and warnings as
+    [(line, text)]."""
+
+def parse_entries(
+    text: bytes, name: str, missing_value: str
+) -> tuple[list[tuple[bytes, bytes, int]], list[tuple[int, str]]]:
+    """`key value` entries of postmap source text as [(key, value, line)], and warnings as
+    [(line, text)]."""
+
+class Cdb:
+    """A memory-mapped cdb file; CorruptError when it is not one."""
+
+    def __init__(self, path: str) -> None: ...
+    def get(self, key: bytes) -> bytes | None:
+        """The first value stored under key."""
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """get() for each key, with the GIL released."""
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every record in file order."""
+
+class RegexTable:
+    """A compiled regexp_table(5) (dialect "regexp") or pcre_table(5) ("pcre")."""
+
+    def __init__(self, text: bytes, dialect: str, name: str) -> None: ...
+    @property
+    def warnings(self) -> list[str]:
+        """Postfix's warnings for the rules that were skipped."""
+    def lookup(self, key: str) -> str | None:
+        """The result of the first matching rule, with $n substituted."""
+    def lookup_many(self, keys: list[str]) -> list[str | None]:
+        """lookup() for each key, with the GIL released."""

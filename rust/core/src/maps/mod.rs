@@ -1,0 +1,153 @@
+//! Lookup tables (Postfix's dict_* family): the indexed `hash:`/`cdb:` format, the text
+//! format postmap(1) builds from, and regexp/pcre tables.
+
+pub mod cdb;
+pub mod regex_table;
+pub mod source;
+
+use crate::CoreResult;
+use std::collections::HashMap;
+
+/// What a build does with a key seen twice (postmap's default, `-r` and `-w`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Duplicates {
+    /// Keep the first value and warn.
+    WarnKeepFirst,
+    /// Keep the last value, silently.
+    Replace,
+    /// Keep the first value, silently.
+    Ignore,
+}
+
+/// Postfix folds table keys with its ASCII `lowercase()`.
+pub fn fold_key(key: &mut [u8]) {
+    key.make_ascii_lowercase();
+}
+
+/// Builds the cdb image of a postmap(1) source text. `name` labels the warnings as Postfix
+/// does (the path the user gave); they come in the order Postfix reads the lines.
+pub fn build_cdb_from_source(
+    text: &[u8],
+    name: &str,
+    fold: bool,
+    duplicates: Duplicates,
+) -> CoreResult<(Vec<u8>, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let mut entries = source::parse_entries(
+        text,
+        name,
+        "expected format: key whitespace value",
+        &mut warnings,
+    );
+    if fold {
+        for e in &mut entries {
+            fold_key(&mut e.key);
+        }
+    }
+    let pairs = entries.into_iter().map(|e| (e.key, e.value, e.lineno));
+    let image = build_cdb(pairs, name, duplicates, &mut warnings)?;
+    warnings.sort_by_key(|(line, _)| *line);
+    Ok((image, warnings.into_iter().map(|(_, w)| w).collect()))
+}
+
+/// Builds a cdb image from (key, value, line) in order, applying the duplicate rule;
+/// duplicate warnings are added with their line.
+pub fn build_cdb(
+    pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>, usize)>,
+    name: &str,
+    duplicates: Duplicates,
+    warnings: &mut Vec<(usize, String)>,
+) -> CoreResult<Vec<u8>> {
+    let mut kept: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (key, value, line) in pairs {
+        match index.get(&key) {
+            Some(&at) => match duplicates {
+                Duplicates::WarnKeepFirst => warnings.push((
+                    line,
+                    format!(
+                        "{name}: duplicate entry: \"{}\"",
+                        String::from_utf8_lossy(&key)
+                    ),
+                )),
+                Duplicates::Replace => kept[at].1 = value,
+                Duplicates::Ignore => {}
+            },
+            None => {
+                index.insert(key.clone(), kept.len());
+                kept.push((key, value));
+            }
+        }
+    }
+    let mut builder = cdb::CdbBuilder::new();
+    for (k, v) in &kept {
+        builder.add(k, v)?;
+    }
+    builder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdb_round_trip_duplicates_and_missing_keys() {
+        let dir = std::env::temp_dir().join(format!("oxipost-maps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.cdb");
+        let src = b"Alice a1\nbob b1\nALICE a2\n";
+        let (image, warnings) =
+            build_cdb_from_source(src, "t", true, Duplicates::WarnKeepFirst).unwrap();
+        assert_eq!(warnings, vec!["t: duplicate entry: \"alice\"".to_string()]);
+        cdb::write_file_atomically(&path, &image).unwrap();
+        let r = cdb::CdbReader::open(&path).unwrap();
+        assert_eq!(r.get(b"alice"), Some(&b"a1"[..]));
+        assert_eq!(r.get(b"bob"), Some(&b"b1"[..]));
+        assert_eq!(r.get(b"carol"), None);
+        assert_eq!(r.items().len(), 2);
+
+        let (image, _) = build_cdb_from_source(src, "t", true, Duplicates::Replace).unwrap();
+        cdb::write_file_atomically(&path, &image).unwrap();
+        let r = cdb::CdbReader::open(&path).unwrap();
+        assert_eq!(r.get(b"alice"), Some(&b"a2"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn many_keys_all_found() {
+        let pairs = (0..20_000u32).map(|i| {
+            (
+                format!("k{i}").into_bytes(),
+                i.to_le_bytes().to_vec(),
+                i as usize,
+            )
+        });
+        let mut w = Vec::new();
+        let image = build_cdb(pairs, "t", Duplicates::WarnKeepFirst, &mut w).unwrap();
+        let dir = std::env::temp_dir().join(format!("oxipost-maps-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.cdb");
+        cdb::write_file_atomically(&path, &image).unwrap();
+        let r = cdb::CdbReader::open(&path).unwrap();
+        for i in 0..20_000u32 {
+            assert_eq!(
+                r.get(format!("k{i}").as_bytes()),
+                Some(&i.to_le_bytes()[..])
+            );
+        }
+        assert_eq!(r.get(b"k20000"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_cdb_is_refused() {
+        let dir = std::env::temp_dir().join(format!("oxipost-maps-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("j.cdb");
+        std::fs::write(&path, b"junk\n").unwrap();
+        assert!(cdb::CdbReader::open(&path).is_err());
+        std::fs::write(&path, vec![0xffu8; 4096]).unwrap();
+        assert!(cdb::CdbReader::open(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,526 @@
+//! regexp_table(5) and pcre_table(5): `/pattern/flags result`, `!/pattern/`, `if` … `endif`,
+//! `$n` / `${n}` substitution, first match wins.
+//!
+//! A lookup costs one pass over the key for all rules the `regex` crate can compile, through
+//! a `RegexSet`; only the winning rule is run again for its captures. Rules that need
+//! backtracking features (look-around, back-references) use `fancy-regex` and are tried one
+//! by one, in their place in the order.
+
+use super::source::{is_space, logical_lines, trim};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dialect {
+    Regexp,
+    Pcre,
+}
+
+impl Dialect {
+    fn label(self) -> &'static str {
+        match self {
+            Dialect::Regexp => "regexp",
+            Dialect::Pcre => "pcre",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Group(usize),
+}
+
+enum Matcher {
+    /// Index into the table's `RegexSet`, and the same pattern alone for captures.
+    Fast(usize, Regex),
+    Fancy(Box<fancy_regex::Regex>),
+}
+
+enum Kind {
+    Rule(Vec<Piece>),
+    /// Index of the rule after the matching `endif`.
+    If(usize),
+    Endif,
+}
+
+struct Rule {
+    matcher: Option<Matcher>,
+    negate: bool,
+    kind: Kind,
+}
+
+pub struct RegexTable {
+    rules: Vec<Rule>,
+    set: RegexSet,
+    /// True when some rule is not in the set, so a miss of the set is not a miss of the table.
+    needs_walk: bool,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Flags {
+    icase: bool,
+    multiline: bool,
+    dotall: bool,
+    extended: bool,
+    anchored: bool,
+    ungreedy: bool,
+}
+
+/// Parses `/pattern/flags` at the start of `s`; returns the pattern, flags and the rest.
+/// Errors are the message and whether it "skips" or "ignores" the rule (the dialects differ).
+fn parse_pattern(s: &str, dialect: Dialect) -> Result<(&str, Flags, &str), String> {
+    let mut chars = s.char_indices();
+    let Some((_, delim)) = chars.next() else {
+        return Err("no regexp pattern".into());
+    };
+    let mut end = None;
+    let mut escaped = false;
+    for (i, c) in chars {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == delim {
+            end = Some(i);
+            break;
+        }
+    }
+    let Some(end) = end else {
+        let verb = match dialect {
+            Dialect::Regexp => "skipping",
+            Dialect::Pcre => "ignoring",
+        };
+        return Err(format!(
+            "no closing regexp delimiter \"{delim}\": {verb} this rule"
+        ));
+    };
+    let pattern = &s[delim.len_utf8()..end];
+    let after = &s[end + delim.len_utf8()..];
+    let flag_end = after
+        .bytes()
+        .position(|b| is_space(b) || b == b'#')
+        .unwrap_or(after.len());
+    let mut flags = Flags {
+        icase: true,
+        extended: dialect == Dialect::Regexp,
+        ..Flags::default()
+    };
+    for c in after[..flag_end].chars() {
+        match (c, dialect) {
+            ('i', _) => flags.icase = !flags.icase,
+            ('m', _) => flags.multiline = !flags.multiline,
+            ('x', _) => flags.extended = !flags.extended,
+            ('s', Dialect::Pcre) => flags.dotall = !flags.dotall,
+            ('A', Dialect::Pcre) => flags.anchored = !flags.anchored,
+            ('U', Dialect::Pcre) => flags.ungreedy = !flags.ungreedy,
+            ('E' | 'X', Dialect::Pcre) => {}
+            _ => return Err(format!("unknown regexp option \"{c}\": skipping this rule")),
+        }
+    }
+    Ok((pattern, flags, &after[flag_end..]))
+}
+
+/// The regex-crate spelling of a rule's pattern with its flags.
+fn engine_pattern(pattern: &str, flags: Flags, dialect: Dialect) -> String {
+    let mut inline = String::new();
+    if flags.icase {
+        inline.push('i');
+    }
+    match dialect {
+        // POSIX without REG_NEWLINE: `.` matches a newline and ^ $ only at the ends;
+        // `m` (REG_NEWLINE) gives the line-oriented behaviour.
+        Dialect::Regexp => inline.push_str(if flags.multiline { "m" } else { "s" }),
+        Dialect::Pcre => {
+            if flags.multiline {
+                inline.push('m');
+            }
+            if flags.dotall {
+                inline.push('s');
+            }
+            if flags.extended {
+                inline.push('x');
+            }
+            if flags.ungreedy {
+                inline.push('U');
+            }
+        }
+    }
+    let body = if flags.anchored {
+        // In x mode a trailing comment would swallow the `)`: end the line first.
+        let nl = if flags.extended { "\n" } else { "" };
+        format!(r"\A(?:{pattern}{nl})")
+    } else {
+        pattern.to_string()
+    };
+    if inline.is_empty() {
+        body
+    } else {
+        format!("(?{inline}){body}")
+    }
+}
+
+/// The message Postfix's regex library would give for a pattern neither engine accepts,
+/// for the common cases; otherwise the engine's own words.
+fn compile_error(pattern: &str, dialect: Dialect, engine: &str) -> String {
+    let mut depth = 0i32;
+    let mut escaped = false;
+    let mut in_class = false;
+    for c in pattern.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => depth -= 1,
+            _ => {}
+        }
+    }
+    match dialect {
+        Dialect::Regexp if in_class => "Unmatched [, [^, [:, [., or [=".into(),
+        Dialect::Regexp if depth > 0 => r"Unmatched ( or \(".into(),
+        Dialect::Regexp if depth < 0 => r"Unmatched ) or \)".into(),
+        Dialect::Regexp => "Invalid regular expression".into(),
+        Dialect::Pcre if in_class => format!(
+            "error in regex at offset {}: missing terminating ] for character class",
+            pattern.len()
+        ),
+        Dialect::Pcre if depth > 0 => format!(
+            "error in regex at offset {}: missing closing parenthesis",
+            pattern.len()
+        ),
+        Dialect::Pcre => {
+            let first = engine.lines().last().unwrap_or(engine).trim().to_string();
+            format!("error in regex at offset 0: {first}")
+        }
+    }
+}
+
+/// `$n`, `${n}` and `$$` in a result; `max_group` is the pattern's capture count.
+fn parse_result(text: &str, max_group: usize, negate: bool) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut lit = String::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            let (num, next) = if b.get(i + 1) == Some(&b'{') {
+                match text[i + 2..].find('}') {
+                    Some(close) => (&text[i + 2..i + 2 + close], i + 3 + close),
+                    None => ("", i + 1),
+                }
+            } else {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                (&text[i + 1..i + 1 + digits], i + 1 + digits)
+            };
+            if b.get(i + 1) == Some(&b'$') {
+                lit.push('$');
+                i += 2;
+                continue;
+            }
+            if let Ok(n) = num.parse::<usize>() {
+                if negate {
+                    return Err("$number found in negative match replacement text: \
+                         skipping this rule"
+                        .into());
+                }
+                if n == 0 || n > max_group {
+                    return Err(format!(
+                        "out of range replacement index \"{n}\": skipping this rule"
+                    ));
+                }
+                if !lit.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut lit)));
+                }
+                pieces.push(Piece::Group(n));
+                i = next;
+                continue;
+            }
+        }
+        let ch = text[i..].chars().next().unwrap_or('\u{fffd}');
+        lit.push(ch);
+        i += ch.len_utf8();
+    }
+    if !lit.is_empty() {
+        pieces.push(Piece::Text(lit));
+    }
+    Ok(pieces)
+}
+
+enum Compiled {
+    Fast(Regex),
+    Fancy(Box<fancy_regex::Regex>),
+}
+
+fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, usize), String> {
+    let full = engine_pattern(pattern, flags, dialect);
+    match RegexBuilder::new(&full).size_limit(64 << 20).build() {
+        Ok(re) => {
+            let groups = re.captures_len() - 1;
+            Ok((Compiled::Fast(re), groups))
+        }
+        Err(fast_err) => match fancy_regex::Regex::new(&full) {
+            Ok(re) => {
+                let groups = re.captures_len() - 1;
+                Ok((Compiled::Fancy(Box::new(re)), groups))
+            }
+            Err(_) => Err(compile_error(pattern, dialect, &fast_err.to_string())),
+        },
+    }
+}
+
+impl RegexTable {
+    /// Compiles a table; rules Postfix would skip are skipped with its warning.
+    pub fn compile(text: &[u8], dialect: Dialect, name: &str) -> RegexTable {
+        let label = dialect.label();
+        let mut warnings = Vec::new();
+        let mut raw_warnings = Vec::new();
+        let lines = logical_lines(text, name, &mut raw_warnings);
+        warnings.extend(raw_warnings.into_iter().map(|(_, w)| w));
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut open_ifs: Vec<(usize, usize)> = Vec::new();
+        let mut set_patterns: Vec<String> = Vec::new();
+        for line in &lines {
+            let joined = line.text();
+            let text = String::from_utf8_lossy(trim(&joined)).into_owned();
+            let warn = |msg: &str| format!("{label} map {name}, line {}: {msg}", line.lineno);
+            let lower = text.to_ascii_lowercase();
+            let word_end = |n: usize| {
+                text.as_bytes()
+                    .get(n)
+                    .is_none_or(|c| !c.is_ascii_alphanumeric())
+            };
+            if lower.starts_with("endif") && word_end(5) {
+                if !trim(&text.as_bytes()[5..]).is_empty() {
+                    warnings.push(warn("ignoring extra text after ENDIF"));
+                }
+                match open_ifs.pop() {
+                    Some((at, _)) => {
+                        rules.push(Rule {
+                            matcher: None,
+                            negate: false,
+                            kind: Kind::Endif,
+                        });
+                        let after = rules.len();
+                        rules[at].kind = Kind::If(after);
+                    }
+                    None => warnings.push(warn("ignoring ENDIF without matching IF")),
+                }
+                continue;
+            }
+            let is_if = lower.starts_with("if") && word_end(2);
+            let mut rest = if is_if {
+                text[2..].trim_start()
+            } else {
+                text.as_str()
+            };
+            let negate = rest.starts_with('!');
+            if negate {
+                rest = rest[1..].trim_start();
+            }
+            let (pattern, flags, after) = match parse_pattern(rest, dialect) {
+                Ok(p) => p,
+                Err(msg) => {
+                    warnings.push(warn(&msg));
+                    continue;
+                }
+            };
+            let (compiled, groups) = match compile(pattern, flags, dialect) {
+                Ok(c) => c,
+                Err(msg) => {
+                    warnings.push(warn(&msg));
+                    continue;
+                }
+            };
+            let result = after.trim();
+            let kind = if is_if {
+                if !result.is_empty() {
+                    warnings.push(warn("ignoring extra text after IF statement"));
+                }
+                open_ifs.push((rules.len(), line.lineno));
+                Kind::If(0)
+            } else {
+                if result.is_empty() {
+                    warnings.push(warn("no replacement text: using empty string"));
+                }
+                match parse_result(result, groups, negate) {
+                    Ok(pieces) => Kind::Rule(pieces),
+                    Err(msg) => {
+                        warnings.push(warn(&msg));
+                        continue;
+                    }
+                }
+            };
+            let matcher = match compiled {
+                Compiled::Fast(re) => {
+                    set_patterns.push(re.as_str().to_string());
+                    Matcher::Fast(set_patterns.len() - 1, re)
+                }
+                Compiled::Fancy(re) => Matcher::Fancy(re),
+            };
+            rules.push(Rule {
+                matcher: Some(matcher),
+                negate,
+                kind,
+            });
+        }
+        for (at, lineno) in open_ifs.into_iter().rev() {
+            warnings.push(format!(
+                "{label} map {name}, line {lineno}: IF has no matching ENDIF"
+            ));
+            // Postfix closes an unterminated IF at the end of the table.
+            rules[at].kind = Kind::If(rules.len());
+        }
+        let set = RegexSetBuilder::new(&set_patterns)
+            .size_limit(512 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
+            .unwrap_or_else(|_| RegexSet::empty());
+        let needs_walk = set.len() != set_patterns.len()
+            || rules
+                .iter()
+                .any(|r| r.negate || matches!(r.matcher, Some(Matcher::Fancy(_))));
+        RegexTable {
+            rules,
+            set,
+            needs_walk,
+            warnings,
+        }
+    }
+
+    pub fn lookup(&self, key: &str) -> Option<String> {
+        let hits = self.set.matches(key);
+        if !self.needs_walk && !hits.matched_any() {
+            return None;
+        }
+        let in_set = !self.set.is_empty();
+        let matched = |m: &Matcher| match m {
+            Matcher::Fast(i, re) => {
+                if in_set {
+                    hits.matched(*i)
+                } else {
+                    re.is_match(key)
+                }
+            }
+            // A pattern fancy-regex gives up on (backtrack limit) does not match.
+            Matcher::Fancy(re) => re.is_match(key).unwrap_or(false),
+        };
+        let mut i = 0;
+        while i < self.rules.len() {
+            let rule = &self.rules[i];
+            let hit = rule.matcher.as_ref().is_some_and(&matched) != rule.negate;
+            match &rule.kind {
+                Kind::Endif => {}
+                Kind::If(after) => {
+                    if !hit {
+                        i = *after;
+                        continue;
+                    }
+                }
+                Kind::Rule(pieces) if hit => return Some(self.expand(rule, pieces, key)),
+                Kind::Rule(_) => {}
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn expand(&self, rule: &Rule, pieces: &[Piece], key: &str) -> String {
+        if !pieces.iter().any(|p| matches!(p, Piece::Group(_))) {
+            return pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Text(t) => t.as_str(),
+                    Piece::Group(_) => "",
+                })
+                .collect();
+        }
+        let groups: Vec<Option<(usize, usize)>> = match rule.matcher.as_ref() {
+            Some(Matcher::Fast(_, re)) => re.captures(key).map_or_else(Vec::new, |c| {
+                c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect()
+            }),
+            Some(Matcher::Fancy(re)) => {
+                re.captures(key).ok().flatten().map_or_else(Vec::new, |c| {
+                    c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect()
+                })
+            }
+            None => Vec::new(),
+        };
+        let mut out = String::new();
+        for p in pieces {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Group(n) => {
+                    if let Some(Some((s, e))) = groups.get(*n) {
+                        out.push_str(&key[*s..*e]);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str, d: Dialect) -> RegexTable {
+        RegexTable::compile(text.as_bytes(), d, "re")
+    }
+
+    #[test]
+    fn first_match_wins_with_substitution_and_default_case_folding() {
+        let t = table(
+            "/^(.*)@example\\.com$/ local:$1\n/^x/ second ${0}\n/user/ hit $$1\n",
+            Dialect::Pcre,
+        );
+        assert_eq!(t.lookup("Bob@EXAMPLE.com").as_deref(), Some("local:Bob"));
+        assert_eq!(t.lookup("USER").as_deref(), Some("hit $1"));
+        assert_eq!(t.lookup("zzz"), None);
+        assert_eq!(
+            t.warnings,
+            vec!["pcre map re, line 2: out of range replacement index \"0\": skipping this rule"]
+        );
+    }
+
+    #[test]
+    fn if_endif_and_negation() {
+        let src = "if /^a/\n!/b/ no-b\n/c/ c\nendif\n/./ other\n";
+        let t = table(src, Dialect::Regexp);
+        assert_eq!(t.lookup("ax").as_deref(), Some("no-b"));
+        assert_eq!(t.lookup("abc").as_deref(), Some("c"));
+        assert_eq!(t.lookup("zb").as_deref(), Some("other"));
+        assert!(t.warnings.is_empty());
+    }
+
+    #[test]
+    fn flag_i_makes_it_case_sensitive_and_lookaround_uses_the_fallback() {
+        let t = table("/abc/i sensitive\n/foo(?!bar)/ lookahead\n", Dialect::Pcre);
+        assert_eq!(t.lookup("ABC"), None);
+        assert_eq!(t.lookup("abc").as_deref(), Some("sensitive"));
+        assert_eq!(t.lookup("foobaz").as_deref(), Some("lookahead"));
+        assert_eq!(t.lookup("foobar"), None);
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_with_postfix_words() {
+        let src = "/a(/ bad\n/abc/ r1\n/q/z r2\n/no-close r3\nendif\nif /zz/\n";
+        let t = table(src, Dialect::Regexp);
+        assert_eq!(
+            t.warnings,
+            vec![
+                "regexp map re, line 1: Unmatched ( or \\(",
+                "regexp map re, line 3: unknown regexp option \"z\": skipping this rule",
+                "regexp map re, line 4: no closing regexp delimiter \"/\": skipping this rule",
+                "regexp map re, line 5: ignoring ENDIF without matching IF",
+                "regexp map re, line 6: IF has no matching ENDIF",
+            ]
+        );
+        assert_eq!(t.lookup("abc").as_deref(), Some("r1"));
+    }
+}

@@ -1,0 +1,176 @@
+//! `oxipost._core.maps`: cdb build and mmap lookups, the postmap source format, and
+//! regexp/pcre tables. Builds and batch lookups run with the GIL released.
+
+#[pyo3::pymodule(submodule)]
+pub mod maps {
+    use crate::error::PyCoreError;
+    use oxipost_core::maps::{self as core, cdb, regex_table, source, Duplicates};
+    use pyo3::exceptions::PyValueError;
+    use pyo3::prelude::*;
+    use pyo3::types::PyBytes;
+    use std::path::PathBuf;
+
+    /// Warnings with the line they are about, so callers can interleave them by line.
+    type Warnings = Vec<(usize, String)>;
+    type Lines<'py> = Vec<(usize, Bound<'py, PyBytes>)>;
+    type Entries<'py> = Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, usize)>;
+
+    fn duplicates(mode: &str) -> PyResult<Duplicates> {
+        match mode {
+            "warn" => Ok(Duplicates::WarnKeepFirst),
+            "replace" => Ok(Duplicates::Replace),
+            "ignore" => Ok(Duplicates::Ignore),
+            _ => Err(PyValueError::new_err(format!(
+                "bad duplicates mode: {mode}"
+            ))),
+        }
+    }
+
+    /// Builds `<path>` (a cdb file) from postmap source text, atomically; returns warnings.
+    #[pyfunction]
+    #[pyo3(signature = (text, name, path, fold, duplicates_mode))]
+    fn build_cdb(
+        py: Python<'_>,
+        text: &[u8],
+        name: &str,
+        path: PathBuf,
+        fold: bool,
+        duplicates_mode: &str,
+    ) -> Result<Vec<String>, PyErr> {
+        let dups = duplicates(duplicates_mode)?;
+        let result = py.detach(|| -> Result<Vec<String>, PyCoreError> {
+            let (image, warnings) = core::build_cdb_from_source(text, name, fold, dups)?;
+            cdb::write_file_atomically(&path, &image)?;
+            Ok(warnings)
+        });
+        Ok(result?)
+    }
+
+    /// Writes `<path>` (a cdb file) from (key, value, line) triples, atomically; returns
+    /// the duplicate warnings as (line, text).
+    #[pyfunction]
+    #[pyo3(signature = (path, entries, name, duplicates_mode))]
+    fn write_cdb(
+        py: Python<'_>,
+        path: PathBuf,
+        entries: Vec<(Vec<u8>, Vec<u8>, usize)>,
+        name: &str,
+        duplicates_mode: &str,
+    ) -> Result<Vec<(usize, String)>, PyErr> {
+        let dups = duplicates(duplicates_mode)?;
+        let result = py.detach(|| -> Result<Vec<(usize, String)>, PyCoreError> {
+            let mut warnings = Vec::new();
+            let image = core::build_cdb(entries.into_iter(), name, dups, &mut warnings)?;
+            cdb::write_file_atomically(&path, &image)?;
+            Ok(warnings)
+        });
+        Ok(result?)
+    }
+
+    /// The logical lines of a table file: ([(line number, text)], [(line, warning)]).
+    #[pyfunction]
+    fn logical_lines<'py>(py: Python<'py>, text: &[u8], name: &str) -> (Lines<'py>, Warnings) {
+        let mut warnings = Vec::new();
+        let lines = source::logical_lines(text, name, &mut warnings)
+            .iter()
+            .map(|l| (l.lineno, PyBytes::new(py, &l.text())))
+            .collect();
+        (lines, warnings)
+    }
+
+    /// `key value` entries of postmap source text: ([(key, value, line)], [(line, warning)]).
+    #[pyfunction]
+    fn parse_entries<'py>(
+        py: Python<'py>,
+        text: &[u8],
+        name: &str,
+        missing_value: &str,
+    ) -> (Entries<'py>, Warnings) {
+        let mut warnings = Vec::new();
+        let entries = py.detach(|| source::parse_entries(text, name, missing_value, &mut warnings));
+        let out = entries
+            .iter()
+            .map(|e| {
+                (
+                    PyBytes::new(py, &e.key),
+                    PyBytes::new(py, &e.value),
+                    e.lineno,
+                )
+            })
+            .collect();
+        (out, warnings)
+    }
+
+    /// A memory-mapped cdb file.
+    #[pyclass(frozen, module = "oxipost._core.maps")]
+    pub struct Cdb {
+        reader: cdb::CdbReader,
+    }
+
+    #[pymethods]
+    impl Cdb {
+        #[new]
+        fn new(py: Python<'_>, path: PathBuf) -> Result<Self, PyCoreError> {
+            let reader = py.detach(|| cdb::CdbReader::open(&path))?;
+            Ok(Cdb { reader })
+        }
+
+        fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> Option<Bound<'py, PyBytes>> {
+            self.reader.get(key).map(|v| PyBytes::new(py, v))
+        }
+
+        fn get_many<'py>(
+            &self,
+            py: Python<'py>,
+            keys: Vec<Vec<u8>>,
+        ) -> Vec<Option<Bound<'py, PyBytes>>> {
+            let found: Vec<Option<&[u8]>> =
+                py.detach(|| keys.iter().map(|k| self.reader.get(k)).collect());
+            found
+                .into_iter()
+                .map(|v| v.map(|v| PyBytes::new(py, v)))
+                .collect()
+        }
+
+        fn items<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+            self.reader
+                .items()
+                .into_iter()
+                .map(|(k, v)| (PyBytes::new(py, k), PyBytes::new(py, v)))
+                .collect()
+        }
+    }
+
+    /// A compiled regexp_table(5) or pcre_table(5).
+    #[pyclass(frozen, module = "oxipost._core.maps")]
+    pub struct RegexTable {
+        table: regex_table::RegexTable,
+    }
+
+    #[pymethods]
+    impl RegexTable {
+        #[new]
+        fn new(py: Python<'_>, text: &[u8], dialect: &str, name: &str) -> PyResult<Self> {
+            let dialect = match dialect {
+                "regexp" => regex_table::Dialect::Regexp,
+                "pcre" => regex_table::Dialect::Pcre,
+                _ => return Err(PyValueError::new_err(format!("bad dialect: {dialect}"))),
+            };
+            let table = py.detach(|| regex_table::RegexTable::compile(text, dialect, name));
+            Ok(RegexTable { table })
+        }
+
+        #[getter]
+        fn warnings(&self) -> Vec<String> {
+            self.table.warnings.clone()
+        }
+
+        fn lookup(&self, key: &str) -> Option<String> {
+            self.table.lookup(key)
+        }
+
+        fn lookup_many(&self, py: Python<'_>, keys: Vec<String>) -> Vec<Option<String>> {
+            py.detach(|| keys.iter().map(|k| self.table.lookup(k)).collect())
+        }
+    }
+}

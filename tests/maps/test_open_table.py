@@ -1,0 +1,135 @@
+"""open_table: one open per process, reopened when the file changes; atomic rebuilds;
+errors as TableError (never a traceback in a CLI); warnings to the installed sink."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from oxipost import maps
+from oxipost._core import maps as core
+from oxipost.maps import TableError, open_table
+
+from tests.conftest import check_stub
+
+
+@pytest.fixture
+def warnings_seen():
+    seen: list[str] = []
+    maps.set_warning_sink(seen.append)
+    yield seen
+    maps.set_warning_sink(maps._stderr_warning)
+
+
+def build(path: Path, text: str) -> None:
+    path.write_text(text)
+    assert core.build_cdb(text.encode(), str(path), str(path) + ".cdb", True, "warn") == []
+
+
+def test_a_table_is_opened_once_and_reopened_after_a_rebuild(tmp_path):
+    t = tmp_path / "t"
+    build(t, "alice one\n")
+    first = open_table(f"hash:{t}")
+    assert open_table(f"hash:{t}") is first
+    assert first.lookup("ALICE") == "one"
+    build(t, "alice two\nbob b\n")
+    again = open_table(f"hash:{t}")
+    assert again is not first
+    assert (again.lookup("alice"), again.lookup("bob")) == ("two", "b")
+
+
+def test_texthash_and_regexp_notice_an_edited_file(tmp_path):
+    t, r = tmp_path / "t", tmp_path / "r"
+    t.write_text("a 1\n")
+    r.write_text("/^a/ 1\n")
+    assert open_table(f"texthash:{t}").lookup("a") == "1"
+    assert open_table(f"regexp:{r}").lookup("ab") == "1"
+    t.write_text("a 22\n")
+    r.write_text("/^a/ 22\n")
+    assert open_table(f"texthash:{t}").lookup("a") == "22"
+    assert open_table(f"regexp:{r}").lookup("ab") == "22"
+
+
+def test_readers_never_see_a_half_written_table(tmp_path):
+    """A rebuild is temp file + fsync + rename: every open sees the old or the new table."""
+    t = tmp_path / "big"
+    old = "".join(f"k{i} old\n" for i in range(20000))
+    new = "".join(f"k{i} new\n" for i in range(20000))
+    build(t, old)
+    stop = threading.Event()
+    bad: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            cdb = core.Cdb(str(t) + ".cdb")
+            values = {cdb.get(b"k0"), cdb.get(b"k19999")}
+            if len(values) != 1 or None in values:
+                bad.append(repr(values))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for i in range(30):
+        build(t, new if i % 2 else old)
+    stop.set()
+    for th in threads:
+        th.join()
+    assert bad == []
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_errors_are_table_errors_with_postfix_words(tmp_path):
+    with pytest.raises(TableError, match=r"open database .*/nope.cdb: No such file or directory"):
+        open_table(f"hash:{tmp_path}/nope")
+    (tmp_path / "junk.cdb").write_bytes(b"\xff" * 4096)
+    with pytest.raises(TableError, match=r"unable to init .*junk\.cdb: Protocol error"):
+        open_table(f"cdb:{tmp_path}/junk")
+    with pytest.raises(TableError, match="unsupported dictionary type: bogus"):
+        open_table("bogus:x")
+    with pytest.raises(TableError, match="query error"):
+        open_table("fail:x").lookup("k")
+
+
+def test_table_warnings_go_to_the_sink_once_per_open(tmp_path, warnings_seen):
+    r = tmp_path / "bad"
+    r.write_text("/a(/ x\n/b/ y\n")
+    table = open_table(f"pcre:{r}")
+    open_table(f"pcre:{r}")
+    assert table.lookup("b") == "y"
+    assert warnings_seen == [
+        f"pcre map {r}, line 1: error in regex at offset 2: missing closing parenthesis"
+    ]
+
+
+def test_union_and_pipe_and_lookup_many(tmp_path):
+    u = open_table("unionmap:{inline:{a=1}, static:2}")
+    assert u.lookup("a") == "1,2"
+    p = open_table("pipemap:{inline:{a=b}, inline:{b=c}}")
+    assert (p.lookup("a"), p.lookup("b")) == ("c", None)
+    build(tmp_path / "m", "x 1\ny 2\n")
+    table = open_table(f"hash:{tmp_path}/m")
+    assert maps.lookup_many(table, ["X", "z", "y"]) == ["1", None, "2"]
+
+
+def test_postmap_builds_a_large_table_without_a_traceback_on_bad_input(tmp_path):
+    src = tmp_path / "in"
+    src.write_bytes(b"good value\nno-value\n\x00nul value\n" + b"k v\n" * 1000)
+    (tmp_path / "main.cf").write_text("")
+    p = subprocess.run(
+        [sys.executable, "-m", "oxipost.cli.postmap", "-c", str(tmp_path), f"hash:{src}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0
+    assert "Traceback" not in p.stderr
+    assert "line 2: expected format: key whitespace value" in p.stderr
+    assert open_table(f"hash:{src}").lookup("good") == "value"
+
+
+def test_the_maps_stub_matches_the_extension():
+    stub = Path(__file__).parents[2] / "python" / "oxipost" / "_core_stubs" / "maps.pyi"
+    check_stub(core, stub)

@@ -1,0 +1,364 @@
+"""postmap and postalias beside real Postfix's (Debian's postfix, postfix-pcre, postfix-cdb).
+
+Each case runs both programs as real processes on the same files, in the same directory,
+and compares exit status, standard output and warnings. Tables built by one are read by
+the other where the format is shared (cdb:). Postfix's hash: is Berkeley DB (<name>.db)
+and ours is cdb (<name>.cdb): there each tool reads its own build of the same source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.postfix
+
+POSTMAP, POSTALIAS = "/usr/sbin/postmap", "/usr/sbin/postalias"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("maps")
+    (d / "conf").mkdir()
+    (d / "conf" / "main.cf").write_text("")
+    return d
+
+
+def _run(cmd: list[str], cwd: Path, stdin: str | None) -> tuple[int, str, str]:
+    p = subprocess.run(cmd, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def ours(tool: str, work: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    return _run(
+        [sys.executable, "-m", f"oxipost.cli.{tool}", "-c", str(work / "conf"), *args],
+        work,
+        stdin,
+    )
+
+
+def theirs(path: str, work: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is missing: `make sysdeps` installs Debian's postfix")
+    cmd = [path, "-c", str(work / "conf"), *args]
+    p = subprocess.run(
+        cmd,
+        executable=path,
+        cwd=work,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return p.returncode, p.stdout, p.stderr
+
+
+def both(tool: str, work: Path, *args: str, stdin: str | None = None):
+    path = {"postmap": POSTMAP, "postalias": POSTALIAS}[tool]
+    return ours(tool, work, *args, stdin=stdin), theirs(path, work, *args, stdin=stdin)
+
+
+def lines(err: str) -> list[str]:
+    """Warnings once each, in order (Postfix repeats some on reopen)."""
+    seen: list[str] = []
+    for line in err.splitlines():
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
+TRICKY = (
+    b"#c\n\nnoval\n  lead ws\nk1 v1\n  cont\n# mid\n\tmore  \nK1 dup\nk2\tv2\r\nk3 a\0b\nlonely\n"
+)
+
+
+def test_texthash_reads_the_source_as_postfix(work):
+    (work / "t").write_bytes(TRICKY)
+    for key in ("k1", "K1", "noval", "k2", "k3", "lonely", "absent"):
+        a, b = both("postmap", work, "-q", key, "texthash:t")
+        assert a == b, key
+    a, b = both("postmap", work, "-s", "texthash:t")
+    assert (a[0], sorted(a[1].splitlines()), lines(a[2])) == (
+        b[0],
+        sorted(b[1].splitlines()),
+        lines(b[2]),
+    )
+
+
+def test_cdb_built_by_either_is_read_by_the_other(work):
+    (work / "c1").write_bytes(TRICKY)
+    assert ours("postmap", work, "cdb:c1")[0] == 0
+    (work / "c1.cdb").rename(work / "ours.cdb")
+    b = theirs(POSTMAP, work, "cdb:c1")
+    assert b[0] == 0
+    (work / "c1.cdb").rename(work / "theirs.cdb")
+    keys = "k1\nK1\nnoval\nk2\nk3\nlonely\nabsent\n"
+    for table in ("cdb:ours", "cdb:theirs"):
+        a, b = both("postmap", work, "-q", "-", table, stdin=keys)
+        assert a[:2] == b[:2], table
+    # Build warnings: Postfix names the file as given for cdb:.
+    os.unlink(work / "theirs.cdb")
+    a, b = both("postmap", work, "cdb:c1")
+    assert (a[0], lines(a[2])) == (b[0], lines(b[2]))
+
+
+KEY = st.text(alphabet="abcXYZ09._-@+", min_size=1, max_size=8)
+VALUE = st.text(alphabet="abc xyz,:@!$", min_size=1, max_size=12).map(str.strip).filter(bool)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entries=st.lists(st.tuples(KEY, VALUE), min_size=1, max_size=30), probes=st.lists(KEY))
+def test_generated_tables_agree_through_cdb(work, entries, probes):
+    src = "".join(f"{k} {v}\n" for k, v in entries)
+    (work / "g").write_text(src)
+    assert ours("postmap", work, "cdb:g")[0] == 0
+    keys = "".join(f"{k}\n" for k in [k for k, _ in entries] + probes)
+    a = theirs(POSTMAP, work, "-q", "-", "cdb:g", stdin=keys)
+    b = ours("postmap", work, "-q", "-", "texthash:g", stdin=keys)
+    c = theirs(POSTMAP, work, "-q", "-", "texthash:g", stdin=keys)
+    assert a[:2] == b[:2] == c[:2]
+
+
+def test_hash_tables_each_built_by_its_own_tool_answer_alike(work):
+    (work / "h").write_text("Alice a1\nbob b1\nALICE a2\nx@Example.COM mixed\n")
+    a, b = both("postmap", work, "hash:h")
+    assert (a[0], b[0]) == (0, 0)
+    keys = "alice\nBOB\nx@example.com\nnone\n"
+    a, b = both("postmap", work, "-q", "-", "hash:h", stdin=keys)
+    assert a[:2] == b[:2]
+    a, b = both("postmap", work, "-fq", "ALICE", "hash:h")
+    assert a[:2] == b[:2]
+    # -d and -i rewrite a hash: table; a cdb: table refuses as Postfix's does.
+    a, b = both("postmap", work, "-d", "bob", "hash:h")
+    assert a[0] == b[0] == 0
+    a, b = both("postmap", work, "-d", "bob", "hash:h")
+    assert a[0] == b[0] == 1
+    a, b = both("postmap", work, "-i", "hash:h", stdin="new value\nalice again\n")
+    assert a[0] == b[0] == 0
+    a, b = both("postmap", work, "-s", "hash:h")
+    assert sorted(a[1].splitlines()) == sorted(b[1].splitlines())
+    a, b = both("postmap", work, "-q", "-", "hash:h", stdin="new\nalice\nbob\n")
+    assert a[:2] == b[:2]
+    (work / "dc").write_text("a 1\n")
+    both("postmap", work, "cdb:dc")
+    for args in (["-d", "a", "cdb:dc"], ["-s", "cdb:dc"]):
+        a, b = both("postmap", work, *args)
+        assert (a[0], a[2]) == (b[0], b[2]), args
+
+
+BAD_RULES = (
+    "/a(/ bad\n/abc/ r1\n!/x/ neg\n/q/z r2\n/no-close r3\nif /^if/\n"
+    "/^ifx(.)/ got $1 and ${1} $$ $2\nendif\n/(b)(c)/ $3\n/nores/\nendif\nif /zz/\n"
+)
+
+
+def _engine_neutral(err: str) -> list[str]:
+    """The regex library's own wording of a syntax error differs (glibc/PCRE2 vs Rust)."""
+    return [
+        re.sub(r"(line \d+): (Unmatched|Invalid|error in regex).*", r"\1: <regex error>", w)
+        for w in lines(err)
+    ]
+
+
+@pytest.mark.parametrize("dialect", ["regexp", "pcre"])
+def test_bad_rules_are_skipped_with_postfix_warnings(work, dialect):
+    (work / "re").write_text(BAD_RULES)
+    for key in ("abc", "ABC", "ifxy", "bc", "q", "nores", "zz"):
+        a, b = both("postmap", work, "-q", key, f"{dialect}:re")
+        assert a[:2] == b[:2], key
+        assert _engine_neutral(a[2]) == _engine_neutral(b[2])
+    a, b = both("postmap", work, "-q", "x", f"{dialect}:re")
+    first = lines(b[2])[0]
+    assert lines(a[2])[0] == first, "the common regex errors use Postfix's words"
+
+
+ATOMS = st.sampled_from(["a", "b", "c", "x", ".", "[ab]", "[^c]", "\\.", "@", "[0-9]"])
+QUANT = st.sampled_from(["", "", "*", "+", "?", "{1,2}"])
+
+
+@st.composite
+def patterns(draw) -> tuple[str, int]:
+    parts, groups = [], 0
+    for _ in range(draw(st.integers(1, 4))):
+        piece = draw(ATOMS) + draw(QUANT)
+        if draw(st.booleans()):
+            piece = f"({piece})"
+            groups += 1
+        parts.append(piece)
+    pat = "".join(parts)
+    if draw(st.booleans()):
+        pat = "^" + pat
+    if draw(st.booleans()):
+        pat += "$"
+    return pat, groups
+
+
+@st.composite
+def rule_tables(draw) -> str:
+    out = []
+    depth = 0
+    for i in range(draw(st.integers(1, 12))):
+        pat, groups = draw(patterns())
+        flags = draw(st.sampled_from(["", "", "i"]))
+        kind = draw(st.sampled_from(["rule", "rule", "rule", "neg", "if", "endif"]))
+        if kind == "if":
+            out.append(f"if /{pat}/{flags}")
+            depth += 1
+        elif kind == "endif" and depth:
+            out.append("endif")
+            depth -= 1
+        elif kind == "neg":
+            out.append(f"!/{pat}/{flags} neg{i}")
+        else:
+            subst = f" ${draw(st.integers(1, groups))}" if groups else ""
+            out.append(f"/{pat}/{flags} r{i}{subst}")
+    out.extend(["endif"] * depth)
+    return "\n".join(out) + "\n"
+
+
+PROBES = st.lists(st.text(alphabet="abcxABX.@09", max_size=8), min_size=1, max_size=25)
+
+
+@pytest.mark.parametrize("dialect", ["regexp", "pcre"])
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(table=rule_tables(), keys=PROBES)
+def test_generated_regex_tables_agree(work, dialect, table, keys):
+    (work / f"gen.{dialect}").write_text(table)
+    stdin = "".join(f"{k}\n" for k in keys if k)
+    if not stdin:
+        return
+    a, b = both("postmap", work, "-q", "-", f"{dialect}:gen.{dialect}", stdin=stdin)
+    assert a[:2] == b[:2], table
+
+
+def test_pcre_look_around_and_back_references(work):
+    (work / "la").write_text("/^(?!admin)(\\w+)@/ user $1\n/(a)\\1/ double\n/(?<=x)y/ after-x\n")
+    for key in ("bob@x", "admin@x", "aa", "xy", "zy"):
+        a, b = both("postmap", work, "-q", key, "pcre:la")
+        assert a == b, key
+
+
+CIDR = (
+    "10.0.0.0/8 ten\n1.2.3.4/24 bits\n300.1.1.1 bad\n1.2.3.0/33 badlen\nfoo bar\n"
+    "2001:db8::/32 v6\n[::1] lo6\n!10.1.0.0/16 notten\n10.1.2.3\nif 192.168.0.0/16\n"
+    "192.168.1.0/24 inner\nendif\n"
+)
+
+
+def test_cidr_matches_and_warns_as_postfix(work):
+    (work / "c").write_text(CIDR)
+    keys = ["10.1.1.1", "10.2.0.1", "1.2.3.4", "2001:db8::1", "::1", "11.0.0.1", "bogus"]
+    for key in keys:
+        a, b = both("postmap", work, "-q", key, "cidr:c")
+        assert (a[0], a[1], lines(a[2])) == (b[0], b[1], lines(b[2])), key
+    (work / "c2").write_text("if 192.168.0.0/16\n192.168.1.0/24 inner\nendif\n0.0.0.0/0 any\n")
+    for key in ("192.168.1.5", "192.168.2.1", "8.8.8.8"):
+        a, b = both("postmap", work, "-q", key, "cidr:c2")
+        assert a == b, key
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-q", "a", "inline:{a=1, {b = two words}, c=3}"],
+        ["-q", "B", "inline:{a=1, {b = two words}, c=3}"],
+        ["-q", "a", "inline:{a=1, bad}"],
+        ["-q", "a", "inline:{}"],
+        ["-q", "x", "static:foo"],
+        ["-q", "x", "static:{two words}"],
+        ["-q", "x", "fail:foo"],
+        ["-q", "x", "bogus:foo"],
+        ["-q", "a", "unionmap:{inline:{a=1}, inline:{a=2}}"],
+        ["-q", "a", "pipemap:{inline:{a=b}, inline:{b=c}}"],
+        ["-q", "a", "pcre:{{/a/ one}, {/b/ two}}"],
+        ["-q", "10.1.1.1", "cidr:{{10.0.0.0/8 ten}}"],
+        ["-q", "zz", "cdb:nonexistent"],
+        ["-q", "a"],
+        ["-Z", "x"],
+        ["-s", "static:x"],
+        ["-s", "-q", "a", "static:x"],
+        ["regexp:re"],
+        ["texthash:t"],
+        ["missing-source"],
+        ["-d", "a", "texthash:t"],
+    ],
+)
+def test_types_and_fatal_messages(work, args):
+    (work / "re").write_text("/a/ b\n")
+    (work / "t").write_text("a b\n")
+    a, b = both("postmap", work, *args)
+    assert a == b
+
+
+def test_a_file_that_is_not_cdb_is_a_clean_fatal(work):
+    (work / "junk.cdb").write_text("junk\n")
+    a, b = both("postmap", work, "-q", "zz", "cdb:junk")
+    assert a == b
+    assert "Traceback" not in a[2]
+
+
+MESSAGE = "Subject: hi\n there\nX-Y: z\n\nbody line\nmore\n"
+
+
+@pytest.mark.parametrize("flags", ["-hq", "-bq", "-bhq"])
+def test_header_and_body_checks_on_a_message(work, flags):
+    (work / "hc").write_text("/^Subject:/ REJECT subj\n/body/ WARN b\n/^X-/ IGNORE\n")
+    a, b = both("postmap", work, flags, "-", "regexp:hc", stdin=MESSAGE)
+    assert a == b
+
+
+ALIASES = {
+    "al": 'a: b,\n   c\n"Quoted Name": x\nInc:  :include:/etc/inc , |"cmd arg"\nnocolon\n'
+    "empty:\n  dd : e\nA: again\n: novalname\n",
+    "al2": 'x: "|/bin/cat -n", /tmp/file,\tu@Example.COM  ,  b   (comment) , Name <n@d>, '
+    '"quoted local"@d,  :include:/a/b\ny: \\\\root, ~/x\nz: a@b@c, "a b"\n',
+    "al3": "".join(
+        f"k{i}: {c}\n"
+        for i, c in enumerate(
+            [
+                "a<b@c>",
+                "a , b",
+                "a@ b . c",
+                "(c)x",
+                "x(c)",
+                "<a@b> (c)",
+                "a;b",
+                "a:b;",
+                "x\\y",
+                '"a\\"b"',
+                'a  "q"  b',
+                "a\\,b",
+                "u@[1.2.3.4]",
+                '|exec "x y"',
+                "/path/with space",
+                "x@y , , z",
+                "a (b (c)) d",
+            ]
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALIASES))
+def test_postalias_stores_what_postfix_stores(work, name):
+    (work / name).write_text(ALIASES[name])
+    keys = ["a", "quoted name", "inc", "empty", "dd", "x", "y", "z", "@", "absent"]
+    keys += [f"k{i}" for i in range(17)]
+    a, b = both("postalias", work, f"cdb:{name}")
+    assert (a[0], lines(a[2])) == (b[0], lines(b[2]))
+    # Postfix reads the table oxipost built.
+    os.rename(work / f"{name}.cdb", work / f"{name}-ours.cdb")
+    theirs(POSTALIAS, work, f"cdb:{name}")
+    stdin = "".join(f"{k}\n" for k in keys)
+    mine = theirs(POSTALIAS, work, "-q", "-", f"cdb:{name}-ours", stdin=stdin)
+    ref = theirs(POSTALIAS, work, "-q", "-", f"cdb:{name}", stdin=stdin)
+    assert mine[:2] == ref[:2]
+    a, b = both("postalias", work, "-q", "-", f"cdb:{name}", stdin=stdin)
+    assert a[:2] == b[:2]
