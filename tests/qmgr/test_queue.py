@@ -152,6 +152,19 @@ def test_damaged_segment_goes_to_corrupt_and_mail_flows(cfg, damage):  # catalog
     st.close()
 
 
+def test_refresh_does_not_bring_back_removed_mail(cfg):
+    q = Queue.open(cfg, "test")
+    first = q.enqueue_sync(env(1), b"Subject: one\r\n\r\nx\r\n")
+    st = QueueState(cfg, lock=True)
+    st.remove(first)
+    second = q.enqueue_sync(env(2), b"Subject: two\r\n\r\nx\r\n")
+    q.close()
+    st.refresh()
+    # Only the new message: the removed one's record is still in the segment.
+    assert set(st.messages) == {second}
+    st.close()
+
+
 @pytest.mark.slow
 def test_sigkill_writer_never_loses_acknowledged_mail(cfg, tmp_path):  # catalogue 2, 3, 5
     acknowledged: dict[str, int] = {}

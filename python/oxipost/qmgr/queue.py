@@ -277,6 +277,9 @@ class QueueState:
         self.problems: list[str] = []
         # Segments holding a damaged record are kept for inspection, never reclaimed.
         self.corrupt_segments: set[str] = set()
+        # Per segment, the offset of the last record read: a refresh takes only what follows
+        # (a message removed since must not come back as new).
+        self._read_to: dict[str, int] = {}
         self._lock_fd = -1
         self._journal: spool.Writer | None = None
         if lock:
@@ -326,6 +329,7 @@ class QueueState:
                 self.corrupt_segments.add(m.group(0))
             for offset, payload in records:
                 self._apply_message(m.group(0), offset, payload, path)
+            self._mark_read(m.group(0), records, corrupt)
         for path in self._journal_files():
             try:
                 records, _torn, corrupt = spool.scan(path)
@@ -454,14 +458,23 @@ class QueueState:
 
     def refresh(self) -> None:
         """Pick up messages committed since the last replay (state writer only)."""
-        known = {(i.segment, i.offset) for i in self.messages.values()}
         seg_dir = os.path.join(self.top, "segments")
         for m in _segments(self.top):
-            path = os.path.join(seg_dir, m.group(0))
-            records, _torn, _corrupt = spool.scan(path)
+            name = m.group(0)
+            path = os.path.join(seg_dir, name)
+            records, _torn, corrupt = spool.scan(path)
+            seen = self._read_to.get(name, -1)
             for offset, payload in records:
-                if (m.group(0), offset) not in known:
-                    self._apply_message(m.group(0), offset, payload, path)
+                if offset > seen:
+                    self._apply_message(name, offset, payload, path)
+            self._mark_read(name, records, corrupt)
+
+    def _mark_read(
+        self, segment: str, records: list[tuple[int, bytes]], corrupt: list[tuple[int, str]]
+    ) -> None:
+        last = max([o for o, _ in records[-1:]] + [o for o, _ in corrupt[-1:]], default=-1)
+        if last > self._read_to.get(segment, -1):
+            self._read_to[segment] = last
 
     def load(self, qid: str) -> tuple[Envelope, bytes]:
         """The envelope and content of a queued message (CorruptError if damaged)."""

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# compare_postfix.sh - end-to-end messages/s of oxipost beside real Postfix (issue 6).
+#
+# Two loads, each run against oxipost and against Debian's Postfix in the same run, on the
+# same disk, with the same main.cf settings and each MTA at its defaults otherwise:
+#   relay    smtp-source -> MTA -> smtp(8) to relayhost [127.0.0.1]:port = smtp-sink
+#   maildir  smtp-source -> MTA -> virtual(8) -> a Maildir for each of $USERS users
+# Each MTA gets a fresh queue, is started before the clock starts and stopped after it
+# stops; the clock runs from the first message sent until the last is delivered (the
+# sink's DATA count reached, or every Maildir file in new/). Both sides fsync as they
+# always do: nothing is acknowledged before it is on stable storage.
+#
+# Usage: bench/compare_postfix.sh   (as root: Postfix's queue is root-owned)
+# Knobs (environment): MESSAGES=5000 SESSIONS=20 SIZE=1024 USERS=100 ROUNDS=1
+#   LOADS="relay maildir" (either or both).
+#   ROUNDS>1 alternates which MTA goes first and reports the median of each.
+#   KEEP=1 keeps the work directory (configs, logs, queues) for inspection.
+# Output: a line per measurement, then last, exactly:
+#   relay ratio: X
+#   maildir ratio: Y
+# (oxipost msg/s / Postfix msg/s).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MESSAGES=${MESSAGES:-5000}
+SESSIONS=${SESSIONS:-20}
+SIZE=${SIZE:-1024}
+USERS=${USERS:-100}
+ROUNDS=${ROUNDS:-1}
+LOADS=${LOADS:-relay maildir}
+# A run that stops making progress for this long is reported as failed, not waited out.
+STALL=${STALL:-60}
+POSTFIX=/usr/sbin/postfix
+
+bash scripts/install-debian-deps.sh
+[ -x .venv/bin/python ] || make develop
+PY=$ROOT/.venv/bin/python
+OXIPOST=$ROOT/.venv/bin/oxipost
+"$PY" -c 'import oxipost._core' || make develop
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "compare_postfix: run as root (Postfix's queue and virtual(8) need it)" >&2
+  exit 1
+fi
+if (( MESSAGES % USERS != 0 )); then
+  echo "compare_postfix: MESSAGES must be a multiple of USERS" >&2
+  exit 1
+fi
+
+# Not /tmp: on some machines that is a tmpfs, where fsync costs nothing.
+WORK=$(mktemp -d /var/tmp/oxipost-e2e.XXXXXX)
+# Postfix's unprivileged daemons and the virtual(8) uid must reach into it.
+chmod 755 "$WORK"
+VUID=$(id -u nobody)
+VGID=$(id -g nobody)
+
+pids=()
+postfix_dirs=()
+cleanup() {
+  local d p
+  for d in "${postfix_dirs[@]}"; do
+    "$POSTFIX" -c "$d" stop >/dev/null 2>&1 || true
+  done
+  for p in "${pids[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "work directory kept: $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  local port=$1 i
+  for ((i = 0; i < 300; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "compare_postfix: nothing listens on 127.0.0.1:$port" >&2
+  return 1
+}
+
+# Waits until `target` deliveries are counted, printing "seconds delivered" (seconds since
+# the epoch time given as start). kind "sink": the last mesg=N in smtp-sink's -c output;
+# kind "maildir": files in <base>/*/new/.
+WAITER='
+import os, re, sys, time
+kind, path, target, start, stall = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+mesg = re.compile(rb"mesg=(\d+)")
+
+def count():
+    if kind == "sink":
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
+            found = mesg.findall(f.read())
+        return int(found[-1]) if found else 0
+    n = 0
+    for user in os.scandir(path):
+        try:
+            n += sum(1 for _ in os.scandir(os.path.join(user.path, "new")))
+        except FileNotFoundError:
+            pass
+    return n
+
+last, moved = -1, time.time()
+while True:
+    n, now = count(), time.time()
+    if n >= target or now - moved > stall:
+        break
+    if n != last:
+        last, moved = n, now
+    time.sleep(0.02)
+print(f"{now - start:.3f} {n}")
+'
+
+# Common main.cf lines: the same on both sides.
+common_main() {
+  local d=$1 port=$2
+  cat <<EOF
+compatibility_level = 3.6
+myhostname = bench.example.test
+mydomain = example.test
+myorigin = \$myhostname
+mydestination = localhost
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+local_recipient_maps =
+relayhost = [127.0.0.1]:$port
+virtual_mailbox_domains = vbench.example.test
+virtual_mailbox_base = $d/vmail
+virtual_mailbox_maps = texthash:$d/vmailbox
+virtual_uid_maps = static:$VUID
+virtual_gid_maps = static:$VGID
+EOF
+}
+
+# setup_postfix DIR SMTPD_PORT RELAY_PORT: a Postfix instance of its own, upstream's
+# master.cf services (Debian's, without chroot: the queue is a temp directory).
+setup_postfix() {
+  local d=$1 port=$2 relay=$3
+  mkdir -p "$d/spool" "$d/data" "$d/vmail"
+  {
+    echo "queue_directory = $d/spool"
+    echo "data_directory = $d/data"
+    echo "alternate_config_directories = $d"
+    echo "maillog_file = $d/maillog"
+    common_main "$d" "$relay"
+  } >"$d/main.cf"
+  awk -v port="$port" '
+    /^postlog[ \t]/ { last = 1 }
+    /^[a-z]/ && NF >= 8 { $5 = "n" }
+    /^smtp[ \t]+inet[ \t]/ { $1 = "127.0.0.1:" port }
+    { print }
+    last && /^postlog/ { exit }
+  ' /etc/postfix/master.cf >"$d/master.cf"
+  MAIL_CONFIG=$d "$POSTFIX" -c "$d" set-permissions >/dev/null 2>&1 || true
+  MAIL_CONFIG=$d "$POSTFIX" -c "$d" start >"$d/start.log" 2>&1
+  postfix_dirs+=("$d")
+}
+
+stop_postfix() {
+  local d=$1
+  MAIL_CONFIG=$d "$POSTFIX" -c "$d" stop >/dev/null 2>&1 || true
+}
+
+# setup_oxipost DIR SMTPD_PORT RELAY_PORT: the embedded default's master.cf on another port.
+oxipost_pid=
+setup_oxipost() {
+  local d=$1 port=$2 relay=$3
+  mkdir -p "$d/vmail"
+  {
+    echo "queue_directory = $d/spool"
+    echo "data_directory = $d/lib"
+    echo "maillog_file = $d/maillog"
+    echo "disable_dns_lookups = yes"
+    common_main "$d" "$relay"
+  } >"$d/main.cf"
+  # Every service privileged: qmgr runs the delivery agents in process, and virtual(8)
+  # must switch to virtual_uid_maps' uid (Postfix's master.cf runs virtual as root too);
+  # and an unprivileged service imports modules after its drop to mail_owner, which fails
+  # when the interpreter lives where mail_owner cannot read (a Python under /root).
+  awk -v port="$port" '
+    /^[a-z0-9]/ && NF >= 8 { $4 = "n" }
+    /^127\.0\.0\.1:2525[ \t]/ { $1 = "127.0.0.1:" port }
+    { print }
+  ' "$ROOT/conf/master.cf" >"$d/master.cf"
+  "$OXIPOST" -c "$d" start-fg >"$d/start.log" 2>&1 &
+  oxipost_pid=$!
+  pids+=("$oxipost_pid")
+}
+
+stop_oxipost() {
+  kill "$oxipost_pid" 2>/dev/null || true
+  wait "$oxipost_pid" 2>/dev/null || true
+}
+
+# The load, as the seed's scripts: $SESSIONS sessions, one message per session, $SIZE bytes.
+send_relay() {
+  local port=$1
+  smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bench@example.org \
+    -t rcpt@relay.example.net "127.0.0.1:$port"
+}
+
+# smtp-source has one recipient address per run: $SESSIONS lanes in parallel, each sending
+# its users' share in turn, keep $SESSIONS sessions open with every user receiving mail.
+send_maildir() {
+  local port=$1 lane u per=$((MESSAGES / USERS))
+  for ((lane = 0; lane < SESSIONS; lane++)); do
+    (
+      for ((u = lane; u < USERS; u += SESSIONS)); do
+        smtp-source -s 1 -m "$per" -l "$SIZE" -f bench@example.org \
+          -t "user$u@vbench.example.test" "127.0.0.1:$port"
+      done
+    ) &
+  done
+  wait
+}
+
+# measure SIDE LOAD: one fresh instance of SIDE, one load; prints "SIDE LOAD rate".
+measure() {
+  local side=$1 load=$2 d port relay sink_out sink_pid sender start out secs n u
+  d=$(mktemp -d "$WORK/$side-$load.XXXX")
+  chmod 755 "$d"
+  port=$(free_port)
+  relay=$(free_port)
+  for ((u = 0; u < USERS; u++)); do
+    echo "user$u@vbench.example.test vbench.example.test/user$u/"
+  done >"$d/vmailbox"
+  sink_out=$d/sink.out
+  smtp-sink -c -u postfix "127.0.0.1:$relay" 1024 >"$sink_out" 2>&1 &
+  sink_pid=$!
+  pids+=("$sink_pid")
+  if [ "$side" = postfix ]; then
+    setup_postfix "$d" "$port" "$relay"
+  else
+    setup_oxipost "$d" "$port" "$relay"
+  fi
+  # virtual(8) creates the users' Maildirs as the virtual uid.
+  chown "$VUID:$VGID" "$d/vmail"
+  wait_port "$relay"
+  wait_port "$port"
+  # The sender in a process group of its own, so that a stalled run can stop all of it.
+  set -m
+  start=$EPOCHREALTIME
+  if [ "$load" = relay ]; then
+    send_relay "$port" >"$d/source.log" 2>&1 &
+  else
+    send_maildir "$port" >"$d/source.log" 2>&1 &
+  fi
+  sender=$!
+  set +m
+  if [ "$load" = relay ]; then
+    out=$("$PY" -c "$WAITER" sink "$sink_out" "$MESSAGES" "$start" "$STALL")
+  else
+    out=$("$PY" -c "$WAITER" maildir "$d/vmail/vbench.example.test" "$MESSAGES" "$start" "$STALL")
+  fi
+  read -r secs n <<<"$out"
+  if ((n < MESSAGES)); then
+    kill -- "-$sender" 2>/dev/null || true
+  fi
+  wait "$sender" || true
+  if [ "$side" = postfix ]; then stop_postfix "$d"; else stop_oxipost; fi
+  kill "$sink_pid" 2>/dev/null || true
+  wait "$sink_pid" 2>/dev/null || true
+  if ((n < MESSAGES)); then
+    echo "$side $load: only $n of $MESSAGES delivered (stalled for ${STALL}s); see $d" >&2
+    KEEP=1
+    echo "$side $load 0"
+    return
+  fi
+  printf '%-8s %-8s %6d msgs %8.2f s %9.1f msg/s\n' "$side" "$load" "$n" "$secs" \
+    "$("$PY" -c "print($n / $secs)")" >&2
+  echo "$side $load $("$PY" -c "print(f'{$n / $secs:.1f}')")"
+}
+
+echo "compare_postfix: $MESSAGES messages, $SESSIONS sessions, $SIZE bytes, $USERS Maildir" \
+  "users, $ROUNDS round(s), $(nproc) CPUs, Postfix $(postconf -dh mail_version)" >&2
+results=$WORK/results
+: >"$results"
+for ((r = 0; r < ROUNDS; r++)); do
+  for load in $LOADS; do
+    if ((r % 2 == 0)); then order=(postfix oxipost); else order=(oxipost postfix); fi
+    for side in "${order[@]}"; do
+      measure "$side" "$load" >>"$results"
+    done
+  done
+done
+
+# Median msg/s of each side and load, then the ratios, last.
+"$PY" - "$results" <<'EOF'
+import statistics, sys
+rates = {}
+for line in open(sys.argv[1]):
+    side, load, rate = line.split()
+    rates.setdefault((side, load), []).append(float(rate))
+med = {k: statistics.median(v) for k, v in rates.items()}
+loads = [l for l in ("relay", "maildir") if ("oxipost", l) in med]
+for load in loads:
+    o, p = med[("oxipost", load)], med[("postfix", load)]
+    print(f"{load}: oxipost {o:.1f} msg/s, postfix {p:.1f} msg/s (median of {len(rates[('oxipost', load)])})")
+for load in loads:
+    o, p = med[("oxipost", load)], med[("postfix", load)]
+    print(f"{load} ratio: {o / p:.2f}" if p else f"{load} ratio: n/a")
+EOF
