@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from oxipost.maps.search import split_extension
+
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 
 
@@ -25,12 +27,8 @@ def split_address(address: str, delimiters: str) -> Parts:
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
-    user, ext = local, ""
-    if delimiters and local not in ("MAILER-DAEMON", "postmaster"):
-        for i, ch in enumerate(local):
-            if ch in delimiters and i > 0:
-                user, ext = local[:i], local[i + 1 :]
-                break
+    user, extension = split_extension(local, delimiters)
+    ext = extension or ""
     if "/" in ext:
         ext = ""
     return Parts(local, domain, user, ext)

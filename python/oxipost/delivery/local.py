@@ -49,6 +49,7 @@ from oxipost.delivery.mailstore import (
     prefix_headers,
 )
 from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.maps.search import alias_keys
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -357,9 +358,8 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
     if looped is not None:
         return looped
     parts = split_address(rcpt.address, cfg.get("recipient_delimiter"))
-    local = parts.localpart.lower()
     user = parts.user.lower()
-    keys = [local] if local == user else [local, user]
+    keys = alias_keys(rcpt.address, cfg.get("recipient_delimiter"))
     try:
         value = lookup_tables(cfg, "alias_maps", keys)
         owner = None

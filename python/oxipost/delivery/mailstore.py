@@ -43,20 +43,6 @@ def lookup_tables(cfg: Config, param: str, keys: list[str]) -> str | None:
     return None
 
 
-def address_keys(address: str, delimiters: str) -> list[str]:
-    """virtual(5) order for a full address: user+ext@domain, user@domain, @domain."""
-    addr = address.lower()
-    local, _, domain = addr.rpartition("@")
-    keys = [addr]
-    if delimiters:
-        for i, ch in enumerate(local):
-            if ch in delimiters and i > 0:
-                keys.append(f"{local[:i]}@{domain}")
-                break
-    keys.append(f"@{domain}")
-    return keys
-
-
 def delivered_to(content: bytes) -> set[str]:
     """Delivered-To: values in the message header (lowercased), for loop detection."""
     head = content.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from oxipost._core import mailbox
 from oxipost.delivery.mailstore import (
     LookupFailed,
-    address_keys,
     lock_options,
     lookup_tables,
     loop_outcome,
@@ -33,6 +32,7 @@ from oxipost.delivery.mailstore import (
     prefix_headers,
 )
 from oxipost.envelope import Outcome, Recipient
+from oxipost.maps.search import virtual_keys
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -63,7 +63,7 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
     looped = loop_outcome(req.content, addr)
     if looped is not None:
         return looped
-    keys = address_keys(addr, cfg.get("recipient_delimiter"))
+    keys = virtual_keys(addr, cfg.get("recipient_delimiter"), local_domain=False)
     try:
         found = lookup_tables(cfg, "virtual_mailbox_maps", keys)
         if found is None:

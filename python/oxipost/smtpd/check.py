@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oxipost.maps.search import access_address_keys, access_client_keys, access_domain_keys
 from oxipost.rewrite.resolve import (
     RESOLVE_CLASS_ALIAS,
     RESOLVE_CLASS_DEFAULT,
@@ -564,21 +565,21 @@ class Checker:
             return Reply(451, "4.3.5", "Server configuration error")
         rname = self._reply_name(stage, st, rcpt)
         if name == "check_client_access":
-            keys = _client_keys(st)
+            keys = access_client_keys(st.name, st.addr)
             cls = "Client host"
             shown = st.namaddr
         elif name == "check_helo_access":
-            keys = _domain_keys(st.helo, self.cfg)
+            keys = access_domain_keys(st.helo, self.cfg)
             cls, shown = "Helo command", st.helo
         elif name == "check_sender_access":
             if st.sender is None:
                 return DUNNO
-            keys = _address_keys(st.sender, self.cfg)
+            keys = access_address_keys(st.sender, self.cfg)
             cls, shown = "Sender address", st.sender
         elif name == "check_recipient_access":
             if rcpt is None:
                 return DUNNO
-            keys = _address_keys(rcpt, self.cfg)
+            keys = access_address_keys(rcpt, self.cfg)
             cls, shown = "Recipient address", rcpt
         else:
             return Reply(451, "4.3.5", "Server configuration error")
@@ -685,53 +686,6 @@ def _canonical(cfg: Config, addr: str) -> str:
     ):
         return f"{local}@{domain}.{cfg.get('mydomain')}"
     return addr
-
-
-def _subdomain_access(cfg: Config) -> bool:
-    return "smtpd_access_maps" in cfg.get_list("parent_domain_matches_subdomains")
-
-
-def _domain_keys(domain: str, cfg: Config) -> list[tuple[str, bool]]:
-    domain = domain.lower().rstrip(".")
-    keys = [(domain, False)]
-    parts = domain.split(".")
-    for i in range(1, len(parts)):
-        parent = ".".join(parts[i:])
-        keys.append((parent if _subdomain_access(cfg) else "." + parent, True))
-    return keys
-
-
-def _address_keys(addr: str, cfg: Config) -> list[tuple[str, bool]]:
-    if addr == "":
-        return [(cfg.get("smtpd_null_access_lookup_key"), False)]
-    local, domain = split_address(addr.lower())
-    keys: list[tuple[str, bool]] = []
-    delim = cfg.get("recipient_delimiter")
-    base = local
-    for d in delim:
-        if d and d in base:
-            base = base.split(d, 1)[0]
-    keys.append((f"{local}@{domain}" if domain else local, False))
-    if base != local and domain:
-        keys.append((f"{base}@{domain}", False))
-    if domain:
-        keys.extend(_domain_keys(domain, cfg))
-    keys.append((f"{local}@", False))
-    if base != local:
-        keys.append((f"{base}@", False))
-    return keys
-
-
-def _client_keys(st: ClientState) -> list[tuple[str, bool]]:
-    keys: list[tuple[str, bool]] = []
-    if st.name and st.name != "unknown":
-        parts = st.name.lower().split(".")
-        keys.extend((".".join(parts[i:]), i > 0) for i in range(len(parts)))
-    keys.append((st.addr, False))
-    if ":" not in st.addr:
-        octets = st.addr.split(".")
-        keys.extend((".".join(octets[:i]), True) for i in range(3, 0, -1))
-    return keys
 
 
 __all__ = [
