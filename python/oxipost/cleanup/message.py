@@ -25,6 +25,13 @@ from oxipost.envelope import Envelope
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
+def _has_stray(data: bytes) -> bool:
+    # Three counts (memchr-fast) instead of the lookbehind regex, ten times slower on a
+    # 64-KiB body that, sent by almost every client, has nothing to replace.
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
 def split_header(content: bytes) -> tuple[list[bytes], bytes]:
     """(header lines with their CRLF, body including the empty separator line)."""
     lines: list[bytes] = []
@@ -105,7 +112,8 @@ def smtpd_cleanup(
         headers = kept
     if cfg.get_bool("cleanup_replace_stray_cr_lf"):
         headers = [_STRAY.sub(b" ", h[:-2]) + h[-2:] if h.endswith(b"\r\n") else h for h in headers]
-        body = _STRAY.sub(b" ", body)
+        if _has_stray(body):
+            body = _STRAY.sub(b" ", body)
     names = _names(headers)
     extra: list[str] = []
     if _local_client(env, cfg):

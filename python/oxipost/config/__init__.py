@@ -79,6 +79,7 @@ class Config:
         for svc in services:
             self._per_service.update(registry.per_service_parameters(svc.name, svc.command))
         self._cache: dict[str, str] = {}
+        self._lists: dict[str, tuple[str, ...]] = {}
 
     # Raw values --------------------------------------------------------------------------
 
@@ -180,7 +181,12 @@ class Config:
         return float(int(m.group(1)) * _TIME_UNITS[unit])
 
     def get_list(self, name: str) -> list[str]:
-        return split_list(self.get(name))
+        # Cached like get(): smtpd asks for the same lists (restrictions, mynetworks, ...)
+        # on every command; a fresh list each time, so a caller may change its copy.
+        items = self._lists.get(name)
+        if items is None:
+            items = self._lists[name] = tuple(split_list(self.get(name)))
+        return list(items)
 
     def path(self, name: str) -> str:
         """An absolute path: relative values resolve against the current directory."""

@@ -14,6 +14,7 @@ failure"; a relay list without reject, defer or reject_unauth_destination is fat
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -111,6 +112,15 @@ def _table_errors() -> tuple[type[BaseException], ...]:
     return (TableError, OSError)
 
 
+@functools.lru_cache(maxsize=4096)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    # Parsed once: smtpd matches the same few lists (mynetworks, ...) on every session.
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
 def match_networks(cfg: Config, items: list[str], addr: str) -> bool:
     """Postfix's network match list: CIDR, plain IPs, [ipv6]/len, type:table, !negation."""
     try:
@@ -122,19 +132,11 @@ def match_networks(cfg: Config, items: list[str], addr: str) -> bool:
         item = raw[1:] if negate else raw
         hit = False
         if ":" in item and not item.startswith("[") and "/" not in item.split(":", 1)[0]:
-            try:
-                ipaddress.ip_network(item.strip("[]").replace("]/", "/"), strict=False)
-                is_net = True
-            except ValueError:
-                is_net = False
-            if not is_net:
+            if _network(item.strip("[]").replace("]/", "/")) is None:
                 hit = _table(item, cfg).lookup(addr) is not None
         if not hit:
-            try:
-                net = ipaddress.ip_network(item.replace("[", "").replace("]", ""), strict=False)
-                hit = ip in net
-            except ValueError:
-                hit = False
+            net = _network(item.replace("[", "").replace("]", ""))
+            hit = net is not None and ip in net
         if hit:
             return not negate
     return False
