@@ -368,16 +368,18 @@ def main() -> None:
         ox = Oxipost.start(top / "oxipost")
         pf = Postfix.start(top / "postfix")
         mtas: list[Mta] = [ox, pf]
+        print(" ".join(sys.argv), time.strftime("(%Y-%m-%d %H:%M)"))
         print(
             f"directory: {top}  oxipost 127.0.0.1:{ox.port}  postfix 127.0.0.1:{pf.port}  "
-            f"cpus: {os.cpu_count()}  {time.strftime('%Y-%m-%d %H:%M')}"
+            f"cpus: {os.cpu_count()}"
         )
         # Memory first, on fresh systems: after the load runs Postfix keeps up to 200 idle
         # smtpd processes for max_idle (100 s), which would count against it.
+        held: dict[str, dict[str, int]] = {}
         if args.idle or args.idle_postfix:
             print("\n  mta      sessions alive procs  Pss MiB  RSS MiB  (idle: procs, Pss, RSS)")
             for mta, count in ((ox, args.idle), (pf, args.idle_postfix)):
-                r = idle_cell(mta, count)
+                r = held[mta.name] = idle_cell(mta, count)
                 print(
                     f"  {mta.name:8s} {r['sessions']:8d} {r['alive']:5d} {r['procs']:5d} "
                     f"{r['pss'] / 1024:8.1f} {r['rss'] / 1024:8.1f}  "
@@ -391,15 +393,30 @@ def main() -> None:
                 f"\n  size sessions  oxipost msg/s  postfix msg/s   ratio"
                 f"   (median of {args.repeat}, ~{args.seconds:g} s each)"
             )
+        ratios: dict[tuple[int, int], float] = {}
         for size in sizes:
             for n in sessions:
                 rates = rate_cell(mtas, n, size, args.seconds, args.repeat)
                 o = statistics.median(rates["oxipost"])
                 p = statistics.median(rates["postfix"])
+                ratios[size, n] = o / p
                 print(f"{size:6d} {n:8d} {o:14.0f} {p:14.0f} {o / p:7.2f}", flush=True)
+        print()
+        for (size, n), ratio in sorted(ratios.items()):
+            if n == 20:
+                verdict = "met" if ratio >= 3 else "NOT met"
+                print(f"target >= 3x Postfix at 20 sessions, {size} B: {ratio:.2f}x, {verdict}")
+        if "oxipost" in held and "postfix" in held:
+            o, p = held["oxipost"], held["postfix"]
+            verdict = "met" if o["pss"] < p["pss"] and o["alive"] == o["sessions"] else "NOT met"
+            print(
+                f"target {o['sessions']} idle sessions on oxipost in less memory than "
+                f"{p['sessions']} on Postfix: Pss {o['pss'] / 1024:.1f} vs "
+                f"{p['pss'] / 1024:.1f} MiB, {verdict} "
+                f"(RSS {o['rss'] / 1024:.1f} vs {p['rss'] / 1024:.1f} MiB)"
+            )
         for mta in mtas:
             mta.stop()
-        print()
         for mta in mtas:
             total, deferred = mta.queued()
             print(
