@@ -72,28 +72,50 @@ def _cleanup_entry() -> Any:
     return smtpd_cleanup
 
 
+# Under load, at most one wakeup per this many seconds (the first goes out at once): each
+# one makes qmgr look through the queue, which costs more than the message that caused it.
+WAKEUP_INTERVAL = 0.1
+
+
 def _qmgr_notifier(cfg: Any) -> Any:
     """Tell a running qmgr about new mail ({"op": "wakeup"} on public/qmgr), as Postfix's
-    cleanup does; at most one request in flight, never holding up a session."""
+    cleanup does, never holding up a session. Wakeups are coalesced: one in flight, at most
+    one per WAKEUP_INTERVAL, and the last one is always sent. Other requests (ETRN's
+    flush-site) go out at once."""
     path = control.socket_path(cfg)
-    busy: list[bool] = [False]
     tasks: set[asyncio.Task[None]] = set()
+    wakeup = {"pending": False, "running": False}
 
     async def send(req: dict[str, object]) -> None:
         try:
             await asyncio.to_thread(control.request, cfg, req, 5.0)
         except Exception:
             pass  # qmgr also rescans every queue_run_delay
-        finally:
-            busy[0] = False
 
-    def notify(req: dict[str, object]) -> None:
-        if busy[0] or not os.path.exists(path):
-            return
-        busy[0] = True
-        task = asyncio.get_running_loop().create_task(send(req))
+    async def wakeups() -> None:
+        try:
+            while wakeup["pending"]:
+                wakeup["pending"] = False
+                await send({"op": "wakeup"})
+                await asyncio.sleep(WAKEUP_INTERVAL)
+        finally:
+            wakeup["running"] = False
+
+    def spawn(coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+
+    def notify(req: dict[str, object]) -> None:
+        if not os.path.exists(path):
+            return
+        if req.get("op") != "wakeup":
+            spawn(send(req))
+            return
+        wakeup["pending"] = True
+        if not wakeup["running"]:
+            wakeup["running"] = True
+            spawn(wakeups())
 
     return notify
 
