@@ -6,13 +6,12 @@ old file or the new one, never half of either.
 from __future__ import annotations
 
 import os
-import secrets
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
     """Replace path with data durably and atomically."""
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:

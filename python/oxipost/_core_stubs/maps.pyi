@@ -28,6 +28,9 @@ class Cdb:
         """The first value stored under key."""
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         """get() for each key, with the GIL released."""
+    def query_lines(self, input: bytes, fold: bool, suffix: bytes) -> tuple[bytes, int]:
+        """postmap -q - on this table: `key<suffix><TAB>value` lines for the keys found in
+        `input` (one per line), and how many were found; GIL released."""
     def items(self) -> list[tuple[bytes, bytes]]:
         """Every record in file order."""
 

@@ -10,12 +10,13 @@ Host-dependent defaults (HOST_DEPENDENT) are computed at run time as Postfix com
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ipaddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,9 @@ def per_service_parameters(service: str, command: str) -> dict[str, str]:
 def parameters() -> dict[str, Parameter]:
     """All registry parameters by name (Postfix 3.7's, deviations applied, extras added)."""
     table: dict[str, Parameter] = {}
-    text = resources.files("oxipost.config").joinpath("parameters.tsv").read_text()
+    # A plain open: importlib.resources costs every command several ms of start-up.
+    with open(os.path.join(os.path.dirname(__file__), "parameters.tsv"), encoding="utf-8") as f:
+        text = f.read()
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
@@ -142,6 +145,8 @@ def host_default(name: str, raw_lookup: dict[str, str]) -> str:
 
 
 def _myhostname(mydomain: str | None) -> str:
+    import socket  # only here: every command imports this module, few need the host name
+
     name = socket.gethostname()
     # Postfix wants a fully-qualified name: a bare host name gets ".$mydomain" when main.cf
     # sets mydomain, else ".localdomain".
@@ -151,6 +156,9 @@ def _myhostname(mydomain: str | None) -> str:
 def _interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     """The host's addresses with their prefixes (IPv4 by SIOCGIFADDR/NETMASK, IPv6 from
     /proc/net/if_inet6), in the order Postfix lists them: IPv4 first."""
+    import ipaddress
+    import socket
+
     v4: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     v6: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     try:
@@ -190,6 +198,8 @@ def _fmt(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
 
 
 def _mynetworks(style: str) -> list[str]:
+    import ipaddress
+
     out: list[str] = []
     for iface in _interfaces():
         if style == "host":

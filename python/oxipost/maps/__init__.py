@@ -113,6 +113,10 @@ class CdbTable:
                 return None
         return value.rstrip(b"\0").decode("utf-8", "surrogateescape")
 
+    def query_lines(self, data: bytes, suffix: bytes = b"") -> tuple[bytes, int]:
+        """`postmap -q -` in one call: `key<TAB>value` lines for the keys in `data`."""
+        return self._cdb.query_lines(data, self.fold_keys, suffix)
+
     def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
         raw = [(fold(k) if self.fold_keys else k).encode() for k in keys]
         found = self._cdb.get_many(raw)

@@ -73,7 +73,7 @@ pub mod maps {
         let mut warnings = Vec::new();
         let lines = source::logical_lines(text, name, &mut warnings)
             .iter()
-            .map(|l| (l.lineno, PyBytes::new(py, &l.text())))
+            .map(|l| (l.lineno, PyBytes::new(py, &l.text)))
             .collect();
         (lines, warnings)
     }
@@ -130,6 +130,18 @@ pub mod maps {
                 .into_iter()
                 .map(|v| v.map(|v| PyBytes::new(py, v)))
                 .collect()
+        }
+
+        /// `postmap -q -` on this table alone: (output, number found), GIL released.
+        fn query_lines<'py>(
+            &self,
+            py: Python<'py>,
+            input: &[u8],
+            fold: bool,
+            suffix: &[u8],
+        ) -> (Bound<'py, PyBytes>, usize) {
+            let (out, found) = py.detach(|| self.reader.query_lines(input, fold, suffix));
+            (PyBytes::new(py, &out), found)
         }
 
         fn items<'py>(&self, py: Python<'py>) -> Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {

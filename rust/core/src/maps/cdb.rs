@@ -51,7 +51,22 @@ impl CdbBuilder {
         }
     }
 
+    /// A builder with room for about `bytes` of records and `records` records.
+    pub fn with_capacity(bytes: usize, records: usize) -> Self {
+        let mut out = Vec::with_capacity(HEADER + bytes + records * 24);
+        out.resize(HEADER, 0);
+        CdbBuilder {
+            out,
+            slots: Vec::with_capacity(records),
+        }
+    }
+
     pub fn add(&mut self, key: &[u8], value: &[u8]) -> CoreResult<()> {
+        self.add_hashed(key, value, cdb_hash(key)).map(|_| ())
+    }
+
+    /// Adds a record whose key hash the caller has computed; returns its position.
+    pub fn add_hashed(&mut self, key: &[u8], value: &[u8], hash: u32) -> CoreResult<u32> {
         let pos = u32::try_from(self.out.len()).map_err(|_| too_big())?;
         let klen = u32::try_from(key.len()).map_err(|_| too_big())?;
         let dlen = u32::try_from(value.len()).map_err(|_| too_big())?;
@@ -59,11 +74,34 @@ impl CdbBuilder {
         put_u32(&mut self.out, dlen);
         self.out.extend_from_slice(key);
         self.out.extend_from_slice(value);
-        self.slots.push((cdb_hash(key), pos));
-        Ok(())
+        self.slots.push((hash, pos));
+        Ok(pos)
     }
 
-    pub fn finish(mut self) -> CoreResult<Vec<u8>> {
+    /// The key of the record at `pos` (a position `add_hashed` returned).
+    pub fn key_at(&self, pos: u32) -> &[u8] {
+        let pos = pos as usize;
+        let klen = u32::from_le_bytes([
+            self.out[pos],
+            self.out[pos + 1],
+            self.out[pos + 2],
+            self.out[pos + 3],
+        ]) as usize;
+        &self.out[pos + 8..pos + 8 + klen]
+    }
+
+    pub fn finish(self) -> CoreResult<Vec<u8>> {
+        Ok(self.finish_inner(false)?.unwrap_or_default())
+    }
+
+    /// As `finish`, but `None` when two records have the same key. Duplicates are found
+    /// while the hash tables are filled, one small table at a time, which is much cheaper
+    /// than a set of every key on the side.
+    pub fn finish_if_unique(self) -> CoreResult<Option<Vec<u8>>> {
+        self.finish_inner(true)
+    }
+
+    fn finish_inner(mut self, unique: bool) -> CoreResult<Option<Vec<u8>>> {
         let mut counts = [0usize; 256];
         for &(h, _) in &self.slots {
             counts[(h & 255) as usize] += 1;
@@ -94,6 +132,9 @@ impl CdbBuilder {
             for &(h, p) in entries {
                 let mut i = ((h >> 8) as usize) % nslots;
                 while table[i].1 != 0 {
+                    if unique && table[i].0 == h && self.key_at(table[i].1) == self.key_at(p) {
+                        return Ok(None);
+                    }
                     i = (i + 1) % nslots;
                 }
                 table[i] = (h, p);
@@ -105,7 +146,7 @@ impl CdbBuilder {
         }
         u32::try_from(self.out.len()).map_err(|_| too_big())?;
         self.out[..HEADER].copy_from_slice(&header);
-        Ok(self.out)
+        Ok(Some(self.out))
     }
 }
 
@@ -141,6 +182,9 @@ pub fn write_file_atomically(path: &Path, image: &[u8]) -> CoreResult<()> {
 pub struct CdbReader {
     ptr: *const u8,
     len: usize,
+    /// Which key form this file uses, learnt from the first hit as Postfix's dict_cdb does
+    /// (TRY0NULL / TRY1NULL): 0 unknown, 1 without the NUL, 2 with it.
+    nul_style: std::sync::atomic::AtomicU8,
 }
 
 // SAFETY: the mapping is read-only and private to this value; nothing mutates it.
@@ -186,6 +230,7 @@ impl CdbReader {
         let reader = CdbReader {
             ptr: ptr as *const u8,
             len,
+            nul_style: std::sync::atomic::AtomicU8::new(0),
         };
         reader.validate().map_err(|_| corrupt(path))?;
         Ok(reader)
@@ -243,6 +288,63 @@ impl CdbReader {
             slot = (slot + 1) % nslots;
         }
         None
+    }
+
+    /// The value for a key as Postfix's readers look it up: as given, or with the C
+    /// string's NUL that some writers store; `scratch` holds the NUL form.
+    pub fn get_c<'a>(&'a self, key: &[u8], scratch: &mut Vec<u8>) -> Option<&'a [u8]> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let style = self.nul_style.load(Relaxed);
+        if style != 2 {
+            if let Some(v) = self.get(key) {
+                self.nul_style.store(1, Relaxed);
+                return Some(v);
+            }
+        }
+        if style != 1 {
+            scratch.clear();
+            scratch.extend_from_slice(key);
+            scratch.push(0);
+            if let Some(v) = self.get(scratch) {
+                self.nul_style.store(2, Relaxed);
+                return Some(v.strip_suffix(b"\0").unwrap_or(v));
+            }
+        }
+        None
+    }
+
+    /// `postmap -q -`: one key per line of `input` (a trailing CR dropped), folded when
+    /// asked; returns `key<TAB>value<LF>` for each key found (`suffix` after the key, as
+    /// postalias prints `key:`), and how many were found.
+    pub fn query_lines(&self, input: &[u8], fold: bool, suffix: &[u8]) -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        let mut found = 0;
+        let mut folded = Vec::new();
+        let mut scratch = Vec::new();
+        let mut lines = input.split(|&b| b == b'\n').peekable();
+        while let Some(line) = lines.next() {
+            if line.is_empty() && lines.peek().is_none() {
+                break;
+            }
+            let key = line.strip_suffix(b"\r").unwrap_or(line);
+            let probe = if fold {
+                folded.clear();
+                folded.extend_from_slice(key);
+                folded.make_ascii_lowercase();
+                &folded[..]
+            } else {
+                key
+            };
+            if let Some(v) = self.get_c(probe, &mut scratch) {
+                out.extend_from_slice(key);
+                out.extend_from_slice(suffix);
+                out.push(b'\t');
+                out.extend_from_slice(v);
+                out.push(b'\n');
+                found += 1;
+            }
+        }
+        (out, found)
     }
 
     /// Every record in file order (what `postmap -s` prints).

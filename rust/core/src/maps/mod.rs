@@ -26,19 +26,46 @@ pub fn fold_key(key: &mut [u8]) {
 
 /// Builds the cdb image of a postmap(1) source text. `name` labels the warnings as Postfix
 /// does (the path the user gave); they come in the order Postfix reads the lines.
+///
+/// One pass without copying lines: records go straight into the image. Tables rarely hold
+/// a key twice, so duplicates are only looked for while the hash tables are filled; when
+/// there is one, the table is built again the slow way, which reports each with its line.
 pub fn build_cdb_from_source(
     text: &[u8],
     name: &str,
     fold: bool,
     duplicates: Duplicates,
 ) -> CoreResult<(Vec<u8>, Vec<String>)> {
+    const MISSING: &str = "expected format: key whitespace value";
     let mut warnings = Vec::new();
-    let mut entries = source::parse_entries(
-        text,
-        name,
-        "expected format: key whitespace value",
-        &mut warnings,
-    );
+    let estimate = memchr::memchr_iter(b'\n', text).count() + 1;
+    let mut builder = cdb::CdbBuilder::with_capacity(text.len(), estimate);
+    let mut folded = Vec::new();
+    let mut failure = None;
+    source::for_each_entry(text, name, MISSING, &mut warnings, |key, value, _| {
+        if failure.is_some() {
+            return;
+        }
+        let key = if fold {
+            folded.clear();
+            folded.extend_from_slice(key);
+            fold_key(&mut folded);
+            &folded[..]
+        } else {
+            key
+        };
+        if let Err(e) = builder.add(key, value) {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Some(image) = builder.finish_if_unique()? {
+        return Ok((image, warnings.into_iter().map(|(_, w)| w).collect()));
+    }
+    warnings.clear();
+    let mut entries = source::parse_entries(text, name, MISSING, &mut warnings);
     if fold {
         for e in &mut entries {
             fold_key(&mut e.key);
@@ -48,6 +75,13 @@ pub fn build_cdb_from_source(
     let image = build_cdb(pairs, name, duplicates, &mut warnings)?;
     warnings.sort_by_key(|(line, _)| *line);
     Ok((image, warnings.into_iter().map(|(_, w)| w).collect()))
+}
+
+fn duplicate_warning(name: &str, key: &[u8]) -> String {
+    format!(
+        "{name}: duplicate entry: \"{}\"",
+        String::from_utf8_lossy(key)
+    )
 }
 
 /// Builds a cdb image from (key, value, line) in order, applying the duplicate rule;
@@ -63,13 +97,7 @@ pub fn build_cdb(
     for (key, value, line) in pairs {
         match index.get(&key) {
             Some(&at) => match duplicates {
-                Duplicates::WarnKeepFirst => warnings.push((
-                    line,
-                    format!(
-                        "{name}: duplicate entry: \"{}\"",
-                        String::from_utf8_lossy(&key)
-                    ),
-                )),
+                Duplicates::WarnKeepFirst => warnings.push((line, duplicate_warning(name, &key))),
                 Duplicates::Replace => kept[at].1 = value,
                 Duplicates::Ignore => {}
             },

@@ -285,8 +285,7 @@ impl RegexTable {
         let mut open_ifs: Vec<(usize, usize)> = Vec::new();
         let mut set_patterns: Vec<String> = Vec::new();
         for line in &lines {
-            let joined = line.text();
-            let text = String::from_utf8_lossy(trim(&joined)).into_owned();
+            let text = String::from_utf8_lossy(trim(&line.text)).into_owned();
             let warn = |msg: &str| format!("{label} map {name}, line {}: {msg}", line.lineno);
             let lower = text.to_ascii_lowercase();
             let word_end = |n: usize| {

@@ -17,62 +17,95 @@ pub fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-/// One logical line and the number of the physical line it started on.
-pub struct LogicalLine<'a> {
+/// One logical line (NUL-truncated) and the number of the physical line it started on.
+pub struct LogicalLine {
     pub lineno: usize,
-    pub parts: Vec<&'a [u8]>,
+    pub text: Vec<u8>,
 }
 
-impl LogicalLine<'_> {
-    pub fn text(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.parts.iter().map(|p| p.len()).sum());
-        for p in &self.parts {
-            out.extend_from_slice(p);
-        }
-        // C code sees the line as a string: it ends at the first NUL.
-        if let Some(nul) = out.iter().position(|&b| b == 0) {
-            out.truncate(nul);
-        }
-        out
+/// C code sees a line as a string: it ends at the first NUL.
+fn c_string(line: &[u8]) -> &[u8] {
+    match memchr::memchr(0, line) {
+        Some(nul) => &line[..nul],
+        None => line,
     }
 }
 
-/// Splits `text` into logical lines. A continuation with nothing to continue is reported
-/// in `warnings` as Postfix words it (without a line number) and dropped.
-pub fn logical_lines<'a>(
+/// Calls `each(lineno, text)` for every logical line, borrowing the text from `text` when
+/// the line has no continuation. A continuation with nothing to continue is reported in
+/// `warnings` as Postfix words it (without a line number) and dropped.
+pub fn for_each_logical_line<'a>(
     text: &'a [u8],
     name: &str,
     warnings: &mut Vec<(usize, String)>,
-) -> Vec<LogicalLine<'a>> {
-    let mut out: Vec<LogicalLine<'a>> = Vec::new();
-    let mut continuing = false;
-    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let body = trim(raw);
-        if body.is_empty() || body[0] == b'#' {
+    mut each: impl FnMut(usize, &[u8]),
+) {
+    // The pending logical line: where it started, and its pieces once it has several.
+    let mut pending: Option<(usize, &'a [u8])> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    let mut is_joined = false;
+    let mut flush =
+        |pending: &mut Option<(usize, &'a [u8])>, joined: &mut Vec<u8>, is_joined: &mut bool| {
+            if let Some((lineno, first)) = pending.take() {
+                if *is_joined {
+                    each(lineno, c_string(joined));
+                    joined.clear();
+                    *is_joined = false;
+                } else {
+                    each(lineno, c_string(first));
+                }
+            }
+        };
+    let mut start = 0;
+    let mut lineno = 0;
+    while start < text.len() {
+        let end = memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
+        let raw = &text[start..end];
+        start = end + 1;
+        lineno += 1;
+        let first = raw.iter().position(|&b| !is_space(b));
+        let Some(first) = first else { continue };
+        if raw[first] == b'#' {
             continue;
         }
-        if is_space(raw[0]) {
-            if continuing {
-                if let Some(last) = out.last_mut() {
-                    last.parts.push(raw);
+        if first > 0 {
+            match pending {
+                Some((_, head)) => {
+                    if !is_joined {
+                        joined.extend_from_slice(head);
+                        is_joined = true;
+                    }
+                    joined.extend_from_slice(raw);
                 }
-            } else {
-                warnings.push((
-                    i + 1,
+                None => warnings.push((
+                    lineno,
                     format!(
                         "{name}: logical line must not start with whitespace: \"{}\"",
                         String::from_utf8_lossy(raw.strip_suffix(b"\r").unwrap_or(raw))
                     ),
-                ));
+                )),
             }
             continue;
         }
-        out.push(LogicalLine {
-            lineno: i + 1,
-            parts: vec![raw],
-        });
-        continuing = true;
+        flush(&mut pending, &mut joined, &mut is_joined);
+        pending = Some((lineno, raw));
     }
+    flush(&mut pending, &mut joined, &mut is_joined);
+}
+
+/// The logical lines of `text` (see `for_each_logical_line`), as owned values.
+pub fn logical_lines(
+    text: &[u8],
+    name: &str,
+    warnings: &mut Vec<(usize, String)>,
+) -> Vec<LogicalLine> {
+    let mut out = Vec::new();
+    for_each_logical_line(text, name, warnings, |lineno, line| {
+        out.push(LogicalLine {
+            lineno,
+            text: line.to_vec(),
+        });
+    });
     out
 }
 
@@ -94,30 +127,44 @@ pub fn split_key_value(line: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&line[..end], value))
 }
 
-/// Parses a postmap(1) source file. `missing_value` is the text after `line N: ` for a line
-/// with a key and no value (postmap and texthash word it differently).
+/// Calls `each(key, value, lineno)` for every entry of a postmap(1) source text, without
+/// copying. `missing_value` is the text after `line N: ` for a key without a value
+/// (postmap and texthash word it differently).
+pub fn for_each_entry(
+    text: &[u8],
+    name: &str,
+    missing_value: &str,
+    warnings: &mut Vec<(usize, String)>,
+    mut each: impl FnMut(&[u8], &[u8], usize),
+) {
+    let mut missing = Vec::new();
+    for_each_logical_line(text, name, warnings, |lineno, line| {
+        match split_key_value(line) {
+            Some((k, v)) => each(k, v, lineno),
+            None => missing.push(lineno),
+        }
+    });
+    for lineno in missing {
+        warnings.push((lineno, format!("{name}, line {lineno}: {missing_value}")));
+    }
+    warnings.sort_by_key(|(line, _)| *line);
+}
+
+/// The entries of a postmap(1) source text, owned.
 pub fn parse_entries(
     text: &[u8],
     name: &str,
     missing_value: &str,
     warnings: &mut Vec<(usize, String)>,
 ) -> Vec<Entry> {
-    let lines = logical_lines(text, name, warnings);
-    let mut entries = Vec::with_capacity(lines.len());
-    for line in lines {
-        let joined = line.text();
-        match split_key_value(&joined) {
-            Some((k, v)) => entries.push(Entry {
-                key: k.to_vec(),
-                value: v.to_vec(),
-                lineno: line.lineno,
-            }),
-            None => warnings.push((
-                line.lineno,
-                format!("{name}, line {}: {missing_value}", line.lineno),
-            )),
-        }
-    }
+    let mut entries = Vec::new();
+    for_each_entry(text, name, missing_value, warnings, |k, v, lineno| {
+        entries.push(Entry {
+            key: k.to_vec(),
+            value: v.to_vec(),
+            lineno,
+        })
+    });
     entries
 }
 
