@@ -105,7 +105,11 @@ def count():
             found = mesg.findall(f.read())
         return int(found[-1]) if found else 0
     n = 0
-    for user in os.scandir(path):
+    try:
+        users = list(os.scandir(path))
+    except FileNotFoundError:  # no delivery yet
+        return 0
+    for user in users:
         try:
             n += sum(1 for _ in os.scandir(os.path.join(user.path, "new")))
         except FileNotFoundError:

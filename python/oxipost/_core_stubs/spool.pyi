@@ -17,8 +17,10 @@ class Writer:
 
 def scan(
     path: str,
+    start: int = 0,
 ) -> tuple[list[tuple[int, bytes]], int | None, list[tuple[int, str]]]:
-    """(records [(offset, payload)], torn tail offset or None, corrupt [(offset, why)])."""
+    """(records [(offset, payload)], torn tail offset or None, corrupt [(offset, why)]),
+    reading from `start`: 0, or the end of a record an earlier scan returned."""
 
 def read_record(path: str, offset: int) -> bytes:
     """The payload of the record at `offset`; CorruptError when it fails its checks."""

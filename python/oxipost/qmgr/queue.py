@@ -43,6 +43,8 @@ from oxipost.envelope import Envelope, Recipient
 
 spool = _core.spool
 
+# [u32 length][u32 crc32c] before each payload.
+_FRAME_HEADER = len(spool.frame(b""))
 QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 SEGMENT_LIMIT = 64 << 20
 MAX_SLOTS = 256
@@ -277,11 +279,12 @@ class QueueState:
         self.problems: list[str] = []
         # Segments holding a damaged record are kept for inspection, never reclaimed.
         self.corrupt_segments: set[str] = set()
-        # Per segment, the offset of the last record read: a refresh takes only what follows
-        # (a message removed since must not come back as new).
+        # Per segment, where the records not read yet start: a refresh reads only what
+        # follows (and a message removed since must not come back as new).
         self._read_to: dict[str, int] = {}
         self._lock_fd = -1
         self._journal: spool.Writer | None = None
+        self._behind = False
         if lock:
             self._take_lock()
         self._replay()
@@ -329,7 +332,7 @@ class QueueState:
                 self.corrupt_segments.add(m.group(0))
             for offset, payload in records:
                 self._apply_message(m.group(0), offset, payload, path)
-            self._mark_read(m.group(0), records, corrupt)
+            self._mark_read(m.group(0), records)
         for path in self._journal_files():
             try:
                 records, _torn, corrupt = spool.scan(path)
@@ -462,19 +465,15 @@ class QueueState:
         for m in _segments(self.top):
             name = m.group(0)
             path = os.path.join(seg_dir, name)
-            records, _torn, corrupt = spool.scan(path)
-            seen = self._read_to.get(name, -1)
+            records, _torn, _corrupt = spool.scan(path, self._read_to.get(name, 0))
             for offset, payload in records:
-                if offset > seen:
-                    self._apply_message(name, offset, payload, path)
-            self._mark_read(name, records, corrupt)
+                self._apply_message(name, offset, payload, path)
+            self._mark_read(name, records)
 
-    def _mark_read(
-        self, segment: str, records: list[tuple[int, bytes]], corrupt: list[tuple[int, str]]
-    ) -> None:
-        last = max([o for o, _ in records[-1:]] + [o for o, _ in corrupt[-1:]], default=-1)
-        if last > self._read_to.get(segment, -1):
-            self._read_to[segment] = last
+    def _mark_read(self, segment: str, records: list[tuple[int, bytes]]) -> None:
+        if records:
+            offset, payload = records[-1]
+            self._read_to[segment] = offset + _FRAME_HEADER + len(payload)
 
     def load(self, qid: str) -> tuple[Envelope, bytes]:
         """The envelope and content of a queued message (CorruptError if damaged)."""
@@ -503,8 +502,28 @@ class QueueState:
         last = 0
         for rec in records:
             last = self._journal.submit(_pack(rec))
-        if last:
+        if last and not self._behind:
             self._check(self._journal.wait(last), last)
+
+    def write_behind(self) -> int:
+        """From now on a state change returns once submitted; the committer thread makes
+        the records durable in order, many per fdatasync. Returns the descriptor that is
+        readable when results wait in `journal_errors()`.
+
+        For qmgr: none of its records guards an acknowledgement (mail is acknowledged when
+        its message record is committed), and one lost in a crash costs at most a repeated
+        delivery, as Postfix's unsynced rename/unlink of queue files do; waiting for each
+        would stall every delivery behind a disk flush."""
+        if self._journal is None:
+            raise QueueBusy("not the state writer: open the queue state with lock=True")
+        self._behind = True
+        return self._journal.fileno()
+
+    def journal_errors(self) -> list[str]:
+        """The errors of records committed since the last call (write_behind mode)."""
+        if self._journal is None:
+            return []
+        return [f"journal: {err[1]}" for _t, _s, _o, err in self._journal.poll() if err]
 
     def move(self, qid: str, queue: str) -> None:
         if queue not in QUEUES:

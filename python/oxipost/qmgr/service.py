@@ -101,6 +101,7 @@ class Qmgr:
         self.sched = Scheduler(cfg)
         self.active: dict[int, Active] = {}
         self.ids: dict[str, int] = {}
+        self._last_id = 0
         self.qids: dict[int, str] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
@@ -115,7 +116,8 @@ class Qmgr:
     def _id(self, qid: str) -> int:
         n = self.ids.get(qid)
         if n is None:
-            n = len(self.ids) + 1
+            self._last_id += 1
+            n = self._last_id
             self.ids[qid] = n
             self.qids[n] = qid
         return n
@@ -139,7 +141,6 @@ class Qmgr:
         self.state.refresh()
         count = 0
         limit = self.cfg.get_int("qmgr_message_active_limit")
-        known_deferred = {self.qids[m] for m in self.qids if self.sched.retry_state(m)}
         for info in list(self.state.messages.values()):
             msg = self._id(info.queue_id)
             if msg in self.active:
@@ -147,7 +148,7 @@ class Qmgr:
             if info.state == "incoming" and len(self.active) < limit:
                 self.activate(info.queue_id, now)
                 count += 1
-            elif info.state == "deferred" and info.queue_id not in known_deferred:
+            elif info.state == "deferred" and self.sched.retry_state(msg) is None:
                 minimal = self.cfg.get_time("minimal_backoff_time")
                 maximal = self.cfg.get_time("maximal_backoff_time")
                 backoff = min(maximal, minimal * 2 ** max(0, info.attempts - 1))
@@ -335,6 +336,8 @@ class Qmgr:
         self._journal(lambda: self.state.remove(act.qid))
         self.log.info(f"{act.qid}: removed")
         del self.active[act.msg]
+        # A long-running qmgr must not keep every queue ID it ever saw.
+        del self.ids[act.qid], self.qids[act.msg]
 
     def _notices(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> None:
         if not which:
@@ -378,7 +381,10 @@ class Qmgr:
         now = time.time()
         op = req.get("op")
         if op == "wakeup":
-            n = self.scan(now)
+            # Scanned by the loop: a burst of wakeups (one per message smtpd queues) costs
+            # one scan, not one each.
+            self.next_scan = 0.0
+            n = 0
         elif op == "flush":
             n = len(self.state.in_queue("deferred"))
             self.sched.flush(now)
@@ -480,6 +486,8 @@ class Qmgr:
         server = None
         if listen is not None:
             server = await asyncio.start_unix_server(self.serve_control, sock=listen)
+        journal_fd = self.state.write_behind()
+        loop.add_reader(journal_fd, self._journal_results)
         stop = asyncio.Event()
         for sig, action in (
             (signal.SIGTERM, stop.set),
@@ -523,6 +531,7 @@ class Qmgr:
                 for w in waits:
                     w.cancel()
         finally:
+            loop.remove_reader(journal_fd)
             if server is not None:
                 server.close()
             for t in list(self.tasks):
@@ -534,6 +543,11 @@ class Qmgr:
         return 0
 
     _drain_deadline = 0.0
+
+    def _journal_results(self) -> None:
+        for error in self.state.journal_errors():
+            # The queue keeps the message as it was: the worst case is a repeated delivery.
+            self.log.warning(f"queue state write error: {error}")
 
     def _drain(self) -> None:
         self.draining = True

@@ -90,12 +90,15 @@ pub mod spool {
         }
     }
 
-    /// Scans a segment: `(records [(offset, payload)], torn_at or None, corrupt [(offset, why)])`.
+    /// Scans a segment from `start` (0, or the end of a record an earlier scan returned):
+    /// `(records [(offset, payload)], torn_at or None, corrupt [(offset, why)])`.
     #[pyfunction]
+    #[pyo3(signature = (path, start = 0))]
     #[allow(clippy::type_complexity)]
     fn scan<'py>(
         py: Python<'py>,
         path: PathBuf,
+        start: u64,
     ) -> Result<
         (
             Vec<(u64, Bound<'py, PyBytes>)>,
@@ -104,7 +107,7 @@ pub mod spool {
         ),
         PyCoreError,
     > {
-        let report = py.detach(|| core::scan(&path))?;
+        let report = py.detach(|| core::scan_from(&path, start))?;
         let records = report
             .records
             .iter()

@@ -17,7 +17,7 @@
 
 mod scan;
 
-pub use scan::{read_record, scan, ScanReport};
+pub use scan::{read_record, scan, scan_from, ScanReport};
 
 use crate::{CoreError, CoreResult};
 use std::collections::VecDeque;

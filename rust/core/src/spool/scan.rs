@@ -30,6 +30,31 @@ pub fn scan(path: &Path) -> CoreResult<ScanReport> {
     Ok(scan_bytes(&data))
 }
 
+/// Scans a segment file from `start`, the end of a record an earlier scan returned: a
+/// reader following a segment that is still growing reads only what is new, not the whole
+/// file again. Offsets in the report are the file's.
+pub fn scan_from(path: &Path, start: u64) -> CoreResult<ScanReport> {
+    use std::io::{Read, Seek, SeekFrom};
+    if start == 0 {
+        return scan(path);
+    }
+    let mut f = fs::File::open(path)?;
+    f.seek(SeekFrom::Start(start))?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    let mut report = scan_bytes(&data);
+    for (offset, _) in &mut report.records {
+        *offset += start;
+    }
+    for (offset, _) in &mut report.corrupt {
+        *offset += start;
+    }
+    if let Some(at) = &mut report.torn_at {
+        *at += start;
+    }
+    Ok(report)
+}
+
 /// Scans segment contents (the file's bytes).
 pub fn scan_bytes(data: &[u8]) -> ScanReport {
     let mut report = ScanReport::default();

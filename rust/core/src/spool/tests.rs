@@ -29,6 +29,29 @@ fn group_commit_round_trip() {
 }
 
 #[test]
+fn scan_from_reads_only_what_follows() {
+    let dir = tempdir("from");
+    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    let mut t = 0;
+    for i in 0..10 {
+        t = w.submit(format!("m{i}").into_bytes());
+    }
+    w.wait(t);
+    let path = dir.join(segment_name("w1", 1));
+    let first = scan(&path).unwrap();
+    let (off, payload) = first.records.last().unwrap();
+    let end = off + (HEADER + payload.len()) as u64;
+    assert!(scan_from(&path, end).unwrap().records.is_empty());
+    let t = w.submit(b"later".to_vec());
+    w.wait(t);
+    w.close();
+    let next = scan_from(&path, end).unwrap();
+    assert_eq!(next.records, vec![(end, b"later".to_vec())]);
+    assert!(next.torn_at.is_none() && next.corrupt.is_empty());
+    assert_eq!(read_record(&path, end).unwrap(), b"later");
+}
+
+#[test]
 fn rotates_segments_at_the_limit() {
     let dir = tempdir("rot");
     let mut w = Writer::open(&dir, "w", 1, 64).unwrap();
