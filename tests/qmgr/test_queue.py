@@ -290,3 +290,53 @@ def test_commit_is_synced_before_the_future_resolves(cfg, tmp_path):  # catalogu
 def test_frame_layout():
     framed = _core.spool.frame(b"abc")
     assert framed[:4] == (3).to_bytes(4, "little") and framed[8:] == b"abc"
+
+
+def test_long_lived_messages_are_compacted_forward(cfg):
+    """A deferred message left in an old, mostly finished segment is copied into a fresh
+    segment and the old one reclaimed; the copy is byte-identical and keeps its state."""
+    ids = enqueue_many(cfg, 50)
+    seg_dir = Path(cfg.path("queue_directory")) / "segments"
+    (old,) = os.listdir(seg_dir)
+    st = QueueState(cfg, lock=True)
+    keep, deferred = ids[7], ids[8]
+    for qid in ids:
+        if qid not in (keep, deferred):
+            st.remove(qid)
+    st.defer(deferred, "connect to x[192.0.2.9]:25: Connection timed out", time.time() + 600)
+    st.cross_off(keep, [0])
+    assert st.compact_forward(min_age=3600) == 0, "a fresh segment is left alone"
+    past = time.time() - 7200
+    os.utime(seg_dir / old, (past, past))
+    assert st.compact_forward(min_age=3600) == 2
+    assert old not in os.listdir(seg_dir)
+    st.refresh()
+    assert set(st.messages) == {keep, deferred}
+    st.close()
+    again = QueueState(cfg)
+    assert set(again.messages) == {keep, deferred}
+    assert again.messages[deferred].state == "deferred"
+    assert again.messages[deferred].reason.startswith("connect to x")
+    assert again.messages[keep].done == {0}
+    for qid in (keep, deferred):
+        n = ids.index(qid)
+        assert again.load(qid)[1] == content(n)
+
+
+def test_a_crash_between_copy_and_reclaim_leaves_one_live_copy(cfg):
+    ids = enqueue_many(cfg, 10)
+    seg_dir = Path(cfg.path("queue_directory")) / "segments"
+    (old,) = os.listdir(seg_dir)
+    saved = (seg_dir / old).read_bytes()
+    st = QueueState(cfg, lock=True)
+    for qid in ids[1:]:
+        st.remove(qid)
+    past = time.time() - 7200
+    os.utime(seg_dir / old, (past, past))
+    assert st.compact_forward(min_age=3600) == 1
+    st.close()
+    # As if the old segment's unlink never reached the disk.
+    (seg_dir / old).write_bytes(saved)
+    again = QueueState(cfg)
+    assert list(again.messages) == [ids[0]]
+    assert again.load(ids[0])[1] == content(0)

@@ -47,6 +47,8 @@ spool = _core.spool
 _FRAME_HEADER = len(spool.frame(b""))
 QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
 SEGMENT_LIMIT = 64 << 20
+# Segment name prefix of the records compact_forward copies (no writer slot uses it).
+COMPACT_WRITER = "c"
 MAX_SLOTS = 256
 _SEG = re.compile(r"^(?P<writer>[a-z0-9]+)-(?P<seq>\d{8})\.seg$")
 
@@ -443,6 +445,71 @@ class QueueState:
             os.unlink(os.path.join(self.top, "segments", name))
             removed.append(name)
         return removed
+
+    def compact_forward(self, min_age: float, max_live_fraction: float = 0.5) -> int:
+        """Copy the few live messages of old, mostly finished segments into a fresh segment
+        and reclaim the old ones, so a long-deferred message does not pin a whole segment
+        on disk. Copies are durable before an old segment goes; a crash in between leaves
+        two identical records under one queue ID, which replay reads as one message.
+        Returns how many messages were moved (state writer only)."""
+        if self._journal is None:
+            raise QueueBusy("not the state writer: open the queue state with lock=True")
+        seg_dir = os.path.join(self.top, "segments")
+        live_writers = self._live_slots()
+        newest: dict[str, int] = {}
+        for m in _segments(self.top):
+            newest[m.group("writer")] = max(newest.get(m.group("writer"), 0), int(m.group("seq")))
+        by_segment: dict[str, list[MessageInfo]] = {}
+        for info in self.messages.values():
+            by_segment.setdefault(info.segment, []).append(info)
+        now = time.time()
+        victims: list[MessageInfo] = []
+        for m in _segments(self.top):
+            name = m.group(0)
+            if name in self.corrupt_segments or name not in by_segment:
+                continue
+            # An agent may be reading an active message where it is now.
+            if any(i.state == "active" for i in by_segment[name]):
+                continue
+            if (
+                m.group("writer") in live_writers
+                and int(m.group("seq")) == newest[m.group("writer")]
+            ):
+                continue
+            try:
+                st = os.stat(os.path.join(seg_dir, name))
+            except FileNotFoundError:
+                continue
+            live = sum(i.size for i in by_segment[name])
+            if now - st.st_mtime >= min_age and live <= max_live_fraction * st.st_size:
+                victims.extend(by_segment[name])
+        if not victims:
+            return 0
+        writer = spool.Writer(
+            seg_dir, COMPACT_WRITER, newest.get(COMPACT_WRITER, 0) + 1, SEGMENT_LIMIT
+        )
+        try:
+            tickets: dict[int, tuple[MessageInfo, int]] = {}
+            for info in victims:
+                payload = spool.read_record(os.path.join(seg_dir, info.segment), info.offset)
+                tickets[writer.submit(payload)] = (info, len(payload))
+            placed: dict[int, tuple[int, int]] = {}
+            last = max(tickets)
+            while last not in placed:
+                for ticket, seq, offset, err in writer.wait(last):
+                    if err is not None:
+                        raise QueueWriteError(f"compaction: {err[1]}")
+                    placed[ticket] = (seq, offset)
+        finally:
+            writer.close()
+        for ticket, (info, length) in tickets.items():
+            seq, offset = placed[ticket]
+            info.segment, info.offset = f"{COMPACT_WRITER}-{seq:08d}.seg", offset
+            # This process wrote these records: a refresh must not read them as new mail.
+            end = offset + _FRAME_HEADER + length
+            self._read_to[info.segment] = max(self._read_to.get(info.segment, 0), end)
+        self.reclaim()
+        return len(tickets)
 
     def _live_slots(self) -> set[str]:
         live = set()

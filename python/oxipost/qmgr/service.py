@@ -43,7 +43,7 @@ import msgpack
 from oxipost.config import Config, load_config
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.log import Logger, get_logger
-from oxipost.qmgr.queue import Queue, QueueBusy, QueueState
+from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 LOCK_WAIT = 30.0
 # On reload, deliveries still running after this long are cut (they will be retried).
 DRAIN_LIMIT = 10.0
+# A segment untouched this long whose messages are mostly finished has its live ones moved
+# forward, so long-deferred mail does not pin old segments (seconds).
+COMPACT_AFTER = 3600.0
 # Agents whose log lines say relay=none (Postfix's error and discard agents).
 _NO_RELAY = {"error", "discard", "retry"}
 
@@ -139,6 +142,13 @@ class Qmgr:
     def scan(self, now: float) -> int:
         """Pick up new messages and register deferred ones; return how many activated."""
         self.state.refresh()
+        try:
+            moved = self.state.compact_forward(COMPACT_AFTER)
+        except (OSError, QueueWriteError) as e:
+            self.log.warning(f"queue compaction: {e}")
+        else:
+            if moved:
+                self.log.info(f"queue compaction: moved {moved} messages forward")
         count = 0
         limit = self.cfg.get_int("qmgr_message_active_limit")
         for info in list(self.state.messages.values()):
