@@ -10,9 +10,10 @@ and queue directory, the same main.cf settings (tests/smtpd/conftest.py's base),
 once it is on stable storage (Postfix's cleanup fsyncs the queue file; oxipost's spool
 commits the segment) and both write a maillog file (Postfix through postlogd).
 
-Load is Postfix's own `smtp-source` (one connection per message, as it sends by default):
-for every size and session count a warm-up run sizes the message count to about S seconds,
-then oxipost and Postfix take turns (the order alternating) N times; the median is shown.
+Load is Postfix's own `smtp-source` (one connection per message, as it sends by default).
+Every size and session count starts both MTAs afresh on empty queues; a warm-up run sizes
+the message count to about S seconds, then oxipost and Postfix take turns (the order
+alternating) N times; the median is shown.
 
 Memory: N idle sessions (connected, greeted, EHLO answered) are held on oxipost and M on
 Postfix; the total memory of each MTA is the sum over its master and every descendant of
@@ -27,6 +28,7 @@ scripts/install-debian-deps.sh when it is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -363,29 +366,22 @@ def main() -> None:
     top = Path(tempfile.mkdtemp(prefix="smtpd-bench-", dir=base))
     # Postfix's daemons run as user postfix: they must be able to reach their queue.
     top.chmod(0o755)
-    ox = pf = None
+    print(" ".join(sys.argv), time.strftime("(%Y-%m-%d %H:%M)"))
+    print(f"directory: {top}  cpus: {os.cpu_count()}")
+    totals = {"oxipost": [0, 0, 0], "postfix": [0, 0, 0]}  # sent, queued, deferred
     try:
-        ox = Oxipost.start(top / "oxipost")
-        pf = Postfix.start(top / "postfix")
-        mtas: list[Mta] = [ox, pf]
-        print(" ".join(sys.argv), time.strftime("(%Y-%m-%d %H:%M)"))
-        print(
-            f"directory: {top}  oxipost 127.0.0.1:{ox.port}  postfix 127.0.0.1:{pf.port}  "
-            f"cpus: {os.cpu_count()}"
-        )
-        # Memory first, on fresh systems: after the load runs Postfix keeps up to 200 idle
-        # smtpd processes for max_idle (100 s), which would count against it.
         held: dict[str, dict[str, int]] = {}
         if args.idle or args.idle_postfix:
             print("\n  mta      sessions alive procs  Pss MiB  RSS MiB  (idle: procs, Pss, RSS)")
-            for mta, count in ((ox, args.idle), (pf, args.idle_postfix)):
-                r = held[mta.name] = idle_cell(mta, count)
-                print(
-                    f"  {mta.name:8s} {r['sessions']:8d} {r['alive']:5d} {r['procs']:5d} "
-                    f"{r['pss'] / 1024:8.1f} {r['rss'] / 1024:8.1f}  "
-                    f"({r['procs0']}, {r['pss0'] / 1024:.1f}, {r['rss0'] / 1024:.1f})",
-                    flush=True,
-                )
+            with fresh_systems(top / "idle", totals, args.keep) as (ox, pf):
+                for mta, count in ((ox, args.idle), (pf, args.idle_postfix)):
+                    r = held[mta.name] = idle_cell(mta, count)
+                    print(
+                        f"  {mta.name:8s} {r['sessions']:8d} {r['alive']:5d} {r['procs']:5d} "
+                        f"{r['pss'] / 1024:8.1f} {r['rss'] / 1024:8.1f}  "
+                        f"({r['procs0']}, {r['pss0'] / 1024:.1f}, {r['rss0'] / 1024:.1f})",
+                        flush=True,
+                    )
         sessions = [int(x) for x in args.sessions.split(",") if x]
         sizes = [int(x) for x in args.sizes.split(",") if x]
         if sessions and sizes:
@@ -396,7 +392,8 @@ def main() -> None:
         ratios: dict[tuple[int, int], float] = {}
         for size in sizes:
             for n in sessions:
-                rates = rate_cell(mtas, n, size, args.seconds, args.repeat)
+                with fresh_systems(top / f"{size}-{n}", totals, args.keep) as (ox, pf):
+                    rates = rate_cell([ox, pf], n, size, args.seconds, args.repeat)
                 o = statistics.median(rates["oxipost"])
                 p = statistics.median(rates["postfix"])
                 ratios[size, n] = o / p
@@ -415,19 +412,42 @@ def main() -> None:
                 f"{p['pss'] / 1024:.1f} MiB, {verdict} "
                 f"(RSS {o['rss'] / 1024:.1f} vs {p['rss'] / 1024:.1f} MiB)"
             )
-        for mta in mtas:
-            mta.stop()
-        for mta in mtas:
-            total, deferred = mta.queued()
+        for name, (sent, queued, deferred) in totals.items():
             print(
-                f"{mta.name}: {total} of {mta.sent} messages sent are in the queue, "
-                f"{deferred} of them deferred by qmgr (defer_transports)"
+                f"{name}: {queued} of {sent} messages sent were in the queue after the runs, "
+                f"{deferred} of them already deferred by qmgr (defer_transports)"
             )
     finally:
-        for m in (ox, pf):
-            if m is not None:
-                m.stop()
         if not args.keep:
+            shutil.rmtree(top, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_systems(
+    top: Path, totals: dict[str, list[int]], keep: bool
+) -> Iterator[tuple[Oxipost, Postfix]]:
+    """Both MTAs started on empty queues, stopped and counted afterwards: every cell starts
+    alike, not with the mail (or, for Postfix, the idle smtpd processes) of the last one."""
+    top.mkdir()
+    top.chmod(0o755)
+    ox = Oxipost.start(top / "oxipost")
+    try:
+        pf = Postfix.start(top / "postfix")
+    except BaseException:
+        ox.stop()
+        raise
+    try:
+        yield ox, pf
+    finally:
+        for mta in (ox, pf):
+            mta.stop()
+        for mta in (ox, pf):
+            queued, deferred = mta.queued()
+            t = totals[mta.name]
+            t[0] += mta.sent
+            t[1] += queued
+            t[2] += deferred
+        if not keep:
             shutil.rmtree(top, ignore_errors=True)
 
 
