@@ -40,11 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+# Everything qmgr may use is imported here, while master's child loads this module, not on
+# first use: qmgr then drops to mail_owner, who may not be able to read the interpreter's
+# own tree (a Python under /root), and a later import fails ("No module named ...").
+from oxipost import bounce
 from oxipost.config import Config, load_config
+from oxipost.delivery import DeliveryRequest, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.log import Logger, get_logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
+from oxipost.rewrite.resolve import resolve
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
@@ -196,8 +202,6 @@ class Qmgr:
         self.handle_events(now)
 
     def _route(self, rcpt: Recipient) -> tuple[str, str]:
-        from oxipost.rewrite.resolve import resolve
-
         try:
             r = resolve(rcpt.address, self.cfg)
         except Exception as e:
@@ -218,8 +222,6 @@ class Qmgr:
         self.handle_events(now)
 
     async def deliver(self, batch: Batch) -> None:
-        from oxipost.delivery import DeliveryRequest, deliver
-
         act = self.active[batch.msg]
         started = time.time()
         transport, nexthop = act.route[batch.rcpts[0]]
@@ -351,10 +353,6 @@ class Qmgr:
 
     def _notices(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> None:
         if not which:
-            return
-        try:
-            from oxipost import bounce
-        except ImportError:
             return
         reports = []
         for idx, (out, relay) in sorted(which.items()):
