@@ -10,13 +10,11 @@ Host-dependent defaults (HOST_DEPENDENT) are computed at run time as Postfix com
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import ipaddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +143,6 @@ def host_default(name: str, raw_lookup: dict[str, str]) -> str:
 
 
 def _myhostname(mydomain: str | None) -> str:
-    import socket  # only here: every command imports this module, few need the host name
-
     name = socket.gethostname()
     # Postfix wants a fully-qualified name: a bare host name gets ".$mydomain" when main.cf
     # sets mydomain, else ".localdomain".
@@ -156,9 +152,6 @@ def _myhostname(mydomain: str | None) -> str:
 def _interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     """The host's addresses with their prefixes (IPv4 by SIOCGIFADDR/NETMASK, IPv6 from
     /proc/net/if_inet6), in the order Postfix lists them: IPv4 first."""
-    import ipaddress
-    import socket
-
     v4: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     v6: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     try:
@@ -198,8 +191,6 @@ def _fmt(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
 
 
 def _mynetworks(style: str) -> list[str]:
-    import ipaddress
-
     out: list[str] = []
     for iface in _interfaces():
         if style == "host":

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from oxipost._core import CorruptError
 from oxipost._core import maps as _core
 from oxipost.config import Config
 
@@ -98,7 +99,7 @@ class CdbTable:
             self._cdb = _core.Cdb(self.path)
         except OSError as e:
             raise TableError(f"open database {self.path}: {os_reason(e)}") from None
-        except _core_corrupt():
+        except CorruptError:
             raise TableError(
                 f"dict_cdbq_open: unable to init {self.path}: Protocol error"
             ) from None
@@ -127,12 +128,6 @@ class CdbTable:
             (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
             for k, v in self._cdb.items()
         ]
-
-
-def _core_corrupt() -> type[Exception]:
-    from oxipost._core import CorruptError
-
-    return CorruptError
 
 
 class DictTable:

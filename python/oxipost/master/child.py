@@ -9,16 +9,33 @@ is unprivileged, and calls the service's entry point from SERVICES.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import signal
 import socket
 import sys
+import threading
 
 from oxipost.config import ConfigError, load_config
 from oxipost.log import get_logger
 from oxipost.master.context import ServiceContext
-from oxipost.master.master import drop_privileges
+from oxipost.master.master import STARTUP_GRACE, drop_privileges
 from oxipost.master.services import SERVICES
+
+
+def _report_survival(fd: int) -> None:
+    """Tell master, once the service has run for STARTUP_GRACE, that this is not a bad
+    command startup (a timer thread: services own their event loops)."""
+
+    def report() -> None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b"1")
+            os.close(fd)
+
+    timer = threading.Timer(STARTUP_GRACE, report)
+    timer.daemon = True
+    timer.start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--max-sessions", type=int, default=0)
     p.add_argument("--fd", type=int)
+    p.add_argument("--ready-fd", type=int)
     args = p.parse_args(argv)
     # Until the service installs its own handlers, a reload means "exit when convenient".
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
@@ -59,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         max_sessions=args.max_sessions,
     )
+    if args.ready_fd is not None:
+        _report_survival(args.ready_fd)
     try:
         return int(entry(ctx) or 0)
     except KeyboardInterrupt:

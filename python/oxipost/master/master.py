@@ -40,7 +40,9 @@ from oxipost.config import Config, ConfigError, Service, load_config
 from oxipost.log import Logger, get_logger
 from oxipost.master.services import FOLDED, SERVICES
 
-# A worker that exits sooner than this after it started is crash-looping: throttle it.
+# A worker that fails before its service has run this long is crash-looping: throttle it.
+# The child tells master through a pipe once it has (interpreter start-up and imports do
+# not count, so a loaded machine does not turn a bad command into a restart loop).
 STARTUP_GRACE = 1.0
 
 
@@ -130,7 +132,17 @@ class Worker:
     service_key: str
     index: int
     proc: subprocess.Popen[bytes]
-    started: float
+    # Read end of the pipe the child writes one byte to after STARTUP_GRACE in its service.
+    ready_fd: int
+
+    def survived_startup(self) -> bool:
+        """Whether the child's service ran for STARTUP_GRACE (Postfix: it was used)."""
+        try:
+            return os.read(self.ready_fd, 1) != b""
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(self.ready_fd)
 
 
 @dataclass
@@ -260,8 +272,16 @@ class Master:
         ]
         if fds:
             argv += ["--fd", str(fds[0])]
-        proc = subprocess.Popen(argv, pass_fds=fds, close_fds=True)
-        self.workers[proc.pid] = Worker(svc.key, index, proc, time.monotonic())
+        ready_r, ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        argv += ["--ready-fd", str(ready_w)]
+        try:
+            proc = subprocess.Popen(argv, pass_fds=[*fds, ready_w], close_fds=True)
+        except OSError:
+            os.close(ready_r)
+            raise
+        finally:
+            os.close(ready_w)
+        self.workers[proc.pid] = Worker(svc.key, index, proc, ready_r)
 
     def start_all(self) -> None:
         for state in self.states.values():
@@ -292,7 +312,7 @@ class Master:
                 self.log.warning(f"process {path} pid {pid} killed by signal {os.WTERMSIG(status)}")
             elif os.WEXITSTATUS(status):
                 self.log.warning(f"process {path} pid {pid} exit status {os.WEXITSTATUS(status)}")
-            if now - worker.started < STARTUP_GRACE and status != 0:
+            if not worker.survived_startup() and status != 0:
                 self.log.warning(f"{path}: bad command startup -- throttling")
                 throttle = self.cfg.get_time("service_throttle_time")
                 state.throttled_until[worker.index] = now + throttle
@@ -332,6 +352,7 @@ class Master:
         self.workers.clear()
         for w in old:
             _signal(w.proc.pid, signal.SIGHUP)
+            os.close(w.ready_fd)
             self.draining.append(w.proc)
         self.states = states
         self.start_all()
