@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import pkgutil
 import signal
 import socket
 import sys
@@ -22,6 +23,23 @@ from oxipost.log import get_logger
 from oxipost.master.context import ServiceContext
 from oxipost.master.master import STARTUP_GRACE, drop_privileges
 from oxipost.master.services import SERVICES
+
+# Modules the services import inside functions, from outside the oxipost package.
+_LAZY_THIRD_PARTY = ("dns.asyncresolver", "dns.exception", "dns.resolver", "grp", "struct")
+
+
+def _import_everything() -> None:
+    """Import every oxipost module (and what they import lazily) while the interpreter's
+    tree is still readable: after the drop to mail_owner it may not be (a Python under
+    /root), and a function-level import would then fail in the middle of a delivery."""
+    import oxipost
+
+    for info in pkgutil.walk_packages(oxipost.__path__, "oxipost."):
+        if ".cli." in info.name or info.name.endswith("__main__"):
+            continue
+        importlib.import_module(info.name)
+    for name in _LAZY_THIRD_PARTY:
+        importlib.import_module(name)
 
 
 def _report_survival(fd: int) -> None:
@@ -65,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     # drop to mail_owner, the interpreter's own tree may be out of reach (e.g. under /root).
     module_name, _, func_name = SERVICES[svc.command].partition(":")
     entry = getattr(importlib.import_module(module_name), func_name)
+    if svc.is_unprivileged:
+        _import_everything()
     log.open()
     if svc.is_unprivileged:
         drop_privileges(cfg, log)
