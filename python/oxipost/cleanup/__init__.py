@@ -1,5 +1,6 @@
 """cleanup(8) as a library: header and envelope processing before the spool."""
 
-from oxipost.cleanup.message import smtpd_cleanup
+from oxipost.cleanup.message import cleanup_message
+from oxipost.cleanup.state import Cleaned
 
-__all__ = ["smtpd_cleanup"]
+__all__ = ["Cleaned", "cleanup_message"]

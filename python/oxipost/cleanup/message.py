@@ -1,14 +1,24 @@
 """cleanup - header and envelope processing before a message is queued
 
-smtpd_cleanup(env, content, received, cfg) is what Postfix's cleanup(8) does to a message
-arriving over SMTP, called in process: it prepends smtpd's Received: header, enforces
-hopcount_limit ("554 5.4.0 Error: too many hops") and header_size_limit (the excess header
-is discarded), replaces stray <CR> and <LF> in content by a space
-(cleanup_replace_stray_cr_lf), and adds missing Message-Id:, Date:, From: and To: headers
-for clients in local_header_rewrite_clients or when always_add_missing_headers is set.
+cleanup_message(env, content, received, cfg) is what Postfix's cleanup(8) does to a
+message, called in process by smtpd, pickup and the agents that resubmit mail:
+- the envelope: addresses put in standard form (append_at_myorigin, append_dot_mydomain),
+  canonical mapping and masquerading, virtual alias expansion (oxipost.cleanup.addr);
+- the content: the caller's Received: header first, hopcount_limit ("554 5.4.0 Error: too
+  many hops"), header_size_limit (the excess header is discarded), stray <CR>/<LF> replaced
+  by a space (cleanup_replace_stray_cr_lf), header_checks / mime_header_checks /
+  nested_header_checks / body_checks and header address rewriting
+  (oxipost.cleanup.header), and missing Message-Id:, Date:, From: and To: headers for
+  clients in local_header_rewrite_clients or when always_add_missing_headers is set;
+- what the checks decided: REDIRECT and BCC recipients, HOLD (the envelope attribute
+  "hold"), FILTER (the attribute "filter"), DISCARD.
+Internal mail (resubmitted by local(8), notices) skips the content checks, as Postfix's
+internal_mail_filter_classes default leaves it; receive_override_options
+no_address_mappings and no_header_body_checks turn those parts off.
 
-Diagnostics: returns the SMTP reply text instead of (envelope, content) when the message
-is refused.
+Diagnostics: the returned Cleaned carries the SMTP reply when the message is refused
+(4xx: try again later, 5xx: rejected) and the log lines, which the caller writes with
+the queue ID (NOQUEUE when nothing was queued).
 """
 
 from __future__ import annotations
@@ -20,9 +30,13 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from oxipost.envelope import Envelope
+from oxipost.cleanup.addr import CleanupDefer, process_recipients, process_sender
+from oxipost.cleanup.header import Walker, header_name
+from oxipost.cleanup.state import Cleaned, CleanupState
+from oxipost.envelope import Envelope, Recipient
 
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_HOPS = "554 5.4.0 Error: too many hops"
 
 
 def _has_stray(data: bytes) -> bool:
@@ -55,16 +69,10 @@ def split_header(content: bytes) -> tuple[list[bytes], bytes]:
     return lines, content[pos:]
 
 
-def _names(lines: list[bytes]) -> set[str]:
-    out = set()
-    for line in lines:
-        if line[:1] not in (b" ", b"\t"):
-            out.add(line.split(b":", 1)[0].decode("ascii", "replace").strip().lower())
-    return out
-
-
-def _local_client(env: Envelope, cfg: Any) -> bool:
-    if cfg.get_bool("always_add_missing_headers"):
+def local_client(env: Envelope, cfg: Any) -> bool:
+    """Whether the client is in local_header_rewrite_clients; local submissions (no
+    client address) always are."""
+    if not env.client_addr:
         return True
     for item in cfg.get_list("local_header_rewrite_clients"):
         if item == "permit_inet_interfaces":
@@ -92,13 +100,62 @@ def _local_client(env: Envelope, cfg: Any) -> bool:
     return False
 
 
-def smtpd_cleanup(
-    env: Envelope, content: bytes, received: str, cfg: Any
-) -> tuple[Envelope, bytes] | str:
+def _decode(line: bytes) -> str:
+    return line.decode("utf-8", "surrogateescape")
+
+
+def _encode(lines: list[str]) -> bytes:
+    text = "".join(line.replace("\n", "\r\n") + "\r\n" for line in lines)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _wants_body(cfg: Any) -> bool:
+    """Whether anything looks past the primary header (the body walk costs per line)."""
+    return any(
+        cfg.get_list(p) for p in ("body_checks", "mime_header_checks", "nested_header_checks")
+    )
+
+
+def _missing_headers(env: Envelope, cfg: Any, names: set[str]) -> list[str]:
+    extra: list[str] = []
+    if not (cfg.get_bool("always_add_missing_headers") or local_client(env, cfg)):
+        return extra
+    host = cfg.get("myhostname")
+    if "message-id" not in names:
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(env.arrival_time))
+        extra.append(f"Message-Id: <{stamp}.{os.urandom(6).hex().upper()}@{host}>")
+    if "date" not in names:
+        extra.append(f"Date: {formatdate(env.arrival_time, localtime=True)}")
+    if "from" not in names and "resent-from" not in names:
+        extra.append(f"From: {env.sender or 'MAILER-DAEMON'}")
+    if not names & {"to", "cc", "resent-to", "resent-cc"}:
+        extra.append("To: undisclosed-recipients:;")
+    return extra
+
+
+def cleanup_message(
+    env: Envelope, content: bytes, received: str, cfg: Any, internal: bool = False
+) -> Cleaned:
+    """Process one message; `internal` for mail Postfix itself resubmits (no content
+    checks)."""
+    overrides = {o.lower() for o in cfg.get_list("receive_override_options")}
+    state = CleanupState(
+        cfg,
+        env,
+        map_ok="no_address_mappings" not in overrides,
+        filtering=not internal and "no_header_body_checks" not in overrides,
+        # smtpd's access(5) HOLD and DISCARD actions reach cleanup as attributes.
+        hold="hold" in env.attrs,
+        discard="discard" in env.attrs,
+    )
     headers, body = split_header(content)
-    hops = sum(1 for h in headers if h[:9].lower() == b"received:") + 1
-    if hops > cfg.get_int("hopcount_limit"):
-        return "554 5.4.0 Error: too many hops"
+    received_lines = received.encode("utf-8", "surrogateescape").split(b"\r\n")
+    if received_lines[-1] == b"":
+        received_lines.pop()
+    hops = sum(1 for h in headers if h[:9].lower() == b"received:") + bool(received)
+    if hops >= cfg.get_int("hopcount_limit"):
+        state.warn("message rejected: hopcount exceeded")
+        return Cleaned(env, content, _HOPS, notes=state.notes)
     limit = cfg.get_int("header_size_limit")
     kept: list[bytes] = []
     size = 0
@@ -107,29 +164,83 @@ def smtpd_cleanup(
         if size > limit:
             break  # Postfix discards the excess header and goes on.
         kept.append(line)
-    if size > limit:
-        # What did not fit is dropped up to the body.
-        headers = kept
+    headers = kept
     if cfg.get_bool("cleanup_replace_stray_cr_lf"):
         headers = [_STRAY.sub(b" ", h[:-2]) + h[-2:] if h.endswith(b"\r\n") else h for h in headers]
         if _has_stray(body):
             body = _STRAY.sub(b" ", body)
-    names = _names(headers)
-    extra: list[str] = []
-    if _local_client(env, cfg):
-        host = cfg.get("myhostname")
-        if "message-id" not in names:
-            stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(env.arrival_time))
-            extra.append(f"Message-Id: <{stamp}.{os.urandom(6).hex().upper()}@{host}>")
-        if "date" not in names:
-            extra.append(f"Date: {formatdate(env.arrival_time, localtime=True)}")
-        if "from" not in names and "resent-from" not in names:
-            extra.append(f"From: {env.sender or 'MAILER-DAEMON'}")
-        if not names & {"to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc"}:
-            extra.append("To: undisclosed-recipients:;")
-    out = received.encode("utf-8", "surrogateescape") + b"".join(headers)
-    if extra:
-        out += ("\r\n".join(extra) + "\r\n").encode()
+    try:
+        sender = process_sender(state, env.sender)
+        state.sender = sender
+        recipients = process_recipients(state, env.recipients)
+    except CleanupDefer as e:
+        state.warn(e.warning)
+        return Cleaned(env, content, e.reply, notes=state.notes)
+    walker = Walker(state)
+    header_text = [_decode(h) for h in received_lines] + [
+        _decode(h[:-2] if h.endswith(b"\r\n") else h) for h in headers
+    ]
+    try:
+        if _wants_body(cfg) and state.filtering and body:
+            separator = body.startswith(b"\r\n")
+            text = _decode(body[2:] if separator else body)
+            body_lines = text.split("\r\n")
+            trailing = body_lines and body_lines[-1] == ""
+            if trailing:
+                body_lines.pop()
+            out_head, out_body = walker.walk(header_text, body_lines)
+            body = (b"\r\n" if separator or headers else b"") + _encode(out_body)
+            if not trailing and body.endswith(b"\r\n"):
+                body = body[:-2]
+        else:
+            out_head = walker.headers(header_text, "primary")
+    except CleanupDefer as e:
+        state.warn(e.warning)
+        return Cleaned(env, content, e.reply, notes=state.notes)
+    if state.reply is not None:
+        return Cleaned(env, content, state.reply, notes=state.notes)
+    names = {header_name(h) for h in out_head}
+    out_head += _missing_headers(env, cfg, names)
+    out = _encode(out_head)
     if not headers and body and not body.startswith(b"\r\n"):
         out += b"\r\n"
-    return env, out + body
+    new_env = _final_envelope(state, env, sender, recipients)
+    if isinstance(new_env, str):
+        return Cleaned(env, content, new_env, notes=state.notes)
+    return Cleaned(new_env, out + body, discard=state.discard, notes=state.notes)
+
+
+def _final_envelope(
+    state: CleanupState, env: Envelope, sender: str, recipients: list[Recipient]
+) -> Envelope | str:
+    """The envelope with what the content checks decided."""
+    try:
+        if state.redirect:
+            recipients = process_recipients(state, [Recipient(state.redirect)])
+        if state.bcc:
+            recipients = recipients + process_recipients(state, [Recipient(a) for a in state.bcc])
+    except CleanupDefer as e:
+        state.warn(e.warning)
+        return e.reply
+    attrs = dict(env.attrs)
+    if state.hold:
+        attrs.setdefault("hold", "header_checks")
+    if state.filter:
+        attrs["filter"] = state.filter
+    return Envelope(
+        sender=sender,
+        recipients=recipients,
+        arrival_time=env.arrival_time,
+        envid=env.envid,
+        ret=env.ret,
+        body_type=env.body_type,
+        smtputf8=env.smtputf8,
+        client_name=env.client_name,
+        client_addr=env.client_addr,
+        client_port=env.client_port,
+        helo_name=env.helo_name,
+        protocol=env.protocol,
+        sasl_method=env.sasl_method,
+        sasl_username=env.sasl_username,
+        attrs=attrs,
+    )

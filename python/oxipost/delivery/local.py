@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from oxipost.cleanup import cleanup_message
 from oxipost.delivery.address import split_address
 from oxipost.delivery.dsn import SYSEXITS
 from oxipost.delivery.mailstore import (
@@ -135,9 +136,16 @@ async def _forward(ctx: Ctx, addresses: list[str]) -> Outcome:
     )
     # Delivered-To makes a loop through this alias visible the next time round.
     content = f"Delivered-To: {ctx.rcpt.address}\r\n".encode() + req.content
+    # Forwarded mail goes through cleanup as internal mail: address mappings, no checks.
+    cleaned = cleanup_message(env, content, "", req.cfg, internal=True)
+    if cleaned.reply is not None:
+        cleaned.log_notes(log, req.queue_id)
+        _code, _, text = cleaned.reply.partition(" ")
+        status, _, text = text.partition(" ")
+        return Outcome(status, text)
     try:
         submit = await _open_queue_resubmit(req.cfg)
-        qid = await submit(env, content)
+        qid = await submit(cleaned.envelope, cleaned.content)
     except Exception as e:
         log.warning("%s: cannot resubmit for %s: %s", req.queue_id, ctx.rcpt.address, e)
         return Outcome("4.3.0", "mail system configuration error")

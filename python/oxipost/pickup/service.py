@@ -25,7 +25,8 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from oxipost.cleanup.message import smtpd_cleanup, split_header
+from oxipost.cleanup import Cleaned, cleanup_message
+from oxipost.cleanup.message import split_header
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
@@ -83,7 +84,7 @@ def _add_missing(cfg: Config) -> Config:
     return Config(cfg.config_dir, cfg.settings, cfg.services, overrides)
 
 
-def build(cfg: Config, sub: Submission) -> tuple[Envelope, bytes] | str:
+def build(cfg: Config, sub: Submission) -> Cleaned | str:
     """The message pickup enqueues for one submission, or why it cannot."""
     origin = cfg.get("myorigin")
     content = sub.content
@@ -118,7 +119,7 @@ def build(cfg: Config, sub: Submission) -> tuple[Envelope, bytes] | str:
         f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid});\r\n"
         f"\t{email.utils.formatdate(sub.time, localtime=True)}\r\n"
     )
-    return smtpd_cleanup(env, content, received, _add_missing(cfg))
+    return cleanup_message(env, content, received, _add_missing(cfg))
 
 
 def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
@@ -136,18 +137,27 @@ def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            result: tuple[Envelope, bytes] | str = build(cfg, Submission.decode(data))
+            result: Cleaned | str = build(cfg, Submission.decode(data))
         except FileNotFoundError:
             continue
         except (OSError, MaildropError) as e:
             result = str(e)
+        if isinstance(result, Cleaned) and result.reply is not None:
+            result.log_notes(log, "NOQUEUE")
+            if result.reply.startswith("4"):
+                continue  # a table could not be read: the file waits for the next scan
+            result = result.reply
         if isinstance(result, str):
             log.warning(f"maildrop/{name}: {result}")  # type: ignore[attr-defined]
             os.replace(path, path + ".corrupt")
             continue
-        env, content = result
-        qid = queue.enqueue_sync(env, content)
+        env, content = result.envelope, result.content
+        if result.discard:
+            qid = queue.new_id()
+        else:
+            qid = queue.enqueue_sync(env, content)
         log.info(f"{qid}: uid={env.attrs.get('uid')} from=<{env.sender}>")  # type: ignore[attr-defined]
+        result.log_notes(log, qid)
         os.unlink(path)
         moved += 1
         _notify_qmgr(cfg, qid)

@@ -202,6 +202,10 @@ class Queue:
 
     # Enqueueing ---------------------------------------------------------------------------
 
+    def new_id(self) -> str:
+        """A queue ID for a message accepted but not kept (cleanup's DISCARD)."""
+        return self._ids.next()
+
     def _record(self, envelope: Envelope, content: bytes) -> tuple[str, bytes]:
         qid = self._ids.next()
         payload = _pack({"t": "m", "id": qid, "env": _envelope_to_dict(envelope), "c": content})

@@ -185,6 +185,11 @@ class Qmgr:
             self.state.move(qid, "corrupt")
             self.sched.forget(msg)
             return
+        if info.state == "incoming" and env.attrs.get("hold"):
+            # cleanup's HOLD (header_checks, access(5)): new mail waits for postsuper -H.
+            self.state.move(qid, "hold")
+            self.sched.forget(msg)
+            return
         self.state.move(qid, "active")
         pending = info.pending
         self.log.info(

@@ -671,23 +671,10 @@ def valid_helo(name: str) -> bool:
 
 
 def _canonical(cfg: Config, addr: str) -> str:
-    """The envelope address as trivial-rewrite's local context leaves it: @$myorigin added to
-    a bare user, .$mydomain to a single-label domain when append_dot_mydomain."""
-    if addr.startswith("@") and ":" in addr:
-        return addr
-    local, domain = split_address(addr)
-    if not domain:
-        if "!" in local or "%" in local:
-            return addr
-        return f"{local}@{cfg.get('myorigin')}"
-    if (
-        cfg.get_bool("append_dot_mydomain")
-        and "." not in domain
-        and not domain.startswith("[")
-        and domain.lower() != "localhost"
-    ):
-        return f"{local}@{domain}.{cfg.get('mydomain')}"
-    return addr
+    """The envelope address as trivial-rewrite's local context leaves it."""
+    from oxipost.rewrite.rewrite import rewrite_address
+
+    return rewrite_address(cfg, addr)
 
 
 __all__ = [

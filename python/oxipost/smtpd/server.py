@@ -724,22 +724,33 @@ class Session:
                 env.attrs[action.lower()] = self.state.actions[action]
         self.state.actions = {}
         data = bytes(content)
+        cleaned = None
         if self.srv.cleanup is not None:
-            result = self.srv.cleanup(env, data, self.received_header(env), self.cfg)
-            if isinstance(result, str):
-                await self.reply(result)
+            cleaned = self.srv.cleanup(env, data, self.received_header(env), self.cfg)
+            if cleaned.reply is not None:
+                cleaned.log_notes(self.srv.log, "NOQUEUE")
+                await self.reply(cleaned.reply)
                 return
-            env, data = result
+            env, data = cleaned.envelope, cleaned.content
         else:
             data = self.received_header(env).encode("utf-8", "surrogateescape") + data
         try:
-            qid = await self.srv.queue.enqueue(env, data)
+            if cleaned is not None and cleaned.discard:
+                # Accepted and thrown away, under an ID of its own as Postfix's cleanup does.
+                new_id = getattr(self.srv.queue, "new_id", None)
+                qid = new_id() if new_id is not None else f"{time.time_ns() // 1000:X}"[-10:]
+            else:
+                qid = await self.srv.queue.enqueue(env, data)
         except Exception as e:
             self.srv.log.warning(f"queue file write error: {e}")
             await self.reply(R.QUEUE_WRITE_ERROR)
             return
         self.srv.log.info(f"{qid}: client={self.state.namaddr}")
+        if cleaned is not None:
+            cleaned.log_notes(self.srv.log, qid)
         await self.reply(R.QUEUED.format(qid=qid))
+        if cleaned is not None and cleaned.discard:
+            return
         if self.srv.notify is not None:
             self.srv.notify({"op": "wakeup"})
 

@@ -22,7 +22,7 @@ from typing import Any
 # Everything a worker needs is imported here, when master's child loads this module: the
 # worker then drops to mail_owner, who may not be able to read the interpreter's own tree
 # (a Python under /root), so an import after that point fails.
-from oxipost.cleanup import smtpd_cleanup
+from oxipost.cleanup import cleanup_message
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import Queue
 from oxipost.smtpd.check import CheckConfigError
@@ -69,7 +69,7 @@ def build_server(cfg: Any, queue: Any, log: Any = None) -> SmtpdServer:
 
 
 def _cleanup_entry() -> Any:
-    return smtpd_cleanup
+    return cleanup_message
 
 
 # Under load, at most one wakeup per this many seconds (the first goes out at once): each

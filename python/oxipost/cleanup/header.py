@@ -1,0 +1,508 @@
+"""cleanup_message - header and body processing: content checks and header addresses
+
+Walks the message as Postfix's cleanup does through its MIME state machine: the primary
+header, then the body, the headers of each multipart part and of each attached
+message/rfc822. Each header goes through the table for its class (header_checks for
+primary headers, mime_header_checks for Content-*/MIME-Version and part headers,
+nested_header_checks for the headers of attached messages); each body line (the first
+body_checks_size_limit bytes of each body segment) through body_checks. Actions are those
+of header_checks(5)/body_checks(5): REJECT, DISCARD, HOLD, WARN, INFO, IGNORE, STRIP,
+REDIRECT, BCC, PREPEND, REPLACE, FILTER, PASS, DUNNO and OK.
+
+Primary sender headers (From, Sender, Reply-To, Errors-To, ...) and recipient headers (To,
+Cc, Bcc, Resent-To, ...) then have their addresses put in standard form (local clients:
+@$myorigin / .$mydomain; remote clients: @$remote_header_rewrite_domain, or nothing when
+that is empty), canonical-mapped and masqueraded per the header_sender / header_recipient
+classes. Return-Path: is removed, as Postfix's cleanup removes it.
+
+Diagnostics: each action is logged as Postfix's cleanup_act_log does, e.g. "reject: header
+Subject: spam from host[1.2.3.4]; from=<a@b> to=<c@d> proto=ESMTP helo=<h>: 5.7.1 text";
+an unreadable table logs "header_checks map lookup problem -- message not accepted, try
+again later" and refuses with 451 4.3.0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from oxipost.cleanup.addr import HDR_FROM, HDR_RCPT, WRITE_ERROR, canonical
+from oxipost.delivery.address import quote_local
+from oxipost.maps import TableError, open_table
+from oxipost.rewrite.resolve import split_address, unquote_local
+from oxipost.rewrite.rewrite import rewrite_address
+
+if TYPE_CHECKING:
+    from oxipost.cleanup.state import CleanupState
+
+# Header classes (Postfix's MIME_HDR_*).
+PRIMARY = "primary"
+MULTIPART = "multipart"
+NESTED = "nested"
+
+_CHECKS = {
+    PRIMARY: "header_checks",
+    MULTIPART: "mime_header_checks",
+    NESTED: "nested_header_checks",
+}
+
+# header_opts.c: which headers carry sender or recipient addresses.
+SENDER_HEADERS = frozenset(
+    {
+        "disposition-notification-to",
+        "errors-to",
+        "from",
+        "mail-followup-to",
+        "reply-to",
+        "resent-from",
+        "resent-sender",
+        "return-path",
+        "return-receipt-to",
+        "sender",
+    }
+)
+RECIPIENT_HEADERS = frozenset(
+    {"apparently-to", "bcc", "cc", "resent-bcc", "resent-cc", "resent-reply-to", "resent-to", "to"}
+)
+MIME_HEADERS = frozenset(
+    {
+        "content-description",
+        "content-disposition",
+        "content-id",
+        "content-transfer-encoding",
+        "content-type",
+        "mime-version",
+    }
+)
+DROPPED_HEADERS = frozenset({"return-path"})
+
+_HEADER = re.compile(r"[!-9;-~]+:")
+_BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE)
+_DSN = re.compile(r"[45]\.\d{1,3}\.\d{1,3}(?:\s|$)")
+
+
+def header_name(text: str) -> str:
+    return text.split(":", 1)[0].strip().lower()
+
+
+def dsn_prepend(default: str, text: str) -> str:
+    """Postfix's dsn_prepend: keep a leading DSN code in text, else put `default` first."""
+    return text if _DSN.match(text) else f"{default} {text}"
+
+
+# Table access --------------------------------------------------------------------------
+
+
+def _lookup(state: CleanupState, param: str, text: str) -> str | None:
+    """First match of `text` in `param`'s tables; refuses the message on a table error."""
+    try:
+        for spec in state.cfg.get_list(param):
+            value = open_table(spec, state.cfg, fold_keys=False).lookup(text)
+            if value is not None:
+                return value
+    except TableError:
+        state.warn(f"{param} map lookup problem -- message not accepted, try again later")
+        state.refuse(WRITE_ERROR)
+        state.filtering = False
+    return None
+
+
+def _log_origin(state: CleanupState) -> str:
+    env = state.env
+    if env.client_addr:
+        return f"{env.client_name or 'unknown'}[{env.client_addr}]"
+    return "local"
+
+
+def _act_log(state: CleanupState, action: str, context: str, content: str, text: str) -> None:
+    """cleanup_act_log: one line per action, with the message's context."""
+    env = state.env
+    line = f"{action}: {context} {content[:200]} from {_log_origin(state)};"
+    line += f" from=<{state.sender}>"
+    if state.recip:
+        line += f" to=<{state.recip}>"
+    if env.client_addr:
+        proto = "ESMTP" if "ESMTP" in env.protocol else (env.protocol and "SMTP")
+        if proto:
+            line += f" proto={proto}"
+        if env.helo_name:
+            line += f" helo=<{env.helo_name}>"
+    if text:
+        line += f": {text}"
+    state.info(line)
+
+
+def act(state: CleanupState, context: str, line: str, value: str, param: str) -> list[str]:
+    """Apply one header_checks/body_checks result to `line` (cleanup_act): the lines that
+    take its place, the (possibly replaced) line last; none when it is removed."""
+    command, _, text = value.strip().partition(" ")
+    if "\t" in command:
+        command, _, rest = command.partition("\t")
+        text = rest + (" " + text if text else "")
+    text = text.strip()
+    command = command.upper()
+    shown = line.replace("\n", " ")
+    if command == "REJECT":
+        reason = dsn_prepend("5.7.1", text) if text else "5.7.1 message content rejected"
+        if reason[0] not in "45":
+            state.warn(f"bad DSN action in {text} -- need 4.x.x or 5.x.x")
+            reason = "4" + reason[1:]
+        state.refuse(("451 " if reason[0] == "4" else "550 ") + reason)
+        state.filtering = False
+        _act_log(state, "reject", context, shown, reason)
+        return [line]
+    if command in ("WARN", "INFO"):
+        _act_log(state, "warning" if command == "WARN" else "info", context, shown, text)
+        return [line]
+    if command == "FILTER":
+        if not text:
+            state.warn(f"missing FILTER command argument in {param} map")
+        elif ":" not in text:
+            state.warn(f"bad FILTER command {text} in {param} -- need transport:destination")
+        else:
+            state.filter = text
+            _act_log(state, "filter", context, shown, text)
+        return [line]
+    if command == "PASS":
+        _act_log(state, "pass", context, shown, text)
+        state.filtering = False
+        return [line]
+    if command == "DISCARD":
+        _act_log(state, "discard", context, shown, text)
+        state.discard = True
+        state.filtering = False
+        return [line]
+    if command == "HOLD":
+        if not (state.hold or state.discard):
+            _act_log(state, "hold", context, shown, text)
+            state.hold = True
+        return [line]
+    if command == "PREPEND":
+        if not text:
+            state.warn(f"PREPEND action without text in {param} map")
+        elif context == "header" and not _HEADER.match(text):
+            state.warn(
+                f'bad PREPEND header text "{text}" in {param} map -- need "headername: headervalue"'
+            )
+        else:
+            _act_log(state, "prepend", context, shown, text)
+            return [text, line]
+        return [line]
+    if command == "REPLACE":
+        if not text:
+            state.warn(f"REPLACE action without text in {param} map")
+        elif context == "header" and not _HEADER.match(text):
+            state.warn(
+                f'bad REPLACE header text "{text}" in {param} map -- need "headername: headervalue"'
+            )
+        else:
+            _act_log(state, "replace", context, shown, text)
+            return [text]
+        return [line]
+    if command in ("REDIRECT", "BCC"):
+        if "@" not in text:
+            what = "REDIRECT target" if command == "REDIRECT" else "BCC address"
+            state.warn(f'bad {what} "{text}" in {param} map -- need user@domain')
+        elif command == "REDIRECT":
+            state.redirect = text
+            _act_log(state, "redirect", context, shown, text)
+            state.filtering = False
+        else:
+            state.bcc.append(text)
+            _act_log(state, "bcc", context, shown, text)
+        return [line]
+    if command == "STRIP":
+        _act_log(state, "strip", context, shown, text)
+        return []
+    if command == "IGNORE":
+        return []
+    if command in ("DUNNO", "OK"):
+        return [line]
+    state.warn(f"unknown command in {param} map: {value}")
+    return [line]
+
+
+# Header addresses ----------------------------------------------------------------------
+
+
+def _segments(value: str) -> list[tuple[int, int, bool]]:
+    """(start, end, is_group_name) of each comma/colon/semicolon separated element of an
+    address header value, ignoring separators inside quotes, comments and <...>."""
+    out: list[tuple[int, int, bool]] = []
+    start = 0
+    quoted = False
+    depth = 0
+    angle = False
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif depth:
+            if ch == "\\":
+                i += 1
+            elif ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+        elif ch == '"':
+            quoted = True
+        elif ch == "(":
+            depth = 1
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif not angle and ch in ",:;":
+            out.append((start, i, ch == ":"))
+            start = i + 1
+        i += 1
+    out.append((start, len(value), False))
+    return out
+
+
+def _address_span(value: str, start: int, end: int) -> tuple[int, int] | None:
+    """Where the address of one element is: inside <...>, or the whole element less
+    surrounding blanks and trailing comments."""
+    seg = value[start:end]
+    lt = _outside_quotes_find(seg, "<")
+    if lt >= 0:
+        gt = seg.find(">", lt)
+        if gt < 0:
+            return None
+        return start + lt + 1, start + gt
+    stripped = re.sub(r"\s*\([^()]*\)\s*$", "", seg)
+    left = len(stripped) - len(stripped.lstrip())
+    right = len(stripped.rstrip())
+    if right <= left or "(" in stripped[left:right]:
+        return None
+    return start + left, start + right
+
+
+def _outside_quotes_find(text: str, char: str) -> int:
+    quoted = False
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == '"' and not depth:
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")" and depth:
+            depth -= 1
+        elif ch == char and not quoted and not depth:
+            return i
+    return -1
+
+
+def rewrite_header_value(value: str, rewrite: Callable[[str], str]) -> str | None:
+    """`value` with `rewrite` applied to each address (internal form in and out), or None
+    when nothing changed."""
+    pieces: list[str] = []
+    last = 0
+    changed = False
+    for start, end, group in _segments(value):
+        if group:
+            continue
+        span = _address_span(value, start, end)
+        if span is None:
+            continue
+        a, b = span
+        external = value[a:b]
+        if not external or external.startswith("@"):
+            continue
+        local, domain = split_address(external)
+        internal = unquote_local(local) + ("@" + domain if domain else "")
+        new = rewrite(internal)
+        if new == internal:
+            continue
+        pieces.append(value[last:a])
+        pieces.append(quote_local(new))
+        last = b
+        changed = True
+    if not changed:
+        return None
+    pieces.append(value[last:])
+    return "".join(pieces)
+
+
+def header_rewrite_context(state: CleanupState) -> str | None:
+    """ "local", "remote" or None (no header address rewriting at all)."""
+    from oxipost.cleanup.message import local_client
+
+    if local_client(state.env, state.cfg):
+        return "local"
+    if state.cfg.get("remote_header_rewrite_domain"):
+        return "remote"
+    return None
+
+
+def rewrite_header(state: CleanupState, text: str, context: str) -> str:
+    """A primary sender/recipient header with its addresses rewritten."""
+    name = header_name(text)
+    kind = HDR_FROM if name in SENDER_HEADERS else HDR_RCPT
+
+    def one(address: str) -> str:
+        address = rewrite_address(state.cfg, address, context)
+        if state.map_ok:
+            address = canonical(state, address, kind)
+        return address
+
+    colon = text.index(":")
+    new = rewrite_header_value(text[colon + 1 :], one)
+    if new is None:
+        return text
+    return text[: colon + 1] + (new if new.startswith((" ", "\t", "\n")) else " " + new.lstrip())
+
+
+# The MIME walk -------------------------------------------------------------------------
+
+
+def _logical_headers(lines: list[str]) -> list[str]:
+    """Folded header lines joined with newlines (continuations keep their indent)."""
+    out: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and out:
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out
+
+
+def _content_info(headers: list[str]) -> tuple[str, str | None]:
+    """(content type, multipart boundary) from a header block."""
+    for text in headers:
+        if header_name(text) == "content-type":
+            value = text.split(":", 1)[1].replace("\n", " ")
+            ctype = value.strip().split(";", 1)[0].strip().lower()
+            m = _BOUNDARY.search(value)
+            return ctype, (m.group(1) if m and m.group(1) is not None else m and m.group(2))
+    return "text/plain", None
+
+
+class Walker:
+    """Runs the checks over a message and returns its rewritten lines."""
+
+    def __init__(self, state: CleanupState) -> None:
+        self.state = state
+        cfg = state.cfg
+        self.mime = not cfg.get_bool("disable_mime_input_processing")
+        self.body_limit = cfg.get_int("body_checks_size_limit")
+        self.context = header_rewrite_context(state)
+
+    def _check_header(self, text: str, cls: str) -> list[str]:
+        state = self.state
+        if header_name(text) in MIME_HEADERS:
+            cls = MULTIPART
+        param = _CHECKS[cls]
+        if state.filtering and state.cfg.get_list(param):
+            value = _lookup(state, param, text)
+            if value is not None:
+                result = act(state, "header", text, value, param)
+                if not result:
+                    return []
+                *prepended, text = result
+                return prepended + self._after_checks(text, cls)
+        return self._after_checks(text, cls)
+
+    def _after_checks(self, text: str, cls: str) -> list[str]:
+        if cls != PRIMARY or header_name(text) in MIME_HEADERS:
+            return [text]
+        name = header_name(text)
+        if name in DROPPED_HEADERS:
+            return []
+        if (
+            self.context
+            and state_ok(self.state)
+            and (name in SENDER_HEADERS or name in RECIPIENT_HEADERS)
+        ):
+            text = rewrite_header(self.state, text, self.context)
+        return [text]
+
+    def _check_body(self, line: str, budget: list[int]) -> list[str]:
+        state = self.state
+        if not state.filtering or budget[0] <= 0 or not state.cfg.get_list("body_checks"):
+            return [line]
+        budget[0] -= len(line) + 1
+        value = _lookup(state, "body_checks", line)
+        if value is None:
+            return [line]
+        return act(state, "body", line, value, "body_checks")
+
+    def headers(self, lines: list[str], cls: str) -> list[str]:
+        out: list[str] = []
+        for text in _logical_headers(lines):
+            out.extend(self._check_header(text, cls))
+        return out
+
+    def walk(self, header_lines: list[str], body_lines: list[str]) -> tuple[list[str], list[str]]:
+        """(primary header lines, body lines) after checks and rewriting."""
+        head = self.headers(header_lines, PRIMARY)
+        ctype, boundary = _content_info(_logical_headers(header_lines))
+        body = self._body(body_lines, ctype, boundary)
+        return head, body
+
+    def _body(self, lines: list[str], ctype: str, boundary: str | None) -> list[str]:
+        out: list[str] = []
+        budget = [self.body_limit]
+        # Stack of open multipart boundaries; what the next lines are.
+        stack: list[str] = []
+        mode = "body"
+        pending: list[str] = []
+        pending_cls = NESTED
+        if self.mime and ctype == "message/rfc822":
+            mode = "header"
+        elif self.mime and ctype.startswith("multipart/") and boundary:
+            stack.append(boundary)
+        for line in lines:
+            if mode == "header":
+                if line == "":
+                    hdrs = _logical_headers(pending)
+                    out.extend(self.headers(pending, pending_cls))
+                    out.append("")
+                    pending = []
+                    budget = [self.body_limit]
+                    ctype, boundary = _content_info(hdrs)
+                    mode = "body"
+                    if ctype == "message/rfc822":
+                        mode = "header"
+                        pending_cls = NESTED
+                    elif ctype.startswith("multipart/") and boundary:
+                        stack.append(boundary)
+                    continue
+                if _HEADER.match(line) or (line[:1] in (" ", "\t") and pending):
+                    pending.append(line)
+                    continue
+                # Not a header: the header block ended without an empty line.
+                out.extend(self.headers(pending, pending_cls))
+                pending = []
+                mode = "body"
+            if self.mime and stack and line.startswith("--"):
+                token = line[2:].rstrip()
+                if token == stack[-1] + "--" or token in (b + "--" for b in stack):
+                    while stack and token != stack[-1] + "--":
+                        stack.pop()
+                    if stack:
+                        stack.pop()
+                    out.extend(self._check_body(line, budget))
+                    budget = [self.body_limit]
+                    continue
+                if token in stack:
+                    while stack[-1] != token:
+                        stack.pop()
+                    out.extend(self._check_body(line, budget))
+                    mode = "header"
+                    pending_cls = MULTIPART
+                    continue
+            out.extend(self._check_body(line, budget))
+        if pending:
+            out.extend(self.headers(pending, pending_cls))
+        return out
+
+
+def state_ok(state: CleanupState) -> bool:
+    """Postfix stops rewriting output once the message is refused (CLEANUP_OUT_OK)."""
+    return state.reply is None

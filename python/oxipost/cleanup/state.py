@@ -1,0 +1,65 @@
+"""cleanup_state - what cleanup learns about one message while it processes it
+
+The queue ID is known only once the message is in the spool, so log lines are kept here
+(without the "QID: " prefix) and written by the caller once it knows the ID, or with
+NOQUEUE when the message is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
+    from oxipost.envelope import Envelope
+
+
+@dataclass
+class CleanupState:
+    cfg: Config
+    env: Envelope
+    # Address mapping (canonical, masquerade, virtual): off for no_address_mappings.
+    map_ok: bool = True
+    # header_checks/body_checks (Postfix's CLEANUP_FLAG_FILTER): off for internal mail.
+    filtering: bool = True
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    reply: str | None = None  # why the message is refused (an SMTP reply), once it is
+    hold: bool = False
+    discard: bool = False
+    redirect: str = ""
+    filter: str = ""
+    bcc: list[str] = field(default_factory=list)
+    # What the action log lines show: the sender and first recipient after rewriting.
+    sender: str = ""
+    recip: str = ""
+
+    def info(self, text: str) -> None:
+        self.notes.append(("info", text))
+
+    def warn(self, text: str) -> None:
+        self.notes.append(("warning", text))
+
+    def refuse(self, reply: str) -> None:
+        """Remember the first reason to refuse; later ones do not replace it."""
+        if self.reply is None:
+            self.reply = reply
+
+
+@dataclass
+class Cleaned:
+    """cleanup's answer: the message to queue, or the reply refusing it."""
+
+    envelope: Envelope
+    content: bytes
+    reply: str | None = None
+    discard: bool = False
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def log_notes(self, log: Any, queue_id: str) -> None:
+        """Write cleanup's log lines, as Postfix's cleanup logs them for this message."""
+        for level, text in self.notes:
+            if level == "warning":
+                log.warning(f"{queue_id}: {text}")
+            else:
+                log.info(f"{queue_id}: {text}")
