@@ -148,7 +148,9 @@ def test_pickup_extracts_cleans_and_queues(tmp_path):
     assert b"Bcc" not in content and b"hidden" not in content
     assert b"Message-Id: <" in content and b"\r\nDate: " in content
     assert content.endswith(b"\r\n\r\nbody\r\n")
-    assert log.lines == [f"{qid}: uid={os.getuid()} from=<joe@example.org>"]
+    # pickup's line, then cleanup's for the Message-Id: it added (as Postfix logs both).
+    assert log.lines[0] == f"{qid}: uid={os.getuid()} from=<joe@example.org>"
+    assert log.lines[1].startswith(f"{qid}: message-id=<") and len(log.lines) == 2
 
 
 def test_pickup_sets_aside_a_bad_file(tmp_path):

@@ -8,6 +8,7 @@ Postfix's own, not our reading of its source.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -31,8 +32,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def real_postfix() -> Iterator[int]:
+@contextlib.contextmanager
+def running_postfix(main_cf: str, without: tuple[str, ...] = ()) -> Iterator[tuple[int, Path]]:
+    """Real Postfix on a free 127.0.0.1 port with this main.cf (after write_config's base),
+    no service chrooted and none of the services named in `without` (e.g. qmgr, so that
+    mail stays in the incoming queue for postcat); yields (port, config directory)."""
     if os.geteuid() != 0:
         pytest.skip("real Postfix needs root to start (root-owned queue directory)")
     postfix = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -42,8 +46,8 @@ def real_postfix() -> Iterator[int]:
     os.chmod(d, 0o755)
     (d / "spool").mkdir()
     (d / "data").mkdir()
-    write_config(str(d), GOLDEN_MAIN_CF)
-    main_cf = (
+    write_config(str(d), main_cf.replace("{dir}", str(d)))
+    text = (
         (d / "main.cf")
         .read_text()
         .replace(
@@ -52,15 +56,20 @@ def real_postfix() -> Iterator[int]:
             f"alternate_config_directories = {d}\n",
         )
     )
-    (d / "main.cf").write_text(main_cf)
+    (d / "main.cf").write_text(text)
     port = _free_port()
-    master = Path("/etc/postfix/master.cf").read_text().splitlines()
-    lines = [
-        f"127.0.0.1:{port} inet n - n - - smtpd"
-        if ln.startswith("smtp ") and " inet " in ln
-        else ln
-        for ln in master
-    ]
+    lines = []
+    for ln in Path("/etc/postfix/master.cf").read_text().splitlines():
+        words = ln.split()
+        if ln.startswith("smtp ") and " inet " in ln:
+            ln = f"127.0.0.1:{port} inet n - n - - smtpd"
+        elif words and not ln[0].isspace() and not ln.startswith("#"):
+            if words[0] in without:
+                continue
+            if len(words) >= 8 and words[4] != "n":
+                words[4] = "n"
+                ln = " ".join(words)
+        lines.append(ln)
     (d / "master.cf").write_text("\n".join(lines) + "\n")
     env = dict(os.environ, MAIL_CONFIG=str(d))
     subprocess.run(
@@ -79,10 +88,16 @@ def real_postfix() -> Iterator[int]:
             except OSError:
                 assert time.monotonic() < deadline, "Postfix did not start listening"
                 time.sleep(0.2)
-        yield port
+        yield port, d
     finally:
         subprocess.run([postfix, "-c", str(d), "stop"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def real_postfix() -> Iterator[int]:
+    with running_postfix(GOLDEN_MAIN_CF) as (port, _d):
+        yield port
 
 
 @pytest.mark.slow

@@ -114,7 +114,9 @@ def _crunch(cfg: Config, value: str, extension: str | None) -> list[str]:
 
 def _split_result(value: str) -> list[str]:
     """Comma/space separated addresses; double quotes keep their contents together."""
-    items, cur, quoted = [], [], False
+    items: list[str] = []
+    cur: list[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted

@@ -23,15 +23,18 @@ again later" and refuses with 451 4.3.0.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oxipost.cleanup.addr import HDR_FROM, HDR_RCPT, WRITE_ERROR, canonical
 from oxipost.delivery.address import quote_local
+from oxipost.envelope import Envelope
 from oxipost.maps import TableError, open_table
 from oxipost.rewrite.resolve import split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
+from oxipost.smtpd.check import match_networks
 
 if TYPE_CHECKING:
     from oxipost.cleanup.state import CleanupState
@@ -329,10 +332,37 @@ def rewrite_header_value(value: str, rewrite: Callable[[str], str]) -> str | Non
     return "".join(pieces)
 
 
+def local_client(env: Envelope, cfg: Any) -> bool:
+    """Whether the client is in local_header_rewrite_clients; local submissions (no
+    client address) always are."""
+    if not env.client_addr:
+        return True
+    for item in cfg.get_list("local_header_rewrite_clients"):
+        if item == "permit_inet_interfaces":
+            addrs = cfg.get_list("inet_interfaces")
+            if "all" in addrs or "loopback-only" in addrs:
+                if env.client_addr.startswith("127.") or env.client_addr == "::1":
+                    return True
+            if env.client_addr in addrs:
+                return True
+        elif item == "permit_mynetworks":
+            if match_networks(cfg, cfg.get_list("mynetworks"), env.client_addr):
+                return True
+        elif item == "permit_sasl_authenticated" and env.sasl_username:
+            return True
+        else:
+            try:
+                if ipaddress.ip_address(env.client_addr) in ipaddress.ip_network(
+                    item, strict=False
+                ):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 def header_rewrite_context(state: CleanupState) -> str | None:
     """ "local", "remote" or None (no header address rewriting at all)."""
-    from oxipost.cleanup.message import local_client
-
     if local_client(state.env, state.cfg):
         return "local"
     if state.cfg.get("remote_header_rewrite_domain"):
@@ -414,6 +444,8 @@ class Walker:
         name = header_name(text)
         if name in DROPPED_HEADERS:
             return []
+        if name in ("message-id", "resent-message-id"):
+            self.state.info(f"{name.lower()}={text.split(':', 1)[1].strip()}")
         if (
             self.context
             and state_ok(self.state)

@@ -23,7 +23,6 @@ the queue ID (NOQUEUE when nothing was queued).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import time
@@ -31,7 +30,7 @@ from email.utils import formatdate
 from typing import Any
 
 from oxipost.cleanup.addr import CleanupDefer, process_recipients, process_sender
-from oxipost.cleanup.header import Walker, header_name
+from oxipost.cleanup.header import Walker, header_name, local_client
 from oxipost.cleanup.state import Cleaned, CleanupState
 from oxipost.envelope import Envelope, Recipient
 
@@ -69,37 +68,6 @@ def split_header(content: bytes) -> tuple[list[bytes], bytes]:
     return lines, content[pos:]
 
 
-def local_client(env: Envelope, cfg: Any) -> bool:
-    """Whether the client is in local_header_rewrite_clients; local submissions (no
-    client address) always are."""
-    if not env.client_addr:
-        return True
-    for item in cfg.get_list("local_header_rewrite_clients"):
-        if item == "permit_inet_interfaces":
-            addrs = cfg.get_list("inet_interfaces")
-            if "all" in addrs or "loopback-only" in addrs:
-                if env.client_addr.startswith("127.") or env.client_addr == "::1":
-                    return True
-            if env.client_addr in addrs:
-                return True
-        elif item == "permit_mynetworks":
-            from oxipost.smtpd.check import match_networks
-
-            if match_networks(cfg, cfg.get_list("mynetworks"), env.client_addr):
-                return True
-        elif item == "permit_sasl_authenticated" and env.sasl_username:
-            return True
-        else:
-            try:
-                if ipaddress.ip_address(env.client_addr) in ipaddress.ip_network(
-                    item, strict=False
-                ):
-                    return True
-            except ValueError:
-                continue
-    return False
-
-
 def _decode(line: bytes) -> str:
     return line.decode("utf-8", "surrogateescape")
 
@@ -116,14 +84,17 @@ def _wants_body(cfg: Any) -> bool:
     )
 
 
-def _missing_headers(env: Envelope, cfg: Any, names: set[str]) -> list[str]:
+def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
+    env, cfg = state.env, state.cfg
     extra: list[str] = []
     if not (cfg.get_bool("always_add_missing_headers") or local_client(env, cfg)):
         return extra
     host = cfg.get("myhostname")
     if "message-id" not in names:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(env.arrival_time))
-        extra.append(f"Message-Id: <{stamp}.{os.urandom(6).hex().upper()}@{host}>")
+        msgid = f"<{stamp}.{os.urandom(6).hex().upper()}@{host}>"
+        extra.append(f"Message-Id: {msgid}")
+        state.info(f"message-id={msgid}")
     if "date" not in names:
         extra.append(f"Date: {formatdate(env.arrival_time, localtime=True)}")
     if "from" not in names and "resent-from" not in names:
@@ -200,7 +171,7 @@ def cleanup_message(
     if state.reply is not None:
         return Cleaned(env, content, state.reply, notes=state.notes)
     names = {header_name(h) for h in out_head}
-    out_head += _missing_headers(env, cfg, names)
+    out_head += _missing_headers(state, names)
     out = _encode(out_head)
     if not headers and body and not body.startswith(b"\r\n"):
         out += b"\r\n"

@@ -1,0 +1,155 @@
+"""cleanup beside real Postfix (Debian's 3.7): the same main.cf and tables, the same SMTP
+sessions, then the queued envelope and headers compared (Postfix's through postcat, ours
+through QueueState.load) and the end-of-DATA replies compared."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from oxipost.config import load_config
+from oxipost.qmgr.queue import QueueState
+
+from tests.cleanup.conftest import header
+from tests.smtpd.test_postfix_differential import running_postfix
+
+pytestmark = [pytest.mark.postfix, pytest.mark.slow]
+
+TABLES = {
+    "canonical": "joe@host.example.test joseph@host.example.test\n@old.example @new.example\n",
+    "virtual": (
+        "team@example.test alice@example.test, bob@example.test\n"
+        "bob@example.test robert@example.test\n"
+        "self@example.test self@example.test, copy@other.example\n"
+        "@lists.example.test team@example.test\n"
+        "loop1@example.test loop2@example.test\n"
+        "loop2@example.test loop1@example.test\n"
+    ),
+    "header_checks": (
+        "/^Subject:.*reject me/ REJECT not wanted here\n"
+        "/^Subject:.*defer me/ REJECT 4.7.1 come back later\n"
+        "/^Subject:.*bare reject/ REJECT\n"
+    ),
+    "body_checks": "/^BADWORD/ REJECT 5.7.0 body refused\n",
+}
+MAIN_CF = """\
+canonical_maps = texthash:{dir}/canonical
+virtual_alias_maps = texthash:{dir}/virtual
+masquerade_domains = !keep.example.test, example.test
+header_checks = regexp:{dir}/header_checks
+body_checks = regexp:{dir}/body_checks
+recipient_delimiter = +
+"""
+
+MESSAGES: list[tuple[str, list[str], bytes]] = [
+    (
+        "joe@host.example.test",
+        ["all@lists.example.test", "self+x@example.test", "x@old.example"],
+        b"From: Joe <joe@host.example.test>\r\nTo: a@sub.keep.example.test, b@mx.example.test\r\n"
+        b"Cc: someone, x@old.example\r\nReply-To: joe@host.example.test\r\nSubject: hello\r\n"
+        b"\r\nbody\r\n",
+    ),
+    ("x@example.org", ["team@example.test"], b"Subject: please reject me\r\n\r\nbody\r\n"),
+    ("x@example.org", ["team@example.test"], b"Subject: defer me\r\n\r\nbody\r\n"),
+    ("x@example.org", ["team@example.test"], b"Subject: bare reject\r\n\r\nbody\r\n"),
+    ("x@example.org", ["team@example.test"], b"Subject: body\r\n\r\nok\r\nBADWORD\r\n"),
+    ("x@example.org", ["loop1@example.test"], b"Subject: loop\r\n\r\nbody\r\n"),
+]
+
+
+def _send(port: int) -> list[tuple[int, bytes]]:
+    replies = []
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        s.ehlo("client.example")
+        for sender, rcpts, data in MESSAGES:
+            s.mail(sender)
+            for r in rcpts:
+                assert s.rcpt(r)[0] == 250, r
+            try:
+                replies.append(s.data(data))
+            except smtplib.SMTPDataError as e:
+                replies.append((e.smtp_code, e.smtp_error))
+    return replies
+
+
+def _postcat(d: Path, qid: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    out = subprocess.run(
+        ["postcat", "-c", str(d), "-q", qid], capture_output=True, text=True, timeout=30
+    ).stdout
+    sender = ""
+    rcpts: list[tuple[str, str]] = []
+    original = ""
+    head: list[str] = []
+    in_content = False
+    for line in out.splitlines():
+        if line.startswith("*** MESSAGE CONTENTS"):
+            in_content = True
+            continue
+        if in_content:
+            if not line:
+                break
+            head.append(line)
+        elif line.startswith("sender: "):
+            sender = line[8:]
+        elif line.startswith("original_recipient: "):
+            original = line[20:]
+        elif line.startswith("recipient: "):
+            rcpts.append((line[11:], original))
+    return sender, rcpts, ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
+@pytest.fixture(scope="module")
+def postfix_result() -> Iterator[tuple[list[tuple[int, bytes]], list[Any], list[str]]]:
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(MAIN_CF + logging, without=("qmgr",)) as (port, d):
+        for name, text in TABLES.items():
+            (d / name).write_text(text)
+        # Tables are read when cleanup starts: start it after they exist.
+        subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
+        replies = _send(port)
+        queued = [
+            _postcat(d, text.decode().rsplit(" ", 1)[1]) for code, text in replies if code == 250
+        ]
+        # postlogd writes behind: wait for the last message's line.
+        deadline = time.monotonic() + 10
+        while "unreasonable" not in (d / "maillog").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = [ln.split("]: ", 1)[1] for ln in (d / "maillog").read_text().splitlines()]
+        yield replies, queued, log
+
+
+def _content_log(lines: list[str]) -> list[str]:
+    """cleanup's reject and warning lines without the queue ID."""
+    return [
+        re.sub(r"^(warning: )?([0-9A-F]+|NOQUEUE): ", r"\1", ln)
+        for ln in lines
+        if ": reject: " in ln or "unreasonable" in ln
+    ]
+
+
+def test_same_replies_and_queued_envelope_and_headers(
+    postfix_result: Any, start_smtpd: Any, tmp_path: Path
+) -> None:
+    for name, text in TABLES.items():
+        (tmp_path / name).write_text(text)
+    srv = start_smtpd(MAIN_CF.replace("{dir}", str(tmp_path)), real_queue=True)
+    ours = _send(srv.port)
+    theirs, queued, their_log = postfix_result
+    assert [(c, t.split(b" queued as ")[0]) for c, t in ours] == [
+        (c, t.split(b" queued as ")[0]) for c, t in theirs
+    ]
+    state = QueueState(load_config(srv.config_dir))
+    ((env, content),) = [state.load(q) for q in state.messages]
+    ((sender, rcpts, head),) = queued
+    assert env.sender == sender
+    assert [(r.address, r.original) for r in env.recipients] == rcpts
+    for name in ("From", "To", "Cc", "Reply-To"):
+        assert header(content, name) == header(head, name), name
+    assert _content_log(srv.log) == _content_log(their_log)
+    assert len(_content_log(srv.log)) == 5
