@@ -53,13 +53,6 @@ AGENTS: dict[str, str] = {
 }
 
 
-def preload_agents() -> None:
-    """Import every agent now: qmgr runs them after its drop to mail_owner, when the
-    interpreter's own tree may be out of reach (see master/child.py)."""
-    for target in AGENTS.values():
-        importlib.import_module(target.partition(":")[0])
-
-
 def _agent(command: str) -> Agent | None:
     target = AGENTS.get(command.rsplit("/", 1)[-1])
     if target is None:

@@ -45,7 +45,7 @@ import msgpack
 # own tree (a Python under /root), and a later import fails ("No module named ...").
 from oxipost import bounce
 from oxipost.config import Config, load_config
-from oxipost.delivery import DeliveryRequest, deliver, preload_agents
+from oxipost.delivery import DeliveryRequest, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.log import Logger, get_logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
@@ -54,9 +54,6 @@ from oxipost.rewrite.resolve import resolve
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
-
-# The agents too (delivery imports each on first use), for the same reason.
-preload_agents()
 
 # How long a new qmgr waits for the state lock: across a reload, the old generation is
 # finishing its deliveries; a second qmgr beside a running one gives up after this.
