@@ -28,6 +28,9 @@ develop: venv ## Build the Rust extension (release) into the venv, with the pack
 .PHONY: run
 run: develop ## Set everything up and start the MTA in the foreground on conf/
 	$(BIN)/newaliases -c $(CONF)
+	@# Mailboxes are written as the recipient (default_privs for the example users when run
+	@# as root): their parents are shared like /var/mail.
+	mkdir -p var/mail var/vmail && chmod 1777 var/mail var/vmail
 	$(BIN)/oxipost -c $(CONF) start-fg
 
 .PHONY: sysdeps

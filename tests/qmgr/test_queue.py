@@ -340,3 +340,15 @@ def test_a_crash_between_copy_and_reclaim_leaves_one_live_copy(cfg):
     again = QueueState(cfg)
     assert list(again.messages) == [ids[0]]
     assert again.load(ids[0])[1] == content(0)
+
+
+def test_finished_mail_stays_finished_after_journal_compaction(cfg):
+    """Removed mail whose segment still holds live mail must not come back once the state
+    writer restarts and compacts the journal (it would be delivered twice)."""
+    ids = enqueue_many(cfg, 3)
+    st = QueueState(cfg, lock=True)
+    st.remove(ids[1])
+    st.close()
+    for _ in range(3):
+        QueueState(cfg, lock=True).close()
+        assert set(QueueState(cfg).messages) == {ids[0], ids[2]}

@@ -288,6 +288,9 @@ class QueueState:
         # Per segment, where the records not read yet start: a refresh reads only what
         # follows (and a message removed since must not come back as new).
         self._read_to: dict[str, int] = {}
+        # Every queue ID replay found in a segment, live or finished: a compacted journal
+        # must keep the tombstones of finished ones while their segments exist.
+        self._stored: set[str] = set()
         self._lock_fd = -1
         self._journal: spool.Writer | None = None
         self._behind = False
@@ -367,6 +370,7 @@ class QueueState:
         self.messages[qid] = MessageInfo(
             qid, segment, offset, size, env.arrival_time, env.sender, env.recipients
         )
+        self._stored.add(qid)
 
     def _apply_journal(self, payload: bytes) -> None:
         try:
@@ -402,6 +406,11 @@ class QueueState:
             os.path.join(self.top, "journal"), "state", max(seqs, default=0) + 1, SEGMENT_LIMIT
         )
         last = 0
+        # Finished messages whose records are still in a segment (it holds live mail too, or
+        # the reclaim below has not run yet): without their tombstones the next replay
+        # would bring them back and they would be delivered again.
+        for qid in sorted(self._stored - self.messages.keys()):
+            last = self._journal.submit(_pack({"t": "x", "id": qid}))
         for info in self.messages.values():
             if info.state != "incoming":
                 last = self._journal.submit(_pack({"t": "s", "id": info.queue_id, "q": info.state}))
