@@ -212,7 +212,7 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
     ids = ctx.ids or _default_privs(cfg)
     prefix = prefix_headers(ctx.req.envelope.sender, ctx.rcpt.address, ctx.rcpt.original)
     if path.endswith("/"):
-        out = await maildir(path, prefix, ctx.req.content, ids)
+        out = await maildir(path, prefix, ctx.req.content, ids, cfg)
     else:
         out = await mbox(
             path,
@@ -221,6 +221,7 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
             ctx.req.content,
             lock_options(cfg, "mailbox_delivery_lock"),
             ids,
+            cfg,
         )
     if out.delivered:
         return Outcome("2.0.0", f"delivered to file: {path}")
@@ -338,7 +339,7 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
             return Outcome(
                 "5.2.2", "maildir delivery failed: error writing message: File too large"
             )
-        return await maildir(path, prefix, req.content, ids)
+        return await maildir(path, prefix, req.content, ids, cfg)
     try:
         current = os.path.getsize(path)
     except OSError:
@@ -354,6 +355,7 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
             req.content,
             lock_options(cfg, "mailbox_delivery_lock"),
             ids,
+            cfg,
         )
     if not out.delivered:
         return Outcome(out.status, f"cannot update mailbox {path} for user {user}. {out.text}")

@@ -6,8 +6,11 @@ run off the event loop (the GIL is released inside, so writes proceed in paralle
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from oxipost._core import mailbox
@@ -80,14 +83,38 @@ def lock_options(cfg: Config, param: str) -> dict[str, object]:
     }
 
 
+@functools.cache
 def hostname() -> str:
+    # Once per process, as Postfix's get_hostname(): it names every Maildir file.
     return socket.gethostname()
 
 
-async def maildir(path: str, prefix: bytes, content: bytes, ids: tuple[int, int] | None) -> Outcome:
+_WRITERS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _writers(cfg: Config) -> ThreadPoolExecutor:
+    """The threads mailbox writes run in. A write mostly waits for its fsyncs, so as many
+    may be in flight as Postfix would run delivery agents (default_process_limit; the
+    scheduler keeps each transport within its own limit), not asyncio's default of
+    CPUs + 4, which made deliveries queue for a thread."""
+    size = max(1, cfg.get_int("default_process_limit"))
+    pool = _WRITERS.get(size)
+    if pool is None:
+        pool = _WRITERS[size] = ThreadPoolExecutor(size, thread_name_prefix="mailbox")
+    return pool
+
+
+async def _run(cfg: Config, write: Callable[[], tuple[str, bool, str]]) -> tuple[str, bool, str]:
+    return await asyncio.get_running_loop().run_in_executor(_writers(cfg), write)
+
+
+async def maildir(
+    path: str, prefix: bytes, content: bytes, ids: tuple[int, int] | None, cfg: Config
+) -> Outcome:
     uid, gid = ids if ids is not None and os.geteuid() == 0 else (None, None)
-    status, _perm, text = await asyncio.to_thread(
-        mailbox.maildir_deliver, path, prefix, content, hostname(), uid, gid
+    status, _perm, text = await _run(
+        cfg,
+        functools.partial(mailbox.maildir_deliver, path, prefix, content, hostname(), uid, gid),
     )
     return Outcome(status, text)
 
@@ -99,6 +126,7 @@ async def mbox(
     content: bytes,
     locks: dict[str, object],
     ids: tuple[int, int] | None,
+    cfg: Config,
 ) -> Outcome:
     uid, gid = ids if ids is not None and os.geteuid() == 0 else (None, None)
 
@@ -113,5 +141,5 @@ async def mbox(
             **locks,  # type: ignore[arg-type]
         )
 
-    status, _perm, text = await asyncio.to_thread(write)
+    status, _perm, text = await _run(cfg, write)
     return Outcome(status, text)

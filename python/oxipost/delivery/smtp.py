@@ -107,7 +107,9 @@ class Session:
         lines: list[str] = []
         while True:
             try:
-                raw = await asyncio.wait_for(self.reader.readline(), timeout or None)
+                # asyncio.timeout, not wait_for: no task per line read.
+                async with asyncio.timeout(timeout or None):
+                    raw = await self.reader.readline()
             except TimeoutError:
                 raise SessionError(
                     "4.4.2", f"conversation with {self.host.label} timed out while {stage}"
@@ -129,7 +131,8 @@ class Session:
     async def send(self, data: bytes, timeout: float, stage: str) -> None:
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), timeout or None)
+            async with asyncio.timeout(timeout or None):
+                await self.writer.drain()
         except TimeoutError:
             raise SessionError(
                 "4.4.2", f"conversation with {self.host.label} timed out while {stage}"
@@ -583,8 +586,9 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
             results[i] = o
         return [x or o for x in results]
     stage_xfer = "sending message body"
-    await s.send(_data_bytes(req.content), p.time("data_xfer_timeout"), stage_xfer)
-    await s.send(b".\r\n", p.time("data_xfer_timeout"), "sending end of data")
+    # Body and the final dot in one write (one segment for a small message, as Postfix's
+    # buffered stream sends them).
+    await s.send(_data_bytes(req.content) + b".\r\n", p.time("data_xfer_timeout"), stage_xfer)
     t_done = p.time("data_done_timeout")
     try:
         if s.lmtp:

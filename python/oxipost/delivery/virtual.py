@@ -99,7 +99,7 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
             return Outcome(
                 "5.2.2", "maildir delivery failed: error writing message: File too large"
             )
-        return await maildir(path, prefix, req.content, ids)
+        return await maildir(path, prefix, req.content, ids, cfg)
     try:
         current = os.path.getsize(path)
     except OSError:
@@ -115,6 +115,7 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
         req.content,
         lock_options(cfg, "virtual_mailbox_lock"),
         ids,
+        cfg,
     )
     if not out.delivered:
         return Outcome(out.status, f"delivery failed to mailbox {path}: {out.text}")
