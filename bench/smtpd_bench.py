@@ -387,7 +387,7 @@ def main() -> None:
         if sessions and sizes:
             print(
                 f"\n  size sessions  oxipost msg/s  postfix msg/s   ratio"
-                f"   (median of {args.repeat}, ~{args.seconds:g} s each)"
+                f"   (median of {args.repeat} runs of ~{args.seconds:g} s; all runs)"
             )
         ratios: dict[tuple[int, int], float] = {}
         for size in sizes:
@@ -397,7 +397,10 @@ def main() -> None:
                 o = statistics.median(rates["oxipost"])
                 p = statistics.median(rates["postfix"])
                 ratios[size, n] = o / p
-                print(f"{size:6d} {n:8d} {o:14.0f} {p:14.0f} {o / p:7.2f}", flush=True)
+                runs = " / ".join(
+                    ",".join(f"{r:.0f}" for r in rates[name]) for name in ("oxipost", "postfix")
+                )
+                print(f"{size:6d} {n:8d} {o:14.0f} {p:14.0f} {o / p:7.2f}   ({runs})", flush=True)
         print()
         for (size, n), ratio in sorted(ratios.items()):
             if n == 20:
