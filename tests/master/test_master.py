@@ -83,6 +83,9 @@ def system(tmp_path):
     main += "smtpd_worker_processes = 2\n"
     (conf / "main.cf").write_text(main)
     port = free_port()
+    # The embedded default's smtpd moves off 2525, which a developer's `make run` may hold.
+    master_cf = (conf / "master.cf").read_text()
+    (conf / "master.cf").write_text(master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{free_port()}"))
     user = "user=nobody " if os.geteuid() == 0 else ""
     with open(conf / "master.cf", "a") as f:
         f.write(f"127.0.0.1:{port} inet n n n - 4 spawn {user}argv=/bin/cat\n")
