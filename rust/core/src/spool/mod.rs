@@ -77,6 +77,9 @@ struct State {
     done: VecDeque<Completion>,
     next_ticket: u64,
     closing: bool,
+    /// The committer sleeps on `wake`: only then does a submit need to wake it (a notify
+    /// is a futex syscall; while the committer is in fdatasync, records just pile up).
+    idle: bool,
 }
 
 /// A segment writer with its committer thread.
@@ -218,8 +221,11 @@ impl Writer {
         st.next_ticket += 1;
         let ticket = st.next_ticket;
         st.pending.push((ticket, payload));
+        let idle = st.idle;
         drop(st);
-        self.shared.wake.notify_one();
+        if idle {
+            self.shared.wake.notify_one();
+        }
         ticket
     }
 
@@ -283,7 +289,9 @@ fn committer(shared: &Shared, segments: &mut Segments, event_fd: RawFd) {
         let batch = {
             let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             while st.pending.is_empty() && !st.closing {
+                st.idle = true;
                 st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.idle = false;
             }
             if st.pending.is_empty() && st.closing {
                 return;
