@@ -175,14 +175,14 @@ def cleanup_message(
     out = _encode(out_head)
     if not headers and body and not body.startswith(b"\r\n"):
         out += b"\r\n"
-    new_env = _final_envelope(state, env, sender, recipients)
+    new_env = _final_envelope(state, env, sender, recipients, internal)
     if isinstance(new_env, str):
         return Cleaned(env, content, new_env, notes=state.notes)
     return Cleaned(new_env, out + body, discard=state.discard, notes=state.notes)
 
 
 def _final_envelope(
-    state: CleanupState, env: Envelope, sender: str, recipients: list[Recipient]
+    state: CleanupState, env: Envelope, sender: str, recipients: list[Recipient], internal: bool
 ) -> Envelope | str:
     """The envelope with what the content checks decided."""
     try:
@@ -196,8 +196,11 @@ def _final_envelope(
     attrs = dict(env.attrs)
     if state.hold:
         attrs.setdefault("hold", "header_checks")
-    if state.filter:
-        attrs["filter"] = state.filter
+    # smtpd and pickup pass their content_filter (so a master.cf -o content_filter= on the
+    # re-injection smtpd turns it off); a FILTER action overrides it.
+    content_filter = state.filter or ("" if internal else state.cfg.get("content_filter"))
+    if content_filter:
+        attrs["filter"] = content_filter
     return Envelope(
         sender=sender,
         recipients=recipients,

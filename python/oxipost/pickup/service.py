@@ -10,8 +10,10 @@ losing it. pickup scans at start, every wakeup seconds (master.cf), and whenever
 connects to its public socket (postdrop's trigger).
 
 Diagnostics: a file that does not parse is logged ("warning: maildrop/NAME: ...") and
-renamed NAME.corrupt; a message cleanup refuses, or one without recipients, is logged
-and renamed the same way, never silently dropped.
+renamed NAME.corrupt, as is one without recipients, never silently dropped. A message
+cleanup rejects (header_checks, body_checks, hop count) is returned to its sender with a
+non-delivery notice, as Postfix's cleanup does for pickup; one cleanup cannot take now (a
+table it cannot read) stays in maildrop/ for the next scan.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import os
 import selectors
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from oxipost import bounce
 from oxipost.cleanup import Cleaned, cleanup_message
 from oxipost.cleanup.message import split_header
 from oxipost.config import Config
-from oxipost.envelope import Envelope, Recipient
+from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.log import get_logger
 from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
 
 if TYPE_CHECKING:
@@ -143,10 +147,12 @@ def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
         except (OSError, MaildropError) as e:
             result = str(e)
         if isinstance(result, Cleaned) and result.reply is not None:
-            result.log_notes(log, "NOQUEUE")
             if result.reply.startswith("4"):
+                result.log_notes(log, "NOQUEUE")
                 continue  # a table could not be read: the file waits for the next scan
-            result = result.reply
+            _bounce_rejected(cfg, queue, log, result)
+            os.unlink(path)
+            continue
         if isinstance(result, str):
             log.warning(f"maildrop/{name}: {result}")  # type: ignore[attr-defined]
             os.replace(path, path + ".corrupt")
@@ -162,6 +168,33 @@ def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
         moved += 1
         _notify_qmgr(cfg, qid)
     return moved
+
+
+def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned) -> None:
+    """A submission cleanup rejected (header_checks, body_checks, too many hops) is
+    returned to its sender, as Postfix's cleanup does for pickup (CLEANUP_FLAG_BOUNCE)."""
+    qid = queue.new_id()
+    rejected.log_notes(log, qid)
+    assert rejected.reply is not None
+    status, _, text = rejected.reply.partition(" ")[2].partition(" ")
+    env = rejected.envelope
+    outcome = Outcome(status, text)
+    for r in env.recipients:
+        log.info(
+            f"{qid}: to=<{r.address}>, relay=none, delay=0, delays=0/0/0/0, dsn={status}, "
+            f"status=bounced ({text})"
+        )
+    reports = [bounce.Report(r, outcome) for r in env.recipients]
+    bounce_log = get_logger("bounce", cfg)
+    for notice_env, notice in bounce.notices("failure", cfg, qid, env, rejected.content, reports):
+        cleaned = cleanup_message(notice_env, notice, "", cfg, internal=True)
+        if cleaned.reply is not None:
+            log.warning(f"{qid}: cannot queue sender non-delivery notification: {cleaned.reply}")
+            continue
+        new = queue.enqueue_sync(cleaned.envelope, cleaned.content)
+        bounce_log.info(f"{qid}: sender non-delivery notification: {new}")
+        _notify_qmgr(cfg, new)
+    log.info(f"{qid}: removed")
 
 
 def _notify_qmgr(cfg: Config, qid: str) -> None:

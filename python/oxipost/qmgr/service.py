@@ -44,6 +44,7 @@ import msgpack
 # first use: qmgr then drops to mail_owner, who may not be able to read the interpreter's
 # own tree (a Python under /root), and a later import fails ("No module named ...").
 from oxipost import bounce
+from oxipost.cleanup import cleanup_message
 from oxipost.config import Config, load_config
 from oxipost.delivery import DeliveryRequest, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
@@ -204,14 +205,21 @@ class Qmgr:
         self.active[msg] = act
         rcpts: list[tuple[int, str, str]] = []
         for idx, rcpt in pending:
-            transport, nexthop = self._route(rcpt)
+            transport, nexthop = self._route(rcpt, env.attrs.get("filter", ""))
             act.route[idx] = (transport, nexthop)
             queue = rcpt.address if self.sched.recipient_limit(transport) == 1 else nexthop
             rcpts.append((idx, transport, queue))
         self.sched.insert(msg, env.arrival_time, env.sender == "", rcpts)
         self.handle_events(now)
 
-    def _route(self, rcpt: Recipient) -> tuple[str, str]:
+    def _route(self, rcpt: Recipient, content_filter: str = "") -> tuple[str, str]:
+        if content_filter:
+            # content_filter or a FILTER action (cleanup's "filter" attribute): every
+            # recipient goes to that transport:nexthop, as Postfix's qmgr_message_resolve.
+            transport, _, nexthop = content_filter.partition(":")
+            if not nexthop:
+                nexthop = self.cfg.get("default_filter_nexthop")
+            return transport, nexthop or rcpt.address.rpartition("@")[2]
         try:
             r = resolve(rcpt.address, self.cfg)
         except Exception as e:
@@ -380,10 +388,17 @@ class Qmgr:
         }[kind]
         bounce_log = get_logger("bounce", self.cfg)
         for env, content in msgs:
+            # Notices go through cleanup as Postfix-generated mail: address mappings apply
+            # (the sender may be a virtual alias), content checks do not.
+            cleaned = cleanup_message(env, content, "", self.cfg, internal=True)
+            if cleaned.reply is not None:
+                cleaned.log_notes(bounce_log, act.qid)
+                self.log.warning(f"{act.qid}: cannot queue {kind} notice: {cleaned.reply}")
+                continue
             try:
                 if self._writer is None:
                     self._writer = Queue.open(self.cfg, writer="qmgr")
-                new = self._writer.enqueue_sync(env, content)
+                new = self._writer.enqueue_sync(cleaned.envelope, cleaned.content)
             except Exception as e:
                 self.log.warning(f"{act.qid}: cannot queue {kind} notice: {e}")
                 continue

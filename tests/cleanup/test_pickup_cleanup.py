@@ -1,0 +1,80 @@
+"""cleanup for locally submitted mail: sendmail → postdrop → maildrop/ → pickup, with the
+real commands. A header_checks REJECT returns the message to its sender, as Postfix's
+cleanup does for pickup; virtual aliases and canonical mapping apply as for SMTP mail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oxipost.config import load_config
+from oxipost.pickup.service import pickup_once
+from oxipost.qmgr.queue import Queue, QueueState
+
+from tests.delivery.test_submission import _cmd, _Log, _maildrop
+
+
+def _setup(tmp_path: Path, main: str) -> Path:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/spool\nmyhostname = host.example\n"
+        f"myorigin = example.org\n{main}"
+    )
+    (conf / "master.cf").write_text("pickup unix n - n 60 1 pickup\n")
+    return conf
+
+
+def _pickup(conf: Path) -> tuple[_Log, QueueState]:
+    cfg = load_config(str(conf))
+    queue = Queue.open(cfg, writer="pickup")
+    log = _Log()
+    try:
+        pickup_once(cfg, queue, log)
+    finally:
+        queue.close()
+    return log, QueueState(cfg)
+
+
+def test_rejected_submission_is_returned_to_the_sender(tmp_path: Path) -> None:
+    (tmp_path / "header_checks").write_text("/^Subject: forbidden/ REJECT not from here\n")
+    conf = _setup(tmp_path, f"header_checks = regexp:{tmp_path}/header_checks\n")
+    r = _cmd("sendmail", conf, "-f", "joe", "bob@example.com", stdin=b"Subject: forbidden\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    log, state = _pickup(conf)
+    assert _maildrop(tmp_path) == []
+    ((env, content),) = [state.load(q) for q in state.messages]
+    assert env.sender == ""
+    assert [r.address for r in env.recipients] == ["joe@example.org"]
+    assert b"Subject: Undelivered Mail Returned to Sender" in content
+    assert b"not from here" in content
+    qid = log.lines[0].split(":", 1)[0]
+    assert log.lines[0] == (
+        f"{qid}: reject: header Subject: forbidden from local; from=<joe@example.org> "
+        "to=<bob@example.com>: 5.7.1 not from here"
+    )
+    assert log.lines[1] == (
+        f"{qid}: to=<bob@example.com>, relay=none, delay=0, delays=0/0/0/0, dsn=5.7.1, "
+        "status=bounced (not from here)"
+    )
+    assert log.lines[-1] == f"{qid}: removed"
+
+
+def test_submission_gets_virtual_aliases_and_canonical(tmp_path: Path) -> None:
+    (tmp_path / "virtual").write_text("bob@example.com robert@example.net, bob@example.com\n")
+    (tmp_path / "canonical").write_text("joe@example.org Joe.User@example.org\n")
+    conf = _setup(
+        tmp_path,
+        f"virtual_alias_maps = texthash:{tmp_path}/virtual\n"
+        f"sender_canonical_maps = texthash:{tmp_path}/canonical\n",
+    )
+    msg = b"From: joe\nTo: bob@example.com\nSubject: hi\n\nx\n"
+    assert _cmd("sendmail", conf, "-f", "joe", "bob@example.com", stdin=msg).returncode == 0
+    _log, state = _pickup(conf)
+    ((env, content),) = [state.load(q) for q in state.messages]
+    assert env.sender == "Joe.User@example.org"
+    assert [(r.address, r.original) for r in env.recipients] == [
+        ("robert@example.net", "bob@example.com"),
+        ("bob@example.com", "bob@example.com"),
+    ]
+    # Local submissions always get header rewriting: From: joe@$myorigin, then canonical.
+    assert b"\r\nFrom: Joe.User@example.org\r\n" in content
