@@ -14,7 +14,6 @@ postalias(1) is the same program with aliases(5) syntax; `run` is shared.
 
 from __future__ import annotations
 
-import getopt
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -160,6 +159,37 @@ def query_stdin(tables: list[Table], key_suffix: str) -> int:
     return 0 if found else 1
 
 
+def parse_options(args: list[str], options: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """POSIX getopt(3) as getopt.getopt does it, without importing getopt (it pulls in
+    gettext: several milliseconds of every `postmap -q` run). ValueError(letter) for an
+    unknown option or a missing argument."""
+    opts: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "-":
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            break
+        j = 1
+        while j < len(arg):
+            letter = arg[j]
+            at = options.find(letter)
+            if at < 0 or letter == ":":
+                raise ValueError(letter)
+            if options[at + 1 : at + 2] == ":":
+                value = arg[j + 1 :]
+                if not value:
+                    if i >= len(args):
+                        raise ValueError(letter)
+                    value = args[i]
+                    i += 1
+                opts.append((f"-{letter}", value))
+                break
+            opts.append((f"-{letter}", ""))
+            j += 1
+    return opts, args[i:]
+
+
 def run(
     prog: str,
     argv: Sequence[str] | None,
@@ -171,9 +201,9 @@ def run(
     """The common body of postmap and postalias (whose `-q -` prints `key:<TAB>value`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        opts, specs = getopt.getopt(args, options)
-    except getopt.GetoptError as e:
-        print(f"{prog}: invalid option -- '{e.opt}'", file=sys.stderr)
+        opts, specs = parse_options(args, options)
+    except ValueError as e:
+        print(f"{prog}: invalid option -- '{e}'", file=sys.stderr)
         print(f"{prog}: fatal: usage: {prog} {usage}", file=sys.stderr)
         return 1
     flags = {o for o, _ in opts}

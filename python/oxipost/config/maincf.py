@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from oxipost.durable import write_atomically
 
@@ -25,14 +24,30 @@ class MainCfError(Exception):
     """A main.cf that Postfix would refuse (the message is Postfix's, without the prefix)."""
 
 
-@dataclass(slots=True)
 class Entry:
-    """One logical line: a definition, or (name None) comment/blank text kept for editing."""
+    """One logical line: a definition, or (name None) comment/blank text kept for editing.
+    (A plain class: see mastercf.Service for why not a dataclass.)"""
 
-    name: str | None
-    value: str
-    lines: list[str]  # the physical lines, with their newlines
-    lineno: int
+    __slots__ = ("lineno", "lines", "name", "value")
+
+    def __init__(self, name: str | None, value: str, lines: list[str], lineno: int) -> None:
+        self.name = name
+        self.value = value
+        self.lines = lines  # the physical lines, with their newlines
+        self.lineno = lineno
+
+    def __repr__(self) -> str:
+        return f"Entry({self.name!r}, {self.value!r}, {self.lines!r}, {self.lineno!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return (self.name, self.value, self.lines, self.lineno) == (
+            other.name,
+            other.value,
+            other.lines,
+            other.lineno,
+        )
 
 
 def _printable(text: str) -> str:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Parameter:
+class Parameter(NamedTuple):
     name: str
     default: str
     kind: str  # bool, int, time, maps, str
@@ -143,6 +141,10 @@ def host_default(name: str, raw_lookup: dict[str, str]) -> str:
 
 
 def _myhostname(mydomain: str | None) -> str:
+    # Imported here to keep it out of every command's start-up; services have it loaded
+    # before they drop privileges (master's child imports socket).
+    import socket
+
     name = socket.gethostname()
     # Postfix wants a fully-qualified name: a bare host name gets ".$mydomain" when main.cf
     # sets mydomain, else ".localdomain".
@@ -152,6 +154,8 @@ def _myhostname(mydomain: str | None) -> str:
 def _interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     """The host's addresses with their prefixes (IPv4 by SIOCGIFADDR/NETMASK, IPv6 from
     /proc/net/if_inet6), in the order Postfix lists them: IPv4 first."""
+    import socket
+
     v4: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     v6: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     try:
