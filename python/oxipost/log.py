@@ -12,12 +12,16 @@ is `$syslog_name/service`; a master.cf `-o syslog_name=postfix/submission` gives
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import syslog
 import time
 from typing import NoReturn, Protocol
+
+# The ident syslog.openlog last set: one per process, switched when another program name logs.
+_syslog_ident: str | None = None
 
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
@@ -51,9 +55,33 @@ class Logger:
         self.host = host or socket.gethostname()
         self.echo_stderr = echo_stderr
         self._fd: int | None = None
+        self._programs: dict[str, Logger] = {}
+        self._facility = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_MAIL)
         if not maillog_file:
-            fac = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_MAIL)
-            syslog.openlog(self.tag, syslog.LOG_PID, fac)
+            self._openlog()
+
+    def _openlog(self) -> None:
+        global _syslog_ident
+        syslog.openlog(self.tag, syslog.LOG_PID, self._facility)
+        _syslog_ident = self.tag
+
+    def for_program(self, service: str) -> Logger:
+        """This process's log under another program's name: cleanup runs inside smtpd and
+        pickup, and log tools (pflogsumm) find its lines by "postfix/cleanup[pid]"."""
+        other = self._programs.get(service)
+        if other is None:
+            if self.maillog_file:
+                # Open first so that both share one descriptor (a failure is reported when
+                # a line is written, as for any line).
+                with contextlib.suppress(OSError):
+                    self.open()
+            other = Logger.__new__(Logger)
+            other.__dict__.update(self.__dict__)
+            other.service = service
+            other.tag = f"{self.tag.rsplit('/', 1)[0]}/{service}"
+            other._programs = {}
+            self._programs[service] = other
+        return other
 
     def open(self) -> None:
         """Open maillog_file now (before a process gives up the rights to open it)."""
@@ -68,6 +96,8 @@ class Logger:
         if self.echo_stderr:
             print(f"{self.tag}: {text}", file=sys.stderr, flush=True)
         if not self.maillog_file:
+            if _syslog_ident != self.tag:
+                self._openlog()
             syslog.syslog(priority, text)
             return
         line = format_line(time.time(), self.host, self.tag, os.getpid(), text) + "\n"

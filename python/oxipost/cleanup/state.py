@@ -57,7 +57,13 @@ class Cleaned:
     notes: list[tuple[str, str]] = field(default_factory=list)
 
     def log_notes(self, log: Any, queue_id: str) -> None:
-        """Write cleanup's log lines, as Postfix's cleanup logs them for this message."""
+        """Write cleanup's log lines, as Postfix's cleanup logs them for this message:
+        under the program name "cleanup" when `log` can say so (oxipost.log.Logger)."""
+        if not self.notes:
+            return
+        for_program = getattr(log, "for_program", None)
+        if for_program is not None:
+            log = for_program("cleanup")
         for level, text in self.notes:
             if level == "warning":
                 log.warning(f"{queue_id}: {text}")
