@@ -11,9 +11,10 @@
 # always do: nothing is acknowledged before it is on stable storage.
 #
 # Usage: bench/compare_postfix.sh   (as root: Postfix's queue is root-owned)
-# Knobs (environment): MESSAGES=5000 SESSIONS=20 SIZE=1024 USERS=100 ROUNDS=1
+# Knobs (environment): MESSAGES=5000 SESSIONS=20 SIZE=1024 USERS=100 ROUNDS=3
 #   LOADS="relay maildir" (either or both).
-#   ROUNDS>1 alternates which MTA goes first and reports the median of each.
+#   Rounds alternate which MTA goes first; the median of each is reported (the machine
+#   may be shared: one round alone is noisy).
 #   KEEP=1 keeps the work directory (configs, logs, queues) for inspection.
 # Output: a line per measurement, then last, exactly:
 #   relay ratio: X
@@ -27,11 +28,13 @@ MESSAGES=${MESSAGES:-5000}
 SESSIONS=${SESSIONS:-20}
 SIZE=${SIZE:-1024}
 USERS=${USERS:-100}
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-3}
 LOADS=${LOADS:-relay maildir}
 # A run that stops making progress for this long is reported as failed, not waited out.
 STALL=${STALL:-60}
 POSTFIX=/usr/sbin/postfix
+SOURCE=/usr/sbin/smtp-source
+SINK=/usr/sbin/smtp-sink
 
 bash scripts/install-debian-deps.sh
 [ -x .venv/bin/python ] || make develop
@@ -66,11 +69,7 @@ cleanup() {
     kill "$p" 2>/dev/null || true
   done
   wait 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then
-    echo "work directory kept: $WORK" >&2
-  else
-    rm -rf "$WORK"
-  fi
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -240,7 +239,7 @@ stop_oxipost() {
 # The load, as the seed's scripts: $SESSIONS sessions, one message per session, $SIZE bytes.
 send_relay() {
   local port=$1
-  smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bench@example.org \
+  "$SOURCE" -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bench@example.org \
     -t rcpt@relay.example.net "127.0.0.1:$port"
 }
 
@@ -251,7 +250,7 @@ send_maildir() {
   for ((lane = 0; lane < SESSIONS; lane++)); do
     (
       for ((u = lane; u < USERS; u += SESSIONS)); do
-        smtp-source -s 1 -m "$per" -l "$SIZE" -f bench@example.org \
+        "$SOURCE" -s 1 -m "$per" -l "$SIZE" -f bench@example.org \
           -t "user$u@vbench.example.test" "127.0.0.1:$port"
       done
     ) &
@@ -270,7 +269,7 @@ measure() {
     echo "user$u@vbench.example.test vbench.example.test/user$u/"
   done >"$d/vmailbox"
   sink_out=$d/sink.out
-  smtp-sink -c -u postfix "127.0.0.1:$relay" 1024 >"$sink_out" 2>&1 &
+  "$SINK" -c -u postfix "127.0.0.1:$relay" 1024 >"$sink_out" 2>&1 &
   sink_pid=$!
   pids+=("$sink_pid")
   if [ "$side" = postfix ]; then
@@ -318,7 +317,8 @@ measure() {
 }
 
 echo "compare_postfix: $MESSAGES messages, $SESSIONS sessions, $SIZE bytes, $USERS Maildir" \
-  "users, $ROUNDS round(s), $(nproc) CPUs, Postfix $(postconf -dh mail_version)" >&2
+  "users, $ROUNDS round(s), $(nproc) CPUs, load $(cut -d" " -f1-3 /proc/loadavg)," \
+  "Postfix $(postconf -dh mail_version)" >&2
 results=$WORK/results
 : >"$results"
 for ((r = 0; r < ROUNDS; r++)); do
@@ -330,6 +330,9 @@ for ((r = 0; r < ROUNDS; r++)); do
   done
 done
 
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "work directory kept: $WORK" >&2
+fi
 # Median msg/s of each side and load, then the ratios, last.
 "$PY" - "$results" <<'EOF'
 import statistics, sys
