@@ -281,6 +281,8 @@ measure() {
   chown "$VUID:$VGID" "$d/vmail"
   wait_port "$relay"
   wait_port "$port"
+  # What the previous run left dirty is written back now, not during this run's fsyncs.
+  sync
   # The sender in a process group of its own, so that a stalled run can stop all of it.
   set -m
   start=$EPOCHREALTIME
