@@ -30,6 +30,7 @@ import asyncio
 import fcntl
 import glob
 import os
+import pwd
 import re
 import time
 from collections.abc import Iterator
@@ -134,6 +135,14 @@ class QueueIdSource:
         return f"{sec & 0xFFFFF:05X}{usec:05X}{self.slot:02X}"
 
 
+def _give_to_mail_owner(cfg: Config, fd: int) -> None:
+    try:
+        pw = pwd.getpwnam(cfg.get("mail_owner"))
+    except KeyError:
+        return
+    os.fchown(fd, pw.pw_uid, pw.pw_gid)
+
+
 class Queue:
     """One process's handle on the queue: a writer slot for new messages, and (if asked)
     the state writer role."""
@@ -156,11 +165,18 @@ class Queue:
         """Take a free writer slot in cfg's queue (creating directories as needed)."""
         top = queue_dirs(cfg)
         for slot in range(MAX_SLOTS):
-            fd = os.open(
-                os.path.join(top, "slots", f"{slot:02x}.lock"),
-                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                0o600,
-            )
+            try:
+                fd = os.open(
+                    os.path.join(top, "slots", f"{slot:02x}.lock"),
+                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                    0o600,
+                )
+            except PermissionError:
+                continue  # another user's slot (a root process next to mail_owner ones)
+            if os.geteuid() == 0:
+                # Root's processes share the spool with mail_owner's (smtpd, pickup): a
+                # slot root created must stay usable by them.
+                _give_to_mail_owner(cfg, fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

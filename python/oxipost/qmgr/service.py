@@ -69,6 +69,7 @@ DRAIN_LIMIT = 10.0
 # A segment untouched this long whose messages are mostly finished has its live ones moved
 # forward, so long-deferred mail does not pin old segments (seconds).
 COMPACT_AFTER = 3600.0
+COMPACT_EVERY = 300.0
 # Agents whose log lines say relay=none (Postfix's error and discard agents).
 _NO_RELAY = {"error", "discard", "retry"}
 
@@ -125,6 +126,7 @@ class Qmgr:
         self._agent_logs: dict[str, Logger] = {}
         self._writer: Queue | None = None
         self.next_scan = 0.0
+        self.next_compaction = 0.0
 
     # Identities ---------------------------------------------------------------------------
 
@@ -154,13 +156,16 @@ class Qmgr:
     def scan(self, now: float) -> int:
         """Pick up new messages and register deferred ones; return how many activated."""
         self.state.refresh()
-        try:
-            moved = self.state.compact_forward(COMPACT_AFTER)
-        except (OSError, QueueWriteError) as e:
-            self.log.warning(f"queue compaction: {e}")
-        else:
-            if moved:
-                self.log.info(f"queue compaction: moved {moved} messages forward")
+        # Compaction walks every message and segment: not on every wakeup-driven scan.
+        if now >= self.next_compaction:
+            self.next_compaction = now + COMPACT_EVERY
+            try:
+                moved = self.state.compact_forward(COMPACT_AFTER)
+            except (OSError, QueueWriteError) as e:
+                self.log.warning(f"queue compaction: {e}")
+            else:
+                if moved:
+                    self.log.info(f"queue compaction: moved {moved} messages forward")
         count = 0
         limit = self.cfg.get_int("qmgr_message_active_limit")
         for info in list(self.state.messages.values()):
