@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from oxipost.envelope import Recipient
-from oxipost.maps import TableError, open_table
+from oxipost.maps import TableError
 from oxipost.maps.search import split_extension, virtual_keys
 from oxipost.rewrite.resolve import is_local_domain, split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
@@ -65,20 +65,20 @@ def _local_for_lookup(cfg: Config, domain: str) -> bool:
     return is_local_domain(cfg, domain)
 
 
-def addr_map(cfg: Config, param: str, address: str, propagate: bool) -> list[str] | None:
+def addr_map(state: CleanupState, param: str, address: str, propagate: bool) -> list[str] | None:
     """Postfix's mail_addr_map: the addresses `param`'s tables give for `address`, or None.
 
     Keys are tried in virtual(5) order, each against every table in turn. Raises
     TableError when a table cannot be read."""
-    specs = cfg.get_list(param)
-    if not specs:
+    cfg = state.cfg
+    tables = [(spec.startswith(_PATTERN_TYPES), table) for spec, table in state.tables(param)]
+    if not tables:
         return None
     local, domain = split_address(address)
     delimiters = cfg.get("recipient_delimiter")
     keys = virtual_keys(address, delimiters, _local_for_lookup(cfg, domain))
     user, ext = split_extension(local, delimiters)
     bare = {f"{user}@{domain}".lower(), user.lower()} if ext is not None else set()
-    tables = [(spec.startswith(_PATTERN_TYPES), open_table(spec, cfg)) for spec in specs]
     for n, key in enumerate(keys):
         for pattern, table in tables:
             if pattern and n:
@@ -143,7 +143,7 @@ def map11(state: CleanupState, param: str, address: str) -> str:
     """One canonical table lookup: the address it maps to, or the address unchanged."""
     cfg = state.cfg
     try:
-        result = addr_map(cfg, param, address, _propagate(cfg, "canonical"))
+        result = addr_map(state, param, address, _propagate(cfg, "canonical"))
     except TableError:
         raise CleanupDefer(
             WRITE_ERROR,
@@ -227,7 +227,7 @@ def virtual_expand(state: CleanupState, address: str) -> list[str]:
                 )
             lhs = addrs[arg]
             try:
-                result = addr_map(cfg, param, lhs, propagate)
+                result = addr_map(state, param, lhs, propagate)
             except TableError:
                 raise CleanupDefer(
                     WRITE_ERROR,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from oxipost.cleanup.addr import HDR_FROM, HDR_RCPT, WRITE_ERROR, canonical
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope
-from oxipost.maps import TableError, open_table
+from oxipost.maps import TableError
 from oxipost.rewrite.resolve import split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.check import match_networks
@@ -100,8 +100,8 @@ def dsn_prepend(default: str, text: str) -> str:
 def _lookup(state: CleanupState, param: str, text: str) -> str | None:
     """First match of `text` in `param`'s tables; refuses the message on a table error."""
     try:
-        for spec in state.cfg.get_list(param):
-            value = open_table(spec, state.cfg, fold_keys=False).lookup(text)
+        for _spec, table in state.tables(param):
+            value = table.lookup(text)
             if value is not None:
                 return value
     except TableError:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oxipost.maps import Table, open_table
+
 if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.envelope import Envelope
@@ -33,6 +35,19 @@ class CleanupState:
     # What the action log lines show: the sender and first recipient after rewriting.
     sender: str = ""
     recip: str = ""
+    _tables: dict[str, list[tuple[str, Table]]] = field(default_factory=dict)
+
+    def tables(self, param: str) -> list[tuple[str, Table]]:
+        """(spec, table) for each table of `param`, opened once per message (an open checks
+        the file for a rebuild). Raises TableError."""
+        found = self._tables.get(param)
+        if found is None:
+            # header/body checks match the text as is; address tables fold the key.
+            fold = not param.endswith("checks")
+            specs = self.cfg.get_list(param)
+            found = [(spec, open_table(spec, self.cfg, fold_keys=fold)) for spec in specs]
+            self._tables[param] = found
+        return found
 
     def info(self, text: str) -> None:
         self.notes.append(("info", text))
