@@ -45,29 +45,53 @@ masquerade_domains = !keep.example.test, example.test
 header_checks = regexp:{dir}/header_checks
 body_checks = regexp:{dir}/body_checks
 recipient_delimiter = +
+recipient_canonical_maps = inline:{ postmaster@localhost=admin@localhost }
+recipient_canonical_classes = envelope_recipient
 """
 
-MESSAGES: list[tuple[str, list[str], bytes]] = [
+# (client address, sender, recipients, content); 127.0.0.2 is not an inet_interfaces
+# address, so its headers are not rewritten (local_header_rewrite_clients).
+MESSAGES: list[tuple[str, str, list[str], bytes]] = [
     (
+        "127.0.0.1",
         "joe@host.example.test",
         ["all@lists.example.test", "self+x@example.test", "x@old.example"],
         b"From: Joe <joe@host.example.test>\r\nTo: a@sub.keep.example.test, b@mx.example.test\r\n"
         b"Cc: someone, x@old.example\r\nReply-To: joe@host.example.test\r\nSubject: hello\r\n"
         b"\r\nbody\r\n",
     ),
-    ("x@example.org", ["team@example.test"], b"Subject: please reject me\r\n\r\nbody\r\n"),
-    ("x@example.org", ["team@example.test"], b"Subject: defer me\r\n\r\nbody\r\n"),
-    ("x@example.org", ["team@example.test"], b"Subject: bare reject\r\n\r\nbody\r\n"),
-    ("x@example.org", ["team@example.test"], b"Subject: body\r\n\r\nok\r\nBADWORD\r\n"),
-    ("x@example.org", ["loop1@example.test"], b"Subject: loop\r\n\r\nbody\r\n"),
+    (
+        "127.0.0.1",
+        "x@example.org",
+        ["team@example.test"],
+        b"Subject: please reject me\r\n\r\nbody\r\n",
+    ),
+    ("127.0.0.1", "x@example.org", ["team@example.test"], b"Subject: defer me\r\n\r\nbody\r\n"),
+    ("127.0.0.1", "x@example.org", ["team@example.test"], b"Subject: bare reject\r\n\r\nbody\r\n"),
+    (
+        "127.0.0.1",
+        "x@example.org",
+        ["team@example.test"],
+        b"Subject: body\r\n\r\nok\r\nBADWORD\r\n",
+    ),
+    ("127.0.0.1", "x@example.org", ["loop1@example.test"], b"Subject: loop\r\n\r\nbody\r\n"),
 ]
+MESSAGES.append(
+    (
+        "127.0.0.2",
+        "joe@host.example.test",
+        ["postmaster@localhost"],
+        b"From: joe@host.example.test\r\nTo: postmaster@localhost, bare\r\nSubject: remote\r\n"
+        b"\r\nbody\r\n",
+    )
+)
 
 
 def _send(port: int) -> list[tuple[int, bytes]]:
     replies = []
-    with smtplib.SMTP("127.0.0.1", port) as s:
-        s.ehlo("client.example")
-        for sender, rcpts, data in MESSAGES:
+    for source, sender, rcpts, data in MESSAGES:
+        with smtplib.SMTP("127.0.0.1", port, source_address=(source, 0)) as s:
+            s.ehlo("client.example")
             s.mail(sender)
             for r in rcpts:
                 assert s.rcpt(r)[0] == 250, r
@@ -113,12 +137,15 @@ def postfix_result() -> Iterator[tuple[list[tuple[int, bytes]], list[Any], list[
         # Tables are read when cleanup starts: start it after they exist.
         subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
         replies = _send(port)
-        queued = [
-            _postcat(d, text.decode().rsplit(" ", 1)[1]) for code, text in replies if code == 250
-        ]
-        # postlogd writes behind: wait for the last message's line.
+        qids = [text.decode().rsplit(" ", 1)[1] for code, text in replies if code == 250]
+        queued = [_postcat(d, qid) for qid in qids]
+        # postlogd writes behind: wait for every message's lines.
+        expected = ["unreasonable", *(f"{qid}: message-id=" for qid in qids)]
         deadline = time.monotonic() + 10
-        while "unreasonable" not in (d / "maillog").read_text() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            text = (d / "maillog").read_text()
+            if all(e in text for e in expected):
+                break
             time.sleep(0.1)
         log = [ln.split("]: ", 1)[1] for ln in (d / "maillog").read_text().splitlines()]
         yield replies, queued, log
@@ -145,11 +172,12 @@ def test_same_replies_and_queued_envelope_and_headers(
         (c, t.split(b" queued as ")[0]) for c, t in theirs
     ]
     state = QueueState(load_config(srv.config_dir))
-    ((env, content),) = [state.load(q) for q in state.messages]
-    ((sender, rcpts, head),) = queued
-    assert env.sender == sender
-    assert [(r.address, r.original) for r in env.recipients] == rcpts
-    for name in ("From", "To", "Cc", "Reply-To"):
-        assert header(content, name) == header(head, name), name
+    mine = [state.load(q) for q in state.messages]
+    assert len(mine) == len(queued) == 2
+    for (env, content), (sender, rcpts, head) in zip(mine, queued, strict=True):
+        assert env.sender == sender
+        assert [(r.address, r.original) for r in env.recipients] == rcpts
+        for name in ("From", "To", "Cc", "Reply-To"):
+            assert header(content, name) == header(head, name), name
     assert _content_log(srv.log) == _content_log(their_log)
     assert len(_content_log(srv.log)) == 5
