@@ -193,3 +193,28 @@ def test_unreadable_check_table_tempfails(run: Run) -> None:
         msg("hi"),
     )
     assert res.reply == "451 4.3.0 Error: queue file write error"
+
+
+def test_missing_headers_resent_forms_and_undisclosed_recipients(run: Run) -> None:
+    local = envelope("s@example.test", "r@example.test", client="127.0.0.1")
+    res = run("", None, local, b"Subject: hi\r\n\r\nbody\r\n")
+    names = [h.split(":")[0] for h in headers_of(res.content)]
+    assert names[-3:] == ["Message-Id", "Date", "From"]
+    assert header(res.content, "From") == ["From: s@example.test"]
+    assert res.notes[0][1].startswith("message-id=<")
+    content = b"Resent-To: x@example.test\r\nMessage-Id: <a@b>\r\nSubject: hi\r\n\r\nbody\r\n"
+    res = run("", None, local, content)
+    names = [h.split(":")[0] for h in headers_of(res.content)]
+    assert names[-3:] == ["Resent-Message-Id", "Resent-Date", "Resent-From"]
+    assert res.notes[0] == ("info", "message-id=<a@b>")
+    assert res.notes[1][1].startswith("resent-message-id=<")
+    res = run(
+        "undisclosed_recipients_header = To: undisclosed-recipients:;\n",
+        None,
+        local,
+        b"Subject: hi\r\n\r\nbody\r\n",
+    )
+    assert header(res.content, "To") == ["To: undisclosed-recipients:;"]
+    # A remote client's message is left as it came.
+    res = run("", None, envelope("s@example.test", "r@example.test"), b"Subject: hi\r\n\r\nb\r\n")
+    assert [h.split(":")[0] for h in headers_of(res.content)] == ["Received", "Subject"]

@@ -79,6 +79,18 @@ MIME_HEADERS = frozenset(
     }
 )
 DROPPED_HEADERS = frozenset({"return-path"})
+RESENT_HEADERS = frozenset(
+    {
+        "resent-bcc",
+        "resent-cc",
+        "resent-date",
+        "resent-from",
+        "resent-message-id",
+        "resent-reply-to",
+        "resent-sender",
+        "resent-to",
+    }
+)
 
 _HEADER = re.compile(r"[!-9;-~]+:")
 _BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE)

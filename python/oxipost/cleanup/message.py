@@ -8,8 +8,10 @@ message, called in process by smtpd, pickup and the agents that resubmit mail:
   many hops"), header_size_limit (the excess header is discarded), stray <CR>/<LF> replaced
   by a space (cleanup_replace_stray_cr_lf), header_checks / mime_header_checks /
   nested_header_checks / body_checks and header address rewriting
-  (oxipost.cleanup.header), and missing Message-Id:, Date:, From: and To: headers for
-  clients in local_header_rewrite_clients or when always_add_missing_headers is set;
+  (oxipost.cleanup.header), and for clients in local_header_rewrite_clients (or with
+  always_add_missing_headers) the missing Message-Id:, Date: and From: (their Resent- forms
+  when the message has Resent- headers) and $undisclosed_recipients_header when it has
+  no To: or Cc:;
 - what the checks decided: REDIRECT and BCC recipients, HOLD (the envelope attribute
   "hold"), FILTER (the attribute "filter"), DISCARD.
 Internal mail (resubmitted by local(8), notices) skips the content checks, as Postfix's
@@ -30,8 +32,9 @@ from email.utils import formatdate
 from typing import Any
 
 from oxipost.cleanup.addr import CleanupDefer, process_recipients, process_sender
-from oxipost.cleanup.header import Walker, header_name, local_client
+from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_name, local_client
 from oxipost.cleanup.state import Cleaned, CleanupState
+from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope, Recipient
 
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
@@ -90,17 +93,20 @@ def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
     if not (cfg.get_bool("always_add_missing_headers") or local_client(env, cfg)):
         return extra
     host = cfg.get("myhostname")
-    if "message-id" not in names:
+    # With any Resent- header, the Resent- forms are the ones that must be there.
+    resent = "Resent-" if names & RESENT_HEADERS else ""
+    if f"{resent}message-id".lower() not in names:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(env.arrival_time))
         msgid = f"<{stamp}.{os.urandom(6).hex().upper()}@{host}>"
-        extra.append(f"Message-Id: {msgid}")
-        state.info(f"message-id={msgid}")
-    if "date" not in names:
-        extra.append(f"Date: {formatdate(env.arrival_time, localtime=True)}")
-    if "from" not in names and "resent-from" not in names:
-        extra.append(f"From: {env.sender or 'MAILER-DAEMON'}")
-    if not names & {"to", "cc", "resent-to", "resent-cc"}:
-        extra.append("To: undisclosed-recipients:;")
+        extra.append(f"{resent}Message-Id: {msgid}")
+        state.info(f"{resent.lower()}message-id={msgid}")
+    if f"{resent}date".lower() not in names:
+        extra.append(f"{resent}Date: {formatdate(env.arrival_time, localtime=True)}")
+    if f"{resent}from".lower() not in names:
+        extra.append(f"{resent}From: {quote_local(env.sender) if env.sender else 'MAILER-DAEMON'}")
+    undisclosed = cfg.get("undisclosed_recipients_header")
+    if undisclosed and not names & {"to", "cc", "resent-to", "resent-cc"}:
+        extra.append(undisclosed)
     return extra
 
 
