@@ -209,3 +209,33 @@ def test_42_43_dovecot_auth(start_smtpd, dovecot) -> None:
     # Without TLS, Dovecot must not be told the session is secured; lip/rip always go.
     assert "rip=127.0.0.2" in text
     assert "secured" not in text
+
+
+def test_44_sender_login_maps(start_smtpd, passwd_file: str, tmp_path: Path) -> None:
+    """Authenticated alice may not send as bob's address; nobody unauthenticated may use an
+    address the map gives an owner (reject_sender_login_mismatch)."""
+    owners = tmp_path / "owners"
+    owners.write_text("alice@example.org alice\nbob@example.org bob, carol\n")
+    srv = start_smtpd(
+        _auth_conf(
+            "passwd-file",
+            passwd_file,
+            f"smtpd_sender_login_maps = texthash:{owners}\n"
+            "smtpd_sender_restrictions = reject_sender_login_mismatch\n",
+        )
+    )
+    raw = _session(srv)
+    # Unauthenticated: an owned address is refused, an unowned one is not.
+    raw.cmd("MAIL FROM:<bob@example.org>")
+    assert raw.cmd("RCPT TO:<u@example.com>") == (
+        "553 5.7.1 <bob@example.org>: Sender address rejected: not logged in"
+    )
+    raw.cmd("RSET")
+    assert raw.cmd(f"AUTH PLAIN {PLAIN_OK}") == "235 2.7.0 Authentication successful"
+    raw.cmd("MAIL FROM:<bob@example.org>")
+    assert raw.cmd("RCPT TO:<u@example.com>") == (
+        "553 5.7.1 <bob@example.org>: Sender address rejected: not owned by user alice"
+    )
+    raw.cmd("RSET")
+    raw.cmd("MAIL FROM:<Alice@Example.org>")
+    assert raw.cmd("RCPT TO:<u@example.com>") == "250 2.1.5 Ok"

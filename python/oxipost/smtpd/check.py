@@ -20,7 +20,12 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from oxipost.maps.search import access_address_keys, access_client_keys, access_domain_keys
+from oxipost.maps.search import (
+    access_address_keys,
+    access_client_keys,
+    access_domain_keys,
+    virtual_keys,
+)
 from oxipost.rewrite.resolve import (
     RESOLVE_CLASS_ALIAS,
     RESOLVE_CLASS_DEFAULT,
@@ -95,6 +100,13 @@ _VALID_HOSTNAME = re.compile(
 )
 
 PERMIT = "permit"
+# Postfix's sender/login restrictions; reject_sender_login_mismatch is the first two together.
+SENDER_LOGIN_CHECKS = (
+    "reject_sender_login_mismatch",
+    "reject_authenticated_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch",
+    "reject_known_sender_login_mismatch",
+)
 DUNNO = "dunno"
 
 
@@ -369,6 +381,8 @@ class Checker:
             return (
                 self.unlisted_address(st.sender, "Sender address") if st.sender else None
             ) or DUNNO
+        if name in SENDER_LOGIN_CHECKS:
+            return self.sender_login(name, st) or DUNNO
         if name in self.classes:
             if depth > 100:
                 return DUNNO
@@ -378,6 +392,43 @@ class Checker:
         return Reply(451, "4.3.5", "Server configuration error")
 
     # Individual checks --------------------------------------------------------------------
+
+    def sender_login(self, name: str, st: ClientState) -> Reply | None:
+        """smtpd_sender_login_maps: the SASL logins that own each MAIL FROM address."""
+        if not st.sender or not self.cfg.get_list("smtpd_sender_login_maps"):
+            return None
+        try:
+            keys = virtual_keys(
+                st.sender, self.cfg.get("recipient_delimiter"), self._is_local(st.sender)
+            )
+            owners = None
+            for spec in self.cfg.get_list("smtpd_sender_login_maps"):
+                owners = next(
+                    (v for v in (self._lookup(spec, k) for k in keys) if v is not None), None
+                )
+                if owners is not None:
+                    break
+        except LookupFailure:
+            return Reply(451, "4.3.0", f"<{st.sender}>: Temporary lookup failure")
+        authenticated = name != "reject_unauthenticated_sender_login_mismatch" and bool(
+            st.sasl_username
+        )
+        if name == "reject_known_sender_login_mismatch" and owners is None:
+            return None
+        if authenticated:
+            logins = {o.lower() for o in re.split(r"[\s,]+", owners or "") if o}
+            if st.sasl_username.lower() not in logins:
+                return Reply(
+                    553,
+                    "5.7.1",
+                    f"<{st.sender}>: Sender address rejected: not owned by user {st.sasl_username}",
+                )
+            return None
+        if name == "reject_authenticated_sender_login_mismatch":
+            return None
+        if owners is not None and not st.sasl_username:
+            return Reply(553, "5.7.1", f"<{st.sender}>: Sender address rejected: not logged in")
+        return None
 
     def in_mynetworks(self, addr: str) -> bool:
         try:
