@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from oxipost._core import maps as _core
-from oxipost.cli.postmap import Fatal, run
+from oxipost.cli.postmap import Fatal, read_source, run, warning_label
 from oxipost.maps import os_reason
 from oxipost.maps.aliases import parse_aliases
 
@@ -22,15 +22,9 @@ OPTIONS = "c:d:fimNnopq:rsuvw"
 
 def build_aliases(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
     """Build `<name>.cdb` from the aliases file `name`; return the warnings."""
+    entries, warnings = parse_aliases(read_source(name), name, fold_keys)
     try:
-        with open(name, "rb") as f:
-            text = f.read()
-    except OSError as e:
-        raise Fatal(f"open {name}: {os_reason(e)}") from None
-    entries, warnings = parse_aliases(text, name, fold_keys)
-    label = name if kind == "cdb" else f"{name}.cdb"
-    try:
-        warnings += _core.write_cdb(name + ".cdb", entries, label, dups)
+        warnings += _core.write_cdb(name + ".cdb", entries, warning_label(kind, name), dups)
     except OSError as e:
         raise Fatal(f"open database {name}.cdb: {os_reason(e)}") from None
     return [w for _, w in sorted(warnings, key=lambda lw: lw[0])]

@@ -45,16 +45,26 @@ class Fatal(Exception):
 Builder = Callable[[str, str, str, bool, str], list[str]]
 
 
-def build_postmap(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
-    """Build `<name>.cdb` from the postmap source `name`; return the warnings."""
+def read_source(name: str) -> bytes:
+    """The text a table is built from (Postfix's fatal when it cannot be read)."""
     try:
         with open(name, "rb") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         raise Fatal(f"open {name}: {os_reason(e)}") from None
-    label = name if kind == "cdb" else f"{name}.cdb"
+
+
+def warning_label(kind: str, name: str) -> str:
+    """How build warnings name the table: Postfix's cdb: uses the name given; our hash:
+    says which file it writes (Postfix's names its Berkeley DB file, `<name>.db`)."""
+    return name if kind == "cdb" else f"{name}.cdb"
+
+
+def build_postmap(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
+    """Build `<name>.cdb` from the postmap source `name`; return the warnings."""
+    text = read_source(name)
     try:
-        return _core.build_cdb(text, label, name + ".cdb", fold_keys, dups)
+        return _core.build_cdb(text, warning_label(kind, name), name + ".cdb", fold_keys, dups)
     except OSError as e:
         raise Fatal(f"open database {name}.cdb: {os_reason(e)}") from None
 
@@ -266,7 +276,7 @@ def run(
                 kept = [e for e in pairs if e[0].decode() not in gone]
                 if len(kept) != len(pairs):
                     status = 0
-                    _core.write_cdb(name + ".cdb", kept, f"{name}.cdb", "ignore")
+                    _core.write_cdb(name + ".cdb", kept, warning_label(kind, name), "ignore")
             return status
         if "-i" in flags:
             for kind, name in parsed:
@@ -276,7 +286,7 @@ def run(
                 )
                 new = [(k.lower() if fold_keys else k, v, line) for k, v, line in entries]
                 pairs = _existing_entries(name, fold_keys) + new
-                warnings += _core.write_cdb(name + ".cdb", pairs, f"{name}.cdb", dups)
+                warnings += _core.write_cdb(name + ".cdb", pairs, warning_label(kind, name), dups)
                 for _, w in sorted(warnings, key=lambda lw: lw[0]):
                     print(f"{prog}: warning: {w}", file=sys.stderr)
             return 0
