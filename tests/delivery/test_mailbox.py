@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
 import os
 import threading
 from pathlib import Path
@@ -11,19 +9,13 @@ from pathlib import Path
 import pytest
 from oxipost._core import mailbox
 
+from tests.conftest import check_stub
+
 STUB = Path(__file__).parents[2] / "python" / "oxipost" / "_core_stubs" / "mailbox.pyi"
 
 
 def test_stub_matches_runtime_signatures():
-    # stubtest cannot see into a pyo3 submodule; check the hand-written stub here.
-    tree = ast.parse(STUB.read_text())
-    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    runtime = {n for n in dir(mailbox) if not n.startswith("_")}
-    assert set(funcs) == runtime
-    for name, node in funcs.items():
-        sig = inspect.signature(getattr(mailbox, name))
-        stub_names = [a.arg for a in node.args.args] + [a.arg for a in node.args.kwonlyargs]
-        assert stub_names == list(sig.parameters), name
+    check_stub(mailbox, STUB)
 
 
 def test_maildir_delivery_and_names(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
 from pathlib import Path
 
 import pytest
@@ -11,25 +9,13 @@ from oxipost._core import sched
 from oxipost.config import ConfigError, load_config
 from oxipost.qmgr.scheduler import Scheduler
 
+from tests.conftest import check_stub
+
 STUB = Path(__file__).parents[2] / "python" / "oxipost" / "_core_stubs" / "sched.pyi"
 
 
 def test_stub_matches_runtime_signatures():
-    # stubtest cannot see into a pyo3 submodule; check the hand-written stub here.
-    tree = ast.parse(STUB.read_text())
-    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef)]
-    methods = {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
-    runtime = {n for n in dir(sched.Scheduler) if not n.startswith("_")} | {"__init__"}
-    assert set(methods) == runtime
-    for name, node in methods.items():
-        if name == "__init__":
-            sig = inspect.signature(sched.Scheduler)
-            stub = [a.arg for a in node.args.kwonlyargs]
-        else:
-            sig = inspect.signature(getattr(sched.Scheduler, name))
-            stub = [a.arg for a in node.args.args][1:] + [a.arg for a in node.args.kwonlyargs]
-        params = [p for p in sig.parameters if p != "self"]
-        assert stub == params, name
+    check_stub(sched, STUB)
 
 
 def write_conf(tmp_path: Path, main: str, master: str = "") -> Path:
