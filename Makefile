@@ -24,6 +24,9 @@ venv: $(PY) ## Create the virtual env and install the Python dependencies
 .PHONY: develop
 develop: venv ## Build the Rust extension (release) into the venv, with the package editable
 	$(LOCK) $(BIN)/maturin develop --release --quiet --extras speed,test
+	@# Byte-compile now: an editable install is otherwise compiled on every start-up where
+	@# PYTHONDONTWRITEBYTECODE is set (pip does this step for a regular install).
+	$(BIN)/python -m compileall -q python
 
 .PHONY: run
 run: develop ## Set everything up and start the MTA in the foreground on conf/

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const HEADER: usize = 2048;
 /// Keys looked up together by `query_lines` (enough misses in flight to fill the CPU's
 /// queue of outstanding loads).
-const WARM_BATCH: usize = 32;
+const WARM_BATCH: usize = 16;
 
 /// The cdb hash: `h = 5381; h = (h * 33) ^ byte`.
 pub fn cdb_hash(key: &[u8]) -> u32 {
