@@ -21,6 +21,8 @@ from oxipost.config import Config, load_config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import Queue, QueueState
 
+from tests.conftest import run_ours
+
 MASTER_CF = """\
 qmgr      unix  n       -       n       300     1       qmgr
 smtp      unix  -       -       n       -       -       smtp
@@ -182,6 +184,31 @@ def test_deferred_then_flushed(tmp_path, qmgr_proc):
     stop(p)
 
 
+def test_unreachable_destination_is_deferred_and_shown_by_mailq(tmp_path, qmgr_proc):
+    """catalogue 13: a next hop that refuses connections leaves the mail deferred, and
+    mailq shows it with the reason, as Postfix's does."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    cfg = make_conf(tmp_path, f"relayhost = [127.0.0.1]:{closed}\n")
+    qid = enqueue(cfg, ["far@example.net"])
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    reason = f"connect to 127.0.0.1[127.0.0.1]:{closed}: Connection refused"
+    wait_log(
+        cfg,
+        rf"{qid}: to=<far@example.net>, relay=none, .*dsn=4\.4\.1, "
+        rf"status=deferred \({re.escape(reason)}\)",
+    )
+    stop(p)
+    listing = run_ours("mailq", "-c", cfg.config_dir).stdout
+    assert re.search(
+        rf"(?m)^{qid}\s+\d+ \w{{3}} \w{{3}} [ \d]\d \d\d:\d\d:\d\d  a@example.org$", listing
+    ), listing
+    assert f"({reason})" in listing
+    assert "far@example.net" in listing
+
+
 def test_second_qmgr_is_refused(tmp_path, qmgr_proc):
     cfg = make_conf(tmp_path, "default_transport = discard\n")
     first = start_qmgr(cfg)
@@ -230,7 +257,8 @@ def test_smtp_to_smtp_sink_and_pflogsumm(tmp_path, qmgr_proc, sink):
     qmgr_proc.append(p)
     log = wait_log(cfg, r": removed$", count=len(qids))
     sent = re.findall(
-        r"postfix/smtp\[\d+\]: (\w+): to=<[^>]+>, relay=\[127\.0\.0\.1\]:\d+, .*status=sent ",
+        r"postfix/smtp\[\d+\]: (\w+): to=<[^>]+>, "
+        r"relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent ",
         log,
     )
     assert sorted(set(sent)) == sorted(qids)

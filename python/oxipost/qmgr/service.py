@@ -266,7 +266,7 @@ class Qmgr:
         done: list[int] = []
         for idx, rcpt, out in zip(batch.rcpts, recipients, outcomes, strict=True):
             kind = "sent" if out.delivered else "bounced" if out.permanent else "deferred"
-            self._log_attempt(log, act, rcpt, relay, started, now, out, kind)
+            self._log_attempt(log, act, rcpt, out.relay or relay, started, now, out, kind)
             results.append((idx, kind))
             if kind == "deferred":
                 act.deferred[idx] = out
@@ -293,7 +293,8 @@ class Qmgr:
         except KeyError:
             command = transport
         if command in ("smtp", "lmtp"):
-            return nexthop or "none"
+            # The agent names the host it reached (Outcome.relay); none when it reached none.
+            return "none"
         return transport
 
     def _log_attempt(
