@@ -163,3 +163,19 @@ def test_data_restrictions_reject(start_smtpd) -> None:
     raw.cmd("MAIL FROM:<a@example.org>")
     raw.cmd("RCPT TO:<u@localhost>")
     assert raw.cmd("DATA") == "554 5.7.1 <DATA>: Data command rejected: Access denied"
+
+
+def test_14_unreadable_table_is_a_temporary_lookup_failure(start_smtpd, tmp_path) -> None:
+    """catalogue 14: a table that cannot be read answers 451 4.3.0, never accepts."""
+    (tmp_path / "access.cdb").write_bytes(b"\xff" * 4096)  # not a cdb file
+    srv = start_smtpd(
+        f"smtpd_recipient_restrictions = check_recipient_access hash:{tmp_path}/access,"
+        " permit_mynetworks, reject_unauth_destination\n"
+    )
+    raw = Raw(srv.host, srv.port)
+    raw.reply()
+    raw.cmd("EHLO client.example")
+    raw.cmd("MAIL FROM:<a@example.org>")
+    assert raw.cmd("RCPT TO:<u@example.com>") == (
+        "451 4.3.0 <u@example.com>: Temporary lookup failure"
+    )

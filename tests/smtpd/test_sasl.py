@@ -239,3 +239,17 @@ def test_44_sender_login_maps(start_smtpd, passwd_file: str, tmp_path: Path) -> 
     raw.cmd("RSET")
     raw.cmd("MAIL FROM:<Alice@Example.org>")
     assert raw.cmd("RCPT TO:<u@example.com>") == "250 2.1.5 Ok"
+
+
+def test_14_dovecot_socket_down_is_a_temporary_failure(start_smtpd, tmp_path: Path) -> None:
+    """catalogue 14: with Dovecot's auth socket gone, AUTH fails temporarily and nothing is
+    relayed."""
+    srv = start_smtpd(_auth_conf("dovecot", str(tmp_path / "no-such-auth-socket")))
+    raw = _session(srv)
+    assert raw.cmd(f"AUTH PLAIN {PLAIN_OK}") == (
+        "454 4.7.0 Temporary authentication failure: Connection lost to authentication server"
+    )
+    raw.cmd("MAIL FROM:<alice@example.org>")
+    assert raw.cmd("RCPT TO:<u@foreign.example>") == (
+        "554 5.7.1 <u@foreign.example>: Relay access denied"
+    )

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
+# Postfix's words (xsasl_dovecot_server.c) when the auth server cannot be reached or hangs up.
+CONNECTION_LOST = "Temporary authentication failure: Connection lost to authentication server"
+
 
 def decode_b64(text: str) -> bytes | None:
     """Strict base64; None for anything else (TAB, LF, spaces, bad padding)."""
@@ -130,13 +133,13 @@ class Dovecot(Backend):
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.path), 10)
         except (TimeoutError, OSError) as e:
             session.srv.log.warning(f"SASL: Connect to {self.path} failed: {e}")
-            return "Temporary authentication failure"
+            return CONNECTION_LOST
         try:
             writer.write(f"VERSION\t1\t1\nCPID\t{os.getpid()}\n".encode())
             while True:
                 line = await asyncio.wait_for(reader.readline(), 10)
                 if not line:
-                    return "Temporary authentication failure"
+                    return CONNECTION_LOST
                 if line.startswith(b"VERSION\t") and not line.startswith(b"VERSION\t1\t"):
                     return "Temporary authentication failure"
                 if line.rstrip(b"\n") == b"DONE":
@@ -145,7 +148,7 @@ class Dovecot(Backend):
             answer = (await asyncio.wait_for(reader.readline(), 30)).decode("utf-8", "replace")
         except (TimeoutError, OSError) as e:
             session.srv.log.warning(f"SASL: {self.path}: {e}")
-            return "Temporary authentication failure"
+            return CONNECTION_LOST
         finally:
             writer.close()
         parts = answer.rstrip("\n").split("\t")
@@ -212,7 +215,7 @@ class Authenticator:
                 )
                 code = R.AUTH_FAILED.format(reason=reason)
                 if reason.startswith("Temporary"):
-                    code = "454 4.7.0 Temporary authentication failure"
+                    code = f"454 4.7.0 {reason}"
                 raise SaslError(code)
             return user
         except SaslError as e:
