@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from oxipost._core import maps as _core
-from oxipost.cli.postmap import Fatal, read_source, run, warning_label
-from oxipost.maps import os_reason
+from oxipost.cli.postmap import Fatal, run, warning_label
+from oxipost.maps import os_reason, read_file
 from oxipost.maps.aliases import parse_aliases
 
 USAGE = "[-Nfinoprsuvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
@@ -22,7 +22,7 @@ OPTIONS = "c:d:fimNnopq:rsuvw"
 
 def build_aliases(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
     """Build `<name>.cdb` from the aliases file `name`; return the warnings."""
-    entries, warnings = parse_aliases(read_source(name), name, fold_keys)
+    entries, warnings = parse_aliases(read_file(name, "open"), name, fold_keys)
     try:
         warnings += _core.write_cdb(name + ".cdb", entries, warning_label(kind, name), dups)
     except OSError as e:

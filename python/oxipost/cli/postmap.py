@@ -30,6 +30,7 @@ from oxipost.maps import (
     lookup_many,
     open_table,
     os_reason,
+    read_file,
     set_warning_sink,
 )
 
@@ -45,15 +46,6 @@ class Fatal(Exception):
 Builder = Callable[[str, str, str, bool, str], list[str]]
 
 
-def read_source(name: str) -> bytes:
-    """The text a table is built from (Postfix's fatal when it cannot be read)."""
-    try:
-        with open(name, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise Fatal(f"open {name}: {os_reason(e)}") from None
-
-
 def warning_label(kind: str, name: str) -> str:
     """How build warnings name the table: Postfix's cdb: uses the name given; our hash:
     says which file it writes (Postfix's names its Berkeley DB file, `<name>.db`)."""
@@ -62,7 +54,7 @@ def warning_label(kind: str, name: str) -> str:
 
 def build_postmap(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
     """Build `<name>.cdb` from the postmap source `name`; return the warnings."""
-    text = read_source(name)
+    text = read_file(name, "open")
     try:
         return _core.build_cdb(text, warning_label(kind, name), name + ".cdb", fold_keys, dups)
     except OSError as e:
@@ -76,21 +68,7 @@ def split_spec(spec: str, default_type: str) -> tuple[str, str]:
     return kind, name
 
 
-def _open(prog: str, spec: str, fold_keys: bool) -> Table:
-    try:
-        return open_table(spec, None, fold_keys)
-    except TableError as e:
-        raise Fatal(str(e)) from None
-
-
-def _lookup(table: Table, key: str) -> str | None:
-    try:
-        return table.lookup(key)
-    except TableError as e:
-        raise Fatal(str(e)) from None
-
-
-def _rewrite(kind: str, name: str, op: str, prog: str) -> None:
+def _rewrite(kind: str, name: str) -> None:
     """-d and -i need a table that can be updated: only hash: here."""
     if kind == "cdb":
         raise Fatal(
@@ -101,10 +79,10 @@ def _rewrite(kind: str, name: str, op: str, prog: str) -> None:
         raise Fatal(f"{kind}:{name} map requires O_RDONLY access mode")
 
 
-def _existing_entries(name: str, fold_keys: bool) -> list[tuple[bytes, bytes, int]]:
+def _existing_entries(name: str) -> list[tuple[bytes, bytes, int]]:
     if not os.path.exists(name + ".cdb"):
         return []
-    return [(k.encode(), v.encode(), 0) for k, v in CdbTable(name, fold_keys).items()]
+    return [(k, v, 0) for k, v in _core.Cdb(name + ".cdb").items()]
 
 
 def query_message(tables: list[Table], body: bool, header: bool) -> int:
@@ -132,7 +110,7 @@ def query_message(tables: list[Table], body: bool, header: bool) -> int:
     found = 0
     for key in keys:
         for t in tables:
-            value = _lookup(t, key)
+            value = t.lookup(key)
             if value is not None:
                 sys.stdout.write(f"{key}\t{value}\n")
                 found += 1
@@ -154,10 +132,7 @@ def query_stdin(tables: list[Table], key_suffix: str) -> int:
         pending = [i for i, v in enumerate(out) if v is None]
         if not pending:
             break
-        try:
-            values = lookup_many(t, [keys[i] for i in pending])
-        except TableError as e:
-            raise Fatal(str(e)) from None
+        values = lookup_many(t, [keys[i] for i in pending])
         for i, v in zip(pending, values, strict=True):
             out[i] = v
     write = sys.stdout.write
@@ -241,24 +216,21 @@ def run(
         dups = "replace" if "-r" in flags else "ignore" if "-w" in flags else "warn"
         parsed = [split_spec(s, default_type) for s in specs]
 
-        def spec_of(kind: str, name: str) -> str:
-            return f"{kind}:{name}"
-
         if query is not None:
-            tables = [_open(prog, spec_of(k, n), fold_keys) for k, n in parsed]
+            tables = [open_table(f"{k}:{n}", None, fold_keys) for k, n in parsed]
             if query == "-":
                 if "-b" in flags or "-h" in flags:
                     return query_message(tables, "-b" in flags, "-h" in flags)
                 return query_stdin(tables, key_suffix)
             for kind, name in parsed:
-                value = _lookup(_open(prog, spec_of(kind, name), fold_keys), query)
+                value = open_table(f"{kind}:{name}", None, fold_keys).lookup(query)
                 if value is not None:
                     print(value)
                     return 0
             return 1
         if "-s" in flags:
             for kind, name in parsed:
-                table = _open(prog, spec_of(kind, name), fold_keys)
+                table = open_table(f"{kind}:{name}", None, fold_keys)
                 if kind == "cdb" or not isinstance(table, CdbTable | DictTable):
                     label = f"{name}.cdb" if kind == "cdb" else name
                     raise Fatal(f"table {kind}:{label}: sequence operation is not supported")
@@ -267,8 +239,8 @@ def run(
         if delete is not None:
             status = 1
             for kind, name in parsed:
-                _rewrite(kind, name, "delete", prog)
-                pairs = _existing_entries(name, fold_keys)
+                _rewrite(kind, name)
+                pairs = _existing_entries(name)
                 if delete == "-":
                     gone = {fold(k) if fold_keys else k for k in sys.stdin.read().split()}
                 else:
@@ -280,12 +252,12 @@ def run(
             return status
         if "-i" in flags:
             for kind, name in parsed:
-                _rewrite(kind, name, "update", prog)
+                _rewrite(kind, name)
                 entries, warnings = _core.parse_entries(
                     sys.stdin.buffer.read(), "-", "expected format: key whitespace value"
                 )
                 new = [(k.lower() if fold_keys else k, v, line) for k, v, line in entries]
-                pairs = _existing_entries(name, fold_keys) + new
+                pairs = _existing_entries(name) + new
                 warnings += _core.write_cdb(name + ".cdb", pairs, warning_label(kind, name), dups)
                 for _, w in sorted(warnings, key=lambda lw: lw[0]):
                     print(f"{prog}: warning: {w}", file=sys.stderr)
@@ -300,7 +272,7 @@ def run(
             for w in builder(prog, kind, name, fold_keys, dups):
                 print(f"{prog}: warning: {w}", file=sys.stderr)
         return 0
-    except Fatal as e:
+    except (Fatal, TableError) as e:
         sys.stdout.flush()
         print(f"{prog}: fatal: {e}", file=sys.stderr)
         return 1

@@ -78,12 +78,14 @@ def os_reason(e: OSError) -> str:
     return os.strerror(e.errno) if e.errno else str(e)
 
 
-def _read(path: str) -> bytes:
+def read_file(path: str, action: str = "open database") -> bytes:
+    """A table's file, or TableError in Postfix's words (`open database X: reason` for a
+    table read at lookup time; postmap says `open X: reason` of a source it builds from)."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise TableError(f"open database {path}: {os_reason(e)}") from None
+        raise TableError(f"{action} {path}: {os_reason(e)}") from None
 
 
 # ------------------------------------------------------------------------ the table kinds
@@ -146,7 +148,7 @@ class DictTable:
 
 def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
     """texthash: the postmap source format read directly, as Postfix's dict_thash does."""
-    text = _read(path)
+    text = read_file(path)
     entries, warnings = _core.parse_entries(
         text, path, "expected format: key whitespace value -- ignoring this line"
     )
@@ -383,7 +385,7 @@ def _file_text(spec: str, kind: str, name: str) -> tuple[bytes, str]:
     if name.startswith("{"):
         rules = _braced(spec, kind, name, "{{rule}, {rule}...}")
         return "\n".join(rules).encode() + b"\n", spec
-    return _read(name), name
+    return read_file(name), name
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:
