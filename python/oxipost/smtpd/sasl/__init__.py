@@ -16,6 +16,7 @@ Diagnostics: "535 5.7.8 Error: authentication failed: ..." to the client and a
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import hashlib
@@ -46,10 +47,12 @@ def decode_b64(text: str) -> bytes | None:
         return None
 
 
-class Backend:
+class Backend(abc.ABC):
+    """A password checker: the built-in passwd-file or Dovecot's auth server."""
+
+    @abc.abstractmethod
     async def check(self, session: Session, user: str, password: str) -> str | None:
         """None on success, else the failure reason shown after "authentication failed:"."""
-        raise NotImplementedError
 
 
 class PasswdFile(Backend):
