@@ -193,27 +193,17 @@ def act(state: CleanupState, context: str, line: str, value: str, param: str) ->
             _act_log(state, "hold", context, shown, text)
             state.hold = True
         return [line]
-    if command == "PREPEND":
+    if command in ("PREPEND", "REPLACE"):
         if not text:
-            state.warn(f"PREPEND action without text in {param} map")
+            state.warn(f"{command} action without text in {param} map")
         elif context == "header" and not _HEADER.match(text):
             state.warn(
-                f'bad PREPEND header text "{text}" in {param} map -- need "headername: headervalue"'
+                f'bad {command} header text "{text}" in {param} map -- need "headername: '
+                'headervalue"'
             )
         else:
-            _act_log(state, "prepend", context, shown, text)
-            return [text, line]
-        return [line]
-    if command == "REPLACE":
-        if not text:
-            state.warn(f"REPLACE action without text in {param} map")
-        elif context == "header" and not _HEADER.match(text):
-            state.warn(
-                f'bad REPLACE header text "{text}" in {param} map -- need "headername: headervalue"'
-            )
-        else:
-            _act_log(state, "replace", context, shown, text)
-            return [text]
+            _act_log(state, command.lower(), context, shown, text)
+            return [text, line] if command == "PREPEND" else [text]
         return [line]
     if command in ("REDIRECT", "BCC"):
         if "@" not in text:

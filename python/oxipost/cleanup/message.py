@@ -25,6 +25,7 @@ the queue ID (NOQUEUE when nothing was queued).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -207,20 +208,4 @@ def _final_envelope(
     content_filter = state.filter or ("" if internal else state.cfg.get("content_filter"))
     if content_filter:
         attrs["filter"] = content_filter
-    return Envelope(
-        sender=sender,
-        recipients=recipients,
-        arrival_time=env.arrival_time,
-        envid=env.envid,
-        ret=env.ret,
-        body_type=env.body_type,
-        smtputf8=env.smtputf8,
-        client_name=env.client_name,
-        client_addr=env.client_addr,
-        client_port=env.client_port,
-        helo_name=env.helo_name,
-        protocol=env.protocol,
-        sasl_method=env.sasl_method,
-        sasl_username=env.sasl_username,
-        attrs=attrs,
-    )
+    return dataclasses.replace(env, sender=sender, recipients=recipients, attrs=attrs)
