@@ -193,15 +193,10 @@ class Queue:
 
     def _open_writer(self) -> spool.Writer:
         if self._writer is None:
-            seqs = [
-                int(m.group("seq"))
-                for m in _segments(self.top)
-                if m.group("writer") == self._segment_prefix
-            ]
             self._writer = spool.Writer(
                 os.path.join(self.top, "segments"),
                 self._segment_prefix,
-                max(seqs, default=0) + 1,
+                _newest_seqs(self.top).get(self._segment_prefix, 0) + 1,
                 SEGMENT_LIMIT,
             )
         return self._writer
@@ -285,6 +280,14 @@ def _segments(top: str) -> Iterator[re.Match[str]]:
         m = _SEG.match(name)
         if m:
             yield m
+
+
+def _newest_seqs(top: str) -> dict[str, int]:
+    """Per writer, the sequence number of its newest segment."""
+    newest: dict[str, int] = {}
+    for m in _segments(top):
+        newest[m.group("writer")] = max(newest.get(m.group("writer"), 0), int(m.group("seq")))
+    return newest
 
 
 class QueueState:
@@ -459,17 +462,11 @@ class QueueState:
     def reclaim(self) -> list[str]:
         """Delete segments no live message is in, except ones a live writer still appends."""
         used = {info.segment for info in self.messages.values()}
-        live_writers = self._live_slots()
-        newest: dict[str, int] = {}
-        for m in _segments(self.top):
-            newest[m.group("writer")] = max(newest.get(m.group("writer"), 0), int(m.group("seq")))
+        appended = self._still_appended(_newest_seqs(self.top))
         removed = []
         for m in _segments(self.top):
             name = m.group(0)
-            writer = m.group("writer")
-            if name in used or name in self.corrupt_segments:
-                continue
-            if writer in live_writers and int(m.group("seq")) == newest[writer]:
+            if name in used or name in self.corrupt_segments or name in appended:
                 continue
             os.unlink(os.path.join(self.top, "segments", name))
             removed.append(name)
@@ -484,10 +481,8 @@ class QueueState:
         if self._journal is None:
             raise QueueBusy("not the state writer: open the queue state with lock=True")
         seg_dir = os.path.join(self.top, "segments")
-        live_writers = self._live_slots()
-        newest: dict[str, int] = {}
-        for m in _segments(self.top):
-            newest[m.group("writer")] = max(newest.get(m.group("writer"), 0), int(m.group("seq")))
+        newest = _newest_seqs(self.top)
+        appended = self._still_appended(newest)
         by_segment: dict[str, list[MessageInfo]] = {}
         for info in self.messages.values():
             by_segment.setdefault(info.segment, []).append(info)
@@ -495,15 +490,10 @@ class QueueState:
         victims: list[MessageInfo] = []
         for m in _segments(self.top):
             name = m.group(0)
-            if name in self.corrupt_segments or name not in by_segment:
+            if name in self.corrupt_segments or name in appended or name not in by_segment:
                 continue
             # An agent may be reading an active message where it is now.
             if any(i.state == "active" for i in by_segment[name]):
-                continue
-            if (
-                m.group("writer") in live_writers
-                and int(m.group("seq")) == newest[m.group("writer")]
-            ):
                 continue
             try:
                 st = os.stat(os.path.join(seg_dir, name))
@@ -539,6 +529,11 @@ class QueueState:
             self._read_to[info.segment] = max(self._read_to.get(info.segment, 0), end)
         self.reclaim()
         return len(tickets)
+
+    def _still_appended(self, newest: dict[str, int]) -> set[str]:
+        """The segment each live writer appends to: neither reclaimed nor compacted."""
+        live = self._live_slots()
+        return {f"{w}-{seq:08d}.seg" for w, seq in newest.items() if w in live}
 
     def _live_slots(self) -> set[str]:
         live = set()

@@ -260,7 +260,7 @@ class Qmgr:
             self.log.warning(f"{act.qid}: delivery via {transport} failed: {e}")
             outcomes = [Outcome("4.3.0", "delivery agent error")] * len(recipients)
         now = time.time()
-        relay = self._relay(transport, nexthop)
+        relay = self._relay(transport)
         log = self._agent_log(transport)
         results: list[tuple[int, str]] = []
         done: list[int] = []
@@ -285,7 +285,7 @@ class Qmgr:
     def _recipient(self, act: Active, idx: int) -> Recipient:
         return self.state.messages[act.qid].recipients[idx]
 
-    def _relay(self, transport: str, nexthop: str) -> str:
+    def _relay(self, transport: str) -> str:
         if transport in _NO_RELAY:
             return "none"
         try:
