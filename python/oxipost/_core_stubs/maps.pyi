@@ -25,7 +25,8 @@ class Cdb:
 
     def __init__(self, path: str) -> None: ...
     def get(self, key: bytes) -> bytes | None:
-        """The first value stored under key."""
+        """The value under key as Postfix's readers find it: the key as given or with the C
+        string's NUL some writers store; trailing NULs of the value dropped."""
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         """get() for each key, with the GIL released."""
     def query_lines(self, input: bytes, fold: bool, suffix: bytes) -> tuple[bytes, int]:

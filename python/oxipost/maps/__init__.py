@@ -107,14 +107,8 @@ class CdbTable:
             ) from None
 
     def lookup(self, key: str) -> str | None:
-        raw = (fold(key) if self.fold_keys else key).encode()
-        # Tables written by other tools may store keys with the C string's NUL.
-        value = self._cdb.get(raw)
-        if value is None:
-            value = self._cdb.get(raw + b"\0")
-            if value is None:
-                return None
-        return value.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        value = self._cdb.get((fold(key) if self.fold_keys else key).encode())
+        return None if value is None else value.decode("utf-8", "surrogateescape")
 
     def query_lines(self, data: bytes, suffix: bytes = b"") -> tuple[bytes, int]:
         """`postmap -q -` in one call: `key<TAB>value` lines for the keys in `data`."""

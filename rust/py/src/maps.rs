@@ -115,8 +115,12 @@ pub mod maps {
             Ok(Cdb { reader })
         }
 
+        /// The value as Postfix's readers find it (the key, or the key with its C NUL).
         fn get<'py>(&self, py: Python<'py>, key: &[u8]) -> Option<Bound<'py, PyBytes>> {
-            self.reader.get(key).map(|v| PyBytes::new(py, v))
+            let mut scratch = Vec::new();
+            self.reader
+                .get_c(key, &mut scratch)
+                .map(|v| PyBytes::new(py, v))
         }
 
         fn get_many<'py>(
@@ -124,8 +128,12 @@ pub mod maps {
             py: Python<'py>,
             keys: Vec<Vec<u8>>,
         ) -> Vec<Option<Bound<'py, PyBytes>>> {
-            let found: Vec<Option<&[u8]>> =
-                py.detach(|| keys.iter().map(|k| self.reader.get(k)).collect());
+            let found: Vec<Option<&[u8]>> = py.detach(|| {
+                let mut scratch = Vec::new();
+                keys.iter()
+                    .map(|k| self.reader.get_c(k, &mut scratch))
+                    .collect()
+            });
             found
                 .into_iter()
                 .map(|v| v.map(|v| PyBytes::new(py, v)))

@@ -294,26 +294,31 @@ impl CdbReader {
     }
 
     /// The value for a key as Postfix's readers look it up: as given, or with the C
-    /// string's NUL that some writers store; `scratch` holds the NUL form.
+    /// string's NUL that some writers store; `scratch` holds the NUL form. The value is
+    /// what C code sees, without trailing NULs.
     pub fn get_c<'a>(&'a self, key: &[u8], scratch: &mut Vec<u8>) -> Option<&'a [u8]> {
         use std::sync::atomic::Ordering::Relaxed;
         let style = self.nul_style.load(Relaxed);
+        let mut found = None;
         if style != 2 {
-            if let Some(v) = self.get(key) {
+            found = self.get(key);
+            if found.is_some() {
                 self.nul_style.store(1, Relaxed);
-                return Some(v);
             }
         }
-        if style != 1 {
+        if found.is_none() && style != 1 {
             scratch.clear();
             scratch.extend_from_slice(key);
             scratch.push(0);
-            if let Some(v) = self.get(scratch) {
+            found = self.get(scratch);
+            if found.is_some() {
                 self.nul_style.store(2, Relaxed);
-                return Some(v.strip_suffix(b"\0").unwrap_or(v));
             }
         }
-        None
+        found.map(|v| {
+            let end = v.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            &v[..end]
+        })
     }
 
     /// `postmap -q -`: one key per line of `input` (a trailing CR dropped), folded when
