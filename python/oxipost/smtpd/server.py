@@ -36,6 +36,7 @@ from oxipost.envelope import Envelope, Recipient
 from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import Checker, ClientState, Reply, match_networks, validate
+from oxipost.smtpd.listener import Listener
 
 CRLF = b"\r\n"
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -115,18 +116,15 @@ class SmtpdServer:
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
 
-    async def serve(self, sock: socket.socket) -> asyncio.Server:
-        """Start accepting on an already bound and listening socket."""
-        sock.setblocking(False)
+    async def serve(self, sock: socket.socket) -> Listener:
+        """Start accepting on an already bound and listening socket, at most max_sessions
+        at a time (the others wait in the listen queue, as under Postfix's master)."""
         ssl_ctx = self.tls_context if self.wrapper else None
-        return await asyncio.start_server(self._accept, sock=sock, ssl=ssl_ctx, limit=_DATA_CHUNK)
+        listener = Listener(sock, self._accept, self.max_sessions, ssl_ctx, _DATA_CHUNK)
+        listener.start()
+        return listener
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.max_sessions and len(self.sessions) >= self.max_sessions:
-            # Postfix's master would not accept() beyond maxproc; the client waits in the
-            # listen queue there. We hand the connection back by closing it at once.
-            writer.close()
-            return
         session = Session(self, reader, writer)
         task = asyncio.current_task()
         if task is not None:

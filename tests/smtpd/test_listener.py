@@ -1,0 +1,59 @@
+"""smtpd's listener at its session cap (its share of master.cf maxproc): a client beyond the
+cap waits in the listen queue and is served when a session ends, as under Postfix's
+master; it is never accepted only to be disconnected before the greeting."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from oxipost.config import load_config
+from oxipost.smtpd.service import build_server
+
+from .conftest import ListLog, RecordingQueue, write_config
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readline(), 30)
+
+
+def test_client_beyond_the_cap_waits_for_a_free_session(tmp_path):
+    cfg = load_config(write_config(str(tmp_path), "")).for_service("smtp")
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        server = build_server(cfg, RecordingQueue(), ListLog(lines))
+        server.max_sessions = 2
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        port = sock.getsockname()[1]
+        listener = await server.serve(sock)
+        try:
+            first = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            for reader, _ in first:
+                assert (await _line(reader)).startswith(b"220 ")
+            # The kernel completes the third handshake; smtpd does not accept it yet.
+            waiting_r, waiting_w = await asyncio.open_connection("127.0.0.1", port)
+            greeting = asyncio.ensure_future(_line(waiting_r))
+            await asyncio.sleep(0.5)
+            assert not greeting.done(), greeting.result()
+            reader, writer = first[0]
+            writer.write(b"QUIT\r\n")
+            assert (await _line(reader)).startswith(b"221 ")
+            writer.close()
+            # A session ended: the waiting client is accepted and greeted, not dropped.
+            assert (await greeting).startswith(b"220 ")
+            waiting_w.write(b"QUIT\r\n")
+            assert (await _line(waiting_r)).startswith(b"221 ")
+            waiting_w.close()
+            first[1][1].close()
+        finally:
+            listener.close()
+            for task in list(server.sessions):
+                task.cancel()
+            await asyncio.gather(*server.sessions, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert lines.count("connect from unknown[127.0.0.1]") == 3
+    assert not any("lost connection after CONNECT" in line for line in lines), lines
