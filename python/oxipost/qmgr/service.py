@@ -76,12 +76,14 @@ _NO_RELAY = {"error", "discard", "retry"}
 
 @dataclass
 class Active:
-    """One message in the active queue."""
+    """One message in the active queue: its envelope, never its content. As Postfix's
+    qmgr, which reads only the envelope records: 20000 active messages (the default
+    qmgr_message_active_limit) must not mean 20000 messages in memory. Content is read
+    from the queue when a delivery or a notice needs it, and dropped after."""
 
     qid: str
     msg: int
     env: Envelope
-    content: bytes
     activated: float
     # rcpt index → (transport, nexthop)
     route: dict[int, tuple[str, str]] = field(default_factory=dict)
@@ -206,7 +208,7 @@ class Qmgr:
         self.log.info(
             f"{qid}: from=<{env.sender}>, size={len(content)}, nrcpt={len(pending)} (queue active)"
         )
-        act = Active(qid, msg, env, content, now)
+        act = Active(qid, msg, env, now)
         self.active[msg] = act
         rcpts: list[tuple[int, str, str]] = []
         for idx, rcpt in pending:
@@ -249,10 +251,10 @@ class Qmgr:
         started = time.time()
         transport, nexthop = act.route[batch.rcpts[0]]
         recipients = [self._recipient(act, i) for i in batch.rcpts]
-        req = DeliveryRequest(
-            act.qid, transport, nexthop, act.env, recipients, act.content, self.cfg
-        )
         try:
+            req = DeliveryRequest(
+                act.qid, transport, nexthop, act.env, recipients, self._content(act), self.cfg
+            )
             outcomes = await deliver(req)
         except asyncio.CancelledError:
             raise
@@ -281,6 +283,11 @@ class Qmgr:
         self.sched.report(batch.id, now, results, _site_failure(outcomes))
         self.handle_events(now)
         self.wake.set()
+
+    def _content(self, act: Active) -> bytes:
+        """The message's content, read from the queue for one delivery or notice (its
+        record was read whole and checked at activation)."""
+        return self.state.load(act.qid)[1]
 
     def _recipient(self, act: Active, idx: int) -> Recipient:
         return self.state.messages[act.qid].recipients[idx]
@@ -383,7 +390,7 @@ class Qmgr:
             remote = f"dns; {relay}" if relay not in ("", "none", "local", "virtual") else ""
             reports.append(bounce.Report(self._recipient(act, idx), out, remote_mta=remote))
         try:
-            msgs = bounce.notices(kind, self.cfg, act.qid, act.env, act.content, reports)
+            msgs = bounce.notices(kind, self.cfg, act.qid, act.env, self._content(act), reports)
         except Exception as e:
             self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
             return
