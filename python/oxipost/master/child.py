@@ -19,6 +19,7 @@ import sys
 import threading
 
 from oxipost.config import ConfigError, load_config
+from oxipost.flow import FlowPipe
 from oxipost.log import get_logger
 from oxipost.master.context import ServiceContext
 from oxipost.master.master import STARTUP_GRACE, drop_privileges
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-sessions", type=int, default=0)
     p.add_argument("--fd", type=int)
     p.add_argument("--ready-fd", type=int)
+    p.add_argument("--flow-fds", type=FlowPipe.from_arg)
     args = p.parse_args(argv)
     # Until the service installs its own handlers, a reload means "exit when convenient".
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         worker=args.worker,
         workers=args.workers,
         max_sessions=args.max_sessions,
+        flow=args.flow_fds,
     )
     if args.ready_fd is not None:
         _report_survival(args.ready_fd)

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 
 from oxipost.config import Config, Service
+from oxipost.flow import FlowPipe
 from oxipost.log import Logger
 
 
@@ -27,3 +28,5 @@ class ServiceContext:
     workers: int = 1
     # Sessions this process may hold at once (its share of maxproc); 0 means no limit.
     max_sessions: int = 0
+    # in_flow_delay's token pipe, inherited from master (None when run without master).
+    flow: FlowPipe | None = None

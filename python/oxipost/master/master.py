@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 
 from oxipost.config import Config, ConfigError, Service, load_config
+from oxipost.flow import FlowPipe
 from oxipost.log import Logger, get_logger
 from oxipost.master.services import FOLDED, SERVICES
 
@@ -174,6 +175,9 @@ class Master:
         self.noted: set[str] = set()
         self.pid_fd: int | None = None
         self.pending_signals: list[int] = []
+        # in_flow_delay's token pipe: every service inherits both ends (Postfix's
+        # MASTER_FLOW_READ/WRITE); one for master's life, so a reload keeps its tokens.
+        self.flow = FlowPipe.create()
 
     # Start-up ----------------------------------------------------------------------------
 
@@ -273,9 +277,9 @@ class Master:
         if fds:
             argv += ["--fd", str(fds[0])]
         ready_r, ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        argv += ["--ready-fd", str(ready_w)]
+        argv += ["--ready-fd", str(ready_w), "--flow-fds", self.flow.arg]
         try:
-            proc = subprocess.Popen(argv, pass_fds=[*fds, ready_w], close_fds=True)
+            proc = subprocess.Popen(argv, pass_fds=[*fds, ready_w, *self.flow.fds], close_fds=True)
         except OSError:
             os.close(ready_r)
             raise

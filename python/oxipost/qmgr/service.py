@@ -20,6 +20,9 @@ SIGUSR1 wakes it; SIGHUP (postfix reload) makes it finish what is in flight and 
 the next generation, with the new configuration, takes over the queue; SIGTERM exits now
 (mail in flight is retried: a delivery may repeat, none is lost).
 
+Flow control: after each turn of its loop qmgr tops up the in_flow_delay tokens smtpd takes
+(oxipost.flow), as Postfix's qmgr_loop does.
+
 Diagnostics: `fatal: the queue is being managed by another process (is qmgr running?)`
 when a second qmgr starts; `warning: QID: ...` for a message that cannot be read (it goes
 to the corrupt queue).
@@ -48,6 +51,7 @@ from oxipost.cleanup import cleanup_message
 from oxipost.config import Config, load_config
 from oxipost.delivery import DeliveryRequest, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, get_logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
@@ -112,7 +116,9 @@ def _fmt_delay(x: float) -> str:
 class Qmgr:
     """The queue manager's state; `run()` is its event loop."""
 
-    def __init__(self, cfg: Config, log: Logger, state: QueueState) -> None:
+    def __init__(
+        self, cfg: Config, log: Logger, state: QueueState, flow: FlowPipe | None = None
+    ) -> None:
         self.cfg = cfg
         self.log = log
         self.state = state
@@ -129,6 +135,9 @@ class Qmgr:
         self._writer: Queue | None = None
         self.next_scan = 0.0
         self.next_compaction = 0.0
+        self.flow = FlowProducer(flow, cfg)
+        # Incoming mail left behind by the last scan because the active queue was full.
+        self.incoming_waiting = False
 
     # Identities ---------------------------------------------------------------------------
 
@@ -170,13 +179,17 @@ class Qmgr:
                     self.log.info(f"queue compaction: moved {moved} messages forward")
         count = 0
         limit = self.cfg.get_int("qmgr_message_active_limit")
+        self.incoming_waiting = False
         for info in list(self.state.messages.values()):
             msg = self._id(info.queue_id)
             if msg in self.active:
                 continue
-            if info.state == "incoming" and len(self.active) < limit:
-                self.activate(info.queue_id, now)
-                count += 1
+            if info.state == "incoming":
+                if len(self.active) < limit:
+                    self.activate(info.queue_id, now)
+                    count += 1
+                else:
+                    self.incoming_waiting = True
             elif info.state == "deferred" and self.sched.retry_state(msg) is None:
                 minimal = self.cfg.get_time("minimal_backoff_time")
                 maximal = self.cfg.get_time("maximal_backoff_time")
@@ -547,17 +560,19 @@ class Qmgr:
         try:
             while not stop.is_set():
                 now = time.time()
+                fed = 0
                 if self.draining:
                     if not self.tasks:
                         break
                 elif now >= self.next_scan:
-                    self.scan(now)
+                    fed = self.scan(now)
                     self.next_scan = now + delay
                 for msg in self.sched.take_due(now):
                     qid = self.qids.get(msg)
                     if qid is not None and not self.draining:
                         self.activate(qid, now)
                 self.pump(now)
+                self.flow.refill(fed, self.incoming_waiting)
                 wakeup = self.sched.next_wakeup()
                 until = min(self.next_scan, wakeup if wakeup is not None else self.next_scan)
                 if self.draining:
@@ -626,19 +641,25 @@ def _run_loop(qmgr: Qmgr, listen: socket.socket | None) -> int:
         return runner.run(qmgr.run(listen))
 
 
-def serve(cfg: Config, log: Logger, listen: socket.socket | None, lock_wait: float) -> int:
+def serve(
+    cfg: Config,
+    log: Logger,
+    listen: socket.socket | None,
+    lock_wait: float,
+    flow: FlowPipe | None = None,
+) -> int:
     state = open_state(cfg, log, lock_wait)
     for problem in state.problems:
         log.warning(problem)
     try:
-        return _run_loop(Qmgr(cfg, log, state), listen)
+        return _run_loop(Qmgr(cfg, log, state, flow), listen)
     finally:
         state.close()
 
 
 def main(ctx: ServiceContext) -> int:
     """Entry point under master: ctx.listen_socket is public/qmgr."""
-    return serve(ctx.cfg, ctx.log, ctx.listen_socket, LOCK_WAIT)
+    return serve(ctx.cfg, ctx.log, ctx.listen_socket, LOCK_WAIT, ctx.flow)
 
 
 def bind_control(cfg: Config) -> socket.socket:

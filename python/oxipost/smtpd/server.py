@@ -33,6 +33,7 @@ from email.utils import formatdate
 from typing import Any, Protocol
 
 from oxipost.envelope import Envelope, Recipient
+from oxipost.flow import FlowGate
 from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import Checker, ClientState, Reply, match_networks, validate
@@ -113,6 +114,10 @@ class SmtpdServer:
         self.sessions: set[asyncio.Task[None]] = set()
         # This worker's share of master.cf maxproc; 0 = no limit.
         self.max_sessions = 0
+        # in_flow_delay (set by the smtpd service under master): a token per message, taken
+        # where Postfix's cleanup takes it, when the queue file would be opened.
+        self.flow: FlowGate | None = None
+        self.flow_at_mail = not cfg.get_bool("smtpd_delay_open_until_valid_rcpt")
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
 
@@ -519,6 +524,8 @@ class Session:
             await self._reject("MAIL", reply)
             return
         self.tx = tx
+        if self.srv.flow is not None and self.srv.flow_at_mail:
+            await self.srv.flow.take()
         await self.reply(R.OK_MAIL)
 
     async def cmd_rcpt(self, arg: str) -> None:
@@ -576,6 +583,8 @@ class Session:
             )
             await self.reply(str(reply))
             return
+        if self.srv.flow is not None and not self.tx.recipients and not self.srv.flow_at_mail:
+            await self.srv.flow.take()
         self.tx.rcpt_count += 1
         self.tx.recipients.append(rcpt)
         await self.reply(R.OK_RCPT)

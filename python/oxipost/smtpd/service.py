@@ -23,6 +23,7 @@ from typing import Any
 # worker then drops to mail_owner, who may not be able to read the interpreter's own tree
 # (a Python under /root), so an import after that point fails.
 from oxipost.cleanup import cleanup_message
+from oxipost.flow import FlowGate, FlowPipe
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import Queue
 from oxipost.smtpd.check import CheckConfigError
@@ -121,10 +122,17 @@ def _qmgr_notifier(cfg: Any) -> Any:
 
 
 async def serve(
-    cfg: Any, sock: socket.socket, queue: Any, log: Any = None, max_sessions: int = 0
+    cfg: Any,
+    sock: socket.socket,
+    queue: Any,
+    log: Any = None,
+    max_sessions: int = 0,
+    flow: FlowPipe | None = None,
 ) -> None:
     server = build_server(cfg, queue, log)
     server.max_sessions = max_sessions
+    if flow is not None:
+        server.flow = FlowGate(flow, cfg)
     listener = await server.serve(sock)
     stop = asyncio.Event()
     drain = asyncio.Event()
@@ -163,7 +171,7 @@ def main(ctx: Any) -> int:
         log.fatal(f"open queue: {e}")
         return 1
     try:
-        asyncio.run(serve(cfg, ctx.listen_socket, queue, log, ctx.max_sessions))
+        asyncio.run(serve(cfg, ctx.listen_socket, queue, log, ctx.max_sessions, ctx.flow))
     except CheckConfigError as e:
         log.fatal(str(e))
         return 1
