@@ -46,7 +46,7 @@ import msgpack
 # Everything qmgr may use is imported here, while master's child loads this module, not on
 # first use: qmgr then drops to mail_owner, who may not be able to read the interpreter's
 # own tree (a Python under /root), and a later import fails ("No module named ...").
-from oxipost import bounce
+from oxipost import bounce, runloop
 from oxipost.cleanup import cleanup_message
 from oxipost.config import Config, load_config
 from oxipost.delivery import DeliveryRequest, deliver
@@ -56,11 +56,6 @@ from oxipost.log import Logger, get_logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import resolve
-
-try:
-    import uvloop
-except ImportError:  # the "speed" extra is optional
-    uvloop = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
@@ -632,15 +627,6 @@ def open_state(cfg: Config, log: Logger, lock_wait: float) -> QueueState:
             time.sleep(0.2)
 
 
-def _run_loop(qmgr: Qmgr, listen: socket.socket | None) -> int:
-    """Qmgr's loop, on uvloop when it is installed (DESIGN: one loop per process, uvloop
-    when there): every delivery is a few loop turns, and uvloop's are cheaper."""
-    if uvloop is None:
-        return asyncio.run(qmgr.run(listen))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(qmgr.run(listen))
-
-
 def serve(
     cfg: Config,
     log: Logger,
@@ -652,7 +638,7 @@ def serve(
     for problem in state.problems:
         log.warning(problem)
     try:
-        return _run_loop(Qmgr(cfg, log, state, flow), listen)
+        return runloop.run(Qmgr(cfg, log, state, flow).run(listen))
     finally:
         state.close()
 
@@ -694,7 +680,7 @@ def standalone(argv: list[str] | None = None) -> int:
         log.warning(problem)
     listen = bind_control(cfg)
     try:
-        return _run_loop(Qmgr(cfg, log, state), listen)
+        return runloop.run(Qmgr(cfg, log, state).run(listen))
     finally:
         state.close()
 

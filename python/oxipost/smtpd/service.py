@@ -22,6 +22,7 @@ from typing import Any
 # Everything a worker needs is imported here, when master's child loads this module: the
 # worker then drops to mail_owner, who may not be able to read the interpreter's own tree
 # (a Python under /root), so an import after that point fails.
+from oxipost import runloop
 from oxipost.cleanup import cleanup_message
 from oxipost.flow import FlowGate, FlowPipe
 from oxipost.qmgr import control
@@ -171,7 +172,7 @@ def main(ctx: Any) -> int:
         log.fatal(f"open queue: {e}")
         return 1
     try:
-        asyncio.run(serve(cfg, ctx.listen_socket, queue, log, ctx.max_sessions, ctx.flow))
+        runloop.run(serve(cfg, ctx.listen_socket, queue, log, ctx.max_sessions, ctx.flow))
     except CheckConfigError as e:
         log.fatal(str(e))
         return 1

@@ -23,7 +23,7 @@ pub mod mailbox {
         uid.map(|u| (u, gid.unwrap_or(u)))
     }
 
-    /// Delivers into the Maildir `path` (tmp → fsync → link into new → fsync).
+    /// Delivers into the Maildir `path` (tmp → link into new → group syncfs).
     #[pyfunction]
     #[pyo3(signature = (path, prefix, content, hostname, uid=None, gid=None))]
     fn maildir_deliver(

@@ -1,10 +1,14 @@
 //! Maildir delivery (cr.yp.to/proto/maildir.html, Postfix `local/maildir.c`).
 //!
-//! tmp/<unique> is created with O_EXCL, written, fsynced, hard-linked into
-//! new/<unique>,S=<size>, unlinked from tmp/, and new/ is fsynced: a reader of
-//! new/ sees a whole message or nothing (catalogue 10). Missing tmp/, new/ and
-//! cur/ are created (mode 0700) on the way.
+//! tmp/<unique> is created with O_EXCL, written, hard-linked into
+//! new/<unique>,S=<size> and unlinked from tmp/; then the file and its entry in
+//! new/ are made durable together with the other deliveries in flight (one
+//! syncfs, [`super::durable`]) before the delivery is reported. A reader of
+//! new/ sees a whole message or nothing (catalogue 10): the link is made only
+//! after the whole file is written. Missing tmp/, new/ and cur/ are created
+//! (mode 0700) on the way.
 
+use super::durable::make_durable;
 use super::{errno_dsn, strerror, to_unix_lines, Delivery, FsIds};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -101,7 +105,7 @@ pub fn deliver_maildir(
     };
     let mut guard = UnlinkOnError(Some(&tmp));
     let mut file = file;
-    if let Err(e) = file.write_all(&data).and_then(|_| file.sync_all()) {
+    if let Err(e) = file.write_all(&data) {
         return Err(failed(
             errno_dsn(&e, "5.2.0"),
             format!("error writing message: {}", strerror(&e)),
@@ -129,7 +133,7 @@ pub fn deliver_maildir(
     // The message is in new/ now; removing tmp/ is housekeeping.
     guard.0 = None;
     let _ = fs::remove_file(&tmp);
-    if let Err(e) = File::open(&newdir).and_then(|d| d.sync_all()) {
+    if let Err(e) = File::open(&newdir).and_then(|d| make_durable(&d)) {
         // Not durable yet: take it back out so a retry cannot duplicate it.
         let _ = fs::remove_file(&newfile);
         return Err(failed(

@@ -10,6 +10,7 @@
 //! Paths never come from an address: the caller passes the table lookup's
 //! result and the base it must stay under ([`resolve_under`], catalogue 49).
 
+mod durable;
 mod maildir;
 mod mbox;
 mod path;
