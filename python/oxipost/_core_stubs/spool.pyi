@@ -6,6 +6,8 @@ class Writer:
     def __init__(self, directory: str, name: str, seq: int, segment_limit: int) -> None: ...
     def submit(self, payload: bytes) -> int:
         """Queue a record for the next group commit; return its ticket."""
+    def set_linger(self, seconds: float) -> None:
+        """The least seconds between the starts of two commits (0: commit at once)."""
     def fileno(self) -> int:
         """The eventfd that is readable when completions wait in poll()."""
     def poll(self) -> list[tuple[int, int, int, tuple[int, str] | None]]:

@@ -293,8 +293,9 @@ class Qmgr:
         self.wake.set()
 
     def _content(self, act: Active) -> bytes:
-        """The message's content, read from the queue for one delivery or notice (its
-        record was read whole and checked at activation)."""
+        """The message's content for one delivery or notice: kept from the refresh that
+        found it while the cache has room, else read from the queue again (the record was
+        read whole and checked at activation)."""
         return self.state.load(act.qid)[1]
 
     def _recipient(self, act: Active, idx: int) -> Recipient:

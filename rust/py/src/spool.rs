@@ -57,6 +57,15 @@ pub mod spool {
             }
         }
 
+        /// The least seconds between the starts of two commits (records nobody waits on
+        /// share an fdatasync); 0 commits as soon as anything is pending.
+        fn set_linger(&self, seconds: f64) {
+            let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = guard.as_ref() {
+                w.set_linger(std::time::Duration::from_secs_f64(seconds.max(0.0)));
+            }
+        }
+
         fn fileno(&self) -> i32 {
             self.event_fd
         }

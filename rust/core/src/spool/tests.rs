@@ -147,3 +147,23 @@ fn bad_writer_name_is_refused() {
     let dir = tempdir("name");
     assert!(Writer::open(&dir, "a/b", 1, 1024).is_err());
 }
+
+#[test]
+fn linger_holds_the_next_commit_back() {
+    let dir = tempdir("linger");
+    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    w.set_linger(std::time::Duration::from_millis(800));
+    let first = w.submit(b"first".to_vec());
+    w.wait(first);
+    let second = w.submit(b"second".to_vec());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Within the linger after the first commit began: not committed yet.
+    assert!(w.poll().iter().all(|c| c.ticket != second));
+    let done = w.wait(second);
+    assert!(done.iter().any(|c| c.ticket == second && c.result.is_ok()));
+    // Closing commits what is still pending.
+    let third = w.submit(b"third".to_vec());
+    w.close();
+    let report = scan(&dir.join(segment_name("w1", 1))).unwrap();
+    assert_eq!(report.records.len(), 3, "ticket {third} committed at close");
+}
