@@ -133,11 +133,19 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # A client's address is matched against several lists per session, sessions repeat.
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def match_networks(cfg: Config, items: list[str], addr: str) -> bool:
     """Postfix's network match list: CIDR, plain IPs, [ipv6]/len, type:table, !negation."""
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
+    ip = _address(addr)
+    if ip is None:
         return False
     for raw in items:
         negate = raw.startswith("!")

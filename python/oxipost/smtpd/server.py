@@ -118,6 +118,13 @@ class SmtpdServer:
         # where Postfix's cleanup takes it, when the queue file would be opened.
         self.flow: FlowGate | None = None
         self.flow_at_mail = not cfg.get_bool("smtpd_delay_open_until_valid_rcpt")
+        sec = cfg.get("smtpd_tls_security_level").strip().lower()
+        if not sec:
+            if cfg.get_bool("smtpd_enforce_tls"):
+                sec = "encrypt"
+            elif cfg.get_bool("smtpd_use_tls"):
+                sec = "may"
+        self.tls_level = sec if tls_context is not None or sec == "encrypt" else ""
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
 
@@ -172,13 +179,7 @@ class Session:
         self.bdat_failed: str | None = None
         self.sasl_method = ""
         self._client_reject: Reply | None = None
-        sec = self.cfg.get("smtpd_tls_security_level").strip().lower()
-        if not sec:
-            if self.cfg.get_bool("smtpd_enforce_tls"):
-                sec = "encrypt"
-            elif self.cfg.get_bool("smtpd_use_tls"):
-                sec = "may"
-        self.tls_level = sec if server.tls_context is not None or sec == "encrypt" else ""
+        self.tls_level = server.tls_level
         self.bare_lf_mode = server.bare_lf
         if self.bare_lf_mode in ("normalize", "reject") and self._bare_lf_excluded():
             self.bare_lf_mode = "off"
