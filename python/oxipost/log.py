@@ -30,11 +30,35 @@ class _ConfigLike(Protocol):
     def get(self, name: str) -> str: ...
 
 
+# The stamp of the second last formatted: a busy service logs thousands of lines a second,
+# and localtime() plus formatting cost more than the rest of a line.
+_stamp_second = -1
+_stamp = ""
+
+
 def format_line(when: float, host: str, tag: str, pid: int, text: str) -> str:
     """One log line: `Mon DD HH:MM:SS host tag[pid]: text` (the day space-padded)."""
-    t = time.localtime(when)
-    stamp = f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    return f"{stamp} {host} {tag}[{pid}]: {text}"
+    global _stamp_second, _stamp
+    second = int(when)
+    if second != _stamp_second:
+        t = time.localtime(second)
+        _stamp = (
+            f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        )
+        _stamp_second = second
+    return f"{_stamp} {host} {tag}[{pid}]: {text}"
+
+
+# os.getpid() is a system call each time; the pid changes only in a forked child.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class Logger:
@@ -100,7 +124,7 @@ class Logger:
                 self._openlog()
             syslog.syslog(priority, text)
             return
-        line = format_line(time.time(), self.host, self.tag, os.getpid(), text) + "\n"
+        line = format_line(time.time(), self.host, self.tag, _pid, text) + "\n"
         try:
             self.open()
             assert self._fd is not None

@@ -293,6 +293,19 @@ def test_31_idle_client_times_out(start_smtpd) -> None:
     assert raw.closed()
 
 
+def test_31_timeout_counts_from_the_last_read(start_smtpd) -> None:
+    # The session's one timer is moved only when it fires: a client active for longer than
+    # smtpd_timeout in all must not be cut off, an idle one after it must.
+    srv = start_smtpd("smtpd_timeout = 1s\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    for _ in range(4):
+        time.sleep(0.6)
+        assert raw.cmd("NOOP") == "250 2.0.0 Ok"
+    assert raw.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+    assert raw.closed()
+
+
 def test_32_per_client_connection_limit(start_smtpd) -> None:
     srv = start_smtpd("smtpd_client_connection_count_limit = 3\n")
     conns = [Raw(srv.host, srv.port, source="127.0.0.2") for _ in range(3)]

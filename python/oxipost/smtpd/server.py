@@ -180,6 +180,10 @@ class Session:
         self.sasl_method = ""
         self._client_reject: Reply | None = None
         self.tls_level = server.tls_level
+        self._task: asyncio.Task[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._reading_since: float | None = None
+        self._timed_out = False
         self.bare_lf_mode = server.bare_lf
         if self.bare_lf_mode in ("normalize", "reject") and self._bare_lf_excluded():
             self.bare_lf_mode = "off"
@@ -194,21 +198,44 @@ class Session:
             return False
 
     async def _fill(self) -> None:
+        # smtpd_timeout: one timer per session, moved only when it fires, while a read just
+        # notes when it began. A timer per read (asyncio.timeout) is scheduled and cancelled
+        # for every command, which cost more than the read itself.
+        loop = asyncio.get_running_loop()
+        self._reading_since = loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_later(self.srv.timeout, self._check_idle)
         try:
-            # asyncio.timeout, not wait_for: wait_for wraps each read in a new task, which
-            # costs more than the read itself at thousands of commands per second.
-            async with asyncio.timeout(self.srv.timeout):
-                data = await self.reader.read(_DATA_CHUNK)
-        except TimeoutError:
+            data = await self.reader.read(_DATA_CHUNK)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._timed_out or task is None:
+                raise
+            task.uncancel()
             await self.reply(R.TIMEOUT.format(host=self.srv.hostname), count=False)
             self.srv.log.info(f"timeout after {self.last_cmd} from {self.state.namaddr}")
             raise Disconnect from None
         except (ConnectionError, ssl.SSLError, OSError):
             raise Disconnect from None
+        finally:
+            self._reading_since = None
         if not data:
             self.srv.log.info(f"lost connection after {self.last_cmd} from {self.state.namaddr}")
             raise Disconnect
         self.buf += data
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        since = self._reading_since
+        if since is None:
+            return  # not waiting for the client: the next read arms the timer again
+        loop = asyncio.get_running_loop()
+        left = since + self.srv.timeout - loop.time()
+        if left > 0:
+            self._idle_timer = loop.call_later(left, self._check_idle)
+        elif self._task is not None:
+            self._timed_out = True
+            self._task.cancel()
 
     async def read_piece(self, limit: int) -> tuple[bytes, bytes]:
         """The next line up to `limit` bytes: (content, terminator) where terminator is CRLF,
@@ -258,6 +285,7 @@ class Session:
     # The session -----------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._task = asyncio.current_task()
         log = self.srv.log
         log.info(f"connect from {self.state.namaddr}")
         try:
@@ -289,6 +317,8 @@ class Session:
         except Disconnect:
             pass
         finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             log.info(f"disconnect from {self.state.namaddr}")
             with contextlib.suppress(Exception):
                 self.writer.close()
