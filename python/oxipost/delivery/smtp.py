@@ -102,6 +102,8 @@ class Session:
     tls: bool = False
     reuse_count: int = 0
     idle_handle: asyncio.TimerHandle | None = None
+    # Taken from the cache: RSET goes first, pipelined with the next MAIL FROM.
+    rset_first: bool = False
 
     async def read_reply(self, timeout: float, stage: str) -> Reply:
         lines: list[str] = []
@@ -542,8 +544,14 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
         p.time("data_init_timeout"),
     )
     if pipelining:
-        batch = "".join(c + "\r\n" for c in [mail, *rcpt_cmds, "DATA"]).encode()
+        rset = ["RSET"] if s.rset_first else []
+        batch = "".join(c + "\r\n" for c in [*rset, mail, *rcpt_cmds, "DATA"]).encode()
         await s.send(batch, t_mail, "sending MAIL FROM")
+        if s.rset_first:
+            s.rset_first = False
+            rr = await s.read_reply(p.time("rset_timeout"), "receiving the RSET response")
+            if rr.code != 250:
+                raise SessionError("4.4.2", f"host {label} refused to reset: {rr.text}")
     else:
         await s.send(mail.encode() + b"\r\n", t_mail, "sending MAIL FROM")
     r = await s.read_reply(t_mail, "receiving the MAIL FROM response")
@@ -636,6 +644,12 @@ async def _cached(key: tuple[str, str], p: Params) -> Session | None:
         s = _CACHE[key].pop()
         if s.idle_handle is not None:
             s.idle_handle.cancel()
+        if "PIPELINING" in s.features:
+            # The RSET that checks the session is still usable rides with the next MAIL
+            # FROM (RFC 2920 lets it open a pipelined group): one round trip fewer per
+            # message. A session found dead then is replaced as one found dead here.
+            s.rset_first = True
+            return s
         try:
             await s.send(b"RSET\r\n", p.time("rset_timeout"), "sending RSET")
             r = await s.read_reply(p.time("rset_timeout"), "receiving the RSET response")
