@@ -109,6 +109,7 @@ class SmtpdServer:
         self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
         self.conn_limit = cfg.get_int("smtpd_client_connection_count_limit")
         self.wrapper = cfg.get_bool("smtpd_tls_wrappermode")
+        self.forbid_unauth_pipelining = cfg.get_bool("smtpd_forbid_unauth_pipelining")
         self.connections: dict[str, int] = {}
         self.auth_times: dict[str, list[float]] = {}
         self.sessions: set[asyncio.Task[None]] = set()
@@ -264,12 +265,13 @@ class Session:
                 await asyncio.sleep(self.srv.error_sleep)
         try:
             self.writer.write(text.encode("utf-8", "surrogateescape") + CRLF)
-            if self.writer.transport.get_write_buffer_size():
+            transport = self.writer.transport
+            if transport.get_write_buffer_size():
                 async with asyncio.timeout(self.srv.timeout):
                     await self.writer.drain()
-            else:
-                # All sent already: drain cannot block, it only reports a lost connection.
-                await self.writer.drain()
+            elif transport.is_closing():
+                # All sent already, so drain could only report the lost connection.
+                raise Disconnect
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             raise Disconnect from None
 
@@ -384,7 +386,7 @@ class Session:
             await self.reply(R.TLS_REQUIRED)
             return True
         if (
-            self.cfg.get_bool("smtpd_forbid_unauth_pipelining")
+            self.srv.forbid_unauth_pipelining
             and self.pending()
             and (verb_u in _GROUP_END or self.helo_kind == "HELO")
             and verb_u != "QUIT"
