@@ -1,12 +1,14 @@
 """Maildir deliveries per second through oxipost._core.mailbox (the local(8)/virtual(8)
-write: tmp O_EXCL → write → fsync → link into new → fsync new/), beside the same steps
-written in Python, from 1 and 8 threads, on the same disk in the same run.
+write: tmp O_EXCL → write → link into new → one syncfs shared by the deliveries in
+flight), beside the one-delivery-at-a-time way in Python (tmp O_EXCL → write → fsync →
+link into new → fsync new/), from 1 and 8 threads, on the same disk in the same run. Both
+report a delivery only once its file and directory entry are on stable storage.
 
     .venv/bin/python bench/mailbox_bench.py [--dir DIR] [--seconds S]
 
-The Rust writer releases the GIL for the whole write, so threads overlap their fsyncs;
-the Python baseline holds the GIL between system calls. This is a micro benchmark of the
-last step only: the end-to-end comparison with Postfix's local(8) needs qmgr.
+The Rust writer releases the GIL for the whole write, so threads overlap their writes and
+share syncs; the Python baseline holds the GIL between system calls. This is a micro
+benchmark of the last step only: bench/compare_postfix.sh measures it end to end.
 """
 
 from __future__ import annotations
