@@ -91,8 +91,9 @@ pub mod mailbox {
     /// Joins a table lookup result onto its base, refusing anything that
     /// leaves it; raises ValueError(status, text) ("4.3.5", ...) when it does.
     #[pyfunction]
-    fn resolve_under(base: &str, rel: &str) -> PyResult<String> {
-        match core::resolve_under(Path::new(base), rel) {
+    fn resolve_under(py: Python<'_>, base: &str, rel: &str) -> PyResult<String> {
+        // A stat per path component: without the GIL, mailbox writes go on meanwhile.
+        match py.detach(|| core::resolve_under(Path::new(base), rel)) {
             Ok(p) => Ok(p.to_string_lossy().into_owned()),
             Err(d) => Err(PyValueError::new_err((d.status, d.text))),
         }
