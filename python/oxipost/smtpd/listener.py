@@ -3,15 +3,17 @@ a time than the worker's share of master.cf maxproc.
 
 Postfix's master stops accepting when a service has maxproc processes busy: a client beyond
 that waits in the kernel's listen queue until a process frees up (or another one takes it).
-A worker here does the same: at its session cap it stops calling accept(), so the next
-connection stays queued for a sibling worker or for the next free session. It never accepts
-a connection only to close it (a client then sees "lost connection while reading server
+A worker here does the same: at its session cap it stops listening, so the next connection
+stays queued for a sibling worker or for the next free session. It never accepts a
+connection only to close it (a client then sees "lost connection while reading server
 greeting", and smtp-source gives up).
 
-Between accepts the loop yields once, so that workers woken by the same readable socket
-share a burst of connections instead of the first one taking them all.
+Accepting is the event loop's own server (uvloop's accepts in C: a Python accept loop cost
+~30 µs more CPU per connection). Its server cannot pause, so a pause closes it and a resume
+starts another on a fresh duplicate of the listening socket; the socket itself, and the
+connections queued on it, live on.
 
-Diagnostics: none; a failed accept (EMFILE and such) is retried after a short pause.
+Diagnostics: none of its own; the loop reports failed accepts (EMFILE and such) and retries.
 """
 
 from __future__ import annotations
@@ -24,9 +26,18 @@ from collections.abc import Awaitable, Callable
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
-# After accept() fails for lack of resources (EMFILE, ENFILE, ENOBUFS), wait this long
-# before the next try, as asyncio's own server does, instead of spinning on the error.
-ACCEPT_RETRY_DELAY = 1.0
+
+class _SessionProtocol(asyncio.StreamReaderProtocol):
+    """A session counts from its connection (after the TLS handshake in wrapper mode: a
+    failed handshake never made one) until its handler returns."""
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(asyncio.StreamReader(limit=listener.limit), listener._serve)
+        self._listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._listener._opened()
+        super().connection_made(transport)
 
 
 class Listener:
@@ -46,67 +57,63 @@ class Listener:
         self.ssl_context = ssl_context
         self.limit = limit
         self.active = 0
-        self._slot: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        # Connections between accept() and their session's start (TLS handshakes).
-        self._connecting: set[asyncio.Task[None]] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._closed = False
 
     def start(self) -> None:
         self.sock.setblocking(False)
-        self._task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._resume()
 
     def close(self) -> None:
         """Stop accepting (sessions in progress go on) and close this process's socket."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self._closed = True
+        if self._starting is not None:
+            self._starting.cancel()
+            self._starting = None
+        self._pause()
         self.sock.close()
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while self.max_sessions and self.active >= self.max_sessions:
-                self._slot = loop.create_future()
-                await self._slot
-            try:
-                conn, _addr = await loop.sock_accept(self.sock)
-            except (ConnectionAbortedError, InterruptedError):
-                continue
-            except OSError:
-                await asyncio.sleep(ACCEPT_RETRY_DELAY)
-                continue
-            conn.setblocking(False)
-            self.active += 1
-            task = loop.create_task(self._connect(conn))
-            self._connecting.add(task)
-            task.add_done_callback(self._connecting.discard)
-            await asyncio.sleep(0)
+    def _full(self) -> bool:
+        return bool(self.max_sessions) and self.active >= self.max_sessions
 
-    async def _connect(self, conn: socket.socket) -> None:
+    def _resume(self) -> None:
+        if self._closed or self._server is not None or self._starting is not None:
+            return
+        self._starting = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self.limit)
-        protocol = asyncio.StreamReaderProtocol(reader, self._serve)
-        started = False
+        # The server closes the socket it was given when it closes: give it a duplicate.
+        sock = self.sock.dup()
         try:
-            # The protocol starts _serve in a task of its own once the transport is up
-            # (after the TLS handshake in wrapper mode), as asyncio.start_server does.
-            await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.ssl_context)
-            started = True
-        except OSError:
-            pass  # a failed TLS handshake (ssl.SSLError, TimeoutError), a reset
+            server = await loop.create_server(
+                lambda: _SessionProtocol(self), sock=sock, ssl=self.ssl_context
+            )
+        except BaseException:
+            sock.close()
+            raise
         finally:
-            if not started:
-                with contextlib.suppress(OSError):
-                    conn.close()
-                self._release()
+            self._starting = None
+        self._server = server
+        if self._closed or self._full():
+            self._pause()  # closed, or filled up by the previous server's last accepts
+
+    def _pause(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _opened(self) -> None:
+        self.active += 1
+        if self._full():
+            self._pause()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self.handler(reader, writer)
         finally:
-            self._release()
-
-    def _release(self) -> None:
-        self.active -= 1
-        if self._slot is not None and not self._slot.done():
-            self._slot.set_result(None)
+            self.active -= 1
+            if not self._full():
+                with contextlib.suppress(RuntimeError):  # the loop is shutting down
+                    self._resume()
