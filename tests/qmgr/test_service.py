@@ -273,3 +273,28 @@ def test_smtp_to_smtp_sink_and_pflogsumm(tmp_path, qmgr_proc, sink):
     assert re.search(r"^\s*18\s+delivered", out, re.M), out
     assert re.search(r"^\s*0\s+bounced", out, re.M), out
     assert re.search(r"^\s*0\s+deferred", out, re.M), out
+
+
+def test_wakeup_scan_reads_new_mail_only(tmp_path):
+    """A wakeup (one per burst of new mail) activates what arrived; deferred mail that
+    qmgr does not know yet waits for the walk of the whole queue (at start, then every
+    queue_run_delay), so a large deferred queue does not make every wakeup cost a walk."""
+    from oxipost.log import get_logger
+    from oxipost.qmgr.service import Qmgr
+
+    cfg = make_conf(tmp_path, "default_transport = retry:4.7.1 come back later\n")
+    state = QueueState(cfg, lock=True)
+    qmgr = Qmgr(cfg, get_logger("qmgr", cfg), state)
+    try:
+        old = enqueue(cfg, ["old@example.net"])
+        state.refresh()
+        # Deferred by an earlier qmgr: known to the queue, not to this scheduler.
+        state.defer(old, "come back later", time.time() + 3600)
+        new = enqueue(cfg, ["new@example.net"])
+        assert qmgr.scan(time.time()) == 1
+        assert state.messages[new].state == "active"
+        assert qmgr.sched.retry_state(qmgr._id(old)) is None
+        assert qmgr.scan(time.time(), full=True) == 0
+        assert qmgr.sched.retry_state(qmgr._id(old)) is not None
+    finally:
+        state.close()

@@ -389,7 +389,9 @@ class QueueState:
 
     def _apply_message(
         self, segment: str, offset: int, payload: bytes, path: str, keep: bool = False
-    ) -> None:
+    ) -> str | None:
+        """Record a message found in a segment; its queue ID, or None when the record is
+        damaged."""
         try:
             rec = msgpack.unpackb(payload, raw=False)
             qid = rec["id"]
@@ -398,7 +400,7 @@ class QueueState:
         except Exception as e:
             self.problems.append(f"{path}: corrupt record at offset {offset}: {type(e).__name__}")
             self.corrupt_segments.add(segment)
-            return
+            return None
         self.messages[qid] = MessageInfo(
             qid, segment, offset, size, env.arrival_time, env.sender, env.recipients
         )
@@ -406,6 +408,7 @@ class QueueState:
         if keep and self._cached_bytes + size <= CONTENT_CACHE_LIMIT:
             self._cached[qid] = (env, rec["c"])
             self._cached_bytes += size
+        return qid
 
     def _uncache(self, qid: str) -> None:
         cached = self._cached.pop(qid, None)
@@ -571,16 +574,21 @@ class QueueState:
 
     # Reading ------------------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """Pick up messages committed since the last replay (state writer only)."""
+    def refresh(self) -> list[str]:
+        """Pick up messages committed since the last replay (state writer only); returns
+        their queue IDs in the order they were found."""
         seg_dir = os.path.join(self.top, "segments")
+        found = []
         for m in _segments(self.top):
             name = m.group(0)
             path = os.path.join(seg_dir, name)
             records, _torn, _corrupt = spool.scan(path, self._read_to.get(name, 0))
             for offset, payload in records:
-                self._apply_message(name, offset, payload, path, keep=True)
+                qid = self._apply_message(name, offset, payload, path, keep=True)
+                if qid is not None:
+                    found.append(qid)
             self._mark_read(name, records)
+        return found
 
     def _mark_read(self, segment: str, records: list[tuple[int, bytes]]) -> None:
         if records:

@@ -131,8 +131,11 @@ class Qmgr:
         self.next_scan = 0.0
         self.next_compaction = 0.0
         self.flow = FlowProducer(flow, cfg)
-        # Incoming mail left behind by the last scan because the active queue was full.
-        self.incoming_waiting = False
+        # Incoming mail left behind by the last scan because the active queue was full, in
+        # arrival order.
+        self.incoming_backlog: dict[str, None] = {}
+        # The next walk of the whole queue (at start, then every queue_run_delay).
+        self.next_full_scan = 0.0
 
     # Identities ---------------------------------------------------------------------------
 
@@ -159,9 +162,13 @@ class Qmgr:
 
     # Scanning -----------------------------------------------------------------------------
 
-    def scan(self, now: float) -> int:
-        """Pick up new messages and register deferred ones; return how many activated."""
-        self.state.refresh()
+    def scan(self, now: float, full: bool = False) -> int:
+        """Pick up new messages, and with `full` walk the whole queue for mail that came
+        back from elsewhere (deferred mail a previous qmgr left, requeued mail); return how
+        many activated. A wakeup (one per burst of new mail) looks at the new messages and
+        those left waiting for room in the active queue only: a walk of every message per
+        wakeup would cost qmgr in proportion to its deferred backlog."""
+        new = self.state.refresh()
         # Compaction walks every message and segment: not on every wakeup-driven scan.
         if now >= self.next_compaction:
             self.next_compaction = now + COMPACT_EVERY
@@ -174,8 +181,14 @@ class Qmgr:
                     self.log.info(f"queue compaction: moved {moved} messages forward")
         count = 0
         limit = self.cfg.get_int("qmgr_message_active_limit")
-        self.incoming_waiting = False
-        for info in list(self.state.messages.values()):
+        if full:
+            infos = list(self.state.messages.values())
+        else:
+            messages = self.state.messages
+            wanted = dict.fromkeys([*self.incoming_backlog, *new])
+            infos = [info for qid in wanted if (info := messages.get(qid)) is not None]
+        self.incoming_backlog = {}
+        for info in infos:
             msg = self._id(info.queue_id)
             if msg in self.active:
                 continue
@@ -184,7 +197,7 @@ class Qmgr:
                     self.activate(info.queue_id, now)
                     count += 1
                 else:
-                    self.incoming_waiting = True
+                    self.incoming_backlog[info.queue_id] = None
             elif info.state == "deferred" and self.sched.retry_state(msg) is None:
                 minimal = self.cfg.get_time("minimal_backoff_time")
                 maximal = self.cfg.get_time("maximal_backoff_time")
@@ -193,6 +206,11 @@ class Qmgr:
                 warned = warn > 0 and info.next_attempt - backoff >= info.arrival_time + warn
                 self.sched.defer_until(msg, info.arrival_time, info.next_attempt, backoff, warned)
         return count
+
+    def _room_for_backlog(self) -> bool:
+        return bool(self.incoming_backlog) and len(self.active) < self.cfg.get_int(
+            "qmgr_message_active_limit"
+        )
 
     def activate(self, qid: str, now: float) -> None:
         info = self.state.messages.get(qid)
@@ -505,7 +523,7 @@ class Qmgr:
                 self.sched.forget(msg)
             n += 1
         if action == "requeue":
-            self.scan(now)
+            self.scan(now, full=True)
         return n
 
     async def serve_control(
@@ -560,15 +578,18 @@ class Qmgr:
                 if self.draining:
                     if not self.tasks:
                         break
-                elif now >= self.next_scan:
-                    fed = self.scan(now)
-                    self.next_scan = now + delay
+                elif now >= self.next_scan or self._room_for_backlog():
+                    full = now >= self.next_full_scan
+                    if full:
+                        self.next_full_scan = now + delay
+                    fed = self.scan(now, full)
+                    self.next_scan = self.next_full_scan
                 for msg in self.sched.take_due(now):
                     qid = self.qids.get(msg)
                     if qid is not None and not self.draining:
                         self.activate(qid, now)
                 self.pump(now)
-                self.flow.refill(fed, self.incoming_waiting)
+                self.flow.refill(fed, bool(self.incoming_backlog))
                 wakeup = self.sched.next_wakeup()
                 until = min(self.next_scan, wakeup if wakeup is not None else self.next_scan)
                 if self.draining:
