@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   postfix postfix-pcre postfix-cdb   # the reference: postconf -d, postmap -q, smtp-source/sink
   swaks                              # the SMTP client a user would type
+  bsd-mailx                          # `mail -s` through our sendmail (issue 6)
   dovecot-core dovecot-imapd         # SASL over its auth socket; IMAP reading our Maildirs
   pflogsumm                          # reads our log lines unchanged
   openssl                            # certificates for the TLS tests

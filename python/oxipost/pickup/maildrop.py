@@ -95,7 +95,9 @@ def drop(queue_directory: str, sub: Submission) -> str:
     os.makedirs(d, exist_ok=True)
     now = time.time_ns() // 1000
     name = f"{now:x}.{os.getpid()}.{_seq}.{socket.gethostname()}"
-    write_atomically(os.path.join(d, name), sub.encode(), mode=0o600)
+    # Readable by pickup, which runs as mail_owner whoever submitted (Postfix's postdrop
+    # creates its maildrop files 0444 for the same reason).
+    write_atomically(os.path.join(d, name), sub.encode(), mode=0o444)
     return name
 
 

@@ -18,9 +18,7 @@ table it cannot read) stays in maildrop/ for the next scan.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
-import inspect
 import os
 import selectors
 import signal
@@ -34,6 +32,9 @@ from oxipost.config import Config
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.log import get_logger
 from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
+
+# How long a wakeup may wait for a busy qmgr's reply; past it, its next scan finds the mail.
+NOTIFY_TIMEOUT = 5.0
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
@@ -166,7 +167,7 @@ def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
         result.log_notes(log, qid)
         os.unlink(path)
         moved += 1
-        _notify_qmgr(cfg, qid)
+        _notify_qmgr(cfg)
     return moved
 
 
@@ -193,25 +194,18 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned) -> 
             continue
         new = queue.enqueue_sync(cleaned.envelope, cleaned.content)
         bounce_log.info(f"{qid}: sender non-delivery notification: {new}")
-        _notify_qmgr(cfg, new)
+        _notify_qmgr(cfg)
     log.info(f"{qid}: removed")
 
 
-def _notify_qmgr(cfg: Config, qid: str) -> None:
-    """Tell a running qmgr about the new message, as smtpd does; qmgr's periodic scan
-    finds it anyway when it is not running or the notice is lost."""
+def _notify_qmgr(cfg: Config) -> None:
+    """Tell a running qmgr about the new message ({"op": "wakeup"} on public/qmgr), as
+    Postfix's cleanup triggers qmgr; a qmgr that is not running finds it at its start."""
+    from oxipost.qmgr import control
+
     try:
-        from oxipost.qmgr import control
-    except ImportError:
-        return
-    notify = getattr(control, "notify_new", None)
-    if notify is None:
-        return
-    try:
-        result = notify(cfg, qid)
-        if inspect.isawaitable(result):
-            asyncio.run(result)  # type: ignore[arg-type]
-    except Exception:
+        control.request(cfg, {"op": "wakeup"}, timeout=NOTIFY_TIMEOUT)
+    except control.QmgrDown:
         pass
 
 
