@@ -154,3 +154,16 @@ def test_mailbox_size_limit(tmp_path, spool):
         f"cannot update mailbox {spool}/{user} for user {user}. "
         "error writing message: File too large",
     )
+
+
+def test_forward_path_expands_home_and_extension_per_recipient(tmp_path):
+    # forward_path's $home and ${extension} are local(8)'s, not main.cf parameters: the
+    # default finds ~/.forward (and ~/.forward+ext for user+ext), never "/.forward".
+    from oxipost.delivery.local import _forward_files
+
+    cfg = make_config(tmp_path / "c", main="recipient_delimiter = +\n")
+    assert _forward_files(cfg, "/home/joe", "") == ["/home/joe/.forward"]
+    assert _forward_files(cfg, "/home/joe", "lists") == [
+        "/home/joe/.forward+lists",
+        "/home/joe/.forward",
+    ]

@@ -28,6 +28,7 @@ running user, instead of a bounce.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
@@ -37,7 +38,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import msgpack
+
 from oxipost.cleanup import cleanup_message
+from oxipost.config import split_list
 from oxipost.delivery.address import split_address
 from oxipost.delivery.dsn import SYSEXITS
 from oxipost.delivery.mailstore import (
@@ -51,6 +55,7 @@ from oxipost.delivery.mailstore import (
 )
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.maps.search import alias_keys
+from oxipost.qmgr import control
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oxipost.local")
 MAX_INCLUDE_DEPTH = 20
+WAKE_TIMEOUT = 5.0
 
 # How resubmitted mail (alias/.forward addresses) reaches the queue: qmgr sets this to its
 # own Queue.enqueue; left None, the queue is opened on first use.
@@ -149,7 +155,30 @@ async def _forward(ctx: Ctx, addresses: list[str]) -> Outcome:
     except Exception as e:
         log.warning("%s: cannot resubmit for %s: %s", req.queue_id, ctx.rcpt.address, e)
         return Outcome("4.3.0", "mail system configuration error")
+    await _wake_qmgr(req.cfg)
     return Outcome("2.0.0", f"forwarded as {qid}")
+
+
+async def _wake_qmgr(cfg: Config) -> None:
+    """Tell qmgr the resubmitted mail is queued ({"op": "wakeup"} on public/qmgr), as
+    Postfix's cleanup triggers qmgr. Without it the new message waits for qmgr's next
+    queue_run_delay scan. Asynchronous: this runs inside qmgr, whose loop answers."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(control.socket_path(cfg)), WAKE_TIMEOUT
+        )
+    except (TimeoutError, OSError):
+        return  # no qmgr (an agent run on its own): its start-up scan finds the mail
+    try:
+        writer.write(msgpack.packb({"op": "wakeup"}, use_bin_type=True))
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(), WAKE_TIMEOUT)
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 async def _command(ctx: Ctx, command: str) -> Outcome:
@@ -274,9 +303,14 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
 
 
 def _forward_files(cfg: Config, home: str, extension: str) -> list[str]:
+    """forward_path with $home, $extension and $recipient_delimiter of this recipient.
+
+    The raw value: main.cf expansion knows no $home or ${extension} and would make them
+    empty ("/.forward"), so local(8) expands them per delivery as Postfix's does; any
+    other $name is then a main.cf parameter."""
     delim = cfg.get("recipient_delimiter")
     paths = []
-    for item in cfg.get_list("forward_path"):
+    for item in split_list(cfg.raw("forward_path") or ""):
         if ("${extension}" in item or "$extension" in item) and not extension:
             continue
         p = (
@@ -287,7 +321,7 @@ def _forward_files(cfg: Config, home: str, extension: str) -> list[str]:
             .replace("${home}", home)
             .replace("$home", home)
         )
-        paths.append(p)
+        paths.append(cfg.expand(p))
     return paths
 
 
