@@ -65,6 +65,22 @@ def test_failure_notice_structure(tmp_path):
     assert original.get_payload()[0]["Subject"] == "test"
 
 
+def test_remote_reply_as_postfix_reports_it(tmp_path):
+    # Without a Remote-MTA and Diagnostic-Code from the caller (qmgr), a remote server's
+    # reply kept in the text still gives Postfix's "dns; host" and "smtp; reply".
+    cfg = make_config(tmp_path / "c", main="myhostname = mail.example.org\n")
+    reports = [Report(Recipient("b@example.com"), FAILED)]
+    ((_, content),) = notices("failure", cfg, "4ABCDE1234", _env("a@example.org"), MESSAGE, reports)
+    _text, status, _original = _parse(content).get_payload()
+    _per_message, per_rcpt = status.get_payload()
+    assert per_rcpt["Remote-MTA"] == "dns; mx.example.com"
+    assert b"\r\nDiagnostic-Code: smtp; 550 5.1.1 <b@example.com>: Recipient address " in content
+    local = [Report(Recipient("b@example.com"), Outcome("5.1.1", 'unknown user: "b"'))]
+    ((_, content),) = notices("failure", cfg, "4ABCDE1234", _env("a@example.org"), MESSAGE, local)
+    assert b'\r\nDiagnostic-Code: X-Postfix; unknown user: "b"\r\n' in content
+    assert b"Remote-MTA" not in content
+
+
 def test_null_sender_never_gets_a_bounce(tmp_path):
     # catalogue 47: a bounce that bounces is a double bounce or nothing; never to <>.
     cfg = make_config(tmp_path / "c")

@@ -18,6 +18,7 @@ out (the default notifies on failure and delay). Nothing is ever sent to <>.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -123,6 +124,23 @@ def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "replace")
 
 
+# The smtp/lmtp client's text for a remote reply: "host H[addr] said: REPLY (in reply to
+# X command)" (Postfix's smtp_rcpt.c and friends).
+_REMOTE_SAID = re.compile(
+    r"host ([^\s\[]+)\[[^\]]*\](?::\d+)? said: (.*) \(in reply to [^()]*\)", re.S
+)
+
+
+def _remote(r: Report) -> tuple[str, str]:
+    """Remote-MTA and Diagnostic-Code of one recipient. Those the caller did not give come,
+    for a remote server's reply, from the agent's text as Postfix's bounce writes them
+    ("dns; mx.example.com", "smtp; 550 5.1.1 ..."); otherwise X-Postfix and the text."""
+    m = _REMOTE_SAID.fullmatch(r.outcome.text)
+    remote_mta = r.remote_mta or (f"dns; {m.group(1)}" if m else "")
+    diagnostic = r.diagnostic or (f"smtp; {m.group(2)}" if m else f"X-Postfix; {r.outcome.text}")
+    return remote_mta, diagnostic
+
+
 def _build(
     kind: str,
     cfg: Config,
@@ -183,9 +201,10 @@ def _build(
         elif r.recipient.original:
             dsn.append(f"Original-Recipient: rfc822;{r.recipient.original}")
         dsn += [f"Action: {action}", f"Status: {r.outcome.status}"]
-        if r.remote_mta:
-            dsn.append(f"Remote-MTA: {r.remote_mta}")
-        dsn.append(f"Diagnostic-Code: {r.diagnostic or 'X-Postfix; ' + r.outcome.text}")
+        remote_mta, diagnostic = _remote(r)
+        if remote_mta:
+            dsn.append(f"Remote-MTA: {remote_mta}")
+        dsn.append(f"Diagnostic-Code: {diagnostic}")
         if kind == "delay":
             until = env.arrival_time + cfg.get_time("maximal_queue_lifetime")
             dsn.append(f"Will-Retry-Until: {email.utils.formatdate(until, localtime=True)}")
