@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 POSTFIX_POSTCONF = "/usr/sbin/postconf"
+SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
 def run_ours(tool: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -38,6 +43,42 @@ def run_postfix(path: str, *args: str, stdin: str | None = None) -> subprocess.C
         text=True,
         timeout=60,
     )
+
+
+def free_port() -> int:
+    """A 127.0.0.1 TCP port nothing listens on (as long as nobody takes it meanwhile)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen | None, what: str, timeout: float = 60) -> None:
+    """Until something accepts connections on 127.0.0.1:port; fails if proc exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+                pytest.fail(f"{what} is not listening on 127.0.0.1:{port}")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def smtp_sink(port: int, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Debian's smtp-sink on 127.0.0.1:port with these flags (e.g. "-r", "RCPT" for a 4xx
+    to every RCPT TO), listening when this yields, stopped when it ends."""
+    if not os.path.exists(SMTP_SINK):
+        pytest.fail("smtp-sink is missing: `make sysdeps` installs Debian's postfix")
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen([SMTP_SINK, *user, *flags, f"127.0.0.1:{port}", "100"], cwd="/")
+    try:
+        wait_port(port, proc, "smtp-sink", timeout=10)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 @pytest.fixture

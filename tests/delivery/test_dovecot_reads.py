@@ -30,29 +30,39 @@ def home():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def imap_argv(location: str, uid: int = UID, gid: int = GID) -> list[str]:
+    """Dovecot's imap binary, pre-authenticated (stdio), serving the mailbox at location
+    as uid:gid."""
+    return [
+        IMAP,
+        "-o",
+        f"mail_location={location}",
+        "-o",
+        f"mail_uid={uid}",
+        "-o",
+        f"mail_gid={gid}",
+        "-o",
+        "first_valid_uid=0",
+        "-o",
+        "first_valid_gid=0",
+    ]
+
+
+def imap_env(home: Path, user: str | None = None) -> dict[str, str]:
+    return {
+        "HOME": str(home),
+        "USER": user or ("nobody" if ROOT else os.environ.get("USER", "u")),
+        "PATH": "/usr/bin:/bin",
+    }
+
+
 def imap(home: Path, location: str, commands: str) -> str:
     r = subprocess.run(
-        [
-            IMAP,
-            "-o",
-            f"mail_location={location}",
-            "-o",
-            f"mail_uid={UID}",
-            "-o",
-            f"mail_gid={GID}",
-            "-o",
-            "first_valid_uid=0",
-            "-o",
-            "first_valid_gid=0",
-        ],
+        imap_argv(location),
         input=commands.replace("\n", "\r\n").encode(),
         capture_output=True,
         timeout=30,
-        env={
-            "HOME": str(home),
-            "USER": "nobody" if ROOT else os.environ.get("USER", "u"),
-            "PATH": "/usr/bin:/bin",
-        },
+        env=imap_env(home),
     )
     return r.stdout.decode()
 

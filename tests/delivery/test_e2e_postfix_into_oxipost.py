@@ -6,7 +6,6 @@ from __future__ import annotations
 import mailbox
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_ours
+from tests.conftest import free_port, run_ours
 from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
@@ -26,12 +25,6 @@ virtual   unix  -       n       n       -       -       virtual
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_real_postfix_relays_into_oxipost_maildir():
     # Reachable by the postfix user (Postfix's and our unprivileged processes).
     d = Path(tempfile.mkdtemp(prefix="oxipost-into-"))
@@ -40,7 +33,7 @@ def test_real_postfix_relays_into_oxipost_maildir():
     conf.mkdir()
     vmail.mkdir(mode=0o1777)
     vmail.chmod(0o1777)
-    port = _free_port()
+    port = free_port()
     (conf / "main.cf").write_text(
         f"queue_directory = {d}/spool\ndata_directory = {d}/lib\nmaillog_file = {d}/maillog\n"
         "compatibility_level = 3.6\nmyhostname = oxi.example.test\ninet_protocols = ipv4\n"

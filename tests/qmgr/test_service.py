@@ -21,7 +21,7 @@ from oxipost.config import Config, load_config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import Queue, QueueState
 
-from tests.conftest import run_ours
+from tests.conftest import free_port, run_ours, smtp_sink
 
 MASTER_CF = """\
 qmgr      unix  n       -       n       300     1       qmgr
@@ -31,7 +31,6 @@ error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
 """
-SINK = "/usr/sbin/smtp-sink"
 MESSAGE = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: t\r\n\r\nhello\r\n"
 
 
@@ -225,28 +224,10 @@ def test_second_qmgr_is_refused(tmp_path, qmgr_proc):
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[int]:
-    if not os.path.exists(SINK):
-        pytest.fail("smtp-sink is missing: `make sysdeps` installs Debian's postfix")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen([SINK, *user, f"127.0.0.1:{port}", "100"], cwd="/")
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("smtp-sink did not start")
-                time.sleep(0.05)
+def sink() -> Iterator[int]:
+    port = free_port()
+    with smtp_sink(port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 @pytest.mark.slow

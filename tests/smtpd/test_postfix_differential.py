@@ -20,16 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.smtpd.conftest import Raw, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
 
 pytestmark = pytest.mark.postfix
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -57,7 +52,7 @@ def running_postfix(main_cf: str, without: tuple[str, ...] = ()) -> Iterator[tup
         )
     )
     (d / "main.cf").write_text(text)
-    port = _free_port()
+    port = free_port()
     lines = []
     for ln in Path("/etc/postfix/master.cf").read_text().splitlines():
         words = ln.split()

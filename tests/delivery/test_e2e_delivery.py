@@ -1,0 +1,419 @@
+"""End to end for issue 6 (delivery), all real processes on 127.0.0.1: oxipost under its
+master (`oxipost -c DIR start`, the embedded master.cf on a free port) with a test main.cf,
+fed by swaks or by Debian's bsd-mailx through our sendmail, delivering into Maildirs (read
+back with Python's mailbox module and by a real Dovecot over IMAP) and to Debian's
+smtp-sink as the next hop, with and without its fault flags (-r soft 4xx, -f hard 5xx).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import imaplib
+import mailbox
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from oxipost.config import Config, load_config
+
+from tests.conftest import REPO, free_port, run_ours, smtp_sink, wait_port
+from tests.qmgr.test_service import wait_log
+
+from .test_dovecot_reads import IMAP, ROOT, imap_argv, imap_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+SWAKS = "/usr/bin/swaks"
+MAILX = "/usr/bin/bsd-mailx"
+HOST = "oxi.example.test"
+MAIN_CF = """\
+queue_directory = {d}/spool
+data_directory = {d}/lib
+maillog_file = {d}/maillog
+compatibility_level = 3.6
+myhostname = {host}
+mydomain = example.test
+mydestination = localhost
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+disable_dns_lookups = yes
+alias_maps =
+alias_database =
+local_recipient_maps =
+virtual_mailbox_domains = example.com
+virtual_mailbox_base = {d}/vmail
+virtual_mailbox_maps = texthash:{d}/conf/vmailbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+"""
+# The virtual users: each a Maildir under vmail/example.com/.
+VUSERS = ("info", "alice")
+# The virtual mailboxes belong to mail_owner. Under master, virtual(8) and local(8) run
+# inside qmgr, which master runs as mail_owner (master.cf marks it unprivileged): they
+# cannot write as any other uid yet (RELIABILITY.md catalogue 50's privileged delivery
+# helper is not built), so a virtual_uid_maps naming another user would not be honoured.
+OWNER = pwd.getpwnam("postfix") if ROOT else pwd.getpwuid(os.getuid())
+
+
+class Oxipost:
+    """One oxipost under its master, in a directory the postfix user and nobody can reach
+    (pytest's tmp_path is mode 700): conf/, spool/, vmail/ and the maillog."""
+
+    def __init__(self) -> None:
+        self.dir = d = Path(tempfile.mkdtemp(prefix="oxipost-e2e6-"))
+        d.chmod(0o755)
+        self.conf, self.vmail = d / "conf", d / "vmail"
+        self.conf.mkdir()
+        self.vmail.mkdir()
+        self.vmail.chmod(0o1777)
+        self.port = free_port()
+        self.started = False
+        self.cfg: Config | None = None
+
+    def start(self, main: str = "") -> Config:
+        base = MAIN_CF.format(d=self.dir, host=HOST, uid=OWNER.pw_uid, gid=OWNER.pw_gid)
+        (self.conf / "main.cf").write_text(base + main)
+        (self.conf / "vmailbox").write_text(
+            "".join(f"{u}@example.com example.com/{u}/\n" for u in VUSERS)
+        )
+        master_cf = (REPO / "conf" / "master.cf").read_text()
+        (self.conf / "master.cf").write_text(
+            master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{self.port}")
+        )
+        started = run_ours("postfix", "-c", str(self.conf), "start")
+        assert started.returncode == 0, started.stderr
+        self.started = True
+        wait_port(self.port, None, "oxipost's smtpd")
+        self.cfg = load_config(str(self.conf))
+        return self.cfg
+
+    def stop(self) -> None:
+        if self.started:
+            stopped = run_ours("postfix", "-c", str(self.conf), "stop")
+            self.started = False
+            assert stopped.returncode == 0, stopped.stderr
+
+    def maildir(self, user: str) -> Path:
+        return self.vmail / "example.com" / user
+
+    def wait_mail(self, user: str, count: int = 1, timeout: float = 60) -> list[Path]:
+        """The files in user's Maildir new/, once there are count of them."""
+        new = self.maildir(user) / "new"
+        deadline = time.monotonic() + timeout
+        while True:
+            files = sorted(new.iterdir()) if new.is_dir() else []
+            if len(files) >= count:
+                return files
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {count} message(s) in {new}:\n{self.log()}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        path = self.dir / "maillog"
+        return path.read_text() if path.exists() else ""
+
+    def swaks(self, sender: str, rcpt: str, subject: str, body: str) -> str:
+        """swaks submits one message over SMTP; returns the queue ID from the 250 reply."""
+        if not os.path.exists(SWAKS):
+            pytest.fail("swaks is missing: `make sysdeps` installs it")
+        argv = [SWAKS, "--server", f"127.0.0.1:{self.port}", "--from", sender, "--to", rcpt]
+        argv += ["--helo", "client.example.org", "--h-Subject", subject, "--body", body]
+        r = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        m = re.search(r"<-  250 2\.0\.0 Ok: queued as ([0-9A-F]+)", r.stdout)
+        assert m, r.stdout
+        return m.group(1)
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def oxi() -> Iterator[Oxipost]:
+    run = Oxipost()
+    try:
+        yield run
+    finally:
+        run.close()
+
+
+def _delay(log: str, qid: str, rcpt: str, status: str) -> float:
+    m = re.search(rf"{qid}: to=<{re.escape(rcpt)}>, .*delay=([\d.]+), .*status={status} ", log)
+    assert m, log
+    return float(m.group(1))
+
+
+def test_swaks_to_maildir_read_by_mailbox_and_dovecot_imap(oxi):
+    """issue 6: swaks → oxipost's smtpd → qmgr → virtual(8) → a Maildir, checked with
+    Python's mailbox module and by Debian's Dovecot serving that Maildir over IMAP to
+    imaplib (its imap binary pre-authenticated, speaking over a socket pair)."""
+    if not os.path.exists(IMAP):
+        pytest.fail("dovecot imap is missing: `make sysdeps` installs dovecot-imapd")
+    cfg = oxi.start()
+    qid = oxi.swaks("sender@example.org", "info@example.com", "e2e six", "hello through swaks")
+    wait_log(cfg, rf"{qid}: removed", timeout=60)
+    log = oxi.log()
+    assert re.search(
+        rf"postfix/virtual\[\d+\]: {qid}: to=<info@example.com>, relay=virtual, .*"
+        r"dsn=2\.0\.0, status=sent \(delivered to maildir\)",
+        log,
+    ), log
+    (path,) = oxi.wait_mail("info")
+    assert (path.stat().st_uid, path.stat().st_gid) == (OWNER.pw_uid, OWNER.pw_gid)
+    (msg,) = list(mailbox.Maildir(str(oxi.maildir("info")), create=False))
+    assert msg["Subject"] == "e2e six"
+    assert msg["Return-Path"] == "<sender@example.org>"
+    assert msg["Delivered-To"] == "info@example.com"
+    assert "hello through swaks" in msg.get_payload()
+    assert any(f"by {HOST}" in r for r in msg.get_all("Received")), msg.get_all("Received")
+
+    # Dovecot's imap binary, pre-authenticated as the mailbox owner, on one end of a socket
+    # pair; imaplib speaks IMAP over the other end (IMAP4_stream runs it as a command).
+    home = Path(tempfile.mkdtemp(prefix="oxipost-e2e6-home-"))
+    home.chmod(0o755)
+    argv = ["env", "-i", *(f"{k}={v}" for k, v in imap_env(home, OWNER.pw_name).items())]
+    argv += imap_argv(f"maildir:{oxi.maildir('info')}", OWNER.pw_uid, OWNER.pw_gid)
+    try:
+        imap = imaplib.IMAP4_stream(shlex.join(argv))
+        try:
+            assert imap.state == "AUTH", imap.state  # PREAUTH greeting
+            typ, data = imap.select("INBOX", readonly=True)
+            assert (typ, data) == ("OK", [b"1"]), (typ, data)
+            typ, fetched = imap.fetch("1", "(BODY.PEEK[])")
+            assert typ == "OK", fetched
+            raw = fetched[0][1]
+            typ, found = imap.search(None, "SUBJECT", '"e2e six"')
+            assert (typ, found) == ("OK", [b"1"]), (typ, found)
+            imap.logout()
+        finally:
+            imap.shutdown()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    seen = email.message_from_bytes(raw, policy=email.policy.default)
+    assert seen["Subject"] == "e2e six"
+    assert seen["Delivered-To"] == "info@example.com"
+    assert seen["Message-Id"] == msg["Message-Id"]
+    assert "hello through swaks" in seen.get_content()
+    oxi.stop()
+
+
+def test_remote_4xx_deferred_then_sent_after_backoff(oxi):
+    """issue 6: the next hop (smtp-sink, relayhost) answers RCPT TO with a 4xx (-r RCPT):
+    the message is deferred with the remote text kept; smtp-sink is restarted on the same
+    port without the fault and the message goes out at the next retry, which comes no
+    sooner than minimal_backoff_time after the first attempt."""
+    backoff = 3
+    relay = free_port()
+    cfg = oxi.start(
+        f"relayhost = [127.0.0.1]:{relay}\nminimal_backoff_time = {backoff}s\n"
+        f"maximal_backoff_time = {2 * backoff}s\nqueue_run_delay = 1s\n"
+    )
+    with smtp_sink(relay, "-r", "RCPT"):
+        qid = oxi.swaks("alice@example.com", "far@example.net", "soft", "try again")
+        wait_log(
+            cfg,
+            rf"postfix/smtp\[\d+\]: {qid}: to=<far@example\.net>, "
+            rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:{relay}, .*dsn=4\.\d+\.\d+, "
+            r"status=deferred \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 4\d\d [^()]*"
+            r"\(in reply to RCPT TO command\)\)",
+            timeout=60,
+        )
+    with smtp_sink(relay):
+        wait_log(cfg, rf"{qid}: removed", timeout=120)
+    log = oxi.log()
+    assert re.search(
+        rf"postfix/smtp\[\d+\]: {qid}: to=<far@example\.net>, "
+        rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:{relay}, .*dsn=2\.0\.0, status=sent \(250 ",
+        log,
+    ), log
+    # The sent attempt came no sooner than one backoff after arrival (and the deferral).
+    assert _delay(log, qid, "far@example.net", "sent") >= backoff, log
+    assert "status=bounced" not in log, log
+    oxi.stop()
+
+
+def test_remote_5xx_bounces_to_the_local_sender(oxi):
+    """issue 6: the next hop (smtp-sink -f RCPT) rejects the recipient with a 5xx: the log
+    says status=bounced with the remote text, and the sender, a virtual mailbox of this same
+    oxipost, receives an RFC 3464 multipart/report in Postfix's wording."""
+    relay = free_port()
+    cfg = oxi.start(f"relayhost = [127.0.0.1]:{relay}\n")
+    with smtp_sink(relay, "-f", "RCPT"):
+        qid = oxi.swaks("alice@example.com", "gone@example.net", "hard", "no such user")
+        wait_log(cfg, rf"{qid}: removed", timeout=60)
+        (path,) = oxi.wait_mail("alice")
+    log = oxi.log()
+    m = re.search(
+        rf"postfix/smtp\[\d+\]: {qid}: to=<gone@example\.net>, "
+        rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:{relay}, .*dsn=(5\.\d+\.\d+), "
+        r"status=bounced \((host 127\.0\.0\.1\[127\.0\.0\.1\] said: (5\d\d [^()]*) "
+        r"\(in reply to RCPT TO command\))\)",
+        log,
+    )
+    assert m, log
+    status, said, reply = m.groups()
+    notice = re.search(
+        rf"postfix/bounce\[\d+\]: {qid}: sender non-delivery notification: (\w+)", log
+    )
+    assert notice, log
+    log = wait_log(cfg, rf"{notice.group(1)}: removed", timeout=60)
+    assert re.search(
+        rf"{notice.group(1)}: to=<alice@example\.com>, relay=virtual, .*status=sent", log
+    ), log
+
+    raw = path.read_bytes()
+    assert f"\nFrom: MAILER-DAEMON@{HOST} (Mail Delivery System)\n".encode() in raw, raw
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Return-Path"] == "<>"
+    assert msg["Subject"] == "Undelivered Mail Returned to Sender"
+    assert msg["To"] == "alice@example.com"
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    text, dsn, original = msg.get_payload()
+    assert text.get_content_type() == "text/plain"
+    body = text.get_content()
+    assert body.startswith(f"This is the mail system at host {HOST}.\n")
+    assert "your message could not\nbe delivered to one or more recipients" in body
+    assert f"<gone@example.net>: {said}" in " ".join(body.split("\n")), body
+    assert dsn.get_content_type() == "message/delivery-status"
+    fields = dsn.as_string()
+    assert f"Reporting-MTA: dns; {HOST}" in fields
+    assert f"X-Postfix-Queue-ID: {qid}" in fields
+    assert "Final-Recipient: rfc822; gone@example.net" in fields
+    assert "Action: failed" in fields
+    assert f"Status: {status}" in fields
+    # As Postfix's bounce writes a remote server's reply.
+    assert "\nRemote-MTA: dns; 127.0.0.1\n" in fields, fields
+    assert f"\nDiagnostic-Code: smtp; {reply}\n".encode() in raw, raw
+    assert original.get_content_type() == "message/rfc822"
+    (returned,) = original.get_payload()
+    assert returned["Subject"] == "hard"
+    oxi.stop()
+
+
+@pytest.fixture
+def forward_user() -> Iterator[pwd.struct_passwd]:
+    """A real system user with a home directory (useradd; we are root), removed after."""
+    if not ROOT:
+        pytest.fail("the .forward test creates a system user: run the tests as root")
+    name = f"oxifwd{os.getpid() % 100000}"
+    home = Path(tempfile.mkdtemp(prefix="oxipost-e2e6-user-"))
+    home.chmod(0o755)
+    r = subprocess.run(
+        ["useradd", "-M", "-d", str(home / name), "-s", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    try:
+        pw = pwd.getpwnam(name)
+        (home / name).mkdir(mode=0o755)
+        os.chown(home / name, pw.pw_uid, pw.pw_gid)
+        yield pw
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_dot_forward_resubmits_to_the_forwarded_address(oxi, forward_user):
+    """issue 6: a local user's ~/.forward holds another address; mail to the user is
+    resubmitted with the new envelope recipient (seed slide 7) and lands in the Maildir of
+    the forwarded address, the original sender kept, Delivered-To naming the user."""
+    user = forward_user.pw_name
+    fwd = Path(forward_user.pw_dir) / ".forward"
+    fwd.write_text("info@example.com\n")
+    os.chown(fwd, forward_user.pw_uid, forward_user.pw_gid)
+    cfg = oxi.start(f"mail_spool_directory = {oxi.dir}/mail/\n")
+    qid = oxi.swaks("sender@example.org", f"{user}@localhost", "forward me", "via .forward")
+    log = wait_log(cfg, rf"{qid}: removed", timeout=60)
+    m = re.search(
+        rf"postfix/local\[\d+\]: {qid}: to=<{user}@localhost>, relay=local, .*dsn=2\.0\.0, "
+        r"status=sent \(forwarded as (\w+)\)",
+        log,
+    )
+    assert m, log
+    resent = m.group(1)
+    log = wait_log(cfg, rf"{resent}: removed", timeout=60)
+    assert re.search(
+        rf"{resent}: to=<info@example\.com>, orig_to=<{user}@localhost>, relay=virtual, .*"
+        r"status=sent \(delivered to maildir\)",
+        log,
+    ), log
+    (path,) = oxi.wait_mail("info")
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["Subject"] == "forward me"
+    assert msg["Return-Path"] == "<sender@example.org>"
+    assert msg.get_all("Delivered-To") == ["info@example.com", f"{user}@localhost"]
+    assert "via .forward" in msg.get_content()
+    # Nothing was written to the user's own mailbox.
+    assert not (oxi.dir / "mail" / user).exists()
+    oxi.stop()
+
+
+def test_bsd_mailx_submits_through_our_sendmail(oxi):
+    """issue 6: `echo body | mail -s subject rcpt` with Debian's bsd-mailx works against
+    oxipost. bsd-mailx runs /usr/sbin/sendmail (Debian's Postfix owns that path here), so it
+    runs in a private mount namespace where our sendmail is bind-mounted over it, and finds
+    our configuration through MAIL_CONFIG as Postfix's sendmail would: sendmail → maildrop/
+    → pickup (as mail_owner) → qmgr → virtual(8)."""
+    if not os.path.exists(MAILX):
+        pytest.fail("bsd-mailx is missing: `make sysdeps` installs it")
+    sendmail = Path(sys.executable).parent / "sendmail"
+    assert sendmail.exists(), sendmail
+    cfg = oxi.start()
+    r = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind "{sendmail}" /usr/sbin/sendmail && exec {MAILX} -s "$1" "$2"',
+            "sh",
+            "hello from mailx",
+            "info@example.com",
+        ],
+        input="a body line\nand another\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MAIL_CONFIG": str(oxi.conf)},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    me = pwd.getpwuid(os.getuid()).pw_name
+    picked = rf"postfix/pickup\[\d+\]: (\w+): uid={os.getuid()} from=<{me}@{HOST}>"
+    m = re.search(picked, wait_log(cfg, picked, timeout=60))
+    assert m
+    log = wait_log(cfg, rf"{m.group(1)}: removed", timeout=60)
+    (path,) = oxi.wait_mail("info")
+    assert re.search(rf"{m.group(1)}: to=<info@example\.com>, .*status=sent", log), log
+    assert "warning" not in log, log
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["Subject"] == "hello from mailx"
+    assert msg["Return-Path"] == f"<{me}@{HOST}>"
+    assert msg["To"] == "info@example.com"
+    assert "a body line\nand another" in msg.get_content()
+    # Nothing was left behind in maildrop/ (set aside as .corrupt or unread).
+    assert os.listdir(oxi.dir / "spool" / "maildrop") == []
+    oxi.stop()
