@@ -518,3 +518,31 @@ def test_qmgr_wakeup_and_etrn_flush(start_smtpd) -> None:
     finally:
         listener.close()
     assert got == [{"op": "wakeup"}, {"op": "flush-site", "site": "relay.example"}]
+
+
+def test_client_name_is_looked_up_and_verified(start_smtpd) -> None:
+    # smtpd_peername_lookup = yes (Postfix's default): the name comes from the address->name
+    # lookup confirmed by name->address, as Postfix logs and writes it in Received:. Every
+    # Debian /etc/hosts maps 127.0.0.1 to localhost.
+    srv = start_smtpd("smtpd_peername_lookup = yes\n")
+    raw = Raw(srv.host, srv.port)
+    raw.reply()
+    assert raw.cmd("QUIT").startswith("221 ")
+    deadline = time.time() + 10
+    while not any("disconnect from" in line for line in srv.log) and time.time() < deadline:
+        time.sleep(0.05)
+    assert "connect from localhost[127.0.0.1]" in srv.log, srv.log
+    assert "disconnect from localhost[127.0.0.1]" in " ".join(srv.log), srv.log
+
+
+def test_client_name_must_be_a_host_name() -> None:
+    from oxipost.smtpd.server import _valid_hostname
+
+    assert _valid_hostname("mx1.example.com")
+    assert _valid_hostname("localhost")
+    # A PTR record holding an address, or junk, never passes for a name (Postfix's
+    # valid_hostname and its check against numeric names).
+    assert not _valid_hostname("192.0.2.1")
+    assert not _valid_hostname("bad_name.example")
+    assert not _valid_hostname("")
+    assert not _valid_hostname("-leading.example")

@@ -301,7 +301,7 @@ class Qmgr:
             else:
                 done.append(idx)
                 if kind == "bounced":
-                    act.bounced[idx] = (out, relay)
+                    act.bounced[idx] = (out, out.relay or relay)
                 elif "SUCCESS" in {n.upper() for n in rcpt.notify}:
                     act.success_notify[idx] = (out, relay)
         if done:

@@ -63,7 +63,10 @@ class ClientState:
     """What the restrictions look at: the session as smtpd knows it."""
 
     addr: str
+    # Postfix's client_name (verified: the reverse name resolves back to addr) and
+    # reverse_client_name (the address->name lookup alone); "unknown" when not found.
     name: str = "unknown"
+    reverse_name: str = "unknown"
     helo: str = ""
     sender: str | None = None
     sasl_username: str = ""

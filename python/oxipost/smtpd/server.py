@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import socket
 import ssl
@@ -110,6 +111,8 @@ class SmtpdServer:
         self.conn_limit = cfg.get_int("smtpd_client_connection_count_limit")
         self.wrapper = cfg.get_bool("smtpd_tls_wrappermode")
         self.forbid_unauth_pipelining = cfg.get_bool("smtpd_forbid_unauth_pipelining")
+        self.peername_lookup = cfg.get_bool("smtpd_peername_lookup")
+        self._names: dict[str, tuple[float, str, str]] = {}
         self.connections: dict[str, int] = {}
         self.auth_times: dict[str, list[float]] = {}
         self.sessions: set[asyncio.Task[None]] = set()
@@ -128,6 +131,36 @@ class SmtpdServer:
         self.tls_level = sec if tls_context is not None or sec == "encrypt" else ""
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
+
+    async def client_names(self, peer: Any) -> tuple[str, str]:
+        """(client name, reverse client name) as Postfix's smtpd_peername_lookup finds them:
+        the address->name lookup (getnameinfo, so /etc/hosts counts as for Postfix), then the
+        name->address lookup that must lead back to the client's address. Either is
+        "unknown" when not found. A result is kept for NAME_CACHE_TIME: a burst of
+        connections from one client costs one lookup (the resolver would cache it too)."""
+        addr = str(peer[0])
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        cached = self._names.get(addr)
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        name = reverse = "unknown"
+        try:
+            host, _ = await loop.getnameinfo(peer, socket.NI_NAMEREQD)
+        except (OSError, UnicodeError):
+            host = ""
+        if _valid_hostname(host):
+            reverse = host
+            try:
+                infos = await loop.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+            except (OSError, UnicodeError):
+                infos = []
+            if any(_same_address(str(info[4][0]), addr) for info in infos):
+                name = host
+        if len(self._names) >= NAME_CACHE_SIZE:
+            self._names.clear()
+        self._names[addr] = (now + NAME_CACHE_TIME, name, reverse)
+        return name, reverse
 
     async def serve(self, sock: socket.socket) -> Listener:
         """Start accepting on an already bound and listening socket, at most max_sessions
@@ -169,6 +202,7 @@ class Session:
         peer = writer.get_extra_info("peername") or ("unknown", 0)
         self.addr = str(peer[0])
         self.port = int(peer[1]) if len(peer) > 1 else 0
+        self.peer = peer
         self.state = ClientState(addr=self.addr)
         self.tx: Transaction | None = None
         self.errors = 0
@@ -289,6 +323,8 @@ class Session:
     async def run(self) -> None:
         self._task = asyncio.current_task()
         log = self.srv.log
+        if self.srv.peername_lookup and self.addr != "unknown":
+            self.state.name, self.state.reverse_name = await self.srv.client_names(self.peer)
         log.info(f"connect from {self.state.namaddr}")
         try:
             count = self.srv.connections.get(self.addr, 0) + 1
@@ -1048,6 +1084,34 @@ _COMMANDS = {
     "XCLIENT",
     "XFORWARD",
 }
+
+
+# Client name lookups kept per address (seconds, entries).
+NAME_CACHE_TIME = 10.0
+NAME_CACHE_SIZE = 4096
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def _valid_hostname(name: str) -> bool:
+    """Postfix's valid_hostname(), and not an address in disguise (a PTR record that says
+    "1.2.3.4" must not pass for a name)."""
+    if not name or not _HOSTNAME.match(name):
+        return False
+    try:
+        ipaddress.ip_address(name.rstrip("."))
+    except ValueError:
+        return True
+    return False
+
+
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a.split("%", 1)[0]) == ipaddress.ip_address(b.split("%", 1)[0])
+    except ValueError:
+        return False
 
 
 def internal_form(addr: str) -> str:
