@@ -414,7 +414,9 @@ class Qmgr:
             return
         reports = []
         for idx, (out, relay) in sorted(which.items()):
-            remote = f"dns; {relay}" if relay not in ("", "none", "local", "virtual") else ""
+            # Postfix's Remote-MTA names the host reached, as in relay= less [addr]:port.
+            host = relay.partition("[")[0]
+            remote = f"dns; {host}" if host not in ("", "none", "local", "virtual") else ""
             reports.append(bounce.Report(self._recipient(act, idx), out, remote_mta=remote))
         try:
             msgs = bounce.notices(kind, self.cfg, act.qid, act.env, self._content(act), reports)
