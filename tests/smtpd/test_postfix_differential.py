@@ -103,3 +103,57 @@ def test_golden_dialogue_against_real_postfix(real_postfix: int, script: str) ->
         run_dialogue(raw, DIALOGUES / script, mail_name="Postfix")
     finally:
         raw.close()
+
+
+def _disconnect_stats(lines: list[str]) -> str:
+    line = next(ln for ln in lines if "disconnect from unknown[127.0.0.2]" in ln)
+    return line.split("127.0.0.2]", 1)[1]
+
+
+@pytest.mark.slow
+def test_disconnect_statistics_match_postfix(start_smtpd) -> None:
+    """The "disconnect from host[addr] ehlo=1 ... commands=N/M" line log tools (fail2ban's
+    postfix filters, pflogsumm) read: the same dialogue, the same statistics."""
+    dialogue = [
+        "EHLO client.example",
+        "NOOP",
+        "BOGUS",
+        "VRFY",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<x@example.net>",  # relaying denied
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        "Subject: stats\r\n\r\nbody\r\n.",
+        "RSET",
+        "HELP",
+        "QUIT",
+    ]
+
+    def play(port: int) -> None:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        try:
+            raw.reply()
+            for command in dialogue:
+                raw.cmd(command)
+        finally:
+            raw.close()
+
+    # maillog_file_prefixes: Postfix refuses a log file outside them (its test directory
+    # is under /tmp).
+    main_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf) as (port, d):
+        play(port)
+        deadline = time.monotonic() + 20
+        theirs: list[str] = []
+        while not any("disconnect from unknown[127.0.0.2]" in ln for ln in theirs):
+            assert time.monotonic() < deadline, theirs
+            time.sleep(0.1)
+            with contextlib.suppress(FileNotFoundError):
+                theirs = (d / "maillog").read_text().splitlines()
+    srv = start_smtpd("")
+    play(srv.port)
+    deadline = time.monotonic() + 20
+    while not any("disconnect from unknown[127.0.0.2]" in ln for ln in srv.log):
+        assert time.monotonic() < deadline, srv.log
+        time.sleep(0.05)
+    assert _disconnect_stats(srv.log) == _disconnect_stats(theirs)

@@ -219,6 +219,9 @@ class Session:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._reading_since: float | None = None
         self._timed_out = False
+        # Per command: [succeeded, tried], for the statistics on the "disconnect" line.
+        self.cmd_counts: dict[str, list[int]] = {}
+        self.last_code = 0
         self.bare_lf_mode = server.bare_lf
         if self.bare_lf_mode in ("normalize", "reject") and self._bare_lf_excluded():
             self.bare_lf_mode = "off"
@@ -293,6 +296,7 @@ class Session:
             await self._fill()
 
     async def reply(self, text: str, count: bool = True) -> None:
+        self.last_code = int(text[:3]) if text[:3].isdigit() else 0
         if count and text[:1] in ("4", "5"):
             self.errors += 1
             if self.errors > self.srv.soft_errors and self.srv.error_sleep > 0:
@@ -357,7 +361,7 @@ class Session:
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
-            log.info(f"disconnect from {self.state.namaddr}")
+            log.info(f"disconnect from {self.state.namaddr}{self.command_stats()}")
             with contextlib.suppress(Exception):
                 self.writer.close()
 
@@ -406,6 +410,7 @@ class Session:
         arg = arg.strip()
         handler = getattr(self, f"cmd_{verb_u.lower()}", None) if verb_u.isalpha() else None
         if handler is None or verb_u not in _COMMANDS:
+            self._count("UNKNOWN", False)
             if self._forbidden(verb):
                 await self.reply(R.BREAK_RULES, count=False)
                 self.srv.log.warning(f"non-SMTP command from {self.state.namaddr}: {line[:100]}")
@@ -432,8 +437,36 @@ class Session:
             )
             await self.reply(R.SYNC_ERROR, count=False)
             return False
+        # Counted as tried before it runs (a session lost inside it still counts), as
+        # succeeded when its last reply was not an error.
+        counts = self.cmd_counts.setdefault(verb_u, [0, 0])
+        counts[1] += 1
         result: bool | None = await handler(arg)
+        if self.last_code < 400:
+            counts[0] += 1
         return result is not False
+
+    def _count(self, verb: str, ok: bool) -> None:
+        counts = self.cmd_counts.setdefault(verb, [0, 0])
+        counts[0] += ok
+        counts[1] += 1
+
+    def command_stats(self) -> str:
+        """Postfix's " ehlo=1 mail=1 rcpt=0/1 ... commands=N[/M]" for the disconnect line:
+        per command in its command table's order, succeeded[/tried]."""
+        out = []
+        ok_all = tried_all = 0
+        for verb in _STATS_ORDER:
+            counts = self.cmd_counts.get(verb)
+            if counts:
+                ok, tried = counts
+                out.append(f" {verb.lower()}={ok}" + (f"/{tried}" if ok != tried else ""))
+                ok_all += ok
+                tried_all += tried
+        # Postfix writes "commands=0/0" for a session without any.
+        whole = ok_all != tried_all or not tried_all
+        out.append(f" commands={ok_all}" + (f"/{tried_all}" if whole else ""))
+        return "".join(out)
 
     def _forbidden(self, verb: str) -> bool:
         if verb.endswith(":"):
@@ -1085,6 +1118,27 @@ _COMMANDS = {
     "XFORWARD",
 }
 
+
+# Postfix's smtpd command table order, which its disconnect statistics follow; commands
+# outside the table count as "unknown".
+_STATS_ORDER = (
+    "HELO",
+    "EHLO",
+    "XCLIENT",
+    "XFORWARD",
+    "STARTTLS",
+    "AUTH",
+    "MAIL",
+    "RCPT",
+    "DATA",
+    "BDAT",
+    "RSET",
+    "NOOP",
+    "VRFY",
+    "ETRN",
+    "QUIT",
+    "UNKNOWN",
+)
 
 # Client name lookups kept per address (seconds, entries).
 NAME_CACHE_TIME = 10.0
