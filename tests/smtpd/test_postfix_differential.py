@@ -157,3 +157,30 @@ def test_disconnect_statistics_match_postfix(start_smtpd) -> None:
         assert time.monotonic() < deadline, srv.log
         time.sleep(0.05)
     assert _disconnect_stats(srv.log) == _disconnect_stats(theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "restriction", ["reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname"]
+)
+def test_unknown_client_hostname_rejected_as_postfix(start_smtpd, restriction: str) -> None:
+    """127.0.0.2 has no name (no PTR, not in /etc/hosts); 127.0.0.1 is localhost both
+    ways. The replies at RCPT must be Postfix's own, word for word."""
+    main_cf = f"smtpd_peername_lookup = yes\nsmtpd_client_restrictions = {restriction}\n"
+
+    def play(port: int, source: str) -> list[str]:
+        raw = Raw("127.0.0.1", port, source=source)
+        try:
+            raw.reply()
+            raw.cmd("EHLO client.example")
+            raw.cmd("MAIL FROM:<a@example.org>")
+            return [raw.cmd("RCPT TO:<postmaster@localhost>"), raw.cmd("QUIT")]
+        finally:
+            raw.close()
+
+    with running_postfix(main_cf) as (port, _d):
+        theirs = [play(port, src) for src in ("127.0.0.2", "127.0.0.1")]
+    srv = start_smtpd(main_cf)
+    ours = [play(srv.port, src) for src in ("127.0.0.2", "127.0.0.1")]
+    assert ours == theirs
+    assert theirs[0][0].startswith("450 ") and theirs[1][0].startswith("250 ")

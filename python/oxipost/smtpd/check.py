@@ -378,6 +378,23 @@ class Checker:
                     f"<{rcpt}>: Recipient address rejected: need fully-qualified address",
                 )
             return DUNNO
+        if name in ("reject_unknown_client_hostname", "reject_unknown_client"):
+            # Postfix 3.7's words, whatever the stage ("Client host" even at RCPT).
+            if st.name == "unknown":
+                return Reply(
+                    cfg.get_int("unknown_client_reject_code"),
+                    "4.7.25",
+                    f"Client host rejected: cannot find your hostname, [{st.addr}]",
+                )
+            return DUNNO
+        if name == "reject_unknown_reverse_client_hostname":
+            if st.reverse_name == "unknown":
+                return Reply(
+                    cfg.get_int("unknown_client_reject_code"),
+                    "4.7.1",
+                    f"Client host rejected: cannot find your reverse hostname, [{st.addr}]",
+                )
+            return DUNNO
         if name == "reject_unknown_sender_domain":
             if st.sender:
                 return self.unknown_domain(st.sender, "Sender address", "4.1.8") or DUNNO
