@@ -59,10 +59,8 @@ virtual_gid_maps = static:{gid}
 """
 # The virtual users: each a Maildir under vmail/example.com/.
 VUSERS = ("info", "alice")
-# The virtual mailboxes belong to mail_owner. Under master, virtual(8) and local(8) run
-# inside qmgr, which master runs as mail_owner (master.cf marks it unprivileged): they
-# cannot write as any other uid yet (RELIABILITY.md catalogue 50's privileged delivery
-# helper is not built), so a virtual_uid_maps naming another user would not be honoured.
+# The virtual mailboxes belong to mail_owner here, so that Dovecot (run as that user) reads
+# them; test_catalogue_50_mailbox_written_as_its_owner delivers as another uid.
 OWNER = pwd.getpwnam("postfix") if ROOT else pwd.getpwuid(os.getuid())
 
 
@@ -417,3 +415,30 @@ def test_bsd_mailx_submits_through_our_sendmail(oxi):
     # Nothing was left behind in maildrop/ (set aside as .corrupt or unread).
     assert os.listdir(oxi.dir / "spool" / "maildrop") == []
     oxi.stop()
+
+
+def test_catalogue_50_mailbox_written_as_its_owner(oxi):
+    """catalogue 50: master runs qmgr unprivileged (mail_owner) and virtual(8) privileged,
+    as Postfix does; qmgr hands the delivery to the virtual process, which writes the
+    Maildir as virtual_uid_maps' user — not as mail_owner, never as root."""
+    assert ROOT, "the test suite runs as root (CI): privileges cannot be tested otherwise"
+    nobody = pwd.getpwnam("nobody")
+    oxi.start(
+        f"virtual_uid_maps = static:{nobody.pw_uid}\nvirtual_gid_maps = static:{nobody.pw_gid}\n"
+    )
+    qid = oxi.swaks("sender@example.org", "alice@example.com", "owned", "whose file?")
+    (path,) = oxi.wait_mail("alice")
+    st = path.stat()
+    assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert b"\n\nwhose file?" in path.read_bytes()
+    wait_log(oxi.cfg, rf"{qid}: to=<alice@example.com>, .*status=sent \(delivered to maildir\)")
+    # The queue manager that handed it over is not root.
+    owners = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(oxi.conf).encode() in argv and b"qmgr/unix" in argv:
+            owners["qmgr"] = proc.stat().st_uid
+    assert owners.get("qmgr") == pwd.getpwnam("postfix").pw_uid, owners

@@ -53,6 +53,21 @@ def children_of(pid: int) -> list[int]:
     return sorted(out)
 
 
+def workers_of(pid: int, port: int) -> list[int]:
+    """master's children serving the test's spawn service on `port` (the embedded conf's
+    other services come and go: here they cannot reach a 0700 temporary directory)."""
+    key = f"127.0.0.1:{port}/inet".encode()
+    out = []
+    for child in children_of(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if key in argv:
+            out.append(child)
+    return out
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -110,8 +125,9 @@ def test_start_status_stop(system):
     again = run_ours("postfix", "-c", conf, "start")
     assert again.returncode == 1
     assert "fatal: the Postfix mail system is already running" in again.stderr
-    assert wait_until(lambda: len(children_of(pid)) == 2)
-    with socket.create_connection(("127.0.0.1", system["port"])) as s:
+    port = system["port"]
+    assert wait_until(lambda: len(workers_of(pid, port)) == 2)
+    with socket.create_connection(("127.0.0.1", port)) as s:
         assert echo(s, b"hello\n") == b"hello\n"
     workers = children_of(pid)
     stopped = run_ours("postfix", "-c", conf, "stop")
@@ -132,12 +148,15 @@ def test_killed_worker_is_restarted(system):
     conf = system["conf"]
     assert run_ours("postfix", "-c", conf, "start").returncode == 0
     pid = master_pid(system)
-    assert wait_until(lambda: len(children_of(pid)) == 2)
+    port = system["port"]
+    assert wait_until(lambda: len(workers_of(pid, port)) == 2)
     # Let the workers get past the start-up grace period, so this is a crash, not a loop.
     time.sleep(1.2)
-    victim = children_of(pid)[0]
+    victim = workers_of(pid, port)[0]
     os.kill(victim, 9)
-    assert wait_until(lambda: len(children_of(pid)) == 2 and victim not in children_of(pid))
+    assert wait_until(
+        lambda: len(workers_of(pid, port)) == 2 and victim not in workers_of(pid, port)
+    )
     with socket.create_connection(("127.0.0.1", system["port"])) as s:
         assert echo(s, b"still here\n") == b"still here\n"
     log = system["log"].read_text()
@@ -148,8 +167,9 @@ def test_reload_keeps_listener_and_connected_client(system):
     conf = system["conf"]
     assert run_ours("postfix", "-c", conf, "start").returncode == 0
     pid = master_pid(system)
-    assert wait_until(lambda: len(children_of(pid)) == 2)
-    before = children_of(pid)
+    port = system["port"]
+    assert wait_until(lambda: len(workers_of(pid, port)) == 2)
+    before = workers_of(pid, port)
     client = socket.create_connection(("127.0.0.1", system["port"]))
     assert echo(client, b"one\n") == b"one\n"
     reloaded = run_ours("postfix", "-c", conf, "reload")
@@ -157,7 +177,7 @@ def test_reload_keeps_listener_and_connected_client(system):
     assert "refreshing the Postfix mail system" in reloaded.stderr
     assert wait_until(lambda: "reload -- version" in system["log"].read_text())
     # A new generation of workers serves the same socket.
-    assert wait_until(lambda: len(set(children_of(pid)) - set(before)) == 2)
+    assert wait_until(lambda: len(set(workers_of(pid, port)) - set(before)) == 2)
     # The client connected before the reload still talks to its session...
     assert echo(client, b"two\n") == b"two\n"
     # ...and new clients are accepted by the new generation on the same socket.

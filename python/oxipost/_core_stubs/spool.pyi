@@ -3,7 +3,14 @@
 class Writer:
     """Appends framed records to `<directory>/<name>-<seq>.seg`, one fdatasync per batch."""
 
-    def __init__(self, directory: str, name: str, seq: int, segment_limit: int) -> None: ...
+    def __init__(
+        self,
+        directory: str,
+        name: str,
+        seq: int,
+        segment_limit: int,
+        owner: tuple[int, int] | None = None,
+    ) -> None: ...
     def submit(self, payload: bytes) -> int:
         """Queue a record for the next group commit; return its ticket."""
     def set_linger(self, seconds: float) -> None:

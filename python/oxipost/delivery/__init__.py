@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from oxipost.config import Config
+from oxipost.delivery.service import request, runs_apart
 from oxipost.envelope import Envelope, Outcome, Recipient
 
 __all__ = ["AGENTS", "DeliveryRequest", "deliver"]
@@ -97,7 +98,8 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
         view,
     )
     try:
-        outcomes = await agent(sub)
+        path = runs_apart(req.cfg, service)
+        outcomes = await (agent(sub) if path is None else request(path, req))
     except Exception:
         log.exception("%s: %s delivery agent failed", req.queue_id, req.transport)
         return [Outcome("4.3.0", "delivery agent error")] * len(req.recipients)

@@ -13,6 +13,10 @@ SERVICES: dict[str, str] = {
     "qmgr": "oxipost.qmgr.service:main",
     "smtpd": "oxipost.smtpd.service:main",
     "pickup": "oxipost.pickup.service:main",
+    # The privileged delivery agents (catalogue 50): an unprivileged qmgr sends them its
+    # requests for these transports; the other agents run inside qmgr.
+    "local": "oxipost.delivery.service:main",
+    "virtual": "oxipost.delivery.service:main",
 }
 
 # command → where its work happens in oxipost.
@@ -32,11 +36,9 @@ FOLDED: dict[str, str] = {
     "dnsblog": "smtpd",
     "tlsproxy": "smtpd",
     "oqmgr": "qmgr",
-    # Delivery agents are run by qmgr as tasks, threads or subprocesses.
+    # Delivery agents qmgr runs as tasks, threads or subprocesses.
     "smtp": "qmgr (delivery agent)",
     "lmtp": "qmgr (delivery agent)",
-    "local": "qmgr (delivery agent)",
-    "virtual": "qmgr (delivery agent)",
     "pipe": "qmgr (delivery agent)",
     "error": "qmgr (delivery agent)",
     "discard": "qmgr (delivery agent)",

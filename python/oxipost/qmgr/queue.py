@@ -40,7 +40,7 @@ import msgpack
 
 from oxipost import _core
 from oxipost.config import Config
-from oxipost.envelope import Envelope, Recipient
+from oxipost.envelope import Envelope, Recipient, envelope_from_dict, envelope_to_dict
 
 spool = _core.spool
 
@@ -102,24 +102,6 @@ def _pack(obj: dict[str, object]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-# Envelope fields by name (dataclasses.asdict deep-copies and costs more than the commit).
-_ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f != "recipients")
-
-
-def _envelope_to_dict(env: Envelope) -> dict[str, object]:
-    d: dict[str, object] = {f: getattr(env, f) for f in _ENV_FIELDS}
-    d["recipients"] = [[r.address, r.original, sorted(r.notify), r.orcpt] for r in env.recipients]
-    return d
-
-
-def _envelope_from_dict(d: dict[str, object]) -> Envelope:
-    rcpts = [
-        Recipient(a, o, frozenset(n), c)
-        for a, o, n, c in d["recipients"]  # type: ignore[union-attr]
-    ]
-    return Envelope(recipients=rcpts, **{k: d[k] for k in _ENV_FIELDS if k in d})  # type: ignore[arg-type]
-
-
 def queue_dirs(cfg: Config) -> str:
     """Create the queue's directories; return queue_directory (absolute)."""
     top = cfg.path("queue_directory")
@@ -144,12 +126,22 @@ class QueueIdSource:
         return f"{sec & 0xFFFFF:05X}{usec:05X}{self.slot:02X}"
 
 
-def _give_to_mail_owner(cfg: Config, fd: int) -> None:
+def _mail_owner(cfg: Config) -> tuple[int, int] | None:
+    """mail_owner's (uid, gid) when this process is root and the user exists: what root
+    creates in the queue must stay usable by the services that run as mail_owner."""
+    if os.geteuid() != 0:
+        return None
     try:
         pw = pwd.getpwnam(cfg.get("mail_owner"))
     except KeyError:
-        return
-    os.fchown(fd, pw.pw_uid, pw.pw_gid)
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def _give_to_mail_owner(cfg: Config, fd: int) -> None:
+    owner = _mail_owner(cfg)
+    if owner is not None:
+        os.fchown(fd, *owner)
 
 
 class Queue:
@@ -207,6 +199,7 @@ class Queue:
                 self._segment_prefix,
                 _newest_seqs(self.top).get(self._segment_prefix, 0) + 1,
                 SEGMENT_LIMIT,
+                _mail_owner(self.cfg),
             )
         return self._writer
 
@@ -228,7 +221,7 @@ class Queue:
 
     def _record(self, envelope: Envelope, content: bytes) -> tuple[str, bytes]:
         qid = self._ids.next()
-        payload = _pack({"t": "m", "id": qid, "env": _envelope_to_dict(envelope), "c": content})
+        payload = _pack({"t": "m", "id": qid, "env": envelope_to_dict(envelope), "c": content})
         return qid, payload
 
     async def enqueue(self, envelope: Envelope, content: bytes) -> str:
@@ -395,7 +388,7 @@ class QueueState:
         try:
             rec = msgpack.unpackb(payload, raw=False)
             qid = rec["id"]
-            env = _envelope_from_dict(rec["env"])
+            env = envelope_from_dict(rec["env"])
             size = len(rec["c"])
         except Exception as e:
             self.problems.append(f"{path}: corrupt record at offset {offset}: {type(e).__name__}")
@@ -605,7 +598,7 @@ class QueueState:
             raise KeyError(qid)
         payload = spool.read_record(os.path.join(self.top, "segments", info.segment), info.offset)
         rec = msgpack.unpackb(payload, raw=False)
-        return _envelope_from_dict(rec["env"]), rec["c"]
+        return envelope_from_dict(rec["env"]), rec["c"]
 
     def in_queue(self, queue: str) -> list[MessageInfo]:
         return [i for i in self.messages.values() if i.state == queue]

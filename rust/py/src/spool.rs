@@ -33,15 +33,17 @@ pub mod spool {
     #[pymethods]
     impl Writer {
         #[new]
-        #[pyo3(signature = (directory, name, seq, segment_limit))]
+        #[pyo3(signature = (directory, name, seq, segment_limit, owner=None))]
         fn new(
             py: Python<'_>,
             directory: PathBuf,
             name: &str,
             seq: u64,
             segment_limit: u64,
+            owner: Option<(u32, u32)>,
         ) -> Result<Self, PyCoreError> {
-            let w = py.detach(|| core::Writer::open(&directory, name, seq, segment_limit))?;
+            let w = py
+                .detach(|| core::Writer::open_owned(&directory, name, seq, segment_limit, owner))?;
             let event_fd = w.event_fd();
             Ok(Writer {
                 inner: Mutex::new(Some(w)),

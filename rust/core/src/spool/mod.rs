@@ -99,10 +99,17 @@ struct Segments {
     file: File,
     len: u64,
     limit: u64,
+    owner: Option<(u32, u32)>,
 }
 
 impl Segments {
-    fn open(dir: &Path, writer: &str, seq: u64, limit: u64) -> io::Result<Segments> {
+    fn open(
+        dir: &Path,
+        writer: &str,
+        seq: u64,
+        limit: u64,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<Segments> {
         let path = dir.join(segment_name(writer, seq));
         let file = OpenOptions::new()
             .create(true)
@@ -110,6 +117,12 @@ impl Segments {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)?;
+        if let Some((uid, gid)) = owner {
+            // SAFETY: fchown on a valid, owned descriptor.
+            if unsafe { libc::fchown(file.as_raw_fd(), uid, gid) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         let len = file.metadata()?.len();
         // Preallocate so appends rarely wait for block allocation; not every file system can.
         // SAFETY: fallocate on a valid, owned descriptor; KEEP_SIZE leaves the length alone.
@@ -129,11 +142,18 @@ impl Segments {
             file,
             len,
             limit,
+            owner,
         })
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let next = Segments::open(&self.dir, &self.writer, self.seq + 1, self.limit)?;
+        let next = Segments::open(
+            &self.dir,
+            &self.writer,
+            self.seq + 1,
+            self.limit,
+            self.owner,
+        )?;
         *self = next;
         Ok(())
     }
@@ -196,11 +216,24 @@ impl Writer {
     /// Opens (or continues) `writer`'s segments in `dir`, starting at segment `seq`.
     /// `segment_limit` is the size after which a new segment starts.
     pub fn open(dir: &Path, writer: &str, seq: u64, segment_limit: u64) -> CoreResult<Writer> {
+        Writer::open_owned(dir, writer, seq, segment_limit, None)
+    }
+
+    /// As [`Writer::open`], each segment file handed to `owner` (uid, gid) when it is
+    /// created: a root process that queues mail (local(8) forwarding) must leave segments
+    /// the queue manager, running as mail_owner, can read.
+    pub fn open_owned(
+        dir: &Path,
+        writer: &str,
+        seq: u64,
+        segment_limit: u64,
+        owner: Option<(u32, u32)>,
+    ) -> CoreResult<Writer> {
         if writer.is_empty() || writer.contains('/') {
             return Err(CoreError::Syntax(format!("bad writer name: {writer:?}")));
         }
         fs::create_dir_all(dir)?;
-        let mut segments = Segments::open(dir, writer, seq, segment_limit)?;
+        let mut segments = Segments::open(dir, writer, seq, segment_limit, owner)?;
         let event = eventfd()?;
         let event_fd = event.as_raw_fd();
         let shared = Arc::new(Shared {
