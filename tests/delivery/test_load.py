@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_ours
+from tests.conftest import REPO, free_port, run_ours, wait_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
 
@@ -41,24 +41,6 @@ STALL = 120.0
 # 40-60 MB; holding every message's content would add 400 MB.
 RSS_LIMIT = 200 << 20
 RCPT = re.compile(rb"^X-Rcpt-Args: <(\d+)rcpt@relay\.example\.net>", re.M)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{what} is not listening on 127.0.0.1:{port}")
-            time.sleep(0.1)
 
 
 class LogCounter:
@@ -162,7 +144,7 @@ class LoadRun:
         self.conf.mkdir()
         self.dumps.mkdir()
         self.dumps.chmod(0o1777)
-        self.port, self.relay = _free_port(), _free_port()
+        self.port, self.relay = free_port(), free_port()
         (self.conf / "main.cf").write_text(
             f"queue_directory = {d}/spool\ndata_directory = {d}/lib\n"
             f"maillog_file = {d}/maillog\ncompatibility_level = 3.6\n"
@@ -189,7 +171,7 @@ class LoadRun:
             stdout=subprocess.DEVNULL,
             stderr=self._sink_err,
         )
-        _wait_port(self.relay, self.sink, "smtp-sink")
+        wait_port(self.relay, self.sink, "smtp-sink")
 
     def start_oxipost(self) -> None:
         started = run_ours("postfix", "-c", str(self.conf), "start")

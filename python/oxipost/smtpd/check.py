@@ -90,6 +90,12 @@ _STAGES = {
     "end_of_data": ("smtpd_end_of_data_restrictions", "End-of-data command"),
     "etrn": ("smtpd_etrn_restrictions", "Etrn command"),
 }
+# reject_unknown_*client*: which name must be known, the DSN code, what was not found.
+_UNKNOWN_CLIENT = {
+    "reject_unknown_client_hostname": ("name", "4.7.25", "hostname"),
+    "reject_unknown_client": ("name", "4.7.25", "hostname"),
+    "reject_unknown_reverse_client_hostname": ("reverse_name", "4.7.1", "reverse hostname"),
+}
 _RELAY_SAFE = {
     "reject_unauth_destination",
     "defer_unauth_destination",
@@ -378,23 +384,16 @@ class Checker:
                     f"<{rcpt}>: Recipient address rejected: need fully-qualified address",
                 )
             return DUNNO
-        if name in ("reject_unknown_client_hostname", "reject_unknown_client"):
+        if name in _UNKNOWN_CLIENT:
             # Postfix 3.7's words, whatever the stage ("Client host" even at RCPT).
-            if st.name == "unknown":
-                return Reply(
-                    cfg.get_int("unknown_client_reject_code"),
-                    "4.7.25",
-                    f"Client host rejected: cannot find your hostname, [{st.addr}]",
-                )
-            return DUNNO
-        if name == "reject_unknown_reverse_client_hostname":
-            if st.reverse_name == "unknown":
-                return Reply(
-                    cfg.get_int("unknown_client_reject_code"),
-                    "4.7.1",
-                    f"Client host rejected: cannot find your reverse hostname, [{st.addr}]",
-                )
-            return DUNNO
+            field_name, dsn, what = _UNKNOWN_CLIENT[name]
+            if getattr(st, field_name) != "unknown":
+                return DUNNO
+            return Reply(
+                cfg.get_int("unknown_client_reject_code"),
+                dsn,
+                f"Client host rejected: cannot find your {what}, [{st.addr}]",
+            )
         if name == "reject_unknown_sender_domain":
             if st.sender:
                 return self.unknown_domain(st.sender, "Sender address", "4.1.8") or DUNNO

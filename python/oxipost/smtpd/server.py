@@ -1100,25 +1100,6 @@ class SaslError(Exception):
     """An AUTH exchange ended with this reply."""
 
 
-_COMMANDS = {
-    "HELO",
-    "EHLO",
-    "MAIL",
-    "RCPT",
-    "DATA",
-    "BDAT",
-    "RSET",
-    "NOOP",
-    "QUIT",
-    "VRFY",
-    "ETRN",
-    "STARTTLS",
-    "AUTH",
-    "XCLIENT",
-    "XFORWARD",
-}
-
-
 # Postfix's smtpd command table order, which its disconnect statistics follow; commands
 # outside the table count as "unknown".
 _STATS_ORDER = (
@@ -1139,6 +1120,7 @@ _STATS_ORDER = (
     "QUIT",
     "UNKNOWN",
 )
+_COMMANDS = frozenset(_STATS_ORDER) - {"UNKNOWN"}
 
 # Client name lookups kept per address (seconds, entries).
 NAME_CACHE_TIME = 10.0
