@@ -3,7 +3,10 @@
 qmgr hands one `DeliveryRequest` (one message, the recipients for one transport:nexthop)
 to `deliver()`, which picks the agent by the master.cf command of the service named by
 the transport (as Postfix's qmgr connects to private/<transport>), runs it with that
-service's -o overrides applied, and returns one `Outcome` per recipient, in order.
+service's -o overrides applied, and returns one `Outcome` per recipient, in order. The
+agent runs in this process, except local(8) and virtual(8) when this process is
+unprivileged and master runs them privileged: then the request goes to their process
+over private/<transport> (oxipost.delivery.service).
 
 Diagnostics: a transport with no master.cf entry, or one whose command is not a delivery
 agent, defers every recipient with "4.3.0 mail transport unavailable" (Postfix's qmgr
