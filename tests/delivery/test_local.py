@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import tempfile
 from pathlib import Path
@@ -67,6 +68,26 @@ def test_unknown_user_bounces(tmp_path, spool):
     cfg = make_config(tmp_path / "c", main=f"alias_maps =\nmail_spool_directory = {spool}/\n")
     (o,) = run(request(cfg, "local", "localhost", ["no-such-user-x@localhost"]))
     assert o == Outcome("5.1.1", 'unknown user: "no-such-user-x"')
+
+
+def test_listed_user_without_account_gets_a_spool_mailbox(tmp_path, spool):
+    # The embedded default's conf/local_users: named by a local_recipient_maps table, no
+    # passwd entry. As root it is written as default_privs, never root; an address no
+    # table names still bounces.
+    users = tmp_path / "local_users"
+    users.write_text("pseudo-user-x x\n")
+    cfg = make_config(
+        tmp_path / "c",
+        main=f"alias_maps =\nmail_spool_directory = {spool}\n"
+        f"local_recipient_maps = texthash:{users}\n",
+    )
+    (o,) = run(request(cfg, "local", "localhost", ["pseudo-user-x@localhost"]))
+    assert o == Outcome("2.0.0", "delivered to mailbox"), o
+    owner = (spool / "pseudo-user-x").stat().st_uid
+    assert owner == (pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else os.getuid())
+    (o,) = run(request(cfg, "local", "localhost", ["not-listed-x@localhost"]))
+    expected = "5.1.1" if os.geteuid() == 0 else "2.0.0"
+    assert o.status == expected, o
 
 
 def _ctx(cfg, source: str) -> local.Ctx:

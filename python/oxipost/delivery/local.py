@@ -20,9 +20,10 @@ source (alias, forward, include): otherwise "5.7.1 mail to command is restricted
 
 Diagnostics: no such user and no alias → 5.1.1 unknown user: "user"; unreadable tables →
 deferred (4.3.0); include nesting beyond 20 levels → 5.4.6 mail forwarding loop.
-Deviation: when not running as root, a recipient with no passwd entry (the embedded
-default's conf/local_users) gets a mailbox under mail_spool_directory, written as the
-running user, instead of a bounce.
+Deviation: a recipient with no passwd entry gets a mailbox under mail_spool_directory
+instead of a bounce when not running as root (written as the running user), or, as root,
+when a table of local_recipient_maps other than alias_maps names it (the embedded
+default's conf/local_users; written as default_privs, never root).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from oxipost.delivery.mailstore import (
     prefix_headers,
 )
 from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.maps import TableError, open_table
 from oxipost.maps.search import alias_keys
 from oxipost.qmgr import control
 
@@ -104,6 +106,24 @@ def _split_items(value: str) -> list[str]:
 
 def _allowed(cfg: Config, param: str, source: str) -> bool:
     return source in cfg.get_list(param)
+
+
+def _listed_without_account(cfg: Config, address: str, user: str) -> bool:
+    """A recipient named in local_recipient_maps by a table of its own (not $alias_maps)
+    but without a passwd entry: the embedded default's conf/local_users. Its mailbox goes
+    under mail_spool_directory, written as default_privs when running as root (see the
+    deviation above); Postfix's local(8) would bounce it."""
+    aliases = set(cfg.get_list("alias_maps"))
+    for spec in cfg.get_list("local_recipient_maps"):
+        if spec in aliases or not spec.startswith(("texthash:", "hash:", "cdb:", "inline:")):
+            continue
+        try:
+            table = open_table(spec, cfg)
+            if any(table.lookup(key) is not None for key in (address.lower(), user)):
+                return True
+        except TableError:
+            continue
+    return False
 
 
 def _default_privs(cfg: Config) -> tuple[int, int] | None:
@@ -332,9 +352,13 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         pw: pwd.struct_passwd | None = pwd.getpwnam(user)
     except KeyError:
         pw = None
-    if pw is None and os.geteuid() == 0:
-        return Outcome("5.1.1", f'unknown user: "{user}"')
     ids: tuple[int, int] | None = None
+    if pw is None and os.geteuid() == 0:
+        if not _listed_without_account(cfg, ctx.rcpt.address, user):
+            return Outcome("5.1.1", f'unknown user: "{user}"')
+        ids = _default_privs(cfg)
+        if ids is None:
+            return Outcome("4.3.0", "mail system configuration error")
     home = ""
     if pw is not None:
         ids = (pw.pw_uid, pw.pw_gid) if pw.pw_uid != 0 else _default_privs(cfg)
