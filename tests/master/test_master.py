@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from oxipost.master.master import STARTUP_GRACE
 
 from tests.conftest import copy_conf, run_ours
 
@@ -150,8 +151,12 @@ def test_killed_worker_is_restarted(system):
     pid = master_pid(system)
     port = system["port"]
     assert wait_until(lambda: len(workers_of(pid, port)) == 2)
-    # Let the workers get past the start-up grace period, so this is a crash, not a loop.
-    time.sleep(1.2)
+    # Let the workers get past the start-up grace period, so this is a crash, not a loop:
+    # the grace counts from when a worker's service starts, after its imports, which take
+    # a while when master starts every service at once on a busy machine.
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert echo(s, b"up\n") == b"up\n"
+    time.sleep(STARTUP_GRACE + 2.0)
     victim = workers_of(pid, port)[0]
     os.kill(victim, 9)
     assert wait_until(
