@@ -1,4 +1,5 @@
-"""The one way a service runs its asyncio loop: on uvloop when it is installed.
+"""The one way a service runs its asyncio loop: on uvloop when it is installed, and
+the one way it hears master's signals.
 
 DESIGN: one loop per process, uvloop when there. Every SMTP command and every delivery is a
 few loop turns, and uvloop's turns and socket writes cost a fraction of the pure-Python
@@ -8,7 +9,9 @@ selector loop's (the "speed" extra installs it; without it, asyncio's own loop r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 try:
@@ -25,3 +28,22 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def on_signals(actions: dict[signal.Signals, Callable[[], object]]) -> None:
+    """Run each action on the running loop when its signal arrives. A loop without
+    signal support (asyncio raises NotImplementedError or RuntimeError: not the main
+    thread, as in tests that serve from a thread) goes without; the signals then keep
+    their default action, and master's SIGTERM still ends the process."""
+    loop = asyncio.get_running_loop()
+    for sig, action in actions.items():
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, action)
+
+
+def stop_and_drain() -> tuple[asyncio.Event, asyncio.Event]:
+    """(stop, drain), set by master's SIGTERM or SIGINT (exit now) and SIGHUP (postfix
+    reload: take no new work, finish what is in progress)."""
+    stop, drain = asyncio.Event(), asyncio.Event()
+    on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: drain.set})
+    return stop, drain

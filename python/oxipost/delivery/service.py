@@ -19,9 +19,7 @@ fails in process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -139,12 +137,7 @@ async def serve(base: Config, log: Logger, sock: socket.socket) -> None:
             busy.discard(task)  # type: ignore[arg-type]
 
     server = await asyncio.start_unix_server(handle, sock=sock, limit=MAX_REQUEST)
-    stop = asyncio.Event()
-    drain = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig, event in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, drain)):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, event.set)
+    stop, drain = runloop.stop_and_drain()
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())}
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     server.close()

@@ -564,14 +564,14 @@ class Qmgr:
         journal_fd = self.state.write_behind()
         loop.add_reader(journal_fd, self._journal_results)
         stop = asyncio.Event()
-        for sig, action in (
-            (signal.SIGTERM, stop.set),
-            (signal.SIGINT, stop.set),
-            (signal.SIGHUP, self._drain),
-            (signal.SIGUSR1, self._wakeup),
-        ):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, action)
+        runloop.on_signals(
+            {
+                signal.SIGTERM: stop.set,
+                signal.SIGINT: stop.set,
+                signal.SIGHUP: self._drain,
+                signal.SIGUSR1: self._wakeup,
+            }
+        )
         delay = self.cfg.get_time("queue_run_delay")
         try:
             while not stop.is_set():

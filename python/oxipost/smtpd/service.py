@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread imports it on first use)
-import contextlib
 import os
-import signal
 import socket
 import ssl
 from typing import Any
@@ -135,14 +133,7 @@ async def serve(
     if flow is not None:
         server.flow = FlowGate(flow, cfg)
     listener = await server.serve(sock)
-    stop = asyncio.Event()
-    drain = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, drain.set)
+    stop, drain = runloop.stop_and_drain()
     stop_wait = asyncio.ensure_future(stop.wait())
     drain_wait = asyncio.ensure_future(drain.wait())
     await asyncio.wait({stop_wait, drain_wait}, return_when=asyncio.FIRST_COMPLETED)

@@ -21,6 +21,7 @@ import pwd
 import signal
 import socket
 
+from oxipost import runloop
 from oxipost.master.context import ServiceContext
 
 
@@ -73,8 +74,7 @@ async def _serve(ctx: ServiceContext, argv: list[str], ids: tuple[int, int] | No
     running: set[asyncio.Task[None]] = set()
     draining = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, draining.set)
-    loop.add_signal_handler(signal.SIGTERM, lambda: os._exit(0))
+    runloop.on_signals({signal.SIGHUP: draining.set, signal.SIGTERM: lambda: os._exit(0)})
     listener = ctx.listen_socket
     listener.setblocking(False)
 
