@@ -17,6 +17,7 @@ from oxipost.config import load_config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 
+from tests.conftest import run_ours
 from tests.qmgr.spool_writer import content
 
 REPO = Path(__file__).resolve().parents[2]
@@ -383,3 +384,51 @@ def test_writer_slots_are_shared_between_root_and_mail_owner():
         assert proc.returncode == 0, proc.stderr
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_unreadable_segment_is_skipped_kept_and_read_later(cfg):
+    """A segment that cannot be read (a directory in its place: root reads through chmod
+    000) is skipped by replay and refresh, with a warning, and neither reclaimed nor
+    forgotten: the other mail is listed, and once it reads again its messages come back as
+    the journal left them (one partly delivered, one finished, one deferred)."""
+    partly, finished, deferred = enqueue_many(cfg, 3, "first")
+    st = QueueState(cfg, lock=True)
+    st.cross_off(partly, [0])
+    st.remove(finished)
+    st.defer(deferred, "come back later", time.time() + 3600)
+    st.close()
+    seg_dir = Path(cfg.path("queue_directory")) / "segments"
+    (seg,) = seg_dir.iterdir()
+    other = Queue.open(cfg, "second")
+    listed = other.enqueue_sync(env(7), b"Subject: other\r\n\r\nx\r\n")
+    other.close()
+    aside = seg.with_name("aside")
+    seg.rename(aside)
+    seg.mkdir()
+    skipping = f"{seg}: Is a directory; skipping"
+
+    mailq = run_ours("mailq", "-c", cfg.config_dir)
+    assert f"postqueue: warning: {skipping}" in mailq.stderr
+    assert listed in mailq.stdout
+    # Two state writers in turn, each compacting the journal while the segment is unreadable.
+    QueueState(cfg, lock=True).close()
+    st = QueueState(cfg, lock=True)
+    assert st.problems == [skipping]
+    assert set(st.messages) == {listed}
+    assert seg.is_dir(), "an unreadable segment is never reclaimed"
+    assert st.refresh() == []
+    assert st.problems == [skipping], "reported once, not on every pass"
+
+    seg.rmdir()
+    aside.rename(seg)
+    assert st.refresh() == [partly, deferred]
+    assert st.unreadable == {}
+    assert st.messages[partly].state == "incoming"
+    assert st.messages[partly].done == {0}
+    assert st.messages[deferred].state == "deferred"
+    assert st.messages[deferred].reason == "come back later"
+    st.close()
+    again = QueueState(cfg)
+    assert set(again.messages) == {listed, partly, deferred}
+    assert again.messages[partly].done == {0}
+    assert again.messages[deferred].state == "deferred"

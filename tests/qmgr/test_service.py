@@ -279,3 +279,33 @@ def test_wakeup_scan_reads_new_mail_only(tmp_path):
         assert qmgr.sched.retry_state(qmgr._id(old)) is not None
     finally:
         state.close()
+
+
+def test_unreadable_segment_does_not_stop_qmgr(tmp_path, qmgr_proc):
+    """A segment qmgr cannot read (here a directory in its place, which stops root too) is
+    skipped with a warning: qmgr goes on delivering the other mail, and the segment's mail
+    is delivered by the first pass after it reads again."""
+    cfg = make_conf(tmp_path, "default_transport = discard\nqueue_run_delay = 3600s\n")
+    # The message to hide, written in a spool of its own: qmgr must not see it before the
+    # directory takes its place.
+    (tmp_path / "staging").mkdir()
+    staging = make_conf(tmp_path / "staging", "")
+    hidden = enqueue(staging, ["hidden@example.net"])
+    (staged,) = (Path(staging.path("queue_directory")) / "segments").iterdir()
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    wait_socket(cfg, p)
+    seg = Path(cfg.path("queue_directory")) / "segments" / "w7e-00000001.seg"
+    seg.mkdir()
+    qid = enqueue(cfg, ["other@example.net"])
+    assert control(cfg, {"op": "wakeup"})["ok"]
+    log = wait_log(cfg, rf"{qid}: removed")
+    assert re.search(rf"postfix/qmgr\[\d+\]: warning: {seg}: Is a directory; skipping", log), log
+    assert p.poll() is None
+    seg.rmdir()
+    staged.rename(seg)
+    assert control(cfg, {"op": "wakeup"})["ok"]
+    log = wait_log(cfg, rf"{hidden}: removed")
+    assert re.search(rf"{hidden}: to=<hidden@example.net>, .*status=sent", log), log
+    assert len(re.findall("skipping", log)) == 1, log
+    stop(p)

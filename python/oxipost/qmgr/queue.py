@@ -20,8 +20,13 @@ Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
     defer    {"t": "w", "id", "why", "next", "r": [...], "n": attempts}   (journal)
     remove   {"t": "x", "id"}                         (journal; message finished)
 
+A segment that cannot be read (EIO, not a regular file, no permission) is skipped, kept and
+tried again by every refresh; the journal records of messages it may hold are kept until it
+reads, so its mail comes back in the state it had.
+
 Diagnostics: QueueWriteError (smtpd answers "451 4.3.0 Error: queue file write error"),
-QueueBusy (a second state writer), and log lines `warning: ...: corrupt record ...`.
+QueueBusy (a second state writer), and log lines `warning: ...: corrupt record ...` and
+`warning: PATH: STRERROR; skipping` (an unreadable segment).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import os
 import pwd
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import msgpack
@@ -41,6 +46,7 @@ import msgpack
 from oxipost import _core
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Recipient, envelope_from_dict, envelope_to_dict
+from oxipost.log import Logger
 
 spool = _core.spool
 
@@ -277,6 +283,10 @@ class Queue:
         return free - size >= need
 
 
+def _strerror(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
 def _segments(top: str) -> Iterator[re.Match[str]]:
     for name in sorted(os.listdir(os.path.join(top, "segments"))):
         m = _SEG.match(name)
@@ -299,13 +309,24 @@ class QueueState:
     a CLI while qmgr is not running) opens it with `lock=True` and then may change states.
     """
 
-    def __init__(self, cfg: Config, lock: bool = False, log: object = None) -> None:
+    def __init__(self, cfg: Config, lock: bool = False, log: Logger | None = None) -> None:
         self.cfg = cfg
         self.top = queue_dirs(cfg)
+        # Where a refresh reports what it skips; without one it goes to `problems`.
+        self.log = log
         self.messages: dict[str, MessageInfo] = {}
         self.problems: list[str] = []
         # Segments holding a damaged record are kept for inspection, never reclaimed.
         self.corrupt_segments: set[str] = set()
+        # Segments the last attempt could not read, with the error reported: never reclaimed,
+        # tried again by each refresh, reported again only when the error changes.
+        self.unreadable: dict[str, str] = {}
+        # While a segment is unreadable, the journal records of queue IDs no segment read so
+        # far holds: the message may be in it, and without them it would come back as new
+        # (delivered again, or its delivered recipients tried again) when it reads.
+        self._orphans: dict[str, list[bytes]] = {}
+        # Journal files replay could not read: not deleted by the compaction.
+        self._unread_journals: set[str] = set()
         # Per segment, where the records not read yet start: a refresh reads only what
         # follows (and a message removed since must not come back as new).
         self._read_to: dict[str, int] = {}
@@ -357,7 +378,7 @@ class QueueState:
             try:
                 records, _torn, corrupt = spool.scan(path)
             except OSError as e:
-                self.problems.append(f"{path}: {e.strerror}")
+                self._skip_unreadable(m.group(0), path, e, self.problems.append)
                 continue
             for offset, why in corrupt:
                 self.problems.append(f"{path}: corrupt record at offset {offset}: {why}")
@@ -369,7 +390,8 @@ class QueueState:
             try:
                 records, _torn, corrupt = spool.scan(path)
             except OSError as e:
-                self.problems.append(f"{path}: {e.strerror}")
+                self.problems.append(f"{path}: {_strerror(e)}; skipping")
+                self._unread_journals.add(path)
                 continue
             for offset, why in corrupt:
                 self.problems.append(f"{path}: corrupt record at offset {offset}: {why}")
@@ -416,6 +438,8 @@ class QueueState:
             self.problems.append("journal: undecodable state record")
             return
         info = self.messages.get(qid)
+        if info is None and self.unreadable:
+            self._orphans.setdefault(qid, []).append(payload)
         if kind == "x":
             self.messages.pop(qid, None)
         elif info is None:
@@ -447,6 +471,9 @@ class QueueState:
         # would bring them back and they would be delivered again.
         for qid in sorted(self._stored - self.messages.keys()):
             last = self._journal.submit(_pack({"t": "x", "id": qid}))
+        for payloads in self._orphans.values():
+            for payload in payloads:
+                last = self._journal.submit(payload)
         for info in self.messages.values():
             if info.state != "incoming":
                 last = self._journal.submit(_pack({"t": "s", "id": info.queue_id, "q": info.state}))
@@ -473,7 +500,8 @@ class QueueState:
         if last:
             self._check(self._journal.wait(last), last)
         for path in old:
-            os.unlink(path)
+            if path not in self._unread_journals:
+                os.unlink(path)
         self.reclaim()
 
     def reclaim(self) -> list[str]:
@@ -483,7 +511,9 @@ class QueueState:
         removed = []
         for m in _segments(self.top):
             name = m.group(0)
-            if name in used or name in self.corrupt_segments or name in appended:
+            if name in used or name in appended:
+                continue
+            if name in self.corrupt_segments or name in self.unreadable:
                 continue
             os.unlink(os.path.join(self.top, "segments", name))
             removed.append(name)
@@ -507,7 +537,9 @@ class QueueState:
         victims: list[MessageInfo] = []
         for m in _segments(self.top):
             name = m.group(0)
-            if name in self.corrupt_segments or name in appended or name not in by_segment:
+            if name in self.corrupt_segments or name in self.unreadable:
+                continue
+            if name in appended or name not in by_segment:
                 continue
             # An agent may be reading an active message where it is now.
             if any(i.state == "active" for i in by_segment[name]):
@@ -572,16 +604,53 @@ class QueueState:
         their queue IDs in the order they were found."""
         seg_dir = os.path.join(self.top, "segments")
         found = []
-        for m in _segments(self.top):
-            name = m.group(0)
+        names = [m.group(0) for m in _segments(self.top)]
+        for gone in self.unreadable.keys() - set(names):
+            del self.unreadable[gone]
+        report = self.log.warning if self.log is not None else self.problems.append
+        for name in names:
             path = os.path.join(seg_dir, name)
-            records, _torn, _corrupt = spool.scan(path, self._read_to.get(name, 0))
+            try:
+                records, _torn, _corrupt = spool.scan(path, self._read_to.get(name, 0))
+            except OSError as e:
+                # The other segments' mail goes on; this one is tried again next pass.
+                self._skip_unreadable(name, path, e, report)
+                continue
+            self.unreadable.pop(name, None)
             for offset, payload in records:
                 qid = self._apply_message(name, offset, payload, path, keep=True)
+                if qid is not None and self._orphans:
+                    qid = self._apply_orphans(qid)
                 if qid is not None:
                     found.append(qid)
             self._mark_read(name, records)
+        if not self.unreadable:
+            # Every segment has been read: what is left belongs to mail long finished.
+            self._orphans.clear()
         return found
+
+    def _skip_unreadable(
+        self, name: str, path: str, e: OSError, report: Callable[[str], object]
+    ) -> None:
+        why = _strerror(e)
+        if self.unreadable.get(name) != why:
+            report(f"{path}: {why}; skipping")
+        self.unreadable[name] = why
+
+    def _apply_orphans(self, qid: str) -> str | None:
+        """Give a message read from a segment that was unreadable the state the journal
+        had for it; its queue ID, or None when the journal had finished it."""
+        for payload in self._orphans.pop(qid, ()):
+            self._apply_journal(payload)
+        info = self.messages.get(qid)
+        if info is None:
+            return None
+        if info.state == "active":
+            # As replay does: active when the previous qmgr stopped.
+            info.state = "incoming"
+        if info.state != "incoming":
+            self._uncache(qid)
+        return qid
 
     def _mark_read(self, segment: str, records: list[tuple[int, bytes]]) -> None:
         if records:
