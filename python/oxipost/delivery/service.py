@@ -7,13 +7,19 @@ that parses network input holds root (RELIABILITY.md catalogue 50). oxipost does
 master runs these services on private/<service>, and an unprivileged qmgr sends each
 request for such a transport there instead of running the agent itself.
 
-Protocol, one request per connection (as qmgr's connection to a Postfix delivery agent):
-the client sends one msgpack map {id, transport, nexthop, env, rcpts, content}; the
-service answers one msgpack list of [status, text, relay] per recipient, in order.
+Protocol: qmgr keeps one connection to each agent process and sends every request for it
+there, without waiting for the answers to earlier ones (a connection per delivery, as
+between Postfix's qmgr and its agents, cost both processes more than the delivery). Each
+message is msgpack: the request [n, {id, transport, nexthop, env, rcpts, content}], with n
+the request's number on this connection; the answer [n, [[status, text, relay], ...]], one
+per recipient in order, in whatever order deliveries finish. On postfix reload the agent
+reads no further, finishes what it has read and says goodbye with [-1, last n it read];
+qmgr sends the requests it made after that again, on a new connection (they were never
+looked at). A connection lost without the goodbye (the agent died) defers the requests
+still unanswered with Postfix's "4.3.0 unknown mail transport error".
 
-Diagnostics: an unreadable request is logged ("warning: ...") and the connection closed;
-qmgr then defers the recipients with "4.3.0 delivery agent error", as for an agent that
-fails in process.
+Diagnostics: an unreadable request is logged ("warning: ...") and answered with "4.3.0
+delivery agent error" for its recipients, as an agent that fails in process.
 """
 
 from __future__ import annotations
@@ -60,91 +66,208 @@ def runs_apart(cfg: Config, service: Service) -> str | None:
     if service.command.rsplit("/", 1)[-1] not in PRIVILEGED_AGENTS:
         return None
     path = socket_path(cfg, service)
-    return path if os.path.exists(path) else None
+    # A qmgr runs under master, whose sockets outlive their services, or alone for good.
+    found = _socket_seen.get(path)
+    if found is None:
+        found = _socket_seen[path] = os.path.exists(path)
+    return path if found else None
+
+
+_socket_seen: dict[str, bool] = {}
+
+
+class AgentGone(Exception):
+    """The agent's connection ended before it answered (it died, or said goodbye)."""
+
+
+class _Channel:
+    """qmgr's connection to one agent process, carrying every request for it at once."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.sent = 0
+        self.said_goodbye_after: int | None = None
+        self.waiting: dict[int, asyncio.Future[list[Any]]] = {}
+        self.loop = asyncio.get_running_loop()
+        self.reading = self.loop.create_task(self._read(reader))
+
+    @property
+    def usable(self) -> bool:
+        return not self.reading.done() and asyncio.get_running_loop() is self.loop
+
+    def send(self, req: DeliveryRequest) -> asyncio.Future[list[Any]]:
+        self.sent += 1
+        body = {
+            "id": req.queue_id,
+            "transport": req.transport,
+            "nexthop": req.nexthop,
+            "env": envelope_to_dict(req.envelope),
+            "rcpts": recipients_to_list(req.recipients),
+            "content": req.content,
+        }
+        fut: asyncio.Future[list[Any]] = self.loop.create_future()
+        self.waiting[self.sent] = fut
+        self.writer.write(msgpack.packb([self.sent, body], use_bin_type=True))
+        return fut
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_REQUEST)
+        try:
+            while self.said_goodbye_after is None:
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                unpacker.feed(data)
+                for n, answer in unpacker:
+                    if n < 0:
+                        self.said_goodbye_after = answer
+                        break
+                    fut = self.waiting.pop(n, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(answer)
+        except (ConnectionError, OSError, ValueError, TypeError, msgpack.UnpackException):
+            pass  # as a lost connection: what is unanswered is deferred
+        finally:
+            self.writer.close()
+            for fut in self.waiting.values():
+                if not fut.done():
+                    fut.set_exception(AgentGone())
+            self.waiting.clear()
+
+
+_channels: dict[str, _Channel] = {}
+
+
+async def _channel(path: str) -> _Channel:
+    chan = _channels.get(path)
+    if chan is None or not chan.usable:
+        reader, writer = await asyncio.open_unix_connection(path, limit=MAX_REQUEST)
+        chan = _channels.get(path)
+        if chan is None or not chan.usable:  # another delivery may have connected meanwhile
+            chan = _channels[path] = _Channel(reader, writer)
+        else:
+            writer.close()
+    return chan
 
 
 async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
     """Have the agent process on `path` deliver req (qmgr's side)."""
-    reader, writer = await asyncio.open_unix_connection(path, limit=MAX_REQUEST)
-    try:
-        writer.write(
-            msgpack.packb(
-                {
-                    "id": req.queue_id,
-                    "transport": req.transport,
-                    "nexthop": req.nexthop,
-                    "env": envelope_to_dict(req.envelope),
-                    "rcpts": recipients_to_list(req.recipients),
-                    "content": req.content,
-                },
-                use_bin_type=True,
-            )
-        )
-        await writer.drain()
-        writer.write_eof()
-        answer = msgpack.unpackb(await reader.read(), raw=False)
-    finally:
-        writer.close()
-    return [Outcome(status, text, relay) for status, text, relay in answer]
+    while True:
+        chan = await _channel(path)
+        fut = chan.send(req)
+        n = chan.sent
+        try:
+            await chan.writer.drain()
+        except (ConnectionError, OSError):
+            pass  # the channel's reader hears of it too, and fails what is unanswered
+        try:
+            answer = await fut
+        except AgentGone:
+            after = chan.said_goodbye_after
+            if after is not None and n > after:
+                continue  # never read: the agent is being reloaded
+            return [Outcome("4.3.0", "unknown mail transport error")] * len(req.recipients)
+        return [Outcome(status, text, relay) for status, text, relay in answer]
 
 
-async def _serve_one(
-    base: Config, log: Logger, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
     # Imported here: the package imports this module to decide where a delivery runs.
     from oxipost.delivery import DeliveryRequest, deliver
 
     try:
-        data = await reader.read()
-        try:
-            msg: dict[str, Any] = msgpack.unpackb(data, raw=False)
-            req = DeliveryRequest(
-                str(msg["id"]),
-                str(msg["transport"]),
-                str(msg["nexthop"]),
-                envelope_from_dict(msg["env"]),
-                recipients_from_list(msg["rcpts"]),
-                bytes(msg["content"]),
-                base,
-            )
-        except Exception as e:
-            log.warning(f"malformed delivery request: {type(e).__name__}: {e}")
-            return
-        outcomes = await deliver(req)
-        writer.write(
-            msgpack.packb([[o.status, o.text, o.relay] for o in outcomes], use_bin_type=True)
+        req = DeliveryRequest(
+            str(body["id"]),
+            str(body["transport"]),
+            str(body["nexthop"]),
+            envelope_from_dict(body["env"]),
+            recipients_from_list(body["rcpts"]),
+            bytes(body["content"]),
+            base,
         )
+    except Exception as e:
+        log.warning(f"malformed delivery request: {type(e).__name__}: {e}")
+        return []  # qmgr counts no outcomes as an agent error
+    return [[o.status, o.text, o.relay] for o in await deliver(req)]
+
+
+async def _serve_channel(
+    base: Config,
+    log: Logger,
+    drain: asyncio.Event,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_REQUEST)
+    busy: set[asyncio.Task[None]] = set()
+    last = 0
+
+    async def one(n: int, body: Any) -> None:
+        answer = await _deliver_one(base, log, body)
+        writer.write(msgpack.packb([n, answer], use_bin_type=True))
+
+    draining = asyncio.ensure_future(drain.wait())
+    try:
+        while True:
+            reading = asyncio.ensure_future(reader.read(1 << 16))
+            await asyncio.wait({reading, draining}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                break
+            data = reading.result()
+            if not data:
+                break
+            unpacker.feed(data)
+            for n, body in unpacker:
+                last = n
+                task = asyncio.ensure_future(one(n, body))
+                busy.add(task)
+                task.add_done_callback(busy.discard)
+        if busy:
+            await asyncio.wait(busy)
+        if drain.is_set():
+            writer.write(msgpack.packb([-1, last]))
         await writer.drain()
     except (ConnectionError, OSError):
         pass  # qmgr went away: it defers what it did not hear back about
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        log.warning(f"malformed delivery request stream: {type(e).__name__}: {e}")
     finally:
+        draining.cancel()
         writer.close()
 
 
-async def serve(base: Config, log: Logger, sock: socket.socket) -> None:
-    """Serve requests until SIGTERM (exit now, as Postfix's agents are killed; qmgr defers
-    what it did not hear back about) or SIGHUP (postfix reload: finish the deliveries in
-    progress first, so that none is done twice)."""
-    busy: set[asyncio.Task[None]] = set()
+async def serve(
+    base: Config, log: Logger, sock: socket.socket, stop: asyncio.Event, drain: asyncio.Event
+) -> None:
+    """Serve requests until `stop` (master's SIGTERM: exit now, as Postfix's agents are
+    killed; qmgr defers what it did not hear back about) or `drain` (its SIGHUP, postfix
+    reload: finish the deliveries in progress first, so that none is done twice)."""
+    channels: set[asyncio.Task[None]] = set()
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            busy.add(task)
+            channels.add(task)
         try:
-            await _serve_one(base, log, r, w)
+            await _serve_channel(base, log, drain, r, w)
+        except asyncio.CancelledError:
+            # Stopped: ends here, as a task asyncio's streams can finish without logging
+            # an error (3.11 asks a cancelled client_connected_cb task for its exception).
+            w.close()
         finally:
-            busy.discard(task)  # type: ignore[arg-type]
+            channels.discard(task)  # type: ignore[arg-type]
 
     server = await asyncio.start_unix_server(handle, sock=sock, limit=MAX_REQUEST)
-    stop, drain = runloop.stop_and_drain()
     waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())}
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     server.close()
-    if drain.is_set() and not stop.is_set() and busy:
-        await asyncio.wait(busy)
+    if drain.is_set() and not stop.is_set() and channels:
+        await asyncio.wait(channels)
     for w in waits:
         w.cancel()
+    for task in list(channels):
+        task.cancel()
+    await asyncio.gather(*channels, return_exceptions=True)
 
 
 def main(ctx: ServiceContext) -> int:
@@ -156,5 +279,10 @@ def main(ctx: ServiceContext) -> int:
     # Requests name their transport; deliver() applies that service's -o overrides to
     # the whole configuration, as qmgr's in-process deliveries do.
     base = load_config(ctx.cfg.config_dir)
-    runloop.run(serve(base, ctx.log, ctx.listen_socket))
+
+    async def run() -> None:
+        stop, drain = runloop.stop_and_drain()
+        await serve(base, ctx.log, ctx.listen_socket, stop, drain)  # type: ignore[arg-type]
+
+    runloop.run(run())
     return 0
