@@ -132,9 +132,7 @@ def start_smtpd(tmp_path: Any) -> Iterator[Any]:
 
         async def stop(holder: dict[str, Any] = holder, server: Any = server) -> None:
             holder["listener"].close()
-            for task in list(server.sessions):
-                task.cancel()
-            await asyncio.gather(*server.sessions, return_exceptions=True)
+            await server.close()
             if hasattr(server.queue, "close"):
                 server.queue.close()
 

@@ -55,9 +55,7 @@ def test_client_beyond_the_cap_waits_for_a_free_session(tmp_path, loop_factory):
             first[1][1].close()
         finally:
             listener.close()
-            for task in list(server.sessions):
-                task.cancel()
-            await asyncio.gather(*server.sessions, return_exceptions=True)
+            await server.close()
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(scenario())

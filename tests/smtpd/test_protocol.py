@@ -5,17 +5,23 @@ Catalogue numbers (RELIABILITY.md) are in each test's name.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import smtplib
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
+from oxipost.config import load_config
 
-from tests.smtpd.conftest import Raw
+from tests.smtpd.conftest import Raw, write_config
 
 DIALOGUES = Path(__file__).parent / "dialogues"
 # What the golden scripts run with, here and against real Postfix.
@@ -477,14 +483,9 @@ def test_message_on_the_real_spool_before_250(start_smtpd) -> None:
     assert b"\r\nDate: " in head and b"\r\nFrom: sender@example.org" in head
 
 
-def test_qmgr_wakeup_and_etrn_flush(start_smtpd) -> None:
-    """New mail wakes qmgr over public/qmgr; ETRN for a fast-flush domain asks for a flush."""
-    import threading
-
-    import msgpack
-
-    srv = start_smtpd("fast_flush_domains = relay.example\nrelay_domains = relay.example\n")
-    path = os.path.join(srv.config_dir, "spool", "public", "qmgr")
+@contextlib.contextmanager
+def fake_qmgr(path: str, requests: int) -> Iterator[list[dict[str, object]]]:
+    """public/qmgr answering `requests` requests as qmgr does; yields the requests read."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -492,8 +493,8 @@ def test_qmgr_wakeup_and_etrn_flush(start_smtpd) -> None:
     listener.settimeout(10)
     got: list[dict[str, object]] = []
 
-    def serve(n: int) -> None:
-        for _ in range(n):
+    def serve() -> None:
+        for _ in range(requests):
             conn, _ = listener.accept()
             with conn:
                 data = b""
@@ -502,9 +503,20 @@ def test_qmgr_wakeup_and_etrn_flush(start_smtpd) -> None:
                 got.append(msgpack.unpackb(data, raw=False))
                 conn.sendall(msgpack.packb({"ok": True, "count": 1}))
 
-    t = threading.Thread(target=serve, args=(2,), daemon=True)
+    t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
+        yield got
+        t.join(10)
+    finally:
+        listener.close()
+
+
+def test_qmgr_wakeup_and_etrn_flush(start_smtpd) -> None:
+    """New mail wakes qmgr over public/qmgr; ETRN for a fast-flush domain asks for a flush."""
+    srv = start_smtpd("fast_flush_domains = relay.example\nrelay_domains = relay.example\n")
+    path = os.path.join(srv.config_dir, "spool", "public", "qmgr")
+    with fake_qmgr(path, 2) as got:
         with smtplib.SMTP(srv.host, srv.port) as s:
             s.ehlo("client.example")
             s.mail("a@example.org")
@@ -514,10 +526,36 @@ def test_qmgr_wakeup_and_etrn_flush(start_smtpd) -> None:
             while not got and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert s.docmd("ETRN relay.example") == (250, b"Queuing started")
-        t.join(10)
-    finally:
-        listener.close()
     assert got == [{"op": "wakeup"}, {"op": "flush-site", "site": "relay.example"}]
+
+
+def test_qmgr_notifier_sends_the_last_wakeup_and_leaves_no_task(tmp_path) -> None:
+    """When smtpd stops, the wakeup WAKEUP_INTERVAL held back goes out, and no request task
+    outlives the server (one left pending is destroyed with a warning when its loop
+    closes)."""
+    from oxipost.qmgr import control
+    from oxipost.smtpd.service import QmgrNotifier
+
+    cfg = load_config(write_config(str(tmp_path), "")).for_service("smtp")
+    notifier = QmgrNotifier(cfg)
+    leftover: set[asyncio.Task[object]] = set()
+
+    async def burst(got: list[dict[str, object]]) -> None:
+        notifier({"op": "wakeup"})
+        async with asyncio.timeout(10):
+            while not got:
+                await asyncio.sleep(0.01)
+        # Within the interval after the first: held back.
+        notifier({"op": "wakeup"})
+        assert notifier.wakeup_pending
+        await notifier.close()
+        leftover.update(asyncio.all_tasks() - {asyncio.current_task()})
+
+    with fake_qmgr(control.socket_path(cfg), 2) as got:
+        with asyncio.Runner() as runner:
+            runner.run(burst(got))
+    assert got == [{"op": "wakeup"}, {"op": "wakeup"}]
+    assert not leftover and not notifier.tasks
 
 
 def test_client_name_is_looked_up_and_verified(start_smtpd) -> None:

@@ -55,6 +55,14 @@ class QueueLike(Protocol):
     def free_space_ok(self, size: int) -> bool: ...
 
 
+class Notifier(Protocol):
+    """Passes requests to qmgr (wakeup, flush-site) without holding up the session."""
+
+    def __call__(self, req: dict[str, object]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Disconnect(Exception):
     """The session ends (client gone, or we closed it)."""
 
@@ -88,7 +96,7 @@ class SmtpdServer:
         tls_context: ssl.SSLContext | None = None,
         authenticator: Authenticator | None = None,
         cleanup: Callable[..., Any] | None = None,
-        notify: Callable[[dict[str, object]], None] | None = None,
+        notify: Notifier | None = None,
     ) -> None:
         validate(cfg)
         self.cfg = cfg
@@ -169,6 +177,16 @@ class SmtpdServer:
         listener = Listener(sock, self._accept, self.max_sessions, ssl_ctx, _DATA_CHUNK)
         listener.start()
         return listener
+
+    async def close(self) -> None:
+        """End what is left once the listener is closed: the sessions still running, then
+        the requests to qmgr in flight (a task left pending when its loop closes is
+        destroyed with a warning)."""
+        for task in list(self.sessions):
+            task.cancel()
+        await asyncio.gather(*self.sessions, return_exceptions=True)
+        if self.notify is not None:
+            await self.notify.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Session(self, reader, writer)

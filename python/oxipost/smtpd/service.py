@@ -15,6 +15,7 @@ import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread imports it on
 import os
 import socket
 import ssl
+from collections.abc import Coroutine
 from typing import Any
 
 # Everything a worker needs is imported here, when master's child loads this module: the
@@ -64,7 +65,7 @@ def build_server(cfg: Any, queue: Any, log: Any = None) -> SmtpdServer:
         tls_context=tls_context(cfg),
         authenticator=authenticator(cfg),
         cleanup=_cleanup_entry(),
-        notify=_qmgr_notifier(cfg),
+        notify=QmgrNotifier(cfg),
     )
 
 
@@ -75,49 +76,64 @@ def _cleanup_entry() -> Any:
 # Under load, at most one wakeup per this many seconds (the first goes out at once): each
 # one makes qmgr look through the queue, which costs more than the message that caused it.
 WAKEUP_INTERVAL = 0.1
+# How long a stopping smtpd waits for qmgr to take the wakeup the interval held back.
+LAST_WAKEUP_TIMEOUT = 1.0
 
 
-def _qmgr_notifier(cfg: Any) -> Any:
+class QmgrNotifier:
     """Tell a running qmgr about new mail ({"op": "wakeup"} on public/qmgr), as Postfix's
     cleanup does, never holding up a session. Wakeups are coalesced: one in flight, at most
     one per WAKEUP_INTERVAL, and the last one is always sent. Other requests (ETRN's
     flush-site) go out at once."""
-    path = control.socket_path(cfg)
-    tasks: set[asyncio.Task[None]] = set()
-    wakeup = {"pending": False, "running": False}
 
-    async def send(req: dict[str, object]) -> None:
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.path = control.socket_path(cfg)
+        # The loop keeps only weak references to tasks, and close() must find them.
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wakeup_pending = False
+        self.wakeup_running = False
+
+    def __call__(self, req: dict[str, object]) -> None:
+        if not os.path.exists(self.path):
+            return
+        if req.get("op") != "wakeup":
+            self._spawn(self._send(req))
+            return
+        self.wakeup_pending = True
+        if not self.wakeup_running:
+            self.wakeup_running = True
+            self._spawn(self._wakeups())
+
+    async def close(self) -> None:
+        """Stop sending. A wakeup the interval still held back goes out now: the mail it
+        announces would otherwise wait for qmgr's next queue_run_delay scan."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.wakeup_pending:
+            self.wakeup_pending = False
+            await self._send({"op": "wakeup"}, LAST_WAKEUP_TIMEOUT)
+
+    async def _send(self, req: dict[str, object], timeout: float = 5.0) -> None:
         try:
-            await asyncio.to_thread(control.request, cfg, req, 5.0)
+            await asyncio.to_thread(control.request, self.cfg, req, timeout)
         except Exception:
             pass  # qmgr also rescans every queue_run_delay
 
-    async def wakeups() -> None:
+    async def _wakeups(self) -> None:
         try:
-            while wakeup["pending"]:
-                wakeup["pending"] = False
-                await send({"op": "wakeup"})
+            while self.wakeup_pending:
+                self.wakeup_pending = False
+                await self._send({"op": "wakeup"})
                 await asyncio.sleep(WAKEUP_INTERVAL)
         finally:
-            wakeup["running"] = False
+            self.wakeup_running = False
 
-    def spawn(coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def notify(req: dict[str, object]) -> None:
-        if not os.path.exists(path):
-            return
-        if req.get("op") != "wakeup":
-            spawn(send(req))
-            return
-        wakeup["pending"] = True
-        if not wakeup["running"]:
-            wakeup["running"] = True
-            spawn(wakeups())
-
-    return notify
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 async def serve(
@@ -146,9 +162,7 @@ async def serve(
         )
     stop_wait.cancel()
     drain_wait.cancel()
-    for task in list(server.sessions):
-        task.cancel()
-    await asyncio.gather(*server.sessions, return_exceptions=True)
+    await server.close()
 
 
 def main(ctx: Any) -> int:
