@@ -216,13 +216,10 @@ setup_oxipost() {
     echo "disable_dns_lookups = yes"
     common_main "$d" "$relay"
   } >"$d/main.cf"
-  # Every service privileged. qmgr must be: it runs the delivery agents in process, and
-  # virtual(8) switches to virtual_uid_maps' uid (Postfix runs virtual as root too). The
-  # others follow, because an unprivileged smtpd cannot use the queue files a root qmgr
-  # made (spool/slots/*.lock are 0600), and pickup imports modules after its drop to
-  # mail_owner, which fails when the interpreter is where mail_owner cannot read.
+  # The embedded default's master.cf as it is, as Postfix runs its own: smtpd and qmgr as
+  # mail_owner, local(8) and virtual(8) privileged (catalogue 50), so each Maildir
+  # delivery crosses from qmgr to the virtual(8) process as it does in Postfix.
   awk -v port="$port" '
-    /^[a-z0-9]/ && NF >= 8 { $4 = "n" }
     /^127\.0\.0\.1:2525[ \t]/ { $1 = "127.0.0.1:" port }
     { print }
   ' "$ROOT/conf/master.cf" >"$d/master.cf"
