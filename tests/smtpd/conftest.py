@@ -8,12 +8,13 @@ spool).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,59 +88,71 @@ def write_config(tmp: str, main_cf: str) -> str:
     return tmp
 
 
-@pytest.fixture
-def start_smtpd(tmp_path: Any) -> Iterator[Any]:
-    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread, Any]] = []
+@contextlib.contextmanager
+def running_smtpd(
+    tmp: str,
+    main_cf: str = "",
+    real_queue: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+) -> Iterator[Running]:
+    """Our smtpd on a free 127.0.0.1 port with this main.cf (after write_config's base), on
+    an event loop of its own in a thread, until the block ends."""
+    config_dir = write_config(tmp, main_cf)
+    cfg = load_config(config_dir).for_service("smtp")
+    queue: Any = RecordingQueue()
+    if real_queue:
+        from oxipost.qmgr.queue import Queue
 
-    def start(main_cf: str = "", real_queue: bool = False) -> Running:
-        config_dir = write_config(str(tmp_path), main_cf)
-        cfg = load_config(config_dir).for_service("smtp")
-        queue: Any = RecordingQueue()
-        if real_queue:
-            from oxipost.qmgr.queue import Queue
+        queue = Queue.open(cfg, writer="smtpd")
+    lines: list[str] = []
+    server = build_server(cfg, queue, ListLog(lines))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    loop = loop_factory()
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
 
-            queue = Queue.open(cfg, writer="smtpd")
-        lines: list[str] = []
-        server = build_server(cfg, queue, ListLog(lines))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        port = sock.getsockname()[1]
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        holder: dict[str, Any] = {}
+    def run() -> None:
+        asyncio.set_event_loop(loop)
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
+        async def boot() -> None:
+            holder["listener"] = await server.serve(sock)
+            ready.set()
 
-            async def boot() -> None:
-                holder["listener"] = await server.serve(sock)
-                ready.set()
+        loop.run_until_complete(boot())
+        loop.run_forever()
 
-            loop.run_until_complete(boot())
-            loop.run_forever()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10)
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        assert ready.wait(10)
-        loops.append((loop, thread, (holder, server)))
-        return Running("127.0.0.1", port, queue, config_dir, lines)
+    async def stop() -> None:
+        holder["listener"].close()
+        await server.close()
+        if hasattr(server.queue, "close"):
+            server.queue.close()
 
-    yield start
-    while _OPEN:
-        _OPEN.pop().close()
-    for loop, thread, (holder, server) in loops:
-
-        async def stop(holder: dict[str, Any] = holder, server: Any = server) -> None:
-            holder["listener"].close()
-            await server.close()
-            if hasattr(server.queue, "close"):
-                server.queue.close()
-
+    try:
+        yield Running("127.0.0.1", port, queue, config_dir, lines)
+    finally:
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture
+def start_smtpd(tmp_path: Any) -> Iterator[Callable[..., Running]]:
+    with contextlib.ExitStack() as servers:
+
+        def start(main_cf: str = "", real_queue: bool = False) -> Running:
+            return servers.enter_context(running_smtpd(str(tmp_path), main_cf, real_queue))
+
+        yield start
+        while _OPEN:
+            _OPEN.pop().close()
 
 
 class Raw:

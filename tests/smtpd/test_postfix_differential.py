@@ -9,10 +9,12 @@ Postfix's own, not our reading of its source.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.smtpd.conftest import Raw, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
 
@@ -184,3 +186,44 @@ def test_unknown_client_hostname_rejected_as_postfix(start_smtpd, restriction: s
     ours = [play(srv.port, src) for src in ("127.0.0.2", "127.0.0.1")]
     assert ours == theirs
     assert theirs[0][0].startswith("450 ") and theirs[1][0].startswith("250 ")
+
+
+@pytest.mark.slow
+def test_client_name_lookup_failing_for_now_as_postfix(tmp_path: Path) -> None:
+    """A resolver that answers SERVFAIL (EAI_AGAIN), in a namespace of the test's own
+    (tests/smtpd/peername_namespace.py): reject_unknown_client_hostname and
+    reject_unknown_reverse_client_hostname reply 450 whatever unknown_client_reject_code
+    says (550 here, used for the client with no name), the 5xx DSN class follows the code,
+    and a temporary failure is not remembered: all word for word as Postfix, on asyncio's
+    loop and on uvloop."""
+    if os.geteuid() != 0:
+        pytest.skip("a private mount and network namespace needs root")
+    r = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--net",
+            sys.executable,
+            "-m",
+            "tests.smtpd.peername_namespace",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = json.loads(r.stdout.splitlines()[-1])
+    theirs = results.pop("postfix")
+    for server, ours in results.items():
+        assert ours == theirs, server
+    hostname = theirs["reject_unknown_client_hostname"]
+    assert hostname["127.0.0.2"].startswith("450 4.7.25 "), hostname
+    assert hostname["127.0.0.3"].startswith("450 4.7.25 "), hostname
+    assert hostname["127.0.0.4"].startswith("550 5.7.25 "), hostname
+    assert hostname["127.0.0.3 recovered"].startswith("250 "), hostname
+    reverse = theirs["reject_unknown_reverse_client_hostname"]
+    assert reverse["127.0.0.2"].startswith("250 "), reverse
+    assert reverse["127.0.0.3"].startswith("450 4.7.1 "), reverse
+    assert reverse["127.0.0.4"].startswith("550 5.7.1 "), reverse

@@ -584,3 +584,22 @@ def test_client_name_must_be_a_host_name() -> None:
     assert not _valid_hostname("bad_name.example")
     assert not _valid_hostname("")
     assert not _valid_hostname("-leading.example")
+
+
+def test_client_name_lookup_status_as_postfix_reads_it() -> None:
+    """Postfix's TEMP_AI_ERROR: EAI_AGAIN, EAI_MEMORY and EAI_SYSTEM are temporary. A real
+    EAI_AGAIN is tested against Postfix in test_postfix_differential.py; EAI_MEMORY and
+    EAI_SYSTEM (Python raises the latter as OSError with the errno) cannot be provoked."""
+    import errno
+
+    from oxipost.smtpd.check import NAME_NOT_FOUND, NAME_TEMPORARY
+    from oxipost.smtpd.server import name_lookup_status
+
+    again = socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+    assert name_lookup_status(again) == NAME_TEMPORARY
+    assert name_lookup_status(socket.gaierror(socket.EAI_MEMORY, "")) == NAME_TEMPORARY
+    assert name_lookup_status(OSError(errno.EMFILE, "Too many open files")) == NAME_TEMPORARY
+    noname = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert name_lookup_status(noname) == NAME_NOT_FOUND
+    assert name_lookup_status(socket.gaierror(socket.EAI_FAIL, "")) == NAME_NOT_FOUND
+    assert name_lookup_status(UnicodeError("label too long")) == NAME_NOT_FOUND

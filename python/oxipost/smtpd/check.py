@@ -54,8 +54,20 @@ class Reply:
     dsn: str
     text: str
 
+    def __post_init__(self) -> None:
+        # As Postfix's smtpd_check_reject, "in any case": the DSN class follows the reply
+        # code (unknown_client_reject_code = 550 with 4.7.25 replies 5.7.25).
+        if 400 <= self.code <= 599:
+            self.dsn = str(self.code // 100) + self.dsn[1:]
+
     def __str__(self) -> str:
         return f"{self.code} {self.dsn} {self.text}"
+
+
+# How a client name lookup ended (Postfix's SMTPD_PEER_CODE_OK, _TEMP, and _PERM or _FORGED).
+NAME_OK = "ok"
+NAME_TEMPORARY = "temporary"
+NAME_NOT_FOUND = "not found"
 
 
 @dataclass
@@ -64,9 +76,12 @@ class ClientState:
 
     addr: str
     # Postfix's client_name (verified: the reverse name resolves back to addr) and
-    # reverse_client_name (the address->name lookup alone); "unknown" when not found.
+    # reverse_client_name (the address->name lookup alone); "unknown" when not found, or
+    # when the lookup failed for now (the status tells which).
     name: str = "unknown"
     reverse_name: str = "unknown"
+    name_status: str = NAME_NOT_FOUND
+    reverse_name_status: str = NAME_NOT_FOUND
     helo: str = ""
     sender: str | None = None
     sasl_username: str = ""
@@ -90,11 +105,16 @@ _STAGES = {
     "end_of_data": ("smtpd_end_of_data_restrictions", "End-of-data command"),
     "etrn": ("smtpd_etrn_restrictions", "Etrn command"),
 }
-# reject_unknown_*client*: which name must be known, the DSN code, what was not found.
+# reject_unknown_*client*: which name's lookup must have found it, the DSN code, what was
+# not found.
 _UNKNOWN_CLIENT = {
-    "reject_unknown_client_hostname": ("name", "4.7.25", "hostname"),
-    "reject_unknown_client": ("name", "4.7.25", "hostname"),
-    "reject_unknown_reverse_client_hostname": ("reverse_name", "4.7.1", "reverse hostname"),
+    "reject_unknown_client_hostname": ("name_status", "4.7.25", "hostname"),
+    "reject_unknown_client": ("name_status", "4.7.25", "hostname"),
+    "reject_unknown_reverse_client_hostname": (
+        "reverse_name_status",
+        "4.7.1",
+        "reverse hostname",
+    ),
 }
 _RELAY_SAFE = {
     "reject_unauth_destination",
@@ -386,14 +406,14 @@ class Checker:
             return DUNNO
         if name in _UNKNOWN_CLIENT:
             # Postfix 3.7's words, whatever the stage ("Client host" even at RCPT).
-            field_name, dsn, what = _UNKNOWN_CLIENT[name]
-            if getattr(st, field_name) != "unknown":
+            status_field, dsn, what = _UNKNOWN_CLIENT[name]
+            status = getattr(st, status_field)
+            if status == NAME_OK:
                 return DUNNO
-            return Reply(
-                cfg.get_int("unknown_client_reject_code"),
-                dsn,
-                f"Client host rejected: cannot find your {what}, [{st.addr}]",
-            )
+            # postconf(5): "The reply is always 450 in case the address->name lookup failed
+            # due to a temporary problem" (the name->address one too, in smtpd_peer.c).
+            code = 450 if status == NAME_TEMPORARY else cfg.get_int("unknown_client_reject_code")
+            return Reply(code, dsn, f"Client host rejected: cannot find your {what}, [{st.addr}]")
         if name == "reject_unknown_sender_domain":
             if st.sender:
                 return self.unknown_domain(st.sender, "Sender address", "4.1.8") or DUNNO
@@ -492,19 +512,20 @@ class Checker:
                 except dns.resolver.NoAnswer:
                     continue
         except dns.resolver.NXDOMAIN:
-            code = self.cfg.get_int("unknown_address_reject_code")
-            dsn = ("5" if code >= 500 else "4") + dsn[1:]
-            return Reply(code, dsn, f"<{addr}>: {what} rejected: Domain not found")
+            return Reply(
+                self.cfg.get_int("unknown_address_reject_code"),
+                dsn,
+                f"<{addr}>: {what} rejected: Domain not found",
+            )
         except dns.exception.DNSException:
             return Reply(
                 450,
                 "4.1.8" if "Sender" in what else "4.1.2",
                 f"<{addr}>: {what} rejected: Domain not found",
             )
-        code = self.cfg.get_int("unknown_address_reject_code")
         return Reply(
-            code,
-            ("5" if code >= 500 else "4") + dsn[1:],
+            self.cfg.get_int("unknown_address_reject_code"),
+            dsn,
             f"<{addr}>: {what} rejected: Domain not found",
         )
 

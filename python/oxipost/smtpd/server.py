@@ -37,7 +37,16 @@ from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
 from oxipost.smtpd import replies as R
-from oxipost.smtpd.check import Checker, ClientState, Reply, match_networks, validate
+from oxipost.smtpd.check import (
+    NAME_NOT_FOUND,
+    NAME_OK,
+    NAME_TEMPORARY,
+    Checker,
+    ClientState,
+    Reply,
+    match_networks,
+    validate,
+)
 from oxipost.smtpd.listener import Listener
 
 CRLF = b"\r\n"
@@ -61,6 +70,27 @@ class Notifier(Protocol):
     def __call__(self, req: dict[str, object]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientNames:
+    """What smtpd_peername_lookup found: Postfix's client_name (confirmed by name->address)
+    and reverse_client_name (the address->name lookup alone), and how each lookup ended."""
+
+    name: str = "unknown"
+    reverse_name: str = "unknown"
+    name_status: str = NAME_NOT_FOUND
+    reverse_name_status: str = NAME_NOT_FOUND
+
+
+def name_lookup_status(e: Exception) -> str:
+    """How a failed getnameinfo/getaddrinfo ended, as Postfix's TEMP_AI_ERROR reads it:
+    EAI_AGAIN, EAI_MEMORY and EAI_SYSTEM (which Python raises as a plain OSError with the
+    errno) are temporary; other errors, and a name that does not decode, mean not found."""
+    if isinstance(e, socket.gaierror):
+        temporary = e.errno in (socket.EAI_AGAIN, socket.EAI_MEMORY)
+        return NAME_TEMPORARY if temporary else NAME_NOT_FOUND
+    return NAME_TEMPORARY if isinstance(e, OSError) else NAME_NOT_FOUND
 
 
 class Disconnect(Exception):
@@ -120,7 +150,7 @@ class SmtpdServer:
         self.wrapper = cfg.get_bool("smtpd_tls_wrappermode")
         self.forbid_unauth_pipelining = cfg.get_bool("smtpd_forbid_unauth_pipelining")
         self.peername_lookup = cfg.get_bool("smtpd_peername_lookup")
-        self._names: dict[str, tuple[float, str, str]] = {}
+        self._names: dict[str, tuple[float, ClientNames]] = {}
         self.connections: dict[str, int] = {}
         self.auth_times: dict[str, list[float]] = {}
         self.sessions: set[asyncio.Task[None]] = set()
@@ -140,35 +170,42 @@ class SmtpdServer:
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
 
-    async def client_names(self, peer: Any) -> tuple[str, str]:
-        """(client name, reverse client name) as Postfix's smtpd_peername_lookup finds them:
-        the address->name lookup (getnameinfo, so /etc/hosts counts as for Postfix), then the
-        name->address lookup that must lead back to the client's address. Either is
-        "unknown" when not found. A result is kept for NAME_CACHE_TIME: a burst of
-        connections from one client costs one lookup (the resolver would cache it too)."""
+    async def client_names(self, peer: Any) -> ClientNames:
+        """The client's names as Postfix's smtpd_peername_lookup finds them: the
+        address->name lookup (getnameinfo, so /etc/hosts counts as for Postfix), then the
+        name->address lookup that must lead back to the client's address. A result is kept
+        for NAME_CACHE_TIME (a burst of connections from one client costs one lookup, the
+        resolver would cache it too), unless a lookup failed for now: the next connection
+        asks again."""
         addr = str(peer[0])
         loop = asyncio.get_running_loop()
         now = loop.time()
         cached = self._names.get(addr)
         if cached is not None and cached[0] > now:
-            return cached[1], cached[2]
-        name = reverse = "unknown"
+            return cached[1]
+        names = await self._look_up_names(peer, addr)
+        if NAME_TEMPORARY not in (names.name_status, names.reverse_name_status):
+            if len(self._names) >= NAME_CACHE_SIZE:
+                self._names.clear()
+            self._names[addr] = (now + NAME_CACHE_TIME, names)
+        return names
+
+    async def _look_up_names(self, peer: Any, addr: str) -> ClientNames:
+        loop = asyncio.get_running_loop()
         try:
             host, _ = await loop.getnameinfo(peer, socket.NI_NAMEREQD)
-        except (OSError, UnicodeError):
-            host = ""
-        if _valid_hostname(host):
-            reverse = host
-            try:
-                infos = await loop.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-            except (OSError, UnicodeError):
-                infos = []
-            if any(_same_address(str(info[4][0]), addr) for info in infos):
-                name = host
-        if len(self._names) >= NAME_CACHE_SIZE:
-            self._names.clear()
-        self._names[addr] = (now + NAME_CACHE_TIME, name, reverse)
-        return name, reverse
+        except (OSError, UnicodeError) as e:
+            status = name_lookup_status(e)
+            return ClientNames(name_status=status, reverse_name_status=status)
+        if not _valid_hostname(host):
+            return ClientNames()
+        try:
+            infos = await loop.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as e:
+            return ClientNames("unknown", host, name_lookup_status(e), NAME_OK)
+        if any(_same_address(str(info[4][0]), addr) for info in infos):
+            return ClientNames(host, host, NAME_OK, NAME_OK)
+        return ClientNames("unknown", host, NAME_NOT_FOUND, NAME_OK)
 
     async def serve(self, sock: socket.socket) -> Listener:
         """Start accepting on an already bound and listening socket, at most max_sessions
@@ -346,7 +383,10 @@ class Session:
         self._task = asyncio.current_task()
         log = self.srv.log
         if self.srv.peername_lookup and self.addr != "unknown":
-            self.state.name, self.state.reverse_name = await self.srv.client_names(self.peer)
+            names = await self.srv.client_names(self.peer)
+            st = self.state
+            st.name, st.name_status = names.name, names.name_status
+            st.reverse_name, st.reverse_name_status = names.reverse_name, names.reverse_name_status
         log.info(f"connect from {self.state.namaddr}")
         try:
             count = self.srv.connections.get(self.addr, 0) + 1
