@@ -47,3 +47,39 @@ def stop_and_drain() -> tuple[asyncio.Event, asyncio.Event]:
     stop, drain = asyncio.Event(), asyncio.Event()
     on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: drain.set})
     return stop, drain
+
+
+class Completions:
+    """Futures for the tickets of a Rust worker that reports finished jobs through a file
+    descriptor (spool.Writer's group commits, mailbox.Pool's writes): `poll()` returns
+    tuples (ticket, *outcome), and a ticket's future resolves with its outcome tuple. The
+    reader is on whichever loop last waited (tests run several loops in turn)."""
+
+    def __init__(self, fileno: int, poll: Callable[[], list[tuple[Any, ...]]]) -> None:
+        self._fileno = fileno
+        self._poll = poll
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+
+    def wait_for(self, ticket: int) -> asyncio.Future[tuple[Any, ...]]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self.close()
+            loop.add_reader(self._fileno, self._completed)
+            self._loop = loop
+        fut: asyncio.Future[tuple[Any, ...]] = loop.create_future()
+        self._waiting[ticket] = fut
+        return fut
+
+    def _completed(self) -> None:
+        for ticket, *outcome in self._poll():
+            fut = self._waiting.pop(ticket, None)
+            # A waiter may have given up (cancelled) or belong to a loop since closed.
+            if fut is not None and not fut.done() and not fut.get_loop().is_closed():
+                fut.set_result(tuple(outcome))
+
+    def close(self) -> None:
+        """Stop watching (the worker is closing, or another loop takes over)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._fileno)
+        self._loop = None

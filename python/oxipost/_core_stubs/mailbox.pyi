@@ -32,3 +32,44 @@ def resolve_under(base: str, rel: str) -> str:
 
 def maildir_unique_name(hostname: str) -> str:
     """The next unique Maildir base name, time.M<usec>P<pid>Q<n>.host."""
+
+class Pool:
+    """Mailbox writes for an event loop: submitted, done by at most `threads` threads,
+    reported by poll() when fileno() is readable."""
+
+    def __init__(self, threads: int) -> None: ...
+    def submit_maildir(
+        self,
+        path: str,
+        prefix: bytes,
+        content: bytes,
+        hostname: str,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> int:
+        """Queue maildir_deliver's write; returns its ticket."""
+
+    def submit_mbox(
+        self,
+        path: str,
+        sender: str,
+        prefix: bytes,
+        content: bytes,
+        *,
+        fcntl: bool = True,
+        flock: bool = False,
+        dotlock: bool = True,
+        attempts: int = 20,
+        delay: float = 1.0,
+        stale: float = 500.0,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> int:
+        """Queue mbox_deliver's write; returns its ticket."""
+
+    def fileno(self) -> int: ...
+    def poll(self) -> list[tuple[int, str, bool, str]]:
+        """(ticket, status, permanent, text) of every write finished since the last poll."""
+
+    def close(self) -> None:
+        """Finish the writes queued and stop the threads."""

@@ -1,18 +1,17 @@
 """What local(8) and virtual(8) share: table lookups with Postfix's address search
 order, the Delivered-To loop check, the prepended headers, and the Rust mailbox writes
-run off the event loop (the GIL is released inside, so writes proceed in parallel).
+run off the event loop in their own threads (mailbox.Pool).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import socket
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from oxipost import runloop
 from oxipost._core import mailbox
 from oxipost.envelope import Outcome
 
@@ -89,23 +88,30 @@ def hostname() -> str:
     return socket.gethostname()
 
 
-_WRITERS: dict[int, ThreadPoolExecutor] = {}
+class _Writers:
+    """The Rust threads mailbox writes run in (mailbox.Pool), and their outcomes' futures.
+    A write mostly waits for its fsyncs, so as many may be in flight as Postfix would run
+    delivery agents (default_process_limit; the scheduler keeps each transport within its
+    own limit)."""
+
+    def __init__(self, size: int) -> None:
+        self.pool = mailbox.Pool(size)
+        self.completions = runloop.Completions(self.pool.fileno(), self.pool.poll)
+
+    async def run(self, submit: Callable[[mailbox.Pool], int]) -> tuple[str, bool, str]:
+        status, permanent, text = await self.completions.wait_for(submit(self.pool))
+        return status, permanent, text
 
 
-def _writers(cfg: Config) -> ThreadPoolExecutor:
-    """The threads mailbox writes run in. A write mostly waits for its fsyncs, so as many
-    may be in flight as Postfix would run delivery agents (default_process_limit; the
-    scheduler keeps each transport within its own limit), not asyncio's default of
-    CPUs + 4, which made deliveries queue for a thread."""
+_WRITERS: dict[int, _Writers] = {}
+
+
+async def _run(cfg: Config, submit: Callable[[mailbox.Pool], int]) -> tuple[str, bool, str]:
     size = max(1, cfg.get_int("default_process_limit"))
-    pool = _WRITERS.get(size)
-    if pool is None:
-        pool = _WRITERS[size] = ThreadPoolExecutor(size, thread_name_prefix="mailbox")
-    return pool
-
-
-async def _run(cfg: Config, write: Callable[[], tuple[str, bool, str]]) -> tuple[str, bool, str]:
-    return await asyncio.get_running_loop().run_in_executor(_writers(cfg), write)
+    writers = _WRITERS.get(size)
+    if writers is None:
+        writers = _WRITERS[size] = _Writers(size)
+    return await writers.run(submit)
 
 
 async def maildir(
@@ -113,8 +119,7 @@ async def maildir(
 ) -> Outcome:
     uid, gid = ids if ids is not None and os.geteuid() == 0 else (None, None)
     status, _perm, text = await _run(
-        cfg,
-        functools.partial(mailbox.maildir_deliver, path, prefix, content, hostname(), uid, gid),
+        cfg, lambda pool: pool.submit_maildir(path, prefix, content, hostname(), uid, gid)
     )
     return Outcome(status, text)
 
@@ -130,8 +135,8 @@ async def mbox(
 ) -> Outcome:
     uid, gid = ids if ids is not None and os.geteuid() == 0 else (None, None)
 
-    def write() -> tuple[str, bool, str]:
-        return mailbox.mbox_deliver(
+    def submit(pool: mailbox.Pool) -> int:
+        return pool.submit_mbox(
             path,
             sender,
             prefix,
@@ -141,5 +146,5 @@ async def mbox(
             **locks,  # type: ignore[arg-type]
         )
 
-    status, _perm, text = await _run(cfg, write)
+    status, _perm, text = await _run(cfg, submit)
     return Outcome(status, text)

@@ -31,7 +31,6 @@ QueueBusy (a second state writer), and log lines `warning: ...: corrupt record .
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import glob
 import os
@@ -43,7 +42,7 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from oxipost import _core
+from oxipost import _core, runloop
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Recipient, envelope_from_dict, envelope_to_dict
 from oxipost.log import Logger
@@ -162,8 +161,7 @@ class Queue:
         self._slot_fd = lock_fd
         self._ids = QueueIdSource(slot)
         self._writer: spool.Writer | None = None
-        self._futures: dict[int, tuple[asyncio.Future[str], str]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._completions: runloop.Completions | None = None
 
     # Opening ------------------------------------------------------------------------------
 
@@ -207,12 +205,13 @@ class Queue:
                 SEGMENT_LIMIT,
                 _mail_owner(self.cfg),
             )
+            self._completions = runloop.Completions(self._writer.fileno(), self._writer.poll)
         return self._writer
 
     def close(self) -> None:
         if self._writer is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._writer.fileno())
+            if self._completions is not None:
+                self._completions.close()
             self._writer.close()
             self._writer = None
         if self._slot_fd >= 0:
@@ -232,21 +231,17 @@ class Queue:
 
     async def enqueue(self, envelope: Envelope, content: bytes) -> str:
         """Append one message; resolve with its queue ID once it is on stable storage."""
-        loop = asyncio.get_running_loop()
         writer = self._open_writer()
-        if self._loop is not loop:
-            if self._loop is not None:
-                self._loop.remove_reader(writer.fileno())
-            loop.add_reader(writer.fileno(), self._completed)
-            self._loop = loop
+        assert self._completions is not None
         qid, payload = self._record(envelope, content)
-        fut: asyncio.Future[str] = loop.create_future()
         try:
             ticket = writer.submit(payload)
         except Exception as e:
             raise QueueWriteError(str(e)) from e
-        self._futures[ticket] = (fut, qid)
-        return await fut
+        _seq, _offset, err = await self._completions.wait_for(ticket)
+        if err is not None:
+            raise QueueWriteError(f"{err[1]}")
+        return qid
 
     def enqueue_sync(self, envelope: Envelope, content: bytes) -> str:
         """enqueue for code without an event loop (pickup, tools): blocks until durable."""
@@ -257,20 +252,6 @@ class Queue:
             if t == ticket and err is not None:
                 raise QueueWriteError(f"{os.strerror(err[0])}: {err[1]}")
         return qid
-
-    def _completed(self) -> None:
-        assert self._writer is not None
-        for ticket, _seq, _offset, err in self._writer.poll():
-            entry = self._futures.pop(ticket, None)
-            if entry is None:
-                continue
-            fut, qid = entry
-            if fut.done():
-                continue
-            if err is None:
-                fut.set_result(qid)
-            else:
-                fut.set_exception(QueueWriteError(f"{err[1]}"))
 
     def free_space_ok(self, size: int = 0) -> bool:
         """False when accepting `size` more bytes would leave less than Postfix keeps free:

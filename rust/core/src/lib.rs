@@ -5,6 +5,7 @@
 //! scheduler), `maps` (dict_*), `mailbox` (local/virtual delivery writes).
 
 pub mod error;
+pub mod event;
 
 pub use error::{CoreError, CoreResult};
 

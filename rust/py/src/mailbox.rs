@@ -6,7 +6,7 @@
 
 #[pyo3::pymodule(submodule)]
 pub mod mailbox {
-    use oxipost_core::mailbox::{self as core, Delivery, MboxLocking};
+    use oxipost_core::mailbox::{self as core, Delivery, Job, MboxLocking};
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
     use std::path::Path;
@@ -35,13 +35,8 @@ pub mod mailbox {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Triple {
-        let r = py.detach(|| {
-            core::deliver_maildir(Path::new(path), prefix, content, hostname, ids(uid, gid))
-        });
-        match r {
-            Ok(_) => triple(Delivery::ok("delivered to maildir")),
-            Err(d) => triple(d),
-        }
+        let job = maildir_job(path, prefix, content, hostname, uid, gid);
+        triple(py.detach(|| job.run()))
     }
 
     /// Appends to the mbox file `path` under the chosen locks.
@@ -64,27 +59,139 @@ pub mod mailbox {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Triple {
-        let how = MboxLocking {
+        let how = locking(fcntl, flock, dotlock, attempts, delay, stale);
+        let job = mbox_job(path, sender, prefix, content, how, uid, gid);
+        triple(py.detach(|| job.run()))
+    }
+
+    fn maildir_job(
+        path: &str,
+        prefix: &[u8],
+        content: &[u8],
+        hostname: &str,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Job {
+        Job::Maildir {
+            dir: path.into(),
+            prefix: prefix.to_vec(),
+            content: content.to_vec(),
+            hostname: hostname.into(),
+            ids: ids(uid, gid),
+        }
+    }
+
+    fn mbox_job(
+        path: &str,
+        sender: &str,
+        prefix: &[u8],
+        content: &[u8],
+        how: MboxLocking,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Job {
+        Job::Mbox {
+            path: path.into(),
+            sender: sender.into(),
+            prefix: prefix.to_vec(),
+            content: content.to_vec(),
+            how,
+            ids: ids(uid, gid),
+        }
+    }
+
+    fn locking(
+        fcntl: bool,
+        flock: bool,
+        dotlock: bool,
+        attempts: u32,
+        delay: f64,
+        stale: f64,
+    ) -> MboxLocking {
+        MboxLocking {
             fcntl,
             flock,
             dotlock,
             attempts,
             delay: Duration::from_secs_f64(delay.max(0.0)),
             stale: Duration::from_secs_f64(stale.max(0.0)),
-        };
-        let r = py.detach(|| {
-            core::deliver_mbox(
-                Path::new(path),
-                sender,
-                prefix,
-                content,
-                &how,
-                ids(uid, gid),
-            )
-        });
-        match r {
-            Ok(()) => triple(Delivery::ok("delivered to mailbox")),
-            Err(d) => triple(d),
+        }
+    }
+
+    /// Mailbox writes for an event loop: `submit_maildir` / `submit_mbox` queue a write
+    /// (the same arguments as maildir_deliver / mbox_deliver) and return its ticket;
+    /// `fileno()` becomes readable when `poll()` has `(ticket, status, permanent, text)`
+    /// outcomes. At most `threads` writes run at once.
+    #[pyclass(frozen, module = "oxipost._core.mailbox")]
+    pub struct Pool {
+        inner: core::Pool,
+    }
+
+    #[pymethods]
+    impl Pool {
+        #[new]
+        fn new(threads: usize) -> PyResult<Self> {
+            Ok(Pool {
+                inner: core::Pool::new(threads)?,
+            })
+        }
+
+        #[pyo3(signature = (path, prefix, content, hostname, uid=None, gid=None))]
+        fn submit_maildir(
+            &self,
+            path: &str,
+            prefix: &[u8],
+            content: &[u8],
+            hostname: &str,
+            uid: Option<u32>,
+            gid: Option<u32>,
+        ) -> PyResult<u64> {
+            let job = maildir_job(path, prefix, content, hostname, uid, gid);
+            Ok(self.inner.submit(job)?)
+        }
+
+        #[pyo3(signature = (path, sender, prefix, content, *, fcntl=true, flock=false,
+                            dotlock=true, attempts=20, delay=1.0, stale=500.0, uid=None,
+                            gid=None))]
+        #[allow(clippy::too_many_arguments)]
+        fn submit_mbox(
+            &self,
+            path: &str,
+            sender: &str,
+            prefix: &[u8],
+            content: &[u8],
+            fcntl: bool,
+            flock: bool,
+            dotlock: bool,
+            attempts: u32,
+            delay: f64,
+            stale: f64,
+            uid: Option<u32>,
+            gid: Option<u32>,
+        ) -> PyResult<u64> {
+            let how = locking(fcntl, flock, dotlock, attempts, delay, stale);
+            let job = mbox_job(path, sender, prefix, content, how, uid, gid);
+            Ok(self.inner.submit(job)?)
+        }
+
+        fn fileno(&self) -> i32 {
+            self.inner.event_fd()
+        }
+
+        fn poll(&self) -> Vec<(u64, String, bool, String)> {
+            self.inner
+                .poll()
+                .into_iter()
+                .map(|(ticket, d)| {
+                    let (status, permanent, text) = triple(d);
+                    (ticket, status, permanent, text)
+                })
+                .collect()
+        }
+
+        /// Finishes the writes queued (without the GIL) and stops the threads.
+        fn close(&self, py: Python<'_>) {
+            py.detach(|| self.inner.close());
         }
     }
 

@@ -14,10 +14,12 @@ mod durable;
 mod maildir;
 mod mbox;
 mod path;
+mod pool;
 
 pub use maildir::{deliver_maildir, maildir_unique_name};
 pub use mbox::{deliver_mbox, MboxLocking};
 pub use path::resolve_under;
+pub use pool::{Job, Pool};
 
 use std::io;
 

@@ -19,11 +19,12 @@ mod scan;
 
 pub use scan::{read_record, scan, scan_from, ScanReport};
 
+use crate::event::{signal, EventFd};
 use crate::{CoreError, CoreResult};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -88,7 +89,7 @@ struct State {
 /// A segment writer with its committer thread.
 pub struct Writer {
     shared: Arc<Shared>,
-    event: OwnedFd,
+    event: EventFd,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -193,25 +194,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd has no memory arguments; the result is checked before use.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn signal(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64 to an eventfd; a full counter only means the
-    // reader has a wakeup pending already.
-    unsafe {
-        libc::write(fd, (&one as *const u64).cast(), 8);
-    }
-}
-
 impl Writer {
     /// Opens (or continues) `writer`'s segments in `dir`, starting at segment `seq`.
     /// `segment_limit` is the size after which a new segment starts.
@@ -234,8 +216,8 @@ impl Writer {
         }
         fs::create_dir_all(dir)?;
         let mut segments = Segments::open(dir, writer, seq, segment_limit, owner)?;
-        let event = eventfd()?;
-        let event_fd = event.as_raw_fd();
+        let event = EventFd::new()?;
+        let event_fd = event.raw();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -276,16 +258,12 @@ impl Writer {
 
     /// The eventfd that becomes readable when completions are waiting.
     pub fn event_fd(&self) -> RawFd {
-        self.event.as_raw_fd()
+        self.event.raw()
     }
 
     /// Takes every completion reported so far (and clears the eventfd).
     pub fn poll(&self) -> Vec<Completion> {
-        let mut counter = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN just means none pending.
-        unsafe {
-            libc::read(self.event.as_raw_fd(), counter.as_mut_ptr().cast(), 8);
-        }
+        self.event.clear();
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         st.done.drain(..).collect()
     }
@@ -298,15 +276,7 @@ impl Writer {
             if out.iter().any(|c| c.ticket >= ticket) {
                 return out;
             }
-            let mut fds = libc::pollfd {
-                fd: self.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: polls one live pollfd struct.
-            unsafe {
-                libc::poll(&mut fds, 1, 100);
-            }
+            self.event.wait(100);
         }
     }
 
