@@ -3,8 +3,11 @@
     Nov 25 02:19:53 mx postfix/qmgr[6663]: 15C5B160C79: removed
 
 `get_logger(service, cfg)` returns a logger for one program ("smtpd", "master", ...). Lines
-go to `maillog_file` when it is set (one O_APPEND write per line, so processes sharing the
-file never interleave inside a line), else to syslog with `syslog_facility`. The program tag
+go to `maillog_file` when it is set, else to syslog with `syslog_facility`. The file is
+written with O_APPEND and whole lines only, so processes sharing it never interleave inside
+a line; the lines a process logs during one turn of its event loop go out in one write at
+the end of the turn (a busy smtpd or qmgr logs several per message, and a write each cost
+more than the formatting). The program tag
 is `$syslog_name/service`; a master.cf `-o syslog_name=postfix/submission` gives
 `postfix/submission/smtpd`, as in Postfix. Severity prefixes are Postfix's: `warning: `,
 `error: `, `fatal: ` (then exit 1), `panic: ` (then abort).
@@ -12,6 +15,8 @@ is `$syslog_name/service`; a master.cf `-o syslog_name=postfix/submission` gives
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import os
 import socket
@@ -56,6 +61,29 @@ _pid = os.getpid()
 def _forked() -> None:
     global _pid
     _pid = os.getpid()
+    _pending.clear()  # the parent writes its own
+
+
+# Per maillog descriptor: the file's name and the lines of this loop turn not yet written.
+_pending: dict[int, tuple[str, list[bytes]]] = {}
+
+
+def _write(fd: int, name: str, data: bytes) -> None:
+    try:
+        os.write(fd, data)
+    except OSError as e:
+        # Logging must never take the service down; say so where someone may see it.
+        print(f"cannot log to {name}: {e}", file=sys.stderr)
+
+
+def flush() -> None:
+    """Write the lines held for the end of the loop turn (at exit, before a fatal exit)."""
+    while _pending:
+        fd, (name, lines) = _pending.popitem()
+        _write(fd, name, b"".join(lines))
+
+
+atexit.register(flush)
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -127,11 +155,22 @@ class Logger:
         line = format_line(time.time(), self.host, self.tag, _pid, text) + "\n"
         try:
             self.open()
-            assert self._fd is not None
-            os.write(self._fd, line.encode("utf-8", "replace"))
         except OSError as e:
-            # Logging must never take the service down; say so where someone may see it.
             print(f"{self.tag}: cannot log to {self.maillog_file}: {e}", file=sys.stderr)
+            return
+        fd = self._fd
+        assert fd is not None
+        data = line.encode("utf-8", "replace")
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            _write(fd, self.maillog_file, data)
+            return
+        held = _pending.get(fd)
+        if held is None:
+            _pending[fd] = (self.maillog_file, [data])
+            loop.call_soon(flush)
+        else:
+            held[1].append(data)
 
     def info(self, text: str) -> None:
         self._emit(syslog.LOG_INFO, text)
@@ -144,14 +183,17 @@ class Logger:
 
     def fatal(self, text: str) -> NoReturn:
         self._emit(syslog.LOG_CRIT, f"fatal: {text}")
+        flush()
         raise SystemExit(1)
 
     def panic(self, text: str) -> NoReturn:
         self._emit(syslog.LOG_EMERG, f"panic: {text}")
+        flush()
         os.abort()
 
     def close(self) -> None:
         if self._fd is not None:
+            flush()
             os.close(self._fd)
             self._fd = None
 

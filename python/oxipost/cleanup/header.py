@@ -97,6 +97,9 @@ _BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE)
 _DSN = re.compile(r"[45]\.\d{1,3}\.\d{1,3}(?:\s|$)")
 
 
+_SEPARATORS_OR_QUOTING = ',:;"(\\'
+
+
 def header_name(text: str) -> str:
     return text.split(":", 1)[0].strip().lower()
 
@@ -234,6 +237,8 @@ def act(state: CleanupState, context: str, line: str, value: str, param: str) ->
 def _segments(value: str) -> list[tuple[int, int, bool]]:
     """(start, end, is_group_name) of each comma/colon/semicolon separated element of an
     address header value, ignoring separators inside quotes, comments and <...>."""
+    if not any(c in value for c in _SEPARATORS_OR_QUOTING):
+        return [(0, len(value), False)]  # one address, as most headers hold
     out: list[tuple[int, int, bool]] = []
     start = 0
     quoted = False
@@ -289,6 +294,8 @@ def _address_span(value: str, start: int, end: int) -> tuple[int, int] | None:
 
 
 def _outside_quotes_find(text: str, char: str) -> int:
+    if '"' not in text and "(" not in text:
+        return text.find(char)
     quoted = False
     depth = 0
     for i, ch in enumerate(text):
@@ -372,9 +379,9 @@ def header_rewrite_context(state: CleanupState) -> str | None:
     return None
 
 
-def rewrite_header(state: CleanupState, text: str, context: str) -> str:
-    """A primary sender/recipient header with its addresses rewritten."""
-    name = header_name(text)
+def rewrite_header(state: CleanupState, text: str, name: str, context: str) -> str:
+    """A primary sender/recipient header (`name` in lower case) with its addresses
+    rewritten."""
     kind = HDR_FROM if name in SENDER_HEADERS else HDR_RCPT
 
     def one(address: str) -> str:
@@ -427,7 +434,8 @@ class Walker:
 
     def _check_header(self, text: str, cls: str) -> list[str]:
         state = self.state
-        if header_name(text) in MIME_HEADERS:
+        name = header_name(text)
+        if name in MIME_HEADERS:
             cls = MULTIPART
         param = _CHECKS[cls]
         if state.filtering and state.cfg.get_list(param):
@@ -437,13 +445,12 @@ class Walker:
                 if not result:
                     return []
                 *prepended, text = result
-                return prepended + self._after_checks(text, cls)
-        return self._after_checks(text, cls)
+                return prepended + self._after_checks(text, header_name(text), cls)
+        return self._after_checks(text, name, cls)
 
-    def _after_checks(self, text: str, cls: str) -> list[str]:
-        if cls != PRIMARY or header_name(text) in MIME_HEADERS:
+    def _after_checks(self, text: str, name: str, cls: str) -> list[str]:
+        if cls != PRIMARY or name in MIME_HEADERS:
             return [text]
-        name = header_name(text)
         if name in DROPPED_HEADERS:
             return []
         if name in ("message-id", "resent-message-id"):
@@ -453,7 +460,7 @@ class Walker:
             and state_ok(self.state)
             and (name in SENDER_HEADERS or name in RECIPIENT_HEADERS)
         ):
-            text = rewrite_header(self.state, text, self.context)
+            text = rewrite_header(self.state, text, name, self.context)
         return [text]
 
     def _check_body(self, line: str, budget: list[int]) -> list[str]:

@@ -40,6 +40,7 @@ from oxipost.envelope import Envelope, Recipient
 
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _HOPS = "554 5.4.0 Error: too many hops"
+_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
 
 
 def _has_stray(data: bytes) -> bool:
@@ -64,7 +65,7 @@ def split_header(content: bytes) -> tuple[list[bytes], bytes]:
             nxt = end + 2
         if line in (b"\r\n", b""):
             break
-        is_header = bool(re.match(rb"[!-9;-~]+:", line))
+        is_header = bool(_HEADER_LINE.match(line))
         if not is_header and not (line[:1] in (b" ", b"\t") and lines):
             break
         lines.append(line)

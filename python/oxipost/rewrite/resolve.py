@@ -61,6 +61,9 @@ class Resolution:
 
 def split_address(address: str) -> tuple[str, str]:
     """(localpart, domain) split at the last '@' outside quotes; domain '' when none."""
+    if '"' not in address:  # almost every address: no quotes to skip
+        at = address.rfind("@")
+        return (address, "") if at < 0 else (address[:at], address[at + 1 :])
     in_quote = False
     at = -1
     for i, ch in enumerate(address):

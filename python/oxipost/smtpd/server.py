@@ -1233,6 +1233,8 @@ def _now_rfc2822() -> str:
 
 
 def _printable(text: str) -> str:
+    if text.isprintable():  # CR and LF are not
+        return text
     return "".join(c if c.isprintable() and c not in "\r\n" else "?" for c in text)
 
 
@@ -1244,6 +1246,11 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
     """Postfix's extract_addr for MAIL FROM/RCPT TO: (address, ESMTP params), or None for
     bad syntax. `<>` is the null address; a source route is kept for trivial-rewrite."""
     text = text.lstrip(" ")
+    if text.startswith("<") and '"' not in text and "\\" not in text:
+        # No quoting: the path ends at the first ">" unless a "<" nests before it.
+        end = text.find(">")
+        if end > 0 and text.count("<", 0, end) == 1:
+            return _path_and_params(text, end)
     if text.startswith("<"):
         depth = 0
         in_quote = False
@@ -1266,11 +1273,7 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
             i += 1
         if end < 0:
             return None
-        addr = text[1:end]
-        rest = text[end + 1 :]
-        if rest and not rest.startswith(" "):
-            return None
-        params = rest.split()
+        return _path_and_params(text, end)
     else:
         if strict:
             return None
@@ -1283,9 +1286,28 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
     return addr, params
 
 
+def _path_and_params(text: str, end: int) -> tuple[str, list[str]] | None:
+    """parse_path for `text` whose <path> ends at `end`."""
+    addr = text[1:end]
+    rest = text[end + 1 :]
+    if rest and not rest.startswith(" "):
+        return None
+    if not _address_ok(addr):
+        return None
+    return addr, rest.split()
+
+
+# What an address outside quotes may not contain (Postfix's extract_addr).
+_UNQUOTED_BAD = re.compile(r"[ <>(),;\\\x00-\x1f\x7f]")
+
+
 def _address_ok(addr: str) -> bool:
     if addr == "":
         return True
+    if '"' not in addr:
+        if _UNQUOTED_BAD.search(addr):
+            return False
+        return _domain_ok(addr)
     in_quote = False
     for ch in addr:
         if ch == '"':
@@ -1299,6 +1321,10 @@ def _address_ok(addr: str) -> bool:
             return False
     if in_quote:
         return False
+    return _domain_ok(addr)
+
+
+def _domain_ok(addr: str) -> bool:
     route_stripped = addr.split(":", 1)[1] if addr.startswith("@") and ":" in addr else addr
     if route_stripped.endswith("@"):
         return False

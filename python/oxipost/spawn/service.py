@@ -21,7 +21,7 @@ import pwd
 import signal
 import socket
 
-from oxipost import runloop
+from oxipost import log, runloop
 from oxipost.master.context import ServiceContext
 
 
@@ -74,7 +74,12 @@ async def _serve(ctx: ServiceContext, argv: list[str], ids: tuple[int, int] | No
     running: set[asyncio.Task[None]] = set()
     draining = asyncio.Event()
     loop = asyncio.get_running_loop()
-    runloop.on_signals({signal.SIGHUP: draining.set, signal.SIGTERM: lambda: os._exit(0)})
+
+    def stop() -> None:
+        log.flush()
+        os._exit(0)
+
+    runloop.on_signals({signal.SIGHUP: draining.set, signal.SIGTERM: stop})
     listener = ctx.listen_socket
     listener.setblocking(False)
 
