@@ -79,7 +79,7 @@ class Oxipost:
         self.started = False
         self.cfg: Config | None = None
 
-    def start(self, main: str = "") -> Config:
+    def start(self, main: str = "", master: str = "") -> Config:
         base = MAIN_CF.format(d=self.dir, host=HOST, uid=OWNER.pw_uid, gid=OWNER.pw_gid)
         (self.conf / "main.cf").write_text(base + main)
         (self.conf / "vmailbox").write_text(
@@ -87,7 +87,7 @@ class Oxipost:
         )
         master_cf = (REPO / "conf" / "master.cf").read_text()
         (self.conf / "master.cf").write_text(
-            master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{self.port}")
+            master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{self.port}") + master
         )
         started = run_ours("postfix", "-c", str(self.conf), "start")
         assert started.returncode == 0, started.stderr
@@ -442,3 +442,104 @@ def test_catalogue_50_mailbox_written_as_its_owner(oxi):
         if str(oxi.conf).encode() in argv and b"qmgr/unix" in argv:
             owners["qmgr"] = proc.stat().st_uid
     assert owners.get("qmgr") == pwd.getpwnam("postfix").pw_uid, owners
+
+
+def _owners(oxi: Oxipost) -> dict[str, int]:
+    """The uid of each of oxi's service processes, by master.cf service ("qmgr/unix")."""
+    owners = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            uid = proc.stat().st_uid
+        except OSError:
+            continue
+        if str(oxi.conf).encode() in argv and b"--service" in argv:
+            owners[argv[argv.index(b"--service") + 1].decode()] = uid
+    return owners
+
+
+# Two pipe services, as a site defines them (Debian's master.cf has six): one whose user=
+# is right, one that Postfix's pipe(8) refuses to run.
+PIPE_MASTER_CF = """\
+piper     unix  -       n       n       -       -       pipe
+  flags=R user=nobody argv=/bin/sh {dir}/cmd.sh ${{sender}} ${{recipient}}
+rootpipe  unix  -       n       n       -       -       pipe
+  flags=R user=root argv=/bin/sh {dir}/cmd.sh ${{sender}} ${{recipient}}
+"""
+# master.cf has no quoting (argv is split at blanks): the shell's work is in a script.
+PIPE_COMMAND = """\
+id -u > {dir}/uid
+echo "$1 $2" > {dir}/args
+cat > {dir}/msg
+"""
+
+
+@pytest.fixture
+def piped(oxi) -> Iterator[tuple[Oxipost, Path]]:
+    """oxi with mail for pipe.example.test routed to the piper service, and for
+    root.example.test to rootpipe; the command writes into the directory yielded."""
+    assert ROOT, "the test suite runs as root (CI): privileges cannot be tested otherwise"
+    # The command runs as nobody: not pytest's 0700 tmp_path.
+    d = Path(tempfile.mkdtemp(prefix="oxipost-pipe-"))
+    d.chmod(0o1777)
+    try:
+        (d / "cmd.sh").write_text(PIPE_COMMAND.format(dir=d))
+        (d / "cmd.sh").chmod(0o644)
+        (oxi.conf / "transport").write_text(
+            "pipe.example.test piper:\nroot.example.test rootpipe:\n"
+        )
+        oxi.start(
+            f"transport_maps = texthash:{oxi.conf}/transport\n",
+            PIPE_MASTER_CF.format(dir=d),
+        )
+        yield oxi, d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_pipe_service_runs_its_command_as_its_user(piped):
+    """catalogue 50: master runs each pipe service privileged, a process of its own on
+    private/<service>; the unprivileged qmgr hands it the delivery, and the command runs
+    as the service's user= with the service's argv, as Postfix's pipe(8) does."""
+    oxi, d = piped
+    qid = oxi.swaks("sender@example.org", "u@pipe.example.test", "piped", "through a pipe")
+    assert oxi.cfg is not None
+    wait_log(
+        oxi.cfg,
+        rf"postfix/pipe\[\d+\]: {qid}: to=<u@pipe.example.test>, relay=piper, .*"
+        r"dsn=2\.0\.0, status=sent \(delivered via piper service\)",
+    )
+    nobody = pwd.getpwnam("nobody")
+    assert (d / "uid").read_text() == f"{nobody.pw_uid}\n"
+    assert (d / "args").read_text() == "sender@example.org u@pipe.example.test\n"
+    msg = (d / "msg").read_bytes()
+    assert msg.startswith(b"Return-Path: <sender@example.org>\n"), msg
+    assert b"\n\nthrough a pipe\n" in msg, msg
+    owners = _owners(oxi)
+    postfix = pwd.getpwnam("postfix").pw_uid
+    # One agent process per pipe service, privileged; the queue manager is not.
+    assert owners.get("qmgr/unix") == postfix, owners
+    assert owners.get("piper/unix") == 0, owners
+    assert owners.get("rootpipe/unix") == 0, owners
+
+
+def test_pipe_service_with_user_root_defers_as_postfix(piped):
+    """A pipe service with user=root: the agent logs Postfix's pipe(8) fatal and exits,
+    and the mail is deferred with "4.3.0 unknown mail transport error" (Postfix's qmgr,
+    when its pipe process dies), never bounced and never run."""
+    oxi, d = piped
+    qid = oxi.swaks("sender@example.org", "u@root.example.test", "rooted", "not as root")
+    assert oxi.cfg is not None
+    wait_log(
+        oxi.cfg,
+        r"postfix/pipe\[\d+\]: fatal: user= command-line attribute specifies root privileges",
+    )
+    wait_log(
+        oxi.cfg,
+        rf"{qid}: to=<u@root.example.test>, relay=rootpipe, .*"
+        r"dsn=4\.3\.0, status=deferred \(unknown mail transport error\)",
+    )
+    assert not (d / "uid").exists()
+    assert "status=bounced" not in oxi.log()
+    # As Postfix's master, whose pipe died within its first seconds too.
+    wait_log(oxi.cfg, r"warning: .*/pipe: bad command startup -- throttling")

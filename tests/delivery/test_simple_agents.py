@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
-import sys
+import pwd
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
+from oxipost import runloop
+from oxipost.delivery import AgentFatal, deliver
 from oxipost.envelope import Outcome
 
 from .conftest import make_config, request, run
+
+# The commands run as nobody (user= is required), who can reach neither pytest's 0700
+# tree nor this virtualenv's Python under /root.
+PYTHON = "/usr/bin/python3"
 
 
 def test_error_bounces_with_nexthop_reason(tmp_path):
@@ -38,8 +49,10 @@ def test_unknown_transport_defers(tmp_path):
     assert o == Outcome("4.3.0", "mail transport unavailable")
 
 
-def _pipe_cfg(tmp_path, args: str):
-    return make_config(tmp_path / "conf", master_extra=f"p unix - n n - - pipe\n  {args}\n")
+def _pipe_cfg(tmp_path, args: str, main: str = ""):
+    return make_config(
+        tmp_path / "conf", main=main, master_extra=f"p unix - n n - - pipe\n  {args}\n"
+    )
 
 
 SCRIPT = """\
@@ -51,24 +64,30 @@ sys.exit(int(os.environ.get("RC", sys.argv[-1] if sys.argv[-1].isdigit() else 0)
 
 
 @pytest.fixture
-def script(tmp_path):
-    p = tmp_path / "s.py"
+def shared():
+    """A directory the command's user can write in."""
+    d = Path(tempfile.mkdtemp(prefix="oxipost-pipe-"))
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def script(shared):
+    p = shared / "s.py"
     p.write_text(SCRIPT)
+    p.chmod(0o644)
     return p
 
 
-def test_pipe_macros_flags_and_input(tmp_path, script):
-    out_file = tmp_path / "out"
-    _pipe_cfg(
+def test_pipe_macros_flags_and_input(tmp_path, shared, script):
+    out_file = shared / "out"
+    cfg = _pipe_cfg(
         tmp_path,
-        f"flags=DRhuq argv={sys.executable} {script} {out_file} ${{sender}} ${{nexthop}} "
+        f"flags=DRhuq user=nobody argv={PYTHON} {script} {out_file} ${{sender}} ${{nexthop}} "
         "${user} ${extension} ${domain} ${recipient}",
+        main="recipient_delimiter = +\n",
     )
-    main = "recipient_delimiter = +\n"
-    (tmp_path / "conf" / "main.cf").write_text(main)
-    from oxipost.config import load_config
-
-    cfg = load_config(str(tmp_path / "conf"))
     (o,) = run(request(cfg, "p", "Next.Example", ["Joe+Box@Example.COM"], sender="a b@x"))
     assert o == Outcome("2.0.0", "delivered via p service")
     argv_line, rest = out_file.read_bytes().split(b"\n", 1)
@@ -93,63 +112,98 @@ def test_pipe_macros_flags_and_input(tmp_path, script):
         (78, Outcome("5.3.5", "local configuration error")),
     ],
 )
-def test_pipe_sysexits(tmp_path, script, rc, expect):
-    cfg = _pipe_cfg(tmp_path, f"argv={sys.executable} {script} {tmp_path / 'o'} {rc}")
+def test_pipe_sysexits(tmp_path, shared, script, rc, expect):
+    cfg = _pipe_cfg(tmp_path, f"user=nobody argv={PYTHON} {script} {shared / 'o'} {rc}")
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
     assert o == expect
 
 
-def test_pipe_unknown_status_and_output(tmp_path):
-    sh = tmp_path / "fail.sh"
+def test_pipe_unknown_status_and_output(tmp_path, shared):
+    sh = shared / "fail.sh"
     sh.write_text("#!/bin/sh\necho oops; echo second line\nexit 3\n")
     os.chmod(sh, 0o755)
-    cfg = _pipe_cfg(tmp_path, f"argv={sh}")
+    cfg = _pipe_cfg(tmp_path, f"user=nobody argv={sh}")
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
     assert o == Outcome(
         "5.3.0", f'Command died with status 3: "{sh}". Command output: oops second line'
     )
 
 
-def test_pipe_per_recipient_argv_repeats(tmp_path, script):
-    out_file = tmp_path / "out"
-    cfg = _pipe_cfg(tmp_path, f"argv={sys.executable} {script} {out_file} -d ${{recipient}}")
+def test_pipe_per_recipient_argv_repeats(tmp_path, shared, script):
+    out_file = shared / "out"
+    cfg = _pipe_cfg(tmp_path, f"user=nobody argv={PYTHON} {script} {out_file} -d ${{recipient}}")
     out = run(request(cfg, "p", "x", ["a@x", "b@x"]))
     assert [o.status for o in out] == ["2.0.0", "2.0.0"]
     assert eval(out_file.read_bytes().split(b"\n", 1)[0]) == ["-d", "a@x", "b@x"]
 
 
-def test_pipe_root_user_refused(tmp_path, script):
-    cfg = _pipe_cfg(tmp_path, f"user=root argv={sys.executable} {script}")
-    (o,) = run(request(cfg, "p", "x", ["u@x"]))
-    assert o.status == "4.3.5"
-    assert "specifies root privileges" in o.text
+@pytest.mark.parametrize(
+    ("attrs", "fatal"),
+    [
+        # Postfix's pipe(8) texts (get_service_attr), each a msg_fatal there.
+        ("user=root", "user= command-line attribute specifies root privileges"),
+        ("", "missing user= command-line attribute"),
+        ("user=postfix", "user= command-line attribute specifies mail system owner postfix"),
+        ("user=nobody:root", "user= command-line attribute specifies privileged group id 0"),
+        ("user=no-such-user", "get_service_attr: unknown username: no-such-user"),
+        ("user=nobody:no-such-group", "get_service_attr: unknown group: no-such-group"),
+        ("user=nobody flags=Z", "unknown flag: Z (ignored)"),
+        ("user=nobody colour=red", "unknown attribute name: colour=red"),
+    ],
+)
+def test_pipe_attributes_postfix_dies_of(tmp_path, shared, script, attrs, fatal):
+    try:
+        pwd.getpwnam("postfix")
+    except KeyError:
+        if "postfix" in attrs:
+            pytest.skip("no postfix user (mail_owner) here")
+    cfg = _pipe_cfg(tmp_path, f"{attrs} argv={PYTHON} {script} {shared / 'o'}")
+    with pytest.raises(AgentFatal, match=f"^{re.escape(fatal)}$"):
+        run(request(cfg, "p", "x", ["u@x"]))
+    assert not (shared / "o").exists()
+
+
+def test_pipe_missing_argv(tmp_path):
+    cfg = _pipe_cfg(tmp_path, "user=nobody")
+    with pytest.raises(AgentFatal, match=r"^missing argv= command-line attribute$"):
+        run(request(cfg, "p", "x", ["u@x"]))
+
+
+def test_pipe_delivered_to_needs_one_recipient(tmp_path, shared, script):
+    # Postfix: "4.3.5 mail system configuration error" and a warning naming the limit.
+    cfg = _pipe_cfg(tmp_path, f"flags=D user=nobody argv={PYTHON} {script} {shared / 'o'}")
+    out = run(request(cfg, "p", "x", ["a@x", "b@x"]))
+    assert out == [Outcome("4.3.5", "mail system configuration error")] * 2
+    assert not (shared / "o").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="user= switches ids only when running as root")
-def test_pipe_runs_as_user(tmp_path):
-    # catalogue 50: the command runs with the user= privileges, never root's.
-    import shutil
-    import tempfile
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_pipe_runs_as_user(tmp_path, shared, loop):
+    # catalogue 50: the command runs with the user= privileges, never root's; its only
+    # group is the user's (or user=name:group's), as Postfix's set_ugid leaves it. On
+    # uvloop too (our services' loop), whose subprocesses know no user= or group=.
+    out = shared / "ids"
 
-    d = tempfile.mkdtemp(prefix="oxipost-pipe-")
-    os.chmod(d, 0o777)
-    try:
-        out = os.path.join(d, "ids")
-        cfg = _pipe_cfg(tmp_path, f"user=nobody argv=/bin/sh -c id>{out}")
+    def deliver_as(user: str) -> str:
         # master.cf has no quoting: argv is ["/bin/sh", "-c", "id>..."].
-        (o,) = run(request(cfg, "p", "x", ["u@x"]))
+        cfg = _pipe_cfg(tmp_path, f"user={user} argv=/bin/sh -c id>{out}")
+        req = request(cfg, "p", "x", ["u@x"])
+        (o,) = run(req) if loop == "asyncio" else runloop.run(deliver(req))
         assert o.status == "2.0.0", o
-        with open(out) as f:
-            assert f.read().startswith("uid=65534(nobody) gid=65534(nogroup)")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+        ids = out.read_text().strip()
+        out.unlink()
+        return ids
+
+    assert deliver_as("nobody") == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"
+    assert deliver_as("nobody:mail") == "uid=65534(nobody) gid=8(mail) groups=8(mail)"
 
 
-def test_pipe_eol_null_sender_and_quoting_flags(tmp_path, script):
-    out_file = tmp_path / "out"
+def test_pipe_eol_null_sender_and_quoting_flags(tmp_path, shared, script):
+    out_file = shared / "out"
     cfg = _pipe_cfg(
         tmp_path,
-        f"flags=F> eol=\\r\\n null_sender=nobody-here argv={sys.executable} {script} "
+        f"flags=F> eol=\\r\\n null_sender=nobody-here user=nobody argv={PYTHON} {script} "
         f"{out_file} ${{sender}}",
     )
     content = b"Subject: q\r\n\r\nFrom the start\r\n"
@@ -161,8 +215,26 @@ def test_pipe_eol_null_sender_and_quoting_flags(tmp_path, script):
     assert rest.endswith(b"\r\nSubject: q\r\n\r\n>From the start\r\n")
 
 
-def test_pipe_size_limit(tmp_path, script):
-    cfg = _pipe_cfg(tmp_path, f"size=10 argv={sys.executable} {script} {tmp_path / 'o'}")
+def test_pipe_null_sender_is_mailer_daemon_by_default(tmp_path, shared, script):
+    out_file = shared / "out"
+    cfg = _pipe_cfg(tmp_path, f"flags=R user=nobody argv={PYTHON} {script} {out_file} ${{sender}}")
+    (o,) = run(request(cfg, "p", "x", ["u@x"], sender=""))
+    assert o.delivered, o
+    argv_line, rest = out_file.read_bytes().split(b"\n", 1)
+    assert eval(argv_line) == ["MAILER-DAEMON"]
+    assert rest.startswith(b"Return-Path: <MAILER-DAEMON>\n")
+
+
+def test_pipe_size_limit(tmp_path, shared, script):
+    cfg = _pipe_cfg(tmp_path, f"size=10 user=nobody argv={PYTHON} {script} {shared / 'o'}")
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
     assert o == Outcome("5.2.3", "message too large")
-    assert not (tmp_path / "o").exists()
+    assert not (shared / "o").exists()
+
+
+def test_pipe_time_limit_kills_and_defers(tmp_path):
+    cfg = _pipe_cfg(tmp_path, "user=nobody argv=/bin/sleep 30", main="p_time_limit = 1s\n")
+    started = time.monotonic()
+    (o,) = run(request(cfg, "p", "x", ["u@x"]))
+    assert o == Outcome("4.3.0", 'Command time limit exceeded: "/bin/sleep"')
+    assert time.monotonic() - started < 10

@@ -4,14 +4,15 @@ qmgr hands one `DeliveryRequest` (one message, the recipients for one transport:
 to `deliver()`, which picks the agent by the master.cf command of the service named by
 the transport (as Postfix's qmgr connects to private/<transport>), runs it with that
 service's -o overrides applied, and returns one `Outcome` per recipient, in order. The
-agent runs in this process, except local(8) and virtual(8) when this process is
+agent runs in this process, except local(8), virtual(8) and pipe(8) when this process is
 unprivileged and master runs them privileged: then the request goes to their process
 over private/<transport> (oxipost.delivery.service).
 
 Diagnostics: a transport with no master.cf entry, or one whose command is not a delivery
 agent, defers every recipient with "4.3.0 mail transport unavailable" (Postfix's qmgr
 text); an agent that raises defers its recipients with "4.3.0 delivery agent error"
-and logs the error, so a bug never loses or bounces mail.
+and logs the error, so a bug never loses or bounces mail. A configuration error that
+Postfix's agent would die of is raised as AgentFatal (qmgr logs it and defers).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from oxipost.config import Config
 from oxipost.delivery.service import request, runs_apart
 from oxipost.envelope import Envelope, Outcome, Recipient
 
-__all__ = ["AGENTS", "DeliveryRequest", "deliver"]
+__all__ = ["AGENTS", "AgentFatal", "DeliveryRequest", "deliver"]
 
 log = logging.getLogger("oxipost.delivery")
 
@@ -42,6 +43,12 @@ class DeliveryRequest:
     recipients: list[Recipient]
     content: bytes
     cfg: Config
+
+
+class AgentFatal(Exception):
+    """A configuration error that Postfix's agent dies of (msg_fatal), with its text: an
+    agent process logs it as fatal and exits, so that qmgr defers the mail as Postfix's
+    does; qmgr running the agent itself logs it and defers the recipients."""
 
 
 Agent = Callable[[DeliveryRequest], Awaitable[list[Outcome]]]
@@ -103,6 +110,8 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     try:
         path = runs_apart(req.cfg, service)
         outcomes = await (agent(sub) if path is None else request(path, req))
+    except AgentFatal:
+        raise
     except Exception:
         log.exception("%s: %s delivery agent failed", req.queue_id, req.transport)
         return [Outcome("4.3.0", "delivery agent error")] * len(req.recipients)

@@ -4,27 +4,42 @@
       flags=DRhu user=vmail argv=/usr/local/bin/maildrop -d ${recipient}
 
 Attributes: flags=, user=name[:group], argv= (the rest of the line), size=, eol=,
-directory=, null_sender=. Flags: B (blank line at end), D (Delivered-To:), F (From_ line),
-O (X-Original-To:), R (Return-Path:), X (final delivery), h (fold ${nexthop}/${domain}),
-q (quote local parts), u (fold ${user}/${mailbox}), "." (dot-stuff), ">" (>From quoting).
+directory=, null_sender= (MAILER-DAEMON unless set; chroot= is refused). Flags: B (blank
+line at end), D (Delivered-To:), F (From_ line), O (X-Original-To:), R (Return-Path:),
+X (final delivery), h (fold ${nexthop}/${domain}), q (quote local parts), u (fold
+${user}/${mailbox}), "." (dot-stuff), ">" (>From quoting).
 An argv element with ${recipient} (or another per-recipient macro) is repeated for each
 recipient. The exit status maps through sysexits.h: 0 sent, 75/71 deferred, the other
 sysexits codes bounced with their DSN, anything else "Command died with status N".
 
-Diagnostics: a missing argv= or user=root defers the recipients with "4.3.5 mail system
-configuration error"; a time limit (command_time_limit / <transport>_time_limit) kills
-the command and defers; command output is appended to the reason as Postfix does.
+The command runs as user= (its uid, and its primary gid or the named group as the only
+group, as Postfix's set_ugid), which needs root: master runs a pipe service whose unpriv
+column is "n" as a privileged agent process (oxipost.delivery.service), and a qmgr that
+runs as root runs the command itself. An unprivileged process cannot switch and runs the
+command as itself (a qmgr run alone by a user, as in tests).
+
+Diagnostics: the attribute errors Postfix's pipe(8) dies of (msg_fatal) — a missing user=
+or argv=, user= naming root, mail_owner or an unknown user, an unknown flag or attribute —
+raise AgentFatal with its text: an agent process logs "fatal: ..." and exits, and qmgr
+defers the mail with "4.3.0 unknown mail transport error", as Postfix's qmgr does when
+its pipe dies (a qmgr running the command itself logs the text and defers). Flag D or O
+with more than one recipient defers with "4.3.5 mail system configuration error" and a
+warning, as in Postfix. A time limit (command_time_limit / <transport>_time_limit) kills the
+command and defers; command output is appended to the reason as Postfix does.
 """
 
 from __future__ import annotations
 
-import asyncio
+import grp
+import logging
 import os
 import pwd
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oxipost.delivery import AgentFatal, command
 from oxipost.delivery.address import lf_lines, quote_local, split_address
 from oxipost.delivery.dsn import SYSEXITS
 from oxipost.envelope import Outcome, Recipient
@@ -32,26 +47,96 @@ from oxipost.envelope import Outcome, Recipient
 if TYPE_CHECKING:
     from oxipost.delivery import DeliveryRequest
 
+log = logging.getLogger("oxipost.pipe")
+
 _MACRO = re.compile(r"\$\{([a-z_]+)\}|\$([a-z_]+)")
 _PER_RECIPIENT = {"recipient", "original_recipient", "user", "extension", "mailbox", "domain"}
 _OUTPUT_LIMIT = 2048
+_FLAGS = frozenset("BDFORX.>hqu")
+_ATTRIBUTES = ("flags", "user", "directory", "chroot", "eol", "null_sender", "size")
 
 
-def parse_args(args: list[str]) -> tuple[dict[str, str], list[str]]:
-    """master.cf pipe arguments → (attributes, argv)."""
-    attrs: dict[str, str] = {}
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """A pipe service's command attributes, checked as Postfix's get_service_attr does."""
+
+    argv: list[str]
+    user: str
+    uid: int
+    gid: int
+    flags: str = ""
+    directory: str = ""
+    eol: bytes = b"\n"
+    null_sender: str = "MAILER-DAEMON"
+    size: int = 0
+
+
+def parse_args(args: list[str], mail_owner: str) -> Attributes:
+    """master.cf pipe arguments → its Attributes; AgentFatal with Postfix's text for what
+    its pipe(8) refuses (the names are case-insensitive, as there)."""
+    values: dict[str, str] = {}
+    argv: list[str] = []
     for i, arg in enumerate(args):
         key, eq, value = arg.partition("=")
-        if not eq:
-            raise ValueError(f"unknown attribute name: {arg}")
-        if key == "argv":
-            return attrs, [value, *args[i + 1 :]] if value else list(args[i + 1 :])
-        attrs[key] = value
-    return attrs, []
+        key = key.lower()
+        if key == "argv" and eq:
+            argv = [value, *args[i + 1 :]] if value else list(args[i + 1 :])
+            break
+        if not eq or key not in _ATTRIBUTES:
+            raise AgentFatal(f"unknown attribute name: {arg}")
+        values[key] = value
+    for flag in values.get("flags", ""):
+        if flag not in _FLAGS:
+            raise AgentFatal(f"unknown flag: {flag} (ignored)")
+    if "user" not in values:
+        raise AgentFatal("missing user= command-line attribute")
+    if not argv:
+        raise AgentFatal("missing argv= command-line attribute")
+    if "chroot" in values:
+        raise AgentFatal("chroot= command-line attribute: not supported by oxipost")
+    user, _, group = values["user"].partition(":")
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise AgentFatal(f"get_service_attr: unknown username: {user}") from None
+    uid, gid = pw.pw_uid, pw.pw_gid
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise AgentFatal(f"get_service_attr: unknown group: {group}") from None
+    try:
+        owner: pwd.struct_passwd | None = pwd.getpwnam(mail_owner)
+    except KeyError:
+        owner = None  # master and qmgr refuse to run without one
+    if uid == 0:
+        raise AgentFatal("user= command-line attribute specifies root privileges")
+    if owner is not None and uid == owner.pw_uid:
+        raise AgentFatal(f"user= command-line attribute specifies mail system owner {mail_owner}")
+    if gid == 0:
+        raise AgentFatal("user= command-line attribute specifies privileged group id 0")
+    if owner is not None and gid == owner.pw_gid:
+        raise AgentFatal(
+            f"user= command-line attribute specifies mail system owner {mail_owner} group id {gid}"
+        )
+    size = values.get("size", "0")
+    if not size.isdigit():
+        raise AgentFatal(f"get_service_attr: bad size= value: {size}")
+    return Attributes(
+        argv,
+        user,
+        uid,
+        gid,
+        flags=values.get("flags", ""),
+        directory=values.get("directory", ""),
+        eol=_unescape(values.get("eol", "\\n")),
+        null_sender=values.get("null_sender", "MAILER-DAEMON"),
+        size=int(size),
+    )
 
 
-def _config_error(n: int, why: str) -> list[Outcome]:
-    return [Outcome("4.3.5", f"mail system configuration error: {why}")] * n
+def _config_error(n: int) -> list[Outcome]:
+    return [Outcome("4.3.5", "mail system configuration error")] * n
 
 
 def _macros(req: DeliveryRequest, rcpt: Recipient | None, flags: str) -> dict[str, str]:
@@ -160,77 +245,41 @@ def outcome_for(
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:
     n = len(req.recipients)
-    try:
-        attrs, argv = parse_args(req.cfg.service(req.transport).args)
-    except (KeyError, ValueError) as e:
-        return _config_error(n, str(e))
-    if not argv:
-        return _config_error(n, "missing argv= command-line attribute")
-    flags = attrs.get("flags", "")
-    user = attrs.get("user", "")
-    ids: tuple[int, int] | None = None
-    if user:
-        name, _, group = user.partition(":")
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
-            return _config_error(n, f"user= command-line attribute: unknown user: {name}")
-        uid, gid = pw.pw_uid, pw.pw_gid
-        if group:
-            import grp
-
-            try:
-                gid = grp.getgrnam(group).gr_gid
-            except KeyError:
-                return _config_error(n, f"user= command-line attribute: unknown group: {group}")
-        if uid == 0 or gid == 0:
-            return _config_error(n, "user= command-line attribute specifies root privileges")
-        ids = (uid, gid)
-    if "size" in attrs and len(req.content) > int(attrs["size"]):
+    attrs = parse_args(req.cfg.service(req.transport).args, req.cfg.get("mail_owner"))
+    argv, flags = attrs.argv, attrs.flags
+    for flag in "DO":
+        if flag in flags and n > 1:
+            log.warning(
+                "pipe flag `%s' requires %s_destination_recipient_limit = 1", flag, req.transport
+            )
+            return _config_error(n)
+    if attrs.size and len(req.content) > attrs.size:
         return [Outcome("5.2.3", "message too large")] * n
     env = req.envelope
-    if not env.sender and "null_sender" in attrs:
+    if not env.sender and attrs.null_sender:
         env = type(env)(**{**{s: getattr(env, s) for s in env.__slots__}})
-        env.sender = attrs["null_sender"]
+        env.sender = attrs.null_sender
         req = type(req)(
             req.queue_id, req.transport, req.nexthop, env, req.recipients, req.content, req.cfg
         )
-    command = build_argv(req, argv, flags)
-    data = build_input(req, flags, _unescape(attrs.get("eol", "\\n")))
+    cmd = build_argv(req, argv, flags)
+    data = build_input(req, flags, attrs.eol)
     limit_name = f"{req.transport}_time_limit"
     try:
         limit = req.cfg.get_time(limit_name)
     except KeyError:
         limit = req.cfg.get_time("command_time_limit")
-    kwargs: dict[str, object] = {}
-    if ids is not None and os.geteuid() == 0:
-        kwargs.update(user=ids[0], group=ids[1], extra_groups=[])
-    cwd = attrs.get("directory") or None
+    # Switching to user= needs root (see the module docstring).
+    ids = (attrs.uid, attrs.gid) if os.geteuid() == 0 else None
+    environ = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "LOGNAME": attrs.user}
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=cwd,
-            env={"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "LOGNAME": user or ""},
-            **kwargs,  # type: ignore[arg-type]
-        )
+        rc, output = await command.run(cmd, data, limit, environ, attrs.directory or None, ids)
     except OSError as e:
-        return [Outcome("5.3.0", f'Command died with status 127: "{command[0]}": {e}')] * n
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(data), timeout=limit)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return [Outcome("4.3.0", f'Command time limit exceeded: "{command[0]}"')] * n
-    except (BrokenPipeError, ConnectionResetError):
-        output = b""
-        await proc.wait()
-    rc = proc.returncode
-    assert rc is not None
+        return [Outcome("5.3.0", f'Command died with status 127: "{cmd[0]}": {e}')] * n
+    if rc is None:
+        return [Outcome("4.3.0", f'Command time limit exceeded: "{cmd[0]}"')] * n
     if rc < 0:
-        result = outcome_for(None, -rc, command[0], output, req.transport)
+        result = outcome_for(None, -rc, cmd[0], output, req.transport)
     else:
-        result = outcome_for(rc, None, command[0], output, req.transport)
+        result = outcome_for(rc, None, cmd[0], output, req.transport)
     return [result] * n

@@ -1,11 +1,14 @@
-"""local(8) and virtual(8) as processes of their own: the privileged delivery agents.
+"""local(8), virtual(8) and pipe(8) as processes of their own: the privileged agents.
 
-Postfix runs its queue manager unprivileged and local(8)/virtual(8) as root (master.cf's
-unpriv column "n"), so that a delivery can take the recipient's uid — to write a mailbox as
-its owner, read a ~/.forward in a private home, run a |command as the user — while nothing
-that parses network input holds root (RELIABILITY.md catalogue 50). oxipost does the same:
-master runs these services on private/<service>, and an unprivileged qmgr sends each
-request for such a transport there instead of running the agent itself.
+Postfix runs its queue manager unprivileged and local(8), virtual(8) and pipe(8) as root
+(master.cf's unpriv column "n"), so that a delivery can take the recipient's uid — to
+write a mailbox as its owner, read a ~/.forward in a private home, run a |command as the
+user, run a pipe service's command as its user= — while nothing that parses network input
+holds root (RELIABILITY.md catalogue 50). oxipost does the same: master runs each such
+master.cf service (one process per service: every pipe service is one, e.g. "mailman"
+or "maildrop") on private/<service>, and an unprivileged qmgr sends each request for its
+transport there instead of running the agent itself. A request names its transport; the
+agent process applies that service's settings (-o overrides, a pipe's user= and argv=).
 
 Protocol: qmgr keeps one connection to each agent process and sends every request for it
 there, without waiting for the answers to earlier ones (a connection per delivery, as
@@ -19,7 +22,11 @@ looked at). A connection lost without the goodbye (the agent died) defers the re
 still unanswered with Postfix's "4.3.0 unknown mail transport error".
 
 Diagnostics: an unreadable request is logged ("warning: ...") and answered with "4.3.0
-delivery agent error" for its recipients, as an agent that fails in process.
+delivery agent error" for its recipients, as an agent that fails in process. A
+configuration error that Postfix's agent dies of (AgentFatal: a pipe service without
+user=, or with user=root) is logged "fatal: ..." and ends the process, as there: master
+starts another after its bad-startup throttle, and qmgr defers the mail with "4.3.0
+unknown mail transport error".
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
 
 # master.cf commands whose work needs root: run by master as services when privileged.
-PRIVILEGED_AGENTS = ("local", "virtual")
+PRIVILEGED_AGENTS = ("local", "virtual", "pipe")
 # A request holds a whole message; nothing legitimate is larger than this.
 MAX_REQUEST = 1 << 30
 
@@ -172,7 +179,7 @@ async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
 
 async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
     # Imported here: the package imports this module to decide where a delivery runs.
-    from oxipost.delivery import DeliveryRequest, deliver
+    from oxipost.delivery import AgentFatal, DeliveryRequest, deliver
 
     try:
         req = DeliveryRequest(
@@ -187,7 +194,11 @@ async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
     except Exception as e:
         log.warning(f"malformed delivery request: {type(e).__name__}: {e}")
         return []  # qmgr counts no outcomes as an agent error
-    return [[o.status, o.text, o.relay] for o in await deliver(req)]
+    try:
+        outcomes = await deliver(req)
+    except AgentFatal as e:
+        log.fatal(str(e))
+    return [[o.status, o.text, o.relay] for o in outcomes]
 
 
 async def _serve_channel(
@@ -271,7 +282,7 @@ async def serve(
 
 
 def main(ctx: ServiceContext) -> int:
-    """Entry point under master (a privileged "local" or "virtual" master.cf service)."""
+    """Entry point under master (a privileged local, virtual or pipe master.cf service)."""
     from oxipost.config import load_config
 
     if ctx.listen_socket is None:

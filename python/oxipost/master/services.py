@@ -14,9 +14,11 @@ SERVICES: dict[str, str] = {
     "smtpd": "oxipost.smtpd.service:main",
     "pickup": "oxipost.pickup.service:main",
     # The privileged delivery agents (catalogue 50): an unprivileged qmgr sends them its
-    # requests for these transports; the other agents run inside qmgr.
+    # requests for these transports; the other agents run inside qmgr. Every pipe service
+    # (maildrop, mailman, ...) is a process of its own.
     "local": "oxipost.delivery.service:main",
     "virtual": "oxipost.delivery.service:main",
+    "pipe": "oxipost.delivery.service:main",
 }
 
 # command → where its work happens in oxipost.
@@ -39,7 +41,6 @@ FOLDED: dict[str, str] = {
     # Delivery agents qmgr runs as tasks, threads or subprocesses.
     "smtp": "qmgr (delivery agent)",
     "lmtp": "qmgr (delivery agent)",
-    "pipe": "qmgr (delivery agent)",
     "error": "qmgr (delivery agent)",
     "discard": "qmgr (delivery agent)",
 }
