@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 
 from oxipost.config import load_config
-from oxipost.log import format_line, get_logger
+from oxipost.log import capture_python_logging, format_line, get_logger
 
 LINE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ postfix/smtpd\[\d+\]: ")
 
@@ -29,6 +30,29 @@ def test_maillog_file_lines_and_prefixes(tmp_path):
     assert all(LINE.match(line) for line in lines)
     assert lines[0].endswith(f"mx.example postfix/smtpd[{os.getpid()}]: connect from x[192.0.2.1]")
     assert lines[1].endswith(": warning: something odd")
+
+
+def test_agents_python_logging_reaches_the_maillog(tmp_path):
+    # The delivery agents warn through Python's logging; their lines carry the agent's
+    # program name, whichever process runs it, and an exception is one line.
+    log_path = tmp_path / "maillog"
+    (tmp_path / "main.cf").write_text(f"maillog_file = {log_path}\n")
+    handler = capture_python_logging(get_logger("qmgr", load_config(str(tmp_path))), ["virtual"])
+    try:
+        logging.getLogger("oxipost.virtual").warning("recipient %s: bad uid %d", "u@x", 0)
+        try:
+            raise OSError("disk on fire")
+        except OSError:
+            logging.getLogger("oxipost.delivery").exception("Q1: virtual delivery agent failed")
+    finally:
+        logging.getLogger("oxipost").removeHandler(handler)
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith(f"postfix/virtual[{os.getpid()}]: warning: recipient u@x: bad uid 0")
+    assert lines[1].endswith(
+        f"postfix/qmgr[{os.getpid()}]: error: Q1: virtual delivery agent failed: "
+        "OSError: disk on fire"
+    )
 
 
 def test_syslog_name_override_names_the_service(tmp_path):

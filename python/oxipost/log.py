@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import os
 import socket
 import sys
 import syslog
 import time
+import traceback
+from collections.abc import Iterable
 from typing import NoReturn, Protocol
 
 # The ident syslog.openlog last set: one per process, switched when another program name logs.
@@ -196,6 +199,45 @@ class Logger:
             flush()
             os.close(self._fd)
             self._fd = None
+
+
+class _Records(logging.Handler):
+    """Python logging's records as a program's lines: the delivery agents warn through
+    logging ("oxipost.virtual"), and their lines are Postfix's (postfix/virtual[pid]:
+    warning: ...) whichever process runs them. A record with an exception gets one line
+    with its summary; the traceback goes to stderr."""
+
+    def __init__(self, log: Logger, programs: frozenset[str]) -> None:
+        super().__init__()
+        self.log = log
+        self.programs = programs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        program = record.name.rsplit(".", 1)[-1]
+        log = self.log.for_program(program) if program in self.programs else self.log
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            err = record.exc_info[1]
+            text += f": {type(err).__name__}: {err}"
+            traceback.print_exception(err, file=sys.stderr)
+        if record.levelno >= logging.ERROR:
+            log.error(text)
+        elif record.levelno >= logging.WARNING:
+            log.warning(text)
+        else:
+            log.info(text)
+
+
+def capture_python_logging(log: Logger, programs: Iterable[str] = ()) -> logging.Handler:
+    """Send the records of the "oxipost" loggers to `log`, under the name of the program
+    in `programs` that a logger is named after (oxipost.virtual → virtual). Without this,
+    they reached only stderr. Returns the handler (to remove it again)."""
+    handler = _Records(log, frozenset(programs))
+    root = logging.getLogger("oxipost")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    return handler
 
 
 def get_logger(service: str, cfg: _ConfigLike | None = None, echo_stderr: bool = False) -> Logger:

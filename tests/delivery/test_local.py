@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from oxipost.delivery import local
+from oxipost import runloop
+from oxipost.delivery import deliver, local
 from oxipost.envelope import Outcome, Recipient
 
 from .conftest import MESSAGE, make_config, request, run
@@ -126,6 +127,23 @@ def test_alias_file_and_command(tmp_path, spool):
     assert out.read_bytes().startswith(b"Return-Path: <a@example.org>\n")
     assert _expand(_ctx(cfg, "alias"), ["|exit 75"]) == Outcome("4.3.0", "temporary failure")
     assert _expand(_ctx(cfg, "alias"), ["|exit 67"]) == Outcome("5.1.1", "user unknown")
+
+
+@pytest.mark.skipif(not ROOT, reason="commands run as another user only when root")
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_alias_command_runs_as_default_privs(tmp_path, spool, loop):
+    # catalogue 50: an alias |command runs as default_privs, with its group as the only
+    # one (Postfix's set_ugid) — on uvloop too, the loop local(8) runs on under master,
+    # whose subprocesses take no user= or group=.
+    (tmp_path / "aliases").write_text(f"runs-id |id > {spool}/ids\n")
+    cfg = make_config(
+        tmp_path / "c", main=f"alias_maps = texthash:{tmp_path}/aliases\nalias_database =\n"
+    )
+    req = request(cfg, "local", "localhost", ["runs-id@localhost"])
+    (o,) = run(req) if loop == "asyncio" else runloop.run(deliver(req))
+    assert o == Outcome("2.0.0", f"delivered to command: id > {spool}/ids"), o
+    ids = (spool / "ids").read_text().strip()
+    assert ids == "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"
 
 
 def test_executable_file_refused(tmp_path, spool):

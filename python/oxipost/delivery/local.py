@@ -43,6 +43,7 @@ import msgpack
 
 from oxipost.cleanup import cleanup_message
 from oxipost.config import split_list
+from oxipost.delivery import command
 from oxipost.delivery.address import split_address
 from oxipost.delivery.dsn import SYSEXITS
 from oxipost.delivery.mailstore import (
@@ -201,16 +202,16 @@ async def _wake_qmgr(cfg: Config) -> None:
             await writer.wait_closed()
 
 
-async def _command(ctx: Ctx, command: str) -> Outcome:
+async def _command(ctx: Ctx, command_line: str) -> Outcome:
     cfg = ctx.req.cfg
     if not _allowed(cfg, "allow_mail_to_commands", ctx.source):
         return Outcome("5.7.1", "mail to command is restricted")
     ids = ctx.ids or _default_privs(cfg)
-    kwargs: dict[str, object] = {}
     if os.geteuid() == 0:
         if ids is None or ids[0] == 0:
             return Outcome("4.3.5", "mail system configuration error")
-        kwargs.update(user=ids[0], group=ids[1], extra_groups=[])
+    else:
+        ids = None  # runs as this process's user: only root can switch
     data = _content_with(ctx.req, ctx.rcpt).replace(b"\r\n", b"\n")
     shell = cfg.get("local_command_shell") or "/bin/sh"
     env = {
@@ -219,33 +220,21 @@ async def _command(ctx: Ctx, command: str) -> Outcome:
         "RECIPIENT": ctx.rcpt.address,
         "ORIGINAL_RECIPIENT": ctx.rcpt.original or ctx.rcpt.address,
     }
-    proc = await asyncio.create_subprocess_exec(
-        shell,
-        "-c",
-        command,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        **kwargs,  # type: ignore[arg-type]
+    rc, out = await command.run(
+        [shell, "-c", command_line], data, cfg.get_time("command_time_limit"), env, ids=ids
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(data), cfg.get_time("command_time_limit"))
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return Outcome("4.3.0", f'Command time limit exceeded: "{command}"')
+    if rc is None:
+        return Outcome("4.3.0", f'Command time limit exceeded: "{command_line}"')
     text = " ".join(out.decode("utf-8", "replace").split())
     suffix = f". Command output: {text}" if text else ""
-    rc = proc.returncode
     if rc == 0:
-        return Outcome("2.0.0", f"delivered to command: {command}")
-    if rc is not None and rc < 0:
-        return Outcome("4.3.0", f'Command died with signal {-rc}: "{command}"{suffix}')
+        return Outcome("2.0.0", f"delivered to command: {command_line}")
+    if rc < 0:
+        return Outcome("4.3.0", f'Command died with signal {-rc}: "{command_line}"{suffix}')
     if rc in SYSEXITS:
         dsn, why = SYSEXITS[rc]
         return Outcome(dsn, why + suffix)
-    return Outcome("5.3.0", f'Command died with status {rc}: "{command}"{suffix}')
+    return Outcome("5.3.0", f'Command died with status {rc}: "{command_line}"{suffix}')
 
 
 async def _file(ctx: Ctx, path: str) -> Outcome:

@@ -19,8 +19,9 @@ import sys
 import threading
 
 from oxipost.config import ConfigError, load_config
+from oxipost.delivery.service import PRIVILEGED_AGENTS
 from oxipost.flow import FlowPipe
-from oxipost.log import get_logger
+from oxipost.log import capture_python_logging, get_logger
 from oxipost.master.context import ServiceContext
 from oxipost.master.master import STARTUP_GRACE, drop_privileges
 from oxipost.master.services import SERVICES
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if svc.is_unprivileged:
         _import_everything()
     log.open()
+    capture_python_logging(log, PRIVILEGED_AGENTS)
     if svc.is_unprivileged:
         drop_privileges(cfg, log)
     ctx = ServiceContext(
