@@ -15,6 +15,7 @@ import pytest
 from oxipost import _core
 from oxipost.config import load_config
 from oxipost.envelope import Envelope, Recipient
+from oxipost.log import Logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 
 from tests.conftest import run_ours
@@ -163,6 +164,70 @@ def test_refresh_does_not_bring_back_removed_mail(cfg):
     st.refresh()
     # Only the new message: the removed one's record is still in the segment.
     assert set(st.messages) == {second}
+    st.close()
+
+
+def test_refresh_reports_a_damaged_record_once_and_keeps_its_segment(cfg, tmp_path):  # catalogue 6
+    """A record damaged on disk after its commit, found by a running qmgr's refresh (not by
+    replay at start): warned about as replay does, once, and its segment is kept when the
+    good mail in it is finished, where the reclaim used to delete it with the damage."""
+    maillog = tmp_path / "maillog"
+    st = QueueState(cfg, lock=True, log=Logger("qmgr", maillog_file=str(maillog)))
+    _damaged, good = enqueue_many(cfg, 2)
+    (seg,) = (Path(cfg.path("queue_directory")) / "segments").iterdir()
+    fd = os.open(seg, os.O_WRONLY)
+    try:
+        # A byte in the middle of the first record's payload: its checksum fails, and the
+        # second record after it is intact.
+        first_len = int.from_bytes(seg.read_bytes()[0:4], "little")
+        os.pwrite(fd, b"\xff", 8 + first_len // 2)
+    finally:
+        os.close(fd)
+
+    assert st.refresh() == [good]
+    warning = (
+        f"postfix/qmgr[{os.getpid()}]: warning: {seg}: corrupt record at offset 0: bad checksum"
+    )
+    assert maillog.read_text().count(warning) == 1, maillog.read_text()
+    assert seg.name in st.corrupt_segments
+    assert st.refresh() == []
+    assert maillog.read_text().count(warning) == 1, "reported once, not on every pass"
+    assert st.problems == []
+
+    st.remove(good)
+    st.reclaim()
+    assert seg.exists(), "a segment with damaged records is kept for inspection"
+    st.close()
+    again = QueueState(cfg, lock=True)
+    assert again.problems == [f"{seg}: corrupt record at offset 0: bad checksum"]
+    assert again.messages == {}
+    assert seg.exists()
+    again.close()
+
+
+def test_refresh_is_quiet_about_a_commit_in_progress(cfg, tmp_path):
+    """A segment's tail that is not whole yet (a writer between write and fdatasync, read
+    by a refresh) is no damage: nothing is reported, and the record is read once whole."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "main.cf").write_text(f"queue_directory = {staging}/queue\n")
+    first, second = enqueue_many(load_config(str(staging)), 2)
+    (staged,) = (staging / "queue" / "segments").iterdir()
+    data = staged.read_bytes()
+    second_at = 8 + int.from_bytes(data[0:4], "little")
+
+    maillog = tmp_path / "maillog"
+    st = QueueState(cfg, lock=True, log=Logger("qmgr", maillog_file=str(maillog)))
+    seg = Path(cfg.path("queue_directory")) / "segments" / staged.name
+    # The second record cut inside its header, then inside its payload.
+    seg.write_bytes(data[: second_at + 3])
+    assert st.refresh() == [first]
+    seg.write_bytes(data[: (second_at + len(data)) // 2])
+    assert st.refresh() == []
+    seg.write_bytes(data)
+    assert st.refresh() == [second]
+    assert not maillog.exists() or maillog.read_text() == ""
+    assert st.problems == [] and st.corrupt_segments == {}
     st.close()
 
 

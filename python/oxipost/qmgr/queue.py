@@ -10,8 +10,10 @@
 Postfix's queues are states here: incoming, active, deferred, hold, corrupt. A message is
 `incoming` when its record is committed; the journal moves it on. Recovery replays segments
 then journal; a torn tail was never acknowledged and is dropped; any other damaged record is
-logged and its message (when its ID can be read) goes to `corrupt`; messages `active` at a
-crash go back to `incoming` (a delivery may repeat; none is lost).
+logged and its segment kept for inspection, by replay and by a refresh alike (a message whose
+record turns out damaged when it is loaded goes to `corrupt`); messages `active` at a crash
+go back to `incoming` (a delivery may repeat; none is lost). A torn tail a refresh meets is a
+commit in progress: it is read again, whole, by a later one.
 
 Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
     message  {"t": "m", "id", "env": {...}, "c": content}
@@ -297,8 +299,10 @@ class QueueState:
         self.log = log
         self.messages: dict[str, MessageInfo] = {}
         self.problems: list[str] = []
-        # Segments holding a damaged record are kept for inspection, never reclaimed.
-        self.corrupt_segments: set[str] = set()
+        # Segments holding a damaged record, with the offsets of those reported: kept for
+        # inspection, never reclaimed; each record is reported once, though a refresh reads
+        # again from the last good record.
+        self.corrupt_segments: dict[str, set[int]] = {}
         # Segments the last attempt could not read, with the error reported: never reclaimed,
         # tried again by each refresh, reported again only when the error changes.
         self.unreadable: dict[str, str] = {}
@@ -362,10 +366,9 @@ class QueueState:
                 self._skip_unreadable(m.group(0), path, e, self.problems.append)
                 continue
             for offset, why in corrupt:
-                self.problems.append(f"{path}: corrupt record at offset {offset}: {why}")
-                self.corrupt_segments.add(m.group(0))
+                self._damaged(m.group(0), path, offset, why, self.problems.append)
             for offset, payload in records:
-                self._apply_message(m.group(0), offset, payload, path)
+                self._apply_message(m.group(0), offset, payload, path, self.problems.append)
             self._mark_read(m.group(0), records)
         for path in self._journal_files():
             try:
@@ -383,8 +386,25 @@ class QueueState:
                 # Active at a crash: schedule again (a delivery may repeat; none is lost).
                 info.state = "incoming"
 
+    def _damaged(
+        self, segment: str, path: str, offset: int, why: str, report: Callable[[str], object]
+    ) -> None:
+        """A damaged record: reported once, and its segment kept for inspection (Postfix
+        moves a damaged queue file to the corrupt queue; a record whose queue ID cannot be
+        trusted has no message to move)."""
+        seen = self.corrupt_segments.setdefault(segment, set())
+        if offset not in seen:
+            seen.add(offset)
+            report(f"{path}: corrupt record at offset {offset}: {why}")
+
     def _apply_message(
-        self, segment: str, offset: int, payload: bytes, path: str, keep: bool = False
+        self,
+        segment: str,
+        offset: int,
+        payload: bytes,
+        path: str,
+        report: Callable[[str], object],
+        keep: bool = False,
     ) -> str | None:
         """Record a message found in a segment; its queue ID, or None when the record is
         damaged."""
@@ -394,8 +414,7 @@ class QueueState:
             env = envelope_from_dict(rec["env"])
             size = len(rec["c"])
         except Exception as e:
-            self.problems.append(f"{path}: corrupt record at offset {offset}: {type(e).__name__}")
-            self.corrupt_segments.add(segment)
+            self._damaged(segment, path, offset, type(e).__name__, report)
             return None
         self.messages[qid] = MessageInfo(
             qid, segment, offset, size, env.arrival_time, env.sender, env.recipients
@@ -592,14 +611,18 @@ class QueueState:
         for name in names:
             path = os.path.join(seg_dir, name)
             try:
-                records, _torn, _corrupt = spool.scan(path, self._read_to.get(name, 0))
+                records, _torn, corrupt = spool.scan(path, self._read_to.get(name, 0))
             except OSError as e:
                 # The other segments' mail goes on; this one is tried again next pass.
                 self._skip_unreadable(name, path, e, report)
                 continue
             self.unreadable.pop(name, None)
+            # A torn tail is a writer's commit in progress, read whole by a later pass; a
+            # damaged record is reported as replay reports it, and keeps its segment.
+            for offset, why in corrupt:
+                self._damaged(name, path, offset, why, report)
             for offset, payload in records:
-                qid = self._apply_message(name, offset, payload, path, keep=True)
+                qid = self._apply_message(name, offset, payload, path, report, keep=True)
                 if qid is not None and self._orphans:
                     qid = self._apply_orphans(qid)
                 if qid is not None:
