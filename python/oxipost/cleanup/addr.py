@@ -131,12 +131,8 @@ def _split_result(value: str) -> list[str]:
     return items
 
 
-def classes(cfg: Config, param: str) -> set[str]:
-    return {c.lower() for c in cfg.get_list(param)}
-
-
 def _propagate(cfg: Config, what: str) -> bool:
-    return what in classes(cfg, "propagate_unmatched_extensions")
+    return what in cfg.get_keywords("propagate_unmatched_extensions")
 
 
 def map11(state: CleanupState, param: str, address: str) -> str:
@@ -164,7 +160,7 @@ def masquerade(cfg: Config, address: str) -> str:
     local, domain = split_address(address)
     if not domain:
         return address
-    if unquote_local(local).lower() in {e.lower() for e in cfg.get_list("masquerade_exceptions")}:
+    if unquote_local(local).lower() in cfg.get_keywords("masquerade_exceptions"):
         return address
     low = domain.lower()
     for masq in domains:
@@ -187,11 +183,11 @@ def canonical(state: CleanupState, address: str, kind: str) -> str:
     """Canonical mapping then masquerading of one address of class `kind`."""
     cfg = state.cfg
     own = "sender_canonical" if kind in (ENV_FROM, HDR_FROM) else "recipient_canonical"
-    if cfg.get_list(f"{own}_maps") and kind in classes(cfg, f"{own}_classes"):
+    if cfg.get_list(f"{own}_maps") and kind in cfg.get_keywords(f"{own}_classes"):
         address = map11(state, f"{own}_maps", address)
-    if cfg.get_list("canonical_maps") and kind in classes(cfg, "canonical_classes"):
+    if cfg.get_list("canonical_maps") and kind in cfg.get_keywords("canonical_classes"):
         address = map11(state, "canonical_maps", address)
-    if kind in classes(cfg, "masquerade_classes"):
+    if kind in cfg.get_keywords("masquerade_classes"):
         address = masquerade(cfg, address)
     return address
 

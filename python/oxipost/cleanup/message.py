@@ -117,7 +117,7 @@ def cleanup_message(
 ) -> Cleaned:
     """Process one message; `internal` for mail Postfix itself resubmits (no content
     checks)."""
-    overrides = {o.lower() for o in cfg.get_list("receive_override_options")}
+    overrides = cfg.get_keywords("receive_override_options")
     state = CleanupState(
         cfg,
         env,

@@ -80,6 +80,8 @@ class Config:
             self._per_service.update(registry.per_service_parameters(svc.name, svc.command))
         self._cache: dict[str, str] = {}
         self._lists: dict[str, tuple[str, ...]] = {}
+        self._bools: dict[str, bool] = {}
+        self._keywords: dict[str, frozenset[str]] = {}
 
     # Raw values --------------------------------------------------------------------------
 
@@ -151,10 +153,14 @@ class Config:
         return value
 
     def get_bool(self, name: str) -> bool:
+        known = self._bools.get(name)
+        if known is not None:
+            return known
         value = self.get(name).strip().lower()
         if value not in _BOOL:
             raise ConfigError(f'bad boolean configuration: "{name} = {self.get(name)}"')
-        return _BOOL[value]
+        known = self._bools[name] = _BOOL[value]
+        return known
 
     def get_int(self, name: str) -> int:
         value = self.get(name).strip()
@@ -187,6 +193,14 @@ class Config:
         if items is None:
             items = self._lists[name] = tuple(split_list(self.get(name)))
         return list(items)
+
+    def get_keywords(self, name: str) -> frozenset[str]:
+        """A list of keywords (classes, options) as a set, in lower case, as Postfix
+        compares them; cached, as get_list (cleanup asks per address)."""
+        words = self._keywords.get(name)
+        if words is None:
+            words = self._keywords[name] = frozenset(w.lower() for w in self.get_list(name))
+        return words
 
     def path(self, name: str) -> str:
         """An absolute path: relative values resolve against the current directory."""
