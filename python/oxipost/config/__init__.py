@@ -81,6 +81,7 @@ class Config:
         self._cache: dict[str, str] = {}
         self._lists: dict[str, tuple[str, ...]] = {}
         self._bools: dict[str, bool] = {}
+        self._times: dict[str, float] = {}
         self._keywords: dict[str, frozenset[str]] = {}
 
     # Raw values --------------------------------------------------------------------------
@@ -172,7 +173,11 @@ class Config:
             ) from None
 
     def get_time(self, name: str) -> float:
-        """Seconds; a bare number takes the unit of the parameter's default (as Postfix)."""
+        """Seconds; a bare number takes the unit of the parameter's default (as Postfix).
+        Cached: the smtp client asks for a timeout per reply."""
+        known = self._times.get(name)
+        if known is not None:
+            return known
         value = self.get(name).strip()
         m = _TIME.match(value)
         if not m:
@@ -184,7 +189,8 @@ class Config:
             default = self.default(name) or ""
             dm = _TIME.match(default.strip())
             unit = dm.group(2) if dm and dm.group(2) else "s"
-        return float(int(m.group(1)) * _TIME_UNITS[unit])
+        known = self._times[name] = float(int(m.group(1)) * _TIME_UNITS[unit])
+        return known
 
     def get_list(self, name: str) -> list[str]:
         # Cached like get(): smtpd asks for the same lists (restrictions, mynetworks, ...)
