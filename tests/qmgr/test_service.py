@@ -309,3 +309,44 @@ def test_unreadable_segment_does_not_stop_qmgr(tmp_path, qmgr_proc):
     assert re.search(rf"{hidden}: to=<hidden@example.net>, .*status=sent", log), log
     assert len(re.findall("skipping", log)) == 1, log
     stop(p)
+
+
+def test_a_read_error_keeps_the_message_queued_damage_goes_to_corrupt(tmp_path, qmgr_proc):
+    """Activating a message whose read fails (EISDIR here, a directory in its segment's
+    place; EIO or running out of descriptors alike) leaves it in its queue with Postfix's
+    "open QUEUE QID: STRERROR" warning, and the next queue run delivers it once it reads;
+    a record that reads but fails its checks goes to the corrupt queue (catalogue 6)."""
+    cfg = make_conf(tmp_path, "default_transport = discard\nqueue_run_delay = 1s\n")
+    later = enqueue(cfg, ["later@example.net"])
+    damaged = enqueue(cfg, ["damaged@example.net"])
+    first, second = sorted((Path(cfg.path("queue_directory")) / "segments").iterdir())
+    st = QueueState(cfg, lock=True)
+    for qid in (later, damaged):
+        st.defer(qid, "come back later", time.time() + 3600)
+    st.close()
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    wait_socket(cfg, p)
+    # Both are known to qmgr now, deferred for an hour; their segments change under it.
+    aside = first.with_name("aside")
+    first.rename(aside)
+    first.mkdir()
+    fd = os.open(second, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"\xff", 8 + int.from_bytes(second.read_bytes()[0:4], "little") // 2)
+    finally:
+        os.close(fd)
+
+    assert control(cfg, {"op": "flush"})["ok"]
+    wait_log(cfg, rf"postfix/qmgr\[\d+\]: warning: open deferred {later}: Is a directory$")
+    log = wait_log(
+        cfg,
+        rf'warning: saving corrupt file "{damaged}" from queue "deferred" to queue "corrupt"$',
+    )
+    assert re.search(rf"warning: {damaged}: .*bad checksum", log), log
+    assert f'"{later}"' not in log
+    first.rmdir()
+    aside.rename(first)
+    log = wait_log(cfg, rf"{later}: removed")
+    assert re.search(rf"{later}: to=<later@example.net>, .*status=sent", log), log
+    stop(p)

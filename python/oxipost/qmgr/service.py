@@ -24,8 +24,10 @@ Flow control: after each turn of its loop qmgr tops up the in_flow_delay tokens 
 (oxipost.flow), as Postfix's qmgr_loop does.
 
 Diagnostics: `fatal: the queue is being managed by another process (is qmgr running?)`
-when a second qmgr starts; `warning: QID: ...` for a message that cannot be read (it goes
-to the corrupt queue).
+when a second qmgr starts; `warning: open QUEUE QID: STRERROR` for a message whose read
+failed (EIO, out of descriptors: it stays queued and is tried again by the next queue run);
+`warning: QID: WHY` and `warning: saving corrupt file "QID" from queue "QUEUE" to queue
+"corrupt"` for a message that reads but does not decode.
 """
 
 from __future__ import annotations
@@ -219,8 +221,22 @@ class Qmgr:
         msg = self._id(qid)
         try:
             env, content = self.state.load(qid)
+        except OSError as e:
+            # A read that may work later (EIO, EMFILE, ENFILE, a segment not a file for
+            # now): the message stays in its queue, as Postfix's qmgr leaves a queue file it
+            # cannot open, and is tried again by the next queue run (its backoff and delay
+            # notice as they were).
+            self.log.warning(f"open {info.state} {qid}: {e.strerror or e}")
+            retry = self.sched.retry_state(msg)
+            backoff, warned = (retry[1], retry[2]) if retry is not None else (0.0, False)
+            self.sched.defer_until(msg, info.arrival_time, self.next_full_scan, backoff, warned)
+            return
         except Exception as e:
-            self.log.warning(f"{qid}: cannot read queue file: {e}; moved to corrupt queue")
+            # It reads but does not decode: damaged, kept for inspection.
+            self.log.warning(f"{qid}: {e}")
+            self.log.warning(
+                f'saving corrupt file "{qid}" from queue "{info.state}" to queue "corrupt"'
+            )
             self.state.move(qid, "corrupt")
             self.sched.forget(msg)
             return

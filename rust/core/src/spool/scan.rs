@@ -99,14 +99,21 @@ pub fn scan_bytes(data: &[u8]) -> ScanReport {
     report
 }
 
-/// Reads and checks the one record whose header is at `offset`.
+/// Reads and checks the one record whose header is at `offset`. A file too short for the
+/// record, or a record failing its checks, is `Corrupt`; any other failure (EIO, EISDIR,
+/// EMFILE) stays `Io`: it may go away, and the message must not be given up for it.
 pub fn read_record(path: &Path, offset: u64) -> CoreResult<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
+    let short = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            CoreError::Corrupt(format!("{}: short record at {offset}", path.display()))
+        }
+        _ => CoreError::Io(e),
+    };
     let mut f = fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut h = [0u8; HEADER];
-    f.read_exact(&mut h)
-        .map_err(|_| CoreError::Corrupt(format!("{}: short record at {offset}", path.display())))?;
+    f.read_exact(&mut h).map_err(short)?;
     let (len, crc) = header(&h, 0).unwrap_or((0, 0));
     if len > MAX_RECORD {
         return Err(CoreError::Corrupt(format!(
@@ -115,8 +122,7 @@ pub fn read_record(path: &Path, offset: u64) -> CoreResult<Vec<u8>> {
         )));
     }
     let mut payload = vec![0u8; len];
-    f.read_exact(&mut payload)
-        .map_err(|_| CoreError::Corrupt(format!("{}: short record at {offset}", path.display())))?;
+    f.read_exact(&mut payload).map_err(short)?;
     if crc32c::crc32c(&payload) != crc {
         return Err(CoreError::Corrupt(format!(
             "{}: bad checksum at {offset}",

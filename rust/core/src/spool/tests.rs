@@ -167,3 +167,19 @@ fn linger_holds_the_next_commit_back() {
     let report = scan(&dir.join(segment_name("w1", 1))).unwrap();
     assert_eq!(report.records.len(), 3, "ticket {third} committed at close");
 }
+
+#[test]
+fn read_record_tells_damage_from_a_read_that_failed() {
+    let dir = tempdir("readerr");
+    let path = dir.join("short.seg");
+    let whole = frame(b"payload");
+    fs::write(&path, &whole[..whole.len() - 2]).unwrap();
+    assert!(matches!(read_record(&path, 0), Err(CoreError::Corrupt(_))));
+    // A directory opens, and its read fails with EISDIR: the file is not damaged.
+    let not_a_file = dir.join("dir.seg");
+    fs::create_dir(&not_a_file).unwrap();
+    match read_record(&not_a_file, 0) {
+        Err(CoreError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EISDIR)),
+        other => panic!("expected EISDIR, got {other:?}"),
+    }
+}
