@@ -61,3 +61,34 @@ def test_client_beyond_the_cap_waits_for_a_free_session(tmp_path, loop_factory):
         runner.run(scenario())
     assert lines.count("connect from unknown[127.0.0.1]") == 3
     assert not any("lost connection after CONNECT" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_sessions_cancelled_at_shutdown_end_quietly(tmp_path, loop_factory):
+    """A session still open when smtpd stops is cancelled and its connection closed, with
+    nothing for the loop's exception handler (3.11's streams logged "Exception in callback
+    StreamReaderProtocol.connection_made.<locals>.callback" for each cancelled session)."""
+    cfg = load_config(write_config(str(tmp_path), "")).for_service("smtp")
+    lines: list[str] = []
+    errors: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        server = build_server(cfg, RecordingQueue(), ListLog(lines))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        listener = await server.serve(sock)
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        assert (await _line(reader)).startswith(b"220 ")
+        listener.close()
+        await server.close()
+        # The client sees the connection end; the streams' done-callbacks have run.
+        assert await _line(reader) == b""
+        writer.close()
+        await asyncio.sleep(0)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+    assert errors == []
+    assert any(line.startswith("disconnect from unknown[127.0.0.1]") for line in lines), lines

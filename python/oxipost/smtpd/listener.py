@@ -112,6 +112,11 @@ class Listener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self.handler(reader, writer)
+        except asyncio.CancelledError:
+            # Ended by shutdown (SmtpdServer.close, the loop's end): this ends as a task that
+            # returned, since 3.11's streams ask a cancelled client_connected_cb task for its
+            # exception and log "Exception in callback ..." with the CancelledError.
+            writer.close()
         finally:
             self.active -= 1
             if not self._full():
