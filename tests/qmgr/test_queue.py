@@ -389,6 +389,33 @@ def test_long_lived_messages_are_compacted_forward(cfg):
         assert again.load(qid)[1] == content(n)
 
 
+def test_compaction_leaves_a_damaged_message_where_it_is(cfg):
+    """A live record that no longer reads (its checksum fails) is not copied and does not
+    stop the compaction: the other live message moves, and the old segment stays with the
+    damaged one, for activation to send to the corrupt queue."""
+    ids = enqueue_many(cfg, 20)
+    seg_dir = Path(cfg.path("queue_directory")) / "segments"
+    (old,) = os.listdir(seg_dir)
+    st = QueueState(cfg, lock=True)
+    good, damaged = ids[3], ids[4]
+    for qid in ids:
+        if qid not in (good, damaged):
+            st.remove(qid)
+    with open(seg_dir / old, "r+b") as f:
+        f.seek(st.messages[damaged].offset + 40)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    past = time.time() - 7200
+    os.utime(seg_dir / old, (past, past))
+    assert st.compact_forward(min_age=3600) == 1
+    assert old in os.listdir(seg_dir)
+    assert st.messages[good].segment != old
+    assert st.messages[damaged].segment == old
+    assert st.load(good)[1] == content(ids.index(good))
+    st.close()
+
+
 def test_a_crash_between_copy_and_reclaim_leaves_one_live_copy(cfg):
     ids = enqueue_many(cfg, 10)
     seg_dir = Path(cfg.path("queue_directory")) / "segments"

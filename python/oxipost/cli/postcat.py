@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _core.CorruptError as e:
             print(f"{PROG}: fatal: {qid}: corrupt queue file: {e}", file=sys.stderr)
             return 1
+        except OSError as e:
+            print(f"{PROG}: fatal: open queue file {qid}: {e.strerror}", file=sys.stderr)
+            return 1
         name = f"{info.state}/{qid}"
         head, body = split_content(content)
         if "-e" in sections:

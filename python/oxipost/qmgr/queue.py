@@ -559,8 +559,15 @@ class QueueState:
         try:
             tickets: dict[int, tuple[MessageInfo, int]] = {}
             for info in victims:
-                payload = spool.read_record(os.path.join(seg_dir, info.segment), info.offset)
+                try:
+                    payload = spool.read_record(os.path.join(seg_dir, info.segment), info.offset)
+                except _core.CorruptError:
+                    # Left where it is (its segment with it): activating it sends it to
+                    # the corrupt queue with Postfix's warning.
+                    continue
                 tickets[writer.submit(payload)] = (info, len(payload))
+            if not tickets:
+                return 0
             placed: dict[int, tuple[int, int]] = {}
             last = max(tickets)
             while last not in placed:
