@@ -232,3 +232,75 @@ def test_generated_main_cf_lists_as_postfix_lists_it(confdir, defs):
     (confdir / "main.cf").write_text(text)
     ours, real, _, _ = both(confdir, "-n")
     assert ours == real
+
+
+# Postfix 3.0's "{ }" groups in master.cf, with what postconf warns about: a "{" without its
+# "}", text after a "}", and a long-form -o that is not name = value.
+BRACED_MASTER_CF = """\
+mailman unix - n n - - pipe flags=FRX user=list
+  argv=/usr/lib/mailman/bin/postfix-to-mailman.py ${nexthop} ${user}
+submission inet n - y - - smtpd -o { smtpd_client_restrictions = permit_sasl_authenticated, reject }
+  -o {   syslog_name   =   postfix/sub   mission   }
+  -o { a=b } -o {x=} -o{d = e} -vo{f = g} -o {  smtpd_banner = x   y  }
+foo unix - n n - - pipe user=nobody argv=/bin/sh -c { echo hello > /tmp/x }
+bar unix - n n - - pipe user=nobody argv=/bin/sh -c {echo   hello}x { } {} {  a  }
+baz unix - n n - - pipe user=nobody argv=/bin/sh -c a{b}c {a{b}c} {{a}} } x
+joined unix - n n - - pipe user=nobody argv=/bin/sh -c { echo hi \t
+ \t x\x20
+
+ y
+#c
+  # d
+ w }
+first unix - - - - - x { a   b } { c d }
+opts unix - - - - - x -v { -o } t=u { -v x } -o { c d } -o { = e } -o
+unbalanced unix - n n - - pipe user=nobody argv=/bin/sh -c { echo hi
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-M",),
+        ("-Mf",),
+        ("-P",),
+        ("-F",),
+        ("-Ff",),
+        ("-Fh", "foo"),
+        ("-F", "submission/inet/command", "*/unix/type", "bar/*", "nosuch"),
+        ("-M", "*/unix", "first", "x/y"),
+        ("-F", "foo/unix/bogus"),
+        ("-M", "a/b/c"),
+    ],
+)
+def test_braced_master_cf_shows_as_postfix_shows_it(confdir, args):
+    (confdir / "master.cf").write_text(BRACED_MASTER_CF)
+    ours = run_ours("postconf", "-c", str(confdir), *args)
+    real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), *args)
+    assert (ours.returncode, ours.stdout) == (real.returncode, real.stdout)
+    assert set(ours.stderr.splitlines()) == set(real.stderr.splitlines())
+
+
+words = st.one_of(
+    st.sampled_from(["-o", "-v", "{}", "{ a", "}", "{ -o } x=y", "--"]),
+    st.from_regex(r"-?[abxy=]{1,30}", fullmatch=True),
+    st.from_regex(r"\{ ?[abxy=]{1,20} [abxy=]{1,20} ?\}", fullmatch=True),
+    st.from_regex(r"-o ?\{ ?smtpd_banner ?= ?[abxy=]{1,30} +x ?\}", fullmatch=True),
+)
+entries = st.tuples(
+    st.sampled_from([" ", "\n  ", "\n\t", " \n  "]), st.lists(words, max_size=9)
+).map(lambda e: e[0] + " ".join(e[1]))
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(entries, min_size=1, max_size=6))
+def test_generated_master_cf_shows_as_postfix_shows_it(confdir, commands):
+    text = "".join(f"s{n} unix - n n - - pipe{c}\n" for n, c in enumerate(commands))
+    (confdir / "master.cf").write_text(text)
+    for args in (("-M",), ("-Mf",), ("-P",), ("-Ff",)):
+        ours = run_ours("postconf", "-c", str(confdir), *args)
+        real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), *args)
+        assert ours.stdout == real.stdout, text
+        assert set(ours.stderr.splitlines()) == set(real.stderr.splitlines()), text

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from oxipost import runloop
 from oxipost.delivery import AgentFatal, deliver
+from oxipost.delivery.pipe import parse_args
 from oxipost.envelope import Outcome
 
 from .conftest import make_config, request, run
@@ -135,6 +136,23 @@ def test_pipe_per_recipient_argv_repeats(tmp_path, shared, script):
     out = run(request(cfg, "p", "x", ["a@x", "b@x"]))
     assert [o.status for o in out] == ["2.0.0", "2.0.0"]
     assert eval(out_file.read_bytes().split(b"\n", 1)[0]) == ["-d", "a@x", "b@x"]
+
+
+def test_pipe_grouped_argument_is_one_argv_word(tmp_path, shared):
+    # master.cf's "{ }" (Postfix 3.0): the shell gets "echo ... > file" as its one -c word,
+    # and ${recipient} inside the group is expanded in place.
+    out_file = shared / "out"
+    cfg = _pipe_cfg(
+        tmp_path, f"user=nobody argv=/bin/sh -c {{ echo grouped  ${{recipient}} > {out_file} }}"
+    )
+    assert parse_args(cfg.service("p").args, "postfix").argv == [
+        "/bin/sh",
+        "-c",
+        f"echo grouped  ${{recipient}} > {out_file}",
+    ]
+    (o,) = run(request(cfg, "p", "x", ["u@x"]))
+    assert o == Outcome("2.0.0", "delivered via p service")
+    assert out_file.read_text() == "grouped u@x\n"
 
 
 @pytest.mark.parametrize(

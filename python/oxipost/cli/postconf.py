@@ -4,7 +4,10 @@ postconf [-c dir] [-dhnx] [name ...]      show parameters (-d defaults, -n only 
                                           -h values only, -x expand $names)
 postconf [-c dir] -e name=value ...       edit main.cf in place (atomically)
 postconf [-c dir] -X name ... | -# name   remove / comment out main.cf parameters
-postconf [-c dir] -M[f] [name[/type]]     show master.cf services (-f folds long lines)
+postconf [-c dir] -M[f] [name[/type]]     show master.cf services (-f folds long lines;
+                                          "*" in a selector matches any name or type)
+postconf [-c dir] -F[fh] [name[/type[/field]]]
+                                          show master.cf fields as name/type/field = value
 postconf [-c dir] -P [service/type/name]  show master.cf -o parameters
 postconf -m                               list the lookup table types
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from oxipost.config import Config, ConfigError, load_config, maincf
+from oxipost.config import Config, ConfigError, load_config, maincf, mastercf
 from oxipost.config.mastercf import Service
 
 PROG = "postconf"
@@ -59,6 +62,49 @@ def _table_types() -> list[str]:
 # The column where each master.cf field starts in postconf -M output; a field that overflows
 # its column pushes the next one right by one space, and later fields return to their stops.
 _MASTER_STOPS = (0, 11, 17, 25, 33, 41, 49, 57)
+_INDENT = "    "
+
+
+def _grouped(arg: str) -> str:
+    """An argument as master.cf must spell it: in "{ }" when it holds white space."""
+    return "{" + arg + "}" if any(c in mastercf.BLANKS for c in arg) else arg
+
+
+def _command_text(line: str, args: Sequence[str], fold: bool) -> str:
+    """line, then the command's arguments as Postfix's postconf lays them out: an option
+    with a value (-o name=value) on a line of its own when folding, other words wrapped
+    before 80 columns. An argument with white space is shown in "{ }", except the one that
+    ends the leading options, which Postfix shows bare."""
+    line_len = len(line.rpartition("\n")[2])
+    in_options = True
+    i = 0
+    while i < len(args):
+        text = args[i]
+        # Postfix leaves the braces out when it measures whether a word still fits.
+        width = len(text)
+        value = None
+        if not in_options:
+            text = _grouped(text)
+        elif not text.startswith("-") or text == "--":
+            in_options = False
+        elif mastercf.expects_value(text) and i + 1 < len(args):
+            value = args[i + 1]
+            text += " " + _grouped(value)
+            line_len = LINE_LIMIT
+        if line_len > len(_INDENT):
+            if not fold or line_len + 1 + width < LINE_LIMIT:
+                line += " "
+                line_len += 1
+            else:
+                line += "\n" + _INDENT
+                line_len = len(_INDENT)
+        line += text
+        line_len += len(text)
+        if value is not None:
+            i += 1
+            line_len = LINE_LIMIT
+        i += 1
+    return line
 
 
 def _service_line(svc: Service, fold: bool) -> str:
@@ -67,41 +113,85 @@ def _service_line(svc: Service, fold: bool) -> str:
         if head:
             head += " " * max(1, stop - len(head))
         head += text
-    if not fold:
-        return " ".join([head, *svc.args]) if svc.args else head
-    # Folded: each "-o name=value" on a line of its own, other words wrapped at 80 columns.
-    lines = [head]
-    args = list(svc.args)
-    i = 0
-    while i < len(args):
-        if args[i] == "-o" and i + 1 < len(args):
-            lines.append(f"    -o {args[i + 1]}")
-            i += 2
-            continue
-        word = args[i]
-        # Postfix keeps folded lines shorter than 80 columns.
-        too_long = len(lines[-1]) + 1 + len(word) >= LINE_LIMIT
-        if too_long or lines[-1].lstrip().startswith("-o "):
-            lines.append(f"    {word}")
-        else:
-            lines[-1] += f" {word}"
-        i += 1
-    return "\n".join(lines)
+    return _command_text(head, svc.args, fold)
+
+
+# postconf -F's names for the eight master.cf columns, in column order.
+_FIELDS = (
+    "service",
+    "type",
+    "private",
+    "unprivileged",
+    "chroot",
+    "wakeup",
+    "process_limit",
+    "command",
+)
+
+
+def _pattern(text: str, parts: int, option: str, syntax: str) -> list[str]:
+    """A "name/type/..." selector of up to `parts` parts; "*" in a part matches anything."""
+    pattern = text.split("/")
+    if not text or len(pattern) > parts:
+        raise Fatal(f"-{option} option requires {syntax}")
+    return pattern
+
+
+def _matches(pattern: list[str], svc: Service) -> bool:
+    return all(p in ("*", v) for p, v in zip(pattern, (svc.name, svc.type), strict=False))
 
 
 def _show_services(cfg: Config, selectors: Sequence[str], fold: bool) -> None:
-    services = cfg.services
-    if not selectors:
-        for svc in services:
+    patterns = [_pattern(s, 2, "M", "service_name[/type]") for s in selectors]
+    hits = [0] * len(patterns)
+    for svc in cfg.services:
+        if not patterns:
             print(_service_line(svc, fold))
-        return
-    for sel in selectors:
-        name, _, typ = sel.partition("/")
-        hits = [s for s in services if s.name == name and (not typ or s.type == typ)]
-        if not hits:
-            _warn(f'unmatched request: "{sel}"')
-        for svc in hits:
-            print(_service_line(svc, fold))
+        for n, pattern in enumerate(patterns):
+            if _matches(pattern, svc):
+                hits[n] += 1
+                print(_service_line(svc, fold))
+    for selector, hit in zip(selectors, hits, strict=True):
+        if not hit:
+            _warn(f'unmatched request: "{selector}"')
+
+
+def _field_line(svc: Service, field: int, fold: bool, names_only: bool) -> str:
+    """One "name/type/field = value" line of postconf -F (the value alone with -h)."""
+    line = "" if names_only else f"{svc.key}/{_FIELDS[field]} = "
+    value = svc.columns()[field]
+    # Postfix puts a value that would overflow on a line of its own, folding or not.
+    if line and len(line) + len(value) > LINE_LIMIT:
+        line += "\n" + _INDENT
+    if field < len(_FIELDS) - 1:
+        return line + value
+    return _command_text(line + value, svc.args, fold)
+
+
+def _show_service_fields(
+    cfg: Config, selectors: Sequence[str], fold: bool, names_only: bool
+) -> None:
+    syntax = "service_name[/type[/field]]"
+    patterns = [_pattern(s, 3, "F", syntax) for s in selectors]
+    for pattern in patterns:
+        if len(pattern) == 3 and pattern[2] not in ("*", *_FIELDS):
+            raise Fatal(f'invalid service attribute name: "{pattern[2]}"')
+    everything = range(len(_FIELDS))
+    hits = [0] * len(patterns)
+    for svc in cfg.services:
+        if not patterns:
+            for field in everything:
+                print(_field_line(svc, field, fold, names_only))
+        for n, pattern in enumerate(patterns):
+            if not _matches(pattern, svc):
+                continue
+            hits[n] += 1
+            wanted = pattern[2] if len(pattern) == 3 else "*"
+            for field in everything if wanted == "*" else [_FIELDS.index(wanted)]:
+                print(_field_line(svc, field, fold, names_only))
+    for selector, hit in zip(selectors, hits, strict=True):
+        if not hit:
+            _warn(f'unmatched request: "{selector}"')
 
 
 def _show_service_params(cfg: Config, selectors: Sequence[str]) -> None:
@@ -203,15 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if opts & {"e", "X", "#"}:
             _edit(cfg, args, opts)
             return 0
+        # Defaults do not depend on the files, so -d does not judge them.
+        judge = "d" not in opts
+        if judge:
+            for w in cfg.read_warnings():
+                _warn(w)
         if "M" in opts:
             _show_services(cfg, args, "f" in opts)
+        elif "F" in opts:
+            _show_service_fields(cfg, args, "f" in opts, "h" in opts)
         elif "P" in opts:
             _show_service_params(cfg, args)
         else:
             _show_parameters(cfg, args, opts)
-        # Defaults do not depend on the files, so -d does not judge them.
-        if "d" not in opts:
-            for w in cfg.warnings():
+        if judge:
+            for w in cfg.usage_warnings():
                 _warn(w)
         return 0
     except (Fatal, ConfigError) as e:

@@ -274,7 +274,15 @@ class Config:
 
     def warnings(self) -> list[str]:
         """Postfix's warnings for these files: parse warnings, unused and undefined names."""
-        out = list(self._warnings)
+        return self.read_warnings() + self.usage_warnings()
+
+    def read_warnings(self) -> list[str]:
+        """What reading main.cf and master.cf warned about (Postfix warns as it reads)."""
+        return list(self._warnings)
+
+    def usage_warnings(self) -> list[str]:
+        """Unused and undefined names (Postfix warns of these when it is done)."""
+        out: list[str] = []
         used, unused = self.user_defined()
         out.extend(f"{self.main_cf}: unused parameter: {n}={self.settings[n]}" for n in unused)
         known = self._known() | set(used)
@@ -300,8 +308,12 @@ class Config:
         return iter(self.names())
 
 
-def load_config(config_dir: str | None = None) -> Config:
-    """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix)."""
+def load_config(config_dir: str | None = None, *, as_master: bool = False) -> Config:
+    """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix).
+
+    as_master: read master.cf as Postfix's master does, to which a "{" without its "}" is
+    fatal; to everything else (postconf, postfix check) it is a warning.
+    """
     explicit = config_dir is not None
     directory = config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
     directory = directory.rstrip("/") or "/"
@@ -315,7 +327,7 @@ def load_config(config_dir: str | None = None) -> Config:
         raise ConfigError(str(e)) from None
     master_path = os.path.join(directory, "master.cf")
     try:
-        services = mastercf.read(master_path)
+        services = mastercf.read(master_path, None if as_master else warnings)
     except FileNotFoundError:
         services = []
     except OSError as e:

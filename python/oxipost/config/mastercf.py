@@ -2,18 +2,35 @@
 
 Columns (master(5)): service, type (inet, unix, unix-dgram, fifo, pass), private, unpriv,
 chroot, wakeup, maxproc, command + args. "-" means the default. Continuation lines start with
-whitespace; "#" lines are comments. `-o name=value` (or `-o name=` to clear) in the
-arguments overrides a main.cf parameter for that service only.
+whitespace; "#" lines are comments. An argument with white space is written in "{" and "}"
+(Postfix 3.0): `argv=/bin/sh -c { echo hi }` gives the words "argv=/bin/sh" "-c" "echo hi".
+`-o name=value`, or `-o { name = value }` whose value may hold white space, among the leading
+options overrides a main.cf parameter for that service only (`-o name=` clears it).
+Service.args holds the arguments as postconf normalizes them (groups without their braces,
+`-o { name = value }` as "name=value"), which postconf -M, -F and -P show.
 
 Diagnostics, worded as Postfix's: `fatal: file FILE: line N: bad field count`, `fatal: file
-FILE: line N: bad transport type: X`, `... bad wakeup time`, `... bad process limit`.
+FILE: line N: bad transport type: X`, `... bad wakeup time`, `... bad process limit`. A "{"
+without its "}", or text after the "}", is `warning: master.cf: missing '}' in "{ text"` /
+`... syntax error after '}' in "{ text }x"` to postconf, and `fatal: FILE: line N: ...` to
+master; a long-form -o that is not name = value is `warning: master.cf: missing '=' after
+attribute name: "text"` (or `missing attribute name`) to postconf.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 SERVICE_TYPES = frozenset({"inet", "unix", "unix-dgram", "fifo", "pass"})
+# What separates master.cf fields (Postfix's master_blanks), and what C's isspace() calls
+# white space: a continuation line starts with it, "{ }" strips it.
+BLANKS = " \t\r\n"
+_SPACE = " \t\n\v\f\r"
+_WORD = re.compile(r"[^ \t\r\n]+")
+_NAME = re.compile(r"[^ \t\n\v\f\r=]+")
+# How postconf names the file in its warnings (MASTER_CONF_FILE, without the directory).
+MASTER_CF = "master.cf"
 
 
 class MasterCfError(Exception):
@@ -74,25 +91,161 @@ class Service(NamedTuple):
         ]
 
 
-def parse_text(text: str, path: str) -> list[Service]:
-    """All services in file order; raise MasterCfError where Postfix's master would."""
+def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Service]:
+    """All services in file order; raise MasterCfError where Postfix's master would.
+
+    With a warn list, a "{" without its "}" (or text after the "}") and a `-o { ... }` that
+    is not name = value are warned about there, as postconf does, and the entry is kept;
+    without one, the first brace error is fatal, as it is to master.
+    """
     logical: list[tuple[int, str]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        body = line.lstrip(_SPACE)
+        if not body or body[0] == "#":
             continue
-        if line[0] in " \t" and logical:
+        if line[0] in _SPACE and logical:
+            # Postfix joins a continuation line as it is, whitespace and all, without the
+            # newline: inside "{ }" that whitespace is kept.
             start, prev = logical[-1]
-            logical[-1] = (start, prev + " " + line.strip())
+            logical[-1] = (start, prev + line)
         else:
-            logical.append((lineno, line.strip()))
-    return [_service(words.split(), path, lineno) for lineno, words in logical]
+            logical.append((lineno, line))
+    return [_service(_split(line), path, lineno, warn) for lineno, line in logical]
 
 
-def _service(words: list[str], path: str, lineno: int) -> Service:
+def _split(line: str) -> list[str]:
+    """Words separated by BLANKS, where blanks inside "{ }" do not separate (Postfix's
+    mystrtokq: an unbalanced "{" takes the rest of the line, a stray "}" is text)."""
+    if "{" not in line:
+        return _WORD.findall(line)
+    words: list[str] = []
+    i, end = 0, len(line)
+    while True:
+        while i < end and line[i] in BLANKS:
+            i += 1
+        if i == end:
+            return words
+        start, level = i, 0
+        while i < end:
+            ch = line[i]
+            if ch == "{":
+                level += 1
+            elif ch == "}" and level:
+                level -= 1
+            elif ch in BLANKS and not level:
+                break
+            i += 1
+        words.append(line[start:i])
+
+
+def _ungroup(word: str) -> tuple[str, str]:
+    """The text inside a word's outer "{ }" without the white space at either end, and
+    Postfix's complaint (extpar) when the "}" is missing or text follows it ("" if none)."""
+    level = 0
+    for i, ch in enumerate(word):
+        if ch == "{":
+            level += 1
+        elif ch == "}":
+            level -= 1
+            if not level:
+                inner = word[1:i].strip(_SPACE)
+                if i + 1 < len(word):
+                    return inner, f"syntax error after '}}' in \"{word}\""
+                return inner, ""
+    return word[1:].strip(_SPACE), f"missing '}}' in \"{word}\""
+
+
+def split_nameval(text: str) -> tuple[str, str]:
+    """ "name = value" → (name, value) with the white space around each removed, as
+    Postfix's split_nameval; ValueError with its complaint for anything else."""
+    body = text.lstrip(_SPACE)
+    name = _NAME.match(body)
+    if name is None:
+        raise ValueError("missing attribute name")
+    rest = body[name.end() :].lstrip(_SPACE)
+    if not rest.startswith("="):
+        raise ValueError("missing '=' after attribute name")
+    return name.group(), rest[1:].strip(_SPACE)
+
+
+def expects_value(arg: str) -> bool:
+    """Whether daemon option arg takes the next word as its value. ("-" does too: Postfix
+    looks up its second character, the string's end, in "o" with strchr, which finds it.)"""
+    return arg[1:2] in ("o", "")
+
+
+def _args(words: list[str], where: str, warn: list[str] | None) -> list[str]:
+    """The command's arguments as postconf normalizes them: "-vo x" is "-v" "-o" "x",
+    "-oname=value" is "-o" "name=value", a "{ }" group is one argument without its braces,
+    and `-o { name = value }` is "name=value"."""
+    args = list(words)
+
+    def ungroup(i: int) -> None:
+        args[i], error = _ungroup(args[i])
+        if error:
+            if warn is None:
+                raise MasterCfError(f"{where}: {error}")
+            warn.append(f"{MASTER_CF}: {error}")
+
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        arg = args[i]
+        # The first "o" after the option letter starts a new option, wherever it is
+        # (Postfix scans the whole word, braces included).
+        cut = arg.find("o", 2)
+        if cut > 0:
+            args[i : i + 1] = [arg[:cut], "-" + arg[cut:]]
+            arg = args[i]
+        if not expects_value(arg):
+            i += 1
+            continue
+        if len(arg) > 2:
+            args[i : i + 1] = [arg[:2], arg[2:]]
+        elif i + 1 == len(args):
+            break
+        i += 1
+        if args[i].startswith("{"):
+            ungroup(i)
+            if args[i - 1][1:2] == "o":
+                try:
+                    name, value = split_nameval(args[i])
+                except ValueError as e:
+                    if warn is not None:
+                        warn.append(f'{MASTER_CF}: {e}: "{args[i]}"')
+                else:
+                    args[i] = f"{name}={value}"
+        i += 1
+    for j in range(i, len(args)):
+        if args[j].startswith("{"):
+            ungroup(j)
+    return args
+
+
+def _overrides(args: list[str]) -> dict[str, str]:
+    """The -o name=value pairs among the leading options (daemons stop at the first other
+    argument, as getopt with "+" does); a value that is not name=value sets nothing."""
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        if expects_value(args[i]) and i + 1 < len(args):
+            if args[i] == "-o":
+                try:
+                    name, value = split_nameval(args[i + 1])
+                except ValueError:
+                    pass
+                else:
+                    overrides[name] = value
+            i += 2
+        else:
+            i += 1
+    return overrides
+
+
+def _service(words: list[str], path: str, lineno: int, warn: list[str] | None) -> Service:
     where = f"file {path}: line {lineno}"
     if len(words) < 8:
         raise MasterCfError(f"{where}: bad field count")
-    name, typ, private, unpriv, chroot, wakeup, maxproc, command, *args = words
+    name, typ, private, unpriv, chroot, wakeup, maxproc, command, *rest = words
     if typ not in SERVICE_TYPES:
         raise MasterCfError(f"{where}: bad transport type: {typ}")
     for value, what in ((private, "private"), (unpriv, "unprivileged"), (chroot, "chroot")):
@@ -102,26 +255,22 @@ def _service(words: list[str], path: str, lineno: int) -> Service:
         raise MasterCfError(f"{where}: bad wakeup time: {wakeup}")
     if maxproc != "-" and not maxproc.isdigit():
         raise MasterCfError(f"{where}: bad process limit: {maxproc}")
-    overrides: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "-o" and i + 1 < len(args):
-            opt_name, eq, opt_value = args[i + 1].partition("=")
-            if eq:
-                overrides[opt_name] = opt_value
-            i += 2
-        elif arg.startswith("-o") and len(arg) > 2 and "=" in arg:
-            opt_name, _, opt_value = arg[2:].partition("=")
-            overrides[opt_name] = opt_value
-            i += 1
-        else:
-            i += 1
+    args = _args(rest, f"{path}: line {lineno}", warn)
     return Service(
-        name, typ, private, unpriv, chroot, wakeup, maxproc, command, args, overrides, lineno
+        name,
+        typ,
+        private,
+        unpriv,
+        chroot,
+        wakeup,
+        maxproc,
+        command,
+        args,
+        _overrides(args),
+        lineno,
     )
 
 
-def read(path: str) -> list[Service]:
+def read(path: str, warn: list[str] | None = None) -> list[Service]:
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return parse_text(f.read(), path)
+        return parse_text(f.read(), path, warn)

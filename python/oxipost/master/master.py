@@ -166,7 +166,7 @@ class ServiceState:
 class Master:
     def __init__(self, config_dir: str | None) -> None:
         self.config_dir = config_dir
-        self.cfg = load_config(config_dir)
+        self.cfg = load_config(config_dir, as_master=True)
         self.log: Logger = get_logger("master", self.cfg)
         self.listeners: dict[str, Listener] = {}
         self.states: dict[str, ServiceState] = {}
@@ -341,7 +341,7 @@ class Master:
 
     def reload(self) -> None:
         try:
-            cfg = load_config(self.config_dir)
+            cfg = load_config(self.config_dir, as_master=True)
             states = self.plan(cfg)
             self.bind(cfg, states)
         except (ConfigError, MasterError, OSError) as e:
