@@ -155,6 +155,20 @@ def test_pipe_grouped_argument_is_one_argv_word(tmp_path, shared):
     assert out_file.read_text() == "grouped u@x\n"
 
 
+def test_pipe_reads_its_attributes_after_the_daemon_options(tmp_path, shared):
+    # "-o name=value" (and -v) lead the arguments as for any daemon; pipe's attributes
+    # are what follows them, as Postfix's daemons consume their options with getopt.
+    out_file = shared / "out"
+    cfg = _pipe_cfg(
+        tmp_path,
+        f"-v -o syslog_name=postfix/piped user=nobody argv=/bin/sh -c {{ echo ok > {out_file} }}",
+    )
+    (o,) = run(request(cfg, "p", "x", ["u@x"]))
+    assert o == Outcome("2.0.0", "delivered via p service")
+    assert out_file.read_text() == "ok\n"
+    assert cfg.service("p").overrides == {"syslog_name": "postfix/piped"}
+
+
 @pytest.mark.parametrize(
     ("attrs", "fatal"),
     [

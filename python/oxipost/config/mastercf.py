@@ -64,6 +64,12 @@ class Service(NamedTuple):
         return self.private != "n"
 
     @property
+    def command_args(self) -> list[str]:
+        """The arguments after the leading daemon options (-o name=value, -v, ...): what
+        the command itself reads, as pipe's and spawn's attributes."""
+        return self.args[_options_end(self.args) :]
+
+    @property
     def is_unprivileged(self) -> bool:
         return self.unpriv != "n"
 
@@ -221,23 +227,36 @@ def _args(words: list[str], where: str, warn: list[str] | None) -> list[str]:
     return args
 
 
-def _overrides(args: list[str]) -> dict[str, str]:
-    """The -o name=value pairs among the leading options (daemons stop at the first other
-    argument, as getopt with "+" does); a value that is not name=value sets nothing."""
-    overrides: dict[str, str] = {}
+def _leading_options(args: list[str]) -> list[tuple[str, str | None]]:
+    """The daemon options that lead the arguments, (option, value or None): daemons stop
+    at the first other argument, as getopt with "+" does."""
+    out: list[tuple[str, str | None]] = []
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "--":
         if expects_value(args[i]) and i + 1 < len(args):
-            if args[i] == "-o":
-                try:
-                    name, value = split_nameval(args[i + 1])
-                except ValueError:
-                    pass
-                else:
-                    overrides[name] = value
+            out.append((args[i], args[i + 1]))
             i += 2
         else:
+            out.append((args[i], None))
             i += 1
+    return out
+
+
+def _options_end(args: list[str]) -> int:
+    return sum(1 if value is None else 2 for _, value in _leading_options(args))
+
+
+def _overrides(args: list[str]) -> dict[str, str]:
+    """The -o name=value pairs among the leading options; a value that is not name=value
+    sets nothing."""
+    overrides: dict[str, str] = {}
+    for option, value in _leading_options(args):
+        if option == "-o" and value is not None:
+            try:
+                name, setting = split_nameval(value)
+            except ValueError:
+                continue
+            overrides[name] = setting
     return overrides
 
 

@@ -245,7 +245,7 @@ def outcome_for(
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:
     n = len(req.recipients)
-    attrs = parse_args(req.cfg.service(req.transport).args, req.cfg.get("mail_owner"))
+    attrs = parse_args(req.cfg.service(req.transport).command_args, req.cfg.get("mail_owner"))
     argv, flags = attrs.argv, attrs.flags
     for flag in "DO":
         if flag in flags and n > 1:

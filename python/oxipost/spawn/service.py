@@ -29,10 +29,6 @@ def _attributes(args: list[str]) -> tuple[dict[str, str], list[str]]:
     """Split `name=value ... argv=cmd args...` (argv= takes the rest of the line)."""
     attrs: dict[str, str] = {}
     for i, arg in enumerate(args):
-        if arg == "-o":
-            continue
-        if i and args[i - 1] == "-o":
-            continue
         name, eq, value = arg.partition("=")
         if not eq:
             continue
@@ -133,7 +129,7 @@ async def _serve(ctx: ServiceContext, argv: list[str], ids: tuple[int, int] | No
 
 def main(ctx: ServiceContext) -> int:
     """Run the spawn service until master stops or reloads it."""
-    attrs, argv = _attributes(ctx.service.args)
+    attrs, argv = _attributes(ctx.service.command_args)
     if not argv:
         ctx.log.fatal("missing argv attribute")
     ids = _credentials(ctx, attrs)
