@@ -145,6 +145,23 @@ def test_start_status_stop(system):
     assert log.count('service "cleanup/unix" (cleanup): folded into') == 1
 
 
+def test_master_cf_error_is_logged_and_start_fails_at_once(system):
+    # Postfix's master dies on a "{" without its "}" and logs why; postfix start reports
+    # the failed startup. It need not wait out the start timeout for that.
+    conf = Path(system["conf"])
+    with open(conf / "master.cf", "a") as f:
+        f.write("broken unix - n n - - pipe user=nobody argv=/bin/sh -c { echo hi\n")
+    began = time.monotonic()
+    started = run_ours("postfix", "-c", str(conf), "start")
+    assert started.returncode == 1
+    assert "fatal: mail system startup failed" in started.stderr
+    assert time.monotonic() - began < 10
+    log = system["log"].read_text()
+    assert f"fatal: {conf}/master.cf: line " in log
+    assert "missing '}' in \"{ echo hi\"" in log
+    assert run_ours("postfix", "-c", str(conf), "status").returncode == 1
+
+
 def test_killed_worker_is_restarted(system):
     conf = system["conf"]
     assert run_ours("postfix", "-c", conf, "start").returncode == 0

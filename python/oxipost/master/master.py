@@ -166,7 +166,12 @@ class ServiceState:
 class Master:
     def __init__(self, config_dir: str | None) -> None:
         self.config_dir = config_dir
-        self.cfg = load_config(config_dir, as_master=True)
+        try:
+            self.cfg = load_config(config_dir, as_master=True)
+        except ConfigError as e:
+            # Where the administrator looks, as Postfix's master logs it: main.cf alone
+            # names the log (the master.cf error is a warning to that reading).
+            get_logger("master", load_config(config_dir)).fatal(str(e))
         self.log: Logger = get_logger("master", self.cfg)
         self.listeners: dict[str, Listener] = {}
         self.states: dict[str, ServiceState] = {}
