@@ -184,8 +184,13 @@ class Logger:
     def error(self, text: str) -> None:
         self._emit(syslog.LOG_ERR, f"error: {text}")
 
-    def fatal(self, text: str) -> NoReturn:
+    def fatal_line(self, text: str) -> None:
+        """The "fatal: " line alone: for a part that Postfix runs as a process of its own
+        but that runs inside this one (an agent qmgr runs itself), which must go on."""
         self._emit(syslog.LOG_CRIT, f"fatal: {text}")
+
+    def fatal(self, text: str) -> NoReturn:
+        self.fatal_line(text)
         flush()
         raise SystemExit(1)
 

@@ -51,7 +51,7 @@ import msgpack
 from oxipost import bounce, runloop
 from oxipost.cleanup import cleanup_message
 from oxipost.config import Config, load_config
-from oxipost.delivery import DeliveryRequest, deliver
+from oxipost.delivery import AgentFatal, DeliveryRequest, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, get_logger
@@ -300,6 +300,11 @@ class Qmgr:
             outcomes = await deliver(req)
         except asyncio.CancelledError:
             raise
+        except AgentFatal as e:
+            # What Postfix's agent process dies of, logged under its name; qmgr then has
+            # no answer and defers as Postfix's qmgr does for an agent that died.
+            self._agent_log(transport).fatal_line(str(e))
+            outcomes = [Outcome("4.3.0", "unknown mail transport error")] * len(recipients)
         except Exception as e:
             self.log.warning(f"{act.qid}: delivery via {transport} failed: {e}")
             outcomes = [Outcome("4.3.0", "delivery agent error")] * len(recipients)
