@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 from collections.abc import Iterator
 
 import dns.asyncresolver
@@ -19,53 +18,32 @@ import pytest
 from oxipost.delivery import smtp
 from oxipost.envelope import Outcome, Recipient
 
+from tests.dns_stub import answering
+
 from .conftest import make_config, request, run
 from .test_smtp_client import dumps, free_port, sink
 
 
 @contextlib.contextmanager
 def dns_server(zone: dict[tuple[str, str], list[str]]) -> Iterator[None]:
+    def lookup(name: str, rtype: str) -> tuple[int, list[str]]:
+        if not any(n == name for n, _ in zone):
+            return dns.rcode.NXDOMAIN, []
+        return dns.rcode.NOERROR, zone.get((name, rtype), [])
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.2)
-    port = sock.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                data, peer = sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            q = dns.message.from_wire(data)
-            r = dns.message.make_response(q)
-            r.flags |= dns.flags.AA
-            question = q.question[0]
-            name = question.name.to_text(omit_final_dot=True).lower()
-            rtype = dns.rdatatype.to_text(question.rdtype)
-            if not any(n == name for n, _ in zone):
-                r.set_rcode(dns.rcode.NXDOMAIN)
-            elif (name, rtype) in zone:
-                r.answer.append(
-                    dns.rrset.from_text_list(name + ".", 60, "IN", rtype, zone[(name, rtype)])
-                )
-            sock.sendto(r.to_wire(), peer)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = ["127.0.0.1"]
-    resolver.port = port
+    resolver.port = sock.getsockname()[1]
     resolver.lifetime = 3
     old = smtp.RESOLVER
     smtp.RESOLVER = resolver
     try:
-        yield
+        with answering(sock, lookup):
+            yield
     finally:
         smtp.RESOLVER = old
-        stop.set()
-        t.join()
-        sock.close()
 
 
 def _params(tmp_path, port: int, extra: str = ""):

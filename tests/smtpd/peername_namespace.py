@@ -21,7 +21,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import dns.rdatatype
 import dns.rrset
 import uvloop
 
+from tests.dns_stub import answering
 from tests.smtpd.conftest import Raw, running_smtpd
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -54,42 +54,20 @@ CLIENTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 MAIN_CF = "smtpd_peername_lookup = yes\nunknown_client_reject_code = 550\n"
 
 
-@contextlib.contextmanager
-def dns_server(zone: Zone) -> Iterator[None]:
+def dns_server(zone: Zone) -> contextlib.AbstractContextManager[None]:
     """Answers on 127.0.0.1:53 from `zone`, which may change meanwhile."""
+
+    def lookup(name: str, rtype: str) -> tuple[int, list[str]]:
+        if name not in zone:
+            return dns.rcode.NXDOMAIN, []
+        records = zone[name]
+        if records is None:
+            return dns.rcode.SERVFAIL, []
+        return dns.rcode.NOERROR, [records[rtype]] if rtype in records else []
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 53))
-    sock.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                data, peer = sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            q = dns.message.from_wire(data)
-            r = dns.message.make_response(q)
-            r.flags |= dns.flags.AA
-            question = q.question[0]
-            name = question.name.to_text(omit_final_dot=True).lower()
-            rtype = dns.rdatatype.to_text(question.rdtype)
-            if name not in zone:
-                r.set_rcode(dns.rcode.NXDOMAIN)
-            elif (records := zone[name]) is None:
-                r.set_rcode(dns.rcode.SERVFAIL)
-            elif rtype in records:
-                r.answer.append(dns.rrset.from_text(name + ".", 60, "IN", rtype, records[rtype]))
-            sock.sendto(r.to_wire(), peer)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
-        sock.close()
+    return answering(sock, lookup)
 
 
 def private_resolver(workdir: Path) -> None:
