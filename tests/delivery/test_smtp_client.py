@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,3 +268,42 @@ def test_without_pipelining_and_with_dot_stuffing(tmp_path):
         (msg,) = dumps(dump)
     # What the server stored is the original text: stuffing was undone on its side.
     assert msg.endswith("Subject: dots\n\n.leading dot\n..two\nend\n\n")
+
+
+@contextlib.contextmanager
+def scripted_server(replies: dict[str, bytes]) -> Iterator[str]:
+    """A next hop that answers each command verb with a fixed reply, to produce replies no
+    real server sends (smtp-sink's texts are fixed)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 scripted ESMTP\r\n")
+            for line in lines:
+                verb = line.split(b" ", 1)[0].strip().upper().decode()
+                conn.sendall(replies.get(verb, b"250 2.0.0 Ok\r\n"))
+                if verb == "QUIT":
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def test_overlong_reply_line_is_cut_at_line_length_limit(tmp_path):
+    # Postfix's client keeps line_length_limit bytes of a reply line and skips the rest
+    # (smtp_get's SMTP_GET_FLAG_SKIP); the session goes on with the next line.
+    cfg = make_config(tmp_path / "c")
+    long_text = b"550 5.1.1 " + b"y" * 5000 + b"\r\n"
+    ehlo = b"250-scripted\r\n250-" + b"z" * 3000 + b"\r\n250 8BITMIME\r\n"
+    with scripted_server({"EHLO": ehlo, "RCPT": long_text}) as listen:
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o.permanent, o
+    said = o.text.removeprefix("host 127.0.0.1[127.0.0.1] said: ")
+    assert said == "550 5.1.1 " + "y" * (2048 - 10) + " (in reply to RCPT TO command)"

@@ -71,6 +71,10 @@ class Reply:
         return f"{str(self.code)[0]}.0.0"
 
 
+# What one read takes from the socket at most.
+_READ_CHUNK = 65536
+
+
 @dataclass(slots=True)
 class Host:
     name: str
@@ -104,23 +108,49 @@ class Session:
     idle_handle: asyncio.TimerHandle | None = None
     # Taken from the cache: RSET goes first, pipelined with the next MAIL FROM.
     rset_first: bool = False
+    buf: bytearray = field(default_factory=bytearray)
+    # Of a longer reply line, Postfix's client keeps line_length_limit bytes and skips the
+    # rest.
+    line_limit: int = 2048
+
+    async def _fill(self, timeout: float, stage: str) -> None:
+        try:
+            # asyncio.timeout, not wait_for: no task per read. Only a read that has to wait
+            # pays for one: the lines of a multi-line or pipelined reply mostly arrive in
+            # one segment, and are taken from the buffer.
+            async with asyncio.timeout(timeout or None):
+                data = await self.reader.read(_READ_CHUNK)
+        except TimeoutError:
+            raise SessionError(
+                "4.4.2", f"conversation with {self.host.label} timed out while {stage}"
+            ) from None
+        except (OSError, ssl.SSLError):
+            data = b""
+        if not data:
+            raise SessionError("4.4.2", f"lost connection with {self.host.label} while {stage}")
+        self.buf += data
+
+    async def _line(self, timeout: float, stage: str) -> bytes:
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0:
+                raw = bytes(self.buf[:end])
+                del self.buf[: end + 1]
+                return raw[: self.line_limit]
+            if len(self.buf) > self.line_limit:
+                # An over-long line: keep its start, drop the rest as it arrives.
+                raw = bytes(self.buf[: self.line_limit])
+                while (end := self.buf.find(b"\n")) < 0:
+                    self.buf.clear()
+                    await self._fill(timeout, stage)
+                del self.buf[: end + 1]
+                return raw
+            await self._fill(timeout, stage)
 
     async def read_reply(self, timeout: float, stage: str) -> Reply:
         lines: list[str] = []
         while True:
-            try:
-                # asyncio.timeout, not wait_for: no task per line read.
-                async with asyncio.timeout(timeout or None):
-                    raw = await self.reader.readline()
-            except TimeoutError:
-                raise SessionError(
-                    "4.4.2", f"conversation with {self.host.label} timed out while {stage}"
-                ) from None
-            except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
-                raw = b""
-            if not raw:
-                raise SessionError("4.4.2", f"lost connection with {self.host.label} while {stage}")
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = (await self._line(timeout, stage)).decode("utf-8", "replace").rstrip("\r")
             if len(line) < 3 or not line[:3].isdigit():
                 raise SessionError(
                     "4.5.0",
@@ -133,8 +163,13 @@ class Session:
     async def send(self, data: bytes, timeout: float, stage: str) -> None:
         try:
             self.writer.write(data)
-            async with asyncio.timeout(timeout or None):
-                await self.writer.drain()
+            # Nothing left in the transport's buffer (a command, a small message): no wait,
+            # and no timer to arm.
+            if self.writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(timeout or None):
+                    await self.writer.drain()
+            elif self.writer.transport.is_closing():
+                raise OSError("connection closed")
         except TimeoutError:
             raise SessionError(
                 "4.4.2", f"conversation with {self.host.label} timed out while {stage}"
@@ -407,7 +442,7 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
         where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
         why = os.strerror(e.errno) if e.errno else str(e)
         raise SessionError("4.4.1", f"connect to {where}: {why}") from None
-    s = Session(host, reader, writer, p.lmtp)
+    s = Session(host, reader, writer, p.lmtp, line_limit=p.cfg.get_int("line_length_limit"))
     try:
         greet = await s.read_reply(p.time("helo_timeout"), "receiving the initial server greeting")
         if greet.code != 220:
