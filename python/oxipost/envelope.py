@@ -60,6 +60,9 @@ class Outcome:
     # Where the attempt went, as Postfix logs relay=: "mx.example.com[192.0.2.1]:25" from
     # smtp/lmtp once connected; "" when the agent has none (qmgr logs its own).
     relay: str = field(default="", compare=False)
+    # The delivery agent process that made the attempt, whose pid the log line carries;
+    # 0 when it ran in the process that logs it.
+    pid: int = field(default=0, compare=False)
 
     @property
     def permanent(self) -> bool:

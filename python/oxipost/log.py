@@ -115,10 +115,15 @@ class Logger:
         if not maillog_file:
             self._openlog()
 
-    def _openlog(self) -> None:
+    def _openlog(self, pid: int = 0) -> None:
         global _syslog_ident
-        syslog.openlog(self.tag, syslog.LOG_PID, self._facility)
-        _syslog_ident = self.tag
+        if pid:
+            # syslog(3) stamps only the caller's own pid: another's goes in the ident.
+            _syslog_ident = f"{self.tag}[{pid}]"
+            syslog.openlog(_syslog_ident, 0, self._facility)
+        else:
+            _syslog_ident = self.tag
+            syslog.openlog(self.tag, syslog.LOG_PID, self._facility)
 
     def for_program(self, service: str) -> Logger:
         """This process's log under another program's name: cleanup runs inside smtpd and
@@ -146,16 +151,16 @@ class Logger:
                 self.maillog_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
             )
 
-    def _emit(self, priority: int, text: str) -> None:
+    def _emit(self, priority: int, text: str, pid: int = 0) -> None:
         text = text.replace("\n", " ")
         if self.echo_stderr:
             print(f"{self.tag}: {text}", file=sys.stderr, flush=True)
         if not self.maillog_file:
-            if _syslog_ident != self.tag:
-                self._openlog()
+            if _syslog_ident != (f"{self.tag}[{pid}]" if pid else self.tag):
+                self._openlog(pid)
             syslog.syslog(priority, text)
             return
-        line = format_line(time.time(), self.host, self.tag, _pid, text) + "\n"
+        line = format_line(time.time(), self.host, self.tag, pid or _pid, text) + "\n"
         try:
             self.open()
         except OSError as e:
@@ -175,8 +180,10 @@ class Logger:
         else:
             held[1].append(data)
 
-    def info(self, text: str) -> None:
-        self._emit(syslog.LOG_INFO, text)
+    def info(self, text: str, pid: int = 0) -> None:
+        """Log text; with pid, as that process's line rather than this one's (the line
+        qmgr writes for a delivery that an agent process of its own made)."""
+        self._emit(syslog.LOG_INFO, text, pid)
 
     def warning(self, text: str) -> None:
         self._emit(syslog.LOG_WARNING, f"warning: {text}")

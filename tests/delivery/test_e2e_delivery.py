@@ -444,9 +444,10 @@ def test_catalogue_50_mailbox_written_as_its_owner(oxi):
     assert owners.get("qmgr") == pwd.getpwnam("postfix").pw_uid, owners
 
 
-def _owners(oxi: Oxipost) -> dict[str, int]:
-    """The uid of each of oxi's service processes, by master.cf service ("qmgr/unix")."""
-    owners = {}
+def _processes(oxi: Oxipost) -> dict[str, tuple[int, int]]:
+    """The pid and uid of each of oxi's service processes, by master.cf service
+    ("qmgr/unix")."""
+    found = {}
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
@@ -454,8 +455,28 @@ def _owners(oxi: Oxipost) -> dict[str, int]:
         except OSError:
             continue
         if str(oxi.conf).encode() in argv and b"--service" in argv:
-            owners[argv[argv.index(b"--service") + 1].decode()] = uid
-    return owners
+            found[argv[argv.index(b"--service") + 1].decode()] = (int(proc.name), uid)
+    return found
+
+
+def _owners(oxi: Oxipost) -> dict[str, int]:
+    """The uid of each of oxi's service processes, by master.cf service ("qmgr/unix")."""
+    return {service: uid for service, (_pid, uid) in _processes(oxi).items()}
+
+
+def test_delivery_line_carries_the_agent_process_pid(oxi):
+    """The line of a delivery that an agent process of its own made (virtual(8) here,
+    privileged) carries that process's pid, as Postfix's agent logs it; qmgr writes it."""
+    assert ROOT, "the test suite runs as root (CI): agents run apart only under root's master"
+    oxi.start()
+    qid = oxi.swaks("sender@example.org", "info@example.com", "whose pid", "the agent's")
+    assert oxi.cfg is not None
+    log = wait_log(oxi.cfg, rf"{qid}: to=<info@example.com>, .*status=sent")
+    m = re.search(rf"postfix/virtual\[(\d+)\]: {qid}: to=<info@example.com>, relay=virtual", log)
+    assert m, log
+    procs = _processes(oxi)
+    assert int(m.group(1)) == procs["virtual/unix"][0], (m.group(1), procs)
+    assert int(m.group(1)) != procs["qmgr/unix"][0]
 
 
 # Two pipe services, as a site defines them (Debian's master.cf has six): one whose user=

@@ -15,7 +15,9 @@ there, without waiting for the answers to earlier ones (a connection per deliver
 between Postfix's qmgr and its agents, cost both processes more than the delivery). Each
 message is msgpack: the request [n, {id, transport, nexthop, env, rcpts, content}], with n
 the request's number on this connection; the answer [n, [[status, text, relay], ...]], one
-per recipient in order, in whatever order deliveries finish. On postfix reload the agent
+per recipient in order, in whatever order deliveries finish. The agent opens with [0, its
+pid]: qmgr logs each delivery attempt, and the line carries the pid of the agent process
+that made it (postfix/local[pid]: ...), as Postfix's agent logs it. On postfix reload the agent
 reads no further, finishes what it has read and says goodbye with [-1, last n it read];
 qmgr sends the requests it made after that again, on a new connection (they were never
 looked at). A connection lost without the goodbye (the agent died) defers the requests
@@ -94,6 +96,7 @@ class _Channel:
         self.writer = writer
         self.sent = 0
         self.said_goodbye_after: int | None = None
+        self.pid = 0  # the agent's, from its first message
         self.waiting: dict[int, asyncio.Future[list[Any]]] = {}
         self.loop = asyncio.get_running_loop()
         self.reading = self.loop.create_task(self._read(reader))
@@ -129,6 +132,9 @@ class _Channel:
                     if n < 0:
                         self.said_goodbye_after = answer
                         break
+                    if n == 0:
+                        self.pid = answer
+                        continue
                     fut = self.waiting.pop(n, None)
                     if fut is not None and not fut.done():
                         fut.set_result(answer)
@@ -174,7 +180,7 @@ async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
             if after is not None and n > after:
                 continue  # never read: the agent is being reloaded
             return [Outcome("4.3.0", "unknown mail transport error")] * len(req.recipients)
-        return [Outcome(status, text, relay) for status, text, relay in answer]
+        return [Outcome(status, text, relay, chan.pid) for status, text, relay in answer]
 
 
 async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
@@ -218,6 +224,7 @@ async def _serve_channel(
 
     draining = asyncio.ensure_future(drain.wait())
     try:
+        writer.write(msgpack.packb([0, os.getpid()]))
         while True:
             reading = asyncio.ensure_future(reader.read(1 << 16))
             await asyncio.wait({reading, draining}, return_when=asyncio.FIRST_COMPLETED)

@@ -374,7 +374,8 @@ class Qmgr:
         log.info(
             f"{act.qid}: to=<{rcpt.address}>, {orig}relay={relay}, "
             f"delay={_fmt_delay(max(0.0, now - arrival))}, delays={delays}, "
-            f"dsn={out.status}, status={kind} ({out.text})"
+            f"dsn={out.status}, status={kind} ({out.text})",
+            out.pid,
         )
 
     def _journal(self, write: Any) -> None:
