@@ -37,6 +37,11 @@ SOURCE=/usr/sbin/smtp-source
 SINK=/usr/sbin/smtp-sink
 
 bash scripts/install-debian-deps.sh
+# Figures are for the interpreter oxipost is deployed on (the Makefile's SYSTEM_PYTHON).
+if [ -e .venv ] && ! grep -qx 'home = /usr/bin' .venv/pyvenv.cfg; then
+  echo "compare_postfix: .venv is not on Debian's /usr/bin/python3.11: remove it first" >&2
+  exit 1
+fi
 [ -x .venv/bin/python ] || make develop
 PY=$ROOT/.venv/bin/python
 OXIPOST=$ROOT/.venv/bin/oxipost

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and benchmarks talk to, once: a second run
 # that finds them all installed does nothing. Needs root (CI and the dev machines are).
+# `install-debian-deps.sh python` installs only the interpreter the venv is made from
+# (what `make run` needs).
 set -euo pipefail
 
+python_packages=(
+  python3.11 python3.11-venv         # Debian's PGO/LTO build: the interpreter of the venv
+)
 packages=(
+  "${python_packages[@]}"
   postfix postfix-pcre postfix-cdb   # the reference: postconf -d, postmap -q, smtp-source/sink
   swaks                              # the SMTP client a user would type
   bsd-mailx                          # `mail -s` through our sendmail (issue 6)
@@ -13,6 +19,8 @@ packages=(
   util-linux                         # flock (build lock), mount (the full-disk tests)
   strace                             # proves fdatasync happens before the 250 (catalogue 1)
 )
+
+[ "${1:-}" = python ] && packages=("${python_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -83,13 +83,20 @@ class ClientNames:
     reverse_name_status: str = NAME_NOT_FOUND
 
 
+# h_errno of gethostbyaddr's "try again": getnameinfo turns it into EAI_AGAIN.
+_H_TRY_AGAIN = 2
+
+
 def name_lookup_status(e: Exception) -> str:
-    """How a failed getnameinfo/getaddrinfo ended, as Postfix's TEMP_AI_ERROR reads it:
-    EAI_AGAIN, EAI_MEMORY and EAI_SYSTEM (which Python raises as a plain OSError with the
-    errno) are temporary; other errors, and a name that does not decode, mean not found."""
+    """How a failed name lookup ended, as Postfix's TEMP_AI_ERROR reads it: EAI_AGAIN,
+    EAI_MEMORY and EAI_SYSTEM (which Python raises as a plain OSError with the errno) are
+    temporary, as is gethostbyaddr's TRY_AGAIN; other errors, and a name that does not
+    decode, mean not found."""
     if isinstance(e, socket.gaierror):
         temporary = e.errno in (socket.EAI_AGAIN, socket.EAI_MEMORY)
         return NAME_TEMPORARY if temporary else NAME_NOT_FOUND
+    if isinstance(e, socket.herror):
+        return NAME_TEMPORARY if e.errno == _H_TRY_AGAIN else NAME_NOT_FOUND
     return NAME_TEMPORARY if isinstance(e, OSError) else NAME_NOT_FOUND
 
 
@@ -193,7 +200,11 @@ class SmtpdServer:
     async def _look_up_names(self, peer: Any, addr: str) -> ClientNames:
         loop = asyncio.get_running_loop()
         try:
-            host, _ = await loop.getnameinfo(peer, socket.NI_NAMEREQD)
+            # gethostbyaddr is what getnameinfo(NI_NAMEREQD) asks the resolver, but Python
+            # 3.11.2's socket.getnameinfo (Debian's) holds the GIL while the resolver waits:
+            # on asyncio's loop, whose getnameinfo runs it in a thread, one slow lookup would
+            # stop every session of the process.
+            host, _, _ = await loop.run_in_executor(None, socket.gethostbyaddr, addr)
         except (OSError, UnicodeError) as e:
             status = name_lookup_status(e)
             return ClientNames(name_status=status, reverse_name_status=status)
