@@ -162,3 +162,70 @@ def test_malformed_request_is_an_agent_error_and_logged(setup):
     while "malformed delivery request: KeyError" not in maillog.read_text():
         assert time.time() < deadline
         time.sleep(0.05)
+
+
+def test_idle_agent_ends_and_the_next_takes_over(setup):
+    """max_idle: an agent with no request in flight for that long ends (with the goodbye,
+    as on a reload); one whose delivery outlasts max_idle is not cut; qmgr's next request
+    goes to the agent started next, on a new connection."""
+    cfg, base, path, listener = setup
+    main_cf = (Path(cfg.config_dir) / "main.cf").read_text()
+    cfg = make_config(
+        Path(cfg.config_dir),
+        main=main_cf,
+        master_extra="slow unix - n n - - pipe user=nobody argv=/bin/sleep 1\n",
+    )
+    log = get_logger("virtual", cfg)
+    slow = request(cfg, "slow", "slow", ["u@example.com"])
+    virtual = request(cfg, "virtual", "example.com", ["user0@example.com"])
+
+    async def scenario() -> tuple[list[Outcome], float, list[Outcome]]:
+        stop = asyncio.Event()
+        first = asyncio.ensure_future(
+            service.serve(cfg, log, listener.dup(), stop, asyncio.Event(), 0.3)
+        )
+        outcome = await service.request(path, slow)
+        assert not first.done()  # a delivery in flight is not idleness
+        answered = time.monotonic()
+        await asyncio.wait_for(first, 5)
+        ended = time.monotonic() - answered
+        second = asyncio.ensure_future(
+            service.serve(cfg, log, listener.dup(), stop, asyncio.Event(), 0.3)
+        )
+        after = await service.request(path, virtual)
+        stop.set()
+        await second
+        return outcome, ended, after
+
+    outcome, ended, after = asyncio.run(scenario())
+    assert outcome == [Outcome("2.0.0", "delivered via slow service")]
+    assert 0.3 <= ended < 3
+    assert after == [Outcome("2.0.0", "delivered to maildir")]
+    assert _delivered(base) == {"user0": 1}
+
+
+def test_connection_dropped_before_the_agent_spoke_is_tried_again(setup):
+    """An agent that ends as it accepts qmgr's connection closes it before its first word
+    (which it sends before reading): the request was never read, and goes again on a new
+    connection instead of being deferred."""
+    cfg, base, path, listener = setup
+    log = get_logger("virtual", cfg)
+
+    async def scenario() -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        sock = listener.dup()
+        sock.setblocking(False)
+        pending = asyncio.ensure_future(
+            service.request(path, request(cfg, "virtual", "example.com", ["user3@example.com"]))
+        )
+        conn, _ = await loop.sock_accept(sock)
+        conn.close()
+        stop = asyncio.Event()
+        agent = asyncio.ensure_future(service.serve(cfg, log, sock, stop, asyncio.Event()))
+        outcome = await asyncio.wait_for(pending, 10)
+        stop.set()
+        await agent
+        return outcome
+
+    assert asyncio.run(scenario()) == [Outcome("2.0.0", "delivered to maildir")]
+    assert _delivered(base) == {"user3": 1}

@@ -541,7 +541,8 @@ def test_pipe_service_runs_its_command_as_its_user(piped):
     # One agent process per pipe service, privileged; the queue manager is not.
     assert owners.get("qmgr/unix") == postfix, owners
     assert owners.get("piper/unix") == 0, owners
-    assert owners.get("rootpipe/unix") == 0, owners
+    # Started when qmgr first needs it, as Postfix's master starts it: no mail, no process.
+    assert "rootpipe/unix" not in owners, owners
 
 
 def test_pipe_service_with_user_root_defers_as_postfix(piped):
@@ -564,3 +565,56 @@ def test_pipe_service_with_user_root_defers_as_postfix(piped):
     assert "status=bounced" not in oxi.log()
     # As Postfix's master, whose pipe died within its first seconds too.
     wait_log(oxi.cfg, r"warning: .*/pipe: bad command startup -- throttling")
+
+
+def test_agents_start_on_demand_and_end_after_max_idle(oxi):
+    """As Postfix's master and daemons: no process for a privileged agent service until
+    qmgr connects to its socket; the process ends after max_idle (here the master.cf
+    override -o max_idle=2) without a request, and master starts another for the next
+    delivery, which is made and logged once (nothing deferred by the idle exit)."""
+    assert ROOT, "the test suite runs as root (CI): agents run apart only under root's master"
+    d = Path(tempfile.mkdtemp(prefix="oxipost-pipe-"))
+    d.chmod(0o1777)
+    try:
+        (d / "cmd.sh").write_text(PIPE_COMMAND.format(dir=d))
+        (oxi.conf / "transport").write_text("pipe.example.test piper:\n")
+        cfg = oxi.start(
+            f"transport_maps = texthash:{oxi.conf}/transport\n",
+            "piper unix - n n - - pipe\n  -o max_idle=2 flags=R user=nobody "
+            f"argv=/bin/sh {d}/cmd.sh ${{sender}} ${{recipient}}\n",
+        )
+        deadline = time.monotonic() + 20
+        while "qmgr/unix" not in _processes(oxi):
+            assert time.monotonic() < deadline, _processes(oxi)
+            time.sleep(0.1)
+        time.sleep(1)  # master started every resident service at once
+        idle = _processes(oxi)
+        for service in ("piper/unix", "virtual/unix", "local/unix"):
+            assert service not in idle, idle
+
+        def delivered(qid: str) -> int:
+            log = wait_log(cfg, rf"{qid}: to=<u@pipe.example.test>, .*status=sent")
+            m = re.search(rf"postfix/pipe\[(\d+)\]: {qid}: to=<u@pipe.example.test>", log)
+            assert m, log
+            return int(m.group(1))
+
+        pid = delivered(oxi.swaks("sender@example.org", "u@pipe.example.test", "1", "one"))
+        logged = time.monotonic()
+        running = _processes(oxi)
+        assert running.get("piper/unix", (0, 0))[0] == pid, (pid, running)
+        assert "virtual/unix" not in running, running
+        while os.path.exists(f"/proc/{pid}"):
+            assert time.monotonic() - logged < 15, "the idle agent did not end"
+            time.sleep(0.05)
+        assert time.monotonic() - logged > 1.5
+        time.sleep(1)  # not started again without a client
+        assert "piper/unix" not in _processes(oxi)
+
+        qid = oxi.swaks("sender@example.org", "u@pipe.example.test", "2", "two")
+        assert delivered(qid) not in (pid, 0)
+        log = oxi.log()
+        assert len(re.findall(rf"{qid}: to=<", log)) == 1, log
+        assert "status=deferred" not in log, log
+        assert not re.search(rf"pid {pid} (exit status|killed)", log), log
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

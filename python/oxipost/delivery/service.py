@@ -23,12 +23,18 @@ qmgr sends the requests it made after that again, on a new connection (they were
 looked at). A connection lost without the goodbye (the agent died) defers the requests
 still unanswered with Postfix's "4.3.0 unknown mail transport error".
 
+Master starts an agent process when qmgr first connects to its socket, and the agent ends
+after max_idle seconds (main.cf, or master.cf's -o max_idle=) without a request in flight,
+as Postfix's master starts its daemons on demand and they exit after max_idle without a
+client: a site's many pipe services cost nothing while unused. The agent ends as on a
+reload, with the goodbye, so that what qmgr sent meanwhile goes to the next process.
+
 Diagnostics: an unreadable request is logged ("warning: ...") and answered with "4.3.0
 delivery agent error" for its recipients, as an agent that fails in process. A
 configuration error that Postfix's agent dies of (AgentFatal: a pipe service without
-user=, or with user=root) is logged "fatal: ..." and ends the process, as there: master
-starts another after its bad-startup throttle, and qmgr defers the mail with "4.3.0
-unknown mail transport error".
+user=, or with user=root) is logged "fatal: ..." and ends the process, as there: qmgr
+defers the mail with "4.3.0 unknown mail transport error", and master starts another for
+the next connection once its bad-startup throttle is over.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from oxipost.envelope import (
     recipients_from_list,
     recipients_to_list,
 )
+from oxipost.master.services import PRIVILEGED_AGENTS
 
 if TYPE_CHECKING:
     from oxipost.config import Config, Service
@@ -55,8 +62,6 @@ if TYPE_CHECKING:
     from oxipost.log import Logger
     from oxipost.master.context import ServiceContext
 
-# master.cf commands whose work needs root: run by master as services when privileged.
-PRIVILEGED_AGENTS = ("local", "virtual", "pipe")
 # A request holds a whole message; nothing legitimate is larger than this.
 MAX_REQUEST = 1 << 30
 
@@ -165,6 +170,7 @@ async def _channel(path: str) -> _Channel:
 
 async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
     """Have the agent process on `path` deliver req (qmgr's side)."""
+    unheard = False
     while True:
         chan = await _channel(path)
         fut = chan.send(req)
@@ -178,7 +184,13 @@ async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
         except AgentGone:
             after = chan.said_goodbye_after
             if after is not None and n > after:
-                continue  # never read: the agent is being reloaded
+                continue  # never read: the agent is being reloaded, or ends idle
+            if not chan.pid and not unheard:
+                # Closed before the agent's first word, which comes before it reads: an
+                # agent that ended just as it accepted the connection (once, so that a
+                # socket that only ever drops connections cannot keep qmgr here).
+                unheard = True
+                continue
             return [Outcome("4.3.0", "unknown mail transport error")] * len(req.recipients)
         return [Outcome(status, text, relay, chan.pid) for status, text, relay in answer]
 
@@ -207,10 +219,43 @@ async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
     return [[o.status, o.text, o.relay] for o in outcomes]
 
 
+class _Idle:
+    """Sets `expired` once no request has been in flight for `limit` seconds (never when
+    limit is 0): qmgr's connection stays open, so an idle agent is one without work, not
+    one without a client as Postfix's daemons count it."""
+
+    def __init__(self, limit: float, expired: asyncio.Event) -> None:
+        self.limit = limit
+        self.busy = 0
+        self.loop = asyncio.get_running_loop()
+        self.since = self.loop.time()
+        self.watch = self.loop.create_task(self._watch(expired)) if limit > 0 else None
+
+    def begin(self) -> None:
+        self.busy += 1
+
+    def end(self) -> None:
+        self.busy -= 1
+        self.since = self.loop.time()
+
+    async def _watch(self, expired: asyncio.Event) -> None:
+        while True:
+            left = self.since + self.limit - self.loop.time()
+            if self.busy == 0 and left <= 0:
+                expired.set()
+                return
+            await asyncio.sleep(left if self.busy == 0 else self.limit)
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+
+
 async def _serve_channel(
     base: Config,
     log: Logger,
     drain: asyncio.Event,
+    idle: _Idle,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
@@ -219,7 +264,11 @@ async def _serve_channel(
     last = 0
 
     async def one(n: int, body: Any) -> None:
-        answer = await _deliver_one(base, log, body)
+        idle.begin()
+        try:
+            answer = await _deliver_one(base, log, body)
+        finally:
+            idle.end()
         writer.write(msgpack.packb([n, answer], use_bin_type=True))
 
     draining = asyncio.ensure_future(drain.wait())
@@ -255,19 +304,26 @@ async def _serve_channel(
 
 
 async def serve(
-    base: Config, log: Logger, sock: socket.socket, stop: asyncio.Event, drain: asyncio.Event
+    base: Config,
+    log: Logger,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    drain: asyncio.Event,
+    max_idle: float = 0.0,
 ) -> None:
     """Serve requests until `stop` (master's SIGTERM: exit now, as Postfix's agents are
-    killed; qmgr defers what it did not hear back about) or `drain` (its SIGHUP, postfix
-    reload: finish the deliveries in progress first, so that none is done twice)."""
+    killed; qmgr defers what it did not hear back about), `drain` (its SIGHUP, postfix
+    reload: finish the deliveries in progress first, so that none is done twice) or, with
+    max_idle, that long without a request in flight (ends as on drain)."""
     channels: set[asyncio.Task[None]] = set()
+    idle = _Idle(max_idle, drain)
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             channels.add(task)
         try:
-            await _serve_channel(base, log, drain, r, w)
+            await _serve_channel(base, log, drain, idle, r, w)
         except asyncio.CancelledError:
             # Stopped: ends here, as a task asyncio's streams can finish without logging
             # an error (3.11 asks a cancelled client_connected_cb task for its exception).
@@ -286,6 +342,7 @@ async def serve(
     for task in list(channels):
         task.cancel()
     await asyncio.gather(*channels, return_exceptions=True)
+    idle.close()
 
 
 def main(ctx: ServiceContext) -> int:
@@ -300,7 +357,8 @@ def main(ctx: ServiceContext) -> int:
 
     async def run() -> None:
         stop, drain = runloop.stop_and_drain()
-        await serve(base, ctx.log, ctx.listen_socket, stop, drain)  # type: ignore[arg-type]
+        max_idle = ctx.cfg.get_time("max_idle")
+        await serve(base, ctx.log, ctx.listen_socket, stop, drain, max_idle)  # type: ignore[arg-type]
 
     runloop.run(run())
     return 0

@@ -3,7 +3,10 @@
 Reads master.cf, binds every listener itself (inet `host:port`/`port` services; unix services
 under $queue_directory/{private,public}/NAME), and starts each service whose command oxipost
 runs as a process: several workers for an inet service (`smtpd_worker_processes`) sharing
-the inherited socket, one otherwise. maxproc of an inet service is divided among its workers
+the inherited socket, one otherwise. The privileged delivery agents (local, virtual, pipe)
+start on demand, as Postfix's master starts every daemon: master keeps their socket and
+starts the process when a client (qmgr) waits on it with none running; the process ends by
+itself after max_idle. maxproc of an inet service is divided among its workers
 as their session cap. A worker that dies is restarted; one that dies within a second of
 starting is throttled for `service_throttle_time`, as Postfix's master does. The master.cf
 wakeup column becomes a SIGUSR1 to the service every N seconds.
@@ -29,6 +32,7 @@ import fcntl
 import grp
 import os
 import pwd
+import select
 import signal
 import socket
 import subprocess
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field
 from oxipost.config import Config, ConfigError, Service, load_config
 from oxipost.flow import FlowPipe
 from oxipost.log import Logger, get_logger
-from oxipost.master.services import FOLDED, SERVICES
+from oxipost.master.services import FOLDED, PRIVILEGED_AGENTS, SERVICES
 
 # A worker that fails before its service has run this long is crash-looping: throttle it.
 # The child tells master through a pipe once it has (interpreter start-up and imports do
@@ -161,6 +165,7 @@ class ServiceState:
     max_sessions: int = 0
     throttled_until: dict[int, float] = field(default_factory=dict)
     next_wakeup: float = 0.0
+    on_demand: bool = False  # started when a client waits on its socket
 
 
 class Master:
@@ -221,6 +226,7 @@ class Master:
                     state.max_sessions = -(-maxproc // state.workers)
             else:
                 state.max_sessions = maxproc
+                state.on_demand = svc.command in PRIVILEGED_AGENTS
             states[svc.key] = state
         return states
 
@@ -294,7 +300,7 @@ class Master:
 
     def start_all(self) -> None:
         for state in self.states.values():
-            for i in range(state.workers):
+            for i in range(0 if state.on_demand else state.workers):
                 self.spawn(state, i)
             if state.service.wakeup_seconds:
                 state.next_wakeup = time.monotonic() + state.service.wakeup_seconds
@@ -325,7 +331,7 @@ class Master:
                 self.log.warning(f"{path}: bad command startup -- throttling")
                 throttle = self.cfg.get_time("service_throttle_time")
                 state.throttled_until[worker.index] = now + throttle
-            else:
+            elif not state.on_demand:
                 self.spawn(state, worker.index)
 
     def tick(self) -> None:
@@ -334,13 +340,31 @@ class Master:
             for index, until in list(state.throttled_until.items()):
                 if now >= until:
                     del state.throttled_until[index]
-                    self.spawn(state, index)
+                    if not state.on_demand:
+                        self.spawn(state, index)
             wake = state.service.wakeup_seconds
             if wake and now >= state.next_wakeup:
                 state.next_wakeup = now + wake
                 for w in self.workers.values():
                     if w.service_key == state.service.key:
                         _signal(w.proc.pid, signal.SIGUSR1)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to timeout, starting an on-demand service as soon as a client waits on
+        its socket while none of its processes runs (and it is not throttled)."""
+        running = {w.service_key for w in self.workers.values()}
+        idle = {
+            listener.sock.fileno(): state
+            for state in self.states.values()
+            if state.on_demand and not state.throttled_until and state.service.key not in running
+            for listener in state.listeners
+        }
+        if not idle:
+            time.sleep(timeout)
+            return
+        ready, _, _ = select.select(list(idle), [], [], timeout)
+        for fd in ready:  # a unix service has its one socket
+            self.spawn(idle[fd], 0)
 
     # Signals -----------------------------------------------------------------------------
 
@@ -412,7 +436,7 @@ class Master:
                     self.stop(sig)
                     return 0
             self.reap()
-            time.sleep(0.2)
+            self.wait(0.2)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.pending_signals.append(signum)

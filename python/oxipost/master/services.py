@@ -8,6 +8,10 @@ for one of them in master.cf is accepted and noted once in the log, never refuse
 
 from __future__ import annotations
 
+# The delivery agents that need root (catalogue 50): master runs them as processes of their
+# own, started when qmgr first connects, and an unprivileged qmgr sends them its requests.
+PRIVILEGED_AGENTS = ("local", "virtual", "pipe")
+
 SERVICES: dict[str, str] = {
     "spawn": "oxipost.spawn.service:main",
     "qmgr": "oxipost.qmgr.service:main",
