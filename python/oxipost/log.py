@@ -67,8 +67,11 @@ def _forked() -> None:
     _pending.clear()  # the parent writes its own
 
 
-# Per maillog descriptor: the file's name and the lines of this loop turn not yet written.
-_pending: dict[int, tuple[str, list[bytes]]] = {}
+# Per maillog file: a descriptor of it and the lines of this loop turn not yet written, in
+# the order they were logged whichever logger of this process logged them (qmgr's and the
+# agents' it runs each have their own descriptor: an agent's fatal line comes before
+# qmgr's warning about it, its delivery line before qmgr's "removed").
+_pending: dict[str, tuple[int, list[bytes]]] = {}
 
 
 def _write(fd: int, name: str, data: bytes) -> None:
@@ -82,7 +85,7 @@ def _write(fd: int, name: str, data: bytes) -> None:
 def flush() -> None:
     """Write the lines held for the end of the loop turn (at exit, before a fatal exit)."""
     while _pending:
-        fd, (name, lines) = _pending.popitem()
+        name, (fd, lines) = _pending.popitem()
         _write(fd, name, b"".join(lines))
 
 
@@ -173,9 +176,9 @@ class Logger:
         if loop is None:
             _write(fd, self.maillog_file, data)
             return
-        held = _pending.get(fd)
+        held = _pending.get(self.maillog_file)
         if held is None:
-            _pending[fd] = (self.maillog_file, [data])
+            _pending[self.maillog_file] = (fd, [data])
             loop.call_soon(flush)
         else:
             held[1].append(data)

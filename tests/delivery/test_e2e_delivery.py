@@ -547,22 +547,18 @@ def test_pipe_service_runs_its_command_as_its_user(piped):
 
 def test_pipe_service_with_user_root_defers_as_postfix(piped):
     """A pipe service with user=root: the agent logs Postfix's pipe(8) fatal and exits,
-    and the mail is deferred with "4.3.0 unknown mail transport error" (Postfix's qmgr,
-    when its pipe process dies), never bounced and never run."""
+    and the mail is deferred as by Postfix's qmgr when its pipe process dies: a warning
+    about the stream, no line for the recipient, never bounced and never run."""
     oxi, d = piped
-    qid = oxi.swaks("sender@example.org", "u@root.example.test", "rooted", "not as root")
+    oxi.swaks("sender@example.org", "u@root.example.test", "rooted", "not as root")
     assert oxi.cfg is not None
     wait_log(
         oxi.cfg,
         r"postfix/pipe\[\d+\]: fatal: user= command-line attribute specifies root privileges",
     )
-    wait_log(
-        oxi.cfg,
-        rf"{qid}: to=<u@root.example.test>, relay=rootpipe, .*"
-        r"dsn=4\.3\.0, status=deferred \(unknown mail transport error\)",
-    )
+    wait_log(oxi.cfg, r"postfix/qmgr\[\d+\]: warning: private/rootpipe socket: malformed response")
     assert not (d / "uid").exists()
-    assert "status=bounced" not in oxi.log()
+    assert "to=<u@root.example.test>" not in oxi.log()
     # As Postfix's master, whose pipe died within its first seconds too.
     wait_log(oxi.cfg, r"warning: .*/pipe: bad command startup -- throttling")
 

@@ -142,26 +142,6 @@ def test_queued_before_start_is_delivered_and_removed(tmp_path, qmgr_proc):
     assert QueueState(cfg).messages == {}
 
 
-def test_agent_config_error_in_process_is_logged_fatal_and_deferred(tmp_path, qmgr_proc):
-    # A pipe service without user=: Postfix's pipe logs "fatal: ..." and dies, and qmgr
-    # defers. A qmgr that runs the agent itself logs the same line and goes on.
-    cfg = make_conf(tmp_path, "default_transport = nouser\n")
-    with open(Path(cfg.config_dir) / "master.cf", "a") as f:
-        f.write("nouser    unix  -       n       n       -       -       pipe argv=/bin/true\n")
-    qid = enqueue(cfg, ["x@example.net"])
-    p = start_qmgr(cfg)
-    qmgr_proc.append(p)
-    log = wait_log(cfg, rf"{qid}: to=<x@example.net>.*status=deferred")
-    assert re.search(r"postfix/pipe\[\d+\]: fatal: missing user= command-line attribute", log)
-    assert re.search(
-        rf"{qid}: to=<x@example.net>, relay=nouser, .*dsn=4\.3\.0, "
-        r"status=deferred \(unknown mail transport error\)",
-        log,
-    ), log
-    assert p.poll() is None
-    stop(p)
-
-
 def test_bounce_notice_and_notification_over_the_socket(tmp_path, qmgr_proc):
     cfg = make_conf(tmp_path, "default_transport = error:5.1.1 no such user here\n")
     p = start_qmgr(cfg)

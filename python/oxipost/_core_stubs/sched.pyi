@@ -56,6 +56,14 @@ class Scheduler:
         """postqueue -f: all deferred mail due now, held transports and dead sites released."""
     def flush_site(self, now: float, site: str, msgs: list[int]) -> None:
         """postqueue -s site / ETRN for the given messages and the queues named site."""
+    def report_crash(self, batch: int, now: float) -> bool:
+        """A delivery whose agent died unanswered: recipients deferred, no feedback."""
+    def throttle_transport(self, name: str, until: float, reason: str) -> bool:
+        """Defer the transport's mail with reason until then; False if already throttled."""
+    def unthrottle_transport(self, name: str) -> None:
+        """End the transport's throttle."""
+    def transport_throttled(self, name: str) -> bool:
+        """Whether the transport is throttled."""
     def next_deliveries(self, now: float, max: int) -> list[tuple[int, int, str, str, list[int]]]:
         """Up to max deliveries as (batch, msg, transport, queue, rcpt indexes)."""
     def report(

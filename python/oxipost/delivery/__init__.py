@@ -12,7 +12,9 @@ Diagnostics: a transport with no master.cf entry, or one whose command is not a 
 agent, defers every recipient with "4.3.0 mail transport unavailable" (Postfix's qmgr
 text); an agent that raises defers its recipients with "4.3.0 delivery agent error"
 and logs the error, so a bug never loses or bounces mail. A configuration error that
-Postfix's agent would die of is raised as AgentFatal (qmgr logs it and defers).
+Postfix's agent would die of is raised as AgentFatal (qmgr logs it and defers). An
+agent process that cannot be connected to raises TransportUnavailable (qmgr throttles
+the transport).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from oxipost.config import Config
 from oxipost.delivery.service import request, runs_apart
 from oxipost.envelope import Envelope, Outcome, Recipient
 
-__all__ = ["AGENTS", "AgentFatal", "DeliveryRequest", "deliver"]
+__all__ = ["AGENTS", "AgentFatal", "DeliveryRequest", "TransportUnavailable", "deliver"]
 
 log = logging.getLogger("oxipost.delivery")
 
@@ -49,6 +51,11 @@ class AgentFatal(Exception):
     """A configuration error that Postfix's agent dies of (msg_fatal), with its text: an
     agent process logs it as fatal and exits, so that qmgr defers the mail as Postfix's
     does; qmgr running the agent itself logs it and defers the recipients."""
+
+
+class TransportUnavailable(Exception):
+    """The transport's agent process cannot be connected to; the text is the reason
+    (strerror), as in Postfix's "connect to transport private/NAME: REASON"."""
 
 
 Agent = Callable[[DeliveryRequest], Awaitable[list[Outcome]]]
@@ -109,8 +116,16 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     )
     try:
         path = runs_apart(req.cfg, service)
-        outcomes = await (agent(sub) if path is None else request(path, req))
-    except AgentFatal:
+        if path is None:
+            outcomes = await agent(sub)
+        else:
+            try:
+                outcomes = await request(path, req)
+            except OSError as e:
+                # request() loses no connection it made without an answer: only the
+                # connect itself fails this way.
+                raise TransportUnavailable(e.strerror or str(e)) from None
+    except (AgentFatal, TransportUnavailable):
         raise
     except Exception:
         log.exception("%s: %s delivery agent failed", req.queue_id, req.transport)

@@ -6,6 +6,8 @@
 `<transport>_destination_concurrency_limit`, `_recipient_limit`, `_initial_destination_concurrency`,
 `_destination_concurrency_{positive,negative}_feedback`, `_failed_cohort_limit` (each falling
 back to its `default_...` parameter), the master.cf process limit, and `defer_transports`.
+A transport whose agent cannot be reached is throttled by the caller for
+`transport_retry_time` (`throttle_transport`).
 
 Batches and events come back as named records; the core's tuples never leave this module.
 Times are seconds as floats, always passed in.
@@ -195,6 +197,23 @@ class Scheduler:
     ) -> bool:
         """Results are (rcpt index, "sent" | "deferred" | "bounced"); missing ones defer."""
         return self._core.report(batch, now, results, site_failure)
+
+    def report_crash(self, batch: int, now: float) -> bool:
+        """The batch's agent died before it answered: its recipients defer, and neither
+        the destination nor the transport gets feedback (Postfix's DELIVER_STAT_CRASH)."""
+        return self._core.report_crash(batch, now)
+
+    def throttle_transport(self, transport: str, until: float, reason: str) -> bool:
+        """Defer the transport's mail, waiting and new, with `reason` and no attempt until
+        `until` (Postfix's qmgr_transport_throttle); False if it was throttled already."""
+        self._configure(transport)
+        return self._core.throttle_transport(transport, until, reason)
+
+    def unthrottle_transport(self, transport: str) -> None:
+        self._core.unthrottle_transport(transport)
+
+    def transport_throttled(self, transport: str) -> bool:
+        return self._core.transport_throttled(transport)
 
     def drain_events(self) -> list[Event]:
         return [Event(*e) for e in self._core.drain_events()]

@@ -20,6 +20,17 @@ SIGUSR1 wakes it; SIGHUP (postfix reload) makes it finish what is in flight and 
 the next generation, with the new configuration, takes over the queue; SIGTERM exits now
 (mail in flight is retried: a delivery may repeat, none is lost).
 
+Agent failures, as Postfix 3.7's qmgr: a transport whose agent cannot be reached (no
+master.cf service, nothing listening on private/NAME) is throttled for
+`transport_retry_time` (`warning: connect to transport private/NAME: STRERROR`): its mail,
+waiting and new, is deferred without an attempt ("4.3.0 mail transport unavailable",
+logged by the retry service's agent, relay=none) until then, or until an agent of that
+transport answers, or a flush; other transports go on. An agent that dies before it
+answers (`warning: private/NAME socket: malformed response`) leaves its recipients
+deferred without a line of their own and throttles nothing: master's bad-startup throttle
+holds back an agent that keeps dying. Mail deferred without an attempt (dead destination,
+throttled transport, defer_transports) is logged by the retry service's agent.
+
 Flow control: after each turn of its loop qmgr tops up the in_flow_delay tokens smtpd takes
 (oxipost.flow), as Postfix's qmgr_loop does.
 
@@ -51,7 +62,7 @@ import msgpack
 from oxipost import bounce, runloop
 from oxipost.cleanup import cleanup_message
 from oxipost.config import Config, load_config
-from oxipost.delivery import AgentFatal, DeliveryRequest, deliver
+from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, get_logger
@@ -73,6 +84,10 @@ COMPACT_AFTER = 3600.0
 COMPACT_EVERY = 300.0
 # Agents whose log lines say relay=none (Postfix's error and discard agents).
 _NO_RELAY = {"error", "discard", "retry"}
+# An agent that died before it answered (Postfix's DELIVER_STAT_CRASH).
+CRASHED = Outcome("4.3.0", "unknown mail transport error")
+# A transport whose agent cannot be reached, while it is throttled.
+UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
 
 
 @dataclass
@@ -293,6 +308,7 @@ class Qmgr:
         started = time.time()
         transport, nexthop = act.route[batch.rcpts[0]]
         recipients = [self._recipient(act, i) for i in batch.rcpts]
+        unreachable: str | None = None
         try:
             req = DeliveryRequest(
                 act.qid, transport, nexthop, act.env, recipients, self._content(act), self.cfg
@@ -302,13 +318,27 @@ class Qmgr:
             raise
         except AgentFatal as e:
             # What Postfix's agent process dies of, logged under its name; qmgr then has
-            # no answer and defers as Postfix's qmgr does for an agent that died.
+            # no answer from it, as Postfix's qmgr from an agent process that died.
             self._agent_log(transport).fatal_line(str(e))
-            outcomes = [Outcome("4.3.0", "unknown mail transport error")] * len(recipients)
+            outcomes = [CRASHED] * len(recipients)
+        except TransportUnavailable as e:
+            unreachable = str(e)
+            outcomes = [UNAVAILABLE] * len(recipients)
         except Exception as e:
             self.log.warning(f"{act.qid}: delivery via {transport} failed: {e}")
             outcomes = [Outcome("4.3.0", "delivery agent error")] * len(recipients)
         now = time.time()
+        if outcomes and all(o == UNAVAILABLE for o in outcomes):
+            # No master.cf service: Postfix's qmgr finds no private/NAME socket.
+            self._unreachable(batch, unreachable or "No such file or directory", now)
+            self._defer_unattempted(act, batch, UNAVAILABLE, started, now)
+            return
+        if outcomes and all(o == CRASHED for o in outcomes):
+            self._crashed(act, batch, now)
+            return
+        # An agent that answered: a throttle on its transport ends (Postfix's
+        # qmgr_deliver_update).
+        self.sched.unthrottle_transport(transport)
         relay = self._relay(transport)
         log = self._agent_log(transport)
         results: list[tuple[int, str]] = []
@@ -330,6 +360,52 @@ class Qmgr:
         self.sched.report(batch.id, now, results, _site_failure(outcomes))
         self.handle_events(now)
         self.wake.set()
+
+    def _crashed(self, act: Active, batch: Batch, now: float) -> None:
+        """The agent died before it answered (Postfix's DELIVER_STAT_CRASH): qmgr warns,
+        as Postfix's does on the agent's end of the stream, and defers the recipients
+        without a line of their own (the agent logged none, and Postfix's qmgr writes
+        none). Neither the destination nor the transport is throttled: master's
+        "bad command startup" throttle is what holds back an agent that keeps dying."""
+        self.log.warning(f"private/{batch.transport} socket: malformed response")
+        for idx in batch.rcpts:
+            act.deferred[idx] = CRASHED
+        self.sched.report_crash(batch.id, now)
+        self.handle_events(now)
+        self.wake.set()
+
+    def _unreachable(self, batch: Batch, why: str, now: float) -> None:
+        """The transport's agent cannot be reached: throttle the transport for
+        transport_retry_time, as Postfix's qmgr_transport_throttle, so that its mail,
+        waiting and new, is deferred without an attempt until then, while other
+        transports go on. Warned once per throttle (the attempt that found it down)."""
+        until = now + self.cfg.get_time("transport_retry_time")
+        if self.sched.throttle_transport(batch.transport, until, UNAVAILABLE.text):
+            self.log.warning(f"connect to transport private/{batch.transport}: {why}")
+
+    def _defer_unattempted(
+        self, act: Active, batch: Batch, out: Outcome, started: float, now: float
+    ) -> None:
+        """Defer a batch that no agent looked at, logged as Postfix's retry(8) agent does
+        for the mail its qmgr sends there."""
+        log = self._retry_log()
+        for idx in batch.rcpts:
+            act.deferred[idx] = out
+            rcpt = self._recipient(act, idx)
+            self._log_attempt(log, act, rcpt, "none", started, now, out, "deferred")
+        self.sched.report_crash(batch.id, now)
+        self.handle_events(now)
+        self.wake.set()
+
+    def _retry_log(self) -> Logger:
+        """Postfix's qmgr sends the mail it defers without an attempt (a throttled
+        transport, a dead destination, defer_transports) to the retry service, whose
+        agent logs the deferral: postfix/error with the stock master.cf."""
+        try:
+            self.cfg.service("retry")
+        except KeyError:
+            return self.log
+        return self._agent_log("retry")
 
     def _content(self, act: Active) -> bytes:
         """The message's content for one delivery or notice: kept from the refresh that
@@ -417,12 +493,15 @@ class Qmgr:
 
     def _suspended(self, act: Active, ev: Event, now: float) -> None:
         rcpt = self._recipient(act, ev.rcpt)
-        status = "4.4.1" if ev.reason.startswith("delivery temporarily suspended") else "4.3.2"
-        # The original failure's status, when we saw it.
+        if ev.reason.startswith("delivery temporarily suspended"):
+            status = "4.4.1"
+        elif ev.reason == UNAVAILABLE.text:
+            status = UNAVAILABLE.status
+        else:
+            status = "4.3.2"  # defer_transports
         out = Outcome(status, ev.reason)
         act.deferred[ev.rcpt] = out
-        transport, _nexthop = act.route.get(ev.rcpt, (ev.transport, ""))
-        self._log_attempt(self._agent_log(transport), act, rcpt, "none", now, now, out, "deferred")
+        self._log_attempt(self._retry_log(), act, rcpt, "none", now, now, out, "deferred")
 
     def _finish(self, act: Active) -> None:
         self._journal(lambda: self.state.remove(act.qid))

@@ -146,6 +146,22 @@ pub mod sched {
             self.0.flush(now);
         }
 
+        fn report_crash(&mut self, batch: u64, now: f64) -> bool {
+            self.0.report_crash(batch, now)
+        }
+
+        fn throttle_transport(&mut self, name: &str, until: f64, reason: &str) -> bool {
+            self.0.throttle_transport(name, until, reason)
+        }
+
+        fn unthrottle_transport(&mut self, name: &str) {
+            self.0.unthrottle_transport(name);
+        }
+
+        fn transport_throttled(&self, name: &str) -> bool {
+            self.0.transport_throttled(name)
+        }
+
         fn flush_site(&mut self, now: f64, site: &str, msgs: Vec<u64>) {
             self.0.flush_site(now, site, &msgs);
         }

@@ -17,7 +17,11 @@
 //! `maximal_backoff_time`; past `maximal_queue_lifetime`
 //! (`bounce_queue_lifetime` for null-sender mail) it expires and bounces;
 //! past `delay_warning_time` a delay notice goes out once. `defer_transports`
-//! hold a transport's mail until a flush.
+//! hold a transport's mail until a flush. A transport whose delivery agent
+//! cannot be reached is throttled (Postfix's qmgr_transport_throttle): its
+//! waiting mail, and mail that arrives for it, is deferred without an attempt
+//! until the caller's retry time (`transport_retry_time`), a delivery through
+//! it that went well, or a flush.
 //!
 //! Time is always an argument (seconds, f64): nothing here reads a clock, so
 //! the tests and capacity simulations run in virtual time.
@@ -205,6 +209,8 @@ struct Transport {
     queues: HashMap<String, Queue>,
     /// Round-robin order of queue names that have (or may have) work.
     rotation: VecDeque<String>,
+    /// Throttled until this time, with the reason its mail is deferred for.
+    throttled: Option<(f64, String)>,
 }
 
 #[derive(Debug)]
@@ -262,6 +268,7 @@ impl Scheduler {
                     busy: 0,
                     queues: HashMap::new(),
                     rotation: VecDeque::new(),
+                    throttled: None,
                 },
             );
             self.transport_rotation.push_back(name.to_string());
@@ -413,7 +420,46 @@ impl Scheduler {
             .values()
             .flat_map(|t| t.queues.values())
             .filter_map(|q| q.dead.as_ref().map(|d| d.0));
-        retry.chain(dead).reduce(f64::min)
+        let throttled = self
+            .transports
+            .values()
+            .filter_map(|t| t.throttled.as_ref().map(|d| d.0));
+        retry.chain(dead).chain(throttled).reduce(f64::min)
+    }
+
+    /// Throttles a transport whose delivery agent cannot be reached, until
+    /// `until` (Postfix's qmgr_transport_throttle): its mail waiting or yet to
+    /// come is deferred with `reason`, without an attempt. A throttled
+    /// transport keeps its first reason and time; returns whether it was not
+    /// throttled before.
+    pub fn throttle_transport(&mut self, name: &str, until: f64, reason: &str) -> bool {
+        let t = self.transport_mut(name);
+        if t.throttled.is_some() {
+            return false;
+        }
+        t.throttled = Some((until, reason.to_string()));
+        // Its destinations with waiting mail are visited (and emptied) by the next pick.
+        for (qname, q) in t.queues.iter_mut() {
+            if !q.todo.is_empty() && !q.in_rotation {
+                q.in_rotation = true;
+                t.rotation.push_back(qname.clone());
+            }
+        }
+        true
+    }
+
+    /// Ends a transport's throttle: its agent worked, or the retry time came.
+    pub fn unthrottle_transport(&mut self, name: &str) {
+        if let Some(t) = self.transports.get_mut(name) {
+            t.throttled = None;
+        }
+    }
+
+    /// Whether `name` is throttled now.
+    pub fn transport_throttled(&self, name: &str) -> bool {
+        self.transports
+            .get(name)
+            .is_some_and(|t| t.throttled.is_some())
     }
 
     /// `postqueue -f`: every deferred message is due now, held transports
@@ -429,6 +475,7 @@ impl Scheduler {
             m.flushing = true;
         }
         for t in self.transports.values_mut() {
+            t.throttled = None;
             for q in t.queues.values_mut() {
                 q.dead = None;
                 q.fail_cohorts = 0.0;
@@ -465,6 +512,13 @@ impl Scheduler {
     /// Picks up to `max` deliveries that may start now, round-robin over
     /// transports and over each transport's destinations.
     pub fn next_deliveries(&mut self, now: f64, max: usize) -> Vec<Batch> {
+        // Expired throttles end here, even for a transport with no mail waiting, so that
+        // next_wakeup never names a time already past.
+        for t in self.transports.values_mut() {
+            if t.throttled.as_ref().is_some_and(|(until, _)| now >= *until) {
+                t.throttled = None;
+            }
+        }
         let mut out = Vec::new();
         let mut idle_rounds = 0;
         let ntrans = self.transport_rotation.len();
@@ -504,6 +558,7 @@ impl Scheduler {
                     .initial_concurrency
                     .clamp(1, t.params.concurrency_limit.max(1));
                 let held = t.params.deferred;
+                let throttled = t.throttled.as_ref().map(|(_, reason)| reason.clone());
                 let q = t.queues.get_mut(&qname).expect("rotation names a queue");
                 if let Some((until, _)) = &q.dead {
                     if now >= *until {
@@ -512,8 +567,13 @@ impl Scheduler {
                         q.window = initial;
                     }
                 }
-                // Dead destinations and held transports: defer without a slot.
-                if let Some((_, reason)) = &q.dead {
+                // Throttled transports, dead destinations and held transports: defer
+                // without a slot.
+                if let Some(reason) = throttled {
+                    for e in q.todo.drain(..) {
+                        deferrals.push((e.msg, e.rcpts, qname.clone(), reason.clone()));
+                    }
+                } else if let Some((_, reason)) = &q.dead {
                     let reason = format!("delivery temporarily suspended: {reason}");
                     for e in q.todo.drain(..) {
                         deferrals.push((e.msg, e.rcpts, qname.clone(), reason.clone()));
@@ -650,6 +710,26 @@ impl Scheduler {
                 .find(|(i, _)| i == rcpt)
                 .map_or(Result::Deferred, |(_, r)| r.clone());
             self.account(f.msg, &r, now);
+        }
+        true
+    }
+
+    /// Records a delivery whose agent died before it answered (Postfix's
+    /// DELIVER_STAT_CRASH): its recipients count as deferred, and neither the
+    /// destination nor the transport gets feedback, as nothing was learnt of
+    /// them.
+    pub fn report_crash(&mut self, batch: u64, now: f64) -> bool {
+        let Some(f) = self.in_flight.remove(&batch) else {
+            return false;
+        };
+        if let Some(t) = self.transports.get_mut(&f.transport) {
+            t.busy = t.busy.saturating_sub(1);
+            if let Some(q) = t.queues.get_mut(&f.queue) {
+                q.active = q.active.saturating_sub(1);
+            }
+        }
+        for _ in &f.rcpts {
+            self.account(f.msg, &Result::Deferred, now);
         }
         true
     }

@@ -381,3 +381,79 @@ fn missing_results_count_as_deferred_and_unknown_batches_are_refused() {
     assert_eq!(s.in_flight(), 0);
     assert_eq!(s.active_messages(), 0);
 }
+
+#[test]
+fn throttled_transport_defers_its_mail_until_the_retry_time() {
+    let mut s = sched();
+    for m in 0..3 {
+        s.insert(m, 0.0, false, &rcpts(1, "crash", "a.example"));
+    }
+    s.insert(9, 0.0, false, &rcpts(1, "smtp", "b.example"));
+    assert!(s.throttle_transport("crash", 60.0, "mail transport unavailable"));
+    assert!(
+        !s.throttle_transport("crash", 90.0, "other"),
+        "keeps the first"
+    );
+    let batches = s.next_deliveries(1.0, 100);
+    assert_eq!(batches.len(), 1, "the other transport goes on");
+    assert_eq!(batches[0].transport, "smtp");
+    let deferred: Vec<_> = s
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RecipientDeferred { msg, reason, .. } => Some((msg, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deferred.len(), 3);
+    assert!(deferred
+        .iter()
+        .all(|(_, r)| r == "mail transport unavailable"));
+    assert_eq!(s.next_wakeup(), Some(60.0));
+    // Mail arriving while throttled is deferred too, not attempted.
+    s.insert(4, 2.0, false, &rcpts(1, "crash", "a.example"));
+    assert!(s.next_deliveries(2.0, 100).is_empty());
+    assert!(s.transport_throttled("crash"));
+    // The retry time ends the throttle, even with nothing waiting.
+    s.drain_events();
+    assert!(s.next_deliveries(60.0, 100).is_empty());
+    assert!(!s.transport_throttled("crash"));
+    assert_eq!(s.next_wakeup().filter(|t| *t < 300.0), None);
+    s.insert(5, 61.0, false, &rcpts(1, "crash", "a.example"));
+    assert_eq!(s.next_deliveries(61.0, 100).len(), 1);
+}
+
+#[test]
+fn flush_and_unthrottle_end_a_throttle() {
+    let mut s = sched();
+    s.throttle_transport("crash", 60.0, "mail transport unavailable");
+    s.flush(1.0);
+    assert!(!s.transport_throttled("crash"));
+    s.throttle_transport("crash", 60.0, "mail transport unavailable");
+    s.unthrottle_transport("crash");
+    assert!(!s.transport_throttled("crash"));
+}
+
+#[test]
+fn a_crash_defers_without_feedback() {
+    let mut s = sched();
+    for m in 0..10 {
+        s.insert(m, 0.0, false, &rcpts(1, "crash", "a.example"));
+    }
+    let batches = s.next_deliveries(0.0, 100);
+    assert_eq!(batches.len(), 5);
+    for b in &batches {
+        assert!(s.report_crash(b.id, 1.0));
+    }
+    assert!(!s.report_crash(batches[0].id, 1.0));
+    // Neither shrunk nor dead, nor grown: the next five go out as the first did.
+    assert_eq!(s.queue_state("crash", "a.example"), Some((5, 0, false)));
+    assert!(!s.transport_throttled("crash"));
+    let deferred = s
+        .drain_events()
+        .iter()
+        .filter(|e| matches!(e, Event::Deferred { .. }))
+        .count();
+    assert_eq!(deferred, 5);
+    assert_eq!(s.next_deliveries(1.0, 100).len(), 5);
+}
