@@ -5,12 +5,13 @@ hands to every service, all on real pipes, real sessions and real processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,29 @@ async def _reply(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readline(), 30)
 
 
+@contextlib.asynccontextmanager
+async def _session(
+    cfg: Config, queue: RecordingQueue, pipe: FlowPipe
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A session with our smtpd taking its tokens from pipe, past the greeting."""
+    server = build_server(cfg, queue, ListLog([]))
+    server.flow = FlowGate(pipe, cfg)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    listener = await server.serve(sock)
+    try:
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        assert (await _reply(reader)).startswith(b"220 ")
+        yield reader, writer
+        writer.close()
+    finally:
+        listener.close()
+        for task in list(server.sessions):
+            task.cancel()
+        await asyncio.gather(*server.sessions, return_exceptions=True)
+
+
 @pytest.mark.parametrize("delay_open", ["yes", "no"])
 def test_smtpd_takes_one_token_per_message(tmp_path, pipe, delay_open):
     """Where Postfix's cleanup takes its token: at the first accepted RCPT (MAIL when
@@ -130,15 +154,7 @@ def test_smtpd_takes_one_token_per_message(tmp_path, pipe, delay_open):
     queue = RecordingQueue()
 
     async def scenario() -> None:
-        server = build_server(cfg, queue, ListLog([]))
-        server.flow = FlowGate(pipe, cfg)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(4)
-        listener = await server.serve(sock)
-        try:
-            reader, writer = await asyncio.open_connection(*sock.getsockname())
-            assert (await _reply(reader)).startswith(b"220 ")
+        async with _session(cfg, queue, pipe) as (reader, writer):
             writer.write(b"HELO client.example\r\n")
             assert (await _reply(reader)).startswith(b"250 ")
             for n in range(2):
@@ -163,12 +179,6 @@ def test_smtpd_takes_one_token_per_message(tmp_path, pipe, delay_open):
                 assert (await _reply(reader)).startswith(b"250 ")
             writer.write(b"QUIT\r\n")
             assert (await _reply(reader)).startswith(b"221 ")
-            writer.close()
-        finally:
-            listener.close()
-            for task in list(server.sessions):
-                task.cancel()
-            await asyncio.gather(*server.sessions, return_exceptions=True)
 
     asyncio.run(scenario())
     assert len(queue.messages) == 2
@@ -234,3 +244,114 @@ def test_qmgr_under_master_fills_the_pipe_every_service_inherits(delay):
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_pickup_takes_a_token_per_message_and_gives_back_a_held_ones(tmp_path, pipe):
+    """Postfix's cleanup takes a token for every message, pickup's too, and puts back the
+    token of one it sends to the hold queue; without a token it sleeps in_flow_delay."""
+    from oxipost.pickup.service import pickup_once
+    from oxipost.qmgr.queue import Queue, QueueState
+
+    from tests.cleanup.test_pickup_cleanup import _setup
+    from tests.delivery.test_submission import _cmd, _Log, _maildrop
+
+    (tmp_path / "header_checks").write_text("/^Subject: held/ HOLD\n")
+    conf = _setup(
+        tmp_path, f"in_flow_delay = 1s\nheader_checks = regexp:{tmp_path}/header_checks\n"
+    )
+
+    def submit(subject: str) -> None:
+        r = _cmd(
+            "sendmail",
+            conf,
+            "-f",
+            "joe",
+            "bob@example.com",
+            stdin=f"Subject: {subject}\n\nx\n".encode(),
+        )
+        assert r.returncode == 0, r.stderr
+
+    def pickup() -> float:
+        cfg = load_config(str(conf))
+        queue = Queue.open(cfg, writer="pickup")
+        started = time.monotonic()
+        try:
+            pickup_once(cfg, queue, _Log(), FlowGate(pipe, cfg))
+        finally:
+            queue.close()
+        return time.monotonic() - started
+
+    for subject in ("one", "held", "two"):
+        submit(subject)
+    pipe.put(3)
+    assert pickup() < 1.0
+    assert _maildrop(tmp_path) == []
+    assert pipe.count() == 1  # three taken, the held message's given back
+    state = QueueState(load_config(str(conf)))
+    assert sorted("hold" in state.load(q)[0].attrs for q in state.messages) == [False, False, True]
+    pipe.get(1)
+    submit("three")
+    assert pickup() >= 1.0
+    assert _maildrop(tmp_path) == []
+
+
+def test_smtpd_gives_back_the_token_of_held_mail(tmp_path, pipe):
+    """A HOLD from an access table: the message goes to the hold queue, not to qmgr, so
+    smtpd puts back the token it took at RCPT."""
+    main = (
+        "in_flow_delay = 60s\n"
+        "smtpd_recipient_restrictions = check_recipient_access inline:{h@localhost=HOLD}\n"
+    )
+    cfg = load_config(write_config(str(tmp_path), main)).for_service("smtp")
+    queue = RecordingQueue()
+
+    async def scenario() -> None:
+        async with _session(cfg, queue, pipe) as (reader, writer):
+            for line, code in (
+                (b"HELO client.example", b"250 "),
+                (b"MAIL FROM:<a@example.test>", b"250 "),
+                (b"RCPT TO:<h@localhost>", b"250 "),
+                (b"DATA", b"354 "),
+                (b"Subject: t\r\n\r\nhello\r\n.", b"250 "),
+                (b"QUIT", b"221 "),
+            ):
+                writer.write(line + b"\r\n")
+                assert (await _reply(reader)).startswith(code), line
+
+    pipe.put(1)
+    asyncio.run(scenario())
+    ((env, _content),) = queue.messages
+    assert "hold" in env.attrs
+    assert pipe.count() == 1
+
+
+def test_qmgr_pays_no_token_for_held_mail(tmp_path):
+    """qmgr puts a token back for each message it moves from the incoming queue into the
+    active queue while incoming mail waits; held mail it moves to the hold queue is not
+    one (its receiver gave the token back)."""
+    from oxipost.envelope import Envelope, Recipient
+    from oxipost.log import get_logger
+    from oxipost.qmgr.queue import Queue, QueueState
+    from oxipost.qmgr.service import Qmgr
+
+    from tests.qmgr.test_service import MESSAGE, make_conf
+
+    cfg = make_conf(tmp_path, "default_transport = discard\n")
+    q = Queue.open(cfg, writer="test")
+    try:
+        held = Envelope("a@example.org", [Recipient("x@example.net")], time.time())
+        held.attrs["hold"] = "header_checks"
+        held_id = q.enqueue_sync(held, MESSAGE)
+        plain = q.enqueue_sync(
+            Envelope("a@example.org", [Recipient("y@example.net")], time.time()), MESSAGE
+        )
+    finally:
+        q.close()
+    state = QueueState(cfg, lock=True)
+    try:
+        qmgr = Qmgr(cfg, get_logger("qmgr", cfg), state)
+        assert qmgr.scan(time.time(), full=True) == 1
+        assert state.messages[held_id].state == "hold"
+        assert state.messages[plain].state == "active"
+    finally:
+        state.close()

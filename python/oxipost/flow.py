@@ -9,11 +9,17 @@ and every service inherits both ends (`--flow-fds R,W`). A token is one byte in 
   it adds one token per message it moves into the active queue; once no incoming mail
   waits, it tops the pipe up to default_process_limit tokens. It never lets more than that
   pile up.
-- smtpd (FlowGate.take, where Postfix's cleanup takes its token: when the transaction's
-  queue file would be opened, at the first accepted RCPT, or at MAIL when
-  smtpd_delay_open_until_valid_rcpt = no) takes one token per message. With none there it
-  waits up to in_flow_delay for one, then goes on anyway: receiving slows down to the pace
-  of the queue manager but never stops.
+- Postfix's cleanup takes one token per message, whatever submitted it; oxipost's runs
+  inside the receiving process, which takes the token where cleanup would. smtpd
+  (FlowGate.take: when the transaction's queue file would be opened, at the first
+  accepted RCPT, or at MAIL when smtpd_delay_open_until_valid_rcpt = no): with none there
+  it waits up to in_flow_delay for one, then goes on anyway, so receiving slows down to
+  the pace of the queue manager but never stops. pickup (FlowGate.take_blocking, for each
+  maildrop file): with none there it sleeps in_flow_delay, as Postfix's single-threaded
+  cleanup server does.
+- A message cleanup puts on hold never enters the incoming queue that qmgr pays tokens
+  for: its receiver gives the token back at once (FlowGate.give_back), as Postfix's
+  cleanup does (discarded mail keeps it, as there).
 
 `in_flow_delay = 0` turns the mechanism off on both sides. Without master (a qmgr or smtpd
 run alone, the tests' in-process servers) there is no pipe and no flow control.
@@ -30,6 +36,7 @@ import contextlib
 import fcntl
 import os
 import termios
+import time
 
 from oxipost.config import Config
 
@@ -118,7 +125,8 @@ class FlowProducer:
 
 
 class FlowGate:
-    """smtpd's side: one token per message, waiting at most in_flow_delay for it."""
+    """The receiving side (smtpd, pickup): one token per message, waiting at most
+    in_flow_delay for it."""
 
     def __init__(self, pipe: FlowPipe | None, cfg: Config) -> None:
         self.delay = cfg.get_time("in_flow_delay")
@@ -149,6 +157,18 @@ class FlowGate:
                 self._waiters.remove(fut)
             if not self._waiters:
                 self._unwatch()
+
+    def take_blocking(self) -> None:
+        """take() for a process without an event loop (pickup): a token, or in_flow_delay
+        asleep without one (Postfix's cleanup dozes, it does not wait for a token)."""
+        if self.pipe is not None and not self.pipe.get(1):
+            time.sleep(self.delay)
+
+    def give_back(self) -> None:
+        """The token of a message that cleanup put on hold: it never enters the incoming
+        queue, so qmgr will not put one back for it (Postfix's cleanup: mail_flow_put)."""
+        if self.pipe is not None:
+            self.pipe.put(1)
 
     def _readable(self) -> None:
         assert self.pipe is not None

@@ -7,7 +7,8 @@ from userid N)" header is prepended, and cleanup adds the missing Message-Id:, D
 From: (with sendmail -F's full name) and To: headers. The file is removed only after the
 queue reports the message durable, so a crash between the two repeats it rather than
 losing it. pickup scans at start, every wakeup seconds (master.cf), and whenever a client
-connects to its public socket (postdrop's trigger).
+connects to its public socket (postdrop's trigger). Each file costs an in_flow_delay token
+(oxipost.flow), as its cleanup connection does in Postfix.
 
 Diagnostics: a file that does not parse is logged ("warning: maildrop/NAME: ...") and
 renamed NAME.corrupt, as is one without recipients, never silently dropped. A message
@@ -30,6 +31,7 @@ from oxipost.cleanup import Cleaned, cleanup_message
 from oxipost.cleanup.message import split_header
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.flow import FlowGate
 from oxipost.log import get_logger
 from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
 
@@ -127,8 +129,9 @@ def build(cfg: Config, sub: Submission) -> Cleaned | str:
     return cleanup_message(env, content, received, _add_missing(cfg))
 
 
-def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
-    """Move every complete maildrop file into the queue; return how many."""
+def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = None) -> int:
+    """Move every complete maildrop file into the queue; return how many. With `flow`,
+    each file costs an in_flow_delay token, as its cleanup connection does in Postfix."""
     d = maildrop_dir(cfg.path("queue_directory"))
     try:
         names = sorted(os.listdir(d))
@@ -139,6 +142,8 @@ def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
         if name.startswith(".") or name.endswith(".corrupt"):
             continue  # a temp file still being written, or one already set aside
         path = os.path.join(d, name)
+        if flow is not None:
+            flow.take_blocking()
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -163,6 +168,8 @@ def pickup_once(cfg: Config, queue: Queue, log: object) -> int:
             qid = queue.new_id()
         else:
             qid = queue.enqueue_sync(env, content)
+            if flow is not None and "hold" in env.attrs:
+                flow.give_back()
         log.info(f"{qid}: uid={env.attrs.get('uid')} from=<{env.sender}>")  # type: ignore[attr-defined]
         result.log_notes(log, qid)
         os.unlink(path)
@@ -215,6 +222,7 @@ def main(ctx: ServiceContext) -> int:
     cfg = ctx.cfg
     queue = Queue.open(cfg, writer="pickup")
     wakeup = ctx.service.wakeup_seconds or 60
+    flow = FlowGate(ctx.flow, cfg)
     sel = selectors.DefaultSelector()
     if ctx.listen_socket is not None:
         ctx.listen_socket.setblocking(False)
@@ -230,7 +238,7 @@ def main(ctx: ServiceContext) -> int:
     signal.signal(signal.SIGUSR1, lambda _s, _f: None)
     try:
         while not stop:
-            pickup_once(cfg, queue, ctx.log)
+            pickup_once(cfg, queue, ctx.log, flow)
             deadline = time.monotonic() + wakeup
             while not stop and time.monotonic() < deadline:
                 try:

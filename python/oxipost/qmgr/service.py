@@ -31,8 +31,9 @@ deferred without a line of their own and throttles nothing: master's bad-startup
 holds back an agent that keeps dying. Mail deferred without an attempt (dead destination,
 throttled transport, defer_transports) is logged by the retry service's agent.
 
-Flow control: after each turn of its loop qmgr tops up the in_flow_delay tokens smtpd takes
-(oxipost.flow), as Postfix's qmgr_loop does.
+Flow control: after each turn of its loop qmgr tops up the in_flow_delay tokens smtpd and
+pickup take (oxipost.flow), as Postfix's qmgr_loop does; held mail it moves from the
+incoming queue to the hold queue earns none (its receiver gave its token back).
 
 Diagnostics: `fatal: the queue is being managed by another process (is qmgr running?)`
 when a second qmgr starts; `warning: open QUEUE QID: STRERROR` for a message whose read
@@ -210,9 +211,12 @@ class Qmgr:
             if msg in self.active:
                 continue
             if info.state == "incoming":
+                # Only what enters the active queue counts for in_flow_delay tokens: the
+                # receiver gave back the token of held mail (Postfix's cleanup puts it in
+                # the hold queue, never in incoming).
                 if len(self.active) < limit:
-                    self.activate(info.queue_id, now)
-                    count += 1
+                    if self.activate(info.queue_id, now):
+                        count += 1
                 else:
                     self.incoming_backlog[info.queue_id] = None
             elif info.state == "deferred" and self.sched.retry_state(msg) is None:
@@ -229,10 +233,12 @@ class Qmgr:
             "qmgr_message_active_limit"
         )
 
-    def activate(self, qid: str, now: float) -> None:
+    def activate(self, qid: str, now: float) -> bool:
+        """Move the message into the active queue; False when it did not go there (gone,
+        unreadable, corrupt, or held)."""
         info = self.state.messages.get(qid)
         if info is None:
-            return
+            return False
         msg = self._id(qid)
         try:
             env, content = self.state.load(qid)
@@ -245,7 +251,7 @@ class Qmgr:
             retry = self.sched.retry_state(msg)
             backoff, warned = (retry[1], retry[2]) if retry is not None else (0.0, False)
             self.sched.defer_until(msg, info.arrival_time, self.next_full_scan, backoff, warned)
-            return
+            return False
         except Exception as e:
             # It reads but does not decode: damaged, kept for inspection.
             self.log.warning(f"{qid}: {e}")
@@ -254,12 +260,12 @@ class Qmgr:
             )
             self.state.move(qid, "corrupt")
             self.sched.forget(msg)
-            return
+            return False
         if info.state == "incoming" and env.attrs.get("hold"):
             # cleanup's HOLD (header_checks, access(5)): new mail waits for postsuper -H.
             self.state.move(qid, "hold")
             self.sched.forget(msg)
-            return
+            return False
         self.state.move(qid, "active")
         pending = info.pending
         self.log.info(
@@ -275,6 +281,7 @@ class Qmgr:
             rcpts.append((idx, transport, queue))
         self.sched.insert(msg, env.arrival_time, env.sender == "", rcpts)
         self.handle_events(now)
+        return True
 
     def _route(self, rcpt: Recipient, content_filter: str = "") -> tuple[str, str]:
         if content_filter:

@@ -919,6 +919,8 @@ class Session:
                 qid = new_id() if new_id is not None else f"{time.time_ns() // 1000:X}"[-10:]
             else:
                 qid = await self.srv.queue.enqueue(env, data)
+                if self.srv.flow is not None and "hold" in env.attrs:
+                    self.srv.flow.give_back()
         except Exception as e:
             self.srv.log.warning(f"queue file write error: {e}")
             await self.reply(R.QUEUE_WRITE_ERROR)
