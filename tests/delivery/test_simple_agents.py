@@ -50,6 +50,15 @@ def test_unknown_transport_defers(tmp_path):
     assert o == Outcome("4.3.0", "mail transport unavailable")
 
 
+def test_invalid_o_option_is_fatal_to_an_agent_run_in_process(tmp_path):
+    # Postfix's error(8) would die at start of "-o { a b }" (split_nameval); qmgr running
+    # the agent itself gets the same fatal text to log under the agent's name.
+    cfg = make_config(tmp_path, master_extra="bad unix - - n - - error -o a=b -o { a b }\n")
+    fatal = "invalid \"-o a b\" option value: missing '=' after attribute name"
+    with pytest.raises(AgentFatal, match=f"^{re.escape(fatal)}$"):
+        run(request(cfg, "bad", "x", ["k@x"]))
+
+
 def _pipe_cfg(tmp_path, args: str, main: str = ""):
     return make_config(
         tmp_path / "conf", main=main, master_extra=f"p unix - n n - - pipe\n  {args}\n"

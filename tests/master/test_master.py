@@ -8,6 +8,7 @@ sockets, workers and signals are the ones every other service gets.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -88,6 +89,11 @@ def echo(sock: socket.socket, text: bytes) -> bytes:
     return got
 
 
+def _user() -> str:
+    """spawn's user= for a command run by a master that is root (and must not run as it)."""
+    return "user=nobody " if os.geteuid() == 0 else ""
+
+
 @pytest.fixture
 def system(tmp_path):
     conf = copy_conf(tmp_path / "conf")
@@ -102,9 +108,8 @@ def system(tmp_path):
     # The embedded default's smtpd moves off 2525, which a developer's `make run` may hold.
     master_cf = (conf / "master.cf").read_text()
     (conf / "master.cf").write_text(master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{free_port()}"))
-    user = "user=nobody " if os.geteuid() == 0 else ""
     with open(conf / "master.cf", "a") as f:
-        f.write(f"127.0.0.1:{port} inet n n n - 4 spawn {user}argv=/bin/cat\n")
+        f.write(f"127.0.0.1:{port} inet n n n - 4 spawn {_user()}argv=/bin/cat\n")
     info = {"conf": str(conf), "port": port, "log": var / "log" / "maillog"}
     yield info
     run_ours("postfix", "-c", str(conf), "abort")
@@ -114,6 +119,14 @@ def master_pid(system) -> int:
     proc = run_ours("postfix", "-c", system["conf"], "status")
     assert proc.returncode == 0, proc.stderr
     return int(proc.stderr.strip().rsplit(" ", 1)[1])
+
+
+def started(system) -> int:
+    """Start the system; master's pid once both workers of the test's service run."""
+    assert run_ours("postfix", "-c", system["conf"], "start").returncode == 0
+    pid = master_pid(system)
+    assert wait_until(lambda: len(workers_of(pid, system["port"])) == 2)
+    return pid
 
 
 def test_start_status_stop(system):
@@ -162,12 +175,141 @@ def test_master_cf_error_is_logged_and_start_fails_at_once(system):
     assert run_ours("postfix", "-c", str(conf), "status").returncode == 1
 
 
-def test_killed_worker_is_restarted(system):
+def _add_service(system, line: str) -> str:
+    """Append a master.cf entry; returns the file as it was."""
+    path = Path(system["conf"]) / "master.cf"
+    before = path.read_text()
+    path.write_text(before + line + "\n")
+    return before
+
+
+def test_reload_with_master_cf_master_refuses_is_fatal_to_master(system):
+    # postconf accepts a private inet service, so postfix reload signals; Postfix's master
+    # then logs the reload, reads master.cf, dies of it and its children go with it.
     conf = system["conf"]
-    assert run_ours("postfix", "-c", conf, "start").returncode == 0
-    pid = master_pid(system)
+    pid = started(system)
     port = system["port"]
-    assert wait_until(lambda: len(workers_of(pid, port)) == 2)
+    workers = workers_of(pid, port)
+    lineno = len(Path(conf, "master.cf").read_text().splitlines()) + 1
+    _add_service(system, f"127.0.0.1:{free_port()} inet y n n - 1 spawn argv=/bin/cat")
+    reloaded = run_ours("postfix", "-c", conf, "reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert "refreshing the Postfix mail system" in reloaded.stderr
+    assert wait_until(lambda: not alive(pid))
+    assert not any(alive(w) for w in workers)
+    log = system["log"].read_text()
+    reload_at = log.index(f"postfix/master[{pid}]: reload -- version")
+    fatal = f"postfix/master[{pid}]: fatal: {conf}/master.cf: line {lineno}: "
+    assert log.index(fatal + "inet service cannot be private\n") > reload_at
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    assert run_ours("postfix", "-c", conf, "status").returncode == 1
+
+
+def test_reload_with_master_cf_postconf_refuses_signals_nothing(system):
+    # postfix-script runs postconf before it signals master: master keeps running as it was.
+    conf = system["conf"]
+    pid = started(system)
+    port = system["port"]
+    good = _add_service(system, "bad bogus - n n - - spawn argv=/bin/cat")
+    try:
+        reloaded = run_ours("postfix", "-c", conf, "reload")
+    finally:
+        Path(conf, "master.cf").write_text(good)
+    assert reloaded.returncode == 1
+    assert reloaded.stderr.splitlines() == [
+        '/usr/sbin/postconf: fatal: invalid type field "bogus" in'
+        ' "bad bogus - n n - - spawn argv=/bin/cat"',
+        "postfix/postfix-script: fatal: cannot execute /usr/sbin/postconf!",
+    ]
+    time.sleep(1.0)
+    assert master_pid(system) == pid
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert echo(s, b"still\n") == b"still\n"
+    log = system["log"].read_text()
+    assert "reload -- version" not in log
+    assert "postfix/postfix-script[" in log and "fatal: cannot execute /usr/sbin/postconf!" in log
+
+
+@pytest.mark.parametrize(
+    ("entry", "fatal"),
+    [
+        # Real Postfix 3.7 master's words for each (observed on a reload).
+        ("x bogus n - n - - spawn", "bad transport type: bogus"),
+        ("x unix x - n - - spawn", 'field "private": bad value: "x"'),
+        ("x unix - x n - - spawn", 'field "unprivileged": bad value: "x"'),
+        ("x unix - - x - - spawn", 'field "chroot": bad value: "x"'),
+        ("x unix - - n x - spawn", 'field "wakeup_time": bad value: "x"'),
+        ("x unix - - n -1 - spawn", 'field "wakeup_time": bad value: "-1"'),
+        ("x unix - - n - x spawn", 'field "max_proc": bad value: "x"'),
+        ("x unix - - n - -", 'missing "command" field'),
+        ("x unix - - n", 'missing "wakeup_time" field'),
+        ("x", 'missing "transport type" field'),
+        ("x unix - - n - - -", 'field "command" has no default value'),
+    ],
+)
+def test_master_refuses_master_cf_fields_in_postfix_words(system, entry, fatal):
+    conf = system["conf"]
+    lineno = len(Path(conf, "master.cf").read_text().splitlines()) + 1
+    _add_service(system, entry)
+    proc = subprocess.run(
+        [sys.executable, "-m", "oxipost.master", "-c", conf], capture_output=True, timeout=60
+    )
+    assert proc.returncode == 1
+    log = system["log"].read_text()
+    assert f": fatal: {conf}/master.cf: line {lineno}: {fatal}\n" in log
+    assert "postfix/master[" in log.rsplit("\n", 2)[-2]
+
+
+def test_master_reads_wakeup_and_process_limit_as_atoi(system):
+    # Postfix's master takes "1x" for 1 (postconf would refuse it, master does not).
+    conf = system["conf"]
+    port = free_port()
+    _add_service(system, f"127.0.0.1:{port} inet n n n 1x 1x spawn {_user()}argv=/bin/cat")
+    master = subprocess.Popen([sys.executable, "-m", "oxipost.master", "-c", conf])
+    try:
+        assert wait_until(lambda: len(workers_of(master.pid, port)) == 1)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            assert echo(s, b"hi\n") == b"hi\n"
+    finally:
+        master.terminate()
+        master.wait(timeout=30)
+    assert f"postfix/master[{master.pid}]: daemon started" in system["log"].read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "fatal"),
+    [
+        ("-o { a b }", "invalid \"-o a b\" option value: missing '=' after attribute name"),
+        ("-o name", "invalid \"-o name\" option value: missing '=' after attribute name"),
+        ("-o =value", 'invalid "-o =value" option value: missing attribute name'),
+        # The first bad one, in order, as getopt hands them over.
+        ("-o a=b -o c -o =d", "invalid \"-o c\" option value: missing '=' after attribute name"),
+    ],
+)
+def test_invalid_o_option_is_fatal_to_the_service(system, option, fatal):
+    # Postfix's daemons split each -o with split_nameval and die of what it refuses; master
+    # sees a bad command startup.
+    conf = system["conf"]
+    port = free_port()
+    _add_service(system, f"127.0.0.1:{port} inet n n n - 1 spawn {option} {_user()}argv=/bin/cat")
+    assert run_ours("postfix", "-c", conf, "start").returncode == 0
+    spawn_fatal = re.compile(r"postfix/spawn\[(\d+)\]: fatal: (.*)\n")
+    assert wait_until(lambda: spawn_fatal.search(system["log"].read_text()))
+    m = spawn_fatal.search(system["log"].read_text())
+    assert m and m.group(2) == fatal
+    path = "/usr/lib/postfix/sbin/spawn"
+    exited = f"warning: process {path} pid {m.group(1)} exit status 1\n"
+    assert wait_until(lambda: exited in system["log"].read_text())
+    assert f"warning: {path}: bad command startup -- throttling" in system["log"].read_text()
+    # The other services run.
+    with socket.create_connection(("127.0.0.1", system["port"])) as s:
+        assert echo(s, b"ok\n") == b"ok\n"
+
+
+def test_killed_worker_is_restarted(system):
+    pid = started(system)
+    port = system["port"]
     # Let the workers get past the start-up grace period, so this is a crash, not a loop:
     # the grace counts from when a worker's service starts, after its imports, which take
     # a while when master starts every service at once on a busy machine.
@@ -187,10 +329,8 @@ def test_killed_worker_is_restarted(system):
 
 def test_reload_keeps_listener_and_connected_client(system):
     conf = system["conf"]
-    assert run_ours("postfix", "-c", conf, "start").returncode == 0
-    pid = master_pid(system)
+    pid = started(system)
     port = system["port"]
-    assert wait_until(lambda: len(workers_of(pid, port)) == 2)
     before = workers_of(pid, port)
     client = socket.create_connection(("127.0.0.1", system["port"]))
     assert echo(client, b"one\n") == b"one\n"

@@ -289,8 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for t in _table_types():
                 print(t)
             return 0
-        cfg = load_config(config_dir)
-        if opts & {"e", "X", "#"}:
+        # Editing main.cf does not read master.cf, so a bad one does not stop it.
+        editing = bool(opts & {"e", "X", "#"})
+        cfg = load_config(config_dir, master_cf=not editing)
+        if editing:
             _edit(cfg, args, opts)
             return 0
         # Defaults do not depend on the files, so -d does not judge them.

@@ -13,6 +13,11 @@ Messages are postfix-script's, on stderr and in the log:
 running: PID: N`, `... fatal: the Postfix mail system is not running` (exit 1), `... fatal:
 the Postfix mail system is already running` (exit 1), `stopping the Postfix mail system`,
 `refreshing the Postfix mail system`, `waiting for the Postfix mail system to terminate`.
+
+Every command first asks postconf about the configuration, as postfix-script does: a
+master.cf that postconf refuses stops it there (reload signals nothing, start starts
+nothing), with postconf's `$command_directory/postconf: fatal: ...` on stderr and
+`postfix/postfix-script: fatal: cannot execute $command_directory/postconf!`.
 """
 
 from __future__ import annotations
@@ -161,8 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(config_dir)
     except ConfigError as e:
-        print(f"postfix: fatal: {e}", file=sys.stderr)
-        return 1
+        if not e.in_master_cf:
+            print(f"postfix: fatal: {e}", file=sys.stderr)
+            return 1
+        # postfix-script's first postconf fails on it (main.cf alone has read fine).
+        cfg = load_config(config_dir, master_cf=False)
+        postconf = os.path.join(cfg.get("command_directory"), "postconf")
+        print(f"{postconf}: fatal: {e}", file=sys.stderr)
+        return Script(cfg).fatal(f"cannot execute {postconf}!")
     script = Script(cfg)
     if command in ("start", "start-fg"):
         return start(cfg, config_dir, script, foreground=command == "start-fg")

@@ -31,7 +31,12 @@ _BOOL = {"yes": True, "true": True, "no": False, "false": False}
 
 
 class ConfigError(Exception):
-    """A configuration Postfix would refuse; str() is Postfix's message without 'fatal: '."""
+    """A configuration Postfix would refuse; str() is Postfix's message without 'fatal: '.
+    in_master_cf: the refusal is of master.cf (which postfix(1) learns from postconf)."""
+
+    def __init__(self, text: str, *, in_master_cf: bool = False) -> None:
+        super().__init__(text)
+        self.in_master_cf = in_master_cf
 
 
 def split_list(value: str) -> list[str]:
@@ -308,11 +313,15 @@ class Config:
         return iter(self.names())
 
 
-def load_config(config_dir: str | None = None, *, as_master: bool = False) -> Config:
+def load_config(
+    config_dir: str | None = None, *, as_master: bool = False, master_cf: bool = True
+) -> Config:
     """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix).
 
     as_master: read master.cf as Postfix's master does, to which a "{" without its "}" is
-    fatal; to everything else (postconf, postfix check) it is a warning.
+    fatal; to everything else (postconf, postfix check) it is a warning. The columns are
+    judged as master or as postconf judges them (mastercf). master_cf=False: main.cf
+    alone, for the logger that reports a master.cf error.
     """
     explicit = config_dir is not None
     directory = config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
@@ -327,13 +336,13 @@ def load_config(config_dir: str | None = None, *, as_master: bool = False) -> Co
         raise ConfigError(str(e)) from None
     master_path = os.path.join(directory, "master.cf")
     try:
-        services = mastercf.read(master_path, None if as_master else warnings)
+        services = mastercf.read(master_path, None if as_master else warnings) if master_cf else []
     except FileNotFoundError:
         services = []
     except OSError as e:
         raise ConfigError(f"open {master_path}: {e.strerror}") from None
     except mastercf.MasterCfError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e), in_master_cf=True) from None
     return Config(
         directory,
         maincf.settings(entries),

@@ -50,7 +50,7 @@ class Entry:
         )
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Postfix's printable(): control characters become '?'."""
     return "".join(c if c.isprintable() or c == " " else "?" for c in text)
 
@@ -72,7 +72,7 @@ def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Entr
             # Postfix warns and ignores text that continues nothing.
             if warn is not None:
                 warn.append(
-                    f'{path}: logical line must not start with whitespace: "{_printable(body)}"'
+                    f'{path}: logical line must not start with whitespace: "{printable(body)}"'
                 )
             entries.append(Entry(None, "", [line], lineno))
             continue
@@ -89,7 +89,7 @@ def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Entr
 def _split_definition(logical: str, path: str, lineno: int) -> tuple[str, str]:
     name, eq, value = logical.partition("=")
     name = name.strip()
-    shown = _printable(logical.strip())
+    shown = printable(logical.strip())
     if not eq:
         raise MainCfError(f"{path}, line {lineno}: missing '=' after attribute name: \"{shown}\"")
     if not name:

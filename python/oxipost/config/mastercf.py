@@ -9,18 +9,30 @@ options overrides a main.cf parameter for that service only (`-o name=` clears i
 Service.args holds the arguments as postconf normalizes them (groups without their braces,
 `-o { name = value }` as "name=value"), which postconf -M, -F and -P show.
 
-Diagnostics, worded as Postfix's: `fatal: file FILE: line N: bad field count`, `fatal: file
-FILE: line N: bad transport type: X`, `... bad wakeup time`, `... bad process limit`. A "{"
-without its "}", or text after the "}", is `warning: master.cf: missing '}' in "{ text"` /
-`... syntax error after '}' in "{ text }x"` to postconf, and `fatal: FILE: line N: ...` to
+Diagnostics, worded as Postfix's. postconf (and so postfix check/start/reload, which run it
+first) and master judge the columns each in its own way:
+- postconf: `fatal: file FILE: line N: bad field count` for fewer than eight, then `fatal:
+  invalid type field "X" in "LINE"` (also private, unprivileged, chroot, wakeup and
+  process_limit), LINE being the logical line as read. A wakeup is digits with an optional
+  trailing "?" ("?" alone too), a process limit digits.
+- master: `fatal: FILE: line N: missing "transport type" field` (private, unprivileged,
+  chroot, wakeup_time, max_proc, command), `... bad transport type: X`, `... field
+  "private": bad value: "X"`, `... inet service cannot be private`, `... field "command"
+  has no default value`. A wakeup or process limit need only start with a digit: master
+  reads "1x" as 1 (atoi), so wakeup_seconds and process_limit do too.
+A "{" without its "}", or text after the "}", is `warning: master.cf: missing '}' in "{ text"`
+/ `... syntax error after '}' in "{ text }x"` to postconf, and `fatal: FILE: line N: ...` to
 master; a long-form -o that is not name = value is `warning: master.cf: missing '=' after
-attribute name: "text"` (or `missing attribute name`) to postconf.
+attribute name: "text"` (or `missing attribute name`) to postconf, and kills the service
+that gets it (option_error).
 """
 
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
+
+from oxipost.config.maincf import printable
 
 SERVICE_TYPES = frozenset({"inet", "unix", "unix-dgram", "fifo", "pass"})
 # What separates master.cf fields (Postfix's master_blanks), and what C's isspace() calls
@@ -75,13 +87,24 @@ class Service(NamedTuple):
 
     @property
     def wakeup_seconds(self) -> int:
-        """0 means never; a trailing '?' (wake only if used) is ignored, as master does."""
-        text = self.wakeup.rstrip("?")
-        return 0 if text in ("-", "") else int(text)
+        """0 means never; a trailing '?' (wake only if used) is ignored."""
+        return 0 if self.wakeup == "-" else _atoi(self.wakeup)
 
     def process_limit(self, default: int) -> int:
         """maxproc, with '-' meaning default_process_limit; 0 means no limit."""
-        return default if self.maxproc == "-" else int(self.maxproc)
+        return default if self.maxproc == "-" else _atoi(self.maxproc)
+
+    def option_error(self) -> str | None:
+        """What a Postfix daemon dies of when started with this entry's arguments: the
+        first -o among the leading options that is not name=value (getopt hands each to
+        split_nameval in turn), or None."""
+        for option, value in _leading_options(self.args):
+            if option == "-o" and value is not None:
+                try:
+                    split_nameval(value)
+                except ValueError as e:
+                    return printable(f'invalid "-o {value}" option value: {e}')
+        return None
 
     def columns(self) -> list[str]:
         return [
@@ -116,7 +139,7 @@ def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Serv
             logical[-1] = (start, prev + line)
         else:
             logical.append((lineno, line))
-    return [_service(_split(line), path, lineno, warn) for lineno, line in logical]
+    return [_service(line, path, lineno, warn) for lineno, line in logical]
 
 
 def _split(line: str) -> list[str]:
@@ -260,21 +283,75 @@ def _overrides(args: list[str]) -> dict[str, str]:
     return overrides
 
 
-def _service(words: list[str], path: str, lineno: int, warn: list[str] | None) -> Service:
-    where = f"file {path}: line {lineno}"
+def _atoi(text: str) -> int:
+    """C's atoi: the leading digits, 0 without any."""
+    digits = re.match(r"\d*", text)
+    assert digits is not None
+    return int(digits.group() or 0)
+
+
+def _postconf_check(words: list[str], line: str, where: str) -> None:
+    """postconf's judgement of the columns (pcf_check_master_entry)."""
     if len(words) < 8:
-        raise MasterCfError(f"{where}: bad field count")
-    name, typ, private, unpriv, chroot, wakeup, maxproc, command, *rest = words
-    if typ not in SERVICE_TYPES:
-        raise MasterCfError(f"{where}: bad transport type: {typ}")
-    for value, what in ((private, "private"), (unpriv, "unprivileged"), (chroot, "chroot")):
+        raise MasterCfError(f"file {where}: bad field count")
+    shown = printable(line)
+
+    def invalid(what: str, value: str) -> MasterCfError:
+        return MasterCfError(printable(f'invalid {what} field "{value}" in "{shown}"'))
+
+    if words[1] not in SERVICE_TYPES:
+        raise invalid("type", words[1])
+    for what, value in zip(("private", "unprivileged", "chroot"), words[2:5], strict=True):
         if value not in ("-", "y", "n"):
-            raise MasterCfError(f"{where}: bad {what} field: {value}")
-    if wakeup != "-" and not wakeup.rstrip("?").isdigit():
-        raise MasterCfError(f"{where}: bad wakeup time: {wakeup}")
-    if maxproc != "-" and not maxproc.isdigit():
-        raise MasterCfError(f"{where}: bad process limit: {maxproc}")
-    args = _args(rest, f"{path}: line {lineno}", warn)
+            raise invalid(what, value)
+    wakeup = words[5].removesuffix("?")
+    if wakeup != "-" and not ((wakeup.isascii() and wakeup.isdigit()) or not wakeup):
+        raise invalid("wakeup", words[5])
+    if words[6] != "-" and not (words[6].isascii() and words[6].isdigit()):
+        raise invalid("process_limit", words[6])
+
+
+# master's names for the columns after the service name, and what each must be ("" for
+# any text); "-" is the default of all but the two that have none.
+_MASTER_FIELDS = (
+    ("transport type", ""),
+    ("private", "bool"),
+    ("unprivileged", "bool"),
+    ("chroot", "bool"),
+    ("wakeup_time", "int"),
+    ("max_proc", "int"),
+    ("command", ""),
+)
+
+
+def _master_check(words: list[str], where: str) -> None:
+    """master's judgement of the columns (get_master_ent), field by field."""
+    for i, (name, kind) in enumerate(_MASTER_FIELDS, start=1):
+        if i == len(words):
+            raise MasterCfError(f'{where}: missing "{name}" field')
+        value = words[i]
+        if value == "-":
+            if not kind:
+                raise MasterCfError(f'{where}: field "{name}" has no default value')
+        elif i == 1 and value not in SERVICE_TYPES:
+            raise MasterCfError(printable(f"{where}: bad transport type: {value}"))
+        elif (kind == "bool" and value not in ("y", "n")) or (
+            kind == "int" and not "0" <= value[0] <= "9"
+        ):
+            raise MasterCfError(printable(f'{where}: field "{name}": bad value: "{value}"'))
+        if name == "private" and words[1] == "inet" and value != "n":
+            raise MasterCfError(f"{where}: inet service cannot be private")
+
+
+def _service(line: str, path: str, lineno: int, warn: list[str] | None) -> Service:
+    words = _split(line)
+    where = f"{path}: line {lineno}"
+    if warn is None:
+        _master_check(words, where)
+    else:
+        _postconf_check(words, line, where)
+    name, typ, private, unpriv, chroot, wakeup, maxproc, command, *rest = words
+    args = _args(rest, where, warn)
     return Service(
         name,
         typ,

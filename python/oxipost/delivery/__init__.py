@@ -117,6 +117,10 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     try:
         path = runs_apart(req.cfg, service)
         if path is None:
+            # An agent process dies of this at start (child.py); one run here must too.
+            fatal = service.option_error()
+            if fatal:
+                raise AgentFatal(fatal)
             outcomes = await agent(sub)
         else:
             try:

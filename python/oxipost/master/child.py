@@ -1,7 +1,9 @@
 """The first code a service process runs: `python -m oxipost.master.child ...`, exec'd by
 master (never a bare fork, so no Rust thread is ever forked).
 
-It reads the configuration, narrows it to its master.cf entry (-o overrides), adopts the
+It reads the configuration (master.cf as master read it), narrows it to its master.cf
+entry (-o overrides; one that is not name=value is fatal, as to Postfix's daemons: `fatal:
+invalid "-o a b" option value: missing '=' after attribute name`), adopts the
 listening socket master passed, drops to mail_owner when master runs as root and the entry
 is unprivileged, and calls the service's entry point from SERVICES.
 """
@@ -74,13 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        base = load_config(args.config)
+        base = load_config(args.config, as_master=True)
         svc = base.service(args.service)
         cfg = base.for_service(args.service)
     except (ConfigError, KeyError) as e:
         print(f"oxipost/master/child: fatal: {e}", file=sys.stderr)
         return 1
     log = get_logger(svc.command, cfg)
+    option_error = svc.option_error()
+    if option_error:
+        log.fatal(option_error)
     listen = socket.socket(fileno=args.fd) if args.fd is not None else None
     # Import the service (and open the log) while still able to read everything: after the
     # drop to mail_owner, the interpreter's own tree may be out of reach (e.g. under /root).

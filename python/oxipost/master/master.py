@@ -13,8 +13,11 @@ wakeup column becomes a SIGUSR1 to the service every N seconds.
 
 SIGTERM stops everything. SIGHUP reloads: main.cf and master.cf are read again, listeners
 that still exist stay bound (clients keep their connections; new ones keep being accepted),
-old workers are told to drain (SIGHUP) and a new generation starts at once. SIGQUIT aborts:
-children are killed.
+old workers are told to drain (SIGHUP) and a new generation starts at once. A configuration
+master cannot run is fatal to the reload as to Postfix's master: `reload -- ...` then
+`fatal: FILE: line N: ...`, and master stops its children and exits (postfix reload has
+already refused, before signalling, what postconf refuses). SIGQUIT aborts: children are
+killed.
 
 Master writes $queue_directory/pid/master.pid and holds a lock on it; a second master
 refuses: `fatal: the Postfix mail system is already running`.
@@ -175,8 +178,8 @@ class Master:
             self.cfg = load_config(config_dir, as_master=True)
         except ConfigError as e:
             # Where the administrator looks, as Postfix's master logs it: main.cf alone
-            # names the log (the master.cf error is a warning to that reading).
-            get_logger("master", load_config(config_dir)).fatal(str(e))
+            # names the log.
+            get_logger("master", load_config(config_dir, master_cf=False)).fatal(str(e))
         self.log: Logger = get_logger("master", self.cfg)
         self.listeners: dict[str, Listener] = {}
         self.states: dict[str, ServiceState] = {}
@@ -369,18 +372,19 @@ class Master:
     # Signals -----------------------------------------------------------------------------
 
     def reload(self) -> None:
+        # Postfix's master says so before it reads anything, and dies of what it cannot run.
+        self.log.info(
+            f"reload -- version {self.cfg.get('mail_version')}, configuration {self.cfg.config_dir}"
+        )
         try:
             cfg = load_config(self.config_dir, as_master=True)
             states = self.plan(cfg)
             self.bind(cfg, states)
         except (ConfigError, MasterError, OSError) as e:
-            self.log.warning(f"reload failed, keeping the running configuration: {e}")
-            return
+            self.stop(signal.SIGTERM)
+            self.log.fatal(_fatal_text(e))
         self.cfg = cfg
         self.log = get_logger("master", cfg)
-        self.log.info(
-            f"reload -- version {cfg.get('mail_version')}, configuration {cfg.config_dir}"
-        )
         old = list(self.workers.values())
         self.workers.clear()
         for w in old:
@@ -414,10 +418,8 @@ class Master:
             self.lock_pid_file()
             self.states = self.plan(self.cfg)
             self.bind(self.cfg, self.states)
-        except OSError as e:
-            self.log.fatal(f"bind: {e.strerror}" if e.errno == errno.EADDRINUSE else str(e))
-        except MasterError as e:
-            self.log.fatal(str(e))
+        except (MasterError, OSError) as e:
+            self.log.fatal(_fatal_text(e))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(sig, self._on_signal)
         version = self.cfg.get("mail_version")
@@ -440,6 +442,12 @@ class Master:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.pending_signals.append(signum)
+
+
+def _fatal_text(e: Exception) -> str:
+    if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+        return f"bind: {e.strerror}"
+    return str(e)
 
 
 def _signal(pid: int, sig: int) -> None:
