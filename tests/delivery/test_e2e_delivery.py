@@ -16,6 +16,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -614,3 +615,49 @@ def test_agents_start_on_demand_and_end_after_max_idle(oxi):
         assert not re.search(rf"pid {pid} (exit status|killed)", log), log
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_service_processes_read_the_master_cf_master_loaded(oxi):
+    """A master.cf edited badly and not reloaded stops no service process: as Postfix's
+    daemons get their options from master, not from the file, ours read master's copy of
+    the master.cf of the last start or reload. An agent started on demand after the edit
+    (virtual(8)) and a qmgr restarted after it both work; the commands that in Postfix
+    never read master.cf (sendmail, postqueue) work too."""
+    assert ROOT, "the test suite runs as root (CI): agents run apart only under root's master"
+    oxi.start()
+    deadline = time.monotonic() + 20
+    while "qmgr/unix" not in _processes(oxi):
+        assert time.monotonic() < deadline, _processes(oxi)
+        time.sleep(0.1)
+    time.sleep(2)  # past start-up: a process that dies in its first second is throttled
+    master_cf = oxi.conf / "master.cf"
+    good = master_cf.read_text()
+    master_cf.write_text(good + "half an edit\n")
+    try:
+        _work_on_the_master_cf_master_loaded(oxi)
+    finally:
+        master_cf.write_text(good)  # postfix stop refuses a bad master.cf, as Postfix's
+
+
+def _work_on_the_master_cf_master_loaded(oxi: Oxipost) -> None:
+    qmgr_pid = _processes(oxi)["qmgr/unix"][0]
+    os.kill(qmgr_pid, signal.SIGKILL)
+    qid = oxi.swaks("sender@example.org", "info@example.com", "after the edit", "still")
+    assert oxi.cfg is not None
+    log = wait_log(oxi.cfg, rf"{qid}: to=<info@example.com>, .*status=sent")
+    assert "fatal" not in log, log
+    procs = _processes(oxi)
+    assert procs["qmgr/unix"][0] != qmgr_pid and "virtual/unix" in procs, procs
+    submitted = run_ours(
+        "sendmail",
+        "-C",
+        str(oxi.conf),
+        "-f",
+        "sender@example.org",
+        "info@example.com",
+        stdin="Subject: by sendmail\n\nbody\n",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    oxi.wait_mail("info", 2)
+    listed = run_ours("postqueue", "-c", str(oxi.conf), "-p")
+    assert listed.returncode == 0 and "Mail queue is empty" in listed.stdout, listed

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sections = flags & {"-e", "-h", "-b"} or {"-e", "-h", "-b"}
     try:
-        state = QueueState(load_config(config_dir))
+        state = QueueState(load_config(config_dir, master_cf=False))
     except ConfigError as e:
         print(f"{PROG}: fatal: {e}", file=sys.stderr)
         return 1

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", action="count", default=0)
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config_dir)
+        cfg = load_config(args.config_dir, master_cf=False)
     except ConfigError as e:
         print(f"postdrop: fatal: {e}", file=sys.stderr)
         return EX_TEMPFAIL

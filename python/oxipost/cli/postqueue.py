@@ -33,7 +33,7 @@ def _fatal(text: str, status: int = 1) -> int:
 def show(config_dir: str | None, as_json: bool) -> int:
     """Print the queue (postqueue -p / -j, mailq)."""
     try:
-        state = QueueState(load_config(config_dir))
+        state = QueueState(load_config(config_dir, master_cf=False))
     except ConfigError as e:
         return _fatal(str(e))
     for problem in state.problems:
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if flag in ("-p", "-j"):
         return show(config_dir, flag == "-j")
     try:
-        cfg = load_config(config_dir)
+        cfg = load_config(config_dir, master_cf=False)
     except ConfigError as e:
         return _fatal(str(e))
     req: dict[str, object] = {"op": "flush"}

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{PROG}: warning: invalid mail queue id: {qid}", file=sys.stderr)
             actions[action] = [q for q in ids if _VALID_ID.match(q)]
     try:
-        cfg = load_config(config_dir)
+        cfg = load_config(config_dir, master_cf=False)
     except ConfigError as e:
         print(f"{PROG}: fatal: {e}", file=sys.stderr)
         return 1

@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: unknown queue: {q}", file=sys.stderr)
             return 1
     try:
-        state = QueueState(load_config(o.get("-c")))
+        state = QueueState(load_config(o.get("-c"), master_cf=False))
     except ConfigError as e:
         print(f"{PROG}: fatal: {e}", file=sys.stderr)
         return 1

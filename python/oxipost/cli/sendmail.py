@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if "bv" in flags:
         return _fatal("-bv is not supported", EX_UNAVAILABLE)
     try:
-        cfg = load_config(config_dir)
+        cfg = load_config(config_dir, master_cf=False)
     except ConfigError as e:
         return _fatal(str(e), EX_TEMPFAIL)
     if "bs" in flags:

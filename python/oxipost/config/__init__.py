@@ -88,6 +88,7 @@ class Config:
         self._bools: dict[str, bool] = {}
         self._times: dict[str, float] = {}
         self._keywords: dict[str, frozenset[str]] = {}
+        self.master_cf_text = ""  # as load_config read it
 
     # Raw values --------------------------------------------------------------------------
 
@@ -314,14 +315,23 @@ class Config:
 
 
 def load_config(
-    config_dir: str | None = None, *, as_master: bool = False, master_cf: bool = True
+    config_dir: str | None = None,
+    *,
+    as_master: bool = False,
+    master_cf: bool = True,
+    master_cf_copy: str | None = None,
 ) -> Config:
     """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix).
 
     as_master: read master.cf as Postfix's master does, to which a "{" without its "}" is
     fatal; to everything else (postconf, postfix check) it is a warning. The columns are
     judged as master or as postconf judges them (mastercf). master_cf=False: main.cf
-    alone, for the logger that reports a master.cf error.
+    alone, for the logger that reports a master.cf error and for the commands that, in
+    Postfix, never read master.cf. master_cf_copy: master.cf's text from this file
+    instead (master's copy of what it last loaded: a service process sees the master.cf
+    of the last start or reload, as Postfix's daemons get their -o options from master,
+    not the file an administrator may be editing); messages still name master.cf.
+    The text read is kept as `Config.master_cf_text`.
     """
     explicit = config_dir is not None
     directory = config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
@@ -335,18 +345,27 @@ def load_config(
     except maincf.MainCfError as e:
         raise ConfigError(str(e)) from None
     master_path = os.path.join(directory, "master.cf")
-    try:
-        services = mastercf.read(master_path, None if as_master else warnings) if master_cf else []
-    except FileNotFoundError:
-        services = []
-    except OSError as e:
-        raise ConfigError(f"open {master_path}: {e.strerror}") from None
-    except mastercf.MasterCfError as e:
-        raise ConfigError(str(e), in_master_cf=True) from None
-    return Config(
+    text = ""
+    services: list[Service] = []
+    if master_cf:
+        source = master_cf_copy or master_path
+        try:
+            with open(source, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+            services = mastercf.parse_text(text, master_path, None if as_master else warnings)
+        except OSError as e:
+            # No master.cf at all is a configuration without services; master's copy
+            # must be there.
+            if not isinstance(e, FileNotFoundError) or master_cf_copy:
+                raise ConfigError(f"open {source}: {e.strerror}") from None
+        except mastercf.MasterCfError as e:
+            raise ConfigError(str(e), in_master_cf=True) from None
+    cfg = Config(
         directory,
         maincf.settings(entries),
         services,
         warnings=warnings,
         explicit_dir=explicit or "MAIL_CONFIG" in os.environ,
     )
+    cfg.master_cf_text = text
+    return cfg

@@ -365,8 +365,3 @@ def _service(line: str, path: str, lineno: int, warn: list[str] | None) -> Servi
         _overrides(args),
         lineno,
     )
-
-
-def read(path: str, warn: list[str] | None = None) -> list[Service]:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return parse_text(f.read(), path, warn)

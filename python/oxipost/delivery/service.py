@@ -347,13 +347,11 @@ async def serve(
 
 def main(ctx: ServiceContext) -> int:
     """Entry point under master (a privileged local, virtual or pipe master.cf service)."""
-    from oxipost.config import load_config
-
     if ctx.listen_socket is None:
         ctx.log.fatal(f"{ctx.service.name}: no listening socket")
     # Requests name their transport; deliver() applies that service's -o overrides to
     # the whole configuration, as qmgr's in-process deliveries do.
-    base = load_config(ctx.cfg.config_dir)
+    base = ctx.base
 
     async def run() -> None:
         stop, drain = runloop.stop_and_drain()

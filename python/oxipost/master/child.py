@@ -71,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fd", type=int)
     p.add_argument("--ready-fd", type=int)
     p.add_argument("--flow-fds", type=FlowPipe.from_arg)
+    p.add_argument("--master-cf", help="master's copy of the master.cf it last loaded")
     args = p.parse_args(argv)
     # Until the service installs its own handlers, a reload means "exit when convenient".
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
-        base = load_config(args.config, as_master=True)
+        base = load_config(args.config, as_master=True, master_cf_copy=args.master_cf)
         svc = base.service(args.service)
         cfg = base.for_service(args.service)
     except (ConfigError, KeyError) as e:
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         drop_privileges(cfg, log)
     ctx = ServiceContext(
         cfg=cfg,
+        base=base,
         service=svc,
         listen_socket=listen,
         log=log,

@@ -21,6 +21,7 @@ from oxipost.log import Logger
 @dataclass
 class ServiceContext:
     cfg: Config  # main.cf with this service's -o overrides applied
+    base: Config  # main.cf and the master.cf master loaded, without this service's overrides
     service: Service  # its master.cf entry
     listen_socket: socket.socket | None  # inet services only: shared by all workers
     log: Logger

@@ -62,6 +62,22 @@ def pid_file(cfg: Config) -> str:
     return os.path.join(cfg.path("queue_directory"), "pid", "master.pid")
 
 
+def master_cf_copy(cfg: Config) -> str:
+    """Where master keeps the master.cf it last loaded, for its service processes."""
+    return os.path.join(cfg.path("queue_directory"), "pid", "master.cf")
+
+
+def save_master_cf(cfg: Config) -> None:
+    """Write master_cf_copy whole (a temporary file renamed over it): a service started
+    later reads the master.cf of this start or reload, whatever the file says by then."""
+    path = master_cf_copy(cfg)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(cfg.master_cf_text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def read_pid(cfg: Config) -> int | None:
     """The pid of the running master, or None when none holds the pid file's lock."""
     path = pid_file(cfg)
@@ -287,6 +303,8 @@ class Master:
             str(state.workers),
             "--max-sessions",
             str(state.max_sessions),
+            "--master-cf",
+            master_cf_copy(self.cfg),
         ]
         if fds:
             argv += ["--fd", str(fds[0])]
@@ -380,6 +398,7 @@ class Master:
             cfg = load_config(self.config_dir, as_master=True)
             states = self.plan(cfg)
             self.bind(cfg, states)
+            save_master_cf(cfg)
         except (ConfigError, MasterError, OSError) as e:
             self.stop(signal.SIGTERM)
             self.log.fatal(_fatal_text(e))
@@ -418,6 +437,7 @@ class Master:
             self.lock_pid_file()
             self.states = self.plan(self.cfg)
             self.bind(self.cfg, self.states)
+            save_master_cf(self.cfg)
         except (MasterError, OSError) as e:
             self.log.fatal(_fatal_text(e))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
