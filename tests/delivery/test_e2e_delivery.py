@@ -630,6 +630,12 @@ def test_service_processes_read_the_master_cf_master_loaded(oxi):
         assert time.monotonic() < deadline, _processes(oxi)
         time.sleep(0.1)
     time.sleep(2)  # past start-up: a process that dies in its first second is throttled
+    assert oxi.cfg is not None
+    # The privileged agents read the copy: mail_owner must not be able to replace it.
+    pid_dir = Path(oxi.cfg.path("queue_directory")) / "pid"
+    for path, mode in ((pid_dir, 0o755), (pid_dir / "master.cf", 0o644)):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, mode), path
     master_cf = oxi.conf / "master.cf"
     good = master_cf.read_text()
     master_cf.write_text(good + "half an edit\n")

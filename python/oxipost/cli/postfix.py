@@ -87,10 +87,16 @@ def check(cfg: Config, script: Script) -> int:
             path = os.path.abspath(maillog)
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
             os.chown(path, pw.pw_uid, pw.pw_gid)
+        # Except pid/, root's as in Postfix's postfix-files (master keeps its files there).
+        pid_dir = os.path.join(cfg.path("queue_directory"), "pid")
         for top in (cfg.path("queue_directory"), cfg.path("data_directory")):
             for root, subdirs, files in os.walk(top):
+                if root == pid_dir:
+                    subdirs.clear()
+                    continue
                 for name in [root] + [os.path.join(root, n) for n in subdirs + files]:
-                    os.lchown(name, pw.pw_uid, pw.pw_gid)
+                    if name != pid_dir:
+                        os.lchown(name, pw.pw_uid, pw.pw_gid)
     return 0
 
 

@@ -213,6 +213,11 @@ class Master:
     def lock_pid_file(self) -> None:
         path = pid_file(self.cfg)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.geteuid() == 0:
+            # root's, as Postfix's postfix-files has it: the privileged agents read
+            # master's copy of master.cf from here, which mail_owner must not replace.
+            os.chown(os.path.dirname(path), 0, 0)
+            os.chmod(os.path.dirname(path), 0o755)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
