@@ -667,3 +667,22 @@ def _work_on_the_master_cf_master_loaded(oxi: Oxipost) -> None:
     oxi.wait_mail("info", 2)
     listed = run_ours("postqueue", "-c", str(oxi.conf), "-p")
     assert listed.returncode == 0 and "Mail queue is empty" in listed.stdout, listed
+
+
+def test_postfix_stop_ends_every_service_at_once(oxi):
+    """Postfix's daemons die of master's SIGTERM at once. pickup, waiting in select() for
+    its next wakeup, went on waiting after the signal (PEP 475 resumes the call), until
+    master killed it 10 s later."""
+    oxi.start()
+    deadline = time.monotonic() + 20
+    while not {"pickup/unix", "qmgr/unix"} <= set(_processes(oxi)):
+        assert time.monotonic() < deadline, _processes(oxi)
+        time.sleep(0.1)
+    time.sleep(2)  # pickup is past its first scan, waiting for the next
+    pids = [pid for pid, _uid in _processes(oxi).values()]
+    began = time.monotonic()
+    oxi.stop()
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        assert time.monotonic() - began < 5, _processes(oxi)
+        time.sleep(0.05)
+    assert time.monotonic() - began < 5  # postfix stop waits for master's end

@@ -23,6 +23,7 @@ import email.utils
 import os
 import selectors
 import signal
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -233,6 +234,14 @@ def main(ctx: ServiceContext) -> int:
         nonlocal stop
         stop = True
 
+    # A signal only runs its handler: select() then goes on waiting (PEP 475), up to the
+    # wakeup time. Its byte on this socket ends the wait: SIGTERM stops pickup at once
+    # (master kills what is still there 10 s on), SIGUSR1 (master's wakeup) scans now.
+    signalled, signal_end = socket.socketpair()
+    for end in (signalled, signal_end):
+        end.setblocking(False)
+    signal.set_wakeup_fd(signal_end.fileno())
+    sel.register(signalled, selectors.EVENT_READ)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
     signal.signal(signal.SIGUSR1, lambda _s, _f: None)
@@ -241,19 +250,20 @@ def main(ctx: ServiceContext) -> int:
             pickup_once(cfg, queue, ctx.log, flow)
             deadline = time.monotonic() + wakeup
             while not stop and time.monotonic() < deadline:
-                try:
-                    events = sel.select(timeout=max(0.0, deadline - time.monotonic()))
-                except InterruptedError:
-                    break
-                if events:
-                    assert ctx.listen_socket is not None
+                events = sel.select(timeout=max(0.0, deadline - time.monotonic()))
+                for key, _ in events:
                     try:
-                        conn, _ = ctx.listen_socket.accept()
-                        conn.close()
+                        if key.fileobj is signalled:
+                            signalled.recv(64)
+                        else:
+                            conn, _ = ctx.listen_socket.accept()  # type: ignore[union-attr]
+                            conn.close()
                     except OSError:
                         pass
+                if events:
                     break
     finally:
+        signal.set_wakeup_fd(-1)
         queue.close()
     return 0
 
