@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 
 from oxipost.config import Config, ConfigError, Service, load_config
+from oxipost.durable import write_atomically
 from oxipost.flow import FlowPipe
 from oxipost.log import Logger, get_logger
 from oxipost.master.services import FOLDED, PRIVILEGED_AGENTS, SERVICES
@@ -68,14 +69,11 @@ def master_cf_copy(cfg: Config) -> str:
 
 
 def save_master_cf(cfg: Config) -> None:
-    """Write master_cf_copy whole (a temporary file renamed over it): a service started
-    later reads the master.cf of this start or reload, whatever the file says by then."""
-    path = master_cf_copy(cfg)
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(cfg.master_cf_text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """Write master_cf_copy whole: a service started later reads the master.cf of this
+    start or reload, whatever the file says by then."""
+    write_atomically(
+        master_cf_copy(cfg), cfg.master_cf_text.encode("utf-8", "surrogateescape"), 0o644
+    )
 
 
 def read_pid(cfg: Config) -> int | None:
@@ -212,12 +210,13 @@ class Master:
 
     def lock_pid_file(self) -> None:
         path = pid_file(self.cfg)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pid_dir = os.path.dirname(path)
+        os.makedirs(pid_dir, exist_ok=True)
         if os.geteuid() == 0:
             # root's, as Postfix's postfix-files has it: the privileged agents read
             # master's copy of master.cf from here, which mail_owner must not replace.
-            os.chown(os.path.dirname(path), 0, 0)
-            os.chmod(os.path.dirname(path), 0o755)
+            os.chown(pid_dir, 0, 0)
+            os.chmod(pid_dir, 0o755)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
