@@ -34,8 +34,10 @@ def maildir_unique_name(hostname: str) -> str:
     """The next unique Maildir base name, time.M<usec>P<pid>Q<n>.host."""
 
 class Pool:
-    """Mailbox writes for an event loop: submitted, done by at most `threads` threads,
-    reported by poll() when fileno() is readable."""
+    """Mailbox writes for an event loop: submitted, done by threads, reported by poll()
+    when fileno() is readable. Maildir writes go in batches that share one sync; at most
+    `threads` mbox writes and `threads` Maildir batches run at once. uid/gid are taken
+    only when the process runs as root."""
 
     def __init__(self, threads: int) -> None: ...
     def submit_maildir(

@@ -121,7 +121,8 @@ pub mod mailbox {
     /// Mailbox writes for an event loop: `submit_maildir` / `submit_mbox` queue a write
     /// (the same arguments as maildir_deliver / mbox_deliver) and return its ticket;
     /// `fileno()` becomes readable when `poll()` has `(ticket, status, permanent, text)`
-    /// outcomes. At most `threads` writes run at once.
+    /// outcomes. Maildir writes go in batches that share one sync; at most `threads` mbox
+    /// writes and `threads` Maildir batches run at once.
     #[pyclass(frozen, module = "oxipost._core.mailbox")]
     pub struct Pool {
         inner: core::Pool,

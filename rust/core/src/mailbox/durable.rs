@@ -16,7 +16,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -79,6 +78,10 @@ impl Group {
 fn syncfs(fd: &File) -> io::Result<()> {
     #[cfg(test)]
     SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(test)]
+    if let Some(fail) = test_hook(fd) {
+        return fail;
+    }
     // SAFETY: syncfs takes any open descriptor on the filesystem; `fd` is live.
     if unsafe { libc::syncfs(fd.as_raw_fd()) } == 0 {
         Ok(())
@@ -90,6 +93,23 @@ fn syncfs(fd: &File) -> io::Result<()> {
 #[cfg(test)]
 pub(crate) static SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Tests mark a file's path with "fail-syncfs" (its sync fails with EIO) or "slow-syncfs"
+/// (its sync takes a second). Such a sync gets a group of its own, so that tests running
+/// alongside, which share the real group, are not failed or slowed by it.
+#[cfg(test)]
+fn test_hook(fd: &File) -> Option<io::Result<()>> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let path = path.to_string_lossy();
+    if path.contains("fail-syncfs") {
+        return Some(Err(io::Error::from_raw_os_error(libc::EIO)));
+    }
+    if path.contains("slow-syncfs") {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        return Some(Ok(()));
+    }
+    None
+}
+
 fn group(dev: u64) -> Arc<Group> {
     static GROUPS: OnceLock<Mutex<HashMap<u64, Arc<Group>>>> = OnceLock::new();
     let mut groups = GROUPS
@@ -99,17 +119,22 @@ fn group(dev: u64) -> Arc<Group> {
     groups.entry(dev).or_default().clone()
 }
 
-/// Returns once everything written on `dir`'s filesystem before the call —
-/// file data, and directory entries created or removed — is on stable storage.
-pub fn make_durable(dir: &File) -> io::Result<()> {
-    let dev = dir.metadata()?.dev();
-    group(dev).sync(dir)
+/// Returns once everything written on the filesystem `dev` before the call —
+/// file data, and directory entries created or removed — is on stable storage;
+/// `fd` is any file open on that filesystem.
+pub fn make_durable(dev: u64, fd: &File) -> io::Result<()> {
+    #[cfg(test)]
+    if test_hook(fd).is_some() {
+        return Group::default().sync(fd);
+    }
+    group(dev).sync(fd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testdir::TempDir;
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::Ordering;
 
     #[test]
@@ -122,7 +147,8 @@ mod tests {
                 std::thread::spawn(move || {
                     for n in 0..20 {
                         std::fs::write(p.join(format!("{i}-{n}")), b"x").unwrap();
-                        make_durable(&File::open(&p).unwrap()).unwrap();
+                        let d = File::open(&p).unwrap();
+                        make_durable(d.metadata().unwrap().dev(), &d).unwrap();
                     }
                 })
             })
