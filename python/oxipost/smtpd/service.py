@@ -74,8 +74,12 @@ def _cleanup_entry() -> Any:
 
 
 # Under load, at most one wakeup per this many seconds (the first goes out at once): each
-# one makes qmgr look through the queue, which costs more than the message that caused it.
-WAKEUP_INTERVAL = 0.1
+# one makes qmgr look at the new mail, which costs more than the message that caused it.
+# It must stay short: qmgr tops up the in_flow_delay tokens once per turn of its loop, and
+# Postfix's cleanup wakes qmgr for every message. At 0.1 s a turn's default_process_limit
+# (100) tokens were gone long before the next wakeup, so sessions sat out in_flow_delay
+# and receiving was held near 1,000 msg/s (bench/RESULTS.md).
+WAKEUP_INTERVAL = 0.02
 # How long a stopping smtpd waits for qmgr to take the wakeup the interval held back.
 LAST_WAKEUP_TIMEOUT = 1.0
 
