@@ -94,6 +94,28 @@ wait_port() {
   return 1
 }
 
+# wait_greeting PORT: the MTA has started when it answers a connection with its 220 greeting.
+# A listening socket is not enough: master listens before its smtpd is ready to answer (and
+# Postfix's forks its first smtpd on the first connection), and a run timed from there would
+# count how long the MTA takes to start, on both sides, as if it were delivery.
+wait_greeting() {
+  "$PY" - "$1" <<'EOF'
+import socket, sys, time
+
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+            if s.makefile("rb").readline().startswith(b"220 "):
+                s.sendall(b"QUIT\r\n")
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit("compare_postfix: no 220 greeting on 127.0.0.1:" + sys.argv[1])
+EOF
+}
+
 # Waits until `target` deliveries are counted, printing "seconds delivered" (seconds since
 # the epoch time given as start). kind "sink": the last mesg=N in smtp-sink's -c output.
 # kind "maildir": files in <base>/*/new/; counting them costs milliseconds, so the MTA's
@@ -282,7 +304,7 @@ measure() {
   # virtual(8) creates the users' Maildirs as the virtual uid.
   chown "$VUID:$VGID" "$d/vmail"
   wait_port "$relay"
-  wait_port "$port"
+  wait_greeting "$port"
   # What the previous run left dirty is written back now, not during this run's fsyncs.
   sync
   # The sender in a process group of its own, so that a stalled run can stop all of it.
