@@ -29,7 +29,12 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
-    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except PermissionError:
+        # A directory we may write but not read (maildrop/, mode 1730, to postdrop's group)
+        # cannot be opened to sync; Postfix's postdrop does not sync it either.
+        return
     try:
         os.fsync(dfd)
     finally:

@@ -8,6 +8,14 @@ it); stop and abort end it (abort kills the services at once); reload re-reads m
 master.cf without dropping listeners; status says whether it runs; check validates the
 configuration and creates missing directories; flush asks qmgr to retry deferred mail.
 
+check (and start) as root also sets the permissions of postfix-files (Debian's for
+maildrop/): the queue is mail_owner's, except pid/ (root's), maildrop/
+(`$mail_owner:$setgid_group` 1730: local users' postdrop writes there, nobody but pickup
+lists it) and public/ (`$mail_owner:$setgid_group` 0710); the setgid_group is created if
+missing (`groupadd --system`, as Debian's postinst does), and postdrop's set-gid door
+becomes `root:$setgid_group` 2755 when nothing it runs can be replaced by others than root
+(see oxipost.cli.postdrop).
+
 Messages are postfix-script's, on stderr and in the log:
 `postfix/postfix-script: starting the Postfix mail system`, `... the Postfix mail system is
 running: PID: N`, `... fatal: the Postfix mail system is not running` (exit 1), `... fatal:
@@ -22,14 +30,17 @@ nothing), with postconf's `$command_directory/postconf: fatal: ...` on stderr an
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+from oxipost.cli.postdrop import SETGID_PROGRAM, trusted_paths, untrusted
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.log import Logger, get_logger
 from oxipost.master.master import Master, read_pid
@@ -87,17 +98,56 @@ def check(cfg: Config, script: Script) -> int:
             path = os.path.abspath(maillog)
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
             os.chown(path, pw.pw_uid, pw.pw_gid)
-        # Except pid/, root's as in Postfix's postfix-files (master keeps its files there).
-        pid_dir = os.path.join(cfg.path("queue_directory"), "pid")
-        for top in (cfg.path("queue_directory"), cfg.path("data_directory")):
+        try:
+            group = _setgid_group(cfg.get("setgid_group"))
+        except KeyError as e:
+            return script.fatal(f"unknown setgid_group group: {e.args[0]}")
+        # Except pid/, root's as in Postfix's postfix-files (master keeps its files there),
+        # and what local users' postdrop writes into maildrop/ (theirs, as in Postfix).
+        queue = cfg.path("queue_directory")
+        pid_dir, maildrop, public = (os.path.join(queue, d) for d in ("pid", "maildrop", "public"))
+        for top in (queue, cfg.path("data_directory")):
             for root, subdirs, files in os.walk(top):
-                if root == pid_dir:
+                if root in (pid_dir, maildrop):
                     subdirs.clear()
                     continue
                 for name in [root] + [os.path.join(root, n) for n in subdirs + files]:
-                    if name != pid_dir:
+                    if name not in (pid_dir, maildrop):
                         os.lchown(name, pw.pw_uid, pw.pw_gid)
+        for path, mode in ((maildrop, 0o1730), (public, 0o710)):
+            os.chown(path, pw.pw_uid, group)
+            os.chmod(path, mode)
+        _install_postdrop(group, script)
     return 0
+
+
+def _setgid_group(name: str) -> int:
+    """The gid of setgid_group, created as a system group when missing; KeyError if not."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], stdout=subprocess.DEVNULL, check=False)
+    return grp.getgrnam(name).gr_gid
+
+
+def _install_postdrop(group: int, script: Script) -> None:
+    """Give postdrop's door its set-gid privilege, or take it away when others than root
+    could replace the door or what it runs (postfix-script's warnings)."""
+    if not os.path.exists(SETGID_PROGRAM):
+        script.log.warning(f"not found: {SETGID_PROGRAM} (make develop builds it)")
+        return
+    warnings = list(untrusted(trusted_paths()))
+    for warning in warnings:
+        script.log.warning(warning)
+    if warnings:
+        os.chmod(SETGID_PROGRAM, 0o755)
+        script.log.warning(f"not set-gid: {SETGID_PROGRAM}: local users cannot submit mail")
+        return
+    st = os.stat(SETGID_PROGRAM)
+    if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (0, group, 0o2755):
+        # chown clears the set-gid bit: the mode comes after it.
+        os.chown(SETGID_PROGRAM, 0, group)
+        os.chmod(SETGID_PROGRAM, 0o2755)
 
 
 def _wait_for(predicate: object, timeout: float) -> bool:

@@ -12,9 +12,17 @@ Cc: and Bcc: (Bcc: is removed) in addition to the command line. -bp lists the qu
 localhost[127.0.0.1], as Postfix's stand-alone mode), straight into the queue; -bv
 (address verification) is not supported yet.
 
+A user who may not write maildrop/ itself (anyone but root and the queue's owner) hands
+the maildrop record to the set-gid postdrop door on its standard input, as Postfix's
+sendmail runs `$command_directory/postdrop -r` (see oxipost.cli.postdrop); a -C or
+$MAIL_CONFIG directory is then passed on as -c, and must be one such a user may name
+(alternate_config_directories of the default main.cf), as in Postfix.
+
 Diagnostics, as Postfix: "sendmail: fatal: Recipient addresses must be specified on the
 command line or via the -t option" (exit 64, EX_USAGE); a maildrop write error exits 75
-(EX_TEMPFAIL) so the caller keeps the message.
+(EX_TEMPFAIL) so the caller keeps the message, and so does a postdrop that fails:
+`sendmail: warning: command "PATH -r" exited with status N` and `sendmail: fatal:
+USER(UID): unable to execute PATH -r: Application error`.
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ import contextlib
 import os
 import pwd
 import stat
+import subprocess
 import sys
 import threading
 import typing
 
+from oxipost.cli.postdrop import SETGID_PROGRAM, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
-from oxipost.pickup.maildrop import Submission, drop, wake_pickup
+from oxipost.pickup.maildrop import Submission, drop, maildrop_dir, wake_pickup
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -63,6 +73,39 @@ def _exec_tool(tool: str, config_dir: str | None, *args: str) -> int:
         argv += ["-c", config_dir]
     os.execv(sys.executable, [*argv, *args])
     return 1  # not reached
+
+
+def _login() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"#{os.getuid()}"
+
+
+def _postdrop(cfg: Config, sub: Submission) -> int:
+    """Hand sub to the set-gid postdrop, as Postfix's sendmail does for every user."""
+    config_dir = cfg.config_dir if cfg.explicit_dir else None
+    refused = config_dir_allowed("sendmail", config_dir)
+    if refused:
+        print(refused, file=sys.stderr)
+        return EX_TEMPFAIL
+    argv = [SETGID_PROGRAM, "-r", *(["-c", config_dir] if config_dir else [])]
+    command = " ".join(argv)
+    try:
+        status = subprocess.run(argv, input=sub.encode(), stdout=subprocess.DEVNULL).returncode
+    except OSError as e:
+        print(f"sendmail: fatal: execvp {SETGID_PROGRAM}: {e.strerror}", file=sys.stderr)
+        status = 1
+    if status == 0:
+        return 0
+    if status < 0:
+        print(f'sendmail: warning: command "{command}" killed by signal {-status}', file=sys.stderr)
+    else:
+        print(
+            f'sendmail: warning: command "{command}" exited with status {status}', file=sys.stderr
+        )
+    uid = os.getuid()
+    return _fatal(f"{_login()}({uid}): unable to execute {command}: Application error", EX_TEMPFAIL)
 
 
 class _LocalWriter(asyncio.StreamWriter):
@@ -194,10 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     sender = opts.get("f", opts.get("r"))
     if sender is None:
-        try:
-            sender = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            sender = f"#{os.getuid()}"
+        sender = _login()
     sender = sender.strip()
     if sender in ("<>", ""):
         sender = ""
@@ -215,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         dsn_envid=opts.get("V", ""),
     )
     top = cfg.path("queue_directory")
+    if os.getuid() != 0 and not os.access(maildrop_dir(top), os.W_OK | os.X_OK):
+        return _postdrop(cfg, sub)
     try:
         drop(top, sub)
     except OSError as e:

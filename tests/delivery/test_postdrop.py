@@ -1,0 +1,156 @@
+"""Local users submit mail as with Postfix: maildrop/ is `$mail_owner:$setgid_group` 1730,
+public/ 0710, and a user's sendmail hands the message to the set-gid postdrop door, which
+writes it with the group's privilege and the user's uid. All real processes: oxipost
+under its master, sendmail run as nobody (runuser) in a private mount namespace whose
+/etc/postfix (the default configuration directory, never the machine's) lists the test's
+configuration in alternate_config_directories, as Postfix requires of a non-root -C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import grp
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from oxipost.cli.postdrop import SETGID_PROGRAM
+
+from tests.conftest import run_ours
+from tests.qmgr.test_service import wait_log
+
+from .test_dovecot_reads import ROOT
+from .test_e2e_delivery import HOST, Oxipost
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+NOBODY = pwd.getpwnam("nobody")
+SENDMAIL = str(Path(sys.executable).parent / "sendmail")
+
+
+@pytest.fixture
+def oxi() -> Iterator[Oxipost]:
+    with contextlib.closing(Oxipost()) as run:
+        yield run
+
+
+def as_nobody(
+    oxi: Oxipost, argv: list[str], stdin: str = "", *, listed: bool = True
+) -> subprocess.CompletedProcess:
+    """argv run as nobody, with a default main.cf that lists oxi's configuration directory
+    in alternate_config_directories (or not)."""
+    assert ROOT, "the test suite runs as root (CI): local users cannot be tested otherwise"
+    etc = oxi.dir / "etc-postfix"
+    etc.mkdir(exist_ok=True)
+    (etc / "main.cf").write_text(f"alternate_config_directories = {oxi.conf}\n" if listed else "")
+    script = 'mount --bind "$1" /etc/postfix && shift && exec runuser -u nobody -- "$@"'
+    namespace = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+    return subprocess.run(
+        [*namespace, str(etc), *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_local_user_sendmail_is_delivered_with_its_uid(oxi: Oxipost) -> None:
+    """nobody's `sendmail -t` and `sendmail nobody@localhost` go through the set-gid
+    postdrop into maildrop/, and pickup logs them with uid=65534 as Postfix's does."""
+    mail = oxi.dir / "mail"
+    mail.mkdir()
+    mail.chmod(0o1777)
+    cfg = oxi.start(f"mail_spool_directory = {mail}/\n")
+    headers = "To: info@example.com\nSubject: from a local user\n\n"
+    sent = as_nobody(oxi, [SENDMAIL, "-C", str(oxi.conf), "-t"], headers + "by -t\n")
+    assert sent.returncode == 0, sent.stderr
+    sent = as_nobody(oxi, [SENDMAIL, "-C", str(oxi.conf), "nobody@localhost"], "Subject: b\n\nx\n")
+    assert sent.returncode == 0, sent.stderr
+    picked = rf"postfix/pickup\[\d+\]: (\w+): uid={NOBODY.pw_uid} from=<nobody@{HOST}>"
+    qids = re.findall(picked, wait_log(cfg, picked, count=2, timeout=60))
+    log = wait_log(cfg, "|".join(rf"{q}: removed" for q in qids), count=2, timeout=60)
+    assert re.search(rf"{qids[0]}: to=<info@example\.com>, .*status=sent", log), log
+    assert re.search(rf"{qids[1]}: to=<nobody@localhost>, .*relay=local, .*status=sent", log)
+    (path,) = oxi.wait_mail("info")
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["Subject"] == "from a local user"
+    assert msg["Return-Path"] == f"<nobody@{HOST}>"
+    assert list((mail / "nobody" / "new").iterdir())
+    assert os.listdir(oxi.dir / "spool" / "maildrop") == []
+    oxi.stop()
+
+
+def test_permissions_as_postfix_files(oxi: Oxipost) -> None:
+    """After postfix check (as root): maildrop/ and public/ are the setgid_group's, 1730 and
+    0710, postdrop's door root:postdrop 2755; nobody can neither list maildrop/ nor write
+    into it, except through postdrop."""
+    (oxi.conf / "main.cf").write_text(
+        f"queue_directory = {oxi.dir}/spool\ndata_directory = {oxi.dir}/lib\n"
+        f"maillog_file = {oxi.dir}/maillog\n"
+    )
+    checked = run_ours("postfix", "-c", str(oxi.conf), "check")
+    assert checked.returncode == 0, checked.stderr
+    owner, postdrop = pwd.getpwnam("postfix").pw_uid, grp.getgrnam("postdrop").gr_gid
+
+    def owners_mode(path: str) -> tuple[int, int, int]:
+        st = os.stat(path)
+        return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+    spool = oxi.dir / "spool"
+    assert owners_mode(spool / "maildrop") == (owner, postdrop, 0o1730)
+    assert owners_mode(spool / "public") == (owner, postdrop, 0o710)
+    assert owners_mode(spool / "pid") == (0, 0, 0o755)
+    assert owners_mode(SETGID_PROGRAM) == (0, postdrop, 0o2755)
+    listed = as_nobody(oxi, ["ls", str(spool / "maildrop")])
+    assert listed.returncode != 0
+    assert "Permission denied" in listed.stderr
+    touched = as_nobody(oxi, ["touch", str(spool / "maildrop" / "x")])
+    assert touched.returncode != 0
+    assert "Permission denied" in touched.stderr
+    assert os.listdir(spool / "maildrop") == []
+
+
+def test_postdrop_refusals_as_postfix(oxi: Oxipost) -> None:
+    """Postfix's texts and exit codes: a -C directory the default main.cf does not list
+    (sendmail 75, postdrop 1), and a maildrop/ that postdrop cannot write (sendmail 75)."""
+    oxi.start()
+    argv = [SENDMAIL, "-C", str(oxi.conf), "info@example.com"]
+    refused = as_nobody(oxi, argv, "Subject: x\n\nx\n", listed=False)
+    assert refused.returncode == 75
+    assert refused.stderr == (
+        f"sendmail: error: unauthorized configuration directory name: {oxi.conf}\n"
+        f'sendmail: fatal: specify "alternate_config_directories = {oxi.conf}" or '
+        f'"multi_instance_directories = {oxi.conf}" in /etc/postfix/main.cf\n'
+    )
+    refused = as_nobody(oxi, [SETGID_PROGRAM, "-c", str(oxi.conf)], listed=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        f"postdrop: error: unauthorized configuration directory name: {oxi.conf}\n"
+    )
+    usage = as_nobody(oxi, [SETGID_PROGRAM, "-m", "os"])
+    assert (usage.returncode, usage.stderr) == (
+        1,
+        "postdrop: fatal: usage: postdrop [-c config_dir] [-v]\n",
+    )
+    (oxi.dir / "spool" / "maildrop").chmod(0o1700)
+    failed = as_nobody(oxi, argv, "Subject: x\n\nx\n")
+    assert failed.returncode == 75
+    command = f"{SETGID_PROGRAM} -r -c {oxi.conf}"
+    lines = failed.stderr.splitlines()
+    assert re.fullmatch(
+        r"postdrop: warning: mail_queue_enter: create file maildrop/\S+: Permission denied",
+        lines[0],
+    ), failed.stderr
+    assert lines[1:] == [
+        f'sendmail: warning: command "{command}" exited with status 75',
+        f"sendmail: fatal: nobody({NOBODY.pw_uid}): unable to execute {command}: Application error",
+    ]
+    oxi.stop()
