@@ -86,7 +86,7 @@ def test_defer_transports_and_flush(tmp_path):
     assert s.next_deliveries(0.0) == []
     ev = s.drain_events()
     assert ev[0].kind == "rcpt_deferred"
-    assert ev[0].reason == "deferred transport"
+    assert (ev[0].status, ev[0].reason) == ("4.3.2", "deferred transport")
     assert ev[1].kind == "deferred"
     s.flush(1.0)
     assert s.take_due(1.0) == [1]
@@ -102,11 +102,11 @@ def test_dead_destination_via_site_failure(tmp_path):
     batches = s.next_deliveries(0.0)
     assert len(batches) == 5
     for b in batches:
-        s.report(b.id, 0.0, [(0, "deferred")], site_failure="Connection refused")
+        s.report(b.id, 0.0, [(0, "deferred")], site_failure=("4.4.2", "lost connection"))
     assert s.queue_state("smtp", "down.example")[2]
     assert s.next_deliveries(0.0) == []
-    reasons = {e.reason for e in s.drain_events() if e.kind == "rcpt_deferred"}
-    assert reasons == {"delivery temporarily suspended: Connection refused"}
+    dsns = {(e.status, e.reason) for e in s.drain_events() if e.kind == "rcpt_deferred"}
+    assert dsns == {("4.4.2", "delivery temporarily suspended: lost connection")}
 
 
 def test_bad_feedback_is_a_config_error(tmp_path):

@@ -208,6 +208,47 @@ def test_unreachable_destination_is_deferred_and_shown_by_mailq(tmp_path, qmgr_p
     assert "far@example.net" in listing
 
 
+def test_dead_destination_defers_with_the_failure_that_killed_it(tmp_path, qmgr_proc):
+    """A next hop that drops the connection at EHLO dies at the first failure (concurrency
+    1, failed cohort limit 1); its other mail is deferred by the retry service's agent with
+    that failure's status and text, as Postfix 3.7's qmgr (queue->dsn) logs it relaying
+    to the same smtp-sink -q EHLO: `postfix/error[...]: QID: to=<...>, relay=none, ...,
+    dsn=4.4.2, status=deferred (delivery temporarily suspended: lost connection with
+    127.0.0.1[127.0.0.1] while ...)`, and mailq shows that text."""
+    port = free_port()
+    cfg = make_conf(
+        tmp_path,
+        f"relayhost = [127.0.0.1]:{port}\n"
+        "smtp_initial_destination_concurrency = 1\nsmtp_destination_concurrency_limit = 1\n",
+    )
+    qids = [enqueue(cfg, [f"r{i}@example.net"]) for i in range(4)]
+    with smtp_sink(port, "-q", "EHLO"):
+        p = start_qmgr(cfg)
+        qmgr_proc.append(p)
+        log = wait_log(cfg, r"postfix/error\[\d+\]: .*status=deferred", count=3)
+    m = re.search(
+        r"postfix/smtp\[\d+\]: (\w+): to=<r\d@example\.net>, .*dsn=4\.4\.2, "
+        r"status=deferred \((lost connection with 127\.0\.0\.1\[127\.0\.0\.1\] while [^)]+)\)$",
+        log,
+        re.M,
+    )
+    assert m, log
+    killer, why = m.groups()
+    suspended = f"delivery temporarily suspended: {why}"
+    for qid in set(qids) - {killer}:
+        assert re.search(
+            rf"postfix/error\[\d+\]: {qid}: to=<r\d@example\.net>, relay=none, "
+            rf"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=4\.4\.2, "
+            rf"status=deferred \({re.escape(suspended)}\)$",
+            log,
+            re.M,
+        ), log
+    stop(p)
+    listing = run_ours("mailq", "-c", cfg.config_dir).stdout
+    assert listing.count(f"({suspended})") == 3, listing
+    assert listing.count(f"({why})") == 1, listing
+
+
 def test_second_qmgr_is_refused(tmp_path, qmgr_proc):
     cfg = make_conf(tmp_path, "default_transport = discard\n")
     first = start_qmgr(cfg)

@@ -58,8 +58,9 @@ class Scheduler:
         """postqueue -s site / ETRN for the given messages and the queues named site."""
     def report_crash(self, batch: int, now: float) -> bool:
         """A delivery whose agent died unanswered: recipients deferred, no feedback."""
-    def throttle_transport(self, name: str, until: float, reason: str) -> bool:
-        """Defer the transport's mail with reason until then; False if already throttled."""
+    def throttle_transport(self, name: str, until: float, status: str, reason: str) -> bool:
+        """Defer the transport's mail with status and reason until then; False if already
+        throttled."""
     def unthrottle_transport(self, name: str) -> None:
         """End the transport's throttle."""
     def transport_throttled(self, name: str) -> bool:
@@ -71,11 +72,13 @@ class Scheduler:
         batch: int,
         now: float,
         results: list[tuple[int, str]],
-        site_failure: str | None = None,
+        site_failure: tuple[str, str] | None = None,
     ) -> bool:
-        """Record (rcpt, "sent"|"deferred"|"bounced") results; False for an unknown batch."""
-    def drain_events(self) -> list[tuple[str, int, int, str, str, str, float]]:
-        """Events as (kind, msg, rcpt, transport, queue, reason, time), oldest first."""
+        """Record (rcpt, "sent"|"deferred"|"bounced") results; False for an unknown batch.
+        site_failure is the (status, text) of a failure of the destination itself."""
+    def drain_events(self) -> list[tuple[str, int, int, str, str, str, str, float]]:
+        """Events as (kind, msg, rcpt, transport, queue, status, reason, time), oldest
+        first."""
     def retry_state(self, msg: int) -> tuple[float, float, bool] | None:
         """(next_try, backoff, warned) of a deferred message."""
     def queue_state(self, transport: str, queue: str) -> tuple[int, int, bool] | None:

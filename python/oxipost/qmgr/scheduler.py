@@ -41,8 +41,9 @@ class Event:
     """What the caller must act on.
 
     kind: "rcpt_deferred" (a recipient deferred without an attempt: rcpt, transport, queue,
-    reason), "done" (remove the queue file), "deferred" (retry at `time`), "expired"
-    (bounce the deferred recipients, remove), "delay_warning" (send the notice once).
+    and the DSN status and reason to log it with), "done" (remove the queue file),
+    "deferred" (retry at `time`), "expired" (bounce the deferred recipients, remove),
+    "delay_warning" (send the notice once).
     """
 
     kind: str
@@ -50,6 +51,7 @@ class Event:
     rcpt: int = 0
     transport: str = ""
     queue: str = ""
+    status: str = ""
     reason: str = ""
     time: float = 0.0
 
@@ -193,9 +195,11 @@ class Scheduler:
         batch: int,
         now: float,
         results: list[tuple[int, str]],
-        site_failure: str | None = None,
+        site_failure: tuple[str, str] | None = None,
     ) -> bool:
-        """Results are (rcpt index, "sent" | "deferred" | "bounced"); missing ones defer."""
+        """Results are (rcpt index, "sent" | "deferred" | "bounced"); missing ones defer.
+        site_failure is the (status, text) of a failure of the destination itself, which
+        may make it dead: its mail is then deferred with that status."""
         return self._core.report(batch, now, results, site_failure)
 
     def report_crash(self, batch: int, now: float) -> bool:
@@ -203,11 +207,12 @@ class Scheduler:
         the destination nor the transport gets feedback (Postfix's DELIVER_STAT_CRASH)."""
         return self._core.report_crash(batch, now)
 
-    def throttle_transport(self, transport: str, until: float, reason: str) -> bool:
-        """Defer the transport's mail, waiting and new, with `reason` and no attempt until
-        `until` (Postfix's qmgr_transport_throttle); False if it was throttled already."""
+    def throttle_transport(self, transport: str, until: float, status: str, reason: str) -> bool:
+        """Defer the transport's mail, waiting and new, with `status` and `reason` and no
+        attempt until `until` (Postfix's qmgr_transport_throttle); False if it was throttled
+        already."""
         self._configure(transport)
-        return self._core.throttle_transport(transport, until, reason)
+        return self._core.throttle_transport(transport, until, status, reason)
 
     def unthrottle_transport(self, transport: str) -> None:
         self._core.unthrottle_transport(transport)

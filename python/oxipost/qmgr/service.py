@@ -109,11 +109,12 @@ class Active:
     success_notify: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
 
 
-def _site_failure(outcomes: list[Outcome]) -> str | None:
+def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
     """A delivery whose every recipient deferred with a network/routing status (4.4.x)
-    failed at the site: the destination, not the recipients, is the problem."""
+    failed at the site: the destination, not the recipients, is the problem. Its (status,
+    text) is what the site's other mail is deferred with if this makes it dead."""
     if outcomes and all(o.status.startswith("4.4.") for o in outcomes):
-        return outcomes[0].text
+        return outcomes[0].status, outcomes[0].text
     return None
 
 
@@ -387,7 +388,9 @@ class Qmgr:
         waiting and new, is deferred without an attempt until then, while other
         transports go on. Warned once per throttle (the attempt that found it down)."""
         until = now + self.cfg.get_time("transport_retry_time")
-        if self.sched.throttle_transport(batch.transport, until, UNAVAILABLE.text):
+        if self.sched.throttle_transport(
+            batch.transport, until, UNAVAILABLE.status, UNAVAILABLE.text
+        ):
             self.log.warning(f"connect to transport private/{batch.transport}: {why}")
 
     def _defer_unattempted(
@@ -499,14 +502,11 @@ class Qmgr:
                 self._finish(act)
 
     def _suspended(self, act: Active, ev: Event, now: float) -> None:
+        """A recipient deferred without an attempt (dead destination, throttled or held
+        transport), with the status the scheduler kept for it: for a dead destination,
+        that of the failure that killed it, as Postfix's queue->dsn."""
         rcpt = self._recipient(act, ev.rcpt)
-        if ev.reason.startswith("delivery temporarily suspended"):
-            status = "4.4.1"
-        elif ev.reason == UNAVAILABLE.text:
-            status = UNAVAILABLE.status
-        else:
-            status = "4.3.2"  # defer_transports
-        out = Outcome(status, ev.reason)
+        out = Outcome(ev.status, ev.reason)
         act.deferred[ev.rcpt] = out
         self._log_attempt(self._retry_log(), act, rcpt, "none", now, now, out, "deferred")
 

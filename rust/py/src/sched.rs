@@ -5,12 +5,12 @@
 
 #[pyo3::pymodule(submodule)]
 pub mod sched {
-    use oxipost_core::sched::{self as core, Event, Feedback};
+    use oxipost_core::sched::{self as core, Dsn, Event, Feedback};
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
 
     type BatchTuple = (u64, u64, String, String, Vec<u32>);
-    type EventTuple = (String, u64, u32, String, String, String, f64);
+    type EventTuple = (String, u64, u32, String, String, String, String, f64);
 
     fn feedback(text: &str) -> PyResult<Feedback> {
         Feedback::parse(text)
@@ -150,8 +150,15 @@ pub mod sched {
             self.0.report_crash(batch, now)
         }
 
-        fn throttle_transport(&mut self, name: &str, until: f64, reason: &str) -> bool {
-            self.0.throttle_transport(name, until, reason)
+        fn throttle_transport(
+            &mut self,
+            name: &str,
+            until: f64,
+            status: &str,
+            reason: &str,
+        ) -> bool {
+            self.0
+                .throttle_transport(name, until, Dsn::new(status, reason))
         }
 
         fn unthrottle_transport(&mut self, name: &str) {
@@ -180,16 +187,17 @@ pub mod sched {
             batch: u64,
             now: f64,
             results: Vec<(u32, String)>,
-            site_failure: Option<&str>,
+            site_failure: Option<(String, String)>,
         ) -> PyResult<bool> {
             let rs = results
                 .into_iter()
                 .map(|(i, k)| Ok((i, result(&k)?)))
                 .collect::<PyResult<Vec<_>>>()?;
-            Ok(self.0.report(batch, now, &rs, site_failure))
+            let failure = site_failure.map(|(status, reason)| Dsn::new(&status, &reason));
+            Ok(self.0.report(batch, now, &rs, failure.as_ref()))
         }
 
-        /// Events as (kind, msg, rcpt, transport, queue, reason, time).
+        /// Events as (kind, msg, rcpt, transport, queue, status, reason, time).
         fn drain_events(&mut self) -> Vec<EventTuple> {
             let s = String::new;
             self.0
@@ -201,23 +209,24 @@ pub mod sched {
                         rcpt,
                         transport,
                         queue,
-                        reason,
+                        dsn,
                     } => (
                         "rcpt_deferred".into(),
                         msg,
                         rcpt,
                         transport,
                         queue,
-                        reason,
+                        dsn.status,
+                        dsn.reason,
                         0.0,
                     ),
-                    Event::Done { msg } => ("done".into(), msg, 0, s(), s(), s(), 0.0),
+                    Event::Done { msg } => ("done".into(), msg, 0, s(), s(), s(), s(), 0.0),
                     Event::Deferred { msg, next_try } => {
-                        ("deferred".into(), msg, 0, s(), s(), s(), next_try)
+                        ("deferred".into(), msg, 0, s(), s(), s(), s(), next_try)
                     }
-                    Event::Expired { msg } => ("expired".into(), msg, 0, s(), s(), s(), 0.0),
+                    Event::Expired { msg } => ("expired".into(), msg, 0, s(), s(), s(), s(), 0.0),
                     Event::DelayWarning { msg } => {
-                        ("delay_warning".into(), msg, 0, s(), s(), s(), 0.0)
+                        ("delay_warning".into(), msg, 0, s(), s(), s(), s(), 0.0)
                     }
                 })
                 .collect()

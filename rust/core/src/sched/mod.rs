@@ -142,17 +142,35 @@ pub struct Batch {
     pub rcpts: Vec<u32>,
 }
 
+/// Why mail is deferred without an attempt, as Postfix's qmgr keeps it
+/// (its DSN): the enhanced status and the text the deferral is logged with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dsn {
+    pub status: String,
+    pub reason: String,
+}
+
+impl Dsn {
+    pub fn new(status: &str, reason: &str) -> Self {
+        Dsn {
+            status: status.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Things the caller must act on (log, write to the queue file, bounce).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A recipient deferred without a delivery attempt (dead destination,
-    /// held transport): log `status=deferred (reason)` and keep it queued.
+    /// held transport): log `dsn=status, status=deferred (reason)` and keep
+    /// it queued.
     RecipientDeferred {
         msg: u64,
         rcpt: u32,
         transport: String,
         queue: String,
-        reason: String,
+        dsn: Dsn,
     },
     /// Every recipient is sent or bounced: remove the queue file.
     Done { msg: u64 },
@@ -196,8 +214,9 @@ struct Queue {
     success: f64,
     failure: f64,
     fail_cohorts: f64,
-    /// Dead until this time, with the reason of the last site failure.
-    dead: Option<(f64, String)>,
+    /// Dead until this time, with what its mail is deferred with: the site
+    /// failure that killed it (Postfix's queue->dsn).
+    dead: Option<(f64, Dsn)>,
     /// Listed in its transport's rotation.
     in_rotation: bool,
 }
@@ -209,8 +228,8 @@ struct Transport {
     queues: HashMap<String, Queue>,
     /// Round-robin order of queue names that have (or may have) work.
     rotation: VecDeque<String>,
-    /// Throttled until this time, with the reason its mail is deferred for.
-    throttled: Option<(f64, String)>,
+    /// Throttled until this time, with what its mail is deferred with.
+    throttled: Option<(f64, Dsn)>,
 }
 
 #[derive(Debug)]
@@ -429,15 +448,15 @@ impl Scheduler {
 
     /// Throttles a transport whose delivery agent cannot be reached, until
     /// `until` (Postfix's qmgr_transport_throttle): its mail waiting or yet to
-    /// come is deferred with `reason`, without an attempt. A throttled
-    /// transport keeps its first reason and time; returns whether it was not
+    /// come is deferred with `dsn`, without an attempt. A throttled
+    /// transport keeps its first DSN and time; returns whether it was not
     /// throttled before.
-    pub fn throttle_transport(&mut self, name: &str, until: f64, reason: &str) -> bool {
+    pub fn throttle_transport(&mut self, name: &str, until: f64, dsn: Dsn) -> bool {
         let t = self.transport_mut(name);
         if t.throttled.is_some() {
             return false;
         }
-        t.throttled = Some((until, reason.to_string()));
+        t.throttled = Some((until, dsn));
         // Its destinations with waiting mail are visited (and emptied) by the next pick.
         for (qname, q) in t.queues.iter_mut() {
             if !q.todo.is_empty() && !q.in_rotation {
@@ -543,7 +562,7 @@ impl Scheduler {
     /// no eligible destination. Held and dead destinations are emptied into
     /// deferrals on the way.
     fn pick_one(&mut self, tname: &str, now: f64) -> Option<Batch> {
-        let mut deferrals: Vec<(u64, Vec<u32>, String, String)> = Vec::new();
+        let mut deferrals: Vec<(u64, Vec<u32>, String, Dsn)> = Vec::new();
         let picked = {
             let t = self.transports.get_mut(tname)?;
             let mut found = None;
@@ -558,7 +577,7 @@ impl Scheduler {
                     .initial_concurrency
                     .clamp(1, t.params.concurrency_limit.max(1));
                 let held = t.params.deferred;
-                let throttled = t.throttled.as_ref().map(|(_, reason)| reason.clone());
+                let throttled = t.throttled.as_ref().map(|(_, dsn)| dsn.clone());
                 let q = t.queues.get_mut(&qname).expect("rotation names a queue");
                 if let Some((until, _)) = &q.dead {
                     if now >= *until {
@@ -569,14 +588,13 @@ impl Scheduler {
                 }
                 // Throttled transports, dead destinations and held transports: defer
                 // without a slot.
-                if let Some(reason) = throttled {
+                if let Some(dsn) = throttled {
                     for e in q.todo.drain(..) {
-                        deferrals.push((e.msg, e.rcpts, qname.clone(), reason.clone()));
+                        deferrals.push((e.msg, e.rcpts, qname.clone(), dsn.clone()));
                     }
-                } else if let Some((_, reason)) = &q.dead {
-                    let reason = format!("delivery temporarily suspended: {reason}");
+                } else if let Some((_, dsn)) = &q.dead {
                     for e in q.todo.drain(..) {
-                        deferrals.push((e.msg, e.rcpts, qname.clone(), reason.clone()));
+                        deferrals.push((e.msg, e.rcpts, qname.clone(), dsn.clone()));
                     }
                 } else if held {
                     let msgs = &self.messages;
@@ -585,11 +603,12 @@ impl Scheduler {
                         if msgs.get(&e.msg).is_some_and(|m| m.flushing) {
                             keep.push_back(e);
                         } else {
+                            // Postfix's qmgr_message_resolve for defer_transports.
                             deferrals.push((
                                 e.msg,
                                 e.rcpts,
                                 qname.clone(),
-                                "deferred transport".into(),
+                                Dsn::new("4.3.2", "deferred transport"),
                             ));
                         }
                     }
@@ -617,14 +636,14 @@ impl Scheduler {
             }
             found
         };
-        for (msg, rcpts, queue, reason) in deferrals {
+        for (msg, rcpts, queue, dsn) in deferrals {
             for rcpt in rcpts {
                 self.events.push(Event::RecipientDeferred {
                     msg,
                     rcpt,
                     transport: tname.to_string(),
                     queue: queue.clone(),
-                    reason: reason.clone(),
+                    dsn: dsn.clone(),
                 });
                 self.account(msg, &Result::Deferred, now);
             }
@@ -653,13 +672,15 @@ impl Scheduler {
     /// Records a finished delivery. `results` gives each recipient's result
     /// (recipients of the batch left out count as deferred); `site_failure`
     /// says the destination itself failed (connection refused, greeting
-    /// 4xx...), which feeds the negative feedback and may kill it.
+    /// 4xx...), which feeds the negative feedback and may kill it: its mail
+    /// is then deferred with that failure's status and "delivery temporarily
+    /// suspended: " before its text, as Postfix's qmgr_deliver_update.
     pub fn report(
         &mut self,
         batch: u64,
         now: f64,
         results: &[(u32, Result)],
-        site_failure: Option<&str>,
+        site_failure: Option<&Dsn>,
     ) -> bool {
         let Some(f) = self.in_flight.remove(&batch) else {
             return false;
@@ -684,13 +705,24 @@ impl Scheduler {
                         }
                         q.fail_cohorts = 0.0;
                     }
-                    Some(reason) => {
+                    Some(failure) => {
                         // Negative feedback (qmgr_queue_throttle).
                         if p.failed_cohort_limit > 0.0 {
                             q.fail_cohorts += 1.0 / f64::from(q.window.max(1));
                             if q.fail_cohorts >= p.failed_cohort_limit - 1e-9 {
-                                q.dead =
-                                    Some((now + self.params.minimal_backoff, reason.to_string()));
+                                // A dead site keeps the DSN of the failure that killed
+                                // it, not that of a delivery still running then.
+                                let dsn = match q.dead.take() {
+                                    Some((_, dsn)) => dsn,
+                                    None => Dsn::new(
+                                        &failure.status,
+                                        &format!(
+                                            "delivery temporarily suspended: {}",
+                                            failure.reason
+                                        ),
+                                    ),
+                                };
+                                q.dead = Some((now + self.params.minimal_backoff, dsn));
                             }
                         }
                         q.failure -= p.negative_feedback.value(q.window);

@@ -127,7 +127,12 @@ fn dead_destination_after_failed_cohort() {
     let msg = "connect to dead.example[192.0.2.1]:25: Connection refused";
     // A cohort is a window's worth of consecutive site failures.
     for (i, b) in dead_b.iter().enumerate() {
-        s.report(b.id, 10.0, &[(0, Result::Deferred)], Some(msg));
+        s.report(
+            b.id,
+            10.0,
+            &[(0, Result::Deferred)],
+            Some(&Dsn::new("4.4.1", msg)),
+        );
         let dead = s.queue_state("smtp", "dead.example").unwrap().2;
         assert_eq!(dead, i == 4, "dead only after the whole cohort failed");
     }
@@ -137,14 +142,13 @@ fn dead_destination_after_failed_cohort() {
     let suspended: Vec<_> = ev
         .iter()
         .filter_map(|e| match e {
-            Event::RecipientDeferred { msg: m, reason, .. } => Some((*m, reason.clone())),
+            Event::RecipientDeferred { msg: m, dsn, .. } => Some((*m, dsn.clone())),
             _ => None,
         })
         .collect();
     assert_eq!(suspended.len(), 15);
-    assert!(suspended
-        .iter()
-        .all(|(_, r)| r == &format!("delivery temporarily suspended: {msg}")));
+    let suspension = Dsn::new("4.4.1", &format!("delivery temporarily suspended: {msg}"));
+    assert!(suspended.iter().all(|(_, d)| d == &suspension));
     // The live destination was untouched.
     s.report(alive_b[0].id, 11.0, &sent(&alive_b[0]), None);
     assert!(s.drain_events().contains(&Event::Done { msg: 100 }));
@@ -167,6 +171,53 @@ fn dead_destination_after_failed_cohort() {
 }
 
 #[test]
+fn dead_destination_keeps_the_dsn_of_the_failure_that_killed_it() {
+    // Postfix's qmgr_queue_throttle copies the DSN of the failure that makes the
+    // site dead; deliveries still running then do not replace it.
+    let mut s = sched();
+    for m in 0..20 {
+        s.insert(m, 0.0, false, &rcpts(1, "smtp", "dead.example"));
+    }
+    let mut inflight: VecDeque<Batch> = s.next_deliveries(0.0, 100).into();
+    let refused = Dsn::new(
+        "4.4.1",
+        "connect to dead.example[192.0.2.1]:25: Connection refused",
+    );
+    for _ in 0..4 {
+        let b = inflight.pop_front().unwrap();
+        s.report(b.id, 1.0, &[(0, Result::Deferred)], Some(&refused));
+    }
+    // The window shrank to 4 with one still running: three more go out.
+    inflight.extend(s.next_deliveries(1.0, 100));
+    assert_eq!(inflight.len(), 4);
+    let greeting = Dsn::new(
+        "4.7.0",
+        "host dead.example[192.0.2.1] refused to talk to me: 421 4.7.0 try later",
+    );
+    let b = inflight.pop_front().unwrap();
+    s.report(b.id, 2.0, &[(0, Result::Deferred)], Some(&greeting));
+    assert!(s.queue_state("smtp", "dead.example").unwrap().2);
+    let b = inflight.pop_front().unwrap();
+    s.report(b.id, 3.0, &[(0, Result::Deferred)], Some(&refused));
+    assert!(s.next_deliveries(4.0, 100).is_empty());
+    let dsns: Vec<Dsn> = s
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RecipientDeferred { dsn, .. } => Some(dsn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dsns.len(), 12);
+    let suspension = Dsn::new(
+        "4.7.0",
+        "delivery temporarily suspended: host dead.example[192.0.2.1] refused to talk to me: \
+         421 4.7.0 try later",
+    );
+    assert!(dsns.iter().all(|d| d == &suspension), "{dsns:?}");
+}
+
+#[test]
 fn success_resets_failed_cohorts() {
     let mut s = sched();
     for m in 0..40 {
@@ -176,7 +227,8 @@ fn success_resets_failed_cohorts() {
     for round in 0..30 {
         let b = s.next_deliveries(1.0, 1).pop().unwrap();
         if round % 2 == 0 {
-            s.report(b.id, 1.0, &[(0, Result::Deferred)], Some("lost connection"));
+            let lost = Dsn::new("4.4.2", "lost connection");
+            s.report(b.id, 1.0, &[(0, Result::Deferred)], Some(&lost));
         } else {
             s.report(b.id, 1.0, &sent(&b), None);
         }
@@ -335,7 +387,7 @@ fn defer_transports_hold_until_flush() {
     let ev = s.drain_events();
     assert_eq!(
         ev.iter()
-            .filter(|e| matches!(e, Event::RecipientDeferred { reason, .. } if reason == "deferred transport"))
+            .filter(|e| matches!(e, Event::RecipientDeferred { dsn, .. } if dsn == &Dsn::new("4.3.2", "deferred transport")))
             .count(),
         2
     );
@@ -389,9 +441,10 @@ fn throttled_transport_defers_its_mail_until_the_retry_time() {
         s.insert(m, 0.0, false, &rcpts(1, "crash", "a.example"));
     }
     s.insert(9, 0.0, false, &rcpts(1, "smtp", "b.example"));
-    assert!(s.throttle_transport("crash", 60.0, "mail transport unavailable"));
+    let unavailable = Dsn::new("4.3.0", "mail transport unavailable");
+    assert!(s.throttle_transport("crash", 60.0, unavailable.clone()));
     assert!(
-        !s.throttle_transport("crash", 90.0, "other"),
+        !s.throttle_transport("crash", 90.0, Dsn::new("4.3.0", "other")),
         "keeps the first"
     );
     let batches = s.next_deliveries(1.0, 100);
@@ -401,14 +454,12 @@ fn throttled_transport_defers_its_mail_until_the_retry_time() {
         .drain_events()
         .into_iter()
         .filter_map(|e| match e {
-            Event::RecipientDeferred { msg, reason, .. } => Some((msg, reason)),
+            Event::RecipientDeferred { msg, dsn, .. } => Some((msg, dsn)),
             _ => None,
         })
         .collect();
     assert_eq!(deferred.len(), 3);
-    assert!(deferred
-        .iter()
-        .all(|(_, r)| r == "mail transport unavailable"));
+    assert!(deferred.iter().all(|(_, d)| d == &unavailable));
     assert_eq!(s.next_wakeup(), Some(60.0));
     // Mail arriving while throttled is deferred too, not attempted.
     s.insert(4, 2.0, false, &rcpts(1, "crash", "a.example"));
@@ -426,10 +477,18 @@ fn throttled_transport_defers_its_mail_until_the_retry_time() {
 #[test]
 fn flush_and_unthrottle_end_a_throttle() {
     let mut s = sched();
-    s.throttle_transport("crash", 60.0, "mail transport unavailable");
+    s.throttle_transport(
+        "crash",
+        60.0,
+        Dsn::new("4.3.0", "mail transport unavailable"),
+    );
     s.flush(1.0);
     assert!(!s.transport_throttled("crash"));
-    s.throttle_transport("crash", 60.0, "mail transport unavailable");
+    s.throttle_transport(
+        "crash",
+        60.0,
+        Dsn::new("4.3.0", "mail transport unavailable"),
+    );
     s.unthrottle_transport("crash");
     assert!(!s.transport_throttled("crash"));
 }
