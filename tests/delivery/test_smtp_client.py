@@ -126,8 +126,30 @@ def test_disconnect_in_data_defers(tmp_path):
     with sink(tmp_path, "-q", "DATA") as (listen, _):
         (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
     assert o == Outcome(
-        "4.4.2", "lost connection with 127.0.0.1[127.0.0.1] while receiving the DATA response"
+        "4.4.2", "lost connection with 127.0.0.1[127.0.0.1] while sending DATA command"
     )
+
+
+def test_lost_in_the_handshake_names_the_phase_and_the_host_reached(tmp_path):
+    # Postfix's smtp_helo: "while performing the EHLO handshake", whether the command or
+    # its reply was lost, and relay= is the host it was connected to, not "none".
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-q", "EHLO") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o == Outcome(
+        "4.4.2",
+        "lost connection with 127.0.0.1[127.0.0.1] while performing the EHLO handshake",
+    )
+    assert o.relay == f"127.0.0.1[127.0.0.1]:{listen.rsplit(':', 1)[1]}"
+
+
+def test_421_greeting_is_logged_with_the_host_reached(tmp_path):
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-Q", "CONNECT") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o.status.startswith("4"), o
+    assert o.text.startswith("host 127.0.0.1[127.0.0.1] refused to talk to me: 421"), o
+    assert o.relay == f"127.0.0.1[127.0.0.1]:{listen.rsplit(':', 1)[1]}"
 
 
 @pytest.mark.slow

@@ -50,6 +50,9 @@ class SessionError(Exception):
         self.text = text
         # True when the next MX host may still be tried (before any RCPT was accepted).
         self.next_host = next_host
+        # relay= of the host it happened with once connected ("none" before), as Postfix
+        # logs the session's host for a greeting or handshake that fails.
+        self.relay = ""
 
 
 @dataclass(slots=True)
@@ -455,8 +458,9 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
             p.lmtp and level in ("may", "encrypt")
         ):
             if "STARTTLS" in s.features:
-                await s.send(b"STARTTLS\r\n", p.time("helo_timeout"), "sending STARTTLS")
-                r = await s.read_reply(p.time("helo_timeout"), "receiving the STARTTLS response")
+                stage = "receiving the STARTTLS response"
+                await s.send(b"STARTTLS\r\n", p.time("helo_timeout"), stage)
+                r = await s.read_reply(p.time("helo_timeout"), stage)
                 if r.code != 220:
                     if level != "may":
                         raise SessionError(
@@ -484,6 +488,10 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
                 raise SessionError(
                     "4.7.4", f"TLS is required, but was not offered by host {host.label}"
                 )
+    except SessionError as e:
+        s.close()
+        e.relay = host.relay
+        raise
     except BaseException:
         s.close()
         raise
@@ -492,11 +500,14 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
 
 async def _ehlo(s: Session, p: Params, helo: str) -> None:
     verb = "LHLO" if p.lmtp else "EHLO"
-    await s.send(f"{verb} {helo}\r\n".encode(), p.time("helo_timeout"), f"sending {verb}")
-    r = await s.read_reply(p.time("helo_timeout"), f"receiving the {verb} response")
+    # Postfix's smtp_helo names the phase, whether sending or receiving failed.
+    stage = f"performing the {verb} handshake"
+    await s.send(f"{verb} {helo}\r\n".encode(), p.time("helo_timeout"), stage)
+    r = await s.read_reply(p.time("helo_timeout"), stage)
     if r.code != 250 and not p.lmtp:
-        await s.send(f"HELO {helo}\r\n".encode(), p.time("helo_timeout"), "sending HELO")
-        r = await s.read_reply(p.time("helo_timeout"), "receiving the HELO response")
+        stage = "performing the HELO handshake"
+        await s.send(f"HELO {helo}\r\n".encode(), p.time("helo_timeout"), stage)
+        r = await s.read_reply(p.time("helo_timeout"), stage)
         verb = "HELO"
     if r.code != 250:
         raise SessionError(r.status(), f"host {s.host.label} refused to talk to me: {r.text}")
@@ -588,12 +599,13 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
         await s.send(batch, t_mail, "sending MAIL FROM")
         if s.rset_first:
             s.rset_first = False
-            rr = await s.read_reply(p.time("rset_timeout"), "receiving the RSET response")
+            rr = await s.read_reply(p.time("rset_timeout"), "sending RSET probe")
             if rr.code != 250:
                 raise SessionError("4.4.2", f"host {label} refused to reset: {rr.text}")
     else:
         await s.send(mail.encode() + b"\r\n", t_mail, "sending MAIL FROM")
-    r = await s.read_reply(t_mail, "receiving the MAIL FROM response")
+    # Postfix's smtp_loop reports a reply lost with its command's sending state.
+    r = await s.read_reply(t_mail, "sending MAIL FROM")
     mail_failed = r.code != 250
     if mail_failed and not pipelining:
         o = said(r, "MAIL FROM")
@@ -603,7 +615,7 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
     for i, cmd in enumerate(rcpt_cmds):
         if not pipelining:
             await s.send(cmd.encode() + b"\r\n", t_rcpt, "sending RCPT TO")
-        rr = await s.read_reply(t_rcpt, "receiving the RCPT TO response")
+        rr = await s.read_reply(t_rcpt, "sending RCPT TO")
         if mail_failed:
             continue
         if rr.code in (250, 251):
@@ -612,20 +624,20 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
             results[i] = said(rr, "RCPT TO")
     if mail_failed:
         # The pipelined DATA is answered too (503); read it and give MAIL's reason.
-        await s.read_reply(t_data, "receiving the DATA response")
+        await s.read_reply(t_data, "sending DATA command")
         o = said(r, "MAIL FROM")
         return [o] * len(req.recipients)
     if not pipelining and accepted:
-        await s.send(b"DATA\r\n", t_data, "sending DATA")
+        await s.send(b"DATA\r\n", t_data, "sending DATA command")
     if pipelining or accepted:
-        dr = await s.read_reply(t_data, "receiving the DATA response")
+        dr = await s.read_reply(t_data, "sending DATA command")
     else:
         return [o or Outcome("4.3.0", "no recipient") for o in results]
     if not accepted:
         if dr.code == 354:
             # Pipelined DATA went through with no recipient: end it with an empty message.
             await s.send(b".\r\n", t_data, "sending end of data")
-            await s.read_reply(t_data, "receiving the end of data response")
+            await s.read_reply(t_data, "sending end of data")
         return [o or Outcome("4.3.0", "no recipient") for o in results]
     if dr.code != 354:
         o = said(dr, "DATA")
@@ -667,14 +679,14 @@ class _Partial(Exception):
 
 async def _rset_or_close(s: Session, p: Params) -> None:
     with contextlib.suppress(SessionError):
-        await s.send(b"RSET\r\n", p.time("rset_timeout"), "sending RSET")
-        await s.read_reply(p.time("rset_timeout"), "receiving the RSET response")
+        await s.send(b"RSET\r\n", p.time("rset_timeout"), "sending final RSET")
+        await s.read_reply(p.time("rset_timeout"), "sending final RSET")
 
 
 async def _quit(s: Session, p: Params) -> None:
     with contextlib.suppress(SessionError):
         await s.send(b"QUIT\r\n", p.time("quit_timeout"), "sending QUIT")
-        await s.read_reply(min(p.time("quit_timeout"), 5), "receiving the QUIT response")
+        await s.read_reply(min(p.time("quit_timeout"), 5), "sending QUIT")
     s.close()
 
 
@@ -690,8 +702,8 @@ async def _cached(key: tuple[str, str], p: Params) -> Session | None:
             s.rset_first = True
             return s
         try:
-            await s.send(b"RSET\r\n", p.time("rset_timeout"), "sending RSET")
-            r = await s.read_reply(p.time("rset_timeout"), "receiving the RSET response")
+            await s.send(b"RSET\r\n", p.time("rset_timeout"), "sending RSET probe")
+            r = await s.read_reply(p.time("rset_timeout"), "sending RSET probe")
         except SessionError:
             s.close()
             continue
@@ -751,7 +763,7 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
         if s is None:
             if attempt >= len(hosts):
                 assert last is not None
-                return [Outcome(last.status, last.text)] * n
+                return [Outcome(last.status, last.text, last.relay)] * n
             host = hosts[attempt]
             attempt += 1
             try:
