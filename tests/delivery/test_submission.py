@@ -149,7 +149,8 @@ def test_pickup_extracts_cleans_and_queues(tmp_path):
     assert b"Message-Id: <" in content and b"\r\nDate: " in content
     assert content.endswith(b"\r\n\r\nbody\r\n")
     # pickup's line, then cleanup's for the Message-Id: it added (as Postfix logs both).
-    assert log.lines[0] == f"{qid}: uid={os.getuid()} from=<joe@example.org>"
+    # The sender as submitted (-f joe): cleanup qualifies it after pickup's line.
+    assert log.lines[0] == f"{qid}: uid={os.getuid()} from=<joe>"
     assert log.lines[1].startswith(f"{qid}: message-id=<") and len(log.lines) == 2
 
 

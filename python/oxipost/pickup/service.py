@@ -145,10 +145,13 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
         path = os.path.join(d, name)
         if flow is not None:
             flow.take_blocking()
+        submitted = ""
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            result: Cleaned | str = build(cfg, Submission.decode(data))
+            sub = Submission.decode(data)
+            submitted = sub.sender
+            result: Cleaned | str = build(cfg, sub)
         except FileNotFoundError:
             continue
         except (OSError, MaildropError) as e:
@@ -171,7 +174,9 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
             qid = queue.enqueue_sync(env, content)
             if flow is not None and "hold" in env.attrs:
                 flow.give_back()
-        log.info(f"{qid}: uid={env.attrs.get('uid')} from=<{env.sender}>")  # type: ignore[attr-defined]
+        # The sender as submitted, before cleanup qualifies it: Postfix's pickup logs
+        # "uid=0 from=<root>" and qmgr then from=<root@$myorigin>.
+        log.info(f"{qid}: uid={env.attrs.get('uid')} from=<{submitted}>")  # type: ignore[attr-defined]
         result.log_notes(log, qid)
         os.unlink(path)
         moved += 1
