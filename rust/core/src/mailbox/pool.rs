@@ -7,6 +7,8 @@
 //! (shared with other batches through [`super::durable`]) and reports it with one eventfd
 //! signal. While it waits for that sync, the next jobs queued start the next batch on
 //! another thread. A thread and two wakeups per message cost more CPU than the write.
+//! Should a write hang (a filesystem gone), the jobs queued behind it go to another
+//! thread after [`STUCK_WRITE`], so Maildirs elsewhere go on being written.
 //!
 //! An mbox write may wait for a lock another process holds, so each gets a thread of its
 //! own, and the two kinds never wait for each other's threads: at most `max_threads`
@@ -23,6 +25,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// One mailbox write.
 pub enum Job {
@@ -116,8 +119,12 @@ struct State {
     /// Threads waiting for a job, including any notified that have not taken one yet:
     /// work for which none is left needs a thread of its own.
     waiting: usize,
-    /// A thread is writing a Maildir batch: jobs queued meanwhile join it, unwoken.
-    collecting: bool,
+    /// The thread writing a Maildir batch (an id, and when its current round of writes
+    /// began): jobs queued meanwhile join its batch, unwoken.
+    collector: Option<(u64, Instant)>,
+    collectors: u64,
+    /// A thread has been woken to take over from a collector stuck in a write.
+    takeover: bool,
     maildir_batches: usize,
     mbox_writes: usize,
     closing: bool,
@@ -129,10 +136,29 @@ struct State {
 impl State {
     /// What idle threads could start now: a Maildir batch, and mbox writes.
     fn startable(&self, max: usize) -> usize {
-        let batch = !self.maildir.is_empty() && !self.collecting && self.maildir_batches < max;
+        let batch =
+            !self.maildir.is_empty() && self.collector.is_none() && self.maildir_batches < max;
         usize::from(batch) + self.mbox.len().min(max.saturating_sub(self.mbox_writes))
     }
+
+    /// Can a thread start a Maildir batch: jobs queued, and no collector or a stuck one.
+    fn can_collect(&self, max: usize) -> bool {
+        self.collector.is_none() && !self.maildir.is_empty() && self.maildir_batches < max
+            || self.collector_stuck(max)
+    }
+
+    /// The collector's round of writes has taken so long that it must be stuck (a hung
+    /// filesystem), and jobs wait: the Maildirs elsewhere must not wait for it.
+    fn collector_stuck(&self, max: usize) -> bool {
+        self.collector
+            .is_some_and(|(_, since)| since.elapsed() > STUCK_WRITE)
+            && !self.maildir.is_empty()
+            && self.maildir_batches < max
+    }
 }
+
+/// A round of Maildir writes is a few tens of microseconds per message.
+const STUCK_WRITE: Duration = Duration::from_millis(200);
 
 /// The writer threads, started as the load needs them.
 pub struct Pool {
@@ -168,9 +194,13 @@ impl Pool {
             st.mbox.push_back((ticket, job));
         }
         let startable = st.startable(max);
-        if startable <= before {
+        // Once per stuck collector: a thread to take over its queue.
+        let take_over = maildir && !st.takeover && st.collector_stuck(max);
+        st.takeover |= take_over;
+        let wanted = if take_over { startable + 1 } else { startable };
+        if wanted <= before {
             // A batch being written, or a thread already woken, takes it.
-        } else if startable <= st.waiting {
+        } else if wanted <= st.waiting {
             self.shared.wake.notify_one();
         } else if st.threads < 2 * max {
             let shared = Arc::clone(&self.shared);
@@ -239,8 +269,11 @@ fn work(shared: &Shared, event: &EventFd) {
     let lock = || shared.state.lock().unwrap_or_else(|e| e.into_inner());
     let mut st = lock();
     loop {
-        if !st.maildir.is_empty() && !st.collecting && st.maildir_batches < max {
-            st.collecting = true;
+        if st.can_collect(max) {
+            st.collectors += 1;
+            let me = st.collectors;
+            st.collector = Some((me, Instant::now()));
+            st.takeover = false;
             st.maildir_batches += 1;
             #[cfg(test)]
             {
@@ -254,11 +287,17 @@ fn work(shared: &Shared, event: &EventFd) {
                 drop(st);
                 written.write(&maildir_writes(batch[start..].iter().map(|(_, j)| j)));
                 st = lock();
-                if st.maildir.is_empty() {
-                    // From here on a job submitted starts the next batch.
-                    st.collecting = false;
+                if st.collector.is_none_or(|(c, _)| c != me) {
+                    // Another thread took over while this one was stuck.
                     break;
                 }
+                if st.maildir.is_empty() {
+                    // From here on a job submitted starts the next batch.
+                    st.collector = None;
+                    st.takeover = false;
+                    break;
+                }
+                st.collector = Some((me, Instant::now()));
             }
             drop(st);
             let outcomes = written.make_durable().into_iter().map(maildir_outcome);
@@ -297,12 +336,9 @@ mod tests {
 
     fn wait_for(pool: &Pool, n: usize) -> Vec<(u64, Delivery)> {
         let mut out = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while out.len() < n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "outcomes did not come"
-            );
+            assert!(Instant::now() < deadline, "outcomes did not come");
             EventFd::wait(&pool.event, 100);
             out.extend(pool.poll());
         }
@@ -354,6 +390,29 @@ mod tests {
         }
     }
 
+    /// Waits for the outcomes of `first` and then `second`, which must come in this order;
+    /// returns them, with how long the first took.
+    fn in_order(pool: &Pool, first: u64, second: u64) -> (Delivery, Duration, Delivery) {
+        let started = Instant::now();
+        let a = wait_for(pool, 1);
+        assert_eq!(a[0].0, first, "{a:?}");
+        let took = started.elapsed();
+        let b = wait_for(pool, 1);
+        assert_eq!(b[0].0, second, "{b:?}");
+        (a[0].1.clone(), took, b[0].1.clone())
+    }
+
+    /// A pool of `threads` with one Maildir job under `hook` (a test hook's slow
+    /// write or sync) submitted `after` ago.
+    fn held_up(dir: &TempDir, threads: usize, hook: &str, after: Duration) -> (Pool, u64) {
+        let pool = Pool::new(threads).unwrap();
+        let ticket = pool
+            .submit(maildir(&dir.path().join(hook).join("box"), 0))
+            .unwrap();
+        std::thread::sleep(after);
+        (pool, ticket)
+    }
+
     fn mbox(dir: &std::path::Path, how: MboxLocking) -> Job {
         Job::Mbox {
             path: dir.join("mbox"),
@@ -372,7 +431,7 @@ mod tests {
         let slow = dir.path().join("slow-syncfs");
         let pool = Pool::new(8).unwrap();
         let mut tickets = vec![pool.submit(maildir(&slow.join("box0"), 0)).unwrap()];
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
         for i in 1..20 {
             tickets.push(
                 pool.submit(maildir(&slow.join(format!("box{}", i % 3)), i))
@@ -395,22 +454,32 @@ mod tests {
     }
 
     #[test]
+    fn a_maildir_write_stuck_does_not_hold_up_the_others() {
+        let dir = TempDir::new();
+        let (pool, stuck) = held_up(
+            &dir,
+            4,
+            "slow-write",
+            STUCK_WRITE + Duration::from_millis(100),
+        );
+        let other = pool.submit(maildir(&dir.path().join("box"), 1)).unwrap();
+        let (first, took, second) = in_order(&pool, other, stuck);
+        assert!(first.delivered() && second.delivered());
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        // The jobs queued behind the stuck write are still batched, not one per thread.
+        assert_eq!(pool.shared.state.lock().unwrap().batches, 2);
+    }
+
+    #[test]
     fn an_mbox_write_does_not_wait_for_a_maildir_batch() {
         let dir = TempDir::new();
-        let pool = Pool::new(1).unwrap();
-        let md = pool
-            .submit(maildir(&dir.path().join("slow-syncfs/box"), 0))
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (pool, md) = held_up(&dir, 1, "slow-syncfs", Duration::from_millis(50));
         let mb = pool
             .submit(mbox(dir.path(), MboxLocking::default()))
             .unwrap();
-        let first = wait_for(&pool, 1);
-        assert_eq!(first[0].0, mb, "{first:?}");
-        assert_eq!(first[0].1, Delivery::ok("delivered to mailbox"));
-        let second = wait_for(&pool, 1);
-        assert_eq!(second[0].0, md);
-        assert!(second[0].1.delivered());
+        let (first, _, second) = in_order(&pool, mb, md);
+        assert_eq!(first, Delivery::ok("delivered to mailbox"));
+        assert!(second.delivered());
     }
 
     #[test]
@@ -424,21 +493,17 @@ mod tests {
                 dir.path(),
                 MboxLocking {
                     attempts: 20,
-                    delay: std::time::Duration::from_millis(100),
+                    delay: Duration::from_millis(100),
                     ..MboxLocking::default()
                 },
             ))
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
         let md = pool.submit(maildir(&dir.path().join("box"), 0)).unwrap();
-        let started = std::time::Instant::now();
-        let first = wait_for(&pool, 1);
-        assert_eq!(first[0].0, md, "{first:?}");
-        assert!(first[0].1.delivered());
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        let second = wait_for(&pool, 1);
-        assert_eq!(second[0].0, mb);
-        assert_eq!(second[0].1.status, "4.2.0");
+        let (first, took, second) = in_order(&pool, md, mb);
+        assert!(first.delivered());
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        assert_eq!(second.status, "4.2.0");
     }
 
     #[test]
