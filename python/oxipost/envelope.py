@@ -63,6 +63,10 @@ class Outcome:
     # The delivery agent process that made the attempt, whose pid the log line carries;
     # 0 when it ran in the process that logs it.
     pid: int = field(default=0, compare=False)
+    # The destination failed, not the recipient (Postfix's smtp_site_fail: no connection,
+    # a greeting or handshake refused, TLS that cannot be had): qmgr counts it towards
+    # declaring the destination dead, whatever its status.
+    site: bool = field(default=False, compare=False)
 
     @property
     def permanent(self) -> bool:

@@ -152,6 +152,18 @@ def test_421_greeting_is_logged_with_the_host_reached(tmp_path):
     assert o.relay == f"127.0.0.1[127.0.0.1]:{listen.rsplit(':', 1)[1]}"
 
 
+def test_421_to_ehlo_is_a_refusal_not_a_reason_to_try_helo(tmp_path):
+    # Postfix's smtp_helo: a 421 reply to EHLO fails the site at once.
+    cfg = make_config(tmp_path / "c")
+    with sink(tmp_path, "-Q", "EHLO") as (listen, _):
+        (o,) = run(request(cfg, "smtp", relay_host(listen), ["x@example.com"]))
+    assert o == Outcome(
+        "4.0.0",
+        "host 127.0.0.1[127.0.0.1] refused to talk to me: 421 4.0.0 Server closing connection",
+    )
+    assert o.site
+
+
 @pytest.mark.slow
 def test_silent_after_dot_defers_may_be_sent_twice(tmp_path):
     # catalogue 11

@@ -249,6 +249,42 @@ def test_dead_destination_defers_with_the_failure_that_killed_it(tmp_path, qmgr_
     assert listing.count(f"({why})") == 1, listing
 
 
+def test_refused_greeting_kills_the_destination(tmp_path, qmgr_proc):
+    """A 421 greeting is a site failure whatever its status (Postfix's smtp_site_fail), not
+    only 4.4.x: with failed cohort limit 1 the destination dies at the first one and the
+    other mail is deferred by the retry service's agent without an attempt, with the
+    greeting's status (4.0.0, smtp-sink's "421 4.0.0 Server closing connection")."""
+    port = free_port()
+    cfg = make_conf(
+        tmp_path,
+        f"relayhost = [127.0.0.1]:{port}\n"
+        "smtp_initial_destination_concurrency = 1\nsmtp_destination_concurrency_limit = 1\n",
+    )
+    qids = [enqueue(cfg, [f"r{i}@example.net"]) for i in range(4)]
+    with smtp_sink(port, "-Q", "connect"):
+        p = start_qmgr(cfg)
+        qmgr_proc.append(p)
+        log = wait_log(cfg, r"postfix/error\[\d+\]: .*status=deferred", count=3)
+    m = re.search(
+        rf"postfix/smtp\[\d+\]: (\w+): to=<r\d@example\.net>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:"
+        rf"{port}, .*dsn=4\.0\.0, status=deferred \((host 127\.0\.0\.1\[127\.0\.0\.1\] refused "
+        r"to talk to me: 421 4\.0\.0 Server closing connection)\)$",
+        log,
+        re.M,
+    )
+    assert m, log
+    killer, why = m.groups()
+    assert log.count("postfix/smtp[") == 1, log
+    for qid in set(qids) - {killer}:
+        assert re.search(
+            rf"postfix/error\[\d+\]: {qid}: to=<r\d@example\.net>, relay=none, .*dsn=4\.0\.0, "
+            rf"status=deferred \(delivery temporarily suspended: {re.escape(why)}\)$",
+            log,
+            re.M,
+        ), log
+    stop(p)
+
+
 def test_second_qmgr_is_refused(tmp_path, qmgr_proc):
     cfg = make_conf(tmp_path, "default_transport = discard\n")
     first = start_qmgr(cfg)

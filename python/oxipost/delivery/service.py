@@ -192,7 +192,10 @@ async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
                 unheard = True
                 continue
             return [Outcome("4.3.0", "unknown mail transport error")] * len(req.recipients)
-        return [Outcome(status, text, relay, chan.pid) for status, text, relay in answer]
+        return [
+            Outcome(status, text, relay, chan.pid, site=bool(site))
+            for status, text, relay, site in answer
+        ]
 
 
 async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
@@ -216,7 +219,7 @@ async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
         outcomes = await deliver(req)
     except AgentFatal as e:
         log.fatal(str(e))
-    return [[o.status, o.text, o.relay] for o in outcomes]
+    return [[o.status, o.text, o.relay, o.site] for o in outcomes]
 
 
 class _Idle:

@@ -53,6 +53,8 @@ class SessionError(Exception):
         # relay= of the host it happened with once connected ("none" before), as Postfix
         # logs the session's host for a greeting or handshake that fails.
         self.relay = ""
+        # Raised before a session was set up (Outcome.site).
+        self.site = False
 
 
 @dataclass(slots=True)
@@ -444,7 +446,9 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
     except OSError as e:
         where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
         why = os.strerror(e.errno) if e.errno else str(e)
-        raise SessionError("4.4.1", f"connect to {where}: {why}") from None
+        error = SessionError("4.4.1", f"connect to {where}: {why}")
+        error.site = True
+        raise error from None
     s = Session(host, reader, writer, p.lmtp, line_limit=p.cfg.get_int("line_length_limit"))
     try:
         greet = await s.read_reply(p.time("helo_timeout"), "receiving the initial server greeting")
@@ -491,6 +495,7 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
     except SessionError as e:
         s.close()
         e.relay = host.relay
+        e.site = True
         raise
     except BaseException:
         s.close()
@@ -504,7 +509,8 @@ async def _ehlo(s: Session, p: Params, helo: str) -> None:
     stage = f"performing the {verb} handshake"
     await s.send(f"{verb} {helo}\r\n".encode(), p.time("helo_timeout"), stage)
     r = await s.read_reply(p.time("helo_timeout"), stage)
-    if r.code != 250 and not p.lmtp:
+    # 421 to EHLO ends it there, as in Postfix's smtp_helo; any other refusal tries HELO.
+    if r.code not in (250, 421) and not p.lmtp:
         stage = "performing the HELO handshake"
         await s.send(f"HELO {helo}\r\n".encode(), p.time("helo_timeout"), stage)
         r = await s.read_reply(p.time("helo_timeout"), stage)
@@ -763,7 +769,7 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
         if s is None:
             if attempt >= len(hosts):
                 assert last is not None
-                return [Outcome(last.status, last.text, last.relay)] * n
+                return [Outcome(last.status, last.text, last.relay, site=last.site)] * n
             host = hosts[attempt]
             attempt += 1
             try:

@@ -110,10 +110,14 @@ class Active:
 
 
 def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
-    """A delivery whose every recipient deferred with a network/routing status (4.4.x)
-    failed at the site: the destination, not the recipients, is the problem. Its (status,
-    text) is what the site's other mail is deferred with if this makes it dead."""
-    if outcomes and all(o.status.startswith("4.4.") for o in outcomes):
+    """A delivery whose every recipient deferred because the destination failed (the agent
+    says so, as Postfix's smtp_site_fail does for a greeting refused, or the status is a
+    network/routing one, 4.4.x) failed at the site: the destination, not the recipients,
+    is the problem. Its (status, text) is what the site's other mail is deferred with if
+    this makes it dead."""
+    if outcomes and all(
+        o.status.startswith("4") and (o.site or o.status.startswith("4.4.")) for o in outcomes
+    ):
         return outcomes[0].status, outcomes[0].text
     return None
 
