@@ -208,13 +208,13 @@ def test_unreachable_destination_is_deferred_and_shown_by_mailq(tmp_path, qmgr_p
     assert "far@example.net" in listing
 
 
-def test_dead_destination_defers_with_the_failure_that_killed_it(tmp_path, qmgr_proc):
-    """A next hop that drops the connection at EHLO dies at the first failure (concurrency
-    1, failed cohort limit 1); its other mail is deferred by the retry service's agent with
-    that failure's status and text, as Postfix 3.7's qmgr (queue->dsn) logs it relaying
-    to the same smtp-sink -q EHLO: `postfix/error[...]: QID: to=<...>, relay=none, ...,
-    dsn=4.4.2, status=deferred (delivery temporarily suspended: lost connection with
-    127.0.0.1[127.0.0.1] while ...)`, and mailq shows that text."""
+def _kill_destination(
+    tmp_path: Path, qmgr_proc: list[subprocess.Popen[str]], *sink_flags: str
+) -> tuple[Config, int, list[str], str, subprocess.Popen[str]]:
+    """Four messages for one next hop, an smtp-sink with `sink_flags` there, concurrency 1
+    and failed cohort limit 1 (the default): the first failure kills the destination and
+    the retry service's agent defers the other three. Returns (cfg, port, queue IDs, log,
+    qmgr)."""
     port = free_port()
     cfg = make_conf(
         tmp_path,
@@ -222,10 +222,35 @@ def test_dead_destination_defers_with_the_failure_that_killed_it(tmp_path, qmgr_
         "smtp_initial_destination_concurrency = 1\nsmtp_destination_concurrency_limit = 1\n",
     )
     qids = [enqueue(cfg, [f"r{i}@example.net"]) for i in range(4)]
-    with smtp_sink(port, "-q", "EHLO"):
+    with smtp_sink(port, *sink_flags):
         p = start_qmgr(cfg)
         qmgr_proc.append(p)
         log = wait_log(cfg, r"postfix/error\[\d+\]: .*status=deferred", count=3)
+    return cfg, port, qids, log, p
+
+
+def _deferred_as_dead(log: str, qids: list[str], killer: str, dsn: str, why: str) -> None:
+    """The messages other than `killer` were deferred without an attempt, with the DSN of
+    the failure that killed the destination, as Postfix 3.7's qmgr (queue->dsn) has the
+    retry service's agent log them."""
+    suspended = re.escape(f"delivery temporarily suspended: {why}")
+    for qid in set(qids) - {killer}:
+        assert re.search(
+            rf"postfix/error\[\d+\]: {qid}: to=<r\d@example\.net>, relay=none, "
+            rf"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn={re.escape(dsn)}, "
+            rf"status=deferred \({suspended}\)$",
+            log,
+            re.M,
+        ), log
+
+
+def test_dead_destination_defers_with_the_failure_that_killed_it(tmp_path, qmgr_proc):
+    """A next hop that drops the connection at EHLO dies at the first failure; its other
+    mail is deferred with that failure's status and text, as Postfix 3.7 logs it relaying
+    to the same smtp-sink -q EHLO: `postfix/error[...]: QID: to=<...>, relay=none, ...,
+    dsn=4.4.2, status=deferred (delivery temporarily suspended: lost connection with
+    127.0.0.1[127.0.0.1] while ...)`, and mailq shows that text."""
+    cfg, _port, qids, log, p = _kill_destination(tmp_path, qmgr_proc, "-q", "EHLO")
     m = re.search(
         r"postfix/smtp\[\d+\]: (\w+): to=<r\d@example\.net>, .*dsn=4\.4\.2, "
         r"status=deferred \((lost connection with 127\.0\.0\.1\[127\.0\.0\.1\] while [^)]+)\)$",
@@ -234,37 +259,18 @@ def test_dead_destination_defers_with_the_failure_that_killed_it(tmp_path, qmgr_
     )
     assert m, log
     killer, why = m.groups()
-    suspended = f"delivery temporarily suspended: {why}"
-    for qid in set(qids) - {killer}:
-        assert re.search(
-            rf"postfix/error\[\d+\]: {qid}: to=<r\d@example\.net>, relay=none, "
-            rf"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=4\.4\.2, "
-            rf"status=deferred \({re.escape(suspended)}\)$",
-            log,
-            re.M,
-        ), log
+    _deferred_as_dead(log, qids, killer, "4.4.2", why)
     stop(p)
     listing = run_ours("mailq", "-c", cfg.config_dir).stdout
-    assert listing.count(f"({suspended})") == 3, listing
+    assert listing.count(f"(delivery temporarily suspended: {why})") == 3, listing
     assert listing.count(f"({why})") == 1, listing
 
 
 def test_refused_greeting_kills_the_destination(tmp_path, qmgr_proc):
     """A 421 greeting is a site failure whatever its status (Postfix's smtp_site_fail), not
-    only 4.4.x: with failed cohort limit 1 the destination dies at the first one and the
-    other mail is deferred by the retry service's agent without an attempt, with the
-    greeting's status (4.0.0, smtp-sink's "421 4.0.0 Server closing connection")."""
-    port = free_port()
-    cfg = make_conf(
-        tmp_path,
-        f"relayhost = [127.0.0.1]:{port}\n"
-        "smtp_initial_destination_concurrency = 1\nsmtp_destination_concurrency_limit = 1\n",
-    )
-    qids = [enqueue(cfg, [f"r{i}@example.net"]) for i in range(4)]
-    with smtp_sink(port, "-Q", "connect"):
-        p = start_qmgr(cfg)
-        qmgr_proc.append(p)
-        log = wait_log(cfg, r"postfix/error\[\d+\]: .*status=deferred", count=3)
+    only 4.4.x: the destination dies at the first one, with the greeting's status (4.0.0,
+    smtp-sink's "421 4.0.0 Server closing connection"), and relay= names the host."""
+    _cfg, port, qids, log, p = _kill_destination(tmp_path, qmgr_proc, "-Q", "connect")
     m = re.search(
         rf"postfix/smtp\[\d+\]: (\w+): to=<r\d@example\.net>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:"
         rf"{port}, .*dsn=4\.0\.0, status=deferred \((host 127\.0\.0\.1\[127\.0\.0\.1\] refused "
@@ -273,15 +279,8 @@ def test_refused_greeting_kills_the_destination(tmp_path, qmgr_proc):
         re.M,
     )
     assert m, log
-    killer, why = m.groups()
     assert log.count("postfix/smtp[") == 1, log
-    for qid in set(qids) - {killer}:
-        assert re.search(
-            rf"postfix/error\[\d+\]: {qid}: to=<r\d@example\.net>, relay=none, .*dsn=4\.0\.0, "
-            rf"status=deferred \(delivery temporarily suspended: {re.escape(why)}\)$",
-            log,
-            re.M,
-        ), log
+    _deferred_as_dead(log, qids, m.group(1), "4.0.0", m.group(2))
     stop(p)
 
 
