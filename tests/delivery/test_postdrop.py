@@ -108,6 +108,13 @@ def test_permissions_as_postfix_files(oxi: Oxipost) -> None:
     assert owners_mode(spool / "maildrop") == (owner, postdrop, 0o1730)
     assert owners_mode(spool / "public") == (owner, postdrop, 0o710)
     assert owners_mode(spool / "pid") == (0, 0, 0o755)
+    # The queue directory is root's (mail_owner cannot rename pid/ away) and its queues
+    # mail_owner's alone, as postfix-files has them; data_directory mail_owner 0700.
+    assert owners_mode(spool) == (0, 0, 0o755)
+    pgid = pwd.getpwnam("postfix").pw_gid
+    for sub in ("segments", "journal", "slots", "corrupt", "private"):
+        assert owners_mode(spool / sub) == (owner, pgid, 0o700), sub
+    assert owners_mode(oxi.dir / "lib") == (owner, pgid, 0o700)
     assert owners_mode(SETGID_PROGRAM) == (0, postdrop, 0o2755)
     listed = as_nobody(oxi, ["ls", str(spool / "maildrop")])
     assert listed.returncode != 0

@@ -44,6 +44,7 @@ from oxipost.cli.postdrop import SETGID_PROGRAM, trusted_paths, untrusted
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.log import Logger, get_logger
 from oxipost.master.master import Master, read_pid
+from oxipost.qmgr.queue import PRIVATE_QUEUE_DIRS, QUEUE_DIRS
 
 USAGE = (
     "usage: oxipost [-c config_dir] [-Dv] start | start-fg | stop | abort | reload"
@@ -74,12 +75,12 @@ def check(cfg: Config, script: Script) -> int:
     """Create the directories the configuration names; warn as postfix check does."""
     for warning in cfg.warnings():
         script.log.warning(warning)
-    dirs = [cfg.path("queue_directory"), cfg.path("data_directory")]
+    queue = cfg.path("queue_directory")
+    dirs = [queue, cfg.path("data_directory")]
     maillog = cfg.get("maillog_file")
     if maillog:
         dirs.append(os.path.dirname(os.path.abspath(maillog)))
-    for sub in ("pid", "public", "private", "maildrop"):
-        dirs.append(os.path.join(cfg.path("queue_directory"), sub))
+    dirs += [os.path.join(queue, sub) for sub in QUEUE_DIRS]
     for d in dirs:
         try:
             os.makedirs(d, exist_ok=True)
@@ -102,18 +103,25 @@ def check(cfg: Config, script: Script) -> int:
             group = _setgid_group(cfg.get("setgid_group"))
         except KeyError as e:
             return script.fatal(f"unknown setgid_group group: {e.args[0]}")
-        # Except pid/, root's as in Postfix's postfix-files (master keeps its files there),
-        # and what local users' postdrop writes into maildrop/ (theirs, as in Postfix).
-        queue = cfg.path("queue_directory")
+        # Except, as in Postfix's postfix-files: queue_directory itself and pid/, root's
+        # (master keeps its files in pid/, and the privileged agents read master.cf's copy
+        # there: a mail_owner able to rename pid/ away could hand them another), and what
+        # local users' postdrop writes into maildrop/ (theirs).
         pid_dir, maildrop, public = (os.path.join(queue, d) for d in ("pid", "maildrop", "public"))
-        for top in (queue, cfg.path("data_directory")):
+        data = cfg.path("data_directory")
+        for top in (queue, data):
             for root, subdirs, files in os.walk(top):
                 if root in (pid_dir, maildrop):
                     subdirs.clear()
                     continue
                 for name in [root] + [os.path.join(root, n) for n in subdirs + files]:
-                    if name not in (pid_dir, maildrop):
+                    if name not in (queue, pid_dir, maildrop):
                         os.lchown(name, pw.pw_uid, pw.pw_gid)
+        os.chown(queue, 0, 0)
+        for path, mode in ((queue, 0o755), (pid_dir, 0o755), (data, 0o700)):
+            os.chmod(path, mode)
+        for sub in PRIVATE_QUEUE_DIRS:
+            os.chmod(os.path.join(queue, sub), 0o700)
         for path, mode in ((maildrop, 0o1730), (public, 0o710)):
             os.chown(path, pw.pw_uid, group)
             os.chmod(path, mode)

@@ -109,10 +109,17 @@ def _pack(obj: dict[str, object]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+# The directories in queue_directory: the queues mail_owner's alone, as Postfix's
+# active/incoming/deferred/corrupt... (postfix-files: mail_owner 0700).
+PRIVATE_QUEUE_DIRS = ("segments", "journal", "slots", "corrupt", "private")
+QUEUE_DIRS = (*PRIVATE_QUEUE_DIRS, "maildrop", "pid", "public")
+
+
 def queue_dirs(cfg: Config) -> str:
-    """Create the queue's directories; return queue_directory (absolute)."""
+    """Create the queue's directories; return queue_directory (absolute). postfix check
+    makes them all, as root, since queue_directory is root's."""
     top = cfg.path("queue_directory")
-    for sub in ("segments", "journal", "slots", "maildrop", "pid", "public", "private"):
+    for sub in QUEUE_DIRS:
         os.makedirs(os.path.join(top, sub), exist_ok=True)
     return top
 
