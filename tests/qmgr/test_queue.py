@@ -4,7 +4,9 @@ queue level; the SMTP-level versions of 1, 2, 3, 7 and 8 belong with smtpd)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +128,9 @@ def test_damaged_segment_goes_to_corrupt_and_mail_flows(cfg, damage):  # catalog
     (seg,) = seg_dir.iterdir()
     data = bytearray(seg.read_bytes())
     first_len = int.from_bytes(data[0:4], "little")
+    at = [0]
+    while len(at) < 5:
+        at.append(at[-1] + 8 + int.from_bytes(data[at[-1] : at[-1] + 4], "little"))
     if damage == "truncate":
         data = data[:-7]
     elif damage == "flip-middle":
@@ -136,15 +141,26 @@ def test_damaged_segment_goes_to_corrupt_and_mail_flows(cfg, damage):  # catalog
         data[8 : 8 + first_len] = bytes(first_len)
     seg.write_bytes(bytes(data))
     st = QueueState(cfg, lock=True)
-    if damage == "truncate":
-        # A torn tail was never acknowledged: dropped quietly, the rest intact.
-        assert set(st.messages) == set(ids[:4])
-        assert not st.problems
-    else:
-        assert st.problems, "damage must be reported"
-        assert seg.name in st.corrupt_segments
-        st.reclaim()
-        assert seg.exists(), "a segment with damaged records is kept for inspection"
+    # The last record cut short by the end of the file, its writer gone: a torn write or a
+    # committed record truncated since, which the format cannot tell apart; it used to be
+    # dropped quietly. Damage in the first record costs that record only, a huge length
+    # field too (it used to cost every record after it).
+    damaged, offset, end = (
+        (ids[4], at[4], len(data)) if damage == "truncate" else (ids[0], 0, at[1])
+    )
+    assert set(st.messages) == set(ids) - {damaged}
+    assert len(st.problems) == 2, st.problems
+    assert re.fullmatch(
+        rf"segments/{seg.name}: corrupt record at offset {offset}: .+", st.problems[0]
+    ), st.problems
+    saved = f"corrupt/{seg.name}.{offset}"
+    assert st.problems[1] == (
+        f'saving corrupt record at offset {offset} of "segments/{seg.name}" to "{saved}"'
+    )
+    assert (Path(cfg.path("queue_directory")) / saved).read_bytes() == bytes(data[offset:end])
+    assert seg.name in st.corrupt_segments
+    st.reclaim()
+    assert seg.exists(), "a segment with damaged records is kept for inspection"
     # Other mail keeps flowing.
     q = Queue.open(cfg, "after")
     qid = q.enqueue_sync(env(9), b"Subject: after\r\n\r\nok\r\n")
@@ -186,7 +202,8 @@ def test_refresh_reports_a_damaged_record_once_and_keeps_its_segment(cfg, tmp_pa
 
     assert st.refresh() == [good]
     warning = (
-        f"postfix/qmgr[{os.getpid()}]: warning: {seg}: corrupt record at offset 0: bad checksum"
+        f"postfix/qmgr[{os.getpid()}]: warning: segments/{seg.name}: corrupt record at offset 0: "
+        "bad checksum"
     )
     assert maillog.read_text().count(warning) == 1, maillog.read_text()
     assert seg.name in st.corrupt_segments
@@ -199,7 +216,7 @@ def test_refresh_reports_a_damaged_record_once_and_keeps_its_segment(cfg, tmp_pa
     assert seg.exists(), "a segment with damaged records is kept for inspection"
     st.close()
     again = QueueState(cfg, lock=True)
-    assert again.problems == [f"{seg}: corrupt record at offset 0: bad checksum"]
+    assert again.problems[0] == f"segments/{seg.name}: corrupt record at offset 0: bad checksum"
     assert again.messages == {}
     assert seg.exists()
     again.close()
@@ -218,6 +235,9 @@ def test_refresh_is_quiet_about_a_commit_in_progress(cfg, tmp_path):
 
     maillog = tmp_path / "maillog"
     st = QueueState(cfg, lock=True, log=Logger("qmgr", maillog_file=str(maillog)))
+    # The segment's writer is alive: it holds its slot.
+    slot = os.open(Path(cfg.path("queue_directory")) / "slots" / "00.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(slot, fcntl.LOCK_EX)
     seg = Path(cfg.path("queue_directory")) / "segments" / staged.name
     # The second record cut inside its header, then inside its payload.
     seg.write_bytes(data[: second_at + 3])
@@ -228,6 +248,19 @@ def test_refresh_is_quiet_about_a_commit_in_progress(cfg, tmp_path):
     assert st.refresh() == [second]
     assert not maillog.exists() or maillog.read_text() == ""
     assert st.problems == [] and st.corrupt_segments == {}
+
+    # A tail cut short that stays so once its writer is gone is final: reported.
+    third = enqueue_many(load_config(str(staging)), 1)
+    (later,) = sorted((staging / "queue" / "segments").iterdir())[1:]
+    cut = later.read_bytes()[:-5]
+    seg = seg.with_name(later.name)
+    seg.write_bytes(cut)
+    assert st.refresh() == []
+    os.close(slot)
+    assert st.refresh() == [], third
+    log = maillog.read_text()
+    assert f"warning: segments/{seg.name}: corrupt record at offset 0: record cut short" in log
+    assert (Path(cfg.path("queue_directory")) / "corrupt" / f"{seg.name}.0").read_bytes() == cut
     st.close()
 
 
@@ -268,7 +301,14 @@ def test_sigkill_writer_never_loses_acknowledged_mail(cfg, tmp_path):  # catalog
     assert not missing
     for qid, n in acknowledged.items():
         assert state.load(qid)[1] == content(n)
-    assert not state.problems
+    # A kill inside a write may leave a batch cut short (never acknowledged): reported, as a
+    # committed record truncated since would be, and never anything else.
+    for problem in state.problems:
+        assert re.fullmatch(
+            r"segments/\S+: corrupt record at offset \d+: record (header )?cut short .*"
+            r'|saving corrupt record at offset \d+ of "segments/\S+" to "corrupt/\S+"',
+            problem,
+        ), state.problems
     state.close()
 
 
@@ -524,3 +564,40 @@ def test_unreadable_segment_is_skipped_kept_and_read_later(cfg):
     assert set(again.messages) == {listed, partly, deferred}
     assert again.messages[partly].done == {0}
     assert again.messages[deferred].state == "deferred"
+
+
+def test_journal_damage_is_warned_about_and_redelivery_said(cfg):
+    """A journal record damaged (at the end of its file, followed by zeros, as a torn write
+    looks) or a journal file that cannot be read loses the state changes it holds: the mail
+    comes back as before them and may be delivered again, which is the safe outcome and
+    is said in the warning, with the damaged bytes saved under corrupt/."""
+    (qid,) = enqueue_many(cfg, 1)
+    st = QueueState(cfg, lock=True)
+    st.move(qid, "hold")
+    st.close()
+    journal = Path(cfg.path("queue_directory")) / "journal"
+    (path,) = journal.glob("state-*.seg")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data) + bytes(512))
+    again = "the deliveries it records may be made again"
+    st = QueueState(cfg, lock=True)
+    assert st.messages[qid].state == "incoming"
+    assert len(st.problems) == 2, st.problems
+    assert st.problems[0].startswith(f"journal/{path.name}: corrupt record at offset ")
+    assert st.problems[0].endswith(f": bad checksum; {again}")
+    offset = int(st.problems[0].split()[5][:-1])
+    saved = f"corrupt/{path.name}.{offset}"
+    assert st.problems[1] == (
+        f'saving corrupt record at offset {offset} of "journal/{path.name}" to "{saved}"'
+    )
+    assert (Path(cfg.path("queue_directory")) / saved).read_bytes() == bytes(data[offset:])
+    st.close()
+
+    (current,) = journal.glob("state-*.seg")
+    unreadable = current.with_name("state-00000000.seg")
+    unreadable.mkdir()
+    st = QueueState(cfg, lock=True)
+    assert st.problems == [f"{unreadable}: Is a directory; skipping; {again}"]
+    assert unreadable.exists(), "kept for when it reads again"
+    st.close()

@@ -426,3 +426,43 @@ def test_a_read_error_keeps_the_message_queued_damage_goes_to_corrupt(tmp_path, 
     log = wait_log(cfg, rf"{later}: removed")
     assert re.search(rf"{later}: to=<later@example.net>, .*status=sent", log), log
     stop(p)
+
+
+def test_damaged_last_record_is_warned_about_and_kept(tmp_path, qmgr_proc):
+    """The last record of a segment damaged after its commit, followed by the preallocated
+    zeros (what a torn write looks like too), used to be dropped without a word at replay.
+    qmgr warns about it in the maillog, saves its bytes under corrupt/, and delivers the
+    rest of the mail (catalogue 6)."""
+    cfg = make_conf(tmp_path, "default_transport = discard\nqueue_run_delay = 3600s\n")
+    q = Queue.open(cfg, writer="test")
+    try:
+        env = Envelope("a@example.org", [Recipient("r@example.net")], time.time())
+        qids = [q.enqueue_sync(env, MESSAGE) for _ in range(3)]
+    finally:
+        q.close()
+    (seg,) = (Path(cfg.path("queue_directory")) / "segments").iterdir()
+    data = bytearray(seg.read_bytes())
+    last = 8 + int.from_bytes(data[0:4], "little")
+    last += 8 + int.from_bytes(data[last : last + 4], "little")
+    data[-20] ^= 0xFF
+    seg.write_bytes(bytes(data) + bytes(4096))
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    log = wait_log(cfg, rf"{qids[1]}: removed")
+    assert re.search(rf"{qids[0]}: removed", log), log
+    name = f"segments/{seg.name}"
+    assert re.search(
+        rf"postfix/qmgr\[\d+\]: warning: {name}: corrupt record at offset {last}: bad checksum$",
+        log,
+        re.M,
+    ), log
+    assert (
+        f'warning: saving corrupt record at offset {last} of "{name}" to '
+        f'"corrupt/{seg.name}.{last}"' in log
+    ), log
+    saved = Path(cfg.path("queue_directory")) / "corrupt" / f"{seg.name}.{last}"
+    assert saved.read_bytes() == bytes(data[last:])
+    assert qids[2] not in log
+    assert p.poll() is None
+    stop(p)
+    assert seg.exists(), "the segment is kept with its damage"

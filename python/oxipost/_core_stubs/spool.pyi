@@ -27,9 +27,11 @@ class Writer:
 def scan(
     path: str,
     start: int = 0,
-) -> tuple[list[tuple[int, bytes]], int | None, list[tuple[int, str]]]:
-    """(records [(offset, payload)], torn tail offset or None, corrupt [(offset, why)]),
-    reading from `start`: 0, or the end of a record an earlier scan returned."""
+) -> tuple[list[tuple[int, bytes]], tuple[int, int, str] | None, list[tuple[int, int, str]]]:
+    """(records [(offset, payload)], tail or None, corrupt [damage]), each damage
+    (offset, length, why), reading from `start`: 0, or the end of a record an earlier scan
+    returned. The tail has no good record after it: a torn write, a commit in progress, or
+    a committed record damaged since."""
 
 def read_record(path: str, offset: int) -> bytes:
     """The payload of the record at `offset`; CorruptError when it fails its checks."""

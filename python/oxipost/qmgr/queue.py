@@ -9,11 +9,18 @@
 
 Postfix's queues are states here: incoming, active, deferred, hold, corrupt. A message is
 `incoming` when its record is committed; the journal moves it on. Recovery replays segments
-then journal; a torn tail was never acknowledged and is dropped; any other damaged record is
-logged and its segment kept for inspection, by replay and by a refresh alike (a message whose
-record turns out damaged when it is loaded goes to `corrupt`); messages `active` at a crash
-go back to `incoming` (a delivery may repeat; none is lost). A torn tail a refresh meets is a
-commit in progress: it is read again, whole, by a later one.
+then journal; messages `active` at a crash go back to `incoming` (a delivery may repeat; none
+is lost).
+
+Damage is never dropped silently, by replay and by a refresh alike. A record that fails its
+checks is logged, its bytes are copied to `corrupt/SEGMENT.OFFSET` (Postfix's corrupt queue:
+kept for the administrator; a message whose record turns out damaged only when it is loaded
+goes to the `corrupt` state) and its segment is kept. That includes the damaged tail of a
+segment whose writer is gone: the format cannot tell a torn write that was never
+acknowledged from a committed record damaged since (the core's scan docs), so it is
+reported, where it used to be dropped without a word. The tail of a segment a live writer
+still appends to is a commit in progress: nothing is reported, and a later refresh reads it
+whole (or reports it, once its writer is gone).
 
 Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
     message  {"t": "m", "id", "env": {...}, "c": content}
@@ -26,9 +33,20 @@ A segment that cannot be read (EIO, not a regular file, no permission) is skippe
 tried again by every refresh; the journal records of messages it may hold are kept until it
 reads, so its mail comes back in the state it had.
 
+A journal file that cannot be read, or a damaged journal record, loses the state changes it
+held: the messages concerned come back as they were before them, and deliveries they record
+may be made again (Postfix too redelivers rather than loses: a queue file whose recipients
+were not yet marked done is delivered to them again). This is logged as a warning saying so.
+
 Diagnostics: QueueWriteError (smtpd answers "451 4.3.0 Error: queue file write error"),
-QueueBusy (a second state writer), and log lines `warning: ...: corrupt record ...` and
-`warning: PATH: STRERROR; skipping` (an unreadable segment).
+QueueBusy (a second state writer), and warnings, with queue_directory-relative names as
+Postfix's:
+    segments/SEG: corrupt record at offset N: WHY
+    saving corrupt record at offset N of "segments/SEG" to "corrupt/SEG.N"
+    journal/state-SEQ.seg: corrupt record at offset N: WHY; the deliveries it records may be
+        made again
+    PATH: STRERROR; skipping                  (an unreadable segment)
+    PATH: STRERROR; skipping; the deliveries it records may be made again   (journal)
 """
 
 from __future__ import annotations
@@ -46,6 +64,7 @@ import msgpack
 
 from oxipost import _core, runloop
 from oxipost.config import Config
+from oxipost.durable import write_atomically
 from oxipost.envelope import Envelope, Recipient, envelope_from_dict, envelope_to_dict
 from oxipost.log import Logger
 
@@ -284,6 +303,25 @@ def _segments(top: str) -> Iterator[re.Match[str]]:
             yield m
 
 
+class _Appended:
+    """The segments live writers still append to, looked up once per pass and only when a
+    scan meets a tail (a look opens every slot's lock). A read-only user (mailq) cannot
+    tell and leaves tails to the state writer: every segment counts as appended."""
+
+    def __init__(self, state: QueueState) -> None:
+        self._state = state
+        self._names: set[str] | None = None
+
+    def names(self) -> set[str]:
+        if self._names is None:
+            state = self._state
+            if state._lock_fd >= 0:
+                self._names = state._still_appended(_newest_seqs(state.top))
+            else:
+                self._names = {m.group(0) for m in _segments(state.top)}
+        return self._names
+
+
 def _newest_seqs(top: str) -> dict[str, int]:
     """Per writer, the sequence number of its newest segment."""
     newest: dict[str, int] = {}
@@ -365,27 +403,34 @@ class QueueState:
 
     def _replay(self) -> None:
         seg_dir = os.path.join(self.top, "segments")
+        appended = _Appended(self)
         for m in _segments(self.top):
             path = os.path.join(seg_dir, m.group(0))
             try:
-                records, _torn, corrupt = spool.scan(path)
+                records = self._scan_segment(m.group(0), path, appended, self.problems.append)
             except OSError as e:
                 self._skip_unreadable(m.group(0), path, e, self.problems.append)
                 continue
-            for offset, why in corrupt:
-                self._damaged(m.group(0), path, offset, why, self.problems.append)
             for offset, payload in records:
                 self._apply_message(m.group(0), offset, payload, path, self.problems.append)
             self._mark_read(m.group(0), records)
         for path in self._journal_files():
+            # The journal is written behind (write_behind): a state change lost with it costs
+            # a repeated delivery, never a lost message, so redelivery is the outcome here.
+            again = "the deliveries it records may be made again"
             try:
-                records, _torn, corrupt = spool.scan(path)
+                records, tail, corrupt = spool.scan(path)
             except OSError as e:
-                self.problems.append(f"{path}: {_strerror(e)}; skipping")
+                self.problems.append(f"{path}: {_strerror(e)}; skipping; {again}")
                 self._unread_journals.add(path)
                 continue
-            for offset, why in corrupt:
-                self.problems.append(f"{path}: corrupt record at offset {offset}: {why}")
+            # Its writer (a previous state writer: this process holds the lock) is gone, so
+            # a damaged tail is final, as in a segment.
+            for offset, length, why in [*corrupt, *([tail] if tail else [])]:
+                rel = f"journal/{os.path.basename(path)}"
+                self.problems.append(f"{rel}: corrupt record at offset {offset}: {why}; {again}")
+                if self._lock_fd >= 0:
+                    self.problems.append(self._save_damage(rel, path, offset, length))
             for _offset, payload in records:
                 self._apply_journal(payload)
         for info in self.messages.values():
@@ -393,16 +438,58 @@ class QueueState:
                 # Active at a crash: schedule again (a delivery may repeat; none is lost).
                 info.state = "incoming"
 
+    def _scan_segment(
+        self, name: str, path: str, appended: _Appended, report: Callable[[str], object]
+    ) -> list[tuple[int, bytes]]:
+        """The good records of a segment from where the last read stopped, its damage
+        reported (OSError when it cannot be read)."""
+        records, tail, corrupt = spool.scan(path, self._read_to.get(name, 0))
+        reported = self.corrupt_segments.get(name, set())
+        if tail is not None and tail[0] not in reported and name not in appended.names():
+            # Its writer is gone, so the tail is final; but it may have been a commit
+            # completed between the scan and the look at the writers: read it again.
+            more, tail, corrupt_more = spool.scan(path, tail[0])
+            records, corrupt = records + more, corrupt + corrupt_more
+            if tail is not None:
+                corrupt.append(tail)
+        for offset, length, why in corrupt:
+            self._damaged(name, path, offset, length, why, report)
+        return records
+
     def _damaged(
-        self, segment: str, path: str, offset: int, why: str, report: Callable[[str], object]
+        self,
+        segment: str,
+        path: str,
+        offset: int,
+        length: int,
+        why: str,
+        report: Callable[[str], object],
     ) -> None:
-        """A damaged record: reported once, and its segment kept for inspection (Postfix
-        moves a damaged queue file to the corrupt queue; a record whose queue ID cannot be
-        trusted has no message to move)."""
+        """A damaged record: reported once, its bytes copied to the corrupt directory and its
+        segment kept (Postfix moves a damaged queue file to the corrupt queue; a record whose
+        queue ID cannot be trusted has no message to move)."""
         seen = self.corrupt_segments.setdefault(segment, set())
         if offset not in seen:
             seen.add(offset)
-            report(f"{path}: corrupt record at offset {offset}: {why}")
+            rel = f"segments/{segment}"
+            report(f"{rel}: corrupt record at offset {offset}: {why}")
+            if self._lock_fd >= 0:
+                report(self._save_damage(rel, path, offset, length))
+
+    def _save_damage(self, rel: str, path: str, offset: int, length: int) -> str:
+        """Copy damaged bytes to corrupt/ (durably: the segment may be reclaimed by a later
+        version, or removed by hand); the line to log."""
+        saved = f"corrupt/{os.path.basename(rel)}.{offset}"
+        target = os.path.join(self.top, saved)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            write_atomically(target, data, 0o600)
+        except OSError as e:
+            return f'cannot save corrupt record at offset {offset} of "{rel}": {_strerror(e)}'
+        return f'saving corrupt record at offset {offset} of "{rel}" to "{saved}"'
 
     def _apply_message(
         self,
@@ -421,7 +508,8 @@ class QueueState:
             env = envelope_from_dict(rec["env"])
             size = len(rec["c"])
         except Exception as e:
-            self._damaged(segment, path, offset, type(e).__name__, report)
+            length = _FRAME_HEADER + len(payload)
+            self._damaged(segment, path, offset, length, type(e).__name__, report)
             return None
         self.messages[qid] = MessageInfo(
             qid, segment, offset, size, env.arrival_time, env.sender, env.recipients
@@ -622,19 +710,16 @@ class QueueState:
         for gone in self.unreadable.keys() - set(names):
             del self.unreadable[gone]
         report = self.log.warning if self.log is not None else self.problems.append
+        appended = _Appended(self)
         for name in names:
             path = os.path.join(seg_dir, name)
             try:
-                records, _torn, corrupt = spool.scan(path, self._read_to.get(name, 0))
+                records = self._scan_segment(name, path, appended, report)
             except OSError as e:
                 # The other segments' mail goes on; this one is tried again next pass.
                 self._skip_unreadable(name, path, e, report)
                 continue
             self.unreadable.pop(name, None)
-            # A torn tail is a writer's commit in progress, read whole by a later pass; a
-            # damaged record is reported as replay reports it, and keeps its segment.
-            for offset, why in corrupt:
-                self._damaged(name, path, offset, why, report)
             for offset, payload in records:
                 qid = self._apply_message(name, offset, payload, path, report, keep=True)
                 if qid is not None and self._orphans:

@@ -102,7 +102,8 @@ pub mod spool {
     }
 
     /// Scans a segment from `start` (0, or the end of a record an earlier scan returned):
-    /// `(records [(offset, payload)], torn_at or None, corrupt [(offset, why)])`.
+    /// `(records [(offset, payload)], tail or None, corrupt [damage])`, each damage
+    /// `(offset, length, why)`: the tail has no good record after it (see the core's docs).
     #[pyfunction]
     #[pyo3(signature = (path, start = 0))]
     #[allow(clippy::type_complexity)]
@@ -113,8 +114,8 @@ pub mod spool {
     ) -> Result<
         (
             Vec<(u64, Bound<'py, PyBytes>)>,
-            Option<u64>,
-            Vec<(u64, String)>,
+            Option<(u64, u64, String)>,
+            Vec<(u64, u64, String)>,
         ),
         PyCoreError,
     > {
@@ -124,7 +125,12 @@ pub mod spool {
             .iter()
             .map(|(off, p)| (*off, PyBytes::new(py, p)))
             .collect();
-        Ok((records, report.torn_at, report.corrupt))
+        let damage = |d: core::Damage| (d.offset, d.len, d.why);
+        Ok((
+            records,
+            report.tail.map(damage),
+            report.corrupt.into_iter().map(damage).collect(),
+        ))
     }
 
     /// Reads the record whose header is at `offset`; CorruptError if it fails its checks.

@@ -12,12 +12,13 @@
 //!
 //! A failed batch is cut off again (`ftruncate` to the last committed length), so nothing
 //! of it survives to be mistaken for acknowledged mail; if even that fails, the writer moves
-//! to a fresh segment. Recovery (`scan`) drops a torn tail (it was never acknowledged) and
-//! reports any other bad record as corrupt, then goes on.
+//! to a fresh segment. Recovery (`scan`) reports every damaged record with its bytes' extent,
+//! a torn tail apart from damage in the middle (see `scan`'s docs for why the format cannot
+//! prove a tail was never acknowledged), and goes on at the next good record.
 
 mod scan;
 
-pub use scan::{read_record, scan, scan_from, ScanReport};
+pub use scan::{read_record, scan, scan_from, Damage, ScanReport};
 
 use crate::event::{signal, EventFd};
 use crate::{CoreError, CoreResult};

@@ -1,20 +1,56 @@
 //! Reading segments back: recovery scans and single-record reads.
+//!
+//! # What a scan skips, and why it is reported
+//!
+//! A writer appends each batch with one `write` and makes it durable with one `fdatasync`
+//! before it acknowledges any record of it, and it never writes again into a segment once
+//! its process is gone (a new process starts a new segment). So a crash can only leave one
+//! batch half-written, the last of its writer's newest segment: a record cut short by the
+//! end of the file, or one whose checksum fails because some of its blocks never reached
+//! the disk (blocks that were never written read back as zeros). Such a torn tail was never
+//! acknowledged, and dropping it loses nothing.
+//!
+//! The format cannot prove it, though: the same bytes are what a committed record looks like
+//! after a file system truncated the file or zeroed its last blocks, and a committed record
+//! whose bytes were damaged later and happen to be the last ones before the preallocated
+//! zeros fails its checksum just like a torn write. The scan therefore reports a tail it
+//! cannot read, as [`ScanReport::tail`], as it reports damage in the middle, and leaves the
+//! decision to its caller, who knows whether the segment's writer is still appending (then
+//! the tail is a commit in progress, read again later) or gone (then it is reported and its
+//! bytes kept: a record that may have been acknowledged is never dropped without a word).
+//! Only zeros after the last good record (preallocated space a crash exposed) are no damage.
+//!
+//! After a damaged record the scan goes on at the next good record: where the damaged
+//! record's length says it ends if a good record starts there, else at the first offset
+//! where a whole record with a valid checksum starts. One bad length field thus costs one
+//! record, not the rest of the segment.
 
 use super::{HEADER, MAX_RECORD};
 use crate::{CoreError, CoreResult};
 use std::fs;
 use std::path::Path;
 
+/// Bytes a scan could not read as a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the damaged bytes start (the header of the record that fails its checks).
+    pub offset: u64,
+    /// How many bytes, up to the next good record (or the last non-zero byte of the file).
+    pub len: u64,
+    /// Why the record at `offset` was refused.
+    pub why: String,
+}
+
 /// What a scan of one segment found.
 #[derive(Debug, Default)]
 pub struct ScanReport {
     /// Every good record: (offset of its header, payload).
     pub records: Vec<(u64, Vec<u8>)>,
-    /// Where a torn tail starts (a write that never completed, so never acknowledged).
-    pub torn_at: Option<u64>,
-    /// Damaged records that were not at the tail: (offset, why). Their messages go to
-    /// `corrupt`; the scan goes on after each one when its length can be trusted.
-    pub corrupt: Vec<(u64, String)>,
+    /// Damaged bytes with no good record after them: a torn write (never acknowledged), a
+    /// commit still in progress, or a committed record damaged since; see the module docs.
+    pub tail: Option<Damage>,
+    /// Damaged records with good records after them: written, and damaged since.
+    pub corrupt: Vec<Damage>,
 }
 
 fn header(data: &[u8], at: usize) -> Option<(usize, u32)> {
@@ -46,55 +82,72 @@ pub fn scan_from(path: &Path, start: u64) -> CoreResult<ScanReport> {
     for (offset, _) in &mut report.records {
         *offset += start;
     }
-    for (offset, _) in &mut report.corrupt {
-        *offset += start;
-    }
-    if let Some(at) = &mut report.torn_at {
-        *at += start;
+    for damage in report.corrupt.iter_mut().chain(report.tail.as_mut()) {
+        damage.offset += start;
     }
     Ok(report)
+}
+
+/// Checks the record whose header is at `at`: its length, or why it is refused.
+fn check(data: &[u8], at: usize) -> Result<usize, String> {
+    let Some((len, crc)) = header(data, at) else {
+        return Err("record header cut short by the end of the file".to_string());
+    };
+    if len == 0 {
+        return Err("empty record".to_string());
+    }
+    if len > MAX_RECORD {
+        return Err(format!("record length {len} too large"));
+    }
+    let Some(payload) = data.get(at + HEADER..at + HEADER + len) else {
+        return Err(format!(
+            "record cut short by the end of the file ({} of {len} bytes)",
+            data.len() - at - HEADER
+        ));
+    };
+    if crc32c::crc32c(payload) != crc {
+        return Err("bad checksum".to_string());
+    }
+    Ok(len)
 }
 
 /// Scans segment contents (the file's bytes).
 pub fn scan_bytes(data: &[u8]) -> ScanReport {
     let mut report = ScanReport::default();
+    // Zeros after the last non-zero byte are preallocated space a crash exposed, or the
+    // unwritten blocks of a torn write: not records, and nothing of anyone's.
+    let used = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let mut at = 0usize;
-    while at < data.len() {
-        let Some((len, crc)) = header(data, at) else {
-            report.torn_at = Some(at as u64);
-            break;
+    while at < used {
+        let why = match check(data, at) {
+            Ok(len) => {
+                report
+                    .records
+                    .push((at as u64, data[at + HEADER..at + HEADER + len].to_vec()));
+                at += HEADER + len;
+                continue;
+            }
+            Err(why) => why,
         };
-        if len == 0 && data[at..].iter().all(|&b| b == 0) {
-            // Zeros after the last record: preallocated space a crash exposed.
-            report.torn_at = Some(at as u64);
-            break;
-        }
-        let end = at + HEADER + len;
-        if len > MAX_RECORD {
-            report
-                .corrupt
-                .push((at as u64, format!("record length {len} too large")));
-            break;
-        }
-        if end > data.len() {
-            report.torn_at = Some(at as u64);
-            break;
-        }
-        let payload = &data[at + HEADER..end];
-        if crc32c::crc32c(payload) != crc {
-            let rest_is_blank = data[end..].iter().all(|&b| b == 0);
-            if rest_is_blank {
-                // The last record of the file did not reach the disk whole: never committed.
-                report.torn_at = Some(at as u64);
+        let claimed = header(data, at)
+            .map(|(len, _)| at + HEADER + len)
+            .filter(|&end| end < used && check(data, end).is_ok());
+        let next = claimed.or_else(|| (at + 1..used).find(|&p| check(data, p).is_ok()));
+        let damage = Damage {
+            offset: at as u64,
+            len: (next.unwrap_or(used) - at) as u64,
+            why,
+        };
+        match next {
+            Some(next) => {
+                report.corrupt.push(damage);
+                at = next;
+            }
+            None => {
+                report.tail = Some(damage);
                 break;
             }
-            report.corrupt.push((at as u64, "bad checksum".to_string()));
-        } else if len == 0 {
-            report.corrupt.push((at as u64, "empty record".to_string()));
-        } else {
-            report.records.push((at as u64, payload.to_vec()));
         }
-        at = end;
     }
     report
 }

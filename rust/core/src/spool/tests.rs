@@ -22,7 +22,7 @@ fn group_commit_round_trip() {
     let report = scan(&dir.join(segment_name("w1", 1))).unwrap();
     assert_eq!(report.records.len(), 100);
     assert_eq!(report.records[7].1, b"message 7");
-    assert!(report.torn_at.is_none() && report.corrupt.is_empty());
+    assert!(report.tail.is_none() && report.corrupt.is_empty());
     let loc = done[42].result.as_ref().unwrap();
     let path = dir.join(segment_name("w1", loc.seq));
     assert_eq!(read_record(&path, loc.offset).unwrap(), b"message 42");
@@ -47,7 +47,7 @@ fn scan_from_reads_only_what_follows() {
     w.close();
     let next = scan_from(&path, end).unwrap();
     assert_eq!(next.records, vec![(end, b"later".to_vec())]);
-    assert!(next.torn_at.is_none() && next.corrupt.is_empty());
+    assert!(next.tail.is_none() && next.corrupt.is_empty());
     assert_eq!(read_record(&path, end).unwrap(), b"later");
 }
 
@@ -64,32 +64,106 @@ fn rotates_segments_at_the_limit() {
     assert!(segs >= 4, "{segs} segments");
 }
 
+fn payloads(r: &ScanReport) -> Vec<&[u8]> {
+    r.records.iter().map(|(_, p)| p.as_slice()).collect()
+}
+
+/// `names` framed one after another, then `zeros` bytes of preallocated space; with the
+/// offset of each record's header.
+fn segment(names: &[&str], zeros: usize) -> (Vec<u8>, Vec<usize>) {
+    let mut data = Vec::new();
+    let mut offsets = Vec::new();
+    for name in names {
+        offsets.push(data.len());
+        data.extend(frame(name.as_bytes()));
+    }
+    data.extend(vec![0u8; zeros]);
+    (data, offsets)
+}
+
 #[test]
-fn torn_tail_is_dropped_not_corrupt() {
+fn torn_tail_is_reported_as_the_tail_not_in_the_middle() {
     let mut data = frame(b"one");
     data.extend(frame(b"two"));
     let whole = data.len();
     data.extend(&frame(b"three")[..6]);
     let r = scan_bytes(&data);
-    assert_eq!(r.records.len(), 2);
-    assert_eq!(r.torn_at, Some(whole as u64));
+    assert_eq!(payloads(&r), vec![&b"one"[..], b"two"]);
+    let tail = r.tail.expect("the cut record is reported");
+    assert_eq!((tail.offset, tail.len), (whole as u64, 6));
+    assert_eq!(tail.why, "record header cut short by the end of the file");
     assert!(r.corrupt.is_empty());
 }
 
 #[test]
-fn bad_checksum_at_the_end_is_torn_in_the_middle_is_corrupt() {
-    let mut last = frame(b"one");
-    let n = last.len();
-    last[n - 1] ^= 0xff;
-    assert_eq!(scan_bytes(&last).torn_at, Some(0));
+fn a_damaged_last_record_followed_by_zeros_is_reported_with_its_bytes() {
+    // The case that was dropped silently: the last record's checksum fails and only the
+    // preallocated zeros follow. It may have been acknowledged: it is reported.
+    let (mut data, at) = segment(&["one", "two", "three"], 4096);
+    data[at[2] + HEADER + 1] ^= 0xff;
+    let r = scan_bytes(&data);
+    assert_eq!(payloads(&r), vec![&b"one"[..], b"two"]);
+    assert_eq!(
+        r.tail,
+        Some(Damage {
+            offset: at[2] as u64,
+            len: frame(b"three").len() as u64,
+            why: "bad checksum".to_string(),
+        })
+    );
+    assert!(r.corrupt.is_empty());
 
-    let mut mid = frame(b"one");
-    mid[HEADER] ^= 0xff;
-    mid.extend(frame(b"two"));
+    // Not followed by zeros: the same.
+    let (mut bare, at) = segment(&["one", "three"], 0);
+    bare[at[1] + HEADER] ^= 0xff;
+    let r = scan_bytes(&bare);
+    assert_eq!(payloads(&r), vec![&b"one"[..]]);
+    assert_eq!(r.tail.map(|d| d.offset), Some(at[1] as u64));
+}
+
+#[test]
+fn a_length_pointing_past_the_end_in_the_middle_costs_one_record() {
+    // The length field of a record in the middle damaged to run past the end of the file:
+    // it read as a torn tail, and every record after it was dropped without a word.
+    for zeros in [0, 4096] {
+        let (mut data, at) = segment(&["one", "two", "three", "four"], zeros);
+        data[at[1]..at[1] + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
+        let r = scan_bytes(&data);
+        assert_eq!(
+            payloads(&r),
+            vec![&b"one"[..], b"three", b"four"],
+            "{zeros}"
+        );
+        assert_eq!(
+            r.corrupt,
+            vec![Damage {
+                offset: at[1] as u64,
+                len: (at[2] - at[1]) as u64,
+                why: format!(
+                    "record cut short by the end of the file ({} of 1000000 bytes)",
+                    data.len() - at[1] - HEADER
+                ),
+            }]
+        );
+        assert!(r.tail.is_none());
+    }
+}
+
+#[test]
+fn bad_checksum_in_the_middle_is_corrupt_and_the_rest_comes_back() {
+    let (mut mid, at) = segment(&["one", "two", "three"], 64);
+    mid[at[0] + HEADER] ^= 0xff;
     let r = scan_bytes(&mid);
-    assert_eq!(r.corrupt.len(), 1);
-    assert_eq!(r.records.len(), 1);
-    assert_eq!(r.records[0].1, b"two");
+    assert_eq!(
+        r.corrupt,
+        vec![Damage {
+            offset: 0,
+            len: at[1] as u64,
+            why: "bad checksum".to_string()
+        }]
+    );
+    assert_eq!(payloads(&r), vec![&b"two"[..], b"three"]);
+    assert!(r.tail.is_none());
 }
 
 #[test]
@@ -99,14 +173,41 @@ fn huge_length_and_zero_padding() {
     data.extend([0u8; 12]);
     let r = scan_bytes(&data);
     assert_eq!(r.records.len(), 1);
+    assert_eq!(
+        r.tail.unwrap().why,
+        format!("record length {} too large", u32::MAX)
+    );
+
+    // A huge length in the middle: the records after it still come back.
+    let (mut mid, at) = segment(&["ok", "bad", "after"], 32);
+    mid[at[1]..at[1] + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let r = scan_bytes(&mid);
+    assert_eq!(payloads(&r), vec![&b"ok"[..], b"after"]);
     assert_eq!(r.corrupt.len(), 1);
 
-    let mut padded = frame(b"ok");
-    padded.extend([0u8; 64]);
+    // Zeros alone after the last record are no damage.
+    let (padded, _) = segment(&["ok"], 64);
     let r = scan_bytes(&padded);
     assert_eq!(r.records.len(), 1);
-    assert!(r.corrupt.is_empty());
-    assert!(r.torn_at.is_some());
+    assert!(r.corrupt.is_empty() && r.tail.is_none());
+    assert!(scan_bytes(&[0u8; 100]).tail.is_none());
+}
+
+#[test]
+fn scan_from_reports_damage_at_file_offsets() {
+    let dir = tempdir("fromdmg");
+    let path = dir.join("x.seg");
+    let (mut data, at) = segment(&["one", "two", "three", "four"], 128);
+    data[at[1] + HEADER] ^= 0xff;
+    data[at[3] + HEADER] ^= 0xff;
+    fs::write(&path, &data).unwrap();
+    let r = scan_from(&path, at[1] as u64).unwrap();
+    assert_eq!(r.records, vec![(at[2] as u64, b"three".to_vec())]);
+    assert_eq!(
+        r.corrupt.iter().map(|d| d.offset).collect::<Vec<_>>(),
+        vec![at[1] as u64]
+    );
+    assert_eq!(r.tail.map(|d| d.offset), Some(at[3] as u64));
 }
 
 #[test]
