@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import select
 import shutil
 import socket
 import subprocess
@@ -19,10 +21,54 @@ POSTFIX_POSTCONF = "/usr/sbin/postconf"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
-def run_ours(tool: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run one of our console commands (python -m oxipost.cli.TOOL) as a real process."""
+def on_terminal(argv: list[str], executable: str | None = None) -> subprocess.CompletedProcess:
+    """Run argv with stderr on a pseudo-terminal, as an admin at a shell runs it (stdin from
+    /dev/null, stdout discarded); its stderr is what the terminal showed (CR LF back to LF)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            executable=executable,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        )
+    finally:
+        os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: nothing holds the terminal any more
+                    break
+                if not data:
+                    break
+                shown += data
+            elif proc.poll() is not None:
+                # Exited and nothing more to read (a daemon it started may hold the
+                # terminal without writing to it).
+                break
+        returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+    return subprocess.CompletedProcess(
+        argv, returncode, "", shown.decode("utf-8", "replace").replace("\r\n", "\n")
+    )
+
+
+def run_ours(
+    tool: str, *args: str, stdin: str | None = None, terminal: bool = False
+) -> subprocess.CompletedProcess:
+    """Run one of our console commands (python -m oxipost.cli.TOOL) as a real process; with
+    terminal, its stderr on a pseudo-terminal (see on_terminal)."""
+    argv = [sys.executable, "-m", f"oxipost.cli.{tool}", *args]
+    if terminal:
+        return on_terminal(argv)
     return subprocess.run(
-        [sys.executable, "-m", f"oxipost.cli.{tool}", *args],
+        argv,
         input=stdin,
         capture_output=True,
         text=True,
@@ -30,11 +76,16 @@ def run_ours(tool: str, *args: str, stdin: str | None = None) -> subprocess.Comp
     )
 
 
-def run_postfix(path: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run one of real Postfix's commands (Debian's package, installed by `make test`)."""
+def run_postfix(
+    path: str, *args: str, stdin: str | None = None, terminal: bool = False
+) -> subprocess.CompletedProcess:
+    """Run one of real Postfix's commands (Debian's package, installed by `make test`); with
+    terminal, its stderr on a pseudo-terminal (see on_terminal)."""
     if not os.path.exists(path):
         pytest.fail(f"{path} is missing: `make sysdeps` installs Debian's postfix")
     # argv[0] is the bare name, so Postfix's messages start "postconf: " as ours do.
+    if terminal:
+        return on_terminal([os.path.basename(path), *args], executable=path)
     return subprocess.run(
         [os.path.basename(path), *args],
         executable=path,

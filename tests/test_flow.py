@@ -188,7 +188,7 @@ def test_smtpd_takes_one_token_per_message(tmp_path, pipe, delay_open):
 def _qmgr_flow_count(conf: Path) -> int | None:
     """Tokens in the pipe master's qmgr child inherited (through /proc), None before it
     runs."""
-    status = run_ours("postfix", "-c", str(conf), "status")
+    status = run_ours("postfix", "-c", str(conf), "status", terminal=True)
     if status.returncode != 0:
         return None
     master = status.stderr.strip().rsplit(" ", 1)[1]

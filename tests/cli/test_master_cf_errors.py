@@ -5,7 +5,8 @@ Postfix's messages: postconf `fatal: invalid type field "X" in "LINE"` (private,
 unprivileged, chroot, wakeup, process_limit) or `fatal: file FILE: line N: bad field count`;
 postfix(1), whatever the command, stops there with postconf's line on stderr (named by its
 path, $command_directory/postconf) and `postfix/postfix-script: fatal: cannot execute
-/usr/sbin/postconf!` in the log, and signals or starts nothing.
+/usr/sbin/postconf!` in the log (and on stderr when that is a terminal), and signals or
+starts nothing.
 """
 
 from __future__ import annotations
@@ -122,28 +123,30 @@ def _log_lines(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
 @pytest.mark.parametrize("command", ["reload", "start", "check", "status"])
 @pytest.mark.parametrize(
     "master_cf",
     [BAD_ENTRIES[0], BAD_ENTRIES[4], "smtp inet n - n - - smtpd\nx bogus\n"],
     ids=["type", "wakeup", "field-count"],
 )
-def test_postfix_command_stops_where_postconf_refuses_master_cf(var_tmp, master_cf, command):
+def test_postfix_command_stops_where_postconf_refuses_master_cf(
+    var_tmp, master_cf, command, terminal
+):
     if os.geteuid() != 0:
         pytest.fail("running real Postfix's postfix(1) needs root (CI runs as root)")
     ours_log = _instance(var_tmp / "ours", master_cf)
     real_log = _instance(var_tmp / "real", master_cf)
-    ours = run_ours("postfix", "-c", str(var_tmp / "ours"), command)
-    real = run_postfix(POSTFIX, "-c", str(var_tmp / "real"), command)
+    ours = run_ours("postfix", "-c", str(var_tmp / "ours"), command, terminal=terminal)
+    real = run_postfix(POSTFIX, "-c", str(var_tmp / "real"), command, terminal=terminal)
     assert ours.returncode == real.returncode == 1
-    # Postfix's postconf line on stderr; postfix-script's own line goes there too when
-    # stderr is a terminal (ours always writes it there).
-    (postconf_line,) = real.stderr.replace(f"{var_tmp}/real/", f"{var_tmp}/ours/").splitlines()
+    # postconf's line on stderr whatever it is; postfix-script's own line only when stderr
+    # is a terminal (postlog(1)'s rule).
+    assert ours.stderr == real.stderr.replace(f"{var_tmp}/real/", f"{var_tmp}/ours/")
+    postconf_line, *script_lines = ours.stderr.splitlines()
     assert postconf_line.startswith("/usr/sbin/postconf: fatal: ")
-    assert ours.stderr.splitlines() == [
-        postconf_line,
-        "postfix/postfix-script: fatal: cannot execute /usr/sbin/postconf!",
-    ]
+    expected = ["postfix/postfix-script: fatal: cannot execute /usr/sbin/postconf!"]
+    assert script_lines == (expected if terminal else [])
     assert (
         _log_lines(ours_log)
         == _log_lines(real_log)

@@ -177,7 +177,7 @@ class LoadRun:
         started = run_ours("postfix", "-c", str(self.conf), "start")
         assert started.returncode == 0, started.stderr
         self.started = True
-        status = run_ours("postfix", "-c", str(self.conf), "status")
+        status = run_ours("postfix", "-c", str(self.conf), "status", terminal=True)
         assert status.returncode == 0, status.stderr
         master = int(status.stderr.strip().rsplit(" ", 1)[1])
         self.sampler = MemorySampler(master, f"127.0.0.1:{self.port}/inet")

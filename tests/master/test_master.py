@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from oxipost.master.master import STARTUP_GRACE
 
-from tests.conftest import copy_conf, run_ours
+from tests.conftest import copy_conf, run_ours, run_postfix
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def system(tmp_path):
 
 
 def master_pid(system) -> int:
-    proc = run_ours("postfix", "-c", system["conf"], "status")
+    proc = run_ours("postfix", "-c", system["conf"], "status", terminal=True)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stderr.strip().rsplit(" ", 1)[1])
 
@@ -132,30 +132,92 @@ def started(system) -> int:
 def test_start_status_stop(system):
     conf = system["conf"]
     assert run_ours("postfix", "-c", conf, "status").returncode == 1
-    started = run_ours("postfix", "-c", conf, "start")
+    # At a terminal the admin sees postfix-script's lines; from cron (stderr not a terminal)
+    # they go to the log alone, as postlog(1) sends them.
+    started = run_ours("postfix", "-c", conf, "start", terminal=True)
     assert started.returncode == 0, started.stderr
-    assert "starting the Postfix mail system" in started.stderr
+    assert "postfix/postfix-script: starting the Postfix mail system\n" in started.stderr
     pid = master_pid(system)
-    again = run_ours("postfix", "-c", conf, "start")
+    again = run_ours("postfix", "-c", conf, "start", terminal=True)
     assert again.returncode == 1
-    assert "fatal: the Postfix mail system is already running" in again.stderr
+    assert again.stderr == (
+        "postfix/postfix-script: fatal: the Postfix mail system is already running\n"
+    )
+    quiet = run_ours("postfix", "-c", conf, "start")
+    assert (quiet.returncode, quiet.stderr) == (1, "")
+    assert re.search(
+        r"postfix/postfix-script\[\d+\]: fatal: the Postfix mail system is already running\n",
+        system["log"].read_text(),
+    )
     port = system["port"]
     assert wait_until(lambda: len(workers_of(pid, port)) == 2)
     with socket.create_connection(("127.0.0.1", port)) as s:
         assert echo(s, b"hello\n") == b"hello\n"
     workers = children_of(pid)
     stopped = run_ours("postfix", "-c", conf, "stop")
-    assert stopped.returncode == 0, stopped.stderr
+    assert (stopped.returncode, stopped.stderr) == (0, "")
     assert not alive(pid)
     assert not any(alive(w) for w in workers)
-    status = run_ours("postfix", "-c", conf, "status")
+    status = run_ours("postfix", "-c", conf, "status", terminal=True)
     assert status.returncode == 1
-    assert "the Postfix mail system is not running" in status.stderr
+    assert status.stderr == "postfix/postfix-script: the Postfix mail system is not running\n"
     log = system["log"].read_text()
+    assert re.search(r"postfix/postfix-script\[\d+\]: starting the Postfix mail system\n", log)
+    assert re.search(r"postfix/postfix-script\[\d+\]: stopping the Postfix mail system\n", log)
     assert f"postfix/master[{pid}]: daemon started -- version" in log
     assert "terminating on signal 15" in log
     # Entries oxipost folds elsewhere are accepted and noted once, never refused.
     assert log.count('service "cleanup/unix" (cleanup): folded into') == 1
+
+
+# postfix(1) commands on a running system, then on a stopped one: (command, stderr is a
+# terminal).
+RUNNING_STEPS = [("status", False), ("status", True), ("reload", False), ("reload", True)]
+RUNNING_STEPS += [("start", False), ("start", True)]
+STOPPED_STEPS = [("stop", False), ("stop", True), ("reload", True), ("abort", False)]
+STOPPED_STEPS += [("status", False), ("status", True)]
+
+
+@pytest.mark.postfix
+def test_control_messages_on_stderr_only_at_a_terminal_as_postfix(system):
+    """From cron (stderr not a terminal) postfix(1) prints nothing, so cron mails nothing;
+    at a terminal it shows postfix-script's lines. Ours and real Postfix 3.7, step by step:
+    the same exit status and the same stderr."""
+    from tests.smtpd.test_postfix_differential import running_postfix
+
+    def steps(run) -> list[tuple[int, str]]:
+        out = [run(command, terminal) for command, terminal in RUNNING_STEPS]
+        # Stopped as from cron: nothing on stderr (at a terminal Postfix's "waiting for
+        # ... to terminate" lines depend on how fast master goes).
+        assert run("stop", False) == (0, "")
+        return out + [run(command, terminal) for command, terminal in STOPPED_STEPS]
+
+    def ours(command: str, terminal: bool) -> tuple[int, str]:
+        proc = run_ours("postfix", "-c", system["conf"], command, terminal=terminal)
+        return proc.returncode, re.sub(r"PID: \d+", "PID: N", proc.stderr)
+
+    started(system)
+    mine = steps(ours)
+    with running_postfix("") as (_port, d):
+
+        def real(command: str, terminal: bool) -> tuple[int, str]:
+            proc = run_postfix("/usr/sbin/postfix", "-c", str(d), command, terminal=terminal)
+            return proc.returncode, re.sub(r"PID: \d+", "PID: N", proc.stderr)
+
+        theirs = steps(real)
+    assert mine == theirs
+    assert mine[1] == (0, "postfix/postfix-script: the Postfix mail system is running: PID: N\n")
+    order = RUNNING_STEPS + STOPPED_STEPS
+    quiet = [result for (_, terminal), result in zip(order, mine, strict=True) if not terminal]
+    assert quiet == [(0, ""), (0, ""), (1, ""), (1, ""), (1, ""), (1, "")]
+    log = system["log"].read_text()
+    # Every step's line is in the log, terminal or not.
+    for text, count in (
+        ("refreshing the Postfix mail system", 2),
+        ("fatal: the Postfix mail system is not running", 4),
+        ("the Postfix mail system is running: PID: \\d+", 3),  # started() asks once too
+    ):
+        assert len(re.findall(rf"postfix/postfix-script\[\d+\]: {text}\n", log)) == count
 
 
 def test_master_cf_error_is_logged_and_start_fails_at_once(system):
@@ -165,9 +227,9 @@ def test_master_cf_error_is_logged_and_start_fails_at_once(system):
     with open(conf / "master.cf", "a") as f:
         f.write("broken unix - n n - - pipe user=nobody argv=/bin/sh -c { echo hi\n")
     began = time.monotonic()
-    started = run_ours("postfix", "-c", str(conf), "start")
+    started = run_ours("postfix", "-c", str(conf), "start", terminal=True)
     assert started.returncode == 1
-    assert "fatal: mail system startup failed" in started.stderr
+    assert "postfix/postfix-script: fatal: mail system startup failed\n" in started.stderr
     assert time.monotonic() - began < 10
     log = system["log"].read_text()
     assert f"fatal: {conf}/master.cf: line " in log
@@ -193,8 +255,7 @@ def test_reload_with_master_cf_master_refuses_is_fatal_to_master(system):
     lineno = len(Path(conf, "master.cf").read_text().splitlines()) + 1
     _add_service(system, f"127.0.0.1:{free_port()} inet y n n - 1 spawn argv=/bin/cat")
     reloaded = run_ours("postfix", "-c", conf, "reload")
-    assert reloaded.returncode == 0, reloaded.stderr
-    assert "refreshing the Postfix mail system" in reloaded.stderr
+    assert (reloaded.returncode, reloaded.stderr) == (0, "")
     assert wait_until(lambda: not alive(pid))
     assert not any(alive(w) for w in workers)
     log = system["log"].read_text()
@@ -217,10 +278,10 @@ def test_reload_with_master_cf_postconf_refuses_signals_nothing(system):
     finally:
         Path(conf, "master.cf").write_text(good)
     assert reloaded.returncode == 1
+    # postconf writes to stderr whatever it is; postfix-script's line only goes to the log.
     assert reloaded.stderr.splitlines() == [
         '/usr/sbin/postconf: fatal: invalid type field "bogus" in'
         ' "bad bogus - n n - - spawn argv=/bin/cat"',
-        "postfix/postfix-script: fatal: cannot execute /usr/sbin/postconf!",
     ]
     time.sleep(1.0)
     assert master_pid(system) == pid
@@ -323,8 +384,8 @@ def test_killed_worker_is_restarted(system):
     )
     with socket.create_connection(("127.0.0.1", system["port"])) as s:
         assert echo(s, b"still here\n") == b"still here\n"
-    log = system["log"].read_text()
-    assert f"pid {victim} killed by signal 9" in log
+    # master writes its lines at the end of its loop turn, after it forked the replacement.
+    assert wait_until(lambda: f"pid {victim} killed by signal 9" in system["log"].read_text())
 
 
 def test_reload_keeps_listener_and_connected_client(system):
@@ -334,9 +395,9 @@ def test_reload_keeps_listener_and_connected_client(system):
     before = workers_of(pid, port)
     client = socket.create_connection(("127.0.0.1", system["port"]))
     assert echo(client, b"one\n") == b"one\n"
-    reloaded = run_ours("postfix", "-c", conf, "reload")
+    reloaded = run_ours("postfix", "-c", conf, "reload", terminal=True)
     assert reloaded.returncode == 0
-    assert "refreshing the Postfix mail system" in reloaded.stderr
+    assert reloaded.stderr == "postfix/postfix-script: refreshing the Postfix mail system\n"
     assert wait_until(lambda: "reload -- version" in system["log"].read_text())
     # A new generation of workers serves the same socket.
     assert wait_until(lambda: len(set(workers_of(pid, port)) - set(before)) == 2)
@@ -379,10 +440,13 @@ def test_check_creates_directories(system):
 
 
 def test_missing_config_dir_is_fatal_without_traceback(tmp_path):
-    proc = run_ours("postfix", "-c", str(tmp_path / "none"), "status")
+    proc = run_ours("postfix", "-c", str(tmp_path / "none"), "status", terminal=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("postfix: fatal: open ")
     assert "Traceback" not in proc.stderr
+    # As postfix(1): on stderr only when it is a terminal (it goes to syslog).
+    quiet = run_ours("postfix", "-c", str(tmp_path / "none"), "status")
+    assert (quiet.returncode, quiet.stderr) == (1, "")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")

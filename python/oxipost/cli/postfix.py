@@ -16,11 +16,15 @@ missing (`groupadd --system`, as Debian's postinst does), and postdrop's set-gid
 becomes `root:$setgid_group` 2755 when nothing it runs can be replaced by others than root
 (see oxipost.cli.postdrop).
 
-Messages are postfix-script's, on stderr and in the log:
-`postfix/postfix-script: starting the Postfix mail system`, `... the Postfix mail system is
-running: PID: N`, `... fatal: the Postfix mail system is not running` (exit 1), `... fatal:
-the Postfix mail system is already running` (exit 1), `stopping the Postfix mail system`,
-`refreshing the Postfix mail system`, `waiting for the Postfix mail system to terminate`.
+Messages are postfix-script's, in the log and, when stderr is a terminal, on stderr too
+(postlog(1) writes there only then: `postfix reload` from cron prints nothing, so cron mails
+nothing): `postfix/postfix-script: starting the Postfix mail system`, `... the Postfix mail
+system is running: PID: N`, `... fatal: the Postfix mail system is not running` (exit 1),
+`... fatal: the Postfix mail system is already running` (exit 1), `stopping the Postfix mail
+system`, `refreshing the Postfix mail system`, `waiting for the Postfix mail system to
+terminate`. The exit status is the same either way. postfix(1)'s own `postfix: fatal: ...`
+(main.cf unreadable) also reaches stderr only on a terminal, and is logged as
+`postfix/postfix`.
 
 Every command first asks postconf about the configuration, as postfix-script does: a
 master.cf that postconf refuses stops it there (reload signals nothing, start starts
@@ -55,11 +59,17 @@ START_WAIT = 15.0
 STOP_WAIT = 30.0
 
 
+def on_terminal() -> bool:
+    """Whether stderr is a terminal: postlog(1) and postfix(1) write there only then (stdin
+    does not count)."""
+    return os.isatty(2)
+
+
 class Script:
-    """postfix-script's voice: each message on stderr and in the log."""
+    """postfix-script's voice: each message in the log, and on stderr when it is a terminal."""
 
     def __init__(self, cfg: Config) -> None:
-        self.log: Logger = get_logger("postfix-script", cfg, echo_stderr=True)
+        self.log: Logger = get_logger("postfix-script", cfg, echo_stderr=on_terminal())
 
     def info(self, text: str) -> None:
         self.log.info(text)
@@ -231,7 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(config_dir)
     except ConfigError as e:
         if not e.in_master_cf:
-            print(f"postfix: fatal: {e}", file=sys.stderr)
+            # postfix(1) itself: without its configuration it logs to syslog.
+            if on_terminal():
+                print(f"postfix: fatal: {e}", file=sys.stderr)
+            get_logger("postfix").fatal_line(str(e))
             return 1
         # postfix-script's first postconf fails on it (main.cf alone has read fine).
         cfg = load_config(config_dir, master_cf=False)
@@ -260,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # As Postfix's postfix-script: flush is postqueue -f.
         cmd = [sys.executable, "-m", "oxipost.cli.postqueue", "-c", cfg.config_dir, "-f"]
         return subprocess.call(cmd)
-    print(f"postfix: fatal: unknown command: '{command}'. {USAGE[7:]}", file=sys.stderr)
-    return 1
+    # postfix(1) hands any command to postfix-script, which refuses it.
+    return script.fatal(f"unknown command: '{command}'. {USAGE[7:]}")
 
 
 if __name__ == "__main__":
