@@ -217,6 +217,32 @@ def test_bad_master_cf_gets_postfix_message(confdir):
     assert (ours.returncode, ours.stderr) == (real.returncode, real.stderr)
 
 
+@pytest.mark.parametrize(
+    ("main_cf", "master_cf", "args"),
+    [
+        ("bi\u00e9ff n\n".encode(), b"", ["-n"]),
+        (" bi\u00e9ff = n\n".encode(), b"", ["-n"]),
+        (b"biff\xff n\n", b"", ["-n"]),
+        (b"", "sm\u00e9tp inet n - n 1\u00e9 - smtpd\n".encode(), ["-M"]),
+        (b"", b"", ["b\u00efff"]),
+        (b"", b"smtp inet n - n - - smtpd\n", ["-M", "sm\u2603tp"]),
+        (b"", b"smtp inet n - n - - smtpd\n", ["-F", "sm\u00e9"]),
+        (b"", b"", ["-e", "x\u00e9"]),
+    ],
+    ids=["main-cf", "main-cf-warning", "not-utf8", "master-cf", "name", "-M", "-F", "-e"],
+)
+def test_non_ascii_in_a_message_shows_as_postfix_shows_it(confdir, main_cf, master_cf, args):
+    # postconf leaves UTF-8 off: each byte outside printable ASCII is "?" ("é" is "??").
+    (confdir / "main.cf").write_bytes(main_cf)
+    (confdir / "master.cf").write_bytes(master_cf)
+    ours = run_ours("postconf", "-c", str(confdir), *args)
+    real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), *args)
+    assert ours.returncode == real.returncode
+    # Postfix reads main.cf more than once and repeats its warnings.
+    assert set(ours.stderr.splitlines()) == set(real.stderr.splitlines())
+    assert "?" in ours.stderr and ours.stderr.isascii()
+
+
 names = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
 values = st.from_regex(r"[a-zA-Z0-9.,:/@\[\] -]{0,30}", fullmatch=True).map(str.strip)
 

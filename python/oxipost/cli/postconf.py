@@ -12,7 +12,9 @@ postconf [-c dir] -P [service/type/name]  show master.cf -o parameters
 postconf -m                               list the lookup table types
 
 Diagnostics go to stderr as `postconf: warning: ...` / `postconf: fatal: ...` with Postfix's
-wording; fatal errors exit 1, as Postfix's do.
+wording; fatal errors exit 1, as Postfix's do. Each byte outside printable ASCII shows as
+"?" ("é" is "??"): postconf leaves Postfix's UTF-8 support off, so its printable() does not
+spare UTF-8 sequences.
 """
 
 from __future__ import annotations
@@ -36,8 +38,14 @@ class Fatal(Exception):
     """Ends the command with `postconf: fatal: MESSAGE` and exit status 1."""
 
 
+def _say(severity: str, text: str) -> None:
+    # encode's "replace" gives one "?" for a byte that was not UTF-8 (one surrogate each).
+    shown = "".join(chr(b) if 32 <= b < 127 else "?" for b in text.encode("utf-8", "replace"))
+    print(f"{PROG}: {severity}: {shown}", file=sys.stderr)
+
+
 def _warn(text: str) -> None:
-    print(f"{PROG}: warning: {text}", file=sys.stderr)
+    _say("warning", text)
 
 
 def _normalize(value: str) -> str:
@@ -314,10 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (Fatal, ConfigError) as e:
         sys.stdout.flush()
-        print(f"{PROG}: fatal: {e}", file=sys.stderr)
+        _say("fatal", str(e))
         return 1
     except OSError as e:
-        print(f"{PROG}: fatal: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        _say("fatal", f"{e.filename or ''}: {e.strerror}")
         return 1
     except BrokenPipeError:
         return 0
