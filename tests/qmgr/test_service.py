@@ -19,7 +19,7 @@ import msgpack
 import pytest
 from oxipost.config import Config, load_config
 from oxipost.envelope import Envelope, Recipient
-from oxipost.qmgr.queue import Queue, QueueState
+from oxipost.qmgr.queue import MessageInfo, Queue, QueueState
 
 from tests.conftest import free_port, run_ours, smtp_sink
 
@@ -88,6 +88,17 @@ def wait_log(cfg: Config, pattern: str, count: int = 1, timeout: float = 20) -> 
             return text
         time.sleep(0.05)
     pytest.fail(f"no {count}x {pattern!r} in the log:\n{text}")
+
+
+def wait_attempts(cfg: Config, qid: str, attempts: int, timeout: float = 20) -> MessageInfo:
+    """The message's state once its journal shows `attempts` attempts: qmgr writes the
+    journal behind its log lines (JOURNAL_LINGER), so a line seen says nothing yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = QueueState(cfg).messages[qid]
+        if st.attempts >= attempts or time.monotonic() >= deadline:
+            return st
+        time.sleep(0.05)
 
 
 def wait_socket(cfg: Config, proc: subprocess.Popen[str]) -> None:
@@ -170,14 +181,15 @@ def test_deferred_then_flushed(tmp_path, qmgr_proc):
     qmgr_proc.append(p)
     wait_log(cfg, rf"{qid}: to=<later@example.net>, .*status=deferred \(come back later\)")
     wait_socket(cfg, p)
-    st = QueueState(cfg).messages[qid]
+    st = wait_attempts(cfg, qid, 1)
     assert st.state == "deferred"
     assert st.next_attempt - time.time() > 200  # minimal_backoff_time, not yet due
     reply = control(cfg, {"op": "flush"})
     assert reply == {"ok": True, "count": 1}
     wait_log(cfg, rf"{qid}: to=<later@example.net>, .*status=deferred", count=2)
-    st = QueueState(cfg).messages[qid]
+    st = wait_attempts(cfg, qid, 2)
     assert st.attempts == 2
+    assert st.state == "deferred"
     reply = control(cfg, {"op": "nonsense"})
     assert reply["ok"] is False
     stop(p)
