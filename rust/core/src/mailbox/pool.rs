@@ -16,7 +16,7 @@
 //! the delivering process a Python future, lock and condition per write and a GIL handoff
 //! to the worker and back; here the loop's side is a submit and a poll.
 
-use super::maildir::{deliver_maildirs, Batch, MaildirWrite};
+use super::maildir::{deliver_maildir, Batch, MaildirWrite};
 use super::{deliver_mbox, Delivery, MboxLocking};
 use crate::event::EventFd;
 use std::collections::VecDeque;
@@ -51,10 +51,13 @@ impl Job {
     /// when it succeeded.
     pub fn run(&self) -> Delivery {
         match self {
-            Job::Maildir { .. } => {
-                let writes = maildir_writes(std::iter::once(self));
-                maildir_outcome(deliver_maildirs(&writes).remove(0))
-            }
+            Job::Maildir {
+                dir,
+                prefix,
+                content,
+                hostname,
+                ids,
+            } => maildir_outcome(deliver_maildir(dir, prefix, content, hostname, *ids)),
             Job::Mbox {
                 path,
                 sender,
