@@ -24,7 +24,9 @@ malformed record" (exit 69, EX_UNAVAILABLE... as Postfix, after which sendmail f
 "postdrop: warning: mail_queue_enter: create file maildrop/NAME: Permission denied" when
 maildrop/ cannot be written (Postfix's postdrop then retries every 10 s; ours exits 75,
 EX_TEMPFAIL, and the caller keeps the mail); "postdrop: error: unauthorized configuration
-directory name: DIR" and "postdrop: fatal: specify ..." (exit 1).
+directory name: DIR" and "postdrop: fatal: specify ..." (exit 1); "postdrop: fatal: User
+NAME(UID) is not allowed to submit mail" for a user authorized_submit_users does not list
+(exit 1, also logged).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import stat
 import sys
 from collections.abc import Iterator
 
+from oxipost import user_acl
 from oxipost.config import DEFAULT_CONFIG_DIR, ConfigError, load_config
 from oxipost.pickup.maildrop import MaildropError, Submission, drop, maildrop_dir, wake_pickup
 
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"postdrop: fatal: {e}", file=sys.stderr)
         return EX_TEMPFAIL
+    who = user_acl.refused(cfg, "authorized_submit_users", os.getuid())
+    if who is not None:
+        user_acl.deny(cfg, "postdrop", f"User {who}({os.getuid()}) is not allowed to submit mail")
+        return 1
     data = sys.stdin.buffer.read()
     try:
         sub = Submission.decode(data)

@@ -6,17 +6,25 @@
     postqueue [-c config_dir] -s site    flush mail for one destination (as ETRN)
     postqueue [-c config_dir] -i id      flush one message
 
+Users other than root and mail_owner must be listed in authorized_mailq_users to list the
+queue and in authorized_flush_users to flush it (oxipost.user_acl).
+
 Diagnostics: `postqueue: fatal: Cannot flush mail queue - mail system is down` when no
-qmgr answers, usage errors as Postfix's; exit 1 on failure.
+qmgr answers, usage errors as Postfix's; exit 1 on failure. "postqueue: fatal: User
+NAME(UID) is not allowed to view the mail queue" (or "flush"), also logged, exit 69
+(Postfix's postqueue exits EX_UNAVAILABLE after any fatal error).
 """
 
 from __future__ import annotations
 
 import getopt
+import os
+import pwd
 import sys
 from collections.abc import Sequence
 
-from oxipost.config import ConfigError, load_config
+from oxipost import user_acl
+from oxipost.config import Config, ConfigError, load_config
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import QueueState
 from oxipost.qmgr.showq import compat_lines, json_lines
@@ -30,12 +38,29 @@ def _fatal(text: str, status: int = 1) -> int:
     return status
 
 
+def _not_allowed(cfg: Config, param: str, what: str) -> bool:
+    """Refuse (and say so) a user that param does not list; root and mail_owner may always."""
+    uid = os.getuid()
+    try:
+        owner = pwd.getpwnam(cfg.get("mail_owner")).pw_uid
+    except KeyError:
+        owner = 0
+    who = None if uid in (0, owner) else user_acl.refused(cfg, param, uid)
+    if who is None:
+        return False
+    user_acl.deny(cfg, PROG, f"User {who}({uid}) is not allowed to {what} the mail queue")
+    return True
+
+
 def show(config_dir: str | None, as_json: bool) -> int:
     """Print the queue (postqueue -p / -j, mailq)."""
     try:
-        state = QueueState(load_config(config_dir, master_cf=False))
+        cfg = load_config(config_dir, master_cf=False)
     except ConfigError as e:
         return _fatal(str(e))
+    if _not_allowed(cfg, "authorized_mailq_users", "view"):
+        return EX_UNAVAILABLE
+    state = QueueState(cfg)
     for problem in state.problems:
         print(f"{PROG}: warning: {problem}", file=sys.stderr)
     lines = json_lines(state) if as_json else compat_lines(state)
@@ -75,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(config_dir, master_cf=False)
     except ConfigError as e:
         return _fatal(str(e))
+    if _not_allowed(cfg, "authorized_flush_users", "flush"):
+        return EX_UNAVAILABLE
     req: dict[str, object] = {"op": "flush"}
     if flag == "-s":
         req = {"op": "flush-site", "site": value}

@@ -19,7 +19,9 @@ $MAIL_CONFIG directory is then passed on as -c, and must be one such a user may 
 (alternate_config_directories of the default main.cf), as in Postfix.
 
 Diagnostics, as Postfix: "sendmail: fatal: Recipient addresses must be specified on the
-command line or via the -t option" (exit 64, EX_USAGE); a maildrop write error exits 75
+command line or via the -t option" (exit 64, EX_USAGE); "sendmail: fatal: User NAME(UID)
+is not allowed to submit mail" for a user authorized_submit_users does not list (exit 75,
+as Postfix's, which turns every fatal error into EX_TEMPFAIL); a maildrop write error exits 75
 (EX_TEMPFAIL) so the caller keeps the message, and so does a postdrop that fails:
 `sendmail: warning: command "PATH -r" exited with status N` and `sendmail: fatal:
 USER(UID): unable to execute PATH -r: Application error`.
@@ -37,6 +39,7 @@ import sys
 import threading
 import typing
 
+from oxipost import user_acl
 from oxipost.cli.postdrop import SETGID_PROGRAM, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.pickup.maildrop import Submission, drop, maildrop_dir, wake_pickup
@@ -235,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             "Recipient addresses must be specified on the command line or via the -t option",
             EX_USAGE,
         )
+    who = user_acl.refused(cfg, "authorized_submit_users", os.getuid())
+    if who is not None:
+        user_acl.deny(cfg, "sendmail", f"User {who}({os.getuid()}) is not allowed to submit mail")
+        return EX_TEMPFAIL
     sender = opts.get("f", opts.get("r"))
     if sender is None:
         sender = _login()

@@ -1,0 +1,51 @@
+"""user_acl: which local users may submit mail, view or flush the queue (Postfix's
+global/user_acl.c).
+
+`refused(cfg, param, uid)` matches the login name of uid against the user list in the
+parameter param (authorized_submit_users, authorized_mailq_users, authorized_flush_users):
+user names, `!name`, and type:table lookups such as the default `static:anyone`, first
+match wins, no match refuses. A uid without a password entry is matched as "unknown", as
+Postfix does, so that `static:anyone` still admits it and `!unknown` can refuse it.
+
+`deny(cfg, prog, text)` reports a refusal as Postfix's set-gid commands do: "PROG: fatal:
+TEXT" on stderr, and the same line in the log when this process may write it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+
+from oxipost.config import Config
+from oxipost.log import get_logger
+from oxipost.rewrite.resolve import match_domain
+
+
+def login_name(uid: int) -> str:
+    """uid's login name, "unknown" without a password entry (user_acl.c)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "unknown"
+
+
+def refused(cfg: Config, param: str, uid: int) -> str | None:
+    """None when the user uid is in the list param; else its name, for the message."""
+    name = login_name(uid)
+    # A user list matches names exactly: no parent-domain matching of "example.com" kinds.
+    if match_domain(cfg, cfg.get_list(param), name, subdomains=False):
+        return None
+    return name
+
+
+def deny(cfg: Config, prog: str, text: str) -> None:
+    """Say "PROG: fatal: TEXT" on stderr and in the log, as a Postfix command's msg_fatal."""
+    print(f"{prog}: fatal: {text}", file=sys.stderr)
+    maillog = cfg.get("maillog_file")
+    # A user's command cannot append to mail_owner's maillog_file (Postfix's go through
+    # postlogd); syslog takes anyone's lines.
+    if not maillog or os.access(maillog, os.W_OK):
+        log = get_logger(prog, cfg)
+        log.fatal_line(text)
+        log.close()
