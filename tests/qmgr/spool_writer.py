@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 from oxipost.config import load_config
 from oxipost.envelope import Envelope, Recipient
@@ -14,6 +15,16 @@ from oxipost.qmgr.queue import Queue
 
 def content(n: int) -> bytes:
     return f"Subject: message {n}\r\n\r\n".encode() + (b"%d " % n) * (50 + n % 700) + b"\r\n"
+
+
+def committed_bytes(segment: Path) -> bytearray:
+    """A segment's records without the zeros its writer writes ahead of them: what the
+    tests cut short or damage, as a crash or a disk would."""
+    data = bytearray(segment.read_bytes())
+    end = 0
+    while end + 8 <= len(data) and (length := int.from_bytes(data[end : end + 4], "little")):
+        end += 8 + length
+    return data[:end]
 
 
 async def main(config_dir: str, count: int) -> None:

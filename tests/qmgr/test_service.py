@@ -22,6 +22,7 @@ from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import MessageInfo, Queue, QueueState
 
 from tests.conftest import free_port, run_ours, smtp_sink
+from tests.qmgr.spool_writer import committed_bytes
 
 MASTER_CF = """\
 qmgr      unix  n       -       n       300     1       qmgr
@@ -453,7 +454,7 @@ def test_damaged_last_record_is_warned_about_and_kept(tmp_path, qmgr_proc):
     finally:
         q.close()
     (seg,) = (Path(cfg.path("queue_directory")) / "segments").iterdir()
-    data = bytearray(seg.read_bytes())
+    data = committed_bytes(seg)
     last = 8 + int.from_bytes(data[0:4], "little")
     last += 8 + int.from_bytes(data[last : last + 4], "little")
     data[-20] ^= 0xFF

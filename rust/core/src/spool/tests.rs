@@ -1,5 +1,6 @@
 use super::scan::scan_bytes;
 use super::*;
+use std::io::Write;
 
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("oxipost-spool-{name}-{}", std::process::id()));
@@ -283,4 +284,31 @@ fn read_record_tells_damage_from_a_read_that_failed() {
         Err(CoreError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EISDIR)),
         other => panic!("expected EISDIR, got {other:?}"),
     }
+}
+
+#[test]
+fn batches_are_written_over_zeros_already_on_disk() {
+    let dir = tempdir("zeroed");
+    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    let path = dir.join(segment_name("w1", 1));
+    let first = w.submit(b"first".to_vec());
+    w.wait(first);
+    let record = frame(b"first").len() as u64;
+    // The first batch wrote the zeros ahead; the next ones fit in them, so the file's
+    // size (metadata an fdatasync would have to commit) stays as it is.
+    assert_eq!(fs::metadata(&path).unwrap().len(), record + ZEROED_AHEAD);
+    let second = w.submit(b"second".to_vec());
+    w.wait(second);
+    assert_eq!(fs::metadata(&path).unwrap().len(), record + ZEROED_AHEAD);
+    // A reader takes the zeros after the last record as no record, and no damage.
+    let report = scan(&path).unwrap();
+    assert_eq!(report.records.len(), 2);
+    assert!(report.tail.is_none() && report.corrupt.is_empty());
+    // A batch past the zeros writes the next stretch of them.
+    let big = w.submit(vec![7u8; ZEROED_AHEAD as usize]);
+    w.wait(big);
+    let end = record + frame(b"second").len() as u64 + HEADER as u64 + ZEROED_AHEAD;
+    assert_eq!(fs::metadata(&path).unwrap().len(), end + ZEROED_AHEAD);
+    w.close();
+    assert_eq!(scan(&path).unwrap().records.len(), 3);
 }
