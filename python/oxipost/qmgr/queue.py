@@ -15,7 +15,9 @@ is lost).
 Damage is never dropped silently, by replay and by a refresh alike. A record that fails its
 checks is logged, its bytes are copied to `corrupt/SEGMENT.OFFSET` (Postfix's corrupt queue:
 kept for the administrator; a message whose record turns out damaged only when it is loaded
-goes to the `corrupt` state) and its segment is kept. That includes the damaged tail of a
+goes to the `corrupt` state) and its segment is kept while it holds live mail, then moved
+whole to corrupt/, as Postfix moves a corrupt queue file there (left in segments/, it would
+be reported and copied again at every start). That includes the damaged tail of a
 segment whose writer is gone: the format cannot tell a torn write that was never
 acknowledged from a committed record damaged since (the core's scan docs), so it is
 reported, where it used to be dropped without a word. The tail of a segment a live writer
@@ -43,6 +45,7 @@ QueueBusy (a second state writer), and warnings, with queue_directory-relative n
 Postfix's:
     segments/SEG: corrupt record at offset N: WHY
     saving corrupt record at offset N of "segments/SEG" to "corrupt/SEG.N"
+    saving corrupt file "SEG" from queue "segments" to queue "corrupt"
     journal/state-SEQ.seg: corrupt record at offset N: WHY; the deliveries it records may be
         made again
     PATH: STRERROR; skipping                  (an unreadable segment)
@@ -344,8 +347,8 @@ class QueueState:
         self.log = log
         self.messages: dict[str, MessageInfo] = {}
         self.problems: list[str] = []
-        # Segments holding a damaged record, with the offsets of those reported: kept for
-        # inspection, never reclaimed; each record is reported once, though a refresh reads
+        # Segments holding a damaged record, with the offsets of those reported: moved to
+        # corrupt/ instead of reclaimed; each record is reported once, though a refresh reads
         # again from the last good record.
         self.corrupt_segments: dict[str, set[int]] = {}
         # Segments the last attempt could not read, with the error reported: never reclaimed,
@@ -600,19 +603,36 @@ class QueueState:
         self.reclaim()
 
     def reclaim(self) -> list[str]:
-        """Delete segments no live message is in, except ones a live writer still appends."""
+        """Delete segments no live message is in, except ones a live writer still appends;
+        one with damage goes to corrupt/ instead."""
         used = {info.segment for info in self.messages.values()}
         appended = self._still_appended(_newest_seqs(self.top))
         removed = []
         for m in _segments(self.top):
             name = m.group(0)
-            if name in used or name in appended:
+            if name in used or name in appended or name in self.unreadable:
                 continue
-            if name in self.corrupt_segments or name in self.unreadable:
+            if name in self.corrupt_segments:
+                self._retire_corrupt(name)
                 continue
             os.unlink(os.path.join(self.top, "segments", name))
             removed.append(name)
         return removed
+
+    def _retire_corrupt(self, name: str) -> None:
+        """Move a damaged segment with no live mail left to corrupt/, whole, with Postfix's
+        line for a queue file saved there (qmgr_active_corrupt)."""
+        report = self.log.warning if self.log is not None else self.problems.append
+        target = os.path.join(self.top, "corrupt", name)
+        try:
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            os.rename(os.path.join(self.top, "segments", name), target)
+        except OSError as e:
+            report(f"save corrupt file queue segments id {name}: {_strerror(e)}")
+            return
+        del self.corrupt_segments[name]
+        self._read_to.pop(name, None)
+        report(f'saving corrupt file "{name}" from queue "segments" to queue "corrupt"')
 
     def compact_forward(self, min_age: float, max_live_fraction: float = 0.5) -> int:
         """Copy the few live messages of old, mostly finished segments into a fresh segment
