@@ -111,12 +111,25 @@ fn check(data: &[u8], at: usize) -> Result<usize, String> {
     Ok(len)
 }
 
+/// The length up to the last non-zero byte. Up to 64 KiB of zeros end a live segment and
+/// a refresh reads them each time: they are skipped a word at a time.
+fn used_len(data: &[u8]) -> usize {
+    let mut end = data.len();
+    while end >= 8 && data[end - 8..end] == [0u8; 8] {
+        end -= 8;
+    }
+    data[..end]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1)
+}
+
 /// Scans segment contents (the file's bytes).
 pub fn scan_bytes(data: &[u8]) -> ScanReport {
     let mut report = ScanReport::default();
-    // Zeros after the last non-zero byte are preallocated space a crash exposed, or the
+    // Zeros after the last non-zero byte are the zeros a writer writes ahead, or the
     // unwritten blocks of a torn write: not records, and nothing of anyone's.
-    let used = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let used = used_len(data);
     let mut at = 0usize;
     while at < used {
         let why = match check(data, at) {

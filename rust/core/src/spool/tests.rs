@@ -312,3 +312,23 @@ fn batches_are_written_over_zeros_already_on_disk() {
     w.close();
     assert_eq!(scan(&path).unwrap().records.len(), 3);
 }
+
+#[test]
+fn records_ending_in_zeros_before_the_zeros_ahead_are_read_whole() {
+    // Payloads whose last bytes are zeros, at every alignment against the word-wise skip of
+    // the zeros after them.
+    for tail in 0..17 {
+        let mut payload = b"payload".to_vec();
+        payload.extend(std::iter::repeat(0u8).take(tail));
+        let mut data = frame(b"first");
+        data.extend(frame(&payload));
+        data.extend(std::iter::repeat(0u8).take(4096 + tail));
+        let report = scan_bytes(&data);
+        assert_eq!(report.records.len(), 2, "tail {tail}");
+        assert_eq!(report.records[1].1, payload);
+        assert!(
+            report.tail.is_none() && report.corrupt.is_empty(),
+            "tail {tail}"
+        );
+    }
+}
