@@ -319,10 +319,10 @@ fn records_ending_in_zeros_before_the_zeros_ahead_are_read_whole() {
     // the zeros after them.
     for tail in 0..17 {
         let mut payload = b"payload".to_vec();
-        payload.extend(std::iter::repeat(0u8).take(tail));
+        payload.resize(payload.len() + tail, 0);
         let mut data = frame(b"first");
         data.extend(frame(&payload));
-        data.extend(std::iter::repeat(0u8).take(4096 + tail));
+        data.resize(data.len() + 4096 + tail, 0);
         let report = scan_bytes(&data);
         assert_eq!(report.records.len(), 2, "tail {tail}");
         assert_eq!(report.records[1].1, payload);
