@@ -9,7 +9,8 @@ starts the process when a client (qmgr) waits on it with none running; the proce
 itself after max_idle. maxproc of an inet service is divided among its workers
 as their session cap. A worker that dies is restarted; one that dies within a second of
 starting is throttled for `service_throttle_time`, as Postfix's master does. The master.cf
-wakeup column becomes a SIGUSR1 to the service every N seconds.
+wakeup column becomes a SIGUSR1 to the service every N seconds. Master and its services run
+as SCHED_BATCH (see `_batch_scheduling`).
 
 SIGTERM stops everything. SIGHUP reloads: main.cf and master.cf are read again, listeners
 that still exist stay bound (clients keep their connections; new ones keep being accepted),
@@ -30,6 +31,7 @@ throttling`; and once per entry oxipost folds elsewhere or has not built.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import grp
@@ -448,6 +450,7 @@ class Master:
             signal.signal(sig, self._on_signal)
         version = self.cfg.get("mail_version")
         self.log.info(f"daemon started -- version {version}, configuration {self.cfg.config_dir}")
+        _batch_scheduling()
         self.start_all()
         while True:
             self.tick()
@@ -466,6 +469,19 @@ class Master:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.pending_signals.append(signum)
+
+
+def _batch_scheduling() -> None:
+    """Run master, and so every service it starts (the policy is inherited), as SCHED_BATCH.
+
+    The mail system is a throughput workload nobody waits on at a terminal. A woken
+    SCHED_BATCH process does not preempt the one running but waits for its turn: smtpd
+    woken by a client's command, virtual by qmgr's request, qmgr by a wakeup each let the
+    running process go on, so each runs longer and does more per wakeup, and fewer context
+    switches are paid. Measured +6 % msg/s into Maildir and +8 % relaying (bench/RESULTS.md).
+    Any process may choose it (no privilege needed); where it does not exist, nothing changes."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def _fatal_text(e: Exception) -> str:
