@@ -16,6 +16,9 @@
 #   Rounds alternate which MTA goes first; the median of each is reported (the machine
 #   may be shared: one round alone is noisy).
 #   KEEP=1 keeps the work directory (configs, logs, queues) for inspection.
+#   SIDES="postfix oxipost" (either or both: one side alone prints no ratio).
+#   CPU=1 also prints, after each measurement, the CPU time per message of each of the
+#   MTA's processes (user and system, from /proc, grouped by service) during the run.
 # Output: a line per measurement, then last, exactly:
 #   relay ratio: X
 #   maildir ratio: Y
@@ -30,6 +33,8 @@ SIZE=${SIZE:-1024}
 USERS=${USERS:-100}
 ROUNDS=${ROUNDS:-3}
 LOADS=${LOADS:-relay maildir}
+SIDES=${SIDES:-postfix oxipost}
+CPU=${CPU:-0}
 # A run that stops making progress for this long is reported as failed, not waited out.
 STALL=${STALL:-60}
 POSTFIX=/usr/sbin/postfix
@@ -178,6 +183,53 @@ while True:
 print(f"{now - start:.3f} {n}")
 '
 
+# CPU=1: `snapshot ROOT_PID OUT` records the user and system ticks of ROOT_PID's process tree;
+# `snapshot ROOT_PID OUT BEFORE MESSAGES` prints, for each service, its CPU per message since
+# BEFORE (a process started after BEFORE counts from zero). Services are named by oxipost's
+# --service argument, or Postfix's process name; "master" includes the daemons it reaped.
+CPUSNAP='
+import json, os, sys
+root, out = int(sys.argv[1]), sys.argv[2]
+tick = os.sysconf("SC_CLK_TCK")
+procs = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # utime + cutime, stime + cstime: a Postfix daemon that exits at max_use is counted in
+    # its parent, the master, once reaped.
+    procs[int(pid)] = (int(fields[1]), stat[stat.index("(") + 1 : stat.rindex(")")], argv, int(fields[11]) + int(fields[13]), int(fields[12]) + int(fields[14]))
+def under(pid):
+    while pid in procs and pid != root:
+        pid = procs[pid][0]
+    return pid == root
+now = {}
+for pid, (ppid, comm, argv, utime, stime) in procs.items():
+    if not under(pid):
+        continue
+    name = argv[argv.index(b"--service") + 1].decode() if b"--service" in argv else comm
+    now[str(pid)] = (name, utime, stime)
+if len(sys.argv) == 3:
+    json.dump(now, open(out, "w"))
+    sys.exit()
+before, messages = json.load(open(sys.argv[3])), int(sys.argv[4])
+per = {}
+for pid, (name, utime, stime) in now.items():
+    _, u0, s0 = before.get(pid, (name, 0, 0))
+    u, s = per.get(name, (0, 0))
+    per[name] = (u + utime - u0, s + stime - s0)
+us = 1e6 / tick / messages
+total = 0
+for name, (u, s) in sorted(per.items(), key=lambda kv: -sum(kv[1])):
+    if u + s:
+        print(f"    {name:<24} user {u * us:6.0f}  sys {s * us:6.0f}  us/msg")
+        total += u + s
+print("    all".ljust(28) + f" {total * us:18.0f}  us/msg")
+'
+
 # Common main.cf lines: the same on both sides.
 common_main() {
   local d=$1 port=$2
@@ -284,7 +336,7 @@ send_maildir() {
 
 # measure SIDE LOAD: one fresh instance of SIDE, one load; prints "SIDE LOAD rate".
 measure() {
-  local side=$1 load=$2 d port relay sink_out sink_pid sender start out secs n u
+  local side=$1 load=$2 d port relay sink_out sink_pid sender start out secs n u root
   d=$(mktemp -d "$WORK/$side-$load.XXXX")
   chmod 755 "$d"
   port=$(free_port)
@@ -307,6 +359,10 @@ measure() {
   wait_greeting "$port"
   # What the previous run left dirty is written back now, not during this run's fsyncs.
   sync
+  if [ "$CPU" = 1 ]; then
+    if [ "$side" = postfix ]; then root=$(<"$d/spool/pid/master.pid"); else root=$oxipost_pid; fi
+    "$PY" -c "$CPUSNAP" "${root// /}" "$d/cpu.before"
+  fi
   # The sender in a process group of its own, so that a stalled run can stop all of it.
   set -m
   start=$EPOCHREALTIME
@@ -328,6 +384,9 @@ measure() {
     kill -- "-$sender" 2>/dev/null || true
   fi
   wait "$sender" || true
+  if [ "$CPU" = 1 ]; then
+    "$PY" -c "$CPUSNAP" "${root// /}" "$d/cpu.after" "$d/cpu.before" "$n" >"$d/cpu.txt"
+  fi
   if [ "$side" = postfix ]; then stop_postfix "$d"; else stop_oxipost; fi
   kill "$sink_pid" 2>/dev/null || true
   wait "$sink_pid" 2>/dev/null || true
@@ -339,6 +398,7 @@ measure() {
   fi
   printf '%-8s %-8s %6d msgs %8.2f s %9.1f msg/s\n' "$side" "$load" "$n" "$secs" \
     "$("$PY" -c "print($n / $secs)")" >&2
+  [ "$CPU" != 1 ] || cat "$d/cpu.txt" >&2
   echo "$side $load $("$PY" -c "print(f'{$n / $secs:.1f}')")"
 }
 
@@ -349,7 +409,8 @@ results=$WORK/results
 : >"$results"
 for ((r = 0; r < ROUNDS; r++)); do
   for load in $LOADS; do
-    if ((r % 2 == 0)); then order=(postfix oxipost); else order=(oxipost postfix); fi
+    order=($SIDES)
+    if ((r % 2 == 1)); then order=("${order[@]:1}" "${order[0]}"); fi
     for side in "${order[@]}"; do
       measure "$side" "$load" >>"$results"
     done
@@ -367,10 +428,9 @@ for line in open(sys.argv[1]):
     side, load, rate = line.split()
     rates.setdefault((side, load), []).append(float(rate))
 med = {k: statistics.median(v) for k, v in rates.items()}
-loads = [l for l in ("relay", "maildir") if ("oxipost", l) in med]
-for load in loads:
-    o, p = med[("oxipost", load)], med[("postfix", load)]
-    print(f"{load}: oxipost {o:.1f} msg/s, postfix {p:.1f} msg/s (median of {len(rates[('oxipost', load)])})")
+for (side, load), rate in sorted(med.items(), key=lambda kv: kv[0][::-1]):
+    print(f"{load}: {side} {rate:.1f} msg/s (median of {len(rates[(side, load)])})")
+loads = [l for l in ("relay", "maildir") if ("oxipost", l) in med and ("postfix", l) in med]
 for load in loads:
     o, p = med[("oxipost", load)], med[("postfix", load)]
     print(f"{load} ratio: {o / p:.2f}" if p else f"{load} ratio: n/a")
