@@ -60,10 +60,15 @@ def on_terminal(argv: list[str], executable: str | None = None) -> subprocess.Co
 
 
 def run_ours(
-    tool: str, *args: str, stdin: str | None = None, terminal: bool = False
+    tool: str,
+    *args: str,
+    stdin: str | None = None,
+    terminal: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run one of our console commands (python -m oxipost.cli.TOOL) as a real process; with
-    terminal, its stderr on a pseudo-terminal (see on_terminal)."""
+    terminal, its stderr on a pseudo-terminal (see on_terminal); env replaces the
+    environment it is started with."""
     argv = [sys.executable, "-m", f"oxipost.cli.{tool}", *args]
     if terminal:
         return on_terminal(argv)
@@ -73,6 +78,7 @@ def run_ours(
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
 
 

@@ -235,7 +235,11 @@ class _Records(logging.Handler):
             err = record.exc_info[1]
             text += f": {type(err).__name__}: {err}"
             traceback.print_exception(err, file=sys.stderr)
-        if record.levelno >= logging.ERROR:
+        if record.levelno >= logging.CRITICAL:
+            # What Postfix logs as fatal from a process of its own that oxipost does not
+            # have (the child that would run a command): the line, without the exit.
+            log.fatal_line(text)
+        elif record.levelno >= logging.ERROR:
             log.error(text)
         elif record.levelno >= logging.WARNING:
             log.warning(text)

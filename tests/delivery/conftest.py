@@ -51,6 +51,11 @@ def request(
     )
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """The variables a command's `env > path` wrote."""
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
 def run(req: DeliveryRequest) -> list[Outcome]:
     async def once() -> list[Outcome]:
         try:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,10 @@ from oxipost.config import load_config
 from oxipost.pickup.service import pickup_once
 from oxipost.qmgr.queue import Queue, QueueState
 
+from tests.conftest import run_ours
 from tests.qmgr.test_service import qmgr_proc, start_qmgr, stop, wait_log
 
+from .conftest import read_env
 from .test_dovecot_reads import ROOT, UID, imap
 
 pytestmark = pytest.mark.slow
@@ -103,3 +108,101 @@ def test_sendmail_to_maildir_read_by_dovecot(tmp_path, qmgr_proc):
         assert "Subject: end to end" in out and "hello via pickup and qmgr" in out
     finally:
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("\n"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_alias_and_pipe_commands_environment_under_master():
+    """smtpd → qmgr → local(8) |command and pipe(8), all started by master from a shell
+    with a variable import_environment does not name: the alias command sees local(8)'s
+    variables (the client's from the SMTP session) and export_environment, the pipe
+    command export_environment alone, neither the unlisted variable."""
+    # Services running as mail_owner and commands as nobody: not pytest's private tree.
+    top = Path(tempfile.mkdtemp(prefix="oxipost-cmdenv-"))
+    top.chmod(0o755)
+    out = top / "out"
+    out.mkdir(mode=0o1777)
+    out.chmod(0o1777)
+    conf = top / "conf"
+    conf.mkdir()
+    port = _free_port()
+    (top / "aliases").write_text(f"envdump |env > {out}/alias.env\n")
+    (top / "transport").write_text("pipe.example envpipe:\n")
+    user = "user=nobody " if ROOT else f"user={os.environ.get('USER', 'root')} "
+    (conf / "main.cf").write_text(
+        "compatibility_level = 3.6\nmyhostname = mx.example.test\nmydestination = localhost\n"
+        "inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmynetworks = 127.0.0.1/32\n"
+        "smtpd_peername_lookup = no\nlocal_recipient_maps =\nrecipient_delimiter = +\n"
+        f"alias_maps = texthash:{top}/aliases\nalias_database =\n"
+        f"transport_maps = texthash:{top}/transport\nrelay_domains = pipe.example\n"
+        f"queue_directory = {top}/spool\ndata_directory = {top}/data\n"
+        f"maillog_file = {top}/maillog\nsmtpd_worker_processes = 1\n"
+    )
+    (conf / "master.cf").write_text(
+        f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
+        "local unix - n n - - local\n"
+        f"envpipe unix - n n - - pipe {user}argv=/bin/sh -c env>{out}/pipe.env\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
+    env.update(TZ="Europe/Paris", LANG="de_DE.UTF-8", OXIPOST_UNLISTED="leak")
+    try:
+        assert run_ours("postfix", "-c", str(conf), "start", env=env).returncode == 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "smtpd does not answer"
+                time.sleep(0.1)
+        with smtp as s:
+            s.ehlo("client.example.net")
+            s.sendmail(
+                "o'neil@example.com",
+                ["EnvDump+Lists@localhost", "someone@pipe.example"],
+                b"Subject: env\r\n\r\nhello\r\n",
+            )
+        log = top / "maillog"
+        assert _wait_for(out / "alias.env"), log.read_text()
+        assert _wait_for(out / "pipe.env"), log.read_text()
+        spool = str(top / "spool")
+        assert read_env(out / "alias.env") == {
+            "PATH": "/usr/bin:/bin",
+            "TZ": "Europe/Paris",
+            "LANG": "C",  # import_environment's LANG=C, then exported
+            "PWD": spool,
+            "LOGNAME": "envdump",
+            "USER": "envdump",
+            "LOCAL": "envdump+lists",
+            "DOMAIN": "localhost",
+            "EXTENSION": "lists",
+            "RECIPIENT": "EnvDump+Lists@localhost",
+            "ORIGINAL_RECIPIENT": "EnvDump+Lists@localhost",
+            "SENDER": "o_neil@example.com",
+            "CLIENT_ADDRESS": "127.0.0.1",
+            "CLIENT_HOSTNAME": "unknown",
+            "CLIENT_HELO": "client.example.net",
+            "CLIENT_PROTOCOL": "ESMTP",
+        }
+        assert read_env(out / "pipe.env") == {
+            "PATH": "/usr/bin:/bin",
+            "TZ": "Europe/Paris",
+            "LANG": "C",
+            "PWD": spool,
+        }
+    finally:
+        run_ours("postfix", "-c", str(conf), "stop")
+        shutil.rmtree(top, ignore_errors=True)

@@ -14,7 +14,7 @@ from oxipost import runloop
 from oxipost.delivery import deliver, local
 from oxipost.envelope import Outcome, Recipient
 
-from .conftest import MESSAGE, make_config, request, run
+from .conftest import MESSAGE, make_config, read_env, request, run
 
 ROOT = os.geteuid() == 0
 
@@ -206,3 +206,152 @@ def test_forward_path_expands_home_and_extension_per_recipient(tmp_path):
         "/home/joe/.forward+lists",
         "/home/joe/.forward",
     ]
+
+
+def _quiet_environment(monkeypatch) -> None:
+    """The agent's own environment: what export_environment may pass on, and one variable
+    it must not."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("OXIPOST_UNLISTED", "leak")
+    monkeypatch.delenv("MAIL_CONFIG", raising=False)
+
+
+def _alias_cfg(tmp_path, spool, command: str, main: str = ""):
+    (tmp_path / "aliases").write_text(f"envdump |{command}\n")
+    return make_config(
+        tmp_path / "c",
+        main=f"alias_maps = texthash:{tmp_path}/aliases\nalias_database =\n"
+        f"recipient_delimiter = +\nqueue_directory = {spool}\n" + main,
+    )
+
+
+def test_alias_command_environment_as_postfix_local(tmp_path, spool, monkeypatch):
+    # local(8) EXTERNAL COMMAND DELIVERY: export_environment, PATH, the recipient's and
+    # the client's attributes, each censored with command_expansion_filter ("'" ";" " "
+    # and each byte of "ö" become "_"); no HOME or SHELL for a root-owned alias database
+    # (no user: Postfix's RESET_USER_ATTR); the queue directory as working directory.
+    _quiet_environment(monkeypatch)
+    cfg = _alias_cfg(tmp_path, spool, f"env > {spool}/env")
+    req = request(
+        cfg,
+        "local",
+        "localhost",
+        ["EnvDump+Lists@LocalHost"],
+        sender="o'neil@example.org",
+        client_addr="192.0.2.7",
+        client_name="client.example.net",
+        helo_name="helo;rm -rf",
+        protocol="ESMTP",
+        sasl_method="PLAIN",
+        sasl_username="jöe",
+    )
+    req.recipients[0] = Recipient("EnvDump+Lists@LocalHost", original="Orig@Example.ORG")
+    (o,) = run(req)
+    assert o == Outcome("2.0.0", f"delivered to command: env > {spool}/env"), o
+    assert read_env(spool / "env") == {
+        "PATH": "/usr/bin:/bin",
+        "TZ": "Europe/Paris",
+        "LANG": "C.UTF-8",
+        "PWD": str(spool),  # exported by the shell, from its working directory
+        "LOGNAME": "envdump",
+        "USER": "envdump",
+        "LOCAL": "envdump+lists",
+        "DOMAIN": "localhost",
+        "EXTENSION": "lists",
+        "RECIPIENT": "EnvDump+Lists@LocalHost",
+        "ORIGINAL_RECIPIENT": "Orig@Example.ORG",
+        "SENDER": "o_neil@example.org",
+        "CLIENT_ADDRESS": "192.0.2.7",
+        "CLIENT_HOSTNAME": "client.example.net",
+        "CLIENT_HELO": "helo_rm_-rf",
+        "CLIENT_PROTOCOL": "ESMTP",
+        "SASL_METHOD": "PLAIN",
+        "SASL_USERNAME": "j__e",
+    }
+
+
+def test_mailbox_command_has_the_recipient_account_and_shell_syntax(tmp_path, spool):
+    # HOME and SHELL of the recipient's passwd entry; mailbox_command is not main.cf-
+    # expanded (postconf(5)), so "$USER+$EXTENSION" reaches the shell.
+    user = _user()
+    pw = pwd.getpwnam(user)
+    cfg = make_config(
+        tmp_path / "c",
+        main="alias_maps =\nrecipient_delimiter = +\n"
+        f'mailbox_command = env > {spool}/env; echo "$USER+$EXTENSION" > {spool}/ext\n',
+    )
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}+box@localhost"]))
+    assert o.status == "2.0.0", o
+    env = read_env(spool / "env")
+    assert (env["HOME"], env["SHELL"], env["LOGNAME"]) == (pw.pw_dir, pw.pw_shell, user)
+    assert (spool / "ext").read_text() == f"{user}+box\n"
+
+
+def test_command_execution_directory(tmp_path, spool, caplog):
+    # $name expansion per delivery, each value censored with
+    # execution_directory_expansion_filter ("'" → "_"); a directory the command's user
+    # cannot change to defers, with the line Postfix's child logs.
+    (spool / "envdump").mkdir()
+    (spool / "a_b").mkdir()
+    cfg = _alias_cfg(
+        tmp_path,
+        spool,
+        f"pwd > {spool}/pwd",
+        main=f"command_execution_directory = {spool}/${{extension?{{$extension}}:{{$user}}}}\n",
+    )
+    (o,) = run(request(cfg, "local", "localhost", ["envdump@localhost"]))
+    assert o.status == "2.0.0", o
+    assert (spool / "pwd").read_text() == f"{spool}/envdump\n"
+    (o,) = run(request(cfg, "local", "localhost", ["envdump+a'b@localhost"]))
+    assert o.status == "2.0.0", o
+    assert (spool / "pwd").read_text() == f"{spool}/a_b\n"
+    (o,) = run(request(cfg, "local", "localhost", ["envdump+none@localhost"]))
+    assert o == Outcome("4.3.0", "temporary failure")
+    uid, gid = (65534, 65534) if ROOT else (os.getuid(), os.getgid())
+    assert (
+        f'cannot change directory to "{spool}/none" for uid={uid} gid={gid}: '
+        "No such file or directory"
+    ) in caplog.text
+    bad = _alias_cfg(tmp_path, spool, "true", main="command_execution_directory = ${user\n")
+    (o,) = run(request(bad, "local", "localhost", ["envdump@localhost"]))
+    assert o == Outcome("4.3.5", "mail system configuration error")
+    assert "bad parameter value syntax for command_execution_directory: ${user" in caplog.text
+
+
+@pytest.mark.skipif(not ROOT, reason="only root runs the command as another user")
+def test_execution_directory_checked_as_the_command_user(tmp_path, spool):
+    # Root could enter it; nobody, who runs the command, cannot: deferred as in Postfix,
+    # whose child changes directory after it became the user.
+    private = spool / "private"
+    private.mkdir(mode=0o700)
+    cfg = _alias_cfg(tmp_path, spool, "true", main=f"command_execution_directory = {private}\n")
+    (o,) = run(request(cfg, "local", "localhost", ["envdump@localhost"]))
+    assert o == Outcome("4.3.0", "temporary failure")
+
+
+def test_command_without_shell_magic_runs_directly(tmp_path, spool):
+    # Postfix's exec_command: no shell for a command without shell magic, so a program
+    # that does not exist is Postfix's "execvp" failure (deferred), not the shell's 127.
+    cfg = _alias_cfg(tmp_path, spool, "/nonexistent/program -x")
+    (o,) = run(request(cfg, "local", "localhost", ["envdump@localhost"]))
+    assert o == Outcome(
+        "4.3.0",
+        "temporary failure. Command output: local: fatal: execvp /nonexistent/program: "
+        "No such file or directory",
+    )
+    # A shell built-in is found by the shell.
+    (tmp_path / "b").mkdir()
+    cfg = _alias_cfg(tmp_path / "b", spool, "exit 67")
+    (o,) = run(request(cfg, "local", "localhost", ["envdump@localhost"]))
+    assert o == Outcome("5.1.1", "user unknown")
+
+
+def test_local_command_shell_gets_the_command_as_one_argument(tmp_path, spool):
+    shell = spool / "shell"
+    shell.write_text(f'#!/bin/sh\nprintf "%s|" "$@" > {spool}/args\n')
+    shell.chmod(0o755)
+    cfg = _alias_cfg(tmp_path, spool, "echo a  b > c", main=f"local_command_shell = {shell} -c\n")
+    (o,) = run(request(cfg, "local", "localhost", ["envdump@localhost"]))
+    assert o.status == "2.0.0", o
+    assert (spool / "args").read_text() == "-c|echo a  b > c|"

@@ -16,7 +16,7 @@ from oxipost.delivery import AgentFatal, deliver
 from oxipost.delivery.pipe import parse_args
 from oxipost.envelope import Outcome
 
-from .conftest import make_config, request, run
+from .conftest import make_config, read_env, request, run
 
 # The commands run as nobody (user= is required), who can reach neither pytest's 0700
 # tree nor this virtualenv's Python under /root.
@@ -279,3 +279,50 @@ def test_pipe_time_limit_kills_and_defers(tmp_path):
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
     assert o == Outcome("4.3.0", 'Command time limit exceeded: "/bin/sleep"')
     assert time.monotonic() - started < 10
+
+
+def test_pipe_command_environment_is_export_environment_alone(tmp_path, shared, monkeypatch):
+    # pipe(8) sets no variable of its own: export_environment ({name=value} sets one),
+    # PATH reset, the queue directory as working directory; nothing else of the agent's.
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    monkeypatch.setenv("OXIPOST_UNLISTED", "leak")
+    monkeypatch.delenv("LANG", raising=False)
+    out = shared / "env"
+    cfg = _pipe_cfg(
+        tmp_path,
+        f"user=nobody argv=/bin/sh -c env>{out}",
+        main=f"queue_directory = {shared}\n"
+        "export_environment = TZ LANG MAIL_CONFIG {GREETING=hello world}\n",
+    )
+    (o,) = run(request(cfg, "p", "x", ["u@x"], client_addr="192.0.2.7"))
+    assert o.delivered, o
+    expected = {"PATH": "/usr/bin:/bin", "TZ": "Europe/Paris", "GREETING": "hello world"}
+    if "MAIL_CONFIG" in os.environ:
+        expected["MAIL_CONFIG"] = os.environ["MAIL_CONFIG"]
+    # PWD: the shell exports its working directory.
+    assert read_env(out) == {**expected, "PWD": str(shared)}
+
+
+def test_pipe_directory_it_cannot_enter_defers(tmp_path, shared, caplog):
+    out = shared / "pwd"
+    inside = shared / "inside"
+    inside.mkdir()
+    cfg = _pipe_cfg(tmp_path, f"user=nobody directory={inside} argv=/bin/sh -c pwd>{out}")
+    (o,) = run(request(cfg, "p", "x", ["u@x"]))
+    assert o.delivered, o
+    assert out.read_text() == f"{inside}\n"
+    cfg = _pipe_cfg(tmp_path, f"user=nobody directory={shared}/gone argv=/bin/true")
+    (o,) = run(request(cfg, "p", "x", ["u@x"]))
+    assert o == Outcome("4.3.0", "temporary failure")
+    assert (
+        f'cannot change directory to "{shared}/gone" for uid=65534 gid=65534: '
+        "No such file or directory"
+    ) in caplog.text
+    if os.geteuid() == 0:
+        # Root could enter it, user= cannot: as Postfix's child, which changes user first.
+        private = shared / "private"
+        private.mkdir(mode=0o700)
+        cfg = _pipe_cfg(tmp_path, f"user=nobody directory={private} argv=/bin/true")
+        (o,) = run(request(cfg, "p", "x", ["u@x"]))
+        assert o == Outcome("4.3.0", "temporary failure")
+        assert f'"{private}" for uid=65534 gid=65534: Permission denied' in caplog.text

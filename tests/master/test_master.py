@@ -542,3 +542,36 @@ def _answers(port: int) -> bool:
             return s.recv(100).startswith(b"220")
     except OSError:
         return False
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode().split("=", 1) for item in raw.split(b"\0") if item)
+
+
+def test_master_keeps_import_environment_only(system):
+    """master(8) clears its environment to import_environment (LANG=C sets the value), so a
+    service inherits nothing else of the shell that started it; a spawn(8) command gets
+    export_environment and PATH."""
+    conf = Path(system["conf"])
+    port = free_port()
+    with open(conf / "master.cf", "a") as f:
+        f.write(f"127.0.0.1:{port} inet n n n - 1 spawn {_user()}argv=/usr/bin/env\n")
+    env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
+    env.update(TZ="Europe/Paris", LANG="de_DE.UTF-8", OXIPOST_UNLISTED="leak")
+    assert run_ours("postfix", "-c", str(conf), "start", env=env).returncode == 0
+    pid = master_pid(system)
+    assert wait_until(lambda: len(workers_of(pid, system["port"])) == 2)
+    # What the interpreter needs to start a service stays (oxipost.environ).
+    kept = {k: os.environ[k] for k in ("PYTHONPATH", "PYTHONHOME") if k in os.environ}
+    expected = {"TZ": "Europe/Paris", "LANG": "C", **kept}
+    # (/proc shows the environment a process was started with: master's own is the shell's.)
+    workers = workers_of(pid, system["port"])
+    assert workers and all(_environ_of(w) == expected for w in workers)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(4096):
+            got += chunk
+    lines = dict(line.split("=", 1) for line in got.decode().splitlines())
+    assert lines == {"PATH": "/usr/bin:/bin", "TZ": "Europe/Paris", "LANG": "C"}

@@ -12,14 +12,27 @@ in a process with threads. subprocess.Popen switches them in the child between f
 exec. The pool's threads are made on demand; qmgr's process limit for the transport
 bounds how many commands run at once.
 
+`chdir_error(path, ids)` says why the command could not change to its working directory,
+`chdir_failed()` logs it and defers as Postfix does, `queue_cwd(cfg)` is the default one.
+
 Diagnostics: a command that cannot be started raises OSError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
+import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from oxipost.envelope import Outcome
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
 
 # More than any master.cf process limit is likely to allow one transport.
 _MAX_COMMANDS = 1000
@@ -66,3 +79,64 @@ async def run(
     """(exit status, negative for a signal, or None after the time limit; output)."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_pool, _run, argv, data, limit, env, cwd, ids)
+
+
+def _may_search(st: os.stat_result, uid: int, gid: int) -> bool:
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def chdir_error(path: str, ids: tuple[int, int] | None) -> OSError | None:
+    """Why a command run as ids (None: as this process) cannot change to directory path.
+
+    Postfix's child changes directory after it became the user, so a directory that user
+    cannot reach fails there. subprocess.Popen changes directory before it changes user,
+    so for another user the check is made here, for that uid with gid as its only group
+    (what set_ugid leaves), on the directory and each one above it."""
+    if ids is None:
+        try:
+            if not stat.S_ISDIR(os.stat(path).st_mode):
+                return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        except OSError as e:
+            return e
+        if not os.access(path, os.X_OK):
+            return PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return None
+    uid, gid = ids
+    current = "/"
+    for part in ["", *os.path.abspath(path).split("/")[1:]]:
+        current = os.path.join(current, part)
+        try:
+            st = os.stat(current)
+        except OSError as e:
+            return e
+        if not stat.S_ISDIR(st.st_mode):
+            return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not _may_search(st, uid, gid):
+            return PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    return None
+
+
+def queue_cwd(cfg: Config) -> str | None:
+    """The working directory Postfix's agents give a command: theirs, the queue directory
+    (None, this process's own, where it does not exist: an agent run outside a system)."""
+    path = cfg.path("queue_directory")
+    return path if os.path.isdir(path) else None
+
+
+def chdir_failed(
+    log: logging.Logger, directory: str, ids: tuple[int, int] | None, err: OSError
+) -> Outcome:
+    """Postfix's child dies of a directory it cannot change to, and the mail is deferred
+    with the status of its exit (EX_TEMPFAIL): "4.3.0 temporary failure". log is the
+    agent's, whose name the line carries."""
+    uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
+    log.critical(
+        'cannot change directory to "%s" for uid=%d gid=%d: %s', directory, uid, gid, err.strerror
+    )
+    return Outcome("4.3.0", "temporary failure")

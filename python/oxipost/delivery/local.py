@@ -17,9 +17,17 @@ Commands and files are permitted per allow_mail_to_commands / allow_mail_to_file
 source (alias, forward, include): otherwise "5.7.1 mail to command is restricted" /
 "5.7.1 mail to file is restricted"; an executable file → "5.7.1 file is executable"
 (catalogue 48). Mail for root is written with default_privs; nothing runs as root.
+A command runs through local_command_shell when set, else directly when it has no shell
+magic, else by /bin/sh -c; in command_execution_directory ($user, $home, ... expanded per
+delivery), else the queue directory; with export_environment, PATH, and local(8)'s HOME
+and SHELL (of the account whose rights it has: none for an alias), LOGNAME, USER, SENDER,
+RECIPIENT, LOCAL, DOMAIN, EXTENSION, ORIGINAL_RECIPIENT and the CLIENT_* and SASL_*
+attributes the message has, censored with command_expansion_filter.
 
 Diagnostics: no such user and no alias → 5.1.1 unknown user: "user"; unreadable tables →
-deferred (4.3.0); include nesting beyond 20 levels → 5.4.6 mail forwarding loop.
+deferred (4.3.0); include nesting beyond 20 levels → 5.4.6 mail forwarding loop; a
+command_execution_directory the command's user cannot enter → 4.3.0 temporary failure and
+Postfix's "fatal: cannot change directory to ..." line.
 Deviation: a recipient with no passwd entry gets a mailbox under mail_spool_directory
 instead of a bounce when not running as root (written as the running user), or, as root,
 when a table of local_recipient_maps other than alias_maps names it (the embedded
@@ -33,6 +41,7 @@ import contextlib
 import logging
 import os
 import pwd
+import shutil
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -43,8 +52,10 @@ import msgpack
 
 from oxipost.cleanup import cleanup_message
 from oxipost.config import split_list
+from oxipost.config.expand import ExpandError, expand
 from oxipost.delivery import command
 from oxipost.delivery.address import split_address
+from oxipost.delivery.command import chdir_error, chdir_failed, queue_cwd
 from oxipost.delivery.dsn import SYSEXITS
 from oxipost.delivery.mailstore import (
     LookupFailed,
@@ -56,8 +67,9 @@ from oxipost.delivery.mailstore import (
     prefix_headers,
 )
 from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.environ import DEFAULT_PATH, command_environment
 from oxipost.maps import TableError, open_table
-from oxipost.maps.search import alias_keys
+from oxipost.maps.search import alias_keys, split_extension
 from oxipost.qmgr import control
 
 if TYPE_CHECKING:
@@ -82,6 +94,12 @@ class Ctx:
     source: str  # alias, forward or include: what allow_mail_to_* is checked against
     ids: tuple[int, int] | None
     depth: int = 0
+    # The account whose rights a command or file delivery has, for HOME, SHELL, $home and
+    # $shell: the recipient's for its .forward and mailbox_command. None for a root-owned
+    # alias database, where Postfix's local(8) has no user (RESET_USER_ATTR) and exports
+    # neither, though the command runs as default_privs.
+    home: str | None = None
+    shell: str | None = None
 
 
 def _split_items(value: str) -> list[str]:
@@ -202,6 +220,103 @@ async def _wake_qmgr(cfg: Config) -> None:
             await writer.wait_closed()
 
 
+def _censor(value: str, allowed: str) -> str:
+    """value with each byte outside allowed made "_", as Postfix censors what it exports
+    (a UTF-8 character outside ASCII becomes one "_" per byte)."""
+    ok = allowed.encode()
+    return "".join(chr(b) if b in ok else "_" for b in value.encode("utf-8", "surrogateescape"))
+
+
+def _attributes(ctx: Ctx) -> dict[str, str]:
+    """The recipient attributes local(8) names in the environment and in $name expansions
+    (recipient.c: the local part and domain folded to lower case, the extension split off
+    at the first delimiter); a name without a value is left out."""
+    address = ctx.rcpt.address
+    local, at, domain = address.lower().rpartition("@")
+    if not at:
+        local = address.lower()
+    user, extension = split_extension(local, ctx.req.cfg.get("recipient_delimiter"))
+    attrs = {"user": user, "local": local, "recipient": address}
+    if at:
+        attrs["domain"] = domain
+    if extension is not None and "/" not in extension:
+        attrs["extension"] = extension
+        attrs["recipient_delimiter"] = local[len(user)]
+    if ctx.home is not None:
+        attrs["home"] = ctx.home
+    if ctx.shell is not None:
+        attrs["shell"] = ctx.shell
+    return attrs
+
+
+def _command_env(ctx: Ctx, attrs: dict[str, str]) -> dict[str, str]:
+    """export_environment, PATH, and the message context local(8) exports (command.c),
+    each value censored with command_expansion_filter."""
+    env = ctx.req.envelope
+    rcpt = ctx.rcpt
+    names = {
+        "HOME": attrs.get("home"),
+        "LOGNAME": attrs["user"],
+        "USER": attrs["user"],
+        "SENDER": ctx.sender,
+        "RECIPIENT": rcpt.address,
+        "LOCAL": attrs["local"],
+        "SHELL": attrs.get("shell"),
+        "DOMAIN": attrs.get("domain"),
+        "EXTENSION": attrs.get("extension"),
+        "ORIGINAL_RECIPIENT": rcpt.original or None,
+        # Client attributes only where the message has them (EXPORT_REQUEST).
+        "CLIENT_HOSTNAME": env.client_name or None,
+        "CLIENT_ADDRESS": env.client_addr or None,
+        "CLIENT_HELO": env.helo_name or None,
+        "CLIENT_PROTOCOL": env.protocol or None,
+        "SASL_METHOD": env.sasl_method or None,
+        "SASL_USERNAME": env.sasl_username or None,
+    }
+    allowed = ctx.req.cfg.get("command_expansion_filter")
+    out = command_environment(ctx.req.cfg)
+    out.update((k, _censor(v, allowed)) for k, v in names.items() if v is not None)
+    return out
+
+
+def _execution_directory(ctx: Ctx, attrs: dict[str, str]) -> str | None:
+    """command_execution_directory with local(8)'s $user, $home, $shell, $recipient,
+    $extension, $domain, $local and $recipient_delimiter, each value censored with
+    execution_directory_expansion_filter; "" when unset. Not main.cf-expanded: its
+    $names are the delivery's. None when the value cannot be expanded."""
+    raw = ctx.req.cfg.raw("command_execution_directory") or ""
+    allowed = ctx.req.cfg.get("execution_directory_expansion_filter")
+
+    def lookup(name: str) -> str | None:
+        value = attrs.get(name)
+        return None if value is None else _censor(value, allowed)
+
+    try:
+        return expand(raw, lookup)
+    except ExpandError:
+        return None
+
+
+# The characters of a command that needs no shell (Postfix's exec_command), and blanks.
+_NO_SHELL = frozenset(
+    "1234567890!@%-_=+:,./abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ \t"
+)
+
+
+def _command_argv(command_line: str, shell: str) -> list[str]:
+    """How Postfix's pipe_command() runs a local(8) command: by local_command_shell when
+    set (its words, then the command as one argument); else directly, split at blanks,
+    when it has no shell magic and its program is found; else by /bin/sh -c."""
+    if shell.strip():
+        return [*shell.split(), command_line]
+    words = command_line.split()
+    if words and set(command_line) <= _NO_SHELL:
+        # execvp failing with ENOENT on a bare name: perhaps a shell built-in.
+        if "/" in words[0] or shutil.which(words[0], path=DEFAULT_PATH):
+            return words
+    return ["/bin/sh", "-c", command_line]
+
+
 async def _command(ctx: Ctx, command_line: str) -> Outcome:
     cfg = ctx.req.cfg
     if not _allowed(cfg, "allow_mail_to_commands", ctx.source):
@@ -212,17 +327,29 @@ async def _command(ctx: Ctx, command_line: str) -> Outcome:
             return Outcome("4.3.5", "mail system configuration error")
     else:
         ids = None  # runs as this process's user: only root can switch
+    attrs = _attributes(ctx)
+    directory = _execution_directory(ctx, attrs)
+    if directory is None:
+        log.warning(
+            "bad parameter value syntax for command_execution_directory: %s",
+            cfg.raw("command_execution_directory"),
+        )
+        return Outcome("4.3.5", "mail system configuration error")
+    cwd = queue_cwd(cfg)
+    if directory:
+        cwd = os.path.join(cwd or os.getcwd(), directory)
+        failed = chdir_error(cwd, ids)
+        if failed is not None:
+            return chdir_failed(log, directory, ids, failed)
     data = _content_with(ctx.req, ctx.rcpt).replace(b"\r\n", b"\n")
-    shell = cfg.get("local_command_shell") or "/bin/sh"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "SENDER": ctx.req.envelope.sender,
-        "RECIPIENT": ctx.rcpt.address,
-        "ORIGINAL_RECIPIENT": ctx.rcpt.original or ctx.rcpt.address,
-    }
-    rc, out = await command.run(
-        [shell, "-c", command_line], data, cfg.get_time("command_time_limit"), env, ids=ids
-    )
+    argv = _command_argv(command_line, cfg.get("local_command_shell"))
+    limit = cfg.get_time("command_time_limit")
+    try:
+        rc, out = await command.run(argv, data, limit, _command_env(ctx, attrs), cwd, ids)
+    except OSError as e:
+        # Postfix's child dies of it ("execvp PATH: ERROR", exit EX_TEMPFAIL): deferred.
+        text = f"local: fatal: execvp {argv[0]}: {e.strerror}"
+        return Outcome("4.3.0", f"temporary failure. Command output: {text}")
     if rc is None:
         return Outcome("4.3.0", f'Command time limit exceeded: "{command_line}"')
     text = " ".join(out.decode("utf-8", "replace").split())
@@ -366,11 +493,13 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
                     continue
                 items = [i for ln in text.splitlines() for i in _split_items(ln)]
                 if items:
-                    sub = replace(ctx, source="forward", ids=ids)
+                    sub = replace(ctx, source="forward", ids=ids, home=home, shell=pw.pw_shell)
                     return await _expand(sub, items, user)
-    command = cfg.get("mailbox_command")
+    # Not main.cf-expanded (postconf(5)): its $names are the shell's, e.g. "$EXTENSION".
+    command = ctx.req.cfg.raw("mailbox_command")
     if command and pw is not None:
-        return await _command(replace(ctx, source="forward", ids=ids), command)
+        sub = replace(ctx, source="forward", ids=ids, home=home, shell=pw.pw_shell)
+        return await _command(sub, command)
     prefix = prefix_headers(req.envelope.sender, ctx.rcpt.address, ctx.rcpt.original)
     home_mailbox = cfg.get("home_mailbox")
     if home_mailbox and home:

@@ -25,7 +25,12 @@ defers the mail with "4.3.0 unknown mail transport error", as Postfix's qmgr doe
 its pipe dies (a qmgr running the command itself logs the text and defers). Flag D or O
 with more than one recipient defers with "4.3.5 mail system configuration error" and a
 warning, as in Postfix. A time limit (command_time_limit / <transport>_time_limit) kills the
-command and defers; command output is appended to the reason as Postfix does.
+command and defers; command output is appended to the reason as Postfix does. A directory=
+the command's user cannot change to defers ("4.3.0 temporary failure", and Postfix's
+"fatal: cannot change directory to ..." line, which its pipe's child logs).
+
+The command's environment is export_environment with PATH reset, nothing else; its working
+directory directory=, else the queue directory.
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ from typing import TYPE_CHECKING
 
 from oxipost.delivery import AgentFatal, command
 from oxipost.delivery.address import lf_lines, quote_local, split_address
+from oxipost.delivery.command import chdir_error, chdir_failed, queue_cwd
 from oxipost.delivery.dsn import SYSEXITS
 from oxipost.envelope import Outcome, Recipient
+from oxipost.environ import command_environment
 
 if TYPE_CHECKING:
     from oxipost.delivery import DeliveryRequest
@@ -271,9 +278,16 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
         limit = req.cfg.get_time("command_time_limit")
     # Switching to user= needs root (see the module docstring).
     ids = (attrs.uid, attrs.gid) if os.geteuid() == 0 else None
-    environ = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", "LOGNAME": attrs.user}
+    # The environment is export_environment and PATH alone (pipe.c sets no variable).
+    environ = command_environment(req.cfg)
+    cwd = queue_cwd(req.cfg)
+    if attrs.directory:
+        cwd = os.path.join(cwd or os.getcwd(), attrs.directory)
+        failed = chdir_error(cwd, ids)
+        if failed is not None:
+            return [chdir_failed(log, attrs.directory, (attrs.uid, attrs.gid), failed)] * n
     try:
-        rc, output = await command.run(cmd, data, limit, environ, attrs.directory or None, ids)
+        rc, output = await command.run(cmd, data, limit, environ, cwd, ids)
     except OSError as e:
         return [Outcome("5.3.0", f'Command died with status 127: "{cmd[0]}": {e}')] * n
     if rc is None:

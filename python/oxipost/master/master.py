@@ -20,6 +20,10 @@ master cannot run is fatal to the reload as to Postfix's master: `reload -- ...`
 already refused, before signalling, what postconf refuses). SIGQUIT aborts: children are
 killed.
 
+Master keeps of its environment only what import_environment names (name=value entries set
+the value; PYTHONPATH and PYTHONHOME stay, see oxipost.environ), so every service inherits
+that, as Postfix's master does.
+
 Master writes $queue_directory/pid/master.pid and holds a lock on it; a second master
 refuses: `fatal: the Postfix mail system is already running`.
 
@@ -47,6 +51,7 @@ from dataclasses import dataclass, field
 
 from oxipost.config import Config, ConfigError, Service, load_config
 from oxipost.durable import write_atomically
+from oxipost.environ import import_environment
 from oxipost.flow import FlowPipe
 from oxipost.log import Logger, get_logger
 from oxipost.master.services import FOLDED, PRIVILEGED_AGENTS, SERVICES
@@ -439,6 +444,9 @@ class Master:
                     pass
 
     def run(self) -> int:
+        # Whether started by hand or at boot, the services see the same environment: only
+        # import_environment (Postfix's master runs clean_env() as it starts).
+        import_environment(self.cfg)
         try:
             self.lock_pid_file()
             self.states = self.plan(self.cfg)

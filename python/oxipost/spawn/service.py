@@ -6,7 +6,7 @@
 For each connection accepted on the service's socket, run argv with its standard input and
 output connected to the client, as `user=` (required when master runs as root), for at most
 `$service_time_limit` seconds (default $command_time_limit). The process's share of maxproc
-caps simultaneous commands.
+caps simultaneous commands. The command's environment is export_environment with PATH reset.
 
 Diagnostics (Postfix's wording): `fatal: missing argv attribute`, `fatal: user= command-line
 attribute specifies root privileges`, `warning: command /x exit status N`, `warning: command
@@ -22,6 +22,7 @@ import signal
 import socket
 
 from oxipost import log, runloop
+from oxipost.environ import command_environment
 from oxipost.master.context import ServiceContext
 
 
@@ -67,6 +68,8 @@ async def _serve(ctx: ServiceContext, argv: list[str], ids: tuple[int, int] | No
     except KeyError:
         time_limit = ctx.cfg.get_time("command_time_limit")
     slots = asyncio.Semaphore(ctx.max_sessions) if ctx.max_sessions else None
+    # export_environment and PATH alone, as Postfix's spawn_command() gives its command.
+    environ = command_environment(ctx.cfg)
     running: set[asyncio.Task[None]] = set()
     draining = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,6 +90,7 @@ async def _serve(ctx: ServiceContext, argv: list[str], ids: tuple[int, int] | No
                 *argv,
                 stdin=conn.fileno(),
                 stdout=conn.fileno(),
+                env=environ,
                 user=ids[0] if ids else None,
                 group=ids[1] if ids else None,
             )
