@@ -31,10 +31,11 @@ venv: $(PY) ## Create the virtual env and install the Python dependencies
 .PHONY: develop
 develop: venv ## Build the Rust extension (release) into the venv, with the package editable
 	$(LOCK) $(BIN)/maturin develop --release --quiet --extras speed,test
-	@# postdrop's set-gid door (rust/postdrop), with this venv's interpreter built in; `oxipost
-	@# check` as root makes it root:$$setgid_group 2755 where it is installed.
+	@# postdrop's and postqueue's set-gid doors (rust/postdrop), with this venv's interpreter
+	@# built in; `oxipost check` as root makes them root:$$setgid_group 2755 where installed.
 	OXIPOST_PYTHON=$(abspath $(BIN))/python $(LOCK) cargo build --release --quiet -p oxipost-postdrop
 	install -D -m 755 target/release/oxipost-postdrop $(VENV)/libexec/oxipost/postdrop
+	install -D -m 755 target/release/oxipost-postqueue $(VENV)/libexec/oxipost/postqueue
 	@# Byte-compile now: an editable install is otherwise compiled on every start-up where
 	@# PYTHONDONTWRITEBYTECODE is set (pip does this step for a regular install).
 	$(BIN)/python -m compileall -q python
@@ -60,7 +61,7 @@ lint: venv ## Format and lint checks, Rust and Python, and the _core.pyi stub ch
 	$(BIN)/python -m mypy.stubtest oxipost._core --allowlist .mypy-stubtest-allowlist
 
 .PHONY: test-rust
-test-rust: ## Rust unit tests of oxipost-core and the postdrop door (plain cargo, no Python)
+test-rust: ## Rust unit tests of oxipost-core and the set-gid doors (plain cargo, no Python)
 	cargo test -p oxipost-core -p oxipost-postdrop --release --quiet
 
 .PHONY: test-py

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 try:
@@ -47,6 +48,77 @@ def stop_and_drain() -> tuple[asyncio.Event, asyncio.Event]:
     stop, drain = asyncio.Event(), asyncio.Event()
     on_signals({signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: drain.set})
     return stop, drain
+
+
+class Idle:
+    """Sets `expired` once no work has been in flight for `limit` seconds (never when limit
+    is 0), as Postfix's daemons end after max_idle. What counts as work is the caller's:
+    a request for a delivery agent (qmgr's connection stays open, so an idle agent is one
+    without work, not one without a client), a client for showq."""
+
+    def __init__(self, limit: float, expired: asyncio.Event) -> None:
+        self.limit = limit
+        self.busy = 0
+        self.loop = asyncio.get_running_loop()
+        self.since = self.loop.time()
+        self.watch = self.loop.create_task(self._watch(expired)) if limit > 0 else None
+
+    def begin(self) -> None:
+        self.busy += 1
+
+    def end(self) -> None:
+        self.busy -= 1
+        self.since = self.loop.time()
+
+    async def _watch(self, expired: asyncio.Event) -> None:
+        while True:
+            left = self.since + self.limit - self.loop.time()
+            if self.busy == 0 and left <= 0:
+                expired.set()
+                return
+            await asyncio.sleep(left if self.busy == 0 else self.limit)
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+
+
+async def serve_unix(
+    sock: socket.socket,
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    stop: asyncio.Event,
+    drain: asyncio.Event,
+    limit: int = 1 << 16,
+) -> None:
+    """Run handle for each client of the listening unix socket sock (master's) until stop
+    (master's SIGTERM: the clients are cut off now) or drain (SIGHUP, postfix reload, or
+    an Idle's expiry: no new client, the ones in progress finish first)."""
+    clients: set[asyncio.Task[None]] = set()
+
+    async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            clients.add(task)
+        try:
+            await handle(r, w)
+        except asyncio.CancelledError:
+            # Stopped: ends here, as a task asyncio's streams can finish without logging
+            # an error (3.11 asks a cancelled client_connected_cb task for its exception).
+            w.close()
+        finally:
+            clients.discard(task)  # type: ignore[arg-type]
+
+    server = await asyncio.start_unix_server(client, sock=sock, limit=limit)
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())}
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    server.close()
+    if drain.is_set() and not stop.is_set() and clients:
+        await asyncio.wait(clients)
+    for w in waits:
+        w.cancel()
+    for task in list(clients):
+        task.cancel()
+    await asyncio.gather(*clients, return_exceptions=True)
 
 
 class Completions:

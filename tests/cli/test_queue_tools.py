@@ -159,11 +159,25 @@ def test_postcat_unknown_id_matches_postfix(real_postfix, ours):
     assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)
 
 
+def stopped_postfix(d: Path) -> str:
+    """The configuration directory of a Postfix that is not running, in d, its public/ as
+    its postfix-files has it (postfix:postdrop 0710)."""
+    (d / "conf").mkdir(parents=True)
+    (d / "conf" / "main.cf").write_text(f"compatibility_level = 3.6\nqueue_directory = {d}/spool\n")
+    shutil.copy("/usr/share/postfix/master.cf.dist", d / "conf" / "master.cf")
+    (d / "spool" / "public").mkdir(parents=True)
+    shutil.chown(d / "spool" / "public", "postfix", "postdrop")
+    (d / "spool" / "public").chmod(0o710)
+    return str(d / "conf")
+
+
 def test_flush_without_qmgr_matches_postfix(tmp_path, ours):
-    # Postfix stopped: the same refusal, the same exit status (EX_UNAVAILABLE).
-    mine = run_ours("postqueue", "-c", ours, "-f")
-    assert mine.returncode == 69
-    assert mine.stderr == "postqueue: fatal: Cannot flush mail queue - mail system is down\n"
+    # Postfix stopped: the same warning and refusal, the same exit status (EX_UNAVAILABLE).
+    real = stopped_postfix(tmp_path / "real")
+    for args in (["-f"], ["-i", "ABCDEF"]):
+        mine, theirs = both("postqueue", real, ours, *args)
+        assert theirs.returncode == 69 and "mail system is down" in theirs.stderr
+        assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr), args
 
 
 def test_postcat_shows_envelope_and_content(ours):

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from oxipost.cli.postdrop import SETGID_PROGRAM
+from oxipost.cli.postdrop import POSTQUEUE_DOOR, SETGID_PROGRAM
 
 from tests.conftest import run_ours
 from tests.qmgr.test_service import wait_log
@@ -43,14 +43,16 @@ def oxi() -> Iterator[Oxipost]:
 
 
 def as_nobody(
-    oxi: Oxipost, argv: list[str], stdin: str = "", *, listed: bool = True
+    oxi: Oxipost, argv: list[str], stdin: str = "", *, listed: bool = True, also: str = ""
 ) -> subprocess.CompletedProcess:
     """argv run as nobody, with a default main.cf that lists oxi's configuration directory
-    in alternate_config_directories (or not)."""
+    (and also, another one) in alternate_config_directories (or not)."""
     assert ROOT, "the test suite runs as root (CI): local users cannot be tested otherwise"
     etc = oxi.dir / "etc-postfix"
     etc.mkdir(exist_ok=True)
-    (etc / "main.cf").write_text(f"alternate_config_directories = {oxi.conf}\n" if listed else "")
+    (etc / "main.cf").write_text(
+        f"alternate_config_directories = {oxi.conf} {also}\n" if listed else ""
+    )
     script = 'mount --bind "$1" /etc/postfix && shift && exec runuser -u nobody -- "$@"'
     namespace = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
     return subprocess.run(
@@ -90,8 +92,8 @@ def test_local_user_sendmail_is_delivered_with_its_uid(oxi: Oxipost) -> None:
 
 def test_permissions_as_postfix_files(oxi: Oxipost) -> None:
     """After postfix check (as root): maildrop/ and public/ are the setgid_group's, 1730 and
-    0710, postdrop's door root:postdrop 2755; nobody can neither list maildrop/ nor write
-    into it, except through postdrop."""
+    0710, postdrop's and postqueue's doors root:postdrop 2755; nobody can neither list
+    maildrop/ nor write into it, except through postdrop."""
     (oxi.conf / "main.cf").write_text(
         f"queue_directory = {oxi.dir}/spool\ndata_directory = {oxi.dir}/lib\n"
         f"maillog_file = {oxi.dir}/maillog\n"
@@ -116,6 +118,7 @@ def test_permissions_as_postfix_files(oxi: Oxipost) -> None:
         assert owners_mode(spool / sub) == (owner, pgid, 0o700), sub
     assert owners_mode(oxi.dir / "lib") == (owner, pgid, 0o700)
     assert owners_mode(SETGID_PROGRAM) == (0, postdrop, 0o2755)
+    assert owners_mode(POSTQUEUE_DOOR) == (0, postdrop, 0o2755)
     listed = as_nobody(oxi, ["ls", str(spool / "maildrop")])
     assert listed.returncode != 0
     assert "Permission denied" in listed.stderr

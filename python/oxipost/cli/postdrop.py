@@ -45,9 +45,15 @@ from oxipost.pickup.maildrop import MaildropError, Submission, drop, maildrop_di
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 
-# Where the Makefile installs rust/postdrop's build: root's directory when root built the
-# venv, which postfix check verifies before it grants the set-gid bit.
-SETGID_PROGRAM = os.path.join(sys.prefix, "libexec", "oxipost", "postdrop")
+# Where the Makefile installs rust/postdrop's builds, the set-gid doors of postdrop and
+# postqueue: root's directory when root built the venv, which postfix check verifies before
+# it grants the set-gid bit.
+SETGID_DIRECTORY = os.path.join(sys.prefix, "libexec", "oxipost")
+SETGID_PROGRAM = os.path.join(SETGID_DIRECTORY, "postdrop")
+POSTQUEUE_DOOR = os.path.join(SETGID_DIRECTORY, "postqueue")
+# What each door lets local users do, for postfix check's warning when it cannot have its
+# privilege.
+SETGID_DOORS = {SETGID_PROGRAM: "submit mail", POSTQUEUE_DOOR: "list or flush the queue"}
 
 
 def config_dir_allowed(prog: str, config_dir: str | None) -> str | None:
@@ -85,7 +91,7 @@ def _with_ancestors(path: str) -> Iterator[str]:
 
 
 def trusted_paths() -> list[str]:
-    """What the set-gid door runs, and where it lives: its own directories, the interpreter,
+    """What the set-gid doors run, and where they live: their directories, the interpreter,
     the venv (its site-packages, .pth files included) and the oxipost package, which must
     all be replaceable by root alone."""
     import oxipost
@@ -93,7 +99,7 @@ def trusted_paths() -> list[str]:
     package = os.path.dirname(os.path.realpath(oxipost.__file__))
     python = os.path.join(sys.prefix, "bin", "python")
     roots = [os.path.realpath(sys.prefix), package]
-    paths = [*_with_ancestors(SETGID_PROGRAM), *_with_ancestors(python)]
+    paths = [*SETGID_DOORS, *_with_ancestors(SETGID_DIRECTORY), *_with_ancestors(python)]
     paths += _with_ancestors(os.path.realpath(python))
     paths += _with_ancestors(package)
     for root in roots:

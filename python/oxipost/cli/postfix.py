@@ -12,9 +12,9 @@ check (and start) as root also sets the permissions of postfix-files (Debian's f
 maildrop/): the queue is mail_owner's, except pid/ (root's), maildrop/
 (`$mail_owner:$setgid_group` 1730: local users' postdrop writes there, nobody but pickup
 lists it) and public/ (`$mail_owner:$setgid_group` 0710); the setgid_group is created if
-missing (`groupadd --system`, as Debian's postinst does), and postdrop's set-gid door
-becomes `root:$setgid_group` 2755 when nothing it runs can be replaced by others than root
-(see oxipost.cli.postdrop).
+missing (`groupadd --system`, as Debian's postinst does), and the set-gid doors of postdrop
+and postqueue become `root:$setgid_group` 2755 when nothing they run can be replaced by
+others than root (see oxipost.cli.postdrop).
 
 Messages are postfix-script's, in the log and, when stderr is a terminal, on stderr too
 (postlog(1) writes there only then: `postfix reload` from cron prints nothing, so cron mails
@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from oxipost.cli.postdrop import SETGID_PROGRAM, trusted_paths, untrusted
+from oxipost.cli.postdrop import SETGID_DOORS, trusted_paths, untrusted
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.log import Logger, get_logger
 from oxipost.master.master import Master, read_pid
@@ -135,7 +135,7 @@ def check(cfg: Config, script: Script) -> int:
         for path, mode in ((maildrop, 0o1730), (public, 0o710)):
             os.chown(path, pw.pw_uid, group)
             os.chmod(path, mode)
-        _install_postdrop(group, script)
+        _install_doors(group, script)
     return 0
 
 
@@ -148,24 +148,27 @@ def _setgid_group(name: str) -> int:
     return grp.getgrnam(name).gr_gid
 
 
-def _install_postdrop(group: int, script: Script) -> None:
-    """Give postdrop's door its set-gid privilege, or take it away when others than root
-    could replace the door or what it runs (postfix-script's warnings)."""
-    if not os.path.exists(SETGID_PROGRAM):
-        script.log.warning(f"not found: {SETGID_PROGRAM} (make develop builds it)")
+def _install_doors(group: int, script: Script) -> None:
+    """Give the set-gid doors (postdrop, postqueue) their privilege, or take it away when
+    others than root could replace a door or what it runs (postfix-script's warnings)."""
+    doors = [door for door in SETGID_DOORS if os.path.exists(door)]
+    for door in SETGID_DOORS.keys() - set(doors):
+        script.log.warning(f"not found: {door} (make develop builds it)")
+    if not doors:
         return
     warnings = list(untrusted(trusted_paths()))
     for warning in warnings:
         script.log.warning(warning)
-    if warnings:
-        os.chmod(SETGID_PROGRAM, 0o755)
-        script.log.warning(f"not set-gid: {SETGID_PROGRAM}: local users cannot submit mail")
-        return
-    st = os.stat(SETGID_PROGRAM)
-    if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (0, group, 0o2755):
-        # chown clears the set-gid bit: the mode comes after it.
-        os.chown(SETGID_PROGRAM, 0, group)
-        os.chmod(SETGID_PROGRAM, 0o2755)
+    for door in doors:
+        if warnings:
+            os.chmod(door, 0o755)
+            script.log.warning(f"not set-gid: {door}: local users cannot {SETGID_DOORS[door]}")
+            continue
+        st = os.stat(door)
+        if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (0, group, 0o2755):
+            # chown clears the set-gid bit: the mode comes after it.
+            os.chown(door, 0, group)
+            os.chmod(door, 0o2755)
 
 
 def _wait_for(predicate: object, timeout: float) -> bool:

@@ -222,43 +222,11 @@ async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
     return [[o.status, o.text, o.relay, o.site] for o in outcomes]
 
 
-class _Idle:
-    """Sets `expired` once no request has been in flight for `limit` seconds (never when
-    limit is 0): qmgr's connection stays open, so an idle agent is one without work, not
-    one without a client as Postfix's daemons count it."""
-
-    def __init__(self, limit: float, expired: asyncio.Event) -> None:
-        self.limit = limit
-        self.busy = 0
-        self.loop = asyncio.get_running_loop()
-        self.since = self.loop.time()
-        self.watch = self.loop.create_task(self._watch(expired)) if limit > 0 else None
-
-    def begin(self) -> None:
-        self.busy += 1
-
-    def end(self) -> None:
-        self.busy -= 1
-        self.since = self.loop.time()
-
-    async def _watch(self, expired: asyncio.Event) -> None:
-        while True:
-            left = self.since + self.limit - self.loop.time()
-            if self.busy == 0 and left <= 0:
-                expired.set()
-                return
-            await asyncio.sleep(left if self.busy == 0 else self.limit)
-
-    def close(self) -> None:
-        if self.watch is not None:
-            self.watch.cancel()
-
-
 async def _serve_channel(
     base: Config,
     log: Logger,
     drain: asyncio.Event,
-    idle: _Idle,
+    idle: runloop.Idle,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
@@ -318,33 +286,12 @@ async def serve(
     killed; qmgr defers what it did not hear back about), `drain` (its SIGHUP, postfix
     reload: finish the deliveries in progress first, so that none is done twice) or, with
     max_idle, that long without a request in flight (ends as on drain)."""
-    channels: set[asyncio.Task[None]] = set()
-    idle = _Idle(max_idle, drain)
+    idle = runloop.Idle(max_idle, drain)
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            channels.add(task)
-        try:
-            await _serve_channel(base, log, drain, idle, r, w)
-        except asyncio.CancelledError:
-            # Stopped: ends here, as a task asyncio's streams can finish without logging
-            # an error (3.11 asks a cancelled client_connected_cb task for its exception).
-            w.close()
-        finally:
-            channels.discard(task)  # type: ignore[arg-type]
+        await _serve_channel(base, log, drain, idle, r, w)
 
-    server = await asyncio.start_unix_server(handle, sock=sock, limit=MAX_REQUEST)
-    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())}
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    server.close()
-    if drain.is_set() and not stop.is_set() and channels:
-        await asyncio.wait(channels)
-    for w in waits:
-        w.cancel()
-    for task in list(channels):
-        task.cancel()
-    await asyncio.gather(*channels, return_exceptions=True)
+    await runloop.serve_unix(sock, handle, stop, drain, limit=MAX_REQUEST)
     idle.close()
 
 

@@ -1,16 +1,17 @@
 """master(8): the resident process that runs the mail system.
 
-Reads master.cf, binds every listener itself (inet `host:port`/`port` services; unix services
-under $queue_directory/{private,public}/NAME), and starts each service whose command oxipost
-runs as a process: several workers for an inet service (`smtpd_worker_processes`) sharing
-the inherited socket, one otherwise. The privileged delivery agents (local, virtual, pipe)
-start on demand, as Postfix's master starts every daemon: master keeps their socket and
-starts the process when a client (qmgr) waits on it with none running; the process ends by
-itself after max_idle. maxproc of an inet service is divided among its workers
-as their session cap. A worker that dies is restarted; one that dies within a second of
-starting is throttled for `service_throttle_time`, as Postfix's master does. The master.cf
-wakeup column becomes a SIGUSR1 to the service every N seconds. Master and its services run
-as SCHED_BATCH (see `_batch_scheduling`).
+Reads master.cf, binds every listener itself (inet `host:port`/`port` services; unix
+services under $queue_directory/{private,public}/NAME), and starts each service whose
+command oxipost runs as a process: several workers for an inet service
+(`smtpd_worker_processes`) sharing the inherited socket, one otherwise. The privileged
+delivery agents (local, virtual, pipe) and showq start on demand, as Postfix's master starts
+every daemon: master keeps their socket and starts the process when a client (qmgr,
+postqueue) waits on it with none running; the process ends by itself after max_idle. maxproc
+of an inet service is divided among its workers as their session cap. A worker that dies is
+restarted; one that dies within a second of starting is throttled for
+`service_throttle_time`, as Postfix's master does. The master.cf wakeup column becomes a
+SIGUSR1 to the service every N seconds. Master and its services run as SCHED_BATCH (see
+`_batch_scheduling`).
 
 SIGTERM stops everything. SIGHUP reloads: main.cf and master.cf are read again, listeners
 that still exist stay bound (clients keep their connections; new ones keep being accepted),
@@ -54,7 +55,7 @@ from oxipost.durable import write_atomically
 from oxipost.environ import import_environment
 from oxipost.flow import FlowPipe
 from oxipost.log import Logger, get_logger
-from oxipost.master.services import FOLDED, PRIVILEGED_AGENTS, SERVICES
+from oxipost.master.services import FOLDED, ON_DEMAND, SERVICES
 
 # A worker that fails before its service has run this long is crash-looping: throttle it.
 # The child tells master through a pipe once it has (interpreter start-up and imports do
@@ -256,7 +257,7 @@ class Master:
                     state.max_sessions = -(-maxproc // state.workers)
             else:
                 state.max_sessions = maxproc
-                state.on_demand = svc.command in PRIVILEGED_AGENTS
+                state.on_demand = svc.command in ON_DEMAND
             states[svc.key] = state
         return states
 

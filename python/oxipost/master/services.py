@@ -11,6 +11,9 @@ from __future__ import annotations
 # The delivery agents that need root (catalogue 50): master runs them as processes of their
 # own, started when qmgr first connects, and an unprivileged qmgr sends them its requests.
 PRIVILEGED_AGENTS = ("local", "virtual", "pipe")
+# The services master starts when a client first waits on their socket, as Postfix's
+# master starts every daemon; each ends after max_idle without work.
+ON_DEMAND = (*PRIVILEGED_AGENTS, "showq")
 
 SERVICES: dict[str, str] = {
     "spawn": "oxipost.spawn.service:main",
@@ -23,6 +26,8 @@ SERVICES: dict[str, str] = {
     "local": "oxipost.delivery.service:main",
     "virtual": "oxipost.delivery.service:main",
     "pipe": "oxipost.delivery.service:main",
+    # mailq for local users, who cannot read the queue (see oxipost.qmgr.showq).
+    "showq": "oxipost.qmgr.showq:main",
 }
 
 # command → where its work happens in oxipost.
@@ -32,7 +37,6 @@ FOLDED: dict[str, str] = {
     "bounce": "qmgr",
     "verify": "smtpd",
     "flush": "qmgr",
-    "showq": "the queue tools (they read the spool)",
     "anvil": "smtpd",
     "scache": "qmgr (smtp connection reuse)",
     "tlsmgr": "smtpd and the smtp client (TLS session caching in process)",

@@ -28,7 +28,11 @@ TIMEOUT = 30.0
 
 
 class QmgrDown(Exception):
-    """No qmgr answers on the control socket."""
+    """No qmgr answers on the control socket; errno says why (0: no reply came)."""
+
+    def __init__(self, text: str, errno: int = 0) -> None:
+        super().__init__(text)
+        self.errno = errno
 
 
 def socket_path(cfg: Config) -> str:
@@ -53,7 +57,7 @@ def request(cfg: Config, req: dict[str, object], timeout: float = TIMEOUT) -> di
                 for reply in unpacker:
                     return dict(reply)
     except OSError as e:
-        raise QmgrDown(f"{path}: {e.strerror or e}") from None
+        raise QmgrDown(f"{path}: {e.strerror or e}", e.errno or 0) from None
     raise QmgrDown(f"{path}: no reply")
 
 
