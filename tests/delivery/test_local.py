@@ -347,6 +347,16 @@ def test_command_without_shell_magic_runs_directly(tmp_path, spool):
     assert o == Outcome("5.1.1", "user unknown")
 
 
+def test_command_time_limit_bounces(tmp_path, spool):
+    # local(8) runs its command through pipe_command.c as pipe(8) does: over
+    # command_time_limit the command is killed and the recipient bounced (5.3.0).
+    cfg = _alias_cfg(tmp_path, spool, "echo busy; sleep 30", main="command_time_limit = 1s\n")
+    (o,) = run(request(cfg, "local", "localhost", ["envdump@localhost"]))
+    assert o == Outcome(
+        "5.3.0", 'Command time limit exceeded: "echo busy; sleep 30". Command output: busy'
+    )
+
+
 def test_local_command_shell_gets_the_command_as_one_argument(tmp_path, spool):
     shell = spool / "shell"
     shell.write_text(f'#!/bin/sh\nprintf "%s|" "$@" > {spool}/args\n')

@@ -273,11 +273,15 @@ def test_pipe_size_limit(tmp_path, shared, script):
     assert not (shared / "o").exists()
 
 
-def test_pipe_time_limit_kills_and_defers(tmp_path):
-    cfg = _pipe_cfg(tmp_path, "user=nobody argv=/bin/sleep 30", main="p_time_limit = 1s\n")
+def test_pipe_time_limit_kills_and_bounces(tmp_path):
+    # pipe_command.c: the time limit is PIPE_STAT_BOUNCE with 5.3.0, the output quoted.
+    argv = "argv=/bin/sh -c { echo still working; exec sleep 30 }"
+    cfg = _pipe_cfg(tmp_path, f"user=nobody {argv}", main="p_time_limit = 1s\n")
     started = time.monotonic()
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
-    assert o == Outcome("4.3.0", 'Command time limit exceeded: "/bin/sleep"')
+    assert o == Outcome(
+        "5.3.0", 'Command time limit exceeded: "/bin/sh". Command output: still working'
+    )
     assert time.monotonic() - started < 10
 
 

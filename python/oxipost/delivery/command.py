@@ -2,15 +2,20 @@
 
 `run(argv, data, limit, env, cwd, ids)` starts the command with `data` on its stdin and
 stdout and stderr captured together, and returns (exit status, output), or None for the
-status when `limit` seconds passed (the command is killed). With ids (uid, gid) the
-command runs as that uid with gid as its group and only supplementary group, as Postfix's
-set_ugid leaves it.
+status when `limit` seconds passed (the command and its process group are killed; what it
+wrote is kept). With ids (uid, gid) the command runs as that uid with gid as its group and
+only supplementary group, as Postfix's set_ugid leaves it.
 
 The command runs from a thread of this module's pool: uvloop, the loop our services run
 on, has no user=/group= for its subprocesses, and switching ids in a preexec_fn is unsafe
 in a process with threads. subprocess.Popen switches them in the child between fork and
 exec. The pool's threads are made on demand; qmgr's process limit for the transport
 bounds how many commands run at once.
+
+`finished(rc, command, output, delivered)` is the outcome Postfix's pipe_command.c gives
+a command that ran (local(8) and pipe(8) share it): the time limit and a status outside
+sysexits.h bounce with 5.3.0, a signal defers, sysexits.h's statuses map as dsn.SYSEXITS
+says, and the command's output is appended.
 
 `chdir_error(path, ids)` says why the command could not change to its working directory,
 `chdir_failed()` logs it and defers as Postfix does, `queue_cwd(cfg)` is the default one.
@@ -21,14 +26,17 @@ Diagnostics: a command that cannot be started raises OSError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+import signal
 import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from oxipost.delivery.dsn import SYSEXITS
 from oxipost.envelope import Outcome
 
 if TYPE_CHECKING:
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
 # More than any master.cf process limit is likely to allow one transport.
 _MAX_COMMANDS = 1000
 _pool = ThreadPoolExecutor(_MAX_COMMANDS, thread_name_prefix="oxipost-command")
+# How much of a command's output a reason quotes.
+_OUTPUT_LIMIT = 2048
 
 
 def _run(
@@ -58,13 +68,17 @@ def _run(
         user=uid,
         group=gid,
         extra_groups=None if gid is None else [gid],
+        # A session of its own, as pipe_command.c's child: at the time limit the whole
+        # group is killed, so a shell's children cannot hold the output pipe open.
+        start_new_session=True,
     ) as proc:
         try:
             output, _ = proc.communicate(data, timeout=limit)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return None, b""
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            return None, output
     return proc.returncode, output
 
 
@@ -79,6 +93,23 @@ async def run(
     """(exit status, negative for a signal, or None after the time limit; output)."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_pool, _run, argv, data, limit, env, cwd, ids)
+
+
+def finished(rc: int | None, command: str, output: bytes, delivered: str) -> Outcome:
+    """The outcome of a command that ran: rc as run() returns it, delivered the reason
+    when it succeeded."""
+    text = " ".join(output.decode("utf-8", "replace").split())[:_OUTPUT_LIMIT]
+    suffix = f". Command output: {text}" if text else ""
+    if rc is None:
+        return Outcome("5.3.0", f'Command time limit exceeded: "{command}"{suffix}')
+    if rc < 0:
+        return Outcome("4.3.0", f'Command died with signal {-rc}: "{command}"{suffix}')
+    if rc == 0:
+        return Outcome("2.0.0", delivered)
+    if rc in SYSEXITS:
+        dsn, text = SYSEXITS[rc]
+        return Outcome(dsn, text + suffix)
+    return Outcome("5.3.0", f'Command died with status {rc}: "{command}"{suffix}')
 
 
 def _may_search(st: os.stat_result, uid: int, gid: int) -> bool:

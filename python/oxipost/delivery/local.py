@@ -56,7 +56,6 @@ from oxipost.config.expand import ExpandError, expand
 from oxipost.delivery import command
 from oxipost.delivery.address import split_address
 from oxipost.delivery.command import chdir_error, chdir_failed, queue_cwd
-from oxipost.delivery.dsn import SYSEXITS
 from oxipost.delivery.mailstore import (
     LookupFailed,
     lock_options,
@@ -350,18 +349,7 @@ async def _command(ctx: Ctx, command_line: str) -> Outcome:
         # Postfix's child dies of it ("execvp PATH: ERROR", exit EX_TEMPFAIL): deferred.
         text = f"local: fatal: execvp {argv[0]}: {e.strerror}"
         return Outcome("4.3.0", f"temporary failure. Command output: {text}")
-    if rc is None:
-        return Outcome("4.3.0", f'Command time limit exceeded: "{command_line}"')
-    text = " ".join(out.decode("utf-8", "replace").split())
-    suffix = f". Command output: {text}" if text else ""
-    if rc == 0:
-        return Outcome("2.0.0", f"delivered to command: {command_line}")
-    if rc < 0:
-        return Outcome("4.3.0", f'Command died with signal {-rc}: "{command_line}"{suffix}')
-    if rc in SYSEXITS:
-        dsn, why = SYSEXITS[rc]
-        return Outcome(dsn, why + suffix)
-    return Outcome("5.3.0", f'Command died with status {rc}: "{command_line}"{suffix}')
+    return command.finished(rc, command_line, out, f"delivered to command: {command_line}")
 
 
 async def _file(ctx: Ctx, path: str) -> Outcome:

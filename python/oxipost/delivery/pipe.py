@@ -25,7 +25,8 @@ defers the mail with "4.3.0 unknown mail transport error", as Postfix's qmgr doe
 its pipe dies (a qmgr running the command itself logs the text and defers). Flag D or O
 with more than one recipient defers with "4.3.5 mail system configuration error" and a
 warning, as in Postfix. A time limit (command_time_limit / <transport>_time_limit) kills the
-command and defers; command output is appended to the reason as Postfix does. A directory=
+command and bounces (5.3.0, as Postfix's pipe_command.c); command output is appended to the
+reason as Postfix does. A directory=
 the command's user cannot change to defers ("4.3.0 temporary failure", and Postfix's
 "fatal: cannot change directory to ..." line, which its pipe's child logs).
 
@@ -47,7 +48,6 @@ from typing import TYPE_CHECKING
 from oxipost.delivery import AgentFatal, command
 from oxipost.delivery.address import lf_lines, quote_local, split_address
 from oxipost.delivery.command import chdir_error, chdir_failed, queue_cwd
-from oxipost.delivery.dsn import SYSEXITS
 from oxipost.envelope import Outcome, Recipient
 from oxipost.environ import command_environment
 
@@ -58,7 +58,6 @@ log = logging.getLogger("oxipost.pipe")
 
 _MACRO = re.compile(r"\$\{([a-z_]+)\}|\$([a-z_]+)")
 _PER_RECIPIENT = {"recipient", "original_recipient", "user", "extension", "mailbox", "domain"}
-_OUTPUT_LIMIT = 2048
 _FLAGS = frozenset("BDFORX.>hqu")
 _ATTRIBUTES = ("flags", "user", "directory", "chroot", "eol", "null_sender", "size")
 
@@ -233,23 +232,6 @@ def _unescape(value: str) -> bytes:
     return value.encode().decode("unicode_escape").encode("latin-1")
 
 
-def outcome_for(
-    status: int | None, signal: int | None, cmd: str, output: bytes, service: str
-) -> Outcome:
-    """The reason Postfix's pipe(8) gives for a finished command (pipe_command.c)."""
-    text_out = " ".join(output.decode("utf-8", "replace").split())[:_OUTPUT_LIMIT]
-    suffix = f". Command output: {text_out}" if text_out else ""
-    if signal is not None:
-        return Outcome("4.3.0", f'Command died with signal {signal}: "{cmd}"{suffix}')
-    if status == 0:
-        return Outcome("2.0.0", f"delivered via {service} service" + suffix)
-    assert status is not None
-    if status in SYSEXITS:
-        dsn, text = SYSEXITS[status]
-        return Outcome(dsn, text + suffix)
-    return Outcome("5.3.0", f'Command died with status {status}: "{cmd}"{suffix}')
-
-
 async def deliver(req: DeliveryRequest) -> list[Outcome]:
     n = len(req.recipients)
     attrs = parse_args(req.cfg.service(req.transport).command_args, req.cfg.get("mail_owner"))
@@ -290,10 +272,4 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
         rc, output = await command.run(cmd, data, limit, environ, cwd, ids)
     except OSError as e:
         return [Outcome("5.3.0", f'Command died with status 127: "{cmd[0]}": {e}')] * n
-    if rc is None:
-        return [Outcome("4.3.0", f'Command time limit exceeded: "{cmd[0]}"')] * n
-    if rc < 0:
-        result = outcome_for(None, -rc, cmd[0], output, req.transport)
-    else:
-        result = outcome_for(rc, None, cmd[0], output, req.transport)
-    return [result] * n
+    return [command.finished(rc, cmd[0], output, f"delivered via {req.transport} service")] * n
