@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from oxipost.cli.postfix import SCRIPT_USAGE
 from oxipost.master.master import STARTUP_GRACE
 
 from tests.conftest import copy_conf, run_ours, run_postfix
@@ -170,12 +171,15 @@ def test_start_status_stop(system):
     assert log.count('service "cleanup/unix" (cleanup): folded into') == 1
 
 
-# postfix(1) commands on a running system, then on a stopped one: (command, stderr is a
-# terminal).
+# postfix(1) commands on a running system, then on a stopped one: (command words, stderr
+# is a terminal). postfix-script reads its first word alone; no command is its "unknown
+# command: ''"; a bad option is postfix(1)'s own usage error.
 RUNNING_STEPS = [("status", False), ("status", True), ("reload", False), ("reload", True)]
 RUNNING_STEPS += [("start", False), ("start", True)]
 STOPPED_STEPS = [("stop", False), ("stop", True), ("reload", True), ("abort", False)]
-STOPPED_STEPS += [("status", False), ("status", True)]
+STOPPED_STEPS += [("status", False), ("status", True), ("status extra", True)]
+STOPPED_STEPS += [("", False), ("", True), ("-x", False), ("-x", True)]
+BAD = "postfix: invalid option -- 'x'\n"
 
 
 @pytest.mark.postfix
@@ -193,7 +197,7 @@ def test_control_messages_on_stderr_only_at_a_terminal_as_postfix(system):
         return out + [run(command, terminal) for command, terminal in STOPPED_STEPS]
 
     def ours(command: str, terminal: bool) -> tuple[int, str]:
-        proc = run_ours("postfix", "-c", system["conf"], command, terminal=terminal)
+        proc = run_ours("postfix", "-c", system["conf"], *command.split(), terminal=terminal)
         return proc.returncode, re.sub(r"PID: \d+", "PID: N", proc.stderr)
 
     started(system)
@@ -201,7 +205,8 @@ def test_control_messages_on_stderr_only_at_a_terminal_as_postfix(system):
     with running_postfix("") as (_port, d):
 
         def real(command: str, terminal: bool) -> tuple[int, str]:
-            proc = run_postfix("/usr/sbin/postfix", "-c", str(d), command, terminal=terminal)
+            args = command.split()
+            proc = run_postfix("/usr/sbin/postfix", "-c", str(d), *args, terminal=terminal)
             return proc.returncode, re.sub(r"PID: \d+", "PID: N", proc.stderr)
 
         theirs = steps(real)
@@ -209,13 +214,18 @@ def test_control_messages_on_stderr_only_at_a_terminal_as_postfix(system):
     assert mine[1] == (0, "postfix/postfix-script: the Postfix mail system is running: PID: N\n")
     order = RUNNING_STEPS + STOPPED_STEPS
     quiet = [result for (_, terminal), result in zip(order, mine, strict=True) if not terminal]
-    assert quiet == [(0, ""), (0, ""), (1, ""), (1, ""), (1, ""), (1, "")]
+    # getopt's complaint is not postfix(1)'s fatal: it reaches stderr wherever that is.
+    assert quiet == [(0, ""), (0, ""), (1, ""), (1, ""), (1, ""), (1, ""), (1, ""), (1, BAD)]
+    assert mine[-3] == (1, f"postfix/postfix-script: fatal: unknown command: ''. {SCRIPT_USAGE}\n")
+    assert mine[-1] == (1, f"{BAD}postfix: fatal: usage: postfix [-c config_dir] [-Dv] command\n")
     log = system["log"].read_text()
     # Every step's line is in the log, terminal or not.
     for text, count in (
         ("refreshing the Postfix mail system", 2),
         ("fatal: the Postfix mail system is not running", 4),
         ("the Postfix mail system is running: PID: \\d+", 3),  # started() asks once too
+        ("the Postfix mail system is not running", 3),
+        (re.escape(f"fatal: unknown command: ''. {SCRIPT_USAGE}"), 2),
     ):
         assert len(re.findall(rf"postfix/postfix-script\[\d+\]: {text}\n", log)) == count
 

@@ -23,8 +23,10 @@ system is running: PID: N`, `... fatal: the Postfix mail system is not running` 
 `... fatal: the Postfix mail system is already running` (exit 1), `stopping the Postfix mail
 system`, `refreshing the Postfix mail system`, `waiting for the Postfix mail system to
 terminate`. The exit status is the same either way. postfix(1)'s own `postfix: fatal: ...`
-(main.cf unreadable) also reaches stderr only on a terminal, and is logged as
-`postfix/postfix`.
+(main.cf unreadable, a bad option) also reaches stderr only on a terminal, and is logged as
+`postfix/postfix`. A missing or unknown command is postfix-script's `fatal: unknown
+command: 'CMD'. Usage: postfix start (or stop, ...)` (exit 1); words after the command are
+ignored, as postfix-script reads $1 alone.
 
 Every command first asks postconf about the configuration, as postfix-script does: a
 master.cf that postconf refuses stops it there (reload signals nothing, start starts
@@ -50,9 +52,11 @@ from oxipost.log import Logger, get_logger
 from oxipost.master.master import Master, read_pid
 from oxipost.qmgr.queue import PRIVATE_QUEUE_DIRS, QUEUE_DIRS
 
-USAGE = (
-    "usage: oxipost [-c config_dir] [-Dv] start | start-fg | stop | abort | reload"
-    " | status | check | flush"
+USAGE = "usage: postfix [-c config_dir] [-Dv] command"
+# postfix-script's text for a missing or unknown command, word for word.
+SCRIPT_USAGE = (
+    "Usage: postfix start (or stop, reload, abort, flush, check, status, set-permissions,"
+    " upgrade-configuration, logrotate)"
 )
 # How long start waits for the new master to take its lock, and stop for it to go.
 START_WAIT = 15.0
@@ -221,6 +225,15 @@ def signal_master(cfg: Config, script: Script, sig: int, message: str) -> int:
     return 0
 
 
+def _usage(text: str) -> int:
+    """postfix(1)'s own usage fatal: getopt's complaint always, the fatal at a terminal."""
+    print(f"postfix: {text}", file=sys.stderr)
+    if on_terminal():
+        print(f"postfix: fatal: {USAGE}", file=sys.stderr)
+    get_logger("postfix").fatal_line(USAGE)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the control command with argv (default sys.argv[1:]); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -231,15 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_dir = args.pop(0)
         elif opt.startswith("-c") and len(opt) > 2:
             config_dir = opt[2:]
+        elif opt == "-c":
+            return _usage("option requires an argument -- 'c'")
         elif opt in ("-v", "-D"):
             continue
         else:
-            print(USAGE, file=sys.stderr)
-            return 1
-    if len(args) != 1:
-        print(USAGE, file=sys.stderr)
-        return 1
-    command = args[0]
+            return _usage(f"invalid option -- '{opt[1:2]}'")
+    command = args[0] if args else ""
     try:
         cfg = load_config(config_dir)
     except ConfigError as e:
@@ -277,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "oxipost.cli.postqueue", "-c", cfg.config_dir, "-f"]
         return subprocess.call(cmd)
     # postfix(1) hands any command to postfix-script, which refuses it.
-    return script.fatal(f"unknown command: '{command}'. {USAGE[7:]}")
+    return script.fatal(f"unknown command: '{command}'. {SCRIPT_USAGE}")
 
 
 if __name__ == "__main__":
