@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -155,8 +157,12 @@ def test_start_status_stop(system):
     with socket.create_connection(("127.0.0.1", port)) as s:
         assert echo(s, b"hello\n") == b"hello\n"
     workers = children_of(pid)
-    stopped = run_ours("postfix", "-c", conf, "stop")
-    assert (stopped.returncode, stopped.stderr) == (0, "")
+    # A master that goes within the first look: postfix-script's one line, no "waiting".
+    stopped = run_ours("postfix", "-c", conf, "stop", terminal=True)
+    assert (stopped.returncode, stopped.stderr) == (
+        0,
+        "postfix/postfix-script: stopping the Postfix mail system\n",
+    )
     assert not alive(pid)
     assert not any(alive(w) for w in workers)
     status = run_ours("postfix", "-c", conf, "status", terminal=True)
@@ -228,6 +234,49 @@ def test_control_messages_on_stderr_only_at_a_terminal_as_postfix(system):
         (re.escape(f"fatal: unknown command: ''. {SCRIPT_USAGE}"), 2),
     ):
         assert len(re.findall(rf"postfix/postfix-script\[\d+\]: {text}\n", log)) == count
+
+
+STOP_LINES = (
+    "postfix/postfix-script: stopping the Postfix mail system\n"
+    + "postfix/postfix-script: waiting for the Postfix mail system to terminate\n" * 5
+    + "postfix/postfix-script: warning: stopping the Postfix mail system with force\n"
+)
+
+
+@pytest.mark.postfix
+def test_stop_of_a_master_that_does_not_go_as_postfix(system):
+    """A master that ignores SIGTERM (stopped with SIGSTOP): postfix-script's five
+    "waiting" lines a second apart, its forced stop, exit status 1, ours and Debian's
+    Postfix 3.7 alike. Ours then has master and every service it started killed (the
+    script's kill -9 of master's process group, which Debian's never runs: see
+    oxipost.cli.postfix)."""
+    from tests.smtpd.test_postfix_differential import running_postfix
+
+    def stop_stuck(run, pid: int) -> tuple[int, str, float]:
+        os.kill(pid, signal.SIGSTOP)
+        began = time.monotonic()
+        proc = run("stop", terminal=True)
+        return proc.returncode, proc.stderr, time.monotonic() - began
+
+    pid = started(system)
+    services = children_of(pid)
+    status, stderr, took = stop_stuck(partial(run_ours, "postfix", "-c", system["conf"]), pid)
+    assert (status, stderr) == (1, STOP_LINES)
+    assert 5 <= took < 8
+    assert wait_until(lambda: not alive(pid), 5)
+    assert not any(alive(p) for p in services)
+    # The same lines in the log, whatever stderr is.
+    logged = re.findall(r"postfix/postfix-script\[\d+\]: (.*)\n", system["log"].read_text())
+    assert "".join(f"postfix/postfix-script: {t}\n" for t in logged[-7:]) == STOP_LINES
+    assert run_ours("postfix", "-c", system["conf"], "status").returncode == 1
+    with running_postfix("") as (_port, d):
+        theirs = int((d / "spool" / "pid" / "master.pid").read_text())
+        try:
+            real = stop_stuck(partial(run_postfix, "/usr/sbin/postfix", "-c", str(d)), theirs)
+        finally:
+            # Debian's script leaves its master stopped: let it take its SIGTERM.
+            os.kill(theirs, signal.SIGCONT)
+    assert real[:2] == (status, stderr)
 
 
 def test_master_cf_error_is_logged_and_start_fails_at_once(system):

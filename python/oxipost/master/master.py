@@ -210,6 +210,11 @@ class Master:
         self.noted: set[str] = set()
         self.pid_fd: int | None = None
         self.pending_signals: list[int] = []
+        # A signal writes a byte here (signal.set_wakeup_fd), so wait() returns at once
+        # instead of at its timeout: SIGTERM reaches the services without delay (postfix
+        # stop waits for master as long as they take to exit, no longer), and a dead
+        # worker is reaped and restarted at once.
+        self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # in_flow_delay's token pipe: every service inherits both ends (Postfix's
         # MASTER_FLOW_READ/WRITE); one for master's life, so a reload keeps its tokens.
         self.flow = FlowPipe.create()
@@ -392,12 +397,13 @@ class Master:
             if state.on_demand and not state.throttled_until and state.service.key not in running
             for listener in state.listeners
         }
-        if not idle:
-            time.sleep(timeout)
-            return
-        ready, _, _ = select.select(list(idle), [], [], timeout)
-        for fd in ready:  # a unix service has its one socket
-            self.spawn(idle[fd], 0)
+        ready, _, _ = select.select([self.wakeup_r, *idle], [], [], timeout)
+        for fd in ready:
+            if fd == self.wakeup_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wakeup_r, 512)
+            else:  # a unix service has its one socket
+                self.spawn(idle[fd], 0)
 
     # Signals -----------------------------------------------------------------------------
 
@@ -457,6 +463,7 @@ class Master:
             self.log.fatal(_fatal_text(e))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self.wakeup_w)
         version = self.cfg.get("mail_version")
         self.log.info(f"daemon started -- version {version}, configuration {self.cfg.config_dir}")
         _batch_scheduling()
