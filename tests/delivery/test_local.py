@@ -200,12 +200,26 @@ def test_forward_path_expands_home_and_extension_per_recipient(tmp_path):
     # default finds ~/.forward (and ~/.forward+ext for user+ext), never "/.forward".
     from oxipost.delivery.local import _forward_files
 
+    joe = {"user": "joe", "local": "joe", "recipient": "joe@x", "home": "/home/joe"}
+    joe_ext = {**joe, "local": "joe+lists", "extension": "lists", "recipient_delimiter": "+"}
     cfg = make_config(tmp_path / "c", main="recipient_delimiter = +\n")
-    assert _forward_files(cfg, "/home/joe", "") == ["/home/joe/.forward"]
-    assert _forward_files(cfg, "/home/joe", "lists") == [
-        "/home/joe/.forward+lists",
-        "/home/joe/.forward",
-    ]
+    assert _forward_files(cfg, joe) == ["/home/joe/.forward"]
+    assert _forward_files(cfg, joe_ext) == ["/home/joe/.forward+lists", "/home/joe/.forward"]
+
+
+def test_forward_path_is_local_expanded(tmp_path):
+    # dotforward.c: each path through local_expand() with forward_expansion_filter; a
+    # path using a name without a value (here $nosuch, which is no local(8) attribute
+    # even when main.cf defines it) is skipped, a name only tested by ${name?...} is not.
+    from oxipost.delivery.local import _forward_files
+
+    joe = {"user": "joe", "local": "jo;e", "recipient": "jo;e@x", "home": "/home/joe"}
+    cfg = make_config(
+        tmp_path / "c",
+        main="nosuch = /etc\nforward_path = $nosuch/f, "
+        "$home/.fwd${extension?-x}, /var/fwd/$local, $home/${broken\n",
+    )
+    assert _forward_files(cfg, joe) == ["/home/joe/.fwd", "/var/fwd/jo_e"]
 
 
 def _quiet_environment(monkeypatch) -> None:

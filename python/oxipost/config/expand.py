@@ -78,6 +78,9 @@ class Expander:
     def __init__(self, lookup: Lookup) -> None:
         self._lookup = lookup
         self.undefined: list[str] = []
+        # Names without a value used for their value, not only tested by ${name?...} or
+        # ${name:...} (mac_expand's MAC_PARSE_UNDEF, which local(8) skips a path for).
+        self.used_undefined: list[str] = []
 
     def expand(self, value: str, depth: int = 0) -> str:
         if depth > MAX_DEPTH:
@@ -112,11 +115,13 @@ class Expander:
                 i = m.end()
         return "".join(out)
 
-    def _value_of(self, name: str, depth: int) -> str:
+    def _value_of(self, name: str, depth: int, used: bool = True) -> str:
         raw = self._lookup(name)
         if raw is None:
             if name not in self.undefined:
                 self.undefined.append(name)
+            if used and name not in self.used_undefined:
+                self.used_undefined.append(name)
             return ""
         return self.expand(raw, depth + 1)
 
@@ -132,7 +137,7 @@ class Expander:
             rest = body[m.end() :]
             if not rest:
                 return self._value_of(m.group(0), depth)
-            truth = self._value_of(m.group(0), depth) != ""
+            truth = self._value_of(m.group(0), depth, used=False) != ""
         rest = rest.lstrip()
         if not rest:
             raise ExpandError(f"missing '?' or ':' in: ${{{body}}}")

@@ -52,7 +52,7 @@ import msgpack
 
 from oxipost.cleanup import cleanup_message
 from oxipost.config import split_list
-from oxipost.config.expand import ExpandError, expand
+from oxipost.config.expand import Expander, ExpandError
 from oxipost.delivery import command
 from oxipost.delivery.address import split_address
 from oxipost.delivery.command import chdir_error, chdir_failed, queue_cwd
@@ -235,7 +235,7 @@ def _attributes(ctx: Ctx) -> dict[str, str]:
     if not at:
         local = address.lower()
     user, extension = split_extension(local, ctx.req.cfg.get("recipient_delimiter"))
-    attrs = {"user": user, "local": local, "recipient": address}
+    attrs = {"user": user, "local": local, "mailbox": local, "recipient": address}
     if at:
         attrs["domain"] = domain
     if extension is not None and "/" not in extension:
@@ -278,20 +278,28 @@ def _command_env(ctx: Ctx, attrs: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _execution_directory(ctx: Ctx, attrs: dict[str, str]) -> str | None:
-    """command_execution_directory with local(8)'s $user, $home, $shell, $recipient,
-    $extension, $domain, $local and $recipient_delimiter, each value censored with
-    execution_directory_expansion_filter; "" when unset. Not main.cf-expanded: its
-    $names are the delivery's. None when the value cannot be expanded."""
-    raw = ctx.req.cfg.raw("command_execution_directory") or ""
-    allowed = ctx.req.cfg.get("execution_directory_expansion_filter")
+def _local_expand(raw: str, attrs: dict[str, str], allowed: str) -> tuple[str, list[str]]:
+    """Postfix's local_expand(): raw with local(8)'s $user, $home, $shell, $recipient,
+    $extension, $domain, $local and $recipient_delimiter (attrs), each value censored with
+    allowed and taken as it is (not expanded again); not main.cf-expanded, so any other
+    name has no value. Returns (result, the names used without a value); raises
+    ExpandError for a value that cannot be parsed."""
 
     def lookup(name: str) -> str | None:
         value = attrs.get(name)
-        return None if value is None else _censor(value, allowed)
+        return None if value is None else _censor(value, allowed).replace("$", "$$")
 
+    expander = Expander(lookup)
+    return expander.expand(raw), expander.used_undefined
+
+
+def _execution_directory(ctx: Ctx, attrs: dict[str, str]) -> str | None:
+    """command_execution_directory, censored with execution_directory_expansion_filter;
+    "" when unset. None when the value cannot be expanded."""
+    cfg = ctx.req.cfg
+    raw = cfg.raw("command_execution_directory") or ""
     try:
-        return expand(raw, lookup)
+        return _local_expand(raw, attrs, cfg.get("execution_directory_expansion_filter"))[0]
     except ExpandError:
         return None
 
@@ -426,26 +434,20 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
     return await _expand(sub, items, "")
 
 
-def _forward_files(cfg: Config, home: str, extension: str) -> list[str]:
-    """forward_path with $home, $extension and $recipient_delimiter of this recipient.
-
-    The raw value: main.cf expansion knows no $home or ${extension} and would make them
-    empty ("/.forward"), so local(8) expands them per delivery as Postfix's does; any
-    other $name is then a main.cf parameter."""
-    delim = cfg.get("recipient_delimiter")
+def _forward_files(cfg: Config, attrs: dict[str, str]) -> list[str]:
+    """forward_path's files for a recipient with local(8)'s attributes attrs, censored with
+    forward_expansion_filter. As Postfix's dotforward.c, a path that uses a name without a
+    value ("${recipient_delimiter}${extension}" for an address without an extension) or
+    that cannot be parsed is skipped."""
+    allowed = cfg.get("forward_expansion_filter")
     paths = []
     for item in split_list(cfg.raw("forward_path") or ""):
-        if ("${extension}" in item or "$extension" in item) and not extension:
+        try:
+            path, undefined = _local_expand(item, attrs, allowed)
+        except ExpandError:
             continue
-        p = (
-            item.replace("${recipient_delimiter}", delim)
-            .replace("$recipient_delimiter", delim)
-            .replace("${extension}", extension)
-            .replace("$extension", extension)
-            .replace("${home}", home)
-            .replace("$home", home)
-        )
-        paths.append(cfg.expand(p))
+        if not undefined:
+            paths.append(path)
     return paths
 
 
@@ -468,8 +470,8 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         ids = (pw.pw_uid, pw.pw_gid) if pw.pw_uid != 0 else _default_privs(cfg)
         home = pw.pw_dir
         if not aliased:
-            ext = split_address(ctx.rcpt.address, cfg.get("recipient_delimiter")).extension
-            for fwd in _forward_files(cfg, home, ext):
+            attrs = _attributes(replace(ctx, home=home, shell=pw.pw_shell))
+            for fwd in _forward_files(cfg, attrs):
                 try:
                     st = os.stat(fwd)
                     with open(fwd, encoding="utf-8", errors="replace") as f:
