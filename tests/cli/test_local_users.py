@@ -117,6 +117,25 @@ def test_local_user_lists_the_queue_through_showq(oxi: Oxipost) -> None:
     oxi.stop()
 
 
+def test_flush_site_and_id_answers_as_postfix(oxi: Oxipost) -> None:
+    """postqueue -s for a site outside fast_flush_domains ($relay_domains, empty here) is
+    refused as Postfix's flush service refuses it; a listed site, and a queue ID no longer
+    queued, are accepted (exit 0), as Postfix accepts them."""
+    cfg, qid = _deferred(oxi, "fast_flush_domains = example.net\n")
+    conf = str(oxi.conf)
+    denied = run_ours("postqueue", "-c", conf, "-s", "example.org")
+    assert (denied.returncode, denied.stderr) == (
+        69,
+        'postqueue: fatal: Flush service is not configured for destination "example.org"\n',
+    )
+    for args in (["-s", "example.net"], ["-i", "NOSUCHID0"]):
+        done = run_ours("postqueue", "-c", conf, *args)
+        assert (done.returncode, done.stderr) == (0, ""), args
+    # The listed site's flush is another attempt at its deferred message.
+    wait_log(cfg, rf"{qid}: to=<rcpt@example\.net>, .*status=deferred", count=2, timeout=60)
+    oxi.stop()
+
+
 def test_local_user_refused_by_authorized_mailq_users_sees_nothing(oxi: Oxipost) -> None:
     """With the queue listed through showq, authorized_mailq_users still decides: nobody,
     not in it, gets Postfix's refusal and no listing, before anything is asked of showq."""

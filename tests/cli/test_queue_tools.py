@@ -180,6 +180,27 @@ def test_flush_without_qmgr_matches_postfix(tmp_path, ours):
         assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr), args
 
 
+def test_flush_arguments_checked_as_postfix(real_postfix, ours):
+    # postqueue.c judges -s's destination (valid_hostname, or an address literal) and -i's
+    # queue ID (mail_queue_id_ok) before it asks anything of the mail system.
+    long_name = "a" * 120 + ".example"
+    for args in (
+        ["-s", "bad..site"],
+        ["-s", "trailing.dot."],
+        ["-s", "1.2.3.4"],
+        ["-s", "[::1]"],
+        ["-s", "[0.1.2.3]"],
+        ["-s", "[1.2.3.4]x"],
+        ["-s", "\u00e9.example"],
+        ["-s", long_name],
+        ["-i", "bad.id"],
+        ["-i", "A" * 256],
+    ):
+        mine, theirs = both("postqueue", real_postfix, ours, *args)
+        assert theirs.returncode == 69 and "invalid" in theirs.stderr, (args, theirs.stderr)
+        assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr), args
+
+
 def test_postcat_shows_envelope_and_content(ours):
     st = QueueState(load_config(ours))
     qid = next(i.queue_id for i in st.messages.values() if i.sender)

@@ -30,6 +30,11 @@ fatal error exits 69 (EX_UNAVAILABLE), as Postfix's postqueue:
     postqueue: warning: unable to look up public/qmgr: STRERROR        (-f, then:)
     postqueue: warning: connect to public/flush: STRERROR              (-s, -i, then:)
     postqueue: fatal: Cannot flush mail queue - mail system is down
+    postqueue: fatal: Cannot flush mail queue - invalid destination: "SITE"  (not a host
+        name or address literal; checked first)
+    postqueue: fatal: Cannot flush queue ID - invalid name: "ID"
+    postqueue: fatal: Flush service is not configured for destination "SITE"  (-s for a
+        site fast_flush_domains does not list)
     postqueue: fatal: User NAME(UID) is not allowed to view the mail queue   (or "flush";
         also logged)
     postqueue: invalid option -- 'x' / postqueue: fatal: usage: postqueue -f | ...
@@ -51,6 +56,7 @@ from oxipost.cli.postdrop import POSTQUEUE_DOOR, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.qmgr import control, showq
 from oxipost.qmgr.queue import QueueState
+from oxipost.valid import queue_id_ok, valid_hostname, valid_mailhost_literal
 
 PROG = "postqueue"
 EX_UNAVAILABLE = 69  # sysexits.h: what Postfix's postqueue exits with after any fatal error
@@ -163,6 +169,9 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
     cfg = _load(config_dir)
     if isinstance(cfg, int):
         return cfg
+    bad = _bad_argument(flag, value)
+    if bad is not None:
+        return _fatal(bad)
     if _not_allowed(cfg, "authorized_flush_users", "flush"):
         return EX_UNAVAILABLE
     req: dict[str, object] = {"op": "flush"}
@@ -182,6 +191,8 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
         else:
             _warning(f"connect to public/{cfg.get('flush_service_name')}: {why}")
         return _fatal("Cannot flush mail queue - mail system is down")
+    if reply.get("denied"):
+        return _fatal(f'Flush service is not configured for destination "{value}"')
     if not reply.get("ok"):
         return _fatal(str(reply.get("error", "flush failed")))
     return 0
@@ -211,6 +222,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if flag in ("-p", "-j"):
         return show(config_dir, flag == "-j")
     return flush(config_dir, flag, value)
+
+
+def _bad_argument(flag: str, value: str) -> str | None:
+    """postqueue.c's check of -s's destination and -i's queue ID, made before anything
+    else is done: the text of its fatal, or None when the argument is well formed."""
+    shown = value[:100] + ("..." if len(value) > 100 else "")
+    if flag == "-s" and not (
+        valid_mailhost_literal(value) if value.startswith("[") else valid_hostname(value)
+    ):
+        return f'Cannot flush mail queue - invalid destination: "{shown}"'
+    if flag == "-i" and not queue_id_ok(value):
+        return f'Cannot flush queue ID - invalid name: "{shown}"'
+    return None
 
 
 if __name__ == "__main__":

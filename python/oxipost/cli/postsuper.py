@@ -14,16 +14,15 @@ Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from
 from __future__ import annotations
 
 import getopt
-import re
 import sys
 from collections.abc import Sequence
 
 from oxipost.config import ConfigError, load_config
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import QUEUES, QueueBusy, QueueState
+from oxipost.valid import queue_id_ok
 
 PROG = "postsuper"
-_VALID_ID = re.compile(r"^[0-9A-Za-z]+$")
 SUMMARY = {
     "delete": "Deleted",
     "hold": "Placed on hold",
@@ -102,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for action, ids in actions.items():
         if isinstance(ids, list):
             for qid in ids:
-                if not _VALID_ID.match(qid):
+                if not queue_id_ok(qid):
                     print(f"{PROG}: warning: invalid mail queue id: {qid}", file=sys.stderr)
-            actions[action] = [q for q in ids if _VALID_ID.match(q)]
+            actions[action] = [q for q in ids if queue_id_ok(q)]
     try:
         cfg = load_config(config_dir, master_cf=False)
     except ConfigError as e:

@@ -69,7 +69,7 @@ from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, get_logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
-from oxipost.rewrite.resolve import resolve
+from oxipost.rewrite.resolve import match_domain, resolve
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
@@ -576,12 +576,18 @@ class Qmgr:
             n = len(self.state.in_queue("deferred"))
             self.sched.flush(now)
         elif op in ("flush-site", "flush-id"):
-            ids = self._site_messages(str(req.get("site", ""))) if op == "flush-site" else []
+            site = str(req.get("site", ""))
+            if op == "flush-site" and not match_domain(
+                self.cfg, self.cfg.get_list("fast_flush_domains"), site, True
+            ):
+                # Postfix's flush server answers FLUSH_STAT_DENY.
+                return {"ok": False, "denied": True, "error": f"{site}: not in fast_flush_domains"}
+            ids = self._site_messages(site) if op == "flush-site" else []
             if op == "flush-id":
+                # A message no longer queued is flushed as well as can be: nothing to do,
+                # and no error (Postfix's flush server answers FLUSH_STAT_OK).
                 qid = str(req.get("id", ""))
-                if qid not in self.state.messages:
-                    return {"ok": False, "error": f"{qid}: no such message"}
-                ids = [qid]
+                ids = [qid] if qid in self.state.messages else []
             self.sched.flush_site(now, str(req.get("site", "")), [self._id(q) for q in ids])
             n = len(ids)
         elif op == "super":

@@ -35,6 +35,7 @@ from oxipost.rewrite.resolve import (
     resolve,
     split_address,
 )
+from oxipost.valid import valid_hostaddr, valid_hostname
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -124,9 +125,6 @@ _RELAY_SAFE = {
     "defer_if_permit",
     "check_relay_domains",
 }
-_VALID_HOSTNAME = re.compile(
-    r"^(?=.{1,255}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}(?<!-))?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}(?<!-))?)*\.?$"
-)
 
 PERMIT = "permit"
 # Postfix's sender/login restrictions; reject_sender_login_mismatch is the first two together.
@@ -757,16 +755,16 @@ def _fqdn(name: str) -> bool:
 
 
 def valid_helo(name: str) -> bool:
+    """reject_invalid_helo_hostname's test: an address literal holds an address (with or
+    without "IPv6:"), a name without its trailing dots (smtpd_check.c's dup_if_truncate)
+    is a host name or an address."""
     if name.startswith("[") and name.endswith("]"):
         inner = name[1:-1]
-        if inner.lower().startswith("ipv6:"):
+        if inner[:5].lower() == "ipv6:":
             inner = inner[5:]
-        try:
-            ipaddress.ip_address(inner)
-            return True
-        except ValueError:
-            return False
-    return bool(_VALID_HOSTNAME.match(name))
+        return valid_hostaddr(inner)
+    bare = name.rstrip(".") or name
+    return valid_hostname(bare) or valid_hostaddr(bare)
 
 
 def _canonical(cfg: Config, addr: str) -> str:

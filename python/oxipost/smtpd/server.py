@@ -48,6 +48,7 @@ from oxipost.smtpd.check import (
     validate,
 )
 from oxipost.smtpd.listener import Listener
+from oxipost.valid import valid_hostname
 
 CRLF = b"\r\n"
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -208,7 +209,7 @@ class SmtpdServer:
         except (OSError, UnicodeError) as e:
             status = name_lookup_status(e)
             return ClientNames(name_status=status, reverse_name_status=status)
-        if not _valid_hostname(host):
+        if not valid_hostname(host):
             return ClientNames()
         try:
             infos = await loop.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
@@ -1196,22 +1197,6 @@ _COMMANDS = frozenset(_STATS_ORDER) - {"UNKNOWN"}
 # Client name lookups kept per address (seconds, entries).
 NAME_CACHE_TIME = 10.0
 NAME_CACHE_SIZE = 4096
-
-_HOSTNAME = re.compile(
-    r"(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
-
-
-def _valid_hostname(name: str) -> bool:
-    """Postfix's valid_hostname(), and not an address in disguise (a PTR record that says
-    "1.2.3.4" must not pass for a name)."""
-    if not name or not _HOSTNAME.match(name):
-        return False
-    try:
-        ipaddress.ip_address(name.rstrip("."))
-    except ValueError:
-        return True
-    return False
 
 
 def _same_address(a: str, b: str) -> bool:
