@@ -43,6 +43,9 @@ class Envelope:
     protocol: str = ""  # "SMTP", "ESMTP", "ESMTPS", "ESMTPSA", "UTF8ESMTP", ... as in Received:
     sasl_method: str = ""
     sasl_username: str = ""
+    # MAIL FROM's AUTH= value as the client gave it (RFC 4954 section 5), whether or not it
+    # authenticated, as Postfix's smtpd keeps it; "" for none or AUTH=<>.
+    sasl_sender: str = ""
     # Anything else a role needs to carry through the queue (Postfix's named attributes).
     attrs: dict[str, str] = field(default_factory=dict)
 

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from oxipost.config import Config, load_config
+from oxipost.smtpd.sasl import hash_password
 
 from tests.conftest import REPO, free_port, run_ours, smtp_sink, wait_port
 from tests.qmgr.test_service import wait_log
@@ -487,6 +489,8 @@ piper     unix  -       n       n       -       -       pipe
   flags=R user=nobody argv=/bin/sh {dir}/cmd.sh ${{sender}} ${{recipient}}
 rootpipe  unix  -       n       n       -       -       pipe
   flags=R user=root argv=/bin/sh {dir}/cmd.sh ${{sender}} ${{recipient}}
+saslpipe  unix  -       n       n       -       -       pipe
+  flags=R user=nobody argv=/bin/sh {dir}/cmd.sh ${{sasl_username}} ${{sasl_sender}}
 """
 # master.cf has no quoting (argv is split at blanks): the shell's work is in a script.
 PIPE_COMMAND = """\
@@ -498,8 +502,9 @@ cat > {dir}/msg
 
 @pytest.fixture
 def piped(oxi) -> Iterator[tuple[Oxipost, Path]]:
-    """oxi with mail for pipe.example.test routed to the piper service, and for
-    root.example.test to rootpipe; the command writes into the directory yielded."""
+    """oxi with mail for pipe.example.test routed to the piper service, for
+    root.example.test to rootpipe and for sasl.example.test to saslpipe; the command writes
+    into the directory yielded. smtpd offers AUTH, for alice (password s3cret)."""
     assert ROOT, "the test suite runs as root (CI): privileges cannot be tested otherwise"
     # The command runs as nobody: not pytest's 0700 tmp_path.
     d = Path(tempfile.mkdtemp(prefix="oxipost-pipe-"))
@@ -508,10 +513,13 @@ def piped(oxi) -> Iterator[tuple[Oxipost, Path]]:
         (d / "cmd.sh").write_text(PIPE_COMMAND.format(dir=d))
         (d / "cmd.sh").chmod(0o644)
         (oxi.conf / "transport").write_text(
-            "pipe.example.test piper:\nroot.example.test rootpipe:\n"
+            "pipe.example.test piper:\nroot.example.test rootpipe:\nsasl.example.test saslpipe:\n"
         )
+        (oxi.conf / "sasl-users").write_text(f"alice:{hash_password('s3cret')}\n")
         oxi.start(
-            f"transport_maps = texthash:{oxi.conf}/transport\n",
+            f"transport_maps = texthash:{oxi.conf}/transport\n"
+            "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = passwd-file\n"
+            f"smtpd_sasl_path = {oxi.conf}/sasl-users\n",
             PIPE_MASTER_CF.format(dir=d),
         )
         yield oxi, d
@@ -544,6 +552,33 @@ def test_pipe_service_runs_its_command_as_its_user(piped):
     assert owners.get("piper/unix") == 0, owners
     # Started when qmgr first needs it, as Postfix's master starts it: no mail, no process.
     assert "rootpipe/unix" not in owners, owners
+
+
+def test_pipe_command_gets_the_auth_parameter_as_sasl_sender(piped):
+    """An authenticated client's MAIL FROM AUTH=<...> (RFC 4954 section 5) goes through the
+    queue to a pipe(8) command's ${sasl_sender}, as given (xtext not decoded), beside
+    ${sasl_username}."""
+    oxi, d = piped
+    with smtplib.SMTP("127.0.0.1", oxi.port, timeout=30) as s:
+        s.ehlo("client.example.org")
+        s.login("alice", "s3cret")
+        s.mail("alice@example.org", ["AUTH=<x+2By@example.org>"])
+        s.rcpt("u@sasl.example.test")
+        code, reply = s.data(b"Subject: authenticated\r\n\r\nbody\r\n")
+    assert code == 250, reply
+    qid = reply.decode().rsplit(" ", 1)[1]
+    assert oxi.cfg is not None
+    wait_log(
+        oxi.cfg,
+        rf"postfix/pipe\[\d+\]: {qid}: to=<u@sasl.example.test>, relay=saslpipe, .*"
+        r"status=sent \(delivered via saslpipe service\)",
+    )
+    assert (d / "args").read_text() == "alice <x+2By@example.org>\n"
+    assert re.search(
+        rf"{qid}: client=localhost\[127\.0\.0\.1\], sasl_method=PLAIN, "
+        r"sasl_username=alice, sasl_sender=<x\+2By@example\.org>\n",
+        oxi.log(),
+    ), oxi.log()
 
 
 def test_pipe_service_with_user_root_defers_as_postfix(piped):

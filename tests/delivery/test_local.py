@@ -259,6 +259,7 @@ def test_alias_command_environment_as_postfix_local(tmp_path, spool, monkeypatch
         protocol="ESMTP",
         sasl_method="PLAIN",
         sasl_username="jöe",
+        sasl_sender="<x;y@example.org>",
     )
     req.recipients[0] = Recipient("EnvDump+Lists@LocalHost", original="Orig@Example.ORG")
     (o,) = run(req)
@@ -282,6 +283,7 @@ def test_alias_command_environment_as_postfix_local(tmp_path, spool, monkeypatch
         "CLIENT_PROTOCOL": "ESMTP",
         "SASL_METHOD": "PLAIN",
         "SASL_USERNAME": "j__e",
+        "SASL_SENDER": "_x_y@example.org_",
     }
 
 

@@ -11,16 +11,22 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from oxipost.config import load_config
 from oxipost.envelope import Envelope
+from oxipost.smtpd.sasl import hash_password
 from oxipost.smtpd.service import build_server
 
 MASTER_CF = "smtp inet n - n - - smtpd\n"
@@ -201,3 +207,69 @@ def _close_raw_clients() -> Iterator[None]:
     yield
     while _OPEN:
         _OPEN.pop().close()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[tuple[str, Path]]:
+    """A real Dovecot auth server (Debian's dovecot-core) with users carol (PLAIN
+    letmein) and dave (pw); yields (its auth socket for smtpd_sasl_path, its log)."""
+    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+    assert os.path.exists(binary), "dovecot-core is required (scripts/install-debian-deps.sh)"
+    # Dovecot's auth process runs as the dovecot user: pytest's 0700 tmp tree is closed to it.
+    d = Path(tempfile.mkdtemp(prefix="oxipost-dovecot-"))
+    os.chmod(d, 0o755)
+    users = d / "users"
+    users.write_text(f"carol:{{PLAIN}}letmein\ndave:{hash_password('pw', 'SSHA256')}\n")
+    socket_path = d / "auth-client"
+    log = d / "dovecot.log"
+    conf = d / "dovecot.conf"
+    conf.write_text(
+        f"""base_dir = {d}/run
+state_dir = {d}/state
+log_path = {log}
+info_log_path = {log}
+protocols = none
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_debug = yes
+passdb {{
+  driver = passwd-file
+  args = {users}
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}}
+service auth {{
+  unix_listener {socket_path} {{
+    mode = 0666
+  }}
+}}
+"""
+    )
+    proc = subprocess.Popen(
+        [binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 20
+    while not socket_path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            proc.kill()
+            raise AssertionError(
+                f"dovecot did not start: {err}\n{log.read_text() if log.exists() else ''}"
+            )
+        time.sleep(0.1)
+    try:
+        yield str(socket_path), log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        shutil.rmtree(d, ignore_errors=True)

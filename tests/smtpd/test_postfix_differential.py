@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, run_ours
 from tests.smtpd.conftest import Raw, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
 
@@ -227,3 +228,59 @@ def test_client_name_lookup_failing_for_now_as_postfix(tmp_path: Path) -> None:
     assert reverse["127.0.0.2"].startswith("250 "), reverse
     assert reverse["127.0.0.3"].startswith("450 4.7.1 "), reverse
     assert reverse["127.0.0.4"].startswith("550 5.7.1 "), reverse
+
+
+def _client_lines(log: list[str]) -> list[tuple[str, str]]:
+    """(queue ID, the rest) of each smtpd "ID: client=..." log line, in order."""
+    found = (re.search(r"\b([0-9A-F]{10,}): (client=.*)", ln) for ln in log)
+    return [(m.group(1), m.group(2)) for m in found if m]
+
+
+def _sasl_records(postcat: subprocess.CompletedProcess) -> list[str]:
+    assert postcat.returncode == 0, postcat.stderr
+    return [ln for ln in postcat.stdout.splitlines() if ln.startswith("named_attribute: sasl_")]
+
+
+@pytest.mark.slow
+def test_auth_parameter_with_sasl_as_postfix(start_smtpd, dovecot) -> None:
+    """MAIL FROM's AUTH= with SASL on, Dovecot behind both: the replies of
+    dialogues/sasl/auth-param.smtp, the "client=... sasl_sender=" log lines and the sasl_*
+    attributes of the queue files as postcat shows them, Postfix's and ours the same."""
+    path, _log = dovecot
+    main_cf = (
+        f"{GOLDEN_MAIN_CF}smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n"
+        f"smtpd_sasl_path = {path}\n"
+    )
+    script = DIALOGUES / "sasl" / "auth-param.smtp"
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        run_dialogue(raw, script, mail_name="Postfix")
+        raw.close()
+        deadline = time.monotonic() + 20
+        while len(theirs := _client_lines((d / "maillog").read_text().splitlines())) < 3:
+            assert time.monotonic() < deadline, theirs
+            time.sleep(0.1)
+        their_records = [
+            _sasl_records(
+                subprocess.run(
+                    ["postcat", "-c", str(d), "-e", "-q", qid],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            )
+            for qid, _ in theirs
+        ]
+    srv = start_smtpd(main_cf, real_queue=True)
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    run_dialogue(raw, script)
+    raw.close()
+    ours = _client_lines(srv.log)
+    assert [text for _, text in ours] == [text for _, text in theirs]
+    assert theirs[1][1].endswith(", sasl_username=carol, sasl_sender=<c?d@example.org>")
+    our_records = [
+        _sasl_records(run_ours("postcat", "-c", srv.config_dir, "-e", "-q", qid)) for qid, _ in ours
+    ]
+    assert our_records == their_records
+    assert their_records[0] == ["named_attribute: sasl_sender=x+2By@example.org"]

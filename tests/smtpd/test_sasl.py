@@ -4,12 +4,6 @@ Dovecot auth server started from Debian's dovecot-core."""
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,71 +106,7 @@ def test_46_sasl_username_with_control_chars_rejected(start_smtpd, passwd_file: 
     assert raw.cmd(f"AUTH PLAIN {bad}").startswith("535 5.7.8 ")
 
 
-# Dovecot ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dovecot() -> Iterator[tuple[str, Path]]:
-    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
-    assert os.path.exists(binary), "dovecot-core is required (scripts/install-debian-deps.sh)"
-    # Dovecot's auth process runs as the dovecot user: pytest's 0700 tmp tree is closed to it.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-dovecot-"))
-    os.chmod(d, 0o755)
-    users = d / "users"
-    users.write_text(f"carol:{{PLAIN}}letmein\ndave:{hash_password('pw', 'SSHA256')}\n")
-    socket_path = d / "auth-client"
-    log = d / "dovecot.log"
-    conf = d / "dovecot.conf"
-    conf.write_text(
-        f"""base_dir = {d}/run
-state_dir = {d}/state
-log_path = {log}
-info_log_path = {log}
-protocols = none
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_verbose = yes
-auth_debug = yes
-passdb {{
-  driver = passwd-file
-  args = {users}
-}}
-userdb {{
-  driver = static
-  args = uid=65534 gid=65534 home=/nonexistent
-}}
-service auth {{
-  unix_listener {socket_path} {{
-    mode = 0666
-  }}
-}}
-"""
-    )
-    proc = subprocess.Popen(
-        [binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 20
-    while not socket_path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            proc.kill()
-            raise AssertionError(
-                f"dovecot did not start: {err}\n{log.read_text() if log.exists() else ''}"
-            )
-        time.sleep(0.1)
-    try:
-        yield str(socket_path), log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        shutil.rmtree(d, ignore_errors=True)
+# Dovecot (the dovecot fixture is in conftest.py) ---------------------------------------
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
         "protocol_name": env.protocol,
         "sasl_method": env.sasl_method,
         "sasl_username": env.sasl_username,
+        "sasl_sender": env.sasl_sender,
         "envelope_id": env.envid,
         **env.attrs,
     }

@@ -271,6 +271,7 @@ def _command_env(ctx: Ctx, attrs: dict[str, str]) -> dict[str, str]:
         "CLIENT_PROTOCOL": env.protocol or None,
         "SASL_METHOD": env.sasl_method or None,
         "SASL_USERNAME": env.sasl_username or None,
+        "SASL_SENDER": env.sasl_sender or None,
     }
     allowed = ctx.req.cfg.get("command_expansion_filter")
     out = command_environment(ctx.req.cfg)

@@ -163,7 +163,7 @@ def _macros(req: DeliveryRequest, rcpt: Recipient | None, flags: str) -> dict[st
         "client_protocol": env.protocol,
         "sasl_method": env.sasl_method,
         "sasl_username": env.sasl_username,
-        "sasl_sender": "",
+        "sasl_sender": env.sasl_sender,
     }
     if rcpt is not None:
         parts = split_address(rcpt.address, delim)

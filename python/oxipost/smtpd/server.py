@@ -280,6 +280,11 @@ class Session:
         self.bdat_chunks: bytearray | None = None
         self.bdat_failed: str | None = None
         self.sasl_method = ""
+        # MAIL FROM's AUTH= (Postfix's state->sasl_sender), None when not given. Cleared
+        # where Postfix's mail_reset() runs (RSET, HELO/EHLO, STARTTLS, the end of a message,
+        # a MAIL refused by its restrictions) and nowhere else: a MAIL refused for a later
+        # parameter keeps it, and the next MAIL's AUTH= is then "multiple AUTH= options".
+        self.sasl_sender: str | None = None
         self._client_reject: Reply | None = None
         self.tls_level = server.tls_level
         self._task: asyncio.Task[None] | None = None
@@ -610,6 +615,7 @@ class Session:
         self.helo_kind = kind
         self.state.esmtp = kind == "EHLO"
         self.tx = None
+        self.sasl_sender = None
         self.state.sender = None
         self.state.actions = {}
 
@@ -678,7 +684,18 @@ class Session:
                     await self.reply(R.SMTPUTF8_DISABLED)
                     return
                 tx.smtputf8 = True
-            # AUTH=<> is accepted and ignored, as Postfix does for untrusted clients.
+            elif key == "AUTH":
+                # RFC 4954 section 5, as Postfix 3.7's smtpd_sasl_mail_opt(): taken whether
+                # or not SASL is on or the client authenticated, stored as given (xtext
+                # not decoded, control characters as '?'); <> is no sender.
+                if not eq:
+                    await self.reply(R.UNSUPPORTED_OPTION.format(opt=param))
+                    return
+                if self.sasl_sender is not None:
+                    await self.reply(R.AUTH_MULTIPLE)
+                    return
+                if value != "<>":
+                    self.sasl_sender = _printable(value)
         if not tx.smtputf8 and not addr.isascii():
             await self.reply(R.BAD_SENDER)
             return
@@ -693,6 +710,7 @@ class Session:
         reply = self.srv.checker.at_mail(self.state)
         if reply is not None:
             self.state.sender = None
+            self.sasl_sender = None
             await self._reject("MAIL", reply)
             return
         self.tx = tx
@@ -869,7 +887,9 @@ class Session:
     async def _finish_message(self, content: bytes | bytearray, too_big: bool) -> None:
         tx = self.tx
         assert tx is not None
+        sasl_sender = self.sasl_sender
         self.tx = None
+        self.sasl_sender = None
         self.state.sender = None
         if too_big:
             self.srv.log.info(
@@ -897,6 +917,7 @@ class Session:
             protocol=self.protocol(),
             sasl_method=self.sasl_method,
             sasl_username=self.state.sasl_username,
+            sasl_sender=sasl_sender or "",
         )
         for action in ("HOLD", "DISCARD"):
             if action in self.state.actions:
@@ -926,7 +947,7 @@ class Session:
             self.srv.log.warning(f"queue file write error: {e}")
             await self.reply(R.QUEUE_WRITE_ERROR)
             return
-        self.srv.log.info(f"{qid}: client={self.state.namaddr}")
+        self.srv.log.info(f"{qid}: {self._client_attrs(sasl_sender)}")
         if cleaned is not None:
             cleaned.log_notes(self.srv.log, qid)
         await self.reply(R.QUEUED.format(qid=qid))
@@ -934,6 +955,18 @@ class Session:
             return
         if self.srv.notify is not None:
             self.srv.notify({"op": "wakeup"})
+
+    def _client_attrs(self, sasl_sender: str | None) -> str:
+        """The "client=" log line's text, with the SASL attributes the message has, as
+        Postfix's smtpd_sasl_mail_log()."""
+        text = f"client={self.state.namaddr}"
+        if self.sasl_method:
+            text += f", sasl_method={self.sasl_method}"
+        if self.state.sasl_username:
+            text += f", sasl_username={_printable(self.state.sasl_username)}"
+        if sasl_sender is not None:
+            text += f", sasl_sender={sasl_sender}"
+        return text
 
     def protocol(self) -> str:
         proto = "ESMTP" if self.state.esmtp else "SMTP"
@@ -1005,6 +1038,7 @@ class Session:
                 self.bdat_chunks = None
                 self.bdat_failed = None
                 self.tx = None
+                self.sasl_sender = None
             await self.reply(failure)
             _ = too_big
             return
@@ -1020,6 +1054,7 @@ class Session:
             await self.reply(R.RSET_SYNTAX)
             return
         self.tx = None
+        self.sasl_sender = None
         self.state.sender = None
         self.bdat_chunks = None
         self.bdat_failed = None
@@ -1098,6 +1133,7 @@ class Session:
         self.state.helo = ""
         self.state.esmtp = False
         self.tx = None
+        self.sasl_sender = None
         self.state.sender = None
 
     async def cmd_auth(self, arg: str) -> None:
