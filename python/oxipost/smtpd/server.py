@@ -650,7 +650,7 @@ class Session:
         for param in params:
             key, eq, value = param.partition("=")
             key = key.upper()
-            if key not in _ESMTP_PARAMS_MAIL or not self.state.esmtp:
+            if key not in _ESMTP_PARAMS_MAIL:
                 await self.reply(R.UNSUPPORTED_OPTION.format(opt=param))
                 return
             if key == "SIZE":
@@ -740,7 +740,7 @@ class Session:
         for param in params:
             key, _, value = param.partition("=")
             key = key.upper()
-            if key == "NOTIFY" and self.state.esmtp:
+            if key == "NOTIFY":
                 words = {w.upper() for w in value.split(",")}
                 if (
                     not value
@@ -751,7 +751,7 @@ class Session:
                     await self.reply(R.BAD_NOTIFY)
                     return
                 rcpt.notify = frozenset(words)
-            elif key == "ORCPT" and self.state.esmtp:
+            elif key == "ORCPT":
                 if rcpt.orcpt or ";" not in value or not _xtext_ok(value):
                     await self.reply(R.BAD_ORCPT)
                     return
