@@ -278,7 +278,7 @@ def test_auth_parameter_with_sasl_as_postfix(start_smtpd, dovecot) -> None:
     raw.close()
     ours = _client_lines(srv.log)
     assert [text for _, text in ours] == [text for _, text in theirs]
-    assert theirs[1][1].endswith(", sasl_username=carol, sasl_sender=<c?d@example.org>")
+    assert theirs[1][1].endswith(', sasl_username=carol, sasl_sender=<c?d "x y"@example.org>')
     our_records = [
         _sasl_records(run_ours("postcat", "-c", srv.config_dir, "-e", "-q", qid)) for qid, _ in ours
     ]

@@ -1311,7 +1311,7 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
     else:
         if strict:
             return None
-        words = text.split()
+        words = smtpd_tokens(text)
         if not words:
             return None
         addr, params = words[0], words[1:]
@@ -1328,7 +1328,55 @@ def _path_and_params(text: str, end: int) -> tuple[str, list[str]] | None:
         return None
     if not _address_ok(addr):
         return None
-    return addr, rest.split()
+    return addr, smtpd_tokens(rest)
+
+
+# Postfix's ISSPACE (ASCII isspace), which smtpd_token() splits at.
+_SPACE = re.compile(r"[ \t\n\v\f\r]+")
+_TOKEN_QUOTING = re.compile(r'[<"\\]')
+
+
+def smtpd_tokens(text: str) -> list[str]:
+    """Postfix's smtpd_token(): the words of text, split at white space except inside
+    "..." and <...> (brackets nest, quotes inside them) and after a backslash; quotes,
+    brackets and backslashes stay in the word. AUTH=<x y@example.org> is one word. An
+    unclosed quote or bracket runs to the end."""
+    if _TOKEN_QUOTING.search(text) is None:
+        return [w for w in _SPACE.split(text) if w]
+    words: list[str] = []
+    word: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        i += 1
+        if c in " \t\n\v\f\r":
+            if word:
+                words.append("".join(word))
+                word = []
+            continue
+        word.append(c)
+        if c == "\\":
+            word.append(text[i : i + 1])
+            i += 1
+        elif c in '<"':
+            # smtp_quoted(): the closing characters wanted, innermost last.
+            wanted = [">" if c == "<" else '"']
+            while i < n and wanted:
+                c = text[i]
+                i += 1
+                word.append(c)
+                if c == "\\":
+                    word.append(text[i : i + 1])
+                    i += 1
+                elif c == wanted[-1]:
+                    wanted.pop()
+                elif c == '"':
+                    wanted.append('"')
+                elif c == "<" and wanted[-1] == ">":
+                    wanted.append(">")
+    if word:
+        words.append("".join(word))
+    return words
 
 
 # What an address outside quotes may not contain (Postfix's extract_addr).
