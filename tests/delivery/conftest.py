@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from oxipost.config import Config, load_config
 from oxipost.delivery import DeliveryRequest, deliver, smtp
 from oxipost.envelope import Envelope, Outcome, Recipient
@@ -64,3 +71,29 @@ def run(req: DeliveryRequest) -> list[Outcome]:
             await smtp.close_cached()
 
     return asyncio.run(once())
+
+
+@pytest.fixture
+def system_user() -> Iterator[pwd.struct_passwd]:
+    """A real system user with a home directory and a group of its own (useradd; we are
+    root), removed after."""
+    if os.geteuid() != 0:
+        pytest.fail("this test creates a system user: run the tests as root")
+    name = f"oxiusr{os.getpid() % 100000}"
+    home = Path(tempfile.mkdtemp(prefix="oxipost-user-"))
+    home.chmod(0o755)
+    r = subprocess.run(
+        ["useradd", "-M", "-U", "-d", str(home / name), "-s", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    try:
+        pw = pwd.getpwnam(name)
+        (home / name).mkdir(mode=0o755)
+        os.chown(home / name, pw.pw_uid, pw.pw_gid)
+        yield pw
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+        shutil.rmtree(home, ignore_errors=True)

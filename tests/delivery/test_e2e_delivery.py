@@ -311,39 +311,14 @@ def test_remote_5xx_bounces_to_the_local_sender(oxi):
     oxi.stop()
 
 
-@pytest.fixture
-def forward_user() -> Iterator[pwd.struct_passwd]:
-    """A real system user with a home directory (useradd; we are root), removed after."""
-    if not ROOT:
-        pytest.fail("the .forward test creates a system user: run the tests as root")
-    name = f"oxifwd{os.getpid() % 100000}"
-    home = Path(tempfile.mkdtemp(prefix="oxipost-e2e6-user-"))
-    home.chmod(0o755)
-    r = subprocess.run(
-        ["useradd", "-M", "-d", str(home / name), "-s", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    try:
-        pw = pwd.getpwnam(name)
-        (home / name).mkdir(mode=0o755)
-        os.chown(home / name, pw.pw_uid, pw.pw_gid)
-        yield pw
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def test_dot_forward_resubmits_to_the_forwarded_address(oxi, forward_user):
+def test_dot_forward_resubmits_to_the_forwarded_address(oxi, system_user):
     """issue 6: a local user's ~/.forward holds another address; mail to the user is
     resubmitted with the new envelope recipient (seed slide 7) and lands in the Maildir of
     the forwarded address, the original sender kept, Delivered-To naming the user."""
-    user = forward_user.pw_name
-    fwd = Path(forward_user.pw_dir) / ".forward"
+    user = system_user.pw_name
+    fwd = Path(system_user.pw_dir) / ".forward"
     fwd.write_text("info@example.com\n")
-    os.chown(fwd, forward_user.pw_uid, forward_user.pw_gid)
+    os.chown(fwd, system_user.pw_uid, system_user.pw_gid)
     cfg = oxi.start(f"mail_spool_directory = {oxi.dir}/mail/\n")
     qid = oxi.swaks("sender@example.org", f"{user}@localhost", "forward me", "via .forward")
     log = wait_log(cfg, rf"{qid}: removed", timeout=60)

@@ -125,6 +125,18 @@ def _wait_for(path: Path, timeout: float = 30.0) -> bool:
     return False
 
 
+def _start(conf: Path, port: int, env: dict[str, str] | None = None) -> smtplib.SMTP:
+    """`postfix start` with conf, and a session with its smtpd on port once it answers."""
+    assert run_ours("postfix", "-c", str(conf), "start", env=env).returncode == 0
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return smtplib.SMTP("127.0.0.1", port, timeout=10)
+        except OSError:
+            assert time.monotonic() < deadline, "smtpd does not answer"
+            time.sleep(0.1)
+
+
 def test_alias_and_pipe_commands_environment_under_master():
     """smtpd → qmgr → local(8) |command and pipe(8), all started by master from a shell
     with a variable import_environment does not name: the alias command sees local(8)'s
@@ -159,16 +171,7 @@ def test_alias_and_pipe_commands_environment_under_master():
     env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
     env.update(TZ="Europe/Paris", LANG="de_DE.UTF-8", OXIPOST_UNLISTED="leak")
     try:
-        assert run_ours("postfix", "-c", str(conf), "start", env=env).returncode == 0
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "smtpd does not answer"
-                time.sleep(0.1)
-        with smtp as s:
+        with _start(conf, port, env) as s:
             s.ehlo("client.example.net")
             s.sendmail(
                 "o'neil@example.com",
@@ -203,6 +206,67 @@ def test_alias_and_pipe_commands_environment_under_master():
             "LANG": "C",
             "PWD": spool,
         }
+    finally:
+        run_ours("postfix", "-c", str(conf), "stop")
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_list_alias_owner_rights_and_sender_under_master(system_user):
+    """smtpd → qmgr → local(8) → qmgr → local(8), started by master: an alias table owned
+    by a user runs the list's command with that user's rights, HOME and SHELL (alias.c);
+    its owner-list alias makes owner-list@$myorigin the sender of the command's delivery
+    and of the copy resubmitted to the member, neither naming the original recipient any
+    more (no ORIGINAL_RECIPIENT; the member's X-Original-To is its own address)."""
+    top = Path(tempfile.mkdtemp(prefix="oxipost-owner-"))
+    top.chmod(0o755)
+    out = top / "out"
+    out.mkdir()
+    out.chmod(0o1777)
+    mail = top / "mail"
+    mail.mkdir()
+    mail.chmod(0o1777)
+    conf = top / "conf"
+    conf.mkdir()
+    port = _free_port()
+    aliases = top / "aliases"
+    aliases.write_text(f"list |id -u > {out}/uid; env > {out}/env, nobody\nowner-list listadmin\n")
+    os.chown(aliases, system_user.pw_uid, system_user.pw_gid)
+    (conf / "main.cf").write_text(
+        "compatibility_level = 3.6\nmyhostname = mx.example.test\n"
+        "mydestination = localhost, $myhostname\ninet_interfaces = 127.0.0.1\n"
+        "inet_protocols = ipv4\nmynetworks = 127.0.0.1/32\nsmtpd_peername_lookup = no\n"
+        f"local_recipient_maps =\nalias_maps = texthash:{aliases}\nalias_database =\n"
+        f"mail_spool_directory = {mail}/\nqueue_directory = {top}/spool\n"
+        f"data_directory = {top}/data\nmaillog_file = {top}/maillog\n"
+        "smtpd_worker_processes = 1\n"
+    )
+    (conf / "master.cf").write_text(
+        f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
+        "local unix - n n - - local\n"
+    )
+    try:
+        with _start(conf, port) as s:
+            s.sendmail("poster@example.com", ["list@localhost"], b"Subject: t\r\n\r\nhi\r\n")
+        log = top / "maillog"
+        assert _wait_for(out / "env"), log.read_text()
+        assert (out / "uid").read_text() == f"{system_user.pw_uid}\n"
+        env = read_env(out / "env")
+        assert (env["HOME"], env["SHELL"]) == (system_user.pw_dir, "/usr/sbin/nologin")
+        assert (env["USER"], env["SENDER"]) == ("list", "owner-list@mx.example.test")
+        assert "ORIGINAL_RECIPIENT" not in env
+        new = mail / "nobody" / "new"
+        deadline = time.monotonic() + 30
+        while not (new.is_dir() and os.listdir(new)):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        (name,) = os.listdir(new)
+        head = (new / name).read_text().split("\n\n", 1)[0].splitlines()
+        assert head[:3] == [
+            "Return-Path: <owner-list@mx.example.test>",
+            "X-Original-To: nobody@mx.example.test",
+            "Delivered-To: nobody@mx.example.test",
+        ]
+        assert "Delivered-To: list@localhost" in head
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
         shutil.rmtree(top, ignore_errors=True)

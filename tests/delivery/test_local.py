@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import grp
 import os
 import pwd
 import shutil
@@ -13,6 +14,8 @@ import pytest
 from oxipost import runloop
 from oxipost.delivery import deliver, local
 from oxipost.envelope import Outcome, Recipient
+
+from tests.conftest import run_ours
 
 from .conftest import MESSAGE, make_config, read_env, request, run
 
@@ -381,3 +384,272 @@ def test_local_command_shell_gets_the_command_as_one_argument(tmp_path, spool):
     (o,) = run(request(cfg, "local", "localhost", ["envdump@localhost"]))
     assert o.status == "2.0.0", o
     assert (spool / "args").read_text() == "-c|echo a  b > c|"
+
+
+def _owned_aliases(tmp_path, spool, text: str, owner: int | None, main: str = "", kind="texthash"):
+    """An alias table in spool (where other users can reach what it names), its file
+    (the .cdb for hash:) owned by uid owner, and a config using it."""
+    src = spool / "aliases"
+    src.write_text(text)
+    cfg = make_config(
+        tmp_path / "c",
+        main=f"alias_maps = {kind}:{src}\nalias_database =\nqueue_directory = {spool}\n" + main,
+    )
+    table = src
+    if kind == "hash":
+        r = run_ours("postmap", "-c", str(tmp_path / "c"), f"hash:{src}")
+        assert r.returncode == 0, r.stderr
+        table = spool / "aliases.cdb"
+    if owner is not None:
+        os.chown(table, owner, owner)
+    return cfg
+
+
+def _ids(pw: pwd.struct_passwd) -> str:
+    group = grp.getgrgid(pw.pw_gid).gr_name
+    return f"uid={pw.pw_uid}({pw.pw_name}) gid={pw.pw_gid}({group}) groups={pw.pw_gid}({group})"
+
+
+def _unused_uid() -> int:
+    uid = 40000
+    while True:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+        uid += 1
+
+
+@pytest.mark.parametrize("kind", ["texthash", "hash"])
+def test_alias_commands_and_files_have_the_table_owners_rights(tmp_path, spool, system_user, kind):
+    # alias.c: an alias table not owned by root gives its owner's rights to the alias's
+    # |command and /file deliveries; the owner of the file as opened counts (for hash:
+    # the .cdb, here the user's while its source is root's). The command gets the owner's
+    # HOME and SHELL (SET_USER_ATTR); LOGNAME and USER stay the recipient's (command.c).
+    pw = system_user
+    cfg = _owned_aliases(
+        tmp_path,
+        spool,
+        f"owned |id > {spool}/ids; env > {spool}/env, {spool}/owned.mbox\n",
+        pw.pw_uid,
+        kind=kind,
+    )
+    (o,) = run(request(cfg, "local", "localhost", ["owned@localhost"]))
+    assert o.status == "2.0.0", o
+    assert (spool / "ids").read_text().strip() == _ids(pw)
+    env = read_env(spool / "env")
+    assert (env["HOME"], env["SHELL"]) == (pw.pw_dir, "/usr/sbin/nologin")
+    assert (env["LOGNAME"], env["USER"]) == ("owned", "owned")
+    mbox = spool / "owned.mbox"
+    assert (mbox.stat().st_uid, mbox.stat().st_gid) == (pw.pw_uid, pw.pw_gid)
+    assert mbox.read_text().startswith("From a@example.org ")
+
+
+@pytest.mark.skipif(not ROOT, reason="tables of other users need root")
+def test_alias_table_owner_without_account_or_known(tmp_path, spool, system_user, caplog):
+    # alias.c: an owner uid without a passwd entry defers; so does a table whose owner
+    # cannot be known, here a unionmap: of two users' tables (DICT_OWNER_UNKNOWN, as
+    # DICT_OWNER_AGGREGATE_UPDATE makes it). A root-owned member leaves the other's owner.
+    uid = _unused_uid()
+    cfg = _owned_aliases(tmp_path, spool, f"owned |id > {spool}/ids\n", uid)
+    (o,) = run(request(cfg, "local", "localhost", ["owned@localhost"]))
+    assert o == Outcome("4.3.0", "cannot find alias database owner")
+    assert f"cannot find alias database owner for texthash:{spool}/aliases" in caplog.text
+    assert not (spool / "ids").exists()
+    # A table is its file as opened (a chown later is not seen): one file per owner.
+    for name, owner in [("mine", system_user.pw_uid), ("other", 65534), ("root", 0)]:
+        table = spool / name
+        table.write_text(f"owned |id > {spool}/ids\n" if name == "mine" else "unrelated x\n")
+        os.chown(table, owner, owner)
+    for other, expected in [
+        ("other", Outcome("4.3.0", "mail system configuration error")),
+        ("root", Outcome("2.0.0", f"delivered to command: id > {spool}/ids")),
+    ]:
+        union = f"unionmap:{{texthash:{spool}/mine, texthash:{spool}/{other}}}"
+        cfg = make_config(tmp_path / other, main=f"alias_maps = {union}\nalias_database =\n")
+        (o,) = run(request(cfg, "local", "localhost", ["owned@localhost"]))
+        assert o == expected
+    union = f"unionmap:{{texthash:{spool}/mine, texthash:{spool}/other}}"
+    assert f"deliver_alias: no owner UID for alias database {union}" in caplog.text
+    assert (spool / "ids").read_text().strip() == _ids(system_user)
+
+
+@pytest.mark.skipif(not ROOT, reason="files of other users need root")
+def test_include_file_owner_rights(tmp_path, spool, system_user):
+    # include.c: listed in a root-owned alias table, an :include: file not owned by root
+    # gives its owner's rights, HOME and SHELL to the commands it lists; listed in a
+    # table of another user, it leaves that user's rights alone.
+    pw = system_user
+    inc = spool / "list.inc"
+    main = "allow_mail_to_commands = alias, forward, include\n"
+
+    def deliver(step: str, include_owner: int, table_owner: int) -> tuple[str, dict[str, str]]:
+        # One table file per owner and output files per step: a table is its file as
+        # opened, and one user cannot write over another's file in the sticky spool.
+        inc.write_text(f"|id > {spool}/{step}.ids; env > {spool}/{step}.env\n")
+        os.chown(inc, include_owner, include_owner)
+        table = spool / f"aliases.{step}"
+        table.write_text(f"list :include:{inc}\n")
+        os.chown(table, table_owner, table_owner)
+        cfg = make_config(
+            tmp_path / step,
+            main=f"alias_maps = texthash:{table}\nalias_database =\n"
+            f"queue_directory = {spool}\n" + main,
+        )
+        (o,) = run(request(cfg, "local", "localhost", ["list@localhost"]))
+        assert o.status == "2.0.0", o
+        return (spool / f"{step}.ids").read_text().strip(), read_env(spool / f"{step}.env")
+
+    ids, env = deliver("root-table", pw.pw_uid, 0)
+    assert ids == _ids(pw)
+    assert (env["HOME"], env["SHELL"], env["USER"]) == (pw.pw_dir, pw.pw_shell, "list")
+    ids, env = deliver("user-table", 65534, pw.pw_uid)
+    assert ids == _ids(pw)
+    assert env["HOME"] == pw.pw_dir
+    # Root's include file in root's table: the default rights, no HOME.
+    ids, env = deliver("root-file", 0, 0)
+    assert ids == _ids(pwd.getpwnam("nobody"))
+    assert "HOME" not in env
+
+
+@pytest.mark.skipif(not ROOT, reason="files of other users need root")
+def test_include_file_checks(tmp_path, spool, system_user, caplog):
+    # include.c's checks, each a bounce with 5.3.5 and a warning naming the file: a
+    # relative path, no such file, no regular file, world writable, not readable with
+    # the rights it is opened with; an owner without a passwd entry defers (4.3.5).
+    inc = spool / "list.inc"
+    inc.write_text("nobody\n")
+    private = spool / "private"
+    private.mkdir(mode=0o700)
+    (private / "list.inc").write_text("nobody\n")
+    refused = Outcome("5.3.5", "mail system configuration error")
+    cases = [
+        ("list.inc", ":include:list.inc uses a relative path"),
+        (f"{spool}/none", f"unable to lookup :include: file {spool}/none: No such file"),
+        (str(private), f":include: file {private} is not a regular file"),
+    ]
+    for path, line in cases:
+        assert _expand(_ctx(make_config(tmp_path / "c"), "alias"), [f":include:{path}"]) == refused
+        assert line in caplog.text
+    inc.chmod(0o646)
+    assert _expand(_ctx(make_config(tmp_path / "c"), "alias"), [f":include:{inc}"]) == refused
+    assert f":include: file {inc} is world writable" in caplog.text
+    inc.chmod(0o600)
+    # The alias owner's rights reach neither into private/ nor into root's 0600 file.
+    cfg = _owned_aliases(
+        tmp_path, spool, f"a :include:{private}/list.inc\nb :include:{inc}\n", system_user.pw_uid
+    )
+    (o,) = run(request(cfg, "local", "localhost", ["a@localhost"]))
+    assert o == refused
+    assert f"unable to lookup :include: file {private}/list.inc: Permission denied" in caplog.text
+    (o,) = run(request(cfg, "local", "localhost", ["b@localhost"]))
+    assert o == refused
+    assert f"cannot open include file {inc}: Permission denied" in caplog.text
+    uid = _unused_uid()
+    os.chown(inc, uid, uid)
+    assert _expand(_ctx(cfg, "alias"), [f":include:{inc}"]) == Outcome(
+        "4.3.5", "mail system configuration error"
+    )
+    assert f"cannot find username for uid {uid}" in caplog.text
+    assert f"{inc}: cannot find :include: file owner username" in caplog.text
+
+
+def test_mailbox_command_maps_before_mailbox_command(tmp_path, spool):
+    # postconf(5): mailbox_command_maps, looked up with the user name, takes precedence
+    # over mailbox_command, which serves users it does not list; a table that cannot be
+    # read defers. allow_mail_to_commands does not apply to either (mailbox.c delivers
+    # to them directly, not as the items of an alias or .forward).
+    user = _user()
+    cmds = tmp_path / "cmds"
+    cmds.write_text(f'{user} echo "map $USER" > {spool}/out\n')
+    main = f"alias_maps =\nallow_mail_to_commands =\nmailbox_command = echo main > {spool}/out\n"
+    cfg = make_config(tmp_path / "a", main=main + f"mailbox_command_maps = texthash:{cmds}\n")
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o == Outcome("2.0.0", f'delivered to command: echo "map $USER" > {spool}/out'), o
+    assert (spool / "out").read_text() == f"map {user}\n"
+    cfg = make_config(tmp_path / "b", main=main + "mailbox_command_maps = inline:{other=x}\n")
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o.status == "2.0.0", o
+    assert (spool / "out").read_text() == "main\n"
+    cfg = make_config(tmp_path / "c", main=main + "mailbox_command_maps = fail:cmds\n")
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o == Outcome("4.3.0", "table lookup failure")
+
+
+def test_owner_alias_sender_and_original_recipient(tmp_path, spool):
+    # alias.c: with an owner-list alias the expansion's sender is owner-list@$myorigin
+    # (canon_addr_internal), or with expand_owner_alias the owner alias's value so
+    # qualified, and the recipient's original address is dropped: no
+    # ORIGINAL_RECIPIENT, no X-Original-To; Return-Path names the new sender.
+    aliases = f"list |env > {spool}/env; cat > {spool}/msg\n"
+
+    def deliver(text: str, main: str = "") -> tuple[dict[str, str], str]:
+        cfg = _owned_aliases(tmp_path, spool, text, None, "myorigin = example.net\n" + main)
+        req = request(cfg, "local", "localhost", ["list@localhost"])
+        req.recipients[0] = Recipient("list@localhost", original="List@Example.ORG")
+        (o,) = run(req)
+        assert o.status == "2.0.0", o
+        return read_env(spool / "env"), (spool / "msg").read_text()
+
+    env, msg = deliver(aliases)
+    assert (env["SENDER"], env["ORIGINAL_RECIPIENT"]) == ("a@example.org", "List@Example.ORG")
+    assert msg.startswith(
+        "Return-Path: <a@example.org>\nX-Original-To: List@Example.ORG\n"
+        "Delivered-To: list@localhost\n"
+    )
+    env, msg = deliver(aliases + "owner-list listadmin\n")
+    assert env["SENDER"] == "owner-list@example.net"
+    assert "ORIGINAL_RECIPIENT" not in env
+    assert msg.startswith(
+        "Return-Path: <owner-list@example.net>\nDelivered-To: list@localhost\nFrom: "
+    )
+    env, _ = deliver(aliases + "owner-list listadmin\n", "expand_owner_alias = yes\n")
+    assert env["SENDER"] == "listadmin@example.net"
+
+
+def test_forwarded_recipients_of_an_alias(tmp_path, spool, monkeypatch):
+    # alias.c and forward.c: addresses of an alias are queued anew with the original
+    # recipient and ORCPT of the alias, NOTIFY without SUCCESS ("NEVER" when that was
+    # all); after an owner- alias, with neither (cleanup makes each its own original),
+    # and the owner as sender.
+    from oxipost.qmgr.queue import QueueState
+
+    monkeypatch.setattr(local, "resubmit", None)
+    (spool / "aliases").write_text("alias one@example.com\nlist two@example.com\nowner-list x\n")
+    cfg = make_config(
+        tmp_path / "c",
+        main=f"alias_maps = texthash:{spool}/aliases\nalias_database =\n"
+        f"queue_directory = {tmp_path}/q\nmyorigin = example.net\n",
+    )
+    req = request(cfg, "local", "localhost", ["alias@localhost", "list@localhost"])
+    for i, address in enumerate(["alias@localhost", "list@localhost"]):
+        req.recipients[i] = Recipient(
+            address,
+            original=f"{address.upper()}",
+            notify=frozenset({"SUCCESS"} if i == 0 else {"SUCCESS", "FAILURE"}),
+            orcpt=f"rfc822;{address}",
+        )
+    try:
+        assert [o.status for o in run(req)] == ["2.0.0", "2.0.0"]
+    finally:
+        local.resubmit.__self__.close()  # type: ignore[union-attr]
+    state = QueueState(cfg)
+    queued = {}
+    for qid in state.messages:
+        env, _ = state.load(qid)
+        (r,) = env.recipients
+        queued[r.address] = (env.sender, r.original, r.notify, r.orcpt)
+    assert queued == {
+        "one@example.com": (
+            "a@example.org",
+            "ALIAS@LOCALHOST",
+            frozenset({"NEVER"}),
+            "rfc822;alias@localhost",
+        ),
+        "two@example.com": (
+            "owner-list@example.net",
+            "two@example.com",
+            frozenset({"FAILURE"}),
+            "",
+        ),
+    }

@@ -3,6 +3,7 @@ errors as TableError (never a traceback in a CLI); warnings to the installed sin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -133,3 +134,32 @@ def test_postmap_builds_a_large_table_without_a_traceback_on_bad_input(tmp_path)
 def test_the_maps_stub_matches_the_extension():
     stub = Path(__file__).parents[2] / "python" / "oxipost" / "_core_stubs" / "maps.pyi"
     check_stub(core, stub)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files of other users need root")
+def test_table_owner_as_postfix_dict_owner(tmp_path):
+    # Postfix's DICT_OWNER, which local(8) gives an alias's commands and files: the uid
+    # owning the file as opened (the .cdb for hash:), 0 for a table without a file, and
+    # for tables combined the one user besides root, unknown (None) with two users.
+    paths = {}
+    for name, uid in [("daemon", 1), ("nobody", 65534), ("root", 0)]:
+        paths[name] = tmp_path / name
+        build(paths[name], "k v\n")
+        os.chown(paths[name], 0, 0)
+        os.chown(str(paths[name]) + ".cdb", uid, uid)
+    os.chown(paths["daemon"], 1, 1)
+    assert open_table(f"hash:{paths['nobody']}").owner == 65534
+    assert open_table(f"texthash:{paths['nobody']}").owner == 0
+    assert open_table(f"texthash:{paths['daemon']}").owner == 1
+    rules = tmp_path / "rules"
+    rules.write_text("/^k$/ v\n")
+    os.chown(rules, 1, 1)
+    assert open_table(f"regexp:{rules}").owner == 1
+    assert open_table("regexp:{{/^k$/ v}}").owner == 0
+    assert open_table("inline:{k=v}").owner == 0
+    assert open_table("static:x").owner == 0
+    one = f"unionmap:{{hash:{paths['root']}, hash:{paths['nobody']}}}"
+    two = f"pipemap:{{hash:{paths['nobody']}, texthash:{paths['daemon']}}}"
+    assert open_table(one).owner == 65534
+    assert open_table(two).owner is None
+    assert open_table(f"unionmap:{{{two}, hash:{paths['root']}}}").owner is None

@@ -19,6 +19,8 @@ says, and the command's output is appended.
 
 `chdir_error(path, ids)` says why the command could not change to its working directory,
 `chdir_failed()` logs it and defers as Postfix does, `queue_cwd(cfg)` is the default one.
+`lookup_error(path, ids)` and `read_error(path, ids)` say why a file could not be looked
+up or read with another user's rights (Postfix's stat_as, open_as).
 
 Diagnostics: a command that cannot be started raises OSError.
 """
@@ -112,14 +114,36 @@ def finished(rc: int | None, command: str, output: bytes, delivered: str) -> Out
     return Outcome("5.3.0", f'Command died with status {rc}: "{command}"{suffix}')
 
 
-def _may_search(st: os.stat_result, uid: int, gid: int) -> bool:
+_SEARCH = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+_READ = (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+
+
+def _may(st: os.stat_result, uid: int, gid: int, bits: tuple[int, int, int]) -> bool:
+    """Whether uid, with gid as its only group, has the owner/group/other bits of st."""
     if uid == 0:
         return True
     if st.st_uid == uid:
-        return bool(st.st_mode & stat.S_IXUSR)
+        return bool(st.st_mode & bits[0])
     if st.st_gid == gid:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
+        return bool(st.st_mode & bits[1])
+    return bool(st.st_mode & bits[2])
+
+
+def _reach_error(directory: str, uid: int, gid: int) -> OSError | None:
+    """Why uid with gid cannot enter directory: it, or one above it, is no directory or
+    cannot be searched."""
+    current = "/"
+    for part in ["", *os.path.abspath(directory).split("/")[1:]]:
+        current = os.path.join(current, part)
+        try:
+            st = os.stat(current)
+        except OSError as e:
+            return e
+        if not stat.S_ISDIR(st.st_mode):
+            return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not _may(st, uid, gid, _SEARCH):
+            return PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    return None
 
 
 def chdir_error(path: str, ids: tuple[int, int] | None) -> OSError | None:
@@ -138,18 +162,32 @@ def chdir_error(path: str, ids: tuple[int, int] | None) -> OSError | None:
         if not os.access(path, os.X_OK):
             return PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         return None
-    uid, gid = ids
-    current = "/"
-    for part in ["", *os.path.abspath(path).split("/")[1:]]:
-        current = os.path.join(current, part)
-        try:
-            st = os.stat(current)
-        except OSError as e:
-            return e
-        if not stat.S_ISDIR(st.st_mode):
-            return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-        if not _may_search(st, uid, gid):
-            return PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    return _reach_error(path, *ids)
+
+
+def lookup_error(path: str, ids: tuple[int, int] | None) -> OSError | None:
+    """Why path cannot be looked up as ids (None: as this process), as Postfix's stat_as()
+    fails: a directory above it that ids cannot search, or no such file. Checked here
+    rather than by switching ids, which would switch every thread of the process."""
+    if ids is not None:
+        failed = _reach_error(os.path.dirname(os.path.abspath(path)), *ids)
+        if failed is not None:
+            return failed
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e
+    return None
+
+
+def read_error(path: str, ids: tuple[int, int] | None) -> OSError | None:
+    """Why path cannot be opened for reading as ids, as Postfix's open_as() fails; for
+    None (this process) only what lookup_error() finds: the open itself says the rest."""
+    failed = lookup_error(path, ids)
+    if failed is not None or ids is None:
+        return failed
+    if not _may(os.stat(path), *ids, _READ):
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     return None
 
 

@@ -7,16 +7,23 @@ For each recipient (the domain is local; qmgr only sends those here):
    mbox; a trailing "/" means Maildir), "|command" (run by /bin/sh with the message on
    stdin, exit status through sysexits.h), or ":include:/path" (more items from a file,
    recursion bounded). "\\user" delivers to user's mailbox without further aliasing. With
-   owner_request_special, an "owner-<alias>" entry becomes the sender of the expansion.
+   owner_request_special, an "owner-<alias>" entry makes owner-<alias>@$myorigin (its
+   expansion with expand_owner_alias) the sender of the expansion, and the recipient loses
+   its original address and DSN ORCPT (alias.c). Commands and files of an alias have the
+   rights, HOME and SHELL of the table's owner (the file as opened), default_privs and no
+   HOME or SHELL for a root-owned table; an :include: file not owned by root, listed where
+   the rights are root's, gives its owner's rights to what it lists (include.c).
 3. ~/.forward per forward_path (owned by the user): items as for aliases, run as the user.
-4. The mailbox: mailbox_command, else home_mailbox ("Maildir/" → $HOME/Maildir/), else
+4. The mailbox: mailbox_command_maps (keyed by the user), else mailbox_command, else
+   home_mailbox ("Maildir/" → $HOME/Maildir/), else
    mail_spool_directory/user (a trailing "/" on the directory → a Maildir per user), else
    mbox locked per mailbox_delivery_lock, capped by mailbox_size_limit (5.2.2). Return-Path,
    X-Original-To and Delivered-To come first.
 Commands and files are permitted per allow_mail_to_commands / allow_mail_to_files by
 source (alias, forward, include): otherwise "5.7.1 mail to command is restricted" /
 "5.7.1 mail to file is restricted"; an executable file → "5.7.1 file is executable"
-(catalogue 48). Mail for root is written with default_privs; nothing runs as root.
+(catalogue 48). Where the rights would be root's, a command or file has default_privs'
+uid and gid instead (each one that is zero); nothing runs as root.
 A command runs through local_command_shell when set, else directly when it has no shell
 magic, else by /bin/sh -c; in command_execution_directory ($user, $home, ... expanded per
 delivery), else the queue directory; with export_environment, PATH, and local(8)'s HOME
@@ -25,7 +32,11 @@ RECIPIENT, LOCAL, DOMAIN, EXTENSION, ORIGINAL_RECIPIENT and the CLIENT_* and SAS
 attributes the message has, censored with command_expansion_filter.
 
 Diagnostics: no such user and no alias → 5.1.1 unknown user: "user"; unreadable tables →
-deferred (4.3.0); include nesting beyond 20 levels → 5.4.6 mail forwarding loop; a
+deferred (4.3.0); an alias table owned by a uid without a passwd entry → 4.3.0 "cannot
+find alias database owner"; an :include: file with a relative path, that cannot be found,
+read, is not a regular file or is world writable → 5.3.5 mail system configuration error
+and a warning naming it (4.3.5 for an owner without a passwd entry); include nesting
+beyond 20 levels → 5.4.6 mail forwarding loop; a
 command_execution_directory the command's user cannot enter → 4.3.0 temporary failure and
 Postfix's "fatal: cannot change directory to ..." line.
 Deviation: a recipient with no passwd entry gets a mailbox under mail_spool_directory
@@ -55,7 +66,13 @@ from oxipost.config import split_list
 from oxipost.config.expand import Expander, ExpandError
 from oxipost.delivery import command
 from oxipost.delivery.address import split_address
-from oxipost.delivery.command import chdir_error, chdir_failed, queue_cwd
+from oxipost.delivery.command import (
+    chdir_error,
+    chdir_failed,
+    lookup_error,
+    queue_cwd,
+    read_error,
+)
 from oxipost.delivery.mailstore import (
     LookupFailed,
     lock_options,
@@ -67,9 +84,10 @@ from oxipost.delivery.mailstore import (
 )
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.environ import DEFAULT_PATH, command_environment
-from oxipost.maps import TableError, open_table
+from oxipost.maps import Table, TableError, open_table
 from oxipost.maps.search import alias_keys, split_extension
 from oxipost.qmgr import control
+from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -93,10 +111,11 @@ class Ctx:
     source: str  # alias, forward or include: what allow_mail_to_* is checked against
     ids: tuple[int, int] | None
     depth: int = 0
-    # The account whose rights a command or file delivery has, for HOME, SHELL, $home and
-    # $shell: the recipient's for its .forward and mailbox_command. None for a root-owned
-    # alias database, where Postfix's local(8) has no user (RESET_USER_ATTR) and exports
-    # neither, though the command runs as default_privs.
+    # Postfix's USER_ATTR: the account whose rights a command or file delivery has (ids),
+    # and its HOME, SHELL, $home and $shell: the recipient's for its .forward and mailbox,
+    # an alias table's owner, an :include: file's owner. ids None (or a root uid) for a
+    # root-owned alias table, where local(8) has no user (RESET_USER_ATTR), exports no HOME
+    # or SHELL, and runs commands as default_privs.
     home: str | None = None
     shell: str | None = None
 
@@ -152,8 +171,22 @@ def _default_privs(cfg: Config) -> tuple[int, int] | None:
     return pw.pw_uid, pw.pw_gid
 
 
-def _content_with(req: DeliveryRequest, rcpt: Recipient) -> bytes:
-    return prefix_headers(req.envelope.sender, rcpt.address, rcpt.original) + req.content
+def _rights(ctx: Ctx) -> tuple[int, int] | None:
+    """The ids a command or file delivery has: ctx's, a zero uid or gid replaced by
+    default_privs' (command.c, file.c). None when default_privs has no passwd entry."""
+    uid, gid = ctx.ids or (0, 0)
+    if uid and gid:
+        return uid, gid
+    default = _default_privs(ctx.req.cfg)
+    if default is None:
+        return None
+    return uid or default[0], gid or default[1]
+
+
+def _prefix(ctx: Ctx) -> bytes:
+    """Return-Path (the sender, an owner- alias's when it replaced it), X-Original-To and
+    Delivered-To, as mail_copy() writes them with local(8)'s attributes."""
+    return prefix_headers(ctx.sender, ctx.rcpt.address, ctx.rcpt.original)
 
 
 async def _open_queue_resubmit(cfg: Config) -> Resubmit:
@@ -169,11 +202,24 @@ async def _open_queue_resubmit(cfg: Config) -> Resubmit:
 async def _forward(ctx: Ctx, addresses: list[str]) -> Outcome:
     """Resubmit the message with a new envelope (Postfix's forward.c)."""
     req = ctx.req
+    # The original recipient and ORCPT go with them (none after an owner- alias; cleanup
+    # makes each address its own then), NOTIFY without SUCCESS: the expansion reports that.
+    notify = ctx.rcpt.notify - {"SUCCESS"}
+    if ctx.rcpt.notify == {"SUCCESS"}:
+        notify = frozenset({"NEVER"})
     env = replace(
         req.envelope,
         sender=ctx.sender,
+        # In standard form, as resolve.c passes them on: cleanup takes a recipient that
+        # has no original address as its own.
         recipients=[
-            Recipient(a, original=ctx.rcpt.original or ctx.rcpt.address) for a in addresses
+            Recipient(
+                rewrite_address(req.cfg, a),
+                original=ctx.rcpt.original,
+                notify=notify,
+                orcpt=ctx.rcpt.orcpt,
+            )
+            for a in addresses
         ],
         arrival_time=time.time(),
         attrs=dict(req.envelope.attrs),
@@ -327,9 +373,7 @@ def _command_argv(command_line: str, shell: str) -> list[str]:
 
 async def _command(ctx: Ctx, command_line: str) -> Outcome:
     cfg = ctx.req.cfg
-    if not _allowed(cfg, "allow_mail_to_commands", ctx.source):
-        return Outcome("5.7.1", "mail to command is restricted")
-    ids = ctx.ids or _default_privs(cfg)
+    ids = _rights(ctx)
     if os.geteuid() == 0:
         if ids is None or ids[0] == 0:
             return Outcome("4.3.5", "mail system configuration error")
@@ -349,7 +393,7 @@ async def _command(ctx: Ctx, command_line: str) -> Outcome:
         failed = chdir_error(cwd, ids)
         if failed is not None:
             return chdir_failed(log, directory, ids, failed)
-    data = _content_with(ctx.req, ctx.rcpt).replace(b"\r\n", b"\n")
+    data = (_prefix(ctx) + ctx.req.content).replace(b"\r\n", b"\n")
     argv = _command_argv(command_line, cfg.get("local_command_shell"))
     limit = cfg.get_time("command_time_limit")
     try:
@@ -363,22 +407,20 @@ async def _command(ctx: Ctx, command_line: str) -> Outcome:
 
 async def _file(ctx: Ctx, path: str) -> Outcome:
     cfg = ctx.req.cfg
-    if not _allowed(cfg, "allow_mail_to_files", ctx.source):
-        return Outcome("5.7.1", "mail to file is restricted")
     try:
         st = os.stat(path)
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
             return Outcome("5.7.1", "file is executable")
     except OSError:
         pass
-    ids = ctx.ids or _default_privs(cfg)
-    prefix = prefix_headers(ctx.req.envelope.sender, ctx.rcpt.address, ctx.rcpt.original)
+    ids = _rights(ctx)
+    prefix = _prefix(ctx)
     if path.endswith("/"):
         out = await maildir(path, prefix, ctx.req.content, ids, cfg)
     else:
         out = await mbox(
             path,
-            ctx.req.envelope.sender,
+            ctx.sender,
             prefix,
             ctx.req.content,
             lock_options(cfg, "mailbox_delivery_lock"),
@@ -395,11 +437,20 @@ async def _expand(ctx: Ctx, items: list[str], self_user: str) -> Outcome:
     bounce, else success (as Postfix ORs the per-item results)."""
     results: list[Outcome] = []
     addresses: list[str] = []
+    cfg = ctx.req.cfg
     for item in items:
+        # The policy is the item's (token.c), not the delivery's: mailbox_command runs
+        # whatever allow_mail_to_commands says.
         if item.startswith("|"):
-            results.append(await _command(ctx, item[1:]))
+            if _allowed(cfg, "allow_mail_to_commands", ctx.source):
+                results.append(await _command(ctx, item[1:]))
+            else:
+                results.append(Outcome("5.7.1", "mail to command is restricted"))
         elif item.startswith("/"):
-            results.append(await _file(ctx, item))
+            if _allowed(cfg, "allow_mail_to_files", ctx.source):
+                results.append(await _file(ctx, item))
+            else:
+                results.append(Outcome("5.7.1", "mail to file is restricted"))
         elif item.lower().startswith(":include:"):
             results.append(await _include(ctx, item[9:].strip()))
         elif item.startswith("\\"):
@@ -419,20 +470,64 @@ async def _expand(ctx: Ctx, items: list[str], self_user: str) -> Outcome:
     return results[0] if results else Outcome("2.0.0", "alias expands to nothing")
 
 
+def _switches(ids: tuple[int, int] | None) -> tuple[int, int] | None:
+    """ids when this process would take them to open a file (root, for another user);
+    else None, the process's own rights."""
+    if ids is None or ids[0] == 0 or os.geteuid() != 0:
+        return None
+    return ids
+
+
 async def _include(ctx: Ctx, path: str) -> Outcome:
+    """include.c: the file looked up and opened with ctx's rights, and where those are
+    root's (a root-owned alias table, root's .forward) its owner's rights, HOME and SHELL
+    for what it lists, unless that is root too."""
     if ctx.depth >= MAX_INCLUDE_DEPTH:
         return Outcome("5.4.6", f"mail forwarding loop for {ctx.rcpt.address}")
+    config_error = Outcome("5.3.5", "mail system configuration error")
+    if not path.startswith("/"):
+        log.warning(":include:%s uses a relative path", path)
+        return config_error
+    failed = lookup_error(path, _switches(ctx.ids))
+    if failed is not None:
+        log.warning("unable to lookup :include: file %s: %s", path, failed.strerror)
+        return config_error
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        log.warning(":include: file %s is not a regular file", path)
+        return config_error
+    if st.st_mode & stat.S_IWOTH:
+        log.warning(":include: file %s is world writable", path)
+        return config_error
+    sub = replace(ctx, source="include", depth=ctx.depth + 1)
+    if ctx.ids is None or ctx.ids[0] == 0:
+        try:
+            owner = pwd.getpwuid(st.st_uid)
+        except KeyError:
+            log.warning("cannot find username for uid %d", st.st_uid)
+            log.warning("%s: cannot find :include: file owner username", path)
+            return Outcome("4.3.5", "mail system configuration error")
+        if owner.pw_uid != 0:
+            sub = _with_account(sub, owner)
+    failed = read_error(path, _switches(sub.ids))
     try:
+        if failed is not None:
+            raise failed
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except OSError as e:
-        return Outcome("5.3.0", f"cannot open include file {path}: {e.strerror}")
+        log.warning("cannot open include file %s: %s", path, e.strerror)
+        return config_error
     items: list[str] = []
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             items.extend(_split_items(line))
-    sub = replace(ctx, source="include", depth=ctx.depth + 1)
     return await _expand(sub, items, "")
+
+
+def _with_account(ctx: Ctx, pw: pwd.struct_passwd) -> Ctx:
+    """ctx with pw's rights, HOME and SHELL (Postfix's SET_USER_ATTR)."""
+    return replace(ctx, ids=(pw.pw_uid, pw.pw_gid), home=pw.pw_dir, shell=pw.pw_shell)
 
 
 def _forward_files(cfg: Config, attrs: dict[str, str]) -> list[str]:
@@ -471,7 +566,7 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         ids = (pw.pw_uid, pw.pw_gid) if pw.pw_uid != 0 else _default_privs(cfg)
         home = pw.pw_dir
         if not aliased:
-            attrs = _attributes(replace(ctx, home=home, shell=pw.pw_shell))
+            attrs = _attributes(_with_account(ctx, pw))
             for fwd in _forward_files(cfg, attrs):
                 try:
                     st = os.stat(fwd)
@@ -484,14 +579,19 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
                     continue
                 items = [i for ln in text.splitlines() for i in _split_items(ln)]
                 if items:
-                    sub = replace(ctx, source="forward", ids=ids, home=home, shell=pw.pw_shell)
+                    sub = replace(_with_account(ctx, pw), source="forward")
                     return await _expand(sub, items, user)
-    # Not main.cf-expanded (postconf(5)): its $names are the shell's, e.g. "$EXTENSION".
-    command = ctx.req.cfg.raw("mailbox_command")
-    if command and pw is not None:
-        sub = replace(ctx, source="forward", ids=ids, home=home, shell=pw.pw_shell)
-        return await _command(sub, command)
-    prefix = prefix_headers(req.envelope.sender, ctx.rcpt.address, ctx.rcpt.original)
+    if pw is not None:
+        try:
+            command = lookup_tables(cfg, "mailbox_command_maps", [user])
+        except LookupFailed as e:
+            log.warning("%s", e)
+            return Outcome("4.3.0", "table lookup failure")
+        # Not main.cf-expanded (postconf(5)): its $names are the shell's, e.g. "$EXTENSION".
+        command = command or cfg.raw("mailbox_command")
+        if command:
+            return await _command(_with_account(ctx, pw), command)
+    prefix = _prefix(ctx)
     home_mailbox = cfg.get("home_mailbox")
     if home_mailbox and home:
         path = os.path.join(home, home_mailbox)
@@ -517,7 +617,7 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
     else:
         out = await mbox(
             path,
-            req.envelope.sender,
+            ctx.sender,
             prefix,
             req.content,
             lock_options(cfg, "mailbox_delivery_lock"),
@@ -529,6 +629,41 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
     return out
 
 
+def _find_alias(cfg: Config, keys: list[str]) -> tuple[str, str, str, Table] | None:
+    """(value, key, spec, table) of the first alias_maps entry: each key in every table
+    before the next key, as recipient.c asks deliver_alias() for the full local part,
+    then for it without its extension. Raises LookupFailed."""
+    specs = cfg.get_list("alias_maps")
+    for key in keys:
+        for spec in specs:
+            try:
+                table = open_table(spec, cfg)
+                value = table.lookup(key)
+            except TableError as e:
+                raise LookupFailed(f"alias_maps: {e}") from e
+            if value is not None:
+                return value, key, spec, table
+    return None
+
+
+def _alias_rights(ctx: Ctx, spec: str, table: Table) -> Outcome | None:
+    """ctx given the rights of the alias table's owner (alias.c); an Outcome when they
+    cannot be had."""
+    if table.owner is None:
+        log.warning("deliver_alias: no owner UID for alias database %s", spec)
+        return Outcome("4.3.0", "mail system configuration error")
+    if table.owner == 0:
+        ctx.ids = ctx.home = ctx.shell = None
+        return None
+    try:
+        pw = pwd.getpwuid(table.owner)
+    except KeyError:
+        log.warning("cannot find alias database owner for %s", spec)
+        return Outcome("4.3.0", "cannot find alias database owner")
+    ctx.ids, ctx.home, ctx.shell = (pw.pw_uid, pw.pw_gid), pw.pw_dir, pw.pw_shell
+    return None
+
+
 async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
     cfg = req.cfg
     looped = loop_outcome(req.content, rcpt.address)
@@ -537,21 +672,29 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
     parts = split_address(rcpt.address, cfg.get("recipient_delimiter"))
     user = parts.user.lower()
     keys = alias_keys(rcpt.address, cfg.get("recipient_delimiter"))
+    ctx = Ctx(req, rcpt, req.envelope.sender, "alias", None)
     try:
-        value = lookup_tables(cfg, "alias_maps", keys)
+        found = _find_alias(cfg, keys)
         owner = None
-        if value is not None and cfg.get_bool("owner_request_special"):
-            owner = lookup_tables(cfg, "alias_maps", [f"owner-{user}"])
+        if found is not None and cfg.get_bool("owner_request_special"):
+            owner = lookup_tables(cfg, "alias_maps", [f"owner-{found[1]}"])
     except LookupFailed as e:
         log.warning("%s", e)
         return Outcome("4.3.0", "alias database unavailable")
-    ctx = Ctx(req, rcpt, req.envelope.sender, "alias", _default_privs(cfg))
-    if value is not None:
-        if owner is not None:
-            # Errors of the expansion go to the list owner, not the original sender.
-            ctx.sender = f"owner-{user}@{parts.domain}" if parts.domain else f"owner-{user}"
-        return await _expand(ctx, _split_items(value), user)
-    return await _mailbox(ctx, user)
+    if found is None:
+        return await _mailbox(ctx, user)
+    value, name, spec, table = found
+    refused = _alias_rights(ctx, spec, table)
+    if refused is not None:
+        return refused
+    if owner is not None:
+        # Errors of the expansion go to the list owner, not the original sender, and
+        # what is sent on no longer names the original recipient (alias.c: a mailing
+        # list's mail must not carry the poster's ORCPT).
+        sender = owner if cfg.get_bool("expand_owner_alias") else f"owner-{name}"
+        ctx.sender = rewrite_address(cfg, sender)
+        ctx.rcpt = replace(rcpt, original="", orcpt="")
+    return await _expand(ctx, _split_items(value), user)
 
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:

@@ -1,7 +1,11 @@
 """Lookup tables (Postfix's dict_* family): one entry point, `open_table("type:name")`.
 
 Every table answers `lookup(key) -> str | None` and raises TableError when it cannot be
-read (Postfix's daemons turn that into a temporary failure, never an accept). Tables are
+read (Postfix's daemons turn that into a temporary failure, never an accept), and has an
+`owner`, Postfix's DICT_OWNER: 0 for a table root could only have written (a root-owned
+file, or no file at all), the uid owning its file as opened, or None when unknown (tables
+of different users combined by unionmap: or pipemap:). local(8) gives an alias's commands
+and files its table owner's rights. Tables are
 opened once per process and reopened when their file changes, as Postfix's daemons notice
 a rebuilt table. Warnings about skipped lines go to the sink `set_warning_sink` installs
 (stderr as `prog: warning: ...` by default, the maillog in daemons), once per open.
@@ -46,6 +50,8 @@ class TableError(Exception):
 
 
 class Table(Protocol):
+    owner: int | None
+
     def lookup(self, key: str) -> str | None: ...
 
 
@@ -78,14 +84,19 @@ def os_reason(e: OSError) -> str:
     return os.strerror(e.errno) if e.errno else str(e)
 
 
-def read_file(path: str, action: str = "open database") -> bytes:
-    """A table's file, or TableError in Postfix's words (`open database X: reason` for a
-    table read at lookup time; postmap says `open X: reason` of a source it builds from)."""
+def read_owned(path: str, action: str = "open database") -> tuple[bytes, int]:
+    """A table's file and the uid owning what was read, or TableError in Postfix's words
+    (`open database X: reason` for a table read at lookup time; postmap says `open X:
+    reason` of a source it builds from)."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(), os.fstat(f.fileno()).st_uid
     except OSError as e:
         raise TableError(f"{action} {path}: {os_reason(e)}") from None
+
+
+def read_file(path: str, action: str = "open database") -> bytes:
+    return read_owned(path, action)[0]
 
 
 # ------------------------------------------------------------------------ the table kinds
@@ -105,6 +116,12 @@ class CdbTable:
             raise TableError(
                 f"dict_cdbq_open: unable to init {self.path}: Protocol error"
             ) from None
+        try:
+            # By name, after the open: only a rename in between (postmap's own, which
+            # keeps the owner) could make it another file's.
+            self.owner: int | None = os.stat(self.path).st_uid
+        except OSError as e:
+            raise TableError(f"open database {self.path}: {os_reason(e)}") from None
 
     def lookup(self, key: str) -> str | None:
         value = self._cdb.get((fold(key) if self.fold_keys else key).encode())
@@ -129,9 +146,12 @@ class CdbTable:
 class DictTable:
     """A table held in memory: texthash:, inline:, and what postmap -i/-d rewrite."""
 
-    def __init__(self, entries: dict[str, str], fold_keys: bool = True) -> None:
+    def __init__(
+        self, entries: dict[str, str], fold_keys: bool = True, owner: int | None = 0
+    ) -> None:
         self.entries = entries
         self.fold_keys = fold_keys
+        self.owner = owner
 
     def lookup(self, key: str) -> str | None:
         return self.entries.get(fold(key) if self.fold_keys else key)
@@ -142,7 +162,7 @@ class DictTable:
 
 def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
     """texthash: the postmap source format read directly, as Postfix's dict_thash does."""
-    text = read_file(path)
+    text, owner = read_owned(path)
     entries, warnings = _core.parse_entries(
         text, path, "expected format: key whitespace value -- ignoring this line"
     )
@@ -166,13 +186,14 @@ def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
         table[folded] = raw_value.decode("utf-8", "surrogateescape")
     for _, w in sorted(by_line, key=lambda lw: lw[0]):
         warn(w)
-    return DictTable(table, fold_keys)
+    return DictTable(table, fold_keys, owner)
 
 
 class RegexpTable:
     """regexp: and pcre: — compiled once in Rust, one pass for a miss."""
 
-    def __init__(self, text: bytes, dialect: str, name: str) -> None:
+    def __init__(self, text: bytes, dialect: str, name: str, owner: int | None = 0) -> None:
+        self.owner = owner
         self._table = _core.RegexTable(text, dialect, name)
         for w in self._table.warnings:
             warn(w)
@@ -187,7 +208,8 @@ class RegexpTable:
 class CidrTable:
     """cidr: first matching network, with `!` negation and if/endif, as cidr_table(5)."""
 
-    def __init__(self, text: bytes, name: str) -> None:
+    def __init__(self, text: bytes, name: str, owner: int | None = 0) -> None:
+        self.owner = owner
         lines, warnings = _core.logical_lines(text, name)
         for _, w in warnings:
             warn(w)
@@ -285,6 +307,8 @@ class CidrTable:
 
 
 class StaticTable:
+    owner: int | None = 0
+
     def __init__(self, value: str) -> None:
         self.value = value
 
@@ -293,6 +317,8 @@ class StaticTable:
 
 
 class FailTable:
+    owner: int | None = 0
+
     def __init__(self, spec: str) -> None:
         self.spec = spec
 
@@ -300,11 +326,24 @@ class FailTable:
         raise TableError(f"table {self.spec}: query error: Application error")
 
 
+def aggregate_owner(tables: Sequence[Table]) -> int | None:
+    """The owner of tables combined, as Postfix's DICT_OWNER_AGGREGATE_UPDATE: trusted
+    when all are, the one user when the others are trusted, unknown past that."""
+    owner: int | None = 0
+    for table in tables:
+        if owner == 0 or table.owner is None:
+            owner = table.owner
+        elif table.owner not in (0, owner):
+            owner = None
+    return owner
+
+
 class UnionTable:
     """unionmap: every table's result, comma-joined, in order."""
 
     def __init__(self, tables: list[Table]) -> None:
         self.tables = tables
+        self.owner = aggregate_owner(tables)
 
     def lookup(self, key: str) -> str | None:
         found = [v for v in (t.lookup(key) for t in self.tables) if v is not None]
@@ -316,6 +355,7 @@ class PipeTable:
 
     def __init__(self, tables: list[Table]) -> None:
         self.tables = tables
+        self.owner = aggregate_owner(tables)
 
     def lookup(self, key: str) -> str | None:
         value: str | None = key
@@ -374,12 +414,14 @@ def _inline(spec: str, name: str) -> DictTable:
     return DictTable(entries)
 
 
-def _file_text(spec: str, kind: str, name: str) -> tuple[bytes, str]:
-    """A file table's text, or the rules of its inline `{{rule}, {rule}}` form."""
+def _file_text(spec: str, kind: str, name: str) -> tuple[bytes, str, int]:
+    """A file table's text, label and owner, or the rules of its inline
+    `{{rule}, {rule}}` form (main.cf's, so root's)."""
     if name.startswith("{"):
         rules = _braced(spec, kind, name, "{{rule}, {rule}...}")
-        return "\n".join(rules).encode() + b"\n", spec
-    return read_file(name), name
+        return "\n".join(rules).encode() + b"\n", spec, 0
+    text, owner = read_owned(name)
+    return text, name, owner
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:
@@ -413,11 +455,11 @@ def _open(spec: str, cfg: Config | None, fold_keys: bool) -> Table:
             raise TableError(f"open database {name}: No such file or directory")
         return read_texthash(name, fold_keys)
     if kind in ("regexp", "pcre"):
-        text, label = _file_text(spec, kind, name)
-        return RegexpTable(text, kind, label)
+        text, label, owner = _file_text(spec, kind, name)
+        return RegexpTable(text, kind, label, owner)
     if kind == "cidr":
-        text, label = _file_text(spec, kind, name)
-        return CidrTable(text, label)
+        text, label, owner = _file_text(spec, kind, name)
+        return CidrTable(text, label, owner)
     if kind == "inline":
         return _inline(spec, name)
     if kind == "static":
