@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from oxipost import _core
 from oxipost.config import load_config
-from oxipost.envelope import Envelope, Recipient
+from oxipost.envelope import Envelope, Recipient, envelope_to_dict
 from oxipost.log import Logger
+from oxipost.qmgr import queue as queue_mod
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 
 from tests.conftest import run_ours
@@ -41,6 +42,7 @@ def env(n: int = 0) -> Envelope:
         ret="HDRS",
         client_addr="192.0.2.1",
         sasl_username="user",
+        sasl_sender="<s@example.com>",
     )
 
 
@@ -70,6 +72,22 @@ def test_enqueue_recover_byte_identical(cfg):  # catalogue 5
         assert envelope == expected
         assert envelope.recipients[0].notify == frozenset({"FAILURE"})
         assert envelope.envid == "E1" and envelope.ret == "HDRS"
+
+
+def test_record_without_sasl_sender_reads_back(cfg, monkeypatch):
+    """A spool written before envelopes carried sasl_sender (records without the key) is
+    read back: the message has no SASL sender."""
+
+    def old_format(envelope: Envelope) -> dict[str, object]:
+        d = envelope_to_dict(envelope)
+        del d["sasl_sender"]
+        return d
+
+    monkeypatch.setattr(queue_mod, "envelope_to_dict", old_format)
+    (qid,) = enqueue_many(cfg, 1)
+    monkeypatch.undo()
+    envelope, _ = QueueState(cfg).load(qid)
+    assert envelope.sasl_sender == "" and envelope.sasl_username == "user"
 
 
 def test_ids_unique_across_concurrent_writers(cfg):
