@@ -650,11 +650,13 @@ class Session:
         for param in params:
             key, eq, value = param.partition("=")
             key = key.upper()
-            if key not in _ESMTP_PARAMS_MAIL:
+            # Postfix matches "SIZE=", "AUTH=", ... and a bare "SMTPUTF8": any other form
+            # of the name is a parameter it does not know.
+            if key not in _ESMTP_PARAMS_MAIL or bool(eq) == (key == "SMTPUTF8"):
                 await self.reply(R.UNSUPPORTED_OPTION.format(opt=param))
                 return
             if key == "SIZE":
-                if not eq or not value.isdigit():
+                if not value.isdigit():
                     await self.reply(R.BAD_SIZE)
                     return
                 if len(value) > 18:
@@ -680,7 +682,7 @@ class Session:
                     return
                 tx.envid = value
             elif key == "SMTPUTF8":
-                if not self._smtputf8() or eq:
+                if not self._smtputf8():
                     await self.reply(R.SMTPUTF8_DISABLED)
                     return
                 tx.smtputf8 = True
@@ -688,9 +690,6 @@ class Session:
                 # RFC 4954 section 5, as Postfix 3.7's smtpd_sasl_mail_opt(): taken whether
                 # or not SASL is on or the client authenticated, stored as given (xtext
                 # not decoded, control characters as '?'); <> is no sender.
-                if not eq:
-                    await self.reply(R.UNSUPPORTED_OPTION.format(opt=param))
-                    return
                 if self.sasl_sender is not None:
                     await self.reply(R.AUTH_MULTIPLE)
                     return
@@ -738,9 +737,9 @@ class Session:
             return
         rcpt = Recipient(address=addr, original=addr)
         for param in params:
-            key, _, value = param.partition("=")
+            key, eq, value = param.partition("=")
             key = key.upper()
-            if key == "NOTIFY":
+            if key == "NOTIFY" and eq:
                 words = {w.upper() for w in value.split(",")}
                 if (
                     not value
@@ -751,7 +750,7 @@ class Session:
                     await self.reply(R.BAD_NOTIFY)
                     return
                 rcpt.notify = frozenset(words)
-            elif key == "ORCPT":
+            elif key == "ORCPT" and eq:
                 if rcpt.orcpt or ";" not in value or not _xtext_ok(value):
                     await self.reply(R.BAD_ORCPT)
                     return
