@@ -102,6 +102,17 @@ def run_postfix(
     )
 
 
+def postconf_as_postfix(confdir: Path, *args: str) -> None:
+    """Our postconf and Postfix's on confdir with args: the same status, output and errors."""
+    ours = run_ours("postconf", "-c", str(confdir), *args)
+    real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), *args)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (
+        real.returncode,
+        real.stdout,
+        real.stderr,
+    )
+
+
 def free_port() -> int:
     """A 127.0.0.1 TCP port nothing listens on (as long as nobody takes it meanwhile)."""
     with socket.socket() as s:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oxipost.config import registry
 
-from tests.conftest import POSTFIX_POSTCONF, run_ours, run_postfix
+from tests.conftest import POSTFIX_POSTCONF, postconf_as_postfix, run_ours, run_postfix
 
 pytestmark = pytest.mark.postfix
 
@@ -330,3 +330,33 @@ def test_generated_master_cf_shows_as_postfix_shows_it(confdir, commands):
         real = run_postfix(POSTFIX_POSTCONF, "-c", str(confdir), *args)
         assert ours.stdout == real.stdout, text
         assert set(ours.stderr.splitlines()) == set(real.stderr.splitlines()), text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-P", "nosuch/unix/x"),
+        ("-P", "pickup"),
+        ("-P", "submission"),
+        ("-P", "submission/inet/syslog_name", "*/*/nosuch"),
+        ("-P", "submission/inet/syslog_name", "submission/inet/syslog_name"),
+        ("-P", "submission//syslog_name"),
+        ("-P", "submission/inet/"),
+        ("-P", "*/*/smtpd_tls_security_level", "submission/inet/*"),
+        ("-Ph", "submission/inet/syslog_name"),
+        ("-P", "a/b/c/d"),
+        ("-P", "/submission"),
+        ("-P", "sub*"),
+        ("-M", "smtp/"),
+        ("-M", "sm*"),
+        ("-F", "smtp//command"),
+    ],
+)
+def test_service_selectors_match_postfix(confdir, debian_master_cf, args):
+    # A selector that matches no -o parameter is warned of ("unmatched request"); its empty
+    # parts are skipped, a "*" stands alone, a leading "/" or a fourth part is fatal.
+    (confdir / "master.cf").write_text(
+        debian_master_cf + "submission inet n - y - - smtpd\n  -o syslog_name=postfix/submission\n"
+        "  -o smtpd_tls_security_level=encrypt\n"
+    )
+    postconf_as_postfix(confdir, *args)

@@ -138,11 +138,14 @@ _FIELDS = (
 
 
 def _pattern(text: str, parts: int, option: str, syntax: str) -> list[str]:
-    """A "name/type/..." selector of up to `parts` parts; "*" in a part matches anything."""
-    pattern = text.split("/")
-    if not text or len(pattern) > parts:
+    """A "name/type/..." selector of one to `parts` parts, the missing ones "*" (matches
+    anything). As Postfix's pcf_parse_service_pattern: empty parts are skipped ("smtp/" is
+    "smtp", "a//b" is "a/b"), but not a leading "/", and "*" must be a part by itself."""
+    pattern = [part for part in text.split("/") if part]
+    wildcards = any("*" in part and part != "*" for part in pattern)
+    if text.startswith("/") or not 1 <= len(pattern) <= parts or wildcards:
         raise Fatal(f"-{option} option requires {syntax}")
-    return pattern
+    return pattern + ["*"] * (parts - len(pattern))
 
 
 def _matches(pattern: list[str], svc: Service) -> bool:
@@ -182,7 +185,7 @@ def _show_service_fields(
     syntax = "service_name[/type[/field]]"
     patterns = [_pattern(s, 3, "F", syntax) for s in selectors]
     for pattern in patterns:
-        if len(pattern) == 3 and pattern[2] not in ("*", *_FIELDS):
+        if pattern[2] not in ("*", *_FIELDS):
             raise Fatal(f'invalid service attribute name: "{pattern[2]}"')
     everything = range(len(_FIELDS))
     hits = [0] * len(patterns)
@@ -194,7 +197,7 @@ def _show_service_fields(
             if not _matches(pattern, svc):
                 continue
             hits[n] += 1
-            wanted = pattern[2] if len(pattern) == 3 else "*"
+            wanted = pattern[2]
             for field in everything if wanted == "*" else [_FIELDS.index(wanted)]:
                 print(_field_line(svc, field, fold, names_only))
     for selector, hit in zip(selectors, hits, strict=True):
@@ -202,13 +205,37 @@ def _show_service_fields(
             _warn(f'unmatched request: "{selector}"')
 
 
-def _show_service_params(cfg: Config, selectors: Sequence[str]) -> None:
+def _show_service_params(cfg: Config, selectors: Sequence[str], names_only: bool) -> None:
+    """postconf -P: each service's -o parameters, sorted, as "name/type/parameter = value".
+    As Postfix's: a service without any is skipped; each selector prints what it matches
+    (two that match the same line print it twice) and warns `unmatched request` if none."""
+    patterns = [_pattern(s, 3, "P", "service_name[/type[/parameter]]") for s in selectors]
+    hits = [0] * len(patterns)
+
+    def show(svc: Service, name: str) -> None:
+        print(_line(f"{svc.key}/{name}", _normalize(svc.overrides[name]), names_only))
+
     for svc in cfg.services:
-        for name, value in sorted(svc.overrides.items()):
-            key = f"{svc.key}/{name}"
-            if selectors and key not in selectors:
+        if not svc.overrides:
+            continue
+        if not patterns:
+            for name in sorted(svc.overrides):
+                show(svc, name)
+        for n, pattern in enumerate(patterns):
+            if not _matches(pattern, svc):
                 continue
-            print(_line(key, _normalize(value), False))
+            wanted = pattern[2]
+            if wanted == "*":
+                for name in sorted(svc.overrides):
+                    show(svc, name)
+            elif wanted in svc.overrides:
+                show(svc, wanted)
+            else:
+                continue
+            hits[n] += 1
+    for selector, hit in zip(selectors, hits, strict=True):
+        if not hit:
+            _warn(f'unmatched request: "{selector}"')
 
 
 def _show_parameters(cfg: Config, names: Sequence[str], opts: set[str]) -> None:
@@ -313,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif "F" in opts:
             _show_service_fields(cfg, args, "f" in opts, "h" in opts)
         elif "P" in opts:
-            _show_service_params(cfg, args)
+            _show_service_params(cfg, args, "h" in opts)
         else:
             _show_parameters(cfg, args, opts)
         if judge:
