@@ -360,3 +360,29 @@ def test_service_selectors_match_postfix(confdir, debian_master_cf, args):
         "  -o smtpd_tls_security_level=encrypt\n"
     )
     postconf_as_postfix(confdir, *args)
+
+
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        "relayhost = $\u00e9{x}\n",
+        "relayhost = a$\u00e9{x}b\n",
+        "relayhost = $\u00e9(x)\n",
+        "smtpd_banner = a$\n",
+        "relayhost = $-{x}\n",
+        "mydomain = $\u00e9{x}\n",
+        "foo = $\u00e9{x}\n",
+        "foo = $-x\nbar = $foo\n",
+        "relayhost = $$-x $$$$\n",
+    ],
+)
+@pytest.mark.parametrize(
+    "args", [("relayhost",), ("-n",), ("-h", "foo"), ("-x", "foo"), ("-M",), ("-d", "relayhost")]
+)
+def test_empty_macro_name_as_postfix(confdir, debian_master_cf, main_cf, args):
+    # A "$" before anything but a name, "{", "(" or "$" is an empty macro name: warned of
+    # for every main.cf value that has one, and fatal to a parameter postconf knows (or
+    # reads as it starts: mydomain), whatever was asked but -d.
+    (confdir / "main.cf").write_text(main_cf)
+    (confdir / "master.cf").write_text(debian_master_cf)
+    postconf_as_postfix(confdir, *args)

@@ -14,7 +14,11 @@ postconf -m                               list the lookup table types
 Diagnostics go to stderr as `postconf: warning: ...` / `postconf: fatal: ...` with Postfix's
 wording; fatal errors exit 1, as Postfix's do. Each byte outside printable ASCII shows as
 "?" ("é" is "??"): postconf leaves Postfix's UTF-8 support off, so its printable() does not
-spare UTF-8 sequences.
+spare UTF-8 sequences. A "$" that starts no macro ("$é{x}") is `warning: empty macro name:
+"VALUE"`, and `fatal: macro processing error` where a parameter postconf knows expands
+through it (see _check_macros). A main.cf name that nothing refers to is no parameter:
+asked for by name it is `warning: NAME: unknown parameter`, and it is warned of as unused
+by the main.cf listings only (-M, -F and -P judge master.cf's -o names alone).
 """
 
 from __future__ import annotations
@@ -46,6 +50,83 @@ def _say(severity: str, text: str) -> None:
 
 def _warn(text: str) -> None:
     _say("warning", text)
+
+
+# Parameters postconf reads as it starts, through Postfix's "mail_dict" (mail_conf_eval):
+# a macro error in one of these fails there, before any value is scanned.
+_READ_AT_START = ("myhostname", "mydomain", "inet_interfaces", "inet_protocols")
+
+
+def _macro_name_at(value: str, i: int) -> str | None:
+    """The name of the macro whose "$" is value[i] ("" for "$$" and "${"/"$(", whose name
+    the caller skips over), or None where Postfix's mac_parse finds an empty macro name: a
+    "$" at the end or before any byte but a name character (an ASCII letter, digit or "_":
+    "$é" is one)."""
+    rest = value[i + 1 : i + 2]
+    if rest in ("$", "{", "("):
+        return ""
+    end = i + 1
+    while end < len(value) and value[end].isascii() and (value[end].isalnum() or value[end] == "_"):
+        end += 1
+    return value[i + 1 : end] or None
+
+
+def _empty_macro(value: str) -> bool:
+    """Whether value has a "$" that Postfix's mac_parse calls an empty macro name."""
+    i = value.find("$")
+    while i >= 0:
+        if _macro_name_at(value, i) is None:
+            return True
+        i = value.find("$", i + 2 if value[i + 1 : i + 2] == "$" else i + 1)
+    return False
+
+
+def _first_empty_macro(cfg: Config, value: str, seen: set[str]) -> str | None:
+    """The first value, value itself or one its $names bring in from main.cf (as expanding
+    it reads them, left to right), with an empty macro name; None if there is none."""
+    i = value.find("$")
+    while i >= 0:
+        name = _macro_name_at(value, i)
+        if name is None:
+            return value
+        if value[i + 1 : i + 2] in ("{", "("):
+            name = _macro_name_at(value, i + 1) or ""
+        if name and name in cfg.settings and name not in seen:
+            seen.add(name)
+            inner = _first_empty_macro(cfg, cfg.settings[name], seen)
+            if inner is not None:
+                return inner
+        i = value.find("$", i + 2 if value[i + 1 : i + 2] == "$" else i + 1)
+    return None
+
+
+def _check_macros(cfg: Config) -> None:
+    """Postfix's postconf on a "$" that starts no macro ("a$", "$-x", "$é{x}"): each main.cf
+    value that has one is warned of (`empty macro name: "VALUE"`) as postconf scans it, and
+    a parameter postconf knows, whose value expands through such a value, is fatal (`macro
+    processing error`), whatever was asked but -d and the edits. Postfix goes through
+    main.cf in its hash table's order, seeded afresh at each run, and stops at the first
+    fatal: where several values are at fault, which lines come before the fatal varies from
+    one of its runs to the next. Here it is main.cf's order; one value at fault gives
+    Postfix's lines exactly."""
+    for name in _READ_AT_START:
+        bad = _first_empty_macro(cfg, f"${name}", set())
+        if bad is not None:
+            _warn(f'empty macro name: "{bad}"')
+            raise Fatal("dictionary mail_dict: macro processing error")
+    for name, value in cfg.settings.items():
+        if _empty_macro(value):
+            _warn(f'empty macro name: "{value}"')
+        if cfg.default(name) is not None:
+            _expandable(cfg, name, value)
+
+
+def _expandable(cfg: Config, name: str, value: str) -> None:
+    """Fatal, as Postfix's expansion of a value, where expanding it meets an empty macro."""
+    bad = _first_empty_macro(cfg, value, {name})
+    if bad is not None:
+        _warn(f'empty macro name: "{bad}"')
+        raise Fatal("macro processing error")
 
 
 def _normalize(value: str) -> str:
@@ -240,15 +321,15 @@ def _show_service_params(cfg: Config, selectors: Sequence[str], names_only: bool
 
 def _show_parameters(cfg: Config, names: Sequence[str], opts: set[str]) -> None:
     defaults, non_default, hide, expand = ("d" in opts, "n" in opts, "h" in opts, "x" in opts)
+    # A main.cf name nothing refers to is no parameter to Postfix: left out of listings
+    # (and warned about) and, asked for by name, an unknown parameter.
+    used_user, unused = cfg.user_defined()
     if names:
         selected = list(names)
     elif non_default:
-        # Unused names are left out (and warned about), as Postfix leaves them out.
-        _used, unused = cfg.user_defined()
         shown = set(cfg.settings) - set(unused)
         selected = sorted(shown | ({"config_directory"} if cfg.explicit_dir else set()))
     else:
-        used_user, _unused = cfg.user_defined()
         selected = sorted(set(cfg.names()) | set(used_user))
     for name in selected:
         if defaults:
@@ -256,11 +337,12 @@ def _show_parameters(cfg: Config, names: Sequence[str], opts: set[str]) -> None:
         elif non_default and name not in cfg.settings and name != "config_directory":
             continue
         else:
-            value = cfg.raw(name)
+            value = None if name in unused else cfg.raw(name)
         if value is None:
             _warn(f"{name}: unknown parameter")
             continue
         if expand:
+            _expandable(cfg, name, value)
             value = cfg.expand(value)
         print(_line(name, _normalize(value), hide))
 
@@ -335,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if judge:
             for w in cfg.read_warnings():
                 _warn(w)
+            _check_macros(cfg)
         if "M" in opts:
             _show_services(cfg, args, "f" in opts)
         elif "F" in opts:
@@ -344,8 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _show_parameters(cfg, args, opts)
         if judge:
+            # Showing master.cf, Postfix judges only master.cf's names as unused.
+            master = bool(opts & {"M", "F", "P"})
             for w in cfg.usage_warnings():
-                _warn(w)
+                if not (master and w.startswith(f"{cfg.main_cf}: unused parameter: ")):
+                    _warn(w)
         return 0
     except (Fatal, ConfigError) as e:
         sys.stdout.flush()
