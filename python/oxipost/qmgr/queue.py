@@ -20,9 +20,10 @@ whole to corrupt/, as Postfix moves a corrupt queue file there (left in segments
 be reported and copied again at every start). That includes the damaged tail of a
 segment whose writer is gone: the format cannot tell a torn write that was never
 acknowledged from a committed record damaged since (the core's scan docs), so it is
-reported, where it used to be dropped without a word. The tail of a segment a live writer
-still appends to is a commit in progress: nothing is reported, and a later refresh reads it
-whole (or reports it, once its writer is gone).
+reported, where it used to be dropped without a word. Damage in a segment a live writer
+still appends to, at its tail or before records it has finished, is a commit in progress
+seen by a read racing the write: nothing is reported, the read stops before it, and a later
+refresh reads it whole (or reports it, once its writer is gone).
 
 Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
     message  {"t": "m", "id", "env": {...}, "c": content}
@@ -447,15 +448,24 @@ class QueueState:
         """The good records of a segment from where the last read stopped, its damage
         reported (OSError when it cannot be read)."""
         records, tail, corrupt = spool.scan(path, self._read_to.get(name, 0))
+        damage = [*corrupt, *([tail] if tail else [])]
+        if not damage or self._lock_fd < 0:
+            return records  # a read-only user reports nothing and takes every good record
+        first = damage[0][0]
+        if name in appended.names():
+            # A live writer's commit in progress: a read racing its write can see zeros where
+            # the write has not yet reached and, in a later chunk, records it has finished.
+            # Damage there is judged once the writer is gone; till then the read stops
+            # before it and starts there next time.
+            return [r for r in records if r[0] < first]
         reported = self.corrupt_segments.get(name, set())
-        if tail is not None and tail[0] not in reported and name not in appended.names():
-            # Its writer is gone, so the tail is final; but it may have been a commit
+        if any(offset not in reported for offset, _, _ in damage):
+            # Its writer is gone, so nothing more is written; but a commit may have been
             # completed between the scan and the look at the writers: read it again.
-            more, tail, corrupt_more = spool.scan(path, tail[0])
-            records, corrupt = records + more, corrupt + corrupt_more
-            if tail is not None:
-                corrupt.append(tail)
-        for offset, length, why in corrupt:
+            more, tail, corrupt = spool.scan(path, first)
+            records = [r for r in records if r[0] < first] + more
+            damage = [*corrupt, *([tail] if tail else [])]
+        for offset, length, why in damage:
             self._damaged(name, path, offset, length, why, report)
         return records
 
