@@ -107,13 +107,14 @@ def test_delivery_through_mx_with_dsn_parameters(tmp_path):
     port = free_port()
     cfg, _ = _params(tmp_path, port)
     zone = {("dsn.test", "MX"): ["10 mx.dsn.test."], ("mx.dsn.test", "A"): ["127.0.0.2"]}
-    req = request(cfg, "smtp", "dsn.test", ["u@dsn.test"], envid="ID1", ret="HDRS")
+    # Kept decoded (as smtpd stores them), sent as xtext: "+", "=" and blanks as +XX.
+    req = request(cfg, "smtp", "dsn.test", ["u@dsn.test"], envid="ID1+a b=", ret="HDRS")
     req.recipients[0] = Recipient(
-        "u@dsn.test", notify=frozenset({"SUCCESS", "FAILURE"}), orcpt="rfc822;U@dsn.test"
+        "u@dsn.test", notify=frozenset({"SUCCESS", "FAILURE"}), orcpt="rfc822;U+x@dsn.test"
     )
     with dns_server(zone), sink(tmp_path, listen=f"127.0.0.2:{port}") as (_, dump):
         (o,) = run(req)
         assert o.delivered, o
         (msg,) = dumps(dump)
-    assert "X-Mail-Args: <a@example.org> RET=HDRS ENVID=ID1" in msg
-    assert "X-Rcpt-Args: <u@dsn.test> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;U@dsn.test" in msg
+    assert "X-Mail-Args: <a@example.org> RET=HDRS ENVID=ID1+2Ba+20b+3D" in msg
+    assert "X-Rcpt-Args: <u@dsn.test> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;U+2Bx@dsn.test" in msg

@@ -284,3 +284,37 @@ def test_auth_parameter_with_sasl_as_postfix(start_smtpd, dovecot) -> None:
     ]
     assert our_records == their_records
     assert their_records[0] == ["named_attribute: sasl_sender=x+2By@example.org"]
+
+
+@pytest.mark.slow
+def test_dsn_parameters_kept_decoded_as_postfix(start_smtpd) -> None:
+    """ENVID= and ORCPT= are kept xtext-decoded, as Postfix's queue file has them: the
+    replies of dialogues/dsn-xtext.smtp, and envelope_id and dsn_orig_rcpt as postcat shows
+    them, Postfix's and ours the same (the smtp client encodes them again)."""
+    script = DIALOGUES / "dsn-xtext.smtp"
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+
+    def dsn_lines(postcat: subprocess.CompletedProcess) -> list[str]:
+        assert postcat.returncode == 0, postcat.stderr
+        wanted = ("named_attribute: envelope_id=", "named_attribute: dsn_orig_rcpt=")
+        return [ln for ln in postcat.stdout.splitlines() if ln.startswith(wanted)]
+
+    with running_postfix(GOLDEN_MAIN_CF + log_cf, without=("qmgr",)) as (port, d):
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        run_dialogue(raw, script, mail_name="Postfix")
+        raw.close()
+        deadline = time.monotonic() + 20
+        while not (theirs := _client_lines((d / "maillog").read_text().splitlines())):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ((qid, _),) = theirs
+        postcat = ["postcat", "-c", str(d), "-e", "-q", qid]
+        their_lines = dsn_lines(subprocess.run(postcat, capture_output=True, text=True))
+    srv = start_smtpd(GOLDEN_MAIN_CF, real_queue=True)
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    run_dialogue(raw, script)
+    raw.close()
+    ((qid, _),) = _client_lines(srv.log)
+    our_lines = dsn_lines(run_ours("postcat", "-c", srv.config_dir, "-e", "-q", qid))
+    assert our_lines == their_lines
+    assert "named_attribute: dsn_orig_rcpt=rfc822;u+x@example.org" in their_lines, their_lines

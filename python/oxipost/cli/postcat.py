@@ -47,7 +47,7 @@ def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
     lines.append(f"sender: {env.sender}")
     for i, rcpt in enumerate(env.recipients):
         if rcpt.orcpt:
-            lines.append(f"dsn_orig_rcpt: {rcpt.orcpt}")
+            lines.append(f"named_attribute: dsn_orig_rcpt={rcpt.orcpt}")
         if rcpt.notify:
             lines.append(f"dsn_notify_flags: {','.join(sorted(rcpt.notify))}")
         lines.append(f"original_recipient: {rcpt.original or rcpt.address}")

@@ -1,8 +1,13 @@
-"""Shared agent helpers: Postfix's dsn_split() and the sysexits.h table (sys_exits.c)."""
+"""Shared DSN helpers: Postfix's dsn_split(), the sysexits.h table (sys_exits.c), and RFC
+3461 xtext (xtext.c), in which ENVID= and ORCPT= travel: smtpd decodes them and keeps the
+decoded text, as Postfix's queue file does; the smtp client encodes them again."""
 
 from __future__ import annotations
 
 import re
+
+_XTEXT_ESCAPE = re.compile(r"\+([0-9A-Fa-f]{2})")
+_UXTEXT_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 
 _DSN = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
@@ -33,3 +38,33 @@ SYSEXITS: dict[int, tuple[str, str]] = {
     77: ("5.7.0", "permission denied"),
     78: ("5.3.5", "local configuration error"),
 }
+
+
+def xtext_decode(value: str) -> str | None:
+    """value with each "+XX" made the character XX (xtext_unquote); None when a "+" is not
+    followed by two hex digits."""
+    if value.count("+") != len(_XTEXT_ESCAPE.findall(value)):
+        return None
+    return _XTEXT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def xtext_encode(value: str) -> str:
+    """value with "+", "=" and each character outside "!" to "~" as "+XX" (xtext_quote)."""
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in value)
+
+
+def orcpt_decode(value: str) -> str | None:
+    """An ORCPT= value, "type;xtext", as smtpd keeps it: "type;address" decoded (utf-8
+    addresses are unitext: "\\x{HEX}"); None when the ";" or the type is missing or the
+    address does not decode (an empty address is taken, as Postfix 3.7 takes it)."""
+    kind, sep, coded = value.partition(";")
+    if not sep or not kind:
+        return None
+    if kind.lower() == "utf-8":
+        try:
+            address: str | None = _UXTEXT_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), coded)
+        except ValueError:  # beyond U+10FFFF
+            return None
+    else:
+        address = xtext_decode(coded)
+    return None if address is None else f"{kind};{address}"

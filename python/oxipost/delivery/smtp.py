@@ -32,6 +32,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
 
 if TYPE_CHECKING:
@@ -548,10 +549,6 @@ async def _auth(s: Session, creds: tuple[str, str], p: Params) -> None:
         )
 
 
-def _xtext(value: str) -> str:
-    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in value)
-
-
 def _data_bytes(content: bytes) -> bytes:
     """Normalise to CRLF and dot-stuff; the terminating "." is added by the caller."""
     text = content.replace(b"\r\n", b"\n")
@@ -576,7 +573,7 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
     if dsn and env.ret:
         mail += f" RET={env.ret}"
     if dsn and env.envid:
-        mail += f" ENVID={_xtext(env.envid)}"
+        mail += f" ENVID={xtext_encode(env.envid)}"
     if env.smtputf8 and "SMTPUTF8" in s.features:
         mail += " SMTPUTF8"
     rcpt_cmds = []
@@ -586,7 +583,7 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
             cmd += " NOTIFY=" + ",".join(sorted(r.notify))
         if dsn and r.orcpt:
             kind, _, addr = r.orcpt.partition(";")
-            cmd += f" ORCPT={kind};{_xtext(addr)}"
+            cmd += f" ORCPT={kind};{xtext_encode(addr)}"
         rcpt_cmds.append(cmd)
     pipelining = "PIPELINING" in s.features
     results: list[Outcome | None] = [None] * len(req.recipients)

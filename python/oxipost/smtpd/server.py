@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Protocol
 
+from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
@@ -677,10 +678,12 @@ class Session:
                     return
                 tx.ret = value.upper()
             elif key == "ENVID":
-                if tx.envid or not value or not _xtext_ok(value):
+                # Kept decoded, as Postfix's queue file has it; printable ASCII only.
+                envid = xtext_decode(value)
+                if tx.envid or not envid or not all(32 <= ord(c) <= 126 for c in envid):
                     await self.reply(R.BAD_ENVID)
                     return
-                tx.envid = value
+                tx.envid = envid
             elif key == "SMTPUTF8":
                 if not self._smtputf8():
                     await self.reply(R.SMTPUTF8_DISABLED)
@@ -751,10 +754,11 @@ class Session:
                     return
                 rcpt.notify = frozenset(words)
             elif key == "ORCPT" and eq:
-                if rcpt.orcpt or ";" not in value or not _xtext_ok(value):
+                orcpt = orcpt_decode(value)
+                if rcpt.orcpt or orcpt is None:
                     await self.reply(R.BAD_ORCPT)
                     return
-                rcpt.orcpt = value
+                rcpt.orcpt = orcpt
             else:
                 await self.reply(R.UNSUPPORTED_OPTION.format(opt=param))
                 return
@@ -1269,10 +1273,6 @@ def _printable(text: str) -> str:
     if text.isprintable():  # CR and LF are not
         return text
     return "".join(c if c.isprintable() and c not in "\r\n" else "?" for c in text)
-
-
-def _xtext_ok(value: str) -> bool:
-    return all(33 <= ord(c) <= 126 and c != "=" for c in value)
 
 
 def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
