@@ -289,14 +289,16 @@ def test_auth_parameter_with_sasl_as_postfix(start_smtpd, dovecot) -> None:
 @pytest.mark.slow
 def test_dsn_parameters_kept_decoded_as_postfix(start_smtpd) -> None:
     """ENVID= and ORCPT= are kept xtext-decoded, as Postfix's queue file has them: the
-    replies of dialogues/dsn-xtext.smtp, and envelope_id and dsn_orig_rcpt as postcat shows
-    them, Postfix's and ours the same (the smtp client encodes them again)."""
+    replies of dialogues/dsn-xtext.smtp, and the DSN attributes (envelope_id, ret_flags,
+    notify_flags, dsn_orig_rcpt) as postcat shows them, Postfix's and ours the same (the
+    smtp client encodes them again)."""
     script = DIALOGUES / "dsn-xtext.smtp"
     log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
 
     def dsn_lines(postcat: subprocess.CompletedProcess) -> list[str]:
         assert postcat.returncode == 0, postcat.stderr
         wanted = ("named_attribute: envelope_id=", "named_attribute: dsn_orig_rcpt=")
+        wanted += ("named_attribute: ret_flags=", "named_attribute: notify_flags=")
         return [ln for ln in postcat.stdout.splitlines() if ln.startswith(wanted)]
 
     with running_postfix(GOLDEN_MAIN_CF + log_cf, without=("qmgr",)) as (port, d):

@@ -23,6 +23,11 @@ from oxipost.qmgr.queue import MessageInfo, QueueState
 PROG = "postcat"
 
 
+# Postfix's dsn_mask.h bits, as its queue file and postcat show RET= and NOTIFY=.
+_RET_FLAGS = {"FULL": 1, "HDRS": 2}
+_NOTIFY_FLAGS = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
+
+
 def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
     stamp = time.asctime(time.localtime(env.arrival_time))
     lines = [
@@ -43,13 +48,14 @@ def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
     }
     lines += [f"named_attribute: {k}={v}" for k, v in attrs.items() if v]
     if env.ret:
-        lines.append(f"dsn_ret: {env.ret}")
+        lines.append(f"named_attribute: ret_flags={_RET_FLAGS.get(env.ret, 0)}")
     lines.append(f"sender: {env.sender}")
     for i, rcpt in enumerate(env.recipients):
+        if rcpt.notify:
+            flags = sum(_NOTIFY_FLAGS.get(word, 0) for word in rcpt.notify)
+            lines.append(f"named_attribute: notify_flags={flags}")
         if rcpt.orcpt:
             lines.append(f"named_attribute: dsn_orig_rcpt={rcpt.orcpt}")
-        if rcpt.notify:
-            lines.append(f"dsn_notify_flags: {','.join(sorted(rcpt.notify))}")
         lines.append(f"original_recipient: {rcpt.original or rcpt.address}")
         kind = "done_recipient" if i in info.done else "recipient"
         lines.append(f"{kind}: {rcpt.address}")
