@@ -731,8 +731,8 @@ class Session:
         if parsed is None or not parsed[0]:
             await self.reply(R.BAD_RECIPIENT)
             return
-        addr, params = parsed
-        addr = internal_form(addr)
+        given, params = parsed
+        addr = internal_form(given)
         if (addr.startswith("-") and not self.cfg.get_bool("allow_min_user")) or (
             not self.tx.smtputf8 and not addr.isascii()
         ):
@@ -778,6 +778,10 @@ class Session:
             return
         if self.srv.flow is not None and not self.tx.recipients and not self.srv.flow_at_mail:
             await self.srv.flow.take()
+        if not rcpt.orcpt:
+            # RFC 3461 5.2.1, as Postfix's rcpt_cmd: the address as the client gave it, which
+            # a DSN reports as Original-Recipient and the smtp client passes on.
+            rcpt.orcpt = f"rfc822;{given}"
         self.tx.rcpt_count += 1
         self.tx.recipients.append(rcpt)
         await self.reply(R.OK_RCPT)
