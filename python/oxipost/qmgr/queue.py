@@ -309,8 +309,8 @@ def _segments(top: str) -> Iterator[re.Match[str]]:
 
 class _Appended:
     """The segments live writers still append to, looked up once per pass and only when a
-    scan meets a tail (a look opens every slot's lock). A read-only user (mailq) cannot
-    tell and leaves tails to the state writer: every segment counts as appended."""
+    scan meets damage (a look opens every slot's lock). Only the state writer asks: a
+    read-only user (mailq) judges no damage (see _scan_segment)."""
 
     def __init__(self, state: QueueState) -> None:
         self._state = state
@@ -319,10 +319,7 @@ class _Appended:
     def names(self) -> set[str]:
         if self._names is None:
             state = self._state
-            if state._lock_fd >= 0:
-                self._names = state._still_appended(_newest_seqs(state.top))
-            else:
-                self._names = {m.group(0) for m in _segments(state.top)}
+            self._names = state._still_appended(_newest_seqs(state.top))
         return self._names
 
 

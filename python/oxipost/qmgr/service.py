@@ -588,7 +588,7 @@ class Qmgr:
                 # and no error (Postfix's flush server answers FLUSH_STAT_OK).
                 qid = str(req.get("id", ""))
                 ids = [qid] if qid in self.state.messages else []
-            self.sched.flush_site(now, str(req.get("site", "")), [self._id(q) for q in ids])
+            self.sched.flush_site(now, site, [self._id(q) for q in ids])
             n = len(ids)
         elif op == "super":
             n = self._super(req, now)
