@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from oxipost import maps
 from oxipost.envelope import Outcome
 
 from .conftest import make_config, request, run
@@ -87,3 +88,41 @@ def test_low_uid_and_limit(tmp_path, base):
     )
     (o,) = run(request(cfg, "virtual", "example.com", ["u@example.com"]))
     assert o.status == "5.2.2"
+
+
+def test_substitution_in_regexp_mailbox_and_id_tables_is_refused(tmp_path, base):
+    """virtual(8) opens its maps with DICT_FLAG_PARANOID: a `$1` rule would make a path
+    or an id of what the sender wrote; it is skipped with Postfix's warning, and the
+    other rules of the same table still answer."""
+    seen: list[str] = []
+    maps.set_warning_sink(seen.append)
+    try:
+        conf = tmp_path / "c"
+        conf.mkdir()
+        (conf / "vmailbox").write_text(
+            "/^(.*)@example\\.com$/ example.com/$1/\n/^info@example\\.com$/ example.com/info/\n"
+        )
+        (conf / "vuid").write_text("/^([0-9]+)@/ $1\n/@/ 65534\n")
+        cfg = make_config(
+            conf,
+            main=f"virtual_mailbox_base = {base}\n"
+            f"virtual_mailbox_maps = pcre:{conf}/vmailbox\n"
+            f"virtual_uid_maps = regexp:{conf}/vuid\nvirtual_gid_maps = static:65534\n",
+        )
+        out = run(request(cfg, "virtual", "example.com", ["who@example.com", "info@example.com"]))
+    finally:
+        maps.set_warning_sink(maps._stderr_warning)
+    assert out == [
+        Outcome("5.1.1", 'unknown user: "who@example.com"'),
+        Outcome("2.0.0", "delivered to maildir"),
+    ]
+    assert os.listdir(base) == ["example.com"]
+    assert os.listdir(base / "example.com") == ["info"]
+    refused = "regular expression substitution is not allowed: skipping this rule"
+    assert seen == [
+        f"pcre map {conf}/vmailbox, line 1: {refused}",
+        f"regexp map {conf}/vuid, line 1: {refused}",
+    ]
+    if ROOT:
+        (name,) = os.listdir(base / "example.com/info/new")
+        assert (base / "example.com/info/new" / name).stat().st_uid == 65534

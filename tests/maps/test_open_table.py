@@ -105,6 +105,27 @@ def test_table_warnings_go_to_the_sink_once_per_open(tmp_path, warnings_seen):
     ]
 
 
+def test_no_regsub_open_is_its_own_table_and_reaches_nested_tables(tmp_path, warnings_seen):
+    """Postfix's DICT_FLAG_NO_REGSUB (local(8)'s alias_maps, virtual(8)'s maps): the `$n`
+    rule is skipped at open with Postfix's warning and the next rule answers; the same
+    file opened without it in the same process (cleanup's header_checks, smtpd's access
+    tables) keeps its substitution, however the two opens interleave."""
+    r = tmp_path / "re"
+    r.write_text("/^run-(.*)$/ |/bin/echo $1\n/./ plain\n")
+    strict = open_table(f"regexp:{r}", no_regsub=True)
+    assert strict.lookup("run-x;id") == "plain"
+    assert open_table(f"regexp:{r}").lookup("run-x;id") == "|/bin/echo x;id"
+    assert open_table(f"regexp:{r}", no_regsub=True) is strict
+    refused = "regular expression substitution is not allowed: skipping this rule"
+    assert warnings_seen == [f"regexp map {r}, line 1: {refused}"]
+    # proxy: opens its table directly, as Postfix 3.7's proxy client does for
+    # DICT_FLAG_NO_PROXY; unionmap: and pipemap: pass the flag to what they combine.
+    for spec in (f"proxy:pcre:{r}", f"unionmap:{{pcre:{r}}}", f"pipemap:{{pcre:{r}}}"):
+        assert open_table(spec, no_regsub=True).lookup("run-x") == "plain", spec
+        assert open_table(spec).lookup("run-x") == "|/bin/echo x", spec
+    assert warnings_seen[1:] == [f"pcre map {r}, line 1: {refused}"]
+
+
 def test_union_and_pipe_and_lookup_many(tmp_path):
     u = open_table("unionmap:{inline:{a=1}, static:2}")
     assert u.lookup("a") == "1,2"

@@ -38,7 +38,9 @@ class Cdb:
 class RegexTable:
     """A compiled regexp_table(5) (dialect "regexp") or pcre_table(5) ("pcre")."""
 
-    def __init__(self, text: bytes, dialect: str, name: str) -> None: ...
+    def __init__(self, text: bytes, dialect: str, name: str, *, no_regsub: bool = False) -> None:
+        """With `no_regsub` (Postfix's DICT_FLAG_NO_REGSUB), a rule whose result has `$n`
+        is skipped with Postfix's warning."""
     @property
     def warnings(self) -> list[str]:
         """Postfix's warnings for the rules that were skipped."""

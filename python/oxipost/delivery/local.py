@@ -583,7 +583,7 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
                     return await _expand(sub, items, user)
     if pw is not None:
         try:
-            command = lookup_tables(cfg, "mailbox_command_maps", [user])
+            command = lookup_tables(cfg, "mailbox_command_maps", [user], no_regsub=True)
         except LookupFailed as e:
             log.warning("%s", e)
             return Outcome("4.3.0", "table lookup failure")
@@ -637,7 +637,7 @@ def _find_alias(cfg: Config, keys: list[str]) -> tuple[str, str, str, Table] | N
     for key in keys:
         for spec in specs:
             try:
-                table = open_table(spec, cfg)
+                table = open_table(spec, cfg, no_regsub=True)
                 value = table.lookup(key)
             except TableError as e:
                 raise LookupFailed(f"alias_maps: {e}") from e
@@ -677,7 +677,7 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
         found = _find_alias(cfg, keys)
         owner = None
         if found is not None and cfg.get_bool("owner_request_special"):
-            owner = lookup_tables(cfg, "alias_maps", [f"owner-{found[1]}"])
+            owner = lookup_tables(cfg, "alias_maps", [f"owner-{found[1]}"], no_regsub=True)
     except LookupFailed as e:
         log.warning("%s", e)
         return Outcome("4.3.0", "alias database unavailable")

@@ -22,9 +22,10 @@ class LookupFailed(Exception):
     """A table could not be read: the recipient is deferred, never bounced."""
 
 
-def lookup_tables(cfg: Config, param: str, keys: list[str]) -> str | None:
+def lookup_tables(cfg: Config, param: str, keys: list[str], no_regsub: bool = False) -> str | None:
     """First match of any key in the tables of `param`, tables in order, keys in order
-    within a table (as Postfix's maps_find with mail_addr_find's key list)."""
+    within a table (as Postfix's maps_find with mail_addr_find's key list). `no_regsub`
+    for tables Postfix opens with DICT_FLAG_PARANOID: see oxipost.maps."""
     specs = cfg.get_list(param)
     if not specs:
         return None
@@ -34,7 +35,7 @@ def lookup_tables(cfg: Config, param: str, keys: list[str]) -> str | None:
         raise LookupFailed(f"{param}: lookup tables unavailable") from e
     for spec in specs:
         try:
-            table = open_table(spec, cfg)
+            table = open_table(spec, cfg, no_regsub=no_regsub)
             for key in keys:
                 value = table.lookup(key)
                 if value is not None:

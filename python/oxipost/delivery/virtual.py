@@ -45,7 +45,7 @@ CONFIG_ERROR = Outcome("4.3.5", "mail system configuration error")
 def _id(cfg: Config, param: str, keys: list[str], rcpt: str) -> int | Outcome | None:
     if not cfg.get_list(param):
         return None if os.geteuid() != 0 else CONFIG_ERROR
-    value = lookup_tables(cfg, param, keys)
+    value = lookup_tables(cfg, param, keys, no_regsub=True)
     if value is None:
         log.warning("recipient %s: %s not found in %s", rcpt, param[8:11], param)
         return CONFIG_ERROR
@@ -65,7 +65,7 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
         return looped
     keys = virtual_keys(addr, cfg.get("recipient_delimiter"), local_domain=False)
     try:
-        found = lookup_tables(cfg, "virtual_mailbox_maps", keys)
+        found = lookup_tables(cfg, "virtual_mailbox_maps", keys, no_regsub=True)
         if found is None:
             return Outcome("5.1.1", f'unknown user: "{addr.lower()}"')
         uid = _id(cfg, "virtual_uid_maps", keys, addr)

@@ -10,6 +10,16 @@ opened once per process and reopened when their file changes, as Postfix's daemo
 a rebuilt table. Warnings about skipped lines go to the sink `set_warning_sink` installs
 (stderr as `prog: warning: ...` by default, the maillog in daemons), once per open.
 
+Tables whose results name a file, a command or a mailbox are opened with `no_regsub`
+(Postfix's DICT_FLAG_NO_REGSUB, part of the DICT_FLAG_PARANOID of local(8)'s alias_maps
+and mailbox_command_maps and virtual(8)'s maps; alone for transport_maps): a regexp: or
+pcre: rule whose result has `$n` is skipped with "regexp map NAME, line N: regular
+expression substitution is not allowed: skipping this rule", so that no part of an
+address a client chose reaches such a result. PARANOID's other flags change nothing here:
+proxy: already opens its table directly, as Postfix 3.7's dict_proxy_open does for
+DICT_FLAG_NO_PROXY, and no unauthenticated type (tcp:, socketmap:, memcache:, which
+DICT_FLAG_NO_UNAUTH refuses) is supported.
+
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
 postmap(1) builds it. Key search orders of virtual(5), access(5) and aliases(5) are in
 `oxipost.maps.search`.
@@ -192,9 +202,16 @@ def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
 class RegexpTable:
     """regexp: and pcre: — compiled once in Rust, one pass for a miss."""
 
-    def __init__(self, text: bytes, dialect: str, name: str, owner: int | None = 0) -> None:
+    def __init__(
+        self,
+        text: bytes,
+        dialect: str,
+        name: str,
+        owner: int | None = 0,
+        no_regsub: bool = False,
+    ) -> None:
         self.owner = owner
-        self._table = _core.RegexTable(text, dialect, name)
+        self._table = _core.RegexTable(text, dialect, name, no_regsub=no_regsub)
         for w in self._table.warnings:
             warn(w)
 
@@ -442,12 +459,12 @@ def _watched_file(kind: str, name: str) -> str | None:
     return None
 
 
-def _open(spec: str, cfg: Config | None, fold_keys: bool) -> Table:
+def _open(spec: str, cfg: Config | None, fold_keys: bool, no_regsub: bool) -> Table:
     kind, colon, name = spec.partition(":")
     if not colon:
         raise TableError(f'need dictionary type in "{spec}"')
     if kind == "proxy":
-        return open_table(name, cfg, fold_keys)
+        return open_table(name, cfg, fold_keys, no_regsub)
     if kind in INDEXED_TYPES:
         return CdbTable(name, fold_keys)
     if kind == "texthash":
@@ -456,7 +473,7 @@ def _open(spec: str, cfg: Config | None, fold_keys: bool) -> Table:
         return read_texthash(name, fold_keys)
     if kind in ("regexp", "pcre"):
         text, label, owner = _file_text(spec, kind, name)
-        return RegexpTable(text, kind, label, owner)
+        return RegexpTable(text, kind, label, owner, no_regsub)
     if kind == "cidr":
         text, label, owner = _file_text(spec, kind, name)
         return CidrTable(text, label, owner)
@@ -469,27 +486,31 @@ def _open(spec: str, cfg: Config | None, fold_keys: bool) -> Table:
         return FailTable(spec)
     if kind in ("unionmap", "pipemap"):
         parts = _braced(spec, kind, name, "{type:name...}")
-        tables = [open_table(p, cfg, fold_keys) for p in parts]
+        tables = [open_table(p, cfg, fold_keys, no_regsub) for p in parts]
         return UnionTable(tables) if kind == "unionmap" else PipeTable(tables)
     raise TableError(f"unsupported dictionary type: {kind}")
 
 
-_cache: dict[tuple[str, bool], tuple[Table, tuple[int, int, int] | None]] = {}
+_cache: dict[tuple[str, bool, bool], tuple[Table, tuple[int, int, int] | None]] = {}
 _cache_lock = threading.Lock()
 
 
-def open_table(spec: str, cfg: Config | None = None, fold_keys: bool = True) -> Table:
+def open_table(
+    spec: str, cfg: Config | None = None, fold_keys: bool = True, no_regsub: bool = False
+) -> Table:
     """The table for `type:name`, opened once and reopened when its file has changed.
-    Relative names are relative to the working directory, as in Postfix."""
+    Relative names are relative to the working directory, as in Postfix. `no_regsub`
+    skips the `$n` rules of regexp: and pcre: (see above); the same file opened without
+    it keeps them, as another Postfix program opening it without the flag does."""
     kind, _, name = spec.partition(":")
     watched = _watched_file(kind, name)
     stamp = _stamp(watched) if watched else None
-    key = (spec, fold_keys)
+    key = (spec, fold_keys, no_regsub)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and hit[1] == stamp:
             return hit[0]
-    table = _open(spec, cfg, fold_keys)
+    table = _open(spec, cfg, fold_keys, no_regsub)
     with _cache_lock:
         _cache[key] = (table, stamp)
     return table

@@ -24,6 +24,7 @@ from oxipost.config import ConfigError, load_config
 from oxipost.delivery.service import PRIVILEGED_AGENTS
 from oxipost.flow import FlowPipe
 from oxipost.log import capture_python_logging, get_logger
+from oxipost.maps import set_warning_sink
 from oxipost.master.context import ServiceContext
 from oxipost.master.master import STARTUP_GRACE, drop_privileges
 from oxipost.master.services import SERVICES
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         _import_everything()
     log.open()
     capture_python_logging(log, PRIVILEGED_AGENTS)
+    # A table's skipped lines, as Postfix's daemons log them: to the maillog, not to a
+    # stderr nobody reads (local(8)'s "regexp map ...: substitution is not allowed").
+    set_warning_sink(log.warning)
     if svc.is_unprivileged:
         drop_privileges(cfg, log)
     ctx = ServiceContext(

@@ -170,13 +170,21 @@ pub mod maps {
     #[pymethods]
     impl RegexTable {
         #[new]
-        fn new(py: Python<'_>, text: &[u8], dialect: &str, name: &str) -> PyResult<Self> {
+        #[pyo3(signature = (text, dialect, name, *, no_regsub = false))]
+        fn new(
+            py: Python<'_>,
+            text: &[u8],
+            dialect: &str,
+            name: &str,
+            no_regsub: bool,
+        ) -> PyResult<Self> {
             let dialect = match dialect {
                 "regexp" => regex_table::Dialect::Regexp,
                 "pcre" => regex_table::Dialect::Pcre,
                 _ => return Err(PyValueError::new_err(format!("bad dialect: {dialect}"))),
             };
-            let table = py.detach(|| regex_table::RegexTable::compile(text, dialect, name));
+            let table =
+                py.detach(|| regex_table::RegexTable::compile(text, dialect, name, no_regsub));
             Ok(RegexTable { table })
         }
 

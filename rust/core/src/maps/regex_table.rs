@@ -275,7 +275,10 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, u
 
 impl RegexTable {
     /// Compiles a table; rules Postfix would skip are skipped with its warning.
-    pub fn compile(text: &[u8], dialect: Dialect, name: &str) -> RegexTable {
+    /// `no_regsub` is Postfix's DICT_FLAG_NO_REGSUB, set for tables whose results name a
+    /// file, a command or a mailbox: a rule whose result has `$n` is skipped, so that no
+    /// part of an address a remote client chose can reach such a result.
+    pub fn compile(text: &[u8], dialect: Dialect, name: &str, no_regsub: bool) -> RegexTable {
         let label = dialect.label();
         let mut warnings = Vec::new();
         let mut raw_warnings = Vec::new();
@@ -328,6 +331,26 @@ impl RegexTable {
                     continue;
                 }
             };
+            let result = after.trim();
+            if no_regsub && !is_if {
+                // Before the pattern is compiled, after the checks of the result itself:
+                // the order of Postfix's dict_regexp_parseline and dict_pcre_parse_rule.
+                let refused = match parse_result(result, usize::MAX, negate) {
+                    Ok(pieces) => pieces
+                        .iter()
+                        .any(|p| matches!(p, Piece::Group(_)))
+                        .then(|| {
+                            "regular expression substitution is not allowed: \
+                             skipping this rule"
+                                .to_string()
+                        }),
+                    Err(msg) => Some(msg),
+                };
+                if let Some(msg) = refused {
+                    warnings.push(warn(&msg));
+                    continue;
+                }
+            }
             let (compiled, groups) = match compile(pattern, flags, dialect) {
                 Ok(c) => c,
                 Err(msg) => {
@@ -335,7 +358,6 @@ impl RegexTable {
                     continue;
                 }
             };
-            let result = after.trim();
             let kind = if is_if {
                 if !result.is_empty() {
                     warnings.push(warn("ignoring extra text after IF statement"));
@@ -469,7 +491,7 @@ mod tests {
     use super::*;
 
     fn table(text: &str, d: Dialect) -> RegexTable {
-        RegexTable::compile(text.as_bytes(), d, "re")
+        RegexTable::compile(text.as_bytes(), d, "re", false)
     }
 
     #[test]
@@ -521,5 +543,41 @@ mod tests {
             ]
         );
         assert_eq!(t.lookup("abc").as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn no_regsub_skips_only_the_rules_that_substitute() {
+        let src = "/^(.*)-cmd@/ |/bin/run $1\n\
+                   /^b(.*)$/ pre ${1} post\n\
+                   /^literal@/ |/bin/fixed $$1\n\
+                   !/x/ $1\n\
+                   /^(.*)$/ user\n";
+        for (d, label) in [(Dialect::Regexp, "regexp"), (Dialect::Pcre, "pcre")] {
+            let t = RegexTable::compile(src.as_bytes(), d, "re", true);
+            let refused = "regular expression substitution is not allowed: skipping this rule";
+            assert_eq!(
+                t.warnings,
+                vec![
+                    format!("{label} map re, line 1: {refused}"),
+                    format!("{label} map re, line 2: {refused}"),
+                    format!(
+                        "{label} map re, line 4: $number found in negative match \
+                         replacement text: skipping this rule"
+                    ),
+                ]
+            );
+            // The skipped rules match nothing: the next rule answers.
+            assert_eq!(t.lookup("evil;rm-cmd@x").as_deref(), Some("user"));
+            assert_eq!(t.lookup("bob").as_deref(), Some("user"));
+            assert_eq!(
+                t.lookup("literal@x").as_deref(),
+                Some("|/bin/fixed $1"),
+                "$$ is a literal $, not a substitution"
+            );
+            // The same text without the flag substitutes.
+            let open = RegexTable::compile(src.as_bytes(), d, "re", false);
+            assert_eq!(open.lookup("evil-cmd@x").as_deref(), Some("|/bin/run evil"));
+            assert_eq!(open.lookup("bob").as_deref(), Some("pre ob post"));
+        }
     }
 }
