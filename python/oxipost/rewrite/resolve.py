@@ -82,10 +82,10 @@ def unquote_local(local: str) -> str:
     return local
 
 
-def _table(spec: str, cfg: Config):  # type: ignore[no-untyped-def]
+def _table(spec: str, cfg: Config, no_regsub: bool = False):  # type: ignore[no-untyped-def]
     from oxipost.maps import open_table
 
-    return open_table(spec, cfg)
+    return open_table(spec, cfg, no_regsub=no_regsub)
 
 
 def match_domain(cfg: Config, items: list[str], domain: str, subdomains: bool) -> bool:
@@ -239,7 +239,9 @@ def _transport_maps(cfg: Config, address: str, domain: str) -> str | None:
     specs = cfg.get_list("transport_maps")
     if not specs:
         return None
-    tables = [_table(s, cfg) for s in specs]
+    # Postfix's DICT_FLAG_NO_REGSUB (transport(5)): a result naming where mail goes must
+    # not carry text from the address.
+    tables = [_table(s, cfg, no_regsub=True) for s in specs]
     keys = [address.lower()]
     probe = domain
     subdomains = _subdomain_param(cfg, "transport_maps")
