@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,10 +144,15 @@ def test_pickup_extracts_cleans_and_queues(tmp_path):
         "more@example.com",
     ]
     mail_name = cfg.get("mail_name").encode()
-    assert content.startswith(b"Received: by host.example (" + mail_name + b", from userid ")
+    # Postfix's pickup form, with the queue ID on the second line and in the Message-Id.
+    received = re.escape(b"Received: by host.example (" + mail_name + b", from userid ")
+    assert re.match(received + rb"\d+\)\r\n\tid " + qid.encode() + b"; ", content)
     assert b"From: Joe User <joe@example.org>\r\n" in content
     assert b"Bcc" not in content and b"hidden" not in content
-    assert b"Message-Id: <" in content and b"\r\nDate: " in content
+    assert re.search(
+        rb"\r\nMessage-Id: <\d{14}\." + qid.encode() + rb"@host\.example>\r\n", content
+    )
+    assert b"\r\nDate: " in content
     assert content.endswith(b"\r\n\r\nbody\r\n")
     # pickup's line, then cleanup's for the Message-Id: it added (as Postfix logs both).
     # The sender as submitted (-f joe): cleanup qualifies it after pickup's line.

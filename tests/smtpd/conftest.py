@@ -41,12 +41,15 @@ class RecordingQueue:
         self.space = True
         self._ids = itertools.count(0x1A2B3C4D5E)
 
-    async def enqueue(self, envelope: Envelope, content: bytes) -> str:
+    def new_id(self) -> str:
+        return f"{next(self._ids):X}"
+
+    async def enqueue(self, envelope: Envelope, content: bytes, qid: str = "") -> str:
         if self.fail:
             raise OSError("simulated write error")
         await asyncio.sleep(0)
         self.messages.append((envelope, content))
-        return f"{next(self._ids):X}"
+        return qid or self.new_id()
 
     def free_space_ok(self, size: int) -> bool:
         return self.space

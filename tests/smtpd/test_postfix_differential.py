@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +114,47 @@ def _disconnect_stats(lines: list[str]) -> str:
     return line.split("127.0.0.2]", 1)[1]
 
 
+def _played_on_both(
+    start_smtpd: Any, dialogue: list[str], main_cf: str
+) -> tuple[list[str], list[str]]:
+    """The log lines of one session from 127.0.0.2 playing `dialogue`, on real Postfix (no
+    qmgr: what it queues stays) and on our smtpd, each with main_cf: (theirs, ours)."""
+
+    def play(port: int) -> None:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        try:
+            raw.reply()
+            for command in dialogue:
+                raw.cmd(command)
+        finally:
+            raw.close()
+
+    def until_disconnect(read: Callable[[], list[str]]) -> list[str]:
+        deadline = time.monotonic() + 20
+        while True:
+            lines = read()
+            if any("disconnect from unknown[127.0.0.2]" in ln for ln in lines):
+                return lines
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+
+    # maillog_file_prefixes: Postfix refuses a log file outside them (its test directory
+    # is under /tmp).
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        play(port)
+
+        def maillog() -> list[str]:
+            with contextlib.suppress(FileNotFoundError):
+                return (d / "maillog").read_text().splitlines()
+            return []
+
+        theirs = until_disconnect(maillog)
+    srv = start_smtpd(main_cf)
+    play(srv.port)
+    return theirs, until_disconnect(lambda: list(srv.log))
+
+
 @pytest.mark.slow
 def test_disconnect_statistics_match_postfix(start_smtpd) -> None:
     """The "disconnect from host[addr] ehlo=1 ... commands=N/M" line log tools (fail2ban's
@@ -132,34 +174,8 @@ def test_disconnect_statistics_match_postfix(start_smtpd) -> None:
         "QUIT",
     ]
 
-    def play(port: int) -> None:
-        raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        try:
-            raw.reply()
-            for command in dialogue:
-                raw.cmd(command)
-        finally:
-            raw.close()
-
-    # maillog_file_prefixes: Postfix refuses a log file outside them (its test directory
-    # is under /tmp).
-    main_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
-    with running_postfix(main_cf) as (port, d):
-        play(port)
-        deadline = time.monotonic() + 20
-        theirs: list[str] = []
-        while not any("disconnect from unknown[127.0.0.2]" in ln for ln in theirs):
-            assert time.monotonic() < deadline, theirs
-            time.sleep(0.1)
-            with contextlib.suppress(FileNotFoundError):
-                theirs = (d / "maillog").read_text().splitlines()
-    srv = start_smtpd("")
-    play(srv.port)
-    deadline = time.monotonic() + 20
-    while not any("disconnect from unknown[127.0.0.2]" in ln for ln in srv.log):
-        assert time.monotonic() < deadline, srv.log
-        time.sleep(0.05)
-    assert _disconnect_stats(srv.log) == _disconnect_stats(theirs)
+    theirs, ours = _played_on_both(start_smtpd, dialogue, "")
+    assert _disconnect_stats(ours) == _disconnect_stats(theirs)
 
 
 @pytest.mark.slow
@@ -320,3 +336,70 @@ def test_dsn_parameters_kept_decoded_as_postfix(start_smtpd) -> None:
     our_lines = dsn_lines(run_ours("postcat", "-c", srv.config_dir, "-e", "-q", qid))
     assert our_lines == their_lines
     assert "named_attribute: dsn_orig_rcpt=rfc822;u+x@example.org" in their_lines, their_lines
+
+
+def _transaction_lines(lines: list[str]) -> list[str]:
+    """smtpd's and cleanup's lines about transactions ("client=", rejects, the size limit),
+    without the syslog prefix and with each queue ID replaced by its order of appearance."""
+    ids: dict[str, str] = {}
+
+    def number(m: re.Match[str]) -> str:
+        return ids.setdefault(m.group(0), f"QID{len(ids) + 1}")
+
+    out = []
+    for ln in lines:
+        if not re.search(r": client=|: reject: |size limit exceeded", ln):
+            continue
+        text = re.sub(r"^.*?postfix/\w+\[\d+\]: ", "", ln)
+        out.append(re.sub(r"\b[0-9A-F]{10,12}\b", number, text))
+    return out
+
+
+@pytest.mark.slow
+def test_queue_id_taken_at_first_accepted_rcpt_as_postfix(start_smtpd, tmp_path: Path) -> None:
+    """Postfix's smtpd opens the queue file at the first accepted RCPT: its "client=" line
+    and every later line of the transaction (a RCPT or DATA refused, cleanup's reject, the
+    size limit) carry the queue ID, NOQUEUE only comes before; each reject line names the
+    sender and recipient only when it has them (log_whatsup)."""
+    (tmp_path / "hc").write_text("/^Subject: bad/ REJECT bad subject\n")
+    main_cf = (
+        "smtpd_delay_reject = no\n"
+        "smtpd_helo_restrictions = check_helo_access inline:{ {bad.helo=REJECT no helo} }\n"
+        "smtpd_sender_restrictions = "
+        "check_sender_access inline:{ {bad@example.org=REJECT no sender} }\n"
+        "smtpd_data_restrictions = "
+        "check_sender_access inline:{ {datarej@example.org=REJECT no data} }\n"
+        f"header_checks = regexp:{tmp_path}/hc\n"
+        "message_size_limit = 3000\n"
+    )
+    big = "Subject: big\r\n\r\n" + ("x" * 80 + "\r\n") * 60 + "."
+    dialogue = [
+        "HELO bad.helo",
+        "EHLO good.helo",
+        "MAIL FROM:<bad@example.org>",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<x@example.net>",  # relaying denied: no queue file yet
+        "RCPT TO:<postmaster@localhost>",
+        "RCPT TO:<x@example.net>",
+        "RSET",
+        "MAIL FROM:<datarej@example.org>",
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        "RCPT TO:<abuse@localhost>",
+        "DATA",
+        "RSET",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        "Subject: bad\r\n\r\nbody\r\n.",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        big,
+        "QUIT",
+    ]
+
+    theirs, ours = _played_on_both(start_smtpd, dialogue, main_cf)
+    expected = _transaction_lines(theirs)
+    assert len(expected) == 12, theirs
+    assert _transaction_lines(ours) == expected

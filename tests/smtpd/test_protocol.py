@@ -76,14 +76,21 @@ def test_smtplib_message_queued_with_received_header(start_smtpd) -> None:
         assert s.rcpt("postmaster@localhost") == (250, b"2.1.5 Ok")
         code, msg = s.data(b"Subject: hi\r\n\r\nbody line\r\n.Stuffing required\r\n")
         assert code == 250
-        assert re.fullmatch(rb"2\.0\.0 Ok: queued as [0-9A-F]{10,12}", msg)
+        queued = re.fullmatch(rb"2\.0\.0 Ok: queued as ([0-9A-F]{10,12})", msg)
+        assert queued
     assert len(srv.queue.messages) == 1
     env, content = srv.queue.messages[0]
     assert env.sender == "sender@example.org"
     assert [r.address for r in env.recipients] == ["postmaster@localhost"]
     assert env.protocol == "ESMTP" and env.helo_name == "client.example"
     assert content.startswith(b"Received: from client.example (unknown [127.0.0.1])\r\n")
-    assert b"\tby mx.example.test (oxipost) with ESMTP\r\n\tfor <postmaster@localhost>; " in content
+    # The queue ID taken at the first accepted RCPT, as Postfix's smtpd has it there.
+    by = b"\tby mx.example.test (oxipost) with ESMTP id " + queued[1]
+    assert by + b"\r\n\tfor <postmaster@localhost>; " in content
+    # cleanup's Message-Id carries it too.
+    assert re.search(
+        rb"\r\nMessage-Id: <\d{14}\." + queued[1] + rb"@mx\.example\.test>\r\n", content
+    )
     # 25: a dot-stuffed body line arrives byte-identical.
     assert content.endswith(b"\r\n\r\nbody line\r\n.Stuffing required\r\n")
 

@@ -98,8 +98,11 @@ def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
     # With any Resent- header, the Resent- forms are the ones that must be there.
     resent = "Resent-" if names & RESENT_HEADERS else ""
     if f"{resent}message-id".lower() not in names:
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(env.arrival_time))
-        msgid = f"<{stamp}.{os.urandom(6).hex().upper()}@{host}>"
+        # Postfix's form: the time cleanup adds it and the queue ID, unique per host. Mail
+        # resubmitted without an ID yet gets random digits in its place.
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        unique = state.queue_id or os.urandom(6).hex().upper()
+        msgid = f"<{stamp}.{unique}@{host}>"
         extra.append(f"{resent}Message-Id: {msgid}")
         state.info(f"{resent.lower()}message-id={msgid}")
     if f"{resent}date".lower() not in names:
@@ -113,14 +116,21 @@ def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
 
 
 def cleanup_message(
-    env: Envelope, content: bytes, received: str, cfg: Any, internal: bool = False
+    env: Envelope,
+    content: bytes,
+    received: str,
+    cfg: Any,
+    queue_id: str = "",
+    internal: bool = False,
 ) -> Cleaned:
-    """Process one message; `internal` for mail Postfix itself resubmits (no content
+    """Process one message, to be queued as `queue_id` (Queue.new_id: the Message-Id
+    cleanup adds carries it); `internal` for mail Postfix itself resubmits (no content
     checks)."""
     overrides = cfg.get_keywords("receive_override_options")
     state = CleanupState(
         cfg,
         env,
+        queue_id,
         map_ok="no_address_mappings" not in overrides,
         filtering=not internal and "no_header_body_checks" not in overrides,
         # smtpd's access(5) HOLD and DISCARD actions reach cleanup as attributes.

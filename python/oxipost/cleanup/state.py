@@ -1,8 +1,7 @@
 """cleanup_state - what cleanup learns about one message while it processes it
 
-The queue ID is known only once the message is in the spool, so log lines are kept here
-(without the "QID: " prefix) and written by the caller once it knows the ID, or with
-NOQUEUE when the message is refused.
+Log lines are kept here (without the "QID: " prefix) and written by the caller once the
+message is queued or refused, under the queue ID it took for it (Queue.new_id).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
 class CleanupState:
     cfg: Config
     env: Envelope
+    queue_id: str = ""
     # Address mapping (canonical, masquerade, virtual): off for no_address_mappings.
     map_ok: bool = True
     # header_checks/body_checks (Postfix's CLEANUP_FLAG_FILTER): off for internal mail.

@@ -92,8 +92,8 @@ def _add_missing(cfg: Config) -> Config:
     return Config(cfg.config_dir, cfg.settings, cfg.services, overrides)
 
 
-def build(cfg: Config, sub: Submission) -> Cleaned | str:
-    """The message pickup enqueues for one submission, or why it cannot."""
+def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
+    """The message pickup enqueues for one submission as `queue_id`, or why it cannot."""
     origin = cfg.get("myorigin")
     content = sub.content
     rcpts = [_qualify(r, origin) for r in sub.recipients]
@@ -124,10 +124,10 @@ def build(cfg: Config, sub: Submission) -> Cleaned | str:
     )
     host = cfg.get("myhostname")
     received = (
-        f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid});\r\n"
-        f"\t{email.utils.formatdate(sub.time, localtime=True)}\r\n"
+        f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid})\r\n"
+        f"\tid {queue_id}; {email.utils.formatdate(sub.time, localtime=True)}\r\n"
     )
-    return cleanup_message(env, content, received, _add_missing(cfg))
+    return cleanup_message(env, content, received, _add_missing(cfg), queue_id)
 
 
 def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = None) -> int:
@@ -146,21 +146,22 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
         if flow is not None:
             flow.take_blocking()
         submitted = ""
+        qid = queue.new_id()
         try:
             with open(path, "rb") as f:
                 data = f.read()
             sub = Submission.decode(data)
             submitted = sub.sender
-            result: Cleaned | str = build(cfg, sub)
+            result: Cleaned | str = build(cfg, sub, qid)
         except FileNotFoundError:
             continue
         except (OSError, MaildropError) as e:
             result = str(e)
         if isinstance(result, Cleaned) and result.reply is not None:
             if result.reply.startswith("4"):
-                result.log_notes(log, "NOQUEUE")
+                result.log_notes(log, qid)
                 continue  # a table could not be read: the file waits for the next scan
-            _bounce_rejected(cfg, queue, log, result)
+            _bounce_rejected(cfg, queue, log, result, qid)
             os.unlink(path)
             continue
         if isinstance(result, str):
@@ -168,10 +169,8 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
             os.replace(path, path + ".corrupt")
             continue
         env, content = result.envelope, result.content
-        if result.discard:
-            qid = queue.new_id()
-        else:
-            qid = queue.enqueue_sync(env, content)
+        if not result.discard:
+            queue.enqueue_sync(env, content, qid)
             if flow is not None and "hold" in env.attrs:
                 flow.give_back()
         # The sender as submitted, before cleanup qualifies it: Postfix's pickup logs
@@ -184,10 +183,9 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
     return moved
 
 
-def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned) -> None:
+def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid: str) -> None:
     """A submission cleanup rejected (header_checks, body_checks, too many hops) is
     returned to its sender, as Postfix's cleanup does for pickup (CLEANUP_FLAG_BOUNCE)."""
-    qid = queue.new_id()
     rejected.log_notes(log, qid)
     assert rejected.reply is not None
     status, _, text = rejected.reply.partition(" ")[2].partition(" ")

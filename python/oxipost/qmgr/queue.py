@@ -253,19 +253,22 @@ class Queue:
     # Enqueueing ---------------------------------------------------------------------------
 
     def new_id(self) -> str:
-        """A queue ID for a message accepted but not kept (cleanup's DISCARD)."""
+        """A queue ID, taken before the message is queued: where Postfix's smtpd and pickup
+        open the queue file (the ID is in the Received: header, the Message-Id: cleanup
+        adds and every log line of the transaction)."""
         return self._ids.next()
 
-    def _record(self, envelope: Envelope, content: bytes) -> tuple[str, bytes]:
-        qid = self._ids.next()
+    def _record(self, envelope: Envelope, content: bytes, qid: str) -> tuple[str, bytes]:
+        qid = qid or self._ids.next()
         payload = _pack({"t": "m", "id": qid, "env": envelope_to_dict(envelope), "c": content})
         return qid, payload
 
-    async def enqueue(self, envelope: Envelope, content: bytes) -> str:
-        """Append one message; resolve with its queue ID once it is on stable storage."""
+    async def enqueue(self, envelope: Envelope, content: bytes, qid: str = "") -> str:
+        """Append one message, under `qid` (from new_id) or a new ID; resolve with its queue
+        ID once it is on stable storage."""
         writer = self._open_writer()
         assert self._completions is not None
-        qid, payload = self._record(envelope, content)
+        qid, payload = self._record(envelope, content, qid)
         try:
             ticket = writer.submit(payload)
         except Exception as e:
@@ -275,10 +278,10 @@ class Queue:
             raise QueueWriteError(f"{err[1]}")
         return qid
 
-    def enqueue_sync(self, envelope: Envelope, content: bytes) -> str:
+    def enqueue_sync(self, envelope: Envelope, content: bytes, qid: str = "") -> str:
         """enqueue for code without an event loop (pickup, tools): blocks until durable."""
         writer = self._open_writer()
-        qid, payload = self._record(envelope, content)
+        qid, payload = self._record(envelope, content, qid)
         ticket = writer.submit(payload)
         for t, _seq, _off, err in writer.wait(ticket):
             if t == ticket and err is not None:

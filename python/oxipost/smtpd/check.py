@@ -90,10 +90,28 @@ class ClientState:
     esmtp: bool = False
     # Actions access tables asked for (HOLD, DISCARD, ...), kept for the transaction.
     actions: dict[str, str] = field(default_factory=dict)
+    # For the log lines, as Postfix's state->where, ->protocol (ESMTP once an EHLO was
+    # accepted) and ->queue_id (once the queue file is open; NOQUEUE before).
+    where: str = "CONNECT"
+    protocol: str = "SMTP"
+    queue_id: str = ""
 
     @property
     def namaddr(self) -> str:
         return f"{self.name}[{self.addr}]"
+
+    def whatsup(self, action: str, text: str, recipient: str = "") -> str:
+        """Postfix's log_whatsup() line: "QID: reject: RCPT from name[addr]: text; from=<..>
+        to=<..> proto=ESMTP helo=<..>", each attribute only when the session has it."""
+        line = f"{self.queue_id or 'NOQUEUE'}: {action}: {self.where} from {self.namaddr}: {text};"
+        if self.sender is not None:
+            line += f" from=<{self.sender}>"
+        if recipient:
+            line += f" to=<{recipient}>"
+        line += f" proto={self.protocol}"
+        if self.helo:
+            line += f" helo=<{self.helo}>"
+        return line
 
 
 _STAGES = {
@@ -733,7 +751,7 @@ class Checker:
         if upper in ("HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC", "PREPEND", "WARN", "INFO"):
             st.actions[upper] = text
             if upper == "WARN" and self.log is not None:
-                self.log.info(f"warn: {stage.upper()} from {st.namaddr}: {text}")
+                self.log.info(st.whatsup("warn", text, rcpt or ""))
             return DUNNO
         # Anything else is a restriction list (or a class name) evaluated in its place.
         return self.run_list(

@@ -61,7 +61,9 @@ _ESMTP_PARAMS_MAIL = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
 
 
 class QueueLike(Protocol):
-    async def enqueue(self, envelope: Envelope, content: bytes) -> str: ...
+    def new_id(self) -> str: ...
+
+    async def enqueue(self, envelope: Envelope, content: bytes, qid: str = "") -> str: ...
 
     def free_space_ok(self, size: int) -> bool: ...
 
@@ -168,7 +170,8 @@ class SmtpdServer:
         # in_flow_delay (set by the smtpd service under master): a token per message, taken
         # where Postfix's cleanup takes it, when the queue file would be opened.
         self.flow: FlowGate | None = None
-        self.flow_at_mail = not cfg.get_bool("smtpd_delay_open_until_valid_rcpt")
+        # Where Postfix opens the queue file: MAIL, or the first accepted RCPT.
+        self.open_at_mail = not cfg.get_bool("smtpd_delay_open_until_valid_rcpt")
         sec = cfg.get("smtpd_tls_security_level").strip().lower()
         if not sec:
             if cfg.get_bool("smtpd_enforce_tls"):
@@ -495,6 +498,7 @@ class Session:
             await self.reply(R.CMD_UNKNOWN)
             return True
         self.last_cmd = verb_u
+        self.state.where = verb_u
         if (
             self.tls_level == "encrypt"
             and not self.tls_active
@@ -566,8 +570,9 @@ class Session:
         self._reset_helo(arg, "HELO")
         reply = self.srv.checker.at_helo(self.state)
         if reply is not None:
-            await self._reject("HELO", reply)
+            await self._reject(reply)
             return
+        self.state.protocol = "SMTP"
         await self.reply(f"250 {self.srv.hostname}")
 
     async def cmd_ehlo(self, arg: str) -> None:
@@ -577,8 +582,9 @@ class Session:
         self._reset_helo(arg, "EHLO")
         reply = self.srv.checker.at_helo(self.state)
         if reply is not None:
-            await self._reject("EHLO", reply)
+            await self._reject(reply)
             return
+        self.state.protocol = "ESMTP"
         lines = [f"250 {self.srv.hostname}", "250 PIPELINING"]
         if self.srv.size_limit:
             lines.append(f"250 SIZE {self.srv.size_limit}")
@@ -615,18 +621,33 @@ class Session:
         self.state.helo = name
         self.helo_kind = kind
         self.state.esmtp = kind == "EHLO"
+        self._mail_reset()
+        self.state.actions = {}
+
+    async def _reject(self, reply: Reply, recipient: str = "") -> None:
+        self.srv.log.info(self.state.whatsup("reject", str(reply), recipient))
+        await self.reply(str(reply))
+
+    def _only_recipient(self, tx: Transaction) -> str:
+        # As Postfix at DATA: a restriction there applies to all recipients alike, and
+        # naming one of several would mislead.
+        return tx.recipients[0].address if tx.rcpt_count == 1 else ""
+
+    async def _open_queue_file(self) -> None:
+        """What Postfix's smtpd does on opening the queue file: take an in_flow_delay token
+        (cleanup's), take the queue ID and log the "client=" line under it."""
+        if self.srv.flow is not None:
+            await self.srv.flow.take()
+        self.state.queue_id = self.srv.queue.new_id()
+        self.srv.log.info(f"{self.state.queue_id}: {self._client_attrs(self.sasl_sender)}")
+
+    def _mail_reset(self) -> None:
+        """Postfix's mail_reset(): the transaction ends, with MAIL's AUTH= and the queue ID
+        (a queue file opened and not finished is dropped without a word, as there)."""
         self.tx = None
         self.sasl_sender = None
         self.state.sender = None
-        self.state.actions = {}
-
-    async def _reject(self, what: str, reply: Reply) -> None:
-        self.srv.log.info(
-            f"NOQUEUE: reject: {what} from {self.state.namaddr}: {reply}; "
-            f"from=<{self.state.sender or ''}> proto={self.helo_kind or 'SMTP'} "
-            f"helo=<{self.state.helo}>"
-        )
-        await self.reply(str(reply))
+        self.state.queue_id = ""
 
     async def cmd_mail(self, arg: str) -> None:
         if self.cfg.get_bool("smtpd_helo_required") and not self.helo_kind:
@@ -711,13 +732,12 @@ class Session:
         self.state.sender = addr
         reply = self.srv.checker.at_mail(self.state)
         if reply is not None:
-            self.state.sender = None
-            self.sasl_sender = None
-            await self._reject("MAIL", reply)
+            await self._reject(reply)
+            self._mail_reset()
             return
         self.tx = tx
-        if self.srv.flow is not None and self.srv.flow_at_mail:
-            await self.srv.flow.take()
+        if self.srv.open_at_mail:
+            await self._open_queue_file()
         await self.reply(R.OK_MAIL)
 
     async def cmd_rcpt(self, arg: str) -> None:
@@ -769,15 +789,10 @@ class Session:
         if reply is None and self._client_reject is not None:
             reply = self._client_reject
         if reply is not None:
-            self.srv.log.info(
-                f"NOQUEUE: reject: RCPT from {self.state.namaddr}: {reply}; "
-                f"from=<{self.tx.sender}> to=<{addr}> proto={self.helo_kind or 'SMTP'} "
-                f"helo=<{self.state.helo}>"
-            )
-            await self.reply(str(reply))
+            await self._reject(reply, addr)
             return
-        if self.srv.flow is not None and not self.tx.recipients and not self.srv.flow_at_mail:
-            await self.srv.flow.take()
+        if not self.state.queue_id:
+            await self._open_queue_file()
         if not rcpt.orcpt:
             # RFC 3461 5.2.1, as Postfix's rcpt_cmd: the address as the client gave it, which
             # a DSN reports as Original-Recipient and the smtp client passes on.
@@ -800,7 +815,7 @@ class Session:
         self.state.pipelined = self.pending()
         reply = self.srv.checker.at_data(self.state)
         if reply is not None:
-            await self._reject("DATA", reply)
+            await self._reject(reply, self._only_recipient(self.tx))
             return
         await self.reply(R.START_DATA)
         content, too_big, bare_lf = await self.read_data()
@@ -894,20 +909,26 @@ class Session:
     async def _finish_message(self, content: bytes | bytearray, too_big: bool) -> None:
         tx = self.tx
         assert tx is not None
-        sasl_sender = self.sasl_sender
-        self.tx = None
-        self.sasl_sender = None
-        self.state.sender = None
+        try:
+            await self._queue_message(tx, content, too_big)
+        finally:
+            self._mail_reset()
+
+    def _too_big(self) -> None:
+        self.srv.log.warning(f"{self.state.queue_id}: queue file size limit exceeded")
+
+    async def _queue_message(
+        self, tx: Transaction, content: bytes | bytearray, too_big: bool
+    ) -> None:
+        qid = self.state.queue_id
         if too_big:
-            self.srv.log.info(
-                f"NOQUEUE: reject: MAIL from {self.state.namaddr}: {R.TOO_BIG}; "
-                f"proto={self.helo_kind or 'SMTP'} helo=<{self.state.helo}>"
-            )
+            self._too_big()
             await self.reply(R.TOO_BIG)
             return
+        self.state.where = "END-OF-MESSAGE"
         reply = self.srv.checker.at_end_of_data(self.state)
         if reply is not None:
-            await self._reject("END-OF-MESSAGE", reply)
+            await self._reject(reply, self._only_recipient(tx))
             return
         env = Envelope(
             sender=tx.sender,
@@ -924,37 +945,34 @@ class Session:
             protocol=self.protocol(),
             sasl_method=self.sasl_method,
             sasl_username=self.state.sasl_username,
-            sasl_sender=sasl_sender or "",
+            sasl_sender=self.sasl_sender or "",
         )
         for action in ("HOLD", "DISCARD"):
             if action in self.state.actions:
                 env.attrs[action.lower()] = self.state.actions[action]
         self.state.actions = {}
         data = bytes(content)
+        received = self.received_header(env, qid)
         cleaned = None
         if self.srv.cleanup is not None:
-            cleaned = self.srv.cleanup(env, data, self.received_header(env), self.cfg)
+            cleaned = self.srv.cleanup(env, data, received, self.cfg, qid)
             if cleaned.reply is not None:
-                cleaned.log_notes(self.srv.log, "NOQUEUE")
+                cleaned.log_notes(self.srv.log, qid)
                 await self.reply(cleaned.reply)
                 return
             env, data = cleaned.envelope, cleaned.content
         else:
-            data = self.received_header(env).encode("utf-8", "surrogateescape") + data
-        try:
-            if cleaned is not None and cleaned.discard:
-                # Accepted and thrown away, under an ID of its own as Postfix's cleanup does.
-                new_id = getattr(self.srv.queue, "new_id", None)
-                qid = new_id() if new_id is not None else f"{time.time_ns() // 1000:X}"[-10:]
-            else:
-                qid = await self.srv.queue.enqueue(env, data)
-                if self.srv.flow is not None and "hold" in env.attrs:
-                    self.srv.flow.give_back()
-        except Exception as e:
-            self.srv.log.warning(f"queue file write error: {e}")
-            await self.reply(R.QUEUE_WRITE_ERROR)
-            return
-        self.srv.log.info(f"{qid}: {self._client_attrs(sasl_sender)}")
+            data = received.encode("utf-8", "surrogateescape") + data
+        if cleaned is None or not cleaned.discard:
+            # Accepted and thrown away (cleanup's DISCARD) is not queued; its ID stays.
+            try:
+                await self.srv.queue.enqueue(env, data, qid)
+            except Exception as e:
+                self.srv.log.warning(f"queue file write error: {e}")
+                await self.reply(R.QUEUE_WRITE_ERROR)
+                return
+            if self.srv.flow is not None and "hold" in env.attrs:
+                self.srv.flow.give_back()
         if cleaned is not None:
             cleaned.log_notes(self.srv.log, qid)
         await self.reply(R.QUEUED.format(qid=qid))
@@ -983,7 +1001,7 @@ class Session:
             proto += "A"
         return proto
 
-    def received_header(self, env: Envelope) -> str:
+    def received_header(self, env: Envelope, queue_id: str) -> str:
         """Postfix's Received: header (smtpd.c), with control characters shown as '?'."""
         helo = _printable(env.helo_name) or "unknown"
         lines = [f"Received: from {helo} ({_printable(env.client_name)} [{env.client_addr}])"]
@@ -996,12 +1014,16 @@ class Session:
                     lines.append(f"\t(using {cipher[1]} with cipher {cipher[0]} ({bits}))")
         if env.sasl_username and self.cfg.get_bool("smtpd_sasl_authenticated_header"):
             lines.append(f"\t(Authenticated sender: {_printable(env.sasl_username)})")
-        by = f"\tby {self.srv.hostname} ({self.cfg.get('mail_name')}) with {env.protocol}"
+        by = (
+            f"\tby {self.srv.hostname} ({self.cfg.get('mail_name')}) with {env.protocol}"
+            f" id {queue_id}"
+        )
         if len(env.recipients) == 1:
             lines.append(by)
             lines.append(f"\tfor <{_printable(env.recipients[0].address)}>; {_now_rfc2822()}")
         else:
-            lines.append(f"{by}; {_now_rfc2822()}")
+            lines.append(f"{by};")
+            lines.append(f"\t{_now_rfc2822()}")
         return "\r\n".join(lines) + "\r\n"
 
     async def cmd_bdat(self, arg: str) -> None:
@@ -1025,14 +1047,13 @@ class Session:
         if self.bdat_chunks is None:
             self.bdat_chunks = bytearray()
         remaining = count
-        too_big = False
         while remaining:
             if not self.buf:
                 await self._fill()
             take = min(remaining, len(self.buf))
             if failure is None:
                 if self.srv.size_limit and len(self.bdat_chunks) + take > self.srv.size_limit:
-                    too_big = True
+                    self._too_big()
                     self.bdat_chunks = bytearray()
                     failure = R.TOO_BIG
                 else:
@@ -1044,10 +1065,8 @@ class Session:
             if last or self.tx is None:
                 self.bdat_chunks = None
                 self.bdat_failed = None
-                self.tx = None
-                self.sasl_sender = None
+                self._mail_reset()
             await self.reply(failure)
-            _ = too_big
             return
         if not last:
             await self.reply(f"250 2.0.0 Ok: {count} bytes")
@@ -1060,9 +1079,7 @@ class Session:
         if arg:
             await self.reply(R.RSET_SYNTAX)
             return
-        self.tx = None
-        self.sasl_sender = None
-        self.state.sender = None
+        self._mail_reset()
         self.bdat_chunks = None
         self.bdat_failed = None
         await self.reply(R.OK)
@@ -1139,9 +1156,7 @@ class Session:
         self.helo_kind = ""
         self.state.helo = ""
         self.state.esmtp = False
-        self.tx = None
-        self.sasl_sender = None
-        self.state.sender = None
+        self._mail_reset()
 
     async def cmd_auth(self, arg: str) -> None:
         if not self._auth_offered():
