@@ -51,6 +51,18 @@ class Envelope:
 
 
 @dataclass(slots=True, frozen=True)
+class Entry:
+    """One address a delivery agent delivered to, bounced or deferred for a queue
+    recipient: what Postfix's local(8) logs for each member of an alias or .forward it
+    delivers itself (to=<address>, orig_to=<original>), and what a bounce names."""
+
+    address: str
+    original: str
+    status: str
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
 class Outcome:
     """What a delivery attempt did for one recipient: (dsn status, permanent?, text).
 
@@ -70,6 +82,11 @@ class Outcome:
     # a greeting or handshake refused, TLS that cannot be had): qmgr counts it towards
     # declaring the destination dead, whatever its status.
     site: bool = field(default=False, compare=False)
+    # What the agent did for each address the recipient expanded to, as Postfix's local(8)
+    # logs one line per member of an alias or .forward and none for the recipient itself;
+    # empty when there was no expansion. status and text are then the recipient's as a
+    # whole: deferred (its every member retried later) when one member was, else done.
+    entries: tuple[Entry, ...] = field(default=(), compare=False)
 
     @property
     def permanent(self) -> bool:
@@ -84,6 +101,23 @@ class Outcome:
 # qmgr sends to a delivery agent process. Fields by name (dataclasses.asdict deep-copies
 # and cost more than the commit).
 _ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f != "recipients")
+
+
+def outcome_to_list(o: Outcome) -> list[object]:
+    entries = [[e.address, e.original, e.status, e.text] for e in o.entries]
+    return [o.status, o.text, o.relay, o.site, entries]
+
+
+def outcome_from_list(item: list[object], pid: int = 0) -> Outcome:
+    status, text, relay, site, entries = item
+    return Outcome(
+        str(status),
+        str(text),
+        str(relay),
+        pid,
+        site=bool(site),
+        entries=tuple(Entry(*e) for e in entries),  # type: ignore[attr-defined]
+    )
 
 
 def recipients_to_list(rcpts: list[Recipient]) -> list[list[object]]:

@@ -311,6 +311,17 @@ def test_remote_5xx_bounces_to_the_local_sender(oxi):
     oxi.stop()
 
 
+def forwarded_as(line: str, rcpt: str) -> str:
+    """The queue ID of the message local(8) forwarded for rcpt, from its delivery line."""
+    m = re.search(
+        rf"postfix/local(?:\[\d+\])?: (?:\w+: )?to=<{re.escape(rcpt)}>, relay=local, "
+        r".*dsn=2\.0\.0, status=sent \(forwarded as (\w+)\)",
+        line,
+    )
+    assert m, line
+    return m.group(1)
+
+
 def test_dot_forward_resubmits_to_the_forwarded_address(oxi, system_user):
     """issue 6: a local user's ~/.forward holds another address; mail to the user is
     resubmitted with the new envelope recipient (seed slide 7) and lands in the Maildir of
@@ -322,13 +333,7 @@ def test_dot_forward_resubmits_to_the_forwarded_address(oxi, system_user):
     cfg = oxi.start(f"mail_spool_directory = {oxi.dir}/mail/\n")
     qid = oxi.swaks("sender@example.org", f"{user}@localhost", "forward me", "via .forward")
     log = wait_log(cfg, rf"{qid}: removed", timeout=60)
-    m = re.search(
-        rf"postfix/local\[\d+\]: {qid}: to=<{user}@localhost>, relay=local, .*dsn=2\.0\.0, "
-        r"status=sent \(forwarded as (\w+)\)",
-        log,
-    )
-    assert m, log
-    resent = m.group(1)
+    resent = forwarded_as(log, f"{user}@localhost")
     log = wait_log(cfg, rf"{resent}: removed", timeout=60)
     assert re.search(
         rf"{resent}: to=<info@example\.com>, orig_to=<{user}@localhost>, relay=virtual, .*"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from oxipost import runloop
 from oxipost.delivery import deliver, local
-from oxipost.envelope import Outcome, Recipient
+from oxipost.envelope import Entry, Outcome, Recipient
 
 from tests.conftest import run_ours
 
@@ -653,3 +653,29 @@ def test_forwarded_recipients_of_an_alias(tmp_path, spool, monkeypatch):
             "",
         ),
     }
+
+
+def test_alias_members_delivered_in_the_same_delivery(tmp_path, spool):
+    # resolve.c: an alias member that resolves to local(8) itself is delivered at once,
+    # each with an entry (the address, the original recipient) for qmgr to log; twice at
+    # one level counts once (the duplicate filter); aliases that list each other end in
+    # a bounce at the nesting limit (alias.c), the recipient done as a whole.
+    user = _user()
+    (tmp_path / "aliases").write_text(f"twice {user}, {user}\nping pong\npong ping\n")
+    cfg = make_config(
+        tmp_path / "c",
+        main=f"alias_maps = texthash:{tmp_path}/aliases\nalias_database =\n"
+        f"mail_spool_directory = {spool}/\nmydestination = localhost\nmyorigin = localhost\n",
+    )
+    req = request(cfg, "local", "localhost", ["twice@localhost", "ping@localhost"])
+    req.recipients[1] = Recipient("ping@localhost", original="Ping@Example.ORG")
+    twice, ping = run(req)
+    assert twice == Outcome("2.0.0", "delivered to maildir")
+    assert twice.entries == (Entry(f"{user}@localhost", "", "2.0.0", "delivered to maildir"),), (
+        twice
+    )
+    assert len(os.listdir(spool / user / "new")) == 1
+    assert ping == Outcome("5.4.6", "alias database loop for ping")
+    assert ping.entries == (
+        Entry("ping@localhost", "Ping@Example.ORG", "5.4.6", "alias database loop for ping"),
+    ), ping

@@ -39,6 +39,8 @@ class Report:
     remote_mta: str = ""
     # Diagnostic-Code type and text ("smtp; 550 5.1.1 ..."), else X-Postfix with the text.
     diagnostic: str = ""
+    # The DSN Action when not the notice's own: "expanded" for an alias (RFC 3464 2.3.3).
+    action: str = ""
 
 
 _TEMPLATES = {
@@ -141,6 +143,14 @@ def _remote(r: Report) -> tuple[str, str]:
     return remote_mta, diagnostic
 
 
+def _expanded_from(r: Recipient) -> str:
+    """ " (expanded from <original>)" after a recipient that an alias, .forward or virtual
+    alias made of another address, as Postfix's bounce_recipient_log writes it."""
+    if r.original and r.original.lower() != r.address.lower():
+        return f" (expanded from <{r.original}>)"
+    return ""
+
+
 def _build(
     kind: str,
     cfg: Config,
@@ -160,7 +170,9 @@ def _build(
         delay_hours=_hours(cfg, "delay_warning_time"),
         lifetime_days=_days(cfg, "maximal_queue_lifetime"),
     )
-    lines = [f"<{r.recipient.address}>: {r.outcome.text}" for r in reports]
+    lines = [
+        f"<{r.recipient.address}>{_expanded_from(r.recipient)}: {r.outcome.text}" for r in reports
+    ]
     head = [
         f"Date: {email.utils.formatdate(now, localtime=True)}",
         f"From: MAILER-DAEMON@{host} (Mail Delivery System)",
@@ -200,7 +212,7 @@ def _build(
             dsn.append(f"Original-Recipient: {r.recipient.orcpt}")
         elif r.recipient.original:
             dsn.append(f"Original-Recipient: rfc822;{r.recipient.original}")
-        dsn += [f"Action: {action}", f"Status: {r.outcome.status}"]
+        dsn += [f"Action: {r.action or action}", f"Status: {r.outcome.status}"]
         remote_mta, diagnostic = _remote(r)
         if remote_mta:
             dsn.append(f"Remote-MTA: {remote_mta}")

@@ -2,17 +2,20 @@
 
 For each recipient (the domain is local; qmgr only sends those here):
 1. A Delivered-To: header already holding the recipient → 5.4.6 mail forwarding loop.
-2. alias_maps (key user+ext, then user): each item of the value is an address (resubmitted
-   as a new message through the queue, the envelope recipient changed), "/file" (appended,
-   mbox; a trailing "/" means Maildir), "|command" (run by /bin/sh with the message on
-   stdin, exit status through sysexits.h), or ":include:/path" (more items from a file,
-   recursion bounded). "\\user" delivers to user's mailbox without further aliasing. With
-   owner_request_special, an "owner-<alias>" entry makes owner-<alias>@$myorigin (its
-   expansion with expand_owner_alias) the sender of the expansion, and the recipient loses
-   its original address and DSN ORCPT (alias.c). Commands and files of an alias have the
-   rights, HOME and SHELL of the table's owner (the file as opened), default_privs and no
-   HOME or SHELL for a root-owned table; an :include: file not owned by root, listed where
-   the rights are root's, gives its owner's rights to what it lists (include.c).
+2. alias_maps (key user+ext, then user): each item of the value is an address (put in
+   standard form and resolved as qmgr would: one that resolves to this transport is
+   delivered here and now, from step 1, as Postfix's resolve.c does; the others, and the
+   members of an owner- alias or an :include: file, are resubmitted as one new message
+   through the queue), "/file" (appended, mbox; a trailing "/" means Maildir), "|command"
+   (run by /bin/sh with the message on stdin, exit status through sysexits.h), or
+   ":include:/path" (more items from a file, recursion bounded). "\\user" delivers to
+   user's mailbox without further aliasing. With owner_request_special, an "owner-<alias>"
+   entry makes owner-<alias>@$myorigin (its expansion with expand_owner_alias) the sender
+   of the expansion, and the recipient loses its original address and DSN ORCPT (alias.c).
+   Commands and files of an alias have the rights, HOME and SHELL of the table's owner (the
+   file as opened), default_privs and no HOME or SHELL for a root-owned table; an :include:
+   file not owned by root, listed where the rights are root's, gives its owner's rights to
+   what it lists (include.c).
 3. ~/.forward per forward_path (owned by the user): items as for aliases, run as the user.
 4. The mailbox: mailbox_command_maps (keyed by the user), else mailbox_command, else
    home_mailbox ("Maildir/" → $HOME/Maildir/), else
@@ -31,12 +34,20 @@ and SHELL (of the account whose rights it has: none for an alias), LOGNAME, USER
 RECIPIENT, LOCAL, DOMAIN, EXTENSION, ORIGINAL_RECIPIENT and the CLIENT_* and SASL_*
 attributes the message has, censored with command_expansion_filter.
 
+What was done for each address of an expansion comes back as the recipient's
+Outcome.entries (to=<address>, orig_to=<the queue's original recipient>, one log line
+each, none for the alias), the resubmission as a "forwarded as QID" entry for the
+recipient; a deferral anywhere defers the recipient whole and sends nothing on, so that
+every member is tried again (Postfix's local.c). Delivered-To: names the queue recipient
+however deep the expansion (frozen_delivered_to).
+
 Diagnostics: no such user and no alias → 5.1.1 unknown user: "user"; unreadable tables →
 deferred (4.3.0); an alias table owned by a uid without a passwd entry → 4.3.0 "cannot
 find alias database owner"; an :include: file with a relative path, that cannot be found,
 read, is not a regular file or is world writable → 5.3.5 mail system configuration error
 and a warning naming it (4.3.5 for an owner without a passwd entry); include nesting
-beyond 20 levels → 5.4.6 mail forwarding loop; a
+beyond 20 levels → 5.4.6 mail forwarding loop; aliases nested beyond 20 levels (two that
+list each other) → 5.4.6 alias database loop for NAME and a warning; a
 command_execution_directory the command's user cannot enter → 4.3.0 temporary failure and
 Postfix's "fatal: cannot change directory to ..." line.
 Deviation: a recipient with no passwd entry gets a mailbox under mail_spool_directory
@@ -56,7 +67,7 @@ import shutil
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -82,11 +93,12 @@ from oxipost.delivery.mailstore import (
     mbox,
     prefix_headers,
 )
-from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.envelope import Entry, Envelope, Outcome, Recipient
 from oxipost.environ import DEFAULT_PATH, command_environment
 from oxipost.maps import Table, TableError, open_table
 from oxipost.maps.search import alias_keys, split_extension
 from oxipost.qmgr import control
+from oxipost.rewrite.resolve import resolve
 from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
@@ -95,6 +107,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oxipost.local")
 MAX_INCLUDE_DEPTH = 20
+# How deep aliases and .forward files may nest in one delivery (recipient.c's and alias.c's
+# limit; Postfix counts its own function calls, some five per level, this counts levels).
+MAX_RECIPIENT_LEVEL = 20
 WAKE_TIMEOUT = 5.0
 
 # How resubmitted mail (alias/.forward addresses) reaches the queue: qmgr sets this to its
@@ -104,13 +119,34 @@ resubmit: Resubmit | None = None
 
 
 @dataclass
+class Trace:
+    """What local(8) did for one queue recipient: an entry per address it delivered to,
+    bounced or deferred itself, and the addresses it forwards (Postfix's forward.c
+    collects them per Delivered-To and sender into one new message each)."""
+
+    entries: list[Entry] = field(default_factory=list)
+    forwards: dict[tuple[str, str], list[Recipient]] = field(default_factory=dict)
+    # resolve.c's duplicate filter: "recipient LEVEL ADDRESS" delivered once.
+    seen: set[tuple[int, str]] = field(default_factory=set)
+    expanded: bool = False
+
+
+@dataclass
 class Ctx:
     req: DeliveryRequest
     rcpt: Recipient
     sender: str
     source: str  # alias, forward or include: what allow_mail_to_* is checked against
     ids: tuple[int, int] | None
+    trace: Trace = field(default_factory=Trace)
+    # The Delivered-To: address: the queue recipient's, however deep the expansion
+    # (Postfix's frozen_delivered_to).
+    delivered: str = ""
     depth: int = 0
+    # deliver_recipient()'s recursion level (resolve.c, recipient.c).
+    level: int = 0
+    # The owner-<alias> address that became the sender: its members are forwarded.
+    owner: str = ""
     # Postfix's USER_ATTR: the account whose rights a command or file delivery has (ids),
     # and its HOME, SHELL, $home and $shell: the recipient's for its .forward and mailbox,
     # an alias table's owner, an :include: file's owner. ids None (or a root uid) for a
@@ -118,6 +154,9 @@ class Ctx:
     # or SHELL, and runs commands as default_privs.
     home: str | None = None
     shell: str | None = None
+
+    def __post_init__(self) -> None:
+        self.delivered = self.delivered or self.rcpt.address
 
 
 def _split_items(value: str) -> list[str]:
@@ -186,7 +225,7 @@ def _rights(ctx: Ctx) -> tuple[int, int] | None:
 def _prefix(ctx: Ctx) -> bytes:
     """Return-Path (the sender, an owner- alias's when it replaced it), X-Original-To and
     Delivered-To, as mail_copy() writes them with local(8)'s attributes."""
-    return prefix_headers(ctx.sender, ctx.rcpt.address, ctx.rcpt.original)
+    return prefix_headers(ctx.sender, ctx.delivered, ctx.rcpt.original)
 
 
 async def _open_queue_resubmit(cfg: Config) -> Resubmit:
@@ -199,33 +238,28 @@ async def _open_queue_resubmit(cfg: Config) -> Resubmit:
     return resubmit
 
 
-async def _forward(ctx: Ctx, addresses: list[str]) -> Outcome:
+def _indirect(ctx: Ctx) -> Outcome:
+    """Postfix's deliver_indirect(): the recipient joins the message forwarded for its
+    Delivered-To and sender, with the original recipient and ORCPT of what it came from
+    (none after an owner- alias; cleanup makes each address its own then)."""
+    group = ctx.trace.forwards.setdefault((ctx.delivered, ctx.sender), [])
+    group.append(ctx.rcpt)
+    return Outcome("2.0.0", "")
+
+
+async def _forward(
+    req: DeliveryRequest, delivered: str, sender: str, rcpts: list[Recipient]
+) -> Outcome:
     """Resubmit the message with a new envelope (Postfix's forward.c)."""
-    req = ctx.req
-    # The original recipient and ORCPT go with them (none after an owner- alias; cleanup
-    # makes each address its own then), NOTIFY without SUCCESS: the expansion reports that.
-    notify = ctx.rcpt.notify - {"SUCCESS"}
-    if ctx.rcpt.notify == {"SUCCESS"}:
-        notify = frozenset({"NEVER"})
     env = replace(
         req.envelope,
-        sender=ctx.sender,
-        # In standard form, as resolve.c passes them on: cleanup takes a recipient that
-        # has no original address as its own.
-        recipients=[
-            Recipient(
-                rewrite_address(req.cfg, a),
-                original=ctx.rcpt.original,
-                notify=notify,
-                orcpt=ctx.rcpt.orcpt,
-            )
-            for a in addresses
-        ],
+        sender=sender,
+        recipients=rcpts,
         arrival_time=time.time(),
         attrs=dict(req.envelope.attrs),
     )
     # Delivered-To makes a loop through this alias visible the next time round.
-    content = f"Delivered-To: {ctx.rcpt.address}\r\n".encode() + req.content
+    content = f"Delivered-To: {delivered}\r\n".encode() + req.content
     # Forwarded mail goes through cleanup as internal mail: address mappings, no checks.
     cleaned = cleanup_message(env, content, "", req.cfg, internal=True)
     if cleaned.reply is not None:
@@ -237,7 +271,7 @@ async def _forward(ctx: Ctx, addresses: list[str]) -> Outcome:
         submit = await _open_queue_resubmit(req.cfg)
         qid = await submit(cleaned.envelope, cleaned.content)
     except Exception as e:
-        log.warning("%s: cannot resubmit for %s: %s", req.queue_id, ctx.rcpt.address, e)
+        log.warning("%s: cannot resubmit for %s: %s", req.queue_id, delivered, e)
         return Outcome("4.3.0", "mail system configuration error")
     await _wake_qmgr(req.cfg)
     return Outcome("2.0.0", f"forwarded as {qid}")
@@ -432,25 +466,50 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
     return Outcome(out.status, f"cannot append message to file {path}: {out.text}")
 
 
+def _record(ctx: Ctx, out: Outcome) -> Outcome:
+    """out, kept as what happened to the recipient at hand (Postfix's sent(),
+    bounce_append() or defer_append() with its msg_attr)."""
+    ctx.trace.entries.append(Entry(ctx.rcpt.address, ctx.rcpt.original, out.status, out.text))
+    return out
+
+
+def _worst(results: list[Outcome]) -> Outcome | None:
+    """The first deferral, else the first bounce, else the first result."""
+    for r in results:
+        if r.status.startswith("4"):
+            return r
+    for r in results:
+        if r.permanent:
+            return r
+    return results[0] if results else None
+
+
 async def _expand(ctx: Ctx, items: list[str], self_user: str) -> Outcome:
     """Deliver each item; the recipient's outcome is the first deferral, else the first
-    bounce, else success (as Postfix ORs the per-item results)."""
+    bounce, else success (as Postfix ORs the per-item results). What the expansion sends
+    on loses NOTIFY=SUCCESS (NEVER when that was all): the expansion reports it."""
+    ctx.trace.expanded = True
+    notify = ctx.rcpt.notify - {"SUCCESS"}
+    if ctx.rcpt.notify == {"SUCCESS"}:
+        notify = frozenset({"NEVER"})
+    ctx = replace(ctx, rcpt=replace(ctx.rcpt, notify=notify))
     results: list[Outcome] = []
-    addresses: list[str] = []
     cfg = ctx.req.cfg
     for item in items:
         # The policy is the item's (token.c), not the delivery's: mailbox_command runs
         # whatever allow_mail_to_commands says.
         if item.startswith("|"):
             if _allowed(cfg, "allow_mail_to_commands", ctx.source):
-                results.append(await _command(ctx, item[1:]))
+                out = await _command(ctx, item[1:])
             else:
-                results.append(Outcome("5.7.1", "mail to command is restricted"))
+                out = Outcome("5.7.1", "mail to command is restricted")
+            results.append(_record(ctx, out))
         elif item.startswith("/"):
             if _allowed(cfg, "allow_mail_to_files", ctx.source):
-                results.append(await _file(ctx, item))
+                out = await _file(ctx, item)
             else:
-                results.append(Outcome("5.7.1", "mail to file is restricted"))
+                out = Outcome("5.7.1", "mail to file is restricted")
+            results.append(_record(ctx, out))
         elif item.lower().startswith(":include:"):
             results.append(await _include(ctx, item[9:].strip()))
         elif item.startswith("\\"):
@@ -458,16 +517,24 @@ async def _expand(ctx: Ctx, items: list[str], self_user: str) -> Outcome:
         elif item.lower() == self_user:
             results.append(await _mailbox(ctx, self_user, aliased=True))
         else:
-            addresses.append(item)
-    if addresses:
-        results.append(await _forward(ctx, addresses))
-    for r in results:
-        if r.status.startswith("4"):
-            return r
-    for r in results:
-        if r.permanent:
-            return r
-    return results[0] if results else Outcome("2.0.0", "alias expands to nothing")
+            results.append(await _member(ctx, item))
+    return _worst(results) or Outcome("2.0.0", "alias expands to nothing")
+
+
+async def _member(ctx: Ctx, item: str) -> Outcome:
+    """resolve.c: an address of an expansion, in standard form, resolved as qmgr would;
+    delivered here when it resolves to this very transport, else forwarded."""
+    cfg = ctx.req.cfg
+    address = rewrite_address(cfg, item)
+    try:
+        resolved = resolve(address, cfg)
+    except Exception as e:
+        log.warning("address resolver failure for %s: %s", address, e)
+        return _record(ctx, Outcome("4.3.0", "address resolver failure"))
+    member = replace(ctx, rcpt=replace(ctx.rcpt, address=resolved.recipient), level=ctx.level + 1)
+    if resolved.transport == ctx.req.transport:
+        return await _recipient(member)
+    return _indirect(member)
 
 
 def _switches(ids: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -483,22 +550,22 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
     root's (a root-owned alias table, root's .forward) its owner's rights, HOME and SHELL
     for what it lists, unless that is root too."""
     if ctx.depth >= MAX_INCLUDE_DEPTH:
-        return Outcome("5.4.6", f"mail forwarding loop for {ctx.rcpt.address}")
+        return _record(ctx, Outcome("5.4.6", f"mail forwarding loop for {ctx.rcpt.address}"))
     config_error = Outcome("5.3.5", "mail system configuration error")
     if not path.startswith("/"):
         log.warning(":include:%s uses a relative path", path)
-        return config_error
+        return _record(ctx, config_error)
     failed = lookup_error(path, _switches(ctx.ids))
     if failed is not None:
         log.warning("unable to lookup :include: file %s: %s", path, failed.strerror)
-        return config_error
+        return _record(ctx, config_error)
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         log.warning(":include: file %s is not a regular file", path)
-        return config_error
+        return _record(ctx, config_error)
     if st.st_mode & stat.S_IWOTH:
         log.warning(":include: file %s is world writable", path)
-        return config_error
+        return _record(ctx, config_error)
     sub = replace(ctx, source="include", depth=ctx.depth + 1)
     if ctx.ids is None or ctx.ids[0] == 0:
         try:
@@ -506,7 +573,7 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
         except KeyError:
             log.warning("cannot find username for uid %d", st.st_uid)
             log.warning("%s: cannot find :include: file owner username", path)
-            return Outcome("4.3.5", "mail system configuration error")
+            return _record(ctx, Outcome("4.3.5", "mail system configuration error"))
         if owner.pw_uid != 0:
             sub = _with_account(sub, owner)
     failed = read_error(path, _switches(sub.ids))
@@ -517,7 +584,7 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
             text = f.read()
     except OSError as e:
         log.warning("cannot open include file %s: %s", path, e.strerror)
-        return config_error
+        return _record(ctx, config_error)
     items: list[str] = []
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -557,10 +624,10 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
     ids: tuple[int, int] | None = None
     if pw is None and os.geteuid() == 0:
         if not _listed_without_account(cfg, ctx.rcpt.address, user):
-            return Outcome("5.1.1", f'unknown user: "{user}"')
+            return _record(ctx, Outcome("5.1.1", f'unknown user: "{user}"'))
         ids = _default_privs(cfg)
         if ids is None:
-            return Outcome("4.3.0", "mail system configuration error")
+            return _record(ctx, Outcome("4.3.0", "mail system configuration error"))
     home = ""
     if pw is not None:
         ids = (pw.pw_uid, pw.pw_gid) if pw.pw_uid != 0 else _default_privs(cfg)
@@ -586,11 +653,11 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
             command = lookup_tables(cfg, "mailbox_command_maps", [user], no_regsub=True)
         except LookupFailed as e:
             log.warning("%s", e)
-            return Outcome("4.3.0", "table lookup failure")
+            return _record(ctx, Outcome("4.3.0", "table lookup failure"))
         # Not main.cf-expanded (postconf(5)): its $names are the shell's, e.g. "$EXTENSION".
         command = command or cfg.raw("mailbox_command")
         if command:
-            return await _command(_with_account(ctx, pw), command)
+            return _record(ctx, await _command(_with_account(ctx, pw), command))
     prefix = _prefix(ctx)
     home_mailbox = cfg.get("home_mailbox")
     if home_mailbox and home:
@@ -603,10 +670,11 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
     size = len(prefix) + len(req.content)
     if path.endswith("/"):
         if limit and size > limit:
-            return Outcome(
-                "5.2.2", "maildir delivery failed: error writing message: File too large"
+            return _record(
+                ctx,
+                Outcome("5.2.2", "maildir delivery failed: error writing message: File too large"),
             )
-        return await maildir(path, prefix, req.content, ids, cfg)
+        return _record(ctx, await maildir(path, prefix, req.content, ids, cfg))
     try:
         current = os.path.getsize(path)
     except OSError:
@@ -625,8 +693,10 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
             cfg,
         )
     if not out.delivered:
-        return Outcome(out.status, f"cannot update mailbox {path} for user {user}. {out.text}")
-    return out
+        return _record(
+            ctx, Outcome(out.status, f"cannot update mailbox {path} for user {user}. {out.text}")
+        )
+    return _record(ctx, out)
 
 
 def _find_alias(cfg: Config, keys: list[str]) -> tuple[str, str, str, Table] | None:
@@ -664,15 +734,23 @@ def _alias_rights(ctx: Ctx, spec: str, table: Table) -> Outcome | None:
     return None
 
 
-async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
-    cfg = req.cfg
+async def _recipient(ctx: Ctx) -> Outcome:
+    """Postfix's deliver_recipient(): the queue recipient, and each address of an expansion
+    that resolves to this transport, in turn: its alias, else forwarded when an owner-
+    alias or an :include: file listed it, else its .forward or mailbox."""
+    req, cfg, rcpt = ctx.req, ctx.req.cfg, ctx.rcpt
+    if ctx.level > MAX_RECIPIENT_LEVEL:
+        log.warning("recipient nesting limit exceeded for %s", rcpt.address)
+        return _record(ctx, Outcome("5.4.6", "recipient nesting limit exceeded"))
+    if (ctx.level, rcpt.address.lower()) in ctx.trace.seen:
+        return Outcome("2.0.0", "")  # delivered already at this level: nothing to log
+    ctx.trace.seen.add((ctx.level, rcpt.address.lower()))
     looped = loop_outcome(req.content, rcpt.address)
     if looped is not None:
-        return looped
+        return _record(ctx, looped)
     parts = split_address(rcpt.address, cfg.get("recipient_delimiter"))
     user = parts.user.lower()
     keys = alias_keys(rcpt.address, cfg.get("recipient_delimiter"))
-    ctx = Ctx(req, rcpt, req.envelope.sender, "alias", None)
     try:
         found = _find_alias(cfg, keys)
         owner = None
@@ -680,21 +758,54 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
             owner = lookup_tables(cfg, "alias_maps", [f"owner-{found[1]}"], no_regsub=True)
     except LookupFailed as e:
         log.warning("%s", e)
-        return Outcome("4.3.0", "alias database unavailable")
+        return _record(ctx, Outcome("4.3.0", "alias database unavailable"))
     if found is None:
+        # The member of a mailing list, or of an :include: file, gets a message of its
+        # own (recipient.c), so that each has its own status in a queue file.
+        if ctx.owner and ctx.owner.lower() != user:
+            return _indirect(ctx)
+        if ctx.source == "include" and ctx.level:
+            return _indirect(ctx)
         return await _mailbox(ctx, user)
     value, name, spec, table = found
+    if ctx.level >= MAX_RECIPIENT_LEVEL:
+        # Aliases that list each other: nothing else stops it in one delivery.
+        log.warning("alias database loop for %s", name)
+        return _record(ctx, Outcome("5.4.6", f"alias database loop for {name}"))
+    ctx = replace(ctx, source="alias", owner="")
     refused = _alias_rights(ctx, spec, table)
     if refused is not None:
-        return refused
+        return _record(ctx, refused)
     if owner is not None:
         # Errors of the expansion go to the list owner, not the original sender, and
         # what is sent on no longer names the original recipient (alias.c: a mailing
         # list's mail must not carry the poster's ORCPT).
         sender = owner if cfg.get_bool("expand_owner_alias") else f"owner-{name}"
-        ctx.sender = rewrite_address(cfg, sender)
+        ctx.sender = ctx.owner = rewrite_address(cfg, sender)
         ctx.rcpt = replace(rcpt, original="", orcpt="")
     return await _expand(ctx, _split_items(value), user)
+
+
+async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
+    """One queue recipient (Postfix's local.c deliver_message() for it). Without an
+    alias or .forward, its outcome; else the outcome of it as a whole with an entry for
+    each address delivered, bounced or deferred here, and one "forwarded as" entry for
+    it per message forwarded to the others. A deferral anywhere defers the recipient and
+    cancels the forwarding: every member is tried again later, as in Postfix."""
+    trace = Trace()
+    ctx = Ctx(req, rcpt, req.envelope.sender, "alias", None, trace)
+    out = await _recipient(ctx)
+    if not trace.expanded:
+        return out
+    results = [Outcome(e.status, e.text) for e in trace.entries]
+    if not any(r.status.startswith("4") for r in results):
+        for (delivered, sender), rcpts in trace.forwards.items():
+            forwarded = await _forward(req, delivered, sender, rcpts)
+            results.append(_record(ctx, forwarded))
+            if not forwarded.delivered:
+                break
+    worst = _worst(results) or Outcome("2.0.0", "alias expands to nothing")
+    return replace(worst, entries=tuple(trace.entries))
 
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:

@@ -14,11 +14,13 @@ Protocol: qmgr keeps one connection to each agent process and sends every reques
 there, without waiting for the answers to earlier ones (a connection per delivery, as
 between Postfix's qmgr and its agents, cost both processes more than the delivery). Each
 message is msgpack: the request [n, {id, transport, nexthop, env, rcpts, content}], with n
-the request's number on this connection; the answer [n, [[status, text, relay], ...]], one
-per recipient in order, in whatever order deliveries finish. The agent opens with [0, its
-pid]: qmgr logs each delivery attempt, and the line carries the pid of the agent process
-that made it (postfix/local[pid]: ...), as Postfix's agent logs it. On postfix reload the agent
-reads no further, finishes what it has read and says goodbye with [-1, last n it read];
+the request's number on this connection; the answer [n, [[status, text, relay, site,
+entries], ...]], one per recipient in order (entries: [address, original, status, text]
+for each member of an alias or .forward local(8) delivered itself, see Outcome.entries), in
+whatever order deliveries finish. The agent opens with [0, its pid]: qmgr logs each
+delivery attempt, and the line carries the pid of the agent process that made it
+(postfix/local[pid]: ...), as Postfix's agent logs it. On postfix reload the agent reads no
+further, finishes what it has read and says goodbye with [-1, last n it read];
 qmgr sends the requests it made after that again, on a new connection (they were never
 looked at). A connection lost without the goodbye (the agent died) defers the requests
 still unanswered with Postfix's "4.3.0 unknown mail transport error".
@@ -51,6 +53,8 @@ from oxipost.envelope import (
     Outcome,
     envelope_from_dict,
     envelope_to_dict,
+    outcome_from_list,
+    outcome_to_list,
     recipients_from_list,
     recipients_to_list,
 )
@@ -192,10 +196,7 @@ async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
                 unheard = True
                 continue
             return [Outcome("4.3.0", "unknown mail transport error")] * len(req.recipients)
-        return [
-            Outcome(status, text, relay, chan.pid, site=bool(site))
-            for status, text, relay, site in answer
-        ]
+        return [outcome_from_list(item, chan.pid) for item in answer]
 
 
 async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
@@ -219,7 +220,7 @@ async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
         outcomes = await deliver(req)
     except AgentFatal as e:
         log.fatal(str(e))
-    return [[o.status, o.text, o.relay, o.site] for o in outcomes]
+    return [outcome_to_list(o) for o in outcomes]
 
 
 async def _serve_channel(

@@ -8,7 +8,9 @@ qmgr is the queue's one state writer (it holds the spool's state lock). At start
 (`oxipost.qmgr.scheduler`, Postfix's SCHEDULER_README semantics) hands out deliveries that
 run concurrently as asyncio tasks through `oxipost.delivery.deliver`. Each attempt is logged
 as the delivery agent would log it (`postfix/smtp[pid]: QID: to=<...>, relay=..., delay=...,
-delays=a/b/c/d, dsn=X.Y.Z, status=sent|deferred|bounced (...)`). Finished recipients are
+delays=a/b/c/d, dsn=X.Y.Z, status=sent|deferred|bounced (...)`), a recipient that local(8)
+expanded as one line per member it delivered, bounced or deferred (Outcome.entries), with
+the bounced members in the bounce notice. Finished recipients are
 crossed off in the journal; a message with deferred recipients waits in the deferred queue
 for its backoff; bounced and expired recipients get a non-delivery notice
 (`oxipost.bounce`), delayed ones a delay notice once; a finished message is removed
@@ -52,7 +54,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -120,6 +122,11 @@ def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
     ):
         return outcomes[0].status, outcomes[0].text
     return None
+
+
+def _kind(status: str) -> str:
+    """The status= word of a delivery attempt with this enhanced status code."""
+    return "sent" if status.startswith("2") else "bounced" if status.startswith("5") else "deferred"
 
 
 def _fmt_delay(x: float) -> str:
@@ -356,14 +363,22 @@ class Qmgr:
         results: list[tuple[int, str]] = []
         done: list[int] = []
         for idx, rcpt, out in zip(batch.rcpts, recipients, outcomes, strict=True):
-            kind = "sent" if out.delivered else "bounced" if out.permanent else "deferred"
-            self._log_attempt(log, act, rcpt, out.relay or relay, started, now, out, kind)
+            kind = _kind(out.status)
+            if out.entries:
+                self._log_entries(log, act, out, out.relay or relay, started, now)
+            else:
+                self._log_attempt(log, act, rcpt, out.relay or relay, started, now, out, kind)
             results.append((idx, kind))
+            # An expanded recipient's bounce notice names the members that bounced, with
+            # or without others deferred (Postfix's bounce log of the queue file).
+            bounced = tuple(e for e in out.entries if e.status.startswith("5"))
+            if bounced:
+                act.bounced[idx] = (replace(out, entries=bounced), out.relay or relay)
             if kind == "deferred":
                 act.deferred[idx] = out
             else:
                 done.append(idx)
-                if kind == "bounced":
+                if kind == "bounced" and not out.entries:
                     act.bounced[idx] = (out, out.relay or relay)
                 elif "SUCCESS" in {n.upper() for n in rcpt.notify}:
                     act.success_notify[idx] = (out, relay)
@@ -441,6 +456,17 @@ class Qmgr:
             # The agent names the host it reached (Outcome.relay); none when it reached none.
             return "none"
         return transport
+
+    def _log_entries(
+        self, log: Logger, act: Active, out: Outcome, relay: str, started: float, now: float
+    ) -> None:
+        """A line for each address the agent delivered to, bounced or deferred for one
+        queue recipient, and none for the recipient itself (Postfix's local(8) logs the
+        members of an alias as it delivers them)."""
+        for e in out.entries:
+            rcpt = Recipient(e.address, e.original)
+            done = Outcome(e.status, e.text, pid=out.pid)
+            self._log_attempt(log, act, rcpt, relay, started, now, done, _kind(e.status))
 
     def _log_attempt(
         self,
@@ -529,7 +555,19 @@ class Qmgr:
             # Postfix's Remote-MTA names the host reached, as in relay= less [addr]:port.
             host = relay.partition("[")[0]
             remote = f"dns; {host}" if host not in ("", "none", "local", "virtual") else ""
-            reports.append(bounce.Report(self._recipient(act, idx), out, remote_mta=remote))
+            rcpt = self._recipient(act, idx)
+            if not out.entries:
+                reports.append(bounce.Report(rcpt, out, remote_mta=remote))
+            elif kind == "success":
+                # The members were sent on without SUCCESS: the expansion is what reports
+                # it (alias.c).
+                expanded = Outcome("2.0.0", "alias expanded")
+                reports.append(bounce.Report(rcpt, expanded, action="expanded"))
+            else:
+                for e in out.entries:
+                    if e.status.startswith("4" if kind == "delay" else ("4", "5")):
+                        member = replace(rcpt, address=e.address, original=e.original)
+                        reports.append(bounce.Report(member, Outcome(e.status, e.text)))
         try:
             msgs = bounce.notices(kind, self.cfg, act.qid, act.env, self._content(act), reports)
         except Exception as e:
