@@ -44,7 +44,13 @@ def test_failure_notice_structure(tmp_path):
     assert b"\r\n" in content and b"\n" not in content.replace(b"\r\n", b"")
     msg = _parse(content)
     assert msg["Subject"] == "Undelivered Mail Returned to Sender"
-    assert b"\r\nFrom: MAILER-DAEMON@mail.example.org (Mail Delivery System)\r\n" in content
+    # header_from_format=standard (Postfix 3.3 on); "obsolete" keeps the old form.
+    assert b"\r\nFrom: Mail Delivery System <MAILER-DAEMON@mail.example.org>\r\n" in content
+    old = make_config(
+        tmp_path / "o", main="myhostname = m.example\nheader_from_format = obsolete\n"
+    )
+    ((_, content),) = notices("failure", old, "4ABCDE1234", env, MESSAGE, reports)
+    assert b"\r\nFrom: MAILER-DAEMON@m.example (Mail Delivery System)\r\n" in content
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "delivery-status"

@@ -282,7 +282,12 @@ def test_remote_5xx_bounces_to_the_local_sender(oxi):
     ), log
 
     raw = path.read_bytes()
-    assert f"\nFrom: MAILER-DAEMON@{HOST} (Mail Delivery System)\n".encode() in raw, raw
+    # As Postfix's notice: post_mail's Received: and cleanup's Message-Id, each with the
+    # notice's own queue ID.
+    new = notice.group(1)
+    assert re.search(rf"\nReceived: by {HOST} \(\w+\)\n\tid {new}; ".encode(), raw), raw
+    assert re.search(rf"\nMessage-Id: <\d{{14}}\.{new}@{HOST}>\n".encode(), raw), raw
+    assert f"\nFrom: Mail Delivery System <MAILER-DAEMON@{HOST}>\n".encode() in raw, raw
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg["Return-Path"] == "<>"
     assert msg["Subject"] == "Undelivered Mail Returned to Sender"

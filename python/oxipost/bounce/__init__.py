@@ -13,6 +13,10 @@ recipient. It returns (Envelope, content) pairs for qmgr to enqueue:
 - when the sender is the double-bounce address: nothing, ever (no triple bounces).
 Recipients with DSN NOTIFY=NEVER, or without FAILURE/DELAY/SUCCESS for the kind, are left
 out (the default notifies on failure and delay). Nothing is ever sent to <>.
+
+`queue_notice(cfg, queue, envelope, content)` queues one of them as Postfix's post_mail
+does: under a queue ID of its own, with post_mail_init's "Received: by host (Postfix) id
+QID" header, through cleanup as Postfix-generated mail, whose Message-Id carries that ID.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oxipost.cleanup import Cleaned, cleanup_message
 from oxipost.envelope import Envelope, Outcome, Recipient
 
 if TYPE_CHECKING:
     from oxipost.config import Config
+    from oxipost.qmgr.queue import Queue
 
 __all__ = ["Report", "notices"]
 
@@ -175,7 +181,7 @@ def _build(
     ]
     head = [
         f"Date: {email.utils.formatdate(now, localtime=True)}",
-        f"From: MAILER-DAEMON@{host} (Mail Delivery System)",
+        _from(cfg, f"MAILER-DAEMON@{host}", "Mail Delivery System"),
         f"Subject: {pm_subject if postmaster else subject}",
         f"To: {to}",
         "Auto-Submitted: auto-replied",
@@ -183,7 +189,6 @@ def _build(
         "Content-Type: multipart/report; report-type=delivery-status;",
         f'\tboundary="{boundary}"',
         "Content-Transfer-Encoding: 8bit",
-        f"Message-Id: <{time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}.{queue_id}@{host}>",
         "",
         "This is a MIME-encapsulated message.",
         "",
@@ -244,6 +249,27 @@ def _hours(cfg: Config, name: str) -> int:
 
 def _days(cfg: Config, name: str) -> int:
     return round(cfg.get_time(name) / 86400)
+
+
+def _from(cfg: Config, address: str, name: str) -> str:
+    # header_from_format: Postfix 3.3's "standard" form, or the "obsolete" one before it.
+    if cfg.get("header_from_format").strip().lower() == "obsolete":
+        return f"From: {address} ({name})"
+    return f"From: {name} <{address}>"
+
+
+def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tuple[str, Cleaned]:
+    """Queue one notice; (its queue ID, cleanup's answer). Not queued when cleanup refused
+    it (Cleaned.reply); a queue write error is raised."""
+    qid = queue.new_id()
+    host, mail_name = cfg.get("myhostname"), cfg.get("mail_name")
+    date = email.utils.formatdate(localtime=True)
+    received = f"Received: by {host} ({mail_name})\r\n\tid {qid}; {date}\r\n"
+    # Address mappings apply (the sender may be a virtual alias), content checks do not.
+    cleaned = cleanup_message(env, content, received, cfg, qid, internal=True)
+    if cleaned.reply is None:
+        queue.enqueue_sync(cleaned.envelope, cleaned.content, qid)
+    return qid, cleaned
 
 
 def _notice_env(sender: str, to: str, kind: str) -> Envelope:

@@ -199,11 +199,11 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid
     reports = [bounce.Report(r, outcome) for r in env.recipients]
     bounce_log = get_logger("bounce", cfg)
     for notice_env, notice in bounce.notices("failure", cfg, qid, env, rejected.content, reports):
-        cleaned = cleanup_message(notice_env, notice, "", cfg, internal=True)
+        new, cleaned = bounce.queue_notice(cfg, queue, notice_env, notice)
         if cleaned.reply is not None:
             log.warning(f"{qid}: cannot queue sender non-delivery notification: {cleaned.reply}")
             continue
-        new = queue.enqueue_sync(cleaned.envelope, cleaned.content)
+        cleaned.log_notes(bounce_log, new)
         bounce_log.info(f"{qid}: sender non-delivery notification: {new}")
         _notify_qmgr(cfg)
     log.info(f"{qid}: removed")

@@ -63,7 +63,6 @@ import msgpack
 # first use: qmgr then drops to mail_owner, who may not be able to read the interpreter's
 # own tree (a Python under /root), and a later import fails ("No module named ...").
 from oxipost import bounce, runloop
-from oxipost.cleanup import cleanup_message
 from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
@@ -580,20 +579,18 @@ class Qmgr:
         }[kind]
         bounce_log = get_logger("bounce", self.cfg)
         for env, content in msgs:
-            # Notices go through cleanup as Postfix-generated mail: address mappings apply
-            # (the sender may be a virtual alias), content checks do not.
-            cleaned = cleanup_message(env, content, "", self.cfg, internal=True)
+            try:
+                if self._writer is None:
+                    self._writer = Queue.open(self.cfg, writer="qmgr")
+                new, cleaned = bounce.queue_notice(self.cfg, self._writer, env, content)
+            except Exception as e:
+                self.log.warning(f"{act.qid}: cannot queue {kind} notice: {e}")
+                continue
             if cleaned.reply is not None:
                 cleaned.log_notes(bounce_log, act.qid)
                 self.log.warning(f"{act.qid}: cannot queue {kind} notice: {cleaned.reply}")
                 continue
-            try:
-                if self._writer is None:
-                    self._writer = Queue.open(self.cfg, writer="qmgr")
-                new = self._writer.enqueue_sync(cleaned.envelope, cleaned.content)
-            except Exception as e:
-                self.log.warning(f"{act.qid}: cannot queue {kind} notice: {e}")
-                continue
+            cleaned.log_notes(bounce_log, new)
             notice = what if env.sender == "" else "postmaster " + what.split(" ", 1)[1]
             bounce_log.info(f"{act.qid}: {notice}: {new}")
         # As cleanup tells qmgr about a new queue file: pick the notice up now.
