@@ -87,6 +87,9 @@ def test_smtplib_message_queued_with_received_header(start_smtpd) -> None:
     # The queue ID taken at the first accepted RCPT, as Postfix's smtpd has it there.
     by = b"\tby mx.example.test (oxipost) with ESMTP id " + queued[1]
     assert by + b"\r\n\tfor <postmaster@localhost>; " in content
+    # Postfix's mail_date form: "Sun,  6 Dec 2026 06:34:45 +0000 (UTC)".
+    date = rb"\w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)"
+    assert re.search(rb"\tfor <postmaster@localhost>; " + date + rb"\r\n", content)
     # cleanup's Message-Id carries it too.
     assert re.search(
         rb"\r\nMessage-Id: <\d{14}\." + queued[1] + rb"@mx\.example\.test>\r\n", content

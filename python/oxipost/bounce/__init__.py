@@ -21,7 +21,6 @@ QID" header, through cleanup as Postfix-generated mail, whose Message-Id carries
 
 from __future__ import annotations
 
-import email.utils
 import re
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from oxipost.cleanup import Cleaned, cleanup_message
 from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.maildate import mail_date
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -180,7 +180,7 @@ def _build(
         f"<{r.recipient.address}>{_expanded_from(r.recipient)}: {r.outcome.text}" for r in reports
     ]
     head = [
-        f"Date: {email.utils.formatdate(now, localtime=True)}",
+        f"Date: {mail_date(now)}",
         _from(cfg, f"MAILER-DAEMON@{host}", "Mail Delivery System"),
         f"Subject: {pm_subject if postmaster else subject}",
         f"To: {to}",
@@ -198,7 +198,7 @@ def _build(
         "",
     ]
     body = "\n".join(head) + "\n" + text + "\n" + "\n".join(lines) + "\n\n"
-    arrival = email.utils.formatdate(env.arrival_time, localtime=True)
+    arrival = mail_date(env.arrival_time)
     dsn = [
         f"--{boundary}",
         "Content-Description: Delivery report",
@@ -224,7 +224,7 @@ def _build(
         dsn.append(f"Diagnostic-Code: {diagnostic}")
         if kind == "delay":
             until = env.arrival_time + cfg.get_time("maximal_queue_lifetime")
-            dsn.append(f"Will-Retry-Until: {email.utils.formatdate(until, localtime=True)}")
+            dsn.append(f"Will-Retry-Until: {mail_date(until)}")
     body += "\n".join(dsn) + "\n\n"
     limit = cfg.get_int("bounce_size_limit")
     headers_only = postmaster or env.ret == "HDRS" or kind == "success" or len(content) > limit
@@ -263,7 +263,7 @@ def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tu
     it (Cleaned.reply); a queue write error is raised."""
     qid = queue.new_id()
     host, mail_name = cfg.get("myhostname"), cfg.get("mail_name")
-    date = email.utils.formatdate(localtime=True)
+    date = mail_date()
     received = f"Received: by {host} ({mail_name})\r\n\tid {qid}; {date}\r\n"
     # Address mappings apply (the sender may be a virtual alias), content checks do not.
     cleaned = cleanup_message(env, content, received, cfg, qid, internal=True)

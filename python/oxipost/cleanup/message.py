@@ -29,7 +29,6 @@ import dataclasses
 import os
 import re
 import time
-from email.utils import formatdate
 from typing import Any
 
 from oxipost.cleanup.addr import CleanupDefer, process_recipients, process_sender
@@ -37,6 +36,7 @@ from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_name, local_cl
 from oxipost.cleanup.state import Cleaned, CleanupState
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope, Recipient
+from oxipost.maildate import mail_date
 
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _HOPS = "554 5.4.0 Error: too many hops"
@@ -106,7 +106,7 @@ def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
         extra.append(f"{resent}Message-Id: {msgid}")
         state.info(f"{resent.lower()}message-id={msgid}")
     if f"{resent}date".lower() not in names:
-        extra.append(f"{resent}Date: {formatdate(env.arrival_time, localtime=True)}")
+        extra.append(f"{resent}Date: {mail_date(env.arrival_time)}")
     if f"{resent}from".lower() not in names:
         extra.append(f"{resent}From: {quote_local(env.sender) if env.sender else 'MAILER-DAEMON'}")
     undisclosed = cfg.get("undisclosed_recipients_header")

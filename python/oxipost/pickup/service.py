@@ -34,6 +34,7 @@ from oxipost.config import Config
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowGate
 from oxipost.log import get_logger
+from oxipost.maildate import mail_date
 from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
 
 # How long a wakeup may wait for a busy qmgr's reply; past it, its next scan finds the mail.
@@ -125,7 +126,7 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
     host = cfg.get("myhostname")
     received = (
         f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid})\r\n"
-        f"\tid {queue_id}; {email.utils.formatdate(sub.time, localtime=True)}\r\n"
+        f"\tid {queue_id}; {mail_date(sub.time)}\r\n"
     )
     return cleanup_message(env, content, received, _add_missing(cfg), queue_id)
 

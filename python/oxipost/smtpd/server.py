@@ -30,12 +30,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Any, Protocol
 
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
+from oxipost.maildate import mail_date
 from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import (
@@ -1020,10 +1020,10 @@ class Session:
         )
         if len(env.recipients) == 1:
             lines.append(by)
-            lines.append(f"\tfor <{_printable(env.recipients[0].address)}>; {_now_rfc2822()}")
+            lines.append(f"\tfor <{_printable(env.recipients[0].address)}>; {mail_date()}")
         else:
             lines.append(f"{by};")
-            lines.append(f"\t{_now_rfc2822()}")
+            lines.append(f"\t{mail_date()}")
         return "\r\n".join(lines) + "\r\n"
 
     async def cmd_bdat(self, arg: str) -> None:
@@ -1274,18 +1274,6 @@ def internal_form(addr: str) -> str:
         return addr
     local = unquote_local(local)
     return f"{local}@{domain}" if domain else local
-
-
-_received_date: tuple[int, str] = (-1, "")
-
-
-def _now_rfc2822() -> str:
-    """The Received: header's date, formatted once per second (formatdate is slow)."""
-    global _received_date
-    now = int(time.time())
-    if _received_date[0] != now:
-        _received_date = (now, formatdate(now, localtime=True))
-    return _received_date[1]
 
 
 def _printable(text: str) -> str:
