@@ -109,7 +109,7 @@ def test_failed_edit_leaves_file_untouched(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
-        maincf.edit(str(path), set_values={"myhostname": "b"})
+        maincf.edit(str(path), {"myhostname": "b"})
     assert path.read_text() == "# keep me\nmyhostname = a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["main.cf"]
 
@@ -135,7 +135,7 @@ def test_edit_round_trip(tmp_path_factory, original, comments, updates):
     for i, c in enumerate(comments):
         lines.insert(min(i * 2, len(lines)), c + "\n")
     path.write_text("".join(lines))
-    maincf.edit(str(path), set_values=updates)
+    maincf.edit(str(path), dict(updates))
     after = maincf.settings(maincf.read(str(path)))
     assert after == {**original, **updates}
     text = path.read_text()

@@ -386,3 +386,178 @@ def test_empty_macro_name_as_postfix(confdir, debian_master_cf, main_cf, args):
     (confdir / "main.cf").write_text(main_cf)
     (confdir / "master.cf").write_text(debian_master_cf)
     postconf_as_postfix(confdir, *args)
+
+
+SUBMISSION = (
+    "submission inet n - y - - smtpd\n  -o syslog_name=postfix/submission\n"
+    "  -o smtpd_tls_security_level=encrypt\n  -o smtpd_banner=$myhostname  x\n"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-Pn",),
+        ("-Pd",),
+        ("-Pnx",),
+        ("-Px",),
+        ("-Pxh",),
+        ("-Pxf", "submission"),
+        ("-PH",),
+        ("-Mx",),
+        ("-Mn",),
+        ("-Mh",),
+        ("-Fx", "relay", "submission/inet/command"),
+        ("-Fd",),
+        ("-FX",),
+        ("-MP",),
+        ("-mM",),
+        ("-nd",),
+        ("-Pe",),
+        ("-e",),
+        ("-X",),
+        ("-M#",),
+        ("-eX", "a"),
+        ("-X#", "a"),
+        ("-fe", "a=1"),
+        ("-xe", "a=1"),
+        ("-he", "a=1"),
+        ("-ne", "a=1"),
+        ("-P#", "submission/inet/syslog_name"),
+        ("-PX", "submission/inet/syslog_name=x"),
+        ("-H", "myhostname", "relayhost"),
+    ],
+)
+def test_option_combinations_as_postfix(confdir, debian_master_cf, args):
+    # Postfix's compatibility matrix: one major mode, modifiers that go with it (-x
+    # expands master.cf's -o values as the service sees them, $service_name its name).
+    (confdir / "main.cf").write_text("myhostname = mx.example.org\n")
+    (confdir / "master.cf").write_text(debian_master_cf + SUBMISSION)
+    postconf_as_postfix(confdir, *args)
+    assert (confdir / "main.cf").read_text() == "myhostname = mx.example.org\n"
+
+
+def edited_by_both(
+    tmp_path: Path, main_cf: str, master_cf: str, args: tuple[str, ...], edited: str
+) -> list[tuple[int, str, str, str]]:
+    """Our postconf and Postfix's, each on its own copy of main_cf and master_cf, with
+    args: (status, output, errors with the directory as DIR, the edited file) of each."""
+    results = []
+    for who in ("ours", "real"):
+        d = tmp_path / who
+        d.mkdir()
+        (d / "main.cf").write_text(main_cf)
+        (d / "master.cf").write_text(master_cf)
+        if who == "ours":
+            proc = run_ours("postconf", "-c", str(d), *args)
+        else:
+            proc = run_postfix(POSTFIX_POSTCONF, "-c", str(d), *args)
+        err = proc.stderr.replace(str(d), "DIR")
+        results.append((proc.returncode, proc.stdout, err, (d / edited).read_text()))
+    return results
+
+
+EDIT_MAIN_CF = """\
+myhostname = mx.example.org
+foo = bar
+foo = again
+# a comment
+bar = 1
+  continued
+    again
+#x
+baz=2
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("zz_new=",),
+        ("foo=new", "bar = x  y ", "foo=newer"),
+        ("bar=7",),
+        ("-e", " bar=7"),
+        ("-X", "bar", "foo"),
+        ("-#", "bar", "foo", "baz"),
+        ("-X", "bar=1"),
+        ("-X", " "),
+        ("-e", "x"),
+        ("-e", "#x=1"),
+        ("-e", " = 1"),
+        ("foo=1", "bar"),
+        ("myhostname=a\nb",),
+    ],
+)
+def test_main_cf_edit_as_postfix(tmp_path, args):
+    # name=value edits as -e does (Postfix 2.8 and later): every definition of the name
+    # replaced, a second one warned of, a name given twice warned of, one not found added.
+    # (Postfix 3.7 adds several new names in its hash table's order, which varies from
+    # one run to the next; each case here adds at most one.)
+    ours, real = edited_by_both(tmp_path, EDIT_MAIN_CF, "", args, "main.cf")
+    assert ours == real
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-P", "submission/inet/syslog_name=NEW"),
+        ("-P", "submission/inet/newp=a b   c"),
+        ("-P", "smtp/inet/x=1"),
+        ("-Pe", "relay/unix/syslog_name="),
+        ("-P", "nosuch/unix/x=1"),
+        ("-P", "submission/inet/a=1", "submission/inet/b=2", "submission/inet/a=3"),
+        ("-P", "*/*/x=1"),
+        ("-P", "*/*/*=1"),
+        ("-P", "submission=1"),
+        ("-P", "submission/inet/x=$myhostname"),
+        ("-P", "submission/inet/ x =1"),
+        ("-P", "relay/unix/syslog_name=", "smtp/inet/x=1", "smtp/unix/wakeup=1"),
+        ("-PX", "submission/inet/syslog_name"),
+        ("-PX", "submission/inet/nosuch"),
+        ("-PX", "submission/inet"),
+        ("-PX", "relay/unix/syslog_name", "smtp/inet/x"),
+        ("-MX", "relay/unix"),
+        ("-M#", "relay/unix", "submission/inet"),
+        ("-M#", "relay/unix=x"),
+        ("-MX", "nosuch/unix"),
+        ("-MX", "nosuch"),
+        ("-M", "foo/unix=foo unix - n n - - pipe a b"),
+        ("-M", "relay/unix=foo unix - n n - - pipe a b"),
+        ("-M", "relay/unix=smtp inet n - n - - smtpd -o a=b"),
+        ("-M", "submission/inet=submission inet n - y - - smtpd -o { a = b c } x"),
+        ("-M", "foo/unix=foo unix - n"),
+        ("-M", "foo/unix=bar unix x n n - - pipe"),
+        ("-F", "relay/unix/command=smtp -o a=b  {x y} {z}  {a b c} q{ r}"),
+        ("-F", "relay/unix/command=-o a=b"),
+        ("-F", "relay/unix/chroot=n", "smtp/unix/wakeup=5?"),
+        ("-F", "relay/unix/type=fifo"),
+        ("-F", "relay/unix/chroot=x"),
+        ("-F", "relay/unix/bogus=x"),
+        ("-F", "relay/unix/*=x"),
+        ("-F", "relay/unix/chroot=a b"),
+        ("-F", "nosuch/unix/chroot=n"),
+        ("-P", "smtp/inet/x=1\n"),
+        ("-P", "#smtp/inet/x=1"),
+    ],
+)
+def test_master_cf_edit_as_postfix(tmp_path, debian_master_cf, args):
+    # An entry a request names is printed anew as -Mf shows it, after the comment lines
+    # among its continuation lines; -X removes, -# comments out, -Me adds what it does
+    # not find; bad requests are Postfix's fatal errors, with master.cf left as it was.
+    ours, real = edited_by_both(tmp_path, "", debian_master_cf + SUBMISSION, args, "master.cf")
+    assert ours == real
+    assert "Traceback" not in ours[2]
+
+
+@pytest.mark.parametrize("args", [("a=1",), ("-X", "a"), ("-P", "a/b/c=1"), ("-MX", "a/b")])
+def test_edit_of_a_missing_file_as_postfix(tmp_path, args):
+    # An edit reads only the file it changes, and says so when that file is missing.
+    postconf_as_postfix(tmp_path, *args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_edit_ignores_a_bad_main_cf_as_postfix(tmp_path):
+    (tmp_path / "main.cf").write_text("bad line\n")
+    (tmp_path / "master.cf").write_text("bad line\n")
+    postconf_as_postfix(tmp_path, "a=1")
+    assert (tmp_path / "main.cf").read_text() == "bad line\na = 1\n"

@@ -2,14 +2,26 @@
 
 postconf [-c dir] [-dhnx] [name ...]      show parameters (-d defaults, -n only main.cf's,
                                           -h values only, -x expand $names)
-postconf [-c dir] -e name=value ...       edit main.cf in place (atomically)
+postconf [-c dir] [-e] name=value ...    edit main.cf in place (atomically; -e is implied
+                                          by a first argument with "=", as since Postfix 2.8)
 postconf [-c dir] -X name ... | -# name   remove / comment out main.cf parameters
+postconf [-c dir] [-e] -M name/type="entry" | -MX name/type | -M# name/type
+postconf [-c dir] [-e] -F name/type/field=value
+postconf [-c dir] [-e] -P name/type/parameter=value | -PX name/type/parameter
+                                          edit master.cf (an entry edited is written anew
+                                          as -Mf shows it)
 postconf [-c dir] -M[f] [name[/type]]     show master.cf services (-f folds long lines;
                                           "*" in a selector matches any name or type)
 postconf [-c dir] -F[fh] [name[/type[/field]]]
                                           show master.cf fields as name/type/field = value
 postconf [-c dir] -P [service/type/name]  show master.cf -o parameters
 postconf -m                               list the lookup table types
+
+Options combine as Postfix's compatibility matrix allows (one major mode: -p, the default,
+-M, -F, -P, -m, ...; modifiers that go with it), else `fatal: specify one of -d -n` or
+`fatal: with option -P, do not specify -n`. -x with -M, -F or -P expands the values of the
+leading -o options as their service sees them ($service_name is its name); -H shows names
+without values.
 
 Diagnostics go to stderr as `postconf: warning: ...` / `postconf: fatal: ...` with Postfix's
 wording; fatal errors exit 1, as Postfix's do. Each byte outside printable ASCII shows as
@@ -23,10 +35,11 @@ by the main.cf listings only (-M, -F and -P judge master.cf's -o names alone).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
-from oxipost.config import Config, ConfigError, load_config, maincf, mastercf
+from oxipost.config import Config, ConfigError, config_directory, load_config, maincf, mastercf
 from oxipost.config.mastercf import Service
 
 PROG = "postconf"
@@ -134,9 +147,11 @@ def _normalize(value: str) -> str:
     return " ".join(value.split())
 
 
-def _line(name: str, value: str, names_only: bool) -> str:
+def _line(name: str, value: str, names_only: bool, values_hidden: bool = False) -> str:
     if names_only:
         return value
+    if values_hidden:
+        return name
     return f"{name} = {value}" if value else f"{name} ="
 
 
@@ -218,19 +233,35 @@ _FIELDS = (
 )
 
 
-def _pattern(text: str, parts: int, option: str, syntax: str) -> list[str]:
-    """A "name/type/..." selector of one to `parts` parts, the missing ones "*" (matches
-    anything). As Postfix's pcf_parse_service_pattern: empty parts are skipped ("smtp/" is
-    "smtp", "a//b" is "a/b"), but not a leading "/", and "*" must be a part by itself."""
+def _service_pattern(text: str, least: int, most: int) -> list[str] | None:
+    """A "name/type/..." selector of `least` to `most` parts, the missing ones "*" (matches
+    anything), or None if it is none. As Postfix's pcf_parse_service_pattern: empty parts
+    are skipped ("smtp/" is "smtp", "a//b" is "a/b"), but not a leading "/", and "*" must be
+    a part by itself."""
     pattern = [part for part in text.split("/") if part]
     wildcards = any("*" in part and part != "*" for part in pattern)
-    if text.startswith("/") or not 1 <= len(pattern) <= parts or wildcards:
+    if text.startswith("/") or not least <= len(pattern) <= most or wildcards:
+        return None
+    return pattern + ["*"] * (most - len(pattern))
+
+
+def _pattern(text: str, parts: int, option: str, syntax: str) -> list[str]:
+    """A selector of -M, -F or -P (one to `parts` parts); fatal if it is none."""
+    pattern = _service_pattern(text, 1, parts)
+    if pattern is None:
         raise Fatal(f"-{option} option requires {syntax}")
-    return pattern + ["*"] * (parts - len(pattern))
+    return pattern
 
 
-def _matches(pattern: list[str], svc: Service) -> bool:
-    return all(p in ("*", v) for p, v in zip(pattern, (svc.name, svc.type), strict=False))
+def _matches(pattern: list[str], name: str, typ: str) -> bool:
+    return pattern[0] in ("*", name) and pattern[1] in ("*", typ)
+
+
+def _field_number(name: str) -> int:
+    """The column that -F's field name names; fatal for a name that is none."""
+    if name not in _FIELDS:
+        raise Fatal(f'invalid service attribute name: "{name}"')
+    return _FIELDS.index(name)
 
 
 def _show_services(cfg: Config, selectors: Sequence[str], fold: bool) -> None:
@@ -240,7 +271,7 @@ def _show_services(cfg: Config, selectors: Sequence[str], fold: bool) -> None:
         if not patterns:
             print(_service_line(svc, fold))
         for n, pattern in enumerate(patterns):
-            if _matches(pattern, svc):
+            if _matches(pattern, svc.name, svc.type):
                 hits[n] += 1
                 print(_service_line(svc, fold))
     for selector, hit in zip(selectors, hits, strict=True):
@@ -248,8 +279,13 @@ def _show_services(cfg: Config, selectors: Sequence[str], fold: bool) -> None:
             _warn(f'unmatched request: "{selector}"')
 
 
-def _field_line(svc: Service, field: int, fold: bool, names_only: bool) -> str:
-    """One "name/type/field = value" line of postconf -F (the value alone with -h)."""
+def _field_line(
+    svc: Service, field: int, fold: bool, names_only: bool, values_hidden: bool = False
+) -> str:
+    """One "name/type/field = value" line of postconf -F (the value alone with -h, the
+    name alone with -H)."""
+    if values_hidden:
+        return f"{svc.key}/{_FIELDS[field]}"
     line = "" if names_only else f"{svc.key}/{_FIELDS[field]} = "
     value = svc.columns()[field]
     # Postfix puts a value that would overflow on a line of its own, folding or not.
@@ -261,32 +297,34 @@ def _field_line(svc: Service, field: int, fold: bool, names_only: bool) -> str:
 
 
 def _show_service_fields(
-    cfg: Config, selectors: Sequence[str], fold: bool, names_only: bool
+    cfg: Config, selectors: Sequence[str], fold: bool, names_only: bool, values_hidden: bool
 ) -> None:
     syntax = "service_name[/type[/field]]"
     patterns = [_pattern(s, 3, "F", syntax) for s in selectors]
     for pattern in patterns:
-        if pattern[2] not in ("*", *_FIELDS):
-            raise Fatal(f'invalid service attribute name: "{pattern[2]}"')
+        if pattern[2] != "*":
+            _field_number(pattern[2])
     everything = range(len(_FIELDS))
     hits = [0] * len(patterns)
     for svc in cfg.services:
         if not patterns:
             for field in everything:
-                print(_field_line(svc, field, fold, names_only))
+                print(_field_line(svc, field, fold, names_only, values_hidden))
         for n, pattern in enumerate(patterns):
-            if not _matches(pattern, svc):
+            if not _matches(pattern, svc.name, svc.type):
                 continue
             hits[n] += 1
             wanted = pattern[2]
             for field in everything if wanted == "*" else [_FIELDS.index(wanted)]:
-                print(_field_line(svc, field, fold, names_only))
+                print(_field_line(svc, field, fold, names_only, values_hidden))
     for selector, hit in zip(selectors, hits, strict=True):
         if not hit:
             _warn(f'unmatched request: "{selector}"')
 
 
-def _show_service_params(cfg: Config, selectors: Sequence[str], names_only: bool) -> None:
+def _show_service_params(
+    cfg: Config, selectors: Sequence[str], names_only: bool, values_hidden: bool
+) -> None:
     """postconf -P: each service's -o parameters, sorted, as "name/type/parameter = value".
     As Postfix's: a service without any is skipped; each selector prints what it matches
     (two that match the same line print it twice) and warns `unmatched request` if none."""
@@ -294,7 +332,8 @@ def _show_service_params(cfg: Config, selectors: Sequence[str], names_only: bool
     hits = [0] * len(patterns)
 
     def show(svc: Service, name: str) -> None:
-        print(_line(f"{svc.key}/{name}", _normalize(svc.overrides[name]), names_only))
+        shown = _normalize(svc.overrides[name])
+        print(_line(f"{svc.key}/{name}", shown, names_only, values_hidden))
 
     for svc in cfg.services:
         if not svc.overrides:
@@ -303,7 +342,7 @@ def _show_service_params(cfg: Config, selectors: Sequence[str], names_only: bool
             for name in sorted(svc.overrides):
                 show(svc, name)
         for n, pattern in enumerate(patterns):
-            if not _matches(pattern, svc):
+            if not _matches(pattern, svc.name, svc.type):
                 continue
             wanted = pattern[2]
             if wanted == "*":
@@ -321,6 +360,7 @@ def _show_service_params(cfg: Config, selectors: Sequence[str], names_only: bool
 
 def _show_parameters(cfg: Config, names: Sequence[str], opts: set[str]) -> None:
     defaults, non_default, hide, expand = ("d" in opts, "n" in opts, "h" in opts, "x" in opts)
+    values_hidden = "H" in opts
     # A main.cf name nothing refers to is no parameter to Postfix: left out of listings
     # (and warned about) and, asked for by name, an unknown parameter.
     used_user, unused = cfg.user_defined()
@@ -341,27 +381,224 @@ def _show_parameters(cfg: Config, names: Sequence[str], opts: set[str]) -> None:
         if value is None:
             _warn(f"{name}: unknown parameter")
             continue
-        if expand:
+        if expand and not values_hidden:
             _expandable(cfg, name, value)
             value = cfg.expand(value)
-        print(_line(name, _normalize(value), hide))
+        print(_line(name, _normalize(value), hide, values_hidden))
 
 
-def _edit(cfg: Config, args: Sequence[str], opts: set[str]) -> None:
-    if "e" in opts:
-        updates: dict[str, str] = {}
-        for arg in args:
-            name, eq, value = arg.partition("=")
-            name = name.strip()
-            if not eq or not name:
-                what = "missing attribute name" if eq else "missing '=' after attribute name"
-                raise Fatal(f'{what}: "{arg}"')
-            updates[name] = value.strip()
-        maincf.edit(cfg.main_cf, set_values=updates)
-    elif "X" in opts:
-        maincf.edit(cfg.main_cf, remove=set(args))
-    else:
-        maincf.edit(cfg.main_cf, comment_out=set(args))
+def _edit_request(arg: str, mode: set[str], opts: str) -> tuple[str, str | None]:
+    """One edit argument as (pattern, value), value None for -X and -#, with Postfix's
+    complaints (opts names the options in them)."""
+    if "\n" in arg:
+        raise Fatal(f"{opts} no multi-line input")
+    text = arg.lstrip(maincf.SPACE)
+    if text.startswith("#"):
+        raise Fatal(f"{opts} no comment input")
+    if "e" in mode:
+        try:
+            return mastercf.split_nameval(text)
+        except ValueError as e:
+            raise Fatal(f'{e}: "{text if opts.startswith("-e,") else arg}"') from None
+    return text, None
+
+
+def _edit_main(path: str, args: Sequence[str], mode: set[str]) -> None:
+    """postconf -e, -X and -# on main.cf (see maincf.edit)."""
+    requests: dict[str, str | None] = {}
+    for arg in args:
+        name, value = _edit_request(arg, mode, "-e, -X, or -# accepts")
+        if value is None:
+            if not name:
+                raise Fatal("-X or -# requires non-blank parameter names")
+            if "=" in name:
+                raise Fatal("-X or -# requires parameter names without value")
+            name = name.rstrip(maincf.SPACE)
+        if name in requests:
+            _warn(f"ignoring earlier request: '{name} = {requests[name]}'")
+            del requests[name]
+        requests[name] = value
+    try:
+        warnings = maincf.edit(path, requests, comment_out="#" in mode)
+    except maincf.MainCfError as e:
+        raise Fatal(str(e)) from None
+    for warning in warnings:
+        _warn(warning)
+
+
+_MASTER_EDIT_OPTS = "-Me, -Fe, -Pe, -X, or -#"
+
+
+class _MasterEdit:
+    """One master.cf edit request (Postfix's PCF_MASTER_EDIT_REQ)."""
+
+    def __init__(self, arg: str, mode: set[str]) -> None:
+        self.raw = arg
+        self.matches = 0
+        pattern, self.value = _edit_request(arg, mode, f"{_MASTER_EDIT_OPTS} accept")
+        if self.value is None:
+            if "=" in pattern:
+                raise Fatal("-X or -# requires names without value")
+            pattern = pattern.rstrip(maincf.SPACE)
+        self.field = -1
+        self.param = ""
+        value = self.value or ""
+        if "M" in mode:
+            self.pattern = _service_pattern(pattern, 2, 2)
+            if self.pattern is None:
+                raise Fatal("-Me, -MX or -M# requires service_name/type")
+        elif "F" in mode:
+            self.pattern = _service_pattern(pattern, 3, 3)
+            if self.pattern is None:
+                raise Fatal("-Fe or -FX requires service_name/type/field_name")
+            if self.pattern[2] == "*":
+                raise Fatal("-Fe does not accept wild-card field name")
+            self.field = _field_number(self.pattern[2])
+            if self.field < len(_FIELDS) - 1 and any(c in mastercf.BLANKS for c in value):
+                raise Fatal("-Fe does not accept whitespace in non-command field")
+        else:
+            self.pattern = _service_pattern(pattern, 3, 3)
+            if self.pattern is None:
+                raise Fatal("-Pe or -PX requires service_name/type/parameter")
+            self.param = self.pattern[2]
+            if self.param == "*":
+                raise Fatal("-Pe does not accept wild-card parameter name")
+            if any(c in mastercf.BLANKS for c in value):
+                raise Fatal("-Pe does not accept whitespace in parameter value")
+
+
+def _edit_param(svc: Service, name: str, value: str | None) -> Service:
+    """svc with its leading "-o name=..." set to value (added after the leading options
+    when missing) or, value None, removed, as Postfix's pcf_edit_master_param."""
+    args = list(svc.args)
+    matched = False
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        if mastercf.expects_value(args[i]) and i + 1 < len(args):
+            if args[i] == "-o" and args[i + 1].startswith(name + "="):
+                matched = True
+                if value is None:
+                    del args[i : i + 2]
+                    continue
+                args[i + 1] = f"{name}={value}"
+            i += 1
+        i += 1
+    if value is not None and not matched:
+        args[i:i] = ["-o", f"{name}={value}"]
+    return svc._replace(args=args)
+
+
+def _edit_field(svc: Service, field: int, value: str, path: str) -> Service:
+    """svc with one column set to value, as Postfix's pcf_edit_master_field; the command
+    column takes the arguments too, read as master.cf reads them ("{ }" groups)."""
+    columns = svc.columns()[:7]
+    if field == len(_FIELDS) - 1:
+        return _new_entry(" ".join([*columns, value]), path, svc.lineno)
+    columns[field] = value
+    try:
+        mastercf.check_columns([*columns, svc.command], value)
+    except mastercf.MasterCfError as e:
+        raise Fatal(str(e)) from None
+    return svc._replace(**dict(zip(svc._fields[:7], columns, strict=True)))
+
+
+def _edit_master(path: str, args: Sequence[str], mode: set[str]) -> None:
+    """postconf -Me, -MX, -M#, -Fe, -Pe and -PX on master.cf, as Postfix's pcf_edit_master:
+    an entry that a request names is printed anew as postconf -Mf shows it (after the
+    comment lines among its continuation lines), removed, or commented out; -Me adds an
+    entry it finds nowhere at the end, -F and -P warn of it."""
+    reqs = [_MasterEdit(arg, mode) for arg in args]
+    try:
+        lines = maincf.read_lines(path)
+    except maincf.MainCfError as e:
+        raise Fatal(str(e)) from None
+    out: list[str] = []
+    matched = False
+    lineno = 0
+    whole = "M" in mode and "e" in mode
+    while lineno < len(lines):
+        line = lines[lineno]
+        lineno += 1
+        if not maincf.is_content(line):
+            out.append(line)
+            continue
+        if line[0] in maincf.SPACE:
+            if not matched:
+                out.append(line)
+            elif "#" in mode:
+                out.append("#" + line)
+            continue
+        matched = False
+        words = line.split(None, 2)
+        where = f"file {path}: line {lineno}"
+        if len(words) < 2:
+            raise Fatal(f"{where}: specify service name and type on the same line")
+        name, typ = words[0], words[1]
+        if "=" in name:
+            raise Fatal(
+                f'{where}: service name syntax "{name}" is unsupported with {_MASTER_EDIT_OPTS}'
+            )
+        if "=" in typ or "/" in typ:
+            raise Fatal(
+                f'{where}: service type syntax "{typ}" is unsupported with {_MASTER_EDIT_OPTS}'
+            )
+        new: Service | None = None
+        for req in reqs:
+            tentative = _new_entry(req.value or "", path, 0, req.raw) if whole else None
+            if _matches(req.pattern, name, typ):
+                matched = True
+                req.matches += 1
+                if "M" in mode:
+                    if tentative is not None and req.matches == 1:
+                        new = tentative
+                elif "e" in mode or "X" in mode:
+                    if new is None:
+                        text, first = line, lineno
+                        # The continuation lines go with it; comments among them stay.
+                        while lineno < len(lines) and lines[lineno][0] in "#" + maincf.SPACE:
+                            if maincf.is_content(lines[lineno]):
+                                text += lines[lineno]
+                            else:
+                                out.append(lines[lineno])
+                            lineno += 1
+                        new = _new_entry(text, path, first)
+                    if "F" in mode:
+                        new = _edit_field(new, req.field, req.value or "", path)
+                    else:
+                        new = _edit_param(new, req.param, req.value)
+            elif tentative is not None and _matches([tentative.name, tentative.type], name, typ):
+                matched = True
+                req.matches += 1
+                if req.matches == 1:
+                    new = tentative
+        if new is not None:
+            out.append(_service_line(new, fold=True) + "\n")
+        elif not matched:
+            out.append(line)
+        elif "#" in mode:
+            out.append("#" + line)
+    for req in reqs:
+        if req.matches:
+            continue
+        if whole:
+            entry = _new_entry(req.value or "", path, 0, req.raw)
+            out.append(_service_line(entry, fold=True) + "\n")
+        elif "M" not in mode:
+            _warn(f'unmatched service_name/type: "{req.raw}"')
+    maincf.replace(path, out)
+
+
+def _new_entry(text: str, path: str, lineno: int, request: str = "") -> Service:
+    """The entry text describes, judged as postconf judges master.cf; a short one is fatal
+    with the request it came from (`postconf -M name/type="entry"`) or the file's line."""
+    try:
+        return mastercf.parse_entry(text, path, lineno, [])
+    except mastercf.MasterCfError as e:
+        if str(e) != mastercf.BAD_FIELD_COUNT:
+            raise Fatal(str(e)) from None
+        if request:
+            raise Fatal(f'{e}: "{request}"') from None
+        raise Fatal(f"file {path}: line {lineno}: {e}") from None
 
 
 def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
@@ -378,7 +615,7 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
             j = 1
             while j < len(arg):
                 flag = arg[j]
-                if flag in "co":
+                if flag in "coC":
                     value = arg[j + 1 :] or (argv[i + 1] if i + 1 < len(argv) else None)
                     if value is None:
                         raise Fatal(f"option requires an argument -- '{flag}'")
@@ -387,9 +624,10 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
                     if flag == "c":
                         config_dir = value
                     break
-                if flag not in "dhnxeX#MmPfFvqlbtTaATs":
+                if flag not in "dhHnpxeX#MmPfFvlbtTaA":
                     raise Fatal(f"invalid option -- '{flag}'")
-                opts.add(flag)
+                if flag != "v":
+                    opts.add(flag)
                 j += 1
         else:
             args.append(arg)
@@ -397,38 +635,116 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
     return config_dir, opts, args
 
 
+# postconf's option names in the order Postfix lists them in its complaints
+# (pcf_compat_names); -C, -c and -v take no part in the checks.
+_OPTION_ORDER = "aAbdefFhHlmMnopPtTxX#"
+# Its major modes: exactly one applies (-p, main.cf parameters, when none is given).
+_MAJOR = "aAblmtTpMFP"
+# Each group holds options of which at most one may be given (pcf_incompat_options).
+_EXCLUSIVE = (_MAJOR, "den#X", "fe#X", "xe#X", "ode#X", "he#XH")
+# Each major mode, and the only options that may go with it (pcf_compat_options).
+_COMPATIBLE = {
+    **dict.fromkeys("aAbTtlm", ""),
+    "p": "eX#fhxdnoH",
+    "M": "eX#fox",
+    "F": "efhoxH",
+    "P": "eXfhoxH",
+}
+
+
+def _names(options: set[str]) -> str:
+    return " ".join(f"-{o}" for o in _OPTION_ORDER if o in options)
+
+
+def _mode(opts: set[str], args: Sequence[str]) -> set[str]:
+    """The options with the implicit ones made explicit, judged as Postfix's postconf
+    judges them: -p when no major mode is given, -e when the first argument has an "="
+    (Postfix 2.8 and later); conflicting and useless combinations are fatal."""
+    mode = set(opts)
+    if not mode & set(_MAJOR):
+        mode.add("p")
+    if mode & set("pMFP") and args and "=" in args[0]:
+        mode.add("e")
+    for group in _EXCLUSIVE:
+        given = mode & set(group)
+        if len(given) > 1:
+            raise Fatal(f"specify one of {_names(given)}")
+    for major in _MAJOR:
+        excess = mode - {major} - set(_COMPATIBLE[major])
+        if major in mode and excess:
+            raise Fatal(f"with option -{major}, do not specify {_names(excess)}")
+    if "e" in mode and not args:
+        raise Fatal("-e requires name=value argument")
+    return mode
+
+
+def _expanded(cfg: Config) -> None:
+    """postconf -x on master.cf: the value of each leading -o option expanded as that
+    service sees it (its own -o values, then main.cf; $service_name is its name). The
+    command's other arguments ($recipient of pipe) are left as they are."""
+    for n, svc in enumerate(cfg.services):
+        if not svc.overrides:
+            continue
+        scope = cfg.for_service(svc.key)
+        args = list(svc.args)
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            if mastercf.expects_value(args[i]) and i + 1 < len(args):
+                i += 1
+                if args[i - 1] == "-o":
+                    try:
+                        name, value = mastercf.split_nameval(args[i])
+                    except ValueError:
+                        pass
+                    else:
+                        args[i] = f"{name}={scope.expand(value)}"
+            i += 1
+        overrides = {name: scope.expand(value) for name, value in svc.overrides.items()}
+        cfg.services[n] = svc._replace(args=args, overrides=overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run postconf with argv (default sys.argv[1:]); return the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         config_dir, opts, args = _parse_args(argv)
-        if "m" in opts:
+        mode = _mode(opts, args)
+        if "m" in mode:
             for t in _table_types():
                 print(t)
             return 0
-        # Editing main.cf does not read master.cf, so a bad one does not stop it.
-        editing = bool(opts & {"e", "X", "#"})
-        cfg = load_config(config_dir, master_cf=not editing)
+        editing = bool(mode & {"e", "X", "#"})
+        master = bool(mode & {"M", "F", "P"})
+        if editing and not args:
+            raise Fatal("missing service argument")
         if editing:
-            _edit(cfg, args, opts)
+            # As Postfix's: the edit reads nothing but the file it changes, so a bad
+            # main.cf does not stop an edit of it or of master.cf.
+            directory = config_directory(config_dir)
+            if master:
+                _edit_master(os.path.join(directory, "master.cf"), args, mode)
+            else:
+                _edit_main(os.path.join(directory, "main.cf"), args, mode)
             return 0
+        cfg = load_config(config_dir)
         # Defaults do not depend on the files, so -d does not judge them.
-        judge = "d" not in opts
+        judge = "d" not in mode
         if judge:
             for w in cfg.read_warnings():
                 _warn(w)
             _check_macros(cfg)
-        if "M" in opts:
-            _show_services(cfg, args, "f" in opts)
-        elif "F" in opts:
-            _show_service_fields(cfg, args, "f" in opts, "h" in opts)
-        elif "P" in opts:
-            _show_service_params(cfg, args, "h" in opts)
+        if master and "x" in mode:
+            _expanded(cfg)
+        if "M" in mode:
+            _show_services(cfg, args, "f" in mode)
+        elif "F" in mode:
+            _show_service_fields(cfg, args, "f" in mode, "h" in mode, "H" in mode)
+        elif "P" in mode:
+            _show_service_params(cfg, args, "h" in mode, "H" in mode)
         else:
-            _show_parameters(cfg, args, opts)
+            _show_parameters(cfg, args, mode)
         if judge:
             # Showing master.cf, Postfix judges only master.cf's names as unused.
-            master = bool(opts & {"M", "F", "P"})
             for w in cfg.usage_warnings():
                 if not (master and w.startswith(f"{cfg.main_cf}: unused parameter: ")):
                     _warn(w)

@@ -314,6 +314,12 @@ class Config:
         return iter(self.names())
 
 
+def config_directory(config_dir: str | None = None) -> str:
+    """The configuration directory: config_dir (-c), else $MAIL_CONFIG, else Postfix's."""
+    directory = config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
+    return directory.rstrip("/") or "/"
+
+
 def load_config(
     config_dir: str | None = None,
     *,
@@ -334,8 +340,7 @@ def load_config(
     The text read is kept as `Config.master_cf_text`.
     """
     explicit = config_dir is not None
-    directory = config_dir or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
-    directory = directory.rstrip("/") or "/"
+    directory = config_directory(config_dir)
     main_path = os.path.join(directory, "main.cf")
     warnings: list[str] = []
     try:

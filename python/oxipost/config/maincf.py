@@ -114,48 +114,75 @@ def settings(entries: list[Entry]) -> dict[str, str]:
     return out
 
 
-def _render(name: str, value: str) -> str:
-    return f"{name} = {value}\n" if value else f"{name} =\n"
+# What C's isspace() calls white space: a line that starts with it continues an entry.
+SPACE = " \t\n\v\f\r"
+# The name a main.cf line starts with, as Postfix's pcf_edit_main takes it.
+_KEY = re.compile(r"[^ \t\n\v\f\r=]*")
 
 
-def edit(
-    path: str,
-    set_values: dict[str, str] | None = None,
-    remove: set[str] | None = None,
-    comment_out: set[str] | None = None,
-) -> None:
-    """Change main.cf in place as `postconf -e`, `-X` and `-#` do, keeping comments and order.
-
-    A changed parameter keeps its position (its first definition; later duplicates are
-    dropped); a new one is appended. The file is replaced atomically.
-    """
-    set_values = dict(set_values or {})
-    remove = remove or set()
-    comment_out = comment_out or set()
+def read_lines(path: str) -> list[str]:
+    """path's lines as Postfix's vstring_get reads them, each ending in a newline;
+    MainCfError `open PATH for reading: ...` if it cannot be read."""
     try:
-        entries = read(path)
-    except FileNotFoundError:
-        entries = []
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            text = f.read()
+    except OSError as e:
+        raise MainCfError(f"open {path} for reading: {e.strerror}") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line + "\n" for line in lines]
+
+
+def is_content(line: str) -> bool:
+    """Whether a line is content, not a comment or all white space."""
+    body = line.lstrip(SPACE)
+    return bool(body) and body[0] != "#"
+
+
+def replace(path: str, lines: list[str]) -> None:
+    """The file at path holds lines now, replaced atomically, its mode kept."""
+    mode = os.stat(path).st_mode & 0o7777
+    write_atomically(path, "".join(lines).encode("utf-8", "surrogateescape"), mode)
+
+
+def edit(path: str, requests: dict[str, str | None], comment_out: bool = False) -> list[str]:
+    """Change main.cf in place as `postconf -e`, `-X` and `-#` do (Postfix's
+    pcf_edit_main); return the warnings. requests maps a name to its new value, or to
+    None to remove it (to comment it out with comment_out). Every definition of a name
+    is replaced ("name = value", Postfix's spacing), removed or commented out with its
+    continuation lines, and a second one is warned of; comments and other lines stay as
+    they are. Names not found are added at the end, sorted (Postfix 3.7 adds them in its
+    hash table's order, which changes from one run to the next; later Postfix sorts)."""
+    found = dict.fromkeys(requests, 0)
+    warnings: list[str] = []
     out: list[str] = []
-    done: set[str] = set()
-    for e in entries:
-        name = e.name
-        if not name:
-            out.extend(e.lines)
-        elif name in set_values:
-            if name not in done:
-                out.append(_render(name, set_values[name]))
-                done.add(name)
-        elif name in remove:
-            continue
-        elif name in comment_out:
-            out.extend("#" + line for line in e.lines)
+    interesting = False
+    for line in read_lines(path):
+        if not is_content(line):
+            out.append(line)
+        elif line[0] in SPACE:
+            if not interesting:
+                out.append(line)
+            elif comment_out:
+                out.append("#" + line)
         else:
-            out.extend(e.lines)
-    if out and not out[-1].endswith("\n"):
-        out[-1] += "\n"
-    for name, value in set_values.items():
-        if name not in done:
-            out.append(_render(name, value))
-    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    write_atomically(path, "".join(out).encode("utf-8", "surrogateescape"), mode)
+            key = _KEY.match(line).group()  # type: ignore[union-attr]
+            interesting = key in requests
+            if not interesting:
+                out.append(line)
+                continue
+            found[key] += 1
+            if found[key] == 2:
+                warnings.append(f'{path}: multiple entries for "{key}"')
+            value = requests[key]
+            if value is not None:
+                out.append(f"{key} = {value}\n")
+            elif comment_out:
+                out.append("#" + line)
+    for name in sorted(requests, key=lambda n: n.encode("utf-8", "surrogateescape")):
+        value = requests[name]
+        if value is not None and not found[name]:
+            out.append(f"{name} = {value}\n")
+    replace(path, out)
+    return warnings

@@ -39,10 +39,11 @@ SERVICE_TYPES = frozenset({"inet", "unix", "unix-dgram", "fifo", "pass"})
 # white space: a continuation line starts with it, "{ }" strips it.
 BLANKS = " \t\r\n"
 _SPACE = " \t\n\v\f\r"
-_WORD = re.compile(r"[^ \t\r\n]+")
+WORD = re.compile(r"[^ \t\r\n]+")
 _NAME = re.compile(r"[^ \t\n\v\f\r=]+")
 # How postconf names the file in its warnings (MASTER_CONF_FILE, without the directory).
 MASTER_CF = "master.cf"
+BAD_FIELD_COUNT = "bad field count"
 
 
 class MasterCfError(Exception):
@@ -142,11 +143,26 @@ def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Serv
     return [_service(line, path, lineno, warn) for lineno, line in logical]
 
 
+def parse_entry(text: str, path: str, lineno: int, warn: list[str]) -> Service:
+    """One entry (its line and continuation lines, joined) as postconf judges it, for an
+    edit; MasterCfError with postconf's complaint, without the file and line."""
+    line = "".join(text.split("\n"))
+    if len(_split(line)) < 8:
+        raise MasterCfError(BAD_FIELD_COUNT)
+    return _service(line, path, lineno, warn)
+
+
+def check_columns(words: list[str], value: str) -> None:
+    """postconf's judgement of an entry's columns after `postconf -F` set one to value
+    (its complaint quotes the value, not the line)."""
+    _postconf_check(words, value, "")
+
+
 def _split(line: str) -> list[str]:
     """Words separated by BLANKS, where blanks inside "{ }" do not separate (Postfix's
     mystrtokq: an unbalanced "{" takes the rest of the line, a stray "}" is text)."""
     if "{" not in line:
-        return _WORD.findall(line)
+        return WORD.findall(line)
     words: list[str] = []
     i, end = 0, len(line)
     while True:
@@ -293,7 +309,7 @@ def _atoi(text: str) -> int:
 def _postconf_check(words: list[str], line: str, where: str) -> None:
     """postconf's judgement of the columns (pcf_check_master_entry)."""
     if len(words) < 8:
-        raise MasterCfError(f"file {where}: bad field count")
+        raise MasterCfError(f"file {where}: {BAD_FIELD_COUNT}")
     shown = printable(line)
 
     def invalid(what: str, value: str) -> MasterCfError:
