@@ -114,18 +114,23 @@ def _disconnect_stats(lines: list[str]) -> str:
     return line.split("127.0.0.2]", 1)[1]
 
 
-def _played_on_both(
-    start_smtpd: Any, dialogue: list[str], main_cf: str
-) -> tuple[list[str], list[str]]:
-    """The log lines of one session from 127.0.0.2 playing `dialogue`, on real Postfix (no
-    qmgr: what it queues stays) and on our smtpd, each with main_cf: (theirs, ours)."""
+class Played:
+    """One session from 127.0.0.2 playing a dialogue on real Postfix (no qmgr: what it
+    queues stays) and on our smtpd, each with the same main.cf: each side's log lines and
+    replies (the greeting first)."""
 
-    def play(port: int) -> None:
+    def __init__(self, start_smtpd: Any, dialogue: list[str], main_cf: str) -> None:
+        self.theirs, self.their_replies = _played_on_both(start_smtpd, dialogue, main_cf, True)
+        self.ours, self.our_replies = _played_on_both(start_smtpd, dialogue, main_cf, False)
+
+
+def _played_on_both(
+    start_smtpd: Any, dialogue: list[str], main_cf: str, postfix: bool
+) -> tuple[list[str], list[str]]:
+    def play(port: int) -> list[str]:
         raw = Raw("127.0.0.1", port, source="127.0.0.2")
         try:
-            raw.reply()
-            for command in dialogue:
-                raw.cmd(command)
+            return [raw.reply()] + [raw.cmd(command) for command in dialogue]
         finally:
             raw.close()
 
@@ -141,18 +146,19 @@ def _played_on_both(
     # maillog_file_prefixes: Postfix refuses a log file outside them (its test directory
     # is under /tmp).
     log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
-    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
-        play(port)
+    if postfix:
+        with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+            replies = play(port)
 
-        def maillog() -> list[str]:
-            with contextlib.suppress(FileNotFoundError):
-                return (d / "maillog").read_text().splitlines()
-            return []
+            def maillog() -> list[str]:
+                with contextlib.suppress(FileNotFoundError):
+                    return (d / "maillog").read_text().splitlines()
+                return []
 
-        theirs = until_disconnect(maillog)
+            return until_disconnect(maillog), replies
     srv = start_smtpd(main_cf)
-    play(srv.port)
-    return theirs, until_disconnect(lambda: list(srv.log))
+    replies = play(srv.port)
+    return until_disconnect(lambda: list(srv.log)), replies
 
 
 @pytest.mark.slow
@@ -174,8 +180,8 @@ def test_disconnect_statistics_match_postfix(start_smtpd) -> None:
         "QUIT",
     ]
 
-    theirs, ours = _played_on_both(start_smtpd, dialogue, "")
-    assert _disconnect_stats(ours) == _disconnect_stats(theirs)
+    both = Played(start_smtpd, dialogue, "")
+    assert _disconnect_stats(both.ours) == _disconnect_stats(both.theirs)
 
 
 @pytest.mark.slow
@@ -399,7 +405,41 @@ def test_queue_id_taken_at_first_accepted_rcpt_as_postfix(start_smtpd, tmp_path:
         "QUIT",
     ]
 
-    theirs, ours = _played_on_both(start_smtpd, dialogue, main_cf)
-    expected = _transaction_lines(theirs)
-    assert len(expected) == 12, theirs
-    assert _transaction_lines(ours) == expected
+    both = Played(start_smtpd, dialogue, main_cf)
+    expected = _transaction_lines(both.theirs)
+    assert len(expected) == 12, both.theirs
+    assert _transaction_lines(both.ours) == expected
+
+
+@pytest.mark.slow
+def test_client_refused_at_connect_without_delay_reject_as_postfix(start_smtpd) -> None:
+    """smtpd_delay_reject = no: a client smtpd_client_restrictions refuses gets the reject
+    as its greeting, then "503 5.7.0 Error: access denied" for every command but QUIT
+    (RFC 5321 3.1), a CONNECT reject line and every command counted as failed. We let it
+    talk and refused only its RCPT."""
+    main_cf = (
+        "smtpd_delay_reject = no\n"
+        "smtpd_client_restrictions = check_client_access inline:{ {127.0.0.2=REJECT no client} }\n"
+    )
+    dialogue = [
+        "EHLO client.example",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        "BOGUS",
+        "NOOP",
+        "RSET",
+        "QUIT",
+    ]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[1] == "503 5.7.0 Error: access denied for unknown[127.0.0.2]"
+    assert both.our_replies == both.their_replies
+
+    def session(lines: list[str]) -> list[str]:
+        return [
+            re.sub(r"^.*?postfix/smtpd\[\d+\]: ", "", ln)
+            for ln in lines
+            if "127.0.0.2]" in ln and ("reject:" in ln or "disconnect" in ln)
+        ]
+
+    assert session(both.ours) == session(both.theirs)

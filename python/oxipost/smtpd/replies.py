@@ -56,6 +56,8 @@ BAD_SIZE = "501 5.5.4 Bad message size syntax"
 SIZE_EXCEEDS = "552 5.3.4 Message size exceeds fixed limit"
 SIZE_OVERFLOW = "552 5.3.4 Message size exceeds file system imposed limit"
 TOO_BIG = "552 5.3.4 Error: message file too big"
+# RFC 5321 3.1: a client refused at connect gets this for every command but QUIT.
+ACCESS_DENIED = "503 5.7.0 Error: access denied for {namaddr}"
 NO_SPACE = "452 4.3.1 Insufficient system storage"
 QUEUE_WRITE_ERROR = "451 4.3.0 Error: queue file write error"
 TOO_MANY_RCPTS = "452 4.5.3 Error: too many recipients"

@@ -289,7 +289,10 @@ class Session:
         # a MAIL refused by its restrictions) and nowhere else: a MAIL refused for a later
         # parameter keeps it, and the next MAIL's AUTH= is then "multiple AUTH= options".
         self.sasl_sender: str | None = None
-        self._client_reject: Reply | None = None
+        # smtpd_client_restrictions' reply when refused at connect (smtpd_delay_reject=no):
+        # the session answers every command but QUIT with "access denied" (Postfix's
+        # state->access_denied).
+        self.access_denied: str | None = None
         self.tls_level = server.tls_level
         self._task: asyncio.Task[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -428,8 +431,11 @@ class Session:
                     )
                     return
                 reply = self.srv.checker.at_client(self.state)
-                await self.reply(f"220 {self.srv.banner}", count=False)
-                self._client_reject = reply
+                if reply is None:
+                    await self.reply(f"220 {self.srv.banner}", count=False)
+                else:
+                    self.access_denied = str(reply)
+                    await self._reject(reply)
                 await self.loop()
             finally:
                 self.srv.connections[self.addr] -= 1
@@ -495,9 +501,14 @@ class Session:
                 self.srv.log.warning(f"non-SMTP command from {self.state.namaddr}: {line[:100]}")
                 return False
             self.last_cmd = "UNKNOWN"
-            await self.reply(R.CMD_UNKNOWN)
+            await self.reply(self._denied() or R.CMD_UNKNOWN)
             return True
         self.last_cmd = verb_u
+        denied = self._denied() if verb_u != "QUIT" else None
+        if denied is not None:
+            self.cmd_counts.setdefault(verb_u, [0, 0])[1] += 1
+            await self.reply(denied)
+            return True
         self.state.where = verb_u
         if (
             self.tls_level == "encrypt"
@@ -525,6 +536,14 @@ class Session:
         if self.last_code < 400:
             counts[0] += 1
         return result is not False
+
+    def _denied(self) -> str | None:
+        if self.access_denied is None:
+            return None
+        # A 421 (a milter's, in Postfix) is repeated as it is.
+        if self.access_denied.startswith("421"):
+            return self.access_denied
+        return R.ACCESS_DENIED.format(namaddr=self.state.namaddr)
 
     def _count(self, verb: str, ok: bool) -> None:
         counts = self.cmd_counts.setdefault(verb, [0, 0])
@@ -786,8 +805,6 @@ class Session:
             await self.reply(R.TOO_MANY_RCPTS)
             return
         reply = self.srv.checker.at_rcpt(self.state, addr)
-        if reply is None and self._client_reject is not None:
-            reply = self._client_reject
         if reply is not None:
             await self._reject(reply, addr)
             return
