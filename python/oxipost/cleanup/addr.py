@@ -6,6 +6,8 @@ Postfix's cleanup_addr.c, cleanup_map11.c, cleanup_map1n.c and cleanup_masquerad
   per the *_canonical_classes, one address in, one address out;
 - masquerading per masquerade_domains (`!domain` exceptions), masquerade_exceptions and
   masquerade_classes;
+- automatic BCC recipients (sender_bcc_maps, recipient_bcc_maps, always_bcc; Postfix's
+  cleanup_addr_bcc), mapped as recipients, with NOTIFY=NEVER;
 - virtual alias expansion of each recipient, one address in, many out: recursive up to
   virtual_alias_recursion_limit, at most virtual_alias_expansion_limit addresses, an
   address that maps to itself kept, duplicates (same original recipient) dropped.
@@ -17,7 +19,8 @@ Diagnostics (logged with the queue ID, the message refused with a temporary erro
 "warning: QID: virtual_alias_maps map lookup problem for ADDR -- message not accepted,
 try again later" (451 4.3.0 Error: queue file write error), "warning: QID: unreasonable
 virtual_alias_maps map nesting for ADDR -- ..." and "... map expansion size for ADDR --
-..." (451 4.6.0 Alias expansion error).
+..." (451 4.6.0 Alias expansion error); "warning: QID: sender_bcc_maps map lookup
+problem -- message not accepted, try again later" (recipient_bcc_maps alike, 451 4.3.0).
 """
 
 from __future__ import annotations
@@ -65,34 +68,41 @@ def _local_for_lookup(cfg: Config, domain: str) -> bool:
     return is_local_domain(cfg, domain)
 
 
-def addr_map(state: CleanupState, param: str, address: str, propagate: bool) -> list[str] | None:
-    """Postfix's mail_addr_map: the addresses `param`'s tables give for `address`, or None.
-
-    Keys are tried in virtual(5) order, each against every table in turn. Raises
-    TableError when a table cannot be read."""
+def addr_find(state: CleanupState, param: str, address: str) -> tuple[str, str] | None:
+    """Postfix's mail_addr_find: (key, value) for the first key, in virtual(5) order, that
+    one of `param`'s tables answers (each key against every table in turn), or None.
+    Raises TableError when a table cannot be read."""
     cfg = state.cfg
     tables = [(spec.startswith(_PATTERN_TYPES), table) for spec, table in state.tables(param)]
     if not tables:
         return None
-    local, domain = split_address(address)
-    delimiters = cfg.get("recipient_delimiter")
-    keys = virtual_keys(address, delimiters, _local_for_lookup(cfg, domain))
-    user, ext = split_extension(local, delimiters)
-    bare = {f"{user}@{domain}".lower(), user.lower()} if ext is not None else set()
+    domain = split_address(address)[1]
+    keys = virtual_keys(address, cfg.get("recipient_delimiter"), _local_for_lookup(cfg, domain))
     for n, key in enumerate(keys):
         for pattern, table in tables:
             if pattern and n:
                 continue
             value = table.lookup(key)
-            if value is None:
-                continue
-            extension = None
-            if ext is not None and key in bare:
-                extension = local[len(user)] + ext
-            if value.startswith("@"):
-                value = local + value
-            return _crunch(cfg, value, extension if propagate else None)
+            if value is not None:
+                return key, value
     return None
+
+
+def addr_map(state: CleanupState, param: str, address: str, propagate: bool) -> list[str] | None:
+    """Postfix's mail_addr_map: the addresses `param`'s tables give for `address`, or None.
+    Raises TableError when a table cannot be read."""
+    found = addr_find(state, param, address)
+    if found is None:
+        return None
+    key, value = found
+    local, domain = split_address(address)
+    user, ext = split_extension(local, state.cfg.get("recipient_delimiter"))
+    extension = None
+    if ext is not None and key in (f"{user}@{domain}".lower(), user.lower()):
+        extension = local[len(user)] + ext
+    if value.startswith("@"):
+        value = local + value
+    return _crunch(state.cfg, value, extension if propagate else None)
 
 
 def _crunch(cfg: Config, value: str, extension: str | None) -> list[str]:
@@ -260,34 +270,89 @@ def process_sender(state: CleanupState, sender: str) -> str:
     return sender
 
 
-def process_recipients(state: CleanupState, recipients: list[Recipient]) -> list[Recipient]:
-    """Envelope recipients after canonical mapping, masquerading and virtual aliasing;
-    each keeps its original recipient, duplicates of one original are dropped."""
-    cfg = state.cfg
-    keep_original = cfg.get_bool("enable_original_recipient")
+def _clean_recipient(state: CleanupState, address: str) -> str:
+    """An envelope recipient in standard form, canonical mapped and masqueraded."""
+    address = rewrite_address(state.cfg, address)
+    if state.map_ok:
+        address = canonical(state, address, ENV_RCPT)
+    return address
+
+
+def _out_recipient(
+    state: CleanupState, rcpt: Recipient, dsn_orcpt: str, seen: set[object]
+) -> list[Recipient]:
+    """Postfix's cleanup_out_recipient: virtual alias expansion of a clean recipient, then
+    the message's duplicate filter: (DSN ORCPT, NOTIFY, original, address), or the address
+    alone with enable_original_recipient = no."""
+    keep_original = state.cfg.get_bool("enable_original_recipient")
+    expanded = virtual_expand(state, rcpt.address) if state.map_ok else [rcpt.address]
     out: list[Recipient] = []
-    seen: set[tuple[str, frozenset[str], str, str]] = set()
+    for new in expanded:
+        key: object = new.lower()
+        if keep_original:
+            key = (dsn_orcpt, rcpt.notify, rcpt.original.lower(), key)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            Recipient(
+                new,
+                original=rcpt.original if keep_original else "",
+                notify=rcpt.notify,
+                orcpt=rcpt.orcpt,
+            )
+        )
+    return out
+
+
+def process_recipients(
+    state: CleanupState,
+    recipients: list[Recipient],
+    bcc: bool = False,
+    seen: set[object] | None = None,
+) -> list[Recipient]:
+    """Envelope recipients after canonical mapping, masquerading and virtual aliasing;
+    each keeps its original recipient, duplicates in the message are dropped (`seen`, the
+    message's filter by default). With `bcc`, each is followed by its recipient_bcc_maps
+    copy, as Postfix's cleanup_addr_recipient adds it."""
+    out: list[Recipient] = []
     for rcpt in recipients:
         original = rcpt.original or rcpt.address
-        addr = rewrite_address(cfg, rcpt.address)
-        if state.map_ok:
-            addr = canonical(state, addr, ENV_RCPT)
+        addr = _clean_recipient(state, rcpt.address)
         state.recip = state.recip or addr
-        if state.map_ok:
-            expanded = virtual_expand(state, addr)
-        else:
-            expanded = [addr]
-        for new in expanded:
-            key = (rcpt.orcpt, rcpt.notify, original.lower(), new.lower())
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(
-                Recipient(
-                    new,
-                    original=original if keep_original else "",
-                    notify=rcpt.notify,
-                    orcpt=rcpt.orcpt,
-                )
-            )
+        # Postfix gives a recipient without ORCPT its address as DSN original recipient,
+        # so it never collides with a BCC copy (which has none) in the duplicate filter.
+        dsn_orcpt = rcpt.orcpt or f"rfc822;{addr}"
+        clean = Recipient(addr, original=original, notify=rcpt.notify, orcpt=rcpt.orcpt)
+        out += _out_recipient(state, clean, dsn_orcpt, state.dups if seen is None else seen)
+        if bcc:
+            out += add_bcc(state, bcc_lookup(state, "recipient_bcc_maps", addr))
     return out
+
+
+def bcc_lookup(state: CleanupState, param: str, address: str) -> str:
+    """The sender_bcc_maps or recipient_bcc_maps address for `address` (Postfix's
+    mail_addr_find: no extension propagation), "" for none. Raises CleanupDefer when a
+    table cannot be read."""
+    if not address:
+        return ""
+    try:
+        found = addr_find(state, param, address)
+    except TableError:
+        raise CleanupDefer(
+            WRITE_ERROR, f"{param} map lookup problem -- message not accepted, try again later"
+        ) from None
+    return found[1].strip() if found else ""
+
+
+def add_bcc(state: CleanupState, address: str) -> list[Recipient]:
+    """Postfix's cleanup_addr_bcc: an automatic BCC recipient (always_bcc, the *_bcc_maps,
+    a header_checks BCC action), rewritten and mapped as a recipient, its own original
+    recipient, with DSN NOTIFY=NEVER, through the message's duplicate filter."""
+    if not address:
+        return []
+    local, domain = split_address(address)
+    address = f"{unquote_local(local)}@{domain}" if domain else unquote_local(local)
+    addr = _clean_recipient(state, address)
+    rcpt = Recipient(addr, original=addr, notify=frozenset({"NEVER"}))
+    return _out_recipient(state, rcpt, "", state.dups)

@@ -4,6 +4,9 @@ cleanup_message(env, content, received, cfg) is what Postfix's cleanup(8) does t
 message, called in process by smtpd, pickup and the agents that resubmit mail:
 - the envelope: addresses put in standard form (append_at_myorigin, append_dot_mydomain),
   canonical mapping and masquerading, virtual alias expansion (oxipost.cleanup.addr);
+  automatic BCC recipients (NOTIFY=NEVER): the sender_bcc_maps copy after the sender, each
+  recipient's recipient_bcc_maps copy after it, always_bcc last, all through the message's
+  duplicate filter, and none for internal mail or with no_address_mappings;
 - the content: the caller's Received: header first, hopcount_limit ("554 5.4.0 Error: too
   many hops"), header_size_limit (the excess header is discarded), stray <CR>/<LF> replaced
   by a space (cleanup_replace_stray_cr_lf), header_checks / mime_header_checks /
@@ -31,7 +34,13 @@ import re
 import time
 from typing import Any
 
-from oxipost.cleanup.addr import CleanupDefer, process_recipients, process_sender
+from oxipost.cleanup.addr import (
+    CleanupDefer,
+    add_bcc,
+    bcc_lookup,
+    process_recipients,
+    process_sender,
+)
 from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_name, local_client
 from oxipost.cleanup.state import Cleaned, CleanupState
 from oxipost.delivery.address import quote_local
@@ -133,6 +142,7 @@ def cleanup_message(
         queue_id,
         map_ok="no_address_mappings" not in overrides,
         filtering=not internal and "no_header_body_checks" not in overrides,
+        bcc_ok=not internal and "no_address_mappings" not in overrides,
         # smtpd's access(5) HOLD and DISCARD actions reach cleanup as attributes.
         hold="hold" in env.attrs,
         discard="discard" in env.attrs,
@@ -161,7 +171,11 @@ def cleanup_message(
     try:
         sender = process_sender(state, env.sender)
         state.sender = sender
-        recipients = process_recipients(state, env.recipients)
+        recipients: list[Recipient] = []
+        if state.bcc_ok:
+            # Postfix queues the sender's BCC copy right after the sender record.
+            recipients += add_bcc(state, bcc_lookup(state, "sender_bcc_maps", sender))
+        recipients += process_recipients(state, env.recipients, bcc=state.bcc_ok)
     except CleanupDefer as e:
         state.warn(e.warning)
         return Cleaned(env, content, e.reply, notes=state.notes)
@@ -205,9 +219,14 @@ def _final_envelope(
     """The envelope with what the content checks decided."""
     try:
         if state.redirect:
-            recipients = process_recipients(state, [Recipient(state.redirect)])
-        if state.bcc:
-            recipients = recipients + process_recipients(state, [Recipient(a) for a in state.bcc])
+            recipients = process_recipients(state, [Recipient(state.redirect)], seen=set())
+        if env.recipients:
+            # Postfix adds always_bcc, then the header_checks BCC addresses, as it ends the
+            # extracted segment, and only to mail that had a recipient.
+            if state.bcc_ok:
+                recipients = recipients + add_bcc(state, state.cfg.get("always_bcc"))
+            for address in state.bcc:
+                recipients = recipients + add_bcc(state, address)
     except CleanupDefer as e:
         state.warn(e.warning)
         return e.reply

@@ -25,6 +25,9 @@ class CleanupState:
     map_ok: bool = True
     # header_checks/body_checks (Postfix's CLEANUP_FLAG_FILTER): off for internal mail.
     filtering: bool = True
+    # always_bcc and the *_bcc_maps (CLEANUP_FLAG_BCC_OK): off for internal mail and for
+    # no_address_mappings.
+    bcc_ok: bool = True
     notes: list[tuple[str, str]] = field(default_factory=list)
     reply: str | None = None  # why the message is refused (an SMTP reply), once it is
     hold: bool = False
@@ -32,6 +35,8 @@ class CleanupState:
     redirect: str = ""
     filter: str = ""
     bcc: list[str] = field(default_factory=list)
+    # The recipient duplicate filter of the whole message (Postfix's state->dups).
+    dups: set[object] = field(default_factory=set)
     # What the action log lines show: the sender and first recipient after rewriting.
     sender: str = ""
     recip: str = ""
