@@ -639,3 +639,96 @@ def test_master_keeps_import_environment_only(system):
             got += chunk
     lines = dict(line.split("=", 1) for line in got.decode().splitlines())
     assert lines == {"PATH": "/usr/bin:/bin", "TZ": "Europe/Paris", "LANG": "C"}
+
+
+def test_logrotate_rotates_maillog_and_master_writes_to_the_new_one(system):
+    # postfix-script's logrotate: renamed with the date suffix, compressed a second later;
+    # master, told to reload, writes its next lines to a new maillog_file.
+    pid = started(system)
+    log = system["log"]
+    rotated = run_ours("postfix", "-c", system["conf"], "logrotate", terminal=True)
+    assert (rotated.returncode, rotated.stderr) == (0, "")
+    old = list(log.parent.glob("maillog.*"))
+    assert len(old) == 1 and re.fullmatch(r"maillog\.\d{8}-\d{6}\.gz", old[0].name)
+    text = subprocess.run(["gzip", "-dc", str(old[0])], capture_output=True, text=True).stdout
+    assert "daemon started" in text and "reload -- version" in text
+    victim = workers_of(pid, system["port"])[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: f"pid {victim} killed by signal 9" in log.read_text())
+    assert "daemon started" not in log.read_text()
+    if os.geteuid() == 0:
+        assert log.stat().st_uid != 0  # mail_owner's, as set-permissions leaves it
+
+
+def test_drain_kills_master_and_lets_services_finish(system):
+    # postfix-script's drain: master is killed; the services finish what they are doing
+    # (the session in progress goes on) and exit.
+    pid = started(system)
+    workers = workers_of(pid, system["port"])
+    client = socket.create_connection(("127.0.0.1", system["port"]))
+    assert echo(client, b"one\n") == b"one\n"
+    drained = run_ours("postfix", "-c", system["conf"], "drain", terminal=True)
+    assert (drained.returncode, drained.stderr) == (
+        0,
+        "postfix/postfix-script: stopping the Postfix mail system\n",
+    )
+    assert wait_until(lambda: not alive(pid))
+    assert echo(client, b"two\n") == b"two\n"
+    client.close()
+    assert wait_until(lambda: not any(alive(w) for w in workers))
+    status = run_ours("postfix", "-c", system["conf"], "status")
+    assert status.returncode == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="set-permissions chowns: root only")
+def test_set_permissions_fixes_the_queue_and_saves_install_parameters(system):
+    conf = Path(system["conf"])
+    assert run_ours("postfix", "-c", str(conf), "check").returncode == 0
+    queue = system["log"].parent.parent / "spool"
+    maildrop, stray = queue / "maildrop", queue / "segments"
+    maildrop.chmod(0o777)
+    os.chown(stray, 0, 0)
+    # An installation parameter given is saved to main.cf first (post-install's), others
+    # set nothing; the new data_directory is made and given to mail_owner.
+    data = queue.parent / "lib2"
+    args = ("set-permissions", f"data_directory={data}", "x=y")
+    done = run_ours("postfix", "-c", str(conf), *args)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert oct(maildrop.stat().st_mode & 0o7777) == "0o1730"
+    assert stray.stat().st_uid != 0
+    assert data.stat().st_uid != 0 and oct(data.stat().st_mode & 0o777) == "0o700"
+    main = (conf / "main.cf").read_text()
+    assert f"data_directory = {data}\n" in main and "x = y" not in main
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize(
+    ("main_cf", "args"),
+    [
+        ("", ("logrotate", "x")),
+        ("", ("logrotate",)),  # no maillog_file to rotate: mv's complaint
+        ("maillog_file_compressor = /bin/false\n", ("logrotate",)),
+        ("maillog_file = /dev/stdout\n", ("logrotate",)),
+        ("", ("drain",)),
+        ("", ("set-permissions", "a b")),
+    ],
+)
+def test_logrotate_drain_and_set_permissions_refusals_as_postfix(tmp_path, main_cf, args):
+    # The same configuration for ours and Debian's Postfix 3.7: the same status and words.
+    results = []
+    for who in ("ours", "real"):
+        d = tmp_path / who
+        (d / "queue").mkdir(parents=True)
+        (d / "main.cf").write_text(
+            f"queue_directory = {d}/queue\ndata_directory = {d}/data\n"
+            + ("" if "maillog_file =" in main_cf else f"maillog_file = {d}/maillog\n")
+            + f"maillog_file_prefixes = {d}, /dev/stdout\ncompatibility_level = 3.6\n"
+            + main_cf
+        )
+        (d / "master.cf").write_text(Path("/usr/share/postfix/master.cf.dist").read_text())
+        if who == "ours":
+            proc = run_ours("postfix", "-c", str(d), *args, terminal=True)
+        else:
+            proc = run_postfix("/usr/sbin/postfix", "-c", str(d), *args, terminal=True)
+        results.append((proc.returncode, proc.stderr.replace(str(d), "DIR")))
+    assert results[0] == results[1]

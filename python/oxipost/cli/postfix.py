@@ -1,12 +1,17 @@
 """postfix(1) / oxipost: control the mail system.
 
     oxipost [-c config_dir] [-v] start | start-fg | stop | abort | reload | status | check
-                                 | flush
+                                 | flush | drain | logrotate | set-permissions [name=value ...]
 
 start runs master in the background; start-fg keeps it in the foreground (make run uses
 it); stop and abort end it (abort kills the services at once); reload re-reads main.cf and
 master.cf without dropping listeners; status says whether it runs; check validates the
-configuration and creates missing directories; flush asks qmgr to retry deferred mail.
+configuration and creates missing directories; flush asks qmgr to retry deferred mail;
+drain kills master and lets the services finish their work (see drain()); logrotate
+rotates maillog_file as postfix-script does (see logrotate()); set-permissions saves the
+installation parameters given as name=value, creates what is missing and sets ownership
+and modes as below. (upgrade-configuration, which Postfix's post-install uses to add its
+daemons' services to master.cf, is not implemented: it is refused as an unknown command.)
 
 check (and start) as root also sets the permissions of postfix-files (Debian's for
 maildrop/): the queue is mail_owner's, except pid/ (root's), maildrop/
@@ -63,12 +68,18 @@ import time
 from collections.abc import Sequence
 
 from oxipost.cli.postdrop import SETGID_DOORS, trusted_paths, untrusted
-from oxipost.config import Config, ConfigError, load_config
+from oxipost.config import Config, ConfigError, load_config, maincf
 from oxipost.log import Logger, get_logger
 from oxipost.master.master import Master, read_pid
 from oxipost.qmgr.queue import PRIVATE_QUEUE_DIRS, QUEUE_DIRS
 
 USAGE = "usage: postfix [-c config_dir] [-Dv] command"
+POST_INSTALL_USAGE = """Usage: post-install [name=value] command
+    create-missing          Create missing queue directories.
+    upgrade-source          When installing or upgrading from source code.
+    upgrade-package         When installing or upgrading from pre-built package.
+    first-install-reminder  Remind of mandatory first-time configuration steps.
+    name=value              Specify an installation parameter"."""
 # postfix-script's text for a missing or unknown command, word for word.
 SCRIPT_USAGE = (
     "Usage: postfix start (or stop, reload, abort, flush, check, status, set-permissions,"
@@ -109,9 +120,18 @@ class Script:
 
 
 def check(cfg: Config, script: Script) -> int:
-    """Create the directories the configuration names; warn as postfix check does."""
+    """Create the directories the configuration names; warn as postfix check does; as
+    root, set the permissions too."""
     for warning in cfg.warnings():
         script.log.warning(warning)
+    status = create_missing(cfg, script)
+    if status or os.geteuid() != 0:
+        return status
+    return set_permissions(cfg, script)
+
+
+def create_missing(cfg: Config, script: Script) -> int:
+    """post-install create-missing: the queue, data and log directories, made if missing."""
     queue = cfg.path("queue_directory")
     dirs = [queue, cfg.path("data_directory")]
     maillog = cfg.get("maillog_file")
@@ -123,46 +143,62 @@ def check(cfg: Config, script: Script) -> int:
             os.makedirs(d, exist_ok=True)
         except OSError as e:
             return script.fatal(f"cannot create directory {d}: {e.strerror}")
-    if os.geteuid() == 0:
-        # Services run as mail_owner: the queue, data and log directories must be theirs,
-        # as Postfix's post-install sets them.
-        try:
-            pw = pwd.getpwnam(cfg.get("mail_owner"))
-        except KeyError:
-            return script.fatal(f"unknown mail_owner user: {cfg.get('mail_owner')}")
-        if maillog:
-            # Every process appends to maillog_file itself (there is no postlogd): the file,
-            # not its directory (which may be /var/log), becomes mail_owner's.
-            path = os.path.abspath(maillog)
-            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        try:
-            group = _setgid_group(cfg.get("setgid_group"))
-        except KeyError as e:
-            return script.fatal(f"unknown setgid_group group: {e.args[0]}")
-        # Except, as in Postfix's postfix-files: queue_directory itself and pid/, root's
-        # (master keeps its files in pid/, and the privileged agents read master.cf's copy
-        # there: a mail_owner able to rename pid/ away could hand them another), and what
-        # local users' postdrop writes into maildrop/ (theirs).
-        pid_dir, maildrop, public = (os.path.join(queue, d) for d in ("pid", "maildrop", "public"))
-        data = cfg.path("data_directory")
-        for top in (queue, data):
-            for root, subdirs, files in os.walk(top):
-                if root in (pid_dir, maildrop):
-                    subdirs.clear()
-                    continue
-                for name in [root] + [os.path.join(root, n) for n in subdirs + files]:
-                    if name not in (queue, pid_dir, maildrop):
-                        os.lchown(name, pw.pw_uid, pw.pw_gid)
-        os.chown(queue, 0, 0)
-        for path, mode in ((queue, 0o755), (pid_dir, 0o755), (data, 0o700)):
-            os.chmod(path, mode)
-        for sub in PRIVATE_QUEUE_DIRS:
-            os.chmod(os.path.join(queue, sub), 0o700)
-        for path, mode in ((maildrop, 0o1730), (public, 0o710)):
-            os.chown(path, pw.pw_uid, group)
-            os.chmod(path, mode)
-        _install_doors(group, script)
+    return 0
+
+
+def _mail_owner(cfg: Config) -> pwd.struct_passwd:
+    """mail_owner's passwd entry; KeyError with its name if there is none."""
+    try:
+        return pwd.getpwnam(cfg.get("mail_owner"))
+    except KeyError:
+        raise KeyError(cfg.get("mail_owner")) from None
+
+
+def _create_maillog(path: str, pw: pwd.struct_passwd) -> None:
+    """maillog_file, mail_owner's: every process appends to it itself (there is no
+    postlogd), so the file, not its directory (which may be /var/log), is theirs."""
+    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def set_permissions(cfg: Config, script: Script) -> int:
+    """The ownership and modes of postfix-files, adapted to oxipost (see the module
+    docstring): what postfix set-permissions sets, and check and start as root."""
+    try:
+        pw = _mail_owner(cfg)
+    except KeyError as e:
+        return script.fatal(f"unknown mail_owner user: {e.args[0]}")
+    queue = cfg.path("queue_directory")
+    maillog = cfg.get("maillog_file")
+    if maillog and not maillog.startswith("/dev/"):
+        _create_maillog(os.path.abspath(maillog), pw)
+    try:
+        group = _setgid_group(cfg.get("setgid_group"))
+    except KeyError as e:
+        return script.fatal(f"unknown setgid_group group: {e.args[0]}")
+    # Except, as in Postfix's postfix-files: queue_directory itself and pid/, root's
+    # (master keeps its files in pid/, and the privileged agents read master.cf's copy
+    # there: a mail_owner able to rename pid/ away could hand them another), and what
+    # local users' postdrop writes into maildrop/ (theirs).
+    pid_dir, maildrop, public = (os.path.join(queue, d) for d in ("pid", "maildrop", "public"))
+    data = cfg.path("data_directory")
+    for top in (queue, data):
+        for root, subdirs, files in os.walk(top):
+            if root in (pid_dir, maildrop):
+                subdirs.clear()
+                continue
+            for name in [root] + [os.path.join(root, n) for n in subdirs + files]:
+                if name not in (queue, pid_dir, maildrop):
+                    os.lchown(name, pw.pw_uid, pw.pw_gid)
+    os.chown(queue, 0, 0)
+    for path, mode in ((queue, 0o755), (pid_dir, 0o755), (data, 0o700)):
+        os.chmod(path, mode)
+    for sub in PRIVATE_QUEUE_DIRS:
+        os.chmod(os.path.join(queue, sub), 0o700)
+    for path, mode in ((maildrop, 0o1730), (public, 0o710)):
+        os.chown(path, pw.pw_uid, group)
+        os.chmod(path, mode)
+    _install_doors(group, script)
     return 0
 
 
@@ -272,6 +308,128 @@ def stop(cfg: Config, script: Script) -> int:
     return 1
 
 
+def drain(cfg: Config, script: Script) -> int:
+    """postfix-script's drain: master is killed (SIGKILL), and the services finish what
+    they are doing and exit. Postfix's notice master's death by themselves; ours are told,
+    with the SIGHUP by which a reload drains them, sent to each service master started
+    (not to its process group: what a service runs, spawn's command, must not get it)."""
+    pid = read_pid(cfg)
+    if pid is None:
+        return script.fatal("the Postfix mail system is not running")
+    script.info("stopping the Postfix mail system")
+    services = _children(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_for(lambda: read_pid(cfg) is None, GONE_WAIT)
+    for service in services:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(service, signal.SIGHUP)
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is pid (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    # The command name, in parentheses, may hold anything: read after it.
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+# The installation parameters post-install saves to main.cf when given as name=value
+# (MOST_PARAMETERS); other names given set nothing.
+INSTALL_PARAMETERS = frozenset(
+    "command_directory daemon_directory data_directory html_directory mail_owner mailq_path"
+    " manpage_directory newaliases_path queue_directory readme_directory sample_directory"
+    " sendmail_path setgid_group shlib_directory meta_directory".split()
+)
+
+
+def post_install(cfg: Config, script: Script, config_dir: str | None, args: list[str]) -> int:
+    """postfix set-permissions [name=value ...]: post-install's set-permissions. A
+    name=value among the installation parameters is saved to main.cf first (as
+    post-install does when one differs from main.cf's), then the missing directories are
+    made and the ownership and modes set (root only: others cannot chown)."""
+    post_install = os.path.join(cfg.get("daemon_directory"), "post-install")
+    updates: dict[str, str | None] = {}
+    for arg in args:
+        if any(c in " \t" for c in arg):
+            print(f"{post_install}: Error: argument contains whitespace: '{arg}'")
+            return 1
+        name, eq, value = arg.partition("=")
+        if not eq:
+            print(f"{post_install}: Error: {POST_INSTALL_USAGE}", file=sys.stderr)
+            return 1
+        if name in INSTALL_PARAMETERS:
+            updates[name] = value
+    if any(cfg.settings.get(name, cfg.default(name)) != v for name, v in updates.items()):
+        maincf.edit(cfg.main_cf, updates)
+        cfg = load_config(config_dir)
+    status = create_missing(cfg, script)
+    if status:
+        return status
+    if os.geteuid() != 0:
+        return script.fatal("set-permissions requires root privileges")
+    return set_permissions(cfg, script)
+
+
+def logrotate(cfg: Config, script: Script, args: list[str]) -> int:
+    """postfix-script's logrotate: maillog_file renamed with the maillog_file_rotate_suffix
+    date (strftime, as date(1) formats it), a new one made (mail_owner's, as root: there
+    is no postlogd to make it), master told to reload so that every process writes to the
+    new one, and a second later maillog_file_compressor run on the old one. Its messages
+    and its failures as the script's: "logfile 'FILE' rotation failed: ERRORS" with what
+    mv or the compressor said."""
+    if args:
+        return script.fatal("usage postfix logrotate (no arguments)")
+    values = {}
+    for name in ("maillog_file", "maillog_file_compressor", "maillog_file_rotate_suffix"):
+        values[name] = cfg.get(name)
+        if not values[name]:
+            return script.fatal(f"empty '{name}' parameter value - logfile rotation failed")
+    maillog = values["maillog_file"]
+    if maillog.startswith("/dev/"):
+        return script.fatal(f"not rotating '{maillog}'")
+    # The path every process of ours opens (log.get_logger).
+    path = os.path.abspath(maillog)
+    rotated = f"{path}.{time.strftime(values['maillog_file_rotate_suffix'])}"
+    errors = _run(["mv", path, rotated])
+    if errors is None:
+        try:
+            if os.geteuid() == 0:
+                _create_maillog(path, _mail_owner(cfg))
+            pid = read_pid(cfg)
+            if pid is not None:
+                os.kill(pid, signal.SIGHUP)
+        except (OSError, KeyError) as e:
+            errors = str(e)
+    if errors is None:
+        time.sleep(1)
+        errors = _run([values["maillog_file_compressor"], rotated])
+    if errors is not None:
+        return script.fatal(f"logfile '{maillog}' rotation failed: {errors}")
+    return 0
+
+
+def _run(argv: list[str]) -> str | None:
+    """None if argv succeeds, else what it said (on stdout and stderr, as the script's
+    backquotes take it, the last newline dropped)."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    except OSError as e:
+        return f"{argv[0]}: {e.strerror}"
+    if proc.returncode == 0:
+        return None
+    return (proc.stdout + proc.stderr).rstrip("\n")
+
+
 def _usage(text: str) -> int:
     """postfix(1)'s own usage fatal: getopt's complaint always, the fatal at a terminal."""
     print(f"postfix: {text}", file=sys.stderr)
@@ -330,6 +488,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "check":
         return check(cfg, script)
+    if command == "drain":
+        return drain(cfg, script)
+    if command == "set-permissions":
+        return post_install(cfg, script, config_dir, args[1:])
+    if command == "logrotate":
+        return logrotate(cfg, script, args[1:])
     if command == "flush":
         # As Postfix's postfix-script: flush is postqueue -f.
         cmd = [sys.executable, "-m", "oxipost.cli.postqueue", "-c", cfg.config_dir, "-f"]

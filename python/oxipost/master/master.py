@@ -421,6 +421,9 @@ class Master:
             self.stop(signal.SIGTERM)
             self.log.fatal(_fatal_text(e))
         self.cfg = cfg
+        # A new logger opens maillog_file anew: after postfix logrotate renamed it, master
+        # writes to the new file, as the services of the new generation do.
+        self.log.close()
         self.log = get_logger("master", cfg)
         old = list(self.workers.values())
         self.workers.clear()
