@@ -286,7 +286,7 @@ class Qmgr:
         self.active[msg] = act
         rcpts: list[tuple[int, str, str]] = []
         for idx, rcpt in pending:
-            transport, nexthop = self._route(rcpt, env.attrs.get("filter", ""))
+            transport, nexthop = self._route(rcpt, env.sender, env.attrs.get("filter", ""))
             act.route[idx] = (transport, nexthop)
             queue = rcpt.address if self.sched.recipient_limit(transport) == 1 else nexthop
             rcpts.append((idx, transport, queue))
@@ -294,7 +294,7 @@ class Qmgr:
         self.handle_events(now)
         return True
 
-    def _route(self, rcpt: Recipient, content_filter: str = "") -> tuple[str, str]:
+    def _route(self, rcpt: Recipient, sender: str, content_filter: str = "") -> tuple[str, str]:
         if content_filter:
             # content_filter or a FILTER action (cleanup's "filter" attribute): every
             # recipient goes to that transport:nexthop, as Postfix's qmgr_message_resolve.
@@ -303,7 +303,7 @@ class Qmgr:
                 nexthop = self.cfg.get("default_filter_nexthop")
             return transport, nexthop or rcpt.address.rpartition("@")[2]
         try:
-            r = resolve(rcpt.address, self.cfg)
+            r = resolve(rcpt.address, self.cfg, sender)
         except Exception as e:
             self.log.warning(f"address resolver failure for {rcpt.address}: {e}")
             # Postfix's retry transport: the error agent with a temporary status.

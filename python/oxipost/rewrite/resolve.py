@@ -12,6 +12,9 @@ Address classes, in Postfix's order:
   virtual_mailbox_domains                            -> $virtual_transport
   relay_domains (and subdomains)                     -> $relay_transport
   anything else                                      -> $default_transport (nexthop $relayhost)
+For the last two, sender_dependent_relayhost_maps replaces $relayhost and (for the last
+only) sender_dependent_default_transport_maps replaces $default_transport, looked up by the
+envelope sender when the caller gives it (qmgr does); DUNNO keeps the global setting.
 transport_maps overrides the result (full address, then domain and parent domains, then
 "*"). Source routes and `@ % !` in the local part of a local address are stripped and the
 address resolved again; each time the result is flagged RESOLVE_FLAG_ROUTED, which relay
@@ -159,8 +162,37 @@ def _strip_route(address: str) -> tuple[str, bool]:
     return address, False
 
 
-def resolve(address: str, cfg: Config) -> Resolution:
-    """Resolve one (already canonicalised) address to transport, nexthop and class."""
+def _by_sender(cfg: Config, what: str, sender: str) -> str | None:
+    """sender_dependent_relayhost_maps or sender_dependent_default_transport_maps (`what`:
+    relayhost or default_transport) for an envelope sender, searched as Postfix's
+    mail_addr_find (the address, without its extension, the bare user of a local domain,
+    @domain; the null sender as empty_address_<what>_maps_lookup_key). None for no
+    answer, an empty one or DUNNO (use the global setting). Raises TableError."""
+    param = f"sender_dependent_{what}_maps"
+    if not cfg.get_list(param):
+        return None
+    from oxipost.delivery.mailstore import LookupFailed, lookup_tables
+    from oxipost.maps import TableError
+    from oxipost.maps.search import virtual_keys
+
+    if sender:
+        local_domain = is_local_domain(cfg, split_address(sender)[1])
+        keys = virtual_keys(sender, cfg.get("recipient_delimiter"), local_domain)
+    else:
+        keys = [cfg.get(f"empty_address_{what}_maps_lookup_key")]
+    try:
+        # DICT_FLAG_NO_REGSUB, as for transport_maps: no sender text in where mail goes.
+        value = lookup_tables(cfg, param, keys, no_regsub=True)
+    except LookupFailed as e:
+        raise TableError(f"{param} lookup failure") from e
+    value = (value or "").strip()
+    return None if not value or value.upper() == "DUNNO" else value
+
+
+def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
+    """Resolve one (already canonicalised) address to transport, nexthop and class;
+    `sender`, the envelope sender when known (qmgr), selects the sender-dependent
+    relayhost and default_transport."""
     flags = 0
     address, routed = _strip_route(address)
     if routed:
@@ -210,16 +242,22 @@ def resolve(address: str, cfg: Config) -> Resolution:
         transport, nexthop = _split_transport(cfg.get("virtual_transport"))
         nexthop = nexthop or ldomain
         flags |= RESOLVE_FLAG_FINAL
-    elif match_domain(
-        cfg, cfg.get_list("relay_domains"), ldomain, _subdomain_param(cfg, "relay_domains")
-    ):
-        addr_class = RESOLVE_CLASS_RELAY
-        transport, nexthop = _split_transport(cfg.get("relay_transport"))
-        nexthop = nexthop or cfg.get("relayhost") or ldomain
     else:
-        addr_class = RESOLVE_CLASS_DEFAULT
-        transport, nexthop = _split_transport(cfg.get("default_transport"))
-        nexthop = nexthop or cfg.get("relayhost") or ldomain
+        if match_domain(
+            cfg, cfg.get_list("relay_domains"), ldomain, _subdomain_param(cfg, "relay_domains")
+        ):
+            addr_class = RESOLVE_CLASS_RELAY
+            channel = cfg.get("relay_transport")
+        else:
+            addr_class = RESOLVE_CLASS_DEFAULT
+            channel = cfg.get("default_transport")
+            if sender is not None:
+                channel = _by_sender(cfg, "default_transport", sender) or channel
+        transport, nexthop = _split_transport(channel)
+        # Off-host mail: a nexthop in the transport wins, then the sender's relayhost,
+        # then $relayhost, then the recipient domain (resolve.c's precedences).
+        relay = _by_sender(cfg, "relayhost", sender) if sender is not None else None
+        nexthop = nexthop or relay or cfg.get("relayhost") or ldomain
     override = _transport_maps(cfg, address, ldomain)
     if override is not None:
         o_transport, o_nexthop = _split_transport(override)

@@ -1,0 +1,47 @@
+"""End to end, all real processes on 127.0.0.1: oxipost under its master routes remote mail
+by its envelope sender (sender_dependent_relayhost_maps, sender_dependent_default_transport_maps)
+to one of two Debian smtp-sink next hops, and always_bcc's copy goes out with the message."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import free_port, smtp_sink
+from tests.qmgr.test_service import wait_log
+
+from .test_e2e_delivery import Oxipost, oxi
+
+__all__ = ["oxi"]  # the fixture, used by name
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+
+def _relay_of(log: str, qid: str, rcpt: str) -> str:
+    m = re.search(rf"{qid}: to=<{re.escape(rcpt)}>, relay=([^,]+), .*status=sent ", log)
+    assert m, log
+    return m.group(1)
+
+
+def test_next_hop_chosen_by_envelope_sender(oxi: Oxipost) -> None:
+    usual, special, bulk = free_port(), free_port(), free_port()
+    cfg = oxi.start(
+        f"relayhost = [127.0.0.1]:{usual}\n"
+        f"sender_dependent_relayhost_maps = inline:{{ @example.com=[127.0.0.1]:{special} }}\n"
+        "sender_dependent_default_transport_maps = "
+        f"inline:{{ bulk@example.org=smtp:[127.0.0.1]:{bulk} }}\n"
+        "always_bcc = archive@example.net\n"
+    )
+    with smtp_sink(usual), smtp_sink(special), smtp_sink(bulk):
+        by_sender = oxi.swaks("alice@example.com", "far@example.net", "one", "by sender")
+        global_relay = oxi.swaks("someone@example.org", "far@example.net", "two", "global")
+        by_transport = oxi.swaks("bulk@example.org", "far@example.net", "three", "bulk")
+        for qid in (by_sender, global_relay, by_transport):
+            wait_log(cfg, rf"{qid}: removed", timeout=60)
+    log = oxi.log()
+    at = "127.0.0.1[127.0.0.1]"
+    assert _relay_of(log, by_sender, "far@example.net") == f"{at}:{special}"
+    assert _relay_of(log, by_sender, "archive@example.net") == f"{at}:{special}"
+    assert _relay_of(log, global_relay, "far@example.net") == f"{at}:{usual}"
+    assert _relay_of(log, by_transport, "far@example.net") == f"{at}:{bulk}"
