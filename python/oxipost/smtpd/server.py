@@ -49,7 +49,7 @@ from oxipost.smtpd.check import (
     validate,
 )
 from oxipost.smtpd.listener import Listener
-from oxipost.valid import valid_hostname
+from oxipost.valid import valid_hostname, valid_mailhost_literal
 
 CRLF = b"\r\n"
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -738,7 +738,7 @@ class Session:
                     return
                 if value != "<>":
                     self.sasl_sender = _printable(value)
-        if not tx.smtputf8 and not addr.isascii():
+        if not domain_ok(addr, tx.smtputf8):
             await self.reply(R.BAD_SENDER)
             return
         try:
@@ -772,8 +772,8 @@ class Session:
             return
         given, params = parsed
         addr = internal_form(given)
-        if (addr.startswith("-") and not self.cfg.get_bool("allow_min_user")) or (
-            not self.tx.smtputf8 and not addr.isascii()
+        if (addr.startswith("-") and not self.cfg.get_bool("allow_min_user")) or not domain_ok(
+            addr, self.tx.smtputf8
         ):
             await self.reply(R.BAD_RECIPIENT)
             return
@@ -1115,15 +1115,21 @@ class Session:
         if not arg:
             await self.reply(R.VRFY_SYNTAX)
             return
+        # Postfix joins the words and wants one address of them (an optional SMTPUTF8 aside),
+        # and answers with the argument as given.
+        words = arg.split()
+        smtputf8 = len(words) > 1 and words[-1].upper() == "SMTPUTF8"
+        if smtputf8:
+            arg = arg.rstrip()[: -len("SMTPUTF8")].rstrip()
         parsed = parse_path(arg, False)
-        if parsed is None or not parsed[0]:
+        if parsed is None or not parsed[0] or parsed[1] or not domain_ok(parsed[0], smtputf8):
             await self.reply(R.BAD_RECIPIENT)
             return
-        reply = self.srv.checker.unlisted(self.state, parsed[0])
+        reply = self.srv.checker.unlisted(self.state, internal_form(parsed[0]))
         if reply is not None:
             await self.reply(str(reply))
             return
-        await self.reply(R.VRFY_OK.format(addr=parsed[0]))
+        await self.reply(R.VRFY_OK.format(addr=arg))
 
     async def cmd_etrn(self, arg: str) -> None:
         if not self.helo_kind:
@@ -1132,12 +1138,17 @@ class Session:
         if self.tx is not None:
             await self.reply(R.ETRN_IN_TX)
             return
-        if not arg:
+        if not arg or len(arg.split()) > 1:
             await self.reply(R.ETRN_SYNTAX)
             return
-        domain = arg.lstrip("@#")
+        # One leading "@" or "#" is allowed (RFC 1985); the rest must be a host name or,
+        # as Postfix's extension, an address literal.
+        domain = arg[1:] if arg[0] in "@#" else arg
+        if not (valid_hostname(domain) or valid_mailhost_literal(domain)):
+            await self.reply(R.ETRN_BAD)
+            return
         if not match_domain(self.cfg, self.cfg.get_list("fast_flush_domains"), domain, True):
-            await self.reply(R.ETRN_UNAVAILABLE.format(domain=arg))
+            await self.reply(R.ETRN_UNAVAILABLE.format(domain=domain))
             return
         self.srv.log.info(f"ETRN {arg} from {self.state.namaddr}")
         if self.srv.notify is not None:
@@ -1404,13 +1415,16 @@ def smtpd_tokens(text: str) -> list[str]:
 
 # What an address outside quotes may not contain (Postfix's extract_addr).
 _UNQUOTED_BAD = re.compile(r"[ <>(),;\\\x00-\x1f\x7f]")
+# A source route's list of domains ("@a,@b:"), whose commas belong to it.
+_ROUTE = re.compile(r"@[^:]*:")
 
 
 def _address_ok(addr: str) -> bool:
     if addr == "":
         return True
     if '"' not in addr:
-        if _UNQUOTED_BAD.search(addr):
+        route = _ROUTE.match(addr)
+        if _UNQUOTED_BAD.search(addr, route.end() if route else 0):
             return False
         return _domain_ok(addr)
     in_quote = False
@@ -1427,6 +1441,28 @@ def _address_ok(addr: str) -> bool:
     if in_quote:
         return False
     return _domain_ok(addr)
+
+
+def domain_ok(addr: str, smtputf8: bool) -> bool:
+    """What trivial-rewrite says of the address's domain (RESOLVE_FLAG_ERROR), which
+    Postfix's smtpd answers with "Bad ... address syntax": an address literal must hold an
+    address; a name (trailing dots aside) must be a valid host name, in UTF-8 only when the
+    transaction declared SMTPUTF8. No domain is fine: myorigin is appended."""
+    route = _ROUTE.match(addr)
+    _local, domain = split_address(addr[route.end() :] if route else addr)
+    if not domain:
+        return True
+    if domain.startswith("["):
+        return valid_mailhost_literal(domain)
+    domain = domain.rstrip(".")
+    if not domain.isascii():
+        if not smtputf8:
+            return False
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+    return valid_hostname(domain)
 
 
 def _domain_ok(addr: str) -> bool:
