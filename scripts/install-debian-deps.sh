@@ -14,6 +14,7 @@ packages=(
   swaks                              # the SMTP client a user would type
   bsd-mailx                          # `mail -s` through our sendmail (issue 6)
   dovecot-core dovecot-imapd         # SASL over its auth socket; IMAP reading our Maildirs
+  dovecot-lmtpd                      # the LMTP server local(8) passes mail to (mailbox_transport)
   pflogsumm                          # reads our log lines unchanged
   openssl                            # certificates for the TLS tests
   util-linux                         # flock (build lock), mount (the full-disk tests)

@@ -60,6 +60,10 @@ class Entry:
     original: str
     status: str
     text: str
+    # The transport whose agent made the attempt and its relay=, when local(8) passed the
+    # address on (mailbox_transport, fallback_transport): its line is that agent's.
+    agent: str = ""
+    relay: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -87,6 +91,10 @@ class Outcome:
     # empty when there was no expansion. status and text are then the recipient's as a
     # whole: deferred (its every member retried later) when one member was, else done.
     entries: tuple[Entry, ...] = field(default=(), compare=False)
+    # The transport whose agent made the attempt when it is not the one qmgr asked: local(8)
+    # passed the recipient on to it (Postfix's deliver_pass(): mailbox_transport,
+    # fallback_transport), and the line is that agent's (postfix/lmtp[pid]: ...).
+    agent: str = field(default="", compare=False)
 
     @property
     def permanent(self) -> bool:
@@ -104,12 +112,12 @@ _ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f != "recipients
 
 
 def outcome_to_list(o: Outcome) -> list[object]:
-    entries = [[e.address, e.original, e.status, e.text] for e in o.entries]
-    return [o.status, o.text, o.relay, o.site, entries]
+    entries = [[e.address, e.original, e.status, e.text, e.agent, e.relay] for e in o.entries]
+    return [o.status, o.text, o.relay, o.site, entries, o.agent]
 
 
 def outcome_from_list(item: list[object], pid: int = 0) -> Outcome:
-    status, text, relay, site, entries = item
+    status, text, relay, site, entries, agent = item
     return Outcome(
         str(status),
         str(text),
@@ -117,6 +125,7 @@ def outcome_from_list(item: list[object], pid: int = 0) -> Outcome:
         pid,
         site=bool(site),
         entries=tuple(Entry(*e) for e in entries),  # type: ignore[attr-defined]
+        agent=str(agent),
     )
 
 

@@ -679,3 +679,80 @@ def test_alias_members_delivered_in_the_same_delivery(tmp_path, spool):
     assert ping.entries == (
         Entry("ping@localhost", "Ping@Example.ORG", "5.4.6", "alias database loop for ping"),
     ), ping
+
+
+def test_mailbox_transport_passes_the_recipient_on(tmp_path, spool, caplog):
+    # mailbox.c: mailbox_transport_maps (keyed by the user), then mailbox_transport, before
+    # mailbox_command, whether or not the user has a passwd entry; the outcome is the
+    # other agent's, named so that qmgr logs its line (deliver_pass()); "transport" alone
+    # takes this request's nexthop.
+    user = _user()
+    main = (
+        f"alias_maps =\nmailbox_command = echo main > {spool}/out\n"
+        f"mailbox_transport = discard:5.7.1 sent elsewhere\n"
+        f"mailbox_transport_maps = inline:{{{user}=discard}}\n"
+    )
+    cfg = make_config(tmp_path / "a", main=main)
+    caplog.set_level("INFO", logger="oxipost.local")
+    mine, unknown = run(request(cfg, "local", "localhost", [f"{user}@localhost", "x9@localhost"]))
+    assert (mine, mine.agent) == (Outcome("2.0.0", "localhost"), "discard")
+    assert (unknown, unknown.agent) == (Outcome("2.7.1", "sent elsewhere"), "discard")
+    assert not (spool / "out").exists()
+    assert f"4ABCDE1234: passing <{user}@localhost> to transport=discard" in caplog.messages
+    cfg = make_config(tmp_path / "b", main=main + "mailbox_transport_maps = fail:x\n")
+    (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
+    assert o == Outcome("4.3.0", "table lookup failure")
+
+
+def test_pass_to_a_transport_without_agent_or_name(tmp_path, caplog):
+    cfg = make_config(tmp_path / "a", main="alias_maps =\nmailbox_transport = nosuch\n")
+    (o,) = run(request(cfg, "local", "localhost", [f"{_user()}@localhost"]))
+    assert (o, o.relay, o.agent) == (Outcome("4.3.0", "mail transport unavailable"), "none", "")
+    assert "connect #1 to subsystem private/nosuch: No such file or directory" in caplog.messages
+    cfg = make_config(tmp_path / "b", main="alias_maps =\nmailbox_transport = :x\n")
+    with pytest.raises(local.AgentFatal, match='missing transport name in ":x"'):
+        run(request(cfg, "local", "localhost", [f"{_user()}@localhost"]))
+
+
+@pytest.mark.skipif(not ROOT, reason="unknown users get a spool mailbox when not root")
+def test_unknown_user_fallbacks_in_order(tmp_path, spool, caplog):
+    # unknown.c: fallback_transport_maps, fallback_transport, luser_relay (expanded with
+    # local(8)'s attributes, delivered as an alias member: its own line, orig_to the
+    # recipient), then the reserved names discarded, then the bounce. A user with a
+    # passwd entry never gets there.
+    user = _user()
+    base = f"alias_maps =\nmail_spool_directory = {spool}/\nrecipient_delimiter = +\n"
+    luser = f"luser_relay = {user}+$local@localhost\n"
+    fallback = "fallback_transport = discard:fallback\n"
+    maps = "fallback_transport_maps = inline:{ghost=discard:map}\n"
+    rcpts = ["ghost@localhost", "nosuch+x@localhost", f"{user}@localhost"]
+    cfg = make_config(tmp_path / "a", main=base + maps + fallback + luser)
+    ghost, nosuch, mine = run(request(cfg, "local", "localhost", rcpts))
+    assert [(o.text, o.agent) for o in (ghost, nosuch)] == [
+        ("map", "discard"),
+        ("fallback", "discard"),
+    ]
+    assert (mine, mine.agent) == (Outcome("2.0.0", "delivered to maildir"), "")
+    cfg = make_config(tmp_path / "b", main=base + maps + luser)
+    ghost, nosuch, mine = run(request(cfg, "local", "localhost", rcpts))
+    assert nosuch == Outcome("2.0.0", "delivered to maildir")
+    assert nosuch.entries == (
+        Entry(f"{user}+nosuch+x@localhost", "", "2.0.0", "delivered to maildir"),
+    )
+    cfg = make_config(tmp_path / "c", main=base)
+    postmaster, nosuch = run(
+        request(cfg, "local", "localhost", ["postmaster@localhost", "nosuch@localhost"])
+    )
+    assert postmaster == Outcome("2.0.0", "discarded")
+    assert "required alias not found: postmaster" in caplog.messages
+    assert nosuch == Outcome("5.1.1", 'unknown user: "nosuch"')
+
+
+def test_alias_of_nothing_defers(tmp_path, caplog):
+    # alias.c: a value with no recipient in it is a broken table, not a delivery.
+    aliases = tmp_path / "aliases"
+    aliases.write_text("empty ,\n")
+    cfg = make_config(tmp_path / "a", main=f"alias_maps = texthash:{aliases}\n")
+    (o,) = run(request(cfg, "local", "localhost", ["empty@localhost"]))
+    assert o == Outcome("4.3.0", "alias database unavailable")
+    assert "no recipient in alias lookup result for empty" in caplog.messages

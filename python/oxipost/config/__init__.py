@@ -89,6 +89,9 @@ class Config:
         self._times: dict[str, float] = {}
         self._keywords: dict[str, frozenset[str]] = {}
         self.master_cf_text = ""  # as load_config read it
+        # The configuration a service's view (for_service) was made from: what another
+        # service's view is made from in turn (local(8) passing mail to lmtp(8)).
+        self.base: Config = self
 
     # Raw values --------------------------------------------------------------------------
 
@@ -242,7 +245,7 @@ class Config:
         overrides = dict(self.overrides)
         overrides.update(svc.overrides)
         overrides.setdefault("service_name", svc.name)
-        return Config(
+        view = Config(
             self.config_dir,
             self.settings,
             self.services,
@@ -250,6 +253,8 @@ class Config:
             self._warnings,
             self.explicit_dir,
         )
+        view.base = self.base
+        return view
 
     # Diagnostics -------------------------------------------------------------------------
 

@@ -17,7 +17,17 @@ For each recipient (the domain is local; qmgr only sends those here):
    file not owned by root, listed where the rights are root's, gives its owner's rights to
    what it lists (include.c).
 3. ~/.forward per forward_path (owned by the user): items as for aliases, run as the user.
-4. The mailbox: mailbox_command_maps (keyed by the user), else mailbox_command, else
+4. mailbox_transport_maps (keyed by the user), else mailbox_transport, whether or not the
+   user has a passwd entry: the recipient is passed to that transport's agent (Postfix's
+   deliver_pass(): "QID: passing <rcpt> to transport=NAME", then the agent's own line,
+   e.g. postfix/lmtp with relay=host[private/dovecot-lmtp]; "transport:nexthop", else this
+   request's nexthop).
+5. For a user without a passwd entry (unknown.c): fallback_transport_maps, else
+   fallback_transport (passed on as in 4), else luser_relay, its $user, $local,
+   $extension, $domain, $recipient... expanded (not main.cf's $names) and delivered as an
+   alias member is, else postmaster and MAILER-DAEMON are discarded ("warning: required
+   alias not found: NAME"), else the bounce below.
+6. The mailbox: mailbox_command_maps (keyed by the user), else mailbox_command, else
    home_mailbox ("Maildir/" → $HOME/Maildir/), else
    mail_spool_directory/user (a trailing "/" on the directory → a Maildir per user), else
    mbox locked per mailbox_delivery_lock, capped by mailbox_size_limit (5.2.2). Return-Path,
@@ -42,18 +52,22 @@ every member is tried again (Postfix's local.c). Delivered-To: names the queue r
 however deep the expansion (frozen_delivered_to).
 
 Diagnostics: no such user and no alias → 5.1.1 unknown user: "user"; unreadable tables →
-deferred (4.3.0); an alias table owned by a uid without a passwd entry → 4.3.0 "cannot
-find alias database owner"; an :include: file with a relative path, that cannot be found,
-read, is not a regular file or is world writable → 5.3.5 mail system configuration error
-and a warning naming it (4.3.5 for an owner without a passwd entry); include nesting
-beyond 20 levels → 5.4.6 mail forwarding loop; aliases nested beyond 20 levels (two that
-list each other) → 5.4.6 alias database loop for NAME and a warning; a
-command_execution_directory the command's user cannot enter → 4.3.0 temporary failure and
-Postfix's "fatal: cannot change directory to ..." line.
-Deviation: a recipient with no passwd entry gets a mailbox under mail_spool_directory
-instead of a bounce when not running as root (written as the running user), or, as root,
-when a table of local_recipient_maps other than alias_maps names it (the embedded
-default's conf/local_users; written as default_privs, never root).
+deferred (4.3.0); an alias whose value lists nothing → 4.3.0 alias database unavailable
+and "warning: no recipient in alias lookup result for NAME"; a transport to pass to
+without an agent → 4.3.0 mail transport unavailable (relay=none); an alias table owned
+by a uid without a passwd entry → 4.3.0 "cannot find alias database owner"; an
+:include: file with a relative path, that cannot be found, read, is not a regular file
+or is world writable → 5.3.5 mail system configuration error and a warning naming it
+(4.3.5 for an owner without a passwd entry); include nesting beyond 20 levels → 5.4.6
+mail forwarding loop; aliases nested beyond 20 levels (two that list each other, or a
+luser_relay naming an unknown user) → 5.4.6 alias database loop for NAME and a warning;
+a command_execution_directory the command's user cannot enter → 4.3.0 temporary failure
+and Postfix's "fatal: cannot change directory to ..." line.
+Deviation: a recipient with no passwd entry (and none of step 5's fallbacks) gets a
+mailbox under mail_spool_directory instead of a bounce when not running as root (written
+as the running user), or, as root, when a table of local_recipient_maps other than
+alias_maps names it (the embedded default's conf/local_users; written as default_privs,
+never root).
 """
 
 from __future__ import annotations
@@ -75,7 +89,8 @@ import msgpack
 from oxipost.cleanup import cleanup_message
 from oxipost.config import split_list
 from oxipost.config.expand import Expander, ExpandError
-from oxipost.delivery import command
+from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, command
+from oxipost.delivery import deliver as deliver_agent
 from oxipost.delivery.address import split_address
 from oxipost.delivery.command import (
     chdir_error,
@@ -103,7 +118,6 @@ from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
     from oxipost.config import Config
-    from oxipost.delivery import DeliveryRequest
 
 log = logging.getLogger("oxipost.local")
 MAX_INCLUDE_DEPTH = 20
@@ -111,6 +125,8 @@ MAX_INCLUDE_DEPTH = 20
 # limit; Postfix counts its own function calls, some five per level, this counts levels).
 MAX_RECIPIENT_LEVEL = 20
 WAKE_TIMEOUT = 5.0
+# What Postfix's deliver_pass() defers with when the other agent cannot be had.
+UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
 
 # How resubmitted mail (alias/.forward addresses) reaches the queue: qmgr sets this to its
 # own Queue.enqueue; left None, the queue is opened on first use.
@@ -359,16 +375,18 @@ def _command_env(ctx: Ctx, attrs: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _local_expand(raw: str, attrs: dict[str, str], allowed: str) -> tuple[str, list[str]]:
+def _local_expand(raw: str, attrs: dict[str, str], allowed: str | None) -> tuple[str, list[str]]:
     """Postfix's local_expand(): raw with local(8)'s $user, $home, $shell, $recipient,
     $extension, $domain, $local and $recipient_delimiter (attrs), each value censored with
-    allowed and taken as it is (not expanded again); not main.cf-expanded, so any other
-    name has no value. Returns (result, the names used without a value); raises
-    ExpandError for a value that cannot be parsed."""
+    allowed (None: as it is, luser_relay's) and taken as it is (not expanded again); not
+    main.cf-expanded, so any other name has no value. Returns (result, the names used
+    without a value); raises ExpandError for a value that cannot be parsed."""
 
     def lookup(name: str) -> str | None:
         value = attrs.get(name)
-        return None if value is None else _censor(value, allowed).replace("$", "$$")
+        if value is None:
+            return None
+        return (value if allowed is None else _censor(value, allowed)).replace("$", "$$")
 
     expander = Expander(lookup)
     return expander.expand(raw), expander.used_undefined
@@ -469,7 +487,10 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
 def _record(ctx: Ctx, out: Outcome) -> Outcome:
     """out, kept as what happened to the recipient at hand (Postfix's sent(),
     bounce_append() or defer_append() with its msg_attr)."""
-    ctx.trace.entries.append(Entry(ctx.rcpt.address, ctx.rcpt.original, out.status, out.text))
+    rcpt = ctx.rcpt
+    ctx.trace.entries.append(
+        Entry(rcpt.address, rcpt.original, out.status, out.text, out.agent, out.relay)
+    )
     return out
 
 
@@ -597,6 +618,27 @@ def _with_account(ctx: Ctx, pw: pwd.struct_passwd) -> Ctx:
     return replace(ctx, ids=(pw.pw_uid, pw.pw_gid), home=pw.pw_dir, shell=pw.pw_shell)
 
 
+async def _dotforward(ctx: Ctx, user: str, pw: pwd.struct_passwd) -> Outcome | None:
+    """dotforward.c: the first forward_path file found, owned by the user or root, with
+    anything in it; None without one."""
+    attrs = _attributes(_with_account(ctx, pw))
+    for fwd in _forward_files(ctx.req.cfg, attrs):
+        try:
+            st = os.stat(fwd)
+            with open(fwd, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if st.st_uid not in (pw.pw_uid, 0):
+            log.warning("file %s has bad owner uid %d", fwd, st.st_uid)
+            continue
+        items = [i for ln in text.splitlines() for i in _split_items(ln)]
+        if items:
+            sub = replace(_with_account(ctx, pw), source="forward")
+            return await _expand(sub, items, user)
+    return None
+
+
 def _forward_files(cfg: Config, attrs: dict[str, str]) -> list[str]:
     """forward_path's files for a recipient with local(8)'s attributes attrs, censored with
     forward_expansion_filter. As Postfix's dotforward.c, a path that uses a name without a
@@ -614,40 +656,121 @@ def _forward_files(cfg: Config, attrs: dict[str, str]) -> list[str]:
     return paths
 
 
+async def _pass(ctx: Ctx, service: str) -> Outcome:
+    """Postfix's deliver_pass(): the recipient handed to the agent of another transport
+    ("transport" or "transport:nexthop", this request's nexthop when it names none), whose
+    outcome and log line (postfix/lmtp[pid]: ... relay=...) it becomes. A transport without
+    an agent defers it at once, logged here with relay=none (Postfix's local(8) retries
+    the connection for some 100 seconds, then dies and qmgr defers the mail)."""
+    req = ctx.req
+    transport, _, nexthop = service.partition(":")
+    if not transport:
+        raise AgentFatal(f'missing transport name in "{service}"')
+    log.info("%s: passing <%s> to transport=%s", req.queue_id, ctx.rcpt.address, transport)
+    try:
+        req.cfg.service(transport)
+    except KeyError:
+        log.warning("connect #1 to subsystem private/%s: No such file or directory", transport)
+        return _record(ctx, replace(UNAVAILABLE, relay="none"))
+    # The base configuration: the target applies its own master.cf -o overrides, not ours.
+    passed = DeliveryRequest(
+        req.queue_id,
+        transport,
+        nexthop or req.nexthop,
+        req.envelope,
+        [ctx.rcpt],
+        req.content,
+        req.cfg.base,
+    )
+    try:
+        (out,) = await deliver_agent(passed)
+    except TransportUnavailable as e:
+        log.warning("connect #1 to subsystem private/%s: %s", transport, e)
+        out = UNAVAILABLE
+    except AgentFatal as e:
+        # The target agent's process would die of it, and deliver_pass() read no reply.
+        log.warning("%s: %s", transport, e)
+        out = Outcome("4.3.0", "unknown mail transport error")
+    if out == UNAVAILABLE or out.text == "unknown mail transport error":
+        return _record(ctx, replace(out, relay="none"))
+    return _record(ctx, replace(out, agent=out.agent or transport))
+
+
+async def _delegate(ctx: Ctx, user: str, maps: str, param: str) -> Outcome | None:
+    """The user's transport in the `maps` tables, else `param`'s (mailbox_transport or
+    fallback_transport), passed the recipient; None when neither names one."""
+    cfg = ctx.req.cfg
+    try:
+        service = lookup_tables(cfg, maps, [user], no_regsub=True)
+    except LookupFailed as e:
+        log.warning("%s", e)
+        return _record(ctx, Outcome("4.3.0", "table lookup failure"))
+    service = service or cfg.get(param)
+    if not service:
+        return None
+    return await _pass(ctx, service)
+
+
+async def _unknown(ctx: Ctx, user: str) -> Outcome | None:
+    """unknown.c, for a user without a passwd entry: fallback_transport_maps, then
+    fallback_transport, then luser_relay (expanded with local(8)'s attributes, not
+    main.cf's, and delivered as an alias member would be); None when none is set."""
+    cfg = ctx.req.cfg
+    passed = await _delegate(ctx, user, "fallback_transport_maps", "fallback_transport")
+    if passed is not None:
+        return passed
+    relay = cfg.raw("luser_relay") or ""
+    if not relay.strip():
+        return None
+    try:
+        address, _undefined = _local_expand(relay, _attributes(ctx), None)
+    except ExpandError:
+        log.warning("bad parameter value syntax for luser_relay: %s", relay)
+        return _record(ctx, Outcome("4.3.5", "mail system configuration error"))
+    ctx.trace.expanded = True
+    return await _member(ctx, address.strip())
+
+
+def _no_such_user(ctx: Ctx, user: str) -> Outcome:
+    """The end of unknown.c: the reserved names are discarded with a warning, as mail to
+    them must never bounce; anyone else bounces."""
+    if user in ("mailer-daemon", "postmaster"):
+        log.warning("required alias not found: %s", user)
+        return _record(ctx, Outcome("2.0.0", "discarded"))
+    return _record(ctx, Outcome("5.1.1", f'unknown user: "{user}"'))
+
+
 async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
-    """The user's own mailbox (and .forward unless coming from a \\user alias)."""
+    """The user's .forward (unless coming from a \\user alias), else mailbox_transport_maps
+    or mailbox_transport (whether or not the user has a passwd entry), else for a user
+    without one unknown.c's fallbacks, else the user's own mailbox."""
     req, cfg = ctx.req, ctx.req.cfg
     try:
         pw: pwd.struct_passwd | None = pwd.getpwnam(user)
     except KeyError:
         pw = None
+    if pw is not None and not aliased:
+        forwarded = await _dotforward(ctx, user, pw)
+        if forwarded is not None:
+            return forwarded
+    passed = await _delegate(ctx, user, "mailbox_transport_maps", "mailbox_transport")
+    if passed is not None:
+        return passed
     ids: tuple[int, int] | None = None
-    if pw is None and os.geteuid() == 0:
-        if not _listed_without_account(cfg, ctx.rcpt.address, user):
-            return _record(ctx, Outcome("5.1.1", f'unknown user: "{user}"'))
-        ids = _default_privs(cfg)
-        if ids is None:
-            return _record(ctx, Outcome("4.3.0", "mail system configuration error"))
     home = ""
-    if pw is not None:
+    if pw is None:
+        fallback = await _unknown(ctx, user)
+        if fallback is not None:
+            return fallback
+        if os.geteuid() == 0:
+            if not _listed_without_account(cfg, ctx.rcpt.address, user):
+                return _no_such_user(ctx, user)
+            ids = _default_privs(cfg)
+            if ids is None:
+                return _record(ctx, Outcome("4.3.0", "mail system configuration error"))
+    else:
         ids = (pw.pw_uid, pw.pw_gid) if pw.pw_uid != 0 else _default_privs(cfg)
         home = pw.pw_dir
-        if not aliased:
-            attrs = _attributes(_with_account(ctx, pw))
-            for fwd in _forward_files(cfg, attrs):
-                try:
-                    st = os.stat(fwd)
-                    with open(fwd, encoding="utf-8", errors="replace") as f:
-                        text = f.read()
-                except OSError:
-                    continue
-                if st.st_uid not in (pw.pw_uid, 0):
-                    log.warning("file %s has bad owner uid %d", fwd, st.st_uid)
-                    continue
-                items = [i for ln in text.splitlines() for i in _split_items(ln)]
-                if items:
-                    sub = replace(_with_account(ctx, pw), source="forward")
-                    return await _expand(sub, items, user)
     if pw is not None:
         try:
             command = lookup_tables(cfg, "mailbox_command_maps", [user], no_regsub=True)
@@ -751,6 +874,11 @@ async def _recipient(ctx: Ctx) -> Outcome:
     parts = split_address(rcpt.address, cfg.get("recipient_delimiter"))
     user = parts.user.lower()
     keys = alias_keys(rcpt.address, cfg.get("recipient_delimiter"))
+    if ctx.level >= MAX_RECIPIENT_LEVEL:
+        # Aliases that list each other, or a luser_relay that names an unknown user:
+        # nothing else stops it in one delivery (alias.c, before its lookup).
+        log.warning("alias database loop for %s", keys[0])
+        return _record(ctx, Outcome("5.4.6", f"alias database loop for {keys[0]}"))
     try:
         found = _find_alias(cfg, keys)
         owner = None
@@ -768,10 +896,6 @@ async def _recipient(ctx: Ctx) -> Outcome:
             return _indirect(ctx)
         return await _mailbox(ctx, user)
     value, name, spec, table = found
-    if ctx.level >= MAX_RECIPIENT_LEVEL:
-        # Aliases that list each other: nothing else stops it in one delivery.
-        log.warning("alias database loop for %s", name)
-        return _record(ctx, Outcome("5.4.6", f"alias database loop for {name}"))
     ctx = replace(ctx, source="alias", owner="")
     refused = _alias_rights(ctx, spec, table)
     if refused is not None:
@@ -783,7 +907,12 @@ async def _recipient(ctx: Ctx) -> Outcome:
         sender = owner if cfg.get_bool("expand_owner_alias") else f"owner-{name}"
         ctx.sender = ctx.owner = rewrite_address(cfg, sender)
         ctx.rcpt = replace(rcpt, original="", orcpt="")
-    return await _expand(ctx, _split_items(value), user)
+    items = _split_items(value)
+    if not items:
+        # An alias of nothing (a value of commas, say) is a broken table, not a delivery.
+        log.warning("no recipient in alias lookup result for %s", name)
+        return _record(ctx, Outcome("4.3.0", "alias database unavailable"))
+    return await _expand(ctx, items, user)
 
 
 async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
@@ -805,7 +934,8 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
             if not forwarded.delivered:
                 break
     worst = _worst(results) or Outcome("2.0.0", "alias expands to nothing")
-    return replace(worst, entries=tuple(trace.entries))
+    # The entries say who logs each line: the recipient as a whole has no agent of its own.
+    return replace(worst, entries=tuple(trace.entries), agent="", relay="")
 
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:

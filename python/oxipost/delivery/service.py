@@ -15,11 +15,12 @@ there, without waiting for the answers to earlier ones (a connection per deliver
 between Postfix's qmgr and its agents, cost both processes more than the delivery). Each
 message is msgpack: the request [n, {id, transport, nexthop, env, rcpts, content}], with n
 the request's number on this connection; the answer [n, [[status, text, relay, site,
-entries], ...]], one per recipient in order (entries: [address, original, status, text]
-for each member of an alias or .forward local(8) delivered itself, see Outcome.entries), in
-whatever order deliveries finish. The agent opens with [0, its pid]: qmgr logs each
-delivery attempt, and the line carries the pid of the agent process that made it
-(postfix/local[pid]: ...), as Postfix's agent logs it. On postfix reload the agent reads no
+entries, agent], ...]], one per recipient in order (entries: [address, original, status,
+text, agent, relay] for each member of an alias or .forward local(8) delivered itself, see
+Outcome.entries; agent: the transport local(8) passed the recipient to, see
+Outcome.agent), in whatever order deliveries finish. The agent opens with [0, its pid]:
+qmgr logs each delivery attempt, and the line carries the pid of the agent process that
+made it (postfix/local[pid]: ...), as Postfix's agent logs it. On postfix reload the agent reads no
 further, finishes what it has read and says goodbye with [-1, last n it read];
 qmgr sends the requests it made after that again, on a new connection (they were never
 looked at). A connection lost without the goodbye (the agent died) defers the requests

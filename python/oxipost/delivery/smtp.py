@@ -90,15 +90,15 @@ class Host:
 
     @property
     def label(self) -> str:
-        if self.family == socket.AF_UNIX:
-            return self.address
+        # A unix socket is named after this host (myhostname), as Postfix's
+        # lmtp_connect_unix: "mx.example.com[private/dovecot-lmtp]".
         return f"{self.name}[{self.address}]"
 
     @property
     def relay(self) -> str:
         """relay= as Postfix logs it."""
         if self.family == socket.AF_UNIX:
-            return self.address
+            return self.label
         return f"{self.name}[{self.address}]:{self.port}"
 
 
@@ -343,7 +343,7 @@ async def resolve(nexthop: str, p: Params) -> list[Host]:
     )
     host, port, no_mx, unix = parse_nexthop(nexthop, default_port)
     if unix:
-        return [Host(host, host, 0, socket.AF_UNIX)]
+        return [Host(p.cfg.get("myhostname"), host, 0, socket.AF_UNIX)]
     if (
         no_mx
         or p.lmtp
@@ -429,11 +429,13 @@ def _sasl_credentials(p: Params, nexthop: str, host: Host) -> tuple[str, str] | 
 
 async def _connect(host: Host, p: Params, helo: str) -> Session:
     timeout = p.time("connect_timeout") or None
+    where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
     try:
         if host.family == socket.AF_UNIX:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(host.address), timeout
-            )
+            # A relative path is the queue directory's ("unix:private/dovecot-lmtp"), where
+            # Postfix's delivery agents run.
+            path = os.path.join(p.cfg.path("queue_directory"), host.address)
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
         else:
             bind = p.get("bind_address6" if host.family == socket.AF_INET6 else "bind_address")
             local = (bind, 0) if bind else None
@@ -441,11 +443,8 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
                 asyncio.open_connection(host.address, host.port, local_addr=local), timeout
             )
     except TimeoutError:
-        raise SessionError(
-            "4.4.1", f"connect to {host.label}:{host.port}: Connection timed out"
-        ) from None
+        raise SessionError("4.4.1", f"connect to {where}: Connection timed out") from None
     except OSError as e:
-        where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
         why = os.strerror(e.errno) if e.errno else str(e)
         error = SessionError("4.4.1", f"connect to {where}: {why}")
         error.site = True

@@ -363,24 +363,29 @@ class Qmgr:
         done: list[int] = []
         for idx, rcpt, out in zip(batch.rcpts, recipients, outcomes, strict=True):
             kind = _kind(out.status)
+            # local(8) may have passed the recipient to another transport's agent, whose
+            # line it is (Postfix's deliver_pass()).
+            agent_log, agent_relay = self._agent(out.agent, log, relay)
             if out.entries:
-                self._log_entries(log, act, out, out.relay or relay, started, now)
+                self._log_entries(agent_log, act, out, out.relay or agent_relay, started, now)
             else:
-                self._log_attempt(log, act, rcpt, out.relay or relay, started, now, out, kind)
+                self._log_attempt(
+                    agent_log, act, rcpt, out.relay or agent_relay, started, now, out, kind
+                )
             results.append((idx, kind))
             # An expanded recipient's bounce notice names the members that bounced, with
             # or without others deferred (Postfix's bounce log of the queue file).
             bounced = tuple(e for e in out.entries if e.status.startswith("5"))
             if bounced:
-                act.bounced[idx] = (replace(out, entries=bounced), out.relay or relay)
+                act.bounced[idx] = (replace(out, entries=bounced), out.relay or agent_relay)
             if kind == "deferred":
                 act.deferred[idx] = out
             else:
                 done.append(idx)
                 if kind == "bounced" and not out.entries:
-                    act.bounced[idx] = (out, out.relay or relay)
+                    act.bounced[idx] = (out, out.relay or agent_relay)
                 elif "SUCCESS" in {n.upper() for n in rcpt.notify}:
-                    act.success_notify[idx] = (out, relay)
+                    act.success_notify[idx] = (out, agent_relay)
         if done:
             self._journal(lambda: self.state.cross_off(act.qid, done))
         self.sched.report(batch.id, now, results, _site_failure(outcomes))
@@ -456,6 +461,13 @@ class Qmgr:
             return "none"
         return transport
 
+    def _agent(self, agent: str, log: Logger, relay: str) -> tuple[Logger, str]:
+        """The logger and default relay= of the transport local(8) passed an address to,
+        or (log, relay) when it passed nothing on."""
+        if not agent:
+            return log, relay
+        return self._agent_log(agent), self._relay(agent)
+
     def _log_entries(
         self, log: Logger, act: Active, out: Outcome, relay: str, started: float, now: float
     ) -> None:
@@ -465,7 +477,10 @@ class Qmgr:
         for e in out.entries:
             rcpt = Recipient(e.address, e.original)
             done = Outcome(e.status, e.text, pid=out.pid)
-            self._log_attempt(log, act, rcpt, relay, started, now, done, _kind(e.status))
+            agent_log, agent_relay = self._agent(e.agent, log, relay)
+            self._log_attempt(
+                agent_log, act, rcpt, e.relay or agent_relay, started, now, done, _kind(e.status)
+            )
 
     def _log_attempt(
         self,
