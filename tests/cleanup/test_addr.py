@@ -169,6 +169,55 @@ def test_bare_user_keys_only_for_local_domains_and_results_qualified(run: Run) -
     ]
 
 
+# Rules that would match only a key derived from the address: Postfix gives a regexp
+# table the whole address only (virtual(5), canonical(5): "REGULAR EXPRESSION TABLES").
+PARTIAL_RULES = """\
+    /^catch\\.example$/ domain@wrong.example
+    /^@catch\\.example$/ at-domain@wrong.example
+    /^tag@example\\.test$/ unextended@wrong.example
+    /^who$/ localpart@wrong.example
+    /^full@catch\\.example$/ full@right.example
+"""
+
+
+def test_virtual_alias_regexp_table_sees_the_full_address_only(run: Run) -> None:
+    res = run(
+        "virtual_alias_maps = regexp:{dir}/virtual.re, texthash:{dir}/virtual\n",
+        {"virtual.re": PARTIAL_RULES, "virtual": VIRTUAL},
+        envelope("s@ex.test", "anyone@catch.example", "tag+x@example.test", "who@example.test"),
+    )
+    assert rcpts(res) == [
+        # The fixed table still answers @domain after the regexp table missed.
+        ("catchall@example.test", "anyone@catch.example"),
+        ("tag+x@example.test", "tag+x@example.test"),
+        ("who@example.test", "who@example.test"),
+    ]
+    res = run(
+        "virtual_alias_maps = regexp:{dir}/virtual.re\n",
+        {"virtual.re": PARTIAL_RULES},
+        envelope("s@example.test", "full@catch.example", "anyone@catch.example"),
+    )
+    assert rcpts(res) == [
+        ("full@right.example", "full@catch.example"),
+        ("anyone@catch.example", "anyone@catch.example"),
+    ]
+
+
+def test_canonical_regexp_table_sees_the_full_address_only(run: Run) -> None:
+    env = envelope("who@example.test", "anyone@catch.example", "full@catch.example")
+    res = run(
+        "canonical_maps = pcre:{dir}/canonical.re\n",
+        {"canonical.re": PARTIAL_RULES},
+        env,
+        b"Subject: canonical\r\n\r\nbody\r\n",
+    )
+    assert res.envelope.sender == "who@example.test"
+    assert rcpts(res) == [
+        ("anyone@catch.example", "anyone@catch.example"),
+        ("full@right.example", "full@catch.example"),
+    ]
+
+
 def test_duplicates_of_one_original_are_dropped(run: Run) -> None:
     res = virtual(run, "a@example.test", "a@example.test", "b@example.test")
     assert rcpts(res) == [

@@ -126,3 +126,34 @@ def test_substitution_in_regexp_mailbox_and_id_tables_is_refused(tmp_path, base)
     if ROOT:
         (name,) = os.listdir(base / "example.com/info/new")
         assert (base / "example.com/info/new" / name).stat().st_uid == 65534
+
+
+def test_regexp_mailbox_table_sees_the_full_address_only(tmp_path, base):
+    """virtual(5) "REGULAR EXPRESSION TABLES": a pattern is applied to the entire address,
+    never to `@domain` or the address without its extension; a fixed table after it still
+    answers those keys, the address first in every table (mail_addr_find)."""
+    conf = tmp_path / "c"
+    conf.mkdir()
+    (conf / "vmailbox.re").write_text(
+        "/^@example\\.com$/ example.com/domain/\n"
+        "/^tag@example\\.com$/ example.com/unextended/\n"
+        "/^example\\.com$/ example.com/bare-domain/\n"
+        "/^info@example\\.org$/ example.org/info/\n"
+    )
+    (conf / "vmailbox").write_text("@example.org example.org/catchall/\n")
+    cfg = make_config(
+        conf,
+        main=f"virtual_mailbox_base = {base}\n"
+        f"virtual_mailbox_maps = regexp:{conf}/vmailbox.re, texthash:{conf}/vmailbox\n"
+        "virtual_uid_maps = static:65534\nvirtual_gid_maps = static:65534\n",
+    )
+    rcpts = ["who@example.com", "tag+x@example.com", "info@example.org", "who@example.org"]
+    out = run(request(cfg, "virtual", "example.com", rcpts))
+    assert out == [
+        Outcome("5.1.1", 'unknown user: "who@example.com"'),
+        Outcome("5.1.1", 'unknown user: "tag+x@example.com"'),
+        Outcome("2.0.0", "delivered to maildir"),
+        Outcome("2.0.0", "delivered to maildir"),
+    ]
+    assert os.listdir(base) == ["example.org"]
+    assert sorted(os.listdir(base / "example.org")) == ["catchall", "info"]

@@ -29,3 +29,63 @@ def test_a_substituting_transport_rule_is_skipped_with_postfix_warning(tmp_path)
         f"regexp map {table}, line 1: regular expression substitution is not allowed: "
         "skipping this rule"
     ]
+
+
+def _resolve_with(tmp_path, tables: str, *addresses: str) -> list[tuple[str, str]]:
+    (tmp_path / "main.cf").write_text(
+        "mydestination = localhost\nrelayhost =\nrecipient_delimiter = +\n"
+        f"parent_domain_matches_subdomains =\ntransport_maps = {tables}\n"
+    )
+    (tmp_path / "master.cf").write_text("")
+    cfg = load_config(str(tmp_path))
+    return [(r.transport, r.nexthop) for r in (resolve(a, cfg) for a in addresses)]
+
+
+def test_regexp_transport_table_sees_the_full_address_and_the_wildcard_only(tmp_path):
+    """transport(5): "some.domain.hierarchy is not looked up via its parent domains, nor
+    is user+foo@domain looked up as user@domain" in a regexp table; transport_lookup()
+    asks every table for the `*` wild-card (FULL), and a fixed table for the rest."""
+    (tmp_path / "transport.re").write_text(
+        "/^example\\.com$/ relay:[domain.hub]\n"
+        "/^\\.example\\.com$/ relay:[parent.hub]\n"
+        "/^tag@example\\.org$/ relay:[unextended.hub]\n"
+        "/^full@example\\.net$/ relay:[full.hub]\n"
+    )
+    assert _resolve_with(
+        tmp_path,
+        f"regexp:{tmp_path}/transport.re",
+        "u@example.com",
+        "u@sub.example.com",
+        "tag+x@example.org",
+        "full@example.net",
+    ) == [
+        ("smtp", "example.com"),
+        ("smtp", "sub.example.com"),
+        ("smtp", "example.org"),
+        ("relay", "[full.hub]"),
+    ]
+    (tmp_path / "wild.re").write_text("/^\\*$/ relay:[wild.hub]\n")
+    assert _resolve_with(tmp_path, f"regexp:{tmp_path}/wild.re", "u@example.com") == [
+        ("relay", "[wild.hub]")
+    ]
+
+
+def test_fixed_transport_table_address_without_extension_domain_and_parents(tmp_path):
+    (tmp_path / "transport").write_text(
+        "tag@example.org relay:[unextended.hub]\n"
+        ".example.com relay:[parent.hub]\n"
+        "example.net :[same.transport]\n"
+    )
+    assert _resolve_with(
+        tmp_path,
+        f"texthash:{tmp_path}/transport",
+        "tag+x@example.org",
+        "u@sub.example.com",
+        "u@example.com",
+        "u@example.net",
+    ) == [
+        ("relay", "[unextended.hub]"),
+        ("relay", "[parent.hub]"),
+        ("smtp", "example.com"),
+        ("smtp", "[same.transport]"),
+    ]

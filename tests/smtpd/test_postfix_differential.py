@@ -443,3 +443,92 @@ def test_client_refused_at_connect_without_delay_reject_as_postfix(start_smtpd) 
         ]
 
     assert session(both.ours) == session(both.theirs)
+
+
+@pytest.mark.slow
+def test_pattern_tables_see_the_whole_string_only_as_postfix(start_smtpd, tmp_path: Path) -> None:
+    """access(5), virtual(5), relocated(5): "Each pattern is a regular expression that is
+    applied to the entire [client hostname, IP address or] address being looked up": rules
+    that match only a domain, a parent domain or network, `@domain`, `user@` or the address
+    without its extension never fire in a regexp table (Postfix gives it no partial key),
+    while a fixed table after it still answers them; relay_domains given as a regexp table
+    matches the domain, not its subdomains. Replies word for word as Postfix 3.7's."""
+    tables = {
+        "relay.re": "/^example\\.com$/ OK\n",
+        "client.re": "/^127\\.0\\.0$/ REJECT client network\n/^127$/ REJECT client net\n",
+        "helo.re": "/^example\\.com$/ REJECT helo parent\n"
+        "/^full\\.helo\\.example$/ REJECT helo full\n",
+        "sender.re": "/^example\\.org$/ REJECT sender domain\n/^s@$/ REJECT sender localpart\n"
+        "/^bad@example\\.org$/ REJECT sender full\n",
+        "rcpt.re": "/^example\\.com$/ REJECT rcpt domain\n/^\\.?com$/ REJECT rcpt parent\n"
+        "/^tag@example\\.com$/ REJECT rcpt unextended\n/^who@$/ REJECT rcpt localpart\n"
+        "/^full@example\\.com$/ REJECT rcpt full\n",
+        "rcpt": "tag@example.net REJECT fixed unextended\nfixed@ REJECT fixed localpart\n"
+        "example.org REJECT fixed domain\n",
+        "vmailbox.re": "/^@virtual\\.example$/ x\n/^virtual\\.example$/ x\n"
+        "/^info@virtual\\.example$/ x\n",
+        "relocated.re": "/^@example\\.net$/ domain@elsewhere.example\n"
+        "/^moved@example\\.net$/ moved@elsewhere.example\n",
+    }
+    for name, text in tables.items():
+        (tmp_path / name).write_text(text)
+    t = tmp_path
+    main_cf = (
+        "recipient_delimiter = +\n"
+        f"relay_domains = regexp:{t}/relay.re, example.net, example.org\n"
+        "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n"
+        f"smtpd_client_restrictions = check_client_access regexp:{t}/client.re\n"
+        f"smtpd_helo_restrictions = check_helo_access regexp:{t}/helo.re\n"
+        f"smtpd_sender_restrictions = check_sender_access regexp:{t}/sender.re\n"
+        f"smtpd_recipient_restrictions = check_recipient_access regexp:{t}/rcpt.re,"
+        f" check_recipient_access texthash:{t}/rcpt\n"
+        "virtual_mailbox_domains = virtual.example\n"
+        f"virtual_mailbox_maps = regexp:{t}/vmailbox.re\n"
+        f"relocated_maps = regexp:{t}/relocated.re\n"
+    )
+    rcpts = [
+        "u@example.com",
+        "u@sub.example.com",
+        "tag+x@example.com",
+        "who@example.com",
+        "full@example.com",
+        "tag+x@example.net",
+        "fixed@example.net",
+        "u@example.org",
+        "moved@example.net",
+        "other@example.net",
+        "who@virtual.example",
+        "info@virtual.example",
+    ]
+
+    def play(port: int) -> list[str]:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        try:
+            raw.reply()
+            out = [raw.cmd("EHLO mail.example.com"), raw.cmd("MAIL FROM:<s@example.org>")]
+            out += [raw.cmd(f"RCPT TO:<{r}>") for r in rcpts]
+            out += [raw.cmd("RSET"), raw.cmd("MAIL FROM:<bad@example.org>")]
+            out += [raw.cmd("RCPT TO:<u@example.com>"), raw.cmd("EHLO full.helo.example")]
+            out += [raw.cmd("MAIL FROM:<s@example.org>"), raw.cmd("RCPT TO:<u@example.com>")]
+            return [line for reply in out for line in reply.splitlines() if " " in line[:4]]
+        finally:
+            raw.close()
+
+    with running_postfix(main_cf) as (port, _d):
+        theirs = play(port)
+    ours = play(start_smtpd(main_cf).port)
+    assert ours == theirs
+    # Only the full-string rules of the pattern tables fired; the fixed table answered its
+    # partial keys.
+    rejects = [line for line in theirs if line[0] == "5"]
+    assert [line.rsplit(": ", 1)[1] for line in rejects] == [
+        "Relay access denied",
+        "rcpt full",
+        "fixed unextended",
+        "fixed localpart",
+        "fixed domain",
+        "User has moved to moved@elsewhere.example",
+        "User unknown in virtual mailbox table",
+        "sender full",
+        "helo full",
+    ], "\n".join(theirs)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from oxipost.envelope import Recipient
 from oxipost.maps import TableError
-from oxipost.maps.search import split_extension, virtual_keys
+from oxipost.maps.search import maps_find, split_extension, virtual_keys
 from oxipost.rewrite.resolve import is_local_domain, split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
 
@@ -42,10 +42,6 @@ ENV_FROM = "envelope_sender"
 ENV_RCPT = "envelope_recipient"
 HDR_FROM = "header_sender"
 HDR_RCPT = "header_recipient"
-
-# Table types that only see the full address, never a partial key (Postfix's
-# DICT_FLAG_FIXED is not supported by them).
-_PATTERN_TYPES = ("regexp:", "pcre:")
 
 WRITE_ERROR = "451 4.3.0 Error: queue file write error"
 ALIAS_ERROR = "451 4.6.0 Alias expansion error"
@@ -70,22 +66,16 @@ def _local_for_lookup(cfg: Config, domain: str) -> bool:
 
 def addr_find(state: CleanupState, param: str, address: str) -> tuple[str, str] | None:
     """Postfix's mail_addr_find: (key, value) for the first key, in virtual(5) order, that
-    one of `param`'s tables answers (each key against every table in turn), or None.
-    Raises TableError when a table cannot be read."""
+    one of `param`'s tables answers (each key against every table in turn; a pattern table
+    sees the whole address only), or None. Raises TableError when a table cannot be read."""
     cfg = state.cfg
-    tables = [(spec.startswith(_PATTERN_TYPES), table) for spec, table in state.tables(param)]
+    tables = [table for _spec, table in state.tables(param)]
     if not tables:
         return None
     domain = split_address(address)[1]
     keys = virtual_keys(address, cfg.get("recipient_delimiter"), _local_for_lookup(cfg, domain))
-    for n, key in enumerate(keys):
-        for pattern, table in tables:
-            if pattern and n:
-                continue
-            value = table.lookup(key)
-            if value is not None:
-                return key, value
-    return None
+    found = maps_find(tables, keys)
+    return None if found is None else (found[1], found[0])
 
 
 def addr_map(state: CleanupState, param: str, address: str, propagate: bool) -> list[str] | None:

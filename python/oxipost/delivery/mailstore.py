@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from oxipost import runloop
 from oxipost._core import mailbox
 from oxipost.envelope import Outcome
+from oxipost.maps.search import SearchKey, maps_find
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -22,27 +23,23 @@ class LookupFailed(Exception):
     """A table could not be read: the recipient is deferred, never bounced."""
 
 
-def lookup_tables(cfg: Config, param: str, keys: list[str], no_regsub: bool = False) -> str | None:
-    """First match of any key in the tables of `param`, tables in order, keys in order
-    within a table (as Postfix's maps_find with mail_addr_find's key list). `no_regsub`
-    for tables Postfix opens with DICT_FLAG_PARANOID: see oxipost.maps."""
+def lookup_tables(
+    cfg: Config, param: str, keys: Sequence[SearchKey | str], no_regsub: bool = False
+) -> str | None:
+    """First match in the tables of `param`: each key in every table before the next key,
+    a partial key only in fixed tables (oxipost.maps.search.maps_find, as Postfix's
+    mail_addr_find). `no_regsub` for tables Postfix opens with DICT_FLAG_PARANOID: see
+    oxipost.maps."""
     specs = cfg.get_list(param)
     if not specs:
         return None
+    from oxipost.maps import TableError, open_table
+
     try:
-        from oxipost.maps import TableError, open_table
-    except ImportError as e:  # the maps area has not landed
-        raise LookupFailed(f"{param}: lookup tables unavailable") from e
-    for spec in specs:
-        try:
-            table = open_table(spec, cfg, no_regsub=no_regsub)
-            for key in keys:
-                value = table.lookup(key)
-                if value is not None:
-                    return value
-        except TableError as e:
-            raise LookupFailed(f"{param}: {e}") from e
-    return None
+        found = maps_find([open_table(spec, cfg, no_regsub=no_regsub) for spec in specs], keys)
+    except TableError as e:
+        raise LookupFailed(f"{param}: {e}") from e
+    return None if found is None else found[0]
 
 
 def delivered_to(content: bytes) -> set[str]:

@@ -32,7 +32,7 @@ from oxipost.delivery.mailstore import (
     prefix_headers,
 )
 from oxipost.envelope import Outcome, Recipient
-from oxipost.maps.search import virtual_keys
+from oxipost.maps.search import SearchKey, virtual_keys
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -42,7 +42,7 @@ log = logging.getLogger("oxipost.virtual")
 CONFIG_ERROR = Outcome("4.3.5", "mail system configuration error")
 
 
-def _id(cfg: Config, param: str, keys: list[str], rcpt: str) -> int | Outcome | None:
+def _id(cfg: Config, param: str, keys: list[SearchKey], rcpt: str) -> int | Outcome | None:
     if not cfg.get_list(param):
         return None if os.geteuid() != 0 else CONFIG_ERROR
     value = lookup_tables(cfg, param, keys, no_regsub=True)

@@ -20,9 +20,16 @@ proxy: already opens its table directly, as Postfix 3.7's dict_proxy_open does f
 DICT_FLAG_NO_PROXY, and no unauthenticated type (tcp:, socketmap:, memcache:, which
 DICT_FLAG_NO_UNAUTH refuses) is supported.
 
+Every table also says whether it is `fixed`, Postfix's DICT_FLAG_FIXED: a table of exact
+keys (hash:, cdb:, texthash:, inline:, static:) is fixed; a pattern table (regexp:, pcre:,
+cidr:, fail:, Postfix's DICT_FLAG_PATTERN) is not, and address searches give it only the
+whole string being looked up, never a partial key such as `@domain` or a parent domain
+(virtual(5), access(5), transport(5): "REGULAR EXPRESSION TABLES"). unionmap: and pipemap:
+take their first table's kind, as dict_union_open does.
+
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
-postmap(1) builds it. Key search orders of virtual(5), access(5) and aliases(5) are in
-`oxipost.maps.search`.
+postmap(1) builds it. Key search orders of virtual(5), access(5), transport(5) and
+aliases(5), and the one walk over keys and tables, are in `oxipost.maps.search`.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class TableError(Exception):
 
 class Table(Protocol):
     owner: int | None
+    # Postfix's DICT_FLAG_FIXED: asked for partial keys too (see above).
+    fixed: bool
 
     def lookup(self, key: str) -> str | None: ...
 
@@ -115,6 +124,8 @@ def read_file(path: str, action: str = "open database") -> bytes:
 class CdbTable:
     """hash: and cdb: — `<name>.cdb`, memory-mapped."""
 
+    fixed = True
+
     def __init__(self, name: str, fold_keys: bool = True) -> None:
         self.path = name + ".cdb"
         self.fold_keys = fold_keys
@@ -155,6 +166,8 @@ class CdbTable:
 
 class DictTable:
     """A table held in memory: texthash:, inline:, and what postmap -i/-d rewrite."""
+
+    fixed = True
 
     def __init__(
         self, entries: dict[str, str], fold_keys: bool = True, owner: int | None = 0
@@ -202,6 +215,8 @@ def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
 class RegexpTable:
     """regexp: and pcre: — compiled once in Rust, one pass for a miss."""
 
+    fixed = False
+
     def __init__(
         self,
         text: bytes,
@@ -224,6 +239,8 @@ class RegexpTable:
 
 class CidrTable:
     """cidr: first matching network, with `!` negation and if/endif, as cidr_table(5)."""
+
+    fixed = False
 
     def __init__(self, text: bytes, name: str, owner: int | None = 0) -> None:
         self.owner = owner
@@ -325,6 +342,7 @@ class CidrTable:
 
 class StaticTable:
     owner: int | None = 0
+    fixed = True
 
     def __init__(self, value: str) -> None:
         self.value = value
@@ -335,6 +353,7 @@ class StaticTable:
 
 class FailTable:
     owner: int | None = 0
+    fixed = False
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -361,6 +380,7 @@ class UnionTable:
     def __init__(self, tables: list[Table]) -> None:
         self.tables = tables
         self.owner = aggregate_owner(tables)
+        self.fixed = tables[0].fixed
 
     def lookup(self, key: str) -> str | None:
         found = [v for v in (t.lookup(key) for t in self.tables) if v is not None]
@@ -373,6 +393,7 @@ class PipeTable:
     def __init__(self, tables: list[Table]) -> None:
         self.tables = tables
         self.owner = aggregate_owner(tables)
+        self.fixed = tables[0].fixed
 
     def lookup(self, key: str) -> str | None:
         value: str | None = key

@@ -1,4 +1,5 @@
-"""Postfix's key search orders, one helper per kind of table, used by every caller.
+"""Postfix's key search orders, one helper per kind of table, and the one walk over keys
+and tables (`maps_find`) that every caller uses.
 
 - virtual(5) and canonical(5): `user+ext@domain`, `user@domain`, then (for a local domain
   only) `user+ext`, `user`, then `@domain`.
@@ -6,13 +7,52 @@
 - access(5): the full address, `user@domain` without the extension, the domain and its
   parents (`parent` or `.parent` per parent_domain_matches_subdomains), then `user@`; client
   names and addresses with their network prefixes.
+- transport(5): the full address, `user@domain` without the extension, the domain and its
+  parents, then `*`.
+
+A search key is `(key, partial)`. The whole string looked up is FULL; what is derived from
+it (the address without its extension, a bare local part, `@domain`, a domain or parent
+domain of an address, a parent domain of a host name, a shorter network prefix) is PARTIAL:
+as Postfix's mail_addr_find(), check_domain_access() and transport_lookup() pass
+DICT_FLAG_FIXED to maps_find() for those, a table that is not `fixed` (regexp:, pcre:,
+cidr:) is only given the FULL keys (transport(5)'s `*` is one). A plain string is a FULL
+key.
 
 Keys are lowercased here; tables fold as well (Postfix folds both sides).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
 from oxipost.config import Config
+from oxipost.valid import valid_hostaddr
+
+if TYPE_CHECKING:
+    from oxipost.maps import Table
+
+FULL = False
+PARTIAL = True
+SearchKey = tuple[str, bool]
+
+
+def maps_find(tables: Sequence[Table], keys: Iterable[SearchKey | str]) -> tuple[str, str] | None:
+    """(value, key) of the first key any table answers, as Postfix's maps_find() called
+    for each key in turn: every table for one key before the next key, a PARTIAL key only
+    for fixed tables, an empty key never asked. TableError propagates."""
+    for item in keys:
+        key, partial = (item, FULL) if isinstance(item, str) else item
+        if not key:
+            continue
+        for table in tables:
+            if partial and not table.fixed:
+                continue
+            value = table.lookup(key)
+            if value is not None:
+                return value, key
+    return None
+
 
 # split_addr() leaves these alone even when they contain a delimiter (Postfix's
 # mail_addr.h special addresses and the owner-/-request list conventions).
@@ -38,9 +78,10 @@ def _split(address: str) -> tuple[str, str]:
     return (local, domain) if at else (address, "")
 
 
-def virtual_keys(address: str, delimiters: str, local_domain: bool) -> list[str]:
-    """virtual(5)/canonical(5) order for an address. `local_domain`: the domain is one of
-    $myorigin, $mydestination, $inet_interfaces, $proxy_interfaces (bare user keys apply)."""
+def virtual_keys(address: str, delimiters: str, local_domain: bool) -> list[SearchKey]:
+    """virtual(5)/canonical(5) order for an address (mail_addr_find's default strategy):
+    the address is FULL, the rest PARTIAL. `local_domain`: the domain is one of $myorigin,
+    $mydestination, $inet_interfaces, $proxy_interfaces (bare user keys apply)."""
     local, domain = _split(address.lower())
     user, ext = split_extension(local, delimiters)
     keys: list[str] = []
@@ -54,7 +95,7 @@ def virtual_keys(address: str, delimiters: str, local_domain: bool) -> list[str]
             keys.append(user)
     if domain:
         keys.append(f"@{domain}")
-    return keys
+    return [(key, n > 0) for n, key in enumerate(keys)]
 
 
 def alias_keys(address: str, delimiters: str) -> list[str]:
@@ -70,50 +111,75 @@ def subdomains_match(cfg: Config, feature: str = "smtpd_access_maps") -> bool:
     return feature in cfg.get_list("parent_domain_matches_subdomains")
 
 
-def access_domain_keys(domain: str, cfg: Config) -> list[tuple[str, bool]]:
-    """access(5) keys for a domain: (key, is_parent) for the domain then each parent."""
+def domain_keys(domain: str, parent_style: bool) -> list[SearchKey]:
+    """A domain (FULL) then each parent domain (PARTIAL), as `parent` when `parent_style`
+    (parent_domain_matches_subdomains lists the feature), else `.parent`: Postfix's
+    match_hostname() for a table in a domain list, and the domain search of
+    check_domain_access()."""
     domain = domain.lower().rstrip(".")
-    parent_style = subdomains_match(cfg)
-    keys = [(domain, False)]
+    keys = [(domain, FULL)]
     parts = domain.split(".")
     for i in range(1, len(parts)):
         parent = ".".join(parts[i:])
-        keys.append((parent if parent_style else "." + parent, True))
+        keys.append((parent if parent_style else "." + parent, PARTIAL))
     return keys
 
 
-def access_address_keys(address: str, cfg: Config) -> list[tuple[str, bool]]:
-    """access(5) keys for a mail address; the null sender is smtpd_null_access_lookup_key."""
+def access_domain_keys(domain: str, cfg: Config) -> list[SearchKey]:
+    """access(5) keys for a host name: the name, then its parent domains unless it is a
+    numerical address (check_domain_access: no subdomain magic for those)."""
+    if valid_hostaddr(domain):
+        return [(domain.lower(), FULL)]
+    return domain_keys(domain, subdomains_match(cfg))
+
+
+def access_address_keys(address: str, cfg: Config) -> list[SearchKey]:
+    """access(5) keys for a mail address; the null sender is smtpd_null_access_lookup_key.
+    Only the address is FULL: its domain and parents are PARTIAL keys here."""
     if address == "":
-        return [(cfg.get("smtpd_null_access_lookup_key"), False)]
+        return [(cfg.get("smtpd_null_access_lookup_key"), FULL)]
     local, domain = _split(address.lower())
     user, ext = split_extension(local, cfg.get("recipient_delimiter"))
-    keys: list[tuple[str, bool]] = [(f"{local}@{domain}" if domain else local, False)]
+    keys = [f"{local}@{domain}" if domain else local]
     if ext is not None and domain:
-        keys.append((f"{user}@{domain}", False))
+        keys.append(f"{user}@{domain}")
     if domain:
-        keys.extend(access_domain_keys(domain, cfg))
-    keys.append((f"{local}@", False))
+        keys.extend(key for key, _ in domain_keys(domain, subdomains_match(cfg)))
+    keys.append(f"{local}@")
     if ext is not None:
-        keys.append((f"{user}@", False))
+        keys.append(f"{user}@")
+    return [(key, n > 0) for n, key in enumerate(keys)]
+
+
+def transport_keys(address: str, cfg: Config) -> list[SearchKey]:
+    """transport(5) keys for a recipient, as transport_lookup(): the address (FULL), the
+    address without its extension, the domain and its parents (PARTIAL), then `*`, which is
+    asked of every table (the wild-card lookup is FULL)."""
+    local, domain = _split(address.lower())
+    user, ext = split_extension(local, cfg.get("recipient_delimiter"))
+    keys: list[SearchKey] = [(address.lower(), FULL)]
+    if ext is not None:
+        keys.append((f"{user}@{domain}", PARTIAL))
+    parent_style = subdomains_match(cfg, "transport_maps")
+    keys.extend((key, PARTIAL) for key, _ in domain_keys(domain, parent_style))
+    keys.append(("*", FULL))
     return keys
 
 
-def access_client_keys(name: str, addr: str) -> list[tuple[str, bool]]:
-    """access(5) keys for a client: its name and parent domains (when known), then its
-    address and, for IPv4, the shorter network prefixes `1.2.3`, `1.2`, `1`; for IPv6 the
-    prefixes ending at each colon."""
-    keys: list[tuple[str, bool]] = []
+def access_client_keys(name: str, addr: str, cfg: Config) -> list[SearchKey]:
+    """access(5) keys for a client: its name (FULL) and parent domains (when known), then
+    its address (FULL) and, for IPv4, the shorter network prefixes `1.2.3`, `1.2`, `1`; for
+    IPv6 the prefixes ending at each colon."""
+    keys: list[SearchKey] = []
     if name and name != "unknown":
-        parts = name.lower().split(".")
-        keys.extend((".".join(parts[i:]), i > 0) for i in range(len(parts)))
-    keys.append((addr.lower(), False))
+        keys.extend(access_domain_keys(name, cfg))
+    keys.append((addr.lower(), FULL))
     if ":" in addr:
         groups = addr.lower().split(":")
         keys.extend(
-            (":".join(groups[:i]), True) for i in range(len(groups) - 1, 0, -1) if groups[i - 1]
+            (":".join(groups[:i]), PARTIAL) for i in range(len(groups) - 1, 0, -1) if groups[i - 1]
         )
     else:
         octets = addr.split(".")
-        keys.extend((".".join(octets[:i]), True) for i in range(3, 0, -1))
+        keys.extend((".".join(octets[:i]), PARTIAL) for i in range(3, 0, -1))
     return keys

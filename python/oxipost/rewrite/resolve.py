@@ -15,8 +15,9 @@ Address classes, in Postfix's order:
 For the last two, sender_dependent_relayhost_maps replaces $relayhost and (for the last
 only) sender_dependent_default_transport_maps replaces $default_transport, looked up by the
 envelope sender when the caller gives it (qmgr does); DUNNO keeps the global setting.
-transport_maps overrides the result (full address, then domain and parent domains, then
-"*"). Source routes and `@ % !` in the local part of a local address are stripped and the
+transport_maps overrides the result (full address, without its extension, then domain and
+parent domains, then "*"; a regexp: or pcre: table sees only the full address and "*").
+Source routes and `@ % !` in the local part of a local address are stripped and the
 address resolved again; each time the result is flagged RESOLVE_FLAG_ROUTED, which relay
 control treats as foreign (as Postfix does, whatever allow_percent_hack says).
 
@@ -29,6 +30,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from oxipost.maps.search import FULL, domain_keys, maps_find, transport_keys, virtual_keys
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -100,15 +103,9 @@ def match_domain(cfg: Config, items: list[str], domain: str, subdomains: bool) -
         item = raw[1:] if negate else raw
         hit = False
         if ":" in item and not item.startswith("["):
-            table = _table(item, cfg)
-            probe = domain
-            while probe:
-                if table.lookup(probe) is not None:
-                    hit = True
-                    break
-                if not subdomains or "." not in probe:
-                    break
-                probe = probe.split(".", 1)[1]
+            # match_hostname(): the name, then its parents (`.parent` unless `subdomains`)
+            # in a fixed table only.
+            hit = maps_find([_table(item, cfg)], domain_keys(domain, subdomains)) is not None
         else:
             name = item.lower().rstrip(".")
             if name.startswith("."):
@@ -173,13 +170,12 @@ def _by_sender(cfg: Config, what: str, sender: str) -> str | None:
         return None
     from oxipost.delivery.mailstore import LookupFailed, lookup_tables
     from oxipost.maps import TableError
-    from oxipost.maps.search import virtual_keys
 
     if sender:
         local_domain = is_local_domain(cfg, split_address(sender)[1])
         keys = virtual_keys(sender, cfg.get("recipient_delimiter"), local_domain)
     else:
-        keys = [cfg.get(f"empty_address_{what}_maps_lookup_key")]
+        keys = [(cfg.get(f"empty_address_{what}_maps_lookup_key"), FULL)]
     try:
         # DICT_FLAG_NO_REGSUB, as for transport_maps: no sender text in where mail goes.
         value = lookup_tables(cfg, param, keys, no_regsub=True)
@@ -258,7 +254,7 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
         # then $relayhost, then the recipient domain (resolve.c's precedences).
         relay = _by_sender(cfg, "relayhost", sender) if sender is not None else None
         nexthop = nexthop or relay or cfg.get("relayhost") or ldomain
-    override = _transport_maps(cfg, address, ldomain)
+    override = _transport_maps(cfg, address)
     if override is not None:
         o_transport, o_nexthop = _split_transport(override)
         if o_transport:
@@ -273,24 +269,12 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
     return Resolution(transport, nexthop, address, addr_class, flags)
 
 
-def _transport_maps(cfg: Config, address: str, domain: str) -> str | None:
+def _transport_maps(cfg: Config, address: str) -> str | None:
     specs = cfg.get_list("transport_maps")
     if not specs:
         return None
     # Postfix's DICT_FLAG_NO_REGSUB (transport(5)): a result naming where mail goes must
     # not carry text from the address.
     tables = [_table(s, cfg, no_regsub=True) for s in specs]
-    keys = [address.lower()]
-    probe = domain
-    subdomains = _subdomain_param(cfg, "transport_maps")
-    keys.append(probe)
-    while "." in probe:
-        probe = probe.split(".", 1)[1]
-        keys.append(probe if subdomains else "." + probe)
-    keys.append("*")
-    for key in keys:
-        for table in tables:
-            value = table.lookup(key)
-            if value is not None:
-                return value.strip()
-    return None
+    found = maps_find(tables, transport_keys(address, cfg))
+    return None if found is None else found[0].strip()

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oxipost.maps.search import (
+    SearchKey,
     access_address_keys,
     access_client_keys,
     access_domain_keys,
+    maps_find,
     virtual_keys,
 )
 from oxipost.rewrite.resolve import (
@@ -464,13 +466,7 @@ class Checker:
             keys = virtual_keys(
                 st.sender, self.cfg.get("recipient_delimiter"), self._is_local(st.sender)
             )
-            owners = None
-            for spec in self.cfg.get_list("smtpd_sender_login_maps"):
-                owners = next(
-                    (v for v in (self._lookup(spec, k) for k in keys) if v is not None), None
-                )
-                if owners is not None:
-                    break
+            owners = self._find(self.cfg.get_list("smtpd_sender_login_maps"), keys)
         except LookupFailure:
             return Reply(451, "4.3.0", f"<{st.sender}>: Temporary lookup failure")
         authenticated = name != "reject_unauthenticated_sender_login_mismatch" and bool(
@@ -566,23 +562,13 @@ class Checker:
         if not specs:
             return None
         addr = _canonical(self.cfg, rcpt)
-        local, domain = split_address(addr)
-        for key in (
-            addr.lower(),
-            local.lower() if self._is_local(addr) else None,
-            "@" + domain.lower(),
-        ):
-            if key is None:
-                continue
-            for spec in specs:
-                value = self._lookup(spec, key)
-                if value is not None:
-                    return Reply(
-                        550,
-                        "5.1.6",
-                        f"<{rcpt}>: Recipient address rejected: User has moved to {value}",
-                    )
-        return None
+        keys = virtual_keys(addr, self.cfg.get("recipient_delimiter"), self._is_local(addr))
+        value = self._find(specs, keys)
+        if value is None:
+            return None
+        return Reply(
+            550, "5.1.6", f"<{rcpt}>: Recipient address rejected: User has moved to {value}"
+        )
 
     def _is_local(self, addr: str) -> bool:
         try:
@@ -590,23 +576,21 @@ class Checker:
         except _table_errors() as e:
             raise LookupFailure(str(e)) from None
 
-    def _lookup(self, spec: str, key: str) -> str | None:
+    def _find(self, specs: list[str], keys: list[SearchKey]) -> str | None:
+        """The first value `specs`' tables give for `keys` (maps_find: a pattern table
+        sees only the FULL keys); LookupFailure when a table cannot be read."""
         try:
-            value: str | None = _table(spec, self.cfg).lookup(key)
+            found = maps_find([_table(spec, self.cfg) for spec in specs], keys)
         except _table_errors() as e:
             raise LookupFailure(str(e)) from None
-        return value
+        return None if found is None else found[0]
 
-    def _in_maps(self, param: str, keys: list[str]) -> bool | None:
+    def _in_maps(self, param: str, keys: list[SearchKey]) -> bool | None:
         """True/False for a lookup in a maps parameter; None when the parameter is empty."""
         specs = self.cfg.get_list(param)
         if not specs:
             return None
-        for spec in specs:
-            for key in keys:
-                if self._lookup(spec, key) is not None:
-                    return True
-        return False
+        return self._find(specs, keys) is not None
 
     def unlisted_recipient(self, rcpt: str) -> Reply | None:
         return self.unlisted_address(rcpt, "Recipient address")
@@ -618,19 +602,14 @@ class Checker:
             res = resolve(addr, cfg)
         except _table_errors() as e:
             raise LookupFailure(str(e)) from None
-        local, domain = split_address(res.recipient)
-        full = res.recipient.lower()
-        at_domain = "@" + domain.lower()
-        delim = cfg.get("recipient_delimiter")
-        bare_local = local.lower()
-        if delim:
-            for d in delim:
-                if d in bare_local:
-                    bare_local = bare_local.split(d, 1)[0]
-        if self._in_maps("virtual_alias_maps", [full, at_domain]):
+        # Postfix's check_rcpt_maps asks each table through mail_addr_find().
+        keys = virtual_keys(
+            res.recipient, cfg.get("recipient_delimiter"), res.addr_class == RESOLVE_CLASS_LOCAL
+        )
+        if self._in_maps("virtual_alias_maps", keys):
             return None
         if res.addr_class == RESOLVE_CLASS_LOCAL:
-            found = self._in_maps("local_recipient_maps", [full, local.lower(), bare_local])
+            found = self._in_maps("local_recipient_maps", keys)
             if found is False:
                 code = cfg.get_int("unknown_local_recipient_reject_code")
                 return Reply(
@@ -639,7 +618,7 @@ class Checker:
                     f"<{address}>: {what} rejected: User unknown in local recipient table",
                 )
         elif res.addr_class == RESOLVE_CLASS_VIRTUAL:
-            found = self._in_maps("virtual_mailbox_maps", [full, at_domain])
+            found = self._in_maps("virtual_mailbox_maps", keys)
             if found is not True:
                 code = cfg.get_int("unknown_virtual_mailbox_reject_code")
                 return Reply(
@@ -655,7 +634,7 @@ class Checker:
                 f"<{address}>: {what} rejected: User unknown in virtual alias table",
             )
         elif res.addr_class == RESOLVE_CLASS_RELAY:
-            found = self._in_maps("relay_recipient_maps", [full, at_domain])
+            found = self._in_maps("relay_recipient_maps", keys)
             if found is False:
                 code = cfg.get_int("unknown_relay_recipient_reject_code")
                 return Reply(
@@ -682,7 +661,7 @@ class Checker:
             return Reply(451, "4.3.5", "Server configuration error")
         rname = self._reply_name(stage, st, rcpt)
         if name == "check_client_access":
-            keys = access_client_keys(st.name, st.addr)
+            keys = access_client_keys(st.name, st.addr, self.cfg)
             cls = "Client host"
             shown = st.namaddr
         elif name == "check_helo_access":
@@ -700,14 +679,12 @@ class Checker:
             cls, shown = "Recipient address", rcpt
         else:
             return Reply(451, "4.3.5", "Server configuration error")
-        for key, _partial in keys:
-            value = self._lookup(spec, key)
-            if value is None:
-                continue
-            return self._access_result(
-                value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
-            )
-        return DUNNO
+        value = self._find([spec], keys)
+        if value is None:
+            return DUNNO
+        return self._access_result(
+            value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
+        )
 
     def _access_result(
         self,
