@@ -1,6 +1,7 @@
 """End to end, all real processes on 127.0.0.1: oxipost under its master routes remote mail
 by its envelope sender (sender_dependent_relayhost_maps, sender_dependent_default_transport_maps)
-to one of two Debian smtp-sink next hops, and always_bcc's copy goes out with the message."""
+to one of Debian's smtp-sink next hops, always_bcc's copy going out with the message, and
+to smtp_fallback_relay when the relayhost refuses connections."""
 
 from __future__ import annotations
 
@@ -45,3 +46,14 @@ def test_next_hop_chosen_by_envelope_sender(oxi: Oxipost) -> None:
     assert _relay_of(log, by_sender, "archive@example.net") == f"{at}:{special}"
     assert _relay_of(log, global_relay, "far@example.net") == f"{at}:{usual}"
     assert _relay_of(log, by_transport, "far@example.net") == f"{at}:{bulk}"
+
+
+def test_fallback_relay_takes_mail_the_relayhost_refuses(oxi: Oxipost) -> None:
+    closed, fallback = free_port(), free_port()
+    cfg = oxi.start(
+        f"relayhost = [127.0.0.1]:{closed}\nsmtp_fallback_relay = [127.0.0.1]:{fallback}\n"
+    )
+    with smtp_sink(fallback):
+        qid = oxi.swaks("alice@example.com", "far@example.net", "fb", "fallback")
+        wait_log(cfg, rf"{qid}: removed", timeout=60)
+    assert _relay_of(oxi.log(), qid, "far@example.net") == f"127.0.0.1[127.0.0.1]:{fallback}"

@@ -3,7 +3,10 @@
 Destinations: `domain` (MX lookup: preference order, random among equals, implicit MX
 from A/AAAA, null MX per RFC 7505), `[host]` / `[host]:port` (no MX), `host:port`, and for
 LMTP `inet:host:port` and `unix:/path`. An empty nexthop means relayhost, else the
-recipient's domain. The session speaks EHLO (LHLO), STARTTLS per
+recipient's domain. smtp(8) then tries the smtp_fallback_relay destinations, in order,
+while every recipient is still undelivered and unbounced (the destination not found, no
+host reachable, or every recipient soft-failed at its last host), unless this host is
+one of the destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per
 smtp_tls_security_level (none, may, encrypt), AUTH PLAIN/LOGIN with
 smtp_sasl_password_maps, MAIL FROM with SIZE, BODY=8BITMIME and the DSN parameters, one
 RCPT per recipient with NOTIFY/ORCPT, PIPELINING when offered, and DATA. An idle session
@@ -16,6 +19,8 @@ Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1)
 said: <reply> (in reply to <COMMAND> command)" with the reply's status, 4xx deferred and
 5xx bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept
 mail (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4).
+A fallback relay or the relayhost that is not found (or loops back here) defers the mail
+with 4.3.5 and "warning: smtp_fallback_relay configuration problem" ("relayhost ...").
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import logging
 import os
 import random
 import re
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
@@ -38,6 +44,8 @@ from oxipost.envelope import Outcome
 if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.delivery import DeliveryRequest
+
+log = logging.getLogger("oxipost.smtp")
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -338,12 +346,19 @@ def _own_addresses(cfg: Config) -> set[str]:
 
 async def resolve(nexthop: str, p: Params) -> list[Host]:
     """The hosts to try, best first; SessionError when there are none."""
+    return (await _resolve(nexthop, p))[0]
+
+
+async def _resolve(nexthop: str, p: Params) -> tuple[list[Host], bool]:
+    """(hosts, whether this host is one of the destination's MX hosts, which rules out the
+    fallback relays); SessionError when there are none, with next_host False when mail for
+    it loops back to this host."""
     default_port = (
         p.cfg.get_int("lmtp_tcp_port") if p.lmtp else _port(p.cfg.get("smtp_tcp_port"), 25)
     )
     host, port, no_mx, unix = parse_nexthop(nexthop, default_port)
     if unix:
-        return [Host(p.cfg.get("myhostname"), host, 0, socket.AF_UNIX)]
+        return [Host(p.cfg.get("myhostname"), host, 0, socket.AF_UNIX)], False
     if (
         no_mx
         or p.lmtp
@@ -357,7 +372,7 @@ async def resolve(nexthop: str, p: Params) -> list[Host]:
                 f"Host or domain name not found. Name service error for name={host} type=A: "
                 "Host not found",
             )
-        return [Host(host, a, port, fam) for fam, a in addrs]
+        return [Host(host, a, port, fam) for fam, a in addrs], False
     import dns.asyncresolver
     import dns.exception
     import dns.resolver
@@ -388,13 +403,15 @@ async def resolve(nexthop: str, p: Params) -> list[Host]:
     own_names = {p.cfg.get("myhostname").lower()}
     own_addrs = _own_addresses(p.cfg)
     hosts: list[tuple[int, Host]] = []
+    mx_self = False
     for pref, name in mxs:
         addrs = await _addresses(name, port, p)
         if name.lower() in own_names or any(a in own_addrs for _f, a in addrs):
             # We are an MX for it: only better MX hosts may be used (smtp_addr.c).
             hosts = [(hp, h) for hp, h in hosts if hp < pref]
             if not hosts:
-                raise SessionError("5.4.6", f"mail for {host} loops back to myself")
+                raise SessionError("5.4.6", f"mail for {host} loops back to myself", False)
+            mx_self = True
             break
         hosts.extend((pref, Host(name, a, port, fam)) for fam, a in addrs)
     if not hosts:
@@ -403,7 +420,7 @@ async def resolve(nexthop: str, p: Params) -> list[Host]:
             f"Host or domain name not found. Name service error for name={host} type=A: "
             "Host not found",
         )
-    return [h for _pref, h in hosts]
+    return [h for _pref, h in hosts], mx_self
 
 
 # ---------------------------------------------------------------------------- the session
@@ -749,23 +766,53 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     nexthop = req.nexthop
     if not nexthop:
         nexthop = req.cfg.get("relayhost") or req.recipients[0].address.rpartition("@")[2]
+    # smtp(8) tries the smtp_fallback_relay destinations in order once the next hop's own
+    # hosts cannot take the mail (smtp_connect.c); lmtp(8) has none.
+    sites = [nexthop]
+    if not lmtp:
+        sites += [d for d in re.split(r"[,\s]+", req.cfg.get("smtp_fallback_relay")) if d]
+    tried = 0
+    while True:
+        outcomes, again, unresolved = await _deliver_site(req, p, sites[tried])
+        tried += 1
+        if not again or tried == len(sites):
+            break
+    if lmtp or not unresolved or not outcomes[0].permanent:
+        return outcomes
+    # A next hop that does not resolve (or loops back here) is taken for a configuration
+    # problem, deferred rather than bounced, when it is a fallback relay or the relayhost.
+    if tried > 1:
+        log.warning("smtp_fallback_relay configuration problem")
+    elif nexthop == req.cfg.get("relayhost"):
+        log.warning("relayhost configuration problem")
+    else:
+        return outcomes
+    return [dataclasses.replace(o, status="4.3.5") for o in outcomes]
+
+
+async def _deliver_site(req: DeliveryRequest, p: Params, nexthop: str) -> _SiteResult:
+    """Delivery to one destination's hosts; says whether the next destination (a fallback
+    relay) may be tried: every recipient is still to be delivered, none bounced, after
+    the last host, and this host is none of the destination's MX hosts."""
     key = (req.transport, nexthop)
     helo = p.get("helo_name")
     n = len(req.recipients)
     s = await _cached(key, p)
     hosts: list[Host] = []
+    mx_self = False
     last: SessionError | None = None
     if s is None:
         try:
-            hosts = await resolve(nexthop, p)
+            hosts, mx_self = await _resolve(nexthop, p)
         except SessionError as e:
-            return [Outcome(e.status, e.text)] * n
+            return _SiteResult([Outcome(e.status, e.text)] * n, e.next_host, True)
     attempt = 0
     while True:
         if s is None:
             if attempt >= len(hosts):
                 assert last is not None
-                return [Outcome(last.status, last.text, last.relay, site=last.site)] * n
+                out = Outcome(last.status, last.text, last.relay, site=last.site)
+                return _SiteResult([out] * n, not mx_self)
             host = hosts[attempt]
             attempt += 1
             try:
@@ -780,13 +827,13 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
                     await _auth(s, creds, p)
                 except SessionError as e:
                     s.close()
-                    return [Outcome(e.status, e.text)] * n
+                    return _SiteResult([Outcome(e.status, e.text)] * n)
         relay = s.host.relay
         try:
             outcomes = [dataclasses.replace(o, relay=relay) for o in await _transaction(s, req, p)]
         except _Partial as pe:
             s.close()
-            return [dataclasses.replace(o, relay=relay) for o in pe.outcomes]
+            return _SiteResult([dataclasses.replace(o, relay=relay) for o in pe.outcomes])
         except SessionError as e:
             s.close()
             s = None
@@ -794,23 +841,27 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
             if e.next_host and not hosts:
                 # A cached session that died between messages: start afresh.
                 try:
-                    hosts = await resolve(nexthop, p)
+                    hosts, mx_self = await _resolve(nexthop, p)
                 except SessionError as re:
-                    return [Outcome(re.status, re.text)] * n
+                    return _SiteResult([Outcome(re.status, re.text)] * n, re.next_host, True)
                 continue
             if e.next_host and attempt < len(hosts):
                 continue
-            return [Outcome(e.status, e.text, relay)] * n
-        if (
-            any(o.status.startswith("4") for o in outcomes)
-            and attempt < len(hosts)
-            and all(not o.delivered for o in outcomes)
-            and all(o.status.startswith("4") for o in outcomes)
-        ):
+            return _SiteResult([Outcome(e.status, e.text, relay)] * n, e.next_host and not mx_self)
+        soft = bool(outcomes) and all(o.status.startswith("4") for o in outcomes)
+        if soft and attempt < len(hosts):
             # Every recipient soft-failed at this host: the next MX may do better.
             await _quit(s, p)
             s = None
             last = SessionError(outcomes[0].status, outcomes[0].text)
             continue
         _park(key, s, p)
-        return outcomes
+        return _SiteResult(outcomes, soft and not mx_self)
+
+
+class _SiteResult(NamedTuple):
+    outcomes: list[Outcome]
+    # The next destination may be tried.
+    again: bool = False
+    # No host was found for the destination.
+    unresolved: bool = False
