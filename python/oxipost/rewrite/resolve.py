@@ -166,9 +166,9 @@ def _by_sender(cfg: Config, what: str, sender: str) -> str | None:
     @domain; the null sender as empty_address_<what>_maps_lookup_key). None for no
     answer, an empty one or DUNNO (use the global setting). Raises TableError."""
     param = f"sender_dependent_{what}_maps"
-    if not cfg.get_list(param):
+    specs = cfg.get_list(param)
+    if not specs:
         return None
-    from oxipost.delivery.mailstore import LookupFailed, lookup_tables
     from oxipost.maps import TableError
 
     if sender:
@@ -178,10 +178,10 @@ def _by_sender(cfg: Config, what: str, sender: str) -> str | None:
         keys = [(cfg.get(f"empty_address_{what}_maps_lookup_key"), FULL)]
     try:
         # DICT_FLAG_NO_REGSUB, as for transport_maps: no sender text in where mail goes.
-        value = lookup_tables(cfg, param, keys, no_regsub=True)
-    except LookupFailed as e:
+        found = maps_find([_table(spec, cfg, no_regsub=True) for spec in specs], keys)
+    except TableError as e:
         raise TableError(f"{param} lookup failure") from e
-    value = (value or "").strip()
+    value = "" if found is None else found[0].strip()
     return None if not value or value.upper() == "DUNNO" else value
 
 
