@@ -421,8 +421,28 @@ def test_bdat_chunking(start_smtpd) -> None:
     raw.send(b"BDAT %d\r\n" % len(part1) + part1)
     assert raw.reply() == f"250 2.0.0 Ok: {len(part1)} bytes"
     raw.send(b"BDAT 5 LAST\r\nend\r\n")
-    assert raw.reply().startswith("250 2.0.0 Ok: queued as ")
+    # Postfix counts the message's bytes in its last reply.
+    assert raw.reply().startswith(f"250 2.0.0 Ok: {len(part1) + 5} bytes queued as ")
     assert srv.queue.messages[0][1].endswith(b"\r\n\r\nDATA\r\n.\r\nend\r\n")
+
+
+def test_bdat_over_the_size_limit_is_discarded_to_its_last_chunk(start_smtpd) -> None:
+    """Replies as real Postfix 3.7's with message_size_limit = 2000: the chunk that would
+    take the message over is refused, the others are discarded until LAST."""
+    srv = start_smtpd("message_size_limit = 2000\n")
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    _ehlo(raw)
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    chunk = b"x" * 1498 + b"\r\n"
+    assert raw.cmd("BDAT 1500\r\n" + chunk.decode()[:-2]) == "250 2.0.0 Ok: 1500 bytes"
+    assert raw.cmd("BDAT 1500\r\n" + chunk.decode()[:-2]) == (
+        "552 5.3.4 Chunk exceeds message size limit"
+    )
+    assert raw.cmd("BDAT 5\r\nabc") == "551 5.0.0 Discarded 5 bytes after earlier error"
+    assert raw.cmd("BDAT 5 LAST\r\nabc") == "551 5.0.0 Discarded 5 bytes after earlier error"
+    assert raw.cmd("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok"
+    assert srv.queue.messages == []
 
 
 def test_8bit_body_passes_unchanged(start_smtpd) -> None:

@@ -282,7 +282,7 @@ class Session:
         self.helo_kind = ""  # "", "HELO" or "EHLO"
         self.last_cmd = "CONNECT"
         self.bdat_chunks: bytearray | None = None
-        self.bdat_failed: str | None = None
+        self.bdat_failed = False
         self.sasl_method = ""
         # MAIL FROM's AUTH= (Postfix's state->sasl_sender), None when not given. Cleared
         # where Postfix's mail_reset() runs (RSET, HELO/EHLO, STARTTLS, the end of a message,
@@ -667,6 +667,8 @@ class Session:
         self.sasl_sender = None
         self.state.sender = None
         self.state.queue_id = ""
+        self.bdat_chunks = None
+        self.bdat_failed = False
 
     async def cmd_mail(self, arg: str) -> None:
         if self.cfg.get_bool("smtpd_helo_required") and not self.helo_kind:
@@ -674,6 +676,9 @@ class Session:
             return
         if self.tx is not None:
             await self.reply(R.NESTED_MAIL)
+            return
+        if self.bdat_chunks is not None:
+            await self.reply(R.MAIL_AFTER_BDAT)
             return
         if arg[:5].upper() != "FROM:":
             await self.reply(R.MAIL_SYNTAX)
@@ -763,6 +768,9 @@ class Session:
         if self.tx is None:
             await self.reply(R.NEED_MAIL)
             return
+        if self.bdat_chunks is not None:
+            await self.reply(R.RCPT_AFTER_BDAT)
+            return
         if arg[:3].upper() != "TO:":
             await self.reply(R.RCPT_SYNTAX)
             return
@@ -820,6 +828,9 @@ class Session:
 
     async def cmd_data(self, arg: str) -> None:
         # Postfix checks the transaction state before the syntax.
+        if self.bdat_chunks is not None:
+            await self.reply(R.DATA_AFTER_BDAT)
+            return
         if self.tx is None:
             await self.reply(R.NEED_RCPT)
             return
@@ -992,7 +1003,10 @@ class Session:
                 self.srv.flow.give_back()
         if cleaned is not None:
             cleaned.log_notes(self.srv.log, qid)
-        await self.reply(R.QUEUED.format(qid=qid))
+        if self.bdat_chunks is not None:
+            await self.reply(R.BDAT_QUEUED.format(size=len(content), qid=qid))
+        else:
+            await self.reply(R.QUEUED.format(qid=qid))
         if cleaned is not None and cleaned.discard:
             return
         if self.srv.notify is not None:
@@ -1043,7 +1057,7 @@ class Session:
             lines.append(f"\t{mail_date()}")
         return "\r\n".join(lines) + "\r\n"
 
-    async def cmd_bdat(self, arg: str) -> None:
+    async def cmd_bdat(self, arg: str) -> bool:
         words = arg.split()
         if (
             not words
@@ -1051,54 +1065,53 @@ class Session:
             or not words[0].isdigit()
             or (len(words) == 2 and words[1].upper() != "LAST")
         ):
+            # Unlike other syntax errors this ends the session: the client's next bytes
+            # may be a chunk, not a command (RFC 3030 4.2, Postfix's 521).
             await self.reply(R.BDAT_SYNTAX)
-            return
+            return False
         count = int(words[0])
         last = len(words) == 2
-        # The chunk is read in full whatever happens: its bytes are never commands.
-        failure: str | None = self.bdat_failed
-        if self.tx is None:
-            failure = failure or R.NEED_RCPT
-        elif not self.tx.recipients:
-            failure = failure or R.NO_VALID_RCPT
+        # Once a chunk failed, the rest of the message is read and thrown away, until its
+        # LAST chunk or RSET; meanwhile MAIL, RCPT and DATA are out of sequence.
+        failure: str | None = None
         if self.bdat_chunks is None:
             self.bdat_chunks = bytearray()
+            if self.tx is None:
+                failure = R.NEED_RCPT
+            elif not self.tx.recipients:
+                failure = R.NO_VALID_RCPT
+        elif self.bdat_failed:
+            failure = R.BDAT_DISCARDED.format(count=count)
+        if failure is None and self.srv.size_limit:
+            if len(self.bdat_chunks) + count > self.srv.size_limit:
+                failure = R.BDAT_TOO_BIG
         remaining = count
         while remaining:
             if not self.buf:
                 await self._fill()
             take = min(remaining, len(self.buf))
             if failure is None:
-                if self.srv.size_limit and len(self.bdat_chunks) + take > self.srv.size_limit:
-                    self._too_big()
-                    self.bdat_chunks = bytearray()
-                    failure = R.TOO_BIG
-                else:
-                    self.bdat_chunks += self.buf[:take]
+                self.bdat_chunks += self.buf[:take]
             del self.buf[:take]
             remaining -= take
         if failure is not None:
-            self.bdat_failed = failure if self.tx is not None else None
-            if last or self.tx is None:
-                self.bdat_chunks = None
-                self.bdat_failed = None
+            self.bdat_failed = True
+            if last:
                 self._mail_reset()
             await self.reply(failure)
-            return
+            return True
         if not last:
             await self.reply(f"250 2.0.0 Ok: {count} bytes")
-            return
-        content = bytes(self.bdat_chunks or b"")
-        self.bdat_chunks = None
+            return True
+        content = bytes(self.bdat_chunks)
         await self._finish_message(content, False)
+        return True
 
     async def cmd_rset(self, arg: str) -> None:
         if arg:
             await self.reply(R.RSET_SYNTAX)
             return
         self._mail_reset()
-        self.bdat_chunks = None
-        self.bdat_failed = None
         await self.reply(R.OK)
 
     async def cmd_noop(self, arg: str) -> None:
