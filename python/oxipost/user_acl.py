@@ -19,7 +19,7 @@ import sys
 
 from oxipost.config import Config
 from oxipost.log import get_logger
-from oxipost.rewrite.resolve import match_domain
+from oxipost.maps import open_table
 
 
 def login_name(uid: int) -> str:
@@ -33,10 +33,25 @@ def login_name(uid: int) -> str:
 def refused(cfg: Config, param: str, uid: int) -> str | None:
     """None when the user uid is in the list param; else its name, for the message."""
     name = login_name(uid)
-    # A user list matches names exactly: no parent-domain matching of "example.com" kinds.
-    if match_domain(cfg, cfg.get_list(param), name, subdomains=False):
+    if string_list_match(cfg, cfg.get_list(param), name):
         return None
     return name
+
+
+def string_list_match(cfg: Config, items: list[str], name: str) -> bool:
+    """Postfix's string_list_match(): each item the name itself or a type:table asked for
+    it (static:anyone matches all), !negation, the first match wins. Names match whole: a
+    user "john.doe" is not matched by ".doe" (a domain list's parent-domain form)."""
+    for raw in items:
+        negate = raw.startswith("!")
+        item = raw[1:] if negate else raw
+        if ":" in item:
+            hit = open_table(item, cfg).lookup(name) is not None
+        else:
+            hit = item.lower() == name.lower()
+        if hit:
+            return not negate
+    return False
 
 
 def deny(cfg: Config, prog: str, text: str) -> None:
