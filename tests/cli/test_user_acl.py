@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from oxipost.user_acl import login_name, refused, string_list_match
+
 from tests.delivery.conftest import make_config
 
 
