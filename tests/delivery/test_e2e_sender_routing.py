@@ -6,11 +6,14 @@ to smtp_fallback_relay when the relayhost refuses connections."""
 from __future__ import annotations
 
 import re
+import smtplib
+import time
 
 import pytest
 
 from tests.conftest import free_port, smtp_sink
 from tests.qmgr.test_service import wait_log
+from tests.smtpd.test_postfix_differential import running_postfix
 
 from .test_e2e_delivery import Oxipost, oxi
 
@@ -48,12 +51,41 @@ def test_next_hop_chosen_by_envelope_sender(oxi: Oxipost) -> None:
     assert _relay_of(log, by_transport, "far@example.net") == f"{at}:{bulk}"
 
 
-def test_fallback_relay_takes_mail_the_relayhost_refuses(oxi: Oxipost) -> None:
+def _smtp_lines(log: str, qid: str) -> list[str]:
+    """smtp's lines about one message (and the connection failures among them), without
+    the time, host, pid, queue ID and delays."""
+    out = []
+    for line in log.splitlines():
+        if "/smtp[" in line and (qid in line or ": connect to " in line):
+            text = line.split("]: ", 1)[1].replace(qid, "QID")
+            out.append(re.sub(r"delay=[\d.]+, delays=[\d./]+", "delay=D", text))
+    return out
+
+
+def test_fallback_relay_takes_mail_the_relayhost_refuses_as_postfix(oxi: Oxipost) -> None:
     closed, fallback = free_port(), free_port()
-    cfg = oxi.start(
-        f"relayhost = [127.0.0.1]:{closed}\nsmtp_fallback_relay = [127.0.0.1]:{fallback}\n"
-    )
+    main_cf = f"relayhost = [127.0.0.1]:{closed}\nsmtp_fallback_relay = [127.0.0.1]:{fallback}\n"
+    cfg = oxi.start(main_cf)
     with smtp_sink(fallback):
         qid = oxi.swaks("alice@example.com", "far@example.net", "fb", "fallback")
         wait_log(cfg, rf"{qid}: removed", timeout=60)
-    assert _relay_of(oxi.log(), qid, "far@example.net") == f"127.0.0.1[127.0.0.1]:{fallback}"
+        log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+        with running_postfix(main_cf + log_cf) as (port, d):
+            with smtplib.SMTP("127.0.0.1", port) as s:
+                reply = s.sendmail(
+                    "alice@example.com", ["far@example.net"], b"Subject: fb\r\n\r\nx\r\n"
+                )
+            assert reply == {}
+            deadline = time.monotonic() + 30
+            while not re.search(r"([0-9A-F]+): removed", theirs := (d / "maillog").read_text()):
+                assert time.monotonic() < deadline, theirs
+                time.sleep(0.2)
+            their_qid = re.findall(r"([0-9A-F]+): removed", theirs)[0]
+    ours = _smtp_lines(oxi.log(), qid)
+    assert ours == _smtp_lines(theirs, their_qid)
+    at = "127.0.0.1[127.0.0.1]"
+    assert ours == [
+        f"connect to {at}:{closed}: Connection refused",
+        f"QID: to=<far@example.net>, relay={at}:{fallback}, delay=D, dsn=2.0.0, "
+        "status=sent (250 2.0.0 Ok)",
+    ]

@@ -819,6 +819,9 @@ async def _deliver_site(req: DeliveryRequest, p: Params, nexthop: str) -> _SiteR
                 s = await _connect(host, p, helo)
             except SessionError as e:
                 last = e
+                if not e.relay:
+                    # No connection: Postfix's smtp logs why before it tries the next host.
+                    log.info(e.text)
                 # smtp_skip_5xx_greeting: a 5xx greeting from one MX is not final.
                 continue
             creds = _sasl_credentials(p, nexthop, host)
