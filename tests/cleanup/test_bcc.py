@@ -26,6 +26,9 @@ recipient_bcc_maps = inline:{ a@example.net=rarch@example.net, b@example.net=rar
 virtual_alias_maps = inline:{ { alias@example.net = v1@example.net, v2@example.net } }
 always_bcc = big@example.net
 header_checks = regexp:{dir}/header_checks
+smtpd_recipient_restrictions =
+    check_recipient_access inline:{ {e@example.net=BCC arc@example.net} },
+    permit_mynetworks, reject_unauth_destination
 """
 HEADER_CHECKS = "/^Subject: copy/ BCC hdr@example.net\n"
 
@@ -44,6 +47,9 @@ MESSAGES: list[tuple[str, list[str], str]] = [
     ("x@other.org", ["sarch@example.net", "d@example.net"], "plain"),
     # The null sender has no sender copy; the recipient's and always_bcc still apply.
     ("", ["a@example.net"], "plain"),
+    # smtpd's access(5) BCC: a recipient of the extracted segment with the default NOTIFY,
+    # before always_bcc and the header_checks copy.
+    ("x@example.org", ["e@example.net"], "copy"),
 ]
 
 _FLAGS = {1: "NEVER", 2: "SUCCESS", 4: "FAILURE", 8: "DELAY"}
@@ -112,6 +118,12 @@ def test_bcc_recipients_queued_as_postfix(
         ("hdr@example.net", "hdr@example.net", never),
     ]
     assert ("v2@example.net", "alias@example.net", never) in postfix_queued[1]
+    assert postfix_queued[3] == [
+        ("e@example.net", "e@example.net", frozenset()),
+        ("arc@example.net", "arc@example.net", frozenset()),
+        ("big@example.net", "big@example.net", never),
+        ("hdr@example.net", "hdr@example.net", never),
+    ]
 
 
 def _bcc_rcpts(res: Any) -> list[str]:

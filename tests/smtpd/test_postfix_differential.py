@@ -532,3 +532,18 @@ def test_pattern_tables_see_the_whole_string_only_as_postfix(start_smtpd, tmp_pa
         "sender full",
         "helo full",
     ], "\n".join(theirs)
+
+
+@pytest.mark.slow
+def test_junk_commands_past_the_limit_count_as_errors_as_postfix(start_smtpd) -> None:
+    """Past smtpd_junk_command_limit, each HELO, EHLO, RSET, NOOP, VRFY or ETRN counts as
+    an error, until the hard error limit ends the session (MAIL does not reset it)."""
+    main_cf = (
+        "smtpd_junk_command_limit = 3\nsmtpd_hard_error_limit = 4\nsmtpd_error_sleep_time = 0\n"
+    )
+    dialogue = ["NOOP", "NOOP", "RSET", "VRFY postmaster@localhost", "EHLO client.example"]
+    dialogue += ["HELO client.example", "NOOP", "MAIL FROM:<a@example.org>", "NOOP", "NOOP"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[-1] == "421 4.7.0 mx.example.test Error: too many errors"
+    # The greeting names mail_name, which differs on purpose.
+    assert both.our_replies[1:] == both.their_replies[1:]

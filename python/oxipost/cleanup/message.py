@@ -143,7 +143,7 @@ def cleanup_message(
         map_ok="no_address_mappings" not in overrides,
         filtering=not internal and "no_header_body_checks" not in overrides,
         bcc_ok=not internal and "no_address_mappings" not in overrides,
-        # smtpd's access(5) HOLD and DISCARD actions reach cleanup as attributes.
+        # smtpd's access(5) HOLD, DISCARD and BCC actions reach cleanup as attributes.
         hold="hold" in env.attrs,
         discard="discard" in env.attrs,
     )
@@ -221,8 +221,14 @@ def _final_envelope(
         if state.redirect:
             recipients = process_recipients(state, [Recipient(state.redirect)], seen=set())
         if env.recipients:
-            # Postfix adds always_bcc, then the header_checks BCC addresses, as it ends the
-            # extracted segment, and only to mail that had a recipient.
+            # smtpd's access(5) BCC recipient comes in the extracted segment as a recipient
+            # like any other (its own ORCPT, the default NOTIFY); Postfix then adds
+            # always_bcc and the header_checks BCC addresses as it ends that segment, and
+            # only to mail that had a recipient.
+            smtpd_bcc = env.attrs.get("bcc", "")
+            if smtpd_bcc:
+                bcc = Recipient(smtpd_bcc, orcpt=f"rfc822;{smtpd_bcc}")
+                recipients = recipients + process_recipients(state, [bcc], bcc=state.bcc_ok)
             if state.bcc_ok:
                 recipients = recipients + add_bcc(state, state.cfg.get("always_bcc"))
             for address in state.bcc:
@@ -231,6 +237,7 @@ def _final_envelope(
         state.warn(e.warning)
         return e.reply
     attrs = dict(env.attrs)
+    attrs.pop("bcc", None)
     if state.hold:
         attrs.setdefault("hold", "header_checks")
     # smtpd and pickup pass their content_filter (so a master.cf -o content_filter= on the

@@ -57,6 +57,8 @@ _DATA_CHUNK = 65536
 # Commands after which a client must wait for our reply (RFC 2920 section 3.1).
 # STARTTLS is left out: what follows it in plaintext is discarded, not answered (CVE-2011-0411).
 _GROUP_END = {"EHLO", "HELO", "DATA", "NOOP", "VRFY", "QUIT", "AUTH", "ETRN", "EXPN"}
+# The commands smtpd_junk_command_limit counts (Postfix's SMTPD_CMD_FLAG_LIMIT).
+_JUNK = {"HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"}
 _ESMTP_PARAMS_MAIL = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
 
 
@@ -157,6 +159,7 @@ class SmtpdServer:
         self.hard_errors = int(cfg.get("smtpd_hard_error_limit"))
         self.error_sleep = cfg.get_time("smtpd_error_sleep_time")
         self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
+        self.junk_limit = cfg.get_int("smtpd_junk_command_limit")
         self.conn_limit = cfg.get_int("smtpd_client_connection_count_limit")
         self.wrapper = cfg.get_bool("smtpd_tls_wrappermode")
         self.forbid_unauth_pipelining = cfg.get_bool("smtpd_forbid_unauth_pipelining")
@@ -528,6 +531,12 @@ class Session:
             )
             await self.reply(R.SYNC_ERROR, count=False)
             return False
+        if verb_u in _JUNK:
+            # Past smtpd_junk_command_limit each one counts as an error, so that a client
+            # cannot keep a session open for ever (Postfix's SMTPD_CMD_FLAG_LIMIT).
+            if self.junk > self.srv.junk_limit:
+                self.errors += 1
+            self.junk += 1
         # Counted as tried before it runs (a session lost inside it still counts), as
         # succeeded when its last reply was not an error.
         counts = self.cmd_counts.setdefault(verb_u, [0, 0])
@@ -975,7 +984,7 @@ class Session:
             sasl_username=self.state.sasl_username,
             sasl_sender=self.sasl_sender or "",
         )
-        for action in ("HOLD", "DISCARD"):
+        for action in ("HOLD", "DISCARD", "BCC"):
             if action in self.state.actions:
                 env.attrs[action.lower()] = self.state.actions[action]
         self.state.actions = {}
