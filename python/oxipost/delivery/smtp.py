@@ -7,9 +7,11 @@ recipient's domain. smtp(8) then tries the smtp_fallback_relay destinations, in 
 while every recipient is still undelivered and unbounced (the destination not found, no
 host reachable, or every recipient soft-failed at its last host), unless this host is
 one of the destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per
-smtp_tls_security_level (none, may, encrypt), AUTH PLAIN/LOGIN with
-smtp_sasl_password_maps, MAIL FROM with SIZE, BODY=8BITMIME and the DSN parameters, one
-RCPT per recipient with NOTIFY/ORCPT, PIPELINING when offered, and DATA. An idle session
+smtp_tls_security_level (none, may, encrypt), AUTH PLAIN/LOGIN when the server offers AUTH
+and smtp_sasl_password_maps has credentials (keyed by the sender with
+smtp_sender_dependent_authentication, then the host's name, then the destination), MAIL
+FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with
+NOTIFY/ORCPT, PIPELINING when offered, and DATA. An idle session
 is kept for smtp_connection_cache_time_limit and reused (after RSET) for the next message
 to the same destination.
 
@@ -18,7 +20,9 @@ Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1)
 <stage>" (4.4.2; after "." with "-- message may be sent more than once"); "host H[A]
 said: <reply> (in reply to <COMMAND> command)" with the reply's status, 4xx deferred and
 5xx bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept
-mail (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4).
+mail (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); a
+password table that cannot be read: "warning: QID: smtp_sasl_password_maps lookup error"
+and "local data error while talking to H[A]" (4.3.0).
 A fallback relay or the relayhost that is not found (or loops back here) defers the mail
 with 4.3.5 and "warning: smtp_fallback_relay configuration problem" ("relayhost ...").
 """
@@ -44,6 +48,7 @@ from oxipost.envelope import Outcome
 if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.delivery import DeliveryRequest
+    from oxipost.maps.search import SearchKey
 
 log = logging.getLogger("oxipost.smtp")
 
@@ -201,7 +206,7 @@ class Session:
 
 
 # Idle sessions by (transport, destination), for reuse between messages.
-_CACHE: dict[tuple[str, str], list[Session]] = {}
+_CACHE: dict[tuple[str, ...], list[Session]] = {}
 # QUITs in flight, kept so the loop does not drop them half way.
 _TASKS: set[asyncio.Task[None]] = set()
 
@@ -426,22 +431,54 @@ async def _resolve(nexthop: str, p: Params) -> tuple[list[Host], bool]:
 # ---------------------------------------------------------------------------- the session
 
 
-def _sasl_credentials(p: Params, nexthop: str, host: Host) -> tuple[str, str] | None:
-    if not p.bool("sasl_auth_enable"):
-        return None
-    maps = p.get("sasl_password_maps")
-    if not maps.strip():
+def _sasl_credentials(
+    p: Params, req: DeliveryRequest, nexthop: str, host: Host
+) -> tuple[str, str] | None:
+    """smtp_sasl_password_maps' username:password for this session, as Postfix's
+    smtp_sasl_passwd_lookup(): with smtp_sender_dependent_authentication (smtp(8) only)
+    the envelope sender in mail_addr_find order (the address, without its extension, a
+    local domain's bare user, @domain), then the remote host's name, then the destination
+    as the transport or relayhost gave it ("[host]:port" stays so); every table asked for
+    one key before the next key. None when no table answers. Raises TableError."""
+    specs = p.cfg.get_list(p.name("sasl_password_maps"))
+    if not specs:
         return None
     from oxipost.maps import open_table
+    from oxipost.maps.search import maps_find, virtual_keys
+    from oxipost.rewrite.resolve import is_local_domain, split_address
 
-    for spec in p.cfg.get_list(p.name("sasl_password_maps")):
-        table = open_table(spec, p.cfg)
-        for key in (nexthop, host.name, f"[{host.name}]:{host.port}"):
-            value = table.lookup(key)
-            if value:
-                user, _, password = value.partition(":")
-                return user, password
-    return None
+    keys: list[SearchKey | str] = []
+    sender = req.envelope.sender
+    if not p.lmtp and p.bool("sender_dependent_authentication") and sender:
+        local = is_local_domain(p.cfg, split_address(sender)[1])
+        keys += virtual_keys(sender, p.cfg.get("recipient_delimiter"), local)
+    # lmtp(8) names its destination without the unix:/inet: prefix (smtp_connect.c).
+    dest = nexthop
+    if p.lmtp and nexthop.startswith(("unix:", "inet:")):
+        dest = nexthop[5:]
+    keys += [host.name, dest]
+    found = maps_find([open_table(spec, p.cfg) for spec in specs], keys)
+    if found is None:
+        return None
+    user, _, password = found[0].partition(":")
+    return user, password
+
+
+async def _login(s: Session, p: Params, req: DeliveryRequest, nexthop: str) -> None:
+    """AUTH with the session's credentials when the server offers it and the tables have
+    some (Postfix looks them up only then); SessionError when that fails."""
+    if not p.bool("sasl_auth_enable") or "AUTH" not in s.features:
+        return
+    from oxipost.maps import TableError
+
+    try:
+        creds = _sasl_credentials(p, req, nexthop, s.host)
+    except TableError as e:
+        log.warning("%s", e)
+        log.warning("%s: %s lookup error", req.queue_id, p.name("sasl_password_maps"))
+        raise SessionError("4.3.0", f"local data error while talking to {s.host.label}") from None
+    if creds is not None:
+        await _auth(s, creds, p)
 
 
 async def _connect(host: Host, p: Params, helo: str) -> Session:
@@ -709,7 +746,7 @@ async def _quit(s: Session, p: Params) -> None:
     s.close()
 
 
-async def _cached(key: tuple[str, str], p: Params) -> Session | None:
+async def _cached(key: tuple[str, ...], p: Params) -> Session | None:
     while _CACHE.get(key):
         s = _CACHE[key].pop()
         if s.idle_handle is not None:
@@ -732,7 +769,7 @@ async def _cached(key: tuple[str, str], p: Params) -> Session | None:
     return None
 
 
-def _park(key: tuple[str, str], s: Session, p: Params) -> None:
+def _park(key: tuple[str, ...], s: Session, p: Params) -> None:
     limit = p.time("connection_cache_time_limit")
     if limit <= 0:
         _spawn_quit(s, p)
@@ -794,7 +831,11 @@ async def _deliver_site(req: DeliveryRequest, p: Params, nexthop: str) -> _SiteR
     """Delivery to one destination's hosts; says whether the next destination (a fallback
     relay) may be tried: every recipient is still to be delivered, none bounced, after
     the last host, and this host is none of the destination's MX hosts."""
-    key = (req.transport, nexthop)
+    key: tuple[str, ...] = (req.transport, nexthop)
+    if p.bool("sasl_auth_enable") and p.bool("sender_dependent_authentication"):
+        # A session logged in for one sender is not another's (Postfix's connection
+        # cache key then holds the sender, smtp_key.c).
+        key += (req.envelope.sender,)
     helo = p.get("helo_name")
     n = len(req.recipients)
     s = await _cached(key, p)
@@ -824,13 +865,11 @@ async def _deliver_site(req: DeliveryRequest, p: Params, nexthop: str) -> _SiteR
                     log.info(e.text)
                 # smtp_skip_5xx_greeting: a 5xx greeting from one MX is not final.
                 continue
-            creds = _sasl_credentials(p, nexthop, host)
-            if creds is not None:
-                try:
-                    await _auth(s, creds, p)
-                except SessionError as e:
-                    s.close()
-                    return _SiteResult([Outcome(e.status, e.text)] * n)
+            try:
+                await _login(s, p, req, nexthop)
+            except SessionError as e:
+                s.close()
+                return _SiteResult([Outcome(e.status, e.text, s.host.relay)] * n)
         relay = s.host.relay
         try:
             outcomes = [dataclasses.replace(o, relay=relay) for o in await _transaction(s, req, p)]
