@@ -7,8 +7,9 @@ import os
 import re
 import time
 
+import pytest
 from oxipost.config import load_config
-from oxipost.log import capture_python_logging, format_line, get_logger
+from oxipost.log import capture_python_logging, format_line, format_tv, get_logger
 
 LINE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ postfix/smtpd\[\d+\]: ")
 
@@ -77,3 +78,40 @@ def test_fatal_exits_1(tmp_path):
     else:
         raise AssertionError("fatal must exit")
     assert log_path.read_text().rstrip().endswith("fatal: the end")
+
+
+# (seconds, significant digits, decimals at most, what Postfix's format_tv() writes): the
+# cases of Postfix's own format_tv test, and the default delay_logging_resolution_limit (2).
+FORMAT_TV = [
+    *[
+        (t, 2, 6, out)
+        for t, out in [
+            (1110, "1110"), (111, "111"), (11.1, "11"), (1.11, "1.1"), (0.111, "0.11"),
+            (0.0111, "0.011"), (0.00111, "0.0011"), (0.000111, "0.00011"),
+            (0.000011, "0.000011"), (1000, "1000"), (10, "10"), (1, "1"), (0.1, "0.1"),
+            (0.000001, "0.000001"), (996, "996"), (99.6, "100"), (9.96, "10"), (0.996, "1"),
+            (0.0996, "0.1"), (0.00996, "0.01"), (0.000996, "0.001"),
+        ]
+    ],
+    *[
+        (t, 1, 6, out)
+        for t, out in [
+            (11.1, "11"), (1.11, "1"), (0.111, "0.1"), (0.0111, "0.01"), (0.000011, "0.00001"),
+            (99.6, "100"), (9.96, "10"), (0.996, "1"), (0.000996, "0.001"),
+        ]
+    ],
+    *[
+        (t, 2, 2, out)
+        for t, out in [
+            (0, "0"), (0.004, "0"), (0.005, "0.01"), (0.037, "0.04"), (0.123, "0.12"),
+            (0.999, "1"), (1.25, "1.3"), (12.5, "13"), (3600.2, "3600"),
+        ]
+    ],
+    (0.037, 2, 0, "0"),
+    (0.6, 2, 0, "1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("seconds", "sig", "res", "expected"), FORMAT_TV)
+def test_format_tv_as_postfix(seconds: float, sig: int, res: int, expected: str) -> None:
+    assert format_tv(seconds, sig, res) == expected

@@ -57,6 +57,44 @@ def format_line(when: float, host: str, tag: str, pid: int, text: str) -> str:
     return f"{_stamp} {host} {tag}[{pid}]: {text}"
 
 
+_MILLION = 1_000_000
+
+
+def format_tv(seconds: float, sig_dig: int, max_dig: int) -> str:
+    """A time span as Postfix's format_tv() writes the delays of its delivery lines: whole
+    seconds from 10s up, one decimal below that, sig_dig significant digits below 1s but
+    never more than max_dig decimals (delay_logging_resolution_limit), rounded half up,
+    trailing zeros dropped: 0.037 is "0.04", 0.004 is "0", 1.25 is "1.3", 12.5 is "13"."""
+    usec = max(0, round(seconds * _MILLION))
+    sec, usec = divmod(usec, _MILLION)
+    ures = _MILLION // 10**max_dig
+    wid = 10**sig_dig
+    # The resolution drops for larger numbers, so that irrelevant digits are not shown.
+    if ures < _MILLION:
+        if sec > 0:
+            n = 1
+            while sec >= n and n <= wid // 10:
+                n *= 10
+            ures = (_MILLION // wid) * n
+        else:
+            while usec >= wid * ures:
+                ures *= 10
+    if ures > 1:
+        usec += ures // 2
+        if usec >= _MILLION:
+            sec, usec = sec + 1, usec - _MILLION
+    out = str(sec)
+    if usec >= ures:
+        digits = []
+        rem, n = usec, _MILLION // 10
+        while rem >= ures and n > 0:
+            digits.append(str(rem // n))
+            rem %= n
+            n //= 10
+        out += "." + "".join(digits)
+    return out
+
+
 # os.getpid() is a system call each time; the pid changes only in a forked child.
 _pid = os.getpid()
 

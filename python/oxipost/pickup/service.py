@@ -33,7 +33,7 @@ from oxipost.cleanup.message import split_header
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowGate
-from oxipost.log import get_logger
+from oxipost.log import format_tv, get_logger
 from oxipost.maildate import mail_date
 from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
 
@@ -192,10 +192,14 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid
     status, _, text = rejected.reply.partition(" ")[2].partition(" ")
     env = rejected.envelope
     outcome = Outcome(status, text)
+    # Postfix's log_adhoc() before any queue manager: the whole delay is before qmgr.
+    delay = format_tv(
+        time.time() - env.arrival_time, 2, cfg.get_int("delay_logging_resolution_limit")
+    )
     for r in env.recipients:
         log.info(
-            f"{qid}: to=<{r.address}>, relay=none, delay=0, delays=0/0/0/0, dsn={status}, "
-            f"status=bounced ({text})"
+            f"{qid}: to=<{r.address}>, relay=none, delay={delay}, delays={delay}/0/0/0, "
+            f"dsn={status}, status=bounced ({text})"
         )
     reports = [bounce.Report(r, outcome) for r in env.recipients]
     bounce_log = get_logger("bounce", cfg)

@@ -67,7 +67,7 @@ from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
-from oxipost.log import Logger, get_logger
+from oxipost.log import Logger, format_tv, get_logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, resolve
@@ -128,13 +128,15 @@ def _kind(status: str) -> str:
     return "sent" if status.startswith("2") else "bounced" if status.startswith("5") else "deferred"
 
 
-def _fmt_delay(x: float) -> str:
-    # Postfix: two significant digits below 1s, whole seconds from 100s on.
-    if x < 0.01:
-        return "0.01" if x > 0 else "0"
-    if x < 10:
-        return f"{x:.2g}" if x < 1 else f"{x:.1f}"
-    return f"{x:.0f}"
+def _delay_resolution(cfg: Config, log: Logger) -> int:
+    """delay_logging_resolution_limit, checked as Postfix's get_mail_conf_int() and
+    format_tv() check it."""
+    n = cfg.get_int("delay_logging_resolution_limit")
+    if n > 6:
+        log.fatal(f"invalid delay_logging_resolution_limit parameter value {n} > 6")
+    if n < 0:
+        log.panic(f"format_tv: bad maximum decimal count {n}")
+    return n
 
 
 class Qmgr:
@@ -160,6 +162,7 @@ class Qmgr:
         self.next_scan = 0.0
         self.next_compaction = 0.0
         self.flow = FlowProducer(flow, cfg)
+        self.delay_res = _delay_resolution(cfg, log)
         # Incoming mail left behind by the last scan because the active queue was full, in
         # arrival order.
         self.incoming_backlog: dict[str, None] = {}
@@ -500,10 +503,11 @@ class Qmgr:
         orig = ""
         if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
             orig = f"orig_to=<{rcpt.original}>, "
-        delays = "/".join(_fmt_delay(x) for x in (a, b, 0.0, d))
+        res = self.delay_res
+        delays = "/".join(format_tv(x, 2, res) for x in (a, b, 0.0, d))
         log.info(
             f"{act.qid}: to=<{rcpt.address}>, {orig}relay={relay}, "
-            f"delay={_fmt_delay(max(0.0, now - arrival))}, delays={delays}, "
+            f"delay={format_tv(now - arrival, 2, res)}, delays={delays}, "
             f"dsn={out.status}, status={kind} ({out.text})",
             out.pid,
         )
