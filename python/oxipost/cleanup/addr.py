@@ -34,8 +34,11 @@ from oxipost.rewrite.resolve import is_local_domain, split_address, unquote_loca
 from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from oxipost.cleanup.state import CleanupState
     from oxipost.config import Config
+    from oxipost.maps import Table
 
 # Address classes of canonical_classes and masquerade_classes.
 ENV_FROM = "envelope_sender"
@@ -68,8 +71,11 @@ def addr_find(state: CleanupState, param: str, address: str) -> tuple[str, str] 
     """Postfix's mail_addr_find: (key, value) for the first key, in virtual(5) order, that
     one of `param`'s tables answers (each key against every table in turn; a pattern table
     sees the whole address only), or None. Raises TableError when a table cannot be read."""
-    cfg = state.cfg
-    tables = [table for _spec, table in state.tables(param)]
+    return mail_addr_find(state.cfg, [table for _spec, table in state.tables(param)], address)
+
+
+def mail_addr_find(cfg: Config, tables: Sequence[Table], address: str) -> tuple[str, str] | None:
+    """addr_find with the tables given."""
     if not tables:
         return None
     domain = split_address(address)[1]
@@ -81,18 +87,27 @@ def addr_find(state: CleanupState, param: str, address: str) -> tuple[str, str] 
 def addr_map(state: CleanupState, param: str, address: str, propagate: bool) -> list[str] | None:
     """Postfix's mail_addr_map: the addresses `param`'s tables give for `address`, or None.
     Raises TableError when a table cannot be read."""
-    found = addr_find(state, param, address)
+    tables = [table for _spec, table in state.tables(param)]
+    return mail_addr_map(state.cfg, tables, address, propagate)
+
+
+def mail_addr_map(
+    cfg: Config, tables: Sequence[Table], address: str, propagate: bool
+) -> list[str] | None:
+    """addr_map with the tables given: the result as standard-form addresses, a result
+    `@domain` with the address's local part, an unmatched extension kept when `propagate`."""
+    found = mail_addr_find(cfg, tables, address)
     if found is None:
         return None
     key, value = found
     local, domain = split_address(address)
-    user, ext = split_extension(local, state.cfg.get("recipient_delimiter"))
+    user, ext = split_extension(local, cfg.get("recipient_delimiter"))
     extension = None
     if ext is not None and key in (f"{user}@{domain}".lower(), user.lower()):
         extension = local[len(user)] + ext
     if value.startswith("@"):
         value = local + value
-    return _crunch(state.cfg, value, extension if propagate else None)
+    return _crunch(cfg, value, extension if propagate else None)
 
 
 def _crunch(cfg: Config, value: str, extension: str | None) -> list[str]:
@@ -131,7 +146,8 @@ def _split_result(value: str) -> list[str]:
     return items
 
 
-def _propagate(cfg: Config, what: str) -> bool:
+def propagate_extension(cfg: Config, what: str) -> bool:
+    """Whether propagate_unmatched_extensions names `what` (canonical, virtual, ...)."""
     return what in cfg.get_keywords("propagate_unmatched_extensions")
 
 
@@ -139,7 +155,7 @@ def map11(state: CleanupState, param: str, address: str) -> str:
     """One canonical table lookup: the address it maps to, or the address unchanged."""
     cfg = state.cfg
     try:
-        result = addr_map(state, param, address, _propagate(cfg, "canonical"))
+        result = addr_map(state, param, address, propagate_extension(cfg, "canonical"))
     except TableError:
         raise CleanupDefer(
             WRITE_ERROR,
@@ -201,7 +217,7 @@ def virtual_expand(state: CleanupState, address: str) -> list[str]:
     expansion_limit = cfg.get_int("virtual_alias_expansion_limit")
     recursion_limit = cfg.get_int("virtual_alias_recursion_limit")
     length_limit = cfg.get_int("virtual_alias_address_length_limit")
-    propagate = _propagate(cfg, "virtual")
+    propagate = propagate_extension(cfg, "virtual")
     addrs = [address]
     # Addresses that expanded into themselves: not expanded again.
     fixed: set[str] = set()

@@ -390,8 +390,14 @@ def rewrite_header(state: CleanupState, text: str, name: str, context: str) -> s
             address = canonical(state, address, kind)
         return address
 
+    return rewrite_header_text(text, one)
+
+
+def rewrite_header_text(text: str, rewrite: Callable[[str], str]) -> str:
+    """A whole address header ("Name: value", folded with newlines) with `rewrite` applied
+    to each of its addresses."""
     colon = text.index(":")
-    new = rewrite_header_value(text[colon + 1 :], one)
+    new = rewrite_header_value(text[colon + 1 :], rewrite)
     if new is None:
         return text
     return text[: colon + 1] + (new if new.startswith((" ", "\t", "\n")) else " " + new.lstrip())

@@ -11,9 +11,11 @@ smtp_tls_security_level (none, may, encrypt), AUTH PLAIN/LOGIN when the server o
 and smtp_sasl_password_maps has credentials (keyed by the sender with
 smtp_sender_dependent_authentication, then the host's name, then the destination), MAIL
 FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with
-NOTIFY/ORCPT, PIPELINING when offered, and DATA. An idle session
-is kept for smtp_connection_cache_time_limit and reused (after RSET) for the next message
-to the same destination.
+NOTIFY/ORCPT, PIPELINING when offered, and DATA. smtp_generic_maps rewrites the envelope
+sender, the recipients and the primary sender/recipient headers' addresses on the way out
+(a table that cannot be read is fatal: "smtp_generic_maps map lookup problem for ADDR").
+An idle session is kept for smtp_connection_cache_time_limit and reused (after RSET) for
+the next message to the same destination.
 
 Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1);
 "conversation with H[A] timed out while <stage>" and "lost connection with H[A] while
@@ -602,6 +604,70 @@ async def _auth(s: Session, creds: tuple[str, str], p: Params) -> None:
         )
 
 
+def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
+    """The request as smtp_generic_maps has it go out (Postfix's smtp_map11 calls in
+    smtp_proto.c): the envelope sender (not the null sender), each recipient, and each
+    address in the message's primary sender and recipient headers, looked up as
+    canonical(5) (a pattern table sees the whole address only), the result's first address
+    out. The ORCPT and what the queue logs stay as they were. Raises AgentFatal when a
+    table cannot be read, as Postfix's smtp dies of it."""
+    param = p.name("generic_maps")
+    specs = p.cfg.get_list(param)
+    if not specs:
+        return req
+    from oxipost.cleanup.addr import mail_addr_map, propagate_extension
+    from oxipost.cleanup.header import (
+        RECIPIENT_HEADERS,
+        SENDER_HEADERS,
+        header_name,
+        rewrite_header_text,
+    )
+    from oxipost.delivery import AgentFatal
+    from oxipost.maps import TableError, open_table
+
+    tables = [open_table(spec, p.cfg) for spec in specs]
+    propagate = propagate_extension(p.cfg, "generic")
+
+    def one(address: str) -> str:
+        if not address:
+            return address
+        try:
+            result = mail_addr_map(p.cfg, tables, address, propagate)
+        except TableError:
+            raise AgentFatal(f"{param} map lookup problem for {address}") from None
+        if not result:
+            return address
+        if len(result) > 1:
+            log.warning("multi-valued %s result for %s", param, address)
+        return result[0]
+
+    envelope = dataclasses.replace(req.envelope, sender=one(req.envelope.sender))
+    recipients = [dataclasses.replace(r, address=one(r.address)) for r in req.recipients]
+    text = req.content.replace(b"\r\n", b"\n")
+    end = text.find(b"\n\n")
+    head, rest = (text[: end + 1], text[end + 1 :]) if end >= 0 else (text, b"")
+    lines = head.decode("utf-8", "surrogateescape").split("\n")
+    headers: list[str] = []
+    for n, line in enumerate(lines):
+        if line[:1] in (" ", "\t") and headers:
+            headers[-1] += "\n" + line
+        elif _HEADER_LINE.match(line):
+            headers.append(line)
+        else:
+            # The headers end here (a body without a blank line before it).
+            rest = "\n".join(lines[n:]).encode("utf-8", "surrogateescape") + rest
+            break
+    out = [
+        rewrite_header_text(h, one) if header_name(h) in SENDER_HEADERS | RECIPIENT_HEADERS else h
+        for h in headers
+    ]
+    content = "".join(h + "\n" for h in out).encode("utf-8", "surrogateescape") + rest
+    return dataclasses.replace(req, envelope=envelope, recipients=recipients, content=content)
+
+
+_HEADER_LINE = re.compile(r"[!-9;-~]+:")
+
+
 def _data_bytes(content: bytes) -> bytes:
     """Normalise to CRLF and dot-stuff; the terminating "." is added by the caller."""
     text = content.replace(b"\r\n", b"\n")
@@ -808,9 +874,10 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     sites = [nexthop]
     if not lmtp:
         sites += [d for d in re.split(r"[,\s]+", req.cfg.get("smtp_fallback_relay")) if d]
+    wire = _generic(req, p)
     tried = 0
     while True:
-        outcomes, again, unresolved = await _deliver_site(req, p, sites[tried])
+        outcomes, again, unresolved = await _deliver_site(req, wire, p, sites[tried])
         tried += 1
         if not again or tried == len(sites):
             break
@@ -827,8 +894,11 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     return [dataclasses.replace(o, status="4.3.5") for o in outcomes]
 
 
-async def _deliver_site(req: DeliveryRequest, p: Params, nexthop: str) -> _SiteResult:
-    """Delivery to one destination's hosts; says whether the next destination (a fallback
+async def _deliver_site(
+    req: DeliveryRequest, wire: DeliveryRequest, p: Params, nexthop: str
+) -> _SiteResult:
+    """Delivery to one destination's hosts (`wire`: the request as it goes out, after
+    smtp_generic_maps); says whether the next destination (a fallback
     relay) may be tried: every recipient is still to be delivered, none bounced, after
     the last host, and this host is none of the destination's MX hosts."""
     key: tuple[str, ...] = (req.transport, nexthop)
@@ -872,7 +942,7 @@ async def _deliver_site(req: DeliveryRequest, p: Params, nexthop: str) -> _SiteR
                 return _SiteResult([Outcome(e.status, e.text, s.host.relay)] * n)
         relay = s.host.relay
         try:
-            outcomes = [dataclasses.replace(o, relay=relay) for o in await _transaction(s, req, p)]
+            outcomes = [dataclasses.replace(o, relay=relay) for o in await _transaction(s, wire, p)]
         except _Partial as pe:
             s.close()
             return _SiteResult([dataclasses.replace(o, relay=relay) for o in pe.outcomes])
