@@ -24,7 +24,10 @@ said: <reply> (in reply to <COMMAND> command)" with the reply's status, 4xx defe
 5xx bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept
 mail (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); a
 password table that cannot be read: "warning: QID: smtp_sasl_password_maps lookup error"
-and "local data error while talking to H[A]" (4.3.0).
+and "local data error while talking to H[A]" (4.3.0). The connection goes out from
+smtp_bind_address (smtp_bind_address6), else from inet_interfaces' only non-loopback
+address: "warning: smtp_connect_addr: bind A: REASON" when that fails (then unbound, or
+4.4.0 "server configuration error" with smtp_bind_address_enforce).
 A fallback relay or the relayhost that is not found (or loops back here) defers the mail
 with 4.3.5 and "warning: smtp_fallback_relay configuration problem" ("relayhost ...").
 """
@@ -35,6 +38,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import random
@@ -483,6 +487,59 @@ async def _login(s: Session, p: Params, req: DeliveryRequest, nexthop: str) -> N
         await _auth(s, creds, p)
 
 
+def _bound_socket(family: int, p: Params) -> socket.socket:
+    """A TCP socket bound as Postfix's smtp_connect_addr binds it: to smtp_bind_address
+    (smtp_bind_address6 for IPv6; brackets allowed), else to the one address inet_interfaces
+    gives for the family when that is not a loopback address. A bind that fails is a
+    warning, and the connection goes out unbound, unless smtp_bind_address_enforce: then
+    SessionError 4.4.0 "server configuration error". A value that is no numerical address
+    is fatal (AgentFatal)."""
+    var = p.name("bind_address6" if family == socket.AF_INET6 else "bind_address")
+    value = p.cfg.get(var).strip()
+    addr = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if addr:
+        try:
+            socket.getaddrinfo(addr, None, flags=socket.AI_NUMERICHOST)
+        except socket.gaierror as e:
+            from oxipost.delivery import AgentFatal
+
+            raise AgentFatal(
+                f"smtp_connect_addr: bad {var} parameter: {value}: {e.strerror}"
+            ) from None
+    else:
+        addr = _own_interface(p.cfg, family)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    if addr:
+        try:
+            sock.bind((addr, 0))
+        except OSError as e:
+            log.warning("smtp_connect_addr: bind %s: %s", addr, os.strerror(e.errno or 0))
+            if value and p.bool("bind_address_enforce"):
+                sock.close()
+                raise SessionError("4.4.0", "server configuration error") from None
+    return sock
+
+
+def _own_interface(cfg: Config, family: int) -> str:
+    """The address of inet_interfaces to send from: its only one of this family, when
+    that is no loopback address ("all" and "loopback-only" name several, or a loopback
+    one)."""
+    found = []
+    for item in cfg.get_list("inet_interfaces"):
+        if item in ("all", "loopback-only"):
+            return ""
+        try:
+            ip = ipaddress.ip_address(item.strip("[]"))
+        except ValueError:
+            continue
+        if (ip.version == 6) == (family == socket.AF_INET6):
+            found.append(ip)
+    if len(found) != 1 or found[0].is_loopback:
+        return ""
+    return str(found[0])
+
+
 async def _connect(host: Host, p: Params, helo: str) -> Session:
     timeout = p.time("connect_timeout") or None
     where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
@@ -493,11 +550,14 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
             path = os.path.join(p.cfg.path("queue_directory"), host.address)
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
         else:
-            bind = p.get("bind_address6" if host.family == socket.AF_INET6 else "bind_address")
-            local = (bind, 0) if bind else None
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host.address, host.port, local_addr=local), timeout
-            )
+            sock = _bound_socket(host.family, p)
+            try:
+                loop = asyncio.get_running_loop()
+                await asyncio.wait_for(loop.sock_connect(sock, (host.address, host.port)), timeout)
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
     except TimeoutError:
         raise SessionError("4.4.1", f"connect to {where}: Connection timed out") from None
     except OSError as e:
