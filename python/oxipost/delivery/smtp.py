@@ -6,9 +6,10 @@ LMTP `inet:host:port` and `unix:/path`. An empty nexthop means relayhost, else t
 recipient's domain. smtp(8) then tries the smtp_fallback_relay destinations, in order,
 while every recipient is still undelivered and unbounced (the destination not found, no
 host reachable, or every recipient soft-failed at its last host), unless this host is
-one of the destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per
-smtp_tls_security_level (none, may, encrypt), AUTH PLAIN/LOGIN when the server offers AUTH
-and smtp_sasl_password_maps has credentials (keyed by the sender with
+one of the destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per the
+destination's smtp_tls_policy_maps entry or smtp_tls_security_level (none, may, encrypt;
+the higher levels require TLS but verify no certificate), AUTH PLAIN/LOGIN when the server
+offers AUTH and smtp_sasl_password_maps has credentials (keyed by the sender with
 smtp_sender_dependent_authentication, then the host's name, then the destination), MAIL
 FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with
 NOTIFY/ORCPT, PIPELINING when offered, and DATA. smtp_generic_maps rewrites the envelope
@@ -27,7 +28,9 @@ password table that cannot be read: "warning: QID: smtp_sasl_password_maps looku
 and "local data error while talking to H[A]" (4.3.0). The connection goes out from
 smtp_bind_address (smtp_bind_address6), else from inet_interfaces' only non-loopback
 address: "warning: smtp_connect_addr: bind A: REASON" when that fails (then unbound, or
-4.4.0 "server configuration error" with smtp_bind_address_enforce).
+4.4.0 "server configuration error" with smtp_bind_address_enforce). An unusable TLS policy
+('smtp_tls_policy_maps, next-hop destination "D": invalid security level "L"') skips the
+destination's hosts ("TLS policy lookup for D/H: client TLS configuration problem", 4.7.5).
 A fallback relay or the relayhost that is not found (or loops back here) defers the mail
 with 4.3.5 and "warning: smtp_fallback_relay configuration problem" ("relayhost ...").
 """
@@ -487,6 +490,80 @@ async def _login(s: Session, p: Params, req: DeliveryRequest, nexthop: str) -> N
         await _auth(s, creds, p)
 
 
+# Postfix's TLS security levels (tls_level_lookup), weakest first; every one above "may"
+# makes TLS mandatory. Certificates are not verified here at any level.
+_TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure")
+# The attributes a policy may give (smtp_tls_policy.c); taken and not applied here.
+_TLS_ATTRIBUTES = (
+    "ciphers",
+    "protocols",
+    "match",
+    "exclude",
+    "tafile",
+    "connection_reuse",
+    "servername",
+)
+
+
+class _TlsPolicyError(Exception):
+    """smtp_tls_policy_maps gave no usable policy: Postfix's MARK_INVALID."""
+
+
+def _tls_level(p: Params, nexthop: str) -> str:
+    """The TLS security level for a destination, as Postfix's tls_policy_lookup(): the
+    smtp_tls_policy_maps entry for the destination as given ("[host]:port", "host:port",
+    "domain"; lmtp's without unix:/inet:), a domain then each parent domain as
+    ".parent", every table asked for each key; else smtp_tls_security_level (smtp_use_tls,
+    smtp_enforce_tls when it is empty). An entry is "level [name=value ...]"; an unknown
+    level or attribute, or a table that cannot answer, is a warning and _TlsPolicyError."""
+    param = p.name("tls_policy_maps")
+    specs = p.cfg.get_list(param)
+    if specs:
+        from oxipost.maps import TableError, open_table
+        from oxipost.maps.search import maps_find
+        from oxipost.valid import valid_hostname
+
+        dest = nexthop[5:] if p.lmtp and nexthop.startswith(("unix:", "inet:")) else nexthop
+        keys = [dest]
+        if valid_hostname(dest):
+            parts = dest.split(".")
+            keys += ["." + ".".join(parts[i:]) for i in range(1, len(parts))]
+        where = f'{param}, next-hop destination "{dest}"'
+        try:
+            found = maps_find([open_table(spec, p.cfg) for spec in specs], keys)
+        except TableError as e:
+            log.warning("%s", e)
+            log.warning("%s: TLS policy lookup error", where)
+            raise _TlsPolicyError from None
+        if found is not None:
+            words = found[0].replace(",", " ").split()
+            if not words:
+                log.warning("%s: empty policy", where)
+                raise _TlsPolicyError
+            level = words[0].lower()
+            if level not in _TLS_LEVELS:
+                log.warning('%s: invalid security level "%s"', where, words[0])
+                raise _TlsPolicyError
+            for word in words[1:]:
+                name, eq, _value = word.partition("=")
+                if level == "none":
+                    log.warning('%s: ignoring attribute "%s" with TLS disabled', where, word)
+                elif not eq:
+                    why = "missing '=' after attribute name"
+                    log.warning('%s: malformed attribute/value pair "%s": %s', where, word, why)
+                    raise _TlsPolicyError
+                elif name.lower() not in _TLS_ATTRIBUTES:
+                    log.warning('%s: invalid attribute name: "%s"', where, name)
+                    raise _TlsPolicyError
+            return level
+    level = p.get("tls_security_level")
+    if level:
+        return level
+    if p.bool("enforce_tls"):
+        return "encrypt"
+    return "may" if p.bool("use_tls") else "none"
+
+
 def _bound_socket(family: int, p: Params) -> socket.socket:
     """A TCP socket bound as Postfix's smtp_connect_addr binds it: to smtp_bind_address
     (smtp_bind_address6 for IPv6; brackets allowed), else to the one address inet_interfaces
@@ -540,7 +617,7 @@ def _own_interface(cfg: Config, family: int) -> str:
     return str(found[0])
 
 
-async def _connect(host: Host, p: Params, helo: str) -> Session:
+async def _connect(host: Host, p: Params, helo: str, level: str = "none") -> Session:
     timeout = p.time("connect_timeout") or None
     where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
     try:
@@ -573,10 +650,7 @@ async def _connect(host: Host, p: Params, helo: str) -> Session:
                 greet.status(), f"host {host.label} refused to talk to me: {greet.text}"
             )
         await _ehlo(s, p, helo)
-        level = p.get("tls_security_level") if p.get("tls_security_level") else "none"
-        if (level in ("may", "encrypt", "dane", "verify", "secure") and not p.lmtp) or (
-            p.lmtp and level in ("may", "encrypt")
-        ):
+        if (level in _TLS_LEVELS[1:] and not p.lmtp) or (p.lmtp and level in ("may", "encrypt")):
             if "STARTTLS" in s.features:
                 stage = "receiving the STARTTLS response"
                 await s.send(b"STARTTLS\r\n", p.time("helo_timeout"), stage)
@@ -972,6 +1046,8 @@ async def _deliver_site(
     hosts: list[Host] = []
     mx_self = False
     last: SessionError | None = None
+    # The destination's TLS level, looked up before its first connection ("": unusable).
+    level: str | None = None
     if s is None:
         try:
             hosts, mx_self = await _resolve(nexthop, p)
@@ -986,8 +1062,22 @@ async def _deliver_site(
                 return _SiteResult([out] * n, not mx_self)
             host = hosts[attempt]
             attempt += 1
+            if level is None:
+                try:
+                    level = _tls_level(p, nexthop)
+                except _TlsPolicyError:
+                    level = ""
+            if not level:
+                # Postfix skips every host of a destination whose policy is unusable.
+                log.warning(
+                    "TLS policy lookup for %s/%s: client TLS configuration problem",
+                    nexthop,
+                    host.name,
+                )
+                last = SessionError("4.7.5", "client TLS configuration problem")
+                continue
             try:
-                s = await _connect(host, p, helo)
+                s = await _connect(host, p, helo, level)
             except SessionError as e:
                 last = e
                 if not e.relay:

@@ -1,0 +1,111 @@
+"""smtp(8)'s smtp_tls_policy_maps, compared with real Postfix 3.7's smtp client.
+
+The next hop is a real Postfix smtpd offering STARTTLS (Debian's snakeoil certificate),
+logging each TLS session ("Anonymous TLS connection established from ..."). The same
+mail goes to it through seven spellings of the destination, each with its own entry in
+the policy table (or none: smtp_tls_security_level then), from a second real Postfix
+(transport_maps) and from our client: which sessions used TLS, what was deferred and the
+warnings logged must be the same. The key is the destination as given; an unknown level or
+attribute skips the destination's hosts (4.7.5 client TLS configuration problem)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import smtplib
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.smtpd.test_postfix_differential import running_postfix
+
+from .conftest import make_config, request, run
+
+pytestmark = [pytest.mark.postfix, pytest.mark.slow]
+
+LOG_CF = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+NEXT_HOP_CF = (
+    "smtpd_tls_security_level = may\n"
+    "smtpd_tls_cert_file = /etc/ssl/certs/ssl-cert-snakeoil.pem\n"
+    "smtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key\n"
+    "smtpd_tls_loglevel = 1\n"
+    "mydestination = $myhostname, a.test, b.test, c.test, d.test, e.test, f.test, g.test\n"
+) + LOG_CF
+# Destination (HOP: the next hop's port, which smtp_tcp_port also names) → policy.
+POLICIES = {
+    "[127.0.0.1]:HOP": "none",
+    "127.0.0.1:HOP": "encrypt ciphers=high",
+    "localhost": "encrypt",
+    "[localhost]:HOP": "bogus",
+    "localhost:HOP": "may foo=bar",
+    "[localhost]": "none match=nexthop",
+    "[127.0.0.1]": None,
+}
+TLS_LINE = "Anonymous TLS connection established from"
+
+
+def _sessions(maillog: Path) -> list[str]:
+    """ "tls" or "plain" for each message the next hop took, in order."""
+    out = []
+    tls = False
+    for line in maillog.read_text().splitlines():
+        if TLS_LINE in line:
+            tls = True
+        elif re.search(r": client=", line):
+            out.append("tls" if tls else "plain")
+            tls = False
+    return out
+
+
+def test_tls_policy_per_destination_as_postfix(tmp_path, caplog) -> None:
+    with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, hop_dir):
+        dests = [d.replace("HOP", str(hop)) for d in POLICIES]
+        tables = Path(tempfile.mkdtemp(prefix="oxipost-tls-policy-"))
+        tables.chmod(0o755)
+        (tables / "policy").write_text(
+            "".join(f"{d} {v}\n" for d, v in zip(dests, POLICIES.values(), strict=True) if v)
+        )
+        (tables / "transport").write_text(
+            "".join(f"{chr(97 + n)}.test smtp:{d}\n" for n, d in enumerate(dests))
+        )
+        main = (
+            f"smtp_tls_policy_maps = texthash:{tables}/policy\nsmtp_tls_security_level = may\n"
+            f"smtp_tcp_port = {hop}\ndisable_dns_lookups = yes\nsmtp_host_lookup = native\n"
+        )
+        relay_cf = f"mydestination =\ntransport_maps = texthash:{tables}/transport\n" + main
+        with running_postfix(relay_cf + LOG_CF) as (port, d):
+            for n in range(len(dests)):
+                with smtplib.SMTP("127.0.0.1", port) as s:
+                    s.sendmail(
+                        "x@example.org", [f"u@{chr(97 + n)}.test"], b"Subject: x\r\n\r\nx\r\n"
+                    )
+                deadline = time.monotonic() + 30
+                while len(re.findall(r" status=", log := (d / "maillog").read_text())) <= n:
+                    assert time.monotonic() < deadline, log
+                    time.sleep(0.1)
+        their_sessions = _sessions(hop_dir / "maillog")
+        their_warnings = re.findall(r"postfix/smtp\[\d+\]: warning: ((?!/).*)", log)
+        their_statuses = re.findall(r"relay=([^,]+), .* dsn=([\d.]+), status=\w+ \((.*)\)", log)
+        caplog.clear()
+        cfg = make_config(tmp_path / "ours", main)
+        our_statuses = []
+        for n, dest in enumerate(dests):
+            (o,) = run(request(cfg, "smtp", dest, [f"u@{chr(97 + n)}.test"]))
+            relay = o.relay or "none"
+            text = re.sub(r" queued as \w+", " queued as Q", o.text)
+            our_statuses.append((relay, o.status, text))
+        our_sessions = _sessions(hop_dir / "maillog")[len(their_sessions) :]
+    our_warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    their_statuses = [
+        (r, s, re.sub(r" queued as \w+", " queued as Q", t)) for r, s, t in their_statuses
+    ]
+    assert our_warnings == their_warnings
+    assert our_statuses == their_statuses
+    assert our_sessions == their_sessions
+    # none, encrypt, encrypt, -, -, none, may (the global level)
+    assert their_sessions == ["plain", "tls", "tls", "plain", "tls"]
+    assert [s[1:] for s in their_statuses[3:5]] == [
+        ("4.7.5", "client TLS configuration problem")
+    ] * 2
