@@ -802,11 +802,30 @@ def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
 _HEADER_LINE = re.compile(r"[!-9;-~]+:")
 
 
-def _data_bytes(content: bytes) -> bytes:
-    """Normalise to CRLF and dot-stuff; the terminating "." is added by the caller."""
+def _break_long_lines(text: bytes, limit: int) -> bytes:
+    """Lines longer than limit broken as Postfix's smtp_text_out() breaks them: after limit
+    bytes, then after every limit - 1, each piece after the first starting with a space
+    (<CR><LF>SPACE); text has LF line ends."""
+    out = []
+    for line in text.split(b"\n"):
+        if len(line) > limit:
+            pieces = [line[:limit]]
+            pieces += [line[i : i + limit - 1] for i in range(limit, len(line), limit - 1)]
+            line = b"\n ".join(pieces)
+        out.append(line)
+    return b"\n".join(out)
+
+
+def _data_bytes(content: bytes, limit: int = 0, queue_id: str = "") -> bytes:
+    """Normalise to CRLF, break lines longer than limit (smtp_line_length_limit; 0: none;
+    logged once, as Postfix's smtp does) and dot-stuff; the terminating "." is added by
+    the caller."""
     text = content.replace(b"\r\n", b"\n")
     if text and not text.endswith(b"\n"):
         text += b"\n"
+    if limit > 0 and re.search(rb"[^\n]{%d}" % (limit + 1), text):
+        log.info("%s: breaking line > %d bytes with <CR><LF>SPACE", queue_id, limit)
+        text = _break_long_lines(text, limit)
     # Whole-buffer replaces: a loop over the lines cost more than the rest of the DATA.
     text = text.replace(b"\n.", b"\n..")
     if text.startswith(b"."):
@@ -903,7 +922,8 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
     stage_xfer = "sending message body"
     # Body and the final dot in one write (one segment for a small message, as Postfix's
     # buffered stream sends them).
-    await s.send(_data_bytes(req.content) + b".\r\n", p.time("data_xfer_timeout"), stage_xfer)
+    data = _data_bytes(req.content, int(p.get("line_length_limit")), req.queue_id)
+    await s.send(data + b".\r\n", p.time("data_xfer_timeout"), stage_xfer)
     t_done = p.time("data_done_timeout")
     try:
         if s.lmtp:
