@@ -6,7 +6,7 @@ import email
 import email.policy
 import time
 
-from oxipost.bounce import Report, notices
+from oxipost.bounce import Report, line_wrap, notices
 from oxipost.envelope import Envelope, Outcome, Recipient
 
 from .conftest import MESSAGE, make_config
@@ -58,7 +58,12 @@ def test_failure_notice_structure(tmp_path):
     body = text.get_content().replace("\r\n", "\n")
     assert body.startswith("This is the mail system at host mail.example.org.\n")
     assert "I'm sorry to have to inform you that your message could not\nbe delivered" in body
-    assert f"<b@example.com>: {FAILED.text}" in body
+    # Folded as Postfix's bounce_print_wrap(): 79 columns, continuations indented by 4.
+    assert (
+        "\n<b@example.com>: host mx.example.com[192.0.2.1] said: 550 5.1.1\n"
+        "    <b@example.com>: Recipient address rejected: User unknown (in reply to RCPT\n"
+        "    TO command)\n"
+    ) in body
     assert status.get_content_type() == "message/delivery-status"
     per_message, per_rcpt = status.get_payload()
     assert per_message["Reporting-MTA"] == "dns; mail.example.org"
@@ -69,6 +74,9 @@ def test_failure_notice_structure(tmp_path):
     assert per_rcpt["Remote-MTA"] == "dns; mx.example.com"
     assert original.get_content_type() == "message/rfc822"
     assert original.get_payload()[0]["Subject"] == "test"
+    # bounce_original(): the envelope sender's Return-Path first.
+    assert original.get_payload()[0].keys()[0] == "Return-Path"
+    assert original.get_payload()[0]["Return-Path"] == "<a@example.org>"
 
 
 def test_remote_reply_as_postfix_reports_it(tmp_path):
@@ -130,3 +138,37 @@ def test_delay_notice_and_ret_hdrs(tmp_path):
     per_rcpt = msg.get_payload()[1].get_payload()[1]
     assert per_rcpt["Action"] == "delayed" and per_rcpt["Will-Retry-Until"]
     assert msg.get_payload()[2].get_content_type() == "text/rfc822-headers"
+
+
+def test_line_wrap_as_postfix():
+    # Postfix's line_wrap(): a break before the word that would end past the length, the
+    # blanks at the break dropped, the following lines indented and shorter by the indent.
+    assert line_wrap("aaa bbb ccc", 7, 2) == ["aaa bbb", "  ccc"]
+    assert line_wrap("aaa  bbb   ccc ddd", 8, 2) == ["aaa  bbb", "  ccc", "  ddd"]
+    assert line_wrap("x" * 100 + " y") == ["x" * 100, "    y"]
+    assert line_wrap("short  ") == ["short"]
+    # A negative indent indents the first line only.
+    assert line_wrap("aaa bbb ccc", 7, -2) == ["  aaa", "bbb ccc"]
+
+
+def test_delay_template_times_truncated_with_postfix_warnings(tmp_path):
+    cfg = make_config(tmp_path / "c", main="delay_warning_time = 90m\n")
+    warnings: list[str] = []
+    deferred = Outcome("4.4.1", "connect to mx.example.com[192.0.2.1]:25: Connection refused")
+    reports = [Report(Recipient("b@example.com"), deferred)]
+    ((_, content),) = notices(
+        "delay", cfg, "Q1", _env("a@x.org"), MESSAGE, reports, warnings.append
+    )
+    assert b"for more than 1 hour(s).\r\n" in content
+    assert warnings == []
+    cfg = make_config(tmp_path / "d", main="delay_warning_time = 10s\n")
+    ((_, content),) = notices(
+        "delay", cfg, "Q1", _env("a@x.org"), MESSAGE, reports, warnings.append
+    )
+    assert b"for more than 0 hour(s).\r\n" in content
+    key = "delay_warning_time_hours"
+    assert warnings == [
+        f'[built-in]: zero result in delay template conversion of parameter "{key}"',
+        f'please reduce time unit "hours" of "{key}" in delay template',
+        "for instructions see the bounce(5) manual",
+    ]

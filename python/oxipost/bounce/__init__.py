@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,6 +133,35 @@ def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "replace")
 
 
+# Postfix's bounce_print_wrap(): lines kept to 79 columns, continuations indented by 4.
+_WRAP_LENGTH = 79
+_WRAP_INDENT = 4
+_BLANK = re.compile(r"[ \t]")
+
+
+def line_wrap(text: str, length: int = _WRAP_LENGTH, indent: int = _WRAP_INDENT) -> list[str]:
+    """text folded as Postfix's line_wrap() folds it: a line breaks before the word that
+    would end past length (a longer word is not broken), the lines after the first are
+    indented and shorter by indent, the blanks at a break and trailing blanks go."""
+    out: list[str] = []
+    pad, width = (-indent, length + indent) if indent < 0 else (0, length)
+    start = 0
+    word: int | None = 0
+    while word is not None:
+        m = _BLANK.search(text, word)
+        next_space = m.start() if m else len(text)
+        if word > start and next_space - start > width:
+            out.append(" " * pad + text[start:word].rstrip())
+            while word < len(text) and text[word].isspace():
+                word += 1
+            if start == 0:
+                pad, width = pad + indent, width - indent
+            start = word
+        word = next_space + 1 if m else None
+    out.append(" " * pad + text[start:].rstrip())
+    return out
+
+
 # The smtp/lmtp client's text for a remote reply: "host H[addr] said: REPLY (in reply to
 # X command)" (Postfix's smtp_rcpt.c and friends).
 _REMOTE_SAID = re.compile(
@@ -166,6 +196,7 @@ def _build(
     reports: list[Report],
     to: str,
     postmaster: bool,
+    warn: Callable[[str], None],
 ) -> bytes:
     subject, pm_subject, template, action, _ = _TEMPLATES[kind]
     host = cfg.get("myhostname")
@@ -173,12 +204,19 @@ def _build(
     boundary = f"{queue_id}.{int(now)}/{host}"
     text = template.format(
         host=host,
-        delay_hours=_hours(cfg, "delay_warning_time"),
-        lifetime_days=_days(cfg, "maximal_queue_lifetime"),
+        delay_hours=_template_time(cfg, kind, "delay_warning_time", "hours", warn),
+        lifetime_days=_template_time(cfg, kind, "maximal_queue_lifetime", "days", warn),
     )
-    lines = [
-        f"<{r.recipient.address}>{_expanded_from(r.recipient)}: {r.outcome.text}" for r in reports
-    ]
+    # The template's charset (utf-8 where SMTPUTF8 is supported, as Postfix 3's built-in
+    # templates) and the original's encoding (7bit only when the client declared it).
+    charset, text_cte = (
+        ("utf-8", "8bit") if cfg.get_bool("smtputf8_enable") else ("us-ascii", "7bit")
+    )
+    orig_cte = "7bit" if env.body_type.upper() == "7BIT" else "8bit"
+    lines: list[str] = []
+    for r in reports:
+        why = f"<{r.recipient.address}>{_expanded_from(r.recipient)}: {r.outcome.text}"
+        lines += ["", *line_wrap(why)]
     head = [
         f"Date: {mail_date(now)}",
         _from(cfg, f"MAILER-DAEMON@{host}", "Mail Delivery System"),
@@ -188,17 +226,20 @@ def _build(
         "MIME-Version: 1.0",
         "Content-Type: multipart/report; report-type=delivery-status;",
         f'\tboundary="{boundary}"',
-        "Content-Transfer-Encoding: 8bit",
+        f"Content-Transfer-Encoding: {text_cte if orig_cte == '7bit' else orig_cte}",
         "",
         "This is a MIME-encapsulated message.",
         "",
         f"--{boundary}",
         "Content-Description: Notification",
-        "Content-Type: text/plain; charset=us-ascii",
+        f"Content-Type: text/plain; charset={charset}",
+        f"Content-Transfer-Encoding: {text_cte}",
         "",
     ]
-    body = "\n".join(head) + "\n" + text + "\n" + "\n".join(lines) + "\n\n"
+    body = "\n".join(head) + "\n" + text + "\n".join(lines) + "\n\n"
     arrival = mail_date(env.arrival_time)
+    # bounce_mail_alloc(): the null sender is named MAILER-DAEMON.
+    sender = env.sender or "MAILER-DAEMON"
     dsn = [
         f"--{boundary}",
         "Content-Description: Delivery report",
@@ -206,7 +247,7 @@ def _build(
         "",
         f"Reporting-MTA: dns; {host}",
         f"X-Postfix-Queue-ID: {queue_id}",
-        f"X-Postfix-Sender: rfc822; {env.sender}",
+        f"X-Postfix-Sender: rfc822; {sender}",
     ]
     if env.envid:
         dsn.insert(4, f"Original-Envelope-Id: {env.envid}")
@@ -220,35 +261,65 @@ def _build(
         dsn += [f"Action: {r.action or action}", f"Status: {r.outcome.status}"]
         remote_mta, diagnostic = _remote(r)
         if remote_mta:
-            dsn.append(f"Remote-MTA: {remote_mta}")
-        dsn.append(f"Diagnostic-Code: {diagnostic}")
+            dsn += line_wrap(f"Remote-MTA: {remote_mta}")
+        dsn += line_wrap(f"Diagnostic-Code: {diagnostic}")
         if kind == "delay":
             until = env.arrival_time + cfg.get_time("maximal_queue_lifetime")
             dsn.append(f"Will-Retry-Until: {mail_date(until)}")
     body += "\n".join(dsn) + "\n\n"
     limit = cfg.get_int("bounce_size_limit")
-    headers_only = postmaster or env.ret == "HDRS" or kind == "success" or len(content) > limit
+    # A delay warning returns the headers only (bounce_warn_service.c), as do postmaster
+    # copies, RET=HDRS and a message larger than bounce_size_limit (bounce_original()).
+    headers_only = (
+        postmaster
+        or env.ret == "HDRS"
+        or kind in ("success", "delay")
+        or (limit > 0 and len(content) > limit)
+    )
     original = _headers_of(content) if headers_only else content
     ctype = "text/rfc822-headers" if headers_only else "message/rfc822"
-    desc = "Undelivered Message Headers" if headers_only else "Undelivered Message"
-    if kind != "failure":
-        desc = "Message Headers" if headers_only else "Message"
-    part = f"--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\n"
-    if not headers_only:
-        part += "Content-Transfer-Encoding: 8bit\n"
-    out = _crlf(body + part + "\n")
+    desc = "Message Headers" if headers_only else "Message"
+    if kind != "success":
+        desc = "Undelivered " + desc
+    part = (
+        f"--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\n"
+        f"Content-Transfer-Encoding: {orig_cte}\n\n"
+        # cleanup removes Return-Path: headers; bounce_original() puts the sender's first.
+        f"Return-Path: <{sender}>\n"
+    )
+    out = _crlf(body + part)
     out += original.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if not out.endswith(b"\r\n"):
         out += b"\r\n"
     return out + _crlf(f"\n--{boundary}--\n")
 
 
-def _hours(cfg: Config, name: str) -> int:
-    return max(1, round(cfg.get_time(name) / 3600)) if cfg.get_time(name) else 0
+# The built-in templates' time values: $name_hours, $name_days (bounce_template.c).
+_TIME_UNITS = {"hours": 3600, "days": 86400}
 
 
-def _days(cfg: Config, name: str) -> int:
-    return round(cfg.get_time(name) / 86400)
+def _template_time(
+    cfg: Config, kind: str, name: str, unit: str, warn: Callable[[str], None]
+) -> int:
+    """A parameter's time in a template's unit, truncated, with bounce_template_lookup()'s
+    warnings for a zero result (or one above 999 in a unit below days)."""
+    if kind != "delay":
+        return 0  # only the delay template names times
+    seconds = int(cfg.get_time(name))
+    result = seconds // _TIME_UNITS[unit]
+    key = f"{name}_{unit}"
+    if result > 999 and unit != "days":
+        warn(
+            f'[built-in]: excessive result "{result}" in {kind} template conversion '
+            f'of parameter "{key}"'
+        )
+        warn(f'please increase time unit "{unit}" of "{key}" in {kind} template')
+        warn("for instructions see the bounce(5) manual")
+    elif result == 0 and seconds:
+        warn(f'[built-in]: zero result in {kind} template conversion of parameter "{key}"')
+        warn(f'please reduce time unit "{unit}" of "{key}" in {kind} template')
+        warn("for instructions see the bounce(5) manual")
+    return result
 
 
 def _from(cfg: Config, address: str, name: str) -> str:
@@ -292,8 +363,10 @@ def notices(
     env: Envelope,
     content: bytes,
     reports: list[Report],
+    warn: Callable[[str], None] = lambda _text: None,
 ) -> list[tuple[Envelope, bytes]]:
-    """The notices to enqueue for these reports (possibly none)."""
+    """The notices to enqueue for these reports (possibly none); warn is told bounce(8)'s
+    warnings (a template's time value that converts to zero)."""
     if kind not in _TEMPLATES:
         raise ValueError(f"unknown notice kind: {kind}")
     what = _TEMPLATES[kind][4]
@@ -309,16 +382,18 @@ def notices(
             return out
         param = "2bounce_notice_recipient" if kind == "failure" else "delay_notice_recipient"
         to = cfg.get(param)
-        msg = _build(kind, cfg, queue_id, env, content, reports, to, postmaster=True)
+        msg = _build(kind, cfg, queue_id, env, content, reports, to, postmaster=True, warn=warn)
         return [(_notice_env(double_bounce, to, kind), msg)]
     chosen = [r for r in reports if _wants(r.recipient, what)]
     if chosen:
-        msg = _build(kind, cfg, queue_id, env, content, chosen, env.sender, postmaster=False)
+        msg = _build(
+            kind, cfg, queue_id, env, content, chosen, env.sender, postmaster=False, warn=warn
+        )
         out.append((_notice_env("", env.sender, kind), msg))
     pm_class = {"failure": "bounce", "delay": "delay"}.get(kind)
     if pm_class and pm_class in classes and reports:
         param = "bounce_notice_recipient" if kind == "failure" else "delay_notice_recipient"
         to = cfg.get(param)
-        msg = _build(kind, cfg, queue_id, env, content, reports, to, postmaster=True)
+        msg = _build(kind, cfg, queue_id, env, content, reports, to, postmaster=True, warn=warn)
         out.append((_notice_env(double_bounce, to, kind), msg))
     return out

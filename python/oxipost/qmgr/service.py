@@ -50,6 +50,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -108,6 +109,8 @@ class Active:
     deferred: dict[int, Outcome] = field(default_factory=dict)
     bounced: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
     success_notify: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
+    # delay_warning_time has passed: a delay notice goes with this pass's other notices.
+    warn: bool = False
 
 
 def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
@@ -126,6 +129,34 @@ def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
 def _kind(status: str) -> str:
     """The status= word of a delivery attempt with this enhanced status code."""
     return "sent" if status.startswith("2") else "bounced" if status.startswith("5") else "deferred"
+
+
+# Lines of this many bytes or more need a second length byte in a queue file record.
+_LONG_LINE = re.compile(rb"[^\r\n]{128,}")
+
+
+def _record_len(n: int) -> int:
+    """Bytes of one queue file record of n bytes: its type, its length in 7-bit groups
+    (Postfix's rec_put()), its data."""
+    size = 2
+    while n >= 128:
+        n >>= 7
+        size += 1
+    return size
+
+
+def message_size(content: bytes, line_limit: int) -> int:
+    """The size= qmgr logs: Postfix's message_size, the bytes of the content records in
+    the queue file. Each line is a record of its own (its type and length where the CR LF
+    was), a line longer than line_length_limit one record per piece of that length and
+    one for the rest (smtp_get()); so a line of 128 bytes or more counts more than it
+    takes with its CR LF."""
+    size = len(content)
+    for m in _LONG_LINE.finditer(content):
+        n = m.end() - m.start()
+        pieces = [line_limit] * (n // line_limit) + [n % line_limit] if line_limit > 0 else [n]
+        size += sum(p + _record_len(p) for p in pieces) - (n + 2)
+    return size
 
 
 def _delay_resolution(cfg: Config, log: Logger) -> int:
@@ -163,6 +194,7 @@ class Qmgr:
         self.next_compaction = 0.0
         self.flow = FlowProducer(flow, cfg)
         self.delay_res = _delay_resolution(cfg, log)
+        self.line_limit = cfg.get_int("line_length_limit")
         # Incoming mail left behind by the last scan because the active queue was full, in
         # arrival order.
         self.incoming_backlog: dict[str, None] = {}
@@ -283,7 +315,8 @@ class Qmgr:
         self.state.move(qid, "active")
         pending = info.pending
         self.log.info(
-            f"{qid}: from=<{env.sender}>, size={len(content)}, nrcpt={len(pending)} (queue active)"
+            f"{qid}: from=<{env.sender}>, size={message_size(content, self.line_limit)}, "
+            f"nrcpt={len(env.recipients)} (queue active)"
         )
         act = Active(qid, msg, env, now)
         self.active[msg] = act
@@ -533,10 +566,13 @@ class Qmgr:
                 self._notices(act, "success", act.success_notify)
                 self._finish(act)
             elif ev.kind == "delay_warning":
-                self._notices(act, "delay", {i: (o, "") for i, o in act.deferred.items()})
+                act.warn = True
             elif ev.kind == "deferred":
+                # In Postfix's qmgr_active_done order: bounces, then the delay warning.
                 self._notices(act, "failure", act.bounced)
                 self._notices(act, "success", act.success_notify)
+                if act.warn:
+                    self._notices(act, "delay", {i: (o, "") for i, o in act.deferred.items()})
                 reason = next(reversed(act.deferred.values())).text if act.deferred else ""
                 self._journal(lambda a=act, r=reason, t=ev.time: self.state.defer(a.qid, r, t))
                 del self.active[act.msg]
@@ -586,8 +622,11 @@ class Qmgr:
                     if e.status.startswith("4" if kind == "delay" else ("4", "5")):
                         member = replace(rcpt, address=e.address, original=e.original)
                         reports.append(bounce.Report(member, Outcome(e.status, e.text)))
+        bounce_log = get_logger("bounce", self.cfg)
         try:
-            msgs = bounce.notices(kind, self.cfg, act.qid, act.env, self._content(act), reports)
+            msgs = bounce.notices(
+                kind, self.cfg, act.qid, act.env, self._content(act), reports, bounce_log.warning
+            )
         except Exception as e:
             self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
             return
@@ -596,7 +635,6 @@ class Qmgr:
             "delay": "sender delay notification",
             "success": "sender delivery status notification",
         }[kind]
-        bounce_log = get_logger("bounce", self.cfg)
         for env, content in msgs:
             try:
                 if self._writer is None:

@@ -1,0 +1,229 @@
+"""The log lines of a delivery and the notices it sends, compared with real Postfix 3.7's.
+
+One message goes to a local user (sent), an unknown local user (bounced by local(8)), an
+smtp-sink that accepts (sent), one that refuses RCPT with a long 5xx reply (bounced) and one
+that answers MAIL after two seconds and RCPT with a 4xx (deferred, past delay_warning_time),
+from a local sender whose mailbox receives the notices. The same main.cf runs under our master
+and under Postfix with the same sinks; both must log the same qmgr, smtp, local, bounce
+and cleanup lines and deliver the same notices (all three parts), byte for byte once queue
+IDs, dates, pids, delays and the product name are set aside. Sizes are checked against
+each system's own definition of the message size: the bytes of the message as queued,
+its queue file records (what the mailbox holds without local(8)'s headers, a record per
+line, two for a line longer than line_length_limit)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import smtplib
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from oxipost.log import format_tv
+from oxipost.qmgr.service import message_size
+
+from tests.conftest import REPO, free_port, run_ours, smtp_sink
+from tests.smtpd.conftest import write_config
+from tests.smtpd.test_postfix_differential import running_postfix
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+LONG_REPLY = (
+    "550 5.1.1 <bad@hard.test>: Recipient address rejected: this reason is long enough "
+    "to be folded in the notice, as Postfix folds it"
+)
+SENDER = "nobody@localhost"
+# Lines of 200 and 3000 bytes: records with two length bytes, a line of two records.
+MESSAGE = b"Subject: t\r\nFrom: nobody@localhost\r\n\r\nhi\r\n%s\r\n%s\r\n" % (
+    b"x" * 200,
+    b"y" * 3000,
+)
+# The programs whose lines are compared (smtpd's have their own differential tests).
+PROGRAMS = ("qmgr", "smtp", "local", "bounce", "cleanup")
+
+# name: (main.cf, recipients, notices the sender gets)
+SCENARIOS = {
+    "sent_bounced_deferred_warned": (
+        "delay_warning_time = 1s\n",
+        [
+            "daemon@localhost",
+            "nosuch@localhost",
+            "ok@sink.test",
+            "bad@hard.test",
+            "later@soft.test",
+        ],
+        2,
+    ),
+}
+
+
+def _main_cf(top: Path, ports: list[int], extra: str) -> str:
+    ok, hard, soft = ports
+    return (
+        f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
+        f"transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{ok}, "
+        f"hard.test=smtp:[127.0.0.1]:{hard}, soft.test=smtp:[127.0.0.1]:{soft} }}\n"
+        # One delivery pass: the deferred recipient is not retried while we look.
+        "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n" + extra
+    )
+
+
+@pytest.fixture
+def top() -> Iterator[Path]:
+    # Mailboxes written as their users: not pytest's 0700 tree.
+    d = Path(tempfile.mkdtemp(prefix="oxipost-lognotice-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def sinks() -> Iterator[list[int]]:
+    ports = [free_port() for _ in range(3)]
+    ok, hard, soft = ports
+    with (
+        smtp_sink(ok),
+        smtp_sink(hard, "-f", "RCPT", "-B", LONG_REPLY),
+        smtp_sink(soft, "-r", "RCPT", "-W", "MAIL:2"),
+    ):
+        yield ports
+
+
+def _play(port: int, maillog: Path, mail: Path, rcpts: list[str], notices: int) -> str:
+    """Send the message; the log once the sender's mailbox has its notices."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail(SENDER, rcpts, MESSAGE)
+    deadline = time.monotonic() + 60
+    pattern = rf"to=<{SENDER}>, relay=local, .*status=sent"
+    while True:
+        log = maillog.read_text() if maillog.exists() else ""
+        if len(re.findall(pattern, log)) >= notices:
+            break
+        assert time.monotonic() < deadline, log
+        time.sleep(0.2)
+    time.sleep(1)  # anything more that would be wrong
+    return maillog.read_text()
+
+
+def _run_ours(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[str, Path]:
+    conf = top / "conf"
+    conf.mkdir()
+    mail = top / "mail"
+    port = free_port()
+    write_config(
+        str(conf),
+        main_cf + f"data_directory = {conf}/data\nmaillog_file = {top}/maillog\n"
+        "smtpd_worker_processes = 1\n",
+    )
+    master_cf = (REPO / "conf" / "master.cf").read_text()
+    (conf / "master.cf").write_text(master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{port}"))
+    assert run_ours("postfix", "-c", str(conf), "start").returncode == 0
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                smtplib.SMTP("127.0.0.1", port, timeout=10).quit()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "smtpd does not answer"
+                time.sleep(0.1)
+        log = _play(port, top / "maillog", mail, rcpts, notices)
+    finally:
+        run_ours("postfix", "-c", str(conf), "stop")
+    return log, mail
+
+
+def _run_postfix(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[str, Path]:
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(main_cf + logging) as (port, d):
+        log = _play(port, d / "maillog", top / "mail", rcpts, notices)
+    return log, top / "mail"
+
+
+def _roles(log: str) -> dict[str, str]:
+    """Each queue ID of the run by its role: the message, its bounce and delay notices."""
+    roles = {}
+    m = re.search(r"qmgr\[\d+\]: ([0-9A-F]+): from=<nobody@localhost>", log)
+    assert m, log
+    roles[m.group(1)] = "QID"
+    for what, role in (("non-delivery", "BOUNCE"), ("delay", "DELAY")):
+        for qid in re.findall(rf"sender {what} notification: ([0-9A-F]+)", log):
+            roles[qid] = role
+    return roles
+
+
+def _lines(log: str) -> tuple[list[str], dict[str, int]]:
+    """The compared programs' lines without time, host and pid, queue IDs by role, the
+    delay values checked for format_tv's form and set aside; and each message's size=."""
+    roles = _roles(log)
+    out, sizes = [], {}
+    for line in log.splitlines():
+        m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
+        if m is None:
+            continue
+        text = m.group(2)
+        for qid, role in roles.items():
+            text = text.replace(qid, role)
+        if re.match(r"[0-9A-F]{10,}: ", text):
+            continue  # another message (none is expected)
+        s = re.search(r"^(\w+): from=<.*>, size=(\d+), ", text)
+        if s:
+            sizes[s.group(1)] = int(s.group(2))
+            text = text.replace(f"size={s.group(2)}", "size=N")
+        d = re.search(r"delay=([\d.]+), delays=([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+), ", text)
+        if d:
+            for value in d.groups():
+                assert format_tv(float(value), 2, 2) == value, line
+            text = text.replace(d.group(0), "delay=D, ")
+        text = re.sub(r"<\d{14}\.", "<STAMP.", text)
+        out.append(f"{m.group(1)}: {text}")
+    return sorted(out), sizes
+
+
+def _mbox(path: Path) -> list[str]:
+    """The messages of an mbox file, each without its From_ line and local(8)'s headers."""
+    from_ = re.compile(r"^From \S+ +\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n", re.M)
+    added = re.compile(r"\A(?:(?:Return-Path|X-Original-To|Delivered-To): .*\n)+")
+    # Each ends with the blank line local(8) puts after a message.
+    return [added.sub("", part)[:-1] for part in from_.split(path.read_text())[1:]]
+
+
+def _normal(text: str, log: str) -> str:
+    for qid, role in _roles(log).items():
+        text = text.replace(qid, role)
+    text = re.sub(r"\w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)", "DATE", text)
+    text = re.sub(r"\.\d{9,10}/", ".TIME/", text)  # the notice's MIME boundary
+    text = re.sub(r"<\d{14}\.", "<STAMP.", text)  # Message-Id
+    return text.replace("(oxipost)", "(Postfix)")
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[int]) -> None:
+    extra, rcpts, notices = SCENARIOS[scenario]
+    results = {}
+    for who, run in (("postfix", _run_postfix), ("ours", _run_ours)):
+        d = top / who
+        d.mkdir(mode=0o755)
+        (d / "mail").mkdir()
+        (d / "mail").chmod(0o1777)
+        d.chmod(0o755)
+        log, mail = run(d, _main_cf(d, sinks, extra), rcpts, notices)
+        lines, sizes = _lines(log)
+        boxes = {p.name: [_normal(m, log) for m in _mbox(p)] for p in sorted(mail.iterdir())}
+        # size= is the queued message's records (see the docstring): the mailbox copy
+        # without local(8)'s headers, QIDs and stamps as they were.
+        for box in mail.iterdir():
+            for raw in _mbox(box):
+                qid = next(q for q in re.findall(r"id ([0-9A-F]{10,})", raw))
+                role = _roles(log)[qid]
+                size = message_size(raw.replace("\n", "\r\n").encode(), 2048)
+                assert sizes[role] == size, (who, role, raw)
+        results[who] = (lines, boxes)
+    ours, theirs = results["ours"], results["postfix"]
+    assert ours[0] == theirs[0]
+    assert ours[1].keys() == theirs[1].keys()
+    for box in theirs[1]:
+        assert ours[1][box] == theirs[1][box], box
