@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
+import re
 import shutil
+import smtplib
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,40 @@ def system_user() -> Iterator[pwd.struct_passwd]:
     finally:
         subprocess.run(["userdel", name], capture_output=True, timeout=60)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def dumping_sink() -> Iterator[tuple[int, Path]]:
+    """Debian's smtp-sink on a free port, dumping each transaction (-d: X-Client-Addr,
+    X-Mail-Args, X-Rcpt-Args, then the message) to a file in a directory of its own;
+    yields (port, directory)."""
+    from tests.conftest import free_port, smtp_sink
+
+    dump = Path(tempfile.mkdtemp(prefix="oxipost-sink-"))
+    # smtp-sink writes as nobody.
+    dump.chmod(0o777)
+    port = free_port()
+    with smtp_sink(port, "-d", f"{dump}/%M%S."):
+        yield port, dump
+
+
+def postfix_relay(
+    sink: int, main: str, send: Callable[[smtplib.SMTP], object]
+) -> tuple[str, str, str]:
+    """Real Postfix relaying to [127.0.0.1]:sink with this main.cf: send(client) submits
+    one message to it over SMTP; → its maillog once its smtp logged the message's status,
+    the status's DSN code and its text."""
+    from tests.smtpd.test_postfix_differential import running_postfix
+
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    relay_cf = f"mydestination =\nrelayhost = [127.0.0.1]:{sink}\n" + main + log_cf
+    with running_postfix(relay_cf) as (port, d):
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            send(client)
+        deadline = time.monotonic() + 30
+        while not (
+            m := re.search(r"dsn=([\d.]+), status=\w+ \((.*)\)", (d / "maillog").read_text())
+        ):
+            assert time.monotonic() < deadline, (d / "maillog").read_text()
+            time.sleep(0.1)
+        return (d / "maillog").read_text(), m.group(1), m.group(2)

@@ -12,17 +12,14 @@ import logging
 import re
 import smtplib
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from oxipost.delivery import AgentFatal
 
-from tests.conftest import free_port, smtp_sink
-from tests.smtpd.test_postfix_differential import running_postfix
+from tests.conftest import free_port
 
-from .conftest import make_config, request, run
+from .conftest import dumping_sink, make_config, postfix_relay, request, run
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
 
@@ -48,27 +45,17 @@ def _client_addrs(files: set[Path]) -> list[str]:
 def _both(tmp_path: Path, main: str, caplog: pytest.LogCaptureFixture) -> dict[str, object]:
     """What each client did with this main.cf: the address smtp-sink saw it connect from,
     its smtp warnings and the status it gave the recipient."""
-    dump = Path(tempfile.mkdtemp(prefix="oxipost-sink-"))
-    dump.chmod(0o777)
-    sink = free_port()
-    with smtp_sink(sink, "-d", f"{dump}/%M%S."):
-        relay_cf = f"mydestination =\nrelayhost = [127.0.0.1]:{sink}\n" + main + LOG_CF
-        with running_postfix(relay_cf) as (port, d):
-            with smtplib.SMTP("127.0.0.1", port) as s:
-                s.sendmail("a@example.org", ["b@example.net"], b"Subject: x\r\n\r\nx\r\n")
-            deadline = time.monotonic() + 30
-            while not (
-                m := re.search(
-                    r"dsn=([\d.]+), status=\w+ \((.*)\)", log := (d / "maillog").read_text()
-                )
-            ):
-                assert time.monotonic() < deadline, log
-                time.sleep(0.1)
+
+    def send(client: smtplib.SMTP) -> None:
+        client.sendmail("a@example.org", ["b@example.net"], b"Subject: x\r\n\r\nx\r\n")
+
+    with dumping_sink() as (sink, dump):
+        log, dsn, text = postfix_relay(sink, main, send)
         their_files = set(dump.iterdir())
         theirs = {
             "from": _client_addrs(their_files),
             "warnings": re.findall(r"postfix/smtp\[\d+\]: warning: (smtp_connect.*)", log),
-            "status": (m.group(1), m.group(2)),
+            "status": (dsn, text),
         }
         caplog.clear()
         cfg = make_config(tmp_path / "ours", main)

@@ -116,5 +116,5 @@ def test_delivery_through_mx_with_dsn_parameters(tmp_path):
         (o,) = run(req)
         assert o.delivered, o
         (msg,) = dumps(dump)
-    assert "X-Mail-Args: <a@example.org> RET=HDRS ENVID=ID1+2Ba+20b+3D" in msg
-    assert "X-Rcpt-Args: <u@dsn.test> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;U+2Bx@dsn.test" in msg
+    assert "X-Mail-Args: <a@example.org> ENVID=ID1+2Ba+20b+3D RET=HDRS" in msg
+    assert "X-Rcpt-Args: <u@dsn.test> ORCPT=rfc822;U+2Bx@dsn.test NOTIFY=SUCCESS,FAILURE" in msg

@@ -10,9 +10,11 @@ one of the destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per 
 destination's smtp_tls_policy_maps entry or smtp_tls_security_level (none, may, encrypt;
 the higher levels require TLS but verify no certificate), AUTH PLAIN/LOGIN when the server
 offers AUTH and smtp_sasl_password_maps has credentials (keyed by the sender with
-smtp_sender_dependent_authentication, then the host's name, then the destination), MAIL
-FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with
-NOTIFY/ORCPT, PIPELINING when offered, and DATA. smtp_generic_maps rewrites the envelope
+smtp_sender_dependent_authentication, then the host's name, then the destination) and
+smtp_sasl_security_options allows them (Postfix's default, noplaintext, does not), MAIL
+FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with ORCPT
+(the original recipient when none was given) and NOTIFY, PIPELINING when offered, and
+DATA. smtp_generic_maps rewrites the envelope
 sender, the recipients and the primary sender/recipient headers' addresses on the way out
 (a table that cannot be read is fatal: "smtp_generic_maps map lookup problem for ADDR").
 An idle session is kept for smtp_connection_cache_time_limit and reused (after RSET) for
@@ -51,6 +53,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
 
@@ -480,6 +483,7 @@ async def _login(s: Session, p: Params, req: DeliveryRequest, nexthop: str) -> N
         return
     from oxipost.maps import TableError
 
+    mechs = _offered_mechanisms(s, p)
     try:
         creds = _sasl_credentials(p, req, nexthop, s.host)
     except TableError as e:
@@ -487,7 +491,7 @@ async def _login(s: Session, p: Params, req: DeliveryRequest, nexthop: str) -> N
         log.warning("%s: %s lookup error", req.queue_id, p.name("sasl_password_maps"))
         raise SessionError("4.3.0", f"local data error while talking to {s.host.label}") from None
     if creds is not None:
-        await _auth(s, creds, p)
+        await _auth(s, creds, mechs, p)
 
 
 # Postfix's TLS security levels (tls_level_lookup), weakest first; every one above "may"
@@ -713,8 +717,42 @@ async def _ehlo(s: Session, p: Params, helo: str) -> None:
         s.features[word.upper()] = arg
 
 
-async def _auth(s: Session, creds: tuple[str, str], p: Params) -> None:
-    mechs = s.features.get("AUTH", "").upper().split()
+# Security options that PLAIN and LOGIN do not meet (Cyrus SASL's flags for them).
+_PLAINTEXT_EXCLUDED = frozenset({"noplaintext", "noactive", "nodictionary", "mutual_auth"})
+
+
+def _offered_mechanisms(s: Session, p: Params) -> list[str]:
+    """The server's AUTH mechanisms that smtp_sasl_mechanism_filter lets through (all when
+    it is empty), as Postfix's smtp_sasl_helo_auth; none left is a warning (and, when
+    there are credentials, a failed authentication)."""
+    offered = s.features.get("AUTH", "").upper().split()
+    wanted = {m.upper() for m in p.cfg.get_list(p.name("sasl_mechanism_filter"))}
+    if not wanted:
+        return offered
+    kept = [m for m in offered if m in wanted]
+    if not kept:
+        log.warning(
+            "%s offered no supported AUTH mechanisms: '%s'",
+            s.host.relay,
+            s.features.get("AUTH", ""),
+        )
+    return kept
+
+
+async def _auth(s: Session, creds: tuple[str, str], mechs: list[str], p: Params) -> None:
+    if not mechs:
+        raise SessionError(
+            "4.7.0",
+            f"SASL authentication failed: server {s.host.label} offered no compatible "
+            "authentication mechanisms for this type of connection security",
+        )
+    # smtp_sasl_security_options (smtp_sasl_tls_security_options over TLS): Postfix's
+    # default, noplaintext, rules out PLAIN and LOGIN, the mechanisms spoken here.
+    options = p.cfg.get_keywords(
+        p.name("sasl_tls_security_options" if s.tls else "sasl_security_options")
+    )
+    if options & _PLAINTEXT_EXCLUDED:
+        mechs = []
     user, password = creds
     t = p.time("helo_timeout")
     if "PLAIN" in mechs:
@@ -730,7 +768,13 @@ async def _auth(s: Session, creds: tuple[str, str], p: Params) -> None:
             await s.send(base64.b64encode(item.encode()) + b"\r\n", t, "sending AUTH")
             r = await s.read_reply(t, "receiving the AUTH response")
     else:
-        return
+        # Cyrus SASL's words for it, as Postfix logs them.
+        log.warning("SASL authentication failure: No worthy mechs found")
+        raise SessionError(
+            "4.7.0",
+            f"SASL authentication failed; cannot authenticate to server {s.host.label}: "
+            "no mechanism available",
+        )
     if r.code != 235:
         # smtp_sasl_auth_soft_bounce = yes: authentication failures defer.
         raise SessionError(
@@ -802,6 +846,10 @@ def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
 _HEADER_LINE = re.compile(r"[!-9;-~]+:")
 
 
+# NOTIFY keywords in the order Postfix's dsn_notify_str() writes them.
+_NOTIFY_ORDER = ("NEVER", "SUCCESS", "FAILURE", "DELAY")
+
+
 def _break_long_lines(text: bytes, limit: int) -> bytes:
     """Lines longer than limit broken as Postfix's smtp_text_out() breaks them: after limit
     bytes, then after every limit - 1, each piece after the first starting with a space
@@ -836,26 +884,32 @@ def _data_bytes(content: bytes, limit: int = 0, queue_id: str = "") -> bytes:
 async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outcome]:
     env = req.envelope
     label = s.host.label
-    mail = f"MAIL FROM:<{env.sender}>"
+    # smtp_quote_rfc821_envelope: a local part that is no dot-atom goes out quoted.
+    quote = quote_local if p.bool("quote_rfc821_envelope") else str
+    mail = f"MAIL FROM:<{quote(env.sender) if env.sender else ''}>"
     if "SIZE" in s.features:
         mail += f" SIZE={len(req.content)}"
     if env.body_type in ("8BITMIME",) and "8BITMIME" in s.features:
         mail += " BODY=8BITMIME"
     dsn = "DSN" in s.features
-    if dsn and env.ret:
-        mail += f" RET={env.ret}"
+    # ENVID before RET, ORCPT before NOTIFY: Postfix's order.
     if dsn and env.envid:
         mail += f" ENVID={xtext_encode(env.envid)}"
+    if dsn and env.ret:
+        mail += f" RET={env.ret}"
     if env.smtputf8 and "SMTPUTF8" in s.features:
         mail += " SMTPUTF8"
     rcpt_cmds = []
     for r in req.recipients:
-        cmd = f"RCPT TO:<{r.address}>"
-        if dsn and r.notify:
-            cmd += " NOTIFY=" + ",".join(sorted(r.notify))
+        cmd = f"RCPT TO:<{quote(r.address)}>"
         if dsn and r.orcpt:
             kind, _, addr = r.orcpt.partition(";")
             cmd += f" ORCPT={kind};{xtext_encode(addr)}"
+        elif dsn and r.original:
+            # No ORCPT was given: the original recipient is sent as one (smtp_proto.c).
+            cmd += f" ORCPT=rfc822;{xtext_encode(quote_local(r.original))}"
+        if dsn and r.notify:
+            cmd += " NOTIFY=" + ",".join(n for n in _NOTIFY_ORDER if n in r.notify)
         rcpt_cmds.append(cmd)
     pipelining = "PIPELINING" in s.features
     results: list[Outcome | None] = [None] * len(req.recipients)
