@@ -27,6 +27,7 @@ import pytest
 from tests.conftest import REPO, free_port, run_ours
 from tests.smtpd.conftest import Raw, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
+from tests.smtpd.test_xclient import XCLIENT_DIALOGUES, XCLIENT_MAIN_CF, xclient_scripts
 
 pytestmark = pytest.mark.postfix
 
@@ -117,15 +118,24 @@ def _disconnect_stats(lines: list[str]) -> str:
 class Played:
     """One session from 127.0.0.2 playing a dialogue on real Postfix (no qmgr: what it
     queues stays) and on our smtpd, each with the same main.cf: each side's log lines and
-    replies (the greeting first)."""
+    replies (the greeting first). The session is over once the "disconnect from" line
+    names `client` (another one after XCLIENT)."""
 
-    def __init__(self, start_smtpd: Any, dialogue: list[str], main_cf: str) -> None:
-        self.theirs, self.their_replies = _played_on_both(start_smtpd, dialogue, main_cf, True)
-        self.ours, self.our_replies = _played_on_both(start_smtpd, dialogue, main_cf, False)
+    def __init__(
+        self,
+        start_smtpd: Any,
+        dialogue: list[str],
+        main_cf: str,
+        client: str = "unknown[127.0.0.2]",
+    ) -> None:
+        self.theirs, self.their_replies = _played_on_both(
+            start_smtpd, dialogue, main_cf, True, client
+        )
+        self.ours, self.our_replies = _played_on_both(start_smtpd, dialogue, main_cf, False, client)
 
 
 def _played_on_both(
-    start_smtpd: Any, dialogue: list[str], main_cf: str, postfix: bool
+    start_smtpd: Any, dialogue: list[str], main_cf: str, postfix: bool, client: str
 ) -> tuple[list[str], list[str]]:
     def play(port: int) -> list[str]:
         raw = Raw("127.0.0.1", port, source="127.0.0.2")
@@ -138,7 +148,7 @@ def _played_on_both(
         deadline = time.monotonic() + 20
         while True:
             lines = read()
-            if any("disconnect from unknown[127.0.0.2]" in ln for ln in lines):
+            if any(f"disconnect from {client}" in ln for ln in lines):
                 return lines
             assert time.monotonic() < deadline, lines
             time.sleep(0.05)
@@ -344,9 +354,12 @@ def test_dsn_parameters_kept_decoded_as_postfix(start_smtpd) -> None:
     assert "named_attribute: dsn_orig_rcpt=rfc822;u+x@example.org" in their_lines, their_lines
 
 
-def _transaction_lines(lines: list[str]) -> list[str]:
-    """smtpd's and cleanup's lines about transactions ("client=", rejects, the size limit),
-    without the syslog prefix and with each queue ID replaced by its order of appearance."""
+def _transaction_lines(
+    lines: list[str], wanted: str = r": client=|: reject: |size limit exceeded"
+) -> list[str]:
+    """smtpd's and cleanup's lines about transactions ("client=", rejects, the size limit:
+    those matching `wanted`), without the syslog prefix and with each queue ID replaced by
+    its order of appearance."""
     ids: dict[str, str] = {}
 
     def number(m: re.Match[str]) -> str:
@@ -354,7 +367,7 @@ def _transaction_lines(lines: list[str]) -> list[str]:
 
     out = []
     for ln in lines:
-        if not re.search(r": client=|: reject: |size limit exceeded", ln):
+        if not re.search(wanted, ln):
             continue
         text = re.sub(r"^.*?postfix/\w+\[\d+\]: ", "", ln)
         out.append(re.sub(r"\b[0-9A-F]{10,12}\b", number, text))
@@ -547,3 +560,174 @@ def test_junk_commands_past_the_limit_count_as_errors_as_postfix(start_smtpd) ->
     assert both.their_replies[-1] == "421 4.7.0 mx.example.test Error: too many errors"
     # The greeting names mail_name, which differs on purpose.
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.fixture(scope="module")
+def xclient_postfix() -> Iterator[int]:
+    with running_postfix(XCLIENT_MAIN_CF) as (port, _d):
+        yield port
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", xclient_scripts())
+def test_xclient_dialogue_against_real_postfix(xclient_postfix: int, script: str) -> None:
+    raw = Raw("127.0.0.1", xclient_postfix, source="127.0.0.2")
+    try:
+        run_dialogue(raw, XCLIENT_DIALOGUES / script, mail_name="Postfix")
+    finally:
+        raw.close()
+
+
+def _session_lines(lines: list[str]) -> list[str]:
+    """smtpd's connect, reject, "client=" and disconnect lines, without the syslog prefix
+    and with each queue ID replaced by its order of appearance."""
+    # Not the connection running_postfix made to see Postfix listening.
+    session = [ln for ln in lines if "[127.0.0.1]" not in ln]
+    return _transaction_lines(session, r"connect from |: reject: |: client=")
+
+
+@pytest.mark.slow
+def test_xclient_session_as_postfix(start_smtpd) -> None:
+    """XCLIENT replaces the client for the rest of the session: no new "connect from"
+    line, the restrictions, reject lines, "client=" (LOGIN as sasl_method=XCLIENT) and
+    "disconnect from" (where a successful XCLIENT counts as tried only) name the new one,
+    which may not use XCLIENT itself."""
+    dialogue = [
+        "EHLO client.example",
+        "XCLIENT NAME=spike.example ADDR=10.0.0.1 PORT=4321 PROTO=esmtp LOGIN=joe+40x",
+        "EHLO after.example",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<x@example.net>",
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        "Subject: one\r\n\r\nbody\r\n.",
+        "XCLIENT ADDR=127.0.0.3",
+        "QUIT",
+    ]
+    both = Played(start_smtpd, dialogue, XCLIENT_MAIN_CF, client="spike.example[10.0.0.1]")
+    # Queue IDs differ, and so do the greetings' mail_name (on purpose).
+    different = re.compile(r"(?<=queued as )[0-9A-F]+|(?<=^220 mx.example.test ESMTP ).*")
+
+    def replies(played: list[str]) -> list[str]:
+        return [different.sub("X", reply) for reply in played]
+
+    assert replies(both.our_replies) == replies(both.their_replies)
+    expected = _session_lines(both.theirs)
+    assert expected[0] == "connect from unknown[127.0.0.2]" and len(expected) == 4, expected
+    assert (
+        expected[2]
+        == "QID1: client=spike.example[10.0.0.1], sasl_method=XCLIENT, sasl_username=joe@x"
+    )
+    assert _session_lines(both.ours) == expected
+
+
+@pytest.mark.slow
+def test_xclient_client_refused_at_greeting_as_postfix(start_smtpd) -> None:
+    """smtpd_delay_reject = no: the client XCLIENT names meets smtpd_client_restrictions
+    at the new greeting, logged as a reject of XCLIENT; then every command but QUIT is
+    'access denied' to it."""
+    main_cf = (
+        XCLIENT_MAIN_CF + "smtpd_delay_reject = no\n"
+        "smtpd_client_restrictions = check_client_access inline:{ {10.9.9.9=REJECT no client} }\n"
+    )
+    dialogue = ["EHLO x", "XCLIENT ADDR=10.9.9.9 NAME=bad.example", "EHLO y", "MAIL FROM:<a@b>"]
+    dialogue.append("QUIT")
+    both = Played(start_smtpd, dialogue, main_cf, client="bad.example[10.9.9.9]")
+    assert both.their_replies[2].startswith("554 5.7.1 <bad.example[10.9.9.9]>: Client host ")
+    assert both.our_replies[1:] == both.their_replies[1:]
+    assert _session_lines(both.ours) == _session_lines(both.theirs)
+
+
+def _postcat_views(postcat: subprocess.CompletedProcess, qid: str) -> tuple[dict, list[str]]:
+    """(the named attributes, the header lines) of one `postcat -e -h` output, the queue
+    ID as QID, dates, the Message-Id and mail_name left out."""
+    assert postcat.returncode == 0, postcat.stderr
+    attrs: dict[str, str] = {}
+    header: list[str] = []
+    in_header = False
+    for line in postcat.stdout.replace(qid, "QID").splitlines():
+        if line.startswith("named_attribute: "):
+            name, _, value = line[len("named_attribute: ") :].partition("=")
+            attrs[name] = value
+        elif line.startswith("*** MESSAGE CONTENTS"):
+            in_header = True
+        elif in_header and (not line or line.startswith("***")):
+            in_header = False
+        elif in_header:
+            line = re.sub(r"; .*", ";", line).replace("(oxipost)", "(Postfix)")
+            header.append(re.sub(r"^(Message-Id|Date): .*", r"\1:", line))
+    return attrs, header
+
+
+@pytest.mark.slow
+def test_xforward_queue_files_as_postfix(start_smtpd) -> None:
+    """XFORWARD's attributes last one transaction (a message, or until RSET): the
+    "client=... orig_queue_id=... orig_client=..." lines, the client the queue file
+    carries for qmgr and the delivery agents (Postfix's log_client_*, our envelope's
+    client), its log_ident and rewrite_context (SOURCE, which decides whether cleanup adds
+    the missing headers), and a Received: header naming the client that talked to us,
+    all as Postfix 3.7's (postcat -e -h)."""
+    dialogue = [
+        "EHLO client.example",
+        "XFORWARD NAME=spike.porcupine.org ADDR=168.100.189.2 PORT=1234 PROTO=ESMTP"
+        " HELO=spike.porcupine.org",
+        "XFORWARD IDENT=ABC123 SOURCE=LOCAL",
+    ]
+    message = ["RCPT TO:<postmaster@localhost>", "DATA", "Subject: s\r\n\r\nbody\r\n."]
+    dialogue += ["MAIL FROM:<a@example.org>", "RCPT TO:<x@example.net>", *message]
+    dialogue += ["MAIL FROM:<b@example.org>", *message]
+    dialogue += ["XFORWARD NAME=only.example", "MAIL FROM:<c@example.org>"]
+    dialogue += ["RCPT TO:<postmaster@localhost>", "RSET", "MAIL FROM:<d@example.org>", *message]
+    dialogue += [
+        "XFORWARD NAME=[UNAVAILABLE] ADDR=[UNAVAILABLE] PORT=[UNAVAILABLE] PROTO=[UNAVAILABLE]"
+        " HELO=[UNAVAILABLE] IDENT=[UNAVAILABLE] SOURCE=[UNAVAILABLE]",
+        "MAIL FROM:<e@example.org>",
+        *message,
+        "QUIT",
+    ]
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+
+    def play(port: int) -> None:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        raw.reply()
+        for command in dialogue:
+            raw.cmd(command)
+        raw.close()
+
+    with running_postfix(XCLIENT_MAIN_CF + log_cf, without=("qmgr",)) as (port, d):
+        play(port)
+        deadline = time.monotonic() + 20
+        while len(theirs := _client_lines((d / "maillog").read_text().splitlines())) < 5:
+            assert time.monotonic() < deadline, theirs
+            time.sleep(0.1)
+        postcat = ["postcat", "-c", str(d), "-e", "-h", "-q"]
+        their_files = [
+            _postcat_views(subprocess.run([*postcat, qid], capture_output=True, text=True), qid)
+            for qid, text in theirs
+            if "only.example" not in text  # dropped at RSET
+        ]
+    srv = start_smtpd(XCLIENT_MAIN_CF, real_queue=True)
+    play(srv.port)
+    ours = _client_lines(srv.log)
+    assert [text for _, text in ours] == [text for _, text in theirs]
+    assert theirs[0][1] == (
+        "client=unknown[127.0.0.2], orig_queue_id=ABC123,"
+        " orig_client=spike.porcupine.org[168.100.189.2]"
+    )
+    our_files = [
+        _postcat_views(run_ours("postcat", "-c", srv.config_dir, "-e", "-h", "-q", qid), qid)
+        for qid, text in ours
+        if "only.example" not in text
+    ]
+    assert len(our_files) == len(their_files) == 4
+    for number, ((our_attrs, our_header), (their_attrs, their_header)) in enumerate(
+        zip(our_files, their_files, strict=True)
+    ):
+        for name in ("client_name", "client_address", "helo_name", "protocol_name"):
+            assert our_attrs.get(name) == their_attrs.get("log_" + name), (number, name)
+        if number in (0, 3):  # the messages after XFORWARD
+            for name in ("log_ident", "rewrite_context"):
+                assert our_attrs.get(name) == their_attrs.get(name), (number, name)
+        assert our_header == their_header, number
+    assert their_files[0][0]["log_ident"] == "ABC123"
+    assert their_files[3][0]["rewrite_context"] == "local"

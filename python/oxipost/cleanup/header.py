@@ -343,7 +343,12 @@ def rewrite_header_value(value: str, rewrite: Callable[[str], str]) -> str | Non
 
 def local_client(env: Envelope, cfg: Any) -> bool:
     """Whether the client is in local_header_rewrite_clients; local submissions (no
-    client address) always are."""
+    client address) always are. A message whose smtpd already said (its rewrite_context,
+    written with XFORWARD, whose SOURCE may say "local" for a remote client) is as it
+    says, as Postfix's cleanup takes smtpd's rewrite_context."""
+    context = env.attrs.get("rewrite_context")
+    if context:
+        return context == "local"
     if not env.client_addr:
         return True
     for item in cfg.get_list("local_header_rewrite_clients"):

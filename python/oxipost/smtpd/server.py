@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from oxipost.cleanup.header import local_client
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
@@ -49,6 +51,16 @@ from oxipost.smtpd.check import (
     validate,
 )
 from oxipost.smtpd.listener import Listener
+from oxipost.smtpd.xclient import (
+    XCLIENT_ATTRS,
+    XFORWARD_ATTRS,
+    Forwarded,
+    Identity,
+    XError,
+    apply_xclient,
+    apply_xforward,
+    printable,
+)
 from oxipost.valid import valid_hostname, valid_mailhost_literal
 
 CRLF = b"\r\n"
@@ -164,6 +176,9 @@ class SmtpdServer:
         self.wrapper = cfg.get_bool("smtpd_tls_wrappermode")
         self.forbid_unauth_pipelining = cfg.get_bool("smtpd_forbid_unauth_pipelining")
         self.peername_lookup = cfg.get_bool("smtpd_peername_lookup")
+        protocols = cfg.get_list("inet_protocols")
+        # XCLIENT and XFORWARD take an IPv6 address only when Postfix could talk IPv6.
+        self.ipv6 = "all" in protocols or "ipv6" in protocols
         self._names: dict[str, tuple[float, ClientNames]] = {}
         self.connections: dict[str, int] = {}
         self.auth_times: dict[str, list[float]] = {}
@@ -297,6 +312,15 @@ class Session:
         # state->access_denied).
         self.access_denied: str | None = None
         self.tls_level = server.tls_level
+        # Whether this client may use XCLIENT (judged again for the identity it sets, so
+        # that it cannot override its own access control) and XFORWARD; what XFORWARD
+        # said for the transaction.
+        self.xclient_allowed = False
+        self.xforward_allowed = False
+        self.forwarded: Forwarded | None = None
+        # The command ran without a reply of its own: XCLIENT's success is a new greeting,
+        # which Postfix's statistics do not count as the command's success.
+        self.uncounted = False
         self._task: asyncio.Task[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._reading_since: float | None = None
@@ -311,11 +335,7 @@ class Session:
     # I/O -------------------------------------------------------------------------------
 
     def _bare_lf_excluded(self) -> bool:
-        items = self.cfg.get_list("smtpd_forbid_bare_newline_exclusions")
-        try:
-            return match_networks(self.cfg, items, self.addr)
-        except Exception:
-            return False
+        return self._client_listed("smtpd_forbid_bare_newline_exclusions")
 
     async def _fill(self) -> None:
         # smtpd_timeout: one timer per session, moved only when it fires, while a read just
@@ -415,13 +435,20 @@ class Session:
             st.name, st.name_status = names.name, names.name_status
             st.reverse_name, st.reverse_name_status = names.reverse_name, names.reverse_name_status
         log.info(f"connect from {self.state.namaddr}")
+        self.xclient_allowed = self._client_listed("smtpd_authorized_xclient_hosts")
+        self.xforward_allowed = self._client_listed("smtpd_authorized_xforward_hosts")
+        # Counted under the address it connected from, whatever XCLIENT makes of it.
+        addr = self.addr
         try:
-            count = self.srv.connections.get(self.addr, 0) + 1
-            self.srv.connections[self.addr] = count
+            count = self.srv.connections.get(addr, 0) + 1
+            self.srv.connections[addr] = count
             try:
+                # As Postfix, XCLIENT's clients are not counted (their sessions stand
+                # for many clients).
                 if (
                     self.srv.conn_limit > 0
                     and count > self.srv.conn_limit
+                    and not self.xclient_allowed
                     and not self._event_limit_exempt()
                 ):
                     log.warning(
@@ -433,17 +460,12 @@ class Session:
                         count=False,
                     )
                     return
-                reply = self.srv.checker.at_client(self.state)
-                if reply is None:
-                    await self.reply(f"220 {self.srv.banner}", count=False)
-                else:
-                    self.access_denied = str(reply)
-                    await self._reject(reply)
+                await self._greet()
                 await self.loop()
             finally:
-                self.srv.connections[self.addr] -= 1
-                if not self.srv.connections[self.addr]:
-                    del self.srv.connections[self.addr]
+                self.srv.connections[addr] -= 1
+                if not self.srv.connections[addr]:
+                    del self.srv.connections[addr]
         except Disconnect:
             pass
         finally:
@@ -453,13 +475,27 @@ class Session:
             with contextlib.suppress(Exception):
                 self.writer.close()
 
-    def _event_limit_exempt(self) -> bool:
+    async def _greet(self) -> None:
+        """The greeting, at connect and after XCLIENT: smtpd_client_restrictions' reject
+        when smtpd_delay_reject = no refuses the client (every command but QUIT is then
+        refused), else 220 with the banner."""
+        reply = self.srv.checker.at_client(self.state)
+        if reply is None:
+            await self.reply(f"220 {self.srv.banner}", count=False)
+        else:
+            self.access_denied = str(reply)
+            await self._reject(reply)
+
+    def _client_listed(self, param: str) -> bool:
+        """Whether the client's address is in the network list `param` (a table that
+        cannot be read: not listed)."""
         try:
-            return match_networks(
-                self.cfg, self.cfg.get_list("smtpd_client_event_limit_exceptions"), self.addr
-            )
+            return match_networks(self.cfg, self.cfg.get_list(param), self.addr)
         except Exception:
             return False
+
+    def _event_limit_exempt(self) -> bool:
+        return self._client_listed("smtpd_client_event_limit_exceptions")
 
     async def loop(self) -> None:
         while True:
@@ -541,8 +577,9 @@ class Session:
         # succeeded when its last reply was not an error.
         counts = self.cmd_counts.setdefault(verb_u, [0, 0])
         counts[1] += 1
+        self.uncounted = False
         result: bool | None = await handler(arg)
-        if self.last_code < 400:
+        if self.last_code < 400 and not self.uncounted:
             counts[0] += 1
         return result is not False
 
@@ -625,6 +662,10 @@ class Session:
             lines.append("250 STARTTLS")
         if self._auth_offered():
             lines.append("250 AUTH PLAIN LOGIN")
+        if self.xclient_allowed:
+            lines.append(f"250 XCLIENT {XCLIENT_ATTRS}")
+        if self.xforward_allowed:
+            lines.append(f"250 XFORWARD {XFORWARD_ATTRS}")
         lines += ["250 ENHANCEDSTATUSCODES", "250 8BITMIME", "250 DSN"]
         if self._smtputf8():
             lines.append("250 SMTPUTF8")
@@ -678,6 +719,7 @@ class Session:
         self.state.queue_id = ""
         self.bdat_chunks = None
         self.bdat_failed = False
+        self.forwarded = None
 
     async def cmd_mail(self, arg: str) -> None:
         if self.cfg.get_bool("smtpd_helo_required") and not self.helo_kind:
@@ -751,7 +793,7 @@ class Session:
                     await self.reply(R.AUTH_MULTIPLE)
                     return
                 if value != "<>":
-                    self.sasl_sender = _printable(value)
+                    self.sasl_sender = printable(value)
         if not domain_ok(addr, tx.smtputf8):
             await self.reply(R.BAD_SENDER)
             return
@@ -989,7 +1031,12 @@ class Session:
                 env.attrs[action.lower()] = self.state.actions[action]
         self.state.actions = {}
         data = bytes(content)
+        # The Received: header names the client that talked to us, the queue file the one
+        # XFORWARD named (Postfix's log_client_* attributes, which qmgr and the delivery
+        # agents see).
         received = self.received_header(env, qid)
+        if self.forwarded is not None:
+            env = self._forwarded_envelope(env, self.forwarded, qid)
         cleaned = None
         if self.srv.cleanup is not None:
             cleaned = self.srv.cleanup(env, data, received, self.cfg, qid)
@@ -1021,6 +1068,28 @@ class Session:
         if self.srv.notify is not None:
             self.srv.notify({"op": "wakeup"})
 
+    def _forwarded_envelope(self, env: Envelope, fwd: Forwarded, qid: str) -> Envelope:
+        """The envelope with XFORWARD's attributes: its client (when one of NAME, ADDR,
+        PORT, PROTO or HELO was given), its IDENT (else the queue ID) as log_ident, and
+        its SOURCE (else what local_header_rewrite_clients says of the client that talked
+        to us) as rewrite_context, as Postfix's smtpd writes them."""
+        attrs = dict(env.attrs)
+        attrs["rewrite_context"] = fwd.source or (
+            "local" if local_client(env, self.cfg) else "remote"
+        )
+        attrs["log_ident"] = fwd.ident or qid
+        if not fwd.client:
+            return dataclasses.replace(env, attrs=attrs)
+        return dataclasses.replace(
+            env,
+            client_name=fwd.name,
+            client_addr=fwd.addr,
+            client_port=int(fwd.port) if fwd.port.isdigit() else 0,
+            helo_name=fwd.helo,
+            protocol=fwd.protocol,
+            attrs=attrs,
+        )
+
     def _client_attrs(self, sasl_sender: str | None) -> str:
         """The "client=" log line's text, with the SASL attributes the message has, as
         Postfix's smtpd_sasl_mail_log()."""
@@ -1028,9 +1097,14 @@ class Session:
         if self.sasl_method:
             text += f", sasl_method={self.sasl_method}"
         if self.state.sasl_username:
-            text += f", sasl_username={_printable(self.state.sasl_username)}"
+            text += f", sasl_username={printable(self.state.sasl_username)}"
         if sasl_sender is not None:
             text += f", sasl_sender={sasl_sender}"
+        fwd = self.forwarded
+        if fwd is not None and fwd.ident:
+            text += f", orig_queue_id={fwd.ident}"
+        if fwd is not None and fwd.client:
+            text += f", orig_client={fwd.namaddr}"
         return text
 
     def protocol(self) -> str:
@@ -1043,8 +1117,8 @@ class Session:
 
     def received_header(self, env: Envelope, queue_id: str) -> str:
         """Postfix's Received: header (smtpd.c), with control characters shown as '?'."""
-        helo = _printable(env.helo_name) or "unknown"
-        lines = [f"Received: from {helo} ({_printable(env.client_name)} [{env.client_addr}])"]
+        helo = printable(env.helo_name) or "unknown"
+        lines = [f"Received: from {helo} ({printable(env.client_name)} [{env.client_addr}])"]
         if self.tls_active:
             obj = self.writer.get_extra_info("ssl_object")
             if obj is not None:
@@ -1053,14 +1127,14 @@ class Session:
                     bits = f"{cipher[2]}/{cipher[2]} bits"
                     lines.append(f"\t(using {cipher[1]} with cipher {cipher[0]} ({bits}))")
         if env.sasl_username and self.cfg.get_bool("smtpd_sasl_authenticated_header"):
-            lines.append(f"\t(Authenticated sender: {_printable(env.sasl_username)})")
+            lines.append(f"\t(Authenticated sender: {printable(env.sasl_username)})")
         by = (
             f"\tby {self.srv.hostname} ({self.cfg.get('mail_name')}) with {env.protocol}"
             f" id {queue_id}"
         )
         if len(env.recipients) == 1:
             lines.append(by)
-            lines.append(f"\tfor <{_printable(env.recipients[0].address)}>; {mail_date()}")
+            lines.append(f"\tfor <{printable(env.recipients[0].address)}>; {mail_date()}")
         else:
             lines.append(f"{by};")
             lines.append(f"\t{mail_date()}")
@@ -1219,7 +1293,7 @@ class Session:
             await self.reply(R.AUTH_ALREADY)
             return
         if self.tx is not None:
-            await self.reply(R.AUTH_IN_TX)
+            await self.reply(R.IN_TX)
             return
         # Split on spaces only: a TAB inside a response is bad base64, not a separator.
         words = [w for w in arg.split(" ") if w]
@@ -1248,7 +1322,7 @@ class Session:
         self.state.sasl_username = result
         self.sasl_method = mech
         self.srv.log.info(
-            f"{self.state.namaddr}: sasl_method={mech}, sasl_username={_printable(result)}"
+            f"{self.state.namaddr}: sasl_method={mech}, sasl_username={printable(result)}"
         )
         await self.reply(R.AUTH_OK)
 
@@ -1269,11 +1343,74 @@ class Session:
     async def cmd_expn(self, arg: str) -> None:
         await self.reply(R.CMD_UNKNOWN)
 
+    async def _x_words(self, verb: str, arg: str, allowed: bool) -> list[str] | None:
+        """XCLIENT's and XFORWARD's attribute=value words, once the command may run here
+        (outside a transaction, with words, from an authorized client: Postfix's order)."""
+        words = smtpd_tokens(arg)
+        if self.tx is not None:
+            await self.reply(R.IN_TX)
+        elif not words:
+            await self.reply(R.X_SYNTAX.format(cmd=verb))
+        elif not allowed:
+            await self.reply(R.XCLIENT_DENIED)
+        else:
+            return words
+        return None
+
     async def cmd_xclient(self, arg: str) -> None:
-        await self.reply(R.XCLIENT_DENIED)
+        """XCLIENT_README: the client's identity is replaced and the session starts over
+        (a new greeting; HELO, PROTO and LOGIN are forgotten unless given), so that the
+        restrictions judge the new client as if it had connected."""
+        words = await self._x_words("XCLIENT", arg, self.xclient_allowed)
+        if words is None:
+            return
+        st = self.state
+        current = Identity(
+            name=st.name,
+            name_status=st.name_status,
+            reverse_name=st.reverse_name,
+            reverse_name_status=st.reverse_name_status,
+            addr=self.addr,
+            port=str(self.port),
+            helo=st.helo,
+            protocol=st.protocol,
+        )
+        try:
+            new = apply_xclient(current, words, self.srv.ipv6)
+        except XError as e:
+            await self.reply(str(e))
+            return
+        st.name, st.name_status = new.name, new.name_status
+        st.reverse_name, st.reverse_name_status = new.reverse_name, new.reverse_name_status
+        self.addr = st.addr = new.addr
+        self.port = int(new.port) if new.port.isdigit() else 0
+        # The new client may use XCLIENT only if it could have itself.
+        self.xclient_allowed = self._client_listed("smtpd_authorized_xclient_hosts")
+        self._mail_reset()
+        st.actions = {}
+        st.helo = new.helo if new.got_helo else ""
+        st.protocol = new.protocol if new.got_proto else "SMTP"
+        st.esmtp = st.protocol == "ESMTP"
+        self.helo_kind = ("EHLO" if st.esmtp else "HELO") if st.helo else ""
+        if new.got_login:
+            st.sasl_username, self.sasl_method = new.login, "XCLIENT"
+        else:
+            st.sasl_username, self.sasl_method = "", ""
+        self.uncounted = True
+        await self._greet()
 
     async def cmd_xforward(self, arg: str) -> None:
-        await self.reply(R.XCLIENT_DENIED)
+        """XFORWARD_README: the up-stream client's attributes, for the log and the queue
+        file of the next message (forgotten at its end, at RSET, HELO or EHLO)."""
+        words = await self._x_words("XFORWARD", arg, self.xforward_allowed)
+        if words is None:
+            return
+        try:
+            self.forwarded = apply_xforward(self.forwarded, words, self.srv.ipv6)
+        except XError as e:
+            await self.reply(str(e))
+            return
+        await self.reply(R.OK)
 
 
 class SaslError(Exception):
@@ -1324,12 +1461,6 @@ def internal_form(addr: str) -> str:
         return addr
     local = unquote_local(local)
     return f"{local}@{domain}" if domain else local
-
-
-def _printable(text: str) -> str:
-    if text.isprintable():  # CR and LF are not
-        return text
-    return "".join(c if c.isprintable() and c not in "\r\n" else "?" for c in text)
 
 
 def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
