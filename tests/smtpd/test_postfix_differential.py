@@ -731,3 +731,50 @@ def test_xforward_queue_files_as_postfix(start_smtpd) -> None:
         assert our_header == their_header, number
     assert their_files[0][0]["log_ident"] == "ABC123"
     assert their_files[3][0]["rewrite_context"] == "local"
+
+
+@pytest.mark.slow
+def test_xclient_and_xforward_ipv6_addresses_as_postfix(start_smtpd) -> None:
+    """With IPv6 in inet_protocols, XCLIENT and XFORWARD take "IPv6:" addresses: the
+    log lines name the bare address, the Received: header the address literal."""
+    main_cf = XCLIENT_MAIN_CF + "inet_protocols = all\n"
+    dialogue = [
+        "XCLIENT ADDR=IPv6:2001:db8::1 NAME=v6.example",
+        "EHLO client.example",
+        "XFORWARD ADDR=IPv6:2001:db8::2 NAME=up.example",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        "Subject: x\r\n\r\nbody\r\n.",
+        "QUIT",
+    ]
+
+    def received(postcat: subprocess.CompletedProcess) -> str:
+        return next(ln for ln in postcat.stdout.splitlines() if ln.startswith("Received: "))
+
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        raw.reply()
+        for command in dialogue:
+            raw.cmd(command)
+        raw.close()
+        deadline = time.monotonic() + 20
+        while not (theirs := _client_lines((d / "maillog").read_text().splitlines())):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ((qid, _),) = theirs
+        postcat = ["postcat", "-c", str(d), "-h", "-q", qid]
+        their_received = received(subprocess.run(postcat, capture_output=True, text=True))
+    srv = start_smtpd(main_cf, real_queue=True)
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    for command in dialogue:
+        raw.cmd(command)
+    raw.close()
+    ours = _client_lines(srv.log)
+    assert [text for _, text in ours] == [text for _, text in theirs]
+    assert theirs[0][1] == "client=v6.example[2001:db8::1], orig_client=up.example[2001:db8::2]"
+    ((qid, _),) = ours
+    assert received(run_ours("postcat", "-c", srv.config_dir, "-h", "-q", qid)) == their_received
+    assert their_received == "Received: from client.example (v6.example [IPv6:2001:db8::1])"

@@ -1118,7 +1118,9 @@ class Session:
     def received_header(self, env: Envelope, queue_id: str) -> str:
         """Postfix's Received: header (smtpd.c), with control characters shown as '?'."""
         helo = printable(env.helo_name) or "unknown"
-        lines = [f"Received: from {helo} ({printable(env.client_name)} [{env.client_addr}])"]
+        # The address as RFC 5321 writes an address literal (Postfix's rfc_addr).
+        addr = f"IPv6:{env.client_addr}" if ":" in env.client_addr else env.client_addr
+        lines = [f"Received: from {helo} ({printable(env.client_name)} [{addr}])"]
         if self.tls_active:
             obj = self.writer.get_extra_info("ssl_object")
             if obj is not None:
