@@ -1,15 +1,16 @@
 """The log lines of a delivery and the notices it sends, compared with real Postfix 3.7's.
 
-One message goes to a local user (sent), an unknown local user (bounced by local(8)), an
+A message goes to a local user (sent), an unknown local user (bounced by local(8)), an
 smtp-sink that accepts (sent), one that refuses RCPT with a long 5xx reply (bounced) and one
 that answers MAIL after two seconds and RCPT with a 4xx (deferred, past delay_warning_time),
-from a local sender whose mailbox receives the notices. The same main.cf runs under our master
-and under Postfix with the same sinks; both must log the same qmgr, smtp, local, bounce
-and cleanup lines and deliver the same notices (all three parts), byte for byte once queue
-IDs, dates, pids, delays and the product name are set aside. Sizes are checked against
-each system's own definition of the message size: the bytes of the message as queued,
-its queue file records (what the mailbox holds without local(8)'s headers, a record per
-line, two for a line longer than line_length_limit)."""
+from a local sender whose mailbox receives the notices; other scenarios expire it after one
+pass (maximal_queue_lifetime = 0), copy the postmaster (notify_classes) and ask for DSN
+(NOTIFY=SUCCESS, NEVER, RET=HDRS). The same main.cf runs under our master and under Postfix
+with the same sinks; both must log the same qmgr, smtp, local, bounce and cleanup lines and
+deliver the same notices (all three parts), byte for byte once queue IDs, dates, pids,
+delays and the product name are set aside. Sizes are checked against each system's own
+definition of the message size: its queue file records (what the mailbox holds without
+local(8)'s headers, a record per line, two for a line longer than line_length_limit)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ MESSAGE = b"Subject: t\r\nFrom: nobody@localhost\r\n\r\nhi\r\n%s\r\n%s\r\n" % (
 # The programs whose lines are compared (smtpd's have their own differential tests).
 PROGRAMS = ("qmgr", "smtp", "local", "bounce", "cleanup")
 
-# name: (main.cf, recipients, notices the sender gets)
+# name: (main.cf, recipients (a recipient's RCPT options after a space), notices sent)
 SCENARIOS = {
     "sent_bounced_deferred_warned": (
         "delay_warning_time = 1s\n",
@@ -55,6 +56,21 @@ SCENARIOS = {
             "bad@hard.test",
             "later@soft.test",
         ],
+        2,
+    ),
+    # Tried once (maximal_queue_lifetime = 0): expired after the pass.
+    "expired": ("maximal_queue_lifetime = 0\n", ["nosuch@localhost", "later@soft.test"], 2),
+    # Postmaster copies of the bounce and the delay notice, to a mailbox we can read.
+    "postmaster_copies": (
+        "delay_warning_time = 1s\nnotify_classes = bounce, delay, resource, software\n"
+        "bounce_notice_recipient = bin@localhost\ndelay_notice_recipient = bin@localhost\n",
+        ["nosuch@localhost", "later@soft.test"],
+        4,
+    ),
+    # DSN: NOTIFY=SUCCESS for a local delivery, NEVER for a bounce, and RET=HDRS.
+    "dsn_success_never": (
+        "",
+        ["daemon@localhost NOTIFY=SUCCESS", "nosuch@localhost NOTIFY=NEVER", "gone@localhost"],
         2,
     ),
 }
@@ -92,15 +108,22 @@ def sinks() -> Iterator[list[int]]:
         yield ports
 
 
-def _play(port: int, maillog: Path, mail: Path, rcpts: list[str], notices: int) -> str:
-    """Send the message; the log once the sender's mailbox has its notices."""
+def _play(port: int, maillog: Path, rcpts: list[str], notices: int) -> str:
+    """Send the message (RET=HDRS when a recipient has DSN options); the log once its
+    notices are delivered (and removed)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-        s.sendmail(SENDER, rcpts, MESSAGE)
+        s.ehlo()
+        dsn = any(" " in r for r in rcpts)
+        assert s.mail(SENDER, ["RET=HDRS"] if dsn else [])[0] == 250
+        for r in rcpts:
+            address, _, options = r.partition(" ")
+            assert s.rcpt(address, options.split())[0] == 250, r
+        assert s.data(MESSAGE)[0] == 250
     deadline = time.monotonic() + 60
-    pattern = rf"to=<{SENDER}>, relay=local, .*status=sent"
     while True:
         log = maillog.read_text() if maillog.exists() else ""
-        if len(re.findall(pattern, log)) >= notices:
+        qids = re.findall(r" notification: ([0-9A-F]+)", log)
+        if len(qids) >= notices and all(f"{q}: removed" in log for q in qids):
             break
         assert time.monotonic() < deadline, log
         time.sleep(0.2)
@@ -130,7 +153,7 @@ def _run_ours(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[
             except OSError:
                 assert time.monotonic() < deadline, "smtpd does not answer"
                 time.sleep(0.1)
-        log = _play(port, top / "maillog", mail, rcpts, notices)
+        log = _play(port, top / "maillog", rcpts, notices)
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
     return log, mail
@@ -139,19 +162,23 @@ def _run_ours(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[
 def _run_postfix(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[str, Path]:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(main_cf + logging) as (port, d):
-        log = _play(port, d / "maillog", top / "mail", rcpts, notices)
+        log = _play(port, d / "maillog", rcpts, notices)
     return log, top / "mail"
 
 
 def _roles(log: str) -> dict[str, str]:
-    """Each queue ID of the run by its role: the message, its bounce and delay notices."""
-    roles = {}
+    """Each queue ID of the run by its role: the message, then its notices by kind and
+    order ("sender non-delivery notification" → BOUNCE1, "postmaster delay ..." →
+    PM-DELAY1...)."""
     m = re.search(r"qmgr\[\d+\]: ([0-9A-F]+): from=<nobody@localhost>", log)
     assert m, log
-    roles[m.group(1)] = "QID"
-    for what, role in (("non-delivery", "BOUNCE"), ("delay", "DELAY")):
-        for qid in re.findall(rf"sender {what} notification: ([0-9A-F]+)", log):
-            roles[qid] = role
+    roles = {m.group(1): "QID"}
+    kinds = {"non-delivery": "BOUNCE", "delay": "DELAY", "delivery status": "SUCCESS"}
+    counts: dict[str, int] = {}
+    for who, what, qid in re.findall(r" (sender|postmaster) ([\w -]+) notification: (\w+)", log):
+        role = ("PM-" if who == "postmaster" else "") + kinds[what]
+        counts[role] = counts.get(role, 0) + 1
+        roles[qid] = f"{role}{counts[role]}"
     return roles
 
 
@@ -169,7 +196,7 @@ def _lines(log: str) -> tuple[list[str], dict[str, int]]:
             text = text.replace(qid, role)
         if re.match(r"[0-9A-F]{10,}: ", text):
             continue  # another message (none is expected)
-        s = re.search(r"^(\w+): from=<.*>, size=(\d+), ", text)
+        s = re.search(r"^([\w-]+): from=<.*>, size=(\d+), ", text)
         if s:
             sizes[s.group(1)] = int(s.group(2))
             text = text.replace(f"size={s.group(2)}", "size=N")

@@ -202,10 +202,15 @@ def _build(
     host = cfg.get("myhostname")
     now = time.time()
     boundary = f"{queue_id}.{int(now)}/{host}"
-    text = template.format(
-        host=host,
-        delay_hours=_template_time(cfg, kind, "delay_warning_time", "hours", warn),
-        lifetime_days=_template_time(cfg, kind, "maximal_queue_lifetime", "days", warn),
+    # A postmaster copy has no boilerplate text (the template is not expanded, nor warned of).
+    text = (
+        ""
+        if postmaster
+        else template.format(
+            host=host,
+            delay_hours=_template_time(cfg, kind, "delay_warning_time", "hours", warn),
+            lifetime_days=_template_time(cfg, kind, "maximal_queue_lifetime", "days", warn),
+        )
     )
     # The template's charset (utf-8 where SMTPUTF8 is supported, as Postfix 3's built-in
     # templates) and the original's encoding (7bit only when the client declared it).
@@ -222,7 +227,8 @@ def _build(
         _from(cfg, f"MAILER-DAEMON@{host}", "Mail Delivery System"),
         f"Subject: {pm_subject if postmaster else subject}",
         f"To: {to}",
-        "Auto-Submitted: auto-replied",
+        # RFC 3834: a reply to the sender, a report of its own to the postmaster.
+        f"Auto-Submitted: {'auto-generated' if postmaster else 'auto-replied'}",
         "MIME-Version: 1.0",
         "Content-Type: multipart/report; report-type=delivery-status;",
         f'\tboundary="{boundary}"',

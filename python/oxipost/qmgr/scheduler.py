@@ -85,7 +85,10 @@ class Scheduler:
             minimal_backoff=cfg.get_time("minimal_backoff_time"),
             maximal_backoff=cfg.get_time("maximal_backoff_time"),
             maximal_queue_lifetime=cfg.get_time("maximal_queue_lifetime"),
-            bounce_queue_lifetime=cfg.get_time("bounce_queue_lifetime"),
+            # Never above maximal_queue_lifetime (qmgr warns at start, as Postfix's).
+            bounce_queue_lifetime=min(
+                cfg.get_time("bounce_queue_lifetime"), cfg.get_time("maximal_queue_lifetime")
+            ),
             delay_warning=cfg.get_time("delay_warning_time"),
         )
         configured, self._configured = self._configured, set()

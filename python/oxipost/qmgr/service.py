@@ -179,6 +179,11 @@ class Qmgr:
         self.cfg = cfg
         self.log = log
         self.state = state
+        if cfg.get_time("bounce_queue_lifetime") > cfg.get_time("maximal_queue_lifetime"):
+            log.warning(
+                "bounce_queue_lifetime is larger than maximal_queue_lifetime - adjusting "
+                "bounce_queue_lifetime"
+            )
         self.sched = Scheduler(cfg)
         self.active: dict[int, Active] = {}
         self.ids: dict[str, int] = {}
@@ -421,7 +426,7 @@ class Qmgr:
                 if kind == "bounced" and not out.entries:
                     act.bounced[idx] = (out, out.relay or agent_relay)
                 elif "SUCCESS" in {n.upper() for n in rcpt.notify}:
-                    act.success_notify[idx] = (out, agent_relay)
+                    act.success_notify[idx] = (out, out.relay or agent_relay)
         if done:
             self._journal(lambda: self.state.cross_off(act.qid, done))
         self.sched.report(batch.id, now, results, _site_failure(outcomes))
@@ -577,11 +582,13 @@ class Qmgr:
                 self._journal(lambda a=act, r=reason, t=ev.time: self.state.defer(a.qid, r, t))
                 del self.active[act.msg]
             elif ev.kind == "expired":
+                # Postfix's qmgr_active_done: the pass's bounces are flushed first, then the
+                # deferred recipients are returned in a notice of their own.
+                self._notices(act, "failure", act.bounced)
                 self.log.info(
                     f"{act.qid}: from=<{act.env.sender}>, status=expired, returned to sender"
                 )
-                expired = {i: (o, "") for i, o in act.deferred.items()}
-                self._notices(act, "failure", {**act.bounced, **expired})
+                self._notices(act, "failure", {i: (o, "") for i, o in act.deferred.items()})
                 self._notices(act, "success", act.success_notify)
                 self._finish(act)
 
@@ -610,12 +617,17 @@ class Qmgr:
             host = relay.partition("[")[0]
             remote = f"dns; {host}" if host not in ("", "none", "local", "virtual") else ""
             rcpt = self._recipient(act, idx)
+            # Postfix's trace_append(): a success names the relay it went through.
+            via = (
+                f"delivery via {relay}: " if kind == "success" and relay not in ("", "none") else ""
+            )
             if not out.entries:
+                out = replace(out, text=via + out.text)
                 reports.append(bounce.Report(rcpt, out, remote_mta=remote))
             elif kind == "success":
                 # The members were sent on without SUCCESS: the expansion is what reports
                 # it (alias.c).
-                expanded = Outcome("2.0.0", "alias expanded")
+                expanded = Outcome("2.0.0", f"{via}alias expanded")
                 reports.append(bounce.Report(rcpt, expanded, action="expanded"))
             else:
                 for e in out.entries:
