@@ -9,6 +9,7 @@ Postfix's own, not our reading of its source.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +270,56 @@ def _client_lines(log: list[str]) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in found if m]
 
 
+@dataclass
+class Queued:
+    """A message of a session: its queue ID, its smtpd "client=" line's text and what
+    postcat showed of its queue file."""
+
+    qid: str
+    client: str
+    postcat: subprocess.CompletedProcess
+
+
+def _queued_on_both(
+    start_smtpd: Any, main_cf: str, play: Callable[[Raw, str], object], count: int, *flags: str
+) -> tuple[list[Queued], list[Queued]]:
+    """(Postfix's, ours): one session from 127.0.0.2, play(raw, mail_name), on real Postfix
+    without qmgr (its queue files stay) and on our smtpd with a real queue, and for each
+    "client=" line it logged (Postfix's read once there are `count`), the message with
+    `postcat -c DIR FLAGS -q ID`."""
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        play(raw, "Postfix")
+        raw.close()
+        deadline = time.monotonic() + 20
+        while len(lines := _client_lines((d / "maillog").read_text().splitlines())) < count:
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.1)
+        postcat = ["postcat", "-c", str(d), *flags, "-q"]
+        run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=60)
+        theirs = [Queued(qid, text, run([*postcat, qid])) for qid, text in lines]
+    srv = start_smtpd(main_cf, real_queue=True)
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    play(raw, "oxipost")
+    raw.close()
+    ours = [
+        Queued(qid, text, run_ours("postcat", "-c", srv.config_dir, *flags, "-q", qid))
+        for qid, text in _client_lines(srv.log)
+    ]
+    return theirs, ours
+
+
+def _script(script: Path) -> Callable[[Raw, str], object]:
+    """A play for _queued_on_both: the golden dialogue."""
+    return lambda raw, mail_name: run_dialogue(raw, script, mail_name=mail_name)
+
+
+def _commands(commands: list[str]) -> Callable[[Raw, str], object]:
+    """A play for _queued_on_both: the greeting, then each command and its reply."""
+    return lambda raw, _mail_name: [raw.reply()] + [raw.cmd(c) for c in commands]
+
+
 def _sasl_records(postcat: subprocess.CompletedProcess) -> list[str]:
     assert postcat.returncode == 0, postcat.stderr
     return [ln for ln in postcat.stdout.splitlines() if ln.startswith("named_attribute: sasl_")]
@@ -283,38 +335,12 @@ def test_auth_parameter_with_sasl_as_postfix(start_smtpd, dovecot) -> None:
         f"{GOLDEN_MAIN_CF}smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n"
         f"smtpd_sasl_path = {path}\n"
     )
-    script = DIALOGUES / "sasl" / "auth-param.smtp"
-    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
-    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
-        raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        run_dialogue(raw, script, mail_name="Postfix")
-        raw.close()
-        deadline = time.monotonic() + 20
-        while len(theirs := _client_lines((d / "maillog").read_text().splitlines())) < 3:
-            assert time.monotonic() < deadline, theirs
-            time.sleep(0.1)
-        their_records = [
-            _sasl_records(
-                subprocess.run(
-                    ["postcat", "-c", str(d), "-e", "-q", qid],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
-            )
-            for qid, _ in theirs
-        ]
-    srv = start_smtpd(main_cf, real_queue=True)
-    raw = Raw(srv.host, srv.port, source="127.0.0.2")
-    run_dialogue(raw, script)
-    raw.close()
-    ours = _client_lines(srv.log)
-    assert [text for _, text in ours] == [text for _, text in theirs]
-    assert theirs[1][1].endswith(', sasl_username=carol, sasl_sender=<c?d "x y"@example.org>')
-    our_records = [
-        _sasl_records(run_ours("postcat", "-c", srv.config_dir, "-e", "-q", qid)) for qid, _ in ours
-    ]
-    assert our_records == their_records
+    script = _script(DIALOGUES / "sasl" / "auth-param.smtp")
+    theirs, ours = _queued_on_both(start_smtpd, main_cf, script, 3, "-e")
+    assert [q.client for q in ours] == [q.client for q in theirs]
+    assert theirs[1].client.endswith(', sasl_username=carol, sasl_sender=<c?d "x y"@example.org>')
+    their_records = [_sasl_records(q.postcat) for q in theirs]
+    assert [_sasl_records(q.postcat) for q in ours] == their_records
     assert their_records[0] == ["named_attribute: sasl_sender=x+2By@example.org"]
 
 
@@ -324,8 +350,7 @@ def test_dsn_parameters_kept_decoded_as_postfix(start_smtpd) -> None:
     replies of dialogues/dsn-xtext.smtp, and the DSN attributes (envelope_id, ret_flags,
     notify_flags, dsn_orig_rcpt) as postcat shows them, Postfix's and ours the same (the
     smtp client encodes them again)."""
-    script = DIALOGUES / "dsn-xtext.smtp"
-    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    script = _script(DIALOGUES / "dsn-xtext.smtp")
 
     def dsn_lines(postcat: subprocess.CompletedProcess) -> list[str]:
         assert postcat.returncode == 0, postcat.stderr
@@ -333,24 +358,9 @@ def test_dsn_parameters_kept_decoded_as_postfix(start_smtpd) -> None:
         wanted += ("named_attribute: ret_flags=", "named_attribute: notify_flags=")
         return [ln for ln in postcat.stdout.splitlines() if ln.startswith(wanted)]
 
-    with running_postfix(GOLDEN_MAIN_CF + log_cf, without=("qmgr",)) as (port, d):
-        raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        run_dialogue(raw, script, mail_name="Postfix")
-        raw.close()
-        deadline = time.monotonic() + 20
-        while not (theirs := _client_lines((d / "maillog").read_text().splitlines())):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        ((qid, _),) = theirs
-        postcat = ["postcat", "-c", str(d), "-e", "-q", qid]
-        their_lines = dsn_lines(subprocess.run(postcat, capture_output=True, text=True))
-    srv = start_smtpd(GOLDEN_MAIN_CF, real_queue=True)
-    raw = Raw(srv.host, srv.port, source="127.0.0.2")
-    run_dialogue(raw, script)
-    raw.close()
-    ((qid, _),) = _client_lines(srv.log)
-    our_lines = dsn_lines(run_ours("postcat", "-c", srv.config_dir, "-e", "-q", qid))
-    assert our_lines == their_lines
+    (theirs,), (ours,) = _queued_on_both(start_smtpd, GOLDEN_MAIN_CF, script, 1, "-e")
+    their_lines = dsn_lines(theirs.postcat)
+    assert dsn_lines(ours.postcat) == their_lines
     assert "named_attribute: dsn_orig_rcpt=rfc822;u+x@example.org" in their_lines, their_lines
 
 
@@ -685,40 +695,15 @@ def test_xforward_queue_files_as_postfix(start_smtpd) -> None:
         *message,
         "QUIT",
     ]
-    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
-
-    def play(port: int) -> None:
-        raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        raw.reply()
-        for command in dialogue:
-            raw.cmd(command)
-        raw.close()
-
-    with running_postfix(XCLIENT_MAIN_CF + log_cf, without=("qmgr",)) as (port, d):
-        play(port)
-        deadline = time.monotonic() + 20
-        while len(theirs := _client_lines((d / "maillog").read_text().splitlines())) < 5:
-            assert time.monotonic() < deadline, theirs
-            time.sleep(0.1)
-        postcat = ["postcat", "-c", str(d), "-e", "-h", "-q"]
-        their_files = [
-            _postcat_views(subprocess.run([*postcat, qid], capture_output=True, text=True), qid)
-            for qid, text in theirs
-            if "only.example" not in text  # dropped at RSET
-        ]
-    srv = start_smtpd(XCLIENT_MAIN_CF, real_queue=True)
-    play(srv.port)
-    ours = _client_lines(srv.log)
-    assert [text for _, text in ours] == [text for _, text in theirs]
-    assert theirs[0][1] == (
+    theirs, ours = _queued_on_both(start_smtpd, XCLIENT_MAIN_CF, _commands(dialogue), 5, "-e", "-h")
+    assert [q.client for q in ours] == [q.client for q in theirs]
+    assert theirs[0].client == (
         "client=unknown[127.0.0.2], orig_queue_id=ABC123,"
         " orig_client=spike.porcupine.org[168.100.189.2]"
     )
-    our_files = [
-        _postcat_views(run_ours("postcat", "-c", srv.config_dir, "-e", "-h", "-q", qid), qid)
-        for qid, text in ours
-        if "only.example" not in text
-    ]
+    # The message of only.example was dropped at RSET.
+    their_files = [_postcat_views(q.postcat, q.qid) for q in theirs if "only" not in q.client]
+    our_files = [_postcat_views(q.postcat, q.qid) for q in ours if "only" not in q.client]
     assert len(our_files) == len(their_files) == 4
     for number, ((our_attrs, our_header), (their_attrs, their_header)) in enumerate(
         zip(our_files, their_files, strict=True)
@@ -752,29 +737,9 @@ def test_xclient_and_xforward_ipv6_addresses_as_postfix(start_smtpd) -> None:
     def received(postcat: subprocess.CompletedProcess) -> str:
         return next(ln for ln in postcat.stdout.splitlines() if ln.startswith("Received: "))
 
-    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
-    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
-        raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        raw.reply()
-        for command in dialogue:
-            raw.cmd(command)
-        raw.close()
-        deadline = time.monotonic() + 20
-        while not (theirs := _client_lines((d / "maillog").read_text().splitlines())):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        ((qid, _),) = theirs
-        postcat = ["postcat", "-c", str(d), "-h", "-q", qid]
-        their_received = received(subprocess.run(postcat, capture_output=True, text=True))
-    srv = start_smtpd(main_cf, real_queue=True)
-    raw = Raw(srv.host, srv.port, source="127.0.0.2")
-    raw.reply()
-    for command in dialogue:
-        raw.cmd(command)
-    raw.close()
-    ours = _client_lines(srv.log)
-    assert [text for _, text in ours] == [text for _, text in theirs]
-    assert theirs[0][1] == "client=v6.example[2001:db8::1], orig_client=up.example[2001:db8::2]"
-    ((qid, _),) = ours
-    assert received(run_ours("postcat", "-c", srv.config_dir, "-h", "-q", qid)) == their_received
+    (theirs,), (ours,) = _queued_on_both(start_smtpd, main_cf, _commands(dialogue), 1, "-h")
+    assert ours.client == theirs.client
+    assert theirs.client == "client=v6.example[2001:db8::1], orig_client=up.example[2001:db8::2]"
+    their_received = received(theirs.postcat)
+    assert received(ours.postcat) == their_received
     assert their_received == "Received: from client.example (v6.example [IPv6:2001:db8::1])"
