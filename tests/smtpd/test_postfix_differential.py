@@ -711,7 +711,7 @@ def test_xforward_queue_files_as_postfix(start_smtpd) -> None:
         for name in ("client_name", "client_address", "helo_name", "protocol_name"):
             assert our_attrs.get(name) == their_attrs.get("log_" + name), (number, name)
         if number in (0, 3):  # the messages after XFORWARD
-            for name in ("log_ident", "rewrite_context"):
+            for name in ("log_ident", "rewrite_context", "log_message_origin"):
                 assert our_attrs.get(name) == their_attrs.get(name), (number, name)
         assert our_header == their_header, number
     assert their_files[0][0]["log_ident"] == "ABC123"
@@ -743,3 +743,28 @@ def test_xclient_and_xforward_ipv6_addresses_as_postfix(start_smtpd) -> None:
     their_received = received(theirs.postcat)
     assert received(ours.postcat) == their_received
     assert their_received == "Received: from client.example (v6.example [IPv6:2001:db8::1])"
+
+
+@pytest.mark.slow
+def test_xforward_client_in_cleanups_log_as_postfix(start_smtpd, tmp_path: Path) -> None:
+    """cleanup's lines about a message name the client XFORWARD gave, as Postfix's
+    log_message_origin (the name alone when there is no address) and its protocol as
+    given."""
+    (tmp_path / "hc").write_text("/^Subject: warn/ WARN look\n")
+    main_cf = f"{XCLIENT_MAIN_CF}header_checks = regexp:{tmp_path}/hc\n"
+    message = ["MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>", "DATA"]
+    message.append("Subject: warn\r\n\r\nbody\r\n.")
+    dialogue = ["EHLO client.example", "XFORWARD NAME=only.example PROTO=LMTP HELO=h.example"]
+    dialogue += [*message, "XFORWARD NAME=up.example ADDR=192.0.2.1 PROTO=ESMTP", *message]
+    dialogue += ["XFORWARD IDENT=X1", *message, "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+
+    def warnings(lines: list[str]) -> list[str]:
+        return [ln.split(": warning: ", 1)[1] for ln in lines if ": warning: header " in ln]
+
+    expected = warnings(both.theirs)
+    assert expected[0] == (
+        "header Subject: warn from only.example; from=<a@example.org> to=<postmaster@localhost>"
+        " proto=LMTP helo=<h.example>: look"
+    )
+    assert len(expected) == 3 and warnings(both.ours) == expected

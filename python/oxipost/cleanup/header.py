@@ -128,6 +128,10 @@ def _lookup(state: CleanupState, param: str, text: str) -> str | None:
 
 def _log_origin(state: CleanupState) -> str:
     env = state.env
+    # As smtpd wrote it for a client XFORWARD named (a name alone without an address).
+    origin = env.attrs.get("log_message_origin")
+    if origin:
+        return origin
     if env.client_addr:
         return f"{env.client_name or 'unknown'}[{env.client_addr}]"
     return "local"
@@ -141,7 +145,9 @@ def _act_log(state: CleanupState, action: str, context: str, content: str, text:
     if state.recip:
         line += f" to=<{state.recip}>"
     if env.client_addr:
-        proto = "ESMTP" if "ESMTP" in env.protocol else (env.protocol and "SMTP")
+        proto = env.attrs.get("log_protocol_name") or (
+            "ESMTP" if "ESMTP" in env.protocol else (env.protocol and "SMTP")
+        )
         if proto:
             line += f" proto={proto}"
         if env.helo_name:

@@ -1072,7 +1072,8 @@ class Session:
         """The envelope with XFORWARD's attributes: its client (when one of NAME, ADDR,
         PORT, PROTO or HELO was given), its IDENT (else the queue ID) as log_ident, and
         its SOURCE (else what local_header_rewrite_clients says of the client that talked
-        to us) as rewrite_context, as Postfix's smtpd writes them."""
+        to us) as rewrite_context, and how cleanup logs the client (log_message_origin,
+        log_protocol_name), as Postfix's smtpd writes them."""
         attrs = dict(env.attrs)
         attrs["rewrite_context"] = fwd.source or (
             "local" if local_client(env, self.cfg) else "remote"
@@ -1080,6 +1081,10 @@ class Session:
         attrs["log_ident"] = fwd.ident or qid
         if not fwd.client:
             return dataclasses.replace(env, attrs=attrs)
+        # How cleanup names the client in its log lines: the protocol as given (LMTP, ...)
+        # and a name without "[address]" when there is none.
+        attrs["log_message_origin"] = fwd.namaddr
+        attrs["log_protocol_name"] = fwd.protocol
         return dataclasses.replace(
             env,
             client_name=fwd.name,
