@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import subprocess
@@ -80,7 +81,44 @@ def test_21_starttls_injection_plaintext_is_discarded(start_smtpd, cert) -> None
     assert raw.reply().startswith("250 2.0.0 Ok: queued as")
     env, content = srv.queue.messages[0]
     assert env.protocol == "ESMTPS"
-    assert b"\t(using TLSv1.3 with cipher " in content.split(b"\r\n\r\n")[0]
+    # smtpd_tls_received_header = no, Postfix's default: ESMTPS is all the header says.
+    assert b"(using " not in content.split(b"\r\n\r\n")[0]
+    assert not any("TLS connection established" in ln for ln in srv.log)
+
+
+def test_tls_received_header_and_log_line_as_postfix(start_smtpd, cert) -> None:
+    """What Postfix 3.7 writes with smtpd_tls_received_header = yes and smtpd_tls_loglevel
+    = 1 (recorded from it), less what Python's ssl module cannot tell: the key exchange,
+    server signature and digest Postfix appends to the cipher."""
+    srv = start_smtpd(
+        _tls_conf(cert, extra="smtpd_tls_received_header = yes\nsmtpd_tls_loglevel = 1\n")
+    )
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    raw.cmd("EHLO client.example")
+    assert raw.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
+    _wrap(raw)
+    raw.cmd("EHLO client.example")
+    raw.cmd("MAIL FROM:<a@example.org>")
+    raw.cmd("RCPT TO:<postmaster@localhost>")
+    raw.cmd("DATA")
+    raw.send(b"Subject: tls\r\n\r\nx\r\n.\r\n")
+    assert raw.reply().startswith("250 2.0.0 Ok: queued as")
+    head = srv.queue.messages[0][1].split(b"\r\n\r\n")[0].decode()
+    cipher = r"TLSv1\.3 with cipher TLS_\w+ \((\d+)/\1 bits\)"
+    assert re.search(
+        r"^Received: from client\.example \(unknown \[127\.0\.0\.2\]\)\r\n"
+        rf"\t\(using {cipher}\)\r\n"
+        r"\t\(No client certificate requested\)\r\n"
+        r"\tby mx\.example\.test \(\w+\) with ESMTPS id ",
+        head,
+    ), head
+    established = [ln for ln in srv.log if "TLS connection established" in ln]
+    assert len(established) == 1
+    assert re.fullmatch(
+        rf"Anonymous TLS connection established from unknown\[127\.0\.0\.2\]: {cipher}",
+        established[0],
+    ), established
 
 
 def test_22_starttls_state_rules(start_smtpd, cert) -> None:

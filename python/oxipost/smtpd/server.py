@@ -435,6 +435,8 @@ class Session:
             st.name, st.name_status = names.name, names.name_status
             st.reverse_name, st.reverse_name_status = names.reverse_name, names.reverse_name_status
         log.info(f"connect from {self.state.namaddr}")
+        if self.tls_active:  # wrapper mode (smtps): the handshake came with the connection
+            self._log_tls()
         self.xclient_allowed = self._client_listed("smtpd_authorized_xclient_hosts")
         self.xforward_allowed = self._client_listed("smtpd_authorized_xforward_hosts")
         # Counted under the address it connected from, whatever XCLIENT makes of it.
@@ -1126,13 +1128,12 @@ class Session:
         # The address as RFC 5321 writes an address literal (Postfix's rfc_addr).
         addr = f"IPv6:{env.client_addr}" if ":" in env.client_addr else env.client_addr
         lines = [f"Received: from {helo} ({printable(env.client_name)} [{addr}])"]
-        if self.tls_active:
-            obj = self.writer.get_extra_info("ssl_object")
-            if obj is not None:
-                cipher = obj.cipher()
-                if cipher:
-                    bits = f"{cipher[2]}/{cipher[2]} bits"
-                    lines.append(f"\t(using {cipher[1]} with cipher {cipher[0]} ({bits}))")
+        if self.tls_active and self.cfg.get_bool("smtpd_tls_received_header"):
+            summary = self._tls_summary()
+            if summary:
+                lines.append(f"\t(using {summary})")
+                # No client certificate is asked for (smtpd_tls_ask_ccert is not supported).
+                lines.append("\t(No client certificate requested)")
         if env.sasl_username and self.cfg.get_bool("smtpd_sasl_authenticated_header"):
             lines.append(f"\t(Authenticated sender: {printable(env.sasl_username)})")
         by = (
@@ -1284,10 +1285,28 @@ class Session:
             self.srv.log.warning(f"TLS handshake failed for {self.state.namaddr}: {e}")
             raise Disconnect from None
         self.tls_active = True
+        self._log_tls()
         self.helo_kind = ""
         self.state.helo = ""
         self.state.esmtp = False
         self._mail_reset()
+
+    def _tls_summary(self) -> str:
+        """Postfix's "TLSv1.3 with cipher NAME (256/256 bits)". Python's ssl module does not
+        tell the key exchange group or the signature, which Postfix adds after it."""
+        obj = self.writer.get_extra_info("ssl_object")
+        cipher = obj.cipher() if obj is not None else None
+        if not cipher:
+            return ""
+        return f"{cipher[1]} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)"
+
+    def _log_tls(self) -> None:
+        if self.cfg.get_int("smtpd_tls_loglevel") >= 1:
+            # "Anonymous": no client certificate (none is asked for).
+            self.srv.log.info(
+                f"Anonymous TLS connection established from {self.state.namaddr}: "
+                f"{self._tls_summary()}"
+            )
 
     async def cmd_auth(self, arg: str) -> None:
         if not self._auth_offered():
