@@ -43,7 +43,7 @@ MESSAGE = b"Subject: t\r\nFrom: nobody@localhost\r\n\r\nhi\r\n%s\r\n%s\r\n" % (
     b"y" * 3000,
 )
 # The programs whose lines are compared (smtpd's have their own differential tests).
-PROGRAMS = ("qmgr", "smtp", "local", "bounce", "cleanup")
+PROGRAMS = ("qmgr", "smtp", "local", "error", "discard", "bounce", "cleanup")
 
 # name: (main.cf, recipients (a recipient's RCPT options after a space), notices sent)
 SCENARIOS = {
@@ -67,6 +67,9 @@ SCENARIOS = {
         ["nosuch@localhost", "later@soft.test"],
         4,
     ),
+    # A next hop refusing connections (two recipients, one attempt) and discard(8).
+    # (Postfix's smtpd refuses the recipients of error: and retry: transports at RCPT.)
+    "other_agents": ("", ["a@refused.test", "b@refused.test", "e@discard.test"], 0),
     # DSN: NOTIFY=SUCCESS for a local delivery, NEVER for a bounce, and RET=HDRS.
     "dsn_success_never": (
         "",
@@ -77,11 +80,13 @@ SCENARIOS = {
 
 
 def _main_cf(top: Path, ports: list[int], extra: str) -> str:
-    ok, hard, soft = ports
+    ok, hard, soft, closed = ports
     return (
         f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
         f"transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{ok}, "
-        f"hard.test=smtp:[127.0.0.1]:{hard}, soft.test=smtp:[127.0.0.1]:{soft} }}\n"
+        f"hard.test=smtp:[127.0.0.1]:{hard}, soft.test=smtp:[127.0.0.1]:{soft}, "
+        f"refused.test=smtp:[127.0.0.1]:{closed}, "
+        "{discard.test=discard:dropped here} }\n"
         # One delivery pass: the deferred recipient is not retried while we look.
         "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n" + extra
     )
@@ -98,32 +103,35 @@ def top() -> Iterator[Path]:
 
 @pytest.fixture
 def sinks() -> Iterator[list[int]]:
-    ports = [free_port() for _ in range(3)]
-    ok, hard, soft = ports
+    ports = [free_port() for _ in range(4)]  # the last one: nothing listens there
+    ok, hard, soft, _closed = ports
     with (
         smtp_sink(ok),
-        smtp_sink(hard, "-f", "RCPT", "-B", LONG_REPLY),
+        # A second before it answers: the local bounce is logged (and reported) first.
+        smtp_sink(hard, "-f", "RCPT", "-B", LONG_REPLY, "-W", "MAIL:1"),
         smtp_sink(soft, "-r", "RCPT", "-W", "MAIL:2"),
     ):
         yield ports
 
 
 def _play(port: int, maillog: Path, rcpts: list[str], notices: int) -> str:
-    """Send the message (RET=HDRS when a recipient has DSN options); the log once its
-    notices are delivered (and removed)."""
+    """Send the message (RET=HDRS when a recipient has DSN options); the log once every
+    recipient was tried and its notices are delivered (and removed)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         s.ehlo()
         dsn = any(" " in r for r in rcpts)
         assert s.mail(SENDER, ["RET=HDRS"] if dsn else [])[0] == 250
         for r in rcpts:
             address, _, options = r.partition(" ")
-            assert s.rcpt(address, options.split())[0] == 250, r
+            reply = s.rcpt(address, options.split())
+            assert reply[0] == 250, (r, reply)
         assert s.data(MESSAGE)[0] == 250
     deadline = time.monotonic() + 60
     while True:
         log = maillog.read_text() if maillog.exists() else ""
         qids = re.findall(r" notification: ([0-9A-F]+)", log)
-        if len(qids) >= notices and all(f"{q}: removed" in log for q in qids):
+        tried = all(f"to=<{r.partition(' ')[0]}>, " in log for r in rcpts)
+        if tried and len(qids) >= notices and all(f"{q}: removed" in log for q in qids):
             break
         assert time.monotonic() < deadline, log
         time.sleep(0.2)

@@ -612,7 +612,8 @@ class Qmgr:
         if not which:
             return
         reports = []
-        for idx, (out, relay) in sorted(which.items()):
+        # In the order the recipients were done, as Postfix reads its bounce and defer logs.
+        for idx, (out, relay) in which.items():
             # Postfix's Remote-MTA names the host reached, as in relay= less [addr]:port.
             host = relay.partition("[")[0]
             remote = f"dns; {host}" if host not in ("", "none", "local", "virtual") else ""
