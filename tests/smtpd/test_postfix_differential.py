@@ -768,3 +768,28 @@ def test_xforward_client_in_cleanups_log_as_postfix(start_smtpd, tmp_path: Path)
         " proto=LMTP helo=<h.example>: look"
     )
     assert len(expected) == 3 and warnings(both.ours) == expected
+
+
+@pytest.mark.slow
+def test_xclient_hosts_matched_by_name_as_postfix(start_smtpd) -> None:
+    """smtpd_authorized_xclient_hosts is a host name and address list, judged again for
+    the client XCLIENT names: '.domain' takes the names below it, a bare name itself only
+    (parent_domain_matches_subdomains does not name the parameter), a table is asked for
+    the name, then the address."""
+    main_cf = (
+        f"{GOLDEN_MAIN_CF}smtpd_authorized_xclient_hosts = 127.0.0.2, .trusted.example,"
+        " exact.example, inline:{ {tabled.example=OK} {10.0.0.9=OK} }\n"
+    )
+    dialogue = ["XCLIENT NAME=a.trusted.example ADDR=10.0.0.5", "EHLO one.example"]
+    dialogue += ["XCLIENT NAME=exact.example ADDR=10.0.0.6", "EHLO two.example"]
+    dialogue += ["XCLIENT NAME=tabled.example ADDR=10.0.0.7", "EHLO three.example"]
+    dialogue += ["XCLIENT NAME=[UNAVAILABLE] ADDR=10.0.0.9", "EHLO four.example"]
+    dialogue += ["XCLIENT NAME=sub.exact.example ADDR=10.0.0.8", "EHLO five.example"]
+    dialogue += ["XCLIENT ADDR=127.0.0.2", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf, client="sub.exact.example[10.0.0.8]")
+    offered = [("XCLIENT " in reply) for reply in both.their_replies[2:11:2]]
+    assert offered == [True, True, True, True, False], both.their_replies
+    assert both.their_replies[-2] == "550 5.7.0 Error: insufficient authorization"
+    # XCLIENT's greetings name mail_name, which differs on purpose.
+    ours = [reply.replace("ESMTP oxipost", "ESMTP Postfix") for reply in both.our_replies]
+    assert ours == both.their_replies

@@ -34,6 +34,7 @@ from oxipost.rewrite.resolve import (
     RESOLVE_CLASS_LOCAL,
     RESOLVE_CLASS_RELAY,
     RESOLVE_CLASS_VIRTUAL,
+    match_domain,
     resolve,
     split_address,
 )
@@ -204,6 +205,26 @@ def match_networks(cfg: Config, items: list[str], addr: str) -> bool:
         if not hit:
             net = _network(item.replace("[", "").replace("]", ""))
             hit = net is not None and ip in net
+        if hit:
+            return not negate
+    return False
+
+
+def match_namadr(cfg: Config, param: str, name: str, addr: str) -> bool:
+    """Postfix's namadr_list_match on the list `param`: each pattern in turn, an address
+    or network against the client's address, a host name or .domain against its name
+    (parent domains too when parent_domain_matches_subdomains names `param`), a
+    type:table asked for the name then the address; !negation. TableError propagates."""
+    subdomains = param in cfg.get_list("parent_domain_matches_subdomains")
+    for raw in cfg.get_list(param):
+        negate = raw.startswith("!")
+        item = raw[1:] if negate else raw
+        if _network(item.strip("[]").replace("]/", "/")) is not None:
+            hit = match_networks(cfg, [item], addr)
+        else:
+            hit = match_domain(cfg, [item], name, subdomains) or (
+                ":" in item and match_networks(cfg, [item], addr)
+            )
         if hit:
             return not negate
     return False

@@ -47,7 +47,7 @@ from oxipost.smtpd.check import (
     Checker,
     ClientState,
     Reply,
-    match_networks,
+    match_namadr,
     validate,
 )
 from oxipost.smtpd.listener import Listener
@@ -489,10 +489,10 @@ class Session:
             await self._reject(reply)
 
     def _client_listed(self, param: str) -> bool:
-        """Whether the client's address is in the network list `param` (a table that
+        """Whether the client, by name or address, is in the list `param` (a table that
         cannot be read: not listed)."""
         try:
-            return match_networks(self.cfg, self.cfg.get_list(param), self.addr)
+            return match_namadr(self.cfg, param, self.state.name, self.addr)
         except Exception:
             return False
 
