@@ -793,3 +793,33 @@ def test_xclient_hosts_matched_by_name_as_postfix(start_smtpd) -> None:
     # XCLIENT's greetings name mail_name, which differs on purpose.
     ours = [reply.replace("ESMTP oxipost", "ESMTP Postfix") for reply in both.our_replies]
     assert ours == both.their_replies
+
+
+@pytest.mark.slow
+def test_xclient_name_lookup_status_judged_as_postfix(start_smtpd) -> None:
+    """XCLIENT's NAME and REVERSE_NAME stand for the name lookups: [TEMPUNAVAIL] is a
+    lookup that failed for now, [UNAVAILABLE] one that found nothing, a name one that
+    found it; reject_unknown_client_hostname and reject_unknown_reverse_client_hostname
+    judge them as if the client had connected."""
+    main_cf = (
+        f"{GOLDEN_MAIN_CF}smtpd_authorized_xclient_hosts = 127.0.0.0/8, 10.0.0.0/8\n"
+        "smtpd_client_restrictions = reject_unknown_client_hostname,"
+        " reject_unknown_reverse_client_hostname\n"
+    )
+    dialogue = []
+    for attrs in (
+        "NAME=[TEMPUNAVAIL] ADDR=10.0.0.1",
+        "NAME=[UNAVAILABLE] ADDR=10.0.0.2",
+        "NAME=good.example REVERSE_NAME=[TEMPUNAVAIL] ADDR=10.0.0.3",
+        "NAME=good.example REVERSE_NAME=[UNAVAILABLE] ADDR=10.0.0.4",
+        "NAME=good.example ADDR=10.0.0.5",
+    ):
+        dialogue += [f"XCLIENT {attrs}", "MAIL FROM:<a@example.org>"]
+        dialogue += ["RCPT TO:<postmaster@localhost>", "RSET"]
+    dialogue.append("QUIT")
+    both = Played(start_smtpd, dialogue, main_cf, client="good.example[10.0.0.5]")
+    rcpts = both.their_replies[3::4]
+    assert [reply[:3] for reply in rcpts] == ["450", "450", "450", "450", "250"], rcpts
+    ours = [reply.replace("ESMTP oxipost", "ESMTP Postfix") for reply in both.our_replies]
+    assert ours == both.their_replies
+    assert _session_lines(both.ours) == _session_lines(both.theirs)
