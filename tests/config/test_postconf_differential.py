@@ -426,6 +426,13 @@ SUBMISSION = (
         ("-P#", "submission/inet/syslog_name"),
         ("-PX", "submission/inet/syslog_name=x"),
         ("-H", "myhostname", "relayhost"),
+        # -o name=value: main.cf settings for this command's output.
+        ("-o", "myhostname=foo.example", "myhostname", "mydomain"),
+        ("-o", "myhostname=foo.example", "-n"),
+        ("-o", "myorigin=x", "-omydomain=d.example", "-x", "myorigin", "mydomain"),
+        ("-o", "bogus_param=1", "-n"),
+        ("-o", "noequals", "myhostname"),
+        ("-o", "myhostname=q", "-d", "myhostname"),
     ],
 )
 def test_option_combinations_as_postfix(confdir, debian_master_cf, args):

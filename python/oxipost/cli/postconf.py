@@ -601,10 +601,13 @@ def _new_entry(text: str, path: str, lineno: int, request: str = "") -> Service:
         raise Fatal(f"file {path}: line {lineno}: {e}") from None
 
 
-def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
+def _parse_args(
+    argv: Sequence[str],
+) -> tuple[str | None, set[str], list[str], dict[str, str]]:
     config_dir: str | None = None
     opts: set[str] = set()
     args: list[str] = []
+    overrides: dict[str, str] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -623,6 +626,15 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
                         i += 1
                     if flag == "c":
                         config_dir = value
+                    elif flag == "o":
+                        opts.add("o")
+                        name, eq, setting = value.partition("=")
+                        if not eq:
+                            raise Fatal(
+                                f"invalid parameter override: {value}: "
+                                "missing '=' after attribute name"
+                            )
+                        overrides[name.strip()] = setting.strip()
                     break
                 if flag not in "dhHnpxeX#MmPfFvlbtTaA":
                     raise Fatal(f"invalid option -- '{flag}'")
@@ -632,7 +644,7 @@ def _parse_args(argv: Sequence[str]) -> tuple[str | None, set[str], list[str]]:
         else:
             args.append(arg)
         i += 1
-    return config_dir, opts, args
+    return config_dir, opts, args, overrides
 
 
 # postconf's option names in the order Postfix lists them in its complaints
@@ -707,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run postconf with argv (default sys.argv[1:]); return the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        config_dir, opts, args = _parse_args(argv)
+        config_dir, opts, args, overrides = _parse_args(argv)
         mode = _mode(opts, args)
         if "m" in mode:
             for t in _table_types():
@@ -726,7 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 _edit_main(os.path.join(directory, "main.cf"), args, mode)
             return 0
-        cfg = load_config(config_dir)
+        cfg = load_config(config_dir, main_cf_overrides=overrides)
         # Defaults do not depend on the files, so -d does not judge them.
         judge = "d" not in mode
         if judge:

@@ -331,6 +331,7 @@ def load_config(
     as_master: bool = False,
     master_cf: bool = True,
     master_cf_copy: str | None = None,
+    main_cf_overrides: dict[str, str] | None = None,
 ) -> Config:
     """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix).
 
@@ -342,7 +343,8 @@ def load_config(
     instead (master's copy of what it last loaded: a service process sees the master.cf
     of the last start or reload, as Postfix's daemons get their -o options from master,
     not the file an administrator may be editing); messages still name master.cf.
-    The text read is kept as `Config.master_cf_text`.
+    The text read is kept as `Config.master_cf_text`. main_cf_overrides: settings that
+    replace main.cf's as if it had them (postconf -o name=value).
     """
     explicit = config_dir is not None
     directory = config_directory(config_dir)
@@ -370,9 +372,11 @@ def load_config(
                 raise ConfigError(f"open {source}: {e.strerror}") from None
         except mastercf.MasterCfError as e:
             raise ConfigError(str(e), in_master_cf=True) from None
+    settings = maincf.settings(entries)
+    settings.update(main_cf_overrides or {})
     cfg = Config(
         directory,
-        maincf.settings(entries),
+        settings,
         services,
         warnings=warnings,
         explicit_dir=explicit or "MAIL_CONFIG" in os.environ,
