@@ -95,6 +95,10 @@ class Outcome:
     # passed the recipient on to it (Postfix's deliver_pass(): mailbox_transport,
     # fallback_transport), and the line is that agent's (postfix/lmtp[pid]: ...).
     agent: str = field(default="", compare=False)
+    # smtp/lmtp: when the session was ready for the delivery (0: no session), and its use
+    # count from the second use on (0 otherwise), for the delays= and conn_use= of the line.
+    setup: float = field(default=0.0, compare=False)
+    conn_use: int = field(default=0, compare=False)
 
     @property
     def permanent(self) -> bool:

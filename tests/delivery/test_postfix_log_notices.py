@@ -67,9 +67,14 @@ SCENARIOS = {
         ["nosuch@localhost", "later@soft.test"],
         4,
     ),
-    # A next hop refusing connections (two recipients, one attempt) and discard(8).
+    # A next hop refusing connections (two recipients, one attempt), discard(8), and a
+    # next hop slow to answer EHLO.
     # (Postfix's smtpd refuses the recipients of error: and retry: transports at RCPT.)
-    "other_agents": ("", ["a@refused.test", "b@refused.test", "e@discard.test"], 0),
+    "other_agents": (
+        "",
+        ["a@refused.test", "b@refused.test", "e@discard.test", "f@slow.test"],
+        0,
+    ),
     # DSN: NOTIFY=SUCCESS for a local delivery, NEVER for a bounce, and RET=HDRS.
     "dsn_success_never": (
         "",
@@ -80,12 +85,12 @@ SCENARIOS = {
 
 
 def _main_cf(top: Path, ports: list[int], extra: str) -> str:
-    ok, hard, soft, closed = ports
+    ok, hard, soft, closed, slow = ports
     return (
         f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
         f"transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{ok}, "
         f"hard.test=smtp:[127.0.0.1]:{hard}, soft.test=smtp:[127.0.0.1]:{soft}, "
-        f"refused.test=smtp:[127.0.0.1]:{closed}, "
+        f"refused.test=smtp:[127.0.0.1]:{closed}, slow.test=smtp:[127.0.0.1]:{slow}, "
         "{discard.test=discard:dropped here} }\n"
         # One delivery pass: the deferred recipient is not retried while we look.
         "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n" + extra
@@ -103,13 +108,15 @@ def top() -> Iterator[Path]:
 
 @pytest.fixture
 def sinks() -> Iterator[list[int]]:
-    ports = [free_port() for _ in range(4)]  # the last one: nothing listens there
-    ok, hard, soft, _closed = ports
+    ports = [free_port() for _ in range(5)]  # the fourth: nothing listens there
+    ok, hard, soft, _closed, slow = ports
     with (
         smtp_sink(ok),
         # A second before it answers: the local bounce is logged (and reported) first.
         smtp_sink(hard, "-f", "RCPT", "-B", LONG_REPLY, "-W", "MAIL:1"),
         smtp_sink(soft, "-r", "RCPT", "-W", "MAIL:2"),
+        # A second before it answers EHLO: the session's set-up time.
+        smtp_sink(slow, "-W", "EHLO:1"),
     ):
         yield ports
 
@@ -212,7 +219,13 @@ def _lines(log: str) -> tuple[list[str], dict[str, int]]:
         if d:
             for value in d.groups():
                 assert format_tv(float(value), 2, 2) == value, line
-            text = text.replace(d.group(0), "delay=D, ")
+            # The message's in whole seconds: where the sinks' waits went (before the
+            # session was ready, the third of delays=, or after, the fourth), not the noise
+            # below a second. A notice's depend on when it was queued (two notices queued
+            # at once contend for the mailbox's lock): set aside.
+            whole = [str(int(float(v))) for v in d.groups()]
+            same = f"delay={whole[0]}, delays={'/'.join(whole[1:])}, "
+            text = text.replace(d.group(0), same if text.startswith("QID: ") else "delay=D, ")
         text = re.sub(r"<\d{14}\.", "<STAMP.", text)
         out.append(f"{m.group(1)}: {text}")
     return sorted(out), sizes

@@ -50,6 +50,7 @@ import random
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -136,6 +137,9 @@ class Session:
     features: dict[str, str] = field(default_factory=dict)
     tls: bool = False
     reuse_count: int = 0
+    # When it was ready for this delivery: connected, greeted, EHLO (TLS, AUTH) done, or
+    # taken from the cache (Postfix's conn_setup_done, the third of delays=).
+    setup_done: float = 0.0
     idle_handle: asyncio.TimerHandle | None = None
     # Taken from the cache: RSET goes first, pipelined with the next MAIL FROM.
     rset_first: bool = False
@@ -1117,6 +1121,8 @@ async def _deliver_site(
     helo = p.get("helo_name")
     n = len(req.recipients)
     s = await _cached(key, p)
+    if s is not None:
+        s.setup_done = time.time()
     hosts: list[Host] = []
     mx_self = False
     last: SessionError | None = None
@@ -1164,12 +1170,13 @@ async def _deliver_site(
             except SessionError as e:
                 s.close()
                 return _SiteResult([Outcome(e.status, e.text, s.host.relay)] * n)
+            s.setup_done = time.time()
         relay = s.host.relay
         try:
-            outcomes = [dataclasses.replace(o, relay=relay) for o in await _transaction(s, wire, p)]
+            outcomes = [_used(o, s) for o in await _transaction(s, wire, p)]
         except _Partial as pe:
             s.close()
-            return _SiteResult([dataclasses.replace(o, relay=relay) for o in pe.outcomes])
+            return _SiteResult([_used(o, s) for o in pe.outcomes])
         except SessionError as e:
             s.close()
             s = None
@@ -1193,6 +1200,13 @@ async def _deliver_site(
             continue
         _park(key, s, p)
         return _SiteResult(outcomes, soft and not mx_self)
+
+
+def _used(o: Outcome, s: Session) -> Outcome:
+    """An outcome with the session it went through: its relay, when it was ready and, from
+    its second delivery on, its use count (Postfix's conn_use=)."""
+    use = s.reuse_count + 1 if s.reuse_count else 0
+    return dataclasses.replace(o, relay=s.host.relay, setup=s.setup_done, conn_use=use)
 
 
 class _SiteResult(NamedTuple):

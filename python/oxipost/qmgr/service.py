@@ -537,14 +537,17 @@ class Qmgr:
         arrival = act.env.arrival_time
         a = max(0.0, act.activated - arrival)
         b = max(0.0, started - act.activated)
-        d = max(0.0, now - started)
+        # log_adhoc(): with a network session, its set-up time, then the transmission.
+        c = max(0.0, out.setup - started) if out.setup else 0.0
+        d = max(0.0, now - (out.setup or started))
         orig = ""
         if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
             orig = f"orig_to=<{rcpt.original}>, "
         res = self.delay_res
-        delays = "/".join(format_tv(x, 2, res) for x in (a, b, 0.0, d))
+        delays = "/".join(format_tv(x, 2, res) for x in (a, b, c, d))
+        use = f", conn_use={out.conn_use}" if out.conn_use else ""
         log.info(
-            f"{act.qid}: to=<{rcpt.address}>, {orig}relay={relay}, "
+            f"{act.qid}: to=<{rcpt.address}>, {orig}relay={relay}{use}, "
             f"delay={format_tv(now - arrival, 2, res)}, delays={delays}, "
             f"dsn={out.status}, status={kind} ({out.text})",
             out.pid,
