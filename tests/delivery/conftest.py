@@ -128,7 +128,7 @@ def postfix_relay(
     log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     relay_cf = f"mydestination =\nrelayhost = [127.0.0.1]:{sink}\n" + main + log_cf
     with running_postfix(relay_cf) as (port, d):
-        with smtplib.SMTP("127.0.0.1", port) as client:
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
             send(client)
         deadline = time.monotonic() + 30
         while not (

@@ -82,7 +82,7 @@ def test_generic_maps_rewrite_envelope_and_headers_as_postfix(tmp_path, sender) 
     with smtp_sink(sink, "-d", f"{dump}/%M%S."):
         relay_cf = f"mydestination =\nrelayhost = [127.0.0.1]:{sink}\n" + main
         with running_postfix(relay_cf) as (port, _d):
-            with smtplib.SMTP("127.0.0.1", port) as s:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
                 assert s.sendmail(sender, RCPTS, message.replace("\n", "\r\n").encode()) == {}
             (theirs,) = _dumped(dump, 1)
         cfg = make_config(tmp_path / "ours", main)

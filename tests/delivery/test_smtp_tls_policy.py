@@ -77,7 +77,7 @@ def test_tls_policy_per_destination_as_postfix(tmp_path, caplog) -> None:
         relay_cf = f"mydestination =\ntransport_maps = texthash:{tables}/transport\n" + main
         with running_postfix(relay_cf + LOG_CF) as (port, d):
             for n in range(len(dests)):
-                with smtplib.SMTP("127.0.0.1", port) as s:
+                with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
                     s.sendmail(
                         "x@example.org", [f"u@{chr(97 + n)}.test"], b"Subject: x\r\n\r\nx\r\n"
                     )

@@ -779,10 +779,13 @@ async def _auth(s: Session, creds: tuple[str, str], mechs: list[str], p: Params)
             f"SASL authentication failed; cannot authenticate to server {s.host.label}: "
             "no mechanism available",
         )
-    if r.code != 235:
-        # smtp_sasl_auth_soft_bounce = yes: authentication failures defer.
+    if r.code // 100 != 2:
+        status = r.status()
+        if status.startswith("5") and p.bool("sasl_auth_soft_bounce"):
+            # smtp_sasl_auth_soft_bounce: the server's 5xx defers, its detail kept.
+            status = "4" + status[1:]
         raise SessionError(
-            "4.7.0", f"SASL authentication failed; server {s.host.label} said: {r.text}"
+            status, f"SASL authentication failed; server {s.host.label} said: {r.text}"
         )
 
 
