@@ -22,6 +22,8 @@ import pytest
 from tests.smtpd.test_postfix_differential import running_postfix
 
 from .conftest import make_config, request, run
+from .test_smtp_client import free_port, sink
+from .test_smtp_mx import dns_server
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
 
@@ -109,3 +111,38 @@ def test_tls_policy_per_destination_as_postfix(tmp_path, caplog) -> None:
     assert [s[1:] for s in their_statuses[3:5]] == [
         ("4.7.5", "client TLS configuration problem")
     ] * 2
+
+
+@pytest.mark.parametrize(
+    ("destination", "policy", "required"),
+    [
+        ("mail.sub.tls.test", ".tls.test encrypt", True),
+        ("mail.sub.tls.test", ".sub.tls.test encrypt\n.tls.test none", True),
+        ("mail.sub.tls.test", "tls.test encrypt", False),
+        ("[mx.tls.test]:PORT", ".tls.test encrypt", False),
+    ],
+)
+def test_parent_domains_of_a_domain_destination(tmp_path, destination, policy, required):
+    """A domain destination is looked up, then each parent as '.parent' (the nearest
+    first); a bare parent name does not match, nor is a bracketed destination's host
+    searched by its parents (Postfix's tls_policy_lookup). smtp-sink offers no STARTTLS."""
+    zone = {
+        ("mail.sub.tls.test", "MX"): ["10 mx.tls.test."],
+        # Not 127.0.0.1: that is this host, and mail for it would loop.
+        ("mx.tls.test", "A"): ["127.0.0.2"],
+    }
+    with sink(tmp_path, listen=f"127.0.0.2:{free_port()}") as (listen, _dump):
+        port = listen.rsplit(":", 1)[1]
+        table = tmp_path / "policy"
+        table.write_text(policy.replace("PORT", port) + "\n")
+        main = f"smtp_tcp_port = {port}\nsmtp_tls_policy_maps = texthash:{table}\n"
+        cfg = make_config(tmp_path / "c", main)
+        with dns_server(zone):
+            (o,) = run(request(cfg, "smtp", destination.replace("PORT", port), ["u@x.test"]))
+    if required:
+        assert (o.status, o.text) == (
+            "4.7.4",
+            "TLS is required, but was not offered by host mx.tls.test[127.0.0.2]",
+        )
+    else:
+        assert o.delivered, o
