@@ -45,7 +45,8 @@ MESSAGE = b"Subject: t\r\nFrom: nobody@localhost\r\n\r\nhi\r\n%s\r\n%s\r\n" % (
 # The programs whose lines are compared (smtpd's have their own differential tests).
 PROGRAMS = ("qmgr", "smtp", "local", "error", "discard", "bounce", "cleanup")
 
-# name: (main.cf, recipients (a recipient's RCPT options after a space), notices sent)
+# name: (main.cf, recipients (a recipient's RCPT options after a space), notices sent,
+# the sender)
 SCENARIOS = {
     "sent_bounced_deferred_warned": (
         "delay_warning_time = 1s\n",
@@ -57,15 +58,22 @@ SCENARIOS = {
             "later@soft.test",
         ],
         2,
+        SENDER,
     ),
     # Tried once (maximal_queue_lifetime = 0): expired after the pass.
-    "expired": ("maximal_queue_lifetime = 0\n", ["nosuch@localhost", "later@soft.test"], 2),
+    "expired": (
+        "maximal_queue_lifetime = 0\n",
+        ["nosuch@localhost", "later@soft.test"],
+        2,
+        SENDER,
+    ),
     # Postmaster copies of the bounce and the delay notice, to a mailbox we can read.
     "postmaster_copies": (
         "delay_warning_time = 1s\nnotify_classes = bounce, delay, resource, software\n"
         "bounce_notice_recipient = bin@localhost\ndelay_notice_recipient = bin@localhost\n",
         ["nosuch@localhost", "later@soft.test"],
         4,
+        SENDER,
     ),
     # A next hop refusing connections (two recipients, one attempt), discard(8), and a
     # next hop slow to answer EHLO.
@@ -74,12 +82,31 @@ SCENARIOS = {
         "",
         ["a@refused.test", "b@refused.test", "e@discard.test", "f@slow.test"],
         0,
+        SENDER,
+    ),
+    # A bounce that bounces: discarded without 2bounce in notify_classes, else the
+    # postmaster's (2bounce_notice_recipient).
+    "null_sender": ("", ["nosuch@localhost"], 0, ""),
+    "double_bounce": (
+        "notify_classes = 2bounce\n2bounce_notice_recipient = bin@localhost\n",
+        ["nosuch@localhost"],
+        1,
+        "",
+    ),
+    # The bounce class alone gets the double bounce too.
+    "null_sender_bounce_class": (
+        "notify_classes = bounce\nbounce_notice_recipient = bin@localhost\n"
+        "2bounce_notice_recipient = bin@localhost\n",
+        ["nosuch@localhost"],
+        1,
+        "",
     ),
     # DSN: NOTIFY=SUCCESS for a local delivery, NEVER for a bounce, and RET=HDRS.
     "dsn_success_never": (
         "",
         ["daemon@localhost NOTIFY=SUCCESS", "nosuch@localhost NOTIFY=NEVER", "gone@localhost"],
         2,
+        SENDER,
     ),
 }
 
@@ -121,13 +148,13 @@ def sinks() -> Iterator[list[int]]:
         yield ports
 
 
-def _play(port: int, maillog: Path, rcpts: list[str], notices: int) -> str:
+def _play(port: int, maillog: Path, sender: str, rcpts: list[str], notices: int) -> str:
     """Send the message (RET=HDRS when a recipient has DSN options); the log once every
     recipient was tried and its notices are delivered (and removed)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         s.ehlo()
         dsn = any(" " in r for r in rcpts)
-        assert s.mail(SENDER, ["RET=HDRS"] if dsn else [])[0] == 250
+        assert s.mail(sender, ["RET=HDRS"] if dsn else [])[0] == 250
         for r in rcpts:
             address, _, options = r.partition(" ")
             reply = s.rcpt(address, options.split())
@@ -146,7 +173,9 @@ def _play(port: int, maillog: Path, rcpts: list[str], notices: int) -> str:
     return maillog.read_text()
 
 
-def _run_ours(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[str, Path]:
+def _run_ours(
+    top: Path, main_cf: str, sender: str, rcpts: list[str], notices: int
+) -> tuple[str, Path]:
     conf = top / "conf"
     conf.mkdir()
     mail = top / "mail"
@@ -168,16 +197,18 @@ def _run_ours(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[
             except OSError:
                 assert time.monotonic() < deadline, "smtpd does not answer"
                 time.sleep(0.1)
-        log = _play(port, top / "maillog", rcpts, notices)
+        log = _play(port, top / "maillog", sender, rcpts, notices)
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
     return log, mail
 
 
-def _run_postfix(top: Path, main_cf: str, rcpts: list[str], notices: int) -> tuple[str, Path]:
+def _run_postfix(
+    top: Path, main_cf: str, sender: str, rcpts: list[str], notices: int
+) -> tuple[str, Path]:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(main_cf + logging) as (port, d):
-        log = _play(port, d / "maillog", rcpts, notices)
+        log = _play(port, d / "maillog", sender, rcpts, notices)
     return log, top / "mail"
 
 
@@ -185,7 +216,7 @@ def _roles(log: str) -> dict[str, str]:
     """Each queue ID of the run by its role: the message, then its notices by kind and
     order ("sender non-delivery notification" → BOUNCE1, "postmaster delay ..." →
     PM-DELAY1...)."""
-    m = re.search(r"qmgr\[\d+\]: ([0-9A-F]+): from=<nobody@localhost>", log)
+    m = re.search(r"smtpd\[\d+\]: ([0-9A-F]+): client=", log)
     assert m, log
     roles = {m.group(1): "QID"}
     kinds = {"non-delivery": "BOUNCE", "delay": "DELAY", "delivery status": "SUCCESS"}
@@ -250,7 +281,7 @@ def _normal(text: str, log: str) -> str:
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[int]) -> None:
-    extra, rcpts, notices = SCENARIOS[scenario]
+    extra, rcpts, notices, sender = SCENARIOS[scenario]
     results = {}
     for who, run in (("postfix", _run_postfix), ("ours", _run_ours)):
         d = top / who
@@ -258,7 +289,7 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
         (d / "mail").mkdir()
         (d / "mail").chmod(0o1777)
         d.chmod(0o755)
-        log, mail = run(d, _main_cf(d, sinks, extra), rcpts, notices)
+        log, mail = run(d, _main_cf(d, sinks, extra), sender, rcpts, notices)
         lines, sizes = _lines(log)
         boxes = {p.name: [_normal(m, log) for m in _mbox(p)] for p in sorted(mail.iterdir())}
         # size= is the queued message's records (see the docstring): the mailbox copy

@@ -244,8 +244,8 @@ def _build(
     ]
     body = "\n".join(head) + "\n" + text + "\n".join(lines) + "\n\n"
     arrival = mail_date(env.arrival_time)
-    # bounce_mail_alloc(): the null sender is named MAILER-DAEMON.
-    sender = env.sender or "MAILER-DAEMON"
+    # bounce_mail_alloc(): the null sender is named mail_addr_mail_daemon().
+    sender = env.sender or _qualify(cfg, "MAILER-DAEMON")
     dsn = [
         f"--{boundary}",
         "Content-Description: Delivery report",
@@ -275,9 +275,11 @@ def _build(
     body += "\n".join(dsn) + "\n\n"
     limit = cfg.get_int("bounce_size_limit")
     # A delay warning returns the headers only (bounce_warn_service.c), as do postmaster
-    # copies, RET=HDRS and a message larger than bounce_size_limit (bounce_original()).
+    # copies (not a double bounce: the whole bounce goes to the postmaster, as
+    # bounce_notify_service.c sends it), RET=HDRS and a message larger than
+    # bounce_size_limit (bounce_original()).
     headers_only = (
-        postmaster
+        (postmaster and env.sender != "")
         or env.ret == "HDRS"
         or kind in ("success", "delay")
         or (limit > 0 and len(content) > limit)
