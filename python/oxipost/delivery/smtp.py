@@ -1,36 +1,38 @@
 """smtp(8) and lmtp(8): deliver over (E)SMTP or LMTP, with asyncio.
 
-Destinations: `domain` (MX lookup: preference order, random among equals, implicit MX
-from A/AAAA, null MX per RFC 7505), `[host]` / `[host]:port` (no MX), `host:port`, and for
-LMTP `inet:host:port` and `unix:/path`. An empty nexthop means relayhost, else the
-recipient's domain. smtp(8) then tries the smtp_fallback_relay destinations, in order,
-while every recipient is still undelivered and unbounced (the destination not found, no
-host reachable, or every recipient soft-failed at its last host), unless this host is
-one of the destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per the
-destination's smtp_tls_policy_maps entry or smtp_tls_security_level (none, may, encrypt;
-the higher levels require TLS but verify no certificate), AUTH PLAIN/LOGIN when the server
-offers AUTH and smtp_sasl_password_maps has credentials (keyed by the sender with
-smtp_sender_dependent_authentication, then the host's name, then the destination) and
-smtp_sasl_security_options allows them (Postfix's default, noplaintext, does not), MAIL
-FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with ORCPT
-(the original recipient when none was given) and NOTIFY, PIPELINING when offered, and
-DATA. smtp_generic_maps rewrites the envelope
-sender, the recipients and the primary sender/recipient headers' addresses on the way out
-(a table that cannot be read is fatal: "smtp_generic_maps map lookup problem for ADDR").
-An idle session is kept for smtp_connection_cache_time_limit and reused (after RSET) for
-the next message to the same destination.
+Destinations: `domain` (MX lookup: preference order, random among equals, implicit MX from
+A/AAAA, null MX per RFC 7505), `[host]` / `[host]:port` (no MX), `host:port`, and for LMTP
+`inet:host:port` and `unix:/path`. An empty nexthop means relayhost, else the recipient's
+domain. smtp(8) then tries the smtp_fallback_relay destinations, in order, while every
+recipient is still undelivered and unbounced (the destination not found, no host reachable,
+or every recipient soft-failed at its last host), unless this host is one of the
+destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per the destination's
+smtp_tls_policy_maps entry or smtp_tls_security_level (none, may, encrypt; verify and secure
+check the server certificate against smtp_tls_CAfile/CApath and
+smtp_tls_verify_cert_match/smtp_tls_secure_cert_match, "Server certificate not verified"
+(4.7.5) when it fails; dane, dane-only and fingerprint require TLS but check nothing), AUTH
+PLAIN/LOGIN when the server offers AUTH and smtp_sasl_password_maps has credentials (keyed
+by the sender with smtp_sender_dependent_authentication, then the host's name, then the
+destination) and smtp_sasl_security_options allows them (Postfix's default, noplaintext,
+does not), MAIL FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient
+with ORCPT (the original recipient when none was given) and NOTIFY, PIPELINING when offered,
+and DATA. smtp_generic_maps rewrites the envelope sender, the recipients and the primary
+sender/recipient headers' addresses on the way out (a table that cannot be read is fatal:
+"smtp_generic_maps map lookup problem for ADDR"). An idle session is kept for
+smtp_connection_cache_time_limit and reused (after RSET) for the next message to the same
+destination.
 
 Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1);
 "conversation with H[A] timed out while <stage>" and "lost connection with H[A] while
-<stage>" (4.4.2; after "." with "-- message may be sent more than once"); "host H[A]
-said: <reply> (in reply to <COMMAND> command)" with the reply's status, 4xx deferred and
-5xx bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept
-mail (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); a
-password table that cannot be read: "warning: QID: smtp_sasl_password_maps lookup error"
-and "local data error while talking to H[A]" (4.3.0). The connection goes out from
-smtp_bind_address (smtp_bind_address6), else from inet_interfaces' only non-loopback
-address: "warning: smtp_connect_addr: bind A: REASON" when that fails (then unbound, or
-4.4.0 "server configuration error" with smtp_bind_address_enforce). An unusable TLS policy
+<stage>" (4.4.2; after "." with "-- message may be sent more than once"); "host H[A] said:
+<reply> (in reply to <COMMAND> command)" with the reply's status, 4xx deferred and 5xx
+bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept mail
+(nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); a password
+table that cannot be read: "warning: QID: smtp_sasl_password_maps lookup error" and "local
+data error while talking to H[A]" (4.3.0). The connection goes out from smtp_bind_address
+(smtp_bind_address6), else from inet_interfaces' only non-loopback address: "warning:
+smtp_connect_addr: bind A: REASON" when that fails (then unbound, or 4.4.0 "server
+configuration error" with smtp_bind_address_enforce). An unusable TLS policy
 ('smtp_tls_policy_maps, next-hop destination "D": invalid security level "L"') skips the
 destination's hosts ("TLS policy lookup for D/H: client TLS configuration problem", 4.7.5).
 A fallback relay or the relayhost that is not found (or loops back here) defers the mail
@@ -572,6 +574,71 @@ def _tls_level(p: Params, nexthop: str) -> str:
     return "may" if p.bool("use_tls") else "none"
 
 
+def _tls_context(p: Params, level: str) -> ssl.SSLContext:
+    """The client TLS context for a level: "verify" and "secure" trust the CAs of
+    smtp_tls_CAfile and smtp_tls_CApath (and the system's only with
+    tls_append_default_CA, Postfix's default being no); below them no certificate is
+    checked (opportunistic or mandatory encryption without authentication)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Names are matched by _cert_matches, by Postfix's rules, not the library's.
+    ctx.check_hostname = False
+    if level not in ("verify", "secure"):
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    cafile, capath = p.get("tls_CAfile"), p.get("tls_CApath")
+    if cafile or capath:
+        try:
+            ctx.load_verify_locations(cafile or None, capath or None)
+        except (OSError, ssl.SSLError) as e:
+            # Nothing trusted then: every certificate fails, as with Postfix.
+            log.warning("cannot load Certification Authority data: %s", e)
+    if p.cfg.get_bool("tls_append_default_CA"):
+        ctx.load_default_certs()
+    return ctx
+
+
+def _cert_names(p: Params, level: str, host: Host, domain: str) -> list[str]:
+    """The names the server certificate must hold one of: smtp_tls_verify_cert_match
+    (default: the host's name) for "verify", smtp_tls_secure_cert_match (default: the
+    next-hop domain or a subdomain) for "secure"; a name starting with "." means any
+    subdomain of it."""
+    param = p.name("tls_verify_cert_match" if level == "verify" else "tls_secure_cert_match")
+    words = {"hostname": host.name, "nexthop": domain, "dot-nexthop": "." + domain}
+    return [words.get(w.lower(), w) for w in p.cfg.get_list(param)]
+
+
+def _cert_matches(cert: dict[str, object], wanted: list[str]) -> bool:
+    """Whether the certificate's DNS names (its subjectAltName, else its CN) or IP
+    addresses hold one of the wanted names; "*.d" stands for one label under d."""
+    alt = cert.get("subjectAltName") or ()
+    dns_names = [v for k, v in alt if k == "DNS"]  # type: ignore[attr-defined]
+    ips = {v for k, v in alt if k == "IP Address"}  # type: ignore[attr-defined]
+    if not dns_names:
+        for rdn in cert.get("subject") or ():  # type: ignore[attr-defined]
+            dns_names += [v for k, v in rdn if k == "commonName"]
+    for want in wanted:
+        want = want.lower().rstrip(".")
+        try:
+            ipaddress.ip_address(want)
+        except ValueError:
+            pass
+        else:
+            if want in ips:
+                return True
+            continue
+        for name in dns_names:
+            name = name.lower().rstrip(".")
+            if want.startswith("."):
+                if name.endswith(want) and len(name) > len(want):
+                    return True
+            elif name.startswith("*."):
+                if want.partition(".")[2] == name[2:]:
+                    return True
+            elif name == want:
+                return True
+    return False
+
+
 def _bound_socket(family: int, p: Params) -> socket.socket:
     """A TCP socket bound as Postfix's smtp_connect_addr binds it: to smtp_bind_address
     (smtp_bind_address6 for IPv6; brackets allowed), else to the one address inet_interfaces
@@ -625,7 +692,11 @@ def _own_interface(cfg: Config, family: int) -> str:
     return str(found[0])
 
 
-async def _connect(host: Host, p: Params, helo: str, level: str = "none") -> Session:
+async def _connect(
+    host: Host, p: Params, helo: str, level: str = "none", domain: str = ""
+) -> Session:
+    """A session with host, greeted and (per the TLS level) encrypted; `domain`: the
+    next-hop domain, for the "secure" level's certificate match."""
     timeout = p.time("connect_timeout") or None
     where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
     try:
@@ -670,20 +741,25 @@ async def _connect(host: Host, p: Params, helo: str, level: str = "none") -> Ses
                             f"host {host.label} said: {r.text} (in reply to STARTTLS command)",
                         )
                 else:
-                    ctx = ssl.create_default_context()
-                    # encrypt/may: mandatory or opportunistic encryption without
-                    # authentication, as Postfix (verification is "verify"/"secure").
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
+                    ctx = _tls_context(p, level)
                     try:
                         await asyncio.wait_for(
                             s.writer.start_tls(ctx, server_hostname=host.name),
                             p.time("helo_timeout") or None,
                         )
+                    except ssl.SSLCertVerificationError:
+                        raise SessionError("4.7.5", "Server certificate not verified") from None
                     except (OSError, ssl.SSLError, TimeoutError) as e:
                         raise SessionError(
                             "4.7.5", f"Cannot start TLS: handshake failure with {host.label}: {e}"
                         ) from None
+                    if ctx.verify_mode == ssl.CERT_REQUIRED:
+                        ssl_object = s.writer.get_extra_info("ssl_object")
+                        cert = ssl_object.getpeercert() if ssl_object else None
+                        if not cert or not _cert_matches(cert, _cert_names(p, level, host, domain)):
+                            # Dropped at once: a TLS shutdown would outlive the session.
+                            s.writer.transport.abort()
+                            raise SessionError("4.7.5", "Server certificate not verified")
                     s.tls = True
                     await _ehlo(s, p, helo)
             elif level != "may":
@@ -1160,7 +1236,7 @@ async def _deliver_site(
                 last = SessionError("4.7.5", "client TLS configuration problem")
                 continue
             try:
-                s = await _connect(host, p, helo, level)
+                s = await _connect(host, p, helo, level, parse_nexthop(nexthop, 0)[0])
             except SessionError as e:
                 last = e
                 if not e.relay:

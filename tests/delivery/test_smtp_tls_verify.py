@@ -1,0 +1,88 @@
+"""smtp(8)'s "verify" and "secure" TLS levels, compared with real Postfix 3.7's smtp client.
+
+The next hop is a real Postfix smtpd offering STARTTLS with Debian's snakeoil certificate
+(self-signed, subjectAltName DNS:localhost). The same mail goes to it from a second real
+Postfix and from our client, with the same main.cf: what was sent and what deferred ("Server
+certificate not verified", 4.7.5), and from which relay, must be the same: an untrusted
+certificate (no smtp_tls_CAfile: Postfix trusts no system CA by default), a trusted one
+whose names hold the host's name (verify) or the next-hop domain (secure), and a trusted
+one that names another host (127.0.0.1: no IP address in it)."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import time
+
+import pytest
+from oxipost.delivery import smtp
+
+from tests.smtpd.test_postfix_differential import running_postfix
+
+from .conftest import make_config, request, run
+
+pytestmark = [pytest.mark.postfix, pytest.mark.slow]
+
+LOG_CF = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+SNAKEOIL = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
+NEXT_HOP_CF = (
+    "smtpd_tls_security_level = may\n"
+    f"smtpd_tls_cert_file = {SNAKEOIL}\n"
+    "smtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key\n"
+    "mydestination = $myhostname, x.test\n"
+) + LOG_CF
+CASES = [
+    ("verify", "", "[localhost]:HOP"),
+    ("verify", SNAKEOIL, "[localhost]:HOP"),
+    ("verify", SNAKEOIL, "[127.0.0.1]:HOP"),
+    ("secure", SNAKEOIL, "[localhost]:HOP"),
+    ("secure", SNAKEOIL, "[127.0.0.1]:HOP"),
+]
+
+
+def test_certificate_verification_as_postfix(tmp_path) -> None:
+    theirs, ours = [], []
+    with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, _hop_dir):
+        for n, (level, cafile, dest) in enumerate(CASES):
+            dest = dest.replace("HOP", str(hop))
+            main = (
+                f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = {cafile}\n"
+                "smtp_host_lookup = native\n"
+            )
+            relay_cf = f"mydestination =\nrelayhost = {dest}\n" + main + LOG_CF
+            with running_postfix(relay_cf) as (port, d):
+                with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+                    s.sendmail("x@example.org", ["u@x.test"], b"Subject: x\r\n\r\nx\r\n")
+                deadline = time.monotonic() + 30
+                pattern = r"relay=([^,]+), .* dsn=([\d.]+), status=(\w+) \((.*?)(?:: queued|\))"
+                while not (m := re.search(pattern, log := (d / "maillog").read_text())):
+                    assert time.monotonic() < deadline, log
+                    time.sleep(0.1)
+                theirs.append(m.groups())
+            cfg = make_config(tmp_path / f"ours{n}", main)
+            (o,) = run(request(cfg, "smtp", dest, ["u@x.test"]))
+            state = "sent" if o.delivered else "deferred"
+            ours.append((o.relay, o.status, state, o.text.partition(": queued")[0]))
+    assert ours == theirs
+    assert [t[2] for t in theirs] == ["deferred", "sent", "deferred", "sent", "deferred"]
+    assert theirs[0][1:] == ("4.7.5", "deferred", "Server certificate not verified")
+
+
+def test_certificate_name_forms() -> None:
+    """A wildcard stands for one label; a wanted name with a leading dot takes any
+    subdomain; the CN counts only without DNS names in subjectAltName; an IP address
+    matches an IP Address entry only."""
+    wild = {"subjectAltName": (("DNS", "*.example.com"),), "subject": ()}
+    assert smtp._cert_matches(wild, ["mail.example.com"])
+    assert not smtp._cert_matches(wild, ["a.mail.example.com"])
+    assert not smtp._cert_matches(wild, ["example.com"])
+    mx = {"subjectAltName": (("DNS", "mx.example.com"),), "subject": ()}
+    assert smtp._cert_matches(mx, [".example.com"])
+    assert not smtp._cert_matches(mx, [".mx.example.com", "example.com"])
+    cn = {"subject": ((("commonName", "mx.example.com"),),)}
+    assert smtp._cert_matches(cn, ["MX.example.com."])
+    both = {"subjectAltName": (("DNS", "other.test"),), "subject": cn["subject"]}
+    assert not smtp._cert_matches(both, ["mx.example.com"])
+    ip = {"subjectAltName": (("IP Address", "127.0.0.1"), ("DNS", "127.0.0.2")), "subject": ()}
+    assert smtp._cert_matches(ip, ["127.0.0.1"])
+    assert not smtp._cert_matches(ip, ["127.0.0.2"])
