@@ -46,7 +46,7 @@ MESSAGE = b"Subject: t\r\nFrom: nobody@localhost\r\n\r\nhi\r\n%s\r\n%s\r\n" % (
 PROGRAMS = ("qmgr", "smtp", "local", "error", "discard", "bounce", "cleanup")
 
 # name: (main.cf, recipients (a recipient's RCPT options after a space), notices sent,
-# the sender)
+# the sender (its MAIL options after a space))
 SCENARIOS = {
     "sent_bounced_deferred_warned": (
         "delay_warning_time = 1s\n",
@@ -101,6 +101,21 @@ SCENARIOS = {
         1,
         "",
     ),
+    # The notice's charset and encodings: a 7bit message, SMTPUTF8 off.
+    "seven_bit": ("", ["nosuch@localhost"], 1, f"{SENDER} BODY=7BIT"),
+    "no_smtputf8": ("smtputf8_enable = no\n", ["nosuch@localhost"], 1, SENDER),
+    "no_smtputf8_seven_bit": (
+        "smtputf8_enable = no\n",
+        ["nosuch@localhost"],
+        1,
+        f"{SENDER} BODY=7BIT",
+    ),
+    "no_smtputf8_8bitmime": (
+        "smtputf8_enable = no\n",
+        ["nosuch@localhost"],
+        1,
+        f"{SENDER} BODY=8BITMIME",
+    ),
     # DSN: NOTIFY=SUCCESS for a local delivery, NEVER for a bounce, and RET=HDRS.
     "dsn_success_never": (
         "",
@@ -154,7 +169,9 @@ def _play(port: int, maillog: Path, sender: str, rcpts: list[str], notices: int)
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         s.ehlo()
         dsn = any(" " in r for r in rcpts)
-        assert s.mail(sender, ["RET=HDRS"] if dsn else [])[0] == 250
+        address, _, options = sender.partition(" ")
+        options += " RET=HDRS" if dsn else ""
+        assert s.mail(address, options.split())[0] == 250
         for r in rcpts:
             address, _, options = r.partition(" ")
             reply = s.rcpt(address, options.split())

@@ -212,12 +212,18 @@ def _build(
             lifetime_days=_template_time(cfg, kind, "maximal_queue_lifetime", "days", warn),
         )
     )
-    # The template's charset (utf-8 where SMTPUTF8 is supported, as Postfix 3's built-in
-    # templates) and the original's encoding (7bit only when the client declared it).
-    charset, text_cte = (
-        ("utf-8", "8bit") if cfg.get_bool("smtputf8_enable") else ("us-ascii", "7bit")
-    )
-    orig_cte = "7bit" if env.body_type.upper() == "7BIT" else "8bit"
+    # The original's encoding as declared (BODY=), none when undeclared. The template's
+    # charset is utf-8 (8bit text) where SMTPUTF8 is supported or the original is 8bit,
+    # else us-ascii; an 8bit template makes the notice 8bit. Compared with Postfix 3.7:
+    # the header says the encoding whenever there is one; the text part and the returned
+    # message only when 8bit.
+    declared = {"8BITMIME": "8bit", "7BIT": "7bit"}.get(env.body_type.upper())
+    utf8 = cfg.get_bool("smtputf8_enable") or declared == "8bit"
+    charset = "utf-8" if utf8 else "us-ascii"
+    encoding = "8bit" if utf8 else declared
+    top_cte = [f"Content-Transfer-Encoding: {encoding}"] if encoding else []
+    text_cte = ["Content-Transfer-Encoding: 8bit"] if utf8 else []
+    orig_cte = "Content-Transfer-Encoding: 8bit\n" if encoding == "8bit" else ""
     lines: list[str] = []
     for r in reports:
         why = f"<{r.recipient.address}>{_expanded_from(r.recipient)}: {r.outcome.text}"
@@ -232,14 +238,14 @@ def _build(
         "MIME-Version: 1.0",
         "Content-Type: multipart/report; report-type=delivery-status;",
         f'\tboundary="{boundary}"',
-        f"Content-Transfer-Encoding: {text_cte if orig_cte == '7bit' else orig_cte}",
+        *top_cte,
         "",
         "This is a MIME-encapsulated message.",
         "",
         f"--{boundary}",
         "Content-Description: Notification",
         f"Content-Type: text/plain; charset={charset}",
-        f"Content-Transfer-Encoding: {text_cte}",
+        *text_cte,
         "",
     ]
     body = "\n".join(head) + "\n" + text + "\n".join(lines) + "\n\n"
@@ -291,7 +297,7 @@ def _build(
         desc = "Undelivered " + desc
     part = (
         f"--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\n"
-        f"Content-Transfer-Encoding: {orig_cte}\n\n"
+        f"{orig_cte}\n"
         # cleanup removes Return-Path: headers; bounce_original() puts the sender's first.
         f"Return-Path: <{sender}>\n"
     )
