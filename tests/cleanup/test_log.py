@@ -31,7 +31,8 @@ def test_pflogsumm_counts_cleanup_rejects_and_warnings(tmp_path: Path) -> None:
         r".* mx postfix/cleanup\[\d+\]: NOQUEUE: reject: header Subject: spam ", lines[0]
     )
     assert re.match(r".* mx postfix/cleanup\[\d+\]: 4A5B6C7D8E: warning: header ", lines[1])
-    assert re.match(r".* mx postfix/smtpd\[\d+\]: connect from ", lines[2])
+    assert re.match(r".* mx postfix/cleanup\[\d+\]: 4A5B6C7D8E: message-id=<>$", lines[2])
+    assert re.match(r".* mx postfix/smtpd\[\d+\]: connect from ", lines[3])
     pflogsumm = shutil.which("pflogsumm") or "/usr/sbin/pflogsumm"
     if not os.path.exists(pflogsumm):
         pytest.fail("pflogsumm is missing: scripts/install-debian-deps.sh installs it")

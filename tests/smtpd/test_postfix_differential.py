@@ -823,3 +823,20 @@ def test_xclient_name_lookup_status_judged_as_postfix(start_smtpd) -> None:
     ours = [reply.replace("ESMTP oxipost", "ESMTP Postfix") for reply in both.our_replies]
     assert ours == both.their_replies
     assert _session_lines(both.ours) == _session_lines(both.theirs)
+
+
+@pytest.mark.slow
+def test_message_id_logged_for_every_message_kept_as_postfix(start_smtpd) -> None:
+    """cleanup logs "QID: message-id=<...>" from the header, and "message-id=<>" for a
+    message without one that it does not give one (a remote client's)."""
+    dialogue = []
+    for head in ("Subject: none", "Message-ID: <abc@def.example>", "Resent-From: a@b.example"):
+        dialogue += ["MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>", "DATA"]
+        dialogue.append(f"{head}\r\n\r\nbody\r\n.")
+    both = Played(start_smtpd, ["EHLO client.example", *dialogue, "QUIT"], "")
+
+    def message_ids(lines: list[str]) -> list[str]:
+        return [ln.split("message-id=", 1)[1] for ln in lines if ": message-id=" in ln]
+
+    assert message_ids(both.theirs) == ["<>", "<abc@def.example>", "<>"]
+    assert message_ids(both.ours) == message_ids(both.theirs)

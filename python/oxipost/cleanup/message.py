@@ -204,6 +204,10 @@ def cleanup_message(
         return Cleaned(env, content, state.reply, notes=state.notes)
     names = {header_name(h) for h in out_head}
     out_head += _missing_headers(state, names)
+    if state.reply is None and not state.discard:
+        if not any(text.startswith("message-id=") for _, text in state.notes):
+            # Postfix logs a message-id line for every message it keeps, empty for none.
+            state.info("message-id=<>")
     out = _encode(out_head)
     if not headers and body and not body.startswith(b"\r\n"):
         out += b"\r\n"
