@@ -16,7 +16,8 @@ by the sender with smtp_sender_dependent_authentication, then the host's name, t
 destination) and smtp_sasl_security_options allows them (Postfix's default, noplaintext,
 does not), MAIL FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient
 with ORCPT (the original recipient when none was given) and NOTIFY, PIPELINING when offered,
-and DATA. smtp_generic_maps rewrites the envelope sender, the recipients and the primary
+and DATA. smtp_header_checks apply to the primary headers (IGNORE, STRIP, REPLACE, PREPEND,
+WARN, INFO), then smtp_generic_maps rewrites the envelope sender, the recipients and the primary
 sender/recipient headers' addresses on the way out (a table that cannot be read is fatal:
 "smtp_generic_maps map lookup problem for ADDR"). An idle session is kept for
 smtp_connection_cache_time_limit and reused (after RSET) for the next message to the same
@@ -904,7 +905,19 @@ def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
 
     envelope = dataclasses.replace(req.envelope, sender=one(req.envelope.sender))
     recipients = [dataclasses.replace(r, address=one(r.address)) for r in req.recipients]
-    text = req.content.replace(b"\r\n", b"\n")
+    headers, rest = _split_headers(req.content)
+    out = [
+        rewrite_header_text(h, one) if header_name(h) in SENDER_HEADERS | RECIPIENT_HEADERS else h
+        for h in headers
+    ]
+    content = "".join(h + "\n" for h in out).encode("utf-8", "surrogateescape") + rest
+    return dataclasses.replace(req, envelope=envelope, recipients=recipients, content=content)
+
+
+def _split_headers(content: bytes) -> tuple[list[str], bytes]:
+    """(the primary headers, each folded one with its newlines, the rest of the message
+    from its blank line on), LF line ends."""
+    text = content.replace(b"\r\n", b"\n")
     end = text.find(b"\n\n")
     head, rest = (text[: end + 1], text[end + 1 :]) if end >= 0 else (text, b"")
     lines = head.decode("utf-8", "surrogateescape").split("\n")
@@ -918,12 +931,74 @@ def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
             # The headers end here (a body without a blank line before it).
             rest = "\n".join(lines[n:]).encode("utf-8", "surrogateescape") + rest
             break
-    out = [
-        rewrite_header_text(h, one) if header_name(h) in SENDER_HEADERS | RECIPIENT_HEADERS else h
-        for h in headers
-    ]
+    return headers, rest
+
+
+class _ChecksError(Exception):
+    """A smtp_header_checks table could not be read."""
+
+
+def _header_checks(req: DeliveryRequest, p: Params) -> DeliveryRequest:
+    """The message as smtp_header_checks has it go out (Postfix's hbc_header_checks on
+    its primary headers): IGNORE and STRIP drop the header, REPLACE and PREPEND put text
+    in its place or before it, WARN and INFO log it, DUNNO and OK keep it; another action
+    is 'unsupported command in smtp_header_checks map: ACTION'. Each action but IGNORE and
+    DUNNO is logged as "QID: action: header HEADER: text" (the header cut to 60 bytes).
+    Raises _ChecksError when a table cannot be read."""
+    param = p.name("header_checks")
+    specs = p.cfg.get_list(param)
+    if not specs:
+        return req
+    from oxipost.maps import TableError, open_table
+
+    tables = [open_table(spec, p.cfg) for spec in specs]
+    headers, rest = _split_headers(req.content)
+    out: list[str] = []
+    for header in headers:
+        value = None
+        try:
+            for table in tables:
+                if (value := table.lookup(header)) is not None:
+                    break
+        except TableError:
+            raise _ChecksError from None
+        if value is None:
+            out.append(header)
+            continue
+        command, _, text = value.strip().partition(" ")
+        command, text = command.upper(), text.strip()
+
+        def logged(action: str, header: str = header, text: str = text) -> None:
+            shown = f"{req.queue_id}: {action}: header {header[:60]}"
+            log.info("%s%s", shown, f": {text}" if text else "")
+
+        if command in ("WARN", "INFO"):
+            logged("warning" if command == "WARN" else "info")
+        elif command in ("PREPEND", "REPLACE"):
+            if not text:
+                log.warning("%s action without text in %s map", command, param)
+            elif not _HEADER_LINE.match(text):
+                log.warning(
+                    'bad %s header text "%s" in %s map -- need "headername: headervalue"',
+                    command,
+                    text,
+                    param,
+                )
+            else:
+                logged(command.lower())
+                out.append(text)
+                if command == "REPLACE":
+                    continue
+        elif command == "STRIP":
+            logged("strip")
+            continue
+        elif command == "IGNORE":
+            continue
+        elif command not in ("DUNNO", "OK"):
+            log.warning("unsupported command in %s map: %s", param, value)
+        out.append(header)
     content = "".join(h + "\n" for h in out).encode("utf-8", "surrogateescape") + rest
-    return dataclasses.replace(req, envelope=envelope, recipients=recipients, content=content)
+    return dataclasses.replace(req, content=content)
 
 
 _HEADER_LINE = re.compile(r"[!-9;-~]+:")
@@ -1165,7 +1240,13 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     sites = [nexthop]
     if not lmtp:
         sites += [d for d in re.split(r"[,\s]+", req.cfg.get("smtp_fallback_relay")) if d]
-    wire = _generic(req, p)
+    try:
+        # Header checks see the headers as queued; generic mapping then rewrites what
+        # they leave (smtp_header_rewrite).
+        wire = _generic(_header_checks(req, p), p)
+    except _ChecksError:
+        # Postfix finds this while it sends the message: the session reports it.
+        wire = None
     tried = 0
     while True:
         outcomes, again, unresolved = await _deliver_site(req, wire, p, sites[tried])
@@ -1186,10 +1267,11 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
 
 
 async def _deliver_site(
-    req: DeliveryRequest, wire: DeliveryRequest, p: Params, nexthop: str
+    req: DeliveryRequest, wire: DeliveryRequest | None, p: Params, nexthop: str
 ) -> _SiteResult:
     """Delivery to one destination's hosts (`wire`: the request as it goes out, after
-    smtp_generic_maps); says whether the next destination (a fallback
+    smtp_header_checks and smtp_generic_maps; None when a header checks table could not be
+    read); says whether the next destination (a fallback
     relay) may be tried: every recipient is still to be delivered, none bounced, after
     the last host, and this host is none of the destination's MX hosts."""
     key: tuple[str, ...] = (req.transport, nexthop)
@@ -1251,6 +1333,11 @@ async def _deliver_site(
                 return _SiteResult([Outcome(e.status, e.text, s.host.relay)] * n)
             s.setup_done = time.time()
         relay = s.host.relay
+        if wire is None:
+            log.warning("%s: smtp header checks lookup error", req.queue_id)
+            s.close()
+            text = f"local data error while talking to {s.host.label}"
+            return _SiteResult([Outcome("4.3.0", text, relay)] * n)
         try:
             outcomes = [_used(o, s) for o in await _transaction(s, wire, p)]
         except _Partial as pe:
