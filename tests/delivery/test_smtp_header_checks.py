@@ -96,3 +96,22 @@ def test_header_checks_as_postfix(tmp_path, caplog) -> None:
     assert _smtp_lines(our_lines) == _smtp_lines(their_lines)
     assert theirs[2:4] == ["Subject: [ext] hello", "X-Note: had mailer"]
     assert "X-Strip: s" not in theirs
+
+
+def test_header_checks_table_error_as_postfix(tmp_path, caplog) -> None:
+    """A table that cannot be read defers the message while it is sent: 4.3.0 'local data
+    error while talking to H[A]', after 'warning: QID: smtp header checks lookup error'."""
+    main = "smtp_header_checks = fail:broken\n"
+    with dumping_sink() as (sink, _dump):
+        log, dsn, text = postfix_relay(
+            sink,
+            main,
+            lambda c: c.sendmail("a@example.org", ["b@example.net"], b"X: y\r\n\r\nz\r\n"),
+        )
+        cfg = make_config(tmp_path / "ours", main)
+        (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{sink}", ["b@example.net"]))
+    assert re.search(r"postfix/smtp\[\d+\]: warning: \w+: smtp header checks lookup error", log)
+    assert "4ABCDE1234: smtp header checks lookup error" in caplog.messages
+    assert (o.status, o.text) == (dsn, text)
+    assert o.relay == f"127.0.0.1[127.0.0.1]:{sink}"
+    assert (dsn, text) == ("4.3.0", "local data error while talking to 127.0.0.1[127.0.0.1]")
