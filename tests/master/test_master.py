@@ -732,3 +732,27 @@ def test_logrotate_drain_and_set_permissions_refusals_as_postfix(tmp_path, main_
             proc = run_postfix("/usr/sbin/postfix", "-c", str(d), *args, terminal=True)
         results.append((proc.returncode, proc.stderr.replace(str(d), "DIR")))
     assert results[0] == results[1]
+
+
+def test_quick_stop_marks_the_queue_and_the_next_start_skips_check(system):
+    """postfix-script's quick-stop: stop, then touch $queue_directory/quick-start, which
+    the next start consumes instead of running check (here: no unused-parameter warning,
+    which check logs at every other start)."""
+    conf = Path(system["conf"])
+    with open(conf / "main.cf", "a") as f:
+        f.write("bogus_quick_param = 1\n")
+    spool = Path(system["log"]).parent.parent / "spool"
+    started(system)
+    unused = "warning: " + str(conf / "main.cf") + ": unused parameter: bogus_quick_param=1"
+    assert system["log"].read_text().count(unused) >= 1
+    before = system["log"].read_text().count(unused)
+    assert run_ours("postfix", "-c", system["conf"], "quick-stop").returncode == 0
+    assert (spool / "quick-start").exists()
+    assert run_ours("postfix", "-c", system["conf"], "start").returncode == 0
+    assert not (spool / "quick-start").exists()
+    assert "starting the Postfix mail system" in system["log"].read_text()
+    assert system["log"].read_text().count(unused) == before
+    # Not running: stop fails, the mark is made all the same, and quick-stop says 0.
+    assert run_ours("postfix", "-c", system["conf"], "stop").returncode == 0
+    assert run_ours("postfix", "-c", system["conf"], "quick-stop").returncode == 0
+    assert (spool / "quick-start").exists()

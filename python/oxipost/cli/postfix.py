@@ -1,11 +1,12 @@
 """postfix(1) / oxipost: control the mail system.
 
-    oxipost [-c config_dir] [-v] start | start-fg | stop | abort | reload | status | check
-                                 | flush | drain | logrotate | set-permissions [name=value ...]
+    oxipost [-c config_dir] [-v] start | start-fg | stop | quick-stop | abort | reload | status
+                          | check | flush | drain | logrotate | set-permissions [name=value ...]
 
 start runs master in the background; start-fg keeps it in the foreground (make run uses
-it); stop and abort end it (abort kills the services at once); reload re-reads main.cf and
-master.cf without dropping listeners; status says whether it runs; check validates the
+it); stop and abort end it (abort kills the services at once; quick-stop stops it so that
+the next start skips check); reload re-reads main.cf and master.cf without dropping
+listeners; status says whether it runs; check validates the
 configuration and creates missing directories; flush asks qmgr to retry deferred mail;
 drain kills master and lets the services finish their work (see drain()); logrotate
 rotates maillog_file as postfix-script does (see logrotate()); set-permissions saves the
@@ -80,6 +81,8 @@ POST_INSTALL_USAGE = """Usage: post-install [name=value] command
     upgrade-package         When installing or upgrading from pre-built package.
     first-install-reminder  Remind of mandatory first-time configuration steps.
     name=value              Specify an installation parameter"."""
+# quick-stop's mark in the queue directory, which the next start consumes.
+QUICK_START = "quick-start"
 # postfix-script's text for a missing or unknown command, word for word.
 SCRIPT_USAGE = (
     "Usage: postfix start (or stop, reload, abort, flush, check, status, set-permissions,"
@@ -246,9 +249,14 @@ def _wait_for(predicate: object, timeout: float) -> bool:
 def start(cfg: Config, config_dir: str | None, script: Script, foreground: bool) -> int:
     if read_pid(cfg) is not None:
         return script.fatal("the Postfix mail system is already running")
-    status = check(cfg, script)
-    if status:
-        return status
+    quick = os.path.join(cfg.path("queue_directory"), QUICK_START)
+    if os.path.exists(quick):
+        # After quick-stop: the configuration was checked when it last started.
+        os.unlink(quick)
+    else:
+        status = check(cfg, script)
+        if status:
+            return status
     script.info("starting the Postfix mail system")
     if foreground:
         master = Master(config_dir)
@@ -475,6 +483,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return start(cfg, config_dir, script, foreground=command == "start-fg")
     if command == "stop":
         return stop(cfg, script)
+    if command == "quick-stop":
+        # postfix-script's: stop, then mark the queue so that the next start skips the
+        # checks; its status is the mark's, whatever stop said.
+        stop(cfg, script)
+        with open(os.path.join(cfg.path("queue_directory"), QUICK_START), "a"):
+            pass
+        return 0
     if command == "abort":
         return signal_master(cfg, script, signal.SIGQUIT, "aborting the Postfix mail system")
     if command == "reload":
