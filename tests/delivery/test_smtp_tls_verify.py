@@ -6,13 +6,16 @@ Postfix and from our client, with the same main.cf: what was sent and what defer
 certificate not verified", 4.7.5), and from which relay, must be the same: an untrusted
 certificate (no smtp_tls_CAfile: Postfix trusts no system CA by default), a trusted one
 whose names hold the host's name (verify) or the next-hop domain (secure), and a trusted
-one that names another host (127.0.0.1: no IP address in it)."""
+one that names another host (127.0.0.1: no IP address in it); a TLS policy's match= names
+in place of the *_cert_match parameters."""
 
 from __future__ import annotations
 
 import re
 import smtplib
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from oxipost.delivery import smtp
@@ -31,24 +34,32 @@ NEXT_HOP_CF = (
     "smtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key\n"
     "mydestination = $myhostname, x.test\n"
 ) + LOG_CF
+# (global level, smtp_tls_CAfile, destination, its smtp_tls_policy_maps entry)
 CASES = [
-    ("verify", "", "[localhost]:HOP"),
-    ("verify", SNAKEOIL, "[localhost]:HOP"),
-    ("verify", SNAKEOIL, "[127.0.0.1]:HOP"),
-    ("secure", SNAKEOIL, "[localhost]:HOP"),
-    ("secure", SNAKEOIL, "[127.0.0.1]:HOP"),
+    ("verify", "", "[localhost]:HOP", ""),
+    ("verify", SNAKEOIL, "[localhost]:HOP", ""),
+    ("verify", SNAKEOIL, "[127.0.0.1]:HOP", ""),
+    ("secure", SNAKEOIL, "[localhost]:HOP", ""),
+    ("secure", SNAKEOIL, "[127.0.0.1]:HOP", ""),
+    ("may", SNAKEOIL, "[localhost]:HOP", "secure match=other.test:.localhost"),
+    ("may", SNAKEOIL, "[127.0.0.1]:HOP", "secure match=other.test:localhost"),
 ]
 
 
 def test_certificate_verification_as_postfix(tmp_path) -> None:
     theirs, ours = [], []
     with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, _hop_dir):
-        for n, (level, cafile, dest) in enumerate(CASES):
+        for n, (level, cafile, dest, policy) in enumerate(CASES):
             dest = dest.replace("HOP", str(hop))
             main = (
                 f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = {cafile}\n"
                 "smtp_host_lookup = native\n"
             )
+            if policy:
+                table = Path(tempfile.mkdtemp(prefix="oxipost-tls-policy-")) / "policy"
+                table.parent.chmod(0o755)
+                table.write_text(f"{dest} {policy}\n")
+                main += f"smtp_tls_policy_maps = texthash:{table}\n"
             relay_cf = f"mydestination =\nrelayhost = {dest}\n" + main + LOG_CF
             with running_postfix(relay_cf) as (port, d):
                 with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
@@ -64,7 +75,8 @@ def test_certificate_verification_as_postfix(tmp_path) -> None:
             state = "sent" if o.delivered else "deferred"
             ours.append((o.relay, o.status, state, o.text.partition(": queued")[0]))
     assert ours == theirs
-    assert [t[2] for t in theirs] == ["deferred", "sent", "deferred", "sent", "deferred"]
+    states = ["deferred", "sent", "deferred", "sent", "deferred", "deferred", "sent"]
+    assert [t[2] for t in theirs] == states
     assert theirs[0][1:] == ("4.7.5", "deferred", "Server certificate not verified")
 
 

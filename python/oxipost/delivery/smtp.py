@@ -504,7 +504,7 @@ async def _login(s: Session, p: Params, req: DeliveryRequest, nexthop: str) -> N
 # Postfix's TLS security levels (tls_level_lookup), weakest first; every one above "may"
 # makes TLS mandatory. Certificates are not verified here at any level.
 _TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure")
-# The attributes a policy may give (smtp_tls_policy.c); taken and not applied here.
+# The attributes a policy may give (smtp_tls_policy.c); of them only match= is applied.
 _TLS_ATTRIBUTES = (
     "ciphers",
     "protocols",
@@ -520,13 +520,14 @@ class _TlsPolicyError(Exception):
     """smtp_tls_policy_maps gave no usable policy: Postfix's MARK_INVALID."""
 
 
-def _tls_level(p: Params, nexthop: str) -> str:
+def _tls_level(p: Params, nexthop: str) -> tuple[str, list[str]]:
     """The TLS security level for a destination, as Postfix's tls_policy_lookup(): the
     smtp_tls_policy_maps entry for the destination as given ("[host]:port", "host:port",
     "domain"; lmtp's without unix:/inet:), a domain then each parent domain as
     ".parent", every table asked for each key; else smtp_tls_security_level (smtp_use_tls,
     smtp_enforce_tls when it is empty). An entry is "level [name=value ...]"; an unknown
-    level or attribute, or a table that cannot answer, is a warning and _TlsPolicyError."""
+    level or attribute, or a table that cannot answer, is a warning and _TlsPolicyError.
+    → (level, the entry's match= names, split at ":", for verify and secure)."""
     param = p.name("tls_policy_maps")
     specs = p.cfg.get_list(param)
     if specs:
@@ -555,8 +556,9 @@ def _tls_level(p: Params, nexthop: str) -> str:
             if level not in _TLS_LEVELS:
                 log.warning('%s: invalid security level "%s"', where, words[0])
                 raise _TlsPolicyError
+            match: list[str] = []
             for word in words[1:]:
-                name, eq, _value = word.partition("=")
+                name, eq, value = word.partition("=")
                 if level == "none":
                     log.warning('%s: ignoring attribute "%s" with TLS disabled', where, word)
                 elif not eq:
@@ -566,13 +568,13 @@ def _tls_level(p: Params, nexthop: str) -> str:
                 elif name.lower() not in _TLS_ATTRIBUTES:
                     log.warning('%s: invalid attribute name: "%s"', where, name)
                     raise _TlsPolicyError
-            return level
+                elif name.lower() == "match":
+                    match += [m for m in value.split(":") if m]
+            return level, match
     level = p.get("tls_security_level")
-    if level:
-        return level
-    if p.bool("enforce_tls"):
-        return "encrypt"
-    return "may" if p.bool("use_tls") else "none"
+    if not level:
+        level = "encrypt" if p.bool("enforce_tls") else "may" if p.bool("use_tls") else "none"
+    return level, []
 
 
 def _tls_context(p: Params, level: str) -> ssl.SSLContext:
@@ -598,14 +600,14 @@ def _tls_context(p: Params, level: str) -> ssl.SSLContext:
     return ctx
 
 
-def _cert_names(p: Params, level: str, host: Host, domain: str) -> list[str]:
-    """The names the server certificate must hold one of: smtp_tls_verify_cert_match
-    (default: the host's name) for "verify", smtp_tls_secure_cert_match (default: the
-    next-hop domain or a subdomain) for "secure"; a name starting with "." means any
-    subdomain of it."""
+def _cert_names(p: Params, level: str, host: Host, domain: str, match: list[str]) -> list[str]:
+    """The names the server certificate must hold one of: the TLS policy's match= names,
+    else smtp_tls_verify_cert_match (default: the host's name) for "verify",
+    smtp_tls_secure_cert_match (default: the next-hop domain or a subdomain) for
+    "secure"; a name starting with "." means any subdomain of it."""
     param = p.name("tls_verify_cert_match" if level == "verify" else "tls_secure_cert_match")
     words = {"hostname": host.name, "nexthop": domain, "dot-nexthop": "." + domain}
-    return [words.get(w.lower(), w) for w in p.cfg.get_list(param)]
+    return [words.get(w.lower(), w) for w in match or p.cfg.get_list(param)]
 
 
 def _cert_matches(cert: dict[str, object], wanted: list[str]) -> bool:
@@ -694,10 +696,16 @@ def _own_interface(cfg: Config, family: int) -> str:
 
 
 async def _connect(
-    host: Host, p: Params, helo: str, level: str = "none", domain: str = ""
+    host: Host,
+    p: Params,
+    helo: str,
+    level: str = "none",
+    domain: str = "",
+    match: list[str] | None = None,
 ) -> Session:
     """A session with host, greeted and (per the TLS level) encrypted; `domain`: the
-    next-hop domain, for the "secure" level's certificate match."""
+    next-hop domain, for the "secure" level's certificate match; `match`: the TLS policy's
+    match= names."""
     timeout = p.time("connect_timeout") or None
     where = host.label if host.family == socket.AF_UNIX else f"{host.label}:{host.port}"
     try:
@@ -757,7 +765,9 @@ async def _connect(
                     if ctx.verify_mode == ssl.CERT_REQUIRED:
                         ssl_object = s.writer.get_extra_info("ssl_object")
                         cert = ssl_object.getpeercert() if ssl_object else None
-                        if not cert or not _cert_matches(cert, _cert_names(p, level, host, domain)):
+                        if not cert or not _cert_matches(
+                            cert, _cert_names(p, level, host, domain, match or [])
+                        ):
                             # Dropped at once: a TLS shutdown would outlive the session.
                             s.writer.transport.abort()
                             raise SessionError("4.7.5", "Server certificate not verified")
@@ -1289,6 +1299,7 @@ async def _deliver_site(
     last: SessionError | None = None
     # The destination's TLS level, looked up before its first connection ("": unusable).
     level: str | None = None
+    match: list[str] = []
     if s is None:
         try:
             hosts, mx_self = await _resolve(nexthop, p)
@@ -1305,7 +1316,7 @@ async def _deliver_site(
             attempt += 1
             if level is None:
                 try:
-                    level = _tls_level(p, nexthop)
+                    level, match = _tls_level(p, nexthop)
                 except _TlsPolicyError:
                     level = ""
             if not level:
@@ -1318,7 +1329,8 @@ async def _deliver_site(
                 last = SessionError("4.7.5", "client TLS configuration problem")
                 continue
             try:
-                s = await _connect(host, p, helo, level, parse_nexthop(nexthop, 0)[0])
+                domain = parse_nexthop(nexthop, 0)[0]
+                s = await _connect(host, p, helo, level, domain, match)
             except SessionError as e:
                 last = e
                 if not e.relay:
