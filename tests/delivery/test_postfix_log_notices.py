@@ -60,6 +60,10 @@ SCENARIOS = {
         2,
         SENDER,
     ),
+    # Postfix warns once delay_warning_time - 1 whole seconds have passed: the deferral
+    # two seconds after arrival reaches 3s, not 4s.
+    "delay_warning_reached": ("delay_warning_time = 3s\n", ["later@soft.test"], 1, SENDER),
+    "delay_warning_not_yet": ("delay_warning_time = 4s\n", ["later@soft.test"], 0, SENDER),
     # Tried once (maximal_queue_lifetime = 0): expired after the pass.
     "expired": (
         "maximal_queue_lifetime = 0\n",
@@ -166,6 +170,9 @@ def sinks() -> Iterator[list[int]]:
 def _play(port: int, maillog: Path, sender: str, rcpts: list[str], notices: int) -> str:
     """Send the message (RET=HDRS when a recipient has DSN options); the log once every
     recipient was tried and its notices are delivered (and removed)."""
+    # Early in a second: the deferral two seconds after arrival is two whole seconds after
+    # it (delay_warning_time is compared in whole seconds).
+    time.sleep((1.1 - time.time() % 1) % 1)
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         s.ehlo()
         dsn = any(" " in r for r in rcpts)

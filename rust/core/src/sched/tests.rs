@@ -344,7 +344,7 @@ fn expiry_and_delay_warning() {
         for e in s.drain_events() {
             match e {
                 Event::DelayWarning { msg: 1 } => {
-                    assert!(now >= 1000.0);
+                    assert!(now >= 999.0);
                     warnings += 1;
                 }
                 Event::Deferred { next_try, .. } => next = Some(next_try),
@@ -515,4 +515,28 @@ fn a_crash_defers_without_feedback() {
         .count();
     assert_eq!(deferred, 5);
     assert_eq!(s.next_deliveries(1.0, 100).len(), 5);
+}
+
+#[test]
+fn delay_warning_a_second_early_in_whole_seconds() {
+    // As Postfix's qmgr: warned once the whole seconds since arrival reach
+    // delay_warning_time - 1.
+    for (now, warned) in [(11.9, false), (12.0, true)] {
+        let mut s = Scheduler::new(
+            Params {
+                delay_warning: 3.0,
+                ..Params::default()
+            },
+            TransportParams::default(),
+        );
+        s.insert(1, 10.5, false, &rcpts(1, "smtp", "x"));
+        let b = s.next_deliveries(now, 1).pop().unwrap();
+        s.report(b.id, now, &[(0, Result::Deferred)], None);
+        let events = s.drain_events();
+        assert_eq!(
+            events.contains(&Event::DelayWarning { msg: 1 }),
+            warned,
+            "{now}"
+        );
+    }
 }
