@@ -7,12 +7,15 @@ certificate not verified", 4.7.5), and from which relay, must be the same: an un
 certificate (no smtp_tls_CAfile: Postfix trusts no system CA by default), a trusted one
 whose names hold the host's name (verify) or the next-hop domain (secure), and a trusted
 one that names another host (127.0.0.1: no IP address in it); a TLS policy's match= names
-in place of the *_cert_match parameters."""
+in place of the *_cert_match parameters; the "fingerprint" level, the certificate's or its
+public key's digest among the policy's match= values (or smtp_tls_fingerprint_cert_match)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import smtplib
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +46,37 @@ CASES = [
     ("secure", SNAKEOIL, "[127.0.0.1]:HOP", ""),
     ("may", SNAKEOIL, "[localhost]:HOP", "secure match=other.test:.localhost"),
     ("may", SNAKEOIL, "[127.0.0.1]:HOP", "secure match=other.test:localhost"),
+    # Fingerprints (sha256, Postfix 3.7's default digest at this compatibility level).
+    ("fingerprint", "", "[127.0.0.1]:HOP", ""),
+    ("may", "", "[127.0.0.1]:HOP", "fingerprint match=CERT"),
+    ("may", "", "[127.0.0.1]:HOP", "fingerprint match=00:11|PUBKEY"),
+    ("may", "", "[127.0.0.1]:HOP", "fingerprint match=00:11:22"),
 ]
+
+
+def _fingerprints() -> dict[str, str]:
+    """The snakeoil certificate's sha256 fingerprints, as openssl computes them: of the
+    certificate (with colons, as `openssl x509 -fingerprint` writes it) and of its public
+    key (without)."""
+    cert = subprocess.run(
+        ["openssl", "x509", "-in", SNAKEOIL, "-noout", "-fingerprint", "-sha256"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pem = subprocess.run(
+        ["openssl", "x509", "-in", SNAKEOIL, "-noout", "-pubkey"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"],
+        input=pem.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    return {"CERT": cert.strip().split("=", 1)[1], "PUBKEY": hashlib.sha256(der).hexdigest()}
 
 
 def test_certificate_verification_as_postfix(tmp_path) -> None:
@@ -51,10 +84,13 @@ def test_certificate_verification_as_postfix(tmp_path) -> None:
     with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, _hop_dir):
         for n, (level, cafile, dest, policy) in enumerate(CASES):
             dest = dest.replace("HOP", str(hop))
+            # compatibility_level as running_postfix's (sha256 fingerprints from 3.6 on).
             main = (
                 f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = {cafile}\n"
-                "smtp_host_lookup = native\n"
+                "smtp_host_lookup = native\ncompatibility_level = 3.6\n"
             )
+            for name, value in _fingerprints().items():
+                policy = policy.replace(name, value)
             if policy:
                 table = Path(tempfile.mkdtemp(prefix="oxipost-tls-policy-")) / "policy"
                 table.parent.chmod(0o755)
@@ -73,9 +109,10 @@ def test_certificate_verification_as_postfix(tmp_path) -> None:
             cfg = make_config(tmp_path / f"ours{n}", main)
             (o,) = run(request(cfg, "smtp", dest, ["u@x.test"]))
             state = "sent" if o.delivered else "deferred"
-            ours.append((o.relay, o.status, state, o.text.partition(": queued")[0]))
+            ours.append((o.relay or "none", o.status, state, o.text.partition(": queued")[0]))
     assert ours == theirs
     states = ["deferred", "sent", "deferred", "sent", "deferred", "deferred", "sent"]
+    states += ["deferred", "sent", "sent", "deferred"]
     assert [t[2] for t in theirs] == states
     assert theirs[0][1:] == ("4.7.5", "deferred", "Server certificate not verified")
 

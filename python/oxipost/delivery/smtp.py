@@ -10,14 +10,15 @@ destination's MX hosts. The session speaks EHLO (LHLO), STARTTLS per the destina
 smtp_tls_policy_maps entry or smtp_tls_security_level (none, may, encrypt; verify and secure
 check the server certificate against smtp_tls_CAfile/CApath and
 smtp_tls_verify_cert_match/smtp_tls_secure_cert_match, "Server certificate not verified"
-(4.7.5) when it fails; dane, dane-only and fingerprint require TLS but check nothing), AUTH
-PLAIN/LOGIN when the server offers AUTH and smtp_sasl_password_maps has credentials (keyed
-by the sender with smtp_sender_dependent_authentication, then the host's name, then the
-destination) and smtp_sasl_security_options allows them (Postfix's default, noplaintext,
-does not), MAIL FROM with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient
-with ORCPT (the original recipient when none was given) and NOTIFY, PIPELINING when offered,
-and DATA. smtp_header_checks apply to the primary headers (IGNORE, STRIP, REPLACE, PREPEND,
-WARN, INFO), then smtp_generic_maps rewrites the envelope sender, the recipients and the primary
+(4.7.5) when it fails; fingerprint matches the certificate's or its public key's digest;
+dane and dane-only require TLS but check nothing), AUTH PLAIN/LOGIN when the server offers
+AUTH and smtp_sasl_password_maps has credentials (keyed by the sender with
+smtp_sender_dependent_authentication, then the host's name, then the destination) and
+smtp_sasl_security_options allows them (Postfix's default, noplaintext, does not), MAIL FROM
+with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with ORCPT (the
+original recipient when none was given) and NOTIFY, PIPELINING when offered, and DATA.
+smtp_header_checks apply to the primary headers (IGNORE, STRIP, REPLACE, PREPEND, WARN,
+INFO), then smtp_generic_maps rewrites the envelope sender, the recipients and the primary
 sender/recipient headers' addresses on the way out (a table that cannot be read is fatal:
 "smtp_generic_maps map lookup problem for ADDR"). An idle session is kept for
 smtp_connection_cache_time_limit and reused (after RSET) for the next message to the same
@@ -502,7 +503,7 @@ async def _login(s: Session, p: Params, req: DeliveryRequest, nexthop: str) -> N
 
 
 # Postfix's TLS security levels (tls_level_lookup), weakest first; every one above "may"
-# makes TLS mandatory. Certificates are not verified here at any level.
+# makes TLS mandatory (dane and dane-only without checking the certificate here).
 _TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure")
 # The attributes a policy may give (smtp_tls_policy.c); of them only match= is applied.
 _TLS_ATTRIBUTES = (
@@ -527,7 +528,28 @@ def _tls_level(p: Params, nexthop: str) -> tuple[str, list[str]]:
     ".parent", every table asked for each key; else smtp_tls_security_level (smtp_use_tls,
     smtp_enforce_tls when it is empty). An entry is "level [name=value ...]"; an unknown
     level or attribute, or a table that cannot answer, is a warning and _TlsPolicyError.
-    → (level, the entry's match= names, split at ":", for verify and secure)."""
+    → (level, the entry's match= names, split at ":", or "|" for fingerprints). The
+    fingerprint level with no fingerprint to match is unusable too."""
+    level, match = _tls_policy(p, nexthop)
+    if level == "fingerprint" and not (
+        match or p.cfg.get_list(p.name("tls_fingerprint_cert_match"))
+    ):
+        log.warning(
+            "nexthop domain %s: configured at fingerprint security level, but with no "
+            "fingerprints to match.",
+            _tls_dest(p, nexthop),
+        )
+        raise _TlsPolicyError
+    return level, match
+
+
+def _tls_dest(p: Params, nexthop: str) -> str:
+    """The destination as TLS policies name it: lmtp's without unix:/inet:."""
+    return nexthop[5:] if p.lmtp and nexthop.startswith(("unix:", "inet:")) else nexthop
+
+
+def _tls_policy(p: Params, nexthop: str) -> tuple[str, list[str]]:
+    """_tls_level's lookup: the policy table's entry, else the global level."""
     param = p.name("tls_policy_maps")
     specs = p.cfg.get_list(param)
     if specs:
@@ -535,7 +557,7 @@ def _tls_level(p: Params, nexthop: str) -> tuple[str, list[str]]:
         from oxipost.maps.search import maps_find
         from oxipost.valid import valid_hostname
 
-        dest = nexthop[5:] if p.lmtp and nexthop.startswith(("unix:", "inet:")) else nexthop
+        dest = _tls_dest(p, nexthop)
         keys = [dest]
         if valid_hostname(dest):
             parts = dest.split(".")
@@ -569,7 +591,8 @@ def _tls_level(p: Params, nexthop: str) -> tuple[str, list[str]]:
                     log.warning('%s: invalid attribute name: "%s"', where, name)
                     raise _TlsPolicyError
                 elif name.lower() == "match":
-                    match += [m for m in value.split(":") if m]
+                    # Fingerprints hold colons: they are separated by "|".
+                    match += [m for m in value.split("|" if level == "fingerprint" else ":") if m]
             return level, match
     level = p.get("tls_security_level")
     if not level:
@@ -598,6 +621,56 @@ def _tls_context(p: Params, level: str) -> ssl.SSLContext:
     if p.cfg.get_bool("tls_append_default_CA"):
         ctx.load_default_certs()
     return ctx
+
+
+def _fingerprint_matches(p: Params, der: bytes, match: list[str]) -> bool:
+    """The "fingerprint" level's check: the digest (smtp_tls_fingerprint_digest) of the
+    server certificate or of its public key is one of the policy's match= values, else of
+    smtp_tls_fingerprint_cert_match; colons optional, case ignored."""
+    import hashlib
+
+    wanted = match or p.cfg.get_list(p.name("tls_fingerprint_cert_match"))
+    wanted_hex = {w.replace(":", "").lower() for w in wanted}
+    try:
+        digest = p.get("tls_fingerprint_digest").strip().lower()
+        found = {hashlib.new(digest, der).hexdigest()}
+        spki = _subject_public_key_info(der)
+        if spki:
+            found.add(hashlib.new(digest, spki).hexdigest())
+    except ValueError:
+        log.warning("unsupported smtp_tls_fingerprint_digest: %s", p.get("tls_fingerprint_digest"))
+        return False
+    return bool(found & wanted_hex)
+
+
+def _der_item(data: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, start of the contents, end) of the DER item at `at`."""
+    tag, length = data[at], data[at + 1]
+    start = at + 2
+    if length & 0x80:
+        n = length & 0x7F
+        length = int.from_bytes(data[start : start + n], "big")
+        start += n
+    return tag, start, start + length
+
+
+def _subject_public_key_info(der: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of an X.509 certificate (b"" when it cannot be
+    found): the seventh field of tbsCertificate, the sixth without a version."""
+    try:
+        _tag, cert_start, _end = _der_item(der, 0)
+        _tag, at, _tbs_end = _der_item(der, cert_start)
+        fields = []
+        while len(fields) < 7:
+            tag, _start, end = _der_item(der, at)
+            fields.append((tag, at, end))
+            at = end
+        if fields[0][0] != 0xA0:  # no [0] version: v1, one field less before
+            fields.insert(0, (0xA0, 0, 0))
+        _tag, spki_at, spki_end = fields[6]
+        return der[spki_at:spki_end]
+    except IndexError:
+        return b""
 
 
 def _cert_names(p: Params, level: str, host: Host, domain: str, match: list[str]) -> list[str]:
@@ -762,15 +835,20 @@ async def _connect(
                         raise SessionError(
                             "4.7.5", f"Cannot start TLS: handshake failure with {host.label}: {e}"
                         ) from None
-                    if ctx.verify_mode == ssl.CERT_REQUIRED:
-                        ssl_object = s.writer.get_extra_info("ssl_object")
+                    ssl_object = s.writer.get_extra_info("ssl_object")
+                    if level == "fingerprint":
+                        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+                        verified = bool(der) and _fingerprint_matches(p, der, match or [])
+                    elif ctx.verify_mode == ssl.CERT_REQUIRED:
                         cert = ssl_object.getpeercert() if ssl_object else None
-                        if not cert or not _cert_matches(
-                            cert, _cert_names(p, level, host, domain, match or [])
-                        ):
-                            # Dropped at once: a TLS shutdown would outlive the session.
-                            s.writer.transport.abort()
-                            raise SessionError("4.7.5", "Server certificate not verified")
+                        names = _cert_names(p, level, host, domain, match or [])
+                        verified = bool(cert) and _cert_matches(cert, names)
+                    else:
+                        verified = True
+                    if not verified:
+                        # Dropped at once: a TLS shutdown would outlive the session.
+                        s.writer.transport.abort()
+                        raise SessionError("4.7.5", "Server certificate not verified")
                     s.tls = True
                     await _ehlo(s, p, helo)
             elif level != "may":
