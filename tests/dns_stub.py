@@ -7,11 +7,15 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import dns.flags
 import dns.message
 import dns.rdatatype
+import dns.resolver
 import dns.rrset
+
+R = TypeVar("R", bound=dns.resolver.Resolver)
 
 # (name without the final dot, lower case; type such as "MX") -> (rcode, record texts).
 Lookup = Callable[[str, str], tuple[int, list[str]]]
@@ -49,3 +53,17 @@ def answering(sock: socket.socket, lookup: Lookup) -> Iterator[None]:
         stop.set()
         t.join()
         sock.close()
+
+
+@contextlib.contextmanager
+def serving(lookup: Lookup, resolver_class: type[R]) -> Iterator[R]:
+    """A server on a free 127.0.0.1 port answering from `lookup`, and a resolver of
+    `resolver_class` (dnspython's, sync or async) that asks it alone, until the block ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    resolver = resolver_class(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = sock.getsockname()[1]
+    resolver.lifetime = 3
+    with answering(sock, lookup):
+        yield resolver

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Iterator
 
 import dns.asyncresolver
@@ -18,7 +17,7 @@ import pytest
 from oxipost.delivery import smtp
 from oxipost.envelope import Outcome, Recipient
 
-from tests.dns_stub import answering
+from tests.dns_stub import serving
 
 from .conftest import make_config, request, run
 from .test_smtp_client import dumps, free_port, sink
@@ -31,16 +30,10 @@ def dns_server(zone: dict[tuple[str, str], list[str]]) -> Iterator[None]:
             return dns.rcode.NXDOMAIN, []
         return dns.rcode.NOERROR, zone.get((name, rtype), [])
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    resolver = dns.asyncresolver.Resolver(configure=False)
-    resolver.nameservers = ["127.0.0.1"]
-    resolver.port = sock.getsockname()[1]
-    resolver.lifetime = 3
     old = smtp.RESOLVER
-    smtp.RESOLVER = resolver
     try:
-        with answering(sock, lookup):
+        with serving(lookup, dns.asyncresolver.Resolver) as resolver:
+            smtp.RESOLVER = resolver
             yield
     finally:
         smtp.RESOLVER = old

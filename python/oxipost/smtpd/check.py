@@ -157,6 +157,27 @@ SENDER_LOGIN_CHECKS = (
 )
 DUNNO = "dunno"
 
+# The resolver for DNSBL/DNSWL lookups: None means the system's (/etc/resolv.conf). Tests
+# point it at a DNS server of their own on 127.0.0.1.
+RESOLVER: Any = None
+# The restrictions that name a DNS list (the next item in the restriction list): which
+# name they look up, and the reply class in their replies (smtpd_check.c generic_checks).
+_DNSXL = {
+    "reject_rbl_client": ("addr", "Client host"),
+    "reject_rbl": ("addr", "Client host"),
+    "permit_dnswl_client": ("addr", "Client host"),
+    "reject_rhsbl_client": ("name", "Client host"),
+    "permit_rhswl_client": ("name", "Client host"),
+    "reject_rhsbl_reverse_client": ("reverse_name", "Unverified Client host"),
+    "reject_rhsbl_helo": ("helo", "Helo command"),
+    "reject_rhsbl_sender": ("sender", "Sender address"),
+    "reject_rhsbl_recipient": ("recipient", "Recipient address"),
+}
+# find_dnsxl_*'s answer when the DNS gave no definitive reply (Postfix's dnsxl_stat_soft).
+_DNSXL_SOFT = "soft"
+# rbl_pagein's limit on the TXT records' text, joined with " / ".
+_RBL_TXT_LIMIT = 500
+
 
 def _table(spec: str, cfg: Config) -> Any:
     from oxipost.maps import open_table
@@ -340,6 +361,8 @@ class Checker:
             if name.startswith("check_") and name.endswith("_access") and ":" not in name:
                 table = next(it, "")
                 result = self.access(name, table, stage, reply_class, st, rcpt, depth)
+            elif name in _DNSXL:
+                result = self.dnsxl(name, next(it, None), st, rcpt)
             else:
                 result = self.restriction(name, stage, reply_class, st, rcpt, depth)
             if isinstance(result, Reply):
@@ -469,6 +492,8 @@ class Checker:
             ) or DUNNO
         if name in SENDER_LOGIN_CHECKS:
             return self.sender_login(name, st) or DUNNO
+        if name == "reject_maps_rbl":
+            return self.reject_maps_rbl(st, rcpt)
         if name in self.classes:
             if depth > 100:
                 return DUNNO
@@ -509,6 +534,202 @@ class Checker:
         if owners is not None and not st.sasl_username:
             return Reply(553, "5.7.1", f"<{st.sender}>: Sender address rejected: not logged in")
         return None
+
+    # DNS block and allow lists (smtpd_check.c reject_rbl_addr ... permit_dnswl_domain) ----
+
+    def dnsxl(
+        self, name: str, domain: str | None, st: ClientState, rcpt: str | None
+    ) -> Reply | str:
+        """reject_rbl_client, reject_rhsbl_*, permit_dnswl_client and permit_rhswl_client
+        with their DNS domain (and optional =reply filter). Listed: the rbl reply for a
+        reject_*, PERMIT for a permit_*; a DNS failure counts as not listed."""
+        if domain is None:
+            # Postfix warns and goes on with the next restriction.
+            if self.log is not None:
+                self.log.warning(f"restriction {name} requires domain name argument")
+            return DUNNO
+        kind, reply_class = _DNSXL[name]
+        what = {
+            "addr": st.addr,
+            "name": st.name,
+            "reverse_name": st.reverse_name,
+            "helo": st.helo,
+            "sender": st.sender or "",
+            "recipient": rcpt or "",
+        }[kind]
+        if not what or (kind in ("name", "reverse_name") and what.lower() == "unknown"):
+            return DUNNO
+        if name.startswith("permit_"):
+            # Postfix's safety: a DNS allow list never lets an unauthorized recipient relay.
+            if st.where == "RCPT" and rcpt and not self.auth_destination(rcpt):
+                return DUNNO
+        try:
+            found = self._dnsxl_find(domain, what, kind == "addr")
+        except ValueError as e:
+            # Postfix's "fatal: RBL reply error": this smtpd cannot go on with the list.
+            if self.log is not None:
+                self.log.warning(f"RBL reply error: {e}")
+            return Reply(451, "4.3.5", "Server configuration error")
+        if found is None or found == _DNSXL_SOFT:
+            # A DNS allow list that fails for now would defer a later reject
+            # (DEFER_IF_REJECT); without that state here it is as not listed.
+            return DUNNO
+        if name.startswith("permit_"):
+            return PERMIT
+        return self.rbl_reply(found, domain, what, reply_class, st, rcpt)
+
+    def reject_maps_rbl(self, st: ClientState, rcpt: str | None) -> Reply | str:
+        """The obsolete reject_maps_rbl: reject_rbl_client for each of maps_rbl_domains."""
+        if self.log is not None:
+            self.log.warning(
+                'support for restriction "reject_maps_rbl" will be removed from Postfix; '
+                'use "reject_rbl_client domain-name" instead'
+            )
+        for domain in self.cfg.get_list("maps_rbl_domains"):
+            result = self.dnsxl("reject_rbl_client", domain, st, rcpt)
+            if result != DUNNO:
+                return result
+        return DUNNO
+
+    def _dnsxl_find(self, domain: str, what: str, is_addr: bool) -> tuple[str, ...] | str | None:
+        """find_dnsxl_addr / find_dnsxl_domain: the TXT text (first) and A records of the
+        listing, None when not listed (or the A records miss the =filter), _DNSXL_SOFT when
+        the DNS gave no definitive reply. ValueError for a bad =filter."""
+        zone, eq, pattern = domain.partition("=")
+        if is_addr:
+            ip = _address(what)
+            if ip is None:
+                return None
+            prefix = ip.reverse_pointer.rsplit(".", 2)[0]
+        else:
+            name = what.rpartition("@")[2] if "@" in what else what
+            # Postfix skips address literals, bad names and names ending in a numerical
+            # label: some RHSBLs refuse anything that looks like an IP query.
+            if not name or name.startswith("[") or not valid_hostname(name):
+                return None
+            if name.rpartition(".")[2].isdigit():
+                return None
+            prefix = name
+        query = f"{prefix}.{zone}"
+        codes = _ip_match_parse(pattern) if eq else None
+        found = self._rbl_lookup(query)
+        if found is None or found == _DNSXL_SOFT:
+            return found
+        if codes is not None and not any(_ip_match(codes, a) for a in found[1:]):
+            return None
+        return found
+
+    def _rbl_lookup(self, query: str) -> tuple[str, ...] | str | None:
+        """rbl_pagein: the A records of `query` and its TXT records' text."""
+        import dns.exception
+        import dns.resolver
+
+        resolver = RESOLVER if RESOLVER is not None else dns.resolver.get_default_resolver()
+        try:
+            answer = resolver.resolve(query, "A")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        except dns.exception.DNSException:
+            if self.log is not None:
+                self.log.warning(
+                    f"{query}: RBL lookup error: Host or domain name not found. "
+                    f"Name service error for name={query} type=A: Host not found, try again"
+                )
+            return _DNSXL_SOFT
+        addrs = [r.address for r in answer]
+        try:
+            texts = [
+                b"".join(r.strings).decode("utf-8", "replace")
+                for r in resolver.resolve(query, "TXT")
+            ]
+        except dns.exception.DNSException:
+            texts = []
+        txt = ""
+        for i, text in enumerate(texts):
+            space = _RBL_TXT_LIMIT - len(txt)
+            if space <= 0:
+                break
+            txt += text[:space]
+            if i + 1 < len(texts) and _RBL_TXT_LIMIT - len(txt) > 3:
+                txt += " / "
+        return (txt, *addrs)
+
+    def rbl_reply(
+        self,
+        found: tuple[str, ...],
+        domain: str,
+        what: str,
+        reply_class: str,
+        st: ClientState,
+        rcpt: str | None,
+    ) -> Reply:
+        """rbl_reject_reply: rbl_reply_maps' template for the domain, else default_rbl_reply,
+        with the $rbl_* and client/sender/recipient macros; a result that is not a 4xx/5xx
+        reply is logged and becomes 450 4.7.1 Service unavailable."""
+        template = None
+        specs = self.cfg.get_list("rbl_reply_maps")
+        if specs:
+            try:
+                template = self._find(specs, [domain])
+            except LookupFailure:
+                return Reply(451, "4.3.5", "Server configuration error")
+        allowed = set(
+            (self.cfg.raw("smtpd_expansion_filter") or "").encode().decode("unicode_escape")
+        )
+        sender_name, sender_domain = split_address(st.sender or "")
+        recipient_name, recipient_domain = split_address(rcpt or "")
+        macros = {
+            "rbl_code": self.cfg.get("maps_rbl_reject_code"),
+            "rbl_domain": domain.partition("=")[0],
+            "rbl_reason": found[0],
+            "rbl_txt": found[0],
+            "rbl_what": what,
+            "rbl_class": reply_class,
+            "client_address": st.addr,
+            "client_name": st.name,
+            "reverse_client_name": st.reverse_name,
+            "helo_name": st.helo,
+            "sender": st.sender or "",
+            "sender_name": sender_name,
+            "sender_domain": sender_domain,
+            "recipient": rcpt or "",
+            "recipient_name": recipient_name,
+            "recipient_domain": recipient_domain,
+        }
+
+        def lookup(key: str) -> str | None:
+            value = macros.get(key)
+            if value is None:
+                return None
+            # A value is text, not a template: smtpd_expansion_filter's outsiders become
+            # "_", and a "$" in it stays a "$".
+            return "".join(c if c in allowed else "_" for c in value).replace("$", "$$")
+
+        from oxipost.config.expand import Expander, ExpandError
+
+        default = self.cfg.raw("default_rbl_reply") or ""
+        for candidate in (template, default):
+            if candidate is None:
+                continue
+            expander = Expander(lookup)
+            try:
+                text = expander.expand(candidate)
+            except ExpandError:
+                text = None
+            if text is not None and not expander.used_undefined:
+                break
+            if self.log is not None:
+                for unknown in expander.used_undefined:
+                    self.log.warning(f'unknown macro name "{unknown}" in expansion request')
+                self.log.warning(
+                    f"rbl_reject_reply: bad rbl reply template for domain {domain}: {candidate}"
+                )
+        if not re.match(r"[45]\d\d ", text or ""):
+            if self.log is not None:
+                self.log.warning(f"rbl response code configuration error: {text}")
+            return Reply(450, "4.7.1", "Service unavailable")
+        assert text is not None
+        return Reply(int(text[:3]), *_dsn_text(text[4:], "4.7.1", "", "Service unavailable"))
 
     def in_mynetworks(self, addr: str) -> bool:
         try:
@@ -762,6 +983,41 @@ def _dsn_text(text: str, default_dsn: str, prefix: str, default_text: str) -> tu
     if m:
         return m.group(1), prefix + (m.group(2) or default_text)
     return default_dsn, prefix + (text or default_text)
+
+
+_IP_MATCH_OCTET = re.compile(r"(\d{1,3})(?:\.\.(\d{1,3}))?$")
+
+
+def _ip_match_parse(pattern: str) -> list[list[tuple[int, int]]]:
+    """Postfix's ip_match_parse: an IPv4 reply filter such as 127.0.0.2 or
+    127.0.0.[2..11] or 127.0.[0;1].[2;4..9], as each octet's allowed ranges; ValueError
+    (with Postfix's words where they matter) for anything else."""
+    octets: list[list[tuple[int, int]]] = []
+    for part in re.split(r"\.(?![.\d;]*\])", pattern):
+        items = part[1:-1].split(";") if part.startswith("[") and part.endswith("]") else [part]
+        ranges = []
+        for item in items:
+            m = _IP_MATCH_OCTET.match(item)
+            if m is None:
+                raise ValueError(f'in "{pattern}": bad octet value: "{item}"')
+            low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+            if low > 255 or high > 255 or low > high:
+                raise ValueError(f'in "{pattern}": bad octet value: "{item}"')
+            ranges.append((low, high))
+        octets.append(ranges)
+    if len(octets) != 4:
+        raise ValueError(f'in "{pattern}": need four octets')
+    return octets
+
+
+def _ip_match(codes: list[list[tuple[int, int]]], addr: str) -> bool:
+    parts = addr.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return False
+    return all(
+        any(low <= int(p) <= high for low, high in ranges)
+        for p, ranges in zip(parts, codes, strict=True)
+    )
 
 
 def _fqdn(name: str) -> bool:
