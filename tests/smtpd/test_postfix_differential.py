@@ -223,26 +223,13 @@ def test_unknown_client_hostname_rejected_as_postfix(start_smtpd, restriction: s
     assert theirs[0][0].startswith("450 ") and theirs[1][0].startswith("250 ")
 
 
-@pytest.mark.slow
-def test_client_name_lookup_failing_for_now_as_postfix(tmp_path: Path) -> None:
-    """A resolver that answers SERVFAIL (EAI_AGAIN), in a namespace of the test's own
-    (tests/smtpd/peername_namespace.py): reject_unknown_client_hostname and
-    reject_unknown_reverse_client_hostname reply 450 whatever unknown_client_reject_code
-    says (550 here, used for the client with no name), the 5xx DSN class follows the code,
-    and a temporary failure is not remembered: all word for word as Postfix, on asyncio's
-    loop and on uvloop."""
+def _namespace_as_postfix(module: str, tmp_path: Path) -> Any:
+    """Run `module` as root in a private mount and network namespace; its JSON results for
+    each of our servers must equal Postfix's, which are returned."""
     if os.geteuid() != 0:
         pytest.skip("a private mount and network namespace needs root")
     r = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--net",
-            sys.executable,
-            "-m",
-            "tests.smtpd.peername_namespace",
-            str(tmp_path),
-        ],
+        ["unshare", "--mount", "--net", sys.executable, "-m", module, str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -253,6 +240,18 @@ def test_client_name_lookup_failing_for_now_as_postfix(tmp_path: Path) -> None:
     theirs = results.pop("postfix")
     for server, ours in results.items():
         assert ours == theirs, server
+    return theirs
+
+
+@pytest.mark.slow
+def test_client_name_lookup_failing_for_now_as_postfix(tmp_path: Path) -> None:
+    """A resolver that answers SERVFAIL (EAI_AGAIN), in a namespace of the test's own
+    (tests/smtpd/peername_namespace.py): reject_unknown_client_hostname and
+    reject_unknown_reverse_client_hostname reply 450 whatever unknown_client_reject_code
+    says (550 here, used for the client with no name), the 5xx DSN class follows the code,
+    and a temporary failure is not remembered: all word for word as Postfix, on asyncio's
+    loop and on uvloop."""
+    theirs = _namespace_as_postfix("tests.smtpd.peername_namespace", tmp_path)
     hostname = theirs["reject_unknown_client_hostname"]
     assert hostname["127.0.0.2"].startswith("450 4.7.25 "), hostname
     assert hostname["127.0.0.3"].startswith("450 4.7.25 "), hostname
@@ -262,6 +261,23 @@ def test_client_name_lookup_failing_for_now_as_postfix(tmp_path: Path) -> None:
     assert reverse["127.0.0.2"].startswith("250 "), reverse
     assert reverse["127.0.0.3"].startswith("450 4.7.1 "), reverse
     assert reverse["127.0.0.4"].startswith("550 5.7.1 "), reverse
+
+
+@pytest.mark.slow
+def test_dns_lists_as_postfix(tmp_path: Path) -> None:
+    """reject_rbl_client (with and without a reply filter), rbl_reply_maps (a template with
+    macros, and one that is not a reply), reject_rhsbl_helo/_sender/_recipient,
+    permit_dnswl_client and a list whose server fails (not listed), against one DNS server
+    in a namespace of the test's own (tests/smtpd/dnsbl_namespace.py): every reply word for
+    word as Postfix, on asyncio's loop and on uvloop."""
+    theirs = _namespace_as_postfix("tests.smtpd.dnsbl_namespace", tmp_path)
+    assert theirs["listed with TXT"] == (
+        "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test;"
+        " listed, see https://bl.test/?127.0.0.2"
+    )
+    assert theirs["filtered out, template"].startswith("451 4.7.9 Go away 127.0.0.3"), theirs
+    assert theirs["server failure"].startswith("250 "), theirs
+    assert theirs["template not a reply"] == "450 4.7.1 Service unavailable"
 
 
 def _client_lines(log: list[str]) -> list[tuple[str, str]]:
