@@ -99,6 +99,9 @@ class Outcome:
     # count from the second use on (0 otherwise), for the delays= and conn_use= of the line.
     setup: float = field(default=0.0, compare=False)
     conn_use: int = field(default=0, compare=False)
+    # The next hop took the recipient's DSN request (it announced DSN): a success notice is
+    # its to send, not ours (Postfix's smtp_rcpt_done).
+    dsn_passed: bool = field(default=False, compare=False)
 
     @property
     def permanent(self) -> bool:

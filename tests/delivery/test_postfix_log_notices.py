@@ -88,6 +88,13 @@ SCENARIOS = {
         0,
         SENDER,
     ),
+    # One recipient per delivery to a next hop refusing connections: each is tried.
+    "one_recipient_per_delivery": (
+        "smtp_destination_recipient_limit = 1\ninitial_destination_concurrency = 1\n",
+        ["a@refused.test", "b@refused.test", "c@refused.test"],
+        0,
+        SENDER,
+    ),
     # A bounce that bounces: discarded without 2bounce in notify_classes, else the
     # postmaster's (2bounce_notice_recipient).
     "null_sender": ("", ["nosuch@localhost"], 0, ""),
@@ -120,6 +127,13 @@ SCENARIOS = {
         1,
         f"{SENDER} BODY=8BITMIME",
     ),
+    # NOTIFY=SUCCESS relayed: to a next hop with DSN (its to report), to one without.
+    "dsn_success_relayed": (
+        "",
+        ["ok@sink.test NOTIFY=SUCCESS", "x@plain.test NOTIFY=SUCCESS"],
+        1,
+        SENDER,
+    ),
     # DSN: NOTIFY=SUCCESS for a local delivery, NEVER for a bounce, and RET=HDRS.
     "dsn_success_never": (
         "",
@@ -131,12 +145,13 @@ SCENARIOS = {
 
 
 def _main_cf(top: Path, ports: list[int], extra: str) -> str:
-    ok, hard, soft, closed, slow = ports
+    ok, hard, soft, closed, slow, plain = ports
     return (
         f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
         f"transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{ok}, "
         f"hard.test=smtp:[127.0.0.1]:{hard}, soft.test=smtp:[127.0.0.1]:{soft}, "
         f"refused.test=smtp:[127.0.0.1]:{closed}, slow.test=smtp:[127.0.0.1]:{slow}, "
+        f"plain.test=smtp:[127.0.0.1]:{plain}, "
         "{discard.test=discard:dropped here} }\n"
         # One delivery pass: the deferred recipient is not retried while we look.
         "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n" + extra
@@ -154,8 +169,8 @@ def top() -> Iterator[Path]:
 
 @pytest.fixture
 def sinks() -> Iterator[list[int]]:
-    ports = [free_port() for _ in range(5)]  # the fourth: nothing listens there
-    ok, hard, soft, _closed, slow = ports
+    ports = [free_port() for _ in range(6)]  # the fourth: nothing listens there
+    ok, hard, soft, _closed, slow, plain = ports
     with (
         smtp_sink(ok),
         # A second before it answers: the local bounce is logged (and reported) first.
@@ -163,6 +178,8 @@ def sinks() -> Iterator[list[int]]:
         smtp_sink(soft, "-r", "RCPT", "-W", "MAIL:2"),
         # A second before it answers EHLO: the session's set-up time.
         smtp_sink(slow, "-W", "EHLO:1"),
+        # No ESMTP, so no DSN.
+        smtp_sink(plain, "-e"),
     ):
         yield ports
 

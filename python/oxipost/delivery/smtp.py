@@ -1462,7 +1462,10 @@ def _used(o: Outcome, s: Session) -> Outcome:
     """An outcome with the session it went through: its relay, when it was ready and, from
     its second delivery on, its use count (Postfix's conn_use=)."""
     use = s.reuse_count + 1 if s.reuse_count else 0
-    return dataclasses.replace(o, relay=s.host.relay, setup=s.setup_done, conn_use=use)
+    passed = "DSN" in s.features
+    return dataclasses.replace(
+        o, relay=s.host.relay, setup=s.setup_done, conn_use=use, dsn_passed=passed
+    )
 
 
 class _SiteResult(NamedTuple):

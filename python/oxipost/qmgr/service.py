@@ -219,15 +219,18 @@ class Qmgr:
             self.qids[n] = qid
         return n
 
+    def _command(self, transport: str) -> str:
+        """The delivery agent a transport runs (master.cf's command), by its name."""
+        try:
+            return self.cfg.service(transport).command.rsplit("/", 1)[-1]
+        except KeyError:
+            return transport
+
     def _agent_log(self, transport: str) -> Logger:
         """The logger a delivery agent would use: postfix/<command>[pid]."""
         log = self._agent_logs.get(transport)
         if log is None:
-            try:
-                command = self.cfg.service(transport).command.rsplit("/", 1)[-1]
-            except KeyError:
-                command = transport
-            log = get_logger(command, self.cfg)
+            log = get_logger(self._command(transport), self.cfg)
             self._agent_logs[transport] = log
         return log
 
@@ -427,7 +430,7 @@ class Qmgr:
                 done.append(idx)
                 if kind == "bounced" and not out.entries:
                     act.bounced[idx] = (out, out.relay or agent_relay)
-                elif "SUCCESS" in {n.upper() for n in rcpt.notify}:
+                elif "SUCCESS" in {n.upper() for n in rcpt.notify} and not out.dsn_passed:
                     act.success_notify[idx] = (out, out.relay or agent_relay)
         if done:
             self._journal(lambda: self.state.cross_off(act.qid, done))
@@ -495,11 +498,7 @@ class Qmgr:
     def _relay(self, transport: str) -> str:
         if transport in _NO_RELAY:
             return "none"
-        try:
-            command = self.cfg.service(transport).command.rsplit("/", 1)[-1]
-        except KeyError:
-            command = transport
-        if command in ("smtp", "lmtp"):
+        if self._command(transport) in ("smtp", "lmtp"):
             # The agent names the host it reached (Outcome.relay); none when it reached none.
             return "none"
         return transport
@@ -628,8 +627,19 @@ class Qmgr:
                 f"delivery via {relay}: " if kind == "success" and relay not in ("", "none") else ""
             )
             if not out.entries:
-                out = replace(out, text=via + out.text)
-                reports.append(bounce.Report(rcpt, out, remote_mta=remote))
+                # Mail handed to an SMTP server without DSN: "relayed", with the server's
+                # reply (smtp_rcpt_done).
+                route = act.route.get(idx, ("", ""))[0]
+                relayed = kind == "success" and self._command(route) == "smtp"
+                reports.append(
+                    bounce.Report(
+                        rcpt,
+                        replace(out, text=via + out.text),
+                        remote_mta=remote,
+                        diagnostic=f"smtp; {out.text}" if relayed else "",
+                        action="relayed" if relayed else "",
+                    )
+                )
             elif kind == "success":
                 # The members were sent on without SUCCESS: the expansion is what reports
                 # it (alias.c).
