@@ -7,17 +7,25 @@ whose resolver set-up it shares): both servers ask the system's resolver, which 
 ZONE on 127.0.0.1:53. One restriction list covers reject_rbl_client with and without a
 reply filter, rbl_reply_maps (a template with macros, and one that is not a reply),
 reject_rhsbl_helo/_sender/_recipient, permit_dnswl_client and a list whose server fails.
-Prints one JSON line: {server: {session: reply}}.
+Prints one JSON line: {server: {session: reply, "log": [reject and RBL warning lines]}}.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.smtpd.conftest import Raw
-from tests.smtpd.peername_namespace import SERVERS, Zone, dns_server, private_resolver
+import uvloop
+
+from tests.smtpd.conftest import Raw, running_smtpd
+from tests.smtpd.peername_namespace import Zone, dns_server, private_resolver
+from tests.smtpd.test_postfix_differential import running_postfix
 
 ZONE: Zone = {
     "2.0.0.127.bl.test": {"A": "127.0.0.2", "TXT": '"listed, see https://bl.test/?127.0.0.2"'},
@@ -66,16 +74,54 @@ def rcpt_reply(port: int, source: str, helo: str, sender: str, rcpt: str) -> str
         raw.close()
 
 
+# smtpd's log lines that the lists make: rejects and their warnings.
+_LOGGED = ("NOQUEUE: reject: ", "warning: ")
+
+
+@contextlib.contextmanager
+def postfix(tmp: str) -> Iterator[tuple[int, Callable[[], list[str]]]]:
+    main_cf = MAIN_CF + "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(main_cf) as (port, config_dir):
+
+        def log() -> list[str]:
+            # postlogd writes a moment later: wait for the last session's line.
+            for _ in range(50):
+                text = (config_dir / "maillog").read_text()
+                if "[127.0.0.7]" in text:
+                    break
+                time.sleep(0.1)
+            return [ln.split("]: ", 1)[1] for ln in text.splitlines() if "/smtpd[" in ln]
+
+        yield port, log
+
+
+@contextlib.contextmanager
+def ours(
+    tmp: str, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> Iterator[tuple[int, Callable[[], list[str]]]]:
+    with running_smtpd(tmp, MAIN_CF, loop_factory=loop_factory) as srv:
+        yield srv.port, lambda: list(srv.log)
+
+
+SERVERS = {
+    "postfix": postfix,
+    "ours-asyncio": functools.partial(ours, loop_factory=asyncio.new_event_loop),
+    "ours-uvloop": functools.partial(ours, loop_factory=uvloop.new_event_loop),
+}
+
+
 def main(workdir: Path) -> None:
     private_resolver(workdir)
-    results: dict[str, dict[str, str]] = {}
+    results: dict[str, dict[str, object]] = {}
     for server, start in SERVERS.items():
         tmp = workdir / server
         tmp.mkdir()
-        with dns_server(dict(ZONE)), start(str(tmp), MAIN_CF) as port:
-            results[server] = {
+        with dns_server(dict(ZONE)), start(str(tmp)) as (port, log):
+            replies: dict[str, object] = {
                 name: rcpt_reply(port, *session) for name, session in SESSIONS.items()
             }
+            replies["log"] = [ln for ln in log() if ln.startswith(_LOGGED)]
+            results[server] = replies
     print(json.dumps(results))
 
 

@@ -268,8 +268,9 @@ def test_dns_lists_as_postfix(tmp_path: Path) -> None:
     """reject_rbl_client (with and without a reply filter), rbl_reply_maps (a template with
     macros, and one that is not a reply), reject_rhsbl_helo/_sender/_recipient,
     permit_dnswl_client and a list whose server fails (not listed), against one DNS server
-    in a namespace of the test's own (tests/smtpd/dnsbl_namespace.py): every reply word for
-    word as Postfix, on asyncio's loop and on uvloop."""
+    in a namespace of the test's own (tests/smtpd/dnsbl_namespace.py): every reply, reject
+    log line and warning word for word as Postfix (its maillog_file), on asyncio's loop and
+    on uvloop."""
     theirs = _namespace_as_postfix("tests.smtpd.dnsbl_namespace", tmp_path)
     assert theirs["listed with TXT"] == (
         "554 5.7.1 Service unavailable; Client host [127.0.0.2] blocked using bl.test;"
@@ -278,6 +279,8 @@ def test_dns_lists_as_postfix(tmp_path: Path) -> None:
     assert theirs["filtered out, template"].startswith("451 4.7.9 Go away 127.0.0.3"), theirs
     assert theirs["server failure"].startswith("250 "), theirs
     assert theirs["template not a reply"] == "450 4.7.1 Service unavailable"
+    assert "warning: rbl response code configuration error: listed" in theirs["log"]
+    assert len(theirs["log"]) == 8, theirs["log"]
 
 
 def _client_lines(log: list[str]) -> list[tuple[str, str]]:
