@@ -30,6 +30,8 @@ ZONE: dict[tuple[str, str], list[str]] = {
     ("mail.spam.test.dbl.test", "A"): ["127.0.1.2"],
     ("rev.spam.test.dbl.test", "A"): ["127.0.1.2"],
     ("2.0.0.127.fail.test", "A"): ["servfail"],
+    # 2001:db8::1 as 32 nibbles, last first.
+    ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test", "A"): ["127.0.0.2"],
 }
 SENT: list[tuple[str, str]] = []
 
@@ -218,3 +220,11 @@ def test_missing_domain_argument_is_skipped(start_smtpd) -> None:
 def test_bad_reply_filter(start_smtpd) -> None:
     srv = start_smtpd(_restrict("reject_rbl_client bl.test=127.0.0.[x]"))
     assert _rcpt(srv) == "451 4.3.5 Server configuration error"
+
+
+def test_reject_rbl_client_ipv6_nibbles(start_smtpd) -> None:
+    xclient = "smtpd_authorized_xclient_hosts = 127.0.0.0/8\n"
+    srv = start_smtpd(_restrict("reject_rbl_client bl.test", xclient + "inet_protocols = all\n"))
+    assert _rcpt(srv, xclient="ADDR=IPv6:2001:db8::1") == (
+        "554 5.7.1 Service unavailable; Client host [2001:db8::1] blocked using bl.test"
+    )
