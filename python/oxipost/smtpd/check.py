@@ -236,8 +236,11 @@ def match_namadr(cfg: Config, param: str, name: str, addr: str) -> bool:
     or network against the client's address, a host name or .domain against its name
     (parent domains too when parent_domain_matches_subdomains names `param`), a
     type:table asked for the name then the address; !negation. TableError propagates."""
+    items = cfg.get_list(param)
+    if not items:
+        return False  # the usual case, asked on every connection
     subdomains = param in cfg.get_list("parent_domain_matches_subdomains")
-    for raw in cfg.get_list(param):
+    for raw in items:
         negate = raw.startswith("!")
         item = raw[1:] if negate else raw
         if _network(item.strip("[]").replace("]/", "/")) is not None:

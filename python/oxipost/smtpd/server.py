@@ -1631,6 +1631,19 @@ def domain_ok(addr: str, smtputf8: bool) -> bool:
     _local, domain = split_address(addr[route.end() :] if route else addr)
     if not domain:
         return True
+    # A relay sees few domains, many times each.
+    known = _DOMAIN_OK.get((domain, smtputf8))
+    if known is None:
+        if len(_DOMAIN_OK) >= 4096:
+            _DOMAIN_OK.clear()
+        known = _DOMAIN_OK[(domain, smtputf8)] = _domain_valid(domain, smtputf8)
+    return known
+
+
+_DOMAIN_OK: dict[tuple[str, bool], bool] = {}
+
+
+def _domain_valid(domain: str, smtputf8: bool) -> bool:
     if domain.startswith("["):
         return valid_mailhost_literal(domain)
     domain = domain.rstrip(".")
