@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -280,6 +281,10 @@ class _NullLog:
 
 
 class Session:
+    # The transaction a policy request's instance attribute was made for, that instance,
+    # and the next one's sequence number (Postfix's state->seqno, from 0 in each session).
+    _instance: tuple[Any, str, int] = (None, "", 0)
+
     def __init__(
         self, server: SmtpdServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -481,12 +486,60 @@ class Session:
         """The greeting, at connect and after XCLIENT: smtpd_client_restrictions' reject
         when smtpd_delay_reject = no refuses the client (every command but QUIT is then
         refused), else 220 with the banner."""
-        reply = self.srv.checker.at_client(self.state)
+        reply = await self._check(self.srv.checker.at_client)
         if reply is None:
             await self.reply(f"220 {self.srv.banner}", count=False)
         else:
             self.access_denied = str(reply)
             await self._reject(reply)
+
+    async def _check(
+        self, check: Callable[..., Reply | None], *args: Any, received: int = 0
+    ) -> Reply | None:
+        """A Checker entry point's answer for this session; where it may ask a policy
+        server, with what Postfix's policy request tells beyond the ClientState (at the
+        end of data, the size `received`)."""
+        if self.srv.checker.threaded:
+            self.state.policy_attrs = self._policy_attrs(received)
+        return await self.srv.checker.run(check, self.state, *args)
+
+    def _policy_attrs(self, received: int) -> dict[str, str]:
+        tx = self.tx
+        after_rcpt = tx is not None and self.state.where in ("DATA", "END-OF-MESSAGE")
+        server = self.writer.get_extra_info("sockname") or ("", "")
+        attrs = {
+            "client_port": str(self.port),
+            "server_address": str(server[0]),
+            "server_port": str(server[1]),
+            # As Postfix's: counted once the recipients are all known, the actual size
+            # once the content is.
+            "recipient_count": str(tx.rcpt_count if tx and after_rcpt else 0),
+            "recipient": self._only_recipient(tx) if tx and after_rcpt else "",
+            "size": str(received if self.state.where == "END-OF-MESSAGE" else tx.size if tx else 0),
+            "sasl_method": self.sasl_method,
+            "sasl_sender": self.sasl_sender or "",
+            "encryption_keysize": "0",
+        }
+        if tx is not None:
+            # Postfix's state->instance, new for each MAIL: pid, arrival time, sequence.
+            if self._instance[0] is not tx:
+                now = time.time()
+                seq = self._instance[2]
+                self._instance = (
+                    tx,
+                    f"{os.getpid():x}.{int(now):x}.{int(now % 1 * 1e6):x}.{seq:x}",
+                    seq + 1,
+                )
+            attrs["instance"] = self._instance[1]
+        obj = self.writer.get_extra_info("ssl_object")
+        cipher = obj.cipher() if obj is not None else None
+        if cipher:
+            attrs.update(
+                encryption_protocol=cipher[1],
+                encryption_cipher=cipher[0],
+                encryption_keysize=str(cipher[2]),
+            )
+        return attrs
 
     def _client_listed(self, param: str) -> bool:
         """Whether the client, by name or address, is in the list `param` (a table that
@@ -635,7 +688,7 @@ class Session:
             await self.reply(R.HELO_SYNTAX)
             return
         self._reset_helo(arg, "HELO")
-        reply = self.srv.checker.at_helo(self.state)
+        reply = await self._check(self.srv.checker.at_helo)
         if reply is not None:
             await self._reject(reply)
             return
@@ -647,7 +700,7 @@ class Session:
             await self.reply(R.EHLO_SYNTAX)
             return
         self._reset_helo(arg, "EHLO")
-        reply = self.srv.checker.at_helo(self.state)
+        reply = await self._check(self.srv.checker.at_helo)
         if reply is not None:
             await self._reject(reply)
             return
@@ -807,7 +860,7 @@ class Session:
             await self.reply(R.NO_SPACE)
             return
         self.state.sender = addr
-        reply = self.srv.checker.at_mail(self.state)
+        reply = await self._check(self.srv.checker.at_mail)
         if reply is not None:
             await self._reject(reply)
             self._mail_reset()
@@ -865,7 +918,7 @@ class Session:
         if self.tx.rcpt_count >= self.srv.rcpt_limit:
             await self.reply(R.TOO_MANY_RCPTS)
             return
-        reply = self.srv.checker.at_rcpt(self.state, addr)
+        reply = await self._check(self.srv.checker.at_rcpt, addr)
         if reply is not None:
             await self._reject(reply, addr)
             return
@@ -894,7 +947,7 @@ class Session:
             await self.reply(R.DATA_SYNTAX)
             return
         self.state.pipelined = self.pending()
-        reply = self.srv.checker.at_data(self.state)
+        reply = await self._check(self.srv.checker.at_data)
         if reply is not None:
             await self._reject(reply, self._only_recipient(self.tx))
             return
@@ -1007,7 +1060,7 @@ class Session:
             await self.reply(R.TOO_BIG)
             return
         self.state.where = "END-OF-MESSAGE"
-        reply = self.srv.checker.at_end_of_data(self.state)
+        reply = await self._check(self.srv.checker.at_end_of_data, received=len(content))
         if reply is not None:
             await self._reject(reply, self._only_recipient(tx))
             return
@@ -1229,7 +1282,7 @@ class Session:
         if parsed is None or not parsed[0] or parsed[1] or not domain_ok(parsed[0], smtputf8):
             await self.reply(R.BAD_RECIPIENT)
             return
-        reply = self.srv.checker.unlisted(self.state, internal_form(parsed[0]))
+        reply = await self._check(self.srv.checker.unlisted, internal_form(parsed[0]))
         if reply is not None:
             await self.reply(str(reply))
             return

@@ -1,0 +1,189 @@
+"""smtpd_policy - Postfix SMTP access policy delegation client
+
+check_policy_service asks a policy server (SMTPD_POLICY_README) over unix:/path,
+unix:private/name (under queue_directory) or inet:host:port: one "name=value" line per
+attribute of the request, then an empty line; the server answers "action=..." and an empty
+line, and the action is judged as an access(5) table's result. Connections are kept per
+server and reused, as Postfix's attr_clnt: closed after smtpd_policy_service_max_idle idle,
+smtpd_policy_service_max_ttl of life or smtpd_policy_service_request_limit requests.
+
+The client blocks: the restriction engine is synchronous, and smtpd runs it in a worker
+thread when a restriction list names check_policy_service (Checker.threaded), so that a
+slow policy server holds only its own session.
+
+Diagnostics: a request that fails (cannot connect, times out, a reply without action=) is
+tried smtpd_policy_service_try_limit times, smtpd_policy_service_retry_delay apart, each
+later failure logged "warning: problem talking to server NAME: REASON"; then the answer is
+smtpd_policy_service_default_action.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oxipost.config import Config
+
+
+class PolicyError(Exception):
+    """A request that got no usable answer; the message is the reason for the log."""
+
+
+class _Eof(PolicyError):
+    """The server closed the connection (errno 0: Postfix's %m says "Success")."""
+
+
+_QUIET_ERRNOS = (errno.EPIPE, errno.ENOENT, errno.ECONNRESET)
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    file: Any
+    born: float
+    used: float
+    requests: int = 0
+
+    def close(self) -> None:
+        for part in (self.file, self.sock):
+            try:
+                part.close()
+            except OSError:
+                pass
+
+
+class PolicyClient:
+    """The connections of one smtpd process to one policy server, idle ones pooled."""
+
+    def __init__(self, cfg: Config, server: str, log: Any = None) -> None:
+        self.server = server
+        # The name attr_clnt logs: the endpoint without its transport type.
+        self.name = server.partition(":")[2]
+        self.log = log
+        self.timeout = cfg.get_time("smtpd_policy_service_timeout")
+        self.max_idle = cfg.get_time("smtpd_policy_service_max_idle")
+        self.max_ttl = cfg.get_time("smtpd_policy_service_max_ttl")
+        self.request_limit = cfg.get_int("smtpd_policy_service_request_limit")
+        self.try_limit = max(1, cfg.get_int("smtpd_policy_service_try_limit"))
+        self.retry_delay = cfg.get_time("smtpd_policy_service_retry_delay")
+        self.queue_directory = cfg.get("queue_directory")
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
+        # The kept connections close with the smtpd that made them, not at random later.
+        weakref.finalize(self, _close_all, self._idle)
+
+    def query(self, attrs: list[tuple[str, str]]) -> str | None:
+        """The server's action for this request; None when every try failed."""
+        request = "".join(f"{name}={value}\n" for name, value in attrs) + "\n"
+        data = request.encode("utf-8", "surrogateescape")
+        for count in range(1, self.try_limit + 1):
+            conn = None
+            try:
+                conn = self._take()
+                conn.file.write(data)
+                conn.file.flush()
+                action = self._read_reply(conn)
+            except (OSError, PolicyError) as e:
+                if conn is not None:
+                    conn.close()
+                # As attr_clnt_request: a first failure that is the server having closed
+                # a kept connection (EPIPE, ECONNRESET, end of file) is retried quietly.
+                quiet = getattr(e, "errno", None) in _QUIET_ERRNOS or isinstance(e, _Eof)
+                if self.log is not None and (count > 1 or not quiet):
+                    self.log.warning(f"problem talking to server {self.name}: {_reason(e)}")
+                if count < self.try_limit:
+                    time.sleep(self.retry_delay)
+                continue
+            conn.requests += 1
+            conn.used = time.monotonic()
+            self._give_back(conn)
+            return action
+        return None
+
+    def _read_reply(self, conn: _Conn) -> str:
+        action = None
+        while True:
+            line = conn.file.readline()
+            if not line.endswith(b"\n"):
+                raise _Eof("Success")
+            text = line.rstrip(b"\n").decode("utf-8", "surrogateescape")
+            if not text:
+                break
+            name, eq, value = text.partition("=")
+            if not eq or name != "action" or action is not None:
+                raise PolicyError(f"unexpected attribute {name} (expecting: action)")
+            action = value
+        if action is None:
+            raise PolicyError("missing attribute action")
+        return action
+
+    def _take(self) -> _Conn:
+        now = time.monotonic()
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if now - conn.used < self.max_idle and now - conn.born < self.max_ttl:
+                    return conn
+                conn.close()
+        try:
+            return self._connect(now)
+        except OSError as e:
+            if self.log is not None:
+                self.log.warning(f"connect to {self.name}: {_reason(e)}")
+            raise
+
+    def _give_back(self, conn: _Conn) -> None:
+        if self.request_limit > 0 and conn.requests >= self.request_limit:
+            conn.close()
+            return
+        if time.monotonic() - conn.born >= self.max_ttl:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
+
+    def _connect(self, now: float) -> _Conn:
+        kind, _, where = self.server.partition(":")
+        if kind == "inet":
+            host, _, port = where.rpartition(":")
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
+        elif kind == "unix":
+            path = where if where.startswith("/") else os.path.join(self.queue_directory, where)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+        else:
+            raise PolicyError(f"unsupported transport type: {kind}")
+        sock.settimeout(self.timeout)
+        return _Conn(sock, sock.makefile("rwb"), now, now)
+
+    def close(self) -> None:
+        with self._lock:
+            _close_all(self._idle)
+
+
+def _close_all(conns: list[_Conn]) -> None:
+    while conns:
+        conns.pop().close()
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, socket.timeout | TimeoutError):
+        return "Connection timed out"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e)
+
+
+__all__ = ["PolicyClient"]
