@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from oxipost.log import format_tv
@@ -45,10 +46,19 @@ MESSAGE = b"Subject: t\r\nFrom: nobody@localhost\r\n\r\nhi\r\n%s\r\n%s\r\n" % (
 # The programs whose lines are compared (smtpd's have their own differential tests).
 PROGRAMS = ("qmgr", "smtp", "local", "error", "discard", "bounce", "cleanup")
 
-# name: (main.cf, recipients (a recipient's RCPT options after a space), notices sent,
-# the sender (its MAIL options after a space))
+
+class Scenario(NamedTuple):
+    main_cf: str
+    # A recipient's RCPT options after a space.
+    rcpts: list[str]
+    # Notices sent.
+    notices: int
+    # Its MAIL options after a space.
+    sender: str
+
+
 SCENARIOS = {
-    "sent_bounced_deferred_warned": (
+    "sent_bounced_deferred_warned": Scenario(
         "delay_warning_time = 1s\n",
         [
             "daemon@localhost",
@@ -62,17 +72,17 @@ SCENARIOS = {
     ),
     # Postfix warns once delay_warning_time - 1 whole seconds have passed: the deferral
     # two seconds after arrival reaches 3s, not 4s.
-    "delay_warning_reached": ("delay_warning_time = 3s\n", ["later@soft.test"], 1, SENDER),
-    "delay_warning_not_yet": ("delay_warning_time = 4s\n", ["later@soft.test"], 0, SENDER),
+    "delay_warning_reached": Scenario("delay_warning_time = 3s\n", ["later@soft.test"], 1, SENDER),
+    "delay_warning_not_yet": Scenario("delay_warning_time = 4s\n", ["later@soft.test"], 0, SENDER),
     # Tried once (maximal_queue_lifetime = 0): expired after the pass.
-    "expired": (
+    "expired": Scenario(
         "maximal_queue_lifetime = 0\n",
         ["nosuch@localhost", "later@soft.test"],
         2,
         SENDER,
     ),
     # Postmaster copies of the bounce and the delay notice, to a mailbox we can read.
-    "postmaster_copies": (
+    "postmaster_copies": Scenario(
         "delay_warning_time = 1s\nnotify_classes = bounce, delay, resource, software\n"
         "bounce_notice_recipient = bin@localhost\ndelay_notice_recipient = bin@localhost\n",
         ["nosuch@localhost", "later@soft.test"],
@@ -82,14 +92,14 @@ SCENARIOS = {
     # A next hop refusing connections (two recipients, one attempt), discard(8), and a
     # next hop slow to answer EHLO.
     # (Postfix's smtpd refuses the recipients of error: and retry: transports at RCPT.)
-    "other_agents": (
+    "other_agents": Scenario(
         "",
         ["a@refused.test", "b@refused.test", "e@discard.test", "f@slow.test"],
         0,
         SENDER,
     ),
     # One recipient per delivery to a next hop refusing connections: each is tried.
-    "one_recipient_per_delivery": (
+    "one_recipient_per_delivery": Scenario(
         "smtp_destination_recipient_limit = 1\ninitial_destination_concurrency = 1\n",
         ["a@refused.test", "b@refused.test", "c@refused.test"],
         0,
@@ -97,15 +107,15 @@ SCENARIOS = {
     ),
     # A bounce that bounces: discarded without 2bounce in notify_classes, else the
     # postmaster's (2bounce_notice_recipient).
-    "null_sender": ("", ["nosuch@localhost"], 0, ""),
-    "double_bounce": (
+    "null_sender": Scenario("", ["nosuch@localhost"], 0, ""),
+    "double_bounce": Scenario(
         "notify_classes = 2bounce\n2bounce_notice_recipient = bin@localhost\n",
         ["nosuch@localhost"],
         1,
         "",
     ),
     # The bounce class alone gets the double bounce too.
-    "null_sender_bounce_class": (
+    "null_sender_bounce_class": Scenario(
         "notify_classes = bounce\nbounce_notice_recipient = bin@localhost\n"
         "2bounce_notice_recipient = bin@localhost\n",
         ["nosuch@localhost"],
@@ -113,29 +123,29 @@ SCENARIOS = {
         "",
     ),
     # The notice's charset and encodings: a 7bit message, SMTPUTF8 off.
-    "seven_bit": ("", ["nosuch@localhost"], 1, f"{SENDER} BODY=7BIT"),
-    "no_smtputf8": ("smtputf8_enable = no\n", ["nosuch@localhost"], 1, SENDER),
-    "no_smtputf8_seven_bit": (
+    "seven_bit": Scenario("", ["nosuch@localhost"], 1, f"{SENDER} BODY=7BIT"),
+    "no_smtputf8": Scenario("smtputf8_enable = no\n", ["nosuch@localhost"], 1, SENDER),
+    "no_smtputf8_seven_bit": Scenario(
         "smtputf8_enable = no\n",
         ["nosuch@localhost"],
         1,
         f"{SENDER} BODY=7BIT",
     ),
-    "no_smtputf8_8bitmime": (
+    "no_smtputf8_8bitmime": Scenario(
         "smtputf8_enable = no\n",
         ["nosuch@localhost"],
         1,
         f"{SENDER} BODY=8BITMIME",
     ),
     # NOTIFY=SUCCESS relayed: to a next hop with DSN (its to report), to one without.
-    "dsn_success_relayed": (
+    "dsn_success_relayed": Scenario(
         "",
         ["ok@sink.test NOTIFY=SUCCESS", "x@plain.test NOTIFY=SUCCESS"],
         1,
         SENDER,
     ),
     # DSN: NOTIFY=SUCCESS for a local delivery, NEVER for a bounce, and RET=HDRS.
-    "dsn_success_never": (
+    "dsn_success_never": Scenario(
         "",
         ["daemon@localhost NOTIFY=SUCCESS", "nosuch@localhost NOTIFY=NEVER", "gone@localhost"],
         2,
@@ -184,9 +194,10 @@ def sinks() -> Iterator[list[int]]:
         yield ports
 
 
-def _play(port: int, maillog: Path, sender: str, rcpts: list[str], notices: int) -> str:
+def _play(port: int, maillog: Path, sc: Scenario) -> str:
     """Send the message (RET=HDRS when a recipient has DSN options); the log once every
     recipient was tried and its notices are delivered (and removed)."""
+    sender, rcpts, notices = sc.sender, sc.rcpts, sc.notices
     # Early in a second: the deferral two seconds after arrival is two whole seconds after
     # it (delay_warning_time is compared in whole seconds).
     time.sleep((1.1 - time.time() % 1) % 1)
@@ -214,9 +225,7 @@ def _play(port: int, maillog: Path, sender: str, rcpts: list[str], notices: int)
     return maillog.read_text()
 
 
-def _run_ours(
-    top: Path, main_cf: str, sender: str, rcpts: list[str], notices: int
-) -> tuple[str, Path]:
+def _run_ours(top: Path, main_cf: str, sc: Scenario) -> tuple[str, Path]:
     conf = top / "conf"
     conf.mkdir()
     mail = top / "mail"
@@ -238,18 +247,16 @@ def _run_ours(
             except OSError:
                 assert time.monotonic() < deadline, "smtpd does not answer"
                 time.sleep(0.1)
-        log = _play(port, top / "maillog", sender, rcpts, notices)
+        log = _play(port, top / "maillog", sc)
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
     return log, mail
 
 
-def _run_postfix(
-    top: Path, main_cf: str, sender: str, rcpts: list[str], notices: int
-) -> tuple[str, Path]:
+def _run_postfix(top: Path, main_cf: str, sc: Scenario) -> tuple[str, Path]:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(main_cf + logging) as (port, d):
-        log = _play(port, d / "maillog", sender, rcpts, notices)
+        log = _play(port, d / "maillog", sc)
     return log, top / "mail"
 
 
@@ -322,7 +329,7 @@ def _normal(text: str, log: str) -> str:
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[int]) -> None:
-    extra, rcpts, notices, sender = SCENARIOS[scenario]
+    sc = SCENARIOS[scenario]
     results = {}
     for who, run in (("postfix", _run_postfix), ("ours", _run_ours)):
         d = top / who
@@ -330,7 +337,7 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
         (d / "mail").mkdir()
         (d / "mail").chmod(0o1777)
         d.chmod(0o755)
-        log, mail = run(d, _main_cf(d, sinks, extra), sender, rcpts, notices)
+        log, mail = run(d, _main_cf(d, sinks, sc.main_cf), sc)
         lines, sizes = _lines(log)
         boxes = {p.name: [_normal(m, log) for m in _mbox(p)] for p in sorted(mail.iterdir())}
         # size= is the queued message's records (see the docstring): the mailbox copy
