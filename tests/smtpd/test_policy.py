@@ -123,10 +123,10 @@ def _normalized(request: list[str]) -> list[str]:
 
 
 def _reject_and_warning_lines(lines: list[str]) -> list[str]:
-    """smtpd's reject, hold and warning lines, without syslog's prefix (Postfix's) and
-    without the other programs' (postfix-script's warnings at start)."""
+    """smtpd's reject, hold and warning lines, without syslog's prefix (Postfix's) or the
+    queue ID, and without the other programs' (postfix-script's warnings at start)."""
     return [
-        re.sub(r"^.*?postfix/smtpd\[\d+\]: ", "", ln)
+        re.sub(r"^[0-9A-F]{10,}: ", "QID: ", re.sub(r"^.*?postfix/smtpd\[\d+\]: ", "", ln))
         for ln in lines
         if ("warning:" in ln or "reject:" in ln or "hold:" in ln)
         and ("postfix/" not in ln or "postfix/smtpd[" in ln)

@@ -18,6 +18,7 @@ import asyncio
 import functools
 import ipaddress
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,10 @@ class ClientState:
     # What a policy request tells of the session beyond the above (client_port, size,
     # instance, the TLS attributes...), filled by smtpd before a check that may ask one.
     policy_attrs: dict[str, str] = field(default_factory=dict)
+    # The transaction's accepted recipients and whether the session is under TLS, as
+    # smtpd knew them when it asked (reject_multi_recipient_bounce, _plaintext_session).
+    rcpt_count: int = 0
+    encrypted: bool = False
 
     @property
     def namaddr(self) -> str:
@@ -327,14 +332,15 @@ class Checker:
         self.classes = set(cfg.get_list("smtpd_restriction_classes"))
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.policy_clients: dict[str, PolicyClient] = {}
-        # A policy query blocks: smtpd then runs the checks in a worker thread.
+        # A policy query and sleep block: smtpd then runs the checks in a worker thread.
         self.threaded = any(
-            "check_policy_service" in cfg.get_list(param)
+            not {"check_policy_service", "sleep"}.isdisjoint(cfg.get_list(param))
             for param in [p for p, _ in _STAGES.values()] + sorted(self.classes)
         )
 
     async def run(self, check: Callable[..., Reply | None], *args: Any) -> Reply | None:
-        """One entry point's answer, off the event loop when it may ask a policy server."""
+        """One entry point's answer, off the event loop when it may block (a policy query,
+        sleep)."""
         if self.threaded:
             return await asyncio.to_thread(check, *args)
         return check(*args)
@@ -420,6 +426,10 @@ class Checker:
             elif name == "check_policy_service":
                 server = next(it, "")
                 result = self.policy_service(server, stage, reply_class, st, rcpt, depth)
+            elif name == "sleep":
+                result = self.sleep(next(it, ""))
+            elif name in ("reject_multi_recipient_bounce", "reject_plaintext_session"):
+                result = self.session_check(name, stage, reply_class, st, rcpt)
             else:
                 result = self.restriction(name, stage, reply_class, st, rcpt, depth)
             if isinstance(result, Reply):
@@ -560,6 +570,37 @@ class Checker:
         return Reply(451, "4.3.5", "Server configuration error")
 
     # Individual checks --------------------------------------------------------------------
+
+    def sleep(self, seconds: str) -> str | Reply:
+        """sleep N: pause, then the next restriction (a tarpit for clients that talk
+        before their turn)."""
+        if not seconds.isdigit():
+            if self.log is not None:
+                self.log.warning("restriction sleep must be followed by number")
+            return Reply(451, "4.3.5", "Server configuration error")
+        time.sleep(int(seconds))
+        return DUNNO
+
+    def session_check(
+        self, name: str, stage: str, reply_class: str, st: ClientState, rcpt: str | None
+    ) -> Reply | str:
+        """reject_multi_recipient_bounce (a null sender with more than one recipient: at
+        RCPT, one already accepted) and reject_plaintext_session (no TLS)."""
+        rname = self._reply_name(stage, st, rcpt)
+        if name == "reject_multi_recipient_bounce":
+            if st.sender == "" and st.rcpt_count > (st.where != "RCPT"):
+                return Reply(
+                    self.cfg.get_int("multi_recipient_bounce_reject_code"),
+                    "5.5.3",
+                    f"<{rname}>: {reply_class} rejected: Multi-recipient bounce",
+                )
+            return DUNNO
+        if not st.encrypted:
+            # Postfix's reject_plaintext names neither the request nor its class.
+            return Reply(
+                self.cfg.get_int("plaintext_reject_code"), "4.7.1", "Session encryption is required"
+            )
+        return DUNNO
 
     def policy_service(
         self,

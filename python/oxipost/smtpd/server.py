@@ -499,6 +499,8 @@ class Session:
         """A Checker entry point's answer for this session; where it may ask a policy
         server, with what Postfix's policy request tells beyond the ClientState (at the
         end of data, the size `received`)."""
+        self.state.rcpt_count = self.tx.rcpt_count if self.tx else 0
+        self.state.encrypted = self.tls_active
         if self.srv.checker.threaded:
             self.state.policy_attrs = self._policy_attrs(received)
         return await self.srv.checker.run(check, self.state, *args)

@@ -1,0 +1,132 @@
+"""reject_multi_recipient_bounce, reject_plaintext_session and sleep: the replies and log
+lines compared with real Postfix 3.7 given the same main.cf and dialogue; under TLS (ours
+alone: Postfix could not read the test's key) reject_plaintext_session lets a request by."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.smtpd.conftest import Raw
+from tests.smtpd.test_policy import _reject_and_warning_lines, policy_server
+from tests.smtpd.test_postfix_differential import Played
+from tests.smtpd.test_tls import _tls_conf, _wrap
+from tests.smtpd.test_tls import cert as cert  # the fixture
+
+BOUNCE = [
+    "EHLO client.example",
+    "MAIL FROM:<>",
+    "RCPT TO:<x@localhost>",
+    "RCPT TO:<y@localhost>",
+    "RSET",
+    "MAIL FROM:<a@example.org>",
+    "RCPT TO:<x@localhost>",
+    "RCPT TO:<y@localhost>",
+    "QUIT",
+]
+# At DATA: two recipients refused, then one let through.
+BOUNCE_DATA = [
+    *BOUNCE[:4],
+    "DATA",
+    "RSET",
+    "MAIL FROM:<>",
+    "RCPT TO:<x@localhost>",
+    "DATA",
+    "Subject: bounce\r\n\r\nbody\r\n.",
+    "QUIT",
+]
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        "smtpd_recipient_restrictions = reject_multi_recipient_bounce, permit\n",
+        # With smtpd_delay_reject the sender list runs at RCPT: the second recipient.
+        "smtpd_sender_restrictions = reject_multi_recipient_bounce\n",
+        "smtpd_data_restrictions = reject_multi_recipient_bounce\n"
+        "multi_recipient_bounce_reject_code = 554\n",
+    ],
+)
+def test_multi_recipient_bounce_as_postfix(start_smtpd, main_cf: str) -> None:
+    data = "data" in main_cf
+    both = Played(start_smtpd, BOUNCE_DATA if data else BOUNCE, main_cf)
+    # (The queue ID in the reply to the message let through differs.)
+    end = -2 if data else None
+    assert both.our_replies[1:end] == both.their_replies[1:end]
+    assert any(" 5.5.3 " in r for r in both.their_replies)
+    assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        "smtpd_recipient_restrictions = reject_plaintext_session, permit\n",
+        "smtpd_helo_restrictions = reject_plaintext_session\nplaintext_reject_code = 554\n",
+    ],
+)
+def test_plaintext_session_as_postfix(start_smtpd, main_cf: str) -> None:
+    both = Played(start_smtpd, [*BOUNCE[:3], "QUIT"], main_cf)
+    assert both.our_replies[1:] == both.their_replies[1:]
+    assert "Session encryption is required" in both.their_replies[3]
+    assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+def test_sleep_as_postfix(start_smtpd) -> None:
+    """sleep 1 pauses the reply and goes on with the next restriction; sleep without a
+    number is a configuration error, Postfix's warning and 451 4.3.5."""
+    main_cf = (
+        "smtpd_recipient_restrictions = sleep 1, permit_mynetworks, reject_unauth_destination\n"
+        "smtpd_data_restrictions = sleep x\n"
+    )
+    started = time.monotonic()
+    both = Played(start_smtpd, [*BOUNCE[:3], "DATA", "QUIT"], main_cf)
+    assert both.our_replies[1:] == both.their_replies[1:]
+    assert both.their_replies[4].startswith("451 4.3.5 ")
+    assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)
+    assert time.monotonic() - started >= 2
+
+
+def test_sleep_holds_only_its_session(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_helo_restrictions = sleep 2\n")
+    slow = Raw(srv.host, srv.port, source="127.0.0.2")
+    slow.reply()
+    slow.send(b"EHLO client.example\r\n")
+    time.sleep(0.3)
+    started = time.monotonic()
+    other = Raw(srv.host, srv.port, source="127.0.0.3")
+    assert other.reply().startswith("220 ")
+    assert time.monotonic() - started < 1.0
+    assert slow.reply().startswith("250-")
+
+
+def test_encrypted_session_passes_and_policy_told(start_smtpd, cert) -> None:
+    """Under STARTTLS reject_plaintext_session lets the request through, and a policy
+    request names the protocol, cipher and its bits."""
+    with policy_server("DUNNO") as server:
+        srv = start_smtpd(
+            _tls_conf(
+                cert,
+                extra="smtpd_recipient_restrictions = reject_plaintext_session,"
+                f" check_policy_service {server.endpoint}, permit\n",
+            )
+        )
+        raw = Raw(srv.host, srv.port, source="127.0.0.2")
+        raw.reply()
+        raw.cmd("EHLO client.example")
+        assert raw.cmd("STARTTLS").startswith("220 ")
+        _wrap(raw)
+        raw.cmd("EHLO client.example")
+        raw.cmd("MAIL FROM:<a@example.org>")
+        assert raw.cmd("RCPT TO:<x@localhost>") == "250 2.1.5 Ok"
+        attrs = dict(line.split("=", 1) for line in server.requests[0])
+    assert attrs["encryption_protocol"] == "TLSv1.3"
+    assert re.fullmatch(r"TLS_\w+", attrs["encryption_cipher"])
+    assert int(attrs["encryption_keysize"]) >= 128
