@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.smtpd.conftest import Raw
 from tests.smtpd.test_policy import _reject_and_warning_lines, policy_server
-from tests.smtpd.test_postfix_differential import Played
+from tests.smtpd.test_postfix_differential import Played, _namespace_as_postfix
 from tests.smtpd.test_tls import _tls_conf, _wrap
 from tests.smtpd.test_tls import cert as cert  # the fixture
 
@@ -130,3 +131,21 @@ def test_encrypted_session_passes_and_policy_told(start_smtpd, cert) -> None:
     assert attrs["encryption_protocol"] == "TLSv1.3"
     assert re.fullmatch(r"TLS_\w+", attrs["encryption_cipher"])
     assert int(attrs["encryption_keysize"]) >= 128
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+def test_unknown_helo_hostname_as_postfix(tmp_path: Path) -> None:
+    """reject_unknown_helo_hostname (and its old name) against one DNS server in a namespace
+    of the test's own (tests/smtpd/helo_namespace.py): a name with an A, AAAA, MX or null
+    MX record passes, one with none is refused with unknown_hostname_reject_code, one whose
+    lookup fails for now as unknown_helo_hostname_tempfail_action says, an address literal
+    is not looked up; word for word as Postfix, on asyncio's loop and on uvloop."""
+    theirs = _namespace_as_postfix("tests.smtpd.helo_namespace", tmp_path)
+    replies = theirs["default code"]
+    assert replies["none.helo.test"] == (
+        "450 4.7.1 <none.helo.test>: Helo command rejected: Host not found"
+    ), replies
+    assert replies["nullmx.helo.test"].startswith("250 "), replies
+    assert theirs["550"]["none.helo.test"].startswith("550 5.7.1 "), theirs
+    assert theirs["550"]["fail.helo.test"].startswith("450 4.7.1 "), theirs
