@@ -65,7 +65,9 @@ def policy_server(
                     request.append(line.decode().rstrip("\n"))
                 server.requests.append(request)
                 time.sleep(server.delay)
-                f.write(f"action={server.action}\n\n".encode())
+                # "=" first: the reply as given, without "action=".
+                reply = server.action[1:] if server.action.startswith("=") else server.action
+                f.write(f"{'' if server.action.startswith('=') else 'action='}{reply}\n\n".encode())
                 f.flush()
 
     def accept() -> None:
@@ -183,6 +185,19 @@ def test_actions_judged_as_postfix(start_smtpd, action: str) -> None:
     and warning lines are Postfix's. (DEFER_IF_PERMIT, HOLD's log line and 521's
     disconnect are the access(5) code's, still unlike Postfix's, as check_*_access.)"""
     with policy_server(action) as server:
+        both = Played(start_smtpd, SESSION, _main_cf(server.endpoint))
+    assert both.our_replies[1:] == both.their_replies[1:]
+    assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+@pytest.mark.parametrize("reply", ["DUNNO\nfoo=bar", "\n", "=foo=bar"])
+def test_malformed_reply_as_postfix(start_smtpd, reply: str) -> None:
+    """A reply with an attribute besides action (ignored), an empty action (a warning, then
+    the next restriction), a stray empty line after a reply (dropped, not taken for the
+    next reply), a reply without action."""
+    with policy_server(reply) as server:
         both = Played(start_smtpd, SESSION, _main_cf(server.endpoint))
     assert both.our_replies[1:] == both.their_replies[1:]
     assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)

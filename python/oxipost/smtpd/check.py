@@ -674,6 +674,10 @@ class Checker:
         action = client.query(attrs)
         if action is None:
             action = self.cfg.get("smtpd_policy_service_default_action")
+        if not action.strip():
+            if self.log is not None:
+                self.log.warning(f"access table {server} entry  has empty value")
+            return DUNNO
         rname = self._reply_name(stage, st, rcpt)
         return self._access_result(
             action.strip(), reply_class, rname, stage, reply_class, st, rcpt, depth, rname

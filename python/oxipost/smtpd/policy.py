@@ -11,10 +11,13 @@ The client blocks: the restriction engine is synchronous, and smtpd runs it in a
 thread when a restriction list names check_policy_service (Checker.threaded), so that a
 slow policy server holds only its own session.
 
-Diagnostics: a request that fails (cannot connect, times out, a reply without action=) is
-tried smtpd_policy_service_try_limit times, smtpd_policy_service_retry_delay apart, each
-later failure logged "warning: problem talking to server NAME: REASON"; then the answer is
-smtpd_policy_service_default_action.
+Diagnostics: a request that fails (cannot connect, times out, a reply without action=:
+"warning: missing attribute action in input from NAME") is tried
+smtpd_policy_service_try_limit times, smtpd_policy_service_retry_delay apart, each failure
+logged "warning: problem talking to server NAME: REASON" (the first only for a system error
+other than a closed connection); then the answer is smtpd_policy_service_default_action.
+Attributes besides action are ignored; an empty action is "warning: access table SERVER
+entry  has empty value" and the next restriction.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import socket
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,30 +36,42 @@ if TYPE_CHECKING:
 
 
 class PolicyError(Exception):
-    """A request that got no usable answer; the message is the reason for the log."""
+    """A request that got no usable answer without a system error (Postfix's %m then
+    says "Application error")."""
 
 
-class _Eof(PolicyError):
-    """The server closed the connection (errno 0: Postfix's %m says "Success")."""
-
-
-_QUIET_ERRNOS = (errno.EPIPE, errno.ENOENT, errno.ECONNRESET)
+_QUIET_ERRNOS = (None, 0, errno.EPIPE, errno.ENOENT, errno.ECONNRESET)
 
 
 @dataclass
 class _Conn:
     sock: socket.socket
-    file: Any
     born: float
     used: float
     requests: int = 0
+    # What the server sent that was not read yet.
+    unread: bytearray = field(default_factory=bytearray)
+
+    def readline(self) -> bytes:
+        """One line with its newline; without one at the end of the stream."""
+        while True:
+            end = self.unread.find(b"\n")
+            if end >= 0:
+                line = bytes(self.unread[: end + 1])
+                del self.unread[: end + 1]
+                return line
+            data = self.sock.recv(4096)
+            if not data:
+                line = bytes(self.unread)
+                self.unread.clear()
+                return line
+            self.unread += data
 
     def close(self) -> None:
-        for part in (self.file, self.sock):
-            try:
-                part.close()
-            except OSError:
-                pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 class PolicyClient:
@@ -87,15 +102,18 @@ class PolicyClient:
             conn = None
             try:
                 conn = self._take()
-                conn.file.write(data)
-                conn.file.flush()
+                # As Postfix's client, what the server sent beyond its last reply is
+                # dropped, not taken for the next one.
+                conn.unread.clear()
+                conn.sock.sendall(data)
                 action = self._read_reply(conn)
             except (OSError, PolicyError) as e:
                 if conn is not None:
                     conn.close()
-                # As attr_clnt_request: a first failure that is the server having closed
-                # a kept connection (EPIPE, ECONNRESET, end of file) is retried quietly.
-                quiet = getattr(e, "errno", None) in _QUIET_ERRNOS or isinstance(e, _Eof)
+                # As attr_clnt_request: a first failure that is no system error, or the
+                # server having closed a kept connection (EPIPE, ECONNRESET), is retried
+                # without a word.
+                quiet = getattr(e, "errno", None) in _QUIET_ERRNOS
                 if self.log is not None and (count > 1 or not quiet):
                     self.log.warning(f"problem talking to server {self.name}: {_reason(e)}")
                 if count < self.try_limit:
@@ -110,18 +128,20 @@ class PolicyClient:
     def _read_reply(self, conn: _Conn) -> str:
         action = None
         while True:
-            line = conn.file.readline()
+            line = conn.readline()
             if not line.endswith(b"\n"):
-                raise _Eof("Success")
+                raise PolicyError("Application error")
             text = line.rstrip(b"\n").decode("utf-8", "surrogateescape")
             if not text:
                 break
+            # Other attributes are ignored, as Postfix 3.7 does.
             name, eq, value = text.partition("=")
-            if not eq or name != "action" or action is not None:
-                raise PolicyError(f"unexpected attribute {name} (expecting: action)")
-            action = value
+            if eq and name == "action":
+                action = value
         if action is None:
-            raise PolicyError("missing attribute action")
+            if self.log is not None:
+                self.log.warning(f"missing attribute action in input from {self.name}")
+            raise PolicyError("Application error")
         return action
 
     def _take(self) -> _Conn:
@@ -166,7 +186,7 @@ class PolicyClient:
         else:
             raise PolicyError(f"unsupported transport type: {kind}")
         sock.settimeout(self.timeout)
-        return _Conn(sock, sock.makefile("rwb"), now, now)
+        return _Conn(sock, now, now)
 
     def close(self) -> None:
         with self._lock:
