@@ -859,3 +859,24 @@ def test_message_id_logged_for_every_message_kept_as_postfix(start_smtpd) -> Non
 
     assert message_ids(both.theirs) == ["<>", "<abc@def.example>", "<>"]
     assert message_ids(both.ours) == message_ids(both.theirs)
+
+
+@pytest.mark.slow
+def test_error_and_retry_transports_refused_at_rcpt_as_postfix(start_smtpd) -> None:
+    """check_rcpt_maps: an address that resolves to the error transport is known to be
+    undeliverable (550 5.1.1, or its text's DSN code), to the retry transport not now (450
+    4.1.1); a bare "error" says "Address is undeliverable"."""
+    main_cf = (
+        "relay_domains = no.example later.example plain.example bare.example dsn.example\n"
+        "transport_maps = inline:{ {no.example=error:no mail here}, "
+        "{later.example=retry:try later}, {bare.example=error}, "
+        "{dsn.example=error:5.7.1 go away} }\n"
+    )
+    rcpts = ["no", "later", "plain", "bare", "dsn"]
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>"]
+    dialogue += [f"RCPT TO:<x@{d}.example>" for d in rcpts] + ["QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[3] == (
+        "550 5.1.1 <x@no.example>: Recipient address rejected: no mail here"
+    )
+    assert both.our_replies[1:] == both.their_replies[1:]

@@ -37,6 +37,7 @@ from oxipost.rewrite.resolve import (
     RESOLVE_CLASS_LOCAL,
     RESOLVE_CLASS_RELAY,
     RESOLVE_CLASS_VIRTUAL,
+    Resolution,
     match_domain,
     resolve,
     split_address,
@@ -1029,6 +1030,8 @@ class Checker:
         )
         if self._in_maps("virtual_alias_maps", keys):
             return None
+        if res.transport in ("error", "retry"):
+            return _undeliverable(address, what, res)
         if res.addr_class == RESOLVE_CLASS_LOCAL:
             found = self._in_maps("local_recipient_maps", keys)
             if found is False:
@@ -1155,6 +1158,19 @@ class Checker:
         return self.run_list(
             value.replace(",", " ").split(), stage, reply_class, st, rcpt, depth + 1
         )
+
+
+def _undeliverable(address: str, what: str, res: Resolution) -> Reply:
+    """Postfix's check_rcpt_maps for an address that resolves to the error transport
+    (known undeliverable: 550 5.1.1, or the class of a DSN code in its text) or the retry
+    transport (not now: 450 4.1.1)."""
+    default = "4.1.1" if res.transport == "retry" else "5.1.1"
+    # A bare "error" keeps the domain as its next hop here; Postfix's has none.
+    given = "" if res.nexthop == split_address(res.recipient)[1] else res.nexthop
+    dsn, text = _dsn_text(
+        given, default, f"<{address}>: {what} rejected: ", "Address is undeliverable"
+    )
+    return Reply(450 if dsn.startswith("4") else 550, dsn, text)
 
 
 def _dsn_text(text: str, default_dsn: str, prefix: str, default_text: str) -> tuple[str, str]:
