@@ -494,18 +494,19 @@ class Session:
             await self._reject(reply)
 
     async def _check(
-        self, check: Callable[..., Reply | None], *args: Any, received: int = 0
+        self, check: Callable[..., Reply | None], *args: Any, size: int | None = None
     ) -> Reply | None:
         """A Checker entry point's answer for this session; where it may ask a policy
-        server, with what Postfix's policy request tells beyond the ClientState (at the
-        end of data, the size `received`)."""
+        server, with what Postfix's policy request tells beyond the ClientState (the
+        message `size` where the transaction does not hold it: SIZE= at MAIL, what was
+        received at the end of data)."""
         self.state.rcpt_count = self.tx.rcpt_count if self.tx else 0
         self.state.encrypted = self.tls_active
         if self.srv.checker.threaded:
-            self.state.policy_attrs = self._policy_attrs(received)
+            self.state.policy_attrs = self._policy_attrs(size)
         return await self.srv.checker.run(check, self.state, *args)
 
-    def _policy_attrs(self, received: int) -> dict[str, str]:
+    def _policy_attrs(self, size: int | None) -> dict[str, str]:
         tx = self.tx
         after_rcpt = tx is not None and self.state.where in ("DATA", "END-OF-MESSAGE")
         server = self.writer.get_extra_info("sockname") or ("", "")
@@ -513,11 +514,10 @@ class Session:
             "client_port": str(self.port),
             "server_address": str(server[0]),
             "server_port": str(server[1]),
-            # As Postfix's: counted once the recipients are all known, the actual size
-            # once the content is.
+            # As Postfix's: counted once the recipients are all known.
             "recipient_count": str(tx.rcpt_count if tx and after_rcpt else 0),
             "recipient": self._only_recipient(tx) if tx and after_rcpt else "",
-            "size": str(received if self.state.where == "END-OF-MESSAGE" else tx.size if tx else 0),
+            "size": str(size if size is not None else tx.size if tx else 0),
             "sasl_method": self.sasl_method,
             "sasl_sender": self.sasl_sender or "",
             "encryption_keysize": "0",
@@ -862,7 +862,7 @@ class Session:
             await self.reply(R.NO_SPACE)
             return
         self.state.sender = addr
-        reply = await self._check(self.srv.checker.at_mail)
+        reply = await self._check(self.srv.checker.at_mail, size=tx.size)
         if reply is not None:
             await self._reject(reply)
             self._mail_reset()
@@ -1062,7 +1062,7 @@ class Session:
             await self.reply(R.TOO_BIG)
             return
         self.state.where = "END-OF-MESSAGE"
-        reply = await self._check(self.srv.checker.at_end_of_data, received=len(content))
+        reply = await self._check(self.srv.checker.at_end_of_data, size=len(content))
         if reply is not None:
             await self._reject(reply, self._only_recipient(tx))
             return
