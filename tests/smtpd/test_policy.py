@@ -244,6 +244,33 @@ def test_server_down_default_action_as_postfix(start_smtpd) -> None:
     assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)
 
 
+@pytest.mark.postfix
+@pytest.mark.slow
+def test_settings_of_its_own_as_postfix(start_smtpd) -> None:
+    """Postfix 3.0's "{ server, name=value, ... }": try_limit, default_action and
+    policy_context for this server alone."""
+    down = f"inet:127.0.0.1:{free_port()}"
+    with policy_server("DUNNO") as server:
+        main_cf = (
+            "smtpd_recipient_restrictions = check_policy_service"
+            f" {{ {down}, try_limit=1, default_action=DEFER }},"
+            f" check_policy_service {{ {server.endpoint}, policy_context=ctx2 }}, permit\n"
+        )
+        both = Played(start_smtpd, [*SESSION[:3], "QUIT"], main_cf)
+        # The second server is asked only when the first is up.
+        main_cf = main_cf.replace(down, server.endpoint)
+        both_up = Played(start_smtpd, [*SESSION[:3], "QUIT"], main_cf)
+    assert both.our_replies[1:] == both.their_replies[1:]
+    assert both.their_replies[3] == (
+        "450 4.7.1 <x@localhost>: Recipient address rejected: Access denied"
+    )
+    assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)
+    assert both_up.our_replies[1:] == both_up.their_replies[1:]
+    requests = [r for r in server.requests if "client_address=127.0.0.2" in r]
+    contexts = [next(ln for ln in r if ln.startswith("policy_context=")) for r in requests]
+    assert contexts == ["policy_context=", "policy_context=ctx2"] * 2
+
+
 def test_connection_kept_and_reused(start_smtpd, tmp_path: Path) -> None:
     """One connection serves every request of the process (over unix:/path too), until
     smtpd_policy_service_request_limit requests."""

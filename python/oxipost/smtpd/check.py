@@ -669,12 +669,12 @@ class Checker:
             "queue_id": st.queue_id,
             "stress": self.cfg.get("stress"),
             "sasl_username": st.sasl_username,
-            "policy_context": self.cfg.get("smtpd_policy_service_policy_context"),
+            "policy_context": client.policy_context,
         }
         attrs = [(name, given.get(name, session.get(name, ""))) for name in POLICY_ATTRIBUTES]
         action = client.query(attrs)
         if action is None:
-            action = self.cfg.get("smtpd_policy_service_default_action")
+            action = client.default_action
         if not action.strip():
             if self.log is not None:
                 self.log.warning(f"access table {server} entry  has empty value")

@@ -3,7 +3,8 @@
 check_policy_service asks a policy server (SMTPD_POLICY_README) over unix:/path,
 unix:private/name (under queue_directory) or inet:host:port: one "name=value" line per
 attribute of the request, then an empty line; the server answers "action=..." and an empty
-line, and the action is judged as an access(5) table's result. Connections are kept per
+line, and the action is judged as an access(5) table's result. "{ server, name=value, ... }"
+gives the server settings of its own (Postfix 3.0). Connections are kept per
 server and reused, as Postfix's attr_clnt: closed after smtpd_policy_service_max_idle idle,
 smtpd_policy_service_max_ttl of life or smtpd_policy_service_request_limit requests.
 
@@ -30,6 +31,8 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from oxipost.config import split_list
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -78,16 +81,28 @@ class PolicyClient:
     """The connections of one smtpd process to one policy server, idle ones pooled."""
 
     def __init__(self, cfg: Config, server: str, log: Any = None) -> None:
-        self.server = server
+        """`server` is an endpoint, or Postfix 3.0's "{ endpoint, name=value, ... }" with
+        settings of its own in place of the smtpd_policy_service_* ones (timeout,
+        default_action, max_idle, max_ttl, request_limit, try_limit, retry_delay,
+        policy_context)."""
+        words = split_list(server.strip().removeprefix("{").removesuffix("}"))
+        own = dict(_setting(word) for word in words[1:])
+        self.server = words[0] if words else ""
         # The name attr_clnt logs: the endpoint without its transport type.
-        self.name = server.partition(":")[2]
+        self.name = self.server.partition(":")[2]
         self.log = log
-        self.timeout = cfg.get_time("smtpd_policy_service_timeout")
-        self.max_idle = cfg.get_time("smtpd_policy_service_max_idle")
-        self.max_ttl = cfg.get_time("smtpd_policy_service_max_ttl")
-        self.request_limit = cfg.get_int("smtpd_policy_service_request_limit")
-        self.try_limit = max(1, cfg.get_int("smtpd_policy_service_try_limit"))
-        self.retry_delay = cfg.get_time("smtpd_policy_service_retry_delay")
+
+        def setting(name: str) -> str:
+            return own.get(name) or cfg.get("smtpd_policy_service_" + name)
+
+        self.timeout = _seconds(setting("timeout"))
+        self.max_idle = _seconds(setting("max_idle"))
+        self.max_ttl = _seconds(setting("max_ttl"))
+        self.request_limit = int(setting("request_limit"))
+        self.try_limit = max(1, int(setting("try_limit")))
+        self.retry_delay = _seconds(setting("retry_delay"))
+        self.default_action = setting("default_action")
+        self.policy_context = setting("policy_context")
         self.queue_directory = cfg.get("queue_directory")
         self._idle: list[_Conn] = []
         self._lock = threading.Lock()
@@ -196,6 +211,18 @@ class PolicyClient:
 def _close_all(conns: list[_Conn]) -> None:
     while conns:
         conns.pop().close()
+
+
+def _setting(word: str) -> tuple[str, str]:
+    name, _, value = word.partition("=")
+    return name.strip(), value.strip()
+
+
+def _seconds(value: str) -> float:
+    """A time value: a number with an optional unit (s, m, h, d, w; seconds without)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    unit = value[-1:] if value[-1:] in units else "s"
+    return float(value.removesuffix(unit) if value[-1:] in units else value) * units[unit]
 
 
 def _reason(e: BaseException) -> str:
