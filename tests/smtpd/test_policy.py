@@ -290,6 +290,24 @@ def test_connection_kept_and_reused(start_smtpd, tmp_path: Path) -> None:
         assert (server.connections, len(server.requests)) == (2, 2)
 
 
+@pytest.mark.parametrize("setting", ["max_idle", "max_ttl"])
+def test_connection_closed_after_max_idle_or_ttl(start_smtpd, setting: str) -> None:
+    """A kept connection idle for smtpd_policy_service_max_idle, or alive for _max_ttl, is
+    not used again: the next request opens another."""
+    with policy_server("DUNNO") as server:
+        srv = start_smtpd(_main_cf(server.endpoint, f"smtpd_policy_service_{setting} = 1s\n"))
+        raw = Raw(srv.host, srv.port, source="127.0.0.2")
+        raw.reply()
+        raw.cmd("EHLO client.example")
+        raw.cmd("MAIL FROM:<a@example.org>")
+        raw.cmd("RCPT TO:<x@localhost>")
+        raw.cmd("RCPT TO:<y@localhost>")
+        assert server.connections == 1
+        time.sleep(1.2)
+        raw.cmd("RCPT TO:<z@localhost>")
+        assert (server.connections, len(server.requests)) == (2, 3)
+
+
 def test_slow_policy_server_holds_only_its_session(start_smtpd) -> None:
     """A policy server that takes 2s to answer: another session is served meanwhile."""
     with policy_server("DUNNO", delay=2.0) as server:
