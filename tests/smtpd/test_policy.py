@@ -233,6 +233,19 @@ def test_malformed_reply_as_postfix(start_smtpd, reply: str) -> None:
 
 @pytest.mark.postfix
 @pytest.mark.slow
+def test_server_too_slow_as_postfix(start_smtpd) -> None:
+    """A server that does not answer within smtpd_policy_service_timeout: the request
+    failed, as Postfix words it."""
+    with policy_server("DUNNO", delay=3.0) as server:
+        extra = "smtpd_policy_service_timeout = 1s\nsmtpd_policy_service_try_limit = 1\n"
+        both = Played(start_smtpd, [*SESSION[:3], "QUIT"], _main_cf(server.endpoint, extra))
+    assert both.our_replies[1:] == both.their_replies[1:]
+    assert both.their_replies[3].startswith("451 4.3.5 ")
+    assert _reject_and_warning_lines(both.ours) == _reject_and_warning_lines(both.theirs)
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
 def test_server_down_default_action_as_postfix(start_smtpd) -> None:
     """Nothing listens: each request is tried smtpd_policy_service_try_limit times, each
     failure logged, then smtpd_policy_service_default_action (451 4.3.5 Server configuration

@@ -128,7 +128,8 @@ class PolicyClient:
                 # As attr_clnt_request: a first failure that is no system error, or the
                 # server having closed a kept connection (EPIPE, ECONNRESET), is retried
                 # without a word.
-                quiet = getattr(e, "errno", None) in _QUIET_ERRNOS
+                timed_out = isinstance(e, TimeoutError)  # Postfix's ETIMEDOUT
+                quiet = not timed_out and getattr(e, "errno", None) in _QUIET_ERRNOS
                 if self.log is not None and (count > 1 or not quiet):
                     self.log.warning(f"problem talking to server {self.name}: {_reason(e)}")
                 if count < self.try_limit:
