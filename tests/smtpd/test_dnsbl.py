@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import dns.rcode
 import dns.resolver
 import pytest
+from oxipost.config import load_config
 from oxipost.smtpd import check
 
 from tests.dns_stub import serving
-from tests.smtpd.conftest import Raw
+from tests.smtpd.conftest import Raw, write_config
 
 ZONE: dict[tuple[str, str], list[str]] = {
     ("2.0.0.127.bl.test", "A"): ["127.0.0.2"],
@@ -228,3 +229,22 @@ def test_reject_rbl_client_ipv6_nibbles(start_smtpd) -> None:
     assert _rcpt(srv, xclient="ADDR=IPv6:2001:db8::1") == (
         "554 5.7.1 Service unavailable; Client host [2001:db8::1] blocked using bl.test"
     )
+
+
+@pytest.mark.parametrize(
+    ("restrictions", "threaded"),
+    [
+        ("permit_mynetworks, reject_unauth_destination", False),
+        ("reject_rbl_client zen.example, reject_unauth_destination", True),
+        ("permit_dnswl_client list.example, reject_unauth_destination", True),
+        ("reject_unknown_sender_domain, reject_unauth_destination", True),
+        ("reject_rhsbl_sender dbl.example, reject_unauth_destination", True),
+    ],
+)
+def test_dns_lists_run_the_checks_off_the_event_loop(
+    tmp_path, restrictions: str, threaded: bool
+) -> None:
+    """A DNS list or a domain lookup may wait on a resolver: the checks then run in a
+    worker thread, so a slow list holds up its own session only."""
+    write_config(str(tmp_path), f"smtpd_recipient_restrictions = {restrictions}\n")
+    assert check.Checker(load_config(str(tmp_path))).threaded is threaded

@@ -220,9 +220,20 @@ _DNSXL = {
 }
 # find_dnsxl_*'s answer when the DNS gave no definitive reply (Postfix's dnsxl_stat_soft).
 _DNSXL_SOFT = "soft"
-# The restrictions that may wait (on a server, a resolver, a clock).
+# The restrictions that may wait (on a server, a resolver, a clock): a configuration that
+# names one runs the checks off the event loop, so that one slow DNS list or policy server
+# holds up its own session only.
 _BLOCKING = frozenset(
-    {"check_policy_service", "sleep", "reject_unknown_helo_hostname", "reject_unknown_hostname"}
+    {
+        "check_policy_service",
+        "sleep",
+        "reject_unknown_helo_hostname",
+        "reject_unknown_hostname",
+        "reject_unknown_sender_domain",
+        "reject_unknown_recipient_domain",
+        "reject_maps_rbl",
+        *_DNSXL,
+    }
 )
 # rbl_pagein's limit on the TXT records' text, joined with " / ".
 _RBL_TXT_LIMIT = 500
@@ -337,8 +348,8 @@ class Checker:
         self.classes = set(cfg.get_list("smtpd_restriction_classes"))
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.policy_clients: dict[str, PolicyClient] = {}
-        # A policy query, sleep and a HELO name's DNS lookup block: smtpd then runs the
-        # checks in a worker thread.
+        # A policy query, sleep, a DNS list or a domain's DNS lookup blocks: smtpd then
+        # runs the checks in a worker thread.
         self.threaded = any(
             not _BLOCKING.isdisjoint(cfg.get_list(param))
             for param in [p for p, _ in _STAGES.values()] + sorted(self.classes)
