@@ -1117,7 +1117,9 @@ def _data_bytes(content: bytes, limit: int = 0, queue_id: str = "") -> bytes:
     text = content.replace(b"\r\n", b"\n")
     if text and not text.endswith(b"\n"):
         text += b"\n"
-    if limit > 0 and re.search(rb"[^\n]{%d}" % (limit + 1), text):
+    # Anchored at line starts, as qmgr's message_size: unanchored, each position of every
+    # short line is tried again.
+    if limit > 0 and re.search(rb"(?m)^[^\n]{%d}" % (limit + 1), text):
         log.info("%s: breaking line > %d bytes with <CR><LF>SPACE", queue_id, limit)
         text = _break_long_lines(text, limit)
     # Whole-buffer replaces: a loop over the lines cost more than the rest of the DATA.
