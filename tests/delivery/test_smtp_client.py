@@ -342,3 +342,18 @@ def test_overlong_reply_line_is_cut_at_line_length_limit(tmp_path):
     assert o.permanent, o
     said = o.text.removeprefix("host 127.0.0.1[127.0.0.1] said: ")
     assert said == "550 5.1.1 " + "y" * (2048 - 10) + " (in reply to RCPT TO command)"
+
+
+def test_lines_longer_than_smtp_line_length_limit_are_broken():
+    """Postfix's smtp_text_out: a line over smtp_line_length_limit goes out in pieces
+    joined by CR LF SPACE; shorter lines, and a limit of 0, leave the text as it is."""
+    from oxipost.delivery.smtp import _data_bytes
+
+    short = b"Subject: x\r\n\r\n.dot\r\nbody\r\n"
+    assert _data_bytes(short, 998) == b"Subject: x\r\n\r\n..dot\r\nbody\r\n"
+    long = b"Subject: x\r\n\r\n" + b"y" * 2500 + b"\r\nend\r\n"
+    out = _data_bytes(long, 998)
+    assert max(len(line) for line in out.split(b"\r\n")) <= 998
+    assert out.count(b"\r\n ") == 2
+    assert out.replace(b"\r\n ", b"") == long
+    assert _data_bytes(long, 0) == long
