@@ -23,23 +23,25 @@ from tests.smtpd.conftest import RecordingQueue, write_config
 PIECES = [b"a", b"xyz", b".", b"..", b"\r", b"\n", b"\r\n", b".\r\n", b"\r\n.\r\n", b"\n.\n"]
 
 
-class ChunkReader:
-    """A StreamReader stand-in that hands out the stream in the given pieces."""
+class ChunkConnection:
+    """A listener.Connection stand-in that receives the stream in the given pieces."""
 
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = chunks
+        self.buf = bytearray()
 
-    async def read(self, n: int) -> bytes:
-        return self.chunks.pop(0) if self.chunks else b""
+    async def more(self) -> bool:
+        if not self.chunks:
+            return False
+        self.buf += self.chunks.pop(0)
+        return True
 
-
-class NullWriter:
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 1025) if name == "peername" else None
 
 
 def _read(server: SmtpdServer, chunks: list[bytes], bulk: bool) -> tuple[Any, ...]:
-    session = Session(server, ChunkReader(list(chunks)), NullWriter())  # type: ignore[arg-type]
+    session = Session(server, ChunkConnection(list(chunks)))  # type: ignore[arg-type]
     if not bulk:
         session._crlf_lines = lambda: (0, False, True)  # type: ignore[method-assign]
     content, too_big, bare_lf = asyncio.run(session.read_data())

@@ -1,6 +1,6 @@
 """smtpd - the SMTP server session, with Postfix's replies and rules
 
-One Session per connection, on asyncio streams. The command loop, DATA/BDAT readers and
+One Session per connection (listener.Connection). The command loop, DATA/BDAT readers and
 reply texts follow src/smtpd/smtpd.c rather than aiosmtpd's protocol class, whose DATA
 reader, line limits and reply texts differ from Postfix's in ways clients can observe
 (aiosmtpd remains the package's SMTP dependency for its testing helpers).
@@ -51,7 +51,7 @@ from oxipost.smtpd.check import (
     match_namadr,
     validate,
 )
-from oxipost.smtpd.listener import Listener
+from oxipost.smtpd.listener import Connection, Listener
 from oxipost.smtpd.xclient import (
     XCLIENT_ATTRS,
     XFORWARD_ATTRS,
@@ -260,8 +260,8 @@ class SmtpdServer:
         if self.notify is not None:
             await self.notify.close()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = Session(self, reader, writer)
+    async def _accept(self, conn: Connection) -> None:
+        session = Session(self, conn)
         task = asyncio.current_task()
         if task is not None:
             self.sessions.add(task)
@@ -285,15 +285,14 @@ class Session:
     # and the next one's sequence number (Postfix's state->seqno, from 0 in each session).
     _instance: tuple[Any, str, int] = (None, "", 0)
 
-    def __init__(
-        self, server: SmtpdServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: SmtpdServer, conn: Connection) -> None:
         self.srv = server
         self.cfg = server.cfg
-        self.reader = reader
-        self.writer = writer
-        self.buf = bytearray()
-        peer = writer.get_extra_info("peername") or ("unknown", 0)
+        self.conn = conn
+        # The connection's own buffer: what arrives is appended to it, the session
+        # consumes it in place.
+        self.buf = conn.buf
+        peer: Any = conn.get_extra_info("peername") or ("unknown", 0)
         self.addr = str(peer[0])
         self.port = int(peer[1]) if len(peer) > 1 else 0
         self.peer = peer
@@ -351,7 +350,7 @@ class Session:
         if self._idle_timer is None:
             self._idle_timer = loop.call_later(self.srv.timeout, self._check_idle)
         try:
-            data = await self.reader.read(_DATA_CHUNK)
+            more = await self.conn.more()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not self._timed_out or task is None:
@@ -364,10 +363,9 @@ class Session:
             raise Disconnect from None
         finally:
             self._reading_since = None
-        if not data:
+        if not more:
             self.srv.log.info(f"lost connection after {self.last_cmd} from {self.state.namaddr}")
             raise Disconnect
-        self.buf += data
 
     def _check_idle(self) -> None:
         self._idle_timer = None
@@ -409,11 +407,12 @@ class Session:
             if self.errors > self.srv.soft_errors and self.srv.error_sleep > 0:
                 await asyncio.sleep(self.srv.error_sleep)
         try:
-            self.writer.write(text.encode("utf-8", "surrogateescape") + CRLF)
-            transport = self.writer.transport
+            self.conn.write(text.encode("utf-8", "surrogateescape") + CRLF)
+            transport = self.conn.transport
+            assert transport is not None
             if transport.get_write_buffer_size():
                 async with asyncio.timeout(self.srv.timeout):
-                    await self.writer.drain()
+                    await self.conn.drain()
             elif transport.is_closing():
                 # All sent already, so drain could only report the lost connection.
                 raise Disconnect
@@ -427,7 +426,7 @@ class Session:
         await self.reply(text, count=False)
 
     def pending(self) -> bool:
-        return bool(self.buf) or bool(getattr(self.reader, "_buffer", b""))
+        return bool(self.buf)
 
     # The session -----------------------------------------------------------------------
 
@@ -480,7 +479,7 @@ class Session:
                 self._idle_timer.cancel()
             log.info(f"disconnect from {self.state.namaddr}{self.command_stats()}")
             with contextlib.suppress(Exception):
-                self.writer.close()
+                self.conn.close()
 
     async def _greet(self) -> None:
         """The greeting, at connect and after XCLIENT: smtpd_client_restrictions' reject
@@ -509,7 +508,7 @@ class Session:
     def _policy_attrs(self, size: int | None) -> dict[str, str]:
         tx = self.tx
         after_rcpt = tx is not None and self.state.where in ("DATA", "END-OF-MESSAGE")
-        server = self.writer.get_extra_info("sockname") or ("", "")
+        server: Any = self.conn.get_extra_info("sockname") or ("", "")
         attrs = {
             "client_port": str(self.port),
             "server_address": str(server[0]),
@@ -533,7 +532,7 @@ class Session:
                     seq + 1,
                 )
             attrs["instance"] = self._instance[1]
-        obj = self.writer.get_extra_info("ssl_object")
+        obj: Any = self.conn.get_extra_info("ssl_object")
         cipher = obj.cipher() if obj is not None else None
         if cipher:
             attrs.update(
@@ -1326,14 +1325,10 @@ class Session:
             return
         await self.reply(R.STARTTLS_READY)
         # Everything the client pipelined in plaintext after STARTTLS is discarded
-        # (CVE-2011-0411): it must not be run as if it came over TLS.
-        self.buf.clear()
-        inner = getattr(self.reader, "_buffer", None)
-        if inner is not None:
-            inner.clear()
+        # (CVE-2011-0411): it must not be run as if it came over TLS (start_tls drops it).
         try:
             await asyncio.wait_for(
-                self.writer.start_tls(self.srv.tls_context),
+                self.conn.start_tls(self.srv.tls_context),
                 self.cfg.get_time("smtpd_starttls_timeout"),
             )
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
@@ -1349,7 +1344,7 @@ class Session:
     def _tls_summary(self) -> str:
         """Postfix's "TLSv1.3 with cipher NAME (256/256 bits)". Python's ssl module does not
         tell the key exchange group or the signature, which Postfix adds after it."""
-        obj = self.writer.get_extra_info("ssl_object")
+        obj: Any = self.conn.get_extra_info("ssl_object")
         cipher = obj.cipher() if obj is not None else None
         if not cipher:
             return ""

@@ -117,7 +117,7 @@ class Dovecot(Backend):
     async def check(self, session: Session, user: str, password: str) -> str | None:
         self.counter += 1
         resp = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
-        local = session.writer.get_extra_info("sockname") or ("", 0)
+        local: Any = session.conn.get_extra_info("sockname") or ("", 0)
         fields = [
             "AUTH",
             str(self.counter),
