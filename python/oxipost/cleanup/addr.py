@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from oxipost.cleanup.state import ENV_FROM, ENV_RCPT
 from oxipost.envelope import Recipient
 from oxipost.maps import TableError
 from oxipost.maps.search import maps_find, split_extension, virtual_keys
@@ -39,12 +40,6 @@ if TYPE_CHECKING:
     from oxipost.cleanup.state import CleanupState
     from oxipost.config import Config
     from oxipost.maps import Table
-
-# Address classes of canonical_classes and masquerade_classes.
-ENV_FROM = "envelope_sender"
-ENV_RCPT = "envelope_recipient"
-HDR_FROM = "header_sender"
-HDR_RCPT = "header_recipient"
 
 WRITE_ERROR = "451 4.3.0 Error: queue file write error"
 ALIAS_ERROR = "451 4.6.0 Alias expansion error"
@@ -197,14 +192,11 @@ def masquerade(cfg: Config, address: str) -> str:
 
 def canonical(state: CleanupState, address: str, kind: str) -> str:
     """Canonical mapping then masquerading of one address of class `kind`."""
-    cfg = state.cfg
-    own = "sender_canonical" if kind in (ENV_FROM, HDR_FROM) else "recipient_canonical"
-    if cfg.get_list(f"{own}_maps") and kind in cfg.get_keywords(f"{own}_classes"):
-        address = map11(state, f"{own}_maps", address)
-    if cfg.get_list("canonical_maps") and kind in cfg.get_keywords("canonical_classes"):
-        address = map11(state, "canonical_maps", address)
-    if kind in cfg.get_keywords("masquerade_classes"):
-        address = masquerade(cfg, address)
+    params, masq = state.opts.canonical_steps(kind)
+    for param in params:
+        address = map11(state, param, address)
+    if masq:
+        address = masquerade(state.cfg, address)
     return address
 
 
@@ -212,7 +204,7 @@ def virtual_expand(state: CleanupState, address: str) -> list[str]:
     """Recursive virtual_alias_maps expansion (cleanup_map1n.c)."""
     cfg = state.cfg
     param = "virtual_alias_maps"
-    if not cfg.get_list(param):
+    if not state.opts.nonempty(param):
         return [address]
     expansion_limit = cfg.get_int("virtual_alias_expansion_limit")
     recursion_limit = cfg.get_int("virtual_alias_recursion_limit")
@@ -340,7 +332,7 @@ def bcc_lookup(state: CleanupState, param: str, address: str) -> str:
     """The sender_bcc_maps or recipient_bcc_maps address for `address` (Postfix's
     mail_addr_find: no extension propagation), "" for none. Raises CleanupDefer when a
     table cannot be read."""
-    if not address:
+    if not address or not state.opts.nonempty(param):
         return ""
     try:
         found = addr_find(state, param, address)

@@ -26,9 +26,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from oxipost.cleanup.addr import HDR_FROM, HDR_RCPT, WRITE_ERROR, canonical
+from oxipost.cleanup.addr import WRITE_ERROR, canonical
+from oxipost.cleanup.state import HDR_FROM, HDR_RCPT, cleanup_config
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope
 from oxipost.maps import TableError
@@ -97,7 +99,7 @@ _BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE)
 _DSN = re.compile(r"[45]\.\d{1,3}\.\d{1,3}(?:\s|$)")
 
 
-_SEPARATORS_OR_QUOTING = ',:;"(\\'
+_SEPARATORS_OR_QUOTING = re.compile(r'[,:;"(\\]')
 
 
 def header_name(text: str) -> str:
@@ -243,7 +245,7 @@ def act(state: CleanupState, context: str, line: str, value: str, param: str) ->
 def _segments(value: str) -> list[tuple[int, int, bool]]:
     """(start, end, is_group_name) of each comma/colon/semicolon separated element of an
     address header value, ignoring separators inside quotes, comments and <...>."""
-    if not any(c in value for c in _SEPARATORS_OR_QUOTING):
+    if _SEPARATORS_OR_QUOTING.search(value) is None:
         return [(0, len(value), False)]  # one address, as most headers hold
     out: list[tuple[int, int, bool]] = []
     start = 0
@@ -332,8 +334,11 @@ def rewrite_header_value(value: str, rewrite: Callable[[str], str]) -> str | Non
         external = value[a:b]
         if not external or external.startswith("@"):
             continue
-        local, domain = split_address(external)
-        internal = unquote_local(local) + ("@" + domain if domain else "")
+        if '"' in external or external.endswith("@"):
+            local, domain = split_address(external)
+            internal = unquote_local(local) + ("@" + domain if domain else "")
+        else:
+            internal = external  # nothing to unquote, no empty domain to drop
         new = rewrite(internal)
         if new == internal:
             continue
@@ -357,9 +362,10 @@ def local_client(env: Envelope, cfg: Any) -> bool:
         return context == "local"
     if not env.client_addr:
         return True
-    for item in cfg.get_list("local_header_rewrite_clients"):
+    opts = cleanup_config(cfg)
+    for item in opts.local_header_rewrite_clients:
         if item == "permit_inet_interfaces":
-            addrs = cfg.get_list("inet_interfaces")
+            addrs = opts.inet_interfaces
             if "all" in addrs or "loopback-only" in addrs:
                 if env.client_addr.startswith("127.") or env.client_addr == "::1":
                     return True
@@ -381,9 +387,16 @@ def local_client(env: Envelope, cfg: Any) -> bool:
     return False
 
 
+def state_local(state: CleanupState) -> bool:
+    """local_client for the message's client, asked once per message."""
+    if state.local is None:
+        state.local = local_client(state.env, state.cfg)
+    return state.local
+
+
 def header_rewrite_context(state: CleanupState) -> str | None:
     """ "local", "remote" or None (no header address rewriting at all)."""
-    if local_client(state.env, state.cfg):
+    if state_local(state):
         return "local"
     if state.cfg.get("remote_header_rewrite_domain"):
         return "remote"
@@ -394,12 +407,11 @@ def rewrite_header(state: CleanupState, text: str, name: str, context: str) -> s
     """A primary sender/recipient header (`name` in lower case) with its addresses
     rewritten."""
     kind = HDR_FROM if name in SENDER_HEADERS else HDR_RCPT
+    if not state.map_ok or state.opts.canonical_steps(kind) == ((), False):
+        return rewrite_header_text(text, partial(rewrite_address, state.cfg, context=context))
 
     def one(address: str) -> str:
-        address = rewrite_address(state.cfg, address, context)
-        if state.map_ok:
-            address = canonical(state, address, kind)
-        return address
+        return canonical(state, rewrite_address(state.cfg, address, context), kind)
 
     return rewrite_header_text(text, one)
 
@@ -446,24 +458,31 @@ class Walker:
         self.state = state
         cfg = state.cfg
         self.mime = not cfg.get_bool("disable_mime_input_processing")
-        self.body_limit = cfg.get_int("body_checks_size_limit")
+        self.body_limit = state.opts.body_checks_size_limit
         self.context = header_rewrite_context(state)
+        # The names (lower case) of the primary header lines given back so far.
+        self.names: set[str] = set()
 
     def _check_header(self, text: str, cls: str) -> list[str]:
         state = self.state
         name = header_name(text)
-        if name in MIME_HEADERS:
-            cls = MULTIPART
-        param = _CHECKS[cls]
-        if state.filtering and state.cfg.get_list(param):
+        checked = MULTIPART if name in MIME_HEADERS else cls
+        param = _CHECKS[checked]
+        if state.filtering and param in state.opts.header_checks:
             value = _lookup(state, param, text)
             if value is not None:
                 result = act(state, "header", text, value, param)
                 if not result:
                     return []
                 *prepended, text = result
-                return prepended + self._after_checks(text, header_name(text), cls)
-        return self._after_checks(text, name, cls)
+                result = prepended + self._after_checks(text, header_name(text), checked)
+                if cls == PRIMARY:
+                    self.names.update(header_name(h) for h in result)
+                return result
+        result = self._after_checks(text, name, checked)
+        if result and cls == PRIMARY:
+            self.names.add(name)
+        return result
 
     def _after_checks(self, text: str, name: str, cls: str) -> list[str]:
         if cls != PRIMARY or name in MIME_HEADERS:
@@ -471,7 +490,7 @@ class Walker:
         if name in DROPPED_HEADERS:
             return []
         if name in ("message-id", "resent-message-id"):
-            self.state.info(f"{name.lower()}={text.split(':', 1)[1].strip()}")
+            self.state.info(f"{name}={text.split(':', 1)[1].strip()}")
         if (
             self.context
             and state_ok(self.state)
@@ -482,7 +501,7 @@ class Walker:
 
     def _check_body(self, line: str, budget: list[int]) -> list[str]:
         state = self.state
-        if not state.filtering or budget[0] <= 0 or not state.cfg.get_list("body_checks"):
+        if not state.filtering or budget[0] <= 0 or not state.opts.nonempty("body_checks"):
             return [line]
         budget[0] -= len(line) + 1
         value = _lookup(state, "body_checks", line)

@@ -6,7 +6,9 @@ message is queued or refused, under the queue ID it took for it (Queue.new_id).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from oxipost.maps import Table, open_table
@@ -14,6 +16,100 @@ from oxipost.maps import Table, open_table
 if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.envelope import Envelope
+
+
+# Address classes of canonical_classes and masquerade_classes.
+ENV_FROM = "envelope_sender"
+ENV_RCPT = "envelope_recipient"
+HDR_FROM = "header_sender"
+HDR_RCPT = "header_recipient"
+
+
+class CleanupConfig:
+    """What cleanup reads of the configuration for every message, worked out once for a
+    Config, whose values are fixed for its life as a daemon's main.cf is until it restarts
+    (Config caches them already): lists that are empty, the canonical and masquerade steps
+    of each address class. Each is worked out when first wanted, so a bad value fails
+    where it did. Tables are not kept here: a message opens its own (CleanupState.tables),
+    which notices a rebuilt one."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._nonempty: dict[str, bool] = {}
+        self._canonical_steps: dict[str, tuple[tuple[str, ...], bool]] = {}
+
+    @cached_property
+    def overrides(self) -> frozenset[str]:
+        return self.cfg.get_keywords("receive_override_options")
+
+    @cached_property
+    def hopcount_limit(self) -> int:
+        return self.cfg.get_int("hopcount_limit")
+
+    @cached_property
+    def header_size_limit(self) -> int:
+        return self.cfg.get_int("header_size_limit")
+
+    @cached_property
+    def body_checks_size_limit(self) -> int:
+        return self.cfg.get_int("body_checks_size_limit")
+
+    @cached_property
+    def header_checks(self) -> frozenset[str]:
+        """The header check parameters that name a table."""
+        names = ("header_checks", "mime_header_checks", "nested_header_checks")
+        return frozenset(name for name in names if self.nonempty(name))
+
+    @cached_property
+    def wants_body(self) -> bool:
+        """Whether anything looks past the primary header (the body walk costs per line)."""
+        return self.nonempty("body_checks") or bool(self.header_checks - {"header_checks"})
+
+    @cached_property
+    def local_header_rewrite_clients(self) -> tuple[str, ...]:
+        return tuple(self.cfg.get_list("local_header_rewrite_clients"))
+
+    @cached_property
+    def inet_interfaces(self) -> tuple[str, ...]:
+        return tuple(self.cfg.get_list("inet_interfaces"))
+
+    def nonempty(self, param: str) -> bool:
+        """Whether the list parameter `param` has any item (a table, a domain)."""
+        known = self._nonempty.get(param)
+        if known is None:
+            known = self._nonempty[param] = bool(self.cfg.get_list(param))
+        return known
+
+    def canonical_steps(self, kind: str) -> tuple[tuple[str, ...], bool]:
+        """(the canonical map parameters, in order, and whether to masquerade: the class
+        is in masquerade_classes and masquerade_domains has some) for an address of class
+        `kind`; ((), False) when nothing would change it."""
+        steps = self._canonical_steps.get(kind)
+        if steps is None:
+            cfg = self.cfg
+            own = "sender_canonical" if kind in (ENV_FROM, HDR_FROM) else "recipient_canonical"
+            maps = ((f"{own}_maps", f"{own}_classes"), ("canonical_maps", "canonical_classes"))
+            params = tuple(
+                param
+                for param, classes in maps
+                if self.nonempty(param) and kind in cfg.get_keywords(classes)
+            )
+            masq = kind in cfg.get_keywords("masquerade_classes") and self.nonempty(
+                "masquerade_domains"
+            )
+            steps = self._canonical_steps[kind] = (params, masq)
+        return steps
+
+
+_CONFIGS: weakref.WeakKeyDictionary[Config, CleanupConfig] = weakref.WeakKeyDictionary()
+
+
+def cleanup_config(cfg: Config) -> CleanupConfig:
+    """The CleanupConfig of `cfg`, made at its first message."""
+    found = _CONFIGS.get(cfg)
+    if found is None:
+        found = _CONFIGS[cfg] = CleanupConfig(cfg)
+    return found
 
 
 @dataclass
@@ -41,6 +137,12 @@ class CleanupState:
     sender: str = ""
     recip: str = ""
     _tables: dict[str, list[tuple[str, Table]]] = field(default_factory=dict)
+    # Whether the client is in local_header_rewrite_clients, once asked.
+    local: bool | None = None
+    opts: CleanupConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.opts = cleanup_config(self.cfg)
 
     def tables(self, param: str) -> list[tuple[str, Table]]:
         """(spec, table) for each table of `param`, opened once per message (an open checks
