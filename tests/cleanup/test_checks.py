@@ -195,6 +195,28 @@ def test_return_path_removed_and_hopcount(run: Run) -> None:
     assert check(run, msg("hi", extra=hops[: -len("Received: from h48\r\n")])).reply is None
 
 
+def test_stray_cr_lf_in_headers_and_body_become_spaces(run: Run) -> None:
+    content = b"Subject: a\rb\r\nX-Note: c\nd\r\nX-Plain: e\r\n\r\nf\rg\nh\r\n"
+    res = check(run, content)
+    assert header(res.content, "Subject") == ["Subject: a b"]
+    assert header(res.content, "X-Note") == ["X-Note: c d"]
+    assert res.content.endswith(b"X-Plain: e\r\n\r\nf g h\r\n")
+    res = check(run, content, MAIN_CF + "cleanup_replace_stray_cr_lf = no\n")
+    assert header(res.content, "Subject") == ["Subject: a\rb"]
+
+
+def test_missing_headers_see_what_the_checks_left(run: Run) -> None:
+    # A local client's message gets the Date: and Message-Id: it lacks after the checks:
+    # one made by REPLACE counts, one removed by IGNORE does not.
+    tables = {"header_checks": "/^X-Date: (.*)/ REPLACE Date: $1\n/^Message-Id:/ IGNORE\n"}
+    env = envelope("s@example.test", "r@example.test", client="127.0.0.1")
+    content = b"X-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-Id: <a@b>\r\n\r\nbody\r\n"
+    res = run("header_checks = regexp:{dir}/header_checks\n", tables, env, content)
+    assert header(res.content, "Date") == ["Date: Mon, 1 Jan 2024 00:00:00 +0000"]
+    [msgid] = header(res.content, "Message-Id")
+    assert msgid != "Message-Id: <a@b>"
+
+
 def test_unreadable_check_table_tempfails(run: Run) -> None:
     res = run(
         "header_checks = regexp:{dir}/missing\n",

@@ -76,6 +76,19 @@ MESSAGES: list[tuple[str, str, list[str], bytes]] = [
     ),
     ("127.0.0.1", "x@example.org", ["loop1@example.test"], b"Subject: loop\r\n\r\nbody\r\n"),
 ]
+# Header addresses in every form the rewriting parses: quoted local parts, a domain with a
+# trailing dot, a group, a comment.
+MESSAGES.append(
+    (
+        "127.0.0.1",
+        "joe@host.example.test",
+        ["postmaster@localhost"],
+        b'From: "Joe Q" <"joe q"@host.example.test.>\r\n'
+        b'To: "a b"@example.test, c@example.test., e@example.test (x)\r\n'
+        b'Cc: Group: f@old.example, g;, h\r\nReply-To: <"i j"@example.test>\r\n'
+        b"Subject: quoted\r\n\r\nbody\r\n",
+    )
+)
 MESSAGES.append(
     (
         "127.0.0.2",
@@ -173,7 +186,7 @@ def test_same_replies_and_queued_envelope_and_headers(
     ]
     state = QueueState(load_config(srv.config_dir))
     mine = [state.load(q) for q in state.messages]
-    assert len(mine) == len(queued) == 2
+    assert len(mine) == len(queued) == 3
     for (env, content), (sender, rcpts, head) in zip(mine, queued, strict=True):
         assert env.sender == sender
         assert [(r.address, r.original) for r in env.recipients] == rcpts
