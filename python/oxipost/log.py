@@ -58,6 +58,8 @@ def format_line(when: float, host: str, tag: str, pid: int, text: str) -> str:
 
 
 _MILLION = 1_000_000
+# The decimals shown at each resolution (in microseconds) format_tv() can arrive at.
+_DECIMALS = {_MILLION // 10**k: k for k in range(7)}
 
 
 def format_tv(seconds: float, sig_dig: int, max_dig: int) -> str:
@@ -65,8 +67,11 @@ def format_tv(seconds: float, sig_dig: int, max_dig: int) -> str:
     seconds from 10s up, one decimal below that, sig_dig significant digits below 1s but
     never more than max_dig decimals (delay_logging_resolution_limit), rounded half up,
     trailing zeros dropped: 0.037 is "0.04", 0.004 is "0", 1.25 is "1.3", 12.5 is "13"."""
-    usec = max(0, round(seconds * _MILLION))
-    sec, usec = divmod(usec, _MILLION)
+    usec = round(seconds * _MILLION)
+    if usec <= 0 and 0 <= max_dig <= 6:
+        # Most delays of a local delivery (qmgr logs five a line).
+        return "0"
+    sec, usec = divmod(max(0, usec), _MILLION)
     ures = _MILLION // 10**max_dig
     wid = 10**sig_dig
     # The resolution drops for larger numbers, so that irrelevant digits are not shown.
@@ -83,16 +88,20 @@ def format_tv(seconds: float, sig_dig: int, max_dig: int) -> str:
         usec += ures // 2
         if usec >= _MILLION:
             sec, usec = sec + 1, usec - _MILLION
-    out = str(sec)
-    if usec >= ures:
-        digits = []
-        rem, n = usec, _MILLION // 10
-        while rem >= ures and n > 0:
-            digits.append(str(rem // n))
-            rem %= n
-            n //= 10
-        out += "." + "".join(digits)
-    return out
+    if usec < ures:
+        return str(sec)
+    decimals = _DECIMALS.get(ures)
+    if decimals is not None:
+        # The digits down to the resolution, trailing zeros dropped, as Postfix's loop
+        # writes them one by one.
+        return f"{sec}.{f'{usec:06d}'[:decimals].rstrip('0')}"
+    digits = []
+    rem, n = usec, _MILLION // 10
+    while rem >= ures and n > 0:
+        digits.append(str(rem // n))
+        rem %= n
+        n //= 10
+    return f"{sec}." + "".join(digits)
 
 
 # os.getpid() is a system call each time; the pid changes only in a forked child.

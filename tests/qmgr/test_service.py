@@ -480,3 +480,27 @@ def test_damaged_last_record_is_warned_about_and_kept(tmp_path, qmgr_proc):
     stop(p)
     moved = Path(cfg.path("queue_directory")) / "corrupt" / seg.name
     assert seg.exists() or moved.exists(), "the segment is kept with its damage"
+
+
+@pytest.mark.parametrize(
+    ("content", "line_limit", "size"),
+    [
+        # Short lines: each record's type and length take the place of its CR LF.
+        (b"Subject: s\r\n\r\nbody\r\n", 2048, 20),
+        # 200 bytes: a record with two length bytes, one more than the line's CR LF.
+        (b"a" * 200 + b"\r\n", 2048, 203),
+        # 300 bytes over a line_length_limit of 128: records of 128, 128 and 44 bytes.
+        (b"b" * 300 + b"\r\n" + b"end\r\n", 128, 313),
+        # Long lines among short ones, each counted.
+        (b"x\r\n" + b"c" * 130 + b"\r\ny\r\n" + b"e" * 140 + b"\r\n", 2048, 282),
+        # line_length_limit 0: the line is one record, whatever its length.
+        (b"d" * 1000 + b"\r\n", 0, 1003),
+    ],
+)
+def test_message_size_counts_the_records_of_long_lines(
+    content: bytes, line_limit: int, size: int
+) -> None:
+    """qmgr's size= as Postfix's message_size: the queue file's content records."""
+    from oxipost.qmgr.service import message_size
+
+    assert message_size(content, line_limit) == size

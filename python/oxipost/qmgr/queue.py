@@ -371,6 +371,9 @@ class QueueState:
         self._cached_bytes = 0
         self._lock_fd = -1
         self._journal: spool.Writer | None = None
+        # The state writer's records, as _pack() makes them: msgpack.packb() builds a
+        # Packer per call, which cost more than the packing (qmgr writes three a message).
+        self._packer = msgpack.Packer(use_bin_type=True)
         self._behind = False
         if lock:
             self._take_lock()
@@ -818,8 +821,9 @@ class QueueState:
         if self._journal is None:
             raise QueueBusy("not the state writer: open the queue state with lock=True")
         last = 0
+        pack = self._packer.pack
         for rec in records:
-            last = self._journal.submit(_pack(rec))
+            last = self._journal.submit(pack(rec))
         if last and not self._behind:
             self._check(self._journal.wait(last), last)
 

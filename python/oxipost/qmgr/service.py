@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 import sys
@@ -93,7 +92,7 @@ CRASHED = Outcome("4.3.0", "unknown mail transport error")
 UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
 
 
-@dataclass
+@dataclass(slots=True)
 class Active:
     """One message in the active queue: its envelope, never its content. As Postfix's
     qmgr, which reads only the envelope records: 20000 active messages (the default
@@ -132,9 +131,7 @@ def _kind(status: str) -> str:
 
 
 # Lines of this many bytes or more need a second length byte in a queue file record.
-# Anchored at line starts: unanchored, the engine tried each position of every short line
-# again (about 130 us a 1 KiB message, the largest cost in qmgr's delivery of it).
-_LONG_LINE = re.compile(rb"(?m)^[^\r\n]{128,}")
+_LONG_LINE = 128
 
 
 def _record_len(n: int) -> int:
@@ -154,8 +151,19 @@ def message_size(content: bytes, line_limit: int) -> int:
     one for the rest (smtp_get()); so a line of 128 bytes or more counts more than it
     takes with its CR LF."""
     size = len(content)
-    for m in _LONG_LINE.finditer(content):
-        n = m.end() - m.start()
+    lines = content.split(b"\n")
+    # A scan of the lengths in C first: almost every message has no long line, and a regex
+    # over the content cost more than the rest of the message's activation.
+    if max(map(len, lines)) < _LONG_LINE:
+        return size
+    for line in lines:
+        if len(line) < _LONG_LINE:
+            continue
+        # The line ends at its first CR too (a bare CR in it ends a record).
+        cr = line.find(b"\r")
+        n = len(line) if cr < 0 else cr
+        if n < _LONG_LINE:
+            continue
         pieces = [line_limit] * (n // line_limit) + [n % line_limit] if line_limit > 0 else [n]
         size += sum(p + _record_len(p) for p in pieces) - (n + 2)
     return size
@@ -196,6 +204,9 @@ class Qmgr:
         self.stopping = False
         self.draining = False
         self._agent_logs: dict[str, Logger] = {}
+        # Each transport's relay= for its agent's lines, from master.cf: looked up once per
+        # configuration (reconfigure() starts again), not once a delivery.
+        self._relays: dict[str, str] = {}
         self._writer: Queue | None = None
         self.next_scan = 0.0
         self.next_compaction = 0.0
@@ -392,14 +403,16 @@ class Qmgr:
             self.log.warning(f"{act.qid}: delivery via {transport} failed: {e}")
             outcomes = [Outcome("4.3.0", "delivery agent error")] * len(recipients)
         now = time.time()
-        if outcomes and all(o == UNAVAILABLE for o in outcomes):
-            # No master.cf service: Postfix's qmgr finds no private/NAME socket.
-            self._unreachable(batch, unreachable or "No such file or directory", now)
-            self._defer_unattempted(act, batch, UNAVAILABLE, started, now)
-            return
-        if outcomes and all(o == CRASHED for o in outcomes):
-            self._crashed(act, batch, now)
-            return
+        # Both are 4.3.0: a delivery that went anywhere is told apart by its first status.
+        if outcomes and outcomes[0].status == UNAVAILABLE.status:
+            if all(o == UNAVAILABLE for o in outcomes):
+                # No master.cf service: Postfix's qmgr finds no private/NAME socket.
+                self._unreachable(batch, unreachable or "No such file or directory", now)
+                self._defer_unattempted(act, batch, UNAVAILABLE, started, now)
+                return
+            if all(o == CRASHED for o in outcomes):
+                self._crashed(act, batch, now)
+                return
         # An agent that answered: a throttle on its transport ends (Postfix's
         # qmgr_deliver_update).
         self.sched.unthrottle_transport(transport)
@@ -421,16 +434,21 @@ class Qmgr:
             results.append((idx, kind))
             # An expanded recipient's bounce notice names the members that bounced, with
             # or without others deferred (Postfix's bounce log of the queue file).
-            bounced = tuple(e for e in out.entries if e.status.startswith("5"))
-            if bounced:
-                act.bounced[idx] = (replace(out, entries=bounced), out.relay or agent_relay)
+            if out.entries:
+                bounced = tuple(e for e in out.entries if e.status.startswith("5"))
+                if bounced:
+                    act.bounced[idx] = (replace(out, entries=bounced), out.relay or agent_relay)
             if kind == "deferred":
                 act.deferred[idx] = out
             else:
                 done.append(idx)
                 if kind == "bounced" and not out.entries:
                     act.bounced[idx] = (out, out.relay or agent_relay)
-                elif "SUCCESS" in {n.upper() for n in rcpt.notify} and not out.dsn_passed:
+                elif (
+                    rcpt.notify
+                    and "SUCCESS" in {n.upper() for n in rcpt.notify}
+                    and not out.dsn_passed
+                ):
                     act.success_notify[idx] = (out, out.relay or agent_relay)
         if done:
             self._journal(lambda: self.state.cross_off(act.qid, done))
@@ -496,12 +514,15 @@ class Qmgr:
         return self.state.messages[act.qid].recipients[idx]
 
     def _relay(self, transport: str) -> str:
-        if transport in _NO_RELAY:
-            return "none"
-        if self._command(transport) in ("smtp", "lmtp"):
-            # The agent names the host it reached (Outcome.relay); none when it reached none.
-            return "none"
-        return transport
+        relay = self._relays.get(transport)
+        if relay is None:
+            relay = transport
+            # The smtp and lmtp agents name the host they reached (Outcome.relay); none
+            # when they reached none.
+            if transport in _NO_RELAY or self._command(transport) in ("smtp", "lmtp"):
+                relay = "none"
+            self._relays[transport] = relay
+        return relay
 
     def _agent(self, agent: str, log: Logger, relay: str) -> tuple[Logger, str]:
         """The logger and default relay= of the transport local(8) passed an address to,
@@ -545,11 +566,11 @@ class Qmgr:
         if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
             orig = f"orig_to=<{rcpt.original}>, "
         res = self.delay_res
-        delays = "/".join(format_tv(x, 2, res) for x in (a, b, c, d))
         use = f", conn_use={out.conn_use}" if out.conn_use else ""
         log.info(
             f"{act.qid}: to=<{rcpt.address}>, {orig}relay={relay}{use}, "
-            f"delay={format_tv(now - arrival, 2, res)}, delays={delays}, "
+            f"delay={format_tv(now - arrival, 2, res)}, delays={format_tv(a, 2, res)}/"
+            f"{format_tv(b, 2, res)}/{format_tv(c, 2, res)}/{format_tv(d, 2, res)}, "
             f"dsn={out.status}, status={kind} ({out.text})",
             out.pid,
         )
@@ -793,6 +814,7 @@ class Qmgr:
         self.cfg = cfg
         self.sched.reconfigure(cfg)
         self._agent_logs.clear()
+        self._relays.clear()
 
     async def run(self, listen: socket.socket | None) -> int:
         loop = asyncio.get_running_loop()
@@ -802,10 +824,15 @@ class Qmgr:
         journal_fd = self.state.write_behind()
         loop.add_reader(journal_fd, self._journal_results)
         stop = asyncio.Event()
+
+        def _stop() -> None:
+            stop.set()
+            self.wake.set()
+
         runloop.on_signals(
             {
-                signal.SIGTERM: stop.set,
-                signal.SIGINT: stop.set,
+                signal.SIGTERM: _stop,
+                signal.SIGINT: _stop,
                 signal.SIGHUP: self._drain,
                 signal.SIGUSR1: self._wakeup,
             }
@@ -837,17 +864,14 @@ class Qmgr:
                     if now >= self._drain_deadline:
                         break
                 self.wake.clear()
-                waits = [
-                    asyncio.ensure_future(self.wake.wait()),
-                    asyncio.ensure_future(stop.wait()),
-                ]
-                await asyncio.wait(
-                    waits,
-                    timeout=max(0.0, until - time.time()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for w in waits:
-                    w.cancel()
+                # Woken by new work, a stop (which sets wake too) or the timer: no task per
+                # wait, as asyncio.wait() on the two events made (three tasks and their
+                # cancellations a turn, and a busy qmgr turns about once a message).
+                timer = loop.call_later(max(0.0, until - time.time()), self.wake.set)
+                try:
+                    await self.wake.wait()
+                finally:
+                    timer.cancel()
         finally:
             loop.remove_reader(journal_fd)
             if server is not None:
