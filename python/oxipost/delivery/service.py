@@ -200,30 +200,6 @@ async def request(path: str, req: DeliveryRequest) -> list[Outcome]:
         return [outcome_from_list(item, chan.pid) for item in answer]
 
 
-async def _deliver_one(base: Config, log: Logger, body: Any) -> list[list[str]]:
-    # Imported here: the package imports this module to decide where a delivery runs.
-    from oxipost.delivery import AgentFatal, DeliveryRequest, deliver
-
-    try:
-        req = DeliveryRequest(
-            str(body["id"]),
-            str(body["transport"]),
-            str(body["nexthop"]),
-            envelope_from_dict(body["env"]),
-            recipients_from_list(body["rcpts"]),
-            bytes(body["content"]),
-            base,
-        )
-    except Exception as e:
-        log.warning(f"malformed delivery request: {type(e).__name__}: {e}")
-        return []  # qmgr counts no outcomes as an agent error
-    try:
-        outcomes = await deliver(req)
-    except AgentFatal as e:
-        log.fatal(str(e))
-    return [outcome_to_list(o) for o in outcomes]
-
-
 async def _serve_channel(
     base: Config,
     log: Logger,
@@ -232,40 +208,78 @@ async def _serve_channel(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
 ) -> None:
+    # Imported here: the package imports this module to decide where a delivery runs.
+    from oxipost.delivery import AgentFatal, DeliveryRequest, deliver
+
+    loop = asyncio.get_running_loop()
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_REQUEST)
+    pack = msgpack.Packer(use_bin_type=True).pack
     busy: set[asyncio.Task[None]] = set()
     last = 0
+    # The answers of one loop turn go out in one write: the Maildir writes of a batch
+    # finish together, and a send each cost more than their encoding.
+    answers: list[bytes] = []
+
+    def flush() -> None:
+        # A connection closed meanwhile (stop, a lost qmgr) takes no more answers.
+        if answers and not writer.is_closing():
+            writer.write(b"".join(answers))
+        answers.clear()
 
     async def one(n: int, body: Any) -> None:
         idle.begin()
         try:
-            answer = await _deliver_one(base, log, body)
+            try:
+                req = DeliveryRequest(
+                    str(body["id"]),
+                    str(body["transport"]),
+                    str(body["nexthop"]),
+                    envelope_from_dict(body["env"]),
+                    recipients_from_list(body["rcpts"]),
+                    bytes(body["content"]),
+                    base,
+                )
+            except Exception as e:
+                log.warning(f"malformed delivery request: {type(e).__name__}: {e}")
+                answer: list[list[object]] = []  # qmgr counts no outcomes as an agent error
+            else:
+                try:
+                    outcomes = await deliver(req)
+                except AgentFatal as e:
+                    log.fatal(str(e))
+                answer = [outcome_to_list(o) for o in outcomes]
         finally:
             idle.end()
-        writer.write(msgpack.packb([n, answer], use_bin_type=True))
+        if not answers:
+            loop.call_soon(flush)
+        answers.append(pack([n, answer]))
 
-    draining = asyncio.ensure_future(drain.wait())
-    try:
-        writer.write(msgpack.packb([0, os.getpid()]))
-        while True:
-            reading = asyncio.ensure_future(reader.read(1 << 16))
-            await asyncio.wait({reading, draining}, return_when=asyncio.FIRST_COMPLETED)
-            if not reading.done():
-                reading.cancel()
-                break
-            data = reading.result()
-            if not data:
-                break
+    async def read() -> None:
+        # One task reads the whole connection (a task per read cost more than the read);
+        # drain cancels it at its read, so it stops between requests, never inside one.
+        nonlocal last
+        while data := await reader.read(1 << 16):
             unpacker.feed(data)
             for n, body in unpacker:
                 last = n
-                task = asyncio.ensure_future(one(n, body))
+                task = loop.create_task(one(n, body))
                 busy.add(task)
                 task.add_done_callback(busy.discard)
+
+    draining = asyncio.ensure_future(drain.wait())
+    reading = loop.create_task(read())
+    try:
+        writer.write(pack([0, os.getpid()]))
+        await asyncio.wait({reading, draining}, return_when=asyncio.FIRST_COMPLETED)
+        if not reading.done():
+            reading.cancel()
+        else:
+            reading.result()  # a lost connection or a malformed stream: handled below
         if busy:
             await asyncio.wait(busy)
+        flush()
         if drain.is_set():
-            writer.write(msgpack.packb([-1, last]))
+            writer.write(pack([-1, last]))
         await writer.drain()
     except (ConnectionError, OSError):
         pass  # qmgr went away: it defers what it did not hear back about
@@ -273,6 +287,7 @@ async def _serve_channel(
         log.warning(f"malformed delivery request stream: {type(e).__name__}: {e}")
     finally:
         draining.cancel()
+        reading.cancel()
         writer.close()
 
 
