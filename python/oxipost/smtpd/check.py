@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oxipost.maps import TableError, open_table
 from oxipost.maps.search import (
     SearchKey,
     access_address_keys,
@@ -42,6 +43,7 @@ from oxipost.rewrite.resolve import (
     resolve,
     split_address,
 )
+from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.policy import PolicyClient
 from oxipost.valid import valid_hostaddr, valid_hostname
 
@@ -240,17 +242,10 @@ _RBL_TXT_LIMIT = 500
 
 
 def _table(spec: str, cfg: Config) -> Any:
-    from oxipost.maps import open_table
-
     return open_table(spec, cfg)
 
 
-def _table_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from oxipost.maps import TableError
-    except ImportError:
-        return (OSError,)
-    return (TableError, OSError)
+_TABLE_ERRORS = (TableError, OSError)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -396,8 +391,11 @@ class Checker:
 
     def stage(self, name: str, st: ClientState, rcpt: str | None) -> Reply | None:
         param, reply_class = _STAGES[name]
+        items = self.cfg.get_list(param)
+        if not items:
+            return None  # most stages, on most sites
         try:
-            result = self.run_list(self.cfg.get_list(param), name, reply_class, st, rcpt, 0)
+            result = self.run_list(items, name, reply_class, st, rcpt, 0)
         except LookupFailure:
             return Reply(
                 451, "4.3.0", f"<{self._reply_name(name, st, rcpt)}>: Temporary lookup failure"
@@ -925,14 +923,14 @@ class Checker:
     def in_mynetworks(self, addr: str) -> bool:
         try:
             return match_networks(self.cfg, mynetworks(self.cfg), addr)
-        except _table_errors() as e:
+        except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
 
     def auth_destination(self, rcpt: str) -> bool:
         """Postfix's permit_auth_destination: a domain we serve, not routed through us."""
         try:
             res = resolve(_canonical(self.cfg, rcpt), self.cfg)
-        except _table_errors() as e:
+        except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
         return res.addr_class != RESOLVE_CLASS_DEFAULT and not res.routed
 
@@ -942,7 +940,7 @@ class Checker:
             return None
         try:
             res = resolve(_canonical(self.cfg, addr), self.cfg)
-        except _table_errors() as e:
+        except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
         if res.addr_class != RESOLVE_CLASS_DEFAULT:
             return None
@@ -1006,7 +1004,7 @@ class Checker:
     def _is_local(self, addr: str) -> bool:
         try:
             return resolve(addr, self.cfg).addr_class == RESOLVE_CLASS_LOCAL
-        except _table_errors() as e:
+        except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
 
     def _find(self, specs: list[str], keys: list[SearchKey]) -> str | None:
@@ -1014,7 +1012,7 @@ class Checker:
         sees only the FULL keys); LookupFailure when a table cannot be read."""
         try:
             found = maps_find([_table(spec, self.cfg) for spec in specs], keys)
-        except _table_errors() as e:
+        except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
         return None if found is None else found[0]
 
@@ -1033,7 +1031,7 @@ class Checker:
         addr = _canonical(cfg, address)
         try:
             res = resolve(addr, cfg)
-        except _table_errors() as e:
+        except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
         # Postfix's check_rcpt_maps asks each table through mail_addr_find().
         keys = virtual_keys(
@@ -1247,8 +1245,6 @@ def valid_helo(name: str) -> bool:
 
 def _canonical(cfg: Config, addr: str) -> str:
     """The envelope address as trivial-rewrite's local context leaves it."""
-    from oxipost.rewrite.rewrite import rewrite_address
-
     return rewrite_address(cfg, addr)
 
 
