@@ -504,3 +504,33 @@ def test_message_size_counts_the_records_of_long_lines(
     from oxipost.qmgr.service import message_size
 
     assert message_size(content, line_limit) == size
+
+
+def test_control_socket_answers_each_client_once(tmp_path, qmgr_proc):
+    """A client that sends nothing hears "empty request"; an unknown operation is named in
+    the error; one whose request does not decode is closed on unanswered; qmgr goes on."""
+    cfg = make_conf(tmp_path, "default_transport = discard\n")
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    wait_socket(cfg, p)
+    path = os.path.join(cfg.path("queue_directory"), "public", "qmgr")
+
+    def raw(data: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+
+    assert msgpack.unpackb(raw(b""), raw=False) == {"ok": False, "error": "empty request"}
+    assert msgpack.unpackb(raw(msgpack.packb({"op": "nonesuch"})), raw=False) == {
+        "ok": False,
+        "error": "unknown request: 'nonesuch'",
+    }
+    assert raw(b"\xc1") == b""
+    assert control(cfg, {"op": "flush"}) == {"ok": True, "count": 0}
+    stop(p)
