@@ -6,7 +6,6 @@ message is queued or refused, under the queue ID it took for it (Queue.new_id).
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -101,14 +100,11 @@ class CleanupConfig:
         return steps
 
 
-_CONFIGS: weakref.WeakKeyDictionary[Config, CleanupConfig] = weakref.WeakKeyDictionary()
-
-
 def cleanup_config(cfg: Config) -> CleanupConfig:
     """The CleanupConfig of `cfg`, made at its first message."""
-    found = _CONFIGS.get(cfg)
-    if found is None:
-        found = _CONFIGS[cfg] = CleanupConfig(cfg)
+    found = cfg.derived.get("cleanup")
+    if not isinstance(found, CleanupConfig):
+        found = cfg.derived["cleanup"] = CleanupConfig(cfg)
     return found
 
 

@@ -88,6 +88,9 @@ class Config:
         self._bools: dict[str, bool] = {}
         self._times: dict[str, float] = {}
         self._keywords: dict[str, frozenset[str]] = {}
+        # What a role works out from these values once (cleanup's CleanupConfig), by the
+        # role's name: it lives as long as this configuration, which never changes.
+        self.derived: dict[str, object] = {}
         self.master_cf_text = ""  # as load_config read it
         # The configuration a service's view (for_service) was made from: what another
         # service's view is made from in turn (local(8) passing mail to lmtp(8)).
