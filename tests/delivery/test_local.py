@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from oxipost import runloop
 from oxipost.delivery import deliver, local
+from oxipost.delivery.mailstore import delivered_to
 from oxipost.envelope import Entry, Outcome, Recipient
 
 from tests.conftest import run_ours
@@ -65,6 +66,25 @@ def test_delivered_to_loop(tmp_path, spool):
     content = b"Delivered-To: Joe@Localhost\r\n" + MESSAGE
     (o,) = run(request(cfg, "local", "localhost", ["joe@localhost"], content=content))
     assert o == Outcome("5.4.6", "mail forwarding loop for joe@localhost")
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        # Any case, white space around the value, LF or CR LF lines, the first line too.
+        (b"DELIVERED-TO:  Joe@X \r\nSubject: s\r\n\r\nbody\r\n", {"joe@x"}),
+        (b"Subject: s\ndelivered-to:a@x\nDelivered-To: b@x\n\nbody\n", {"a@x", "b@x"}),
+        # Only the header counts, whichever blank line ends it first.
+        (b"Subject: s\r\n\r\nDelivered-To: joe@x\r\n", set()),
+        (b"Subject: s\n\nDelivered-To: joe@x\r\n\r\n", set()),
+        # Not at a line start: a folded line, another header's text.
+        (b"Subject: s\r\n Delivered-To: joe@x\r\nX-A: Delivered-To: b@x\r\n\r\n", set()),
+        (b"Delivered-To: joe@x", {"joe@x"}),
+    ],
+)
+def test_delivered_to_reads_the_header_lines_only(content, found):
+    # catalogue 47: what the mail forwarding loop check compares the recipient with.
+    assert delivered_to(content) == found
 
 
 @pytest.mark.skipif(not ROOT, reason="unknown users get a spool mailbox when not root")

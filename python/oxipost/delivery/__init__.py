@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from oxipost.config import Config
+from oxipost.config import Config, Service
 from oxipost.delivery.service import request, runs_apart
 from oxipost.envelope import Envelope, Outcome, Recipient
 
@@ -72,18 +72,39 @@ AGENTS: dict[str, str] = {
 }
 
 
-# Each configuration's per-service views, made once: a view caches its expanded values,
-# and building one per delivery cost qmgr a tenth of its time. A reload brings a new
-# Config, so its views are new too.
-_VIEWS: weakref.WeakKeyDictionary[Config, dict[str, Config]] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a transport's deliveries share: its master.cf entry, agent, the -o view of
+    the configuration, and what the agent would die of at start."""
+
+    service: Service
+    agent: Agent
+    view: Config
+    fatal: str | None
 
 
-def _view(cfg: Config, transport: str) -> Config:
-    views = _VIEWS.setdefault(cfg, {})
-    view = views.get(transport)
-    if view is None:
-        view = views[transport] = cfg.for_service(transport)
-    return view
+# Each configuration's routes, made once: a view caches its expanded values, and building
+# one per delivery cost qmgr a tenth of its time (finding the service, importing the agent
+# and checking its options cost as much again). A reload brings a new Config, so its
+# routes are new too.
+_ROUTES: weakref.WeakKeyDictionary[Config, dict[str, _Route | None]] = weakref.WeakKeyDictionary()
+
+
+def _route(cfg: Config, transport: str) -> _Route | None:
+    routes = _ROUTES.setdefault(cfg, {})
+    if transport in routes:
+        return routes[transport]
+    try:
+        service = cfg.service(transport)
+    except KeyError:
+        service = None
+    agent = _agent(service.command) if service is not None else None
+    route = None
+    if service is not None and agent is not None:
+        view = cfg.for_service(transport)
+        route = _Route(service, agent, view, service.option_error())
+    routes[transport] = route
+    return route
 
 
 def _agent(command: str) -> Agent | None:
@@ -97,31 +118,25 @@ def _agent(command: str) -> Agent | None:
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:
     """Deliver req to its recipients; one Outcome per recipient, in order."""
-    try:
-        service = req.cfg.service(req.transport)
-    except KeyError:
-        service = None
-    agent = _agent(service.command) if service is not None else None
-    if service is None or agent is None:
+    route = _route(req.cfg, req.transport)
+    if route is None:
         return [Outcome("4.3.0", "mail transport unavailable")] * len(req.recipients)
-    view = _view(req.cfg, req.transport)
-    sub = DeliveryRequest(
-        req.queue_id,
-        req.transport,
-        req.nexthop,
-        req.envelope,
-        req.recipients,
-        req.content,
-        view,
-    )
     try:
-        path = runs_apart(req.cfg, service)
+        path = runs_apart(req.cfg, route.service)
         if path is None:
             # An agent process dies of this at start (child.py); one run here must too.
-            fatal = service.option_error()
-            if fatal:
-                raise AgentFatal(fatal)
-            outcomes = await agent(sub)
+            if route.fatal:
+                raise AgentFatal(route.fatal)
+            sub = DeliveryRequest(
+                req.queue_id,
+                req.transport,
+                req.nexthop,
+                req.envelope,
+                req.recipients,
+                req.content,
+                route.view,
+            )
+            outcomes = await route.agent(sub)
         else:
             try:
                 outcomes = await request(path, req)

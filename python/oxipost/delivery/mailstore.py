@@ -6,6 +6,7 @@ run off the event loop in their own threads (mailbox.Pool).
 from __future__ import annotations
 
 import functools
+import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from oxipost import runloop
 from oxipost._core import mailbox
 from oxipost.envelope import Outcome
+from oxipost.maps import TableError, open_table
 from oxipost.maps.search import SearchKey, maps_find
 
 if TYPE_CHECKING:
@@ -33,8 +35,6 @@ def lookup_tables(
     specs = cfg.get_list(param)
     if not specs:
         return None
-    from oxipost.maps import TableError, open_table
-
     try:
         found = maps_find([open_table(spec, cfg, no_regsub=no_regsub) for spec in specs], keys)
     except TableError as e:
@@ -42,14 +42,16 @@ def lookup_tables(
     return None if found is None else found[0]
 
 
+# A Delivered-To: header line, its value up to the line's end (a continuation line starts
+# with white space, so is never one).
+_DELIVERED_TO = re.compile(rb"^delivered-to:([^\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
 def delivered_to(content: bytes) -> set[str]:
     """Delivered-To: values in the message header (lowercased), for loop detection."""
-    head = content.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    found = set()
-    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
-        if line[:13].lower() == b"delivered-to:":
-            found.add(line[13:].strip().decode("utf-8", "replace").lower())
-    return found
+    ends = [i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0]
+    head = content[: min(ends)] if ends else content
+    return {m.strip().decode("utf-8", "replace").lower() for m in _DELIVERED_TO.findall(head)}
 
 
 def loop_outcome(content: bytes, recipient: str) -> Outcome | None:
@@ -60,11 +62,11 @@ def loop_outcome(content: bytes, recipient: str) -> Outcome | None:
 
 def prefix_headers(sender: str, recipient: str, original: str = "") -> bytes:
     """Return-Path, X-Original-To and Delivered-To, as Postfix's mail_copy prepends them."""
-    lines = [f"Return-Path: <{sender}>"]
     if original:
-        lines.append(f"X-Original-To: {original}")
-    lines.append(f"Delivered-To: {recipient}")
-    return "".join(line + "\r\n" for line in lines).encode()
+        text = f"Return-Path: <{sender}>\r\nX-Original-To: {original}\r\n"
+    else:
+        text = f"Return-Path: <{sender}>\r\n"
+    return f"{text}Delivered-To: {recipient}\r\n".encode()
 
 
 def lock_options(cfg: Config, param: str) -> dict[str, object]:
@@ -95,10 +97,6 @@ class _Writers:
         self.pool = mailbox.Pool(size)
         self.completions = runloop.Completions(self.pool.fileno(), self.pool.poll)
 
-    async def run(self, submit: Callable[[mailbox.Pool], int]) -> tuple[str, bool, str]:
-        status, permanent, text = await self.completions.wait_for(submit(self.pool))
-        return status, permanent, text
-
 
 _WRITERS: dict[int, _Writers] = {}
 
@@ -108,7 +106,8 @@ async def _run(cfg: Config, submit: Callable[[mailbox.Pool], int]) -> tuple[str,
     writers = _WRITERS.get(size)
     if writers is None:
         writers = _WRITERS[size] = _Writers(size)
-    return await writers.run(submit)
+    status, permanent, text = await writers.completions.wait_for(submit(writers.pool))
+    return status, permanent, text
 
 
 async def maildir(

@@ -84,9 +84,10 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
         log.warning("recipient %s: bad gid %d in virtual_gid_maps", addr, gid)
         return CONFIG_ERROR
     ids = (uid, gid if gid is not None else uid) if uid is not None else None
+    found = found.strip()
     base = cfg.path("virtual_mailbox_base")
     try:
-        path = mailbox.resolve_under(base, found.strip())
+        path = mailbox.resolve_under(base, found)
     except ValueError as e:
         status, text = e.args
         log.warning("recipient %s: %s", addr, text)
@@ -94,7 +95,7 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
     prefix = prefix_headers(req.envelope.sender, addr, rcpt.original or addr)
     limit = cfg.get_int("virtual_mailbox_limit")
     size = len(prefix) + len(req.content)
-    if found.strip().endswith("/"):
+    if found.endswith("/"):
         if limit and size > limit:
             return Outcome(
                 "5.2.2", "maildir delivery failed: error writing message: File too large"
@@ -123,4 +124,8 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
 
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:
-    return [await deliver_one(req, r) for r in req.recipients]
+    # A loop, not an async comprehension: that is a coroutine more per delivery.
+    outcomes = []
+    for rcpt in req.recipients:
+        outcomes.append(await deliver_one(req, rcpt))
+    return outcomes
