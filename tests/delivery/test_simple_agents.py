@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pwd
 import re
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,18 @@ def test_unknown_transport_defers(tmp_path):
     cfg = make_config(tmp_path)
     (o,) = run(request(cfg, "nosuch", "x", ["k@x"]))
     assert o == Outcome("4.3.0", "mail transport unavailable")
+
+
+def test_a_configuration_delivered_with_is_freed(tmp_path):
+    # A reload's new Config replaces the old one; what a delivery worked out from the old
+    # one (the transport's -o view) must not keep it alive.
+    cfg = make_config(tmp_path)
+    (o,) = run(request(cfg, "discard", "silently", ["k@x"]))
+    assert o.delivered
+    gone = weakref.ref(cfg)
+    del cfg
+    gc.collect()
+    assert gone() is None
 
 
 def test_invalid_o_option_is_fatal_to_an_agent_run_in_process(tmp_path):

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from oxipost.config import Config, Service
 from oxipost.delivery.service import request, runs_apart
@@ -85,13 +85,14 @@ class _Route:
 
 # Each configuration's routes, made once: a view caches its expanded values, and building
 # one per delivery cost qmgr a tenth of its time (finding the service, importing the agent
-# and checking its options cost as much again). A reload brings a new Config, so its
-# routes are new too.
-_ROUTES: weakref.WeakKeyDictionary[Config, dict[str, _Route | None]] = weakref.WeakKeyDictionary()
+# and checking its options cost as much again). They live in the configuration
+# (Config.derived): a reload brings a new Config, so its routes are new too, and the old
+# ones go with it.
+_Routes = dict[str, _Route | None]
 
 
 def _route(cfg: Config, transport: str) -> _Route | None:
-    routes = _ROUTES.setdefault(cfg, {})
+    routes = cast(_Routes, cfg.derived.setdefault("delivery", {}))
     if transport in routes:
         return routes[transport]
     try:
