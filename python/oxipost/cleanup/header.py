@@ -70,6 +70,7 @@ SENDER_HEADERS = frozenset(
 RECIPIENT_HEADERS = frozenset(
     {"apparently-to", "bcc", "cc", "resent-bcc", "resent-cc", "resent-reply-to", "resent-to", "to"}
 )
+ADDRESS_HEADERS = SENDER_HEADERS | RECIPIENT_HEADERS
 MIME_HEADERS = frozenset(
     {
         "content-description",
@@ -463,7 +464,8 @@ class Walker:
         # The names (lower case) of the primary header lines given back so far.
         self.names: set[str] = set()
 
-    def _check_header(self, text: str, cls: str) -> list[str]:
+    def _check_header(self, text: str, cls: str, out: list[str]) -> None:
+        """Append what becomes of one header to `out`."""
         state = self.state
         name = header_name(text)
         checked = MULTIPART if name in MIME_HEADERS else cls
@@ -473,31 +475,29 @@ class Walker:
             if value is not None:
                 result = act(state, "header", text, value, param)
                 if not result:
-                    return []
+                    return
                 *prepended, text = result
-                result = prepended + self._after_checks(text, header_name(text), checked)
+                name = header_name(text)
+                out += prepended
                 if cls == PRIMARY:
-                    self.names.update(header_name(h) for h in result)
-                return result
-        result = self._after_checks(text, name, checked)
-        if result and cls == PRIMARY:
-            self.names.add(name)
-        return result
+                    self.names.update(header_name(h) for h in prepended)
+        kept = self._after_checks(text, name, checked)
+        if kept is not None:
+            out.append(kept)
+            if cls == PRIMARY:
+                self.names.add(name)
 
-    def _after_checks(self, text: str, name: str, cls: str) -> list[str]:
+    def _after_checks(self, text: str, name: str, cls: str) -> str | None:
+        """The header after rewriting, None when it is removed."""
         if cls != PRIMARY or name in MIME_HEADERS:
-            return [text]
+            return text
         if name in DROPPED_HEADERS:
-            return []
+            return None
         if name in ("message-id", "resent-message-id"):
             self.state.info(f"{name}={text.split(':', 1)[1].strip()}")
-        if (
-            self.context
-            and state_ok(self.state)
-            and (name in SENDER_HEADERS or name in RECIPIENT_HEADERS)
-        ):
+        if self.context and name in ADDRESS_HEADERS and state_ok(self.state):
             text = rewrite_header(self.state, text, name, self.context)
-        return [text]
+        return text
 
     def _check_body(self, line: str, budget: list[int]) -> list[str]:
         state = self.state
@@ -512,7 +512,7 @@ class Walker:
     def headers(self, lines: list[str], cls: str) -> list[str]:
         out: list[str] = []
         for text in _logical_headers(lines):
-            out.extend(self._check_header(text, cls))
+            self._check_header(text, cls, out)
         return out
 
     def walk(self, header_lines: list[str], body_lines: list[str]) -> tuple[list[str], list[str]]:
