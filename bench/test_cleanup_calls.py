@@ -26,8 +26,7 @@ virtual_mailbox_domains = vbench.example.test
 BODY = b"".join(b"%d" % (i % 10) + b"X" * 78 + b"\r\n" for i in range(1, 13)) + b"X" * 64 + b"\r\n"
 CONTENT = (
     b"From: <bench@example.org>\r\nTo: <user1@vbench.example.test>\r\n"
-    b"Date: Sun,  6 Dec 2026 09:41:38 +0000 (UTC)\r\nMessage-Id: <6314.0003.0000@vm>\r\n\r\n"
-    + BODY
+    b"Date: Sun,  6 Dec 2026 09:41:38 +0000 (UTC)\r\nMessage-Id: <6314.0003.0000@vm>\r\n\r\n" + BODY
 )
 RECEIVED = (
     "Received: from vm (localhost [127.0.0.1])\r\n"
