@@ -85,7 +85,8 @@ pub(crate) fn to_unix_lines(prefix: &[u8], content: &[u8], quote_from: bool) -> 
     for part in [prefix, content] {
         let mut start = 0;
         while start < part.len() {
-            let end = match part[start..].iter().position(|&b| b == b'\n') {
+            // memchr: a byte-at-a-time search was most of the CPU of a 1 KiB write's copy.
+            let end = match memchr::memchr(b'\n', &part[start..]) {
                 Some(i) => start + i,
                 None => part.len(),
             };
