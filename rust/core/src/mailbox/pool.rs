@@ -204,6 +204,9 @@ impl Pool {
         if wanted <= before {
             // A batch being written, or a thread already woken, takes it.
         } else if wanted <= st.waiting {
+            // Woken after the lock is let go: a worker woken while the submitter holds it
+            // only blocks on it again, two more context switches a message.
+            drop(st);
             self.shared.wake.notify_one();
         } else if st.threads < 2 * max {
             let shared = Arc::clone(&self.shared);
