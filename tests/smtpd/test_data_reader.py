@@ -36,6 +36,10 @@ class ChunkConnection:
         self.buf += self.chunks.pop(0)
         return True
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 1025) if name == "peername" else None
 

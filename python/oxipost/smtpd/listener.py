@@ -41,8 +41,12 @@ class Connection(asyncio.Protocol):
     def __init__(self, listener: Listener) -> None:
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
+        # Kept: Python 3.11's get_running_loop() makes a getpid() system call each time,
+        # and a session asked for it for every read (~20 calls a message in all).
+        self.loop = asyncio.get_running_loop()
+        # The task that serves this connection (the session's own).
+        self.task: asyncio.Task[None] | None = None
         self._listener = listener
-        self._task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._eof = False
@@ -57,8 +61,8 @@ class Connection(asyncio.Protocol):
         # uvloop's transports are asyncio.Transport in all but their class.
         self.transport = cast(asyncio.Transport, transport)
         self._listener._opened()
-        self._task = asyncio.get_running_loop().create_task(self._listener._serve(self))
-        self._task.add_done_callback(self._served)
+        self.task = self.loop.create_task(self._listener._serve(self))
+        self.task.add_done_callback(self._served)
 
     def _served(self, task: asyncio.Task[None]) -> None:
         # A handler that failed leaves no connection behind (as the streams' callback).
@@ -118,7 +122,7 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.resume_reading()
         size = len(self.buf)
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self.loop.create_future()
         try:
             await self._waiter
         finally:
@@ -137,7 +141,7 @@ class Connection(asyncio.Protocol):
             raise ConnectionResetError("Connection lost")
         if not self._writing_paused:
             return
-        self._drain_waiter = asyncio.get_running_loop().create_future()
+        self._drain_waiter = self.loop.create_future()
         await self._drain_waiter
 
     def get_extra_info(self, name: str, default: object = None) -> object:
@@ -149,8 +153,7 @@ class Connection(asyncio.Protocol):
         to TLS (CVE-2011-0411): nothing can arrive in between."""
         assert self.transport is not None
         self.buf.clear()
-        loop = asyncio.get_running_loop()
-        tls = await loop.start_tls(self.transport, self, context, server_side=True)
+        tls = await self.loop.start_tls(self.transport, self, context, server_side=True)
         if tls is None:
             raise ConnectionResetError("Connection lost")
         self.transport = tls

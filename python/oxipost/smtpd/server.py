@@ -262,7 +262,7 @@ class SmtpdServer:
 
     async def _accept(self, conn: Connection) -> None:
         session = Session(self, conn)
-        task = asyncio.current_task()
+        task = conn.task
         if task is not None:
             self.sessions.add(task)
         try:
@@ -345,7 +345,7 @@ class Session:
         # smtpd_timeout: one timer per session, moved only when it fires, while a read just
         # notes when it began. A timer per read (asyncio.timeout) is scheduled and cancelled
         # for every command, which cost more than the read itself.
-        loop = asyncio.get_running_loop()
+        loop = self.conn.loop
         self._reading_since = loop.time()
         if self._idle_timer is None:
             self._idle_timer = loop.call_later(self.srv.timeout, self._check_idle)
@@ -372,7 +372,7 @@ class Session:
         since = self._reading_since
         if since is None:
             return  # not waiting for the client: the next read arms the timer again
-        loop = asyncio.get_running_loop()
+        loop = self.conn.loop
         left = since + self.srv.timeout - loop.time()
         if left > 0:
             self._idle_timer = loop.call_later(left, self._check_idle)
@@ -431,7 +431,7 @@ class Session:
     # The session -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._task = asyncio.current_task()
+        self._task = self.conn.task
         log = self.srv.log
         if self.srv.peername_lookup and self.addr != "unknown":
             names = await self.srv.client_names(self.peer)
