@@ -203,6 +203,10 @@ class Logger:
 
     def _emit(self, priority: int, text: str, pid: int = 0) -> None:
         text = text.replace("\n", " ")
+        if not text.isascii():
+            # Client bytes that are not UTF-8 (surrogate escapes) as `?`, as Postfix's
+            # printable() logs them; syslog() would raise on them.
+            text = text.encode("utf-8", "replace").decode()
         if self.echo_stderr:
             print(f"{self.tag}: {text}", file=sys.stderr, flush=True)
         if not self.maillog_file:

@@ -184,3 +184,29 @@ def test_table_owner_as_postfix_dict_owner(tmp_path):
     assert open_table(one).owner == 65534
     assert open_table(two).owner is None
     assert open_table(f"unionmap:{{{two}, hash:{paths['root']}}}").owner is None
+
+
+def test_keys_with_bytes_that_are_not_utf8_are_looked_up_as_bytes(tmp_path, warnings_seen):
+    # A latin-1 header line, as smtpd hands it on: 0xE9 as a surrogate escape.
+    latin1 = b"Subject: caf\xe9 spam".decode("utf-8", "surrogateescape")
+    rx = tmp_path / "rx"
+    rx.write_bytes(b"/^Subject:.*spam/ REJECT spam\n/^raw caf\xe9$/ raw byte rule\n")
+    table = open_table(f"regexp:{rx}")
+    assert table.lookup(latin1) == "REJECT spam"
+    assert table.lookup(b"raw caf\xe9".decode("utf-8", "surrogateescape")) == "raw byte rule"
+    assert maps.lookup_many(table, ["x", latin1]) == [None, "REJECT spam"]
+    assert open_table(f"pcre:{rx}").lookup(latin1) == "REJECT spam"
+    # hash: finds the raw bytes postmap stored, folding only ASCII, as Postfix's lowercase().
+    h = tmp_path / "h"
+    h.write_bytes(b"caf\xe9@example.test latin\n")
+    assert core.build_cdb(h.read_bytes(), str(h), str(h) + ".cdb", True, "warn") == []
+    key = b"CAF\xe9@Example.TEST".decode("utf-8", "surrogateescape")
+    assert open_table(f"hash:{h}").lookup(key) == "latin"
+    assert maps.lookup_many(open_table(f"hash:{h}"), [key, "x"]) == ["latin", None]
+    assert open_table(f"texthash:{h}").lookup(key) == "latin"
+    c = tmp_path / "c"
+    c.write_text("127.0.0.0/8 local\n")
+    assert open_table(f"cidr:{c}").lookup(key) is None
+    union = open_table(f"unionmap:{{hash:{h}, texthash:{h}, regexp:{rx}}}")
+    assert union.lookup(key) == "latin,latin"
+    assert warnings_seen == []

@@ -27,6 +27,15 @@ whole string being looked up, never a partial key such as `@domain` or a parent 
 (virtual(5), access(5), transport(5): "REGULAR EXPRESSION TABLES"). unionmap: and pipemap:
 take their first table's kind, as dict_union_open does.
 
+Keys are text read off the wire, so they may hold bytes that are not UTF-8 (decoded with
+surrogateescape: a header or body line of latin-1 mail, an 8-bit address). Every table
+answers them rather than raising: hash:/cdb: look up the raw bytes and the in-memory tables
+the same text, as Postfix matches bytes; regexp:/pcre:, compiled as text in Rust, see each
+byte that is not UTF-8 as U+FFFD, as their rules' own such bytes are read (so `.` matches
+it, and a rule's raw 0xE9 matches a key's; so does a key's 0xE8, where Postfix compares
+the bytes). Real Postfix 3.7 matches such header_checks and body_checks lines too, with
+smtputf8_enable = yes: they are not skipped with dict_utf8's "non-UTF-8 key" warning.
+
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
 postmap(1) builds it. Key search orders of virtual(5), access(5), transport(5) and
 aliases(5), and the one walk over keys and tables, are in `oxipost.maps.search`.
@@ -95,7 +104,21 @@ def warn(text: str) -> None:
 
 def fold(key: str) -> str:
     """Postfix's lowercase(): ASCII only, as the cdb builder folds."""
-    return key.lower() if key.isascii() else key.encode().lower().decode()
+    if key.isascii():
+        return key.lower()
+    return raw_key(key).lower().decode("utf-8", "surrogateescape")
+
+
+def raw_key(key: str) -> bytes:
+    """The bytes of a key as they came in: the text, with each byte that was not UTF-8
+    (a surrogate escape) as that byte."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def text_key(key: str) -> str:
+    """A key a str-only matcher (Rust) can take: each byte that is not UTF-8 as U+FFFD,
+    decoded as Rust's from_utf8_lossy reads a table's rules."""
+    return raw_key(key).decode("utf-8", "replace")
 
 
 def os_reason(e: OSError) -> str:
@@ -145,7 +168,10 @@ class CdbTable:
             raise TableError(f"open database {self.path}: {os_reason(e)}") from None
 
     def lookup(self, key: str) -> str | None:
-        value = self._cdb.get((fold(key) if self.fold_keys else key).encode())
+        # Inline rather than raw_key(): one call less on every lookup.
+        value = self._cdb.get(
+            (fold(key) if self.fold_keys else key).encode("utf-8", "surrogateescape")
+        )
         return None if value is None else value.decode("utf-8", "surrogateescape")
 
     def query_lines(self, data: bytes, suffix: bytes = b"") -> tuple[bytes, int]:
@@ -153,7 +179,7 @@ class CdbTable:
         return self._cdb.query_lines(data, self.fold_keys, suffix)
 
     def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
-        raw = [(fold(k) if self.fold_keys else k).encode() for k in keys]
+        raw = [raw_key(fold(k) if self.fold_keys else k) for k in keys]
         found = self._cdb.get_many(raw)
         return [None if v is None else v.decode("utf-8", "surrogateescape") for v in found]
 
@@ -231,10 +257,16 @@ class RegexpTable:
             warn(w)
 
     def lookup(self, key: str) -> str | None:
-        return self._table.lookup(key)
+        try:
+            return self._table.lookup(key)
+        except UnicodeEncodeError:
+            return self._table.lookup(text_key(key))
 
     def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
-        return self._table.lookup_many(list(keys))
+        try:
+            return self._table.lookup_many(list(keys))
+        except UnicodeEncodeError:
+            return self._table.lookup_many([text_key(k) for k in keys])
 
 
 class CidrTable:
