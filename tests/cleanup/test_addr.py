@@ -287,3 +287,25 @@ def test_no_address_mappings(run: Run) -> None:
         envelope("s@example.test", "a@example.test"),
     )
     assert rcpts(res) == [("a@example.test", "a@example.test")]
+
+
+def test_canonical_result_is_looked_up_again_until_it_stays(run: Run) -> None:
+    # cleanup_map11_external: a -> b -> c, then c maps to nothing; c -> C is c again.
+    chain = "a@example.test b@example.test\nb@example.test c@example.test\n"
+    chain += "c@example.test C@example.test\n"
+    env = envelope("a@example.test", "x@example.test", client="127.0.0.1")
+    res = run("canonical_maps = texthash:{dir}/canonical\n", {"canonical": chain}, env, FROM_TO)
+    assert res.reply is None
+    assert res.envelope.sender == "C@example.test"
+    loop = "a@example.test b@example.test\nb@example.test a@example.test\n"
+    res = run("canonical_maps = texthash:{dir}/canonical\n", {"canonical": loop}, env, FROM_TO)
+    # Accepted in spite of its words, as real Postfix 3.7.11 does.
+    assert res.reply is None
+    assert res.envelope.sender == "a@example.test"
+    assert [note for note in res.notes if note[0] == "warning"] == [
+        (
+            "warning",
+            "unreasonable canonical_maps map nesting for a@example.test -- "
+            "message not accepted, try again later",
+        )
+    ]

@@ -146,21 +146,43 @@ def propagate_extension(cfg: Config, what: str) -> bool:
     return what in cfg.get_keywords("propagate_unmatched_extensions")
 
 
-def map11(state: CleanupState, param: str, address: str) -> str:
-    """One canonical table lookup: the address it maps to, or the address unchanged."""
-    cfg = state.cfg
+def _addr_map_or_defer(
+    state: CleanupState, param: str, key: str, address: str, propagate: bool
+) -> list[str] | None:
+    """addr_map of `key`, or CleanupDefer naming `address` when a table cannot be read."""
     try:
-        result = addr_map(state, param, address, propagate_extension(cfg, "canonical"))
+        return addr_map(state, param, key, propagate)
     except TableError:
         raise CleanupDefer(
             WRITE_ERROR,
             f"{param} map lookup problem for {address} -- message not accepted, try again later",
         ) from None
-    if not result:
-        return address
-    if len(result) > 1:
-        state.warn(f"multi-valued {param} entry for {address}")
-    return result[0]
+
+
+# Postfix's cleanup_map11 MAX_RECURSION.
+_MAP11_RECURSION = 10
+
+
+def map11(state: CleanupState, param: str, address: str) -> str:
+    """A canonical table's address for `address`, looked up again until the table leaves
+    it alone (maps to nothing, or to itself but for case), as cleanup_map11_external: so
+    `a b` and `b c` map a to c. After 10 rounds the address is kept and a warning logged;
+    Postfix 3.7's says "message not accepted" and yet accepts it, as this does."""
+    cfg = state.cfg
+    propagate = propagate_extension(cfg, "canonical")
+    for _ in range(_MAP11_RECURSION):
+        result = _addr_map_or_defer(state, param, address, address, propagate)
+        if not result:
+            return address
+        if len(result) > 1:
+            state.warn(f"multi-valued {param} entry for {address}")
+        if result[0].lower() == address.lower():
+            return result[0]
+        address = result[0]
+    state.warn(
+        f"unreasonable {param} map nesting for {address} -- message not accepted, try again later"
+    )
+    return address
 
 
 def masquerade(cfg: Config, address: str) -> str:
@@ -230,14 +252,7 @@ def virtual_expand(state: CleanupState, address: str) -> list[str]:
                     "message not accepted, try again later",
                 )
             lhs = addrs[arg]
-            try:
-                result = addr_map(state, param, lhs, propagate)
-            except TableError:
-                raise CleanupDefer(
-                    WRITE_ERROR,
-                    f"{param} map lookup problem for {address} -- "
-                    "message not accepted, try again later",
-                ) from None
+            result = _addr_map_or_defer(state, param, lhs, address, propagate)
             if not result:
                 break
             for i, new in enumerate(result):
