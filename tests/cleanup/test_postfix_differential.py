@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from oxipost import maps
 from oxipost.config import load_config
 from oxipost.qmgr.queue import QueueState
 
@@ -202,13 +203,21 @@ def test_same_replies_and_queued_envelope_and_headers(
 LATIN1_TABLES = {
     "header_checks": "/^Subject:.*spam/ REJECT subject spam\n",
     "body_checks": b"/^BADWORD/ REJECT body refused\n/^raw caf\xe9$/ REJECT raw byte\n",
+    "canonical": "@old.example @new.example\n",
+    "canonical_rx": "/^(.*)@rx.example$/ $1@new.example\n",
 }
-LATIN1_CF = "header_checks = regexp:{dir}/header_checks\nbody_checks = regexp:{dir}/body_checks\n"
+LATIN1_CF = """\
+header_checks = regexp:{dir}/header_checks
+body_checks = regexp:{dir}/body_checks
+canonical_maps = texthash:{dir}/canonical, regexp:{dir}/canonical_rx
+"""
 LATIN1 = [
     b"Subject: caf\xe9 spam\r\n\r\nbody\r\n",
     b"Subject: caf\xe9\r\n\r\ncaf\xe9\r\nBADWORD caf\xe9\r\n",
     b"Subject: x\r\n\r\nraw caf\xe9\r\n",
     b"Subject: caf\xe9 ok\r\nX-Other: \xff\xfe\r\n\r\nd\xe9j\xe0 vu\r\n",
+    # Header addresses go through canonical_maps.
+    b"From: Zo\xe9 <zo\xe9@old.example>\r\nTo: caf\xe9@rx.example\r\nSubject: hi\r\n\r\nbody\r\n",
 ]
 
 
@@ -231,6 +240,10 @@ def _send_latin1(port: int) -> list[tuple[int, bytes]]:
     return replies
 
 
+def _address_headers(lines: list[bytes]) -> list[bytes]:
+    return [ln.rstrip(b"\r") for ln in lines if ln.startswith((b"From:", b"To:"))]
+
+
 def test_latin1_lines_reach_header_and_body_checks_as_in_postfix(
     start_smtpd: Any, tmp_path: Path
 ) -> None:
@@ -248,17 +261,38 @@ def test_latin1_lines_reach_header_and_body_checks_as_in_postfix(
             ln.split("]: ", 1)[1]
             for ln in (d / "maillog").read_bytes().decode("utf-8", "replace").splitlines()
         ]
+        qid = theirs[-1][1].decode().rsplit(" ", 1)[1]
+        postcat = subprocess.run(
+            ["postcat", "-c", str(d), "-q", qid], capture_output=True, timeout=30
+        ).stdout
+        their_addresses = _address_headers(postcat.split(b"\n"))
     _write_latin1_tables(tmp_path)
     srv = start_smtpd(LATIN1_CF.replace("{dir}", str(tmp_path)), real_queue=True)
-    ours = _send_latin1(srv.port)
-    assert [c for c, _ in theirs] == [550, 550, 550, 250]
+    # Table warnings to the log, as a daemon's child process sends them.
+    maps.set_warning_sink(lambda text: srv.log.append(f"warning: {text}"))
+    try:
+        ours = _send_latin1(srv.port)
+    finally:
+        maps.set_warning_sink(maps._stderr_warning)
+    assert [c for c, _ in theirs] == [550, 550, 550, 250, 250]
     assert [(c, t.split(b" queued as ")[0]) for c, t in ours] == [
         (c, t.split(b" queued as ")[0]) for c, t in theirs
     ]
     # The bytes that are not UTF-8 logged as `?`, as Postfix's printable() shows them.
     assert "reject: body raw caf? from " in "\n".join(their_log)
+    # canonical_maps rewrote the header addresses, bytes kept as they came.
+    state = QueueState(load_config(srv.config_dir))
+    (content,) = [state.load(q)[1] for q in state.messages if b"\nSubject: hi" in state.load(q)[1]]
+    assert _address_headers(content.split(b"\n")) == their_addresses
+    assert their_addresses == [b"From: Zo\xe9 <zo\xe9@new.example>", b"To: caf\xe9@rx.example"]
     # ListLog keeps the text as logged; Logger writes it as Postfix does (`?` for a byte).
     our_log = [ln.encode("utf-8", "replace").decode() for ln in srv.log]
     assert _content_log(our_log) == _content_log(their_log)
     assert len(_content_log(our_log)) == 3
-    assert not [ln for ln in srv.log if "Traceback" in ln or "non-UTF-8" in ln]
+
+    # canonical_maps refuse the header addresses that are not UTF-8, as dict_utf8 does.
+    def non_utf8(lines: list[str]) -> list[str]:
+        return [ln.replace(str(tmp_path), "DIR") for ln in lines if "non-UTF-8" in ln]
+
+    assert non_utf8(our_log) == non_utf8([ln.replace(str(d), str(tmp_path)) for ln in their_log])
+    assert len(non_utf8(our_log)) == 6

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from oxipost import maps
 from oxipost._core import maps as core
+from oxipost.config import load_config
 from oxipost.maps import TableError, open_table
 
 from tests.conftest import check_stub
@@ -186,27 +187,63 @@ def test_table_owner_as_postfix_dict_owner(tmp_path):
     assert open_table(f"unionmap:{{{two}, hash:{paths['root']}}}").owner is None
 
 
-def test_keys_with_bytes_that_are_not_utf8_are_looked_up_as_bytes(tmp_path, warnings_seen):
-    # A latin-1 header line, as smtpd hands it on: 0xE9 as a surrogate escape.
-    latin1 = b"Subject: caf\xe9 spam".decode("utf-8", "surrogateescape")
+def latin1(text: bytes) -> str:
+    """Text with a byte that is not UTF-8, as smtpd and cleanup hand it on."""
+    return text.decode("utf-8", "surrogateescape")
+
+
+def test_a_key_that_is_not_utf8_is_refused_as_postfix_dict_utf8_does(tmp_path, warnings_seen):
+    rx = tmp_path / "rx"
+    rx.write_bytes(b"/^Subject:.*spam/ REJECT spam\n/caf/ caf\n")
+    h = tmp_path / "h"
+    h.write_bytes(b"caf\xe9@example.test latin\nplain@example.test plain\n")
+    assert core.build_cdb(h.read_bytes(), str(h), str(h) + ".cdb", True, "warn") == []
+    key = latin1(b"caf\xe9@example.test")
+    specs = [f"regexp:{rx}", f"pcre:{rx}", f"hash:{h}", f"texthash:{h}", "static:{x}"]
+    for spec in specs:
+        assert open_table(spec).lookup(key) is None, spec
+        assert maps.lookup_many(open_table(spec), [key]) == [None], spec
+    shown = 'non-UTF-8 key "caf?@example.test": malformed UTF-8 or invalid codepoint'
+    assert warnings_seen == [f"{spec}: {shown}" for spec in specs for _ in (1, 2)]
+    # A key that is UTF-8 beside it is still looked up, in one batch or one at a time.
+    assert maps.lookup_many(open_table(f"hash:{h}"), ["plain@example.test", key]) == [
+        "plain",
+        None,
+    ]
+    assert open_table(f"regexp:{rx}").lookup("caf\u00e9@example.test") == "caf"
+    warnings_seen.clear()
+    union = f"unionmap:{{hash:{h}, regexp:{rx}}}"
+    assert open_table(union).lookup(key) is None
+    assert warnings_seen == [f"{union}: {shown}"]
+    # No error for fail: either, as dict_utf8 refuses the key before the table is asked.
+    assert open_table("fail:x").lookup(key) is None
+
+
+def test_keys_that_are_not_utf8_are_matched_as_bytes_without_utf8(tmp_path, warnings_seen):
+    # header_checks and body_checks (no DICT_FLAG_UTF8_REQUEST), or smtputf8_enable = no.
+    subject = latin1(b"Subject: caf\xe9 spam")
     rx = tmp_path / "rx"
     rx.write_bytes(b"/^Subject:.*spam/ REJECT spam\n/^raw caf\xe9$/ raw byte rule\n")
-    table = open_table(f"regexp:{rx}")
-    assert table.lookup(latin1) == "REJECT spam"
-    assert table.lookup(b"raw caf\xe9".decode("utf-8", "surrogateescape")) == "raw byte rule"
-    assert maps.lookup_many(table, ["x", latin1]) == [None, "REJECT spam"]
-    assert open_table(f"pcre:{rx}").lookup(latin1) == "REJECT spam"
+    table = open_table(f"regexp:{rx}", utf8=False)
+    assert table.lookup(subject) == "REJECT spam"
+    assert table.lookup(latin1(b"raw caf\xe9")) == "raw byte rule"
+    assert maps.lookup_many(table, ["x", subject]) == [None, "REJECT spam"]
+    assert open_table(f"pcre:{rx}", utf8=False).lookup(subject) == "REJECT spam"
     # hash: finds the raw bytes postmap stored, folding only ASCII, as Postfix's lowercase().
     h = tmp_path / "h"
     h.write_bytes(b"caf\xe9@example.test latin\n")
     assert core.build_cdb(h.read_bytes(), str(h), str(h) + ".cdb", True, "warn") == []
-    key = b"CAF\xe9@Example.TEST".decode("utf-8", "surrogateescape")
-    assert open_table(f"hash:{h}").lookup(key) == "latin"
-    assert maps.lookup_many(open_table(f"hash:{h}"), [key, "x"]) == ["latin", None]
-    assert open_table(f"texthash:{h}").lookup(key) == "latin"
+    key = latin1(b"CAF\xe9@Example.TEST")
+    cfg_off = tmp_path / "cf"
+    cfg_off.mkdir()
+    (cfg_off / "main.cf").write_text("smtputf8_enable = no\n")
+    cfg = load_config(str(cfg_off))
+    assert open_table(f"hash:{h}", cfg).lookup(key) == "latin"
+    assert maps.lookup_many(open_table(f"hash:{h}", cfg), [key, "x"]) == ["latin", None]
+    assert open_table(f"texthash:{h}", cfg).lookup(key) == "latin"
     c = tmp_path / "c"
     c.write_text("127.0.0.0/8 local\n")
-    assert open_table(f"cidr:{c}").lookup(key) is None
-    union = open_table(f"unionmap:{{hash:{h}, texthash:{h}, regexp:{rx}}}")
+    assert open_table(f"cidr:{c}", cfg).lookup(key) is None
+    union = open_table(f"unionmap:{{hash:{h}, texthash:{h}, regexp:{rx}}}", cfg)
     assert union.lookup(key) == "latin,latin"
     assert warnings_seen == []

@@ -145,10 +145,11 @@ class CleanupState:
         the file for a rebuild). Raises TableError."""
         found = self._tables.get(param)
         if found is None:
-            # header/body checks match the text as is; address tables fold the key.
-            fold = not param.endswith("checks")
+            # header/body checks match the text as is, even bytes that are not UTF-8 (no
+            # DICT_FLAG_UTF8_REQUEST in Postfix's cleanup); address tables fold the key.
+            addr = not param.endswith("checks")
             specs = self.cfg.get_list(param)
-            found = [(spec, open_table(spec, self.cfg, fold_keys=fold)) for spec in specs]
+            found = [(spec, open_table(spec, self.cfg, addr, utf8=addr)) for spec in specs]
             self._tables[param] = found
         return found
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from oxipost.maps.search import split_extension
 
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+# 8-bit text stays unquoted, as Postfix's quote_822_local (QUOTE_FLAG_8BITCLEAN) leaves it:
+# UTF-8, and bytes that are not (surrogate escapes).
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\x80-\U0010ffff-]+$")
 
 
 @dataclass(slots=True, frozen=True)

@@ -1039,7 +1039,8 @@ def _header_checks(req: DeliveryRequest, p: Params) -> DeliveryRequest:
         return req
     from oxipost.maps import TableError, open_table
 
-    tables = [open_table(spec, p.cfg) for spec in specs]
+    # As Postfix's smtp_hbc: header checks match bytes that are not UTF-8 too.
+    tables = [open_table(spec, p.cfg, utf8=False) for spec in specs]
     headers, rest = _split_headers(req.content)
     out: list[str] = []
     for header in headers:

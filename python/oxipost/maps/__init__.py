@@ -28,13 +28,15 @@ whole string being looked up, never a partial key such as `@domain` or a parent 
 take their first table's kind, as dict_union_open does.
 
 Keys are text read off the wire, so they may hold bytes that are not UTF-8 (decoded with
-surrogateescape: a header or body line of latin-1 mail, an 8-bit address). Every table
-answers them rather than raising: hash:/cdb: look up the raw bytes and the in-memory tables
-the same text, as Postfix matches bytes; regexp:/pcre:, compiled as text in Rust, see each
-byte that is not UTF-8 as U+FFFD, as their rules' own such bytes are read (so `.` matches
-it, and a rule's raw 0xE9 matches a key's; so does a key's 0xE8, where Postfix compares
-the bytes). Real Postfix 3.7 matches such header_checks and body_checks lines too, with
-smtputf8_enable = yes: they are not skipped with dict_utf8's "non-UTF-8 key" warning.
+surrogateescape: a header or body line of latin-1 mail, a header address). A table opened
+with `utf8` (Postfix's DICT_FLAG_UTF8_REQUEST, which its daemons pass for every table but
+header_checks and body_checks) while smtputf8_enable = yes does not look such a key up:
+as dict_utf8 does, it answers "not found" and warns `TYPE:NAME: non-UTF-8 key "KEY":
+malformed UTF-8 or invalid codepoint`, each such byte as `?`. Otherwise the key is matched
+as bytes: hash:/cdb: look up the raw bytes and the in-memory tables the same text;
+regexp:/pcre:, compiled as text in Rust, see each byte that is not UTF-8 as U+FFFD, as
+their rules' own such bytes are read (so `.` matches it, and a rule's raw 0xE9 matches a
+key's; so does a key's 0xE8, where Postfix compares the bytes). Never an exception.
 
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
 postmap(1) builds it. Key search orders of virtual(5), access(5), transport(5) and
@@ -77,6 +79,8 @@ class TableError(Exception):
 
 class Table(Protocol):
     owner: int | None
+    # Set when the table checks its keys as dict_utf8 does (see above): its `type:name`.
+    utf8_name: str | None
     # Postfix's DICT_FLAG_FIXED: asked for partial keys too (see above).
     fixed: bool
 
@@ -121,6 +125,21 @@ def text_key(key: str) -> str:
     return raw_key(key).decode("utf-8", "replace")
 
 
+def utf8_refused(table: Table, key: str) -> bool:
+    """Whether `table` refuses `key` as Postfix's dict_utf8 does (see above), with its
+    warning."""
+    name = table.utf8_name
+    if name is None or key.isascii():
+        return False
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        shown = key.encode("utf-8", "replace").decode()
+        warn(f'{name}: non-UTF-8 key "{shown}": malformed UTF-8 or invalid codepoint')
+        return True
+    return False
+
+
 def os_reason(e: OSError) -> str:
     """The C library's words for an error, as Postfix's %m prints them."""
     return os.strerror(e.errno) if e.errno else str(e)
@@ -148,6 +167,7 @@ class CdbTable:
     """hash: and cdb: — `<name>.cdb`, memory-mapped."""
 
     fixed = True
+    utf8_name: str | None = None
 
     def __init__(self, name: str, fold_keys: bool = True) -> None:
         self.path = name + ".cdb"
@@ -168,10 +188,14 @@ class CdbTable:
             raise TableError(f"open database {self.path}: {os_reason(e)}") from None
 
     def lookup(self, key: str) -> str | None:
-        # Inline rather than raw_key(): one call less on every lookup.
-        value = self._cdb.get(
-            (fold(key) if self.fold_keys else key).encode("utf-8", "surrogateescape")
-        )
+        folded = fold(key) if self.fold_keys else key
+        try:
+            raw = folded.encode()
+        except UnicodeEncodeError:
+            if utf8_refused(self, key):
+                return None
+            raw = raw_key(folded)
+        value = self._cdb.get(raw)
         return None if value is None else value.decode("utf-8", "surrogateescape")
 
     def query_lines(self, data: bytes, suffix: bytes = b"") -> tuple[bytes, int]:
@@ -179,7 +203,10 @@ class CdbTable:
         return self._cdb.query_lines(data, self.fold_keys, suffix)
 
     def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
-        raw = [raw_key(fold(k) if self.fold_keys else k) for k in keys]
+        try:
+            raw = [(fold(k) if self.fold_keys else k).encode() for k in keys]
+        except UnicodeEncodeError:
+            return [self.lookup(k) for k in keys]
         found = self._cdb.get_many(raw)
         return [None if v is None else v.decode("utf-8", "surrogateescape") for v in found]
 
@@ -194,6 +221,7 @@ class DictTable:
     """A table held in memory: texthash:, inline:, and what postmap -i/-d rewrite."""
 
     fixed = True
+    utf8_name: str | None = None
 
     def __init__(
         self, entries: dict[str, str], fold_keys: bool = True, owner: int | None = 0
@@ -203,6 +231,8 @@ class DictTable:
         self.owner = owner
 
     def lookup(self, key: str) -> str | None:
+        if not key.isascii() and utf8_refused(self, key):
+            return None
         return self.entries.get(fold(key) if self.fold_keys else key)
 
     def items(self) -> list[tuple[str, str]]:
@@ -242,6 +272,7 @@ class RegexpTable:
     """regexp: and pcre: — compiled once in Rust, one pass for a miss."""
 
     fixed = False
+    utf8_name: str | None = None
 
     def __init__(
         self,
@@ -260,19 +291,20 @@ class RegexpTable:
         try:
             return self._table.lookup(key)
         except UnicodeEncodeError:
-            return self._table.lookup(text_key(key))
+            return None if utf8_refused(self, key) else self._table.lookup(text_key(key))
 
     def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
         try:
             return self._table.lookup_many(list(keys))
         except UnicodeEncodeError:
-            return self._table.lookup_many([text_key(k) for k in keys])
+            return [self.lookup(k) for k in keys]
 
 
 class CidrTable:
     """cidr: first matching network, with `!` negation and if/endif, as cidr_table(5)."""
 
     fixed = False
+    utf8_name: str | None = None
 
     def __init__(self, text: bytes, name: str, owner: int | None = 0) -> None:
         self.owner = owner
@@ -355,6 +387,7 @@ class CidrTable:
         try:
             ip = ipaddress.ip_address(key.strip("[]"))
         except ValueError:
+            utf8_refused(self, key)
             return None
         i = 0
         while i < len(self.rules):
@@ -375,22 +408,28 @@ class CidrTable:
 class StaticTable:
     owner: int | None = 0
     fixed = True
+    utf8_name: str | None = None
 
     def __init__(self, value: str) -> None:
         self.value = value
 
     def lookup(self, key: str) -> str | None:
+        if not key.isascii() and utf8_refused(self, key):
+            return None
         return self.value
 
 
 class FailTable:
     owner: int | None = 0
     fixed = False
+    utf8_name: str | None = None
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
 
     def lookup(self, key: str) -> str | None:
+        if utf8_refused(self, key):
+            return None
         raise TableError(f"table {self.spec}: query error: Application error")
 
 
@@ -409,12 +448,17 @@ def aggregate_owner(tables: Sequence[Table]) -> int | None:
 class UnionTable:
     """unionmap: every table's result, comma-joined, in order."""
 
+    utf8_name: str | None = None
+
     def __init__(self, tables: list[Table]) -> None:
         self.tables = tables
         self.owner = aggregate_owner(tables)
         self.fixed = tables[0].fixed
 
     def lookup(self, key: str) -> str | None:
+        # Refused here, as dict_utf8 around the union does, before each table warns too.
+        if not key.isascii() and utf8_refused(self, key):
+            return None
         found = [v for v in (t.lookup(key) for t in self.tables) if v is not None]
         return ",".join(found) if found else None
 
@@ -422,12 +466,16 @@ class UnionTable:
 class PipeTable:
     """pipemap: each table's result is the next table's key."""
 
+    utf8_name: str | None = None
+
     def __init__(self, tables: list[Table]) -> None:
         self.tables = tables
         self.owner = aggregate_owner(tables)
         self.fixed = tables[0].fixed
 
     def lookup(self, key: str) -> str | None:
+        if not key.isascii() and utf8_refused(self, key):
+            return None
         value: str | None = key
         for t in self.tables:
             value = t.lookup(value)
@@ -512,12 +560,27 @@ def _watched_file(kind: str, name: str) -> str | None:
     return None
 
 
-def _open(spec: str, cfg: Config | None, fold_keys: bool, no_regsub: bool) -> Table:
+def _open(spec: str, cfg: Config | None, fold_keys: bool, no_regsub: bool, utf8: bool) -> Table:
     kind, colon, name = spec.partition(":")
     if not colon:
         raise TableError(f'need dictionary type in "{spec}"')
     if kind == "proxy":
-        return open_table(name, cfg, fold_keys, no_regsub)
+        return open_table(name, cfg, fold_keys, no_regsub, utf8)
+    table = _open_kind(spec, kind, name, cfg, fold_keys, no_regsub, utf8)
+    if utf8:
+        table.utf8_name = spec
+    return table
+
+
+def _open_kind(
+    spec: str,
+    kind: str,
+    name: str,
+    cfg: Config | None,
+    fold_keys: bool,
+    no_regsub: bool,
+    utf8: bool,
+) -> Table:
     if kind in INDEXED_TYPES:
         return CdbTable(name, fold_keys)
     if kind == "texthash":
@@ -539,31 +602,39 @@ def _open(spec: str, cfg: Config | None, fold_keys: bool, no_regsub: bool) -> Ta
         return FailTable(spec)
     if kind in ("unionmap", "pipemap"):
         parts = _braced(spec, kind, name, "{type:name...}")
-        tables = [open_table(p, cfg, fold_keys, no_regsub) for p in parts]
+        tables = [open_table(p, cfg, fold_keys, no_regsub, utf8) for p in parts]
         return UnionTable(tables) if kind == "unionmap" else PipeTable(tables)
     raise TableError(f"unsupported dictionary type: {kind}")
 
 
-_cache: dict[tuple[str, bool, bool], tuple[Table, tuple[int, int, int] | None]] = {}
+_cache: dict[tuple[str, bool, bool, bool], tuple[Table, tuple[int, int, int] | None]] = {}
 _cache_lock = threading.Lock()
 
 
 def open_table(
-    spec: str, cfg: Config | None = None, fold_keys: bool = True, no_regsub: bool = False
+    spec: str,
+    cfg: Config | None = None,
+    fold_keys: bool = True,
+    no_regsub: bool = False,
+    utf8: bool = True,
 ) -> Table:
     """The table for `type:name`, opened once and reopened when its file has changed.
     Relative names are relative to the working directory, as in Postfix. `no_regsub`
     skips the `$n` rules of regexp: and pcre: (see above); the same file opened without
-    it keeps them, as another Postfix program opening it without the flag does."""
+    it keeps them, as another Postfix program opening it without the flag does. `utf8`
+    (off for header_checks and body_checks) refuses keys that are not UTF-8 when
+    smtputf8_enable is on (see above; without a configuration, its default is)."""
     kind, _, name = spec.partition(":")
     watched = _watched_file(kind, name)
     stamp = _stamp(watched) if watched else None
-    key = (spec, fold_keys, no_regsub)
+    if utf8 and cfg is not None:
+        utf8 = cfg.get_bool("smtputf8_enable")
+    key = (spec, fold_keys, no_regsub, utf8)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and hit[1] == stamp:
             return hit[0]
-    table = _open(spec, cfg, fold_keys, no_regsub)
+    table = _open(spec, cfg, fold_keys, no_regsub, utf8)
     with _cache_lock:
         _cache[key] = (table, stamp)
     return table
