@@ -44,25 +44,16 @@ DEVIATIONS: dict[str, tuple[str, str]] = {
 EXTRA: dict[str, tuple[str, str, str]] = {
     # name: (default, kind, doc)
     "smtpd_worker_processes": (
-        "",
+        "${cpu_count}",
         "int",
-        "The number of smtpd worker processes that share each inet listener (default: half "
-        "the CPUs, at least 1).",
+        "The number of smtpd worker processes that share each inet listener (default: CPUs).",
     ),
     "cpu_count": ("", "int", "The number of CPUs of this host (read-only, computed)."),
 }
 
 # Computed from the host at run time, as Postfix does; never compared with another host's.
 HOST_DEPENDENT = frozenset(
-    {
-        "myhostname",
-        "mydomain",
-        "mynetworks",
-        "process_id",
-        "process_name",
-        "cpu_count",
-        "smtpd_worker_processes",
-    }
+    {"myhostname", "mydomain", "mynetworks", "process_id", "process_name", "cpu_count"}
 )
 
 # Parameters master.cf creates for each delivery service NAME ("NAME_" + suffix), with the
@@ -146,11 +137,6 @@ def host_default(name: str, raw_lookup: dict[str, str]) -> str:
         return raw_lookup.get("process_name", "postconf")
     if name == "cpu_count":
         return str(os.cpu_count() or 1)
-    if name == "smtpd_worker_processes":
-        # The clients, qmgr and the delivery agents want the other CPUs: on 2 CPUs under
-        # the bench's Maildir load, one worker took 30-100 us less CPU a message than two
-        # and delivered faster in each of 7 alternated runs (bench/RESULTS.md, 2026-12-06).
-        return str(max(1, (os.cpu_count() or 1) // 2))
     raise KeyError(name)
 
 
