@@ -10,6 +10,7 @@ import socket
 import pytest
 import uvloop
 from oxipost.config import load_config
+from oxipost.smtpd.listener import Connection, Listener
 from oxipost.smtpd.service import build_server
 
 from .conftest import ListLog, RecordingQueue, write_config
@@ -92,3 +93,31 @@ def test_sessions_cancelled_at_shutdown_end_quietly(tmp_path, loop_factory):
         runner.run(scenario())
     assert errors == []
     assert any(line.startswith("disconnect from unknown[127.0.0.1]") for line in lines), lines
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_a_session_that_fails_is_reported_and_its_connection_closed(loop_factory):
+    """A bug in a session (an exception its handler did not expect) is not swallowed: the
+    loop's exception handler hears of it, and the client sees its connection close."""
+    errors: list[dict[str, object]] = []
+
+    async def failing(conn: Connection) -> None:
+        raise RuntimeError("a bug")
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        listener = Listener(sock, failing)
+        listener.start()
+        try:
+            reader, writer = await asyncio.open_connection(*sock.getsockname())
+            assert await _line(reader) == b""
+            writer.close()
+        finally:
+            listener.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+    assert [str(ctx.get("exception")) for ctx in errors] == ["a bug"], errors

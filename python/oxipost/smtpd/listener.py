@@ -65,9 +65,17 @@ class Connection(asyncio.Protocol):
         self.task.add_done_callback(self._served)
 
     def _served(self, task: asyncio.Task[None]) -> None:
-        # A handler that failed leaves no connection behind (as the streams' callback).
-        if not task.cancelled() and task.exception() is not None and self.transport:
-            self.transport.close()
+        # A handler that failed is reported and leaves no connection behind, as asyncio's
+        # streams do it.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.loop.call_exception_handler(
+                {"message": "Unhandled exception in an smtpd session", "exception": exc}
+            )
+            if self.transport is not None:
+                self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
