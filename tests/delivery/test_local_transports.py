@@ -3,8 +3,9 @@ local/mailbox.c and local/unknown.c: mailbox_transport_maps, then mailbox_transp
 every recipient after its alias and .forward (Dovecot's LMTP over a unix socket, the
 usual site); fallback_transport_maps, fallback_transport, then luser_relay for users
 without a passwd entry; postmaster without an alias is discarded; an alias of nothing
-defers. Each scenario is played under our master and under real Postfix 3.7 with the same
-main.cf, tables and a real Dovecot, and both must log the same lines: local(8)'s "passing
+defers; an alias's null address ("") goes to empty_address_recipient. Each scenario is
+played under our master and under real Postfix 3.7 with the same main.cf, tables and a
+real Dovecot, and both must log the same lines: local(8)'s "passing
 <rcpt> to transport=lmtp", the lmtp agent's own line with relay=host[private/...], and
 local(8)'s lines and warnings."""
 
@@ -35,7 +36,7 @@ RELAY = "relay=mx.example.test[private/dovecot-lmtp]"
 DOVECOT_USERS = ["nobody", "ghost"]
 TABLES = {
     # texthash: the postmap format, "key value".
-    "aliases": "list nobody, ghost\nempty ,\n",
+    "aliases": 'list nobody, ghost\nempty ,\nnull "", nobody\nonlynull ""\n',
     "mailbox_transports": "daemon lmtp:unix:private/nowhere\n",
     "fallback_transports": f"ghost {LMTP}\n",
 }
@@ -111,6 +112,29 @@ SCENARIOS = {
             _saved("ghost@localhost"),
             _passing("nosuch@localhost"),
             _refused("nosuch@localhost"),
+        ],
+    ),
+    "empty_address_recipient": (
+        "",
+        ["null@localhost", "onlynull@localhost"],
+        [
+            # The null address of an alias is resolved like any member: to
+            # empty_address_recipient, here MAILER-DAEMON without an alias of its own.
+            "local: warning: required alias not found: mailer-daemon",
+            "local: to=<MAILER-DAEMON@mx.example.test>, orig_to=<null@localhost>, "
+            "relay=local, dsn=2.0.0, status=sent (discarded)",
+            "local: to=<nobody@mx.example.test>, orig_to=<null@localhost>, relay=local, "
+            "dsn=2.0.0, status=sent (delivered to mailbox)",
+            "local: to=<MAILER-DAEMON@mx.example.test>, orig_to=<onlynull@localhost>, "
+            "relay=local, dsn=2.0.0, status=sent (discarded)",
+        ],
+    ),
+    "empty_address_recipient_set": (
+        "empty_address_recipient = nobody\n",
+        ["onlynull@localhost"],
+        [
+            "local: to=<nobody@mx.example.test>, orig_to=<onlynull@localhost>, "
+            "relay=local, dsn=2.0.0, status=sent (delivered to mailbox)",
         ],
     ),
     "no_fallback": (

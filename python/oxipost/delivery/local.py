@@ -176,7 +176,8 @@ class Ctx:
 
 
 def _split_items(value: str) -> list[str]:
-    """aliases(5) right-hand side: comma separated, double quotes protect commas."""
+    """aliases(5) right-hand side: comma separated, double quotes protect commas; an
+    empty item is skipped, a quoted empty one ("") kept as the null address."""
     items, cur, quoted = [], [], False
     for ch in value:
         if ch == '"':
@@ -189,7 +190,9 @@ def _split_items(value: str) -> list[str]:
     items.append("".join(cur).strip())
     out = []
     for item in items:
-        if len(item) >= 2 and item[0] == '"' and item[-1] == '"':
+        # "" stays: it is the null address, which resolves to empty_address_recipient
+        # (Postfix's token.c hands it to the resolver like any address).
+        if len(item) > 2 and item[0] == '"' and item[-1] == '"':
             item = item[1:-1]
         if item:
             out.append(item)

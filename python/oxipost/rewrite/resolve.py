@@ -216,6 +216,11 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
                     user, _, site = inner.rpartition("%")
                     address = f"{user}@{site}"
                     continue
+            if local in ("", '""'):
+                # An empty local part is the local MAILER-DAEMON, as in the From: of our
+                # own bounces: resolve.c makes it empty_address_recipient, keeping the
+                # local domain it had (else the one below).
+                address = cfg.get("empty_address_recipient") + (f"@{domain}" if domain else "")
         elif "@" in inner or "%" in inner or "!" in inner:
             flags |= RESOLVE_FLAG_ROUTED
         break
