@@ -28,6 +28,9 @@ pytestmark = pytest.mark.postfix
 
 REASON = "connect to 127.0.0.1[127.0.0.1]:9: Connection refused"
 MESSAGES = [("sender@example.com", "rcpt1@example.org"), ("", "r2@example.org")]
+# A line of 128 bytes or more takes a longer record header than its CR LF in Postfix's
+# queue file, and one over line_length_limit (2048) a record per piece.
+BODY = b"Subject: t\n\nhello\n" + b"x" * 300 + b"\n" + b"y" * 5000 + b"\n"
 
 
 @pytest.fixture
@@ -54,7 +57,7 @@ def real_postfix():
         for sender, rcpt in MESSAGES:
             subprocess.run(
                 ["/usr/sbin/sendmail", "-C", str(conf), "-f", sender, rcpt],
-                input=b"Subject: t\n\nhello\n",
+                input=BODY,
                 check=True,
             )
         deadline = time.monotonic() + 30
@@ -145,6 +148,34 @@ def test_json_matches_postfix(real_postfix, ours):
         return sorted(out, key=lambda o: o["sender"])
 
     assert norm(mine.stdout) == norm(real.stdout)
+
+
+def test_sizes_match_postfix(real_postfix, tmp_path):
+    """postqueue -j's message_size and mailq's size column are Postfix's queue-file content
+    records (showq reads the SIZE record, qmgr's size=): the content Postfix queued, queued
+    here, lists the same size, not its length."""
+    import json
+
+    listed = run_postfix("/usr/sbin/postqueue", "-c", real_postfix, "-j").stdout
+    real = [json.loads(ln) for ln in listed.splitlines()]
+    conf = tmp_path / "sized"
+    conf.mkdir()
+    (conf / "main.cf").write_text(f"queue_directory = {tmp_path}/sized-queue\n")
+    cfg = load_config(str(conf))
+    q = Queue.open(cfg, "test")
+    lengths = []
+    for msg in real:
+        text = run_postfix("/usr/sbin/postcat", "-c", real_postfix, "-bh", "-q", msg["queue_id"])
+        content = text.stdout.replace("\n", "\r\n").encode()
+        lengths.append(len(content))
+        q.enqueue_sync(Envelope(msg["sender"], [Recipient("r@example.org")], 0.0), content)
+    q.close()
+    mine = run_ours("postqueue", "-c", str(conf), "-j")
+    sizes = sorted(json.loads(ln)["message_size"] for ln in mine.stdout.splitlines())
+    assert sizes == sorted(msg["message_size"] for msg in real)
+    assert sizes != sorted(lengths)
+    listing = run_ours("postqueue", "-c", str(conf), "-p").stdout
+    assert sorted(int(m) for m in re.findall(r"(?m)^[0-9A-F]+ +(\d+) ", listing)) == sizes
 
 
 def test_delete_all_then_empty_matches_postfix(real_postfix, ours):

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import pytest
 from oxipost.log import format_tv
-from oxipost.qmgr.service import message_size
+from oxipost.qmgr.queue import message_size
 
 from tests.conftest import REPO, free_port, run_ours, smtp_sink
 from tests.smtpd.conftest import write_config

@@ -501,7 +501,7 @@ def test_message_size_counts_the_records_of_long_lines(
     content: bytes, line_limit: int, size: int
 ) -> None:
     """qmgr's size= as Postfix's message_size: the queue file's content records."""
-    from oxipost.qmgr.service import message_size
+    from oxipost.qmgr.queue import message_size
 
     assert message_size(content, line_limit) == size
 

@@ -68,7 +68,7 @@ from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, 
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
-from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
+from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError, message_size
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, resolve
 
@@ -131,45 +131,6 @@ def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
 def _kind(status: str) -> str:
     """The status= word of a delivery attempt with this enhanced status code."""
     return "sent" if status.startswith("2") else "bounced" if status.startswith("5") else "deferred"
-
-
-# Lines of this many bytes or more need a second length byte in a queue file record.
-_LONG_LINE = 128
-
-
-def _record_len(n: int) -> int:
-    """Bytes of one queue file record of n bytes: its type, its length in 7-bit groups
-    (Postfix's rec_put()), its data."""
-    size = 2
-    while n >= 128:
-        n >>= 7
-        size += 1
-    return size
-
-
-def message_size(content: bytes, line_limit: int) -> int:
-    """The size= qmgr logs: Postfix's message_size, the bytes of the content records in
-    the queue file. Each line is a record of its own (its type and length where the CR LF
-    was), a line longer than line_length_limit one record per piece of that length and
-    one for the rest (smtp_get()); so a line of 128 bytes or more counts more than it
-    takes with its CR LF."""
-    size = len(content)
-    lines = content.split(b"\n")
-    # A scan of the lengths in C first: almost every message has no long line, and a regex
-    # over the content cost more than the rest of the message's activation.
-    if max(map(len, lines)) < _LONG_LINE:
-        return size
-    for line in lines:
-        if len(line) < _LONG_LINE:
-            continue
-        # The line ends at its first CR too (a bare CR in it ends a record).
-        cr = line.find(b"\r")
-        n = len(line) if cr < 0 else cr
-        if n < _LONG_LINE:
-            continue
-        pieces = [line_limit] * (n // line_limit) + [n % line_limit] if line_limit > 0 else [n]
-        size += sum(p + _record_len(p) for p in pieces) - (n + 2)
-    return size
 
 
 def _delay_resolution(cfg: Config, log: Logger) -> int:
