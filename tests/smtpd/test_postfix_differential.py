@@ -141,10 +141,15 @@ def _played_on_both(
 ) -> tuple[list[str], list[str]]:
     def play(port: int) -> list[str]:
         raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        replies = [raw.reply()]
         try:
-            return [raw.reply()] + [raw.cmd(command) for command in dialogue]
+            for command in dialogue:
+                replies.append(raw.cmd(command))
+        except ConnectionError:
+            replies.append("(closed)")  # the server hung up: the rest is never answered
         finally:
             raw.close()
+        return replies
 
     def until_disconnect(read: Callable[[], list[str]]) -> list[str]:
         deadline = time.monotonic() + 20
@@ -880,3 +885,116 @@ def test_error_and_retry_transports_refused_at_rcpt_as_postfix(start_smtpd) -> N
         "550 5.1.1 <x@no.example>: Recipient address rejected: no mail here"
     )
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+ACTIONS_CF = (
+    "smtpd_recipient_restrictions = check_recipient_access inline:{ {hold@localhost=HOLD}, "
+    "{held@localhost=HOLD my reason}, {bcc1@localhost=BCC copy1@localhost}, "
+    "{bcc2@localhost=BCC copy2@localhost}, {gone@localhost=521 5.7.1 go away} }, "
+    "permit_mynetworks, reject_unauth_destination\n"
+)
+MESSAGE = ["DATA", "Subject: s\r\n\r\nbody\r\n."]
+
+
+def _without_queue_ids(replies: list[str]) -> list[str]:
+    """The replies after the greeting, "queued as QID" without the ID."""
+    return [re.sub(r"queued as \w+", "queued as QID", reply) for reply in replies[1:]]
+
+
+@pytest.mark.slow
+def test_access_hold_logged_once_per_transaction_as_postfix(start_smtpd) -> None:
+    """access(5) HOLD: smtpd logs "QID: hold: RCPT from ...: <addr>: Recipient address
+    triggers HOLD action" (or the table's text) with log_whatsup's attributes, once per
+    transaction (a later HOLD is silent), under NOQUEUE before the queue file is open;
+    RSET forgets it."""
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>"]
+    dialogue += ["RCPT TO:<postmaster@localhost>", "RCPT TO:<hold@localhost>"]
+    dialogue += ["RCPT TO:<held@localhost>", *MESSAGE]
+    dialogue += ["MAIL FROM:<b@example.org>", "RCPT TO:<held@localhost>", "RSET"]
+    dialogue += ["MAIL FROM:<c@example.org>", "RCPT TO:<postmaster@localhost>", *MESSAGE]
+    both = Played(start_smtpd, [*dialogue, "QUIT"], ACTIONS_CF)
+    wanted = r": client=|: hold: "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert expected[:2] == [
+        "QID1: client=unknown[127.0.0.2]",
+        "QID1: hold: RCPT from unknown[127.0.0.2]: <hold@localhost>: Recipient address"
+        " triggers HOLD action; from=<a@example.org> to=<hold@localhost> proto=ESMTP"
+        " helo=<client.example>",
+    ]
+    assert len(expected) == 5, expected
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+
+
+@pytest.mark.slow
+def test_access_hold_queues_on_hold_as_postfix(start_smtpd) -> None:
+    """The message of a transaction an access(5) HOLD touched is held (Postfix's cleanup
+    puts it in the hold queue; ours carries the hold attribute, on which qmgr moves it
+    there), with the table's text or without; RSET forgets a HOLD."""
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>", "RCPT TO:<held@localhost>"]
+    dialogue += ["RSET", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>", *MESSAGE]
+    dialogue += ["MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
+    dialogue += ["RCPT TO:<hold@localhost>", *MESSAGE, "QUIT"]
+    theirs, ours = _queued_on_both(start_smtpd, ACTIONS_CF, _commands(dialogue), 3)
+    # The first queue file went with RSET.
+    assert [q.postcat.returncode for q in theirs] == [q.postcat.returncode for q in ours]
+    their_queues = [q.postcat.stdout.split()[3].split("/")[0] for q in theirs[1:]]
+    assert their_queues == ["incoming", "hold"]
+    our_held = ["named_attribute: hold=" in q.postcat.stdout for q in ours[1:]]
+    assert our_held == [queue == "hold" for queue in their_queues]
+
+
+@pytest.mark.slow
+def test_access_521_reply_ends_the_session_as_postfix(start_smtpd) -> None:
+    """A 521 reply (an access(5) "521 ..." here) ends the session, as any 421/521 Postfix's
+    smtpd sends: the reject line, then "disconnect from" with the RCPT counted as failed;
+    the command after it is never answered."""
+    for rcpts in (["RCPT TO:<postmaster@localhost>"], []):
+        dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>", *rcpts]
+        both = Played(start_smtpd, [*dialogue, "RCPT TO:<gone@localhost>", "NOOP"], ACTIONS_CF)
+        assert both.their_replies[-2:] == [
+            "521 5.7.1 <gone@localhost>: Recipient address rejected: go away",
+            "(closed)",
+        ]
+        assert both.our_replies[1:] == both.their_replies[1:]
+        wanted = r": client=|: reject: |disconnect from unknown\[127.0.0.2\]"
+        assert _transaction_lines(both.ours, wanted) == _transaction_lines(both.theirs, wanted)
+
+
+def _recipient_records(postcat: subprocess.CompletedProcess) -> list[str]:
+    assert postcat.returncode == 0, postcat.stderr
+    wanted = ("named_attribute: notify_flags=", "named_attribute: dsn_orig_rcpt=")
+    wanted += ("original_recipient: ", "recipient: ")
+    return [ln for ln in postcat.stdout.splitlines() if ln.startswith(wanted)]
+
+
+@pytest.mark.slow
+def test_access_bcc_actions_all_kept_as_postfix(start_smtpd) -> None:
+    """Every access(5) BCC of a transaction is kept (Postfix 3.1 and later), each logged as
+    "bcc: RCPT from ...: <addr>: Recipient address triggers BCC copy"; the copies are
+    queued in order, duplicates and NOTIFY as Postfix's cleanup writes them (postcat -e);
+    RSET forgets them."""
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>", "RCPT TO:<bcc2@localhost>"]
+    dialogue += ["RSET", "MAIL FROM:<a@example.org>", "RCPT TO:<bcc1@localhost>"]
+    dialogue += ["RCPT TO:<bcc2@localhost>", "RCPT TO:<bcc1@localhost>"]
+    dialogue += ["RCPT TO:<bcc1@localhost>", *MESSAGE, "QUIT"]
+    both = Played(start_smtpd, dialogue, ACTIONS_CF)
+    wanted = r": client=|: bcc: "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert len(expected) == 7, expected
+    assert expected[2] == (
+        "NOQUEUE: bcc: RCPT from unknown[127.0.0.2]: <bcc1@localhost>: Recipient address"
+        " triggers BCC copy1@localhost; from=<a@example.org> to=<bcc1@localhost>"
+        " proto=ESMTP helo=<client.example>"
+    ), expected
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+    # The first queue file went with RSET.
+    theirs, ours = _queued_on_both(start_smtpd, ACTIONS_CF, _commands(dialogue), 2, "-e")
+    their_records = _recipient_records(theirs[1].postcat)
+    assert [r for r in their_records if r.startswith("recipient: copy")] == [
+        "recipient: copy1@localhost",
+        "recipient: copy2@localhost",
+        "recipient: copy1@localhost",
+    ]
+    assert _recipient_records(ours[1].postcat) == their_records

@@ -51,6 +51,7 @@ from oxipost.maildate import mail_date
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _HOPS = "554 5.4.0 Error: too many hops"
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+_NEVER = frozenset({"NEVER"})
 # An envelope's fields in the order its constructor takes them: copied this way it costs a
 # quarter of dataclasses.replace.
 _ENVELOPE_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Envelope)))
@@ -228,14 +229,19 @@ def _final_envelope(
         if state.redirect:
             recipients = process_recipients(state, [Recipient(state.redirect)], seen=set())
         if env.recipients:
-            # smtpd's access(5) BCC recipient comes in the extracted segment as a recipient
-            # like any other (its own ORCPT, the default NOTIFY); Postfix then adds
+            # smtpd's access(5) BCC recipients (one a line, in order) come in the extracted
+            # segment as recipients like any other, each with its own ORCPT; as Postfix 3.7
+            # queues them (postcat -e), the first has the default NOTIFY and the others
+            # NEVER, so a repeated one is no duplicate of the first. Postfix then adds
             # always_bcc and the header_checks BCC addresses as it ends that segment, and
             # only to mail that had a recipient.
             smtpd_bcc = env.attrs.get("bcc", "")
             if smtpd_bcc:
-                bcc = Recipient(smtpd_bcc, orcpt=f"rfc822;{smtpd_bcc}")
-                recipients = recipients + process_recipients(state, [bcc], bcc=state.bcc_ok)
+                bccs = [
+                    Recipient(addr, orcpt=f"rfc822;{addr}", notify=_NEVER if i else frozenset())
+                    for i, addr in enumerate(smtpd_bcc.split("\n"))
+                ]
+                recipients = recipients + process_recipients(state, bccs, bcc=state.bcc_ok)
             if state.bcc_ok:
                 recipients = recipients + add_bcc(state, state.cfg.get("always_bcc"))
             for address in state.bcc:

@@ -1158,15 +1158,34 @@ class Checker:
             )
         if re.fullmatch(r"2\d\d", upper):
             return PERMIT
-        if upper in ("HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC", "PREPEND", "WARN", "INFO"):
+        if upper == "HOLD":
+            # Once per transaction, as Postfix's check_table_result: a later HOLD neither
+            # logs nor changes the text.
+            if "HOLD" not in st.actions:
+                # Never empty: the queue file's hold attribute is read as a flag.
+                st.actions["HOLD"] = text = text or "triggers HOLD action"
+                self._log_action(st, "hold", f"<{shown}>: {cls} {text}", rcpt)
+            return DUNNO
+        if upper == "BCC":
+            # Postfix 3.1 and later keep every BCC of the transaction (an argv), in order
+            # and duplicates included; one per line here (no address holds a newline).
+            self._log_action(st, "bcc", f"<{shown}>: {cls} triggers BCC {text}", rcpt)
+            kept = st.actions.get("BCC")
+            st.actions["BCC"] = f"{kept}\n{text}" if kept else text
+            return DUNNO
+        if upper in ("DISCARD", "FILTER", "REDIRECT", "PREPEND", "WARN", "INFO"):
             st.actions[upper] = text
-            if upper == "WARN" and self.log is not None:
-                self.log.info(st.whatsup("warn", text, rcpt or ""))
+            if upper == "WARN":
+                self._log_action(st, "warn", text, rcpt)
             return DUNNO
         # Anything else is a restriction list (or a class name) evaluated in its place.
         return self.run_list(
             value.replace(",", " ").split(), stage, reply_class, st, rcpt, depth + 1
         )
+
+    def _log_action(self, st: ClientState, action: str, text: str, rcpt: str | None) -> None:
+        if self.log is not None:
+            self.log.info(st.whatsup(action, text, rcpt or ""))
 
 
 def _undeliverable(address: str, what: str, res: Resolution) -> Reply:

@@ -637,6 +637,10 @@ class Session:
         result: bool | None = await handler(arg)
         if self.last_code < 400 and not self.uncounted:
             counts[0] += 1
+        # Postfix's smtpd hangs up after any 421 or 521 reply it sent (an access(5)
+        # "521 ..." included): the client is told the session is over.
+        if self.last_code in (421, 521):
+            return False
         return result is not False
 
     def _denied(self) -> str | None:
@@ -747,7 +751,6 @@ class Session:
         self.helo_kind = kind
         self.state.esmtp = kind == "EHLO"
         self._mail_reset()
-        self.state.actions = {}
 
     async def _reject(self, reply: Reply, recipient: str = "") -> None:
         self.srv.log.info(self.state.whatsup("reject", str(reply), recipient))
@@ -776,6 +779,10 @@ class Session:
         self.bdat_chunks = None
         self.bdat_failed = False
         self.forwarded = None
+        # The access(5) actions (HOLD, BCC, ...) go with the transaction, as Postfix's
+        # saved_flags and saved_bcc.
+        if self.state.actions:
+            self.state.actions = {}
 
     async def cmd_mail(self, arg: str) -> None:
         if self.cfg.get_bool("smtpd_helo_required") and not self.helo_kind:
@@ -1085,7 +1092,6 @@ class Session:
         for action in ("HOLD", "DISCARD", "BCC"):
             if action in self.state.actions:
                 env.attrs[action.lower()] = self.state.actions[action]
-        self.state.actions = {}
         data = bytes(content)
         # The Received: header names the client that talked to us, the queue file the one
         # XFORWARD named (Postfix's log_client_* attributes, which qmgr and the delivery
@@ -1463,7 +1469,6 @@ class Session:
         # The new client may use XCLIENT only if it could have itself.
         self.xclient_allowed = self._client_listed("smtpd_authorized_xclient_hosts")
         self._mail_reset()
-        st.actions = {}
         st.helo = new.helo if new.got_helo else ""
         st.protocol = new.protocol if new.got_proto else "SMTP"
         st.esmtp = st.protocol == "ESMTP"
