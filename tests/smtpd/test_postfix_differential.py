@@ -998,3 +998,26 @@ def test_access_bcc_actions_all_kept_as_postfix(start_smtpd) -> None:
         "recipient: copy1@localhost",
     ]
     assert _recipient_records(ours[1].postcat) == their_records
+
+
+@pytest.mark.slow
+def test_access_discard_filter_redirect_info_logged_as_postfix(start_smtpd) -> None:
+    """access(5) DISCARD, FILTER, REDIRECT and INFO each log their log_whatsup line
+    ("discard: ... triggers DISCARD action", "filter: ... triggers FILTER transport:dest",
+    "redirect: ... triggers REDIRECT addr", "info: text"); DISCARD also permits, as OK (a
+    relay the restrictions after it would refuse is accepted)."""
+    main_cf = (
+        "smtpd_recipient_restrictions = check_recipient_access inline:{ "
+        "{d@localhost=DISCARD}, {f@localhost=FILTER smtp:[127.0.0.1]:10025}, "
+        "{r@localhost=REDIRECT other@localhost}, {i@localhost=INFO hello there} }, reject\n"
+    )
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>"]
+    rcpts = ("f@localhost", "r@localhost", "i@localhost", "d@localhost")
+    dialogue += [f"RCPT TO:<{r}>" for r in rcpts] + ["QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    wanted = r": client=|: (discard|filter|redirect|info|reject): "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert len(expected) == 8, expected
+    assert both.their_replies[6] == "250 2.1.5 Ok", both.their_replies
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert both.our_replies[1:] == both.their_replies[1:]

@@ -1173,10 +1173,26 @@ class Checker:
             kept = st.actions.get("BCC")
             st.actions["BCC"] = f"{kept}\n{text}" if kept else text
             return DUNNO
-        if upper in ("DISCARD", "FILTER", "REDIRECT", "PREPEND", "WARN", "INFO"):
+        if upper == "DISCARD":
+            # Logged, and a permit as OK is (Postfix's smtpd_acl_permit).
+            self._log_action(
+                st, "discard", f"<{shown}>: {cls} {text or 'triggers DISCARD action'}", rcpt
+            )
             st.actions[upper] = text
-            if upper == "WARN":
-                self._log_action(st, "warn", text, rcpt)
+            return PERMIT
+        if upper in ("FILTER", "REDIRECT"):
+            # Postfix skips a FILTER without transport:destination, a REDIRECT without
+            # user@domain.
+            if (":" if upper == "FILTER" else "@") in text:
+                self._log_action(
+                    st, upper.lower(), f"<{shown}>: {cls} triggers {upper} {text}", rcpt
+                )
+                st.actions[upper] = text
+            return DUNNO
+        if upper in ("PREPEND", "WARN", "INFO"):
+            st.actions[upper] = text
+            if upper != "PREPEND":
+                self._log_action(st, upper.lower(), text, rcpt)
             return DUNNO
         # Anything else is a restriction list (or a class name) evaluated in its place.
         return self.run_list(
