@@ -43,6 +43,7 @@ from oxipost import user_acl
 from oxipost.cli.postdrop import SETGID_PROGRAM, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.pickup.maildrop import Submission, drop, maildrop_dir, wake_pickup
+from oxipost.smtpd.listener import Connection
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -111,14 +112,35 @@ def _postdrop(cfg: Config, sub: Submission) -> int:
     return _fatal(f"{_login()}({uid}): unable to execute {command}: Application error", EX_TEMPFAIL)
 
 
-class _LocalWriter(asyncio.StreamWriter):
-    """stdout as a StreamWriter whose peer is the local host, as Postfix's smtpd in
-    stand-alone mode takes a non-socket client to be localhost[127.0.0.1]."""
+class _StdioConnection(Connection):
+    """stdin and stdout as the connection of a client on the local host, as Postfix's
+    smtpd in stand-alone mode takes a non-socket client to be localhost[127.0.0.1]."""
 
     def get_extra_info(self, name: str, default: object = None) -> object:
-        if name == "peername":
-            return ("127.0.0.1", 0)
-        return super().get_extra_info(name, default)
+        return ("127.0.0.1", 0) if name == "peername" else default
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # stdin's end: the client said all it will; replies still go to stdout.
+        self.input_lost(exc)
+
+
+class _Stdout(asyncio.Protocol):
+    """stdout's side of a _StdioConnection: its flow control and its end."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.closed = conn.loop.create_future()
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.output_lost(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 def _pipe_end(fd: int, mode: str) -> typing.IO[bytes]:
@@ -157,24 +179,20 @@ async def _smtp_on_stdio(cfg: Config) -> int:
         {**cfg.overrides, "smtpd_forbid_unauth_pipelining": "no"},
     )
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), _pipe_end(sys.stdin.fileno(), "r")
-    )
-    transport, protocol = await loop.connect_write_pipe(
-        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
-        _pipe_end(sys.stdout.fileno(), "w"),
-    )
-    writer = _LocalWriter(transport, protocol, reader, loop)
+    conn = _StdioConnection()
+    await loop.connect_read_pipe(lambda: conn, _pipe_end(sys.stdin.fileno(), "r"))
+    stdout = _Stdout(conn)
+    conn.out, _ = await loop.connect_write_pipe(lambda: stdout, _pipe_end(sys.stdout.fileno(), "w"))
     queue = Queue.open(cfg, writer=f"sendmail-{os.getpid()}")
     try:
         try:
             server = build_server(cfg, queue)
         except Exception as e:  # smtpd refuses its configuration: say so, as Postfix's would
             return _fatal(str(e), EX_TEMPFAIL)
-        await Session(server, reader, writer).run()
-        with contextlib.suppress(Exception):
-            await writer.drain()
+        await Session(server, conn).run()
+        # The session closed stdout: its last replies are out when the pipe says so.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stdout.closed, 30)
     finally:
         queue.close()
     return 0

@@ -38,15 +38,19 @@ class Connection(asyncio.Protocol):
     (the bench's message is 7 replies and 8 reads): StreamReader's own buffer copied into
     the session's, a future and a wake-up per read, StreamWriter's checks per write."""
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener | None = None) -> None:
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
+        # Where replies go: the connection itself, or another transport (sendmail -bs
+        # reads stdin and writes stdout).
+        self.out: asyncio.WriteTransport | None = None
         # Kept: Python 3.11's get_running_loop() makes a getpid() system call each time,
         # and a session asked for it for every read (~20 calls a message in all).
         self.loop = asyncio.get_running_loop()
         # The task that serves this connection (the session's own).
         self.task: asyncio.Task[None] | None = None
         self._listener = listener
+        self._limit = 2 * (listener.limit if listener is not None else 65536)
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._eof = False
@@ -60,6 +64,9 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are asyncio.Transport in all but their class.
         self.transport = cast(asyncio.Transport, transport)
+        if self._listener is None:
+            return  # the caller serves it
+        self.out = self.transport
         self._listener._opened()
         self.task = self.loop.create_task(self._listener._serve(self))
         self.task.add_done_callback(self._served)
@@ -81,7 +88,7 @@ class Connection(asyncio.Protocol):
         self.buf += data
         # Flow control: a client that sends faster than the session consumes is paused
         # (as StreamReader at twice its limit) until the session wants more.
-        if len(self.buf) > 2 * self._listener.limit and not self._reading_paused:
+        if len(self.buf) > self._limit and not self._reading_paused:
             self._reading_paused = True
             assert self.transport is not None
             self.transport.pause_reading()
@@ -95,9 +102,18 @@ class Connection(asyncio.Protocol):
         return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = self._closed = True
+        self.input_lost(exc)
+        self.output_lost(exc)
+
+    def input_lost(self, exc: Exception | None) -> None:
+        """Nothing more will arrive (and what ended it, if something did)."""
+        self._eof = True
         self._error = exc
         self._wake()
+
+    def output_lost(self, exc: Exception | None) -> None:
+        """Nothing more can be sent."""
+        self._closed = True
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc or ConnectionResetError("Connection lost"))
@@ -140,8 +156,8 @@ class Connection(asyncio.Protocol):
         return len(self.buf) > size or not self._eof
 
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        assert self.out is not None
+        self.out.write(data)
 
     async def drain(self) -> None:
         """Wait while the transport's buffer is over its high-water mark."""
@@ -164,11 +180,12 @@ class Connection(asyncio.Protocol):
         tls = await self.loop.start_tls(self.transport, self, context, server_side=True)
         if tls is None:
             raise ConnectionResetError("Connection lost")
-        self.transport = tls
+        self.transport = self.out = tls
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        for transport in (self.transport, self.out):
+            if transport is not None:
+                transport.close()
 
 
 class Listener:

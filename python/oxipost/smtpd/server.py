@@ -408,7 +408,7 @@ class Session:
                 await asyncio.sleep(self.srv.error_sleep)
         try:
             self.conn.write(text.encode("utf-8", "surrogateescape") + CRLF)
-            transport = self.conn.transport
+            transport = self.conn.out
             assert transport is not None
             if transport.get_write_buffer_size():
                 async with asyncio.timeout(self.srv.timeout):
