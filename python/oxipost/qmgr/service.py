@@ -253,7 +253,9 @@ class Qmgr:
             elif info.state == "deferred" and self.sched.retry_state(msg) is None:
                 minimal = self.cfg.get_time("minimal_backoff_time")
                 maximal = self.cfg.get_time("maximal_backoff_time")
-                backoff = min(maximal, minimal * 2 ** max(0, info.attempts - 1))
+                # The last delay, as the scheduler chose it (the time queued at the last
+                # attempt, within the backoff times): next_attempt is that attempt plus it.
+                backoff = max(min((info.next_attempt - info.arrival_time) / 2, maximal), minimal)
                 warn = self.cfg.get_time("delay_warning_time")
                 warned = warn > 0 and info.next_attempt - backoff >= info.arrival_time + warn
                 self.sched.defer_until(msg, info.arrival_time, info.next_attempt, backoff, warned)

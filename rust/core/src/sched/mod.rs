@@ -13,8 +13,9 @@
 //! a transport and transports themselves are served round-robin, so a huge
 //! destination never starves a small one; each transport is capped at its
 //! process limit (master.cf maxproc). A message with deferred recipients
-//! retries after a delay that doubles from `minimal_backoff_time` up to
-//! `maximal_backoff_time`; past `maximal_queue_lifetime`
+//! retries after a delay equal to the time it has been queued, within
+//! `minimal_backoff_time`..`maximal_backoff_time` (so each retry about doubles
+//! its age); past `maximal_queue_lifetime`
 //! (`bounce_queue_lifetime` for null-sender mail) it expires and bounces;
 //! past `delay_warning_time` a delay notice goes out once. `defer_transports`
 //! hold a transport's mail until a flush. A transport whose delivery agent
@@ -807,11 +808,11 @@ impl Scheduler {
             warned: false,
             flush: false,
         });
-        r.backoff = if r.backoff <= 0.0 {
-            p.minimal_backoff
-        } else {
-            (r.backoff * 2.0).clamp(p.minimal_backoff, p.maximal_backoff.max(p.minimal_backoff))
-        };
+        // Postfix's qmgr_active_done_3_generic: the delay is the message's time in the
+        // queue, not a count of attempts, so a message that waited for a queue run or a
+        // flush is not retried sooner for it.
+        r.backoff =
+            (now - m.arrival).clamp(p.minimal_backoff, p.maximal_backoff.max(p.minimal_backoff));
         r.next_try = now + r.backoff;
         r.flush = false;
         // Postfix's qmgr warns a second early: compared with real Postfix 3.7, a 3s

@@ -83,7 +83,7 @@ fn window_grows_by_one_per_window_of_successes() {
 }
 
 #[test]
-fn backoff_doubles_from_300_to_4000() {
+fn backoff_is_the_time_queued_from_300_to_4000() {
     let mut s = sched();
     let mut now = 0.0;
     s.insert(7, now, false, &rcpts(1, "smtp", "down.example"));
@@ -108,8 +108,23 @@ fn backoff_doubles_from_300_to_4000() {
     }
     assert_eq!(
         delays,
-        vec![300.0, 600.0, 1200.0, 2400.0, 4000.0, 4000.0, 4000.0]
+        vec![300.0, 300.0, 600.0, 1200.0, 2400.0, 4000.0, 4000.0]
     );
+}
+
+#[test]
+fn backoff_counts_the_wait_for_a_queue_run() {
+    // Arrived at 0, first tried at 1000 (the queue was busy): Postfix defers it for its
+    // 1000 s in the queue, not for minimal_backoff_time.
+    let mut s = sched();
+    s.insert(8, 0.0, false, &rcpts(1, "smtp", "down.example"));
+    let b = s.next_deliveries(1000.0, 10).pop().expect("one delivery");
+    s.report(b.id, 1000.0, &[(0, Result::Deferred)], None);
+    let next = s.drain_events().into_iter().find_map(|e| match e {
+        Event::Deferred { msg: 8, next_try } => Some(next_try),
+        _ => None,
+    });
+    assert_eq!(next, Some(2000.0));
 }
 
 #[test]
