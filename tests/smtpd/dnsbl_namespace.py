@@ -6,7 +6,8 @@ Run as root in a private mount and network namespace (as tests/smtpd/peername_na
 whose resolver set-up it shares): both servers ask the system's resolver, which then asks
 ZONE on 127.0.0.1:53. One restriction list covers reject_rbl_client with and without a
 reply filter, rbl_reply_maps (a template with macros, and one that is not a reply),
-reject_rhsbl_helo/_sender/_recipient, permit_dnswl_client and a list whose server fails.
+reject_rhsbl_helo/_sender/_recipient, permit_dnswl_client, a list whose server fails and an
+allow list whose server fails (its defer_if_reject defers the block list's reject).
 Prints one JSON line: {server: {session: reply, "log": [reject and RBL warning lines]}}.
 """
 
@@ -36,6 +37,9 @@ ZONE: Zone = {
     "6.0.0.127.bl.test": {"A": "127.0.0.2"},
     "7.0.0.127.badtpl.test": {"A": "127.0.0.2"},
     "5.0.0.127.fail.test": None,
+    # The allow list fails for now: the block list's reject is deferred.
+    "8.0.0.127.wl.test": None,
+    "8.0.0.127.bl.test": {"A": "127.0.0.2"},
     "spam.test.dbl.test": {"A": "127.0.1.2", "TXT": '"spam domain"'},
 }
 MAIN_CF = (
@@ -57,6 +61,7 @@ SESSIONS = {
     "recipient listed": ("127.0.0.1", "client.example", "a@example.org", "u@spam.test"),
     "server failure": ("127.0.0.5", "client.example", "a@example.org", "u@localhost"),
     "allow list first": ("127.0.0.6", "client.example", "a@example.org", "u@localhost"),
+    "allow list failing": ("127.0.0.8", "client.example", "a@example.org", "u@localhost"),
     "template not a reply": ("127.0.0.7", "client.example", "a@example.org", "u@localhost"),
 }
 

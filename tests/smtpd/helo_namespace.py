@@ -40,6 +40,9 @@ CONFIGURATIONS = {
     "old name, at RCPT": "smtpd_helo_restrictions =\n"
     "smtpd_recipient_restrictions = reject_unknown_hostname, permit\n"
     "unknown_helo_hostname_tempfail_action = defer\n",
+    # The default: a lookup that fails for now defers only what would be permitted.
+    "defer_if_permit": "",
+    "defer_if_permit, then reject": "smtpd_recipient_restrictions = reject\n",
 }
 MAIN_CF = "smtpd_helo_restrictions = reject_unknown_helo_hostname\n"
 

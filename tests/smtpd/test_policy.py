@@ -208,12 +208,16 @@ def test_requests_at_each_stage_as_postfix(start_smtpd) -> None:
         "HOLD",
         "521 5.7.1 go away",
         "bogus_restriction",
+        "DEFER_IF_PERMIT",
+        "DEFER_IF_PERMIT 4.7.9 not now",
+        "DEFER_IF_REJECT",
     ],
 )
 def test_actions_judged_as_postfix(start_smtpd, action: str) -> None:
     """The server's action is judged as an access(5) result: the replies and the reject
-    and warning lines are Postfix's. (DEFER_IF_PERMIT is the access(5) code's, still
-    unlike Postfix's, as check_*_access.)"""
+    and warning lines are Postfix's. DEFER_IF_PERMIT defers the implicit permit at the end
+    of the recipient lists into 450 with its text (or "Service unavailable"); DEFER_IF_REJECT
+    defers nothing that is accepted."""
     _assert_played_as_postfix(start_smtpd, action)
 
 

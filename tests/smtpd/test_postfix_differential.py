@@ -272,7 +272,8 @@ def test_client_name_lookup_failing_for_now_as_postfix(tmp_path: Path) -> None:
 def test_dns_lists_as_postfix(tmp_path: Path) -> None:
     """reject_rbl_client (with and without a reply filter), rbl_reply_maps (a template with
     macros, and one that is not a reply), reject_rhsbl_helo/_sender/_recipient,
-    permit_dnswl_client and a list whose server fails (not listed), against one DNS server
+    permit_dnswl_client, a list whose server fails (not listed) and an allow list whose
+    server fails (a later reject is deferred), against one DNS server
     in a namespace of the test's own (tests/smtpd/dnsbl_namespace.py): every reply, reject
     log line and warning word for word as Postfix (its maillog_file), on asyncio's loop and
     on uvloop."""
@@ -285,7 +286,10 @@ def test_dns_lists_as_postfix(tmp_path: Path) -> None:
     assert theirs["server failure"].startswith("250 "), theirs
     assert theirs["template not a reply"] == "450 4.7.1 Service unavailable"
     assert "warning: rbl response code configuration error: listed" in theirs["log"]
-    assert len(theirs["log"]) == 8, theirs["log"]
+    assert theirs["allow list failing"] == (
+        "450 4.7.1 <127.0.0.8>: Client host rejected: Service unavailable"
+    )
+    assert len(theirs["log"]) == 10, theirs["log"]
 
 
 def _client_lines(log: list[str]) -> list[tuple[str, str]]:
@@ -1021,3 +1025,90 @@ def test_access_discard_filter_redirect_info_logged_as_postfix(start_smtpd) -> N
     assert both.their_replies[6] == "250 2.1.5 Ok", both.their_replies
     assert _transaction_lines(both.ours, wanted) == expected
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+DEFER_IF_CF = (
+    "access_map_defer_code = 451\nsmtpd_relay_restrictions =\n"
+    # A table's result that begins with an action's name (any case) is that action: the
+    # restrictions' own defer, defer_if_permit and defer_if_reject need a class.
+    "smtpd_restriction_classes = both_deferrals, try_later\n"
+    "both_deferrals = defer_if_reject, defer_if_permit, reject\ntry_later = defer\n"
+    "smtpd_recipient_restrictions = check_recipient_access inline:{ "
+    "{dip@localhost=DEFER_IF_PERMIT}, {dip@example.com=DEFER_IF_PERMIT 4.7.9 not now}, "
+    "{dipr@localhost=DEFER_IF_PERMIT}, {dir@example.com=DEFER_IF_REJECT}, "
+    "{dir@localhost=DEFER_IF_REJECT try later}, {dir450@localhost=DEFER_IF_REJECT}, "
+    "{both@example.com=both_deferrals}, {dirl@example.com=defer_if_reject later}, "
+    "{warn@localhost=warn_if_reject defer_if_permit}, {defer@localhost=try_later} }, "
+    "check_recipient_access inline:{ {dir450@localhost=450 4.7.2 busy}, "
+    "{dipr@localhost=REJECT no} }, reject_unauth_destination\n"
+)
+
+
+@pytest.mark.slow
+def test_defer_if_permit_and_defer_if_reject_as_postfix(start_smtpd) -> None:
+    """access(5) DEFER_IF_PERMIT turns the implicit permit at the end of the recipient
+    lists into access_map_defer_code with its text (or "Service unavailable"), but not a
+    later reject; DEFER_IF_REJECT turns a later 5xx reject (not a 4xx one) into its own
+    deferral, and defers nothing accepted; the defer_if_permit and defer_if_reject
+    restrictions (450 4.7.0 "... requested") both raised end the list; under
+    warn_if_reject defer_if_permit is a reject_warning line; defer is 4.3.2 "Try again
+    later". Replies and reject lines word for word as Postfix 3.7."""
+    rcpts = ["dip@localhost", "dip@example.com", "dipr@localhost", "dir@example.com"]
+    rcpts += ["dir@localhost", "dir450@localhost", "both@example.com", "dirl@example.com"]
+    rcpts += ["warn@localhost"]
+    rcpts += ["defer@localhost", "other@example.com"]
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>"]
+    dialogue += [f"RCPT TO:<{r}>" for r in rcpts] + ["QUIT"]
+    both = Played(start_smtpd, dialogue, DEFER_IF_CF)
+    assert both.their_replies[3:14] == [
+        "451 4.7.1 <dip@localhost>: Recipient address rejected: Service unavailable",
+        "554 5.7.1 <dip@example.com>: Relay access denied",
+        "554 5.7.1 <dipr@localhost>: Recipient address rejected: no",
+        "451 4.7.1 <dir@example.com>: Recipient address rejected: Service unavailable",
+        "250 2.1.5 Ok",
+        "450 4.7.2 <dir450@localhost>: Recipient address rejected: busy",
+        "450 4.7.0 <both@example.com>: Recipient address rejected: defer_if_permit requested",
+        "451 4.7.1 <dirl@example.com>: Recipient address rejected: later",
+        "250 2.1.5 Ok",
+        "450 4.3.2 <defer@localhost>: Recipient address rejected: Try again later",
+        "554 5.7.1 <other@example.com>: Relay access denied",
+    ], both.their_replies
+    assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+    wanted = r": (reject|reject_warning): "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert len(expected) == 10, expected
+    assert _transaction_lines(both.ours, wanted) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_reject", ["yes", "no"])
+def test_defer_if_permit_of_an_earlier_stage_as_postfix(start_smtpd, delay_reject: str) -> None:
+    """A defer_if_permit raised by the sender or the HELO restrictions defers each
+    recipient that the recipient lists would accept (not one they refuse), whether the
+    earlier lists run at RCPT (smtpd_delay_reject = yes) or at MAIL and EHLO; a DATA
+    restriction defer_if_permit defers DATA."""
+    main_cf = (
+        f"smtpd_delay_reject = {delay_reject}\n"
+        "smtpd_helo_restrictions = check_helo_access inline:{ "
+        "{dip.example=DEFER_IF_PERMIT helo later} }\n"
+        "smtpd_sender_restrictions = check_sender_access inline:{ "
+        "{s@example.org=DEFER_IF_PERMIT} }\n"
+        "smtpd_data_restrictions = defer_if_permit\n"
+    )
+    dialogue = ["EHLO client.example", "MAIL FROM:<s@example.org>", "RCPT TO:<u@localhost>"]
+    dialogue += ["RCPT TO:<u@example.com>", "RSET", "MAIL FROM:<a@example.org>"]
+    dialogue += ["RCPT TO:<u@localhost>", "DATA", "EHLO dip.example"]
+    dialogue += ["MAIL FROM:<a@example.org>", "RCPT TO:<u@localhost>", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[3] == (
+        "450 4.7.1 <s@example.org>: Sender address rejected: Service unavailable"
+    )
+    assert both.their_replies[8] == (
+        "450 4.7.0 <DATA>: Data command rejected: defer_if_permit requested"
+    )
+    assert both.their_replies[11] == "450 4.7.1 <dip.example>: Helo command rejected: helo later"
+    assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+    wanted = r": (reject|reject_warning): "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert len(expected) == 4, expected
+    assert _transaction_lines(both.ours, wanted) == expected

@@ -139,7 +139,8 @@ def test_unknown_helo_hostname_as_postfix(tmp_path: Path) -> None:
     """reject_unknown_helo_hostname (and its old name) against one DNS server in a namespace
     of the test's own (tests/smtpd/helo_namespace.py): a name with an A, AAAA, MX or null
     MX record passes, one with none is refused with unknown_hostname_reject_code, one whose
-    lookup fails for now as unknown_helo_hostname_tempfail_action says, an address literal
+    lookup fails for now as unknown_helo_hostname_tempfail_action says (defer now, or
+    defer_if_permit: only what the lists go on to permit), an address literal
     is not looked up; word for word as Postfix, on asyncio's loop and on uvloop."""
     theirs = _namespace_as_postfix("tests.smtpd.helo_namespace", tmp_path)
     replies = theirs["default code"]
@@ -149,3 +150,8 @@ def test_unknown_helo_hostname_as_postfix(tmp_path: Path) -> None:
     assert replies["nullmx.helo.test"].startswith("250 "), replies
     assert theirs["550"]["none.helo.test"].startswith("550 5.7.1 "), theirs
     assert theirs["550"]["fail.helo.test"].startswith("450 4.7.1 "), theirs
+    # defer_if_permit: deferred at RCPT, which would have been accepted; a reject wins.
+    assert theirs["defer_if_permit"]["fail.helo.test"] == (
+        "450 4.7.1 <fail.helo.test>: Helo command rejected: Host not found"
+    ), theirs
+    assert theirs["defer_if_permit, then reject"]["fail.helo.test"].startswith("554 5.7.1 ")

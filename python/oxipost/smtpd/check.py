@@ -3,8 +3,12 @@
 Evaluates smtpd_{client,helo,sender,relay,recipient,data,end_of_data,etrn}_restrictions
 as Postfix's src/smtpd/smtpd_check.c does: each list in order, the first permit ends that
 list (the next list still runs), the first reject ends the request; warn_if_reject turns the
-next reject into a log line. With smtpd_delay_reject=yes the client, helo and sender lists
-run at RCPT time. access(5) tables answer OK, REJECT, DEFER, DUNNO, HOLD, DISCARD, numeric
+next reject into a log line. defer_if_permit (the restriction, an access(5) or policy result,
+or a *_tempfail_action after a lookup that failed for now) turns the permit, explicit or
+implicit, that ends RCPT, DATA or END-OF-DATA into its 4xx reply, also when raised at an
+earlier stage; defer_if_reject turns the stage's next 5xx reject into its own. With
+smtpd_delay_reject=yes the client, helo and sender lists run at RCPT time. access(5) tables
+answer OK, REJECT, DEFER, DEFER_IF_PERMIT, DEFER_IF_REJECT, DUNNO, HOLD, DISCARD, numeric
 codes with text, another restriction, or a restriction class (smtpd_restriction_classes).
 
 Diagnostics: a lookup table that cannot be read gives "451 4.3.0 <addr>: Temporary lookup
@@ -75,6 +79,16 @@ class Reply:
         return f"{self.code} {self.dsn} {self.text}"
 
 
+@dataclass
+class DeferIf:
+    """A restriction's answer that decides nothing now (Postfix's defer_if()): with
+    `permit`, defer_if_permit (the stage's permit, explicit or implicit, becomes this
+    reply); else defer_if_reject (the stage's next 5xx reject becomes this reply)."""
+
+    permit: bool
+    reply: Reply
+
+
 # How a client name lookup ended (Postfix's SMTPD_PEER_CODE_OK, _TEMP, and _PERM or _FORGED).
 NAME_OK = "ok"
 NAME_TEMPORARY = "temporary"
@@ -112,6 +126,15 @@ class ClientState:
     # smtpd knew them when it asked (reject_multi_recipient_bounce, _plaintext_session).
     rcpt_count: int = 0
     encrypted: bool = False
+    # Postfix's defer_if_permit: one reason, kept while the flag is up, and the flag each
+    # stage leaves for the next (the client's for HELO, theirs for MAIL, the sender's
+    # for RCPT). defer_if_reject lives for one stage only: a reply or None.
+    dip_reply: Reply | None = None
+    dip_active: bool = False
+    dip_client: bool = False
+    dip_helo: bool = False
+    dip_sender: bool = False
+    dir_reply: Reply | None = None
 
     @property
     def namaddr(self) -> str:
@@ -359,33 +382,92 @@ class Checker:
     # Entry points per SMTP command ----------------------------------------------------
 
     def at_client(self, st: ClientState) -> Reply | None:
-        return None if self.delay_reject else self.stage("client", st, None)
+        return None if self.delay_reject else self._client(st)
 
     def at_helo(self, st: ClientState) -> Reply | None:
-        return None if self.delay_reject else self.stage("helo", st, None)
+        return None if self.delay_reject else self._helo(st)
 
     def at_mail(self, st: ClientState) -> Reply | None:
-        if self.delay_reject:
-            return None
-        return self.stage("sender", st, None)
+        return None if self.delay_reject else self._mail(st)
 
     def at_rcpt(self, st: ClientState, rcpt: str) -> Reply | None:
-        stages = ["client", "helo", "sender"] if self.delay_reject else []
+        if self.delay_reject:
+            for check in (self._client, self._helo, self._mail):
+                reply = check(st)
+                if reply is not None:
+                    return reply
         if self.cfg.get_bool("smtpd_relay_before_recipient_restrictions"):
-            stages += ["relay", "recipient"]
+            stages = ("relay", "recipient")
         else:
-            stages += ["recipient", "relay"]
+            stages = ("recipient", "relay")
+        # As smtpd_check_rcpt: the sender stage's defer_if_permit, one defer_if_reject for
+        # both lists.
+        st.dip_active = st.dip_sender
+        st.dir_reply = None
         for name in stages:
             reply = self.stage(name, st, rcpt)
             if reply is not None:
                 return reply
-        return self.unlisted(st, rcpt)
+        if st.dip_active:
+            return self._deferred(st)
+        reply = self.unlisted(st, rcpt)
+        return None if reply is None else self._reject(st, reply)
 
     def at_data(self, st: ClientState) -> Reply | None:
-        return self.stage("data", st, None)
+        return self._last_stage("data", st)
 
     def at_end_of_data(self, st: ClientState) -> Reply | None:
-        return self.stage("end_of_data", st, None)
+        return self._last_stage("end_of_data", st)
+
+    # Stages as Postfix's smtpd_check_client, _helo, _mail: each starts from the
+    # defer_if_permit flag the stages before it left, and leaves its own; none of them
+    # turns a permit into the deferral (RCPT, DATA and END-OF-DATA do).
+
+    def _client(self, st: ClientState) -> Reply | None:
+        st.dip_active = False
+        st.dir_reply = None
+        reply = self.stage("client", st, None)
+        st.dip_client = st.dip_active
+        return reply
+
+    def _helo(self, st: ClientState) -> Reply | None:
+        if not st.helo:
+            return None  # no HELO: Postfix skips the list, and its flag stays
+        st.dip_active = st.dip_client
+        st.dir_reply = None
+        reply = self.stage("helo", st, None)
+        st.dip_helo = st.dip_active
+        return reply
+
+    def _mail(self, st: ClientState) -> Reply | None:
+        st.dip_active = st.dip_client or st.dip_helo
+        st.dir_reply = None
+        reply = self.stage("sender", st, None)
+        st.dip_sender = st.dip_active
+        return reply
+
+    def _last_stage(self, name: str, st: ClientState) -> Reply | None:
+        # Postfix starts DATA's flag afresh: some recipients were accepted, the last
+        # one may have been deferred.
+        st.dip_active = False
+        st.dir_reply = None
+        reply = self.stage(name, st, None)
+        if reply is None and st.dip_active:
+            return self._deferred(st)
+        return reply
+
+    def _deferred(self, st: ClientState) -> Reply:
+        """A stage that would permit while defer_if_permit is up: its reply instead."""
+        assert st.dip_reply is not None
+        return self._reject(st, st.dip_reply)
+
+    @staticmethod
+    def _reject(st: ClientState, reply: Reply) -> Reply:
+        """smtpd_check_reject: a 5xx reply while defer_if_reject is up becomes that
+        deferral (once)."""
+        if st.dir_reply is not None and reply.code >= 500:
+            reply, st.dir_reply = st.dir_reply, None
+        return reply
 
     # Evaluation -------------------------------------------------------------------------
 
@@ -428,7 +510,7 @@ class Checker:
         it = iter(items)
         for item in it:
             name = item.lower() if ":" not in item else item
-            result: Reply | str
+            result: Reply | DeferIf | str
             if name == "warn_if_reject":
                 warn = True
                 continue
@@ -450,15 +532,32 @@ class Checker:
                 result = self.restriction(name, stage, reply_class, st, rcpt, depth)
             if isinstance(result, Reply):
                 if warn:
-                    if self.log is not None:
-                        self.log.info(f"reject_warning: {st.namaddr}: {result}")
+                    self._warn(st, result, rcpt)
                     warn = False
                     continue
-                return result
+                return self._reject(st, result)
+            if isinstance(result, DeferIf):
+                if not result.permit:
+                    # Raised under warn_if_reject too: else a warning could lose mail.
+                    if st.dir_reply is None:
+                        st.dir_reply = result.reply
+                elif warn:
+                    # As Postfix's DEFER_IF_PERMIT macros: under warn_if_reject the
+                    # deferral is logged as a warning, not kept.
+                    self._warn(st, result.reply, rcpt)
+                elif not st.dip_active:
+                    st.dip_active, st.dip_reply = True, result.reply
+                result = DUNNO
             warn = False
             if result == PERMIT:
                 return PERMIT
+            if st.dip_active and st.dir_reply is not None:
+                break  # nothing later can change the outcome (generic_checks)
         return DUNNO
+
+    def _warn(self, st: ClientState, reply: Reply, rcpt: str | None) -> None:
+        if self.log is not None:
+            self.log.info(st.whatsup("reject_warning", str(reply), rcpt or ""))
 
     def restriction(
         self,
@@ -468,7 +567,7 @@ class Checker:
         st: ClientState,
         rcpt: str | None,
         depth: int,
-    ) -> Reply | str:
+    ) -> Reply | DeferIf | str:
         cfg = self.cfg
         rname = self._reply_name(stage, st, rcpt)
         if name in ("permit",):
@@ -481,13 +580,16 @@ class Checker:
                 "5.7.1",
                 f"<{rname}>: {reply_class} rejected: Access denied",
             )
-        if name in ("defer", "defer_if_permit", "defer_if_reject"):
-            if name != "defer":
-                return DUNNO
+        if name == "defer":
             return Reply(
                 cfg.get_int("defer_code"),
-                "4.7.1",
-                f"<{rname}>: {reply_class} rejected: Access denied",
+                "4.3.2",
+                f"<{rname}>: {reply_class} rejected: Try again later",
+            )
+        if name in ("defer_if_permit", "defer_if_reject"):
+            return DeferIf(
+                name == "defer_if_permit",
+                Reply(450, "4.7.0", f"<{rname}>: {reply_class} rejected: {name} requested"),
             )
         if name == "permit_mynetworks":
             return PERMIT if self.in_mynetworks(st.addr) else DUNNO
@@ -587,7 +689,7 @@ class Checker:
 
     # Individual checks --------------------------------------------------------------------
 
-    def unknown_helo(self, st: ClientState) -> Reply | str:
+    def unknown_helo(self, st: ClientState) -> Reply | DeferIf | str:
         """reject_unknown_helo_hostname (Postfix's reject_unknown_hostname): a HELO name
         with no A, AAAA or MX record (a null MX will do); an address literal is not looked
         up. A lookup that fails for now is unknown_helo_hostname_tempfail_action's."""
@@ -606,14 +708,21 @@ class Checker:
                 continue
             except dns.exception.DNSException:
                 soft = True
-        code = self.cfg.get_int("unknown_hostname_reject_code")
         if soft:
-            # defer_if_permit would defer only a request the lists go on to permit, which
-            # this engine does not track (as DEFER_IF_PERMIT from a table): let it pass.
-            if self.cfg.get("unknown_helo_hostname_tempfail_action") == "defer_if_permit":
-                return DUNNO
-            code = 450
+            return self._tempfail(
+                "unknown_helo_hostname_tempfail_action",
+                Reply(450, "4.7.1", f"<{st.helo}>: Helo command rejected: Host not found"),
+            )
+        code = self.cfg.get_int("unknown_hostname_reject_code")
         return Reply(code, "4.7.1", f"<{st.helo}>: Helo command rejected: Host not found")
+
+    def _tempfail(self, param: str, reply: Reply) -> Reply | DeferIf:
+        """A reject-type restriction that failed for now: as the *_tempfail_action
+        `param` says, deferred at once ("defer") or if the request would be permitted
+        ("defer_if_permit", the default)."""
+        if self.cfg.get(param).strip().lower() == "defer":
+            return reply
+        return DeferIf(True, reply)
 
     def sleep(self, seconds: str) -> str | Reply:
         """sleep N: pause, then the next restriction (a tarpit for clients that talk
@@ -654,7 +763,7 @@ class Checker:
         st: ClientState,
         rcpt: str | None,
         depth: int,
-    ) -> Reply | str:
+    ) -> Reply | DeferIf | str:
         """check_policy_service: the server's action (else smtpd_policy_service_default_action)
         judged as an access table's result for this stage's name and class."""
         if not server:
@@ -728,7 +837,7 @@ class Checker:
 
     def dnsxl(
         self, name: str, domain: str | None, st: ClientState, rcpt: str | None
-    ) -> Reply | str:
+    ) -> Reply | DeferIf | str:
         """reject_rbl_client, reject_rhsbl_*, permit_dnswl_client and permit_rhswl_client
         with their DNS domain (and optional =reply filter). Listed: the rbl reply for a
         reject_*, PERMIT for a permit_*; a DNS failure counts as not listed."""
@@ -759,15 +868,19 @@ class Checker:
             if self.log is not None:
                 self.log.warning(f"RBL reply error: {e}")
             return Reply(451, "4.3.5", "Server configuration error")
+        if found == _DNSXL_SOFT and name.startswith("permit_"):
+            # An allow list that fails for now defers a later reject (a block list that
+            # fails is as not listed: mail is not held up by a list's outage).
+            return DeferIf(
+                False, Reply(450, "4.7.1", f"<{what}>: {reply_class} rejected: Service unavailable")
+            )
         if found is None or found == _DNSXL_SOFT:
-            # A DNS allow list that fails for now would defer a later reject
-            # (DEFER_IF_REJECT); without that state here it is as not listed.
             return DUNNO
         if name.startswith("permit_"):
             return PERMIT
         return self.rbl_reply(found, domain, what, reply_class, st, rcpt)
 
-    def reject_maps_rbl(self, st: ClientState, rcpt: str | None) -> Reply | str:
+    def reject_maps_rbl(self, st: ClientState, rcpt: str | None) -> Reply | DeferIf | str:
         """The obsolete reject_maps_rbl: reject_rbl_client for each of maps_rbl_domains."""
         if self.log is not None:
             self.log.warning(
@@ -934,7 +1047,7 @@ class Checker:
             raise LookupFailure(str(e)) from None
         return res.addr_class != RESOLVE_CLASS_DEFAULT and not res.routed
 
-    def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | None:
+    def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | DeferIf | None:
         _, domain = split_address(addr)
         if not domain or domain.startswith("["):
             return None
@@ -961,10 +1074,9 @@ class Checker:
                 f"<{addr}>: {what} rejected: Domain not found",
             )
         except dns.exception.DNSException:
-            return Reply(
-                450,
-                "4.1.8" if "Sender" in what else "4.1.2",
-                f"<{addr}>: {what} rejected: Domain not found",
+            return self._tempfail(
+                "unknown_address_tempfail_action",
+                Reply(450, dsn, f"<{addr}>: {what} rejected: Domain not found"),
             )
         return Reply(
             self.cfg.get_int("unknown_address_reject_code"),
@@ -1089,7 +1201,7 @@ class Checker:
         st: ClientState,
         rcpt: str | None,
         depth: int,
-    ) -> Reply | str:
+    ) -> Reply | DeferIf | str:
         if not spec:
             return Reply(451, "4.3.5", "Server configuration error")
         rname = self._reply_name(stage, st, rcpt)
@@ -1130,7 +1242,7 @@ class Checker:
         rcpt: str | None,
         depth: int,
         rname: str,
-    ) -> Reply | str:
+    ) -> Reply | DeferIf | str:
         word, _, text = value.partition(" ")
         text = text.strip()
         upper = word.upper()
@@ -1143,12 +1255,20 @@ class Checker:
                 self.cfg.get_int("access_map_reject_code"),
                 *_dsn_text(text, "5.7.1", f"<{shown}>: {cls} rejected: ", "Access denied"),
             )
-        if upper in ("DEFER", "DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
-            if upper != "DEFER":
-                return DUNNO
+        if upper == "DEFER":
             return Reply(
                 self.cfg.get_int("access_map_defer_code"),
                 *_dsn_text(text, "4.7.1", f"<{shown}>: {cls} rejected: ", "Access denied"),
+            )
+        if upper in ("DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
+            return DeferIf(
+                upper == "DEFER_IF_PERMIT",
+                Reply(
+                    self.cfg.get_int("access_map_defer_code"),
+                    *_dsn_text(
+                        text, "4.7.1", f"<{shown}>: {cls} rejected: ", "Service unavailable"
+                    ),
+                ),
             )
         if re.fullmatch(r"[45]\d\d", upper):
             code = int(upper)
