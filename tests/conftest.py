@@ -134,19 +134,26 @@ def wait_port(port: int, proc: subprocess.Popen | None, what: str, timeout: floa
 
 
 @contextlib.contextmanager
-def smtp_sink(port: int, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
+def smtp_sink(
+    port: int, *flags: str, output: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Debian's smtp-sink on 127.0.0.1:port with these flags (e.g. "-r", "RCPT" for a 4xx
-    to every RCPT TO), listening when this yields, stopped when it ends."""
+    to every RCPT TO), listening when this yields, stopped when it ends; what it prints
+    (with -v, each command it received) goes to `output` when given."""
     if not os.path.exists(SMTP_SINK):
         pytest.fail("smtp-sink is missing: `make sysdeps` installs Debian's postfix")
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen([SMTP_SINK, *user, *flags, f"127.0.0.1:{port}", "100"], cwd="/")
+    argv = [SMTP_SINK, *user, *flags, f"127.0.0.1:{port}", "100"]
+    out = open(output, "wb") if output is not None else None
+    proc = subprocess.Popen(argv, cwd="/", stdout=out, stderr=out)
     try:
         wait_port(port, proc, "smtp-sink", timeout=10)
         yield proc
     finally:
         proc.terminate()
         proc.wait()
+        if out is not None:
+            out.close()
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ smtp_tls_verify_cert_match/smtp_tls_secure_cert_match, "Server certificate not v
 dane and dane-only require TLS but check nothing), AUTH PLAIN/LOGIN when the server offers
 AUTH and smtp_sasl_password_maps has credentials (keyed by the sender with
 smtp_sender_dependent_authentication, then the host's name, then the destination) and
-smtp_sasl_security_options allows them (Postfix's default, noplaintext, does not), MAIL FROM
-with SIZE, BODY=8BITMIME and the DSN parameters, one RCPT per recipient with ORCPT (the
-original recipient when none was given) and NOTIFY, PIPELINING when offered, and DATA.
+smtp_sasl_security_options allows them (Postfix's default, noplaintext, does not), with
+smtp_send_xforward_command the client attributes the server's XFORWARD announces (the
+commands refused: a warning, and the mail goes on), MAIL FROM with SIZE, BODY=8BITMIME and
+the DSN parameters, one RCPT per recipient with ORCPT (the original recipient when none was
+given) and NOTIFY, PIPELINING when offered, and DATA.
 smtp_header_checks apply to the primary headers (IGNORE, STRIP, REPLACE, PREPEND, WARN,
 INFO), then smtp_generic_maps rewrites the envelope sender, the recipients and the primary
 sender/recipient headers' addresses on the way out (a table that cannot be read is fatal:
@@ -58,6 +60,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from oxipost.cleanup.header import local_client
 from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
@@ -1130,9 +1133,59 @@ def _data_bytes(content: bytes, limit: int = 0, queue_id: str = "") -> bytes:
     return text.replace(b"\n", b"\r\n")
 
 
+def _known(value: str) -> bool:
+    return bool(value) and value.lower() != "unknown"
+
+
+def _xforward(s: Session, req: DeliveryRequest, p: Params) -> list[tuple[str, str, str]]:
+    """The XFORWARD commands for this message and what each is called in a warning, as
+    Postfix 3.7's smtp(8) with smtp_send_xforward_command = yes sends them when the EHLO
+    reply announces XFORWARD: an attribute only when announced and known (no NAME for an
+    "unknown" client), name/address/port in one command, protocol/helo/ident/source in a
+    second, each command only when it has an attribute. IDENT is smtpd's queue ID (none for
+    local submissions); SOURCE is how the client was rewritten, LOCAL or REMOTE. Each comes
+    with its names in Postfix's warning and its timeout's stage."""
+    if not p.bool("send_xforward_command") or "XFORWARD" not in s.features:
+        return []
+    offered = set(s.features["XFORWARD"].upper().split())
+    env = req.envelope
+    ident = env.attrs.get("log_ident") or (req.queue_id if env.protocol else "")
+    context = env.attrs.get("rewrite_context") or (
+        "local" if local_client(env, p.cfg) else "remote"
+    )
+    groups = [
+        (
+            "name/address",
+            "name/address",
+            [
+                ("NAME", env.client_name if _known(env.client_name) else ""),
+                ("ADDR", env.client_addr if _known(env.client_addr) else ""),
+                ("PORT", str(env.client_port) if env.client_port else ""),
+            ],
+        ),
+        (
+            "helo/protocol",
+            "protocol/helo_name",
+            [
+                ("PROTO", env.protocol if _known(env.protocol) else ""),
+                ("HELO", env.helo_name),
+                ("IDENT", ident),
+                ("SOURCE", context.upper()),
+            ],
+        ),
+    ]
+    out = []
+    for request, state, attrs in groups:
+        words = [f"{k}={xtext_encode(v)}" for k, v in attrs if v and k in offered]
+        if words:
+            out.append(("XFORWARD " + " ".join(words), request, state))
+    return out
+
+
 async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outcome]:
     env = req.envelope
     label = s.host.label
+    xforward = _xforward(s, req, p)
     # smtp_quote_rfc821_envelope: a local part that is no dot-atom goes out quoted.
     quote = quote_local if p.bool("quote_rfc821_envelope") else str
     mail = f"MAIL FROM:<{quote(env.sender) if env.sender else ''}>"
@@ -1171,16 +1224,28 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
         p.time("rcpt_timeout"),
         p.time("data_init_timeout"),
     )
+    t_xforward = p.time("xforward_timeout")
     if pipelining:
         rset = ["RSET"] if s.rset_first else []
-        batch = "".join(c + "\r\n" for c in [*rset, mail, *rcpt_cmds, "DATA"]).encode()
+        commands = [*rset, *(c for c, _, _ in xforward), mail, *rcpt_cmds, "DATA"]
+        batch = "".join(c + "\r\n" for c in commands).encode()
         await s.send(batch, t_mail, "sending MAIL FROM")
         if s.rset_first:
             s.rset_first = False
             rr = await s.read_reply(p.time("rset_timeout"), "sending RSET probe")
             if rr.code != 250:
                 raise SessionError("4.4.2", f"host {label} refused to reset: {rr.text}")
-    else:
+    for command, request, state in xforward:
+        stage = f"sending XFORWARD {state}"
+        if not pipelining:
+            await s.send(command.encode() + b"\r\n", t_xforward, stage)
+        xr = await s.read_reply(t_xforward, stage)
+        if xr.code // 100 != 2:
+            # Not fatal: the message goes on without the attributes, as in Postfix.
+            log.warning(
+                "host %s said: %s (in reply to XFORWARD %s command)", s.host.relay, xr.text, request
+            )
+    if not pipelining:
         await s.send(mail.encode() + b"\r\n", t_mail, "sending MAIL FROM")
     # Postfix's smtp_loop reports a reply lost with its command's sending state.
     r = await s.read_reply(t_mail, "sending MAIL FROM")
