@@ -245,6 +245,63 @@ def test_pcre_look_around_and_back_references(work):
         assert a == b, key
 
 
+# Rules and keys with bytes above 0x7F, latin-1 and UTF-8: Postfix 3.7 compares bytes
+# (C-locale regcomp, PCRE without UTF), so `.` is one byte and case folds in ASCII only.
+BYTE_RULES = (
+    b"/^a\xe9$/ latin1-e9\n/^a.$/ anyone\n/^a\xc3\xa9$/ utf8-e-acute\n/^b[\xc3\xa9]$/ bclass\n"
+    b"/^c(.)$/ c=$1\n/^\xc9$/ upper-E9\n/^\xc3\x89$/ upper-utf8\n/^d..$/ d-two\n"
+    b"/^(\\w+)\\W(.*)$/ word=$1 rest=$2\n/^r$/ r\xe9sultat\n/^[[:alpha:]]+$/ alpha\n"
+)
+BYTE_KEYS = [
+    b"a\xe9",
+    b"a\xe8",
+    b"a\xc3\xa9",
+    b"b\xc3",
+    b"b\xa9",
+    b"c\xe8",
+    b"c\xc3\xa9",
+    b"d\xc3\xa9",
+    b"\xe9",
+    b"\xc3\xa9",
+    b"\xc3\x89",
+    b"\xc9",
+    b"caf\xc3\xa9 au lait",
+    b"caf\xe9 au lait",
+    b"r",
+    b"R",
+    b"abc\xe9",
+    b"Abc",
+]
+
+
+@pytest.mark.parametrize("dialect", ["regexp", "pcre"])
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_regex_tables_match_the_bytes_of_keys_as_postfix(work, dialect, smtputf8):
+    # With smtputf8_enable = yes a key that is not UTF-8 is refused (dict_utf8) but a
+    # UTF-8 key is still matched as bytes; with -u nothing is refused.
+    conf = work / f"conf-utf8-{smtputf8}"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text(f"smtputf8_enable = {smtputf8}\n")
+    (work / "bytes.re").write_bytes(BYTE_RULES)
+    ours_cmd = [sys.executable, "-m", "oxipost.cli.postmap"]
+    answers: dict[str, list[tuple[int, bytes, bytes]]] = {"ours": [], "theirs": []}
+    for who, cmd in (("ours", ours_cmd), ("theirs", [POSTMAP])):
+        for flags in (["-q"], ["-uq"]):
+            for key in BYTE_KEYS:
+                args = [*cmd, "-c", str(conf), *flags, key, f"{dialect}:bytes.re"]
+                p = subprocess.run(args, cwd=work, capture_output=True, timeout=60)
+                answers[who].append((p.returncode, p.stdout, p.stderr))
+            # The same keys in one batch from standard input.
+            args = [*cmd, "-c", str(conf), *flags, "-", f"{dialect}:bytes.re"]
+            p = subprocess.run(
+                args, cwd=work, input=b"\n".join(BYTE_KEYS) + b"\n", capture_output=True
+            )
+            answers[who].append((p.returncode, p.stdout, p.stderr))
+    assert answers["ours"] == answers["theirs"]
+    found = b"".join(out for _, out, _ in answers["theirs"])
+    assert b"c=\xe8" in found and b"r\xe9sultat" in found and b"utf8-e-acute" in found
+
+
 CIDR = (
     "10.0.0.0/8 ten\n1.2.3.4/24 bits\n300.1.1.1 bad\n1.2.3.0/33 badlen\nfoo bar\n"
     "2001:db8::/32 v6\n[::1] lo6\n!10.1.0.0/16 notten\n10.1.2.3\nif 192.168.0.0/16\n"

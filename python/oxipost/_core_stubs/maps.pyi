@@ -45,6 +45,9 @@ class RegexTable:
     def warnings(self) -> list[str]:
         """Postfix's warnings for the rules that were skipped."""
     def lookup(self, key: str) -> str | None:
-        """The result of the first matching rule, with $n substituted."""
+        """The result of the first rule matching the key's UTF-8 bytes, with $n substituted;
+        bytes of the result that are not UTF-8 come as surrogate escapes."""
+    def lookup_bytes(self, key: bytes) -> str | None:
+        """lookup() of a key's raw bytes (a key that is not UTF-8)."""
     def lookup_many(self, keys: list[str]) -> list[str | None]:
         """lookup() for each key, with the GIL released."""

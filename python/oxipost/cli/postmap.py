@@ -14,6 +14,7 @@ postalias(1) is the same program with aliases(5) syntax; `run` is shared.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -192,6 +193,11 @@ def run(
         print(f"{prog}: fatal: usage: {prog} {usage}", file=sys.stderr)
         return 1
     flags = {o for o, _ in opts}
+    # Keys and results are bytes, as in the tables, whatever the locale says: a latin-1
+    # key or result is read and printed as such, not a traceback.
+    for stream in (sys.stdin, sys.stdout):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(encoding="utf-8", errors="surrogateescape")
     set_warning_sink(lambda text: print(f"{prog}: warning: {text}", file=sys.stderr))
     config_dir = None
     query = delete = None
@@ -216,14 +222,17 @@ def run(
         dups = "replace" if "-r" in flags else "ignore" if "-w" in flags else "warn"
         parsed = [split_spec(s, default_type) for s in specs]
 
+        # Postfix's DICT_FLAG_UTF8_REQUEST, which smtputf8_enable = yes makes a check of
+        # keys: -u drops it; so do -b and -h (a message's lines), unless -U.
+        utf8 = "-u" not in flags and ("-U" in flags or not flags & {"-b", "-h"})
         if query is not None:
-            tables = [open_table(f"{k}:{n}", None, fold_keys) for k, n in parsed]
+            tables = [open_table(f"{k}:{n}", cfg, fold_keys, utf8=utf8) for k, n in parsed]
             if query == "-":
                 if "-b" in flags or "-h" in flags:
                     return query_message(tables, "-b" in flags, "-h" in flags)
                 return query_stdin(tables, key_suffix)
             for kind, name in parsed:
-                value = open_table(f"{kind}:{name}", None, fold_keys).lookup(query)
+                value = open_table(f"{kind}:{name}", cfg, fold_keys, utf8=utf8).lookup(query)
                 if value is not None:
                     print(value)
                     return 0

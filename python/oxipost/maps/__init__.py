@@ -34,9 +34,9 @@ header_checks and body_checks) while smtputf8_enable = yes does not look such a 
 as dict_utf8 does, it answers "not found" and warns `TYPE:NAME: non-UTF-8 key "KEY":
 malformed UTF-8 or invalid codepoint`, each such byte as `?`. Otherwise the key is matched
 as bytes: hash:/cdb: look up the raw bytes and the in-memory tables the same text;
-regexp:/pcre:, compiled as text in Rust, see each byte that is not UTF-8 as U+FFFD, as
-their rules' own such bytes are read (so `.` matches it, and a rule's raw 0xE9 matches a
-key's; so does a key's 0xE8, where Postfix compares the bytes). Never an exception.
+regexp:/pcre: match the bytes of every key, UTF-8 or not, against their rules' bytes, as
+Postfix 3.7's C-locale regcomp and non-UTF PCRE do (`.` is one byte, case folds in ASCII
+only; see rust/core/src/maps/regex_table.rs). Never an exception.
 
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
 postmap(1) builds it. Key search orders of virtual(5), access(5), transport(5) and
@@ -119,12 +119,6 @@ def raw_key(key: str) -> bytes:
     return key.encode("utf-8", "surrogateescape")
 
 
-def text_key(key: str) -> str:
-    """A key a str-only matcher (Rust) can take: each byte that is not UTF-8 as U+FFFD,
-    decoded as Rust's from_utf8_lossy reads a table's rules."""
-    return raw_key(key).decode("utf-8", "replace")
-
-
 def utf8_refused(table: Table, key: str) -> bool:
     """Whether `table` refuses `key` as Postfix's dict_utf8 does (see above), with its
     warning."""
@@ -138,6 +132,26 @@ def utf8_refused(table: Table, key: str) -> bool:
         warn(f'{name}: non-UTF-8 key "{shown}": malformed UTF-8 or invalid codepoint')
         return True
     return False
+
+
+def utf8_checked(table: Table, key: str, value: str | None) -> str | None:
+    """`value` as found for `key`, or, when `table` checks as dict_utf8 does and the
+    value is not UTF-8 (a regexp: result with a rule's latin-1 bytes, or a `$n` that ends
+    inside a UTF-8 character), Postfix's warning and a query error: a temporary failure,
+    never a result that is not UTF-8."""
+    name = table.utf8_name
+    if name is None or value is None or value.isascii():
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        shown_key, shown = (t.encode("utf-8", "replace").decode() for t in (key, value))
+        warn(
+            f'{name}: key "{shown_key}": non-UTF-8 value "{shown}": '
+            "malformed UTF-8 or invalid codepoint"
+        )
+        raise TableError(f"table {name}: query error") from None
+    return value
 
 
 def os_reason(e: OSError) -> str:
@@ -289,15 +303,20 @@ class RegexpTable:
 
     def lookup(self, key: str) -> str | None:
         try:
-            return self._table.lookup(key)
+            value = self._table.lookup(key)
+            return value if value is None else utf8_checked(self, key, value)
         except UnicodeEncodeError:
-            return None if utf8_refused(self, key) else self._table.lookup(text_key(key))
+            # Only without the UTF-8 check: a key it would refuse is never looked up.
+            return None if utf8_refused(self, key) else self._table.lookup_bytes(raw_key(key))
 
     def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
         try:
-            return self._table.lookup_many(list(keys))
+            found = self._table.lookup_many(list(keys))
         except UnicodeEncodeError:
             return [self.lookup(k) for k in keys]
+        if self.utf8_name is None:
+            return found
+        return [utf8_checked(self, k, v) for k, v in zip(keys, found, strict=True)]
 
 
 class CidrTable:

@@ -7,7 +7,7 @@ pub mod maps {
     use oxipost_core::maps::{self as core, cdb, regex_table, source, Duplicates};
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
-    use pyo3::types::PyBytes;
+    use pyo3::types::{PyBytes, PyString};
     use std::path::PathBuf;
 
     /// Warnings with the line they are about, so callers can interleave them by line.
@@ -161,6 +161,18 @@ pub mod maps {
         }
     }
 
+    /// A table's result as Python text: its bytes that are not UTF-8 as surrogate escapes,
+    /// as the Python side decodes every table's bytes.
+    fn result_text(py: Python<'_>, v: Vec<u8>) -> PyResult<Bound<'_, PyString>> {
+        match String::from_utf8(v) {
+            Ok(s) => Ok(PyString::new(py, &s)),
+            Err(e) => PyBytes::new(py, e.as_bytes())
+                .call_method1("decode", ("utf-8", "surrogateescape"))?
+                .cast_into::<PyString>()
+                .map_err(Into::into),
+        }
+    }
+
     /// A compiled regexp_table(5) or pcre_table(5).
     #[pyclass(frozen, module = "oxipost._core.maps")]
     pub struct RegexTable {
@@ -193,12 +205,42 @@ pub mod maps {
             self.table.warnings.clone()
         }
 
-        fn lookup(&self, key: &str) -> Option<String> {
-            self.table.lookup(key)
+        fn lookup<'py>(
+            &self,
+            py: Python<'py>,
+            key: &str,
+        ) -> PyResult<Option<Bound<'py, PyString>>> {
+            self.table
+                .lookup(key.as_bytes())
+                .map(|v| result_text(py, v))
+                .transpose()
         }
 
-        fn lookup_many(&self, py: Python<'_>, keys: Vec<String>) -> Vec<Option<String>> {
-            py.detach(|| keys.iter().map(|k| self.table.lookup(k)).collect())
+        fn lookup_bytes<'py>(
+            &self,
+            py: Python<'py>,
+            key: &[u8],
+        ) -> PyResult<Option<Bound<'py, PyString>>> {
+            self.table
+                .lookup(key)
+                .map(|v| result_text(py, v))
+                .transpose()
+        }
+
+        fn lookup_many<'py>(
+            &self,
+            py: Python<'py>,
+            keys: Vec<String>,
+        ) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
+            let found: Vec<Option<Vec<u8>>> = py.detach(|| {
+                keys.iter()
+                    .map(|k| self.table.lookup(k.as_bytes()))
+                    .collect()
+            });
+            found
+                .into_iter()
+                .map(|v| v.map(|v| result_text(py, v)).transpose())
+                .collect()
         }
     }
 }

@@ -5,9 +5,20 @@
 //! a `RegexSet`; only the winning rule is run again for its captures. Rules that need
 //! backtracking features (look-around, back-references) use `fancy-regex` and are tried one
 //! by one, in their place in the order.
+//!
+//! Keys and rules are bytes, as Postfix 3.7 matches them: its regexp: is POSIX regcomp in
+//! the C locale and its pcre: is compiled without PCRE2_UTF, with or without
+//! smtputf8_enable. So `.` is one byte (not one UTF-8 character), case folding is ASCII
+//! only, a rule's latin-1 0xE9 matches a key's 0xE9 and no other byte, and a rule's UTF-8
+//! `é` matches the same two bytes in a key. The fast rules run on `regex::bytes` without
+//! Unicode; the fallback rules (fancy-regex knows only text) see each byte of the key and
+//! of the rule as the character of the same number (latin-1), so they match the same
+//! bytes, but fold case and class letters by Unicode within U+0080..U+00FF.
 
 use super::source::{is_space, logical_lines, trim};
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use std::borrow::Cow;
+use std::fmt::Write;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Dialect {
@@ -26,13 +37,69 @@ impl Dialect {
 
 #[derive(Debug)]
 enum Piece {
-    Text(String),
+    Text(Vec<u8>),
     Group(usize),
+}
+
+/// Bytes as the characters of the same numbers (latin-1): each character of the text is
+/// one byte of the table or key, as Postfix reads them.
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// The bytes of a `latin1()` text.
+fn latin1_bytes(text: &str) -> Vec<u8> {
+    // Every character came from one byte; anything else (an engine's own words in a
+    // warning) keeps its UTF-8.
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u8::try_from(u32::from(c)) {
+            Ok(b) => out.push(b),
+            Err(_) => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
+}
+
+/// A rule's pattern (a `latin1()` text) with each byte above 0x7F as an escape the engine
+/// reads as that byte: `\xHH` for `regex::bytes` without Unicode, `\x{HH}` (the character
+/// U+00HH, matching the latin-1 key) for fancy-regex. A backslash before such a byte
+/// quotes it, as in Postfix's engines.
+fn escape_high(pattern: &str, fancy: bool) -> Cow<'_, str> {
+    if pattern.is_ascii() {
+        return Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if c.is_ascii() {
+            if escaped {
+                out.push('\\');
+            }
+            escaped = !escaped && c == '\\';
+            if !escaped {
+                out.push(c);
+            }
+            continue;
+        }
+        escaped = false;
+        let n = u32::from(c);
+        let _ = if fancy {
+            write!(out, "\\x{{{n:02X}}}")
+        } else {
+            write!(out, "\\x{n:02X}")
+        };
+    }
+    if escaped {
+        out.push('\\');
+    }
+    Cow::Owned(out)
 }
 
 enum Matcher {
     /// Index into the table's `RegexSet`, and the same pattern alone for captures.
     Fast(usize, Regex),
+    /// Matched against the key as `latin1()` text.
     Fancy(Box<fancy_regex::Regex>),
 }
 
@@ -187,11 +254,11 @@ fn compile_error(pattern: &str, dialect: Dialect, engine: &str) -> String {
         Dialect::Regexp => "Invalid regular expression".into(),
         Dialect::Pcre if in_class => format!(
             "error in regex at offset {}: missing terminating ] for character class",
-            pattern.len()
+            pattern.chars().count()
         ),
         Dialect::Pcre if depth > 0 => format!(
             "error in regex at offset {}: missing closing parenthesis",
-            pattern.len()
+            pattern.chars().count()
         ),
         Dialect::Pcre => {
             let first = engine.lines().last().unwrap_or(engine).trim().to_string();
@@ -203,7 +270,7 @@ fn compile_error(pattern: &str, dialect: Dialect, engine: &str) -> String {
 /// `$n`, `${n}` and `$$` in a result; `max_group` is the pattern's capture count.
 fn parse_result(text: &str, max_group: usize, negate: bool) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
-    let mut lit = String::new();
+    let mut lit = Vec::new();
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -218,7 +285,7 @@ fn parse_result(text: &str, max_group: usize, negate: bool) -> Result<Vec<Piece>
                 (&text[i + 1..i + 1 + digits], i + 1 + digits)
             };
             if b.get(i + 1) == Some(&b'$') {
-                lit.push('$');
+                lit.push(b'$');
                 i += 2;
                 continue;
             }
@@ -241,8 +308,8 @@ fn parse_result(text: &str, max_group: usize, negate: bool) -> Result<Vec<Piece>
                 continue;
             }
         }
-        let ch = text[i..].chars().next().unwrap_or('\u{fffd}');
-        lit.push(ch);
+        let ch = text[i..].chars().next().unwrap_or('?');
+        lit.extend(latin1_bytes(ch.encode_utf8(&mut [0; 4])));
         i += ch.len_utf8();
     }
     if !lit.is_empty() {
@@ -257,13 +324,21 @@ enum Compiled {
 }
 
 fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, usize), String> {
-    let full = engine_pattern(pattern, flags, dialect);
-    match RegexBuilder::new(&full).size_limit(64 << 20).build() {
+    let full = engine_pattern(&escape_high(pattern, false), flags, dialect);
+    match RegexBuilder::new(&full)
+        .unicode(false)
+        .size_limit(64 << 20)
+        .build()
+    {
         Ok(re) => {
             let groups = re.captures_len() - 1;
             Ok((Compiled::Fast(re), groups))
         }
-        Err(fast_err) => match fancy_regex::Regex::new(&full) {
+        Err(fast_err) => match fancy_regex::Regex::new(&engine_pattern(
+            &escape_high(pattern, true),
+            flags,
+            dialect,
+        )) {
             Ok(re) => {
                 let groups = re.captures_len() - 1;
                 Ok((Compiled::Fancy(Box::new(re)), groups))
@@ -288,8 +363,12 @@ impl RegexTable {
         let mut open_ifs: Vec<(usize, usize)> = Vec::new();
         let mut set_patterns: Vec<String> = Vec::new();
         for line in &lines {
-            let text = String::from_utf8_lossy(trim(&line.text)).into_owned();
-            let warn = |msg: &str| format!("{label} map {name}, line {}: {msg}", line.lineno);
+            let text = latin1(trim(&line.text));
+            // The rule's own bytes in a message are shown as UTF-8 where they are.
+            let warn = |msg: &str| {
+                let msg = String::from_utf8_lossy(&latin1_bytes(msg)).into_owned();
+                format!("{label} map {name}, line {}: {msg}", line.lineno)
+            };
             let lower = text.to_ascii_lowercase();
             let word_end = |n: usize| {
                 text.as_bytes()
@@ -397,6 +476,7 @@ impl RegexTable {
             rules[at].kind = Kind::If(rules.len());
         }
         let set = RegexSetBuilder::new(&set_patterns)
+            .unicode(false)
             .size_limit(512 << 20)
             .dfa_size_limit(64 << 20)
             .build()
@@ -413,12 +493,17 @@ impl RegexTable {
         }
     }
 
-    pub fn lookup(&self, key: &str) -> Option<String> {
+    /// The result of the first rule that matches the bytes of `key`, with `$n` substituted:
+    /// bytes too, since a group may end inside a UTF-8 character of the key and a rule's
+    /// result may hold bytes that are not UTF-8.
+    pub fn lookup(&self, key: &[u8]) -> Option<Vec<u8>> {
         let hits = self.set.matches(key);
         if !self.needs_walk && !hits.matched_any() {
             return None;
         }
         let in_set = !self.set.is_empty();
+        // Made once, and only when a fallback rule is reached.
+        let text = std::cell::OnceCell::new();
         let matched = |m: &Matcher| match m {
             Matcher::Fast(i, re) => {
                 if in_set {
@@ -428,7 +513,9 @@ impl RegexTable {
                 }
             }
             // A pattern fancy-regex gives up on (backtrack limit) does not match.
-            Matcher::Fancy(re) => re.is_match(key).unwrap_or(false),
+            Matcher::Fancy(re) => re
+                .is_match(text.get_or_init(|| latin1(key)))
+                .unwrap_or(false),
         };
         let mut i = 0;
         while i < self.rules.len() {
@@ -442,7 +529,7 @@ impl RegexTable {
                         continue;
                     }
                 }
-                Kind::Rule(pieces) if hit => return Some(self.expand(rule, pieces, key)),
+                Kind::Rule(pieces) if hit => return Some(Self::expand(rule, pieces, key)),
                 Kind::Rule(_) => {}
             }
             i += 1;
@@ -450,34 +537,43 @@ impl RegexTable {
         None
     }
 
-    fn expand(&self, rule: &Rule, pieces: &[Piece], key: &str) -> String {
+    fn expand(rule: &Rule, pieces: &[Piece], key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
         if !pieces.iter().any(|p| matches!(p, Piece::Group(_))) {
-            return pieces
-                .iter()
-                .map(|p| match p {
-                    Piece::Text(t) => t.as_str(),
-                    Piece::Group(_) => "",
-                })
-                .collect();
+            for p in pieces {
+                if let Piece::Text(t) = p {
+                    out.extend_from_slice(t);
+                }
+            }
+            return out;
         }
-        let groups: Vec<Option<(usize, usize)>> = match rule.matcher.as_ref() {
+        // Byte offsets into the key: the latin-1 text of a fallback rule has two bytes for
+        // each byte above 0x7F, so its groups are taken back to bytes.
+        let groups: Vec<Option<Cow<'_, [u8]>>> = match rule.matcher.as_ref() {
             Some(Matcher::Fast(_, re)) => re.captures(key).map_or_else(Vec::new, |c| {
-                c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect()
+                c.iter()
+                    .map(|m| m.map(|m| Cow::Borrowed(m.as_bytes())))
+                    .collect()
             }),
             Some(Matcher::Fancy(re)) => {
-                re.captures(key).ok().flatten().map_or_else(Vec::new, |c| {
-                    c.iter().map(|m| m.map(|m| (m.start(), m.end()))).collect()
-                })
+                let text = latin1(key);
+                re.captures(&text)
+                    .ok()
+                    .flatten()
+                    .map_or_else(Vec::new, |c| {
+                        c.iter()
+                            .map(|m| m.map(|m| Cow::Owned(latin1_bytes(m.as_str()))))
+                            .collect()
+                    })
             }
             None => Vec::new(),
         };
-        let mut out = String::new();
         for p in pieces {
             match p {
-                Piece::Text(t) => out.push_str(t),
+                Piece::Text(t) => out.extend_from_slice(t),
                 Piece::Group(n) => {
-                    if let Some(Some((s, e))) = groups.get(*n) {
-                        out.push_str(&key[*s..*e]);
+                    if let Some(Some(g)) = groups.get(*n) {
+                        out.extend_from_slice(g);
                     }
                 }
             }
@@ -494,15 +590,27 @@ mod tests {
         RegexTable::compile(text.as_bytes(), d, "re", false)
     }
 
+    /// `lookup()` of a text key, its result as text (lossy: tests compare UTF-8 results).
+    trait TextLookup {
+        fn get(&self, key: &str) -> Option<String>;
+    }
+
+    impl TextLookup for RegexTable {
+        fn get(&self, key: &str) -> Option<String> {
+            self.lookup(key.as_bytes())
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        }
+    }
+
     #[test]
     fn first_match_wins_with_substitution_and_default_case_folding() {
         let t = table(
             "/^(.*)@example\\.com$/ local:$1\n/^x/ second ${0}\n/user/ hit $$1\n",
             Dialect::Pcre,
         );
-        assert_eq!(t.lookup("Bob@EXAMPLE.com").as_deref(), Some("local:Bob"));
-        assert_eq!(t.lookup("USER").as_deref(), Some("hit $1"));
-        assert_eq!(t.lookup("zzz"), None);
+        assert_eq!(t.get("Bob@EXAMPLE.com").as_deref(), Some("local:Bob"));
+        assert_eq!(t.get("USER").as_deref(), Some("hit $1"));
+        assert_eq!(t.get("zzz"), None);
         assert_eq!(
             t.warnings,
             vec!["pcre map re, line 2: out of range replacement index \"0\": skipping this rule"]
@@ -513,19 +621,19 @@ mod tests {
     fn if_endif_and_negation() {
         let src = "if /^a/\n!/b/ no-b\n/c/ c\nendif\n/./ other\n";
         let t = table(src, Dialect::Regexp);
-        assert_eq!(t.lookup("ax").as_deref(), Some("no-b"));
-        assert_eq!(t.lookup("abc").as_deref(), Some("c"));
-        assert_eq!(t.lookup("zb").as_deref(), Some("other"));
+        assert_eq!(t.get("ax").as_deref(), Some("no-b"));
+        assert_eq!(t.get("abc").as_deref(), Some("c"));
+        assert_eq!(t.get("zb").as_deref(), Some("other"));
         assert!(t.warnings.is_empty());
     }
 
     #[test]
     fn flag_i_makes_it_case_sensitive_and_lookaround_uses_the_fallback() {
         let t = table("/abc/i sensitive\n/foo(?!bar)/ lookahead\n", Dialect::Pcre);
-        assert_eq!(t.lookup("ABC"), None);
-        assert_eq!(t.lookup("abc").as_deref(), Some("sensitive"));
-        assert_eq!(t.lookup("foobaz").as_deref(), Some("lookahead"));
-        assert_eq!(t.lookup("foobar"), None);
+        assert_eq!(t.get("ABC"), None);
+        assert_eq!(t.get("abc").as_deref(), Some("sensitive"));
+        assert_eq!(t.get("foobaz").as_deref(), Some("lookahead"));
+        assert_eq!(t.get("foobar"), None);
     }
 
     #[test]
@@ -542,7 +650,7 @@ mod tests {
                 "regexp map re, line 6: IF has no matching ENDIF",
             ]
         );
-        assert_eq!(t.lookup("abc").as_deref(), Some("r1"));
+        assert_eq!(t.get("abc").as_deref(), Some("r1"));
     }
 
     #[test]
@@ -567,17 +675,70 @@ mod tests {
                 ]
             );
             // The skipped rules match nothing: the next rule answers.
-            assert_eq!(t.lookup("evil;rm-cmd@x").as_deref(), Some("user"));
-            assert_eq!(t.lookup("bob").as_deref(), Some("user"));
+            assert_eq!(t.get("evil;rm-cmd@x").as_deref(), Some("user"));
+            assert_eq!(t.get("bob").as_deref(), Some("user"));
             assert_eq!(
-                t.lookup("literal@x").as_deref(),
+                t.get("literal@x").as_deref(),
                 Some("|/bin/fixed $1"),
                 "$$ is a literal $, not a substitution"
             );
             // The same text without the flag substitutes.
             let open = RegexTable::compile(src.as_bytes(), d, "re", false);
-            assert_eq!(open.lookup("evil-cmd@x").as_deref(), Some("|/bin/run evil"));
-            assert_eq!(open.lookup("bob").as_deref(), Some("pre ob post"));
+            assert_eq!(open.get("evil-cmd@x").as_deref(), Some("|/bin/run evil"));
+            assert_eq!(open.get("bob").as_deref(), Some("pre ob post"));
         }
+    }
+
+    /// What Debian's Postfix 3.7 postmap -q answers for these keys against this table
+    /// (smtputf8_enable = no, or -u): both dialects compare bytes.
+    #[test]
+    fn keys_and_rules_are_bytes_as_in_postfix() {
+        let src: &[u8] = b"/^a\xe9$/ latin1-e9\n/^a.$/ anyone\n/^a\xc3\xa9$/ utf8-e-acute\n\
+                           /^b[\xc3\xa9]$/ bclass\n/^c(.)$/ c=$1\n/^\xc9$/ upper-E9\n\
+                           /^\xc3\x89$/ upper-utf8\n/^d..$/ d-two\n";
+        let cases: [(&[u8], Option<&[u8]>); 11] = [
+            (b"a\xe9", Some(b"latin1-e9")),
+            (b"a\xe8", Some(b"anyone")),
+            (b"a\xc3\xa9", Some(b"utf8-e-acute")),
+            (b"b\xc3", Some(b"bclass")),
+            (b"c\xe8", Some(b"c=\xe8")),
+            // `.` is one byte: not the two of a UTF-8 `é`.
+            (b"c\xc3\xa9", None),
+            (b"d\xc3\xa9", Some(b"d-two")),
+            // No case folding beyond ASCII, latin-1 or UTF-8.
+            (b"\xe9", None),
+            (b"\xc3\xa9", None),
+            (b"\xc3\x89", Some(b"upper-utf8")),
+            (b"\xc9", Some(b"upper-E9")),
+        ];
+        for d in [Dialect::Regexp, Dialect::Pcre] {
+            let t = RegexTable::compile(src, d, "re", false);
+            assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+            for (key, want) in cases {
+                assert_eq!(t.lookup(key).as_deref(), want, "{d:?} {key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fallback_engine_matches_the_same_bytes() {
+        // Look-ahead sends these rules to fancy-regex, which sees bytes as latin-1 text.
+        let src: &[u8] = b"/^a\xe9(?!x)$/ latin1-e9\n/^c(.)(?!x)$/ c=$1\n\
+                           /^d\\\xe9(?=\xe8)(.)/ quoted=$1\n/^b[\xc3\xa9](?!x)$/ bclass\n";
+        let t = RegexTable::compile(src, Dialect::Pcre, "re", false);
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        assert_eq!(t.lookup(b"a\xe9").as_deref(), Some(&b"latin1-e9"[..]));
+        assert_eq!(t.lookup(b"a\xe8"), None);
+        assert_eq!(t.lookup(b"c\xe8").as_deref(), Some(&b"c=\xe8"[..]));
+        assert_eq!(t.lookup(b"c\xc3\xa9"), None);
+        assert_eq!(t.lookup(b"d\xe9\xe8").as_deref(), Some(&b"quoted=\xe8"[..]));
+        assert_eq!(t.lookup(b"b\xa9").as_deref(), Some(&b"bclass"[..]));
+    }
+
+    #[test]
+    fn a_group_may_end_inside_a_utf8_character() {
+        let t = table("/^(..)/ $1\n", Dialect::Regexp);
+        assert_eq!(t.lookup("é!".as_bytes()).as_deref(), Some(&b"\xc3\xa9"[..]));
+        assert_eq!(t.lookup("xé".as_bytes()).as_deref(), Some(&b"x\xc3"[..]));
     }
 }
