@@ -8,6 +8,9 @@ these and no other representation; the spool serialises them with msgpack.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
 
 
 @dataclass(slots=True)
@@ -110,6 +113,21 @@ class Outcome:
     @property
     def delivered(self) -> bool:
         return self.status.startswith("2")
+
+
+# How msgpack decodes the strings of queue records and agent requests: an address with
+# bytes that are not UTF-8 (smtpd takes them as they come with smtputf8_enable = no, as
+# Postfix) is a str with surrogate escapes, and comes back as those bytes.
+UNICODE_ERRORS = "surrogateescape"
+
+
+def packb(obj: Any) -> bytes:
+    """msgpack.packb, strings with surrogate escapes packed as the bytes they stand for;
+    the common case keeps msgpack's fast path (an errors handler would slow every string)."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except UnicodeEncodeError:
+        return msgpack.packb(obj, use_bin_type=True, unicode_errors=UNICODE_ERRORS)
 
 
 # The plain form of envelopes and recipients, for msgpack: queue records and the requests

@@ -163,6 +163,35 @@ def _delay(log: str, qid: str, rcpt: str, status: str) -> float:
     return float(m.group(1))
 
 
+def test_8bit_sender_without_smtputf8_delivered_as_given(oxi):
+    """smtputf8_enable = no: a sender with latin-1 bytes (Postfix takes them as they come)
+    is queued, scheduled and written into the Maildir's Return-Path byte for byte, and a
+    recipient with such bytes is judged as any other (unknown here: 550)."""
+    from tests.smtpd.conftest import Raw
+
+    cfg = oxi.start("smtputf8_enable = no\n")
+    raw = Raw("127.0.0.1", oxi.port)
+    try:
+        replies = [raw.reply()]
+        for cmd in (b"EHLO caf\xe9.example", b"MAIL FROM:<caf\xe9@example.org>"):
+            raw.send(cmd + b"\r\n")
+            replies.append(raw.reply())
+        for cmd in (b"RCPT TO:<info@example.com>", b"RCPT TO:<nob\xe9dy@example.com>"):
+            raw.send(cmd + b"\r\n")
+            replies.append(raw.reply())
+        replies.append(raw.cmd("DATA"))
+        replies.append(raw.cmd("Subject: 8bit\r\n\r\nbody\r\n."))
+        raw.cmd("QUIT")
+    finally:
+        raw.close()
+    assert replies[2:4] == ["250 2.1.0 Ok", "250 2.1.5 Ok"], replies
+    assert replies[4].startswith("550 5.1.1 <nob"), replies
+    qid = replies[6].rsplit(" ", 1)[1]
+    wait_log(cfg, rf"{qid}: removed", timeout=60)
+    (path,) = oxi.wait_mail("info")
+    assert path.read_bytes().startswith(b"Return-Path: <caf\xe9@example.org>\n")
+
+
 def test_swaks_to_maildir_read_by_mailbox_and_dovecot_imap(oxi):
     """issue 6: swaks → oxipost's smtpd → qmgr → virtual(8) → a Maildir, checked with
     Python's mailbox module and by Debian's Dovecot serving that Maildir over IMAP to

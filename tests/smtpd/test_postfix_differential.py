@@ -126,7 +126,7 @@ class Played:
     def __init__(
         self,
         start_smtpd: Any,
-        dialogue: list[str],
+        dialogue: list[str] | list[str | bytes],
         main_cf: str,
         client: str = "unknown[127.0.0.2]",
     ) -> None:
@@ -137,13 +137,21 @@ class Played:
 
 
 def _played_on_both(
-    start_smtpd: Any, dialogue: list[str], main_cf: str, postfix: bool, client: str
+    start_smtpd: Any,
+    dialogue: list[str] | list[str | bytes],
+    main_cf: str,
+    postfix: bool,
+    client: str,
 ) -> tuple[list[str], list[str]]:
     def play(port: int) -> list[str]:
         raw = Raw("127.0.0.1", port, source="127.0.0.2")
         replies = [raw.reply()]
         try:
             for command in dialogue:
+                if isinstance(command, bytes):  # bytes that are not UTF-8, say
+                    raw.send(command + b"\r\n")
+                    replies.append(raw.reply())
+                    continue
                 replies.append(raw.cmd(command))
         except ConnectionError:
             replies.append("(closed)")  # the server hung up: the rest is never answered
@@ -1112,3 +1120,34 @@ def test_defer_if_permit_of_an_earlier_stage_as_postfix(start_smtpd, delay_rejec
     expected = _transaction_lines(both.theirs, wanted)
     assert len(expected) == 4, expected
     assert _transaction_lines(both.ours, wanted) == expected
+
+
+@pytest.mark.slow
+def test_8bit_commands_without_smtputf8_as_postfix(start_smtpd) -> None:
+    """With smtputf8_enable = no Postfix does not check commands for UTF-8: HELO, MAIL,
+    RCPT, VRFY and the rest with latin-1 bytes are judged as any other (a local part may
+    hold them, a domain may not), the message is queued; with SMTPUTF8 on, the same bytes
+    get 500 5.5.2 "Error: bad UTF-8 syntax". Replies and reject lines as Postfix 3.7."""
+    dialogue: list[str | bytes] = [
+        b"EHLO caf\xe9.example",
+        b"NOOP \xff",
+        b"MAIL FROM:<caf\xe9@example.org>",
+        b"RCPT TO:<u\xe9@localhost>",
+        b"RCPT TO:<u@d\xe9.example>",
+        b"VRFY caf\xe9",
+        b"X\xe9",
+        *MESSAGE,
+        b"HELO \xe9",
+        "QUIT",
+    ]
+    for smtputf8 in ("no", "yes"):
+        main_cf = f"smtputf8_enable = {smtputf8}\n"
+        both = Played(start_smtpd, dialogue, main_cf)
+        if smtputf8 == "no":
+            assert both.their_replies[1].startswith("250-"), both.their_replies
+            assert both.their_replies[4] == "250 2.1.5 Ok", both.their_replies
+        else:
+            assert both.their_replies[1] == "500 5.5.2 Error: bad UTF-8 syntax"
+        assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+        assert _transaction_lines(both.ours) == _transaction_lines(both.theirs)
+        assert _disconnect_stats(both.ours) == _disconnect_stats(both.theirs)

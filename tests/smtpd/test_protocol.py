@@ -280,6 +280,36 @@ def test_26_bad_utf8_and_nul_commands(start_smtpd, cmd: bytes, reply: str) -> No
     assert raw.cmd("NOOP") == "250 2.0.0 Ok"
 
 
+def test_26_8bit_addresses_queued_without_smtputf8(start_smtpd) -> None:
+    """With smtputf8_enable = no the bytes that are not UTF-8 are taken as they come, as
+    Postfix does (test_postfix_differential compares the replies): the spool keeps such a
+    sender and recipient byte for byte and gives them back, and the Received: header names
+    the recipient with its bytes, as Postfix's."""
+    from oxipost.config import load_config
+    from oxipost.qmgr.queue import QueueState
+
+    srv = start_smtpd("smtputf8_enable = no\n", real_queue=True)
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    raw.reply()
+    for cmd in (b"EHLO caf\xe9.example", b"MAIL FROM:<caf\xe9@example.org>"):
+        raw.send(cmd + b"\r\n")
+        assert raw.reply().startswith("250"), cmd
+    raw.send(b"RCPT TO:<u\xe9@localhost>\r\n")
+    assert raw.reply() == "250 2.1.5 Ok"
+    assert raw.cmd("DATA").startswith("354 ")
+    reply = raw.cmd("Subject: s\r\n\r\nbody\r\n.")
+    assert reply.startswith("250 2.0.0 Ok: queued as "), reply
+    qid = reply.rsplit(" ", 1)[1]
+    env, content = QueueState(load_config(srv.config_dir)).load(qid)
+    assert env.sender.encode("utf-8", "surrogateescape") == b"caf\xe9@example.org"
+    assert [r.address.encode("utf-8", "surrogateescape") for r in env.recipients] == [
+        b"u\xe9@localhost"
+    ]
+    # Postfix 3.7's queue file holds the same: the HELO name printable(), the rest raw.
+    assert b"Received: from caf?.example (unknown [127.0.0.2])\r\n" in content
+    assert b"\tfor <u\xe9@localhost>; " in content
+
+
 @pytest.mark.parametrize(
     "line", ["GET / HTTP/1.1", "POST /x HTTP/1.0", "CONNECT a:25", "Subject: x"]
 )

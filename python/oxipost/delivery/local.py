@@ -278,7 +278,7 @@ async def _forward(
         attrs=dict(req.envelope.attrs),
     )
     # Delivered-To makes a loop through this alias visible the next time round.
-    content = f"Delivered-To: {delivered}\r\n".encode() + req.content
+    content = f"Delivered-To: {delivered}\r\n".encode("utf-8", "surrogateescape") + req.content
     # Forwarded mail goes through cleanup as internal mail: address mappings, no checks.
     cleaned = cleanup_message(env, content, "", req.cfg, internal=True)
     if cleaned.reply is not None:

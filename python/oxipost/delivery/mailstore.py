@@ -66,7 +66,8 @@ def prefix_headers(sender: str, recipient: str, original: str = "") -> bytes:
         text = f"Return-Path: <{sender}>\r\nX-Original-To: {original}\r\n"
     else:
         text = f"Return-Path: <{sender}>\r\n"
-    return f"{text}Delivered-To: {recipient}\r\n".encode()
+    # An address's 8-bit bytes (taken with smtputf8_enable = no) are written as they came.
+    return f"{text}Delivered-To: {recipient}\r\n".encode("utf-8", "surrogateescape")
 
 
 def lock_options(cfg: Config, param: str) -> dict[str, object]:

@@ -224,7 +224,7 @@ def build_input(req: DeliveryRequest, flags: str, eol: bytes) -> bytes:
         body += b"\n"
     if "B" in flags:
         body += b"\n"
-    data = "".join(h + "\n" for h in head).encode() + body
+    data = "".join(h + "\n" for h in head).encode("utf-8", "surrogateescape") + body
     return data if eol == b"\n" else data.replace(b"\n", eol)
 
 

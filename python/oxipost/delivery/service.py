@@ -51,11 +51,13 @@ import msgpack
 
 from oxipost import runloop
 from oxipost.envelope import (
+    UNICODE_ERRORS,
     Outcome,
     envelope_from_dict,
     envelope_to_dict,
     outcome_from_list,
     outcome_to_list,
+    packb,
     recipients_from_list,
     recipients_to_list,
 )
@@ -127,11 +129,13 @@ class _Channel:
         }
         fut: asyncio.Future[list[Any]] = self.loop.create_future()
         self.waiting[self.sent] = fut
-        self.writer.write(msgpack.packb([self.sent, body], use_bin_type=True))
+        self.writer.write(packb([self.sent, body]))
         return fut
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_REQUEST)
+        unpacker = msgpack.Unpacker(
+            raw=False, max_buffer_size=MAX_REQUEST, unicode_errors=UNICODE_ERRORS
+        )
         try:
             while self.said_goodbye_after is None:
                 data = await reader.read(1 << 16)
@@ -212,8 +216,18 @@ async def _serve_channel(
     from oxipost.delivery import AgentFatal, DeliveryRequest, deliver
 
     loop = asyncio.get_running_loop()
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_REQUEST)
-    pack = msgpack.Packer(use_bin_type=True).pack
+    unpacker = msgpack.Unpacker(
+        raw=False, max_buffer_size=MAX_REQUEST, unicode_errors=UNICODE_ERRORS
+    )
+    packer = msgpack.Packer(use_bin_type=True)
+
+    def pack(obj: Any) -> bytes:
+        # An outcome's text may name an 8-bit address (see packb).
+        try:
+            return packer.pack(obj)
+        except UnicodeEncodeError:
+            return packb(obj)
+
     busy: set[asyncio.Task[None]] = set()
     last = 0
     # The answers of one loop turn go out in one write: the Maildir writes of a batch

@@ -69,7 +69,14 @@ import msgpack
 from oxipost import _core, runloop
 from oxipost.config import Config
 from oxipost.durable import write_atomically
-from oxipost.envelope import Envelope, Recipient, envelope_from_dict, envelope_to_dict
+from oxipost.envelope import (
+    UNICODE_ERRORS,
+    Envelope,
+    Recipient,
+    envelope_from_dict,
+    envelope_to_dict,
+    packb,
+)
 from oxipost.log import Logger
 
 spool = _core.spool
@@ -169,7 +176,7 @@ def message_size(content: bytes, line_limit: int) -> int:
 
 
 def _pack(obj: dict[str, object]) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    return packb(obj)
 
 
 # The directories in queue_directory: the queues mail_owner's alone, as Postfix's
@@ -559,7 +566,7 @@ class QueueState:
         """Record a message found in a segment; its queue ID, or None when the record is
         damaged."""
         try:
-            rec = msgpack.unpackb(payload, raw=False)
+            rec = msgpack.unpackb(payload, raw=False, unicode_errors=UNICODE_ERRORS)
             qid = rec["id"]
             env = envelope_from_dict(rec["env"])
             size = len(rec["c"])
@@ -583,7 +590,7 @@ class QueueState:
 
     def _apply_journal(self, payload: bytes) -> None:
         try:
-            rec = msgpack.unpackb(payload, raw=False)
+            rec = msgpack.unpackb(payload, raw=False, unicode_errors=UNICODE_ERRORS)
             kind, qid = rec["t"], rec["id"]
         except Exception:
             self.problems.append("journal: undecodable state record")
@@ -842,7 +849,7 @@ class QueueState:
         if info is None:
             raise KeyError(qid)
         payload = spool.read_record(os.path.join(self.top, "segments", info.segment), info.offset)
-        rec = msgpack.unpackb(payload, raw=False)
+        rec = msgpack.unpackb(payload, raw=False, unicode_errors=UNICODE_ERRORS)
         return envelope_from_dict(rec["env"]), rec["c"]
 
     def in_queue(self, queue: str) -> list[MessageInfo]:

@@ -35,6 +35,7 @@ import msgpack
 
 from oxipost import _core, runloop
 from oxipost.config import Config
+from oxipost.envelope import UNICODE_ERRORS, packb
 from oxipost.qmgr.queue import MessageInfo, QueueState, message_size
 
 if TYPE_CHECKING:
@@ -158,7 +159,9 @@ def listing(cfg: Config) -> Iterator[dict[str, Any]]:
 
 
 def _read_stream(sock: socket.socket) -> Iterator[dict[str, Any]]:
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_RECORD)
+    unpacker = msgpack.Unpacker(
+        raw=False, max_buffer_size=MAX_RECORD, unicode_errors=UNICODE_ERRORS
+    )
     hello = False
     with sock:
         while True:
@@ -194,7 +197,7 @@ def _read_queue(cfg: Config, log: Any) -> list[bytes]:
     try:
         for problem in state.problems:
             log.warning(problem)
-        return [msgpack.packb(obj, use_bin_type=True) for obj in (HELLO, *records(state), END)]
+        return [packb(obj) for obj in (HELLO, *records(state), END)]
     finally:
         state.close()
 

@@ -580,8 +580,11 @@ class Session:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            await self.reply(R.BAD_UTF8)
-            return True
+            if self._smtputf8():
+                await self.reply(R.BAD_UTF8)
+                return True
+            # Postfix checks UTF-8 only with SMTPUTF8 on: else the bytes go on as given.
+            line = raw.decode("utf-8", "surrogateescape")
         if not line.strip():
             await self.reply(R.BAD_SYNTAX)
             return True
@@ -1202,7 +1205,12 @@ class Session:
         )
         if len(env.recipients) == 1:
             lines.append(by)
-            lines.append(f"\tfor <{printable(env.recipients[0].address)}>; {mail_date()}")
+            rcpt = env.recipients[0].address
+            if not rcpt.isprintable():
+                # Postfix writes the 8-bit bytes of an address as given (taken with
+                # smtputf8_enable = no: surrogate escapes here).
+                rcpt = "".join(c if "\udc80" <= c <= "\udcff" else printable(c) for c in rcpt)
+            lines.append(f"\tfor <{rcpt}>; {mail_date()}")
         else:
             lines.append(f"{by};")
             lines.append(f"\t{mail_date()}")
