@@ -146,3 +146,21 @@ def test_parent_domains_of_a_domain_destination(tmp_path, destination, policy, r
         )
     else:
         assert o.delivered, o
+
+
+def test_a_destination_that_is_not_utf8_is_looked_up_as_is(tmp_path, caplog) -> None:
+    """smtp_tls_list_init opens smtp_tls_policy_maps without DICT_FLAG_UTF8_REQUEST, so
+    even with smtputf8_enable = yes a latin-1 destination (sendmail takes any bytes) finds
+    its entry, byte for byte, and no "non-UTF-8 key" warning is logged."""
+    from oxipost.delivery.smtp import Params, _tls_policy
+
+    table = tmp_path / "policy.re"
+    table.write_bytes(b"/^caf\xe9\\.test$/ encrypt\n/^caf.\\.test$/ none\n")
+    main = f"smtputf8_enable = yes\nsmtp_tls_policy_maps = pcre:{table}\n"
+    p = Params(make_config(tmp_path / "c", main), lmtp=False)
+    caplog.set_level(logging.WARNING)
+    latin1 = b"caf\xe9.test".decode("utf-8", "surrogateescape")
+    assert _tls_policy(p, latin1) == ("encrypt", [])
+    other = b"caf\xe8.test".decode("utf-8", "surrogateescape")
+    assert _tls_policy(p, other) == ("none", [])
+    assert "non-UTF-8" not in caplog.text

@@ -567,7 +567,10 @@ def _tls_policy(p: Params, nexthop: str) -> tuple[str, list[str]]:
             keys += ["." + ".".join(parts[i:]) for i in range(1, len(parts))]
         where = f'{param}, next-hop destination "{dest}"'
         try:
-            found = maps_find([open_table(spec, p.cfg) for spec in specs], keys)
+            # Without the UTF-8 check, as smtp_tls_list_init opens the table (no
+            # DICT_FLAG_UTF8_REQUEST): a destination that is not UTF-8 is looked up as is.
+            tables = [open_table(spec, p.cfg, utf8=False) for spec in specs]
+            found = maps_find(tables, keys)
         except TableError as e:
             log.warning("%s", e)
             log.warning("%s: TLS policy lookup error", where)
