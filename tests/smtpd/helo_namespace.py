@@ -5,7 +5,8 @@
 Run as root in a private mount and network namespace (as tests/smtpd/peername_namespace.py,
 whose resolver set-up it shares): both servers ask the system's resolver, which asks ZONE on
 127.0.0.1:53. Each HELO name (an A, an AAAA, an MX, a null MX record, none, a resolver that
-fails, an address literal) is judged under each configuration. Prints one JSON line:
+fails, an address literal) is judged under each configuration, and so is each name as a
+sender's domain under reject_unknown_sender_domain. Prints one JSON line:
 {server: {configuration: {helo: RCPT reply}}}.
 """
 
@@ -45,6 +46,14 @@ CONFIGURATIONS = {
     "defer_if_permit, then reject": "smtpd_recipient_restrictions = reject\n",
 }
 MAIN_CF = "smtpd_helo_restrictions = reject_unknown_helo_hostname\n"
+# reject_unknown_sender_domain against the same names, each configuration's "sender "
+# results keyed by the sender's domain.
+SENDER_CF = "smtpd_sender_restrictions = reject_unknown_sender_domain\n"
+SENDER_CONFIGURATIONS = {
+    "sender defer_if_permit": "",
+    "sender defer_if_permit, then reject": "smtpd_recipient_restrictions = reject\n",
+    "sender defer": "unknown_address_tempfail_action = defer\n",
+}
 
 
 def main(workdir: Path) -> None:
@@ -58,6 +67,14 @@ def main(workdir: Path) -> None:
                 results.setdefault(server, {})[name] = {
                     helo: rcpt_reply(port, "127.0.0.2", helo, "a@example.org", "u@localhost")
                     for helo in HELOS
+                }
+        for i, (name, extra) in enumerate(SENDER_CONFIGURATIONS.items()):
+            tmp = workdir / f"{server}-sender-{i}"
+            tmp.mkdir()
+            with dns_server(dict(ZONE)), start(str(tmp), SENDER_CF + extra) as port:
+                results[server][name] = {
+                    domain: rcpt_reply(port, "127.0.0.2", "c.example", f"a@{domain}", "u@localhost")
+                    for domain in HELOS[:-1]
                 }
     print(json.dumps(results))
 

@@ -141,7 +141,9 @@ def test_unknown_helo_hostname_as_postfix(tmp_path: Path) -> None:
     MX record passes, one with none is refused with unknown_hostname_reject_code, one whose
     lookup fails for now as unknown_helo_hostname_tempfail_action says (defer now, or
     defer_if_permit: only what the lists go on to permit), an address literal
-    is not looked up; word for word as Postfix, on asyncio's loop and on uvloop."""
+    is not looked up; reject_unknown_sender_domain the same names as a sender's domain
+    (unknown_address_tempfail_action, RFC 7505's null MX); word for word as Postfix, on
+    asyncio's loop and on uvloop."""
     theirs = _namespace_as_postfix("tests.smtpd.helo_namespace", tmp_path)
     replies = theirs["default code"]
     assert replies["none.helo.test"] == (
@@ -155,3 +157,12 @@ def test_unknown_helo_hostname_as_postfix(tmp_path: Path) -> None:
         "450 4.7.1 <fail.helo.test>: Helo command rejected: Host not found"
     ), theirs
     assert theirs["defer_if_permit, then reject"]["fail.helo.test"].startswith("554 5.7.1 ")
+    # reject_unknown_sender_domain: unknown_address_tempfail_action, and a null MX.
+    senders = theirs["sender defer_if_permit"]
+    assert senders["fail.helo.test"] == (
+        "450 4.1.8 <a@fail.helo.test>: Sender address rejected: Domain not found"
+    ), senders
+    assert senders["nullmx.helo.test"].startswith("550 5.7.27 "), senders
+    assert senders["none.helo.test"].startswith("450 4.1.8 "), senders
+    assert theirs["sender defer_if_permit, then reject"]["fail.helo.test"].startswith("554 ")
+    assert theirs["sender defer"]["fail.helo.test"].startswith("450 4.1.8 "), theirs

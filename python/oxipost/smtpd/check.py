@@ -1058,15 +1058,24 @@ class Checker:
         if res.addr_class != RESOLVE_CLASS_DEFAULT:
             return None
         import dns.exception
+        import dns.name
         import dns.resolver
 
         try:
             for rdtype in ("MX", "A", "AAAA"):
                 try:
-                    dns.resolver.resolve(domain, rdtype, lifetime=5.0)
-                    return None
+                    answer = dns.resolver.resolve(domain, rdtype, lifetime=5.0)
                 except dns.resolver.NoAnswer:
                     continue
+                if rdtype == "MX" and len(answer) == 1 and answer[0].exchange == dns.name.root:
+                    # RFC 7505's null MX: the domain says it takes no mail.
+                    sender = what == "Sender address"
+                    return Reply(
+                        550 if sender else 556,
+                        "4.7.27" if sender else "4.1.10",
+                        f"<{addr}>: {what} rejected: Domain {domain} does not accept mail (nullMX)",
+                    )
+                return None
         except dns.resolver.NXDOMAIN:
             return Reply(
                 self.cfg.get_int("unknown_address_reject_code"),
