@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from oxipost.anvil.service import AnvilServer
 from oxipost.config import load_config
 from oxipost.envelope import Envelope
 from oxipost.smtpd.sasl import hash_password
@@ -105,7 +106,8 @@ def running_smtpd(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
 ) -> Iterator[Running]:
     """Our smtpd on a free 127.0.0.1 port with this main.cf (after write_config's base), on
-    an event loop of its own in a thread, until the block ends."""
+    an event loop of its own in a thread, until the block ends; an anvil(8) server on the
+    same loop counts its clients, on private/anvil as under master."""
     config_dir = write_config(tmp, main_cf)
     cfg = load_config(config_dir).for_service("smtp")
     queue: Any = RecordingQueue()
@@ -121,12 +123,19 @@ def running_smtpd(
     port = sock.getsockname()[1]
     loop = loop_factory()
     ready = threading.Event()
-    holder: dict[str, Any] = {}
+    holder: dict[str, Any] = {"anvil_dir": tempfile.mkdtemp(prefix="oxipost-anvil-")}
 
     def run() -> None:
         asyncio.set_event_loop(loop)
 
         async def boot() -> None:
+            # A socket path of its own: tmp's may be too long for AF_UNIX.
+            path = os.path.join(holder["anvil_dir"], "anvil")
+            if server.anvil is not None:
+                server.anvil.path = path
+            anvil = AnvilServer(cfg, ListLog(lines))
+            holder["anvil"] = anvil
+            holder["anvil_server"] = await asyncio.start_unix_server(anvil.client, path)
             holder["listener"] = await server.serve(sock)
             ready.set()
 
@@ -140,6 +149,9 @@ def running_smtpd(
     async def stop() -> None:
         holder["listener"].close()
         await server.close()
+        holder["anvil_server"].close()
+        await holder["anvil"].close()
+        shutil.rmtree(holder["anvil_dir"], ignore_errors=True)
         if hasattr(server.queue, "close"):
             server.queue.close()
 

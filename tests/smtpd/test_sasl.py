@@ -90,6 +90,11 @@ def test_42_auth_rate_limit(start_smtpd, passwd_file: str) -> None:
     assert raw.cmd(f"AUTH PLAIN {PLAIN_OK}") == (
         "450 4.7.1 Error: too many AUTH commands from 127.0.0.2"
     )
+    # Counted by anvil(8), as Postfix's smtpd_sasl_auth_cmd logs it.
+    assert (
+        "warning: AUTH command rate limit exceeded: 3 from unknown[127.0.0.2] for service smtp"
+        in srv.log
+    )
 
 
 def test_41_tls_auth_only(start_smtpd, passwd_file: str) -> None:

@@ -189,6 +189,7 @@ async def _smtp_on_stdio(cfg: Config) -> int:
             server = build_server(cfg, queue)
         except Exception as e:  # smtpd refuses its configuration: say so, as Postfix's would
             return _fatal(str(e), EX_TEMPFAIL)
+        server.anvil = None  # a stand-alone session is never counted, as Postfix's
         await Session(server, conn).run()
         # The session closed stdout: its last replies are out when the pipe says so.
         with contextlib.suppress(TimeoutError):

@@ -28,6 +28,8 @@ SERVICES: dict[str, str] = {
     "pipe": "oxipost.delivery.service:main",
     # mailq for local users, who cannot read the queue (see oxipost.qmgr.showq).
     "showq": "oxipost.qmgr.showq:main",
+    # Connection counts and rates shared by every smtpd process (smtpd_client_*_limit).
+    "anvil": "oxipost.anvil.service:main",
 }
 
 # command → where its work happens in oxipost.
@@ -37,7 +39,6 @@ FOLDED: dict[str, str] = {
     "bounce": "qmgr",
     "verify": "smtpd",
     "flush": "qmgr",
-    "anvil": "smtpd",
     "scache": "qmgr (smtp connection reuse)",
     "tlsmgr": "smtpd and the smtp client (TLS session caching in process)",
     "proxymap": "every process (tables are opened in process)",

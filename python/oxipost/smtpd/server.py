@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from oxipost.anvil.client import AnvilClient
 from oxipost.cleanup.header import local_client
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
@@ -173,7 +174,18 @@ class SmtpdServer:
         self.error_sleep = cfg.get_time("smtpd_error_sleep_time")
         self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
         self.junk_limit = cfg.get_int("smtpd_junk_command_limit")
+        # smtpd_client_*_limit, counted by anvil(8) across every smtpd process. As Postfix,
+        # smtpd talks to anvil only when one of them is on.
         self.conn_limit = cfg.get_int("smtpd_client_connection_count_limit")
+        self.conn_rate_limit = cfg.get_int("smtpd_client_connection_rate_limit")
+        self.mail_rate_limit = cfg.get_int("smtpd_client_message_rate_limit")
+        self.rcpt_rate_limit = cfg.get_int("smtpd_client_recipient_rate_limit")
+        self.tls_rate_limit = cfg.get_int("smtpd_client_new_tls_session_rate_limit")
+        self.auth_rate_limit = cfg.get_int("smtpd_client_auth_rate_limit")
+        limits = [self.conn_limit, self.conn_rate_limit, self.mail_rate_limit]
+        limits += [self.rcpt_rate_limit, self.tls_rate_limit, self.auth_rate_limit]
+        self.anvil = AnvilClient(cfg, self.log) if any(n > 0 for n in limits) else None
+        self.service = cfg.get("service_name")
         self.wrapper = cfg.get_bool("smtpd_tls_wrappermode")
         self.forbid_unauth_pipelining = cfg.get_bool("smtpd_forbid_unauth_pipelining")
         self.peername_lookup = cfg.get_bool("smtpd_peername_lookup")
@@ -181,8 +193,6 @@ class SmtpdServer:
         # XCLIENT and XFORWARD take an IPv6 address only when Postfix could talk IPv6.
         self.ipv6 = "all" in protocols or "ipv6" in protocols
         self._names: dict[str, tuple[float, ClientNames]] = {}
-        self.connections: dict[str, int] = {}
-        self.auth_times: dict[str, list[float]] = {}
         self.sessions: set[asyncio.Task[None]] = set()
         # This worker's share of master.cf maxproc; 0 = no limit.
         self.max_sessions = 0
@@ -259,6 +269,8 @@ class SmtpdServer:
         await asyncio.gather(*self.sessions, return_exceptions=True)
         if self.notify is not None:
             await self.notify.close()
+        if self.anvil is not None:
+            await self.anvil.close()
 
     async def _accept(self, conn: Connection) -> None:
         session = Session(self, conn)
@@ -320,6 +332,8 @@ class Session:
         # that it cannot override its own access control) and XFORWARD; what XFORWARD
         # said for the transaction.
         self.xclient_allowed = False
+        # The server's anvil client while this client is counted (run decides).
+        self.anvil = server.anvil
         self.xforward_allowed = False
         self.forwarded: Forwarded | None = None
         # The command ran without a reply of its own: XCLIENT's success is a new greeting,
@@ -443,35 +457,19 @@ class Session:
             self._log_tls()
         self.xclient_allowed = self._client_listed("smtpd_authorized_xclient_hosts")
         self.xforward_allowed = self._client_listed("smtpd_authorized_xforward_hosts")
-        # Counted under the address it connected from, whatever XCLIENT makes of it.
-        addr = self.addr
+        # As Postfix, XCLIENT's clients (their sessions stand for many clients) and
+        # smtpd_client_event_limit_exceptions never talk to anvil.
+        if self.anvil is not None and (self.xclient_allowed or self._event_limit_exempt()):
+            self.anvil = None
+        anvil, addr = self.anvil, self.addr
         try:
-            count = self.srv.connections.get(addr, 0) + 1
-            self.srv.connections[addr] = count
             try:
-                # As Postfix, XCLIENT's clients are not counted (their sessions stand
-                # for many clients).
-                if (
-                    self.srv.conn_limit > 0
-                    and count > self.srv.conn_limit
-                    and not self.xclient_allowed
-                    and not self._event_limit_exempt()
-                ):
-                    log.warning(
-                        f"Connection concurrency limit exceeded: {count} from "
-                        f"{self.state.namaddr} for service smtpd"
-                    )
-                    await self.reply(
-                        R.TOO_MANY_CONNECTIONS.format(host=self.srv.hostname, addr=self.addr),
-                        count=False,
-                    )
-                    return
-                await self._greet()
-                await self.loop()
+                if anvil is None or not await self._too_many_connections(anvil):
+                    await self._greet()
+                    await self.loop()
             finally:
-                self.srv.connections[addr] -= 1
-                if not self.srv.connections[addr]:
-                    del self.srv.connections[addr]
+                if anvil is not None:
+                    await anvil.disconnect(addr)
         except Disconnect:
             pass
         finally:
@@ -552,6 +550,43 @@ class Session:
 
     def _event_limit_exempt(self) -> bool:
         return self._client_listed("smtpd_client_event_limit_exceptions")
+
+    async def _too_many_connections(self, anvil: AnvilClient) -> bool:
+        """Register the connection with anvil; True when it is over the connection count
+        or rate limit and has been refused."""
+        counts = await anvil.connect(self.addr)
+        if counts is None:
+            return False
+        srv = self.srv
+        if 0 < srv.conn_limit < counts[0]:
+            what, n = "Connection concurrency", counts[0]
+        elif 0 < srv.conn_rate_limit < counts[1]:
+            what, n = "Connection rate", counts[1]
+        else:
+            return False
+        self._limit_warning(what, n)
+        await self.reply(R.TOO_MANY_CONNECTIONS.format(host=srv.hostname, addr=self.addr), False)
+        return True
+
+    async def _over_rate(self, event: str, limit: int, what: str, reply: str) -> bool:
+        """Count an event (message, recipient, newtls, auth) with anvil when its limit is
+        on and the client is counted (callers test self.anvil first: no coroutine for the
+        others); True when it is over the limit and refused with reply (a template of addr,
+        host and namaddr)."""
+        if self.anvil is None or limit <= 0:
+            return False
+        rate = await self.anvil.rate(event, self.addr)
+        if rate is None or rate <= limit:
+            return False
+        self._limit_warning(what, rate)
+        st = self.state
+        await self.reply(reply.format(addr=self.addr, host=self.srv.hostname, namaddr=st.namaddr))
+        return True
+
+    def _limit_warning(self, what: str, n: int) -> None:
+        self.srv.log.warning(
+            f"{what} limit exceeded: {n} from {self.state.namaddr} for service {self.srv.service}"
+        )
 
     async def loop(self) -> None:
         while True:
@@ -800,6 +835,10 @@ class Session:
         if arg[:5].upper() != "FROM:":
             await self.reply(R.MAIL_SYNTAX)
             return
+        if self.anvil is not None and await self._over_rate(
+            "message", self.srv.mail_rate_limit, "Message delivery request rate", R.TOO_MUCH_MAIL
+        ):
+            return
         parsed = parse_path(arg[5:], self.cfg.get_bool("strict_rfc821_envelopes"))
         if parsed is None:
             await self.reply(R.BAD_SENDER)
@@ -890,6 +929,10 @@ class Session:
             return
         if arg[:3].upper() != "TO:":
             await self.reply(R.RCPT_SYNTAX)
+            return
+        if self.anvil is not None and await self._over_rate(
+            "recipient", self.srv.rcpt_rate_limit, "Recipient address rate", R.TOO_MANY_RCPTS_FROM
+        ):
             return
         parsed = parse_path(arg[3:], self.cfg.get_bool("strict_rfc821_envelopes"))
         if parsed is None or not parsed[0]:
@@ -1337,6 +1380,18 @@ class Session:
         if self.srv.tls_context is None or not self.tls_level:
             await self.reply(R.NOT_IMPLEMENTED)
             return
+        namaddr = self.state.namaddr
+        limit = self.srv.tls_rate_limit
+        if self.anvil is not None and limit > 0:
+            # Asked, not counted: only a handshake that makes a new session counts.
+            rate = await self.anvil.rate("newtls_status", self.addr)
+            if rate is not None and rate > limit:
+                service = self.srv.service
+                self.srv.log.warning(
+                    f"Refusing STARTTLS request from {namaddr} for service {service}"
+                )
+                await self.reply(R.TLS_RATE_REFUSED.format(namaddr=namaddr))
+                return
         await self.reply(R.STARTTLS_READY)
         # Everything the client pipelined in plaintext after STARTTLS is discarded
         # (CVE-2011-0411): it must not be run as if it came over TLS (start_tls drops it).
@@ -1350,6 +1405,10 @@ class Session:
             raise Disconnect from None
         self.tls_active = True
         self._log_tls()
+        obj: Any = self.conn.get_extra_info("ssl_object")
+        if self.anvil is not None and not (obj is not None and obj.session_reused):
+            if await self._over_rate("newtls", limit, "New TLS session rate", R.TOO_MANY_TLS):
+                raise Disconnect
         self.helo_kind = ""
         self.state.helo = ""
         self.state.esmtp = False
@@ -1390,16 +1449,10 @@ class Session:
         if not words or len(words) > 2:
             await self.reply(R.AUTH_SYNTAX)
             return
-        rate = self.cfg.get_int("smtpd_client_auth_rate_limit")
-        if rate > 0 and not self._event_limit_exempt():
-            now = time.monotonic()
-            unit = self.cfg.get_time("anvil_rate_time_unit")
-            times = [t for t in self.srv.auth_times.get(self.addr, []) if now - t < unit]
-            times.append(now)
-            self.srv.auth_times[self.addr] = times
-            if len(times) > rate:
-                await self.reply(R.AUTH_RATE.format(addr=self.addr))
-                return
+        if self.anvil is not None and await self._over_rate(
+            "auth", self.srv.auth_rate_limit, "AUTH command rate", R.AUTH_RATE
+        ):
+            return
         mech = words[0].upper()
         initial = words[1] if len(words) == 2 else None
         if mech not in ("PLAIN", "LOGIN"):
