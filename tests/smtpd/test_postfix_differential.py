@@ -1046,7 +1046,8 @@ DEFER_IF_CF = (
     "{dipr@localhost=DEFER_IF_PERMIT}, {dir@example.com=DEFER_IF_REJECT}, "
     "{dir@localhost=DEFER_IF_REJECT try later}, {dir450@localhost=DEFER_IF_REJECT}, "
     "{both@example.com=both_deferrals}, {dirl@example.com=defer_if_reject later}, "
-    "{warn@localhost=warn_if_reject defer_if_permit}, {defer@localhost=try_later} }, "
+    "{warn@localhost=warn_if_reject defer_if_permit}, {defer@localhost=try_later}, "
+    "{warnerr@localhost=warn_if_reject bogus_restriction} }, "
     "check_recipient_access inline:{ {dir450@localhost=450 4.7.2 busy}, "
     "{dipr@localhost=REJECT no} }, reject_unauth_destination\n"
 )
@@ -1059,16 +1060,16 @@ def test_defer_if_permit_and_defer_if_reject_as_postfix(start_smtpd) -> None:
     later reject; DEFER_IF_REJECT turns a later 5xx reject (not a 4xx one) into its own
     deferral, and defers nothing accepted; the defer_if_permit and defer_if_reject
     restrictions (450 4.7.0 "... requested") both raised end the list; under
-    warn_if_reject defer_if_permit is a reject_warning line; defer is 4.3.2 "Try again
-    later". Replies and reject lines word for word as Postfix 3.7."""
+    warn_if_reject defer_if_permit is a reject_warning line, but a server error is no
+    warning; defer is 4.3.2 "Try again later". Replies and reject lines word for word as
+    Postfix 3.7."""
     rcpts = ["dip@localhost", "dip@example.com", "dipr@localhost", "dir@example.com"]
     rcpts += ["dir@localhost", "dir450@localhost", "both@example.com", "dirl@example.com"]
-    rcpts += ["warn@localhost"]
-    rcpts += ["defer@localhost", "other@example.com"]
+    rcpts += ["warn@localhost", "warnerr@localhost", "defer@localhost", "other@example.com"]
     dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>"]
     dialogue += [f"RCPT TO:<{r}>" for r in rcpts] + ["QUIT"]
     both = Played(start_smtpd, dialogue, DEFER_IF_CF)
-    assert both.their_replies[3:14] == [
+    assert both.their_replies[3:15] == [
         "451 4.7.1 <dip@localhost>: Recipient address rejected: Service unavailable",
         "554 5.7.1 <dip@example.com>: Relay access denied",
         "554 5.7.1 <dipr@localhost>: Recipient address rejected: no",
@@ -1078,13 +1079,14 @@ def test_defer_if_permit_and_defer_if_reject_as_postfix(start_smtpd) -> None:
         "450 4.7.0 <both@example.com>: Recipient address rejected: defer_if_permit requested",
         "451 4.7.1 <dirl@example.com>: Recipient address rejected: later",
         "250 2.1.5 Ok",
+        "451 4.3.5 Server configuration error",
         "450 4.3.2 <defer@localhost>: Recipient address rejected: Try again later",
         "554 5.7.1 <other@example.com>: Relay access denied",
     ], both.their_replies
     assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
-    wanted = r": (reject|reject_warning): "
+    wanted = r": (reject|reject_warning): |warning: unknown smtpd"
     expected = _transaction_lines(both.theirs, wanted)
-    assert len(expected) == 10, expected
+    assert len(expected) == 12, expected
     assert _transaction_lines(both.ours, wanted) == expected
 
 

@@ -68,6 +68,9 @@ class Reply:
     code: int
     dsn: str
     text: str
+    # Postfix's MAIL_ERROR_SOFTWARE (reject_server_error): warn_if_reject cannot make it
+    # a warning.
+    software: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         # As Postfix's smtpd_check_reject, "in any case": the DSN class follows the reply
@@ -531,7 +534,7 @@ class Checker:
             else:
                 result = self.restriction(name, stage, reply_class, st, rcpt, depth)
             if isinstance(result, Reply):
-                if warn:
+                if warn and not result.software:
                     self._warn(st, result, rcpt)
                     warn = False
                     continue
@@ -685,7 +688,7 @@ class Checker:
             return self.run_list(cfg.get_list(name), stage, reply_class, st, rcpt, depth + 1)
         if self.log is not None:
             self.log.warning(f'unknown smtpd restriction: "{name}"')
-        return Reply(451, "4.3.5", "Server configuration error")
+        return _server_error()
 
     # Individual checks --------------------------------------------------------------------
 
@@ -730,7 +733,7 @@ class Checker:
         if not seconds.isdigit():
             if self.log is not None:
                 self.log.warning("restriction sleep must be followed by number")
-            return Reply(451, "4.3.5", "Server configuration error")
+            return _server_error()
         time.sleep(int(seconds))
         return DUNNO
 
@@ -767,7 +770,7 @@ class Checker:
         """check_policy_service: the server's action (else smtpd_policy_service_default_action)
         judged as an access table's result for this stage's name and class."""
         if not server:
-            return Reply(451, "4.3.5", "Server configuration error")
+            return _server_error()
         client = self.policy_clients.get(server)
         if client is None:
             client = self.policy_clients.setdefault(
@@ -867,7 +870,7 @@ class Checker:
             # Postfix's "fatal: RBL reply error": this smtpd cannot go on with the list.
             if self.log is not None:
                 self.log.warning(f"RBL reply error: {e}")
-            return Reply(451, "4.3.5", "Server configuration error")
+            return _server_error()
         if found == _DNSXL_SOFT and name.startswith("permit_"):
             # An allow list that fails for now defers a later reject (a block list that
             # fails is as not listed: mail is not held up by a list's outage).
@@ -974,7 +977,7 @@ class Checker:
             try:
                 template = self._find(specs, [domain])
             except LookupFailure:
-                return Reply(451, "4.3.5", "Server configuration error")
+                return _server_error()
         allowed = set(
             (self.cfg.raw("smtpd_expansion_filter") or "").encode().decode("unicode_escape")
         )
@@ -1212,7 +1215,7 @@ class Checker:
         depth: int,
     ) -> Reply | DeferIf | str:
         if not spec:
-            return Reply(451, "4.3.5", "Server configuration error")
+            return _server_error()
         rname = self._reply_name(stage, st, rcpt)
         if name == "check_client_access":
             keys = access_client_keys(st.name, st.addr, self.cfg)
@@ -1232,7 +1235,7 @@ class Checker:
             keys = access_address_keys(rcpt, self.cfg)
             cls, shown = "Recipient address", rcpt
         else:
-            return Reply(451, "4.3.5", "Server configuration error")
+            return _server_error()
         value = self._find([spec], keys)
         if value is None:
             return DUNNO
@@ -1331,6 +1334,10 @@ class Checker:
     def _log_action(self, st: ClientState, action: str, text: str, rcpt: str | None) -> None:
         if self.log is not None:
             self.log.info(st.whatsup(action, text, rcpt or ""))
+
+
+def _server_error() -> Reply:
+    return Reply(451, "4.3.5", "Server configuration error", software=True)
 
 
 def _undeliverable(address: str, what: str, res: Resolution) -> Reply:
