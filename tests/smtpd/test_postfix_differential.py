@@ -1153,3 +1153,23 @@ def test_8bit_commands_without_smtputf8_as_postfix(start_smtpd) -> None:
         assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
         assert _transaction_lines(both.ours) == _transaction_lines(both.theirs)
         assert _disconnect_stats(both.ours) == _disconnect_stats(both.theirs)
+
+
+@pytest.mark.slow
+def test_helo_name_kept_printable_and_neutered_as_postfix(start_smtpd) -> None:
+    """The HELO name as Postfix's helo_cmd keeps it for the logs and the restrictions:
+    printable() (with smtputf8_enable = no every 8-bit byte, UTF-8 or not, is a '?'; with
+    it on, UTF-8 stays), then its neutered characters (space <>()\\";@) as '?'."""
+    dialogue: list[str | bytes] = []
+    helos = (b"caf\xe9.example", b"caf\xc3\xa9.example", b'a<b>(c)@d;e:f"g\\h i', b"x\x01y")
+    for helo in helos:
+        dialogue += [b"EHLO " + helo, "MAIL FROM:<a@example.org>", "RCPT TO:<u@localhost>"]
+    for smtputf8 in ("no", "yes"):
+        main_cf = f"smtputf8_enable = {smtputf8}\nsmtpd_recipient_restrictions = reject\n"
+        both = Played(start_smtpd, [*dialogue, "QUIT"], main_cf)
+        expected = _transaction_lines(both.theirs)
+        assert len(expected) == 4, expected
+        if smtputf8 == "no":
+            assert expected[1].endswith(" helo=<caf??.example>"), expected
+        assert _transaction_lines(both.ours) == expected
+        assert both.our_replies[1:] == both.their_replies[1:]

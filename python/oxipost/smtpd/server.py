@@ -61,12 +61,15 @@ from oxipost.smtpd.xclient import (
     XError,
     apply_xclient,
     apply_xforward,
+    neuter,
     printable,
 )
 from oxipost.valid import valid_hostname, valid_mailhost_literal
 
 CRLF = b"\r\n"
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+# The characters Postfix's smtpd neuters in a HELO name (NEUTER_CHARACTERS).
+_NEUTERED = re.compile(r'[ <>()\\";@]')
 _DATA_CHUNK = 65536
 # Commands after which a client must wait for our reply (RFC 2920 section 3.1).
 # STARTTLS is left out: what follows it in plaintext is discarded, not answered (CVE-2011-0411).
@@ -785,6 +788,15 @@ class Session:
         return True
 
     def _reset_helo(self, name: str, kind: str) -> None:
+        if not (name.isascii() and name.isprintable()) or _NEUTERED.search(name):
+            # As Postfix's helo_cmd: printable() (without SMTPUTF8 every 8-bit byte is a
+            # '?'), then neuter(): what the logs, restrictions and headers see.
+            if not self._smtputf8():
+                name = "".join(
+                    c if c.isascii() else "?" * len(c.encode("utf-8", "surrogateescape"))
+                    for c in name
+                )
+            name = neuter(printable(name))
         self.state.helo = name
         self.helo_kind = kind
         self.state.esmtp = kind == "EHLO"
