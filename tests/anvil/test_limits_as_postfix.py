@@ -16,11 +16,13 @@ import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, run_ours
+from tests.conftest import free_port, run_ours, run_postfix
 from tests.smtpd.conftest import Raw, write_config
 from tests.smtpd.test_postfix_differential import running_postfix
 from tests.smtpd.test_tls import _wrap
@@ -54,10 +56,7 @@ def _play(port: int, read: Callable[[], str]) -> list[str]:
         nonlocal ended
         raw.close()
         ended += 1
-        deadline = time.monotonic() + 20
-        while read().count("disconnect from unknown[127.0.0.2]") < ended:
-            assert time.monotonic() < deadline, read()
-            time.sleep(0.05)
+        _await_disconnects(read, ended)
 
     replies = []
     first = session()
@@ -107,10 +106,12 @@ def _outcome(read: Callable[[], str], port: int) -> tuple[list[str], dict[str, s
 
 
 @contextlib.contextmanager
-def running_oxipost(main_cf: str, anvil: bool = True) -> Iterator[tuple[int, Callable[[], str]]]:
+def running_oxipost(
+    main_cf: str, anvil: bool = True
+) -> Iterator[tuple[int, Callable[[], str], Path]]:
     """oxipost under master with this main.cf (after write_config's base): two smtpd
     workers of one session each on a free port, and anvil unless told otherwise; yields
-    the port and a reader of the maillog."""
+    the port, a reader of the maillog and the configuration directory."""
     top = Path(tempfile.mkdtemp(prefix="oxipost-anvil-"))
     top.chmod(0o755)  # the services that run as mail_owner reach it
     port = free_port()
@@ -134,14 +135,14 @@ def running_oxipost(main_cf: str, anvil: bool = True) -> Iterator[tuple[int, Cal
                 pass
             assert time.monotonic() < deadline, "oxipost did not start listening"
             time.sleep(0.2)
-        yield port, lambda: log.read_text() if log.exists() else ""
+        yield port, lambda: log.read_text() if log.exists() else "", conf
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
         shutil.rmtree(top, ignore_errors=True)
 
 
 def _ours() -> tuple[list[str], list[str], dict[str, str]]:
-    with running_oxipost(LIMITS_CF) as (port, read):
+    with running_oxipost(LIMITS_CF) as (port, read, _conf):
         replies = _play(port, read)
         sessions, peaks = _outcome(read, port)
         # Two workers served the sessions (the refused one on the other).
@@ -163,28 +164,50 @@ def test_connection_message_and_recipient_limits_as_postfix() -> None:
     assert peaks["connection count"] == "2 (SERVICE:127.0.0.2)"
 
 
-def _tls_sessions(port: int, read: Callable[[], str]) -> list[str]:
-    """Three STARTTLS sessions from 127.0.0.2: the replies from STARTTLS on."""
+def _await_disconnects(read: Callable[[], str], n: int, source: str = "127.0.0.2") -> None:
+    """Until n sessions from source are over for anvil too: smtpd logs "disconnect from"
+    after telling it."""
+    deadline = time.monotonic() + 20
+    while read().count(f"disconnect from unknown[{source}]") < n:
+        assert time.monotonic() < deadline, read()
+        time.sleep(0.05)
+
+
+def _three_sessions(
+    port: int, read: Callable[[], str], dialogue: Callable[[Raw, list[str]], None]
+) -> list[str]:
+    """Three sessions from 127.0.0.2, one after the other, each adding its replies;
+    "(closed)" where the server hung up."""
     replies: list[str] = []
     for n in range(1, 4):
         raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        raw.reply()
-        raw.cmd("EHLO client.example")
-        answer = raw.cmd("STARTTLS")
-        replies.append(answer)
         try:
-            if answer.startswith("220"):
-                _wrap(raw)
-                replies.append(raw.cmd("EHLO client.example").splitlines()[-1])
-            replies.append(raw.cmd("QUIT"))
+            dialogue(raw, replies)
         except (ConnectionError, ssl.SSLError):
             replies.append("(closed)")
         raw.close()
-        deadline = time.monotonic() + 20
-        while read().count("disconnect from unknown[127.0.0.2]") < n:
-            assert time.monotonic() < deadline, read()
-            time.sleep(0.05)
+        _await_disconnects(read, n)
     return replies
+
+
+def _starttls(raw: Raw, replies: list[str]) -> None:
+    """The replies from STARTTLS on."""
+    raw.reply()
+    raw.cmd("EHLO client.example")
+    replies.append(raw.cmd("STARTTLS"))
+    if replies[-1].startswith("220"):
+        _wrap(raw)
+        replies.append(raw.cmd("EHLO client.example").splitlines()[-1])
+    replies.append(raw.cmd("QUIT"))
+
+
+def _smtps(raw: Raw, replies: list[str]) -> None:
+    """Wrapper mode: what comes after the handshake. Postfix refuses a client before its
+    handshake, ours after it (its listener has made it): "(closed)" either way."""
+    _wrap(raw)
+    replies.append(raw.reply())
+    if replies[-1].startswith("220"):
+        replies.append(raw.cmd("QUIT"))
 
 
 def _tls_warnings(text: str) -> list[str]:
@@ -195,26 +218,50 @@ def _tls_warnings(text: str) -> list[str]:
     ]
 
 
+def _tls_cf(cert: tuple[str, str], extra: str) -> str:
+    return (
+        "smtpd_client_event_limit_exceptions = 127.0.0.1\nsmtpd_banner = $myhostname ESMTP\n"
+        f"smtpd_tls_cert_file = {cert[0]}\nsmtpd_tls_key_file = {cert[1]}\n"
+        f"smtpd_client_new_tls_session_rate_limit = 1\n{extra}"
+    )
+
+
+_LOG_CF = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+
+
+def _tls_as_postfix(
+    start_smtpd: Callable[..., Any], main_cf: str, dialogue: Callable[[Raw, list[str]], None]
+) -> tuple[list[str], list[str]]:
+    """The dialogue's three sessions on Postfix and on our smtpd: the same replies and the
+    same warnings, which are returned."""
+    with running_postfix(main_cf + _LOG_CF) as (port, d):
+        theirs = _three_sessions(port, (d / "maillog").read_text, dialogue)
+        their_warnings = _tls_warnings((d / "maillog").read_text())
+    srv = start_smtpd(main_cf)
+    ours = _three_sessions(srv.port, lambda: "\n".join(srv.log), dialogue)
+    assert ours == theirs
+    assert _tls_warnings("\n".join(f"postfix/smtpd[1]: {ln}" for ln in srv.log)) == their_warnings
+    return theirs, their_warnings
+
+
 def test_new_tls_session_rate_limit_as_postfix(start_smtpd, cert: tuple[str, str]) -> None:
     """smtpd_client_new_tls_session_rate_limit: a handshake that makes a new session over
     the limit ends the session (421, over TLS); once over, STARTTLS itself is refused."""
-    main_cf = (
-        "smtpd_client_event_limit_exceptions = 127.0.0.1\nsmtpd_banner = $myhostname ESMTP\n"
-        f"smtpd_tls_cert_file = {cert[0]}\nsmtpd_tls_key_file = {cert[1]}\n"
-        "smtpd_tls_security_level = may\nsmtpd_client_new_tls_session_rate_limit = 1\n"
-    )
-    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
-    with running_postfix(main_cf + log_cf) as (port, d):
-        theirs = _tls_sessions(port, (d / "maillog").read_text)
-        their_warnings = _tls_warnings((d / "maillog").read_text())
-    srv = start_smtpd(main_cf)
-    ours = _tls_sessions(srv.port, lambda: "\n".join(srv.log))
-    our_warnings = _tls_warnings("\n".join(f"postfix/smtpd[1]: {ln}" for ln in srv.log))
-    assert ours == theirs, (
-        "\n".join(map(str, ours[1])) + "\n----\n" + "\n".join(map(str, theirs[1]))
-    )
-    assert our_warnings == their_warnings
-    assert theirs[-2].startswith("454 4.7.0 Error: too many new TLS sessions from")
+    main_cf = _tls_cf(cert, "smtpd_tls_security_level = may\n")
+    replies, warnings = _tls_as_postfix(start_smtpd, main_cf, _starttls)
+    assert replies[-2].startswith("454 4.7.0 Error: too many new TLS sessions from")
+    assert warnings[-1].startswith("warning: Refusing STARTTLS request from ")
+
+
+def test_new_tls_session_rate_limit_in_wrapper_mode_as_postfix(
+    start_smtpd, cert: tuple[str, str]
+) -> None:
+    """smtps: a new session over the limit gets the 421 in place of the greeting; once
+    over, the client's TLS is refused ("Refusing TLS service request")."""
+    main_cf = _tls_cf(cert, "smtpd_tls_security_level = encrypt\nsmtpd_tls_wrappermode = yes\n")
+    replies, warnings = _tls_as_postfix(start_smtpd, main_cf, _smtps)
+    assert replies[-1] == "(closed)" and replies[-2].startswith("421 4.7.0 ")
+    assert warnings[-1].startswith("warning: Refusing TLS service request from ")
 
 
 def _one_session(port: int, source: str, read: Callable[[], str]) -> list[str]:
@@ -222,10 +269,7 @@ def _one_session(port: int, source: str, read: Callable[[], str]) -> list[str]:
     raw = Raw("127.0.0.1", port, source=source)
     replies = [raw.reply(), raw.cmd("HELO client.example"), raw.cmd("QUIT")]
     raw.close()
-    deadline = time.monotonic() + 20
-    while read().count(f"disconnect from unknown[{source}]") < done:
-        assert time.monotonic() < deadline, read()
-        time.sleep(0.05)
+    _await_disconnects(read, done, source)
     return replies
 
 
@@ -246,7 +290,7 @@ def test_without_anvil_smtpd_goes_on_with_postfix_warnings() -> None:
 
     with running_postfix(main_cf, without=("anvil",)) as (port, d):
         theirs = play(port, (d / "maillog").read_text)
-    with running_oxipost(main_cf, anvil=False) as (port, read):
+    with running_oxipost(main_cf, anvil=False) as (port, read, _conf):
         ours = play(port, read)
     assert ours == theirs
     missing = "connect to private/anvil: No such file or directory"
@@ -254,4 +298,35 @@ def test_without_anvil_smtpd_goes_on_with_postfix_warnings() -> None:
     assert theirs[1][:2] == [
         "connect from unknown[127.0.0.3]",
         "disconnect from unknown[127.0.0.3] helo=1 quit=1 commands=2",
+    ]
+
+
+def test_anvil_logs_its_peaks_when_postfix_reload_ends_it() -> None:
+    """anvil_status_update_time is far off: the peaks are logged because the reload ends
+    the old anvil, as Postfix's anvil logs them on exit."""
+    main_cf = LIMITS_CF.replace("anvil_status_update_time = 1s\n", "")
+
+    def play(port: int, read: Callable[[], str], reload: Callable[[], object]) -> list[str]:
+        _one_session(port, "127.0.0.2", read)
+        reload()
+        deadline = time.monotonic() + 20
+        while "max cache size" not in read():
+            assert time.monotonic() < deadline, read()
+            time.sleep(0.1)
+        return [
+            re.sub(r" at .*", "", ln.split("]: ", 1)[1]).replace(f"127.0.0.1:{port}", "SERVICE")
+            for ln in read().splitlines()
+            if "/anvil[" in ln
+        ]
+
+    with running_postfix(main_cf) as (port, d):
+        reload = partial(run_postfix, "/usr/sbin/postfix", "-c", str(d), "reload")
+        theirs = play(port, (d / "maillog").read_text, reload)
+    with running_oxipost(main_cf) as (port, read, conf):
+        ours = play(port, read, partial(run_ours, "postfix", "-c", str(conf), "reload"))
+    assert ours == theirs
+    assert theirs == [
+        "statistics: max connection rate 1/60s for (SERVICE:127.0.0.2)",
+        "statistics: max connection count 1 for (SERVICE:127.0.0.2)",
+        "statistics: max cache size 1",
     ]

@@ -467,7 +467,7 @@ class Session:
         anvil, addr = self.anvil, self.addr
         try:
             try:
-                if anvil is None or not await self._too_many_connections(anvil):
+                if anvil is None or not await self._refused_at_connect(anvil):
                     await self._greet()
                     await self.loop()
             finally:
@@ -554,9 +554,14 @@ class Session:
     def _event_limit_exempt(self) -> bool:
         return self._client_listed("smtpd_client_event_limit_exceptions")
 
-    async def _too_many_connections(self, anvil: AnvilClient) -> bool:
+    async def _refused_at_connect(self, anvil: AnvilClient) -> bool:
         """Register the connection with anvil; True when it is over the connection count
-        or rate limit and has been refused."""
+        or rate limit and has been refused. In wrapper mode the new TLS session rate comes
+        first, as Postfix applies it before anvil hears of the connection."""
+        if self.tls_active and (
+            await self._tls_refused("TLS service") or await self._new_tls_over()
+        ):
+            return True
         counts = await anvil.connect(self.addr)
         if counts is None:
             return False
@@ -585,6 +590,30 @@ class Session:
         st = self.state
         await self.reply(reply.format(addr=self.addr, host=self.srv.hostname, namaddr=st.namaddr))
         return True
+
+    async def _tls_refused(self, what: str) -> bool:
+        """Whether the client is already over smtpd_client_new_tls_session_rate_limit, as
+        anvil says without counting (only a handshake that makes a new session counts);
+        Postfix then refuses the TLS request (STARTTLS, or wrapper mode's handshake: ours
+        is the listener's and done, so the client sees the close after it)."""
+        limit = self.srv.tls_rate_limit
+        if self.anvil is None or limit <= 0:
+            return False
+        rate = await self.anvil.rate("newtls_status", self.addr)
+        if rate is None or rate <= limit:
+            return False
+        namaddr, service = self.state.namaddr, self.srv.service
+        self.srv.log.warning(f"Refusing {what} request from {namaddr} for service {service}")
+        return True
+
+    async def _new_tls_over(self) -> bool:
+        """Count a handshake that made a new TLS session (not a resumed one); True when
+        that is over the limit: the client has been told (421) and the session ends."""
+        obj: Any = self.conn.get_extra_info("ssl_object")
+        if obj is not None and obj.session_reused:
+            return False
+        limit = self.srv.tls_rate_limit
+        return await self._over_rate("newtls", limit, "New TLS session rate", R.TOO_MANY_TLS)
 
     def _limit_warning(self, what: str, n: int) -> None:
         self.srv.log.warning(
@@ -1392,18 +1421,9 @@ class Session:
         if self.srv.tls_context is None or not self.tls_level:
             await self.reply(R.NOT_IMPLEMENTED)
             return
-        namaddr = self.state.namaddr
-        limit = self.srv.tls_rate_limit
-        if self.anvil is not None and limit > 0:
-            # Asked, not counted: only a handshake that makes a new session counts.
-            rate = await self.anvil.rate("newtls_status", self.addr)
-            if rate is not None and rate > limit:
-                service = self.srv.service
-                self.srv.log.warning(
-                    f"Refusing STARTTLS request from {namaddr} for service {service}"
-                )
-                await self.reply(R.TLS_RATE_REFUSED.format(namaddr=namaddr))
-                return
+        if self.anvil is not None and await self._tls_refused("STARTTLS"):
+            await self.reply(R.TLS_RATE_REFUSED.format(namaddr=self.state.namaddr))
+            return
         await self.reply(R.STARTTLS_READY)
         # Everything the client pipelined in plaintext after STARTTLS is discarded
         # (CVE-2011-0411): it must not be run as if it came over TLS (start_tls drops it).
@@ -1417,10 +1437,8 @@ class Session:
             raise Disconnect from None
         self.tls_active = True
         self._log_tls()
-        obj: Any = self.conn.get_extra_info("ssl_object")
-        if self.anvil is not None and not (obj is not None and obj.session_reused):
-            if await self._over_rate("newtls", limit, "New TLS session rate", R.TOO_MANY_TLS):
-                raise Disconnect
+        if self.anvil is not None and await self._new_tls_over():
+            raise Disconnect
         self.helo_kind = ""
         self.state.helo = ""
         self.state.esmtp = False
