@@ -274,32 +274,64 @@ BYTE_KEYS = [
 ]
 
 
+def _byte_answers(work: Path, smtputf8: str, table: str, keys: list[bytes]) -> list[tuple]:
+    """Ours and theirs (exit, stdout, stderr) for `postmap -q KEY` and `-uq KEY` of each
+    key, and for the keys in one batch from standard input, all as bytes."""
+    conf = work / f"conf-utf8-{smtputf8}"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text(f"smtputf8_enable = {smtputf8}\n")
+    answers = []
+    for cmd in ([sys.executable, "-m", "oxipost.cli.postmap"], [POSTMAP]):
+        out = []
+        for flags in (["-q"], ["-uq"]):
+            for key in keys:
+                args = [*cmd, "-c", str(conf), *flags, key, table]
+                p = subprocess.run(args, cwd=work, capture_output=True, timeout=60)
+                out.append((p.returncode, p.stdout, p.stderr))
+            args = [*cmd, "-c", str(conf), *flags, "-", table]
+            batch = b"\n".join(keys) + b"\n"
+            p = subprocess.run(args, cwd=work, input=batch, capture_output=True, timeout=60)
+            out.append((p.returncode, p.stdout, p.stderr))
+        answers.append(out)
+    return answers
+
+
 @pytest.mark.parametrize("dialect", ["regexp", "pcre"])
 @pytest.mark.parametrize("smtputf8", ["no", "yes"])
 def test_regex_tables_match_the_bytes_of_keys_as_postfix(work, dialect, smtputf8):
     # With smtputf8_enable = yes a key that is not UTF-8 is refused (dict_utf8) but a
     # UTF-8 key is still matched as bytes; with -u nothing is refused.
-    conf = work / f"conf-utf8-{smtputf8}"
-    conf.mkdir(exist_ok=True)
-    (conf / "main.cf").write_text(f"smtputf8_enable = {smtputf8}\n")
     (work / "bytes.re").write_bytes(BYTE_RULES)
-    ours_cmd = [sys.executable, "-m", "oxipost.cli.postmap"]
-    answers: dict[str, list[tuple[int, bytes, bytes]]] = {"ours": [], "theirs": []}
-    for who, cmd in (("ours", ours_cmd), ("theirs", [POSTMAP])):
-        for flags in (["-q"], ["-uq"]):
-            for key in BYTE_KEYS:
-                args = [*cmd, "-c", str(conf), *flags, key, f"{dialect}:bytes.re"]
-                p = subprocess.run(args, cwd=work, capture_output=True, timeout=60)
-                answers[who].append((p.returncode, p.stdout, p.stderr))
-            # The same keys in one batch from standard input.
-            args = [*cmd, "-c", str(conf), *flags, "-", f"{dialect}:bytes.re"]
-            p = subprocess.run(
-                args, cwd=work, input=b"\n".join(BYTE_KEYS) + b"\n", capture_output=True
-            )
-            answers[who].append((p.returncode, p.stdout, p.stderr))
-    assert answers["ours"] == answers["theirs"]
-    found = b"".join(out for _, out, _ in answers["theirs"])
+    ours, theirs = _byte_answers(work, smtputf8, f"{dialect}:bytes.re", BYTE_KEYS)
+    assert ours == theirs
+    found = b"".join(out for _, out, _ in theirs)
     assert b"c=\xe8" in found and b"r\xe9sultat" in found and b"utf8-e-acute" in found
+
+
+# Look-ahead sends these rules to the fallback engine: the same bytes, \xHH escapes and
+# ranges of bytes, and case folding in ASCII only there too.
+FALLBACK_RULES = (
+    b"/^a\xe9(?!x)$/ latin1-e9\n/^(\\w+)(?!x)$/ word=$1\n/^\\x{e8}(?!x)/ escaped-e8\n"
+    b"/^[\\x80-\\xe0](?!x)/ range\n/^c(.)(?!x)$/ c=$1\n"
+)
+FALLBACK_KEYS = [
+    b"A\xe9",
+    b"a\xc9",
+    b"Ab",
+    b"\xe8y",
+    b"\xe0y",
+    b"\xe1y",
+    b"c\xe8",
+    b"c\xc3\xa9",
+    b"\xe9\xe9",
+]
+
+
+def test_pcre_fallback_rules_match_bytes_as_postfix(work):
+    (work / "fallback.pcre").write_bytes(FALLBACK_RULES)
+    ours, theirs = _byte_answers(work, "no", "pcre:fallback.pcre", FALLBACK_KEYS)
+    assert ours == theirs
+    assert b"escaped-e8" in b"".join(out for _, out, _ in theirs)
 
 
 CIDR = (

@@ -11,9 +11,9 @@
 //! smtputf8_enable. So `.` is one byte (not one UTF-8 character), case folding is ASCII
 //! only, a rule's latin-1 0xE9 matches a key's 0xE9 and no other byte, and a rule's UTF-8
 //! `é` matches the same two bytes in a key. The fast rules run on `regex::bytes` without
-//! Unicode; the fallback rules (fancy-regex knows only text) see each byte of the key and
-//! of the rule as the character of the same number (latin-1), so they match the same
-//! bytes, but fold case and class letters by Unicode within U+0080..U+00FF.
+//! Unicode; the fallback rules (fancy-regex knows only text) see each byte above 0x7F of
+//! the key and of the rule (raw, or written `\xHH` / `\x{HH}`) as a private-use character
+//! that no case folding, `\w` or `\s` knows, as the C locale knows no such byte.
 
 use super::source::{is_space, logical_lines, trim};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
@@ -61,45 +61,104 @@ fn latin1_bytes(text: &str) -> Vec<u8> {
     out
 }
 
-/// A rule's pattern (a `latin1()` text) with each byte above 0x7F as an escape the engine
-/// reads as that byte: `\xHH` for `regex::bytes` without Unicode, `\x{HH}` (the character
-/// U+00HH, matching the latin-1 key) for fancy-regex. A backslash before such a byte
-/// quotes it, as in Postfix's engines.
+/// The fallback engine's character for a byte: ASCII as itself, a byte above 0x7F as
+/// U+F780..U+F7FF (private use: no case, not a letter, a digit or a space). The order of
+/// the bytes is kept, so a range of bytes is the range of their characters.
+fn fancy_char(b: u8) -> char {
+    if b.is_ascii() {
+        char::from(b)
+    } else {
+        char::from_u32(0xF700 + u32::from(b)).unwrap_or('?')
+    }
+}
+
+/// A key as the fallback engine sees it.
+fn fancy_text(key: &[u8]) -> String {
+    key.iter().map(|&b| fancy_char(b)).collect()
+}
+
+/// The bytes of a `fancy_text()` (a group of a fallback rule's match).
+fn fancy_bytes(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| match u32::from(c) {
+            n @ 0xF780..=0xF7FF => (n - 0xF700) as u8,
+            n => u8::try_from(n).unwrap_or(b'?'),
+        })
+        .collect()
+}
+
+/// A rule's pattern (a `latin1()` text, one character a byte) as an engine reads it: each
+/// byte above 0x7F as an escape of that byte, `\xHH` for `regex::bytes` without Unicode,
+/// the `fancy_char()` for fancy-regex, which also gets its `\xHH` and `\x{HH}` escapes
+/// of such bytes so. A backslash before such a byte quotes it, as in Postfix's engines.
 fn escape_high(pattern: &str, fancy: bool) -> Cow<'_, str> {
-    if pattern.is_ascii() {
+    if pattern.is_ascii() && !(fancy && pattern.contains("\\x")) {
         return Cow::Borrowed(pattern);
     }
-    let mut out = String::with_capacity(pattern.len() + 8);
-    let mut escaped = false;
-    for c in pattern.chars() {
-        if c.is_ascii() {
-            if escaped {
-                out.push('\\');
-            }
-            escaped = !escaped && c == '\\';
-            if !escaped {
-                out.push(c);
-            }
-            continue;
-        }
-        escaped = false;
-        let n = u32::from(c);
+    let escape = |out: &mut String, b: u8| {
         let _ = if fancy {
-            write!(out, "\\x{{{n:02X}}}")
+            write!(out, "\\x{{{:X}}}", u32::from(fancy_char(b)))
         } else {
-            write!(out, "\\x{n:02X}")
+            write!(out, "\\x{b:02X}")
         };
-    }
-    if escaped {
-        out.push('\\');
+    };
+    let chars: Vec<char> = pattern.chars().collect();
+    let byte = |c: char| u8::try_from(u32::from(c)).unwrap_or(b'?');
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' && i + 1 < chars.len() {
+            let n = chars[i + 1];
+            if fancy && n == 'x' {
+                if let Some((b, next)) = hex_escape(&chars, i + 2) {
+                    escape(&mut out, b);
+                    i = next;
+                    continue;
+                }
+            }
+            if n.is_ascii() {
+                out.push(c);
+                out.push(n);
+            } else {
+                escape(&mut out, byte(n));
+            }
+            i += 2;
+        } else {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                escape(&mut out, byte(c));
+            }
+            i += 1;
+        }
     }
     Cow::Owned(out)
+}
+
+/// The byte above 0x7F a `\x` escape names, `HH` or `{HH}` from `at`, and where it ends.
+fn hex_escape(chars: &[char], at: usize) -> Option<(u8, usize)> {
+    let (digits, next) = if chars.get(at) == Some(&'{') {
+        let close = at + 1 + chars[at + 1..].iter().position(|&c| c == '}')?;
+        (&chars[at + 1..close], close + 1)
+    } else {
+        let n = chars[at..]
+            .iter()
+            .take(2)
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        (&chars[at..at + n], at + n)
+    };
+    let text: String = digits.iter().collect();
+    let value = u32::from_str_radix(&text, 16).ok()?;
+    let b = u8::try_from(value).ok().filter(|b| !b.is_ascii())?;
+    Some((b, next))
 }
 
 enum Matcher {
     /// Index into the table's `RegexSet`, and the same pattern alone for captures.
     Fast(usize, Regex),
-    /// Matched against the key as `latin1()` text.
+    /// Matched against the key as `fancy_text()`.
     Fancy(Box<fancy_regex::Regex>),
 }
 
@@ -514,7 +573,7 @@ impl RegexTable {
             }
             // A pattern fancy-regex gives up on (backtrack limit) does not match.
             Matcher::Fancy(re) => re
-                .is_match(text.get_or_init(|| latin1(key)))
+                .is_match(text.get_or_init(|| fancy_text(key)))
                 .unwrap_or(false),
         };
         let mut i = 0;
@@ -547,7 +606,7 @@ impl RegexTable {
             }
             return out;
         }
-        // Byte offsets into the key: the latin-1 text of a fallback rule has two bytes for
+        // Byte offsets into the key: the text a fallback rule matched has three bytes for
         // each byte above 0x7F, so its groups are taken back to bytes.
         let groups: Vec<Option<Cow<'_, [u8]>>> = match rule.matcher.as_ref() {
             Some(Matcher::Fast(_, re)) => re.captures(key).map_or_else(Vec::new, |c| {
@@ -556,13 +615,13 @@ impl RegexTable {
                     .collect()
             }),
             Some(Matcher::Fancy(re)) => {
-                let text = latin1(key);
+                let text = fancy_text(key);
                 re.captures(&text)
                     .ok()
                     .flatten()
                     .map_or_else(Vec::new, |c| {
                         c.iter()
-                            .map(|m| m.map(|m| Cow::Owned(latin1_bytes(m.as_str()))))
+                            .map(|m| m.map(|m| Cow::Owned(fancy_bytes(m.as_str()))))
                             .collect()
                     })
             }
@@ -733,6 +792,18 @@ mod tests {
         assert_eq!(t.lookup(b"c\xc3\xa9"), None);
         assert_eq!(t.lookup(b"d\xe9\xe8").as_deref(), Some(&b"quoted=\xe8"[..]));
         assert_eq!(t.lookup(b"b\xa9").as_deref(), Some(&b"bclass"[..]));
+        // Case folds in ASCII only, and no byte above 0x7F is a word character; the
+        // escapes \xHH and \x{HH} name bytes, their ranges too.
+        let src: &[u8] = b"/^a\xe9(?!x)$/ latin1-e9\n/^(\\w+)(?!x)$/ word=$1\n\
+                           /^\\x{e8}(?!x)/ escaped-e8\n/^[\\x80-\\xe0](?!x)/ range\n";
+        let t = RegexTable::compile(src, Dialect::Pcre, "re", false);
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        assert_eq!(t.lookup(b"A\xe9").as_deref(), Some(&b"latin1-e9"[..]));
+        assert_eq!(t.lookup(b"a\xc9"), None);
+        assert_eq!(t.lookup(b"Ab").as_deref(), Some(&b"word=Ab"[..]));
+        assert_eq!(t.lookup(b"\xe8y").as_deref(), Some(&b"escaped-e8"[..]));
+        assert_eq!(t.lookup(b"\xe0y").as_deref(), Some(&b"range"[..]));
+        assert_eq!(t.lookup(b"\xe1y"), None);
     }
 
     #[test]
