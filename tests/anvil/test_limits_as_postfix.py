@@ -330,3 +330,13 @@ def test_anvil_logs_its_peaks_when_postfix_reload_ends_it() -> None:
         "statistics: max connection count 1 for (SERVICE:127.0.0.2)",
         "statistics: max cache size 1",
     ]
+
+
+def test_mynetworks_never_asks_anvil_by_default() -> None:
+    """smtpd_client_event_limit_exceptions defaults to $mynetworks (127.0.0.1/32 here):
+    those clients cost no anvil request, which the missing anvil would show."""
+    with running_oxipost("maillog_file = {dir}/maillog\n", anvil=False) as (port, read, _conf):
+        _one_session(port, "127.0.0.1", read)
+        assert "private/anvil" not in read()
+        _one_session(port, "127.0.0.2", read)
+        assert "warning: problem talking to server private/anvil" in read()
