@@ -109,13 +109,15 @@ def test_two_smtpd_processes_share_one_count(tmp_path: Path) -> None:
         await one.close()
         await asyncio.sleep(0.1)
         assert server.anvil.report("smtp:192.0.2.1", server.now()).count == 0
-        # A new connection after the old one closed.
-        assert await one.connect("192.0.2.1") == (1, 4)
-        assert await one.rate("newtls_status", "192.0.2.1") == 0
-        assert await one.rate("newtls", "192.0.2.1") == 1
-        assert await one.rate("bogus", "192.0.2.1") is None
-        await one.close()
+        # A closed client asks nothing more; a new one is a new connection.
+        assert await one.connect("192.0.2.1") is None
+        three = AnvilClient(cfg, ListLog(lines))
+        assert await three.connect("192.0.2.1") == (1, 4)
+        assert await three.rate("newtls_status", "192.0.2.1") == 0
+        assert await three.rate("newtls", "192.0.2.1") == 1
+        assert await three.rate("bogus", "192.0.2.1") is None
         await two.close()
+        await three.close()
 
     lines = _with_anvil(tmp_path, "", scenario)
     assert lines == ['warning: unrecognized request: "bogus", ignored']

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from typing import Any
 
 import pytest
 import uvloop
-from oxipost.config import load_config
+from oxipost.config import Config, load_config
 from oxipost.smtpd.listener import Connection, Listener
+from oxipost.smtpd.server import SmtpdServer
 from oxipost.smtpd.service import build_server
 
 from .conftest import ListLog, RecordingQueue, write_config
@@ -18,6 +21,15 @@ from .conftest import ListLog, RecordingQueue, write_config
 
 async def _line(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readline(), 30)
+
+
+async def _serving(cfg: Config, lines: list[str]) -> tuple[SmtpdServer, Listener, Any]:
+    """Our smtpd on the running loop, listening on a free 127.0.0.1 port (its address)."""
+    server = build_server(cfg, RecordingQueue(), ListLog(lines))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return server, await server.serve(sock), sock.getsockname()
 
 
 # Services run on uvloop (oxipost.runloop), whose server accepts a burst in C before Python
@@ -75,12 +87,8 @@ def test_sessions_cancelled_at_shutdown_end_quietly(tmp_path, loop_factory):
 
     async def scenario() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-        server = build_server(cfg, RecordingQueue(), ListLog(lines))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        listener = await server.serve(sock)
-        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        server, listener, address = await _serving(cfg, lines)
+        reader, writer = await asyncio.open_connection(*address)
         assert (await _line(reader)).startswith(b"220 ")
         listener.close()
         await server.close()
@@ -121,3 +129,27 @@ def test_a_session_that_fails_is_reported_and_its_connection_closed(loop_factory
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(scenario())
     assert [str(ctx.get("exception")) for ctx in errors] == ["a bug"], errors
+
+
+def test_stopping_smtpd_reports_no_session_to_anvil(tmp_path) -> None:
+    """The sessions a stopping smtpd cuts short are not reported one by one (anvil drops a
+    process's connections when its connection goes): no request, so no warning and no
+    second's wait when anvil stops at the same time, as under postfix stop."""
+    cfg = load_config(write_config(str(tmp_path), "mynetworks =\n")).for_service("smtp")
+    lines: list[str] = []
+
+    async def scenario() -> float:
+        server, listener, address = await _serving(cfg, lines)
+        reader, writer = await asyncio.open_connection(*address)
+        assert (await _line(reader)).startswith(b"220 ")  # after the failed connect
+        listener.close()
+        started = time.monotonic()
+        await server.close()
+        writer.close()
+        return time.monotonic() - started
+
+    took = asyncio.run(scenario())
+    missing = "warning: connect to private/anvil: No such file or directory"
+    assert lines.count(missing) == 2, lines  # the connect request's two tries only
+    assert took < 1.0
+    assert lines[-1] == "disconnect from unknown[127.0.0.1] commands=0/0"

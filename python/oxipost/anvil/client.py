@@ -75,6 +75,7 @@ class AnvilClient:
         self._opening: asyncio.Future[asyncio.StreamWriter] | None = None
         # One future per request written and not answered yet, oldest first.
         self._pending: deque[asyncio.Future[dict[str, str]]] = deque()
+        self.closed = False
 
     async def connect(self, addr: str) -> tuple[int, int] | None:
         """Register a connection from addr: (simultaneous connections, connection rate)."""
@@ -93,6 +94,10 @@ class AnvilClient:
         await self._request("disconnect", addr)
 
     async def close(self) -> None:
+        """No more requests: those after this have no answer, at once. anvil drops the
+        connections this process registered when its connection to anvil closes, so a
+        stopping smtpd need not report each (nor wait for an anvil that stops too)."""
+        self.closed = True
         if self._reader_task is not None:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,6 +105,8 @@ class AnvilClient:
         self._drop(ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET)))
 
     async def _request(self, request: str, addr: str) -> dict[str, str] | None:
+        if self.closed:
+            return None
         data = attr_bytes({"request": request, "ident": f"{self.service}:{addr}"})
         for count in (1, 2):
             try:

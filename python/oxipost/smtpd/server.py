@@ -267,13 +267,14 @@ class SmtpdServer:
         """End what is left once the listener is closed: the sessions still running, then
         the requests to qmgr in flight (a task left pending when its loop closes is
         destroyed with a warning)."""
+        if self.anvil is not None:
+            # The sessions cut short are not reported one by one: anvil drops them all.
+            await self.anvil.close()
         for task in list(self.sessions):
             task.cancel()
         await asyncio.gather(*self.sessions, return_exceptions=True)
         if self.notify is not None:
             await self.notify.close()
-        if self.anvil is not None:
-            await self.anvil.close()
 
     async def _accept(self, conn: Connection) -> None:
         session = Session(self, conn)
