@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,27 @@ def smtp_sink(
         proc.wait()
         if out is not None:
             out.close()
+
+
+@contextlib.contextmanager
+def shared_dir(prefix: str, mode: int = 0o755, parent: str | None = None) -> Iterator[Path]:
+    """A new directory, mode `mode`, in parent (default: the temp dir) and removed with all
+    it holds when the block ends. For what other users must reach (our services as
+    mail_owner, commands as nobody, Postfix's daemons, Dovecot, smtp-sink): pytest's
+    tmp_path lies under a 0700 directory of ours."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        d.chmod(mode)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_tmp(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A shared_dir (mode 0755) for this test, removed after it."""
+    with shared_dir(f"oxipost-{request.module.__name__.rsplit('.', 1)[-1]}-") as d:
+        yield d
 
 
 @pytest.fixture

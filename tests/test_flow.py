@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -213,10 +211,9 @@ def _qmgr_flow_count(conf: Path) -> int | None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", ["1s", "0"])
-def test_qmgr_under_master_fills_the_pipe_every_service_inherits(delay):
+def test_qmgr_under_master_fills_the_pipe_every_service_inherits(shared_tmp, delay):
     # Not tmp_path (mode 700): qmgr drops to mail_owner.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-flow-"))
-    d.chmod(0o755)
+    d = shared_tmp
     conf = d / "conf"
     conf.mkdir()
     (conf / "main.cf").write_text(
@@ -243,7 +240,6 @@ def test_qmgr_under_master_fills_the_pipe_every_service_inherits(delay):
                 time.sleep(0.1)
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_pickup_takes_a_token_per_message_and_gives_back_a_held_ones(tmp_path, pipe):

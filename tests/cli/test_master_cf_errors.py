@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import POSTFIX_POSTCONF, postconf_as_postfix, run_ours, run_postfix
+from tests.conftest import (
+    POSTFIX_POSTCONF,
+    postconf_as_postfix,
+    run_ours,
+    run_postfix,
+    shared_dir,
+)
 
 pytestmark = pytest.mark.postfix
 
@@ -86,9 +90,8 @@ def test_postconf_edits_main_cf_beside_a_bad_master_cf(tmp_path):
 def var_tmp() -> Iterator[Path]:
     """A directory under /var: Postfix logs only to a maillog_file under one of
     maillog_file_prefixes (/var, /dev/stdout), which pytest's /tmp is not."""
-    d = Path(tempfile.mkdtemp(prefix="oxipost-mastercf-", dir="/var/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    with shared_dir("oxipost-mastercf-", 0o700, "/var/tmp") as d:
+        yield d
 
 
 def _instance(d: Path, master_cf: str) -> Path:

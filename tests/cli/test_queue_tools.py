@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,13 +33,12 @@ BODY = b"Subject: t\n\nhello\n" + b"x" * 300 + b"\n" + b"y" * 5000 + b"\n"
 
 
 @pytest.fixture
-def real_postfix():
+def real_postfix(shared_tmp):
     if os.geteuid() != 0:
         pytest.fail("running real Postfix needs root (CI runs as root)")
     # Postfix's daemons run as user postfix: the tree must be reachable for them, which
     # pytest's private tmp_path is not.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-pf-"))
-    d.chmod(0o755)
+    d = shared_tmp
     conf, spool, data = d / "conf", d / "spool", d / "data"
     for p in (conf, spool, data):
         p.mkdir(parents=True)
@@ -71,7 +69,6 @@ def real_postfix():
         yield str(conf)
     finally:
         subprocess.run(["/usr/sbin/postfix", "-c", str(conf), "stop"], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

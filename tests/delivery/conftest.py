@@ -7,10 +7,8 @@ import contextlib
 import os
 import pwd
 import re
-import shutil
 import smtplib
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,24 +80,24 @@ def system_user() -> Iterator[pwd.struct_passwd]:
     root), removed after."""
     if os.geteuid() != 0:
         pytest.fail("this test creates a system user: run the tests as root")
+    from tests.conftest import shared_dir
+
     name = f"oxiusr{os.getpid() % 100000}"
-    home = Path(tempfile.mkdtemp(prefix="oxipost-user-"))
-    home.chmod(0o755)
-    r = subprocess.run(
-        ["useradd", "-M", "-U", "-d", str(home / name), "-s", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    try:
-        pw = pwd.getpwnam(name)
-        (home / name).mkdir(mode=0o755)
-        os.chown(home / name, pw.pw_uid, pw.pw_gid)
-        yield pw
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
+    with shared_dir("oxipost-user-") as home:
+        r = subprocess.run(
+            ["useradd", "-M", "-U", "-d", str(home / name), "-s", "/usr/sbin/nologin", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        try:
+            pw = pwd.getpwnam(name)
+            (home / name).mkdir(mode=0o755)
+            os.chown(home / name, pw.pw_uid, pw.pw_gid)
+            yield pw
+        finally:
+            subprocess.run(["userdel", name], capture_output=True, timeout=60)
 
 
 @contextlib.contextmanager
@@ -107,13 +105,11 @@ def dumping_sink() -> Iterator[tuple[int, Path]]:
     """Debian's smtp-sink on a free port, dumping each transaction (-d: X-Client-Addr,
     X-Mail-Args, X-Rcpt-Args, then the message) to a file in a directory of its own;
     yields (port, directory)."""
-    from tests.conftest import free_port, smtp_sink
+    from tests.conftest import free_port, shared_dir, smtp_sink
 
-    dump = Path(tempfile.mkdtemp(prefix="oxipost-sink-"))
-    # smtp-sink writes as nobody.
-    dump.chmod(0o777)
     port = free_port()
-    with smtp_sink(port, "-d", f"{dump}/%M%S."):
+    # smtp-sink writes as nobody.
+    with shared_dir("oxipost-sink-", 0o777) as dump, smtp_sink(port, "-d", f"{dump}/%M%S."):
         yield port, dump
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import shared_dir
 
 DOVECOT = "/usr/sbin/dovecot"
 LMTP = "/usr/lib/dovecot/lmtp"
@@ -50,23 +50,21 @@ def dovecot_lmtp(sock: Path, users: list[str]) -> Iterator[Path]:
     (one USER/Maildir per user)."""
     if not os.path.exists(LMTP):
         pytest.fail("dovecot lmtp is missing: `make sysdeps` installs dovecot-lmtpd")
-    d = Path(tempfile.mkdtemp(prefix="oxipost-dovecot-lmtp-"))
-    d.chmod(0o755)
-    (d / "run").mkdir()
-    mail = d / "mail"
-    mail.mkdir(mode=0o1777)
-    mail.chmod(0o1777)
-    (d / "users").write_text("".join(f"{u}::65534:65534::{mail}/{u}::\n" for u in users))
-    (d / "dovecot.conf").write_text(CONF.format(d=d, sock=sock))
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(d / "dovecot.conf")])
-    try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            assert proc.poll() is None, f"dovecot exited: {proc.returncode}"
-            assert time.monotonic() < deadline, "dovecot does not listen"
-            time.sleep(0.1)
-        yield mail
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        shutil.rmtree(d, ignore_errors=True)
+    with shared_dir("oxipost-dovecot-lmtp-") as d:
+        (d / "run").mkdir()
+        mail = d / "mail"
+        mail.mkdir(mode=0o1777)
+        mail.chmod(0o1777)
+        (d / "users").write_text("".join(f"{u}::65534:65534::{mail}/{u}::\n" for u in users))
+        (d / "dovecot.conf").write_text(CONF.format(d=d, sock=sock))
+        proc = subprocess.Popen([DOVECOT, "-F", "-c", str(d / "dovecot.conf")])
+        try:
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                assert proc.poll() is None, f"dovecot exited: {proc.returncode}"
+                assert time.monotonic() < deadline, "dovecot does not listen"
+                time.sleep(0.1)
+            yield mail
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,9 +24,9 @@ USERS = 12
 
 
 @pytest.fixture
-def setup(tmp_path: Path):
+def setup(tmp_path: Path, shared_tmp: Path):
     # Outside pytest's 0700 tree: the mailboxes are written as nobody.
-    base = Path(tempfile.mkdtemp(prefix="oxipost-vmail-"))
+    base = shared_tmp
     base.chmod(0o1777)
     table = "".join(f"user{i}@example.com example.com/user{i}/\n" for i in range(USERS))
     (tmp_path / "c").mkdir()
@@ -46,7 +44,6 @@ def setup(tmp_path: Path):
     listener.listen(64)
     with listener:
         yield cfg, base, path, listener
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def _delivered(base: Path) -> dict[str, int]:

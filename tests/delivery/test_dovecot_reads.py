@@ -4,13 +4,13 @@ Maildir and the mbox our Rust writers produce (catalogue 10; From_ quoting for m
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 from oxipost._core import mailbox
+
+from tests.conftest import shared_dir
 
 IMAP = "/usr/lib/dovecot/imap"
 ROOT = os.geteuid() == 0
@@ -22,12 +22,10 @@ GID = 65534 if ROOT else os.getgid()
 def home():
     if not os.path.exists(IMAP):
         pytest.fail("dovecot imap is missing: `make sysdeps` installs dovecot-imapd")
-    d = Path(tempfile.mkdtemp(prefix="oxipost-dovecot-"))
-    d.chmod(0o755)
-    if ROOT:
-        os.chown(d, UID, GID)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    with shared_dir("oxipost-dovecot-") as d:
+        if ROOT:
+            os.chown(d, UID, GID)
+        yield d
 
 
 def imap_argv(location: str, uid: int = UID, gid: int = GID) -> list[str]:

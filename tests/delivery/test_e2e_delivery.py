@@ -7,6 +7,7 @@ smtp-sink as the next hop, with and without its fault flags (-r soft 4xx, -f har
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import imaplib
@@ -15,12 +16,10 @@ import os
 import pwd
 import re
 import shlex
-import shutil
 import signal
 import smtplib
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 from oxipost.config import Config, load_config
 from oxipost.smtpd.sasl import hash_password
 
-from tests.conftest import REPO, free_port, run_ours, smtp_sink, wait_port
+from tests.conftest import REPO, free_port, run_ours, shared_dir, smtp_sink, wait_port
 from tests.qmgr.test_service import wait_log
 
 from .test_dovecot_reads import IMAP, ROOT, imap_argv, imap_env
@@ -72,8 +71,8 @@ class Oxipost:
     (pytest's tmp_path is mode 700): conf/, spool/, vmail/ and the maillog."""
 
     def __init__(self) -> None:
-        self.dir = d = Path(tempfile.mkdtemp(prefix="oxipost-e2e6-"))
-        d.chmod(0o755)
+        self._dir = contextlib.ExitStack()
+        self.dir = d = self._dir.enter_context(shared_dir("oxipost-e2e6-"))
         self.conf, self.vmail = d / "conf", d / "vmail"
         self.conf.mkdir()
         self.vmail.mkdir()
@@ -142,10 +141,8 @@ class Oxipost:
         return m.group(1)
 
     def close(self) -> None:
-        try:
+        with self._dir:
             self.stop()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -218,11 +215,9 @@ def test_swaks_to_maildir_read_by_mailbox_and_dovecot_imap(oxi):
 
     # Dovecot's imap binary, pre-authenticated as the mailbox owner, on one end of a socket
     # pair; imaplib speaks IMAP over the other end (IMAP4_stream runs it as a command).
-    home = Path(tempfile.mkdtemp(prefix="oxipost-e2e6-home-"))
-    home.chmod(0o755)
-    argv = ["env", "-i", *(f"{k}={v}" for k, v in imap_env(home, OWNER.pw_name).items())]
-    argv += imap_argv(f"maildir:{oxi.maildir('info')}", OWNER.pw_uid, OWNER.pw_gid)
-    try:
+    with shared_dir("oxipost-e2e6-home-") as home:
+        argv = ["env", "-i", *(f"{k}={v}" for k, v in imap_env(home, OWNER.pw_name).items())]
+        argv += imap_argv(f"maildir:{oxi.maildir('info')}", OWNER.pw_uid, OWNER.pw_gid)
         imap = imaplib.IMAP4_stream(shlex.join(argv))
         try:
             assert imap.state == "AUTH", imap.state  # PREAUTH greeting
@@ -236,8 +231,6 @@ def test_swaks_to_maildir_read_by_mailbox_and_dovecot_imap(oxi):
             imap.logout()
         finally:
             imap.shutdown()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
     seen = email.message_from_bytes(raw, policy=email.policy.default)
     assert seen["Subject"] == "e2e six"
     assert seen["Delivered-To"] == "info@example.com"
@@ -523,9 +516,7 @@ def piped(oxi) -> Iterator[tuple[Oxipost, Path]]:
     into the directory yielded. smtpd offers AUTH, for alice (password s3cret)."""
     assert ROOT, "the test suite runs as root (CI): privileges cannot be tested otherwise"
     # The command runs as nobody: not pytest's 0700 tmp_path.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-pipe-"))
-    d.chmod(0o1777)
-    try:
+    with shared_dir("oxipost-pipe-", 0o1777) as d:
         (d / "cmd.sh").write_text(PIPE_COMMAND.format(dir=d))
         (d / "cmd.sh").chmod(0o644)
         (oxi.conf / "transport").write_text(
@@ -539,8 +530,6 @@ def piped(oxi) -> Iterator[tuple[Oxipost, Path]]:
             PIPE_MASTER_CF.format(dir=d),
         )
         yield oxi, d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_pipe_service_runs_its_command_as_its_user(piped):
@@ -615,57 +604,55 @@ def test_pipe_service_with_user_root_defers_as_postfix(piped):
     wait_log(oxi.cfg, r"warning: .*/pipe: bad command startup -- throttling")
 
 
-def test_agents_start_on_demand_and_end_after_max_idle(oxi):
+def test_agents_start_on_demand_and_end_after_max_idle(shared_tmp, oxi):
     """As Postfix's master and daemons: no process for a privileged agent service until
     qmgr connects to its socket; the process ends after max_idle (here the master.cf
     override -o max_idle=2) without a request, and master starts another for the next
     delivery, which is made and logged once (nothing deferred by the idle exit)."""
     assert ROOT, "the test suite runs as root (CI): agents run apart only under root's master"
-    d = Path(tempfile.mkdtemp(prefix="oxipost-pipe-"))
+    # The command runs as nobody: not pytest's 0700 tmp_path.
+    d = shared_tmp
     d.chmod(0o1777)
-    try:
-        (d / "cmd.sh").write_text(PIPE_COMMAND.format(dir=d))
-        (oxi.conf / "transport").write_text("pipe.example.test piper:\n")
-        cfg = oxi.start(
-            f"transport_maps = texthash:{oxi.conf}/transport\n",
-            "piper unix - n n - - pipe\n  -o max_idle=2 flags=R user=nobody "
-            f"argv=/bin/sh {d}/cmd.sh ${{sender}} ${{recipient}}\n",
-        )
-        deadline = time.monotonic() + 20
-        while "qmgr/unix" not in _processes(oxi):
-            assert time.monotonic() < deadline, _processes(oxi)
-            time.sleep(0.1)
-        time.sleep(1)  # master started every resident service at once
-        idle = _processes(oxi)
-        for service in ("piper/unix", "virtual/unix", "local/unix"):
-            assert service not in idle, idle
+    (d / "cmd.sh").write_text(PIPE_COMMAND.format(dir=d))
+    (oxi.conf / "transport").write_text("pipe.example.test piper:\n")
+    cfg = oxi.start(
+        f"transport_maps = texthash:{oxi.conf}/transport\n",
+        "piper unix - n n - - pipe\n  -o max_idle=2 flags=R user=nobody "
+        f"argv=/bin/sh {d}/cmd.sh ${{sender}} ${{recipient}}\n",
+    )
+    deadline = time.monotonic() + 20
+    while "qmgr/unix" not in _processes(oxi):
+        assert time.monotonic() < deadline, _processes(oxi)
+        time.sleep(0.1)
+    time.sleep(1)  # master started every resident service at once
+    idle = _processes(oxi)
+    for service in ("piper/unix", "virtual/unix", "local/unix"):
+        assert service not in idle, idle
 
-        def delivered(qid: str) -> int:
-            log = wait_log(cfg, rf"{qid}: to=<u@pipe.example.test>, .*status=sent")
-            m = re.search(rf"postfix/pipe\[(\d+)\]: {qid}: to=<u@pipe.example.test>", log)
-            assert m, log
-            return int(m.group(1))
+    def delivered(qid: str) -> int:
+        log = wait_log(cfg, rf"{qid}: to=<u@pipe.example.test>, .*status=sent")
+        m = re.search(rf"postfix/pipe\[(\d+)\]: {qid}: to=<u@pipe.example.test>", log)
+        assert m, log
+        return int(m.group(1))
 
-        pid = delivered(oxi.swaks("sender@example.org", "u@pipe.example.test", "1", "one"))
-        logged = time.monotonic()
-        running = _processes(oxi)
-        assert running.get("piper/unix", (0, 0))[0] == pid, (pid, running)
-        assert "virtual/unix" not in running, running
-        while os.path.exists(f"/proc/{pid}"):
-            assert time.monotonic() - logged < 15, "the idle agent did not end"
-            time.sleep(0.05)
-        assert time.monotonic() - logged > 1.5
-        time.sleep(1)  # not started again without a client
-        assert "piper/unix" not in _processes(oxi)
+    pid = delivered(oxi.swaks("sender@example.org", "u@pipe.example.test", "1", "one"))
+    logged = time.monotonic()
+    running = _processes(oxi)
+    assert running.get("piper/unix", (0, 0))[0] == pid, (pid, running)
+    assert "virtual/unix" not in running, running
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() - logged < 15, "the idle agent did not end"
+        time.sleep(0.05)
+    assert time.monotonic() - logged > 1.5
+    time.sleep(1)  # not started again without a client
+    assert "piper/unix" not in _processes(oxi)
 
-        qid = oxi.swaks("sender@example.org", "u@pipe.example.test", "2", "two")
-        assert delivered(qid) not in (pid, 0)
-        log = oxi.log()
-        assert len(re.findall(rf"{qid}: to=<", log)) == 1, log
-        assert "status=deferred" not in log, log
-        assert not re.search(rf"pid {pid} (exit status|killed)", log), log
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    qid = oxi.swaks("sender@example.org", "u@pipe.example.test", "2", "two")
+    assert delivered(qid) not in (pid, 0)
+    log = oxi.log()
+    assert len(re.findall(rf"{qid}: to=<", log)) == 1, log
+    assert "status=deferred" not in log, log
+    assert not re.search(rf"pid {pid} (exit status|killed)", log), log
 
 
 def test_service_processes_read_the_master_cf_master_loaded(oxi):

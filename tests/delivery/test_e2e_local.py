@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,70 +42,64 @@ class _Log:
         raise AssertionError(text)
 
 
-def test_sendmail_to_maildir_read_by_dovecot(tmp_path, qmgr_proc):
-    spool = Path(tempfile.mkdtemp(prefix="oxipost-e2e-mail-"))
+def test_sendmail_to_maildir_read_by_dovecot(tmp_path, shared_tmp, qmgr_proc):
+    # Mailboxes written as their user, read by Dovecot as that user: not pytest's 0700 tree.
+    spool = shared_tmp / "mail"
+    spool.mkdir()
     spool.chmod(0o1777)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/spool\ndata_directory = {tmp_path}/lib\n"
+        f"maillog_file = {tmp_path}/maillog\nmyhostname = mx.test.example\n"
+        "mydestination = localhost\ninet_protocols = ipv4\ndisable_dns_lookups = yes\n"
+        f"alias_maps =\nlocal_recipient_maps =\nmail_spool_directory = {spool}/\n"
+    )
+    (conf / "master.cf").write_text(MASTER_CF)
+    cfg = load_config(str(conf))
+    user = "nobody" if ROOT else os.environ.get("USER", "root")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oxipost.cli.sendmail",
+            "-C",
+            str(conf),
+            "-f",
+            "a@example.org",
+            f"{user}@localhost",
+        ],
+        input=b"Subject: end to end\n\nhello via pickup and qmgr\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    queue = Queue.open(cfg, writer="pickup")
     try:
-        conf = tmp_path / "conf"
-        conf.mkdir()
-        (conf / "main.cf").write_text(
-            f"queue_directory = {tmp_path}/spool\ndata_directory = {tmp_path}/lib\n"
-            f"maillog_file = {tmp_path}/maillog\nmyhostname = mx.test.example\n"
-            "mydestination = localhost\ninet_protocols = ipv4\ndisable_dns_lookups = yes\n"
-            f"alias_maps =\nlocal_recipient_maps =\nmail_spool_directory = {spool}/\n"
-        )
-        (conf / "master.cf").write_text(MASTER_CF)
-        cfg = load_config(str(conf))
-        user = "nobody" if ROOT else os.environ.get("USER", "root")
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "oxipost.cli.sendmail",
-                "-C",
-                str(conf),
-                "-f",
-                "a@example.org",
-                f"{user}@localhost",
-            ],
-            input=b"Subject: end to end\n\nhello via pickup and qmgr\n",
-            capture_output=True,
-            timeout=60,
-        )
-        assert r.returncode == 0, r.stderr
-        queue = Queue.open(cfg, writer="pickup")
-        try:
-            assert pickup_once(cfg, queue, _Log()) == 1
-        finally:
-            queue.close()
-        (qid,) = QueueState(cfg).messages
-        p = start_qmgr(cfg)
-        qmgr_proc.append(p)
-        log = wait_log(cfg, rf"{qid}: removed")
-        assert re.search(
-            rf"postfix/local\[\d+\]: {qid}: to=<{user}@localhost>, .*dsn=2\.0\.0, "
-            r"status=sent \(delivered to maildir\)",
-            log,
-        ), log
-        stop(p)
-        maildir = spool / user
-        (name,) = os.listdir(maildir / "new")
-        if ROOT:
-            assert (maildir / "new" / name).stat().st_uid == UID
-        home = Path(tempfile.mkdtemp(prefix="oxipost-e2e-home-"))
-        home.chmod(0o755)
-        try:
-            out = imap(
-                home, f"maildir:{maildir}", "a SELECT INBOX\nb FETCH 1 (BODY.PEEK[])\nc LOGOUT\n"
-            )
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
-        assert "* 1 EXISTS" in out, out
-        assert "Return-Path: <a@example.org>" in out
-        assert f"Delivered-To: {user}@localhost" in out
-        assert "Subject: end to end" in out and "hello via pickup and qmgr" in out
+        assert pickup_once(cfg, queue, _Log()) == 1
     finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        queue.close()
+    (qid,) = QueueState(cfg).messages
+    p = start_qmgr(cfg)
+    qmgr_proc.append(p)
+    log = wait_log(cfg, rf"{qid}: removed")
+    assert re.search(
+        rf"postfix/local\[\d+\]: {qid}: to=<{user}@localhost>, .*dsn=2\.0\.0, "
+        r"status=sent \(delivered to maildir\)",
+        log,
+    ), log
+    stop(p)
+    maildir = spool / user
+    (name,) = os.listdir(maildir / "new")
+    if ROOT:
+        assert (maildir / "new" / name).stat().st_uid == UID
+    home = shared_tmp / "home"
+    home.mkdir()
+    out = imap(home, f"maildir:{maildir}", "a SELECT INBOX\nb FETCH 1 (BODY.PEEK[])\nc LOGOUT\n")
+    assert "* 1 EXISTS" in out, out
+    assert "Return-Path: <a@example.org>" in out
+    assert f"Delivered-To: {user}@localhost" in out
+    assert "Subject: end to end" in out and "hello via pickup and qmgr" in out
 
 
 def _free_port() -> int:
@@ -137,14 +129,13 @@ def _start(conf: Path, port: int, env: dict[str, str] | None = None) -> smtplib.
             time.sleep(0.1)
 
 
-def test_alias_and_pipe_commands_environment_under_master():
+def test_alias_and_pipe_commands_environment_under_master(shared_tmp):
     """smtpd → qmgr → local(8) |command and pipe(8), all started by master from a shell
     with a variable import_environment does not name: the alias command sees local(8)'s
     variables (the client's from the SMTP session) and export_environment, the pipe
     command export_environment alone, neither the unlisted variable."""
     # Services running as mail_owner and commands as nobody: not pytest's private tree.
-    top = Path(tempfile.mkdtemp(prefix="oxipost-cmdenv-"))
-    top.chmod(0o755)
+    top = shared_tmp
     out = top / "out"
     out.mkdir(mode=0o1777)
     out.chmod(0o1777)
@@ -208,17 +199,16 @@ def test_alias_and_pipe_commands_environment_under_master():
         }
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
-        shutil.rmtree(top, ignore_errors=True)
 
 
-def test_list_alias_owner_rights_and_sender_under_master(system_user):
+def test_list_alias_owner_rights_and_sender_under_master(system_user, shared_tmp):
     """smtpd → qmgr → local(8) → qmgr → local(8), started by master: an alias table owned
     by a user runs the list's command with that user's rights, HOME and SHELL (alias.c);
     its owner-list alias makes owner-list@$myorigin the sender of the command's delivery
     and of the copy resubmitted to the member, neither naming the original recipient any
     more (no ORIGINAL_RECIPIENT; the member's X-Original-To is its own address)."""
-    top = Path(tempfile.mkdtemp(prefix="oxipost-owner-"))
-    top.chmod(0o755)
+    # Services running as mail_owner, commands as the list's owner: not pytest's tree.
+    top = shared_tmp
     out = top / "out"
     out.mkdir()
     out.chmod(0o1777)
@@ -269,4 +259,3 @@ def test_list_alias_owner_rights_and_sender_under_master(system_user):
         assert "Delivered-To: list@localhost" in head
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
-        shutil.rmtree(top, ignore_errors=True)

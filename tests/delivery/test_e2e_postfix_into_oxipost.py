@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import mailbox
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,10 +22,9 @@ virtual   unix  -       n       n       -       -       virtual
 """
 
 
-def test_real_postfix_relays_into_oxipost_maildir():
+def test_real_postfix_relays_into_oxipost_maildir(shared_tmp):
     # Reachable by the postfix user (Postfix's and our unprivileged processes).
-    d = Path(tempfile.mkdtemp(prefix="oxipost-into-"))
-    d.chmod(0o755)
+    d = shared_tmp
     conf, vmail = d / "conf", d / "vmail"
     conf.mkdir()
     vmail.mkdir(mode=0o1777)
@@ -79,4 +75,3 @@ def test_real_postfix_relays_into_oxipost_maildir():
         assert "status=sent (delivered to maildir)" in log, log
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
-        shutil.rmtree(d, ignore_errors=True)

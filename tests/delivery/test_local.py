@@ -6,9 +6,6 @@ import asyncio
 import grp
 import os
 import pwd
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 from oxipost import runloop
@@ -16,7 +13,7 @@ from oxipost.delivery import deliver, local
 from oxipost.delivery.mailstore import delivered_to
 from oxipost.envelope import Entry, Outcome, Recipient
 
-from tests.conftest import run_ours
+from tests.conftest import run_ours, shared_dir
 
 from .conftest import MESSAGE, make_config, read_env, request, run
 
@@ -26,10 +23,8 @@ ROOT = os.geteuid() == 0
 @pytest.fixture
 def spool():
     # Written as "nobody" when root: pytest's 0700 tmp_path is out of its reach.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-spool-"))
-    d.chmod(0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    with shared_dir("oxipost-spool-", 0o1777) as d:
+        yield d
 
 
 def _user() -> str:

@@ -12,11 +12,8 @@ local(8)'s lines and warnings."""
 from __future__ import annotations
 
 import re
-import shutil
 import smtplib
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -193,16 +190,14 @@ def _play(scenario: str, port: int, spool: Path, maillog: Path) -> tuple[list[st
 
 
 @pytest.fixture
-def top() -> Iterator[Path]:
+def top(shared_tmp: Path) -> Path:
     # Mailboxes written as their users, tables read by local(8): not pytest's 0700 tree.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-ltransport-"))
-    d.chmod(0o755)
+    d = shared_tmp
     (d / "mail").mkdir(mode=0o1777)
     (d / "mail").chmod(0o1777)
     for name, text in TABLES.items():
         (d / name).write_text(text)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return d
 
 
 def _expected_dovecot(scenario: str) -> list[str]:

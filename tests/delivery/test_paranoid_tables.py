@@ -8,9 +8,7 @@ than one, so the lines are compared without repeats.)"""
 from __future__ import annotations
 
 import re
-import shutil
 import smtplib
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,10 +68,10 @@ def _scenario(top: Path, out: Path, send: Callable[[list[str]], None], log: Path
     return warnings + outcomes
 
 
-def _top() -> tuple[Path, Path]:
+@pytest.fixture
+def top_out(shared_tmp: Path) -> tuple[Path, Path]:
     # Commands run as default_privs: not pytest's private tree.
-    top = Path(tempfile.mkdtemp(prefix="oxipost-paranoid-"))
-    top.chmod(0o755)
+    top = shared_tmp
     out = top / "out"
     out.mkdir()
     out.chmod(0o1777)
@@ -97,8 +95,8 @@ def _sender(port: int) -> Callable[[list[str]], None]:
     return send
 
 
-def test_alias_substitution_refused_in_local_kept_in_cleanup_as_postfix():
-    top, out = _top()
+def test_alias_substitution_refused_in_local_kept_in_cleanup_as_postfix(top_out):
+    top, out = top_out
     conf = top / "conf"
     conf.mkdir()
     port = _free_port()
@@ -117,17 +115,13 @@ def test_alias_substitution_refused_in_local_kept_in_cleanup_as_postfix():
         ours = _scenario(top, out, _sender(port), top / "maillog")
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
-        shutil.rmtree(top, ignore_errors=True)
     assert ours == _expected(top / "aliases")
 
 
 @pytest.mark.postfix
-def test_the_same_with_real_postfix():
-    top, out = _top()
+def test_the_same_with_real_postfix(top_out):
+    top, out = top_out
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
-    try:
-        with running_postfix(MAIN_CF.format(top=top) + logging) as (port, d):
-            theirs = _scenario(top, out, _sender(port), d / "maillog")
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    with running_postfix(MAIN_CF.format(top=top) + logging) as (port, d):
+        theirs = _scenario(top, out, _sender(port), d / "maillog")
     assert theirs == _expected(top / "aliases")

@@ -15,9 +15,7 @@ local(8)'s headers, a record per line, two for a line longer than line_length_li
 from __future__ import annotations
 
 import re
-import shutil
 import smtplib
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,12 +167,9 @@ def _main_cf(top: Path, ports: list[int], extra: str) -> str:
 
 
 @pytest.fixture
-def top() -> Iterator[Path]:
+def top(shared_tmp: Path) -> Path:
     # Mailboxes written as their users: not pytest's 0700 tree.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-lognotice-"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return shared_tmp
 
 
 @pytest.fixture

@@ -6,17 +6,16 @@ import gc
 import os
 import pwd
 import re
-import shutil
-import tempfile
 import time
 import weakref
-from pathlib import Path
 
 import pytest
 from oxipost import runloop
 from oxipost.delivery import AgentFatal, deliver
 from oxipost.delivery.pipe import parse_args
 from oxipost.envelope import Outcome
+
+from tests.conftest import shared_dir
 
 from .conftest import make_config, read_env, request, run
 
@@ -90,10 +89,8 @@ sys.exit(int(os.environ.get("RC", sys.argv[-1] if sys.argv[-1].isdigit() else 0)
 @pytest.fixture
 def shared():
     """A directory the command's user can write in."""
-    d = Path(tempfile.mkdtemp(prefix="oxipost-pipe-"))
-    d.chmod(0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    with shared_dir("oxipost-pipe-", 0o1777) as d:
+        yield d
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ from pathlib import Path
 import pytest
 from oxipost.delivery import deliver, smtp
 from oxipost.envelope import Outcome
+
+from tests.conftest import shared_dir
 
 from .conftest import make_config, request, run
 
@@ -38,38 +39,37 @@ def sink(tmp_path: Path, *flags: str, listen: str | None = None) -> Iterator[tup
     if not os.path.exists(SINK):
         pytest.fail("smtp-sink is missing: `make sysdeps` installs Debian's postfix")
     # smtp-sink drops to nobody, who cannot enter pytest's 0700 tmp_path.
-    dump = Path(tempfile.mkdtemp(prefix="oxipost-sink-"))
-    dump.chmod(0o777)
-    if listen is None:
-        listen = f"127.0.0.1:{free_port()}"
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen(
-        [SINK, *user, "-d", f"{dump}/%H%M%S.", *flags, listen, "10"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if listen.startswith("unix:"):
-                    with socket.socket(socket.AF_UNIX) as c:
-                        c.connect(listen[5:])
-                else:
-                    host, port = listen.rsplit(":", 1)
-                    socket.create_connection((host, int(port)), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "") from None
-                time.sleep(0.05)
-        yield listen, dump
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
-        shutil.rmtree(dump, ignore_errors=True)
+    with shared_dir("oxipost-sink-", 0o777) as dump:
+        if listen is None:
+            listen = f"127.0.0.1:{free_port()}"
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        proc = subprocess.Popen(
+            [SINK, *user, "-d", f"{dump}/%H%M%S.", *flags, listen, "10"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if listen.startswith("unix:"):
+                        with socket.socket(socket.AF_UNIX) as c:
+                            c.connect(listen[5:])
+                    else:
+                        host, port = listen.rsplit(":", 1)
+                        socket.create_connection((host, int(port)), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        err = proc.stderr.read().decode() if proc.stderr else ""
+                        raise RuntimeError(err) from None
+                    time.sleep(0.05)
+            yield listen, dump
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            if proc.stderr is not None:
+                proc.stderr.close()
 
 
 def dumps(dump: Path) -> list[str]:

@@ -10,7 +10,6 @@ headers and the null sender untouched."""
 from __future__ import annotations
 
 import smtplib
-import tempfile
 import time
 from pathlib import Path
 
@@ -66,11 +65,12 @@ def _dumped(dump: Path, count: int) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("sender", ["joe@local.test", ""])
-def test_generic_maps_rewrite_envelope_and_headers_as_postfix(tmp_path, sender) -> None:
-    dump = Path(tempfile.mkdtemp(prefix="oxipost-sink-"))
+def test_generic_maps_rewrite_envelope_and_headers_as_postfix(tmp_path, shared_tmp, sender) -> None:
+    # Postfix's daemons read the tables, smtp-sink writes as nobody: not pytest's 0700 tree.
+    tables = shared_tmp
+    dump = tables / "dump"
+    dump.mkdir()
     dump.chmod(0o777)
-    tables = Path(tempfile.mkdtemp(prefix="oxipost-generic-"))
-    tables.chmod(0o755)
     (tables / "generic").write_text(GENERIC)
     (tables / "pattern").write_text(PATTERN)
     sink = free_port()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -58,9 +57,9 @@ def _smtp_lines(lines: list[str]) -> list[str]:
     return [re.sub(r"^[0-9A-F]{6,}: ", "QID: ", ln) for ln in lines]
 
 
-def test_header_checks_as_postfix(tmp_path, caplog) -> None:
-    tables = Path(tempfile.mkdtemp(prefix="oxipost-hc-"))
-    tables.chmod(0o755)
+def test_header_checks_as_postfix(tmp_path, shared_tmp, caplog) -> None:
+    # Read by Postfix's cleanup as user postfix: not pytest's 0700 tree.
+    tables = shared_tmp
     (tables / "checks").write_text(CHECKS)
     main = f"smtp_header_checks = regexp:{tables}/checks\n"
     message = HEADERS + "\nbody\n"
@@ -73,6 +72,7 @@ def test_header_checks_as_postfix(tmp_path, caplog) -> None:
             ),
         )
         their_files = set(dump.iterdir())
+        theirs = _arrived(their_files)
         caplog.clear()
         caplog.set_level(logging.INFO, logger="oxipost.smtp")
         cfg = make_config(tmp_path / "ours", main)
@@ -80,7 +80,6 @@ def test_header_checks_as_postfix(tmp_path, caplog) -> None:
         (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{sink}", ["b@example.net"], content=content))
         assert o.delivered, o
         ours = _arrived(set(dump.iterdir()) - their_files)
-    theirs = _arrived(their_files)
     assert dsn == "2.0.0"
     assert ours == theirs
     their_lines = [

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
-import tempfile
 import time
 from pathlib import Path
 
@@ -61,11 +60,11 @@ def _sessions(maillog: Path) -> list[str]:
     return out
 
 
-def test_tls_policy_per_destination_as_postfix(tmp_path, caplog) -> None:
+def test_tls_policy_per_destination_as_postfix(tmp_path, shared_tmp, caplog) -> None:
     with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, hop_dir):
         dests = [d.replace("HOP", str(hop)) for d in POLICIES]
-        tables = Path(tempfile.mkdtemp(prefix="oxipost-tls-policy-"))
-        tables.chmod(0o755)
+        # Read by Postfix's daemons as user postfix: not pytest's 0700 tree.
+        tables = shared_tmp
         (tables / "policy").write_text(
             "".join(f"{d} {v}\n" for d, v in zip(dests, POLICIES.values(), strict=True) if v)
         )

@@ -16,9 +16,7 @@ import hashlib
 import re
 import smtplib
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from oxipost.delivery import smtp
@@ -79,7 +77,7 @@ def _fingerprints() -> dict[str, str]:
     return {"CERT": cert.strip().split("=", 1)[1], "PUBKEY": hashlib.sha256(der).hexdigest()}
 
 
-def test_certificate_verification_as_postfix(tmp_path) -> None:
+def test_certificate_verification_as_postfix(tmp_path, shared_tmp) -> None:
     theirs, ours = [], []
     with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, _hop_dir):
         for n, (level, cafile, dest, policy) in enumerate(CASES):
@@ -92,8 +90,8 @@ def test_certificate_verification_as_postfix(tmp_path) -> None:
             for name, value in _fingerprints().items():
                 policy = policy.replace(name, value)
             if policy:
-                table = Path(tempfile.mkdtemp(prefix="oxipost-tls-policy-")) / "policy"
-                table.parent.chmod(0o755)
+                # Read by Postfix's smtp as user postfix: not pytest's 0700 tree.
+                table = shared_tmp / f"policy{n}"
                 table.write_text(f"{dest} {policy}\n")
                 main += f"smtp_tls_policy_maps = texthash:{table}\n"
             relay_cf = f"mydestination =\nrelayhost = {dest}\n" + main + LOG_CF

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 from oxipost import maps
 from oxipost.envelope import Outcome
+
+from tests.conftest import shared_dir
 
 from .conftest import make_config, request, run
 
@@ -18,10 +18,8 @@ ROOT = os.geteuid() == 0
 
 @pytest.fixture
 def base():
-    d = Path(tempfile.mkdtemp(prefix="oxipost-vmail-"))
-    d.chmod(0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    with shared_dir("oxipost-vmail-", 0o1777) as d:
+        yield d
 
 
 def _cfg(tmp_path: Path, base: Path, table: str, extra: str = ""):

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -550,14 +548,13 @@ def test_services_run_as_batch_scheduled(system):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change user")
-def test_smtpd_as_mail_owner_wakes_qmgr(tmp_path):
+def test_smtpd_as_mail_owner_wakes_qmgr(shared_tmp):
     """smtpd workers run as mail_owner while master binds qmgr's public socket as root: the
     socket must still take their wakeups (Postfix's unix_listen makes it mode 0666)."""
     import smtplib
 
     # Services running as mail_owner must reach the queue: not pytest's private tmp tree.
-    top = Path(tempfile.mkdtemp(prefix="oxipost-wakeup-"))
-    top.chmod(0o755)
+    top = shared_tmp
     conf = top / "conf"
     conf.mkdir()
     port = free_port()
@@ -597,7 +594,6 @@ def test_smtpd_as_mail_owner_wakes_qmgr(tmp_path):
         assert wait_until(lambda: activated(second), timeout=10), log.read_text()
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def _answers(port: int) -> bool:

@@ -550,34 +550,28 @@ def test_finished_mail_stays_finished_after_journal_compaction(cfg):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
-def test_writer_slots_are_shared_between_root_and_mail_owner():
+def test_writer_slots_are_shared_between_root_and_mail_owner(shared_tmp):
     """qmgr or pickup as root and smtpd as mail_owner take slots in one spool."""
     import pwd
-    import shutil
-    import tempfile
 
     # Outside pytest's private tmp_path: mail_owner must reach main.cf and the queue.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-slots-"))
-    d.chmod(0o755)
-    try:
-        (d / "main.cf").write_text(f"queue_directory = {d}/queue\n")
-        cfg = load_config(str(d))
-        Queue.open(cfg, "root-side").close()
-        slot = d / "queue" / "slots" / "00.lock"
-        owner = pwd.getpwnam(cfg.get("mail_owner"))
-        assert slot.stat().st_uid == owner.pw_uid
-        for sub in ("queue", "queue/slots", "queue/segments"):
-            os.chown(d / sub, owner.pw_uid, owner.pw_gid)
-        code = (
-            "import os; from oxipost.config import load_config; "
-            "from oxipost.qmgr.queue import Queue; "
-            f"os.setgid({owner.pw_gid}); os.setuid({owner.pw_uid}); "
-            f"q = Queue.open(load_config({str(d)!r}), 'smtpd'); print(q.slot)"
-        )
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    d = shared_tmp
+    (d / "main.cf").write_text(f"queue_directory = {d}/queue\n")
+    cfg = load_config(str(d))
+    Queue.open(cfg, "root-side").close()
+    slot = d / "queue" / "slots" / "00.lock"
+    owner = pwd.getpwnam(cfg.get("mail_owner"))
+    assert slot.stat().st_uid == owner.pw_uid
+    for sub in ("queue", "queue/slots", "queue/segments"):
+        os.chown(d / sub, owner.pw_uid, owner.pw_gid)
+    code = (
+        "import os; from oxipost.config import load_config; "
+        "from oxipost.qmgr.queue import Queue; "
+        f"os.setgid({owner.pw_gid}); os.setuid({owner.pw_uid}); "
+        f"q = Queue.open(load_config({str(d)!r}), 'smtpd'); print(q.slot)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_unreadable_segment_is_skipped_kept_and_read_later(cfg):

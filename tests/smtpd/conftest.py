@@ -225,14 +225,13 @@ def _close_raw_clients() -> Iterator[None]:
 
 
 @pytest.fixture
-def dovecot() -> Iterator[tuple[str, Path]]:
+def dovecot(shared_tmp: Path) -> Iterator[tuple[str, Path]]:
     """A real Dovecot auth server (Debian's dovecot-core) with users carol (PLAIN
     letmein) and dave (pw); yields (its auth socket for smtpd_sasl_path, its log)."""
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     assert os.path.exists(binary), "dovecot-core is required (scripts/install-debian-deps.sh)"
     # Dovecot's auth process runs as the dovecot user: pytest's 0700 tmp tree is closed to it.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-dovecot-"))
-    os.chmod(d, 0o755)
+    d = shared_tmp
     users = d / "users"
     users.write_text(f"carol:{{PLAIN}}letmein\ndave:{hash_password('pw', 'SSHA256')}\n")
     socket_path = d / "auth-client"
@@ -287,4 +286,3 @@ service auth {{
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
-        shutil.rmtree(d, ignore_errors=True)

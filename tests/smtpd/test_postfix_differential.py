@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, free_port, run_ours
+from tests.conftest import REPO, free_port, run_ours, shared_dir
 from tests.smtpd.conftest import Raw, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
 from tests.smtpd.test_xclient import XCLIENT_DIALOGUES, XCLIENT_MAIN_CF, xclient_scripts
@@ -44,8 +43,13 @@ def running_postfix(main_cf: str, without: tuple[str, ...] = ()) -> Iterator[tup
     postfix = shutil.which("postfix") or "/usr/sbin/postfix"
     assert os.path.exists(postfix), "postfix is required (scripts/install-debian-deps.sh)"
     # The postfix user must be able to reach the directory: not pytest's 0700 tmp tree.
-    d = Path(tempfile.mkdtemp(prefix="oxipost-postfix-"))
-    os.chmod(d, 0o755)
+    with shared_dir("oxipost-postfix-") as d:
+        yield from _postfix_in(d, postfix, main_cf, without)
+
+
+def _postfix_in(
+    d: Path, postfix: str, main_cf: str, without: tuple[str, ...]
+) -> Iterator[tuple[int, Path]]:
     (d / "spool").mkdir()
     (d / "data").mkdir()
     write_config(str(d), main_cf.replace("{dir}", str(d)))
@@ -77,11 +81,11 @@ def running_postfix(main_cf: str, without: tuple[str, ...] = ()) -> Iterator[tup
     subprocess.run(
         [postfix, "-c", str(d), "set-permissions"], env=env, capture_output=True, timeout=60
     )
-    out = subprocess.run(
-        [postfix, "-c", str(d), "start"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
     try:
+        out = subprocess.run(
+            [postfix, "-c", str(d), "start"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -93,7 +97,6 @@ def running_postfix(main_cf: str, without: tuple[str, ...] = ()) -> Iterator[tup
         yield port, d
     finally:
         subprocess.run([postfix, "-c", str(d), "stop"], env=env, capture_output=True, timeout=60)
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

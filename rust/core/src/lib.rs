@@ -19,3 +19,5 @@ pub mod mailbox;
 pub mod maps;
 pub mod sched;
 pub mod spool;
+#[cfg(test)]
+pub(crate) mod testdir;

@@ -132,8 +132,8 @@ pub fn make_durable(dev: u64, fd: &File) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdir::TempDir;
     use super::*;
+    use crate::testdir::TempDir;
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::Ordering;
 

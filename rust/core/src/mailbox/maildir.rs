@@ -310,8 +310,8 @@ pub fn deliver_maildir(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdir::TempDir;
     use super::*;
+    use crate::testdir::TempDir;
     use std::collections::HashSet;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;

@@ -272,8 +272,8 @@ pub fn deliver_mbox(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdir::TempDir;
     use super::*;
+    use crate::testdir::TempDir;
 
     fn quick() -> MboxLocking {
         MboxLocking {

@@ -107,8 +107,8 @@ fn resolve_existing(base: &Path, rel: &str, joined: PathBuf) -> Result<PathBuf, 
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdir::TempDir;
     use super::*;
+    use crate::testdir::TempDir;
 
     #[test]
     fn traversal_is_refused_with_4_3_5() {

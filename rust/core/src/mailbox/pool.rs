@@ -337,8 +337,8 @@ fn work(shared: &Shared, event: &EventFd) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdir::TempDir;
     use super::*;
+    use crate::testdir::TempDir;
 
     fn wait_for(pool: &Pool, n: usize) -> Vec<(u64, Delivery)> {
         let mut out = Vec::new();

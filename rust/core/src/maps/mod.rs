@@ -120,8 +120,8 @@ mod tests {
 
     #[test]
     fn cdb_round_trip_duplicates_and_missing_keys() {
-        let dir = std::env::temp_dir().join(format!("oxipost-maps-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testdir::TempDir::new();
+        let dir = tmp.path();
         let path = dir.join("t.cdb");
         let src = b"Alice a1\nbob b1\nALICE a2\n";
         let (image, warnings) =
@@ -138,7 +138,6 @@ mod tests {
         cdb::write_file_atomically(&path, &image).unwrap();
         let r = cdb::CdbReader::open(&path).unwrap();
         assert_eq!(r.get(b"alice"), Some(&b"a2"[..]));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -152,8 +151,8 @@ mod tests {
         });
         let mut w = Vec::new();
         let image = build_cdb(pairs, "t", Duplicates::WarnKeepFirst, &mut w).unwrap();
-        let dir = std::env::temp_dir().join(format!("oxipost-maps-many-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testdir::TempDir::new();
+        let dir = tmp.path();
         let path = dir.join("m.cdb");
         cdb::write_file_atomically(&path, &image).unwrap();
         let r = cdb::CdbReader::open(&path).unwrap();
@@ -164,18 +163,16 @@ mod tests {
             );
         }
         assert_eq!(r.get(b"k20000"), None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_file_that_is_not_cdb_is_refused() {
-        let dir = std::env::temp_dir().join(format!("oxipost-maps-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = crate::testdir::TempDir::new();
+        let dir = tmp.path();
         let path = dir.join("j.cdb");
         std::fs::write(&path, b"junk\n").unwrap();
         assert!(cdb::CdbReader::open(&path).is_err());
         std::fs::write(&path, vec![0xffu8; 4096]).unwrap();
         assert!(cdb::CdbReader::open(&path).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,18 +1,13 @@
 use super::scan::scan_bytes;
 use super::*;
+use crate::testdir::TempDir;
 use std::io::Write;
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("oxipost-spool-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[test]
 fn group_commit_round_trip() {
-    let dir = tempdir("rt");
-    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    let tmp = TempDir::new();
+    let dir = tmp.path();
+    let mut w = Writer::open(dir, "w1", 1, 1 << 20).unwrap();
     let tickets: Vec<u64> = (0..100)
         .map(|i| w.submit(format!("message {i}").into_bytes()))
         .collect();
@@ -31,8 +26,9 @@ fn group_commit_round_trip() {
 
 #[test]
 fn scan_from_reads_only_what_follows() {
-    let dir = tempdir("from");
-    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    let tmp = TempDir::new();
+    let dir = tmp.path();
+    let mut w = Writer::open(dir, "w1", 1, 1 << 20).unwrap();
     let mut t = 0;
     for i in 0..10 {
         t = w.submit(format!("m{i}").into_bytes());
@@ -54,14 +50,15 @@ fn scan_from_reads_only_what_follows() {
 
 #[test]
 fn rotates_segments_at_the_limit() {
-    let dir = tempdir("rot");
-    let mut w = Writer::open(&dir, "w", 1, 64).unwrap();
+    let tmp = TempDir::new();
+    let dir = tmp.path();
+    let mut w = Writer::open(dir, "w", 1, 64).unwrap();
     for i in 0..5 {
         let t = w.submit(vec![b'x'; 40 + i]);
         w.wait(t);
     }
     w.close();
-    let segs = fs::read_dir(&dir).unwrap().count();
+    let segs = fs::read_dir(dir).unwrap().count();
     assert!(segs >= 4, "{segs} segments");
 }
 
@@ -196,7 +193,8 @@ fn huge_length_and_zero_padding() {
 
 #[test]
 fn scan_from_reports_damage_at_file_offsets() {
-    let dir = tempdir("fromdmg");
+    let tmp = TempDir::new();
+    let dir = tmp.path();
     let path = dir.join("x.seg");
     let (mut data, at) = segment(&["one", "two", "three", "four"], 128);
     data[at[1] + HEADER] ^= 0xff;
@@ -213,13 +211,14 @@ fn scan_from_reports_damage_at_file_offsets() {
 
 #[test]
 fn reopen_continues_after_existing_records() {
-    let dir = tempdir("reopen");
+    let tmp = TempDir::new();
+    let dir = tmp.path();
     {
-        let w = Writer::open(&dir, "w", 3, 1 << 20).unwrap();
+        let w = Writer::open(dir, "w", 3, 1 << 20).unwrap();
         let t = w.submit(b"first".to_vec());
         w.wait(t);
     }
-    let w = Writer::open(&dir, "w", 3, 1 << 20).unwrap();
+    let w = Writer::open(dir, "w", 3, 1 << 20).unwrap();
     let t = w.submit(b"second".to_vec());
     let done = w.wait(t);
     assert!(done[0].result.as_ref().unwrap().offset > 0);
@@ -231,7 +230,8 @@ fn reopen_continues_after_existing_records() {
 
 #[test]
 fn read_record_refuses_damage() {
-    let dir = tempdir("read");
+    let tmp = TempDir::new();
+    let dir = tmp.path();
     let path = dir.join("x.seg");
     let mut f = File::create(&path).unwrap();
     let mut data = frame(b"payload");
@@ -246,14 +246,16 @@ fn read_record_refuses_damage() {
 
 #[test]
 fn bad_writer_name_is_refused() {
-    let dir = tempdir("name");
-    assert!(Writer::open(&dir, "a/b", 1, 1024).is_err());
+    let tmp = TempDir::new();
+    let dir = tmp.path();
+    assert!(Writer::open(dir, "a/b", 1, 1024).is_err());
 }
 
 #[test]
 fn linger_holds_the_next_commit_back() {
-    let dir = tempdir("linger");
-    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    let tmp = TempDir::new();
+    let dir = tmp.path();
+    let mut w = Writer::open(dir, "w1", 1, 1 << 20).unwrap();
     w.set_linger(std::time::Duration::from_millis(800));
     let first = w.submit(b"first".to_vec());
     w.wait(first);
@@ -272,7 +274,8 @@ fn linger_holds_the_next_commit_back() {
 
 #[test]
 fn read_record_tells_damage_from_a_read_that_failed() {
-    let dir = tempdir("readerr");
+    let tmp = TempDir::new();
+    let dir = tmp.path();
     let path = dir.join("short.seg");
     let whole = frame(b"payload");
     fs::write(&path, &whole[..whole.len() - 2]).unwrap();
@@ -288,8 +291,9 @@ fn read_record_tells_damage_from_a_read_that_failed() {
 
 #[test]
 fn batches_are_written_over_zeros_already_on_disk() {
-    let dir = tempdir("zeroed");
-    let mut w = Writer::open(&dir, "w1", 1, 1 << 20).unwrap();
+    let tmp = TempDir::new();
+    let dir = tmp.path();
+    let mut w = Writer::open(dir, "w1", 1, 1 << 20).unwrap();
     let path = dir.join(segment_name("w1", 1));
     let first = w.submit(b"first".to_vec());
     w.wait(first);
