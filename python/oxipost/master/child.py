@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
 from oxipost.config import ConfigError, load_config
 from oxipost.delivery.service import PRIVILEGED_AGENTS
@@ -47,18 +48,28 @@ def _import_everything() -> None:
         importlib.import_module(name)
 
 
-def _report_survival(fd: int) -> None:
-    """Tell master, once the service has run for STARTUP_GRACE, that this is not a bad
-    command startup (a timer thread: services own their event loops)."""
+def _report_survival(fd: int) -> Callable[[], None]:
+    """Tell master, once the service has run for STARTUP_GRACE or served a request
+    (whichever comes first), that this is not a bad command startup; returns the function
+    a service calls when it has served one. The timer is a thread: services own their
+    event loops."""
+    lock = threading.Lock()
+    told = False
 
     def report() -> None:
-        with contextlib.suppress(OSError):
-            os.write(fd, b"1")
-            os.close(fd)
+        nonlocal told
+        with lock:
+            if told:
+                return
+            told = True
+            with contextlib.suppress(OSError):
+                os.write(fd, b"1")
+                os.close(fd)
 
     timer = threading.Timer(STARTUP_GRACE, report)
     timer.daemon = True
     timer.start()
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         flow=args.flow_fds,
     )
     if args.ready_fd is not None:
-        _report_survival(args.ready_fd)
+        ctx.used = _report_survival(args.ready_fd)
     try:
         return int(entry(ctx) or 0)
     except KeyboardInterrupt:

@@ -11,7 +11,8 @@ Signals a service must honour (sent by master):
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from oxipost.config import Config, Service
 from oxipost.flow import FlowPipe
@@ -31,3 +32,6 @@ class ServiceContext:
     max_sessions: int = 0
     # in_flow_delay's token pipe, inherited from master (None when run without master).
     flow: FlowPipe | None = None
+    # Tells master this process has served a request (Postfix's MASTER_STAT_AVAIL after a
+    # job: master's use_count), so that its death is no bad command startup; idempotent.
+    used: Callable[[], None] = field(default=lambda: None)

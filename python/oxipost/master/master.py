@@ -8,8 +8,9 @@ delivery agents (local, virtual, pipe) and showq start on demand, as Postfix's m
 every daemon: master keeps their socket and starts the process when a client (qmgr,
 postqueue) waits on it with none running; the process ends by itself after max_idle. maxproc
 of an inet service is divided among its workers as their session cap. A worker that dies is
-restarted; one that dies within a second of starting is throttled for
-`service_throttle_time`, as Postfix's master does. The master.cf wakeup column becomes a
+restarted; one that fails before it has served a request or run its service for a second
+is throttled for `service_throttle_time`, as Postfix's master throttles a process whose
+use_count is 0. The master.cf wakeup column becomes a
 SIGUSR1 to the service every N seconds. Master and its services run as SCHED_BATCH (see
 `_batch_scheduling`).
 
@@ -57,9 +58,10 @@ from oxipost.flow import FlowPipe
 from oxipost.log import Logger, get_logger
 from oxipost.master.services import FOLDED, ON_DEMAND, SERVICES
 
-# A worker that fails before its service has run this long is crash-looping: throttle it.
-# The child tells master through a pipe once it has (interpreter start-up and imports do
-# not count, so a loaded machine does not turn a bad command into a restart loop).
+# A worker that fails before its service has run this long, or served a request (see
+# ServiceContext.used), is crash-looping: throttle it. The child tells master through a pipe
+# once it has (interpreter start-up and imports do not count, so a loaded machine does not
+# turn a bad command into a restart loop).
 STARTUP_GRACE = 1.0
 
 
@@ -166,7 +168,8 @@ class Worker:
     ready_fd: int
 
     def survived_startup(self) -> bool:
-        """Whether the child's service ran for STARTUP_GRACE (Postfix: it was used)."""
+        """Whether the child's service served a request or ran for STARTUP_GRACE
+        (Postfix: its use_count is not 0)."""
         try:
             return os.read(self.ready_fd, 1) != b""
         except BlockingIOError:

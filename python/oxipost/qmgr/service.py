@@ -54,6 +54,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -148,11 +149,18 @@ class Qmgr:
     """The queue manager's state; `run()` is its event loop."""
 
     def __init__(
-        self, cfg: Config, log: Logger, state: QueueState, flow: FlowPipe | None = None
+        self,
+        cfg: Config,
+        log: Logger,
+        state: QueueState,
+        flow: FlowPipe | None = None,
+        used: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.log = log
         self.state = state
+        # Tells master a request was served (ServiceContext.used).
+        self.used = used or (lambda: None)
         if cfg.get_time("bounce_queue_lifetime") > cfg.get_time("maximal_queue_lifetime"):
             log.warning(
                 "bounce_queue_lifetime is larger than maximal_queue_lifetime - adjusting "
@@ -896,9 +904,14 @@ class _ControlClient(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         try:
-            transport.write(self.qmgr.control_reply(data))
+            reply = self.qmgr.control_reply(data)
         except ValueError:
-            pass
+            transport.close()
+            return
+        # Before the answer: a client that has it knows master counts this qmgr as used,
+        # as Postfix's trigger server reports each trigger (no restart throttle if it dies).
+        self.qmgr.used()
+        transport.write(reply)
         transport.close()
 
 
@@ -920,19 +933,20 @@ def serve(
     listen: socket.socket | None,
     lock_wait: float,
     flow: FlowPipe | None = None,
+    used: Callable[[], None] | None = None,
 ) -> int:
     state = open_state(cfg, log, lock_wait)
     for problem in state.problems:
         log.warning(problem)
     try:
-        return runloop.run(Qmgr(cfg, log, state, flow).run(listen))
+        return runloop.run(Qmgr(cfg, log, state, flow, used).run(listen))
     finally:
         state.close()
 
 
 def main(ctx: ServiceContext) -> int:
     """Entry point under master: ctx.listen_socket is public/qmgr."""
-    return serve(ctx.cfg, ctx.log, ctx.listen_socket, LOCK_WAIT, ctx.flow)
+    return serve(ctx.cfg, ctx.log, ctx.listen_socket, LOCK_WAIT, ctx.flow, ctx.used)
 
 
 def bind_control(cfg: Config) -> socket.socket:
