@@ -1124,8 +1124,8 @@ def _data_bytes(content: bytes, limit: int = 0, queue_id: str = "") -> bytes:
     text = content.replace(b"\r\n", b"\n")
     if text and not text.endswith(b"\n"):
         text += b"\n"
-    # Anchored at line starts, as qmgr's message_size: unanchored, each position of every
-    # short line is tried again.
+    # Anchored at line starts: unanchored, the regex engine tries each position of every
+    # short line again.
     if limit > 0 and re.search(rb"(?m)^[^\n]{%d}" % (limit + 1), text):
         log.info("%s: breaking line > %d bytes with <CR><LF>SPACE", queue_id, limit)
         text = _break_long_lines(text, limit)
