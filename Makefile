@@ -53,12 +53,13 @@ sysdeps: ## Install the Debian packages the tests talk to (Postfix, swaks, Dovec
 	bash scripts/install-debian-deps.sh
 
 .PHONY: lint
-lint: venv ## Format and lint checks, Rust and Python, and the _core.pyi stub check
+lint: venv ## Format and lint checks, Rust and Python, the _core.pyi stub check and mypy
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
 	$(BIN)/python -m mypy.stubtest oxipost._core --allowlist .mypy-stubtest-allowlist
+	$(BIN)/python -m mypy python/oxipost
 
 .PHONY: test-rust
 test-rust: ## Rust unit tests of oxipost-core and the set-gid doors (plain cargo, no Python)

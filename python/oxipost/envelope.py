@@ -158,8 +158,9 @@ def recipients_to_list(rcpts: list[Recipient]) -> list[list[object]]:
     return [[r.address, r.original, sorted(r.notify), r.orcpt] for r in rcpts]
 
 
-def recipients_from_list(items: list[list[object]]) -> list[Recipient]:
-    return [Recipient(a, o, frozenset(n), c) for a, o, n, c in items]  # type: ignore[arg-type]
+def recipients_from_list(items: list[list[Any]]) -> list[Recipient]:
+    """The recipients recipients_to_list wrote (decoded msgpack: untyped)."""
+    return [Recipient(a, o, frozenset(n), c) for a, o, n, c in items]
 
 
 def envelope_to_dict(env: Envelope) -> dict[str, object]:

@@ -444,27 +444,28 @@ class _MasterEdit:
         self.param = ""
         value = self.value or ""
         if "M" in mode:
-            self.pattern = _service_pattern(pattern, 2, 2)
-            if self.pattern is None:
+            words = _service_pattern(pattern, 2, 2)
+            if words is None:
                 raise Fatal("-Me, -MX or -M# requires service_name/type")
         elif "F" in mode:
-            self.pattern = _service_pattern(pattern, 3, 3)
-            if self.pattern is None:
+            words = _service_pattern(pattern, 3, 3)
+            if words is None:
                 raise Fatal("-Fe or -FX requires service_name/type/field_name")
-            if self.pattern[2] == "*":
+            if words[2] == "*":
                 raise Fatal("-Fe does not accept wild-card field name")
-            self.field = _field_number(self.pattern[2])
+            self.field = _field_number(words[2])
             if self.field < len(_FIELDS) - 1 and any(c in mastercf.BLANKS for c in value):
                 raise Fatal("-Fe does not accept whitespace in non-command field")
         else:
-            self.pattern = _service_pattern(pattern, 3, 3)
-            if self.pattern is None:
+            words = _service_pattern(pattern, 3, 3)
+            if words is None:
                 raise Fatal("-Pe or -PX requires service_name/type/parameter")
-            self.param = self.pattern[2]
+            self.param = words[2]
             if self.param == "*":
                 raise Fatal("-Pe does not accept wild-card parameter name")
             if any(c in mastercf.BLANKS for c in value):
                 raise Fatal("-Pe does not accept whitespace in parameter value")
+        self.pattern = words
 
 
 def _edit_param(svc: Service, name: str, value: str | None) -> Service:
@@ -499,7 +500,16 @@ def _edit_field(svc: Service, field: int, value: str, path: str) -> Service:
         mastercf.check_columns([*columns, svc.command], value)
     except mastercf.MasterCfError as e:
         raise Fatal(str(e)) from None
-    return svc._replace(**dict(zip(svc._fields[:7], columns, strict=True)))
+    name, typ, private, unpriv, chroot, wakeup, maxproc = columns
+    return svc._replace(
+        name=name,
+        type=typ,
+        private=private,
+        unpriv=unpriv,
+        chroot=chroot,
+        wakeup=wakeup,
+        maxproc=maxproc,
+    )
 
 
 def _edit_master(path: str, args: Sequence[str], mode: set[str]) -> None:

@@ -264,7 +264,7 @@ def start(cfg: Config, config_dir: str | None, script: Script, foreground: bool)
     argv = [sys.executable, "-m", "oxipost.master"]
     if config_dir:
         argv += ["-c", config_dir]
-    master = subprocess.Popen(
+    proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -273,7 +273,7 @@ def start(cfg: Config, config_dir: str | None, script: Script, foreground: bool)
     )
     # A master that exits first (its fatal error is in the log) has failed: no need to
     # wait out START_WAIT for its pid file.
-    _wait_for(lambda: read_pid(cfg) is not None or master.poll() is not None, START_WAIT)
+    _wait_for(lambda: read_pid(cfg) is not None or proc.poll() is not None, START_WAIT)
     if read_pid(cfg) is None:
         return script.fatal("mail system startup failed")
     return 0

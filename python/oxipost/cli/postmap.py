@@ -122,8 +122,8 @@ def query_message(tables: list[Table], body: bool, header: bool) -> int:
 def query_stdin(tables: list[Table], key_suffix: str) -> int:
     if len(tables) == 1 and isinstance(tables[0], CdbTable):
         # The common bulk case stays in Rust from stdin's bytes to stdout's.
-        out, found = tables[0].query_lines(sys.stdin.buffer.read(), key_suffix.encode())
-        sys.stdout.buffer.write(out)
+        lines, found = tables[0].query_lines(sys.stdin.buffer.read(), key_suffix.encode())
+        sys.stdout.buffer.write(lines)
         return 0 if found else 1
     keys = [k.removesuffix("\r") for k in sys.stdin.read().split("\n")]
     if keys and keys[-1] == "":

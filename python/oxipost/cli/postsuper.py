@@ -98,12 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if queue is not None and queue not in QUEUES:
         print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
         return 1
-    for action, ids in actions.items():
-        if isinstance(ids, list):
-            for qid in ids:
+    for action, named in actions.items():
+        if isinstance(named, list):
+            for qid in named:
                 if not queue_id_ok(qid):
                     print(f"{PROG}: warning: invalid mail queue id: {qid}", file=sys.stderr)
-            actions[action] = [q for q in ids if queue_id_ok(q)]
+            actions[action] = [q for q in named if queue_id_ok(q)]
     try:
         cfg = load_config(config_dir, master_cf=False)
     except ConfigError as e:
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not reply.get("ok"):
             print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
             return 1
-        counts[action] = int(reply.get("count", 0))  # type: ignore[arg-type]
+        counts[action] = int(reply.get("count", 0))
     if state is not None:
         state.reclaim()
         state.close()

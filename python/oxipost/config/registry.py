@@ -178,7 +178,7 @@ def _interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     try:
         with open("/proc/net/if_inet6") as f:
             for line in f:
-                hexaddr, _idx, plen, *_ = line.split()
+                hexaddr, _dev, plen = line.split()[:3]
                 addr = ":".join(hexaddr[i : i + 4] for i in range(0, 32, 4))
                 v6.append(ipaddress.IPv6Interface(f"{addr}/{int(plen, 16)}"))
     except OSError:

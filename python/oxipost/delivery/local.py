@@ -178,7 +178,9 @@ class Ctx:
 def _split_items(value: str) -> list[str]:
     """aliases(5) right-hand side: comma separated, double quotes protect commas; an
     empty item is skipped, a quoted empty one ("") kept as the null address."""
-    items, cur, quoted = [], [], False
+    items: list[str] = []
+    cur: list[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted

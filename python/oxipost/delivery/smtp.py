@@ -66,6 +66,8 @@ from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
 
 if TYPE_CHECKING:
+    import dns.resolver
+
     from oxipost.config import Config
     from oxipost.delivery import DeliveryRequest
     from oxipost.maps.search import SearchKey
@@ -281,7 +283,7 @@ class Params:
 RESOLVER: object | None = None
 
 
-async def _dns(name: str, rtype: str) -> object:
+async def _dns(name: str, rtype: str) -> dns.resolver.Answer:
     import dns.asyncresolver
 
     resolver = RESOLVER
@@ -356,10 +358,11 @@ async def _addresses(name: str, port: int, p: Params) -> list[tuple[int, str]]:
         infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except OSError:
         return []
-    seen = []
+    seen: list[tuple[int, str]] = []
     for fam, _t, _p, _c, sa in infos:
-        if (fam, sa[0]) not in seen:
-            seen.append((fam, sa[0]))
+        # An AF_INET or AF_INET6 sockaddr: its address is a str.
+        if (fam, str(sa[0])) not in seen:
+            seen.append((fam, str(sa[0])))
     return seen
 
 
@@ -666,7 +669,7 @@ def _subject_public_key_info(der: bytes) -> bytes:
     try:
         _tag, cert_start, _end = _der_item(der, 0)
         _tag, at, _tbs_end = _der_item(der, cert_start)
-        fields = []
+        fields: list[tuple[int, int, int]] = []
         while len(fields) < 7:
             tag, _start, end = _der_item(der, at)
             fields.append((tag, at, end))
@@ -844,11 +847,11 @@ async def _connect(
                     ssl_object = s.writer.get_extra_info("ssl_object")
                     if level == "fingerprint":
                         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-                        verified = bool(der) and _fingerprint_matches(p, der, match or [])
+                        verified = _fingerprint_matches(p, der, match or []) if der else False
                     elif ctx.verify_mode == ssl.CERT_REQUIRED:
                         cert = ssl_object.getpeercert() if ssl_object else None
                         names = _cert_names(p, level, host, domain, match or [])
-                        verified = bool(cert) and _cert_matches(cert, names)
+                        verified = _cert_matches(cert, names) if cert else False
                     else:
                         verified = True
                     if not verified:
@@ -1205,16 +1208,16 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
     if env.smtputf8 and "SMTPUTF8" in s.features:
         mail += " SMTPUTF8"
     rcpt_cmds = []
-    for r in req.recipients:
-        cmd = f"RCPT TO:<{quote(r.address)}>"
-        if dsn and r.orcpt:
-            kind, _, addr = r.orcpt.partition(";")
+    for rcpt in req.recipients:
+        cmd = f"RCPT TO:<{quote(rcpt.address)}>"
+        if dsn and rcpt.orcpt:
+            kind, _, addr = rcpt.orcpt.partition(";")
             cmd += f" ORCPT={kind};{xtext_encode(addr)}"
-        elif dsn and r.original:
+        elif dsn and rcpt.original:
             # No ORCPT was given: the original recipient is sent as one (smtp_proto.c).
-            cmd += f" ORCPT=rfc822;{xtext_encode(quote_local(r.original))}"
-        if dsn and r.notify:
-            cmd += " NOTIFY=" + ",".join(n for n in _NOTIFY_ORDER if n in r.notify)
+            cmd += f" ORCPT=rfc822;{xtext_encode(quote_local(rcpt.original))}"
+        if dsn and rcpt.notify:
+            cmd += " NOTIFY=" + ",".join(n for n in _NOTIFY_ORDER if n in rcpt.notify)
         rcpt_cmds.append(cmd)
     pipelining = "PIPELINING" in s.features
     results: list[Outcome | None] = [None] * len(req.recipients)

@@ -495,11 +495,12 @@ class PipeTable:
     def lookup(self, key: str) -> str | None:
         if not key.isascii() and utf8_refused(self, key):
             return None
-        value: str | None = key
+        value = key
         for t in self.tables:
-            value = t.lookup(value)
-            if value is None:
+            found = t.lookup(value)
+            if found is None:
                 return None
+            value = found
         return value
 
 

@@ -477,14 +477,14 @@ class Master:
         while True:
             self.tick()
             while self.pending_signals:
-                sig = self.pending_signals.pop(0)
-                if sig == signal.SIGCHLD:
+                signum = self.pending_signals.pop(0)
+                if signum == signal.SIGCHLD:
                     self.reap()
-                elif sig == signal.SIGHUP:
+                elif signum == signal.SIGHUP:
                     self.reload()
                 else:
-                    self.log.info(f"terminating on signal {sig}")
-                    self.stop(sig)
+                    self.log.info(f"terminating on signal {signum}")
+                    self.stop(signum)
                     return 0
             self.reap()
             self.wait(0.2)

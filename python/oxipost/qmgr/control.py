@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
@@ -39,8 +40,8 @@ def socket_path(cfg: Config) -> str:
     return os.path.join(cfg.path("queue_directory"), "public", "qmgr")
 
 
-def request(cfg: Config, req: dict[str, object], timeout: float = TIMEOUT) -> dict[str, object]:
-    """Send one request to the running qmgr and return its reply."""
+def request(cfg: Config, req: dict[str, object], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Send one request to the running qmgr and return its reply (decoded msgpack)."""
     path = socket_path(cfg)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

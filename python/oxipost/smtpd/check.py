@@ -23,7 +23,7 @@ import functools
 import ipaddress
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -877,7 +877,7 @@ class Checker:
             return DeferIf(
                 False, Reply(450, "4.7.1", f"<{what}>: {reply_class} rejected: Service unavailable")
             )
-        if found is None or found == _DNSXL_SOFT:
+        if found is None or isinstance(found, str):  # not listed, or _DNSXL_SOFT
             return DUNNO
         if name.startswith("permit_"):
             return PERMIT
@@ -1131,7 +1131,7 @@ class Checker:
         except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
 
-    def _find(self, specs: list[str], keys: list[SearchKey]) -> str | None:
+    def _find(self, specs: list[str], keys: Iterable[SearchKey | str]) -> str | None:
         """The first value `specs`' tables give for `keys` (maps_find: a pattern table
         sees only the FULL keys); LookupFailure when a table cannot be read."""
         try:

@@ -161,9 +161,8 @@ async def serve(
     if drain.is_set() and not stop.is_set():
         # postfix reload: finish the sessions in progress, accept no new ones.
         sessions = asyncio.gather(*server.sessions, return_exceptions=True)
-        await asyncio.wait(
-            {stop_wait, asyncio.ensure_future(sessions)}, return_when=asyncio.FIRST_COMPLETED
-        )
+        either: set[asyncio.Future[Any]] = {stop_wait, sessions}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     stop_wait.cancel()
     drain_wait.cancel()
     await server.close()
