@@ -81,3 +81,23 @@ def test_submission_gets_virtual_aliases_and_canonical(tmp_path: Path) -> None:
     ]
     # Local submissions always get header rewriting: From: joe@$myorigin, then canonical.
     assert b"\r\nFrom: Joe.User@example.org\r\n" in content
+
+
+def test_null_recipient_queued_as_empty_address_recipient(tmp_path: Path) -> None:
+    """sendmail '<>' and '' (Postfix's sendmail passes both on): cleanup queues
+    $empty_address_recipient@$myorigin with an empty original recipient, as Postfix's
+    cleanup_addr_recipient (test_empty_recipient.py compares the delivery with Postfix's)."""
+    conf = _setup(tmp_path, "empty_address_recipient = postmaster\n")
+    for rcpts in (["<>"], [""], ["<>", "bob@example.com"]):
+        r = _cmd("sendmail", conf, "-f", "joe", *rcpts, stdin=b"Subject: t\n\nx\n")
+        assert r.returncode == 0, r.stderr
+    log, state = _pickup(conf)
+    assert [ln for ln in log.lines if ln.startswith("warning:")] == []
+    queued = sorted(
+        [(r.address, r.original) for r in state.load(q)[0].recipients] for q in state.messages
+    )
+    assert queued == [
+        [("postmaster@example.org", "")],
+        [("postmaster@example.org", "")],
+        [("postmaster@example.org", ""), ("bob@example.com", "bob@example.com")],
+    ]

@@ -331,7 +331,10 @@ def process_recipients(
     out: list[Recipient] = []
     for rcpt in recipients:
         original = rcpt.original or rcpt.address
-        addr = _clean_recipient(state, rcpt.address)
+        # The null address (sendmail '<>' or ''; smtpd refuses RCPT TO:<>) is
+        # $empty_address_recipient, as Postfix's cleanup_addr_recipient has it; its
+        # original recipient stays empty.
+        addr = _clean_recipient(state, rcpt.address or state.cfg.get("empty_address_recipient"))
         state.recip = state.recip or addr
         # Postfix gives a recipient without ORCPT its address as DSN original recipient,
         # so it never collides with a BCC copy (which has none) in the duplicate filter.

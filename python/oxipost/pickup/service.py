@@ -101,7 +101,7 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
     if sub.extract:
         extracted, content = _extract(content)
         rcpts += [_qualify(r, origin) for r in extracted if _qualify(r, origin) not in rcpts]
-    rcpts = [r for r in rcpts if r]
+    # An empty one stays: cleanup makes it $empty_address_recipient.
     if not rcpts:
         return "No recipient addresses found in message header"
     sender = _qualify(sub.sender, origin)
