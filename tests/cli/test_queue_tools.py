@@ -175,6 +175,25 @@ def test_sizes_match_postfix(real_postfix, tmp_path):
     assert sorted(int(m) for m in re.findall(r"(?m)^[0-9A-F]+ +(\d+) ", listing)) == sizes
 
 
+def test_listing_reads_no_content(tmp_path):
+    """showq lists the size replay found as it read the queue, as Postfix's showq reads
+    the SIZE record and not the message: right even once the content is out of reach."""
+    from oxipost.qmgr import showq
+    from oxipost.qmgr.queue import message_size
+
+    (tmp_path / "main.cf").write_text(f"queue_directory = {tmp_path}/queue\n")
+    cfg = load_config(str(tmp_path))
+    q = Queue.open(cfg, "test")
+    content = BODY.replace(b"\n", b"\r\n")
+    q.enqueue_sync(Envelope("a@example.org", [Recipient("b@example.org")], 0.0), content)
+    q.close()
+    state = QueueState(cfg)
+    for segment in (tmp_path / "queue" / "segments").iterdir():
+        segment.unlink()
+    (listed,) = showq.records(state)
+    assert listed["message_size"] == message_size(content, 2048) != len(content)
+
+
 def test_delete_all_then_empty_matches_postfix(real_postfix, ours):
     mine, real = both("postsuper", real_postfix, ours, "-d", "ALL")
     assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)

@@ -119,7 +119,10 @@ class MessageInfo:
     queue_id: str
     segment: str  # file name under segments/
     offset: int
-    size: int
+    size: int  # the content's length
+    # Postfix's message_size (see message_size()), what qmgr logs as size= and showq
+    # lists: found as replay reads the record, so neither reads the content again.
+    message_size: int
     arrival_time: float
     sender: str
     recipients: list[Recipient]
@@ -391,6 +394,7 @@ class QueueState:
     def __init__(self, cfg: Config, lock: bool = False, log: Logger | None = None) -> None:
         self.cfg = cfg
         self.top = queue_dirs(cfg)
+        self._line_limit = cfg.get_int("line_length_limit")
         # Where a refresh reports what it skips; without one it goes to `problems`.
         self.log = log
         self.messages: dict[str, MessageInfo] = {}
@@ -570,12 +574,13 @@ class QueueState:
             qid = rec["id"]
             env = envelope_from_dict(rec["env"])
             size = len(rec["c"])
+            msg_size = message_size(rec["c"], self._line_limit)
         except Exception as e:
             length = _FRAME_HEADER + len(payload)
             self._damaged(segment, path, offset, length, type(e).__name__, report)
             return None
         self.messages[qid] = MessageInfo(
-            qid, segment, offset, size, env.arrival_time, env.sender, env.recipients
+            qid, segment, offset, size, msg_size, env.arrival_time, env.sender, env.recipients
         )
         self._stored.add(qid)
         if keep and self._cached_bytes + size <= CONTENT_CACHE_LIMIT:

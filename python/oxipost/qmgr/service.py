@@ -69,7 +69,7 @@ from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, 
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
-from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError, message_size
+from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, resolve
 
@@ -184,7 +184,6 @@ class Qmgr:
         self.next_compaction = 0.0
         self.flow = FlowProducer(flow, cfg)
         self.delay_res = _delay_resolution(cfg, log)
-        self.line_limit = cfg.get_int("line_length_limit")
         # Incoming mail left behind by the last scan because the active queue was full, in
         # arrival order.
         self.incoming_backlog: dict[str, None] = {}
@@ -282,7 +281,7 @@ class Qmgr:
             return False
         msg = self._id(qid)
         try:
-            env, content = self.state.load(qid)
+            env, _content = self.state.load(qid)
         except OSError as e:
             # A read that may work later (EIO, EMFILE, ENFILE, a segment not a file for
             # now): the message stays in its queue, as Postfix's qmgr leaves a queue file it
@@ -310,7 +309,7 @@ class Qmgr:
         self.state.move(qid, "active")
         pending = info.pending
         self.log.info(
-            f"{qid}: from=<{env.sender}>, size={message_size(content, self.line_limit)}, "
+            f"{qid}: from=<{env.sender}>, size={info.message_size}, "
             f"nrcpt={len(env.recipients)} (queue active)"
         )
         act = Active(qid, msg, env, now)

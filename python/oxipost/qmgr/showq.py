@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from oxipost import _core, runloop
+from oxipost import runloop
 from oxipost.config import Config
 from oxipost.envelope import UNICODE_ERRORS, packb
-from oxipost.qmgr.queue import MessageInfo, QueueState, message_size
+from oxipost.qmgr.queue import MessageInfo, QueueState
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
@@ -75,9 +75,8 @@ def listed(state: QueueState) -> list[MessageInfo]:
     return out
 
 
-def record(info: MessageInfo, size: int) -> dict[str, Any]:
-    """One message as Postfix's postqueue -j object (what showq sends for it); size is
-    its message_size."""
+def record(info: MessageInfo) -> dict[str, Any]:
+    """One message as Postfix's postqueue -j object (what showq sends for it)."""
     recipients: list[dict[str, str]] = []
     for _i, rcpt in info.pending:
         entry = {"address": rcpt.address}
@@ -88,7 +87,7 @@ def record(info: MessageInfo, size: int) -> dict[str, Any]:
         "queue_name": info.state,
         "queue_id": info.queue_id,
         "arrival_time": int(info.arrival_time),
-        "message_size": size,
+        "message_size": info.message_size,
         "forced_expire": False,
         "sender": _sender(info),
         "recipients": recipients,
@@ -98,15 +97,9 @@ def record(info: MessageInfo, size: int) -> dict[str, Any]:
 def records(state: QueueState) -> Iterator[dict[str, Any]]:
     """The queue's messages, in listing order, as showq sends them. The size is the one
     qmgr logs, Postfix's queue file content records: what showq reads from its SIZE
-    record. A message whose content cannot be read is listed at its stored length, as
-    Postfix's showq falls back to the file size on a malformed SIZE record."""
-    line_limit = state.cfg.get_int("line_length_limit")
+    record, here what replay found (no message's content is read again)."""
     for info in listed(state):
-        try:
-            size = message_size(state.load(info.queue_id)[1], line_limit)
-        except (OSError, KeyError, _core.CorruptError):
-            size = info.size
-        yield record(info, size)
+        yield record(info)
 
 
 def compat_lines(messages: Iterable[dict[str, Any]]) -> Iterator[str]:
