@@ -976,6 +976,88 @@ def test_access_521_reply_ends_the_session_as_postfix(start_smtpd) -> None:
         assert _transaction_lines(both.ours, wanted) == _transaction_lines(both.theirs, wanted)
 
 
+CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
+
+
+def _client_access_as_postfix(start_smtpd: Any, table: str, delay_reject: str) -> Played:
+    """A session from 127.0.0.2 on both servers with smtpd_client_restrictions =
+    check_client_access TABLE: the same replies, and the same lines about its access
+    checks (which must be some); → the session."""
+    main_cf = (
+        f"smtpd_delay_reject = {delay_reject}\n"
+        f"smtpd_client_restrictions = check_client_access {table}\n"
+    )
+    both = Played(start_smtpd, [*CLIENT_DIALOGUE, "QUIT"], main_cf)
+    expected = _access_check_lines(both.theirs, table)
+    assert expected, both.theirs
+    assert _access_check_lines(both.ours, table) == expected
+    assert both.our_replies[1:] == both.their_replies[1:]
+    return both
+
+
+def _access_check_lines(lines: list[str], table: str) -> list[str]:
+    """The lines of 127.0.0.2's session (the warnings name no client: Postfix's start-up
+    probe from 127.0.0.1 has its own) about its access checks: the table's warnings, the
+    reject and action lines. Our hash: tables are cdb files: their name in the reason is
+    what differs."""
+    connect = re.compile(r"(^|: )connect from unknown\[127\.0\.0\.2\]")
+    start = max(i for i, ln in enumerate(lines) if connect.search(ln))
+    out = []
+    for line in lines[start:]:
+        text = line.split("]: ", 1)[1] if "postfix/" in line else line
+        if f"warning: {table} " in text or f"access table {table}:" in text:
+            out.append(text.replace(".cdb:", ".db:"))
+        elif re.search(r"^NOQUEUE: \w+: \w+ from unknown\[127\.0\.0\.2\]", text):
+            out.append(text)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "table",
+    [
+        "hash:/nonexistent/access",
+        "texthash:/nonexistent/access",
+        "inline:{127.0.0.2=REJECT without braces}",
+        "fail:broken",
+    ],
+)
+@pytest.mark.parametrize("delay_reject", ["yes", "no"])
+def test_access_table_that_fails_as_postfix(start_smtpd, table: str, delay_reject: str) -> None:
+    """An access table that cannot be opened (forgot postmap, a typo in an inline table)
+    or read answers as Postfix 3.7's: "TABLE is unavailable. REASON" at each lookup (its
+    dict_surrogate), 'TABLE lookup error for "unknown"' (the first key: a client without a
+    name is looked up as "unknown"), and 451 4.3.5 Server configuration error in the access
+    result's words, at RCPT or, with smtpd_delay_reject = no, at connect."""
+    both = _client_access_as_postfix(start_smtpd, table, delay_reject)
+    assert f'warning: {table} lookup error for "unknown"' in _access_check_lines(both.theirs, table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "action",
+    [
+        "HOLD",
+        "DISCARD",
+        "BCC copy@localhost",
+        "FILTER smtp:[127.0.0.1]:10025",
+        "REDIRECT other@localhost",
+        "521 5.7.1 go away",
+    ],
+)
+@pytest.mark.parametrize("delay_reject", ["yes", "no"])
+def test_client_access_actions_as_postfix(start_smtpd, action: str, delay_reject: str) -> None:
+    """access(5) actions in smtpd_client_restrictions: judged at RCPT (smtpd_delay_reject =
+    yes) their lines name the recipient as Postfix's; judged at connect, HOLD, DISCARD,
+    BCC, FILTER and REDIRECT are skipped with Postfix's can_delegate_action warning (no
+    transaction yet), and a 521 ends the session after the greeting's refusal."""
+    table = f"inline:{{ {{127.0.0.2={action}}} }}"
+    both = _client_access_as_postfix(start_smtpd, table, delay_reject)
+    if action.startswith("521") and delay_reject == "no":
+        assert both.their_replies[-1] == "(closed)"
+        assert both.our_replies[0] == both.their_replies[0]
+
+
 def _recipient_records(postcat: subprocess.CompletedProcess) -> list[str]:
     assert postcat.returncode == 0, postcat.stderr
     wanted = ("named_attribute: notify_flags=", "named_attribute: dsn_orig_rcpt=")

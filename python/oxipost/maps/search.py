@@ -167,11 +167,12 @@ def transport_keys(address: str, cfg: Config) -> list[SearchKey]:
 
 
 def access_client_keys(name: str, addr: str, cfg: Config) -> list[SearchKey]:
-    """access(5) keys for a client: its name (FULL) and parent domains (when known), then
-    its address (FULL) and, for IPv4, the shorter network prefixes `1.2.3`, `1.2`, `1`; for
-    IPv6 the prefixes ending at each colon."""
+    """access(5) keys for a client: its name (FULL) and parent domains ("unknown" for a
+    client without one: Postfix 3.7 looks that up too), then its address (FULL) and, for
+    IPv4, the shorter network prefixes `1.2.3`, `1.2`, `1`; for IPv6 the prefixes ending at
+    each colon."""
     keys: list[SearchKey] = []
-    if name and name != "unknown":
+    if name:
         keys.extend(access_domain_keys(name, cfg))
     keys.append((addr.lower(), FULL))
     if ":" in addr:

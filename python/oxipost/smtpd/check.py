@@ -11,9 +11,13 @@ smtpd_delay_reject=yes the client, helo and sender lists run at RCPT time. acces
 answer OK, REJECT, DEFER, DEFER_IF_PERMIT, DEFER_IF_REJECT, DUNNO, HOLD, DISCARD, numeric
 codes with text, another restriction, or a restriction class (smtpd_restriction_classes).
 
-Diagnostics: a lookup table that cannot be read gives "451 4.3.0 <addr>: Temporary lookup
-failure"; a relay list without reject, defer or reject_unauth_destination is fatal at start
-(CheckConfigError), as Postfix refuses to run an open relay.
+Diagnostics: an access(5) table that cannot be opened or read answers "451 4.3.5 Server
+configuration error" as its result ("<addr>: Recipient address rejected: Server configuration
+error"), after Postfix's "TABLE is unavailable. REASON" and 'TABLE lookup error for "KEY"'
+warnings; another table that cannot be read (mynetworks, a rcpt map) gives "451 4.3.0
+<addr>: Temporary lookup failure"; a relay list without reject, defer or
+reject_unauth_destination is fatal at start (CheckConfigError), as Postfix refuses to run an
+open relay.
 """
 
 from __future__ import annotations
@@ -395,8 +399,11 @@ class Checker:
 
     def at_rcpt(self, st: ClientState, rcpt: str) -> Reply | None:
         if self.delay_reject:
+            # With the recipient: an access(5) action's log line names it, and a
+            # check_recipient_access in these lists has one to look up (Postfix runs them
+            # inside smtpd_check_rcpt).
             for check in (self._client, self._helo, self._mail):
-                reply = check(st)
+                reply = check(st, rcpt)
                 if reply is not None:
                     return reply
         if self.cfg.get_bool("smtpd_relay_before_recipient_restrictions"):
@@ -426,26 +433,26 @@ class Checker:
     # defer_if_permit flag the stages before it left, and leaves its own; none of them
     # turns a permit into the deferral (RCPT, DATA and END-OF-DATA do).
 
-    def _client(self, st: ClientState) -> Reply | None:
+    def _client(self, st: ClientState, rcpt: str | None = None) -> Reply | None:
         st.dip_active = False
         st.dir_reply = None
-        reply = self.stage("client", st, None)
+        reply = self.stage("client", st, rcpt)
         st.dip_client = st.dip_active
         return reply
 
-    def _helo(self, st: ClientState) -> Reply | None:
+    def _helo(self, st: ClientState, rcpt: str | None = None) -> Reply | None:
         if not st.helo:
             return None  # no HELO: Postfix skips the list, and its flag stays
         st.dip_active = st.dip_client
         st.dir_reply = None
-        reply = self.stage("helo", st, None)
+        reply = self.stage("helo", st, rcpt)
         st.dip_helo = st.dip_active
         return reply
 
-    def _mail(self, st: ClientState) -> Reply | None:
+    def _mail(self, st: ClientState, rcpt: str | None = None) -> Reply | None:
         st.dip_active = st.dip_client or st.dip_helo
         st.dir_reply = None
-        reply = self.stage("sender", st, None)
+        reply = self.stage("sender", st, rcpt)
         st.dip_sender = st.dip_active
         return reply
 
@@ -802,7 +809,7 @@ class Checker:
             return DUNNO
         rname = self._reply_name(stage, st, rcpt)
         return self._access_result(
-            action.strip(), reply_class, rname, stage, reply_class, st, rcpt, depth, rname
+            server, action.strip(), reply_class, rname, stage, reply_class, st, rcpt, depth, rname
         )
 
     def sender_login(self, name: str, st: ClientState) -> Reply | None:
@@ -1236,15 +1243,41 @@ class Checker:
             cls, shown = "Recipient address", rcpt
         else:
             return _server_error()
-        value = self._find([spec], keys)
+        value = self._access_lookup(spec, keys)
         if value is None:
             return DUNNO
         return self._access_result(
-            value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
+            spec, value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
         )
+
+    def _access_lookup(self, spec: str, keys: list[SearchKey]) -> str | None:
+        """An access table's answer for `keys`. A table that cannot be opened or read
+        answers as Postfix 3.7's check_access takes a lookup error: "451 4.3.5 Server
+        configuration error", after its warnings (dict_surrogate's "is unavailable" at each
+        lookup, maps_find's "lookup error for" the key)."""
+        warnings = []
+        try:
+            table = _table(spec, self.cfg)
+        except _TABLE_ERRORS as e:
+            warnings.append(f"{spec} is unavailable. {e}")
+        else:
+            try:
+                found = maps_find([table], keys)
+            except _TABLE_ERRORS:
+                pass
+            else:
+                return None if found is None else found[0]
+        # The first key asked (maps_find never asks an empty one).
+        first = next((key for key in (k if isinstance(k, str) else k[0] for k in keys) if key), "")
+        warnings.append(f'{spec} lookup error for "{first}"')
+        if self.log is not None:
+            for text in warnings:
+                self.log.warning(text)
+        return "451 4.3.5 Server configuration error"
 
     def _access_result(
         self,
+        table: str,
         value: str,
         cls: str,
         shown: str,
@@ -1290,6 +1323,19 @@ class Checker:
             )
         if re.fullmatch(r"2\d\d", upper):
             return PERMIT
+        if (
+            upper in ("HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC")
+            and not self.delay_reject
+            and cls in ("Client host", "Helo command")
+        ):
+            # Postfix's can_delegate_action: judged at connect or HELO, there is no mail
+            # transaction to hold or redirect yet.
+            if self.log is not None:
+                self.log.warning(
+                    f"access table {table}: with smtpd_delay_reject=no, action {upper} is "
+                    "always skipped in Client host or Helo command restrictions"
+                )
+            return DUNNO
         if upper == "HOLD":
             # Once per transaction, as Postfix's check_table_result: a later HOLD neither
             # logs nor changes the text.

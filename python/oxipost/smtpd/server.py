@@ -470,7 +470,10 @@ class Session:
             try:
                 if anvil is None or not await self._refused_at_connect(anvil):
                     await self._greet()
-                    await self.loop()
+                    # Refused at connect with 421 or 521 (smtpd_delay_reject = no): Postfix
+                    # hangs up after the reply, as after any 421 or 521.
+                    if self.last_code not in (421, 521):
+                        await self.loop()
             finally:
                 if anvil is not None:
                     await anvil.disconnect(addr)
