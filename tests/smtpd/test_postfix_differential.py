@@ -1035,6 +1035,28 @@ def test_access_table_that_fails_as_postfix(start_smtpd, table: str, delay_rejec
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
+    "main_cf",
+    [
+        "relay_domains = example.com\nrelay_recipient_maps = hash:/nonexistent/rcpts\n",
+        "virtual_alias_domains = example.com\nvirtual_alias_maps = hash:/nonexistent/rcpts\n",
+    ],
+)
+def test_recipient_table_that_fails_as_postfix(start_smtpd, main_cf: str) -> None:
+    """catalogue 14: a recipient table that cannot be opened: 451 4.3.0 Temporary lookup
+    failure, never accepted, after the same warnings as Postfix's (the full address is the
+    first key)."""
+    dialogue = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<u@example.com>", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    table = "hash:/nonexistent/rcpts"
+    expected = _access_check_lines(both.theirs, table)
+    assert f'warning: {table} lookup error for "u@example.com"' in expected, expected
+    assert _access_check_lines(both.ours, table) == expected
+    assert both.their_replies[3] == "451 4.3.0 <u@example.com>: Temporary lookup failure"
+    assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
     "action",
     [
         "HOLD",

@@ -166,16 +166,25 @@ def test_data_restrictions_reject(start_smtpd) -> None:
 
 
 def test_14_unreadable_table_is_a_temporary_lookup_failure(start_smtpd, tmp_path) -> None:
-    """catalogue 14: a table that cannot be read answers 451 4.3.0, never accepts."""
-    (tmp_path / "access.cdb").write_bytes(b"\xff" * 4096)  # not a cdb file
-    srv = start_smtpd(
-        f"smtpd_recipient_restrictions = check_recipient_access hash:{tmp_path}/access,"
-        " permit_mynetworks, reject_unauth_destination\n"
-    )
-    raw = Raw(srv.host, srv.port)
-    raw.reply()
-    raw.cmd("EHLO client.example")
-    raw.cmd("MAIL FROM:<a@example.org>")
-    assert raw.cmd("RCPT TO:<u@example.com>") == (
-        "451 4.3.0 <u@example.com>: Temporary lookup failure"
-    )
+    """catalogue 14: a recipient table that cannot be read answers 451 4.3.0, never accepts;
+    an access(5) table that cannot be read is, as in Postfix 3.7's check_access, the access
+    result "451 4.3.5 Server configuration error" (test_postfix_differential compares both
+    with real Postfix)."""
+    (tmp_path / "table.cdb").write_bytes(b"\xff" * 4096)  # not a cdb file
+    for main_cf, reply in (
+        (
+            f"relay_domains = example.com\nrelay_recipient_maps = hash:{tmp_path}/table\n",
+            "451 4.3.0 <u@example.com>: Temporary lookup failure",
+        ),
+        (
+            f"smtpd_recipient_restrictions = check_recipient_access hash:{tmp_path}/table,"
+            " permit_mynetworks, reject_unauth_destination\n",
+            "451 4.3.5 <u@example.com>: Recipient address rejected: Server configuration error",
+        ),
+    ):
+        srv = start_smtpd(main_cf)
+        raw = Raw(srv.host, srv.port)
+        raw.reply()
+        raw.cmd("EHLO client.example")
+        raw.cmd("MAIL FROM:<a@example.org>")
+        assert raw.cmd("RCPT TO:<u@example.com>") == reply

@@ -1140,10 +1140,29 @@ class Checker:
 
     def _find(self, specs: list[str], keys: Iterable[SearchKey | str]) -> str | None:
         """The first value `specs`' tables give for `keys` (maps_find: a pattern table
-        sees only the FULL keys); LookupFailure when a table cannot be read."""
+        sees only the FULL keys); LookupFailure when a table cannot be opened or read, after
+        Postfix's warnings: dict_surrogate's "TABLE is unavailable. REASON" for one that did
+        not open, maps_find's 'TABLE lookup error for "KEY"' (the first key asked)."""
+        warnings = []
+        tables = []
         try:
-            found = maps_find([_table(spec, self.cfg) for spec in specs], keys)
+            for spec in specs:
+                try:
+                    tables.append(_table(spec, self.cfg))
+                except _TABLE_ERRORS as e:
+                    warnings.append(f"{spec} is unavailable. {e}")
+                    raise
+            found = maps_find(tables, keys)
         except _TABLE_ERRORS as e:
+            # Which of several tables failed a lookup is not known here; one table is it.
+            if warnings or len(specs) == 1:
+                failed = specs[len(tables)] if warnings else specs[0]
+                asked = (k if isinstance(k, str) else k[0] for k in keys)
+                first = next((k for k in asked if k), "")  # maps_find skips empty keys
+                warnings.append(f'{failed} lookup error for "{first}"')
+            if self.log is not None:
+                for text in warnings:
+                    self.log.warning(text)
             raise LookupFailure(str(e)) from None
         return None if found is None else found[0]
 
@@ -1253,27 +1272,11 @@ class Checker:
     def _access_lookup(self, spec: str, keys: list[SearchKey]) -> str | None:
         """An access table's answer for `keys`. A table that cannot be opened or read
         answers as Postfix 3.7's check_access takes a lookup error: "451 4.3.5 Server
-        configuration error", after its warnings (dict_surrogate's "is unavailable" at each
-        lookup, maps_find's "lookup error for" the key)."""
-        warnings = []
+        configuration error", after _find's warnings."""
         try:
-            table = _table(spec, self.cfg)
-        except _TABLE_ERRORS as e:
-            warnings.append(f"{spec} is unavailable. {e}")
-        else:
-            try:
-                found = maps_find([table], keys)
-            except _TABLE_ERRORS:
-                pass
-            else:
-                return None if found is None else found[0]
-        # The first key asked (maps_find never asks an empty one).
-        first = next((key for key in (k if isinstance(k, str) else k[0] for k in keys) if key), "")
-        warnings.append(f'{spec} lookup error for "{first}"')
-        if self.log is not None:
-            for text in warnings:
-                self.log.warning(text)
-        return "451 4.3.5 Server configuration error"
+            return self._find([spec], keys)
+        except LookupFailure:
+            return "451 4.3.5 Server configuration error"
 
     def _access_result(
         self,
