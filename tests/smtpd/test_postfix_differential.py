@@ -1018,6 +1018,8 @@ def _access_check_lines(lines: list[str], table: str) -> list[str]:
     [
         "hash:/nonexistent/access",
         "texthash:/nonexistent/access",
+        "regexp:/nonexistent/access",
+        "cidr:/nonexistent/access",
         "inline:{127.0.0.2=REJECT without braces}",
         "fail:broken",
     ],

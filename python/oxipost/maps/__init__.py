@@ -558,7 +558,9 @@ def _file_text(spec: str, kind: str, name: str) -> tuple[bytes, str, int]:
     if name.startswith("{"):
         rules = _braced(spec, kind, name, "{{rule}, {rule}...}")
         return "\n".join(rules).encode() + b"\n", spec, 0
-    text, owner = read_owned(name)
+    # Postfix's dict_regexp, dict_pcre and dict_cidr say "open X: reason", not "open
+    # database X: reason".
+    text, owner = read_owned(name, "open")
     return text, name, owner
 
 
