@@ -27,7 +27,7 @@ import functools
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -1138,7 +1138,7 @@ class Checker:
         except _TABLE_ERRORS as e:
             raise LookupFailure(str(e)) from None
 
-    def _find(self, specs: list[str], keys: Iterable[SearchKey | str]) -> str | None:
+    def _find(self, specs: list[str], keys: Sequence[SearchKey | str]) -> str | None:
         """The first value `specs`' tables give for `keys` (maps_find: a pattern table
         sees only the FULL keys); LookupFailure when a table cannot be opened or read, after
         Postfix's warnings: dict_surrogate's "TABLE is unavailable. REASON" for one that did
