@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from oxipost.cleanup.addr import WRITE_ERROR, canonical
 from oxipost.cleanup.state import HDR_FROM, HDR_RCPT, cleanup_config
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope
-from oxipost.maps import TableError
+from oxipost.maps import Table, TableError
 from oxipost.rewrite.resolve import split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.check import match_networks
@@ -160,15 +161,11 @@ def _act_log(state: CleanupState, action: str, context: str, content: str, text:
     state.info(line)
 
 
-def act(state: CleanupState, context: str, line: str, value: str, param: str) -> list[str]:
-    """Apply one header_checks/body_checks result to `line` (cleanup_act): the lines that
-    take its place, the (possibly replaced) line last; none when it is removed."""
-    command, _, text = value.strip().partition(" ")
-    if "\t" in command:
-        command, _, rest = command.partition("\t")
-        text = rest + (" " + text if text else "")
-    text = text.strip()
-    command = command.upper()
+def _cleanup_act(
+    state: CleanupState, command: str, context: str, line: str, text: str, param: str
+) -> list[str] | None:
+    """The actions only cleanup has (they change the message's fate, its recipients or its
+    next hop): what takes the place of `line`, None for another command."""
     shown = line.replace("\n", " ")
     if command == "REJECT":
         reason = dsn_prepend("5.7.1", text) if text else "5.7.1 message content rejected"
@@ -178,9 +175,6 @@ def act(state: CleanupState, context: str, line: str, value: str, param: str) ->
         state.refuse(("451 " if reason[0] == "4" else "550 ") + reason)
         state.filtering = False
         _act_log(state, "reject", context, shown, reason)
-        return [line]
-    if command in ("WARN", "INFO"):
-        _act_log(state, "warning" if command == "WARN" else "info", context, shown, text)
         return [line]
     if command == "FILTER":
         if not text:
@@ -205,18 +199,6 @@ def act(state: CleanupState, context: str, line: str, value: str, param: str) ->
             _act_log(state, "hold", context, shown, text)
             state.hold = True
         return [line]
-    if command in ("PREPEND", "REPLACE"):
-        if not text:
-            state.warn(f"{command} action without text in {param} map")
-        elif context == "header" and not _HEADER.match(text):
-            state.warn(
-                f'bad {command} header text "{text}" in {param} map -- need "headername: '
-                'headervalue"'
-            )
-        else:
-            _act_log(state, command.lower(), context, shown, text)
-            return [text, line] if command == "PREPEND" else [text]
-        return [line]
     if command in ("REDIRECT", "BCC"):
         if "@" not in text:
             what = "REDIRECT target" if command == "REDIRECT" else "BCC address"
@@ -229,15 +211,7 @@ def act(state: CleanupState, context: str, line: str, value: str, param: str) ->
             state.bcc.append(text)
             _act_log(state, "bcc", context, shown, text)
         return [line]
-    if command == "STRIP":
-        _act_log(state, "strip", context, shown, text)
-        return []
-    if command == "IGNORE":
-        return []
-    if command in ("DUNNO", "OK"):
-        return [line]
-    state.warn(f"unknown command in {param} map: {value}")
-    return [line]
+    return None
 
 
 # Header addresses ----------------------------------------------------------------------
@@ -452,28 +426,105 @@ def _content_info(headers: list[str]) -> tuple[str, str | None]:
     return "text/plain", None
 
 
-class Walker:
-    """Runs the checks over a message and returns its rewritten lines."""
+class MimeWalker:
+    """The MIME walk content checks ride on, as Postfix's mime_state(3): the primary
+    header, then the body, the headers of each multipart part and of each attached
+    message/rfc822, each header checked with its class's table and each body line with
+    the body's, the action applied as header_checks(5) says (act). What the tables are,
+    how an action is logged and which actions beyond the common ones exist is the
+    subclass's: cleanup's checks (Walker) or a delivery agent's restricted ones
+    (RestrictedWalker)."""
 
-    def __init__(self, state: CleanupState) -> None:
-        self.state = state
-        cfg = state.cfg
-        self.mime = not cfg.get_bool("disable_mime_input_processing")
-        self.body_limit = state.opts.body_checks_size_limit
-        self.context = header_rewrite_context(state)
+    # The check parameter of each header class, and that of body lines.
+    checks: dict[str, str] = _CHECKS
+    body_checks = "body_checks"
+
+    def __init__(self, mime: bool, body_limit: int) -> None:
+        self.mime = mime
+        self.body_limit = body_limit
         # The names (lower case) of the primary header lines given back so far.
         self.names: set[str] = set()
 
+    # What a subclass says --------------------------------------------------------------
+
+    def enabled(self, param: str) -> bool:
+        """Whether `param`'s tables are looked in now."""
+        raise NotImplementedError
+
+    def lookup(self, param: str, text: str) -> str | None:
+        """The first result for `text` in `param`'s tables."""
+        raise NotImplementedError
+
+    def log_action(self, action: str, context: str, content: str, text: str) -> None:
+        """One line for an action taken on `content`, a header or body line."""
+        raise NotImplementedError
+
+    def warn(self, text: str) -> None:
+        raise NotImplementedError
+
+    def extend(
+        self, command: str, context: str, line: str, text: str, param: str
+    ) -> list[str] | None:
+        """What an action other than the common ones does, None when there is none
+        (Postfix's hbc extend call-back)."""
+        return None
+
+    def unknown(self, value: str, param: str) -> None:
+        """An action nobody knows."""
+        raise NotImplementedError
+
+    def after_checks(self, text: str, name: str, cls: str) -> str | None:
+        """A header after its checks, None when it is removed."""
+        return text
+
+    # The walk --------------------------------------------------------------------------
+
+    def act(self, context: str, line: str, value: str, param: str) -> list[str]:
+        """Apply one table result to `line` (cleanup_act, hbc_action): the lines that take
+        its place, the (possibly replaced) line last; none when it is removed."""
+        command, _, text = value.strip().partition(" ")
+        if "\t" in command:
+            command, _, rest = command.partition("\t")
+            text = rest + (" " + text if text else "")
+        text = text.strip()
+        command = command.upper()
+        extended = self.extend(command, context, line, text, param)
+        if extended is not None:
+            return extended
+        if command in ("WARN", "INFO"):
+            self.log_action("warning" if command == "WARN" else "info", context, line, text)
+            return [line]
+        if command in ("PREPEND", "REPLACE"):
+            if not text:
+                self.warn(f"{command} action without text in {param} map")
+            elif context == "header" and not _HEADER.match(text):
+                self.warn(
+                    f'bad {command} header text "{text}" in {param} map -- need "headername: '
+                    'headervalue"'
+                )
+            else:
+                self.log_action(command.lower(), context, line, text)
+                return [text, line] if command == "PREPEND" else [text]
+            return [line]
+        if command == "STRIP":
+            self.log_action("strip", context, line, text)
+            return []
+        if command == "IGNORE":
+            return []
+        if command in ("DUNNO", "OK"):
+            return [line]
+        self.unknown(value, param)
+        return [line]
+
     def _check_header(self, text: str, cls: str, out: list[str]) -> None:
         """Append what becomes of one header to `out`."""
-        state = self.state
         name = header_name(text)
         checked = MULTIPART if name in MIME_HEADERS else cls
-        param = _CHECKS[checked]
-        if state.filtering and param in state.opts.header_checks:
-            value = _lookup(state, param, text)
+        param = self.checks[checked]
+        if self.enabled(param):
+            value = self.lookup(param, text)
             if value is not None:
-                result = act(state, "header", text, value, param)
+                result = self.act("header", text, value, param)
                 if not result:
                     return
                 *prepended, text = result
@@ -481,33 +532,21 @@ class Walker:
                 out += prepended
                 if cls == PRIMARY:
                     self.names.update(header_name(h) for h in prepended)
-        kept = self._after_checks(text, name, checked)
+        kept = self.after_checks(text, name, checked)
         if kept is not None:
             out.append(kept)
             if cls == PRIMARY:
                 self.names.add(name)
 
-    def _after_checks(self, text: str, name: str, cls: str) -> str | None:
-        """The header after rewriting, None when it is removed."""
-        if cls != PRIMARY or name in MIME_HEADERS:
-            return text
-        if name in DROPPED_HEADERS:
-            return None
-        if name in ("message-id", "resent-message-id"):
-            self.state.info(f"{name}={text.split(':', 1)[1].strip()}")
-        if self.context and name in ADDRESS_HEADERS and state_ok(self.state):
-            text = rewrite_header(self.state, text, name, self.context)
-        return text
-
     def _check_body(self, line: str, budget: list[int]) -> list[str]:
-        state = self.state
-        if not state.filtering or budget[0] <= 0 or not state.opts.nonempty("body_checks"):
+        param = self.body_checks
+        if budget[0] <= 0 or not self.enabled(param):
             return [line]
         budget[0] -= len(line) + 1
-        value = _lookup(state, "body_checks", line)
+        value = self.lookup(param, line)
         if value is None:
             return [line]
-        return act(state, "body", line, value, "body_checks")
+        return self.act("body", line, value, param)
 
     def headers(self, lines: list[str], cls: str) -> list[str]:
         out: list[str] = []
@@ -578,6 +617,105 @@ class Walker:
         if pending:
             out.extend(self.headers(pending, pending_cls))
         return out
+
+
+class Walker(MimeWalker):
+    """cleanup's checks: header_checks, mime_header_checks, nested_header_checks and
+    body_checks with every action, logged as cleanup_act_log; then header address
+    rewriting."""
+
+    def __init__(self, state: CleanupState) -> None:
+        super().__init__(
+            not state.cfg.get_bool("disable_mime_input_processing"),
+            state.opts.body_checks_size_limit,
+        )
+        self.state = state
+        self.context = header_rewrite_context(state)
+
+    def enabled(self, param: str) -> bool:
+        return self.state.filtering and self.state.opts.nonempty(param)
+
+    def lookup(self, param: str, text: str) -> str | None:
+        return _lookup(self.state, param, text)
+
+    def log_action(self, action: str, context: str, content: str, text: str) -> None:
+        _act_log(self.state, action, context, content.replace("\n", " "), text)
+
+    def warn(self, text: str) -> None:
+        self.state.warn(text)
+
+    def extend(
+        self, command: str, context: str, line: str, text: str, param: str
+    ) -> list[str] | None:
+        return _cleanup_act(self.state, command, context, line, text, param)
+
+    def unknown(self, value: str, param: str) -> None:
+        self.state.warn(f"unknown command in {param} map: {value}")
+
+    def after_checks(self, text: str, name: str, cls: str) -> str | None:
+        if cls != PRIMARY or name in MIME_HEADERS:
+            return text
+        if name in DROPPED_HEADERS:
+            return None
+        if name in ("message-id", "resent-message-id"):
+            self.state.info(f"{name}={text.split(':', 1)[1].strip()}")
+        if self.context and name in ADDRESS_HEADERS and state_ok(self.state):
+            text = rewrite_header(self.state, text, name, self.context)
+        return text
+
+
+class ChecksLookupError(Exception):
+    """A restricted checks table could not be read; args: the parameter."""
+
+
+class RestrictedWalker(MimeWalker):
+    """The restricted header_checks(5) of a delivery agent (Postfix's
+    header_body_checks(3), as smtp(8) uses it for smtp_header_checks,
+    smtp_mime_header_checks, smtp_nested_header_checks and smtp_body_checks): only the
+    actions that edit the content (REPLACE, PREPEND, STRIP, IGNORE, WARN, INFO, DUNNO, OK);
+    any other is "unsupported command in PARAM map: VALUE" and leaves the line as it is.
+    Every body line is looked at (body_checks_size_limit is cleanup's); each action is
+    given to `logger` (action, "header" or "body", the line, the action's text). A table
+    that cannot be read raises ChecksLookupError."""
+
+    def __init__(
+        self,
+        checks: dict[str, str],
+        body_checks: str,
+        tables: dict[str, list[Table]],
+        logger: Callable[[str, str, str, str], None],
+        warn: Callable[[str], None],
+    ) -> None:
+        # MIME processing is on whatever disable_mime_input_processing says, as in
+        # Postfix's smtp with checks (mime_state without MIME_OPT_DISABLE_MIME).
+        super().__init__(True, sys.maxsize)
+        self.checks = checks
+        self.body_checks = body_checks
+        self.tables = tables
+        self.logger = logger
+        self._warn = warn
+
+    def enabled(self, param: str) -> bool:
+        return param in self.tables
+
+    def lookup(self, param: str, text: str) -> str | None:
+        try:
+            for table in self.tables[param]:
+                value = table.lookup(text)
+                if value is not None:
+                    return value
+        except TableError:
+            raise ChecksLookupError(param) from None
+        return None
+
+    def log_action(self, action: str, context: str, content: str, text: str) -> None:
+        self.logger(action, context, content, text)
+
+    def warn(self, text: str) -> None:
+        self._warn(text)
+
+    def unknown(self, value: str, param: str) -> None:
+        self._warn(f"unsupported command in {param} map: {value}")
 
 
 def state_ok(state: CleanupState) -> bool:

@@ -19,8 +19,12 @@ smtp_send_xforward_command the client attributes the server's XFORWARD announces
 commands refused: a warning, and the mail goes on), MAIL FROM with SIZE, BODY=8BITMIME and
 the DSN parameters, one RCPT per recipient with ORCPT (the original recipient when none was
 given) and NOTIFY, PIPELINING when offered, and DATA.
-smtp_header_checks apply to the primary headers (IGNORE, STRIP, REPLACE, PREPEND, WARN,
-INFO), then smtp_generic_maps rewrites the envelope sender, the recipients and the primary
+The content checks (smtp_header_checks, smtp_mime_header_checks, smtp_nested_header_checks,
+smtp_body_checks; lmtp_* for lmtp(8)) are header_checks(5)'s restricted ones, through the
+MIME walk whatever disable_mime_input_processing says: REPLACE, PREPEND, STRIP, IGNORE,
+WARN, INFO, DUNNO, OK, anything else "unsupported command in PARAM map: VALUE"; each action
+logged as "QID: action: header|body LINE[: text]" when the message is sent. Then
+smtp_generic_maps rewrites the envelope sender, the recipients and the primary
 sender/recipient headers' addresses on the way out (a table that cannot be read is fatal:
 "smtp_generic_maps map lookup problem for ADDR"). An idle session is kept for
 smtp_connection_cache_time_limit and reused (after RSET) for the next message to the same
@@ -33,10 +37,11 @@ Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1)
 bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept mail
 (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); a password
 table that cannot be read: "warning: QID: smtp_sasl_password_maps lookup error" and "local
-data error while talking to H[A]" (4.3.0). The connection goes out from smtp_bind_address
-(smtp_bind_address6), else from inet_interfaces' only non-loopback address: "warning:
-smtp_connect_addr: bind A: REASON" when that fails (then unbound, or 4.4.0 "server
-configuration error" with smtp_bind_address_enforce). An unusable TLS policy
+data error while talking to H[A]" (4.3.0), and the same after "warning: QID: smtp header
+checks lookup error" (body) for a content checks table. The connection goes out from
+smtp_bind_address (smtp_bind_address6), else from inet_interfaces' only non-loopback
+address: "warning: smtp_connect_addr: bind A: REASON" when that fails (then unbound, or
+4.4.0 "server configuration error" with smtp_bind_address_enforce). An unusable TLS policy
 ('smtp_tls_policy_maps, next-hop destination "D": invalid security level "L"') skips the
 destination's hosts ("TLS policy lookup for D/H: client TLS configuration problem", 4.7.5).
 A fallback relay or the relayhost that is not found (or loops back here) defers the mail
@@ -1007,7 +1012,7 @@ def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
         rewrite_header_text(h, one) if header_name(h) in SENDER_HEADERS | RECIPIENT_HEADERS else h
         for h in headers
     ]
-    content = "".join(h + "\n" for h in out).encode("utf-8", "surrogateescape") + rest
+    content = _lines_bytes(out) + rest
     return dataclasses.replace(req, envelope=envelope, recipients=recipients, content=content)
 
 
@@ -1032,71 +1037,97 @@ def _split_headers(content: bytes) -> tuple[list[str], bytes]:
 
 
 class _ChecksError(Exception):
-    """A smtp_header_checks table could not be read."""
+    """A content checks table could not be read: "header" or "body" (which checks)."""
 
 
-def _header_checks(req: DeliveryRequest, p: Params) -> DeliveryRequest:
-    """The message as smtp_header_checks has it go out (Postfix's hbc_header_checks on
-    its primary headers): IGNORE and STRIP drop the header, REPLACE and PREPEND put text
-    in its place or before it, WARN and INFO log it, DUNNO and OK keep it; another action
-    is 'unsupported command in smtp_header_checks map: ACTION'. Each action but IGNORE and
-    DUNNO is logged as "QID: action: header HEADER: text" (the header cut to 60 bytes).
-    Raises _ChecksError when a table cannot be read."""
-    param = p.name("header_checks")
-    specs = p.cfg.get_list(param)
+def _checks_tables(p: Params) -> dict[str, list[str]]:
+    """The table specs of each of smtp_header_checks, smtp_mime_header_checks,
+    smtp_nested_header_checks and smtp_body_checks (lmtp_*) that has any, worked out once
+    per Config: with none, a message costs a dict lookup."""
+    key = "lmtp_checks" if p.lmtp else "smtp_checks"
+    found = p.cfg.derived.get(key)
+    if not isinstance(found, dict):
+        names = ("header_checks", "mime_header_checks", "nested_header_checks", "body_checks")
+        found = {p.name(n): p.cfg.get_list(p.name(n)) for n in names}
+        found = p.cfg.derived[key] = {param: specs for param, specs in found.items() if specs}
+    return found
+
+
+def _content_checks(
+    req: DeliveryRequest, p: Params, notes: list[tuple[int, str]]
+) -> DeliveryRequest:
+    """The message as smtp's content checks have it go out (smtp_header_rewrite and
+    smtp_body_rewrite through Postfix's MIME walk): the restricted header_checks(5) of
+    oxipost.cleanup.header.RestrictedWalker, each action's line (as smtp_hbc_logger
+    writes it, "QID: action: header|body LINE(60 bytes)[: text]") and each warning added
+    to `notes` as (level, text). Raises _ChecksError when a table cannot be read."""
+    specs = _checks_tables(p)
     if not specs:
         return req
+    from oxipost.cleanup.header import (
+        MULTIPART,
+        NESTED,
+        PRIMARY,
+        ChecksLookupError,
+        RestrictedWalker,
+    )
     from oxipost.maps import TableError, open_table
 
-    # As Postfix's smtp_hbc: header checks match bytes that are not UTF-8 too.
-    tables = [open_table(spec, p.cfg, utf8=False) for spec in specs]
+    body_param = p.name("body_checks")
+    try:
+        # As Postfix's smtp_hbc: the checks match bytes that are not UTF-8 too.
+        tables = {
+            param: [open_table(spec, p.cfg, utf8=False) for spec in param_specs]
+            for param, param_specs in specs.items()
+        }
+    except TableError:
+        raise _ChecksError("body" if list(specs) == [body_param] else "header") from None
+
+    def logger(action: str, where: str, line: str, text: str) -> None:
+        # %.60s of the line, its newlines and tabs shown as '?' as Postfix's log writer
+        # shows them.
+        shown = _CONTROL.sub("?", _cut(line, 60))
+        note = f"{req.queue_id}: {action}: {where} {shown}" + (f": {text}" if text else "")
+        notes.append((logging.INFO, note))
+
+    def warn(text: str) -> None:
+        notes.append((logging.WARNING, text))
+
+    classes = {
+        PRIMARY: p.name("header_checks"),
+        MULTIPART: p.name("mime_header_checks"),
+        NESTED: p.name("nested_header_checks"),
+    }
+    walker = RestrictedWalker(classes, body_param, tables, logger, warn)
     headers, rest = _split_headers(req.content)
-    out: list[str] = []
-    for header in headers:
-        value = None
-        try:
-            for table in tables:
-                if (value := table.lookup(header)) is not None:
-                    break
-        except TableError:
-            raise _ChecksError from None
-        if value is None:
-            out.append(header)
-            continue
-        command, _, text = value.strip().partition(" ")
-        command, text = command.upper(), text.strip()
+    try:
+        # Only the body's MIME parts and lines need the walk through the body.
+        if specs.keys() - {classes[PRIMARY]}:
+            separator = rest.startswith(b"\n")
+            lines = rest[separator:].decode("utf-8", "surrogateescape").split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            head, body = walker.walk(headers, lines)
+            rest = (b"\n" if separator else b"") + _lines_bytes(body)
+        else:
+            head = walker.headers(headers, PRIMARY)
+    except ChecksLookupError as e:
+        raise _ChecksError("body" if e.args[0] == body_param else "header") from None
+    return dataclasses.replace(req, content=_lines_bytes(head) + rest)
 
-        def logged(action: str, header: str = header, text: str = text) -> None:
-            shown = f"{req.queue_id}: {action}: header {header[:60]}"
-            log.info("%s%s", shown, f": {text}" if text else "")
 
-        if command in ("WARN", "INFO"):
-            logged("warning" if command == "WARN" else "info")
-        elif command in ("PREPEND", "REPLACE"):
-            if not text:
-                log.warning("%s action without text in %s map", command, param)
-            elif not _HEADER_LINE.match(text):
-                log.warning(
-                    'bad %s header text "%s" in %s map -- need "headername: headervalue"',
-                    command,
-                    text,
-                    param,
-                )
-            else:
-                logged(command.lower())
-                out.append(text)
-                if command == "REPLACE":
-                    continue
-        elif command == "STRIP":
-            logged("strip")
-            continue
-        elif command == "IGNORE":
-            continue
-        elif command not in ("DUNNO", "OK"):
-            log.warning("unsupported command in %s map: %s", param, value)
-        out.append(header)
-    content = "".join(h + "\n" for h in out).encode("utf-8", "surrogateescape") + rest
-    return dataclasses.replace(req, content=content)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _cut(text: str, size: int) -> str:
+    """The first `size` bytes of `text` (as C's %.60s cuts)."""
+    if len(text) <= size // 4:
+        return text
+    return text.encode("utf-8", "surrogateescape")[:size].decode("utf-8", "surrogateescape")
+
+
+def _lines_bytes(lines: list[str]) -> bytes:
+    return "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
 
 
 _HEADER_LINE = re.compile(r"[!-9;-~]+:")
@@ -1188,7 +1219,11 @@ def _xforward(s: Session, req: DeliveryRequest, p: Params) -> list[tuple[str, st
     return out
 
 
-async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outcome]:
+async def _transaction(
+    s: Session, req: DeliveryRequest, p: Params, notes: list[tuple[int, str]]
+) -> list[Outcome]:
+    """One mail transaction; `notes`, the content checks' log lines, are logged as the
+    message is sent, each time it is, as Postfix's smtp logs them while it sends it."""
     env = req.envelope
     label = s.host.label
     xforward = _xforward(s, req, p)
@@ -1294,6 +1329,8 @@ async def _transaction(s: Session, req: DeliveryRequest, p: Params) -> list[Outc
             results[i] = o
         return [x or o for x in results]
     stage_xfer = "sending message body"
+    for level, text in notes:
+        log.log(level, text)
     # Body and the final dot in one write (one segment for a small message, as Postfix's
     # buffered stream sends them).
     data = _data_bytes(req.content, int(p.get("line_length_limit")), req.queue_id)
@@ -1402,16 +1439,17 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     sites = [nexthop]
     if not lmtp:
         sites += [d for d in re.split(r"[,\s]+", req.cfg.get("smtp_fallback_relay")) if d]
+    notes: list[tuple[int, str]] = []
     try:
         # Header checks see the headers as queued; generic mapping then rewrites what
         # they leave (smtp_header_rewrite).
-        wire = _generic(_header_checks(req, p), p)
-    except _ChecksError:
+        wire: DeliveryRequest | str = _generic(_content_checks(req, p, notes), p)
+    except _ChecksError as e:
         # Postfix finds this while it sends the message: the session reports it.
-        wire = None
+        wire = e.args[0]
     tried = 0
     while True:
-        outcomes, again, unresolved = await _deliver_site(req, wire, p, sites[tried])
+        outcomes, again, unresolved = await _deliver_site(req, wire, notes, p, sites[tried])
         tried += 1
         if not again or tried == len(sites):
             break
@@ -1429,13 +1467,17 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
 
 
 async def _deliver_site(
-    req: DeliveryRequest, wire: DeliveryRequest | None, p: Params, nexthop: str
+    req: DeliveryRequest,
+    wire: DeliveryRequest | str,
+    notes: list[tuple[int, str]],
+    p: Params,
+    nexthop: str,
 ) -> _SiteResult:
-    """Delivery to one destination's hosts (`wire`: the request as it goes out, after
-    smtp_header_checks and smtp_generic_maps; None when a header checks table could not be
-    read); says whether the next destination (a fallback
-    relay) may be tried: every recipient is still to be delivered, none bounced, after
-    the last host, and this host is none of the destination's MX hosts."""
+    """Delivery to one destination's hosts (`wire`: the request as it goes out, after the
+    content checks and smtp_generic_maps, "header" or "body" when a content checks table
+    could not be read; `notes`: the checks' log lines); says whether the next destination (a
+    fallback relay) may be tried: every recipient is still to be delivered, none bounced,
+    after the last host, and this host is none of the destination's MX hosts."""
     key: tuple[str, ...] = (req.transport, nexthop)
     if p.bool("sasl_auth_enable") and p.bool("sender_dependent_authentication"):
         # A session logged in for one sender is not another's (Postfix's connection
@@ -1497,13 +1539,13 @@ async def _deliver_site(
                 return _SiteResult([Outcome(e.status, e.text, s.host.relay)] * n)
             s.setup_done = time.time()
         relay = s.host.relay
-        if wire is None:
-            log.warning("%s: smtp header checks lookup error", req.queue_id)
+        if isinstance(wire, str):
+            log.warning("%s: smtp %s checks lookup error", req.queue_id, wire)
             s.close()
             text = f"local data error while talking to {s.host.label}"
             return _SiteResult([Outcome("4.3.0", text, relay)] * n)
         try:
-            outcomes = [_used(o, s) for o in await _transaction(s, wire, p)]
+            outcomes = [_used(o, s) for o in await _transaction(s, wire, p, notes)]
         except _Partial as pe:
             s.close()
             return _SiteResult([_used(o, s) for o in pe.outcomes])

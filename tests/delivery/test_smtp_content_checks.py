@@ -1,0 +1,298 @@
+"""smtp(8)'s content checks (smtp_header_checks, smtp_mime_header_checks,
+smtp_nested_header_checks, smtp_body_checks), compared with real Postfix 3.7's smtp client:
+both send the same MIME message (a multipart with a text part and an attached
+message/rfc822) to Debian's smtp-sink, whose transaction dumps keep what arrived, with the
+same tables. The message that arrives and smtp's log lines must be the same, queue IDs
+aside: header_checks(5)'s restricted actions (REPLACE, PREPEND, STRIP, IGNORE, WARN, INFO,
+DUNNO, OK) in each class, the others (REJECT, DISCARD, HOLD, REDIRECT, BCC, FILTER, PASS)
+unsupported, each logged as Postfix's smtp logs it."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+from .conftest import dumping_sink, make_config, postfix_relay, request, run
+
+pytestmark = [pytest.mark.postfix, pytest.mark.slow]
+
+HEADER_CHECKS = """\
+/^Subject: (.*)/ REPLACE Subject: [ext] $1
+/^X-Folded:/ WARN folded
+/^X-Hold:/ HOLD held
+/^Content-Type: multipart/ INFO primary mime
+/^X-Dunno:/ DUNNO
+"""
+MIME_HEADER_CHECKS = """\
+/^Content-Type: text\\/plain/ PREPEND X-Mime: seen
+/^X-Part:/ REPLACE X-Part: replaced
+/^Content-Type: multipart/ WARN multipart
+/^Content-Description:/ STRIP gone
+/^Content-Disposition:/ REDIRECT x@example.com
+"""
+NESTED_HEADER_CHECKS = """\
+/^Subject: (.*)/ REPLACE Subject: [nested] $1
+/^X-Nested:/ IGNORE
+/^From: inner/ DISCARD
+/^To: inner/ OK
+"""
+BODY_CHECKS = """\
+/spam/ REPLACE ham line
+/^prepend here/ PREPEND inserted line
+/^strip this/ STRIP stripped
+/^ignore this/ IGNORE
+/^warn body/ WARN body warning
+/^info body/ INFO
+/^reject body/ REJECT 5.7.1 no
+/^bcc body/ BCC x@example.com
+/^--BOUND--/ INFO last boundary
+/^replace empty/ REPLACE
+"""
+MESSAGE = """\
+From: a@example.org
+To: b@example.net
+Subject: hello
+Message-Id: <1@example.org>
+Date: Sun, 6 Dec 2026 12:00:00 +0000
+X-Folded: first
+ second line
+X-Hold: h
+X-Dunno: k
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="BOUND"
+
+preamble spam
+--BOUND
+Content-Type: text/plain
+Content-Description: words
+Content-Disposition: inline
+X-Part: p
+
+body spam line
+prepend here
+strip this
+ignore this
+warn body
+info body
+reject body
+bcc body
+replace empty
+--BOUND
+Content-Type: message/rfc822
+
+From: inner@example.org
+To: inner@example.net
+Subject: inner subject
+X-Nested: n
+Content-Type: multipart/alternative; boundary="IN"
+
+--IN
+Content-Type: text/plain
+
+inner spam
+--IN--
+--BOUND--
+epilogue spam
+"""
+
+
+def _arrived(files: set[Path]) -> list[str]:
+    """The one message dumped, from its From: header on (what the sink and each MTA's
+    cleanup put before it differs)."""
+    (f,) = files
+    lines = f.read_text().splitlines()
+    return lines[lines.index("From: a@example.org") :]
+
+
+def _smtp_lines(lines: list[str]) -> list[str]:
+    return [re.sub(r"^[0-9A-F]{6,}: ", "QID: ", ln) for ln in lines]
+
+
+def _their_lines(log: str) -> list[str]:
+    """Postfix's smtp lines but the delivery status and its main.cf warnings."""
+    return [
+        ln.split("]: ", 1)[1]
+        for ln in log.splitlines()
+        if "/smtp[" in ln and " to=<" not in ln and "overriding" not in ln
+    ]
+
+
+def _our_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        ("warning: " if r.levelno == logging.WARNING else "") + r.getMessage()
+        for r in caplog.records
+        if r.name == "oxipost.smtp"
+    ]
+
+
+def _compare(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, main: str, message: str
+) -> list[str]:
+    """Relay `message` through real Postfix and through oxipost's smtp with `main`; checks
+    that the same message arrives and the same lines are logged; → what arrived."""
+    with dumping_sink() as (sink, dump):
+        log, dsn, _text = postfix_relay(
+            sink,
+            main,
+            lambda c: c.sendmail(
+                "a@example.org", ["b@example.net"], message.replace("\n", "\r\n").encode()
+            ),
+        )
+        their_files = set(dump.iterdir())
+        theirs = _arrived(their_files)
+        cfg = make_config(tmp_path / "ours", main)
+        # What Postfix's own cleanup put first, folded.
+        content = ("Received: from somewhere\n\tby here\n" + message).encode()
+        req = request(cfg, "smtp", f"[127.0.0.1]:{sink}", ["b@example.net"], content=content)
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="oxipost.smtp")
+        (o,) = run(req)
+        assert o.delivered, o
+        ours = _arrived(set(dump.iterdir()) - their_files)
+    assert dsn == "2.0.0"
+    assert ours == theirs
+    assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(_their_lines(log))
+    return theirs
+
+
+def _tables(d: Path) -> str:
+    (d / "header").write_text(HEADER_CHECKS)
+    (d / "mime").write_text(MIME_HEADER_CHECKS)
+    (d / "nested").write_text(NESTED_HEADER_CHECKS)
+    (d / "body").write_text(BODY_CHECKS)
+    return (
+        f"smtp_header_checks = regexp:{d}/header\n"
+        f"smtp_mime_header_checks = regexp:{d}/mime\n"
+        f"smtp_nested_header_checks = regexp:{d}/nested\n"
+        f"smtp_body_checks = regexp:{d}/body\n"
+    )
+
+
+def test_content_checks_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # body_checks_size_limit is cleanup's: smtp's body checks see every line; and with
+    # checks, smtp's MIME walk ignores disable_mime_input_processing.
+    main = _tables(shared_tmp) + "body_checks_size_limit = 10\n"
+    main += "disable_mime_input_processing = yes\n"
+    arrived = _compare(tmp_path, caplog, main, MESSAGE)
+    # Not a message both left alone: each class of checks changed something.
+    assert "Subject: [ext] hello" in arrived
+    assert arrived.count("X-Mime: seen") == 2
+    assert "Subject: [nested] inner subject" in arrived
+    assert "X-Nested: n" not in arrived
+    assert arrived.count("ham line") == 4
+    assert "Content-Description: words" not in arrived
+    assert ["inserted line", "prepend here"] == arrived[
+        arrived.index("inserted line") : arrived.index("inserted line") + 2
+    ]
+
+
+# Every action in the primary header, and a header the log cuts at 60 bytes.
+PRIMARY_CHECKS = """\
+/^Received:/ IGNORE
+/^Subject: (.*)/ REPLACE Subject: [ext] $1
+/^X-Mailer:/ PREPEND X-Note: had mailer
+/^X-Warn:/ WARN warned text
+/^X-Info:/ INFO
+/^X-Disc:/ DISCARD gone
+/^X-Dunno:/ DUNNO
+/^X-Strip:/ STRIP stripped it
+/^X-Bogus:/ BOGUS
+/^X-Reject:/ REJECT nope
+/^X-Bad:/ PREPEND no header here
+/^X-Tab:/ REPLACE\tX-Tab: after a tab
+"""
+PRIMARY_MESSAGE = """\
+From: a@example.org
+To: b@example.net
+Subject: hello
+X-Mailer: m1
+X-Warn: a header longer than sixty characters, to see where the log cuts it
+X-Info: i
+X-Disc: d
+X-Dunno: k
+X-Strip: s
+X-Bogus: b
+X-Reject: r
+X-Bad: x
+X-Tab: t
+Message-Id: <2@example.org>
+Date: Sun, 6 Dec 2026 12:00:00 +0000
+
+body
+"""
+
+
+def test_header_checks_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (shared_tmp / "checks").write_text(PRIMARY_CHECKS)
+    main = f"smtp_header_checks = regexp:{shared_tmp}/checks\n"
+    arrived = _compare(tmp_path, caplog, main, PRIMARY_MESSAGE)
+    assert arrived[2:4] == ["Subject: [ext] hello", "X-Note: had mailer"]
+    assert "X-Strip: s" not in arrived
+    assert "X-Tab: after a tab" in arrived
+
+
+def test_header_checks_alone_leave_mime_headers_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """smtp_mime_header_checks is empty by default (mime_header_checks is $header_checks):
+    with smtp_header_checks alone, a primary Content-Type: is not looked up at all."""
+    (shared_tmp / "header").write_text(HEADER_CHECKS)
+    main = f"smtp_header_checks = regexp:{shared_tmp}/header\n"
+    arrived = _compare(tmp_path, caplog, main, MESSAGE)
+    assert "Subject: [ext] hello" in arrived
+    assert "preamble spam" in arrived
+
+
+@pytest.mark.parametrize("which", ["header", "body"])
+def test_checks_table_error_as_postfix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, which: str
+) -> None:
+    """A table that cannot be read defers the message while it is sent: 4.3.0 'local data
+    error while talking to H[A]', after 'warning: QID: smtp header checks lookup error'
+    (body for smtp_body_checks)."""
+    main = f"smtp_{which}_checks = fail:broken\n"
+    with dumping_sink() as (sink, _dump):
+        log, dsn, text = postfix_relay(
+            sink,
+            main,
+            lambda c: c.sendmail("a@example.org", ["b@example.net"], b"X: y\r\n\r\nz\r\n"),
+        )
+        cfg = make_config(tmp_path / "ours", main)
+        (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{sink}", ["b@example.net"]))
+    warning = f"smtp {which} checks lookup error"
+    assert re.search(rf"postfix/smtp\[\d+\]: warning: \w+: {warning}", log), log
+    assert f"4ABCDE1234: {warning}" in caplog.messages
+    assert (o.status, o.text) == (dsn, text)
+    assert (dsn, text) == ("4.3.0", "local data error while talking to 127.0.0.1[127.0.0.1]")
+
+
+def test_no_check_lines_when_nothing_is_sent_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Postfix applies the checks as it sends the message: a next hop that refuses the
+    connection gets nothing, and nothing but the refusal is logged."""
+    main = _tables(shared_tmp)
+    closed = free_port()
+    log, dsn, text = postfix_relay(
+        closed,
+        main,
+        lambda c: c.sendmail(
+            "a@example.org", ["b@example.net"], MESSAGE.replace("\n", "\r\n").encode()
+        ),
+    )
+    cfg = make_config(tmp_path / "ours", main)
+    caplog.set_level(logging.INFO, logger="oxipost.smtp")
+    req = request(cfg, "smtp", f"[127.0.0.1]:{closed}", ["b@example.net"], content=MESSAGE.encode())
+    (o,) = run(req)
+    assert (o.status, o.text) == (dsn, text)
+    refused = f"connect to 127.0.0.1[127.0.0.1]:{closed}: Connection refused"
+    assert _our_lines(caplog) == _their_lines(log) == [refused]
