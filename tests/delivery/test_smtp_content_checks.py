@@ -106,7 +106,7 @@ def _arrived(files: set[Path]) -> list[str]:
     cleanup put before it differs)."""
     (f,) = files
     lines = f.read_text().splitlines()
-    return lines[lines.index("From: a@example.org") :]
+    return lines[next(i for i, ln in enumerate(lines) if ln.startswith("From: ")) :]
 
 
 def _smtp_lines(lines: list[str]) -> list[str]:
@@ -155,7 +155,7 @@ def _compare(
         assert o.delivered, o
         ours = _arrived(set(dump.iterdir()) - their_files)
     assert dsn == "2.0.0"
-    assert ours == theirs
+    assert ours == theirs, (ours, theirs)
     assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(_their_lines(log))
     return theirs
 
@@ -296,3 +296,30 @@ def test_no_check_lines_when_nothing_is_sent_as_postfix(
     assert (o.status, o.text) == (dsn, text)
     refused = f"connect to 127.0.0.1[127.0.0.1]:{closed}: Connection refused"
     assert _our_lines(caplog) == _their_lines(log) == [refused]
+
+
+def test_generic_maps_after_checks_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """smtp_generic_maps rewrites what the header checks leave of a sender or recipient
+    header (smtp_header_rewrite), not what PREPEND puts before it (sent as it is)."""
+    (shared_tmp / "checks").write_text(
+        "/^Subject:/ PREPEND Reply-To: joe@local.test\n"
+        "/^X-Also:/ REPLACE Cc: joe@local.test\n"
+        "/^To: (.*)/ REPLACE To: joe@local.test, $1\n"
+    )
+    (shared_tmp / "generic").write_text("/^joe@local\\.test$/ joe@example.com\n")
+    main = f"smtp_header_checks = regexp:{shared_tmp}/checks\n"
+    main += f"smtp_generic_maps = regexp:{shared_tmp}/generic\n"
+    message = (
+        "From: joe@local.test\nTo: b@example.net\nSubject: s\nX-Also: joe@local.test\n"
+        "Message-Id: <3@example.org>\nDate: Sun, 6 Dec 2026 12:00:00 +0000\n\nbody\n"
+    )
+    arrived = _compare(tmp_path, caplog, main, message)
+    assert arrived[:5] == [
+        "From: joe@example.com",
+        "To: joe@example.com, b@example.net",
+        "Reply-To: joe@local.test",
+        "Subject: s",
+        "Cc: joe@local.test",
+    ]

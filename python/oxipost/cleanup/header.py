@@ -675,8 +675,10 @@ class RestrictedWalker(MimeWalker):
     actions that edit the content (REPLACE, PREPEND, STRIP, IGNORE, WARN, INFO, DUNNO, OK);
     any other is "unsupported command in PARAM map: VALUE" and leaves the line as it is.
     Every body line is looked at (body_checks_size_limit is cleanup's); each action is
-    given to `logger` (action, "header" or "body", the line, the action's text). A table
-    that cannot be read raises ChecksLookupError."""
+    given to `logger` (action, "header" or "body", the line, the action's text). `rewrite`
+    (smtp_generic_maps) edits what the checks leave of a primary sender or recipient
+    header, known by its name before the checks (smtp_header_rewrite's header_info), and
+    nothing they prepend. A table that cannot be read raises ChecksLookupError."""
 
     def __init__(
         self,
@@ -685,6 +687,7 @@ class RestrictedWalker(MimeWalker):
         tables: dict[str, list[Table]],
         logger: Callable[[str, str, str, str], None],
         warn: Callable[[str], None],
+        rewrite: Callable[[str], str] | None = None,
     ) -> None:
         # MIME processing is on whatever disable_mime_input_processing says, as in
         # Postfix's smtp with checks (mime_state without MIME_OPT_DISABLE_MIME).
@@ -694,6 +697,20 @@ class RestrictedWalker(MimeWalker):
         self.tables = tables
         self.logger = logger
         self._warn = warn
+        self.rewrite = rewrite
+
+    def _check_header(self, text: str, cls: str, out: list[str]) -> None:
+        before = len(out)
+        super()._check_header(text, cls, out)
+        # A header the checks removed gave back nothing, not even a prepended line: when
+        # `out` grew, its last line is what became of this one.
+        if (
+            self.rewrite is not None
+            and cls == PRIMARY
+            and len(out) > before
+            and header_name(text) in ADDRESS_HEADERS
+        ):
+            out[-1] = self.rewrite(out[-1])
 
     def enabled(self, param: str) -> bool:
         return param in self.tables

@@ -25,7 +25,8 @@ MIME walk whatever disable_mime_input_processing says: REPLACE, PREPEND, STRIP, 
 WARN, INFO, DUNNO, OK, anything else "unsupported command in PARAM map: VALUE"; each action
 logged as "QID: action: header|body LINE[: text]" when the message is sent. Then
 smtp_generic_maps rewrites the envelope sender, the recipients and the primary
-sender/recipient headers' addresses on the way out (a table that cannot be read is fatal:
+sender/recipient headers' addresses on the way out (what the checks leave of a header that
+was one, not what they prepend; a table that cannot be read is fatal:
 "smtp_generic_maps map lookup problem for ADDR"). An idle session is kept for
 smtp_connection_cache_time_limit and reused (after RSET) for the next message to the same
 destination.
@@ -63,14 +64,27 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
-from oxipost.cleanup.header import local_client
+from oxipost.cleanup.header import (
+    ADDRESS_HEADERS,
+    MULTIPART,
+    NESTED,
+    PRIMARY,
+    ChecksLookupError,
+    RestrictedWalker,
+    header_name,
+    local_client,
+    rewrite_header_text,
+)
 from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import dns.resolver
 
     from oxipost.config import Config
@@ -968,24 +982,16 @@ async def _auth(s: Session, creds: tuple[str, str], mechs: list[str], p: Params)
         )
 
 
-def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
-    """The request as smtp_generic_maps has it go out (Postfix's smtp_map11 calls in
-    smtp_proto.c): the envelope sender (not the null sender), each recipient, and each
-    address in the message's primary sender and recipient headers, looked up as
-    canonical(5) (a pattern table sees the whole address only), the result's first address
-    out. The ORCPT and what the queue logs stay as they were. Raises AgentFatal when a
-    table cannot be read, as Postfix's smtp dies of it."""
+def _generic_map(p: Params) -> Callable[[str], str] | None:
+    """smtp_generic_maps' mapping of one address (Postfix's smtp_map11 calls in
+    smtp_proto.c), None without tables: looked up as canonical(5) (a pattern table sees
+    the whole address only), the result's first address out; the null address stays.
+    It raises AgentFatal when a table cannot be read, as Postfix's smtp dies of it."""
     param = p.name("generic_maps")
     specs = p.cfg.get_list(param)
     if not specs:
-        return req
+        return None
     from oxipost.cleanup.addr import mail_addr_map, propagate_extension
-    from oxipost.cleanup.header import (
-        RECIPIENT_HEADERS,
-        SENDER_HEADERS,
-        header_name,
-        rewrite_header_text,
-    )
     from oxipost.delivery import AgentFatal
     from oxipost.maps import TableError, open_table
 
@@ -1005,15 +1011,15 @@ def _generic(req: DeliveryRequest, p: Params) -> DeliveryRequest:
             log.warning("multi-valued %s result for %s", param, address)
         return result[0]
 
-    envelope = dataclasses.replace(req.envelope, sender=one(req.envelope.sender))
-    recipients = [dataclasses.replace(r, address=one(r.address)) for r in req.recipients]
-    headers, rest = _split_headers(req.content)
-    out = [
-        rewrite_header_text(h, one) if header_name(h) in SENDER_HEADERS | RECIPIENT_HEADERS else h
-        for h in headers
-    ]
-    content = _lines_bytes(out) + rest
-    return dataclasses.replace(req, envelope=envelope, recipients=recipients, content=content)
+    return one
+
+
+def _generic_envelope(req: DeliveryRequest, generic: Callable[[str], str]) -> DeliveryRequest:
+    """The request with its envelope sender and each recipient as smtp_generic_maps has
+    them go out; the ORCPT and what the queue logs stay as they were."""
+    envelope = dataclasses.replace(req.envelope, sender=generic(req.envelope.sender))
+    recipients = [dataclasses.replace(r, address=generic(r.address)) for r in req.recipients]
+    return dataclasses.replace(req, envelope=envelope, recipients=recipients)
 
 
 def _split_headers(content: bytes) -> tuple[list[str], bytes]:
@@ -1054,23 +1060,25 @@ def _checks_tables(p: Params) -> dict[str, list[str]]:
 
 
 def _content_checks(
-    req: DeliveryRequest, p: Params, notes: list[tuple[int, str]]
+    req: DeliveryRequest,
+    p: Params,
+    notes: list[tuple[int, str]],
+    generic: Callable[[str], str] | None,
 ) -> DeliveryRequest:
-    """The message as smtp's content checks have it go out (smtp_header_rewrite and
-    smtp_body_rewrite through Postfix's MIME walk): the restricted header_checks(5) of
+    """The message as smtp_header_rewrite and smtp_body_rewrite have it go out, through
+    Postfix's MIME walk: the content checks, the restricted header_checks(5) of
     oxipost.cleanup.header.RestrictedWalker, each action's line (as smtp_hbc_logger
     writes it, "QID: action: header|body LINE(60 bytes)[: text]") and each warning added
-    to `notes` as (level, text). Raises _ChecksError when a table cannot be read."""
+    to `notes` as (level, text); then `generic` (smtp_generic_maps) on the addresses of
+    what they leave of each primary sender or recipient header. Raises _ChecksError when
+    a checks table cannot be read."""
     specs = _checks_tables(p)
     if not specs:
-        return req
-    from oxipost.cleanup.header import (
-        MULTIPART,
-        NESTED,
-        PRIMARY,
-        ChecksLookupError,
-        RestrictedWalker,
-    )
+        if generic is None:
+            return req
+        headers, rest = _split_headers(req.content)
+        out = [_generic_header(generic, h) for h in headers]
+        return dataclasses.replace(req, content=_lines_bytes(out) + rest)
     from oxipost.maps import TableError, open_table
 
     body_param = p.name("body_checks")
@@ -1098,7 +1106,8 @@ def _content_checks(
         MULTIPART: p.name("mime_header_checks"),
         NESTED: p.name("nested_header_checks"),
     }
-    walker = RestrictedWalker(classes, body_param, tables, logger, warn)
+    rewrite = partial(rewrite_header_text, rewrite=generic) if generic else None
+    walker = RestrictedWalker(classes, body_param, tables, logger, warn, rewrite)
     headers, rest = _split_headers(req.content)
     try:
         # Only the body's MIME parts and lines need the walk through the body.
@@ -1117,6 +1126,14 @@ def _content_checks(
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _generic_header(generic: Callable[[str], str], text: str) -> str:
+    """A primary header with smtp_generic_maps applied when it is a sender or recipient
+    header."""
+    if header_name(text) in ADDRESS_HEADERS:
+        return rewrite_header_text(text, generic)
+    return text
 
 
 def _cut(text: str, size: int) -> str:
@@ -1440,10 +1457,11 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     if not lmtp:
         sites += [d for d in re.split(r"[,\s]+", req.cfg.get("smtp_fallback_relay")) if d]
     notes: list[tuple[int, str]] = []
+    generic = _generic_map(p)
     try:
-        # Header checks see the headers as queued; generic mapping then rewrites what
-        # they leave (smtp_header_rewrite).
-        wire: DeliveryRequest | str = _generic(_content_checks(req, p, notes), p)
+        wire: DeliveryRequest | str = _content_checks(
+            _generic_envelope(req, generic) if generic else req, p, notes, generic
+        )
     except _ChecksError as e:
         # Postfix finds this while it sends the message: the session reports it.
         wire = e.args[0]
