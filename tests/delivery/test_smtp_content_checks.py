@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import smtplib
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from tests.conftest import free_port
 
 from .conftest import dumping_sink, make_config, postfix_relay, request, run
+from .test_e2e_delivery import Oxipost
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
 
@@ -130,21 +133,30 @@ def _our_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+def _relayed_by_postfix(
+    sink: int, dump: Path, main: str, message: str
+) -> tuple[list[str], list[str]]:
+    """Real Postfix with `main` relays `message` to the sink: → what arrived and its smtp's
+    lines (_their_lines)."""
+    log, dsn, _text = postfix_relay(
+        sink,
+        main,
+        lambda c: c.sendmail(
+            "a@example.org", ["b@example.net"], message.replace("\n", "\r\n").encode()
+        ),
+    )
+    assert dsn == "2.0.0"
+    return _arrived(set(dump.iterdir())), _their_lines(log)
+
+
 def _compare(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, main: str, message: str
 ) -> list[str]:
     """Relay `message` through real Postfix and through oxipost's smtp with `main`; checks
     that the same message arrives and the same lines are logged; → what arrived."""
     with dumping_sink() as (sink, dump):
-        log, dsn, _text = postfix_relay(
-            sink,
-            main,
-            lambda c: c.sendmail(
-                "a@example.org", ["b@example.net"], message.replace("\n", "\r\n").encode()
-            ),
-        )
+        theirs, their_lines = _relayed_by_postfix(sink, dump, main, message)
         their_files = set(dump.iterdir())
-        theirs = _arrived(their_files)
         cfg = make_config(tmp_path / "ours", main)
         # What Postfix's own cleanup put first, folded.
         content = ("Received: from somewhere\n\tby here\n" + message).encode()
@@ -154,9 +166,8 @@ def _compare(
         (o,) = run(req)
         assert o.delivered, o
         ours = _arrived(set(dump.iterdir()) - their_files)
-    assert dsn == "2.0.0"
     assert ours == theirs, (ours, theirs)
-    assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(_their_lines(log))
+    assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(their_lines)
     return theirs
 
 
@@ -323,3 +334,26 @@ def test_generic_maps_after_checks_as_postfix(
         "Subject: s",
         "Cc: joe@local.test",
     ]
+
+
+def test_content_checks_in_the_running_system_as_postfix(shared_tmp: Path) -> None:
+    """The same through a running oxipost (smtpd, cleanup, qmgr, smtp) and its maillog:
+    smtp's lines as postfix/smtp[PID] writes them."""
+    main = _tables(shared_tmp)
+    with dumping_sink() as (sink, dump):
+        theirs, their_lines = _relayed_by_postfix(sink, dump, main, MESSAGE)
+        their_files = set(dump.iterdir())
+        oxi = Oxipost()
+        try:
+            oxi.start(f"relayhost = [127.0.0.1]:{sink}\n" + main)
+            with smtplib.SMTP("127.0.0.1", oxi.port, timeout=60) as c:
+                c.sendmail("a@example.org", ["b@example.net"], MESSAGE.replace("\n", "\r\n"))
+            deadline = time.monotonic() + 60
+            while "status=sent" not in (log := oxi.log()):
+                assert time.monotonic() < deadline, log
+                time.sleep(0.1)
+        finally:
+            oxi.close()
+        ours = _arrived(set(dump.iterdir()) - their_files)
+    assert ours == theirs
+    assert _smtp_lines(_their_lines(log)) == _smtp_lines(their_lines)
