@@ -451,3 +451,15 @@ def test_postalias_stores_what_postfix_stores(work, name):
     assert mine[:2] == ref[:2]
     a, b = both("postalias", work, "-q", "-", f"cdb:{name}", stdin=stdin)
     assert a[:2] == b[:2]
+
+
+@pytest.mark.parametrize("tool", ["postmap", "postalias"])
+def test_an_empty_result_warns_as_postfix(work, tool):
+    """A table that answers with an empty string: printed, found, and Postfix's two
+    warnings, with -q and with -q -."""
+    (work / "r.re").write_text("/^k$/ \n")
+    for table in ("inline:{k=, j=x}", "regexp:r.re"):
+        a, b = both(tool, work, "-q", "k", table)
+        assert a == b, table
+        a, b = both(tool, work, "-q", "-", table, stdin="k\nj\nk\n")
+        assert a == b, table

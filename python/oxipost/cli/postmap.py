@@ -33,6 +33,7 @@ from oxipost.maps import (
     os_reason,
     read_file,
     set_warning_sink,
+    warn,
 )
 
 USAGE = "[-bfFhimnNoprsuUvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
@@ -119,7 +120,36 @@ def query_message(tables: list[Table], body: bool, header: bool) -> int:
     return 0 if found else 1
 
 
-def query_stdin(tables: list[Table], key_suffix: str) -> int:
+def empty_result(spec: str, key: str) -> None:
+    """postmap's warnings for a table that answers a key with an empty string (which it
+    prints all the same)."""
+    warn(f"table {spec}: key {key}: empty string result is not allowed")
+    warn(f"table {spec} should return NO RESULT in case of NOT FOUND")
+
+
+class BlockOut:
+    """Postfix's VSTREAM_OUT: what is written leaves in 4096-byte blocks, the rest when
+    the program ends well (`close`); a fatal error loses what was still buffered, so a
+    `postmap -q -` that fails part way prints what Postfix's prints."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+
+    def write(self, text: str) -> None:
+        self.pending += text.encode("utf-8", "surrogateescape")
+        if len(self.pending) >= self.SIZE:
+            n = len(self.pending) // self.SIZE * self.SIZE
+            sys.stdout.buffer.write(self.pending[:n])
+            del self.pending[:n]
+
+    def close(self) -> None:
+        sys.stdout.buffer.write(self.pending)
+        self.pending.clear()
+
+
+def query_stdin(tables: list[Table], specs: list[str], key_suffix: str) -> int:
     if len(tables) == 1 and isinstance(tables[0], CdbTable):
         # The common bulk case stays in Rust from stdin's bytes to stdout's.
         lines, found = tables[0].query_lines(sys.stdin.buffer.read(), key_suffix.encode())
@@ -128,20 +158,38 @@ def query_stdin(tables: list[Table], key_suffix: str) -> int:
     keys = [k.removesuffix("\r") for k in sys.stdin.read().split("\n")]
     if keys and keys[-1] == "":
         keys.pop()
-    out: list[str | None] = [None] * len(keys)
-    for t in tables:
-        pending = [i for i, v in enumerate(out) if v is None]
+    out = BlockOut()
+    found = 0
+    if not all(hasattr(t, "lookup_many") for t in tables):
+        # A table that asks a server sees the keys as Postfix's postmap asks them: each
+        # in every table before the next key.
+        for key in keys:
+            for t, spec in zip(tables, specs, strict=True):
+                value = t.lookup(key)
+                if value is not None:
+                    found += 1
+                    if not value:
+                        empty_result(spec, key)
+                    out.write(f"{key}{key_suffix}\t{value}\n")
+                    break
+        out.close()
+        return 0 if found else 1
+    values: list[str | None] = [None] * len(keys)
+    by: list[str] = [""] * len(keys)
+    for t, spec in zip(tables, specs, strict=True):
+        pending = [i for i, v in enumerate(values) if v is None]
         if not pending:
             break
-        values = lookup_many(t, [keys[i] for i in pending])
-        for i, v in zip(pending, values, strict=True):
-            out[i] = v
-    write = sys.stdout.write
-    found = 0
-    for key, value in zip(keys, out, strict=True):
+        answers = lookup_many(t, [keys[i] for i in pending])
+        for i, v in zip(pending, answers, strict=True):
+            values[i], by[i] = v, spec
+    for key, value, spec in zip(keys, values, by, strict=True):
         if value is not None:
-            write(f"{key}{key_suffix}\t{value}\n")
+            if not value:
+                empty_result(spec, key)
+            out.write(f"{key}{key_suffix}\t{value}\n")
             found += 1
+    out.close()
     return 0 if found else 1
 
 
@@ -230,10 +278,12 @@ def run(
             if query == "-":
                 if "-b" in flags or "-h" in flags:
                     return query_message(tables, "-b" in flags, "-h" in flags)
-                return query_stdin(tables, key_suffix)
+                return query_stdin(tables, [f"{k}:{n}" for k, n in parsed], key_suffix)
             for kind, name in parsed:
                 value = open_table(f"{kind}:{name}", cfg, fold_keys, utf8=utf8).lookup(query)
                 if value is not None:
+                    if not value:
+                        empty_result(f"{kind}:{name}", query)
                     print(value)
                     return 0
             return 1

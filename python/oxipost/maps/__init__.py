@@ -15,10 +15,13 @@ Tables whose results name a file, a command or a mailbox are opened with `no_reg
 and mailbox_command_maps and virtual(8)'s maps; alone for transport_maps): a regexp: or
 pcre: rule whose result has `$n` is skipped with "regexp map NAME, line N: regular
 expression substitution is not allowed: skipping this rule", so that no part of an
-address a client chose reaches such a result. PARANOID's other flags change nothing here:
-proxy: already opens its table directly, as Postfix 3.7's dict_proxy_open does for
-DICT_FLAG_NO_PROXY, and no unauthenticated type (tcp:, socketmap:, memcache:, which
-DICT_FLAG_NO_UNAUTH refuses) is supported.
+address a client chose reaches such a result. Those PARANOID users open their tables
+with `paranoid`, which adds DICT_FLAG_NO_UNAUTH: a table whose server is not
+authenticated, tcp: or socketmap: (oxipost.maps.net), does not open, with Postfix's
+"TYPE:NAME map is not allowed for security sensitive data" ("security-sensitive" for
+socketmap:), what its daemons log as dict_surrogate's "TYPE:NAME is unavailable. REASON".
+NO_PROXY changes nothing here: proxy: already opens its table directly, as Postfix 3.7's
+dict_proxy_open does for DICT_FLAG_NO_PROXY.
 
 Every table also says whether it is `fixed`, Postfix's DICT_FLAG_FIXED: a table of exact
 keys (hash:, cdb:, texthash:, inline:, static:) is fixed; a pattern table (regexp:, pcre:,
@@ -70,6 +73,8 @@ TABLE_TYPES = (
     "unionmap",
     "pipemap",
     "proxy",
+    "tcp",
+    "socketmap",
 )
 
 
@@ -582,13 +587,15 @@ def _watched_file(kind: str, name: str) -> str | None:
     return None
 
 
-def _open(spec: str, cfg: Config | None, fold_keys: bool, no_regsub: bool, utf8: bool) -> Table:
+def _open(
+    spec: str, cfg: Config | None, fold_keys: bool, no_regsub: bool, utf8: bool, paranoid: bool
+) -> Table:
     kind, colon, name = spec.partition(":")
     if not colon:
         raise TableError(f'need dictionary type in "{spec}"')
     if kind == "proxy":
-        return open_table(name, cfg, fold_keys, no_regsub, utf8)
-    table = _open_kind(spec, kind, name, cfg, fold_keys, no_regsub, utf8)
+        return open_table(name, cfg, fold_keys, no_regsub, utf8, paranoid)
+    table = _open_kind(spec, kind, name, cfg, fold_keys, no_regsub, utf8, paranoid)
     if utf8:
         table.utf8_name = spec
     return table
@@ -602,6 +609,7 @@ def _open_kind(
     fold_keys: bool,
     no_regsub: bool,
     utf8: bool,
+    paranoid: bool,
 ) -> Table:
     if kind in INDEXED_TYPES:
         return CdbTable(name, fold_keys)
@@ -624,12 +632,16 @@ def _open_kind(
         return FailTable(spec)
     if kind in ("unionmap", "pipemap"):
         parts = _braced(spec, kind, name, "{type:name...}")
-        tables = [open_table(p, cfg, fold_keys, no_regsub, utf8) for p in parts]
+        tables = [open_table(p, cfg, fold_keys, no_regsub, utf8, paranoid) for p in parts]
         return UnionTable(tables) if kind == "unionmap" else PipeTable(tables)
+    if kind in ("tcp", "socketmap"):
+        from oxipost.maps.net import open_net_table
+
+        return open_net_table(spec, kind, name, paranoid)
     raise TableError(f"unsupported dictionary type: {kind}")
 
 
-_cache: dict[tuple[str, bool, bool, bool], tuple[Table, tuple[int, int, int] | None]] = {}
+_cache: dict[tuple[str, bool, bool, bool, bool], tuple[Table, tuple[int, int, int] | None]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -639,24 +651,28 @@ def open_table(
     fold_keys: bool = True,
     no_regsub: bool = False,
     utf8: bool = True,
+    paranoid: bool = False,
 ) -> Table:
     """The table for `type:name`, opened once and reopened when its file has changed.
     Relative names are relative to the working directory, as in Postfix. `no_regsub`
     skips the `$n` rules of regexp: and pcre: (see above); the same file opened without
     it keeps them, as another Postfix program opening it without the flag does. `utf8`
     (off for header_checks and body_checks) refuses keys that are not UTF-8 when
-    smtputf8_enable is on (see above; without a configuration, its default is)."""
+    smtputf8_enable is on (see above; without a configuration, its default is).
+    `paranoid` is Postfix's DICT_FLAG_PARANOID: `no_regsub`, and no tcp: or socketmap:
+    table (see above)."""
+    no_regsub = no_regsub or paranoid
     kind, _, name = spec.partition(":")
     watched = _watched_file(kind, name)
     stamp = _stamp(watched) if watched else None
     if utf8 and cfg is not None:
         utf8 = cfg.get_bool("smtputf8_enable")
-    key = (spec, fold_keys, no_regsub, utf8)
+    key = (spec, fold_keys, no_regsub, utf8, paranoid)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and hit[1] == stamp:
             return hit[0]
-    table = _open(spec, cfg, fold_keys, no_regsub, utf8)
+    table = _open(spec, cfg, fold_keys, no_regsub, utf8, paranoid)
     with _cache_lock:
         _cache[key] = (table, stamp)
     return table
