@@ -101,15 +101,15 @@ def system_user() -> Iterator[pwd.struct_passwd]:
 
 
 @contextlib.contextmanager
-def dumping_sink() -> Iterator[tuple[int, Path]]:
-    """Debian's smtp-sink on a free port, dumping each transaction (-d: X-Client-Addr,
-    X-Mail-Args, X-Rcpt-Args, then the message) to a file in a directory of its own;
-    yields (port, directory)."""
+def dumping_sink(*flags: str) -> Iterator[tuple[int, Path]]:
+    """Debian's smtp-sink on a free port with these flags (-L: LMTP), dumping each
+    transaction (-d: X-Client-Addr, X-Mail-Args, X-Rcpt-Args, then the message) to a file
+    in a directory of its own; yields (port, directory)."""
     from tests.conftest import free_port, shared_dir, smtp_sink
 
     port = free_port()
     # smtp-sink writes as nobody.
-    with shared_dir("oxipost-sink-", 0o777) as dump, smtp_sink(port, "-d", f"{dump}/%M%S."):
+    with shared_dir("oxipost-sink-", 0o777) as dump, smtp_sink(port, *flags, "-d", f"{dump}/%M%S."):
         yield port, dump
 
 

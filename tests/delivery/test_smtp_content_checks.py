@@ -116,12 +116,12 @@ def _smtp_lines(lines: list[str]) -> list[str]:
     return [re.sub(r"^[0-9A-F]{6,}: ", "QID: ", ln) for ln in lines]
 
 
-def _their_lines(log: str) -> list[str]:
-    """Postfix's smtp lines but the delivery status and its main.cf warnings."""
+def _their_lines(log: str, program: str = "smtp") -> list[str]:
+    """Postfix's smtp (lmtp) lines but the delivery status and its main.cf warnings."""
     return [
         ln.split("]: ", 1)[1]
         for ln in log.splitlines()
-        if "/smtp[" in ln and " to=<" not in ln and "overriding" not in ln
+        if f"/{program}[" in ln and " to=<" not in ln and "overriding" not in ln
     ]
 
 
@@ -357,3 +357,30 @@ def test_content_checks_in_the_running_system_as_postfix(shared_tmp: Path) -> No
         ours = _arrived(set(dump.iterdir()) - their_files)
     assert ours == theirs
     assert _smtp_lines(_their_lines(log)) == _smtp_lines(their_lines)
+
+
+def test_lmtp_content_checks_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """lmtp(8) has the same checks under the lmtp_ names, and logs them the same."""
+    main = re.sub(r"(?m)^smtp_", "lmtp_", _tables(shared_tmp))
+    with dumping_sink("-L") as (sink, dump):
+        log, dsn, _text = postfix_relay(
+            sink,
+            main + "default_transport = lmtp\n",
+            lambda c: c.sendmail(
+                "a@example.org", ["b@example.net"], MESSAGE.replace("\n", "\r\n").encode()
+            ),
+        )
+        their_files = set(dump.iterdir())
+        theirs = _arrived(their_files)
+        cfg = make_config(tmp_path / "ours", main)
+        caplog.set_level(logging.INFO, logger="oxipost.smtp")
+        content = ("Received: from somewhere\n" + MESSAGE).encode()
+        (o,) = run(request(cfg, "lmtp", f"[127.0.0.1]:{sink}", ["b@example.net"], content=content))
+        assert o.delivered, o
+        ours = _arrived(set(dump.iterdir()) - their_files)
+    assert (o.status, dsn) == ("2.2.0", "2.2.0")  # smtp-sink's LMTP answer
+    assert ours == theirs
+    assert "X-Mime: seen" in ours
+    assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(_their_lines(log, "lmtp"))
