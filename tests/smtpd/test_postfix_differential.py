@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from oxipost.maps import set_warning_sink
 
 from tests.conftest import REPO, free_port, run_ours, shared_dir
-from tests.smtpd.conftest import Raw, write_config
+from tests.maps.test_net_tables import peer
+from tests.smtpd.conftest import ListLog, Raw, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
 from tests.smtpd.test_xclient import XCLIENT_DIALOGUES, XCLIENT_MAIN_CF, xclient_scripts
 
@@ -1033,6 +1035,58 @@ def test_access_table_that_fails_as_postfix(start_smtpd, table: str, delay_rejec
     result's words, at RCPT or, with smtpd_delay_reject = no, at connect."""
     both = _client_access_as_postfix(start_smtpd, table, delay_reject)
     assert f'warning: {table} lookup error for "unknown"' in _access_check_lines(both.theirs, table)
+
+
+def _socketmap_access(request: bytes) -> bytes | None:
+    """A socketmap access table (the peer of the test below): a REJECT, a TEMP, a PERM,
+    one that closes, not found for the rest."""
+    answers = {
+        b"access rejected@example.com": b"OK REJECT go away",
+        b"access temp@example.com": b"TEMP database down",
+        b"access perm@example.com": b"PERM no such map",
+    }
+    if request == b"access closed@example.com":
+        return None
+    data = answers.get(request, b"NOTFOUND ")
+    return b"%d:%s," % (len(data), data)
+
+
+@pytest.mark.slow
+def test_socketmap_access_table_as_postfix(start_smtpd) -> None:
+    """check_recipient_access socketmap:inet:127.0.0.1:PORT:access, its server a peer on
+    loopback: the recipient asked as a whole (a pattern table), a REJECT found, a server
+    error's warnings and 451, a server that closes asked once more."""
+    with peer("netstring", _socketmap_access) as (_, endpoint):
+        table = f"socketmap:inet:{endpoint}:access"
+        main_cf = (
+            "relay_domains = example.com\n"
+            f"smtpd_recipient_restrictions = check_recipient_access {table}\n"
+        )
+        rcpts = ["rejected", "temp", "perm", "closed", "other"]
+        dialogue = [
+            "EHLO x.example",
+            "MAIL FROM:<a@example.org>",
+            *(f"RCPT TO:<{r}@example.com>" for r in rcpts),
+            "QUIT",
+        ]
+
+        def start(main_cf: str = "", real_queue: bool = False) -> Any:
+            # The table's own warnings go to smtpd's log, as under master (child.py).
+            srv = start_smtpd(main_cf, real_queue)
+            previous.append(set_warning_sink(ListLog(srv.log).warning))
+            return srv
+
+        previous: list[Callable[[str], None]] = []
+        try:
+            both = Played(start, dialogue, main_cf)
+        finally:
+            if previous:
+                set_warning_sink(previous[0])
+        expected = _access_check_lines(both.theirs, table)
+        assert 'lookup error for "temp@example.com"' in "\n".join(expected), both.theirs
+        assert _access_check_lines(both.ours, table) == expected
+        assert both.our_replies[1:] == both.their_replies[1:]
+        assert both.their_replies[3].startswith("554 5.7.1 <rejected@example.com>")
 
 
 @pytest.mark.slow

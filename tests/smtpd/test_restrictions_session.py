@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.maps.test_net_tables import peer
 from tests.smtpd.conftest import Raw
 from tests.smtpd.test_policy import _reject_and_warning_lines, policy_server
 from tests.smtpd.test_postfix_differential import Played, _namespace_as_postfix
@@ -95,17 +97,45 @@ def test_sleep_as_postfix(start_smtpd) -> None:
     assert time.monotonic() - started >= 2
 
 
-def test_sleep_holds_only_its_session(start_smtpd) -> None:
-    srv = start_smtpd("smtpd_helo_restrictions = sleep 2\n")
-    slow = Raw(srv.host, srv.port, source="127.0.0.2")
-    slow.reply()
-    slow.send(b"EHLO client.example\r\n")
+def _others_go_on(srv: Any) -> None:
+    """While a session waits (its request sent a moment ago), a new one is greeted
+    within a second."""
     time.sleep(0.3)
     started = time.monotonic()
     other = Raw(srv.host, srv.port, source="127.0.0.3")
     assert other.reply().startswith("220 ")
     assert time.monotonic() - started < 1.0
+
+
+def test_sleep_holds_only_its_session(start_smtpd) -> None:
+    srv = start_smtpd("smtpd_helo_restrictions = sleep 2\n")
+    slow = Raw(srv.host, srv.port, source="127.0.0.2")
+    slow.reply()
+    slow.send(b"EHLO client.example\r\n")
+    _others_go_on(srv)
     assert slow.reply().startswith("250-")
+
+
+def test_a_slow_socketmap_holds_only_its_session(start_smtpd) -> None:
+    """A check_recipient_access socketmap: whose server takes its time keeps the other
+    sessions of that smtpd going, as Postfix's one process per session does."""
+
+    def answer(request: bytes) -> bytes:
+        time.sleep(2)
+        return b"9:NOTFOUND ,"
+
+    with peer("netstring", answer) as (_, endpoint):
+        srv = start_smtpd(
+            "relay_domains = example.com\nsmtpd_recipient_restrictions = "
+            f"check_recipient_access socketmap:inet:{endpoint}:access\n"
+        )
+        slow = Raw(srv.host, srv.port, source="127.0.0.2")
+        slow.reply()
+        for command in ("EHLO client.example", "MAIL FROM:<a@example.org>"):
+            slow.cmd(command)
+        slow.send(b"RCPT TO:<u@example.com>\r\n")
+        _others_go_on(srv)
+        assert slow.reply().startswith("250 2.1.5")
 
 
 def test_encrypted_session_passes_and_policy_told(start_smtpd, cert) -> None:

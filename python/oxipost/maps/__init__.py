@@ -100,10 +100,12 @@ def _stderr_warning(text: str) -> None:
 _warn: Callable[[str], None] = _stderr_warning
 
 
-def set_warning_sink(sink: Callable[[str], None]) -> None:
-    """Send table warnings (text without `warning: `) to `sink`, e.g. a Logger.warning."""
+def set_warning_sink(sink: Callable[[str], None]) -> Callable[[str], None]:
+    """Send table warnings (text without `warning: `) to `sink`, e.g. a Logger.warning;
+    the sink it replaces."""
     global _warn
-    _warn = sink
+    previous, _warn = _warn, sink
+    return previous
 
 
 def warn(text: str) -> None:

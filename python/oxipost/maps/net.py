@@ -36,6 +36,8 @@ import time
 
 from oxipost.maps import TableError, raw_key, utf8_checked, utf8_refused, warn
 
+NET_TABLE_TYPES = ("tcp", "socketmap")
+
 # dict_tcp.c and dict_sockmap.c's limits.
 TIMEOUT = 100.0
 TCP_MAXTRY = 10

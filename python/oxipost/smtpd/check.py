@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oxipost.maps import TableError, open_table
+from oxipost.maps.net import NET_TABLE_TYPES
 from oxipost.maps.search import (
     SearchKey,
     access_address_keys,
@@ -278,6 +279,11 @@ def _table(spec: str, cfg: Config) -> Any:
 _TABLE_ERRORS = (TableError, OSError)
 
 
+def _asks_a_server(word: str) -> bool:
+    """Whether a restriction's word is a table each lookup of which waits on a server."""
+    return word.removeprefix("proxy:").partition(":")[0] in NET_TABLE_TYPES
+
+
 @functools.lru_cache(maxsize=4096)
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     # Parsed once: smtpd matches the same few lists (mynetworks, ...) on every session.
@@ -376,8 +382,11 @@ class Checker:
         # A policy query, sleep, a DNS list or a domain's DNS lookup blocks: smtpd then
         # runs the checks in a worker thread.
         self.threaded = any(
-            not _BLOCKING.isdisjoint(cfg.get_list(param))
-            for param in [p for p, _ in _STAGES.values()] + sorted(self.classes)
+            not _BLOCKING.isdisjoint(words) or any(_asks_a_server(w) for w in words)
+            for words in (
+                cfg.get_list(param)
+                for param in [p for p, _ in _STAGES.values()] + sorted(self.classes)
+            )
         )
 
     async def run(self, check: Callable[..., Reply | None], *args: Any) -> Reply | None:
