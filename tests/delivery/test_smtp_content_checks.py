@@ -384,3 +384,25 @@ def test_lmtp_content_checks_as_postfix(
     assert ours == theirs
     assert "X-Mime: seen" in ours
     assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(_their_lines(log, "lmtp"))
+
+
+def test_long_body_lines_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body line longer than line_length_limit is looked at in pieces of that length,
+    as Postfix's queue file holds it: each piece matches on its own, and what the checks
+    leave of each continues the line."""
+    (shared_tmp / "body").write_text(
+        "/^a/ INFO starts\n/b$/ INFO ends\n/^c/ REPLACE d\n/^e/ IGNORE\n/^f/ PREPEND before\n"
+    )
+    main = f"smtp_body_checks = regexp:{shared_tmp}/body\nline_length_limit = 1000\n"
+    # Not broken on output: Postfix logs that as it sends the first long line, between
+    # the checks' lines, where oxipost logs it after them.
+    main += "smtp_line_length_limit = 0\n"
+    body = "a" + "x" * 1500 + "b\n" + "z" * 1000 + "c" * 20 + "\n"
+    body += "e" * 1000 + "y" * 10 + "\n" + "w" * 1000 + "f" * 10 + "\n" + "e" * 1500 + "\nend\n"
+    head = "From: a@example.org\nTo: b@example.net\nMessage-Id: <9@example.org>\n"
+    message = head + "Date: Sun, 6 Dec 2026 12:00:00 +0000\n\n" + body
+    arrived = _compare(tmp_path, caplog, main, message)
+    assert "z" * 1000 + "d" in arrived
+    assert "y" * 10 in arrived

@@ -678,7 +678,9 @@ class RestrictedWalker(MimeWalker):
     given to `logger` (action, "header" or "body", the line, the action's text). `rewrite`
     (smtp_generic_maps) edits what the checks leave of a primary sender or recipient
     header, known by its name before the checks (smtp_header_rewrite's header_info), and
-    nothing they prepend. A table that cannot be read raises ChecksLookupError."""
+    nothing they prepend. A body line longer than `line_limit` bytes is looked at in
+    pieces of that length, as Postfix's queue file holds it (line_length_limit). A table
+    that cannot be read raises ChecksLookupError."""
 
     def __init__(
         self,
@@ -688,6 +690,7 @@ class RestrictedWalker(MimeWalker):
         logger: Callable[[str, str, str, str], None],
         warn: Callable[[str], None],
         rewrite: Callable[[str], str] | None = None,
+        line_limit: int = 0,
     ) -> None:
         # MIME processing is on whatever disable_mime_input_processing says, as in
         # Postfix's smtp with checks (mime_state without MIME_OPT_DISABLE_MIME).
@@ -698,6 +701,7 @@ class RestrictedWalker(MimeWalker):
         self.logger = logger
         self._warn = warn
         self.rewrite = rewrite
+        self.line_limit = line_limit
 
     def _check_header(self, text: str, cls: str, out: list[str]) -> None:
         before = len(out)
@@ -711,6 +715,32 @@ class RestrictedWalker(MimeWalker):
             and header_name(text) in ADDRESS_HEADERS
         ):
             out[-1] = self.rewrite(out[-1])
+
+    def _check_body(self, line: str, budget: list[int]) -> list[str]:
+        limit = self.line_limit
+        # A line of n characters has at most 4n bytes: most lines need no encoding.
+        if not limit or len(line) * 4 <= limit:
+            return super()._check_body(line, budget)
+        data = line.encode("utf-8", "surrogateescape")
+        if len(data) <= limit:
+            return super()._check_body(line, budget)
+        # What each piece leaves continues the line; what PREPEND puts before a piece
+        # ends it (Postfix's smtp_text_out of a REC_TYPE_NORM after REC_TYPE_CONTs).
+        out: list[str] = []
+        partial = ""
+        result: list[str] = []
+        for start in range(0, len(data), limit):
+            piece = data[start : start + limit].decode("utf-8", "surrogateescape")
+            result = super()._check_body(piece, budget)
+            if result:
+                *prepended, kept = result
+                for text in prepended:
+                    out.append(partial + text)
+                    partial = ""
+                partial += kept
+        if partial or result:
+            out.append(partial)
+        return out
 
     def enabled(self, param: str) -> bool:
         return param in self.tables

@@ -1107,7 +1107,8 @@ def _content_checks(
         NESTED: p.name("nested_header_checks"),
     }
     rewrite = partial(rewrite_header_text, rewrite=generic) if generic else None
-    walker = RestrictedWalker(classes, body_param, tables, logger, warn, rewrite)
+    line_limit = p.cfg.get_int("line_length_limit")
+    walker = RestrictedWalker(classes, body_param, tables, logger, warn, rewrite, line_limit)
     headers, rest = _split_headers(req.content)
     try:
         # Only the body's MIME parts and lines need the walk through the body.
