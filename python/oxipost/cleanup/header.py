@@ -679,8 +679,9 @@ class RestrictedWalker(MimeWalker):
     (smtp_generic_maps) edits what the checks leave of a primary sender or recipient
     header, known by its name before the checks (smtp_header_rewrite's header_info), and
     nothing they prepend. A body line longer than `line_limit` bytes is looked at in
-    pieces of that length, as Postfix's queue file holds it (line_length_limit). A table
-    that cannot be read raises ChecksLookupError."""
+    pieces of that length, as Postfix's queue file holds it (line_length_limit). What
+    the walk gives back goes to sent() as it is made. A table that cannot be read raises
+    ChecksLookupError."""
 
     def __init__(
         self,
@@ -715,15 +716,23 @@ class RestrictedWalker(MimeWalker):
             and header_name(text) in ADDRESS_HEADERS
         ):
             out[-1] = self.rewrite(out[-1])
+        self.sent(out[before:])
+
+    def sent(self, lines: list[str]) -> None:
+        """The lines the walk gives back, as it makes them (of a line looked at in
+        pieces, what it has so far after each): the delivery agent sends them in this
+        order, between the actions' lines."""
 
     def _check_body(self, line: str, budget: list[int]) -> list[str]:
         limit = self.line_limit
         # A line of n characters has at most 4n bytes: most lines need no encoding.
-        if not limit or len(line) * 4 <= limit:
-            return super()._check_body(line, budget)
-        data = line.encode("utf-8", "surrogateescape")
+        data = (
+            b"" if not limit or len(line) * 4 <= limit else line.encode("utf-8", "surrogateescape")
+        )
         if len(data) <= limit:
-            return super()._check_body(line, budget)
+            whole = super()._check_body(line, budget)
+            self.sent(whole)
+            return whole
         # What each piece leaves continues the line; what PREPEND puts before a piece
         # ends it (Postfix's smtp_text_out of a REC_TYPE_NORM after REC_TYPE_CONTs).
         out: list[str] = []
@@ -733,11 +742,13 @@ class RestrictedWalker(MimeWalker):
             piece = data[start : start + limit].decode("utf-8", "surrogateescape")
             result = super()._check_body(piece, budget)
             if result:
+                done = len(out)
                 *prepended, kept = result
                 for text in prepended:
                     out.append(partial + text)
                     partial = ""
                 partial += kept
+                self.sent([*out[done:], partial])
         if partial or result:
             out.append(partial)
         return out

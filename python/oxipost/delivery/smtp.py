@@ -1108,7 +1108,8 @@ def _content_checks(
     }
     rewrite = partial(rewrite_header_text, rewrite=generic) if generic else None
     line_limit = p.cfg.get_int("line_length_limit")
-    walker = RestrictedWalker(classes, body_param, tables, logger, warn, rewrite, line_limit)
+    walker = _SmtpChecks(classes, body_param, tables, logger, warn, rewrite, line_limit)
+    walker.watch(int(p.get("line_length_limit")), _break_note(req.queue_id, p), notes)
     headers, rest = _split_headers(req.content)
     try:
         # Only the body's MIME parts and lines need the walk through the body.
@@ -1127,6 +1128,34 @@ def _content_checks(
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _SmtpChecks(RestrictedWalker):
+    """The content checks with smtp_text_out's one line about long lines where Postfix
+    writes it: as it sends the first line longer than smtp_line_length_limit, after
+    the actions on what came before it."""
+
+    def watch(self, limit: int, note: str, notes: list[tuple[int, str]]) -> None:
+        self.break_limit, self.break_note, self.notes = limit, note, notes
+        self.broken = limit <= 0
+
+    def sent(self, lines: list[str]) -> None:
+        if self.broken:
+            return
+        limit = self.break_limit
+        for line in lines:
+            # A line of n characters has at most 4n bytes.
+            if len(line) * 4 > limit and any(
+                len(physical.encode("utf-8", "surrogateescape")) > limit
+                for physical in line.split("\n")
+            ):
+                self.notes.append((logging.INFO, self.break_note))
+                self.broken = True
+                return
+
+
+def _break_note(queue_id: str, p: Params) -> str:
+    return f"{queue_id}: breaking line > {p.get('line_length_limit')} bytes with <CR><LF>SPACE"
 
 
 def _generic_header(generic: Callable[[str], str], text: str) -> str:
@@ -1169,17 +1198,18 @@ def _break_long_lines(text: bytes, limit: int) -> bytes:
     return b"\n".join(out)
 
 
-def _data_bytes(content: bytes, limit: int = 0, queue_id: str = "") -> bytes:
+def _data_bytes(content: bytes, limit: int = 0, note: str = "") -> bytes:
     """Normalise to CRLF, break lines longer than limit (smtp_line_length_limit; 0: none;
-    logged once, as Postfix's smtp does) and dot-stuff; the terminating "." is added by
-    the caller."""
+    `note` logged when it does, as Postfix's smtp does once) and dot-stuff; the
+    terminating "." is added by the caller."""
     text = content.replace(b"\r\n", b"\n")
     if text and not text.endswith(b"\n"):
         text += b"\n"
     # Anchored at line starts: unanchored, the regex engine tries each position of every
     # short line again.
     if limit > 0 and re.search(rb"(?m)^[^\n]{%d}" % (limit + 1), text):
-        log.info("%s: breaking line > %d bytes with <CR><LF>SPACE", queue_id, limit)
+        if note:
+            log.info("%s", note)
         text = _break_long_lines(text, limit)
     # Whole-buffer replaces: a loop over the lines cost more than the rest of the DATA.
     text = text.replace(b"\n.", b"\n..")
@@ -1351,7 +1381,11 @@ async def _transaction(
         log.log(level, text)
     # Body and the final dot in one write (one segment for a small message, as Postfix's
     # buffered stream sends them).
-    data = _data_bytes(req.content, int(p.get("line_length_limit")), req.queue_id)
+    note = _break_note(req.queue_id, p)
+    # Unless the content checks logged it in its place among their lines.
+    if (logging.INFO, note) in notes:
+        note = ""
+    data = _data_bytes(req.content, int(p.get("line_length_limit")), note)
     await s.send(data + b".\r\n", p.time("data_xfer_timeout"), stage_xfer)
     t_done = p.time("data_done_timeout")
     try:
