@@ -633,7 +633,7 @@ class Walker(MimeWalker):
         self.context = header_rewrite_context(state)
 
     def enabled(self, param: str) -> bool:
-        return self.state.filtering and self.state.opts.nonempty(param)
+        return self.state.filtering and param in self.state.opts.content_checks
 
     def lookup(self, param: str, text: str) -> str | None:
         return _lookup(self.state, param, text)

@@ -54,15 +54,15 @@ class CleanupConfig:
         return self.cfg.get_int("body_checks_size_limit")
 
     @cached_property
-    def header_checks(self) -> frozenset[str]:
-        """The header check parameters that name a table."""
-        names = ("header_checks", "mime_header_checks", "nested_header_checks")
+    def content_checks(self) -> frozenset[str]:
+        """The content check parameters that name a table (asked for each header)."""
+        names = ("header_checks", "mime_header_checks", "nested_header_checks", "body_checks")
         return frozenset(name for name in names if self.nonempty(name))
 
     @cached_property
     def wants_body(self) -> bool:
         """Whether anything looks past the primary header (the body walk costs per line)."""
-        return self.nonempty("body_checks") or bool(self.header_checks - {"header_checks"})
+        return bool(self.content_checks - {"header_checks"})
 
     @cached_property
     def local_header_rewrite_clients(self) -> tuple[str, ...]:
