@@ -33,6 +33,17 @@ def test_maillog_file_lines_and_prefixes(tmp_path):
     assert lines[1].endswith(": warning: something odd")
 
 
+def test_lines_are_logged_printable_as_postfix_msg_vprintf(tmp_path):
+    # Control characters (a table's HOLD text, say) and bytes that are not UTF-8 (surrogate
+    # escapes) are each a '?', UTF-8 stays, as Postfix's printable() of every log line.
+    log_path = tmp_path / "maillog"
+    (tmp_path / "main.cf").write_text(f"maillog_file = {log_path}\n")
+    log = get_logger("smtpd", load_config(str(tmp_path)))
+    log.info("hold: a\x03b\tc \x7f caf\u00e9 caf" + b"\xe9".decode("utf-8", "surrogateescape"))
+    (line,) = log_path.read_text().splitlines()
+    assert line.endswith("]: hold: a?b?c ? caf\u00e9 caf?")
+
+
 def test_agents_python_logging_reaches_the_maillog(tmp_path):
     # The delivery agents warn through Python's logging; their lines carry the agent's
     # program name, whichever process runs it, and an exception is one line.

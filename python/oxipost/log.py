@@ -28,6 +28,8 @@ import traceback
 from collections.abc import Iterable
 from typing import NoReturn, Protocol
 
+from oxipost.printable import printable
+
 # The ident syslog.openlog last set: one per process, switched when another program name logs.
 _syslog_ident: str | None = None
 
@@ -203,10 +205,11 @@ class Logger:
 
     def _emit(self, priority: int, text: str, pid: int = 0) -> None:
         text = text.replace("\n", " ")
-        if not text.isascii():
-            # Client bytes that are not UTF-8 (surrogate escapes) as `?`, as Postfix's
-            # printable() logs them; syslog() would raise on them.
-            text = text.encode("utf-8", "replace").decode()
+        if not text.isprintable():
+            # Control characters and client bytes that are not UTF-8 (surrogate escapes,
+            # on which syslog() would raise) as `?`, as Postfix's msg_vprintf() printable()s
+            # every line.
+            text = printable(text)
         if self.echo_stderr:
             print(f"{self.tag}: {text}", file=sys.stderr, flush=True)
         if not self.maillog_file:

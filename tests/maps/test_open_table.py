@@ -13,7 +13,7 @@ import pytest
 from oxipost import maps
 from oxipost._core import maps as core
 from oxipost.config import load_config
-from oxipost.maps import TableError, open_table
+from oxipost.maps import TableConfigError, TableError, open_table
 
 from tests.conftest import check_stub
 
@@ -204,7 +204,9 @@ def test_a_key_that_is_not_utf8_is_refused_as_postfix_dict_utf8_does(tmp_path, w
         assert open_table(spec).lookup(key) is None, spec
         assert maps.lookup_many(open_table(spec), [key]) == [None], spec
     shown = 'non-UTF-8 key "caf?@example.test": malformed UTF-8 or invalid codepoint'
-    assert warnings_seen == [f"{spec}: {shown}" for spec in specs for _ in (1, 2)]
+    # An indexed table is named by its file, as Postfix's hash:NAME.db.
+    names = [f"{spec}.cdb" if spec == f"hash:{h}" else spec for spec in specs]
+    assert warnings_seen == [f"{name}: {shown}" for name in names for _ in (1, 2)]
     # A key that is UTF-8 beside it is still looked up, in one batch or one at a time.
     assert maps.lookup_many(open_table(f"hash:{h}"), ["plain@example.test", key]) == [
         "plain",
@@ -217,6 +219,32 @@ def test_a_key_that_is_not_utf8_is_refused_as_postfix_dict_utf8_does(tmp_path, w
     assert warnings_seen == [f"{union}: {shown}"]
     # No error for fail: either, as dict_utf8 refuses the key before the table is asked.
     assert open_table("fail:x").lookup(key) is None
+
+
+def test_a_hash_value_that_is_not_utf8_is_a_config_error_as_postfix_dict_utf8(
+    tmp_path, warnings_seen
+):
+    """A value postmap stored with latin-1 bytes: with smtputf8_enable = yes a query error
+    of Postfix's DICT_ERR_CONFIG kind, named by the table's file, one at a time or in a
+    batch; without the UTF-8 check the bytes are the answer."""
+    h = tmp_path / "h"
+    h.write_bytes(b"latin@example.test caf\xe9\nplain@example.test plain\n")
+    assert core.build_cdb(h.read_bytes(), str(h), str(h) + ".cdb", True, "warn") == []
+    table = open_table(f"hash:{h}")
+    for ask in (table.lookup, lambda k: maps.lookup_many(table, ["plain@example.test", k])):
+        with pytest.raises(TableConfigError) as failed:
+            ask("latin@example.test")
+        assert (failed.value.table, failed.value.key) == (f"hash:{h}.cdb", "latin@example.test")
+    assert (
+        warnings_seen
+        == [
+            f'hash:{h}.cdb: key "latin@example.test": non-UTF-8 value "caf?": '
+            "malformed UTF-8 or invalid codepoint"
+        ]
+        * 2
+    )
+    assert table.lookup("plain@example.test") == "plain"
+    assert open_table(f"hash:{h}", utf8=False).lookup("latin@example.test") == latin1(b"caf\xe9")
 
 
 def test_keys_that_are_not_utf8_are_matched_as_bytes_without_utf8(tmp_path, warnings_seen):

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from oxipost.maps import set_warning_sink
+from oxipost.printable import printable
 
 from tests.conftest import REPO, free_port, run_ours, shared_dir
 from tests.maps.test_net_tables import peer
@@ -187,8 +188,14 @@ def _played_on_both(
 
             return until_disconnect(maillog), replies
     srv = start_smtpd(main_cf)
-    replies = play(srv.port)
-    return until_disconnect(lambda: list(srv.log)), replies
+    # Table warnings to the log, as a daemon's child process sends them.
+    previous = set_warning_sink(ListLog(srv.log).warning)
+    try:
+        replies = play(srv.port)
+        # ListLog keeps the text as logged; Logger writes it printable(), as Postfix.
+        return until_disconnect(lambda: [printable(ln) for ln in srv.log]), replies
+    finally:
+        set_warning_sink(previous)
 
 
 @pytest.mark.slow
@@ -1336,3 +1343,93 @@ def test_helo_name_kept_printable_and_neutered_as_postfix(start_smtpd) -> None:
             assert expected[1].endswith(" helo=<caf??.example>"), expected
         assert _transaction_lines(both.ours) == expected
         assert both.our_replies[1:] == both.their_replies[1:]
+
+
+def _rejects_and_warnings(lines: list[str], d: Path) -> list[str]:
+    """127.0.0.2's transaction lines (rejects, holds) and the table warnings of its
+    session, the directory as DIR, our cdb files as Postfix's db files."""
+    connect = re.compile(r"(^|: )connect from unknown\[127\.0\.0\.2\]")
+    start = max(i for i, ln in enumerate(lines) if connect.search(ln))
+    wanted = _transaction_lines(lines[start:], rf": (reject|hold): |warning: .*{d}")
+    return [re.sub(r"\.cdb\b", ".db", ln.replace(str(d), "DIR")) for ln in wanted]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_access_reply_text_made_printable_as_postfix(start_smtpd, smtputf8: str) -> None:
+    """An access(5) text with control characters (or, without SMTPUTF8, 8-bit bytes) is
+    sent as Postfix's smtpd_check_reject makes every reply: each byte that is not printable
+    ASCII (but for UTF-8 with SMTPUTF8) a space; the reject line logs the same text. A HOLD
+    text is logged with '?' for them (Postfix's printable() of each log line)."""
+    table = b"c@localhost REJECT a\x01b\x7fc\td\x1be caf\xc3\xa9 end"
+    table += b" \xe9x\n" if smtputf8 == "no" else b"\n"  # with SMTPUTF8 texthash skips it
+    table += b"d@localhost 550 5.7.1 x\x01y\ng@localhost DEFER_IF_PERMIT a\x02b\n"
+    table += b"h@localhost HOLD a\x03b\n"
+    rcpts = ["c", "d", "g", "h"]
+    dialogue = ["EHLO x.example", "MAIL FROM:<a@example.org>"]
+    dialogue += [f"RCPT TO:<{r}@localhost>" for r in rcpts] + ["QUIT"]
+    with shared_dir("oxipost-access-") as d:
+        (d / "access").write_bytes(table)
+        main_cf = (
+            f"smtputf8_enable = {smtputf8}\n"
+            f"smtpd_recipient_restrictions = check_recipient_access texthash:{d}/access\n"
+        )
+        both = Played(start_smtpd, dialogue, main_cf)
+        expected = _rejects_and_warnings(both.theirs, d)
+        assert _rejects_and_warnings(both.ours, d) == expected
+    latin1 = "  x" if smtputf8 == "no" else ""
+    cafe = "caf   end" if smtputf8 == "no" else "caf\u00e9 end"
+    assert both.their_replies[3:6] == [
+        f"554 5.7.1 <c@localhost>: Recipient address rejected: a b c d e {cafe}{latin1}",
+        "550 5.7.1 <d@localhost>: Recipient address rejected: x y",
+        "450 4.7.1 <g@localhost>: Recipient address rejected: a b",
+    ], both.their_replies
+    assert len(expected) == 4 and "Recipient address a?b;" in expected[3], expected
+    assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.mark.slow
+def test_table_result_not_utf8_as_postfix(start_smtpd) -> None:
+    """With smtputf8_enable = yes a table's result that is not UTF-8 is a lookup error
+    (Postfix's dict_utf8, DICT_ERR_CONFIG): the 'key "K": non-UTF-8 value' and 'lookup
+    error for "K"' warnings, then for an access table (hash:, regexp:) "451 4.3.5 <addr>:
+    Recipient address rejected: Server configuration error", for a recipient table a bare
+    "451 4.3.5 Server configuration error" (not the 4.3.0 of a table that did not open)."""
+    dialogue = ["EHLO x.example", "MAIL FROM:<a@example.org>"]
+    dialogue += ["RCPT TO:<n@localhost>", "RCPT TO:<o@localhost>", "RCPT TO:<r@localhost>"]
+    dialogue += ["RCPT TO:<u@example.com>", "QUIT"]
+    with shared_dir("oxipost-utf8-") as d:
+        (d / "main.cf").write_text("smtputf8_enable = no\n")  # postmap keeps the bytes
+        (d / "access").write_bytes(b"n@localhost REJECT caf\xe9\no@localhost REJECT fine\n")
+        (d / "rcpts").write_bytes(b"u@example.com caf\xe9\n")
+        (d / "re").write_bytes(b"/^r@localhost$/ REJECT caf\xe9\n")
+        for name in ("access", "rcpts"):
+            made = subprocess.run(
+                ["postmap", "-c", str(d), f"hash:{d}/{name}"], capture_output=True, timeout=60
+            )
+            assert made.returncode == 0, made.stderr
+            made = run_ours("postmap", "-c", str(d), f"hash:{d}/{name}")
+            assert made.returncode == 0, made.stderr
+        main_cf = (
+            "smtputf8_enable = yes\nrelay_domains = example.com\n"
+            f"relay_recipient_maps = hash:{d}/rcpts\n"
+            f"smtpd_recipient_restrictions = check_recipient_access hash:{d}/access, "
+            f"check_recipient_access regexp:{d}/re, permit_mynetworks, "
+            "reject_unauth_destination\n"
+        )
+        both = Played(start_smtpd, dialogue, main_cf)
+        expected = _rejects_and_warnings(both.theirs, d)
+        assert _rejects_and_warnings(both.ours, d) == expected
+    assert expected[:2] == [
+        'warning: hash:DIR/access.db: key "n@localhost": non-UTF-8 value "REJECT caf?":'
+        " malformed UTF-8 or invalid codepoint",
+        'warning: hash:DIR/access.db lookup error for "n@localhost"',
+    ], expected
+    assert len(expected) == 10, expected
+    assert both.their_replies[3:7] == [
+        "451 4.3.5 <n@localhost>: Recipient address rejected: Server configuration error",
+        "554 5.7.1 <o@localhost>: Recipient address rejected: fine",
+        "451 4.3.5 <r@localhost>: Recipient address rejected: Server configuration error",
+        "451 4.3.5 Server configuration error",
+    ], both.their_replies
+    assert both.our_replies[1:] == both.their_replies[1:]

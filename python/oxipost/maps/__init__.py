@@ -82,6 +82,17 @@ class TableError(Exception):
     """A table cannot be opened or read; the text is Postfix's (without `fatal: `)."""
 
 
+class TableConfigError(TableError):
+    """A lookup that found what the table must not give (Postfix's DICT_ERR_CONFIG): a
+    result that is not UTF-8. `table` is its type:name as Postfix's warnings name it,
+    `key` the key that found it."""
+
+    def __init__(self, text: str, table: str, key: str) -> None:
+        super().__init__(text)
+        self.table = table
+        self.key = key
+
+
 class Table(Protocol):
     owner: int | None
     # Set when the table checks its keys as dict_utf8 does (see above): its `type:name`.
@@ -143,8 +154,8 @@ def utf8_refused(table: Table, key: str) -> bool:
 
 def utf8_checked(table: Table, key: str, value: str | None) -> str | None:
     """`value` as found for `key`, or, when `table` checks as dict_utf8 does and the
-    value is not UTF-8 (a regexp: result with a rule's latin-1 bytes, or a `$n` that ends
-    inside a UTF-8 character), Postfix's warning and a query error: a temporary failure,
+    value is not UTF-8 (a hash: value or a regexp: result with latin-1 bytes, a `$n` that
+    ends inside a UTF-8 character), Postfix's warning and a query error (TableConfigError),
     never a result that is not UTF-8."""
     name = table.utf8_name
     if name is None or value is None or value.isascii():
@@ -157,7 +168,7 @@ def utf8_checked(table: Table, key: str, value: str | None) -> str | None:
             f'{name}: key "{shown_key}": non-UTF-8 value "{shown}": '
             "malformed UTF-8 or invalid codepoint"
         )
-        raise TableError(f"table {name}: query error") from None
+        raise TableConfigError(f"table {name}: query error", name, key) from None
     return value
 
 
@@ -217,7 +228,10 @@ class CdbTable:
                 return None
             raw = raw_key(folded)
         value = self._cdb.get(raw)
-        return None if value is None else value.decode("utf-8", "surrogateescape")
+        if value is None:
+            return None
+        text = value.decode("utf-8", "surrogateescape")
+        return text if text.isascii() else utf8_checked(self, key, text)
 
     def query_lines(self, data: bytes, suffix: bytes = b"") -> tuple[bytes, int]:
         """`postmap -q -` in one call: `key<TAB>value` lines for the keys in `data`."""
@@ -229,7 +243,10 @@ class CdbTable:
         except UnicodeEncodeError:
             return [self.lookup(k) for k in keys]
         found = self._cdb.get_many(raw)
-        return [None if v is None else v.decode("utf-8", "surrogateescape") for v in found]
+        texts = [None if v is None else v.decode("utf-8", "surrogateescape") for v in found]
+        if self.utf8_name is None or all(t is None or t.isascii() for t in texts):
+            return texts
+        return [utf8_checked(self, k, t) for k, t in zip(keys, texts, strict=True)]
 
     def items(self) -> list[tuple[str, str]]:
         return [
@@ -599,7 +616,8 @@ def _open(
         return open_table(name, cfg, fold_keys, no_regsub, utf8, paranoid)
     table = _open_kind(spec, kind, name, cfg, fold_keys, no_regsub, utf8, paranoid)
     if utf8:
-        table.utf8_name = spec
+        # Postfix names an indexed table that opened by its file (hash:/etc/x.db).
+        table.utf8_name = f"{kind}:{table.path}" if isinstance(table, CdbTable) else spec
     return table
 
 

@@ -23,6 +23,7 @@ open relay.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import re
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from oxipost.maps import TableError, open_table
+from oxipost.maps import TableConfigError, TableError, open_table
 from oxipost.maps.net import NET_TABLE_TYPES
 from oxipost.maps.search import (
     SearchKey,
@@ -41,6 +42,7 @@ from oxipost.maps.search import (
     maps_find,
     virtual_keys,
 )
+from oxipost.printable import printable
 from oxipost.rewrite.resolve import (
     RESOLVE_CLASS_ALIAS,
     RESOLVE_CLASS_DEFAULT,
@@ -65,7 +67,24 @@ class CheckConfigError(Exception):
 
 
 class LookupFailure(Exception):
-    """A table could not be read: the request gets a temporary failure."""
+    """A table could not be read: the request gets a temporary failure, or with `config`
+    (a table that gave what it must not, Postfix's DICT_ERR_CONFIG) a server error."""
+
+    def __init__(self, reason: str, config: bool = False) -> None:
+        super().__init__(reason)
+        self.config = config
+
+
+def _failure(e: Exception) -> LookupFailure:
+    return LookupFailure(str(e), isinstance(e, TableConfigError))
+
+
+def _lookup_failed(name: str, e: LookupFailure) -> Reply:
+    """Postfix's reject_dict_retry ("<NAME>: Temporary lookup failure") or, for a
+    DICT_ERR_CONFIG, reject_server_error."""
+    if e.config:
+        return _server_error()
+    return Reply(451, "4.3.0", f"<{name}>: Temporary lookup failure")
 
 
 @dataclass
@@ -378,6 +397,7 @@ class Checker:
         self.log = log
         self.classes = set(cfg.get_list("smtpd_restriction_classes"))
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
+        self.utf8 = cfg.get_bool("smtputf8_enable")
         self.policy_clients: dict[str, PolicyClient] = {}
         # A policy query, sleep, a DNS list or a domain's DNS lookup blocks: smtpd then
         # runs the checks in a worker thread.
@@ -480,13 +500,21 @@ class Checker:
         assert st.dip_reply is not None
         return self._reject(st, st.dip_reply)
 
-    @staticmethod
-    def _reject(st: ClientState, reply: Reply) -> Reply:
+    def _reject(self, st: ClientState, reply: Reply) -> Reply:
         """smtpd_check_reject: a 5xx reply while defer_if_reject is up becomes that
-        deferral (once)."""
+        deferral (once); made RFC compliant."""
         if st.dir_reply is not None and reply.code >= 500:
             reply, st.dir_reply = st.dir_reply, None
-        return reply
+        return self._rfc_reply(reply)
+
+    def _rfc_reply(self, reply: Reply) -> Reply:
+        """The reply as Postfix's smtpd_check_reject sends and logs it: printable() with
+        ' ' (a table's or a client's control characters, and 8-bit bytes that are not
+        UTF-8 or, without smtputf8_enable, any 8-bit byte). Not cut to any length: Postfix
+        3.7 sends a 3,000-byte access(5) text as one line."""
+        if reply.text.isascii() and reply.text.isprintable():
+            return reply
+        return dataclasses.replace(reply, text=printable(reply.text, " ", self.utf8))
 
     # Evaluation -------------------------------------------------------------------------
 
@@ -497,10 +525,8 @@ class Checker:
             return None  # most stages, on most sites
         try:
             result = self.run_list(items, name, reply_class, st, rcpt, 0)
-        except LookupFailure:
-            return Reply(
-                451, "4.3.0", f"<{self._reply_name(name, st, rcpt)}>: Temporary lookup failure"
-            )
+        except LookupFailure as e:
+            return self._rfc_reply(_lookup_failed(self._reply_name(name, st, rcpt), e))
         return result if isinstance(result, Reply) else None
 
     def _reply_name(self, stage: str, st: ClientState, rcpt: str | None) -> str:
@@ -576,7 +602,7 @@ class Checker:
 
     def _warn(self, st: ClientState, reply: Reply, rcpt: str | None) -> None:
         if self.log is not None:
-            self.log.info(st.whatsup("reject_warning", str(reply), rcpt or ""))
+            self.log.info(st.whatsup("reject_warning", str(self._rfc_reply(reply)), rcpt or ""))
 
     def restriction(
         self,
@@ -830,8 +856,8 @@ class Checker:
                 st.sender, self.cfg.get("recipient_delimiter"), self._is_local(st.sender)
             )
             owners = self._find(self.cfg.get_list("smtpd_sender_login_maps"), keys)
-        except LookupFailure:
-            return Reply(451, "4.3.0", f"<{st.sender}>: Temporary lookup failure")
+        except LookupFailure as e:
+            return _lookup_failed(st.sender, e)
         authenticated = name != "reject_unauthenticated_sender_login_mismatch" and bool(
             st.sasl_username
         )
@@ -1056,14 +1082,14 @@ class Checker:
         try:
             return match_networks(self.cfg, mynetworks(self.cfg), addr)
         except _TABLE_ERRORS as e:
-            raise LookupFailure(str(e)) from None
+            raise _failure(e) from None
 
     def auth_destination(self, rcpt: str) -> bool:
         """Postfix's permit_auth_destination: a domain we serve, not routed through us."""
         try:
             res = resolve(_canonical(self.cfg, rcpt), self.cfg)
         except _TABLE_ERRORS as e:
-            raise LookupFailure(str(e)) from None
+            raise _failure(e) from None
         return res.addr_class != RESOLVE_CLASS_DEFAULT and not res.routed
 
     def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | DeferIf | None:
@@ -1073,7 +1099,7 @@ class Checker:
         try:
             res = resolve(_canonical(self.cfg, addr), self.cfg)
         except _TABLE_ERRORS as e:
-            raise LookupFailure(str(e)) from None
+            raise _failure(e) from None
         if res.addr_class != RESOLVE_CLASS_DEFAULT:
             return None
         import dns.exception
@@ -1124,8 +1150,8 @@ class Checker:
                 return reply
             if self.cfg.get_bool("smtpd_reject_unlisted_recipient"):
                 return self.unlisted_recipient(rcpt)
-        except LookupFailure:
-            return Reply(451, "4.3.0", f"<{rcpt}>: Temporary lookup failure")
+        except LookupFailure as e:
+            return _lookup_failed(rcpt, e)
         return None
 
     def relocated(self, rcpt: str) -> Reply | None:
@@ -1145,7 +1171,7 @@ class Checker:
         try:
             return resolve(addr, self.cfg).addr_class == RESOLVE_CLASS_LOCAL
         except _TABLE_ERRORS as e:
-            raise LookupFailure(str(e)) from None
+            raise _failure(e) from None
 
     def _find(self, specs: list[str], keys: Sequence[SearchKey | str]) -> str | None:
         """The first value `specs`' tables give for `keys` (maps_find: a pattern table
@@ -1163,8 +1189,10 @@ class Checker:
                     raise
             found = maps_find(tables, keys)
         except _TABLE_ERRORS as e:
+            if isinstance(e, TableConfigError):
+                warnings.append(f'{e.table} lookup error for "{e.key}"')
             # Which of several tables failed a lookup is not known here; one table is it.
-            if warnings or len(specs) == 1:
+            elif warnings or len(specs) == 1:
                 failed = specs[len(tables)] if warnings else specs[0]
                 asked = (k if isinstance(k, str) else k[0] for k in keys)
                 first = next((k for k in asked if k), "")  # maps_find skips empty keys
@@ -1172,7 +1200,7 @@ class Checker:
             if self.log is not None:
                 for text in warnings:
                     self.log.warning(text)
-            raise LookupFailure(str(e)) from None
+            raise _failure(e) from None
         return None if found is None else found[0]
 
     def _in_maps(self, param: str, keys: list[SearchKey]) -> bool | None:
@@ -1191,7 +1219,7 @@ class Checker:
         try:
             res = resolve(addr, cfg)
         except _TABLE_ERRORS as e:
-            raise LookupFailure(str(e)) from None
+            raise _failure(e) from None
         # Postfix's check_rcpt_maps asks each table through mail_addr_find().
         keys = virtual_keys(
             res.recipient, cfg.get("recipient_delimiter"), res.addr_class == RESOLVE_CLASS_LOCAL

@@ -40,6 +40,7 @@ from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.maildate import mail_date
+from oxipost.printable import printable
 from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import (
@@ -62,7 +63,6 @@ from oxipost.smtpd.xclient import (
     apply_xclient,
     apply_xforward,
     neuter,
-    printable,
 )
 from oxipost.valid import valid_hostname, valid_mailhost_literal
 
@@ -824,12 +824,7 @@ class Session:
         if not (name.isascii() and name.isprintable()) or _NEUTERED.search(name):
             # As Postfix's helo_cmd: printable() (without SMTPUTF8 every 8-bit byte is a
             # '?'), then neuter(): what the logs, restrictions and headers see.
-            if not self._smtputf8():
-                name = "".join(
-                    c if c.isascii() else "?" * len(c.encode("utf-8", "surrogateescape"))
-                    for c in name
-                )
-            name = neuter(printable(name))
+            name = neuter(printable(name, utf8=self._smtputf8()))
         self.state.helo = name
         self.helo_kind = kind
         self.state.esmtp = kind == "EHLO"

@@ -23,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from oxipost.delivery.dsn import xtext_decode
+from oxipost.printable import printable
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import NAME_NOT_FOUND, NAME_OK, NAME_TEMPORARY
 from oxipost.valid import valid_hostaddr, valid_hostname
@@ -40,13 +41,6 @@ _MAX_PROTO = 64
 
 class XError(Exception):
     """An attribute refused: the reply says why."""
-
-
-def printable(text: str) -> str:
-    """Postfix's printable(text, '?')."""
-    if text.isprintable():  # CR and LF are not
-        return text
-    return "".join(c if c.isprintable() and c not in "\r\n" else "?" for c in text)
 
 
 def neuter(text: str) -> str:

@@ -1,0 +1,30 @@
+"""printable - Postfix's printable() (src/util/printable.c)
+
+Text from clients and tables reaches replies, headers and logs through it: each byte
+that is not printable ASCII becomes a replacement character, except that, where UTF-8 is
+allowed (Postfix's util_utf8_enable: smtputf8_enable in smtpd), a byte from 0xC2 to 0xFE
+and the continuation bytes (0x80 to 0xBF) after it stay as one character, as Postfix's
+loose test keeps them. Bytes that came in as something other than UTF-8 are surrogate
+escapes in our text and are judged as those bytes.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+_UNPRINTABLE_UTF8 = re.compile(rb"([\xc2-\xfe][\x80-\xbf]+)|[^\x20-\x7e]")
+
+
+def printable(text: str, replacement: str = "?", utf8: bool = True) -> str:
+    """`text` with each byte that is not printable ASCII as `replacement` (one ASCII
+    character), UTF-8 characters kept when `utf8`."""
+    if text.isascii() and text.isprintable():
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    rep = replacement.encode()
+    if utf8:
+        out = _UNPRINTABLE_UTF8.sub(lambda m: m.group(1) or rep, raw)
+    else:
+        out = _UNPRINTABLE.sub(rep, raw)
+    return out.decode("utf-8", "surrogateescape")
