@@ -1433,3 +1433,23 @@ def test_table_result_not_utf8_as_postfix(start_smtpd) -> None:
         "451 4.3.5 Server configuration error",
     ], both.their_replies
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.mark.slow
+def test_received_for_clause_quotes_the_local_part_as_postfix(start_smtpd) -> None:
+    """The Received: header's "for <address>" (one recipient) quotes a local part that is
+    not a dot-atom as Postfix's quote_822_local, while the envelope keeps it unquoted."""
+    rcpts = ['"a b"@localhost', '"a.b"@localhost', "a..b@localhost", '".a"@localhost']
+    dialogue = ["EHLO x.example"]
+    for rcpt in rcpts:
+        dialogue += ["MAIL FROM:<s@example.org>", f"RCPT TO:<{rcpt}>", *MESSAGE]
+    theirs, ours = _queued_on_both(start_smtpd, "", _commands([*dialogue, "QUIT"]), len(rcpts))
+
+    def received_for(postcat: subprocess.CompletedProcess) -> list[str]:
+        assert postcat.returncode == 0, postcat.stderr
+        lines = postcat.stdout.splitlines()
+        return [ln.split(";")[0] for ln in lines if ln.startswith(("\tfor <", "recipient: "))]
+
+    expected = [received_for(q.postcat) for q in theirs]
+    assert expected[0] == ["recipient: a b@localhost", '\tfor <"a b"@localhost>'], expected
+    assert [received_for(q.postcat) for q in ours] == expected

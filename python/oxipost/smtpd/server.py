@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from oxipost.anvil.client import AnvilClient
 from oxipost.cleanup.header import local_client
+from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
@@ -1288,7 +1289,8 @@ class Session:
         )
         if len(env.recipients) == 1:
             lines.append(by)
-            rcpt = env.recipients[0].address
+            # As Postfix's quote_822_local: "a b"@example.com, not a b@example.com.
+            rcpt = quote_local(env.recipients[0].address)
             if not rcpt.isprintable():
                 # Postfix writes the 8-bit bytes of an address as given (taken with
                 # smtputf8_enable = no: surrogate escapes here).
