@@ -3,6 +3,7 @@ local(8) → a Maildir that Debian's Dovecot reads over IMAP (catalogue 10)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import smtplib
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from oxipost.qmgr.queue import Queue, QueueState
 
 from tests.conftest import run_ours
 from tests.qmgr.test_service import qmgr_proc, start_qmgr, stop, wait_log
+from tests.smtpd.conftest import write_config
 
 from .conftest import read_env
 from .test_dovecot_reads import ROOT, UID, imap
@@ -127,6 +130,30 @@ def _start(conf: Path, port: int, env: dict[str, str] | None = None) -> smtplib.
         except OSError:
             assert time.monotonic() < deadline, "smtpd does not answer"
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_ours(top: Path, main_cf: str, services: str = "") -> Iterator[int]:
+    """Our Postfix on a free port with its configuration in top/conf: main.cf (with a
+    data directory, the maillog top/maillog and one smtpd worker), a master.cf of smtpd,
+    qmgr, local and `services`; yields the port, then stops it."""
+    conf = top / "conf"
+    conf.mkdir()
+    port = _free_port()
+    write_config(
+        str(conf),
+        main_cf + f"data_directory = {conf}/data\n"
+        f"maillog_file = {top}/maillog\nsmtpd_worker_processes = 1\n",
+    )
+    (conf / "master.cf").write_text(
+        f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
+        "local unix - n n - - local\n" + services
+    )
+    try:
+        _start(conf, port).quit()
+        yield port
+    finally:
+        run_ours("postfix", "-c", str(conf), "stop")
 
 
 def test_alias_and_pipe_commands_environment_under_master(shared_tmp):

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_ours
-from tests.smtpd.conftest import write_config
 from tests.smtpd.test_postfix_differential import running_postfix
 
 from .dovecot_lmtp import dovecot_lmtp
-from .test_e2e_local import _free_port, _start
+from .test_e2e_local import running_ours
 
 pytestmark = pytest.mark.slow
 
@@ -207,23 +205,8 @@ def _expected_dovecot(scenario: str) -> list[str]:
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_local_passes_and_falls_back_as_postfix(scenario: str, top: Path) -> None:
-    conf = top / "conf"
-    conf.mkdir()
-    port = _free_port()
-    write_config(
-        str(conf),
-        _main_cf(scenario, top) + f"data_directory = {conf}/data\n"
-        f"maillog_file = {top}/maillog\nsmtpd_worker_processes = 1\n",
-    )
-    (conf / "master.cf").write_text(
-        f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
-        "local unix - n n - - local\nlmtp unix - - n - - lmtp\n"
-    )
-    try:
-        _start(conf, port).quit()
-        lines, delivered = _play(scenario, port, conf / "spool", top / "maillog")
-    finally:
-        run_ours("postfix", "-c", str(conf), "stop")
+    with running_ours(top, _main_cf(scenario, top), "lmtp unix - - n - - lmtp\n") as port:
+        lines, delivered = _play(scenario, port, top / "conf" / "spool", top / "maillog")
     assert lines == sorted(SCENARIOS[scenario][2]), (top / "maillog").read_text()
     assert delivered == _expected_dovecot(scenario)
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import re
 import smtplib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_ours
-from tests.smtpd.conftest import write_config
+from tests.maps.test_net_tables import Peer, peer
 from tests.smtpd.test_postfix_differential import running_postfix
 
-from .test_e2e_local import _free_port, _start, _wait_for
+from .test_e2e_local import _wait_for, running_ours
 
 pytestmark = pytest.mark.slow
 
@@ -97,24 +96,9 @@ def _sender(port: int) -> Callable[[list[str]], None]:
 
 def test_alias_substitution_refused_in_local_kept_in_cleanup_as_postfix(top_out):
     top, out = top_out
-    conf = top / "conf"
-    conf.mkdir()
-    port = _free_port()
-    # The main.cf real Postfix gets below, with our logging and one smtpd worker.
-    write_config(
-        str(conf),
-        MAIN_CF.format(top=top) + f"data_directory = {conf}/data\nmaillog_file = {top}/maillog\n"
-        "smtpd_worker_processes = 1\n",
-    )
-    (conf / "master.cf").write_text(
-        f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
-        "local unix - n n - - local\n"
-    )
-    try:
-        _start(conf, port).quit()
+    # The main.cf real Postfix gets below.
+    with running_ours(top, MAIN_CF.format(top=top)) as port:
         ours = _scenario(top, out, _sender(port), top / "maillog")
-    finally:
-        run_ours("postfix", "-c", str(conf), "stop")
     assert ours == _expected(top / "aliases")
 
 
@@ -125,3 +109,58 @@ def test_the_same_with_real_postfix(top_out):
     with running_postfix(MAIN_CF.format(top=top) + logging) as (port, d):
         theirs = _scenario(top, out, _sender(port), d / "maillog")
     assert theirs == _expected(top / "aliases")
+
+
+def _refusing_scenario(send: Callable[[list[str]], None], log: Path) -> list[str]:
+    """Send to user@localhost: alias_maps is a socketmap: table, which local(8) may not
+    open (DICT_FLAG_NO_UNAUTH). Returns local(8)'s warnings and the recipient's outcome,
+    without delays and ids."""
+    send(["user@localhost"])
+    deadline = time.monotonic() + 30
+    while "to=<user@localhost>" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    lines = []
+    for ln in log.read_text().splitlines():
+        m = re.search(r" postfix/local\[\d+\]: (.*)", ln)
+        if m is not None and (m.group(1).startswith("warning: ") or "to=<user@" in ln):
+            lines.append(re.sub(r"^[0-9A-F]+: |delay.*?dsn=", "", m.group(1)))
+    return lines
+
+
+def _refused_expected(table: str) -> list[str]:
+    return [
+        f"warning: {table} is unavailable. {table} map is not allowed for security-sensitive data",
+        f"warning: {table}: lookup of 'user' failed",
+        "to=<user@localhost>, relay=local, 4.3.0, status=deferred (alias database unavailable)",
+    ]
+
+
+@pytest.fixture
+def aliases_peer() -> Iterator[tuple[Peer, str]]:
+    """A socketmap server that would answer every alias: it must never be asked."""
+    with peer("netstring", lambda request: b"7:OK root,") as p:
+        yield p
+
+
+def test_socketmap_alias_maps_refused_as_postfix(shared_tmp: Path, aliases_peer) -> None:
+    p, endpoint = aliases_peer
+    table = f"socketmap:inet:{endpoint}:aliases"
+    with running_ours(shared_tmp, f"alias_maps = {table}\nalias_database =\n") as port:
+        ours = _refusing_scenario(_sender(port), shared_tmp / "maillog")
+    assert ours == _refused_expected(table)
+    assert p.requests == []
+
+
+@pytest.mark.postfix
+def test_socketmap_alias_maps_refused_by_real_postfix(aliases_peer) -> None:
+    p, endpoint = aliases_peer
+    table = f"socketmap:inet:{endpoint}:aliases"
+    main_cf = (
+        f"alias_maps = {table}\nalias_database =\n"
+        "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    )
+    with running_postfix(main_cf) as (port, d):
+        theirs = _refusing_scenario(_sender(port), d / "maillog")
+    assert theirs == _refused_expected(table)
+    assert p.requests == []

@@ -111,7 +111,7 @@ from oxipost.delivery.mailstore import (
 from oxipost.envelope import Entry, Envelope, Outcome, Recipient
 from oxipost.environ import DEFAULT_PATH, command_environment
 from oxipost.maps import Table, TableError, open_table
-from oxipost.maps.search import alias_keys, split_extension
+from oxipost.maps.search import alias_keys, maps_find_warned, split_extension
 from oxipost.qmgr import control
 from oxipost.rewrite.resolve import resolve
 from oxipost.rewrite.rewrite import rewrite_address
@@ -706,9 +706,8 @@ async def _delegate(ctx: Ctx, user: str, maps: str, param: str) -> Outcome | Non
     fallback_transport), passed the recipient; None when neither names one."""
     cfg = ctx.req.cfg
     try:
-        service = lookup_tables(cfg, maps, [user], no_regsub=True)
-    except LookupFailed as e:
-        log.warning("%s", e)
+        service = lookup_tables(cfg, maps, [user], log.warning, no_regsub=True)
+    except LookupFailed:
         return _record(ctx, Outcome("4.3.0", "table lookup failure"))
     service = service or cfg.get(param)
     if not service:
@@ -778,9 +777,8 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         home = pw.pw_dir
     if pw is not None:
         try:
-            command = lookup_tables(cfg, "mailbox_command_maps", [user], no_regsub=True)
-        except LookupFailed as e:
-            log.warning("%s", e)
+            command = lookup_tables(cfg, "mailbox_command_maps", [user], log.warning, paranoid=True)
+        except LookupFailed:
             return _record(ctx, Outcome("4.3.0", "table lookup failure"))
         # Not main.cf-expanded (postconf(5)): its $names are the shell's, e.g. "$EXTENSION".
         command = command or cfg.raw("mailbox_command")
@@ -830,18 +828,19 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
 def _find_alias(cfg: Config, keys: list[str]) -> tuple[str, str, str, Table] | None:
     """(value, key, spec, table) of the first alias_maps entry: each key in every table
     before the next key, as recipient.c asks deliver_alias() for the full local part,
-    then for it without its extension. Raises LookupFailed."""
-    specs = cfg.get_list("alias_maps")
-    for key in keys:
-        for spec in specs:
-            try:
-                table = open_table(spec, cfg, no_regsub=True)
-                value = table.lookup(key)
-            except TableError as e:
-                raise LookupFailed(f"alias_maps: {e}") from e
-            if value is not None:
-                return value, key, spec, table
-    return None
+    then for it without its extension. The tables are opened as Postfix's alias_maps,
+    DICT_FLAG_PARANOID. Raises LookupFailed after Postfix's warnings."""
+    try:
+        return maps_find_warned(
+            cfg.get_list("alias_maps"),
+            keys,
+            lambda spec: open_table(spec, cfg, paranoid=True),
+            log.warning,
+            # alias.c asks each table itself, in words of its own.
+            lambda spec, key: f"{spec}: lookup of '{key}' failed",
+        )
+    except (TableError, OSError) as e:
+        raise LookupFailed(f"alias_maps: {e}") from e
 
 
 def _alias_rights(ctx: Ctx, spec: str, table: Table) -> Outcome | None:
@@ -888,9 +887,10 @@ async def _recipient(ctx: Ctx) -> Outcome:
         found = _find_alias(cfg, keys)
         owner = None
         if found is not None and cfg.get_bool("owner_request_special"):
-            owner = lookup_tables(cfg, "alias_maps", [f"owner-{found[1]}"], no_regsub=True)
-    except LookupFailed as e:
-        log.warning("%s", e)
+            owner = lookup_tables(
+                cfg, "alias_maps", [f"owner-{found[1]}"], log.warning, paranoid=True
+            )
+    except LookupFailed:
         return _record(ctx, Outcome("4.3.0", "alias database unavailable"))
     if found is None:
         # The member of a mailing list, or of an :include: file, gets a message of its

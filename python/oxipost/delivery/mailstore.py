@@ -15,7 +15,7 @@ from oxipost import runloop
 from oxipost._core import mailbox
 from oxipost.envelope import Outcome
 from oxipost.maps import TableError, open_table
-from oxipost.maps.search import SearchKey, maps_find
+from oxipost.maps.search import SearchKey, maps_find_warned
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -26,18 +26,29 @@ class LookupFailed(Exception):
 
 
 def lookup_tables(
-    cfg: Config, param: str, keys: Sequence[SearchKey | str], no_regsub: bool = False
+    cfg: Config,
+    param: str,
+    keys: Sequence[SearchKey | str],
+    warn: Callable[[str], None],
+    no_regsub: bool = False,
+    paranoid: bool = False,
 ) -> str | None:
     """First match in the tables of `param`: each key in every table before the next key,
     a partial key only in fixed tables (oxipost.maps.search.maps_find, as Postfix's
-    mail_addr_find). `no_regsub` for tables Postfix opens with DICT_FLAG_PARANOID: see
-    oxipost.maps."""
+    mail_addr_find). `no_regsub` and `paranoid` (DICT_FLAG_NO_REGSUB, DICT_FLAG_PARANOID)
+    as oxipost.maps says. LookupFailed when a table fails, after Postfix's warnings, given
+    to `warn` (maps_find_warned)."""
     specs = cfg.get_list(param)
     if not specs:
         return None
     try:
-        found = maps_find([open_table(spec, cfg, no_regsub=no_regsub) for spec in specs], keys)
-    except TableError as e:
+        found = maps_find_warned(
+            specs,
+            keys,
+            lambda spec: open_table(spec, cfg, no_regsub=no_regsub, paranoid=paranoid),
+            warn,
+        )
+    except (TableError, OSError) as e:
         raise LookupFailed(f"{param}: {e}") from e
     return None if found is None else found[0]
 

@@ -45,7 +45,7 @@ CONFIG_ERROR = Outcome("4.3.5", "mail system configuration error")
 def _id(cfg: Config, param: str, keys: list[SearchKey], rcpt: str) -> int | Outcome | None:
     if not cfg.get_list(param):
         return None if os.geteuid() != 0 else CONFIG_ERROR
-    value = lookup_tables(cfg, param, keys, no_regsub=True)
+    value = lookup_tables(cfg, param, keys, log.warning, paranoid=True)
     if value is None:
         log.warning("recipient %s: %s not found in %s", rcpt, param[8:11], param)
         return CONFIG_ERROR
@@ -65,13 +65,12 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
         return looped
     keys = virtual_keys(addr, cfg.get("recipient_delimiter"), local_domain=False)
     try:
-        found = lookup_tables(cfg, "virtual_mailbox_maps", keys, no_regsub=True)
+        found = lookup_tables(cfg, "virtual_mailbox_maps", keys, log.warning, paranoid=True)
         if found is None:
             return Outcome("5.1.1", f'unknown user: "{addr.lower()}"')
         uid = _id(cfg, "virtual_uid_maps", keys, addr)
         gid = _id(cfg, "virtual_gid_maps", keys, addr)
-    except LookupFailed as e:
-        log.warning("%s", e)
+    except LookupFailed:
         return Outcome("4.3.0", "temporary lookup failure")
     if isinstance(uid, Outcome):
         return uid

@@ -21,8 +21,8 @@ H:P: unexpected EOF (REASON)", "... text longer than 4096", "... malformed reply
 "... bad status code: TEXT"; "connect to SERVER: REASON", "table socketmap:NAME lookup
 error: REASON", "socketmap:NAME socketmap server temporary|timeout|permanent|unknown
 error: REASON". A failed lookup raises TableError "table TYPE:NAME: query error: %m",
-where %m is what Postfix's errno holds by then (see `_errno`), or without ": %m" after a
-PERM reply (Postfix's DICT_ERR_CONFIG). Tables opened for
+where %m is what Postfix's errno holds by then (see `_errno`), or a TableConfigError
+without ": %m" after a PERM reply (Postfix's DICT_ERR_CONFIG). Tables opened for
 security-sensitive data (Postfix's DICT_FLAG_NO_UNAUTH) are refused: see `refuse`.
 """
 
@@ -34,7 +34,14 @@ import socket
 import threading
 import time
 
-from oxipost.maps import TableError, raw_key, utf8_checked, utf8_refused, warn
+from oxipost.maps import (
+    TableConfigError,
+    TableError,
+    raw_key,
+    utf8_checked,
+    utf8_refused,
+    warn,
+)
 
 NET_TABLE_TYPES = ("tcp", "socketmap")
 
@@ -411,7 +418,7 @@ class SocketmapTable:
         warn(f"{self.spec} socketmap server {error_class} error{shown}")
         if word == b"PERM":
             # DICT_ERR_CONFIG: Postfix's postmap says no %m for it.
-            raise TableError(f"table {self.spec}: query error")
+            raise TableConfigError(f"table {self.spec}: query error", self.spec, key)
         raise TableError(f"table {self.spec}: query error: {_m()}")
 
     def _ask(self, key: str) -> bytes:

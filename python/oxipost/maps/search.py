@@ -23,7 +23,7 @@ Keys are lowercased here; tables fold as well (Postfix folds both sides).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from oxipost.config import Config
@@ -51,6 +51,56 @@ def maps_find(tables: Sequence[Table], keys: Iterable[SearchKey | str]) -> tuple
             value = table.lookup(key)
             if value is not None:
                 return value, key
+    return None
+
+
+def maps_find_warned(
+    specs: Sequence[str],
+    keys: Iterable[SearchKey | str],
+    open_one: Callable[[str], Table],
+    warn: Callable[[str], None],
+    lookup_error: Callable[[str, str], str] = lambda spec, key: f'{spec} lookup error for "{key}"',
+) -> tuple[str, str, str, Table] | None:
+    """(value, key, spec, table) of the first key a table answers: maps_find() over the
+    tables `specs` name, opened with `open_one`, with Postfix's
+    warnings when one fails: dict_surrogate's "SPEC is unavailable. REASON" when its
+    turn comes for one that did not open (a surrogate is a pattern table: asked FULL keys
+    only), then `lookup_error(spec, key)`, maps_find's 'SPEC lookup error for "KEY"'
+    unless the caller has words of its own; the TableError (or OSError) then
+    propagates."""
+    from oxipost.maps import TableConfigError, TableError
+
+    errors = (TableError, OSError)
+    tables: list[Table | Exception] = []
+    for spec in specs:
+        try:
+            tables.append(open_one(spec))
+        except errors as e:
+            tables.append(e)
+    for item in keys:
+        key, partial = (item, FULL) if isinstance(item, str) else item
+        if not key:
+            continue
+        for spec, table in zip(specs, tables, strict=True):
+            if isinstance(table, Exception):
+                if partial:
+                    continue
+                warn(f"{spec} is unavailable. {table}")
+                warn(lookup_error(spec, key))
+                raise table
+            if partial and not table.fixed:
+                continue
+            try:
+                value = table.lookup(key)
+            except TableConfigError as e:
+                # Named as its own warning names it (hash: by its file), as Postfix's.
+                warn(lookup_error(e.table, key))
+                raise
+            except errors:
+                warn(lookup_error(spec, key))
+                raise
+            if value is not None:
+                return value, key, spec, table
     return None
 
 

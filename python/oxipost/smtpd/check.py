@@ -39,7 +39,7 @@ from oxipost.maps.search import (
     access_address_keys,
     access_client_keys,
     access_domain_keys,
-    maps_find,
+    maps_find_warned,
     virtual_keys,
 )
 from oxipost.printable import printable
@@ -1176,32 +1176,18 @@ class Checker:
     def _find(self, specs: list[str], keys: Sequence[SearchKey | str]) -> str | None:
         """The first value `specs`' tables give for `keys` (maps_find: a pattern table
         sees only the FULL keys); LookupFailure when a table cannot be opened or read, after
-        Postfix's warnings: dict_surrogate's "TABLE is unavailable. REASON" for one that did
-        not open, maps_find's 'TABLE lookup error for "KEY"' (the first key asked)."""
-        warnings = []
-        tables = []
+        Postfix's warnings (maps_find_warned)."""
         try:
-            for spec in specs:
-                try:
-                    tables.append(_table(spec, self.cfg))
-                except _TABLE_ERRORS as e:
-                    warnings.append(f"{spec} is unavailable. {e}")
-                    raise
-            found = maps_find(tables, keys)
+            found = maps_find_warned(
+                specs, keys, lambda spec: _table(spec, self.cfg), self._warn_table
+            )
         except _TABLE_ERRORS as e:
-            if isinstance(e, TableConfigError):
-                warnings.append(f'{e.table} lookup error for "{e.key}"')
-            # Which of several tables failed a lookup is not known here; one table is it.
-            elif warnings or len(specs) == 1:
-                failed = specs[len(tables)] if warnings else specs[0]
-                asked = (k if isinstance(k, str) else k[0] for k in keys)
-                first = next((k for k in asked if k), "")  # maps_find skips empty keys
-                warnings.append(f'{failed} lookup error for "{first}"')
-            if self.log is not None:
-                for text in warnings:
-                    self.log.warning(text)
             raise _failure(e) from None
         return None if found is None else found[0]
+
+    def _warn_table(self, text: str) -> None:
+        if self.log is not None:
+            self.log.warning(text)
 
     def _in_maps(self, param: str, keys: list[SearchKey]) -> bool | None:
         """True/False for a lookup in a maps parameter; None when the parameter is empty."""
