@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -335,3 +336,38 @@ def test_paranoid_users_refuse_unauthenticated_tables(spec: str, reason: str) ->
             open_table(table, paranoid=True)
         assert str(e.value) == reason
     assert open_table(spec) is not None
+
+
+def _found_or_silent(request: bytes) -> bytes | None:
+    if request.endswith(b" silent"):
+        time.sleep(1)  # past the client's time limit, then closed
+        return None
+    return b"4:OK x,"
+
+
+def test_time_limit_and_idle_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Postfix's limits, shortened here (100 s to wait, 10 s idle): a socketmap server
+    that never answers gives "time limit exceeded" and %m ETIMEDOUT, as Debian's postmap
+    says after 100 s; a connection idle past the limit is replaced, as auto_clnt's."""
+    from oxipost.maps import net, set_warning_sink
+
+    monkeypatch.setattr(net, "TIMEOUT", 0.3)
+    monkeypatch.setattr(net, "SOCKMAP_MAX_IDLE", 0.5)
+    warnings: list[str] = []
+    previous = set_warning_sink(warnings.append)
+    try:
+        with peer("netstring", _found_or_silent) as (p, endpoint):
+            table = open_table(f"socketmap:inet:{endpoint}:idle")
+            assert table.lookup("found") == "x"
+            assert table.lookup("found") == "x"
+            assert p.connections == 1
+            time.sleep(0.6)
+            assert table.lookup("found") == "x"
+            assert p.connections == 2
+            with pytest.raises(TableError) as e:
+                table.lookup("silent")
+    finally:
+        set_warning_sink(previous)
+    spec = f"socketmap:inet:{endpoint}:idle"
+    assert str(e.value) == f"table {spec}: query error: Connection timed out"
+    assert warnings == [f"table {spec} lookup error: time limit exceeded"]
