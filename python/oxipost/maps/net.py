@@ -42,6 +42,7 @@ from oxipost.maps import (
     utf8_refused,
     warn,
 )
+from oxipost.printable import printable
 
 NET_TABLE_TYPES = ("tcp", "socketmap")
 
@@ -69,10 +70,10 @@ def _set_errno(e: OSError | int) -> None:
     _errno = e if isinstance(e, int) else (e.errno or 0)
 
 
-def printable(data: bytes, replacement: str) -> str:
-    """Postfix's printable(): printable ASCII stays, every other byte (UTF-8 too) is
-    `replacement`."""
-    return "".join(chr(b) if 0x20 <= b < 0x7F else replacement for b in data)
+def _shown(data: bytes, replacement: str, limit: int) -> str:
+    """A reply in a warning: Postfix's printable() (ASCII only, as in postmap) of its
+    first `limit` bytes."""
+    return printable(data[:limit].decode("utf-8", "surrogateescape"), replacement, utf8=False)
 
 
 def hex_quote(key: str) -> bytes:
@@ -245,7 +246,7 @@ class TcpTable:
         if len(line) >= 4 and line[:3].isdigit() and line[3:4] in b" \t\v\f\r":
             raw = hex_unquote(line[4:])
         if raw is None:
-            shown = printable(line, "_")[:100]
+            shown = _shown(line, "_", 100)
             warn(f"read TCP map reply from {self.endpoint}: malformed reply: {shown}")
             self._disconnect()
             raise self._error()
@@ -255,7 +256,7 @@ class TcpTable:
         if status == b"2":
             return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         if status != b"4":
-            shown = printable(line, "_")[:100]
+            shown = _shown(line, "_", 100)
             warn(f"read TCP map reply from {self.endpoint}: bad status code: {shown}")
         self._disconnect()
         raise self._error()
@@ -414,7 +415,7 @@ class SocketmapTable:
             return None
         error_class = _ERROR_CLASSES.get(word, "unknown")
         reason = payload.lstrip(b" \t\n\v\f\r")
-        shown = ": " + printable(reason, "?")[:200] if reason else ""
+        shown = ": " + _shown(reason, "?", 200) if reason else ""
         warn(f"{self.spec} socketmap server {error_class} error{shown}")
         if word == b"PERM":
             # DICT_ERR_CONFIG: Postfix's postmap says no %m for it.
