@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from oxipost.cleanup.addr import WRITE_ERROR, canonical
 from oxipost.cleanup.state import HDR_FROM, HDR_RCPT, cleanup_config
-from oxipost.delivery.address import quote_local
+from oxipost.delivery.address import log_form, quote_local
 from oxipost.envelope import Envelope
 from oxipost.maps import Table, TableError
 from oxipost.rewrite.resolve import split_address, unquote_local
@@ -145,9 +145,10 @@ def _act_log(state: CleanupState, action: str, context: str, content: str, text:
     """cleanup_act_log: one line per action, with the message's context."""
     env = state.env
     line = f"{action}: {context} {content[:200]} from {_log_origin(state)};"
-    line += f" from=<{state.sender}>"
+    external = state.cfg.get("info_log_address_format") == "external"
+    line += f" from=<{log_form(state.sender, external)}>"
     if state.recip:
-        line += f" to=<{state.recip}>"
+        line += f" to=<{log_form(state.recip, external)}>"
     if env.client_addr:
         proto = env.attrs.get("log_protocol_name") or (
             "ESMTP" if "ESMTP" in env.protocol else (env.protocol and "SMTP")

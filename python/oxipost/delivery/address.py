@@ -36,15 +36,28 @@ def split_address(address: str, delimiters: str) -> Parts:
     return Parts(local, domain, user, ext)
 
 
+def is_dot_string(local: str) -> bool:
+    """Whether a local part goes unquoted, as Postfix's is_822_dot_string says (8-bit clean)."""
+    return bool(local and _ATOM.match(local) and ".." not in local and local[0] != "." != local[-1])
+
+
 def quote_local(address: str) -> str:
     """RFC 5321 quoting of the local part when it is not a dot-atom (pipe's q flag)."""
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
-    if local and _ATOM.match(local) and ".." not in local and not local.startswith("."):
+    if is_dot_string(local):
         return address
     quoted = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return quoted + ("@" + domain if at else "")
+
+
+def log_form(address: str, external: bool) -> str:
+    """An address as Postfix's log lines show it (info_log_addr_form): with
+    info_log_address_format = external (`external`, the default) its local part quoted as
+    quote_822_local does (`"a\\"b"@x` for the internal `a"b@x`), else as it is; the null
+    address stays empty."""
+    return quote_local(address) if external and address else address
 
 
 def lf_lines(content: bytes) -> bytes:

@@ -66,6 +66,7 @@ import msgpack
 from oxipost import bounce, runloop
 from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
+from oxipost.delivery.address import log_form
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
@@ -184,6 +185,7 @@ class Qmgr:
         self.next_compaction = 0.0
         self.flow = FlowProducer(flow, cfg)
         self.delay_res = _delay_resolution(cfg, log)
+        self.log_external = cfg.get("info_log_address_format") == "external"
         # Incoming mail left behind by the last scan because the active queue was full, in
         # arrival order.
         self.incoming_backlog: dict[str, None] = {}
@@ -309,7 +311,7 @@ class Qmgr:
         self.state.move(qid, "active")
         pending = info.pending
         self.log.info(
-            f"{qid}: from=<{env.sender}>, size={info.message_size}, "
+            f"{qid}: from=<{log_form(env.sender, self.log_external)}>, size={info.message_size}, "
             f"nrcpt={len(env.recipients)} (queue active)"
         )
         act = Active(qid, msg, env, now)
@@ -537,11 +539,12 @@ class Qmgr:
         d = max(0.0, now - (out.setup or started))
         orig = ""
         if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
-            orig = f"orig_to=<{rcpt.original}>, "
+            orig = f"orig_to=<{log_form(rcpt.original, self.log_external)}>, "
         res = self.delay_res
         use = f", conn_use={out.conn_use}" if out.conn_use else ""
         log.info(
-            f"{act.qid}: to=<{rcpt.address}>, {orig}relay={relay}{use}, "
+            f"{act.qid}: to=<{log_form(rcpt.address, self.log_external)}>, "
+            f"{orig}relay={relay}{use}, "
             f"delay={format_tv(now - arrival, 2, res)}, delays={format_tv(a, 2, res)}/"
             f"{format_tv(b, 2, res)}/{format_tv(c, 2, res)}/{format_tv(d, 2, res)}, "
             f"dsn={out.status}, status={kind} ({out.text})",
@@ -584,7 +587,8 @@ class Qmgr:
                 # deferred recipients are returned in a notice of their own.
                 self._notices(act, "failure", act.bounced)
                 self.log.info(
-                    f"{act.qid}: from=<{act.env.sender}>, status=expired, returned to sender"
+                    f"{act.qid}: from=<{log_form(act.env.sender, self.log_external)}>,"
+                    " status=expired, returned to sender"
                 )
                 self._notices(act, "failure", {i: (o, "") for i, o in act.deferred.items()})
                 self._notices(act, "success", act.success_notify)
@@ -778,6 +782,7 @@ class Qmgr:
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.log_external = cfg.get("info_log_address_format") == "external"
         self.sched.reconfigure(cfg)
         self._agent_logs.clear()
         self._relays.clear()

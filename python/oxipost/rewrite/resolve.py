@@ -31,6 +31,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oxipost.delivery.address import is_dot_string
 from oxipost.maps.search import FULL, domain_keys, maps_find, transport_keys, virtual_keys
 
 if TYPE_CHECKING:
@@ -70,22 +71,70 @@ def split_address(address: str) -> tuple[str, str]:
     if '"' not in address:  # almost every address: no quotes to skip
         at = address.rfind("@")
         return (address, "") if at < 0 else (address[:at], address[at + 1 :])
-    in_quote = False
-    at = -1
-    for i, ch in enumerate(address):
-        if ch == '"':
-            in_quote = not in_quote
-        elif ch == "@" and not in_quote:
-            at = i
+    at = _last_bare_at(address)
     if at < 0:
         return address, ""
     return address[:at], address[at + 1 :]
 
 
+def _last_bare_at(address: str) -> int:
+    """Where the last '@' outside quotes and not escaped by a backslash is; -1 if none."""
+    in_quote = False
+    at = -1
+    i, n = 0, len(address)
+    while i < n:
+        ch = address[i]
+        if ch == '"':
+            in_quote = not in_quote
+        elif ch == "\\":
+            i += 1
+        elif ch == "@" and not in_quote:
+            at = i
+        i += 1
+    return at
+
+
+def split_internal(address: str) -> tuple[str, str]:
+    """(localpart, domain) of an address in internal (unquoted) form, split at its last
+    '@' as Postfix's quote_822_local does (strrchr): a '"' there is an ordinary character,
+    so `a"b@localhost` is `a"b` at localhost. Domain '' when there is no '@'."""
+    local, at, domain = address.rpartition("@")
+    return (local, domain) if at else (address, "")
+
+
 def unquote_local(local: str) -> str:
-    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
-        return local[1:-1].replace('\\"', '"')
-    return local
+    """A local part in internal form: quotes dropped and each backslash escape resolved, as
+    Postfix's unquote_822_local does (`"a\\"b"` is `a"b`, `"a\\\\b"` is `a\\b`, `"a\\b"` is
+    `ab`; a trailing lone backslash goes)."""
+    if '"' not in local and "\\" not in local:
+        return local
+    out: list[str] = []
+    i, n = 0, len(local)
+    while i < n:
+        ch = local[i]
+        i += 1
+        if ch == '"':
+            continue
+        if ch == "\\":
+            if i == n:
+                break
+            ch = local[i]
+            i += 1
+        out.append(ch)
+    return "".join(out)
+
+
+def unquote_822_local(address: str) -> str:
+    """Postfix's unquote_822_local: the address in internal form, its local part (before the
+    last '@' outside quotes) unquoted as unquote_local, a source route and the domain kept."""
+    route = ""
+    if address.startswith("@") and ":" in address:
+        route, _, address = address.partition(":")
+        route += ":"
+    at = _last_bare_at(address)
+    if at < 0:
+        return route + unquote_local(address)
+    return route + unquote_local(address[:at]) + address[at:]
 
 
 def _table(spec: str, cfg: Config, no_regsub: bool = False):  # type: ignore[no-untyped-def]
@@ -197,8 +246,12 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
     swap_bang = cfg.get_bool("swap_bangpath")
     dequote = cfg.get_bool("resolve_dequoted_address")
     for _ in range(100):
-        local, domain = split_address(address)
-        inner = unquote_local(local) if dequote else local
+        local, domain = split_internal(address)
+        # trivial-rewrite quotes the internal form again (quote_822_local) before it parses
+        # it: a local part that is no dot-string (one with '@', say) is then a quoted
+        # string, which it looks inside for routing operators only with
+        # resolve_dequoted_address.
+        inner = local if dequote or is_dot_string(local) else ""
         if not domain or is_local_domain(cfg, domain):
             # Routing through us: strip our domain and look inside, as resolve.c does.
             if "@" in inner:
@@ -216,15 +269,18 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
                     user, _, site = inner.rpartition("%")
                     address = f"{user}@{site}"
                     continue
-            if local in ("", '""'):
+            if not local:
                 # An empty local part is the local MAILER-DAEMON, as in the From: of our
                 # own bounces: resolve.c makes it empty_address_recipient, keeping the
                 # local domain it had (else the one below).
                 address = cfg.get("empty_address_recipient") + (f"@{domain}" if domain else "")
-        elif "@" in inner or "%" in inner or "!" in inner:
-            flags |= RESOLVE_FLAG_ROUTED
         break
-    local, domain = split_address(address)
+    local, domain = split_internal(address)
+    if "@" in local or "%" in local or "!" in local:
+        # resolve.c flags a routing operator left in the local part, whatever
+        # swap_bangpath, allow_percent_hack and resolve_dequoted_address say: the next
+        # hop may honour it.
+        flags |= RESOLVE_FLAG_ROUTED
     if not domain:
         domain = cfg.get("myhostname")
         address = f"{local}@{domain}"

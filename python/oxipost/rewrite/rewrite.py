@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oxipost.rewrite.resolve import split_address
+from oxipost.rewrite.resolve import split_internal
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -25,7 +25,7 @@ def rewrite_address(cfg: Config, address: str, context: str = CONTEXT_LOCAL) -> 
     """The address in standard form for `context` ("local" or "remote")."""
     if not address or (address.startswith("@") and ":" in address):
         return address
-    local, domain = split_address(address)
+    local, domain = split_internal(address)
     if not domain:
         if "!" in local or "%" in local or not local:
             return address

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oxipost.delivery.address import log_form
 from oxipost.maps import TableConfigError, TableError, open_table
 from oxipost.maps.net import NET_TABLE_TYPES
 from oxipost.maps.search import (
@@ -52,7 +53,7 @@ from oxipost.rewrite.resolve import (
     Resolution,
     match_domain,
     resolve,
-    split_address,
+    split_internal,
 )
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.policy import PolicyClient
@@ -136,6 +137,8 @@ class ClientState:
     reverse_name_status: str = NAME_NOT_FOUND
     helo: str = ""
     sender: str | None = None
+    # info_log_address_format = external: log lines quote the addresses again.
+    log_external: bool = True
     sasl_username: str = ""
     pipelined: bool = False
     esmtp: bool = False
@@ -172,9 +175,9 @@ class ClientState:
         to=<..> proto=ESMTP helo=<..>", each attribute only when the session has it."""
         line = f"{self.queue_id or 'NOQUEUE'}: {action}: {self.where} from {self.namaddr}: {text};"
         if self.sender is not None:
-            line += f" from=<{self.sender}>"
+            line += f" from=<{log_form(self.sender, self.log_external)}>"
         if recipient:
-            line += f" to=<{recipient}>"
+            line += f" to=<{log_form(recipient, self.log_external)}>"
         line += f" proto={self.protocol}"
         if self.helo:
             line += f" helo=<{self.helo}>"
@@ -681,7 +684,7 @@ class Checker:
                 )
             return DUNNO
         if name == "reject_non_fqdn_sender":
-            if st.sender and not _fqdn(split_address(st.sender)[1]):
+            if st.sender and not _fqdn(split_internal(st.sender)[1]):
                 return Reply(
                     cfg.get_int("non_fqdn_reject_code"),
                     "5.5.2",
@@ -689,7 +692,7 @@ class Checker:
                 )
             return DUNNO
         if name == "reject_non_fqdn_recipient":
-            if rcpt and not _fqdn(split_address(rcpt)[1]):
+            if rcpt and not _fqdn(split_internal(rcpt)[1]):
                 return Reply(
                     cfg.get_int("non_fqdn_reject_code"),
                     "5.5.2",
@@ -1023,8 +1026,8 @@ class Checker:
         allowed = set(
             (self.cfg.raw("smtpd_expansion_filter") or "").encode().decode("unicode_escape")
         )
-        sender_name, sender_domain = split_address(st.sender or "")
-        recipient_name, recipient_domain = split_address(rcpt or "")
+        sender_name, sender_domain = split_internal(st.sender or "")
+        recipient_name, recipient_domain = split_internal(rcpt or "")
         macros = {
             "rbl_code": self.cfg.get("maps_rbl_reject_code"),
             "rbl_domain": domain.partition("=")[0],
@@ -1093,7 +1096,7 @@ class Checker:
         return res.addr_class != RESOLVE_CLASS_DEFAULT and not res.routed
 
     def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | DeferIf | None:
-        _, domain = split_address(addr)
+        _, domain = split_internal(addr)
         if not domain or domain.startswith("["):
             return None
         try:
@@ -1418,7 +1421,7 @@ def _undeliverable(address: str, what: str, res: Resolution) -> Reply:
     transport (not now: 450 4.1.1)."""
     default = "4.1.1" if res.transport == "retry" else "5.1.1"
     # A bare "error" keeps the domain as its next hop here; Postfix's has none.
-    given = "" if res.nexthop == split_address(res.recipient)[1] else res.nexthop
+    given = "" if res.nexthop == split_internal(res.recipient)[1] else res.nexthop
     dsn, text = _dsn_text(
         given, default, f"<{address}>: {what} rejected: ", "Address is undeliverable"
     )

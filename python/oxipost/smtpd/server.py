@@ -42,7 +42,7 @@ from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.maildate import mail_date
 from oxipost.printable import printable
-from oxipost.rewrite.resolve import match_domain, split_address, unquote_local
+from oxipost.rewrite.resolve import match_domain, split_address, split_internal, unquote_822_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import (
     NAME_NOT_FOUND,
@@ -171,6 +171,7 @@ class SmtpdServer:
         self.hostname = cfg.get("myhostname")
         self.banner = cfg.get("smtpd_banner")
         self.size_limit = cfg.get_int("message_size_limit")
+        self.log_external = cfg.get("info_log_address_format") == "external"
         self.line_limit = max(cfg.get_int("line_length_limit"), 512)
         self.timeout = cfg.get_time("smtpd_timeout")
         self.soft_errors = cfg.get_int("smtpd_soft_error_limit")
@@ -313,7 +314,7 @@ class Session:
         self.addr = str(peer[0])
         self.port = int(peer[1]) if len(peer) > 1 else 0
         self.peer = peer
-        self.state = ClientState(addr=self.addr)
+        self.state = ClientState(addr=self.addr, log_external=self.srv.log_external)
         self.tx: Transaction | None = None
         self.errors = 0
         self.junk = 0
@@ -1629,11 +1630,9 @@ def internal_form(addr: str) -> str:
     loses its quotes (replies, logs and the queue file show it so)."""
     if addr.startswith("@") and ":" in addr:
         addr = addr.split(":", 1)[1]
-    local, domain = split_address(addr)
-    if not local.startswith('"'):
+    if '"' not in addr and "\\" not in addr:
         return addr
-    local = unquote_local(local)
-    return f"{local}@{domain}" if domain else local
+    return unquote_822_local(addr)
 
 
 def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
@@ -1652,7 +1651,7 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
         i = 0
         while i < len(text):
             ch = text[i]
-            if ch == "\\" and in_quote:
+            if ch == "\\":  # smtpd_token: a backslash escapes the next character anywhere
                 i += 2
                 continue
             if ch == '"':
@@ -1748,13 +1747,23 @@ _ROUTE = re.compile(r"@[^:]*:")
 def _address_ok(addr: str) -> bool:
     if addr == "":
         return True
-    if '"' not in addr:
+    if '"' not in addr and "\\" not in addr:
         route = _ROUTE.match(addr)
         if _UNQUOTED_BAD.search(addr, route.end() if route else 0):
             return False
         return _domain_ok(addr)
     in_quote = False
+    escaped = False
     for ch in addr:
+        if escaped:
+            # A quoted pair, in quotes or out (tok822): any character but a control one.
+            escaped = False
+            if ord(ch) < 32:
+                return False
+            continue
+        if ch == "\\":
+            escaped = True
+            continue
         if ch == '"':
             in_quote = not in_quote
             continue
@@ -1775,7 +1784,7 @@ def domain_ok(addr: str, smtputf8: bool) -> bool:
     address; a name (trailing dots aside) must be a valid host name, in UTF-8 only when the
     transaction declared SMTPUTF8. No domain is fine: myorigin is appended."""
     route = _ROUTE.match(addr)
-    _local, domain = split_address(addr[route.end() :] if route else addr)
+    _local, domain = split_internal(addr[route.end() :] if route else addr)
     if not domain:
         return True
     # A relay sees few domains, many times each.
