@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -440,9 +440,12 @@ class MimeWalker:
     checks: dict[str, str] = _CHECKS
     body_checks = "body_checks"
 
-    def __init__(self, mime: bool, body_limit: int) -> None:
+    def __init__(self, mime: bool, body_limit: int, configured: Container[str]) -> None:
         self.mime = mime
         self.body_limit = body_limit
+        # The check parameters that name a table at all: asked before enabled(), a method
+        # call for each header of every message where (as mostly) none does.
+        self.configured = configured
         # The names (lower case) of the primary header lines given back so far.
         self.names: set[str] = set()
 
@@ -522,7 +525,7 @@ class MimeWalker:
         name = header_name(text)
         checked = MULTIPART if name in MIME_HEADERS else cls
         param = self.checks[checked]
-        if self.enabled(param):
+        if param in self.configured and self.enabled(param):
             value = self.lookup(param, text)
             if value is not None:
                 result = self.act("header", text, value, param)
@@ -629,6 +632,7 @@ class Walker(MimeWalker):
         super().__init__(
             not state.cfg.get_bool("disable_mime_input_processing"),
             state.opts.body_checks_size_limit,
+            state.opts.content_checks,
         )
         self.state = state
         self.context = header_rewrite_context(state)
@@ -696,7 +700,7 @@ class RestrictedWalker(MimeWalker):
     ) -> None:
         # MIME processing is on whatever disable_mime_input_processing says, as in
         # Postfix's smtp with checks (mime_state without MIME_OPT_DISABLE_MIME).
-        super().__init__(True, sys.maxsize)
+        super().__init__(True, sys.maxsize, tables)
         self.checks = checks
         self.body_checks = body_checks
         self.tables = tables
