@@ -206,7 +206,11 @@ def test_a_key_that_is_not_utf8_is_refused_as_postfix_dict_utf8_does(tmp_path, w
     shown = 'non-UTF-8 key "caf?@example.test": malformed UTF-8 or invalid codepoint'
     # An indexed table is named by its file, as Postfix's hash:NAME.db.
     names = [f"{spec}.cdb" if spec == f"hash:{h}" else spec for spec in specs]
-    assert warnings_seen == [f"{name}: {shown}" for name in names for _ in (1, 2)]
+    expected = [f"{name}: {shown}" for name in names for _ in (1, 2)]
+    # texthash: leaves the line out as it reads the file, as Postfix's dict_thash does.
+    skipped = f'{h}, line 1: non-UTF-8 input "caf?@example.test latin" -- ignoring this line'
+    expected.insert(names.index(f"texthash:{h}") * 2, skipped)
+    assert warnings_seen == expected
     # A key that is UTF-8 beside it is still looked up, in one batch or one at a time.
     assert maps.lookup_many(open_table(f"hash:{h}"), ["plain@example.test", key]) == [
         "plain",

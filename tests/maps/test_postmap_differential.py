@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -463,3 +464,48 @@ def test_an_empty_result_warns_as_postfix(work, tool):
         assert a == b, table
         a, b = both(tool, work, "-q", "-", table, stdin="k\nj\nk\n")
         assert a == b, table
+
+
+# Latin-1 in a key, a value, a continuation, a line without a value; UTF-8 elsewhere; a
+# tab and trailing blanks in a skipped line; a duplicate key around them.
+NOT_UTF8 = (
+    b"a caf\xe9\nb ok\ncaf\xe9 x\nd caf\xc3\xa9\n e cont\xe9\nk v\nk w\nk\xe9 v2\n"
+    b"x\t caf\xe9  \ncaf\xe9\nu caf\xc3\xa9\n"
+)
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_texthash_skips_lines_not_utf8_as_postfix(work, smtputf8):
+    """With smtputf8_enable = yes Postfix's dict_thash skips each logical line that is not
+    UTF-8 as it reads the file, with 'FILE, line N: non-UTF-8 input "LINE" -- ignoring
+    this line' (the whole logical line, '?' for each bad byte and control character);
+    without, it keeps the bytes. The same answers and warnings from postmap -q."""
+    table = work / f"not-utf8-{smtputf8}"
+    table.write_bytes(NOT_UTF8)
+    # A file changed within the last second is "hot": dict_thash reads it again, warning
+    # again, until it has cooled down.
+    old = time.time() - 3600
+    os.utime(table, (old, old))
+    keys = [b"a", b"b", b"d", b"k", b"x", b"u", b"caf\xe9", b"caf\xc3\xa9"]
+    ours, theirs = _byte_answers(work, smtputf8, f"texthash:{table.name}", keys)
+    assert ours == theirs
+    warned = b'warning: not-utf8-yes, line 9: non-UTF-8 input "x? caf?  " -- ignoring this line'
+    assert (warned in theirs[0][2]) == (smtputf8 == "yes"), theirs[0]
+    assert theirs[5][1] == b"caf\xc3\xa9\n", theirs[5]
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_inline_table_not_utf8_as_postfix(work, smtputf8):
+    """An inline: table that is not UTF-8 does not open with smtputf8_enable = yes (dict_inline:
+    'bad UTF-8 syntax: "inline:{...}"; need "inline:{name=value...}"', postmap's fatal);
+    without, its bytes are a value like any other."""
+    spec = os.fsdecode(b"inline:{k=caf\xe9, b=c}")
+    ours, theirs = _byte_answers(work, smtputf8, spec, [b"k", b"b"])
+    assert ours == theirs
+    if smtputf8 == "yes":
+        assert theirs[0][2] == (
+            b'postmap: fatal: bad UTF-8 syntax: "inline:{k=caf?, b=c}";'
+            b' need "inline:{name=value...}"\n'
+        ), theirs[0]
+    else:
+        assert theirs[0][1] == b"caf\xe9\n", theirs[0]

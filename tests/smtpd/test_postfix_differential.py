@@ -1467,3 +1467,39 @@ def test_received_for_clause_quotes_the_local_part_as_postfix(start_smtpd) -> No
     expected = [received_for(q.postcat) for q in theirs]
     assert expected[0] == ["recipient: a b@localhost", '\tfor <"a b"@localhost>'], expected
     assert [received_for(q.postcat) for q in ours] == expected
+
+
+@pytest.mark.slow
+def test_texthash_line_not_utf8_skipped_by_smtpd_as_postfix(start_smtpd) -> None:
+    """With smtputf8_enable = yes smtpd's texthash: access table leaves out a line that is
+    not UTF-8, with dict_thash's warning in the log as the table opens: the recipient it
+    named passes."""
+    dialogue = ["EHLO x.example", "MAIL FROM:<a@example.org>"]
+    dialogue += ["RCPT TO:<c@localhost>", "RCPT TO:<d@localhost>", "QUIT"]
+    with shared_dir("oxipost-thash-") as d:
+        (d / "access").write_bytes(b"c@localhost REJECT caf\xe9\nd@localhost REJECT d\n")
+        old = time.time() - 3600  # not "hot": dict_thash would read it again, warning again
+        os.utime(d / "access", (old, old))
+        main_cf = (
+            "smtputf8_enable = yes\n"
+            f"smtpd_recipient_restrictions = check_recipient_access texthash:{d}/access\n"
+        )
+        both = Played(start_smtpd, dialogue, main_cf)
+        # Postfix's smtpd processes open their tables as they start (a second one, forked
+        # as the first got busy, warns again); ours at the first lookup: the warning once.
+
+        def seen(lines: list[str]) -> list[str]:
+            wanted = _transaction_lines(lines, f"warning: .*{d}|: reject: ")
+            return list(dict.fromkeys(wanted))
+
+        expected = seen(both.theirs)
+        assert seen(both.ours) == expected
+    assert expected[0] == (
+        f'warning: {d}/access, line 1: non-UTF-8 input "c@localhost REJECT caf?"'
+        " -- ignoring this line"
+    ), expected
+    assert both.their_replies[3:5] == [
+        "250 2.1.5 Ok",
+        "554 5.7.1 <d@localhost>: Recipient address rejected: d",
+    ], both.their_replies
+    assert both.our_replies[1:] == both.their_replies[1:]

@@ -39,7 +39,10 @@ malformed UTF-8 or invalid codepoint`, each such byte as `?`. Otherwise the key 
 as bytes: hash:/cdb: look up the raw bytes and the in-memory tables the same text;
 regexp:/pcre: match the bytes of every key, UTF-8 or not, against their rules' bytes, as
 Postfix 3.7's C-locale regcomp and non-UTF PCRE do (`.` is one byte, case folds in ASCII
-only; see rust/core/src/maps/regex_table.rs). Never an exception.
+only; see rust/core/src/maps/regex_table.rs). Never an exception. With the same flag
+and setting, texthash: leaves out each logical line of its file that is not UTF-8 as it
+reads it (dict_thash: 'FILE, line N: non-UTF-8 input "LINE" -- ignoring this line'), and
+an inline: table that is not UTF-8 does not open (dict_inline: 'bad UTF-8 syntax').
 
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
 postmap(1) builds it. Key search orders of virtual(5), access(5), transport(5) and
@@ -58,6 +61,7 @@ from typing import Protocol
 from oxipost._core import CorruptError
 from oxipost._core import maps as _core
 from oxipost.config import Config
+from oxipost.printable import printable
 
 # Types whose name is a file postmap(1) indexes into <name>.cdb.
 INDEXED_TYPES = ("hash", "cdb")
@@ -277,15 +281,20 @@ class DictTable:
         return list(self.entries.items())
 
 
-def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
-    """texthash: the postmap source format read directly, as Postfix's dict_thash does."""
+def read_texthash(path: str, fold_keys: bool = True, utf8: bool = False) -> DictTable:
+    """texthash: the postmap source format read directly, as Postfix's dict_thash does;
+    with `utf8` (smtputf8_enable, as the daemons and postmap ask), a logical line that is
+    not UTF-8 is skipped with its warning, before its format is looked at."""
     text, owner = read_owned(path)
+    skipped: list[tuple[int, str]] = []
+    if utf8:
+        text, skipped = _without_non_utf8_lines(text, path)
     entries, warnings = _core.parse_entries(
         text, path, "expected format: key whitespace value -- ignoring this line"
     )
     table: dict[str, str] = {}
     # Postfix warns as it reads, so the parser's warnings and ours interleave by line.
-    by_line = list(warnings)
+    by_line = list(warnings) + skipped
     for raw_key, raw_value, lineno in entries:
         key = raw_key.decode("utf-8", "surrogateescape")
         if key.endswith(":"):
@@ -304,6 +313,32 @@ def read_texthash(path: str, fold_keys: bool = True) -> DictTable:
     for _, w in sorted(by_line, key=lambda lw: lw[0]):
         warn(w)
     return DictTable(table, fold_keys, owner)
+
+
+def _without_non_utf8_lines(text: bytes, path: str) -> tuple[bytes, list[tuple[int, str]]]:
+    """`text` with each logical line that is not UTF-8 blanked out (its physical lines kept
+    as empty ones, so that the others keep their numbers), and dict_thash's warning for
+    each: (line, text)."""
+    try:
+        text.decode()
+        return text, []
+    except UnicodeDecodeError:
+        pass
+    physical = text.split(b"\n")
+    logical, _ = _core.logical_lines(text, path)
+    starts = [lineno for lineno, _ in logical] + [len(physical) + 1]
+    skipped: list[tuple[int, str]] = []
+    for (lineno, line), after in zip(logical, starts[1:], strict=False):
+        try:
+            line.decode()
+        except UnicodeDecodeError:
+            shown = printable(line.decode("utf-8", "surrogateescape"))
+            skipped.append(
+                (lineno, f'{path}, line {lineno}: non-UTF-8 input "{shown}" -- ignoring this line')
+            )
+            # The comments and blank lines up to the next logical line go too: harmless.
+            physical[lineno - 1 : after - 1] = [b""] * (after - lineno)
+    return b"\n".join(physical), skipped
 
 
 class RegexpTable:
@@ -564,7 +599,14 @@ def _braced(spec: str, kind: str, name: str, need: str) -> list[str]:
     return items
 
 
-def _inline(spec: str, name: str) -> DictTable:
+def _inline(spec: str, name: str, utf8: bool) -> DictTable:
+    if utf8 and not name.isascii():
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            raise TableError(
+                f'bad UTF-8 syntax: "{printable(spec)}"; need "inline:{{name=value...}}"'
+            ) from None
     entries: dict[str, str] = {}
     for item in _braced(spec, "inline", name, "{name=value...}"):
         key, eq, value = item.partition("=")
@@ -636,7 +678,7 @@ def _open_kind(
     if kind == "texthash":
         if name.startswith("{"):
             raise TableError(f"open database {name}: No such file or directory")
-        return read_texthash(name, fold_keys)
+        return read_texthash(name, fold_keys, utf8)
     if kind in ("regexp", "pcre"):
         text, label, owner = _file_text(spec, kind, name)
         return RegexpTable(text, kind, label, owner, no_regsub)
@@ -644,7 +686,7 @@ def _open_kind(
         text, label, owner = _file_text(spec, kind, name)
         return CidrTable(text, label, owner)
     if kind == "inline":
-        return _inline(spec, name)
+        return _inline(spec, name, utf8)
     if kind == "static":
         value = name[1:-1].strip() if name.startswith("{") and name.endswith("}") else name
         return StaticTable(value)
