@@ -360,6 +360,7 @@ def test_cidr_matches_and_warns_as_postfix(work):
         ["-q", "a", "inline:{a=1, {b = two words}, c=3}"],
         ["-q", "B", "inline:{a=1, {b = two words}, c=3}"],
         ["-q", "a", "inline:{a=1, bad}"],
+        ["-q", "k", "inline:{k=first, b=c, K=last}"],
         ["-q", "a", "inline:{}"],
         ["-q", "x", "static:foo"],
         ["-q", "x", "static:{two words}"],

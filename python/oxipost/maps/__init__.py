@@ -614,7 +614,8 @@ def _inline(spec: str, name: str, utf8: bool) -> DictTable:
             raise TableError(
                 f'missing \'=\' after attribute name: "{spec}"; need "inline:{{name=value...}}"'
             )
-        entries.setdefault(fold(key.strip()), value.strip())
+        # No duplicate check: dict_inline updates its dict_ht, the last one stays.
+        entries[fold(key.strip())] = value.strip()
     return DictTable(entries)
 
 
