@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import re
 import select
 import shutil
 import socket
@@ -112,6 +113,17 @@ def postconf_as_postfix(confdir: Path, *args: str) -> None:
         real.stdout,
         real.stderr,
     )
+
+
+def main_cf_with(base: str, extra: str) -> str:
+    """main.cf text: base's lines but those of a parameter extra sets, then extra. A
+    parameter set twice is warned of ("overriding earlier entry") by every program that
+    reads main.cf, ours and Postfix's; a test's own setting replaces the base's."""
+    names = set(re.findall(r"^([A-Za-z0-9_]+)[ \t]*=", extra, re.MULTILINE))
+    kept = [
+        ln for ln in base.splitlines(keepends=True) if ln.partition("=")[0].strip() not in names
+    ]
+    return "".join(kept) + extra
 
 
 def free_port() -> int:

@@ -28,7 +28,15 @@ import pytest
 from oxipost.config import Config, load_config
 from oxipost.smtpd.sasl import hash_password
 
-from tests.conftest import REPO, free_port, run_ours, shared_dir, smtp_sink, wait_port
+from tests.conftest import (
+    REPO,
+    free_port,
+    main_cf_with,
+    run_ours,
+    shared_dir,
+    smtp_sink,
+    wait_port,
+)
 from tests.qmgr.test_service import wait_log
 
 from .test_dovecot_reads import IMAP, ROOT, imap_argv, imap_env
@@ -83,7 +91,7 @@ class Oxipost:
 
     def start(self, main: str = "", master: str = "") -> Config:
         base = MAIN_CF.format(d=self.dir, host=HOST, uid=OWNER.pw_uid, gid=OWNER.pw_gid)
-        (self.conf / "main.cf").write_text(base + main)
+        (self.conf / "main.cf").write_text(main_cf_with(base, main))
         (self.conf / "vmailbox").write_text(
             "".join(f"{u}@example.com example.com/{u}/\n" for u in VUSERS)
         )

@@ -13,7 +13,7 @@ from oxipost.delivery import deliver, local
 from oxipost.delivery.mailstore import delivered_to
 from oxipost.envelope import Entry, Outcome, Recipient
 
-from tests.conftest import run_ours, shared_dir
+from tests.conftest import main_cf_with, run_ours, shared_dir
 
 from .conftest import MESSAGE, make_config, read_env, request, run
 
@@ -714,7 +714,7 @@ def test_mailbox_transport_passes_the_recipient_on(tmp_path, spool, caplog):
     assert (unknown, unknown.agent) == (Outcome("2.7.1", "sent elsewhere"), "discard")
     assert not (spool / "out").exists()
     assert f"4ABCDE1234: passing <{user}@localhost> to transport=discard" in caplog.messages
-    cfg = make_config(tmp_path / "b", main=main + "mailbox_transport_maps = fail:x\n")
+    cfg = make_config(tmp_path / "b", main=main_cf_with(main, "mailbox_transport_maps = fail:x\n"))
     (o,) = run(request(cfg, "local", "localhost", [f"{user}@localhost"]))
     assert o == Outcome("4.3.0", "table lookup failure")
 

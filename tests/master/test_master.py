@@ -467,6 +467,45 @@ def test_reload_keeps_listener_and_connected_client(system):
     assert master_pid(system) == pid
 
 
+def test_entries_given_twice_are_warned_of_and_the_last_one_runs(system):
+    """Postfix 3.7's master (observed): a service entered twice in master.cf is warned of as
+    it reads master.cf, at start and at each reload, and runs as its last entry; a main.cf
+    parameter set twice is warned of by each daemon process as it starts (to the maillog),
+    and by master at a reload (at start it has not read maillog_file yet: syslog)."""
+    conf = Path(system["conf"])
+    port = system["port"]
+    with open(conf / "master.cf", "a") as f:
+        f.write(f"127.0.0.1:{port} inet n n n - 4 spawn {_user()}argv=/bin/sed -u s/^/last:/\n")
+    with open(conf / "main.cf", "a") as f:
+        f.write("bounce_size_limit = 50000\nbounce_size_limit = 50001\n")
+    line = len((conf / "main.cf").read_text().splitlines())
+    main_cf_warning = (
+        f"warning: {conf}/main.cf, line {line}: overriding earlier entry: bounce_size_limit=50000"
+    )
+    duplicate = (
+        f'warning: duplicate master.cf entry for service "127.0.0.1:{port}" '
+        f"([127.0.0.1]:{port}) -- using the last entry"
+    )
+    pid = started(system)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert echo(s, b"hi\n") == b"last:hi\n"
+    workers = workers_of(pid, port)
+    for worker in workers:
+        ours = f"postfix/spawn[{worker}]: {main_cf_warning}\n"
+        assert wait_until(lambda: ours in system["log"].read_text())  # noqa: B023
+    log = system["log"].read_text()
+    assert log.index(f"postfix/master[{pid}]: {duplicate}\n") < log.index("daemon started")
+    assert f"postfix/master[{pid}]: {main_cf_warning}" not in log
+    assert all(log.count(f"postfix/spawn[{w}]: {main_cf_warning}\n") == 1 for w in workers)
+    assert run_ours("postfix", "-c", str(conf), "reload").returncode == 0
+    assert wait_until(lambda: len(set(workers_of(pid, port)) - set(workers)) == 2)
+    log = system["log"].read_text()
+    reload_at = log.index(f"postfix/master[{pid}]: reload -- version")
+    assert log.index(f"postfix/master[{pid}]: {main_cf_warning}\n", reload_at) < log.index(
+        f"postfix/master[{pid}]: {duplicate}\n", reload_at
+    )
+
+
 def test_crash_looping_service_is_throttled(system, tmp_path):
     conf = Path(system["conf"])
     port = free_port()

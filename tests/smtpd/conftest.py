@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -30,6 +29,8 @@ from oxipost.config import load_config
 from oxipost.envelope import Envelope
 from oxipost.smtpd.sasl import hash_password
 from oxipost.smtpd.service import build_server
+
+from tests.conftest import main_cf_with
 
 MASTER_CF = "smtp inet n - n - - smtpd\n"
 
@@ -92,14 +93,11 @@ def write_config(tmp: str, main_cf: str) -> str:
         queue_directory = {tmp}/spool
         """
     ).format(tmp=tmp)
-    main_cf = textwrap.dedent(main_cf)
     # A parameter set twice makes every Postfix process warn "overriding earlier entry" as
     # it starts, postlogd too: into its own socket, which with 10 datagrams already queued
     # (max_dgram_qlen) blocks it for good and with it all of that Postfix's logging.
-    overridden = set(re.findall(r"^([a-z0-9_]+)\s*=", main_cf, re.MULTILINE))
-    base = "".join(ln for ln in base.splitlines(True) if ln.split(" ", 1)[0] not in overridden)
     with open(os.path.join(tmp, "main.cf"), "w") as f:
-        f.write(base + main_cf)
+        f.write(main_cf_with(base, textwrap.dedent(main_cf)))
     with open(os.path.join(tmp, "master.cf"), "w") as f:
         f.write(MASTER_CF)
     return tmp

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from tests.conftest import main_cf_with
 from tests.smtpd.dnsbl_namespace import rcpt_reply
 from tests.smtpd.peername_namespace import SERVERS, Zone, dns_server, private_resolver
 
@@ -63,7 +64,7 @@ def main(workdir: Path) -> None:
         for i, (name, extra) in enumerate(CONFIGURATIONS.items()):
             tmp = workdir / f"{server}-{i}"
             tmp.mkdir()
-            with dns_server(dict(ZONE)), start(str(tmp), MAIN_CF + extra) as port:
+            with dns_server(dict(ZONE)), start(str(tmp), main_cf_with(MAIN_CF, extra)) as port:
                 results.setdefault(server, {})[name] = {
                     helo: rcpt_reply(port, "127.0.0.2", helo, "a@example.org", "u@localhost")
                     for helo in HELOS

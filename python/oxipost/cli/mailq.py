@@ -1,9 +1,11 @@
 """mailq(1): the queue listing, the same as `postqueue -p`."""
 
+import contextlib
 import sys
 from collections.abc import Sequence
 
 from oxipost.cli import postqueue
+from oxipost.config import ConfigError, load_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -12,6 +14,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_dir = None
     if len(args) >= 2 and args[0] in ("-c", "-C"):
         config_dir = args[1]
+    # Postfix's mailq is sendmail, which reads main.cf (warning as "mailq") before it runs
+    # postqueue -p, which reads it again; what cannot be read is postqueue's to report.
+    with contextlib.suppress(ConfigError):
+        load_config(config_dir, master_cf=False, stderr_as="mailq")
     return postqueue.show(config_dir, as_json=False)
 
 

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     config_dir = next((a for o, a in opts if o in ("-c", "-C")), None)
     try:
-        cfg = load_config(config_dir, master_cf=False)
+        cfg = load_config(config_dir, master_cf=False, stderr_as="newaliases")
     except ConfigError as e:
         print(f"newaliases: fatal: {e}", file=sys.stderr)
         return 1

@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     sections = flags & {"-e", "-h", "-b"} or {"-e", "-h", "-b"}
     try:
-        state = QueueState(load_config(config_dir, master_cf=False))
+        state = QueueState(load_config(config_dir, master_cf=False, stderr_as=PROG))
     except ConfigError as e:
         print(f"{PROG}: fatal: {e}", file=sys.stderr)
         return 1

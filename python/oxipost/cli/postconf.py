@@ -56,9 +56,7 @@ class Fatal(Exception):
 
 
 def _say(severity: str, text: str) -> None:
-    # encode's "replace" gives one "?" for a byte that was not UTF-8 (one surrogate each).
-    shown = "".join(chr(b) if 32 <= b < 127 else "?" for b in text.encode("utf-8", "replace"))
-    print(f"{PROG}: {severity}: {shown}", file=sys.stderr)
+    print(f"{PROG}: {severity}: {maincf.msg_text(text)}", file=sys.stderr)
 
 
 def _warn(text: str) -> None:
@@ -748,12 +746,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 _edit_main(os.path.join(directory, "main.cf"), args, mode)
             return 0
-        cfg = load_config(config_dir, main_cf_overrides=overrides)
         # Defaults do not depend on the files, so -d does not judge them.
         judge = "d" not in mode
+        # main.cf's warnings come as it is read, before a fatal error of a later line.
+        cfg = load_config(
+            config_dir, main_cf_overrides=overrides, stderr_as="postconf" if judge else None
+        )
         if judge:
             for w in cfg.read_warnings():
-                _warn(w)
+                if not w.startswith(cfg.main_cf):
+                    _warn(w)
             _check_macros(cfg)
         if master and "x" in mode:
             _expanded(cfg)

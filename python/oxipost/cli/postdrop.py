@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(refused, file=sys.stderr)
         return 1
     try:
-        cfg = load_config(args.config_dir, master_cf=False)
+        cfg = load_config(args.config_dir, master_cf=False, stderr_as="postdrop")
     except ConfigError as e:
         print(f"postdrop: fatal: {e}", file=sys.stderr)
         return EX_TEMPFAIL

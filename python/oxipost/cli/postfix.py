@@ -465,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _usage(f"invalid option -- '{opt[1:2]}'")
     command = args[0] if args else ""
     try:
-        cfg = load_config(config_dir)
+        # Like its fatal errors, postfix(1)'s warnings about main.cf reach only a terminal.
+        cfg = load_config(config_dir, stderr_as="postfix" if on_terminal() else None)
     except ConfigError as e:
         if not e.in_master_cf:
             # postfix(1) itself: without its configuration it logs to syslog.

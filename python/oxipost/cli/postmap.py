@@ -262,7 +262,7 @@ def run(
         if not specs:
             raise Fatal(f"usage: {prog} {usage}")
         try:
-            cfg = load_config(config_dir, master_cf=False)
+            cfg = load_config(config_dir, master_cf=False, stderr_as=prog)
             default_type = cfg.get("default_database_type") or "hash"
         except ConfigError as e:
             raise Fatal(str(e)) from None

@@ -85,7 +85,7 @@ def _load(config_dir: str | None) -> Config | int:
             print(refused, file=sys.stderr)
             return EX_UNAVAILABLE
     try:
-        return load_config(config_dir, master_cf=False)
+        return load_config(config_dir, master_cf=False, stderr_as=PROG)
     except ConfigError as e:
         return _fatal(str(e))
 

@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{PROG}: warning: invalid mail queue id: {qid}", file=sys.stderr)
             actions[action] = [q for q in named if queue_id_ok(q)]
     try:
-        cfg = load_config(config_dir, master_cf=False)
+        cfg = load_config(config_dir, master_cf=False, stderr_as=PROG)
     except ConfigError as e:
         print(f"{PROG}: fatal: {e}", file=sys.stderr)
         return 1

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if "bv" in flags:
         return _fatal("-bv is not supported", EX_UNAVAILABLE)
     try:
-        cfg = load_config(config_dir, master_cf=False)
+        cfg = load_config(config_dir, master_cf=False, stderr_as="sendmail")
     except ConfigError as e:
         return _fatal(str(e), EX_TEMPFAIL)
     if "bs" in flags:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator
 
 from oxipost.config import maincf, mastercf, registry
@@ -235,12 +236,18 @@ class Config:
     # Services ----------------------------------------------------------------------------
 
     def service(self, name: str) -> Service:
-        """The master.cf entry "name" or "name/type"; KeyError if there is none."""
+        """The master.cf entry "name" or "name/type" (without a type, the type of the first
+        entry of that name); of a service entered twice, the last entry, which master
+        runs. KeyError if there is none."""
         svc_name, _, svc_type = name.partition("/")
+        found: Service | None = None
         for svc in self.services:
             if svc.name == svc_name and (not svc_type or svc.type == svc_type):
-                return svc
-        raise KeyError(name)
+                found = svc
+                svc_type = svc.type
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def for_service(self, name: str) -> Config:
         """This configuration with the -o overrides of master.cf service `name` applied."""
@@ -335,6 +342,7 @@ def load_config(
     master_cf: bool = True,
     master_cf_copy: str | None = None,
     main_cf_overrides: dict[str, str] | None = None,
+    stderr_as: str | None = None,
 ) -> Config:
     """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix).
 
@@ -347,18 +355,27 @@ def load_config(
     of the last start or reload, as Postfix's daemons get their -o options from master,
     not the file an administrator may be editing); messages still name master.cf.
     The text read is kept as `Config.master_cf_text`. main_cf_overrides: settings that
-    replace main.cf's as if it had them (postconf -o name=value).
+    replace main.cf's as if it had them (postconf -o name=value). stderr_as: a command's
+    name, under which what reading main.cf warns of goes to stderr, before a fatal error
+    of a later line, as Postfix's commands print it ("postqueue: warning: ..."); the
+    daemons log `Config.read_warnings()` instead.
     """
     explicit = config_dir is not None
     directory = config_directory(config_dir)
     main_path = os.path.join(directory, "main.cf")
     warnings: list[str] = []
     try:
-        entries = maincf.read(main_path, warnings)
+        # Postfix sets config_directory before it reads main.cf: a main.cf that sets
+        # another one overrides it.
+        entries = maincf.read(main_path, warnings, {"config_directory": directory})
     except OSError as e:
         raise ConfigError(f"open {main_path}: {e.strerror}") from None
     except maincf.MainCfError as e:
         raise ConfigError(str(e)) from None
+    finally:
+        if stderr_as:
+            for w in warnings:
+                print(f"{stderr_as}: warning: {maincf.msg_text(w)}", file=sys.stderr)
     master_path = os.path.join(directory, "master.cf")
     text = ""
     services: list[Service] = []

@@ -7,13 +7,15 @@ last definition of a name wins.
 
 Diagnostics, worded as Postfix's: `fatal: FILE, line N: missing '=' after attribute name:
 "TEXT"`, `fatal: FILE, line N: missing attribute name: "TEXT"`, `warning: FILE: logical line
-must not start with whitespace: "TEXT"`.
+must not start with whitespace: "TEXT"`, `warning: FILE, line N: overriding earlier entry:
+NAME=OLDVALUE` (a name defined again with another value, as Postfix's dict_load_fp).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 from oxipost.durable import write_atomically
 
@@ -55,8 +57,20 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else "?" for c in text)
 
 
-def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Entry]:
-    """Split main.cf text into entries; raise MainCfError on a line Postfix refuses."""
+def msg_text(text: str) -> str:
+    """text as Postfix's msg(3) writes it to stderr: each byte that is not printable ASCII
+    (a non-UTF-8 byte's surrogate, a UTF-8 letter's every byte) as '?'."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(chr(b) if 32 <= b < 127 else "?" for b in text.encode("utf-8", "replace"))
+
+
+def parse_text(
+    text: str, path: str, warn: list[str] | None = None, defined: Mapping[str, str] | None = None
+) -> list[Entry]:
+    """Split main.cf text into entries; raise MainCfError on a line Postfix refuses. The
+    warnings go to warn, in the order Postfix gives them; defined: what the reader had set
+    before (config_directory), which a definition with another value overrides too."""
     entries: list[Entry] = []
     current: Entry | None = None
     for lineno, line in enumerate(text.splitlines(keepends=True), start=1):
@@ -80,9 +94,17 @@ def parse_text(text: str, path: str, warn: list[str] | None = None) -> list[Entr
         entries.append(current)
         # A definition; its name is checked once the logical line is complete.
         current.name = ""
+    seen = dict(defined or {})
     for e in entries:
         if e.name == "":
             e.name, e.value = _split_definition(e.value, path, e.lineno)
+            if warn is None:
+                continue
+            # Postfix warns of a value it replaces, not of the same value again.
+            old = seen.get(e.name)
+            if old is not None and old != e.value:
+                warn.append(f"{path}, line {e.lineno}: overriding earlier entry: {e.name}={old}")
+            seen[e.name] = e.value
     return entries
 
 
@@ -99,10 +121,12 @@ def _split_definition(logical: str, path: str, lineno: int) -> tuple[str, str]:
     return name, value.strip()
 
 
-def read(path: str, warn: list[str] | None = None) -> list[Entry]:
+def read(
+    path: str, warn: list[str] | None = None, defined: Mapping[str, str] | None = None
+) -> list[Entry]:
     """Parse the main.cf at path (OSError propagates: the caller words it)."""
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return parse_text(f.read(), path, warn)
+        return parse_text(f.read(), path, warn, defined)
 
 
 def settings(entries: list[Entry]) -> dict[str, str]:

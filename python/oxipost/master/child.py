@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"oxipost/master/child: fatal: {e}", file=sys.stderr)
         return 1
     log = get_logger(svc.command, cfg)
+    # Every Postfix daemon reads main.cf as it starts, and logs what that warns of.
+    for warning in base.read_warnings():
+        log.warning(warning)
     option_error = svc.option_error()
     if option_error:
         log.fatal(option_error)

@@ -32,7 +32,9 @@ refuses: `fatal: the Postfix mail system is already running`.
 Log lines (Postfix's): `daemon started -- version V, configuration DIR`, `reload -- version
 V, configuration DIR`, `terminating on signal 15`, `warning: process PATH pid N exit status
 S`, `warning: process PATH pid N killed by signal S`, `warning: PATH: bad command startup --
-throttling`; and once per entry oxipost folds elsewhere or has not built.
+throttling`, `warning: duplicate master.cf entry for service "NAME" (ENDPOINT) -- using the
+last entry` (each time master.cf is read; the last entry runs); and once per entry oxipost
+folds elsewhere or has not built.
 """
 
 from __future__ import annotations
@@ -132,6 +134,15 @@ def inet_address(service: Service, cfg: Config) -> list[tuple[str, int]]:
     return [(h, port) for h in hosts]
 
 
+def _endpoint(service: Service) -> str:
+    """The name Postfix's master knows a service by: `[host]:port` or the port of an inet
+    service, private/NAME or public/NAME of the others."""
+    if service.type == "inet":
+        host, sep, port = service.name.rpartition(":")
+        return f"[{host.strip('[]')}]:{port}" if sep else service.name
+    return f"{'private' if service.is_private else 'public'}/{service.name}"
+
+
 def _bind_inet(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -205,6 +216,10 @@ class Master:
             # Where the administrator looks, as Postfix's master logs it: main.cf alone
             # names the log.
             get_logger("master", load_config(config_dir, master_cf=False)).fatal(str(e))
+        # Postfix's master reads main.cf before it knows maillog_file: what that warns of
+        # goes to syslog as it starts, to the maillog at a reload.
+        for warning in self.cfg.read_warnings():
+            get_logger("master").warning(warning)
         self.log: Logger = get_logger("master", self.cfg)
         self.listeners: dict[str, Listener] = {}
         self.states: dict[str, ServiceState] = {}
@@ -250,13 +265,22 @@ class Master:
         workers_default = max(1, cfg.get_int("smtpd_worker_processes"))
         process_limit = cfg.get_int("default_process_limit")
         daemon_dir = cfg.get("daemon_directory")
+        seen: set[tuple[str, str]] = set()
         for svc in cfg.services:
+            # A service entered twice runs as its last entry, as Postfix's master_config
+            # has it (Config.service answers that one too).
+            endpoint = _endpoint(svc)
+            if (endpoint, svc.type) in seen:
+                self.log.warning(
+                    f'duplicate master.cf entry for service "{svc.name}" ({endpoint}) '
+                    "-- using the last entry"
+                )
+                states.pop(svc.key, None)
+            seen.add((endpoint, svc.type))
             entry = SERVICES.get(svc.command)
             if entry is None:
                 self._note_unrun(svc)
                 continue
-            if svc.key in states:
-                raise MasterError(f"duplicate service name: {svc.key}")
             state = ServiceState(svc, os.path.join(daemon_dir, svc.command))
             maxproc = svc.process_limit(process_limit)
             if svc.type == "inet":
@@ -417,6 +441,8 @@ class Master:
         )
         try:
             cfg = load_config(self.config_dir, as_master=True)
+            for warning in cfg.read_warnings():
+                self.log.warning(warning)
             states = self.plan(cfg)
             self.bind(cfg, states)
             save_master_cf(cfg)

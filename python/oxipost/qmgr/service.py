@@ -978,6 +978,8 @@ def standalone(argv: list[str] | None = None) -> int:
     except KeyError:
         cfg = base
     log = get_logger("qmgr", cfg, echo_stderr=True)
+    for warning in base.read_warnings():
+        log.warning(warning)
     state_log = log
     # Lock first, bind after: a refused second qmgr must not steal the running one's socket.
     state = open_state(cfg, state_log, args.lock_wait)
