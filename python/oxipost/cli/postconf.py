@@ -41,6 +41,7 @@ from collections.abc import Sequence
 
 from oxipost.config import Config, ConfigError, config_directory, load_config, maincf, mastercf
 from oxipost.config.mastercf import Service
+from oxipost.printable import printable
 
 PROG = "postconf"
 LINE_LIMIT = 80
@@ -56,7 +57,7 @@ class Fatal(Exception):
 
 
 def _say(severity: str, text: str) -> None:
-    print(f"{PROG}: {severity}: {maincf.msg_text(text)}", file=sys.stderr)
+    print(f"{PROG}: {severity}: {printable(text, utf8=False)}", file=sys.stderr)
 
 
 def _warn(text: str) -> None:

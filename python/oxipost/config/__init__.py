@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from oxipost.config import maincf, mastercf, registry
 from oxipost.config.expand import Expander, ExpandError, references
 from oxipost.config.mastercf import Service
+from oxipost.printable import printable
 
 __all__ = ["Config", "ConfigError", "Service", "load_config"]
 
@@ -375,7 +376,7 @@ def load_config(
     finally:
         if stderr_as:
             for w in warnings:
-                print(f"{stderr_as}: warning: {maincf.msg_text(w)}", file=sys.stderr)
+                print(f"{stderr_as}: warning: {printable(w, utf8=False)}", file=sys.stderr)
     master_path = os.path.join(directory, "master.cf")
     text = ""
     services: list[Service] = []

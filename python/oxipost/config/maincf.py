@@ -57,14 +57,6 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else "?" for c in text)
 
 
-def msg_text(text: str) -> str:
-    """text as Postfix's msg(3) writes it to stderr: each byte that is not printable ASCII
-    (a non-UTF-8 byte's surrogate, a UTF-8 letter's every byte) as '?'."""
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(chr(b) if 32 <= b < 127 else "?" for b in text.encode("utf-8", "replace"))
-
-
 def parse_text(
     text: str, path: str, warn: list[str] | None = None, defined: Mapping[str, str] | None = None
 ) -> list[Entry]:
