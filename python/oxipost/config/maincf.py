@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 
 from oxipost.durable import write_atomically
+from oxipost.printable import printable
 
 _NAME = re.compile(r"[A-Za-z0-9_]+$")
 
@@ -50,11 +51,6 @@ class Entry:
             other.lines,
             other.lineno,
         )
-
-
-def printable(text: str) -> str:
-    """Postfix's printable(): control characters become '?'."""
-    return "".join(c if c.isprintable() or c == " " else "?" for c in text)
 
 
 def parse_text(

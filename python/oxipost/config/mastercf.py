@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from oxipost.config.maincf import printable
+from oxipost.printable import printable
 
 SERVICE_TYPES = frozenset({"inet", "unix", "unix-dgram", "fifo", "pass"})
 # What separates master.cf fields (Postfix's master_blanks), and what C's isspace() calls
