@@ -31,7 +31,10 @@ RELAY = "relay=mx.example.test[private/dovecot-lmtp]"
 DOVECOT_USERS = ["nobody", "ghost"]
 TABLES = {
     # texthash: the postmap format, "key value".
-    "aliases": 'list nobody, ghost\nempty ,\nnull "", nobody\nonlynull ""\n',
+    "aliases": (
+        'list nobody, ghost\nempty ,\nnull "", nobody\nonlynull ""\n'
+        'quoted "a b"@localhost, "nobody"@localhost\n'
+    ),
     "mailbox_transports": "daemon lmtp:unix:private/nowhere\n",
     "fallback_transports": f"ghost {LMTP}\n",
 }
@@ -122,6 +125,18 @@ SCENARIOS = {
             "dsn=2.0.0, status=sent (delivered to mailbox)",
             "local: to=<MAILER-DAEMON@mx.example.test>, orig_to=<onlynull@localhost>, "
             "relay=local, dsn=2.0.0, status=sent (discarded)",
+        ],
+    ),
+    # A member in quotes is taken in internal form (tok822_internalize): "a b"@localhost
+    # is the local user "a b", "nobody"@localhost is nobody.
+    "quoted_member": (
+        "",
+        ["quoted@localhost"],
+        [
+            'local: to=<"a b"@localhost>, orig_to=<quoted@localhost>, relay=local, '
+            'dsn=5.1.1, status=bounced (unknown user: "a b")',
+            "local: to=<nobody@localhost>, orig_to=<quoted@localhost>, relay=local, "
+            "dsn=2.0.0, status=sent (delivered to mailbox)",
         ],
     ),
     "empty_address_recipient_set": (

@@ -113,7 +113,7 @@ from oxipost.environ import DEFAULT_PATH, command_environment
 from oxipost.maps import Table, TableError, open_table
 from oxipost.maps.search import alias_keys, maps_find_warned, split_extension
 from oxipost.qmgr import control
-from oxipost.rewrite.resolve import resolve
+from oxipost.rewrite.resolve import resolve, unquote_822_local
 from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
@@ -551,7 +551,9 @@ async def _member(ctx: Ctx, item: str) -> Outcome:
     """resolve.c: an address of an expansion, in standard form, resolved as qmgr would;
     delivered here when it resolves to this very transport, else forwarded."""
     cfg = ctx.req.cfg
-    address = rewrite_address(cfg, item)
+    # In internal form, as Postfix's tok822_internalize leaves an alias's member: "a b"@x
+    # is a b@x to rewrite and resolve, and "" the null address.
+    address = rewrite_address(cfg, unquote_822_local(item))
     try:
         resolved = resolve(address, cfg)
     except Exception as e:
