@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Container
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -427,7 +428,7 @@ def _content_info(headers: list[str]) -> tuple[str, str | None]:
     return "text/plain", None
 
 
-class MimeWalker:
+class MimeWalker(ABC):
     """The MIME walk content checks ride on, as Postfix's mime_state(3): the primary
     header, then the body, the headers of each multipart part and of each attached
     message/rfc822, each header checked with its class's table and each body line with
@@ -451,20 +452,21 @@ class MimeWalker:
 
     # What a subclass says --------------------------------------------------------------
 
+    @abstractmethod
     def enabled(self, param: str) -> bool:
         """Whether `param`'s tables are looked in now."""
-        raise NotImplementedError
 
+    @abstractmethod
     def lookup(self, param: str, text: str) -> str | None:
         """The first result for `text` in `param`'s tables."""
-        raise NotImplementedError
 
+    @abstractmethod
     def log_action(self, action: str, context: str, content: str, text: str) -> None:
         """One line for an action taken on `content`, a header or body line."""
-        raise NotImplementedError
 
+    @abstractmethod
     def warn(self, text: str) -> None:
-        raise NotImplementedError
+        """A warning about a table's entry (a bad action), as the owner logs them."""
 
     def extend(
         self, command: str, context: str, line: str, text: str, param: str
@@ -473,9 +475,9 @@ class MimeWalker:
         (Postfix's hbc extend call-back)."""
         return None
 
+    @abstractmethod
     def unknown(self, value: str, param: str) -> None:
         """An action nobody knows."""
-        raise NotImplementedError
 
     def after_checks(self, text: str, name: str, cls: str) -> str | None:
         """A header after its checks, None when it is removed."""
