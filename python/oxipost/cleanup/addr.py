@@ -31,7 +31,7 @@ from oxipost.cleanup.state import ENV_FROM, ENV_RCPT
 from oxipost.envelope import Recipient
 from oxipost.maps import TableError
 from oxipost.maps.search import maps_find, split_extension, virtual_keys
-from oxipost.rewrite.resolve import is_local_domain, split_address, unquote_local
+from oxipost.rewrite.resolve import is_local_domain, split_address, unquote_822_local, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
@@ -111,10 +111,7 @@ def _crunch(cfg: Config, value: str, extension: str | None) -> list[str]:
     for item in _split_result(value):
         if item.startswith("<") and item.endswith(">"):
             item = item[1:-1]
-        local, domain = split_address(item)
-        local = unquote_local(local)
-        item = f"{local}@{domain}" if domain else local
-        item = rewrite_address(cfg, item)
+        item = rewrite_address(cfg, unquote_822_local(item))
         if extension:
             local, domain = split_address(item)
             item = f"{local}{extension}@{domain}" if domain else local + extension
@@ -367,8 +364,6 @@ def add_bcc(state: CleanupState, address: str) -> list[Recipient]:
     recipient, with DSN NOTIFY=NEVER, through the message's duplicate filter."""
     if not address:
         return []
-    local, domain = split_address(address)
-    address = f"{unquote_local(local)}@{domain}" if domain else unquote_local(local)
-    addr = _clean_recipient(state, address)
+    addr = _clean_recipient(state, unquote_822_local(address))
     rcpt = Recipient(addr, original=addr, notify=frozenset({"NEVER"}))
     return _out_recipient(state, rcpt, "", state.dups)
