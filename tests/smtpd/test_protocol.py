@@ -441,6 +441,40 @@ def test_queue_write_error_and_space(start_smtpd) -> None:
         assert s.mail("a@example.org") == (452, b"4.3.1 Insufficient system storage")
 
 
+def test_9_panic_in_the_queue_writer_is_a_451_and_the_session_goes_on(
+    start_smtpd, monkeypatch
+) -> None:
+    """Catalogue 9: the Rust spool writer panics after writing a message, before its
+    fdatasync (an injected fault). The client gets 451 4.3.0, the session goes on, the next
+    message is queued, and nothing of the failed one is left to be delivered."""
+    from oxipost.config import load_config
+    from oxipost.qmgr.queue import QueueState
+
+    monkeypatch.setenv("OXIPOST_FAULTS", "spool-commit")
+    srv = start_smtpd(real_queue=True)
+    with smtplib.SMTP(srv.host, srv.port, timeout=10) as s:
+        s.ehlo("client.example")
+        s.mail("a@example.org")
+        s.rcpt("postmaster@localhost")
+        assert s.data(b"Subject: lost\r\n\r\nx\r\n") == (
+            451,
+            b"4.3.0 Error: queue file write error",
+        )
+        s.mail("b@example.org")
+        s.rcpt("postmaster@localhost")
+        code, msg = s.data(b"Subject: kept\r\n\r\ny\r\n")
+        assert code == 250
+    assert any(
+        "queue file write error: queue writer failed: fault injected at spool-commit" in line
+        for line in srv.log
+    ), srv.log
+    state = QueueState(load_config(srv.config_dir))
+    try:
+        assert sorted(state.messages) == [msg.decode().rsplit(" ", 1)[1]]
+    finally:
+        state.close()
+
+
 def test_bdat_chunking(start_smtpd) -> None:
     srv = start_smtpd()
     raw = Raw(srv.host, srv.port, source="127.0.0.2")

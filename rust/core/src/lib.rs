@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod event;
+pub mod fault;
 
 pub use error::{CoreError, CoreResult};
 

@@ -12,7 +12,9 @@
 //!
 //! A failed batch is cut off again (`ftruncate` to the last committed length), so nothing
 //! of it survives to be mistaken for acknowledged mail; if even that fails, the writer moves
-//! to a fresh segment. Recovery (`scan`) reports every damaged record with its bytes' extent,
+//! to a fresh segment. A panic while a batch is written (a bug; `fault` injects one for the
+//! tests) fails that batch the same way, and the committer goes on: without that, its thread
+//! would be gone and every caller waiting on a ticket would wait for ever. Recovery (`scan`) reports every damaged record with its bytes' extent,
 //! a torn tail apart from damage in the middle (see `scan`'s docs for why the format cannot
 //! prove a tail was never acknowledged), and goes on at the next good record.
 
@@ -21,12 +23,14 @@ mod scan;
 pub use scan::{read_record, scan, scan_from, Damage, ScanReport};
 
 use crate::event::{signal, EventFd};
+use crate::fault::Faults;
 use crate::{CoreError, CoreResult};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -116,6 +120,7 @@ struct Segments {
     zeroed_to: u64,
     limit: u64,
     owner: Option<(u32, u32)>,
+    faults: Faults,
 }
 
 impl Segments {
@@ -160,17 +165,19 @@ impl Segments {
             zeroed_to: len,
             limit,
             owner,
+            faults: Faults::from_env(),
         })
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let next = Segments::open(
+        let mut next = Segments::open(
             &self.dir,
             &self.writer,
             self.seq + 1,
             self.limit,
             self.owner,
         )?;
+        next.faults = std::mem::take(&mut self.faults);
         *self = next;
         Ok(())
     }
@@ -192,23 +199,46 @@ impl Segments {
         } else {
             self.file.write_all_at(buf, start)
         };
+        self.faults.point("spool-commit");
         match written.and_then(|()| self.file.sync_data()) {
             Ok(()) => {
                 self.len = end;
                 Ok(start)
             }
             Err(e) => {
-                self.zeroed_to = start;
-                if self
-                    .file
-                    .set_len(start)
-                    .and_then(|()| self.file.sync_data())
-                    .is_err()
-                {
-                    // The tail may hold part of a failed batch: never append after it.
-                    let _ = self.rotate();
-                }
+                self.cut_back();
                 Err(e)
+            }
+        }
+    }
+
+    /// Drops whatever a failed batch left after the committed length.
+    fn cut_back(&mut self) {
+        self.zeroed_to = self.len;
+        if self
+            .file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_data())
+            .is_err()
+        {
+            // The tail may hold part of a failed batch: never append after it.
+            let _ = self.rotate();
+        }
+    }
+
+    /// [`Segments::commit`], a panic inside it reported as the batch's error (the batch
+    /// cut back as after a failed write).
+    fn commit_contained(&mut self, buf: &[u8]) -> io::Result<u64> {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.commit(buf))) {
+            Ok(outcome) => outcome,
+            Err(cause) => {
+                self.cut_back();
+                let what = cause
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| cause.downcast_ref::<&str>().copied())
+                    .unwrap_or("panic");
+                Err(io::Error::other(format!("queue writer failed: {what}")))
             }
         }
     }
@@ -351,7 +381,7 @@ fn committer(shared: &Shared, segments: &mut Segments, event_fd: RawFd) {
             offsets.push(buf.len() as u64);
             frame_into(&mut buf, payload);
         }
-        let outcome = segments.commit(&buf);
+        let outcome = segments.commit_contained(&buf);
         let seq = segments.seq;
         let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         for ((ticket, _), rel) in batch.iter().zip(offsets) {

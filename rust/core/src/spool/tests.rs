@@ -336,3 +336,21 @@ fn records_ending_in_zeros_before_the_zeros_ahead_are_read_whole() {
         );
     }
 }
+
+#[test]
+fn a_panic_mid_batch_fails_that_batch_only_and_leaves_none_of_it() {
+    // Catalogue 9: the batch is written, then the committer panics before its fdatasync.
+    let tmp = TempDir::new();
+    let dir = tmp.path();
+    let mut segments = Segments::open(dir, "w", 1, 1 << 20, None).unwrap();
+    segments.commit_contained(&frame(b"before")).unwrap();
+    segments.faults = Faults(vec!["spool-commit".into()]);
+    let err = segments.commit_contained(&frame(b"lost")).unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("queue writer failed: fault injected at spool-commit"));
+    segments.commit_contained(&frame(b"after")).unwrap();
+    let report = scan(&dir.join(segment_name("w", segments.seq))).unwrap();
+    assert_eq!(payloads(&report), vec![&b"before"[..], b"after"]);
+    assert!(report.tail.is_none() && report.corrupt.is_empty());
+}
