@@ -305,3 +305,127 @@ def test_latin1_lines_reach_header_and_body_checks_as_in_postfix(
 
     assert non_utf8(our_log) == non_utf8([ln.replace(str(d), str(tmp_path)) for ln in their_log])
     assert len(non_utf8(our_log)) == 6
+
+
+# A body line longer than line_length_limit reaches body_checks in pieces of that length
+# (smtpd queues one record each): a rule matches within one piece only, each piece is
+# acted on by itself, a line whose last piece is removed goes on with the next line's,
+# and body_checks_size_limit counts a line end after each piece. An empty line is never
+# looked up, and a line of exactly line_length_limit bytes is one piece.
+LONG_CF = """\
+body_checks = regexp:{dir}/body_checks
+line_length_limit = 1000
+body_checks_size_limit = 20000
+"""
+LONG_CHECKS = """\
+/^a/ INFO starts
+/b$/ INFO ends
+/mn/ INFO across the cut
+/^c/ REPLACE d
+/^e/ IGNORE
+/^f/ PREPEND before
+/^q/ IGNORE
+/^$/ INFO empty
+/^g/ REJECT second piece
+/^late/ INFO late
+"""
+LONG_BODIES = [
+    "\r\n".join(
+        [
+            "a" + "x" * 1500 + "b",
+            "m" * 1000 + "n" * 5,
+            "z" * 1000 + "c" * 20,
+            "",
+            "e" * 1000 + "y" * 10,
+            "w" * 1000 + "f" * 10,
+            "q" * 1000,
+            "v" * 1000 + "e" * 10,
+            "next",
+            "e" * 1500,
+            "kept",
+            "r" * 1000 + "eee",
+            "",
+        ]
+    ),
+    "k" * 1000 + "g\r\n",
+    # 20 pieces: the next line starts past the 20,000 bytes body_checks looks at.
+    "s" * 19998 + "\r\nlate\r\n",
+]
+
+
+def _send_long(port: int) -> list[tuple[int, bytes]]:
+    replies = []
+    for i, body in enumerate(LONG_BODIES):
+        with smtplib.SMTP("127.0.0.1", port) as s:
+            try:
+                s.sendmail("x@example.org", ["team@example.test"], f"Subject: {i}\r\n\r\n{body}")
+                replies.append((250, b""))
+            except smtplib.SMTPDataError as e:
+                replies.append((e.smtp_code, e.smtp_error))
+    return replies
+
+
+def _body_log(lines: list[str]) -> list[str]:
+    """cleanup's body action lines without the queue ID."""
+    return [
+        re.sub(r"^([0-9A-F]+|NOQUEUE): ", "", ln)
+        for ln in lines
+        if re.search(r": (info|replace|prepend|reject): body ", ln)
+    ]
+
+
+def test_long_body_lines_reach_body_checks_in_pieces_as_in_postfix(
+    start_smtpd: Any, tmp_path: Path
+) -> None:
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(LONG_CF + logging, without=("qmgr",)) as (port, d):
+        (d / "body_checks").write_text(LONG_CHECKS)
+        subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
+        theirs = _send_long(port)
+        out = subprocess.run(
+            ["postqueue", "-c", str(d), "-j"], capture_output=True, text=True, timeout=30
+        ).stdout
+        their_bodies = {}
+        for qid in re.findall(r'"queue_id": "(\w+)"', out):
+            body = subprocess.run(
+                ["postcat", "-c", str(d), "-bq", qid], capture_output=True, timeout=30
+            ).stdout
+            # From the empty line after the header; a last line whose last piece was
+            # removed has no line end in the queue file (the delivery agents add it).
+            lines = body.split(b"\n")[1:]
+            if lines[-1] == b"":
+                lines.pop()
+            their_bodies[lines[0]] = lines
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if (d / "maillog").read_text().count("message-id=") >= 3:
+                break
+            time.sleep(0.1)
+        their_log = [ln.split("]: ", 1)[1] for ln in (d / "maillog").read_text().splitlines()]
+    (tmp_path / "body_checks").write_text(LONG_CHECKS)
+    srv = start_smtpd(LONG_CF.replace("{dir}", str(tmp_path)), real_queue=True)
+    ours = _send_long(srv.port)
+    assert ours == theirs == [(250, b""), (550, b"5.7.1 second piece"), (250, b"")]
+    state = QueueState(load_config(srv.config_dir))
+    our_bodies = {}
+    for q in state.messages:
+        lines = state.load(q)[1].split(b"\r\n\r\n", 1)[1].split(b"\r\n")
+        lines.pop()
+        our_bodies[lines[0]] = lines
+    assert our_bodies == their_bodies
+    assert _body_log(srv.log) == _body_log(their_log)
+    # Not a body both left alone, nor checks that saw whole lines.
+    body = their_bodies[b"a" + b"x" * 1500 + b"b"]
+    assert b"z" * 1000 + b"d" in body
+    assert body[body.index(b"w" * 1000 + b"before") + 1] == b"f" * 10
+    assert body[body.index(b"f" * 10) + 1 :] == [b"", b"v" * 1000 + b"next", b"kept", b"r" * 1000]
+    # Each piece on its own: /^a/ and /b$/ both act on one line, /mn/ of the line cut
+    # between its m and n not at all, nor /^late/ past body_checks_size_limit.
+    actions = [(ln.split(" ", 1)[0], ln.rsplit(": ", 1)[1]) for ln in _body_log(srv.log)]
+    assert actions == [
+        ("info:", "starts"),
+        ("info:", "ends"),
+        ("replace:", "d"),
+        ("prepend:", "before"),
+        ("reject:", "5.7.1 second piece"),
+    ]

@@ -394,12 +394,16 @@ def test_long_body_lines_as_postfix(
     leave of each continues the line."""
     (shared_tmp / "body").write_text(
         "/^a/ INFO starts\n/b$/ INFO ends\n/^c/ REPLACE d\n/^e/ IGNORE\n/^f/ PREPEND before\n"
+        "/^q/ IGNORE\n"
     )
     # smtp_line_length_limit (998) breaks them on output: its line comes as the first long
     # line is sent, after the actions on that line's first piece.
     main = f"smtp_body_checks = regexp:{shared_tmp}/body\nline_length_limit = 1000\n"
     body = "a" + "x" * 1500 + "b\n" + "z" * 1000 + "c" * 20 + "\n"
     body += "e" * 1000 + "y" * 10 + "\n" + "w" * 1000 + "f" * 10 + "\n" + "e" * 1500 + "\nend\n"
+    # A line of exactly line_length_limit bytes is that piece and an empty one; a line
+    # whose last piece is removed goes on with the next line.
+    body += "q" * 1000 + "\n" + "v" * 1000 + "e" * 10 + "\nnext\n"
     head = "From: a@example.org\nTo: b@example.net\nMessage-Id: <9@example.org>\n"
     message = head + "Date: Sun, 6 Dec 2026 12:00:00 +0000\n\n" + body
     arrived = _compare(tmp_path, caplog, main, message)
@@ -408,4 +412,6 @@ def test_long_body_lines_as_postfix(
     assert "y" * 10 in joined
     # PREPEND ends the line where its piece starts.
     assert joined[joined.index("w" * 1000 + "before") + 1] == "f" * 10
+    last = joined.index("f" * 10)
+    assert joined[last + 1 : last + 3] == ["", "v" * 1000 + "next"]
     assert "breaking line > 998 bytes with <CR><LF>SPACE" in caplog.text

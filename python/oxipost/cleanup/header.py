@@ -5,9 +5,10 @@ header, then the body, the headers of each multipart part and of each attached
 message/rfc822. Each header goes through the table for its class (header_checks for
 primary headers, mime_header_checks for Content-*/MIME-Version and part headers,
 nested_header_checks for the headers of attached messages); each body line (the first
-body_checks_size_limit bytes of each body segment) through body_checks. Actions are those
-of header_checks(5)/body_checks(5): REJECT, DISCARD, HOLD, WARN, INFO, IGNORE, STRIP,
-REDIRECT, BCC, PREPEND, REPLACE, FILTER, PASS, DUNNO and OK.
+body_checks_size_limit bytes of each body segment; a line longer than line_length_limit
+in pieces of that length, as Postfix's queue file holds it) through body_checks.
+Actions are those of header_checks(5)/body_checks(5): REJECT, DISCARD, HOLD, WARN, INFO,
+IGNORE, STRIP, REDIRECT, BCC, PREPEND, REPLACE, FILTER, PASS, DUNNO and OK.
 
 Primary sender headers (From, Sender, Reply-To, Errors-To, ...) and recipient headers (To,
 Cc, Bcc, Resent-To, ...) then have their addresses put in standard form (local clients:
@@ -441,9 +442,16 @@ class MimeWalker(ABC):
     checks: dict[str, str] = _CHECKS
     body_checks = "body_checks"
 
-    def __init__(self, mime: bool, body_limit: int, configured: Container[str]) -> None:
+    def __init__(
+        self, mime: bool, body_limit: int, configured: Container[str], line_limit: int = 0
+    ) -> None:
         self.mime = mime
         self.body_limit = body_limit
+        # line_length_limit: the length of the pieces a longer body line is looked at in.
+        self.line_limit = line_limit
+        # What is left of a line whose last piece the checks removed: the line goes on
+        # with what the next line leaves.
+        self._carry = ""
         # The check parameters that name a table at all: asked before enabled(), a method
         # call for each header of every message where (as mostly) none does.
         self.configured = configured
@@ -544,11 +552,66 @@ class MimeWalker(ABC):
             if cls == PRIMARY:
                 self.names.add(name)
 
+    def sent(self, lines: list[str]) -> None:
+        """The lines the walk gives back, as it makes them (of a line looked at in
+        pieces, what it has so far after each)."""
+        # cleanup's walk writes nothing as it goes: the queue file takes what it gives back.
+        return None
+
     def _check_body(self, line: str, budget: list[int]) -> list[str]:
+        """What becomes of one body line. A line longer than line_limit bytes is looked at
+        in pieces of that length, as Postfix's queue file holds it (one record each, as
+        smtpd's smtp_get() and sendmail read it; one of exactly that length is that piece
+        and an empty one): each piece matches on its own, what
+        REPLACE or the others leave of a piece continues the line, what PREPEND puts
+        before a piece ends it, and when the last piece is removed the line goes on with
+        what the next line leaves (its earlier pieces were records without a line end)."""
+        limit = self.line_limit
+        carry = self._carry
+        # A line of n characters has at most 4n bytes: most lines need no encoding.
+        if (
+            not limit
+            or len(line) * 4 < limit
+            or len(data := line.encode("utf-8", "surrogateescape")) < limit
+        ):
+            whole = self._check_piece(line, budget)
+            if carry and whole:
+                whole[0] = carry + whole[0]
+                self._carry = ""
+            self.sent(whole)
+            return whole
+        out: list[str] = []
+        partial = carry
+        result: list[str] = []
+        # A line of exactly n pieces ends with an empty one, as smtp_get() reads it.
+        for start in range(0, len(data) + 1, limit):
+            piece = data[start : start + limit].decode("utf-8", "surrogateescape")
+            result = self._check_piece(piece, budget)
+            if result:
+                done = len(out)
+                *prepended, kept = result
+                for text in prepended:
+                    out.append(partial + text)
+                    partial = ""
+                partial += kept
+                self.sent([*out[done:], partial])
+        if result:
+            out.append(partial)
+            partial = ""
+        self._carry = partial
+        return out
+
+    def _check_piece(self, line: str, budget: list[int]) -> list[str]:
+        """One body line or piece through body_checks (cleanup_body_callback): only in the
+        first body_limit bytes of its body part, counting a line end after each piece
+        (mime_state's body offset), and never an empty one (maps_find looks up no empty
+        key)."""
         param = self.body_checks
         if budget[0] <= 0 or not self.enabled(param):
             return [line]
         budget[0] -= len(line) + 1
+        if not line:
+            return [line]
         value = self.lookup(param, line)
         if value is None:
             return [line]
@@ -622,6 +685,9 @@ class MimeWalker(ABC):
             out.extend(self._check_body(line, budget))
         if pending:
             out.extend(self.headers(pending, pending_cls))
+        if self._carry:
+            out.append(self._carry)
+            self._carry = ""
         return out
 
 
@@ -635,6 +701,7 @@ class Walker(MimeWalker):
             not state.cfg.get_bool("disable_mime_input_processing"),
             state.opts.body_checks_size_limit,
             state.opts.content_checks,
+            state.opts.line_length_limit,
         )
         self.state = state
         self.context = header_rewrite_context(state)
@@ -685,10 +752,10 @@ class RestrictedWalker(MimeWalker):
     given to `logger` (action, "header" or "body", the line, the action's text). `rewrite`
     (smtp_generic_maps) edits what the checks leave of a primary sender or recipient
     header, known by its name before the checks (smtp_header_rewrite's header_info), and
-    nothing they prepend. A body line longer than `line_limit` bytes is looked at in
-    pieces of that length, as Postfix's queue file holds it (line_length_limit). What
-    the walk gives back goes to sent() as it is made. A table that cannot be read raises
-    ChecksLookupError."""
+    nothing they prepend. A body line longer than `line_limit` (line_length_limit) bytes
+    is looked at in pieces, as cleanup's. What the walk gives back goes to sent() as it
+    is made, the order the delivery agent sends it in, between the actions' lines. A
+    table that cannot be read raises ChecksLookupError."""
 
     def __init__(
         self,
@@ -702,14 +769,13 @@ class RestrictedWalker(MimeWalker):
     ) -> None:
         # MIME processing is on whatever disable_mime_input_processing says, as in
         # Postfix's smtp with checks (mime_state without MIME_OPT_DISABLE_MIME).
-        super().__init__(True, sys.maxsize, tables)
+        super().__init__(True, sys.maxsize, tables, line_limit)
         self.checks = checks
         self.body_checks = body_checks
         self.tables = tables
         self.logger = logger
         self._warn = warn
         self.rewrite = rewrite
-        self.line_limit = line_limit
 
     def _check_header(self, text: str, cls: str, out: list[str]) -> None:
         before = len(out)
@@ -724,41 +790,6 @@ class RestrictedWalker(MimeWalker):
         ):
             out[-1] = self.rewrite(out[-1])
         self.sent(out[before:])
-
-    def sent(self, lines: list[str]) -> None:
-        """The lines the walk gives back, as it makes them (of a line looked at in
-        pieces, what it has so far after each): the delivery agent sends them in this
-        order, between the actions' lines."""
-
-    def _check_body(self, line: str, budget: list[int]) -> list[str]:
-        limit = self.line_limit
-        # A line of n characters has at most 4n bytes: most lines need no encoding.
-        data = (
-            b"" if not limit or len(line) * 4 <= limit else line.encode("utf-8", "surrogateescape")
-        )
-        if len(data) <= limit:
-            whole = super()._check_body(line, budget)
-            self.sent(whole)
-            return whole
-        # What each piece leaves continues the line; what PREPEND puts before a piece
-        # ends it (Postfix's smtp_text_out of a REC_TYPE_NORM after REC_TYPE_CONTs).
-        out: list[str] = []
-        partial = ""
-        result: list[str] = []
-        for start in range(0, len(data), limit):
-            piece = data[start : start + limit].decode("utf-8", "surrogateescape")
-            result = super()._check_body(piece, budget)
-            if result:
-                done = len(out)
-                *prepended, kept = result
-                for text in prepended:
-                    out.append(partial + text)
-                    partial = ""
-                partial += kept
-                self.sent([*out[done:], partial])
-        if partial or result:
-            out.append(partial)
-        return out
 
     def enabled(self, param: str) -> bool:
         return param in self.tables

@@ -54,6 +54,10 @@ class CleanupConfig:
         return self.cfg.get_int("body_checks_size_limit")
 
     @cached_property
+    def line_length_limit(self) -> int:
+        return self.cfg.get_int("line_length_limit")
+
+    @cached_property
     def content_checks(self) -> frozenset[str]:
         """The content check parameters that name a table (asked for each header)."""
         names = ("header_checks", "mime_header_checks", "nested_header_checks", "body_checks")
