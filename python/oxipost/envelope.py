@@ -52,6 +52,31 @@ class Envelope:
     # Anything else a role needs to carry through the queue (Postfix's named attributes).
     attrs: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def trace_flags(self) -> int:
+        """The message's delivery request trace flags (TRACE_*), as its queue file keeps
+        them in the "trace_flags" attribute (Postfix's MAIL_ATTR_TRACE_FLAGS)."""
+        try:
+            return int(self.attrs.get("trace_flags", 0))
+        except ValueError:
+            return 0
+
+    @property
+    def trace_only(self) -> bool:
+        """A probe: each agent says what it would do and delivers nothing (Postfix's
+        DEL_REQ_TRACE_ONLY)."""
+        return bool(self.trace_flags & TRACE_ONLY)
+
+
+# Postfix's delivery request trace flags (deliver_request.h), with Postfix's values so that
+# a queue file's trace_flags reads as Postfix's.
+# An address verification probe (verify(8), reject_unverified_*): its outcomes are what
+# verify(8) remembers; nothing is delivered and nobody is notified.
+TRACE_MTA_VRFY = 1 << 8
+# sendmail -bv: nothing is delivered; the sender is mailed what each agent would have done.
+TRACE_USR_VRFY = 1 << 9
+TRACE_ONLY = TRACE_MTA_VRFY | TRACE_USR_VRFY
+
 
 @dataclass(slots=True, frozen=True)
 class Entry:

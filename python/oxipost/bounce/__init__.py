@@ -2,8 +2,10 @@
 
 `notices(kind, cfg, queue_id, envelope, content, reports)` builds the messages Postfix's
 bounce daemon would send for one queue file: `kind` is "failure" (bounce), "delay"
-(delay_warning_time) or "success" (DSN NOTIFY=SUCCESS); `reports` holds one Report per
-recipient. It returns (Envelope, content) pairs for qmgr to enqueue:
+(delay_warning_time), "success" (DSN NOTIFY=SUCCESS) or "verify" (the trace service's
+"Mail Delivery Status Report" of a sendmail -bv probe: every recipient, whatever its DSN
+options, Action deliverable or undeliverable, to the sender alone); `reports` holds one
+Report per recipient. It returns (Envelope, content) pairs for qmgr to enqueue:
 - to the sender, a multipart/report with the template text, a message/delivery-status
   part and the original message (message/rfc822; text/rfc822-headers for RET=HDRS or
   above bounce_size_limit), with the null sender;
@@ -109,6 +111,19 @@ notifications of mail delivery errors from other systems.
         "delivered",
         "SUCCESS",
     ),
+    "verify": (
+        "Mail Delivery Status Report",
+        "Mail Delivery Status Report",
+        """\
+This is the mail system at host {host}.
+
+Enclosed is the mail delivery report that you requested.
+
+                   The mail system
+""",
+        "deliverable",
+        "",
+    ),
 }
 
 
@@ -167,6 +182,14 @@ def line_wrap(text: str, length: int = _WRAP_LENGTH, indent: int = _WRAP_INDENT)
 _REMOTE_SAID = re.compile(
     r"host ([^\s\[]+)\[[^\]]*\](?::\d+)? said: (.*) \(in reply to [^()]*\)", re.S
 )
+
+
+def remote_diagnostic(text: str) -> str:
+    """The Diagnostic-Code of an smtp/lmtp client's text: the server's reply from its "host
+    H said: REPLY (in reply to X command)", else the text as it stands (a reply the client
+    reports as it came: a relayed recipient's, a probe's accepted RCPT)."""
+    m = _REMOTE_SAID.fullmatch(text)
+    return f"smtp; {m.group(2) if m else text}"
 
 
 def _remote(r: Report) -> tuple[str, str]:
@@ -287,13 +310,13 @@ def _build(
     headers_only = (
         (postmaster and env.sender != "")
         or env.ret == "HDRS"
-        or kind in ("success", "delay")
+        or kind in ("success", "delay", "verify")
         or (limit > 0 and len(content) > limit)
     )
     original = _headers_of(content) if headers_only else content
     ctype = "text/rfc822-headers" if headers_only else "message/rfc822"
     desc = "Message Headers" if headers_only else "Message"
-    if kind != "success":
+    if kind not in ("success", "verify"):
         desc = "Undelivered " + desc
     part = (
         f"--{boundary}\nContent-Description: {desc}\nContent-Type: {ctype}\n"
@@ -389,6 +412,14 @@ def notices(
     out: list[tuple[Envelope, bytes]] = []
     if env.sender.lower() == double_bounce.lower():
         return out  # an undeliverable postmaster notification: discarded
+    if kind == "verify":
+        # The report the sender asked for, and no one else's business.
+        if env.sender and reports:
+            msg = _build(
+                kind, cfg, queue_id, env, content, reports, env.sender, postmaster=False, warn=warn
+            )
+            out.append((_notice_env("", env.sender, kind), msg))
+        return out
     if not env.sender:
         # A bounce that failed: maybe a double bounce to the postmaster, never to <>.
         wanted = classes & ({"bounce", "2bounce"} if kind == "failure" else {"delay"})

@@ -9,8 +9,11 @@ woken; pickup feeds it through cleanup into the queue. -t takes the recipients f
 Cc: and Bcc: (Bcc: is removed) in addition to the command line. -bp lists the queue
 (mailq), -q flushes it (postqueue -f), -bi / -I rebuild the aliases (newaliases).
 -bs speaks SMTP on stdin/stdout through oxipost's smtpd (the client is
-localhost[127.0.0.1], as Postfix's stand-alone mode), straight into the queue; -bv
-(address verification) is not supported yet.
+localhost[127.0.0.1], as Postfix's stand-alone mode), straight into the queue. -bv reads
+no message: it queues a probe (From: the sender, "Subject: probe", To: the recipients) with
+the TRACE_USR_VRFY flag, which the delivery agents do not deliver: each says what it would
+do, and the sender is mailed a "Mail Delivery Status Report" (oxipost.bounce); sendmail
+says "Mail Delivery Status Report will be mailed to <SENDER>." as Postfix's does.
 
 A user who may not write maildrop/ itself (anyone but root and the queue's owner) hands
 the maildrop record to the set-gid postdrop door on its standard input, as Postfix's
@@ -23,6 +26,7 @@ command line or via the -t option" (exit 64, EX_USAGE); "sendmail: fatal: User N
 is not allowed to submit mail" for a user authorized_submit_users does not list (exit 75,
 as Postfix's, which turns every fatal error into EX_TEMPFAIL); a maildrop write error exits 75
 (EX_TEMPFAIL) so the caller keeps the message, and so does a postdrop that fails:
+"sendmail: fatal: -t option cannot be used with -bv" (exit 75, as Postfix 3.7's);
 `sendmail: warning: command "PATH -r" exited with status N` and `sendmail: fatal:
 USER(UID): unable to execute PATH -r: Application error`.
 """
@@ -42,11 +46,11 @@ import typing
 from oxipost import user_acl
 from oxipost.cli.postdrop import SETGID_PROGRAM, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
+from oxipost.envelope import TRACE_USR_VRFY
 from oxipost.pickup.maildrop import Submission, drop, maildrop_dir, wake_pickup
 from oxipost.smtpd.listener import Connection
 
 EX_USAGE = 64
-EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
 
 _WITH_ARG = {"f", "F", "N", "R", "V", "C", "B", "h", "L", "O", "X", "r"}
@@ -244,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         return _exec_tool("postqueue", config_dir, "-f")
     if "bi" in flags:
         return _exec_tool("newaliases", config_dir)
-    if "bv" in flags:
-        return _fatal("-bv is not supported", EX_UNAVAILABLE)
     try:
         cfg = load_config(config_dir, master_cf=False, stderr_as="sendmail")
     except ConfigError as e:
         return _fatal(str(e), EX_TEMPFAIL)
+    if "bv" in flags and "t" in flags:
+        return _fatal("-t option cannot be used with -bv", EX_TEMPFAIL)
     if "bs" in flags:
         return asyncio.run(_smtp_on_stdio(cfg))
     if not rcpts and "t" not in flags:
@@ -269,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         sender = ""
     elif sender.startswith("<") and sender.endswith(">"):
         sender = sender[1:-1]
-    content = _read_message(None, dot_ends="i" not in flags)
+    verify = "bv" in flags
+    if verify:
+        content = _probe(sender, rcpts)
+    else:
+        content = _read_message(None, dot_ends="i" not in flags)
     sub = Submission(
         sender=sender,
         recipients=rcpts,
@@ -279,16 +287,32 @@ def main(argv: list[str] | None = None) -> int:
         dsn_notify=opts.get("N", "").upper(),
         dsn_ret=opts.get("R", "").upper(),
         dsn_envid=opts.get("V", ""),
+        trace_flags=TRACE_USR_VRFY if verify else 0,
     )
     top = cfg.path("queue_directory")
     if os.getuid() != 0 and not os.access(maildrop_dir(top), os.W_OK | os.X_OK):
-        return _postdrop(cfg, sub)
-    try:
-        drop(top, sub)
-    except OSError as e:
-        return _fatal(f"cannot write maildrop file: {e.strerror or e}", EX_TEMPFAIL)
-    wake_pickup(top)
-    return 0
+        status = _postdrop(cfg, sub)
+    else:
+        try:
+            drop(top, sub)
+        except OSError as e:
+            return _fatal(f"cannot write maildrop file: {e.strerror or e}", EX_TEMPFAIL)
+        wake_pickup(top)
+        status = 0
+    if status == 0 and verify:
+        # Postfix's "don't leave them in the dark".
+        print(f"Mail Delivery Status Report will be mailed to <{sender}>.", flush=True)
+    return status
+
+
+def _probe(sender: str, rcpts: list[str]) -> bytes:
+    """What Postfix's sendmail -bv queues instead of a message: a From: (none for the null
+    sender), "Subject: probe" and a To: listing the recipients as given, one a line."""
+    lines = [f"From: {sender}"] if sender else []
+    lines.append("Subject: probe")
+    for i, r in enumerate(rcpts):
+        lines.append(("To:\t" if i == 0 else "\t") + r + ("," if i < len(rcpts) - 1 else ""))
+    return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ from oxipost.delivery.mailstore import (
     maildir,
     mbox,
     prefix_headers,
+    would_deliver,
 )
 from oxipost.envelope import Entry, Envelope, Outcome, Recipient
 from oxipost.environ import DEFAULT_PATH, command_environment
@@ -262,7 +263,10 @@ async def _open_queue_resubmit(cfg: Config) -> Resubmit:
 def _indirect(ctx: Ctx) -> Outcome:
     """Postfix's deliver_indirect(): the recipient joins the message forwarded for its
     Delivered-To and sender, with the original recipient and ORCPT of what it came from
-    (none after an owner- alias; cleanup makes each address its own then)."""
+    (none after an owner- alias; cleanup makes each address its own then). A probe
+    forwards nothing: it reports where the message would go."""
+    if ctx.req.envelope.trace_only:
+        return _record(ctx, Outcome("2.0.0", f"forwards to {ctx.rcpt.address}"))
     group = ctx.trace.forwards.setdefault((ctx.delivered, ctx.sender), [])
     group.append(ctx.rcpt)
     return Outcome("2.0.0", "")
@@ -430,6 +434,9 @@ def _command_argv(command_line: str, shell: str) -> list[str]:
 
 async def _command(ctx: Ctx, command_line: str) -> Outcome:
     cfg = ctx.req.cfg
+    if ctx.req.envelope.trace_only:
+        # A probe runs nothing: it says what would run (command.c).
+        return Outcome("2.0.0", f"delivers to command: {command_line}")
     ids = _rights(ctx)
     if os.geteuid() == 0:
         if ids is None or ids[0] == 0:
@@ -464,6 +471,9 @@ async def _command(ctx: Ctx, command_line: str) -> Outcome:
 
 async def _file(ctx: Ctx, path: str) -> Outcome:
     cfg = ctx.req.cfg
+    if ctx.req.envelope.trace_only:
+        # A probe appends nothing, nor looks at the file (file.c).
+        return Outcome("2.0.0", f"delivers to file: {path}")
     try:
         st = os.stat(path)
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
@@ -794,6 +804,8 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         spool = cfg.path("mail_spool_directory")
         trailing = cfg.get("mail_spool_directory").endswith("/")
         path = os.path.join(spool, user) + ("/" if trailing else "")
+    if req.envelope.trace_only:
+        return _record(ctx, would_deliver(path))
     limit = cfg.get_int("mailbox_size_limit")
     size = len(prefix) + len(req.content)
     if path.endswith("/"):

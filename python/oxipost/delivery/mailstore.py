@@ -81,6 +81,12 @@ def prefix_headers(sender: str, recipient: str, original: str = "") -> bytes:
     return f"{text}Delivered-To: {recipient}\r\n".encode("utf-8", "surrogateescape")
 
 
+def would_deliver(path: str) -> Outcome:
+    """A probe's answer for a mailbox (Envelope.trace_only): what would be written, and
+    nothing is (Postfix's maildir.c and mailbox.c, local's and virtual's alike)."""
+    return Outcome("2.0.0", "delivers to maildir" if path.endswith("/") else "delivers to mailbox")
+
+
 def lock_options(cfg: Config, param: str) -> dict[str, object]:
     styles = set(cfg.get_list(param))
     return {

@@ -244,6 +244,9 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
             return _config_error(n)
     if attrs.size and len(req.content) > attrs.size:
         return [Outcome("5.2.3", "message too large")] * n
+    if req.envelope.trace_only:
+        # A probe: what would run (argv[0]), and nothing runs (pipe.c).
+        return [Outcome("2.0.0", f"delivers to command: {argv[0]}")] * n
     env = req.envelope
     if not env.sender and attrs.null_sender:
         env = type(env)(**{**{s: getattr(env, s) for s in env.__slots__}})

@@ -1304,6 +1304,9 @@ async def _transaction(
         rcpt_cmds.append(cmd)
     pipelining = "PIPELINING" in s.features
     results: list[Outcome | None] = [None] * len(req.recipients)
+    # A probe goes as far as RCPT TO, then ends the transaction: no DATA (smtp_proto.c's
+    # DEL_REQ_TRACE_ONLY).
+    probe = env.trace_only
 
     def said(r: Reply, command: str) -> Outcome:
         return Outcome(r.status(), f"host {label} said: {r.text} (in reply to {command} command)")
@@ -1316,7 +1319,8 @@ async def _transaction(
     t_xforward = p.time("xforward_timeout")
     if pipelining:
         rset = ["RSET"] if s.rset_first else []
-        commands = [*rset, *(c for c, _, _ in xforward), mail, *rcpt_cmds, "DATA"]
+        data_cmd = [] if probe else ["DATA"]
+        commands = [*rset, *(c for c, _, _ in xforward), mail, *rcpt_cmds, *data_cmd]
         batch = "".join(c + "\r\n" for c in commands).encode()
         await s.send(batch, t_mail, "sending MAIL FROM")
         if s.rset_first:
@@ -1344,6 +1348,7 @@ async def _transaction(
         await _rset_or_close(s, p)
         return [o] * len(req.recipients)
     accepted: list[int] = []
+    rcpt_replies: dict[int, Reply] = {}
     for i, cmd in enumerate(rcpt_cmds):
         if not pipelining:
             await s.send(cmd.encode() + b"\r\n", t_rcpt, "sending RCPT TO")
@@ -1352,13 +1357,21 @@ async def _transaction(
             continue
         if rr.code in (250, 251):
             accepted.append(i)
+            rcpt_replies[i] = rr
         else:
             results[i] = said(rr, "RCPT TO")
     if mail_failed:
-        # The pipelined DATA is answered too (503); read it and give MAIL's reason.
-        await s.read_reply(t_data, "sending DATA command")
+        if not probe:
+            # The pipelined DATA is answered too (503); read it and give MAIL's reason.
+            await s.read_reply(t_data, "sending DATA command")
         o = said(r, "MAIL FROM")
         return [o] * len(req.recipients)
+    if probe:
+        # An accepted recipient is reported with the server's reply as it stands.
+        for i in accepted:
+            results[i] = Outcome(rcpt_replies[i].status(), rcpt_replies[i].text)
+        await _rset_or_close(s, p)
+        return [o or Outcome("4.3.0", "no recipient") for o in results]
     if not pipelining and accepted:
         await s.send(b"DATA\r\n", t_data, "sending DATA command")
     if pipelining or accepted:

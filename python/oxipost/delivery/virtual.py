@@ -30,6 +30,7 @@ from oxipost.delivery.mailstore import (
     maildir,
     mbox,
     prefix_headers,
+    would_deliver,
 )
 from oxipost.envelope import Outcome, Recipient
 from oxipost.maps.search import SearchKey, virtual_keys
@@ -91,6 +92,8 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
         status, text = e.args
         log.warning("recipient %s: %s", addr, text)
         return Outcome(status, "mail system configuration error")
+    if req.envelope.trace_only:
+        return would_deliver(found)
     prefix = prefix_headers(req.envelope.sender, addr, rcpt.original or addr)
     limit = cfg.get_int("virtual_mailbox_limit")
     size = len(prefix) + len(req.content)

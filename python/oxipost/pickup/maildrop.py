@@ -1,7 +1,8 @@
 """The maildrop/ queue: one file per locally submitted message (sendmail → postdrop).
 
 A maildrop file is one msgpack map: {"v": 1, "sender", "recipients", "extract" (sendmail
--t), "full_name", "time", "uid", "dsn_notify", "dsn_ret", "dsn_envid", "content"}. It is
+-t), "full_name", "time", "uid", "dsn_notify", "dsn_ret", "dsn_envid", "trace_flags"
+(sendmail -bv: oxipost.envelope's TRACE_*), "content"}. It is
 written durably and atomically (oxipost.durable.write_atomically: temp file, fsync,
 rename, fsync of the directory) under a unique name, so pickup sees a whole file or none.
 """
@@ -36,6 +37,7 @@ class Submission:
     dsn_notify: str = ""
     dsn_ret: str = ""
     dsn_envid: str = ""
+    trace_flags: int = 0
 
     def encode(self) -> bytes:
         return msgpack.packb(
@@ -50,6 +52,7 @@ class Submission:
                 "dsn_notify": self.dsn_notify,
                 "dsn_ret": self.dsn_ret,
                 "dsn_envid": self.dsn_envid,
+                "trace_flags": self.trace_flags,
                 "content": self.content,
             },
             use_bin_type=True,
@@ -75,6 +78,7 @@ class Submission:
                 dsn_notify=str(d.get("dsn_notify", "")),
                 dsn_ret=str(d.get("dsn_ret", "")),
                 dsn_envid=str(d.get("dsn_envid", "")),
+                trace_flags=int(d.get("trace_flags", 0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise MaildropError(f"malformed maildrop file: {e}") from None

@@ -123,6 +123,8 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
         protocol="",
         attrs={"origin": "pickup", "uid": str(sub.uid)},
     )
+    if sub.trace_flags:
+        env.attrs["trace_flags"] = str(sub.trace_flags)
     host = cfg.get("myhostname")
     received = (
         f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid})\r\n"

@@ -113,6 +113,8 @@ class Active:
     deferred: dict[int, Outcome] = field(default_factory=dict)
     bounced: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
     success_notify: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
+    # A probe's (Envelope.trace_only) outcomes and relays: what the agents would have done.
+    traced: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
     # delay_warning_time has passed: a delay notice goes with this pass's other notices.
     warn: bool = False
 
@@ -395,8 +397,12 @@ class Qmgr:
         log = self._agent_log(transport)
         results: list[tuple[int, str]] = []
         done: list[int] = []
+        probe = act.env.trace_only
         for idx, rcpt, out in zip(batch.rcpts, recipients, outcomes, strict=True):
             kind = _kind(out.status)
+            if probe and kind == "deferred":
+                # A probe is never retried: a deferral is its answer (undeliverable).
+                kind = "bounced"
             # local(8) may have passed the recipient to another transport's agent, whose
             # line it is (Postfix's deliver_pass()).
             agent_log, agent_relay = self._agent(out.agent, log, relay)
@@ -407,6 +413,11 @@ class Qmgr:
                     agent_log, act, rcpt, out.relay or agent_relay, started, now, out, kind
                 )
             results.append((idx, kind))
+            if probe:
+                # Reported to whoever asked (the trace service's report), never bounced.
+                act.traced[idx] = (out, out.relay or agent_relay)
+                done.append(idx)
+                continue
             # An expanded recipient's bounce notice names the members that bounced, with
             # or without others deferred (Postfix's bounce log of the queue file).
             if out.entries:
@@ -427,7 +438,7 @@ class Qmgr:
                     act.success_notify[idx] = (out, out.relay or agent_relay)
         if done:
             self._journal(lambda: self.state.cross_off(act.qid, done))
-        self.sched.report(batch.id, now, results, _site_failure(outcomes))
+        self.sched.report(batch.id, now, results, None if probe else _site_failure(outcomes))
         self.handle_events(now)
         self.wake.set()
 
@@ -542,6 +553,9 @@ class Qmgr:
             orig = f"orig_to=<{log_form(rcpt.original, self.log_external)}>, "
         res = self.delay_res
         use = f", conn_use={out.conn_use}" if out.conn_use else ""
+        if act.env.trace_only:
+            # Postfix's trace_append() logs a probe's outcome with the report's action.
+            kind = "deliverable" if out.delivered else "undeliverable"
         log.info(
             f"{act.qid}: to=<{log_form(rcpt.address, self.log_external)}>, "
             f"{orig}relay={relay}{use}, "
@@ -570,6 +584,14 @@ class Qmgr:
             elif ev.kind == "done":
                 self._notices(act, "failure", act.bounced)
                 self._notices(act, "success", act.success_notify)
+                self._notices(act, "verify", act.traced)
+                self._finish(act)
+            elif ev.kind == "deferred" and act.env.trace_only:
+                # Recipients deferred without an attempt (a dead destination, a throttled
+                # transport): a probe reports them undeliverable now, never retried.
+                act.traced.update((i, (o, "")) for i, o in act.deferred.items())
+                self._notices(act, "verify", act.traced)
+                self.sched.forget(act.msg)
                 self._finish(act)
             elif ev.kind == "delay_warning":
                 act.warn = True
@@ -624,7 +646,9 @@ class Qmgr:
             via = (
                 f"delivery via {relay}: " if kind == "success" and relay not in ("", "none") else ""
             )
-            if not out.entries:
+            if kind == "verify":
+                reports += self._verify_reports(act, idx, out, relay)
+            elif not out.entries:
                 # Mail handed to an SMTP server without DSN: "relayed", with the server's
                 # reply (smtp_rcpt_done).
                 route = act.route.get(idx, ("", ""))[0]
@@ -634,7 +658,7 @@ class Qmgr:
                         rcpt,
                         replace(out, text=via + out.text),
                         remote_mta=remote,
-                        diagnostic=f"smtp; {out.text}" if relayed else "",
+                        diagnostic=bounce.remote_diagnostic(out.text) if relayed else "",
                         action="relayed" if relayed else "",
                     )
                 )
@@ -660,6 +684,7 @@ class Qmgr:
             "failure": "sender non-delivery notification",
             "delay": "sender delay notification",
             "success": "sender delivery status notification",
+            "verify": "sender delivery status notification",
         }[kind]
         for env, content in msgs:
             try:
@@ -679,6 +704,41 @@ class Qmgr:
         # As cleanup tells qmgr about a new queue file: pick the notice up now.
         self.next_scan = 0.0
         self.wake.set()
+
+    def _verify_reports(
+        self, act: Active, idx: int, out: Outcome, relay: str
+    ) -> list[bounce.Report]:
+        """A probe's report lines for one queue recipient: one per address the agent
+        expanded it to (an alias's, a .forward's members), else its own; each says what
+        would have been done and through which relay (Postfix's trace_append())."""
+        rcpt = self._recipient(act, idx)
+        route = act.route.get(idx, ("", ""))[0]
+        items = [(rcpt, out, relay, route)]
+        if out.entries:
+            items = [
+                (
+                    replace(rcpt, address=e.address, original=e.original),
+                    Outcome(e.status, e.text),
+                    e.relay or (self._relay(e.agent) if e.agent else relay),
+                    e.agent or route,
+                )
+                for e in out.entries
+            ]
+        reports = []
+        for member, done, via, transport in items:
+            reached = via not in ("", "none")
+            host = via.partition("[")[0]
+            remote = reached and self._command(transport) in ("smtp", "lmtp")
+            reports.append(
+                bounce.Report(
+                    member,
+                    replace(done, text=(f"delivery via {via}: " if reached else "") + done.text),
+                    remote_mta=f"dns; {host}" if remote else "",
+                    diagnostic=bounce.remote_diagnostic(done.text) if remote else "",
+                    action="deliverable" if done.delivered else "undeliverable",
+                )
+            )
+        return reports
 
     # Control requests ---------------------------------------------------------------------
 
