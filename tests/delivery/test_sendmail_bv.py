@@ -3,8 +3,9 @@
 The same main.cf runs under our master and under Postfix, with the same smtp-sink next
 hops; `sendmail -bv` names a local mailbox user, aliases to a file, a command and a list
 (a local user, the file, a remote address), an unknown local user, virtual Maildir and mbox
-users and an unknown virtual one, relays to an smtp-sink that accepts RCPT, one that refuses
-it (5xx) and one that defers it (4xx), a discard: and an error: transport. Both must say
+users and an unknown virtual one, relays to an smtp-sink that accepts RCPT, one that
+refuses it (5xx) and one that defers it (4xx), a discard: and an error: transport and a
+pipe(8) service (Debian's uucp). Both must say
 the same on stdout, log the same pickup, qmgr, agent and bounce lines (status=deliverable
 or undeliverable, "sender delivery status notification"), and mail the sender the same
 "Mail Delivery Status Report" (its headers, text, delivery-status fields and the probe's
@@ -47,8 +48,9 @@ RCPTS = [
     "c@soft.test",
     "d@disc.test",
     "e@err.test",
+    "f@uucp.test",
 ]
-PROGRAMS = ("pickup", "qmgr", "local", "virtual", "smtp", "error", "discard", "bounce")
+PROGRAMS = ("pickup", "qmgr", "local", "virtual", "smtp", "error", "discard", "pipe", "bounce")
 
 
 def _main_cf(top: Path, ports: list[int]) -> str:
@@ -64,7 +66,8 @@ def _main_cf(top: Path, ports: list[int]) -> str:
         "virtual_uid_maps = static:65534\nvirtual_gid_maps = static:65534\n"
         f"transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{ok}, "
         f"hard.test=smtp:[127.0.0.1]:{hard}, soft.test=smtp:[127.0.0.1]:{soft}, "
-        "{disc.test=discard:dropped here}, {err.test=error:5.1.2 no such place} }\n"
+        "{disc.test=discard:dropped here}, {err.test=error:5.1.2 no such place}, "
+        "uucp.test=uucp:gateway.test }\n"
         "queue_run_delay = 1h\n"
     )
 
@@ -98,13 +101,16 @@ def _wait(maillog: Path) -> str:
         time.sleep(0.2)
 
 
-# What the probe needs besides running_ours' smtpd, qmgr and local.
+# What the probe needs besides running_ours' smtpd, qmgr and local; uucp as in Debian's
+# master.cf, which real Postfix runs.
 SERVICES = """\
 pickup unix n - n 60 1 pickup
 virtual unix - n n - - virtual
 smtp unix - - n - - smtp
 error unix - - n - - error
 discard unix - - n - - discard
+uucp unix - n n - - pipe
+  flags=Fqhu user=uucp argv=uux -r -n -z -a$sender - $nexthop!rmail ($recipient)
 """
 
 
