@@ -657,3 +657,31 @@ def test_journal_damage_is_warned_about_and_redelivery_said(cfg):
     assert st.problems == [f"{unreadable}: Is a directory; skipping; {again}"]
     assert unreadable.exists(), "kept for when it reads again"
     st.close()
+
+
+def test_held_mail_is_in_the_hold_queue_from_its_record_on(cfg):
+    """cleanup's HOLD puts mail straight into the hold queue, as Postfix's cleanup does:
+    mailq lists it held before any qmgr has seen it. Released (or requeued), it is not held
+    again: not by a restart, not after the journal is compacted."""
+    q = Queue.open(cfg, "test")
+    held = q.enqueue_sync(
+        Envelope("a@example.org", [Recipient("b@example.org")], time.time(), attrs={"hold": "x"}),
+        content(1),
+    )
+    plain = q.enqueue_sync(
+        Envelope("a@example.org", [Recipient("b@example.org")], time.time()), content(2)
+    )
+    q.close()
+    st = QueueState(cfg)
+    assert (st.messages[held].state, st.messages[plain].state) == ("hold", "incoming")
+    st.close()
+    st = QueueState(cfg, lock=True)
+    st.move(held, "incoming")
+    st.close()
+    # A state writer compacts the journal as it opens the queue.
+    st = QueueState(cfg, lock=True)
+    assert st.messages[held].state == "incoming"
+    st.close()
+    again = QueueState(cfg)
+    assert again.messages[held].state == "incoming"
+    again.close()

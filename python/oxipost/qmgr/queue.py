@@ -127,6 +127,10 @@ class MessageInfo:
     sender: str
     recipients: list[Recipient]
     state: str = "incoming"
+    # cleanup's HOLD (header_checks, smtpd's access(5) HOLD): Postfix's cleanup writes such
+    # mail straight into the hold queue, so it is held from its record on, whether or not
+    # a qmgr has seen it (mailq lists it with "!" at once).
+    arrived_held: bool = False
     done: set[int] = field(default_factory=set)
     reason: str = ""  # the last deferral reason
     next_attempt: float = 0.0
@@ -579,8 +583,18 @@ class QueueState:
             length = _FRAME_HEADER + len(payload)
             self._damaged(segment, path, offset, length, type(e).__name__, report)
             return None
+        held = bool(env.attrs.get("hold"))
         self.messages[qid] = MessageInfo(
-            qid, segment, offset, size, msg_size, env.arrival_time, env.sender, env.recipients
+            qid,
+            segment,
+            offset,
+            size,
+            msg_size,
+            env.arrival_time,
+            env.sender,
+            env.recipients,
+            state="hold" if held else "incoming",
+            arrived_held=held,
         )
         self._stored.add(qid)
         if keep and self._cached_bytes + size <= CONTENT_CACHE_LIMIT:
@@ -638,7 +652,7 @@ class QueueState:
             for payload in payloads:
                 last = self._journal.submit(payload)
         for info in self.messages.values():
-            if info.state != "incoming":
+            if info.state != "incoming" or info.arrived_held:
                 last = self._journal.submit(_pack({"t": "s", "id": info.queue_id, "q": info.state}))
             if info.done:
                 last = self._journal.submit(

@@ -34,8 +34,9 @@ holds back an agent that keeps dying. Mail deferred without an attempt (dead des
 throttled transport, defer_transports) is logged by the retry service's agent.
 
 Flow control: after each turn of its loop qmgr tops up the in_flow_delay tokens smtpd and
-pickup take (oxipost.flow), as Postfix's qmgr_loop does; held mail it moves from the
-incoming queue to the hold queue earns none (its receiver gave its token back).
+pickup take (oxipost.flow), as Postfix's qmgr_loop does; held mail (in the hold queue from
+its record on, as Postfix's cleanup writes it there) earns none (its receiver gave its token
+back).
 
 Diagnostics: `fatal: the queue is being managed by another process (is qmgr running?)`
 when a second qmgr starts; `warning: open QUEUE QID: STRERROR` for a message whose read
@@ -254,8 +255,7 @@ class Qmgr:
                 continue
             if info.state == "incoming":
                 # Only what enters the active queue counts for in_flow_delay tokens: the
-                # receiver gave back the token of held mail (Postfix's cleanup puts it in
-                # the hold queue, never in incoming).
+                # receiver gave back the token of held mail, which is never incoming.
                 if len(self.active) < limit:
                     if self.activate(info.queue_id, now):
                         count += 1
@@ -279,7 +279,7 @@ class Qmgr:
 
     def activate(self, qid: str, now: float) -> bool:
         """Move the message into the active queue; False when it did not go there (gone,
-        unreadable, corrupt, or held)."""
+        unreadable, or corrupt)."""
         info = self.state.messages.get(qid)
         if info is None:
             return False
@@ -303,11 +303,6 @@ class Qmgr:
                 f'saving corrupt file "{qid}" from queue "{info.state}" to queue "corrupt"'
             )
             self.state.move(qid, "corrupt")
-            self.sched.forget(msg)
-            return False
-        if info.state == "incoming" and env.attrs.get("hold"):
-            # cleanup's HOLD (header_checks, access(5)): new mail waits for postsuper -H.
-            self.state.move(qid, "hold")
             self.sched.forget(msg)
             return False
         self.state.move(qid, "active")
