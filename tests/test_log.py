@@ -14,10 +14,11 @@ from oxipost.log import capture_python_logging, format_line, format_tv, get_logg
 LINE = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ postfix/smtpd\[\d+\]: ")
 
 
-def test_format_pads_the_day_like_syslog():
+def test_format_pads_the_day_with_a_zero_as_postfix_maillog_file():
+    # msg_logger's strftime("%b %d %H:%M:%S"), not syslog's space-padded day.
     when = time.mktime((2026, 11, 5, 2, 19, 53, 0, 0, -1))
     assert format_line(when, "mx", "postfix/qmgr", 6663, "ABC: removed") == (
-        "Nov  5 02:19:53 mx postfix/qmgr[6663]: ABC: removed"
+        "Nov 05 02:19:53 mx postfix/qmgr[6663]: ABC: removed"
     )
 
 
@@ -29,19 +30,54 @@ def test_maillog_file_lines_and_prefixes(tmp_path):
     log.warning("something odd")
     lines = log_path.read_text().splitlines()
     assert all(LINE.match(line) for line in lines)
-    assert lines[0].endswith(f"mx.example postfix/smtpd[{os.getpid()}]: connect from x[192.0.2.1]")
+    # The host is myhostname's first label, as msg_logger writes it.
+    assert lines[0].endswith(f" mx postfix/smtpd[{os.getpid()}]: connect from x[192.0.2.1]")
     assert lines[1].endswith(": warning: something odd")
 
 
 def test_lines_are_logged_printable_as_postfix_msg_vprintf(tmp_path):
     # Control characters (a table's HOLD text, say) and bytes that are not UTF-8 (surrogate
-    # escapes) are each a '?', UTF-8 stays, as Postfix's printable() of every log line.
+    # escapes) are each a '?', UTF-8 stays (with SMTPUTF8), as Postfix's printable() of
+    # every log line.
     log_path = tmp_path / "maillog"
-    (tmp_path / "main.cf").write_text(f"maillog_file = {log_path}\n")
+    (tmp_path / "main.cf").write_text(f"maillog_file = {log_path}\nsmtputf8_enable = yes\n")
     log = get_logger("smtpd", load_config(str(tmp_path)))
     log.info("hold: a\x03b\tc \x7f caf\u00e9 caf" + b"\xe9".decode("utf-8", "surrogateescape"))
     (line,) = log_path.read_text().splitlines()
     assert line.endswith("]: hold: a?b?c ? caf\u00e9 caf?")
+
+
+@pytest.mark.parametrize("smtputf8", ["yes", "no"])
+def test_newlines_and_utf8_logged_as_postfix_msg_vprintf(tmp_path, smtputf8: str) -> None:
+    # A newline is a control character like any other; UTF-8 is kept only where Postfix's
+    # util_utf8_enable (smtputf8_enable) says so.
+    log_path = tmp_path / "maillog"
+    (tmp_path / "main.cf").write_text(f"maillog_file = {log_path}\nsmtputf8_enable = {smtputf8}\n")
+    log = get_logger("cleanup", load_config(str(tmp_path)))
+    log.info("warning: header Subject: a\n\tb caf\u00e9\r")
+    (line,) = log_path.read_bytes().splitlines()
+    cafe = "caf\u00e9" if smtputf8 == "yes" else "caf??"
+    assert line.decode().endswith(f"]: warning: header Subject: a??b {cafe}?")
+
+
+def test_records_cut_at_2000_bytes_after_the_severity(tmp_path):
+    # msg_logger's "%s[%ld]: %s: %.*s" with MSG_LOGGER_RECLEN 2000: the text is cut, the
+    # "warning: " before it is not counted; a cut inside a UTF-8 character keeps its first
+    # byte, as Postfix's %.*s does.
+    log_path = tmp_path / "maillog"
+    (tmp_path / "main.cf").write_text(f"maillog_file = {log_path}\nsmtputf8_enable = yes\n")
+    log = get_logger("smtpd", load_config(str(tmp_path)))
+    log.info("i" * 1999 + "xyz")
+    log.warning("w" * 2500)
+    log.info("e" * 1999 + "\u00e9tc")
+    log.info("e" * 2000)
+    texts = [ln.split(b"]: ", 1)[1] for ln in log_path.read_bytes().splitlines()]
+    assert texts == [
+        b"i" * 1999 + b"x",
+        b"warning: " + b"w" * 2000,
+        b"e" * 1999 + b"\xc3",
+        b"e" * 2000,
+    ]
 
 
 def test_agents_python_logging_reaches_the_maillog(tmp_path):

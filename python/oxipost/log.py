@@ -11,6 +11,13 @@ more than the formatting). The program tag
 is `$syslog_name/service`; a master.cf `-o syslog_name=postfix/submission` gives
 `postfix/submission/smtpd`, as in Postfix. Severity prefixes are Postfix's: `warning: `,
 `error: `, `fatal: ` (then exit 1), `panic: ` (then abort).
+
+A line's text is Postfix's msg_vprintf() output: printable() with `?` for each control
+character (newline, CR, TAB included) and each byte that is not UTF-8, UTF-8 kept only
+with smtputf8_enable = yes (util_utf8_enable); then, as msg_logger and msg_syslog write
+it, cut to its first 2,000 bytes (MSG_LOGGER_RECLEN), the severity prefix not counted.
+maillog_file lines are msg_logger's: `Mmm dd HH:MM:SS` with the day zero-padded
+(strftime's %d) and the first label of myhostname.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 class _ConfigLike(Protocol):
     def get(self, name: str) -> str: ...
 
+    def get_bool(self, name: str) -> bool: ...
+
 
 # The stamp of the second last formatted: a busy service logs thousands of lines a second,
 # and localtime() plus formatting cost more than the rest of a line.
@@ -46,14 +55,20 @@ _stamp_second = -1
 _stamp = ""
 
 
+# Postfix's msg_logger and msg_syslog cut a record's text (after the severity) to this
+# many bytes: "unlimited logging is a liability".
+RECORD_LIMIT = 2000
+
+
 def format_line(when: float, host: str, tag: str, pid: int, text: str) -> str:
-    """One log line: `Mon DD HH:MM:SS host tag[pid]: text` (the day space-padded)."""
+    """One log line: `Mon DD HH:MM:SS host tag[pid]: text` (the day zero-padded, as
+    msg_logger's strftime("%b %d %H:%M:%S") writes maillog_file)."""
     global _stamp_second, _stamp
     second = int(when)
     if second != _stamp_second:
         t = time.localtime(second)
         _stamp = (
-            f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+            f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
         )
         _stamp_second = second
     return f"{_stamp} {host} {tag}[{pid}]: {text}"
@@ -155,12 +170,16 @@ class Logger:
         host: str | None = None,
         facility: str = "mail",
         echo_stderr: bool = False,
+        utf8: bool = True,
     ) -> None:
         self.service = service
         self.tag = f"{syslog_name}/{service}"
         self.maillog_file = maillog_file
-        self.host = host or socket.gethostname()
+        # msg_logger names the host by the first label of myhostname.
+        self.host = (host or socket.gethostname()).split(".", 1)[0]
         self.echo_stderr = echo_stderr
+        # Postfix's util_utf8_enable (smtputf8_enable): whether printable() keeps UTF-8.
+        self.utf8 = utf8
         self._fd: int | None = None
         self._programs: dict[str, Logger] = {}
         self._facility = getattr(syslog, f"LOG_{facility.upper()}", syslog.LOG_MAIL)
@@ -203,21 +222,23 @@ class Logger:
                 self.maillog_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
             )
 
-    def _emit(self, priority: int, text: str, pid: int = 0) -> None:
-        text = text.replace("\n", " ")
-        if not text.isprintable():
-            # Control characters and client bytes that are not UTF-8 (surrogate escapes,
-            # on which syslog() would raise) as `?`, as Postfix's msg_vprintf() printable()s
-            # every line.
-            text = printable(text)
+    def _emit(self, priority: int, text: str, pid: int = 0, severity: str = "") -> None:
+        if not (text.isascii() and text.isprintable()):
+            # Control characters, newlines among them, and client bytes that are not UTF-8
+            # (surrogate escapes, on which syslog() would raise) as `?`, as Postfix's
+            # msg_vprintf() printable()s every line.
+            text = printable(text, "?", self.utf8)
         if self.echo_stderr:
-            print(f"{self.tag}: {text}", file=sys.stderr, flush=True)
+            # msg_vstream writes the whole text.
+            print(f"{self.tag}: {severity}{text}", file=sys.stderr, flush=True)
+        if len(text) > RECORD_LIMIT:
+            text = self._cut(text)
         if not self.maillog_file:
             if _syslog_ident != (f"{self.tag}[{pid}]" if pid else self.tag):
                 self._openlog(pid)
-            syslog.syslog(priority, text)
+            syslog.syslog(priority, severity + text)
             return
-        line = format_line(time.time(), self.host, self.tag, pid or _pid, text) + "\n"
+        line = format_line(time.time(), self.host, self.tag, pid or _pid, severity + text) + "\n"
         try:
             self.open()
         except OSError as e:
@@ -225,7 +246,8 @@ class Logger:
             return
         fd = self._fd
         assert fd is not None
-        data = line.encode("utf-8", "replace")
+        # A record cut inside a UTF-8 character ends with its first bytes, as Postfix's.
+        data = line.encode("utf-8", "surrogateescape")
         loop = asyncio._get_running_loop()
         if loop is None:
             _write(fd, self.maillog_file, data)
@@ -237,21 +259,29 @@ class Logger:
         else:
             held[1].append(data)
 
+    def _cut(self, text: str) -> str:
+        """The first RECORD_LIMIT bytes of text. syslog() takes only whole characters:
+        there a character that the cut splits goes."""
+        if text.isascii():
+            return text[:RECORD_LIMIT]
+        raw = text.encode()[:RECORD_LIMIT]
+        return raw.decode("utf-8", "surrogateescape" if self.maillog_file else "ignore")
+
     def info(self, text: str, pid: int = 0) -> None:
         """Log text; with pid, as that process's line rather than this one's (the line
         qmgr writes for a delivery that an agent process of its own made)."""
         self._emit(syslog.LOG_INFO, text, pid)
 
     def warning(self, text: str) -> None:
-        self._emit(syslog.LOG_WARNING, f"warning: {text}")
+        self._emit(syslog.LOG_WARNING, text, severity="warning: ")
 
     def error(self, text: str) -> None:
-        self._emit(syslog.LOG_ERR, f"error: {text}")
+        self._emit(syslog.LOG_ERR, text, severity="error: ")
 
     def fatal_line(self, text: str) -> None:
         """The "fatal: " line alone: for a part that Postfix runs as a process of its own
         but that runs inside this one (an agent qmgr runs itself), which must go on."""
-        self._emit(syslog.LOG_CRIT, f"fatal: {text}")
+        self._emit(syslog.LOG_CRIT, text, severity="fatal: ")
 
     def fatal(self, text: str) -> NoReturn:
         self.fatal_line(text)
@@ -259,7 +289,7 @@ class Logger:
         raise SystemExit(1)
 
     def panic(self, text: str) -> NoReturn:
-        self._emit(syslog.LOG_EMERG, f"panic: {text}")
+        self._emit(syslog.LOG_EMERG, text, severity="panic: ")
         flush()
         os.abort()
 
@@ -325,4 +355,5 @@ def get_logger(service: str, cfg: _ConfigLike | None = None, echo_stderr: bool =
         host=cfg.get("myhostname"),
         facility=cfg.get("syslog_facility"),
         echo_stderr=echo_stderr,
+        utf8=cfg.get_bool("smtputf8_enable"),
     )

@@ -169,7 +169,6 @@ def _cleanup_act(
 ) -> list[str] | None:
     """The actions only cleanup has (they change the message's fate, its recipients or its
     next hop): what takes the place of `line`, None for another command."""
-    shown = line.replace("\n", " ")
     if command == "REJECT":
         reason = dsn_prepend("5.7.1", text) if text else "5.7.1 message content rejected"
         if reason[0] not in "45":
@@ -177,7 +176,7 @@ def _cleanup_act(
             reason = "4" + reason[1:]
         state.refuse(("451 " if reason[0] == "4" else "550 ") + reason)
         state.filtering = False
-        _act_log(state, "reject", context, shown, reason)
+        _act_log(state, "reject", context, line, reason)
         return [line]
     if command == "FILTER":
         if not text:
@@ -186,20 +185,20 @@ def _cleanup_act(
             state.warn(f"bad FILTER command {text} in {param} -- need transport:destination")
         else:
             state.filter = text
-            _act_log(state, "filter", context, shown, text)
+            _act_log(state, "filter", context, line, text)
         return [line]
     if command == "PASS":
-        _act_log(state, "pass", context, shown, text)
+        _act_log(state, "pass", context, line, text)
         state.filtering = False
         return [line]
     if command == "DISCARD":
-        _act_log(state, "discard", context, shown, text)
+        _act_log(state, "discard", context, line, text)
         state.discard = True
         state.filtering = False
         return [line]
     if command == "HOLD":
         if not (state.hold or state.discard):
-            _act_log(state, "hold", context, shown, text)
+            _act_log(state, "hold", context, line, text)
             state.hold = True
         return [line]
     if command in ("REDIRECT", "BCC"):
@@ -208,11 +207,11 @@ def _cleanup_act(
             state.warn(f'bad {what} "{text}" in {param} map -- need user@domain')
         elif command == "REDIRECT":
             state.redirect = text
-            _act_log(state, "redirect", context, shown, text)
+            _act_log(state, "redirect", context, line, text)
             state.filtering = False
         else:
             state.bcc.append(text)
-            _act_log(state, "bcc", context, shown, text)
+            _act_log(state, "bcc", context, line, text)
         return [line]
     return None
 
@@ -713,7 +712,7 @@ class Walker(MimeWalker):
         return _lookup(self.state, param, text)
 
     def log_action(self, action: str, context: str, content: str, text: str) -> None:
-        _act_log(self.state, action, context, content.replace("\n", " "), text)
+        _act_log(self.state, action, context, content, text)
 
     def warn(self, text: str) -> None:
         self.state.warn(text)

@@ -41,7 +41,7 @@ from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.maildate import mail_date
-from oxipost.printable import printable
+from oxipost.printable import escape, printable
 from oxipost.rewrite.resolve import match_domain, split_address, split_internal, unquote_822_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import (
@@ -669,7 +669,9 @@ class Session:
             self._count("UNKNOWN", False)
             if self._forbidden(verb):
                 await self.reply(R.BREAK_RULES, count=False)
-                self.srv.log.warning(f"non-SMTP command from {self.state.namaddr}: {line[:100]}")
+                # Postfix shows the command escape()d, then its first 100 characters.
+                shown = escape(raw)[:100]
+                self.srv.log.warning(f"non-SMTP command from {self.state.namaddr}: {shown}")
                 return False
             self.last_cmd = "UNKNOWN"
             await self.reply(self._denied() or R.CMD_UNKNOWN)

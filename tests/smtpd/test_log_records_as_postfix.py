@@ -1,0 +1,117 @@
+"""smtpd's and cleanup's maillog records byte for byte beside real Postfix 3.7's.
+
+The same bytes go to real Postfix (its postlogd writing maillog_file) and to oxipost under
+its master; each side's smtpd and cleanup lines of the session must be the same but for the
+time and the pid: msg_logger's `Mmm dd HH:MM:SS host prog[pid]: ` (the day zero-padded, the
+host myhostname's first label), msg_vprintf's printable() ('?' for a newline, CR, TAB or
+other control character and, with smtputf8_enable = no, for each byte of UTF-8) and the
+record cut after 2,000 bytes of text, a severity prefix not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.delivery.test_e2e_delivery import Oxipost
+from tests.smtpd.conftest import Raw
+from tests.smtpd.test_postfix_differential import running_postfix
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+PREFIX = re.compile(rb"^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d mx postfix/(smtpd|cleanup)\[\d+\]: ")
+
+# Folded, with a TAB, a CR and other control characters in the header that header_checks
+# warns about (cleanup logs it with its newlines), UTF-8 in an address, records longer than
+# 2,000 bytes (a long address, a long HELO name in a reject line, a long warning), and a
+# non-SMTP command with control characters (smtpd logs its first 100 bytes).
+DIALOGUE: list[bytes] = [
+    b"EHLO x.example",
+    b"MAIL FROM:<a@example.org>",
+    b"RCPT TO:<caf\xc3\xa9@example.net>",
+    b"RCPT TO:<" + b"l" * 1900 + b"@example.net>",
+    b"RCPT TO:<u@localhost>",
+    b"DATA",
+    b"Subject: a\r\n\tb\tc\x01d\x7fe\rf caf\xc3\xa9\r\n\r\nbody\r\n.",
+    b"EHLO " + b"h" * 1990,
+    b"MAIL FROM:<a@example.org>",
+    b"RCPT TO:<z@example.net>",
+    b"GET / a\tb\x01c\rd caf\xc3\xa9 " + b"w" * 120,
+]
+
+MAIN_CF = (
+    "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\n"
+    "smtpd_recipient_restrictions = reject_unauth_destination\n"
+    "header_checks = regexp:{{/^Subject:/ WARN checked}}\n"
+    "alias_maps =\nalias_database =\n"
+)
+
+
+def _play(port: int) -> list[str]:
+    raw = Raw("127.0.0.1", port, source="127.0.0.2")
+    replies = [raw.reply()]
+    try:
+        for command in DIALOGUE:
+            raw.send(command + b"\r\n")
+            replies.append(raw.reply())
+    finally:
+        raw.close()
+    return replies
+
+
+def _session(maillog: Path) -> list[bytes]:
+    """The smtpd and cleanup records of 127.0.0.2's session, each checked for msg_logger's
+    prefix and then without it (the time and pid differ), queue IDs as QID."""
+    deadline = time.monotonic() + 20
+    while True:
+        lines = maillog.read_bytes().split(b"\n") if maillog.exists() else []
+        if any(b"disconnect from unknown[127.0.0.2]" in ln for ln in lines):
+            break
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+    start = max(i for i, ln in enumerate(lines) if b": connect from unknown[127.0.0.2]" in ln)
+    out = []
+    for line in lines[start:]:
+        if b" postfix/smtpd[" not in line and b" postfix/cleanup[" not in line:
+            continue
+        if b"[127.0.0.1]" in line:
+            continue  # the probe that waited for the server to listen, logged late
+        m = PREFIX.match(line)
+        assert m, line
+        text = line[m.end() :]
+        if b": message-id=<" in text or b"public/qmgr" in text:
+            # Postfix's cleanup makes a message-id up in its own format, and this Postfix
+            # runs no qmgr to tell of the message.
+            continue
+        out.append(m.group(1) + b": " + re.sub(rb"\b[0-9A-F]{10,12}\b", b"QID", text))
+    return out
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_log_records_as_postfix(smtputf8: str) -> None:
+    main_cf = f"{MAIN_CF}smtputf8_enable = {smtputf8}\n"
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        their_replies = _play(port)
+        theirs = _session(d / "maillog")
+    with contextlib.closing(Oxipost()) as oxi:
+        oxi.start(main_cf)
+        our_replies = _play(oxi.port)
+        ours = _session(oxi.dir / "maillog")
+    assert their_replies[-1] == "221 2.7.0 Error: I can break rules, too. Goodbye."
+    cafe = b"caf\xc3\xa9" if smtputf8 == "yes" else b"caf??"
+    header = b"cleanup: QID: warning: header Subject: a??b?c?d?e"
+    assert any(ln.startswith(header) and cafe + b" from " in ln for ln in theirs), theirs
+    assert any(b" to=<" + cafe + b"@example.net> " in ln for ln in theirs), theirs
+    lengths = sorted(len(ln) for ln in theirs)
+    assert lengths[-2:] == [len(b"smtpd: ") + 2000] * 2, lengths
+    assert ours == theirs
+
+    def without_ids(replies: list[str]) -> list[str]:
+        return [re.sub(r"queued as [0-9A-F]+$", "queued as QID", r) for r in replies[1:]]
+
+    assert without_ids(our_replies) == without_ids(their_replies)
