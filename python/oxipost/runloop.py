@@ -9,9 +9,9 @@ selector loop's (the "speed" extra installs it; without it, asyncio's own loop r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -32,14 +32,14 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def on_signals(actions: dict[signal.Signals, Callable[[], object]]) -> None:
-    """Run each action on the running loop when its signal arrives. A loop without
-    signal support (asyncio raises NotImplementedError or RuntimeError: not the main
-    thread, as in tests that serve from a thread) goes without; the signals then keep
-    their default action, and master's SIGTERM still ends the process."""
+    """Run each action on the running loop when its signal arrives. Only the main thread
+    receives signals, and only its loop may handle them: a loop in another thread (tests
+    that serve from one) leaves them to the main thread's own handling."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     loop = asyncio.get_running_loop()
     for sig, action in actions.items():
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, action)
+        loop.add_signal_handler(sig, action)
 
 
 def stop_and_drain() -> tuple[asyncio.Event, asyncio.Event]:
