@@ -13,12 +13,15 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import uvloop
 except ImportError:  # the "speed" extra is optional
     uvloop = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from oxipost.master.context import ServiceContext
 
 T = TypeVar("T")
 
@@ -40,6 +43,19 @@ def on_signals(actions: dict[signal.Signals, Callable[[], object]]) -> None:
     loop = asyncio.get_running_loop()
     for sig, action in actions.items():
         loop.add_signal_handler(sig, action)
+
+
+def serve_service(
+    ctx: ServiceContext, serve: Callable[[socket.socket], Coroutine[Any, Any, None]]
+) -> int:
+    """A unix service's entry point under master (anvil, verify): serve(its listening
+    socket) until master stops or reloads it; fatal without the socket."""
+    if ctx.listen_socket is None:
+        ctx.log.fatal(f"{ctx.service.name}: no listening socket")
+        return 1
+    with contextlib.suppress(KeyboardInterrupt):
+        run(serve(ctx.listen_socket))
+    return 0
 
 
 def stop_and_drain() -> tuple[asyncio.Event, asyncio.Event]:

@@ -26,7 +26,6 @@ exactly request= and ident= ends that client's connection, as Postfix's anvil ha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections import Counter
@@ -299,9 +298,4 @@ async def serve(cfg: Any, sock: socket.socket, log: Any) -> None:
 
 
 def main(ctx: ServiceContext) -> int:
-    if ctx.listen_socket is None:
-        ctx.log.fatal("anvil: no listening socket")
-        return 1
-    with contextlib.suppress(KeyboardInterrupt):
-        runloop.run(serve(ctx.cfg, ctx.listen_socket, ctx.log))
-    return 0
+    return runloop.serve_service(ctx, lambda sock: serve(ctx.cfg, sock, ctx.log))

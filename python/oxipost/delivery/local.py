@@ -72,8 +72,6 @@ never root).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import pwd
@@ -83,8 +81,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
-
-import msgpack
 
 from oxipost.cleanup import cleanup_message
 from oxipost.config import split_list
@@ -125,7 +121,6 @@ MAX_INCLUDE_DEPTH = 20
 # How deep aliases and .forward files may nest in one delivery (recipient.c's and alias.c's
 # limit; Postfix counts its own function calls, some five per level, this counts levels).
 MAX_RECIPIENT_LEVEL = 20
-WAKE_TIMEOUT = 5.0
 # What Postfix's deliver_pass() defers with when the other agent cannot be had.
 UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
 
@@ -298,30 +293,8 @@ async def _forward(
     except Exception as e:
         log.warning("%s: cannot resubmit for %s: %s", req.queue_id, delivered, e)
         return Outcome("4.3.0", "mail system configuration error")
-    await _wake_qmgr(req.cfg)
+    await control.wakeup(req.cfg)
     return Outcome("2.0.0", f"forwarded as {qid}")
-
-
-async def _wake_qmgr(cfg: Config) -> None:
-    """Tell qmgr the resubmitted mail is queued ({"op": "wakeup"} on public/qmgr), as
-    Postfix's cleanup triggers qmgr. Without it the new message waits for qmgr's next
-    queue_run_delay scan. Asynchronous: this runs inside qmgr, whose loop answers."""
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(control.socket_path(cfg)), WAKE_TIMEOUT
-        )
-    except (TimeoutError, OSError):
-        return  # no qmgr (an agent run on its own): its start-up scan finds the mail
-    try:
-        writer.write(msgpack.packb({"op": "wakeup"}, use_bin_type=True))
-        writer.write_eof()
-        await asyncio.wait_for(reader.read(), WAKE_TIMEOUT)
-    except (TimeoutError, OSError):
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 def _censor(value: str, allowed: str) -> str:

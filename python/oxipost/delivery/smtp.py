@@ -1636,7 +1636,12 @@ async def _deliver_site(
             s = None
             last = SessionError(outcomes[0].status, outcomes[0].text)
             continue
-        _park(key, s, p)
+        if req.envelope.trace_only:
+            # A probe's session ends with it: Postfix's keeps a session only for mail
+            # waiting for its destination, and a probe leaves none.
+            await _quit(s, p)
+        else:
+            _park(key, s, p)
         return _SiteResult(outcomes, soft and not mx_self)
 
 

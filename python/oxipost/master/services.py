@@ -30,6 +30,9 @@ SERVICES: dict[str, str] = {
     "showq": "oxipost.qmgr.showq:main",
     # Connection counts and rates shared by every smtpd process (smtpd_client_*_limit).
     "anvil": "oxipost.anvil.service:main",
+    # Address verification (reject_unverified_*): its cache is shared by every smtpd
+    # process and fed by qmgr with the outcome of each probe.
+    "verify": "oxipost.verify.service:main",
 }
 
 # command → where its work happens in oxipost.
@@ -37,7 +40,6 @@ FOLDED: dict[str, str] = {
     "cleanup": "smtpd, pickup and qmgr (cleanup is a library)",
     "trivial-rewrite": "smtpd and qmgr (rewrite is a library)",
     "bounce": "qmgr",
-    "verify": "smtpd",
     "flush": "qmgr",
     "scache": "qmgr (smtp connection reuse)",
     "tlsmgr": "smtpd and the smtp client (TLS session caching in process)",

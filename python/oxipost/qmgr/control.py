@@ -16,6 +16,8 @@ nothing answers: the tools then say what Postfix's say ("mail system is down").
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -26,6 +28,7 @@ import msgpack
 from oxipost.config import Config
 
 TIMEOUT = 30.0
+WAKE_TIMEOUT = 5.0
 
 
 class QmgrDown(Exception):
@@ -60,6 +63,28 @@ def request(cfg: Config, req: dict[str, object], timeout: float = TIMEOUT) -> di
     except OSError as e:
         raise QmgrDown(f"{path}: {e.strerror or e}", e.errno or 0) from None
     raise QmgrDown(f"{path}: no reply")
+
+
+async def wakeup(cfg: Config) -> None:
+    """Tell qmgr that mail was queued ({"op": "wakeup"}), as Postfix's cleanup triggers
+    qmgr, without blocking the caller's loop (local(8) inside qmgr, verify(8)). Without
+    it the new message waits for qmgr's next queue_run_delay scan."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(socket_path(cfg)), WAKE_TIMEOUT
+        )
+    except (TimeoutError, OSError):
+        return  # no qmgr (an agent run on its own): its start-up scan finds the mail
+    try:
+        writer.write(msgpack.packb({"op": "wakeup"}, use_bin_type=True))
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(), WAKE_TIMEOUT)
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def handle_connection(

@@ -68,12 +68,13 @@ from oxipost import bounce, runloop
 from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
 from oxipost.delivery.address import log_form
-from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.envelope import TRACE_MTA_VRFY, Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, resolve
+from oxipost.verify import client as verify_client
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
@@ -409,8 +410,9 @@ class Qmgr:
                 )
             results.append((idx, kind))
             if probe:
-                # Reported to whoever asked (the trace service's report), never bounced.
-                act.traced[idx] = (out, out.relay or agent_relay)
+                # Reported to whoever asked (the trace service's report, or verify(8)'s
+                # cache), never bounced.
+                self._probed(act, idx, out, out.relay or agent_relay)
                 done.append(idx)
                 continue
             # An expanded recipient's bounce notice names the members that bounced, with
@@ -584,7 +586,8 @@ class Qmgr:
             elif ev.kind == "deferred" and act.env.trace_only:
                 # Recipients deferred without an attempt (a dead destination, a throttled
                 # transport): a probe reports them undeliverable now, never retried.
-                act.traced.update((i, (o, "")) for i, o in act.deferred.items())
+                for i, o in act.deferred.items():
+                    self._probed(act, i, o, "")
                 self._notices(act, "verify", act.traced)
                 self.sched.forget(act.msg)
                 self._finish(act)
@@ -699,6 +702,28 @@ class Qmgr:
         # As cleanup tells qmgr about a new queue file: pick the notice up now.
         self.next_scan = 0.0
         self.wake.set()
+
+    def _probed(self, act: Active, idx: int, out: Outcome, relay: str) -> None:
+        """A probe's outcome for one recipient: kept for the sender's report (sendmail
+        -bv), or told to verify(8) for the address as probed (Postfix's verify_append())."""
+        if not act.env.trace_flags & TRACE_MTA_VRFY:
+            act.traced[idx] = (out, relay)
+            return
+        rcpt = self._recipient(act, idx)
+        status = {"2": verify_client.STAT_OK, "5": verify_client.STAT_BOUNCE}.get(
+            out.status[:1], verify_client.STAT_DEFER
+        )
+
+        async def tell() -> None:
+            address = rcpt.original or rcpt.address
+            if not await verify_client.update(self.cfg, address, status, out.text):
+                self.log.warning(
+                    f"{act.qid}: {self.cfg.get('address_verify_service_name')} service failure"
+                )
+
+        task = asyncio.get_running_loop().create_task(tell())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _verify_reports(
         self, act: Active, idx: int, out: Outcome, relay: str

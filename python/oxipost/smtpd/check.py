@@ -58,6 +58,7 @@ from oxipost.rewrite.resolve import (
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.policy import PolicyClient
 from oxipost.valid import valid_hostaddr, valid_hostname
+from oxipost.verify import client as verify_client
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -286,6 +287,8 @@ _BLOCKING = frozenset(
         "reject_unknown_hostname",
         "reject_unknown_sender_domain",
         "reject_unknown_recipient_domain",
+        "reject_unverified_recipient",
+        "reject_unverified_sender",
         "reject_maps_rbl",
         *_DNSXL,
     }
@@ -719,6 +722,10 @@ class Checker:
             return DUNNO
         if name == "reject_unlisted_recipient":
             return (self.unlisted_recipient(rcpt) if rcpt else None) or DUNNO
+        if name == "reject_unverified_recipient":
+            return (self.unverified(rcpt, "recipient") if rcpt else None) or DUNNO
+        if name == "reject_unverified_sender":
+            return (self.unverified(st.sender, "sender") if st.sender else None) or DUNNO
         if name == "reject_unlisted_sender":
             return (
                 self.unlisted_address(st.sender, "Sender address") if st.sender else None
@@ -771,6 +778,48 @@ class Checker:
         if self.cfg.get(param).strip().lower() == "defer":
             return reply
         return DeferIf(True, reply)
+
+    def unverified(self, addr: str, role: str) -> Reply | DeferIf | None:
+        """reject_unverified_recipient and reject_unverified_sender (Postfix's
+        reject_unverified_address): verify(8) is asked about the address, again every
+        address_verify_poll_delay while its probe is in progress, address_verify_poll_count
+        times in all. In progress or deferred: unverified_ROLE_defer_code ("unverified
+        address: REASON", or unverified_ROLE_reject_reason), as unverified_ROLE_tempfail_action
+        says; bounced: unverified_ROLE_reject_code, "undeliverable address: REASON" for a
+        5xx. A server that cannot be asked: "address verification problem", warned of."""
+        cfg = self.cfg
+        what = "Sender address" if role == "sender" else "Recipient address"
+        dsn = "4.1.7" if role == "sender" else "4.1.1"
+        tempfail = f"unverified_{role}_tempfail_action"
+        polls = cfg.get_int("address_verify_poll_count")
+        count = 0
+        while True:
+            # Checks that may wait run in a thread of their own (see run()): no loop here.
+            answer = asyncio.run(verify_client.query(cfg, addr))
+            count += 1
+            if answer is None or answer[0] != verify_client.STAT_TODO or count >= polls:
+                break
+            time.sleep(cfg.get_time("address_verify_poll_delay"))
+        if answer is None:
+            if self.log is not None:
+                self.log.warning(f"{cfg.get('address_verify_service_name')} service failure")
+            problem = f"<{addr}>: {what} rejected: address verification problem"
+            return self._tempfail(tempfail, Reply(450, dsn, problem))
+        status, why = answer
+        code = 0
+        if status in (verify_client.STAT_TODO, verify_client.STAT_DEFER):
+            code = cfg.get_int(f"unverified_{role}_defer_code")
+        elif status == verify_client.STAT_BOUNCE:
+            code = cfg.get_int(f"unverified_{role}_reject_code")
+        alt_reply = cfg.get(f"unverified_{role}_reject_reason")
+        if code >= 400 and alt_reply:
+            why = alt_reply
+        if code // 100 == 4:
+            text = f"<{addr}>: {what} rejected: unverified address: {why[:250]}"
+            return self._tempfail(tempfail, Reply(code, dsn, text))
+        if code // 100 == 5:
+            return Reply(code, dsn, f"<{addr}>: {what} rejected: undeliverable address: {why}")
+        return None
 
     def sleep(self, seconds: str) -> str | Reply:
         """sleep N: pause, then the next restriction (a tarpit for clients that talk
