@@ -9,6 +9,7 @@ selector loop's (the "speed" extra installs it; without it, asyncio's own loop r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import threading
