@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.smtpd.test_postfix_differential import running_postfix
 
 from .conftest import dumping_sink, make_config, postfix_relay, request, run
 from .test_e2e_delivery import Oxipost
@@ -113,7 +114,7 @@ def _arrived(files: set[Path]) -> list[str]:
 
 
 def _smtp_lines(lines: list[str]) -> list[str]:
-    return [re.sub(r"^[0-9A-F]{6,}: ", "QID: ", ln) for ln in lines]
+    return [re.sub(r"^(warning: )?[0-9A-F]{6,}: ", r"\1QID: ", ln) for ln in lines]
 
 
 def _their_lines(log: str, program: str = "smtp") -> list[str]:
@@ -263,27 +264,97 @@ def test_header_checks_alone_leave_mime_headers_as_postfix(
     assert "preamble spam" in arrived
 
 
-@pytest.mark.parametrize("which", ["header", "body"])
+def _next_hop_lines(log: str) -> list[str]:
+    """A real Postfix next hop's smtpd lines about how a session ended, the byte count
+    (the relays' Received: headers differ) aside."""
+    return [
+        re.sub(r"\(\d+ bytes\)", "(N bytes)", ln.split("]: ", 1)[1])
+        for ln in log.splitlines()
+        if "/smtpd[" in ln
+        and ("lost connection after" in ln or "disconnect from" in ln)
+        and "commands=0/0" not in ln
+        and "after CONNECT" not in ln
+    ]
+
+
+@pytest.mark.parametrize(
+    ("param", "spec", "which"),
+    [("mime_header_checks", "fail:broken", "header"), ("body_checks", "MISSING", "body")],
+)
 def test_checks_table_error_as_postfix(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, which: str
+    tmp_path: Path,
+    shared_tmp: Path,
+    caplog: pytest.LogCaptureFixture,
+    param: str,
+    spec: str,
+    which: str,
 ) -> None:
-    """A table that cannot be read defers the message while it is sent: 4.3.0 'local data
-    error while talking to H[A]', after 'warning: QID: smtp header checks lookup error'
-    (body for smtp_body_checks)."""
-    main = f"smtp_{which}_checks = fail:broken\n"
-    with dumping_sink() as (sink, _dump):
+    """A table that cannot be read (or opened: it fails as its first line is looked up,
+    dict_surrogate's 'is unavailable') defers the message as it is sent: MAIL, RCPT and
+    DATA go out, then what the checks gave back before the table failed, and the session
+    ends there with no "." (the next hop's 'lost connection after DATA'); 4.3.0 'local
+    data error while talking to H[A]' after 'TABLE lookup error for "LINE"' and 'warning:
+    QID: smtp header checks lookup error' (body for smtp_body_checks)."""
+    spec = spec.replace("MISSING", f"regexp:{shared_tmp}/missing")
+    main = f"smtp_{param} = {spec}\n"
+    message = b"Subject: y\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nz\r\n"
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(log_cf, without=("qmgr",)) as (hop, d):
         log, dsn, text = postfix_relay(
-            sink,
-            main,
-            lambda c: c.sendmail("a@example.org", ["b@example.net"], b"X: y\r\n\r\nz\r\n"),
+            hop, main, lambda c: c.sendmail("a@example.org", ["b@example.net"], message)
         )
+        their_hop = _next_hop_lines((d / "maillog").read_text())
         cfg = make_config(tmp_path / "ours", main)
-        (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{sink}", ["b@example.net"]))
-    warning = f"smtp {which} checks lookup error"
-    assert re.search(rf"postfix/smtp\[\d+\]: warning: \w+: {warning}", log), log
-    assert f"4ABCDE1234: {warning}" in caplog.messages
+        caplog.set_level(logging.INFO, logger="oxipost.smtp")
+        (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{hop}", ["b@example.net"], content=message))
+        deadline = time.monotonic() + 10
+        while len(_next_hop_lines((d / "maillog").read_text())) < 2 * len(their_hop):
+            assert time.monotonic() < deadline, (d / "maillog").read_text()
+            time.sleep(0.1)
+        our_hop = _next_hop_lines((d / "maillog").read_text())[len(their_hop) :]
     assert (o.status, o.text) == (dsn, text)
     assert (dsn, text) == ("4.3.0", "local data error while talking to 127.0.0.1[127.0.0.1]")
+    assert (
+        our_hop
+        == their_hop
+        == [
+            "lost connection after DATA (N bytes) from unknown[127.0.0.1]",
+            "disconnect from unknown[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4",
+        ]
+    )
+    # Postfix's smtp also says "error: open FILE: ..." as it starts (its tables are opened
+    # then): a process's line, not the delivery's.
+    theirs = [ln for ln in _their_lines(log) if not ln.startswith("error: ")]
+    assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(theirs)
+    assert f"warning: QID: smtp {which} checks lookup error" in _smtp_lines(theirs)
+    assert any("lookup error for " in ln for ln in theirs)
+
+
+def test_checks_once_per_attempt_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checks run each time the message is sent: a relay that refuses it after DATA
+    (4xx to ".") and the fallback relay that takes it each get it checked, each action
+    logged again."""
+    (shared_tmp / "body").write_text("/^z/ REPLACE replaced\n/^w/ WARN warned\n")
+    message = "From: a@example.org\nTo: b@example.net\nSubject: y\nMessage-Id: <5@example.org>\n"
+    message += "Date: Sun, 6 Dec 2026 12:00:00 +0000\n\nz\nw\n"
+    with dumping_sink("-r", ".") as (soft, _), dumping_sink() as (good, dump):
+        main = f"smtp_body_checks = regexp:{shared_tmp}/body\n"
+        main += f"smtp_fallback_relay = [127.0.0.1]:{good}\n"
+        theirs, their_lines = _relayed_by_postfix(soft, dump, main, message)
+        their_files = set(dump.iterdir())
+        cfg = make_config(tmp_path / "ours", main)
+        caplog.set_level(logging.INFO, logger="oxipost.smtp")
+        (o,) = run(
+            request(cfg, "smtp", f"[127.0.0.1]:{soft}", ["b@example.net"], content=message.encode())
+        )
+        assert o.delivered, o
+        ours = _arrived(set(dump.iterdir()) - their_files)
+    assert ours == theirs
+    assert theirs[-3:] == ["replaced", "w", ""]
+    assert _smtp_lines(_our_lines(caplog)) == _smtp_lines(their_lines)
+    assert _smtp_lines(their_lines).count("QID: replace: body z: replaced") == 2
 
 
 def test_no_check_lines_when_nothing_is_sent_as_postfix(

@@ -8,10 +8,13 @@ fallback relay or the relayhost that is not found defers with 4.3.5 and Postfix'
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
+import pytest
 from oxipost.envelope import Outcome
 
-from .conftest import make_config, request, run
+from .conftest import dumping_sink, make_config, postfix_relay, request, run
 from .test_smtp_client import dumps, free_port, relay_host, sink
 from .test_smtp_mx import dns_server
 
@@ -104,3 +107,33 @@ def test_every_destination_soft_failed_gives_the_last_one_s_reason(tmp_path):
         (o,) = run(request(cfg, "smtp", relay_host(soft), ["x@example.com"]))
     assert o.status == "4.4.1", o
     assert o.text.startswith(f"connect to 127.0.0.1[127.0.0.1]:{port}: "), o
+
+
+@pytest.mark.postfix
+@pytest.mark.slow
+@pytest.mark.parametrize("refused", ["RCPT", "."])
+def test_soft_failed_relay_logged_before_the_fallback_as_postfix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, refused: str
+) -> None:
+    """A relay that soft-fails every recipient is not the last to try: Postfix's smtp says
+    why it leaves it, "QID: host H[A] said: ... (in reply to end of DATA command)" once,
+    or that line for each recipient a RCPT TO refused, then the fallback relay takes the
+    mail."""
+    message = b"From: a@example.org\r\nSubject: y\r\n\r\nz\r\n"
+    rcpts = ["b@example.net", "c@example.net"]
+    with dumping_sink("-r", refused) as (soft, _), dumping_sink() as (good, _dump):
+        main = f"smtp_fallback_relay = [127.0.0.1]:{good}\n"
+        log, dsn, _text = postfix_relay(soft, main, lambda c: c.sendmail(rcpts[0], rcpts, message))
+        cfg = make_config(tmp_path / "ours", main)
+        caplog.set_level(logging.INFO, logger="oxipost.smtp")
+        out = run(request(cfg, "smtp", f"[127.0.0.1]:{soft}", rcpts, content=message))
+    assert dsn == "2.0.0"
+    assert [o.status for o in out] == ["2.0.0", "2.0.0"], out
+    theirs = [
+        re.sub(r"^[0-9A-F]{6,}: ", "QID: ", ln.split("]: ", 1)[1])
+        for ln in log.splitlines()
+        if "/smtp[" in ln and " to=<" not in ln
+    ]
+    ours = [re.sub(r"^[0-9A-F]{6,}: ", "QID: ", r.getMessage()) for r in caplog.records]
+    assert ours == theirs
+    assert len(theirs) == (2 if refused == "RCPT" else 1), theirs

@@ -37,6 +37,7 @@ from oxipost.cleanup.state import HDR_FROM, HDR_RCPT, cleanup_config
 from oxipost.delivery.address import log_form, quote_local
 from oxipost.envelope import Envelope
 from oxipost.maps import Table, TableError
+from oxipost.maps.search import maps_find_warned
 from oxipost.rewrite.resolve import split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.check import match_networks
@@ -451,6 +452,8 @@ class MimeWalker(ABC):
         # What is left of a line whose last piece the checks removed: the line goes on
         # with what the next line leaves.
         self._carry = ""
+        self.given_head: list[str] = []
+        self.given_body: list[str] | None = None
         # The check parameters that name a table at all: asked before enabled(), a method
         # call for each header of every message where (as mostly) none does.
         self.configured = configured
@@ -616,21 +619,27 @@ class MimeWalker(ABC):
             return [line]
         return self.act("body", line, value, param)
 
-    def headers(self, lines: list[str], cls: str) -> list[str]:
-        out: list[str] = []
+    def headers(self, lines: list[str], cls: str, out: list[str] | None = None) -> list[str]:
+        """What becomes of a block of header lines of class `cls`, added to `out`."""
+        if out is None:
+            out = []
         for text in _logical_headers(lines):
             self._check_header(text, cls, out)
         return out
 
     def walk(self, header_lines: list[str], body_lines: list[str]) -> tuple[list[str], list[str]]:
-        """(primary header lines, body lines) after checks and rewriting."""
-        head = self.headers(header_lines, PRIMARY)
+        """(primary header lines, body lines) after checks and rewriting. When a lookup
+        raises, what the walk gave back before it is in `given_head` and, once the body
+        walk began, `given_body` (a delivery agent has sent it by then)."""
+        head = self.headers(header_lines, PRIMARY, self.given_head)
         ctype, boundary = _content_info(_logical_headers(header_lines))
-        body = self._body(body_lines, ctype, boundary)
+        self.given_body = []
+        body = self._body(body_lines, ctype, boundary, self.given_body)
         return head, body
 
-    def _body(self, lines: list[str], ctype: str, boundary: str | None) -> list[str]:
-        out: list[str] = []
+    def _body(
+        self, lines: list[str], ctype: str, boundary: str | None, out: list[str]
+    ) -> list[str]:
         budget = [self.body_limit]
         # Stack of open multipart boundaries; what the next lines are.
         stack: list[str] = []
@@ -645,7 +654,7 @@ class MimeWalker(ABC):
             if mode == "header":
                 if line == "":
                     hdrs = _logical_headers(pending)
-                    out.extend(self.headers(pending, pending_cls))
+                    self.headers(pending, pending_cls, out)
                     out.append("")
                     pending = []
                     budget = [self.body_limit]
@@ -661,7 +670,7 @@ class MimeWalker(ABC):
                     pending.append(line)
                     continue
                 # Not a header: the header block ended without an empty line.
-                out.extend(self.headers(pending, pending_cls))
+                self.headers(pending, pending_cls, out)
                 pending = []
                 mode = "body"
             if self.mime and stack and line.startswith("--"):
@@ -683,7 +692,7 @@ class MimeWalker(ABC):
                     continue
             out.extend(self._check_body(line, budget))
         if pending:
-            out.extend(self.headers(pending, pending_cls))
+            self.headers(pending, pending_cls, out)
         if self._carry:
             out.append(self._carry)
             self._carry = ""
@@ -753,14 +762,18 @@ class RestrictedWalker(MimeWalker):
     header, known by its name before the checks (smtp_header_rewrite's header_info), and
     nothing they prepend. A body line longer than `line_limit` (line_length_limit) bytes
     is looked at in pieces, as cleanup's. What the walk gives back goes to sent() as it
-    is made, the order the delivery agent sends it in, between the actions' lines. A
-    table that cannot be read raises ChecksLookupError."""
+    is made, the order the delivery agent sends it in, between the actions' lines. The
+    tables are `specs`' for each parameter, opened by `open_one`; one that cannot be
+    opened or read raises ChecksLookupError when a line is first looked up in it, after
+    Postfix's warnings through `warn` (maps_find_warned: 'SPEC is unavailable. REASON'
+    for one that did not open, then 'SPEC lookup error for "LINE"')."""
 
     def __init__(
         self,
         checks: dict[str, str],
         body_checks: str,
-        tables: dict[str, list[Table]],
+        specs: dict[str, list[str]],
+        open_one: Callable[[str], Table],
         logger: Callable[[str, str, str, str], None],
         warn: Callable[[str], None],
         rewrite: Callable[[str], str] | None = None,
@@ -768,10 +781,11 @@ class RestrictedWalker(MimeWalker):
     ) -> None:
         # MIME processing is on whatever disable_mime_input_processing says, as in
         # Postfix's smtp with checks (mime_state without MIME_OPT_DISABLE_MIME).
-        super().__init__(True, sys.maxsize, tables, line_limit)
+        super().__init__(True, sys.maxsize, specs, line_limit)
         self.checks = checks
         self.body_checks = body_checks
-        self.tables = tables
+        self.specs = specs
+        self.open_one = open_one
         self.logger = logger
         self._warn = warn
         self.rewrite = rewrite
@@ -791,17 +805,14 @@ class RestrictedWalker(MimeWalker):
         self.sent(out[before:])
 
     def enabled(self, param: str) -> bool:
-        return param in self.tables
+        return param in self.specs
 
     def lookup(self, param: str, text: str) -> str | None:
         try:
-            for table in self.tables[param]:
-                value = table.lookup(text)
-                if value is not None:
-                    return value
-        except TableError:
+            found = maps_find_warned(self.specs[param], (text,), self.open_one, self._warn)
+        except (TableError, OSError):
             raise ChecksLookupError(param) from None
-        return None
+        return None if found is None else found[0]
 
     def log_action(self, action: str, context: str, content: str, text: str) -> None:
         self.logger(action, context, content, text)

@@ -38,8 +38,13 @@ Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1)
 bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept mail
 (nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); a password
 table that cannot be read: "warning: QID: smtp_sasl_password_maps lookup error" and "local
-data error while talking to H[A]" (4.3.0), and the same after "warning: QID: smtp header
-checks lookup error" (body) for a content checks table. The connection goes out from
+data error while talking to H[A]" (4.3.0), and the same for a content checks table that
+cannot be opened or read, found as the message is sent after DATA (what the checks gave
+back before it sent, no "."), after dict_surrogate's "TABLE is unavailable. REASON",
+'TABLE lookup error for "LINE"' and "warning: QID: smtp header checks lookup error"
+(body). A host that soft-fails every recipient is left for the next host or fallback
+relay with "QID: host H[A] said: ..." (once, or for each recipient RCPT TO refused), as
+Postfix logs it for a host that is not the last to try. The connection goes out from
 smtp_bind_address (smtp_bind_address6), else from inet_interfaces' only non-loopback
 address: "warning: smtp_connect_addr: bind A: REASON" when that fails (then unbound, or
 4.4.0 "server configuration error" with smtp_bind_address_enforce). An unusable TLS policy
@@ -1043,7 +1048,8 @@ def _split_headers(content: bytes) -> tuple[list[str], bytes]:
 
 
 class _ChecksError(Exception):
-    """A content checks table could not be read: "header" or "body" (which checks)."""
+    """A content checks table could not be opened or read; args: "header" or "body"
+    (which checks), and the content the checks gave back before it (sent by then)."""
 
 
 def _checks_tables(p: Params) -> dict[str, list[str]]:
@@ -1071,7 +1077,7 @@ def _content_checks(
     writes it, "QID: action: header|body LINE(60 bytes)[: text]") and each warning added
     to `notes` as (level, text); then `generic` (smtp_generic_maps) on the addresses of
     what they leave of each primary sender or recipient header. Raises _ChecksError when
-    a checks table cannot be read."""
+    a checks table cannot be opened or read, as the first line is looked up in it."""
     specs = _checks_tables(p)
     if not specs:
         if generic is None:
@@ -1079,17 +1085,23 @@ def _content_checks(
         headers, rest = _split_headers(req.content)
         out = [_generic_header(generic, h) for h in headers]
         return dataclasses.replace(req, content=_lines_bytes(out) + rest)
-    from oxipost.maps import TableError, open_table
+    from oxipost.maps import Table, TableError, open_table
 
     body_param = p.name("body_checks")
-    try:
-        # As Postfix's smtp_hbc: the checks match bytes that are not UTF-8 too.
-        tables = {
-            param: [open_table(spec, p.cfg, utf8=False) for spec in param_specs]
-            for param, param_specs in specs.items()
-        }
-    except TableError:
-        raise _ChecksError("body" if list(specs) == [body_param] else "header") from None
+    opened: dict[str, Table | TableError] = {}
+    for spec in {spec for param_specs in specs.values() for spec in param_specs}:
+        try:
+            # As Postfix's smtp_hbc: the checks match bytes that are not UTF-8 too.
+            opened[spec] = open_table(spec, p.cfg, utf8=False)
+        except TableError as e:
+            opened[spec] = e
+
+    def open_one(spec: str) -> Table:
+        # A table that did not open fails its first lookup, as Postfix's dict_surrogate.
+        table = opened[spec]
+        if isinstance(table, TableError):
+            raise table
+        return table
 
     def logger(action: str, where: str, line: str, text: str) -> None:
         # %.60s of the line, its newlines and tabs shown as '?' as Postfix's log writer
@@ -1108,7 +1120,7 @@ def _content_checks(
     }
     rewrite = partial(rewrite_header_text, rewrite=generic) if generic else None
     line_limit = p.cfg.get_int("line_length_limit")
-    walker = _SmtpChecks(classes, body_param, tables, logger, warn, rewrite, line_limit)
+    walker = _SmtpChecks(classes, body_param, specs, open_one, logger, warn, rewrite, line_limit)
     walker.watch(int(p.get("line_length_limit")), _break_note(req.queue_id, p), notes)
     headers, rest = _split_headers(req.content)
     try:
@@ -1121,9 +1133,12 @@ def _content_checks(
             head, body = walker.walk(headers, lines)
             rest = (b"\n" if separator else b"") + _lines_bytes(body)
         else:
-            head = walker.headers(headers, PRIMARY)
+            head = walker.headers(headers, PRIMARY, walker.given_head)
     except ChecksLookupError as e:
-        raise _ChecksError("body" if e.args[0] == body_param else "header") from None
+        given = _lines_bytes(walker.given_head)
+        if walker.given_body is not None:
+            given += b"\n" + _lines_bytes(walker.given_body)
+        raise _ChecksError("body" if e.args[0] == body_param else "header", given) from None
     return dataclasses.replace(req, content=_lines_bytes(head) + rest)
 
 
@@ -1268,10 +1283,14 @@ def _xforward(s: Session, req: DeliveryRequest, p: Params) -> list[tuple[str, st
 
 
 async def _transaction(
-    s: Session, req: DeliveryRequest, p: Params, notes: list[tuple[int, str]]
+    s: Session, req: DeliveryRequest, p: Params, generic: Callable[[str], str] | None
 ) -> list[Outcome]:
-    """One mail transaction; `notes`, the content checks' log lines, are logged as the
-    message is sent, each time it is, as Postfix's smtp logs them while it sends it."""
+    """One mail transaction. The content checks and smtp_generic_maps' header rewriting
+    run once DATA is accepted, each time the message is sent, their lines logged then, as
+    Postfix's smtp applies them while it sends the message; a checks table that cannot be
+    opened or read ends the session there, what went before it sent, no "." (4.3.0 "local
+    data error while talking to H[A]", after "warning: QID: smtp header|body checks lookup
+    error")."""
     env = req.envelope
     label = s.host.label
     xforward = _xforward(s, req, p)
@@ -1390,8 +1409,23 @@ async def _transaction(
             results[i] = o
         return [x or o for x in results]
     stage_xfer = "sending message body"
+    notes: list[tuple[int, str]] = []
+    try:
+        req = _content_checks(req, p, notes, generic)
+        failed = ""
+    except _ChecksError as e:
+        failed, given = e.args
+        req = dataclasses.replace(req, content=given)
     for level, text in notes:
         log.log(level, text)
+    if failed:
+        log.warning("%s: smtp %s checks lookup error", req.queue_id, failed)
+        # What went before it is in the stream's buffer, flushed as the session closes.
+        with contextlib.suppress(SessionError):
+            data = _data_bytes(req.content, int(p.get("line_length_limit")))
+            await s.send(data, p.time("data_xfer_timeout"), stage_xfer)
+        o = Outcome("4.3.0", f"local data error while talking to {label}")
+        raise _Partial([x or o for x in results])
     # Body and the final dot in one write (one segment for a small message, as Postfix's
     # buffered stream sends them).
     note = _break_note(req.queue_id, p)
@@ -1504,18 +1538,14 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
     sites = [nexthop]
     if not lmtp:
         sites += [d for d in re.split(r"[,\s]+", req.cfg.get("smtp_fallback_relay")) if d]
-    notes: list[tuple[int, str]] = []
     generic = _generic_map(p)
-    try:
-        wire: DeliveryRequest | str = _content_checks(
-            _generic_envelope(req, generic) if generic else req, p, notes, generic
-        )
-    except _ChecksError as e:
-        # Postfix finds this while it sends the message: the session reports it.
-        wire = e.args[0]
+    wire = _generic_envelope(req, generic) if generic else req
     tried = 0
     while True:
-        outcomes, again, unresolved = await _deliver_site(req, wire, notes, p, sites[tried])
+        final = tried + 1 == len(sites)
+        outcomes, again, unresolved = await _deliver_site(
+            req, wire, generic, p, sites[tried], final
+        )
         tried += 1
         if not again or tried == len(sites):
             break
@@ -1534,16 +1564,17 @@ async def deliver(req: DeliveryRequest) -> list[Outcome]:
 
 async def _deliver_site(
     req: DeliveryRequest,
-    wire: DeliveryRequest | str,
-    notes: list[tuple[int, str]],
+    wire: DeliveryRequest,
+    generic: Callable[[str], str] | None,
     p: Params,
     nexthop: str,
+    final: bool = True,
 ) -> _SiteResult:
-    """Delivery to one destination's hosts (`wire`: the request as it goes out, after the
-    content checks and smtp_generic_maps, "header" or "body" when a content checks table
-    could not be read; `notes`: the checks' log lines); says whether the next destination (a
-    fallback relay) may be tried: every recipient is still to be delivered, none bounced,
-    after the last host, and this host is none of the destination's MX hosts."""
+    """Delivery to one destination's hosts (`wire`: the request with its envelope as it
+    goes out, after smtp_generic_maps; `generic` for its headers; `final` when no
+    fallback relay follows); says whether the next destination (a fallback relay) may be
+    tried: every recipient is still to be delivered, none bounced, after the last host,
+    and this host is none of the destination's MX hosts."""
     key: tuple[str, ...] = (req.transport, nexthop)
     if p.bool("sasl_auth_enable") and p.bool("sender_dependent_authentication"):
         # A session logged in for one sender is not another's (Postfix's connection
@@ -1605,13 +1636,8 @@ async def _deliver_site(
                 return _SiteResult([Outcome(e.status, e.text, s.host.relay)] * n)
             s.setup_done = time.time()
         relay = s.host.relay
-        if isinstance(wire, str):
-            log.warning("%s: smtp %s checks lookup error", req.queue_id, wire)
-            s.close()
-            text = f"local data error while talking to {s.host.label}"
-            return _SiteResult([Outcome("4.3.0", text, relay)] * n)
         try:
-            outcomes = [_used(o, s) for o in await _transaction(s, wire, p, notes)]
+            outcomes = [_used(o, s) for o in await _transaction(s, wire, p, generic)]
         except _Partial as pe:
             s.close()
             return _SiteResult([_used(o, s) for o in pe.outcomes])
@@ -1632,6 +1658,7 @@ async def _deliver_site(
         soft = bool(outcomes) and all(o.status.startswith("4") for o in outcomes)
         if soft and attempt < len(hosts):
             # Every recipient soft-failed at this host: the next MX may do better.
+            _log_skipped(req.queue_id, outcomes)
             await _quit(s, p)
             s = None
             last = SessionError(outcomes[0].status, outcomes[0].text)
@@ -1642,7 +1669,21 @@ async def _deliver_site(
             await _quit(s, p)
         else:
             _park(key, s, p)
+        if soft and not mx_self and not final:
+            _log_skipped(req.queue_id, outcomes)
         return _SiteResult(outcomes, soft and not mx_self)
+
+
+def _log_skipped(queue_id: str, outcomes: list[Outcome]) -> None:
+    """Why a host that soft-failed every recipient is left for the next host or fallback
+    relay: Postfix's smtp_bulk_fail logs it once ("QID: host H[A] said: ... (in reply to
+    end of DATA command)"), smtp_rcpt_fail for each recipient a RCPT TO refused, when
+    the host is not the last one to try (SMTP_MISC_FLAG_FINAL_SERVER)."""
+    said: set[str] = set()
+    for o in outcomes:
+        if o.text not in said or o.text.endswith("(in reply to RCPT TO command)"):
+            log.info("%s: %s", queue_id, o.text)
+            said.add(o.text)
 
 
 def _used(o: Outcome, s: Session) -> Outcome:
