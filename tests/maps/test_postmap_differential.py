@@ -510,3 +510,92 @@ def test_inline_table_not_utf8_as_postfix(work, smtputf8):
         ), theirs[0]
     else:
         assert theirs[0][1] == b"caf\xe9\n", theirs[0]
+
+
+def _built_and_answers(
+    work: Path, smtputf8: str, tool: str, spec: str, source: bytes, keys: list[bytes]
+) -> list[list[tuple]]:
+    """Ours and theirs: each tool builds its own copy of `source` as `spec` (TYPE:NAME)
+    with and without -u, then answers the keys (-uq -); (exit, stdout, stderr) of each,
+    the copy's name as NAME and Berkeley DB's .db as our .cdb."""
+    conf = work / f"conf-utf8-{smtputf8}"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text(f"smtputf8_enable = {smtputf8}\n")
+    kind, _, name = spec.partition(":")
+    path = {"postmap": POSTMAP, "postalias": POSTALIAS}[tool]
+    answers = []
+    for side, cmd in (("ours", [sys.executable, "-m", f"oxipost.cli.{tool}"]), ("theirs", [path])):
+        copy = f"{name}-{side}"
+        (work / copy).write_bytes(source)
+        out = []
+        for flags in ([], ["-u"]):
+            for args, stdin in (
+                ([*flags, f"{kind}:{copy}"], b""),
+                (["-uq", "-", f"{kind}:{copy}"], b"\n".join(keys) + b"\n"),
+            ):
+                p = subprocess.run(
+                    [*cmd, "-c", str(conf), *args], cwd=work, input=stdin, capture_output=True
+                )
+                err = p.stderr.replace(copy.encode(), b"NAME").replace(b"NAME.cdb", b"NAME.db")
+                out.append((p.returncode, p.stdout, err))
+        answers.append(out)
+    return answers
+
+
+@pytest.mark.parametrize("kind", ["hash", "cdb"])
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_postmap_skips_source_lines_not_utf8_as_postfix(work, smtputf8, kind):
+    """With smtputf8_enable = yes (and no -u) postmap leaves out each logical line of its
+    source that is not UTF-8, warning 'FILE, line N: non-UTF-8 input "LINE" -- ignoring
+    this line' (N its first line) among its other warnings, and exits 0; the keys of those
+    lines are then not found. Without, the bytes are kept."""
+    keys = [b"a", b"b", b"d", b"k", b"x", b"u", b"caf\xe9", b"caf\xc3\xa9"]
+    ours, theirs = _built_and_answers(work, smtputf8, "postmap", f"{kind}:u8", NOT_UTF8, keys)
+    assert ours == theirs
+    built, answered, built_u, _ = theirs
+    assert built[0] == 0 and built_u[0] == 0, theirs
+    warned = b'postmap: warning: NAME, line 4: non-UTF-8 input "d caf\xc3\xa9 e cont?"'
+    assert (warned in built[2]) == (smtputf8 == "yes"), built
+    assert warned not in built_u[2], built_u
+    assert (b"a\tcaf\xe9\n" in answered[1]) == (smtputf8 == "no"), answered
+
+
+def test_postmap_skips_stdin_lines_not_utf8_as_postfix(work):
+    """postmap -i reads standard input as a source: its skipped lines are "stdin, line N"."""
+    conf = work / "conf-utf8-yes"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text("smtputf8_enable = yes\n")
+    answers = []
+    for side, cmd in (
+        ("ours", [sys.executable, "-m", "oxipost.cli.postmap"]),
+        ("theirs", [POSTMAP]),
+    ):
+        copy = f"stdin-{side}"
+        (work / copy).write_bytes(b"z y\n")
+        built = subprocess.run(
+            [*cmd, "-c", str(conf), "-i", f"hash:{copy}"],
+            cwd=work,
+            input=NOT_UTF8,
+            capture_output=True,
+        )
+        q = subprocess.run(
+            [*cmd, "-c", str(conf), "-q", "-", f"hash:{copy}"],
+            cwd=work,
+            input=b"z\na\nb\nd\nx\nu\n",
+            capture_output=True,
+        )
+        err = built.stderr.replace(copy.encode(), b"NAME").replace(b"NAME.cdb", b"NAME.db")
+        answers.append([(built.returncode, err), (q.returncode, q.stdout, q.stderr)])
+    assert answers[0] == answers[1]
+    assert b'warning: stdin, line 1: non-UTF-8 input "a caf?"' in answers[1][0][1], answers
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_postalias_skips_lines_not_utf8_as_postfix(work, smtputf8):
+    """postalias skips an aliases(5) logical line that is not UTF-8 as postmap does."""
+    source = b"a: b\ncaf\xe9: x\nc: d\xff\n  cont\xfe\ne: f\ng: caf\xc3\xa9\n"
+    keys = [b"a", b"c", b"e", b"g", b"caf\xe9"]
+    ours, theirs = _built_and_answers(work, smtputf8, "postalias", "hash:al", source, keys)
+    assert ours == theirs
+    warned = b'postalias: warning: NAME, line 3: non-UTF-8 input "c: d?  cont?"'
+    assert (warned in theirs[0][2]) == (smtputf8 == "yes"), theirs[0]

@@ -1,8 +1,11 @@
 """oxipost._core.maps: cdb build and mmap lookups, table source text, regexp/pcre tables."""
 
-def build_cdb(text: bytes, name: str, path: str, fold: bool, duplicates_mode: str) -> list[str]:
-    """Build the cdb file `path` from postmap source text, atomically; return warnings.
-    duplicates_mode is "warn" (keep first), "replace" (keep last) or "ignore"."""
+def build_cdb(
+    text: bytes, source: str, name: str, path: str, fold: bool, duplicates_mode: str
+) -> list[tuple[int, str]]:
+    """Build the cdb file `path` from postmap source text, atomically; return the warnings
+    as (line, text), a line's naming the source file `source`, a duplicate's the table
+    `name`. duplicates_mode is "warn" (keep first), "replace" (keep last) or "ignore"."""
 
 def write_cdb(
     path: str, entries: list[tuple[bytes, bytes, int]], name: str, duplicates_mode: str

@@ -12,22 +12,25 @@ import sys
 from collections.abc import Sequence
 
 from oxipost._core import maps as _core
-from oxipost.cli.postmap import Fatal, run, warning_label
-from oxipost.maps import os_reason, read_file
+from oxipost.cli.postmap import Fatal, by_line, run, source_text, warning_label
+from oxipost.maps import os_reason
 from oxipost.maps.aliases import parse_aliases
 
 USAGE = "[-Nfinoprsuvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
 OPTIONS = "c:d:fimNnopq:rsuvw"
 
 
-def build_aliases(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
+def build_aliases(
+    prog: str, kind: str, name: str, fold_keys: bool, dups: str, utf8: bool
+) -> list[str]:
     """Build `<name>.cdb` from the aliases file `name`; return the warnings."""
-    entries, warnings = parse_aliases(read_file(name, "open"), name, fold_keys)
+    text, skipped = source_text(name, utf8)
+    entries, warnings = parse_aliases(text, name, fold_keys)
     try:
         warnings += _core.write_cdb(name + ".cdb", entries, warning_label(kind, name), dups)
     except OSError as e:
         raise Fatal(f"open database {name}.cdb: {os_reason(e)}") from None
-    return [w for _, w in sorted(warnings, key=lambda lw: lw[0])]
+    return by_line(warnings + skipped)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from oxipost.maps import (
     read_file,
     set_warning_sink,
     warn,
+    without_non_utf8_lines,
 )
 
 USAGE = "[-bfFhimnNoprsuUvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
@@ -44,8 +45,9 @@ class Fatal(Exception):
     """A postmap/postalias fatal error: the text after `prog: fatal: `."""
 
 
-# A builder turns a source file into the table's (key, value) pairs or writes it itself.
-Builder = Callable[[str, str, str, bool, str], list[str]]
+# A builder writes a table from its source file (prog, type, name, fold_keys, duplicates,
+# utf8) and returns its warnings.
+Builder = Callable[[str, str, str, bool, str, bool], list[str]]
 
 
 def warning_label(kind: str, name: str) -> str:
@@ -54,13 +56,31 @@ def warning_label(kind: str, name: str) -> str:
     return name if kind == "cdb" else f"{name}.cdb"
 
 
-def build_postmap(prog: str, kind: str, name: str, fold_keys: bool, dups: str) -> list[str]:
-    """Build `<name>.cdb` from the postmap source `name`; return the warnings."""
+def source_text(name: str, utf8: bool) -> tuple[bytes, list[tuple[int, str]]]:
+    """The source file `name`; with `utf8` (smtputf8_enable, no -u), without the logical
+    lines that are not UTF-8, which Postfix's postmap and postalias skip with a warning
+    each, as (line, warning)."""
     text = read_file(name, "open")
+    return without_non_utf8_lines(text, name) if utf8 else (text, [])
+
+
+def by_line(warnings: list[tuple[int, str]]) -> list[str]:
+    """Warnings in the order of the lines they are about, as Postfix warns as it reads."""
+    return [w for _, w in sorted(warnings, key=lambda lw: lw[0])]
+
+
+def build_postmap(
+    prog: str, kind: str, name: str, fold_keys: bool, dups: str, utf8: bool
+) -> list[str]:
+    """Build `<name>.cdb` from the postmap source `name`; return the warnings."""
+    text, skipped = source_text(name, utf8)
     try:
-        return _core.build_cdb(text, warning_label(kind, name), name + ".cdb", fold_keys, dups)
+        warnings = _core.build_cdb(
+            text, name, warning_label(kind, name), name + ".cdb", fold_keys, dups
+        )
     except OSError as e:
         raise Fatal(f"open database {name}.cdb: {os_reason(e)}") from None
+    return by_line(warnings + skipped)
 
 
 def split_spec(spec: str, default_type: str) -> tuple[str, str]:
@@ -309,16 +329,22 @@ def run(
                     status = 0
                     _core.write_cdb(name + ".cdb", kept, warning_label(kind, name), "ignore")
             return status
+        # DICT_FLAG_UTF8_ACTIVE for a build: its source lines must be UTF-8.
+        build_utf8 = "-u" not in flags and cfg.get_bool("smtputf8_enable")
         if "-i" in flags:
             for kind, name in parsed:
                 _rewrite(kind, name)
+                text = sys.stdin.buffer.read()
+                skipped: list[tuple[int, str]] = []
+                if build_utf8:
+                    text, skipped = without_non_utf8_lines(text, "stdin")
                 entries, warnings = _core.parse_entries(
-                    sys.stdin.buffer.read(), "-", "expected format: key whitespace value"
+                    text, "stdin", "expected format: key whitespace value"
                 )
                 new = [(k.lower() if fold_keys else k, v, line) for k, v, line in entries]
                 pairs = _existing_entries(name) + new
                 warnings += _core.write_cdb(name + ".cdb", pairs, warning_label(kind, name), dups)
-                for _, w in sorted(warnings, key=lambda lw: lw[0]):
+                for w in by_line(warnings + skipped):
                     print(f"{prog}: warning: {w}", file=sys.stderr)
             return 0
         for kind, name in parsed:
@@ -328,7 +354,7 @@ def run(
                         f"unsupported dictionary type: {kind} does not support bulk-mode creation."
                     )
                 raise Fatal(f"unsupported dictionary type: {kind}")
-            for w in builder(prog, kind, name, fold_keys, dups):
+            for w in builder(prog, kind, name, fold_keys, dups, build_utf8):
                 print(f"{prog}: warning: {w}", file=sys.stderr)
         return 0
     except (Fatal, TableError) as e:

@@ -288,7 +288,7 @@ def read_texthash(path: str, fold_keys: bool = True, utf8: bool = False) -> Dict
     text, owner = read_owned(path)
     skipped: list[tuple[int, str]] = []
     if utf8:
-        text, skipped = _without_non_utf8_lines(text, path)
+        text, skipped = without_non_utf8_lines(text, path)
     entries, warnings = _core.parse_entries(
         text, path, "expected format: key whitespace value -- ignoring this line"
     )
@@ -315,10 +315,10 @@ def read_texthash(path: str, fold_keys: bool = True, utf8: bool = False) -> Dict
     return DictTable(table, fold_keys, owner)
 
 
-def _without_non_utf8_lines(text: bytes, path: str) -> tuple[bytes, list[tuple[int, str]]]:
+def without_non_utf8_lines(text: bytes, path: str) -> tuple[bytes, list[tuple[int, str]]]:
     """`text` with each logical line that is not UTF-8 blanked out (its physical lines kept
-    as empty ones, so that the others keep their numbers), and dict_thash's warning for
-    each: (line, text)."""
+    as empty ones, so that the others keep their numbers), and the warning of Postfix's
+    dict_thash, postmap and postalias for each: (line, text)."""
     try:
         text.decode()
         return text, []

@@ -26,20 +26,22 @@ pub mod maps {
         }
     }
 
-    /// Builds `<path>` (a cdb file) from postmap source text, atomically; returns warnings.
+    /// Builds `<path>` (a cdb file) from postmap source text, atomically; returns the
+    /// warnings as (line, text), naming the source file `source` and the table `name`.
     #[pyfunction]
-    #[pyo3(signature = (text, name, path, fold, duplicates_mode))]
+    #[pyo3(signature = (text, source, name, path, fold, duplicates_mode))]
     fn build_cdb(
         py: Python<'_>,
         text: &[u8],
+        source: &str,
         name: &str,
         path: PathBuf,
         fold: bool,
         duplicates_mode: &str,
-    ) -> Result<Vec<String>, PyErr> {
+    ) -> Result<Warnings, PyErr> {
         let dups = duplicates(duplicates_mode)?;
-        let result = py.detach(|| -> Result<Vec<String>, PyCoreError> {
-            let (image, warnings) = core::build_cdb_from_source(text, name, fold, dups)?;
+        let result = py.detach(|| -> Result<Warnings, PyCoreError> {
+            let (image, warnings) = core::build_cdb_from_source(text, source, name, fold, dups)?;
             cdb::write_file_atomically(&path, &image)?;
             Ok(warnings)
         });

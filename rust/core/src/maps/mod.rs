@@ -19,30 +19,37 @@ pub enum Duplicates {
     Ignore,
 }
 
+/// Warnings, each with the number of the line it is about.
+pub type LineWarnings = Vec<(usize, String)>;
+
 /// Postfix folds table keys with its ASCII `lowercase()`.
 pub fn fold_key(key: &mut [u8]) {
     key.make_ascii_lowercase();
 }
 
-/// Builds the cdb image of a postmap(1) source text. `name` labels the warnings as Postfix
-/// does (the path the user gave); they come in the order Postfix reads the lines.
+/// Builds the cdb image of a postmap(1) source text. `source` labels the warnings about a
+/// line as Postfix does (the path the user gave), `name` those about a duplicate key (the
+/// table's file); they come in the order Postfix reads the lines, each with
+/// the line it is about, so that a caller's own warnings (postmap's skipped non-UTF-8
+/// lines) can go among them.
 ///
 /// One pass without copying lines: records go straight into the image. Tables rarely hold
 /// a key twice, so duplicates are only looked for while the hash tables are filled; when
 /// there is one, the table is built again the slow way, which reports each with its line.
 pub fn build_cdb_from_source(
     text: &[u8],
+    source: &str,
     name: &str,
     fold: bool,
     duplicates: Duplicates,
-) -> CoreResult<(Vec<u8>, Vec<String>)> {
+) -> CoreResult<(Vec<u8>, LineWarnings)> {
     const MISSING: &str = "expected format: key whitespace value";
     let mut warnings = Vec::new();
     let estimate = memchr::memchr_iter(b'\n', text).count() + 1;
     let mut builder = cdb::CdbBuilder::with_capacity(text.len(), estimate);
     let mut folded = Vec::new();
     let mut failure = None;
-    source::for_each_entry(text, name, MISSING, &mut warnings, |key, value, _| {
+    source::for_each_entry(text, source, MISSING, &mut warnings, |key, value, _| {
         if failure.is_some() {
             return;
         }
@@ -62,10 +69,10 @@ pub fn build_cdb_from_source(
         return Err(e);
     }
     if let Some(image) = builder.finish_if_unique()? {
-        return Ok((image, warnings.into_iter().map(|(_, w)| w).collect()));
+        return Ok((image, warnings));
     }
     warnings.clear();
-    let mut entries = source::parse_entries(text, name, MISSING, &mut warnings);
+    let mut entries = source::parse_entries(text, source, MISSING, &mut warnings);
     if fold {
         for e in &mut entries {
             fold_key(&mut e.key);
@@ -74,7 +81,7 @@ pub fn build_cdb_from_source(
     let pairs = entries.into_iter().map(|e| (e.key, e.value, e.lineno));
     let image = build_cdb(pairs, name, duplicates, &mut warnings)?;
     warnings.sort_by_key(|(line, _)| *line);
-    Ok((image, warnings.into_iter().map(|(_, w)| w).collect()))
+    Ok((image, warnings))
 }
 
 fn duplicate_warning(name: &str, key: &[u8]) -> String {
@@ -125,8 +132,11 @@ mod tests {
         let path = dir.join("t.cdb");
         let src = b"Alice a1\nbob b1\nALICE a2\n";
         let (image, warnings) =
-            build_cdb_from_source(src, "t", true, Duplicates::WarnKeepFirst).unwrap();
-        assert_eq!(warnings, vec!["t: duplicate entry: \"alice\"".to_string()]);
+            build_cdb_from_source(src, "t", "t", true, Duplicates::WarnKeepFirst).unwrap();
+        assert_eq!(
+            warnings,
+            vec![(3, "t: duplicate entry: \"alice\"".to_string())]
+        );
         cdb::write_file_atomically(&path, &image).unwrap();
         let r = cdb::CdbReader::open(&path).unwrap();
         assert_eq!(r.get(b"alice"), Some(&b"a1"[..]));
@@ -134,7 +144,7 @@ mod tests {
         assert_eq!(r.get(b"carol"), None);
         assert_eq!(r.items().len(), 2);
 
-        let (image, _) = build_cdb_from_source(src, "t", true, Duplicates::Replace).unwrap();
+        let (image, _) = build_cdb_from_source(src, "t", "t", true, Duplicates::Replace).unwrap();
         cdb::write_file_atomically(&path, &image).unwrap();
         let r = cdb::CdbReader::open(&path).unwrap();
         assert_eq!(r.get(b"alice"), Some(&b"a2"[..]));
