@@ -611,7 +611,10 @@ class MimeWalker(ABC):
         param = self.body_checks
         if budget[0] <= 0 or not self.enabled(param):
             return [line]
-        budget[0] -= len(line) + 1
+        # Bytes, as Postfix counts: a line of characters that are not ASCII has more.
+        budget[0] -= (
+            len(line) if line.isascii() else len(line.encode("utf-8", "surrogateescape"))
+        ) + 1
         if not line:
             return [line]
         value = self.lookup(param, line)
