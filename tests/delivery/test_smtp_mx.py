@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import dns.asyncresolver
@@ -111,3 +112,34 @@ def test_delivery_through_mx_with_dsn_parameters(tmp_path):
         (msg,) = dumps(dump)
     assert "X-Mail-Args: <a@example.org> ENVID=ID1+2Ba+20b+3D RET=HDRS" in msg
     assert "X-Rcpt-Args: <u@dsn.test> ORCPT=rfc822;U+2Bx@dsn.test NOTIFY=SUCCESS,FAILURE" in msg
+
+
+def test_next_mx_after_a_refusal_at_end_of_data_gets_the_checks_again(tmp_path, caplog):
+    """The first MX soft-fails the message at "." and the second takes it: the content
+    checks run for each (their lines logged each time) and the first is left with
+    "QID: host H[A] said: ..." between them, as Postfix 3.7's smtp does before a fallback
+    relay (test_smtp_fallback, test_smtp_content_checks compare that with it)."""
+    port = free_port()
+    (tmp_path / "body").write_text("/^w/ WARN warned\n")
+    cfg, _ = _params(tmp_path, port, f"smtp_body_checks = regexp:{tmp_path}/body\n")
+    zone = {
+        ("two.test", "MX"): ["10 mx1.two.test.", "20 mx2.two.test."],
+        ("mx1.two.test", "A"): ["127.0.0.41"],
+        ("mx2.two.test", "A"): ["127.0.0.42"],
+    }
+    caplog.set_level(logging.INFO, logger="oxipost.smtp")
+    with (
+        dns_server(zone),
+        sink(tmp_path, "-r", ".", listen=f"127.0.0.41:{port}"),
+        sink(tmp_path, listen=f"127.0.0.42:{port}") as (_, dump),
+    ):
+        (o,) = run(request(cfg, "smtp", "two.test", ["u@two.test"], content=b"S: x\n\nw\n"))
+        assert o.delivered and o.relay == f"mx2.two.test[127.0.0.42]:{port}", o
+        assert len(dumps(dump)) == 1
+    warned = "4ABCDE1234: warning: body w: warned"
+    assert caplog.messages == [
+        warned,
+        "4ABCDE1234: host mx1.two.test[127.0.0.41] said: 450 4.3.0 Error: command failed"
+        " (in reply to end of DATA command)",
+        warned,
+    ]
