@@ -35,7 +35,7 @@ import traceback
 from collections.abc import Iterable
 from typing import NoReturn, Protocol
 
-from oxipost.printable import printable
+from oxipost.printable import printable, truncate
 
 # The ident syslog.openlog last set: one per process, switched when another program name logs.
 _syslog_ident: str | None = None
@@ -262,10 +262,10 @@ class Logger:
     def _cut(self, text: str) -> str:
         """The first RECORD_LIMIT bytes of text. syslog() takes only whole characters:
         there a character that the cut splits goes."""
-        if text.isascii():
-            return text[:RECORD_LIMIT]
-        raw = text.encode()[:RECORD_LIMIT]
-        return raw.decode("utf-8", "surrogateescape" if self.maillog_file else "ignore")
+        text = truncate(text, RECORD_LIMIT)
+        if not self.maillog_file and not text.isascii():
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "ignore")
+        return text
 
     def info(self, text: str, pid: int = 0) -> None:
         """Log text; with pid, as that process's line rather than this one's (the line

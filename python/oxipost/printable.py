@@ -34,6 +34,15 @@ def printable(text: str, replacement: str = "?", utf8: bool = True) -> str:
     return out.decode("utf-8", "surrogateescape")
 
 
+def truncate(text: str, limit: int) -> str:
+    """The first `limit` bytes of `text`, as C's "%.*s" cuts a string: a UTF-8 character
+    that the cut splits keeps its first bytes (surrogate escapes, which printable() shows
+    as the bytes they are)."""
+    if text.isascii():
+        return text[:limit]
+    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "surrogateescape")
+
+
 _C_NAMES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r", 92: "\\\\"}
 _ESCAPED = [_C_NAMES.get(b) or (chr(b) if 0x20 <= b < 0x7F else f"\\{b:03o}") for b in range(256)]
 

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postfix]
 PREFIX = re.compile(rb"^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d mx postfix/(smtpd|cleanup)\[\d+\]: ")
 
 # Folded, with a TAB, a CR and other control characters in the header that header_checks
-# warns about (cleanup logs it with its newlines), UTF-8 in an address, records longer than
+# warns about (cleanup logs it with its newlines), a header cleanup cuts after 200 bytes
+# inside a UTF-8 character, UTF-8 in an address, records longer than
 # 2,000 bytes (a long address, a long HELO name in a reject line, a long warning), and a
 # non-SMTP command with control characters (smtpd logs its first 100 bytes).
 DIALOGUE: list[bytes] = [
@@ -36,7 +37,10 @@ DIALOGUE: list[bytes] = [
     b"RCPT TO:<" + b"l" * 1900 + b"@example.net>",
     b"RCPT TO:<u@localhost>",
     b"DATA",
-    b"Subject: a\r\n\tb\tc\x01d\x7fe\rf caf\xc3\xa9\r\n\r\nbody\r\n.",
+    b"Subject: a\r\n\tb\tc\x01d\x7fe\rf caf\xc3\xa9\r\nX-Long: "
+    + b"y" * 191
+    + b"\xc3\xa9" * 9
+    + b"\r\n\r\nbody\r\n.",
     b"EHLO " + b"h" * 1990,
     b"MAIL FROM:<a@example.org>",
     b"RCPT TO:<z@example.net>",
@@ -46,7 +50,7 @@ DIALOGUE: list[bytes] = [
 MAIN_CF = (
     "myhostname = mx.example.test\nmynetworks = 127.0.0.1/32\n"
     "smtpd_recipient_restrictions = reject_unauth_destination\n"
-    "header_checks = regexp:{{/^Subject:/ WARN checked}}\n"
+    "header_checks = regexp:{{/^Subject:/ WARN checked}, {/^X-Long:/ WARN long}}\n"
     "alias_maps =\nalias_database =\n"
 )
 
@@ -107,6 +111,9 @@ def test_log_records_as_postfix(smtputf8: str) -> None:
     header = b"cleanup: QID: warning: header Subject: a??b?c?d?e"
     assert any(ln.startswith(header) and cafe + b" from " in ln for ln in theirs), theirs
     assert any(b" to=<" + cafe + b"@example.net> " in ln for ln in theirs), theirs
+    # 200 bytes: the first of a UTF-8 character's two, a '?' as printable() shows it.
+    cut = b"y" * 191 + b"? from "
+    assert any(b" header X-Long: " + cut in ln for ln in theirs), theirs
     lengths = sorted(len(ln) for ln in theirs)
     assert lengths[-2:] == [len(b"smtpd: ") + 2000] * 2, lengths
     assert ours == theirs

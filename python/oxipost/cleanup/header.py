@@ -38,6 +38,7 @@ from oxipost.delivery.address import log_form, quote_local
 from oxipost.envelope import Envelope
 from oxipost.maps import Table, TableError
 from oxipost.maps.search import maps_find_warned
+from oxipost.printable import truncate
 from oxipost.rewrite.resolve import split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.check import match_networks
@@ -147,7 +148,8 @@ def _log_origin(state: CleanupState) -> str:
 def _act_log(state: CleanupState, action: str, context: str, content: str, text: str) -> None:
     """cleanup_act_log: one line per action, with the message's context."""
     env = state.env
-    line = f"{action}: {context} {content[:200]} from {_log_origin(state)};"
+    # Postfix's "%.200s": the first 200 bytes, whatever characters they cut.
+    line = f"{action}: {context} {truncate(content, 200)} from {_log_origin(state)};"
     external = state.cfg.get("info_log_address_format") == "external"
     line += f" from=<{log_form(state.sender, external)}>"
     if state.recip:
