@@ -432,3 +432,47 @@ def test_long_body_lines_reach_body_checks_in_pieces_as_in_postfix(
         ("prepend:", "before"),
         ("reject:", "5.7.1 second piece"),
     ]
+
+
+# A line that starts with "--" and a multipart's boundary is that boundary whatever follows
+# it, as Postfix's mime_state compares (strncmp): the headers after "--BOUNDx" are a part's,
+# looked up in mime_header_checks, not body lines; "--BOUND--x" closes the multipart.
+BOUNDARY_CF = """\
+mime_header_checks = regexp:{dir}/mime
+body_checks = regexp:{dir}/body
+"""
+BOUNDARY_TABLES = {
+    "mime": "/^X-Part: (.*)/ REJECT part header $1\n",
+    "body": "/^X-Part: (.*)/ REJECT body line $1\n",
+}
+BOUNDARY_MESSAGES = [
+    b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=BOUND\r\n"
+    b"\r\npreamble\r\n--BOUNDx trailing\r\nX-Part: one\r\n\r\npart\r\n--BOUND--\r\n",
+    b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=BOUND\r\n"
+    b"\r\n--BOUND\r\n\r\npart\r\n--BOUND--x\r\n--BOUND\r\nX-Part: two\r\n\r\nz\r\n",
+]
+
+
+def _send_boundary(port: int) -> list[tuple[int, bytes]]:
+    replies = []
+    for data in BOUNDARY_MESSAGES:
+        with smtplib.SMTP("127.0.0.1", port) as s:
+            try:
+                s.sendmail("x@example.org", ["team@example.test"], data)
+                replies.append((250, b""))
+            except smtplib.SMTPDataError as e:
+                replies.append((e.smtp_code, e.smtp_error))
+    return replies
+
+
+def test_boundary_with_trailing_text_as_in_postfix(start_smtpd: Any, tmp_path: Path) -> None:
+    with running_postfix(BOUNDARY_CF, without=("qmgr",)) as (port, d):
+        for name, text in BOUNDARY_TABLES.items():
+            (d / name).write_text(text)
+        subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
+        theirs = _send_boundary(port)
+    for name, text in BOUNDARY_TABLES.items():
+        (tmp_path / name).write_text(text)
+    srv = start_smtpd(BOUNDARY_CF.replace("{dir}", str(tmp_path)))
+    ours = _send_boundary(srv.port)
+    assert ours == theirs == [(550, b"5.7.1 part header one"), (550, b"5.7.1 body line two")]

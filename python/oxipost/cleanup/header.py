@@ -679,21 +679,20 @@ class MimeWalker(ABC):
                 pending = []
                 mode = "body"
             if self.mime and stack and line.startswith("--"):
-                token = line[2:].rstrip()
-                if token == stack[-1] + "--" or token in (b + "--" for b in stack):
-                    while stack and token != stack[-1] + "--":
-                        stack.pop()
-                    if stack:
-                        stack.pop()
+                # As mime_state: the innermost boundary the line starts with, whatever
+                # follows it ("--" after it closes that multipart).
+                depth = len(stack) - 1
+                while depth >= 0 and not line.startswith(stack[depth], 2):
+                    depth -= 1
+                if depth >= 0:
+                    del stack[depth + 1 :]
                     out.extend(self._check_body(line, budget))
-                    budget = [self.body_limit]
-                    continue
-                if token in stack:
-                    while stack[-1] != token:
+                    if line.startswith("--", 2 + len(stack[depth])):
                         stack.pop()
-                    out.extend(self._check_body(line, budget))
-                    mode = "header"
-                    pending_cls = MULTIPART
+                        budget = [self.body_limit]
+                    else:
+                        mode = "header"
+                        pending_cls = MULTIPART
                     continue
             out.extend(self._check_body(line, budget))
         if pending:
