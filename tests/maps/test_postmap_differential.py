@@ -246,6 +246,196 @@ def test_pcre_look_around_and_back_references(work):
         assert a == b, key
 
 
+# regexp: is glibc's regcomp (REG_EXTENDED | REG_ICASE; `i` drops REG_ICASE, `x` drops
+# REG_EXTENDED, `m` adds REG_NEWLINE) in the C locale. Each rule alone in a table, each of
+# its keys through `postmap -q -`: the answers, the exit status and the warnings (glibc's
+# regerror() text for a rule it refuses) are Postfix's.
+POSIX_CASES: list[tuple[str, list[str]]] = [
+    # A backslash quotes an ordinary character; REG_ICASE does not read it through
+    # toupper(), so an escaped lower-case letter matches nothing.
+    (r"/a\d/ r", ["ad", "a1", "aD"]),
+    (r"/a\d/i r", ["ad", "a1"]),
+    (r"/\D/ r", ["d", "D"]),
+    (r"/\n/ r", ["n"]),
+    (r"/\%/ r", ["%"]),
+    (r"/\Z/i r", ["Z", "z"]),
+    (r"/\./ r", [".", "a"]),
+    (r"/\(\{\}\^\$\[/ r", ["({}^$[", "x"]),
+    (r"/a\|b/ r", ["a|b", "a"]),
+    # GNU's escapes.
+    (r"/\s/ r", [" ", "s"]),
+    (r"/\S+$/ r", ["a b", "ab "]),
+    (r"/\w+/ r", ["_", "-"]),
+    (r"/\W/ r", ["a", "a-b"]),
+    (r"/\<ab/ r", ["x ab", "xab"]),
+    (r"/ab\>/ r", ["ab x", "abc"]),
+    (r"/\bfoo\b/ r", ["a foo b", "afoo"]),
+    (r"/\Bfoo/ r", ["afoo", "foo"]),
+    (r"/\`ab\'/ r", ["ab", "xab"]),
+    (r"/\p{Lu}/ r", ["A"]),
+    # Bracket expressions: a backslash is itself, a leading ] is a member.
+    (r"/[\s]/ r", ["\\", "s", "x y"]),
+    (r"/[\d]/ r", ["d", "1"]),
+    (r"/[]a]/ r", ["]", "a", "b"]),
+    (r"/[^]a]/ r", ["]", "b"]),
+    (r"/[]-a]/ r", ["^", "b"]),
+    (r"/[^-a]/ r", ["b", "x-"]),
+    (r"/[.]/ r", ["a", "."]),
+    (r"/[*+?{}()|]/ r", ["|", "a"]),
+    (r"/[\]]/ r", ["\\]", "]"]),
+    (r"/x[a-]/ r", ["x-", "xb"]),
+    (r"/x[%--]/ r", ["x-", "x+", "x."]),
+    (r"/x[a-z-9]/ r", ["x9"]),
+    (r"/x[a--]/ r", ["x-"]),
+    (r"/[z-a]/ r", ["a"]),
+    (r"/[_-a]/ r", ["_"]),
+    (r"/[A-_]/ r", ["_", "a", "z", "`"]),
+    (r"/[Z-a]/i r", ["a", "Z", "_", "z"]),
+    (r"/[A-Z]/ r", ["a"]),
+    (r"/[a-z]/i r", ["A"]),
+    # Classes, equivalence classes and collating symbols of the C locale.
+    (r"/[[:alpha:]]/ r", ["a", "1"]),
+    (r"/[[:alpha:][:digit:]]+$/ r", ["ab1", "ab-"]),
+    (r"/[^[:alpha:]]/ r", ["a", "1"]),
+    (r"/^[[:punct:]]+$/ r", ["!-~", "a!"]),
+    (r"/^[[:xdigit:][:blank:]]+$/ r", ["fF 0", "g"]),
+    (r"/[[:upper:]]/ r", ["a"]),
+    (r"/[[:upper:]]/i r", ["a", "A"]),
+    (r"/[[:lower:]]/ r", ["A"]),
+    (r"/[[:lower:]]/i r", ["A", "a"]),
+    (r"/[[:foo:]]/ r", ["a"]),
+    (r"/[[:UPPER:]]/ r", ["a"]),
+    (r"/x[[:alpha:]-z]/ r", ["x-"]),
+    (r"/[[=a=]]/ r", ["a", "A", "b"]),
+    (r"/[[=ab=]]/ r", ["a"]),
+    (r"/x[[.-.]]/ r", ["x-", "xa"]),
+    (r"/x[[.a.]-c]/ r", ["xb", "xd"]),
+    (r"/x[[.hyphen.]]/ r", ["x-"]),
+    (r"/[[.ab.]]/ r", ["a"]),
+    (r"/[[:]]/ r", ["a"]),
+    # Unterminated lists.
+    (r"/a[/ r", ["a"]),
+    (r"/a[^/ r", ["a"]),
+    (r"/a[b/ r", ["a"]),
+    (r"/a[]/ r", ["a"]),
+    (r"/a[[:alpha:]/ r", ["a"]),
+    (r"/a[[.a/ r", ["a"]),
+    # Intervals.
+    (r"/^a{,3}$/ r", ["aaa", "aaaa"]),
+    (r"/^a{2,}$/ r", ["a", "aa"]),
+    (r"/a{01}/ r", ["a"]),
+    (r"/a{3}{2}/ r", ["aaaaaa", "aaaaa"]),
+    (r"/a{0}b/ r", ["b"]),
+    (r"/(a){0}b/ [$1]", ["b"]),
+    (r"/(a){0}(b)/ [$1][$2]", ["b"]),
+    (r"/a{32767}/ r", ["a"]),
+    (r"/a{32768}/ r", ["a"]),
+    (r"/{/ r", ["{"]),
+    (r"/a{/ r", ["a{"]),
+    (r"/a{1/ r", ["a"]),
+    (r"/a{x}/ r", ["a"]),
+    (r"/a{}/ r", ["a"]),
+    (r"/a{2,1}/ r", ["a"]),
+    (r"/a{1,2,3}/ r", ["a"]),
+    (r"/a\{2\}/ r", ["a{2}", "aa"]),
+    (r"/}/ r", ["}"]),
+    # Repetition where nothing precedes it; repeated repetition.
+    (r"/*a/ r", ["a"]),
+    (r"/(*a)/ r", ["a"]),
+    (r"/a|*b/ r", ["a"]),
+    (r"/^*/ r", ["a"]),
+    (r"/a**/ r", ["b"]),
+    (r"/a+*/ r", ["b"]),
+    (r"/a?*/ r", ["b"]),
+    (r"/a{2}*/ r", ["b"]),
+    # Groups, alternatives and anchors.
+    (r"/a)/ r", ["a)"]),
+    (r"/)/ r", [")"]),
+    (r"/(a/ r", ["a"]),
+    (r"/()/ r", ["a"]),
+    (r"/a||b/ r", ["c"]),
+    (r"/(|a)/ r", ["c"]),
+    (r"/$a/ r", ["a"]),
+    (r"/a^/ r", ["a"]),
+    (r"/(^a|b$)/ r", ["a", "b", "ba"]),
+    # Back-references.
+    (r"/(a)\1/ r", ["aa", "ab"]),
+    (r"/(a)\2/ r", ["aa"]),
+    (r"/(a\1)/ r", ["aa"]),
+    (r"/\9/ r", ["9"]),
+    (r"/(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)\10/ r", ["abcdefghija0", "abcdefghijj"]),
+    # Substitution of what glibc's groups matched.
+    (r"/(.*)@(.*)/ $1|$2", ["a@b@c"]),
+    (r"/(a*)(a*)/ [$1][$2]", ["aaa"]),
+    (r"/(a|ab)(c|bcd)(d*)/ $1:$2:$3", ["abcd"]),
+    (r"/(a*)(ab)*(b*)/ $1:$2:$3", ["ab"]),
+    (r"/(wee|week)(knights|night)/ $1:$2", ["weeknights"]),
+    # Basic regular expressions (the `x` flag).
+    (r"/a\{2\}/x r", ["aa", "a{2}"]),
+    (r"/a{2}/x r", ["a{2}", "aa"]),
+    (r"/\(a\)\1/x r $1", ["aa"]),
+    (r"/a\|b/x r", ["b", "a|b"]),
+    (r"/a|b/x r", ["a|b", "b"]),
+    (r"/a+/x r", ["a+", "aa"]),
+    (r"/a\+/x r", ["aa", "a"]),
+    (r"/a\?b/x r", ["b", "ab"]),
+    (r"/*a/x r", ["*a", "a"]),
+    (r"/\(*a\)/x r", ["*a"]),
+    (r"/^*a/x r", ["*a"]),
+    (r"/a**/x r", ["a"]),
+    (r"/a*\{2\}/x r", ["a"]),
+    (r"/\{1\}a/x r", ["a"]),
+    (r"/a^b/x r", ["a^b"]),
+    (r"/a$b/x r", ["a$b"]),
+    (r"/\(^a\)/x r", ["a"]),
+    (r"/\(a$\)/x r", ["a"]),
+    (r"/a\|^b/x r", ["b"]),
+    (r"/a$\|b/x r", ["a"]),
+    (r"/a\)/x r", ["a)"]),
+    (r"/\(a/x r", ["a"]),
+    (r"/(a/x r", ["(a"]),
+    (r"/a\{1,x\}/x r", ["a"]),
+    # REG_NEWLINE (no newline reaches a key here: what stays the same without one).
+    (r"/a.b/m r", ["a.b"]),
+    (r"/^b$/m r", ["b"]),
+    (r"/[^a]/m r", ["b"]),
+    # Bytes above 0x7F are themselves: a range of them, and no case.
+    ("/[\u00e9-\u00ff]/ r", ["\u00ea", "e"]),
+    ("/^caf\u00e9$/ r", ["CAF\u00e9", "caf\u00c9"]),
+]
+
+
+def _posix_answers(cmd: list[str], work: Path, i: int, rule: str, keys: list[str]) -> tuple:
+    table = work / f"posix{i}.re"
+    table.write_text(rule + "\n")
+    p = subprocess.run(
+        [*cmd, "-c", str(work / "conf"), "-q", "-", f"regexp:{table.name}"],
+        cwd=work,
+        input="".join(f"{k}\n" for k in keys),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_regexp_tables_are_posix_regcomp_as_in_postfix(work):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def compare(case: tuple[int, tuple[str, list[str]]]) -> str | None:
+        i, (rule, keys) = case
+        a = _posix_answers([sys.executable, "-m", "oxipost.cli.postmap"], work, i, rule, keys)
+        b = _posix_answers([POSTMAP], work, i, rule, keys)
+        return None if a == b else f"{rule} {keys}: ours {a} theirs {b}"
+
+    with ThreadPoolExecutor(4) as pool:
+        wrong = [w for w in pool.map(compare, enumerate(POSIX_CASES)) if w]
+    assert not wrong, "\n".join(wrong)
+    # The table exercises both outcomes: matches and glibc's refusals.
+    refused = _posix_answers([POSTMAP], work, 0, r"/a{1/ r", ["a"])[2]
+    assert r"line 1: Unmatched \{" in refused
+
+
 # Rules and keys with bytes above 0x7F, latin-1 and UTF-8: Postfix 3.7 compares bytes
 # (C-locale regcomp, PCRE without UTF), so `.` is one byte and case folds in ASCII only.
 BYTE_RULES = (

@@ -6,6 +6,9 @@
 //! backtracking features (look-around, back-references) use `fancy-regex` and are tried one
 //! by one, in their place in the order.
 //!
+//! A `regexp:` rule is glibc's POSIX regcomp() syntax, not the engines': `posix` reads it
+//! as glibc does (or refuses it with glibc's words) and writes it in theirs.
+//!
 //! Keys and rules are bytes, as Postfix 3.7 matches them: its regexp: is POSIX regcomp in
 //! the C locale and its pcre: is compiled without PCRE2_UTF, with or without
 //! smtputf8_enable. So `.` is one byte (not one UTF-8 character), case folding is ASCII
@@ -14,6 +17,8 @@
 //! Unicode; the fallback rules (fancy-regex knows only text) see each byte above 0x7F of
 //! the key and of the rule (raw, or written `\xHH` / `\x{HH}`) as a private-use character
 //! that no case folding, `\w` or `\s` knows, as the C locale knows no such byte.
+
+mod posix;
 
 use super::source::{is_space, logical_lines, trim};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
@@ -286,9 +291,10 @@ fn engine_pattern(pattern: &str, flags: Flags, dialect: Dialect) -> String {
     }
 }
 
-/// The message Postfix's regex library would give for a pattern neither engine accepts,
-/// for the common cases; otherwise the engine's own words.
-fn compile_error(pattern: &str, dialect: Dialect, engine: &str) -> String {
+/// The message Postfix's PCRE2 would give for a pattern neither engine accepts, for the
+/// common cases; otherwise the engine's own words. (`regexp:` rules get glibc's from
+/// `posix`.)
+fn compile_error(pattern: &str, engine: &str) -> String {
     let mut depth = 0i32;
     let mut escaped = false;
     let mut in_class = false;
@@ -306,23 +312,14 @@ fn compile_error(pattern: &str, dialect: Dialect, engine: &str) -> String {
             _ => {}
         }
     }
-    match dialect {
-        Dialect::Regexp if in_class => "Unmatched [, [^, [:, [., or [=".into(),
-        Dialect::Regexp if depth > 0 => r"Unmatched ( or \(".into(),
-        Dialect::Regexp if depth < 0 => r"Unmatched ) or \)".into(),
-        Dialect::Regexp => "Invalid regular expression".into(),
-        Dialect::Pcre if in_class => format!(
-            "error in regex at offset {}: missing terminating ] for character class",
-            pattern.chars().count()
-        ),
-        Dialect::Pcre if depth > 0 => format!(
-            "error in regex at offset {}: missing closing parenthesis",
-            pattern.chars().count()
-        ),
-        Dialect::Pcre => {
-            let first = engine.lines().last().unwrap_or(engine).trim().to_string();
-            format!("error in regex at offset 0: {first}")
-        }
+    let end = pattern.chars().count();
+    if in_class {
+        format!("error in regex at offset {end}: missing terminating ] for character class")
+    } else if depth > 0 {
+        format!("error in regex at offset {end}: missing closing parenthesis")
+    } else {
+        let first = engine.lines().last().unwrap_or(engine).trim().to_string();
+        format!("error in regex at offset 0: {first}")
     }
 }
 
@@ -383,6 +380,9 @@ enum Compiled {
 }
 
 fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, usize), String> {
+    if dialect == Dialect::Regexp {
+        return compile_posix(pattern, flags);
+    }
     let full = engine_pattern(&escape_high(pattern, false), flags, dialect);
     match RegexBuilder::new(&full)
         .unicode(false)
@@ -402,8 +402,35 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, u
                 let groups = re.captures_len() - 1;
                 Ok((Compiled::Fancy(Box::new(re)), groups))
             }
-            Err(_) => Err(compile_error(pattern, dialect, &fast_err.to_string())),
+            Err(_) => Err(compile_error(pattern, &fast_err.to_string())),
         },
+    }
+}
+
+/// A `regexp:` rule: glibc's regcomp() syntax, put into the engines' by `posix`.
+fn compile_posix(pattern: &str, flags: Flags) -> Result<(Compiled, usize), String> {
+    let syntax = posix::Syntax {
+        extended: flags.extended,
+        icase: flags.icase,
+        newline: flags.multiline,
+    };
+    let t = posix::translate(&latin1_bytes(pattern), syntax).map_err(str::to_string)?;
+    if !t.backrefs {
+        let full = engine_pattern(&t.fast, flags, Dialect::Regexp);
+        if let Ok(re) = RegexBuilder::new(&full)
+            .unicode(false)
+            .size_limit(64 << 20)
+            .build()
+        {
+            return Ok((Compiled::Fast(re), t.groups));
+        }
+    }
+    let full = engine_pattern(&t.fancy, flags, Dialect::Regexp);
+    match fancy_regex::Regex::new(&full) {
+        Ok(re) => Ok((Compiled::Fancy(Box::new(re)), t.groups)),
+        // Valid for glibc but more than the engines hold (a large repetition of a
+        // repetition): glibc's word for a pattern it cannot hold.
+        Err(_) => Err("Regular expression too big".into()),
     }
 }
 
