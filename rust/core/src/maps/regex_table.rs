@@ -178,6 +178,60 @@ struct Rule {
     matcher: Option<Matcher>,
     negate: bool,
     kind: Kind,
+    /// For a `regexp:` rule whose result has `$n`: its groups as POSIX fills them.
+    longest: Option<Box<Longest>>,
+}
+
+/// POSIX's (and glibc's) groups: of the leftmost matches the longest, and within it what
+/// the pattern's first way (in its order, repetitions greedy) to match just that gives
+/// each group. Leftmost-first alone stops at `a` in `(a|ab)` against `ab`.
+struct Longest {
+    /// The pattern reporting every match end (`MatchKind::All`): anchored, the last is
+    /// the longest.
+    all: regex_automata::meta::Regex,
+    /// The pattern then `\z`, run on the key cut at that end.
+    ending: Regex,
+    /// An assertion in the pattern looks past a position (`$`, `\b`, `\>`): on a key cut
+    /// short it could hold where it does not on the whole key.
+    end_sensitive: bool,
+}
+
+impl Longest {
+    fn new(pattern: &str, end_sensitive: bool) -> Option<Longest> {
+        use regex_automata::{meta, util::syntax, MatchKind};
+        let all = meta::Regex::builder()
+            .configure(
+                meta::Config::new()
+                    .match_kind(MatchKind::All)
+                    .utf8_empty(false),
+            )
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .build(pattern)
+            .ok()?;
+        let ending = RegexBuilder::new(&format!("(?:{pattern})\\z"))
+            .unicode(false)
+            .size_limit(64 << 20)
+            .build()
+            .ok()?;
+        Some(Longest {
+            all,
+            ending,
+            end_sensitive,
+        })
+    }
+
+    /// The groups of the match POSIX takes; None where leftmost-first must do.
+    fn captures<'k>(&self, first: &Regex, key: &'k [u8]) -> Option<regex::bytes::Captures<'k>> {
+        use regex_automata::{Anchored, Input};
+        let start = first.find(key)?.start();
+        let input = Input::new(key).range(start..).anchored(Anchored::Yes);
+        let end = self.all.search(&input)?.end();
+        if self.end_sensitive && end < key.len() {
+            return None;
+        }
+        let caps = self.ending.captures_at(&key[..end], start)?;
+        (caps.get(0)?.start() == start).then_some(caps)
+    }
 }
 
 pub struct RegexTable {
@@ -379,7 +433,11 @@ enum Compiled {
     Fancy(Box<fancy_regex::Regex>),
 }
 
-fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, usize), String> {
+/// A compiled rule, its number of groups, and for a `regexp:` rule what POSIX's longest
+/// match needs (`posix::Translated::end_sensitive`).
+type CompiledRule = (Compiled, usize, Option<bool>);
+
+fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<CompiledRule, String> {
     if dialect == Dialect::Regexp {
         return compile_posix(pattern, flags);
     }
@@ -391,7 +449,7 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, u
     {
         Ok(re) => {
             let groups = re.captures_len() - 1;
-            Ok((Compiled::Fast(re), groups))
+            Ok((Compiled::Fast(re), groups, None))
         }
         Err(fast_err) => match fancy_regex::Regex::new(&engine_pattern(
             &escape_high(pattern, true),
@@ -400,7 +458,7 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, u
         )) {
             Ok(re) => {
                 let groups = re.captures_len() - 1;
-                Ok((Compiled::Fancy(Box::new(re)), groups))
+                Ok((Compiled::Fancy(Box::new(re)), groups, None))
             }
             Err(_) => Err(compile_error(pattern, &fast_err.to_string())),
         },
@@ -408,7 +466,7 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<(Compiled, u
 }
 
 /// A `regexp:` rule: glibc's regcomp() syntax, put into the engines' by `posix`.
-fn compile_posix(pattern: &str, flags: Flags) -> Result<(Compiled, usize), String> {
+fn compile_posix(pattern: &str, flags: Flags) -> Result<CompiledRule, String> {
     let syntax = posix::Syntax {
         extended: flags.extended,
         icase: flags.icase,
@@ -422,12 +480,12 @@ fn compile_posix(pattern: &str, flags: Flags) -> Result<(Compiled, usize), Strin
             .size_limit(64 << 20)
             .build()
         {
-            return Ok((Compiled::Fast(re), t.groups));
+            return Ok((Compiled::Fast(re), t.groups, Some(t.end_sensitive)));
         }
     }
     let full = engine_pattern(&t.fancy, flags, Dialect::Regexp);
     match fancy_regex::Regex::new(&full) {
-        Ok(re) => Ok((Compiled::Fancy(Box::new(re)), t.groups)),
+        Ok(re) => Ok((Compiled::Fancy(Box::new(re)), t.groups, None)),
         // Valid for glibc but more than the engines hold (a large repetition of a
         // repetition): glibc's word for a pattern it cannot hold.
         Err(_) => Err("Regular expression too big".into()),
@@ -471,6 +529,7 @@ impl RegexTable {
                             matcher: None,
                             negate: false,
                             kind: Kind::Endif,
+                            longest: None,
                         });
                         let after = rules.len();
                         rules[at].kind = Kind::If(after);
@@ -516,7 +575,7 @@ impl RegexTable {
                     continue;
                 }
             }
-            let (compiled, groups) = match compile(pattern, flags, dialect) {
+            let (compiled, groups, posix) = match compile(pattern, flags, dialect) {
                 Ok(c) => c,
                 Err(msg) => {
                     warnings.push(warn(&msg));
@@ -541,6 +600,14 @@ impl RegexTable {
                     }
                 }
             };
+            let substitutes =
+                matches!(&kind, Kind::Rule(p) if p.iter().any(|p| matches!(p, Piece::Group(_))));
+            let longest = match (&compiled, posix) {
+                (Compiled::Fast(re), Some(end_sensitive)) if substitutes => {
+                    Longest::new(re.as_str(), end_sensitive).map(Box::new)
+                }
+                _ => None,
+            };
             let matcher = match compiled {
                 Compiled::Fast(re) => {
                     set_patterns.push(re.as_str().to_string());
@@ -552,6 +619,7 @@ impl RegexTable {
                 matcher: Some(matcher),
                 negate,
                 kind,
+                longest,
             });
         }
         for (at, lineno) in open_ifs.into_iter().rev() {
@@ -636,11 +704,16 @@ impl RegexTable {
         // Byte offsets into the key: the text a fallback rule matched has three bytes for
         // each byte above 0x7F, so its groups are taken back to bytes.
         let groups: Vec<Option<Cow<'_, [u8]>>> = match rule.matcher.as_ref() {
-            Some(Matcher::Fast(_, re)) => re.captures(key).map_or_else(Vec::new, |c| {
-                c.iter()
-                    .map(|m| m.map(|m| Cow::Borrowed(m.as_bytes())))
-                    .collect()
-            }),
+            Some(Matcher::Fast(_, re)) => rule
+                .longest
+                .as_ref()
+                .and_then(|l| l.captures(re, key))
+                .or_else(|| re.captures(key))
+                .map_or_else(Vec::new, |c| {
+                    c.iter()
+                        .map(|m| m.map(|m| Cow::Borrowed(m.as_bytes())))
+                        .collect()
+                }),
             Some(Matcher::Fancy(re)) => {
                 let text = fancy_text(key);
                 re.captures(&text)

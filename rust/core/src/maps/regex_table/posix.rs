@@ -41,6 +41,8 @@ pub struct Translated {
     pub backrefs: bool,
     /// regcomp's `re_nsub`: a group repeated `{0}` times still counts.
     pub groups: usize,
+    /// Some assertion looks at the byte after a position (`$`, `\b`, `\B`, `\>`, `\'`).
+    pub end_sensitive: bool,
 }
 
 // glibc's regerror() texts.
@@ -111,6 +113,7 @@ struct Parser<'a> {
     nsub: usize,
     completed: u32,
     backrefs: bool,
+    end_sensitive: bool,
     out: Vec<Out>,
 }
 
@@ -243,6 +246,7 @@ impl Parser<'_> {
             fancy: render(true),
             backrefs: self.backrefs,
             groups: self.nsub,
+            end_sensitive: self.end_sensitive,
         })
     }
 
@@ -308,6 +312,7 @@ impl Parser<'_> {
             Tok::CloseSub | Tok::CloseDup => self.literal(),
             Tok::Anchor(fast, fancy) => {
                 // Nothing repeats an anchor: what follows starts a new expression.
+                self.end_sensitive |= !matches!(fast, "^" | r"\A" | r"\b{start}");
                 self.out.push(Out::Both(fast, fancy));
                 self.fetch(false);
                 return Ok(());
@@ -686,6 +691,7 @@ pub fn translate(pattern: &[u8], syn: Syntax) -> Result<Translated, &'static str
         nsub: 0,
         completed: 0,
         backrefs: false,
+        end_sensitive: false,
         out: Vec::new(),
     }
     .parse()
@@ -828,6 +834,30 @@ mod tests {
         ];
         for (rule, key, want) in cases {
             assert_eq!(lookup(rule, key).as_deref(), *want, "{rule} {key:?}");
+        }
+    }
+
+    /// What glibc's regexec() puts in the groups: the longest of the leftmost matches.
+    #[test]
+    fn groups_of_the_longest_match() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("/(a|ab)/ $1", "xab", "ab"),
+            ("/^(ab|a)(bcd|c)/ [$1][$2]", "abcd", "[a][bcd]"),
+            ("/(a*)(ab)?/ [$1][$2]", "aab", "[a][ab]"),
+            ("/(a|ab)(b*)/ [$1][$2]", "ab", "[a][b]"),
+            ("/(foo|foobar)(bar)?/ [$1][$2]", "foobar", "[foo][bar]"),
+            (r"/(x|xy)\b/ [$1]", "xy z", "[xy]"),
+            (
+                r"/^(.*)(\.example)?\.com$/ [$1][$2]",
+                "a.example.com",
+                "[a.example][]",
+            ),
+            ("/(a|ab|abc)(c*)/ [$1][$2]", "abc", "[ab][c]"),
+            ("/(a+|b+)*/ [$1]", "aabb", "[bb]"),
+            ("/((a)|(ab))*c/ [$1][$2][$3]", "abac", "[a][a][ab]"),
+        ];
+        for (rule, key, want) in cases {
+            assert_eq!(lookup(rule, key).as_deref(), Some(*want), "{rule} {key:?}");
         }
     }
 
