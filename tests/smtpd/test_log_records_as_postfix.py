@@ -55,11 +55,11 @@ MAIN_CF = (
 )
 
 
-def _play(port: int) -> list[str]:
+def _play(port: int, dialogue: list[bytes]) -> list[str]:
     raw = Raw("127.0.0.1", port, source="127.0.0.2")
     replies = [raw.reply()]
     try:
-        for command in DIALOGUE:
+        for command in dialogue:
             raw.send(command + b"\r\n")
             replies.append(raw.reply())
     finally:
@@ -95,17 +95,29 @@ def _session(maillog: Path) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("smtputf8", ["no", "yes"])
-def test_log_records_as_postfix(smtputf8: str) -> None:
-    main_cf = f"{MAIN_CF}smtputf8_enable = {smtputf8}\n"
+def _on_both(main_cf: str, dialogue: list[bytes]) -> tuple[list[bytes], list[bytes], list[str]]:
+    """The session's records on real Postfix, on ours, and Postfix's replies (which must
+    be ours, queue IDs aside)."""
     log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
     with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
-        their_replies = _play(port)
+        their_replies = _play(port, dialogue)
         theirs = _session(d / "maillog")
     with contextlib.closing(Oxipost()) as oxi:
         oxi.start(main_cf)
-        our_replies = _play(oxi.port)
+        our_replies = _play(oxi.port, dialogue)
         ours = _session(oxi.dir / "maillog")
+
+    def without_ids(replies: list[str]) -> list[str]:
+        return [re.sub(r"queued as [0-9A-F]+$", "queued as QID", r) for r in replies[1:]]
+
+    assert without_ids(our_replies) == without_ids(their_replies)
+    return theirs, ours, their_replies
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_log_records_as_postfix(smtputf8: str) -> None:
+    main_cf = f"{MAIN_CF}smtputf8_enable = {smtputf8}\n"
+    theirs, ours, their_replies = _on_both(main_cf, DIALOGUE)
     assert their_replies[-1] == "221 2.7.0 Error: I can break rules, too. Goodbye."
     cafe = b"caf\xc3\xa9" if smtputf8 == "yes" else b"caf??"
     header = b"cleanup: QID: warning: header Subject: a??b?c?d?e"
@@ -118,7 +130,27 @@ def test_log_records_as_postfix(smtputf8: str) -> None:
     assert lengths[-2:] == [len(b"smtpd: ") + 2000] * 2, lengths
     assert ours == theirs
 
-    def without_ids(replies: list[str]) -> list[str]:
-        return [re.sub(r"queued as [0-9A-F]+$", "queued as QID", r) for r in replies[1:]]
 
-    assert without_ids(our_replies) == without_ids(their_replies)
+@pytest.mark.parametrize("strict", ["no", "yes"])
+def test_illegal_address_syntax_warned_as_postfix(strict: str) -> None:
+    """extract_addr's 'Illegal address syntax from CLIENT in RCPT command: <PATH>' before
+    501 for a path that holds several addresses (white space, a comma or semicolon, a
+    comment or a domain literal between words) and, with strict_rfc821_envelopes, for one
+    without <>; control characters that are no white space are part of a word: the address
+    is taken, and logged quoted with a '?' for each."""
+    paths = [b"a\tb", b"a b", b"a,b", b"a;b", b"a(b)c", b"a[b]c", b"a<b", b"a\x01b\x7fc\x1bd"]
+    dialogue = [b"EHLO x.example"]
+    for path in paths:
+        dialogue += [b"MAIL FROM:<" + path + b"@example.org>", b"RSET"]
+    dialogue += [b"MAIL FROM:s@example.org", b"MAIL FROM:<s@example.org>"]
+    dialogue += [b"RCPT TO:<" + p + b"@example.net>" for p in paths]
+    dialogue += [b"RCPT TO:u@example.net", b"RCPT TO:<u@example.net"]
+    main_cf = (
+        f"{MAIN_CF}strict_rfc821_envelopes = {strict}\nsmtpd_hard_error_limit = 100\n"
+        "smtpd_soft_error_limit = 100\n"
+    )
+    theirs, ours, _ = _on_both(main_cf, dialogue)
+    warned = [ln for ln in theirs if b"Illegal address syntax" in ln]
+    assert len(warned) == 12 + 2 * (strict == "yes"), theirs
+    assert b'to=<"a?b?c?d"@example.net>' in b"".join(theirs), theirs
+    assert ours == theirs

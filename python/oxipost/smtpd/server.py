@@ -621,6 +621,13 @@ class Session:
         limit = self.srv.tls_rate_limit
         return await self._over_rate("newtls", limit, "New TLS session rate", R.TOO_MANY_TLS)
 
+    def _illegal_syntax(self, text: str, strict: bool, where: str) -> None:
+        path = illegal_syntax(text, strict)
+        if path is not None:
+            self.srv.log.warning(
+                f"Illegal address syntax from {self.state.namaddr} in {where} command: {path}"
+            )
+
     def _limit_warning(self, what: str, n: int) -> None:
         self.srv.log.warning(
             f"{what} limit exceeded: {n} from {self.state.namaddr} for service {self.srv.service}"
@@ -883,8 +890,10 @@ class Session:
             "message", self.srv.mail_rate_limit, "Message delivery request rate", R.TOO_MUCH_MAIL
         ):
             return
-        parsed = parse_path(arg[5:], self.cfg.get_bool("strict_rfc821_envelopes"))
+        strict = self.cfg.get_bool("strict_rfc821_envelopes")
+        parsed = parse_path(arg[5:], strict)
         if parsed is None:
+            self._illegal_syntax(arg[5:], strict, "MAIL")
             await self.reply(R.BAD_SENDER)
             return
         addr, params = parsed
@@ -978,8 +987,11 @@ class Session:
             "recipient", self.srv.rcpt_rate_limit, "Recipient address rate", R.TOO_MANY_RCPTS_FROM
         ):
             return
-        parsed = parse_path(arg[3:], self.cfg.get_bool("strict_rfc821_envelopes"))
+        strict = self.cfg.get_bool("strict_rfc821_envelopes")
+        parsed = parse_path(arg[3:], strict)
         if parsed is None or not parsed[0]:
+            if parsed is None:
+                self._illegal_syntax(arg[3:], strict, "RCPT")
             await self.reply(R.BAD_RECIPIENT)
             return
         given, params = parsed
@@ -1681,6 +1693,30 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
     return addr, params
 
 
+def illegal_syntax(text: str, strict: bool) -> str | None:
+    """The path of a MAIL FROM or RCPT TO argument that parse_path() refused, when Postfix's
+    extract_addr warns "Illegal address syntax" of it: it holds several addresses (white
+    space, a comma or semicolon, a comment or a domain literal between the words of one,
+    outside quotes), or strict_rfc821_envelopes wants the <> it lacks."""
+    words = smtpd_tokens(text)
+    if not words:
+        return None
+    path = words[0]
+    if not path.startswith("<"):
+        return path if strict else None
+    if not path.endswith(">"):
+        return None
+    inner = path[1:-1]
+    if '"' in inner or "\\" in inner:
+        return None
+    route = _ROUTE.match(inner)
+    inner = inner[route.end() :] if route else inner
+    local = inner.rpartition("@")[0]
+    if _SPLITS.search(inner) or "[" in local:
+        return path
+    return None
+
+
 def _path_and_params(text: str, end: int) -> tuple[str, list[str]] | None:
     """parse_path for `text` whose <path> ends at `end`."""
     addr = text[1:end]
@@ -1740,8 +1776,12 @@ def smtpd_tokens(text: str) -> list[str]:
     return words
 
 
-# What an address outside quotes may not contain (Postfix's extract_addr).
-_UNQUOTED_BAD = re.compile(r"[ <>(),;\\\x00-\x1f\x7f]")
+# What an address outside quotes may not contain (Postfix's extract_addr): other control
+# characters are part of a word for its tokenizer, and the address is taken (quoted when
+# it is logged).
+_UNQUOTED_BAD = re.compile(r"[ <>(),;\\\t\n\r\x00]")
+# What splits an address outside quotes into several (tok822): extract_addr's "naddr > 1".
+_SPLITS = re.compile(r"[ \t\r\n,;]|[^.@(]\([^)]*\)[^.@]")
 # A source route's list of domains ("@a,@b:"), whose commas belong to it.
 _ROUTE = re.compile(r"@[^:]*:")
 
@@ -1753,6 +1793,8 @@ def _address_ok(addr: str) -> bool:
         route = _ROUTE.match(addr)
         if _UNQUOTED_BAD.search(addr, route.end() if route else 0):
             return False
+        if "[" in addr.rpartition("@")[0]:
+            return False  # a domain literal in the local part: one address more
         return _domain_ok(addr)
     in_quote = False
     escaped = False
