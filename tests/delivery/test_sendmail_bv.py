@@ -2,21 +2,23 @@
 
 The same main.cf runs under our master and under Postfix, with the same smtp-sink next
 hops; `sendmail -bv` names a local mailbox user, aliases to a file, a command and a list
-(a local user, the file, a remote address), an unknown local user, virtual Maildir and mbox
-users and an unknown virtual one, relays to an smtp-sink that accepts RCPT, one that
+(a local user, the file, a remote address), an :include: list and a user's .forward (to
+users, remote addresses, a file and a command), an unknown local user, virtual Maildir and
+mbox users and an unknown virtual one, relays to an smtp-sink that accepts RCPT, one that
 refuses it (5xx) and one that defers it (4xx), a discard: and an error: transport and a
-pipe(8) service (Debian's uucp). Both must say
-the same on stdout, log the same pickup, qmgr, agent and bounce lines (status=deliverable
-or undeliverable, "sender delivery status notification"), and mail the sender the same
-"Mail Delivery Status Report" (its headers, text, delivery-status fields and the probe's
-headers) once queue IDs, dates, pids and delays are set aside: recipients in any order,
-as each system finishes them in its own. Nothing is delivered: no mailbox but the
-sender's (the report), no file appended, no command run, nothing sent past RCPT TO.
+pipe(8) service (Debian's uucp). Both must say the same on stdout, log the same pickup,
+qmgr, agent and bounce lines (status=deliverable or undeliverable, "sender delivery status
+notification"), and mail the sender the same "Mail Delivery Status Report" (its headers,
+text, delivery-status fields and the probe's headers) once queue IDs, dates, pids and
+delays are set aside: recipients in any order, as each system finishes them in its own.
+Nothing is delivered: no mailbox but the sender's (the report), no file appended, no
+command run, nothing sent past RCPT TO.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 import time
@@ -59,7 +61,8 @@ def _main_cf(top: Path, ports: list[int]) -> str:
         # The alias table of a root-owned file: inline: is (Postfix's dict_inline).
         "alias_maps = inline:{ "
         f'{{tofile={top}/file.out}}, {{tocmd="|/bin/touch {top}/cmd.out"}}, '
-        "{multi=daemon, tofile, other@sink.test} }\n"
+        "{multi=daemon, tofile, other@sink.test}, "
+        f"{{incl=:include:{top}/list}} }}\n"
         f"alias_database =\nmail_spool_directory = {top}/mail\n"
         f"virtual_mailbox_domains = virt.test\nvirtual_mailbox_base = {top}/vmail\n"
         "virtual_mailbox_maps = inline:{ v@virt.test=v/, m@virt.test=m }\n"
@@ -212,9 +215,16 @@ def _report(top: Path, log: str) -> dict[str, object]:
     }
 
 
-def test_sendmail_bv_as_postfix(shared_tmp: Path, sinks: tuple[list[int], Path]) -> None:
+def test_sendmail_bv_as_postfix(
+    shared_tmp: Path, sinks: tuple[list[int], Path], system_user: pwd.struct_passwd
+) -> None:
     ports, heard = sinks
-    sendmail = ["-f", SENDER, "-bv", *RCPTS]
+    # An :include: list, and a user's .forward (to a user, a remote address and a command).
+    user = system_user.pw_name
+    forward = Path(system_user.pw_dir) / ".forward"
+    forward.write_text(f'daemon, fwd@sink.test, "|/bin/touch {shared_tmp}/fwd.out"\n')
+    os.chown(forward, system_user.pw_uid, system_user.pw_gid)
+    sendmail = ["-f", SENDER, "-bv", *RCPTS, "incl@localhost", f"{user}@localhost"]
     results = {}
     # Names of one length: the paths in the report fold alike.
     for who in ("postfix", "oxipost"):
@@ -224,6 +234,7 @@ def test_sendmail_bv_as_postfix(shared_tmp: Path, sinks: tuple[list[int], Path])
         (top / "mail").chmod(0o1777)
         (top / "vmail").chmod(0o777)
         main_cf = _main_cf(top, ports)
+        (top / "list").write_text(f"bin\ninc@sink.test\n{top}/incl.out\n")
         if who == "postfix":
             stdout, log = _run_postfix(main_cf, sendmail)
         else:
@@ -232,7 +243,8 @@ def test_sendmail_bv_as_postfix(shared_tmp: Path, sinks: tuple[list[int], Path])
         # The report, and nothing else, was delivered.
         assert sorted(p.name for p in (top / "mail").iterdir()) == ["nobody"], who
         assert not any((top / "vmail").iterdir()), who
-        assert not (top / "file.out").exists() and not (top / "cmd.out").exists(), who
+        written = [f for f in ("file.out", "cmd.out", "incl.out") if (top / f).exists()]
+        assert not written and not (shared_tmp / "fwd.out").exists(), who
         lines, sizes = _lines(log, top)
         assert sizes == _sizes_as_queued(top), who
         results[who] = (lines, _report(top, log))

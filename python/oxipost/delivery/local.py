@@ -16,7 +16,9 @@ For each recipient (the domain is local; qmgr only sends those here):
    file as opened), default_privs and no HOME or SHELL for a root-owned table; an :include:
    file not owned by root, listed where the rights are root's, gives its owner's rights to
    what it lists (include.c).
-3. ~/.forward per forward_path (owned by the user): items as for aliases, run as the user.
+3. ~/.forward per forward_path (owned by the user): items as for aliases, run as the user;
+   the recipient owns the expansion, so another local user it lists is resubmitted too
+   (dotforward.c), the user itself delivered to its mailbox.
 4. mailbox_transport_maps (keyed by the user), else mailbox_transport, whether or not the
    user has a passwd entry: the recipient is passed to that transport's agent (Postfix's
    deliver_pass(): "QID: passing <rcpt> to transport=NAME", then the agent's own line,
@@ -157,7 +159,8 @@ class Ctx:
     depth: int = 0
     # deliver_recipient()'s recursion level (resolve.c, recipient.c).
     level: int = 0
-    # The owner-<alias> address that became the sender: its members are forwarded.
+    # Who owns the expansion: the owner-<alias> address that became the sender, or the
+    # recipient whose .forward it is. Its members are forwarded (recipient.c).
     owner: str = ""
     # Postfix's USER_ATTR: the account whose rights a command or file delivery has (ids),
     # and its HOME, SHELL, $home and $shell: the recipient's for its .forward and mailbox,
@@ -624,7 +627,9 @@ async def _dotforward(ctx: Ctx, user: str, pw: pwd.struct_passwd) -> Outcome | N
             continue
         items = [i for ln in text.splitlines() for i in _split_items(ln)]
         if items:
-            sub = replace(_with_account(ctx, pw), source="forward")
+            # The recipient owns what its .forward lists: another local user there is
+            # forwarded, as a new message, not delivered here (dotforward.c's owner).
+            sub = replace(_with_account(ctx, pw), source="forward", owner=ctx.rcpt.address)
             return await _expand(sub, items, user)
     return None
 
