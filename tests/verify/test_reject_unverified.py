@@ -56,7 +56,10 @@ def _main_cf(ports: list[int], extra: str) -> str:
         "relay_domains = sink.test, hard.test, soft.test\n"
         "smtpd_sender_restrictions = reject_unverified_sender\n"
         "address_verify_poll_count = 1\naddress_verify_map =\n"
-        + main_cf_with("smtpd_recipient_restrictions = reject_unverified_recipient\n", extra)
+        + main_cf_with(
+            "smtpd_recipient_restrictions = reject_unverified_recipient\n",
+            extra.replace("HARD", str(hard)),
+        )
     )
 
 
@@ -138,6 +141,9 @@ SCENARIOS = {
     # tempfail action defer: a 450 comes at once whatever follows (a reject here).
     "tempfail_defer": "unverified_recipient_tempfail_action = defer\n"
     "smtpd_recipient_restrictions = reject_unverified_recipient, reject\n",
+    # Probes go where address_verify_transport_maps says (HARD: the refusing sink).
+    "verify_transport_maps": "address_verify_transport_maps = "
+    "inline:{ sink.test=smtp:[127.0.0.1]:HARD }, $transport_maps\n",
 }
 SECOND_ROUND = {
     "": [
@@ -150,6 +156,10 @@ SECOND_ROUND = {
     ],
     SCENARIOS["tempfail_defer"]: [
         (554, "5.7.1 <a@sink.test>: Recipient address rejected: Access denied"),
+        (450, "4.1.1 <b@hard.test>: " + BOUNCED.format("unverified address")),
+    ],
+    SCENARIOS["verify_transport_maps"]: [
+        (450, "4.1.1 <a@sink.test>: " + BOUNCED.format("unverified address")),
         (450, "4.1.1 <b@hard.test>: " + BOUNCED.format("unverified address")),
     ],
 }

@@ -64,7 +64,7 @@ import msgpack
 # Everything qmgr may use is imported here, while master's child loads this module, not on
 # first use: qmgr then drops to mail_owner, who may not be able to read the interpreter's
 # own tree (a Python under /root), and a later import fails ("No module named ...").
-from oxipost import bounce, runloop
+from oxipost import bounce, runloop, verify
 from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
 from oxipost.delivery.address import log_form
@@ -316,7 +316,9 @@ class Qmgr:
         self.active[msg] = act
         rcpts: list[tuple[int, str, str]] = []
         for idx, rcpt in pending:
-            transport, nexthop = self._route(rcpt, env.sender, env.attrs.get("filter", ""))
+            transport, nexthop = self._route(
+                rcpt, env.sender, env.attrs.get("filter", ""), env.trace_flags & TRACE_MTA_VRFY
+            )
             act.route[idx] = (transport, nexthop)
             queue = rcpt.address if self.sched.recipient_limit(transport) == 1 else nexthop
             rcpts.append((idx, transport, queue))
@@ -324,7 +326,9 @@ class Qmgr:
         self.handle_events(now)
         return True
 
-    def _route(self, rcpt: Recipient, sender: str, content_filter: str = "") -> tuple[str, str]:
+    def _route(
+        self, rcpt: Recipient, sender: str, content_filter: str = "", probe: int = 0
+    ) -> tuple[str, str]:
         if content_filter:
             # content_filter or a FILTER action (cleanup's "filter" attribute): every
             # recipient goes to that transport:nexthop, as Postfix's qmgr_message_resolve.
@@ -333,7 +337,8 @@ class Qmgr:
                 nexthop = self.cfg.get("default_filter_nexthop")
             return transport, nexthop or rcpt.address.rpartition("@")[2]
         try:
-            r = resolve(rcpt.address, self.cfg, sender)
+            # An address verification probe goes where address_verify_* say.
+            r = resolve(rcpt.address, verify.routing(self.cfg) if probe else self.cfg, sender)
         except Exception as e:
             self.log.warning(f"address resolver failure for {rcpt.address}: {e}")
             # Postfix's retry transport: the error agent with a temporary status.
