@@ -246,6 +246,24 @@ def test_pcre_look_around_and_back_references(work):
         assert a == b, key
 
 
+# Results as Postfix's mac_parse() and the tables' prescan read them: $0, names that are
+# not numbers, truncated and empty references, then the order of the checks after it.
+RESULT_RULES = (
+    "/(a)/ r $0\n/(a)/ r ${0}\n/(a)/ r ${x}$y\n/(a)/ r $x\n/(a)/ r ${1\n/(a)/ r $\n"
+    "/(a)/ r $-\n/(a)/ r ${}\n/(a)/ r $ 1\n/(a)/ r ${1)\n/(a)/ r $(1}\n/(a)/ r ${{1}}\n"
+    "/(a)/ r ${1}x$1y\n/(a)/ r $1_\n/(a)/ r ${1?yes}\n/(a)/ r ${1:no}\n!/a/ $0\n!/a/ $1\n"
+    "/(a/\n/(a/ $0\n/(a/ $5\n/(a)/ r $2\n/(a)(b)?/ [$(1)][${2}][$$1][$01]\n"
+)
+
+
+@pytest.mark.parametrize("dialect", ["regexp", "pcre"])
+def test_results_are_parsed_as_postfix(work, dialect):
+    (work / "results.re").write_text(RESULT_RULES)
+    a, b = both("postmap", work, "-q", "ab", f"{dialect}:results.re")
+    assert a == b
+    assert b[1] == "[a][b][$1][a]\n" and "bad replacement syntax" in b[2]
+
+
 # regexp: is glibc's regcomp (REG_EXTENDED | REG_ICASE; `i` drops REG_ICASE, `x` drops
 # REG_EXTENDED, `m` adds REG_NEWLINE) in the C locale. Each rule alone in a table, each of
 # its keys through `postmap -q -`: the answers, the exit status and the warnings (glibc's

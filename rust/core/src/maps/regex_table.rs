@@ -377,55 +377,105 @@ fn compile_error(pattern: &str, engine: &str) -> String {
     }
 }
 
-/// `$n`, `${n}` and `$$` in a result; `max_group` is the pattern's capture count.
-fn parse_result(text: &str, max_group: usize, negate: bool) -> Result<Vec<Piece>, String> {
+/// A warning of the result's parse: Postfix's `mac_parse()` says its own without the
+/// map's name and line, the table's prescan with them.
+enum ResultWarning {
+    Bare(String),
+    Line(String),
+}
+
+/// A result's pieces and its highest `$n`, read as Postfix's `mac_parse()` reads it with
+/// dict_regexp's or dict_pcre's prescan: `$$` is a `$`; `$name`, `${name}` and `$(name)`
+/// (nested brackets of the same kind inside) must name a group by number, 1 or more.
+/// On error, the warnings before Postfix's "bad replacement syntax".
+fn mac_parse(text: &str, dialect: Dialect) -> Result<(Vec<Piece>, usize), Vec<ResultWarning>> {
+    let b = text.as_bytes();
     let mut pieces = Vec::new();
     let mut lit = Vec::new();
-    let b = text.as_bytes();
+    let mut warnings = Vec::new();
+    let mut max_sub = 0;
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'$' {
-            let (num, next) = if b.get(i + 1) == Some(&b'{') {
-                match text[i + 2..].find('}') {
-                    Some(close) => (&text[i + 2..i + 2 + close], i + 3 + close),
-                    None => ("", i + 1),
-                }
-            } else {
-                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-                (&text[i + 1..i + 1 + digits], i + 1 + digits)
-            };
-            if b.get(i + 1) == Some(&b'$') {
-                lit.push(b'$');
-                i += 2;
-                continue;
-            }
-            if let Ok(n) = num.parse::<usize>() {
-                if negate {
-                    return Err("$number found in negative match replacement text: \
-                         skipping this rule"
-                        .into());
-                }
-                if n == 0 || n > max_group {
-                    return Err(format!(
-                        "out of range replacement index \"{n}\": skipping this rule"
-                    ));
-                }
-                if !lit.is_empty() {
-                    pieces.push(Piece::Text(std::mem::take(&mut lit)));
-                }
-                pieces.push(Piece::Group(n));
-                i = next;
-                continue;
-            }
+        if b[i] != b'$' {
+            let ch = text[i..].chars().next().unwrap_or('?');
+            lit.extend(latin1_bytes(ch.encode_utf8(&mut [0; 4])));
+            i += ch.len_utf8();
+            continue;
         }
-        let ch = text[i..].chars().next().unwrap_or('?');
-        lit.extend(latin1_bytes(ch.encode_utf8(&mut [0; 4])));
-        i += ch.len_utf8();
+        if b.get(i + 1) == Some(&b'$') {
+            lit.push(b'$');
+            i += 2;
+            continue;
+        }
+        if !lit.is_empty() {
+            pieces.push(Piece::Text(std::mem::take(&mut lit)));
+        }
+        i += 1;
+        let name = match b.get(i) {
+            Some(&open @ (b'{' | b'(')) => {
+                let close = if open == b'{' { b'}' } else { b')' };
+                let mut level = 1;
+                let mut end = i + 1;
+                while level > 0 {
+                    match b.get(end) {
+                        None => {
+                            warnings.push(ResultWarning::Bare(format!(
+                                "truncated macro reference: \"{text}\""
+                            )));
+                            return Err(warnings);
+                        }
+                        Some(&c) if c == open => level += 1,
+                        Some(&c) if c == close => level -= 1,
+                        Some(_) => {}
+                    }
+                    end += 1;
+                }
+                let name = &text[i + 1..end - 1];
+                i = end;
+                name
+            }
+            _ => {
+                let n = b[i..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .count();
+                i += n;
+                &text[i - n..i]
+            }
+        };
+        if name.is_empty() {
+            warnings.push(ResultWarning::Bare(format!("empty macro name: \"{text}\"")));
+            return Err(warnings);
+        }
+        // dict_regexp_prescan / dict_pcre_prescan: a problem is noted and the parse goes on.
+        if !name.bytes().all(|c| c.is_ascii_digit()) {
+            warnings.push(ResultWarning::Line(format!(
+                "non-numeric replacement index \"{name}\""
+            )));
+            continue;
+        }
+        // atoi(): a number too large for an int is no group either.
+        let n = name.parse::<usize>().unwrap_or(usize::MAX);
+        if n < 1 {
+            let words = match dialect {
+                Dialect::Regexp => "out-of-range",
+                Dialect::Pcre => "out of range",
+            };
+            warnings.push(ResultWarning::Line(format!(
+                "{words} replacement index \"{name}\""
+            )));
+            continue;
+        }
+        max_sub = max_sub.max(n);
+        pieces.push(Piece::Group(n));
+    }
+    if !warnings.is_empty() {
+        return Err(warnings);
     }
     if !lit.is_empty() {
         pieces.push(Piece::Text(lit));
     }
-    Ok(pieces)
+    Ok((pieces, max_sub))
 }
 
 enum Compiled {
@@ -556,24 +606,42 @@ impl RegexTable {
                 }
             };
             let result = after.trim();
-            if no_regsub && !is_if {
-                // Before the pattern is compiled, after the checks of the result itself:
-                // the order of Postfix's dict_regexp_parseline and dict_pcre_parse_rule.
-                let refused = match parse_result(result, usize::MAX, negate) {
-                    Ok(pieces) => pieces
-                        .iter()
-                        .any(|p| matches!(p, Piece::Group(_)))
-                        .then(|| {
-                            "regular expression substitution is not allowed: \
-                             skipping this rule"
-                                .to_string()
-                        }),
-                    Err(msg) => Some(msg),
+            // The checks of the result come before the pattern is compiled, but for
+            // its groups: the order of Postfix's dict_regexp_parseline and
+            // dict_pcre_parse_rule.
+            let mut parsed = None;
+            if !is_if {
+                if result.is_empty() {
+                    warnings.push(warn("no replacement text: using empty string"));
+                }
+                let (pieces, max_sub) = match mac_parse(result, dialect) {
+                    Ok(p) => p,
+                    Err(said) => {
+                        for w in said {
+                            warnings.push(match w {
+                                ResultWarning::Line(msg) => warn(&msg),
+                                ResultWarning::Bare(msg) => {
+                                    String::from_utf8_lossy(&latin1_bytes(&msg)).into_owned()
+                                }
+                            });
+                        }
+                        warnings.push(warn("bad replacement syntax: skipping this rule"));
+                        continue;
+                    }
                 };
-                if let Some(msg) = refused {
-                    warnings.push(warn(&msg));
+                if max_sub > 0 && negate {
+                    warnings.push(warn(
+                        "$number found in negative match replacement text: skipping this rule",
+                    ));
                     continue;
                 }
+                if max_sub > 0 && no_regsub {
+                    warnings.push(warn(
+                        "regular expression substitution is not allowed: skipping this rule",
+                    ));
+                    continue;
+                }
+                parsed = Some((pieces, max_sub));
             }
             let (compiled, groups, posix) = match compile(pattern, flags, dialect) {
                 Ok(c) => c,
@@ -582,23 +650,21 @@ impl RegexTable {
                     continue;
                 }
             };
-            let kind = if is_if {
-                if !result.is_empty() {
-                    warnings.push(warn("ignoring extra text after IF statement"));
-                }
-                open_ifs.push((rules.len(), line.lineno));
-                Kind::If(0)
-            } else {
-                if result.is_empty() {
-                    warnings.push(warn("no replacement text: using empty string"));
-                }
-                match parse_result(result, groups, negate) {
-                    Ok(pieces) => Kind::Rule(pieces),
-                    Err(msg) => {
-                        warnings.push(warn(&msg));
-                        continue;
+            let kind = match parsed {
+                None => {
+                    if !result.is_empty() {
+                        warnings.push(warn("ignoring extra text after IF statement"));
                     }
+                    open_ifs.push((rules.len(), line.lineno));
+                    Kind::If(0)
                 }
+                Some((_, max_sub)) if max_sub > groups => {
+                    warnings.push(warn(&format!(
+                        "out of range replacement index \"{max_sub}\": skipping this rule"
+                    )));
+                    continue;
+                }
+                Some((pieces, _)) => Kind::Rule(pieces),
             };
             let substitutes =
                 matches!(&kind, Kind::Rule(p) if p.iter().any(|p| matches!(p, Piece::Group(_))));
@@ -772,8 +838,41 @@ mod tests {
         assert_eq!(t.get("zzz"), None);
         assert_eq!(
             t.warnings,
-            vec!["pcre map re, line 2: out of range replacement index \"0\": skipping this rule"]
+            vec![
+                "pcre map re, line 2: out of range replacement index \"0\"",
+                "pcre map re, line 2: bad replacement syntax: skipping this rule"
+            ]
         );
+    }
+
+    /// Debian's Postfix 3.7 on these results (mac_parse and the tables' prescan).
+    #[test]
+    fn results_are_read_as_mac_parse_reads_them() {
+        let src = "/(a)/ r $0\n/(a)/ r ${x}$y\n/(a)/ r ${1\n/(a)/ r $-\n/(a)/ r $1_\n\
+                   !/a/ $0\n/(a/\n/(a)/ r $2\n/(a)(b)?/ [$(1)][${2}][$$1][$01]\n";
+        let t = table(src, Dialect::Regexp);
+        assert_eq!(
+            t.warnings,
+            vec![
+                "regexp map re, line 1: out-of-range replacement index \"0\"",
+                "regexp map re, line 1: bad replacement syntax: skipping this rule",
+                "regexp map re, line 2: non-numeric replacement index \"x\"",
+                "regexp map re, line 2: non-numeric replacement index \"y\"",
+                "regexp map re, line 2: bad replacement syntax: skipping this rule",
+                "truncated macro reference: \"r ${1\"",
+                "regexp map re, line 3: bad replacement syntax: skipping this rule",
+                "empty macro name: \"r $-\"",
+                "regexp map re, line 4: bad replacement syntax: skipping this rule",
+                "regexp map re, line 5: non-numeric replacement index \"1_\"",
+                "regexp map re, line 5: bad replacement syntax: skipping this rule",
+                "regexp map re, line 6: out-of-range replacement index \"0\"",
+                "regexp map re, line 6: bad replacement syntax: skipping this rule",
+                "regexp map re, line 7: no replacement text: using empty string",
+                "regexp map re, line 7: Unmatched ( or \\(",
+                "regexp map re, line 8: out of range replacement index \"2\": skipping this rule",
+            ]
+        );
+        assert_eq!(t.get("a").as_deref(), Some("[a][][$1][a]"));
     }
 
     #[test]
