@@ -1657,7 +1657,7 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
         # No quoting: the path ends at the first ">" unless a "<" nests before it.
         end = text.find(">")
         if end > 0 and text.count("<", 0, end) == 1:
-            return _path_and_params(text, end)
+            return _path_and_params(text, end, strict)
     if text.startswith("<"):
         depth = 0
         in_quote = False
@@ -1680,14 +1680,14 @@ def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
             i += 1
         if end < 0:
             return None
-        return _path_and_params(text, end)
+        return _path_and_params(text, end, strict)
     else:
         if strict:
             return None
         words = smtpd_tokens(text)
         if not words:
             return None
-        addr, params = words[0], words[1:]
+        addr, params = _uncommented(words[0], strict), words[1:]
     if not _address_ok(addr):
         return None
     return addr, params
@@ -1711,15 +1711,25 @@ def illegal_syntax(text: str, strict: bool) -> str | None:
         return None
     route = _ROUTE.match(inner)
     inner = inner[route.end() :] if route else inner
-    local = inner.rpartition("@")[0]
-    if _SPLITS.search(inner) or "[" in local:
+    if _COMMENT_SPLITS.search(inner) or (strict and "(" in inner):
+        return path  # a comment is no part of an RFC 821 path
+    inner = _COMMENT.sub("", inner)
+    if _WORD_SPLITS.search(inner) or "[" in inner.rpartition("@")[0]:
         return path
     return None
 
 
-def _path_and_params(text: str, end: int) -> tuple[str, list[str]] | None:
+def _uncommented(addr: str, strict: bool) -> str:
+    """The address without the comments tok822 drops (see _COMMENT_SPLITS), but for
+    strict_rfc821_envelopes, which refuses them."""
+    if "(" not in addr or strict or '"' in addr or "\\" in addr or _COMMENT_SPLITS.search(addr):
+        return addr
+    return _COMMENT.sub("", addr)
+
+
+def _path_and_params(text: str, end: int, strict: bool) -> tuple[str, list[str]] | None:
     """parse_path for `text` whose <path> ends at `end`."""
-    addr = text[1:end]
+    addr = _uncommented(text[1:end], strict)
     rest = text[end + 1 :]
     if rest and not rest.startswith(" "):
         return None
@@ -1781,7 +1791,10 @@ def smtpd_tokens(text: str) -> list[str]:
 # it is logged).
 _UNQUOTED_BAD = re.compile(r"[ <>(),;\\\t\n\r\x00]")
 # What splits an address outside quotes into several (tok822): extract_addr's "naddr > 1".
-_SPLITS = re.compile(r"[ \t\r\n,;]|[^.@(]\([^)]*\)[^.@]")
+# A comment between two words does; tok822 drops any other ((c)ab@x is ab@x).
+_COMMENT_SPLITS = re.compile(r"[^.@(]\([^)]*\)[^.@]")
+_COMMENT = re.compile(r"\([^()]*\)")
+_WORD_SPLITS = re.compile(r"[ \t\r\n,;]")
 # A source route's list of domains ("@a,@b:"), whose commas belong to it.
 _ROUTE = re.compile(r"@[^:]*:")
 
