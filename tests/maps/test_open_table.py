@@ -86,8 +86,11 @@ def test_readers_never_see_a_half_written_table(tmp_path):
 
 
 def test_errors_are_table_errors_with_postfix_words(tmp_path):
-    with pytest.raises(TableError, match=r"open database .*/nope.cdb: No such file or directory"):
+    # The file each type of Postfix's would open: hash: a Berkeley DB .db, cdb: a .cdb.
+    with pytest.raises(TableError, match=r"open database .*/nope\.db: No such file or directory"):
         open_table(f"hash:{tmp_path}/nope")
+    with pytest.raises(TableError, match=r"open database .*/nope\.cdb: No such file or direc"):
+        open_table(f"cdb:{tmp_path}/nope")
     (tmp_path / "junk.cdb").write_bytes(b"\xff" * 4096)
     with pytest.raises(TableError, match=r"unable to init .*junk\.cdb: Protocol error"):
         open_table(f"cdb:{tmp_path}/junk")
@@ -207,7 +210,7 @@ def test_a_key_that_is_not_utf8_is_refused_as_postfix_dict_utf8_does(tmp_path, w
         assert maps.lookup_many(open_table(spec), [key]) == [None], spec
     shown = 'non-UTF-8 key "caf?@example.test": malformed UTF-8 or invalid codepoint'
     # An indexed table is named by its file, as Postfix's hash:NAME.db.
-    names = [f"{spec}.cdb" if spec == f"hash:{h}" else spec for spec in specs]
+    names = [f"{spec}.db" if spec == f"hash:{h}" else spec for spec in specs]
     expected = [f"{name}: {shown}" for name in names for _ in (1, 2)]
     # texthash: leaves the line out as it reads the file, as Postfix's dict_thash does.
     skipped = f'{h}, line 1: non-UTF-8 input "caf?@example.test latin" -- ignoring this line'
@@ -240,11 +243,11 @@ def test_a_hash_value_that_is_not_utf8_is_a_config_error_as_postfix_dict_utf8(
     for ask in (table.lookup, lambda k: maps.lookup_many(table, ["plain@example.test", k])):
         with pytest.raises(TableConfigError) as failed:
             ask("latin@example.test")
-        assert (failed.value.table, failed.value.key) == (f"hash:{h}.cdb", "latin@example.test")
+        assert (failed.value.table, failed.value.key) == (f"hash:{h}.db", "latin@example.test")
     assert (
         warnings_seen
         == [
-            f'hash:{h}.cdb: key "latin@example.test": non-UTF-8 value "caf?": '
+            f'hash:{h}.db: key "latin@example.test": non-UTF-8 value "caf?": '
             "malformed UTF-8 or invalid codepoint"
         ]
         * 2
@@ -281,3 +284,78 @@ def test_keys_that_are_not_utf8_are_matched_as_bytes_without_utf8(tmp_path, warn
     union = open_table(f"unionmap:{{hash:{h}, texthash:{h}, regexp:{rx}}}", cfg)
     assert union.lookup(key) == "latin,latin"
     assert warnings_seen == []
+
+
+@pytest.fixture
+def daemon_sinks():
+    """Warnings and open errors as a daemon logs them (oxipost.master.child)."""
+    seen: list[str] = []
+    maps.set_warning_sink(lambda text: seen.append("warning: " + text))
+    maps.allow_surrogates(lambda text: seen.append("error: " + text))
+    yield seen
+    maps.allow_surrogates(None)
+    maps.set_warning_sink(maps._stderr_warning)
+
+
+@pytest.mark.parametrize(("kind", "suffix"), [("hash", ".db"), ("cdb", ".cdb")])
+def test_a_daemon_goes_on_with_a_surrogate(tmp_path, daemon_sinks, kind, suffix):
+    """Postfix's dict_surrogate: the open failure logged once, as an error, when the table
+    is opened; each lookup warns and fails; a rebuilt table is opened for real."""
+    spec = f"{kind}:{tmp_path}/later"
+    reason = f"open database {tmp_path}/later{suffix}: No such file or directory"
+    table = open_table(spec)
+    assert daemon_sinks == [f"error: {reason}"]
+    assert open_table(spec) is table  # the cache: no second error, no stat of a new file
+    assert daemon_sinks == [f"error: {reason}"]
+    for _ in range(2):
+        with pytest.raises(maps.TableUnavailable) as failed:
+            table.lookup("k")
+        assert failed.value.spec == spec
+    assert daemon_sinks[1:] == [f"warning: {spec} is unavailable. {reason}"] * 2
+    # A pattern table: an address search gives it the whole address only.
+    assert not table.fixed
+    build(tmp_path / "later", "k v\n")
+    assert open_table(spec).lookup("k") == "v"
+
+
+def test_a_surrogate_in_a_search_warns_as_maps_find(tmp_path, daemon_sinks):
+    from oxipost.maps.search import PARTIAL, maps_find
+
+    spec = f"hash:{tmp_path}/gone"
+    reason = f"open database {tmp_path}/gone.db: No such file or directory"
+    table = open_table(spec)
+    with pytest.raises(TableError):
+        maps_find([table], [("@example.com", PARTIAL), "a@example.com"])
+    assert daemon_sinks == [
+        f"error: {reason}",
+        f"warning: {spec} is unavailable. {reason}",
+        f'warning: {spec} lookup error for "a@example.com"',
+    ]
+
+
+def test_a_table_type_that_is_none_is_no_surrogate(daemon_sinks):
+    """dict_open's "unsupported dictionary type" stops a Postfix daemon: no table stands
+    in for it here, the lookup that wants it fails."""
+    with pytest.raises(TableError, match="unsupported dictionary type: bogus"):
+        open_table("bogus:x")
+    assert daemon_sinks == []
+
+
+def test_a_part_of_a_daemon_logs_its_tables_itself(tmp_path, daemon_sinks):
+    """cleanup in smtpd logs its tables' lines as cleanup (oxipost.maps.logging_to)."""
+    part: list[str] = []
+
+    class PartLog:
+        def warning(self, text: str) -> None:
+            part.append("warning: " + text)
+
+        def error(self, text: str) -> None:
+            part.append("error: " + text)
+
+    spec = f"cdb:{tmp_path}/none"
+    with maps.logging_to(PartLog()):
+        with pytest.raises(TableError):
+            open_table(spec).lookup("k")
+    reason = f"open database {tmp_path}/none.cdb: No such file or directory"
+    assert part == [f"error: {reason}", f"warning: {spec} is unavailable. {reason}"]
+    assert daemon_sinks == []

@@ -595,6 +595,8 @@ def test_cidr_matches_and_warns_as_postfix(work):
         ["-q", "a", "pcre:{{/a/ one}, {/b/ two}}"],
         ["-q", "10.1.1.1", "cidr:{{10.0.0.0/8 ten}}"],
         ["-q", "zz", "cdb:nonexistent"],
+        # Postfix's hash: opens nonexistent.db, and says so; ours reads a .cdb.
+        ["-q", "zz", "hash:nonexistent"],
         ["-q", "a"],
         ["-Z", "x"],
         ["-s", "static:x"],

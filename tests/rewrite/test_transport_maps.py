@@ -4,6 +4,7 @@ regular expression lookup tables, because that could open a security hole")."""
 
 from __future__ import annotations
 
+import pytest
 from oxipost import maps
 from oxipost.config import load_config
 from oxipost.rewrite.resolve import resolve
@@ -89,3 +90,45 @@ def test_fixed_transport_table_address_without_extension_domain_and_parents(tmp_
         ("smtp", "example.com"),
         ("smtp", "[same.transport]"),
     ]
+
+
+def test_a_transport_table_that_does_not_open_as_postfix(tmp_path):
+    """As Postfix 3.7's trivial-rewrite (compared through smtpd in
+    tests/smtpd/test_postfix_differential.py): "error: open database FILE.db: REASON" when
+    it opens its tables as it starts, then at each resolve the table's "is unavailable",
+    maps_find's "lookup error" for the full address and resolve.c's "transport_maps
+    lookup failure", and a failure the caller makes temporary (smtpd's 451 4.3.0, qmgr's
+    retry)."""
+    from oxipost.rewrite.resolve import open_rewrite_tables
+
+    lines: list[str] = []
+
+    class Log:
+        def warning(self, text: str) -> None:
+            lines.append(f"warning: {text}")
+
+        def error(self, text: str) -> None:
+            lines.append(f"error: {text}")
+
+    previous_warn = maps.set_warning_sink(Log().warning)
+    previous_error = maps.allow_surrogates(Log().error)
+    try:
+        (tmp_path / "main.cf").write_text(
+            f"mydestination = localhost\ntransport_maps = hash:{tmp_path}/transport\n"
+        )
+        (tmp_path / "master.cf").write_text("")
+        cfg = load_config(str(tmp_path))
+        open_rewrite_tables(cfg, Log())
+        reason = f"open database {tmp_path}/transport.db: No such file or directory"
+        assert lines == [f"error: {reason}"]
+        for _ in range(2):
+            with pytest.raises(maps.TableError):
+                resolve("u@example.com", cfg)
+        assert lines[1:] == 2 * [
+            f"warning: hash:{tmp_path}/transport is unavailable. {reason}",
+            f'warning: hash:{tmp_path}/transport lookup error for "u@example.com"',
+            "warning: transport_maps lookup failure",
+        ]
+    finally:
+        maps.allow_surrogates(previous_error)
+        maps.set_warning_sink(previous_warn)

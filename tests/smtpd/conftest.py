@@ -27,6 +27,7 @@ import pytest
 from oxipost.anvil.service import AnvilServer
 from oxipost.config import load_config
 from oxipost.envelope import Envelope
+from oxipost.maps import allow_surrogates, set_warning_sink
 from oxipost.smtpd.sasl import hash_password
 from oxipost.smtpd.service import build_server
 
@@ -77,6 +78,12 @@ class ListLog:
     def warning(self, text: str) -> None:
         self.lines.append("warning: " + text)
 
+    def error(self, text: str) -> None:
+        self.lines.append("error: " + text)
+
+    def for_program(self, _service: str) -> ListLog:
+        return self
+
 
 def write_config(tmp: str, main_cf: str) -> str:
     base = textwrap.dedent(
@@ -109,10 +116,13 @@ def running_smtpd(
     main_cf: str = "",
     real_queue: bool = False,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    daemon_tables: bool = False,
 ) -> Iterator[Running]:
     """Our smtpd on a free 127.0.0.1 port with this main.cf (after write_config's base), on
     an event loop of its own in a thread, until the block ends; an anvil(8) server on the
-    same loop counts its clients, on private/anvil as under master."""
+    same loop counts its clients, on private/anvil as under master. With `daemon_tables`,
+    tables warn into its log and one that does not open is a surrogate, as in the process
+    master starts (oxipost.master.child)."""
     config_dir = write_config(tmp, main_cf)
     cfg = load_config(config_dir).for_service("smtp")
     queue: Any = RecordingQueue()
@@ -121,6 +131,20 @@ def running_smtpd(
 
         queue = Queue.open(cfg, writer="smtpd")
     lines: list[str] = []
+    with contextlib.ExitStack() as sinks:
+        if daemon_tables:
+            sinks.callback(set_warning_sink, set_warning_sink(ListLog(lines).warning))
+            sinks.callback(allow_surrogates, allow_surrogates(ListLog(lines).error))
+        yield from _serving(cfg, queue, lines, config_dir, loop_factory)
+
+
+def _serving(
+    cfg: Any,
+    queue: Any,
+    lines: list[str],
+    config_dir: str,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> Iterator[Running]:
     server = build_server(cfg, queue, ListLog(lines))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -173,8 +197,11 @@ def running_smtpd(
 def start_smtpd(tmp_path: Any) -> Iterator[Callable[..., Running]]:
     with contextlib.ExitStack() as servers:
 
-        def start(main_cf: str = "", real_queue: bool = False) -> Running:
-            return servers.enter_context(running_smtpd(str(tmp_path), main_cf, real_queue))
+        def start(
+            main_cf: str = "", real_queue: bool = False, daemon_tables: bool = False
+        ) -> Running:
+            server = running_smtpd(str(tmp_path), main_cf, real_queue, daemon_tables=daemon_tables)
+            return servers.enter_context(server)
 
         yield start
         while _OPEN:

@@ -271,12 +271,19 @@ def virtual_expand(state: CleanupState, address: str) -> list[str]:
 
 
 def process_sender(state: CleanupState, sender: str) -> str:
-    """The envelope sender after rewriting, canonical mapping and masquerading."""
+    """The envelope sender after rewriting, canonical mapping and masquerading; when a
+    canonical table fails, as it was, with the message refused (state.reply)."""
     if not sender:
         return sender
     sender = rewrite_address(state.cfg, sender)
     if state.map_ok:
-        sender = canonical(state, sender, ENV_FROM)
+        try:
+            sender = canonical(state, sender, ENV_FROM)
+        except CleanupDefer as e:
+            # cleanup_addr_sender goes on with the address as it was, to the sender's BCC
+            # lookup; the message is refused all the same.
+            state.warn(e.warning)
+            state.refuse(e.reply)
     return sender
 
 

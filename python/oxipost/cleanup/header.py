@@ -36,7 +36,7 @@ from oxipost.cleanup.addr import WRITE_ERROR, canonical
 from oxipost.cleanup.state import HDR_FROM, HDR_RCPT, cleanup_config
 from oxipost.delivery.address import log_form, quote_local
 from oxipost.envelope import Envelope
-from oxipost.maps import Table, TableError
+from oxipost.maps import Table, TableError, warn_lookup_error
 from oxipost.maps.search import maps_find_warned
 from oxipost.printable import truncate
 from oxipost.rewrite.resolve import split_address, unquote_local
@@ -127,7 +127,8 @@ def _lookup(state: CleanupState, param: str, text: str) -> str | None:
             value = table.lookup(text)
             if value is not None:
                 return value
-    except TableError:
+    except TableError as e:
+        warn_lookup_error(e, text)
         state.warn(f"{param} map lookup problem -- message not accepted, try again later")
         state.refuse(WRITE_ERROR)
         state.filtering = False

@@ -23,7 +23,11 @@ no_address_mappings and no_header_body_checks turn those parts off.
 
 Diagnostics: the returned Cleaned carries the SMTP reply when the message is refused
 (4xx: try again later, 5xx: rejected) and the log lines, which the caller writes with
-the queue ID (NOQUEUE when nothing was queued).
+the queue ID (NOQUEUE when nothing was queued); among them, without the queue ID, a
+table's own lines, as Postfix's cleanup logs them: "error: REASON" for one that did not
+open (the daemons open cleanup's tables as they start: open_cleanup_tables), then at each
+lookup "TYPE:NAME is unavailable. REASON" and 'TYPE:NAME lookup error for "KEY"' before
+cleanup's "QID: PARAM map lookup problem ..." (451 4.3.0 Error: queue file write error).
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ from oxipost.cleanup.addr import (
     process_sender,
 )
 from oxipost.cleanup.header import RESENT_HEADERS, Walker, state_local
-from oxipost.cleanup.state import Cleaned, CleanupState, cleanup_config
+from oxipost.cleanup.state import Cleaned, CleanupState, TableNotes, cleanup_config
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope, Recipient
 from oxipost.maildate import mail_date
+from oxipost.maps import logging_to
 
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _HOPS = "554 5.4.0 Error: too many hops"
@@ -146,6 +151,16 @@ def cleanup_message(
         hold="hold" in env.attrs,
         discard="discard" in env.attrs,
     )
+    # Postfix's cleanup logs a table's own warnings without a queue ID, among its lines.
+    with logging_to(TableNotes(state)):
+        return _cleanup(state, env, content, received, internal)
+
+
+def _cleanup(
+    state: CleanupState, env: Envelope, content: bytes, received: str, internal: bool
+) -> Cleaned:
+    cfg = state.cfg
+    opts = state.opts
     headers, body = split_header(content)
     hops = sum(1 for h in headers if h[:9].lower() == b"received:") + bool(received)
     if hops >= opts.hopcount_limit:
@@ -176,10 +191,13 @@ def cleanup_message(
         if state.bcc_ok:
             # Postfix queues the sender's BCC copy right after the sender record.
             recipients += add_bcc(state, bcc_lookup(state, "sender_bcc_maps", sender))
+        if state.reply is not None:
+            # A sender table that failed: cleanup_envelope reads no further record.
+            return Cleaned(env, content, state.reply, notes=state.notes)
         recipients += process_recipients(state, env.recipients, bcc=state.bcc_ok)
     except CleanupDefer as e:
         state.warn(e.warning)
-        return Cleaned(env, content, e.reply, notes=state.notes)
+        return Cleaned(env, content, state.reply or e.reply, notes=state.notes)
     walker = Walker(state)
     # The lines without their CR LF; none has one inside (split_header split there).
     header_text = received.split("\r\n")

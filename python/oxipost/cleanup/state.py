@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from oxipost.maps import Table, open_table
+from oxipost.maps import Table, TableLog, logging_to, open_at_start, open_table
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -112,6 +112,50 @@ def cleanup_config(cfg: Config) -> CleanupConfig:
     return found
 
 
+# What cleanup opens as it starts (cleanup_init.c's cleanup_pre_jail), in its order.
+TABLE_PARAMS = (
+    "canonical_maps",
+    "sender_canonical_maps",
+    "recipient_canonical_maps",
+    "virtual_alias_maps",
+    "sender_bcc_maps",
+    "recipient_bcc_maps",
+    "header_checks",
+    "mime_header_checks",
+    "nested_header_checks",
+    "body_checks",
+)
+
+
+def cleanup_table(cfg: Config, param: str, spec: str) -> Table:
+    """One table of cleanup's `param`, opened as cleanup opens it: header/body checks
+    match the text as is, even bytes that are not UTF-8 (no DICT_FLAG_UTF8_REQUEST in
+    Postfix's cleanup); address tables fold the key."""
+    addr = not param.endswith("checks")
+    return open_table(spec, cfg, addr, utf8=addr)
+
+
+def open_cleanup_tables(cfg: Config, log: TableLog) -> None:
+    """Open cleanup's tables as Postfix's cleanup does when it starts, so that one that
+    does not open is logged then, to `log` (cleanup's), and not by a message."""
+    with logging_to(log):
+        open_at_start(cfg, TABLE_PARAMS, lambda param, spec: cleanup_table(cfg, param, spec))
+
+
+class TableNotes:
+    """A message's table warnings and open errors, among its other lines, without its
+    queue ID: the log oxipost.maps.logging_to gives cleanup."""
+
+    def __init__(self, state: CleanupState) -> None:
+        self.state = state
+
+    def warning(self, text: str) -> None:
+        self.state.notes.append(("table warning", text))
+
+    def error(self, text: str) -> None:
+        self.state.notes.append(("error", text))
+
+
 @dataclass
 class CleanupState:
     cfg: Config
@@ -149,11 +193,8 @@ class CleanupState:
         the file for a rebuild). Raises TableError."""
         found = self._tables.get(param)
         if found is None:
-            # header/body checks match the text as is, even bytes that are not UTF-8 (no
-            # DICT_FLAG_UTF8_REQUEST in Postfix's cleanup); address tables fold the key.
-            addr = not param.endswith("checks")
             specs = self.cfg.get_list(param)
-            found = [(spec, open_table(spec, self.cfg, addr, utf8=addr)) for spec in specs]
+            found = [(spec, cleanup_table(self.cfg, param, spec)) for spec in specs]
             self._tables[param] = found
         return found
 
@@ -190,5 +231,9 @@ class Cleaned:
         for level, text in self.notes:
             if level == "warning":
                 log.warning(f"{queue_id}: {text}")
+            elif level == "table warning":
+                log.warning(text)
+            elif level == "error":
+                log.error(text)
             else:
                 log.info(f"{queue_id}: {text}")

@@ -45,17 +45,32 @@ reads it (dict_thash: 'FILE, line N: non-UTF-8 input "LINE" -- ignoring this lin
 an inline: table that is not UTF-8 does not open (dict_inline: 'bad UTF-8 syntax').
 
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
-postmap(1) builds it. Key search orders of virtual(5), access(5), transport(5) and
+postmap(1) builds it. What they say of a file they cannot open names the file Postfix's
+would open: `<name>.db` for hash:, `<name>.cdb` for cdb: ("open database /x/y.db: No such
+file or directory"), so that a log reads the same whichever MTA wrote it.
+
+A daemon (`allow_surrogates`) goes on without a table that does not open, as Postfix's
+dict_surrogate: "error: REASON" once, when it is opened (the daemons open their tables as
+they start), then a table in its place whose every lookup warns "TYPE:NAME is
+unavailable. REASON" and fails (TableUnavailable: the callers' temporary failure); the
+cache keeps it until its file changes, so no message pays for a new attempt. Commands, and
+a type:name that names no table type, still raise TableError at the open, as Postfix's
+commands and dict_open's fatal errors stop there. A daemon's part that logs as another
+program (cleanup in smtpd, pickup and qmgr) sends these lines to its own log
+(`logging_to`). Key search orders of virtual(5), access(5), transport(5) and
 aliases(5), and the one walk over keys and tables, are in `oxipost.maps.search`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol
 
 from oxipost._core import CorruptError
@@ -86,6 +101,18 @@ class TableError(Exception):
     """A table cannot be opened or read; the text is Postfix's (without `fatal: `)."""
 
 
+class TableSpecError(TableError):
+    """A type:name that names no table (dict_open's fatal error): never a surrogate."""
+
+
+class TableUnavailable(TableError):
+    """A lookup in a table that did not open (a SurrogateTable); `spec` its type:name."""
+
+    def __init__(self, reason: str, spec: str) -> None:
+        super().__init__(reason)
+        self.spec = spec
+
+
 class TableConfigError(TableError):
     """A lookup that found what the table must not give (Postfix's DICT_ERR_CONFIG): a
     result that is not UTF-8. `table` is its type:name as Postfix's warnings name it,
@@ -107,12 +134,22 @@ class Table(Protocol):
     def lookup(self, key: str) -> str | None: ...
 
 
+class TableLog(Protocol):
+    def warning(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+
 def _stderr_warning(text: str) -> None:
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "oxipost"
     print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
 
 
 _warn: Callable[[str], None] = _stderr_warning
+# Set in daemons: where a table that did not open is reported (see above).
+_open_error: Callable[[str], None] | None = None
+# The log of the part of a daemon that runs now, when it is not the process's own.
+_part_log: ContextVar[TableLog | None] = ContextVar("table_log", default=None)
 
 
 def set_warning_sink(sink: Callable[[str], None]) -> Callable[[str], None]:
@@ -125,7 +162,42 @@ def set_warning_sink(sink: Callable[[str], None]) -> Callable[[str], None]:
 
 def warn(text: str) -> None:
     """Report a table warning through the installed sink."""
-    _warn(text)
+    part = _part_log.get()
+    if part is not None:
+        part.warning(text)
+    else:
+        _warn(text)
+
+
+def warn_lookup_error(e: Exception, key: str) -> None:
+    """Postfix's maps_find 'TYPE:NAME lookup error for "KEY"' when `e` is the failure of a
+    table that did not open (whose own warning came first)."""
+    if isinstance(e, TableUnavailable):
+        warn(f'{e.spec} lookup error for "{key}"')
+
+
+def allow_surrogates(error: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """Go on without a table that does not open, reporting its open failure through
+    `error` (a Logger.error; None: raise TableError, as commands), as Postfix's daemons
+    set dict_allow_surrogate; the sink it replaces. Tables that failed before are opened
+    again, as by a new daemon process."""
+    global _open_error
+    previous, _open_error = _open_error, error
+    with _cache_lock:
+        for key in [k for k, (t, _) in _cache.items() if isinstance(t, SurrogateTable)]:
+            del _cache[key]
+    return previous
+
+
+@contextmanager
+def logging_to(log: TableLog) -> Iterator[None]:
+    """Table warnings and open errors of the code run inside go to `log` (in this thread
+    or task only)."""
+    token = _part_log.set(log)
+    try:
+        yield
+    finally:
+        _part_log.reset(token)
 
 
 def fold(key: str) -> str:
@@ -205,13 +277,15 @@ class CdbTable:
     fixed = True
     utf8_name: str | None = None
 
-    def __init__(self, name: str, fold_keys: bool = True) -> None:
+    def __init__(self, name: str, fold_keys: bool = True, kind: str = "cdb") -> None:
         self.path = name + ".cdb"
+        # The file Postfix's table of this type opens, which its messages name.
+        self.shown_path = name + (".db" if kind == "hash" else ".cdb")
         self.fold_keys = fold_keys
         try:
             self._cdb = _core.Cdb(self.path)
         except OSError as e:
-            raise TableError(f"open database {self.path}: {os_reason(e)}") from None
+            raise TableError(f"open database {self.shown_path}: {os_reason(e)}") from None
         except CorruptError:
             raise TableError(
                 f"dict_cdbq_open: unable to init {self.path}: Protocol error"
@@ -221,7 +295,7 @@ class CdbTable:
             # keeps the owner) could make it another file's.
             self.owner: int | None = os.stat(self.path).st_uid
         except OSError as e:
-            raise TableError(f"open database {self.path}: {os_reason(e)}") from None
+            raise TableError(f"open database {self.shown_path}: {os_reason(e)}") from None
 
     def lookup(self, key: str) -> str | None:
         folded = fold(key) if self.fold_keys else key
@@ -257,6 +331,24 @@ class CdbTable:
             (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
             for k, v in self._cdb.items()
         ]
+
+
+class SurrogateTable:
+    """Postfix's dict_surrogate: in a daemon, what stands for a table that did not open.
+    Each lookup warns "TYPE:NAME is unavailable. REASON" and fails. A pattern table
+    (DICT_FLAG_PATTERN), so asked the whole key only, and root's (DICT_OWNER_TRUSTED)."""
+
+    fixed = False
+    owner: int | None = 0
+    utf8_name: str | None = None
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+
+    def lookup(self, key: str) -> str | None:
+        warn(f"{self.spec} is unavailable. {self.reason}")
+        raise TableUnavailable(self.reason, self.spec)
 
 
 class DictTable:
@@ -654,13 +746,13 @@ def _open(
 ) -> Table:
     kind, colon, name = spec.partition(":")
     if not colon:
-        raise TableError(f'need dictionary type in "{spec}"')
+        raise TableSpecError(f'need dictionary type in "{spec}"')
     if kind == "proxy":
         return open_table(name, cfg, fold_keys, no_regsub, utf8, paranoid)
     table = _open_kind(spec, kind, name, cfg, fold_keys, no_regsub, utf8, paranoid)
     if utf8:
         # Postfix names an indexed table that opened by its file (hash:/etc/x.db).
-        table.utf8_name = f"{kind}:{table.path}" if isinstance(table, CdbTable) else spec
+        table.utf8_name = f"{kind}:{table.shown_path}" if isinstance(table, CdbTable) else spec
     return table
 
 
@@ -675,7 +767,7 @@ def _open_kind(
     paranoid: bool,
 ) -> Table:
     if kind in INDEXED_TYPES:
-        return CdbTable(name, fold_keys)
+        return CdbTable(name, fold_keys, kind)
     if kind == "texthash":
         if name.startswith("{"):
             raise TableError(f"open database {name}: No such file or directory")
@@ -701,7 +793,7 @@ def _open_kind(
         from oxipost.maps.net import open_net_table
 
         return open_net_table(spec, kind, name, paranoid)
-    raise TableError(f"unsupported dictionary type: {kind}")
+    raise TableSpecError(f"unsupported dictionary type: {kind}")
 
 
 _cache: dict[tuple[str, bool, bool, bool, bool], tuple[Table, tuple[int, int, int] | None]] = {}
@@ -735,10 +827,33 @@ def open_table(
         hit = _cache.get(key)
         if hit is not None and hit[1] == stamp:
             return hit[0]
-    table = _open(spec, cfg, fold_keys, no_regsub, utf8, paranoid)
+    try:
+        table: Table = _open(spec, cfg, fold_keys, no_regsub, utf8, paranoid)
+    except TableSpecError:
+        raise
+    except TableError as e:
+        if _open_error is None:
+            raise
+        part = _part_log.get()
+        (_open_error if part is None else part.error)(str(e))
+        table = SurrogateTable(spec, str(e))
     with _cache_lock:
         _cache[key] = (table, stamp)
     return table
+
+
+def open_at_start(cfg: Config, params: Sequence[str], opener: Callable[[str, str], object]) -> None:
+    """Open the tables the list parameters `params` name, `opener(param, spec)` each, as
+    Postfix's daemons open theirs when they start, so that one that does not open is
+    reported then (see above) and not by the first client or message. An item names a
+    table when its type is one (`!type:name` too; a restriction's table is an item of its
+    own); a type:name that is none is left for its lookup to report."""
+    for param in params:
+        for item in cfg.get_list(param):
+            spec = item.removeprefix("!")
+            if spec.partition(":")[0] in TABLE_TYPES:
+                with contextlib.suppress(TableError):
+                    opener(param, spec)
 
 
 def lookup_many(table: Table, keys: Sequence[str]) -> list[str | None]:

@@ -40,7 +40,8 @@ SearchKey = tuple[str, bool]
 def maps_find(tables: Sequence[Table], keys: Iterable[SearchKey | str]) -> tuple[str, str] | None:
     """(value, key) of the first key any table answers, as Postfix's maps_find() called
     for each key in turn: every table for one key before the next key, a PARTIAL key only
-    for fixed tables, an empty key never asked. TableError propagates."""
+    for fixed tables, an empty key never asked. TableError propagates, after maps_find's
+    'SPEC lookup error for "KEY"' for a table that did not open (its own warning first)."""
     for item in keys:
         key, partial = (item, FULL) if isinstance(item, str) else item
         if not key:
@@ -48,7 +49,14 @@ def maps_find(tables: Sequence[Table], keys: Iterable[SearchKey | str]) -> tuple
         for table in tables:
             if partial and not table.fixed:
                 continue
-            value = table.lookup(key)
+            try:
+                value = table.lookup(key)
+            except Exception as e:
+                # Imported here, off the path of a lookup that works.
+                from oxipost.maps import warn_lookup_error
+
+                warn_lookup_error(e, key)
+                raise
             if value is not None:
                 return value, key
     return None

@@ -25,7 +25,7 @@ from oxipost.config import ConfigError, load_config
 from oxipost.delivery.service import PRIVILEGED_AGENTS
 from oxipost.flow import FlowPipe
 from oxipost.log import capture_python_logging, get_logger
-from oxipost.maps import set_warning_sink
+from oxipost.maps import allow_surrogates, set_warning_sink
 from oxipost.master.context import ServiceContext
 from oxipost.master.master import STARTUP_GRACE, drop_privileges
 from oxipost.master.services import SERVICES
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     # A table's skipped lines, as Postfix's daemons log them: to the maillog, not to a
     # stderr nobody reads (local(8)'s "regexp map ...: substitution is not allowed").
     set_warning_sink(log.warning)
+    # A table that does not open: "error: REASON" and a surrogate, not a failing daemon.
+    allow_surrogates(log.error)
     if svc.is_unprivileged:
         drop_privileges(cfg, log)
     ctx = ServiceContext(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from oxipost import bounce
 from oxipost.cleanup import Cleaned, cleanup_message
 from oxipost.cleanup.message import split_header
+from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowGate
@@ -232,6 +233,7 @@ def main(ctx: ServiceContext) -> int:
 
     cfg = ctx.cfg
     queue = Queue.open(cfg, writer="pickup")
+    open_cleanup_tables(cfg, ctx.log.for_program("cleanup"))
     wakeup = ctx.service.wakeup_seconds or 60
     flow = FlowGate(ctx.flow, cfg)
     sel = selectors.DefaultSelector()

@@ -65,15 +65,17 @@ import msgpack
 # first use: qmgr then drops to mail_owner, who may not be able to read the interpreter's
 # own tree (a Python under /root), and a later import fails ("No module named ...").
 from oxipost import bounce, runloop, verify
+from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
 from oxipost.delivery.address import log_form
 from oxipost.envelope import TRACE_MTA_VRFY, Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
+from oxipost.maps import TableError
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
-from oxipost.rewrite.resolve import match_domain, resolve
+from oxipost.rewrite.resolve import match_domain, open_rewrite_tables, resolve
 from oxipost.verify import client as verify_client
 
 if TYPE_CHECKING:
@@ -340,7 +342,10 @@ class Qmgr:
             # An address verification probe goes where address_verify_* say.
             r = resolve(rcpt.address, verify.routing(self.cfg) if probe else self.cfg, sender)
         except Exception as e:
-            self.log.warning(f"address resolver failure for {rcpt.address}: {e}")
+            # A table that failed has said so as Postfix's trivial-rewrite does (its own
+            # warnings, "transport_maps lookup failure"); its qmgr adds nothing.
+            if not isinstance(e, TableError):
+                self.log.warning(f"address resolver failure for {rcpt.address}: {e}")
             # Postfix's retry transport: the error agent with a temporary status.
             return "retry", "4.3.0 address resolver failure"
         return r.transport, r.nexthop
@@ -1027,6 +1032,9 @@ def serve(
     state = open_state(cfg, log, lock_wait)
     for problem in state.problems:
         log.warning(problem)
+    # What Postfix's qmgr asks of trivial-rewrite, and its bounces of cleanup.
+    open_rewrite_tables(cfg, log.for_program("trivial-rewrite"))
+    open_cleanup_tables(cfg, log.for_program("cleanup"))
     try:
         return runloop.run(Qmgr(cfg, log, state, flow, used).run(listen))
     finally:

@@ -22,7 +22,10 @@ address resolved again; each time the result is flagged RESOLVE_FLAG_ROUTED, whi
 control treats as foreign (as Postfix does, whatever allow_percent_hack says).
 
 Diagnostics: an unreadable transport or domain table raises oxipost.maps.TableError, which
-callers turn into a temporary failure.
+callers turn into a temporary failure (smtpd's 451 4.3.0, qmgr's retry transport). A
+transport_maps table that did not open logs as Postfix's trivial-rewrite: "error: REASON"
+as the daemon opens its tables (open_rewrite_tables), then at each lookup the table's and
+maps_find's warnings and "transport_maps lookup failure".
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from oxipost.maps.search import FULL, domain_keys, maps_find, transport_keys, vi
 
 if TYPE_CHECKING:
     from oxipost.config import Config
+    from oxipost.maps import TableLog
 
 RESOLVE_FLAG_FINAL = 1 << 0
 RESOLVE_FLAG_ROUTED = 1 << 1
@@ -337,5 +341,38 @@ def _transport_maps(cfg: Config, address: str) -> str | None:
     # Postfix's DICT_FLAG_NO_REGSUB (transport(5)): a result naming where mail goes must
     # not carry text from the address.
     tables = [_table(s, cfg, no_regsub=True) for s in specs]
-    found = maps_find(tables, transport_keys(address, cfg))
+    try:
+        found = maps_find(tables, transport_keys(address, cfg))
+    except Exception as e:
+        from oxipost.maps import TableError, warn
+
+        if isinstance(e, TableError):
+            # resolve.c's, after the table's own and maps_find's.
+            warn("transport_maps lookup failure")
+        raise
     return None if found is None else found[0].strip()
+
+
+# The domain lists trivial-rewrite matches, then the tables it asks with no_regsub.
+_DOMAIN_PARAMS = (
+    "mydestination",
+    "relay_domains",
+    "virtual_alias_domains",
+    "virtual_mailbox_domains",
+)
+_ROUTE_PARAMS = (
+    "sender_dependent_relayhost_maps",
+    "sender_dependent_default_transport_maps",
+    "transport_maps",
+)
+
+
+def open_rewrite_tables(cfg: Config, log: TableLog) -> None:
+    """Open the tables trivial-rewrite's resolve service asks, as Postfix's opens them
+    when it starts: one that does not open is logged then, to `log` (trivial-rewrite's;
+    oxipost.maps.open_at_start)."""
+    from oxipost.maps import logging_to, open_at_start
+
+    with logging_to(log):
+        open_at_start(cfg, _DOMAIN_PARAMS, lambda _param, spec: _table(spec, cfg))
+        open_at_start(cfg, _ROUTE_PARAMS, lambda _p, spec: _table(spec, cfg, no_regsub=True))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oxipost.delivery.address import log_form
-from oxipost.maps import TableConfigError, TableError, open_table
+from oxipost.maps import TableConfigError, TableError, open_at_start, open_table
 from oxipost.maps.net import NET_TABLE_TYPES
 from oxipost.maps.search import (
     SearchKey,
@@ -302,6 +302,28 @@ def _table(spec: str, cfg: Config) -> Any:
 
 
 _TABLE_ERRORS = (TableError, OSError)
+
+# What smtpd asks tables of besides its restrictions, in smtpd_check_init's order.
+_TABLE_PARAMS = (
+    "mynetworks",
+    "relay_domains",
+    "local_recipient_maps",
+    "virtual_alias_maps",
+    "virtual_mailbox_maps",
+    "relay_recipient_maps",
+    "smtpd_sender_login_maps",
+    "relocated_maps",
+)
+
+
+def open_smtpd_tables(cfg: Config) -> None:
+    """Open smtpd's tables (the lists it matches, the recipient tables, the restrictions'
+    and their classes' tables) as Postfix's smtpd_check_init does as smtpd starts: one
+    that does not open is logged then (oxipost.maps.open_at_start)."""
+    restrictions = [param for param, _ in _STAGES.values()]
+    classes = cfg.get_list("smtpd_restriction_classes")
+    params = [*_TABLE_PARAMS, *restrictions, *classes]
+    open_at_start(cfg, params, lambda _param, spec: _table(spec, cfg))
 
 
 def _asks_a_server(word: str) -> bool:

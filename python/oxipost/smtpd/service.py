@@ -23,10 +23,12 @@ from typing import Any
 # (a Python under /root), so an import after that point fails.
 from oxipost import runloop
 from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.flow import FlowGate, FlowPipe
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import Queue
-from oxipost.smtpd.check import CheckConfigError
+from oxipost.rewrite.resolve import open_rewrite_tables
+from oxipost.smtpd.check import CheckConfigError, open_smtpd_tables
 from oxipost.smtpd.sasl import make_authenticator
 from oxipost.smtpd.server import SmtpdServer
 
@@ -57,7 +59,18 @@ def open_queue(cfg: Any) -> Any:
     return Queue.open(cfg, writer=f"smtpd-{os.getpid()}")
 
 
+def open_tables(cfg: Any, log: Any) -> None:
+    """Open the tables of smtpd and of the daemons it does the work of (cleanup,
+    trivial-rewrite), each logging one that does not open under its own name, as
+    Postfix's do when they start."""
+    open_smtpd_tables(cfg)
+    if log is not None:
+        open_cleanup_tables(cfg, log.for_program("cleanup"))
+        open_rewrite_tables(cfg, log.for_program("trivial-rewrite"))
+
+
 def build_server(cfg: Any, queue: Any, log: Any = None) -> SmtpdServer:
+    open_tables(cfg, log)
     return SmtpdServer(
         cfg,
         queue,
