@@ -146,13 +146,15 @@ def test_illegal_address_syntax_warned_as_postfix(strict: str) -> None:
     dialogue += [b"MAIL FROM:s@example.org", b"MAIL FROM:<s@example.org>"]
     dialogue += [b"RCPT TO:<" + p + b"@example.net>" for p in paths]
     dialogue += [b"RCPT TO:u@example.net", b"RCPT TO:<u@example.net"]
+    after = [b"x", b"x.y", b"(c)", b"<v@example.net>", b",v"]
+    dialogue += [b"RCPT TO:<u@example.net>" + words for words in after]
     main_cf = (
         f"{MAIN_CF}strict_rfc821_envelopes = {strict}\nsmtpd_hard_error_limit = 100\n"
         "smtpd_soft_error_limit = 100\n"
     )
     theirs, ours, _ = _on_both(main_cf, dialogue)
     warned = [ln for ln in theirs if b"Illegal address syntax" in ln]
-    # strict_rfc821_envelopes: also the two paths without <> and the four comments dropped.
-    assert len(warned) == 16 + 10 * (strict == "yes"), theirs
+    # strict_rfc821_envelopes: also the two paths without <> and the five comments dropped.
+    assert len(warned) == 20 + 11 * (strict == "yes"), theirs
     assert b'to=<"a?b?c?d"@example.net>' in b"".join(theirs), theirs
     assert ours == theirs

@@ -1704,11 +1704,13 @@ def illegal_syntax(text: str, strict: bool) -> str | None:
     path = words[0]
     if not path.startswith("<"):
         return path if strict else None
-    if not path.endswith(">"):
-        return None
+    end = path.find(">")
+    if end < 0 or '"' in path or "\\" in path:
+        return None  # unclosed, or quoted: not judged here
+    if end < len(path) - 1:
+        # Words after the path: another address, but for comments, which tok822 drops.
+        return None if not strict and _COMMENTS.fullmatch(path, end + 1) else path
     inner = path[1:-1]
-    if '"' in inner or "\\" in inner:
-        return None
     route = _ROUTE.match(inner)
     inner = inner[route.end() :] if route else inner
     if _COMMENT_SPLITS.search(inner) or (strict and "(" in inner):
@@ -1731,6 +1733,9 @@ def _path_and_params(text: str, end: int, strict: bool) -> tuple[str, list[str]]
     """parse_path for `text` whose <path> ends at `end`."""
     addr = _uncommented(text[1:end], strict)
     rest = text[end + 1 :]
+    if rest.startswith("(") and not strict:
+        comments = _COMMENTS.match(rest)
+        rest = rest[comments.end() :] if comments else rest
     if rest and not rest.startswith(" "):
         return None
     if not _address_ok(addr):
@@ -1794,6 +1799,7 @@ _UNQUOTED_BAD = re.compile(r"[ <>(),;\\\t\n\r\x00]")
 # A comment between two words does; tok822 drops any other ((c)ab@x is ab@x).
 _COMMENT_SPLITS = re.compile(r"[^.@(]\([^)]*\)[^.@]")
 _COMMENT = re.compile(r"\([^()]*\)")
+_COMMENTS = re.compile(r"(?:\([^()]*\))+")
 _WORD_SPLITS = re.compile(r"[ \t\r\n,;]")
 # A source route's list of domains ("@a,@b:"), whose commas belong to it.
 _ROUTE = re.compile(r"@[^:]*:")
