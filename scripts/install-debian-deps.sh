@@ -19,6 +19,8 @@ packages=(
   openssl                            # certificates for the TLS tests
   util-linux                         # flock (build lock), mount (the full-disk tests)
   strace                             # proves fdatasync happens before the 250 (catalogue 1)
+  opendkim opendkim-tools            # a real milter: DKIM signing and verifying (tests/milter)
+  python3-milter                     # libmilter for Debian's python3: the tests' own milters
 )
 
 [ "${1:-}" = python ] && packages=("${python_packages[@]}")

@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 from oxipost import bounce
 from oxipost.cleanup import Cleaned, cleanup_message
 from oxipost.cleanup.message import split_header
+from oxipost.cleanup.milter import non_smtpd_milters
 from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowGate
 from oxipost.log import format_tv, get_logger
 from oxipost.maildate import mail_date
+from oxipost.milter import milter_conf
 from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
 
 # How long a wakeup may wait for a busy qmgr's reply; past it, its next scan finds the mail.
@@ -143,6 +145,7 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
     except FileNotFoundError:
         return 0
     moved = 0
+    milters = milter_conf(cfg, "non_smtpd_milters")
     for name in names:
         if name.startswith(".") or name.endswith(".corrupt"):
             continue  # a temp file still being written, or one already set aside
@@ -161,6 +164,8 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
             continue
         except (OSError, MaildropError) as e:
             result = str(e)
+        if milters is not None and isinstance(result, Cleaned) and result.reply is None:
+            result = non_smtpd_milters(milters, cfg, result, qid)
         if isinstance(result, Cleaned) and result.reply is not None:
             if result.reply.startswith("4"):
                 result.log_notes(log, qid)

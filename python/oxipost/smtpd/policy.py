@@ -86,7 +86,7 @@ class PolicyClient:
         default_action, max_idle, max_ttl, request_limit, try_limit, retry_delay,
         policy_context)."""
         words = split_list(server.strip().removeprefix("{").removesuffix("}"))
-        own = dict(_setting(word) for word in words[1:])
+        own = dict(setting_word(word) for word in words[1:])
         self.server = words[0] if words else ""
         # The name attr_clnt logs: the endpoint without its transport type.
         self.name = self.server.partition(":")[2]
@@ -95,12 +95,12 @@ class PolicyClient:
         def setting(name: str) -> str:
             return own.get(name) or cfg.get("smtpd_policy_service_" + name)
 
-        self.timeout = _seconds(setting("timeout"))
-        self.max_idle = _seconds(setting("max_idle"))
-        self.max_ttl = _seconds(setting("max_ttl"))
+        self.timeout = time_seconds(setting("timeout"))
+        self.max_idle = time_seconds(setting("max_idle"))
+        self.max_ttl = time_seconds(setting("max_ttl"))
         self.request_limit = int(setting("request_limit"))
         self.try_limit = max(1, int(setting("try_limit")))
-        self.retry_delay = _seconds(setting("retry_delay"))
+        self.retry_delay = time_seconds(setting("retry_delay"))
         self.default_action = setting("default_action")
         self.policy_context = setting("policy_context")
         self.queue_directory = cfg.get("queue_directory")
@@ -131,7 +131,7 @@ class PolicyClient:
                 timed_out = isinstance(e, TimeoutError)  # Postfix's ETIMEDOUT
                 quiet = not timed_out and getattr(e, "errno", None) in _QUIET_ERRNOS
                 if self.log is not None and (count > 1 or not quiet):
-                    self.log.warning(f"problem talking to server {self.name}: {_reason(e)}")
+                    self.log.warning(f"problem talking to server {self.name}: {os_reason(e)}")
                 if count < self.try_limit:
                     time.sleep(self.retry_delay)
                 continue
@@ -172,7 +172,7 @@ class PolicyClient:
             return self._connect(now)
         except OSError as e:
             if self.log is not None:
-                self.log.warning(f"connect to {self.name}: {_reason(e)}")
+                self.log.warning(f"connect to {self.name}: {os_reason(e)}")
             raise
 
     def _give_back(self, conn: _Conn) -> None:
@@ -214,19 +214,19 @@ def _close_all(conns: list[_Conn]) -> None:
         conns.pop().close()
 
 
-def _setting(word: str) -> tuple[str, str]:
+def setting_word(word: str) -> tuple[str, str]:
     name, _, value = word.partition("=")
     return name.strip(), value.strip()
 
 
-def _seconds(value: str) -> float:
+def time_seconds(value: str) -> float:
     """A time value: a number with an optional unit (s, m, h, d, w; seconds without)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     unit = value[-1:] if value[-1:] in units else "s"
     return float(value.removesuffix(unit) if value[-1:] in units else value) * units[unit]
 
 
-def _reason(e: BaseException) -> str:
+def os_reason(e: BaseException) -> str:
     if isinstance(e, socket.timeout | TimeoutError):
         return "Connection timed out"
     if isinstance(e, OSError) and e.strerror:
@@ -234,4 +234,4 @@ def _reason(e: BaseException) -> str:
     return str(e)
 
 
-__all__ = ["PolicyClient"]
+__all__ = ["PolicyClient", "os_reason", "setting_word", "time_seconds"]

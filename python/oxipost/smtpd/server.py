@@ -36,11 +36,13 @@ from typing import Any, Protocol
 
 from oxipost.anvil.client import AnvilClient
 from oxipost.cleanup.header import local_client
+from oxipost.cleanup.milter import MilterEditor, milter_log
 from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.maildate import mail_date
+from oxipost.milter import MilterConf, milter_conf
 from oxipost.printable import escape, printable
 from oxipost.rewrite.resolve import match_domain, split_address, split_internal, unquote_822_local
 from oxipost.smtpd import replies as R
@@ -55,6 +57,7 @@ from oxipost.smtpd.check import (
     validate,
 )
 from oxipost.smtpd.listener import Connection, Listener
+from oxipost.smtpd.milter import SHUTDOWN, SessionMilters
 from oxipost.smtpd.xclient import (
     XCLIENT_ATTRS,
     XFORWARD_ATTRS,
@@ -215,6 +218,8 @@ class SmtpdServer:
         self.tls_level = sec if tls_context is not None or sec == "encrypt" else ""
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
+        # smtpd_milters: None when there are none, and then a session never looks again.
+        self.milter_conf: MilterConf | None = milter_conf(cfg, "smtpd_milters")
 
     async def client_names(self, peer: Any) -> ClientNames:
         """The client's names as Postfix's smtpd_peername_lookup finds them: the
@@ -353,6 +358,7 @@ class Session:
         self.cmd_counts: dict[str, list[int]] = {}
         self.last_code = 0
         self.bare_lf_mode = server.bare_lf
+        self.milters: SessionMilters | None = None
         if self.bare_lf_mode in ("normalize", "reject") and self._bare_lf_excluded():
             self.bare_lf_mode = "off"
 
@@ -471,7 +477,8 @@ class Session:
         try:
             try:
                 if anvil is None or not await self._refused_at_connect(anvil):
-                    await self._greet()
+                    if self.srv.milter_conf is None or not await self._milter_connect():
+                        await self._greet()
                     # Refused at connect with 421 or 521 (smtpd_delay_reject = no): Postfix
                     # hangs up after the reply, as after any 421 or 521.
                     if self.last_code not in (421, 521):
@@ -484,9 +491,28 @@ class Session:
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
+            if self.milters is not None:
+                # Postfix's end of session: mail_reset() (an ABORT), then QUIT.
+                self.milters.abort()
+                await self.milters.quit()
             log.info(f"disconnect from {self.state.namaddr}{self.command_stats()}")
             with contextlib.suppress(Exception):
                 self.conn.close()
+
+    async def _milter_connect(self) -> bool:
+        """smtpd_milters' CONNECT; whether it greeted the client: a milter's 5XX is
+        Postfix's "554 HOST ESMTP not accepting connections" greeting, its 421 the
+        greeting and the end. The session goes on: the milter refuses MAIL the same way."""
+        self.milters = SessionMilters(self)
+        resp = await self.milters.connect_event(self.state.name, self.addr, self.port)
+        reply = self.milters.verdict(resp) if resp is not None else None
+        if reply is not None and reply.startswith("421"):
+            await self.reply(reply, count=False)
+            raise Disconnect
+        if reply is not None and reply.startswith("5"):
+            await self.reply(f"554 {self.srv.hostname} ESMTP not accepting connections", False)
+            return True
+        return False
 
     async def _greet(self) -> None:
         """The greeting, at connect and after XCLIENT: smtpd_client_restrictions' reject
@@ -782,7 +808,11 @@ class Session:
         if reply is not None:
             await self._reject(reply)
             return
-        self.state.protocol = "SMTP"
+        if self.milters is not None:
+            await self._milter_helo()
+        # As Postfix's helo_cmd: HELO after EHLO does not downgrade ESMTP.
+        if self.state.protocol != "ESMTP":
+            self.state.protocol = "SMTP"
         await self.reply(f"250 {self.srv.hostname}")
 
     async def cmd_ehlo(self, arg: str) -> None:
@@ -793,6 +823,12 @@ class Session:
         reply = await self._check(self.srv.checker.at_helo)
         if reply is not None:
             await self._reject(reply)
+            return
+        if self.milters is not None and await self._milter_helo():
+            # As Postfix after a milter refused the EHLO with 5XX: no extension but
+            # enhanced status codes.
+            self.state.protocol = "ESMTP"
+            await self.reply_lines([f"250 {self.srv.hostname}", "250 ENHANCEDSTATUSCODES"])
             return
         self.state.protocol = "ESMTP"
         lines = [f"250 {self.srv.hostname}", "250 PIPELINING"]
@@ -821,6 +857,19 @@ class Session:
         ]
         await self.reply_lines(lines)
 
+    async def _milter_helo(self) -> bool:
+        """smtpd_milters' HELO: whether a milter refused it with 5XX. Only a 421 ends the
+        session; a refusal is logged and the milter gives it again at MAIL."""
+        assert self.milters is not None
+        resp = await self.milters.helo_event(self.state.helo)
+        if resp is None:
+            return False
+        reply = self.milters.verdict(resp)
+        if reply is not None and reply.startswith("421"):
+            await self.reply(reply)
+            raise Disconnect
+        return reply is not None and reply.startswith("5")
+
     def _smtputf8(self) -> bool:
         return self.cfg.get("smtputf8_enable").strip().lower() in ("yes", "true")
 
@@ -845,6 +894,18 @@ class Session:
         self.srv.log.info(self.state.whatsup("reject", str(reply), recipient))
         await self.reply(str(reply))
 
+    async def _milter_refused(self, resp: str, recipient: str = "") -> bool:
+        """A milter's answer to MAIL, RCPT or DATA: whether it refused the command (the
+        reply sent; a 421 ends the session)."""
+        assert self.milters is not None
+        reply = self.milters.verdict(resp, recipient)
+        if reply is None:
+            return False
+        await self.reply(reply)
+        if reply.startswith("421"):
+            raise Disconnect
+        return True
+
     def _only_recipient(self, tx: Transaction) -> str:
         # As Postfix at DATA: a restriction there applies to all recipients alike, and
         # naming one of several would mislead.
@@ -868,6 +929,8 @@ class Session:
         self.bdat_chunks = None
         self.bdat_failed = False
         self.forwarded = None
+        if self.milters is not None:
+            self.milters.abort()
         # The access(5) actions (HOLD, BCC, ...) go with the transaction, as Postfix's
         # saved_flags and saved_bcc.
         if self.state.actions:
@@ -896,8 +959,8 @@ class Session:
             self._illegal_syntax(arg[5:], strict, "MAIL")
             await self.reply(R.BAD_SENDER)
             return
-        addr, params = parsed
-        addr = internal_form(addr)
+        given, params = parsed
+        addr = internal_form(given)
         if addr.startswith("-") and not self.cfg.get_bool("allow_min_user"):
             await self.reply(R.BAD_SENDER)
             return
@@ -968,6 +1031,11 @@ class Session:
             await self._reject(reply)
             self._mail_reset()
             return
+        if self.milters is not None:
+            resp = await self.milters.mail_event([f"<{given}>", *params])
+            if resp is not None and await self._milter_refused(resp):
+                self._mail_reset()
+                return
         self.tx = tx
         if self.srv.open_at_mail:
             await self._open_queue_file()
@@ -1032,6 +1100,12 @@ class Session:
         if reply is not None:
             await self._reject(reply, addr)
             return
+        if self.milters is not None:
+            self.milters.rcpt = addr
+            resp = await self.milters.rcpt_event([f"<{given}>", *params])
+            self.milters.rcpt = ""
+            if resp is not None and await self._milter_refused(resp, addr):
+                return
         if not self.state.queue_id:
             await self._open_queue_file()
         if not rcpt.orcpt:
@@ -1061,6 +1135,12 @@ class Session:
         if reply is not None:
             await self._reject(reply, self._only_recipient(self.tx))
             return
+        if self.milters is not None:
+            resp = await self.milters.data_event()
+            # Logged with Postfix's state->recipient, the first one.
+            first = self.tx.recipients[0].address
+            if resp is not None and await self._milter_refused(resp, first):
+                return
         await self.reply(R.START_DATA)
         content, too_big, bare_lf = await self.read_data()
         if bare_lf and self.bare_lf_mode == "reject":
@@ -1211,7 +1291,13 @@ class Session:
             env, data = cleaned.envelope, cleaned.content
         else:
             data = received.encode("utf-8", "surrogateescape") + data
-        if cleaned is None or not cleaned.discard:
+        discard = cleaned is not None and cleaned.discard
+        if self.milters is not None and not discard:
+            milter_reply = await self._milter_message(env, data, qid, cleaned)
+            if milter_reply is None:
+                return
+            env, data, discard = milter_reply
+        if not discard:
             # Accepted and thrown away (cleanup's DISCARD) is not queued; its ID stays.
             try:
                 await self.srv.queue.enqueue(env, data, qid)
@@ -1227,10 +1313,41 @@ class Session:
             await self.reply(R.BDAT_QUEUED.format(size=len(content), qid=qid))
         else:
             await self.reply(R.QUEUED.format(qid=qid))
-        if cleaned is not None and cleaned.discard:
+        if discard:
             return
         if self.srv.notify is not None:
             self.srv.notify({"op": "wakeup"})
+
+    async def _milter_message(
+        self, env: Envelope, data: bytes, qid: str, cleaned: Any
+    ) -> tuple[Envelope, bytes, bool] | None:
+        """The message through smtpd_milters, as Postfix's cleanup sends it: the envelope
+        and content to queue, their modifications applied, or None once refused (logged
+        and answered here), and whether it is to be thrown away."""
+        assert self.milters is not None
+        editor = MilterEditor(self.cfg, env, data, qid)
+        resp = await self.milters.message(editor, hidden=1)
+        new_env, new_data = editor.result() if editor.changed else (env, data)
+        if resp is None:
+            return new_env, new_data, False
+        notes = cleaned.notes if cleaned is not None else []
+        if resp[0] == "H":
+            line = milter_log(env, "milter-hold", "milter triggers HOLD action")
+            new_env.attrs["hold"] = "milter triggers HOLD action"
+        elif resp[0] == "D":
+            notes.append(
+                ("info", milter_log(env, "milter-discard", "milter triggers DISCARD action"))
+            )
+            return new_env, new_data, True
+        else:
+            reply = SHUTDOWN if resp[0] == "S" else resp
+            notes.append(("info", milter_log(env, "milter-reject", reply[4:])))
+            if cleaned is not None:
+                cleaned.log_notes(self.srv.log, qid)
+            await self.reply(reply)
+            return None
+        notes.append(("info", line))
+        return new_env, new_data, False
 
     def _forwarded_envelope(self, env: Envelope, fwd: Forwarded, qid: str) -> Envelope:
         """The envelope with XFORWARD's attributes: its client (when one of NAME, ADDR,

@@ -1,0 +1,290 @@
+"""smtpd_milters compared with real Postfix 3.7 talking to the same milters: a libmilter
+application (tests/milter/libmilter_app.py) that refuses, discards, holds and edits as
+told and records what it was sent, and Debian's opendkim signing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_ours
+from tests.milter.conftest import AppMilter, dkim_key, opendkim
+from tests.smtpd.conftest import Raw
+from tests.smtpd.test_postfix_differential import _played_on_both, _queued_on_both
+
+pytestmark = pytest.mark.postfix
+
+CLIENT = "unknown[127.0.0.2]"
+MESSAGE = "Subject: hi\r\nX-Multi: a\r\n\tb\r\nX-Multi: second\r\n\r\nbody line\r\n."
+# A message to two recipients, from MAIL to the end of its content.
+TRANSACTION = [
+    "MAIL FROM:<a@example.test>",
+    "RCPT TO:<good@localhost>",
+    "RCPT TO:<other@localhost>",
+    "DATA",
+    MESSAGE,
+]
+
+
+def _milter_lines(lines: list[str]) -> list[str]:
+    """The session's lines about milters, without the queue IDs and the log prefix."""
+    opened = re.compile(rf"(^|: )connect from {re.escape(CLIENT)}")
+    start = max(i for i, line in enumerate(lines) if opened.search(line))
+    out = []
+    for line in lines[start:]:
+        text = line.split("]: ", 1)[1] if "postfix/" in line else line
+        # Not the port probes of a starting Postfix.
+        if "milter" in text.lower() and "[127.0.0.1]" not in text:
+            out.append(re.sub(r"^[0-9A-F]{8,12}: ", "QID: ", text))
+    return out
+
+
+def _same(ours: tuple[Any, ...], theirs: tuple[Any, ...]) -> None:
+    for mine, postfix in zip(ours, theirs, strict=True):
+        assert mine == postfix
+
+
+def _replies(replies: list[str]) -> list[str]:
+    # The greeting names the program (smtpd_banner: ESMTP $mail_name).
+    return [re.sub(r"queued as [0-9A-F]+", "queued as QID", r) for r in replies[1:]]
+
+
+def _both(
+    start_smtpd: Any, app: AppMilter | None, dialogue: list[str], main_cf: str
+) -> tuple[tuple[list[str], list[str], list[Any]], ...]:
+    """(Postfix's, ours): (replies, milter log lines, what the application was told)."""
+    out = []
+    for postfix in (True, False):
+        if app is not None:
+            app.clear()
+        lines, replies = _played_on_both(start_smtpd, dialogue, main_cf, postfix, CLIENT)
+        out.append((_replies(replies), _milter_lines(lines), app.told() if app else []))
+    return out[0], out[1]
+
+
+def test_envelope_refusals_and_what_the_milter_is_told_as_postfix(start_smtpd, app_milter) -> None:
+    """MAIL tempfailed, RCPT refused with the milter's own reply (%% undone), RCPT and
+    the message passed: the replies, the milter-reject lines and every event and macro the
+    milter got (connect's j, {daemon_name}, {daemon_addr}, v, _; mail's {mail_addr},
+    {mail_host}, {mail_mailer}; rcpt's; i from DATA on; the headers with Sendmail's first
+    space eaten, a folded one with its newline; the body) as Postfix sends them."""
+    app = app_milter(
+        {
+            "mail": {"<temp@example.test>": ["tempfail"]},
+            "rcpt": {"<bad@localhost>": ["550", "5.7.1", "No thanks %% really"]},
+        }
+    )
+    dialogue = [
+        "EHLO client.test",
+        "MAIL FROM:<temp@example.test>",
+        "MAIL FROM:<a@example.test> SIZE=100",
+        "RCPT TO:<bad@localhost>",
+        "RCPT TO:<good@localhost> NOTIFY=NEVER",
+        "DATA",
+        MESSAGE,
+        "RSET",
+        "QUIT",
+    ]
+    theirs, ours = _both(start_smtpd, app, dialogue, f"smtpd_milters = {app.endpoint}\n")
+    assert theirs[0][3] == "550 5.7.1 No thanks % really"
+    assert "milter-reject: MAIL" in "\n".join(theirs[1])
+    _same(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"connect": ["reject"]},
+        {"connect": ["451", "4.7.0", "later please"]},
+        {"helo": ["550", "5.7.1", "bad helo"]},
+        {"data": ["reject"]},
+        {"rcpt": {"<other@localhost>": ["discard"]}},
+        {"mail": {"<a@example.test>": ["accept"]}, "eom": ["reject"]},
+    ],
+    ids=["connect-5xx", "connect-4xx", "helo", "data", "rcpt-discard", "accept-message"],
+)
+def test_milter_decisions_before_the_message_as_postfix(
+    start_smtpd, app_milter, rules: dict[str, Any]
+) -> None:
+    """Each stage's refusal as Postfix takes it: a 5XX at connect is the 554 greeting, a
+    refused HELO/EHLO is logged (EHLO then offers only ENHANCEDSTATUSCODES) and given again
+    at MAIL, DATA refused, a DISCARD at RCPT throws the message away, an ACCEPT at MAIL
+    ends the milter's part for the message."""
+    app = app_milter(rules)
+    dialogue = ["EHLO client.test", "HELO again.test", "EHLO client.test", *TRANSACTION, "QUIT"]
+    theirs, ours = _both(start_smtpd, app, dialogue, f"smtpd_milters = {app.endpoint}\n")
+    _same(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("rules", "reply"),
+    [
+        ({"eom": ["550", "5.7.1", "Spam %% detected"]}, "550 5.7.1 Spam % detected"),
+        ({"eom": ["tempfail"]}, "451 4.7.1 Service unavailable - try again later"),
+        ({"eom": ["discard"]}, "250 2.0.0 Ok: queued as QID"),
+        ({"edits": [["quarantine", "looks odd"]]}, "250 2.0.0 Ok: queued as QID"),
+    ],
+    ids=["reject", "tempfail", "discard", "quarantine"],
+)
+def test_end_of_message_decisions_as_postfix(
+    start_smtpd, app_milter, rules: dict[str, Any], reply: str
+) -> None:
+    """The decision at the end of the message: the reply and cleanup's line ("milter-reject:
+    END-OF-MESSAGE from ...: 5.7.1 ...; from=<..> to=<..> ...", milter-discard, milter-hold)."""
+    app = app_milter(rules)
+    dialogue = ["HELO client.test", *TRANSACTION, "QUIT"]
+    theirs, ours = _both(start_smtpd, app, dialogue, f"smtpd_milters = {app.endpoint}\n")
+    assert theirs[0][-2] == reply
+    _same(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        "smtpd_milters = unix:/nonexistent/milter\n",
+        "smtpd_milters = inet:127.0.0.1:1\nmilter_default_action = reject\n",
+        "smtpd_milters = inet:127.0.0.1:1\nmilter_default_action = accept\n",
+        "smtpd_milters = { inet:127.0.0.1:1, default_action=reject }\n",
+    ],
+    ids=["tempfail", "reject", "accept", "per-milter"],
+)
+def test_unreachable_milter_as_postfix(start_smtpd, main_cf: str) -> None:
+    """A milter that cannot be reached: Postfix's warning, then milter_default_action
+    (tempfail: 451 4.7.1 at MAIL, reject: 550 5.5.0, accept: as if there were none)."""
+    dialogue = ["EHLO client.test", "MAIL FROM:<a@example.test>", "RCPT TO:<good@localhost>"]
+    dialogue += ["QUIT"]
+    theirs, ours = _both(start_smtpd, None, dialogue, main_cf)
+    assert any("connect to Milter service" in ln for ln in theirs[1])
+    _same(ours, theirs)
+
+
+def _view(postcat: subprocess.CompletedProcess) -> list[str]:
+    """The envelope's sender and recipients and the message, without what differs by
+    nature (queue IDs, times, ports, sizes) and without Postfix-only attributes."""
+    keep = ("sender:", "recipient:", "original_recipient:", "canceled_recipient:")
+    out = []
+    body = False
+    for line in postcat.stdout.splitlines():
+        if line.startswith("*** MESSAGE CONTENTS"):
+            body = True
+            continue
+        if line.startswith("***"):
+            body = False
+        if body:
+            if line.startswith("\t"):  # our Received: header's "by" and date lines
+                line = re.sub(r"\((oxipost|Postfix)\)|id [0-9A-F]+|\w{3}, .*", "X", line)
+            out.append(line)
+        elif line.startswith("canceled_recipient:"):
+            # Postfix marks a deleted recipient done in place; ours is gone.
+            out.pop()
+        elif line.startswith(keep):
+            out.append(line)
+    return out
+
+
+def test_end_of_message_modifications_queued_as_postfix(start_smtpd, app_milter) -> None:
+    """ADDHEADER, INSHEADER at 0 and 1 (above our Received:), CHGHEADER of the first
+    Subject:, of the second X-Multi: to nothing (deleted), of a header not there (added),
+    ADDRCPT, DELRCPT and CHGFROM: the queued envelope and message as Postfix queues them."""
+    app = app_milter(
+        {
+            "edits": [
+                ["addheader", "X-Added", "one"],
+                ["addheader", "X-Ins0", "zero", 0],
+                ["addheader", "X-Ins1", "first", 1],
+                ["chgheader", "Subject", 1, "changed"],
+                ["chgheader", "X-Multi", 2, ""],
+                ["chgheader", "X-None", 1, "created"],
+                ["addrcpt", "<added@localhost>"],
+                ["delrcpt", "<good@localhost>"],
+                ["chgfrom", "<new@example.test>"],
+            ]
+        }
+    )
+
+    def play(raw: Raw, name: str) -> None:
+        raw.reply()
+        for command in ["HELO client.test", *TRANSACTION]:
+            raw.cmd(command)
+        raw.cmd("QUIT")
+
+    theirs, ours = _queued_on_both(start_smtpd, f"smtpd_milters = {app.endpoint}\n", play, 1)
+    their_view, our_view = _view(theirs[0].postcat), _view(ours[0].postcat)
+    assert "X-Ins0: zero" in their_view
+    assert our_view == their_view
+
+
+def test_replaced_body_and_two_milters_in_order_as_postfix(start_smtpd, app_milter) -> None:
+    """The second milter sees the first one's edits (its replaced body, its header): what
+    each was told and what is queued, as with Postfix."""
+    first = app_milter(
+        {"edits": [["replacebody", "new body\r\nsecond line\r\n"], ["addheader", "X-First", "1"]]}
+    )
+    second = app_milter({"edits": [["addheader", "X-Second", "2"]]})
+
+    def play(raw: Raw, name: str) -> None:
+        raw.reply()
+        for command in ["HELO client.test", "MAIL FROM:<a@example.test>"]:
+            raw.cmd(command)
+        for command in ["RCPT TO:<good@localhost>", "DATA", MESSAGE]:
+            raw.cmd(command)
+        raw.cmd("QUIT")
+
+    main_cf = f"smtpd_milters = {first.endpoint}, {second.endpoint}\n"
+    theirs, ours = _queued_on_both(start_smtpd, main_cf, play, 1)
+    sessions: list[list[Any]] = []
+    for event in second.told():
+        if event[0] == "connect":
+            sessions.append([])
+        sessions[-1].append(event)
+    assert len(sessions) == 2
+    assert ["body", "new body\r\nsecond line\r\n"] in sessions[0]
+    assert ["header", "X-First", "1"] in sessions[0]
+    assert sessions[1] == sessions[0]
+    assert _view(ours[0].postcat) == _view(theirs[0].postcat)
+
+
+def test_opendkim_signs_the_queued_message(start_smtpd, tmp_path: Path) -> None:
+    """Debian's opendkim as smtpd_milters signs mail from example.test: the queued message
+    has its DKIM-Signature: on top, and opendkim in verify mode finds it good."""
+    from tests.conftest import free_port
+
+    key = dkim_key(tmp_path)
+    port = free_port()
+    with opendkim(tmp_path, "s", key, port):
+        srv = start_smtpd(f"smtpd_milters = inet:127.0.0.1:{port}\n", real_queue=True)
+        raw = Raw(srv.host, srv.port, source="127.0.0.2")
+        raw.reply()
+        for command in ["HELO client.test", "MAIL FROM:<a@example.test>"]:
+            assert raw.cmd(command).startswith("250")
+        assert raw.cmd("RCPT TO:<good@localhost>").startswith("250")
+        assert raw.cmd("DATA").startswith("354")
+        text = "From: a@example.test\r\nTo: good@localhost\r\nSubject: signed\r\n\r\nhello\r\n."
+        reply = raw.cmd(text)
+        assert reply.startswith("250 2.0.0 Ok: queued as "), reply
+        raw.cmd("QUIT")
+        qid = reply.rsplit(" ", 1)[1]
+    postcat = run_ours("postcat", "-c", srv.config_dir, "-bh", "-q", qid)
+    message = "".join(ln for ln in postcat.stdout.splitlines(True) if not ln.startswith("***"))
+    assert message.startswith(
+        "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=example.test;"
+    ), message
+    signed = tmp_path / "signed.eml"
+    signed.write_text(message)
+    conf = tmp_path / "verify.conf"
+    conf.write_text(f"Mode v\nTestPublicKeys {key.with_suffix('.keys')}\nSyslog no\n")
+    verify = subprocess.run(
+        ["opendkim", "-x", str(conf), "-t", str(signed)], capture_output=True, text=True
+    )
+    assert "verification (s=test, d=example.test, 2048-bit key) succeeded" in verify.stdout, verify
+    # A message changed after signing no longer verifies: the check can fail.
+    signed.write_text(message.replace("hello", "jello"))
+    verify = subprocess.run(
+        ["opendkim", "-x", str(conf), "-t", str(signed)], capture_output=True, text=True
+    )
+    assert "failed: signature verification failed" in verify.stdout, verify
