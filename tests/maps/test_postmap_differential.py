@@ -254,6 +254,21 @@ RESULT_RULES = (
     "/(a)/ r ${1}x$1y\n/(a)/ r $1_\n/(a)/ r ${1?yes}\n/(a)/ r ${1:no}\n!/a/ $0\n!/a/ $1\n"
     "/(a/\n/(a/ $0\n/(a/ $5\n/(a)/ r $2\n/(a)(b)?/ [$(1)][${2}][$$1][$01]\n"
 )
+# Negations, dict_regexp's /p1/!/p2/ (pcre: refuses it), flags and empty patterns.
+PATTERN_LINES = (
+    "!!/a/ r1\n! ! /b/ r2\n/c/#x r3\n!\n/d/!/e/!/f/ r4\n/(g)/!!/h/ r5$1\n/i/!/(j/ r6\n"
+    "/k/!x r7\n/l/!/m/i r8\nif !!/n/\n/n/ r9\nendif\n"
+)
+PATTERN_KEYS = ["a", "b", "c", "dx", "de", "gh", "g", "i", "k", "l", "lM", "n"]
+
+
+@pytest.mark.parametrize("dialect", ["regexp", "pcre"])
+def test_pattern_lines_are_parsed_as_postfix(work, dialect):
+    (work / "lines.re").write_text(PATTERN_LINES)
+    stdin = "".join(f"{k}\n" for k in PATTERN_KEYS)
+    a, b = both("postmap", work, "-q", "-", f"{dialect}:lines.re", stdin=stdin)
+    assert a == b
+    assert ("dx\t!/f/ r4" in b[1]) == (dialect == "regexp")
 
 
 @pytest.mark.parametrize("dialect", ["regexp", "pcre"])

@@ -180,6 +180,9 @@ struct Rule {
     kind: Kind,
     /// For a `regexp:` rule whose result has `$n`: its groups as POSIX fills them.
     longest: Option<Box<Longest>>,
+    /// A `regexp:` rule's second pattern (`/p1/!/p2/`) and whether it is negated: the rule
+    /// applies when that one's test holds too.
+    second: Option<(Box<Compiled>, bool)>,
 }
 
 /// POSIX's (and glibc's) groups: of the leftmost matches the longest, and within it what
@@ -257,7 +260,7 @@ struct Flags {
 fn parse_pattern(s: &str, dialect: Dialect) -> Result<(&str, Flags, &str), String> {
     let mut chars = s.char_indices();
     let Some((_, delim)) = chars.next() else {
-        return Err("no regexp pattern".into());
+        return Err("no regexp: skipping this rule".into());
     };
     let mut end = None;
     let mut escaped = false;
@@ -282,9 +285,10 @@ fn parse_pattern(s: &str, dialect: Dialect) -> Result<(&str, Flags, &str), Strin
     };
     let pattern = &s[delim.len_utf8()..end];
     let after = &s[end + delim.len_utf8()..];
+    // A regexp: rule's flags end where its second pattern starts (`/p1/!/p2/`).
     let flag_end = after
         .bytes()
-        .position(|b| is_space(b) || b == b'#')
+        .position(|b| is_space(b) || (b == b'!' && dialect == Dialect::Regexp))
         .unwrap_or(after.len());
     let mut flags = Flags {
         icase: true,
@@ -304,6 +308,21 @@ fn parse_pattern(s: &str, dialect: Dialect) -> Result<(&str, Flags, &str), Strin
         }
     }
     Ok((pattern, flags, &after[flag_end..]))
+}
+
+/// The `!`s before a pattern, each turning its sense, and blanks among them; the rest.
+fn negations(mut s: &str) -> (bool, &str) {
+    let mut negate = false;
+    loop {
+        let t = s.trim_start();
+        match t.strip_prefix('!') {
+            Some(r) => {
+                negate = !negate;
+                s = r;
+            }
+            None => return (negate, t),
+        }
+    }
 }
 
 /// The regex-crate spelling of a rule's pattern with its flags.
@@ -580,6 +599,7 @@ impl RegexTable {
                             negate: false,
                             kind: Kind::Endif,
                             longest: None,
+                            second: None,
                         });
                         let after = rules.len();
                         rules[at].kind = Kind::If(after);
@@ -589,22 +609,29 @@ impl RegexTable {
                 continue;
             }
             let is_if = lower.starts_with("if") && word_end(2);
-            let mut rest = if is_if {
-                text[2..].trim_start()
-            } else {
-                text.as_str()
-            };
-            let negate = rest.starts_with('!');
-            if negate {
-                rest = rest[1..].trim_start();
-            }
-            let (pattern, flags, after) = match parse_pattern(rest, dialect) {
+            let (negate, rest) = negations(if is_if { &text[2..] } else { &text });
+            let (pattern, flags, mut after) = match parse_pattern(rest, dialect) {
                 Ok(p) => p,
                 Err(msg) => {
                     warnings.push(warn(&msg));
                     continue;
                 }
             };
+            // dict_regexp's older form of `if !/p2/ /p1/ ... endif`: `/p1/!/p2/ result`.
+            let mut second = None;
+            if dialect == Dialect::Regexp && !is_if && after.starts_with('!') {
+                let (negate2, rest2) = negations(after);
+                match parse_pattern(rest2, dialect) {
+                    Ok((pattern2, flags2, after2)) => {
+                        second = Some((pattern2, flags2, negate2));
+                        after = after2;
+                    }
+                    Err(msg) => {
+                        warnings.push(warn(&msg));
+                        continue;
+                    }
+                }
+            }
             let result = after.trim();
             // The checks of the result come before the pattern is compiled, but for
             // its groups: the order of Postfix's dict_regexp_parseline and
@@ -666,6 +693,16 @@ impl RegexTable {
                 }
                 Some((pieces, _)) => Kind::Rule(pieces),
             };
+            let second = match second {
+                None => None,
+                Some((pattern2, flags2, negate2)) => match compile(pattern2, flags2, dialect) {
+                    Ok((c, _, _)) => Some((Box::new(c), negate2)),
+                    Err(msg) => {
+                        warnings.push(warn(&msg));
+                        continue;
+                    }
+                },
+            };
             let substitutes =
                 matches!(&kind, Kind::Rule(p) if p.iter().any(|p| matches!(p, Piece::Group(_))));
             let longest = match (&compiled, posix) {
@@ -686,6 +723,7 @@ impl RegexTable {
                 negate,
                 kind,
                 longest,
+                second,
             });
         }
         for (at, lineno) in open_ifs.into_iter().rev() {
@@ -724,6 +762,11 @@ impl RegexTable {
         let in_set = !self.set.is_empty();
         // Made once, and only when a fallback rule is reached.
         let text = std::cell::OnceCell::new();
+        // A pattern fancy-regex gives up on (backtrack limit) does not match.
+        let fancy_hit = |re: &fancy_regex::Regex| {
+            re.is_match(text.get_or_init(|| fancy_text(key)))
+                .unwrap_or(false)
+        };
         let matched = |m: &Matcher| match m {
             Matcher::Fast(i, re) => {
                 if in_set {
@@ -732,15 +775,23 @@ impl RegexTable {
                     re.is_match(key)
                 }
             }
-            // A pattern fancy-regex gives up on (backtrack limit) does not match.
-            Matcher::Fancy(re) => re
-                .is_match(text.get_or_init(|| fancy_text(key)))
-                .unwrap_or(false),
+            Matcher::Fancy(re) => fancy_hit(re),
+        };
+        let also = |second: &Option<(Box<Compiled>, bool)>| match second {
+            None => true,
+            Some((c, negate)) => {
+                let hit = match c.as_ref() {
+                    Compiled::Fast(re) => re.is_match(key),
+                    Compiled::Fancy(re) => fancy_hit(re),
+                };
+                hit != *negate
+            }
         };
         let mut i = 0;
         while i < self.rules.len() {
             let rule = &self.rules[i];
-            let hit = rule.matcher.as_ref().is_some_and(&matched) != rule.negate;
+            let hit =
+                rule.matcher.as_ref().is_some_and(&matched) != rule.negate && also(&rule.second);
             match &rule.kind {
                 Kind::Endif => {}
                 Kind::If(after) => {
@@ -842,6 +893,33 @@ mod tests {
                 "pcre map re, line 2: out of range replacement index \"0\"",
                 "pcre map re, line 2: bad replacement syntax: skipping this rule"
             ]
+        );
+    }
+
+    /// Debian's Postfix 3.7 on these rule lines: `!`s each turn the sense, a regexp:
+    /// rule may take a second pattern, and a `#` after a pattern is an unknown flag.
+    #[test]
+    fn negations_and_second_patterns_as_dict_regexp() {
+        let src = "!!/a/ r1\n! ! /b/ r2\n/c/#x r3\n!\n/d/!/e/!/f/ r4\n/(g)/!!/h/ r5$1\n";
+        let t = table(src, Dialect::Regexp);
+        assert_eq!(
+            t.warnings,
+            vec![
+                "regexp map re, line 3: unknown regexp option \"#\": skipping this rule",
+                "regexp map re, line 4: no regexp: skipping this rule",
+            ]
+        );
+        assert_eq!(t.get("a").as_deref(), Some("r1"));
+        assert_eq!(t.get("b").as_deref(), Some("r2"));
+        assert_eq!(t.get("c"), None);
+        assert_eq!(t.get("dx").as_deref(), Some("!/f/ r4"));
+        assert_eq!(t.get("de"), None);
+        assert_eq!(t.get("gh").as_deref(), Some("r5g"));
+        assert_eq!(t.get("g"), None);
+        let t = table("/d/!/e/ r4\n", Dialect::Pcre);
+        assert_eq!(
+            t.warnings,
+            vec!["pcre map re, line 1: unknown regexp option \"!\": skipping this rule"]
         );
     }
 
