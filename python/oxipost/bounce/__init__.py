@@ -393,6 +393,17 @@ def _qualify(cfg: Config, addr: str) -> str:
     return addr if "@" in addr else f"{addr}@{cfg.get('myorigin')}"
 
 
+def unsent_trace(cfg: Config, env: Envelope) -> str | None:
+    """Why a trace or success report (kind "verify" or "success") goes to no one, as
+    Postfix's bounce_trace_service says it: "single-bounce" for the null sender,
+    "double-bounce" for the double-bounce address; None when it goes to the sender."""
+    if not env.sender:
+        return "single-bounce"
+    if env.sender.lower() == _qualify(cfg, cfg.get("double_bounce_sender")).lower():
+        return "double-bounce"
+    return None
+
+
 def notices(
     kind: str,
     cfg: Config,

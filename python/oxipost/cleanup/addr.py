@@ -272,10 +272,14 @@ def virtual_expand(state: CleanupState, address: str) -> list[str]:
 
 def process_sender(state: CleanupState, sender: str) -> str:
     """The envelope sender after rewriting, canonical mapping and masquerading; when a
-    canonical table fails, as it was, with the message refused (state.reply)."""
+    canonical table fails, as it was, with the message refused (state.reply). The
+    mailer-daemon address (MAILER-DAEMON@$myorigin, any case) is the null sender, as
+    Postfix's cleanup_addr_sender makes it before any mapping."""
     if not sender:
         return sender
     sender = rewrite_address(state.cfg, sender)
+    if sender.lower() == rewrite_address(state.cfg, "MAILER-DAEMON").lower():
+        return ""
     if state.map_ok:
         try:
             sender = canonical(state, sender, ENV_FROM)

@@ -681,6 +681,12 @@ class Qmgr:
                         member = replace(rcpt, address=e.address, original=e.original)
                         reports.append(bounce.Report(member, Outcome(e.status, e.text)))
         bounce_log = get_logger("bounce", self.cfg)
+        unsent = bounce.unsent_trace(self.cfg, act.env) if kind in ("success", "verify") else None
+        if unsent is not None:
+            bounce_log.info(
+                f"{act.qid}: not sending trace/success notification for {unsent} message"
+            )
+            return
         try:
             msgs = bounce.notices(
                 kind, self.cfg, act.qid, act.env, self._content(act), reports, bounce_log.warning
