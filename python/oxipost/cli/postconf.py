@@ -747,16 +747,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 _edit_main(os.path.join(directory, "main.cf"), args, mode)
             return 0
-        # Defaults do not depend on the files, so -d does not judge them.
+        # Defaults do not depend on main.cf: as Postfix's, -d never opens it (a broken
+        # main.cf does not stop it) and judges nothing but what reading master.cf warns of.
         judge = "d" not in mode
-        # main.cf's warnings come as it is read, before a fatal error of a later line.
+        open_errors: list[str] = []
+        # The warnings come as the files are read, before a fatal error of a later line:
+        # master.cf first when it is shown (there is nothing to show without it), else
+        # main.cf first.
         cfg = load_config(
-            config_dir, main_cf_overrides=overrides, stderr_as="postconf" if judge else None
+            config_dir,
+            main_cf_overrides=overrides,
+            stderr_as="postconf" if judge else None,
+            main_cf=judge,
+            master_cf_open_errors=open_errors,
+            master_cf_first=master,
         )
+        for error in open_errors:
+            _warn(error)
+        for w in cfg.read_warnings():
+            if not (master or w.startswith(cfg.main_cf)):
+                _warn(w)
         if judge:
-            for w in cfg.read_warnings():
-                if not w.startswith(cfg.main_cf):
-                    _warn(w)
             _check_macros(cfg)
         if master and "x" in mode:
             _expanded(cfg)

@@ -344,6 +344,9 @@ def load_config(
     master_cf_copy: str | None = None,
     main_cf_overrides: dict[str, str] | None = None,
     stderr_as: str | None = None,
+    main_cf: bool = True,
+    master_cf_open_errors: list[str] | None = None,
+    master_cf_first: bool = False,
 ) -> Config:
     """Read main.cf and master.cf of config_dir ($MAIL_CONFIG, then /etc/postfix).
 
@@ -359,40 +362,70 @@ def load_config(
     replace main.cf's as if it had them (postconf -o name=value). stderr_as: a command's
     name, under which what reading main.cf warns of goes to stderr, before a fatal error
     of a later line, as Postfix's commands print it ("postqueue: warning: ..."); the
-    daemons log `Config.read_warnings()` instead.
+    daemons log `Config.read_warnings()` instead. main_cf=False: master.cf alone, every
+    parameter at its default (postconf -d, which never opens main.cf, so that a broken
+    main.cf does not stop it). master_cf_open_errors: a master.cf that cannot be opened
+    (missing too) is a configuration without services, its "open PATH: REASON" appended
+    there, for postconf to warn of or refuse as Postfix's does. master_cf_first: master.cf
+    is read (and what it warns of goes to stderr_as) before main.cf, as postconf -M, -F and
+    -P read them, and one that cannot be opened is fatal (the first open error, as
+    ConfigError).
     """
     explicit = config_dir is not None
     directory = config_directory(config_dir)
     main_path = os.path.join(directory, "main.cf")
-    warnings: list[str] = []
-    try:
-        # Postfix sets config_directory before it reads main.cf: a main.cf that sets
-        # another one overrides it.
-        entries = maincf.read(main_path, warnings, {"config_directory": directory})
-    except OSError as e:
-        raise ConfigError(f"open {main_path}: {e.strerror}") from None
-    except maincf.MainCfError as e:
-        raise ConfigError(str(e)) from None
-    finally:
-        if stderr_as:
-            for w in warnings:
-                print(f"{stderr_as}: warning: {printable(w, utf8=False)}", file=sys.stderr)
     master_path = os.path.join(directory, "master.cf")
+    warnings: list[str] = []
+    entries: list[maincf.Entry] = []
     text = ""
     services: list[Service] = []
-    if master_cf:
+
+    def say(new: list[str]) -> None:
+        if stderr_as:
+            for w in new:
+                print(f"{stderr_as}: warning: {printable(w, utf8=False)}", file=sys.stderr)
+
+    def read_master() -> None:
+        nonlocal text, services
         source = master_cf_copy or master_path
         try:
             with open(source, encoding="utf-8", errors="surrogateescape") as f:
                 text = f.read()
             services = mastercf.parse_text(text, master_path, None if as_master else warnings)
+        except IsADirectoryError:
+            # Postfix opens it and reads nothing from it: no services, no complaint.
+            pass
         except OSError as e:
             # No master.cf at all is a configuration without services; master's copy
             # must be there.
-            if not isinstance(e, FileNotFoundError) or master_cf_copy:
+            if master_cf_open_errors is not None:
+                master_cf_open_errors.append(f"open {source}: {e.strerror}")
+            elif not isinstance(e, FileNotFoundError) or master_cf_copy:
                 raise ConfigError(f"open {source}: {e.strerror}") from None
         except mastercf.MasterCfError as e:
             raise ConfigError(str(e), in_master_cf=True) from None
+
+    if master_cf and master_cf_first:
+        read_master()
+        if master_cf_open_errors:
+            raise ConfigError(master_cf_open_errors[0], in_master_cf=True)
+        say(warnings)
+    read_before = len(warnings)
+    try:
+        # Postfix sets config_directory before it reads main.cf: a main.cf that sets
+        # another one overrides it.
+        if main_cf:
+            entries = maincf.read(main_path, warnings, {"config_directory": directory})
+    except OSError as e:
+        # Postfix opens a directory and fails only as it reads it.
+        verb = "read" if isinstance(e, IsADirectoryError) else "open"
+        raise ConfigError(f"{verb} {main_path}: {e.strerror}") from None
+    except maincf.MainCfError as e:
+        raise ConfigError(str(e)) from None
+    finally:
+        say(warnings[read_before:])
+    if master_cf and not master_cf_first:
+        read_master()
     settings = maincf.settings(entries)
     settings.update(main_cf_overrides or {})
     cfg = Config(
