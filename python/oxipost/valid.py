@@ -4,7 +4,8 @@ as Postfix does.
 
 - valid_hostname(name): labels of letters, digits, "-" and "_" (Postfix accepts "_"), at
   most 63 bytes each and 255 in all, no empty label (so no trailing dot), no "-" at either
-  end of a label, and not all digits and dots ("1.2.3.4" is an address, not a name).
+  end of a label, and not all digits and dots ("1.2.3.4" is an address, not a name);
+  hostname_problem(name) words what is wrong with one as Postfix's warning does.
 - valid_hostaddr(addr): an IPv4 dotted quad (four decimal octets, the first not zero) or
   an IPv6 address.
 - valid_mailhost_literal(text): "[ipv4]" or "[IPv6:ipv6]", as an SMTP address literal.
@@ -56,3 +57,38 @@ def valid_mailhost_literal(text: str) -> bool:
 
 def queue_id_ok(qid: str) -> bool:
     return _QUEUE_ID.match(qid) is not None
+
+
+def hostname_problem(name: str) -> str | None:
+    """What Postfix's valid_hostname(name, DO_GRIPE) warns of a name it refuses, in its
+    words ("valid_hostname: invalid character 32(decimal): a b"); None for a valid name.
+    As Postfix's, the first fault found walking the name's bytes is the one named."""
+    if valid_hostname(name):
+        return None
+    raw = name.encode("utf-8", "surrogateescape")
+    shown = raw[:100].decode("utf-8", "surrogateescape")
+    if not raw:
+        return "valid_hostname: empty hostname"
+    label = 0
+    numeric = True
+    for i, ch in enumerate(raw):
+        after = raw[i + 1 : i + 2]
+        if chr(ch).isascii() and (chr(ch).isalnum() or ch == 0x5F):
+            label += 1
+            if label > 63:
+                return f"valid_hostname: hostname label too long: {shown}"
+            numeric = numeric and chr(ch).isdigit()
+        elif ch == 0x2E:
+            if label == 0 or not after:
+                return f"valid_hostname: misplaced delimiter: {shown}"
+            label = 0
+        elif ch == 0x2D:
+            numeric = False
+            label += 1
+            if label == 1 or after in (b"", b"."):
+                return f"valid_hostname: misplaced hyphen: {shown}"
+        else:
+            return f"valid_hostname: invalid character {ch}(decimal): {shown}"
+    if numeric:
+        return f"valid_hostname: numeric hostname: {shown}"
+    return f"valid_hostname: bad length {len(raw)} for {shown}..."

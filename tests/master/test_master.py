@@ -791,3 +791,17 @@ def test_quick_stop_marks_the_queue_and_the_next_start_skips_check(system):
     assert run_ours("postfix", "-c", system["conf"], "stop").returncode == 0
     assert run_ours("postfix", "-c", system["conf"], "quick-stop").returncode == 0
     assert (spool / "quick-start").exists()
+
+
+def test_a_service_refuses_a_bad_override_as_postfix_daemons_do(system):
+    """A value Postfix's daemons refuse as they start (mail_params_init), given to one
+    service with -o: that service's process logs Postfix's fatal line and exits (master
+    throttles it); postfix(1), which reads main.cf alone, started all the same."""
+    port = free_port()
+    with open(Path(system["conf"]) / "master.cf", "a") as f:
+        f.write(f"127.0.0.1:{port} inet n n n - 1 spawn -o soft_bounce=maybe ")
+        f.write(f"{_user()}argv=/bin/cat\n")
+    started(system)
+    fatal = r"postfix/spawn\[\d+\]: fatal: bad boolean configuration: soft_bounce = maybe\n"
+    assert wait_until(lambda: re.search(fatal, system["log"].read_text()))
+    assert "Traceback" not in system["log"].read_text()

@@ -69,9 +69,10 @@ import time
 from collections.abc import Sequence
 
 from oxipost.cli.postdrop import SETGID_DOORS, trusted_paths, untrusted
-from oxipost.config import Config, ConfigError, load_config, maincf
+from oxipost.config import Config, ConfigError, load_config, maincf, params
 from oxipost.log import Logger, get_logger
 from oxipost.master.master import Master, read_pid
+from oxipost.printable import printable
 from oxipost.qmgr.queue import PRIVATE_QUEUE_DIRS, QUEUE_DIRS
 
 USAGE = "usage: postfix [-c config_dir] [-Dv] command"
@@ -464,15 +465,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             return _usage(f"invalid option -- '{opt[1:2]}'")
     command = args[0] if args else ""
+    # postfix(1) itself: without its configuration it logs to syslog, and like its fatal
+    # errors, its warnings (about main.cf, about the values it checks) reach only a terminal.
+    own_log = get_logger("postfix")
+
+    def say(severity: str, text: str) -> None:
+        if on_terminal():
+            print(f"postfix: {severity}: {printable(text)}", file=sys.stderr)
+        if severity == "fatal":
+            own_log.fatal_line(text)
+        else:
+            own_log.warning(text)
+
     try:
-        # Like its fatal errors, postfix(1)'s warnings about main.cf reach only a terminal.
         cfg = load_config(config_dir, stderr_as="postfix" if on_terminal() else None)
+        params.check_startup(cfg, lambda text: say("warning", text), command=True)
     except ConfigError as e:
         if not e.in_master_cf:
-            # postfix(1) itself: without its configuration it logs to syslog.
-            if on_terminal():
-                print(f"postfix: fatal: {e}", file=sys.stderr)
-            get_logger("postfix").fatal_line(str(e))
+            say("fatal", str(e))
             return 1
         # postfix-script's first postconf fails on it (main.cf alone has read fine).
         cfg = load_config(config_dir, master_cf=False)

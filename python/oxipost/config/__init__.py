@@ -14,11 +14,10 @@ undefined parameters, misplaced whitespace).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterator
 
-from oxipost.config import maincf, mastercf, registry
+from oxipost.config import maincf, mastercf, params, registry
 from oxipost.config.expand import Expander, ExpandError, references
 from oxipost.config.mastercf import Service
 from oxipost.printable import printable
@@ -26,10 +25,6 @@ from oxipost.printable import printable
 __all__ = ["Config", "ConfigError", "Service", "load_config"]
 
 DEFAULT_CONFIG_DIR = "/etc/postfix"
-
-_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_TIME = re.compile(r"(\d+)([smhdw]?)$")
-_BOOL = {"yes": True, "true": True, "no": False, "false": False}
 
 
 class ConfigError(Exception):
@@ -168,23 +163,16 @@ class Config:
         return value
 
     def get_bool(self, name: str) -> bool:
+        """yes or no (any case); anything else is Postfix's "bad boolean configuration"."""
         known = self._bools.get(name)
         if known is not None:
             return known
-        value = self.get(name).strip().lower()
-        if value not in _BOOL:
-            raise ConfigError(f'bad boolean configuration: "{name} = {self.get(name)}"')
-        known = self._bools[name] = _BOOL[value]
+        known = self._bools[name] = params.parse_bool(name, self.get(name))
         return known
 
     def get_int(self, name: str) -> int:
-        value = self.get(name).strip()
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(
-                f'{self.main_cf}: bad numerical configuration: "{name} = {value}"'
-            ) from None
+        """A C int (long for Postfix's long parameters), as Postfix reads it."""
+        return params.parse_int(name, self.get(name))
 
     def get_time(self, name: str) -> float:
         """Seconds; a bare number takes the unit of the parameter's default (as Postfix).
@@ -192,18 +180,11 @@ class Config:
         known = self._times.get(name)
         if known is not None:
             return known
-        value = self.get(name).strip()
-        m = _TIME.match(value)
-        if not m:
-            raise ConfigError(
-                f'{self.main_cf}: bad time value or unit: "{name} = {value}"'
-            ) from None
-        unit = m.group(2)
-        if not unit:
-            default = self.default(name) or ""
-            dm = _TIME.match(default.strip())
-            unit = dm.group(2) if dm and dm.group(2) else "s"
-        known = self._times[name] = float(int(m.group(1)) * _TIME_UNITS[unit])
+        # The default's unit ("5d", "${stress?{10}:{300}}s"), seconds where it has none.
+        unit = (self.default(name) or "").strip()[-1:]
+        if unit not in ("s", "m", "h", "d", "w"):
+            unit = "s"
+        known = self._times[name] = float(params.parse_time(name, self.get(name), unit))
         return known
 
     def get_list(self, name: str) -> list[str]:

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from oxipost.config import ConfigError, load_config
+from oxipost.config import ConfigError, load_config, params
 from oxipost.delivery.service import PRIVILEGED_AGENTS
 from oxipost.flow import FlowPipe
 from oxipost.log import capture_python_logging, get_logger
@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     option_error = svc.option_error()
     if option_error:
         log.fatal(option_error)
+    # As each Postfix daemon's mail_params_init: a value it cannot use (a -o override of
+    # this service's too) ends the process, in the maillog.
+    try:
+        params.check_startup(cfg, log.warning)
+    except ConfigError as e:
+        log.fatal(str(e))
     listen = socket.socket(fileno=args.fd) if args.fd is not None else None
     # Import the service (and open the log) while still able to read everything: after the
     # drop to mail_owner, the interpreter's own tree may be out of reach (e.g. under /root).
@@ -138,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except SystemExit:
         raise
+    except ConfigError as e:
+        # A parameter the service reads later that Postfix's daemon would have refused as
+        # it started: its fatal line, as that daemon's.
+        log.fatal(str(e))
     except Exception as e:
         # A bug in a service: one log line for the administrator, and master restarts it.
         log.error(f"{svc.command}: unexpected {type(e).__name__}: {e}")
