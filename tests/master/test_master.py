@@ -793,6 +793,45 @@ def test_quick_stop_marks_the_queue_and_the_next_start_skips_check(system):
     assert (spool / "quick-start").exists()
 
 
+def _ask_unix(path: Path, text: bytes) -> bytes:
+    """text through the service that listens on unix socket path, once it is there."""
+    assert wait_until(path.exists)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        return echo(s, text)
+
+
+PRIVATE_AND_PUBLIC = (
+    "x unix - n n - 1 spawn {user}argv=/bin/sed -u s/^/private:/\n"
+    "x unix n n n - 1 spawn {user}argv=/bin/sed -u s/^/public:/\n"
+)
+
+
+@pytest.mark.postfix
+def test_private_and_public_entries_of_a_name_are_two_services_as_postfix(system):
+    """`x unix - ...` (private/x) and `x unix n ...` (public/x) are two services to Postfix
+    3.7's master, not one entered twice: each listens and runs as its own entry, and
+    nothing is warned of. Asked of real Postfix too."""
+    from tests.smtpd.test_postfix_differential import running_postfix
+
+    conf = Path(system["conf"])
+    with open(conf / "master.cf", "a") as f:
+        f.write(PRIVATE_AND_PUBLIC.format(user=_user()))
+    started(system)
+    spool = Path(system["conf"]).parent / "var" / "spool"
+    mine = [_ask_unix(spool / sub / "x", b"hi\n") for sub in ("private", "public")]
+    assert mine == [b"private:hi\n", b"public:hi\n"]
+    assert "duplicate master.cf entry" not in system["log"].read_text()
+    with running_postfix("") as (_port, d):
+        with open(d / "master.cf", "a") as f:
+            f.write(PRIVATE_AND_PUBLIC.format(user="user=nobody "))
+        reloaded = run_postfix("/usr/sbin/postfix", "-c", str(d), "reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        theirs = [_ask_unix(d / "spool" / sub / "x", b"hi\n") for sub in ("private", "public")]
+    assert mine == theirs
+
+
 def test_a_service_refuses_a_bad_override_as_postfix_daemons_do(system):
     """A value Postfix's daemons refuse as they start (mail_params_init), given to one
     service with -o: that service's process logs Postfix's fatal line and exits (master

@@ -706,7 +706,7 @@ def _expanded(cfg: Config) -> None:
     for n, svc in enumerate(cfg.services):
         if not svc.overrides:
             continue
-        scope = cfg.for_service(svc.key)
+        scope = cfg.for_entry(svc)
         args = list(svc.args)
         i = 0
         while i < len(args) and args[i].startswith("-") and args[i] != "--":

@@ -220,20 +220,34 @@ class Config:
     def service(self, name: str) -> Service:
         """The master.cf entry "name" or "name/type" (without a type, the type of the first
         entry of that name); of a service entered twice, the last entry, which master
-        runs. KeyError if there is none."""
+        runs. Where a private and a public one share the name and type (two services to
+        master), the private one: the one a client of the service (qmgr handing mail
+        to transport NAME) connects to. KeyError if there is none."""
         svc_name, _, svc_type = name.partition("/")
         found: Service | None = None
         for svc in self.services:
             if svc.name == svc_name and (not svc_type or svc.type == svc_type):
-                found = svc
+                if found is None or svc.is_private or not found.is_private:
+                    found = svc
                 svc_type = svc.type
         if found is None:
             raise KeyError(name)
         return found
 
+    def entry(self, ident: str) -> Service:
+        """The master.cf entry whose Service.ident is ident (of several, the last, which
+        master runs); KeyError if there is none."""
+        found = [svc for svc in self.services if svc.ident == ident]
+        if not found:
+            raise KeyError(ident)
+        return found[-1]
+
     def for_service(self, name: str) -> Config:
         """This configuration with the -o overrides of master.cf service `name` applied."""
-        svc = self.service(name)
+        return self.for_entry(self.service(name))
+
+    def for_entry(self, svc: Service) -> Config:
+        """This configuration with the -o overrides of master.cf entry svc applied."""
         overrides = dict(self.overrides)
         overrides.update(svc.overrides)
         overrides.setdefault("service_name", svc.name)

@@ -73,6 +73,22 @@ class Service(NamedTuple):
         return f"{self.name}/{self.type}"
 
     @property
+    def endpoint(self) -> str:
+        """The name Postfix's master knows a service by: `[host]:port` or the port of an
+        inet service, private/NAME or public/NAME of the others."""
+        if self.type == "inet":
+            host, sep, port = self.name.rpartition(":")
+            return f"[{host.strip('[]')}]:{port}" if sep else self.name
+        return f"{'private' if self.is_private else 'public'}/{self.name}"
+
+    @property
+    def ident(self) -> str:
+        """ "endpoint/type": what makes an entry a service of its own to master, so that
+        `x unix - ...` (private/x) and `x unix n ...` (public/x) are two, and an entry
+        that repeats another's ident replaces it (master's duplicate)."""
+        return f"{self.endpoint}/{self.type}"
+
+    @property
     def is_private(self) -> bool:
         return self.private != "n"
 

@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     """Start one service process; returns its exit status."""
     p = argparse.ArgumentParser(prog="oxipost-child")
     p.add_argument("--config", required=True)
-    p.add_argument("--service", required=True)
+    p.add_argument("--service", required=True, help="name/type, what ps shows")
+    # Which entry of that name and type: `x unix -` (private/x) and `x unix n` (public/x)
+    # are two services.
+    p.add_argument("--entry", help="the entry's Service.ident")
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--max-sessions", type=int, default=0)
@@ -90,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         base = load_config(args.config, as_master=True, master_cf_copy=args.master_cf)
-        svc = base.service(args.service)
-        cfg = base.for_service(args.service)
+        svc = base.entry(args.entry) if args.entry else base.service(args.service)
+        cfg = base.for_entry(svc)
     except (ConfigError, KeyError) as e:
         print(f"oxipost/master/child: fatal: {e}", file=sys.stderr)
         return 1

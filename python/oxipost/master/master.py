@@ -134,15 +134,6 @@ def inet_address(service: Service, cfg: Config) -> list[tuple[str, int]]:
     return [(h, port) for h in hosts]
 
 
-def _endpoint(service: Service) -> str:
-    """The name Postfix's master knows a service by: `[host]:port` or the port of an inet
-    service, private/NAME or public/NAME of the others."""
-    if service.type == "inet":
-        host, sep, port = service.name.rpartition(":")
-        return f"[{host.strip('[]')}]:{port}" if sep else service.name
-    return f"{'private' if service.is_private else 'public'}/{service.name}"
-
-
 def _bind_inet(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -265,18 +256,17 @@ class Master:
         workers_default = max(1, cfg.get_int("smtpd_worker_processes"))
         process_limit = cfg.get_int("default_process_limit")
         daemon_dir = cfg.get("daemon_directory")
-        seen: set[tuple[str, str]] = set()
+        seen: set[str] = set()
         for svc in cfg.services:
             # A service entered twice runs as its last entry, as Postfix's master_config
             # has it (Config.service answers that one too).
-            endpoint = _endpoint(svc)
-            if (endpoint, svc.type) in seen:
+            if svc.ident in seen:
                 self.log.warning(
-                    f'duplicate master.cf entry for service "{svc.name}" ({endpoint}) '
+                    f'duplicate master.cf entry for service "{svc.name}" ({svc.endpoint}) '
                     "-- using the last entry"
                 )
-                states.pop(svc.key, None)
-            seen.add((endpoint, svc.type))
+                states.pop(svc.ident, None)
+            seen.add(svc.ident)
             entry = SERVICES.get(svc.command)
             if entry is None:
                 self._note_unrun(svc)
@@ -290,7 +280,7 @@ class Master:
             else:
                 state.max_sessions = maxproc
                 state.on_demand = svc.command in ON_DEMAND
-            states[svc.key] = state
+            states[svc.ident] = state
         return states
 
     def _note_unrun(self, svc: Service) -> None:
@@ -341,6 +331,8 @@ class Master:
             self.cfg.config_dir,
             "--service",
             svc.key,
+            "--entry",
+            svc.ident,
             "--worker",
             str(index),
             "--workers",
@@ -361,7 +353,7 @@ class Master:
             raise
         finally:
             os.close(ready_w)
-        self.workers[proc.pid] = Worker(svc.key, index, proc, ready_r)
+        self.workers[proc.pid] = Worker(svc.ident, index, proc, ready_r)
 
     def start_all(self) -> None:
         for state in self.states.values():
@@ -411,7 +403,7 @@ class Master:
             if wake and now >= state.next_wakeup:
                 state.next_wakeup = now + wake
                 for w in self.workers.values():
-                    if w.service_key == state.service.key:
+                    if w.service_key == state.service.ident:
                         _signal(w.proc.pid, signal.SIGUSR1)
 
     def wait(self, timeout: float) -> None:
@@ -421,7 +413,7 @@ class Master:
         idle = {
             listener.sock.fileno(): state
             for state in self.states.values()
-            if state.on_demand and not state.throttled_until and state.service.key not in running
+            if state.on_demand and not state.throttled_until and state.service.ident not in running
             for listener in state.listeners
         }
         ready, _, _ = select.select([self.wakeup_r, *idle], [], [], timeout)
