@@ -288,3 +288,41 @@ def test_opendkim_signs_the_queued_message(start_smtpd, tmp_path: Path) -> None:
         ["opendkim", "-x", str(conf), "-t", str(signed)], capture_output=True, text=True
     )
     assert "failed: signature verification failed" in verify.stdout, verify
+
+
+@pytest.mark.parametrize(
+    ("edits", "reply"),
+    [
+        (
+            [
+                ["addheader", "X-Warn", "w"],
+                ["addheader", "X-Gone", "g"],
+                ["addheader", "X-Bad", "b"],
+            ],
+            "550 5.7.1 milter header refused",
+        ),
+        (
+            [["addheader", "X-Gone", "g"], ["chgheader", "Subject", 1, "held"]],
+            "250 2.0.0 Ok: queued as QID",
+        ),
+    ],
+    ids=["reject", "hold"],
+)
+def test_milter_header_checks_as_postfix(
+    start_smtpd, app_milter, tmp_path: Path, edits: list[Any], reply: str
+) -> None:
+    """milter_header_checks on the headers the milter adds and changes: WARN, IGNORE,
+    REJECT and HOLD with Postfix's "milter-header-ACTION: header ..." lines and reply."""
+    table = tmp_path / "milter_header_checks"
+    table.write_text(
+        "/^X-Bad:/ REJECT milter header refused\n/^X-Warn:/ WARN seen\n/^X-Gone:/ IGNORE\n"
+        "/^Subject: held/ HOLD\n"
+    )
+    table.chmod(0o644)
+    tmp_path.chmod(0o755)
+    app = app_milter({"edits": edits})
+    dialogue = ["HELO client.test", *TRANSACTION, "QUIT"]
+    main_cf = f"smtpd_milters = {app.endpoint}\nmilter_header_checks = regexp:{table}\n"
+    theirs, ours = _both(start_smtpd, app, dialogue, main_cf)
+    assert theirs[0][-2] == reply
+    _same(ours, theirs)

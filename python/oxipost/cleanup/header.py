@@ -150,7 +150,8 @@ def _act_log(state: CleanupState, action: str, context: str, content: str, text:
     """cleanup_act_log: one line per action, with the message's context."""
     env = state.env
     # Postfix's "%.200s": the first 200 bytes, whatever characters they cut.
-    line = f"{action}: {context} {truncate(content, 200)} from {_log_origin(state)};"
+    line = f"{state.act_prefix}{action}: {context} {truncate(content, 200)} from"
+    line += f" {_log_origin(state)};"
     external = state.cfg.get("info_log_address_format") == "external"
     line += f" from=<{log_form(state.sender, external)}>"
     if state.recip:
@@ -163,7 +164,8 @@ def _act_log(state: CleanupState, action: str, context: str, content: str, text:
             line += f" proto={proto}"
         if env.helo_name:
             line += f" helo=<{env.helo_name}>"
-    if text:
+    # cleanup_milter.c's lines end ": TEXT" even without a text.
+    if text or state.act_prefix:
         line += f": {text}"
     state.info(line)
 

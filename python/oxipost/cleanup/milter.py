@@ -32,6 +32,7 @@ import dataclasses
 from typing import Any
 
 from oxipost.cleanup.addr import process_recipients, process_sender
+from oxipost.cleanup.header import Walker
 from oxipost.cleanup.message import split_header
 from oxipost.cleanup.state import Cleaned, CleanupState
 from oxipost.envelope import Envelope, Recipient
@@ -55,7 +56,11 @@ class MilterEditor:
     """The message the applications edit (Postfix's cleanup state with its queue file)."""
 
     def __init__(self, cfg: Any, env: Envelope, content: bytes, queue_id: str) -> None:
-        self.state = CleanupState(cfg, env, queue_id)
+        self.state = CleanupState(cfg, env, queue_id, act_prefix="milter-header-")
+        # The action lines name the sender and the last recipient, as cleanup's do here.
+        self.state.sender = env.sender
+        self.state.recip = env.recipients[-1].address if env.recipients else ""
+        self.checks = _MilterHeaderChecks(self.state) if cfg.get("milter_header_checks") else None
         self.env = env
         raw_headers, body = split_header(content)
         text = b"".join(raw_headers).decode("utf-8", "surrogateescape")
@@ -83,14 +88,29 @@ class MilterEditor:
 
     # Modifications -----------------------------------------------------------------------
 
-    def add_header(self, name: str, space: str, value: str) -> str | None:
-        self._headers.append(f"{name}:{space}{_lines(value)}")
+    def _checked(self, name: str, space: str, value: str) -> str | None:
+        """A header an application gives, after milter_header_checks (None: removed)."""
+        text = f"{name}:{space}{_lines(value)}"
         self.changed = True
+        if self.checks is None:
+            return text
+        found = self.checks.lookup("milter_header_checks", text)
+        if found is None:
+            return text
+        # PREPEND is not implemented for milter_header_checks (postconf(5)).
+        result = self.checks.act("header", text, found, "milter_header_checks")
+        return result[-1] if result else None
+
+    def add_header(self, name: str, space: str, value: str) -> str | None:
+        text = self._checked(name, space, value)
+        if text is not None:
+            self._headers.append(text)
         return None
 
     def ins_header(self, index: int, name: str, space: str, value: str) -> str | None:
-        self._headers.insert(index - 1, f"{name}:{space}{_lines(value)}")
-        self.changed = True
+        text = self._checked(name, space, value)
+        if text is not None:
+            self._headers.insert(index - 1, text)
         return None
 
     def _find(self, index: int, name: str) -> int | None:
@@ -110,8 +130,11 @@ class MilterEditor:
         at = self._find(index, name)
         if at is None:
             return self.add_header(name, space, value)
-        self._headers[at] = f"{name}:{space}{_lines(value)}"
-        self.changed = True
+        text = self._checked(name, space, value)
+        if text is None:
+            del self._headers[at]
+        else:
+            self._headers[at] = text
         return None
 
     def del_header(self, index: int, name: str) -> str | None:
@@ -160,6 +183,13 @@ class MilterEditor:
         content += self._body
         env = dataclasses.replace(self.env, sender=self.sender, recipients=self.recipients)
         return env, content
+
+
+class _MilterHeaderChecks(Walker):
+    """milter_header_checks, with header_checks' actions and log lines."""
+
+    def enabled(self, param: str) -> bool:
+        return True
 
 
 def milter_log(env: Envelope, action: str, text: str, stage: str = "END-OF-MESSAGE") -> str:
@@ -250,6 +280,13 @@ def non_smtpd_milters(conf: MilterConf, cfg: Any, cleaned: Cleaned, queue_id: st
     resp, stage, refused, editor = asyncio.run(_non_smtpd(conf, cfg, cleaned, queue_id))
     env, content = editor.result() if editor.changed else (cleaned.envelope, cleaned.content)
     out = Cleaned(env, content, discard=cleaned.discard, notes=cleaned.notes)
+    checked = editor.state
+    out.notes += checked.notes
+    if checked.reply is not None and (resp is None or resp[0] in "HD"):
+        return Cleaned(cleaned.envelope, cleaned.content, checked.reply, notes=out.notes)
+    if checked.hold:
+        env.attrs.setdefault("hold", "milter_header_checks")
+    out.discard = out.discard or checked.discard
     if resp is None:
         return out
     # As cleanup logs it: no to=<> before the recipients, the refused one at RCPT.

@@ -180,6 +180,9 @@ class CleanupState:
     # What the action log lines show: the sender and first recipient after rewriting.
     sender: str = ""
     recip: str = ""
+    # What the action log lines' action starts with: "milter-header-" for
+    # milter_header_checks, as Postfix's cleanup_milter.c logs them.
+    act_prefix: str = ""
     _tables: dict[str, list[tuple[str, Table]]] = field(default_factory=dict)
     # Whether the client is in local_header_rewrite_clients, once asked.
     local: bool | None = None

@@ -1328,9 +1328,19 @@ class Session:
         editor = MilterEditor(self.cfg, env, data, qid)
         resp = await self.milters.message(editor, hidden=1)
         new_env, new_data = editor.result() if editor.changed else (env, data)
-        if resp is None:
-            return new_env, new_data, False
         notes = cleaned.notes if cleaned is not None else []
+        # What milter_header_checks decided of the headers the applications gave.
+        checked = editor.state
+        notes += checked.notes
+        if checked.reply is not None and (resp is None or resp[0] in "HD"):
+            if cleaned is not None:
+                cleaned.log_notes(self.srv.log, qid)
+            await self.reply(checked.reply)
+            return None
+        if checked.hold:
+            new_env.attrs.setdefault("hold", "milter_header_checks")
+        if resp is None:
+            return new_env, new_data, checked.discard
         if resp[0] == "H":
             line = milter_log(env, "milter-hold", "milter triggers HOLD action")
             new_env.attrs["hold"] = "milter triggers HOLD action"
