@@ -419,6 +419,9 @@ POSIX_CASES: list[tuple[str, list[str]]] = [
     (r"/(a+|b+)*/ [$1]", ["aabb"]),
     (r"/((a)|(ab))*c/ [$1][$2][$3]", ["abac"]),
     (r"/\(a\|ab\)/x [$1]", ["ab"]),
+    # An assertion where that match ends sees the byte after it.
+    (r"/(.*)(b|ba){1}[ab]($)*/ [$1][$2][$3]", ["baab", "bab"]),
+    (r"/(a|ab)\b(.*)/ [$1][$2]", ["ab c", "abc"]),
     # Basic regular expressions (the `x` flag).
     (r"/a\{2\}/x r", ["aa", "a{2}"]),
     (r"/a{2}/x r", ["a{2}", "aa"]),

@@ -192,15 +192,16 @@ struct Longest {
     /// The pattern reporting every match end (`MatchKind::All`): anchored, the last is
     /// the longest.
     all: regex_automata::meta::Regex,
-    /// The pattern then `\z`, run on the key cut at that end.
+    /// The pattern then the end: for a match that ends the key.
     ending: Regex,
-    /// An assertion in the pattern looks past a position (`$`, `\b`, `\>`): on a key cut
-    /// short it could hold where it does not on the whole key.
-    end_sensitive: bool,
+    /// The pattern then one byte and the end, run on the key cut one byte after the
+    /// match: the pattern must end where the match does, and an assertion there (`$`,
+    /// `\b`, `\>`) sees the byte that follows it in the key.
+    before_byte: Regex,
 }
 
 impl Longest {
-    fn new(pattern: &str, end_sensitive: bool) -> Option<Longest> {
+    fn new(pattern: &str) -> Option<Longest> {
         use regex_automata::{meta, util::syntax, MatchKind};
         let all = meta::Regex::builder()
             .configure(
@@ -211,28 +212,31 @@ impl Longest {
             .syntax(syntax::Config::new().unicode(false).utf8(false))
             .build(pattern)
             .ok()?;
-        let ending = RegexBuilder::new(&format!("(?:{pattern})\\z"))
-            .unicode(false)
-            .size_limit(64 << 20)
-            .build()
-            .ok()?;
+        let build = |tail: &str| {
+            RegexBuilder::new(&format!("(?:{pattern}){tail}"))
+                .unicode(false)
+                .size_limit(64 << 20)
+                .build()
+                .ok()
+        };
         Some(Longest {
             all,
-            ending,
-            end_sensitive,
+            ending: build(r"\z")?,
+            before_byte: build(r"(?s:.)\z")?,
         })
     }
 
-    /// The groups of the match POSIX takes; None where leftmost-first must do.
+    /// The groups of the match POSIX takes.
     fn captures<'k>(&self, first: &Regex, key: &'k [u8]) -> Option<regex::bytes::Captures<'k>> {
         use regex_automata::{Anchored, Input};
         let start = first.find(key)?.start();
         let input = Input::new(key).range(start..).anchored(Anchored::Yes);
         let end = self.all.search(&input)?.end();
-        if self.end_sensitive && end < key.len() {
-            return None;
-        }
-        let caps = self.ending.captures_at(&key[..end], start)?;
+        let caps = if end == key.len() {
+            self.ending.captures_at(key, start)?
+        } else {
+            self.before_byte.captures_at(&key[..=end], start)?
+        };
         (caps.get(0)?.start() == start).then_some(caps)
     }
 }
@@ -502,9 +506,9 @@ enum Compiled {
     Fancy(Box<fancy_regex::Regex>),
 }
 
-/// A compiled rule, its number of groups, and for a `regexp:` rule what POSIX's longest
-/// match needs (`posix::Translated::end_sensitive`).
-type CompiledRule = (Compiled, usize, Option<bool>);
+/// A compiled rule, its number of groups, and whether its groups are POSIX's (a `regexp:`
+/// rule the `regex` crate runs).
+type CompiledRule = (Compiled, usize, bool);
 
 fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<CompiledRule, String> {
     if dialect == Dialect::Regexp {
@@ -518,7 +522,7 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<CompiledRule
     {
         Ok(re) => {
             let groups = re.captures_len() - 1;
-            Ok((Compiled::Fast(re), groups, None))
+            Ok((Compiled::Fast(re), groups, false))
         }
         Err(fast_err) => match fancy_regex::Regex::new(&engine_pattern(
             &escape_high(pattern, true),
@@ -527,7 +531,7 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<CompiledRule
         )) {
             Ok(re) => {
                 let groups = re.captures_len() - 1;
-                Ok((Compiled::Fancy(Box::new(re)), groups, None))
+                Ok((Compiled::Fancy(Box::new(re)), groups, false))
             }
             Err(_) => Err(compile_error(pattern, &fast_err.to_string())),
         },
@@ -549,12 +553,12 @@ fn compile_posix(pattern: &str, flags: Flags) -> Result<CompiledRule, String> {
             .size_limit(64 << 20)
             .build()
         {
-            return Ok((Compiled::Fast(re), t.groups, Some(t.end_sensitive)));
+            return Ok((Compiled::Fast(re), t.groups, true));
         }
     }
     let full = engine_pattern(&t.fancy, flags, Dialect::Regexp);
     match fancy_regex::Regex::new(&full) {
-        Ok(re) => Ok((Compiled::Fancy(Box::new(re)), t.groups, None)),
+        Ok(re) => Ok((Compiled::Fancy(Box::new(re)), t.groups, false)),
         // Valid for glibc but more than the engines hold (a large repetition of a
         // repetition): glibc's word for a pattern it cannot hold.
         Err(_) => Err("Regular expression too big".into()),
@@ -706,8 +710,8 @@ impl RegexTable {
             let substitutes =
                 matches!(&kind, Kind::Rule(p) if p.iter().any(|p| matches!(p, Piece::Group(_))));
             let longest = match (&compiled, posix) {
-                (Compiled::Fast(re), Some(end_sensitive)) if substitutes => {
-                    Longest::new(re.as_str(), end_sensitive).map(Box::new)
+                (Compiled::Fast(re), true) if substitutes => {
+                    Longest::new(re.as_str()).map(Box::new)
                 }
                 _ => None,
             };

@@ -41,8 +41,6 @@ pub struct Translated {
     pub backrefs: bool,
     /// regcomp's `re_nsub`: a group repeated `{0}` times still counts.
     pub groups: usize,
-    /// Some assertion looks at the byte after a position (`$`, `\b`, `\B`, `\>`, `\'`).
-    pub end_sensitive: bool,
 }
 
 // glibc's regerror() texts.
@@ -113,7 +111,6 @@ struct Parser<'a> {
     nsub: usize,
     completed: u32,
     backrefs: bool,
-    end_sensitive: bool,
     out: Vec<Out>,
 }
 
@@ -246,7 +243,6 @@ impl Parser<'_> {
             fancy: render(true),
             backrefs: self.backrefs,
             groups: self.nsub,
-            end_sensitive: self.end_sensitive,
         })
     }
 
@@ -312,7 +308,6 @@ impl Parser<'_> {
             Tok::CloseSub | Tok::CloseDup => self.literal(),
             Tok::Anchor(fast, fancy) => {
                 // Nothing repeats an anchor: what follows starts a new expression.
-                self.end_sensitive |= !matches!(fast, "^" | r"\A" | r"\b{start}");
                 self.out.push(Out::Both(fast, fancy));
                 self.fetch(false);
                 return Ok(());
@@ -691,7 +686,6 @@ pub fn translate(pattern: &[u8], syn: Syntax) -> Result<Translated, &'static str
         nsub: 0,
         completed: 0,
         backrefs: false,
-        end_sensitive: false,
         out: Vec::new(),
     }
     .parse()
@@ -855,6 +849,7 @@ mod tests {
             ("/(a|ab|abc)(c*)/ [$1][$2]", "abc", "[ab][c]"),
             ("/(a+|b+)*/ [$1]", "aabb", "[bb]"),
             ("/((a)|(ab))*c/ [$1][$2][$3]", "abac", "[a][a][ab]"),
+            ("/(.*)(b|ba){1}[ab]($)*/ [$1][$2][$3]", "baab", "[][ba][]"),
         ];
         for (rule, key, want) in cases {
             assert_eq!(lookup(rule, key).as_deref(), Some(*want), "{rule} {key:?}");
