@@ -326,3 +326,23 @@ def test_milter_header_checks_as_postfix(
     theirs, ours = _both(start_smtpd, app, dialogue, main_cf)
     assert theirs[0][-2] == reply
     _same(ours, theirs)
+
+
+@pytest.mark.parametrize("mapped", ["DISABLE", "other"], ids=["disable", "override"])
+def test_smtpd_milter_maps_as_postfix(start_smtpd, app_milter, tmp_path: Path, mapped: str) -> None:
+    """smtpd_milter_maps: the client's address looked up (cidr:), its result in place of
+    smtpd_milters (another milter), or DISABLE: none for this client."""
+    default = app_milter({"mail": {"<a@example.test>": ["550", "5.7.1", "default milter"]}})
+    other = app_milter({"rcpt": {"<other@localhost>": ["550", "5.7.1", "mapped milter"]}})
+    table = tmp_path / "smtpd_milter_map"
+    result = "DISABLE" if mapped == "DISABLE" else f"{{ {other.endpoint}, default_action=accept }}"
+    table.write_text(f"127.0.0.2/32 {result}\n")
+    table.chmod(0o644)
+    tmp_path.chmod(0o755)
+    main_cf = f"smtpd_milters = {default.endpoint}\nsmtpd_milter_maps = cidr:{table}\n"
+    dialogue = ["HELO client.test", *TRANSACTION, "QUIT"]
+    theirs, ours = _both(start_smtpd, other, dialogue, main_cf)
+    assert theirs[0][1] == "250 2.1.0 Ok"
+    assert bool(theirs[2]) == (mapped != "DISABLE")
+    _same(ours, theirs)
+    assert default.told() == []

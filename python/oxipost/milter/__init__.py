@@ -257,10 +257,10 @@ class MilterConf:
     macro_defaults: dict[str, str]
 
 
-def milter_conf(cfg: Any, param: str) -> MilterConf | None:
-    """The milters `param` names with their settings; None when it names none (then no
-    session pays anything for milters)."""
-    names = split_list(cfg.get(param))
+def milter_conf(cfg: Any, param: str, value: str | None = None) -> MilterConf | None:
+    """The milters `param` names (or `value`, a table's result in its place) with their
+    settings; None when it names none (then no session pays anything for milters)."""
+    names = split_list(cfg.get(param) if value is None else value)
     if not names:
         return None
     milters = []

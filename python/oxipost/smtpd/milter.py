@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from oxipost.milter import Milters
+from oxipost.milter import MilterConf, Milters
 from oxipost.rewrite.resolve import resolve
 
 if TYPE_CHECKING:
@@ -30,12 +30,11 @@ SHUTDOWN = "421 4.7.0 Server closing connection"
 class SessionMilters(Milters):
     """The smtpd_milters of one session."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, conf: MilterConf) -> None:
         self.session = session
         # The recipient a RCPT event is about ({rcpt_addr} and friends).
         self.rcpt = ""
-        assert session.srv.milter_conf is not None
-        super().__init__(session.srv.milter_conf, self.macro, session.srv.log)
+        super().__init__(conf, self.macro, session.srv.log)
 
     def _resolved(self, addr: str, what: str) -> str | None:
         if not addr:

@@ -42,6 +42,7 @@ from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.maildate import mail_date
+from oxipost.maps import TableError, open_table
 from oxipost.milter import MilterConf, milter_conf
 from oxipost.printable import escape, printable
 from oxipost.rewrite.resolve import match_domain, split_address, split_internal, unquote_822_local
@@ -218,8 +219,11 @@ class SmtpdServer:
         self.tls_level = sec if tls_context is not None or sec == "encrypt" else ""
         forbid = cfg.get("smtpd_forbid_bare_newline").strip().lower()
         self.bare_lf = {"yes": "normalize", "no": "off"}.get(forbid, forbid)
-        # smtpd_milters: None when there are none, and then a session never looks again.
+        # smtpd_milters: None when there are none, and then a session never looks again;
+        # smtpd_milter_maps may choose others per client.
         self.milter_conf: MilterConf | None = milter_conf(cfg, "smtpd_milters")
+        self.milter_maps = cfg.get_list("smtpd_milter_maps")
+        self.milters_on = self.milter_conf is not None or bool(self.milter_maps)
 
     async def client_names(self, peer: Any) -> ClientNames:
         """The client's names as Postfix's smtpd_peername_lookup finds them: the
@@ -477,7 +481,7 @@ class Session:
         try:
             try:
                 if anvil is None or not await self._refused_at_connect(anvil):
-                    if self.srv.milter_conf is None or not await self._milter_connect():
+                    if not self.srv.milters_on or not await self._milter_connect():
                         await self._greet()
                     # Refused at connect with 421 or 521 (smtpd_delay_reject = no): Postfix
                     # hangs up after the reply, as after any 421 or 521.
@@ -503,7 +507,12 @@ class Session:
         """smtpd_milters' CONNECT; whether it greeted the client: a milter's 5XX is
         Postfix's "554 HOST ESMTP not accepting connections" greeting, its 421 the
         greeting and the end. The session goes on: the milter refuses MAIL the same way."""
-        self.milters = SessionMilters(self)
+        conf = self.srv.milter_conf
+        if self.srv.milter_maps:
+            conf = self._mapped_milters(conf)
+        if conf is None:
+            return False
+        self.milters = SessionMilters(self, conf)
         resp = await self.milters.connect_event(self.state.name, self.addr, self.port)
         reply = self.milters.verdict(resp) if resp is not None else None
         if reply is not None and reply.startswith("421"):
@@ -513,6 +522,21 @@ class Session:
             await self.reply(f"554 {self.srv.hostname} ESMTP not accepting connections", False)
             return True
         return False
+
+    def _mapped_milters(self, conf: MilterConf | None) -> MilterConf | None:
+        """smtpd_milter_maps' milters for this client's address: its result in place of
+        smtpd_milters, none for DISABLE, smtpd_milters when no table has the address."""
+        for spec in self.srv.milter_maps:
+            try:
+                found = open_table(spec, self.cfg).lookup(self.addr)
+            except TableError as e:
+                self.srv.log.warning(f"{spec}: table lookup problem for {self.addr}: {e}")
+                return conf
+            if found is not None:
+                if found.strip().upper() == "DISABLE":
+                    return None
+                return milter_conf(self.cfg, "smtpd_milters", found)
+        return conf
 
     async def _greet(self) -> None:
         """The greeting, at connect and after XCLIENT: smtpd_client_restrictions' reject
