@@ -1156,6 +1156,31 @@ def test_header_checks_table_that_does_not_open_as_postfix(start_smtpd) -> None:
 
 
 @pytest.mark.slow
+def test_canonical_tables_in_recipient_validation_as_postfix(start_smtpd, tmp_path) -> None:
+    """check_rcpt_maps takes an address a canonical table knows as known, as one in
+    virtual_alias_maps (a local recipient not in local_recipient_maps is accepted), and a
+    canonical table that did not open fails the RCPT: its warnings, 451 4.3.0 Temporary
+    lookup failure."""
+    canonical = tmp_path / "canonical"
+    canonical.write_text("known@localhost other@localhost\n")
+    dialogue = ["EHLO x", "MAIL FROM:<a@example.org>", "RCPT TO:<known@localhost>"]
+    dialogue += ["RCPT TO:<nobody@localhost>", "QUIT"]
+    base = "local_recipient_maps = inline:{other@localhost=x}\n"
+    both = Played(start_smtpd, dialogue, base + f"canonical_maps = texthash:{canonical}\n")
+    assert both.their_replies[3].startswith("250 ")
+    assert both.their_replies[4].startswith("550 5.1.1 <nobody@localhost>")
+    assert both.our_replies[1:] == both.their_replies[1:]
+    table = "hash:/nonexistent/canon"
+    both = Played(start_smtpd, dialogue, base + f"canonical_maps = {table}\n")
+    assert both.their_replies[3] == "451 4.3.0 <known@localhost>: Temporary lookup failure"
+    assert both.our_replies[1:] == both.their_replies[1:]
+    wanted = rf"warning: {table} |: reject: "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert f'warning: {table} lookup error for "known@localhost"' in expected, both.theirs
+    assert _transaction_lines(both.ours, wanted) == expected
+
+
+@pytest.mark.slow
 def test_transport_table_that_does_not_open_as_postfix(start_smtpd) -> None:
     """transport_maps that did not open: trivial-rewrite's lines for the recipient (the
     table's, maps_find's, resolve's "transport_maps lookup failure") and smtpd's 451 4.3.0

@@ -308,6 +308,9 @@ _TABLE_PARAMS = (
     "mynetworks",
     "relay_domains",
     "local_recipient_maps",
+    "sender_canonical_maps",
+    "recipient_canonical_maps",
+    "canonical_maps",
     "virtual_alias_maps",
     "virtual_mailbox_maps",
     "relay_recipient_maps",
@@ -1284,7 +1287,12 @@ class Checker:
         keys = virtual_keys(
             res.recipient, cfg.get("recipient_delimiter"), res.addr_class == RESOLVE_CLASS_LOCAL
         )
-        if self._in_maps("virtual_alias_maps", keys):
+        # An address a canonical table or virtual_alias_maps knows is taken as known
+        # (check_rcpt_maps: sender_canonical_maps for a sender only); one that fails is
+        # a temporary failure there.
+        own = "sender_canonical_maps" if what.startswith("Sender") else None
+        known = ("recipient_canonical_maps", own, "canonical_maps", "virtual_alias_maps")
+        if any(self._in_maps(param, keys) for param in known if param):
             return None
         if res.transport in ("error", "retry"):
             return _undeliverable(address, what, res)
