@@ -392,7 +392,12 @@ POSIX_CASES: list[tuple[str, list[str]]] = [
     (r"/a^/ r", ["a"]),
     (r"/(^a|b$)/ r", ["a", "b", "ba"]),
     # Back-references.
-    (r"/(a)\1/ r", ["aa", "ab"]),
+    (r"/(a)\1/ r", ["aa", "ab", "aA"]),
+    (r"/(a)\1/i r", ["aa", "aA"]),
+    (r"/^(.+)@\1$/ r$1", ["ab@AB", "ab@ab", "ab@ac"]),
+    (r"/(a|ab)\1/ [$1]", ["abab", "aab"]),
+    (r"/\(a*\)\1/x [$1]", ["aaaa", "aaa"]),
+    (r"/(a)(b)?\2/ [$1]", ["a", "ab"]),
     (r"/(a)\2/ r", ["aa"]),
     (r"/(a\1)/ r", ["aa"]),
     (r"/\9/ r", ["9"]),

@@ -82,14 +82,27 @@ fn fancy_text(key: &[u8]) -> String {
     key.iter().map(|&b| fancy_char(b)).collect()
 }
 
-/// The bytes of a `fancy_text()` (a group of a fallback rule's match).
-fn fancy_bytes(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| match u32::from(c) {
-            n @ 0xF780..=0xF7FF => (n - 0xF700) as u8,
-            n => u8::try_from(n).unwrap_or(b'?'),
-        })
-        .collect()
+/// A fallback rule: fancy-regex, over the key as `fancy_text()`.
+struct Fancy {
+    re: fancy_regex::Regex,
+    /// A `regexp:` rule with REG_ICASE: glibc reads the key through toupper(), which only
+    /// a back-reference can tell (fancy-regex compares those case-sensitively).
+    upper: bool,
+}
+
+impl Fancy {
+    fn text(&self, key: &[u8]) -> String {
+        if self.upper {
+            fancy_text(&key.to_ascii_uppercase())
+        } else {
+            fancy_text(key)
+        }
+    }
+}
+
+/// Where in the key a position of its `fancy_text()` is: each key byte is one character.
+fn key_offset(text: &str, at: usize) -> usize {
+    text[..at].chars().count()
 }
 
 /// A rule's pattern (a `latin1()` text, one character a byte) as an engine reads it: each
@@ -163,8 +176,7 @@ fn hex_escape(chars: &[char], at: usize) -> Option<(u8, usize)> {
 enum Matcher {
     /// Index into the table's `RegexSet`, and the same pattern alone for captures.
     Fast(usize, Regex),
-    /// Matched against the key as `fancy_text()`.
-    Fancy(Box<fancy_regex::Regex>),
+    Fancy(Box<Fancy>),
 }
 
 enum Kind {
@@ -503,7 +515,7 @@ fn mac_parse(text: &str, dialect: Dialect) -> Result<(Vec<Piece>, usize), Vec<Re
 
 enum Compiled {
     Fast(Regex),
-    Fancy(Box<fancy_regex::Regex>),
+    Fancy(Box<Fancy>),
 }
 
 /// A compiled rule, its number of groups, and whether its groups are POSIX's (a `regexp:`
@@ -531,7 +543,12 @@ fn compile(pattern: &str, flags: Flags, dialect: Dialect) -> Result<CompiledRule
         )) {
             Ok(re) => {
                 let groups = re.captures_len() - 1;
-                Ok((Compiled::Fancy(Box::new(re)), groups, false))
+                let upper = false;
+                Ok((
+                    Compiled::Fancy(Box::new(Fancy { re, upper })),
+                    groups,
+                    false,
+                ))
             }
             Err(_) => Err(compile_error(pattern, &fast_err.to_string())),
         },
@@ -558,7 +575,14 @@ fn compile_posix(pattern: &str, flags: Flags) -> Result<CompiledRule, String> {
     }
     let full = engine_pattern(&t.fancy, flags, Dialect::Regexp);
     match fancy_regex::Regex::new(&full) {
-        Ok(re) => Ok((Compiled::Fancy(Box::new(re)), t.groups, false)),
+        Ok(re) => {
+            let upper = flags.icase;
+            Ok((
+                Compiled::Fancy(Box::new(Fancy { re, upper })),
+                t.groups,
+                false,
+            ))
+        }
         // Valid for glibc but more than the engines hold (a large repetition of a
         // repetition): glibc's word for a pattern it cannot hold.
         Err(_) => Err("Regular expression too big".into()),
@@ -765,10 +789,11 @@ impl RegexTable {
         }
         let in_set = !self.set.is_empty();
         // Made once, and only when a fallback rule is reached.
-        let text = std::cell::OnceCell::new();
+        let (text, upper) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
         // A pattern fancy-regex gives up on (backtrack limit) does not match.
-        let fancy_hit = |re: &fancy_regex::Regex| {
-            re.is_match(text.get_or_init(|| fancy_text(key)))
+        let fancy_hit = |f: &Fancy| {
+            let cell = if f.upper { &upper } else { &text };
+            f.re.is_match(cell.get_or_init(|| f.text(key)))
                 .unwrap_or(false)
         };
         let matched = |m: &Matcher| match m {
@@ -835,14 +860,20 @@ impl RegexTable {
                         .map(|m| m.map(|m| Cow::Borrowed(m.as_bytes())))
                         .collect()
                 }),
-            Some(Matcher::Fancy(re)) => {
-                let text = fancy_text(key);
-                re.captures(&text)
+            Some(Matcher::Fancy(f)) => {
+                let text = f.text(key);
+                f.re.captures(&text)
                     .ok()
                     .flatten()
                     .map_or_else(Vec::new, |c| {
                         c.iter()
-                            .map(|m| m.map(|m| Cow::Owned(fancy_bytes(m.as_str()))))
+                            .map(|m| {
+                                m.map(|m| {
+                                    let start = key_offset(&text, m.start());
+                                    let end = start + key_offset(m.as_str(), m.as_str().len());
+                                    Cow::Borrowed(&key[start..end])
+                                })
+                            })
                             .collect()
                     })
             }

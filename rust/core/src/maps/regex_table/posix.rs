@@ -807,6 +807,10 @@ mod tests {
             ("/[Z-a]/i r", "_", Some("r")),
             ("/a)/ r", "a)", Some("r")),
             (r"/(a)\1/ r", "aa", Some("r")),
+            // REG_ICASE compares a back-reference through toupper() too.
+            (r"/(a)\1/ r", "aA", Some("r")),
+            (r"/(a)\1/i r", "aA", None),
+            (r"/^(.+)@\1$/ r$1", "ab@AB", Some("rab")),
             (
                 r"/(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)\10/ r",
                 "abcdefghija0",
