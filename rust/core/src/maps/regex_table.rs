@@ -200,7 +200,14 @@ struct Rule {
 /// POSIX's (and glibc's) groups: of the leftmost matches the longest, and within it what
 /// the pattern's first way (in its order, repetitions greedy) to match just that gives
 /// each group. Leftmost-first alone stops at `a` in `(a|ab)` against `ab`.
+/// Built on the rule's first match that substitutes, not with the table: most rules of a
+/// large table never answer.
+#[derive(Default)]
 struct Longest {
+    engines: std::sync::OnceLock<Option<LongestEngines>>,
+}
+
+struct LongestEngines {
     /// The pattern reporting every match end (`MatchKind::All`): anchored, the last is
     /// the longest.
     all: regex_automata::meta::Regex,
@@ -212,8 +219,8 @@ struct Longest {
     before_byte: Regex,
 }
 
-impl Longest {
-    fn new(pattern: &str) -> Option<Longest> {
+impl LongestEngines {
+    fn new(pattern: &str) -> Option<LongestEngines> {
         use regex_automata::{meta, util::syntax, MatchKind};
         let all = meta::Regex::builder()
             .configure(
@@ -231,23 +238,29 @@ impl Longest {
                 .build()
                 .ok()
         };
-        Some(Longest {
+        Some(LongestEngines {
             all,
             ending: build(r"\z")?,
             before_byte: build(r"(?s:.)\z")?,
         })
     }
+}
 
+impl Longest {
     /// The groups of the match POSIX takes.
     fn captures<'k>(&self, first: &Regex, key: &'k [u8]) -> Option<regex::bytes::Captures<'k>> {
         use regex_automata::{Anchored, Input};
+        let engines = self
+            .engines
+            .get_or_init(|| LongestEngines::new(first.as_str()))
+            .as_ref()?;
         let start = first.find(key)?.start();
         let input = Input::new(key).range(start..).anchored(Anchored::Yes);
-        let end = self.all.search(&input)?.end();
+        let end = engines.all.search(&input)?.end();
         let caps = if end == key.len() {
-            self.ending.captures_at(key, start)?
+            engines.ending.captures_at(key, start)?
         } else {
-            self.before_byte.captures_at(&key[..=end], start)?
+            engines.before_byte.captures_at(&key[..=end], start)?
         };
         (caps.get(0)?.start() == start).then_some(caps)
     }
@@ -734,9 +747,7 @@ impl RegexTable {
             let substitutes =
                 matches!(&kind, Kind::Rule(p) if p.iter().any(|p| matches!(p, Piece::Group(_))));
             let longest = match (&compiled, posix) {
-                (Compiled::Fast(re), true) if substitutes => {
-                    Longest::new(re.as_str()).map(Box::new)
-                }
+                (Compiled::Fast(_), true) if substitutes => Some(Box::default()),
                 _ => None,
             };
             let matcher = match compiled {
