@@ -15,7 +15,7 @@ from oxipost._core import maps as core
 from oxipost.config import load_config
 from oxipost.maps import TableConfigError, TableError, open_table
 
-from tests.conftest import check_stub
+from tests.conftest import check_stub, run_postfix
 
 
 @pytest.fixture
@@ -98,6 +98,21 @@ def test_errors_are_table_errors_with_postfix_words(tmp_path):
         open_table("bogus:x")
     with pytest.raises(TableError, match="query error"):
         open_table("fail:x").lookup("k")
+
+
+def test_a_postfix_berkeley_db_is_what_postfix_says_of_a_db_it_cannot_read(tmp_path):
+    """A hash: table left as real Postfix's postmap built it (its .db, no .cdb of ours):
+    Postfix's words for a .db its library cannot read, as Postfix's postmap says them for
+    a .db that is not one."""
+    (tmp_path / "main.cf").write_text("compatibility_level = 3.6\n")
+    (tmp_path / "t").write_text("k v\n")
+    run_postfix("/usr/sbin/postmap", "-c", str(tmp_path), f"hash:{tmp_path}/t").check_returncode()
+    with pytest.raises(TableError) as ours:
+        open_table(f"hash:{tmp_path}/t")
+    (tmp_path / "junk.db").write_bytes(b"\xff" * 4096)
+    real = run_postfix("/usr/sbin/postmap", "-c", str(tmp_path), "-q", "k", f"hash:{tmp_path}/junk")
+    assert f"postmap: fatal: open database {tmp_path}/junk.db: Invalid argument" in real.stderr
+    assert str(ours.value) == f"open database {tmp_path}/t.db: Invalid argument"
 
 
 def test_table_warnings_go_to_the_sink_once_per_open(tmp_path, warnings_seen):

@@ -47,7 +47,10 @@ an inline: table that is not UTF-8 does not open (dict_inline: 'bad UTF-8 syntax
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
 postmap(1) builds it. What they say of a file they cannot open names the file Postfix's
 would open: `<name>.db` for hash:, `<name>.cdb` for cdb: ("open database /x/y.db: No such
-file or directory"), so that a log reads the same whichever MTA wrote it.
+file or directory"), so that a log reads the same whichever MTA wrote it. A hash: table
+left as Postfix's own `<name>.db` (Berkeley DB, which we do not read) without a `.cdb` beside
+it is "open database <name>.db: Invalid argument", Postfix's words for a .db its library
+cannot read, whose remedy is the same: run postmap (or newaliases) again.
 
 A daemon (`allow_surrogates`) goes on without a table that does not open, as Postfix's
 dict_surrogate: "error: REASON" once, when it is opened (the daemons open their tables as
@@ -64,6 +67,7 @@ aliases(5), and the one walk over keys and tables, are in `oxipost.maps.search`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import sys
@@ -285,7 +289,13 @@ class CdbTable:
         try:
             self._cdb = _core.Cdb(self.path)
         except OSError as e:
-            raise TableError(f"open database {self.shown_path}: {os_reason(e)}") from None
+            reason = os_reason(e)
+            if kind == "hash" and e.errno == errno.ENOENT and os.path.exists(self.shown_path):
+                # Postfix's own Berkeley DB file, which only its postmap reads: Postfix's
+                # words for a .db its library cannot read, whose remedy (postmap, newaliases)
+                # is the one that builds ours.
+                reason = os.strerror(errno.EINVAL)
+            raise TableError(f"open database {self.shown_path}: {reason}") from None
         except CorruptError:
             raise TableError(
                 f"dict_cdbq_open: unable to init {self.path}: Protocol error"
