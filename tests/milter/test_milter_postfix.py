@@ -346,3 +346,15 @@ def test_smtpd_milter_maps_as_postfix(start_smtpd, app_milter, tmp_path: Path, m
     assert bool(theirs[2]) == (mapped != "DISABLE")
     _same(ours, theirs)
     assert default.told() == []
+
+
+@pytest.mark.parametrize("rules", [{}, {"data": ["reject"]}], ids=["passed", "refused"])
+def test_bdat_as_postfix(start_smtpd, app_milter, rules: dict[str, Any]) -> None:
+    """BDAT's first chunk is the milter's DATA event, as Postfix sends it."""
+    app = app_milter(rules)
+    content = "Subject: hi\r\n\r\nbody line\r\n"
+    chunk = f"BDAT {len(content)} LAST\r\n{content.removesuffix(chr(13) + chr(10))}"
+    dialogue = ["EHLO client.test", *TRANSACTION[:3], chunk, "QUIT"]
+    theirs, ours = _both(start_smtpd, app, dialogue, f"smtpd_milters = {app.endpoint}\n")
+    assert any(event[0] == "data" for event in theirs[2])
+    _same(ours, theirs)

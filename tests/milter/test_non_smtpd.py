@@ -54,16 +54,22 @@ def _postfix(app: AppMilter) -> tuple[list[str], list[Any]]:
         )
         assert sent.returncode == 0, sent
         # The first round only: pickup tries a deferred message again.
-        deadline = time.monotonic() + 20
-        while '["close"]' not in (app.record.read_text() if app.record.exists() else ""):
-            assert time.monotonic() < deadline, _read(d / "maillog")
-            time.sleep(0.1)
+        _wait_closed(app)
         time.sleep(0.5)
         lines = [ln for ln in _read(d / "maillog") if "postfix/pickup" in ln or "cleanup" in ln]
         qid = next(m.group(1) for ln in lines if (m := re.search(r": ([0-9A-F]{8,12}): ", ln)))
         told = app.told()
         again = [i for i, event in enumerate(told) if event[0] == "connect"][1:]
         return _milter_lines([ln for ln in lines if qid in ln]), told[: again[0] if again else None]
+
+
+def _wait_closed(app: AppMilter) -> None:
+    """Until the milter saw its session end (libmilter records it in a thread of its own,
+    after the client has gone)."""
+    deadline = time.monotonic() + 20
+    while '["close"]' not in (app.record.read_text() if app.record.exists() else ""):
+        assert time.monotonic() < deadline, "the milter session did not end"
+        time.sleep(0.1)
 
 
 def _read(path: Path) -> list[str]:
@@ -90,6 +96,7 @@ def _ours(app: AppMilter, tmp_path: Path) -> tuple[list[str], list[Any], QueueSt
         pickup_once(cfg, queue, ListLog(lines))
     finally:
         queue.close()
+    _wait_closed(app)
     return _milter_lines(lines), app.told(), QueueState(cfg)
 
 

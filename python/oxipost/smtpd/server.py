@@ -1490,6 +1490,11 @@ class Session:
                 failure = R.NEED_RCPT
             elif not self.tx.recipients:
                 failure = R.NO_VALID_RCPT
+            elif self.milters is not None:
+                # The first chunk starts the content: smtpd_milters' DATA, as for DATA.
+                resp = await self.milters.data_event()
+                if resp is not None:
+                    failure = self.milters.verdict(resp, self.tx.recipients[0].address)
         elif self.bdat_failed:
             failure = R.BDAT_DISCARDED.format(count=count)
         if failure is None and self.srv.size_limit:
