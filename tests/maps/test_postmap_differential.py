@@ -258,6 +258,7 @@ RESULT_RULES = (
 PATTERN_LINES = (
     "!!/a/ r1\n! ! /b/ r2\n/c/#x r3\n!\n/d/!/e/!/f/ r4\n/(g)/!!/h/ r5$1\n/i/!/(j/ r6\n"
     "/k/!x r7\n/l/!/m/i r8\nif !!/n/\n/n/ r9\nendif\n"
+    "if /a/ extra\n/a/ r10\nendif\nfoo /b/ r11\nENDIF x\nIF /d/!/e/\n/d/ r12\nendif\n  /f/ r13\n"
 )
 PATTERN_KEYS = ["a", "b", "c", "dx", "de", "gh", "g", "i", "k", "l", "lM", "n"]
 

@@ -630,7 +630,8 @@ impl RegexTable {
                     .is_none_or(|c| !c.is_ascii_alphanumeric())
             };
             if lower.starts_with("endif") && word_end(5) {
-                if !trim(&text.as_bytes()[5..]).is_empty() {
+                // Without its IF, that is all Postfix says of the line.
+                if !open_ifs.is_empty() && !trim(&text.as_bytes()[5..]).is_empty() {
                     warnings.push(warn("ignoring extra text after ENDIF"));
                 }
                 match open_ifs.pop() {
@@ -650,6 +651,15 @@ impl RegexTable {
                 continue;
             }
             let is_if = lower.starts_with("if") && word_end(2);
+            if !is_if
+                && text
+                    .as_bytes()
+                    .first()
+                    .is_some_and(u8::is_ascii_alphanumeric)
+            {
+                warnings.push(warn("ignoring unrecognized request"));
+                continue;
+            }
             let (negate, rest) = negations(if is_if { &text[2..] } else { &text });
             let (pattern, flags, mut after) = match parse_pattern(rest, dialect) {
                 Ok(p) => p,
@@ -678,6 +688,14 @@ impl RegexTable {
             // its groups: the order of Postfix's dict_regexp_parseline and
             // dict_pcre_parse_rule.
             let mut parsed = None;
+            if is_if && !result.is_empty() {
+                warnings.push(warn(&format!(
+                    "ignoring extra text after IF statement: \"{result}\""
+                )));
+                warnings.push(warn(
+                    "do not prepend whitespace to statements between IF and ENDIF",
+                ));
+            }
             if !is_if {
                 if result.is_empty() {
                     warnings.push(warn("no replacement text: using empty string"));
@@ -720,9 +738,6 @@ impl RegexTable {
             };
             let kind = match parsed {
                 None => {
-                    if !result.is_empty() {
-                        warnings.push(warn("ignoring extra text after IF statement"));
-                    }
                     open_ifs.push((rules.len(), line.lineno));
                     Kind::If(0)
                 }
@@ -962,6 +977,18 @@ mod tests {
         assert_eq!(t.get("de"), None);
         assert_eq!(t.get("gh").as_deref(), Some("r5g"));
         assert_eq!(t.get("g"), None);
+        let src = "if /a/ extra\nendif\nfoo /b/ r\nENDIF x\n";
+        let t = table(src, Dialect::Regexp);
+        assert_eq!(
+            t.warnings,
+            vec![
+                "regexp map re, line 1: ignoring extra text after IF statement: \"extra\"",
+                "regexp map re, line 1: do not prepend whitespace to statements between IF \
+                 and ENDIF",
+                "regexp map re, line 3: ignoring unrecognized request",
+                "regexp map re, line 4: ignoring ENDIF without matching IF",
+            ]
+        );
         let t = table("/d/!/e/ r4\n", Dialect::Pcre);
         assert_eq!(
             t.warnings,
