@@ -278,7 +278,7 @@ def process_sender(state: CleanupState, sender: str) -> str:
     if not sender:
         return sender
     sender = rewrite_address(state.cfg, sender)
-    if sender.lower() == rewrite_address(state.cfg, "MAILER-DAEMON").lower():
+    if sender.lower() == state.opts.mailer_daemon:
         return ""
     if state.map_ok:
         try:

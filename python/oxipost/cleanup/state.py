@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from oxipost.maps import Table, TableLog, logging_to, open_at_start, open_table
+from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -67,6 +68,12 @@ class CleanupConfig:
     def wants_body(self) -> bool:
         """Whether anything looks past the primary header (the body walk costs per line)."""
         return bool(self.content_checks - {"header_checks"})
+
+    @cached_property
+    def mailer_daemon(self) -> str:
+        """MAILER-DAEMON@$myorigin as cleanup rewrites it, lower case: the sender
+        cleanup_addr_sender takes for the null sender."""
+        return rewrite_address(self.cfg, "MAILER-DAEMON").lower()
 
     @cached_property
     def local_header_rewrite_clients(self) -> tuple[str, ...]:

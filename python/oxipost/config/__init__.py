@@ -83,6 +83,7 @@ class Config:
         self._cache: dict[str, str] = {}
         self._lists: dict[str, tuple[str, ...]] = {}
         self._bools: dict[str, bool] = {}
+        self._ints: dict[str, int] = {}
         self._times: dict[str, float] = {}
         self._keywords: dict[str, frozenset[str]] = {}
         # What a role works out from these values once (cleanup's CleanupConfig), by the
@@ -171,8 +172,13 @@ class Config:
         return known
 
     def get_int(self, name: str) -> int:
-        """A C int (long for Postfix's long parameters), as Postfix reads it."""
-        return params.parse_int(name, self.get(name))
+        """A C int (long for Postfix's long parameters), as Postfix reads it; cached, as
+        get_bool (smtpd asks for limits on every message)."""
+        known = self._ints.get(name)
+        if known is not None:
+            return known
+        known = self._ints[name] = params.parse_int(name, self.get(name))
+        return known
 
     def get_time(self, name: str) -> float:
         """Seconds; a bare number takes the unit of the parameter's default (as Postfix).

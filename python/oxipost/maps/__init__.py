@@ -72,8 +72,7 @@ import ipaddress
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Protocol
 
@@ -193,15 +192,25 @@ def allow_surrogates(error: Callable[[str], None] | None) -> Callable[[str], Non
     return previous
 
 
-@contextmanager
-def logging_to(log: TableLog) -> Iterator[None]:
+class _LoggingTo:
+    # A class, not a @contextmanager generator: cleanup enters one for every message, and
+    # the generator's machinery cost several times its two ContextVar calls.
+    __slots__ = ("log", "token")
+
+    def __init__(self, log: TableLog) -> None:
+        self.log = log
+
+    def __enter__(self) -> None:
+        self.token = _part_log.set(self.log)
+
+    def __exit__(self, *exc: object) -> None:
+        _part_log.reset(self.token)
+
+
+def logging_to(log: TableLog) -> _LoggingTo:
     """Table warnings and open errors of the code run inside go to `log` (in this thread
     or task only)."""
-    token = _part_log.set(log)
-    try:
-        yield
-    finally:
-        _part_log.reset(token)
+    return _LoggingTo(log)
 
 
 def fold(key: str) -> str:

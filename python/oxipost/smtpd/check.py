@@ -302,6 +302,13 @@ def _table(spec: str, cfg: Config) -> Any:
 
 
 _TABLE_ERRORS = (TableError, OSError)
+# check_rcpt_maps' first tables, in its order (sender_canonical_maps for a sender only).
+_KNOWN_MAPS = (
+    "recipient_canonical_maps",
+    "sender_canonical_maps",
+    "canonical_maps",
+    "virtual_alias_maps",
+)
 
 # What smtpd asks tables of besides its restrictions, in smtpd_check_init's order.
 _TABLE_PARAMS = (
@@ -430,6 +437,17 @@ class Checker:
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.utf8 = cfg.get_bool("smtputf8_enable")
         self.policy_clients: dict[str, PolicyClient] = {}
+        # The tables check_rcpt_maps asks before the mailbox tables, for a recipient and
+        # for a sender (sender_canonical_maps too): only the parameters that name one, so
+        # that a configuration without them costs nothing per address.
+        self.known_maps = {
+            sender: tuple(
+                p
+                for p in _KNOWN_MAPS
+                if (sender or p != "sender_canonical_maps") and cfg.get_list(p)
+            )
+            for sender in (False, True)
+        }
         # A policy query, sleep, a DNS list or a domain's DNS lookup blocks: smtpd then
         # runs the checks in a worker thread.
         self.threaded = any(
@@ -1290,10 +1308,9 @@ class Checker:
         # An address a canonical table or virtual_alias_maps knows is taken as known
         # (check_rcpt_maps: sender_canonical_maps for a sender only); one that fails is
         # a temporary failure there.
-        own = "sender_canonical_maps" if what.startswith("Sender") else None
-        known = ("recipient_canonical_maps", own, "canonical_maps", "virtual_alias_maps")
-        if any(self._in_maps(param, keys) for param in known if param):
-            return None
+        for param in self.known_maps[what.startswith("Sender")]:
+            if self._in_maps(param, keys):
+                return None
         if res.transport in ("error", "retry"):
             return _undeliverable(address, what, res)
         if res.addr_class == RESOLVE_CLASS_LOCAL:
