@@ -97,7 +97,7 @@ class MilterEditor:
         found = self.checks.lookup("milter_header_checks", text)
         if found is None:
             return text
-        # PREPEND is not implemented for milter_header_checks (postconf(5)).
+        # Postfix offers no PREPEND in milter_header_checks (postconf(5)): none here either.
         result = self.checks.act("header", text, found, "milter_header_checks")
         return result[-1] if result else None
 
