@@ -895,7 +895,7 @@ class Session:
         return reply is not None and reply.startswith("5")
 
     def _smtputf8(self) -> bool:
-        return self.cfg.get("smtputf8_enable").strip().lower() in ("yes", "true")
+        return self.cfg.get_bool("smtputf8_enable")
 
     def _auth_offered(self) -> bool:
         if not self.cfg.get_bool("smtpd_sasl_auth_enable") or self.srv.authenticator is None:
