@@ -101,3 +101,34 @@ def test_null_recipient_queued_as_empty_address_recipient(tmp_path: Path) -> Non
         [("postmaster@example.org", "")],
         [("postmaster@example.org", ""), ("bob@example.com", "bob@example.com")],
     ]
+
+
+def test_added_from_header_names_the_canonical_sender(tmp_path: Path) -> None:
+    """The From: cleanup adds to a submission without one has the envelope sender after
+    rewriting and canonical mapping (Postfix's state->sender) and -F's full name, after
+    the message's own headers."""
+    (tmp_path / "canonical").write_text("joe@example.org Joe.User@example.org\n")
+    conf = _setup(tmp_path, f"sender_canonical_maps = texthash:{tmp_path}/canonical\n")
+    msg = b"Subject: hi\n\nx\n"
+    assert _cmd("sendmail", conf, "-f", "joe", "-F", "J. Oe", "bob", stdin=msg).returncode == 0
+    _log, state = _pickup(conf)
+    ((env, content),) = [state.load(q) for q in state.messages]
+    head = content.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[2] == b"Subject: hi"
+    assert head[-1] == b'From: "J. Oe" <Joe.User@example.org>'
+    assert [(r.address, r.original) for r in env.recipients] == [("bob@example.org", "bob")]
+
+
+def test_rejected_unqualified_recipient_logged_with_its_original(tmp_path: Path) -> None:
+    """A refused submission to an unqualified recipient is bounced as Postfix's cleanup
+    logs it: the recipient qualified, then orig_to=<as submitted>."""
+    (tmp_path / "header_checks").write_text("/^Subject: forbidden/ REJECT not from here\n")
+    conf = _setup(tmp_path, f"header_checks = regexp:{tmp_path}/header_checks\n")
+    r = _cmd("sendmail", conf, "-f", "joe", "bob", stdin=b"Subject: forbidden\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    log, _state = _pickup(conf)
+    qid = log.lines[0].split(":", 1)[0]
+    assert log.lines[0].endswith("from=<joe@example.org> to=<bob@example.org>: 5.7.1 not from here")
+    assert log.lines[1].startswith(
+        f"{qid}: to=<bob@example.org>, orig_to=<bob>, relay=none, delay="
+    ), log.lines[1]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oxipost.cleanup import Cleaned, cleanup_message
+from oxipost.cleanup.message import from_header
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.maildate import mail_date
 
@@ -253,7 +254,7 @@ def _build(
         lines += ["", *line_wrap(why)]
     head = [
         f"Date: {mail_date(now)}",
-        _from(cfg, f"MAILER-DAEMON@{host}", "Mail Delivery System"),
+        from_header(cfg, f"MAILER-DAEMON@{host}", "Mail Delivery System"),
         f"Subject: {pm_subject if postmaster else subject}",
         f"To: {to}",
         # RFC 3834: a reply to the sender, a report of its own to the postmaster.
@@ -357,13 +358,6 @@ def _template_time(
         warn(f'please reduce time unit "{unit}" of "{key}" in {kind} template')
         warn("for instructions see the bounce(5) manual")
     return result
-
-
-def _from(cfg: Config, address: str, name: str) -> str:
-    # header_from_format: Postfix 3.3's "standard" form, or the "obsolete" one before it.
-    if cfg.get("header_from_format").strip().lower() == "obsolete":
-        return f"From: {address} ({name})"
-    return f"From: {name} <{address}>"
 
 
 def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tuple[str, Cleaned]:

@@ -101,6 +101,29 @@ def _encode(lines: list[str]) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+# RFC 822 specials and the legacy %! address operators: a full name with any of them is
+# quoted in a From: header cleanup adds (cleanup_header_done_callback).
+_PHRASE_SPECIALS = re.compile(r'[%!()<>@,;:\\".\[\]]')
+_WORDS = re.compile(r"[^ \t\n\r\v\f]+")
+
+
+def from_header(cfg: Any, address: str, full_name: str) -> str:
+    """The From: header Postfix writes for `address` (quoted already) with `full_name`:
+    header_from_format standard, "From: phrase <address>" (the phrase a quoted string when
+    it has specials, else its words one space apart), or obsolete, "From: address (name)";
+    "From: address" without a name."""
+    name = full_name.replace("\r", " ").replace("\n", " ")
+    if not name:
+        return f"From: {address}"
+    if cfg.get("header_from_format").strip().lower() == "obsolete":
+        return f"From: {address} ({name})"
+    if _PHRASE_SPECIALS.search(name):
+        phrase = '"' + re.sub(r'(["\\])', r"\\\1", name) + '"'
+    else:
+        phrase = " ".join(_WORDS.findall(name))
+    return f"From: {phrase} <{address}>" if phrase else f"From: <{address}>"
+
+
 def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
     env, cfg = state.env, state.cfg
     extra: list[str] = []
@@ -120,7 +143,9 @@ def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
     if f"{resent}date".lower() not in names:
         extra.append(f"{resent}Date: {mail_date(env.arrival_time)}")
     if f"{resent}from".lower() not in names:
-        extra.append(f"{resent}From: {quote_local(env.sender) if env.sender else 'MAILER-DAEMON'}")
+        # The sender after rewriting and canonical mapping, as Postfix's state->sender.
+        sender = quote_local(state.sender) if state.sender else "MAILER-DAEMON"
+        extra.append(resent + from_header(cfg, sender, state.full_name if state.sender else ""))
     undisclosed = cfg.get("undisclosed_recipients_header")
     if undisclosed and not names & {"to", "cc", "resent-to", "resent-cc"}:
         extra.append(undisclosed)
@@ -134,10 +159,12 @@ def cleanup_message(
     cfg: Any,
     queue_id: str = "",
     internal: bool = False,
+    full_name: str = "",
 ) -> Cleaned:
     """Process one message, to be queued as `queue_id` (Queue.new_id: the Message-Id
     cleanup adds carries it); `internal` for mail Postfix itself resubmits (no content
-    checks)."""
+    checks); `full_name` the sender's (sendmail -F, $NAME or the passwd gecos) for a From:
+    header cleanup adds."""
     opts = cleanup_config(cfg)
     overrides = opts.overrides
     state = CleanupState(
@@ -150,6 +177,7 @@ def cleanup_message(
         # smtpd's access(5) HOLD, DISCARD and BCC actions reach cleanup as attributes.
         hold="hold" in env.attrs,
         discard="discard" in env.attrs,
+        full_name=full_name,
     )
     # Postfix's cleanup logs a table's own warnings without a queue ID, among its lines.
     with logging_to(TableNotes(state)):
@@ -163,9 +191,6 @@ def _cleanup(
     opts = state.opts
     headers, body = split_header(content)
     hops = sum(1 for h in headers if h[:9].lower() == b"received:") + bool(received)
-    if hops >= opts.hopcount_limit:
-        state.warn("message rejected: hopcount exceeded")
-        return Cleaned(env, content, _HOPS, notes=state.notes)
     limit = opts.header_size_limit
     kept: list[bytes] = []
     size = 0
@@ -198,6 +223,13 @@ def _cleanup(
     except CleanupDefer as e:
         state.warn(e.warning)
         return Cleaned(env, content, state.reply or e.reply, notes=state.notes)
+    # Refused from here on, the message is returned (pickup) to the envelope as cleanup
+    # wrote it before the content: the recipients qualified, each with its original.
+    refused = Envelope(*_ENVELOPE_FIELDS(env))
+    refused.sender, refused.recipients = sender, recipients
+    if hops >= opts.hopcount_limit:
+        state.warn("message rejected: hopcount exceeded")
+        return Cleaned(refused, content, _HOPS, notes=state.notes)
     walker = Walker(state)
     # The lines without their CR LF; none has one inside (split_header split there).
     header_text = received.split("\r\n")
@@ -222,9 +254,9 @@ def _cleanup(
             out_head = walker.headers(header_text, "primary")
     except CleanupDefer as e:
         state.warn(e.warning)
-        return Cleaned(env, content, e.reply, notes=state.notes)
+        return Cleaned(refused, content, e.reply, notes=state.notes)
     if state.reply is not None:
-        return Cleaned(env, content, state.reply, notes=state.notes)
+        return Cleaned(refused, content, state.reply, notes=state.notes)
     out_head += _missing_headers(state, walker.names)
     if state.reply is None and not state.discard:
         if not any(text.startswith("message-id=") for _, text in state.notes):

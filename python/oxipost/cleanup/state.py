@@ -187,6 +187,8 @@ class CleanupState:
     # What the action log lines show: the sender and first recipient after rewriting.
     sender: str = ""
     recip: str = ""
+    # The sender's full name for a From: header cleanup adds (Postfix's REC_TYPE_FULL).
+    full_name: str = ""
     # What the action log lines' action starts with: "milter-header-" for
     # milter_header_checks, as Postfix's cleanup_milter.c logs them.
     act_prefix: str = ""

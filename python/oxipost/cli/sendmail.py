@@ -83,6 +83,23 @@ def _exec_tool(tool: str, config_dir: str | None, *args: str) -> int:
     return 1  # not reached
 
 
+def _fullname() -> str:
+    """The submitter's full name when sendmail -F gives none, as Postfix's fullname():
+    $NAME, else the passwd gecos up to its first ',', ';' or '%', each '&' the login name
+    with its first letter in upper case."""
+    name = os.environ.get("NAME")
+    if name is not None:
+        return name
+    try:
+        pw = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return ""
+    gecos = pw.pw_gecos
+    for stop in ",;%":
+        gecos = gecos.partition(stop)[0]
+    return gecos.replace("&", pw.pw_name[:1].upper() + pw.pw_name[1:])
+
+
 def _login() -> str:
     try:
         return pwd.getpwuid(os.getuid()).pw_name
@@ -283,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         recipients=rcpts,
         content=content,
         extract="t" in flags,
-        full_name=opts.get("F", ""),
+        full_name=opts["F"] if "F" in opts else _fullname(),
         dsn_notify=opts.get("N", "").upper(),
         dsn_ret=opts.get("R", "").upper(),
         dsn_envid=opts.get("V", ""),

@@ -60,6 +60,14 @@ def log_form(address: str, external: bool) -> str:
     return quote_local(address) if external and address else address
 
 
+def orig_to(address: str, original: str, external: bool) -> str:
+    """The "orig_to=<ORIGINAL>, " of a delivery log line (log_adhoc), "" when the original
+    recipient is none or the address itself in another case."""
+    if not original or original.lower() == address.lower():
+        return ""
+    return f"orig_to=<{log_form(original, external)}>, "
+
+
 def lf_lines(content: bytes) -> bytes:
     """CRLF → LF, as Postfix writes messages to files and commands."""
     return content.replace(b"\r\n", b"\n")

@@ -1,14 +1,15 @@
 """pickup(8): move locally submitted mail from maildrop/ into the queue.
 
-Each maildrop file (written by sendmail/postdrop) becomes a queued message: the sender
-and recipients are qualified with @$myorigin, sendmail -t recipients are taken from To:,
-Cc:, Bcc: (and the Resent- forms; Bcc: is then removed), a "Received: by ... (Postfix,
-from userid N)" header is prepended, and cleanup adds the missing Message-Id:, Date:,
-From: (with sendmail -F's full name) and To: headers. The file is removed only after the
-queue reports the message durable, so a crash between the two repeats it rather than
-losing it. pickup scans at start, every wakeup seconds (master.cf), and whenever a client
-connects to its public socket (postdrop's trigger). Each file costs an in_flow_delay token
-(oxipost.flow), as its cleanup connection does in Postfix.
+Each maildrop file (written by sendmail/postdrop) becomes a queued message: sendmail -t
+recipients are taken from To:, Cc:, Bcc: (and the Resent- forms; Bcc: is then removed), a
+"Received: by ... (Postfix, from userid N)" header is prepended, and cleanup qualifies the
+sender and recipients with @$myorigin (an unqualified recipient stays the original one,
+orig_to=<user>) and adds the missing Message-Id:, Date:, From: (with the sender's full
+name: sendmail -F, $NAME or the passwd gecos) and To: headers after the others. The file
+is removed only after the queue reports the message durable, so a crash between the two
+repeats it rather than losing it. pickup scans at start, every wakeup seconds (master.cf),
+and whenever a client connects to its public socket (postdrop's trigger). Each file costs
+an in_flow_delay token (oxipost.flow), as its cleanup connection does in Postfix.
 
 Diagnostics: a file that does not parse is logged ("warning: maildrop/NAME: ...") and
 renamed NAME.corrupt, as is one without recipients, never silently dropped. A message
@@ -33,6 +34,7 @@ from oxipost.cleanup.message import split_header
 from oxipost.cleanup.milter import non_smtpd_milters
 from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config
+from oxipost.delivery.address import log_form, orig_to
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.flow import FlowGate
 from oxipost.log import format_tv, get_logger
@@ -50,12 +52,12 @@ if TYPE_CHECKING:
 _EXTRACT = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 
 
-def _qualify(addr: str, origin: str) -> str:
+def _bare(addr: str) -> str:
+    # As submitted: cleanup qualifies it (append_at_myorigin), keeping this as the
+    # original recipient (orig_to=<user>, X-Original-To: user), as Postfix's does.
     addr = addr.strip()
     if addr.startswith("<") and addr.endswith(">"):
         addr = addr[1:-1]
-    if addr and "@" not in addr:
-        return f"{addr}@{origin}"
     return addr
 
 
@@ -98,22 +100,15 @@ def _add_missing(cfg: Config) -> Config:
 
 def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
     """The message pickup enqueues for one submission as `queue_id`, or why it cannot."""
-    origin = cfg.get("myorigin")
     content = sub.content
-    rcpts = [_qualify(r, origin) for r in sub.recipients]
+    rcpts = [_bare(r) for r in sub.recipients]
     if sub.extract:
         extracted, content = _extract(content)
-        rcpts += [_qualify(r, origin) for r in extracted if _qualify(r, origin) not in rcpts]
+        rcpts += [_bare(r) for r in extracted if _bare(r) not in rcpts]
     # An empty one stays: cleanup makes it $empty_address_recipient.
     if not rcpts:
         return "No recipient addresses found in message header"
-    sender = _qualify(sub.sender, origin)
-    headers, _ = split_header(content)
-    names = {h.split(b":", 1)[0].strip().lower() for h in headers if h[:1] not in b" \t"}
-    if b"from" not in names and b"resent-from" not in names and sender:
-        name = sub.full_name
-        from_line = f"From: {name} <{sender}>" if name else f"From: {sender}"
-        content = from_line.encode("utf-8", "replace") + b"\r\n" + content
+    sender = _bare(sub.sender)
     notify: frozenset[str] = frozenset()
     if sub.dsn_notify:
         notify = frozenset(n.strip().upper() for n in sub.dsn_notify.split(",") if n.strip())
@@ -133,7 +128,9 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
         f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid})\r\n"
         f"\tid {queue_id}; {mail_date(sub.time)}\r\n"
     )
-    return cleanup_message(env, content, received, _add_missing(cfg), queue_id)
+    return cleanup_message(
+        env, content, received, _add_missing(cfg), queue_id, full_name=sub.full_name
+    )
 
 
 def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = None) -> int:
@@ -204,10 +201,12 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid
     delay = format_tv(
         time.time() - env.arrival_time, 2, cfg.get_int("delay_logging_resolution_limit")
     )
+    external = cfg.get("info_log_address_format") == "external"
     for r in env.recipients:
         log.info(
-            f"{qid}: to=<{r.address}>, relay=none, delay={delay}, delays={delay}/0/0/0, "
-            f"dsn={status}, status=bounced ({text})"
+            f"{qid}: to=<{log_form(r.address, external)}>, "
+            f"{orig_to(r.address, r.original, external)}relay=none, delay={delay}, "
+            f"delays={delay}/0/0/0, dsn={status}, status=bounced ({text})"
         )
     reports = [bounce.Report(r, outcome) for r in env.recipients]
     bounce_log = get_logger("bounce", cfg)

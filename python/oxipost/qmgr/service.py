@@ -68,7 +68,7 @@ from oxipost import bounce, runloop, verify
 from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
-from oxipost.delivery.address import log_form
+from oxipost.delivery.address import log_form, orig_to
 from oxipost.envelope import TRACE_MTA_VRFY, Envelope, Outcome, Recipient
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
@@ -555,9 +555,7 @@ class Qmgr:
         # log_adhoc(): with a network session, its set-up time, then the transmission.
         c = max(0.0, out.setup - started) if out.setup else 0.0
         d = max(0.0, now - (out.setup or started))
-        orig = ""
-        if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
-            orig = f"orig_to=<{log_form(rcpt.original, self.log_external)}>, "
+        orig = orig_to(rcpt.address, rcpt.original, self.log_external)
         res = self.delay_res
         use = f", conn_use={out.conn_use}" if out.conn_use else ""
         if act.env.trace_only:

@@ -1,0 +1,123 @@
+"""Local submission (sendmail → pickup → cleanup → local) compared with real Postfix 3.7's:
+what the mailbox holds and what local(8) logs.
+
+Each system is sent the same messages through its own sendmail, to an unqualified
+recipient, a qualified one and to recipients sendmail -t takes from To:, with and without
+a From: header, with full names from -F (plain, with specials, with runs of blanks, blanks
+only, not ASCII, empty), $NAME and the passwd gecos, from the null sender, and with a
+Resent- header. Postfix's cleanup qualifies an unqualified recipient and keeps it as the
+original one (orig_to=<daemon>, X-Original-To: daemon), and adds the missing From: after
+the other headers, in header_from_format's form, both of which must be the same here once
+queue IDs, dates and mail_name are set aside.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.delivery.test_e2e_local import running_ours
+from tests.smtpd.test_postfix_differential import running_postfix
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+# (sendmail arguments, message, environment); each message's Subject: names it.
+SUBMISSIONS: list[tuple[list[str], str, dict[str, str]]] = [
+    (["-F", "Joe Q. Public", "daemon"], "Subject: one\nX-A: b\n\nbody\n", {}),
+    (["-F", "  Joe \t  Public  ", "daemon"], "Subject: two\n\nbody\n", {}),
+    (["-F", 'Joe (x) "Pub" \\ <y>', "daemon@localhost"], "Subject: three\n\nbody\n", {}),
+    (["daemon"], "Subject: four\n\nbody\n", {"NAME": "N. Ame"}),
+    (["daemon"], "Subject: five\n\nbody\n", {"NAME": ""}),
+    (["-F", "J\u00f6rg M\u00fcller", "daemon"], "Subject: six\n\nbody\n", {}),
+    (["-F", "   ", "daemon"], "Subject: seven\n\nbody\n", {}),
+    (["-f", "<>", "-F", "X Y", "daemon"], "Subject: eight\n\nbody\n", {}),
+    (["-F", "Joe", "daemon"], "Subject: nine\nResent-To: bin\n\nbody\n", {}),
+    # The passwd gecos (root's: "root").
+    (["daemon"], "Subject: ten\nTo: someone\n\nbody\n", {}),
+    (["-F", "Joe", "daemon"], "Subject: eleven\nFrom: me\n\nbody\n", {}),
+    (["-F", "", "-t"], "Subject: twelve\nTo: daemon, bin@localhost\n\nbody\n", {}),
+]
+# Deliveries: twelve goes to two mailboxes.
+DELIVERIES = len(SUBMISSIONS) + 1
+
+
+def _main_cf(top: Path, hfrom: str) -> str:
+    return (
+        f"mail_spool_directory = {top}/mail\nalias_maps =\nalias_database =\n"
+        f"header_from_format = {hfrom}\n"
+    )
+
+
+def _send(sendmail: list[str], conf: str, env: dict[str, str], maillog: Path) -> str:
+    for args, text, extra in SUBMISSIONS:
+        r = subprocess.run(
+            [*sendmail, "-C", conf, *args],
+            input=text.encode(),
+            env={k: v for k, v in env.items() if k != "NAME"} | extra,
+            capture_output=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 60
+    while True:
+        log = maillog.read_text() if maillog.exists() else ""
+        if log.count("status=sent") >= DELIVERIES:
+            return log
+        assert time.monotonic() < deadline, log
+        time.sleep(0.2)
+
+
+def _delivered(top: Path, log: str) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """Each delivered message by (mailbox, Subject), and local's lines, each with its queue
+    ID replaced by its message's Subject; queue IDs, dates and mail_name set aside."""
+    subjects: dict[str, str] = {}
+    messages = {}
+    for box in sorted((top / "mail").iterdir()):
+        for msg in re.split(r"^(?=From \S+ +\w{3} \w{3} )", box.read_text(), flags=re.M)[1:]:
+            qid = re.search(r"^\tid ([0-9A-F]+);", msg, re.M)
+            subject = re.search(r"^Subject: (\w+)$", msg, re.M)
+            assert qid and subject, msg
+            subjects[qid.group(1)] = subject.group(1)
+            msg = msg.replace(qid.group(1), "QID")
+            msg = re.sub(r"\w{3}, [ \d]\d \w{3} \d{4} [\d:]{8} [+-]\d{4} \(\w+\)", "DATE", msg)
+            msg = re.sub(r"^(From \S+ +).*", r"\1DATE", msg)
+            msg = re.sub(r"<\d{14}\.", "<STAMP.", msg).replace("(oxipost,", "(Postfix,")
+            messages[(box.name, subject.group(1))] = msg
+    lines = []
+    for m in re.finditer(r" postfix/local\[\d+\]: ([0-9A-F]+): (to=.*), relay=", log):
+        lines.append(f"{subjects[m.group(1)]}: {m.group(2)}")
+    return messages, sorted(lines)
+
+
+@pytest.mark.parametrize("hfrom", ["standard", "obsolete"])
+def test_local_submission_as_postfix(shared_tmp: Path, hfrom: str) -> None:
+    results = {}
+    for who in ("postfix", "oxipost"):
+        top = shared_tmp / who
+        top.mkdir()
+        (top / "mail").mkdir(mode=0o1777)
+        (top / "mail").chmod(0o1777)
+        main_cf = _main_cf(top, hfrom)
+        if who == "postfix":
+            logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+            with running_postfix(main_cf + logging) as (_port, d):
+                env = dict(os.environ, MAIL_CONFIG=str(d))
+                log = _send(["/usr/sbin/sendmail"], str(d), env, d / "maillog")
+        else:
+            services = "pickup unix n - n 60 1 pickup\n"
+            with running_ours(top, main_cf + f"queue_directory = {top}/spool\n", services):
+                sendmail = [sys.executable, "-m", "oxipost.cli.sendmail"]
+                log = _send(sendmail, str(top / "conf"), dict(os.environ), top / "maillog")
+        results[who] = _delivered(top, log)
+    (ours_msgs, ours_lines), (theirs_msgs, theirs_lines) = results["oxipost"], results["postfix"]
+    assert ours_lines == theirs_lines
+    assert "ten: to=<daemon@mx.example.test>, orig_to=<daemon>" in ours_lines
+    assert sorted(ours_msgs) == sorted(theirs_msgs)
+    for key, text in theirs_msgs.items():
+        assert ours_msgs[key] == text, key
