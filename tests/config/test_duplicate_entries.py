@@ -20,7 +20,8 @@ from oxipost.config import ConfigError, load_config, maincf
 from tests.conftest import POSTFIX_POSTCONF, run_ours, run_postfix
 
 MAIN_CF = (
-    " orphan\n"
+    # Longer than the 30 characters Postfix shows of it.
+    " orphan text that continues nothing at all\n"
     "relay_domains = one.example\n"
     "mydomain = example.com\n"
     "relay_domains =\n"
@@ -37,7 +38,7 @@ MAIN_CF = (
 
 def expected(path: Path) -> list[str]:
     return [
-        f'{path}: logical line must not start with whitespace: " orphan"',
+        f'{path}: logical line must not start with whitespace: " orphan text that continues no..."',
         f"{path}, line 4: overriding earlier entry: relay_domains=one.example",
         f"{path}, line 11: overriding earlier entry: relayhost=[r.example]",
     ]

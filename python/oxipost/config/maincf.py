@@ -7,8 +7,9 @@ last definition of a name wins.
 
 Diagnostics, worded as Postfix's: `fatal: FILE, line N: missing '=' after attribute name:
 "TEXT"`, `fatal: FILE, line N: missing attribute name: "TEXT"`, `warning: FILE: logical line
-must not start with whitespace: "TEXT"`, `warning: FILE, line N: overriding earlier entry:
-NAME=OLDVALUE` (a name defined again with another value, as Postfix's dict_load_fp).
+must not start with whitespace: "TEXT"` (its first 30 characters, then "..."), `warning:
+FILE, line N: overriding earlier entry: NAME=OLDVALUE` (a name defined again with another
+value, as Postfix's dict_load_fp).
 """
 
 from __future__ import annotations
@@ -71,11 +72,11 @@ def parse_text(
                 current.lines.append(line)
                 current.value += body
                 continue
-            # Postfix warns and ignores text that continues nothing.
+            # Postfix warns and ignores text that continues nothing, showing its first
+            # 30 characters (readllines' "%.30s...").
             if warn is not None:
-                warn.append(
-                    f'{path}: logical line must not start with whitespace: "{printable(body)}"'
-                )
+                shown = printable(body[:30]) + ("..." if len(body) > 30 else "")
+                warn.append(f'{path}: logical line must not start with whitespace: "{shown}"')
             entries.append(Entry(None, "", [line], lineno))
             continue
         current = Entry(None, body, [line], lineno)
