@@ -11,6 +11,7 @@ python_packages=(
 packages=(
   "${python_packages[@]}"
   postfix postfix-pcre postfix-cdb   # the reference: postconf -d, postmap -q, smtp-source/sink
+  postfix-sqlite                     # sqlite: tables (sqlite_table(5)), compared with postmap -q
   swaks                              # the SMTP client a user would type
   bsd-mailx                          # `mail -s` through our sendmail (issue 6)
   dovecot-core dovecot-imapd         # SASL over its auth socket; IMAP reading our Maildirs

@@ -97,6 +97,7 @@ TABLE_TYPES = (
     "proxy",
     "tcp",
     "socketmap",
+    "sqlite",
 )
 
 
@@ -812,6 +813,10 @@ def _open_kind(
         from oxipost.maps.net import open_net_table
 
         return open_net_table(spec, kind, name, paranoid)
+    if kind == "sqlite":
+        from oxipost.maps.sqlite import SqliteTable
+
+        return SqliteTable(name, cfg, fold_keys)
     raise TableSpecError(f"unsupported dictionary type: {kind}")
 
 
