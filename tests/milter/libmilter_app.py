@@ -11,7 +11,8 @@ for that stage, ["reject"|"tempfail"|"discard"|"accept"] or [CODE, XCODE, TEXT] 
 setreply and REJECT/TEMPFAIL by the code's first digit); "rcpt" and "mail" take a dict of
 address -> decision instead. "edits": a list of end-of-message modifications, each
 [ACTION, ARGS...] with ACTION one of addheader, insheader, chgheader, addrcpt, delrcpt,
-chgfrom, replacebody, quarantine.
+chgfrom, replacebody, quarantine. "rcpt_rej": true asks the MTA for the recipients it
+refused too (SMFIP_RCPT_REJ).
 """
 
 import json
@@ -126,6 +127,8 @@ class App(Milter.Base):
 
 
 if __name__ == "__main__":
+    if RULES.get("rcpt_rej"):
+        App = Milter.enable_protocols(App, Milter.P_RCPT_REJ)
     Milter.factory = App
     Milter.set_flags(
         Milter.ADDHDRS

@@ -31,12 +31,16 @@ TRANSACTION = [
 ]
 
 
+def _session(lines: list[str]) -> list[str]:
+    """The lines from the session's "connect from" on."""
+    opened = re.compile(rf"(^|: )connect from {re.escape(CLIENT)}")
+    return lines[max(i for i, line in enumerate(lines) if opened.search(line)) :]
+
+
 def _milter_lines(lines: list[str]) -> list[str]:
     """The session's lines about milters, without the queue IDs and the log prefix."""
-    opened = re.compile(rf"(^|: )connect from {re.escape(CLIENT)}")
-    start = max(i for i, line in enumerate(lines) if opened.search(line))
     out = []
-    for line in lines[start:]:
+    for line in _session(lines):
         text = line.split("]: ", 1)[1] if "postfix/" in line else line
         # Not the port probes of a starting Postfix.
         if "milter" in text.lower() and "[127.0.0.1]" not in text:
@@ -50,20 +54,31 @@ def _same(ours: tuple[Any, ...], theirs: tuple[Any, ...]) -> None:
 
 
 def _replies(replies: list[str]) -> list[str]:
-    # The greeting names the program (smtpd_banner: ESMTP $mail_name).
-    return [re.sub(r"queued as [0-9A-F]+", "queued as QID", r) for r in replies[1:]]
+    # The greeting names the program (smtpd_banner: ESMTP $mail_name), XCLIENT's too.
+    out = [re.sub(r"queued as [0-9A-F]+", "queued as QID", r) for r in replies[1:]]
+    return [re.sub(r"^(220 \S+ ESMTP) (Postfix|oxipost)$", r"\1 NAME", r) for r in out]
 
 
 def _both(
-    start_smtpd: Any, app: AppMilter | None, dialogue: list[str], main_cf: str
+    start_smtpd: Any,
+    app: AppMilter | None,
+    dialogue: list[str],
+    main_cf: str,
+    also: tuple[AppMilter, ...] = (),
+    client: str = CLIENT,
 ) -> tuple[tuple[list[str], list[str], list[Any]], ...]:
-    """(Postfix's, ours): (replies, milter log lines, what the application was told)."""
+    """(Postfix's, ours): (replies, milter log lines, what the application was told, then
+    what each of `also` was told), for a session whose client ends as `client`."""
+    apps = (app, *also) if app is not None else also
     out = []
     for postfix in (True, False):
-        if app is not None:
-            app.clear()
-        lines, replies = _played_on_both(start_smtpd, dialogue, main_cf, postfix, CLIENT)
-        out.append((_replies(replies), _milter_lines(lines), app.told() if app else []))
+        for each in apps:
+            each.clear()
+        lines, replies = _played_on_both(start_smtpd, dialogue, main_cf, postfix, client)
+        told = app.told() if app is not None else []
+        for each in also:
+            told += [["(next milter)"], *each.told()]
+        out.append((_replies(replies), _milter_lines(lines), told))
     return out[0], out[1]
 
 
@@ -357,4 +372,33 @@ def test_bdat_as_postfix(start_smtpd, app_milter, rules: dict[str, Any]) -> None
     dialogue = ["EHLO client.test", *TRANSACTION[:3], chunk, "QUIT"]
     theirs, ours = _both(start_smtpd, app, dialogue, f"smtpd_milters = {app.endpoint}\n")
     assert any(event[0] == "data" for event in theirs[2])
+    _same(ours, theirs)
+
+
+def test_refused_recipients_told_to_milters_that_ask_as_postfix(start_smtpd, app_milter) -> None:
+    """SMFIP_RCPT_REJ: a milter that asks for refused recipients gets RCPT for one the
+    restrictions refused (after smtpd's reject line, before the reply), with
+    {rcpt_mailer} error, {rcpt_host} the enhanced code and {rcpt_addr} the text; what it
+    answers is not used. A milter that did not ask never hears of that recipient."""
+    asks = app_milter(
+        {"rcpt_rej": True, "rcpt": {"<x@elsewhere.test>": ["550", "5.7.1", "milter says no"]}}
+    )
+    other = app_milter({})
+    dialogue = [
+        "EHLO client.test",
+        "MAIL FROM:<a@example.test>",
+        "RCPT TO:<x@elsewhere.test> NOTIFY=NEVER",
+        "RCPT TO:<good@localhost>",
+        "DATA",
+        MESSAGE,
+        "QUIT",
+    ]
+    main_cf = f"smtpd_milters = {asks.endpoint}, {other.endpoint}\n"
+    theirs, ours = _both(start_smtpd, asks, dialogue, main_cf, also=(other,))
+    assert theirs[0][2] == "454 4.7.1 <x@elsewhere.test>: Relay access denied"
+    rejected = ["<x@elsewhere.test>", ["NOTIFY=NEVER"]]
+    macros = {"{rcpt_addr}": "Relay access denied", "{rcpt_host}": "4.7.1"}
+    macros["{rcpt_mailer}"] = "error"
+    assert ["rcpt", *rejected, macros] in theirs[2]
+    assert sum(event[:2] == ["rcpt", "<x@elsewhere.test>"] for event in theirs[2]) == 1
     _same(ours, theirs)

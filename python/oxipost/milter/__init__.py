@@ -842,9 +842,18 @@ class Milters:
         return resp
 
     async def _each(
-        self, states: tuple[int, ...], event: bytes, skip: int, nr: int, kind: str, data: bytes
+        self,
+        states: tuple[int, ...],
+        event: bytes,
+        skip: int,
+        nr: int,
+        kind: str,
+        data: bytes,
+        want: int = 0,
     ) -> str | None:
         for m in self.list:
+            if want and not m.ev_mask & want:
+                continue
             if m.state not in states:
                 if m.def_reply is not None:
                     return m.def_reply
@@ -863,9 +872,15 @@ class Milters:
         data = _cstrings(*args)
         return await self._each((ENVELOPE,), SMFIC_MAIL, SMFIP_NOMAIL, SMFIP_NR_MAIL, "mail", data)
 
-    async def rcpt_event(self, args: list[str]) -> str | None:
+    async def rcpt_event(self, args: list[str], rejected: bool = False) -> str | None:
+        """RCPT; for a recipient the MTA `rejected`, only to the applications that asked
+        for those (SMFIP_RCPT_REJ), as Postfix's milter_rcpt_event with
+        MILTER_FLAG_WANT_RCPT_REJ."""
         data = _cstrings(*args)
-        return await self._each((ENVELOPE,), SMFIC_RCPT, SMFIP_NORCPT, SMFIP_NR_RCPT, "rcpt", data)
+        want = SMFIP_RCPT_REJ if rejected else 0
+        return await self._each(
+            (ENVELOPE,), SMFIC_RCPT, SMFIP_NORCPT, SMFIP_NR_RCPT, "rcpt", data, want
+        )
 
     async def data_event(self) -> str | None:
         return await self._each((ENVELOPE,), SMFIC_DATA, SMFIP_NODATA, SMFIP_NR_DATA, "data", b"")

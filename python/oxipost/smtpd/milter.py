@@ -6,8 +6,10 @@ SessionMilters(session) is a session's oxipost.milter.Milters with Postfix's mac
 {client_port}, {client_name}, {client_ptr}, {tls_version}, {cipher}, {cipher_bits},
 {auth_type}, {auth_authen}, {auth_author}, {mail_addr}, {mail_host}, {mail_mailer},
 {rcpt_addr}, {rcpt_host}, {rcpt_mailer}: a host and mailer are the address's next hop and
-transport as trivial-rewrite resolves it), and verdict() is Postfix's
-check_milter_reply(): the line it logs and the reply the client gets.
+transport as trivial-rewrite resolves it; for a recipient smtpd refused, which
+rejected_rcpt() tells the applications that ask for those (SMFIP_RCPT_REJ), the refusal's
+code and text and the mailer "error"), and verdict() is Postfix's check_milter_reply():
+the line it logs and the reply the client gets.
 
 Diagnostics: "milter-reject: STAGE from CLIENT: REPLY; from=<..> to=<..> proto=.. helo=<..>",
 "milter-discard: ...: milter triggers DISCARD action; ..." and "milter-hold: ...: milter
@@ -34,6 +36,9 @@ class SessionMilters(Milters):
         self.session = session
         # The recipient a RCPT event is about ({rcpt_addr} and friends).
         self.rcpt = ""
+        # smtpd's refusal of that recipient, for an application that asked to see refused
+        # recipients (SMFIP_RCPT_REJ): its macros describe the refusal instead.
+        self.rcpt_reject = ""
         super().__init__(conf, self.macro, session.srv.log)
 
     def _resolved(self, addr: str, what: str) -> str | None:
@@ -91,11 +96,34 @@ class SessionMilters(Milters):
             return st.sender
         if name in ("{mail_host}", "{mail_mailer}"):
             return self._resolved(st.sender or "", "host" if name == "{mail_host}" else "")
+        if name in ("{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}") and self.rcpt_reject:
+            return self._rejected_macro(name)
         if name == "{rcpt_addr}":
             return self.rcpt or None
         if name in ("{rcpt_host}", "{rcpt_mailer}"):
             return self._resolved(self.rcpt, "host" if name == "{rcpt_host}" else "")
         return None
+
+    def _rejected_macro(self, name: str) -> str | None:
+        """A refused recipient's macros, as Postfix's smtpd_milter_eval cuts them from the
+        reply "554 5.7.1 <user@example.com>: Relay access denied": {rcpt_mailer} is
+        "error", {rcpt_host} the word after the code (5.7.1), {rcpt_addr} what follows
+        the word after that (Relay access denied; none when nothing does)."""
+        if name == "{rcpt_mailer}":
+            return "error"
+        words = self.rcpt_reject[4:].split(" ", 2)
+        if name == "{rcpt_host}":
+            return words[0]
+        return words[2] if len(words) == 3 else None
+
+    async def rejected_rcpt(self, reply: str, rcpt: str, args: list[str]) -> None:
+        """RCPT for a recipient smtpd refused with `reply`, to the applications that want
+        it (Postfix's rcpt_cmd): what they answer changes nothing."""
+        self.rcpt, self.rcpt_reject = rcpt, reply
+        try:
+            await self.rcpt_event(args, rejected=True)
+        finally:
+            self.rcpt = self.rcpt_reject = ""
 
     def verdict(self, resp: str, recipient: str = "") -> str | None:
         """Postfix's check_milter_reply: log the application's decision; the reply for

@@ -914,8 +914,15 @@ class Session:
         self.state.esmtp = kind == "EHLO"
         self._mail_reset()
 
-    async def _reject(self, reply: Reply, recipient: str = "") -> None:
+    async def _reject(
+        self, reply: Reply, recipient: str = "", milter_rcpt: list[str] | None = None
+    ) -> None:
+        """Log and send a restriction's refusal; a refused RCPT's arguments (milter_rcpt)
+        go to the milters that ask for refused recipients (SMFIP_RCPT_REJ) between the
+        two, as in Postfix's rcpt_cmd, and what they answer is not used."""
         self.srv.log.info(self.state.whatsup("reject", str(reply), recipient))
+        if milter_rcpt is not None and self.milters is not None:
+            await self.milters.rejected_rcpt(str(reply), recipient, milter_rcpt)
         await self.reply(str(reply))
 
     async def _milter_refused(self, resp: str, recipient: str = "") -> bool:
@@ -1122,7 +1129,8 @@ class Session:
             return
         reply = await self._check(self.srv.checker.at_rcpt, addr)
         if reply is not None:
-            await self._reject(reply, addr)
+            told = [f"<{given}>", *params] if self.milters is not None else None
+            await self._reject(reply, addr, told)
             return
         if self.milters is not None:
             self.milters.rcpt = addr
