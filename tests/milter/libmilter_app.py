@@ -9,10 +9,10 @@ Postfix and oxipost tell a milter.
 RULES keys (each optional): "connect", "helo", "mail", "rcpt", "data", "eom": a decision
 for that stage, ["reject"|"tempfail"|"discard"|"accept"] or [CODE, XCODE, TEXT] (a
 setreply and REJECT/TEMPFAIL by the code's first digit); "rcpt" and "mail" take a dict of
-address -> decision instead. "edits": a list of end-of-message modifications, each
-[ACTION, ARGS...] with ACTION one of addheader, insheader, chgheader, addrcpt, delrcpt,
-chgfrom, replacebody, quarantine. "rcpt_rej": true asks the MTA for the recipients it
-refused too (SMFIP_RCPT_REJ).
+address -> decision instead, "connect" one of client name -> decision. "edits": a list of
+end-of-message modifications, each [ACTION, ARGS...] with ACTION one of addheader,
+insheader, chgheader, addrcpt, delrcpt, chgfrom, replacebody, quarantine. "rcpt_rej":
+true asks the MTA for the recipients it refused too (SMFIP_RCPT_REJ).
 """
 
 import json
@@ -78,7 +78,7 @@ class App(Milter.Base):
 
     def connect(self, hostname, family, hostaddr):
         record("connect", hostname, str(hostaddr[0]) if hostaddr else None, self._macros("connect"))
-        return self._decide("connect")
+        return self._decide("connect", hostname)
 
     def hello(self, name):
         record("helo", name, self._macros("helo"))

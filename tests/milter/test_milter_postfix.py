@@ -402,3 +402,42 @@ def test_refused_recipients_told_to_milters_that_ask_as_postfix(start_smtpd, app
     assert ["rcpt", *rejected, macros] in theirs[2]
     assert sum(event[:2] == ["rcpt", "<x@elsewhere.test>"] for event in theirs[2]) == 1
     _same(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "case", ["passed", "refused", "mapped"], ids=["passed", "refused-at-connect", "milter-maps"]
+)
+def test_xclient_starts_a_new_milter_session_as_postfix(
+    start_smtpd, app_milter, tmp_path: Path, case: str
+) -> None:
+    """XCLIENT ends the milters' session with the old client and starts one with the new
+    (CONNECT with its name, address and macros; smtpd_milter_maps looked up for its
+    address); a milter's 5XX at that CONNECT is logged as a milter-reject of XCLIENT and
+    answered with the 554 greeting, and the milter refuses the commands after it."""
+    from tests.smtpd.test_xclient import XCLIENT_MAIN_CF
+
+    rules = {"connect": {"spike.example": ["550", "5.7.1", "not you"]}} if case == "refused" else {}
+    app = app_milter(rules)
+    main_cf = XCLIENT_MAIN_CF + f"smtpd_milters = {app.endpoint}\n"
+    if case == "mapped":
+        table = tmp_path / "smtpd_milter_map"
+        table.write_text("10.0.0.1/32 DISABLE\n")
+        table.chmod(0o644)
+        tmp_path.chmod(0o755)
+        main_cf += f"smtpd_milter_maps = cidr:{table}\n"
+    dialogue = [
+        "EHLO client.test",
+        "XCLIENT NAME=spike.example ADDR=10.0.0.1 PORT=4321",
+        "EHLO after.test",
+        *TRANSACTION,
+        "QUIT",
+    ]
+    theirs, ours = _both(start_smtpd, app, dialogue, main_cf, client="spike.example[10.0.0.1]")
+    connects = [event[1:3] for event in theirs[2] if event[0] == "connect"]
+    if case == "mapped":
+        assert connects == [["[127.0.0.2]", "127.0.0.2"]], theirs[2]
+    else:
+        assert connects == [["[127.0.0.2]", "127.0.0.2"], ["spike.example", "10.0.0.1"]]
+    if case == "refused":
+        assert theirs[0][1] == "554 mx.example.test ESMTP not accepting connections"
+    _same(ours, theirs)

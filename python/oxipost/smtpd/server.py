@@ -1749,6 +1749,15 @@ class Session:
         else:
             st.sasl_username, self.sasl_method = "", ""
         self.uncounted = True
+        if self.srv.milters_on:
+            # As Postfix's xclient_cmd: the milters' session with the old client ends and
+            # one with the new client starts, chosen by smtpd_milter_maps for it; a
+            # milter's 5XX at its CONNECT is the 554 greeting.
+            if self.milters is not None:
+                await self.milters.quit()
+                self.milters = None
+            if await self._milter_connect():
+                return
         await self._greet()
 
     async def cmd_xforward(self, arg: str) -> None:
