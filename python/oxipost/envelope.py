@@ -51,6 +51,10 @@ class Envelope:
     sasl_sender: str = ""
     # Anything else a role needs to carry through the queue (Postfix's named attributes).
     attrs: dict[str, str] = field(default_factory=dict)
+    # The recipients a Milter application deleted (DELRCPT), each after how many of
+    # `recipients` it came: Postfix's queue file keeps them in place as canceled recipient
+    # records, which postcat shows and nothing delivers.
+    canceled: list[tuple[int, Recipient]] = field(default_factory=list)
 
     @property
     def trace_flags(self) -> int:
@@ -158,7 +162,7 @@ def packb(obj: Any) -> bytes:
 # The plain form of envelopes and recipients, for msgpack: queue records and the requests
 # qmgr sends to a delivery agent process. Fields by name (dataclasses.asdict deep-copies
 # and cost more than the commit).
-_ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f != "recipients")
+_ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f not in ("recipients", "canceled"))
 
 
 def outcome_to_list(o: Outcome) -> list[object]:
@@ -191,9 +195,17 @@ def recipients_from_list(items: list[list[Any]]) -> list[Recipient]:
 def envelope_to_dict(env: Envelope) -> dict[str, object]:
     d: dict[str, object] = {f: getattr(env, f) for f in _ENV_FIELDS}
     d["recipients"] = recipients_to_list(env.recipients)
+    if env.canceled:
+        canceled = recipients_to_list([r for _, r in env.canceled])
+        d["canceled"] = [[at, *r] for (at, _), r in zip(env.canceled, canceled, strict=True)]
     return d
 
 
 def envelope_from_dict(d: dict[str, object]) -> Envelope:
     rcpts = recipients_from_list(d["recipients"])  # type: ignore[arg-type]
-    return Envelope(recipients=rcpts, **{k: d[k] for k in _ENV_FIELDS if k in d})  # type: ignore[arg-type]
+    env = Envelope(recipients=rcpts, **{k: d[k] for k in _ENV_FIELDS if k in d})  # type: ignore[arg-type]
+    canceled: list[list[Any]] = d.get("canceled") or []  # type: ignore[assignment]
+    if canceled:
+        found = recipients_from_list([c[1:] for c in canceled])
+        env.canceled = [(int(c[0]), r) for c, r in zip(canceled, found, strict=True)]
+    return env

@@ -194,9 +194,6 @@ def _view(postcat: subprocess.CompletedProcess) -> list[str]:
             if line.startswith("\t"):  # our Received: header's "by" and date lines
                 line = re.sub(r"\((oxipost|Postfix)\)|id [0-9A-F]+|\w{3}, .*", "X", line)
             out.append(line)
-        elif line.startswith("canceled_recipient:"):
-            # Postfix marks a deleted recipient done in place; ours is gone.
-            out.pop()
         elif line.startswith(keep):
             out.append(line)
     return out

@@ -47,6 +47,17 @@ def _internal(addr: str) -> str:
     return unquote_822_local(addr)
 
 
+def _slot(slots: list[tuple[Recipient, bool]], live: int) -> int:
+    """Where a canceled recipient that came after `live` live ones goes among `slots`."""
+    seen = 0
+    for i, (_, canceled) in enumerate(slots):
+        if not canceled:
+            if seen == live:
+                return i
+            seen += 1
+    return len(slots)
+
+
 def _lines(text: str) -> str:
     # Sendmail sends a folded header with newlines; the wire may carry CR LF.
     return text.replace("\r\n", "\n")
@@ -75,8 +86,16 @@ class MilterEditor:
         self.separator = body.startswith(b"\r\n")
         self._body = body[2:] if self.separator else body
         self.sender = env.sender
-        self.recipients = list(env.recipients)
+        # The queue file's recipient records in order, each with whether it was canceled:
+        # Postfix's DELRCPT marks a record so in place, ADDRCPT appends one.
+        self._slots = [(r, False) for r in env.recipients]
+        for at, r in env.canceled:
+            self._slots.insert(_slot(self._slots, at), (r, True))
         self.changed = False
+
+    @property
+    def recipients(self) -> list[Recipient]:
+        return [r for r, canceled in self._slots if not canceled]
 
     # What the applications see ---------------------------------------------------------
 
@@ -146,13 +165,16 @@ class MilterEditor:
 
     def add_rcpt(self, rcpt: str, params: str) -> str | None:
         addr = _internal(rcpt)
-        self.recipients += process_recipients(self.state, [Recipient(addr, original=addr)])
+        added = process_recipients(self.state, [Recipient(addr, original=addr)])
+        self._slots += [(r, False) for r in added]
         self.changed = True
         return None
 
     def del_rcpt(self, rcpt: str) -> str | None:
         addr = _internal(rcpt)
-        self.recipients = [r for r in self.recipients if (r.original or r.address) != addr]
+        self._slots = [
+            (r, canceled or (r.original or r.address) == addr) for r, canceled in self._slots
+        ]
         self.changed = True
         return None
 
@@ -181,7 +203,14 @@ class MilterEditor:
         if self.separator:
             content += b"\r\n"
         content += self._body
-        env = dataclasses.replace(self.env, sender=self.sender, recipients=self.recipients)
+        live: list[Recipient] = []
+        canceled: list[tuple[int, Recipient]] = []
+        for r, gone in self._slots:
+            if gone:
+                canceled.append((len(live), r))
+            else:
+                live.append(r)
+        env = dataclasses.replace(self.env, sender=self.sender, recipients=live, canceled=canceled)
         return env, content
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from oxipost import _core
 from oxipost.config import ConfigError, load_config
-from oxipost.envelope import Envelope
+from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import MessageInfo, QueueState
 
 PROG = "postcat"
@@ -31,7 +31,8 @@ _NOTIFY_FLAGS = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
 def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
     stamp = time.asctime(time.localtime(env.arrival_time))
     lines = [
-        f"message_size: {info.size:>15} {0:>15} {len(env.recipients):>15}",
+        # Postfix counts the recipient records it wrote, the canceled ones too.
+        f"message_size: {info.size:>15} {0:>15} {len(env.recipients) + len(env.canceled):>15}",
         f"message_arrival_time: {stamp}",
         f"create_time: {stamp}",
     ]
@@ -50,15 +51,29 @@ def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
     if env.ret:
         lines.append(f"named_attribute: ret_flags={_RET_FLAGS.get(env.ret, 0)}")
     lines.append(f"sender: {env.sender}")
-    for i, rcpt in enumerate(env.recipients):
-        if rcpt.notify:
-            flags = sum(_NOTIFY_FLAGS.get(word, 0) for word in rcpt.notify)
-            lines.append(f"named_attribute: notify_flags={flags}")
-        if rcpt.orcpt:
-            lines.append(f"named_attribute: dsn_orig_rcpt={rcpt.orcpt}")
-        lines.append(f"original_recipient: {rcpt.original or rcpt.address}")
-        kind = "done_recipient" if i in info.done else "recipient"
-        lines.append(f"{kind}: {rcpt.address}")
+    canceled = iter(env.canceled)
+    pending = next(canceled, None)
+    for i in range(len(env.recipients) + 1):
+        # A recipient a Milter application deleted stays where it was, canceled.
+        while pending is not None and pending[0] <= i:
+            lines += _recipient_records(pending[1], "canceled_recipient")
+            pending = next(canceled, None)
+        if i < len(env.recipients):
+            kind = "done_recipient" if i in info.done else "recipient"
+            lines += _recipient_records(env.recipients[i], kind)
+    return lines
+
+
+def _recipient_records(rcpt: Recipient, kind: str) -> list[str]:
+    """A recipient's records: its DSN attributes, its original address, then it as `kind`."""
+    lines = []
+    if rcpt.notify:
+        flags = sum(_NOTIFY_FLAGS.get(word, 0) for word in rcpt.notify)
+        lines.append(f"named_attribute: notify_flags={flags}")
+    if rcpt.orcpt:
+        lines.append(f"named_attribute: dsn_orig_rcpt={rcpt.orcpt}")
+    lines.append(f"original_recipient: {rcpt.original or rcpt.address}")
+    lines.append(f"{kind}: {rcpt.address}")
     return lines
 
 
