@@ -11,8 +11,9 @@ for that stage, ["reject"|"tempfail"|"discard"|"accept"] or [CODE, XCODE, TEXT] 
 setreply and REJECT/TEMPFAIL by the code's first digit); "rcpt" and "mail" take a dict of
 address -> decision instead, "connect" one of client name -> decision. "edits": a list of
 end-of-message modifications, each [ACTION, ARGS...] with ACTION one of addheader,
-insheader, chgheader, addrcpt, delrcpt, chgfrom, replacebody, quarantine. "rcpt_rej":
-true asks the MTA for the recipients it refused too (SMFIP_RCPT_REJ).
+insheader, chgheader, addrcpt, delrcpt, chgfrom, replacebody, quarantine (addrcpt and
+chgfrom take ESMTP parameters as a second argument: SMFIR_ADDRCPT_PAR and CHGFROM's).
+"rcpt_rej": true asks the MTA for the recipients it refused too (SMFIP_RCPT_REJ).
 """
 
 import json
@@ -138,6 +139,7 @@ if __name__ == "__main__":
         | Milter.CHGBODY
         | Milter.QUARANTINE
         | Milter.CHGFROM
+        | Milter.ADDRCPT_PAR
     )
     print("ready", flush=True)
     Milter.runmilter("oxipost-test", socket_name, 30)

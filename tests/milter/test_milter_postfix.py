@@ -401,6 +401,69 @@ def test_refused_recipients_told_to_milters_that_ask_as_postfix(start_smtpd, app
     _same(ours, theirs)
 
 
+def _warnings(lines: list[str]) -> list[str]:
+    """The session's warnings, without the log prefix and queue IDs (nor that this
+    Postfix runs no qmgr)."""
+    found = (ln.split("warning: ", 1)[1] for ln in _session(lines) if "warning: " in ln)
+    return [re.sub(r"^[0-9A-F]{8,12}: ", "QID: ", w) for w in found if "public/qmgr" not in w]
+
+
+def _dsn_view(postcat: subprocess.CompletedProcess) -> list[str]:
+    """The envelope's sender, recipients and DSN attributes; of the message's RET and
+    ENVID only the last record (Postfix appends a milter's after the client's)."""
+    last = {}
+    out = []
+    for line in postcat.stdout.split("*** MESSAGE CONTENTS")[0].splitlines():
+        name = line.partition("=")[0]
+        if name in ("named_attribute: envelope_id", "named_attribute: ret_flags"):
+            last[name] = line
+        elif line.startswith(("sender:", "recipient:", "original_recipient:")) or name in (
+            "named_attribute: notify_flags",
+            "named_attribute: dsn_orig_rcpt",
+        ):
+            out.append(line)
+    return sorted(last.values()) + out
+
+
+def test_esmtp_parameters_of_added_recipients_and_new_sender_as_postfix(
+    start_smtpd, app_milter
+) -> None:
+    """SMFIR_ADDRCPT_PAR's NOTIFY= and ORCPT= and SMFIR_CHGFROM's RET= and ENVID= are taken
+    (a later RET=/ENVID= replaces the client's); a bad, repeated or other parameter is
+    warned of as Postfix's cleanup warns ("QID: Bad NOTIFY parameter from Milter or
+    header/body_checks: ...", "Ignoring bad ESMTP parameter "SIZE=5" in SMFI_CHGFROM
+    request") and left out: the queued envelope and the warnings."""
+    app = app_milter(
+        {
+            "edits": [
+                ["addrcpt", "<added@localhost>", "NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x+2By@y.test"],
+                ["addrcpt", "<added2@localhost>", "notify=never NOTIFY=FAILURE BOGUS=1"],
+                ["addrcpt", "<added3@localhost>", "ORCPT=bad ORCPT=rfc822;a+zz NOTIFY=BAD"],
+                ["addrcpt", "<added4@localhost>", "ORCPT=;x NOTIFY=NEVER,DELAY NOTIFY="],
+                ["chgfrom", "<new@example.test>", "RET=BAD ENVID=a+zz SIZE=5 ret=full envid=x+2By"],
+            ]
+        }
+    )
+    dialogue = ["EHLO client.test", "MAIL FROM:<a@example.test> RET=HDRS ENVID=orig"]
+    dialogue += [*TRANSACTION[1:], "QUIT"]
+    main_cf = f"smtpd_milters = {app.endpoint}\n"
+    logged = [_played_on_both(start_smtpd, dialogue, main_cf, pf, CLIENT)[0] for pf in (1, 0)]
+    assert 'QID: Bad NOTIFY parameter from Milter or header/body_checks: "NOTIFY=BAD"' in (
+        _warnings(logged[0])
+    )
+    assert _warnings(logged[1]) == _warnings(logged[0])
+
+    def play(raw: Raw, name: str) -> None:
+        raw.reply()
+        for command in dialogue:
+            raw.cmd(command)
+
+    theirs, ours = _queued_on_both(start_smtpd, main_cf, play, 1)
+    their_view, our_view = _dsn_view(theirs[0].postcat), _dsn_view(ours[0].postcat)
+    assert "named_attribute: notify_flags=10" in their_view
+    assert our_view == their_view
+
+
 @pytest.mark.parametrize(
     "case", ["passed", "refused", "mapped"], ids=["passed", "refused-at-connect", "milter-maps"]
 )

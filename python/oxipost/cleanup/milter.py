@@ -9,8 +9,10 @@ application sees the message as edited:
   INDEX-th header of that name in the message as received (our Received: header does not
   count), and upd_header of a header that is not there appends it;
 - add_rcpt appends a recipient, rewritten, canonical mapped and virtual aliased as any
-  envelope recipient; del_rcpt drops the recipients whose original address it names;
-- chg_from replaces the sender, rewritten and canonical mapped;
+  envelope recipient, with its NOTIFY= and ORCPT= (SMFIR_ADDRCPT_PAR); del_rcpt drops the
+  recipients whose original address it names;
+- chg_from replaces the sender, rewritten and canonical mapped, and with RET= and ENVID=
+  the client's;
 - repl_body replaces the body.
 result() answers the edited envelope and content.
 
@@ -19,25 +21,33 @@ SMTP (pickup): the events Postfix's cleanup makes up for it (CONNECT from
 localhost[127.0.0.1], HELO localhost, MAIL and each RCPT without angle brackets, DATA),
 then the message.
 
-Diagnostics: milter_log() is cleanup's line for an application's decision ("milter-reject:
-STAGE from NAME[ADDR]: X.Y.Z text; from=<..> to=<..> proto=.. helo=<..>", milter-discard,
-milter-hold); a refused recipient of local mail is "milter configuration error: can't
-reject recipient in non-smtpd(8) submission" and the message waits, as in Postfix.
+Diagnostics: another ESMTP parameter or a bad one is warned of as Postfix's cleanup warns
+("QID: Bad NOTIFY parameter from Milter or header/body_checks: "NOTIFY=X"", "QID: ignoring
+ESMTP argument from Milter or header/body_checks: "X=1"", "Ignoring bad ESMTP parameter
+"SIZE=5" in SMFI_CHGFROM request") and left out. milter_log() is cleanup's line for an
+application's decision ("milter-reject: STAGE from NAME[ADDR]: X.Y.Z text; from=<..>
+to=<..> proto=.. helo=<..>", milter-discard, milter-hold); a refused recipient of local
+mail is "milter configuration error: can't reject recipient in non-smtpd(8) submission"
+and the message waits, as in Postfix.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from typing import Any
 
 from oxipost.cleanup.addr import process_recipients, process_sender
 from oxipost.cleanup.header import Walker
 from oxipost.cleanup.message import split_header
 from oxipost.cleanup.state import Cleaned, CleanupState
+from oxipost.delivery.dsn import xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.milter import MilterConf, Milters
 from oxipost.rewrite.resolve import unquote_822_local
+
+_NOTIFY_WORDS = ("NEVER", "SUCCESS", "FAILURE", "DELAY")
 
 
 def _internal(addr: str) -> str:
@@ -86,6 +96,8 @@ class MilterEditor:
         self.separator = body.startswith(b"\r\n")
         self._body = body[2:] if self.separator else body
         self.sender = env.sender
+        self.ret = env.ret
+        self.envid = env.envid
         # The queue file's recipient records in order, each with whether it was canceled:
         # Postfix's DELRCPT marks a record so in place, ADDRCPT appends one.
         self._slots = [(r, False) for r in env.recipients]
@@ -165,10 +177,64 @@ class MilterEditor:
 
     def add_rcpt(self, rcpt: str, params: str) -> str | None:
         addr = _internal(rcpt)
-        added = process_recipients(self.state, [Recipient(addr, original=addr)])
+        new = Recipient(addr, original=addr)
+        if params:
+            new.notify, new.orcpt = self._rcpt_params(params)
+        added = process_recipients(self.state, [new])
         self._slots += [(r, False) for r in added]
         self.changed = True
         return None
+
+    def _rcpt_params(self, params: str) -> tuple[frozenset[str], str]:
+        """SMFIR_ADDRCPT_PAR's ESMTP parameters as Postfix's cleanup_add_rcpt_par takes
+        them: NOTIFY= and ORCPT= (once each), a bad or repeated one and any other
+        parameter warned of and left out."""
+        notify: frozenset[str] = frozenset()
+        orcpt = ""
+        for arg in params.split():
+            key, _, value = arg.partition("=")
+            key = key.upper() + "="
+            if key == "NOTIFY=":
+                words = None if notify else self._notify_words(value)
+                if not words:
+                    self.state.warn(
+                        f'Bad NOTIFY parameter from Milter or header/body_checks: "{arg[:100]}"'
+                    )
+                else:
+                    notify = words
+            elif key == "ORCPT=":
+                kind, sep, coded = value.partition(";")
+                address = xtext_decode(coded) if sep and kind else None
+                if orcpt or address is None:
+                    self.state.warn(
+                        f'Bad ORCPT parameter from Milter or header/body_checks: "{arg[:100]}"'
+                    )
+                else:
+                    orcpt = f"{kind};{address}"
+            else:
+                self.state.warn(
+                    f'ignoring ESMTP argument from Milter or header/body_checks: "{arg[:100]}"'
+                )
+        return notify, orcpt
+
+    def _notify_words(self, value: str) -> frozenset[str] | None:
+        """A NOTIFY= value as Postfix's dsn_notify_mask reads it: words split at commas
+        and white space, any case; None for an unknown word (warned of), none at all, or
+        NEVER with another."""
+        words = set()
+        for word in re.split(r"[,\s]+", value.strip(", \t\r\n")):
+            if word.upper() not in _NOTIFY_WORDS:
+                if word:
+                    self._warn_bare(f'unknown DSN NOTIFY command value "{word}" in "{value}"')
+                return None
+            words.add(word.upper())
+        if "NEVER" in words and len(words) > 1:
+            return None
+        return frozenset(words)
+
+    def _warn_bare(self, text: str) -> None:
+        # A warning Postfix logs without the queue ID (as a table's warnings are).
+        self.state.notes.append(("table warning", text))
 
     def del_rcpt(self, rcpt: str) -> str | None:
         addr = _internal(rcpt)
@@ -180,6 +246,18 @@ class MilterEditor:
 
     def chg_from(self, sender: str, params: str) -> str | None:
         self.sender = process_sender(self.state, _internal(sender))
+        for arg in params.split():
+            # As Postfix's cleanup_chg_from: RET= and ENVID= replace the client's, each
+            # one that is bad or of another kind is warned of and left out.
+            key, _, value = arg.partition("=")
+            key = key.upper() + "="
+            envid = xtext_decode(value) if key == "ENVID=" else None
+            if key == "RET=" and value.upper() in ("FULL", "HDRS"):
+                self.ret = value.upper()
+            elif envid and all(32 <= ord(c) <= 126 for c in envid):
+                self.envid = envid
+            else:
+                self._warn_bare(f'Ignoring bad ESMTP parameter "{arg}" in SMFI_CHGFROM request')
         self.changed = True
         return None
 
@@ -210,7 +288,14 @@ class MilterEditor:
                 canceled.append((len(live), r))
             else:
                 live.append(r)
-        env = dataclasses.replace(self.env, sender=self.sender, recipients=live, canceled=canceled)
+        env = dataclasses.replace(
+            self.env,
+            sender=self.sender,
+            recipients=live,
+            canceled=canceled,
+            ret=self.ret,
+            envid=self.envid,
+        )
         return env, content
 
 
