@@ -26,7 +26,7 @@ $(PY):
 venv: $(PY) ## Create the virtual env and install the Python dependencies
 	@grep -qx 'home = $(patsubst %/,%,$(dir $(SYSTEM_PYTHON)))' $(VENV)/pyvenv.cfg 2>/dev/null || echo \
 	  "make: warning: $(VENV) is not on $(SYSTEM_PYTHON); remove it for a faster rebuild" >&2
-	$(BIN)/pip install -q 'maturin>=1.5,<2' 'aiosmtpd>=1.4.6' 'dnspython>=2.4' 'msgpack>=1.0' 'uvloop>=0.19'
+	$(BIN)/pip install -q 'maturin>=1.5,<2' 'aiosmtpd>=1.4.6' 'dnspython>=2.4' 'msgpack>=1.0' 'lmdb>=1.4' 'uvloop>=0.19'
 
 .PHONY: develop
 develop: venv ## Build the Rust extension (release) into the venv, with the package editable

@@ -12,6 +12,7 @@ packages=(
   "${python_packages[@]}"
   postfix postfix-pcre postfix-cdb   # the reference: postconf -d, postmap -q, smtp-source/sink
   postfix-sqlite                     # sqlite: tables (sqlite_table(5)), compared with postmap -q
+  postfix-lmdb                       # the reference for lmdb: tables (files both read)
   swaks                              # the SMTP client a user would type
   bsd-mailx                          # `mail -s` through our sendmail (issue 6)
   dovecot-core dovecot-imapd         # SASL over its auth socket; IMAP reading our Maildirs

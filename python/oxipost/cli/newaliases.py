@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from oxipost.cli import postalias
 from oxipost.config import ConfigError, load_config
-from oxipost.maps import INDEXED_TYPES
+from oxipost.maps import BUILT_TYPES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = []
     for spec in cfg.get_list("alias_database"):
         kind = spec.partition(":")[0] if ":" in spec else default_type
-        if kind in INDEXED_TYPES:
+        if kind in BUILT_TYPES:
             specs.append(spec)
     if not specs:
         return 0

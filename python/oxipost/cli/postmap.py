@@ -2,9 +2,11 @@
 
     postmap [-bfFhimnNoprsuUvw] [-c config_dir] [-d key] [-q key] [map_type:]file...
 
-Builds `<file>.cdb` for `hash:` (the default_database_type) and `cdb:` atomically; `-q key`
-and `-q -` (keys on stdin, `key<TAB>value` out) query any table type; `-s` dumps; `-d` and
-`-i` rewrite a `hash:` table (cdb files are write-once, as Postfix's cdb: says). With `-b`
+Builds `<file>.cdb` for `hash:` (the default_database_type) and `cdb:` atomically, and
+`<file>.lmdb` for `lmdb:` in one transaction (oxipost.maps.lmdb); `-q key` and `-q -`
+(keys on stdin, `key<TAB>value` out) query any table type; `-s` dumps; `-d` and `-i`
+rewrite a `hash:` table and update an `lmdb:` one (cdb files are write-once, as Postfix's
+cdb: says). With `-b`
 and/or `-h`, `-q -` reads a message and checks its body lines and/or logical headers, as
 cleanup's body_checks/header_checks would. Exit status as Postfix's: 0 found (or built),
 1 not found, and fatal errors print `postmap: fatal: ...` and exit 1.
@@ -20,9 +22,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from oxipost._core import maps as _core
-from oxipost.config import ConfigError, load_config
+from oxipost.config import Config, ConfigError, load_config
 from oxipost.maps import (
-    INDEXED_TYPES,
+    BUILT_TYPES,
     CdbTable,
     DictTable,
     Table,
@@ -46,8 +48,8 @@ class Fatal(Exception):
 
 
 # A builder writes a table from its source file (prog, type, name, fold_keys, duplicates,
-# utf8) and returns its warnings.
-Builder = Callable[[str, str, str, bool, str, bool], list[str]]
+# utf8, configuration) and returns its warnings.
+Builder = Callable[[str, str, str, bool, str, bool, Config], list[str]]
 
 
 def warning_label(kind: str, name: str) -> str:
@@ -69,11 +71,35 @@ def by_line(warnings: list[tuple[int, str]]) -> list[str]:
     return [w for _, w in sorted(warnings, key=lambda lw: lw[0])]
 
 
+def write_lmdb(
+    name: str,
+    entries: list[tuple[bytes, bytes, int]],
+    dups: str,
+    cfg: Config,
+    truncate: bool = True,
+    plain: Sequence[tuple[bytes, bytes]] = (),
+) -> list[tuple[int, str]]:
+    """Store `entries` in `<name>.lmdb` (oxipost.maps.lmdb.write, with lmdb_map_size)."""
+    from oxipost.maps import lmdb
+
+    return lmdb.write(name, entries, dups, cfg.get_int("lmdb_map_size"), truncate, plain)
+
+
+def parse_source(text: bytes, name: str, fold_keys: bool) -> tuple[list, list]:
+    """A postmap source's (key, value, line) entries, keys folded, and its warnings."""
+    entries, warnings = _core.parse_entries(text, name, "expected format: key whitespace value")
+    return [(k.lower() if fold_keys else k, v, line) for k, v, line in entries], warnings
+
+
 def build_postmap(
-    prog: str, kind: str, name: str, fold_keys: bool, dups: str, utf8: bool
+    prog: str, kind: str, name: str, fold_keys: bool, dups: str, utf8: bool, cfg: Config
 ) -> list[str]:
-    """Build `<name>.cdb` from the postmap source `name`; return the warnings."""
+    """Build `<name>.cdb` (`<name>.lmdb`) from the postmap source `name`; return the
+    warnings."""
     text, skipped = source_text(name, utf8)
+    if kind == "lmdb":
+        entries, warnings = parse_source(text, name, fold_keys)
+        return by_line(warnings + skipped + write_lmdb(name, entries, dups, cfg))
     try:
         warnings = _core.build_cdb(
             text, name, warning_label(kind, name), name + ".cdb", fold_keys, dups
@@ -91,13 +117,13 @@ def split_spec(spec: str, default_type: str) -> tuple[str, str]:
 
 
 def _rewrite(kind: str, name: str) -> None:
-    """-d and -i need a table that can be updated: only hash: here."""
+    """-d and -i need a table that can be updated: hash: and lmdb: here."""
     if kind == "cdb":
         raise Fatal(
             "dict_cdb_open: inappropriate open flags for cdb database - "
             "specify O_RDONLY or O_WRONLY|O_CREAT|O_TRUNC"
         )
-    if kind not in INDEXED_TYPES:
+    if kind not in BUILT_TYPES:
         raise Fatal(f"{kind}:{name} map requires O_RDONLY access mode")
 
 
@@ -170,7 +196,7 @@ class BlockOut:
 
 
 def query_stdin(tables: list[Table], specs: list[str], key_suffix: str) -> int:
-    if len(tables) == 1 and isinstance(tables[0], CdbTable):
+    if len(tables) == 1 and type(tables[0]) is CdbTable:
         # The common bulk case stays in Rust from stdin's bytes to stdout's.
         lines, found = tables[0].query_lines(sys.stdin.buffer.read(), key_suffix.encode())
         sys.stdout.buffer.write(lines)
@@ -313,17 +339,28 @@ def run(
                 if kind == "cdb" or not isinstance(table, CdbTable | DictTable):
                     label = f"{name}.cdb" if kind == "cdb" else name
                     raise Fatal(f"table {kind}:{label}: sequence operation is not supported")
-                sys.stdout.write("".join(f"{k}\t{v}\n" for k, v in table.items()))
+                sys.stdout.write("".join(f"{k}{key_suffix}\t{v}\n" for k, v in table.items()))
             return 0
         if delete is not None:
             status = 1
             for kind, name in parsed:
                 _rewrite(kind, name)
-                pairs = _existing_entries(name)
                 if delete == "-":
-                    gone = {fold(k) if fold_keys else k for k in sys.stdin.read().split()}
+                    # Each line is one key, blanks and all, as Postfix's postmap reads them.
+                    keys = sys.stdin.read().split("\n")
+                    gone = {fold(k) if fold_keys else k for k in keys if k}
                 else:
                     gone = {fold(delete) if fold_keys else delete}
+                if kind == "lmdb":
+                    from oxipost.maps import lmdb
+
+                    lmdb.warn_if_older(name, name + lmdb.SUFFIX)
+                    if lmdb.delete(
+                        name, sorted(k.encode("utf-8", "surrogateescape") for k in gone)
+                    ):
+                        status = 0
+                    continue
+                pairs = _existing_entries(name)
                 kept = [e for e in pairs if e[0].decode() not in gone]
                 if len(kept) != len(pairs):
                     status = 0
@@ -338,23 +375,25 @@ def run(
                 skipped: list[tuple[int, str]] = []
                 if build_utf8:
                     text, skipped = without_non_utf8_lines(text, "stdin")
-                entries, warnings = _core.parse_entries(
-                    text, "stdin", "expected format: key whitespace value"
-                )
-                new = [(k.lower() if fold_keys else k, v, line) for k, v, line in entries]
-                pairs = _existing_entries(name) + new
-                warnings += _core.write_cdb(name + ".cdb", pairs, warning_label(kind, name), dups)
+                new, warnings = parse_source(text, "stdin", fold_keys)
+                if kind == "lmdb":
+                    warnings += write_lmdb(name, new, dups, cfg, truncate=False)
+                else:
+                    pairs = _existing_entries(name) + new
+                    warnings += _core.write_cdb(
+                        name + ".cdb", pairs, warning_label(kind, name), dups
+                    )
                 for w in by_line(warnings + skipped):
                     print(f"{prog}: warning: {w}", file=sys.stderr)
             return 0
         for kind, name in parsed:
-            if kind not in INDEXED_TYPES:
+            if kind not in BUILT_TYPES:
                 if kind in ("texthash", "regexp", "pcre", "cidr", "inline", "static"):
                     raise Fatal(
                         f"unsupported dictionary type: {kind} does not support bulk-mode creation."
                     )
                 raise Fatal(f"unsupported dictionary type: {kind}")
-            for w in builder(prog, kind, name, fold_keys, dups, build_utf8):
+            for w in builder(prog, kind, name, fold_keys, dups, build_utf8, cfg):
                 print(f"{prog}: warning: {w}", file=sys.stderr)
         return 0
     except (Fatal, TableError) as e:

@@ -44,6 +44,8 @@ and setting, texthash: leaves out each logical line of its file that is not UTF-
 reads it (dict_thash: 'FILE, line N: non-UTF-8 input "LINE" -- ignoring this line'), and
 an inline: table that is not UTF-8 does not open (dict_inline: 'bad UTF-8 syntax').
 
+`lmdb:` reads `<name>.lmdb`, the file Postfix's dict_lmdb writes (oxipost.maps.lmdb).
+
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
 postmap(1) builds it. What they say of a file they cannot open names the file Postfix's
 would open: `<name>.db` for hash:, `<name>.cdb` for cdb: ("open database /x/y.db: No such
@@ -83,8 +85,10 @@ from oxipost.printable import printable
 
 # Types whose name is a file postmap(1) indexes into <name>.cdb.
 INDEXED_TYPES = ("hash", "cdb")
+# Types postmap(1) and postalias(1) build from a source file (lmdb: into <name>.lmdb).
+BUILT_TYPES = (*INDEXED_TYPES, "lmdb")
 TABLE_TYPES = (
-    *INDEXED_TYPES,
+    *BUILT_TYPES,
     "texthash",
     "regexp",
     "pcre",
@@ -756,6 +760,8 @@ def _watched_file(kind: str, name: str) -> str | None:
         return None
     if kind in INDEXED_TYPES:
         return name + ".cdb"
+    if kind == "lmdb":
+        return name + ".lmdb"
     if kind in ("texthash", "regexp", "pcre", "cidr"):
         return name
     return None
@@ -788,6 +794,11 @@ def _open_kind(
 ) -> Table:
     if kind in INDEXED_TYPES:
         return CdbTable(name, fold_keys, kind)
+    if kind == "lmdb":
+        # Imported here: only a process with an lmdb: table pays for the library.
+        from oxipost.maps.lmdb import LmdbTable
+
+        return LmdbTable(name, fold_keys)
     if kind == "texthash":
         if name.startswith("{"):
             raise TableError(f"open database {name}: No such file or directory")
