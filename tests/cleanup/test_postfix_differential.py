@@ -453,9 +453,21 @@ BOUNDARY_MESSAGES = [
 ]
 
 
-def _send_boundary(port: int) -> list[tuple[int, bytes]]:
+# mime_boundary_length_limit = 5: a boundary is matched by its first five characters, as
+# mime_state_push() cuts it, so "--BOUNDxyz" is a boundary line of boundary=BOUNDARY-LONG
+# (the part header after it a MIME header) and "--BOUND--" closes that multipart.
+CUT_BOUNDARY_MESSAGES = [
+    b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=BOUNDARY-LONG"
+    b"\r\n\r\npreamble\r\n--BOUNDxyz\r\nX-Part: one\r\n\r\npart\r\n--BOUNDARY-LONG--\r\n",
+    b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; "
+    b'boundary="BOUNDARY-LONG"\r\n\r\n--BOUNDARY-LONG\r\n\r\npart\r\n--BOUND--\r\n'
+    b"--BOUNDARY-LONG\r\nX-Part: two\r\n\r\nz\r\n",
+]
+
+
+def _send_boundary(port: int, messages: list[bytes] = BOUNDARY_MESSAGES) -> list[tuple[int, bytes]]:
     replies = []
-    for data in BOUNDARY_MESSAGES:
+    for data in messages:
         with smtplib.SMTP("127.0.0.1", port) as s:
             try:
                 s.sendmail("x@example.org", ["team@example.test"], data)
@@ -475,4 +487,20 @@ def test_boundary_with_trailing_text_as_in_postfix(start_smtpd: Any, tmp_path: P
         (tmp_path / name).write_text(text)
     srv = start_smtpd(BOUNDARY_CF.replace("{dir}", str(tmp_path)))
     ours = _send_boundary(srv.port)
+    assert ours == theirs == [(550, b"5.7.1 part header one"), (550, b"5.7.1 body line two")]
+
+
+def test_long_boundary_cut_to_mime_boundary_length_limit_as_in_postfix(
+    start_smtpd: Any, tmp_path: Path
+) -> None:
+    main_cf = BOUNDARY_CF + "mime_boundary_length_limit = 5\n"
+    with running_postfix(main_cf, without=("qmgr",)) as (port, d):
+        for name, text in BOUNDARY_TABLES.items():
+            (d / name).write_text(text)
+        subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
+        theirs = _send_boundary(port, CUT_BOUNDARY_MESSAGES)
+    for name, text in BOUNDARY_TABLES.items():
+        (tmp_path / name).write_text(text)
+    srv = start_smtpd(main_cf.replace("{dir}", str(tmp_path)))
+    ours = _send_boundary(srv.port, CUT_BOUNDARY_MESSAGES)
     assert ours == theirs == [(550, b"5.7.1 part header one"), (550, b"5.7.1 body line two")]

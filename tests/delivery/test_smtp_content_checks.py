@@ -205,6 +205,36 @@ def test_content_checks_as_postfix(
     ]
 
 
+# MESSAGE's primary header to its Date:, then a multipart of its own.
+CUT_BOUNDARY_MESSAGE = (
+    MESSAGE[: MESSAGE.index("X-Folded:")]
+    + """\
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="BOUNDARY-LONG"
+
+preamble
+--BOUNDxyz
+X-Part: p
+
+part spam
+--BOUND--
+epilogue spam
+"""
+)
+
+
+def test_boundary_cut_to_mime_boundary_length_limit_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mime_boundary_length_limit = 5: smtp's MIME walk matches boundary=BOUNDARY-LONG by
+    "BOUND", as Postfix's mime_state cuts it: "--BOUNDxyz" opens a part (its X-Part: a
+    MIME header) and "--BOUND--" closes the multipart."""
+    main = _tables(shared_tmp) + "mime_boundary_length_limit = 5\n"
+    arrived = _compare(tmp_path, caplog, main, CUT_BOUNDARY_MESSAGE)
+    assert "X-Part: replaced" in arrived
+    assert arrived.count("ham line") == 2
+
+
 # Every action in the primary header, and a header the log cuts at 60 bytes.
 PRIMARY_CHECKS = """\
 /^Received:/ IGNORE

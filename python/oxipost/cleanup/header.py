@@ -448,10 +448,18 @@ class MimeWalker(ABC):
     body_checks = "body_checks"
 
     def __init__(
-        self, mime: bool, body_limit: int, configured: Container[str], line_limit: int = 0
+        self,
+        mime: bool,
+        body_limit: int,
+        configured: Container[str],
+        line_limit: int = 0,
+        boundary_limit: int = sys.maxsize,
     ) -> None:
         self.mime = mime
         self.body_limit = body_limit
+        # mime_boundary_length_limit: a longer multipart boundary is matched by its first
+        # that many characters, as mime_state_push() cuts it.
+        self.boundary_limit = boundary_limit
         # line_length_limit: the length of the pieces a longer body line is looked at in.
         self.line_limit = line_limit
         # What is left of a line whose last piece the checks removed: the line goes on
@@ -657,7 +665,7 @@ class MimeWalker(ABC):
         if self.mime and ctype == "message/rfc822":
             mode = "header"
         elif self.mime and ctype.startswith("multipart/") and boundary:
-            stack.append(boundary)
+            stack.append(boundary[: self.boundary_limit])
         for line in lines:
             if mode == "header":
                 if line == "":
@@ -672,7 +680,7 @@ class MimeWalker(ABC):
                         mode = "header"
                         pending_cls = NESTED
                     elif ctype.startswith("multipart/") and boundary:
-                        stack.append(boundary)
+                        stack.append(boundary[: self.boundary_limit])
                     continue
                 if _HEADER.match(line) or (line[:1] in (" ", "\t") and pending):
                     pending.append(line)
@@ -717,6 +725,7 @@ class Walker(MimeWalker):
             state.opts.body_checks_size_limit,
             state.opts.content_checks,
             state.opts.line_length_limit,
+            state.opts.mime_boundary_length_limit,
         )
         self.state = state
         self.context = header_rewrite_context(state)
@@ -785,10 +794,11 @@ class RestrictedWalker(MimeWalker):
         warn: Callable[[str], None],
         rewrite: Callable[[str], str] | None = None,
         line_limit: int = 0,
+        boundary_limit: int = sys.maxsize,
     ) -> None:
         # MIME processing is on whatever disable_mime_input_processing says, as in
         # Postfix's smtp with checks (mime_state without MIME_OPT_DISABLE_MIME).
-        super().__init__(True, sys.maxsize, specs, line_limit)
+        super().__init__(True, sys.maxsize, specs, line_limit, boundary_limit)
         self.checks = checks
         self.body_checks = body_checks
         self.specs = specs

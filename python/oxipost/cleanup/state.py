@@ -59,6 +59,10 @@ class CleanupConfig:
         return self.cfg.get_int("line_length_limit")
 
     @cached_property
+    def mime_boundary_length_limit(self) -> int:
+        return self.cfg.get_int("mime_boundary_length_limit")
+
+    @cached_property
     def content_checks(self) -> frozenset[str]:
         """The content check parameters that name a table (asked for each header)."""
         names = ("header_checks", "mime_header_checks", "nested_header_checks", "body_checks")

@@ -1120,7 +1120,17 @@ def _content_checks(
     }
     rewrite = partial(rewrite_header_text, rewrite=generic) if generic else None
     line_limit = p.cfg.get_int("line_length_limit")
-    walker = _SmtpChecks(classes, body_param, specs, open_one, logger, warn, rewrite, line_limit)
+    walker = _SmtpChecks(
+        classes,
+        body_param,
+        specs,
+        open_one,
+        logger,
+        warn,
+        rewrite,
+        line_limit,
+        p.cfg.get_int("mime_boundary_length_limit"),
+    )
     walker.watch(int(p.get("line_length_limit")), _break_note(req.queue_id, p), notes)
     headers, rest = _split_headers(req.content)
     try:
