@@ -57,6 +57,12 @@ class Envelope:
     canceled: list[tuple[int, Recipient]] = field(default_factory=list)
 
     @property
+    def rcpt_count(self) -> int:
+        """The recipient records the queue file holds, canceled ones too: what Postfix
+        counts in its message_size record and qmgr logs as nrcpt."""
+        return len(self.recipients) + len(self.canceled)
+
+    @property
     def trace_flags(self) -> int:
         """The message's delivery request trace flags (TRACE_*), as its queue file keeps
         them in the "trace_flags" attribute (Postfix's MAIL_ATTR_TRACE_FLAGS)."""

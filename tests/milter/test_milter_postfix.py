@@ -501,3 +501,61 @@ def test_xclient_starts_a_new_milter_session_as_postfix(
     if case == "refused":
         assert theirs[0][1] == "554 mx.example.test ESMTP not accepting connections"
     _same(ours, theirs)
+
+
+def _message_lines(log: str, qid: str) -> list[str]:
+    """What smtpd, cleanup and qmgr logged of one message, without the log prefix and
+    its size (our Received: header names another host and program)."""
+    out = []
+    for line in log.splitlines():
+        if f": {qid}: " in line:
+            program = line.split("postfix/", 1)[1].split("[", 1)[0]
+            text = re.sub(r", size=\d+,", ", size=N,", line.split(f": {qid}: ", 1)[1])
+            out.append(f"{program}: {text}")
+    return out
+
+
+def test_milter_deleting_the_only_recipient_as_postfix(app_milter) -> None:
+    """DELRCPT of the message's only recipient: Postfix accepts and queues the message,
+    its qmgr counts the canceled recipient in nrcpt and removes the message with no
+    delivery, no bounce, no other line."""
+    import contextlib
+    import time
+
+    from tests.delivery.test_e2e_delivery import Oxipost
+    from tests.smtpd.test_postfix_differential import running_postfix
+
+    app = app_milter({"edits": [["delrcpt", "<good@localhost>"]]})
+    main_cf = f"smtpd_milters = {app.endpoint}\n"
+    dialogue = ["EHLO client.test", *TRANSACTION[:2], *TRANSACTION[3:], "QUIT"]
+
+    def play(port: int) -> str:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        raw.reply()
+        replies = [raw.cmd(command) for command in dialogue]
+        raw.close()
+        assert replies[-2].startswith("250 2.0.0 Ok: queued as "), replies
+        return replies[-2].rsplit(" ", 1)[1]
+
+    def removed(read: Any, qid: str) -> list[str]:
+        deadline = time.monotonic() + 30
+        while f"{qid}: removed" not in read():
+            assert time.monotonic() < deadline, read()
+            time.sleep(0.1)
+        time.sleep(0.5)  # anything qmgr would log after it
+        return _message_lines(read(), qid)
+
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf) as (port, d):
+        theirs = removed((d / "maillog").read_text, play(port))
+    with contextlib.closing(Oxipost()) as oxi:
+        oxi.start(main_cf)
+        ours = removed(oxi.log, play(oxi.port))
+    assert theirs == [
+        "smtpd: client=unknown[127.0.0.2]",
+        "cleanup: message-id=<>",
+        "qmgr: from=<a@example.test>, size=N, nrcpt=1 (queue active)",
+        "qmgr: removed",
+    ]
+
+    assert ours == theirs

@@ -31,8 +31,7 @@ _NOTIFY_FLAGS = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
 def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
     stamp = time.asctime(time.localtime(env.arrival_time))
     lines = [
-        # Postfix counts the recipient records it wrote, the canceled ones too.
-        f"message_size: {info.size:>15} {0:>15} {len(env.recipients) + len(env.canceled):>15}",
+        f"message_size: {info.size:>15} {0:>15} {env.rcpt_count:>15}",
         f"message_arrival_time: {stamp}",
         f"create_time: {stamp}",
     ]

@@ -312,7 +312,7 @@ class Qmgr:
         pending = info.pending
         self.log.info(
             f"{qid}: from=<{log_form(env.sender, self.log_external)}>, size={info.message_size}, "
-            f"nrcpt={len(env.recipients)} (queue active)"
+            f"nrcpt={env.rcpt_count} (queue active)"
         )
         act = Active(qid, msg, env, now)
         self.active[msg] = act
