@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from oxipost.maps import TableError, open_table
 
+from tests.conftest import POSTFIX_POSTCONF, run_ours, run_postfix
 from tests.maps.test_postmap_differential import POSTMAP, lines, ours, theirs
 
 pytestmark = pytest.mark.postfix
@@ -267,3 +268,26 @@ def test_the_database_is_opened_read_only(work: Path) -> None:
         work, "reader.cf", "dbpath = {dir}/db.sqlite\nquery = SELECT v FROM v WHERE k='%s'\n"
     )
     assert open_table(reader).lookup("a@example.com") == "x,y"
+
+
+def test_main_cf_parameters_of_a_table_are_parameters_to_postconf(tmp_path: Path) -> None:
+    """NAME_query etc. of a sqlite:NAME that a value names (through proxy: and inside
+    braces too) are parameters to postconf when set: listed by -n, shown by name, never
+    "unused"; the others stay unused, and one not set is unknown, as Postfix's."""
+    (tmp_path / "main.cf").write_text(
+        "virtual_mailbox_maps = sqlite:sq, proxy:sqlite:px\n"
+        "smtpd_recipient_restrictions = check_recipient_access unionmap:{sqlite:un, hash:/x}\n"
+        "sq_dbpath = /nonexistent/db.sqlite\n"
+        "sq_query = SELECT v FROM v WHERE k='%s'\n"
+        "sq_bogus = 1\n"
+        "px_domain = example.com\n"
+        "un_result_format = %s\n"
+        "nowhere_query = x\n"
+    )
+    (tmp_path / "master.cf").write_text("")
+    for args in (["-n"], ["px_table", "sq_query", "sq_bogus", "un_result_format"]):
+        a = run_ours("postconf", "-c", str(tmp_path), *args)
+        b = run_postfix(POSTFIX_POSTCONF, "-c", str(tmp_path), *args)
+        assert (a.returncode, a.stdout) == (b.returncode, b.stdout), args
+        assert sorted(lines(a.stderr)) == sorted(lines(b.stderr)), args
+        assert "unused parameter: sq_bogus=1" in b.stderr

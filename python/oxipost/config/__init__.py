@@ -58,6 +58,42 @@ def split_list(value: str) -> list[str]:
     return items
 
 
+# The parameters of a table configured in main.cf (sqlite_table(5): `sqlite:NAME`, NAME
+# not a path, reads NAME_dbpath, ...), which Postfix's postconf counts as used when set.
+DBMS_PARAMETERS = {
+    "sqlite": (
+        "dbpath",
+        "query",
+        "result_format",
+        "domain",
+        "expansion_limit",
+        "table",
+        "select_field",
+        "where_field",
+        "additional_conditions",
+    ),
+}
+
+
+def dbms_parameters(value: str) -> set[str]:
+    """The main.cf parameters of the tables a value names (Postfix's
+    pcf_register_dbms_parameters): `sqlite:sq` gives sq_dbpath, sq_query, ...; through
+    proxy: and inside braces too."""
+    names: set[str] = set()
+    for item in split_list(value):
+        if item.startswith("{"):
+            names |= dbms_parameters(item.strip("{}"))
+            continue
+        kind, colon, name = item.partition(":")
+        while kind == "proxy":
+            kind, colon, name = name.partition(":")
+        if name.startswith("{"):
+            names |= dbms_parameters(name.strip("{}"))
+        elif colon and name and name[0] not in "/." and kind in DBMS_PARAMETERS:
+            names.update(f"{name}_{suffix}" for suffix in DBMS_PARAMETERS[kind])
+    return names
+
+
 class Config:
     """Parameters of one configuration directory, optionally narrowed to one service."""
 
@@ -284,12 +320,15 @@ class Config:
     def user_defined(self) -> tuple[list[str], list[str]]:
         """main.cf names that are not parameters: (used ones, unused ones).
 
-        Postfix counts a name as used when some value refers to it ($name) or it is listed
-        in smtpd_restriction_classes.
+        Postfix counts a name as used when some value refers to it ($name), it is listed
+        in smtpd_restriction_classes, or it is a parameter of a table a value names
+        (dbms_parameters).
         """
         used: set[str] = set()
         for value in self._raw_values():
             used.update(references(value))
+            if ":" in value:
+                used.update(dbms_parameters(value))
         used.update(split_list(self.settings.get("smtpd_restriction_classes", "")))
         known = self._known()
         extra = [n for n in self.settings if n not in known]
