@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from oxipost.maps import TableError, open_table
+from oxipost.maps import TableError, open_table, set_warning_sink
 
 from tests.conftest import POSTFIX_POSTCONF, run_ours, run_postfix
 from tests.maps.test_postmap_differential import POSTMAP, lines, ours, theirs
@@ -229,6 +229,16 @@ def test_errors_as_postfix(work: Path, name: str) -> None:
     both_answer(work, spec, ["a@example.com"])
 
 
+def test_a_parameter_set_twice_as_postfix(work: Path) -> None:
+    """The last one counts, after Postfix's "overriding earlier entry" warnings."""
+    spec = table(
+        work,
+        "twice.cf",
+        "dbpath = {dir}/db.sqlite\nquery = SELECT 'first'\nquery = SELECT v FROM v WHERE k='%s'\n",
+    )
+    both_answer(work, spec, ["a@example.com"])
+
+
 def test_a_missing_configuration_file_as_postfix(work: Path) -> None:
     both_answer(work, f"sqlite:{work}/nosuch.cf", ["a@example.com"])
 
@@ -291,3 +301,21 @@ def test_main_cf_parameters_of_a_table_are_parameters_to_postconf(tmp_path: Path
         assert (a.returncode, a.stdout) == (b.returncode, b.stdout), args
         assert sorted(lines(a.stderr)) == sorted(lines(b.stderr)), args
         assert "unused parameter: sq_bogus=1" in b.stderr
+
+
+def test_a_key_that_is_not_utf8_is_not_looked_up(work: Path) -> None:
+    """As dict_sqlite skips it: not found, after dict_utf8's warning when the table was
+    opened for UTF-8 (smtputf8_enable's default); the query never sees the byte."""
+    spec = table(work, "utf8.cf", "dbpath = {dir}/db.sqlite\nquery = SELECT '%s'\n")
+    key = "caf" + b"\xe9".decode("utf-8", "surrogateescape") + "@example.com"
+    seen: list[str] = []
+    previous = set_warning_sink(seen.append)
+    try:
+        assert open_table(spec).lookup(key) is None
+        assert open_table(spec, utf8=False).lookup(key) is None
+    finally:
+        set_warning_sink(previous)
+    assert seen == [
+        f'{spec}: non-UTF-8 key "caf?@example.com": malformed UTF-8 or invalid codepoint'
+    ]
+    assert open_table(spec).lookup("café@example.com") == "café@example.com"

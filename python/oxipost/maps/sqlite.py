@@ -80,9 +80,13 @@ class _Parameters:
                 entries = maincf.parse_text(text, name, warnings)
             except maincf.MainCfError as e:
                 raise TableError(str(e)) from None
-            for w in warnings:
-                warn(w)
             self.values = maincf.settings(entries)
+            # Postfix's cfg_parser loads the file again into the same dictionary for
+            # each parameter it reads: a name set twice is warned of once more with what
+            # the first load left.
+            maincf.parse_text(text, name, warnings, self.values)
+            for w in dict.fromkeys(warnings):
+                warn(w)
             self.prefix = f"{name}: "
         else:
             self.cfg = cfg
