@@ -25,6 +25,7 @@ from oxipost._core import maps as _core
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.maps import (
     BUILT_TYPES,
+    TABLE_TYPES,
     CdbTable,
     DictTable,
     Table,
@@ -116,13 +117,24 @@ def split_spec(spec: str, default_type: str) -> tuple[str, str]:
     return kind, name
 
 
-def _rewrite(kind: str, name: str) -> None:
-    """-d and -i need a table that can be updated: hash: and lmdb: here."""
+# Table types Postfix's postmap opens for writing, then finds they cannot create a table
+# (postmap's build and -i); fail: and proxy: say other things, left to their lookup.
+_NOT_BUILT = tuple(k for k in TABLE_TYPES if k not in (*BUILT_TYPES, "fail", "proxy"))
+# Of those, the ones that open for update but do not delete (postmap -d).
+_NO_DELETE = ("static", "environ")
+
+
+def _rewrite(kind: str, name: str, insert: bool) -> None:
+    """-d and -i (`insert`) need a table that can be updated: hash: and lmdb: here."""
     if kind == "cdb":
         raise Fatal(
             "dict_cdb_open: inappropriate open flags for cdb database - "
             "specify O_RDONLY or O_WRONLY|O_CREAT|O_TRUNC"
         )
+    if insert and kind in _NOT_BUILT:
+        raise Fatal(f"unsupported dictionary type: {kind} does not support bulk-mode creation.")
+    if kind in _NO_DELETE:
+        raise Fatal(f"table {kind}:{name}: delete operation is not supported")
     if kind not in BUILT_TYPES:
         raise Fatal(f"{kind}:{name} map requires O_RDONLY access mode")
 
@@ -344,7 +356,7 @@ def run(
         if delete is not None:
             status = 1
             for kind, name in parsed:
-                _rewrite(kind, name)
+                _rewrite(kind, name, insert=False)
                 if delete == "-":
                     # Each line is one key, blanks and all, as Postfix's postmap reads them.
                     keys = sys.stdin.read().split("\n")
@@ -370,7 +382,7 @@ def run(
         build_utf8 = "-u" not in flags and cfg.get_bool("smtputf8_enable")
         if "-i" in flags:
             for kind, name in parsed:
-                _rewrite(kind, name)
+                _rewrite(kind, name, insert=True)
                 text = sys.stdin.buffer.read()
                 skipped: list[tuple[int, str]] = []
                 if build_utf8:
@@ -388,7 +400,9 @@ def run(
             return 0
         for kind, name in parsed:
             if kind not in BUILT_TYPES:
-                if kind in ("texthash", "regexp", "pcre", "cidr", "inline", "static"):
+                # Postfix's postmap opens the source before the table it cannot build.
+                read_file(name, "open")
+                if kind in _NOT_BUILT:
                     raise Fatal(
                         f"unsupported dictionary type: {kind} does not support bulk-mode creation."
                     )

@@ -24,11 +24,12 @@ NO_PROXY changes nothing here: proxy: already opens its table directly, as Postf
 dict_proxy_open does for DICT_FLAG_NO_PROXY.
 
 Every table also says whether it is `fixed`, Postfix's DICT_FLAG_FIXED: a table of exact
-keys (hash:, cdb:, texthash:, inline:, static:) is fixed; a pattern table (regexp:, pcre:,
-cidr:, fail:, Postfix's DICT_FLAG_PATTERN) is not, and address searches give it only the
-whole string being looked up, never a partial key such as `@domain` or a parent domain
-(virtual(5), access(5), transport(5): "REGULAR EXPRESSION TABLES"). unionmap: and pipemap:
-take their first table's kind, as dict_union_open does.
+keys (hash:, cdb:, texthash:, inline:, static:, unix:, environ:) is fixed; a pattern table
+(regexp:, pcre:, cidr:, fail:, randmap:, Postfix's DICT_FLAG_PATTERN) is not, and address
+searches give it only the whole string being looked up, never a partial key such as
+`@domain` or a parent domain (virtual(5), access(5), transport(5): "REGULAR EXPRESSION
+TABLES"). unionmap: and pipemap: take their first table's kind, as dict_union_open does.
+Tables without a file (unix:, environ:, randmap:) are in oxipost.maps.builtin.
 
 Keys are text read off the wire, so they may hold bytes that are not UTF-8 (decoded with
 surrogateescape: a header or body line of latin-1 mail, a header address). A table opened
@@ -102,6 +103,9 @@ TABLE_TYPES = (
     "tcp",
     "socketmap",
     "sqlite",
+    "unix",
+    "environ",
+    "randmap",
 )
 
 
@@ -682,9 +686,10 @@ class PipeTable:
 # ------------------------------------------------------------------------ parsing a spec
 
 
-def split_braced(body: str) -> list[str]:
+def split_braced(body: str, keep_braces: bool = False) -> list[str]:
     """The items of `{a, {b c}, d}` as Postfix's mystrtokq splits them (comma or space
-    separated; braces keep an item whole and are removed)."""
+    separated; braces keep an item whole and are removed, unless `keep_braces`, as
+    dict_random keeps them)."""
     items: list[str] = []
     i, n = 0, len(body)
     while i < n:
@@ -700,7 +705,7 @@ def split_braced(body: str) -> list[str]:
                 depth -= 1
             i += 1
         item = body[start:i]
-        if item.startswith("{") and item.endswith("}"):
+        if not keep_braces and item.startswith("{") and item.endswith("}"):
             item = item[1:-1].strip()
         items.append(item)
     return items
@@ -773,6 +778,9 @@ def _open(
     kind, colon, name = spec.partition(":")
     if not colon:
         raise TableSpecError(f'need dictionary type in "{spec}"')
+    if not kind or not name:
+        # dict_open3's fatal error, in daemons too.
+        raise TableSpecError(f'open dictionary: expecting "type:name" form instead of "{spec}"')
     if kind == "proxy":
         return open_table(name, cfg, fold_keys, no_regsub, utf8, paranoid)
     table = _open_kind(spec, kind, name, cfg, fold_keys, no_regsub, utf8, paranoid)
@@ -828,6 +836,10 @@ def _open_kind(
         from oxipost.maps.sqlite import SqliteTable
 
         return SqliteTable(name, cfg, fold_keys)
+    if kind in ("unix", "environ", "randmap"):
+        from oxipost.maps.builtin import open_builtin_table
+
+        return open_builtin_table(spec, kind, name, fold_keys)
     raise TableSpecError(f"unsupported dictionary type: {kind}")
 
 
