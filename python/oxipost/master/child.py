@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     set_warning_sink(log.warning)
     # A table that does not open: "error: REASON" and a surrogate, not a failing daemon.
     allow_surrogates(log.error)
+    # What a service opens with root's rights (Postfix's pre_jail_init): verify's cache.
+    pre_jail = getattr(importlib.import_module(module_name), "pre_jail_init", None)
+    if pre_jail is not None:
+        pre_jail(cfg)
     if svc.is_unprivileged:
         drop_privileges(cfg, log)
     ctx = ServiceContext(
