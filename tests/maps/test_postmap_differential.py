@@ -621,6 +621,10 @@ def test_cidr_matches_and_warns_as_postfix(work):
         ["-q", "zz", "cdb:nonexistent"],
         # Postfix's hash: opens nonexistent.db, and says so; ours reads a .cdb.
         ["-q", "zz", "hash:nonexistent"],
+        ["-q", "a", "hash:"],
+        ["-q", "a", "sqlite:"],
+        ["-q", "a", ":x"],
+        ["sqlite:t"],
         ["-q", "a"],
         ["-Z", "x"],
         ["-s", "static:x"],

@@ -266,11 +266,11 @@ def _first_statement(query: str) -> str:
 def _daemon_error(text: str) -> None:
     """Log what would have been a Postfix daemon's fatal error, where a daemon goes on
     (a command says it as its own fatal error)."""
-    sink = maps._part_log.get()
-    if sink is not None and maps._open_error is not None:
-        sink.error(text)
-    elif maps._open_error is not None:
-        maps._open_error(text)
+    # A daemon is where open errors are reported rather than raised (allow_surrogates).
+    if maps._open_error is None:
+        return
+    part = maps._part_log.get()
+    (maps._open_error if part is None else part.error)(text)
 
 
 class SqliteTable:
