@@ -568,3 +568,33 @@ def test_edit_ignores_a_bad_main_cf_as_postfix(tmp_path):
     (tmp_path / "master.cf").write_text("bad line\n")
     postconf_as_postfix(tmp_path, "a=1")
     assert (tmp_path / "main.cf").read_text() == "bad line\na = 1\n"
+
+
+@pytest.mark.parametrize(
+    ("main_cf", "master_cf"),
+    [
+        # A -o value's $name that nothing defines is master.cf's, and comes first.
+        ("foo = $bar\n", "smtp inet n - n - - smtpd -o smtpd_banner=$undefined_x\n"),
+        # Each time a value mentions it, in every branch of a conditional; "$$" is no name.
+        (
+            "smtpd_banner = ${myhostname?$u6}${u9?$u7}$$u8 ${{$u10} == {x}?{$u11}:{$u12}}\n",
+            "smtp inet n - n - - smtpd -o smtpd_banner=$u2$u2\n",
+        ),
+        # A -o name defines it for its own service and for main.cf, not for another service;
+        # it is used where its own service or main.cf mentions it (or a restriction class).
+        (
+            "smtpd_restriction_classes = cls\nsmtpd_banner = $w\n",
+            "smtp inet n - n - - smtpd -o cls=permit -o a=$b -o b=1 -o w=2\n"
+            "x unix - - n - - smtpd -o smtpd_restriction_classes=k -o k=1 -o c=$b\n",
+        ),
+        ("", "smtp inet n - n - - smtpd -o y=$undefined_y\n"),
+    ],
+)
+@pytest.mark.parametrize("args", [("-n",), ("-M",), ("-P",)])
+def test_undefined_and_unused_names_warned_as_postfix(confdir, main_cf, master_cf, args):
+    """Postfix's postconf_user.c: which $names are undefined and which names unused, in which
+    file, how often and in what order (at most one undefined name of main.cf and one unused
+    name of a service per case: Postfix lists those in its hash tables' order)."""
+    (confdir / "main.cf").write_text("compatibility_level = 3.6\n" + main_cf)
+    (confdir / "master.cf").write_text(master_cf)
+    postconf_as_postfix(confdir, *args)

@@ -343,27 +343,42 @@ class Config:
         return list(self._warnings)
 
     def usage_warnings(self) -> list[str]:
-        """Unused and undefined names (Postfix warns of these when it is done)."""
+        """Undefined and unused names, in Postfix's order: the $names of master.cf's -o
+        values that nothing defines (in master.cf), then main.cf's, each time a value
+        mentions one; then main.cf's unused names, then master.cf's."""
         out: list[str] = []
+        known = self._known()
+        # A -o name=value defines name for its own service's values, and for main.cf's
+        # (postconf_user.c); main.cf's names are defined everywhere.
+        in_master = {name for svc in self.services for name in svc.overrides}
+        # Command arguments ($sender, ${recipient} of pipe) are not parameters.
+        for svc in self.services:
+            for value in svc.overrides.values():
+                out.extend(
+                    f"{self.master_cf}: undefined parameter: {name}"
+                    for name in references(value)
+                    if name not in known and name not in self.settings and name not in svc.overrides
+                )
+        for value in self.settings.values():
+            out.extend(
+                f"{self.main_cf}: undefined parameter: {name}"
+                for name in references(value)
+                if name not in known and name not in self.settings and name not in in_master
+            )
         used, unused = self.user_defined()
         out.extend(f"{self.main_cf}: unused parameter: {n}={self.settings[n]}" for n in unused)
-        known = self._known() | set(used)
+        known |= set(used)
+        # A -o name is used where a value of main.cf or of its own service mentions it.
+        in_main = {name for value in self.settings.values() for name in references(value)}
+        classes = set(split_list(self.settings.get("smtpd_restriction_classes", "")))
         for svc in self.services:
+            mentioned = {n for value in svc.overrides.values() for n in references(value)}
+            mentioned |= set(split_list(svc.overrides.get("smtpd_restriction_classes", "")))
             for name, value in svc.overrides.items():
-                if name not in known and name not in self.settings:
+                if name in known or name in self.settings or name in in_main | classes:
+                    continue
+                if name not in mentioned:
                     out.append(f"{self.master_cf}: unused parameter: {name}={value}")
-        undefined: list[str] = []
-        # Command arguments ($sender, ${recipient} of pipe) are not parameters.
-        values = list(self.settings.values())
-        values += [v for svc in self.services for v in svc.overrides.values()]
-        for value in values:
-            exp = Expander(self.raw)
-            try:
-                exp.expand(value)
-            except ExpandError:
-                continue
-            undefined.extend(n for n in exp.undefined if n not in undefined)
-        out.extend(f"{self.main_cf}: undefined parameter: {n}" for n in undefined)
         return out
 
     def __iter__(self) -> Iterator[str]:

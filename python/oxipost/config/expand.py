@@ -182,8 +182,11 @@ def expand(value: str, lookup: Lookup) -> str:
 
 
 def references(value: str) -> list[str]:
-    """The parameter names a raw value mentions ($name, ${name...}, $(name...))."""
+    """The parameter names a raw value mentions ($name, ${name...}, $(name...)), each time
+    it does, in order, in every branch of a conditional (as mac_expand's scan finds them);
+    "$$" is a dollar sign."""
     names = []
-    for m in re.finditer(r"\$(?:([A-Za-z0-9_]+)|[{(]([A-Za-z0-9_]+))", value):
-        names.append(m.group(1) or m.group(2))
+    for m in re.finditer(r"\$\$|\$(?:([A-Za-z0-9_]+)|[{(]([A-Za-z0-9_]+))", value):
+        if m.group(0) != "$$":
+            names.append(m.group(1) or m.group(2))
     return names
