@@ -8,6 +8,8 @@ line on stderr when that is a terminal; our daemons refuse it as they start, in 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from oxipost.config import ConfigError, load_config, params
 from oxipost.valid import hostname_problem
 
-from tests.conftest import run_ours, run_postfix, shared_dir
+from tests.conftest import main_cf_with, run_ours, run_postfix, shared_dir
 
 POSTFIX = "/usr/sbin/postfix"
 
@@ -125,16 +127,87 @@ SETTINGS = [
     "daemon_timeout = 2h30m",
     "soft_bounce = YES",
     "message_size_limit = 2147483648",
+    # compatibility_level, read before anything else and before any default exists; below
+    # 3.6, postfix(1)'s three lines of notice.
+    "compatibility_level = level",
+    "compatibility_level = 3.6.x",
+    "compatibility_level =",
+    "compatibility_level = 3.",
+    "compatibility_level = 3.1024",
+    "compatibility_level = 3.6.1024",
+    "compatibility_level = 1.2.3.4",
+    "compatibility_level = -1",
+    "compatibility_level = 0x3",
+    "compatibility_level = $mail_version",
+    "compatibility_level = level\nsyslog_facility = bogus",
+    "compatibility_level = 2\nmyhostname = a b",
+    "compatibility_level = 0",
+    "compatibility_level = 2",
+    "compatibility_level = 3.5.99",
+    "compatibility_level = +3",
+    "compatibility_level = 3.-0",
+    "compatibility_level = $level\nlevel = 2",
+    "compatibility_level = 3.6.0",
+    "compatibility_level = 3. 6",
+    "compatibility_level = 2047.1023.1023",
+    # inet_protocols: name_mask's words, in that case.
+    "inet_protocols = ipv5",
+    "inet_protocols = ipv4, ipv5, ipv7",
+    "inet_protocols = IPv4",
+    "inet_protocols = all",
+    "inet_protocols = ipv4, ipv6",
+    "inet_protocols =",
+    "syslog_facility = bogus\ninet_protocols = ipv5",
+    "inet_protocols = ipv5\nmyhostname = a b",
+    # mynetworks_style, looked at only when mynetworks is not set.
+    "mynetworks_style = hostx",
+    "mynetworks_style = HOST",
+    "mynetworks_style = host subnet",
+    "mynetworks_style = host, host",
+    "mynetworks_style = class",
+    "mynetworks_style = hostx\nmynetworks = 127.0.0.0/8",
+    # inet_interfaces: names that resolve to this host's addresses, with a protocol
+    # inet_protocols allows; only the whole value "all" or "loopback-only" is special.
+    "inet_interfaces = 203.0.113.7",
+    "inet_interfaces = 127.0.0.1, 203.0.113.7",
+    "inet_interfaces = 127.0.0.2",
+    "inet_interfaces = 300.1.1.1",
+    "inet_interfaces = host.invalid",
+    "inet_interfaces = ALL",
+    "inet_interfaces = all, 127.0.0.1",
+    "inet_interfaces = all",
+    "inet_interfaces = loopback-only",
+    "inet_interfaces = localhost",
+    "inet_interfaces = [127.0.0.1]",
+    "inet_interfaces = ::1\ninet_protocols = ipv4",
+    "inet_protocols = ipv6",
+    "mynetworks_style = hostx\ninet_interfaces = 203.0.113.7",
+    "inet_interfaces = 203.0.113.7\nmyorigin = a,b",
+    # The accounts (Debian's: nobody's group is nogroup, postfix's is postfix).
+    "mail_owner = nosuch",
+    "mail_owner = root",
+    "mail_owner = nobody",
+    "setgid_group = nosuchg",
+    "setgid_group = root",
+    "setgid_group = nogroup",
+    "setgid_group = postfix",
+    "default_privs = root",
+    "default_privs = nosuch",
+    "default_privs = postfix",
+    "default_privs = daemon\nmail_owner = daemon",
+    "mail_owner = nosuch\nmynetworks_style = hostx",
+    "default_privs = nosuch\nmail_name =",
 ]
 
 
 def _instance(d: Path, setting: str) -> Path:
     d.mkdir()
     (d / "queue").mkdir()
-    (d / "main.cf").write_text(
+    base = (
         f"queue_directory = {d}/queue\ndata_directory = {d}/data\n"
-        f"inet_interfaces = 127.0.0.1\ncompatibility_level = 3.6\n{setting}\n"
+        "inet_interfaces = 127.0.0.1\ncompatibility_level = 3.6\n"
     )
+    (d / "main.cf").write_text(main_cf_with(base, f"{setting}\n"))
     # Postfix reads a main.cf changed within the last second twice.
     past = time.time() - 3600
     os.utime(d / "main.cf", (past, past))
@@ -155,3 +228,29 @@ def test_postfix_command_checks_values_as_postfix(setting):
     shown = [ours.stderr.replace(f"{d}/o", "DIR"), real.stderr.replace(f"{d}/r", "DIR")]
     assert (ours.returncode, shown[0]) == (real.returncode, shown[1])
     assert "Traceback" not in ours.stderr
+
+
+def test_accounts_are_checked_only_by_a_process_run_as_root():
+    """An oxipost run by a user switches to no account: mail_owner, setgid_group and
+    default_privs that do not exist stop only a process that runs as root, as Postfix's
+    always does."""
+    if os.geteuid() != 0:
+        pytest.fail("switching to nobody needs root (CI runs as root)")
+    setting = "mail_owner = nosuch\nsetgid_group = nosuchg\ndefault_privs = nosuch"
+    code = (
+        "import sys\nfrom oxipost.config import ConfigError, load_config, params\n"
+        "try:\n    params.check_startup(load_config(sys.argv[1]), print)\n"
+        "except ConfigError as e:\n    print(e)\n"
+    )
+    with shared_dir("oxipost-accounts-") as d:
+        confdir = str(_instance(d / "c", setting))
+        as_user = subprocess.run(
+            [sys.executable, "-c", code, confdir], capture_output=True, text=True, user="nobody"
+        )
+        as_root = subprocess.run(
+            [sys.executable, "-c", code, confdir], capture_output=True, text=True
+        )
+    assert (as_user.returncode, as_user.stdout, as_user.stderr) == (0, "", "")
+    assert as_root.stdout == (
+        f"file {confdir}/main.cf: parameter default_privs: unknown user name value: nosuch\n"
+    )

@@ -844,3 +844,25 @@ def test_a_service_refuses_a_bad_override_as_postfix_daemons_do(system):
     fatal = r"postfix/spawn\[\d+\]: fatal: bad boolean configuration: soft_bounce = maybe\n"
     assert wait_until(lambda: re.search(fatal, system["log"].read_text()))
     assert "Traceback" not in system["log"].read_text()
+
+
+def test_a_service_refuses_its_daemon_value_as_it_starts(system):
+    """A value smtpd's own tables refuse (Postfix's smtpd reads them as it starts), given
+    to one smtpd service with -o: its process logs the fatal line as it starts, before any
+    client has connected, and master throttles it; the other services run. The texts are
+    compared with Postfix's daemons in tests/config/test_daemon_checks.py."""
+    port = free_port()
+    _add_service(system, f"127.0.0.1:{port} inet n - n - 1 smtpd -o smtpd_recipient_limit=x")
+    started(system)
+    fatal = re.compile(
+        r"postfix/smtpd\[(\d+)\]: fatal: bad numerical configuration: smtpd_recipient_limit = x\n"
+    )
+    assert wait_until(lambda: fatal.search(system["log"].read_text()))
+    m = fatal.search(system["log"].read_text())
+    assert m
+    path = "/usr/lib/postfix/sbin/smtpd"
+    exited = f"warning: process {path} pid {m.group(1)} exit status 1\n"
+    assert wait_until(lambda: exited in system["log"].read_text())
+    assert "Traceback" not in system["log"].read_text()
+    with socket.create_connection(("127.0.0.1", system["port"])) as s:
+        assert echo(s, b"ok\n") == b"ok\n"

@@ -82,6 +82,15 @@ POST_INSTALL_USAGE = """Usage: post-install [name=value] command
     upgrade-package         When installing or upgrading from pre-built package.
     first-install-reminder  Remind of mandatory first-time configuration steps.
     name=value              Specify an installation parameter"."""
+# What postfix(1) says at each command while compatibility_level keeps older defaults.
+COMPAT_NOTICE = (
+    "Postfix is using backwards-compatible default settings",
+    "See http://www.postfix.org/COMPATIBILITY_README.html for details",
+    f'To disable backwards compatibility use "postconf compatibility_level='
+    f'{params.LAST_COMPAT_LEVEL}" and "postfix reload"',
+)
+# The commands that create what is missing and set permissions (check() as root).
+_SETS_PERMISSIONS = ("check", "start", "start-fg", "set-permissions")
 # quick-stop's mark in the queue directory, which the next start consumes.
 QUICK_START = "quick-start"
 # postfix-script's text for a missing or unknown command, word for word.
@@ -471,15 +480,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def say(severity: str, text: str) -> None:
         if on_terminal():
-            print(f"postfix: {severity}: {printable(text)}", file=sys.stderr)
+            label = f"{severity}: " if severity else ""
+            print(f"postfix: {label}{printable(text)}", file=sys.stderr)
         if severity == "fatal":
             own_log.fatal_line(text)
-        else:
+        elif severity:
             own_log.warning(text)
+        else:
+            own_log.info(text)
 
     try:
         cfg = load_config(config_dir, stderr_as="postfix" if on_terminal() else None)
+        if os.geteuid() == 0 and command in _SETS_PERMISSIONS:
+            # Made before Postfix's checks would refuse it missing, as Debian's postinst
+            # makes it before any postfix(1) command runs.
+            with contextlib.suppress(KeyError):
+                _setgid_group(cfg.get("setgid_group"))
         params.check_startup(cfg, lambda text: say("warning", text), command=True)
+        if params.backwards_compatible(cfg):
+            for line in COMPAT_NOTICE:
+                say("", line)
     except ConfigError as e:
         if not e.in_master_cf:
             say("fatal", str(e))

@@ -21,22 +21,66 @@ How numbers, times and booleans are read is here too (parse_int, parse_time, par
 Config.get_int, get_time and get_bool use them, so a daemon that reads its own parameters
 later refuses a bad one in the same words.
 
-Not checked (Postfix's are): inet_protocols and mynetworks_style values, the mail_owner,
-setgid_group and default_privs accounts, compatibility_level's syntax.
+- compatibility_level first of all, as compat_level_from_string reads it (major[.minor[.patch]],
+  each a strtol number, minor and patch at most 1023): `malformed compatibility level
+  syntax: "X"`. It is read before any default exists: a $name only main.cf (or a -o) sets
+  expands, anything else is empty
+- `unknown inet_protocols value "X" in "VALUE"` (ipv4, ipv6, all; in that case)
+- the accounts (as root only: see below): `file DIR/main.cf: parameter mail_owner: unknown
+  user name value: X`, `... user X has privileged user ID` (or group ID), `... user X has
+  same user ID as Y`, the same of default_privs, `parameter setgid_group: unknown group
+  name: X`, `... group X has privileged group ID`, and the overlaps of the three
+  (`parameters default_privs and mail_owner specify the same user X`, `... have the same
+  group ID: N`)
+- mynetworks_style, when mynetworks is not set: `unknown mynetworks mask style value "X" in
+  "VALUE"`, `bad mynetworks_style value: VALUE; specify exactly one value`
+- inet_interfaces: `config variable inet_interfaces: host not found: X` (a name or address
+  of no protocol inet_protocols allows), `parameter inet_interfaces: no local interface found
+  for ADDRESS` (one that none of this host's interfaces has)
+
+The accounts are checked only by a process running as root: Postfix always runs as root and
+switches to them, where an oxipost run by a user switches to nobody and needs none of them
+(the embedded configuration works on a host without a postfix account).
+
+check_daemon adds what a daemon reads as it starts beside these (Postfix's per-daemon
+tables, daemon_params.tsv): `fatal: bad numerical configuration: smtpd_recipient_limit = x`
+in the maillog as that service starts, rather than at the first RCPT TO.
 """
 
 from __future__ import annotations
 
+import grp
+import ipaddress
+import os
+import pwd
 import re
+import socket
 from collections.abc import Callable
+from functools import cache
 from typing import TYPE_CHECKING
 
+from oxipost.config.expand import Expander, ExpandError
+from oxipost.config.registry import local_interfaces
 from oxipost.valid import hostname_problem
 
 if TYPE_CHECKING:
     from oxipost.config import Config
 
-__all__ = ["check_startup", "parse_bool", "parse_int", "parse_time"]
+__all__ = [
+    "LAST_COMPAT_LEVEL",
+    "backwards_compatible",
+    "check_daemon",
+    "check_startup",
+    "compat_level",
+    "parse_bool",
+    "parse_int",
+    "parse_time",
+]
+
+# The compatibility_level below which Postfix 3.7 keeps some older defaults (and postfix(1)
+# says so at every command).
+LAST_COMPAT_LEVEL = "3.6"
+_LAST_COMPAT = (3, 6, 0)
 
 # C's int and long, as Postfix's strtol-based conversions bound them.
 _INT_MAX = 2**31 - 1
@@ -45,7 +89,15 @@ _LONG_MAX = 2**63 - 1
 _NUMBER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Postfix's long parameters: everything else numeric is a C int.
-_LONGS = frozenset({"message_size_limit", "lmdb_map_size", "mailbox_size_limit"})
+_LONGS = frozenset(
+    {
+        "message_size_limit",
+        "lmdb_map_size",
+        "mailbox_size_limit",
+        "virtual_mailbox_limit",
+        "queue_minfree",
+    }
+)
 _FACILITIES = frozenset(
     "auth authpriv cron daemon ftp kern lpr mail news syslog user uucp".split()
     + [f"local{n}" for n in range(8)]
@@ -209,16 +261,213 @@ def _check_length(name: str, value: str, least: int, most: int) -> None:
         raise _error(f"bad string length {len(value)} > {most}: {name} = {value}")
 
 
+# compat_level_from_string's bounds: the major number fills what a long leaves above the
+# minor and patch numbers (10 bits each).
+_COMPAT_MAJOR_MAX = _LONG_MAX >> 20
+_COMPAT_MINOR_MAX = 1023
+
+
+def compat_level(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a compatibility level as Postfix's compat_level_from_string
+    reads it: one to three strtol numbers joined by dots, nothing else; None if malformed."""
+    parts = text.split(".")
+    if len(parts) > 3:
+        return None
+    numbers: list[int] = []
+    for i, part in enumerate(parts):
+        m = _NUMBER.fullmatch(part)
+        most = _COMPAT_MAJOR_MAX if i == 0 else _COMPAT_MINOR_MAX
+        if m is None or not 0 <= int(m.group(1)) <= most:
+            return None
+        numbers.append(int(m.group(1)))
+    major, minor, patch = [*numbers, 0, 0][:3]
+    return major, minor, patch
+
+
+def _check_compatibility(cfg: Config) -> tuple[int, int, int]:
+    # mail_params_init reads it before it knows any default: a $name that neither main.cf
+    # nor a -o sets is empty here ("$mail_version" is "").
+    def lookup(name: str) -> str | None:
+        if name == "config_directory":
+            return cfg.raw(name)
+        return cfg.overrides.get(name, cfg.settings.get(name))
+
+    raw = lookup("compatibility_level")
+    try:
+        text = Expander(lookup).expand(raw) if raw is not None else "0"
+    except ExpandError as e:
+        raise _error(f"{cfg.main_cf}: {e}") from None
+    level = compat_level(text)
+    if level is None:
+        raise _error(f'malformed compatibility level syntax: "{text}"')
+    return level
+
+
+def backwards_compatible(cfg: Config) -> bool:
+    """Whether compatibility_level keeps some of Postfix 3.7's older defaults (below
+    LAST_COMPAT_LEVEL), which postfix(1) reminds of at each command."""
+    return _check_compatibility(cfg) < _LAST_COMPAT
+
+
+def _name_mask(label: str, value: str, names: tuple[str, ...]) -> set[str]:
+    """The words of value, each one of names (exact case), as Postfix's name_mask reads a
+    list; the first other word is its fatal 'unknown LABEL value "WORD" in "VALUE"'."""
+    words = set()
+    for word in re.split(r"[, \t\r\n]+", value):
+        if word and word not in names:
+            raise _error(f'unknown {label} value "{word}" in "{value}"')
+        if word:
+            words.add(word)
+    return words
+
+
+def _protocols(cfg: Config) -> set[str]:
+    """inet_protocols' words (inet_proto_init), refused as Postfix refuses them."""
+    return _name_mask("inet_protocols", cfg.get("inet_protocols"), ("ipv4", "ipv6", "all"))
+
+
+def _privileged(where: str, name: str, what: str, ids: tuple[tuple[str, int], ...]) -> None:
+    for kind, number in ids:
+        if number == 0:
+            raise _error(f"{where}: parameter {name}: {what} has privileged {kind} ID")
+
+
+def _check_accounts(cfg: Config) -> None:
+    """mail_params_init's check_default_privs, check_mail_owner, check_sgid_group and
+    check_overlap."""
+    where = f"file {cfg.main_cf}"
+    users: dict[str, pwd.struct_passwd] = {}
+    for name in ("default_privs", "mail_owner"):
+        user = cfg.get(name)
+        try:
+            pw = users[name] = pwd.getpwnam(user)
+        except KeyError:
+            raise _error(f"{where}: parameter {name}: unknown user name value: {user}") from None
+        _privileged(where, name, f"user {user}", (("user", pw.pw_uid), ("group", pw.pw_gid)))
+    owner = users["mail_owner"]
+    _check_shared(where, "mail_owner", "user", owner.pw_name, lambda: pwd.getpwuid(owner.pw_uid))
+    group = cfg.get("setgid_group")
+    try:
+        gr = grp.getgrnam(group)
+    except KeyError:
+        raise _error(f"{where}: parameter setgid_group: unknown group name: {group}") from None
+    _privileged(where, "setgid_group", f"group {group}", (("group", gr.gr_gid),))
+    _check_shared(where, "setgid_group", "group", group, lambda: grp.getgrgid(gr.gr_gid))
+    privs = users["default_privs"]
+    if privs.pw_name == owner.pw_name:
+        raise _error(
+            f"{where}: parameters default_privs and mail_owner specify the same user"
+            f" {privs.pw_name}"
+        )
+    pair = f"{where}: parameters default_privs and mail_owner"
+    if privs.pw_uid == owner.pw_uid:
+        raise _error(
+            f"{pair}: users {privs.pw_name} and {owner.pw_name} have the same user ID:"
+            f" {owner.pw_uid}"
+        )
+    if privs.pw_gid == owner.pw_gid:
+        raise _error(
+            f"{pair}: users {privs.pw_name} and {owner.pw_name} have the same group ID:"
+            f" {owner.pw_gid}"
+        )
+    for name, account in (("default_privs", privs), ("mail_owner", owner)):
+        if account.pw_gid == gr.gr_gid:
+            raise _error(
+                f"{where}: parameters {name} and setgid_group: user {account.pw_name} and group"
+                f" {group} have the same group ID: {gr.gr_gid}"
+            )
+
+
+def _check_shared(
+    where: str,
+    name: str,
+    what: str,
+    mine: str,
+    entry_of_id: Callable[[], pwd.struct_passwd | grp.struct_group],
+) -> None:
+    """A user or group whose ID the system lists under another name first: Postfix finds
+    only that much sharing (it does not walk the whole passwd or group file)."""
+    try:
+        entry = entry_of_id()
+    except KeyError:
+        return
+    other = entry.pw_name if isinstance(entry, pwd.struct_passwd) else entry.gr_name
+    if other != mine:
+        raise _error(f"{where}: parameter {name}: {what} {mine} has same {what} ID as {other}")
+
+
+def _check_mynetworks_style(cfg: Config) -> None:
+    # Postfix computes mynetworks from the style only when main.cf does not set it.
+    if "mynetworks" in cfg.settings or "mynetworks" in cfg.overrides:
+        return
+    style = cfg.get("mynetworks_style")
+    words = _name_mask("mynetworks mask style", style, ("host", "subnet", "class"))
+    if len(words) > 1:
+        raise _error(f"bad mynetworks_style value: {style}; specify exactly one value")
+
+
+def _check_interfaces(cfg: Config, protocols: set[str]) -> None:
+    """own_inet_addr_list: each inet_interfaces name must resolve, with a protocol
+    inet_protocols allows, to addresses this host's interfaces have."""
+    value = cfg.get("inet_interfaces")
+    # Only the whole value is special, in this case ("ALL" and "all, 127.0.0.1" are names).
+    if value in ("all", "loopback-only"):
+        return
+    family = socket.AF_UNSPEC
+    if protocols == {"ipv4"}:
+        family = socket.AF_INET
+    elif protocols == {"ipv6"}:
+        family = socket.AF_INET6
+    wanted: list[str] = []
+    for host in re.split(r"[, \t\r\n]+", value):
+        if not host:
+            continue
+        name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise _error(f"config variable inet_interfaces: host not found: {host}") from None
+        for info in infos:
+            address = str(info[4][0]).partition("%")[0]
+            if address not in wanted:
+                wanted.append(address)
+    own = {str(iface.ip) for iface in local_interfaces()}
+    for address in wanted:
+        if str(ipaddress.ip_address(address)) not in own:
+            raise _error(f"parameter inet_interfaces: no local interface found for {address}")
+
+
+def _check_bounded(cfg: Config, kind: str, name: str, least: int, most: int) -> None:
+    """One parameter of a get_mail_conf_*_table: its value as that kind, within bounds (0:
+    none), in Postfix's words."""
+    if kind == "bool":
+        cfg.get_bool(name)
+    elif kind == "time":
+        seconds = int(cfg.get_time(name))
+        if least and seconds < least:
+            raise _error(f"invalid {name}: {seconds} (min {least})")
+        if most and seconds > most:
+            raise _error(f"invalid {name}: {seconds} (max {most})")
+    else:
+        number = cfg.get_int(name)
+        if least and number < least:
+            raise _error(f"invalid {name} parameter value {number} < {least}")
+        if most and number > most:
+            raise _error(f"invalid {name} parameter value {number} > {most}")
+
+
 def check_startup(cfg: Config, warn: Callable[[str], None], command: bool = False) -> None:
     """Postfix's mail_params_init on cfg: ConfigError (Postfix's fatal text) for the first
     value it refuses, after warn() got what valid_hostname warns of. command: also what
     postfix(1) itself reads (the installation paths)."""
     main_cf = cfg.main_cf
+    _check_compatibility(cfg)
     facility = cfg.get("syslog_facility")
     _check_length("syslog_facility", facility, 1, 0)
     if facility not in _FACILITIES:
         raise _error(f"file {main_cf}: parameter syslog_facility: unrecognized value: {facility}")
     cfg.get_bool("daemon_table_open_error_is_fatal")
+    protocols = _protocols(cfg)
     for name in ("myhostname", "mydomain"):
         _check_length(name, cfg.get(name), 1, 0)
     for name in ("myhostname", "mydomain"):
@@ -229,22 +478,38 @@ def check_startup(cfg: Config, warn: Callable[[str], None], command: bool = Fals
     for name, least, most in _STRINGS + (_COMMAND_STRINGS if command else ()):
         _check_length(name, cfg.get(name), least, most)
     for name, least, most in _INTS:
-        number = cfg.get_int(name)
-        if least and number < least:
-            raise _error(f"invalid {name} parameter value {number} < {least}")
-        if most and number > most:
-            raise _error(f"invalid {name} parameter value {number} > {most}")
+        _check_bounded(cfg, "int", name, least, most)
     for name in _BOOLS:
         cfg.get_bool(name)
     for name, least, most in _TIMES:
-        seconds = int(cfg.get_time(name))
-        if least and seconds < least:
-            raise _error(f"invalid {name}: {seconds} (min {least})")
-        if most and seconds > most:
-            raise _error(f"invalid {name}: {seconds} (max {most})")
+        _check_bounded(cfg, "time", name, least, most)
+    if os.geteuid() == 0:
+        _check_accounts(cfg)
+    _check_mynetworks_style(cfg)
+    _check_interfaces(cfg, protocols)
     host = cfg.get("myhostname")
     if host.lower() == cfg.get("relayhost").lower():
         raise _error(f"myhostname and relayhost parameter settings must not be identical: {host}")
     origin = cfg.get("myorigin")
     if any(c in origin for c in ", \t\r\n"):
         raise _error(f"myorigin parameter setting must not contain multiple values: {origin}")
+
+
+@cache
+def _daemon_tables() -> dict[str, tuple[tuple[str, str, int, int], ...]]:
+    tables: dict[str, list[tuple[str, str, int, int]]] = {}
+    path = os.path.join(os.path.dirname(__file__), "daemon_params.tsv")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            daemon, name, kind, least, most = line.split()
+            tables.setdefault(daemon, []).append((name, kind, int(least), int(most)))
+    return {daemon: tuple(rows) for daemon, rows in tables.items()}
+
+
+def check_daemon(cfg: Config, command: str) -> None:
+    """What Postfix's daemon `command` reads as it starts beside mail_params_init (its own
+    int, bool and time tables, in its order): ConfigError for the first value it refuses."""
+    for name, kind, least, most in _daemon_tables().get(command, ()):
+        _check_bounded(cfg, kind, name, least, most)

@@ -151,7 +151,7 @@ def _myhostname(mydomain: str | None) -> str:
     return name if "." in name else f"{name}.{mydomain if mydomain is not None else 'localdomain'}"
 
 
-def _interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+def local_interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     """The host's addresses with their prefixes (IPv4 by SIOCGIFADDR/NETMASK, IPv6 from
     /proc/net/if_inet6), in the order Postfix lists them: IPv4 first."""
     import socket
@@ -196,7 +196,7 @@ def _fmt(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
 
 def _mynetworks(style: str) -> list[str]:
     out: list[str] = []
-    for iface in _interfaces():
+    for iface in local_interfaces():
         if style == "host":
             net = ipaddress.ip_network(f"{iface.ip}/{iface.max_prefixlen}")
         elif style == "class" and iface.version == 4:

@@ -105,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     option_error = svc.option_error()
     if option_error:
         log.fatal(option_error)
-    # As each Postfix daemon's mail_params_init: a value it cannot use (a -o override of
-    # this service's too) ends the process, in the maillog.
+    # As each Postfix daemon's mail_params_init, then the daemon's own tables: a value it
+    # cannot use (a -o override of this service's too) ends the process, in the maillog.
     try:
         params.check_startup(cfg, log.warning)
+        params.check_daemon(cfg, svc.command)
     except ConfigError as e:
         log.fatal(str(e))
     listen = socket.socket(fileno=args.fd) if args.fd is not None else None
