@@ -191,6 +191,17 @@ def test_build_errors_as_postfix(work):
     (work / "src").write_text("a b\n")
     a, b = both("postmap", work, "-i", "lmdb:nodir/src", stdin="a b\n")
     assert a == b
+    # A table that is not LMDB's, or a directory: no writer touches it.
+    (work / "junk.lmdb").write_text("junk\n")
+    (work / "junk").write_text("a b\n")
+    (work / "dir.lmdb").mkdir()
+    (work / "dir").write_text("a b\n")
+    for table in ("lmdb:junk", "lmdb:dir"):
+        for args in ([], ["-i"], ["-d", "a"]):
+            a, b = both("postmap", work, *args, table, stdin="a b\n")
+            assert a == b, (table, args)
+            assert a[0] == 1 and "fatal: open database " in a[2]
+    assert (work / "junk.lmdb").read_text() == "junk\n"
 
 
 def test_a_table_older_than_its_source_is_warned_of_as_postfix(work):
