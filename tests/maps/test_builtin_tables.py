@@ -7,10 +7,13 @@ import pwd
 from pathlib import Path
 
 import pytest
+from oxipost.config import load_config
 from oxipost.maps import open_table
 
+from tests.conftest import run_ours, run_postfix
 from tests.maps import test_postmap_differential
 from tests.maps.test_postmap_differential import both, ours, theirs
+from tests.smtpd.test_postfix_differential import running_postfix
 
 # The same fixture: a directory with an empty main.cf that both postmaps run in.
 work = test_postmap_differential.work
@@ -166,3 +169,48 @@ def test_their_kind_and_owner(tmp_path):
     ):
         table = open_table(spec)
         assert (table.fixed, table.owner) == (fixed, 0), spec
+
+
+PROXY_CF = (
+    "proxy_read_maps = proxy:unix:passwd.byname, {proxy:unix:group.byname x=y}\n"
+    "    proxy:proxy:randmap:{a} hash:/etc/aliases\n"
+)
+
+
+@pytest.mark.slow
+def test_proxied_tables_as_postfix_proxymap_serves_them():
+    """proxy:TYPE:NAME answers as TYPE:NAME when proxy_read_maps lists proxy:TYPE:NAME
+    (also inside braces with attributes, or as proxy:proxy:), and is otherwise
+    'proxymap service is not configured for table "TYPE:NAME"', as Postfix 3.7's postmap
+    says through its running proxymap(8)."""
+    specs = [
+        "proxy:unix:passwd.byname",
+        "proxy:unix:group.byname",
+        "proxy:randmap:{a}",
+        "proxy:inline:{root=x}",
+        "proxy:hash:/etc/aliases",
+        "proxy:proxy:unix:passwd.byname",
+        "proxy:proxy:unix:group.byname",
+        "proxy:proxy:inline:{root=x}",
+    ]
+    with running_postfix(PROXY_CF) as (_port, d):
+        for spec in specs:
+            args = ["-c", str(d), "-q", "root", spec]
+            mine = run_ours("postmap", *args)
+            real = run_postfix(POSTMAP, *args)
+            assert (mine.returncode, mine.stdout, mine.stderr) == (
+                real.returncode,
+                real.stdout,
+                real.stderr,
+            ), spec
+
+
+def test_a_proxied_file_is_reopened_when_it_changes(tmp_path):
+    """proxy:hash:FILE is the table hash:FILE: rebuilt by postmap, it answers anew."""
+    (tmp_path / "main.cf").write_text(f"proxy_read_maps = proxy:hash:{tmp_path}/t\n")
+    cfg = load_config(str(tmp_path), master_cf=False)
+    spec = f"proxy:hash:{tmp_path}/t"
+    for value in ("one", "two"):
+        (tmp_path / "t").write_text(f"k {value}\n")
+        assert run_ours("postmap", "-c", str(tmp_path), f"hash:{tmp_path}/t").returncode == 0
+        assert open_table(spec, cfg).lookup("k") == value

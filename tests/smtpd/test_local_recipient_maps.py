@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.smtpd.conftest import Raw
 from tests.smtpd.test_postfix_differential import Played
 
 pytestmark = pytest.mark.postfix
@@ -79,3 +80,22 @@ def test_unknown_unix_table_is_a_temporary_failure_as_postfix(start_smtpd: Any) 
     assert both.their_replies[3].startswith("451 4.3.0 "), both.their_replies
     assert both.our_replies[1:] == both.their_replies[1:]
     assert _rejects(both.ours) == _rejects(both.theirs)
+
+
+def test_unapproved_proxied_table_is_a_temporary_failure(start_smtpd: Any) -> None:
+    """A proxy: table that proxy_read_maps does not list: Postfix 3.7's smtpd dies with
+    'fatal: proxymap service is not configured for table "unix:passwd.byname"' (its
+    client never disconnects cleanly); ours logs that as an error when it starts and
+    answers a local recipient 451 4.3.0, never an accept or a 550."""
+    main_cf = DEFAULT_CF + "proxy_read_maps = $alias_maps\n"
+    srv = start_smtpd(main_cf, daemon_tables=True)
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>", "RCPT TO:<root@localhost>"]
+    raw = Raw("127.0.0.1", srv.port, source="127.0.0.2")
+    try:
+        replies = [raw.reply()] + [raw.cmd(command) for command in [*dialogue, "QUIT"]]
+    finally:
+        raw.close()
+    assert replies[3] == "451 4.3.0 <root@localhost>: Temporary lookup failure"
+    reason = 'proxymap service is not configured for table "unix:passwd.byname"'
+    assert f"error: {reason}" in srv.log
+    assert f"warning: proxy:unix:passwd.byname is unavailable. {reason}" in srv.log

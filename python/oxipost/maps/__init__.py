@@ -21,7 +21,10 @@ authenticated, tcp: or socketmap: (oxipost.maps.net), does not open, with Postfi
 "TYPE:NAME map is not allowed for security sensitive data" ("security-sensitive" for
 socketmap:), what its daemons log as dict_surrogate's "TYPE:NAME is unavailable. REASON".
 NO_PROXY changes nothing here: proxy: already opens its table directly, as Postfix 3.7's
-dict_proxy_open does for DICT_FLAG_NO_PROXY.
+dict_proxy_open does for DICT_FLAG_NO_PROXY. But only what proxymap(8) would serve: a
+proxy:TYPE:NAME that proxy_read_maps does not list as such does not open, in Postfix's
+client's words ('proxymap service is not configured for table "TYPE:NAME"'; fatal to
+Postfix's daemons, a surrogate's reason in ours, so a temporary failure).
 
 Every table also says whether it is `fixed`, Postfix's DICT_FLAG_FIXED: a table of exact
 keys (hash:, cdb:, texthash:, inline:, static:, unix:, environ:) is fixed; a pattern table
@@ -81,7 +84,7 @@ from typing import Protocol
 
 from oxipost._core import CorruptError
 from oxipost._core import maps as _core
-from oxipost.config import Config
+from oxipost.config import Config, split_list
 from oxipost.printable import printable
 
 # Types whose name is a file postmap(1) indexes into <name>.cdb.
@@ -865,6 +868,10 @@ def open_table(
     table (see above)."""
     no_regsub = no_regsub or paranoid
     kind, _, name = spec.partition(":")
+    denied = kind == "proxy" and cfg is not None and not _proxy_approved(cfg, name)
+    if kind == "proxy" and name and not denied:
+        # Cached as itself, so that a proxied file is reopened when it changes.
+        return open_table(name, cfg, fold_keys, no_regsub, utf8, paranoid)
     watched = _watched_file(kind, name)
     stamp = _stamp(watched) if watched else None
     if utf8 and cfg is not None:
@@ -875,6 +882,9 @@ def open_table(
         if hit is not None and hit[1] == stamp:
             return hit[0]
     try:
+        if denied and cfg is not None:
+            service = cfg.get("proxymap_service_name")
+            raise TableError(f'{service} service is not configured for table "{name}"')
         table: Table = _open(spec, cfg, fold_keys, no_regsub, utf8, paranoid)
     except TableSpecError:
         raise
@@ -887,6 +897,35 @@ def open_table(
     with _cache_lock:
         _cache[key] = (table, stamp)
     return table
+
+
+_proxy_approvals: dict[str, frozenset[str]] = {}
+
+
+def _proxy_approved(cfg: Config, name: str) -> bool:
+    """Whether proxymap(8) serves `name` (a proxied type:name): proxy_read_maps lists it
+    as proxy:NAME, braces around an item and its attributes allowed, as Postfix's
+    proxymap reads that list."""
+    value = cfg.get("proxy_read_maps")
+    approved = _proxy_approvals.get(value)
+    if approved is None:
+        names = set()
+        for item in split_list(value):
+            if item.startswith("{"):
+                words = split_braced(item[1:-1]) if item.endswith("}") else []
+                item = words[0] if words else ""
+            if item.startswith("proxy:") and ":" in _unproxied(item):
+                names.add(_unproxied(item))
+        approved = _proxy_approvals[value] = frozenset(names)
+    return _unproxied(name) in approved
+
+
+def _unproxied(name: str) -> str:
+    # proxymap drops any number of proxy: prefixes, of its list's items and of the names
+    # its clients ask for (which name the table after their first proxy:).
+    while name.startswith("proxy:"):
+        name = name.removeprefix("proxy:")
+    return name
 
 
 def open_at_start(cfg: Config, params: Sequence[str], opener: Callable[[str, str], object]) -> None:
