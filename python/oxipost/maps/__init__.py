@@ -78,6 +78,7 @@ import ipaddress
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Protocol
@@ -293,6 +294,18 @@ def read_file(path: str, action: str = "open database") -> bytes:
     return read_owned(path, action)[0]
 
 
+def warn_if_older(name: str, path: str, shown: str | None = None) -> None:
+    """The warning of Postfix's dict_db, dict_cdb and dict_lmdb as they open a table built
+    before its source file last changed (but not in the last 100 seconds: a postmap may be
+    still to come). `shown` is the file Postfix's table would be (hash:'s .db)."""
+    try:
+        source, table = os.stat(name).st_mtime, os.stat(path).st_mtime
+    except OSError:
+        return
+    if int(source) > int(table) and source < time.time() - 100:
+        warn(f"database {shown or path} is older than source file {name}")
+
+
 # ------------------------------------------------------------------------ the table kinds
 
 
@@ -327,6 +340,7 @@ class CdbTable:
             self.owner: int | None = os.stat(self.path).st_uid
         except OSError as e:
             raise TableError(f"open database {self.shown_path}: {os_reason(e)}") from None
+        warn_if_older(name, self.path, self.shown_path)
 
     def lookup(self, key: str) -> str | None:
         folded = fold(key) if self.fold_keys else key

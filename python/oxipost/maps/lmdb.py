@@ -31,13 +31,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import lmdb
 
-from oxipost.maps import CdbTable, TableError, os_reason, warn
+from oxipost.maps import CdbTable, TableError, os_reason, warn_if_older
 
 SUFFIX = ".lmdb"
 # How often a bulk transaction may be run again after MDB_MAP_FULL (slmdb's
@@ -129,17 +128,6 @@ def _environment(path: str, write: bool = False, map_size: int = 0) -> _Env:
             raise TableError(f"open database {path}: {_reason(e, path)}") from None
         _envs[key] = env
         return env
-
-
-def warn_if_older(name: str, path: str) -> None:
-    """dict_lmdb's warning for a table built before its source last changed (but not in
-    the last 100 seconds, which may be a postmap still to come)."""
-    try:
-        source, table = os.stat(name).st_mtime, os.stat(path).st_mtime
-    except OSError:
-        return
-    if int(source) > int(table) and source < time.time() - 100:
-        warn(f"database {path} is older than source file {name}")
 
 
 def _c_string(data: bytes | memoryview) -> bytes:
