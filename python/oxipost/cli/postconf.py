@@ -36,20 +36,18 @@ by the main.cf listings only (-M, -F and -P judge master.cf's -o names alone).
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 
 from oxipost.config import Config, ConfigError, config_directory, load_config, maincf, mastercf
+from oxipost.config.expand import empty_macro as _empty_macro
+from oxipost.config.expand import macro_name_at as _macro_name_at
 from oxipost.config.mastercf import Service
 from oxipost.printable import printable
 
 PROG = "postconf"
 LINE_LIMIT = 80
-# What oxipost's lookup-table layer serves (DESIGN.md, "Lookup tables").
-_TABLE_TYPES = (
-    "cdb cidr environ fail hash inline internal pcre pgsql pipemap regexp sqlite static "
-    "texthash unionmap"
-).split()
 
 
 class Fatal(Exception):
@@ -67,30 +65,6 @@ def _warn(text: str) -> None:
 # Parameters postconf reads as it starts, through Postfix's "mail_dict" (mail_conf_eval):
 # a macro error in one of these fails there, before any value is scanned.
 _READ_AT_START = ("myhostname", "mydomain", "inet_interfaces", "inet_protocols")
-
-
-def _macro_name_at(value: str, i: int) -> str | None:
-    """The name of the macro whose "$" is value[i] ("" for "$$" and "${"/"$(", whose name
-    the caller skips over), or None where Postfix's mac_parse finds an empty macro name: a
-    "$" at the end or before any byte but a name character (an ASCII letter, digit or "_":
-    "$é" is one)."""
-    rest = value[i + 1 : i + 2]
-    if rest in ("$", "{", "("):
-        return ""
-    end = i + 1
-    while end < len(value) and value[end].isascii() and (value[end].isalnum() or value[end] == "_"):
-        end += 1
-    return value[i + 1 : end] or None
-
-
-def _empty_macro(value: str) -> bool:
-    """Whether value has a "$" that Postfix's mac_parse calls an empty macro name."""
-    i = value.find("$")
-    while i >= 0:
-        if _macro_name_at(value, i) is None:
-            return True
-        i = value.find("$", i + 2 if value[i + 1 : i + 2] == "$" else i + 1)
-    return False
 
 
 def _first_empty_macro(cfg: Config, value: str, seen: set[str]) -> str | None:
@@ -152,14 +126,6 @@ def _line(name: str, value: str, names_only: bool, values_hidden: bool = False) 
     if values_hidden:
         return name
     return f"{name} = {value}" if value else f"{name} ="
-
-
-def _table_types() -> list[str]:
-    try:
-        from oxipost import maps  # the maps area registers what it serves
-    except ImportError:
-        return _TABLE_TYPES
-    return sorted(getattr(maps, "TABLE_TYPES", _TABLE_TYPES))
 
 
 # The column where each master.cf field starts in postconf -M output; a field that overflows
@@ -627,7 +593,9 @@ def _parse_args(
             j = 1
             while j < len(arg):
                 flag = arg[j]
-                if flag in "coC":
+                if flag in "bt" and ("t" if flag == "b" else "b") in opts:
+                    raise Fatal("specify one of -b and -t")
+                if flag in "coCT":
                     value = arg[j + 1 :] or (argv[i + 1] if i + 1 < len(argv) else None)
                     if value is None:
                         raise Fatal(f"option requires an argument -- '{flag}'")
@@ -635,6 +603,9 @@ def _parse_args(
                         i += 1
                     if flag == "c":
                         config_dir = value
+                    elif flag == "T":
+                        opts.add("T")
+                        overrides["-T"] = value
                     elif flag == "o":
                         opts.add("o")
                         name, eq, setting = value.partition("=")
@@ -699,6 +670,76 @@ def _mode(opts: set[str], args: Sequence[str]) -> set[str]:
     return mode
 
 
+def _tls_version(info: tuple[int, ...]) -> str:
+    """An OpenSSL version tuple as "openssl version" names it, without the release date
+    Python does not keep: 3.0.16, or 1.1.1w (the patch a letter before OpenSSL 3)."""
+    major, minor, fix, patch = info[:4]
+    if major >= 3:
+        return f"OpenSSL {major}.{minor}.{patch}"
+    return f"OpenSSL {major}.{minor}.{fix}{chr(96 + patch) if patch else ''}"
+
+
+# The public-key algorithms of the certificates our TLS loads (smtpd_tls_cert_file,
+# smtpd_tls_chain_files), as Postfix 3.7 lists its own.
+_PUBLIC_KEY_ALGORITHMS = ("dsa", "ecdsa", "rsa")
+
+
+def _listing(mode: set[str], tls_mode: str) -> list[str] | None:
+    """What -a, -A, -l, -m and -T show, one item a line; None for the other modes. An
+    unknown -T mode is warned of and shows nothing. (The modules that serve each are
+    imported only when asked: postconf's other modes stay light.)"""
+    if "a" in mode:
+        from oxipost.smtpd.sasl import SASL_SERVER_TYPES
+
+        return list(SASL_SERVER_TYPES)
+    if "A" in mode:
+        from oxipost.delivery.smtp import SASL_CLIENT_TYPES
+
+        return list(SASL_CLIENT_TYPES)
+    if "l" in mode:
+        from oxipost.delivery.mailstore import LOCK_METHODS
+
+        return list(LOCK_METHODS)
+    if "m" in mode:
+        from oxipost.maps import TABLE_TYPES
+
+        return sorted(TABLE_TYPES)
+    if "T" not in mode:
+        return None
+    if tls_mode == "compile-version":
+        return [_tls_version(ssl._OPENSSL_API_VERSION)]
+    if tls_mode == "run-version":
+        return [ssl.OPENSSL_VERSION]
+    if tls_mode == "public-key-algorithms":
+        return list(_PUBLIC_KEY_ALGORITHMS)
+    _warn(f"unknown 'postconf -T' mode: {tls_mode}")
+    return []
+
+
+def _templates(config_dir: str | None, mode: set[str], args: Sequence[str]) -> int:
+    """postconf -b / -t [template_file]: the bounce templates (bounce_template_file's
+    when none is named) expanded or as written. As Postfix's postconf runs bounce(8) for
+    it, the diagnostics are the bounce daemon's ("postfix/bounce: warning: ...")."""
+    if len(args) > 1:
+        raise Fatal("options -b and -t require at most one template file")
+    from oxipost.bounce.template import TemplateError, Templates
+
+    cfg = load_config(config_dir, master_cf=False)
+    prog = f"{cfg.get('syslog_name')}/bounce"
+
+    def warn(text: str) -> None:
+        print(f"{prog}: warning: {text}", file=sys.stderr)
+
+    try:
+        templates = Templates(cfg, args[0] if args else None, warn)
+        out = templates.expand_all() if "b" in mode else templates.dump()
+    except TemplateError as e:
+        print(f"{prog}: fatal: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(out)
+    return 0
+
+
 def _expanded(cfg: Config) -> None:
     """postconf -x on master.cf: the value of each leading -o option expanded as that
     service sees it (its own -o values, then main.cf; $service_name is its name). The
@@ -730,10 +771,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config_dir, opts, args, overrides = _parse_args(argv)
         mode = _mode(opts, args)
-        if "m" in mode:
-            for t in _table_types():
-                print(t)
-            return 0
+        listed = _listing(mode, overrides.pop("-T", ""))
+        if listed is not None:
+            for item in listed:
+                print(item)
+            return 0 if listed or "T" not in mode else 1
+        if mode & {"b", "t"}:
+            return _templates(config_dir, mode, args)
         editing = bool(mode & {"e", "X", "#"})
         master = bool(mode & {"M", "F", "P"})
         if editing and not args:

@@ -181,6 +181,30 @@ def expand(value: str, lookup: Lookup) -> str:
     return Expander(lookup).expand(value)
 
 
+def macro_name_at(value: str, i: int) -> str | None:
+    """The name of the macro whose "$" is value[i] ("" for "$$" and "${"/"$(", whose name
+    the caller skips over), or None where Postfix's mac_parse finds an empty macro name: a
+    "$" at the end or before any byte but a name character (an ASCII letter, digit or "_":
+    "$é" is one)."""
+    rest = value[i + 1 : i + 2]
+    if rest in ("$", "{", "("):
+        return ""
+    end = i + 1
+    while end < len(value) and value[end].isascii() and (value[end].isalnum() or value[end] == "_"):
+        end += 1
+    return value[i + 1 : end] or None
+
+
+def empty_macro(value: str) -> bool:
+    """Whether value has a "$" that Postfix's mac_parse calls an empty macro name."""
+    i = value.find("$")
+    while i >= 0:
+        if macro_name_at(value, i) is None:
+            return True
+        i = value.find("$", i + 2 if value[i + 1 : i + 2] == "$" else i + 1)
+    return False
+
+
 def references(value: str) -> list[str]:
     """The parameter names a raw value mentions ($name, ${name...}, $(name...)), each time
     it does, in order, in every branch of a conditional (as mac_expand's scan finds them);

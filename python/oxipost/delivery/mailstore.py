@@ -87,12 +87,14 @@ def would_deliver(path: str) -> Outcome:
     return Outcome("2.0.0", "delivers to maildir" if path.endswith("/") else "delivers to mailbox")
 
 
+# The mailbox locks we take, in the order Postfix lists its own (postconf -l).
+LOCK_METHODS = ("flock", "fcntl", "dotlock")
+
+
 def lock_options(cfg: Config, param: str) -> dict[str, object]:
     styles = set(cfg.get_list(param))
     return {
-        "fcntl": "fcntl" in styles,
-        "flock": "flock" in styles,
-        "dotlock": "dotlock" in styles,
+        **{method: method in styles for method in LOCK_METHODS},
         "attempts": cfg.get_int("deliver_lock_attempts"),
         "delay": cfg.get_time("deliver_lock_delay"),
         "stale": cfg.get_time("stale_lock_time"),

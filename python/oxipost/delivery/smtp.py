@@ -480,6 +480,10 @@ async def _resolve(nexthop: str, p: Params) -> tuple[list[Host], bool]:
 
 # ---------------------------------------------------------------------------- the session
 
+# smtp_sasl_type's values (postconf -A): Postfix's "cyrus" client, whose PLAIN and LOGIN
+# and security options this one speaks.
+SASL_CLIENT_TYPES = ("cyrus",)
+
 
 def _sasl_credentials(
     p: Params, req: DeliveryRequest, nexthop: str, host: Host

@@ -226,6 +226,10 @@ class Authenticator:
             return None
 
 
+# smtpd_sasl_type's values (postconf -a).
+SASL_SERVER_TYPES = ("dovecot", "passwd-file")
+
+
 def make_authenticator(cfg: Any) -> Authenticator:
     kind = cfg.get("smtpd_sasl_type").strip().lower()
     path = cfg.get("smtpd_sasl_path").strip()
