@@ -476,6 +476,8 @@ class Checker:
         return None if self.delay_reject else self._mail(st)
 
     def at_rcpt(self, st: ClientState, rcpt: str) -> Reply | None:
+        if len(rcpt) == 10 and rcpt.lower() == "postmaster":
+            return None  # RFC 5321 4.5.1: Postfix's smtpd_check_rcpt takes it unchecked
         if self.delay_reject:
             # With the recipient: an access(5) action's log line names it, and a
             # check_recipient_access in these lists has one to look up (Postfix runs them
@@ -500,6 +502,21 @@ class Checker:
             return self._deferred(st)
         reply = self.unlisted(st, rcpt)
         return None if reply is None else self._reject(st, reply)
+
+    def at_etrn(self, st: ClientState, domain: str) -> Reply | None:
+        """Postfix's smtpd_check_etrn: the pending client and HELO restrictions, then
+        smtpd_etrn_restrictions with the flags those left."""
+        if self.delay_reject:
+            for check in (self._client, self._helo):
+                reply = check(st)
+                if reply is not None:
+                    return reply
+        st.dip_active = st.dip_client or st.dip_helo
+        st.dir_reply = None
+        reply = self.stage("etrn", st, domain)
+        if reply is None and st.dip_active:
+            return self._deferred(st)
+        return reply
 
     def at_data(self, st: ClientState) -> Reply | None:
         return self._last_stage("data", st)
@@ -528,6 +545,8 @@ class Checker:
         return reply
 
     def _mail(self, st: ClientState, rcpt: str | None = None) -> Reply | None:
+        if st.sender is None:
+            return None  # VRFY outside a transaction: Postfix skips the list, as for HELO
         st.dip_active = st.dip_client or st.dip_helo
         st.dir_reply = None
         reply = self.stage("sender", st, rcpt)
@@ -585,7 +604,7 @@ class Checker:
             return st.helo
         if stage == "sender":
             return st.sender or ""
-        if stage in ("relay", "recipient"):
+        if stage in ("relay", "recipient", "etrn"):
             return rcpt or ""
         if stage == "end_of_data":
             return "END-OF-MESSAGE"

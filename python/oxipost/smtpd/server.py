@@ -678,6 +678,16 @@ class Session:
                 f"Illegal address syntax from {self.state.namaddr} in {where} command: {path}"
             )
 
+    def _bad_domain(self, text: str) -> None:
+        """extract_addr's warning for an address trivial-rewrite finds no valid domain in
+        (smtpd_check_addr), naming the path as the client gave it."""
+        words = smtpd_tokens(text)
+        shown = printable(words[0], "?", self._smtputf8()) if words else ""
+        self.srv.log.warning(
+            f"Illegal address syntax from {self.state.namaddr} in {self.state.where} command: "
+            f"{shown}"
+        )
+
     def _limit_warning(self, what: str, n: int) -> None:
         self.srv.log.warning(
             f"{what} limit exceeded: {n} from {self.state.namaddr} for service {self.srv.service}"
@@ -995,6 +1005,14 @@ class Session:
         if addr.startswith("-") and not self.cfg.get_bool("allow_min_user"):
             await self.reply(R.BAD_SENDER)
             return
+        # As Postfix 3.7's mail_cmd: SMTPUTF8 is looked for first, as it decides which
+        # domains are valid, and the address is judged before any other parameter.
+        smtputf8 = bool(params) and any(p.upper() == "SMTPUTF8" for p in params)
+        smtputf8 = smtputf8 and self._smtputf8()
+        if not domain_ok(addr, smtputf8):
+            self._bad_domain(arg[5:])
+            await self.reply(R.BAD_SENDER)
+            return
         tx = Transaction(sender=addr)
         for param in params:
             key, eq, value = param.partition("=")
@@ -1046,9 +1064,6 @@ class Session:
                     return
                 if value != "<>":
                     self.sasl_sender = printable(value)
-        if not domain_ok(addr, tx.smtputf8):
-            await self.reply(R.BAD_SENDER)
-            return
         try:
             space_ok = self.srv.queue.free_space_ok(tx.size)
         except Exception:
@@ -1095,9 +1110,11 @@ class Session:
             return
         given, params = parsed
         addr = internal_form(given)
-        if (addr.startswith("-") and not self.cfg.get_bool("allow_min_user")) or not domain_ok(
-            addr, self.tx.smtputf8
-        ):
+        if addr.startswith("-") and not self.cfg.get_bool("allow_min_user"):
+            await self.reply(R.BAD_RECIPIENT)
+            return
+        if not domain_ok(addr, self.tx.smtputf8):
+            self._bad_domain(arg[3:])
             await self.reply(R.BAD_RECIPIENT)
             return
         rcpt = Recipient(address=addr, original=addr)
@@ -1558,12 +1575,19 @@ class Session:
         if smtputf8:
             arg = arg.rstrip()[: -len("SMTPUTF8")].rstrip()
         parsed = parse_path(arg, False)
-        if parsed is None or not parsed[0] or parsed[1] or not domain_ok(parsed[0], smtputf8):
+        if parsed is None or not parsed[0] or parsed[1]:
             await self.reply(R.BAD_RECIPIENT)
             return
-        reply = await self._check(self.srv.checker.unlisted, internal_form(parsed[0]))
+        if not domain_ok(parsed[0], smtputf8):
+            self._bad_domain(arg)
+            await self.reply(R.BAD_RECIPIENT)
+            return
+        # As Postfix's vrfy_cmd: the whole smtpd_check_rcpt, the restrictions that
+        # smtpd_delay_reject left pending included, and its refusal logged as RCPT's.
+        addr = internal_form(parsed[0])
+        reply = await self._check(self.srv.checker.at_rcpt, addr)
         if reply is not None:
-            await self.reply(str(reply))
+            await self._reject(reply, addr)
             return
         await self.reply(R.VRFY_OK.format(addr=arg))
 
@@ -1583,7 +1607,15 @@ class Session:
         if not (valid_hostname(domain) or valid_mailhost_literal(domain)):
             await self.reply(R.ETRN_BAD)
             return
+        # smtpd_check_etrn: the pending client and HELO restrictions, then
+        # smtpd_etrn_restrictions, before the flush service is asked.
+        reply = await self._check(self.srv.checker.at_etrn, domain)
+        if reply is not None:
+            await self._reject(reply)
+            return
         if not match_domain(self.cfg, self.cfg.get_list("fast_flush_domains"), domain, True):
+            # etrn_cmd's warning for the flush service's FLUSH_STAT_DENY.
+            self.srv.log.warning(f"reject: ETRN {domain[:100]}... from {self.state.namaddr}")
             await self.reply(R.ETRN_UNAVAILABLE.format(domain=domain))
             return
         self.srv.log.info(f"ETRN {arg} from {self.state.namaddr}")
@@ -1642,6 +1674,11 @@ class Session:
             )
 
     async def cmd_auth(self, arg: str) -> None:
+        # Postfix's smtpd_sasl_auth_cmd asks for HELO (when required) before it looks at
+        # whether AUTH is on at all.
+        if self.cfg.get_bool("smtpd_helo_required") and not self.helo_kind:
+            await self.reply(R.NEED_HELO)
+            return
         if not self._auth_offered():
             await self.reply(R.AUTH_NOT_ENABLED)
             return
@@ -1825,6 +1862,37 @@ def internal_form(addr: str) -> str:
 def parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
     """Postfix's extract_addr for MAIL FROM/RCPT TO: (address, ESMTP params), or None for
     bad syntax. `<>` is the null address; a source route is kept for trivial-rewrite."""
+    parsed = _parse_path(text, strict)
+    if parsed is None and text.lstrip(" ").startswith("<"):
+        return _bracketed_again(text, strict)
+    return parsed
+
+
+def _bracketed_again(text: str, strict: bool) -> tuple[str, list[str]] | None:
+    """extract_addr takes one pair of brackets off a word that starts with "<" and ends
+    with ">", and tok822 then ignores a "<" or ">" of its own around the address: so
+    <<a@b.c>> and <a@b.c>> are a@b.c (and <<>> the null address), a third pair is not."""
+    text = text.lstrip(" ")
+    words = smtpd_tokens(text)
+    word = words[0] if words else ""
+    if len(word) < 3 or word[-1] != ">":
+        return None
+    inner = word[1:-1]
+    if inner.startswith("<"):
+        parsed = _parse_path(inner, strict)
+        if parsed is None or parsed[1]:
+            return None
+        addr = parsed[0]
+    elif inner.endswith(">"):
+        addr = inner[:-1]
+        if ">" in addr or not _address_ok(addr):
+            return None
+    else:
+        return None
+    return addr, words[1:]
+
+
+def _parse_path(text: str, strict: bool) -> tuple[str, list[str]] | None:
     text = text.lstrip(" ")
     if text.startswith("<") and '"' not in text and "\\" not in text:
         # No quoting: the path ends at the first ">" unless a "<" nests before it.
