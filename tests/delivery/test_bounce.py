@@ -6,7 +6,8 @@ import email
 import email.policy
 import time
 
-from oxipost.bounce import Report, line_wrap, notices
+import pytest
+from oxipost.bounce import Report, TemplateError, line_wrap, notices
 from oxipost.envelope import Envelope, Outcome, Recipient
 
 from .conftest import MESSAGE, make_config
@@ -44,13 +45,14 @@ def test_failure_notice_structure(tmp_path):
     assert b"\r\n" in content and b"\n" not in content.replace(b"\r\n", b"")
     msg = _parse(content)
     assert msg["Subject"] == "Undelivered Mail Returned to Sender"
-    # header_from_format=standard (Postfix 3.3 on); "obsolete" keeps the old form.
-    assert b"\r\nFrom: Mail Delivery System <MAILER-DAEMON@mail.example.org>\r\n" in content
+    # The template's From: (cleanup qualifies it): header_from_format=standard (Postfix
+    # 3.3 on); "obsolete" keeps the old form.
+    assert b"\r\nFrom: Mail Delivery System <MAILER-DAEMON>\r\n" in content
     old = make_config(
         tmp_path / "o", main="myhostname = m.example\nheader_from_format = obsolete\n"
     )
     ((_, content),) = notices("failure", old, "4ABCDE1234", env, MESSAGE, reports)
-    assert b"\r\nFrom: MAILER-DAEMON@m.example (Mail Delivery System)\r\n" in content
+    assert b"\r\nFrom: MAILER-DAEMON (Mail Delivery System)\r\n" in content
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "delivery-status"
@@ -172,4 +174,79 @@ def test_delay_template_times_truncated_with_postfix_warnings(tmp_path):
         f'[built-in]: zero result in delay template conversion of parameter "{key}"',
         f'please reduce time unit "hours" of "{key}" in delay template',
         "for instructions see the bounce(5) manual",
+    ]
+
+
+def test_template_file_notice_and_postmaster_copy(tmp_path):
+    """bounce_template_file's failure template: its From: (for cleanup to qualify), its
+    Subject: to the sender and Postmaster-Subject: to the postmaster (who gets no text),
+    its charset; a time value's warnings each time the text is expanded, as bounce(8)'s
+    bounce_template_lookup() gives them."""
+    path = tmp_path / "bounce.cf"
+    path.write_text(
+        "failure_template = <<EOF\nCharset: utf-8\nFrom: Robot <robot>\nSubject: Bounced\n"
+        "Postmaster-Subject: PM bounced\n\nCaf\u00e9 $myhostname, $delay_warning_time_weeks.\n"
+        "EOF\n"
+    )
+    cfg = make_config(
+        tmp_path / "c",
+        main=f"myhostname = m.example\nnotify_classes = bounce\nbounce_template_file = {path}\n"
+        "delay_warning_time = 1h\n",
+    )
+    warnings: list[str] = []
+    reports = [Report(Recipient("b@example.com"), FAILED)]
+    for _ in range(2):
+        (_, to_sender), (pm_env, to_pm) = notices(
+            "failure", cfg, "Q1", _env("a@x.org"), MESSAGE, reports, warnings.append
+        )
+    assert (
+        warnings
+        == [
+            f"{path}: zero result in failure template conversion of parameter "
+            '"delay_warning_time_weeks"',
+            'please reduce time unit "weeks" of "delay_warning_time_weeks" in failure template',
+            "for instructions see the bounce(5) manual",
+        ]
+        * 2
+    )
+    assert b"\r\nFrom: Robot <robot>\r\nSubject: Bounced\r\n" in to_sender
+    assert b"charset=utf-8\r\n" in to_sender
+    assert "\r\n\r\nCaf\u00e9 m.example, 0.\r\n\r\n<b@example.com>: ".encode() in to_sender
+    assert [r.address for r in pm_env.recipients] == ["postmaster"]
+    assert b"\r\nSubject: PM bounced\r\n" in to_pm and "Caf\u00e9".encode() not in to_pm
+
+
+def test_template_errors_fatal_to_bounce(tmp_path):
+    """An undefined $name, or a template file that cannot be read: no notice, the error
+    in Postfix's words for the caller to log as bounce(8)'s fatal line."""
+    path = tmp_path / "bounce.cf"
+    path.write_text("delay_template = <<EOF\nSubject: x\n\nSee $no_such_name.\nEOF\n")
+    reports = [Report(Recipient("b@example.com"), FAILED)]
+    cfg = make_config(tmp_path / "c", main=f"bounce_template_file = {path}\n")
+    # The failure template is the built-in one: only the delay notice fails.
+    assert notices("failure", cfg, "Q1", _env("a@x.org"), MESSAGE, reports)
+    with pytest.raises(TemplateError) as e:
+        notices("delay", cfg, "Q1", _env("a@x.org"), MESSAGE, reports)
+    assert str(e.value) == f"{path}: undefined $name in delay template: See $no_such_name."
+    missing = make_config(tmp_path / "m", main=f"bounce_template_file = {tmp_path}/nosuch\n")
+    with pytest.raises(TemplateError) as e:
+        notices("failure", missing, "Q1", _env("a@x.org"), MESSAGE, reports)
+    assert str(e.value) == f"open {tmp_path}/nosuch: No such file or directory"
+
+
+def test_ignored_template_warned_of_once(tmp_path):
+    """A template bounce(8) ignores is warned of when first used, and the built-in one
+    sent each time."""
+    path = tmp_path / "bounce.cf"
+    path.write_text("failure_template = <<EOF\nX-Foo: bar\n\nnot used\nEOF\n")
+    cfg = make_config(tmp_path / "c", main=f"bounce_template_file = {path}\n")
+    warnings: list[str] = []
+    reports = [Report(Recipient("b@example.com"), FAILED)]
+    for _ in range(2):
+        ((_, content),) = notices(
+            "failure", cfg, "Q1", _env("a@x.org"), MESSAGE, reports, warnings.append
+        )
+        assert b"Subject: Undelivered Mail Returned to Sender\r\n" in content
+    assert warnings == [
+        f'{path}: unknown "X-Foo" header label in failure template -- ignoring this template'
     ]

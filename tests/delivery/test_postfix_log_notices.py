@@ -53,6 +53,41 @@ class Scenario(NamedTuple):
     notices: int
     # Its MAIL options after a space.
     sender: str
+    # A bounce_template_file's text (one file, the same path for both systems).
+    template: str = ""
+
+
+# bounce(5) templates: every header, $names with time units, a template Postfix ignores
+# (warned of in bounce's log) and 8-bit text in another charset.
+TEMPLATES = """\
+failure_template = <<EOF
+Charset: us-ascii
+From: Bounce Robot <bounce-robot>
+Subject: Returned: your mail to $mydomain
+Postmaster-Subject: Copy of a returned message
+
+Your message to $myhostname could not be delivered, sorry.
+We tried for up to $maximal_queue_lifetime_hours hours ($$0 spent).
+EOF
+
+delay_template = <<EOF
+subject: Still trying
+POSTMASTER-SUBJECT: Late mail
+
+  Not delivered after $delay_warning_time_seconds second(s);
+  given up after $maximal_queue_lifetime_days day(s).
+
+EOF
+
+success_template = <<EOF
+From: MAILER-DAEMON (Mail Delivery System)
+Subject: Delivered to $myorigin
+
+It arrived.
+EOF
+"""
+IGNORED_TEMPLATE = "failure_template = <<EOF\nX-Note: hello\n\nNot used.\nEOF\n"
+EIGHT_BIT_TEMPLATE = "failure_template = <<EOF\nCharset: iso-8859-1\n\nCaf\u00e9 ferm\u00e9.\nEOF\n"
 
 
 SCENARIOS = {
@@ -148,6 +183,22 @@ SCENARIOS = {
         ["daemon@localhost NOTIFY=SUCCESS", "nosuch@localhost NOTIFY=NEVER", "gone@localhost"],
         2,
         SENDER,
+    ),
+    # bounce_template_file: a failure and a delay warning (both copied to the
+    # postmaster), a success notice, from its templates.
+    "template_file": Scenario(
+        "delay_warning_time = 1s\nnotify_classes = bounce, delay\n"
+        "bounce_notice_recipient = bin@localhost\ndelay_notice_recipient = bin@localhost\n",
+        ["nosuch@localhost", "later@soft.test"],
+        4,
+        SENDER,
+        TEMPLATES,
+    ),
+    "template_success": Scenario("", ["daemon@localhost NOTIFY=SUCCESS"], 1, SENDER, TEMPLATES),
+    "template_ignored": Scenario("", ["nosuch@localhost"], 1, SENDER, IGNORED_TEMPLATE),
+    "template_8bit": Scenario("", ["nosuch@localhost"], 1, SENDER, EIGHT_BIT_TEMPLATE),
+    "template_8bit_no_smtputf8": Scenario(
+        "smtputf8_enable = no\n", ["nosuch@localhost"], 1, f"{SENDER} BODY=7BIT", EIGHT_BIT_TEMPLATE
     ),
 }
 
@@ -326,13 +377,18 @@ def _normal(text: str, log: str) -> str:
 def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[int]) -> None:
     sc = SCENARIOS[scenario]
     results = {}
+    extra = sc.main_cf
+    if sc.template:
+        # Readable by Postfix's bounce daemon (the postfix user), named the same for both.
+        (top / "bounce.cf").write_text(sc.template)
+        extra += f"bounce_template_file = {top}/bounce.cf\n"
     for who, run in (("postfix", _run_postfix), ("ours", _run_ours)):
         d = top / who
         d.mkdir(mode=0o755)
         (d / "mail").mkdir()
         (d / "mail").chmod(0o1777)
         d.chmod(0o755)
-        log, mail = run(d, _main_cf(d, sinks, sc.main_cf), sc)
+        log, mail = run(d, _main_cf(d, sinks, extra), sc)
         lines, sizes = _lines(log)
         boxes = {p.name: [_normal(m, log) for m in _mbox(p)] for p in sorted(mail.iterdir())}
         # size= is the queued message's records (see the docstring): the mailbox copy
@@ -346,6 +402,14 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
         results[who] = (lines, boxes)
     ours, theirs = results["ours"], results["postfix"]
     assert ours[0] == theirs[0]
+    if sc.template == IGNORED_TEMPLATE:
+        assert any("-- ignoring this template" in line for line in ours[0])
     assert ours[1].keys() == theirs[1].keys()
     for box in theirs[1]:
+        import pathlib
+
+        pathlib.Path(f"/tmp/bt-ours-{scenario}-{box}").write_text("\n=====\n".join(ours[1][box]))
+        pathlib.Path(f"/tmp/bt-theirs-{scenario}-{box}").write_text(
+            "\n=====\n".join(theirs[1][box])
+        )
         assert ours[1][box] == theirs[1][box], box

@@ -6,7 +6,8 @@ bounce daemon would send for one queue file: `kind` is "failure" (bounce), "dela
 "Mail Delivery Status Report" of a sendmail -bv probe: every recipient, whatever its DSN
 options, Action deliverable or undeliverable, to the sender alone); `reports` holds one
 Report per recipient. It returns (Envelope, content) pairs for qmgr to enqueue:
-- to the sender, a multipart/report with the template text, a message/delivery-status
+- to the sender, a multipart/report with the template text (bounce_template_file's, else
+  the built-in one: oxipost.bounce.template), a message/delivery-status
   part and the original message (message/rfc822; text/rfc822-headers for RET=HDRS or
   above bounce_size_limit), with the null sender;
 - a postmaster copy (headers only) when notify_classes has "bounce" (or "delay");
@@ -19,6 +20,10 @@ out (the default notifies on failure and delay). Nothing is ever sent to <>.
 `queue_notice(cfg, queue, envelope, content)` queues one of them as Postfix's post_mail
 does: under a queue ID of its own, with post_mail_init's "Received: by host (Postfix) id
 QID" header, through cleanup as Postfix-generated mail, whose Message-Id carries that ID.
+
+Diagnostics: a template's warnings go to `warn` once per configuration, as Postfix's
+bounce daemon logs them when it first uses the template; a template error that is fatal
+to it (an undefined $name, a template file that cannot be read) is TemplateError.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oxipost.bounce.template import TemplateError, Templates
 from oxipost.cleanup import Cleaned, cleanup_message
-from oxipost.cleanup.message import from_header
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.maildate import mail_date
 
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.qmgr.queue import Queue
 
-__all__ = ["Report", "notices"]
+__all__ = ["Report", "TemplateError", "notices"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,79 +58,25 @@ class Report:
     action: str = ""
 
 
-_TEMPLATES = {
-    "failure": (
-        "Undelivered Mail Returned to Sender",
-        "Postmaster Copy: Undelivered Mail",
-        """\
-This is the mail system at host {host}.
-
-I'm sorry to have to inform you that your message could not
-be delivered to one or more recipients. It's attached below.
-
-For further assistance, please send mail to postmaster.
-
-If you do so, please include this problem report. You can
-delete your own text from the attached returned message.
-
-                   The mail system
-""",
-        "failed",
-        "FAILURE",
-    ),
-    "delay": (
-        "Delayed Mail (still being retried)",
-        "Postmaster Warning: Delayed Mail",
-        """\
-This is the mail system at host {host}.
-
-####################################################################
-# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #
-####################################################################
-
-Your message could not be delivered for more than {delay_hours} hour(s).
-It will be retried until it is {lifetime_days} day(s) old.
-
-For further assistance, please send mail to postmaster.
-
-If you do so, please include this problem report. You can
-delete your own text from the attached returned message.
-
-                   The mail system
-""",
-        "delayed",
-        "DELAY",
-    ),
-    "success": (
-        "Successful Mail Delivery Report",
-        "Successful Mail Delivery Report",
-        """\
-This is the mail system at host {host}.
-
-Your message was successfully delivered to the destination(s)
-listed below. If the message was delivered to mailbox you will
-receive no further notifications. Otherwise you may still receive
-notifications of mail delivery errors from other systems.
-
-                   The mail system
-""",
-        "delivered",
-        "SUCCESS",
-    ),
-    "verify": (
-        "Mail Delivery Status Report",
-        "Mail Delivery Status Report",
-        """\
-This is the mail system at host {host}.
-
-Enclosed is the mail delivery report that you requested.
-
-                   The mail system
-""",
-        "deliverable",
-        "",
-    ),
+# Each kind's DSN Action and the NOTIFY= keyword that asks for it.
+_ACTIONS = {
+    "failure": ("failed", "FAILURE"),
+    "delay": ("delayed", "DELAY"),
+    "success": ("delivered", "SUCCESS"),
+    "verify": ("deliverable", ""),
 }
+
+# The templates of the last configuration asked for: judged (and warned of) once, as
+# Postfix's bounce daemon judges each when it first needs it.
+_loaded: list[tuple[Config, Templates]] = []
+
+
+def templates(cfg: Config, warn: Callable[[str], None]) -> Templates:
+    """cfg's bounce templates (bounce_template_file's, else the built-in ones), read once
+    per configuration; a template file that cannot be read is TemplateError."""
+    if not _loaded or _loaded[0][0] is not cfg:
+        _loaded[:] = [(cfg, Templates(cfg, warn=warn))]
+    return _loaded[0][1]
 
 
 def _wants(r: Recipient, what: str) -> bool:
@@ -222,30 +173,27 @@ def _build(
     postmaster: bool,
     warn: Callable[[str], None],
 ) -> bytes:
-    subject, pm_subject, template, action, _ = _TEMPLATES[kind]
+    action = _ACTIONS[kind][0]
+    tp = templates(cfg, warn).get(kind)
     host = cfg.get("myhostname")
     now = time.time()
     boundary = f"{queue_id}.{int(now)}/{host}"
-    # A postmaster copy has no boilerplate text (the template is not expanded, nor warned of).
-    text = (
-        ""
-        if postmaster
-        else template.format(
-            host=host,
-            delay_hours=_template_time(cfg, kind, "delay_warning_time", "hours", warn),
-            lifetime_days=_template_time(cfg, kind, "maximal_queue_lifetime", "days", warn),
-        )
-    )
-    # The original's encoding as declared (BODY=), none when undeclared. The template's
-    # charset is utf-8 (8bit text) where SMTPUTF8 is supported or the original is 8bit,
-    # else us-ascii; an 8bit template makes the notice 8bit. Compared with Postfix 3.7:
-    # the header says the encoding whenever there is one; the text part and the returned
-    # message only when 8bit.
+    # A postmaster copy has no template text (not expanded, nor warned of).
+    text = "" if postmaster else "".join(f"{line}\n" for line in templates(cfg, warn).expand(kind))
+    # The original's encoding as declared (BODY=), none when undeclared. The built-in
+    # (us-ascii) template's charset is utf-8 (8bit text) where SMTPUTF8 is supported or
+    # the original is 8bit, another template's is its Charset:. Compared with Postfix 3.7:
+    # the header says the encoding whenever there is one (8bit for a template with 8-bit
+    # text too); the text part and the returned message only when SMTPUTF8 or the
+    # original make it 8bit.
     declared = {"8BITMIME": "8bit", "7BIT": "7bit"}.get(env.body_type.upper())
     utf8 = cfg.get_bool("smtputf8_enable") or declared == "8bit"
-    charset = "utf-8" if utf8 else "us-ascii"
+    charset = tp.charset
+    if charset.lower() == "us-ascii":
+        charset = "utf-8" if utf8 else "us-ascii"
     encoding = "8bit" if utf8 else declared
-    top_cte = [f"Content-Transfer-Encoding: {encoding}"] if encoding else []
+    top = "8bit" if tp.encoding == "8bit" else encoding
+    top_cte = [f"Content-Transfer-Encoding: {top}"] if top else []
     text_cte = ["Content-Transfer-Encoding: 8bit"] if utf8 else []
     orig_cte = "Content-Transfer-Encoding: 8bit\n" if encoding == "8bit" else ""
     lines: list[str] = []
@@ -254,8 +202,9 @@ def _build(
         lines += ["", *line_wrap(why)]
     head = [
         f"Date: {mail_date(now)}",
-        from_header(cfg, f"MAILER-DAEMON@{host}", "Mail Delivery System"),
-        f"Subject: {pm_subject if postmaster else subject}",
+        # As the template has it: cleanup qualifies and rewrites its address.
+        f"From: {tp.sender}",
+        f"Subject: {tp.postmaster_subject if postmaster and tp.postmaster_subject else tp.subject}",
         f"To: {to}",
         # RFC 3834: a reply to the sender, a report of its own to the postmaster.
         f"Auto-Submitted: {'auto-generated' if postmaster else 'auto-replied'}",
@@ -332,34 +281,6 @@ def _build(
     return out + _crlf(f"\n--{boundary}--\n")
 
 
-# The built-in templates' time values: $name_hours, $name_days (bounce_template.c).
-_TIME_UNITS = {"hours": 3600, "days": 86400}
-
-
-def _template_time(
-    cfg: Config, kind: str, name: str, unit: str, warn: Callable[[str], None]
-) -> int:
-    """A parameter's time in a template's unit, truncated, with bounce_template_lookup()'s
-    warnings for a zero result (or one above 999 in a unit below days)."""
-    if kind != "delay":
-        return 0  # only the delay template names times
-    seconds = int(cfg.get_time(name))
-    result = seconds // _TIME_UNITS[unit]
-    key = f"{name}_{unit}"
-    if result > 999 and unit != "days":
-        warn(
-            f'[built-in]: excessive result "{result}" in {kind} template conversion '
-            f'of parameter "{key}"'
-        )
-        warn(f'please increase time unit "{unit}" of "{key}" in {kind} template')
-        warn("for instructions see the bounce(5) manual")
-    elif result == 0 and seconds:
-        warn(f'[built-in]: zero result in {kind} template conversion of parameter "{key}"')
-        warn(f'please reduce time unit "{unit}" of "{key}" in {kind} template')
-        warn("for instructions see the bounce(5) manual")
-    return result
-
-
 def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tuple[str, Cleaned]:
     """Queue one notice; (its queue ID, cleanup's answer). Not queued when cleanup refused
     it (Cleaned.reply); a queue write error is raised."""
@@ -409,9 +330,9 @@ def notices(
 ) -> list[tuple[Envelope, bytes]]:
     """The notices to enqueue for these reports (possibly none); warn is told bounce(8)'s
     warnings (a template's time value that converts to zero)."""
-    if kind not in _TEMPLATES:
+    if kind not in _ACTIONS:
         raise ValueError(f"unknown notice kind: {kind}")
-    what = _TEMPLATES[kind][4]
+    what = _ACTIONS[kind][1]
     double_bounce = _qualify(cfg, cfg.get("double_bounce_sender"))
     classes = set(cfg.get_list("notify_classes"))
     out: list[tuple[Envelope, bytes]] = []

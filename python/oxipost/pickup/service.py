@@ -210,7 +210,15 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid
         )
     reports = [bounce.Report(r, outcome) for r in env.recipients]
     bounce_log = get_logger("bounce", cfg)
-    for notice_env, notice in bounce.notices("failure", cfg, qid, env, rejected.content, reports):
+    try:
+        msgs = bounce.notices(
+            "failure", cfg, qid, env, rejected.content, reports, bounce_log.warning
+        )
+    except bounce.TemplateError as e:
+        # Fatal to Postfix's bounce daemon (its template file): said as it says it.
+        bounce_log.fatal_line(str(e))
+        msgs = []
+    for notice_env, notice in msgs:
         new, cleaned = bounce.queue_notice(cfg, queue, notice_env, notice)
         if cleaned.reply is not None:
             log.warning(f"{qid}: cannot queue sender non-delivery notification: {cleaned.reply}")

@@ -689,6 +689,11 @@ class Qmgr:
             msgs = bounce.notices(
                 kind, self.cfg, act.qid, act.env, self._content(act), reports, bounce_log.warning
             )
+        except bounce.TemplateError as e:
+            # Fatal to Postfix's bounce daemon (its template file): said as it says it.
+            bounce_log.fatal_line(str(e))
+            self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
+            return
         except Exception as e:
             self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
             return
