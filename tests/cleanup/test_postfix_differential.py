@@ -504,3 +504,86 @@ def test_long_boundary_cut_to_mime_boundary_length_limit_as_in_postfix(
     srv = start_smtpd(main_cf.replace("{dir}", str(tmp_path)))
     ours = _send_boundary(srv.port, CUT_BOUNDARY_MESSAGES)
     assert ours == theirs == [(550, b"5.7.1 part header one"), (550, b"5.7.1 body line two")]
+
+
+def _nested(depth: int) -> bytes:
+    """A message of `depth` multiparts, each the first part of the one before."""
+    parts = b"".join(
+        b"Content-Type: multipart/mixed; boundary=B%d\r\n\r\n--B%d\r\n" % (i, i)
+        for i in range(depth)
+    )
+    return b"Subject: n\r\nMIME-Version: 1.0\r\n" + parts + b"\r\ntext\r\n"
+
+
+MIME = b"Subject: m\r\nMIME-Version: 1.0\r\n"
+MIME_ERROR_MESSAGES = [
+    b"Subject: h\xe9llo\r\n\r\nbody\r\n",
+    b"Subject: b\r\n\r\nb\xe9dy\r\n",
+    MIME + b"Content-Transfer-Encoding: 8bit\r\n\r\nb\xe9dy\r\n",
+    b"Subject: b\r\nContent-Transfer-Encoding: 8bit\r\n\r\nb\xe9dy\r\n",
+    MIME + b"Content-Type: multipart/mixed; boundary=X\r\nContent-Transfer-Encoding: base64\r\n"
+    b"\r\n--X\r\n\r\nx\r\n--X--\r\n",
+    MIME + b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\nSubject: inner\r\n\r\nx\r\n",
+    MIME + b"Content-Type: message/partial; id=x\r\nContent-Transfer-Encoding: 8bit\r\n\r\nx\r\n",
+    # The preamble of a multipart is 7bit whatever the multipart's own encoding.
+    MIME + b"Content-Type: multipart/mixed; boundary=X\r\nContent-Transfer-Encoding: 8bit\r\n"
+    b"\r\npre\xe9\r\n--X\r\n\r\nx\r\n--X--\r\n",
+    MIME
+    + b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\nX-P: \xe9\r\n\r\nx\r\n--X--\r\n",
+    MIME + b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\n\xe9\r\n--X--\r\n",
+    # After the closing boundary, the epilogue is 7bit again.
+    MIME + b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n\r\n\xe9\r\n--X--\r\nepi\xe9\r\n",
+    b"Subject: h\xe9\r\n\r\nb\xe9\r\n",
+    _nested(3),
+    _nested(4),
+    _nested(5),
+    # message/rfc822 does not count as nesting.
+    b"Subject: a\r\nContent-Type: message/rfc822\r\n\r\n" * 6 + b"x\r\n",
+]
+MIME_ERROR_CF = {
+    "strict": "strict_7bit_headers = yes\nstrict_8bitmime_body = yes\n"
+    "strict_mime_encoding_domain = yes\nmime_nesting_limit = 2\n",
+    "strict_8bitmime": "strict_8bitmime = yes\nmime_nesting_limit = 1\n",
+    # A header checks table alone asks for nesting errors only.
+    "header_checks": "header_checks = regexp:{dir}/none\nmime_nesting_limit = 1\n",
+    "body_checks": "body_checks = regexp:{dir}/none\nmime_nesting_limit = 1\n",
+}
+
+
+def _mime_error_lines(log: list[str]) -> list[str]:
+    return [re.sub(r"^[0-9A-F]+: ", "", ln) for ln in log if "mime-error" in ln]
+
+
+@pytest.mark.parametrize("setting", sorted(MIME_ERROR_CF))
+def test_mime_errors_refused_as_in_postfix(start_smtpd: Any, tmp_path: Path, setting: str) -> None:
+    """strict_7bit_headers, strict_8bitmime_body, strict_8bitmime,
+    strict_mime_encoding_domain and mime_nesting_limit: Postfix's cleanup refuses what its
+    MIME processor reports (550 5.6.0, one reject: mime-error line for each kind)."""
+    main_cf = (
+        MIME_ERROR_CF[setting] + "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    )
+    with running_postfix(main_cf, without=("qmgr",)) as (port, d):
+        (d / "none").write_text("")
+        subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
+        theirs = _send_boundary(port, MIME_ERROR_MESSAGES)
+        refused = sum(code != 250 for code, _ in theirs)
+        deadline = time.monotonic() + 10
+        while (d / "maillog").read_text().count("mime-error") < refused:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        their_log = (d / "maillog").read_bytes().decode("utf-8", "replace").splitlines()
+    (tmp_path / "none").write_text("")
+    srv = start_smtpd(main_cf.replace("{dir}", str(tmp_path)))
+    ours = _send_boundary(srv.port, MIME_ERROR_MESSAGES)
+    assert ours == theirs
+    our_log = [ln.encode("utf-8", "replace").decode() for ln in srv.log]
+    assert _mime_error_lines(our_log) == _mime_error_lines(
+        [ln.split("]: ", 1)[1] for ln in their_log]
+    )
+    assert (
+        refused
+        == {"strict": 10, "strict_8bitmime": 8, "header_checks": 2, "body_checks": 0}[setting]
+    )

@@ -30,10 +30,18 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from oxipost.cleanup.addr import WRITE_ERROR, canonical
-from oxipost.cleanup.state import HDR_FROM, HDR_RCPT, cleanup_config
+from oxipost.cleanup.state import (
+    HDR_FROM,
+    HDR_RCPT,
+    MIME_8BIT_BODY,
+    MIME_8BIT_HEADER,
+    MIME_DOMAIN,
+    MIME_NESTING,
+    cleanup_config,
+)
 from oxipost.delivery.address import log_form, quote_local
 from oxipost.envelope import Envelope
 from oxipost.maps import Table, TableError, warn_lookup_error
@@ -146,16 +154,19 @@ def _log_origin(state: CleanupState) -> str:
     return "local"
 
 
+def _log_address(state: CleanupState, address: str) -> str:
+    return log_form(address, state.cfg.get("info_log_address_format") == "external")
+
+
 def _act_log(state: CleanupState, action: str, context: str, content: str, text: str) -> None:
     """cleanup_act_log: one line per action, with the message's context."""
     env = state.env
     # Postfix's "%.200s": the first 200 bytes, whatever characters they cut.
     line = f"{state.act_prefix}{action}: {context} {truncate(content, 200)} from"
     line += f" {_log_origin(state)};"
-    external = state.cfg.get("info_log_address_format") == "external"
-    line += f" from=<{log_form(state.sender, external)}>"
+    line += f" from=<{_log_address(state, state.sender)}>"
     if state.recip:
-        line += f" to=<{log_form(state.recip, external)}>"
+        line += f" to=<{_log_address(state, state.recip)}>"
     if env.client_addr:
         proto = env.attrs.get("log_protocol_name") or (
             "ESMTP" if "ESMTP" in env.protocol else (env.protocol and "SMTP")
@@ -423,15 +434,37 @@ def _logical_headers(lines: list[str]) -> list[str]:
     return out
 
 
-def _content_info(headers: list[str]) -> tuple[str, str | None]:
-    """(content type, multipart boundary) from a header block."""
+class _Entity(NamedTuple):
+    """What a header block says of the content after it."""
+
+    ctype: str  # lower case, "text/plain" without a Content-Type
+    boundary: str | None  # a multipart's
+    encoding: str  # Content-Transfer-Encoding's word, lower case ("7bit" without one)
+    header: str  # the Content-Type header ("" without one)
+
+
+# The encodings whose content is not the 7bit domain (mime_state's encoding table); any
+# other word leaves a body 7bit.
+_NOT_7BIT = frozenset({"8bit", "binary", "base64", "quoted-printable"})
+_TRANSFORMS = frozenset({"base64", "quoted-printable"})
+
+
+def _content_info(headers: list[str]) -> _Entity:
+    """The content type, boundary and encoding a header block declares."""
+    ctype, boundary, encoding, header = "text/plain", None, "7bit", ""
     for text in headers:
-        if header_name(text) == "content-type":
+        name = header_name(text)
+        if name == "content-type" and not header:
+            header = text
             value = text.split(":", 1)[1].replace("\n", " ")
             ctype = value.strip().split(";", 1)[0].strip().lower()
             m = _BOUNDARY.search(value)
-            return ctype, (m.group(1) if m and m.group(1) is not None else m and m.group(2))
-    return "text/plain", None
+            boundary = m.group(1) if m and m.group(1) is not None else m and m.group(2)
+        elif name == "content-transfer-encoding":
+            word = text.split(":", 1)[1].split(None, 1)
+            if word and word[0].lower() in _NOT_7BIT | {"7bit"}:
+                encoding = word[0].lower()
+    return _Entity(ctype, boundary, encoding, header)
 
 
 class MimeWalker(ABC):
@@ -472,6 +505,10 @@ class MimeWalker(ABC):
         self.configured = configured
         # The names (lower case) of the primary header lines given back so far.
         self.names: set[str] = set()
+        # The MIME errors to report (mime_error), each once; mime_nesting_limit.
+        self.reports: frozenset[str] = frozenset()
+        self.nesting_limit = sys.maxsize
+        self._reported: set[str] = set()
 
     # What a subclass says --------------------------------------------------------------
 
@@ -501,6 +538,11 @@ class MimeWalker(ABC):
     @abstractmethod
     def unknown(self, value: str, param: str) -> None:
         """An action nobody knows."""
+
+    def mime_error(self, error: str, content: str) -> None:
+        """A MIME error of `reports` (one of cleanup.state's MIME_*), found in `content`."""
+        # Only cleanup asks for reports (a delivery agent's checks report none).
+        return None
 
     def after_checks(self, text: str, name: str, cls: str) -> str | None:
         """A header after its checks, None when it is removed."""
@@ -639,33 +681,68 @@ class MimeWalker(ABC):
         """What becomes of a block of header lines of class `cls`, added to `out`."""
         if out is None:
             out = []
+        if MIME_8BIT_HEADER in self.reports:
+            for text in _logical_headers(lines):
+                if not text.isascii():
+                    self._report(MIME_8BIT_HEADER, text)
+                self._check_header(text, cls, out)
+            return out
         for text in _logical_headers(lines):
             self._check_header(text, cls, out)
         return out
+
+    def _report(self, error: str, content: str) -> None:
+        # As mime_state's err_flags: each kind of error once a message.
+        if error in self.reports and error not in self._reported:
+            self._reported.add(error)
+            self.mime_error(error, content)
+
+    def _entered(self, entity: _Entity, stack: list[str]) -> str:
+        """A header block ended: the encoding of the content after it, a multipart's
+        boundary pushed (none past mime_nesting_limit, which is an error to report) and
+        a message/* or multipart/* entity's encoding judged, as mime_state does."""
+        ctype, encoding = entity.ctype, entity.encoding
+        if ctype.startswith("multipart/"):
+            if encoding in _TRANSFORMS:
+                self._report(MIME_DOMAIN, encoding)
+            if entity.boundary:
+                # mime_state's nesting level counts from -1: the limit's first multipart
+                # past it is refused and its boundary is not pushed.
+                if len(stack) - 1 > self.nesting_limit:
+                    self._report(MIME_NESTING, entity.header)
+                else:
+                    stack.append(entity.boundary[: self.boundary_limit])
+            return "7bit"  # the preamble
+        if ctype.startswith("message/"):
+            partial = ctype in ("message/partial", "message/external-body")
+            if encoding in (_NOT_7BIT - _TRANSFORMS if partial else _TRANSFORMS):
+                self._report(MIME_DOMAIN, encoding)
+        return encoding
 
     def walk(self, header_lines: list[str], body_lines: list[str]) -> tuple[list[str], list[str]]:
         """(primary header lines, body lines) after checks and rewriting. When a lookup
         raises, what the walk gave back before it is in `given_head` and, once the body
         walk began, `given_body` (a delivery agent has sent it by then)."""
         head = self.headers(header_lines, PRIMARY, self.given_head)
-        ctype, boundary = _content_info(_logical_headers(header_lines))
+        entity = _content_info(_logical_headers(header_lines))
         self.given_body = []
-        body = self._body(body_lines, ctype, boundary, self.given_body)
+        body = self._body(body_lines, entity, self.given_body)
         return head, body
 
-    def _body(
-        self, lines: list[str], ctype: str, boundary: str | None, out: list[str]
-    ) -> list[str]:
+    def _body(self, lines: list[str], entity: _Entity, out: list[str]) -> list[str]:
         budget = [self.body_limit]
         # Stack of open multipart boundaries; what the next lines are.
         stack: list[str] = []
         mode = "body"
         pending: list[str] = []
         pending_cls = NESTED
-        if self.mime and ctype == "message/rfc822":
-            mode = "header"
-        elif self.mime and ctype.startswith("multipart/") and boundary:
-            stack.append(boundary[: self.boundary_limit])
+        # The body text's encoding is looked at only to report 8-bit text in a 7bit one.
+        seven_bit = MIME_8BIT_BODY in self.reports
+        encoding = "7bit"
+        if self.mime:
+            encoding = self._entered(entity, stack)
+            if entity.ctype == "message/rfc822":
+                mode = "header"
         for line in lines:
             if mode == "header":
                 if line == "":
@@ -674,13 +751,12 @@ class MimeWalker(ABC):
                     out.append("")
                     pending = []
                     budget = [self.body_limit]
-                    ctype, boundary = _content_info(hdrs)
+                    entity = _content_info(hdrs)
+                    encoding = self._entered(entity, stack)
                     mode = "body"
-                    if ctype == "message/rfc822":
+                    if entity.ctype == "message/rfc822":
                         mode = "header"
                         pending_cls = NESTED
-                    elif ctype.startswith("multipart/") and boundary:
-                        stack.append(boundary[: self.boundary_limit])
                     continue
                 if _HEADER.match(line) or (line[:1] in (" ", "\t") and pending):
                     pending.append(line)
@@ -689,6 +765,8 @@ class MimeWalker(ABC):
                 self.headers(pending, pending_cls, out)
                 pending = []
                 mode = "body"
+            if seven_bit and encoding not in _NOT_7BIT and not line.isascii():
+                self._report(MIME_8BIT_BODY, line)
             if self.mime and stack and line.startswith("--"):
                 # As mime_state: the innermost boundary the line starts with, whatever
                 # follows it ("--" after it closes that multipart).
@@ -698,6 +776,7 @@ class MimeWalker(ABC):
                 if depth >= 0:
                     del stack[depth + 1 :]
                     out.extend(self._check_body(line, budget))
+                    encoding = "7bit"
                     if line.startswith("--", 2 + len(stack[depth])):
                         stack.pop()
                         budget = [self.body_limit]
@@ -729,9 +808,23 @@ class Walker(MimeWalker):
         )
         self.state = state
         self.context = header_rewrite_context(state)
+        if state.filtering:
+            self.reports = state.opts.mime_reports
+        self.nesting_limit = state.opts.mime_nesting_limit
 
     def enabled(self, param: str) -> bool:
         return self.state.filtering and param in self.state.opts.content_checks
+
+    def mime_error(self, error: str, content: str) -> None:
+        # cleanup_mime_error_callback: its own line (no proto= or helo=), the first
+        # error's reason the reply; the walk goes on (more errors are logged).
+        state = self.state
+        to = _log_address(state, state.recip) if state.recip else "unknown"
+        state.info(
+            f"reject: mime-error {error}: {truncate(content, 100)} from {_log_origin(state)};"
+            f" from=<{_log_address(state, state.sender)}> to=<{to}>"
+        )
+        state.refuse(f"550 5.6.0 {error}")
 
     def lookup(self, param: str, text: str) -> str | None:
         return _lookup(self.state, param, text)

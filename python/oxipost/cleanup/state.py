@@ -24,6 +24,13 @@ ENV_RCPT = "envelope_recipient"
 HDR_FROM = "header_sender"
 HDR_RCPT = "header_recipient"
 
+# The MIME errors Postfix's cleanup rejects a message for (mime_state's texts, each with
+# DSN 5.6.0), when its MIME processor is asked to report them.
+MIME_NESTING = "MIME nesting exceeds safety limit"
+MIME_8BIT_HEADER = "improper use of 8-bit data in message header"
+MIME_8BIT_BODY = "improper use of 8-bit data in message body"
+MIME_DOMAIN = "invalid message/* or multipart/* encoding domain"
+
 
 class CleanupConfig:
     """What cleanup reads of the configuration for every message, worked out once for a
@@ -71,7 +78,34 @@ class CleanupConfig:
     @cached_property
     def wants_body(self) -> bool:
         """Whether anything looks past the primary header (the body walk costs per line)."""
-        return bool(self.content_checks - {"header_checks"})
+        return bool(
+            self.content_checks - {"header_checks"} or self.mime_reports - {MIME_8BIT_HEADER}
+        )
+
+    @cached_property
+    def mime_reports(self) -> frozenset[str]:
+        """The MIME errors cleanup refuses a message for, as Postfix's cleanup asks its MIME
+        processor for them: 8-bit header text (strict_7bit_headers), 8-bit text in a body
+        that is 7bit by its Content-Transfer-Encoding (strict_8bitmime_body; both with
+        strict_8bitmime), a message/* or multipart/* entity encoded base64 or
+        quoted-printable (strict_mime_encoding_domain), and multipart nesting past
+        mime_nesting_limit with any of those or a header checks table."""
+        get = self.cfg.get_bool
+        strict = get("strict_8bitmime")
+        wanted = {
+            MIME_8BIT_HEADER: strict or get("strict_7bit_headers"),
+            MIME_8BIT_BODY: strict or get("strict_8bitmime_body"),
+            MIME_DOMAIN: get("strict_mime_encoding_domain"),
+        }
+        reports = {text for text, on in wanted.items() if on}
+        headers = {"header_checks", "mime_header_checks", "nested_header_checks"}
+        if reports or self.content_checks & headers:
+            reports.add(MIME_NESTING)
+        return frozenset(reports)
+
+    @cached_property
+    def mime_nesting_limit(self) -> int:
+        return self.cfg.get_int("mime_nesting_limit")
 
     @cached_property
     def mailer_daemon(self) -> str:
