@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import pwd
 import sys
+from collections.abc import Sequence
 
+from oxipost import match_list
 from oxipost.config import Config
 from oxipost.log import get_logger
-from oxipost.maps import open_table
+from oxipost.maps import TableError
 
 
 def login_name(uid: int) -> str:
@@ -33,24 +35,34 @@ def login_name(uid: int) -> str:
 def refused(cfg: Config, param: str, uid: int) -> str | None:
     """None when the user uid is in the list param; else its name, for the message."""
     name = login_name(uid)
-    if string_list_match(cfg, cfg.get_list(param), name):
+    if string_list_match(cfg, cfg.get_list(param), name, param):
         return None
     return name
 
 
-def string_list_match(cfg: Config, items: list[str], name: str) -> bool:
-    """Postfix's string_list_match(): each item the name itself or a type:table asked for
-    it (static:anyone matches all), !negation, the first match wins. Names match whole: a
-    user "john.doe" is not matched by ".doe" (a domain list's parent-domain form)."""
-    for raw in items:
-        negate = raw.startswith("!")
-        item = raw[1:] if negate else raw
+def string_list_match(cfg: Config, items: list[str], name: str, pname: str = "") -> bool:
+    """Postfix's string_list_match() on the list `pname` (its value `items`): each item
+    the name itself or a type:table asked for it (static:anyone matches all), !negation,
+    /file/name (oxipost.match_list), the first match wins. Names match whole: a user
+    "john.doe" is not matched by ".doe" (a domain list's parent-domain form)."""
+    return string_patterns_match(cfg, match_list.patterns(cfg, pname, items), name, pname)
+
+
+def string_patterns_match(
+    cfg: Config | None, patterns: Sequence[match_list.Pattern], name: str, pname: str
+) -> bool:
+    """string_list_match() on a list already expanded (match_list.patterns)."""
+    for result, item in patterns:
         if ":" in item:
-            hit = open_table(item, cfg).lookup(name) is not None
+            try:
+                hit = match_list.table(cfg, item).lookup(name) is not None
+            except TableError:
+                match_list.lookup_problem(pname, item)
+                raise
         else:
             hit = item.lower() == name.lower()
         if hit:
-            return not negate
+            return result
     return False
 
 

@@ -202,7 +202,33 @@ def allow_surrogates(error: Callable[[str], None] | None) -> Callable[[str], Non
     with _cache_lock:
         for key in [k for k, (t, _) in _cache.items() if isinstance(t, SurrogateTable)]:
             del _cache[key]
+        for registry in _registries:
+            registry.clear()
     return previous
+
+
+_registries: list[dict[str, SurrogateTable]] = []
+
+
+def surrogate_registry() -> dict[str, SurrogateTable]:
+    """A process's register of surrogates kept outside open_table's cache (a match list's
+    file that did not open), emptied with it by allow_surrogates."""
+    registry: dict[str, SurrogateTable] = {}
+    _registries.append(registry)
+    return registry
+
+
+def report_open_error(text: str) -> None:
+    """Log that a table did not open, as dict_surrogate does as it stands in: "error:
+    TEXT" in a daemon (see above), on stderr in a command."""
+    part = _part_log.get()
+    if part is not None:
+        part.error(text)
+    elif _open_error is not None:
+        _open_error(text)
+    else:
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "oxipost"
+        print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
 
 
 class _LoggingTo:
@@ -905,8 +931,7 @@ def open_table(
     except TableError as e:
         if _open_error is None:
             raise
-        part = _part_log.get()
-        (_open_error if part is None else part.error)(str(e))
+        report_open_error(str(e))
         table = SurrogateTable(spec, str(e))
     with _cache_lock:
         _cache[key] = (table, stamp)

@@ -46,9 +46,10 @@ import threading
 import urllib.parse
 
 import oxipost.maps as maps
-from oxipost.config import Config, ConfigError, maincf, params, split_list
+from oxipost import match_list
+from oxipost.config import Config, ConfigError, maincf, params
 from oxipost.maps import TableError, fold, utf8_checked, utf8_refused, warn
-from oxipost.user_acl import string_list_match
+from oxipost.user_acl import string_patterns_match
 
 # db_common.c's template flags.
 _KEY_DOMAIN = 1
@@ -267,10 +268,8 @@ def _daemon_error(text: str) -> None:
     """Log what would have been a Postfix daemon's fatal error, where a daemon goes on
     (a command says it as its own fatal error)."""
     # A daemon is where open errors are reported rather than raised (allow_surrogates).
-    if maps._open_error is None:
-        return
-    part = maps._part_log.get()
-    (maps._open_error if part is None else part.error)(text)
+    if maps._open_error is not None:
+        maps.report_open_error(text)
 
 
 class SqliteTable:
@@ -293,7 +292,7 @@ class SqliteTable:
         self.templates.parse(self.query, query=True)
         self.templates.parse(self.result_format, query=False)
         # Files in the list are read now, as Postfix's string_list_init does.
-        self.domains = _file_items(split_list(p.get_str("domain", "") or ""))
+        self.domains = match_list.patterns(None, name, [p.get_str("domain", "") or ""])
         self.cfg = cfg
         self._lock = threading.Lock()
         self._missing = False
@@ -328,7 +327,7 @@ class SqliteTable:
         user, at, domain = key.rpartition("@")
         if not at or not user:
             return False
-        return string_list_match(self.cfg, self.domains, domain)  # type: ignore[arg-type]
+        return string_patterns_match(self.cfg, self.domains, domain, self.name)
 
     def lookup(self, key: str) -> str | None:
         try:
@@ -405,18 +404,3 @@ class SqliteTable:
             text = self._conn.execute("SELECT CAST(? AS TEXT)", (value,)).fetchone()[0]
             return bytes(text).decode()
         return str(value)
-
-
-def _file_items(items: list[str]) -> list[str]:
-    """A match list's items with each /file item replaced by the words of that file
-    (match_list's file form), comments left out."""
-    out: list[str] = []
-    for item in items:
-        if not item.startswith("/"):
-            out.append(item)
-            continue
-        text, _ = maps.read_owned(item, "open")
-        for line in text.decode("utf-8", "surrogateescape").splitlines():
-            if not line.lstrip().startswith("#"):
-                out.extend(_file_items(split_list(line)))
-    return out

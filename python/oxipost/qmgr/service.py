@@ -795,7 +795,7 @@ class Qmgr:
         elif op in ("flush-site", "flush-id"):
             site = str(req.get("site", ""))
             if op == "flush-site" and not match_domain(
-                self.cfg, self.cfg.get_list("fast_flush_domains"), site, True
+                self.cfg, self.cfg.get_list("fast_flush_domains"), site, True, "fast_flush_domains"
             ):
                 # Postfix's flush server answers FLUSH_STAT_DENY.
                 return {"ok": False, "denied": True, "error": f"{site}: not in fast_flush_domains"}

@@ -34,8 +34,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oxipost import match_list
 from oxipost.delivery.address import is_dot_string
+from oxipost.maps import TableError
 from oxipost.maps.search import FULL, domain_keys, maps_find, transport_keys, virtual_keys
+from oxipost.user_acl import string_list_match
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -147,18 +150,28 @@ def _table(spec: str, cfg: Config, no_regsub: bool = False):  # type: ignore[no-
     return open_table(spec, cfg, no_regsub=no_regsub)
 
 
-def match_domain(cfg: Config, items: list[str], domain: str, subdomains: bool) -> bool:
-    """Postfix's domain match list: names, parent domains (when `subdomains`), type:table,
-    !negation. Case-insensitive. TableError propagates."""
+def match_domain(
+    cfg: Config, items: list[str], domain: str, subdomains: bool, pname: str = ""
+) -> bool:
+    """Postfix's domain match list `pname` (its value `items`): names, parent domains
+    (when `subdomains`), type:table, !negation, /file/name (oxipost.match_list).
+    Case-insensitive. TableError propagates, after match_ops' warning."""
     domain = domain.lower().rstrip(".")
-    for raw in items:
-        negate = raw.startswith("!")
-        item = raw[1:] if negate else raw
-        hit = False
+    for result, item in match_list.patterns(cfg, pname, items):
         if ":" in item and not item.startswith("["):
             # match_hostname(): the name, then its parents (`.parent` unless `subdomains`)
             # in a fixed table only.
-            hit = maps_find([_table(item, cfg)], domain_keys(domain, subdomains)) is not None
+            # dict_get itself, without maps_find's lookup error warning.
+            try:
+                table = match_list.table(cfg, item)
+                hit = any(
+                    table.lookup(key) is not None
+                    for key, partial in domain_keys(domain, subdomains)
+                    if table.fixed or not partial
+                )
+            except TableError:
+                match_list.lookup_problem(pname, item)
+                raise
         else:
             name = item.lower().rstrip(".")
             if name.startswith("."):
@@ -166,8 +179,16 @@ def match_domain(cfg: Config, items: list[str], domain: str, subdomains: bool) -
             else:
                 hit = domain == name or (subdomains and domain.endswith("." + name))
         if hit:
-            return not negate
+            return result
     return False
+
+
+def _in_string_list(cfg: Config, param: str, domain: str) -> bool:
+    """Whether `domain` is in `param`, a list trivial-rewrite reads as a string list
+    (mydestination, virtual_alias_domains, virtual_mailbox_domains: Postfix's
+    string_list_init, not domain_list_init): whole names only, no .parent form nor
+    parent domains, a table asked for the whole domain. TableError propagates."""
+    return string_list_match(cfg, cfg.get_list(param), domain.rstrip("."), param)
 
 
 def _subdomain_param(cfg: Config, name: str) -> bool:
@@ -198,7 +219,7 @@ def is_local_domain(cfg: Config, domain: str) -> bool:
             return str(ipaddress.ip_address(literal)) in _interface_addresses(cfg)
         except ValueError:
             return False
-    return match_domain(cfg, cfg.get_list("mydestination"), domain, False)
+    return _in_string_list(cfg, "mydestination", domain)
 
 
 def _split_transport(value: str) -> tuple[str, str]:
@@ -222,7 +243,6 @@ def _by_sender(cfg: Config, what: str, sender: str) -> str | None:
     specs = cfg.get_list(param)
     if not specs:
         return None
-    from oxipost.maps import TableError
 
     if sender:
         local_domain = is_local_domain(cfg, split_address(sender)[1])
@@ -294,19 +314,18 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
         transport, nexthop = _split_transport(cfg.get("local_transport"))
         nexthop = nexthop or cfg.get("myhostname")
         flags |= RESOLVE_FLAG_FINAL
-    elif match_domain(cfg, cfg.get_list("virtual_alias_domains"), ldomain, False):
+    elif _in_string_list(cfg, "virtual_alias_domains", ldomain):
         addr_class = RESOLVE_CLASS_ALIAS
         transport, nexthop = "error", "5.1.1 User unknown in virtual alias table"
         flags |= RESOLVE_FLAG_FINAL
-    elif match_domain(cfg, cfg.get_list("virtual_mailbox_domains"), ldomain, False):
+    elif _in_string_list(cfg, "virtual_mailbox_domains", ldomain):
         addr_class = RESOLVE_CLASS_VIRTUAL
         transport, nexthop = _split_transport(cfg.get("virtual_transport"))
         nexthop = nexthop or ldomain
         flags |= RESOLVE_FLAG_FINAL
     else:
-        if match_domain(
-            cfg, cfg.get_list("relay_domains"), ldomain, _subdomain_param(cfg, "relay_domains")
-        ):
+        subdomains = _subdomain_param(cfg, "relay_domains")
+        if match_domain(cfg, cfg.get_list("relay_domains"), ldomain, subdomains, "relay_domains"):
             addr_class = RESOLVE_CLASS_RELAY
             channel = cfg.get("relay_transport")
         else:
@@ -344,7 +363,7 @@ def _transport_maps(cfg: Config, address: str) -> str | None:
     try:
         found = maps_find(tables, transport_keys(address, cfg))
     except Exception as e:
-        from oxipost.maps import TableError, warn
+        from oxipost.maps import warn
 
         if isinstance(e, TableError):
             # resolve.c's, after the table's own and maps_find's.

@@ -23,6 +23,7 @@ open relay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -32,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oxipost import match_list
 from oxipost.delivery.address import log_form
 from oxipost.maps import TableConfigError, TableError, open_at_start, open_table
 from oxipost.maps.net import NET_TABLE_TYPES
@@ -326,10 +328,33 @@ _TABLE_PARAMS = (
 )
 
 
+# The match lists smtpd reads as it starts (smtpd_init, smtpd_check_init, and what
+# trivial-rewrite's resolve_init reads, resolve being in process here).
+_LIST_PARAMS = (
+    "smtpd_client_event_limit_exceptions",
+    "smtpd_forbid_bare_newline_exclusions",
+    "mynetworks",
+    "relay_domains",
+    "permit_mx_backup_networks",
+    "smtpd_authorized_xclient_hosts",
+    "smtpd_authorized_xforward_hosts",
+    "debug_peer_list",
+    "fast_flush_domains",
+    "mydestination",
+    "virtual_alias_domains",
+    "virtual_mailbox_domains",
+)
+
+
 def open_smtpd_tables(cfg: Config) -> None:
     """Open smtpd's tables (the lists it matches, the recipient tables, the restrictions'
     and their classes' tables) as Postfix's smtpd_check_init does as smtpd starts: one
-    that does not open is logged then (oxipost.maps.open_at_start)."""
+    that does not open is logged then (oxipost.maps.open_at_start); the files its match
+    lists name are read then too."""
+    for param in _LIST_PARAMS:
+        if cfg.is_known(param):
+            with contextlib.suppress(TableError):
+                match_list.patterns(cfg, param, cfg.get_list(param))
     restrictions = [param for param, _ in _STAGES.values()]
     classes = cfg.get_list("smtpd_restriction_classes")
     params = [*_TABLE_PARAMS, *restrictions, *classes]
@@ -359,23 +384,27 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def match_networks(cfg: Config, items: list[str], addr: str) -> bool:
-    """Postfix's network match list: CIDR, plain IPs, [ipv6]/len, type:table, !negation."""
+def match_networks(cfg: Config, items: list[str], addr: str, pname: str = "mynetworks") -> bool:
+    """Postfix's network match list `pname` (its value `items`): CIDR, plain IPs,
+    [ipv6]/len, type:table, !negation, /file/name (oxipost.match_list). TableError
+    propagates, after match_ops' warning."""
     ip = _address(addr)
     if ip is None:
         return False
-    for raw in items:
-        negate = raw.startswith("!")
-        item = raw[1:] if negate else raw
+    for result, item in match_list.patterns(cfg, pname, items):
         hit = False
         if ":" in item and not item.startswith("[") and "/" not in item.split(":", 1)[0]:
             if _network(item.strip("[]").replace("]/", "/")) is None:
-                hit = _table(item, cfg).lookup(addr) is not None
+                try:
+                    hit = match_list.table(cfg, item).lookup(addr) is not None
+                except TableError:
+                    match_list.lookup_problem(pname, item)
+                    raise
         if not hit:
             net = _network(item.replace("[", "").replace("]", ""))
             hit = net is not None and ip in net
         if hit:
-            return not negate
+            return result
     return False
 
 
@@ -383,22 +412,21 @@ def match_namadr(cfg: Config, param: str, name: str, addr: str) -> bool:
     """Postfix's namadr_list_match on the list `param`: each pattern in turn, an address
     or network against the client's address, a host name or .domain against its name
     (parent domains too when parent_domain_matches_subdomains names `param`), a
-    type:table asked for the name then the address; !negation. TableError propagates."""
+    type:table asked for the name then the address; !negation, /file/name. TableError
+    propagates."""
     items = cfg.get_list(param)
     if not items:
         return False  # the usual case, asked on every connection
     subdomains = param in cfg.get_list("parent_domain_matches_subdomains")
-    for raw in items:
-        negate = raw.startswith("!")
-        item = raw[1:] if negate else raw
+    for result, item in match_list.patterns(cfg, param, items):
         if _network(item.strip("[]").replace("]/", "/")) is not None:
-            hit = match_networks(cfg, [item], addr)
+            hit = match_networks(cfg, [item], addr, param)
         else:
-            hit = match_domain(cfg, [item], name, subdomains) or (
-                ":" in item and match_networks(cfg, [item], addr)
+            hit = match_domain(cfg, [item], name, subdomains, param) or (
+                ":" in item and match_networks(cfg, [item], addr, param)
             )
         if hit:
-            return not negate
+            return result
     return False
 
 

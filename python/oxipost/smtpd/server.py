@@ -1613,7 +1613,8 @@ class Session:
         if reply is not None:
             await self._reject(reply)
             return
-        if not match_domain(self.cfg, self.cfg.get_list("fast_flush_domains"), domain, True):
+        flush_domains = self.cfg.get_list("fast_flush_domains")
+        if not match_domain(self.cfg, flush_domains, domain, True, "fast_flush_domains"):
             # etrn_cmd's warning for the flush service's FLUSH_STAT_DENY.
             self.srv.log.warning(f"reject: ETRN {domain[:100]}... from {self.state.namaddr}")
             await self.reply(R.ETRN_UNAVAILABLE.format(domain=domain))
