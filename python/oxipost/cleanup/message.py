@@ -223,13 +223,9 @@ def _cleanup(
     except CleanupDefer as e:
         state.warn(e.warning)
         return Cleaned(env, content, state.reply or e.reply, notes=state.notes)
-    # Refused from here on, the message is returned (pickup) to the envelope as cleanup
-    # wrote it before the content: the recipients qualified, each with its original.
-    refused = Envelope(*_ENVELOPE_FIELDS(env))
-    refused.sender, refused.recipients = sender, recipients
     if hops >= opts.hopcount_limit:
         state.warn("message rejected: hopcount exceeded")
-        return Cleaned(refused, content, _HOPS, notes=state.notes)
+        return _refused(state, env, sender, recipients, content, _HOPS)
     walker = Walker(state)
     # The lines without their CR LF; none has one inside (split_header split there).
     header_text = received.split("\r\n")
@@ -254,9 +250,9 @@ def _cleanup(
             out_head = walker.headers(header_text, "primary")
     except CleanupDefer as e:
         state.warn(e.warning)
-        return Cleaned(refused, content, e.reply, notes=state.notes)
+        return _refused(state, env, sender, recipients, content, e.reply)
     if state.reply is not None:
-        return Cleaned(refused, content, state.reply, notes=state.notes)
+        return _refused(state, env, sender, recipients, content, state.reply)
     out_head += _missing_headers(state, walker.names)
     if state.reply is None and not state.discard:
         if not any(text.startswith("message-id=") for _, text in state.notes):
@@ -269,6 +265,22 @@ def _cleanup(
     if isinstance(new_env, str):
         return Cleaned(env, content, new_env, notes=state.notes)
     return Cleaned(new_env, out + body, discard=state.discard, notes=state.notes)
+
+
+def _refused(
+    state: CleanupState,
+    env: Envelope,
+    sender: str,
+    recipients: list[Recipient],
+    content: bytes,
+    reply: str,
+) -> Cleaned:
+    """A message refused once its envelope was processed: returned (to pickup) with the
+    envelope as cleanup wrote it before the content, the recipients qualified, each with
+    its original (a copy made only then, not for every message)."""
+    written = Envelope(*_ENVELOPE_FIELDS(env))
+    written.sender, written.recipients = sender, recipients
+    return Cleaned(written, content, reply, notes=state.notes)
 
 
 def _final_envelope(
