@@ -29,8 +29,8 @@ message_size_limit = 20000
 WANTED = r": reject: |Illegal address syntax"
 
 
-def _played(start_smtpd: Any, dialogue: list[str]) -> Played:
-    both = Played(start_smtpd, [*dialogue, "QUIT"], CHECKS_CF)
+def _played(start_smtpd: Any, dialogue: list[str], main_cf: str = "") -> Played:
+    both = Played(start_smtpd, [*dialogue, "QUIT"], CHECKS_CF + main_cf)
     assert both.our_replies[1:] == both.their_replies[1:]
     assert _transaction_lines(both.ours, WANTED) == _transaction_lines(both.theirs, WANTED)
     return both
@@ -117,3 +117,34 @@ def test_one_pair_of_brackets_too_many_as_postfix(start_smtpd) -> None:
         "250 2.1.5 Ok",
     ], replies
     assert all(re.match("501 5.1.3 ", r) for r in replies[11:16]), replies
+
+
+def test_helo_address_literal_judged_as_postfix(start_smtpd) -> None:
+    """reject_invalid_helo_hostname sends a name that starts with "[" to Postfix's
+    reject_invalid_hostaddr ("invalid ip address"): brackets off when both are there, an
+    IPv6 address only after "IPv6:"; reject_non_fqdn_helo_hostname leaves it alone. A
+    refused HELO leaves the session's name as it was."""
+    dialogue = ["HELO [::1]", "ETRN a.example", "HELO [IPv6:::1]", "ETRN a.example"]
+    dialogue += ["HELO [1.2.3.4", "ETRN a.example", "HELO [1.2.3]", "HELO [1.2.3.4]x"]
+    dialogue += ["HELO [127.0.0.2]", "EHLO [1.2.3]", "MAIL FROM:<a@b.c>"]
+    both = _played(start_smtpd, dialogue, "smtpd_delay_reject = no\n")
+    replies = both.their_replies
+    assert replies[1] == "501 5.5.2 <[::1]>: Helo command rejected: invalid ip address"
+    assert replies[2] == "503 Error: send HELO/EHLO first"
+    assert replies[3:5] == ["250 mx.example.test", "459 <a.example>: service unavailable"]
+
+
+def test_mail_size_kept_after_a_failed_mail_as_postfix(start_smtpd) -> None:
+    """SIZE= is judged against message_size_limit after all parameters, and Postfix's
+    msg_size outlives a MAIL that failed: the next MAIL without SIZE= is refused too, until
+    RSET or HELO. The refusal is logged with the sender."""
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@b.c> SIZE=999999 FOO=bar"]
+    dialogue += ["MAIL FROM:<a@b.c>", "MAIL FROM:<a@b.c> SIZE=10", "RSET"]
+    dialogue += ["MAIL FROM:<a@b.c> SIZE=999999", "RSET", "MAIL FROM:<a@b.c>", "RSET"]
+    dialogue += ["MAIL FROM:<a@b.c> SIZE=999999", "EHLO client.example", "MAIL FROM:<a@b.c>"]
+    both = _played(start_smtpd, dialogue)
+    assert both.their_replies[2:5] == [
+        "555 5.5.4 Unsupported option: FOO=bar",
+        "552 5.3.4 Message size exceeds fixed limit",
+        "250 2.1.0 Ok",
+    ], both.their_replies

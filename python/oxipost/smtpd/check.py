@@ -59,7 +59,7 @@ from oxipost.rewrite.resolve import (
 )
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.policy import PolicyClient
-from oxipost.valid import valid_hostaddr, valid_hostname
+from oxipost.valid import valid_hostaddr, valid_hostname, valid_mailhost_literal
 from oxipost.verify import client as verify_client
 
 if TYPE_CHECKING:
@@ -761,7 +761,8 @@ class Checker:
                 )
             return DUNNO
         if name == "reject_non_fqdn_helo_hostname" or name == "reject_non_fqdn_hostname":
-            if st.helo and not _fqdn(st.helo):
+            # Postfix does not ask this of anything that starts as an address literal.
+            if st.helo and not st.helo.startswith("[") and not _fqdn(st.helo):
                 return Reply(
                     cfg.get_int("non_fqdn_reject_code"),
                     "5.5.2",
@@ -769,7 +770,17 @@ class Checker:
                 )
             return DUNNO
         if name in ("reject_invalid_helo_hostname", "reject_invalid_hostname"):
-            if st.helo and not valid_helo(st.helo):
+            if st.helo.startswith("["):
+                # Postfix's reject_invalid_hostaddr: an address literal, its brackets
+                # (when both are there) and "IPv6:" off, must be the address.
+                inner = st.helo[1:-1] if st.helo.endswith("]") else st.helo
+                if not valid_mailhost_literal(f"[{inner}]"):
+                    return Reply(
+                        cfg.get_int("invalid_hostname_reject_code"),
+                        "5.5.2",
+                        f"<{st.helo}>: Helo command rejected: invalid ip address",
+                    )
+            elif st.helo and not valid_helo(st.helo):
                 return Reply(
                     cfg.get_int("invalid_hostname_reject_code"),
                     "5.5.2",
@@ -1620,14 +1631,9 @@ def _fqdn(name: str) -> bool:
 
 
 def valid_helo(name: str) -> bool:
-    """reject_invalid_helo_hostname's test: an address literal holds an address (with or
-    without "IPv6:"), a name without its trailing dots (smtpd_check.c's dup_if_truncate)
-    is a host name or an address."""
-    if name.startswith("[") and name.endswith("]"):
-        inner = name[1:-1]
-        if inner[:5].lower() == "ipv6:":
-            inner = inner[5:]
-        return valid_hostaddr(inner)
+    """reject_invalid_helo_hostname's test of a name that is not an address literal: the
+    name without its trailing dots (smtpd_check.c's dup_if_truncate) is a host name or an
+    address."""
     bare = name.rstrip(".") or name
     return valid_hostname(bare) or valid_hostaddr(bare)
 

@@ -325,6 +325,9 @@ class Session:
         self.peer = peer
         self.state = ClientState(addr=self.addr, log_external=self.srv.log_external)
         self.tx: Transaction | None = None
+        # Postfix's state->msg_size: MAIL's SIZE= is kept even when that MAIL fails, and
+        # judged again at the next MAIL without SIZE= until mail_reset().
+        self.msg_size = 0
         self.errors = 0
         self.junk = 0
         self.tls_active = server.wrapper
@@ -837,10 +840,7 @@ class Session:
         if not arg:
             await self.reply(R.HELO_SYNTAX)
             return
-        self._reset_helo(arg, "HELO")
-        reply = await self._check(self.srv.checker.at_helo)
-        if reply is not None:
-            await self._reject(reply)
+        if not await self._helo_checked(arg, "HELO"):
             return
         if self.milters is not None:
             await self._milter_helo()
@@ -853,10 +853,7 @@ class Session:
         if not arg:
             await self.reply(R.EHLO_SYNTAX)
             return
-        self._reset_helo(arg, "EHLO")
-        reply = await self._check(self.srv.checker.at_helo)
-        if reply is not None:
-            await self._reject(reply)
+        if not await self._helo_checked(arg, "EHLO"):
             return
         if self.milters is not None and await self._milter_helo():
             # As Postfix after a milter refused the EHLO with 5XX: no extension but
@@ -914,15 +911,27 @@ class Session:
             return False
         return True
 
-    def _reset_helo(self, name: str, kind: str) -> None:
+    async def _helo_checked(self, name: str, kind: str) -> bool:
+        """HELO's or EHLO's name taken, unless smtpd_helo_restrictions (run now when
+        smtpd_delay_reject = no) refuse it: as in Postfix's helo_cmd the restrictions and
+        the reject line see the new name, and a refused one leaves the session as it was
+        (the earlier name, the transaction)."""
         if not (name.isascii() and name.isprintable()) or _NEUTERED.search(name):
             # As Postfix's helo_cmd: printable() (without SMTPUTF8 every 8-bit byte is a
             # '?'), then neuter(): what the logs, restrictions and headers see.
             name = neuter(printable(name, utf8=self._smtputf8()))
+        if not self.srv.checker.delay_reject:
+            earlier, self.state.helo = self.state.helo, name
+            reply = await self._check(self.srv.checker.at_helo)
+            if reply is not None:
+                await self._reject(reply)
+                self.state.helo = earlier
+                return False
         self.state.helo = name
         self.helo_kind = kind
         self.state.esmtp = kind == "EHLO"
         self._mail_reset()
+        return True
 
     async def _reject(
         self, reply: Reply, recipient: str = "", milter_rcpt: list[str] | None = None
@@ -964,6 +973,7 @@ class Session:
         """Postfix's mail_reset(): the transaction ends, with MAIL's AUTH= and the queue ID
         (a queue file opened and not finished is dropped without a word, as there)."""
         self.tx = None
+        self.msg_size = 0
         self.sasl_sender = None
         self.state.sender = None
         self.state.queue_id = ""
@@ -1029,10 +1039,7 @@ class Session:
                 if len(value) > 18:
                     await self.reply(R.SIZE_OVERFLOW)
                     return
-                tx.size = int(value)
-                if self.srv.size_limit and tx.size > self.srv.size_limit:
-                    await self.reply(R.SIZE_EXCEEDS)
-                    return
+                self.msg_size = int(value)
             elif key == "BODY":
                 if value.upper() not in ("7BIT", "8BITMIME"):
                     await self.reply(R.BAD_BODY.format(value=value))
@@ -1064,6 +1071,14 @@ class Session:
                     return
                 if value != "<>":
                     self.sasl_sender = printable(value)
+        tx.size = self.msg_size
+        if self.srv.size_limit and tx.size > self.srv.size_limit:
+            # smtpd_check_size, after all parameters, logged with the sender.
+            self.state.sender = addr
+            self.srv.log.info(self.state.whatsup("reject", R.SIZE_EXCEEDS))
+            self.state.sender = None
+            await self.reply(R.SIZE_EXCEEDS)
+            return
         try:
             space_ok = self.srv.queue.free_space_ok(tx.size)
         except Exception:
