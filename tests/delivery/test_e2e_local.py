@@ -57,6 +57,9 @@ def test_sendmail_to_maildir_read_by_dovecot(tmp_path, shared_tmp, qmgr_proc):
         f"maillog_file = {tmp_path}/maillog\nmyhostname = mx.test.example\n"
         "mydestination = localhost\ninet_protocols = ipv4\ndisable_dns_lookups = yes\n"
         f"alias_maps =\nlocal_recipient_maps =\nmail_spool_directory = {spool}/\n"
+        # compatibility_level 0's append_dot_mydomain = yes would make user@localhost
+        # user@localhost.$mydomain (as in Postfix), not a local address.
+        "append_dot_mydomain = no\n"
     )
     (conf / "master.cf").write_text(MASTER_CF)
     cfg = load_config(str(conf))

@@ -680,7 +680,10 @@ def test_alias_members_delivered_in_the_same_delivery(tmp_path, spool):
     cfg = make_config(
         tmp_path / "c",
         main=f"alias_maps = texthash:{tmp_path}/aliases\nalias_database =\n"
-        f"mail_spool_directory = {spool}/\nmydestination = localhost\nmyorigin = localhost\n",
+        f"mail_spool_directory = {spool}/\nmydestination = localhost\nmyorigin = localhost\n"
+        # compatibility_level 0's append_dot_mydomain = yes would make user@localhost
+        # user@localhost.$mydomain (as in Postfix), not a local address.
+        "append_dot_mydomain = no\n",
     )
     req = request(cfg, "local", "localhost", ["twice@localhost", "ping@localhost"])
     req.recipients[1] = Recipient("ping@localhost", original="Ping@Example.ORG")
@@ -736,7 +739,10 @@ def test_unknown_user_fallbacks_in_order(tmp_path, spool, caplog):
     # recipient), then the reserved names discarded, then the bounce. A user with a
     # passwd entry never gets there.
     user = _user()
-    base = f"alias_maps =\nmail_spool_directory = {spool}/\nrecipient_delimiter = +\n"
+    base = (
+        f"alias_maps =\nmail_spool_directory = {spool}/\nrecipient_delimiter = +\n"
+        "append_dot_mydomain = no\n"  # keep user@localhost local (compatibility_level 0)
+    )
     luser = f"luser_relay = {user}+$local@localhost\n"
     fallback = "fallback_transport = discard:fallback\n"
     maps = "fallback_transport_maps = inline:{ghost=discard:map}\n"

@@ -311,7 +311,8 @@ def _out_recipient(
     for new in expanded:
         key: object = new.lower()
         if keep_original:
-            key = (dsn_orcpt, rcpt.notify, rcpt.original.lower(), key)
+            # been_here with BH_FLAG_FOLD: the whole key in lower case, ORCPT too.
+            key = (dsn_orcpt.lower(), rcpt.notify, rcpt.original.lower(), key)
         if key in seen:
             continue
         seen.add(key)

@@ -14,7 +14,8 @@ Primary sender headers (From, Sender, Reply-To, Errors-To, ...) and recipient he
 Cc, Bcc, Resent-To, ...) then have their addresses put in standard form (local clients:
 @$myorigin / .$mydomain; remote clients: @$remote_header_rewrite_domain, or nothing when
 that is empty), canonical-mapped and masqueraded per the header_sender / header_recipient
-classes. Return-Path: is removed, as Postfix's cleanup removes it.
+classes. The headers message_drop_headers names (Bcc:, Content-Length:, Resent-Bcc: and
+Return-Path: by default) are removed from every client's mail, as Postfix's cleanup does.
 
 Diagnostics: each action is logged as Postfix's cleanup_act_log does, e.g. "reject: header
 Subject: spam from host[1.2.3.4]; from=<a@b> to=<c@d> proto=ESMTP helo=<h>: 5.7.1 text";
@@ -44,7 +45,7 @@ from oxipost.cleanup.state import (
 )
 from oxipost.delivery.address import log_form, quote_local
 from oxipost.envelope import Envelope
-from oxipost.maps import Table, TableError, warn_lookup_error
+from oxipost.maps import Table, TableError, open_table, warn_lookup_error
 from oxipost.maps.search import maps_find_warned
 from oxipost.printable import truncate
 from oxipost.rewrite.resolve import split_address, unquote_local
@@ -94,7 +95,6 @@ MIME_HEADERS = frozenset(
         "mime-version",
     }
 )
-DROPPED_HEADERS = frozenset({"return-path"})
 RESENT_HEADERS = frozenset(
     {
         "resent-bcc",
@@ -300,8 +300,14 @@ def _outside_quotes_find(text: str, char: str) -> int:
         return text.find(char)
     quoted = False
     depth = 0
+    escaped = False
     for i, ch in enumerate(text):
-        if ch == '"' and not depth:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            # A quoted pair: the '"' or ')' after it does not end the string or comment.
+            escaped = True
+        elif ch == '"' and not depth:
             quoted = not quoted
         elif not quoted and ch == "(":
             depth += 1
@@ -325,25 +331,45 @@ def rewrite_header_value(value: str, rewrite: Callable[[str], str]) -> str | Non
         if span is None:
             continue
         a, b = span
-        external = value[a:b]
-        if not external or external.startswith("@"):
+        external = original = value[a:b]
+        if not external:
             continue
-        if '"' in external or external.endswith("@"):
+        if external[0] == "@":
+            # Postfix's rewrite drops a source route; tok822 gives an address without a
+            # local part an empty one, and makes a lone '@' the empty address.
+            if external == "@":
+                changed = True
+                pieces += [value[last:a], '""']
+                last = b
+                continue
+            external = external[external.find(":") + 1 :]
+        if '"' in external or external.endswith("@") or external[0] == "@":
             local, domain = split_address(external)
-            internal = unquote_local(local) + ("@" + domain if domain else "")
+            # "user@" keeps its '@': Postfix leaves that broken form as it is.
+            at = "@" if domain or external.endswith("@") else ""
+            internal = unquote_local(local) + at + domain
         else:
             internal = external  # nothing to unquote, no empty domain to drop
-        new = rewrite(internal)
-        if new == internal:
-            continue
+        # Postfix puts each address of the header back as its rewrite service returned
+        # it, quoted only where it must be, and the header counts as rewritten when any
+        # differs from what was there, a quoted local part that needs no quotes too.
+        rewritten = rewrite(internal)
+        if rewritten == internal == original and original.count("@") == 1 and original[0] != "@":
+            new = original
+        else:
+            new = quote_local(rewritten)
+        changed = changed or new != original
         pieces.append(value[last:a])
-        pieces.append(quote_local(new))
+        pieces.append(new)
         last = b
-        changed = True
     if not changed:
         return None
     pieces.append(value[last:])
     return "".join(pieces)
+
+
+# A type:table item of local_header_rewrite_clients (not an IPv6 address).
+_TABLE = re.compile(r"[a-z][a-z0-9_]*:", re.IGNORECASE)
 
 
 def local_client(env: Envelope, cfg: Any) -> bool:
@@ -370,6 +396,14 @@ def local_client(env: Envelope, cfg: Any) -> bool:
                 return True
         elif item == "permit_sasl_authenticated" and env.sasl_username:
             return True
+        elif _TABLE.match(item):
+            # check_address_map type:table or a bare type:table: the client address as
+            # the key, any value a match (static:all matches every client).
+            try:
+                if open_table(item, cfg).lookup(env.client_addr) is not None:
+                    return True
+            except TableError as e:
+                warn_lookup_error(e, env.client_addr)
         else:
             try:
                 if ipaddress.ip_address(env.client_addr) in ipaddress.ip_network(
@@ -846,7 +880,7 @@ class Walker(MimeWalker):
     def after_checks(self, text: str, name: str, cls: str) -> str | None:
         if cls != PRIMARY or name in MIME_HEADERS:
             return text
-        if name in DROPPED_HEADERS:
+        if name in self.state.opts.drop_headers:
             return None
         if name in ("message-id", "resent-message-id"):
             self.state.info(f"{name}={text.split(':', 1)[1].strip()}")

@@ -11,10 +11,10 @@ message, called in process by smtpd, pickup and the agents that resubmit mail:
   many hops"), header_size_limit (the excess header is discarded), stray <CR>/<LF> replaced
   by a space (cleanup_replace_stray_cr_lf), header_checks / mime_header_checks /
   nested_header_checks / body_checks and header address rewriting
-  (oxipost.cleanup.header), and for clients in local_header_rewrite_clients (or with
-  always_add_missing_headers) the missing Message-Id:, Date: and From: (their Resent- forms
-  when the message has Resent- headers) and $undisclosed_recipients_header when it has
-  no To: or Cc:;
+  (oxipost.cleanup.header), and for clients in local_header_rewrite_clients, any client
+  when remote_header_rewrite_domain is set (or with always_add_missing_headers) the
+  missing Message-Id:, Date: and From: (their Resent- forms when the message has Resent-
+  headers) and $undisclosed_recipients_header when it has no To: or Cc:;
 - what the checks decided: REDIRECT and BCC recipients, HOLD (the envelope attribute
   "hold"), FILTER (the attribute "filter"), DISCARD.
 Internal mail (resubmitted by local(8), notices) skips the content checks, as Postfix's
@@ -46,7 +46,7 @@ from oxipost.cleanup.addr import (
     process_recipients,
     process_sender,
 )
-from oxipost.cleanup.header import RESENT_HEADERS, Walker, state_local
+from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_rewrite_context
 from oxipost.cleanup.state import Cleaned, CleanupState, TableNotes, cleanup_config
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope, Recipient
@@ -127,7 +127,9 @@ def from_header(cfg: Any, address: str, full_name: str) -> str:
 def _missing_headers(state: CleanupState, names: set[str]) -> list[str]:
     env, cfg = state.env, state.cfg
     extra: list[str] = []
-    if not (cfg.get_bool("always_add_missing_headers") or state_local(state)):
+    # Postfix's test is its header rewriting context: a remote client's mail has one too
+    # when remote_header_rewrite_domain is set.
+    if not (cfg.get_bool("always_add_missing_headers") or header_rewrite_context(state)):
         return extra
     host = cfg.get("myhostname")
     # With any Resent- header, the Resent- forms are the ones that must be there.

@@ -118,6 +118,11 @@ class CleanupConfig:
         return tuple(self.cfg.get_list("local_header_rewrite_clients"))
 
     @cached_property
+    def drop_headers(self) -> frozenset[str]:
+        """message_drop_headers' names in lower case."""
+        return frozenset(name.lower() for name in self.cfg.get_list("message_drop_headers"))
+
+    @cached_property
     def inet_interfaces(self) -> tuple[str, ...]:
         return tuple(self.cfg.get_list("inet_interfaces"))
 

@@ -1,0 +1,169 @@
+"""Address rewriting and the headers cleanup adds, beside real Postfix 3.7: the same
+sessions to Postfix without qmgr and to our smtpd with a real queue, then the queue files'
+envelope addresses and headers compared through each one's postcat. Cases the random
+differential (sender, recipients and headers against both) found."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.smtpd.test_postfix_differential import Queued, _commands, _queued_on_both
+
+pytestmark = [pytest.mark.postfix, pytest.mark.slow]
+
+# Every recipient relayed, one with routing operators too (allow_untrusted_routing).
+RELAY_ALL = (
+    "smtpd_relay_restrictions = check_recipient_access static:OK, reject_unauth_destination\n"
+    "allow_untrusted_routing = yes\n"
+)
+
+
+def _rewritten(queued: Queued) -> list[str]:
+    """The envelope's sender and recipient records and the message headers but the
+    Received: line, the queue ID and the times cleanup adds made alike."""
+    assert queued.postcat.returncode == 0, queued.postcat.stderr
+    out: list[str] = []
+    head = received = False
+    for line in queued.postcat.stdout.splitlines():
+        if line.startswith("*** MESSAGE CONTENTS"):
+            head = received = True
+            continue
+        if not head:
+            if line.startswith(("sender:", "recipient:", "original_recipient:")):
+                out.append(line)
+            continue
+        if not line:
+            break
+        if received and line[0] in " \t":
+            continue
+        received = line.startswith("Received:")
+        if not received:
+            line = re.sub(r"^((?:Resent-)?Date:) .*", r"\1 DATE", line)
+            out.append(re.sub(r"<\d{14}\.[0-9A-Z]+@", "<ID@", line.replace(queued.qid, "ID")))
+    return out
+
+
+def _message(sender: str, rcpts: list[str], headers: str) -> list[str]:
+    return [
+        "EHLO client.example",
+        f"MAIL FROM:<{sender}>",
+        *(f"RCPT TO:<{r}>" for r in rcpts),
+        "DATA",
+        headers + "\r\nbody\r\n.",
+    ]
+
+
+def _same_on_both(start_smtpd: Any, main_cf: str, commands: list[str], count: int) -> list[str]:
+    theirs, ours = _queued_on_both(start_smtpd, main_cf, _commands(commands), count)
+    assert len(theirs) == len(ours) == count
+    views = [_rewritten(q) for q in theirs]
+    for mine, view in zip([_rewritten(q) for q in ours], views, strict=True):
+        assert "\n".join(mine) == "\n".join(view)
+    return [line for view in views for line in view]
+
+
+def test_percent_bang_and_dot_forms_rewritten_as_postfix(start_smtpd: Any) -> None:
+    # The client (127.0.0.2) in mynetworks: envelope and headers in the local context.
+    # user%site and site!user without '@' become user@site, a domain without a dot gets
+    # .$mydomain (localhost too), one trailing dot goes but not "..". Recipients that
+    # differ in case only are one (the duplicate filter folds its whole key).
+    main_cf = RELAY_ALL + (
+        "allow_percent_hack = yes\nappend_dot_mydomain = yes\nmynetworks = 127.0.0.0/8\n"
+        "local_header_rewrite_clients = permit_mynetworks\n"
+    )
+    rcpts = ["b.example!c", "x!y!d", "e@localhost", "f@host.", "g%h.example", "E@LOCALHOST"]
+    headers = (
+        "To: b.example!c, a%b.example, e@localhost, f@host., g@h..\r\n"
+        'Cc: "q u", "a%b"@c.example, x!y!d\r\nSubject: s\r\n'
+    )
+    seen = _same_on_both(start_smtpd, main_cf, _message("a%b.example", rcpts, headers), 1)
+    assert "sender: a@b.example" in seen
+    assert "recipient: c@b.example" in seen
+    assert "recipient: y!d@x.example.test" in seen
+    assert seen.count("recipient: e@localhost.example.test") == 1
+
+
+def test_swap_bangpath_off_leaves_percent_hack_as_postfix(start_smtpd: Any) -> None:
+    main_cf = RELAY_ALL + "swap_bangpath = no\nallow_percent_hack = yes\n"
+    commands = _message("x!a%b.example", ["b.example!c", "c%d%e.example"], "Subject: s\r\n")
+    seen = _same_on_both(start_smtpd, main_cf, commands, 1)
+    assert "sender: x!a@b.example" in seen
+    assert "recipient: c%d@e.example" in seen
+
+
+def test_local_header_rewrite_clients_table_as_postfix(start_smtpd: Any) -> None:
+    # static:all, a type:table item, makes every client local: 127.0.0.2's headers get
+    # @$myorigin and the headers it lacks.
+    main_cf = RELAY_ALL + "local_header_rewrite_clients = static:all\n"
+    seen = _same_on_both(start_smtpd, main_cf, _message("u", ["r@example.org"], "To: bare\r\n"), 1)
+    assert "To: bare@mx.example.test" in seen
+    assert "From: u@mx.example.test" in seen
+
+
+def test_remote_header_rewrite_domain_adds_missing_headers_as_postfix(start_smtpd: Any) -> None:
+    # A remote client's mail has a header rewriting context when
+    # remote_header_rewrite_domain is set: the missing headers are added as for a local
+    # client's, the Resent- forms with a Resent- header; "user@" stays as it is.
+    main_cf = RELAY_ALL + "remote_header_rewrite_domain = remote.example\n"
+    commands = [
+        *_message("a@b.example", ["r@example.org"], "To: bare, a@\r\nSubject: s\r\n"),
+        *_message("a@b.example", ["r@example.org"], "Resent-To: x\r\nSubject: t\r\n"),
+    ]
+    seen = _same_on_both(start_smtpd, main_cf, commands, 2)
+    assert "Resent-From: a@b.example" in seen
+    assert "Date: DATE" in seen
+
+
+@pytest.mark.parametrize(
+    ("setting", "kept"),
+    [
+        ("", ["X-Drop: me", "Subject: s"]),
+        (
+            "message_drop_headers = x-drop, BCC\n",
+            [
+                "Content-Length: 5",
+                "Resent-Bcc: y@example.org",
+                "Return-Path: <q@example.org>",
+                "Subject: s",
+            ],
+        ),
+    ],
+)
+def test_message_drop_headers_removed_as_postfix(
+    start_smtpd: Any, setting: str, kept: list[str]
+) -> None:
+    # message_drop_headers (bcc, content-length, resent-bcc, return-path by default) go
+    # from every client's mail, here one without a header rewriting context; names in
+    # any case.
+    headers = (
+        "Bcc: x@example.org\r\nContent-Length: 5\r\nResent-Bcc: y@example.org\r\n"
+        "Return-Path: <q@example.org>\r\nX-Drop: me\r\nSubject: s\r\n"
+    )
+    commands = _message("a@b.example", ["r@example.org"], headers)
+    seen = _same_on_both(start_smtpd, RELAY_ALL + setting, commands, 1)
+    envelope = ("sender:", "recipient:", "original_recipient:")
+    assert [h for h in seen if not h.startswith(envelope)] == kept
+
+
+def test_header_address_forms_as_postfix(start_smtpd: Any) -> None:
+    # A '\\"' inside a quoted phrase does not end it: the address is the one in <...>
+    # (ours took '"x\\"' as the phrase and wrote "x\\"y <a"@...). The rewrite drops a source
+    # route, an address without a local part gets an empty one, a lone '@' is "", and a
+    # local part with '@' is quoted.
+    main_cf = RELAY_ALL + (
+        "local_header_rewrite_clients = static:all\n"
+        "canonical_maps = inline:{{a@b.example=c@b.example}}\n"
+    )
+    headers = (
+        'Sender: "x\\"y" <a@b.example>\r\nFrom: Phrase <@r.example:d@b.example>\r\n'
+        "Reply-To: @b.example\r\nErrors-To: @\r\nTo: e@f@g.example\r\n"
+    )
+    seen = _same_on_both(
+        start_smtpd, main_cf, _message("s@b.example", ["r@example.org"], headers), 1
+    )
+    assert 'Sender: "x\\"y" <c@b.example>' in seen
+    assert "From: Phrase <d@b.example>" in seen
+    assert 'To: "e@f"@g.example' in seen
