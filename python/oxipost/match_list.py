@@ -17,7 +17,10 @@ A word that starts with '#' ends the line: 'PNAME: comment at end of line is not
 supported: #WORD REST' (REST as Postfix prints it, with the line's newline). A file that
 does not open is the table non-existent:/file/name, whose every lookup fails ("error: open
 file /file/name: REASON" once per process, then dict_surrogate's warning at each lookup;
-`table` gives it to the matchers, `lookup_problem` words their warning).
+`table` gives it to the matchers, `lookup_problem` words their warning). A '!' without a
+pattern ("PNAME: no pattern after '!'") and a file that opens but cannot be read
+("match_list_parse: read file FILE: REASON", a directory) are ConfigError: fatal to the
+daemon that reads the list as it starts, as to Postfix's.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator, Sequence
 
-from oxipost.config import Config
+from oxipost.config import Config, ConfigError
 from oxipost.maps import (
     SurrogateTable,
     Table,
-    TableError,
     open_table,
     os_reason,
     report_open_error,
@@ -92,7 +94,7 @@ def _parse(pname: str, text: str, match: bool, out: list[Pattern]) -> None:
         item = word.lstrip("!")
         result = match if (len(word) - len(item)) % 2 == 0 else not match
         if not item:
-            raise TableError(f"{pname}: no pattern after '!'")
+            raise ConfigError(f"{pname}: no pattern after '!'")
         if item.startswith("/"):
             _read_file(pname, item, result, out)
         else:
@@ -101,8 +103,10 @@ def _parse(pname: str, text: str, match: bool, out: list[Pattern]) -> None:
 
 def _read_file(pname: str, path: str, match: bool, out: list[Pattern]) -> None:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
+    except IsADirectoryError as e:
+        # C's open() takes a directory; its first read fails.
+        raise ConfigError(f"match_list_parse: read file {path}: {os_reason(e)}") from None
     except OSError as e:
         spec = f"{NOFILE}:{path}"
         if spec not in _nofile:
@@ -112,6 +116,11 @@ def _read_file(pname: str, path: str, match: bool, out: list[Pattern]) -> None:
         # Postfix adds the pseudo table without the '!': its lookups fail either way.
         out.append((True, spec))
         return
+    with f:
+        try:
+            data = f.read()
+        except OSError as e:
+            raise ConfigError(f"match_list_parse: read file {path}: {os_reason(e)}") from None
     text = data.decode("utf-8", "surrogateescape")
     # Lines as vstring_fgets reads them: each with its newline (a warning shows it).
     lines = text.split("\n")

@@ -8,16 +8,20 @@ at each lookup). postconf shows such a value as written."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from oxipost.config import ConfigError, load_config
+from oxipost.smtpd.check import open_smtpd_tables
 
 from tests.conftest import run_ours, shared_dir
 from tests.smtpd.conftest import write_config
-from tests.smtpd.test_postfix_differential import Played, _after_prefix
+from tests.smtpd.test_postfix_differential import Played, _after_prefix, running_postfix
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
 
@@ -109,3 +113,40 @@ def test_postconf_shows_the_list_as_written(files: Path, tmp_path: Path) -> None
     ours = run_ours("postconf", "-c", d, *names)
     assert ours.stdout == theirs
     assert re.search(r"^mynetworks = 127\.0\.0\.1/32, /\S+/nets$", theirs, re.M)
+
+
+def _postfix_fatal(main_cf: str) -> str:
+    """The fatal error real Postfix's smtpd starts with under this main.cf."""
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf) as (_port, d):
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                for line in (d / "maillog").read_text().splitlines():
+                    if "postfix/smtpd[" in line and ": fatal: " in line:
+                        return line.split(": fatal: ", 1)[1]
+            assert time.monotonic() < deadline, "no fatal error from Postfix's smtpd"
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        "mynetworks = !\n",
+        "mynetworks = 127.0.0.1/32, {dir}\n",
+        "relay_domains = {dir}/with_bang\n",
+    ],
+)
+def test_unusable_list_is_fatal_at_start_as_postfix(
+    files: Path, tmp_path: Path, main_cf: str
+) -> None:
+    """A '!' without a pattern and a file that opens but cannot be read (a directory)
+    end Postfix's smtpd as it starts; ours refuses to start with the same words (the
+    service's fatal line under master)."""
+    (files / "with_bang").write_text("example.net, !\n")
+    main_cf = main_cf.replace("{dir}", str(files))
+    theirs = _postfix_fatal(main_cf)
+    cfg = load_config(write_config(str(tmp_path), main_cf)).for_service("smtp")
+    with pytest.raises(ConfigError) as ours:
+        open_smtpd_tables(cfg)
+    assert str(ours.value) == theirs
