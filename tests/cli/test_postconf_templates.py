@@ -204,3 +204,5 @@ def test_table_types_are_those_served(tmp_path: Path) -> None:
     # Each a type Postfix 3.7 knows, listed in its order.
     assert set(ours) <= set(real)
     assert ours == [t for t in real if t in ours]
+    # Both read main.cf first.
+    postconf_as_postfix(tmp_path / "nosuch", "-m")

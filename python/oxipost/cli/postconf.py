@@ -771,6 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config_dir, opts, args, overrides = _parse_args(argv)
         mode = _mode(opts, args)
+        if "m" in mode:
+            # As Postfix's, which reads main.cf (for dynamicmaps.cf) before it lists them.
+            load_config(config_dir, master_cf=False)
         listed = _listing(mode, overrides.pop("-T", ""))
         if listed is not None:
             for item in listed:
