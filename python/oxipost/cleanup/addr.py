@@ -278,7 +278,9 @@ def process_sender(state: CleanupState, sender: str) -> str:
     if not sender:
         return sender
     sender = rewrite_address(state.cfg, sender)
-    if sender.lower() == state.opts.mailer_daemon:
+    # Postfix compares only an address with a domain (append_at_myorigin = no leaves a
+    # bare MAILER-DAEMON as it is).
+    if "@" in sender and sender.lower() == state.opts.mailer_daemon:
         return ""
     if state.map_ok:
         try:

@@ -881,6 +881,9 @@ class Walker(MimeWalker):
         if cls != PRIMARY or name in MIME_HEADERS:
             return text
         if name in self.state.opts.drop_headers:
+            # Seen all the same: a Resent-Bcc: alone makes the headers cleanup adds the
+            # Resent- ones, as in Postfix (its headers_seen and resent come first).
+            self.names.add(name)
             return None
         if name in ("message-id", "resent-message-id"):
             self.state.info(f"{name}={text.split(':', 1)[1].strip()}")
