@@ -74,6 +74,11 @@ FATAL = {
     "unknown_time_unit": (
         "delay_template = <<EOF\nSubject: pm\n\n$delay_warning_time_fortnights\nEOF\n"
     ),
+    # A parameter of another daemon: unknown to bounce(8).
+    "daemon_parameter": "verify_template = <<EOF\nSubject: pm\n\nx $smtpd_banner\nEOF\n",
+    "daemon_parameter_default": (
+        "verify_template = <<EOF\nSubject: pm\n\n$relay_domains\n$smtp_helo_name\nEOF\n"
+    ),
     "lone_dollar": "failure_template = <<EOF\nSubject: pm\n\ncost $ 5\nEOF\n",
     "dollar_at_end": "failure_template = <<EOF\nSubject: pm\n\n$myhostname$\nEOF\n",
     "truncated": "failure_template = <<EOF\nSubject: pm\n\nx ${myhostname y\nEOF\n",
@@ -157,6 +162,20 @@ def test_parameter_values_in_text_as_postfix(tmp_path: Path, utf8: str) -> None:
         "myhostname = mx.xn--caf-dma.example\nmydomain = xn--caf-dma.example\n"
         f"smtputf8_enable = {utf8}\ncustom = caf\u00e9 ctl\x01x\nsyslog_name = tpl\n"
     )
+    postconf_as_postfix(_confdir(tmp_path, main_cf), "-b", str(path))
+
+
+def test_bounce_parameters_as_postfix(tmp_path: Path) -> None:
+    """The global parameters and bounce(8)'s own expand, as do main.cf's names, whatever
+    daemon they are for."""
+    path = tmp_path / "bounce.cf"
+    path.write_text(
+        "failure_template = <<EOF\nSubject: pm\n\n$relay_domains; $mydestination\n"
+        "$notify_classes $bounce_size_limit $mail_owner $double_bounce_sender $myorigin\n"
+        "$maximal_queue_lifetime $header_from_format $compatibility_level $relayhost.\n"
+        "$smtpd_banner / $custom\nEOF\n"
+    )
+    main_cf = MAIN_CF + "smtpd_banner = $myhostname ESMTP\ncustom = here\n"
     postconf_as_postfix(_confdir(tmp_path, main_cf), "-b", str(path))
 
 

@@ -250,3 +250,17 @@ def test_ignored_template_warned_of_once(tmp_path):
     assert warnings == [
         f'{path}: unknown "X-Foo" header label in failure template -- ignoring this template'
     ]
+
+
+def test_verify_report_from_its_template(tmp_path):
+    path = tmp_path / "bounce.cf"
+    path.write_text("verify_template = <<EOF\nSubject: Probe result\n\nAs asked, $mydomain.\nEOF\n")
+    cfg = make_config(
+        tmp_path / "c", main=f"mydomain = example.net\nbounce_template_file = {path}\n"
+    )
+    ok = Outcome("2.0.0", "delivers to mailbox")
+    ((_, content),) = notices(
+        "verify", cfg, "Q1", _env("a@x.org"), MESSAGE, [Report(Recipient("b@x.org"), ok)]
+    )
+    assert b"\r\nSubject: Probe result\r\n" in content
+    assert b"\r\n\r\nAs asked, example.net.\r\n\r\n<b@x.org>: delivers to mailbox\r\n" in content
