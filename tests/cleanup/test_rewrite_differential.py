@@ -131,6 +131,25 @@ CASES = {
         ],
         ["sender: MAILER-DAEMON", "sender: mailer-daemon@mx.example.test"],
     ),
+    # An @domain result keeps the local part quoted where it must be (ours split "q u"
+    # into two addresses); an address before a nested comment is rewritten too.
+    "domain_mapping_and_nested_comment": (
+        "local_header_rewrite_clients = static:all\n"
+        "sender_canonical_maps = inline:{{@b.example=@sb.example}}\n"
+        "canonical_maps = inline:{{a@c.example=x@c.example}}\n",
+        [
+            (
+                '"q u"@b.example',
+                ["r@example.org"],
+                'Sender: "q u"@b.example\r\nCc: a@c.example (comment (nested))\r\n',
+            )
+        ],
+        [
+            "sender: q u@sb.example",
+            'Sender: "q u"@sb.example',
+            "Cc: x@c.example (comment (nested))",
+        ],
+    ),
 }
 
 

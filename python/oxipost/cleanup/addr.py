@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from oxipost.cleanup.state import ENV_FROM, ENV_RCPT
+from oxipost.delivery.address import quote_local
 from oxipost.envelope import Recipient
 from oxipost.maps import TableError
 from oxipost.maps.search import maps_find, split_extension, virtual_keys
@@ -101,7 +102,10 @@ def mail_addr_map(
     if ext is not None and key in (f"{user}@{domain}".lower(), user.lower()):
         extension = local[len(user)] + ext
     if value.startswith("@"):
-        value = local + value
+        # The local part goes in quoted where it must be ("q u"@new), as Postfix's result
+        # is parsed as an external address.
+        quoted = quote_local(f"{local}@{domain}").rpartition("@")[0] if domain else None
+        value = (quote_local(local) if quoted is None else quoted) + value
     return _crunch(cfg, value, extension if propagate else None)
 
 

@@ -287,12 +287,30 @@ def _address_span(value: str, start: int, end: int) -> tuple[int, int] | None:
         if gt < 0:
             return None
         return start + lt + 1, start + gt
-    stripped = re.sub(r"\s*\([^()]*\)\s*$", "", seg)
+    stripped = _without_trailing_comments(seg)
     left = len(stripped) - len(stripped.lstrip())
     right = len(stripped.rstrip())
     if right <= left or "(" in stripped[left:right]:
         return None
     return start + left, start + right
+
+
+def _without_trailing_comments(seg: str) -> str:
+    """`seg` less the comments (nested ones too) and blanks at its end."""
+    seg = seg.rstrip()
+    while seg.endswith(")"):
+        depth = 0
+        for i in range(len(seg) - 1, -1, -1):
+            if seg[i] == ")" and (i == 0 or seg[i - 1] != "\\"):
+                depth += 1
+            elif seg[i] == "(" and (i == 0 or seg[i - 1] != "\\"):
+                depth -= 1
+                if not depth:
+                    break
+        else:
+            return seg
+        seg = seg[:i].rstrip()
+    return seg
 
 
 def _outside_quotes_find(text: str, char: str) -> int:
