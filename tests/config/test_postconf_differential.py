@@ -598,3 +598,49 @@ def test_undefined_and_unused_names_warned_as_postfix(confdir, main_cf, master_c
     (confdir / "main.cf").write_text("compatibility_level = 3.6\n" + main_cf)
     (confdir / "master.cf").write_text(master_cf)
     postconf_as_postfix(confdir, *args)
+
+
+# What postconf refuses as it starts (all but -d and the edits): computing mynetworks'
+# default where main.cf does not set it (inet_protocols, mynetworks_style, whose own default
+# compares compatibility_level, and inet_interfaces), and each main.cf value's compatibility
+# level comparisons, after the undefined names it mentions.
+START_REFUSALS = [
+    "inet_protocols = ipv5",
+    "mynetworks_style = hostx",
+    "mynetworks_style = host subnet",
+    "inet_interfaces = 203.0.113.7",
+    "inet_protocols = ipv4\ninet_interfaces = ::1",
+    "compatibility_level = level",
+    "compatibility_level = 3.6.x\nmynetworks = 127.0.0.0/8",
+    "inet_protocols = ipv5\nsmtpd_banner = $undef",
+    "x = a\nmynetworks = 127.0.0.0/8\nsmtpd_banner = ${{$x} <level {3}?{p}:{q}}",
+    "mynetworks = 127.0.0.0/8\nsmtpd_banner = ${{$nonexist} <level {3}?{p}:{q}}",
+    "compatibility_level = level\nsmtpd_banner = ${{a} <level {3}?{p}:{q}}",
+]
+# Let through: mynetworks set, so none of its inputs is read.
+START_PASSES = [
+    "inet_protocols = ipv5\nmynetworks = 127.0.0.0/8",
+    "mynetworks_style = hostx\nmynetworks = 127.0.0.0/8",
+    "inet_interfaces = 203.0.113.7\nmynetworks = 127.0.0.0/8",
+    "compatibility_level = level\nmynetworks = 127.0.0.0/8",
+    "smtpd_banner = ${{3} <level {3.6}?{p}:{q}}",
+]
+
+
+@pytest.mark.parametrize("main_cf", START_REFUSALS + START_PASSES)
+@pytest.mark.parametrize("args", [("-n",), ("-M",), ("-x", "append_dot_mydomain")])
+def test_start_checks_as_postfix(confdir, main_cf, args):
+    (confdir / "main.cf").write_text(main_cf + "\n")
+    (confdir / "master.cf").write_text("smtp inet n - n - - smtpd -o smtpd_banner=$mundef\n")
+    postconf_as_postfix(confdir, *args)
+
+
+@pytest.mark.parametrize(
+    "main_cf",
+    [*START_REFUSALS[:5], "mail_owner = nosuch", "myhostname = a b", "soft_bounce = maybe"],
+)
+def test_map_types_check_every_parameter_as_postfix(confdir, main_cf):
+    """postconf -m reads main.cf as every program does (mail_conf_read): what
+    mail_params_init refuses ends it (the accounts too: the suite runs as root)."""
+    (confdir / "main.cf").write_text(main_cf + "\n")
+    postconf_as_postfix(confdir, "-m")

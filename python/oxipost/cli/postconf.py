@@ -40,7 +40,15 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from oxipost.config import Config, ConfigError, config_directory, load_config, maincf, mastercf
+from oxipost.config import (
+    Config,
+    ConfigError,
+    config_directory,
+    load_config,
+    maincf,
+    mastercf,
+    params,
+)
 from oxipost.config.expand import empty_macro as _empty_macro
 from oxipost.config.expand import macro_name_at as _macro_name_at
 from oxipost.config.mastercf import Service
@@ -103,7 +111,7 @@ def _check_macros(cfg: Config) -> None:
     for name, value in cfg.settings.items():
         if _empty_macro(value):
             _warn(f'empty macro name: "{value}"')
-        if cfg.default(name) is not None:
+        if cfg.has_default(name):
             _expandable(cfg, name, value)
 
 
@@ -113,6 +121,26 @@ def _expandable(cfg: Config, name: str, value: str) -> None:
     if bad is not None:
         _warn(f'empty macro name: "{bad}"')
         raise Fatal("macro processing error")
+
+
+def _scan(cfg: Config) -> None:
+    """postconf_user.c's scan, before anything is shown: master.cf's undefined names; the
+    defaults, which computes mynetworks' where main.cf does not set it (so that a bad
+    inet_protocols, mynetworks_style or inet_interfaces is fatal here); then each main.cf
+    value, its undefined names and then its value, whose compatibility level comparisons
+    are judged ('malformed compatibility level syntax: "X"', then fatal)."""
+    for w in cfg.undefined_in_master():
+        _warn(w)
+    params.check_mynetworks(cfg)
+    for value in cfg.settings.values():
+        for w in cfg.undefined_in(value):
+            _warn(w)
+        try:
+            cfg.expand(value)
+        except ConfigError as e:
+            # Other expansion errors are judged where a value is shown (-x).
+            if e.warnings:
+                raise
 
 
 def _normalize(value: str) -> str:
@@ -771,10 +799,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config_dir, opts, args, overrides = _parse_args(argv)
         mode = _mode(opts, args)
+        tls_mode = overrides.pop("-T", "")
         if "m" in mode:
-            # As Postfix's, which reads main.cf (for dynamicmaps.cf) before it lists them.
-            load_config(config_dir, master_cf=False)
-        listed = _listing(mode, overrides.pop("-T", ""))
+            # As Postfix's (mail_conf_read, which reads main.cf for dynamicmaps.cf before it
+            # lists them): main.cf alone, and what every program checks.
+            cfg = load_config(
+                config_dir, master_cf=False, main_cf_overrides=overrides, stderr_as=PROG
+            )
+            params.check_startup(cfg, _warn)
+        listed = _listing(mode, tls_mode)
         if listed is not None:
             for item in listed:
                 print(item)
@@ -816,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _warn(w)
         if judge:
             _check_macros(cfg)
+            _scan(cfg)
         if master and "x" in mode:
             _expanded(cfg)
         if "M" in mode:
@@ -828,12 +862,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show_parameters(cfg, args, mode)
         if judge:
             # Showing master.cf, Postfix judges only master.cf's names as unused.
-            for w in cfg.usage_warnings():
-                if not (master and w.startswith(f"{cfg.main_cf}: unused parameter: ")):
-                    _warn(w)
+            for w in cfg.unused_warnings(master_only=master):
+                _warn(w)
         return 0
     except (Fatal, ConfigError) as e:
         sys.stdout.flush()
+        for w in getattr(e, "warnings", ()):
+            _warn(w)
         _say("fatal", str(e))
         return 1
     except OSError as e:

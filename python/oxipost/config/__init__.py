@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 
 from oxipost.config import maincf, mastercf, params, registry
-from oxipost.config.expand import Expander, ExpandError, references
+from oxipost.config.expand import Expander, ExpandError, LevelError, references
 from oxipost.config.mastercf import Service
 from oxipost.printable import printable
 
@@ -29,11 +29,15 @@ DEFAULT_CONFIG_DIR = "/etc/postfix"
 
 class ConfigError(Exception):
     """A configuration Postfix would refuse; str() is Postfix's message without 'fatal: '.
-    in_master_cf: the refusal is of master.cf (which postfix(1) learns from postconf)."""
+    in_master_cf: the refusal is of master.cf (which postfix(1) learns from postconf).
+    warnings: what Postfix warns of just before that fatal line."""
 
-    def __init__(self, text: str, *, in_master_cf: bool = False) -> None:
+    def __init__(
+        self, text: str, *, in_master_cf: bool = False, warnings: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(text)
         self.in_master_cf = in_master_cf
+        self.warnings = warnings
 
 
 def split_list(value: str) -> list[str]:
@@ -143,6 +147,16 @@ class Config:
             return param.default
         return self._per_service.get(name)
 
+    def has_default(self, name: str) -> bool:
+        """Whether default(name) is not None, without working it out (mynetworks' would
+        read mynetworks_style and the host's interfaces)."""
+        return (
+            name == "config_directory"
+            or name in registry.HOST_DEPENDENT
+            or name in registry.parameters()
+            or name in self._per_service
+        )
+
     def _host_inputs(self, name: str) -> dict[str, str]:
         if name == "mynetworks":
             return {"mynetworks_style": self.get("mynetworks_style")}
@@ -184,6 +198,8 @@ class Config:
         """Expand a raw value against this configuration."""
         try:
             return Expander(self.raw).expand(value)
+        except LevelError as e:
+            raise ConfigError(str(e), warnings=(e.warning,)) from None
         except ExpandError as e:
             raise ConfigError(f"{self.main_cf}: {e}") from None
 
@@ -346,29 +362,43 @@ class Config:
         """Undefined and unused names, in Postfix's order: the $names of master.cf's -o
         values that nothing defines (in master.cf), then main.cf's, each time a value
         mentions one; then main.cf's unused names, then master.cf's."""
-        out: list[str] = []
-        known = self._known()
-        # A -o name=value defines name for its own service's values, and for main.cf's
-        # (postconf_user.c); main.cf's names are defined everywhere.
-        in_master = {name for svc in self.services for name in svc.overrides}
-        # Command arguments ($sender, ${recipient} of pipe) are not parameters.
-        for svc in self.services:
-            for value in svc.overrides.values():
-                out.extend(
-                    f"{self.master_cf}: undefined parameter: {name}"
-                    for name in references(value)
-                    if name not in known and name not in self.settings and name not in svc.overrides
-                )
+        out = self.undefined_in_master()
         for value in self.settings.values():
-            out.extend(
-                f"{self.main_cf}: undefined parameter: {name}"
-                for name in references(value)
-                if name not in known and name not in self.settings and name not in in_master
-            )
+            out.extend(self.undefined_in(value))
+        return out + self.unused_warnings()
+
+    def undefined_in_master(self) -> list[str]:
+        """The $names of master.cf's -o values that nothing defines: neither the registry,
+        main.cf nor a -o of the same service (command arguments, $sender or ${recipient}
+        of pipe, are not parameters)."""
+        known = self._known()
+        return [
+            f"{self.master_cf}: undefined parameter: {name}"
+            for svc in self.services
+            for value in svc.overrides.values()
+            for name in references(value)
+            if name not in known and name not in self.settings and name not in svc.overrides
+        ]
+
+    def undefined_in(self, value: str) -> list[str]:
+        """The $names of a main.cf value that nothing defines (a -o of any service defines
+        one for main.cf, as postconf_user.c has it), each time the value mentions one."""
+        known = self._known()
+        in_master = {name for svc in self.services for name in svc.overrides}
+        return [
+            f"{self.main_cf}: undefined parameter: {name}"
+            for name in references(value)
+            if name not in known and name not in self.settings and name not in in_master
+        ]
+
+    def unused_warnings(self, master_only: bool = False) -> list[str]:
+        """main.cf's names that no value uses, then master.cf's -o names that neither main.cf
+        nor their own service mentions (master_only: those alone)."""
         used, unused = self.user_defined()
-        out.extend(f"{self.main_cf}: unused parameter: {n}={self.settings[n]}" for n in unused)
-        known |= set(used)
-        # A -o name is used where a value of main.cf or of its own service mentions it.
+        out: list[str] = []
+        if not master_only:
+            out.extend(f"{self.main_cf}: unused parameter: {n}={self.settings[n]}" for n in unused)
+        known = self._known() | set(used)
         in_main = {name for value in self.settings.values() for name in references(value)}
         classes = set(split_list(self.settings.get("smtpd_restriction_classes", "")))
         for svc in self.services:

@@ -22,6 +22,41 @@ class ExpandError(ValueError):
     """A value that cannot be expanded (unbalanced braces, runaway recursion)."""
 
 
+class LevelError(ExpandError):
+    """An operand of <level, >level and the like that is no compatibility level: Postfix's
+    compat_relop_eval warns of it (`warning`) and the expansion fails ('macro processing
+    error')."""
+
+    def __init__(self, operand: str) -> None:
+        super().__init__("macro processing error")
+        self.warning = f'malformed compatibility level syntax: "{operand}"'
+
+
+# What strtol reads: optional white space and sign, then decimal digits (ASCII only).
+NUMBER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+# compat_level_from_string's bounds: the major number fills what a long leaves above the
+# minor and patch numbers (10 bits each).
+_COMPAT_MAJOR_MAX = (2**63 - 1) >> 20
+_COMPAT_MINOR_MAX = 1023
+
+
+def compat_level(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a compatibility level as Postfix's compat_level_from_string
+    reads it: one to three strtol numbers joined by dots, nothing else; None if malformed."""
+    parts = text.split(".")
+    if len(parts) > 3:
+        return None
+    numbers: list[int] = []
+    for i, part in enumerate(parts):
+        m = NUMBER.fullmatch(part)
+        most = _COMPAT_MAJOR_MAX if i == 0 else _COMPAT_MINOR_MAX
+        if m is None or not 0 <= int(m.group(1)) <= most:
+            return None
+        numbers.append(int(m.group(1)))
+    major, minor, patch = [*numbers, 0, 0][:3]
+    return major, minor, patch
+
+
 def _matching(s: str, i: int, open_ch: str, close_ch: str) -> int:
     """Index of the bracket closing the one at s[i], counting nesting."""
     depth = 0
@@ -44,19 +79,18 @@ def _braced(s: str) -> tuple[str, str] | None:
     return s[1:end], s[end + 1 :]
 
 
-def _version(v: str) -> tuple[int, ...]:
-    """A compatibility level as numbers: "3.6" → (3, 6, 0)."""
-    parts = [int(p) if p.isdigit() else 0 for p in v.strip().split(".")]
-    return tuple(([*parts, 0, 0, 0])[:3])
-
-
 _RELOPS = ("<=level", ">=level", "<level", ">level", "==", "!=", "<=", ">=", "<", ">")
 
 
 def _compare(left: str, op: str, right: str) -> bool:
     if op.endswith("level"):
-        a: object = _version(left)
-        b: object = _version(right)
+        # The left operand is judged first: of two bad ones, Postfix names that one.
+        a: object = compat_level(left)
+        if a is None:
+            raise LevelError(left)
+        b: object = compat_level(right)
+        if b is None:
+            raise LevelError(right)
         op = op[: -len("level")]
     elif left.isdigit() and right.isdigit():
         a, b = int(left), int(right)

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING
 
-from oxipost.config.expand import Expander, ExpandError
+from oxipost.config.expand import NUMBER, Expander, ExpandError, compat_level
 from oxipost.config.registry import local_interfaces
 from oxipost.valid import hostname_problem
 
@@ -70,8 +70,8 @@ __all__ = [
     "LAST_COMPAT_LEVEL",
     "backwards_compatible",
     "check_daemon",
+    "check_mynetworks",
     "check_startup",
-    "compat_level",
     "parse_bool",
     "parse_int",
     "parse_time",
@@ -85,8 +85,6 @@ _LAST_COMPAT = (3, 6, 0)
 # C's int and long, as Postfix's strtol-based conversions bound them.
 _INT_MAX = 2**31 - 1
 _LONG_MAX = 2**63 - 1
-# What strtol reads: optional white space and sign, then decimal digits (ASCII only).
-_NUMBER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Postfix's long parameters: everything else numeric is a C int.
 _LONGS = frozenset(
@@ -217,7 +215,7 @@ _TIMES = (
 def parse_int(name: str, value: str) -> int:
     """value as Postfix's get_mail_conf_int (or _long) reads it: strtol over the whole
     value, within a C int (a long for the few long parameters)."""
-    m = _NUMBER.fullmatch(value)
+    m = NUMBER.fullmatch(value)
     number = int(m.group(1)) if m else None
     limit = _LONG_MAX if name in _LONGS else _INT_MAX
     if number is None or not -limit - 1 <= number <= limit:
@@ -229,7 +227,7 @@ def parse_time(name: str, value: str, default_unit: str) -> int:
     """Seconds, as Postfix 3.7's conv_time reads value: a number (strtol, not negative)
     whose first following character is the unit (what comes after it is not looked at:
     "1h30m" is an hour), default_unit without one; at most a C int of seconds."""
-    m = _NUMBER.match(value)
+    m = NUMBER.match(value)
     if m is None or not value:
         raise _error(f"parameter {name}: bad time value or unit: {value}")
     number = int(m.group(1))
@@ -259,29 +257,6 @@ def _check_length(name: str, value: str, least: int, most: int) -> None:
         raise _error(f"bad string length {len(value)} < {least}: {name} = {value}")
     if most and len(value) > most:
         raise _error(f"bad string length {len(value)} > {most}: {name} = {value}")
-
-
-# compat_level_from_string's bounds: the major number fills what a long leaves above the
-# minor and patch numbers (10 bits each).
-_COMPAT_MAJOR_MAX = _LONG_MAX >> 20
-_COMPAT_MINOR_MAX = 1023
-
-
-def compat_level(text: str) -> tuple[int, int, int] | None:
-    """(major, minor, patch) of a compatibility level as Postfix's compat_level_from_string
-    reads it: one to three strtol numbers joined by dots, nothing else; None if malformed."""
-    parts = text.split(".")
-    if len(parts) > 3:
-        return None
-    numbers: list[int] = []
-    for i, part in enumerate(parts):
-        m = _NUMBER.fullmatch(part)
-        most = _COMPAT_MAJOR_MAX if i == 0 else _COMPAT_MINOR_MAX
-        if m is None or not 0 <= int(m.group(1)) <= most:
-            return None
-        numbers.append(int(m.group(1)))
-    major, minor, patch = [*numbers, 0, 0][:3]
-    return major, minor, patch
 
 
 def _check_compatibility(cfg: Config) -> tuple[int, int, int]:
@@ -404,6 +379,17 @@ def _check_mynetworks_style(cfg: Config) -> None:
     words = _name_mask("mynetworks mask style", style, ("host", "subnet", "class"))
     if len(words) > 1:
         raise _error(f"bad mynetworks_style value: {style}; specify exactly one value")
+
+
+def check_mynetworks(cfg: Config) -> None:
+    """What computing mynetworks' default reads, refused as mail_params_init refuses it:
+    inet_protocols, mynetworks_style (its own default depends on compatibility_level) and
+    inet_interfaces. postconf computes it as it starts, when main.cf does not set it."""
+    if "mynetworks" in cfg.settings or "mynetworks" in cfg.overrides:
+        return
+    protocols = _protocols(cfg)
+    _check_mynetworks_style(cfg)
+    _check_interfaces(cfg, protocols)
 
 
 def _check_interfaces(cfg: Config, protocols: set[str]) -> None:

@@ -20,11 +20,12 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 from oxipost.config import ConfigError, load_config, params
 from oxipost.delivery.service import PRIVILEGED_AGENTS
 from oxipost.flow import FlowPipe
-from oxipost.log import capture_python_logging, get_logger
+from oxipost.log import Logger, capture_python_logging, get_logger
 from oxipost.maps import allow_surrogates, set_warning_sink
 from oxipost.master.context import ServiceContext
 from oxipost.master.master import STARTUP_GRACE, drop_privileges
@@ -72,6 +73,14 @@ def _report_survival(fd: int) -> Callable[[], None]:
     return report
 
 
+def _fatal(log: Logger, error: ConfigError) -> NoReturn:
+    """A configuration the service cannot use: what Postfix warns of first (a compatibility
+    level comparison's operand), then its fatal line."""
+    for warning in error.warnings:
+        log.warning(warning)
+    log.fatal(str(error))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start one service process; returns its exit status."""
     p = argparse.ArgumentParser(prog="oxipost-child")
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         params.check_startup(cfg, log.warning)
         params.check_daemon(cfg, svc.command)
     except ConfigError as e:
-        log.fatal(str(e))
+        _fatal(log, e)
     listen = socket.socket(fileno=args.fd) if args.fd is not None else None
     # Import the service (and open the log) while still able to read everything: after the
     # drop to mail_owner, the interpreter's own tree may be out of reach (e.g. under /root).
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         # A parameter the service reads later that Postfix's daemon would have refused as
         # it started: its fatal line, as that daemon's.
-        log.fatal(str(e))
+        _fatal(log, e)
     except Exception as e:
         # A bug in a service: one log line for the administrator, and master restarts it.
         log.error(f"{svc.command}: unexpected {type(e).__name__}: {e}")
