@@ -127,6 +127,8 @@ def test_helo_address_literal_judged_as_postfix(start_smtpd) -> None:
     dialogue = ["HELO [::1]", "ETRN a.example", "HELO [IPv6:::1]", "ETRN a.example"]
     dialogue += ["HELO [1.2.3.4", "ETRN a.example", "HELO [1.2.3]", "HELO [1.2.3.4]x"]
     dialogue += ["HELO [127.0.0.2]", "EHLO [1.2.3]", "MAIL FROM:<a@b.c>"]
+    # Judged at HELO, the name as given (not yet neutered); an address is no FQDN.
+    dialogue += ["HELO foo.example.com extra", "HELO 1.2.3.4", "HELO 1.2.3.4."]
     both = _played(start_smtpd, dialogue, "smtpd_delay_reject = no\n")
     replies = both.their_replies
     assert replies[1] == "501 5.5.2 <[::1]>: Helo command rejected: invalid ip address"

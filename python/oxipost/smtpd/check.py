@@ -762,7 +762,7 @@ class Checker:
             return DUNNO
         if name == "reject_non_fqdn_helo_hostname" or name == "reject_non_fqdn_hostname":
             # Postfix does not ask this of anything that starts as an address literal.
-            if st.helo and not st.helo.startswith("[") and not _fqdn(st.helo):
+            if st.helo and not st.helo.startswith("[") and not _fqdn_helo(st.helo):
                 return Reply(
                     cfg.get_int("non_fqdn_reject_code"),
                     "5.5.2",
@@ -1628,6 +1628,13 @@ def _fqdn(name: str) -> bool:
     if name.startswith("[") and name.endswith("]"):
         return True
     return "." in name.strip(".")
+
+
+def _fqdn_helo(name: str) -> bool:
+    """reject_non_fqdn_helo_hostname's test, as Postfix's reject_non_fqdn_hostname: the
+    name without its trailing dots is a valid host name (not an address) with a dot."""
+    bare = name.rstrip(".")
+    return "." in bare and valid_hostname(bare)
 
 
 def valid_helo(name: str) -> bool:

@@ -916,12 +916,14 @@ class Session:
         smtpd_delay_reject = no) refuse it: as in Postfix's helo_cmd the restrictions and
         the reject line see the new name, and a refused one leaves the session as it was
         (the earlier name, the transaction)."""
+        given = name
         if not (name.isascii() and name.isprintable()) or _NEUTERED.search(name):
             # As Postfix's helo_cmd: printable() (without SMTPUTF8 every 8-bit byte is a
-            # '?'), then neuter(): what the logs, restrictions and headers see.
+            # '?'), then neuter(): what the logs, restrictions and headers see later.
             name = neuter(printable(name, utf8=self._smtputf8()))
         if not self.srv.checker.delay_reject:
-            earlier, self.state.helo = self.state.helo, name
+            # Judged now, helo_cmd hands the restrictions the name as the client gave it.
+            earlier, self.state.helo = self.state.helo, given
             reply = await self._check(self.srv.checker.at_helo)
             if reply is not None:
                 await self._reject(reply)
