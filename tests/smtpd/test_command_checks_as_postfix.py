@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import main_cf_with
 from tests.smtpd.test_postfix_differential import Played, _transaction_lines
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
@@ -30,7 +31,7 @@ WANTED = r": reject: |Illegal address syntax"
 
 
 def _played(start_smtpd: Any, dialogue: list[str], main_cf: str = "") -> Played:
-    both = Played(start_smtpd, [*dialogue, "QUIT"], CHECKS_CF + main_cf)
+    both = Played(start_smtpd, [*dialogue, "QUIT"], main_cf_with(CHECKS_CF, main_cf))
     assert both.our_replies[1:] == both.their_replies[1:]
     assert _transaction_lines(both.ours, WANTED) == _transaction_lines(both.theirs, WANTED)
     return both
@@ -150,3 +151,45 @@ def test_mail_size_kept_after_a_failed_mail_as_postfix(start_smtpd) -> None:
         "552 5.3.4 Message size exceeds fixed limit",
         "250 2.1.0 Ok",
     ], both.their_replies
+
+
+ETRN_CF = "smtpd_helo_required = no\nfast_flush_domains = relay.example\n"
+ETRN_CF += "smtpd_etrn_restrictions = check_etrn_access inline:{{x=REJECT no etrn}}\n"
+ETRN = ["ETRN relay.example", "ETRN @x", "ETRN other.example", "EHLO a..b", "ETRN relay.example"]
+STRICT_CF = "strict_rfc821_envelopes = yes\nsmtputf8_enable = no\n"
+STRICT = ["EHLO client.example", "VRFY", 'MAIL FROM:<""@b.c> FOO=bar', "MAIL FROM:<a@b.c>"]
+STRICT += ['RCPT TO:<""@b.c>']
+
+
+@pytest.mark.parametrize(
+    ("main_cf", "dialogue", "first", "expected"),
+    [
+        # smtpd_helo_required = no: ETRN needs no HELO; check_etrn_access looks the domain
+        # up ("Etrn command rejected"); a domain fast_flush_domains names is flushed.
+        (
+            ETRN_CF,
+            ETRN,
+            1,
+            [
+                "250 Queuing started",
+                "554 5.7.1 <x>: Etrn command rejected: no etrn",
+                "459 <other.example>: service unavailable",
+            ],
+        ),
+        # strict_rfc821_envelopes = yes refuses an address whose local part is empty once
+        # unquoted (<""@b.c>: '@' first, with extract_addr's warning); smtputf8_enable =
+        # no leaves [SMTPUTF8] out of VRFY's syntax reply.
+        (
+            STRICT_CF,
+            STRICT,
+            2,
+            ["501 5.5.4 Syntax: VRFY address", "501 5.1.7 Bad sender address syntax"],
+        ),
+    ],
+    ids=["etrn-restrictions", "rfc821-ascii"],
+)
+def test_configured_commands_as_postfix(
+    start_smtpd, main_cf: str, dialogue: list[str], first: int, expected: list[str]
+) -> None:
+    both = _played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[first : first + len(expected)] == expected, both.their_replies

@@ -1440,6 +1440,9 @@ class Checker:
                 return DUNNO
             keys = access_address_keys(rcpt, self.cfg)
             cls, shown = "Recipient address", rcpt
+        elif name == "check_etrn_access" and stage == "etrn" and rcpt:
+            keys = access_domain_keys(rcpt, self.cfg)  # the ETRN domain
+            cls, shown = "Etrn command", rcpt
         else:
             return _server_error()
         value = self._access_lookup(spec, keys)

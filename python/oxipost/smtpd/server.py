@@ -681,9 +681,9 @@ class Session:
                 f"Illegal address syntax from {self.state.namaddr} in {where} command: {path}"
             )
 
-    def _bad_domain(self, text: str) -> None:
-        """extract_addr's warning for an address trivial-rewrite finds no valid domain in
-        (smtpd_check_addr), naming the path as the client gave it."""
+    def _bad_address(self, text: str) -> None:
+        """extract_addr's warning for an address that parses but is refused (no valid
+        domain for trivial-rewrite, none for RFC 821), naming the path as given."""
         words = smtpd_tokens(text)
         shown = printable(words[0], "?", self._smtputf8()) if words else ""
         self.srv.log.warning(
@@ -1014,6 +1014,10 @@ class Session:
             return
         given, params = parsed
         addr = internal_form(given)
+        if strict and addr.startswith("@"):
+            self._bad_address(arg[5:])  # extract_addr: no local part for RFC 821
+            await self.reply(R.BAD_SENDER)
+            return
         if addr.startswith("-") and not self.cfg.get_bool("allow_min_user"):
             await self.reply(R.BAD_SENDER)
             return
@@ -1022,7 +1026,7 @@ class Session:
         smtputf8 = bool(params) and any(p.upper() == "SMTPUTF8" for p in params)
         smtputf8 = smtputf8 and self._smtputf8()
         if not domain_ok(addr, smtputf8):
-            self._bad_domain(arg[5:])
+            self._bad_address(arg[5:])
             await self.reply(R.BAD_SENDER)
             return
         tx = Transaction(sender=addr)
@@ -1127,11 +1131,15 @@ class Session:
             return
         given, params = parsed
         addr = internal_form(given)
+        if strict and addr.startswith("@"):
+            self._bad_address(arg[3:])
+            await self.reply(R.BAD_RECIPIENT)
+            return
         if addr.startswith("-") and not self.cfg.get_bool("allow_min_user"):
             await self.reply(R.BAD_RECIPIENT)
             return
         if not domain_ok(addr, self.tx.smtputf8):
-            self._bad_domain(arg[3:])
+            self._bad_address(arg[3:])
             await self.reply(R.BAD_RECIPIENT)
             return
         rcpt = Recipient(address=addr, original=addr)
@@ -1583,7 +1591,8 @@ class Session:
             await self.reply(R.VRFY_DISABLED)
             return
         if not arg:
-            await self.reply(R.VRFY_SYNTAX)
+            # Postfix names SMTPUTF8 in the syntax only where it takes it.
+            await self.reply(R.VRFY_SYNTAX if self._smtputf8() else R.VRFY_SYNTAX_ASCII)
             return
         # Postfix joins the words and wants one address of them (an optional SMTPUTF8 aside),
         # and answers with the argument as given.
@@ -1596,7 +1605,7 @@ class Session:
             await self.reply(R.BAD_RECIPIENT)
             return
         if not domain_ok(parsed[0], smtputf8):
-            self._bad_domain(arg)
+            self._bad_address(arg)
             await self.reply(R.BAD_RECIPIENT)
             return
         # As Postfix's vrfy_cmd: the whole smtpd_check_rcpt, the restrictions that
@@ -1609,7 +1618,7 @@ class Session:
         await self.reply(R.VRFY_OK.format(addr=arg))
 
     async def cmd_etrn(self, arg: str) -> None:
-        if not self.helo_kind:
+        if self.cfg.get_bool("smtpd_helo_required") and not self.helo_kind:
             await self.reply(R.ETRN_NEED_HELO)
             return
         if self.tx is not None:
