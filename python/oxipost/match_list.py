@@ -25,7 +25,6 @@ daemon that reads the list as it starts, as to Postfix's.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator, Sequence
 
 from oxipost.config import Config, ConfigError
@@ -45,8 +44,6 @@ _DELIMITERS = " ,\t\r\n"
 
 Pattern = tuple[bool, str]
 
-_expanded: weakref.WeakKeyDictionary[Config, dict[tuple[str, tuple[str, ...]], tuple[Pattern, ...]]]
-_expanded = weakref.WeakKeyDictionary()
 # One per file, as dict_register keeps one per process: its error is logged once.
 _nofile = surrogate_registry()
 
@@ -55,7 +52,11 @@ def patterns(cfg: Config | None, pname: str, items: Sequence[str]) -> tuple[Patt
     """The list `items` (of the parameter or table setting `pname`) with its files read
     in, as (result when matched, pattern) pairs; cached per Config."""
     key = (pname, tuple(items))
-    cache = _expanded.setdefault(cfg, {}) if cfg is not None else {}
+    # In the Config itself: a plain dict read per lookup (mynetworks is matched for
+    # every connection), gone with it.
+    cache: dict[tuple[str, tuple[str, ...]], tuple[Pattern, ...]] = {}
+    if cfg is not None:
+        cache = cfg.derived.setdefault("match_list", cache)  # type: ignore[assignment]
     found = cache.get(key)
     if found is None:
         out: list[Pattern] = []
