@@ -159,6 +159,9 @@ ETRN = ["ETRN relay.example", "ETRN @x", "ETRN other.example", "EHLO a..b", "ETR
 STRICT_CF = "strict_rfc821_envelopes = yes\nsmtputf8_enable = no\n"
 STRICT = ["EHLO client.example", "VRFY", 'MAIL FROM:<""@b.c> FOO=bar', "MAIL FROM:<a@b.c>"]
 STRICT += ['RCPT TO:<""@b.c>']
+NO_DSN_CF = "smtpd_discard_ehlo_keywords = dsn, size\n"
+NO_DSN = ["EHLO client.example", "MAIL FROM:<a@b.c> RET=x", "MAIL FROM:<a@b.c> ENVID=abc"]
+NO_DSN += ["MAIL FROM:<a@b.c>", "RCPT TO:<a@b.c> NOTIFY=x", "RCPT TO:<a@b.c> ORCPT=rfc822;a@b.c"]
 
 
 @pytest.mark.parametrize(
@@ -185,8 +188,11 @@ STRICT += ['RCPT TO:<""@b.c>']
             2,
             ["501 5.5.4 Syntax: VRFY address", "501 5.1.7 Bad sender address syntax"],
         ),
+        # smtpd_discard_ehlo_keywords = dsn: RET=, ENVID=, NOTIFY= and ORCPT= refused as
+        # Postfix's ehlo_discard_mask refuses them, before their values are looked at.
+        (NO_DSN_CF, NO_DSN, 2, ["501 5.7.1 DSN support is disabled"] * 2),
     ],
-    ids=["etrn-restrictions", "rfc821-ascii"],
+    ids=["etrn-restrictions", "rfc821-ascii", "dsn-discarded"],
 )
 def test_configured_commands_as_postfix(
     start_smtpd, main_cf: str, dialogue: list[str], first: int, expected: list[str]

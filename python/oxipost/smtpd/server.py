@@ -901,6 +901,11 @@ class Session:
             raise Disconnect
         return reply is not None and reply.startswith("5")
 
+    def _dsn_discarded(self) -> bool:
+        """smtpd_discard_ehlo_keywords names DSN: Postfix's ehlo_discard_mask then refuses
+        the DSN parameters too, whether or not the client sent EHLO."""
+        return any(k.upper() == "DSN" for k in self.cfg.get_list("smtpd_discard_ehlo_keywords"))
+
     def _smtputf8(self) -> bool:
         return self.cfg.get_bool("smtputf8_enable")
 
@@ -1051,6 +1056,9 @@ class Session:
                     await self.reply(R.BAD_BODY.format(value=value))
                     return
                 tx.body = value.upper()
+            elif key in ("RET", "ENVID") and self._dsn_discarded():
+                await self.reply(R.DSN_DISABLED)
+                return
             elif key == "RET":
                 if tx.ret or value.upper() not in ("FULL", "HDRS"):
                     await self.reply(R.BAD_RET)
@@ -1146,6 +1154,9 @@ class Session:
         for param in params:
             key, eq, value = param.partition("=")
             key = key.upper()
+            if key in ("NOTIFY", "ORCPT") and eq and self._dsn_discarded():
+                await self.reply(R.DSN_DISABLED)
+                return
             if key == "NOTIFY" and eq:
                 words = {w.upper() for w in value.split(",")}
                 if (
