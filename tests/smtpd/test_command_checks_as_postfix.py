@@ -159,6 +159,8 @@ ETRN = ["ETRN relay.example", "ETRN @x", "ETRN other.example", "EHLO a..b", "ETR
 STRICT_CF = "strict_rfc821_envelopes = yes\nsmtputf8_enable = no\n"
 STRICT = ["EHLO client.example", "VRFY", 'MAIL FROM:<""@b.c> FOO=bar', "MAIL FROM:<a@b.c>"]
 STRICT += ['RCPT TO:<""@b.c>']
+UNKNOWN_CF = "smtpd_delay_reject = no\nsmtpd_sender_restrictions = reject_unknown_sender_domain\n"
+UNKNOWN = ["EHLO client.example", "MAIL FROM:<u@relay.example>", "MAIL FROM:<u@nx.invalid>"]
 NO_DSN_CF = "smtpd_discard_ehlo_keywords = dsn, size\n"
 NO_DSN = ["EHLO client.example", "MAIL FROM:<a@b.c> RET=x", "MAIL FROM:<a@b.c> ENVID=abc"]
 NO_DSN += ["MAIL FROM:<a@b.c>", "RCPT TO:<a@b.c> NOTIFY=x", "RCPT TO:<a@b.c> ORCPT=rfc822;a@b.c"]
@@ -191,8 +193,16 @@ NO_DSN += ["MAIL FROM:<a@b.c>", "RCPT TO:<a@b.c> NOTIFY=x", "RCPT TO:<a@b.c> ORC
         # smtpd_discard_ehlo_keywords = dsn: RET=, ENVID=, NOTIFY= and ORCPT= refused as
         # Postfix's ehlo_discard_mask refuses them, before their values are looked at.
         (NO_DSN_CF, NO_DSN, 2, ["501 5.7.1 DSN support is disabled"] * 2),
+        # reject_unknown_sender_domain asks the DNS of a domain relay_domains names too
+        # (only local and virtual ones are final for Postfix).
+        (
+            UNKNOWN_CF,
+            UNKNOWN,
+            2,
+            ["450 4.1.8 <u@relay.example>: Sender address rejected: Domain not found"],
+        ),
     ],
-    ids=["etrn-restrictions", "rfc821-ascii", "dsn-discarded"],
+    ids=["etrn-restrictions", "rfc821-ascii", "dsn-discarded", "relay-domain-unknown"],
 )
 def test_configured_commands_as_postfix(
     start_smtpd, main_cf: str, dialogue: list[str], first: int, expected: list[str]

@@ -1253,8 +1253,8 @@ class Checker:
             res = resolve(_canonical(self.cfg, addr), self.cfg)
         except _TABLE_ERRORS as e:
             raise _failure(e) from None
-        if res.addr_class != RESOLVE_CLASS_DEFAULT:
-            return None
+        if res.addr_class not in (RESOLVE_CLASS_DEFAULT, RESOLVE_CLASS_RELAY):
+            return None  # Postfix's RESOLVE_CLASS_FINAL: relay_domains are looked up too
         import dns.exception
         import dns.name
         import dns.resolver
