@@ -1430,16 +1430,12 @@ class Checker:
         elif name == "check_helo_access":
             keys = access_domain_keys(st.helo, self.cfg)
             cls, shown = "Helo command", st.helo
-        elif name == "check_sender_access":
-            if st.sender is None:
+        elif name in ("check_sender_access", "check_recipient_access"):
+            address = st.sender if name == "check_sender_access" else rcpt
+            if address is None:
                 return DUNNO
-            keys = access_address_keys(st.sender, self.cfg)
-            cls, shown = "Sender address", st.sender
-        elif name == "check_recipient_access":
-            if rcpt is None:
-                return DUNNO
-            keys = access_address_keys(rcpt, self.cfg)
-            cls, shown = "Recipient address", rcpt
+            cls = "Sender address" if name == "check_sender_access" else "Recipient address"
+            return self._mail_access(spec, address, cls, stage, reply_class, st, rcpt, depth)
         elif name == "check_etrn_access" and stage == "etrn" and rcpt:
             keys = access_domain_keys(rcpt, self.cfg)  # the ETRN domain
             cls, shown = "Etrn command", rcpt
@@ -1450,6 +1446,36 @@ class Checker:
             return DUNNO
         return self._access_result(
             spec, value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
+        )
+
+    def _mail_access(
+        self,
+        spec: str,
+        address: str,
+        cls: str,
+        stage: str,
+        reply_class: str,
+        st: ClientState,
+        rcpt: str | None,
+        depth: int,
+    ) -> Reply | DeferIf | str:
+        """Postfix's check_mail_access: the table asked for the address as trivial-rewrite
+        resolves it (user!host, user%host and a local domain's routed local part as the
+        address they route to: an OK for `a@b.example` is one for `b.example!a@ourdomain`
+        too, whatever allow_untrusted_routing says, as in Postfix 3.7), the reply naming
+        it as given."""
+        looked_up = address
+        if address:
+            try:
+                looked_up = resolve(_canonical(self.cfg, address), self.cfg).recipient
+            except _TABLE_ERRORS as e:
+                raise _failure(e) from None
+        value = self._access_lookup(spec, access_address_keys(looked_up, self.cfg))
+        if value is None:
+            return DUNNO
+        rname = self._reply_name(stage, st, rcpt)
+        return self._access_result(
+            spec, value.strip(), cls, address, stage, reply_class, st, rcpt, depth, rname
         )
 
     def _access_lookup(self, spec: str, keys: list[SearchKey]) -> str | None:
