@@ -1237,22 +1237,24 @@ class Checker:
         except _TABLE_ERRORS as e:
             raise _failure(e) from None
 
-    def auth_destination(self, rcpt: str) -> bool:
-        """Postfix's permit_auth_destination: a domain we serve, not routed through us."""
+    def _resolved(self, addr: str) -> Resolution:
+        """trivial-rewrite's answer for an envelope address; a table it cannot read is
+        this check's failure."""
         try:
-            res = resolve(_canonical(self.cfg, rcpt), self.cfg)
+            return resolve(_canonical(self.cfg, addr), self.cfg)
         except _TABLE_ERRORS as e:
             raise _failure(e) from None
+
+    def auth_destination(self, rcpt: str) -> bool:
+        """Postfix's permit_auth_destination: a domain we serve, not routed through us."""
+        res = self._resolved(rcpt)
         return res.addr_class != RESOLVE_CLASS_DEFAULT and not res.routed
 
     def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | DeferIf | None:
         _, domain = split_internal(addr)
         if not domain or domain.startswith("["):
             return None
-        try:
-            res = resolve(_canonical(self.cfg, addr), self.cfg)
-        except _TABLE_ERRORS as e:
-            raise _failure(e) from None
+        res = self._resolved(addr)
         if res.addr_class not in (RESOLVE_CLASS_DEFAULT, RESOLVE_CLASS_RELAY):
             return None  # Postfix's RESOLVE_CLASS_FINAL: relay_domains are looked up too
         import dns.exception
@@ -1422,7 +1424,6 @@ class Checker:
     ) -> Reply | DeferIf | str:
         if not spec:
             return _server_error()
-        rname = self._reply_name(stage, st, rcpt)
         if name == "check_client_access":
             keys = access_client_keys(st.name, st.addr, self.cfg)
             cls = "Client host"
@@ -1431,11 +1432,19 @@ class Checker:
             keys = access_domain_keys(st.helo, self.cfg)
             cls, shown = "Helo command", st.helo
         elif name in ("check_sender_access", "check_recipient_access"):
+            # Postfix's check_mail_access: the table asked for the address as
+            # trivial-rewrite resolves it (user!host, user%host, a local domain's routed
+            # local part as the address they route to: an OK for a@b.example is one for
+            # b.example!a@ourdomain too, whatever allow_untrusted_routing says), the reply
+            # naming it as given.
             address = st.sender if name == "check_sender_access" else rcpt
             if address is None:
                 return DUNNO
             cls = "Sender address" if name == "check_sender_access" else "Recipient address"
-            return self._mail_access(spec, address, cls, stage, reply_class, st, rcpt, depth)
+            shown = address
+            if address:
+                address = self._resolved(address).recipient
+            keys = access_address_keys(address, self.cfg)
         elif name == "check_etrn_access" and stage == "etrn" and rcpt:
             keys = access_domain_keys(rcpt, self.cfg)  # the ETRN domain
             cls, shown = "Etrn command", rcpt
@@ -1444,38 +1453,9 @@ class Checker:
         value = self._access_lookup(spec, keys)
         if value is None:
             return DUNNO
-        return self._access_result(
-            spec, value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
-        )
-
-    def _mail_access(
-        self,
-        spec: str,
-        address: str,
-        cls: str,
-        stage: str,
-        reply_class: str,
-        st: ClientState,
-        rcpt: str | None,
-        depth: int,
-    ) -> Reply | DeferIf | str:
-        """Postfix's check_mail_access: the table asked for the address as trivial-rewrite
-        resolves it (user!host, user%host and a local domain's routed local part as the
-        address they route to: an OK for `a@b.example` is one for `b.example!a@ourdomain`
-        too, whatever allow_untrusted_routing says, as in Postfix 3.7), the reply naming
-        it as given."""
-        looked_up = address
-        if address:
-            try:
-                looked_up = resolve(_canonical(self.cfg, address), self.cfg).recipient
-            except _TABLE_ERRORS as e:
-                raise _failure(e) from None
-        value = self._access_lookup(spec, access_address_keys(looked_up, self.cfg))
-        if value is None:
-            return DUNNO
         rname = self._reply_name(stage, st, rcpt)
         return self._access_result(
-            spec, value.strip(), cls, address, stage, reply_class, st, rcpt, depth, rname
+            spec, value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
         )
 
     def _access_lookup(self, spec: str, keys: list[SearchKey]) -> str | None:
