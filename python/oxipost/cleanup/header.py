@@ -499,6 +499,7 @@ class _Entity(NamedTuple):
 # other word leaves a body 7bit.
 _NOT_7BIT = frozenset({"8bit", "binary", "base64", "quoted-printable"})
 _TRANSFORMS = frozenset({"base64", "quoted-printable"})
+_ENCODINGS = _NOT_7BIT | {"7bit"}
 
 
 def _content_info(headers: list[str]) -> _Entity:
@@ -514,7 +515,7 @@ def _content_info(headers: list[str]) -> _Entity:
             boundary = m.group(1) if m and m.group(1) is not None else m and m.group(2)
         elif name == "content-transfer-encoding":
             word = text.split(":", 1)[1].split(None, 1)
-            if word and word[0].lower() in _NOT_7BIT | {"7bit"}:
+            if word and word[0].lower() in _ENCODINGS:
                 encoding = word[0].lower()
     return _Entity(ctype, boundary, encoding, header)
 
@@ -733,13 +734,10 @@ class MimeWalker(ABC):
         """What becomes of a block of header lines of class `cls`, added to `out`."""
         if out is None:
             out = []
-        if MIME_8BIT_HEADER in self.reports:
-            for text in _logical_headers(lines):
-                if not text.isascii():
-                    self._report(MIME_8BIT_HEADER, text)
-                self._check_header(text, cls, out)
-            return out
+        eight_bit = MIME_8BIT_HEADER in self.reports
         for text in _logical_headers(lines):
+            if eight_bit and not text.isascii():
+                self._report(MIME_8BIT_HEADER, text)
             self._check_header(text, cls, out)
         return out
 
