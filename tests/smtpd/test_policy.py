@@ -362,7 +362,7 @@ def test_policy_context_and_unreachable_unix_socket(start_smtpd, tmp_path: Path)
         _main_cf(
             f"unix:{missing}",
             "smtpd_policy_service_default_action = 450 4.7.1 try again\n"
-            "smtpd_policy_service_retry_delay = 0s\n",
+            "smtpd_policy_service_retry_delay = 1s\n",
         )
     )
     raw = Raw(srv.host, srv.port, source="127.0.0.2")
