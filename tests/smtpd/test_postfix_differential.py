@@ -1635,3 +1635,53 @@ def test_texthash_line_not_utf8_skipped_by_smtpd_as_postfix(start_smtpd) -> None
         "554 5.7.1 <d@localhost>: Recipient address rejected: d",
     ], both.their_replies
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+UNLISTED_SENDER_CF = (
+    "local_recipient_maps = inline:{ {u@localhost=1} {ok@localhost=1} }\n"
+    "unknown_local_recipient_reject_code = 450\n"
+    "virtual_alias_domains = va.example\n"
+    "virtual_alias_maps = inline:{ {k@va.example=u@localhost} }\n"
+    "virtual_mailbox_domains = vm.example\n"
+    "virtual_mailbox_maps = inline:{ {k@vm.example=x} }\n"
+    "transport_maps = inline:{ {err.example=error:gone away} {e2.example=error:5.1.2 bad} "
+    "{rt.example=retry:later} }\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_reject", ["yes", "no"])
+@pytest.mark.parametrize("how", ["parameter", "restriction"])
+def test_unlisted_sender_refused_as_postfix(start_smtpd, delay_reject: str, how: str) -> None:
+    """smtpd_reject_unlisted_sender = yes refuses an unknown sender where the sender
+    restrictions run: at MAIL FROM with smtpd_delay_reject = no, else at RCPT before the
+    recipient restrictions (relay access is not asked), not after a DISCARD; as
+    reject_unlisted_sender in smtpd_sender_restrictions does. A sender's status is X.1.0
+    (X.1.7 and X.1.8 where a bad mailbox or system is named), as Postfix 3.7 replies."""
+    access = "check_sender_access inline:{ {disc@localhost=DISCARD} }"
+    if how == "parameter":
+        main_cf = f"smtpd_reject_unlisted_sender = yes\nsmtpd_sender_restrictions = {access}\n"
+    else:
+        main_cf = f"smtpd_sender_restrictions = {access} reject_unlisted_sender\n"
+    main_cf += f"smtpd_delay_reject = {delay_reject}\n{UNLISTED_SENDER_CF}"
+    dialogue = ["EHLO c.example"]
+    for sender in ["nobody@localhost", "x@va.example", "k@va.example", "x@vm.example"]:
+        dialogue += [f"MAIL FROM:<{sender}>", "RCPT TO:<x@example.com>", "RSET"]
+    for sender in ["x@err.example", "x@e2.example", "x@rt.example", "disc@localhost"]:
+        dialogue += [f"MAIL FROM:<{sender}>", "RCPT TO:<nobody@localhost>", "RSET"]
+    both = Played(start_smtpd, [*dialogue, "QUIT"], main_cf)
+    refused = [r for r in both.their_replies if "Sender address rejected" in r]
+    assert refused == [
+        "450 4.1.0 <nobody@localhost>: Sender address rejected: User unknown in local "
+        "recipient table",
+        "550 5.1.7 <x@va.example>: Sender address rejected: User unknown in virtual alias table",
+        "550 5.1.0 <x@vm.example>: Sender address rejected: User unknown in virtual mailbox table",
+        "550 5.1.0 <x@err.example>: Sender address rejected: gone away",
+        "550 5.1.8 <x@e2.example>: Sender address rejected: bad",
+        "450 4.1.0 <x@rt.example>: Sender address rejected: later",
+    ], both.their_replies
+    # Where: the reply to MAIL FROM (no delay) or to the RCPT after it.
+    assert both.their_replies[3 if delay_reject == "yes" else 2].startswith("450 4.1.0")
+    assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+    wanted = r": (reject|discard): "
+    assert _transaction_lines(both.ours, wanted) == _transaction_lines(both.theirs, wanted)

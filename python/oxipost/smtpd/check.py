@@ -463,6 +463,7 @@ class Checker:
         self.log = log
         self.classes = set(cfg.get_list("smtpd_restriction_classes"))
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
+        self.unlisted_sender = cfg.get_bool("smtpd_reject_unlisted_sender")
         self.utf8 = cfg.get_bool("smtputf8_enable")
         self.policy_clients: dict[str, PolicyClient] = {}
         # The tables check_rcpt_maps asks before the mailbox tables, for a recipient and
@@ -528,7 +529,9 @@ class Checker:
                 return reply
         if st.dip_active:
             return self._deferred(st)
-        reply = self.unlisted(st, rcpt)
+        if "DISCARD" in st.actions:
+            return None  # smtpd_check_rcpt: a discarded message's recipients are not looked up
+        reply = self.unlisted(rcpt)
         return None if reply is None else self._reject(st, reply)
 
     def at_etrn(self, st: ClientState, domain: str) -> Reply | None:
@@ -579,6 +582,15 @@ class Checker:
         st.dir_reply = None
         reply = self.stage("sender", st, rcpt)
         st.dip_sender = st.dip_active
+        if reply is None and self.unlisted_sender and st.sender and "DISCARD" not in st.actions:
+            # As Postfix's smtpd_check_mail, after the sender list: at MAIL FROM with
+            # smtpd_delay_reject = no, else at RCPT before the recipient lists.
+            try:
+                reply = self.unlisted_address(st.sender, "Sender address")
+            except LookupFailure as e:
+                reply = _lookup_failed(st.sender, e)
+            if reply is not None:
+                return self._reject(st, reply)
         return reply
 
     def _last_stage(self, name: str, st: ClientState) -> Reply | None:
@@ -1293,13 +1305,9 @@ class Checker:
             f"<{addr}>: {what} rejected: Domain not found",
         )
 
-    def unlisted(self, st: ClientState, rcpt: str) -> Reply | None:
-        """smtpd_reject_unlisted_recipient / _sender and relocated_maps, after the lists."""
+    def unlisted(self, rcpt: str) -> Reply | None:
+        """smtpd_reject_unlisted_recipient and relocated_maps, after the lists."""
         try:
-            if self.cfg.get_bool("smtpd_reject_unlisted_sender") and st.sender:
-                reply = self.unlisted_address(st.sender, "Sender address")
-                if reply is not None:
-                    return reply
             reply = self.relocated(rcpt)
             if reply is not None:
                 return reply
@@ -1374,41 +1382,34 @@ class Checker:
         if res.transport in ("error", "retry"):
             return _undeliverable(address, what, res)
         if res.addr_class == RESOLVE_CLASS_LOCAL:
-            found = self._in_maps("local_recipient_maps", keys)
-            if found is False:
-                code = cfg.get_int("unknown_local_recipient_reject_code")
-                return Reply(
-                    code,
-                    "5.1.1" if code >= 500 else "4.1.1",
-                    f"<{address}>: {what} rejected: User unknown in local recipient table",
-                )
+            if self._in_maps("local_recipient_maps", keys) is False:
+                return self._user_unknown(address, what, "local recipient")
         elif res.addr_class == RESOLVE_CLASS_VIRTUAL:
-            found = self._in_maps("virtual_mailbox_maps", keys)
-            if found is not True:
-                code = cfg.get_int("unknown_virtual_mailbox_reject_code")
-                return Reply(
-                    code,
-                    "5.1.1" if code >= 500 else "4.1.1",
-                    f"<{address}>: {what} rejected: User unknown in virtual mailbox table",
-                )
+            if self._in_maps("virtual_mailbox_maps", keys) is not True:
+                return self._user_unknown(address, what, "virtual mailbox")
         elif res.addr_class == RESOLVE_CLASS_ALIAS:
-            code = cfg.get_int("unknown_virtual_alias_reject_code")
-            return Reply(
-                code,
-                "5.1.1" if code >= 500 else "4.1.1",
-                f"<{address}>: {what} rejected: User unknown in virtual alias table",
-            )
+            return self._user_unknown(address, what, "virtual alias")
         elif res.addr_class == RESOLVE_CLASS_RELAY:
-            found = self._in_maps("relay_recipient_maps", keys)
-            if found is False:
-                code = cfg.get_int("unknown_relay_recipient_reject_code")
-                return Reply(
-                    code,
-                    "5.1.1" if code >= 500 else "4.1.1",
-                    f"<{address}>: {what} rejected: User unknown in relay recipient table",
-                )
+            if self._in_maps("relay_recipient_maps", keys) is False:
+                return self._user_unknown(address, what, "relay recipient")
         _ = RESOLVE_CLASS_VIRTUAL
         return None
+
+    def _user_unknown(self, address: str, what: str, table: str) -> Reply:
+        """check_rcpt_maps' "User unknown in TABLE table" with that table's
+        unknown_*_reject_code; the status is X.1.0 for a sender, X.1.1 for a recipient,
+        but X.1.7 for a sender in a virtual alias domain (Postfix finds that one through
+        the error transport's "5.1.1 User unknown ...", as _undeliverable)."""
+        code = self.cfg.get_int(f"unknown_{table.replace(' ', '_')}_reject_code")
+        if not what.startswith("Sender"):
+            detail = ".1.1"
+        else:
+            detail = ".1.7" if table == "virtual alias" else ".1.0"
+        return Reply(
+            code,
+            ("5" if code >= 500 else "4") + detail,
+            f"<{address}>: {what} rejected: User unknown in {table} table",
+        )
 
     # access(5) ----------------------------------------------------------------------------
 
@@ -1580,14 +1581,18 @@ def _server_error() -> Reply:
 
 def _undeliverable(address: str, what: str, res: Resolution) -> Reply:
     """Postfix's check_rcpt_maps for an address that resolves to the error transport
-    (known undeliverable: 550 5.1.1, or the class of a DSN code in its text) or the retry
-    transport (not now: 450 4.1.1)."""
-    default = "4.1.1" if res.transport == "retry" else "5.1.1"
+    (known undeliverable: 550 5.1.1, 5.1.0 for a sender, or the class of a DSN code in
+    its text) or the retry transport (not now: 450 4.1.1 or 4.1.0)."""
+    sender = what.startswith("Sender")
+    default = ("4" if res.transport == "retry" else "5") + (".1.0" if sender else ".1.1")
     # A bare "error" keeps the domain as its next hop here; Postfix's has none.
     given = "" if res.nexthop == split_internal(res.recipient)[1] else res.nexthop
     dsn, text = _dsn_text(
         given, default, f"<{address}>: {what} rejected: ", "Address is undeliverable"
     )
+    if sender and dsn[1:] in (".1.1", ".1.2"):
+        # smtpd_dsn_fix: a bad destination mailbox or system is a bad sender's.
+        dsn = dsn[0] + (".1.7" if dsn[1:] == ".1.1" else ".1.8")
     return Reply(450 if dsn.startswith("4") else 550, dsn, text)
 
 
