@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import smtplib
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +22,19 @@ import pytest
 from oxipost.config import ConfigError, load_config, params
 
 from tests.conftest import main_cf_with, shared_dir
+from tests.delivery.test_e2e_delivery import oxi  # noqa: F401 (a fixture)
+from tests.master.test_master import wait_until
+from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = pytest.mark.postfix
 
 DAEMONS = "/usr/lib/postfix/sbin"
-# virtual(8) refuses an empty virtual_mailbox_base among its strings, before its booleans.
-BASE = "compatibility_level = 3.6\ninet_protocols = ipv4\nvirtual_mailbox_base = /tmp\n"
+# virtual(8) refuses an empty virtual_mailbox_base among its strings, before its booleans;
+# smtpd(8) would wait for proxymap (local_recipient_maps) before its keywords.
+BASE = (
+    "compatibility_level = 3.6\ninet_protocols = ipv4\nvirtual_mailbox_base = /tmp\n"
+    "local_recipient_maps =\n"
+)
 
 
 def _rows() -> list[tuple[str, str, str, int, int]]:
@@ -111,6 +119,34 @@ def test_each_daemon_refuses_a_bad_value_as_postfix():
     assert all(theirs is not None for _, theirs, _ in shown)
 
 
+# A keyword in another case: one word (name_code) is taken, a list's (name_mask) refused;
+# and a list with one good word and one bad, the bad one named.
+CASE_RULES = [
+    ("smtpd", "header_from_format", "Obsolete"),
+    ("smtpd", "header_from_format", "standard x"),
+    ("smtpd", "smtpd_forbid_bare_newline", "Normalize"),
+    ("smtpd", "reject_tempfail_action", "DEFER"),
+    ("smtpd", "reject_tempfail_action", "x"),
+    ("smtpd", "notify_classes", "Bounce"),
+    ("smtpd", "notify_classes", "bounce, x"),
+    ("local", "allow_mail_to_files", "Alias"),
+    ("local", "mailbox_delivery_lock", "fcntl, x"),
+    ("virtual", "virtual_mailbox_lock", "Flock"),
+]
+
+
+def test_keywords_are_read_as_postfix_reads_them():
+    if os.geteuid() != 0:
+        pytest.fail("running real Postfix's daemons needs root (CI runs as root)")
+    with shared_dir("oxipost-daemon-keywords-") as d:
+        dirs = [_config(d / str(i), f"{c[1]} = {c[2]}\n") for i, c in enumerate(CASE_RULES)]
+        with ThreadPoolExecutor(max_workers=len(dirs)) as pool:
+            real = list(pool.map(_real_fatal, [c[0] for c in CASE_RULES], dirs))
+        ours = [_ours(c[0], confdir) for c, confdir in zip(CASE_RULES, dirs, strict=True)]
+    assert ours == real
+    assert None in real and len(set(real)) > 2
+
+
 @pytest.mark.parametrize("daemon", sorted({row[0] for row in _rows()}))
 def test_defaults_pass_every_daemon_table(tmp_path, daemon):
     (tmp_path / "main.cf").write_text("compatibility_level = 3.6\n")
@@ -130,3 +166,28 @@ def test_a_daemon_override_is_checked_in_that_service_only(tmp_path):
         params.check_daemon(cfg.for_service("submission"), "smtpd")
     assert str(e.value) == "invalid smtpd_timeout: 0 (min 1)"
     params.check_daemon(cfg.for_service("smtp"), "smtpd")
+
+
+def _daemon_lines(log: str) -> list[str]:
+    """The fatal line and master's warnings about the process, without PIDs."""
+    lines = re.findall(r"postfix/(?:smtpd|master)\[\d+\]: (?:fatal|warning): .*", log)
+    return sorted({re.sub(r"\[\d+\]|pid \d+", "", ln) for ln in lines})
+
+
+def test_smtpd_dies_of_header_from_format_under_master_as_postfix(oxi):  # noqa: F811
+    """header_from_format = bogus, which postfix(1) lets start: Postfix's smtpd dies of it as
+    the first client connects, its master throttles it; ours dies as it starts, in the same
+    lines, and neither client gets a greeting."""
+    setting = "header_from_format = bogus\n"
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(setting + logging) as (port, d):
+        with pytest.raises(OSError):
+            smtplib.SMTP("127.0.0.1", port, timeout=5)
+        assert wait_until(lambda: "throttling" in (d / "maillog").read_text())
+        theirs = _daemon_lines((d / "maillog").read_text())
+    oxi.start(setting)
+    assert wait_until(lambda: "throttling" in oxi.log())
+    with pytest.raises(OSError):
+        smtplib.SMTP("127.0.0.1", oxi.port, timeout=5)
+    assert _daemon_lines(oxi.log()) == theirs
+    assert 'postfix/smtpd: fatal: invalid setting: "header_from_format = bogus"' in theirs

@@ -101,6 +101,39 @@ _FACILITIES = frozenset(
     + [f"local{n}" for n in range(8)]
 )
 
+# The keyword parameters of daemon_params.tsv, and how a daemon refuses another word there.
+# "code" rows are one word, in any case (name_code): the fatal's format names the setting.
+_TEMPFAIL = ("reject", "defer", "defer_if_permit", "defer_if_reject")
+_CODES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "header_from_format": ('invalid setting: "{} = {}"', ("standard", "obsolete")),
+    "smtpd_forbid_bare_newline": (
+        "bad parameter value: '{} = {}'",
+        ("yes", "no", "normalize", "reject"),
+    ),
+    "unknown_helo_hostname_tempfail_action": ("bad configuration: {} = {}", _TEMPFAIL),
+    "unknown_address_tempfail_action": ("bad configuration: {} = {}", _TEMPFAIL),
+    "unverified_recipient_tempfail_action": ("bad configuration: {} = {}", _TEMPFAIL),
+    "unverified_sender_tempfail_action": ("bad configuration: {} = {}", _TEMPFAIL),
+}
+# "mask" rows are lists of words in their exact case (name_mask), refused as _name_mask
+# does under the label the daemon gives (virtual(8) names its lock parameter local(8)'s).
+_SOURCES = ("alias", "forward", "include")
+_MASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "notify_classes": (
+        "notify_classes",
+        ("bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"),
+    ),
+    "allow_mail_to_files": ("allow_mail_to_files", _SOURCES),
+    "allow_mail_to_commands": ("allow_mail_to_commands", _SOURCES),
+    "propagate_unmatched_extensions": (
+        "propagate_unmatched_extensions",
+        ("canonical", "virtual", "alias", "forward", "include", "generic"),
+    ),
+    "prepend_delivered_header": ("prepend_delivered_header", ("command", "file", "forward")),
+    "mailbox_delivery_lock": ("mailbox_delivery_lock", ("flock", "fcntl", "dotlock")),
+    "virtual_mailbox_lock": ("mailbox_delivery_lock", ("flock", "fcntl", "dotlock")),
+}
+
 # mail_params_init's tables, in its order: name and (minimum, maximum); 0 means no bound.
 _STRINGS = (
     ("mail_name", 1, 0),
@@ -424,9 +457,17 @@ def _check_interfaces(cfg: Config, protocols: set[str]) -> None:
 
 
 def _check_bounded(cfg: Config, kind: str, name: str, least: int, most: int) -> None:
-    """One parameter of a get_mail_conf_*_table: its value as that kind, within bounds (0:
-    none), in Postfix's words."""
-    if kind == "bool":
+    """One parameter of a get_mail_conf_*_table (or a keyword the daemon looks up as it
+    starts): its value as that kind, within bounds (0: none), in Postfix's words."""
+    if kind == "code":
+        fatal, words = _CODES[name]
+        value = cfg.get(name)
+        if value.lower() not in words:
+            raise _error(fatal.format(name, value))
+    elif kind == "mask":
+        label, words = _MASKS[name]
+        _name_mask(label, cfg.get(name), words)
+    elif kind == "bool":
         cfg.get_bool(name)
     elif kind == "time":
         seconds = int(cfg.get_time(name))
@@ -496,6 +537,7 @@ def _daemon_tables() -> dict[str, tuple[tuple[str, str, int, int], ...]]:
 
 def check_daemon(cfg: Config, command: str) -> None:
     """What Postfix's daemon `command` reads as it starts beside mail_params_init (its own
-    int, bool and time tables, in its order): ConfigError for the first value it refuses."""
+    int, bool and time tables, then its keywords, in its order): ConfigError for the first
+    value it refuses."""
     for name, kind, least, most in _daemon_tables().get(command, ()):
         _check_bounded(cfg, kind, name, least, most)
