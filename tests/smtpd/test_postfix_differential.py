@@ -1685,3 +1685,45 @@ def test_unlisted_sender_refused_as_postfix(start_smtpd, delay_reject: str, how:
     assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
     wanted = r": (reject|discard): "
     assert _transaction_lines(both.ours, wanted) == _transaction_lines(both.theirs, wanted)
+
+
+EHLO_DISCARDED = "chunking, Dsn smtputf8 size etrn vrfy pipelining 8bitmime"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        f"smtpd_discard_ehlo_keywords = {EHLO_DISCARDED}\n",
+        # The client's words replace smtpd_discard_ehlo_keywords; split at commas and
+        # blanks only, "{chunking" and "8bitmime}" name nothing.
+        "smtpd_discard_ehlo_keywords = auth\nsmtpd_discard_ehlo_keyword_address_maps = "
+        f"inline:{{ {{127.0.0.2={{{EHLO_DISCARDED}}}}} }}\n",
+        # Another client's words: smtpd_discard_ehlo_keywords, not logged (silent-discard).
+        "smtpd_discard_ehlo_keywords = dsn, silent-discard\n"
+        "smtpd_discard_ehlo_keyword_address_maps = inline:{ {127.0.0.9=chunking} }\n",
+    ],
+)
+def test_ehlo_keywords_discarded_as_postfix(start_smtpd, main_cf: str) -> None:
+    """smtpd_discard_ehlo_keywords and smtpd_discard_ehlo_keyword_address_maps (looked up
+    by the client's address): the EHLO reply without the keywords, the "discarding EHLO
+    keywords" line (Postfix's own spelling and order), DSN parameters refused ("DSN
+    support is disabled"), MAIL FROM's SMTPUTF8 an unsupported option, BDAT 521 and the
+    end of the session, as Postfix 3.7."""
+    dialogue = ["EHLO c.example", "MAIL FROM:<a@example.org> RET=FULL"]
+    dialogue += ["MAIL FROM:<a@example.org> ENVID=x", "MAIL FROM:<a@example.org> SIZE=9"]
+    dialogue += ["RCPT TO:<u@localhost> NOTIFY=NEVER", "RCPT TO:<u@localhost> ORCPT=rfc822;u@x"]
+    dialogue += ["RCPT TO:<u@localhost>", "RSET", "MAIL FROM:<a@example.org> SMTPUTF8", "RSET"]
+    dialogue += ["VRFY u@localhost", "ETRN localhost", "BDAT 0 LAST", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.our_replies[1:] == both.their_replies[1:]
+    if "127.0.0.2" in main_cf:
+        assert both.their_replies[2] == "501 5.7.1 DSN support is disabled", both.their_replies
+    else:
+        last = "221 2.0.0 Bye" if "silent" in main_cf else "(closed)"  # BDAT's 521 ends it
+        assert both.their_replies[-1] == last, both.their_replies
+    wanted = r"discarding EHLO|disconnect from unknown\[127.0.0.2\]"
+    expected = _transaction_lines(both.theirs, wanted)
+    assert _transaction_lines(both.ours, wanted) == expected
+    if "silent" not in main_cf:
+        assert "EHLO_MASK_SMTPUTF8" in expected[0], expected

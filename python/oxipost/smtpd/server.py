@@ -81,6 +81,25 @@ _DATA_CHUNK = 65536
 _GROUP_END = {"EHLO", "HELO", "DATA", "NOOP", "VRFY", "QUIT", "AUTH", "ETRN", "EXPN"}
 # The commands smtpd_junk_command_limit counts (Postfix's SMTPD_CMD_FLAG_LIMIT).
 _JUNK = {"HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"}
+# Postfix's ehlo_mask_table: the order "discarding EHLO keywords: ..." names them in.
+_EHLO_MASK_ORDER = (
+    "8bitmime",
+    "auth",
+    "etrn",
+    "pipelining",
+    "size",
+    "verp",
+    "vrfy",
+    "xclient",
+    "xforward",
+    "starttls",
+    "enhancedstatuscodes",
+    "dsn",
+    "smtputf8",
+    "chunking",
+)
+# As str_ehlo_mask spells them: its table names SMTPUTF8's bit "EHLO_MASK_SMTPUTF8".
+_EHLO_MASK_NAMES = {"smtputf8": "EHLO_MASK_SMTPUTF8"}
 _ESMTP_PARAMS_MAIL = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
 
 
@@ -223,6 +242,10 @@ class SmtpdServer:
         # smtpd_milter_maps may choose others per client.
         self.milter_conf: MilterConf | None = milter_conf(cfg, "smtpd_milters")
         self.milter_maps = cfg.get_list("smtpd_milter_maps")
+        # The EHLO keywords not announced (lower case); smtpd_discard_ehlo_keyword_address_maps
+        # may name others for a client's address, in place of these.
+        self.ehlo_discard = cfg.get_keywords("smtpd_discard_ehlo_keywords")
+        self.ehlo_discard_maps = cfg.get_list("smtpd_discard_ehlo_keyword_address_maps")
         self.milters_on = self.milter_conf is not None or bool(self.milter_maps)
 
     async def client_names(self, peer: Any) -> ClientNames:
@@ -350,6 +373,9 @@ class Session:
         # that it cannot override its own access control) and XFORWARD; what XFORWARD
         # said for the transaction.
         self.xclient_allowed = False
+        # Postfix's ehlo_discard_mask: the EHLO keywords this client is not offered, and
+        # not allowed to use where Postfix refuses them (DSN's parameters).
+        self.ehlo_discard = server.ehlo_discard
         # The server's anvil client while this client is counted (run decides).
         self.anvil = server.anvil
         self.xforward_allowed = False
@@ -472,6 +498,8 @@ class Session:
             st.name, st.name_status = names.name, names.name_status
             st.reverse_name, st.reverse_name_status = names.reverse_name, names.reverse_name_status
         log.info(f"connect from {self.state.namaddr}")
+        if self.srv.ehlo_discard_maps:
+            self._ehlo_discard_for_client()
         if self.tls_active:  # wrapper mode (smtps): the handshake came with the connection
             self._log_tls()
         self.xclient_allowed = self._client_listed("smtpd_authorized_xclient_hosts")
@@ -540,6 +568,22 @@ class Session:
                     return None
                 return milter_conf(self.cfg, "smtpd_milters", found)
         return conf
+
+    def _ehlo_discard_for_client(self) -> None:
+        """smtpd_discard_ehlo_keyword_address_maps' keywords for the client's address, as
+        Postfix's smtpd_proto() looks them up at connect: in place of
+        smtpd_discard_ehlo_keywords when a table has the address."""
+        for spec in self.srv.ehlo_discard_maps:
+            try:
+                found = open_table(spec, self.cfg).lookup(self.addr)
+            except TableError as e:
+                self.srv.log.warning(f"{spec}: table lookup problem for {self.addr}: {e}")
+                return
+            if found is not None:
+                # name_mask_opt's words: split at commas and white space only (a "{"
+                # stays part of its word, which then names no keyword).
+                self.ehlo_discard = frozenset(w.lower() for w in re.split(r"[\s,]+", found) if w)
+                return
 
     async def _greet(self) -> None:
         """The greeting, at connect and after XCLIENT: smtpd_client_restrictions' reject
@@ -882,10 +926,19 @@ class Session:
         if self._smtputf8():
             lines.append("250 SMTPUTF8")
         lines.append("250 CHUNKING")
-        discard = {k.upper() for k in self.cfg.get_list("smtpd_discard_ehlo_keywords")}
-        lines = [
-            ln for ln in lines if ln[4:].split(" ")[0].upper() not in discard or ln is lines[0]
-        ]
+        discard = self.ehlo_discard
+        if discard:
+            lines = [
+                ln for ln in lines if ln[4:].split(" ")[0].lower() not in discard or ln is lines[0]
+            ]
+            # As Postfix's ehlo_cmd: not with silent-discard, nor (its quirk) when
+            # ENHANCEDSTATUSCODES is among them.
+            if "silent-discard" not in discard and "enhancedstatuscodes" not in discard:
+                named = [
+                    _EHLO_MASK_NAMES.get(k, k.upper()) for k in _EHLO_MASK_ORDER if k in discard
+                ]
+                if named:
+                    self.srv.log.info(f"discarding EHLO keywords: {' '.join(named)}")
         await self.reply_lines(lines)
 
     async def _milter_helo(self) -> bool:
@@ -902,12 +955,16 @@ class Session:
         return reply is not None and reply.startswith("5")
 
     def _dsn_discarded(self) -> bool:
-        """smtpd_discard_ehlo_keywords names DSN: Postfix's ehlo_discard_mask then refuses
-        the DSN parameters too, whether or not the client sent EHLO."""
-        return any(k.upper() == "DSN" for k in self.cfg.get_list("smtpd_discard_ehlo_keywords"))
+        """DSN is among the discarded EHLO keywords: Postfix's ehlo_discard_mask then
+        refuses the DSN parameters too, whether or not the client sent EHLO."""
+        return "dsn" in self.ehlo_discard
 
     def _smtputf8(self) -> bool:
         return self.cfg.get_bool("smtputf8_enable")
+
+    def _smtputf8_offered(self) -> bool:
+        """MAIL FROM's SMTPUTF8 is taken: smtputf8_enable, and the keyword not discarded."""
+        return self._smtputf8() and "smtputf8" not in self.ehlo_discard
 
     def _auth_offered(self) -> bool:
         if not self.cfg.get_bool("smtpd_sasl_auth_enable") or self.srv.authenticator is None:
@@ -1029,7 +1086,7 @@ class Session:
         # As Postfix 3.7's mail_cmd: SMTPUTF8 is looked for first, as it decides which
         # domains are valid, and the address is judged before any other parameter.
         smtputf8 = bool(params) and any(p.upper() == "SMTPUTF8" for p in params)
-        smtputf8 = smtputf8 and self._smtputf8()
+        smtputf8 = smtputf8 and self._smtputf8_offered()
         if not domain_ok(addr, smtputf8):
             self._bad_address(arg[5:])
             await self.reply(R.BAD_SENDER)
@@ -1072,7 +1129,7 @@ class Session:
                     return
                 tx.envid = envid
             elif key == "SMTPUTF8":
-                if not self._smtputf8():
+                if not self._smtputf8_offered():
                     await self.reply(R.SMTPUTF8_DISABLED)
                     return
                 tx.smtputf8 = True
@@ -1529,6 +1586,10 @@ class Session:
         return "\r\n".join(lines) + "\r\n"
 
     async def cmd_bdat(self, arg: str) -> bool:
+        if "chunking" in self.ehlo_discard:
+            # Postfix's bdat_cmd: 521, and the session ends as for a syntax error.
+            await self.reply(R.BDAT_NOT_IMPLEMENTED)
+            return False
         words = arg.split()
         if (
             not words
