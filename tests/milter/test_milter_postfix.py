@@ -559,3 +559,33 @@ def test_milter_deleting_the_only_recipient_as_postfix(app_milter) -> None:
     ]
 
     assert ours == theirs
+
+
+def test_no_events_after_a_discard_and_resolved_addresses_as_postfix(
+    start_smtpd, app_milter
+) -> None:
+    """Once a milter DISCARDs the transaction at RCPT, Postfix tells the milters nothing
+    more of it (MILTER_SKIP_FLAGS: no RCPT, DATA or message), the next transaction is told
+    again; {mail_addr} and {rcpt_addr} are the addresses as trivial-rewrite resolves them
+    (an unqualified one gets $myorigin) with the local part quoted as RFC 5321 wants."""
+    app = app_milter({"rcpt": {"<drop@localhost>": ["discard"]}})
+    dialogue = [
+        "EHLO client.test",
+        "MAIL FROM:<a@example.test>",
+        "RCPT TO:<drop@localhost>",
+        "RCPT TO:<good@localhost>",
+        "DATA",
+        MESSAGE,
+        "MAIL FROM:<sender>",
+        'RCPT TO:<"x y"@localhost>',
+        "RCPT TO:<postmaster>",
+        "DATA",
+        MESSAGE,
+        "QUIT",
+    ]
+    theirs, ours = _both(start_smtpd, app, dialogue, f"smtpd_milters = {app.endpoint}\n")
+    told = [event[:2] for event in theirs[2] if event[0] in ("rcpt", "data")]
+    assert told[:2] == [["rcpt", "<drop@localhost>"], ["rcpt", '<"x y"@localhost>']], told
+    macros = [event[-1] for event in theirs[2] if event[0] == "rcpt"]
+    assert macros[1]["{rcpt_addr}"] == '"x y"@localhost', macros
+    _same(ours, theirs)

@@ -5,8 +5,9 @@ SessionMilters(session) is a session's oxipost.milter.Milters with Postfix's mac
 (smtpd_milter.c: i, j, _, v, {daemon_name}, {daemon_addr}, {daemon_port}, {client_addr},
 {client_port}, {client_name}, {client_ptr}, {tls_version}, {cipher}, {cipher_bits},
 {auth_type}, {auth_authen}, {auth_author}, {mail_addr}, {mail_host}, {mail_mailer},
-{rcpt_addr}, {rcpt_host}, {rcpt_mailer}: a host and mailer are the address's next hop and
-transport as trivial-rewrite resolves it; for a recipient smtpd refused, which
+{rcpt_addr}, {rcpt_host}, {rcpt_mailer}: an address, host and mailer are the address
+trivial-rewrite resolves to (its local part quoted as RFC 5321 wants), its next hop and its
+transport; for a recipient smtpd refused, which
 rejected_rcpt() tells the applications that ask for those (SMFIP_RCPT_REJ), the refusal's
 code and text and the mailer "error"), and verdict() is Postfix's check_milter_reply():
 the line it logs and the reply the client gets.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from oxipost.delivery.address import quote_local
 from oxipost.milter import MilterConf, Milters
 from oxipost.rewrite.resolve import resolve
 
@@ -48,6 +50,8 @@ class SessionMilters(Milters):
             res = resolve(addr, self.session.cfg)
         except Exception:
             return None
+        if what == "addr":
+            return quote_local(res.recipient) if res.recipient else ""
         return res.nexthop if what == "host" else res.transport
 
     def macro(self, name: str) -> str | None:
@@ -93,13 +97,14 @@ class SessionMilters(Milters):
         if name == "{auth_author}":
             return s.sasl_sender or None
         if name == "{mail_addr}":
-            return st.sender
+            # The null sender is not resolved (Sendmail does not externalize it).
+            return self._resolved(st.sender, "addr") if st.sender else st.sender
         if name in ("{mail_host}", "{mail_mailer}"):
             return self._resolved(st.sender or "", "host" if name == "{mail_host}" else "")
         if name in ("{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}") and self.rcpt_reject:
             return self._rejected_macro(name)
         if name == "{rcpt_addr}":
-            return self.rcpt or None
+            return self._resolved(self.rcpt, "addr")
         if name in ("{rcpt_host}", "{rcpt_mailer}"):
             return self._resolved(self.rcpt, "host" if name == "{rcpt_host}" else "")
         return None

@@ -997,6 +997,13 @@ class Session:
         self._mail_reset()
         return True
 
+    @property
+    def envelope_milters(self) -> SessionMilters | None:
+        """The milters to tell of the transaction's MAIL, RCPT and DATA: none once it is to
+        be discarded (a milter's or an access table's DISCARD), as Postfix's
+        MILTER_SKIP_FLAGS."""
+        return None if "DISCARD" in self.state.actions else self.milters
+
     async def _reject(
         self, reply: Reply, recipient: str = "", milter_rcpt: list[str] | None = None
     ) -> None:
@@ -1004,8 +1011,9 @@ class Session:
         go to the milters that ask for refused recipients (SMFIP_RCPT_REJ) between the
         two, as in Postfix's rcpt_cmd, and what they answer is not used."""
         self.srv.log.info(self.state.whatsup("reject", str(reply), recipient))
-        if milter_rcpt is not None and self.milters is not None:
-            await self.milters.rejected_rcpt(str(reply), recipient, milter_rcpt)
+        milters = self.envelope_milters
+        if milter_rcpt is not None and milters is not None:
+            await milters.rejected_rcpt(str(reply), recipient, milter_rcpt)
         await self.reply(str(reply))
 
     async def _milter_refused(self, resp: str, recipient: str = "") -> bool:
@@ -1163,8 +1171,8 @@ class Session:
             await self._reject(reply)
             self._mail_reset()
             return
-        if self.milters is not None:
-            resp = await self.milters.mail_event([f"<{given}>", *params])
+        if (milters := self.envelope_milters) is not None:
+            resp = await milters.mail_event([f"<{given}>", *params])
             if resp is not None and await self._milter_refused(resp):
                 self._mail_reset()
                 return
@@ -1242,10 +1250,10 @@ class Session:
             told = [f"<{given}>", *params] if self.milters is not None else None
             await self._reject(reply, addr, told)
             return
-        if self.milters is not None:
-            self.milters.rcpt = addr
-            resp = await self.milters.rcpt_event([f"<{given}>", *params])
-            self.milters.rcpt = ""
+        if (milters := self.envelope_milters) is not None:
+            milters.rcpt = addr
+            resp = await milters.rcpt_event([f"<{given}>", *params])
+            milters.rcpt = ""
             if resp is not None and await self._milter_refused(resp, addr):
                 return
         if not self.state.queue_id:
@@ -1277,8 +1285,8 @@ class Session:
         if reply is not None:
             await self._reject(reply, self._only_recipient(self.tx))
             return
-        if self.milters is not None:
-            resp = await self.milters.data_event()
+        if (milters := self.envelope_milters) is not None:
+            resp = await milters.data_event()
             # Logged with Postfix's state->recipient, the first one.
             first = self.tx.recipients[0].address
             if resp is not None and await self._milter_refused(resp, first):
@@ -1612,11 +1620,11 @@ class Session:
                 failure = R.NEED_RCPT
             elif not self.tx.recipients:
                 failure = R.NO_VALID_RCPT
-            elif self.milters is not None:
+            elif (milters := self.envelope_milters) is not None:
                 # The first chunk starts the content: smtpd_milters' DATA, as for DATA.
-                resp = await self.milters.data_event()
+                resp = await milters.data_event()
                 if resp is not None:
-                    failure = self.milters.verdict(resp, self.tx.recipients[0].address)
+                    failure = milters.verdict(resp, self.tx.recipients[0].address)
         elif self.bdat_failed:
             failure = R.BDAT_DISCARDED.format(count=count)
         if failure is None and self.srv.size_limit:
