@@ -42,6 +42,12 @@ class Envelope:
     client_name: str = ""
     client_addr: str = ""
     client_port: int = 0
+    # The name the client's address reverse-resolves to, whether or not it is confirmed
+    # (client_name is "unknown" then), and the address and port it connected to: kept
+    # with the message as Postfix's smtpd keeps them, for postcat.
+    reverse_name: str = ""
+    server_addr: str = ""
+    server_port: int = 0
     helo_name: str = ""
     protocol: str = ""  # "SMTP", "ESMTP", "ESMTPS", "ESMTPSA", "UTF8ESMTP", ... as in Received:
     sasl_method: str = ""

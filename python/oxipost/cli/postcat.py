@@ -2,9 +2,11 @@
 
     postcat [-c config_dir] [-ehb] -q ID ...
 
-The layout is Postfix's: `*** ENVELOPE RECORDS queue/ID ***` with one `name: value` per
-envelope record, `*** MESSAGE CONTENTS queue/ID ***`, the content, and `*** MESSAGE FILE END
-queue/ID ***`. -e shows only the envelope, -h only the header, -b only the body.
+The layout is Postfix 3.7's: `*** ENVELOPE RECORDS queue/ID ***` with one `name: value` per
+envelope record in the order Postfix's smtpd, pickup and cleanup write them, `*** MESSAGE
+CONTENTS queue/ID ***`, the content, `*** HEADER EXTRACTED queue/ID ***` with the records
+cleanup writes after the content, and `*** MESSAGE FILE END queue/ID ***`. -e shows only
+the envelope (with the markers), -h only the header, -b only the body (without them).
 Diagnostics: `postcat: fatal: open queue file ID: No such file or directory` (exit 1).
 """
 
@@ -16,7 +18,8 @@ import time
 from collections.abc import Sequence
 
 from oxipost import _core
-from oxipost.config import ConfigError, load_config
+from oxipost.cleanup.header import local_client
+from oxipost.config import Config, ConfigError, load_config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import MessageInfo, QueueState
 
@@ -26,30 +29,64 @@ PROG = "postcat"
 # Postfix's dsn_mask.h bits, as its queue file and postcat show RET= and NOTIFY=.
 _RET_FLAGS = {"FULL": 1, "HDRS": 2}
 _NOTIFY_FLAGS = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
+# MAIL FROM's BODY= as smtpd's "encoding" attribute (mail_proto.h MAIL_ATTR_ENC_*).
+_ENCODING = {"8BITMIME": "8bit", "7BIT": "7bit"}
 
 
-def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
+# What smtpd writes of the client and the message origin, shown in its own place (the
+# client_* ones are the client that talked to us when XFORWARD gave another).
+_PLACED = frozenset(
+    {
+        "log_ident",
+        "rewrite_context",
+        "log_message_origin",
+        "log_protocol_name",
+        "client_name",
+        "client_address",
+        "client_port",
+        "helo_name",
+        "protocol_name",
+        "sender_fullname",
+    }
+)
+
+
+def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) -> list[str]:
+    """The envelope records of a queue file in the order and form of Postfix 3.7's, which
+    depend on who queued it: smtpd's client records, or pickup's (no client)."""
     stamp = time.asctime(time.localtime(env.arrival_time))
+    # qmgr's read options: the NOTIFY= words any recipient gave (qmgr_user.h).
+    opts = 0
+    for rcpt in env.recipients:
+        for word in rcpt.notify:
+            opts |= _NOTIFY_FLAGS.get(word, 0) << 1
+    # The content offset in Postfix's file has no counterpart in ours.
+    sizes = (info.size, 0, env.rcpt_count, opts, info.size, int(env.smtputf8))
     lines = [
-        f"message_size: {info.size:>15} {0:>15} {env.rcpt_count:>15}",
+        "message_size: " + " ".join(f"{n:>15}" for n in sizes),
         f"message_arrival_time: {stamp}",
         f"create_time: {stamp}",
     ]
-    attrs = {
-        "client_name": env.client_name,
-        "client_address": env.client_addr,
-        "helo_name": env.helo_name,
-        "protocol_name": env.protocol,
-        "sasl_method": env.sasl_method,
-        "sasl_username": env.sasl_username,
-        "sasl_sender": env.sasl_sender,
-        "envelope_id": env.envid,
-        **env.attrs,
-    }
-    lines += [f"named_attribute: {k}={v}" for k, v in attrs.items() if v]
-    if env.ret:
-        lines.append(f"named_attribute: ret_flags={_RET_FLAGS.get(env.ret, 0)}")
+    attrs = env.attrs
+    smtpd = bool(env.protocol)
+    named: list[tuple[str, object]] = []
+    dsn = [("envelope_id", env.envid), ("ret_flags", _RET_FLAGS.get(env.ret, 0))]
+    context = attrs.get("rewrite_context") or ("local" if local_client(env, cfg) else "remote")
+    if smtpd:
+        named += [("log_ident", attrs.get("log_ident") or qid), ("rewrite_context", context)]
+        named += [("sasl_method", env.sasl_method), ("sasl_username", env.sasl_username)]
+        named += [("sasl_sender", env.sasl_sender), *dsn]
+    else:
+        named += [*dsn, ("rewrite_context", context)]
+    lines += [f"named_attribute: {k}={v}" for k, v in named if v]
+    if attrs.get("sender_fullname"):
+        lines.append(f"sender_fullname: {attrs['sender_fullname']}")
     lines.append(f"sender: {env.sender}")
+    named = [("encoding", _ENCODING.get(env.body_type, ""))]
+    if smtpd:
+        named += _client_records(env)
+    named += [(k, v) for k, v in attrs.items() if k not in _PLACED]
+    lines += [f"named_attribute: {k}={v}" for k, v in named if v]
     canceled = iter(env.canceled)
     pending = next(canceled, None)
     for i in range(len(env.recipients) + 1):
@@ -61,6 +98,31 @@ def envelope_records(info: MessageInfo, env: Envelope) -> list[str]:
             kind = "done_recipient" if i in info.done else "recipient"
             lines += _recipient_records(env.recipients[i], kind)
     return lines
+
+
+def _client_records(env: Envelope) -> list[tuple[str, object]]:
+    """smtpd's client attributes: the client for logging and XFORWARD (log_*, XFORWARD's
+    when it gave one), then the one that talked to us, as smtpd's mail_open_stream()."""
+    attrs = env.attrs
+    addr = attrs.get("client_address", env.client_addr)
+    origin = attrs.get("log_message_origin") or f"{env.client_name}[{env.client_addr}]"
+    return [
+        ("log_client_name", env.client_name),
+        ("log_client_address", env.client_addr),
+        ("log_client_port", env.client_port),
+        ("log_message_origin", origin),
+        ("log_helo_name", env.helo_name),
+        ("log_protocol_name", attrs.get("log_protocol_name") or env.protocol),
+        ("client_name", attrs.get("client_name", env.client_name)),
+        ("reverse_client_name", env.reverse_name),
+        ("client_address", addr),
+        ("client_port", attrs.get("client_port", env.client_port)),
+        ("server_address", env.server_addr),
+        ("server_port", env.server_port),
+        ("helo_name", attrs.get("helo_name", env.helo_name)),
+        ("protocol_name", attrs.get("protocol_name", env.protocol)),
+        ("client_address_type", 10 if ":" in addr else 2),
+    ]
 
 
 def _recipient_records(rcpt: Recipient, kind: str) -> list[str]:
@@ -121,18 +183,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         name = f"{info.state}/{qid}"
         head, body = split_content(content)
-        if "-e" in sections:
+        # The section markers come with the envelope only, as Postfix's postcat prints
+        # them: -h or -b alone is the bare content.
+        envelope = "-e" in sections
+        if envelope:
             out.write(f"*** ENVELOPE RECORDS {name} ***\n".encode())
-            out.write(("\n".join(envelope_records(info, env)) + "\n").encode())
-        if sections & {"-h", "-b"}:
+            out.write(("\n".join(envelope_records(info, env, qid, state.cfg)) + "\n").encode())
             out.write(f"*** MESSAGE CONTENTS {name} ***\n".encode())
+        if "-h" in sections:
+            out.write(head.replace(b"\r\n", b"\n"))
+        if "-b" in sections:
             if "-h" in sections:
-                out.write(head.replace(b"\r\n", b"\n"))
-            if "-b" in sections:
-                if "-h" in sections:
-                    out.write(b"\n")
-                out.write(body.replace(b"\r\n", b"\n"))
-        out.write(f"*** MESSAGE FILE END {name} ***\n".encode())
+                out.write(b"\n")
+            out.write(body.replace(b"\r\n", b"\n"))
+        if envelope:
+            out.write(f"*** HEADER EXTRACTED {name} ***\n".encode())
+            # What cleanup writes at the start of the extracted segment (its encoding
+            # again), as Postfix's cleanup_extracted_process().
+            if env.body_type in _ENCODING:
+                out.write(f"named_attribute: encoding={_ENCODING[env.body_type]}\n".encode())
+            out.write(f"*** MESSAGE FILE END {name} ***\n".encode())
     out.flush()
     return 0
 

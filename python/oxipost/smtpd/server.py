@@ -346,6 +346,8 @@ class Session:
         self.addr = str(peer[0])
         self.port = int(peer[1]) if len(peer) > 1 else 0
         self.peer = peer
+        local: Any = conn.get_extra_info("sockname") or ("", 0)
+        self.server_addr, self.server_port = str(local[0]), int(local[1])
         self.state = ClientState(addr=self.addr, log_external=self.srv.log_external)
         self.tx: Transaction | None = None
         # Postfix's state->msg_size: MAIL's SIZE= is kept even when that MAIL fails, and
@@ -612,11 +614,10 @@ class Session:
     def _policy_attrs(self, size: int | None) -> dict[str, str]:
         tx = self.tx
         after_rcpt = tx is not None and self.state.where in ("DATA", "END-OF-MESSAGE")
-        server: Any = self.conn.get_extra_info("sockname") or ("", "")
         attrs = {
             "client_port": str(self.port),
-            "server_address": str(server[0]),
-            "server_port": str(server[1]),
+            "server_address": self.server_addr,
+            "server_port": str(self.server_port),
             # As Postfix's: counted once the recipients are all known.
             "recipient_count": str(tx.rcpt_count if tx and after_rcpt else 0),
             "recipient": self._only_recipient(tx) if tx and after_rcpt else "",
@@ -1415,6 +1416,9 @@ class Session:
             client_name=self.state.name,
             client_addr=self.addr,
             client_port=self.port,
+            reverse_name=self.state.reverse_name,
+            server_addr=self.server_addr,
+            server_port=self.server_port,
             helo_name=self.state.helo,
             protocol=self.protocol(),
             sasl_method=self.sasl_method,
@@ -1526,6 +1530,11 @@ class Session:
         # and a name without "[address]" when there is none.
         attrs["log_message_origin"] = fwd.namaddr
         attrs["log_protocol_name"] = fwd.protocol
+        # The client that talked to us, which the envelope's client no longer is: Postfix
+        # keeps both (client_* beside log_client_*), as postcat shows.
+        attrs["client_name"], attrs["client_address"] = env.client_name, env.client_addr
+        attrs["client_port"], attrs["helo_name"] = str(env.client_port), env.helo_name
+        attrs["protocol_name"] = env.protocol
         return dataclasses.replace(
             env,
             client_name=fwd.name,
