@@ -288,8 +288,12 @@ class Logger:
         flush()
         raise SystemExit(1)
 
-    def panic(self, text: str) -> NoReturn:
+    def panic_line(self, text: str) -> None:
+        """The "panic: " line alone (postlog -p panic goes on)."""
         self._emit(syslog.LOG_EMERG, text, severity="panic: ")
+
+    def panic(self, text: str) -> NoReturn:
+        self.panic_line(text)
         flush()
         os.abort()
 
