@@ -115,7 +115,7 @@ def _ctx(cfg, source: str) -> local.Ctx:
 
 
 def _expand(ctx: local.Ctx, items: list[str]) -> Outcome:
-    return asyncio.run(local._expand(ctx, items, "list"))
+    return asyncio.run(local._expand(ctx, items))
 
 
 def test_include_cannot_run_commands_or_write_files(tmp_path):
@@ -629,7 +629,7 @@ def test_forwarded_recipients_of_an_alias(tmp_path, spool, monkeypatch):
     # and the owner as sender.
     from oxipost.qmgr.queue import QueueState
 
-    monkeypatch.setattr(local, "resubmit", None)
+    monkeypatch.setattr(local, "_queue", None)
     (spool / "aliases").write_text("alias one@example.com\nlist two@example.com\nowner-list x\n")
     cfg = make_config(
         tmp_path / "c",
@@ -647,7 +647,8 @@ def test_forwarded_recipients_of_an_alias(tmp_path, spool, monkeypatch):
     try:
         assert [o.status for o in run(req)] == ["2.0.0", "2.0.0"]
     finally:
-        local.resubmit.__self__.close()  # type: ignore[union-attr]
+        assert local._queue is not None
+        local._queue.close()
     state = QueueState(cfg)
     queued = {}
     for qid in state.messages:

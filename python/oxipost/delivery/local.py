@@ -8,10 +8,14 @@ For each recipient (the domain is local; qmgr only sends those here):
    members of an owner- alias or an :include: file, are resubmitted as one new message
    through the queue), "/file" (appended, mbox; a trailing "/" means Maildir), "|command"
    (run by /bin/sh with the message on stdin, exit status through sysexits.h), or
-   ":include:/path" (more items from a file, recursion bounded). "\\user" delivers to
-   user's mailbox without further aliasing. With owner_request_special, an "owner-<alias>"
-   entry makes owner-<alias>@$myorigin (its expansion with expand_owner_alias) the sender
-   of the expansion, and the recipient loses its original address and DSN ORCPT (alias.c).
+   ":include:/path" (more items from a file, recursion bounded). "\\user" is the address
+   user, as Postfix's parser reads it (recipient.c's "no alias or .forward" case never
+   fires); an alias that lists its own name means the user of that name, and a .forward
+   that lists its own user that user's mailbox (alias.c's exp_from, dotforward.c's
+   filter), logged under the address the item resolves to. With owner_request_special,
+   an "owner-<alias>" entry makes owner-<alias>@$myorigin (its expansion with
+   expand_owner_alias) the sender of the expansion, and the recipient loses its original
+   address and DSN ORCPT (alias.c).
    Commands and files of an alias have the rights, HOME and SHELL of the table's owner (the
    file as opened), default_privs and no HOME or SHELL for a root-owned table; an :include:
    file not owned by root, listed where the rights are root's, gives its owner's rights to
@@ -30,9 +34,10 @@ For each recipient (the domain is local; qmgr only sends those here):
    alias member is, else postmaster and MAILER-DAEMON are discarded ("warning: required
    alias not found: NAME"), else the bounce below.
 6. The mailbox: mailbox_command_maps (keyed by the user), else mailbox_command, else
-   home_mailbox ("Maildir/" → $HOME/Maildir/), else
-   mail_spool_directory/user (a trailing "/" on the directory → a Maildir per user), else
-   mbox locked per mailbox_delivery_lock, capped by mailbox_size_limit (5.2.2). Return-Path,
+   home_mailbox ending in "/" ($HOME/Maildir/), else a mail_spool_directory ending in
+   "/" (a Maildir per user, even with home_mailbox = Mailbox, as mailbox.c), else an
+   mbox ($HOME/home_mailbox, else mail_spool_directory/user), locked per
+   mailbox_delivery_lock, capped by mailbox_size_limit (5.2.2). Return-Path,
    X-Original-To and Delivered-To come first.
 Commands and files are permitted per allow_mail_to_commands / allow_mail_to_files by
 source (alias, forward, include): otherwise "5.7.1 mail to command is restricted" /
@@ -51,7 +56,9 @@ Outcome.entries (to=<address>, orig_to=<the queue's original recipient>, one log
 each, none for the alias), the resubmission as a "forwarded as QID" entry for the
 recipient; a deferral anywhere defers the recipient whole and sends nothing on, so that
 every member is tried again (Postfix's local.c). Delivered-To: names the queue recipient
-however deep the expansion (frozen_delivered_to).
+however deep the expansion (frozen_delivered_to). A forwarded copy starts with forward.c's
+"Received: by $myhostname ($mail_name) id NEWQID; DATE" and the Delivered-To: in lower
+case, and cleanup logs its message-id line under the new queue ID.
 
 Diagnostics: no such user and no alias → 5.1.1 unknown user: "user"; unreadable tables →
 deferred (4.3.0); an alias whose value lists nothing → 4.3.0 alias database unavailable
@@ -80,7 +87,6 @@ import pwd
 import shutil
 import stat
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -107,8 +113,9 @@ from oxipost.delivery.mailstore import (
     prefix_headers,
     would_deliver,
 )
-from oxipost.envelope import Entry, Envelope, Outcome, Recipient
+from oxipost.envelope import Entry, Outcome, Recipient
 from oxipost.environ import DEFAULT_PATH, command_environment
+from oxipost.maildate import mail_date
 from oxipost.maps import Table, TableError, open_table
 from oxipost.maps.search import alias_keys, maps_find_warned, split_extension
 from oxipost.qmgr import control
@@ -117,8 +124,11 @@ from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
     from oxipost.config import Config
+    from oxipost.qmgr.queue import Queue
 
 log = logging.getLogger("oxipost.local")
+# Forwarded mail's cleanup lines are postfix/cleanup's, as from Postfix's cleanup(8).
+cleanup_log = logging.getLogger("oxipost.cleanup")
 MAX_INCLUDE_DEPTH = 20
 # How deep aliases and .forward files may nest in one delivery (recipient.c's and alias.c's
 # limit; Postfix counts its own function calls, some five per level, this counts levels).
@@ -126,10 +136,8 @@ MAX_RECIPIENT_LEVEL = 20
 # What Postfix's deliver_pass() defers with when the other agent cannot be had.
 UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
 
-# How resubmitted mail (alias/.forward addresses) reaches the queue: qmgr sets this to its
-# own Queue.enqueue; left None, the queue is opened on first use.
-Resubmit = Callable[[Envelope, bytes], Awaitable[str]]
-resubmit: Resubmit | None = None
+# Where resubmitted mail (alias/.forward addresses) is queued: opened on first use.
+_queue: Queue | None = None
 
 
 @dataclass
@@ -142,6 +150,10 @@ class Trace:
     forwards: dict[tuple[str, str], list[Recipient]] = field(default_factory=dict)
     # resolve.c's duplicate filter: "recipient LEVEL ADDRESS" delivered once.
     seen: set[tuple[int, str]] = field(default_factory=set)
+    # dotforward.c's "forward PATH" filter: a .forward file being expanded (False) or
+    # done (True). One met again while it is expanded is its user listing itself: the
+    # mailbox; one met again once done has been delivered already.
+    dotforwards: dict[str, bool] = field(default_factory=dict)
     expanded: bool = False
 
 
@@ -162,6 +174,9 @@ class Ctx:
     # Who owns the expansion: the owner-<alias> address that became the sender, or the
     # recipient whose .forward it is. Its members are forwarded (recipient.c).
     owner: str = ""
+    # The alias (or .forward's local part) being expanded: an alias that lists its own name
+    # means the user of that name, not the alias again (alias.c's exp_from).
+    exp_from: str = ""
     # Postfix's USER_ATTR: the account whose rights a command or file delivery has (ids),
     # and its HOME, SHELL, $home and $shell: the recipient's for its .forward and mailbox,
     # an alias table's owner, an :include: file's owner. ids None (or a root uid) for a
@@ -248,14 +263,13 @@ def _prefix(ctx: Ctx) -> bytes:
     return prefix_headers(ctx.sender, ctx.delivered, ctx.rcpt.original)
 
 
-async def _open_queue_resubmit(cfg: Config) -> Resubmit:
-    global resubmit
-    if resubmit is None:
+def _open_queue(cfg: Config) -> Queue:
+    global _queue
+    if _queue is None:
         from oxipost.qmgr.queue import Queue
 
-        queue = Queue.open(cfg, writer="local")
-        resubmit = queue.enqueue
-    return resubmit
+        _queue = Queue.open(cfg, writer="local")
+    return _queue
 
 
 def _indirect(ctx: Ctx) -> Outcome:
@@ -273,7 +287,9 @@ def _indirect(ctx: Ctx) -> Outcome:
 async def _forward(
     req: DeliveryRequest, delivered: str, sender: str, rcpts: list[Recipient]
 ) -> Outcome:
-    """Resubmit the message with a new envelope (Postfix's forward.c)."""
+    """Resubmit the message with a new envelope (Postfix's forward.c), under a queue ID of
+    its own that its Received: header names; cleanup logs its lines for it."""
+    cfg = req.cfg
     env = replace(
         req.envelope,
         sender=sender,
@@ -281,18 +297,28 @@ async def _forward(
         arrival_time=time.time(),
         attrs=dict(req.envelope.attrs),
     )
-    # Delivered-To makes a loop through this alias visible the next time round.
-    content = f"Delivered-To: {delivered}\r\n".encode("utf-8", "surrogateescape") + req.content
+    try:
+        queue = _open_queue(cfg)
+        qid = queue.new_id()
+    except Exception as e:
+        log.warning("%s: cannot resubmit for %s: %s", req.queue_id, delivered, e)
+        return Outcome("4.3.0", "mail system configuration error")
+    # forward_send()'s own headers: Delivered-To (lower case) makes a loop through this
+    # alias visible the next time round.
+    received = (
+        f"Received: by {cfg.get('myhostname')} ({cfg.get('mail_name')})\r\n"
+        f"\tid {qid}; {mail_date(env.arrival_time)}\r\nDelivered-To: {delivered.lower()}\r\n"
+    )
     # Forwarded mail goes through cleanup as internal mail: address mappings, no checks.
-    cleaned = cleanup_message(env, content, "", req.cfg, internal=True)
+    cleaned = cleanup_message(env, req.content, received, cfg, queue_id=qid, internal=True)
     if cleaned.reply is not None:
-        cleaned.log_notes(log, req.queue_id)
+        cleaned.log_notes(cleanup_log, req.queue_id)
         _code, _, text = cleaned.reply.partition(" ")
         status, _, text = text.partition(" ")
         return Outcome(status, text)
     try:
-        submit = await _open_queue_resubmit(req.cfg)
-        qid = await submit(cleaned.envelope, cleaned.content)
+        qid = await queue.enqueue(cleaned.envelope, cleaned.content, qid)
+        cleaned.log_notes(cleanup_log, qid)
     except Exception as e:
         log.warning("%s: cannot resubmit for %s: %s", req.queue_id, delivered, e)
         return Outcome("4.3.0", "mail system configuration error")
@@ -496,7 +522,7 @@ def _worst(results: list[Outcome]) -> Outcome | None:
     return results[0] if results else None
 
 
-async def _expand(ctx: Ctx, items: list[str], self_user: str) -> Outcome:
+async def _expand(ctx: Ctx, items: list[str]) -> Outcome:
     """Deliver each item; the recipient's outcome is the first deferral, else the first
     bounce, else success (as Postfix ORs the per-item results). What the expansion sends
     on loses NOTIFY=SUCCESS (NEVER when that was all): the expansion reports it."""
@@ -524,12 +550,10 @@ async def _expand(ctx: Ctx, items: list[str], self_user: str) -> Outcome:
             results.append(_record(ctx, out))
         elif item.lower().startswith(":include:"):
             results.append(await _include(ctx, item[9:].strip()))
-        elif item.startswith("\\"):
-            results.append(await _mailbox(ctx, item[1:].lower(), aliased=True))
-        elif item.lower() == self_user:
-            results.append(await _mailbox(ctx, self_user, aliased=True))
         else:
-            results.append(await _member(ctx, item))
+            # "\\user" is the address user: Postfix's RFC 822 parser takes the backslash
+            # for a quoted pair, so recipient.c's "no alias or .forward" case never sees it.
+            results.append(await _member(ctx, item.removeprefix("\\")))
     return _worst(results) or Outcome("2.0.0", "alias expands to nothing")
 
 
@@ -603,7 +627,7 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             items.extend(_split_items(line))
-    return await _expand(sub, items, "")
+    return await _expand(sub, items)
 
 
 def _with_account(ctx: Ctx, pw: pwd.struct_passwd) -> Ctx:
@@ -615,6 +639,7 @@ async def _dotforward(ctx: Ctx, user: str, pw: pwd.struct_passwd) -> Outcome | N
     """dotforward.c: the first forward_path file found, owned by the user or root, with
     anything in it; None without one."""
     attrs = _attributes(_with_account(ctx, pw))
+    local = ctx.rcpt.address.rpartition("@")[0].lower()
     for fwd in _forward_files(ctx.req.cfg, attrs):
         try:
             st = os.stat(fwd)
@@ -627,10 +652,16 @@ async def _dotforward(ctx: Ctx, user: str, pw: pwd.struct_passwd) -> Outcome | N
             continue
         items = [i for ln in text.splitlines() for i in _split_items(ln)]
         if items:
+            done = ctx.trace.dotforwards.get(fwd)
+            if done is not None:
+                return Outcome("2.0.0", "") if done else None
+            ctx.trace.dotforwards[fwd] = False
             # The recipient owns what its .forward lists: another local user there is
             # forwarded, as a new message, not delivered here (dotforward.c's owner).
-            sub = replace(_with_account(ctx, pw), source="forward", owner=ctx.rcpt.address)
-            return await _expand(sub, items, user)
+            sub = replace(_with_account(ctx, pw), source="forward", owner=user, exp_from=local)
+            out = await _expand(sub, items)
+            ctx.trace.dotforwards[fwd] = True
+            return out
     return None
 
 
@@ -734,8 +765,8 @@ def _no_such_user(ctx: Ctx, user: str) -> Outcome:
     return _record(ctx, Outcome("5.1.1", f'unknown user: "{user}"'))
 
 
-async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
-    """The user's .forward (unless coming from a \\user alias), else mailbox_transport_maps
+async def _mailbox(ctx: Ctx, user: str) -> Outcome:
+    """The user's .forward, else mailbox_transport_maps
     or mailbox_transport (whether or not the user has a passwd entry), else for a user
     without one unknown.c's fallbacks, else the user's own mailbox."""
     req, cfg = ctx.req, ctx.req.cfg
@@ -743,7 +774,7 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         pw: pwd.struct_passwd | None = pwd.getpwnam(user)
     except KeyError:
         pw = None
-    if pw is not None and not aliased:
+    if pw is not None:
         forwarded = await _dotforward(ctx, user, pw)
         if forwarded is not None:
             return forwarded
@@ -775,13 +806,18 @@ async def _mailbox(ctx: Ctx, user: str, aliased: bool = False) -> Outcome:
         if command:
             return _record(ctx, await _command(_with_account(ctx, pw), command))
     prefix = _prefix(ctx)
-    home_mailbox = cfg.get("home_mailbox")
-    if home_mailbox and home:
+    # mailbox.c's order: a home Maildir, else a spool Maildir, and only then an mbox, in
+    # home_mailbox when set: "Mailbox" with a mail_spool_directory that ends in "/" is
+    # the spool's Maildir.
+    home_mailbox = cfg.get("home_mailbox") if home else ""
+    if home_mailbox.endswith("/"):
+        path = os.path.join(home, home_mailbox)
+    elif cfg.get("mail_spool_directory").endswith("/"):
+        path = os.path.join(cfg.path("mail_spool_directory"), user) + "/"
+    elif home_mailbox:
         path = os.path.join(home, home_mailbox)
     else:
-        spool = cfg.path("mail_spool_directory")
-        trailing = cfg.get("mail_spool_directory").endswith("/")
-        path = os.path.join(spool, user) + ("/" if trailing else "")
+        path = os.path.join(cfg.path("mail_spool_directory"), user)
     if req.envelope.trace_only:
         return _record(ctx, would_deliver(path))
     limit = cfg.get_int("mailbox_size_limit")
@@ -876,7 +912,7 @@ async def _recipient(ctx: Ctx) -> Outcome:
         log.warning("alias database loop for %s", keys[0])
         return _record(ctx, Outcome("5.4.6", f"alias database loop for {keys[0]}"))
     try:
-        found = _find_alias(cfg, keys)
+        found = _find_alias(cfg, [k for k in keys if k != ctx.exp_from])
         owner = None
         if found is not None and cfg.get_bool("owner_request_special"):
             owner = lookup_tables(
@@ -893,7 +929,7 @@ async def _recipient(ctx: Ctx) -> Outcome:
             return _indirect(ctx)
         return await _mailbox(ctx, user)
     value, name, spec, table = found
-    ctx = replace(ctx, source="alias", owner="")
+    ctx = replace(ctx, source="alias", owner="", exp_from=name)
     refused = _alias_rights(ctx, spec, table)
     if refused is not None:
         return _record(ctx, refused)
@@ -909,7 +945,7 @@ async def _recipient(ctx: Ctx) -> Outcome:
         # An alias of nothing (a value of commas, say) is a broken table, not a delivery.
         log.warning("no recipient in alias lookup result for %s", name)
         return _record(ctx, Outcome("4.3.0", "alias database unavailable"))
-    return await _expand(ctx, items, user)
+    return await _expand(ctx, items)
 
 
 async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:

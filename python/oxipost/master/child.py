@@ -129,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if svc.is_unprivileged:
         _import_everything()
     log.open()
-    # smtp(8) and lmtp(8) run in qmgr's process and log as themselves, as Postfix's do.
-    capture_python_logging(log, (*PRIVILEGED_AGENTS, "smtp", "lmtp"))
+    # smtp(8) and lmtp(8) run in qmgr's process and log as themselves, as Postfix's do;
+    # so does the cleanup that local(8) resubmits through.
+    capture_python_logging(log, (*PRIVILEGED_AGENTS, "smtp", "lmtp", "cleanup"))
     # A table's skipped lines, as Postfix's daemons log them: to the maillog, not to a
     # stderr nobody reads (local(8)'s "regexp map ...: substitution is not allowed").
     set_warning_sink(log.warning)

@@ -1,0 +1,306 @@
+"""local(8) deliveries compared with real Postfix 3.7's: the same aliases file, :include:
+files, users' .forward files, main.cf and envelope, delivered by Postfix (its qmgr and
+local under its master) and then by a full oxipost, one after the other into the same
+directories. Both must log the same local, qmgr, cleanup, bounce and discard lines (queue
+IDs by order of appearance, delays set aside), and leave the same files: mailboxes
+(Maildir and mbox, owner and mode), the /files of aliases and .forward files and what
+each command received (its uid, directory, environment and input), notices included.
+Named scenarios pin differences found; a few random ones (a fixed seed) mix aliases,
+owner- aliases, :include: files, /file and |command targets, address extensions,
+luser_relay, home_mailbox and DSN options."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import pwd
+import re
+import shutil
+import smtplib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port, run_ours, shared_dir
+from tests.smtpd.conftest import write_config
+from tests.smtpd.test_postfix_differential import running_postfix
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+# What a command item runs: its argv, rights, directory, environment and input, appended
+# to out/cmd-NAME; with a second argument, that exit status and a line of output.
+REC = """#!/bin/sh
+{{ echo "== $*"; echo "uid=$(id -un) gid=$(id -gn) cwd=$(pwd)"; env | sort; echo --; cat; }} \
+>> {top}/out/cmd-$1
+case "$2" in ""|0) exit 0;; *) echo "rec $1 fails $2"; exit $2;; esac
+"""
+PROGRAMS = ("local", "qmgr", "bounce", "discard", "cleanup")
+
+
+class Scenario:
+    def __init__(
+        self,
+        files: dict[str, tuple[str, str]],
+        main_cf: dict[str, str],
+        rcpts: list[str],
+        sender: str = "lfs@localhost",
+        body: bytes = b"hello\r\n",
+    ) -> None:
+        # files: path under the top directory → (text, owner: "root" or a user's role).
+        self.files, self.main_cf, self.rcpts, self.sender = files, main_cf, rcpts, sender
+        self.body = body
+
+
+@pytest.fixture(scope="module")
+def users() -> Iterator[dict[str, str]]:
+    """Four throwaway users (useradd), by role: lfa, lfb, lfc and the sender lfs."""
+    if os.geteuid() != 0:
+        pytest.fail("this test creates system users: run the tests as root")
+    names = {role: f"ox{role}{os.getpid() % 10000}" for role in ("lfa", "lfb", "lfc", "lfs")}
+    try:
+        for name in names.values():
+            r = subprocess.run(
+                ["useradd", "-M", "-U", "-d", f"/nonexistent/{name}", "-s", "/bin/sh", name],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert r.returncode == 0, r.stderr
+        yield names
+    finally:
+        for name in names.values():
+            subprocess.run(["userdel", name], capture_output=True, timeout=60)
+
+
+def _text(text: str, top: Path, users: dict[str, str]) -> str:
+    text = text.replace("{top}", str(top))
+    for role, name in users.items():
+        text = re.sub(rf"\b{role}\b", name, text)
+        text = re.sub(rf"\b{role.upper()}\b", name.upper(), text)
+    return text
+
+
+def _reset(top: Path, sc: Scenario, users: dict[str, str]) -> None:
+    for sub in ("etc", "bin", "out", "mail", "home"):
+        shutil.rmtree(top / sub, ignore_errors=True)
+        (top / sub).mkdir()
+    for sub in ("out", "mail"):
+        (top / sub).chmod(0o1777)
+    (top / "bin" / "rec").write_text(REC.format(top=top))
+    (top / "bin" / "rec").chmod(0o755)
+    for name in users.values():
+        pw = pwd.getpwnam(name)
+        subprocess.run(
+            ["usermod", "-d", str(top / "home" / name), name],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        (top / "home" / name).mkdir()
+        os.chown(top / "home" / name, pw.pw_uid, pw.pw_gid)
+    (top / ALIASES).write_text("")
+    for path, (text, owner) in sc.files.items():
+        p = top / _text(path, top, users)
+        p.write_text(_text(text, top, users))
+        if owner != "root":
+            pw = pwd.getpwnam(users[owner])
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+def _send(port: int, sc: Scenario, top: Path, users: dict[str, str]) -> list[int]:
+    codes = []
+    with smlib(port) as s:
+        s.ehlo("client.example.org")
+        s.mail(_text(sc.sender, top, users))
+        for r in sc.rcpts:
+            address, _, options = _text(r, top, users).partition(" ")
+            codes.append(s.rcpt(address, options.split())[0])
+        if 250 in codes:
+            s.data(b"Subject: test\r\nFrom: f@example.org\r\nTo: t@example.org\r\n\r\n" + sc.body)
+    return codes
+
+
+def smlib(port: int) -> smtplib.SMTP:
+    return smtplib.SMTP("127.0.0.1", port, timeout=30)
+
+
+def _settled(maillog: Path) -> str:
+    """The log once every message qmgr took is removed or deferred and nothing more was
+    written for two seconds."""
+    deadline = time.monotonic() + 60
+    last, since = "", time.monotonic()
+    while time.monotonic() < deadline:
+        log = maillog.read_text() if maillog.exists() else ""
+        qids = set(re.findall(r"qmgr\[\d+\]: ([0-9A-F]+): from=", log))
+        done = all(
+            f"{q}: removed" in log or re.search(rf"{q}: to=.*status=deferred", log) for q in qids
+        )
+        if log != last or not done:
+            last, since = log, time.monotonic()
+        elif time.monotonic() - since > 2:
+            return log
+        time.sleep(0.2)
+    pytest.fail(f"deliveries did not settle:\n{last}")
+
+
+def _main_cf(top: Path, sc: Scenario) -> str:
+    settings = {
+        "alias_maps": f"texthash:{top}/etc/aliases",
+        "alias_database": "",
+        "mydestination": "localhost, $myhostname",
+        "default_transport": "discard:remote",
+        "mail_spool_directory": f"{top}/mail",
+        # One delivery pass: a deferred recipient is not retried while we look.
+        "minimal_backoff_time": "1h",
+        "maximal_backoff_time": "2h",
+        "queue_run_delay": "1h",
+    } | {k: v.replace("{top}", str(top)) for k, v in sc.main_cf.items()}
+    return "".join(f"{k} = {v}\n" for k, v in settings.items())
+
+
+def _run_postfix(top: Path, sc: Scenario, users: dict[str, str]) -> tuple[list[int], str, str]:
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(_main_cf(top, sc) + logging) as (port, d):
+        codes = _send(port, sc, top, users)
+        return codes, _settled(d / "maillog"), f"{d}/spool"
+
+
+def _run_ours(top: Path, sc: Scenario, users: dict[str, str]) -> tuple[list[int], str, str]:
+    with shared_dir("oxipost-local-") as d:
+        conf, port = d / "conf", free_port()
+        conf.mkdir()
+        write_config(
+            str(conf),
+            _main_cf(top, sc) + f"queue_directory = {d}/spool\ndata_directory = {d}/data\n"
+            f"maillog_file = {d}/maillog\nsmtpd_worker_processes = 1\n",
+        )
+        master_cf = (REPO / "conf" / "master.cf").read_text()
+        (conf / "master.cf").write_text(master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{port}"))
+        started = run_ours("postfix", "-c", str(conf), "start")
+        assert started.returncode == 0, started.stderr
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    smlib(port).quit()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "smtpd does not answer"
+                    time.sleep(0.1)
+            codes = _send(port, sc, top, users)
+            return codes, _settled(d / "maillog"), f"{d}/spool"
+        finally:
+            run_ours("postfix", "-c", str(conf), "stop")
+
+
+def _qids(log: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for q in re.findall(r"\b([0-9A-F]{10,12})\b", log):
+        seen.setdefault(q)
+    return list(seen)
+
+
+def _lines(log: str) -> list[str]:
+    qids = _qids(log)
+    out = []
+    for line in log.splitlines():
+        m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
+        if m is None or ' is in "key: value" format' in line:
+            continue
+        text = m.group(2)
+        for i, q in enumerate(qids):
+            text = text.replace(q, f"Q{i}")
+        text = re.sub(r"delay=[\d.]+, delays=[\d./]+", "delay=D", text)
+        text = re.sub(r"size=\d+", "size=N", text)
+        text = re.sub(r"message-id=<[^>]*>", "message-id=<M>", text)
+        out.append(f"{m.group(1)}: {text}")
+    return sorted(out)
+
+
+def _normal(text: str, qids: list[str], spool: str) -> str:
+    for i, q in enumerate(qids):
+        text = text.replace(q, f"Q{i}")
+    text = text.replace(spool, "SPOOL")
+    text = re.sub(
+        r"^(From \S+) +\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$", r"\1 D", text, flags=re.M
+    )
+    text = re.sub(r"\w{3}, [ \d]?\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}( \(\w+\))?", "D", text)
+    text = re.sub(r"\.\d{9,10}/", ".TIME/", text)  # a notice's MIME boundary
+    text = re.sub(r"<\d{14}\.", "<STAMP.", text)
+    text = re.sub(r"^MAIL_CONFIG=.*\n", "", text, flags=re.M)
+    return text.replace("(oxipost)", "(Postfix)")
+
+
+def _files(top: Path, log: str, spool: str) -> dict[str, list[str]]:
+    """Every file delivered under out/, mail/ and home/ (a Maildir's by directory), with
+    its owner and mode."""
+    qids = _qids(log)
+    found: dict[str, list[str]] = {}
+    for sub in ("out", "mail", "home"):
+        for p in sorted((top / sub).rglob("*")):
+            if not p.is_file() or p.name == ".forward":
+                continue
+            st = p.stat()
+            where = re.sub(r"/(new|cur|tmp)/[^/]*$", r"/\1/*", str(p.relative_to(top)))
+            owner = pwd.getpwuid(st.st_uid).pw_name
+            text = _normal(p.read_text(errors="replace"), qids, spool)
+            found.setdefault(where, []).append(f"[{owner} {st.st_mode:o}]\n{text}")
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def _as_postfix(top: Path, sc: Scenario, users: dict[str, str]) -> None:
+    results = {}
+    for who, run in (("postfix", _run_postfix), ("ours", _run_ours)):
+        _reset(top, sc, users)
+        codes, log, spool = run(top, sc, users)
+        results[who] = (codes, _lines(log), _files(top, log, spool))
+    ours, theirs = results["ours"], results["postfix"]
+    # Something was delivered: a scenario that only defers compares nothing.
+    assert theirs[2], theirs[1]
+    assert ours[0] == theirs[0]
+    assert ours[1] == theirs[1], "\n".join(difflib.ndiff(theirs[1], ours[1]))
+    assert ours[2].keys() == theirs[2].keys()
+    for where in theirs[2]:
+        assert ours[2][where] == theirs[2][where], where
+
+
+@pytest.fixture
+def top(shared_tmp: Path) -> Path:
+    return shared_tmp
+
+
+ALIASES = "etc/aliases"
+SCENARIOS = {
+    # "\user" is the address user (the parser takes the backslash for a quoted pair): its
+    # own .forward is read; a .forward's own user (quoted or not) means the mailbox, under
+    # the name it resolves to.
+    "backslash_user": Scenario(
+        {
+            ALIASES: ("list \\lfb, \\lfc\nlfc \\lfc, {top}/out/lfc-file\n", "root"),
+            "home/lfb/.forward": ("\\lfb, {top}/out/lfb-file\n", "lfb"),
+            "home/lfa/.forward": ("\\lfa, lfa\n", "lfa"),
+        },
+        {"allow_mail_to_files": "alias, forward"},
+        ["list@localhost", "LFA@localhost"],
+    ),
+    # mailbox.c: a spool Maildir ("/" at the end of mail_spool_directory) before an mbox in
+    # home_mailbox.
+    "home_mbox_with_spool_maildir": Scenario(
+        {}, {"home_mailbox": "Mailbox", "mail_spool_directory": "{top}/mail/"}, ["lfa@localhost"]
+    ),
+    # forward.c: the copy for other users of a .forward is a new message with its own
+    # Received: header and a lower-case Delivered-To:, logged by cleanup.
+    "forwarded_copy": Scenario(
+        {"home/lfa/.forward": ("lfb, lfc@localhost\n", "lfa")},
+        {},
+        ["LFA@localhost NOTIFY=SUCCESS"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_as_postfix(name: str, top: Path, users: dict[str, str]) -> None:
+    _as_postfix(top, SCENARIOS[name], users)
