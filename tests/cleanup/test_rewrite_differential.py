@@ -6,11 +6,18 @@ differential (sender, recipients and headers against both) found."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
 
-from tests.smtpd.test_postfix_differential import Queued, _commands, _queued_on_both
+from tests.smtpd.conftest import Raw
+from tests.smtpd.test_postfix_differential import (
+    Queued,
+    _commands,
+    _queued_on_both,
+    running_postfix,
+)
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
 
@@ -211,3 +218,115 @@ def test_header_address_forms_as_postfix(start_smtpd: Any) -> None:
     assert 'Sender: "x\\"y" <c@b.example>' in seen
     assert "From: Phrase <d@b.example>" in seen
     assert 'To: "e@f"@g.example' in seen
+
+
+# Address headers Postfix rebuilds from their tokens once the rewrite changed one of
+# their addresses (canonical_maps makes a@b.example x@y.example): ", " between addresses,
+# comments after their address, a missing comma added ("John Smith" is two addresses),
+# "a @ b . example" joined, quotes only where needed, more than 250 bytes of other text
+# in an element cut to <address>, the lines folded under 70 bytes; a header with no
+# address changed stays as written.
+_C = "a@b.example"
+_LONG = ", ".join(f"user{i}@host{i}.example" for i in range(12))
+REBUILT = {
+    "canonical_local": (
+        "local_header_rewrite_clients = static:all\n"
+        "canonical_maps = inline:{{a@b.example=x@y.example}}\n",
+        [
+            f"To: {_C}\r\nCc: <{_C}>\r\nFrom:{_C}\r\nReply-To:   <{_C}>  \r\n",
+            f'To: a @ b . example\r\nCc: John Smith\r\nReply-To: "Q u" <{_C}> (c), c@d.example\r\n',
+            f"To: undisclosed-recipients:;, {_C}\r\nCc: group: {_C}, c;\r\nResent-To: g: ;\r\n",
+            f"To: (lead comment) {_C}\r\nCc: x(inner)@y.example, {_C}\r\n"
+            "Reply-To: <a(c)@b.example>\r\n",
+            f"To: {_LONG}, {_C}\r\nCc: {_C}, {_LONG}, bare\r\n",
+            f'To: "quoted"@b.example, "q u"@b.example, "a\\\\\\"b"@c.example, {_C}\r\n',
+            f"To: Ma\u00efs <{_C}>, \u00e9t\u00e9@b.example\r\n",
+            f"To: =?utf-8?q?J=C3=B6rg?= <{_C}>, =?utf-8?b?SsO2cmc=?= <c@d.example>\r\n",
+            f"To: {_C},\r\n c@d.example,\r\n\te@f.example\r\n"
+            f"Cc: x@y.example (a\r\n comment), {_C}\r\n",
+            f"To: Phrase. With: Specials <{_C}>\r\nCc: a@[1.2.3.4], <>, {_C}\r\n",
+            f"To: {_C} a2@b.example\r\nCc: {_C};c@d.example\r\n"
+            "Resent-To: c@d.example c2@d.example\r\n",
+            f"To: Some Body <{_C}> junk, x@y.example\r\nCc: <@r.example,@s.example:{_C}>\r\n",
+            f'To: "{"x" * 260}" <{_C}>, y@z.example\r\nCc: A.B. Name <{_C}>, "" <{_C}>\r\n',
+            f"To: <{_C}> (c1) (c2)\r\nCc: ({_C})\r\nResent-Cc: x <y>\r\n",
+            f"To: {'u' * 80}@{'h' * 10}.example, {_C}\r\n",
+        ],
+        [
+            "Reply-To: <x@y.example>",
+            "Cc: John@mx.example.test, Smith@mx.example.test",
+            'Reply-To: "Q u" <x@y.example>(c), c@d.example',
+            "To: undisclosed-recipients: ;, x@y.example",
+            "To: x@y.example (lead comment)",
+            "Reply-To: <x@y.example (c)>",
+            "\tuser3@host3.example, user4@host4.example, user5@host5.example,",
+            "To: x@y.example, c@d.example, e@f.example",
+            "To: Phrase.With@mx.example.test:Specials <x@y.example>",
+            "Resent-To: c@d.example c2@d.example",
+            "To: Some Body <x@y.example>, junk@mx.example.test, x@y.example",
+            "To: <x@y.example>, y@z.example",
+            "Cc: (a@b.example)",
+        ],
+    ),
+    "masquerade_remote": (
+        "local_header_rewrite_clients =\nremote_header_rewrite_domain = remote.example\n"
+        "masquerade_domains = example.com\nappend_dot_mydomain = yes\n",
+        [
+            "To: a@host.sub.example.com, Name <b@x.example.com>\r\nSender: bare\r\n",
+            'To: undisclosed-recipients:;\r\nCc: , a@b.example,, c\r\nReply-To: "x y" <z>\r\n',
+            "Cc: Obs <@r1.example,@r2.example:u@example.com>, x\r\n",
+            'To: Jo\u00ebl <jo@host>, "\u00e9" <e@host.example.com>\r\n',
+            "To: " + ", ".join(f"n{i}" for i in range(40)) + "\r\n",
+            "Errors-To: <x@y.example.com>\r\nDisposition-Notification-To: Q <q>\r\n",
+            'Mail-Followup-To: "a, b" <ab@sub.example.com>, (only comment)\r\n',
+            "To: a;b\r\nCc: :;\r\nTO: lower@sub.example.com\r\ncc:  mixed@sub.example.com\r\n",
+        ],
+        [
+            "To: undisclosed-recipients:;",
+            "Cc: , a@b.example, , c@remote.example",
+            "\tn39@remote.example",
+            "To: a@remote.example;, b@remote.example",
+            "cc: mixed@example.com",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REBUILT))
+def test_rebuilt_address_headers_as_postfix(start_smtpd: Any, case: str) -> None:
+    setting, messages, expected = REBUILT[case]
+    commands = [line for h in messages for line in _message("s@b.example", ["r@x.example"], h)]
+    seen = _same_on_both(start_smtpd, RELAY_ALL + setting, commands, len(messages))
+    assert [line for line in expected if line not in seen] == []
+
+
+def test_long_comment_stripped_with_warning_as_postfix(start_smtpd: Any) -> None:
+    # More than 250 bytes of comment beside an address in a rebuilt header: the element
+    # becomes <address>, with the same warning in both logs (its text shown as printable,
+    # cut at 100 bytes).
+    main_cf = RELAY_ALL + (
+        "local_header_rewrite_clients = static:all\n"
+        "canonical_maps = inline:{{a@b.example=x@y.example}}\n"
+        "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    )
+    headers = f"To: ({'c' * 300}) a@b.example, Name <q@r.example> (short)\r\n"
+    play = _commands(_message("s@b.example", ["r@x.example"], headers))
+    with running_postfix(main_cf, without=("qmgr",)) as (port, d):
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        play(raw, "Postfix")
+        raw.close()
+        deadline = time.monotonic() + 20
+        while "stripping" not in (log := (d / "maillog").read_text()):
+            assert time.monotonic() < deadline, log
+            time.sleep(0.1)
+    theirs = re.findall(r"warning: stripping.*", log)
+    srv = start_smtpd(main_cf, real_queue=True)
+    raw = Raw(srv.host, srv.port, source="127.0.0.2")
+    play(raw, "oxipost")
+    raw.close()
+    ours = [m.group() for ln in srv.log if (m := re.search(r"warning: stripping.*", ln))]
+    assert (
+        ours
+        == theirs
+        == [f"warning: stripping too many comments from address: x@y.example ({'c' * 87}..."]
+    )

@@ -33,6 +33,7 @@ from collections.abc import Callable, Container
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from oxipost import tok822
 from oxipost.cleanup.addr import WRITE_ERROR, canonical
 from oxipost.cleanup.state import (
     HDR_FROM,
@@ -41,6 +42,7 @@ from oxipost.cleanup.state import (
     MIME_8BIT_HEADER,
     MIME_DOMAIN,
     MIME_NESTING,
+    TableNotes,
     cleanup_config,
 )
 from oxipost.delivery.address import log_form, quote_local
@@ -111,9 +113,6 @@ RESENT_HEADERS = frozenset(
 _HEADER = re.compile(r"[!-9;-~]+:")
 _BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE)
 _DSN = re.compile(r"[45]\.\d{1,3}\.\d{1,3}(?:\s|$)")
-
-
-_SEPARATORS_OR_QUOTING = re.compile(r'[,:;"(\\]')
 
 
 def header_name(text: str) -> str:
@@ -236,154 +235,81 @@ def _cleanup_act(
 # Header addresses ----------------------------------------------------------------------
 
 
-def _segments(value: str) -> list[tuple[int, int, bool]]:
-    """(start, end, is_group_name) of each comma/colon/semicolon separated element of an
-    address header value, ignoring separators inside quotes, comments and <...>."""
-    if _SEPARATORS_OR_QUOTING.search(value) is None:
-        return [(0, len(value), False)]  # one address, as most headers hold
-    out: list[tuple[int, int, bool]] = []
-    start = 0
-    quoted = False
-    depth = 0
-    angle = False
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if quoted:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quoted = False
-        elif depth:
-            if ch == "\\":
-                i += 1
-            elif ch == "(":
-                depth += 1
-            elif ch == ")":
-                depth -= 1
-        elif ch == '"':
-            quoted = True
-        elif ch == "(":
-            depth = 1
-        elif ch == "<":
-            angle = True
-        elif ch == ">":
-            angle = False
-        elif not angle and ch in ",:;":
-            out.append((start, i, ch == ":"))
-            start = i + 1
-        i += 1
-    out.append((start, len(value), False))
-    return out
+# An address list in its most common forms: elements of an address with nothing to quote
+# (bare or in <...>, after a phrase of atoms and quoted strings), no comments, groups or
+# empty elements. Postfix's parse finds each address as it is written there, and the
+# header stays as it is when the rewrite changes none (most headers): no parse needed.
+_SPECIAL = r"\s()<>@,;:\\\"\[\]"
+_PLAIN_ADDRESS = rf"[^{_SPECIAL}]+@[^{_SPECIAL}]+"
+_WORD = rf'(?:[^{_SPECIAL}]++|"[^"\\<>@]*+")'
+_ELEMENT = rf"\s*+(?:(?:{_WORD}[ \t]*+)*+<{_PLAIN_ADDRESS}>|{_PLAIN_ADDRESS})\s*+"
+_SIMPLE_LIST = re.compile(rf"{_ELEMENT}(?:,{_ELEMENT})*+")
+_LISTED = re.compile(rf"<({_PLAIN_ADDRESS})>|({_PLAIN_ADDRESS})")
 
 
-def _address_span(value: str, start: int, end: int) -> tuple[int, int] | None:
-    """Where the address of one element is: inside <...>, or the whole element less
-    surrounding blanks and trailing comments."""
-    seg = value[start:end]
-    lt = _outside_quotes_find(seg, "<")
-    if lt >= 0:
-        gt = seg.find(">", lt)
-        if gt < 0:
+def _rewritten(original: str, rewrite: Callable[[str], str]) -> str:
+    """An address of a header (external form) as Postfix's rewrite gives it back."""
+    external = original
+    if not external:
+        return external
+    if external[0] == "@":
+        # Postfix's rewrite drops a source route; tok822 gives an address without a
+        # local part an empty one, and makes a lone '@' the empty address.
+        if external == "@":
+            return '""'
+        external = external[external.find(":") + 1 :]
+    if '"' in external or external.endswith("@") or external[0] == "@":
+        local, domain = split_address(external)
+        # "user@" keeps its '@': Postfix leaves that broken form as it is.
+        at = "@" if domain or external.endswith("@") else ""
+        internal = unquote_local(local) + at + domain
+    else:
+        internal = external  # nothing to unquote, no empty domain to drop
+    # A quoted local part that needs no quotes counts as rewritten too.
+    rewritten = rewrite(internal)
+    if rewritten == internal == original and original.count("@") == 1 and original[0] != "@":
+        return original
+    return quote_local(rewritten)
+
+
+def rewrite_header_value(
+    value: str,
+    rewrite: Callable[[str], str],
+    limit: int = 0,
+    warn: Callable[[str], None] | None = None,
+) -> str | None:
+    """`value` with `rewrite` applied to each address (internal form in and out) and, as
+    Postfix's cleanup_rewrite_sender/recip do when one changed, rebuilt from its tokens
+    (tok822_parse, at most `limit` of them, then tok822_externalize and the folding of
+    cleanup_fold_header); None when no address changed, which leaves the header as it
+    is. `warn` is told of an element cut to its address."""
+    if _SIMPLE_LIST.fullmatch(value):
+        seen: dict[str, str] = {}
+        for m in _LISTED.finditer(value):
+            address = m.group(1) or m.group(2)
+            seen[address] = rewrite(address)
+        if all(new == old for old, new in seen.items()):
             return None
-        return start + lt + 1, start + gt
-    stripped = _without_trailing_comments(seg)
-    left = len(stripped) - len(stripped.lstrip())
-    right = len(stripped.rstrip())
-    if right <= left or "(" in stripped[left:right]:
-        return None
-    return start + left, start + right
-
-
-def _without_trailing_comments(seg: str) -> str:
-    """`seg` less the comments (nested ones too) and blanks at its end."""
-    seg = seg.rstrip()
-    while seg.endswith(")"):
-        depth = 0
-        for i in range(len(seg) - 1, -1, -1):
-            if seg[i] == ")" and (i == 0 or seg[i - 1] != "\\"):
-                depth += 1
-            elif seg[i] == "(" and (i == 0 or seg[i - 1] != "\\"):
-                depth -= 1
-                if not depth:
-                    break
-        else:
-            return seg
-        seg = seg[:i].rstrip()
-    return seg
-
-
-def _outside_quotes_find(text: str, char: str) -> int:
-    if '"' not in text and "(" not in text:
-        return text.find(char)
-    quoted = False
-    depth = 0
-    escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and (quoted or depth):
-            # A quoted pair: the '"' or ')' after it does not end the string or comment.
-            escaped = True
-        elif ch == '"' and not depth:
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")" and depth:
-            depth -= 1
-        elif ch == char and not quoted and not depth:
-            return i
-    return -1
-
-
-def rewrite_header_value(value: str, rewrite: Callable[[str], str]) -> str | None:
-    """`value` with `rewrite` applied to each address (internal form in and out), or None
-    when nothing changed."""
-    pieces: list[str] = []
-    last = 0
+        # Each address rewritten once: the parse below asks again.
+        rewrite = partial(_known, seen, rewrite)
+    tree = tok822.parse(value, limit)
     changed = False
-    for start, end, group in _segments(value):
-        if group:
-            continue
-        span = _address_span(value, start, end)
-        if span is None:
-            continue
-        a, b = span
-        external = original = value[a:b]
-        if not external:
-            continue
-        if external[0] == "@":
-            # Postfix's rewrite drops a source route; tok822 gives an address without a
-            # local part an empty one, and makes a lone '@' the empty address.
-            if external == "@":
-                changed = True
-                pieces += [value[last:a], '""']
-                last = b
-                continue
-            external = external[external.find(":") + 1 :]
-        if '"' in external or external.endswith("@") or external[0] == "@":
-            local, domain = split_address(external)
-            # "user@" keeps its '@': Postfix leaves that broken form as it is.
-            at = "@" if domain or external.endswith("@") else ""
-            internal = unquote_local(local) + at + domain
-        else:
-            internal = external  # nothing to unquote, no empty domain to drop
-        # Postfix puts each address of the header back as its rewrite service returned
-        # it, quoted only where it must be, and the header counts as rewritten when any
-        # differs from what was there, a quoted local part that needs no quotes too.
-        rewritten = rewrite(internal)
-        if rewritten == internal == original and original.count("@") == 1 and original[0] != "@":
-            new = original
-        else:
-            new = quote_local(rewritten)
-        changed = changed or new != original
-        pieces.append(value[last:a])
-        pieces.append(new)
-        last = b
+    tok = tree
+    while tok is not None:
+        if tok.type == tok822.ADDR:
+            original = tok822.externalize(tok.head)
+            new = _rewritten(original, rewrite)
+            changed = changed or new != original
+            tok.head = tok822.scan_addr(new).head
+        tok = tok.next
     if not changed:
         return None
-    pieces.append(value[last:])
-    return "".join(pieces)
+    return tok822.externalize(tree, line=True, trunc=True, warn=warn)
+
+
+def _known(seen: dict[str, str], rewrite: Callable[[str], str], address: str) -> str:
+    found = seen.get(address)
+    return rewrite(address) if found is None else found
 
 
 # A type:table item of local_header_rewrite_clients (not an IPv6 address).
@@ -453,23 +379,33 @@ def rewrite_header(state: CleanupState, text: str, name: str, context: str) -> s
     """A primary sender/recipient header (`name` in lower case) with its addresses
     rewritten."""
     kind = HDR_FROM if name in SENDER_HEADERS else HDR_RCPT
+    limit = state.opts.header_address_token_limit
+    # tok822's warning has no queue ID in Postfix's log either.
+    warn = TableNotes(state).warning
     if not state.map_ok or state.opts.canonical_steps(kind) == ((), False):
-        return rewrite_header_text(text, partial(rewrite_address, state.cfg, context=context))
+        rewrite = partial(rewrite_address, state.cfg, context=context)
+        return rewrite_header_text(text, rewrite, limit, warn)
 
     def one(address: str) -> str:
         return canonical(state, rewrite_address(state.cfg, address, context), kind)
 
-    return rewrite_header_text(text, one)
+    return rewrite_header_text(text, one, limit, warn)
 
 
-def rewrite_header_text(text: str, rewrite: Callable[[str], str]) -> str:
+def rewrite_header_text(
+    text: str,
+    rewrite: Callable[[str], str],
+    limit: int = 0,
+    warn: Callable[[str], None] | None = None,
+) -> str:
     """A whole address header ("Name: value", folded with newlines) with `rewrite` applied
-    to each of its addresses."""
+    to each of its addresses: as it is when none changed, else "Name: " and the rebuilt
+    value folded as Postfix's cleanup_fold_header does."""
     colon = text.index(":")
-    new = rewrite_header_value(text[colon + 1 :], rewrite)
+    new = rewrite_header_value(text[colon + 1 :], rewrite, limit, warn)
     if new is None:
         return text
-    return text[: colon + 1] + (new if new.startswith((" ", "\t", "\n")) else " " + new.lstrip())
+    return tok822.fold(f"{text[:colon]}: {new}")
 
 
 # The MIME walk -------------------------------------------------------------------------

@@ -58,6 +58,10 @@ class CleanupConfig:
         return self.cfg.get_int("header_size_limit")
 
     @cached_property
+    def header_address_token_limit(self) -> int:
+        return self.cfg.get_int("header_address_token_limit")
+
+    @cached_property
     def body_checks_size_limit(self) -> int:
         return self.cfg.get_int("body_checks_size_limit")
 
