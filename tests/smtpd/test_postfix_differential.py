@@ -1781,3 +1781,60 @@ def test_ehlo_keywords_discarded_as_postfix(start_smtpd, main_cf: str) -> None:
     assert _transaction_lines(both.ours, wanted) == expected
     if "silent" not in main_cf:
         assert "EHLO_MASK_SMTPUTF8" in expected[0], expected
+
+
+ETRN_ACCESS = (
+    "inline:{ {w.example=WARN careful} {h.example=HOLD} {d.example=DISCARD} "
+    "{r.example=REJECT no} {p.example=PREPEND X-A: b} {f.example=FILTER smtp:x} "
+    "{i.example=INFO hi} {rd.example=REDIRECT a@b} {b.example=BCC a@b} {o.example=OK} }"
+)
+
+
+@pytest.mark.slow
+def test_etrn_access_actions_logged_as_postfix(start_smtpd) -> None:
+    """check_etrn_access: WARN and INFO log the ETRN without a to=<> (Postfix has no
+    recipient there), HOLD, DISCARD, FILTER, REDIRECT and BCC are "unavailable in
+    smtpd_etrn_restrictions" and PREPEND "always skipped" (a warning each, and the ETRN
+    goes on), and an ETRN that starts the flush logs nothing more: the log lines and
+    replies of Postfix 3.7."""
+    domains = ["w", "h", "d", "r", "p", "f", "i", "rd", "b", "o"]
+    main_cf = (
+        f"smtpd_etrn_restrictions = check_etrn_access {ETRN_ACCESS}\n"
+        "fast_flush_domains = " + ", ".join(f"{d}.example" for d in domains) + "\n"
+    )
+    dialogue = ["EHLO c.example", *(f"ETRN {d}.example" for d in domains), "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.our_replies[1:] == both.their_replies[1:]
+    wanted = r"ETRN|access table"
+    expected = _transaction_lines(both.theirs, wanted)
+    assert expected[0] == (
+        "NOQUEUE: warn: ETRN from unknown[127.0.0.2]: careful; proto=ESMTP helo=<c.example>"
+    ), expected
+    assert len(expected) == 9, expected
+    assert _transaction_lines(both.ours, wanted) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_reject", ["yes", "no"])
+def test_access_actions_without_mail_from_skipped_as_postfix(
+    start_smtpd, delay_reject: str
+) -> None:
+    """HOLD, BCC and PREPEND from the client restrictions where the session has no MAIL
+    FROM (at connect with smtpd_delay_reject = no; VRFY outside a transaction) are
+    skipped with Postfix's warning; inside a transaction they act: the log lines and
+    replies of Postfix 3.7."""
+    main_cf = (
+        f"smtpd_delay_reject = {delay_reject}\n"
+        "smtpd_client_restrictions = check_client_access "
+        "inline:{ {127.0.0.2=PREPEND X-Client: seen} }, "
+        "check_client_access inline:{ {127.0.0.2=HOLD} }, "
+        "check_client_access inline:{ {127.0.0.2=BCC b@localhost} }\n"
+    )
+    dialogue = ["EHLO c.example", "VRFY u@localhost", "MAIL FROM:<a@example.org>"]
+    dialogue += ["RCPT TO:<u@localhost>", *MESSAGE, "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+    wanted = r"access table|: (hold|bcc|reject|warn): "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert any("always skipped" in ln for ln in expected), expected
+    assert _transaction_lines(both.ours, wanted) == expected

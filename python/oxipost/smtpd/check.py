@@ -179,7 +179,8 @@ class ClientState:
         line = f"{self.queue_id or 'NOQUEUE'}: {action}: {self.where} from {self.namaddr}: {text};"
         if self.sender is not None:
             line += f" from=<{log_form(self.sender, self.log_external)}>"
-        if recipient:
+        # At ETRN our checks carry the domain as the recipient; Postfix's has none.
+        if recipient and self.where != "ETRN":
             line += f" to=<{log_form(recipient, self.log_external)}>"
         line += f" proto={self.protocol}"
         if self.helo:
@@ -1516,18 +1517,7 @@ class Checker:
             )
         if re.fullmatch(r"2\d\d", upper):
             return PERMIT
-        if (
-            upper in ("HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC")
-            and not self.delay_reject
-            and cls in ("Client host", "Helo command")
-        ):
-            # Postfix's can_delegate_action: judged at connect or HELO, there is no mail
-            # transaction to hold or redirect yet.
-            if self.log is not None:
-                self.log.warning(
-                    f"access table {table}: with smtpd_delay_reject=no, action {upper} is "
-                    "always skipped in Client host or Helo command restrictions"
-                )
+        if upper in _DELEGATED and not self._can_delegate(table, upper, stage, st):
             return DUNNO
         if upper == "HOLD":
             # Once per transaction, as Postfix's check_table_result: a later HOLD neither
@@ -1570,9 +1560,31 @@ class Checker:
             value.replace(",", " ").split(), stage, reply_class, st, rcpt, depth + 1
         )
 
+    def _can_delegate(self, table: str, action: str, stage: str, st: ClientState) -> bool:
+        """Postfix's can_delegate_action and not_in_client_helo: ETRN has no message for
+        HOLD, DISCARD, FILTER, REDIRECT or BCC to act on, and no session without a MAIL
+        FROM has one for those or PREPEND (connect and HELO with smtpd_delay_reject = no,
+        but also ETRN and VRFY outside a transaction, whatever the warning says)."""
+        if stage == "etrn" and action != "PREPEND":
+            warning = f"action {action} is unavailable in smtpd_etrn_restrictions"
+        elif st.sender is None:
+            warning = (
+                f"with smtpd_delay_reject=no, action {action} is always skipped in Client "
+                "host or Helo command restrictions"
+            )
+        else:
+            return True
+        if self.log is not None:
+            self.log.warning(f"access table {table}: {warning}")
+        return False
+
     def _log_action(self, st: ClientState, action: str, text: str, rcpt: str | None) -> None:
         if self.log is not None:
             self.log.info(st.whatsup(action, text, rcpt or ""))
+
+
+# access(5) actions that the message carries (cleanup's, or its header for PREPEND).
+_DELEGATED = frozenset({"HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC", "PREPEND"})
 
 
 def _server_error() -> Reply:

@@ -1734,7 +1734,6 @@ class Session:
             self.srv.log.warning(f"reject: ETRN {domain[:100]}... from {self.state.namaddr}")
             await self.reply(R.ETRN_UNAVAILABLE.format(domain=domain))
             return
-        self.srv.log.info(f"ETRN {arg} from {self.state.namaddr}")
         if self.srv.notify is not None:
             self.srv.notify({"op": "flush-site", "site": domain})
         await self.reply(R.ETRN_OK)
