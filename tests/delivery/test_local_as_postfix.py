@@ -231,7 +231,22 @@ def _normal(text: str, qids: list[str], spool: str) -> str:
     text = re.sub(r"\.\d{9,10}/", ".TIME/", text)  # a notice's MIME boundary
     text = re.sub(r"<\d{14}\.", "<STAMP.", text)
     text = re.sub(r"^MAIL_CONFIG=.*\n", "", text, flags=re.M)
-    return text.replace("(oxipost)", "(Postfix)")
+    return _recipients_sorted(text.replace("(oxipost)", "(Postfix)"))
+
+
+def _recipients_sorted(text: str) -> str:
+    """A notice's recipient paragraphs ("<rcpt>: reason", "Final-Recipient: ...") sorted
+    within each run: local(8) takes one recipient per delivery (its recipient limit), in
+    parallel, so the order they are reported in is the order they finished."""
+    out: list[str] = []
+    run: list[str] = []
+    for para in text.split("\n\n"):
+        if para.startswith(("<", "Final-Recipient:")):
+            run.append(para)
+            continue
+        out += [*sorted(run), para]
+        run = []
+    return "\n\n".join(out + sorted(run))
 
 
 def _files(top: Path, log: str, spool: str) -> dict[str, list[str]]:
@@ -264,7 +279,12 @@ def _as_postfix(top: Path, sc: Scenario, users: dict[str, str]) -> None:
     assert ours[1] == theirs[1], "\n".join(difflib.ndiff(theirs[1], ours[1]))
     assert ours[2].keys() == theirs[2].keys()
     for where in theirs[2]:
-        assert ours[2][where] == theirs[2][where], where
+        diff = difflib.unified_diff(
+            "\n".join(theirs[2][where]).splitlines(),
+            "\n".join(ours[2][where]).splitlines(),
+            lineterm="",
+        )
+        assert ours[2][where] == theirs[2][where], f"{where}\n" + "\n".join(diff)
 
 
 @pytest.fixture
@@ -297,6 +317,24 @@ SCENARIOS = {
         {"home/lfa/.forward": ("lfb, lfc@localhost\n", "lfa")},
         {},
         ["LFA@localhost NOTIFY=SUCCESS"],
+    ),
+    # pipe_command.c: the output's newlines become spaces (the last one too), and output
+    # that starts with "D.S.N text" is the status and reason; commands see local(8)'s
+    # environment and the From_ line first, and create files under umask 077. (From the
+    # null sender: Postfix's notice would give these a Diagnostic-Code of x-unix and the
+    # command's output, ours X-Postfix and the reason.)
+    "command_status": Scenario(
+        {
+            ALIASES: (
+                'dsnout "|echo 5.2.2 mailbox full; exit 1"\n'
+                'badexit "|{top}/bin/rec f1 1"\ntempfail "|{top}/bin/rec f2 75"\n'
+                "ok |{top}/bin/rec c1\n",
+                "root",
+            ),
+        },
+        {},
+        ["dsnout@localhost", "badexit@localhost", "tempfail@localhost", "ok+ext@localhost"],
+        sender="",
     ),
 }
 

@@ -146,7 +146,7 @@ def test_pipe_unknown_status_and_output(tmp_path, shared):
     cfg = _pipe_cfg(tmp_path, f"user=nobody argv={sh}")
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
     assert o == Outcome(
-        "5.3.0", f'Command died with status 3: "{sh}". Command output: oops second line'
+        "5.3.0", f'Command died with status 3: "{sh}". Command output: oops second line '
     )
 
 
@@ -291,7 +291,7 @@ def test_pipe_time_limit_kills_and_bounces(tmp_path):
     started = time.monotonic()
     (o,) = run(request(cfg, "p", "x", ["u@x"]))
     assert o == Outcome(
-        "5.3.0", 'Command time limit exceeded: "/bin/sh". Command output: still working'
+        "5.3.0", 'Command time limit exceeded: "/bin/sh". Command output: still working '
     )
     assert time.monotonic() - started < 10
 

@@ -14,8 +14,9 @@ bounds how many commands run at once.
 
 `finished(rc, command, output, delivered)` is the outcome Postfix's pipe_command.c gives
 a command that ran (local(8) and pipe(8) share it): the time limit and a status outside
-sysexits.h bounce with 5.3.0, a signal defers, sysexits.h's statuses map as dsn.SYSEXITS
-says, and the command's output is appended.
+sysexits.h bounce with 5.3.0, a signal defers, output that starts with a 4.X.X or 5.X.X
+status is that status and reason, sysexits.h's statuses map as dsn.SYSEXITS says, and the
+command's output is appended, newlines as spaces.
 
 `chdir_error(path, ids)` says why the command could not change to its working directory,
 `chdir_failed()` logs it and defers as Postfix does, `queue_cwd(cfg)` is the default one.
@@ -32,6 +33,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -49,6 +51,10 @@ _MAX_COMMANDS = 1000
 _pool = ThreadPoolExecutor(_MAX_COMMANDS, thread_name_prefix="oxipost-command")
 # How much of a command's output a reason quotes.
 _OUTPUT_LIMIT = 2048
+# pipe_command.c's capture of the output: tabs and newlines become spaces (a last newline
+# too) and other control characters "_".
+_PRINTABLE = str.maketrans({chr(c): " " if chr(c) in "\t\n" else "_" for c in (*range(0x20), 0x7F)})
+_DSN_TEXT = re.compile(r"([45]\.\d{1,3}\.\d{1,3})(?=\s|$)")
 
 
 def _run(
@@ -73,6 +79,9 @@ def _run(
         # A session of its own, as pipe_command.c's child: at the time limit the whole
         # group is killed, so a shell's children cannot hold the output pipe open.
         start_new_session=True,
+        # Postfix's daemons run with umask 077, which their commands inherit: a file a
+        # command creates is its user's alone.
+        umask=0o077,
     ) as proc:
         try:
             output, _ = proc.communicate(data, timeout=limit)
@@ -100,7 +109,7 @@ async def run(
 def finished(rc: int | None, command: str, output: bytes, delivered: str) -> Outcome:
     """The outcome of a command that ran: rc as run() returns it, delivered the reason
     when it succeeded."""
-    text = " ".join(output.decode("utf-8", "replace").split())[:_OUTPUT_LIMIT]
+    text = output[:_OUTPUT_LIMIT].decode("utf-8", "replace").translate(_PRINTABLE)
     suffix = f". Command output: {text}" if text else ""
     if rc is None:
         return Outcome("5.3.0", f'Command time limit exceeded: "{command}"{suffix}')
@@ -108,6 +117,11 @@ def finished(rc: int | None, command: str, output: bytes, delivered: str) -> Out
         return Outcome("4.3.0", f'Command died with signal {-rc}: "{command}"{suffix}')
     if rc == 0:
         return Outcome("2.0.0", delivered)
+    # Output that starts with "D.S.N text" is the status and reason, whatever the exit
+    # status says (a 2.X.X one Postfix would bounce with its success code: not taken).
+    m = _DSN_TEXT.match(text)
+    if m:
+        return Outcome(m.group(1), text[m.end() :].lstrip())
     if rc in SYSEXITS:
         dsn, text = SYSEXITS[rc]
         return Outcome(dsn, text + suffix)

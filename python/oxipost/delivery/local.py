@@ -459,14 +459,18 @@ async def _command(ctx: Ctx, command_line: str) -> Outcome:
         failed = chdir_error(cwd, ids)
         if failed is not None:
             return chdir_failed(log, directory, ids, failed)
-    data = (_prefix(ctx) + ctx.req.content).replace(b"\r\n", b"\n")
+    # command.c's copy: the mbox From_ line first (no >From quoting, no blank line after).
+    from_ = f"From {ctx.sender or 'MAILER-DAEMON'}  {time.asctime()}\n"
+    data = from_.encode("utf-8", "surrogateescape") + (_prefix(ctx) + ctx.req.content).replace(
+        b"\r\n", b"\n"
+    )
     argv = _command_argv(command_line, cfg.get("local_command_shell"))
     limit = cfg.get_time("command_time_limit")
     try:
         rc, out = await command.run(argv, data, limit, _command_env(ctx, attrs), cwd, ids)
     except OSError as e:
         # Postfix's child dies of it ("execvp PATH: ERROR", exit EX_TEMPFAIL): deferred.
-        text = f"local: fatal: execvp {argv[0]}: {e.strerror}"
+        text = f"local: fatal: execvp {argv[0]}: {e.strerror} "  # its newline, as a space
         return Outcome("4.3.0", f"temporary failure. Command output: {text}")
     return command.finished(rc, command_line, out, f"delivered to command: {command_line}")
 
