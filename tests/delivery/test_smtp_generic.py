@@ -37,20 +37,32 @@ HEADERS = (
     "Reply-To: plain@nowhere.test\n"
     "Subject: joe@local.test\n"
     "X-Also: joe@local.test\n"
+    "Mail-Followup-To: joe@local.test, (list) list-one@local.test, list-two@local.test,"
+    " list-three@local.test\n"
 )
-COMPARED = ("x-mail-args", "x-rcpt-args", "from", "to", "cc", "reply-to", "subject", "x-also")
+COMPARED = (
+    "x-mail-args",
+    "x-rcpt-args",
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "subject",
+    "x-also",
+    "mail-followup-to",
+)
 
 
 def _dumped(dump: Path, count: int) -> list[list[str]]:
     """The compared header lines of each transaction smtp-sink dumped (its own X-*-Args
-    cut to the address), oldest first."""
+    cut to the address, a folded header's line breaks shown as "\\n"), oldest first."""
     deadline = time.monotonic() + 30
     while len(files := sorted(dump.iterdir(), key=lambda f: f.stat().st_mtime_ns)) < count:
         assert time.monotonic() < deadline, files
         time.sleep(0.1)
     out = []
     for f in files:
-        head = f.read_text().split("\n\n", 1)[0].replace("\n\t", " ").split("\n")
+        head = f.read_text().split("\n\n", 1)[0].replace("\n\t", "\\n\t").split("\n")
         kept = []
         for line in head:
             name, _, value = line.partition(": ")
@@ -104,6 +116,9 @@ def test_generic_maps_rewrite_envelope_and_headers_as_postfix(tmp_path, shared_t
         "Reply-To: plain@nowhere.test",
         "Subject: joe@local.test",
         "X-Also: joe@local.test",
+        # Rebuilt and folded under 70 bytes, as smtp_header_rewrite does.
+        "Mail-Followup-To: joe@example.com, list-one@example.net (list),\\n"
+        "\tlist-two@example.net, list-three@example.net",
     ]
 
 
