@@ -27,6 +27,23 @@ def mbox_deliver(
 ) -> tuple[str, bool, str]:
     """Append to the mbox `path` (From_ line, >From quoting, locks, truncate on error)."""
 
+class MboxLock:
+    """The mbox `path` opened and locked as a delivery would (OSError(reason) when it
+    cannot be), held until release()."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        fcntl: bool = True,
+        flock: bool = False,
+        dotlock: bool = True,
+        attempts: int = 20,
+        delay: float = 1.0,
+        stale: float = 500.0,
+    ) -> None: ...
+    def release(self) -> None: ...
+
 def resolve_under(base: str, rel: str) -> str:
     """Join a lookup result onto `base`; ValueError(status, text) if it would leave it."""
 

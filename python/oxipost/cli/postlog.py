@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from oxipost.cli import fatal
 from oxipost.config import ConfigError, load_config
 from oxipost.log import flush, get_logger
 
@@ -44,13 +45,6 @@ _SEVERITIES = {
 }
 
 
-def _fatal(tag: str, text: str) -> int:
-    print(f"{tag}: fatal: {text}", file=sys.stderr, flush=True)
-    # Postfix's programs pause after a fatal error, as its msg_fatal does.
-    time.sleep(1)
-    return 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run postlog with argv (default sys.argv[1:]); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -59,18 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts, words = getopt.getopt(args, "c:ip:t:v")
     except getopt.GetoptError as e:
         print(f"{PROG}: invalid option -- '{e.opt}'", file=sys.stderr)
-        return _fatal(default_tag, USAGE)
+        return fatal(default_tag, USAGE)
     o = dict(opts)
     try:
         cfg = load_config(o.get("-c"), master_cf=False)
     except ConfigError as e:
-        return _fatal(default_tag, str(e))
+        return fatal(default_tag, str(e))
     log = get_logger(PROG, cfg, echo_stderr=sys.stderr.isatty())
     if "-t" in o:
         log.tag = o["-t"]
     method = _SEVERITIES.get(o.get("-p", "info").lower())
     if method is None:
-        return _fatal(log.tag, f'bad severity: "{o["-p"]}"')
+        return fatal(log.tag, f'bad severity: "{o["-p"]}"')
     record = getattr(log, method)
     if words:
         record(" ".join(words))

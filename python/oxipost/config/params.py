@@ -329,6 +329,13 @@ def _name_mask(label: str, value: str, names: tuple[str, ...]) -> set[str]:
     return words
 
 
+def check_mask(cfg: Config, name: str) -> None:
+    """ConfigError, in Postfix's words, for a word that list parameter `name` (a "mask" row
+    of daemon_params.tsv: mailbox_delivery_lock, ...) may not hold."""
+    label, words = _MASKS[name]
+    _name_mask(label, cfg.get(name), words)
+
+
 def _protocols(cfg: Config) -> set[str]:
     """inet_protocols' words (inet_proto_init), refused as Postfix refuses them."""
     return _name_mask("inet_protocols", cfg.get("inet_protocols"), ("ipv4", "ipv6", "all"))
@@ -465,8 +472,7 @@ def _check_bounded(cfg: Config, kind: str, name: str, least: int, most: int) -> 
         if value.lower() not in words:
             raise _error(fatal.format(name, value))
     elif kind == "mask":
-        label, words = _MASKS[name]
-        _name_mask(label, cfg.get(name), words)
+        check_mask(cfg, name)
     elif kind == "bool":
         cfg.get_bool(name)
     elif kind == "time":

@@ -7,7 +7,7 @@
 #[pyo3::pymodule(submodule)]
 pub mod mailbox {
     use oxipost_core::mailbox::{self as core, Delivery, Job, MboxLocking};
-    use pyo3::exceptions::PyValueError;
+    use pyo3::exceptions::{PyOSError, PyValueError};
     use pyo3::prelude::*;
     use std::path::Path;
     use std::time::Duration;
@@ -204,6 +204,43 @@ pub mod mailbox {
         match py.detach(|| core::resolve_under(Path::new(base), rel)) {
             Ok(p) => Ok(p.to_string_lossy().into_owned()),
             Err(d) => Err(PyValueError::new_err((d.status, d.text))),
+        }
+    }
+
+    /// An mbox file held for exclusive access (postlock(1)) until `release()`:
+    /// opened and locked as a delivery to it would be; OSError(text) with the
+    /// delivery's reason ("unable to create lock file ...") when it cannot be.
+    #[pyclass(module = "oxipost._core.mailbox")]
+    pub struct MboxLock {
+        held: Option<core::MboxLock>,
+    }
+
+    #[pymethods]
+    impl MboxLock {
+        #[new]
+        #[pyo3(signature = (path, *, fcntl=true, flock=false, dotlock=true, attempts=20,
+                            delay=1.0, stale=500.0))]
+        #[allow(clippy::too_many_arguments)]
+        fn new(
+            py: Python<'_>,
+            path: &str,
+            fcntl: bool,
+            flock: bool,
+            dotlock: bool,
+            attempts: u32,
+            delay: f64,
+            stale: f64,
+        ) -> PyResult<Self> {
+            let how = locking(fcntl, flock, dotlock, attempts, delay, stale);
+            // The attempts sleep between tries: without the GIL.
+            match py.detach(|| core::lock_mbox(Path::new(path), &how)) {
+                Ok(held) => Ok(MboxLock { held: Some(held) }),
+                Err(d) => Err(PyOSError::new_err(d.text)),
+            }
+        }
+
+        fn release(&mut self) {
+            self.held = None;
         }
     }
 

@@ -192,6 +192,53 @@ fn ctime_now() -> String {
     )
 }
 
+fn fstat_failed(e: io::Error) -> Delivery {
+    Delivery::fail(
+        errno_dsn(&e, "4.2.0"),
+        format!("cannot fstat file: {}", strerror(&e)),
+    )
+}
+
+/// A mailbox held for exclusive access: its dotlock (removed on drop) and its
+/// file opened for appending under the kernel locks (released when closed).
+pub struct MboxLock {
+    pub file: File,
+    _dot: Option<DotLock>,
+}
+
+/// Opens the mbox file `path` for appending (created 0600 when missing) and
+/// locks it as `how` says, as Postfix's mbox_open: the dotlock first, then the
+/// fcntl and flock locks.
+pub fn lock_mbox(path: &Path, how: &MboxLocking) -> Result<MboxLock, Delivery> {
+    let dot = if how.dotlock {
+        Some(dotlock(path, how)?)
+    } else {
+        None
+    };
+    // O_NOFOLLOW: a symlink planted as the mailbox must not redirect the write.
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            Delivery::fail(
+                errno_dsn(&e, "5.2.0"),
+                format!("cannot open file: {}", strerror(&e)),
+            )
+        })?;
+    let meta = file.metadata().map_err(fstat_failed)?;
+    if !meta.file_type().is_file() || meta.nlink() > 1 {
+        return Err(Delivery::fail(
+            "5.2.0",
+            "cannot open file: file is not a regular file or has multiple links",
+        ));
+    }
+    kernel_lock(&file, how)?;
+    Ok(MboxLock { file, _dot: dot })
+}
+
 /// Appends one message to the mbox file `path` as `ids` (when root): the
 /// From_ line names `sender` ("MAILER-DAEMON" for the null sender). Missing
 /// parent directories are created (0700).
@@ -218,38 +265,9 @@ pub fn deliver_mbox(
                 })?;
         }
     }
-    let _dot = if how.dotlock {
-        Some(dotlock(path, how)?)
-    } else {
-        None
-    };
-    // O_NOFOLLOW: a symlink planted as the mailbox must not redirect the write.
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| {
-            Delivery::fail(
-                errno_dsn(&e, "5.2.0"),
-                format!("cannot open file: {}", strerror(&e)),
-            )
-        })?;
-    let meta = file.metadata().map_err(|e| {
-        Delivery::fail(
-            errno_dsn(&e, "4.2.0"),
-            format!("cannot fstat file: {}", strerror(&e)),
-        )
-    })?;
-    if !meta.file_type().is_file() || meta.nlink() > 1 {
-        return Err(Delivery::fail(
-            "5.2.0",
-            "cannot open file: file is not a regular file or has multiple links",
-        ));
-    }
-    kernel_lock(&file, how)?;
-    let start = file.metadata().map(|m| m.len()).unwrap_or(meta.len());
+    let held = lock_mbox(path, how)?;
+    let file = &held.file;
+    let start = file.metadata().map_err(fstat_failed)?.len();
     let sender = if sender.is_empty() {
         "MAILER-DAEMON"
     } else {
@@ -258,7 +276,7 @@ pub fn deliver_mbox(
     let mut data = format!("From {}  {}\n", sender, ctime_now()).into_bytes();
     data.extend_from_slice(&to_unix_lines(prefix, content, true));
     data.push(b'\n');
-    if let Err(e) = write_message(&file, &data).and_then(|_| file.sync_data()) {
+    if let Err(e) = write_message(file, &data).and_then(|_| file.sync_data()) {
         // Take the partial message back out; the next delivery must not join it.
         let _ = file.set_len(start);
         let _ = file.sync_data();

@@ -17,7 +17,7 @@ mod path;
 mod pool;
 
 pub use maildir::{deliver_maildir, maildir_unique_name};
-pub use mbox::{deliver_mbox, MboxLocking};
+pub use mbox::{deliver_mbox, lock_mbox, MboxLock, MboxLocking};
 pub use path::resolve_under;
 pub use pool::{Job, Pool};
 
