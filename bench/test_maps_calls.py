@@ -35,7 +35,7 @@ def test_build_cdb(benchmark, table):
 
 def test_cdb_get_many(benchmark, table):
     d, text = table
-    core.build_cdb(text, "t", "t", str(d / "q.cdb"), True, "warn")
+    core.build_cdb(text, "t", "t", str(d / "q.cdb"), True, False, "warn")
     cdb = core.Cdb(str(d / "q.cdb"))
     rng = random.Random(1)
     keys = [

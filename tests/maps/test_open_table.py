@@ -29,7 +29,8 @@ def warnings_seen():
 def build(path: Path, text: str) -> None:
     path.write_text(text)
     assert (
-        core.build_cdb(text.encode(), str(path), str(path), str(path) + ".cdb", True, "warn") == []
+        core.build_cdb(text.encode(), str(path), str(path), str(path) + ".cdb", True, False, "warn")
+        == []
     )
 
 
@@ -217,7 +218,9 @@ def test_a_key_that_is_not_utf8_is_refused_as_postfix_dict_utf8_does(tmp_path, w
     rx.write_bytes(b"/^Subject:.*spam/ REJECT spam\n/caf/ caf\n")
     h = tmp_path / "h"
     h.write_bytes(b"caf\xe9@example.test latin\nplain@example.test plain\n")
-    assert core.build_cdb(h.read_bytes(), str(h), str(h), str(h) + ".cdb", True, "warn") == []
+    assert (
+        core.build_cdb(h.read_bytes(), str(h), str(h), str(h) + ".cdb", True, False, "warn") == []
+    )
     key = latin1(b"caf\xe9@example.test")
     specs = [f"regexp:{rx}", f"pcre:{rx}", f"hash:{h}", f"texthash:{h}", "static:{x}"]
     for spec in specs:
@@ -253,7 +256,9 @@ def test_a_hash_value_that_is_not_utf8_is_a_config_error_as_postfix_dict_utf8(
     batch; without the UTF-8 check the bytes are the answer."""
     h = tmp_path / "h"
     h.write_bytes(b"latin@example.test caf\xe9\nplain@example.test plain\n")
-    assert core.build_cdb(h.read_bytes(), str(h), str(h), str(h) + ".cdb", True, "warn") == []
+    assert (
+        core.build_cdb(h.read_bytes(), str(h), str(h), str(h) + ".cdb", True, False, "warn") == []
+    )
     table = open_table(f"hash:{h}")
     for ask in (table.lookup, lambda k: maps.lookup_many(table, ["plain@example.test", k])):
         with pytest.raises(TableConfigError) as failed:
@@ -284,7 +289,9 @@ def test_keys_that_are_not_utf8_are_matched_as_bytes_without_utf8(tmp_path, warn
     # hash: finds the raw bytes postmap stored, folding only ASCII, as Postfix's lowercase().
     h = tmp_path / "h"
     h.write_bytes(b"caf\xe9@example.test latin\n")
-    assert core.build_cdb(h.read_bytes(), str(h), str(h), str(h) + ".cdb", True, "warn") == []
+    assert (
+        core.build_cdb(h.read_bytes(), str(h), str(h), str(h) + ".cdb", True, False, "warn") == []
+    )
     key = latin1(b"CAF\xe9@Example.TEST")
     cfg_off = tmp_path / "cf"
     cfg_off.mkdir()

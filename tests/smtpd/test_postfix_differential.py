@@ -525,6 +525,17 @@ def test_client_refused_at_connect_without_delay_reject_as_postfix(start_smtpd) 
     assert session(both.ours) == session(both.theirs)
 
 
+def _final_replies(port: int, commands: list[str]) -> list[str]:
+    """The last line of each reply to `commands` (after the greeting) from 127.0.0.2."""
+    raw = Raw("127.0.0.1", port, source="127.0.0.2")
+    try:
+        raw.reply()
+        out = [raw.cmd(command) for command in commands]
+        return [line for reply in out for line in reply.splitlines() if " " in line[:4]]
+    finally:
+        raw.close()
+
+
 @pytest.mark.slow
 def test_pattern_tables_see_the_whole_string_only_as_postfix(start_smtpd, tmp_path: Path) -> None:
     """access(5), virtual(5), relocated(5): "Each pattern is a regular expression that is
@@ -581,22 +592,20 @@ def test_pattern_tables_see_the_whole_string_only_as_postfix(start_smtpd, tmp_pa
         "info@virtual.example",
     ]
 
-    def play(port: int) -> list[str]:
-        raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        try:
-            raw.reply()
-            out = [raw.cmd("EHLO mail.example.com"), raw.cmd("MAIL FROM:<s@example.org>")]
-            out += [raw.cmd(f"RCPT TO:<{r}>") for r in rcpts]
-            out += [raw.cmd("RSET"), raw.cmd("MAIL FROM:<bad@example.org>")]
-            out += [raw.cmd("RCPT TO:<u@example.com>"), raw.cmd("EHLO full.helo.example")]
-            out += [raw.cmd("MAIL FROM:<s@example.org>"), raw.cmd("RCPT TO:<u@example.com>")]
-            return [line for reply in out for line in reply.splitlines() if " " in line[:4]]
-        finally:
-            raw.close()
-
+    commands = [
+        "EHLO mail.example.com",
+        "MAIL FROM:<s@example.org>",
+        *[f"RCPT TO:<{r}>" for r in rcpts],
+        "RSET",
+        "MAIL FROM:<bad@example.org>",
+        "RCPT TO:<u@example.com>",
+        "EHLO full.helo.example",
+        "MAIL FROM:<s@example.org>",
+        "RCPT TO:<u@example.com>",
+    ]
     with running_postfix(main_cf) as (port, _d):
-        theirs = play(port)
-    ours = play(start_smtpd(main_cf).port)
+        theirs = _final_replies(port, commands)
+    ours = _final_replies(start_smtpd(main_cf).port, commands)
     assert ours == theirs
     # Only the full-string rules of the pattern tables fired; the fixed table answered its
     # partial keys.
@@ -1838,3 +1847,45 @@ def test_access_actions_without_mail_from_skipped_as_postfix(
     expected = _transaction_lines(both.theirs, wanted)
     assert any("always skipped" in ln for ln in expected), expected
     assert _transaction_lines(both.ours, wanted) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_access_keys_fold_in_unicode_with_smtputf8_as_postfix(
+    start_smtpd, tmp_path: Path, smtputf8: str
+) -> None:
+    """check_recipient_access asks its tables for the address folded as Postfix's
+    casefold(): in full Unicode with smtputf8_enable = yes (`STRASSE` finds `straße`,
+    `ÉTÉ` finds `été`), in ASCII only with no. Replies word for word as Postfix 3.7's."""
+    t = tmp_path
+    (t / "rcpt").write_text(
+        "straße@example.com REJECT sharp s\nÉTÉ@example.com REJECT ete\n"
+        "ΣΊΣΥΦΟΣ@example.com REJECT sisyphus\n"
+    )
+    main_cf = (
+        f"smtputf8_enable = {smtputf8}\nrelay_domains = example.com, example.net\n"
+        f"smtpd_recipient_restrictions = check_recipient_access texthash:{t}/rcpt,"
+        " check_recipient_access inline:{{Straße@example.net=REJECT inline}}\n"
+    )
+    rcpts = [
+        "STRASSE@example.com",
+        "Straße@example.com",
+        "été@example.com",
+        "ÉtÉ@example.com",
+        "ÉTÉ@example.com",
+        "σίσυφοσ@example.com",
+        "strasse@example.net",
+        "STRAßE@example.net",
+    ]
+    utf8 = " SMTPUTF8" if smtputf8 == "yes" else ""
+    commands = [
+        "EHLO mail.example.com",
+        f"MAIL FROM:<s@example.org>{utf8}",
+        *[f"RCPT TO:<{r}>" for r in rcpts],
+    ]
+    with running_postfix(main_cf) as (port, _d):
+        theirs = _final_replies(port, commands)
+    ours = _final_replies(start_smtpd(main_cf).port, commands)
+    assert ours == theirs
+    rejects = [line for line in theirs if line[0] == "5"]
+    assert len(rejects) == (8 if smtputf8 == "yes" else 4), "\n".join(theirs)

@@ -1,11 +1,23 @@
 """oxipost._core.maps: cdb build and mmap lookups, table source text, regexp/pcre tables."""
 
 def build_cdb(
-    text: bytes, source: str, name: str, path: str, fold: bool, duplicates_mode: str
+    text: bytes,
+    source: str,
+    name: str,
+    path: str,
+    fold: bool,
+    utf8: bool,
+    duplicates_mode: str,
 ) -> list[tuple[int, str]]:
     """Build the cdb file `path` from postmap source text, atomically; return the warnings
     as (line, text), a line's naming the source file `source`, a duplicate's the table
-    `name`. duplicates_mode is "warn" (keep first), "replace" (keep last) or "ignore"."""
+    `name`. Keys are folded as fold_key() does when `fold`. duplicates_mode is "warn"
+    (keep first), "replace" (keep last) or "ignore"."""
+
+def fold_key(key: bytes, utf8: bool) -> bytes:
+    """`key` folded as Postfix's casefold(): in ASCII, or with `utf8` (smtputf8_enable)
+    in full Unicode, as ICU's U_FOLD_CASE_DEFAULT (`Straße` is `strasse`); a key that is
+    not UTF-8 in ASCII only."""
 
 def write_cdb(
     path: str, entries: list[tuple[bytes, bytes, int]], name: str, duplicates_mode: str
@@ -32,9 +44,10 @@ class Cdb:
         string's NUL some writers store; trailing NULs of the value dropped."""
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         """get() for each key, with the GIL released."""
-    def query_lines(self, input: bytes, fold: bool, suffix: bytes) -> tuple[bytes, int]:
+    def query_lines(self, input: bytes, fold: bool, utf8: bool, suffix: bytes) -> tuple[bytes, int]:
         """postmap -q - on this table: `key<suffix><TAB>value` lines for the keys found in
-        `input` (one per line), and how many were found; GIL released."""
+        `input` (one per line), each folded as fold_key() when `fold`, and how many were
+        found; GIL released."""
     def items(self) -> list[tuple[bytes, bytes]]:
         """Every record in file order."""
 

@@ -28,7 +28,7 @@ def build_aliases(
     """Build `<name>.cdb` (`<name>.lmdb`) from the aliases file `name`; return the
     warnings."""
     text, skipped = source_text(name, utf8)
-    entries, warnings = parse_aliases(text, name, fold_keys)
+    entries, warnings = parse_aliases(text, name, fold_keys, utf8)
     if kind == "lmdb":
         # Postfix's NIS entries, stored without null bytes and never folded (postalias.c;
         # Debian's is built with HAS_NIS).

@@ -86,10 +86,13 @@ def write_lmdb(
     return lmdb.write(name, entries, dups, cfg.get_int("lmdb_map_size"), truncate, plain)
 
 
-def parse_source(text: bytes, name: str, fold_keys: bool) -> tuple[list, list]:
-    """A postmap source's (key, value, line) entries, keys folded, and its warnings."""
+def parse_source(text: bytes, name: str, fold_keys: bool, utf8: bool) -> tuple[list, list]:
+    """A postmap source's (key, value, line) entries, keys folded (in Unicode with
+    `utf8`), and its warnings."""
     entries, warnings = _core.parse_entries(text, name, "expected format: key whitespace value")
-    return [(k.lower() if fold_keys else k, v, line) for k, v, line in entries], warnings
+    if fold_keys:
+        entries = [(_core.fold_key(k, utf8), v, line) for k, v, line in entries]
+    return entries, warnings
 
 
 def build_postmap(
@@ -99,11 +102,11 @@ def build_postmap(
     warnings."""
     text, skipped = source_text(name, utf8)
     if kind == "lmdb":
-        entries, warnings = parse_source(text, name, fold_keys)
+        entries, warnings = parse_source(text, name, fold_keys, utf8)
         return by_line(warnings + skipped + write_lmdb(name, entries, dups, cfg))
     try:
         warnings = _core.build_cdb(
-            text, name, warning_label(kind, name), name + ".cdb", fold_keys, dups
+            text, name, warning_label(kind, name), name + ".cdb", fold_keys, utf8, dups
         )
     except OSError as e:
         raise Fatal(f"open database {name}.cdb: {os_reason(e)}") from None
@@ -353,6 +356,9 @@ def run(
                     raise Fatal(f"table {kind}:{label}: sequence operation is not supported")
                 sys.stdout.write("".join(f"{k}{key_suffix}\t{v}\n" for k, v in table.items()))
             return 0
+        # DICT_FLAG_UTF8_ACTIVE for a build or an update: its source lines must be UTF-8,
+        # its keys fold in Unicode.
+        build_utf8 = "-u" not in flags and cfg.get_bool("smtputf8_enable")
         if delete is not None:
             status = 1
             for kind, name in parsed:
@@ -360,9 +366,9 @@ def run(
                 if delete == "-":
                     # Each line is one key, blanks and all, as Postfix's postmap reads them.
                     keys = sys.stdin.read().split("\n")
-                    gone = {fold(k) if fold_keys else k for k in keys if k}
+                    gone = {fold(k, build_utf8) if fold_keys else k for k in keys if k}
                 else:
-                    gone = {fold(delete) if fold_keys else delete}
+                    gone = {fold(delete, build_utf8) if fold_keys else delete}
                 if kind == "lmdb":
                     from oxipost.maps import lmdb
 
@@ -378,8 +384,6 @@ def run(
                     status = 0
                     _core.write_cdb(name + ".cdb", kept, warning_label(kind, name), "ignore")
             return status
-        # DICT_FLAG_UTF8_ACTIVE for a build: its source lines must be UTF-8.
-        build_utf8 = "-u" not in flags and cfg.get_bool("smtputf8_enable")
         if "-i" in flags:
             for kind, name in parsed:
                 _rewrite(kind, name, insert=True)
@@ -387,7 +391,7 @@ def run(
                 skipped: list[tuple[int, str]] = []
                 if build_utf8:
                     text, skipped = without_non_utf8_lines(text, "stdin")
-                new, warnings = parse_source(text, "stdin", fold_keys)
+                new, warnings = parse_source(text, "stdin", fold_keys, build_utf8)
                 if kind == "lmdb":
                     warnings += write_lmdb(name, new, dups, cfg, truncate=False)
                 else:

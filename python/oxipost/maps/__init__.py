@@ -48,6 +48,13 @@ and setting, texthash: leaves out each logical line of its file that is not UTF-
 reads it (dict_thash: 'FILE, line N: non-UTF-8 input "LINE" -- ignoring this line'), and
 an inline: table that is not UTF-8 does not open (dict_inline: 'bad UTF-8 syntax').
 
+A table of exact keys folds them (unless opened without `fold_keys`, postmap -f) as
+Postfix's casefold(): in ASCII only, or, opened with `utf8` while smtputf8_enable = yes
+(dict_utf8's fold), in full Unicode as ICU folds them (`Straße` and `STRASSE` are
+`strasse`, `ÉTÉ` is `été`), both as it stores and as it looks up; `fold()`, the one
+function Rust's builders use too (rust/core/src/maps/casefold.rs). regexp: and pcre: keys
+are never folded.
+
 `lmdb:` reads `<name>.lmdb`, the file Postfix's dict_lmdb writes (oxipost.maps.lmdb).
 
 `hash:` and `cdb:` both read `<name>.cdb` (the cdb format tinycdb and Postfix's cdb: use);
@@ -252,11 +259,13 @@ def logging_to(log: TableLog) -> _LoggingTo:
     return _LoggingTo(log)
 
 
-def fold(key: str) -> str:
-    """Postfix's lowercase(): ASCII only, as the cdb builder folds."""
+def fold(key: str, utf8: bool = False) -> str:
+    """A table key folded as Postfix's casefold(): ASCII only, or, with `utf8` (a table
+    that checks its keys as dict_utf8 does: smtputf8_enable = yes), in full Unicode
+    (`Straße` is `strasse`), as the cdb builder folds (_core.maps.fold_key)."""
     if key.isascii():
         return key.lower()
-    return raw_key(key).lower().decode("utf-8", "surrogateescape")
+    return _core.fold_key(raw_key(key), utf8).decode("utf-8", "surrogateescape")
 
 
 def raw_key(key: str) -> bytes:
@@ -369,7 +378,7 @@ class CdbTable:
         warn_if_older(name, self.path, self.shown_path)
 
     def lookup(self, key: str) -> str | None:
-        folded = fold(key) if self.fold_keys else key
+        folded = fold(key, self.utf8_name is not None) if self.fold_keys else key
         try:
             raw = folded.encode()
         except UnicodeEncodeError:
@@ -384,11 +393,12 @@ class CdbTable:
 
     def query_lines(self, data: bytes, suffix: bytes = b"") -> tuple[bytes, int]:
         """`postmap -q -` in one call: `key<TAB>value` lines for the keys in `data`."""
-        return self._cdb.query_lines(data, self.fold_keys, suffix)
+        return self._cdb.query_lines(data, self.fold_keys, self.utf8_name is not None, suffix)
 
     def lookup_many(self, keys: Sequence[str]) -> list[str | None]:
         try:
-            raw = [(fold(k) if self.fold_keys else k).encode() for k in keys]
+            utf8 = self.utf8_name is not None
+            raw = [(fold(k, utf8) if self.fold_keys else k).encode() for k in keys]
         except UnicodeEncodeError:
             return [self.lookup(k) for k in keys]
         found = self._cdb.get_many(raw)
@@ -438,7 +448,7 @@ class DictTable:
     def lookup(self, key: str) -> str | None:
         if not key.isascii() and utf8_refused(self, key):
             return None
-        return self.entries.get(fold(key) if self.fold_keys else key)
+        return self.entries.get(fold(key, self.utf8_name is not None) if self.fold_keys else key)
 
     def items(self) -> list[tuple[str, str]]:
         return list(self.entries.items())
@@ -468,7 +478,7 @@ def read_texthash(path: str, fold_keys: bool = True, utf8: bool = False) -> Dict
                     "is this an alias file?",
                 )
             )
-        folded = fold(key) if fold_keys else key
+        folded = fold(key, utf8) if fold_keys else key
         if folded in table:
             by_line.append((lineno, f'{path}, line {lineno}: duplicate entry: "{key}"'))
             continue
@@ -779,7 +789,7 @@ def _inline(spec: str, name: str, utf8: bool) -> DictTable:
                 f'missing \'=\' after attribute name: "{spec}"; need "inline:{{name=value...}}"'
             )
         # No duplicate check: dict_inline updates its dict_ht, the last one stays.
-        entries[fold(key.strip())] = value.strip()
+        entries[fold(key.strip(), utf8)] = value.strip()
     return DictTable(entries)
 
 

@@ -9,6 +9,7 @@ that stored form, and local(8) parses it again.
 from __future__ import annotations
 
 from oxipost._core import maps as _core
+from oxipost.maps import fold
 
 SPECIALS = '()<>@,;:\\".[]'
 ATOM, QSTRING, COMMENT, DOMLIT = "atom", "qstring", "comment", "domlit"
@@ -93,7 +94,7 @@ def _plain(tokens: list[tuple[str, str]]) -> str:
 
 
 def parse_aliases(
-    text: bytes, name: str, fold_keys: bool = True
+    text: bytes, name: str, fold_keys: bool = True, utf8: bool = False
 ) -> tuple[list[tuple[bytes, bytes, int]], list[tuple[int, str]]]:
     """(name, value, line) of each alias in order, and Postfix's warnings as (line, text).
     The entry `@: @` that Postfix appends (Sendmail's "database complete" mark) is last."""
@@ -112,7 +113,7 @@ def parse_aliases(
             continue
         key = _plain(tokens[:colon])
         if fold_keys:
-            key = key.lower()
+            key = fold(key, utf8)
         value = externalize(tokens[colon + 1 :])
         pairs.append(
             (

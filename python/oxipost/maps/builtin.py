@@ -77,7 +77,9 @@ class UnixTable:
     def lookup(self, key: str) -> str | None:
         if not key.isascii() and utf8_refused(self, key):
             return None
-        return utf8_checked(self, key, self._entry(fold(key) if self.fold_keys else key))
+        return utf8_checked(
+            self, key, self._entry(fold(key, self.utf8_name is not None) if self.fold_keys else key)
+        )
 
 
 class EnvTable:
@@ -93,7 +95,11 @@ class EnvTable:
     def lookup(self, key: str) -> str | None:
         if not key.isascii() and utf8_refused(self, key):
             return None
-        return utf8_checked(self, key, os.environ.get(fold(key) if self.fold_keys else key))
+        return utf8_checked(
+            self,
+            key,
+            os.environ.get(fold(key, self.utf8_name is not None) if self.fold_keys else key),
+        )
 
 
 def _balpar(text: str) -> int:

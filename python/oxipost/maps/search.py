@@ -18,7 +18,10 @@ DICT_FLAG_FIXED to maps_find() for those, a table that is not `fixed` (regexp:, 
 cidr:) is only given the FULL keys (transport(5)'s `*` is one). A plain string is a FULL
 key.
 
-Keys are lowercased here; tables fold as well (Postfix folds both sides).
+Keys are folded here in ASCII only (maps.fold), as Postfix's casefold() without
+smtputf8_enable: a table whose keys fold in Unicode (smtputf8_enable = yes) folds them
+again as it looks them up; Python's str.lower() would turn `ÉTÉ` into `été`, which such a
+table without Unicode folding does not hold.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from oxipost.config import Config
+from oxipost.maps import fold
 from oxipost.valid import valid_hostaddr
 
 if TYPE_CHECKING:
@@ -140,7 +144,7 @@ def virtual_keys(address: str, delimiters: str, local_domain: bool) -> list[Sear
     """virtual(5)/canonical(5) order for an address (mail_addr_find's default strategy):
     the address is FULL, the rest PARTIAL. `local_domain`: the domain is one of $myorigin,
     $mydestination, $inet_interfaces, $proxy_interfaces (bare user keys apply)."""
-    local, domain = _split(address.lower())
+    local, domain = _split(fold(address))
     user, ext = split_extension(local, delimiters)
     keys: list[str] = []
     if domain:
@@ -158,7 +162,7 @@ def virtual_keys(address: str, delimiters: str, local_domain: bool) -> list[Sear
 
 def alias_keys(address: str, delimiters: str) -> list[str]:
     """aliases(5) order: the local part, then the local part without its extension."""
-    local, _ = _split(address.lower())
+    local, _ = _split(fold(address))
     user, ext = split_extension(local, delimiters)
     return [local] if ext is None else [local, user]
 
@@ -174,7 +178,7 @@ def domain_keys(domain: str, parent_style: bool) -> list[SearchKey]:
     (parent_domain_matches_subdomains lists the feature), else `.parent`: Postfix's
     match_hostname() for a table in a domain list, and the domain search of
     check_domain_access()."""
-    domain = domain.lower().rstrip(".")
+    domain = fold(domain).rstrip(".")
     keys = [(domain, FULL)]
     parts = domain.split(".")
     for i in range(1, len(parts)):
@@ -187,7 +191,7 @@ def access_domain_keys(domain: str, cfg: Config) -> list[SearchKey]:
     """access(5) keys for a host name: the name, then its parent domains unless it is a
     numerical address (check_domain_access: no subdomain magic for those)."""
     if valid_hostaddr(domain):
-        return [(domain.lower(), FULL)]
+        return [(fold(domain), FULL)]
     return domain_keys(domain, subdomains_match(cfg))
 
 
@@ -196,7 +200,7 @@ def access_address_keys(address: str, cfg: Config) -> list[SearchKey]:
     Only the address is FULL: its domain and parents are PARTIAL keys here."""
     if address == "":
         return [(cfg.get("smtpd_null_access_lookup_key"), FULL)]
-    local, domain = _split(address.lower())
+    local, domain = _split(fold(address))
     user, ext = split_extension(local, cfg.get("recipient_delimiter"))
     keys = [f"{local}@{domain}" if domain else local]
     if ext is not None and domain:
@@ -213,9 +217,9 @@ def transport_keys(address: str, cfg: Config) -> list[SearchKey]:
     """transport(5) keys for a recipient, as transport_lookup(): the address (FULL), the
     address without its extension, the domain and its parents (PARTIAL), then `*`, which is
     asked of every table (the wild-card lookup is FULL)."""
-    local, domain = _split(address.lower())
+    local, domain = _split(fold(address))
     user, ext = split_extension(local, cfg.get("recipient_delimiter"))
-    keys: list[SearchKey] = [(address.lower(), FULL)]
+    keys: list[SearchKey] = [(fold(address), FULL)]
     if ext is not None:
         keys.append((f"{user}@{domain}", PARTIAL))
     parent_style = subdomains_match(cfg, "transport_maps")

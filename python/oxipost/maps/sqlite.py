@@ -337,7 +337,7 @@ class SqliteTable:
             utf8_refused(self, key)
             return None
         if self.fold_keys:
-            key = fold(key)
+            key = fold(key, self.utf8_name is not None)
         if not self._in_domain(key):
             return None
         if not key:

@@ -4,7 +4,7 @@
 #[pyo3::pymodule(submodule)]
 pub mod maps {
     use crate::error::PyCoreError;
-    use oxipost_core::maps::{self as core, cdb, regex_table, source, Duplicates};
+    use oxipost_core::maps::{self as core, cdb, regex_table, source, Duplicates, Fold};
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
     use pyo3::types::{PyBytes, PyString};
@@ -29,7 +29,8 @@ pub mod maps {
     /// Builds `<path>` (a cdb file) from postmap source text, atomically; returns the
     /// warnings as (line, text), naming the source file `source` and the table `name`.
     #[pyfunction]
-    #[pyo3(signature = (text, source, name, path, fold, duplicates_mode))]
+    #[pyo3(signature = (text, source, name, path, fold, utf8, duplicates_mode))]
+    #[allow(clippy::too_many_arguments)]
     fn build_cdb(
         py: Python<'_>,
         text: &[u8],
@@ -37,15 +38,26 @@ pub mod maps {
         name: &str,
         path: PathBuf,
         fold: bool,
+        utf8: bool,
         duplicates_mode: &str,
     ) -> Result<Warnings, PyErr> {
         let dups = duplicates(duplicates_mode)?;
+        let fold = Fold::new(fold, utf8);
         let result = py.detach(|| -> Result<Warnings, PyCoreError> {
             let (image, warnings) = core::build_cdb_from_source(text, source, name, fold, dups)?;
             cdb::write_file_atomically(&path, &image)?;
             Ok(warnings)
         });
         Ok(result?)
+    }
+
+    /// A table key folded as Postfix's casefold(): in ASCII, or with `utf8` in full
+    /// Unicode (oxipost_core::maps::casefold).
+    #[pyfunction]
+    fn fold_key<'py>(py: Python<'py>, key: &[u8], utf8: bool) -> Bound<'py, PyBytes> {
+        let mut out = Vec::with_capacity(key.len());
+        Fold::new(true, utf8).append(key, &mut out);
+        PyBytes::new(py, &out)
     }
 
     /// Writes `<path>` (a cdb file) from (key, value, line) triples, atomically; returns
@@ -148,8 +160,10 @@ pub mod maps {
             py: Python<'py>,
             input: &[u8],
             fold: bool,
+            utf8: bool,
             suffix: &[u8],
         ) -> (Bound<'py, PyBytes>, usize) {
+            let fold = Fold::new(fold, utf8);
             let (out, found) = py.detach(|| self.reader.query_lines(input, fold, suffix));
             (PyBytes::new(py, &out), found)
         }

@@ -6,6 +6,7 @@
 //! Writes go to a temporary file beside the target, are fsynced and renamed over it, so a
 //! reader (which maps the file once) sees the old table or the new one, never a mixture.
 
+use super::Fold;
 use crate::{CoreError, CoreResult};
 use std::fs::File;
 use std::io::{self, Write};
@@ -324,31 +325,39 @@ impl CdbReader {
     /// `postmap -q -`: one key per line of `input` (a trailing CR dropped), folded when
     /// asked; returns `key<TAB>value<LF>` for each key found (`suffix` after the key, as
     /// postalias prints `key:`), and how many were found.
-    pub fn query_lines(&self, input: &[u8], fold: bool, suffix: &[u8]) -> (Vec<u8>, usize) {
-        let folded;
-        let probes = if fold {
-            folded = input.to_ascii_lowercase();
-            &folded[..]
-        } else {
-            input
-        };
-        let mut ranges = Vec::new();
+    pub fn query_lines(&self, input: &[u8], fold: Fold, suffix: &[u8]) -> (Vec<u8>, usize) {
+        // (the key as given in `input`, the key as looked up in `probes`): folding in
+        // Unicode changes a key's length.
+        let mut keys = Vec::new();
+        let mut folded = Vec::new();
         let mut start = 0;
         while start < input.len() {
             let end = memchr::memchr(b'\n', &input[start..]).map_or(input.len(), |i| start + i);
             let line = &input[start..end];
-            let len = line.strip_suffix(b"\r").map_or(line.len(), |l| l.len());
-            ranges.push(start..start + len);
+            let key = start..start + line.strip_suffix(b"\r").map_or(line.len(), |l| l.len());
+            let probe = if fold == Fold::Keep {
+                key.clone()
+            } else {
+                let at = folded.len();
+                fold.append(&input[key.clone()], &mut folded);
+                at..folded.len()
+            };
+            keys.push((key, probe));
             start = end + 1;
         }
+        let probes = if fold == Fold::Keep {
+            input
+        } else {
+            &folded[..]
+        };
         let mut out = Vec::new();
         let mut found = 0;
         let mut scratch = Vec::new();
-        for chunk in ranges.chunks(WARM_BATCH) {
-            self.warm(chunk.iter().map(|r| &probes[r.clone()]));
-            for r in chunk {
-                if let Some(v) = self.get_c(&probes[r.clone()], &mut scratch) {
-                    out.extend_from_slice(&input[r.clone()]);
+        for chunk in keys.chunks(WARM_BATCH) {
+            self.warm(chunk.iter().map(|(_, p)| &probes[p.clone()]));
+            for (key, probe) in chunk {
+                if let Some(v) = self.get_c(&probes[probe.clone()], &mut scratch) {
+                    out.extend_from_slice(&input[key.clone()]);
                     out.extend_from_slice(suffix);
                     out.push(b'\t');
                     out.extend_from_slice(v);

@@ -1,9 +1,13 @@
 //! Lookup tables (Postfix's dict_* family): the indexed `hash:`/`cdb:` format, the text
 //! format postmap(1) builds from, and regexp/pcre tables.
 
+pub mod casefold;
+mod casefold_table;
 pub mod cdb;
 pub mod regex_table;
 pub mod source;
+
+pub use casefold::Fold;
 
 use crate::CoreResult;
 use std::collections::HashMap;
@@ -22,11 +26,6 @@ pub enum Duplicates {
 /// Warnings, each with the number of the line it is about.
 pub type LineWarnings = Vec<(usize, String)>;
 
-/// Postfix folds table keys with its ASCII `lowercase()`.
-pub fn fold_key(key: &mut [u8]) {
-    key.make_ascii_lowercase();
-}
-
 /// Builds the cdb image of a postmap(1) source text. `source` labels the warnings about a
 /// line as Postfix does (the path the user gave), `name` those about a duplicate key (the
 /// table's file); they come in the order Postfix reads the lines, each with
@@ -40,7 +39,7 @@ pub fn build_cdb_from_source(
     text: &[u8],
     source: &str,
     name: &str,
-    fold: bool,
+    fold: Fold,
     duplicates: Duplicates,
 ) -> CoreResult<(Vec<u8>, LineWarnings)> {
     const MISSING: &str = "expected format: key whitespace value";
@@ -53,13 +52,12 @@ pub fn build_cdb_from_source(
         if failure.is_some() {
             return;
         }
-        let key = if fold {
-            folded.clear();
-            folded.extend_from_slice(key);
-            fold_key(&mut folded);
-            &folded[..]
-        } else {
+        let key = if fold == Fold::Keep {
             key
+        } else {
+            folded.clear();
+            fold.append(key, &mut folded);
+            &folded[..]
         };
         if let Err(e) = builder.add(key, value) {
             failure = Some(e);
@@ -73,9 +71,11 @@ pub fn build_cdb_from_source(
     }
     warnings.clear();
     let mut entries = source::parse_entries(text, source, MISSING, &mut warnings);
-    if fold {
+    if fold != Fold::Keep {
         for e in &mut entries {
-            fold_key(&mut e.key);
+            let mut key = Vec::with_capacity(e.key.len());
+            fold.append(&e.key, &mut key);
+            e.key = key;
         }
     }
     let pairs = entries.into_iter().map(|e| (e.key, e.value, e.lineno));
@@ -132,7 +132,7 @@ mod tests {
         let path = dir.join("t.cdb");
         let src = b"Alice a1\nbob b1\nALICE a2\n";
         let (image, warnings) =
-            build_cdb_from_source(src, "t", "t", true, Duplicates::WarnKeepFirst).unwrap();
+            build_cdb_from_source(src, "t", "t", Fold::Ascii, Duplicates::WarnKeepFirst).unwrap();
         assert_eq!(
             warnings,
             vec![(3, "t: duplicate entry: \"alice\"".to_string())]
@@ -144,7 +144,8 @@ mod tests {
         assert_eq!(r.get(b"carol"), None);
         assert_eq!(r.items().len(), 2);
 
-        let (image, _) = build_cdb_from_source(src, "t", "t", true, Duplicates::Replace).unwrap();
+        let (image, _) =
+            build_cdb_from_source(src, "t", "t", Fold::Ascii, Duplicates::Replace).unwrap();
         cdb::write_file_atomically(&path, &image).unwrap();
         let r = cdb::CdbReader::open(&path).unwrap();
         assert_eq!(r.get(b"alice"), Some(&b"a2"[..]));
