@@ -99,6 +99,14 @@ _NO_RELAY = {"error", "discard", "retry"}
 CRASHED = Outcome("4.3.0", "unknown mail transport error")
 # A transport whose agent cannot be reached, while it is throttled.
 UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
+# What Postfix's qmgr logs (`QID: status=deferred (...)`) when bounce(8) cannot send a
+# notice of this kind, by experiment with Postfix 3.7.
+_NOTICE_FAILED = {
+    "failure": "bounce failed",
+    "success": "trace failed",
+    "verify": "trace failed",
+    "delay": "delay warning failed",
+}
 
 
 @dataclass(slots=True)
@@ -433,16 +441,18 @@ class Qmgr:
                     act.bounced[idx] = (replace(out, entries=bounced), out.relay or agent_relay)
             if kind == "deferred":
                 act.deferred[idx] = out
-            else:
+                continue
+            if kind == "bounced" and not out.entries:
+                act.bounced[idx] = (out, out.relay or agent_relay)
+            elif (
+                rcpt.notify and "SUCCESS" in {n.upper() for n in rcpt.notify} and not out.dsn_passed
+            ):
+                act.success_notify[idx] = (out, out.relay or agent_relay)
+            # A recipient with a notice to send is crossed off once the notice is queued
+            # (_notices): a notice that cannot be queued leaves it to be tried again,
+            # never forgotten with the message.
+            if idx not in act.bounced and idx not in act.success_notify:
                 done.append(idx)
-                if kind == "bounced" and not out.entries:
-                    act.bounced[idx] = (out, out.relay or agent_relay)
-                elif (
-                    rcpt.notify
-                    and "SUCCESS" in {n.upper() for n in rcpt.notify}
-                    and not out.dsn_passed
-                ):
-                    act.success_notify[idx] = (out, out.relay or agent_relay)
         if done:
             self._journal(lambda: self.state.cross_off(act.qid, done))
         self.sched.report(batch.id, now, results, None if probe else _site_failure(outcomes))
@@ -587,10 +597,14 @@ class Qmgr:
             if ev.kind == "rcpt_deferred":
                 self._suspended(act, ev, now)
             elif ev.kind == "done":
-                self._notices(act, "failure", act.bounced)
-                self._notices(act, "success", act.success_notify)
+                failed = self._notices(act, "failure", act.bounced)
+                failed += self._notices(act, "success", act.success_notify)
+                # A probe's report is never retried: its recipients are crossed off.
                 self._notices(act, "verify", act.traced)
-                self._finish(act)
+                if failed:
+                    self._notice_failed(act, failed, now)
+                else:
+                    self._finish(act)
             elif ev.kind == "deferred" and act.env.trace_only:
                 # Recipients deferred without an attempt (a dead destination, a throttled
                 # transport): a probe reports them undeliverable now, never retried.
@@ -603,24 +617,39 @@ class Qmgr:
                 act.warn = True
             elif ev.kind == "deferred":
                 # In Postfix's qmgr_active_done order: bounces, then the delay warning.
-                self._notices(act, "failure", act.bounced)
-                self._notices(act, "success", act.success_notify)
+                failed = self._notices(act, "failure", act.bounced)
+                failed += self._notices(act, "success", act.success_notify)
                 if act.warn:
-                    self._notices(act, "delay", {i: (o, "") for i, o in act.deferred.items()})
+                    delayed = {i: (o, "") for i, o in act.deferred.items()}
+                    if self._notices(act, "delay", delayed):
+                        failed.append("delay warning failed")
+                        # Not warned: the next pass that defers the message warns again
+                        # (Postfix's qmgr updates the warn time only once it was sent).
+                        retry = self.sched.retry_state(act.msg)
+                        if retry is not None:
+                            self.sched.defer_until(
+                                act.msg, act.env.arrival_time, retry[0], retry[1], False
+                            )
+                for why in failed:
+                    self.log.info(f"{act.qid}: status=deferred ({why})")
                 reason = next(reversed(act.deferred.values())).text if act.deferred else ""
                 self._journal(lambda a=act, r=reason, t=ev.time: self.state.defer(a.qid, r, t))
                 del self.active[act.msg]
             elif ev.kind == "expired":
                 # Postfix's qmgr_active_done: the pass's bounces are flushed first, then the
                 # deferred recipients are returned in a notice of their own.
-                self._notices(act, "failure", act.bounced)
+                failed = self._notices(act, "failure", act.bounced)
                 self.log.info(
                     f"{act.qid}: from=<{log_form(act.env.sender, self.log_external)}>,"
                     " status=expired, returned to sender"
                 )
-                self._notices(act, "failure", {i: (o, "") for i, o in act.deferred.items()})
-                self._notices(act, "success", act.success_notify)
-                self._finish(act)
+                expired = {i: (o, "") for i, o in act.deferred.items()}
+                failed += self._notices(act, "failure", expired)
+                failed += self._notices(act, "success", act.success_notify)
+                if failed:
+                    self._notice_failed(act, failed, now)
+                else:
+                    self._finish(act)
 
     def _suspended(self, act: Active, ev: Event, now: float) -> None:
         """A recipient deferred without an attempt (dead destination, throttled or held
@@ -638,9 +667,28 @@ class Qmgr:
         # A long-running qmgr must not keep every queue ID it ever saw.
         del self.ids[act.qid], self.qids[act.msg]
 
-    def _notices(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> None:
+    def _notice_failed(self, act: Active, failed: list[str], now: float) -> None:
+        """A pass that is over but for a notice that could not be queued: as Postfix's
+        qmgr when bounce(8) fails, the message is deferred (`QID: status=deferred (bounce
+        failed)`) with the backoff of a message the pass deferred, its recipients waiting
+        for a notice still to be crossed off, and the next pass sends the notice."""
+        for why in failed:
+            self.log.info(f"{act.qid}: status=deferred ({why})")
+        # The scheduler's backoff for a message it defers (finish_message): it let go of
+        # this one, done or expired.
+        low = self.cfg.get_time("minimal_backoff_time")
+        high = max(self.cfg.get_time("maximal_backoff_time"), low)
+        backoff = min(max(now - act.env.arrival_time, low), high)
+        self.sched.defer_until(act.msg, act.env.arrival_time, now + backoff, backoff)
+        self._journal(lambda: self.state.defer(act.qid, failed[-1], now + backoff))
+        del self.active[act.msg]
+
+    def _notices(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> list[str]:
+        """Send a notice of this kind for these recipients and cross off those done; what
+        Postfix's qmgr says of the notice when it cannot be built or queued ("bounce
+        failed"), in a list to add to the pass's, else none."""
         if not which:
-            return
+            return []
         reports = []
         # In the order the recipients were done, as Postfix reads its bounce and defer logs.
         for idx, (out, relay) in which.items():
@@ -684,7 +732,9 @@ class Qmgr:
             bounce_log.info(
                 f"{act.qid}: not sending trace/success notification for {unsent} message"
             )
-            return
+            self._noticed(act, which)
+            return []
+        failed = [_NOTICE_FAILED[kind]]
         try:
             msgs = bounce.notices(
                 kind, self.cfg, act.qid, act.env, self._content(act), reports, bounce_log.warning
@@ -692,17 +742,17 @@ class Qmgr:
         except bounce.TemplateError as e:
             # Fatal to Postfix's bounce daemon (its template file): said as it says it.
             bounce_log.fatal_line(str(e))
-            self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
-            return
+            return failed
         except Exception as e:
             self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
-            return
+            return failed
         what = {
             "failure": "sender non-delivery notification",
             "delay": "sender delay notification",
             "success": "sender delivery status notification",
             "verify": "sender delivery status notification",
         }[kind]
+        queued = False
         for env, content in msgs:
             try:
                 if self._writer is None:
@@ -710,17 +760,29 @@ class Qmgr:
                 new, cleaned = bounce.queue_notice(self.cfg, self._writer, env, content)
             except Exception as e:
                 self.log.warning(f"{act.qid}: cannot queue {kind} notice: {e}")
-                continue
-            if cleaned.reply is not None:
-                cleaned.log_notes(bounce_log, act.qid)
-                self.log.warning(f"{act.qid}: cannot queue {kind} notice: {cleaned.reply}")
-                continue
+                break
+            # Refused, cleanup logs why (`reject: header ...`) under the notice's ID.
             cleaned.log_notes(bounce_log, new)
+            if cleaned.reply is not None:
+                break
+            queued = True
             notice = what if env.sender == "" else "postmaster " + what.split(" ", 1)[1]
             bounce_log.info(f"{act.qid}: {notice}: {new}")
-        # As cleanup tells qmgr about a new queue file: pick the notice up now.
-        self.next_scan = 0.0
-        self.wake.set()
+        else:
+            failed = []
+            self._noticed(act, which)
+        if queued:
+            # As cleanup tells qmgr about a new queue file: pick the notice up now.
+            self.next_scan = 0.0
+            self.wake.set()
+        return failed
+
+    def _noticed(self, act: Active, which: dict[int, tuple[Outcome, str]]) -> None:
+        """Cross off the recipients whose notice is out, but those still deferred (an
+        alias's bounced members beside others deferred)."""
+        done = [i for i in which if i not in act.deferred]
+        if done and not act.env.trace_only:
+            self._journal(lambda: self.state.cross_off(act.qid, done))
 
     def _probed(self, act: Active, idx: int, out: Outcome, relay: str) -> None:
         """A probe's outcome for one recipient: kept for the sender's report (sendmail
