@@ -93,6 +93,9 @@ COMPACT_EVERY = 300.0
 # A control client's request: read within this many seconds, at most this many bytes.
 CONTROL_TIMEOUT = 30.0
 CONTROL_MAX = 1 << 20
+# qmgr's requests in Postfix's trigger protocol (qmgr.h): scan all queues, the deferred
+# queue, incoming; flush the dead destinations; the generic wakeup. None starts a msgpack map.
+_TRIGGERS = frozenset(bytes([c]) for c in b"ADIFW")
 # Agents whose log lines say relay=none (Postfix's error and discard agents).
 _NO_RELAY = {"error", "discard", "retry"}
 # An agent that died before it answered (Postfix's DELIVER_STAT_CRASH).
@@ -928,6 +931,10 @@ class Qmgr:
     def control_reply(self, data: bytes) -> bytes:
         """The answer to the first request in what a control client sent (ValueError if
         it does not decode)."""
+        if data[:1] in _TRIGGERS:
+            # Postfix's trigger letters (postkick public qmgr A): a scan of all queues ('A',
+            # as postqueue -f sends it with F, D and I) is a flush, the others a wakeup.
+            return msgpack.packb(self.control({"op": "flush" if b"A" in data else "wakeup"}))
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=CONTROL_MAX)
         unpacker.feed(data)
         reply: dict[str, Any] = {"ok": False, "error": "empty request"}
