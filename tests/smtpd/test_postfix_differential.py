@@ -1889,3 +1889,22 @@ def test_access_keys_fold_in_unicode_with_smtputf8_as_postfix(
     assert ours == theirs
     rejects = [line for line in theirs if line[0] == "5"]
     assert len(rejects) == (8 if smtputf8 == "yes" else 4), "\n".join(theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("enabled", ["yes", "no"])
+def test_original_recipient_records_as_postfix(start_smtpd, enabled: str) -> None:
+    """enable_original_recipient: the recipient records of the queue file (original
+    recipient, DSN original recipient, NOTIFY) for recipients that virtual aliasing
+    changes, folds onto one address or leaves alone, as postcat shows Postfix 3.7's."""
+    main_cf = (
+        f"enable_original_recipient = {enabled}\n"
+        "virtual_alias_maps = inline:{ {a@localhost=b@localhost} {c@localhost=b@localhost} }\n"
+    )
+    commands = ["EHLO c.example", "MAIL FROM:<s@example.org>", "RCPT TO:<a@localhost>"]
+    commands += ["RCPT TO:<c@localhost> NOTIFY=NEVER", "RCPT TO:<B@localhost>"]
+    commands += ["RCPT TO:<d@localhost>", *MESSAGE, "QUIT"]
+    (theirs,), (ours,) = _queued_on_both(start_smtpd, main_cf, _commands(commands), 1, "-e")
+    expected = _recipient_records(theirs.postcat)
+    assert expected[1] == "original_recipient: a@localhost", expected
+    assert _recipient_records(ours.postcat) == expected

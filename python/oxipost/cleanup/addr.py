@@ -310,7 +310,8 @@ def _out_recipient(
 ) -> list[Recipient]:
     """Postfix's cleanup_out_recipient: virtual alias expansion of a clean recipient, then
     the message's duplicate filter: (DSN ORCPT, NOTIFY, original, address), or the address
-    alone with enable_original_recipient = no."""
+    alone with enable_original_recipient = no (which changes only this: the original
+    recipient is still written, as Postfix's queue file has it)."""
     keep_original = state.cfg.get_bool("enable_original_recipient")
     expanded = virtual_expand(state, rcpt.address) if state.map_ok else [rcpt.address]
     out: list[Recipient] = []
@@ -325,7 +326,7 @@ def _out_recipient(
         out.append(
             Recipient(
                 new,
-                original=rcpt.original if keep_original else "",
+                original=rcpt.original,
                 notify=rcpt.notify,
                 orcpt=rcpt.orcpt,
             )
