@@ -330,3 +330,30 @@ def test_long_comment_stripped_with_warning_as_postfix(start_smtpd: Any) -> None
         == theirs
         == [f"warning: stripping too many comments from address: x@y.example ({'c' * 87}..."]
     )
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_unmatched_extension_kept_for_a_key_folded_in_unicode_as_postfix(
+    start_smtpd: Any, smtputf8: str
+) -> None:
+    """A virtual alias found without the recipient's extension keeps it
+    (propagate_unmatched_extensions) when the key that answered is the address without
+    it, folded as the table was asked: in ASCII only, so ÉTÉ+ext is asked as ÉtÉ@...,
+    which a table folding in Unicode (smtputf8_enable = yes) finds as été@... (ours
+    compared the key with Python's lowercase, été@..., and dropped the extension)."""
+    setting = (
+        f"smtputf8_enable = {smtputf8}\nrecipient_delimiter = +\n"
+        "virtual_alias_maps = inline:{{été@example.org=x@example.net}}\n"
+    )
+    utf8 = " SMTPUTF8" if smtputf8 == "yes" else ""
+    commands = [
+        "EHLO client.example",
+        f"MAIL FROM:<a@b.example>{utf8}",
+        "RCPT TO:<ÉTÉ+ext@example.org>",
+        "RCPT TO:<été+ext@example.org>",
+        "DATA",
+        "Subject: s\r\n\r\nbody\r\n.",
+    ]
+    seen = _same_on_both(start_smtpd, RELAY_ALL + setting, commands, 1)
+    assert "recipient: x+ext@example.net" in seen, seen
+    assert ("recipient: ÉTÉ+ext@example.org" in seen) == (smtputf8 == "no"), seen

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from oxipost.cleanup.state import ENV_FROM, ENV_RCPT
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Recipient
-from oxipost.maps import TableError
+from oxipost.maps import TableError, fold
 from oxipost.maps.search import maps_find, split_extension, virtual_keys
 from oxipost.rewrite.resolve import is_local_domain, split_address, unquote_822_local, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
@@ -99,7 +99,7 @@ def mail_addr_map(
     local, domain = split_address(address)
     user, ext = split_extension(local, cfg.get("recipient_delimiter"))
     extension = None
-    if ext is not None and key in (f"{user}@{domain}".lower(), user.lower()):
+    if ext is not None and key in (fold(f"{user}@{domain}"), fold(user)):
         extension = local[len(user)] + ext
     if value.startswith("@"):
         # The local part goes in quoted where it must be ("q u"@new), as Postfix's result
