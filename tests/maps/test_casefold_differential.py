@@ -9,6 +9,8 @@ source (hash: is Berkeley DB for Postfix, cdb for us) and both answer the same q
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 import unicodedata
@@ -158,3 +160,22 @@ def test_postalias_folds_names_as_postfix(work, smtputf8):
         answers.append(out)
     assert answers[0] == answers[1]
     assert (answers[1][2][1] == b"a1\n") == (smtputf8 == "yes"), answers[1]
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_sqlite_queries_with_the_key_folded_as_postfix(work, smtputf8):
+    """sqlite: (DICT_FLAG_FIXED) puts the key in its query folded as the other tables of
+    exact keys fold it."""
+    db = work / f"fold-{smtputf8}.db"
+    db.unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        c.execute("CREATE TABLE m (k TEXT, v TEXT)")
+        rows = [("strasse", "ss"), ("straße", "sz"), ("été", "e"), ("ÉtÉ", "E2"), ("σίσυφοσ", "s")]
+        c.executemany("INSERT INTO m VALUES (?, ?)", rows)
+        c.commit()
+    cf = work / f"fold-{smtputf8}.cf"
+    cf.write_text(f"dbpath = {db}\nquery = SELECT v FROM m WHERE k='%s'\n")
+    ours, theirs = _byte_answers(work, smtputf8, f"sqlite:{cf}", KEYS)
+    assert ours == theirs
+    found = theirs[KEYS.index("Straße".encode())][1]
+    assert found == (b"ss\n" if smtputf8 == "yes" else b"sz\n"), theirs
