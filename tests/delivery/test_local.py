@@ -255,7 +255,9 @@ def _quiet_environment(monkeypatch) -> None:
 
 
 def _alias_cfg(tmp_path, spool, command: str, main: str = ""):
-    (tmp_path / "aliases").write_text(f"envdump |{command}\n")
+    # Quoted, as aliases(5) asks of a command with spaces (unquoted, its words after the
+    # first would be addresses).
+    (tmp_path / "aliases").write_text(f'envdump "|{command}"\n')
     return make_config(
         tmp_path / "c",
         main=f"alias_maps = texthash:{tmp_path}/aliases\nalias_database =\n"

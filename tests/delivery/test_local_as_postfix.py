@@ -262,7 +262,10 @@ def _files(top: Path, log: str, spool: str) -> dict[str, list[str]]:
             where = re.sub(r"/(new|cur|tmp)/[^/]*$", r"/\1/*", str(p.relative_to(top)))
             owner = pwd.getpwuid(st.st_uid).pw_name
             text = _normal(p.read_text(errors="replace"), qids, spool)
-            found.setdefault(where, []).append(f"[{owner} {st.st_mode:o}]\n{text}")
+            # The messages of an mbox (or a command's log) in order of content: recipients
+            # are delivered in parallel (local's recipient limit is 1).
+            parts = sorted(re.split(r"(?m)^(?=From \S+ D$|== )", text))
+            found.setdefault(where, []).append(f"[{owner} {st.st_mode:o}]\n" + "".join(parts))
     return {k: sorted(v) for k, v in found.items()}
 
 
@@ -334,6 +337,20 @@ SCENARIOS = {
         },
         {},
         ["dsnout@localhost", "badexit@localhost", "tempfail@localhost", "ok+ext@localhost"],
+        sender="",
+    ),
+    # tok822_parse(): words with only white space or a comment between them are items of
+    # their own, an unquoted "|command arg" the command and an address.
+    "unquoted_words": Scenario(
+        {
+            ALIASES: (
+                "t1 |{top}/bin/rec c1 arg2\nt2 lfa lfb\nt3 {top}/out/f1 {top}/out/f2\n"
+                't4 "|{top}/bin/rec c4" lfc\nt5 lfa@localhost lfb (comment) lfc\n',
+                "root",
+            )
+        },
+        {},
+        ["t1@localhost", "t2@localhost", "t3@localhost", "t4@localhost", "t5@localhost"],
         sender="",
     ),
 }

@@ -189,8 +189,13 @@ class Ctx:
         self.delivered = self.delivered or self.rcpt.address
 
 
+# RFC 822 specials (tok822.c): a word next to one of these joins it into one address.
+_SPECIALS = frozenset("()<>@,;:.[]")
+
+
 def _split_items(value: str) -> list[str]:
-    """aliases(5) right-hand side: comma separated, double quotes protect commas; an
+    """aliases(5) right-hand side as Postfix's tok822_parse() reads it: items separated by
+    commas (double quotes protect them), then each split into its words (_words). An
     empty item is skipped, a quoted empty one ("") kept as the null address."""
     items: list[str] = []
     cur: list[str] = []
@@ -199,11 +204,11 @@ def _split_items(value: str) -> list[str]:
         if ch == '"':
             quoted = not quoted
         if ch == "," and not quoted:
-            items.append("".join(cur).strip())
+            items.extend(_words("".join(cur)))
             cur = []
         else:
             cur.append(ch)
-    items.append("".join(cur).strip())
+    items.extend(_words("".join(cur)))
     out = []
     for item in items:
         # "" stays: it is the null address, which resolves to empty_address_recipient
@@ -213,6 +218,64 @@ def _split_items(value: str) -> list[str]:
         if item:
             out.append(item)
     return out
+
+
+def _words(item: str) -> list[str]:
+    """One comma-separated item as tok822_parse() inserts its missing commas: words with
+    only white space or a (comment) between them are addresses of their own ("a b" is
+    two, an unquoted "|cmd arg" the command "|cmd" and the address "arg"), white space
+    next to a special is dropped ("a @ b" is a@b); a quoted string and a backslash pair
+    are part of a word. Deviation: an item with <, > or ; outside quotes (a route address,
+    a group, an unquoted "|cmd > file") is kept whole, as written, where Postfix's parser
+    would regroup it."""
+    rest = item
+    while '"' in rest:
+        before, _, after = rest.partition('"')
+        rest = before + after.partition('"')[2]
+    if any(ch in "<>;" for ch in rest):
+        return [item.strip()]
+    words: list[str] = []
+    cur: list[str] = []
+    i, n = 0, len(item)
+    # Whether the last thing kept was (the end of) a word, and whether space followed it.
+    word = spaced = False
+    while i < n:
+        ch = item[i]
+        if ch == "(":
+            depth = 0
+            while i < n:  # a comment, nested, is white space
+                if item[i] == "\\":
+                    i += 1
+                elif item[i] in "()":
+                    depth += 1 if item[i] == "(" else -1
+                    if depth == 0:
+                        break
+                i += 1
+            spaced = True
+        elif ch.isspace():
+            spaced = True
+        elif ch in _SPECIALS:
+            cur.append(ch)
+            word = spaced = False
+        else:
+            if word and spaced:
+                words.append("".join(cur))
+                cur = []
+            if ch == '"':
+                j = i + 1
+                while j < n and item[j] != '"':
+                    j += 2 if item[j] == "\\" else 1
+                cur.append(item[i : j + 1])
+                i = j
+            elif ch == "\\":
+                cur.append(item[i : i + 2])
+                i += 1
+            else:
+                cur.append(ch)
+            word, spaced = True, False
+        i += 1
+    words.append("".join(cur))
+    return words
 
 
 def _allowed(cfg: Config, param: str, source: str) -> bool:
