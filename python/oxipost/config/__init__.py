@@ -159,7 +159,11 @@ class Config:
 
     def _host_inputs(self, name: str) -> dict[str, str]:
         if name == "mynetworks":
-            return {"mynetworks_style": self.get("mynetworks_style")}
+            return {
+                "mynetworks_style": self.get("mynetworks_style"),
+                "inet_protocols": self.get("inet_protocols"),
+                "inet_interfaces": self.get("inet_interfaces"),
+            }
         if name == "mydomain" and ("myhostname" in self.settings or "myhostname" in self.overrides):
             return {"myhostname": self.get("myhostname")}
         if name == "myhostname" and ("mydomain" in self.settings or "mydomain" in self.overrides):

@@ -50,17 +50,15 @@ in the maillog as that service starts, rather than at the first RCPT TO.
 from __future__ import annotations
 
 import grp
-import ipaddress
 import os
 import pwd
 import re
-import socket
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING
 
 from oxipost.config.expand import NUMBER, Expander, ExpandError, compat_level
-from oxipost.config.registry import local_interfaces
+from oxipost.config.registry import interface_addresses, local_interfaces
 from oxipost.valid import hostname_problem
 
 if TYPE_CHECKING:
@@ -427,39 +425,24 @@ def check_mynetworks(cfg: Config) -> None:
     inet_interfaces. postconf computes it as it starts, when main.cf does not set it."""
     if "mynetworks" in cfg.settings or "mynetworks" in cfg.overrides:
         return
-    protocols = _protocols(cfg)
+    _protocols(cfg)
     _check_mynetworks_style(cfg)
-    _check_interfaces(cfg, protocols)
+    _check_interfaces(cfg)
 
 
-def _check_interfaces(cfg: Config, protocols: set[str]) -> None:
+def _check_interfaces(cfg: Config) -> None:
     """own_inet_addr_list: each inet_interfaces name must resolve, with a protocol
     inet_protocols allows, to addresses this host's interfaces have."""
     value = cfg.get("inet_interfaces")
-    # Only the whole value is special, in this case ("ALL" and "all, 127.0.0.1" are names).
-    if value in ("all", "loopback-only"):
+    if value == "loopback-only":
         return
-    family = socket.AF_UNSPEC
-    if protocols == {"ipv4"}:
-        family = socket.AF_INET
-    elif protocols == {"ipv6"}:
-        family = socket.AF_INET6
-    wanted: list[str] = []
-    for host in re.split(r"[, \t\r\n]+", value):
-        if not host:
-            continue
-        name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        try:
-            infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise _error(f"config variable inet_interfaces: host not found: {host}") from None
-        for info in infos:
-            address = str(info[4][0]).partition("%")[0]
-            if address not in wanted:
-                wanted.append(address)
+    try:
+        wanted = interface_addresses(value, cfg.get("inet_protocols"))
+    except LookupError as e:
+        raise _error(f"config variable inet_interfaces: host not found: {e}") from None
     own = {str(iface.ip) for iface in local_interfaces()}
-    for address in wanted:
-        if str(ipaddress.ip_address(address)) not in own:
+    for address in wanted or ():
+        if address not in own:
             raise _error(f"parameter inet_interfaces: no local interface found for {address}")
 
 
@@ -500,7 +483,7 @@ def check_startup(cfg: Config, warn: Callable[[str], None], command: bool = Fals
     if facility not in _FACILITIES:
         raise _error(f"file {main_cf}: parameter syslog_facility: unrecognized value: {facility}")
     cfg.get_bool("daemon_table_open_error_is_fatal")
-    protocols = _protocols(cfg)
+    _protocols(cfg)
     for name in ("myhostname", "mydomain"):
         _check_length(name, cfg.get(name), 1, 0)
     for name in ("myhostname", "mydomain"):
@@ -519,7 +502,7 @@ def check_startup(cfg: Config, warn: Callable[[str], None], command: bool = Fals
     if os.geteuid() == 0:
         _check_accounts(cfg)
     _check_mynetworks_style(cfg)
-    _check_interfaces(cfg, protocols)
+    _check_interfaces(cfg)
     host = cfg.get("myhostname")
     if host.lower() == cfg.get("relayhost").lower():
         raise _error(f"myhostname and relayhost parameter settings must not be identical: {host}")

@@ -130,7 +130,13 @@ def host_default(name: str, raw_lookup: dict[str, str]) -> str:
         host = raw_lookup.get("myhostname") or _myhostname(None)
         return host.split(".", 1)[1] if "." in host else "localdomain"
     if name == "mynetworks":
-        return " ".join(_mynetworks(raw_lookup.get("mynetworks_style", "host")))
+        return " ".join(
+            _mynetworks(
+                raw_lookup.get("mynetworks_style", "host"),
+                raw_lookup.get("inet_protocols", "all"),
+                raw_lookup.get("inet_interfaces", "all"),
+            )
+        )
     if name == "process_id":
         return str(os.getpid())
     if name == "process_name":
@@ -152,40 +158,53 @@ def _myhostname(mydomain: str | None) -> str:
 
 
 def local_interfaces() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-    """The host's addresses with their prefixes (IPv4 by SIOCGIFADDR/NETMASK, IPv6 from
-    /proc/net/if_inet6), in the order Postfix lists them: IPv4 first."""
+    """The addresses, with their prefixes, of the host's interfaces that are up, secondary
+    ones too, as Postfix's inet_addr_local lists them (getifaddrs): IPv4 first, each family
+    in the order the kernel gives."""
+    import ctypes
     import socket
 
-    v4: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
-    v6: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
-    try:
-        import fcntl
-        import struct
+    class Ifaddrs(ctypes.Structure):
+        pass
 
-        for _idx, ifname in socket.if_nameindex():
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                req = struct.pack("256s", ifname.encode()[:15])
-                addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, req)[20:24])
-                mask = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x891B, req)[20:24])
-                v4.append(ipaddress.IPv4Interface(f"{addr}/{mask}"))
-            except OSError:
-                pass
-            finally:
-                s.close()
-    except OSError:
-        pass
+    Ifaddrs._fields_ = [
+        ("ifa_next", ctypes.POINTER(Ifaddrs)),
+        ("ifa_name", ctypes.c_char_p),
+        ("ifa_flags", ctypes.c_uint),
+        ("ifa_addr", ctypes.c_void_p),
+        ("ifa_netmask", ctypes.c_void_p),
+        ("ifa_ifu", ctypes.c_void_p),
+        ("ifa_data", ctypes.c_void_p),
+    ]
+    # struct sockaddr_in's address is at offset 4, sockaddr_in6's at 8.
+    where: dict[int, tuple[int, int]] = {socket.AF_INET: (4, 4), socket.AF_INET6: (8, 16)}
+    found: dict[int, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = {
+        socket.AF_INET: [],
+        socket.AF_INET6: [],
+    }
+    # The interpreter's own symbols include libc's (find_library would run ldconfig).
+    libc = ctypes.CDLL(None)
+    head = ctypes.POINTER(Ifaddrs)()
+    if libc.getifaddrs(ctypes.byref(head)) != 0:
+        return []
     try:
-        with open("/proc/net/if_inet6") as f:
-            for line in f:
-                hexaddr, _dev, plen = line.split()[:3]
-                addr = ":".join(hexaddr[i : i + 4] for i in range(0, 32, 4))
-                v6.append(ipaddress.IPv6Interface(f"{addr}/{int(plen, 16)}"))
-    except OSError:
-        pass
-    v6.sort(key=lambda i: (not i.ip.is_loopback, i.ip.is_link_local, int(i.ip)))
-    v4.sort(key=lambda i: (not i.ip.is_loopback, int(i.ip)))
-    return v4 + v6
+        entry = head
+        while entry:
+            ifa = entry.contents
+            entry = ifa.ifa_next
+            if not ifa.ifa_flags & 1 or not ifa.ifa_addr:  # IFF_UP
+                continue
+            family = ctypes.c_ushort.from_address(ifa.ifa_addr).value
+            if family not in where:
+                continue
+            offset, size = where[family]
+            addr = ctypes.string_at(ifa.ifa_addr + offset, size)
+            mask = ctypes.string_at(ifa.ifa_netmask + offset, size) if ifa.ifa_netmask else b""
+            plen = bin(int.from_bytes(mask, "big")).count("1") if mask else 8 * size
+            found[family].append(ipaddress.ip_interface((addr, plen)))
+    finally:
+        libc.freeifaddrs(head)
+    return found[socket.AF_INET] + found[socket.AF_INET6]
 
 
 def _fmt(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
@@ -194,9 +213,56 @@ def _fmt(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
     return str(net)
 
 
-def _mynetworks(style: str) -> list[str]:
+def _versions(protocols: str) -> set[int]:
+    """The IP versions inet_protocols names (check_startup has refused another word)."""
+    words = set(protocols.replace(",", " ").split())
+    return {4, 6} if "all" in words else {int(w[3]) for w in words if w in ("ipv4", "ipv6")}
+
+
+def interface_addresses(value: str, protocols: str) -> list[str] | None:
+    """The addresses inet_interfaces names, as own_inet_addr_list resolves them with the
+    protocols inet_protocols allows; None for all of the host's. LookupError(name) for a
+    name that does not resolve."""
+    import socket
+
+    # Only the whole value is special, in this case ("ALL" and "all, 127.0.0.1" are names).
+    if value == "all":
+        return None
+    versions = _versions(protocols)
+    if value == "loopback-only":
+        return [address for v, address in ((4, "127.0.0.1"), (6, "::1")) if v in versions]
+    family = socket.AF_UNSPEC
+    if versions == {4}:
+        family = socket.AF_INET
+    elif versions == {6}:
+        family = socket.AF_INET6
+    wanted: list[str] = []
+    for host in value.replace(",", " ").split():
+        name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise LookupError(host) from None
+        for info in infos:
+            address = str(ipaddress.ip_address(str(info[4][0]).partition("%")[0]))
+            if address not in wanted:
+                wanted.append(address)
+    return wanted
+
+
+def _mynetworks(style: str, protocols: str, interfaces: str) -> list[str]:
+    # The interfaces Postfix listens on (own_inet_mask_list), in the host's order: those
+    # inet_interfaces names, of the protocols inet_protocols names. A name that does not
+    # resolve was refused as the program started (check_startup).
+    versions = _versions(protocols)
+    try:
+        wanted = interface_addresses(interfaces, protocols)
+    except LookupError:
+        wanted = []
     out: list[str] = []
     for iface in local_interfaces():
+        if iface.version not in versions or (wanted is not None and str(iface.ip) not in wanted):
+            continue
         if style == "host":
             net = ipaddress.ip_network(f"{iface.ip}/{iface.max_prefixlen}")
         elif style == "class" and iface.version == 4:
