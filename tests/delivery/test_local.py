@@ -633,8 +633,8 @@ def test_owner_alias_sender_and_original_recipient(tmp_path, spool):
 def test_forwarded_recipients_of_an_alias(tmp_path, spool, monkeypatch):
     # alias.c and forward.c: addresses of an alias are queued anew with the original
     # recipient and ORCPT of the alias, NOTIFY without SUCCESS ("NEVER" when that was
-    # all); after an owner- alias, with neither (cleanup makes each its own original),
-    # and the owner as sender.
+    # all); after an owner- alias, with neither (cleanup makes each its own original and
+    # gives it rfc822;address as ORCPT), and the owner as sender.
     from oxipost.qmgr.queue import QueueState
 
     monkeypatch.setattr(local, "_queue", None)
@@ -674,7 +674,7 @@ def test_forwarded_recipients_of_an_alias(tmp_path, spool, monkeypatch):
             "owner-list@example.net",
             "two@example.com",
             frozenset({"FAILURE"}),
-            "",
+            "rfc822;two@example.com",
         ),
     }
 

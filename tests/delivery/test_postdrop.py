@@ -18,6 +18,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from oxipost.cli.postdrop import POSTQUEUE_DOOR, SETGID_PROGRAM
 
 from tests.conftest import run_ours
 from tests.qmgr.test_service import wait_log
+from tests.smtpd.test_postfix_differential import running_postfix
 
 from .test_dovecot_reads import ROOT
 from .test_e2e_delivery import HOST, Oxipost
@@ -164,3 +166,47 @@ def test_postdrop_refusals_as_postfix(oxi: Oxipost) -> None:
         f"sendmail: fatal: nobody({NOBODY.pw_uid}): unable to execute {command}: Application error",
     ]
     oxi.stop()
+
+
+def _envelope(postcat: subprocess.CompletedProcess, qid: str) -> list[str]:
+    """postcat -e's records with the queue ID, the queue, the times and the sizes made
+    alike (the content holds the queue ID, whose length differs)."""
+    assert postcat.returncode == 0, postcat.stderr
+    text = re.sub(r"(?m)^(message_arrival_time|create_time): .*", r"\1: TIME", postcat.stdout)
+    sizes = r"(?m)^message_size: +\d+ +\d+ (.*) +\d+ +(\d+)$"
+    text = re.sub(sizes, r"message_size: N N \1 N \2", text)
+    text = re.sub(r"\*\*\* (.*) \S*?(incoming|deferred)/", r"*** \1 ", text.replace(qid, "QID"))
+    return text.splitlines()
+
+
+def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
+    """sendmail -F -N -V and three recipients (qualified, in <>, unqualified) through
+    pickup: postcat -e shows the envelope records Postfix 3.7's pickup and cleanup write,
+    in their order: envelope_id before rewrite_context=local, sender_fullname, each
+    recipient's NOTIFY= and the dsn_orig_rcpt cleanup gives it (the address qualified).
+    Ours stays in the queue: smtp is a deferred transport."""
+    argv = ["-F", "Joe Public", "-f", "s@example.org", "-N", "success,delay", "-V", "envx"]
+    argv += ["r@example.net", "<q@example.net>", "daemon"]
+    message = "Subject: x\n\nbody\n"
+    with running_postfix("", without=("qmgr",)) as (_port, d):
+        sent = subprocess.run(["sendmail", "-C", str(d), *argv], input=message, text=True)
+        assert sent.returncode == 0
+        incoming = d / "spool" / "incoming"
+        deadline = time.monotonic() + 20
+        # Until cleanup has written the whole file (its mode says so).
+        while not (files := [p for p in incoming.rglob("*") if p.stat().st_mode & 0o100]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        qid = files[0].name
+        postcat = ["postcat", "-c", str(d), "-e", "-q", qid]
+        theirs = _envelope(subprocess.run(postcat, capture_output=True, text=True), qid)
+    cfg = oxi.start("defer_transports = smtp\nmyhostname = mx.example.test\n")
+    sent = run_ours("sendmail", "-C", str(oxi.conf), *argv, stdin=message)
+    assert sent.returncode == 0, sent.stderr
+    m = re.search(r"pickup\[\d+\]: (\w+): uid=", wait_log(cfg, r"pickup\[\d+\]: \w+: uid="))
+    assert m
+    wait_log(cfg, rf"{m.group(1)}: to=<daemon@.*status=deferred")
+    ours = _envelope(run_ours("postcat", "-c", str(oxi.conf), "-e", "-q", m.group(1)), m.group(1))
+    oxi.stop()
+    assert "named_attribute: dsn_orig_rcpt=rfc822;daemon@mx.example.test" in theirs, theirs
+    assert ours == theirs

@@ -339,11 +339,13 @@ def process_recipients(
     recipients: list[Recipient],
     bcc: bool = False,
     seen: set[object] | None = None,
+    envelope: bool = False,
 ) -> list[Recipient]:
     """Envelope recipients after canonical mapping, masquerading and virtual aliasing;
     each keeps its original recipient, duplicates in the message are dropped (`seen`, the
     message's filter by default). With `bcc`, each is followed by its recipient_bcc_maps
-    copy, as Postfix's cleanup_addr_recipient adds it."""
+    copy, as Postfix's cleanup_addr_recipient adds it. The message's own `envelope`
+    recipients without ORCPT get one (a milter's added ones do not)."""
     out: list[Recipient] = []
     for rcpt in recipients:
         original = rcpt.original or rcpt.address
@@ -352,10 +354,13 @@ def process_recipients(
         # original recipient stays empty.
         addr = _clean_recipient(state, rcpt.address or state.cfg.get("empty_address_recipient"))
         state.recip = state.recip or addr
-        # Postfix gives a recipient without ORCPT its address as DSN original recipient,
-        # so it never collides with a BCC copy (which has none) in the duplicate filter.
+        # Postfix gives a recipient without ORCPT its address after canonical mapping as
+        # DSN original recipient, so it never collides with a BCC copy (which has none) in
+        # the duplicate filter; an envelope recipient (sendmail's, a bounce's) keeps it
+        # with each address it expands to: the smtp client passes it on, a DSN reports it.
         dsn_orcpt = rcpt.orcpt or f"rfc822;{addr}"
-        clean = Recipient(addr, original=original, notify=rcpt.notify, orcpt=rcpt.orcpt)
+        orcpt = dsn_orcpt if envelope else rcpt.orcpt
+        clean = Recipient(addr, original=original, notify=rcpt.notify, orcpt=orcpt)
         out += _out_recipient(state, clean, dsn_orcpt, state.dups if seen is None else seen)
         if bcc:
             out += add_bcc(state, bcc_lookup(state, "recipient_bcc_maps", addr))

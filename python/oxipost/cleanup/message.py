@@ -221,7 +221,7 @@ def _cleanup(
         if state.reply is not None:
             # A sender table that failed: cleanup_envelope reads no further record.
             return Cleaned(env, content, state.reply, notes=state.notes)
-        recipients += process_recipients(state, env.recipients, bcc=state.bcc_ok)
+        recipients += process_recipients(state, env.recipients, bcc=state.bcc_ok, envelope=True)
     except CleanupDefer as e:
         state.warn(e.warning)
         return Cleaned(env, content, state.reply or e.reply, notes=state.notes)

@@ -33,8 +33,9 @@ _NOTIFY_FLAGS = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
 _ENCODING = {"8BITMIME": "8bit", "7BIT": "7bit"}
 
 
-# What smtpd writes of the client and the message origin, shown in its own place (the
-# client_* ones are the client that talked to us when XFORWARD gave another).
+# What smtpd and pickup write of the client and the message origin, shown in its own place
+# (the client_* ones are the client that talked to us when XFORWARD gave another), and
+# what Postfix's queue file has no record for.
 _PLACED = frozenset(
     {
         "log_ident",
@@ -47,6 +48,9 @@ _PLACED = frozenset(
         "helo_name",
         "protocol_name",
         "sender_fullname",
+        # Ours only: who queued the message (pickup) and as which user.
+        "origin",
+        "uid",
     }
 )
 

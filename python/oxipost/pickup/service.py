@@ -123,6 +123,9 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
     )
     if sub.trace_flags:
         env.attrs["trace_flags"] = str(sub.trace_flags)
+    if sub.full_name:
+        # Kept as Postfix's sender_fullname record, which postcat shows.
+        env.attrs["sender_fullname"] = sub.full_name
     host = cfg.get("myhostname")
     received = (
         f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid})\r\n"
