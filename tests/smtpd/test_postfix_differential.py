@@ -1908,3 +1908,25 @@ def test_original_recipient_records_as_postfix(start_smtpd, enabled: str) -> Non
     expected = _recipient_records(theirs.postcat)
     assert expected[1] == "original_recipient: a@localhost", expected
     assert _recipient_records(ours.postcat) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("allow", ["yes", "no", "no, no percent hack"])
+def test_untrusted_routing_relayed_as_postfix(start_smtpd, allow: str) -> None:
+    """reject_unauth_destination with allow_untrusted_routing: an address with a routing
+    operator ("%", "!", a quoted "@") left in its local part is relayed with yes and
+    refused ("Relay access denied") with no, local domain or not; one routed through a
+    local domain to a plain local address is ours either way: the replies of Postfix 3.7."""
+    main_cf = f"allow_untrusted_routing = {allow[:3].strip(',')}\nrelay_domains = relay.example\n"
+    if "percent" in allow:
+        main_cf += "allow_percent_hack = no\n"
+    rcpts = ["a%b@relay.example", "b!a@relay.example", '"a@b"@relay.example']
+    rcpts += ["a%b%c@relay.example", "root%localhost@mx.example.test", "b!root@localhost"]
+    rcpts += ["@x,@y:a@relay.example", "a%b@mx.example.test", "u@relay.example"]
+    dialogue = ["EHLO c.example", "MAIL FROM:<s@example.org>"]
+    dialogue += [f"RCPT TO:<{r}>" for r in rcpts] + ["QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    relayed = [r.startswith("250") for r in both.their_replies[3:-1]]
+    assert relayed[0] == (allow == "yes"), both.their_replies
+    assert relayed[4] == ("percent" not in allow), both.their_replies
+    assert both.our_replies[1:] == both.their_replies[1:]

@@ -277,18 +277,16 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
         # resolve_dequoted_address.
         inner = local if dequote or is_dot_string(local) else ""
         if not domain or is_local_domain(cfg, domain):
-            # Routing through us: strip our domain and look inside, as resolve.c does.
+            # Routing through us: strip our domain and look inside, as resolve.c does
+            # (not "routed" for that: only an operator left at the end is).
             if "@" in inner:
-                flags |= RESOLVE_FLAG_ROUTED
                 address = inner
                 continue
             if swap_bang and "!" in inner:
-                flags |= RESOLVE_FLAG_ROUTED
                 site, _, user = inner.partition("!")
                 address = f"{user}@{site}"
                 continue
             if "%" in inner:
-                flags |= RESOLVE_FLAG_ROUTED
                 if percent_hack:
                     user, _, site = inner.rpartition("%")
                     address = f"{user}@{site}"

@@ -465,6 +465,7 @@ class Checker:
         self.classes = set(cfg.get_list("smtpd_restriction_classes"))
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.unlisted_sender = cfg.get_bool("smtpd_reject_unlisted_sender")
+        self.untrusted_routing = cfg.get_bool("allow_untrusted_routing")
         self.utf8 = cfg.get_bool("smtputf8_enable")
         self.policy_clients: dict[str, PolicyClient] = {}
         # The tables check_rcpt_maps asks before the mailbox tables, for a recipient and
@@ -1259,9 +1260,12 @@ class Checker:
             raise _failure(e) from None
 
     def auth_destination(self, rcpt: str) -> bool:
-        """Postfix's permit_auth_destination: a domain we serve, not routed through us."""
+        """Postfix's permit_auth_destination: a domain we serve, with no routing
+        operator left in the local part (unless allow_untrusted_routing = yes)."""
         res = self._resolved(rcpt)
-        return res.addr_class != RESOLVE_CLASS_DEFAULT and not res.routed
+        if res.routed and not self.untrusted_routing:
+            return False
+        return res.addr_class != RESOLVE_CLASS_DEFAULT
 
     def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | DeferIf | None:
         _, domain = split_internal(addr)
