@@ -1,13 +1,15 @@
-"""A bounce, delay or success notice that cannot be built, compared with real Postfix 3.7's.
+"""A bounce, delay or success notice that cannot be built or queued, compared with real
+Postfix 3.7's.
 
-bounce(8) dies of its template file (an undefined $name in bounce_template_file). Postfix's
-qmgr then logs `QID: status=deferred (bounce failed)` ("trace failed" for a success notice,
-"delay warning failed" for a delay warning) and keeps the message in the deferred queue;
-nothing is removed. Both systems run the same main.cf: the pass must log the same qmgr,
-smtp, local and bounce lines and leave the message queued. Then the template is mended,
-both reload and flush, and the notice goes out: the message is finished as usual (our
-retry tries a bounced recipient again, where Postfix resends its bounce log: the lines of
-that pass are not compared)."""
+bounce(8) dies of its template file (an undefined $name in bounce_template_file), or
+cleanup refuses the notice (a header_checks REJECT of its Subject: under
+internal_mail_filter_classes = bounce). Postfix's qmgr then logs `QID: status=deferred
+(bounce failed)` ("trace failed" for a success notice, "delay warning failed" for a delay
+warning) and keeps the message in the deferred queue; nothing is removed. Both systems run
+the same main.cf: the pass must log the same qmgr, smtp, local, bounce and cleanup lines and
+leave the message queued. Then the fault is taken away, both reload and flush, and the
+notice goes out: the message is finished as usual (our retry tries a bounced recipient
+again, where Postfix resends its bounce log: the lines of that pass are not compared)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,13 @@ from tests.smtpd.test_postfix_differential import running_postfix
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
 
 SENDER = "nobody@localhost"
-PROGRAMS = ("qmgr", "smtp", "local", "bounce")
+PROGRAMS = ("qmgr", "smtp", "local", "bounce", "cleanup")
+# Under internal_mail_filter_classes = bounce.
+REJECTED = (
+    "/^Subject: Undelivered Mail/ REJECT no bounce\n"
+    "/^Subject: Delayed Mail/ REJECT no delay\n"
+    "/^Subject: Successful Mail/ REJECT no success\n"
+)
 UNDEFINED = "".join(
     f"{kind}_template = <<EOF\nSubject: x\n\nhello $nosuchparam\nEOF\n"
     for kind in ("failure", "delay", "success")
@@ -42,8 +50,10 @@ class Scenario(NamedTuple):
     rcpts: list[str]
     # The qmgr line of the failed pass.
     failed: str
-    # Whether the message is finished by the pass after the template is mended.
+    # Whether the message is finished by the pass after the fault is taken away.
     finished: bool = True
+    # The fault: bounce_template_file (UNDEFINED) or header_checks (REJECTED).
+    fault: str = UNDEFINED
 
 
 SCENARIOS = {
@@ -55,6 +65,18 @@ SCENARIOS = {
         "delay_warning_time = 1s\n", ["later@soft.test"], "delay warning failed", False
     ),
     "expired": Scenario("maximal_queue_lifetime = 0\n", ["later@soft.test"], "bounce failed"),
+    # cleanup refuses the notice.
+    "bounce_rejected": Scenario("", ["nosuch@localhost"], "bounce failed", fault=REJECTED),
+    "success_rejected": Scenario(
+        "", ["daemon@localhost NOTIFY=SUCCESS"], "trace failed", fault=REJECTED
+    ),
+    "delay_rejected": Scenario(
+        "delay_warning_time = 1s\n",
+        ["later@soft.test"],
+        "delay warning failed",
+        False,
+        REJECTED,
+    ),
 }
 
 
@@ -65,7 +87,11 @@ def _main_cf(top: Path, sc: Scenario) -> str:
         f"transport_maps = inline:{{ soft.test=smtp:[127.0.0.1]:{free_port()} }}\n"
         # One pass: nothing is retried while we look but by the flush.
         "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n"
-        + f"bounce_template_file = {top}/fault\n"
+        + (
+            f"bounce_template_file = {top}/fault\n"
+            if sc.fault == UNDEFINED
+            else f"header_checks = regexp:{top}/fault\ninternal_mail_filter_classes = bounce\n"
+        )
         + sc.main_cf
     )
 
@@ -111,6 +137,7 @@ def _lines(log: str) -> list[str]:
         # A queue ID of another length in Received: (the size is the other tests' subject).
         text = re.sub(r", size=\d+, ", ", size=N, ", text)
         text = re.sub(r"\]:\d+", "]:PORT", text)
+        text = re.sub(r"<\d{14}\.", "<STAMP.", text)
         out.append(f"{m.group(1)}: {re.sub(r'/tmp/[^ ]+/(?:postfix|ours)/', 'TOP/', text)}")
     # Two deliveries of one pass finish in either order.
     return sorted(out)
@@ -177,7 +204,7 @@ def test_failed_notice_defers_as_postfix(scenario: str, shared_tmp: Path) -> Non
         (top / "mail").mkdir()
         (top / "mail").chmod(0o1777)
         top.chmod(0o755)
-        (top / "fault").write_text(UNDEFINED)
+        (top / "fault").write_text(sc.fault)
         first, second, mailq = run(top, _main_cf(top, sc), sc)
         qid = _qid(first)
         # Still queued after the failed pass, and not finished before the retry.

@@ -288,8 +288,9 @@ def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tu
     host, mail_name = cfg.get("myhostname"), cfg.get("mail_name")
     date = mail_date()
     received = f"Received: by {host} ({mail_name})\r\n\tid {qid}; {date}\r\n"
-    # Address mappings apply (the sender may be a virtual alias), content checks do not.
-    cleaned = cleanup_message(env, content, received, cfg, qid, internal=True)
+    # Address mappings apply (the sender may be a virtual alias), content checks with
+    # internal_mail_filter_classes = bounce.
+    cleaned = cleanup_message(env, content, received, cfg, qid, internal=True, mail_class="bounce")
     if cleaned.reply is None:
         queue.enqueue_sync(cleaned.envelope, cleaned.content, qid)
     return qid, cleaned

@@ -17,8 +17,8 @@ message, called in process by smtpd, pickup and the agents that resubmit mail:
   headers) and $undisclosed_recipients_header when it has no To: or Cc:;
 - what the checks decided: REDIRECT and BCC recipients, HOLD (the envelope attribute
   "hold"), FILTER (the attribute "filter"), DISCARD.
-Internal mail (resubmitted by local(8), notices) skips the content checks, as Postfix's
-internal_mail_filter_classes default leaves it; receive_override_options
+Internal mail (resubmitted by local(8), notices) skips the content checks, but notices
+when internal_mail_filter_classes names bounce; receive_override_options
 no_address_mappings and no_header_body_checks turn those parts off.
 
 Diagnostics: the returned Cleaned carries the SMTP reply when the message is refused
@@ -162,10 +162,12 @@ def cleanup_message(
     queue_id: str = "",
     internal: bool = False,
     full_name: str = "",
+    mail_class: str = "",
 ) -> Cleaned:
     """Process one message, to be queued as `queue_id` (Queue.new_id: the Message-Id
     cleanup adds carries it); `internal` for mail Postfix itself resubmits (no content
-    checks); `full_name` the sender's (sendmail -F, $NAME or the passwd gecos) for a From:
+    checks, unless internal_mail_filter_classes names its `mail_class`: "bounce" for
+    notices); `full_name` the sender's (sendmail -F, $NAME or the passwd gecos) for a From:
     header cleanup adds."""
     opts = cleanup_config(cfg)
     overrides = opts.overrides
@@ -174,7 +176,11 @@ def cleanup_message(
         env,
         queue_id,
         map_ok="no_address_mappings" not in overrides,
-        filtering=not internal and "no_header_body_checks" not in overrides,
+        # bounce(8) asks for the checks by its class alone (int_filt_flags), not through
+        # receive_override_options, which is the receiving daemons'.
+        filtering=mail_class in opts.internal_filter_classes
+        if internal
+        else "no_header_body_checks" not in overrides,
         bcc_ok=not internal and "no_address_mappings" not in overrides,
         # smtpd's access(5) HOLD, DISCARD and BCC actions reach cleanup as attributes.
         hold="hold" in env.attrs,

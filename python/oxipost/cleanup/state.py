@@ -50,6 +50,10 @@ class CleanupConfig:
         return self.cfg.get_keywords("receive_override_options")
 
     @cached_property
+    def internal_filter_classes(self) -> frozenset[str]:
+        return self.cfg.get_keywords("internal_mail_filter_classes")
+
+    @cached_property
     def hopcount_limit(self) -> int:
         return self.cfg.get_int("hopcount_limit")
 
