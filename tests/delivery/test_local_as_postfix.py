@@ -339,6 +339,12 @@ SCENARIOS = {
         ["dsnout@localhost", "badexit@localhost", "tempfail@localhost", "ok+ext@localhost"],
         sender="",
     ),
+    # file.c: a /file/name ending in "/" is a Maildir, logged as deliver_maildir() does.
+    "maildir_file": Scenario(
+        {ALIASES: ("md {top}/out/md/\n", "root")},
+        {"allow_mail_to_files": "alias"},
+        ["md@localhost"],
+    ),
     # tok822_parse(): words with only white space or a comment between them are items of
     # their own, an unquoted "|command arg" the command and an address.
     "unquoted_words": Scenario(

@@ -552,17 +552,17 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
     ids = _rights(ctx)
     prefix = _prefix(ctx)
     if path.endswith("/"):
-        out = await maildir(path, prefix, ctx.req.content, ids, cfg)
-    else:
-        out = await mbox(
-            path,
-            ctx.sender,
-            prefix,
-            ctx.req.content,
-            lock_options(cfg, "mailbox_delivery_lock"),
-            ids,
-            cfg,
-        )
+        # file.c hands a name ending in "/" to deliver_maildir(): its words, not a file's.
+        return await maildir(path, prefix, ctx.req.content, ids, cfg)
+    out = await mbox(
+        path,
+        ctx.sender,
+        prefix,
+        ctx.req.content,
+        lock_options(cfg, "mailbox_delivery_lock"),
+        ids,
+        cfg,
+    )
     if out.delivered:
         return Outcome("2.0.0", f"delivered to file: {path}")
     return Outcome(out.status, f"cannot append message to file {path}: {out.text}")
