@@ -251,6 +251,9 @@ REBUILT = {
             f'To: "{"x" * 260}" <{_C}>, y@z.example\r\nCc: A.B. Name <{_C}>, "" <{_C}>\r\n',
             f"To: <{_C}> (c1) (c2)\r\nCc: ({_C})\r\nResent-Cc: x <y>\r\n",
             f"To: {'u' * 80}@{'h' * 10}.example, {_C}\r\n",
+            # No '>': the address is all the tokens, which trivial-rewrite reads put
+            # together again with a blank before '<' (and drops the trailing dot).
+            f"To: {_C}, Name <c@d.example.\r\n",
         ],
         [
             "Reply-To: <x@y.example>",
@@ -266,6 +269,7 @@ REBUILT = {
             "To: Some Body <x@y.example>, junk@mx.example.test, x@y.example",
             "To: <x@y.example>, y@z.example",
             "Cc: (a@b.example)",
+            'To: x@y.example, "Name <c"@d.example',
         ],
     ),
     "masquerade_remote": (

@@ -50,7 +50,6 @@ from oxipost.envelope import Envelope
 from oxipost.maps import Table, TableError, open_table, warn_lookup_error
 from oxipost.maps.search import maps_find_warned
 from oxipost.printable import truncate
-from oxipost.rewrite.resolve import split_address, unquote_local
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.smtpd.check import match_networks
 
@@ -247,6 +246,11 @@ _SIMPLE_LIST = re.compile(rf"{_ELEMENT}(?:,{_ELEMENT})*+")
 _LISTED = re.compile(rf"<({_PLAIN_ADDRESS})>|({_PLAIN_ADDRESS})")
 
 
+# What an address's external form must have for trivial-rewrite to read it as something
+# else once it joins its tokens: quotes, a quoted pair, a '<' the parse left in it.
+_TOKENS_TO_JOIN = re.compile(r'["\\<\[]')
+
+
 def _rewritten(original: str, rewrite: Callable[[str], str]) -> str:
     """An address of a header (external form) as Postfix's rewrite gives it back."""
     external = original
@@ -258,13 +262,12 @@ def _rewritten(original: str, rewrite: Callable[[str], str]) -> str:
         if external == "@":
             return '""'
         external = external[external.find(":") + 1 :]
-    if '"' in external or external.endswith("@") or external[0] == "@":
-        local, domain = split_address(external)
-        # "user@" keeps its '@': Postfix leaves that broken form as it is.
-        at = "@" if domain or external.endswith("@") else ""
-        internal = unquote_local(local) + at + domain
+    if _TOKENS_TO_JOIN.search(external):
+        # What trivial-rewrite reads: the tokens put together again, unquoted, a blank
+        # between two words or before '<'.
+        internal = tok822.internalize(tok822.scan_addr(external).head)
     else:
-        internal = external  # nothing to unquote, no empty domain to drop
+        internal = external
     # A quoted local part that needs no quotes counts as rewritten too.
     rewritten = rewrite(internal)
     if rewritten == internal == original and original.count("@") == 1 and original[0] != "@":
