@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from oxipost import match_list
 from oxipost.config import Config
 from oxipost.log import get_logger
-from oxipost.maps import TableError
+from oxipost.maps import TableError, fold, folds_utf8
 
 
 def login_name(uid: int) -> str:
@@ -51,7 +51,10 @@ def string_list_match(cfg: Config, items: list[str], name: str, pname: str = "")
 def string_patterns_match(
     cfg: Config | None, patterns: Sequence[match_list.Pattern], name: str, pname: str
 ) -> bool:
-    """string_list_match() on a list already expanded (match_list.patterns)."""
+    """string_list_match() on a list already expanded (match_list.patterns); names
+    folded as match_string() folds them (maps.fold)."""
+    utf8 = folds_utf8(cfg)
+    folded = fold(name, utf8)
     for result, item in patterns:
         if ":" in item:
             try:
@@ -60,7 +63,7 @@ def string_patterns_match(
                 match_list.lookup_problem(pname, item)
                 raise
         else:
-            hit = item.lower() == name.lower()
+            hit = fold(item, utf8) == folded
         if hit:
             return result
     return False

@@ -536,6 +536,14 @@ def _final_replies(port: int, commands: list[str]) -> list[str]:
         raw.close()
 
 
+def _same_final_replies(start_smtpd: Any, main_cf: str, commands: list[str]) -> list[str]:
+    """_final_replies() from real Postfix, after checking that ours are the same."""
+    with running_postfix(main_cf) as (port, _d):
+        theirs = _final_replies(port, commands)
+    assert _final_replies(start_smtpd(main_cf).port, commands) == theirs
+    return theirs
+
+
 @pytest.mark.slow
 def test_pattern_tables_see_the_whole_string_only_as_postfix(start_smtpd, tmp_path: Path) -> None:
     """access(5), virtual(5), relocated(5): "Each pattern is a regular expression that is
@@ -603,10 +611,7 @@ def test_pattern_tables_see_the_whole_string_only_as_postfix(start_smtpd, tmp_pa
         "MAIL FROM:<s@example.org>",
         "RCPT TO:<u@example.com>",
     ]
-    with running_postfix(main_cf) as (port, _d):
-        theirs = _final_replies(port, commands)
-    ours = _final_replies(start_smtpd(main_cf).port, commands)
-    assert ours == theirs
+    theirs = _same_final_replies(start_smtpd, main_cf, commands)
     # Only the full-string rules of the pattern tables fired; the fixed table answered its
     # partial keys.
     rejects = [line for line in theirs if line[0] == "5"]
@@ -1883,10 +1888,7 @@ def test_access_keys_fold_in_unicode_with_smtputf8_as_postfix(
         f"MAIL FROM:<s@example.org>{utf8}",
         *[f"RCPT TO:<{r}>" for r in rcpts],
     ]
-    with running_postfix(main_cf) as (port, _d):
-        theirs = _final_replies(port, commands)
-    ours = _final_replies(start_smtpd(main_cf).port, commands)
-    assert ours == theirs
+    theirs = _same_final_replies(start_smtpd, main_cf, commands)
     rejects = [line for line in theirs if line[0] == "5"]
     assert len(rejects) == (8 if smtputf8 == "yes" else 4), "\n".join(theirs)
 
@@ -1930,3 +1932,28 @@ def test_untrusted_routing_relayed_as_postfix(start_smtpd, allow: str) -> None:
     assert relayed[0] == (allow == "yes"), both.their_replies
     assert relayed[4] == ("percent" not in allow), both.their_replies
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_domain_lists_fold_names_in_unicode_with_smtputf8_as_postfix(
+    start_smtpd, smtputf8: str
+) -> None:
+    """relay_domains and mydestination match a domain as Postfix's match_hostname() and
+    match_string() fold both sides: in full Unicode with smtputf8_enable = yes (STRASSE
+    is straße's domain), in ASCII only with no. Replies word for word as Postfix 3.7's."""
+    main_cf = (
+        f"smtputf8_enable = {smtputf8}\nrelay_domains = straße.example, ÉTÉ.example\n"
+        "mydestination = localhost, STRAẞE.test\nlocal_recipient_maps =\n"
+        "smtpd_relay_restrictions = reject_unauth_destination\n"
+    )
+    utf8 = " SMTPUTF8" if smtputf8 == "yes" else ""
+    domains = ["STRASSE.example", "Straße.example", "été.example", "ÉtÉ.example", "strasse.test"]
+    commands = [
+        "EHLO mail.example.com",
+        f"MAIL FROM:<s@example.org>{utf8}",
+        *[f"RCPT TO:<u@{d}>" for d in domains],
+    ]
+    theirs = _same_final_replies(start_smtpd, main_cf, commands)
+    refused = [line for line in theirs if line.startswith("554")]
+    assert len(refused) == (0 if smtputf8 == "yes" else 2), "\n".join(theirs)

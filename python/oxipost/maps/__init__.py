@@ -268,6 +268,13 @@ def fold(key: str, utf8: bool = False) -> str:
     return _core.fold_key(raw_key(key), utf8).decode("utf-8", "surrogateescape")
 
 
+def folds_utf8(cfg: Config | None) -> bool:
+    """Whether names fold in Unicode where Postfix's casefold() folds them: table keys
+    and match lists' names, with smtputf8_enable (as its default without a
+    configuration)."""
+    return cfg is None or cfg.get_bool("smtputf8_enable")
+
+
 def raw_key(key: str) -> bytes:
     """The bytes of a key as they came in: the text, with each byte that was not UTF-8
     (a surrogate escape) as that byte."""

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from oxipost import match_list
 from oxipost.delivery.address import is_dot_string
-from oxipost.maps import TableError
+from oxipost.maps import TableError, fold, folds_utf8
 from oxipost.maps.search import FULL, domain_keys, maps_find, transport_keys, virtual_keys
 from oxipost.user_acl import string_list_match
 
@@ -155,8 +155,10 @@ def match_domain(
 ) -> bool:
     """Postfix's domain match list `pname` (its value `items`): names, parent domains
     (when `subdomains`), type:table, !negation, /file/name (oxipost.match_list).
-    Case-insensitive. TableError propagates, after match_ops' warning."""
-    domain = domain.lower().rstrip(".")
+    Case-insensitive as match_hostname() folds both (maps.fold: in Unicode with
+    smtputf8_enable). TableError propagates, after match_ops' warning."""
+    utf8 = folds_utf8(cfg)
+    domain = fold(domain, utf8).rstrip(".")
     for result, item in match_list.patterns(cfg, pname, items):
         if ":" in item and not item.startswith("["):
             # match_hostname(): the name, then its parents (`.parent` unless `subdomains`)
@@ -173,7 +175,7 @@ def match_domain(
                 match_list.lookup_problem(pname, item)
                 raise
         else:
-            name = item.lower().rstrip(".")
+            name = fold(item, utf8).rstrip(".")
             if name.startswith("."):
                 hit = domain.endswith(name)
             else:
