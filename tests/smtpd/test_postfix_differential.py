@@ -1957,3 +1957,27 @@ def test_domain_lists_fold_names_in_unicode_with_smtputf8_as_postfix(
     theirs = _same_final_replies(start_smtpd, main_cf, commands)
     refused = [line for line in theirs if line.startswith("554")]
     assert len(refused) == (0 if smtputf8 == "yes" else 2), "\n".join(theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strict", ["yes", "no"])
+def test_blanks_inside_the_path_dropped_as_postfix(start_smtpd, strict: str) -> None:
+    """White space inside MAIL FROM's and RCPT TO's <...> next to "@", ".", ":" or the
+    brackets is dropped (tok822 tokens), with strict_rfc821_envelopes or without; between
+    two words it still makes two addresses ("Bad sender address syntax"). The replies of
+    Postfix 3.7, whose access(5) reply names the address it took."""
+    main_cf = (
+        f"strict_rfc821_envelopes = {strict}\nsmtpd_delay_reject = no\n"
+        "smtpd_sender_restrictions = check_sender_access inline:{ {a@b.c=REJECT seen} }\n"
+        "smtpd_recipient_restrictions = check_recipient_access inline:{ {u@localhost=REJECT "
+        "seen} }\n"
+    )
+    forms = ["<a@b.c >", "< a@b.c>", "<a @b.c>", "<a@ b.c>", "<a. b@c.d>", "<a b@c.d>"]
+    forms += ["<a@b .c>", "< >", "<@x.y: a@b.c>", "<a@b.c  > SIZE=1", "<a@b.c\t>"]
+    dialogue = ["EHLO c.example"]
+    for form in forms:
+        dialogue += [f"MAIL FROM:{form}", "RSET"]
+    dialogue += ["MAIL FROM:<s@x.example>", "RCPT TO:< u @ localhost >", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[2] == "554 5.7.1 <a@b.c>: Sender address rejected: seen"
+    assert both.our_replies[1:] == both.their_replies[1:]

@@ -2088,6 +2088,11 @@ def _uncommented(addr: str, strict: bool) -> str:
 def _path_and_params(text: str, end: int, strict: bool) -> tuple[str, list[str]] | None:
     """parse_path for `text` whose <path> ends at `end`."""
     addr = _uncommented(text[1:end], strict)
+    blank = " " in addr or not addr.isprintable()  # ISSPACE but for a space is a control
+    if blank and not _BLANK_BETWEEN_WORDS.search(addr) and '"' not in addr:
+        # tok822 drops white space between the tokens of one address: "< a @b. c >" is
+        # a@b.c (strict_rfc821_envelopes or not); between two words it is two addresses.
+        addr = _SPACE.sub("", addr)
     rest = text[end + 1 :]
     if rest.startswith("(") and not strict:
         comments = _COMMENTS.match(rest)
@@ -2151,6 +2156,8 @@ def smtpd_tokens(text: str) -> list[str]:
 # characters are part of a word for its tokenizer, and the address is taken (quoted when
 # it is logged).
 _UNQUOTED_BAD = re.compile(r"[ <>(),;\\\t\n\r\x00]")
+# White space with a word (or a quoted string, a domain literal) on either side.
+_BLANK_BETWEEN_WORDS = re.compile(r"[^\s@.:,<>]\s+[^\s@.:,<>]")
 # What splits an address outside quotes into several (tok822): extract_addr's "naddr > 1".
 # A comment between two words does; tok822 drops any other ((c)ab@x is ab@x).
 _COMMENT_SPLITS = re.compile(r"[^.@(]\([^)]*\)[^.@]")
