@@ -5,15 +5,19 @@ smtp-sink that accepts (sent), one that refuses RCPT with a long 5xx reply (boun
 that answers MAIL after two seconds and RCPT with a 4xx (deferred, past delay_warning_time),
 from a local sender whose mailbox receives the notices; other scenarios expire it after one
 pass (maximal_queue_lifetime = 0), copy the postmaster (notify_classes) and ask for DSN
-(NOTIFY=SUCCESS, NEVER, RET=HDRS). The same main.cf runs under our master and under Postfix
-with the same sinks; both must log the same qmgr, smtp, local, bounce and cleanup lines and
-deliver the same notices (all three parts), byte for byte once queue IDs, dates, pids,
-delays and the product name are set aside. Sizes are checked against each system's own
-definition of the message size: its queue file records (what the mailbox holds without
-local(8)'s headers, a record per line, two for a line longer than line_length_limit)."""
+(NOTIFY=SUCCESS, NEVER, RET=HDRS); random ones (a fixed seed) vary the DSN parameters,
+BODY=, SMTPUTF8 and 8-bit text, the size against bounce_size_limit, notify_classes and the
+recipients' outcomes (one more sink refuses the message after DATA). The same main.cf
+runs under our master and under Postfix with the same sinks; both must log the same qmgr,
+smtp, local, bounce and cleanup lines and deliver the same notices (all three parts), byte
+for byte once queue IDs, dates, pids, delays and the product name are set aside. Sizes are
+checked against each system's own definition of the message size: its queue file records
+(what the mailbox holds without local(8)'s headers, a record per line, two for a line
+longer than line_length_limit)."""
 
 from __future__ import annotations
 
+import random
 import re
 import smtplib
 import time
@@ -49,12 +53,13 @@ class Scenario(NamedTuple):
     main_cf: str
     # A recipient's RCPT options after a space.
     rcpts: list[str]
-    # Notices sent.
-    notices: int
+    # Notices sent; None: as many as Postfix sent (its run ends once its log is quiet).
+    notices: int | None
     # Its MAIL options after a space.
     sender: str
     # A bounce_template_file's text (one file, the same path for both systems).
     template: str = ""
+    message: bytes = MESSAGE
 
 
 # bounce(5) templates: every header, $names with time units, a template Postfix ignores
@@ -203,14 +208,105 @@ SCENARIOS = {
 }
 
 
+# Random messages (a fixed seed): DSN parameters (RET, ENVID, NOTIFY, ORCPT), BODY= and
+# SMTPUTF8 with 8-bit text, sizes about bounce_size_limit, recipients of every outcome
+# (delivered, unknown local user, refused at RCPT or after DATA, deferred, relayed with and
+# without DSN), expiry or delay warnings, postmaster copies, a null sender.
+_DESTINATIONS = [
+    "daemon@localhost",
+    "nosuch@localhost",
+    "ok@sink.test",
+    "bad@hard.test",
+    "later@soft.test",
+    "x@plain.test",
+    "d@data.test",
+]
+_NOTIFY = [
+    "",
+    "NEVER",
+    "SUCCESS",
+    "FAILURE",
+    "DELAY",
+    "SUCCESS,FAILURE",
+    "FAILURE,DELAY",
+    "SUCCESS,FAILURE,DELAY",
+]
+_CLASSES = ["bounce", "2bounce", "delay", "resource", "software", "policy", "protocol"]
+
+
+def _random_message(rnd: random.Random, eight_bit: bool, size: int) -> bytes:
+    text = "Grüße, café — 日本語 " if eight_bit else "plain words here "
+    head = [f"Subject: test {rnd.randrange(1000)} {text if rnd.random() < 0.5 else ''}".rstrip()]
+    head += rnd.sample(
+        [
+            "From: Someone <nobody@localhost>",
+            "To: you@example.com",
+            f"Message-ID: <r{rnd.randrange(10**6)}@localhost>",
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+        ],
+        rnd.randrange(6),
+    )
+    body = []
+    while sum(len(b) + 2 for b in body) < size:
+        body.append((text * 20)[: rnd.randrange(0, 200)].rstrip())
+    return ("\r\n".join([*head, "", *body]) + "\r\n").encode()
+
+
+def _random_scenario(rnd: random.Random) -> Scenario:
+    extra = []
+    utf8_enabled = rnd.random() < 0.8
+    if not utf8_enabled:
+        extra.append("smtputf8_enable = no")
+    fate = rnd.choice(["", "maximal_queue_lifetime = 0", "delay_warning_time = 1s"])
+    if fate:
+        extra.append(fate)
+    classes = rnd.sample(_CLASSES, rnd.randrange(4))
+    if classes:
+        extra += [f"notify_classes = {', '.join(classes)}"]
+        extra += [f"{p}_notice_recipient = bin@localhost" for p in ("bounce", "2bounce", "delay")]
+    size = rnd.choice([100, 600, 3000])
+    if rnd.random() < 0.5:
+        extra.append(f"bounce_size_limit = {rnd.choice([300, 1000, 5000])}")
+    options = []
+    if rnd.random() < 0.6:
+        options.append(f"RET={rnd.choice(['FULL', 'HDRS'])}")
+    if rnd.random() < 0.5:
+        options.append(f"ENVID={rnd.choice(['env1', 'E+2Bx+3Dy', 'q.' + str(rnd.randrange(99))])}")
+    body = rnd.choice(["", "7BIT", "8BITMIME"])
+    if body:
+        options.append(f"BODY={body}")
+    smtputf8 = utf8_enabled and rnd.random() < 0.3
+    if smtputf8:
+        options.append("SMTPUTF8")
+    sender = "" if rnd.random() < 0.15 else SENDER
+    rcpts = []
+    for address in rnd.sample(_DESTINATIONS, rnd.randrange(1, 4)):
+        ropts = []
+        notify = rnd.choice(_NOTIFY)
+        if notify:
+            ropts.append(f"NOTIFY={notify}")
+        if rnd.random() < 0.4:
+            ropts.append(f"ORCPT=rfc822;{rnd.choice([address, 'Orig+2Bx@Example.COM'])}")
+        rcpts.append(" ".join([address, *ropts]))
+    eight_bit = smtputf8 or body == "8BITMIME" or (body == "" and rnd.random() < 0.3)
+    message = _random_message(rnd, eight_bit, size)
+    main_cf = "".join(f"{line}\n" for line in extra)
+    return Scenario(main_cf, rcpts, None, " ".join([sender, *options]), message=message)
+
+
+_RANDOM = random.Random(20261207)
+SCENARIOS.update({f"random_{i:02}": _random_scenario(_RANDOM) for i in range(16)})
+
+
 def _main_cf(top: Path, ports: list[int], extra: str) -> str:
-    ok, hard, soft, closed, slow, plain = ports
+    ok, hard, soft, closed, slow, plain, data = ports
     return (
         f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
         f"transport_maps = inline:{{ sink.test=smtp:[127.0.0.1]:{ok}, "
         f"hard.test=smtp:[127.0.0.1]:{hard}, soft.test=smtp:[127.0.0.1]:{soft}, "
         f"refused.test=smtp:[127.0.0.1]:{closed}, slow.test=smtp:[127.0.0.1]:{slow}, "
-        f"plain.test=smtp:[127.0.0.1]:{plain}, "
+        f"plain.test=smtp:[127.0.0.1]:{plain}, data.test=smtp:[127.0.0.1]:{data}, "
         "{discard.test=discard:dropped here} }\n"
         # One delivery pass: the deferred recipient is not retried while we look.
         "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n" + extra
@@ -225,8 +321,8 @@ def top(shared_tmp: Path) -> Path:
 
 @pytest.fixture
 def sinks() -> Iterator[list[int]]:
-    ports = [free_port() for _ in range(6)]  # the fourth: nothing listens there
-    ok, hard, soft, _closed, slow, plain = ports
+    ports = [free_port() for _ in range(7)]  # the fourth: nothing listens there
+    ok, hard, soft, _closed, slow, plain, data = ports
     with (
         smtp_sink(ok),
         # A second before it answers: the local bounce is logged (and reported) first.
@@ -234,15 +330,18 @@ def sinks() -> Iterator[list[int]]:
         smtp_sink(soft, "-r", "RCPT", "-W", "MAIL:2"),
         # A second before it answers EHLO: the session's set-up time.
         smtp_sink(slow, "-W", "EHLO:1"),
-        # No ESMTP, so no DSN.
-        smtp_sink(plain, "-e"),
+        # No ESMTP, so no DSN (nor SMTPUTF8); a second before it answers HELO, after the
+        # local deliveries.
+        smtp_sink(plain, "-e", "-W", "HELO:1"),
+        # The message refused after its DATA, two seconds after the hard sink's refusal.
+        smtp_sink(data, "-f", ".", "-W", "DATA:2"),
     ):
         yield ports
 
 
 def _play(port: int, maillog: Path, sc: Scenario) -> str:
-    """Send the message (RET=HDRS when a recipient has DSN options); the log once every
-    recipient was tried and its notices are delivered (and removed)."""
+    """Send the message (RET=HDRS when a recipient has DSN options and MAIL no RET=); the
+    log once every recipient was tried and its notices are delivered (and removed)."""
     sender, rcpts, notices = sc.sender, sc.rcpts, sc.notices
     # Early in a second: the deferral two seconds after arrival is two whole seconds after
     # it (delay_warning_time is compared in whole seconds).
@@ -251,19 +350,24 @@ def _play(port: int, maillog: Path, sc: Scenario) -> str:
         s.ehlo()
         dsn = any(" " in r for r in rcpts)
         address, _, options = sender.partition(" ")
-        options += " RET=HDRS" if dsn else ""
+        options += " RET=HDRS" if dsn and "RET=" not in options else ""
         assert s.mail(address, options.split())[0] == 250
         for r in rcpts:
             address, _, options = r.partition(" ")
             reply = s.rcpt(address, options.split())
             assert reply[0] == 250, (r, reply)
-        assert s.data(MESSAGE)[0] == 250
+        assert s.data(sc.message)[0] == 250
     deadline = time.monotonic() + 60
+    quiet, last = time.monotonic(), ""
     while True:
         log = maillog.read_text() if maillog.exists() else ""
+        if log != last:
+            quiet, last = time.monotonic(), log
         qids = re.findall(r" notification: ([0-9A-F]+)", log)
         tried = all(f"to=<{r.partition(' ')[0]}>, " in log for r in rcpts)
-        if tried and len(qids) >= notices and all(f"{q}: removed" in log for q in qids):
+        # Without a count, done once nothing was logged for three seconds.
+        enough = len(qids) >= notices if notices is not None else time.monotonic() > quiet + 3
+        if tried and enough and all(f"{q}: removed" in log for q in qids):
             break
         assert time.monotonic() < deadline, log
         time.sleep(0.2)
@@ -373,7 +477,24 @@ def _normal(text: str, log: str) -> str:
     return text.replace("(oxipost)", "(Postfix)")
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+# Differences not mended yet, each failing as it should.
+_KNOWN = {
+    # notify_classes = protocol: Postfix's smtp client mails the postmaster the transcript
+    # of the session whose server refused the message after DATA ("500 5.3.0"); ours does
+    # not (local(8) then logs "required alias not found: postmaster" in Postfix's run).
+    "random_14": "no 'Postfix SMTP client: errors from' transcript to the postmaster",
+}
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=_KNOWN[s]))
+        if s in _KNOWN
+        else s
+        for s in sorted(SCENARIOS)
+    ],
+)
 def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[int]) -> None:
     sc = SCENARIOS[scenario]
     results = {}
@@ -389,6 +510,8 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
         (d / "mail").chmod(0o1777)
         d.chmod(0o755)
         log, mail = run(d, _main_cf(d, sinks, extra), sc)
+        if sc.notices is None:
+            sc = sc._replace(notices=len(set(re.findall(r" notification: (\w+)", log))))
         lines, sizes = _lines(log)
         boxes = {p.name: [_normal(m, log) for m in _mbox(p)] for p in sorted(mail.iterdir())}
         # size= is the queued message's records (see the docstring): the mailbox copy
@@ -406,10 +529,4 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
         assert any("-- ignoring this template" in line for line in ours[0])
     assert ours[1].keys() == theirs[1].keys()
     for box in theirs[1]:
-        import pathlib
-
-        pathlib.Path(f"/tmp/bt-ours-{scenario}-{box}").write_text("\n=====\n".join(ours[1][box]))
-        pathlib.Path(f"/tmp/bt-theirs-{scenario}-{box}").write_text(
-            "\n=====\n".join(theirs[1][box])
-        )
         assert ours[1][box] == theirs[1][box], box

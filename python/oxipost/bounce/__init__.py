@@ -154,6 +154,11 @@ def _remote(r: Report) -> tuple[str, str]:
     return remote_mta, diagnostic
 
 
+def _address_type(utf8_types: bool, address: str) -> str:
+    """The DSN address type: "utf-8" for a non-ASCII address of an SMTPUTF8 message."""
+    return "utf-8" if utf8_types and not address.isascii() else "rfc822"
+
+
 def _expanded_from(r: Recipient) -> str:
     """ " (expanded from <original>)" after a recipient that an alias, .forward or virtual
     alias made of another address, as Postfix's bounce_recipient_log writes it."""
@@ -225,20 +230,24 @@ def _build(
     arrival = mail_date(env.arrival_time)
     # bounce_mail_alloc(): the null sender is named mail_addr_mail_daemon().
     sender = env.sender or _qualify(cfg, "MAILER-DAEMON")
+    # A message sent with SMTPUTF8 gets the RFC 6533 types: message/global-delivery-status
+    # (8bit when the notice is), message/global(-headers), and utf-8 for a UTF-8 address.
+    utf8_types = env.smtputf8
     dsn = [
         f"--{boundary}",
         "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
+        f"Content-Type: message/{'global-' if utf8_types else ''}delivery-status",
+        *(["Content-Transfer-Encoding: 8bit"] if utf8_types and encoding == "8bit" else []),
         "",
         f"Reporting-MTA: dns; {host}",
+        *([f"Original-Envelope-Id: {env.envid}"] if env.envid else []),
         f"X-Postfix-Queue-ID: {queue_id}",
-        f"X-Postfix-Sender: rfc822; {sender}",
+        f"X-Postfix-Sender: {_address_type(utf8_types, sender)}; {sender}",
+        f"Arrival-Date: {arrival}",
     ]
-    if env.envid:
-        dsn.insert(4, f"Original-Envelope-Id: {env.envid}")
-    dsn.append(f"Arrival-Date: {arrival}")
     for r in reports:
-        dsn += ["", f"Final-Recipient: rfc822; {r.recipient.address}"]
+        address = r.recipient.address
+        dsn += ["", f"Final-Recipient: {_address_type(utf8_types, address)}; {address}"]
         if r.recipient.orcpt:
             dsn.append(f"Original-Recipient: {r.recipient.orcpt}")
         elif r.recipient.original:
@@ -264,7 +273,10 @@ def _build(
         or (limit > 0 and len(content) > limit)
     )
     original = _headers_of(content) if headers_only else content
-    ctype = "text/rfc822-headers" if headers_only else "message/rfc822"
+    if utf8_types:
+        ctype = "message/global-headers" if headers_only else "message/global"
+    else:
+        ctype = "text/rfc822-headers" if headers_only else "message/rfc822"
     desc = "Message Headers" if headers_only else "Message"
     if kind not in ("success", "verify"):
         desc = "Undelivered " + desc

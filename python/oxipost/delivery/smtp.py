@@ -1031,6 +1031,15 @@ def _generic_envelope(req: DeliveryRequest, generic: Callable[[str], str]) -> De
     return dataclasses.replace(req, envelope=envelope, recipients=recipients)
 
 
+def _needs_smtputf8(req: DeliveryRequest) -> bool:
+    """Whether the message needs SMTPUTF8 where it was sent with it, as Postfix's cleanup
+    flags one: a non-ASCII sender, recipient or primary header."""
+    env = req.envelope
+    if not env.sender.isascii() or not all(r.address.isascii() for r in req.recipients):
+        return True
+    return not all(h.isascii() for h in _split_headers(req.content)[0])
+
+
 def _split_headers(content: bytes) -> tuple[list[str], bytes]:
     """(the primary headers, each folded one with its newlines, the rest of the message
     from its blank line on), LF line ends."""
@@ -1307,6 +1316,11 @@ async def _transaction(
     error")."""
     env = req.envelope
     label = s.host.label
+    if env.smtputf8 and "SMTPUTF8" not in s.features and _needs_smtputf8(req):
+        # smtp_proto.c's smtp_helo(): a message sent with SMTPUTF8 whose envelope or
+        # headers are not ASCII is not downgraded; it bounces before MAIL FROM.
+        text = f"SMTPUTF8 is required, but was not offered by host {label}"
+        return [Outcome("5.6.7", text)] * len(req.recipients)
     xforward = _xforward(s, req, p)
     # smtp_quote_rfc821_envelope: a local part that is no dot-atom goes out quoted.
     quote = quote_local if p.bool("quote_rfc821_envelope") else str

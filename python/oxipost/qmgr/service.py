@@ -686,17 +686,35 @@ class Qmgr:
         self._journal(lambda: self.state.defer(act.qid, failed[-1], now + backoff))
         del self.active[act.msg]
 
+    def _unsent_trace(self, act: Active) -> None:
+        """bounce's line for a trace or success report it sends to no one."""
+        get_logger("bounce", self.cfg).info(
+            f"{act.qid}: not sending trace/success notification for"
+            f" {bounce.unsent_trace(self.cfg, act.env)} message"
+        )
+
     def _notices(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> list[str]:
         """Send a notice of this kind for these recipients and cross off those done; what
         Postfix's qmgr says of the notice when it cannot be built or queued ("bounce
         failed"), in a list to add to the pass's, else none."""
         if not which:
+            # Postfix's qmgr asks for the trace whenever a recipient has NOTIFY=SUCCESS,
+            # and bounce refuses the null sender before it looks for one: said even when
+            # nothing was to be reported (relayed to a server with DSN).
+            if (
+                kind == "success"
+                and not act.env.sender
+                and any("SUCCESS" in {n.upper() for n in r.notify} for r in act.env.recipients)
+            ):
+                self._unsent_trace(act)
             return []
         reports = []
         # In the order the recipients were done, as Postfix reads its bounce and defer logs.
         for idx, (out, relay) in which.items():
-            # Postfix's Remote-MTA names the host reached, as in relay= less [addr]:port.
-            host = relay.partition("[")[0]
+            # Postfix's Remote-MTA names the host reached, as in relay= less [addr]:port,
+            # for a success; a failure's only when the server said it (bounce derives it
+            # from "host H said:"), not the client's own (no connection, no SMTPUTF8).
+            host = relay.partition("[")[0] if kind == "success" else ""
             remote = f"dns; {host}" if host not in ("", "none", "local", "virtual") else ""
             rcpt = self._recipient(act, idx)
             # Postfix's trace_append(): a success names the relay it went through.
@@ -730,11 +748,8 @@ class Qmgr:
                         member = replace(rcpt, address=e.address, original=e.original)
                         reports.append(bounce.Report(member, Outcome(e.status, e.text)))
         bounce_log = get_logger("bounce", self.cfg)
-        unsent = bounce.unsent_trace(self.cfg, act.env) if kind in ("success", "verify") else None
-        if unsent is not None:
-            bounce_log.info(
-                f"{act.qid}: not sending trace/success notification for {unsent} message"
-            )
+        if kind in ("success", "verify") and bounce.unsent_trace(self.cfg, act.env) is not None:
+            self._unsent_trace(act)
             self._noticed(act, which)
             return []
         failed = [_NOTICE_FAILED[kind]]

@@ -1584,10 +1584,9 @@ class Session:
                 lines.append("\t(No client certificate requested)")
         if env.sasl_username and self.cfg.get_bool("smtpd_sasl_authenticated_header"):
             lines.append(f"\t(Authenticated sender: {printable(env.sasl_username)})")
-        by = (
-            f"\tby {self.srv.hostname} ({self.cfg.get('mail_name')}) with {env.protocol}"
-            f" id {queue_id}"
-        )
+        # RFC 6531's names for a message sent with SMTPUTF8: UTF8SMTP, UTF8SMTPS, UTF8SMTPA...
+        proto = f"UTF8{env.protocol[1:]}" if env.smtputf8 else env.protocol
+        by = f"\tby {self.srv.hostname} ({self.cfg.get('mail_name')}) with {proto} id {queue_id}"
         if len(env.recipients) == 1:
             lines.append(by)
             # As Postfix's quote_822_local: "a b"@example.com, not a b@example.com.
