@@ -399,6 +399,10 @@ def test_auth_parameter_with_sasl_as_postfix(start_smtpd, dovecot) -> None:
     their_records = [_sasl_records(q.postcat) for q in theirs]
     assert [_sasl_records(q.postcat) for q in ours] == their_records
     assert their_records[0] == ["named_attribute: sasl_sender=x+2By@example.org"]
+    # Where they go among the others (after rewrite_context, before the DSN attributes),
+    # and the protocol kept without the A of ESMTPA.
+    for mine, their in zip(ours, theirs, strict=True):
+        assert "\n".join(_envelope_view(mine)) == "\n".join(_envelope_view(their))
 
 
 @pytest.mark.slow

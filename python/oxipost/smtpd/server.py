@@ -1420,7 +1420,10 @@ class Session:
             server_addr=self.server_addr,
             server_port=self.server_port,
             helo_name=self.state.helo,
-            protocol=self.protocol(),
+            # The protocol as HELO/EHLO (or XCLIENT) set it, without the S and A the
+            # Received: header adds: what Postfix's queue file keeps, the delivery agents
+            # pass on (XFORWARD PROTO, CLIENT_PROTOCOL) and postcat shows.
+            protocol=self.state.protocol,
             sasl_method=self.sasl_method,
             sasl_username=self.state.sasl_username,
             sasl_sender=self.sasl_sender or "",
@@ -1585,7 +1588,8 @@ class Session:
         if env.sasl_username and self.cfg.get_bool("smtpd_sasl_authenticated_header"):
             lines.append(f"\t(Authenticated sender: {printable(env.sasl_username)})")
         # RFC 6531's names for a message sent with SMTPUTF8: UTF8SMTP, UTF8SMTPS, UTF8SMTPA...
-        proto = f"UTF8{env.protocol[1:]}" if env.smtputf8 else env.protocol
+        proto = self.protocol()
+        proto = f"UTF8{proto[1:]}" if env.smtputf8 else proto
         by = f"\tby {self.srv.hostname} ({self.cfg.get('mail_name')}) with {proto} id {queue_id}"
         if len(env.recipients) == 1:
             lines.append(by)
