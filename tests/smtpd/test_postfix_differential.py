@@ -1985,3 +1985,25 @@ def test_blanks_inside_the_path_dropped_as_postfix(start_smtpd, strict: str) -> 
     both = Played(start_smtpd, dialogue, main_cf)
     assert both.their_replies[2] == "554 5.7.1 <a@b.c>: Sender address rejected: seen"
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_reject", ["yes", "no"])
+def test_restrictions_skipped_after_discard_as_postfix(start_smtpd, delay_reject: str) -> None:
+    """Once an access(5) DISCARD is in force, Postfix 3.7's generic_checks evaluates no
+    more restrictions until the transaction ends: a recipient that relay control would
+    refuse, a HELO that reject_invalid_helo_hostname would, are accepted; after RSET they
+    are judged again. The replies of Postfix 3.7."""
+    main_cf = (
+        f"smtpd_delay_reject = {delay_reject}\n"
+        "smtpd_helo_restrictions = reject_invalid_helo_hostname\n"
+        "smtpd_sender_restrictions = check_sender_access inline:{ {x@disc.example=DISCARD} }\n"
+        "smtpd_data_restrictions = reject\n"
+    )
+    dialogue = ["EHLO c.example", "MAIL FROM:<x@disc.example>", "RCPT TO:<u@other.example>"]
+    dialogue += ["HELO [1.2.3.4", "RCPT TO:<u@localhost>", "DATA", "RSET"]
+    dialogue += ["HELO [1.2.3.4", "MAIL FROM:<a@example.org>", "RCPT TO:<u@other.example>"]
+    dialogue += ["QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[3] == "250 2.1.5 Ok", both.their_replies
+    assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)

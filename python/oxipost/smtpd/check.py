@@ -661,6 +661,10 @@ class Checker:
         rcpt: str | None,
         depth: int,
     ) -> Reply | str:
+        if "DISCARD" in st.actions:
+            # generic_checks: nothing more is judged once the message is to be discarded
+            # (DISCARD ends the list it is in as a permit), until the transaction ends.
+            return DUNNO
         warn = False
         it = iter(items)
         for item in it:
