@@ -147,7 +147,7 @@ def _settled(maillog: Path) -> str:
     pytest.fail(f"deliveries did not settle:\n{last}")
 
 
-def _main_cf(top: Path, sc: Scenario) -> str:
+def _main_cf(top: Path, sc: Scenario, users: dict[str, str]) -> str:
     settings = {
         "alias_maps": f"texthash:{top}/etc/aliases",
         "alias_database": "",
@@ -158,13 +158,13 @@ def _main_cf(top: Path, sc: Scenario) -> str:
         "minimal_backoff_time": "1h",
         "maximal_backoff_time": "2h",
         "queue_run_delay": "1h",
-    } | {k: v.replace("{top}", str(top)) for k, v in sc.main_cf.items()}
+    } | {k: _text(v, top, users) for k, v in sc.main_cf.items()}
     return "".join(f"{k} = {v}\n" for k, v in settings.items())
 
 
 def _run_postfix(top: Path, sc: Scenario, users: dict[str, str]) -> tuple[list[int], str, str]:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
-    with running_postfix(_main_cf(top, sc) + logging) as (port, d):
+    with running_postfix(_main_cf(top, sc, users) + logging) as (port, d):
         codes = _send(port, sc, top, users)
         return codes, _settled(d / "maillog"), f"{d}/spool"
 
@@ -175,7 +175,7 @@ def _run_ours(top: Path, sc: Scenario, users: dict[str, str]) -> tuple[list[int]
         conf.mkdir()
         write_config(
             str(conf),
-            _main_cf(top, sc) + f"queue_directory = {d}/spool\ndata_directory = {d}/data\n"
+            _main_cf(top, sc, users) + f"queue_directory = {d}/spool\ndata_directory = {d}/data\n"
             f"maillog_file = {d}/maillog\nsmtpd_worker_processes = 1\n",
         )
         master_cf = (REPO / "conf" / "master.cf").read_text()
@@ -345,6 +345,17 @@ SCENARIOS = {
         {ALIASES: ("md {top}/out/md/\n", "root")},
         {"allow_mail_to_files": "alias"},
         ["md@localhost"],
+    ),
+    # file.c and mbox_open(): /dev/null takes the message as any file does, without the
+    # dotlock an unprivileged user could not make beside it (as default_privs for the
+    # aliases, as the user for a .forward).
+    "dev_null": Scenario(
+        {
+            ALIASES: ("devnull /dev/null, {top}/out/copy\n", "root"),
+            "home/lfa/.forward": ("/dev/null\n", "lfa"),
+        },
+        {},
+        ["devnull@localhost", "lfa@localhost"],
     ),
     # tok822_parse(): words with only white space or a comment between them are items of
     # their own, an unquoted "|command arg" the command and an address.

@@ -22,10 +22,12 @@ def mbox_deliver(
     attempts: int = 20,
     delay: float = 1.0,
     stale: float = 500.0,
+    char_devices: bool = False,
     uid: int | None = None,
     gid: int | None = None,
 ) -> tuple[str, bool, str]:
-    """Append to the mbox `path` (From_ line, >From quoting, locks, truncate on error)."""
+    """Append to the mbox `path` (From_ line, >From quoting, locks, truncate on error); with
+    char_devices, a character device (/dev/null) is written as it is (local's /file)."""
 
 class MboxLock:
     """The mbox `path` opened and locked as a delivery would (OSError(reason) when it
@@ -81,6 +83,7 @@ class Pool:
         attempts: int = 20,
         delay: float = 1.0,
         stale: float = 500.0,
+        char_devices: bool = False,
         uid: int | None = None,
         gid: int | None = None,
     ) -> int:

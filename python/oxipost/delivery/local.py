@@ -554,15 +554,9 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
     if path.endswith("/"):
         # file.c hands a name ending in "/" to deliver_maildir(): its words, not a file's.
         return await maildir(path, prefix, ctx.req.content, ids, cfg)
-    out = await mbox(
-        path,
-        ctx.sender,
-        prefix,
-        ctx.req.content,
-        lock_options(cfg, "mailbox_delivery_lock"),
-        ids,
-        cfg,
-    )
+    # A device (/dev/null) takes the message as it is, as Postfix's deliver_file lets it.
+    locks = {**lock_options(cfg, "mailbox_delivery_lock"), "char_devices": True}
+    out = await mbox(path, ctx.sender, prefix, ctx.req.content, locks, ids, cfg)
     if out.delivered:
         return Outcome("2.0.0", f"delivered to file: {path}")
     return Outcome(out.status, f"cannot append message to file {path}: {out.text}")

@@ -42,7 +42,8 @@ pub mod mailbox {
     /// Appends to the mbox file `path` under the chosen locks.
     #[pyfunction]
     #[pyo3(signature = (path, sender, prefix, content, *, fcntl=true, flock=false,
-                        dotlock=true, attempts=20, delay=1.0, stale=500.0, uid=None, gid=None))]
+                        dotlock=true, attempts=20, delay=1.0, stale=500.0,
+                        char_devices=false, uid=None, gid=None))]
     #[allow(clippy::too_many_arguments)]
     fn mbox_deliver(
         py: Python<'_>,
@@ -56,10 +57,12 @@ pub mod mailbox {
         attempts: u32,
         delay: f64,
         stale: f64,
+        char_devices: bool,
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> Triple {
-        let how = locking(fcntl, flock, dotlock, attempts, delay, stale);
+        let mut how = locking(fcntl, flock, dotlock, attempts, delay, stale);
+        how.char_devices = char_devices;
         let job = mbox_job(path, sender, prefix, content, how, uid, gid);
         triple(py.detach(|| job.run()))
     }
@@ -115,6 +118,7 @@ pub mod mailbox {
             attempts,
             delay: Duration::from_secs_f64(delay.max(0.0)),
             stale: Duration::from_secs_f64(stale.max(0.0)),
+            char_devices: false,
         }
     }
 
@@ -152,8 +156,8 @@ pub mod mailbox {
         }
 
         #[pyo3(signature = (path, sender, prefix, content, *, fcntl=true, flock=false,
-                            dotlock=true, attempts=20, delay=1.0, stale=500.0, uid=None,
-                            gid=None))]
+                            dotlock=true, attempts=20, delay=1.0, stale=500.0,
+                            char_devices=false, uid=None, gid=None))]
         #[allow(clippy::too_many_arguments)]
         fn submit_mbox(
             &self,
@@ -167,10 +171,12 @@ pub mod mailbox {
             attempts: u32,
             delay: f64,
             stale: f64,
+            char_devices: bool,
             uid: Option<u32>,
             gid: Option<u32>,
         ) -> PyResult<u64> {
-            let how = locking(fcntl, flock, dotlock, attempts, delay, stale);
+            let mut how = locking(fcntl, flock, dotlock, attempts, delay, stale);
+            how.char_devices = char_devices;
             let job = mbox_job(path, sender, prefix, content, how, uid, gid);
             Ok(self.inner.submit(job)?)
         }

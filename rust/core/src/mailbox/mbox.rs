@@ -11,7 +11,7 @@ use super::{errno_dsn, strerror, to_unix_lines, Delivery, FsIds};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +25,9 @@ pub struct MboxLocking {
     pub attempts: u32,
     pub delay: Duration,
     pub stale: Duration,
+    /// A character device (/dev/null) is written as it is, with no lock, sync or
+    /// truncation: local(8)'s `/file` deliveries, as Postfix's deliver_file.
+    pub char_devices: bool,
 }
 
 impl Default for MboxLocking {
@@ -36,6 +39,7 @@ impl Default for MboxLocking {
             attempts: 20,
             delay: Duration::from_secs(1),
             stale: Duration::from_secs(500),
+            char_devices: false,
         }
     }
 }
@@ -192,6 +196,13 @@ fn ctime_now() -> String {
     )
 }
 
+fn write_failed(e: io::Error) -> Delivery {
+    Delivery::fail(
+        errno_dsn(&e, "5.2.0"),
+        format!("error writing message: {}", strerror(&e)),
+    )
+}
+
 fn fstat_failed(e: io::Error) -> Delivery {
     Delivery::fail(
         errno_dsn(&e, "4.2.0"),
@@ -210,17 +221,20 @@ pub struct MboxLock {
 /// locks it as `how` says, as Postfix's mbox_open: the dotlock first, then the
 /// fcntl and flock locks.
 pub fn lock_mbox(path: &Path, how: &MboxLocking) -> Result<MboxLock, Delivery> {
-    let dot = if how.dotlock {
+    // As Postfix's mbox_open: no dotlock for what is not a file (a /dev/null.lock could
+    // not be made by an unprivileged user, and must not be).
+    let dot = if how.dotlock && fs::metadata(path).map_or(true, |m| m.is_file()) {
         Some(dotlock(path, how)?)
     } else {
         None
     };
     // O_NOFOLLOW: a symlink planted as the mailbox must not redirect the write.
+    // O_NONBLOCK: a FIFO planted there must not hold the open.
     let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| {
             Delivery::fail(
@@ -228,7 +242,19 @@ pub fn lock_mbox(path: &Path, how: &MboxLocking) -> Result<MboxLock, Delivery> {
                 format!("cannot open file: {}", strerror(&e)),
             )
         })?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fd is an open descriptor owned by `file`; the calls change only its flags.
+    unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK,
+        )
+    };
     let meta = file.metadata().map_err(fstat_failed)?;
+    if how.char_devices && meta.file_type().is_char_device() {
+        return Ok(MboxLock { file, _dot: dot });
+    }
     if !meta.file_type().is_file() || meta.nlink() > 1 {
         return Err(Delivery::fail(
             "5.2.0",
@@ -267,7 +293,7 @@ pub fn deliver_mbox(
     }
     let held = lock_mbox(path, how)?;
     let file = &held.file;
-    let start = file.metadata().map_err(fstat_failed)?.len();
+    let meta = file.metadata().map_err(fstat_failed)?;
     let sender = if sender.is_empty() {
         "MAILER-DAEMON"
     } else {
@@ -276,14 +302,16 @@ pub fn deliver_mbox(
     let mut data = format!("From {}  {}\n", sender, ctime_now()).into_bytes();
     data.extend_from_slice(&to_unix_lines(prefix, content, true));
     data.push(b'\n');
+    if !meta.is_file() {
+        // A device (/dev/null): written as it is, nothing to sync or take back.
+        return write_message(file, &data).map_err(write_failed);
+    }
+    let start = meta.len();
     if let Err(e) = write_message(file, &data).and_then(|_| file.sync_data()) {
         // Take the partial message back out; the next delivery must not join it.
         let _ = file.set_len(start);
         let _ = file.sync_data();
-        return Err(Delivery::fail(
-            errno_dsn(&e, "5.2.0"),
-            format!("error writing message: {}", strerror(&e)),
-        ));
+        return Err(write_failed(e));
     }
     Ok(())
 }
