@@ -449,7 +449,14 @@ def _check_interfaces(cfg: Config) -> None:
 def _check_bounded(cfg: Config, kind: str, name: str, least: int, most: int) -> None:
     """One parameter of a get_mail_conf_*_table (or a keyword the daemon looks up as it
     starts): its value as that kind, within bounds (0: none), in Postfix's words."""
-    if kind == "code":
+    if kind == "str":
+        _check_length(name, cfg.get(name), least, most)
+    elif kind == "raw":
+        # get_mail_conf_raw_table (a value read unexpanded) words it in parentheses.
+        value = cfg.raw(name) or ""
+        if len(value) < least:
+            raise _error(f"bad string length ({len(value)} < {least}): {name} = {value}")
+    elif kind == "code":
         fatal, words = _CODES[name]
         value = cfg.get(name)
         if value.lower() not in words:
@@ -526,7 +533,7 @@ def _daemon_tables() -> dict[str, tuple[tuple[str, str, int, int], ...]]:
 
 def check_daemon(cfg: Config, command: str) -> None:
     """What Postfix's daemon `command` reads as it starts beside mail_params_init (its own
-    int, bool and time tables, then its keywords, in its order): ConfigError for the first
+    int, string, bool and time tables, then its keywords, in its order): ConfigError for the first
     value it refuses."""
     for name, kind, least, most in _daemon_tables().get(command, ()):
         _check_bounded(cfg, kind, name, least, most)
