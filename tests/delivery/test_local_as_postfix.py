@@ -371,6 +371,14 @@ SCENARIOS = {
         ["t1@localhost", "t2@localhost", "t3@localhost", "t4@localhost", "t5@localhost"],
         sender="",
     ),
+    # unknown.c: a luser_relay naming no user is relayed once more, and then, its local
+    # part given to luser_relay already, is an unknown user; a luser_relay naming a new
+    # user each time ends in alias.c's loop, its level counted as Postfix's.
+    "luser_relay_unknown": Scenario(
+        {},
+        {"luser_relay": "${extension?{$local-r}:{nosuchrelay}}", "recipient_delimiter": "+"},
+        ["nosuch0@localhost", "nosuch1+x@localhost"],
+    ),
 }
 
 
@@ -380,10 +388,8 @@ def test_scenario_as_postfix(name: str, top: Path, users: dict[str, str]) -> Non
 
 
 # The random scenarios: what they may use. Commands fail only with EX_TEMPFAIL (a failed
-# command's notice has Diagnostic-Code x-unix in Postfix, X-Postfix in ours), and
-# luser_relay names only a user (one that names an unknown user ends in an alias loop
-# here, in "unknown user" in Postfix). Seeds 1 to 3 still differ from Postfix: the seeds
-# run are those that agree.
+# command's notice has Diagnostic-Code x-unix in Postfix, X-Postfix in ours). Seeds 1 to
+# 3 still differ from Postfix: the seeds run are those that agree.
 USERS = ("lfa", "lfb", "lfc")
 ALIAS_NAMES = ("al0", "al1", "al2", "a.b", "list-x")
 

@@ -68,8 +68,10 @@ by a uid without a passwd entry → 4.3.0 "cannot find alias database owner"; an
 :include: file with a relative path, that cannot be found, read, is not a regular file
 or is world writable → 5.3.5 mail system configuration error and a warning naming it
 (4.3.5 for an owner without a passwd entry); include nesting beyond 20 levels → 5.4.6
-mail forwarding loop; aliases nested beyond 20 levels (two that list each other, or a
-luser_relay naming an unknown user) → 5.4.6 alias database loop for NAME and a warning;
+mail forwarding loop; aliases nested beyond 20 levels (two that list each other, or 25
+luser_relay expansions each naming a new unknown user) → 5.4.6 alias database loop for
+NAME and a warning; a luser_relay naming an unknown user is relayed once for that local
+part, then bounced as it (5.1.1 unknown user);
 a command_execution_directory the command's user cannot enter → 4.3.0 temporary failure
 and Postfix's "fatal: cannot change directory to ..." line.
 Deviation: a recipient with no passwd entry (and none of step 5's fallbacks) gets a
@@ -131,8 +133,11 @@ log = logging.getLogger("oxipost.local")
 cleanup_log = logging.getLogger("oxipost.cleanup")
 MAX_INCLUDE_DEPTH = 20
 # How deep aliases and .forward files may nest in one delivery (recipient.c's and alias.c's
-# limit; Postfix counts its own function calls, some five per level, this counts levels).
-MAX_RECIPIENT_LEVEL = 20
+# limit on state.level, which counts local(8)'s own nested calls: LEVEL_MEMBER per alias or
+# .forward member, LEVEL_LUSER per luser_relay, as its call chains for them are long).
+MAX_RECIPIENT_LEVEL = 100
+LEVEL_MEMBER = 5
+LEVEL_LUSER = 4
 # What Postfix's deliver_pass() defers with when the other agent cannot be had.
 UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
 
@@ -154,6 +159,9 @@ class Trace:
     # done (True). One met again while it is expanded is its user listing itself: the
     # mailbox; one met again once done has been delivered already.
     dotforwards: dict[str, bool] = field(default_factory=dict)
+    # unknown.c's "deliver_unknown LOCAL" filter: a local part given to luser_relay once;
+    # met again (a luser_relay naming no user), it is bounced as unknown.
+    lusers: set[str] = field(default_factory=set)
     expanded: bool = False
 
 
@@ -618,9 +626,10 @@ async def _expand(ctx: Ctx, items: list[str]) -> Outcome:
     return _worst(results) or Outcome("2.0.0", "alias expands to nothing")
 
 
-async def _member(ctx: Ctx, item: str) -> Outcome:
+async def _member(ctx: Ctx, item: str, calls: int = LEVEL_MEMBER) -> Outcome:
     """resolve.c: an address of an expansion, in standard form, resolved as qmgr would;
-    delivered here when it resolves to this very transport, else forwarded."""
+    delivered here when it resolves to this very transport, else forwarded. calls: how
+    much deeper Postfix's state.level is there."""
     cfg = ctx.req.cfg
     # In internal form, as Postfix's tok822_internalize leaves an alias's member: "a b"@x
     # is a b@x to rewrite and resolve, and "" the null address.
@@ -630,7 +639,8 @@ async def _member(ctx: Ctx, item: str) -> Outcome:
     except Exception as e:
         log.warning("address resolver failure for %s: %s", address, e)
         return _record(ctx, Outcome("4.3.0", "address resolver failure"))
-    member = replace(ctx, rcpt=replace(ctx.rcpt, address=resolved.recipient), level=ctx.level + 1)
+    rcpt = replace(ctx.rcpt, address=resolved.recipient)
+    member = replace(ctx, rcpt=rcpt, level=ctx.level + calls)
     if resolved.transport == ctx.req.transport:
         return await _recipient(member)
     return _indirect(member)
@@ -806,15 +816,17 @@ async def _unknown(ctx: Ctx, user: str) -> Outcome | None:
     if passed is not None:
         return passed
     relay = cfg.raw("luser_relay") or ""
-    if not relay.strip():
+    local = split_address(ctx.rcpt.address, "").localpart.lower()
+    if not relay.strip() or local in ctx.trace.lusers:
         return None
+    ctx.trace.lusers.add(local)
     try:
         address, _undefined = _local_expand(relay, _attributes(ctx), None)
     except ExpandError:
         log.warning("bad parameter value syntax for luser_relay: %s", relay)
         return _record(ctx, Outcome("4.3.5", "mail system configuration error"))
     ctx.trace.expanded = True
-    return await _member(ctx, address.strip())
+    return await _member(ctx, address.strip(), LEVEL_LUSER)
 
 
 def _no_such_user(ctx: Ctx, user: str) -> Outcome:
@@ -968,7 +980,7 @@ async def _recipient(ctx: Ctx) -> Outcome:
     user = parts.user.lower()
     keys = alias_keys(rcpt.address, cfg.get("recipient_delimiter"))
     if ctx.level >= MAX_RECIPIENT_LEVEL:
-        # Aliases that list each other, or a luser_relay that names an unknown user:
+        # Aliases that list each other, or a luser_relay that names new unknown users:
         # nothing else stops it in one delivery (alias.c, before its lookup).
         log.warning("alias database loop for %s", keys[0])
         return _record(ctx, Outcome("5.4.6", f"alias database loop for {keys[0]}"))
