@@ -1066,6 +1066,70 @@ def test_access_521_reply_ends_the_session_as_postfix(start_smtpd) -> None:
         assert _transaction_lines(both.ours, wanted) == _transaction_lines(both.theirs, wanted)
 
 
+def _entries(pairs: dict[str, str]) -> str:
+    return "inline:{ " + ", ".join(f"{{{k}={v}}}" for k, v in pairs.items()) + " }"
+
+
+ACCESS_RESULTS_SENDERS = {
+    "s1@example.org": "550 5.1.1 no such sender",
+    "s2@example.org": "REJECT 5.1.2 bad domain",
+    "s3@example.org": "450 5.1.1 later",
+    "s4@example.org": "550 5.1.5 valid",
+    "s5@example.org": "550 5.7.1 policy",
+    "s6@example.org": "DEFER_IF_PERMIT 4.1.1 not now",
+}
+ACCESS_RESULTS_RECIPIENTS = {
+    "r1@localhost": "550 5.1.7 sender syntax",
+    "r2@localhost": "550 5.1.9 unknown detail",
+    "r3@localhost": "DEFER 4.1.8 later",
+    "r4@localhost": "550",
+    "r5@localhost": "12345",
+    "f1@localhost": "FILTER",
+    "f2@localhost": "FILTER nowhere",
+    "f3@localhost": "FILTER smtp:[127.0.0.1]:10025",
+    "d1@localhost": "REDIRECT",
+    "d2@localhost": "REDIRECT nobody",
+    "d3@localhost": "REDIRECT other@localhost",
+    "b1@localhost": "BCC",
+    "b2@localhost": "BCC nobody",
+    "p1@localhost": "PREPEND",
+    "p2@localhost": "PREPEND not a header",
+    "p3@localhost": "PREPEND X-Ok: fine",
+    "p4@localhost": "PREPEND X-Bad : fine",
+}
+
+
+@pytest.mark.slow
+def test_access_results_fixed_and_checked_as_postfix(start_smtpd) -> None:
+    """access(5) results as Postfix 3.7's check_table_result takes them. An address status
+    (X.1.Y) is made to fit what is refused (smtpd_dsn_fix: a sender's 5.1.1 is 5.1.7, a
+    recipient's 5.1.7 is 5.1.3, a HELO's 5.0.0; "mapping DSN status" logged), its class
+    then the reply code's; a code without text and a number are OK; FILTER, REDIRECT,
+    BCC and PREPEND without a valid value are skipped with a warning about the entry."""
+    main_cf = (
+        "local_recipient_maps =\nsmtpd_error_sleep_time = 0\n"
+        "smtpd_helo_restrictions = check_helo_access "
+        + _entries({"bad.helo.example": "550 5.1.1 helo gone"})
+        + "\nsmtpd_sender_restrictions = check_sender_access "
+        + _entries(ACCESS_RESULTS_SENDERS)
+        + "\nsmtpd_recipient_restrictions = check_recipient_access "
+        + _entries(ACCESS_RESULTS_RECIPIENTS)
+        + ", permit_mynetworks, reject_unauth_destination\n"
+    )
+    dialogue = ["EHLO bad.helo.example", "MAIL FROM:<a@example.org>", "RCPT TO:<x@localhost>"]
+    dialogue.append("EHLO client.example")
+    for sender in ACCESS_RESULTS_SENDERS:
+        dialogue += [f"MAIL FROM:<{sender}>", "RCPT TO:<x@localhost>", "RSET"]
+    dialogue.append("MAIL FROM:<a@example.org>")
+    dialogue += [f"RCPT TO:<{rcpt}>" for rcpt in ACCESS_RESULTS_RECIPIENTS]
+    both = Played(start_smtpd, [*dialogue, "QUIT"], main_cf)
+    wanted = r"mapping DSN|access table|: reject: |: (filter|redirect|bcc): "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert "mapping DSN status 5.1.1 into Helo command status 5.0.0" in expected
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert both.our_replies[1:] == both.their_replies[1:]
+
+
 CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from oxipost.config.expand import Expander, ExpandError, empty_macro
 from oxipost.config.mastercf import split_nameval
+from oxipost.is_header import header_length
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -169,25 +170,6 @@ def built_in(kind: str, cfg: Config) -> Template:
     return Template(kind, BUILT_IN, "us-ascii", "7bit", sender, subject, pm_subject, _TEXTS[kind])
 
 
-def _header_length(line: str) -> int:
-    """The length of a header label at the start of line (Postfix's is_header()), 0 if
-    there is none: printable ASCII up to a colon, blanks allowed before it."""
-    length = 0
-    blanks = False
-    for ch in line:
-        if ch == ":":
-            return length
-        if ch in " \t":
-            if not length:
-                return 0
-            blanks = True
-        elif not ch.isascii() or not ch.isprintable() or blanks:
-            return 0
-        else:
-            length += 1
-    return 0
-
-
 def _parse(base: Template, origin: str, buffer: str, warn: Warn) -> Template:
     """A template file's text for one kind as bounce_template_parse_buffer() takes it; the
     built-in template, after a warning, when Postfix ignores the text."""
@@ -200,7 +182,7 @@ def _parse(base: Template, origin: str, buffer: str, warn: Warn) -> Template:
         "postmaster-subject": base.postmaster_subject,
     }
     i = 0
-    while i < len(lines) and (hlen := _header_length(lines[i])) > 0:
+    while i < len(lines) and (hlen := header_length(lines[i])) > 0:
         label = lines[i][:hlen]
         value = lines[i][hlen:].lstrip(": \t\n\v\f\r")
         problem = ""

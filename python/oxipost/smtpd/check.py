@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from oxipost import match_list
 from oxipost.delivery.address import log_form
+from oxipost.is_header import header_length
 from oxipost.maps import TableConfigError, TableError, open_at_start, open_table
 from oxipost.maps.net import NET_TABLE_TYPES
 from oxipost.maps.search import (
@@ -1015,7 +1016,17 @@ class Checker:
             return DUNNO
         rname = self._reply_name(stage, st, rcpt)
         return self._access_result(
-            server, action.strip(), reply_class, rname, stage, reply_class, st, rcpt, depth, rname
+            server,
+            action.strip(),
+            "policy query",
+            reply_class,
+            rname,
+            stage,
+            reply_class,
+            st,
+            rcpt,
+            depth,
+            rname,
         )
 
     def sender_login(self, name: str, st: ClientState) -> Reply | None:
@@ -1247,7 +1258,8 @@ class Checker:
                 self.log.warning(f"rbl response code configuration error: {text}")
             return Reply(450, "4.7.1", "Service unavailable")
         assert text is not None
-        return Reply(int(text[:3]), *_dsn_text(text[4:], "4.7.1", "", "Service unavailable"))
+        dsn, reply_text = _dsn_text(text[4:], "4.7.1", "", "Service unavailable")
+        return Reply(int(text[:3]), self._dsn_fix(dsn, reply_class), reply_text)
 
     def in_mynetworks(self, addr: str) -> bool:
         try:
@@ -1460,27 +1472,32 @@ class Checker:
             cls, shown = "Etrn command", rcpt
         else:
             return _server_error()
-        value = self._access_lookup(spec, keys)
-        if value is None:
+        found = self._access_lookup(spec, keys)
+        if found is None:
             return DUNNO
         rname = self._reply_name(stage, st, rcpt)
+        value, key = found
         return self._access_result(
-            spec, value.strip(), cls, shown, stage, reply_class, st, rcpt, depth, rname
+            spec, value.strip(), key, cls, shown, stage, reply_class, st, rcpt, depth, rname
         )
 
-    def _access_lookup(self, spec: str, keys: list[SearchKey]) -> str | None:
-        """An access table's answer for `keys`. A table that cannot be opened or read
-        answers as Postfix 3.7's check_access takes a lookup error: "451 4.3.5 Server
-        configuration error", after _find's warnings."""
+    def _access_lookup(self, spec: str, keys: list[SearchKey]) -> tuple[str, str] | None:
+        """An access table's answer for `keys` and the key that found it. A table that
+        cannot be opened or read answers as Postfix 3.7's check_access takes a lookup
+        error: "451 4.3.5 Server configuration error", after maps_find_warned's warnings."""
         try:
-            return self._find([spec], keys)
-        except LookupFailure:
-            return "451 4.3.5 Server configuration error"
+            found = maps_find_warned(
+                [spec], keys, lambda spec: _table(spec, self.cfg), self._warn_table
+            )
+        except _TABLE_ERRORS:
+            return "451 4.3.5 Server configuration error", ""
+        return None if found is None else found[:2]
 
     def _access_result(
         self,
         table: str,
         value: str,
+        key: str,
         cls: str,
         shown: str,
         stage: str,
@@ -1498,33 +1515,21 @@ class Checker:
         if upper == "DUNNO":
             return DUNNO
         if upper == "REJECT":
-            return Reply(
-                self.cfg.get_int("access_map_reject_code"),
-                *_dsn_text(text, "5.7.1", f"<{shown}>: {cls} rejected: ", "Access denied"),
-            )
+            code = self.cfg.get_int("access_map_reject_code")
+            return self._refusal(code, text, "5.7.1", cls, shown, "Access denied")
         if upper == "DEFER":
-            return Reply(
-                self.cfg.get_int("access_map_defer_code"),
-                *_dsn_text(text, "4.7.1", f"<{shown}>: {cls} rejected: ", "Access denied"),
-            )
+            code = self.cfg.get_int("access_map_defer_code")
+            return self._refusal(code, text, "4.7.1", cls, shown, "Access denied")
         if upper in ("DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
-            return DeferIf(
-                upper == "DEFER_IF_PERMIT",
-                Reply(
-                    self.cfg.get_int("access_map_defer_code"),
-                    *_dsn_text(
-                        text, "4.7.1", f"<{shown}>: {cls} rejected: ", "Service unavailable"
-                    ),
-                ),
-            )
-        if re.fullmatch(r"[45]\d\d", upper):
-            code = int(upper)
-            dsn_default = "5.7.1" if code >= 500 else "4.7.1"
-            return Reply(
-                code, *_dsn_text(text, dsn_default, f"<{shown}>: {cls} rejected: ", "Access denied")
-            )
-        if re.fullmatch(r"2\d\d", upper):
+            code = self.cfg.get_int("access_map_defer_code")
+            reply = self._refusal(code, text, "4.7.1", cls, shown, "Service unavailable")
+            return DeferIf(upper == "DEFER_IF_PERMIT", reply)
+        if value.isascii() and value.isdigit():
+            # Some out-of-band authentication answers a time stamp: OK, as Postfix's.
             return PERMIT
+        if text and re.fullmatch(r"[45]\d\d", upper):
+            code = int(upper)
+            return self._refusal(code, text, f"{upper[0]}.7.1", cls, shown, "Access denied")
         if upper in _DELEGATED and not self._can_delegate(table, upper, stage, st):
             return DUNNO
         if upper == "HOLD":
@@ -1535,12 +1540,24 @@ class Checker:
                 st.actions["HOLD"] = text = text or "triggers HOLD action"
                 self._log_action(st, "hold", f"<{shown}>: {cls} {text}", rcpt)
             return DUNNO
-        if upper == "BCC":
-            # Postfix 3.1 and later keep every BCC of the transaction (an argv), in order
-            # and duplicates included; one per line here (no address holds a newline).
-            self._log_action(st, "bcc", f"<{shown}>: {cls} triggers BCC {text}", rcpt)
-            kept = st.actions.get("BCC")
-            st.actions["BCC"] = f"{kept}\n{text}" if kept else text
+        if upper in ("FILTER", "REDIRECT", "BCC"):
+            # check_table_result skips, with a warning, a FILTER without
+            # transport:destination and a REDIRECT or BCC without user@domain.
+            if upper == "FILTER" and not text:
+                return self._bad_entry(table, key, "has FILTER entry without value")
+            if upper == "FILTER" and ":" not in text:
+                return self._bad_entry(table, key, "requires transport:destination")
+            if upper != "FILTER" and "@" not in text:
+                return self._bad_entry(table, key, "requires user@domain target")
+            self._log_action(st, upper.lower(), f"<{shown}>: {cls} triggers {upper} {text}", rcpt)
+            if upper == "BCC":
+                # Postfix 3.1 and later keep every BCC of the transaction (an argv), in
+                # order and duplicates included; one per line here (no address holds a
+                # newline).
+                kept = st.actions.get("BCC")
+                st.actions["BCC"] = f"{kept}\n{text}" if kept else text
+            else:
+                st.actions[upper] = text
             return DUNNO
         if upper == "DISCARD":
             # Logged, and a permit as OK is (Postfix's smtpd_acl_permit).
@@ -1549,24 +1566,55 @@ class Checker:
             )
             st.actions[upper] = text
             return PERMIT
-        if upper in ("FILTER", "REDIRECT"):
-            # Postfix skips a FILTER without transport:destination, a REDIRECT without
-            # user@domain.
-            if (":" if upper == "FILTER" else "@") in text:
-                self._log_action(
-                    st, upper.lower(), f"<{shown}>: {cls} triggers {upper} {text}", rcpt
+        if upper == "PREPEND":
+            if stage == "end_of_data":
+                return self._bad_entry(
+                    table, "", "action PREPEND must be used before smtpd_end_of_data_restrictions"
                 )
-                st.actions[upper] = text
-            return DUNNO
-        if upper in ("PREPEND", "WARN", "INFO"):
+            if not header_length(text):
+                return self._bad_entry(table, key, "requires header: text")
             st.actions[upper] = text
-            if upper != "PREPEND":
-                self._log_action(st, upper.lower(), text, rcpt)
+            return DUNNO
+        if upper in ("WARN", "INFO"):
+            st.actions[upper] = text
+            self._log_action(st, upper.lower(), text, rcpt)
             return DUNNO
         # Anything else is a restriction list (or a class name) evaluated in its place.
         return self.run_list(
             value.replace(",", " ").split(), stage, reply_class, st, rcpt, depth + 1
         )
+
+    def _refusal(
+        self, code: int, text: str, default_dsn: str, cls: str, shown: str, default_text: str
+    ) -> Reply:
+        """An access(5) or policy refusal: the entry's status (else `default_dsn`) as
+        smtpd_dsn_fix makes it fit `cls`, and its text (else `default_text`)."""
+        dsn, reply_text = _dsn_text(text, default_dsn, f"<{shown}>: {cls} rejected: ", default_text)
+        return Reply(code, self._dsn_fix(dsn, cls), reply_text)
+
+    def _dsn_fix(self, dsn: str, reply_class: str) -> str:
+        """Postfix's smtpd_dsn_fix: an address status (X.1.Y) from a table or an RBL reply
+        template says what is refused. A sender is given the sender's status of that kind,
+        a recipient the recipient's (X.1.0 for one without), anything else X.0.0; logged
+        when the status changes. The class digit is the reply code's (Reply)."""
+        if not (dsn[:1].isdigit() and dsn[1:4] == ".1."):
+            return dsn
+        if reply_class == "Sender address":
+            fixed = _SENDER_DSN.get(dsn[4:], "1.0")
+        elif reply_class == "Recipient address":
+            fixed = _RECIPIENT_DSN.get(dsn[4:], "1.0")
+        else:
+            fixed = "0.0"
+        if fixed != dsn[2:] and self.log is not None:
+            self.log.info(f"mapping DSN status {dsn} into {reply_class} status {dsn[0]}.{fixed}")
+        return f"{dsn[0]}.{fixed}"
+
+    def _bad_entry(self, table: str, key: str, problem: str) -> str:
+        """An access(5) action Postfix skips, with its warning about the table entry."""
+        if self.log is not None:
+            entry = f' entry "{key}"' if key else ":"
+            self.log.warning(f"access table {table}{entry} {problem}")
+        return DUNNO
 
     def _can_delegate(self, table: str, action: str, stage: str, st: ClientState) -> bool:
         """Postfix's can_delegate_action and not_in_client_helo: ETRN has no message for
@@ -1590,6 +1638,14 @@ class Checker:
         if self.log is not None:
             self.log.info(st.whatsup(action, text, rcpt or ""))
 
+
+# smtpd_dsn_fix's replacement for an address status X.1.Y: the sender's (no "bad sender
+# mailbox" status exists: 1.7, bad syntax, keeps it apart from a recipient's) and the
+# recipient's; any other Y is X.1.0 for both.
+_SENDER_DSN = {"1": "1.7", "2": "1.8", "3": "1.7", "4": "1.7", "5": "1.0", "6": "1.7"}
+_SENDER_DSN.update({"7": "1.7", "8": "1.8"})
+_RECIPIENT_DSN = {"1": "1.1", "2": "1.2", "3": "1.3", "4": "1.4", "5": "1.5", "6": "1.6"}
+_RECIPIENT_DSN.update({"7": "1.3", "8": "1.2"})
 
 # access(5) actions that the message carries (cleanup's, or its header for PREPEND).
 _DELEGATED = frozenset({"HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC", "PREPEND"})
