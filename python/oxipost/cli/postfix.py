@@ -14,6 +14,12 @@ installation parameters given as name=value, creates what is missing and sets ow
 and modes as below. (upgrade-configuration, which Postfix's post-install uses to add its
 daemons' services to master.cf, is not implemented: it is refused as an unknown command.)
 
+Without -c or MAIL_CONFIG, a configuration whose multi_instance_directories lists
+secondary instances hands the command to multi_instance_wrapper, as Postfix's postfix(1)
+does ("multi-instance support is requested, but multi_instance_wrapper is empty" when
+unset); the wrapper `${command_directory}/postmulti -p --` that `postmulti -e init` sets
+is our postmulti (oxipost.cli.postmulti), which runs `postfix -- COMMAND` per instance.
+
 check (and start) as root also sets the permissions of postfix-files (Debian's for
 maildrop/): the queue is mail_owner's, except pid/ (root's), maildrop/
 (`$mail_owner:$setgid_group` 1730: local users' postdrop writes there, nobody but pickup
@@ -66,7 +72,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from oxipost.cli.postdrop import SETGID_DOORS, trusted_paths, untrusted
 from oxipost.config import Config, ConfigError, load_config, maincf, params
@@ -448,6 +454,22 @@ def _run(argv: list[str]) -> str | None:
     return (proc.stdout + proc.stderr).rstrip("\n")
 
 
+def _hand_off(cfg: Config, args: list[str], say: Callable[[str, str], None]) -> int:
+    """Run multi_instance_wrapper with the command, as postfix(1) execs it; postmulti as
+    the wrapper is ours."""
+    wrapper = cfg.get("multi_instance_wrapper").split()
+    if not wrapper:
+        say("fatal", "multi-instance support is requested, but multi_instance_wrapper is empty")
+        return 1
+    if os.path.basename(wrapper[0]) == "postmulti":
+        wrapper = [sys.executable, "-m", "oxipost.cli.postmulti", *wrapper[1:]]
+    try:
+        os.execvp(wrapper[0], [*wrapper, *args])
+    except OSError as e:
+        say("fatal", f"{wrapper[0]}: {e.strerror}")
+    return 1
+
+
 def _usage(text: str) -> int:
     """postfix(1)'s own usage fatal: getopt's complaint always, the fatal at a terminal."""
     print(f"postfix: {text}", file=sys.stderr)
@@ -463,6 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_dir: str | None = None
     while args and args[0].startswith("-"):
         opt = args.pop(0)
+        if opt == "--":
+            break  # postmulti -p runs `postfix -- COMMAND`
         if opt == "-c" and args:
             config_dir = args.pop(0)
         elif opt.startswith("-c") and len(opt) > 2:
@@ -509,6 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         postconf = os.path.join(cfg.get("command_directory"), "postconf")
         print(f"{postconf}: fatal: {e}", file=sys.stderr)
         return Script(cfg).fatal(f"cannot execute {postconf}!")
+    # As Postfix's postfix(1): without -c or MAIL_CONFIG, a primary instance with
+    # secondaries hands the command to its multi-instance manager.
+    if config_dir is None and "MAIL_CONFIG" not in os.environ:
+        if cfg.get_list("multi_instance_directories"):
+            return _hand_off(cfg, args, say)
     script = Script(cfg)
     if command in ("start", "start-fg"):
         return start(cfg, config_dir, script, foreground=command == "start-fg")
