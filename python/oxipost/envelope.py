@@ -61,6 +61,10 @@ class Envelope:
     # `recipients` it came: Postfix's queue file keeps them in place as canceled recipient
     # records, which postcat shows and nothing delivers.
     canceled: list[tuple[int, Recipient]] = field(default_factory=list)
+    # Where the recipients cleanup takes from the header (sendmail -t) or adds at its end
+    # (BCC) begin: Postfix queues those after the content, in the extracted segment (postcat's
+    # HEADER EXTRACTED); -1 when there are none. Given to cleanup, where pickup's own begin.
+    extracted: int = -1
 
     @property
     def rcpt_count(self) -> int:

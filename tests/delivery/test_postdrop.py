@@ -184,29 +184,55 @@ def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
     pickup: postcat -e shows the envelope records Postfix 3.7's pickup and cleanup write,
     in their order: envelope_id before rewrite_context=local, sender_fullname, each
     recipient's NOTIFY= and the dsn_orig_rcpt cleanup gives it (the address qualified).
-    Ours stays in the queue: smtp is a deferred transport."""
+    sendmail -B's body type is the encoding record, in both segments; sendmail -t's
+    recipients (To:, Cc:, Bcc:) are the extracted segment's, after the content, those of
+    the command line the envelope's. Ours stays in the queue: smtp is a deferred transport."""
     argv = ["-F", "Joe Public", "-f", "s@example.org", "-N", "success,delay", "-V", "envx"]
-    argv += ["r@example.net", "<q@example.net>", "daemon"]
-    message = "Subject: x\n\nbody\n"
+    extract = "To: a@example.net, b\nCc: C <c@example.net>\nBcc: d@example.net\nSubject: t\n\nt\n"
+    submissions = [
+        ([*argv, "r@example.net", "<q@example.net>", "daemon"], "Subject: x\n\nbody\n"),
+        (["-B", "8BITMIME", "-t", "-N", "success", "r@example.net"], extract),
+        (["-B", "7BIT", "-f", "s@example.org", "r@example.net"], "Subject: y\n\n7bit\n"),
+    ]
+    theirs = []
     with running_postfix("", without=("qmgr",)) as (_port, d):
-        sent = subprocess.run(["sendmail", "-C", str(d), *argv], input=message, text=True)
-        assert sent.returncode == 0
         incoming = d / "spool" / "incoming"
-        deadline = time.monotonic() + 20
-        # Until cleanup has written the whole file (its mode says so).
-        while not (files := [p for p in incoming.rglob("*") if p.stat().st_mode & 0o100]):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        qid = files[0].name
-        postcat = ["postcat", "-c", str(d), "-e", "-q", qid]
-        theirs = _envelope(subprocess.run(postcat, capture_output=True, text=True), qid)
+        seen: set[str] = set()
+        for args, message in submissions:
+            sent = subprocess.run(["sendmail", "-C", str(d), *args], input=message, text=True)
+            assert sent.returncode == 0
+            deadline = time.monotonic() + 20
+            # Until cleanup has written the whole file (its mode says so).
+            while not (
+                files := [
+                    p
+                    for p in incoming.rglob("*")
+                    if p.stat().st_mode & 0o100 and p.name not in seen
+                ]
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            qid = files[0].name
+            seen.add(qid)
+            postcat = ["postcat", "-c", str(d), "-e", "-q", qid]
+            theirs.append(_envelope(subprocess.run(postcat, capture_output=True, text=True), qid))
+        bad = ["sendmail", "-C", str(d), "-B", "8bitmime", "r@example.net"]
+        refused = subprocess.run(bad, capture_output=True, text=True)
+        assert refused.returncode == 75
+        their_bad = refused.stderr
     cfg = oxi.start("defer_transports = smtp\nmyhostname = mx.example.test\n")
-    sent = run_ours("sendmail", "-C", str(oxi.conf), *argv, stdin=message)
-    assert sent.returncode == 0, sent.stderr
-    m = re.search(r"pickup\[\d+\]: (\w+): uid=", wait_log(cfg, r"pickup\[\d+\]: \w+: uid="))
-    assert m
-    wait_log(cfg, rf"{m.group(1)}: to=<daemon@.*status=deferred")
-    ours = _envelope(run_ours("postcat", "-c", str(oxi.conf), "-e", "-q", m.group(1)), m.group(1))
+    ours = []
+    for n, (args, message) in enumerate(submissions, 1):
+        sent = run_ours("sendmail", "-C", str(oxi.conf), *args, stdin=message)
+        assert sent.returncode == 0, sent.stderr
+        picked = r"pickup\[\d+\]: (\w+): uid="
+        qid = re.findall(picked, wait_log(cfg, picked, count=n))[-1]
+        wait_log(cfg, rf"{qid}: to=<r@.*status=deferred")
+        ours.append(_envelope(run_ours("postcat", "-c", str(oxi.conf), "-e", "-q", qid), qid))
     oxi.stop()
-    assert "named_attribute: dsn_orig_rcpt=rfc822;daemon@mx.example.test" in theirs, theirs
+    assert "named_attribute: dsn_orig_rcpt=rfc822;daemon@mx.example.test" in theirs[0], theirs
+    assert "named_attribute: encoding=8bit" in theirs[1], theirs
     assert ours == theirs
+    bad = ["-B", "8bitmime", "r@example.net"]
+    mine = run_ours("sendmail", "-C", str(oxi.conf), *bad)
+    assert (mine.returncode, mine.stderr) == (75, their_bad), mine.stderr

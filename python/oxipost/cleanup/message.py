@@ -227,7 +227,16 @@ def _cleanup(
         if state.reply is not None:
             # A sender table that failed: cleanup_envelope reads no further record.
             return Cleaned(env, content, state.reply, notes=state.notes)
-        recipients += process_recipients(state, env.recipients, bcc=state.bcc_ok, envelope=True)
+        given = env.recipients
+        if env.extracted < 0:
+            recipients += process_recipients(state, given, bcc=state.bcc_ok, envelope=True)
+            extracted = len(recipients)
+        else:
+            # sendmail -t: Postfix's cleanup takes these from the header after the envelope.
+            at = env.extracted
+            recipients += process_recipients(state, given[:at], bcc=state.bcc_ok, envelope=True)
+            extracted = len(recipients)
+            recipients += process_recipients(state, given[at:], bcc=state.bcc_ok, envelope=True)
     except CleanupDefer as e:
         state.warn(e.warning)
         return Cleaned(env, content, state.reply or e.reply, notes=state.notes)
@@ -269,7 +278,7 @@ def _cleanup(
     out = _encode(out_head)
     if not headers and body and not body.startswith(b"\r\n"):
         out += b"\r\n"
-    new_env = _final_envelope(state, env, sender, recipients, internal)
+    new_env = _final_envelope(state, env, sender, recipients, internal, extracted)
     if isinstance(new_env, str):
         return Cleaned(env, content, new_env, notes=state.notes)
     return Cleaned(new_env, out + body, discard=state.discard, notes=state.notes)
@@ -292,12 +301,19 @@ def _refused(
 
 
 def _final_envelope(
-    state: CleanupState, env: Envelope, sender: str, recipients: list[Recipient], internal: bool
+    state: CleanupState,
+    env: Envelope,
+    sender: str,
+    recipients: list[Recipient],
+    internal: bool,
+    extracted: int,
 ) -> Envelope | str:
-    """The envelope with what the content checks decided."""
+    """The envelope with what the content checks decided; the recipients from `extracted`
+    on, and the BCC ones added here, are the extracted segment's."""
     try:
         if state.redirect:
             recipients = process_recipients(state, [Recipient(state.redirect)], seen=set())
+            extracted = len(recipients)
         if env.recipients:
             # smtpd's access(5) BCC recipients (one a line, in order) come in the extracted
             # segment as recipients like any other, each with its own ORCPT; as Postfix 3.7
@@ -330,4 +346,5 @@ def _final_envelope(
         attrs["filter"] = content_filter
     new = Envelope(*_ENVELOPE_FIELDS(env))
     new.sender, new.recipients, new.attrs = sender, recipients, attrs
+    new.extracted = extracted if len(recipients) > extracted else -1
     return new

@@ -5,8 +5,9 @@
 The layout is Postfix 3.7's: `*** ENVELOPE RECORDS queue/ID ***` with one `name: value` per
 envelope record in the order Postfix's smtpd, pickup and cleanup write them, `*** MESSAGE
 CONTENTS queue/ID ***`, the content, `*** HEADER EXTRACTED queue/ID ***` with the records
-cleanup writes after the content, and `*** MESSAGE FILE END queue/ID ***`. -e shows only
-the envelope (with the markers), -h only the header, -b only the body (without them).
+cleanup writes after the content (sendmail -t's recipients, the BCC ones), and `*** MESSAGE
+FILE END queue/ID ***`. -e shows only the envelope (with the markers), -h only the header,
+-b only the body (without them).
 Diagnostics: `postcat: fatal: open queue file ID: No such file or directory` (exit 1).
 """
 
@@ -56,8 +57,8 @@ _PLACED = frozenset(
 
 
 def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) -> list[str]:
-    """The envelope records of a queue file in the order and form of Postfix 3.7's, which
-    depend on who queued it: smtpd's client records, or pickup's (no client)."""
+    """The envelope records of a queue file up to its recipients, in the order and form of
+    Postfix 3.7's, which depend on who queued it: smtpd's client records, or pickup's."""
     stamp = time.asctime(time.localtime(env.arrival_time))
     # qmgr's read options: the NOTIFY= words any recipient gave (qmgr_user.h).
     opts = 0
@@ -91,17 +92,24 @@ def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) ->
         named += _client_records(env)
     named += [(k, v) for k, v in attrs.items() if k not in _PLACED]
     lines += [f"named_attribute: {k}={v}" for k, v in named if v]
+    return lines
+
+
+def recipient_records(info: MessageInfo, env: Envelope) -> tuple[list[str], list[str]]:
+    """The recipient records of the envelope segment and of the extracted one (sendmail
+    -t's, the BCC ones), each a Milter application deleted where it was, canceled."""
+    at = env.extracted if env.extracted >= 0 else len(env.recipients)
+    segments: tuple[list[str], list[str]] = ([], [])
     canceled = iter(env.canceled)
     pending = next(canceled, None)
     for i in range(len(env.recipients) + 1):
-        # A recipient a Milter application deleted stays where it was, canceled.
         while pending is not None and pending[0] <= i:
-            lines += _recipient_records(pending[1], "canceled_recipient")
+            segments[i > at].extend(_recipient_records(pending[1], "canceled_recipient"))
             pending = next(canceled, None)
         if i < len(env.recipients):
             kind = "done_recipient" if i in info.done else "recipient"
-            lines += _recipient_records(env.recipients[i], kind)
-    return lines
+            segments[i >= at].extend(_recipient_records(env.recipients[i], kind))
+    return segments
 
 
 def _client_records(env: Envelope) -> list[tuple[str, object]]:
@@ -191,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # them: -h or -b alone is the bare content.
         envelope = "-e" in sections
         if envelope:
+            records = envelope_records(info, env, qid, state.cfg)
+            given, extracted = recipient_records(info, env)
             out.write(f"*** ENVELOPE RECORDS {name} ***\n".encode())
-            out.write(("\n".join(envelope_records(info, env, qid, state.cfg)) + "\n").encode())
+            out.write("".join(f"{line}\n" for line in records + given).encode())
             out.write(f"*** MESSAGE CONTENTS {name} ***\n".encode())
         if "-h" in sections:
             out.write(head.replace(b"\r\n", b"\n"))
@@ -206,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # again), as Postfix's cleanup_extracted_process().
             if env.body_type in _ENCODING:
                 out.write(f"named_attribute: encoding={_ENCODING[env.body_type]}\n".encode())
+            out.write("".join(f"{line}\n" for line in extracted).encode())
             out.write(f"*** MESSAGE FILE END {name} ***\n".encode())
     out.flush()
     return 0

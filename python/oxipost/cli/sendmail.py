@@ -1,7 +1,7 @@
 """sendmail(1): the Sendmail-compatible submission command.
 
     sendmail [-t] [-i|-oi] [-f sender] [-F full_name] [-N dsn] [-R ret] [-V envid]
-             [-C config_dir] [-bm|-bp|-bi|-I|-q] [recipient ...]
+             [-B 8BITMIME|7BIT] [-C config_dir] [-bm|-bp|-bi|-I|-q] [recipient ...]
 
 The message is read from standard input (LF or CRLF; without -i a line with a single "."
 ends it), handed to postdrop's writer (maildrop/, durable and atomic), and pickup is
@@ -22,13 +22,13 @@ $MAIL_CONFIG directory is then passed on as -c, and must be one such a user may 
 (alternate_config_directories of the default main.cf), as in Postfix.
 
 Diagnostics, as Postfix: "sendmail: fatal: Recipient addresses must be specified on the
-command line or via the -t option" (exit 64, EX_USAGE); "sendmail: fatal: User NAME(UID)
-is not allowed to submit mail" for a user authorized_submit_users does not list (exit 75,
-as Postfix's, which turns every fatal error into EX_TEMPFAIL); a maildrop write error exits 75
-(EX_TEMPFAIL) so the caller keeps the message, and so does a postdrop that fails:
-"sendmail: fatal: -t option cannot be used with -bv" (exit 75, as Postfix 3.7's);
-`sendmail: warning: command "PATH -r" exited with status N` and `sendmail: fatal:
-USER(UID): unable to execute PATH -r: Application error`.
+command line or via the -t option" (exit 64, EX_USAGE); "sendmail: fatal: -B option needs
+8BITMIME or 7BIT" and "sendmail: fatal: User NAME(UID) is not allowed to submit mail" for a
+user authorized_submit_users does not list (exit 75, as Postfix's, which turns every fatal
+error into EX_TEMPFAIL); a maildrop write error exits 75 (EX_TEMPFAIL) so the caller keeps
+the message, and so does a postdrop that fails: "sendmail: fatal: -t option cannot be used
+with -bv" (exit 75, as Postfix 3.7's); `sendmail: warning: command "PATH -r" exited with
+status N` and `sendmail: fatal: USER(UID): unable to execute PATH -r: Application error`.
 """
 
 from __future__ import annotations
@@ -258,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
                 return _fatal(f"option requires an argument -- '{a[1]}'", EX_USAGE)
         else:
             return _fatal(f"invalid option -- '{a[1:]}'", EX_USAGE)
+    # RFC 1652's body types, MAIL FROM's BODY= (the queue file's encoding record), judged
+    # with the options as Postfix's getopt loop does, before any mode.
+    body_type = opts.get("B", "")
+    if body_type not in ("", "8BITMIME", "7BIT"):
+        return _fatal("-B option needs 8BITMIME or 7BIT", EX_TEMPFAIL)
     config_dir = opts.get("C")
     if "bp" in flags:
         return _exec_tool("postqueue", config_dir, "-p")
@@ -305,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         dsn_ret=opts.get("R", "").upper(),
         dsn_envid=opts.get("V", ""),
         trace_flags=TRACE_USR_VRFY if verify else 0,
+        body_type=body_type,
     )
     top = cfg.path("queue_directory")
     if os.getuid() != 0 and not os.access(maildrop_dir(top), os.W_OK | os.X_OK):

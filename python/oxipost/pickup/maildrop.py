@@ -2,7 +2,8 @@
 
 A maildrop file is one msgpack map: {"v": 1, "sender", "recipients", "extract" (sendmail
 -t), "full_name", "time", "uid", "dsn_notify", "dsn_ret", "dsn_envid", "trace_flags"
-(sendmail -bv: oxipost.envelope's TRACE_*), "content"}. It is
+(sendmail -bv: oxipost.envelope's TRACE_*), "body_type" (sendmail -B: "8BITMIME", "7BIT"
+or ""), "content"}. It is
 written durably and atomically (oxipost.durable.write_atomically: temp file, fsync,
 rename, fsync of the directory) under a unique name, so pickup sees a whole file or none.
 """
@@ -38,6 +39,7 @@ class Submission:
     dsn_ret: str = ""
     dsn_envid: str = ""
     trace_flags: int = 0
+    body_type: str = ""
 
     def encode(self) -> bytes:
         return msgpack.packb(
@@ -53,6 +55,7 @@ class Submission:
                 "dsn_ret": self.dsn_ret,
                 "dsn_envid": self.dsn_envid,
                 "trace_flags": self.trace_flags,
+                "body_type": self.body_type,
                 "content": self.content,
             },
             use_bin_type=True,
@@ -79,6 +82,7 @@ class Submission:
                 dsn_ret=str(d.get("dsn_ret", "")),
                 dsn_envid=str(d.get("dsn_envid", "")),
                 trace_flags=int(d.get("trace_flags", 0)),
+                body_type=str(d.get("body_type", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise MaildropError(f"malformed maildrop file: {e}") from None

@@ -102,6 +102,7 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
     """The message pickup enqueues for one submission as `queue_id`, or why it cannot."""
     content = sub.content
     rcpts = [_bare(r) for r in sub.recipients]
+    given = len(rcpts)
     if sub.extract:
         extracted, content = _extract(content)
         rcpts += [_bare(r) for r in extracted if _bare(r) not in rcpts]
@@ -119,8 +120,11 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
         envid=sub.dsn_envid,
         ret=sub.dsn_ret if sub.dsn_ret in ("FULL", "HDRS") else "",
         protocol="",
+        body_type=sub.body_type,
         attrs={"origin": "pickup", "uid": str(sub.uid)},
     )
+    if len(rcpts) > given:
+        env.extracted = given
     if sub.trace_flags:
         env.attrs["trace_flags"] = str(sub.trace_flags)
     if sub.full_name:
