@@ -866,3 +866,24 @@ def test_a_service_refuses_its_daemon_value_as_it_starts(system):
     assert "Traceback" not in system["log"].read_text()
     with socket.create_connection(("127.0.0.1", system["port"])) as s:
         assert echo(s, b"ok\n") == b"ok\n"
+
+
+def test_master_service_disable_skips_the_entries_it_matches(system):
+    # Postfix's match_service: the first pattern decides, '!' negates, a bare type
+    # matches every service of that type, the old name.type form is name/type.
+    conf = Path(system["conf"])
+    port = system["port"]
+    master_cf = (conf / "master.cf").read_text()
+    smtpd_port = re.search(r"^127\.0\.0\.1:(\d+) +inet .* smtpd$", master_cf, re.M)
+    assert smtpd_port
+    with open(conf / "main.cf", "a") as f:
+        f.write(f"master_service_disable = !127.0.0.1:{port}.inet, INET\n")
+    pid = started(system)
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        assert echo(client, b"kept\n") == b"kept\n"
+    # Not even bound: the listener is master's, made before any worker runs.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", int(smtpd_port.group(1))), timeout=5).close()
+    # The unix services still run.
+    cmdlines = [Path(f"/proc/{child}/cmdline").read_bytes() for child in children_of(pid)]
+    assert any(b"qmgr" in cmdline for cmdline in cmdlines)

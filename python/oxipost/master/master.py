@@ -257,7 +257,10 @@ class Master:
         process_limit = cfg.get_int("default_process_limit")
         daemon_dir = cfg.get("daemon_directory")
         seen: set[str] = set()
+        disabled = _service_patterns(cfg.get("master_service_disable"))
         for svc in cfg.services:
+            if disabled and _service_match(disabled, svc):
+                continue  # as Postfix's master skips the entry before reading it
             # A service entered twice runs as its last entry, as Postfix's master_config
             # has it (Config.service answers that one too).
             if svc.ident in seen:
@@ -509,6 +512,25 @@ class Master:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.pending_signals.append(signum)
+
+
+def _service_patterns(value: str) -> list[str]:
+    """master_service_disable's patterns as match_service_init takes them: "type" or
+    "name/type", the older "name.type" read as the latter."""
+    patterns = value.replace(",", " ").split()
+    return [p if "/" in p or "." not in p else "/".join(p.rsplit(".", 1)) for p in patterns]
+
+
+def _service_match(patterns: list[str], svc: Service) -> bool:
+    """match_service_match: the first pattern that matches the service's name/type (or
+    its type alone, for a pattern without '/') decides; each leading '!' negates."""
+    name_type = svc.key.lower()
+    for pattern in patterns:
+        bare = pattern.lstrip("!")
+        negated = (len(pattern) - len(bare)) % 2 == 1
+        if (name_type if "/" in bare else svc.type.lower()) == bare.lower():
+            return not negated
+    return False
 
 
 def _batch_scheduling() -> None:
