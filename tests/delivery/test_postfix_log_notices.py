@@ -17,6 +17,7 @@ longer than line_length_limit)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import smtplib
@@ -375,10 +376,12 @@ def _play(port: int, maillog: Path, sc: Scenario) -> str:
     return maillog.read_text()
 
 
-def _run_ours(top: Path, main_cf: str, sc: Scenario) -> tuple[str, Path]:
+@contextlib.contextmanager
+def running_ours(top: Path, main_cf: str) -> Iterator[int]:
+    """Our master with this main.cf, configured in top/conf and logging to top/maillog;
+    yields its smtpd's port once it answers, stops it after."""
     conf = top / "conf"
     conf.mkdir()
-    mail = top / "mail"
     port = free_port()
     write_config(
         str(conf),
@@ -397,10 +400,15 @@ def _run_ours(top: Path, main_cf: str, sc: Scenario) -> tuple[str, Path]:
             except OSError:
                 assert time.monotonic() < deadline, "smtpd does not answer"
                 time.sleep(0.1)
-        log = _play(port, top / "maillog", sc)
+        yield port
     finally:
         run_ours("postfix", "-c", str(conf), "stop")
-    return log, mail
+
+
+def _run_ours(top: Path, main_cf: str, sc: Scenario) -> tuple[str, Path]:
+    with running_ours(top, main_cf) as port:
+        log = _play(port, top / "maillog", sc)
+    return log, top / "mail"
 
 
 def _run_postfix(top: Path, main_cf: str, sc: Scenario) -> tuple[str, Path]:
@@ -468,8 +476,10 @@ def _mbox(path: Path) -> list[str]:
     return [added.sub("", part)[:-1] for part in from_.split(path.read_text())[1:]]
 
 
-def _normal(text: str, log: str) -> str:
-    for qid, role in _roles(log).items():
+def _normal(text: str, roles: dict[str, str]) -> str:
+    """text with the queue IDs by role, dates, MIME boundaries and Message-Id stamps set
+    aside, and the product name Postfix's."""
+    for qid, role in roles.items():
         text = text.replace(qid, role)
     text = re.sub(r"\w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)", "DATE", text)
     text = re.sub(r"\.\d{9,10}/", ".TIME/", text)  # the notice's MIME boundary
@@ -513,7 +523,9 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
         if sc.notices is None:
             sc = sc._replace(notices=len(set(re.findall(r" notification: (\w+)", log))))
         lines, sizes = _lines(log)
-        boxes = {p.name: [_normal(m, log) for m in _mbox(p)] for p in sorted(mail.iterdir())}
+        boxes = {
+            p.name: [_normal(m, _roles(log)) for m in _mbox(p)] for p in sorted(mail.iterdir())
+        }
         # size= is the queued message's records (see the docstring): the mailbox copy
         # without local(8)'s headers, QIDs and stamps as they were.
         for box in mail.iterdir():

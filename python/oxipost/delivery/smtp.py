@@ -910,12 +910,12 @@ async def _ehlo(s: Session, p: Params, helo: str) -> None:
     await s.send(f"{verb} {helo}\r\n".encode(), p.time("helo_timeout"), stage)
     r = await s.read_reply(p.time("helo_timeout"), stage)
     # 421 to EHLO ends it there, as in Postfix's smtp_helo; any other refusal tries HELO.
-    if r.code not in (250, 421) and not p.lmtp:
+    if r.code // 100 != 2 and r.code != 421 and not p.lmtp:
         stage = "performing the HELO handshake"
         await s.send(f"HELO {helo}\r\n".encode(), p.time("helo_timeout"), stage)
         r = await s.read_reply(p.time("helo_timeout"), stage)
         verb = "HELO"
-    if r.code != 250:
+    if r.code // 100 != 2:
         raise SessionError(r.status(), f"host {s.host.label} refused to talk to me: {r.text}")
     s.features = {}
     for line in r.lines[1:]:
@@ -1321,6 +1321,12 @@ async def _transaction(
         # headers are not ASCII is not downgraded; it bounces before MAIL FROM.
         text = f"SMTPUTF8 is required, but was not offered by host {label}"
         return [Outcome("5.6.7", text)] * len(req.recipients)
+    limit = s.features.get("SIZE", "").partition(" ")[0]
+    if limit.isdigit() and 0 < int(limit) < len(req.content):
+        # smtp_xfer(): the server's EHLO SIZE is below the message; it is not sent at all
+        # (the client's own 5.3.4, no MAIL FROM) and the session is dropped without QUIT.
+        text = f"message size {len(req.content)} exceeds size limit {limit} of server {label}"
+        raise _Partial([Outcome("5.3.4", text)] * len(req.recipients))
     xforward = _xforward(s, req, p)
     # smtp_quote_rfc821_envelope: a local part that is no dot-atom goes out quoted.
     quote = quote_local if p.bool("quote_rfc821_envelope") else str
@@ -1358,6 +1364,12 @@ async def _transaction(
     def said(r: Reply, command: str) -> Outcome:
         return Outcome(r.status(), f"host {label} said: {r.text} (in reply to {command} command)")
 
+    def done(r: Reply) -> Outcome:
+        if r.code // 100 != 2:
+            return said(r, "end of DATA")
+        # smtp_rcpt_done() reports the reply as it came, each line with its code.
+        return Outcome(r.status(), " ".join(r.lines))
+
     t_mail, t_rcpt, t_data = (
         p.time("mail_timeout"),
         p.time("rcpt_timeout"),
@@ -1389,7 +1401,9 @@ async def _transaction(
         await s.send(mail.encode() + b"\r\n", t_mail, "sending MAIL FROM")
     # Postfix's smtp_loop reports a reply lost with its command's sending state.
     r = await s.read_reply(t_mail, "sending MAIL FROM")
-    mail_failed = r.code != 250
+    # Any 2xx accepts MAIL and RCPT, any 3xx DATA and any 2xx the message (smtp_loop's
+    # code / 100 tests): a 251 is as good as a 250.
+    mail_failed = r.code // 100 != 2
     if mail_failed and not pipelining:
         o = said(r, "MAIL FROM")
         await _rset_or_close(s, p)
@@ -1402,7 +1416,7 @@ async def _transaction(
         rr = await s.read_reply(t_rcpt, "sending RCPT TO")
         if mail_failed:
             continue
-        if rr.code in (250, 251):
+        if rr.code // 100 == 2:
             accepted.append(i)
             rcpt_replies[i] = rr
         else:
@@ -1431,7 +1445,7 @@ async def _transaction(
             await s.send(b".\r\n", t_data, "sending end of data")
             await s.read_reply(t_data, "sending end of data")
         return [o or Outcome("4.3.0", "no recipient") for o in results]
-    if dr.code != 354:
+    if dr.code // 100 != 3:
         o = said(dr, "DATA")
         for i in accepted:
             results[i] = o
@@ -1467,12 +1481,10 @@ async def _transaction(
         if s.lmtp:
             for i in accepted:
                 er = await s.read_reply(t_done, "sending end of data")
-                results[i] = (
-                    Outcome(er.status(), er.text) if er.code == 250 else said(er, "end of DATA")
-                )
+                results[i] = done(er)
         else:
             er = await s.read_reply(t_done, "sending end of data")
-            o = Outcome(er.status(), er.text) if er.code == 250 else said(er, "end of DATA")
+            o = done(er)
             for i in accepted:
                 results[i] = o
     except SessionError as e:
