@@ -1130,6 +1130,24 @@ def test_access_results_fixed_and_checked_as_postfix(start_smtpd) -> None:
     assert both.our_replies[1:] == both.their_replies[1:]
 
 
+@pytest.mark.slow
+def test_discard_ehlo_keyword_maps_that_fail_as_postfix(start_smtpd) -> None:
+    """A smtpd_discard_ehlo_keyword_address_maps lookup that fails at connect leaves the
+    EHLO keywords unknown: HELO still works, EHLO gets Postfix 3.7's "421 4.3.0 HOST Server
+    local data error" after "don't know what EHLO features to announce to CLIENT" and ends
+    the session (ours announced every keyword)."""
+    main_cf = "smtpd_discard_ehlo_keyword_address_maps = fail:broken\n"
+    dialogue = ["HELO a.example", "EHLO client.example", "MAIL FROM:<a@example.org>", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    wanted = r"connect from |fail:broken|EHLO|: reject: "
+    # Not the connection running_postfix made to see Postfix listening.
+    session = [ln for ln in both.theirs if "127.0.0.1" not in ln]
+    expected = _transaction_lines(session, wanted)
+    assert expected[-1] == "disconnect from unknown[127.0.0.2] helo=1 ehlo=0/1 commands=1/2"
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert both.our_replies[1:] == both.their_replies[1:]
+
+
 CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
 
 

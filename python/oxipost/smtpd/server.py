@@ -43,6 +43,7 @@ from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
 from oxipost.maildate import mail_date
 from oxipost.maps import TableError, open_table
+from oxipost.maps.search import maps_find_warned
 from oxipost.milter import MilterConf, milter_conf
 from oxipost.printable import escape, printable
 from oxipost.rewrite.resolve import match_domain, split_address, split_internal, unquote_822_local
@@ -378,6 +379,8 @@ class Session:
         # Postfix's ehlo_discard_mask: the EHLO keywords this client is not offered, and
         # not allowed to use where Postfix refuses them (DSN's parameters).
         self.ehlo_discard = server.ehlo_discard
+        # smtpd_discard_ehlo_keyword_address_maps could not be read for this client.
+        self.ehlo_discard_unknown = False
         # The server's anvil client while this client is counted (run decides).
         self.anvil = server.anvil
         self.xforward_allowed = False
@@ -574,18 +577,22 @@ class Session:
     def _ehlo_discard_for_client(self) -> None:
         """smtpd_discard_ehlo_keyword_address_maps' keywords for the client's address, as
         Postfix's smtpd_proto() looks them up at connect: in place of
-        smtpd_discard_ehlo_keywords when a table has the address."""
-        for spec in self.srv.ehlo_discard_maps:
-            try:
-                found = open_table(spec, self.cfg).lookup(self.addr)
-            except TableError as e:
-                self.srv.log.warning(f"{spec}: table lookup problem for {self.addr}: {e}")
-                return
-            if found is not None:
-                # name_mask_opt's words: split at commas and white space only (a "{"
-                # stays part of its word, which then names no keyword).
-                self.ehlo_discard = frozenset(w.lower() for w in re.split(r"[\s,]+", found) if w)
-                return
+        smtpd_discard_ehlo_keywords when a table has the address. A table that cannot be
+        read leaves them unknown (EHLO then ends the session), after maps_find's warnings."""
+        try:
+            found = maps_find_warned(
+                self.srv.ehlo_discard_maps,
+                [self.addr],
+                lambda spec: open_table(spec, self.cfg),
+                self.srv.log.warning,
+            )
+        except (TableError, OSError):
+            self.ehlo_discard_unknown = True
+            return
+        if found is not None:
+            # name_mask_opt's words: split at commas and white space only (a "{" stays
+            # part of its word, which then names no keyword).
+            self.ehlo_discard = frozenset(w.lower() for w in re.split(r"[\s,]+", found[0]) if w)
 
     async def _greet(self) -> None:
         """The greeting, at connect and after XCLIENT: smtpd_client_restrictions' reject
@@ -900,7 +907,18 @@ class Session:
             return
         if not await self._helo_checked(arg, "EHLO"):
             return
-        if self.milters is not None and await self._milter_helo():
+        milter_refused = self.milters is not None and await self._milter_helo()
+        if self.ehlo_discard_unknown:
+            # Postfix's ehlo_cmd cannot tell which keywords to leave out: SMTP_ERR_DATA.
+            self.srv.log.warning(
+                f"don't know what EHLO features to announce to {self.state.namaddr}"
+            )
+            reply = f"421 4.3.0 {self.srv.hostname} Server local data error"
+            qid = self.state.queue_id or "NOQUEUE"
+            self.srv.log.info(f"{qid}: reject: EHLO from {self.state.namaddr}: {reply}")
+            await self.reply(reply)
+            return
+        if milter_refused:
             # As Postfix after a milter refused the EHLO with 5XX: no extension but
             # enhanced status codes.
             self.state.protocol = "ESMTP"
