@@ -21,6 +21,12 @@ out (the default notifies on failure and delay). Nothing is ever sent to <>.
 does: under a queue ID of its own, with post_mail_init's "Received: by host (Postfix) id
 QID" header, through cleanup as Postfix-generated mail, whose Message-Id carries that ID.
 
+`transcript(cfg, subject, lead, history, tail)` is the postmaster notice of Postfix's
+smtp_chat_notify() and smtpd_chat_notify() (notify_classes protocol, policy...): from
+double_bounce_sender to error_notice_recipient, the session's "In:"/"Out:" lines folded
+at 78 columns (continuations indented by 4) behind one space each; `post_notice` queues it
+from an event loop.
+
 Diagnostics: a template's warnings go to `warn` once per configuration, as Postfix's
 bounce daemon logs them when it first uses the template; a template error that is fatal
 to it (an undefined $name, a template file that cannot be read) is TemplateError.
@@ -32,18 +38,25 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from oxipost.bounce.template import TemplateError, Templates
 from oxipost.cleanup import Cleaned, cleanup_message
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.maildate import mail_date
+from oxipost.printable import printable
 
 if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.qmgr.queue import Queue
 
-__all__ = ["Report", "TemplateError", "notices"]
+__all__ = ["Report", "TemplateError", "double_bounce", "notices", "post_notice", "transcript"]
+
+
+class QueueLike(Protocol):
+    def new_id(self) -> str: ...
+
+    async def enqueue(self, envelope: Envelope, content: bytes, qid: str = "") -> str: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -293,19 +306,68 @@ def _build(
     return out + _crlf(f"\n--{boundary}--\n")
 
 
-def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tuple[str, Cleaned]:
-    """Queue one notice; (its queue ID, cleanup's answer). Not queued when cleanup refused
-    it (Cleaned.reply); a queue write error is raised."""
+def _cleaned_notice(
+    cfg: Config, queue: QueueLike, env: Envelope, content: bytes, mail_class: str
+) -> tuple[str, Cleaned]:
     qid = queue.new_id()
     host, mail_name = cfg.get("myhostname"), cfg.get("mail_name")
     date = mail_date()
     received = f"Received: by {host} ({mail_name})\r\n\tid {qid}; {date}\r\n"
     # Address mappings apply (the sender may be a virtual alias), content checks with
-    # internal_mail_filter_classes = bounce.
-    cleaned = cleanup_message(env, content, received, cfg, qid, internal=True, mail_class="bounce")
+    # internal_mail_filter_classes naming the class.
+    cleaned = cleanup_message(
+        env, content, received, cfg, qid, internal=True, mail_class=mail_class
+    )
+    return qid, cleaned
+
+
+def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tuple[str, Cleaned]:
+    """Queue one notice; (its queue ID, cleanup's answer). Not queued when cleanup refused
+    it (Cleaned.reply); a queue write error is raised."""
+    qid, cleaned = _cleaned_notice(cfg, queue, env, content, "bounce")
     if cleaned.reply is None:
         queue.enqueue_sync(cleaned.envelope, cleaned.content, qid)
     return qid, cleaned
+
+
+def transcript(
+    cfg: Config, subject: str, lead: list[str], history: list[str], tail: list[str]
+) -> tuple[Envelope, bytes]:
+    """The postmaster's copy of a session (Postfix's smtp_chat_notify/smtpd_chat_notify):
+    `lead` lines before "Transcript of session follows.", `tail` after the lines."""
+    to = cfg.get("error_notice_recipient")
+    # Dated first, as a bounce notice (post_mail's order).
+    head = [f"Date: {mail_date()}"]
+    if cfg.get("header_from_format").strip().lower() == "obsolete":
+        head += ["From: MAILER-DAEMON (Mail Delivery System)", f"To: {to} (Postmaster)"]
+    else:
+        head += ["From: Mail Delivery System <MAILER-DAEMON>", f"To: Postmaster <{to}>"]
+    head.append(f"Subject: {cfg.get('mail_name')} {subject}")
+    # One space before each line of the peer's text, as Postfix's print_line puts it.
+    lines = [f" {part}" for line in history for part in line_wrap(printable(line), 78, 4)]
+    body = [*head, "", *lead, "Transcript of session follows.", "", *lines, *tail]
+    env = Envelope(
+        sender=double_bounce(cfg),
+        recipients=[Recipient(to)],
+        arrival_time=time.time(),
+    )
+    return env, _crlf("".join(f"{line}\n" for line in body))
+
+
+async def post_notice(
+    cfg: Config, queue: QueueLike, env: Envelope, content: bytes, log: Any
+) -> None:
+    """Queue a transcript notice as post_mail does, cleanup's lines to `log`; a notice that
+    cannot be queued is a warning ("postmaster notify: REASON"), never the session's
+    trouble."""
+    try:
+        qid, cleaned = _cleaned_notice(cfg, queue, env, content, "notify")
+        if cleaned.reply is None:
+            await queue.enqueue(cleaned.envelope, cleaned.content, qid)
+    except Exception as e:
+        log.warning(f"postmaster notify: {e}")
+        return
+    cleaned.log_notes(log, qid)
 
 
 def _notice_env(sender: str, to: str, kind: str) -> Envelope:
@@ -321,13 +383,18 @@ def _qualify(cfg: Config, addr: str) -> str:
     return addr if "@" in addr else f"{addr}@{cfg.get('myorigin')}"
 
 
+def double_bounce(cfg: Config) -> str:
+    """The sender of the postmaster's notices (mail_addr_double_bounce)."""
+    return _qualify(cfg, cfg.get("double_bounce_sender"))
+
+
 def unsent_trace(cfg: Config, env: Envelope) -> str | None:
     """Why a trace or success report (kind "verify" or "success") goes to no one, as
     Postfix's bounce_trace_service says it: "single-bounce" for the null sender,
     "double-bounce" for the double-bounce address; None when it goes to the sender."""
     if not env.sender:
         return "single-bounce"
-    if env.sender.lower() == _qualify(cfg, cfg.get("double_bounce_sender")).lower():
+    if env.sender.lower() == double_bounce(cfg).lower():
         return "double-bounce"
     return None
 
@@ -346,10 +413,10 @@ def notices(
     if kind not in _ACTIONS:
         raise ValueError(f"unknown notice kind: {kind}")
     what = _ACTIONS[kind][1]
-    double_bounce = _qualify(cfg, cfg.get("double_bounce_sender"))
+    double_bounce_addr = double_bounce(cfg)
     classes = set(cfg.get_list("notify_classes"))
     out: list[tuple[Envelope, bytes]] = []
-    if env.sender.lower() == double_bounce.lower():
+    if env.sender.lower() == double_bounce_addr.lower():
         return out  # an undeliverable postmaster notification: discarded
     if kind == "verify":
         # The report the sender asked for, and no one else's business.
@@ -367,7 +434,7 @@ def notices(
         param = "2bounce_notice_recipient" if kind == "failure" else "delay_notice_recipient"
         to = cfg.get(param)
         msg = _build(kind, cfg, queue_id, env, content, reports, to, postmaster=True, warn=warn)
-        return [(_notice_env(double_bounce, to, kind), msg)]
+        return [(_notice_env(double_bounce_addr, to, kind), msg)]
     chosen = [r for r in reports if _wants(r.recipient, what)]
     if chosen:
         msg = _build(
@@ -379,5 +446,5 @@ def notices(
         param = "bounce_notice_recipient" if kind == "failure" else "delay_notice_recipient"
         to = cfg.get(param)
         msg = _build(kind, cfg, queue_id, env, content, reports, to, postmaster=True, warn=warn)
-        out.append((_notice_env(double_bounce, to, kind), msg))
+        out.append((_notice_env(double_bounce_addr, to, kind), msg))
     return out

@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
+from oxipost.bounce import double_bounce, post_notice, transcript
 from oxipost.cleanup.header import (
     ADDRESS_HEADERS,
     MULTIPART,
@@ -95,8 +96,10 @@ if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.delivery import DeliveryRequest
     from oxipost.maps.search import SearchKey
+    from oxipost.qmgr.queue import Queue
 
 log = logging.getLogger("oxipost.smtp")
+cleanup_log = logging.getLogger("oxipost.cleanup")
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -180,6 +183,10 @@ class Session:
     # Of a longer reply line, Postfix's client keeps line_length_limit bytes and skips the
     # rest.
     line_limit: int = 2048
+    # The "In:"/"Out:" lines for the postmaster (smtp_chat_notify), kept only when
+    # notify_classes has protocol; whether the server's replies showed a protocol error.
+    history: list[str] | None = None
+    protocol_error: bool = False
 
     async def _fill(self, timeout: float, stage: str) -> None:
         try:
@@ -219,7 +226,10 @@ class Session:
         lines: list[str] = []
         while True:
             line = (await self._line(timeout, stage)).decode("utf-8", "replace").rstrip("\r")
+            if self.history is not None:
+                self.history.append(f"In:  {line}")
             if len(line) < 3 or not line[:3].isdigit():
+                self.protocol_error = True
                 raise SessionError(
                     "4.5.0",
                     f"host {self.host.label} said: {line} (malformed reply while {stage})",
@@ -228,7 +238,11 @@ class Session:
             if len(line) == 3 or line[3] != "-":
                 return Reply(int(line[:3]), lines)
 
-    async def send(self, data: bytes, timeout: float, stage: str) -> None:
+    async def send(self, data: bytes, timeout: float, stage: str, body: bool = False) -> None:
+        """Send commands (a line each), or message content (`body`: not in the history)."""
+        if self.history is not None and not body:
+            text = data.decode("utf-8", "replace")
+            self.history += [f"Out: {c}" for c in text.split("\r\n")[:-1]]
         try:
             self.writer.write(data)
             # Nothing left in the transport's buffer (a command, a small message): no wait,
@@ -841,6 +855,8 @@ async def _connect(
         error.site = True
         raise error from None
     s = Session(host, reader, writer, p.lmtp, line_limit=p.cfg.get_int("line_length_limit"))
+    if "protocol" in p.cfg.get_list("notify_classes"):
+        s.history = []
     try:
         greet = await s.read_reply(p.time("helo_timeout"), "receiving the initial server greeting")
         if greet.code != 220:
@@ -1362,6 +1378,9 @@ async def _transaction(
     probe = env.trace_only
 
     def said(r: Reply, command: str) -> Outcome:
+        # smtp_check_code(): a reply RFC 821 calls a syntax error, or no failure code at all.
+        if r.code < 400 or r.code > 599 or r.code == 555 or 500 <= r.code < 510:
+            s.protocol_error = True
         return Outcome(r.status(), f"host {label} said: {r.text} (in reply to {command} command)")
 
     def done(r: Reply) -> Outcome:
@@ -1465,7 +1484,7 @@ async def _transaction(
         # What went before it is in the stream's buffer, flushed as the session closes.
         with contextlib.suppress(SessionError):
             data = _data_bytes(req.content, int(p.get("line_length_limit")))
-            await s.send(data, p.time("data_xfer_timeout"), stage_xfer)
+            await s.send(data, p.time("data_xfer_timeout"), stage_xfer, body=True)
         o = Outcome("4.3.0", f"local data error while talking to {label}")
         raise _Partial([x or o for x in results])
     # Body and the final dot in one write (one segment for a small message, as Postfix's
@@ -1475,7 +1494,9 @@ async def _transaction(
     if (logging.INFO, note) in notes:
         note = ""
     data = _data_bytes(req.content, int(p.get("line_length_limit")), note)
-    await s.send(data + b".\r\n", p.time("data_xfer_timeout"), stage_xfer)
+    if s.history is not None:
+        s.history.append("Out: .")
+    await s.send(data + b".\r\n", p.time("data_xfer_timeout"), stage_xfer, body=True)
     t_done = p.time("data_done_timeout")
     try:
         if s.lmtp:
@@ -1516,6 +1537,45 @@ async def _quit(s: Session, p: Params) -> None:
     s.close()
 
 
+# Where the postmaster's transcripts are queued (opened at the first).
+_queue: Queue | None = None
+
+
+async def _chat_notify(s: Session, req: DeliveryRequest, p: Params) -> None:
+    """smtp_chat_notify(): the session's transcript to error_notice_recipient when the
+    server's replies showed a protocol error (notify_classes = protocol), as Postfix's
+    smtp_cleanup_session sends it at the end of a delivery's session; never for a
+    notice's own delivery (a null or double-bounce sender)."""
+    global _queue
+    sender = req.envelope.sender.lower()
+    if s.history is None or not s.protocol_error or sender in ("", double_bounce(p.cfg).lower()):
+        return
+    from oxipost.qmgr import control
+    from oxipost.qmgr.queue import Queue as QueueFile
+
+    where = s.host.relay
+    env, content = transcript(
+        p.cfg,
+        f"{'LMTP' if s.lmtp else 'SMTP'} client: errors from {where}",
+        [f"Unexpected response from {where}.", ""],
+        s.history,
+        ["", "For other details, see the local mail logfile"],
+    )
+    if _queue is None:
+        _queue = QueueFile.open(p.cfg, writer="smtp")
+    await post_notice(p.cfg, _queue, env, content, cleanup_log)
+    await control.wakeup(p.cfg)
+
+
+async def _quit_notify(s: Session, req: DeliveryRequest, p: Params) -> None:
+    """End a session that went wrong: QUIT, its reply not waited for (the transcript's
+    last line, as in Postfix's), and the transcript; such a session is not reused."""
+    with contextlib.suppress(SessionError):
+        await s.send(b"QUIT\r\n", p.time("quit_timeout"), "sending QUIT")
+    s.close()
+    await _chat_notify(s, req, p)
+
+
 async def _cached(key: tuple[str, ...], p: Params) -> Session | None:
     while _CACHE.get(key):
         s = _CACHE[key].pop()
@@ -1545,6 +1605,9 @@ def _park(key: tuple[str, ...], s: Session, p: Params) -> None:
         _spawn_quit(s, p)
         return
     s.reuse_count += 1
+    if s.history:
+        # The next delivery's transcript starts afresh (smtp_cleanup_session resets it).
+        s.history.clear()
     _CACHE.setdefault(key, []).append(s)
 
     def expire() -> None:
@@ -1680,9 +1743,11 @@ async def _deliver_site(
             outcomes = [_used(o, s) for o in await _transaction(s, wire, p, generic)]
         except _Partial as pe:
             s.close()
+            await _chat_notify(s, req, p)
             return _SiteResult([_used(o, s) for o in pe.outcomes])
         except SessionError as e:
             s.close()
+            await _chat_notify(s, req, p)
             s = None
             last = e
             if e.next_host and not hosts:
@@ -1699,11 +1764,13 @@ async def _deliver_site(
         if soft and attempt < len(hosts):
             # Every recipient soft-failed at this host: the next MX may do better.
             _log_skipped(req.queue_id, outcomes)
-            await _quit(s, p)
+            await (_quit_notify(s, req, p) if s.protocol_error else _quit(s, p))
             s = None
             last = SessionError(outcomes[0].status, outcomes[0].text)
             continue
-        if req.envelope.trace_only:
+        if s.protocol_error:
+            await _quit_notify(s, req, p)
+        elif req.envelope.trace_only:
             # A probe's session ends with it: Postfix's keeps a session only for mail
             # waiting for its destination, and a probe leaves none.
             await _quit(s, p)
