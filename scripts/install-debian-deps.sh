@@ -14,6 +14,7 @@ packages=(
   postfix-sqlite                     # sqlite: tables (sqlite_table(5)), compared with postmap -q
   postfix-lmdb                       # the reference for lmdb: tables (files both read)
   swaks                              # the SMTP client a user would type
+  libnet-ssleay-perl libio-socket-ssl-perl  # swaks --tls (Debian only recommends them)
   bsd-mailx                          # `mail -s` through our sendmail (issue 6)
   dovecot-core dovecot-imapd         # SASL over its auth socket; IMAP reading our Maildirs
   dovecot-lmtpd                      # the LMTP server local(8) passes mail to (mailbox_transport)

@@ -2,6 +2,7 @@
 
     oxipost [-c config_dir] [-v] start | start-fg | stop | quick-stop | abort | reload | status
                           | check | flush | drain | logrotate | set-permissions [name=value ...]
+                          | tls subcommand ...
 
 start runs master in the background; start-fg keeps it in the foreground (make run uses
 it); stop and abort end it (abort kills the services at once; quick-stop stops it so that
@@ -74,6 +75,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from oxipost.cli import postfix_tls
 from oxipost.cli.postdrop import SETGID_DOORS, trusted_paths, untrusted
 from oxipost.config import Config, ConfigError, load_config, maincf, params
 from oxipost.log import Logger, get_logger
@@ -122,14 +124,17 @@ def on_terminal() -> bool:
 class Script:
     """postfix-script's voice: each message in the log, and on stderr when it is a terminal."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.log: Logger = get_logger("postfix-script", cfg, echo_stderr=on_terminal())
+    def __init__(self, cfg: Config, name: str = "postfix-script") -> None:
+        self.log: Logger = get_logger(name, cfg, echo_stderr=on_terminal())
 
     def info(self, text: str) -> None:
         self.log.info(text)
 
     def warning(self, text: str) -> None:
         self.log.warning(text)
+
+    def error(self, text: str) -> None:
+        self.log.error(text)
 
     def fatal(self, text: str) -> int:
         try:
@@ -569,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return post_install(cfg, script, config_dir, args[1:])
     if command == "logrotate":
         return logrotate(cfg, script, args[1:])
+    if command == "tls":
+        return postfix_tls.run(cfg, Script(cfg, "postfix-tls-script"), args[1:])
     if command == "flush":
         # As Postfix's postfix-script: flush is postqueue -f.
         cmd = [sys.executable, "-m", "oxipost.cli.postqueue", "-c", cfg.config_dir, "-f"]
