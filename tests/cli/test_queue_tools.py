@@ -130,6 +130,20 @@ def test_hold_and_release_match_postfix(real_postfix, ours):
     assert blocks(mine.stdout) == blocks(real.stdout)
 
 
+def test_named_messages_reported_as_postfix(real_postfix, ours):
+    # Each message named by its ID is reported as it changes; ALL gives the count alone.
+    real_ids = re.findall(
+        r"^([0-9A-F]{10,})", both("postqueue", real_postfix, ours, "-p")[1].stdout, re.M
+    )
+    our_ids = sorted(QueueState(load_config(ours)).messages)
+    for action in ("-h", "-H", "-r", "-d"):
+        mine = run_ours("postsuper", "-c", ours, action, our_ids[0])
+        real = run_postfix("/usr/sbin/postsuper", "-c", real_postfix, action, real_ids[0])
+        shown = mine.stderr.replace(our_ids[0], "ID")
+        assert (mine.returncode, shown) == (real.returncode, real.stderr.replace(real_ids[0], "ID"))
+        assert "ID: " in shown
+
+
 def test_json_matches_postfix(real_postfix, ours):
     import json
 
@@ -281,5 +295,6 @@ def test_postsuper_stdin_ids_and_requeue(ours):
         capture_output=True,
         text=True,
     )
-    assert out.stderr == "postsuper: Requeued: 2 messages\n"
+    requeued = "".join(f"postsuper: {qid}: requeued\n" for qid in ids)
+    assert out.stderr == requeued + "postsuper: Requeued: 2 messages\n"
     assert {i.state for i in QueueState(load_config(ours)).messages.values()} == {"incoming"}

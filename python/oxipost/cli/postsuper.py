@@ -18,11 +18,19 @@ import sys
 from collections.abc import Sequence
 
 from oxipost.config import ConfigError, load_config
+from oxipost.log import get_logger
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import QUEUES, QueueBusy, QueueState
 from oxipost.valid import queue_id_ok
 
 PROG = "postsuper"
+# Each message named by its ID is reported as it changes (not those of ALL), as Postfix's.
+DONE = {
+    "delete": "removed",
+    "hold": "placed on hold",
+    "release": "released from hold",
+    "requeue": "requeued",
+}
 SUMMARY = {
     "delete": "Deleted",
     "hold": "Placed on hold",
@@ -36,15 +44,15 @@ def _count(n: int) -> str:
     return f"{n} message{'' if n == 1 else 's'}"
 
 
-def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | None) -> int:
-    """Do one action on the queue state (as the state writer); return how many changed."""
+def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | None) -> list[str]:
+    """Do one action on the queue state (as the state writer); return the IDs it changed."""
     if ids == "ALL":
         chosen = [i.queue_id for i in state.messages.values() if queue in (None, i.state)]
     else:
         chosen = [
             q for q in ids if q in state.messages and queue in (None, state.messages[q].state)
         ]
-    done = 0
+    done = []
     for qid in chosen:
         info = state.messages[qid]
         if action == "delete":
@@ -59,7 +67,7 @@ def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | Non
             state.move(qid, "deferred" if info.reason else "incoming")
         else:
             state.move(qid, "incoming")
-        done += 1
+        done.append(qid)
     return done
 
 
@@ -109,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"{PROG}: fatal: {e}", file=sys.stderr)
         return 1
+    log = get_logger(PROG, cfg)
+
+    def say(text: str) -> None:
+        print(f"{PROG}: {text}", file=sys.stderr)
+        log.info(text)
+
     counts: dict[str, int] = {}
     try:
         state = QueueState(cfg, lock=True)
@@ -118,25 +132,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if action not in actions:
             continue
         if state is not None:
-            counts[action] = apply(state, action, actions[action], queue)
-            continue
-        try:
-            reply = control.request(
-                cfg, {"op": "super", "action": action, "ids": actions[action], "queue": queue}
-            )
-        except control.QmgrDown:
-            print(f"{PROG}: fatal: the queue is locked by another process", file=sys.stderr)
-            return 1
-        if not reply.get("ok"):
-            print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
-            return 1
-        counts[action] = int(reply.get("count", 0))
+            changed = apply(state, action, actions[action], queue)
+        else:
+            try:
+                reply = control.request(
+                    cfg, {"op": "super", "action": action, "ids": actions[action], "queue": queue}
+                )
+            except control.QmgrDown:
+                print(f"{PROG}: fatal: the queue is locked by another process", file=sys.stderr)
+                return 1
+            if not reply.get("ok"):
+                print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
+                return 1
+            changed = [str(qid) for qid in reply.get("ids", [])]
+        if actions[action] != "ALL":
+            for qid in changed:
+                say(f"{qid}: {DONE[action]}")
+        counts[action] = len(changed)
     if state is not None:
         state.reclaim()
         state.close()
     for action in ("delete", "hold", "release", "requeue"):
         if action in counts:
-            print(f"{PROG}: {SUMMARY[action]}: {_count(counts[action])}", file=sys.stderr)
+            say(f"{SUMMARY[action]}: {_count(counts[action])}")
     return 0
 
 

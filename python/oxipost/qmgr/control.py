@@ -10,7 +10,8 @@ A client sends one msgpack request and reads one msgpack reply, then closes:
     {"op": "super", "action": "delete|hold|release|requeue", "ids": [...] | "ALL",
      "queue": "deferred" | None}                  postsuper while qmgr holds the state lock
 
-Replies are {"ok": True, "count": N} or {"ok": False, "error": "text"}. `QmgrDown` means
+Replies are {"ok": True, "count": N} (a super request's also "ids", those it changed) or
+{"ok": False, "error": "text"}. `QmgrDown` means
 nothing answers: the tools then say what Postfix's say ("mail system is down").
 """
 

@@ -888,7 +888,9 @@ class Qmgr:
             self.sched.flush_site(now, site, [self._id(q) for q in ids])
             n = len(ids)
         elif op == "super":
-            n = self._super(req, now)
+            changed = self._super(req, now)
+            self.wake.set()
+            return {"ok": True, "count": len(changed), "ids": changed}
         else:
             return {"ok": False, "error": f"unknown request: {op!r}"}
         self.wake.set()
@@ -905,7 +907,9 @@ class Qmgr:
                     break
         return out
 
-    def _super(self, req: dict[str, Any], now: float) -> int:
+    def _super(self, req: dict[str, Any], now: float) -> list[str]:
+        """postsuper's action on the messages it names that are not in delivery; the IDs
+        changed (postsuper reports them, as Postfix's does)."""
         action = req.get("action")
         ids = req.get("ids")
         queue = req.get("queue")
@@ -915,7 +919,7 @@ class Qmgr:
             infos = [i for i in infos if i.queue_id in wanted]
         if queue:
             infos = [i for i in infos if i.state == queue]
-        n = 0
+        changed = []
         for info in infos:
             msg = self._id(info.queue_id)
             if msg in self.active:
@@ -923,25 +927,21 @@ class Qmgr:
             qid = info.queue_id
             if action == "delete":
                 self.state.remove(qid)
-                self.log.info(f"{qid}: removed")
             elif action == "hold" and info.state != "hold":
                 self.state.move(qid, "hold")
-                self.log.info(f"{qid}: placed on hold")
             elif action == "release" and info.state == "hold":
                 self.state.move(qid, "deferred")
                 self.sched.defer_until(msg, info.arrival_time, now, 0.0, False)
-                self.log.info(f"{qid}: released from hold")
             elif action == "requeue":
                 self.state.move(qid, "incoming")
-                self.log.info(f"{qid}: requeued")
             else:
                 continue
             if action != "release":
                 self.sched.forget(msg)
-            n += 1
+            changed.append(qid)
         if action == "requeue":
             self.scan(now, full=True)
-        return n
+        return changed
 
     def control_reply(self, data: bytes) -> bytes:
         """The answer to the first request in what a control client sent (ValueError if
