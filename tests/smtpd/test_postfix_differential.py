@@ -1148,6 +1148,24 @@ def test_discard_ehlo_keyword_maps_that_fail_as_postfix(start_smtpd) -> None:
     assert both.our_replies[1:] == both.their_replies[1:]
 
 
+@pytest.mark.slow
+def test_long_commands_cut_as_postfix(start_smtpd) -> None:
+    """A command line of line_length_limit (2048) bytes or more is cut there, the rest of
+    the line skipped, and run as cut (a NOOP still 250, a MAIL FROM's cut parameter
+    refused as given), after Postfix 3.7's "CLIENT: request longer than 2048: FIRST 30
+    BYTES..." warning; ours refused it whole with 500 "command too long"."""
+    mail = "MAIL FROM:<a@b.c> "
+    dialogue = ["EHLO client.example", "NOOP " + "y" * 5000, "XYZZ" + "y" * 3000]
+    dialogue += [mail + "X" * (n - len(mail)) for n in (2046, 2047, 2048, 2049)]
+    dialogue += ["HELO " + "h" * 2100, "QUIT"]
+    both = Played(start_smtpd, dialogue, "smtpd_error_sleep_time = 0\n")
+    wanted = r"request longer|disconnect from unknown\[127\.0\.0\.2"
+    expected = _transaction_lines(both.theirs, wanted)
+    assert len(expected) == 6, expected
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert both.our_replies[1:] == both.their_replies[1:]
+
+
 CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
 
 

@@ -758,11 +758,14 @@ class Session:
                 return
             raw, term = await self.read_piece(self.srv.line_limit)
             if not term:
-                # Skip the rest of an over-long command: it is never run.
+                # As Postfix's smtpd_chat_query: an over-long command is cut at
+                # line_length_limit, the rest of its line skipped, and run as cut.
+                self.srv.log.warning(
+                    f"{self.state.namaddr}: request longer than {self.srv.line_limit}: "
+                    f"{printable(raw.decode('utf-8', 'surrogateescape'))[:30]}..."
+                )
                 while not term:
                     _, term = await self.read_piece(self.srv.line_limit)
-                await self.reply(R.CMD_TOO_LONG.format(host=self.srv.hostname))
-                continue
             if term == b"\n" and self.bare_lf_mode == "reject":
                 code = self.cfg.get_int("smtpd_forbid_bare_newline_reject_code")
                 await self.reply(R.BARE_LF.format(code=code, host=self.srv.hostname), count=False)
