@@ -868,6 +868,32 @@ def test_postmap_skips_stdin_lines_not_utf8_as_postfix(work):
 
 
 @pytest.mark.parametrize("smtputf8", ["no", "yes"])
+def test_diagnostics_not_ascii_as_postfix(work, smtputf8):
+    """msg_text() printable()s every warning and fatal text: with smtputf8_enable = no
+    (util_utf8_enable off) each byte that is not printable ASCII is '?' ("é" is "??"),
+    with yes UTF-8 stays: a duplicate key's warning and a fatal open of a missing file."""
+    conf = work / f"conf-diag-{smtputf8}"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text(f"smtputf8_enable = {smtputf8}\n")
+    answers = []
+    for side, cmd in (
+        ("ours", [sys.executable, "-m", "oxipost.cli.postmap"]),
+        ("theirs", [POSTMAP]),
+    ):
+        source = work / f"diag-{smtputf8}-{side}"
+        source.write_bytes(b"k\xc3\xa9y a\nk\xc3\xa9y b\n")
+        runs = [[f"hash:{source.name}"], ["-q", "k", "regexp:missing-caf\u00e9"]]
+        for args in runs:
+            p = subprocess.run([*cmd, "-c", str(conf), *args], cwd=work, capture_output=True)
+            err = p.stderr.replace(source.name.encode(), b"NAME").replace(b"NAME.cdb", b"NAME.db")
+            answers.append((side, p.returncode, err))
+    ours, theirs = answers[:2], answers[2:]
+    assert [a[1:] for a in ours] == [a[1:] for a in theirs]
+    shown = "k\u00e9y" if smtputf8 == "yes" else "k??y"
+    assert theirs[0][2] == f'postmap: warning: NAME.db: duplicate entry: "{shown}"\n'.encode()
+
+
+@pytest.mark.parametrize("smtputf8", ["no", "yes"])
 def test_postalias_skips_lines_not_utf8_as_postfix(work, smtputf8):
     """postalias skips an aliases(5) logical line that is not UTF-8 as postmap does."""
     source = b"a: b\ncaf\xe9: x\nc: d\xff\n  cont\xfe\ne: f\ng: caf\xc3\xa9\n"

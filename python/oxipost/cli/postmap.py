@@ -9,7 +9,9 @@ rewrite a `hash:` table and update an `lmdb:` one (cdb files are write-once, as 
 cdb: says). With `-b`
 and/or `-h`, `-q -` reads a message and checks its body lines and/or logical headers, as
 cleanup's body_checks/header_checks would. Exit status as Postfix's: 0 found (or built),
-1 not found, and fatal errors print `postmap: fatal: ...` and exit 1.
+1 not found, and fatal errors print `postmap: fatal: ...` and exit 1. As Postfix's
+msg_text(), each byte of a diagnostic that is not printable ASCII shows as "?", UTF-8 kept
+only with smtputf8_enable = yes.
 
 postalias(1) is the same program with aliases(5) syntax; `run` is shared.
 """
@@ -39,6 +41,7 @@ from oxipost.maps import (
     warn,
     without_non_utf8_lines,
 )
+from oxipost.printable import printable
 
 USAGE = "[-bfFhimnNoprsuUvw] [-c config_dir] [-d key] [-q key] [map_type:]file..."
 OPTIONS = "bc:d:fFhimnNopq:rsuUvw"
@@ -295,11 +298,18 @@ def run(
 ) -> int:
     """The common body of postmap and postalias (whose `-q -` prints `key:<TAB>value`)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # Postfix's util_utf8_enable, off until main.cf turns it on (smtputf8_enable): what
+    # msg_text()'s printable() keeps of a diagnostic's text, each other byte shown as "?".
+    utf8_enable = False
+
+    def say(severity: str, text: str) -> None:
+        print(f"{prog}: {severity}{printable(text, '?', utf8_enable)}", file=sys.stderr)
+
     try:
         opts, specs = parse_options(args, options)
     except ValueError as e:
-        print(f"{prog}: invalid option -- '{e}'", file=sys.stderr)
-        print(f"{prog}: fatal: usage: {prog} {usage}", file=sys.stderr)
+        say("", f"invalid option -- '{e}'")
+        say("fatal: ", f"usage: {prog} {usage}")
         return 1
     flags = {o for o, _ in opts}
     # Keys and results are bytes, as in the tables, whatever the locale says: a latin-1
@@ -307,7 +317,7 @@ def run(
     for stream in (sys.stdin, sys.stdout):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(encoding="utf-8", errors="surrogateescape")
-    set_warning_sink(lambda text: print(f"{prog}: warning: {text}", file=sys.stderr))
+    set_warning_sink(lambda text: say("warning: ", text))
     config_dir = None
     query = delete = None
     for o, a in opts:
@@ -324,6 +334,7 @@ def run(
             raise Fatal(f"usage: {prog} {usage}")
         try:
             cfg = load_config(config_dir, master_cf=False, stderr_as=prog)
+            utf8_enable = cfg.get_bool("smtputf8_enable")
             default_type = cfg.get("default_database_type") or "hash"
         except ConfigError as e:
             raise Fatal(str(e)) from None
@@ -400,7 +411,7 @@ def run(
                         name + ".cdb", pairs, warning_label(kind, name), dups
                     )
                 for w in by_line(warnings + skipped):
-                    print(f"{prog}: warning: {w}", file=sys.stderr)
+                    say("warning: ", w)
             return 0
         for kind, name in parsed:
             if kind not in BUILT_TYPES:
@@ -412,11 +423,11 @@ def run(
                     )
                 raise Fatal(f"unsupported dictionary type: {kind}")
             for w in builder(prog, kind, name, fold_keys, dups, build_utf8, cfg):
-                print(f"{prog}: warning: {w}", file=sys.stderr)
+                say("warning: ", w)
         return 0
     except (Fatal, TableError) as e:
         sys.stdout.flush()
-        print(f"{prog}: fatal: {e}", file=sys.stderr)
+        say("fatal: ", str(e))
         return 1
 
 
