@@ -21,6 +21,7 @@ import contextlib
 import random
 import re
 import smtplib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -552,3 +553,75 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
     assert ours[1].keys() == theirs[1].keys()
     for box in theirs[1]:
         assert ours[1][box] == theirs[1][box], box
+
+
+# Sessions with errors smtpd's transcript is for (notify_classes = protocol, policy): an
+# unknown command (its line folded), an unsupported MAIL option, RCPT before MAIL and a
+# HELO without a name (protocol); a MAIL over message_size_limit and a recipient the
+# restrictions refuse (policy), the client gone without QUIT ("Session aborted"); one
+# whose only error is of neither class (DATA without a valid recipient: no notice).
+_SMTPD_SESSIONS = [
+    [
+        "HELO x",
+        "FOO " + " ".join(f"word{i}" for i in range(24)),
+        "MAIL FROM:bad address",
+        "RCPT TO:<a@localhost>",
+        "HELO",
+        "QUIT",
+    ],
+    [
+        "HELO x",
+        "MAIL FROM:<a@localhost> SIZE=99999999",
+        "RSET",
+        "MAIL FROM:<a@localhost>",
+        "RCPT TO:<refuse@localhost>",
+    ],
+    ["HELO x", "MAIL FROM:<a@localhost>", "DATA", "QUIT"],
+]
+
+
+def _smtpd_sessions(port: int, mailbox: Path) -> list[str]:
+    for lines in _SMTPD_SESSIONS:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            f = s.makefile("rb")
+            f.readline()
+            for line in lines:
+                s.sendall(line.encode() + b"\r\n")
+                while f.readline()[3:4] == b"-":
+                    pass
+    deadline = time.monotonic() + 30
+    while len(_mbox(mailbox) if mailbox.exists() else []) < 2:
+        assert time.monotonic() < deadline, "no transcript"
+        time.sleep(0.2)
+    time.sleep(1)  # a third would be wrong
+    qid = re.compile(r"\b[0-9A-F]{10,}\b")
+    # The product name in the greeting set aside with the rest.
+    return sorted(
+        qid.sub("QID", _normal(m, {})).replace("oxipost", "Postfix") for m in _mbox(mailbox)
+    )
+
+
+def test_smtpd_transcript_as_postfix(top: Path) -> None:
+    """notify_classes = protocol, policy: smtpd mails error_notice_recipient the transcript
+    of a session with such errors, as Postfix 3.7's smtpd_chat_notify, byte for byte."""
+    boxes = {}
+    for who in ("postfix", "ours"):
+        d = top / who
+        d.mkdir(mode=0o755)
+        (d / "mail").mkdir()
+        (d / "mail").chmod(0o1777)
+        main_cf = (
+            f"alias_maps =\nalias_database =\nmail_spool_directory = {d}/mail\n"
+            "notify_classes = protocol, policy\nerror_notice_recipient = bin@localhost\n"
+            "smtpd_recipient_restrictions = check_recipient_access "
+            "inline:{ refuse@localhost=REJECT }, permit_mynetworks, reject\n"
+        )
+        if who == "postfix":
+            logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+            with running_postfix(main_cf + logging) as (port, _conf):
+                boxes[who] = _smtpd_sessions(port, d / "mail" / "bin")
+        else:
+            with running_ours(d, main_cf) as port:
+                boxes[who] = _smtpd_sessions(port, d / "mail" / "bin")
+    assert "Session aborted, reason: lost connection" in boxes["postfix"][1]
+    assert boxes["ours"] == boxes["postfix"]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from oxipost.anvil.client import AnvilClient
+from oxipost.bounce import post_notice, transcript
 from oxipost.cleanup.header import local_client
 from oxipost.cleanup.milter import MilterEditor, milter_log
 from oxipost.delivery.address import quote_local
@@ -73,6 +74,10 @@ from oxipost.smtpd.xclient import (
 from oxipost.valid import valid_hostname, valid_mailhost_literal
 
 CRLF = b"\r\n"
+# The notify_classes a session's transcript goes to the postmaster for (smtpd_chat_notify);
+# the session keeps its "In:"/"Out:" lines only when notify_classes names one of these.
+PROTOCOL_ERROR, POLICY_ERROR = 1, 2
+_ERROR_CLASSES = {"protocol": PROTOCOL_ERROR, "policy": POLICY_ERROR}
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 # The characters Postfix's smtpd neuters in a HELO name (NEUTER_CHARACTERS).
 _NEUTERED = re.compile(r'[ <>()\\";@]')
@@ -248,6 +253,9 @@ class SmtpdServer:
         self.ehlo_discard = cfg.get_keywords("smtpd_discard_ehlo_keywords")
         self.ehlo_discard_maps = cfg.get_list("smtpd_discard_ehlo_keyword_address_maps")
         self.milters_on = self.milter_conf is not None or bool(self.milter_maps)
+        self.notify_mask = 0
+        for name in cfg.get_list("notify_classes"):
+            self.notify_mask |= _ERROR_CLASSES.get(name, 0)
 
     async def client_names(self, peer: Any) -> ClientNames:
         """The client's names as Postfix's smtpd_peername_lookup finds them: the
@@ -397,6 +405,11 @@ class Session:
         self.last_code = 0
         self.bare_lf_mode = server.bare_lf
         self.milters: SessionMilters | None = None
+        # The postmaster's transcript (notify_classes protocol or policy): the lines, the
+        # error classes seen, why the session ended early (Postfix's state->reason).
+        self.history: list[str] | None = [] if server.notify_mask else None
+        self.error_mask = 0
+        self.abort_reason = ""
         if self.bare_lf_mode in ("normalize", "reject") and self._bare_lf_excluded():
             self.bare_lf_mode = "off"
 
@@ -422,6 +435,7 @@ class Session:
             task.uncancel()
             await self.reply(R.TIMEOUT.format(host=self.srv.hostname), count=False)
             self.srv.log.info(f"timeout after {self.last_cmd} from {self.state.namaddr}")
+            self.abort_reason = "timeout"
             raise Disconnect from None
         except (ConnectionError, ssl.SSLError, OSError):
             raise Disconnect from None
@@ -429,6 +443,7 @@ class Session:
             self._reading_since = None
         if not more:
             self.srv.log.info(f"lost connection after {self.last_cmd} from {self.state.namaddr}")
+            self.abort_reason = "lost connection"
             raise Disconnect
 
     def _check_idle(self) -> None:
@@ -464,8 +479,17 @@ class Session:
                 return piece, b""
             await self._fill()
 
-    async def reply(self, text: str, count: bool = True) -> None:
+    async def reply(self, text: str, count: bool = True, error_class: int = 0) -> None:
+        """Send a reply; `error_class`: the notify class it is an error of, when not the
+        one its code says (a restriction's refusal is a policy error whatever its code)."""
         self.last_code = int(text[:3]) if text[:3].isdigit() else 0
+        if self.history is not None:
+            self.history += [f"Out: {line}" for line in text.split("\r\n")]
+            code = self.last_code
+            # Postfix's smtpd marks its syntax and sequence errors (500-503, 555).
+            if not error_class and (500 <= code <= 503 or code == 555):
+                error_class = PROTOCOL_ERROR
+            self.error_mask |= error_class
         if count and text[:1] in ("4", "5"):
             self.errors += 1
             if self.errors > self.srv.soft_errors and self.srv.error_sleep > 0:
@@ -535,9 +559,24 @@ class Session:
                 # Postfix's end of session: mail_reset() (an ABORT), then QUIT.
                 self.milters.abort()
                 await self.milters.quit()
+            if self.error_mask & self.srv.notify_mask:
+                await self._chat_notify()
             log.info(f"disconnect from {self.state.namaddr}{self.command_stats()}")
             with contextlib.suppress(Exception):
                 self.conn.close()
+
+    async def _chat_notify(self) -> None:
+        """smtpd_chat_notify(): the session's transcript to error_notice_recipient."""
+        assert self.history is not None
+        tail = [""]
+        if self.abort_reason:
+            tail.append(f"Session aborted, reason: {self.abort_reason}")
+        tail += ["", "For other details, see the local mail logfile"]
+        subject = f"SMTP server: errors from {self.state.namaddr}"
+        env, content = transcript(self.cfg, subject, [], self.history, tail)
+        await post_notice(self.cfg, self.srv.queue, env, content, self.srv.log)
+        if self.srv.notify is not None:
+            self.srv.notify({"op": "wakeup"})
 
     async def _milter_connect(self) -> bool:
         """smtpd_milters' CONNECT; whether it greeted the client: a milter's 5XX is
@@ -755,6 +794,7 @@ class Session:
                 self.srv.log.info(
                     f"too many errors after {self.last_cmd} from {self.state.namaddr}"
                 )
+                self.abort_reason = "too many errors"
                 return
             raw, term = await self.read_piece(self.srv.line_limit)
             if not term:
@@ -775,6 +815,8 @@ class Session:
                 return
 
     async def command(self, raw: bytes) -> bool:
+        if self.history is not None:
+            self.history.append(f"In:  {raw.decode('utf-8', 'replace')}")
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -1036,7 +1078,7 @@ class Session:
         milters = self.envelope_milters
         if milter_rcpt is not None and milters is not None:
             await milters.rejected_rcpt(str(reply), recipient, milter_rcpt)
-        await self.reply(str(reply))
+        await self.reply(str(reply), error_class=POLICY_ERROR)
 
     async def _milter_refused(self, resp: str, recipient: str = "") -> bool:
         """A milter's answer to MAIL, RCPT or DATA: whether it refused the command (the
@@ -1178,7 +1220,7 @@ class Session:
             self.state.sender = addr
             self.srv.log.info(self.state.whatsup("reject", R.SIZE_EXCEEDS))
             self.state.sender = None
-            await self.reply(R.SIZE_EXCEEDS)
+            await self.reply(R.SIZE_EXCEEDS, error_class=POLICY_ERROR)
             return
         try:
             space_ok = self.srv.queue.free_space_ok(tx.size)
