@@ -7,9 +7,10 @@ internal_mail_filter_classes = bounce). Postfix's qmgr then logs `QID: status=de
 (bounce failed)` ("trace failed" for a success notice, "delay warning failed" for a delay
 warning) and keeps the message in the deferred queue; nothing is removed. Both systems run
 the same main.cf: the pass must log the same qmgr, smtp, local, bounce and cleanup lines and
-leave the message queued. Then the fault is taken away, both reload and flush, and the
-notice goes out: the message is finished as usual (our retry tries a bounced recipient
-again, where Postfix resends its bounce log: the lines of that pass are not compared)."""
+leave the message queued, listed alike by mailq. The recipients whose notice failed are
+done: Postfix keeps them in the message's bounce or trace logfile, ours in its notice log.
+Then the fault is taken away, both reload and flush, and the notice goes out from that log:
+the retry's lines are compared too, and no recipient is delivered to twice."""
 
 from __future__ import annotations
 
@@ -123,10 +124,9 @@ def _qid(log: str) -> str:
     return m.group(1)
 
 
-def _lines(log: str) -> list[str]:
+def _lines(log: str, qid: str) -> list[str]:
     """The compared programs' lines without time, host, pid and delays, the message's queue
     ID as QID and any other (a notice's) as NOTICE, sorted."""
-    qid = _qid(log)
     out = []
     for line in log.splitlines():
         m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
@@ -141,6 +141,17 @@ def _lines(log: str) -> list[str]:
         out.append(f"{m.group(1)}: {re.sub(r'/tmp/[^ ]+/(?:postfix|ours)/', 'TOP/', text)}")
     # Two deliveries of one pass finish in either order.
     return sorted(out)
+
+
+def _mailq(text: str, qid: str) -> str:
+    """mailq's listing without the queue ID, size, arrival time and port."""
+    text = re.sub(rf"^{qid}\s+\d+ .{{19}}", "QID SIZE DATE", text, flags=re.M)
+    return re.sub(r"\]:\d+", "]:PORT", text)
+
+
+def _deliveries(mail: Path) -> dict[str, int]:
+    """How many messages each mailbox holds."""
+    return {box.name: box.read_text().count("\nFrom ") + 1 for box in mail.iterdir()}
 
 
 def _play(top: Path, port: int, sc: Scenario, retry: Callable[[], None]) -> tuple[str, str]:
@@ -214,5 +225,11 @@ def test_failed_notice_defers_as_postfix(scenario: str, shared_tmp: Path) -> Non
         box = (top / "mail" / "nobody").read_text()
         assert f"id {qid}" in box or qid in box, (who, box)
         assert re.search(rf"{qid}: sender [\w -]+ notification: ", second), (who, second)
-        results[who] = _lines(first)
-    assert results["ours"] == results["postfix"]
+        results[who] = (
+            _lines(first, qid),
+            _mailq(mailq, qid),
+            _lines(second, qid),
+            _deliveries(top / "mail"),
+        )
+    for i, what in enumerate(("failed pass", "mailq", "retry", "deliveries")):
+        assert results["ours"][i] == results["postfix"][i], what

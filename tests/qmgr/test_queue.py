@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from oxipost import _core
 from oxipost.config import load_config
-from oxipost.envelope import Envelope, Recipient, envelope_to_dict
+from oxipost.envelope import Envelope, Outcome, Recipient, envelope_to_dict, outcome_to_list
 from oxipost.log import Logger
 from oxipost.qmgr import queue as queue_mod
 from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
@@ -685,3 +685,38 @@ def test_held_mail_is_in_the_hold_queue_from_its_record_on(cfg):
     again = QueueState(cfg)
     assert again.messages[held].state == "incoming"
     again.close()
+
+
+def test_notice_log_lasts_until_sent_or_the_message_goes(cfg, tmp_path):
+    """A message's notice log (its recipients whose bounce or trace could not be sent yet,
+    Postfix's bounce/QID and trace/QID) survives restarts and journal compaction, is gone
+    once the notice is sent, and goes with the message: postsuper -d deletes it too."""
+    ids = enqueue_many(cfg, 2)
+    st = QueueState(cfg, lock=True)
+    for qid in ids:
+        st.log_notice(
+            qid,
+            "failure",
+            [0],
+            [[0, outcome_to_list(Outcome("5.1.1", "unknown user")), "local", "local"]],
+        )
+    st.log_notice(
+        ids[0], "success", [1], [[1, outcome_to_list(Outcome("2.0.0", "delivered")), "", "local"]]
+    )
+    st.close()
+    for _ in range(2):
+        QueueState(cfg, lock=True).close()
+    st = QueueState(cfg, lock=True)
+    assert st.messages[ids[0]].done == {0, 1}
+    notices = st.messages[ids[0]].notices
+    assert notices is not None and sorted(notices) == ["failure", "success"]
+    assert notices["failure"][0][1][1] == "unknown user"
+    st.notice_sent(ids[0], "failure")
+    st.close()
+    assert list(QueueState(cfg).messages[ids[0]].notices or {}) == ["success"]
+    assert run_ours("postsuper", "-c", str(tmp_path), "-d", ids[1]).returncode == 0
+    QueueState(cfg, lock=True).close()
+    assert ids[1] not in QueueState(cfg).messages
+    journal = b"".join(p.read_bytes() for p in (tmp_path / "queue" / "journal").glob("*.seg"))
+    # The compacted journal keeps the success log still pending, and neither failure log.
+    assert b"delivered" in journal and b"unknown user" not in journal

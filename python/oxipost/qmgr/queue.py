@@ -31,6 +31,10 @@ Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
     done     {"t": "d", "id", "r": [recipient index]} (journal; crossed off)
     defer    {"t": "w", "id", "why", "next", "r": [...], "n": attempts}   (journal)
     remove   {"t": "x", "id"}                         (journal; message finished)
+    notice   {"t": "n", "id", "k": kind, "r": [[index, outcome, relay, transport]]}
+             (journal; recipients crossed off whose notice could not be sent yet, Postfix's
+             bounce/QID and trace/QID logfiles: the next pass sends the notice from it; an
+             empty "r" says it was sent)
 
 A segment that cannot be read (EIO, not a regular file, no permission) is skipped, kept and
 tried again by every refresh; the journal records of messages it may hold are kept until it
@@ -135,6 +139,9 @@ class MessageInfo:
     reason: str = ""  # the last deferral reason
     next_attempt: float = 0.0
     attempts: int = 0
+    # Per notice kind ("failure", "success"), the recipients crossed off while their notice
+    # is still to be sent, as NoticeLog records them; None for nearly every message.
+    notices: dict[str, list[list[object]]] | None = None
 
     @property
     def pending(self) -> list[tuple[int, Recipient]]:
@@ -388,6 +395,17 @@ def _newest_seqs(top: str) -> dict[str, int]:
     return newest
 
 
+def _apply_notice(info: MessageInfo, kind: str, logged: list[list[object]]) -> None:
+    if logged:
+        if info.notices is None:
+            info.notices = {}
+        info.notices.setdefault(kind, []).extend(logged)
+    elif info.notices is not None:
+        info.notices.pop(kind, None)
+        if not info.notices:
+            info.notices = None
+
+
 class QueueState:
     """The queue as recovered by replay: every live message and its state.
 
@@ -625,6 +643,8 @@ class QueueState:
             info.state = rec["q"]
         elif kind == "d":
             info.done.update(rec["r"])
+        elif kind == "n":
+            _apply_notice(info, rec["k"], rec["r"])
         elif kind == "w":
             info.state = "deferred"
             info.reason = rec.get("why", "")
@@ -674,6 +694,10 @@ class QueueState:
                     last = self._journal.submit(
                         _pack({"t": "s", "id": info.queue_id, "q": info.state})
                     )
+            for kind, logged in (info.notices or {}).items():
+                last = self._journal.submit(
+                    _pack({"t": "n", "id": info.queue_id, "k": kind, "r": logged})
+                )
         if last:
             self._check(self._journal.wait(last), last)
         for path in old:
@@ -935,6 +959,29 @@ class QueueState:
         )
         info.state, info.reason, info.next_attempt = "deferred", reason, next_attempt
         self._uncache(qid)
+
+    def log_notice(
+        self, qid: str, kind: str, indices: list[int], logged: list[list[object]]
+    ) -> None:
+        """Recipients whose notice could not be sent: kept in the message's notice log of
+        this kind ([index, outcome_to_list(), relay, transport] each) and crossed off in the
+        same write, as Postfix's bounce(8) logfile holds them once the queue file has them
+        done; the next pass sends the notice from the log, delivering to none again."""
+        self._write(
+            [
+                {"t": "n", "id": qid, "k": kind, "r": logged},
+                {"t": "d", "id": qid, "r": sorted(indices)},
+            ]
+        )
+        info = self.messages[qid]
+        _apply_notice(info, kind, logged)
+        info.done.update(indices)
+
+    def notice_sent(self, qid: str, kind: str) -> None:
+        """The notice of this kind went out: its log is gone (Postfix's bounce(8) removes
+        the logfile once the notice is queued)."""
+        self._write([{"t": "n", "id": qid, "k": kind, "r": []}])
+        _apply_notice(self.messages[qid], kind, [])
 
     def remove(self, qid: str) -> None:
         """The message is finished (all recipients done, or postsuper -d)."""

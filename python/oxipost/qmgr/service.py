@@ -14,7 +14,9 @@ the bounced members in the bounce notice. Finished recipients are
 crossed off in the journal; a message with deferred recipients waits in the deferred queue
 for its backoff; bounced and expired recipients get a non-delivery notice
 (`oxipost.bounce`), delayed ones a delay notice once; a finished message is removed
-(`QID: removed`).
+(`QID: removed`). A bounce or success notice that cannot be built or queued (`QID:
+status=deferred (bounce failed)`) leaves its recipients crossed off in the message's notice
+log (Postfix's bounce/QID and trace/QID logfiles): the next pass sends the notice from it.
 
 Control requests (see oxipost.qmgr.control): wakeup, flush (postqueue -f), flush-site
 (postqueue -s, ETRN), flush-id (postqueue -i), super (postsuper while qmgr runs).
@@ -69,7 +71,14 @@ from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config, load_config
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, deliver
 from oxipost.delivery.address import log_form, orig_to
-from oxipost.envelope import TRACE_MTA_VRFY, Envelope, Outcome, Recipient
+from oxipost.envelope import (
+    TRACE_MTA_VRFY,
+    Envelope,
+    Outcome,
+    Recipient,
+    outcome_from_list,
+    outcome_to_list,
+)
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
 from oxipost.maps import TableError
@@ -145,6 +154,11 @@ def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
     ):
         return outcomes[0].status, outcomes[0].text
     return None
+
+
+def _defer_reason(act: Active, default: str) -> str:
+    """The reason mailq lists a deferred message's recipients with: the last deferral's."""
+    return next(reversed(act.deferred.values())).text if act.deferred else default
 
 
 def _kind(status: str) -> str:
@@ -327,6 +341,8 @@ class Qmgr:
         )
         act = Active(qid, msg, env, now)
         self.active[msg] = act
+        if info.notices:
+            self._logged_notices(act, info.notices)
         rcpts: list[tuple[int, str, str]] = []
         for idx, rcpt in pending:
             transport, nexthop = self._route(
@@ -451,9 +467,9 @@ class Qmgr:
                 rcpt.notify and "SUCCESS" in {n.upper() for n in rcpt.notify} and not out.dsn_passed
             ):
                 act.success_notify[idx] = (out, out.relay or agent_relay)
-            # A recipient with a notice to send is crossed off once the notice is queued
-            # (_notices): a notice that cannot be queued leaves it to be tried again,
-            # never forgotten with the message.
+            # A recipient with a notice to send is crossed off once the notice is queued,
+            # or kept in the message's notice log when it cannot be (_notices): never
+            # forgotten with the message, never delivered to again.
             if idx not in act.bounced and idx not in act.success_notify:
                 done.append(idx)
         if done:
@@ -635,7 +651,7 @@ class Qmgr:
                             )
                 for why in failed:
                     self.log.info(f"{act.qid}: status=deferred ({why})")
-                reason = next(reversed(act.deferred.values())).text if act.deferred else ""
+                reason = _defer_reason(act, "")
                 self._journal(lambda a=act, r=reason, t=ev.time: self.state.defer(a.qid, r, t))
                 del self.active[act.msg]
             elif ev.kind == "expired":
@@ -674,7 +690,7 @@ class Qmgr:
         """A pass that is over but for a notice that could not be queued: as Postfix's
         qmgr when bounce(8) fails, the message is deferred (`QID: status=deferred (bounce
         failed)`) with the backoff of a message the pass deferred, its recipients waiting
-        for a notice still to be crossed off, and the next pass sends the notice."""
+        for the notice in its notice log (_log_notice), and the next pass sends it."""
         for why in failed:
             self.log.info(f"{act.qid}: status=deferred ({why})")
         # The scheduler's backoff for a message it defers (finish_message): it let go of
@@ -683,7 +699,10 @@ class Qmgr:
         high = max(self.cfg.get_time("maximal_backoff_time"), low)
         backoff = min(max(now - act.env.arrival_time, low), high)
         self.sched.defer_until(act.msg, act.env.arrival_time, now + backoff, backoff)
-        self._journal(lambda: self.state.defer(act.qid, failed[-1], now + backoff))
+        # mailq lists the recipients still deferred (expired ones whose notice failed) with
+        # their own reason, as Postfix's showq reads it from the defer logfile.
+        reason = _defer_reason(act, failed[-1])
+        self._journal(lambda: self.state.defer(act.qid, reason, now + backoff))
         del self.active[act.msg]
 
     def _unsent_trace(self, act: Active) -> None:
@@ -747,12 +766,20 @@ class Qmgr:
                     if e.status.startswith("4" if kind == "delay" else ("4", "5")):
                         member = replace(rcpt, address=e.address, original=e.original)
                         reports.append(bounce.Report(member, Outcome(e.status, e.text)))
-        bounce_log = get_logger("bounce", self.cfg)
         if kind in ("success", "verify") and bounce.unsent_trace(self.cfg, act.env) is not None:
             self._unsent_trace(act)
-            self._noticed(act, which)
+            self._noticed(act, kind, which)
             return []
-        failed = [_NOTICE_FAILED[kind]]
+        if self._send_notice(act, kind, reports):
+            self._noticed(act, kind, which)
+            return []
+        self._log_notice(act, kind, which)
+        return [_NOTICE_FAILED[kind]]
+
+    def _send_notice(self, act: Active, kind: str, reports: list[bounce.Report]) -> bool:
+        """Build and queue the notice of these reports; False when it could not be (said
+        as Postfix's bounce(8) and cleanup say it)."""
+        bounce_log = get_logger("bounce", self.cfg)
         try:
             msgs = bounce.notices(
                 kind, self.cfg, act.qid, act.env, self._content(act), reports, bounce_log.warning
@@ -760,17 +787,17 @@ class Qmgr:
         except bounce.TemplateError as e:
             # Fatal to Postfix's bounce daemon (its template file): said as it says it.
             bounce_log.fatal_line(str(e))
-            return failed
+            return False
         except Exception as e:
             self.log.warning(f"{act.qid}: cannot build {kind} notice: {e}")
-            return failed
+            return False
         what = {
             "failure": "sender non-delivery notification",
             "delay": "sender delay notification",
             "success": "sender delivery status notification",
             "verify": "sender delivery status notification",
         }[kind]
-        queued = False
+        queued = sent = False
         for env, content in msgs:
             try:
                 if self._writer is None:
@@ -787,20 +814,49 @@ class Qmgr:
             notice = what if env.sender == "" else "postmaster " + what.split(" ", 1)[1]
             bounce_log.info(f"{act.qid}: {notice}: {new}")
         else:
-            failed = []
-            self._noticed(act, which)
+            sent = True
         if queued:
             # As cleanup tells qmgr about a new queue file: pick the notice up now.
             self.next_scan = 0.0
             self.wake.set()
-        return failed
+        return sent
 
-    def _noticed(self, act: Active, which: dict[int, tuple[Outcome, str]]) -> None:
+    def _noticed(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> None:
         """Cross off the recipients whose notice is out, but those still deferred (an
-        alias's bounced members beside others deferred)."""
+        alias's bounced members beside others deferred), and drop the notice log the
+        notice was sent from."""
         done = [i for i in which if i not in act.deferred]
         if done and not act.env.trace_only:
             self._journal(lambda: self.state.cross_off(act.qid, done))
+        info = self.state.messages.get(act.qid)
+        if info is not None and info.notices and kind in info.notices:
+            self._journal(lambda: self.state.notice_sent(act.qid, kind))
+
+    def _log_notice(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> None:
+        """The notice could not be sent: its recipients (not those still deferred, retried
+        as Postfix retries its defer log's) go into the message's notice log and are crossed
+        off, as Postfix's bounce(8) logfile keeps them with the queue file saying them done.
+        The next pass sends the notice from the log and delivers to none of them again."""
+        if kind not in ("failure", "success"):
+            return
+        done = self.state.messages[act.qid].done
+        keep = [i for i in which if i not in act.deferred and i not in done]
+        if keep:
+            logged: list[list[object]] = [
+                [i, outcome_to_list(which[i][0]), which[i][1], act.route.get(i, ("", ""))[0]]
+                for i in keep
+            ]
+            self._journal(lambda: self.state.log_notice(act.qid, kind, keep, logged))
+
+    def _logged_notices(self, act: Active, notices: dict[str, list[list[Any]]]) -> None:
+        """A previous pass's recipients whose notice is still to be sent: it goes out with
+        this pass's notices, as Postfix's qmgr flushes the bounce or trace logfile when the
+        message is done with."""
+        for kind, logged in notices.items():
+            which = act.bounced if kind == "failure" else act.success_notify
+            for idx, out, relay, transport in logged:
+                which[idx] = (outcome_from_list(out), relay)
+                act.route[idx] = (transport, "")
 
     def _probed(self, act: Active, idx: int, out: Outcome, relay: str) -> None:
         """A probe's outcome for one recipient: kept for the sender's report (sendmail
