@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_ours, shared_dir
+from tests.conftest import shared_dir
 from tests.smtpd.conftest import running_smtpd
 
 pytestmark = pytest.mark.postfix
@@ -24,6 +27,7 @@ POSTFIX = "/usr/sbin/postfix"
 # Real Postfix's script asks the default instance (/etc/postfix/main.cf, which this
 # machine need not have) for openssl_path: it runs with a copy of /etc/postfix bound there.
 IN_NAMESPACE = 'mount --bind "$1" /etc/postfix && shift && exec "$@"'
+OURS = [sys.executable, "-m", "oxipost.cli.postfix"]
 STAMP = re.compile(r"\d{8}-\d{6}")
 DIGEST = re.compile(r"\b[0-9a-f]{64}$", re.MULTILINE)
 KEY_FACTS = re.compile(r"^(Private-Key: .*|ASN1 OID: .*|NIST CURVE: .*)$", re.MULTILINE)
@@ -31,13 +35,28 @@ KEY_FACTS = re.compile(r"^(Private-Key: .*|ASN1 OID: .*|NIST CURVE: .*)$", re.MU
 
 @pytest.fixture(scope="module")
 def etc_postfix() -> Iterator[Path]:
+    """Copies of /etc/postfix: postfix/ with an empty main.cf, no-main-cf/ without one,
+    bad-openssl/ whose main.cf sets an openssl_path that is not there."""
     if os.geteuid() != 0 or not os.path.exists(POSTFIX):
         pytest.skip("real Postfix's postfix tls needs root and Debian's postfix")
     with shared_dir("oxipost-tls-etc-") as d:
-        etc = d / "postfix"
-        shutil.copytree("/etc/postfix", etc, symlinks=True)
-        (etc / "main.cf").write_text("")
-        yield etc
+        for name, main_cf in (
+            ("postfix", ""),
+            ("no-main-cf", None),
+            ("bad-openssl", "openssl_path = /no/such/openssl\n"),
+        ):
+            shutil.copytree("/etc/postfix", d / name, symlinks=True)
+            if main_cf is not None:
+                (d / name / "main.cf").write_text(main_cf)
+        yield d / "postfix"
+
+
+def with_etc(etc: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """argv run with etc as /etc/postfix (the default instance), in a mount namespace."""
+    namespace = ["unshare", "--mount", "--propagation", "private", "sh", "-c", IN_NAMESPACE]
+    return subprocess.run(
+        [*namespace, "sh", str(etc), *argv], capture_output=True, text=True, timeout=60
+    )
 
 
 class Twins:
@@ -54,20 +73,17 @@ class Twins:
             )
         self.logged = dict.fromkeys(self.dirs, 0)
 
-    def run(self, side: str, args: list[str]) -> subprocess.CompletedProcess:
-        d = str(self.dirs[side])
-        if side == "ours":
-            return run_ours("postfix", "-c", d, "tls", *args)
-        namespace = ["unshare", "--mount", "--propagation", "private", "sh", "-c", IN_NAMESPACE]
-        argv = [*namespace, "sh", str(self.etc), POSTFIX, "-c", d, "tls", *args]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    def run(self, side: str, args: list[str], etc: str) -> subprocess.CompletedProcess:
+        command = OURS if side == "ours" else [POSTFIX]
+        argv = [*command, "-c", str(self.dirs[side]), "tls", *args]
+        return with_etc(self.etc.with_name(etc), argv)
 
     def normal(self, side: str, text: str) -> str:
         return STAMP.sub("STAMP", text.replace(str(self.dirs[side]), "DIR"))
 
-    def outcome(self, side: str, args: list[str]) -> dict[str, object]:
+    def outcome(self, side: str, args: list[str], etc: str) -> dict[str, object]:
         """What one run did: status, output, new log messages, main.cf, the files made."""
-        done = self.run(side, args)
+        done = self.run(side, args, etc)
         d = self.dirs[side]
         lines = (d / "maillog").read_text().splitlines() if (d / "maillog").exists() else []
         new, self.logged[side] = lines[self.logged[side] :], len(lines)
@@ -84,14 +100,21 @@ class Twins:
         }
 
     def step(
-        self, args: Callable[[Path], list[str]] | list[str], own_keys: bool = False
+        self,
+        args: Callable[[Path], list[str]] | list[str],
+        own_keys: bool = False,
+        etc: str = "postfix",
     ) -> dict[str, object]:
-        """args (or args(directory)) run on both; the outcomes must be the same (but for
-        the digests of the keys each side made itself, with own_keys)."""
-        got = {
-            side: self.outcome(side, args(d) if callable(args) else args)
-            for side, d in self.dirs.items()
-        }
+        """args (or args(directory)) run on both, with etc_postfix's etc as the default
+        instance; the outcomes must be the same (but for the digests of the keys each side
+        made itself, with own_keys)."""
+        # Side by side: most of real Postfix's time is its script's waiting.
+        with ThreadPoolExecutor(2) as pool:
+            runs = {
+                side: pool.submit(self.outcome, side, args(d) if callable(args) else args, etc)
+                for side, d in self.dirs.items()
+            }
+            got = {side: run.result() for side, run in runs.items()}
         if own_keys:
             for outcome in got.values():
                 outcome["stdout"] = DIGEST.sub("DIGEST", str(outcome["stdout"]))
@@ -114,8 +137,11 @@ def describe(path: Path, name: str) -> tuple[object, ...]:
     exts = "subjectAltName,basicConstraints,extendedKeyUsage"
     cert = openssl("x509", "-subject", "-issuer", "-ext", exts)
     sig = re.findall(r"Signature Algorithm: (\S+)", openssl("x509", "-text"))
-    days = openssl("x509", "-startdate", "-enddate")
-    return name, oct(mode), cert, sig[:1], days.count("GMT")
+    start, end = (
+        ssl.cert_time_to_seconds(ln.partition("=")[2])
+        for ln in openssl("x509", "-startdate", "-enddate").splitlines()
+    )
+    return name, oct(mode), cert, sig[:1], round((end - start) / 86400)
 
 
 def newest(d: Path, prefix: str) -> str:
@@ -123,15 +149,16 @@ def newest(d: Path, prefix: str) -> str:
 
 
 def test_postfix_tls_subcommands_as_postfix(etc_postfix: Path) -> None:
-    """enable-client, enable-server (with host names), new-server-key -a ecdsa,
-    new-server-cert (reusing the deployed key), deploy-server-cert, output-server-tlsa and
-    all-default-*, then the refusals (usage, unknown command, unsupported algorithm, a
-    certificate that is not the key's, no key): the same on both, step by step."""
+    """enable-client -r, enable-server (with host names), new-server-key -a ecdsa,
+    new-server-cert (reusing the deployed key), deploy-server-cert, output-server-tlsa (the
+    configured keys, a given one), output-server-csr and all-default-*, then the refusals
+    (usage, unknown command, unsupported algorithm, a certificate that is not the key's, no
+    key, a default instance without main.cf or openssl): the same on both, step by step."""
     with shared_dir("oxipost-tls-") as root:
         twins = Twins(root, etc_postfix, "compatibility_level = 3.6\nmyhostname = mx.example.com\n")
         assert twins.step(["all-default-client"])["status"] == 0
-        enabled = twins.step(["enable-client"])
-        assert "smtp_tls_security_level = may" in str(enabled["main.cf"])
+        enabled = twins.step(["enable-client", "-r", "dev:/dev/random"])
+        assert "tls_random_source = dev:/dev/random" in str(enabled["main.cf"])
         assert twins.step(["enable-client"])["log"][0].startswith("*** Non-default SMTP client")
         assert twins.step(["all-default-client"])["status"] == 1
         assert twins.step(["all-default-server"])["status"] == 0
@@ -142,6 +169,17 @@ def test_postfix_tls_subcommands_as_postfix(etc_postfix: Path) -> None:
         twins.step(["new-server-key", "-a", "ecdsa", "-b", "secp384r1", "ec.example"])
         copied = twins.step(["new-server-cert"])
         assert len(copied["files"]) == 6, copied["files"]  # type: ignore[arg-type]
+        for d in twins.dirs.values():
+            # The new certificate's key is a copy of the deployed one.
+            first, second = (
+                subprocess.run(
+                    ["openssl", "pkey", "-in", str(d / key), "-pubout"],
+                    capture_output=True,
+                    check=True,
+                ).stdout
+                for key in sorted(p.name for p in d.glob("key-*.pem"))
+            )
+            assert first == second, d
         twins.step(lambda d: ["deploy-server-cert", newest(d, "eccert"), newest(d, "eckey")])
         tlsa = twins.step(["output-server-tlsa", "-h", "h.example"], own_keys=True)
         assert re.fullmatch(
@@ -166,21 +204,27 @@ def test_postfix_tls_subcommands_as_postfix(etc_postfix: Path) -> None:
         assert given["stdout"] == (
             f"; DIR/given.pem\n_25._tcp.mx.example.com. IN TLSA 3 1 1 {digest}\n"
         )
+        # The same key on both: the same CSR (a deterministic RSA signature).
+        csr = twins.step(["output-server-csr", "-k", "given.pem", "a.example", "b.example"])
+        assert str(csr["stdout"]).startswith("-----BEGIN CERTIFICATE REQUEST-----\n")
         twins.step(["bogus"])
         twins.step(["enable-client", "extra"])
         twins.step(["new-server-key", "-a", "dsa"])
         twins.step(["deploy-server-cert", "only-one"])
         twins.step(lambda d: ["deploy-server-cert", newest(d, "cert"), newest(d, "eckey")])
         twins.step(["output-server-tlsa", "none"])
+        # openssl_path is the default instance's, which the script must be able to read.
+        twins.step(["output-server-tlsa"], etc="bad-openssl")
+        twins.step(["output-server-tlsa"], etc="no-main-cf")
 
 
-def test_smtpd_starts_with_enable_server_tls(tmp_path: Path) -> None:
+def test_smtpd_starts_with_enable_server_tls(tmp_path: Path, etc_postfix: Path) -> None:
     """What our enable-server deployed is a server TLS setup our smtpd offers STARTTLS with,
     and swaks --tls completes a transaction over it."""
     with shared_dir("oxipost-tls-smtpd-") as d:
         (d / "main.cf").write_text("compatibility_level = 3.6\nmyhostname = mx.example.test\n")
         (d / "master.cf").write_text("")
-        done = run_ours("postfix", "-c", str(d), "tls", "enable-server")
+        done = with_etc(etc_postfix, [*OURS, "-c", str(d), "tls", "enable-server"])
         assert done.returncode == 0, done.stderr
         tls = "".join(ln + "\n" for ln in (d / "main.cf").read_text().splitlines() if "tls" in ln)
         with running_smtpd(str(tmp_path), tls) as srv:

@@ -27,8 +27,10 @@ fatal exits 1. Its quirks are kept: the TLSA hint after a deployment names no ke
 line ends in a space), output-server-tlsa fails silently (exit 1) when a key's digest cannot
 be computed.
 
-The openssl_path is this instance's (the script reads the default instance's, which
-multi-instance setups share).
+openssl_path is the default instance's (/etc/postfix/main.cf), which every instance of a
+multi-instance setup shares, as the script reads it: a default main.cf that cannot be read
+is postconf's fatal error on stderr and `fatal: No working openssl(1) command found with
+'openssl_path = '`, whatever the instance's main.cf says.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from oxipost.config import Config, maincf
+from oxipost.config import DEFAULT_CONFIG_DIR, Config, ConfigError, load_config, maincf
 from oxipost.maps import TABLE_TYPES
 
 if TYPE_CHECKING:
@@ -122,10 +124,10 @@ class Fatal(Exception):
 class Tls:
     """One `postfix tls` run on cfg; say is the script's logger (postfix/postfix-tls-script)."""
 
-    def __init__(self, cfg: Config, say: Script) -> None:
+    def __init__(self, cfg: Config, say: Script, openssl: str) -> None:
         self.cfg = cfg
         self.say = say
-        self.openssl = cfg.get("openssl_path")
+        self.openssl = openssl
         self.confdir = cfg.config_dir
         self.random_source = ""
 
@@ -426,6 +428,17 @@ class Tls:
             raise Fatal("No usable keyfiles specified or configured")
 
 
+def default_openssl(cfg: Config) -> str:
+    """The default instance's openssl_path; empty, after postconf's complaint on stderr,
+    when its main.cf cannot be read."""
+    try:
+        return load_config(DEFAULT_CONFIG_DIR, master_cf=False).get("openssl_path")
+    except ConfigError as e:
+        postconf = os.path.join(cfg.get("command_directory"), "postconf")
+        print(f"{postconf}: fatal: {e}", file=sys.stderr)
+        return ""
+
+
 def _options(args: list[str], spec: str, usage: str) -> tuple[dict[str, str], list[str]]:
     """The script's getopts: options up to the first operand (or --); any other is usage."""
     try:
@@ -447,18 +460,17 @@ def _algorithm(opts: dict[str, str], unsupported: str, empty: str) -> tuple[str,
 def run(cfg: Config, say: Script, args: list[str]) -> int:
     """`postfix tls ARGS` on cfg; the exit status."""
     os.umask(0o022)
-    tls = Tls(cfg, say)
-    command = args[0] if args else ""
-    rest = args[1:]
+    openssl = default_openssl(cfg)
     try:
-        probe = subprocess.run(
-            [tls.openssl, "version"], capture_output=True, stdin=subprocess.DEVNULL
-        )
+        probe = subprocess.run([openssl, "version"], capture_output=True, stdin=subprocess.DEVNULL)
         working = probe.returncode == 0
     except OSError:
         working = False
     if not working:
-        return say.fatal(f"No working openssl(1) command found with 'openssl_path = {tls.openssl}'")
+        return say.fatal(f"No working openssl(1) command found with 'openssl_path = {openssl}'")
+    tls = Tls(cfg, say, openssl)
+    command = args[0] if args else ""
+    rest = args[1:]
     key_usage = f"usage: postfix tls {command} [-a algorithm] [-b bits ] [hostname ...]"
     try:
         if command == "enable-client":
