@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import shared_dir
 from tests.smtpd.conftest import running_smtpd
+from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = pytest.mark.postfix
 
@@ -218,19 +219,34 @@ def test_postfix_tls_subcommands_as_postfix(etc_postfix: Path) -> None:
         twins.step(["output-server-tlsa"], etc="no-main-cf")
 
 
-def test_smtpd_starts_with_enable_server_tls(tmp_path: Path, etc_postfix: Path) -> None:
-    """What our enable-server deployed is a server TLS setup our smtpd offers STARTTLS with,
-    and swaks --tls completes a transaction over it."""
-    with shared_dir("oxipost-tls-smtpd-") as d:
-        (d / "main.cf").write_text("compatibility_level = 3.6\nmyhostname = mx.example.test\n")
-        (d / "master.cf").write_text("")
-        done = with_etc(etc_postfix, [*OURS, "-c", str(d), "tls", "enable-server"])
-        assert done.returncode == 0, done.stderr
-        tls = "".join(ln + "\n" for ln in (d / "main.cf").read_text().splitlines() if "tls" in ln)
-        with running_smtpd(str(tmp_path), tls) as srv:
-            argv = ["swaks", "--server", f"{srv.host}:{srv.port}", "--tls"]
-            argv += ["--to", "postmaster@localhost", "--from", "a@example.org"]
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+def swaks_tls(port: int) -> str:
+    """swaks --tls's transcript of a transaction with 127.0.0.1:port, which must succeed."""
+    argv = ["swaks", "--server", f"127.0.0.1:{port}", "--tls"]
+    argv += ["--to", "postmaster@localhost", "--from", "a@example.org"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "<-  250-STARTTLS" in out.stdout
     assert re.search(r"<~  250 2\.0\.0 Ok: queued as [0-9A-F]+", out.stdout), out.stdout
+    return out.stdout
+
+
+@pytest.mark.parametrize("algorithm", ["rsa", "ecdsa"])
+def test_smtpd_starts_with_enable_server_tls(
+    tmp_path: Path, etc_postfix: Path, algorithm: str
+) -> None:
+    """What our enable-server deployed (an RSA pair, or the ECDSA pair alone) is a server
+    TLS setup our smtpd offers STARTTLS with, and swaks --tls completes a transaction over
+    it; for ECDSA, as real Postfix with the same settings does."""
+    with shared_dir("oxipost-tls-smtpd-") as d:
+        (d / "main.cf").write_text("compatibility_level = 3.6\nmyhostname = mx.example.test\n")
+        (d / "master.cf").write_text("")
+        argv = [*OURS, "-c", str(d), "tls", "enable-server", "-a", algorithm]
+        done = with_etc(etc_postfix, argv)
+        assert done.returncode == 0, done.stderr
+        tls = "".join(ln + "\n" for ln in (d / "main.cf").read_text().splitlines() if "tls" in ln)
+        assert ("smtpd_tls_eccert_file" in tls) == (algorithm == "ecdsa"), tls
+        with running_smtpd(str(tmp_path), tls) as srv:
+            swaks_tls(srv.port)
+        if algorithm == "ecdsa":
+            with running_postfix(tls) as (port, _conf):
+                swaks_tls(port)

@@ -34,10 +34,21 @@ from oxipost.smtpd.server import SmtpdServer
 
 
 def tls_context(cfg: Any) -> ssl.SSLContext | None:
-    """The server context from smtpd_tls_cert_file/key_file (None when TLS is not set up)."""
-    cert = cfg.get("smtpd_tls_cert_file").strip()
+    """The server context (None when TLS is not set up): smtpd_tls_chain_files, else the
+    RSA pair smtpd_tls_cert_file/key_file and the ECDSA pair smtpd_tls_eccert_file/
+    eckey_file, either or both, as Postfix's tls_set_my_certificate_key_info loads them
+    (`postfix tls enable-server -a ecdsa` deploys the ECDSA pair alone); OpenSSL keeps
+    one certificate per key type and offers the one a client can use."""
     chain = cfg.get_list("smtpd_tls_chain_files")
-    if not cert and not chain:
+    pairs = [
+        (cert, cfg.get(key).strip() or cert)
+        for cert, key in (
+            (cfg.get("smtpd_tls_cert_file").strip(), "smtpd_tls_key_file"),
+            (cfg.get("smtpd_tls_eccert_file").strip(), "smtpd_tls_eckey_file"),
+        )
+        if cert
+    ]
+    if not pairs and not chain:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -45,7 +56,8 @@ def tls_context(cfg: Any) -> ssl.SSLContext | None:
         for path in chain:
             ctx.load_cert_chain(path)
     else:
-        ctx.load_cert_chain(cert, cfg.get("smtpd_tls_key_file").strip() or cert)
+        for cert, key in pairs:
+            ctx.load_cert_chain(cert, key)
     return ctx
 
 
