@@ -29,7 +29,7 @@ from oxipost.printable import printable
 
 from tests.conftest import REPO, free_port, run_ours, shared_dir
 from tests.maps.test_net_tables import peer
-from tests.smtpd.conftest import Raw, write_config
+from tests.smtpd.conftest import Raw, running_smtpd, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
 from tests.smtpd.test_xclient import XCLIENT_DIALOGUES, XCLIENT_MAIN_CF, xclient_scripts
 
@@ -1164,6 +1164,62 @@ def test_long_commands_cut_as_postfix(start_smtpd) -> None:
     assert len(expected) == 6, expected
     assert _transaction_lines(both.ours, wanted) == expected
     assert both.our_replies[1:] == both.their_replies[1:]
+
+
+PIPELINED = [
+    [b"NOOP\r\nNOOP"],
+    [b"QUIT\r\nNOOP"],
+    [b"BDAT 5\r\nabcde"],
+    [b"MAIL FROM:<a@b.c>\r\nRCPT TO:<root@localhost>"],
+    [b"HELO x.example", b"QUIT\r\nNOOP"],
+    [b"HELO x.example", b"MAIL FROM:<a@b.c>\r\nRCPT TO:<root@localhost>"],
+    [b"EHLO x.example", b"MAIL FROM:<a@b.c>\r\nRCPT TO:<root@localhost>"],
+    [b"EHLO x.example", b"QUIT\r\nNOOP"],
+]
+
+
+@pytest.mark.slow
+def test_unauthorized_pipelining_before_ehlo_as_postfix(tmp_path: Path) -> None:
+    """With smtpd_forbid_unauth_pipelining = yes, before EHLO (none yet, or HELO) any
+    command with more input behind it, QUIT and BDAT's chunk included, is refused with
+    "554 5.5.0 Error: SMTP protocol synchronization" and ends the session, as Postfix
+    3.7's; after EHLO only a command that ends a group (not QUIT). Ours let a session
+    without HELO pipeline anything but a group's end, and QUIT always."""
+    main_cf = "smtpd_error_sleep_time = 0\nsmtpd_forbid_unauth_pipelining = yes\n"
+
+    def play(port: int, sends: list[bytes]) -> list[str]:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        replies = [raw.reply()[:3]]
+        try:
+            for data in sends:
+                raw.send(data + b"\r\n")
+                replies.append(raw.reply())
+            replies.append(raw.cmd("NOOP"))
+        except ConnectionError:
+            replies.append("(closed)")
+        finally:
+            raw.close()
+        return replies
+
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with (
+        running_postfix(main_cf + log_cf) as (port, d),
+        running_smtpd(str(tmp_path), main_cf) as srv,
+    ):
+        theirs = [play(port, sends) for sends in PIPELINED]
+        ours = [play(srv.port, sends) for sends in PIPELINED]
+        refused = sum("554 5.5.0 Error: SMTP protocol synchronization" in r for r in theirs)
+        assert refused == 6, theirs
+        assert ours == theirs
+        improper = "improper command pipelining"
+        deadline = time.monotonic() + 10
+        while True:
+            expected = [_after_prefix(ln) for ln in (d / "maillog").read_text().splitlines()]
+            expected = [ln for ln in expected if improper in ln]
+            if len(expected) == refused or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert [ln for ln in srv.log if improper in ln] == expected
 
 
 CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]

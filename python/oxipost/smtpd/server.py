@@ -8,9 +8,11 @@ reader, line limits and reply texts differ from Postfix's in ways clients can ob
 What it enforces, as Postfix 3.9 does:
   - only <CR><LF>.<CR><LF> ends DATA; bare <LF> is normalised (smtpd_forbid_bare_newline =
     normalize) or rejected ("reject") for clients outside the exclusions;
-  - pipelining: input pending after a command that must end a group (or any pipelining in
-    a HELO session) ends the session with "554 5.5.0 Error: SMTP protocol synchronization";
-  - commands longer than line_length_limit are skipped, never run; message size is counted
+  - pipelining: input pending after a command that must end a group other than QUIT (or
+    after any command before EHLO) ends the session with "554 5.5.0 Error: SMTP protocol
+    synchronization", logged with that input;
+  - commands longer than line_length_limit are cut there and run as cut, the rest of the
+    line skipped, with Postfix 3.7's "request longer than" warning; message size is counted
     as DATA arrives and an oversize message is read to its end without being kept;
   - the error counters (soft/hard limits), smtpd_timeout, per-client connection limits;
   - 250 for a message only after the queue committed it.
@@ -860,11 +862,13 @@ class Session:
         if (
             self.srv.forbid_unauth_pipelining
             and self.pending()
-            and (verb_u in _GROUP_END or self.helo_kind == "HELO")
-            and verb_u != "QUIT"
+            # Before EHLO nothing was announced: every command waits for its reply.
+            and (self.helo_kind != "EHLO" or (verb_u in _GROUP_END and verb_u != "QUIT"))
         ):
+            # With the input that came too early, as C shows it.
             self.srv.log.info(
-                f"improper command pipelining after {verb_u} from {self.state.namaddr}"
+                f"improper command pipelining after {verb_u} from {self.state.namaddr}: "
+                f"{escape(bytes(self.buf))}"
             )
             await self.reply(R.SYNC_ERROR, count=False)
             return False
