@@ -87,7 +87,8 @@ USAGE = (
     " deploy-server-cert, output-server-csr, output-server-tlsa, all-default-client,"
     " all-default-server)"
 )
-# Typical settings (cache database) of the hint when enable-client changes nothing.
+# What enable-client logs when it changes nothing (then the session cache line, when a
+# table type can hold one), and enable-server likewise.
 _CLIENT_HINT = (
     "*** Non-default SMTP client TLS settings detected, no changes made.",
     "For opportunistic TLS in the Postfix SMTP client, the below settings",
