@@ -112,6 +112,8 @@ class Entry:
     # address on (mailbox_transport, fallback_transport): its line is that agent's.
     agent: str = ""
     relay: str = ""
+    # Outcome.diagnostic's.
+    diagnostic: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -150,6 +152,9 @@ class Outcome:
     # The next hop took the recipient's DSN request (it announced DSN): a success notice is
     # its to send, not ours (Postfix's smtp_rcpt_done).
     dsn_passed: bool = field(default=False, compare=False)
+    # A notice's Diagnostic-Code ("type; text") when the agent has one of its own: a
+    # command's "x-unix; OUTPUT" (pipe_command.c's dsb_unix); "" lets bounce derive it.
+    diagnostic: str = field(default="", compare=False)
 
     @property
     def permanent(self) -> bool:
@@ -182,12 +187,14 @@ _ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f not in ("recip
 
 
 def outcome_to_list(o: Outcome) -> list[object]:
-    entries = [[e.address, e.original, e.status, e.text, e.agent, e.relay] for e in o.entries]
-    return [o.status, o.text, o.relay, o.site, entries, o.agent]
+    entries = [
+        [e.address, e.original, e.status, e.text, e.agent, e.relay, e.diagnostic] for e in o.entries
+    ]
+    return [o.status, o.text, o.relay, o.site, entries, o.agent, o.diagnostic]
 
 
 def outcome_from_list(item: list[object], pid: int = 0) -> Outcome:
-    status, text, relay, site, entries, agent = item
+    status, text, relay, site, entries, agent, diagnostic = item
     return Outcome(
         str(status),
         str(text),
@@ -196,6 +203,7 @@ def outcome_from_list(item: list[object], pid: int = 0) -> Outcome:
         site=bool(site),
         entries=tuple(Entry(*e) for e in entries),  # type: ignore[attr-defined]
         agent=str(agent),
+        diagnostic=str(diagnostic),
     )
 
 

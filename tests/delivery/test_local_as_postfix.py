@@ -324,21 +324,24 @@ SCENARIOS = {
     ),
     # pipe_command.c: the output's newlines become spaces (the last one too), and output
     # that starts with "D.S.N text" is the status and reason; commands see local(8)'s
-    # environment and the From_ line first, and create files under umask 077. (From the
-    # null sender: Postfix's notice would give these a Diagnostic-Code of x-unix and the
-    # command's output, ours X-Postfix and the reason.)
+    # environment and the From_ line first, and create files under umask 077. A failed
+    # command's notice has a Diagnostic-Code of x-unix and what the command wrote, else
+    # its exit status's text (sysexits.h's, or "unknown mail system error N").
     "command_status": Scenario(
         {
             ALIASES: (
                 'dsnout "|echo 5.2.2 mailbox full; exit 1"\n'
                 'badexit "|{top}/bin/rec f1 1"\ntempfail "|{top}/bin/rec f2 75"\n'
-                "ok |{top}/bin/rec c1\n",
+                'ok |{top}/bin/rec c1\nperm "|{top}/bin/rec f3 77"\nquiet "|exit 67"\n'
+                'noout "|exit 1"\n',
                 "root",
             ),
         },
         {},
-        ["dsnout@localhost", "badexit@localhost", "tempfail@localhost", "ok+ext@localhost"],
-        sender="",
+        [
+            f"{name}@localhost"
+            for name in ("dsnout", "badexit", "tempfail", "ok+ext", "perm", "quiet", "noout")
+        ],
     ),
     # file.c: a /file/name ending in "/" is a Maildir, logged as deliver_maildir() does.
     "maildir_file": Scenario(
@@ -387,9 +390,8 @@ def test_scenario_as_postfix(name: str, top: Path, users: dict[str, str]) -> Non
     _as_postfix(top, SCENARIOS[name], users)
 
 
-# The random scenarios: what they may use. Commands fail only with EX_TEMPFAIL (a failed
-# command's notice has Diagnostic-Code x-unix in Postfix, X-Postfix in ours). Seeds 1 to
-# 3 still differ from Postfix: the seeds run are those that agree.
+# The random scenarios: what they may use. Seeds 1 to 3 still differ from Postfix: the
+# seeds run are those that agree.
 USERS = ("lfa", "lfb", "lfc")
 ALIAS_NAMES = ("al0", "al1", "al2", "a.b", "list-x")
 

@@ -111,21 +111,28 @@ def finished(rc: int | None, command: str, output: bytes, delivered: str) -> Out
     when it succeeded."""
     text = output[:_OUTPUT_LIMIT].decode("utf-8", "replace").translate(_PRINTABLE)
     suffix = f". Command output: {text}" if text else ""
-    if rc is None:
-        return Outcome("5.3.0", f'Command time limit exceeded: "{command}"{suffix}')
-    if rc < 0:
-        return Outcome("4.3.0", f'Command died with signal {-rc}: "{command}"{suffix}')
     if rc == 0:
         return Outcome("2.0.0", delivered)
+    # A notice's Diagnostic-Code is "x-unix; " and the output, else the exit status's text.
+    if rc is None or rc < 0:
+        dsn, detail = SYSEXITS[70]  # EX_SOFTWARE
+        if rc is None:
+            reason = f'Command time limit exceeded: "{command}"{suffix}'
+        else:
+            dsn, reason = "4.3.0", f'Command died with signal {-rc}: "{command}"{suffix}'
+        return Outcome(dsn, reason, diagnostic=f"x-unix; {text or detail}")
     # Output that starts with "D.S.N text" is the status and reason, whatever the exit
     # status says (a 2.X.X one Postfix would bounce with its success code: not taken).
     m = _DSN_TEXT.match(text)
     if m:
-        return Outcome(m.group(1), text[m.end() :].lstrip())
+        reason = text[m.end() :].lstrip()
+        return Outcome(m.group(1), reason, diagnostic=f"x-unix; {reason}")
     if rc in SYSEXITS:
-        dsn, text = SYSEXITS[rc]
-        return Outcome(dsn, text + suffix)
-    return Outcome("5.3.0", f'Command died with status {rc}: "{command}"{suffix}')
+        dsn, detail = SYSEXITS[rc]
+        return Outcome(dsn, detail + suffix, diagnostic=f"x-unix; {text or detail}")
+    reason = f'Command died with status {rc}: "{command}"{suffix}'
+    detail = text or f"unknown mail system error {rc}"
+    return Outcome("5.3.0", reason, diagnostic=f"x-unix; {detail}")
 
 
 _SEARCH = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)

@@ -575,7 +575,9 @@ def _record(ctx: Ctx, out: Outcome) -> Outcome:
     bounce_append() or defer_append() with its msg_attr)."""
     rcpt = ctx.rcpt
     ctx.trace.entries.append(
-        Entry(rcpt.address, rcpt.original, out.status, out.text, out.agent, out.relay)
+        Entry(
+            rcpt.address, rcpt.original, out.status, out.text, out.agent, out.relay, out.diagnostic
+        )
     )
     return out
 

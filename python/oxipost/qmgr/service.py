@@ -752,7 +752,9 @@ class Qmgr:
                         rcpt,
                         replace(out, text=via + out.text),
                         remote_mta=remote,
-                        diagnostic=bounce.remote_diagnostic(out.text) if relayed else "",
+                        diagnostic=(
+                            bounce.remote_diagnostic(out.text) if relayed else out.diagnostic
+                        ),
                         action="relayed" if relayed else "",
                     )
                 )
@@ -765,7 +767,8 @@ class Qmgr:
                 for e in out.entries:
                     if e.status.startswith("4" if kind == "delay" else ("4", "5")):
                         member = replace(rcpt, address=e.address, original=e.original)
-                        reports.append(bounce.Report(member, Outcome(e.status, e.text)))
+                        done = Outcome(e.status, e.text)
+                        reports.append(bounce.Report(member, done, diagnostic=e.diagnostic))
         if kind in ("success", "verify") and bounce.unsent_trace(self.cfg, act.env) is not None:
             self._unsent_trace(act)
             self._noticed(act, kind, which)
