@@ -1510,7 +1510,10 @@ class Session:
             cleaned = self.srv.cleanup(env, data, received, self.cfg, qid)
             if cleaned.reply is not None:
                 cleaned.log_notes(self.srv.log, qid)
-                await self.reply(cleaned.reply)
+                # A content refusal is a policy error (CLEANUP_STAT_CONT); a write error
+                # (451 4.3.0) or too many hops (554 5.4.0) is not one.
+                by_content = cleaned.reply[:9] not in ("451 4.3.0", "554 5.4.0")
+                await self.reply(cleaned.reply, error_class=POLICY_ERROR if by_content else 0)
                 return
             env, data = cleaned.envelope, cleaned.content
         else:
