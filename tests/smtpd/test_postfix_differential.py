@@ -1222,6 +1222,36 @@ def test_unauthorized_pipelining_before_ehlo_as_postfix(tmp_path: Path) -> None:
         assert [ln for ln in srv.log if improper in ln] == expected
 
 
+@pytest.mark.slow
+def test_bdat_size_reported_as_postfix(tmp_path: Path) -> None:
+    """The last BDAT's "250 2.0.0 Ok: N bytes queued as QID" counts as Postfix 3.7's
+    act_size: each line with a CRLF (a bare LF's too, the CRs before it not), a last line
+    without one as if it had it, a line over line_length_limit as pieces of it, each with
+    its CRLF, lines stitched across chunks. Ours reported the bytes received."""
+    chunks = [[b"abcde"], [b"ab\r\ncd"], [b"ab\ncd\n"], [b"ab\r\r\n"], [b"x" * 5000]]
+    chunks += [[b"x" * 2048 + b"\r\n"], [b"ab\r", b"\ncd"], [b"a\r\n.\r\n"]]
+
+    def play(port: int, pieces: list[bytes]) -> list[str]:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        try:
+            raw.reply()
+            for command in ("EHLO x.example", "MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>"):
+                raw.cmd(command)
+            replies = []
+            for i, piece in enumerate(pieces):
+                last = " LAST" if i == len(pieces) - 1 else ""
+                raw.send(f"BDAT {len(piece)}{last}\r\n".encode() + piece)
+                replies.append(re.sub(r"queued as \w+", "queued as QID", raw.reply()))
+            return replies
+        finally:
+            raw.close()
+
+    with running_postfix("") as (port, _d), running_smtpd(str(tmp_path), "") as srv:
+        theirs = [play(port, pieces) for pieces in chunks]
+        assert theirs[0] == ["250 2.0.0 Ok: 7 bytes queued as QID"]
+        assert [play(srv.port, pieces) for pieces in chunks] == theirs
+
+
 CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
 
 

@@ -1537,7 +1537,8 @@ class Session:
         if cleaned is not None:
             cleaned.log_notes(self.srv.log, qid)
         if self.bdat_chunks is not None:
-            await self.reply(R.BDAT_QUEUED.format(size=len(content), qid=qid))
+            size = _record_bytes(content, self.srv.line_limit)
+            await self.reply(R.BDAT_QUEUED.format(size=size, qid=qid))
         else:
             await self.reply(R.QUEUED.format(qid=qid))
         if discard:
@@ -2180,6 +2181,21 @@ def _path_and_params(text: str, end: int, strict: bool) -> tuple[str, list[str]]
 # Postfix's ISSPACE (ASCII isspace), which smtpd_token() splits at.
 _SPACE = re.compile(r"[ \t\n\v\f\r]+")
 _TOKEN_QUOTING = re.compile(r'[<"\\]')
+
+
+def _record_bytes(content: bytes | bytearray, limit: int) -> int:
+    """The message size Postfix's BDAT reply reports (its act_size): the content read as
+    smtp_get reads lines, each piece of at most `limit` bytes counted with a CRLF, a line's
+    end without its LF and the CRs before it, a last line without LF as if it had one."""
+    total = 0
+    lines = content.split(b"\n")
+    last = lines.pop()
+    for line in lines:
+        whole, rest = divmod(len(line), limit)
+        total += whole * (limit + 2) + len(line[len(line) - rest :].rstrip(b"\r")) + 2
+    if last:
+        total += len(last) + 2 * -(-len(last) // limit)
+    return total
 
 
 def smtpd_tokens(text: str) -> list[str]:
