@@ -2193,3 +2193,34 @@ def test_restrictions_skipped_after_discard_as_postfix(start_smtpd, delay_reject
     both = Played(start_smtpd, dialogue, main_cf)
     assert both.their_replies[3] == "250 2.1.5 Ok", both.their_replies
     assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
+
+
+def _smtpd_lines(lines: list[str]) -> list[str]:
+    """The lines of the session from 127.0.0.2 (Postfix's: smtpd's, without their prefix),
+    without queue IDs, as written with smtputf8_enable = no (8-bit bytes as '?')."""
+    texts = [ln.partition("postfix/smtpd[")[2].partition("]: ")[2] or ln for ln in lines]
+    texts = [printable(t, "?", False) for t in texts if "127.0.0.2" in t]
+    return [re.sub(r"^[0-9A-F]{10,}: ", "QID: ", t) for t in texts]
+
+
+@pytest.mark.slow
+def test_backwards_compatible_defaults_logged_at_use_as_postfix(start_smtpd) -> None:
+    """compatibility_level = 0, smtpd_relay_restrictions, its order and smtputf8_enable
+    left unset: Postfix 3.7's smtpd logs each use of their older defaults, a recipient
+    taken that their new defaults would refuse ("smtpd_relay_restrictions = (empty)"),
+    one smtpd_recipient_restrictions refused after the refusal's line
+    (smtpd_relay_before_recipient_restrictions=no), an 8-bit sender or recipient taken
+    without SMTPUTF8 (smtputf8_enable=no). The same lines in the same places as Postfix."""
+    main_cf = (
+        "compatibility_level = 0\nsmtpd_recipient_restrictions = check_recipient_access"
+        " inline:{ {u@remote.example=OK} }, permit_mynetworks, reject_unauth_destination\n"
+    )
+    dialogue = ["EHLO c.example", "MAIL FROM:<s@sender.example>", "RCPT TO:<u@remote.example>"]
+    dialogue += ["RCPT TO:<v@remote.example>", "RCPT TO:<u@mx.example.test>", "RSET"]
+    dialogue += ["MAIL FROM:<sé@sender.example>", "RCPT TO:<éu@mx.example.test>"]
+    dialogue += ["RCPT TO:<éu@remote.example>", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    theirs = _smtpd_lines([ln for ln in both.theirs if "postfix/smtpd[" in ln])
+    assert sum("backwards-compatible" in t for t in theirs) == 6, theirs
+    assert _smtpd_lines(both.ours) == theirs
+    assert _without_queue_ids(both.our_replies[1:]) == _without_queue_ids(both.their_replies[1:])

@@ -70,6 +70,7 @@ __all__ = [
     "check_daemon",
     "check_mynetworks",
     "check_startup",
+    "compat_breaks",
     "parse_bool",
     "parse_int",
     "parse_time",
@@ -313,6 +314,30 @@ def backwards_compatible(cfg: Config) -> bool:
     """Whether compatibility_level keeps some of Postfix 3.7's older defaults (below
     LAST_COMPAT_LEVEL), which postfix(1) reminds of at each command."""
     return _check_compatibility(cfg) < _LAST_COMPAT
+
+
+# The older defaults whose use Postfix 3.7 logs ("using backwards-compatible default setting
+# NAME=VALUE to ..."), each below the compatibility_level that changed it (mail_params'
+# warn_compat_break_* flags), and only while main.cf and -o leave that parameter unset.
+_COMPAT_BREAKS = (
+    ("smtputf8_enable", (1, 0, 0)),
+    ("smtpd_relay_restrictions", (1, 0, 0)),
+    ("smtpd_relay_before_recipient_restrictions", (3, 6, 0)),
+)
+
+
+def compat_breaks(cfg: Config) -> frozenset[str]:
+    """The parameters of cfg whose backwards-compatible default is in force and logged at
+    use; empty at compatibility_level 3.6 (once per Config)."""
+    found = cfg.derived.get("compat_breaks")
+    if found is None:
+        level = _check_compatibility(cfg)
+        found = cfg.derived["compat_breaks"] = frozenset(
+            name
+            for name, changed in _COMPAT_BREAKS
+            if level < changed and name not in cfg.settings and name not in cfg.overrides
+        )
+    return found  # type: ignore[return-value]
 
 
 def _name_mask(label: str, value: str, names: tuple[str, ...]) -> set[str]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oxipost import match_list
+from oxipost.config.params import compat_breaks
 from oxipost.delivery.address import log_form
 from oxipost.is_header import header_length
 from oxipost.maps import TableConfigError, TableError, open_at_start, open_table
@@ -169,6 +170,8 @@ class ClientState:
     dip_helo: bool = False
     dip_sender: bool = False
     dir_reply: Reply | None = None
+    # A line Postfix logs after the refusal's (an older default's use), for smtpd to log.
+    compat_notice: str = ""
 
     @property
     def namaddr(self) -> str:
@@ -468,6 +471,8 @@ class Checker:
         self.unlisted_sender = cfg.get_bool("smtpd_reject_unlisted_sender")
         self.untrusted_routing = cfg.get_bool("allow_untrusted_routing")
         self.utf8 = cfg.get_bool("smtputf8_enable")
+        # What Postfix logs of an older default it keeps (compatibility_level below 3.6).
+        self.compat = compat_breaks(cfg)
         self.policy_clients: dict[str, PolicyClient] = {}
         # The tables check_rcpt_maps asks before the mailbox tables, for a recipient and
         # for a sender (sender_canonical_maps too): only the parameters that name one, so
@@ -529,13 +534,50 @@ class Checker:
         for name in stages:
             reply = self.stage(name, st, rcpt)
             if reply is not None:
+                if name == "recipient" and self.compat:
+                    self._compat_rejected(st, rcpt)
                 return reply
+        if self.compat:
+            self._compat_relayed(st, rcpt)
         if st.dip_active:
             return self._deferred(st)
         if "DISCARD" in st.actions:
             return None  # smtpd_check_rcpt: a discarded message's recipients are not looked up
         reply = self.unlisted(rcpt)
         return None if reply is None else self._reject(st, reply)
+
+    def _compat_rejected(self, st: ClientState, rcpt: str) -> None:
+        """A recipient smtpd_recipient_restrictions refused, judged before the relay
+        restrictions only by the older default: Postfix says so after the refusal's line."""
+        if "smtpd_relay_before_recipient_restrictions" in self.compat:
+            st.compat_notice = (
+                "using backwards-compatible default setting"
+                " smtpd_relay_before_recipient_restrictions=no to reject recipient"
+                f' "{rcpt}" from client "{st.namaddr}"'
+            )
+
+    def _compat_relayed(self, st: ClientState, rcpt: str) -> None:
+        """A recipient taken that compatibility_level 1's smtpd_relay_restrictions
+        (permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination) would
+        have refused: Postfix logs that the empty older default let it through."""
+        if (
+            "smtpd_relay_restrictions" not in self.compat
+            or self.cfg.get_list("smtpd_relay_restrictions")
+            or self.in_mynetworks(st.addr)
+            or st.sasl_username
+        ):
+            return
+        try:
+            if self.auth_destination(rcpt):
+                return
+        except LookupFailure:
+            return
+        if self.log is not None:
+            self.log.info(
+                'using backwards-compatible default setting "smtpd_relay_restrictions = (empty)"'
+                f' to avoid "Relay access denied" error for recipient "{rcpt}" from client'
+                f' "{st.namaddr}"'
+            )
 
     def at_etrn(self, st: ClientState, domain: str) -> Reply | None:
         """Postfix's smtpd_check_etrn: the pending client and HELO restrictions, then

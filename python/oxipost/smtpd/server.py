@@ -1079,10 +1079,22 @@ class Session:
         go to the milters that ask for refused recipients (SMFIP_RCPT_REJ) between the
         two, as in Postfix's rcpt_cmd, and what they answer is not used."""
         self.srv.log.info(self.state.whatsup("reject", str(reply), recipient))
+        if self.state.compat_notice:
+            self.srv.log.info(self.state.compat_notice)
+            self.state.compat_notice = ""
         milters = self.envelope_milters
         if milter_rcpt is not None and milters is not None:
             await milters.rejected_rcpt(str(reply), recipient, milter_rcpt)
         await self.reply(str(reply), error_class=POLICY_ERROR)
+
+    def _compat_non_ascii(self, role: str, addr: str) -> None:
+        """An 8-bit address taken only because smtputf8_enable keeps its older default
+        (no): Postfix logs that it was."""
+        if "smtputf8_enable" in self.srv.checker.compat and not addr.isascii():
+            self.srv.log.info(
+                "using backwards-compatible default setting smtputf8_enable=no to accept"
+                f' non-ASCII {role} address "{addr}" from {self.state.namaddr}'
+            )
 
     async def _milter_refused(self, resp: str, recipient: str = "") -> bool:
         """A milter's answer to MAIL, RCPT or DATA: whether it refused the command (the
@@ -1218,6 +1230,8 @@ class Session:
                     return
                 if value != "<>":
                     self.sasl_sender = printable(value)
+        if self.srv.checker.compat:
+            self._compat_non_ascii("sender", addr)
         tx.size = self.msg_size
         if self.srv.size_limit and tx.size > self.srv.size_limit:
             # smtpd_check_size, after all parameters, logged with the sender.
@@ -1313,6 +1327,8 @@ class Session:
         if self.tx.rcpt_count >= self.srv.rcpt_limit:
             await self.reply(R.TOO_MANY_RCPTS)
             return
+        if self.srv.checker.compat:
+            self._compat_non_ascii("recipient", addr)
         reply = await self._check(self.srv.checker.at_rcpt, addr)
         if reply is not None:
             told = [f"<{given}>", *params] if self.milters is not None else None
