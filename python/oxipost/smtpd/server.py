@@ -859,19 +859,6 @@ class Session:
         ):
             await self.reply(R.TLS_REQUIRED)
             return True
-        if (
-            self.srv.forbid_unauth_pipelining
-            and self.pending()
-            # Before EHLO nothing was announced: every command waits for its reply.
-            and (self.helo_kind != "EHLO" or (verb_u in _GROUP_END and verb_u != "QUIT"))
-        ):
-            # With the input that came too early, as C shows it.
-            self.srv.log.info(
-                f"improper command pipelining after {verb_u} from {self.state.namaddr}: "
-                f"{escape(bytes(self.buf))}"
-            )
-            await self.reply(R.SYNC_ERROR, count=False)
-            return False
         if verb_u in _JUNK:
             # Past smtpd_junk_command_limit each one counts as an error, so that a client
             # cannot keep a session open for ever (Postfix's SMTPD_CMD_FLAG_LIMIT).
@@ -882,6 +869,8 @@ class Session:
         # succeeded when its last reply was not an error.
         counts = self.cmd_counts.setdefault(verb_u, [0, 0])
         counts[1] += 1
+        if await self._improper_pipelining(verb_u):
+            return False
         self.uncounted = False
         result: bool | None = await handler(arg)
         if self.last_code < 400 and not self.uncounted:
@@ -891,6 +880,25 @@ class Session:
         if self.last_code in (421, 521):
             return False
         return result is not False
+
+    async def _improper_pipelining(self, verb_u: str) -> bool:
+        """smtpd_forbid_unauth_pipelining: input pending where the client must wait for
+        the reply (until EHLO nothing was announced: after every command; a HELO after it
+        keeps ESMTP) is refused
+        with 554 5.5.0, which ends the session; whether it was."""
+        if not (
+            self.srv.forbid_unauth_pipelining
+            and self.pending()
+            and (self.state.protocol != "ESMTP" or (verb_u in _GROUP_END and verb_u != "QUIT"))
+        ):
+            return False
+        # With the input that came too early, as C shows it.
+        self.srv.log.info(
+            f"improper command pipelining after {verb_u} from {self.state.namaddr}: "
+            f"{escape(bytes(self.buf))}"
+        )
+        await self.reply(R.SYNC_ERROR, count=False)
+        return True
 
     def _denied(self) -> str | None:
         if self.access_denied is None:
