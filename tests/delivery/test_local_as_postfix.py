@@ -351,14 +351,18 @@ SCENARIOS = {
     ),
     # file.c and mbox_open(): /dev/null takes the message as any file does, without the
     # dotlock an unprivileged user could not make beside it (as default_privs for the
-    # aliases, as the user for a .forward).
+    # aliases, as the user for a .forward). A /file's dotlock may fail (its
+    # MBOX_DOT_LOCK_MAY_FAIL): a warning, and the file written under its kernel lock
+    # alone (lfb may write the box, not lfa's directory it is in).
     "dev_null": Scenario(
         {
             ALIASES: ("devnull /dev/null, {top}/out/copy\n", "root"),
             "home/lfa/.forward": ("/dev/null\n", "lfa"),
+            "home/lfa/box": ("", "lfb"),
+            "home/lfb/.forward": ("{top}/home/lfa/box\n", "lfb"),
         },
         {},
-        ["devnull@localhost", "lfa@localhost"],
+        ["devnull@localhost", "lfa@localhost", "lfb@localhost"],
     ),
     # tok822_parse(): words with only white space or a comment between them are items of
     # their own, an unquoted "|command arg" the command and an address.

@@ -21,10 +21,10 @@ def test_stub_matches_runtime_signatures():
 def test_maildir_delivery_and_names(tmp_path):
     # catalogue 10
     md = tmp_path / "u" / "Maildir"
-    status, permanent, text = mailbox.maildir_deliver(
+    outcome = mailbox.maildir_deliver(
         str(md), b"Delivered-To: u@x\r\n", b"Subject: s\r\n\r\nhi\r\n", "mx.example"
     )
-    assert (status, permanent, text) == ("2.0.0", False, "delivered to maildir")
+    assert outcome == ("2.0.0", False, "delivered to maildir", "")
     (name,) = os.listdir(md / "new")
     data = (md / "new" / name).read_bytes()
     assert data == b"Delivered-To: u@x\nSubject: s\n\nhi\n"
@@ -36,7 +36,7 @@ def test_maildir_delivery_and_names(tmp_path):
 def test_maildir_concurrent_threads_unique(tmp_path):
     # catalogue 10: names stay unique with the GIL released in many threads.
     md = str(tmp_path / "md")
-    results: list[tuple[str, bool, str]] = []
+    results: list[tuple[str, bool, str, str]] = []
 
     def work() -> None:
         for _ in range(25):
@@ -51,9 +51,10 @@ def test_maildir_concurrent_threads_unique(tmp_path):
     assert len(os.listdir(os.path.join(md, "new"))) == 150
 
 
-def test_maildir_failure_is_a_triple(tmp_path):
+def test_maildir_failure_is_an_outcome(tmp_path):
     (tmp_path / "f").write_bytes(b"")
-    status, permanent, text = mailbox.maildir_deliver(str(tmp_path / "f" / "md"), b"", b"x", "h")
+    md = str(tmp_path / "f" / "md")
+    status, permanent, text, _warning = mailbox.maildir_deliver(md, b"", b"x", "h")
     assert status == "4.2.0" and permanent is False
     assert text.startswith("maildir delivery failed: create maildir file ")
     assert text.endswith(": Not a directory")
@@ -62,14 +63,18 @@ def test_maildir_failure_is_a_triple(tmp_path):
 def test_mbox_quoting_and_lock(tmp_path):
     p = tmp_path / "user"
     r = mailbox.mbox_deliver(str(p), "a@b", b"Return-Path: <a@b>\r\n", b"S: 1\r\n\r\nFrom x\r\n")
-    assert r == ("2.0.0", False, "delivered to mailbox")
+    assert r == ("2.0.0", False, "delivered to mailbox", "")
     text = p.read_text()
     assert text.startswith("From a@b  ")
     assert text.endswith("Return-Path: <a@b>\nS: 1\n\n>From x\n\n")
     (tmp_path / "user.lock").write_bytes(b"")
-    status, permanent, text = mailbox.mbox_deliver(str(p), "a@b", b"", b"x", attempts=2, delay=0.01)
-    assert status == "4.2.0" and not permanent
-    assert text.startswith("unable to create lock file")
+    for may_fail in (False, True):
+        # A dotlock held is waited for even where one that cannot be made may fail.
+        status, permanent, text, _warning = mailbox.mbox_deliver(
+            str(p), "a@b", b"", b"x", attempts=2, delay=0.01, dotlock_may_fail=may_fail
+        )
+        assert status == "4.2.0" and not permanent
+        assert text.startswith("unable to create lock file")
 
 
 @pytest.mark.parametrize(

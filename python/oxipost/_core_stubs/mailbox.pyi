@@ -1,4 +1,5 @@
-"""oxipost._core.mailbox: Maildir and mbox writes; outcomes are (status, permanent, text)."""
+"""oxipost._core.mailbox: Maildir and mbox writes; outcomes are (status, permanent, text,
+warning), warning "" when the write got past nothing worth one."""
 
 def maildir_deliver(
     path: str,
@@ -7,7 +8,7 @@ def maildir_deliver(
     hostname: str,
     uid: int | None = None,
     gid: int | None = None,
-) -> tuple[str, bool, str]:
+) -> tuple[str, bool, str, str]:
     """Deliver into the Maildir `path`: tmp (O_EXCL) → fsync → link into new → fsync."""
 
 def mbox_deliver(
@@ -23,11 +24,13 @@ def mbox_deliver(
     delay: float = 1.0,
     stale: float = 500.0,
     char_devices: bool = False,
+    dotlock_may_fail: bool = False,
     uid: int | None = None,
     gid: int | None = None,
-) -> tuple[str, bool, str]:
+) -> tuple[str, bool, str, str]:
     """Append to the mbox `path` (From_ line, >From quoting, locks, truncate on error); with
-    char_devices, a character device (/dev/null) is written as it is (local's /file)."""
+    char_devices, a character device (/dev/null) is written as it is (local's /file); with
+    dotlock_may_fail, a dotlock that cannot be made is the warning (local's /file)."""
 
 class MboxLock:
     """The mbox `path` opened and locked as a delivery would (OSError(reason) when it
@@ -84,14 +87,16 @@ class Pool:
         delay: float = 1.0,
         stale: float = 500.0,
         char_devices: bool = False,
+        dotlock_may_fail: bool = False,
         uid: int | None = None,
         gid: int | None = None,
     ) -> int:
         """Queue mbox_deliver's write; returns its ticket."""
 
     def fileno(self) -> int: ...
-    def poll(self) -> list[tuple[int, str, bool, str]]:
-        """(ticket, status, permanent, text) of every write finished since the last poll."""
+    def poll(self) -> list[tuple[int, str, bool, str, str]]:
+        """(ticket, status, permanent, text, warning) of every write finished since the last
+        poll."""
 
     def close(self) -> None:
         """Finish the writes queued and stop the threads."""

@@ -138,6 +138,8 @@ MAX_INCLUDE_DEPTH = 20
 MAX_RECIPIENT_LEVEL = 100
 LEVEL_MEMBER = 5
 LEVEL_LUSER = 4
+# deliver_file's mbox_open: a device is written as it is, a dotlock may fail.
+_FILE_LOCKS = {"char_devices": True, "dotlock_may_fail": True}
 # What Postfix's deliver_pass() defers with when the other agent cannot be had.
 UNAVAILABLE = Outcome("4.3.0", "mail transport unavailable")
 
@@ -562,9 +564,10 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
     if path.endswith("/"):
         # file.c hands a name ending in "/" to deliver_maildir(): its words, not a file's.
         return await maildir(path, prefix, ctx.req.content, ids, cfg)
-    # A device (/dev/null) takes the message as it is, as Postfix's deliver_file lets it.
-    locks = {**lock_options(cfg, "mailbox_delivery_lock"), "char_devices": True}
-    out = await mbox(path, ctx.sender, prefix, ctx.req.content, locks, ids, cfg)
+    # A device (/dev/null) takes the message as it is, and a dotlock that cannot be made
+    # beside a file is a warning, as Postfix's deliver_file lets them.
+    locks = {**_FILE_LOCKS, **lock_options(cfg, "mailbox_delivery_lock")}
+    out = await mbox(path, ctx.sender, prefix, ctx.req.content, locks, ids, cfg, log.warning)
     if out.delivered:
         return Outcome("2.0.0", f"delivered to file: {path}")
     return Outcome(out.status, f"cannot append message to file {path}: {out.text}")

@@ -121,13 +121,13 @@ class _Writers:
 _WRITERS: dict[int, _Writers] = {}
 
 
-async def _run(cfg: Config, submit: Callable[[mailbox.Pool], int]) -> tuple[str, bool, str]:
+async def _run(cfg: Config, submit: Callable[[mailbox.Pool], int]) -> tuple[str, bool, str, str]:
     size = max(1, cfg.get_int("default_process_limit"))
     writers = _WRITERS.get(size)
     if writers is None:
         writers = _WRITERS[size] = _Writers(size)
-    status, permanent, text = await writers.completions.wait_for(submit(writers.pool))
-    return status, permanent, text
+    status, permanent, text, warning = await writers.completions.wait_for(submit(writers.pool))
+    return status, permanent, text, warning
 
 
 async def maildir(
@@ -135,7 +135,7 @@ async def maildir(
 ) -> Outcome:
     # The writer takes these ids only when running as root (a geteuid per write saved).
     uid, gid = ids if ids is not None else (None, None)
-    status, _perm, text = await _run(
+    status, _perm, text, _warning = await _run(
         cfg, lambda pool: pool.submit_maildir(path, prefix, content, hostname(), uid, gid)
     )
     return Outcome(status, text)
@@ -149,7 +149,9 @@ async def mbox(
     locks: dict[str, object],
     ids: tuple[int, int] | None,
     cfg: Config,
+    warn: Callable[[str], None] | None = None,
 ) -> Outcome:
+    """The append; warn is given what it got past (locks' dotlock_may_fail)."""
     uid, gid = ids if ids is not None else (None, None)
 
     def submit(pool: mailbox.Pool) -> int:
@@ -163,5 +165,7 @@ async def mbox(
             **locks,  # type: ignore[arg-type]
         )
 
-    status, _perm, text = await _run(cfg, submit)
+    status, _perm, text, warning = await _run(cfg, submit)
+    if warning and warn is not None:
+        warn(warning)
     return Outcome(status, text)

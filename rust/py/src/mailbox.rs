@@ -1,6 +1,6 @@
 //! `oxipost._core.mailbox`: Maildir and mbox writes for local(8)/virtual(8).
 //!
-//! Every delivery returns the (dsn status, permanent?, text) triple; the GIL
+//! Every delivery returns (dsn status, permanent?, text, warning); the GIL
 //! is released for the whole write (the message bytes are immutable, so
 //! borrowing them while detached is sound).
 
@@ -12,11 +12,11 @@ pub mod mailbox {
     use std::path::Path;
     use std::time::Duration;
 
-    type Triple = (String, bool, String);
+    type Outcome = (String, bool, String, String);
 
-    fn triple(d: Delivery) -> Triple {
+    fn outcome(d: Delivery) -> Outcome {
         let p = d.permanent();
-        (d.status, p, d.text)
+        (d.status, p, d.text, d.warning)
     }
 
     fn ids(uid: Option<u32>, gid: Option<u32>) -> Option<(u32, u32)> {
@@ -34,16 +34,16 @@ pub mod mailbox {
         hostname: &str,
         uid: Option<u32>,
         gid: Option<u32>,
-    ) -> Triple {
+    ) -> Outcome {
         let job = maildir_job(path, prefix, content, hostname, uid, gid);
-        triple(py.detach(|| job.run()))
+        outcome(py.detach(|| job.run()))
     }
 
     /// Appends to the mbox file `path` under the chosen locks.
     #[pyfunction]
     #[pyo3(signature = (path, sender, prefix, content, *, fcntl=true, flock=false,
                         dotlock=true, attempts=20, delay=1.0, stale=500.0,
-                        char_devices=false, uid=None, gid=None))]
+                        char_devices=false, dotlock_may_fail=false, uid=None, gid=None))]
     #[allow(clippy::too_many_arguments)]
     fn mbox_deliver(
         py: Python<'_>,
@@ -58,13 +58,15 @@ pub mod mailbox {
         delay: f64,
         stale: f64,
         char_devices: bool,
+        dotlock_may_fail: bool,
         uid: Option<u32>,
         gid: Option<u32>,
-    ) -> Triple {
+    ) -> Outcome {
         let mut how = locking(fcntl, flock, dotlock, attempts, delay, stale);
         how.char_devices = char_devices;
+        how.dotlock_may_fail = dotlock_may_fail;
         let job = mbox_job(path, sender, prefix, content, how, uid, gid);
-        triple(py.detach(|| job.run()))
+        outcome(py.detach(|| job.run()))
     }
 
     fn maildir_job(
@@ -119,6 +121,7 @@ pub mod mailbox {
             delay: Duration::from_secs_f64(delay.max(0.0)),
             stale: Duration::from_secs_f64(stale.max(0.0)),
             char_devices: false,
+            dotlock_may_fail: false,
         }
     }
 
@@ -157,7 +160,7 @@ pub mod mailbox {
 
         #[pyo3(signature = (path, sender, prefix, content, *, fcntl=true, flock=false,
                             dotlock=true, attempts=20, delay=1.0, stale=500.0,
-                            char_devices=false, uid=None, gid=None))]
+                            char_devices=false, dotlock_may_fail=false, uid=None, gid=None))]
         #[allow(clippy::too_many_arguments)]
         fn submit_mbox(
             &self,
@@ -172,11 +175,13 @@ pub mod mailbox {
             delay: f64,
             stale: f64,
             char_devices: bool,
+            dotlock_may_fail: bool,
             uid: Option<u32>,
             gid: Option<u32>,
         ) -> PyResult<u64> {
             let mut how = locking(fcntl, flock, dotlock, attempts, delay, stale);
             how.char_devices = char_devices;
+            how.dotlock_may_fail = dotlock_may_fail;
             let job = mbox_job(path, sender, prefix, content, how, uid, gid);
             Ok(self.inner.submit(job)?)
         }
@@ -185,13 +190,13 @@ pub mod mailbox {
             self.inner.event_fd()
         }
 
-        fn poll(&self) -> Vec<(u64, String, bool, String)> {
+        fn poll(&self) -> Vec<(u64, String, bool, String, String)> {
             self.inner
                 .poll()
                 .into_iter()
                 .map(|(ticket, d)| {
-                    let (status, permanent, text) = triple(d);
-                    (ticket, status, permanent, text)
+                    let (status, permanent, text, warning) = outcome(d);
+                    (ticket, status, permanent, text, warning)
                 })
                 .collect()
         }

@@ -28,6 +28,10 @@ pub struct MboxLocking {
     /// A character device (/dev/null) is written as it is, with no lock, sync or
     /// truncation: local(8)'s `/file` deliveries, as Postfix's deliver_file.
     pub char_devices: bool,
+    /// A dotlock that cannot be made (other than one held) is warned of, and the file
+    /// written under its kernel locks: local(8)'s `/file` deliveries, as Postfix's
+    /// deliver_file (MBOX_DOT_LOCK_MAY_FAIL).
+    pub dotlock_may_fail: bool,
 }
 
 impl Default for MboxLocking {
@@ -40,6 +44,7 @@ impl Default for MboxLocking {
             delay: Duration::from_secs(1),
             stale: Duration::from_secs(500),
             char_devices: false,
+            dotlock_may_fail: false,
         }
     }
 }
@@ -54,7 +59,9 @@ impl Drop for DotLock {
     }
 }
 
-fn dotlock(path: &Path, how: &MboxLocking) -> Result<DotLock, Delivery> {
+/// The dotlock of `path`; DotLock(None) and the reason in `warning` when it cannot be
+/// made and `how.dotlock_may_fail`.
+fn dotlock(path: &Path, how: &MboxLocking, warning: &mut String) -> Result<DotLock, Delivery> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock = PathBuf::from(name);
@@ -80,14 +87,16 @@ fn dotlock(path: &Path, how: &MboxLocking) -> Result<DotLock, Delivery> {
                 last = Some(e);
             }
             Err(e) => {
-                return Err(Delivery::fail(
-                    errno_dsn(&e, "5.2.0"),
-                    format!(
-                        "unable to create lock file {}: {}",
-                        lock.display(),
-                        strerror(&e)
-                    ),
-                ))
+                let reason = format!(
+                    "unable to create lock file {}: {}",
+                    lock.display(),
+                    strerror(&e)
+                );
+                if how.dotlock_may_fail {
+                    *warning = reason;
+                    return Ok(DotLock(None));
+                }
+                return Err(Delivery::fail(errno_dsn(&e, "5.2.0"), reason));
             }
         }
         if attempt + 1 < how.attempts {
@@ -215,6 +224,8 @@ fn fstat_failed(e: io::Error) -> Delivery {
 pub struct MboxLock {
     pub file: File,
     _dot: Option<DotLock>,
+    /// Delivery::warning's: the dotlock that could not be made.
+    pub warning: String,
 }
 
 /// Opens the mbox file `path` for appending (created 0600 when missing) and
@@ -223,8 +234,9 @@ pub struct MboxLock {
 pub fn lock_mbox(path: &Path, how: &MboxLocking) -> Result<MboxLock, Delivery> {
     // As Postfix's mbox_open: no dotlock for what is not a file (a /dev/null.lock could
     // not be made by an unprivileged user, and must not be).
+    let mut warning = String::new();
     let dot = if how.dotlock && fs::metadata(path).map_or(true, |m| m.is_file()) {
-        Some(dotlock(path, how)?)
+        Some(dotlock(path, how, &mut warning)?)
     } else {
         None
     };
@@ -253,7 +265,11 @@ pub fn lock_mbox(path: &Path, how: &MboxLocking) -> Result<MboxLock, Delivery> {
     };
     let meta = file.metadata().map_err(fstat_failed)?;
     if how.char_devices && meta.file_type().is_char_device() {
-        return Ok(MboxLock { file, _dot: dot });
+        return Ok(MboxLock {
+            file,
+            _dot: dot,
+            warning,
+        });
     }
     if !meta.file_type().is_file() || meta.nlink() > 1 {
         return Err(Delivery::fail(
@@ -262,12 +278,16 @@ pub fn lock_mbox(path: &Path, how: &MboxLocking) -> Result<MboxLock, Delivery> {
         ));
     }
     kernel_lock(&file, how)?;
-    Ok(MboxLock { file, _dot: dot })
+    Ok(MboxLock {
+        file,
+        _dot: dot,
+        warning,
+    })
 }
 
 /// Appends one message to the mbox file `path` as `ids` (when root): the
 /// From_ line names `sender` ("MAILER-DAEMON" for the null sender). Missing
-/// parent directories are created (0700).
+/// parent directories are created (0700). Ok: Delivery::warning's text.
 pub fn deliver_mbox(
     path: &Path,
     sender: &str,
@@ -275,7 +295,7 @@ pub fn deliver_mbox(
     content: &[u8],
     how: &MboxLocking,
     ids: Option<(u32, u32)>,
-) -> Result<(), Delivery> {
+) -> Result<String, Delivery> {
     let _ids = FsIds::switch(ids)?;
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() && !parent.exists() {
@@ -304,7 +324,8 @@ pub fn deliver_mbox(
     data.push(b'\n');
     if !meta.is_file() {
         // A device (/dev/null): written as it is, nothing to sync or take back.
-        return write_message(file, &data).map_err(write_failed);
+        write_message(file, &data).map_err(write_failed)?;
+        return Ok(held.warning);
     }
     let start = meta.len();
     if let Err(e) = write_message(file, &data).and_then(|_| file.sync_data()) {
@@ -313,7 +334,7 @@ pub fn deliver_mbox(
         let _ = file.sync_data();
         return Err(write_failed(e));
     }
-    Ok(())
+    Ok(held.warning)
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ pub struct Delivery {
     pub status: String,
     /// The text Postfix logs in parentheses after status=...
     pub text: String,
+    /// What the write got past, for a warning in the log ("" for nothing): a /file's
+    /// dotlock that could not be made (MboxLocking::dotlock_may_fail).
+    pub warning: String,
 }
 
 impl Delivery {
@@ -37,6 +40,7 @@ impl Delivery {
         Delivery {
             status: "2.0.0".into(),
             text: text.into(),
+            warning: String::new(),
         }
     }
 
@@ -44,6 +48,7 @@ impl Delivery {
         Delivery {
             status: status.into(),
             text: text.into(),
+            warning: String::new(),
         }
     }
 

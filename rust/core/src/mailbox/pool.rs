@@ -66,7 +66,10 @@ impl Job {
                 how,
                 ids,
             } => match deliver_mbox(path, sender, prefix, content, how, *ids) {
-                Ok(()) => Delivery::ok("delivered to mailbox"),
+                Ok(warning) => Delivery {
+                    warning,
+                    ..Delivery::ok("delivered to mailbox")
+                },
                 Err(d) => d,
             },
         }
