@@ -590,9 +590,16 @@ _SMTPD_SESSIONS = [
 ]
 
 
+# A client smtpd_client_restrictions refuse at connect (smtpd_delay_reject = no): every
+# command but QUIT is "503 5.7.0 Error: access denied", an unknown one too.
+_DENIED_SESSION = ["HELO x", "FOO", "MAIL FROM:<a@localhost>", "QUIT"]
+
+
 def _smtpd_sessions(port: int, mailbox: Path) -> list[str]:
-    for lines in _SMTPD_SESSIONS:
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+    for lines in [*_SMTPD_SESSIONS, _DENIED_SESSION]:
+        # The refused client is 127.0.0.2.
+        source = ("127.0.0.2" if lines is _DENIED_SESSION else "127.0.0.1", 0)
+        with socket.create_connection(("127.0.0.1", port), 30, source) as s:
             f = s.makefile("rb")
             f.readline()
             for line in lines:
@@ -600,7 +607,7 @@ def _smtpd_sessions(port: int, mailbox: Path) -> list[str]:
                 while f.readline()[3:4] == b"-":
                     pass
     deadline = time.monotonic() + 30
-    while len(_mbox(mailbox) if mailbox.exists() else []) < 3:
+    while len(_mbox(mailbox) if mailbox.exists() else []) < 4:
         assert time.monotonic() < deadline, "no transcript"
         time.sleep(0.2)
     time.sleep(1)  # another would be wrong
@@ -625,7 +632,8 @@ def test_smtpd_transcript_as_postfix(top: Path) -> None:
             f"alias_maps =\nalias_database =\nmail_spool_directory = {d}/mail\n"
             "notify_classes = protocol, policy, bounce\nerror_notice_recipient = bin@localhost\n"
             f"header_checks = regexp:{d}/header_checks\nmessage_size_limit = 3000\n"
-            "hopcount_limit = 3\n"
+            "hopcount_limit = 3\nsmtpd_delay_reject = no\n"
+            "smtpd_client_restrictions = check_client_access inline:{ 127.0.0.2=REJECT }\n"
             "smtpd_recipient_restrictions = check_recipient_access "
             "inline:{ refuse@localhost=REJECT }, permit_mynetworks, reject\n"
         )
@@ -636,5 +644,6 @@ def test_smtpd_transcript_as_postfix(top: Path) -> None:
         else:
             with running_ours(d, main_cf) as port:
                 boxes[who] = _smtpd_sessions(port, d / "mail" / "bin")
-    assert sum("Session aborted, reason: lost connection" in m for m in boxes["postfix"]) == 1
+    for text in ("Session aborted, reason: lost connection", "Client host rejected"):
+        assert sum(text in m for m in boxes["postfix"]) == 1, text
     assert boxes["ours"] == boxes["postfix"]

@@ -481,16 +481,17 @@ class Session:
                 return piece, b""
             await self._fill()
 
-    async def reply(self, text: str, count: bool = True, error_class: int = 0) -> None:
-        """Send a reply; `error_class`: the notify class it is an error of, when not the
-        one its code says (a restriction's refusal is a policy error whatever its code)."""
+    async def reply(self, text: str, count: bool = True, error_class: int | None = None) -> None:
+        """Send a reply; `error_class`: the notify classes it is an error of (0: none),
+        when not the ones its code says (a restriction's refusal is a policy error
+        whatever its code, "access denied" no error of any class)."""
         self.last_code = int(text[:3]) if text[:3].isdigit() else 0
         if self.history is not None:
             self.history += [f"Out: {line}" for line in text.split("\r\n")]
             code = self.last_code
             # Postfix's smtpd marks its syntax and sequence errors (500-503, 555).
-            if not error_class and (500 <= code <= 503 or code == 555):
-                error_class = PROTOCOL_ERROR
+            if error_class is None:
+                error_class = PROTOCOL_ERROR if 500 <= code <= 503 or code == 555 else 0
             self.error_mask |= error_class
         if count and text[:1] in ("4", "5"):
             self.errors += 1
@@ -843,13 +844,14 @@ class Session:
                 self.srv.log.warning(f"non-SMTP command from {self.state.namaddr}: {shown}")
                 return False
             self.last_cmd = "UNKNOWN"
-            await self.reply(self._denied() or R.CMD_UNKNOWN)
+            denied = self._denied()
+            await self.reply(denied or R.CMD_UNKNOWN, error_class=0 if denied else None)
             return True
         self.last_cmd = verb_u
         denied = self._denied() if verb_u != "QUIT" else None
         if denied is not None:
             self.cmd_counts.setdefault(verb_u, [0, 0])[1] += 1
-            await self.reply(denied)
+            await self.reply(denied, error_class=0)
             return True
         self.state.where = verb_u
         if (
