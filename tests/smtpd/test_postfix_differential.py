@@ -2208,6 +2208,18 @@ def _smtpd_lines(lines: list[str]) -> list[str]:
     return [re.sub(r"^[0-9A-F]{10,}: ", "QID: ", t) for t in texts]
 
 
+def _same_compat_lines(
+    start_smtpd: Any, dialogue: list[str], main_cf: str, word: str, count: int
+) -> None:
+    """The dialogue played on both: Postfix's smtpd logged `count` lines with `word`, and
+    ours the same lines and replies."""
+    both = Played(start_smtpd, dialogue, main_cf)
+    theirs = _smtpd_lines([ln for ln in both.theirs if "postfix/smtpd[" in ln])
+    assert sum(word in t for t in theirs) == count, theirs
+    assert _smtpd_lines(both.ours) == theirs
+    assert _without_queue_ids(both.our_replies[1:]) == _without_queue_ids(both.their_replies[1:])
+
+
 @pytest.mark.slow
 def test_backwards_compatible_defaults_logged_at_use_as_postfix(start_smtpd) -> None:
     """compatibility_level = 0, smtpd_relay_restrictions, its order and smtputf8_enable
@@ -2224,8 +2236,33 @@ def test_backwards_compatible_defaults_logged_at_use_as_postfix(start_smtpd) -> 
     dialogue += ["RCPT TO:<v@remote.example>", "RCPT TO:<u@mx.example.test>", "RSET"]
     dialogue += ["MAIL FROM:<sé@sender.example>", "RCPT TO:<éu@mx.example.test>"]
     dialogue += ["RCPT TO:<éu@remote.example>", "QUIT"]
-    both = Played(start_smtpd, dialogue, main_cf)
-    theirs = _smtpd_lines([ln for ln in both.theirs if "postfix/smtpd[" in ln])
-    assert sum("backwards-compatible" in t for t in theirs) == 6, theirs
-    assert _smtpd_lines(both.ours) == theirs
-    assert _without_queue_ids(both.our_replies[1:]) == _without_queue_ids(both.their_replies[1:])
+    _same_compat_lines(start_smtpd, dialogue, main_cf, "backwards-compatible", 6)
+
+
+@pytest.mark.slow
+def test_mynetworks_style_default_logged_at_use_as_postfix(start_smtpd, monkeypatch) -> None:
+    """compatibility_level = 0 and neither mynetworks nor mynetworks_style set: a client
+    that permit_mynetworks permits only as mynetworks_style's older default (subnet) has
+    it, not as its new one (host: 127.0.0.1/32 here), is logged at each permit, that of
+    smtpd_recipient_restrictions and that of the relay restrictions' new default, judged
+    to see if their empty older one let a recipient through. As Postfix's smtpd."""
+    import tests.smtpd.conftest as smtpd_conftest
+
+    # write_config's base without its mynetworks, on both sides: the style computes it.
+    original = write_config
+
+    def base_without_mynetworks(tmp: str, main_cf: str) -> str:
+        written = original(tmp, main_cf)
+        path = Path(written, "main.cf")
+        path.write_text(re.sub(r"^mynetworks = .*\n", "", path.read_text(), flags=re.M))
+        return written
+
+    monkeypatch.setattr(smtpd_conftest, "write_config", base_without_mynetworks)
+    monkeypatch.setattr(sys.modules[__name__], "write_config", base_without_mynetworks)
+    main_cf = (
+        "compatibility_level = 0\n"
+        "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
+    )
+    dialogue = ["EHLO c.example", "MAIL FROM:<s@sender.example>", "RCPT TO:<u@remote.example>"]
+    dialogue += ["RCPT TO:<u@mx.example.test>", "QUIT"]
+    _same_compat_lines(start_smtpd, dialogue, main_cf, "mynetworks_style=subnet", 4)

@@ -322,6 +322,7 @@ def backwards_compatible(cfg: Config) -> bool:
 _COMPAT_BREAKS = (
     ("smtputf8_enable", (1, 0, 0)),
     ("smtpd_relay_restrictions", (1, 0, 0)),
+    ("mynetworks_style", (2, 0, 0)),
     ("smtpd_relay_before_recipient_restrictions", (3, 6, 0)),
 )
 
@@ -335,9 +336,16 @@ def compat_breaks(cfg: Config) -> frozenset[str]:
         found = cfg.derived["compat_breaks"] = frozenset(
             name
             for name, changed in _COMPAT_BREAKS
-            if level < changed and name not in cfg.settings and name not in cfg.overrides
+            if level < changed
+            and not _is_set(cfg, name)
+            # mynetworks' style matters only where mynetworks is not set.
+            and not (name == "mynetworks_style" and _is_set(cfg, "mynetworks"))
         )
     return found  # type: ignore[return-value]
+
+
+def _is_set(cfg: Config, name: str) -> bool:
+    return name in cfg.settings or name in cfg.overrides
 
 
 def _name_mask(label: str, value: str, names: tuple[str, ...]) -> set[str]:

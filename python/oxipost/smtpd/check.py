@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from oxipost import match_list
 from oxipost.config.params import compat_breaks
+from oxipost.config.registry import host_default
 from oxipost.delivery.address import log_form
 from oxipost.is_header import header_length
 from oxipost.maps import TableConfigError, TableError, open_at_start, open_table
@@ -563,7 +564,7 @@ class Checker:
         if (
             "smtpd_relay_restrictions" not in self.compat
             or self.cfg.get_list("smtpd_relay_restrictions")
-            or self.in_mynetworks(st.addr)
+            or self._permit_mynetworks(st)
             or st.sasl_username
         ):
             return
@@ -794,7 +795,7 @@ class Checker:
                 Reply(450, "4.7.0", f"<{rname}>: {reply_class} rejected: {name} requested"),
             )
         if name == "permit_mynetworks":
-            return PERMIT if self.in_mynetworks(st.addr) else DUNNO
+            return PERMIT if self._permit_mynetworks(st) else DUNNO
         if name == "permit_sasl_authenticated":
             return PERMIT if st.sasl_username else DUNNO
         if name in ("reject_unauth_destination", "defer_unauth_destination", "check_relay_domains"):
@@ -1302,6 +1303,27 @@ class Checker:
         assert text is not None
         dsn, reply_text = _dsn_text(text[4:], "4.7.1", "", "Service unavailable")
         return Reply(int(text[:3]), self._dsn_fix(dsn, reply_class), reply_text)
+
+    def _permit_mynetworks(self, st: ClientState) -> bool:
+        """permit_mynetworks: whether the client is in mynetworks; Postfix logs a client
+        that only mynetworks_style's older default (subnet) puts there."""
+        if not self.in_mynetworks(st.addr):
+            return False
+        if "mynetworks_style" in self.compat and self.log is not None:
+            if not match_networks(self.cfg, self._host_networks, st.addr):
+                self.log.info(
+                    "using backwards-compatible default setting mynetworks_style="
+                    f"{self.cfg.get('mynetworks_style')} to permit request from client"
+                    f' "{st.namaddr}"'
+                )
+        return True
+
+    @functools.cached_property
+    def _host_networks(self) -> list[str]:
+        """mynetworks as compatibility level 2's mynetworks_style (host) makes it."""
+        inputs = {"mynetworks_style": "host"}
+        inputs.update((n, self.cfg.get(n)) for n in ("inet_protocols", "inet_interfaces"))
+        return host_default("mynetworks", inputs).split()
 
     def in_mynetworks(self, addr: str) -> bool:
         try:
