@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from oxipost.printable import printable
+from oxipost.smtpd.check import SENDER_LOGIN_CHECKS
 
 from tests.conftest import REPO, free_port, run_ours, shared_dir
 from tests.maps.test_net_tables import peer
@@ -1255,6 +1256,27 @@ def test_bdat_size_reported_as_postfix(tmp_path: Path) -> None:
         theirs = [play(port, pieces) for pieces in chunks]
         assert theirs[0] == ["250 2.0.0 Ok: 7 bytes queued as QID"]
         assert [play(srv.port, pieces) for pieces in chunks] == theirs
+
+
+@pytest.mark.slow
+def test_sender_login_checks_without_sasl_as_postfix(start_smtpd) -> None:
+    """Without smtpd_sasl_auth_enable the smtpd_sender_login_maps checks decide nothing:
+    each evaluation logs Postfix 3.7's "restriction `NAME' ignored: no SASL support"
+    (reject_sender_login_mismatch as its authenticated and unauthenticated halves), at
+    RCPT and VRFY alike. Ours refused an owned sender "not logged in"."""
+    checks = [*SENDER_LOGIN_CHECKS[1:], SENDER_LOGIN_CHECKS[0]]
+    main_cf = (
+        "smtpd_sender_login_maps = inline:{{a@b.c=joe}}\n"
+        f"smtpd_sender_restrictions = {', '.join(checks)}\n"
+    )
+    dialogue = ["EHLO c.example", "MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>", "VRFY root"]
+    dialogue += ["RSET", "MAIL FROM:<>", "RCPT TO:<root@localhost>", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    wanted = r"ignored: no SASL|: reject: |disconnect from unknown\[127\.0\.0\.2"
+    expected = _transaction_lines(both.theirs, wanted)
+    assert "warning: restriction `reject_known_sender_login_mismatch' ignored" in str(expected)
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert both.our_replies[1:] == both.their_replies[1:]
 
 
 CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]

@@ -231,6 +231,13 @@ SENDER_LOGIN_CHECKS = (
     "reject_unauthenticated_sender_login_mismatch",
     "reject_known_sender_login_mismatch",
 )
+# What Postfix's generic_checks runs for reject_sender_login_mismatch.
+_SENDER_LOGIN_PARTS = {
+    "reject_sender_login_mismatch": (
+        "reject_authenticated_sender_login_mismatch",
+        "reject_unauthenticated_sender_login_mismatch",
+    )
+}
 DUNNO = "dunno"
 # A policy request's attributes in Postfix 3.7's order (smtpd_check.c check_policy_service);
 # 3.8 added compatibility_level and mail_version after policy_context.
@@ -470,6 +477,7 @@ class Checker:
         self.classes = set(cfg.get_list("smtpd_restriction_classes"))
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.unlisted_sender = cfg.get_bool("smtpd_reject_unlisted_sender")
+        self.sasl = cfg.get_bool("smtpd_sasl_auth_enable")
         self.untrusted_routing = cfg.get_bool("allow_untrusted_routing")
         self.utf8 = cfg.get_bool("smtputf8_enable")
         # What Postfix logs of an older default it keeps (compatibility_level below 3.6).
@@ -1073,7 +1081,14 @@ class Checker:
         )
 
     def sender_login(self, name: str, st: ClientState) -> Reply | None:
-        """smtpd_sender_login_maps: the SASL logins that own each MAIL FROM address."""
+        """smtpd_sender_login_maps: the SASL logins that own each MAIL FROM address.
+        Without smtpd_sasl_auth_enable each check is skipped with Postfix's warning."""
+        if not self.sasl:
+            if self.log is not None:
+                parts = _SENDER_LOGIN_PARTS.get(name, (name,))
+                for part in parts:
+                    self.log.warning(f"restriction `{part}' ignored: no SASL support")
+            return None
         if not st.sender or not self.cfg.get_list("smtpd_sender_login_maps"):
             return None
         try:
