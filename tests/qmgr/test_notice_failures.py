@@ -124,12 +124,12 @@ def _qid(log: str) -> str:
     return m.group(1)
 
 
-def _lines(log: str, qid: str) -> list[str]:
+def _lines(log: str, qid: str, programs: tuple[str, ...] = PROGRAMS) -> list[str]:
     """The compared programs' lines without time, host, pid and delays, the message's queue
     ID as QID and any other (a notice's) as NOTICE, sorted."""
     out = []
     for line in log.splitlines():
-        m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
+        m = re.search(rf" postfix/({'|'.join(programs)})\[\d+\]: (.*)", line)
         if m is None:
             continue
         text = re.sub(r"\b[0-9A-F]{10,}\b", "NOTICE", m.group(2).replace(qid, "QID"))

@@ -720,3 +720,20 @@ def test_notice_log_lasts_until_sent_or_the_message_goes(cfg, tmp_path):
     journal = b"".join(p.read_bytes() for p in (tmp_path / "queue" / "journal").glob("*.seg"))
     # The compacted journal keeps the success log still pending, and neither failure log.
     assert b"delivered" in journal and b"unknown user" not in journal
+
+
+def test_expiry_and_deferrals_survive_compaction(cfg):
+    """postsuper -e's flag and each recipient's last deferral (Postfix's defer logfile,
+    what a force-expired message's notice reports) come back after restarts that compact
+    the journal; a later deferral of a recipient replaces its earlier one."""
+    (qid,) = enqueue_many(cfg, 1)
+    st = QueueState(cfg, lock=True)
+    st.defer(qid, "first", time.time() + 60, [(0, "4.4.1", "refused")])
+    st.defer(qid, "second", time.time() + 60, [(0, "4.4.2", "lost"), (1, "4.7.0", "later")])
+    st.expire(qid)
+    st.close()
+    for _ in range(2):
+        QueueState(cfg, lock=True).close()
+    info = QueueState(cfg).messages[qid]
+    assert info.expired and info.reason == "second"
+    assert info.deferrals == {0: ("4.4.2", "lost"), 1: ("4.7.0", "later")}

@@ -4,9 +4,12 @@
     postsuper [-c config_dir] -h ID|ALL|- [queue]   put on hold
     postsuper [-c config_dir] -H ID|ALL|- [queue]   release from hold
     postsuper [-c config_dir] -r ID|ALL|- [queue]   requeue (retry now, as new mail)
+    postsuper [-c config_dir] -e ID|ALL|- [queue]   expire: returned to the sender at the
+                                                    next delivery pass (mailq's '#')
+    postsuper [-c config_dir] -f ID|ALL|- [queue]   expire and release from hold
 
 `-` reads queue IDs from standard input, one per line. Several actions may be given; they
-run in Postfix's order (delete, hold, release, requeue). Summary lines on stderr are
+run in Postfix's order (delete, expire, hold, release, requeue). Summary lines on stderr are
 Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from hold: N`,
 `Requeued: N`. While qmgr runs (it holds the state lock) the request goes to qmgr.
 """
@@ -27,17 +30,22 @@ PROG = "postsuper"
 # Each message named by its ID is reported as it changes (not those of ALL), as Postfix's.
 DONE = {
     "delete": "removed",
+    "expire": "expired",
     "hold": "placed on hold",
     "release": "released from hold",
     "requeue": "requeued",
 }
 SUMMARY = {
     "delete": "Deleted",
+    "expire": "Force-expired",
     "hold": "Placed on hold",
     "release": "Released from hold",
     "requeue": "Requeued",
 }
-_FLAG = {"-d": "delete", "-h": "hold", "-H": "release", "-r": "requeue"}
+_FLAG = {"-d": "delete", "-e": "expire", "-h": "hold", "-H": "release", "-r": "requeue"}
+ORDER = ("delete", "expire", "hold", "release", "requeue")
+# The queues -e and -f look in without a queue named (not corrupt/).
+EXPIRABLE = ("hold", "incoming", "active", "deferred")
 
 
 def _count(n: int) -> str:
@@ -57,6 +65,10 @@ def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | Non
         info = state.messages[qid]
         if action == "delete":
             state.remove(qid)
+        elif action == "expire":
+            if info.expired or info.state not in EXPIRABLE:
+                continue
+            state.expire(qid)
         elif action == "hold":
             if info.state == "hold":
                 continue
@@ -75,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run postsuper with argv (default sys.argv[1:]); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        opts, rest = getopt.getopt(args, "c:d:h:H:r:psSv")
+        opts, rest = getopt.getopt(args, "c:d:e:f:h:H:r:psSv")
     except getopt.GetoptError as e:
         print(
             f"{PROG}: fatal: usage: {PROG} [-c config_dir] [-d|-h|-H|-r id] [queue] ({e})",
@@ -88,20 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, value in opts:
         if flag == "-c":
             config_dir = value
-        elif flag in _FLAG:
-            action = _FLAG[flag]
-            if value == "ALL":
-                actions[action] = "ALL"
-                continue
+        elif flag in _FLAG or flag == "-f":
             if value == "-":
                 if stdin_ids is None:
                     stdin_ids = [line.strip() for line in sys.stdin if line.strip()]
                 ids = stdin_ids
             else:
                 ids = [value]
-            current = actions.setdefault(action, [])
-            if isinstance(current, list):
-                current.extend(ids)
+            # -f is -e and -H together.
+            for action in ("expire", "release") if flag == "-f" else (_FLAG[flag],):
+                if value == "ALL":
+                    actions[action] = "ALL"
+                    continue
+                current = actions.setdefault(action, [])
+                if isinstance(current, list):
+                    current.extend(ids)
     queue = rest[0] if rest else None
     if queue is not None and queue not in QUEUES:
         print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
@@ -128,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = QueueState(cfg, lock=True)
     except QueueBusy:
         state = None
-    for action in ("delete", "hold", "release", "requeue"):
+    for action in ORDER:
         if action not in actions:
             continue
         if state is not None:
@@ -152,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if state is not None:
         state.reclaim()
         state.close()
-    for action in ("delete", "hold", "release", "requeue"):
+    for action in ORDER:
         if action in counts:
             say(f"{SUMMARY[action]}: {_count(counts[action])}")
     return 0

@@ -29,7 +29,9 @@ Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
     message  {"t": "m", "id", "env": {...}, "c": content}
     state    {"t": "s", "id", "q": queue}            (journal)
     done     {"t": "d", "id", "r": [recipient index]} (journal; crossed off)
-    defer    {"t": "w", "id", "why", "next", "r": [...], "n": attempts}   (journal)
+    defer    {"t": "w", "id", "why", "next", "n": attempts, "o": [[index, status, text]]}
+             (journal; "o", the pass's deferred recipients, Postfix's defer/QID logfile)
+    expire   {"t": "e", "id"}                         (journal; postsuper -e, -f)
     remove   {"t": "x", "id"}                         (journal; message finished)
     notice   {"t": "n", "id", "k": kind, "r": [[index, outcome, relay, transport]]}
              (journal; recipients crossed off whose notice could not be sent yet, Postfix's
@@ -65,8 +67,9 @@ import os
 import pwd
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -142,6 +145,11 @@ class MessageInfo:
     # Per notice kind ("failure", "success"), the recipients crossed off while their notice
     # is still to be sent, as NoticeLog records them; None for nearly every message.
     notices: dict[str, list[list[object]]] | None = None
+    # Each recipient's last deferral (status, text), as Postfix's defer logfile keeps them
+    # for the notice of a message that expires; None until one is deferred.
+    deferrals: dict[int, tuple[str, str]] | None = None
+    # postsuper -e/-f: returned to the sender at its next delivery pass (mailq's '#').
+    expired: bool = False
 
     @property
     def pending(self) -> list[tuple[int, Recipient]]:
@@ -406,6 +414,14 @@ def _apply_notice(info: MessageInfo, kind: str, logged: list[list[object]]) -> N
             info.notices = None
 
 
+def _apply_deferrals(info: MessageInfo, deferred: list[list[Any]]) -> None:
+    if deferred:
+        if info.deferrals is None:
+            info.deferrals = {}
+        for idx, status, text in deferred:
+            info.deferrals[idx] = (status, text)
+
+
 class QueueState:
     """The queue as recovered by replay: every live message and its state.
 
@@ -650,6 +666,9 @@ class QueueState:
             info.reason = rec.get("why", "")
             info.next_attempt = rec.get("next", 0.0)
             info.attempts = rec.get("n", info.attempts + 1)
+            _apply_deferrals(info, rec.get("o", []))
+        elif kind == "e":
+            info.expired = True
 
     def _journal_files(self) -> list[str]:
         return sorted(glob.glob(os.path.join(self.top, "journal", "state-*.seg")))
@@ -687,6 +706,7 @@ class QueueState:
                             "why": info.reason,
                             "next": info.next_attempt,
                             "n": info.attempts,
+                            "o": [[i, *d] for i, d in (info.deferrals or {}).items()],
                         }
                     )
                 )
@@ -698,6 +718,8 @@ class QueueState:
                 last = self._journal.submit(
                     _pack({"t": "n", "id": info.queue_id, "k": kind, "r": logged})
                 )
+            if info.expired:
+                last = self._journal.submit(_pack({"t": "e", "id": info.queue_id}))
         if last:
             self._check(self._journal.wait(last), last)
         for path in old:
@@ -951,14 +973,39 @@ class QueueState:
         self._write([{"t": "d", "id": qid, "r": sorted(indices)}])
         self.messages[qid].done.update(indices)
 
-    def defer(self, qid: str, reason: str, next_attempt: float) -> None:
+    def defer(
+        self,
+        qid: str,
+        reason: str,
+        next_attempt: float,
+        deferred: Sequence[tuple[int, str, str]] = (),
+    ) -> None:
+        """The message waits in the deferred queue: `reason` for mailq, `deferred` each
+        recipient the pass deferred with its status and text (for the notice should it
+        expire)."""
         info = self.messages[qid]
         info.attempts += 1
+        logged = [list(d) for d in deferred]
         self._write(
-            [{"t": "w", "id": qid, "why": reason, "next": next_attempt, "n": info.attempts}]
+            [
+                {
+                    "t": "w",
+                    "id": qid,
+                    "why": reason,
+                    "next": next_attempt,
+                    "n": info.attempts,
+                    "o": logged,
+                }
+            ]
         )
         info.state, info.reason, info.next_attempt = "deferred", reason, next_attempt
+        _apply_deferrals(info, logged)
         self._uncache(qid)
+
+    def expire(self, qid: str) -> None:
+        """postsuper -e: returned to its sender at the next pass, not delivered."""
+        self._write([{"t": "e", "id": qid}])
+        self.messages[qid].expired = True
 
     def log_notice(
         self, qid: str, kind: str, indices: list[int], logged: list[list[object]]

@@ -82,7 +82,7 @@ from oxipost.envelope import (
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
 from oxipost.maps import TableError
-from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
+from oxipost.qmgr.queue import MessageInfo, Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, open_rewrite_tables, resolve
 from oxipost.verify import client as verify_client
@@ -343,6 +343,9 @@ class Qmgr:
         self.active[msg] = act
         if info.notices:
             self._logged_notices(act, info.notices)
+        if info.expired:
+            self._force_expire(act, info, now)
+            return True
         rcpts: list[tuple[int, str, str]] = []
         for idx, rcpt in pending:
             transport, nexthop = self._route(
@@ -652,7 +655,10 @@ class Qmgr:
                 for why in failed:
                     self.log.info(f"{act.qid}: status=deferred ({why})")
                 reason = _defer_reason(act, "")
-                self._journal(lambda a=act, r=reason, t=ev.time: self.state.defer(a.qid, r, t))
+                deferred = [(i, o.status, o.text) for i, o in act.deferred.items()]
+                self._journal(
+                    lambda a=act, r=reason, t=ev.time, d=deferred: self.state.defer(a.qid, r, t, d)
+                )
                 del self.active[act.msg]
             elif ev.kind == "expired":
                 # Postfix's qmgr_active_done: the pass's bounces are flushed first, then the
@@ -669,6 +675,33 @@ class Qmgr:
                     self._notice_failed(act, failed, now)
                 else:
                     self._finish(act)
+
+    def _force_expire(self, act: Active, info: MessageInfo, now: float) -> None:
+        """A message postsuper -e expired, returned to its sender without a delivery, as
+        Postfix 3.7's qmgr does: each recipient with its last deferral when the message was
+        deferred (its defer logfile), else all of them through the error agent as
+        "4.7.0 message is administratively expired"."""
+        for idx, _rcpt in info.pending:
+            last = info.deferrals.get(idx) if info.deferrals else None
+            if last is not None:
+                act.deferred[idx] = Outcome(*last)
+        if not act.deferred:
+            expired = Outcome("4.7.0", "message is administratively expired")
+            log = self._agent_log("error")
+            for idx, rcpt in info.pending:
+                act.deferred[idx] = expired
+                self._log_attempt(log, act, rcpt, "none", now, time.time(), expired, "deferred")
+        self.log.info(
+            f"{act.qid}: from=<{log_form(act.env.sender, self.log_external)}>,"
+            " status=force-expired, returned to sender"
+        )
+        failed = self._notices(act, "failure", act.bounced)
+        failed += self._notices(act, "failure", {i: (o, "") for i, o in act.deferred.items()})
+        failed += self._notices(act, "success", act.success_notify)
+        if failed:
+            self._notice_failed(act, failed, now)
+        else:
+            self._finish(act)
 
     def _suspended(self, act: Active, ev: Event, now: float) -> None:
         """A recipient deferred without an attempt (dead destination, throttled or held
@@ -986,6 +1019,9 @@ class Qmgr:
             qid = info.queue_id
             if action == "delete":
                 self.state.remove(qid)
+            elif action == "expire" and not info.expired and info.state != "corrupt":
+                # Returned at its next pass (Postfix's qmgr sees the flag as it opens it).
+                self.state.expire(qid)
             elif action == "hold" and info.state != "hold":
                 self.state.move(qid, "hold")
             elif action == "release" and info.state == "hold":
@@ -995,7 +1031,7 @@ class Qmgr:
                 self.state.move(qid, "incoming")
             else:
                 continue
-            if action != "release":
+            if action not in ("release", "expire"):
                 self.sched.forget(msg)
             changed.append(qid)
         if action == "requeue":

@@ -88,7 +88,7 @@ def record(info: MessageInfo) -> dict[str, Any]:
         "queue_id": info.queue_id,
         "arrival_time": int(info.arrival_time),
         "message_size": info.message_size,
-        "forced_expire": False,
+        "forced_expire": info.expired,
         "sender": _sender(info),
         "recipients": recipients,
     }
@@ -112,7 +112,9 @@ def compat_lines(messages: Iterable[dict[str, Any]]) -> Iterator[str]:
         count += 1
         total += msg["message_size"]
         stamp = time.asctime(time.localtime(msg["arrival_time"]))[:20]
-        ident = msg["queue_id"] + STATUS.get(msg["queue_name"], " ")
+        # A force-expired message's '#' follows the queue's mark (a held one is "!#").
+        marks = STATUS.get(msg["queue_name"], "") + ("#" if msg.get("forced_expire") else "")
+        ident = msg["queue_id"] + (marks or " ")
         yield f"{ident:<11} {msg['message_size']:>7} {stamp} {msg['sender']}"
         shown = ""
         for rcpt in msg["recipients"]:

@@ -1,0 +1,113 @@
+"""postsuper -e and -f (force-expire), compared with real Postfix 3.7.
+
+A message is deferred (nothing listens at its destination) or held from its arrival
+(check_recipient_access HOLD); postsuper -e (or -f for the held one) expires it, mailq marks
+it '#', and the flush returns it to its sender without a delivery: Postfix's qmgr logs
+"status=force-expired, returned to sender" and bounces each recipient with its last
+deferral, or, never deferred, sends them through the error agent as "4.7.0 message is
+administratively expired". The postsuper, qmgr, error and bounce lines, mailq's listing
+and the notice's per-recipient reports must be the same on both."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, run_ours, run_postfix
+from tests.delivery.test_e2e_local import running_ours
+from tests.qmgr.test_notice_failures import _lines, _qid, _wait
+from tests.smtpd.test_postfix_differential import running_postfix
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+PROGRAMS = ("postsuper", "qmgr", "error", "bounce", "smtp")
+SENDER = "nobody@localhost"
+# Each scenario: RCPT TO addresses, what the log shows first, the postsuper option and
+# the one after mailq looked (the held message stays held with -e: "!#"; released then).
+SCENARIOS = {
+    "deferred": (["x@soft.test", "y@soft.test"], "status=deferred", "-e", None),
+    "held": (["h@soft.test", "y@soft.test"], "triggers HOLD action", "-e", "-f"),
+}
+
+
+def _main_cf(top: Path) -> str:
+    return (
+        f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
+        f"transport_maps = inline:{{ soft.test=smtp:[127.0.0.1]:{free_port()} }}\n"
+        "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n"
+        "smtpd_recipient_restrictions = check_recipient_access"
+        " inline:{ {h@soft.test=HOLD} }, permit_mynetworks, reject\n"
+    )
+
+
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+def _play(top: Path, port: int, scenario: str, run: Run) -> tuple[list[str], str, str]:
+    """The compared lines from the postsuper on, postsuper's stderr and mailq after it
+    (run: one of the MTA's commands with its configuration)."""
+    rcpts, first, option, then = SCENARIOS[scenario]
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail(SENDER, rcpts, b"Subject: t\r\n\r\nhi\r\n")
+    maillog = top / "maillog"
+    before = _wait(maillog, lambda log: first in log and "disconnect from" in log)
+    qid = _qid(before)
+    expired = run("postsuper", option, qid)
+    mailq = run("postqueue", "-p")
+    shown = expired.stderr
+    if then:
+        shown += run("postsuper", then, qid).stderr
+    run("postqueue", "-f")
+    log = _wait(maillog, lambda log: f"{qid}: removed" in log and "notification: " in log)
+    return (
+        _lines(log[len(before) :], qid, PROGRAMS),
+        shown.replace(qid, "QID"),
+        # Its marks kept ('#', "!#"), the ID, size and arrival time masked.
+        re.sub(
+            r"\]:\d+",
+            "]:PORT",
+            re.sub(rf"^{qid}(\S*)\s+\d+ .{{19}}", r"QID\1 SIZE DATE", mailq.stdout, flags=re.M),
+        ),
+    )
+
+
+def _reports(box: Path) -> list[str]:
+    """The notice's per-recipient report lines."""
+    text = box.read_text()
+    lines = re.findall(r"^(?:Final-Recipient|Action|Status|Diagnostic-Code): .*$", text, re.M)
+    return [re.sub(r"\]:\d+", "]:PORT", line) for line in lines]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_force_expire_as_postfix(scenario: str, shared_tmp: Path) -> None:
+    results = {}
+    for who in ("postfix", "ours"):
+        top = shared_tmp / who
+        top.mkdir(mode=0o755)
+        (top / "mail").mkdir()
+        (top / "mail").chmod(0o1777)
+        main_cf = _main_cf(top)
+        if who == "postfix":
+            logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+            with running_postfix(main_cf + logging) as (port, d):
+                (top / "maillog").symlink_to(d / "maillog")
+
+                def run_theirs(tool: str, *args: str, d: Path = d) -> subprocess.CompletedProcess:
+                    return run_postfix(f"/usr/sbin/{tool}", "-c", str(d), *args)
+
+                played = _play(top, port, scenario, run_theirs)
+        else:
+            conf = str(top / "conf")
+
+            def run_mine(tool: str, *args: str, conf: str = conf) -> subprocess.CompletedProcess:
+                return run_ours(tool, "-c", conf, *args)
+
+            with running_ours(top, main_cf, "smtp unix - - n - - smtp\n") as port:
+                played = _play(top, port, scenario, run_mine)
+        results[who] = (*played, _reports(top / "mail" / "nobody"))
+    assert results["ours"] == results["postfix"]
