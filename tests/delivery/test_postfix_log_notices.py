@@ -556,14 +556,17 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
 
 
 # Sessions with errors smtpd's transcript is for (notify_classes = protocol, policy): an
-# unknown command (its line folded), an unsupported MAIL option, RCPT before MAIL and a
-# HELO without a name (protocol); a MAIL over message_size_limit and a recipient the
-# restrictions refuse (policy), the client gone without QUIT ("Session aborted"); one
-# whose only error is of neither class (DATA without a valid recipient: no notice).
+# unknown command (its line folded), a command that is no UTF-8, an unsupported MAIL
+# option, RCPT before MAIL and a HELO without a name (protocol); a MAIL over
+# message_size_limit and a recipient the restrictions refuse (policy), the client gone
+# without QUIT ("Session aborted"); one whose only error is of neither class (DATA
+# without a valid recipient: no notice).
 _SMTPD_SESSIONS = [
     [
         "HELO x",
         "FOO " + " ".join(f"word{i}" for i in range(24)),
+        # Not UTF-8 (a Latin-1 e-acute): "?" in the transcript.
+        "NOOP caf\udce9",
         "MAIL FROM:bad address",
         "RCPT TO:<a@localhost>",
         "HELO",
@@ -603,7 +606,7 @@ def _smtpd_sessions(port: int, mailbox: Path) -> list[str]:
             f = s.makefile("rb")
             f.readline()
             for line in lines:
-                s.sendall(line.encode() + b"\r\n")
+                s.sendall(line.encode("utf-8", "surrogateescape") + b"\r\n")
                 while f.readline()[3:4] == b"-":
                     pass
     deadline = time.monotonic() + 30

@@ -225,9 +225,11 @@ class Session:
     async def read_reply(self, timeout: float, stage: str) -> Reply:
         lines: list[str] = []
         while True:
-            line = (await self._line(timeout, stage)).decode("utf-8", "replace").rstrip("\r")
+            raw = await self._line(timeout, stage)
+            line = raw.decode("utf-8", "replace").rstrip("\r")
             if self.history is not None:
-                self.history.append(f"In:  {line}")
+                # Bytes that are no UTF-8 kept as such: printable() makes each a "?".
+                self.history.append("In:  " + raw.decode("utf-8", "surrogateescape").rstrip("\r"))
             if len(line) < 3 or not line[:3].isdigit():
                 self.protocol_error = True
                 raise SessionError(

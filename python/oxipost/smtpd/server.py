@@ -819,7 +819,8 @@ class Session:
 
     async def command(self, raw: bytes) -> bool:
         if self.history is not None:
-            self.history.append(f"In:  {raw.decode('utf-8', 'replace')}")
+            # Bytes that are no UTF-8 kept as such: printable() makes each a "?".
+            self.history.append(f"In:  {raw.decode('utf-8', 'surrogateescape')}")
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
