@@ -164,6 +164,10 @@ class Trace:
     # unknown.c's "deliver_unknown LOCAL" filter: a local part given to luser_relay once;
     # met again (a luser_relay naming no user), it is bounced as unknown.
     lusers: set[str] = field(default_factory=set)
+    # include.c's "include UID PATH" filter: an :include: file is expanded once with
+    # the same rights (root's for a root-owned alias table, where the file's owner's
+    # come later), however many aliases list it.
+    includes: set[tuple[int, str]] = field(default_factory=set)
     expanded: bool = False
 
 
@@ -665,6 +669,10 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
     for what it lists, unless that is root too."""
     if ctx.depth >= MAX_INCLUDE_DEPTH:
         return _record(ctx, Outcome("5.4.6", f"mail forwarding loop for {ctx.rcpt.address}"))
+    key = (ctx.ids[0] if ctx.ids else 0, path)
+    if key in ctx.trace.includes:
+        return Outcome("2.0.0", "")  # expanded already: nothing to log
+    ctx.trace.includes.add(key)
     config_error = Outcome("5.3.5", "mail system configuration error")
     if not path.startswith("/"):
         log.warning(":include:%s uses a relative path", path)
