@@ -1279,6 +1279,28 @@ def test_sender_login_checks_without_sasl_as_postfix(start_smtpd) -> None:
     assert both.our_replies[1:] == both.their_replies[1:]
 
 
+@pytest.mark.slow
+def test_helo_literal_and_header_like_words_as_postfix(start_smtpd) -> None:
+    """reject_non_fqdn_helo_hostname judges an address literal as an address, as Postfix
+    3.7's generic_checks (reject_invalid_hostaddr: "501 5.5.2 <[1.2.3]>: Helo command
+    rejected: invalid ip address"; ours let any literal pass); a command whose first word
+    starts as a header ("From:ETRN", is_header) is message content: 221 "I can break
+    rules, too", as for "Subject:" (ours only took a word ending in a colon)."""
+    main_cf = "smtpd_helo_restrictions = reject_non_fqdn_helo_hostname\n"
+    dialogue = ["EHLO [1.2.3]", "MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>"]
+    dialogue += ["EHLO [1.2.3.4]", "MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>"]
+    dialogue += ["From:ETRN @x", "NOOP"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.their_replies[3].endswith("Helo command rejected: invalid ip address")
+    assert both.their_replies[-2:] == [
+        "221 2.7.0 Error: I can break rules, too. Goodbye.",
+        "(closed)",
+    ]
+    assert both.our_replies[1:] == both.their_replies[1:]
+    wanted = r": reject: |non-SMTP|disconnect from unknown\[127\.0\.0\.2"
+    assert _transaction_lines(both.ours, wanted) == _transaction_lines(both.theirs, wanted)
+
+
 CLIENT_DIALOGUE = ["EHLO x.example", "MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
 
 

@@ -831,8 +831,10 @@ class Checker:
                 )
             return DUNNO
         if name == "reject_non_fqdn_helo_hostname" or name == "reject_non_fqdn_hostname":
-            # Postfix does not ask this of anything that starts as an address literal.
-            if st.helo and not st.helo.startswith("[") and not _fqdn_helo(st.helo):
+            if st.helo.startswith("["):
+                # As Postfix's generic_checks: an address literal is judged as an address.
+                return self._invalid_helo_literal(st.helo) or DUNNO
+            if st.helo and not _fqdn_helo(st.helo):
                 return Reply(
                     cfg.get_int("non_fqdn_reject_code"),
                     "5.5.2",
@@ -841,16 +843,8 @@ class Checker:
             return DUNNO
         if name in ("reject_invalid_helo_hostname", "reject_invalid_hostname"):
             if st.helo.startswith("["):
-                # Postfix's reject_invalid_hostaddr: an address literal, its brackets
-                # (when both are there) and "IPv6:" off, must be the address.
-                inner = st.helo[1:-1] if st.helo.endswith("]") else st.helo
-                if not valid_mailhost_literal(f"[{inner}]"):
-                    return Reply(
-                        cfg.get_int("invalid_hostname_reject_code"),
-                        "5.5.2",
-                        f"<{st.helo}>: Helo command rejected: invalid ip address",
-                    )
-            elif st.helo and not valid_helo(st.helo):
+                return self._invalid_helo_literal(st.helo) or DUNNO
+            if st.helo and not valid_helo(st.helo):
                 return Reply(
                     cfg.get_int("invalid_hostname_reject_code"),
                     "5.5.2",
@@ -914,6 +908,18 @@ class Checker:
         return _server_error()
 
     # Individual checks --------------------------------------------------------------------
+
+    def _invalid_helo_literal(self, helo: str) -> Reply | None:
+        """Postfix's reject_invalid_hostaddr: an address literal, its brackets (when both
+        are there) and "IPv6:" off, must be the address."""
+        inner = helo[1:-1] if helo.endswith("]") else helo
+        if valid_mailhost_literal(f"[{inner}]"):
+            return None
+        return Reply(
+            self.cfg.get_int("invalid_hostname_reject_code"),
+            "5.5.2",
+            f"<{helo}>: Helo command rejected: invalid ip address",
+        )
 
     def unknown_helo(self, st: ClientState) -> Reply | DeferIf | str:
         """reject_unknown_helo_hostname (Postfix's reject_unknown_hostname): a HELO name

@@ -44,6 +44,7 @@ from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
 from oxipost.envelope import Envelope, Recipient
 from oxipost.flow import FlowGate
+from oxipost.is_header import header_length
 from oxipost.maildate import mail_date
 from oxipost.maps import TableError, open_table
 from oxipost.maps.search import maps_find_warned
@@ -934,8 +935,10 @@ class Session:
         return "".join(out)
 
     def _forbidden(self, verb: str) -> bool:
-        if verb.endswith(":"):
-            return True  # a header-like "command": someone fed us message content
+        if header_length(verb):
+            # A header-like "command" ("Subject:", "From:x"): someone fed us message
+            # content (Postfix's is_header of the first word).
+            return True
         for item in self.cfg.get_list("smtpd_forbidden_commands"):
             if item.startswith("regexp:{{") or item.startswith("pcre:{{"):
                 pattern = item.split("{{", 1)[1].rsplit("}}", 1)[0].strip()
