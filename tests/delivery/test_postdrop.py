@@ -186,16 +186,20 @@ def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
     recipient's NOTIFY= and the dsn_orig_rcpt cleanup gives it (the address qualified).
     sendmail -B's body type is the encoding record, in both segments; sendmail -t's
     recipients (To:, Cc:, Bcc:) are the extracted segment's, after the content, those of
-    the command line the envelope's. Ours stays in the queue: smtp is a deferred transport."""
+    the command line the envelope's; a header_checks REDIRECT is a redirect_to record
+    there, the recipients kept as they were. Ours stays in the queue: smtp is a deferred
+    transport."""
     argv = ["-F", "Joe Public", "-f", "s@example.org", "-N", "success,delay", "-V", "envx"]
     extract = "To: a@example.net, b\nCc: C <c@example.net>\nBcc: d@example.net\nSubject: t\n\nt\n"
     submissions = [
         ([*argv, "r@example.net", "<q@example.net>", "daemon"], "Subject: x\n\nbody\n"),
         (["-B", "8BITMIME", "-t", "-N", "success", "r@example.net"], extract),
         (["-B", "7BIT", "-f", "s@example.org", "r@example.net"], "Subject: y\n\n7bit\n"),
+        (["-f", "s@example.org", "r@example.net", "q@example.net"], "Subject: redirect\n\nr\n"),
     ]
+    checks = "header_checks = regexp:{ {/^Subject: redirect/ REDIRECT new@example.net} }\n"
     theirs = []
-    with running_postfix("", without=("qmgr",)) as (_port, d):
+    with running_postfix(checks, without=("qmgr",)) as (_port, d):
         incoming = d / "spool" / "incoming"
         seen: set[str] = set()
         for args, message in submissions:
@@ -220,18 +224,20 @@ def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
         refused = subprocess.run(bad, capture_output=True, text=True)
         assert refused.returncode == 75
         their_bad = refused.stderr
-    cfg = oxi.start("defer_transports = smtp\nmyhostname = mx.example.test\n")
+    cfg = oxi.start(f"defer_transports = smtp\nmyhostname = mx.example.test\n{checks}")
     ours = []
     for n, (args, message) in enumerate(submissions, 1):
         sent = run_ours("sendmail", "-C", str(oxi.conf), *args, stdin=message)
         assert sent.returncode == 0, sent.stderr
         picked = r"pickup\[\d+\]: (\w+): uid="
         qid = re.findall(picked, wait_log(cfg, picked, count=n))[-1]
-        wait_log(cfg, rf"{qid}: to=<r@.*status=deferred")
+        # (a REDIRECT's recipient is the target, the first of the others its original)
+        wait_log(cfg, rf"{qid}: to=<(r|new)@.*status=deferred")
         ours.append(_envelope(run_ours("postcat", "-c", str(oxi.conf), "-e", "-q", qid), qid))
     oxi.stop()
     assert "named_attribute: dsn_orig_rcpt=rfc822;daemon@mx.example.test" in theirs[0], theirs
     assert "named_attribute: encoding=8bit" in theirs[1], theirs
+    assert "redirect_to: new@example.net" in theirs[3], theirs
     assert ours == theirs
     bad = ["-B", "8bitmime", "r@example.net"]
     mine = run_ours("sendmail", "-C", str(oxi.conf), *bad)

@@ -209,6 +209,17 @@ SCENARIOS = {
         1,
         SENDER,
     ),
+    # A header_checks REDIRECT: qmgr sends the first recipient in its order (the domain
+    # first) alone there, with its original recipient, ORCPT and NOTIFY (in the log, the
+    # notice); the others, the always_bcc one too, go nowhere. A target without '@' is
+    # warned of (no queue ID).
+    "header_redirect": Scenario(
+        "header_checks = regexp:{ {/^Subject: t/ REDIRECT nosuch} "
+        "{/^From:/ REDIRECT nosuch@localhost} }\nalways_bcc = zed@plain.test\n",
+        ["x@plain.test", "daemon@localhost NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;first@example.org"],
+        1,
+        SENDER,
+    ),
     "template_success": Scenario("", ["daemon@localhost NOTIFY=SUCCESS"], 1, SENDER, TEMPLATES),
     "template_ignored": Scenario("", ["nosuch@localhost"], 1, SENDER, IGNORED_TEMPLATE),
     "template_8bit": Scenario("", ["nosuch@localhost"], 1, SENDER, EIGHT_BIT_TEMPLATE),
@@ -375,6 +386,9 @@ def _play(port: int, maillog: Path, sc: Scenario) -> str:
             quiet, last = time.monotonic(), log
         qids = re.findall(r" notification: ([0-9A-F]+)", log)
         tried = all(f"to=<{r.partition(' ')[0]}>, " in log for r in rcpts)
+        # Or the message is done: a REDIRECT tries one recipient, not as given.
+        queued = re.search(r"([0-9A-F]+): client=", log)
+        tried = tried or bool(queued and f"{queued.group(1)}: removed" in log)
         # Without a count, done once nothing was logged for three seconds.
         enough = len(qids) >= notices if notices is not None else time.monotonic() > quiet + 3
         if tried and enough and all(f"{q}: removed" in log for q in qids):

@@ -353,7 +353,9 @@ def process_recipients(
         # $empty_address_recipient, as Postfix's cleanup_addr_recipient has it; its
         # original recipient stays empty.
         addr = _clean_recipient(state, rcpt.address or state.cfg.get("empty_address_recipient"))
-        state.recip = state.recip or addr
+        # The last one, which header_checks' log lines name (to=<...>), as Postfix's
+        # cleanup_addr_recipient keeps it.
+        state.recip = addr
         # Postfix gives a recipient without ORCPT its address after canonical mapping as
         # DSN original recipient, so it never collides with a BCC copy (which has none) in
         # the duplicate filter; an envelope recipient (sendmail's, a bounce's) keeps it

@@ -219,7 +219,10 @@ def _cleanup_act(
     if command in ("REDIRECT", "BCC"):
         if "@" not in text:
             what = "REDIRECT target" if command == "REDIRECT" else "BCC address"
-            state.warn(f'bad {what} "{text}" in {param} map -- need user@domain')
+            # Postfix's msg_warn() there names no queue ID, as a table's own warnings.
+            state.notes.append(
+                ("table warning", f'bad {what} "{text}" in {param} map -- need user@domain')
+            )
         elif command == "REDIRECT":
             state.redirect = text
             _act_log(state, "redirect", context, line, text)

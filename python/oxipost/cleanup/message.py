@@ -15,8 +15,9 @@ message, called in process by smtpd, pickup and the agents that resubmit mail:
   when remote_header_rewrite_domain is set (or with always_add_missing_headers) the
   missing Message-Id:, Date: and From: (their Resent- forms when the message has Resent-
   headers) and $undisclosed_recipients_header when it has no To: or Cc:;
-- what the checks decided: REDIRECT and BCC recipients, HOLD (the envelope attribute
-  "hold"), FILTER (the attribute "filter"), DISCARD.
+- what the checks decided: BCC recipients, REDIRECT (the attribute "redirect_to", which
+  qmgr applies), HOLD (the envelope attribute "hold"), FILTER (the attribute "filter"),
+  DISCARD.
 Internal mail (resubmitted by local(8), notices) skips the content checks, but notices
 when internal_mail_filter_classes names bounce; receive_override_options
 no_address_mappings and no_header_body_checks turn those parts off.
@@ -311,9 +312,6 @@ def _final_envelope(
     """The envelope with what the content checks decided; the recipients from `extracted`
     on, and the BCC ones added here, are the extracted segment's."""
     try:
-        if state.redirect:
-            recipients = process_recipients(state, [Recipient(state.redirect)], seen=set())
-            extracted = len(recipients)
         if env.recipients:
             # smtpd's access(5) BCC recipients (one a line, in order) come in the extracted
             # segment as recipients like any other, each with its own ORCPT; as Postfix 3.7
@@ -339,6 +337,9 @@ def _final_envelope(
     attrs.pop("bcc", None)
     if state.hold:
         attrs.setdefault("hold", "header_checks")
+    if state.redirect:
+        # As Postfix's queue file has it: the recipients stay, qmgr redirects (one).
+        attrs["redirect_to"] = state.redirect
     # smtpd and pickup pass their content_filter (so a master.cf -o content_filter= on the
     # re-injection smtpd turns it off); a FILTER action overrides it.
     content_filter = state.filter or ("" if internal else state.cfg.get("content_filter"))

@@ -49,6 +49,7 @@ _PLACED = frozenset(
         "helo_name",
         "protocol_name",
         "sender_fullname",
+        "redirect_to",
         # Ours only: who queued the message (pickup) and as which user.
         "origin",
         "uid",
@@ -212,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write(body.replace(b"\r\n", b"\n"))
         if envelope:
             out.write(f"*** HEADER EXTRACTED {name} ***\n".encode())
+            if env.attrs.get("redirect_to"):
+                out.write(f"redirect_to: {env.attrs['redirect_to']}\n".encode())
             # What cleanup writes at the start of the extracted segment (its encoding
             # again), as Postfix's cleanup_extracted_process().
             if env.body_type in _ENCODING:

@@ -2,9 +2,10 @@
 
 qmgr is the queue's one state writer (it holds the spool's state lock). At start and every
 `queue_run_delay` it scans the queue; smtpd and pickup wake it over the control socket
-(`$queue_directory/public/qmgr`) when they queue mail. Each message becomes active
-(`QID: from=<sender>, size=N, nrcpt=N (queue active)`), its recipients are resolved to
-`transport:nexthop` by trivial-rewrite (`oxipost.rewrite.resolve`), and the scheduler
+(`$queue_directory/public/qmgr`) when they queue mail. Each message becomes active (`QID:
+from=<sender>, size=N, nrcpt=N (queue active)`), its recipients are resolved to
+`transport:nexthop` by trivial-rewrite (`oxipost.rewrite.resolve`; a header_checks REDIRECT
+sends one of them to its target and leaves the others, as Postfix's qmgr), and the scheduler
 (`oxipost.qmgr.scheduler`, Postfix's SCHEDULER_README semantics) hands out deliveries that
 run concurrently as asyncio tasks through `oxipost.delivery.deliver`. Each attempt is logged
 as the delivery agent would log it (`postfix/smtp[pid]: QID: to=<...>, relay=..., delay=...,
@@ -85,6 +86,7 @@ from oxipost.maps import TableError
 from oxipost.qmgr.queue import MessageInfo, Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, open_rewrite_tables, resolve
+from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.verify import client as verify_client
 
 if TYPE_CHECKING:
@@ -141,6 +143,26 @@ class Active:
     traced: dict[int, tuple[Outcome, str]] = field(default_factory=dict)
     # delay_warning_time has passed: a delay notice goes with this pass's other notices.
     warn: bool = False
+    # A header_checks REDIRECT (the queue file's redirect_to): the one recipient this pass
+    # delivers, by its index, with the target address.
+    redirect: tuple[int, Recipient] | None = None
+
+
+def _redirected(
+    cfg: Config, pending: list[tuple[int, Recipient]], target: str
+) -> tuple[int, Recipient]:
+    """Postfix's qmgr_message_resolve() for a queue file with redirect_to: the first of
+    the recipients in qmgr_message_sort()'s order (by domain from the last '@' in any case,
+    those without one last, then by address) alone goes to the target in canonical form,
+    keeping its original recipient, DSN ORCPT and NOTIFY; the others go nowhere."""
+
+    def order(item: tuple[int, Recipient]) -> tuple[bool, str, str]:
+        address = item[1].address
+        at = address.rfind("@")
+        return at < 0, address[at:].lower() if at >= 0 else "", address
+
+    idx, first = min(pending, key=order)
+    return idx, replace(first, address=rewrite_address(cfg, target))
 
 
 def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
@@ -346,6 +368,10 @@ class Qmgr:
         if info.expired:
             self._force_expire(act, info, now)
             return True
+        redirect = env.attrs.get("redirect_to")
+        if redirect and pending:
+            act.redirect = _redirected(self.cfg, pending, redirect)
+            pending = [act.redirect]
         rcpts: list[tuple[int, str, str]] = []
         for idx, rcpt in pending:
             transport, nexthop = self._route(
@@ -536,6 +562,8 @@ class Qmgr:
         return self.state.load(act.qid)[1]
 
     def _recipient(self, act: Active, idx: int) -> Recipient:
+        if act.redirect is not None and act.redirect[0] == idx:
+            return act.redirect[1]
         return self.state.messages[act.qid].recipients[idx]
 
     def _relay(self, transport: str) -> str:
