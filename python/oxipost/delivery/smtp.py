@@ -87,6 +87,7 @@ from oxipost.cleanup.header import (
 from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
+from oxipost.printable import printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -129,7 +130,8 @@ class Reply:
     def text(self) -> str:
         """The reply as Postfix quotes it: lines joined by a space, the code once."""
         parts = [ln[4:] for ln in self.lines]
-        return f"{self.code} " + " ".join(parts)
+        # A bare code ("550") is quoted as it is, not with a blank after it.
+        return f"{self.code} {' '.join(parts)}".rstrip(" ")
 
     def status(self) -> str:
         first = self.lines[0][4:] if self.lines else ""
@@ -226,7 +228,9 @@ class Session:
         lines: list[str] = []
         while True:
             raw = await self._line(timeout, stage)
-            line = raw.decode("utf-8", "replace").rstrip("\r")
+            # smtp_chat_resp() printable()s each line: a tab, another control or a byte
+            # that is no UTF-8 is '?'.
+            line = printable(raw.decode("utf-8", "surrogateescape").rstrip("\r"))
             if self.history is not None:
                 # Bytes that are no UTF-8 kept as such: printable() makes each a "?".
                 self.history.append("In:  " + raw.decode("utf-8", "surrogateescape").rstrip("\r"))
@@ -862,6 +866,8 @@ async def _connect(
     try:
         greet = await s.read_reply(p.time("helo_timeout"), "receiving the initial server greeting")
         if greet.code != 220:
+            # smtp_connect: a failed smtp_helo() on a stream still good says QUIT.
+            await _quit(s, p)
             raise SessionError(
                 greet.status(), f"host {host.label} refused to talk to me: {greet.text}"
             )
@@ -934,11 +940,16 @@ async def _ehlo(s: Session, p: Params, helo: str) -> None:
         r = await s.read_reply(p.time("helo_timeout"), stage)
         verb = "HELO"
     if r.code // 100 != 2:
+        await _quit(s, p)
         raise SessionError(r.status(), f"host {s.host.label} refused to talk to me: {r.text}")
     s.features = {}
     for line in r.lines[1:]:
         word, _, arg = line[4:].partition(" ")
         s.features[word.upper()] = arg
+    if "SMTPUTF8" in s.features and "8BITMIME" not in s.features:
+        # smtp_helo(): RFC 6531 has SMTPUTF8 imply 8BITMIME.
+        log.info("host %s offers SMTPUTF8 support, but not 8BITMIME", s.host.label)
+        s.features["8BITMIME"] = ""
 
 
 # Security options that PLAIN and LOGIN do not meet (Cyrus SASL's flags for them).
@@ -1349,10 +1360,18 @@ async def _transaction(
     # smtp_quote_rfc821_envelope: a local part that is no dot-atom goes out quoted.
     quote = quote_local if p.bool("quote_rfc821_envelope") else str
     mail = f"MAIL FROM:<{quote(env.sender) if env.sender else ''}>"
-    if "SIZE" in s.features:
+    eight_bit_mime = "8BITMIME" in s.features
+    # Not announced when the message is to be MIME-downgraded (SMTP_MIME_DOWNGRADE: no
+    # 8BITMIME and not declared 7BIT): its size would change.
+    downgrade = (
+        not eight_bit_mime
+        and env.body_type != "7BIT"
+        and not p.cfg.get_bool("disable_mime_output_conversion")
+    )
+    if "SIZE" in s.features and not downgrade:
         mail += f" SIZE={len(req.content)}"
-    if env.body_type in ("8BITMIME",) and "8BITMIME" in s.features:
-        mail += " BODY=8BITMIME"
+    if eight_bit_mime and env.body_type in ("8BITMIME", "7BIT"):
+        mail += f" BODY={env.body_type}"
     dsn = "DSN" in s.features
     # ENVID before RET, ORCPT before NOTIFY: Postfix's order.
     if dsn and env.envid:
@@ -1431,10 +1450,23 @@ async def _transaction(
         return [o] * len(req.recipients)
     accepted: list[int] = []
     rcpt_replies: dict[int, Reply] = {}
+
+    async def reply(timeout: float, stage: str) -> Reply:
+        try:
+            return await s.read_reply(timeout, stage)
+        except SessionError as e:
+            # smtp_stream_except() fails only the recipients not done yet (smtp_bulk_fail):
+            # those refused at RCPT, or all when MAIL was, keep their reason.
+            if mail_failed:
+                raise _Partial([said(r, "MAIL FROM")] * len(results)) from None
+            if any(x is not None for x in results):
+                raise _Partial([x or Outcome(e.status, e.text) for x in results]) from None
+            raise
+
     for i, cmd in enumerate(rcpt_cmds):
         if not pipelining:
             await s.send(cmd.encode() + b"\r\n", t_rcpt, "sending RCPT TO")
-        rr = await s.read_reply(t_rcpt, "sending RCPT TO")
+        rr = await reply(t_rcpt, "sending RCPT TO")
         if mail_failed:
             continue
         if rr.code // 100 == 2:
@@ -1445,7 +1477,9 @@ async def _transaction(
     if mail_failed:
         if not probe:
             # The pipelined DATA is answered too (503); read it and give MAIL's reason.
-            await s.read_reply(t_data, "sending DATA command")
+            await reply(t_data, "sending DATA command")
+            # smtp_loop's SMTP_STATE_ABORT: the transaction is reset.
+            await _rset_or_close(s, p)
         o = said(r, "MAIL FROM")
         return [o] * len(req.recipients)
     if probe:
@@ -1457,16 +1491,19 @@ async def _transaction(
     if not pipelining and accepted:
         await s.send(b"DATA\r\n", t_data, "sending DATA command")
     if pipelining or accepted:
-        dr = await s.read_reply(t_data, "sending DATA command")
+        dr = await reply(t_data, "sending DATA command")
     else:
+        await _rset_or_close(s, p)
         return [o or Outcome("4.3.0", "no recipient") for o in results]
     if not accepted:
         if dr.code == 354:
             # Pipelined DATA went through with no recipient: end it with an empty message.
             await s.send(b".\r\n", t_data, "sending end of data")
             await s.read_reply(t_data, "sending end of data")
+        await _rset_or_close(s, p)
         return [o or Outcome("4.3.0", "no recipient") for o in results]
     if dr.code // 100 != 3:
+        await _rset_or_close(s, p)
         o = said(dr, "DATA")
         for i in accepted:
             results[i] = o
