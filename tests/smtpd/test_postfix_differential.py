@@ -976,21 +976,31 @@ def test_message_id_logged_for_every_message_kept_as_postfix(start_smtpd) -> Non
 def test_error_and_retry_transports_refused_at_rcpt_as_postfix(start_smtpd) -> None:
     """check_rcpt_maps: an address that resolves to the error transport is known to be
     undeliverable (550 5.1.1, or its text's DSN code), to the retry transport not now (450
-    4.1.1); a bare "error" says "Address is undeliverable"."""
+    4.1.1); a bare "error" says "Address is undeliverable". A sender (with
+    smtpd_reject_unlisted_sender) gets its status fitted by smtpd_dsn_fix, logged as
+    "mapping DSN status 5.1.2 into Sender address status 5.1.8"."""
     main_cf = (
-        "relay_domains = no.example later.example plain.example bare.example dsn.example\n"
+        "smtpd_reject_unlisted_sender = yes\n"
+        "relay_domains = no.example later.example plain.example bare.example dsn.example"
+        " gone.example\n"
         "transport_maps = inline:{ {no.example=error:no mail here}, "
         "{later.example=retry:try later}, {bare.example=error}, "
-        "{dsn.example=error:5.7.1 go away} }\n"
+        "{dsn.example=error:5.7.1 go away}, {gone.example=error:5.1.2 gone} }\n"
     )
-    rcpts = ["no", "later", "plain", "bare", "dsn"]
+    rcpts = ["no", "later", "plain", "bare", "dsn", "gone"]
     dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>"]
-    dialogue += [f"RCPT TO:<x@{d}.example>" for d in rcpts] + ["QUIT"]
-    both = Played(start_smtpd, dialogue, main_cf)
+    dialogue += [f"RCPT TO:<x@{d}.example>" for d in rcpts]
+    for sender in ("s@gone.example", "s@no.example"):
+        dialogue += ["RSET", f"MAIL FROM:<{sender}>", "RCPT TO:<x@plain.example>"]
+    both = Played(start_smtpd, [*dialogue, "QUIT"], main_cf)
     assert both.their_replies[3] == (
         "550 5.1.1 <x@no.example>: Recipient address rejected: no mail here"
     )
     assert both.our_replies[1:] == both.their_replies[1:]
+    wanted = r"mapping DSN|: reject: "
+    expected = _transaction_lines(both.theirs, wanted)
+    assert "mapping DSN status 5.1.2 into Sender address status 5.1.8" in expected
+    assert _transaction_lines(both.ours, wanted) == expected
 
 
 ACTIONS_CF = (

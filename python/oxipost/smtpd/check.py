@@ -1486,7 +1486,7 @@ class Checker:
             if self._in_maps(param, keys):
                 return None
         if res.transport in ("error", "retry"):
-            return _undeliverable(address, what, res)
+            return self._undeliverable(address, what, res)
         if res.addr_class == RESOLVE_CLASS_LOCAL:
             if self._in_maps("local_recipient_maps", keys) is False:
                 return self._user_unknown(address, what, "local recipient")
@@ -1701,6 +1701,22 @@ class Checker:
             self.log.warning(f"access table {table}{entry} {problem}")
         return DUNNO
 
+    def _undeliverable(self, address: str, what: str, res: Resolution) -> Reply:
+        """Postfix's check_rcpt_maps for an address that resolves to the error transport
+        (known undeliverable: 550 5.1.1, 5.1.0 for a sender, or the status in its text
+        fitted to a sender's or recipient's by smtpd_dsn_fix) or the retry transport (not
+        now: 450 4.1.1 or 4.1.0)."""
+        sender = what.startswith("Sender")
+        reply_class = "Sender address" if sender else "Recipient address"
+        default = ("4" if res.transport == "retry" else "5") + (".1.0" if sender else ".1.1")
+        # A bare "error" keeps the domain as its next hop here; Postfix's has none.
+        given = "" if res.nexthop == split_internal(res.recipient)[1] else res.nexthop
+        dsn, text = _dsn_text(
+            given, default, f"<{address}>: {what} rejected: ", "Address is undeliverable"
+        )
+        dsn = self._dsn_fix(dsn, reply_class)
+        return Reply(450 if dsn.startswith("4") else 550, dsn, text)
+
     def _can_delegate(self, table: str, action: str, stage: str, st: ClientState) -> bool:
         """Postfix's can_delegate_action and not_in_client_helo: ETRN has no message for
         HOLD, DISCARD, FILTER, REDIRECT or BCC to act on, and no session without a MAIL
@@ -1738,23 +1754,6 @@ _DELEGATED = frozenset({"HOLD", "DISCARD", "FILTER", "REDIRECT", "BCC", "PREPEND
 
 def _server_error() -> Reply:
     return Reply(451, "4.3.5", "Server configuration error", software=True)
-
-
-def _undeliverable(address: str, what: str, res: Resolution) -> Reply:
-    """Postfix's check_rcpt_maps for an address that resolves to the error transport
-    (known undeliverable: 550 5.1.1, 5.1.0 for a sender, or the class of a DSN code in
-    its text) or the retry transport (not now: 450 4.1.1 or 4.1.0)."""
-    sender = what.startswith("Sender")
-    default = ("4" if res.transport == "retry" else "5") + (".1.0" if sender else ".1.1")
-    # A bare "error" keeps the domain as its next hop here; Postfix's has none.
-    given = "" if res.nexthop == split_internal(res.recipient)[1] else res.nexthop
-    dsn, text = _dsn_text(
-        given, default, f"<{address}>: {what} rejected: ", "Address is undeliverable"
-    )
-    if sender and dsn[1:] in (".1.1", ".1.2"):
-        # smtpd_dsn_fix: a bad destination mailbox or system is a bad sender's.
-        dsn = dsn[0] + (".1.7" if dsn[1:] == ".1.1" else ".1.8")
-    return Reply(450 if dsn.startswith("4") else 550, dsn, text)
 
 
 def _dsn_text(text: str, default_dsn: str, prefix: str, default_text: str) -> tuple[str, str]:
