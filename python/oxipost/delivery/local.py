@@ -168,6 +168,8 @@ class Trace:
     # the same rights (root's for a root-owned alias table, where the file's owner's
     # come later), however many aliases list it.
     includes: set[tuple[int, str]] = field(default_factory=set)
+    # file.c's "file UID PATH" filter: a /file written once with the same rights.
+    files: set[tuple[int, str]] = field(default_factory=set)
     expanded: bool = False
 
 
@@ -621,6 +623,10 @@ async def _expand(ctx: Ctx, items: list[str]) -> Outcome:
                 out = Outcome("5.7.1", "mail to command is restricted")
             results.append(_record(ctx, out))
         elif item.startswith("/"):
+            key = (ctx.ids[0] if ctx.ids else 0, item)
+            if key in ctx.trace.files:
+                continue  # written already, before its policy is judged: nothing to log
+            ctx.trace.files.add(key)
             if _allowed(cfg, "allow_mail_to_files", ctx.source):
                 out = await _file(ctx, item)
             else:
