@@ -272,6 +272,14 @@ REBUILT = {
             'To: x@y.example, "Name <c"@d.example',
         ],
     ),
+    # A rebuilt header longer than header_size_limit is cut at that many bytes before it
+    # is folded (here in the middle of the list, its last address gone).
+    "rebuilt_past_header_size_limit": (
+        "local_header_rewrite_clients = static:all\nheader_size_limit = 200\n"
+        f"canonical_maps = inline:{{{{a@b.example={'l' * 60}@y.example}}}}\n",
+        [f"To: {_C}, {', '.join(f'u{i}@h.example' for i in range(9))}, {_C}\r\n"],
+        ["\tu5@h.example, u6@h.example, u7@h.example, u8@h.example"],
+    ),
     "masquerade_remote": (
         "local_header_rewrite_clients =\nremote_header_rewrite_domain = remote.example\n"
         "masquerade_domains = example.com\nappend_dot_mydomain = yes\n",

@@ -390,12 +390,12 @@ def rewrite_header(state: CleanupState, text: str, name: str, context: str) -> s
     warn = TableNotes(state).warning
     if not state.map_ok or state.opts.canonical_steps(kind) == ((), False):
         rewrite = partial(rewrite_address, state.cfg, context=context)
-        return rewrite_header_text(text, rewrite, limit, warn)
+        return rewrite_header_text(text, rewrite, limit, warn, state.opts.header_size_limit)
 
     def one(address: str) -> str:
         return canonical(state, rewrite_address(state.cfg, address, context), kind)
 
-    return rewrite_header_text(text, one, limit, warn)
+    return rewrite_header_text(text, one, limit, warn, state.opts.header_size_limit)
 
 
 def rewrite_header_text(
@@ -403,15 +403,20 @@ def rewrite_header_text(
     rewrite: Callable[[str], str],
     limit: int = 0,
     warn: Callable[[str], None] | None = None,
+    size_limit: int = 0,
 ) -> str:
     """A whole address header ("Name: value", folded with newlines) with `rewrite` applied
     to each of its addresses: as it is when none changed, else "Name: " and the rebuilt
-    value folded as Postfix's cleanup_fold_header does."""
+    value folded as Postfix's cleanup_fold_header does, its first `size_limit` bytes only
+    (cleanup's header_size_limit, which a rebuilt header may pass; 0: no limit)."""
     colon = text.index(":")
     new = rewrite_header_value(text[colon + 1 :], rewrite, limit, warn)
     if new is None:
         return text
-    return tok822.fold(f"{text[:colon]}: {new}")
+    rebuilt = f"{text[:colon]}: {new}"
+    if size_limit:
+        rebuilt = truncate(rebuilt, size_limit)
+    return tok822.fold(rebuilt)
 
 
 # The MIME walk -------------------------------------------------------------------------
