@@ -197,6 +197,10 @@ SETTINGS = [
     "default_privs = daemon\nmail_owner = daemon",
     "mail_owner = nosuch\nmynetworks_style = hostx",
     "default_privs = nosuch\nmail_name =",
+    # A $( or ${ never closed: mac_parse's warning quotes the whole value.
+    "max_idle = ${x",
+    "trigger_timeout = a $(x b",
+    "meta_directory = ${x?{y}",
 ]
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from oxipost.config.expand import Expander, ExpandError, empty_macro
+from oxipost.config.expand import Expander, ExpandError, TruncatedError, empty_macro
 from oxipost.config.mastercf import split_nameval
 from oxipost.is_header import header_length
 
@@ -364,8 +364,8 @@ class Templates:
             try:
                 out.append(expander.expand(line))
             except ExpandError as e:
-                if str(e).startswith("unbalanced"):
-                    self.warn(f'truncated macro reference: "{line}"')
+                if isinstance(e, TruncatedError):
+                    self.warn(e.warning)
                 raise TemplateError(
                     f"{tp.origin}: bad $name syntax in {kind} template: {line}"
                 ) from None

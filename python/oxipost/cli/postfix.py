@@ -531,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say("", line)
     except ConfigError as e:
         if not e.in_master_cf:
+            for warning in e.warnings:
+                say("warning", warning)
             say("fatal", str(e))
             return 1
         # postfix-script's first postconf fails on it (main.cf alone has read fine).

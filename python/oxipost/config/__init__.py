@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 
 from oxipost.config import maincf, mastercf, params, registry
-from oxipost.config.expand import Expander, ExpandError, LevelError, references
+from oxipost.config.expand import Expander, ExpandError, LevelError, TruncatedError, references
 from oxipost.config.mastercf import Service
 from oxipost.printable import printable
 
@@ -202,7 +202,7 @@ class Config:
         """Expand a raw value against this configuration."""
         try:
             return Expander(self.raw).expand(value)
-        except LevelError as e:
+        except (LevelError, TruncatedError) as e:
             raise ConfigError(str(e), warnings=(e.warning,)) from None
         except ExpandError as e:
             raise ConfigError(f"{self.main_cf}: {e}") from None

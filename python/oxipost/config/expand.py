@@ -32,6 +32,16 @@ class LevelError(ExpandError):
         self.warning = f'malformed compatibility level syntax: "{operand}"'
 
 
+class TruncatedError(ExpandError):
+    """A $( or ${ that is never closed: Postfix's mac_parse warns of the whole value
+    (`warning`) and the expansion fails ('dictionary mail_dict: macro processing error'
+    where main.cf's values are expanded)."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__("dictionary mail_dict: macro processing error")
+        self.warning = f'truncated macro reference: "{value}"'
+
+
 # What strtol reads: optional white space and sign, then decimal digits (ASCII only).
 NUMBER = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 # compat_level_from_string's bounds: the major number fills what a long leaves above the
@@ -136,7 +146,10 @@ class Expander:
                 i += 2
             elif nxt in "{(":
                 close = "}" if nxt == "{" else ")"
-                end = _matching(value, i + 1, nxt, close)
+                try:
+                    end = _matching(value, i + 1, nxt, close)
+                except ExpandError:
+                    raise TruncatedError(value) from None
                 out.append(self._expand_call(value[i + 2 : end], depth))
                 i = end + 1
             else:
