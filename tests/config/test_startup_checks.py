@@ -197,6 +197,10 @@ SETTINGS = [
     "default_privs = daemon\nmail_owner = daemon",
     "mail_owner = nosuch\nmynetworks_style = hostx",
     "default_privs = nosuch\nmail_name =",
+    # A name is what comes before white space or '=': a transport name's '-' is in it.
+    "scalemail-backend_destination_rate_delay = 1s",
+    "a.b:c-d = x",
+    "a b = c",
     # A $( or ${ never closed: mac_parse's warning quotes the whole value.
     "max_idle = ${x",
     "trigger_timeout = a $(x b",

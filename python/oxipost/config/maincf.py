@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from oxipost.durable import write_atomically
 from oxipost.printable import printable
 
-_NAME = re.compile(r"[A-Za-z0-9_]+$")
+# split_nameval: a name is anything up to white space or '=' (a transport's
+# "scalemail-backend_destination_rate_delay" too); white space inside it is no name.
+_NAME = re.compile(r"[^ \t\n\v\f\r=]+$")
 
 
 class MainCfError(Exception):
