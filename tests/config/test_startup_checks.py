@@ -197,6 +197,11 @@ SETTINGS = [
     "default_privs = daemon\nmail_owner = daemon",
     "mail_owner = nosuch\nmynetworks_style = hostx",
     "default_privs = nosuch\nmail_name =",
+    # The VERP delimiters, each one of verp_delimiter_filter's, checked last of all.
+    "default_verp_delimiters = +x",
+    "verp_delimiter_filter = x",
+    "verp_delimiter_filter = x\nmyorigin = a,b",
+    "default_verp_delimiters = +",
     # A name is what comes before white space or '=': a transport name's '-' is in it.
     "scalemail-backend_destination_rate_delay = 1s",
     "a.b:c-d = x",

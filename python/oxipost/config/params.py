@@ -15,7 +15,8 @@ words (its get_mail_conf_* functions):
   myhostname: bad parameter value: a b`
 - `file DIR/main.cf: parameter syslog_facility: unrecognized value: X`, `myhostname and
   relayhost parameter settings must not be identical: X`, `myorigin parameter setting must
-  not contain multiple values: X`
+  not contain multiple values: X`, `file DIR/main.cf: parameters default_verp_delimiters and
+  verp_delimiter_filter: bad first VERP delimiter character` (or second)
 
 How numbers, times and booleans are read is here too (parse_int, parse_time, parse_bool):
 Config.get_int, get_time and get_bool use them, so a daemon that reads its own parameters
@@ -549,6 +550,14 @@ def check_startup(cfg: Config, warn: Callable[[str], None], command: bool = Fals
     origin = cfg.get("myorigin")
     if any(c in origin for c in ", \t\r\n"):
         raise _error(f"myorigin parameter setting must not contain multiple values: {origin}")
+    # verp_delims_verify (the table above has made them two characters).
+    allowed = cfg.get("verp_delimiter_filter")
+    for which, char in zip(("first", "second"), cfg.get("default_verp_delimiters"), strict=False):
+        if char not in allowed:
+            raise _error(
+                f"file {main_cf}: parameters default_verp_delimiters and verp_delimiter_filter:"
+                f" bad {which} VERP delimiter character"
+            )
 
 
 @cache
