@@ -197,6 +197,10 @@ SETTINGS = [
     "default_privs = daemon\nmail_owner = daemon",
     "mail_owner = nosuch\nmynetworks_style = hostx",
     "default_privs = nosuch\nmail_name =",
+    # mail_release_date: between mail_version and default_database_type.
+    "mail_release_date =",
+    "mail_release_date =\nmail_version =",
+    "mail_release_date =\ndefault_database_type =",
     # The VERP delimiters, each one of verp_delimiter_filter's, checked last of all.
     "default_verp_delimiters = +x",
     "verp_delimiter_filter = x",

@@ -151,6 +151,7 @@ _STRINGS = (
     ("double_bounce_sender", 1, 0),
     ("default_privs", 1, 0),
     ("mail_version", 1, 0),
+    ("mail_release_date", 1, 0),
     ("default_database_type", 1, 0),
     ("hash_queue_names", 1, 0),
     ("mynetworks_style", 1, 0),
