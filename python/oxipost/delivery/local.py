@@ -170,6 +170,9 @@ class Trace:
     includes: set[tuple[int, str]] = field(default_factory=set)
     # file.c's "file UID PATH" filter: a /file written once with the same rights.
     files: set[tuple[int, str]] = field(default_factory=set)
+    # mailbox.c's "mailbox LOCAL" filter: a user's mailbox delivered once, however many
+    # addresses of the expansion reach it.
+    mailboxes: set[str] = field(default_factory=set)
     expanded: bool = False
 
 
@@ -870,6 +873,10 @@ async def _mailbox(ctx: Ctx, user: str) -> Outcome:
         forwarded = await _dotforward(ctx, user, pw)
         if forwarded is not None:
             return forwarded
+        local = split_address(ctx.rcpt.address, "").localpart.lower()
+        if local in ctx.trace.mailboxes:
+            return Outcome("2.0.0", "")  # delivered already: nothing to log
+        ctx.trace.mailboxes.add(local)
     passed = await _delegate(ctx, user, "mailbox_transport_maps", "mailbox_transport")
     if passed is not None:
         return passed
