@@ -148,20 +148,21 @@ class Active:
     redirect: tuple[int, Recipient] | None = None
 
 
+def _sort_key(item: tuple[int, Recipient]) -> tuple[bool, str, str]:
+    """A recipient's place in qmgr_message_sort()'s order within a destination: by domain
+    from the last '@' in any case, those without one last, then by address."""
+    address = item[1].address
+    at = address.rfind("@")
+    return at < 0, address[at:].lower() if at >= 0 else "", address
+
+
 def _redirected(
     cfg: Config, pending: list[tuple[int, Recipient]], target: str
 ) -> tuple[int, Recipient]:
     """Postfix's qmgr_message_resolve() for a queue file with redirect_to: the first of
-    the recipients in qmgr_message_sort()'s order (by domain from the last '@' in any case,
-    those without one last, then by address) alone goes to the target in canonical form,
-    keeping its original recipient, DSN ORCPT and NOTIFY; the others go nowhere."""
-
-    def order(item: tuple[int, Recipient]) -> tuple[bool, str, str]:
-        address = item[1].address
-        at = address.rfind("@")
-        return at < 0, address[at:].lower() if at >= 0 else "", address
-
-    idx, first = min(pending, key=order)
+    the recipients in qmgr_message_sort()'s order alone goes to the target in canonical
+    form, keeping its original recipient, DSN ORCPT and NOTIFY; the others go nowhere."""
+    idx, first = min(pending, key=_sort_key)
     return idx, replace(first, address=rewrite_address(cfg, target))
 
 
@@ -373,6 +374,10 @@ class Qmgr:
             act.redirect = _redirected(self.cfg, pending, redirect)
             pending = [act.redirect]
         rcpts: list[tuple[int, str, str]] = []
+        if len(pending) > 1:
+            # A delivery's recipients in qmgr_message_sort()'s order: their RCPT TOs, the
+            # lines logged and so the notices' and mailq's order.
+            pending = sorted(pending, key=_sort_key)
         for idx, rcpt in pending:
             transport, nexthop = self._route(
                 rcpt, env.sender, env.attrs.get("filter", ""), env.trace_flags & TRACE_MTA_VRFY
