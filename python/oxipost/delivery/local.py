@@ -191,7 +191,8 @@ class Ctx:
     # deliver_recipient()'s recursion level (resolve.c, recipient.c).
     level: int = 0
     # Who owns the expansion: the owner-<alias> address that became the sender, or the
-    # recipient whose .forward it is. Its members are forwarded (recipient.c).
+    # recipient whose .forward it is; an alias without an owner- of its own keeps it, as
+    # Postfix 3.7's alias.c. Its members are forwarded (recipient.c).
     owner: str = ""
     # The alias (or .forward's local part) being expanded: an alias that lists its own name
     # means the user of that name, not the alias again (alias.c's exp_from).
@@ -1028,7 +1029,7 @@ async def _recipient(ctx: Ctx) -> Outcome:
             return _indirect(ctx)
         return await _mailbox(ctx, user)
     value, name, spec, table = found
-    ctx = replace(ctx, source="alias", owner="", exp_from=name)
+    ctx = replace(ctx, source="alias", exp_from=name)
     refused = _alias_rights(ctx, spec, table)
     if refused is not None:
         return _record(ctx, refused)
