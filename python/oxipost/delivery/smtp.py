@@ -866,11 +866,14 @@ async def _connect(
     try:
         greet = await s.read_reply(p.time("helo_timeout"), "receiving the initial server greeting")
         if greet.code != 220:
+            status = greet.status()
+            if status[0] == "5" and p.bool("skip_5xx_greeting"):
+                # smtp_helo(): the greeting's status is made a 4 (the text kept), so the
+                # next host is tried and the last one only defers.
+                status = "4" + status[1:]
             # smtp_connect: a failed smtp_helo() on a stream still good says QUIT.
             await _quit(s, p)
-            raise SessionError(
-                greet.status(), f"host {host.label} refused to talk to me: {greet.text}"
-            )
+            raise SessionError(status, f"host {host.label} refused to talk to me: {greet.text}")
         await _ehlo(s, p, helo)
         if (level in _TLS_LEVELS[1:] and not p.lmtp) or (p.lmtp and level in ("may", "encrypt")):
             if "STARTTLS" in s.features:
