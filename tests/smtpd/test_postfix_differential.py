@@ -2325,3 +2325,31 @@ def test_mynetworks_style_default_logged_at_use_as_postfix(start_smtpd, monkeypa
     dialogue = ["EHLO c.example", "MAIL FROM:<s@sender.example>", "RCPT TO:<u@remote.example>"]
     dialogue += ["RCPT TO:<u@mx.example.test>", "QUIT"]
     _same_compat_lines(start_smtpd, dialogue, main_cf, "mynetworks_style=subnet", 4)
+
+
+@pytest.mark.slow
+def test_access_filter_redirect_and_prepend_reach_the_queue_file_as_postfix(start_smtpd) -> None:
+    """access(5) FILTER, REDIRECT and PREPEND act on the message as Postfix 3.7's smtpd has
+    cleanup apply them: the FILTER and the REDIRECT target where postcat -e shows them
+    (the extracted segment's start), and every PREPEND header, in order, above smtpd's
+    Received: (postcat -h)."""
+    main_cf = (
+        f"{GOLDEN_MAIN_CF}"
+        "smtpd_sender_restrictions = check_sender_access"
+        " inline:{ {a@example.org=PREPEND X-First: one} }\n"
+        "smtpd_recipient_restrictions = check_recipient_access inline:{"
+        " {f@localhost=FILTER relay:[127.0.0.1]:10026},"
+        " {r@localhost=REDIRECT target@example.com},"
+        " {p@localhost=PREPEND X-Second: two} }, permit\n"
+    )
+    message = ["DATA", "Subject: s\r\n\r\nbody\r\n."]
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>"]
+    dialogue += ["RCPT TO:<f@localhost>", "RCPT TO:<r@localhost>"]
+    dialogue += ["RCPT TO:<p@localhost>", *message, "QUIT"]
+    (theirs,), (ours,) = _queued_on_both(start_smtpd, main_cf, _commands(dialogue), 1, "-e", "-h")
+    assert "content_filter: relay:[127.0.0.1]:10026" in theirs.postcat.stdout
+    assert "X-First: one\nX-Second: two\nReceived: " in theirs.postcat.stdout
+    # The Received: header's time and MTA name apart.
+    mine, real = ("\n".join(_envelope_view(q)) for q in (ours, theirs))
+    mine = mine.replace("(oxipost)", "(Postfix)")
+    assert re.sub(r"\d\d:\d\d:\d\d", "TIME", mine) == re.sub(r"\d\d:\d\d:\d\d", "TIME", real)

@@ -50,6 +50,7 @@ _PLACED = frozenset(
         "protocol_name",
         "sender_fullname",
         "redirect_to",
+        "filter",
         # Ours only: who queued the message (pickup) and as which user.
         "origin",
         "uid",
@@ -213,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write(body.replace(b"\r\n", b"\n"))
         if envelope:
             out.write(f"*** HEADER EXTRACTED {name} ***\n".encode())
+            # Postfix's cleanup writes the FILTER (content_filter) and REDIRECT it kept
+            # first there (cleanup_extracted_process()).
+            if env.attrs.get("filter"):
+                out.write(f"content_filter: {env.attrs['filter']}\n".encode())
             if env.attrs.get("redirect_to"):
                 out.write(f"redirect_to: {env.attrs['redirect_to']}\n".encode())
             # What cleanup writes at the start of the extracted segment (its encoding

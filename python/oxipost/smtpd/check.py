@@ -1658,7 +1658,10 @@ class Checker:
                 )
             if not header_length(text):
                 return self._bad_entry(table, key, "requires header: text")
-            st.actions[upper] = text
+            # Every PREPEND of the transaction, in order (Postfix's state->prepend argv);
+            # one a line, as the BCC ones.
+            kept = st.actions.get(upper)
+            st.actions[upper] = f"{kept}\n{text}" if kept else text
             return DUNNO
         if upper in ("WARN", "INFO"):
             st.actions[upper] = text

@@ -90,6 +90,16 @@ _DATA_CHUNK = 65536
 _GROUP_END = {"EHLO", "HELO", "DATA", "NOOP", "VRFY", "QUIT", "AUTH", "ETRN", "EXPN"}
 # The commands smtpd_junk_command_limit counts (Postfix's SMTPD_CMD_FLAG_LIMIT).
 _JUNK = {"HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"}
+# The access(5) actions smtpd hands to cleanup, as the envelope attributes cleanup reads:
+# HOLD and DISCARD, the BCC recipients, FILTER's transport:nexthop (over content_filter)
+# and REDIRECT's target (qmgr sends the mail there, as for a header_checks REDIRECT).
+_ACTION_ATTRS = (
+    ("HOLD", "hold"),
+    ("DISCARD", "discard"),
+    ("BCC", "bcc"),
+    ("FILTER", "filter"),
+    ("REDIRECT", "redirect_to"),
+)
 # Postfix's ehlo_mask_table: the order "discarding EHLO keywords: ..." names them in.
 _EHLO_MASK_ORDER = (
     "8bitmime",
@@ -1525,14 +1535,18 @@ class Session:
             sasl_username=self.state.sasl_username,
             sasl_sender=self.sasl_sender or "",
         )
-        for action in ("HOLD", "DISCARD", "BCC"):
-            if action in self.state.actions:
-                env.attrs[action.lower()] = self.state.actions[action]
+        actions = self.state.actions
+        for action, attr in _ACTION_ATTRS:
+            if action in actions:
+                env.attrs[attr] = actions[action]
         data = bytes(content)
         # The Received: header names the client that talked to us, the queue file the one
         # XFORWARD named (Postfix's log_client_* attributes, which qmgr and the delivery
-        # agents see).
+        # agents see); access(5) PREPEND headers go above it, as Postfix's smtpd writes
+        # them first.
         received = self.received_header(env, qid)
+        if "PREPEND" in actions:
+            received = "".join(f"{h}\r\n" for h in actions["PREPEND"].split("\n")) + received
         if self.forwarded is not None:
             env = self._forwarded_envelope(env, self.forwarded, qid)
         cleaned = None
