@@ -883,7 +883,13 @@ class Session:
         # succeeded when its last reply was not an error.
         counts = self.cmd_counts.setdefault(verb_u, [0, 0])
         counts[1] += 1
-        if await self._improper_pipelining(verb_u):
+        # The common case (no input waiting) decided here: a coroutine per command costs.
+        if (
+            self.srv.forbid_unauth_pipelining
+            and self.pending()
+            and (self.state.protocol != "ESMTP" or (verb_u in _GROUP_END and verb_u != "QUIT"))
+        ):
+            await self._improper_pipelining(verb_u)
             return False
         self.uncounted = False
         result: bool | None = await handler(arg)
@@ -895,24 +901,16 @@ class Session:
             return False
         return result is not False
 
-    async def _improper_pipelining(self, verb_u: str) -> bool:
+    async def _improper_pipelining(self, verb_u: str) -> None:
         """smtpd_forbid_unauth_pipelining: input pending where the client must wait for
         the reply (until EHLO nothing was announced: after every command; a HELO after it
-        keeps ESMTP) is refused
-        with 554 5.5.0, which ends the session; whether it was."""
-        if not (
-            self.srv.forbid_unauth_pipelining
-            and self.pending()
-            and (self.state.protocol != "ESMTP" or (verb_u in _GROUP_END and verb_u != "QUIT"))
-        ):
-            return False
+        keeps ESMTP) is refused with 554 5.5.0, which ends the session."""
         # With the input that came too early, as C shows it.
         self.srv.log.info(
             f"improper command pipelining after {verb_u} from {self.state.namaddr}: "
             f"{escape(bytes(self.buf))}"
         )
         await self.reply(R.SYNC_ERROR, count=False)
-        return True
 
     def _denied(self) -> str | None:
         if self.access_denied is None:
