@@ -383,20 +383,11 @@ def _mailq(run: Run, roles: dict[str, str]) -> str:
 # A notice with Content-Transfer-Encoding: 8bit goes out with BODY=8BITMIME from Postfix
 # (its cleanup takes the encoding from that header), without it from ours.
 _BODY = "notice sent without BODY=8BITMIME"
-# Postfix's showq lists deferred recipients in its defer log's order (qmgr's sorted
-# delivery order); ours in queue file order.
-_MAILQ = "mailq's recipients in queue file order"
 _KNOWN: dict[str, str] = {
-    "s00": _MAILQ,
     "s02": _BODY,
     "s04": _BODY,
     "s09": _BODY,
     "s11": _BODY,
-    # Also: a 554 greeting defers (smtp_skip_5xx_greeting), where ours bounced.
-    "s12": _MAILQ,
-    "s13": _MAILQ,
-    "s14": _MAILQ,
-    "s15": _MAILQ,
 }
 
 

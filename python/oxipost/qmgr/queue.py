@@ -30,7 +30,8 @@ Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
     state    {"t": "s", "id", "q": queue}            (journal)
     done     {"t": "d", "id", "r": [recipient index]} (journal; crossed off)
     defer    {"t": "w", "id", "why", "next", "n": attempts, "o": [[index, status, text]]}
-             (journal; "o", the pass's deferred recipients, Postfix's defer/QID logfile)
+             (journal; "o", the pass's deferred recipients in order: Postfix's defer/QID
+             logfile, which each pass writes anew)
     expire   {"t": "e", "id"}                         (journal; postsuper -e, -f)
     remove   {"t": "x", "id"}                         (journal; message finished)
     notice   {"t": "n", "id", "k": kind, "r": [[index, outcome, relay, transport]]}
@@ -145,8 +146,9 @@ class MessageInfo:
     # Per notice kind ("failure", "success"), the recipients crossed off while their notice
     # is still to be sent, as NoticeLog records them; None for nearly every message.
     notices: dict[str, list[list[object]]] | None = None
-    # Each recipient's last deferral (status, text), as Postfix's defer logfile keeps them
-    # for the notice of a message that expires; None until one is deferred.
+    # The last pass's deferred recipients (status, text), in the order it deferred them,
+    # as Postfix's defer logfile has them: mailq lists them so, each with its reason, and
+    # a force-expired message's notice reports them; None until one is deferred.
     deferrals: dict[int, tuple[str, str]] | None = None
     # postsuper -e/-f: returned to the sender at its next delivery pass (mailq's '#').
     expired: bool = False
@@ -415,11 +417,10 @@ def _apply_notice(info: MessageInfo, kind: str, logged: list[list[object]]) -> N
 
 
 def _apply_deferrals(info: MessageInfo, deferred: list[list[Any]]) -> None:
+    # A pass's defer log replaces the one before (Postfix's qmgr removes it as it starts
+    # the message); a record without one (written before it was kept) leaves it.
     if deferred:
-        if info.deferrals is None:
-            info.deferrals = {}
-        for idx, status, text in deferred:
-            info.deferrals[idx] = (status, text)
+        info.deferrals = {idx: (status, text) for idx, status, text in deferred}
 
 
 class QueueState:

@@ -768,7 +768,8 @@ class Qmgr:
         # mailq lists the recipients still deferred (expired ones whose notice failed) with
         # their own reason, as Postfix's showq reads it from the defer logfile.
         reason = _defer_reason(act, failed[-1])
-        self._journal(lambda: self.state.defer(act.qid, reason, now + backoff))
+        deferred = [(i, o.status, o.text) for i, o in act.deferred.items()]
+        self._journal(lambda: self.state.defer(act.qid, reason, now + backoff, deferred))
         del self.active[act.msg]
 
     def _unsent_trace(self, act: Active) -> None:

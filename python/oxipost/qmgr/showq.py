@@ -78,11 +78,23 @@ def listed(state: QueueState) -> list[MessageInfo]:
 def record(info: MessageInfo) -> dict[str, Any]:
     """One message as Postfix's postqueue -j object (what showq sends for it)."""
     recipients: list[dict[str, str]] = []
-    for _i, rcpt in info.pending:
-        entry = {"address": rcpt.address}
-        if info.reason:
-            entry["delay_reason"] = info.reason
-        recipients.append(entry)
+    pending = info.pending
+    logged = info.deferrals
+    if logged:
+        # As Postfix's showq: the defer log's recipients first, in its order and each
+        # with its reason, then the others the queue file still has, without one.
+        left = dict(pending)
+        for idx, (_status, text) in logged.items():
+            rcpt = left.pop(idx, None)
+            if rcpt is not None:
+                recipients.append({"address": rcpt.address, "delay_reason": text})
+        recipients += [{"address": rcpt.address} for rcpt in left.values()]
+    else:
+        for _i, rcpt in pending:
+            entry = {"address": rcpt.address}
+            if info.reason:
+                entry["delay_reason"] = info.reason
+            recipients.append(entry)
     return {
         "queue_name": info.state,
         "queue_id": info.queue_id,
