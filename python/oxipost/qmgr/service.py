@@ -694,20 +694,23 @@ class Qmgr:
                 )
                 del self.active[act.msg]
             elif ev.kind == "expired":
-                # Postfix's qmgr_active_done: the pass's bounces are flushed first, then the
-                # deferred recipients are returned in a notice of their own.
-                failed = self._notices(act, "failure", act.bounced)
-                self.log.info(
-                    f"{act.qid}: from=<{log_form(act.env.sender, self.log_external)}>,"
-                    " status=expired, returned to sender"
-                )
-                expired = {i: (o, "") for i, o in act.deferred.items()}
-                failed += self._notices(act, "failure", expired)
-                failed += self._notices(act, "success", act.success_notify)
-                if failed:
-                    self._notice_failed(act, failed, now)
-                else:
-                    self._finish(act)
+                self._returned(act, "expired", now)
+
+    def _returned(self, act: Active, status: str, now: float) -> None:
+        """An expired message (`status` expired, or force-expired by postsuper) returned
+        to its sender, as Postfix's qmgr_active_done: the pass's bounces are flushed first,
+        then the deferred recipients are returned in a notice of their own."""
+        failed = self._notices(act, "failure", act.bounced)
+        self.log.info(
+            f"{act.qid}: from=<{log_form(act.env.sender, self.log_external)}>,"
+            f" status={status}, returned to sender"
+        )
+        failed += self._notices(act, "failure", {i: (o, "") for i, o in act.deferred.items()})
+        failed += self._notices(act, "success", act.success_notify)
+        if failed:
+            self._notice_failed(act, failed, now)
+        else:
+            self._finish(act)
 
     def _force_expire(self, act: Active, info: MessageInfo, now: float) -> None:
         """A message postsuper -e expired, returned to its sender without a delivery, as
@@ -724,17 +727,7 @@ class Qmgr:
             for idx, rcpt in info.pending:
                 act.deferred[idx] = expired
                 self._log_attempt(log, act, rcpt, "none", now, time.time(), expired, "deferred")
-        self.log.info(
-            f"{act.qid}: from=<{log_form(act.env.sender, self.log_external)}>,"
-            " status=force-expired, returned to sender"
-        )
-        failed = self._notices(act, "failure", act.bounced)
-        failed += self._notices(act, "failure", {i: (o, "") for i, o in act.deferred.items()})
-        failed += self._notices(act, "success", act.success_notify)
-        if failed:
-            self._notice_failed(act, failed, now)
-        else:
-            self._finish(act)
+        self._returned(act, "force-expired", now)
 
     def _suspended(self, act: Active, ev: Event, now: float) -> None:
         """A recipient deferred without an attempt (dead destination, throttled or held
