@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, run_ours, shared_dir
+from tests.conftest import REPO, free_port, postfix_log_lines, run_ours, shared_dir
 from tests.smtpd.conftest import write_config
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -207,17 +207,15 @@ def _qids(log: str) -> list[str]:
 def _lines(log: str) -> list[str]:
     qids = _qids(log)
     out = []
-    for line in log.splitlines():
-        m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
-        if m is None or ' is in "key: value" format' in line:
+    for program, text in postfix_log_lines(log, PROGRAMS):
+        if ' is in "key: value" format' in text:
             continue
-        text = m.group(2)
         for i, q in enumerate(qids):
             text = text.replace(q, f"Q{i}")
         text = re.sub(r"delay=[\d.]+, delays=[\d./]+", "delay=D", text)
         text = re.sub(r"size=\d+", "size=N", text)
         text = re.sub(r"message-id=<[^>]*>", "message-id=<M>", text)
-        out.append(f"{m.group(1)}: {text}")
+        out.append(f"{program}: {text}")
     return sorted(out)
 
 

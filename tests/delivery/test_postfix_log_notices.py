@@ -31,7 +31,7 @@ import pytest
 from oxipost.log import format_tv
 from oxipost.qmgr.queue import message_size
 
-from tests.conftest import REPO, free_port, run_ours, smtp_sink
+from tests.conftest import REPO, free_port, postfix_log_lines, run_ours, smtp_sink
 from tests.smtpd.conftest import write_config
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -468,11 +468,7 @@ def _lines(log: str) -> tuple[list[str], dict[str, int]]:
     delay values checked for format_tv's form and set aside; and each message's size=."""
     roles = _roles(log)
     out, sizes = [], {}
-    for line in log.splitlines():
-        m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
-        if m is None:
-            continue
-        text = m.group(2)
+    for program, text in postfix_log_lines(log, PROGRAMS):
         for qid, role in roles.items():
             text = text.replace(qid, role)
         if re.match(r"[0-9A-F]{10,}: ", text):
@@ -484,7 +480,7 @@ def _lines(log: str) -> tuple[list[str], dict[str, int]]:
         d = re.search(r"delay=([\d.]+), delays=([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+), ", text)
         if d:
             for value in d.groups():
-                assert format_tv(float(value), 2, 2) == value, line
+                assert format_tv(float(value), 2, 2) == value, text
             # The message's in whole seconds: where the sinks' waits went (before the
             # session was ready, the third of delays=, or after, the fourth), not the noise
             # below a second. A notice's depend on when it was queued (two notices queued
@@ -493,7 +489,7 @@ def _lines(log: str) -> tuple[list[str], dict[str, int]]:
             same = f"delay={whole[0]}, delays={'/'.join(whole[1:])}, "
             text = text.replace(d.group(0), same if text.startswith("QID: ") else "delay=D, ")
         text = re.sub(r"<\d{14}\.", "<STAMP.", text)
-        out.append(f"{m.group(1)}: {text}")
+        out.append(f"{program}: {text}")
     return sorted(out), sizes
 
 

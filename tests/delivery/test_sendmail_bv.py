@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from oxipost.qmgr.queue import message_size
 
-from tests.conftest import free_port, run_ours, smtp_sink
+from tests.conftest import free_port, postfix_log_lines, run_ours, smtp_sink
 from tests.delivery.test_e2e_local import running_ours
 from tests.smtpd.conftest import write_config
 from tests.smtpd.test_postfix_differential import running_postfix
@@ -170,15 +170,13 @@ def _lines(log: str, top: Path) -> tuple[list[str], dict[str, int]]:
     and each message's size= (queue IDs of other lengths make other sizes)."""
     roles = _roles(log)
     out, sizes = [], {}
-    for line in log.splitlines():
-        m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
-        if m:
-            text = _normal(m.group(2), roles, top)
-            s = re.search(r"^(\w+): from=<.*>, size=(\d+), ", text)
-            if s:
-                sizes[s.group(1)] = int(s.group(2))
-                text = text.replace(f"size={s.group(2)}", "size=N")
-            out.append(f"{m.group(1)}: {text}")
+    for program, line in postfix_log_lines(log, PROGRAMS):
+        text = _normal(line, roles, top)
+        s = re.search(r"^(\w+): from=<.*>, size=(\d+), ", text)
+        if s:
+            sizes[s.group(1)] = int(s.group(2))
+            text = text.replace(f"size={s.group(2)}", "size=N")
+        out.append(f"{program}: {text}")
     return sorted(out), sizes
 
 

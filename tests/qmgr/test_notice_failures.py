@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import free_port, run_ours
+from tests.conftest import free_port, postfix_log_lines, run_ours
 from tests.delivery.test_e2e_local import running_ours
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -128,17 +128,14 @@ def _lines(log: str, qid: str, programs: tuple[str, ...] = PROGRAMS) -> list[str
     """The compared programs' lines without time, host, pid and delays, the message's queue
     ID as QID and any other (a notice's) as NOTICE, sorted."""
     out = []
-    for line in log.splitlines():
-        m = re.search(rf" postfix/({'|'.join(programs)})\[\d+\]: (.*)", line)
-        if m is None:
-            continue
-        text = re.sub(r"\b[0-9A-F]{10,}\b", "NOTICE", m.group(2).replace(qid, "QID"))
+    for program, line in postfix_log_lines(log, programs):
+        text = re.sub(r"\b[0-9A-F]{10,}\b", "NOTICE", line.replace(qid, "QID"))
         text = re.sub(r"delay=[\d.]+, delays=[\d./]+, ", "", text)
         # A queue ID of another length in Received: (the size is the other tests' subject).
         text = re.sub(r", size=\d+, ", ", size=N, ", text)
         text = re.sub(r"\]:\d+", "]:PORT", text)
         text = re.sub(r"<\d{14}\.", "<STAMP.", text)
-        out.append(f"{m.group(1)}: {re.sub(r'/tmp/[^ ]+/(?:postfix|ours)/', 'TOP/', text)}")
+        out.append(f"{program}: {re.sub(r'/tmp/[^ ]+/(?:postfix|ours)/', 'TOP/', text)}")
     # Two deliveries of one pass finish in either order.
     return sorted(out)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, main_cf_with, smtp_sink
+from tests.conftest import free_port, main_cf_with, postfix_log_lines, smtp_sink
 from tests.delivery.test_e2e_local import running_ours
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -107,11 +107,9 @@ def _lines(log: str, ports: list[int]) -> tuple[list[str], list[int]]:
     """The compared programs' lines without time, host, pid, delays and sink ports, queue
     IDs as QID; and each probe's size without its queue ID's two mentions."""
     out, sizes = [], []
-    for line in log.splitlines():
-        m = re.search(rf" postfix/({'|'.join(PROGRAMS)})\[\d+\]: (.*)", line)
-        if m is None or re.match(r"(connect|disconnect|lost connection) ", m.group(2)):
+    for program, text in postfix_log_lines(log, PROGRAMS):
+        if re.match(r"(connect|disconnect|lost connection) ", text):
             continue
-        text = m.group(2)
         q = re.match(r"([0-9A-F]{10,}): ", text)
         if q:
             qid = q.group(1)
@@ -124,7 +122,7 @@ def _lines(log: str, ports: list[int]) -> tuple[list[str], list[int]]:
         text = re.sub(r"<\d{14}\.QID@", "<STAMP.QID@", text)
         for i, p in enumerate(ports):
             text = text.replace(f"]:{p},", f"]:SINK{i},")
-        out.append(f"{m.group(1)}: {text}")
+        out.append(f"{program}: {text}")
     return sorted(out), sizes
 
 
