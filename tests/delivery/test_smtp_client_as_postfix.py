@@ -234,8 +234,46 @@ def _random_scenario(rnd: random.Random) -> Scenario:
     return Scenario(script, sender_options, rcpts, message)
 
 
+# A MIME message whose entities declare every encoding, for the 8-bit to 7-bit conversion
+# of a server without 8BITMIME: text lines with '=', 8-bit characters, a trailing space or
+# TAB and more than 76 characters; a binary leaf; a message/rfc822 and its own 8-bit body; a
+# leaf whose header block ends without an empty line, a base64 leaf, an undeclared one, an
+# epilogue.
+_MIME = (
+    "Subject: mime\r\nFrom: <x@example.com>\r\nMessage-ID: <mime@t>\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/mixed; boundary="b1"\r\nContent-Transfer-Encoding: 8bit\r\n'
+    "\r\npreamble \u00fc\r\n--b1\r\nContent-Transfer-Encoding: 8bit\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    "Gr\u00fc\u00dfe = caf\u00e9, then a space \r\n"
+    + "long \u00fc line " * 8
+    + "\r\nx"
+    + "=" * 30
+    + "\r\ntab\t\r\n\r\n"
+    + "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+    "\r\nbin\x01ary \u00e9\r\n--b1\r\nContent-Type: message/rfc822\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n"
+    "Content-Transfer-Encoding: 8BIT (inner)\r\n\r\ninner body \u00fc\r\n--b1\r\n"
+    "Content-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\nno empty line = \u00fc\r\n"
+    "--b1\r\n"
+    "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nZ3LDvMOfZQ==\r\n"
+    "--b1\r\nContent-Type: text/plain\r\n\r\nnot declared \u00fc\r\n--b1--\r\n"
+    "epilogue \u00fc\r\n"
+).encode()
+
+
+def _mime_scenario(keywords: list[str], sender_options: list[str]) -> Scenario:
+    ehlo = ["250 peer.test", *(f"250 {k}" for k in keywords)]
+    return Scenario(Script(["220 peer.test ESMTP"], ehlo=ehlo), sender_options, [("ok", [])], _MIME)
+
+
 _RND = random.Random(SEED)
 SCENARIOS = {f"s{i:02}": _random_scenario(_RND) for i in range(COUNT)}
+# Converted (undeclared, and BODY=8BITMIME), and sent as it is (the server has 8BITMIME).
+SCENARIOS |= {
+    "m00": _mime_scenario(["PIPELINING"], []),
+    "m01": _mime_scenario(["PIPELINING", "SIZE"], ["BODY=8BITMIME"]),
+    "m02": _mime_scenario(["PIPELINING", "8BITMIME"], ["BODY=8BITMIME"]),
+}
 
 
 def _main_cf(ports: dict[str, int]) -> str:

@@ -447,6 +447,37 @@ class _Entity(NamedTuple):
 _NOT_7BIT = frozenset({"8bit", "binary", "base64", "quoted-printable"})
 _TRANSFORMS = frozenset({"base64", "quoted-printable"})
 _ENCODINGS = _NOT_7BIT | {"7bit"}
+# The encodings whose content is 8-bit: what smtp(8) converts for a server without 8BITMIME.
+_EIGHT_BIT = _NOT_7BIT - _TRANSFORMS
+
+
+def _encoding_word(text: str) -> str | None:
+    """A Content-Transfer-Encoding header's encoding (lower case), None when unknown."""
+    word = text.split(":", 1)[1].split(None, 1)
+    return word[0].lower() if word and word[0].lower() in _ENCODINGS else None
+
+
+def quoted_printable(line: str) -> list[str]:
+    """One body line converted as mime_state_downgrade() converts it: each byte outside
+    printable ASCII (TAB kept) and '=' as =XX, a soft line break ('=' at the end) whenever
+    more than 72 characters are out before the next byte, and a space or TAB that ends the
+    line as =20 or =09."""
+    out: list[str] = []
+    pieces: list[str] = []
+    length = 0
+    for byte in line.encode("utf-8", "surrogateescape"):
+        if length > 72:
+            out.append("".join(pieces) + "=")
+            pieces, length = [], 0
+        piece = (
+            f"={byte:02X}" if (byte < 32 and byte != 9) or byte == 61 or byte > 126 else chr(byte)
+        )
+        pieces.append(piece)
+        length += len(piece)
+    if pieces and pieces[-1] in (" ", "\t"):
+        pieces[-1] = f"={ord(pieces[-1]):02X}"
+    out.append("".join(pieces))
+    return out
 
 
 def _content_info(headers: list[str]) -> _Entity:
@@ -461,9 +492,7 @@ def _content_info(headers: list[str]) -> _Entity:
             m = _BOUNDARY.search(value)
             boundary = m.group(1) if m and m.group(1) is not None else m and m.group(2)
         elif name == "content-transfer-encoding":
-            word = text.split(":", 1)[1].split(None, 1)
-            if word and word[0].lower() in _ENCODINGS:
-                encoding = word[0].lower()
+            encoding = _encoding_word(text) or encoding
     return _Entity(ctype, boundary, encoding, header)
 
 
@@ -479,6 +508,10 @@ class MimeWalker(ABC):
     # The check parameter of each header class, and that of body lines.
     checks: dict[str, str] = _CHECKS
     body_checks = "body_checks"
+    # smtp(8)'s conversion for a server without 8BITMIME (MIME_OPT_DOWNGRADE): each entity
+    # declared 8bit or binary is sent quoted-printable (a multipart or message one 7bit),
+    # its Content-Transfer-Encoding header replaced by one at the end of its header block.
+    downgrade = False
 
     def __init__(
         self,
@@ -682,11 +715,26 @@ class MimeWalker(ABC):
         if out is None:
             out = []
         eight_bit = MIME_8BIT_HEADER in self.reports
+        domain = "7bit"
         for text in _logical_headers(lines):
             if eight_bit and not text.isascii():
                 self._report(MIME_8BIT_HEADER, text)
+            if self.downgrade and header_name(text) == "content-transfer-encoding":
+                # As mime_state: held back while the encoding so far is 8-bit.
+                word = _encoding_word(text)
+                if word is not None:
+                    domain = word if word in _EIGHT_BIT else "7bit"
+                if domain != "7bit":
+                    continue
             self._check_header(text, cls, out)
         return out
+
+    def _block_end(self, entity: _Entity, cls: str, out: list[str]) -> None:
+        """A header block ended: in a downgrade, the encoding its 8-bit content goes in."""
+        if self.downgrade and entity.encoding in _EIGHT_BIT:
+            kind = entity.ctype.partition("/")[0]
+            word = "7bit" if kind in ("multipart", "message") else "quoted-printable"
+            self._check_header(f"Content-Transfer-Encoding: {word}", cls, out)
 
     def _report(self, error: str, content: str) -> None:
         # As mime_state's err_flags: each kind of error once a message.
@@ -722,6 +770,7 @@ class MimeWalker(ABC):
         walk began, `given_body` (a delivery agent has sent it by then)."""
         head = self.headers(header_lines, PRIMARY, self.given_head)
         entity = _content_info(_logical_headers(header_lines))
+        self._block_end(entity, PRIMARY, head)
         self.given_body = []
         body = self._body(body_lines, entity, self.given_body)
         return head, body
@@ -745,10 +794,11 @@ class MimeWalker(ABC):
                 if line == "":
                     hdrs = _logical_headers(pending)
                     self.headers(pending, pending_cls, out)
+                    entity = _content_info(hdrs)
+                    self._block_end(entity, pending_cls, out)
                     out.append("")
                     pending = []
                     budget = [self.body_limit]
-                    entity = _content_info(hdrs)
                     encoding = self._entered(entity, stack)
                     mode = "body"
                     if entity.ctype == "message/rfc822":
@@ -758,8 +808,13 @@ class MimeWalker(ABC):
                 if _HEADER.match(line) or (line[:1] in (" ", "\t") and pending):
                     pending.append(line)
                     continue
-                # Not a header: the header block ended without an empty line.
+                # Not a header: the header block ended without an empty line. What it
+                # declared holds for the text after it, as mime_state has it (a message
+                # after it is body text).
                 self.headers(pending, pending_cls, out)
+                entity = _content_info(_logical_headers(pending))
+                self._block_end(entity, pending_cls, out)
+                encoding = self._entered(entity, stack)
                 pending = []
                 mode = "body"
             if seven_bit and encoding not in _NOT_7BIT and not line.isascii():
@@ -781,9 +836,14 @@ class MimeWalker(ABC):
                         mode = "header"
                         pending_cls = MULTIPART
                     continue
+            if self.downgrade and encoding in _EIGHT_BIT:
+                for piece in quoted_printable(line):
+                    out.extend(self._check_body(piece, budget))
+                continue
             out.extend(self._check_body(line, budget))
         if pending:
             self.headers(pending, pending_cls, out)
+            self._block_end(_content_info(_logical_headers(pending)), pending_cls, out)
         if self._carry:
             out.append(self._carry)
             self._carry = ""

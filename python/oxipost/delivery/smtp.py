@@ -18,7 +18,10 @@ smtp_sasl_security_options allows them (Postfix's default, noplaintext, does not
 smtp_send_xforward_command the client attributes the server's XFORWARD announces (the
 commands refused: a warning, and the mail goes on), MAIL FROM with SIZE, BODY=8BITMIME and
 the DSN parameters, one RCPT per recipient with ORCPT (the original recipient when none was
-given) and NOTIFY, PIPELINING when offered, and DATA.
+given) and NOTIFY, PIPELINING when offered, and DATA. To a server without 8BITMIME, a message
+not declared 7BIT goes with each entity declared 8bit or binary converted to quoted-printable
+(a multipart or message one relabelled 7bit) and no SIZE, as Postfix's MIME downgrade does,
+unless disable_mime_output_conversion = yes.
 The content checks (smtp_header_checks, smtp_mime_header_checks, smtp_nested_header_checks,
 smtp_body_checks; lmtp_* for lmtp(8)) are header_checks(5)'s restricted ones, through the
 MIME walk whatever disable_mime_input_processing says: REPLACE, PREPEND, STRIP, IGNORE,
@@ -1115,6 +1118,7 @@ def _content_checks(
     p: Params,
     notes: list[tuple[int, str]],
     generic: Callable[[str], str] | None,
+    downgrade: bool = False,
 ) -> DeliveryRequest:
     """The message as smtp_header_rewrite and smtp_body_rewrite have it go out, through
     Postfix's MIME walk: the content checks, the restricted header_checks(5) of
@@ -1122,9 +1126,12 @@ def _content_checks(
     writes it, "QID: action: header|body LINE(60 bytes)[: text]") and each warning added
     to `notes` as (level, text); then `generic` (smtp_generic_maps) on the addresses of
     what they leave of each primary sender or recipient header. Raises _ChecksError when
-    a checks table cannot be opened or read, as the first line is looked up in it."""
+    a checks table cannot be opened or read, as the first line is looked up in it. With
+    `downgrade` (a server without 8BITMIME), the walk converts what is declared 8-bit
+    (MimeWalker.downgrade); a message that declares no encoding at all needs no walk."""
     specs = _checks_tables(p)
-    if not specs:
+    convert = downgrade and _DECLARES_ENCODING.search(req.content) is not None
+    if not specs and not convert:
         if generic is None:
             return req
         headers, rest = _split_headers(req.content)
@@ -1177,10 +1184,11 @@ def _content_checks(
         p.cfg.get_int("mime_boundary_length_limit"),
     )
     walker.watch(int(p.get("line_length_limit")), _break_note(req.queue_id, p), notes)
+    walker.downgrade = convert
     headers, rest = _split_headers(req.content)
     try:
         # Only the body's MIME parts and lines need the walk through the body.
-        if specs.keys() - {classes[PRIMARY]}:
+        if convert or specs.keys() - {classes[PRIMARY]}:
             separator = rest.startswith(b"\n")
             lines = rest[separator:].decode("utf-8", "surrogateescape").split("\n")
             if lines[-1] == "":
@@ -1198,6 +1206,7 @@ def _content_checks(
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DECLARES_ENCODING = re.compile(rb"(?i)content-transfer-encoding")
 
 
 class _SmtpChecks(RestrictedWalker):
@@ -1514,7 +1523,7 @@ async def _transaction(
     stage_xfer = "sending message body"
     notes: list[tuple[int, str]] = []
     try:
-        req = _content_checks(req, p, notes, generic)
+        req = _content_checks(req, p, notes, generic, downgrade)
         failed = ""
     except _ChecksError as e:
         failed, given = e.args
