@@ -4,8 +4,9 @@ The next hop is a real Postfix smtpd offering STARTTLS (Debian's snakeoil certif
 logging each TLS session ("Anonymous TLS connection established from ..."). The same
 mail goes to it through seven spellings of the destination, each with its own entry in
 the policy table (or none: smtp_tls_security_level then), from a second real Postfix
-(transport_maps) and from our client: which sessions used TLS, what was deferred and the
-warnings logged must be the same. The key is the destination as given; an unknown level or
+(transport_maps) and from our client: which sessions used TLS, what was deferred, the
+warnings logged and, with smtp_tls_loglevel = 1, the client's "Untrusted TLS connection
+established to ..." lines must be the same. The key is the destination as given; an unknown level or
 attribute skips the destination's hosts (4.7.5 client TLS configuration problem)."""
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ POLICIES = {
     "[127.0.0.1]": None,
 }
 TLS_LINE = "Anonymous TLS connection established from"
+CLIENT_TLS_LINE = r"\w+ TLS connection established to .*"
+# What tls_log_summary adds from OpenSSL and Python's ssl module does not tell.
+KEY_EXCHANGE = re.compile(r" key-exchange .*")
 
 
 def _sessions(maillog: Path) -> list[str]:
@@ -61,6 +65,7 @@ def _sessions(maillog: Path) -> list[str]:
 
 
 def test_tls_policy_per_destination_as_postfix(tmp_path, shared_tmp, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="oxipost.smtp")
     with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, hop_dir):
         dests = [d.replace("HOP", str(hop)) for d in POLICIES]
         # Read by Postfix's daemons as user postfix: not pytest's 0700 tree.
@@ -74,6 +79,7 @@ def test_tls_policy_per_destination_as_postfix(tmp_path, shared_tmp, caplog) -> 
         main = (
             f"smtp_tls_policy_maps = texthash:{tables}/policy\nsmtp_tls_security_level = may\n"
             f"smtp_tcp_port = {hop}\ndisable_dns_lookups = yes\nsmtp_host_lookup = native\n"
+            "smtp_tls_loglevel = 1\n"
         )
         relay_cf = f"mydestination =\ntransport_maps = texthash:{tables}/transport\n" + main
         with running_postfix(relay_cf + LOG_CF) as (port, d):
@@ -89,6 +95,7 @@ def test_tls_policy_per_destination_as_postfix(tmp_path, shared_tmp, caplog) -> 
         their_sessions = _sessions(hop_dir / "maillog")
         their_warnings = re.findall(r"postfix/smtp\[\d+\]: warning: ((?!/).*)", log)
         their_statuses = re.findall(r"relay=([^,]+), .* dsn=([\d.]+), status=\w+ \((.*)\)", log)
+        their_tls = re.findall(rf"postfix/smtp\[\d+\]: ({CLIENT_TLS_LINE})", log)
         caplog.clear()
         cfg = make_config(tmp_path / "ours", main)
         our_statuses = []
@@ -99,12 +106,17 @@ def test_tls_policy_per_destination_as_postfix(tmp_path, shared_tmp, caplog) -> 
             our_statuses.append((relay, o.status, text))
         our_sessions = _sessions(hop_dir / "maillog")[len(their_sessions) :]
     our_warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    our_tls = [
+        r.getMessage() for r in caplog.records if re.fullmatch(CLIENT_TLS_LINE, r.getMessage())
+    ]
     their_statuses = [
         (r, s, re.sub(r" queued as \w+", " queued as Q", t)) for r, s, t in their_statuses
     ]
     assert our_warnings == their_warnings
     assert our_statuses == their_statuses
     assert our_sessions == their_sessions
+    assert our_tls == [KEY_EXCHANGE.sub("", line) for line in their_tls]
+    assert len(our_tls) == 3 and our_tls[0].startswith("Untrusted TLS connection established to ")
     # none, encrypt, encrypt, -, -, none, may (the global level)
     assert their_sessions == ["plain", "tls", "tls", "plain", "tls"]
     assert [s[1:] for s in their_statuses[3:5]] == [

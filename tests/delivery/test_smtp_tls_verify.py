@@ -8,11 +8,14 @@ certificate (no smtp_tls_CAfile: Postfix trusts no system CA by default), a trus
 whose names hold the host's name (verify) or the next-hop domain (secure), and a trusted
 one that names another host (127.0.0.1: no IP address in it); a TLS policy's match= names
 in place of the *_cert_match parameters; the "fingerprint" level, the certificate's or its
-public key's digest among the policy's match= values (or smtp_tls_fingerprint_cert_match)."""
+public key's digest among the policy's match= values (or smtp_tls_fingerprint_cert_match).
+The TLS session lines ("Verified TLS connection established to ...", smtp_tls_loglevel 1)
+and the certificate checks' failures (whatever the loglevel) must be the same too."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import smtplib
 import subprocess
@@ -49,7 +52,12 @@ CASES = [
     ("may", "", "[127.0.0.1]:HOP", "fingerprint match=CERT"),
     ("may", "", "[127.0.0.1]:HOP", "fingerprint match=00:11|PUBKEY"),
     ("may", "", "[127.0.0.1]:HOP", "fingerprint match=00:11:22"),
+    ("may", "", "[127.0.0.1]:HOP", "fingerprint match=" + "ab" * 32),
 ]
+# The lines of Postfix's smtp_tls_loglevel 1 and of its certificate checks.
+TLS_LINE = r".*(?:TLS connection established|certificate verification failed) .*"
+# What tls_log_summary adds from OpenSSL and Python's ssl module does not tell.
+KEY_EXCHANGE = re.compile(r" key-exchange .*")
 
 
 def _fingerprints() -> dict[str, str]:
@@ -77,15 +85,19 @@ def _fingerprints() -> dict[str, str]:
     return {"CERT": cert.strip().split("=", 1)[1], "PUBKEY": hashlib.sha256(der).hexdigest()}
 
 
-def test_certificate_verification_as_postfix(tmp_path, shared_tmp) -> None:
-    theirs, ours = [], []
+def test_certificate_verification_as_postfix(tmp_path, shared_tmp, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="oxipost.smtp")
+    theirs, ours, their_lines, our_lines = [], [], [], []
     with running_postfix(NEXT_HOP_CF, without=("qmgr",)) as (hop, _hop_dir):
         for n, (level, cafile, dest, policy) in enumerate(CASES):
             dest = dest.replace("HOP", str(hop))
             # compatibility_level as running_postfix's (sha256 fingerprints from 3.6 on).
+            # The "secure" cases at loglevel 0: a failed check is logged all the same.
+            loglevel = 0 if level == "secure" else 1
             main = (
                 f"smtp_tls_security_level = {level}\nsmtp_tls_CAfile = {cafile}\n"
                 "smtp_host_lookup = native\ncompatibility_level = 3.6\n"
+                f"smtp_tls_loglevel = {loglevel}\n"
             )
             for name, value in _fingerprints().items():
                 policy = policy.replace(name, value)
@@ -104,15 +116,30 @@ def test_certificate_verification_as_postfix(tmp_path, shared_tmp) -> None:
                     assert time.monotonic() < deadline, log
                     time.sleep(0.1)
                 theirs.append(m.groups())
+                lines = re.findall(rf"postfix/smtp\[\d+\]: ({TLS_LINE})", log)
+                their_lines.append([KEY_EXCHANGE.sub("", line) for line in lines])
             cfg = make_config(tmp_path / f"ours{n}", main)
+            caplog.clear()
             (o,) = run(request(cfg, "smtp", dest, ["u@x.test"]))
+            messages = [r.getMessage() for r in caplog.records]
+            our_lines.append([m for m in messages if re.fullmatch(TLS_LINE, m)])
             state = "sent" if o.delivered else "deferred"
             ours.append((o.relay or "none", o.status, state, o.text.partition(": queued")[0]))
     assert ours == theirs
+    assert our_lines == their_lines
     states = ["deferred", "sent", "deferred", "sent", "deferred", "deferred", "sent"]
-    states += ["deferred", "sent", "sent", "deferred"]
+    states += ["deferred", "sent", "sent", "deferred", "deferred"]
     assert [t[2] for t in theirs] == states
     assert theirs[0][1:] == ("4.7.5", "deferred", "Server certificate not verified")
+    assert their_lines[3] == []
+    assert their_lines[4] == [
+        f"server certificate verification failed for 127.0.0.1[127.0.0.1]:{hop}: "
+        "num=62:hostname mismatch"
+    ]
+    assert their_lines[1] == [
+        f"Verified TLS connection established to localhost[127.0.0.1]:{hop}: "
+        "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+    ]
 
 
 def test_certificate_name_forms() -> None:

@@ -39,7 +39,11 @@ Diagnostics, in Postfix's words: "connect to H[A]:P: Connection refused" (4.4.1)
 <stage>" (4.4.2; after "." with "-- message may be sent more than once"); "host H[A] said:
 <reply> (in reply to <COMMAND> command)" with the reply's status, 4xx deferred and 5xx
 bounced; "mail for D loops back to myself" (5.4.6); null MX "Domain D does not accept mail
-(nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); a password
+(nullMX)" (5.1.10); "TLS is required, but was not offered by host H[A]" (4.7.4); with
+smtp_tls_loglevel 1 and up each TLS session's "Verified (Untrusted, Anonymous) TLS connection
+established to H[A]:P: TLSv1.3 with cipher ..." (oxipost.tls), and at the levels that check
+the certificate, whatever the loglevel, tls_log_verify_error's "server certificate
+verification failed for H[A]:P: num=N:TEXT" when it fails; a password
 table that cannot be read: "warning: QID: smtp_sasl_password_maps lookup error" and "local
 data error while talking to H[A]" (4.3.0), and the same for a content checks table that
 cannot be opened or read, found as the message is sent after DATA (what the checks gave
@@ -75,6 +79,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
+from oxipost import tls
 from oxipost.bounce import double_bounce, post_notice, transcript
 from oxipost.cleanup.header import (
     ADDRESS_HEADERS,
@@ -91,6 +96,7 @@ from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import xtext_encode
 from oxipost.envelope import Outcome
 from oxipost.printable import printable
+from oxipost.valid import valid_hostaddr
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -660,12 +666,32 @@ def _tls_policy(p: Params, nexthop: str) -> tuple[str, list[str]]:
     return level, []
 
 
-def _tls_context(p: Params, level: str) -> ssl.SSLContext:
+class _ClientContext(ssl.SSLContext):
+    """A client context that keeps the SSLObject it made: start_tls hands back none when
+    the handshake fails at the server's certificate, whose cipher Postfix still logs."""
+
+    ssl_object: ssl.SSLObject | None = None
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        self.ssl_object = super().wrap_bio(
+            incoming, outgoing, server_side, server_hostname, session
+        )
+        return self.ssl_object
+
+
+def _tls_context(p: Params, level: str) -> _ClientContext:
     """The client TLS context for a level: "verify" and "secure" trust the CAs of
     smtp_tls_CAfile and smtp_tls_CApath (and the system's only with
     tls_append_default_CA, Postfix's default being no); below them no certificate is
     checked (opportunistic or mandatory encryption without authentication)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = _ClientContext(ssl.PROTOCOL_TLS_CLIENT)
     # Names are matched by _cert_matches, by Postfix's rules, not the library's.
     ctx.check_hostname = False
     if level not in ("verify", "secure"):
@@ -701,6 +727,22 @@ def _fingerprint_matches(p: Params, der: bytes, match: list[str]) -> bool:
         log.warning("unsupported smtp_tls_fingerprint_digest: %s", p.get("tls_fingerprint_digest"))
         return False
     return bool(found & wanted_hex)
+
+
+def _fingerprint_error(p: Params, match: list[str]) -> tuple[int, str]:
+    """The X509_V_ERR code and text OpenSSL gives Postfix for a certificate that no
+    fingerprint matched: with none of the digest's length (each "unusable TLSA RR"),
+    nothing was there to match at all."""
+    import hashlib
+
+    wanted = match or p.cfg.get_list(p.name("tls_fingerprint_cert_match"))
+    try:
+        size = hashlib.new(p.get("tls_fingerprint_digest").strip().lower()).digest_size
+    except ValueError:
+        size = 0
+    if any(len(w.replace(":", "")) == 2 * size for w in wanted):
+        return 65, "no matching DANE TLSA records"
+    return 1, "unspecified certificate verification error"
 
 
 def _der_item(data: bytes, at: int) -> tuple[int, int, int]:
@@ -891,27 +933,54 @@ async def _connect(
                         )
                 else:
                     ctx = _tls_context(p, level)
+                    loglevel = p.cfg.get_int(p.name("tls_loglevel"))
                     try:
                         await asyncio.wait_for(
                             s.writer.start_tls(ctx, server_hostname=host.name),
                             p.time("helo_timeout") or None,
                         )
-                    except ssl.SSLCertVerificationError:
+                    except ssl.SSLCertVerificationError as e:
+                        log.info(tls.verify_error(host.relay, e.verify_code, e.verify_message))
+                        _log_tls_session(loglevel, "Untrusted", host, ctx.ssl_object)
                         raise SessionError("4.7.5", "Server certificate not verified") from None
                     except (OSError, ssl.SSLError, TimeoutError) as e:
                         raise SessionError(
                             "4.7.5", f"Cannot start TLS: handshake failure with {host.label}: {e}"
                         ) from None
                     ssl_object = s.writer.get_extra_info("ssl_object")
+                    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+                    failed = (0, "")
                     if level == "fingerprint":
-                        der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
                         verified = _fingerprint_matches(p, der, match or []) if der else False
+                        if not verified:
+                            failed = _fingerprint_error(p, match or [])
                     elif ctx.verify_mode == ssl.CERT_REQUIRED:
                         cert = ssl_object.getpeercert() if ssl_object else None
                         names = _cert_names(p, level, host, domain, match or [])
                         verified = _cert_matches(cert, names) if cert else False
+                        if not verified:
+                            # OpenSSL checks the names Postfix gives it, the host names
+                            # before the one IP address.
+                            failed = (
+                                (64, "IP address mismatch")
+                                if all(valid_hostaddr(n) for n in names)
+                                else (62, "hostname mismatch")
+                            )
                     else:
                         verified = True
+                    # Postfix's "Trusted" (smtp_tls_CAfile's CAs vouch for the certificate
+                    # at a level that does not require them) is not told: Python's ssl
+                    # gives no verify result of a session that did not require one.
+                    if failed[0]:
+                        # Whatever smtp_tls_loglevel says: Postfix's tls_client_start logs
+                        # them at the levels that require a trusted certificate.
+                        log.info(tls.verify_error(host.relay, *failed))
+                        trust = "Untrusted"
+                    elif level == "fingerprint" or ctx.verify_mode == ssl.CERT_REQUIRED:
+                        trust = "Verified"
+                    else:
+                        trust = "Untrusted" if der else "Anonymous"
+                    _log_tls_session(loglevel, trust, host, ssl_object)
                     if not verified:
                         # Dropped at once: a TLS shutdown would outlive the session.
                         s.writer.transport.abort()
@@ -931,6 +1000,13 @@ async def _connect(
         s.close()
         raise
     return s
+
+
+def _log_tls_session(loglevel: int, trust: str, host: Host, ssl_object: object) -> None:
+    """tls_log_summary()'s line for a new session, with smtp_tls_loglevel 1 and up."""
+    if loglevel >= 1:
+        summary = tls.summary(ssl_object)
+        log.info("%s TLS connection established to %s: %s", trust, host.relay, summary)
 
 
 async def _ehlo(s: Session, p: Params, helo: str) -> None:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from oxipost import tls
 from oxipost.anvil.client import AnvilClient
 from oxipost.bounce import post_notice, transcript
 from oxipost.cleanup.header import local_client
@@ -1888,13 +1889,7 @@ class Session:
         self._mail_reset()
 
     def _tls_summary(self) -> str:
-        """Postfix's "TLSv1.3 with cipher NAME (256/256 bits)". Python's ssl module does not
-        tell the key exchange group or the signature, which Postfix adds after it."""
-        obj: Any = self.conn.get_extra_info("ssl_object")
-        cipher = obj.cipher() if obj is not None else None
-        if not cipher:
-            return ""
-        return f"{cipher[1]} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)"
+        return tls.summary(self.conn.get_extra_info("ssl_object"))
 
     def _log_tls(self) -> None:
         if self.cfg.get_int("smtpd_tls_loglevel") >= 1:
