@@ -21,6 +21,7 @@ from oxipost.smtpd.server import Session, SmtpdServer
 from tests.smtpd.conftest import RecordingQueue, write_config
 
 PIECES = [b"a", b"xyz", b".", b"..", b"\r", b"\n", b"\r\n", b".\r\n", b"\r\n.\r\n", b"\n.\n"]
+PIECES += [b"\r\r\n"]
 
 
 class ChunkConnection:

@@ -820,8 +820,13 @@ def test_queue_file_envelope_records_as_postfix(start_smtpd) -> None:
     SMTPUTF8 flag), log_ident and rewrite_context, the DSN attributes, BODY='s encoding,
     the client for logging (XFORWARD's when given) and the one that talked to us with
     its reverse name, the server address and port and the address family, and each
-    recipient's notify_flags and dsn_orig_rcpt."""
+    recipient's notify_flags and dsn_orig_rcpt. And the bodies (postcat -b) as smtp_get
+    reads lines: every <CR> before a line's <LF> dropped, but one that ends a piece of
+    line_length_limit bytes not followed by the <LF> (".<CR><CR><LF>" ends DATA), the same
+    for BDAT, where a bare <LF> ends a line too and a last line without one is queued as
+    a line."""
     message = ["DATA", "Subject: s\r\n\r\nbody\r\n."]
+    long_lines = "x" * 2047 + "\r\r\n" + "y" * 2046 + "\r\r\r\r\nz" + "\r" * 2100 + "\n"
     dialogue = [
         "EHLO client.example",
         "MAIL FROM:<a@example.org> RET=HDRS ENVID=abc SIZE=100",
@@ -836,16 +841,30 @@ def test_queue_file_envelope_records_as_postfix(start_smtpd) -> None:
         "XFORWARD IDENT=ABC123 SOURCE=LOCAL",
         "MAIL FROM:<c@example.org> BODY=7BIT",
         "RCPT TO:<postmaster@localhost>",
-        *message,
-        "QUIT",
+        "DATA",
+        f"Subject: s\r\r\n\r\nbody\r\r\r\n{long_lines}..\r\r\n.\r",
+        "MAIL FROM:<d@example.org>",
+        "RCPT TO:<postmaster@localhost>",
     ]
-    theirs, ours = _queued_on_both(start_smtpd, XCLIENT_MAIN_CF, _commands(dialogue), 3, "-e")
-    assert len(ours) == len(theirs) == 3
+    chunk = f"Subject: b\r\n\r\nab\r\r\ncd\ref\nx\r\r\n{long_lines}last\r".encode()
+
+    def play(raw: Raw, mail_name: str) -> None:
+        _commands(dialogue)(raw, mail_name)
+        raw.send(b"BDAT %d LAST\r\n%s" % (len(chunk), chunk))
+        assert raw.reply().startswith("250 2.0.0 Ok: ")
+        raw.cmd("QUIT")
+
+    theirs, ours = _queued_on_both(start_smtpd, XCLIENT_MAIN_CF, play, 4, "-e", "-b")
+    assert len(ours) == len(theirs) == 4
     their_views = [_envelope_view(q) for q in theirs]
     for mine, view in zip([_envelope_view(q) for q in ours], their_views, strict=True):
         assert "\n".join(mine) == "\n".join(view)
     assert "named_attribute: server_port=PORT" in their_views[0], their_views[0]
     assert "named_attribute: client_name=unknown" in their_views[2], their_views[2]
+    # The <CR> kept at the end of a piece is a stray one to cleanup (a space).
+    assert "x" * 2047 + " " in their_views[2], their_views[2]
+    assert their_views[3][-9:-6] == ["ab", "cd ef", "x"], their_views[3]
+    assert their_views[3][-3] == "last ", their_views[3]
 
 
 @pytest.mark.slow
@@ -1248,9 +1267,11 @@ def test_bdat_size_reported_as_postfix(tmp_path: Path) -> None:
     """The last BDAT's "250 2.0.0 Ok: N bytes queued as QID" counts as Postfix 3.7's
     act_size: each line with a CRLF (a bare LF's too, the CRs before it not), a last line
     without one as if it had it, a line over line_length_limit as pieces of it, each with
-    its CRLF, lines stitched across chunks. Ours reported the bytes received."""
+    its CRLF (one of line_length_limit bytes that ends in the line's CR is its last),
+    lines stitched across chunks. Ours reported the bytes received."""
     chunks = [[b"abcde"], [b"ab\r\ncd"], [b"ab\ncd\n"], [b"ab\r\r\n"], [b"x" * 5000]]
-    chunks += [[b"x" * 2048 + b"\r\n"], [b"ab\r", b"\ncd"], [b"a\r\n.\r\n"]]
+    chunks += [[b"x" * 2048 + b"\r\n"], [b"x" * 2047 + b"\r\n"], [b"ab\r", b"\ncd"]]
+    chunks += [[b"a\r\n.\r\n"]]
 
     def play(port: int, pieces: list[bytes]) -> list[str]:
         raw = Raw("127.0.0.1", port, source="127.0.0.2")

@@ -209,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "-h" in sections:
             out.write(head.replace(b"\r\n", b"\n"))
         if "-b" in sections:
-            if "-h" in sections:
+            if len(head) < len(content):
+                # The empty line after the header is the body's first record in Postfix's
+                # queue file: -b shows it, -h does not.
                 out.write(b"\n")
             out.write(body.replace(b"\r\n", b"\n"))
         if envelope:

@@ -216,6 +216,9 @@ class SmtpdServer:
         self.size_limit = cfg.get_int("message_size_limit")
         self.log_external = cfg.get("info_log_address_format") == "external"
         self.line_limit = max(cfg.get_int("line_length_limit"), 512)
+        # DATA is read in blocks that start where smtp_get's pieces of line_limit bytes
+        # start, so that smtp_line() finds the last piece of a line within its last block.
+        self.data_chunk = max(_DATA_CHUNK - _DATA_CHUNK % self.line_limit, self.line_limit)
         self.timeout = cfg.get_time("smtpd_timeout")
         self.soft_errors = cfg.get_int("smtpd_soft_error_limit")
         self.hard_errors = int(cfg.get("smtpd_hard_error_limit"))
@@ -473,23 +476,25 @@ class Session:
             self._timed_out = True
             self._task.cancel()
 
-    async def read_piece(self, limit: int) -> tuple[bytes, bytes]:
+    async def read_piece(self, limit: int, bound: int = 0) -> tuple[bytes, bytes]:
         """The next line up to `limit` bytes: (content, terminator) where terminator is CRLF,
-        LF, or b"" when the line goes on (longer than limit)."""
+        LF, or b"" when the line goes on (longer than limit). The <CR>s before the <LF> go
+        as smtp_get() drops them reading pieces of `bound` bytes (default: `limit`)."""
         while True:
             idx = self.buf.find(b"\n", 0, limit + 1)
             if idx >= 0:
                 line = bytes(self.buf[:idx])
                 del self.buf[: idx + 1]
                 if line.endswith(b"\r"):
+                    if line.endswith(b"\r\r"):
+                        return smtp_line(line, bound or limit), CRLF
                     return line[:-1], CRLF
                 return line, b"\n"
             if len(self.buf) > limit:
-                take = limit
-                if self.buf[take - 1 : take] == b"\r":
-                    take -= 1  # keep a CR that may start the CRLF
-                piece = bytes(self.buf[:take])
-                del self.buf[:take]
+                # A <CR> at the end stays with the piece, as in smtp_get: the byte after it
+                # is no <LF> (the search above reached it).
+                piece = bytes(self.buf[:limit])
+                del self.buf[:limit]
                 return piece, b""
             await self._fill()
 
@@ -1442,7 +1447,7 @@ class Session:
                     if at_end:
                         return out, too_big, bare_lf
                     continue
-            piece, term = await self.read_piece(_DATA_CHUNK)
+            piece, term = await self.read_piece(self.srv.data_chunk, self.srv.line_limit)
             if bol and prev_crlf and term == CRLF and piece == b".":
                 return out, too_big, bare_lf
             if bol and piece.startswith(b"."):
@@ -1468,8 +1473,10 @@ class Session:
     def _crlf_lines(self) -> tuple[int, bool, bool]:
         """At the start of a DATA line: (length of the whole <CR><LF> lines at the head of
         the buffer with no bare <LF> among them, whether the end-of-data line follows them,
-        whether a line with a bare <LF> follows them). Dot-unstuffing such lines is one
-        replace of <CR><LF>. by <CR><LF> (and of a leading dot)."""
+        whether a line to be read line by line follows them: one with a bare <LF>, or with
+        <CR>s before its <CR><LF>, which smtp_get drops (".<CR><CR><LF>" ends the data).
+        Dot-unstuffing such lines is one replace of <CR><LF>. by <CR><LF> (and of a
+        leading dot)."""
         buf = self.buf
         if buf.startswith(b".\r\n"):
             return 0, True, False
@@ -1479,11 +1486,14 @@ class Session:
         else:
             last = buf.rfind(b"\r\n")
             whole = last + 2 if last >= 0 else 0
+        cut = buf.find(b"\r\r\n", 0, whole)
         # Counting is fast (memchr); the regex runs only when there is a bare <LF> to find.
         if buf.count(b"\n", 0, whole) != buf.count(b"\r\n", 0, whole):
             bare = _BARE_LF.search(buf, 0, whole)
             assert bare is not None
-            last = buf.rfind(b"\r\n", 0, bare.start())
+            cut = bare.start() if cut < 0 else min(cut, bare.start())
+        if cut >= 0:
+            last = buf.rfind(b"\r\n", 0, cut)
             return (last + 2 if last >= 0 else 0), False, True
         return whole, end >= 0, False
 
@@ -1580,7 +1590,7 @@ class Session:
         if cleaned is not None:
             cleaned.log_notes(self.srv.log, qid)
         if self.bdat_chunks is not None:
-            size = _record_bytes(content, self.srv.line_limit)
+            size = _record_bytes(bytes(self.bdat_chunks), self.srv.line_limit)
             await self.reply(R.BDAT_QUEUED.format(size=size, qid=qid))
         else:
             await self.reply(R.QUEUED.format(qid=qid))
@@ -1774,8 +1784,7 @@ class Session:
         if not last:
             await self.reply(f"250 2.0.0 Ok: {count} bytes")
             return True
-        content = bytes(self.bdat_chunks)
-        await self._finish_message(content, False)
+        await self._finish_message(bdat_lines(self.bdat_chunks, self.srv.line_limit), False)
         return True
 
     async def cmd_rset(self, arg: str) -> None:
@@ -2220,16 +2229,43 @@ _SPACE = re.compile(r"[ \t\n\v\f\r]+")
 _TOKEN_QUOTING = re.compile(r'[<"\\]')
 
 
-def _record_bytes(content: bytes | bytearray, limit: int) -> int:
+def smtp_line(line: bytes, bound: int) -> bytes:
+    """A line as Postfix's smtp_get() leaves it, given without its <LF>: read in pieces of
+    `bound` bytes, the <CR>s that end its last piece dropped. A piece of `bound` bytes that
+    ends in <CR> before the <LF> is the last (smtp_get repairs a <CR><LF> cut in two); a
+    <CR> that ends an earlier piece stays."""
+    start = len(line) - len(line) % bound
+    if start == len(line) and line.endswith(b"\r"):
+        start -= bound
+    return line[:start] + line[start:].rstrip(b"\r")
+
+
+def bdat_lines(content: bytes | bytearray, bound: int) -> bytes:
+    """BDAT's content as Postfix's smtpd queues it: read line by line with smtp_get, a
+    bare <LF> ends a line too, each line queued with <CR><LF> (smtp_line's <CR>s dropped),
+    and a last line without <LF> as if it had one."""
+    data = bytes(content)
+    # The common case: <CR><LF> lines only, nothing to drop.
+    if data.endswith(CRLF) and data.count(b"\n") == data.count(CRLF) and b"\r\r\n" not in data:
+        return data
+    lines = data.split(b"\n")
+    last = lines.pop()
+    out = b"".join(smtp_line(line, bound) + CRLF for line in lines)
+    return out + last + CRLF if last else out
+
+
+def _record_bytes(content: bytes, limit: int) -> int:
     """The message size Postfix's BDAT reply reports (its act_size): the content read as
     smtp_get reads lines, each piece of at most `limit` bytes counted with a CRLF, a line's
-    end without its LF and the CRs before it, a last line without LF as if it had one."""
+    end without its LF and the CRs smtp_line() drops, a last line without LF as if it had
+    one."""
     total = 0
     lines = content.split(b"\n")
     last = lines.pop()
     for line in lines:
-        whole, rest = divmod(len(line), limit)
-        total += whole * (limit + 2) + len(line[len(line) - rest :].rstrip(b"\r")) + 2
+        # Its pieces: one more than the whole ones, but for a repaired <CR><LF>.
+        pieces = len(line) // limit + (len(line) % limit > 0 or not line.endswith(b"\r"))
+        total += len(smtp_line(line, limit)) + 2 * pieces
     if last:
         total += len(last) + 2 * -(-len(last) // limit)
     return total
