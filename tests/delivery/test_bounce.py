@@ -7,7 +7,7 @@ import email.policy
 import time
 
 import pytest
-from oxipost.bounce import Report, TemplateError, line_wrap, notices
+from oxipost.bounce import Report, TemplateError, cancelled, line_wrap, notices
 from oxipost.envelope import Envelope, Outcome, Recipient
 
 from .conftest import MESSAGE, make_config
@@ -119,7 +119,13 @@ def test_postmaster_copy_and_notify_never(tmp_path):
     cfg = make_config(tmp_path / "c", main="notify_classes = bounce\n")
     r_never = Recipient("b@example.com", notify=frozenset({"NEVER"}))
     out = notices("failure", cfg, "Q1", _env("a@x.org"), MESSAGE, [Report(r_never, FAILED)])
-    assert [e.recipients[0].address for e, _ in out] == ["postmaster"]
+    # The sender's notice is begun and cancelled (Postfix's bounce_notify_service): headers
+    # and template text through cleanup, then dropped.
+    assert [(e.recipients[0].address, cancelled(e)) for e, _ in out] == [
+        ("a@x.org", True),
+        ("postmaster", False),
+    ]
+    assert b"Final-Recipient" not in out[0][1]
 
 
 def test_delay_notice_and_ret_hdrs(tmp_path):

@@ -197,11 +197,38 @@ def _run_ours(top: Path, sc: Scenario, users: dict[str, str]) -> tuple[list[int]
             run_ours("postfix", "-c", str(conf), "stop")
 
 
-def _qids(log: str) -> list[str]:
-    seen: dict[str, None] = {}
-    for q in re.findall(r"\b([0-9A-F]{10,12})\b", log):
-        seen.setdefault(q)
-    return list(seen)
+QID = re.compile(r"\b[0-9A-F]{10,12}\b")
+# A message another made: "QID: to=<a>, orig_to=<b>, ... (forwarded as NEW)", "QID:
+# sender non-delivery notification: NEW".
+MADE = re.compile(
+    rf"({QID.pattern}): (?:(to=<[^>]*>(?:, orig_to=<[^>]*>)?).* \(forwarded as "
+    rf"|([a-z ]+ notification): )({QID.pattern})"
+)
+
+
+def _qids(log: str) -> dict[str, str]:
+    """Each queue ID's stand-in: Q and its place once the messages are ordered by what
+    they are, not by when their IDs first appear: a message another made (a forwarded copy,
+    a notice) comes after it, by the recipient it was made for; the others (the client's,
+    a notice bounce(8) begins and cancels) by first appearance. local(8) forwards
+    recipients in parallel, each copy taking its ID as its delivery finishes."""
+    made = {m[4]: (m[1], m[2] or m[3]) for m in MADE.finditer(log)}
+    first: dict[str, None] = dict.fromkeys(QID.findall(log))
+    roots = [q for q in first if q not in made]
+
+    def key(q: str) -> tuple[str, ...]:
+        if q not in made:
+            return (f"{roots.index(q):04d}",)
+        parent, how = made[q]
+        return (*key(parent), how)
+
+    # Copies made alike (one recipient twice) by first appearance.
+    keys = sorted((key(q), i, q) for i, q in enumerate(first))
+    return {q: f"Q{n}" for n, (_, _, q) in enumerate(keys)}
+
+
+def _qids_set_aside(text: str, qids: dict[str, str]) -> str:
+    return QID.sub(lambda m: qids.get(m[0], m[0]), text)
 
 
 def _lines(log: str) -> list[str]:
@@ -210,8 +237,7 @@ def _lines(log: str) -> list[str]:
     for program, text in postfix_log_lines(log, PROGRAMS):
         if ' is in "key: value" format' in text:
             continue
-        for i, q in enumerate(qids):
-            text = text.replace(q, f"Q{i}")
+        text = _qids_set_aside(text, qids)
         text = re.sub(r"delay=[\d.]+, delays=[\d./]+", "delay=D", text)
         text = re.sub(r"size=\d+", "size=N", text)
         text = re.sub(r"message-id=<[^>]*>", "message-id=<M>", text)
@@ -219,10 +245,8 @@ def _lines(log: str) -> list[str]:
     return sorted(out)
 
 
-def _normal(text: str, qids: list[str], spool: str) -> str:
-    for i, q in enumerate(qids):
-        text = text.replace(q, f"Q{i}")
-    text = text.replace(spool, "SPOOL")
+def _normal(text: str, qids: dict[str, str], spool: str) -> str:
+    text = _qids_set_aside(text, qids).replace(spool, "SPOOL")
     text = re.sub(
         r"^(From \S+) +\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$", r"\1 D", text, flags=re.M
     )
@@ -415,10 +439,9 @@ def test_scenario_as_postfix(name: str, top: Path, users: dict[str, str]) -> Non
     _as_postfix(top, SCENARIOS[name], users)
 
 
-# The random scenarios: what they may use. Seeds 1 and 3 still differ from Postfix (1: two
-# recipients forwarded in parallel take their new queue IDs in the order they finish;
-# 3: Postfix's bounce starts a notice it then drops, all its recipients NOTIFY=NEVER, and
-# cleanup logs its message-id): the seeds run are those that agree.
+# The random scenarios: what they may use. Seeds left out: 6 delivers nothing to compare,
+# 7 differs from Postfix (an :include: file's lines after one that defers), 9 now and then;
+# 12 agrees, left out for time.
 USERS = ("lfa", "lfb", "lfc")
 ALIAS_NAMES = ("al0", "al1", "al2", "a.b", "list-x")
 
@@ -485,6 +508,6 @@ def random_scenario(seed: int) -> Scenario:
     return Scenario(files, main_cf, rcpts, sender, body)
 
 
-@pytest.mark.parametrize("seed", [0, 2, 4, 5])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5, 8, 10, 11])
 def test_random_scenario_as_postfix(seed: int, top: Path, users: dict[str, str]) -> None:
     _as_postfix(top, random_scenario(seed), users)

@@ -114,6 +114,14 @@ SCENARIOS = {
     # two seconds after arrival reaches 3s, not 4s.
     "delay_warning_reached": Scenario("delay_warning_time = 3s\n", ["later@soft.test"], 1, SENDER),
     "delay_warning_not_yet": Scenario("delay_warning_time = 4s\n", ["later@soft.test"], 0, SENDER),
+    # Notices no recipient wants (NOTIFY=NEVER, SUCCESS alone): bounce(8) begins the
+    # failure and the delay notice, cleanup logs their message-ids, and drops them.
+    "unwanted_notices": Scenario(
+        "delay_warning_time = 3s\n",
+        ["later@soft.test NOTIFY=SUCCESS", "nosuch@localhost NOTIFY=NEVER"],
+        0,
+        SENDER,
+    ),
     # Tried once (maximal_queue_lifetime = 0): expired after the pass.
     "expired": Scenario(
         "maximal_queue_lifetime = 0\n",

@@ -15,7 +15,11 @@ Report per recipient. It returns (Envelope, content) pairs for qmgr to enqueue:
   2bounce_notice_recipient if notify_classes has "bounce" or "2bounce", else nothing;
 - when the sender is the double-bounce address: nothing, ever (no triple bounces).
 Recipients with DSN NOTIFY=NEVER, or without FAILURE/DELAY/SUCCESS for the kind, are left
-out (the default notifies on failure and delay). Nothing is ever sent to <>.
+out (the default notifies on failure and delay). Nothing is ever sent to <>. A failure or
+delay notice to the sender that is left with no recipient is still returned, its headers
+and template text alone and `cancelled(envelope)` true: Postfix's bounce(8) opens it
+through cleanup (a queue ID, cleanup's message-id line) before it finds no recipient to
+report and drops it unsent; the caller runs it through cleanup and queues nothing.
 
 `queue_notice(cfg, queue, envelope, content)` queues one of them as Postfix's post_mail
 does: under a queue ID of its own, with post_mail_init's "Received: by host (Postfix) id
@@ -50,7 +54,15 @@ if TYPE_CHECKING:
     from oxipost.config import Config
     from oxipost.qmgr.queue import Queue
 
-__all__ = ["Report", "TemplateError", "double_bounce", "notices", "post_notice", "transcript"]
+__all__ = [
+    "Report",
+    "TemplateError",
+    "cancelled",
+    "double_bounce",
+    "notices",
+    "post_notice",
+    "transcript",
+]
 
 
 class QueueLike(Protocol):
@@ -239,6 +251,9 @@ def _build(
         *text_cte,
         "",
     ]
+    if not reports:
+        # What bounce(8) had written of a notice when it found no recipient to report.
+        return _crlf("\n".join(head) + "\n" + text)
     body = "\n".join(head) + "\n" + text + "\n".join(lines) + "\n\n"
     arrival = mail_date(env.arrival_time)
     # bounce_mail_alloc(): the null sender is named mail_addr_mail_daemon().
@@ -323,9 +338,9 @@ def _cleaned_notice(
 
 def queue_notice(cfg: Config, queue: Queue, env: Envelope, content: bytes) -> tuple[str, Cleaned]:
     """Queue one notice; (its queue ID, cleanup's answer). Not queued when cleanup refused
-    it (Cleaned.reply); a queue write error is raised."""
+    it (Cleaned.reply) or it is cancelled; a queue write error is raised."""
     qid, cleaned = _cleaned_notice(cfg, queue, env, content, "bounce")
-    if cleaned.reply is None:
+    if cleaned.reply is None and not cancelled(env):
         queue.enqueue_sync(cleaned.envelope, cleaned.content, qid)
     return qid, cleaned
 
@@ -370,13 +385,19 @@ async def post_notice(
     cleaned.log_notes(log, qid)
 
 
-def _notice_env(sender: str, to: str, kind: str) -> Envelope:
+def _notice_env(sender: str, to: str, kind: str, cancel: bool = False) -> Envelope:
     return Envelope(
         sender=sender,
         recipients=[Recipient(to)],
         arrival_time=time.time(),
-        attrs={"notice": kind},
+        attrs={"notice": kind, **({"cancel": "yes"} if cancel else {})},
     )
+
+
+def cancelled(env: Envelope) -> bool:
+    """Whether this notice from notices() is one bounce(8) drops unsent (no recipient
+    asked for it): through cleanup, never queued nor logged as sent."""
+    return env.attrs.get("cancel") == "yes"
 
 
 def _qualify(cfg: Config, addr: str) -> str:
@@ -436,11 +457,13 @@ def notices(
         msg = _build(kind, cfg, queue_id, env, content, reports, to, postmaster=True, warn=warn)
         return [(_notice_env(double_bounce_addr, to, kind), msg)]
     chosen = [r for r in reports if _wants(r.recipient, what)]
-    if chosen:
+    # bounce_notify_service.c and bounce_warn_service.c open the sender's notice before
+    # they read the log for the recipients that want it.
+    if chosen or (reports and kind in ("failure", "delay")):
         msg = _build(
             kind, cfg, queue_id, env, content, chosen, env.sender, postmaster=False, warn=warn
         )
-        out.append((_notice_env("", env.sender, kind), msg))
+        out.append((_notice_env("", env.sender, kind, cancel=not chosen), msg))
     pm_class = {"failure": "bounce", "delay": "delay"}.get(kind)
     if pm_class and pm_class in classes and reports:
         param = "bounce_notice_recipient" if kind == "failure" else "delay_notice_recipient"

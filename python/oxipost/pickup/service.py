@@ -227,6 +227,9 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid
         msgs = []
     for notice_env, notice in msgs:
         new, cleaned = bounce.queue_notice(cfg, queue, notice_env, notice)
+        if bounce.cancelled(notice_env):
+            cleaned.log_notes(bounce_log, new)
+            continue
         if cleaned.reply is not None:
             log.warning(f"{qid}: cannot queue sender non-delivery notification: {cleaned.reply}")
             continue

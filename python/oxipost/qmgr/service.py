@@ -871,6 +871,8 @@ class Qmgr:
                 break
             # Refused, cleanup logs why (`reject: header ...`) under the notice's ID.
             cleaned.log_notes(bounce_log, new)
+            if bounce.cancelled(env):
+                continue
             if cleaned.reply is not None:
                 break
             queued = True
