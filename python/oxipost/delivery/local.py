@@ -717,11 +717,18 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
     except OSError as e:
         log.warning("cannot open include file %s: %s", path, e.strerror)
         return _record(ctx, config_error)
-    items: list[str] = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            items.extend(_split_items(line))
-    return await _expand(sub, items)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return await _expand(sub, [])
+    results = []
+    for line in lines:
+        out = await _expand(sub, _split_items(line))
+        results.append(out)
+        # deliver_token_stream(): a line that defers ends the file; the lines after it
+        # are for the recipient's next delivery, with the rest.
+        if out.status.startswith("4"):
+            break
+    return _worst(results) or results[0]
 
 
 def _with_account(ctx: Ctx, pw: pwd.struct_passwd) -> Ctx:
