@@ -34,6 +34,9 @@ from oxipost.smtpd.service import build_server
 from tests.conftest import main_cf_with
 
 MASTER_CF = "smtp inet n - n - - smtpd\n"
+# For a real Postfix run without qmgr: no qmgr, no in_flow_delay tokens (mail_flow.c), so
+# its cleanup would wait in_flow_delay (1s) before taking each message.
+NO_FLOW_DELAY = "in_flow_delay = 0s\n"
 
 
 class RecordingQueue:
