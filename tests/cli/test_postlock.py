@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -58,15 +59,18 @@ def _cases(argv: list[str], d: Path) -> list[tuple[int, str, str]]:
     return results
 
 
+def _side(argv: list[str], d: Path) -> list[tuple[int, str, str]]:
+    d.mkdir()
+    (d / "main.cf").write_text(MAIN_CF)
+    return [(status, out, err.replace(str(d), "DIR")) for status, out, err in _cases(argv, d)]
+
+
 def test_postlock_as_postfix(tmp_path: Path) -> None:
-    sides = {}
-    for name, argv in (("postfix", [POSTFIX_POSTLOCK]), ("ours", OURS)):
-        d = tmp_path / name
-        d.mkdir()
-        (d / "main.cf").write_text(MAIN_CF)
-        sides[name] = [
-            (status, out, err.replace(str(d), "DIR")) for status, out, err in _cases(argv, d)
-        ]
+    # Side by side: each waits out deliver_lock_delay at every lock held against it.
+    with ThreadPoolExecutor(2) as pool:
+        theirs = pool.submit(_side, [POSTFIX_POSTLOCK], tmp_path / "postfix")
+        ours = pool.submit(_side, OURS, tmp_path / "ours")
+        sides = {"postfix": theirs.result(), "ours": ours.result()}
     assert sides["ours"] == sides["postfix"]
     assert sides["ours"][0] == (3, "bar\n", "")
     assert sides["ours"][9] == (0o600, "", "")
@@ -77,7 +81,10 @@ def test_each_waits_for_the_others_lock(tmp_path: Path) -> None:
     (tmp_path / "main.cf").write_text(MAIN_CF)
     box = tmp_path / "box"
     for holder, waiter in (([POSTFIX_POSTLOCK], OURS), (OURS, [POSTFIX_POSTLOCK])):
-        held = subprocess.Popen([*holder, "-c", str(tmp_path), str(box), "sleep", "4"])
+        # The holder's command waits for its stdin to close: it holds the locks until then.
+        held = subprocess.Popen(
+            [*holder, "-c", str(tmp_path), str(box), "sh", "-c", "read _"], stdin=subprocess.PIPE
+        )
         try:
             deadline = time.monotonic() + 10
             while not os.path.exists(f"{box}.lock"):
@@ -91,5 +98,7 @@ def test_each_waits_for_the_others_lock(tmp_path: Path) -> None:
             assert status == 75
             assert "unable to lock for exclusive access: Resource temporarily unavailable" in err
         finally:
+            assert held.stdin is not None
+            held.stdin.close()
             held.wait(10)
         assert _run(waiter, tmp_path, str(box), "true")[0] == 0
