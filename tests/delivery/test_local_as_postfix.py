@@ -444,8 +444,7 @@ def test_scenario_as_postfix(name: str, top: Path, users: dict[str, str]) -> Non
 
 
 # The random scenarios: what they may use. Seeds left out: 6 delivers nothing to compare,
-# 7 differs from Postfix (an alias reached from an :include: file: Postfix goes no further
-# in it after an item that defers, ours does), 9 now and then; 12 agrees, left out for time.
+# 9 differs from Postfix now and then; 11 and 12 agree, left out for time.
 USERS = ("lfa", "lfb", "lfc")
 ALIAS_NAMES = ("al0", "al1", "al2", "a.b", "list-x")
 
@@ -512,6 +511,6 @@ def random_scenario(seed: int) -> Scenario:
     return Scenario(files, main_cf, rcpts, sender, body)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5, 8, 10, 11])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5, 7, 8, 10])
 def test_random_scenario_as_postfix(seed: int, top: Path, users: dict[str, str]) -> None:
     _as_postfix(top, random_scenario(seed), users)

@@ -698,7 +698,9 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
     if st.st_mode & stat.S_IWOTH:
         log.warning(":include: file %s is world writable", path)
         return _record(ctx, config_error)
-    sub = replace(ctx, source="include", depth=ctx.depth + 1)
+    # An expansion without an owner takes the recipient for one (include.c): the local
+    # members of the aliases the file lists are forwarded too, not delivered here.
+    sub = replace(ctx, source="include", depth=ctx.depth + 1, owner=ctx.owner or ctx.rcpt.address)
     if ctx.ids is None or ctx.ids[0] == 0:
         try:
             owner = pwd.getpwuid(st.st_uid)
