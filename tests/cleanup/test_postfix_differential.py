@@ -14,14 +14,19 @@ from typing import Any
 
 import pytest
 from oxipost import maps
+from oxipost.cleanup import cleanup_message
 from oxipost.config import load_config
 from oxipost.qmgr.queue import QueueState
 
-from tests.cleanup.conftest import header
+from tests.cleanup.conftest import RECEIVED, envelope, header, make_config
+from tests.conftest import run_ours, run_postfix
 from tests.smtpd.conftest import NO_FLOW_DELAY
 from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
+
+# MAIL FROM's BODY= as the queue file's encoding record names it.
+_BODY = {"8BITMIME": "8bit", "7BIT": "7bit"}
 
 TABLES = {
     "canonical": "joe@host.example.test joseph@host.example.test\n@old.example @new.example\n",
@@ -143,8 +148,60 @@ def _postcat(d: Path, qid: str) -> tuple[str, list[tuple[str, str]], bytes]:
     return sender, rcpts, ("\r\n".join(head) + "\r\n\r\n").encode()
 
 
+# Content-Transfer-Encoding against the queue file's encoding: (MAIL FROM options,
+# content), each named by its Subject.
+ENCODING_MESSAGES = [
+    ([], b"Subject: top\r\nContent-Transfer-Encoding: 8bit\r\n\r\nb\xc3\xa9\r\n"),
+    (["BODY=7BIT"], b"Subject: over7bit\r\nContent-Transfer-Encoding: BINARY\r\n\r\nx\r\n"),
+    (["BODY=8BITMIME"], b"Subject: declared\r\nContent-Transfer-Encoding: 7bit\r\n\r\nx\r\n"),
+    (["BODY=7BIT"], b"Subject: only7bit\r\n\r\nx\r\n"),
+    ([], b"Subject: folded\r\nContent-Transfer-Encoding:\r\n\t8bit\r\n\r\nx\r\n"),
+    ([], b"Subject: comment\r\nContent-Transfer-Encoding: 8bit (raw)\r\n\r\nx\r\n"),
+    ([], b"Subject: qp\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nx\r\n"),
+    (
+        [],
+        b"Subject: part\r\nContent-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\nx\r\n--X--\r\n",
+    ),
+    (
+        [],
+        b"Subject: nested\r\nContent-Type: message/rfc822\r\n\r\nX-Inner: i\r\n"
+        b"Content-Transfer-Encoding: binary\r\n\r\nx\r\n",
+    ),
+    # Header text in a body is no header.
+    ([], b"Subject: text\r\nContent-Type: text/plain\r\n\r\nContent-Transfer-Encoding: 8bit\r\n"),
+    (
+        [],
+        b"Subject: partbody\r\nContent-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n"
+        b"\r\nContent-Transfer-Encoding: 8bit\r\n--X--\r\n",
+    ),
+]
+
+
+def _send_encoding(port: int) -> list[str]:
+    qids = []
+    for options, data in ENCODING_MESSAGES:
+        with smtplib.SMTP("127.0.0.1", port) as s:
+            s.ehlo("client.example")
+            assert s.mail("x@example.org", options)[0] == 250
+            assert s.rcpt("team@example.test")[0] == 250
+            code, text = s.data(data)
+            assert code == 250, text
+            qids.append(text.decode().rsplit(" ", 1)[1])
+    return qids
+
+
+def _encodings(postcat: str) -> tuple[str, list[str]]:
+    """(the Subject, each segment's heading and encoding record in order)."""
+    subject = re.search(r"^Subject: (\w+)", postcat, re.M)
+    assert subject, postcat
+    return subject.group(1), re.findall(r"\*\*\* \w+|encoding=\w+", postcat)
+
+
 @pytest.fixture(scope="module")
-def postfix_result() -> Iterator[tuple[list[tuple[int, bytes]], list[Any], list[str]]]:
+def postfix_result() -> Iterator[
+    tuple[list[tuple[int, bytes]], list[Any], list[str], dict[str, list[str]]]
+]:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(MAIN_CF + logging + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
         for name, text in TABLES.items():
@@ -154,6 +211,8 @@ def postfix_result() -> Iterator[tuple[list[tuple[int, bytes]], list[Any], list[
         replies = _send(port)
         qids = [text.decode().rsplit(" ", 1)[1] for code, text in replies if code == 250]
         queued = [_postcat(d, qid) for qid in qids]
+        postcat = ["/usr/sbin/postcat", "-c", str(d), "-q"]
+        encodings = dict(_encodings(run_postfix(*postcat, q).stdout) for q in _send_encoding(port))
         # postlogd writes behind: wait for every message's lines.
         expected = ["unreasonable", *(f"{qid}: message-id=" for qid in qids)]
         deadline = time.monotonic() + 10
@@ -163,7 +222,7 @@ def postfix_result() -> Iterator[tuple[list[tuple[int, bytes]], list[Any], list[
                 break
             time.sleep(0.1)
         log = [ln.split("]: ", 1)[1] for ln in (d / "maillog").read_text().splitlines()]
-        yield replies, queued, log
+        yield replies, queued, log, encodings
 
 
 def _content_log(lines: list[str]) -> list[str]:
@@ -182,7 +241,7 @@ def test_same_replies_and_queued_envelope_and_headers(
         (tmp_path / name).write_text(text)
     srv = start_smtpd(MAIN_CF.replace("{dir}", str(tmp_path)), real_queue=True)
     ours = _send(srv.port)
-    theirs, queued, their_log = postfix_result
+    theirs, queued, their_log, _ = postfix_result
     assert [(c, t.split(b" queued as ")[0]) for c, t in ours] == [
         (c, t.split(b" queued as ")[0]) for c, t in theirs
     ]
@@ -196,6 +255,36 @@ def test_same_replies_and_queued_envelope_and_headers(
             assert header(content, name) == header(head, name), name
     assert _content_log(srv.log) == _content_log(their_log)
     assert len(_content_log(srv.log)) == 5
+
+
+def test_queue_file_encoding_as_in_postfix(
+    postfix_result: Any, start_smtpd: Any, tmp_path: Path
+) -> None:
+    """A Content-Transfer-Encoding: 8bit or binary header of any header block makes the
+    queue file's encoding 8bit, over BODY=7BIT too (smtp's BODY=8BITMIME, bounce's 8bit),
+    while postcat shows the declared one in the envelope: through a walk for body checks
+    and through none (part headers are looked at all the same, as Postfix sees them)."""
+    theirs = postfix_result[3]
+    for name, text in TABLES.items():
+        (tmp_path / name).write_text(text)
+    srv = start_smtpd(MAIN_CF.replace("{dir}", str(tmp_path)), real_queue=True)
+    postcat = ["postcat", "-c", srv.config_dir, "-q"]
+    ours = dict(_encodings(run_ours(*postcat, q).stdout) for q in _send_encoding(srv.port))
+    assert ours == theirs
+    assert theirs["over7bit"][:2] == ["*** ENVELOPE", "encoding=7bit"]
+    assert theirs["over7bit"][-2:] == ["encoding=8bit", "*** MESSAGE"]
+    # Without any check, cleanup walks no body but for these part headers.
+    (tmp_path / "plain").mkdir()
+    cfg = make_config(tmp_path / "plain", "")
+    walked: dict[str, str] = {}
+    for options, data in ENCODING_MESSAGES:
+        env = envelope("x@example.org", "team@example.test")
+        env.body_type = options[0][5:] if options else ""
+        name = re.findall(rb"^Subject: (\w+)", data)[0].decode()
+        walked[name] = cleanup_message(env, data, RECEIVED, cfg).envelope.body_type
+    final = {name: [s for s in segs if "=" in s][-1:] for name, segs in theirs.items()}
+    assert {n: [f"encoding={_BODY[b]}"] if b else [] for n, b in walked.items()} == final
+    assert sum(b == "8BITMIME" for b in walked.values()) == 6
 
 
 # Latin-1 mail: lines with a byte that is not UTF-8 reach header_checks and body_checks,

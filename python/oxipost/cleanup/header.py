@@ -449,6 +449,9 @@ _TRANSFORMS = frozenset({"base64", "quoted-printable"})
 _ENCODINGS = _NOT_7BIT | {"7bit"}
 # The encodings whose content is 8-bit: what smtp(8) converts for a server without 8BITMIME.
 _EIGHT_BIT = _NOT_7BIT - _TRANSFORMS
+# What an 8bit or binary Content-Transfer-Encoding header holds somewhere in a lower-case
+# body, folded or not: a body without it has none to find.
+_CTE_8BIT = re.compile(rb"content-transfer-encoding:\s*(?:8bit|binary)")
 
 
 def _encoding_word(text: str) -> str | None:
@@ -883,6 +886,29 @@ class Walker(MimeWalker):
         )
         state.refuse(f"550 5.6.0 {error}")
 
+    def _encoding(self, text: str) -> None:
+        # cleanup_header_callback, for a header of any class after its checks: the whole
+        # value after leading white space (a comment or trailing space makes it no match),
+        # 8bit or binary, marks the message 8bit, over a declared BODY=7BIT too.
+        value = text.split(":", 1)[1].lstrip().lower()
+        if value in _EIGHT_BIT and self.state.opts.detect_8bit_encoding_header:
+            self.state.eight_bit = True
+
+    def part_encodings(self, header_lines: list[str], body: bytes) -> None:
+        """The walk of a body no check looks at, for its part headers' encodings alone:
+        Postfix's cleanup sees each header its MIME processor finds, checked or not. Only
+        a multipart or message/* body has any, and only one with an 8bit or binary
+        encoding written somewhere is walked."""
+        entity = _content_info(_logical_headers(header_lines))
+        if not entity.ctype.startswith(("multipart/", "message/")):
+            return
+        if not _CTE_8BIT.search(body.lower()):
+            return
+        # The primary header reported what it had; the checks that look further are off.
+        self.reports = frozenset()
+        lines = body.decode("utf-8", "surrogateescape").split("\r\n")
+        self._body(lines[1:] if lines[0] == "" else lines, entity, [])
+
     def lookup(self, param: str, text: str) -> str | None:
         return _lookup(self.state, param, text)
 
@@ -902,6 +928,8 @@ class Walker(MimeWalker):
 
     def after_checks(self, text: str, name: str, cls: str) -> str | None:
         if cls != PRIMARY or name in MIME_HEADERS:
+            if name == "content-transfer-encoding":
+                self._encoding(text)
             return text
         if name in self.state.opts.drop_headers:
             # Seen all the same: a Resent-Bcc: alone makes the headers cleanup adds the

@@ -266,6 +266,8 @@ def _cleanup(
                 body = body[:-2]
         else:
             out_head = walker.headers(header_text, "primary")
+            if "content-type" in walker.names and walker.mime and body and not state.eight_bit:
+                walker.part_encodings(header_text, body)
     except CleanupDefer as e:
         state.warn(e.warning)
         return _refused(state, env, sender, recipients, content, e.reply)
@@ -352,5 +354,10 @@ def _final_envelope(
         attrs["filter"] = content_filter
     new = Envelope(*_ENVELOPE_FIELDS(env))
     new.sender, new.recipients, new.attrs = sender, recipients, attrs
+    if state.eight_bit:
+        # Postfix's queue file keeps the declared encoding in its envelope segment (what
+        # postcat shows there) and cleanup's in the extracted one, which qmgr reads last.
+        attrs["declared_body"] = env.body_type
+        new.body_type = "8BITMIME"
     new.extracted = extracted if len(recipients) > extracted else -1
     return new

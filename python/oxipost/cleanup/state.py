@@ -112,6 +112,10 @@ class CleanupConfig:
         return frozenset(reports)
 
     @cached_property
+    def detect_8bit_encoding_header(self) -> bool:
+        return self.cfg.get_bool("detect_8bit_encoding_header")
+
+    @cached_property
     def mime_nesting_limit(self) -> int:
         return self.cfg.get_int("mime_nesting_limit")
 
@@ -232,6 +236,9 @@ class CleanupState:
     discard: bool = False
     redirect: str = ""
     filter: str = ""
+    # A Content-Transfer-Encoding: 8bit or binary header in any header block: the queue
+    # file's encoding is 8bit whatever BODY= said (Postfix's MAIL_ATTR_ENCODING).
+    eight_bit: bool = False
     bcc: list[str] = field(default_factory=list)
     # The recipient duplicate filter of the whole message (Postfix's state->dups).
     dups: set[object] = field(default_factory=set)

@@ -51,9 +51,11 @@ _PLACED = frozenset(
         "sender_fullname",
         "redirect_to",
         "filter",
-        # Ours only: who queued the message (pickup) and as which user.
+        # Ours only: who queued the message (pickup) and as which user, and the encoding
+        # declared when cleanup made it 8bit (shown as the envelope's encoding).
         "origin",
         "uid",
+        "declared_body",
     }
 )
 
@@ -89,7 +91,7 @@ def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) ->
     if attrs.get("sender_fullname"):
         lines.append(f"sender_fullname: {attrs['sender_fullname']}")
     lines.append(f"sender: {env.sender}")
-    named = [("encoding", _ENCODING.get(env.body_type, ""))]
+    named = [("encoding", _ENCODING.get(attrs.get("declared_body", env.body_type), ""))]
     if smtpd:
         named += _client_records(env)
     named += [(k, v) for k, v in attrs.items() if k not in _PLACED]

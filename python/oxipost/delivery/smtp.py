@@ -1564,8 +1564,13 @@ async def _transaction(
             results[i] = said(rr, "RCPT TO")
     if mail_failed:
         if not probe:
-            # The pipelined DATA is answered too (503); read it and give MAIL's reason.
-            await reply(t_data, "sending DATA command")
+            # The pipelined DATA is answered too (503); read it and give MAIL's reason. A
+            # server that answers 354 all the same gets the empty message one with no
+            # recipient gets (smtp_loop has none accepted either way).
+            dr = await reply(t_data, "sending DATA command")
+            if dr.code // 100 == 3:
+                await s.send(b".\r\n", t_data, "sending end of data")
+                await reply(t_data, "sending end of data")
             # smtp_loop's SMTP_STATE_ABORT: the transaction is reset.
             await _rset_or_close(s, p)
         o = said(r, "MAIL FROM")
