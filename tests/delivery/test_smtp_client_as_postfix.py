@@ -268,11 +268,13 @@ def _mime_scenario(keywords: list[str], sender_options: list[str]) -> Scenario:
 
 _RND = random.Random(SEED)
 SCENARIOS = {f"s{i:02}": _random_scenario(_RND) for i in range(COUNT)}
-# Converted (undeclared, and BODY=8BITMIME), and sent as it is (the server has 8BITMIME).
+# Converted (undeclared, BODY=8BITMIME, and BODY=7BIT, which cleanup's reading of the
+# Content-Transfer-Encoding headers overrides), and sent as it is (the server has 8BITMIME).
 SCENARIOS |= {
     "m00": _mime_scenario(["PIPELINING"], []),
     "m01": _mime_scenario(["PIPELINING", "SIZE"], ["BODY=8BITMIME"]),
     "m02": _mime_scenario(["PIPELINING", "8BITMIME"], ["BODY=8BITMIME"]),
+    "m03": _mime_scenario(["PIPELINING"], ["BODY=7BIT"]),
 }
 
 
