@@ -16,7 +16,6 @@ from oxipost.config import load_config
 from oxipost.qmgr.queue import QueueState
 
 from tests.cleanup.conftest import Run, envelope
-from tests.smtpd.conftest import NO_FLOW_DELAY
 from tests.smtpd.test_postfix_differential import running_postfix
 
 MAIN_CF = """\
@@ -92,7 +91,7 @@ def _postcat(d: Path, qid: str) -> list[tuple[str, str, frozenset[str]]]:
 
 @pytest.fixture(scope="module")
 def postfix_queued() -> Iterator[list[list[tuple[str, str, frozenset[str]]]]]:
-    with running_postfix(MAIN_CF + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(MAIN_CF, without=("qmgr",)) as (port, d):
         (d / "header_checks").write_text(HEADER_CHECKS)
         subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
         yield [_postcat(d, qid) for qid in _send(port)]

@@ -20,7 +20,6 @@ from oxipost.qmgr.queue import QueueState
 
 from tests.cleanup.conftest import RECEIVED, envelope, header, make_config
 from tests.conftest import run_ours, run_postfix
-from tests.smtpd.conftest import NO_FLOW_DELAY
 from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = [pytest.mark.postfix, pytest.mark.slow]
@@ -203,7 +202,7 @@ def postfix_result() -> Iterator[
     tuple[list[tuple[int, bytes]], list[Any], list[str], dict[str, list[str]]]
 ]:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
-    with running_postfix(MAIN_CF + logging + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(MAIN_CF + logging, without=("qmgr",)) as (port, d):
         for name, text in TABLES.items():
             (d / name).write_text(text)
         # Tables are read when cleanup starts: start it after they exist.
@@ -347,7 +346,7 @@ def test_latin1_lines_reach_header_and_body_checks_as_in_postfix(
     start_smtpd: Any, tmp_path: Path
 ) -> None:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
-    with running_postfix(LATIN1_CF + logging + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(LATIN1_CF + logging, without=("qmgr",)) as (port, d):
         _write_latin1_tables(d)
         subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
         theirs = _send_latin1(port)
@@ -471,7 +470,7 @@ def test_long_body_lines_reach_body_checks_in_pieces_as_in_postfix(
     start_smtpd: Any, tmp_path: Path
 ) -> None:
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
-    with running_postfix(LONG_CF + logging + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(LONG_CF + logging, without=("qmgr",)) as (port, d):
         (d / "body_checks").write_text(LONG_CHECKS)
         subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
         theirs = _send_long(port)
@@ -568,7 +567,7 @@ def _send_boundary(port: int, messages: list[bytes] = BOUNDARY_MESSAGES) -> list
 
 
 def test_boundary_with_trailing_text_as_in_postfix(start_smtpd: Any, tmp_path: Path) -> None:
-    with running_postfix(BOUNDARY_CF + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(BOUNDARY_CF, without=("qmgr",)) as (port, d):
         for name, text in BOUNDARY_TABLES.items():
             (d / name).write_text(text)
         subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
@@ -584,7 +583,7 @@ def test_long_boundary_cut_to_mime_boundary_length_limit_as_in_postfix(
     start_smtpd: Any, tmp_path: Path
 ) -> None:
     main_cf = BOUNDARY_CF + "mime_boundary_length_limit = 5\n"
-    with running_postfix(main_cf + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(main_cf, without=("qmgr",)) as (port, d):
         for name, text in BOUNDARY_TABLES.items():
             (d / name).write_text(text)
         subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
@@ -655,7 +654,7 @@ def test_mime_errors_refused_as_in_postfix(start_smtpd: Any, tmp_path: Path, set
     main_cf = (
         MIME_ERROR_CF[setting] + "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     )
-    with running_postfix(main_cf + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(main_cf, without=("qmgr",)) as (port, d):
         (d / "none").write_text("")
         subprocess.run(["postfix", "-c", str(d), "reload"], capture_output=True, timeout=30)
         theirs = _send_boundary(port, MIME_ERROR_MESSAGES)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.smtpd.conftest import NO_FLOW_DELAY, Raw
+from tests.smtpd.conftest import Raw
 from tests.smtpd.test_postfix_differential import (
     Queued,
     _commands,
@@ -65,7 +65,7 @@ def _message(sender: str, rcpts: list[str], headers: str) -> list[str]:
 
 def _same_on_both(start_smtpd: Any, main_cf: str, commands: list[str], count: int) -> list[str]:
     play = _commands(commands)
-    theirs, ours = _queued_on_both(start_smtpd, main_cf + NO_FLOW_DELAY, play, count)
+    theirs, ours = _queued_on_both(start_smtpd, main_cf, play, count)
     assert len(theirs) == len(ours) == count
     views = [_rewritten(q) for q in theirs]
     for mine, view in zip([_rewritten(q) for q in ours], views, strict=True):
@@ -324,7 +324,7 @@ def test_long_comment_stripped_with_warning_as_postfix(start_smtpd: Any) -> None
     )
     headers = f"To: ({'c' * 300}) a@b.example, Name <q@r.example> (short)\r\n"
     play = _commands(_message("s@b.example", ["r@x.example"], headers))
-    with running_postfix(main_cf + NO_FLOW_DELAY, without=("qmgr",)) as (port, d):
+    with running_postfix(main_cf, without=("qmgr",)) as (port, d):
         raw = Raw("127.0.0.1", port, source="127.0.0.2")
         play(raw, "Postfix")
         raw.close()

@@ -27,7 +27,6 @@ from oxipost.cli.postdrop import POSTQUEUE_DOOR, SETGID_PROGRAM
 
 from tests.conftest import run_ours
 from tests.qmgr.test_service import wait_log
-from tests.smtpd.conftest import NO_FLOW_DELAY
 from tests.smtpd.test_postfix_differential import running_postfix
 
 from .test_dovecot_reads import ROOT
@@ -209,7 +208,7 @@ def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
     ]
     checks = "header_checks = regexp:{ {/^Subject: redirect/ REDIRECT new@example.net} }\n"
     theirs = []
-    with running_postfix(checks + NO_FLOW_DELAY, without=("qmgr",)) as (_port, d):
+    with running_postfix(checks, without=("qmgr",)) as (_port, d):
         incoming = d / "spool" / "incoming"
         seen: set[str] = set()
         for args, message in submissions:

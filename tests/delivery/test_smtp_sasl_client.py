@@ -20,7 +20,7 @@ import pytest
 from oxipost.delivery import smtp
 from oxipost.envelope import Outcome
 
-from tests.smtpd.conftest import NO_FLOW_DELAY, dovecot
+from tests.smtpd.conftest import dovecot
 from tests.smtpd.test_postfix_differential import running_postfix
 
 from .conftest import make_config, request, run
@@ -72,7 +72,7 @@ def _logins_both_ways(
 ) -> tuple[list[str], list[str]]:
     """(Postfix's logins, ours) for mail from each sender through the next hop, the client
     configured with client_cf and these tables."""
-    with running_postfix(_next_hop_cf(dovecot_path) + NO_FLOW_DELAY, without=("qmgr",)) as (
+    with running_postfix(_next_hop_cf(dovecot_path), without=("qmgr",)) as (
         hop,
         hop_dir,
     ):
@@ -199,7 +199,7 @@ def test_cached_session_is_not_another_senders(tmp_path, dovecot) -> None:
     """With smtp_sender_dependent_authentication a session logged in for one sender is not
     reused for the next sender's mail (Postfix's cache key holds the sender): each logs in
     as its own user."""
-    with running_postfix(_next_hop_cf(dovecot[0]) + NO_FLOW_DELAY, without=("qmgr",)) as (
+    with running_postfix(_next_hop_cf(dovecot[0]), without=("qmgr",)) as (
         hop,
         hop_dir,
     ):

@@ -40,10 +40,10 @@ def _milter_lines(lines: list[str]) -> list[str]:
 
 
 def _postfix(app: AppMilter) -> tuple[list[str], list[Any]]:
-    with running_postfix(f"non_smtpd_milters = {app.endpoint}\n" + LOG_CF, without=("qmgr",)) as (
-        _,
-        d,
-    ):
+    # Postfix's cleanup keeps its default in_flow_delay wait here (no qmgr gives flow tokens
+    # back): it spaces pickup's retries of a deferred message, and only the first is compared.
+    main_cf = f"non_smtpd_milters = {app.endpoint}\nin_flow_delay = 1s\n" + LOG_CF
+    with running_postfix(main_cf, without=("qmgr",)) as (_, d):
         app.clear()
         sent = subprocess.run(
             ["sendmail", "-C", str(d), "-f", "joe@example.test", "good@localhost"],

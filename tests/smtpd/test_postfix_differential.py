@@ -30,7 +30,7 @@ from oxipost.smtpd.check import SENDER_LOGIN_CHECKS
 
 from tests.conftest import REPO, free_port, run_ours, shared_dir
 from tests.maps.test_net_tables import peer
-from tests.smtpd.conftest import Raw, running_smtpd, write_config
+from tests.smtpd.conftest import NO_FLOW_DELAY, Raw, running_smtpd, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
 from tests.smtpd.test_xclient import XCLIENT_DIALOGUES, XCLIENT_MAIN_CF, xclient_scripts
 
@@ -46,6 +46,10 @@ def running_postfix(main_cf: str, without: tuple[str, ...] = ()) -> Iterator[tup
         pytest.skip("real Postfix needs root to start (root-owned queue directory)")
     postfix = shutil.which("postfix") or "/usr/sbin/postfix"
     assert os.path.exists(postfix), "postfix is required (scripts/install-debian-deps.sh)"
+    if "qmgr" in without and not re.search(r"(?m)^in_flow_delay\s*=", main_cf):
+        # Without qmgr nobody puts flow tokens in master's pipe (mail_flow.c): Postfix's
+        # cleanup would wait in_flow_delay (1s) before taking each message.
+        main_cf += NO_FLOW_DELAY
     # The postfix user must be able to reach the directory: not pytest's 0700 tmp tree.
     with shared_dir("oxipost-postfix-") as d:
         yield from _postfix_in(d, postfix, main_cf, without)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.delivery.test_e2e_delivery import Oxipost
-from tests.smtpd.conftest import NO_FLOW_DELAY, Raw
+from tests.smtpd.conftest import Raw
 from tests.smtpd.test_postfix_differential import (
     MESSAGE,
     Played,
@@ -88,7 +88,7 @@ def test_quoted_addresses_queued_as_postfix(start_smtpd) -> None:
     for address in ACCEPTED:
         dialogue += [f"MAIL FROM:<{address}>", f"RCPT TO:<{address}>", *MESSAGE]
     play = _commands([*dialogue, "QUIT"])
-    theirs, ours = _queued_on_both(start_smtpd, NO_FLOW_DELAY, play, len(ACCEPTED), "-e")
+    theirs, ours = _queued_on_both(start_smtpd, "", play, len(ACCEPTED), "-e")
     expected = [_envelope(q.postcat) for q in theirs]
     assert expected[0] == [
         'sender: a"b@localhost',
