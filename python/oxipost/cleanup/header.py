@@ -732,12 +732,17 @@ class MimeWalker(ABC):
             self._check_header(text, cls, out)
         return out
 
-    def _block_end(self, entity: _Entity, cls: str, out: list[str]) -> None:
-        """A header block ended: in a downgrade, the encoding its 8-bit content goes in."""
+    def _header_block(self, lines: list[str], cls: str, out: list[str]) -> _Entity:
+        """A whole header block of class `cls` through headers(), added to `out`, and what
+        it declares of the content after it; in a downgrade, the encoding its 8-bit
+        content now goes in at its end."""
+        self.headers(lines, cls, out)
+        entity = _content_info(_logical_headers(lines))
         if self.downgrade and entity.encoding in _EIGHT_BIT:
             kind = entity.ctype.partition("/")[0]
             word = "7bit" if kind in ("multipart", "message") else "quoted-printable"
             self._check_header(f"Content-Transfer-Encoding: {word}", cls, out)
+        return entity
 
     def _report(self, error: str, content: str) -> None:
         # As mime_state's err_flags: each kind of error once a message.
@@ -771,9 +776,8 @@ class MimeWalker(ABC):
         """(primary header lines, body lines) after checks and rewriting. When a lookup
         raises, what the walk gave back before it is in `given_head` and, once the body
         walk began, `given_body` (a delivery agent has sent it by then)."""
-        head = self.headers(header_lines, PRIMARY, self.given_head)
-        entity = _content_info(_logical_headers(header_lines))
-        self._block_end(entity, PRIMARY, head)
+        head = self.given_head
+        entity = self._header_block(header_lines, PRIMARY, head)
         self.given_body = []
         body = self._body(body_lines, entity, self.given_body)
         return head, body
@@ -795,10 +799,7 @@ class MimeWalker(ABC):
         for line in lines:
             if mode == "header":
                 if line == "":
-                    hdrs = _logical_headers(pending)
-                    self.headers(pending, pending_cls, out)
-                    entity = _content_info(hdrs)
-                    self._block_end(entity, pending_cls, out)
+                    entity = self._header_block(pending, pending_cls, out)
                     out.append("")
                     pending = []
                     budget = [self.body_limit]
@@ -814,9 +815,7 @@ class MimeWalker(ABC):
                 # Not a header: the header block ended without an empty line. What it
                 # declared holds for the text after it, as mime_state has it (a message
                 # after it is body text).
-                self.headers(pending, pending_cls, out)
-                entity = _content_info(_logical_headers(pending))
-                self._block_end(entity, pending_cls, out)
+                entity = self._header_block(pending, pending_cls, out)
                 encoding = self._entered(entity, stack)
                 pending = []
                 mode = "body"
@@ -845,8 +844,7 @@ class MimeWalker(ABC):
                 continue
             out.extend(self._check_body(line, budget))
         if pending:
-            self.headers(pending, pending_cls, out)
-            self._block_end(_content_info(_logical_headers(pending)), pending_cls, out)
+            self._header_block(pending, pending_cls, out)
         if self._carry:
             out.append(self._carry)
             self._carry = ""
