@@ -626,6 +626,7 @@ MIME_ERROR_MESSAGES = [
     MIME + b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\n"
     b"Content-Transfer-Encoding: 8bit\r\n\r\n\xe9\r\n--X--\r\nepi\xe9\r\n",
     b"Subject: h\xe9\r\n\r\nb\xe9\r\n",
+    MIME + b"Content-Type: message/rfc822\r\n\r\nSubject: inn\xe9r\r\n\r\nx\r\n",
     _nested(3),
     _nested(4),
     _nested(5),
@@ -636,6 +637,11 @@ MIME_ERROR_CF = {
     "strict": "strict_7bit_headers = yes\nstrict_8bitmime_body = yes\n"
     "strict_mime_encoding_domain = yes\nmime_nesting_limit = 2\n",
     "strict_8bitmime": "strict_8bitmime = yes\nmime_nesting_limit = 1\n",
+    # Alone it still has part and attached message headers looked at.
+    "strict_7bit_headers": "strict_7bit_headers = yes\n",
+    # Without MIME processing Postfix's cleanup asks for no report at all.
+    "disable_mime": "strict_8bitmime = yes\nstrict_mime_encoding_domain = yes\n"
+    "disable_mime_input_processing = yes\n",
     # A header checks table alone asks for nesting errors only.
     "header_checks": "header_checks = regexp:{dir}/none\nmime_nesting_limit = 1\n",
     "body_checks": "body_checks = regexp:{dir}/none\nmime_nesting_limit = 1\n",
@@ -674,5 +680,12 @@ def test_mime_errors_refused_as_in_postfix(start_smtpd: Any, tmp_path: Path, set
     )
     assert (
         refused
-        == {"strict": 10, "strict_8bitmime": 8, "header_checks": 2, "body_checks": 0}[setting]
+        == {
+            "strict": 11,
+            "strict_8bitmime": 9,
+            "strict_7bit_headers": 4,
+            "disable_mime": 0,
+            "header_checks": 2,
+            "body_checks": 0,
+        }[setting]
     )

@@ -97,8 +97,11 @@ class CleanupConfig:
         that is 7bit by its Content-Transfer-Encoding (strict_8bitmime_body; both with
         strict_8bitmime), a message/* or multipart/* entity encoded base64 or
         quoted-printable (strict_mime_encoding_domain), and multipart nesting past
-        mime_nesting_limit with any of those or a header checks table."""
+        mime_nesting_limit with any of those or a header checks table. None at all without
+        MIME processing (disable_mime_input_processing), not even for the primary header."""
         get = self.cfg.get_bool
+        if get("disable_mime_input_processing"):
+            return frozenset()
         strict = get("strict_8bitmime")
         wanted = {
             MIME_8BIT_HEADER: strict or get("strict_7bit_headers"),
