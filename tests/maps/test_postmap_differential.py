@@ -564,14 +564,15 @@ def _byte_answers(work: Path, smtputf8: str, table: str, keys: list[bytes]) -> l
             runs += [([*cmd, "-c", str(conf), *flags, key, table], b"") for key in keys]
             runs.append(([*cmd, "-c", str(conf), *flags, "-", table], batch))
 
-    def run(args: list, stdin: bytes) -> tuple:
+    def run(job: tuple[list, bytes]) -> tuple:
+        args, stdin = job
         p = subprocess.run(args, cwd=work, input=stdin, capture_output=True, timeout=60)
         return p.returncode, p.stdout, p.stderr
 
     # Read-only lookups, each its own process: side by side, as most of a run is our
     # interpreter starting.
     with ThreadPoolExecutor(max_workers=4) as pool:
-        out = list(pool.map(run, *zip(*runs)))
+        out = list(pool.map(run, runs))
     return [out[: len(out) // 2], out[len(out) // 2 :]]
 
 

@@ -325,6 +325,7 @@ _COMPAT_BREAKS = (
     ("smtputf8_enable", (1, 0, 0)),
     ("smtpd_relay_restrictions", (1, 0, 0)),
     ("mynetworks_style", (2, 0, 0)),
+    ("relay_domains", (2, 0, 0)),
     ("smtpd_relay_before_recipient_restrictions", (3, 6, 0)),
 )
 

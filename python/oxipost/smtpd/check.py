@@ -482,6 +482,7 @@ class Checker:
         self.utf8 = cfg.get_bool("smtputf8_enable")
         # What Postfix logs of an older default it keeps (compatibility_level below 3.6).
         self.compat = compat_breaks(cfg)
+        self.obsolete_warned: set[str] = set()
         self.policy_clients: dict[str, PolicyClient] = {}
         # The tables check_rcpt_maps asks before the mailbox tables, for a recipient and
         # for a sender (sender_canonical_maps too): only the parameters that name one, so
@@ -806,7 +807,9 @@ class Checker:
             return PERMIT if self._permit_mynetworks(st) else DUNNO
         if name == "permit_sasl_authenticated":
             return PERMIT if st.sasl_username else DUNNO
-        if name in ("reject_unauth_destination", "defer_unauth_destination", "check_relay_domains"):
+        if name == "check_relay_domains":
+            return self._check_relay_domains(st, rcpt, rname, reply_class) if rcpt else DUNNO
+        if name in ("reject_unauth_destination", "defer_unauth_destination"):
             if rcpt is None:
                 return DUNNO
             if self.auth_destination(rcpt):
@@ -1171,13 +1174,50 @@ class Checker:
             return PERMIT
         return self.rbl_reply(found, domain, what, reply_class, st, rcpt)
 
+    def _check_relay_domains(
+        self, st: ClientState, rcpt: str, rname: str, reply_class: str
+    ) -> Reply | str:
+        """The obsolete check_relay_domains: a client whose name relay_domains lists may
+        send anywhere, any client to a destination we serve; others are refused."""
+        self._obsolete("check_relay_domains", '"reject_unauth_destination"')
+        subdomains = "relay_domains" in self.cfg.get_list("parent_domain_matches_subdomains")
+        try:
+            client_listed = match_domain(
+                self.cfg, self.cfg.get_list("relay_domains"), st.name, subdomains, "relay_domains"
+            )
+        except _TABLE_ERRORS as e:
+            raise _failure(e) from None
+        if client_listed:
+            self._compat_relay_domains(f'to permit request from client "{st.name}"')
+            return PERMIT
+        if self.auth_destination(rcpt):
+            return PERMIT
+        return Reply(
+            self.cfg.get_int("relay_domains_reject_code"),
+            "5.7.1",
+            f"<{rname}>: {reply_class} rejected: Relay access denied",
+        )
+
+    def _obsolete(self, name: str, instead: str) -> None:
+        """An obsolete restriction's warning, once a process as Postfix's smtpd gives it."""
+        if name not in self.obsolete_warned and self.log is not None:
+            self.obsolete_warned.add(name)
+            self.log.warning(
+                f'support for restriction "{name}" will be removed from Postfix; use {instead}'
+                " instead"
+            )
+
+    def _compat_relay_domains(self, what: str) -> None:
+        """A use of relay_domains' older default ($mydestination), below compatibility
+        level 2 with relay_domains unset: logged as Postfix's smtpd logs each one."""
+        if "relay_domains" in self.compat and self.log is not None:
+            self.log.info(
+                f"using backwards-compatible default setting relay_domains=$mydestination {what}"
+            )
+
     def reject_maps_rbl(self, st: ClientState, rcpt: str | None) -> Reply | DeferIf | str:
         """The obsolete reject_maps_rbl: reject_rbl_client for each of maps_rbl_domains."""
-        if self.log is not None:
-            self.log.warning(
-                'support for restriction "reject_maps_rbl" will be removed from Postfix; '
-                'use "reject_rbl_client domain-name" instead'
-            )
+        self._obsolete("reject_maps_rbl", '"reject_rbl_client domain-name"')
         for domain in self.cfg.get_list("maps_rbl_domains"):
             result = self.dnsxl("reject_rbl_client", domain, st, rcpt)
             if result != DUNNO:
@@ -1366,6 +1406,9 @@ class Checker:
         res = self._resolved(rcpt)
         if res.routed and not self.untrusted_routing:
             return False
+        if res.addr_class == RESOLVE_CLASS_RELAY:
+            domain = split_internal(res.recipient)[1]
+            self._compat_relay_domains(f'to accept mail for domain "{domain}"')
         return res.addr_class != RESOLVE_CLASS_DEFAULT
 
     def unknown_domain(self, addr: str, what: str, dsn: str) -> Reply | DeferIf | None:
@@ -1498,6 +1541,7 @@ class Checker:
         elif res.addr_class == RESOLVE_CLASS_RELAY:
             if self._in_maps("relay_recipient_maps", keys) is False:
                 return self._user_unknown(address, what, "relay recipient")
+            self._compat_relay_domains(f'to accept mail for address "{address}"')
         _ = RESOLVE_CLASS_VIRTUAL
         return None
 
