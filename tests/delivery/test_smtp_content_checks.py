@@ -151,11 +151,16 @@ def _relayed_by_postfix(
 
 
 def _compare(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, main: str, message: str
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    main: str,
+    message: str,
+    sink_flags: tuple[str, ...] = (),
 ) -> list[str]:
-    """Relay `message` through real Postfix and through oxipost's smtp with `main`; checks
-    that the same message arrives and the same lines are logged; → what arrived."""
-    with dumping_sink() as (sink, dump):
+    """Relay `message` through real Postfix and through oxipost's smtp with `main` to a
+    smtp-sink with `sink_flags`; checks that the same message arrives and the same lines
+    are logged; → what arrived."""
+    with dumping_sink(*sink_flags) as (sink, dump):
         theirs, their_lines = _relayed_by_postfix(sink, dump, main, message)
         their_files = set(dump.iterdir())
         cfg = make_config(tmp_path / "ours", main)
@@ -516,3 +521,79 @@ def test_long_body_lines_as_postfix(
     last = joined.index("f" * 10)
     assert joined[last + 1 : last + 3] == ["", "v" * 1000 + "next"]
     assert "breaking line > 998 bytes with <CR><LF>SPACE" in caplog.text
+
+
+# Each class's table notes every Content-Transfer-Encoding header it is asked about.
+DOWNGRADE_CHECKS = {
+    "smtp_header_checks": "/^Content-Transfer-Encoding: *(.*)/ PREPEND X-Primary-Saw: $1\n",
+    "smtp_mime_header_checks": "/^Content-Transfer-Encoding: *(.*)/ PREPEND X-Mime-Saw: $1\n",
+    "smtp_nested_header_checks": "/^Content-Transfer-Encoding: *(.*)/ PREPEND X-Nested-Saw: $1\n",
+    "smtp_body_checks": "/^late line/ REPLACE late line replaced\n/=C3=BC/ WARN converted\n"
+    "/\\xc3\\xbc/ WARN not converted\n",
+}
+# 8bit and binary entities for a server without 8BITMIME (the primary one a multipart, an
+# attached message and its own text); a line past body_checks_size_limit. MESSAGE's
+# primary header to its Date: first.
+DOWNGRADE_MESSAGE = (
+    MESSAGE[: MESSAGE.index("X-Folded:")]
+    + """\
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="BOUND"
+Content-Transfer-Encoding: 8bit
+
+--BOUND
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: 8bit
+
+Gr\u00fc\u00dfe from the first part
+padding line to pass the limit
+late line
+--BOUND
+Content-Type: application/octet-stream
+Content-Transfer-Encoding: binary
+
+bin \u00fc
+--BOUND
+Content-Type: message/rfc822
+Content-Transfer-Encoding: 8bit
+
+Subject: inner
+Content-Type: text/plain
+Content-Transfer-Encoding: 8bit
+
+inner \u00fc
+--BOUND
+Content-Type: text/plain
+Content-Transfer-Encoding: quoted-printable
+
+already =C3=BC
+--BOUND--
+"""
+)
+
+
+def test_checks_see_the_downgraded_message_as_postfix(
+    tmp_path: Path, shared_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """To a server without 8BITMIME (smtp-sink -8) the checks see what the MIME downgrade
+    sends: an 8bit or binary Content-Transfer-Encoding header only as the one that
+    replaces it, looked up in its block's own table (the primary header's in
+    smtp_header_checks, an attached message's in smtp_nested_header_checks), and the body
+    lines converted, every one of them (body_checks_size_limit is cleanup's)."""
+    main = "body_checks_size_limit = 40\n"
+    for param, text in DOWNGRADE_CHECKS.items():
+        (shared_tmp / param).write_text(text)
+        main += f"{param} = regexp:{shared_tmp}/{param}\n"
+    arrived = _compare(tmp_path, caplog, main, DOWNGRADE_MESSAGE, ("-8",))
+    saw = [line for line in arrived if "-Saw: " in line]
+    assert saw == [
+        "X-Primary-Saw: 7bit",
+        "X-Mime-Saw: quoted-printable",
+        "X-Mime-Saw: quoted-printable",
+        "X-Mime-Saw: 7bit",
+        "X-Nested-Saw: quoted-printable",
+        "X-Mime-Saw: quoted-printable",
+    ]
+    assert "late line replaced" in arrived
+    assert caplog.text.count(": converted") == 4
+    assert "not converted" not in caplog.text

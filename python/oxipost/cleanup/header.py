@@ -623,10 +623,11 @@ class MimeWalker(ABC):
         self.unknown(value, param)
         return [line]
 
-    def _check_header(self, text: str, cls: str, out: list[str]) -> None:
-        """Append what becomes of one header to `out`."""
+    def _check_header(self, text: str, cls: str, out: list[str], by_name: bool = True) -> None:
+        """Append what becomes of one header to `out`. A MIME header goes to the
+        multipart class's table by its name unless not `by_name`."""
         name = header_name(text)
-        checked = MULTIPART if name in MIME_HEADERS else cls
+        checked = MULTIPART if by_name and name in MIME_HEADERS else cls
         param = self.checks[checked]
         if param in self.configured and self.enabled(param):
             value = self.lookup(param, text)
@@ -741,7 +742,11 @@ class MimeWalker(ABC):
         if self.downgrade and entity.encoding in _EIGHT_BIT:
             kind = entity.ctype.partition("/")[0]
             word = "7bit" if kind in ("multipart", "message") else "quoted-printable"
-            self._check_header(f"Content-Transfer-Encoding: {word}", cls, out)
+            # mime_state gives the header it writes no header_opts: hbc_header_checks
+            # looks it up in the block's own table (smtp_header_checks for the primary
+            # header, smtp_nested_header_checks for an attached message's), not in
+            # smtp_mime_header_checks as the header it replaces would have been.
+            self._check_header(f"Content-Transfer-Encoding: {word}", cls, out, by_name=False)
         return entity
 
     def _report(self, error: str, content: str) -> None:
@@ -986,9 +991,9 @@ class RestrictedWalker(MimeWalker):
         self._warn = warn
         self.rewrite = rewrite
 
-    def _check_header(self, text: str, cls: str, out: list[str]) -> None:
+    def _check_header(self, text: str, cls: str, out: list[str], by_name: bool = True) -> None:
         before = len(out)
-        super()._check_header(text, cls, out)
+        super()._check_header(text, cls, out, by_name)
         # A header the checks removed gave back nothing, not even a prepended line: when
         # `out` grew, its last line is what became of this one.
         if (
