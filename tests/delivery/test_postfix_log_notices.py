@@ -94,6 +94,9 @@ It arrived.
 EOF
 """
 IGNORED_TEMPLATE = "failure_template = <<EOF\nX-Note: hello\n\nNot used.\nEOF\n"
+# daemon's mailbox is a command that says why and exits EX_TEMPFAIL: deferred by local(8)
+# with a Diagnostic-Code of the command's own (x-unix; OUTPUT).
+TEMPFAIL = "mailbox_command_maps = inline:{ {daemon=/bin/sh -c 'echo try later; exit 75'} }\n"
 EIGHT_BIT_TEMPLATE = "failure_template = <<EOF\nCharset: iso-8859-1\n\nCaf\u00e9 ferm\u00e9.\nEOF\n"
 
 
@@ -227,6 +230,28 @@ SCENARIOS = {
         ["x@plain.test", "daemon@localhost NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;first@example.org"],
         1,
         SENDER,
+    ),
+    # Deferred with no remote server's reply, warned of or expired: the Diagnostic-Code is
+    # the command's (TEMPFAIL), else X-Postfix with the reason (a refused connection,
+    # defer_transports).
+    "command_deferred_warned": Scenario(
+        "delay_warning_time = 1s\n" + TEMPFAIL,
+        ["daemon@localhost"],
+        1,
+        SENDER,
+    ),
+    "command_deferred_expired": Scenario(
+        "maximal_queue_lifetime = 0\n" + TEMPFAIL,
+        ["daemon@localhost"],
+        1,
+        SENDER,
+    ),
+    "unreachable_warned": Scenario("delay_warning_time = 1s\n", ["a@refused.test"], 1, SENDER),
+    "deferred_transport_warned": Scenario(
+        "delay_warning_time = 1s\ndefer_transports = smtp\n", ["a@refused.test"], 1, SENDER
+    ),
+    "deferred_transport_expired": Scenario(
+        "maximal_queue_lifetime = 0\ndefer_transports = smtp\n", ["a@refused.test"], 1, SENDER
     ),
     "template_success": Scenario("", ["daemon@localhost NOTIFY=SUCCESS"], 1, SENDER, TEMPLATES),
     "template_ignored": Scenario("", ["nosuch@localhost"], 1, SENDER, IGNORED_TEMPLATE),

@@ -32,6 +32,11 @@ SENDER = "nobody@localhost"
 SCENARIOS = {
     "deferred": (["x@soft.test", "y@soft.test"], "status=deferred", "-e", None),
     "held": (["h@soft.test", "y@soft.test"], "triggers HOLD action", "-e", "-f"),
+    # Deferred by a command (the mailbox_command exits EX_TEMPFAIL, a second after the
+    # other's refused connection): its output is the notice's x-unix Diagnostic-Code, as
+    # the defer logfile kept it; mailq's reason without the output's newline; both in the
+    # order deferred.
+    "command": (["daemon@localhost", "x@soft.test"], "status=deferred", "-e", None),
 }
 
 
@@ -40,6 +45,7 @@ def _main_cf(top: Path) -> str:
         f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
         f"transport_maps = inline:{{ soft.test=smtp:[127.0.0.1]:{free_port()} }}\n"
         "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n"
+        "mailbox_command_maps = inline:{ {daemon=/bin/sh -c 'sleep 1; echo try later; exit 75'} }\n"
         "smtpd_recipient_restrictions = check_recipient_access"
         " inline:{ {h@soft.test=HOLD} }, permit_mynetworks, reject\n"
     )
@@ -79,7 +85,8 @@ def _play(top: Path, port: int, scenario: str, run: Run) -> tuple[list[str], str
 def _reports(box: Path) -> list[str]:
     """The notice's per-recipient report lines."""
     text = box.read_text()
-    lines = re.findall(r"^(?:Final-Recipient|Action|Status|Diagnostic-Code): .*$", text, re.M)
+    fields = "Final-Recipient|Original-Recipient|Action|Status|Remote-MTA|Diagnostic-Code"
+    lines = re.findall(rf"^(?:{fields}): .*$", text, re.M)
     return [re.sub(r"\]:\d+", "]:PORT", line) for line in lines]
 
 

@@ -146,10 +146,11 @@ class MessageInfo:
     # Per notice kind ("failure", "success"), the recipients crossed off while their notice
     # is still to be sent, as NoticeLog records them; None for nearly every message.
     notices: dict[str, list[list[object]]] | None = None
-    # The last pass's deferred recipients (status, text), in the order it deferred them,
-    # as Postfix's defer logfile has them: mailq lists them so, each with its reason, and
-    # a force-expired message's notice reports them; None until one is deferred.
-    deferrals: dict[int, tuple[str, str]] | None = None
+    # The last pass's deferred recipients (status, text, Diagnostic-Code), in the order it
+    # deferred them, as Postfix's defer logfile has them: mailq lists them so, each with
+    # its reason, and a force-expired message's notice reports them; None until one is
+    # deferred.
+    deferrals: dict[int, tuple[str, str, str]] | None = None
     # postsuper -e/-f: returned to the sender at its next delivery pass (mailq's '#').
     expired: bool = False
 
@@ -418,9 +419,10 @@ def _apply_notice(info: MessageInfo, kind: str, logged: list[list[object]]) -> N
 
 def _apply_deferrals(info: MessageInfo, deferred: list[list[Any]]) -> None:
     # A pass's defer log replaces the one before (Postfix's qmgr removes it as it starts
-    # the message); a record without one (written before it was kept) leaves it.
+    # the message); a record without one (written before it was kept) leaves it, and a
+    # recipient without a Diagnostic-Code (likewise older) gets bounce's own.
     if deferred:
-        info.deferrals = {idx: (status, text) for idx, status, text in deferred}
+        info.deferrals = {d[0]: (d[1], d[2], d[3] if len(d) > 3 else "") for d in deferred}
 
 
 class QueueState:
@@ -979,11 +981,11 @@ class QueueState:
         qid: str,
         reason: str,
         next_attempt: float,
-        deferred: Sequence[tuple[int, str, str]] = (),
+        deferred: Sequence[tuple[int, str, str, str]] = (),
     ) -> None:
         """The message waits in the deferred queue: `reason` for mailq, `deferred` each
-        recipient the pass deferred with its status and text (for the notice should it
-        expire)."""
+        recipient the pass deferred with its status, text and the agent's Diagnostic-Code
+        ("" for bounce's own), for the notice should it expire."""
         info = self.messages[qid]
         info.attempts += 1
         logged = [list(d) for d in deferred]

@@ -688,7 +688,7 @@ class Qmgr:
                 for why in failed:
                     self.log.info(f"{act.qid}: status=deferred ({why})")
                 reason = _defer_reason(act, "")
-                deferred = [(i, o.status, o.text) for i, o in act.deferred.items()]
+                deferred = [(i, o.status, o.text, o.diagnostic) for i, o in act.deferred.items()]
                 self._journal(
                     lambda a=act, r=reason, t=ev.time, d=deferred: self.state.defer(a.qid, r, t, d)
                 )
@@ -717,10 +717,11 @@ class Qmgr:
         Postfix 3.7's qmgr does: each recipient with its last deferral when the message was
         deferred (its defer logfile), else all of them through the error agent as
         "4.7.0 message is administratively expired"."""
-        for idx, _rcpt in info.pending:
-            last = info.deferrals.get(idx) if info.deferrals else None
-            if last is not None:
-                act.deferred[idx] = Outcome(*last)
+        # In the order they were deferred, as Postfix reads its defer logfile.
+        pending = {idx for idx, _rcpt in info.pending}
+        for idx, (status, text, diagnostic) in (info.deferrals or {}).items():
+            if idx in pending:
+                act.deferred[idx] = Outcome(status, text, diagnostic=diagnostic)
         if not act.deferred:
             expired = Outcome("4.7.0", "message is administratively expired")
             log = self._agent_log("error")
@@ -761,7 +762,7 @@ class Qmgr:
         # mailq lists the recipients still deferred (expired ones whose notice failed) with
         # their own reason, as Postfix's showq reads it from the defer logfile.
         reason = _defer_reason(act, failed[-1])
-        deferred = [(i, o.status, o.text) for i, o in act.deferred.items()]
+        deferred = [(i, o.status, o.text, o.diagnostic) for i, o in act.deferred.items()]
         self._journal(lambda: self.state.defer(act.qid, reason, now + backoff, deferred))
         del self.active[act.msg]
 

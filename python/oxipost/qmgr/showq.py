@@ -84,10 +84,11 @@ def record(info: MessageInfo) -> dict[str, Any]:
         # As Postfix's showq: the defer log's recipients first, in its order and each
         # with its reason, then the others the queue file still has, without one.
         left = dict(pending)
-        for idx, (_status, text) in logged.items():
+        for idx, (_status, text, _diagnostic) in logged.items():
             rcpt = left.pop(idx, None)
             if rcpt is not None:
-                recipients.append({"address": rcpt.address, "delay_reason": text})
+                # Blanks at either end go, as split_nameval() reads the logfile's "reason=".
+                recipients.append({"address": rcpt.address, "delay_reason": text.strip()})
         recipients += [{"address": rcpt.address} for rcpt in left.values()]
     else:
         for _i, rcpt in pending:
