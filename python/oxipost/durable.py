@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 
 
-def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Replace path with data durably and atomically."""
+def write_atomically(
+    path: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
+    """Replace path with data durably and atomically; with `owner` (uid, gid), theirs
+    before anyone sees it under its name."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -19,6 +22,8 @@ def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)
+            if owner is not None:
+                os.fchown(fd, *owner)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -142,6 +142,11 @@ def test_named_messages_reported_as_postfix(real_postfix, ours):
         shown = mine.stderr.replace(our_ids[0], "ID")
         assert (mine.returncode, shown) == (real.returncode, real.stderr.replace(real_ids[0], "ID"))
         assert "ID: " in shown
+        if action == "-r":
+            # In maildrop/ until pickup takes it (nobody wakes it): listed as before.
+            mine, real = both("postqueue", real_postfix, ours, "-p")
+            assert blocks(mine.stdout) == blocks(real.stdout)
+            assert our_ids[0] in mine.stdout
 
 
 def test_json_matches_postfix(real_postfix, ours):
@@ -287,6 +292,8 @@ def test_qshape_counts_by_domain(ours):
 
 
 def test_postsuper_stdin_ids_and_requeue(ours):
+    import json
+
     st = QueueState(load_config(ours))
     ids = sorted(st.messages)
     out = subprocess.run(
@@ -297,4 +304,7 @@ def test_postsuper_stdin_ids_and_requeue(ours):
     )
     requeued = "".join(f"postsuper: {qid}: requeued\n" for qid in ids)
     assert out.stderr == requeued + "postsuper: Requeued: 2 messages\n"
-    assert {i.state for i in QueueState(load_config(ours)).messages.values()} == {"incoming"}
+    # Out of the queue, into maildrop/ for pickup, and listed there under their IDs.
+    assert QueueState(load_config(ours)).messages == {}
+    shown = [json.loads(ln) for ln in run_ours("postqueue", "-c", ours, "-j").stdout.splitlines()]
+    assert [(m["queue_id"], m["queue_name"]) for m in shown] == [(q, "maildrop") for q in ids]

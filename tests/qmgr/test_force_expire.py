@@ -1,4 +1,4 @@
-"""postsuper -e and -f (force-expire), compared with real Postfix 3.7.
+"""postsuper -e and -f (force-expire), -r and -H, compared with real Postfix 3.7.
 
 A message is deferred (nothing listens at its destination) or held from its arrival
 (check_recipient_access HOLD); postsuper -e (or -f for the held one) expires it, mailq marks
@@ -6,7 +6,12 @@ it '#', and the flush returns it to its sender without a delivery: Postfix's qmg
 "status=force-expired, returned to sender" and bounces each recipient with its last
 deferral, or, never deferred, sends them through the error agent as "4.7.0 message is
 administratively expired". The postsuper, qmgr, error and bounce lines, mailq's listing
-and the notice's per-recipient reports must be the same on both."""
+and the notice's per-recipient reports must be the same on both.
+
+postsuper -r moves a deferred message to maildrop/, where mailq still lists it under its ID,
+until pickup (kicked here: nobody wakes it) queues it through cleanup under a new ID,
+logging "uid=N from=<sender> orig_id=OLD"; -H moves a held one to the deferred queue, where
+it waits for the next queue scan (an hour off), here postqueue -f."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_queue_tools import blocks
 from tests.conftest import free_port, run_ours, run_postfix
 from tests.delivery.test_e2e_local import running_ours
 from tests.qmgr.test_notice_failures import _lines, _qid, _wait
@@ -90,8 +96,9 @@ def _reports(box: Path) -> list[str]:
     return [re.sub(r"\]:\d+", "]:PORT", line) for line in lines]
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_force_expire_as_postfix(scenario: str, shared_tmp: Path) -> None:
+def _on_both(shared_tmp: Path, play: Callable[[Path, int, Run], object]) -> dict[str, object]:
+    """What play(top, port, run) returns with real Postfix and with ours, each in
+    shared_tmp/WHO with a mail spool and its maillog at top/maillog."""
     results = {}
     for who in ("postfix", "ours"):
         top = shared_tmp / who
@@ -107,14 +114,56 @@ def test_force_expire_as_postfix(scenario: str, shared_tmp: Path) -> None:
                 def run_theirs(tool: str, *args: str, d: Path = d) -> subprocess.CompletedProcess:
                     return run_postfix(f"/usr/sbin/{tool}", "-c", str(d), *args)
 
-                played = _play(top, port, scenario, run_theirs)
+                results[who] = play(top, port, run_theirs)
         else:
             conf = str(top / "conf")
 
             def run_mine(tool: str, *args: str, conf: str = conf) -> subprocess.CompletedProcess:
                 return run_ours(tool, "-c", conf, *args)
 
-            with running_ours(top, main_cf, "smtp unix - - n - - smtp\n") as port:
-                played = _play(top, port, scenario, run_mine)
-        results[who] = (*played, _reports(top / "mail" / "nobody"))
+            services = "smtp unix - - n - - smtp\npickup unix n - n 60 1 pickup\n"
+            with running_ours(top, main_cf, services) as port:
+                results[who] = play(top, port, run_mine)
+    return results
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_force_expire_as_postfix(scenario: str, shared_tmp: Path) -> None:
+    def play(top: Path, port: int, run: Run) -> object:
+        return (*_play(top, port, scenario, run), _reports(top / "mail" / "nobody"))
+
+    results = _on_both(shared_tmp, play)
+    assert results["ours"] == results["postfix"]
+
+
+def _requeue_and_release(top: Path, port: int, run: Run) -> tuple[list[str], str, list[list[str]]]:
+    """The lines from the postsuper on (the deferred message as OLD, its new ID as NEW, the
+    held one as HELD), postsuper's stderr and mailq's listings after it and after pickup."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail(SENDER, ["x@soft.test", "y@soft.test"], b"Subject: t\r\n\r\nhi\r\n")
+        s.sendmail(SENDER, ["h@soft.test"], b"Subject: h\r\n\r\nhi\r\n")
+    maillog = top / "maillog"
+    before = _wait(maillog, lambda log: "status=deferred" in log and "triggers HOLD action" in log)
+    old, held = re.findall(r"smtpd\[\d+\]: ([0-9A-F]+): client=", before)
+    shown = run("postsuper", "-r", old).stderr + run("postsuper", "-H", held).stderr
+    listings = [run("postqueue", "-p").stdout]
+    run("postkick", "public", "pickup", "W")
+    log = _wait(maillog, lambda log: log.count("to=<y@soft.test>, relay") == 2)
+    new = re.findall(r"pickup\[\d+\]: ([0-9A-F]+): uid=", log)
+    assert len(new) == 1 and new[0] != old
+    # The held message is not tried before the flush.
+    assert "to=<h@soft.test>, relay" not in log
+    listings.append(run("postqueue", "-p").stdout)
+    run("postqueue", "-f")
+    log = _wait(maillog, lambda log: "to=<h@soft.test>, relay" in log)
+    lines = _lines(log[len(before) :].replace(held, "HELD").replace(new[0], "NEW"), old, PICKUP)
+    masked = [blocks(re.sub(r"\]:\d+", "]:PORT", text)) for text in listings]
+    return lines, shown.replace(old, "OLD").replace(held, "HELD"), masked
+
+
+PICKUP = ("postsuper", "pickup", "cleanup", "qmgr", "smtp")
+
+
+def test_requeue_and_release_as_postfix(shared_tmp: Path) -> None:
+    results = _on_both(shared_tmp, _requeue_and_release)
     assert results["ours"] == results["postfix"]

@@ -3,7 +3,8 @@
     postsuper [-c config_dir] -d ID|ALL|- [queue]   delete
     postsuper [-c config_dir] -h ID|ALL|- [queue]   put on hold
     postsuper [-c config_dir] -H ID|ALL|- [queue]   release from hold
-    postsuper [-c config_dir] -r ID|ALL|- [queue]   requeue (retry now, as new mail)
+    postsuper [-c config_dir] -r ID|ALL|- [queue]   requeue: back to maildrop/, from where
+                                                    pickup queues it again as new mail
     postsuper [-c config_dir] -e ID|ALL|- [queue]   expire: returned to the sender at the
                                                     next delivery pass (mailq's '#')
     postsuper [-c config_dir] -f ID|ALL|- [queue]   expire and release from hold
@@ -11,17 +12,20 @@
 `-` reads queue IDs from standard input, one per line. Several actions may be given; they
 run in Postfix's order (delete, expire, hold, release, requeue). Summary lines on stderr are
 Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from hold: N`,
-`Requeued: N`. While qmgr runs (it holds the state lock) the request goes to qmgr.
+`Requeued: N`. While qmgr runs (it holds the state lock) the request goes to qmgr. -d
+also deletes what -r put in maildrop/ and pickup has not taken yet, as Postfix's does.
 """
 
 from __future__ import annotations
 
 import getopt
+import os
 import sys
 from collections.abc import Sequence
 
-from oxipost.config import ConfigError, load_config
+from oxipost.config import Config, ConfigError, load_config
 from oxipost.log import get_logger
+from oxipost.pickup.maildrop import maildrop_dir, requeue, requeued_names
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import QUEUES, QueueBusy, QueueState
 from oxipost.valid import queue_id_ok
@@ -78,9 +82,26 @@ def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | Non
                 continue
             state.move(qid, "deferred" if info.reason else "incoming")
         else:
-            state.move(qid, "incoming")
+            if info.state == "corrupt":
+                continue  # Postfix's -r looks in hold, incoming, active and deferred
+            requeue(state, qid)
         done.append(qid)
     return done
+
+
+def _delete_requeued(cfg: Config, ids: list[str] | str) -> list[str]:
+    """-d's messages that -r put in maildrop/ and pickup has not taken yet: Postfix's
+    postsuper deletes in the maildrop queue too. No state writer is needed for them."""
+    d = maildrop_dir(cfg.path("queue_directory"))
+    names = requeued_names(cfg) if ids == "ALL" else ids
+    gone = []
+    for qid in names:
+        try:
+            os.unlink(os.path.join(d, qid))
+        except OSError:
+            continue
+        gone.append(qid)
+    return gone
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
                 return 1
             changed = [str(qid) for qid in reply.get("ids", [])]
+        if action == "delete" and queue is None:
+            changed += _delete_requeued(cfg, actions[action])
         if actions[action] != "ALL":
             for qid in changed:
                 say(f"{qid}: {DONE[action]}")

@@ -6,6 +6,11 @@ A maildrop file is one msgpack map: {"v": 1, "sender", "recipients", "extract" (
 or ""), "content"}. It is
 written durably and atomically (oxipost.durable.write_atomically: temp file, fsync,
 rename, fsync of the directory) under a unique name, so pickup sees a whole file or none.
+
+postsuper -r puts a queued message back here as Postfix's does, under its queue ID and
+mail_owner's alone (`requeue`), with three more keys: "orig_id", "env" (its envelope as
+queued, the recipients still to deliver) and "listed" (its showq record, which mailq shows
+until pickup has given it a new queue ID).
 """
 
 from __future__ import annotations
@@ -14,10 +19,17 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from oxipost.config import Config
 from oxipost.durable import write_atomically
+from oxipost.envelope import envelope_to_dict
+from oxipost.valid import queue_id_ok
+
+if TYPE_CHECKING:
+    from oxipost.qmgr.queue import QueueState
 
 VERSION = 1
 
@@ -40,6 +52,10 @@ class Submission:
     dsn_envid: str = ""
     trace_flags: int = 0
     body_type: str = ""
+    # postsuper -r's: the queue ID the message had, its envelope, its showq record.
+    orig_id: str = ""
+    env: dict[str, Any] | None = None
+    listed: dict[str, Any] | None = None
 
     def encode(self) -> bytes:
         return msgpack.packb(
@@ -57,6 +73,11 @@ class Submission:
                 "trace_flags": self.trace_flags,
                 "body_type": self.body_type,
                 "content": self.content,
+                **(
+                    {"orig_id": self.orig_id, "env": self.env, "listed": self.listed}
+                    if self.orig_id
+                    else {}
+                ),
             },
             use_bin_type=True,
         )
@@ -83,6 +104,9 @@ class Submission:
                 dsn_envid=str(d.get("dsn_envid", "")),
                 trace_flags=int(d.get("trace_flags", 0)),
                 body_type=str(d.get("body_type", "")),
+                orig_id=str(d.get("orig_id", "")),
+                env=d.get("env"),
+                listed=d.get("listed"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise MaildropError(f"malformed maildrop file: {e}") from None
@@ -107,6 +131,57 @@ def drop(queue_directory: str, sub: Submission) -> str:
     # creates its maildrop files 0444 for the same reason).
     write_atomically(os.path.join(d, name), sub.encode(), mode=0o444)
     return name
+
+
+def requeue(state: QueueState, qid: str) -> None:
+    """postsuper -r (as the state writer): the message leaves the queue for maildrop/QID,
+    from where pickup and cleanup queue it again under a new ID, rewritten again, as
+    Postfix's postsuper moves the queue file there. Nobody wakes pickup: Postfix's
+    postsuper does not, and its next scan (master.cf's wakeup) finds it."""
+    # showq and the queue import this module's users; the listing is theirs.
+    from oxipost.qmgr.queue import mail_owner
+    from oxipost.qmgr.showq import record
+
+    info = state.messages[qid]
+    env, content = state.load(qid)
+    env.recipients = [r for _, r in info.pending]
+    env.canceled = []
+    env.extracted = -1
+    listed = record(info)
+    listed["queue_name"] = "maildrop"
+    owner = mail_owner(state.cfg)
+    sub = Submission(
+        sender=env.sender,
+        recipients=[r.address for r in env.recipients],
+        content=content,
+        # Postfix's postsuper resets the file's time, which pickup's Received: header shows.
+        time=time.time(),
+        uid=owner[0] if owner else os.getuid(),
+        orig_id=qid,
+        env=envelope_to_dict(env),
+        listed=listed,
+    )
+    d = maildrop_dir(state.cfg.path("queue_directory"))
+    os.makedirs(d, exist_ok=True)
+    # Not world-readable and mail_owner's: what pickup trusts as requeued, not submitted.
+    write_atomically(os.path.join(d, qid), sub.encode(), mode=0o600, owner=owner)
+    state.remove(qid)
+
+
+def requeued_names(cfg: Config) -> list[str]:
+    """The maildrop files postsuper -r wrote, named after a queue ID (a local submission's
+    name is not one)."""
+    try:
+        return [n for n in os.listdir(maildrop_dir(cfg.path("queue_directory"))) if queue_id_ok(n)]
+    except OSError:
+        return []
+
+
+def requeued(st: os.stat_result, sub: Submission) -> bool:
+    """Whether the maildrop file (its stat) is one postsuper -r wrote, not a local user's
+    claiming to be: Postfix's MAIL_IS_REQUEUED, owned by mail_owner (whom pickup runs as)
+    and not readable by others (postdrop's files are 0444)."""
+    return bool(sub.orig_id) and st.st_uid == os.geteuid() and not st.st_mode & 0o004
 
 
 def wake_pickup(queue_directory: str) -> None:

@@ -9,7 +9,10 @@ name: sendmail -F, $NAME or the passwd gecos) and To: headers after the others. 
 is removed only after the queue reports the message durable, so a crash between the two
 repeats it rather than losing it. pickup scans at start, every wakeup seconds (master.cf),
 and whenever a client connects to its public socket (postdrop's trigger). Each file costs
-an in_flow_delay token (oxipost.flow), as its cleanup connection does in Postfix.
+an in_flow_delay token (oxipost.flow), as its cleanup connection does in Postfix. A file
+postsuper -r put there (oxipost.pickup.maildrop.requeue) is queued again under a new ID
+with its envelope as it was, rewritten again by cleanup and seen by no Milter, logged as
+Postfix's pickup logs it: "NEWID: uid=N from=<sender> orig_id=OLDID".
 
 Diagnostics: a file that does not parse is logged ("warning: maildrop/NAME: ...") and
 renamed NAME.corrupt, as is one without recipients, never silently dropped. A message
@@ -35,12 +38,12 @@ from oxipost.cleanup.milter import non_smtpd_milters
 from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config
 from oxipost.delivery.address import log_form, orig_to
-from oxipost.envelope import Envelope, Outcome, Recipient
+from oxipost.envelope import Envelope, Outcome, Recipient, envelope_from_dict
 from oxipost.flow import FlowGate
 from oxipost.log import format_tv, get_logger
 from oxipost.maildate import mail_date
 from oxipost.milter import milter_conf
-from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir
+from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir, requeued
 
 # How long a wakeup may wait for a busy qmgr's reply; past it, its next scan finds the mail.
 NOTIFY_TIMEOUT = 5.0
@@ -130,13 +133,38 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
     if sub.full_name:
         # Kept as Postfix's sender_fullname record, which postcat shows.
         env.attrs["sender_fullname"] = sub.full_name
-    host = cfg.get("myhostname")
-    received = (
-        f"Received: by {host} ({cfg.get('mail_name')}, from userid {sub.uid})\r\n"
-        f"\tid {queue_id}; {mail_date(sub.time)}\r\n"
-    )
     return cleanup_message(
-        env, content, received, _add_missing(cfg), queue_id, full_name=sub.full_name
+        env,
+        content,
+        _received(cfg, sub, queue_id),
+        _add_missing(cfg),
+        queue_id,
+        full_name=sub.full_name,
+    )
+
+
+def _received(cfg: Config, sub: Submission, queue_id: str) -> str:
+    """The header pickup prepends: the file's owner (not the login name) and time."""
+    return (
+        f"Received: by {cfg.get('myhostname')} ({cfg.get('mail_name')}, from userid "
+        f"{sub.uid})\r\n\tid {queue_id}; {mail_date(sub.time)}\r\n"
+    )
+
+
+# What a requeued message's envelope loses, as Postfix's pickup drops the FILTER and
+# REDIRECT records and the access(5) actions: cleanup decides them again.
+_NOT_REQUEUED = ("filter", "redirect_to", "hold", "discard", "bcc")
+
+
+def build_requeued(cfg: Config, sub: Submission, queue_id: str) -> Cleaned:
+    """The message postsuper -r put in maildrop/, queued again as `queue_id`: its envelope
+    as it was (arrival time, originals, DSN, the recipients still to deliver), rewritten
+    and checked again by cleanup, with pickup's Received: header; no Milter sees it."""
+    env = envelope_from_dict(sub.env or {})
+    for name in _NOT_REQUEUED:
+        env.attrs.pop(name, None)
+    return cleanup_message(
+        env, sub.content, _received(cfg, sub, queue_id), _add_missing(cfg), queue_id
     )
 
 
@@ -157,18 +185,30 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
         if flow is not None:
             flow.take_blocking()
         submitted = ""
+        orig_id = ""
         qid = queue.new_id()
         try:
             with open(path, "rb") as f:
                 data = f.read()
+                st = os.fstat(f.fileno())
             sub = Submission.decode(data)
             submitted = sub.sender
-            result: Cleaned | str = build(cfg, sub, qid)
+            if requeued(st, sub):
+                orig_id = sub.orig_id
+                result: Cleaned | str = build_requeued(cfg, sub, qid)
+            else:
+                result = build(cfg, sub, qid)
         except FileNotFoundError:
             continue
         except (OSError, MaildropError) as e:
             result = str(e)
-        if milters is not None and isinstance(result, Cleaned) and result.reply is None:
+        # Postfix's pickup turns the Milters off for requeued mail: they saw it already.
+        if (
+            milters is not None
+            and not orig_id
+            and isinstance(result, Cleaned)
+            and result.reply is None
+        ):
             result = non_smtpd_milters(milters, cfg, result, qid)
         if isinstance(result, Cleaned) and result.reply is not None:
             if result.reply.startswith("4"):
@@ -188,7 +228,9 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
                 flow.give_back()
         # The sender as submitted, before cleanup qualifies it: Postfix's pickup logs
         # "uid=0 from=<root>" and qmgr then from=<root@$myorigin>.
-        log.info(f"{qid}: uid={env.attrs.get('uid')} from=<{submitted}>")  # type: ignore[attr-defined]
+        # A requeued message's old ID, for tracking it (pickup.c's orig_id=).
+        origin = f" orig_id={orig_id}" if orig_id else ""
+        log.info(f"{qid}: uid={sub.uid} from=<{submitted}>{origin}")  # type: ignore[attr-defined]
         result.log_notes(log, qid)
         os.unlink(path)
         moved += 1

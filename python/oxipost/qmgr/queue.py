@@ -235,7 +235,7 @@ class QueueIdSource:
         return f"{sec & 0xFFFFF:05X}{usec:05X}{self.slot:02X}"
 
 
-def _mail_owner(cfg: Config) -> tuple[int, int] | None:
+def mail_owner(cfg: Config) -> tuple[int, int] | None:
     """mail_owner's (uid, gid) when this process is root and the user exists: what root
     creates in the queue must stay usable by the services that run as mail_owner."""
     if os.geteuid() != 0:
@@ -248,7 +248,7 @@ def _mail_owner(cfg: Config) -> tuple[int, int] | None:
 
 
 def _give_to_mail_owner(cfg: Config, fd: int) -> None:
-    owner = _mail_owner(cfg)
+    owner = mail_owner(cfg)
     if owner is not None:
         os.fchown(fd, *owner)
 
@@ -307,7 +307,7 @@ class Queue:
                 self._segment_prefix,
                 _newest_seqs(self.top).get(self._segment_prefix, 0) + 1,
                 SEGMENT_LIMIT,
-                _mail_owner(self.cfg),
+                mail_owner(self.cfg),
             )
             self._completions = runloop.Completions(self._writer.fileno(), self._writer.poll)
         return self._writer

@@ -83,6 +83,7 @@ from oxipost.envelope import (
 from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
 from oxipost.maps import TableError
+from oxipost.pickup.maildrop import requeue
 from oxipost.qmgr.queue import MessageInfo, Queue, QueueBusy, QueueState, QueueWriteError
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, open_rewrite_tables, resolve
@@ -313,15 +314,20 @@ class Qmgr:
                 else:
                     self.incoming_backlog[info.queue_id] = None
             elif info.state == "deferred" and self.sched.retry_state(msg) is None:
-                minimal = self.cfg.get_time("minimal_backoff_time")
-                maximal = self.cfg.get_time("maximal_backoff_time")
-                # The last delay, as the scheduler chose it (the time queued at the last
-                # attempt, within the backoff times): next_attempt is that attempt plus it.
-                backoff = max(min((info.next_attempt - info.arrival_time) / 2, maximal), minimal)
-                warn = self.cfg.get_time("delay_warning_time")
-                warned = warn > 0 and info.next_attempt - backoff >= info.arrival_time + warn
-                self.sched.defer_until(msg, info.arrival_time, info.next_attempt, backoff, warned)
+                self._wait_deferred(msg, info)
         return count
+
+    def _wait_deferred(self, msg: int, info: MessageInfo, not_before: float = 0.0) -> None:
+        """Schedule a deferred message the scheduler does not know at its next attempt."""
+        minimal = self.cfg.get_time("minimal_backoff_time")
+        maximal = self.cfg.get_time("maximal_backoff_time")
+        # The last delay, as the scheduler chose it (the time queued at the last
+        # attempt, within the backoff times): next_attempt is that attempt plus it.
+        backoff = max(min((info.next_attempt - info.arrival_time) / 2, maximal), minimal)
+        warn = self.cfg.get_time("delay_warning_time")
+        warned = warn > 0 and info.next_attempt - backoff >= info.arrival_time + warn
+        when = max(info.next_attempt, not_before)
+        self.sched.defer_until(msg, info.arrival_time, when, backoff, warned)
 
     def _room_for_backlog(self) -> bool:
         return bool(self.incoming_backlog) and len(self.active) < self.cfg.get_int(
@@ -1055,17 +1061,18 @@ class Qmgr:
             elif action == "hold" and info.state != "hold":
                 self.state.move(qid, "hold")
             elif action == "release" and info.state == "hold":
+                # Into the deferred queue, as Postfix's postsuper moves the file, without
+                # waking anyone: it goes at the next queue scan, or at its next retry time
+                # if that is later (the file's time, kept through the hold).
                 self.state.move(qid, "deferred")
-                self.sched.defer_until(msg, info.arrival_time, now, 0.0, False)
-            elif action == "requeue":
-                self.state.move(qid, "incoming")
+                self._wait_deferred(msg, info, self.next_full_scan)
+            elif action == "requeue" and info.state != "corrupt":
+                requeue(self.state, qid)
             else:
                 continue
             if action not in ("release", "expire"):
                 self.sched.forget(msg)
             changed.append(qid)
-        if action == "requeue":
-            self.scan(now, full=True)
         return changed
 
     def control_reply(self, data: bytes) -> bytes:

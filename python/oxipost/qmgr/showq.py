@@ -9,7 +9,8 @@ connection gets the whole queue as read at that moment, then showq closes it; it
 after max_idle seconds without a client, as Postfix's daemons do.
 
 Stream (msgpack): {"protocol": "showq"}, then one object per message in the order
-postqueue prints them (incoming, active, deferred, hold, corrupt; by arrival time), each
+postqueue prints them (maildrop, for what postsuper -r put there, then incoming, active,
+deferred, hold, corrupt; by arrival time), each
 Postfix's postqueue -j object (`record`), then {"end": True}. The client formats it: the
 postqueue -p layout (`compat_lines`, Postfix's showq_compat) or one JSON object a line
 (`json_lines`, showq_json). `listing(cfg)` is the client; when the mail system is down,
@@ -36,6 +37,7 @@ import msgpack
 from oxipost import runloop
 from oxipost.config import Config
 from oxipost.envelope import UNICODE_ERRORS, packb
+from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir, requeued_names
 from oxipost.qmgr.queue import MessageInfo, QueueState
 
 if TYPE_CHECKING:
@@ -111,8 +113,26 @@ def records(state: QueueState) -> Iterator[dict[str, Any]]:
     """The queue's messages, in listing order, as showq sends them. The size is the one
     qmgr logs, Postfix's queue file content records: what showq reads from its SIZE
     record, here what replay found (no message's content is read again)."""
+    yield from requeued(state.cfg)
     for info in listed(state):
         yield record(info)
+
+
+def requeued(cfg: Config) -> list[dict[str, Any]]:
+    """The messages postsuper -r put in maildrop/ that pickup has not queued again, as they
+    were listed before: Postfix's showq lists the maildrop queue first, each under the
+    queue ID its file is named after."""
+    d = maildrop_dir(cfg.path("queue_directory"))
+    out = []
+    for name in requeued_names(cfg):
+        try:
+            with open(os.path.join(d, name), "rb") as f:
+                sub = Submission.decode(f.read())
+        except (OSError, MaildropError):
+            continue  # gone to pickup meanwhile, or pickup's to report
+        if sub.listed:
+            out.append(sub.listed)
+    return sorted(out, key=lambda m: (m["arrival_time"], m["queue_id"]))
 
 
 def compat_lines(messages: Iterable[dict[str, Any]]) -> Iterator[str]:
