@@ -28,7 +28,7 @@ import pytest
 from oxipost.printable import printable
 from oxipost.smtpd.check import SENDER_LOGIN_CHECKS
 
-from tests.conftest import REPO, free_port, run_ours, shared_dir
+from tests.conftest import REPO, free_port, postfix_log_lines, run_ours, shared_dir
 from tests.maps.test_net_tables import peer
 from tests.smtpd.conftest import NO_FLOW_DELAY, Raw, running_smtpd, write_config
 from tests.smtpd.test_protocol import DIALOGUES, GOLDEN_MAIN_CF, run_dialogue
@@ -858,7 +858,9 @@ def test_queue_file_envelope_records_as_postfix(start_smtpd) -> None:
         assert raw.reply().startswith("250 2.0.0 Ok: ")
         raw.cmd("QUIT")
 
-    theirs, ours = _queued_on_both(start_smtpd, XCLIENT_MAIN_CF, play, 4, "-e", "-b")
+    # Postfix 3.7's default (oxipost's is normalize, which keeps all but one of the <CR>s).
+    main_cf = XCLIENT_MAIN_CF + "smtpd_forbid_bare_newline = no\n"
+    theirs, ours = _queued_on_both(start_smtpd, main_cf, play, 4, "-e", "-b")
     assert len(ours) == len(theirs) == 4
     their_views = [_envelope_view(q) for q in theirs]
     for mine, view in zip([_envelope_view(q) for q in ours], their_views, strict=True):
@@ -1266,36 +1268,112 @@ def test_unauthorized_pipelining_before_ehlo_as_postfix(tmp_path: Path) -> None:
         assert got == expected
 
 
+def _bdat_replies(port: int, pieces: list[bytes | str], source: str = "127.0.0.2") -> list[str]:
+    """One session from `source`: EHLO, MAIL, RCPT, then each piece as a BDAT chunk (the
+    last one LAST) or a command; the replies from the first BDAT on, queue IDs as QID."""
+    raw = Raw("127.0.0.1", port, source=source)
+    try:
+        raw.reply()
+        for command in ("EHLO x.example", "MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>"):
+            raw.cmd(command)
+        chunks = [p for p in pieces if isinstance(p, bytes)]
+        replies = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                replies.append(raw.cmd(piece))
+                continue
+            last = " LAST" if piece is chunks[-1] else ""
+            raw.send(f"BDAT {len(piece)}{last}\r\n".encode() + piece)
+            replies.append(re.sub(r"queued as \w+", "queued as QID", raw.reply()))
+        raw.cmd("QUIT")
+        return replies
+    finally:
+        raw.close()
+
+
 @pytest.mark.slow
-def test_bdat_size_reported_as_postfix(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bare", ["no", "normalize"])
+def test_bdat_size_reported_as_postfix(tmp_path: Path, bare: str) -> None:
     """The last BDAT's "250 2.0.0 Ok: N bytes queued as QID" counts as Postfix 3.7's
     act_size: each line with a CRLF (a bare LF's too, the CRs before it not), a last line
     without one as if it had it, a line over line_length_limit as pieces of it, each with
     its CRLF (one of line_length_limit bytes that ends in the line's CR is its last),
-    lines stitched across chunks. Ours reported the bytes received."""
+    lines stitched across chunks, <CR> runs too. Ours reported the bytes received. With
+    smtpd_forbid_bare_newline on (oxipost's default) only the <CR> of a line's <CR><LF>
+    goes, the others are queued: ours dropped them all, as with it off."""
     chunks = [[b"abcde"], [b"ab\r\ncd"], [b"ab\ncd\n"], [b"ab\r\r\n"], [b"x" * 5000]]
     chunks += [[b"x" * 2048 + b"\r\n"], [b"x" * 2047 + b"\r\n"], [b"ab\r", b"\ncd"]]
-    chunks += [[b"a\r\n.\r\n"]]
-
-    def play(port: int, pieces: list[bytes]) -> list[str]:
-        raw = Raw("127.0.0.1", port, source="127.0.0.2")
-        try:
-            raw.reply()
-            for command in ("EHLO x.example", "MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>"):
-                raw.cmd(command)
-            replies = []
-            for i, piece in enumerate(pieces):
-                last = " LAST" if i == len(pieces) - 1 else ""
-                raw.send(f"BDAT {len(piece)}{last}\r\n".encode() + piece)
-                replies.append(re.sub(r"queued as \w+", "queued as QID", raw.reply()))
-            return replies
-        finally:
-            raw.close()
-
-    with running_postfix("") as (port, _d), running_smtpd(str(tmp_path), "") as srv:
-        theirs = [play(port, pieces) for pieces in chunks]
+    chunks += [[b"a\r\n.\r\n"], [b"ab\r\r", b"\ncd"], [b"ab\r", b"\r\ncd"]]
+    chunks += [[b"x" * 2047 + b"\r\r", b"\r\n"]]
+    main_cf = f"smtpd_forbid_bare_newline = {bare}\n"
+    with running_postfix(main_cf) as (port, _d), running_smtpd(str(tmp_path), main_cf) as srv:
+        theirs = [_bdat_replies(port, list(pieces)) for pieces in chunks]
         assert theirs[0] == ["250 2.0.0 Ok: 7 bytes queued as QID"]
-        assert [play(srv.port, pieces) for pieces in chunks] == theirs
+        crs = 1 if bare == "no" else 2
+        assert theirs[3] == [f"250 2.0.0 Ok: {2 + crs + 1} bytes queued as QID"], theirs
+        assert [_bdat_replies(srv.port, list(pieces)) for pieces in chunks] == theirs
+
+
+@pytest.mark.slow
+def test_bdat_size_limit_and_bare_newline_as_postfix(tmp_path: Path) -> None:
+    """BDAT against message_size_limit and smtpd_forbid_bare_newline = reject, the replies
+    and smtpd's log lines as Postfix 3.7.11's. A chunk is refused ("552 5.3.4 Chunk exceeds
+    message size limit", with a warning) when it would take what was queued (act_size:
+    <CR>s dropped, pieces of long lines with their CRLF) over the limit; ours counted the
+    bytes received. A line ending in a bare <LF> refuses the chunk it ends in ("BDAT
+    content", the rest of the message discarded) or the message at its LAST chunk
+    ("END-OF-MESSAGE"), the session going on; ours took it."""
+    main_cf = (
+        "message_size_limit = 10000\nsmtpd_forbid_bare_newline = reject\n"
+        "smtpd_forbid_bare_newline_exclusions = 127.0.0.3\n"
+        "smtpd_forbid_bare_newline_reject_code = 554\n"
+    )
+    # From the excluded client, all the <CR>s before an <LF> go.
+    crs = b"S: a\r\n\r\n" + (b"x" * 10 + b"\r" * 2000 + b"\n") * 4
+    sessions: list[tuple[str, list[bytes | str]]] = [
+        ("127.0.0.3", [crs, (b"y" * 998 + b"\r\n") * 2, b"z\r\n"]),
+        ("127.0.0.2", [b"x" * 8193, b"y" * 1802, b"z\r\n"]),
+        ("127.0.0.2", [b"a\r\n" * 3300, b"b" * 99 + b"\r\n"]),
+        ("127.0.0.2", [b"S: a\r\n\r\na\nb\r\n", b"c\r\n", "RSET", "MAIL FROM:<a@b.c>"]),
+        ("127.0.0.2", [b"S: a\r\n\r\nab\r\n", b"c\nd\r\n", "MAIL FROM:<a@b.c>"]),
+        ("127.0.0.2", [b"S: a\r\n\r\nab", b"\ncd\r\n"]),
+        ("127.0.0.2", [b"S: a\r\n\r\nab\r", b"\ncd\r\n"]),
+        ("127.0.0.3", [b"S: a\r\n\r\na\nb\r\n", b"c\r\n"]),
+    ]
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        theirs = [_bdat_replies(port, pieces, source) for source, pieces in sessions]
+        maillog = d / "maillog"
+        their_log = _bdat_log(
+            lambda: [t for _p, t in postfix_log_lines(maillog.read_text(), ["smtpd"])],
+            len(sessions),
+        )
+    assert theirs[0][-1] == "250 2.0.0 Ok: 2059 bytes queued as QID", theirs
+    assert theirs[1][1] == "552 5.3.4 Chunk exceeds message size limit", theirs
+    assert theirs[2][1] == "552 5.3.4 Chunk exceeds message size limit", theirs
+    assert theirs[3][:2] == [
+        "554 5.5.2 mx.example.test Error: bare <LF> received",
+        "551 5.0.0 Discarded 3 bytes after earlier error",
+    ]
+    assert their_log[0][2] == (
+        "QID3: reject: BDAT content from unknown[127.0.0.2]: bare <LF> received;"
+        " from=<a@b.c> to=<root@localhost> proto=ESMTP helo=<x.example>"
+    )
+    with running_smtpd(str(tmp_path), main_cf) as srv:
+        assert [_bdat_replies(srv.port, pieces, source) for source, pieces in sessions] == theirs
+        assert _bdat_log(lambda: srv.log, len(sessions)) == their_log
+
+
+def _bdat_log(lines: Callable[[], list[str]], sessions: int) -> tuple[list[str], list[str]]:
+    """Once `sessions` sessions ended: smtpd's warnings and rejects in order, and its
+    "disconnect" lines sorted (two Postfix processes may log theirs in either order)."""
+    deadline = time.monotonic() + 20
+    # Not running_postfix's look whether it listens, from 127.0.0.1.
+    wanted = r"disconnect from unknown\[127\.0\.0\.[23]\]"
+    while len(ended := _transaction_lines(lines(), wanted)) < sessions:
+        assert time.monotonic() < deadline, ended
+        time.sleep(0.05)
+    return _transaction_lines(lines(), r"warning: |: reject: "), sorted(ended)
 
 
 @pytest.mark.slow

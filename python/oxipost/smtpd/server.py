@@ -8,6 +8,9 @@ reader, line limits and reply texts differ from Postfix's in ways clients can ob
 What it enforces, as Postfix 3.9 does:
   - only <CR><LF>.<CR><LF> ends DATA; bare <LF> is normalised (smtpd_forbid_bare_newline =
     normalize) or rejected ("reject") for clients outside the exclusions;
+  - BDAT content read as Postfix 3.7's smtpd reads it, chunk by chunk (ChunkReader): a
+    chunk is refused when it would take what was queued past message_size_limit, and with
+    "reject" a bare <LF> refuses its chunk or, in the LAST one, the message, not the session;
   - pipelining: input pending after a command that must end a group other than QUIT (or
     after any command before EHLO) ends the session with "554 5.5.0 Error: SMTP protocol
     synchronization", logged with that input;
@@ -384,7 +387,7 @@ class Session:
         self.tls_active = server.wrapper
         self.helo_kind = ""  # "", "HELO" or "EHLO"
         self.last_cmd = "CONNECT"
-        self.bdat_chunks: bytearray | None = None
+        self.bdat: ChunkReader | None = None
         self.bdat_failed = False
         self.sasl_method = ""
         # MAIL FROM's AUTH= (Postfix's state->sasl_sender), None when not given. Cleared
@@ -1157,7 +1160,7 @@ class Session:
         self.sasl_sender = None
         self.state.sender = None
         self.state.queue_id = ""
-        self.bdat_chunks = None
+        self.bdat = None
         self.bdat_failed = False
         self.forwarded = None
         if self.milters is not None:
@@ -1174,7 +1177,7 @@ class Session:
         if self.tx is not None:
             await self.reply(R.NESTED_MAIL)
             return
-        if self.bdat_chunks is not None:
+        if self.bdat is not None:
             await self.reply(R.MAIL_AFTER_BDAT)
             return
         if arg[:5].upper() != "FROM:":
@@ -1295,7 +1298,7 @@ class Session:
         if self.tx is None:
             await self.reply(R.NEED_MAIL)
             return
-        if self.bdat_chunks is not None:
+        if self.bdat is not None:
             await self.reply(R.RCPT_AFTER_BDAT)
             return
         if arg[:3].upper() != "TO:":
@@ -1380,7 +1383,7 @@ class Session:
 
     async def cmd_data(self, arg: str) -> None:
         # Postfix checks the transaction state before the syntax.
-        if self.bdat_chunks is not None:
+        if self.bdat is not None:
             await self.reply(R.DATA_AFTER_BDAT)
             return
         if self.tx is None:
@@ -1589,9 +1592,8 @@ class Session:
                 self.srv.flow.give_back()
         if cleaned is not None:
             cleaned.log_notes(self.srv.log, qid)
-        if self.bdat_chunks is not None:
-            size = _record_bytes(bytes(self.bdat_chunks), self.srv.line_limit)
-            await self.reply(R.BDAT_QUEUED.format(size=size, qid=qid))
+        if self.bdat is not None:
+            await self.reply(R.BDAT_QUEUED.format(size=self.bdat.size, qid=qid))
         else:
             await self.reply(R.QUEUED.format(qid=qid))
         if discard:
@@ -1750,8 +1752,8 @@ class Session:
         # Once a chunk failed, the rest of the message is read and thrown away, until its
         # LAST chunk or RSET; meanwhile MAIL, RCPT and DATA are out of sequence.
         failure: str | None = None
-        if self.bdat_chunks is None:
-            self.bdat_chunks = bytearray()
+        if self.bdat is None:
+            self.bdat = ChunkReader(self.srv.line_limit, self.bare_lf_mode != "off")
             if self.tx is None:
                 failure = R.NEED_RCPT
             elif not self.tx.recipients:
@@ -1763,18 +1765,33 @@ class Session:
                     failure = milters.verdict(resp, self.tx.recipients[0].address)
         elif self.bdat_failed:
             failure = R.BDAT_DISCARDED.format(count=count)
-        if failure is None and self.srv.size_limit:
-            if len(self.bdat_chunks) + count > self.srv.size_limit:
-                failure = R.BDAT_TOO_BIG
+        # Postfix weighs the chunk against what it queued so far (its act_size), which
+        # leaves out a line the chunks have not ended yet.
+        if failure is None and self.srv.size_limit and self.srv.size_limit - self.bdat.size < count:
+            self.srv.log.warning(
+                f"{self.state.queue_id or 'NOQUEUE'}: BDAT request from {self.state.namaddr}"
+                " exceeds message size limit"
+            )
+            failure = R.BDAT_TOO_BIG
+        chunk = bytearray()
         remaining = count
         while remaining:
             if not self.buf:
                 await self._fill()
             take = min(remaining, len(self.buf))
             if failure is None:
-                self.bdat_chunks += self.buf[:take]
+                chunk += self.buf[:take]
             del self.buf[:take]
             remaining -= take
+        if failure is None and self.bdat.feed(chunk, last) and self.bare_lf_mode == "reject":
+            # Postfix 3.7 refuses the message, not the session: the chunk whose lines
+            # ended in a bare <LF>, or the message at its end.
+            self.state.where = "END-OF-MESSAGE" if last else "BDAT content"
+            assert self.tx is not None
+            recipient = self._only_recipient(self.tx)
+            self.srv.log.info(self.state.whatsup("reject", "bare <LF> received", recipient))
+            code = self.cfg.get_int("smtpd_forbid_bare_newline_reject_code")
+            failure = R.BARE_LF.format(code=code, host=self.srv.hostname)
         if failure is not None:
             self.bdat_failed = True
             if last:
@@ -1784,7 +1801,7 @@ class Session:
         if not last:
             await self.reply(f"250 2.0.0 Ok: {count} bytes")
             return True
-        await self._finish_message(bdat_lines(self.bdat_chunks, self.srv.line_limit), False)
+        await self._finish_message(self.bdat.content, False)
         return True
 
     async def cmd_rset(self, arg: str) -> None:
@@ -2240,35 +2257,70 @@ def smtp_line(line: bytes, bound: int) -> bytes:
     return line[:start] + line[start:].rstrip(b"\r")
 
 
-def bdat_lines(content: bytes | bytearray, bound: int) -> bytes:
-    """BDAT's content as Postfix's smtpd queues it: read line by line with smtp_get, a
-    bare <LF> ends a line too, each line queued with <CR><LF> (smtp_line's <CR>s dropped),
-    and a last line without <LF> as if it had one."""
-    data = bytes(content)
-    # The common case: <CR><LF> lines only, nothing to drop.
-    if data.endswith(CRLF) and data.count(b"\n") == data.count(CRLF) and b"\r\r\n" not in data:
-        return data
-    lines = data.split(b"\n")
-    last = lines.pop()
-    out = b"".join(smtp_line(line, bound) + CRLF for line in lines)
-    return out + last + CRLF if last else out
+class ChunkReader:
+    """BDAT's content as Postfix's smtpd queues it, chunk by chunk: read with smtp_get
+    calls of at most `bound` new bytes (line_length_limit) that stop at an <LF> (the end of
+    a line, queued with <CR><LF>), after `bound` bytes (a piece of a longer line, queued as
+    it is, but one ending in <CR> before the <LF> or the chunk's end) or at the chunk's end
+    (the line goes on in the next chunk; the last chunk's is queued as a line). A line's
+    <CR>s before its <LF> are dropped, all of them, or with smtpd_forbid_bare_newline on
+    (`detect`) only one, a line without one ending in a bare <LF>. `size` is Postfix's
+    act_size: each piece and line queued counted with a <CR><LF>."""
 
+    def __init__(self, bound: int, detect: bool) -> None:
+        self.bound = bound
+        self.detect = detect
+        self.content = bytearray()
+        self.size = 0
+        self._line = bytearray()
 
-def _record_bytes(content: bytes, limit: int) -> int:
-    """The message size Postfix's BDAT reply reports (its act_size): the content read as
-    smtp_get reads lines, each piece of at most `limit` bytes counted with a CRLF, a line's
-    end without its LF and the CRs smtp_line() drops, a last line without LF as if it had
-    one."""
-    total = 0
-    lines = content.split(b"\n")
-    last = lines.pop()
-    for line in lines:
-        # Its pieces: one more than the whole ones, but for a repaired <CR><LF>.
-        pieces = len(line) // limit + (len(line) % limit > 0 or not line.endswith(b"\r"))
-        total += len(smtp_line(line, limit)) + 2 * pieces
-    if last:
-        total += len(last) + 2 * -(-len(last) // limit)
-    return total
+    def feed(self, chunk: bytes | bytearray, last: bool) -> bool:
+        """Read a chunk; whether a line of it ended in a bare <LF> (with `detect`)."""
+        # The common case: <CR><LF> lines shorter than a piece, nothing to drop.
+        if (
+            not self._line
+            and chunk.endswith(CRLF)
+            and chunk.count(b"\n") == chunk.count(CRLF)
+            and b"\r\r\n" not in chunk
+            and max(map(len, chunk.split(b"\n"))) < self.bound
+        ):
+            self.content += chunk
+            self.size += len(chunk)
+            return False
+        bare = False
+        line, pos, n, bound = self._line, 0, len(chunk), self.bound
+        while pos < n:
+            lf = chunk.find(b"\n", pos, pos + bound)
+            if lf >= 0:
+                line += chunk[pos:lf]
+                pos = lf + 1
+            else:
+                end = min(pos + bound, n)
+                line += chunk[pos:end]
+                whole, pos = end - pos == bound, end
+                if not whole or (line.endswith(b"\r") and pos == n):
+                    break  # the chunk's end (smtp_get's look for an <LF> after a <CR> too)
+                if not line.endswith(b"\r") or chunk[pos] != ord("\n"):
+                    self._queue(line, b"")
+                    line = bytearray()
+                    continue
+                pos += 1  # smtp_get's repair of a <CR><LF> cut at the piece's end
+            if line.endswith(b"\r"):
+                line = line[:-1] if self.detect else line.rstrip(b"\r")
+            else:
+                bare = bare or self.detect
+            self._queue(line, CRLF)
+            line = bytearray()
+        if last and line:
+            self._queue(line, CRLF)
+            line = bytearray()
+        self._line = line
+        return bare
+
+    def _queue(self, piece: bytes | bytearray, end: bytes) -> None:
+        self.content += piece
+        self.content += end
+        self.size += len(piece) + 2
 
 
 def smtpd_tokens(text: str) -> list[str]:
