@@ -574,6 +574,36 @@ def test_writer_slots_are_shared_between_root_and_mail_owner(shared_tmp):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_journal_written_by_root_is_mail_owner_s(shared_tmp):
+    """postsuper as root is the state writer while qmgr is down (a stop, a reload): the
+    journal files it writes are mail_owner's, so the qmgr that starts next (as mail_owner)
+    reads them and does not lose the changes ("the deliveries it records may be made
+    again")."""
+    import pwd
+
+    d = shared_tmp
+    (d / "main.cf").write_text(f"queue_directory = {d}/queue\n")
+    cfg = load_config(str(d))
+    (qid,) = enqueue_many(cfg, 1)
+    QueueState(cfg, lock=True).close()
+    owner = pwd.getpwnam(cfg.get("mail_owner"))
+    # As `postfix start` leaves the queue: all mail_owner's.
+    for path in [d / "queue", *(d / "queue").rglob("*")]:
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    st = QueueState(cfg, lock=True)
+    st.move(qid, "hold")
+    st.close()
+    code = (
+        "import os; from oxipost.config import load_config; "
+        "from oxipost.qmgr.queue import QueueState; "
+        f"os.setgid({owner.pw_gid}); os.setuid({owner.pw_uid}); "
+        f"st = QueueState(load_config({str(d)!r}), lock=True); "
+        f"print(st.problems, st.messages[{qid!r}].state)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "[] hold\n"), proc.stderr
+
+
 def test_unreadable_segment_is_skipped_kept_and_read_later(cfg):
     """A segment that cannot be read (a directory in its place: root reads through chmod
     000) is skipped by replay and refresh, with a warning, and neither reclaimed nor

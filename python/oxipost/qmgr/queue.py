@@ -681,8 +681,14 @@ class QueueState:
         and the segments no live message uses."""
         old = self._journal_files()
         seqs = [int(os.path.basename(p)[6:14]) for p in old]
+        # mail_owner's, as the segments: postsuper as root is the state writer while qmgr is
+        # down (a stop, a reload), and the qmgr after it must read what it wrote.
         self._journal = spool.Writer(
-            os.path.join(self.top, "journal"), "state", max(seqs, default=0) + 1, SEGMENT_LIMIT
+            os.path.join(self.top, "journal"),
+            "state",
+            max(seqs, default=0) + 1,
+            SEGMENT_LIMIT,
+            mail_owner(self.cfg),
         )
         last = 0
         # Finished messages whose records are still in a segment (it holds live mail too, or
@@ -797,7 +803,11 @@ class QueueState:
         if not victims:
             return 0
         writer = spool.Writer(
-            seg_dir, COMPACT_WRITER, newest.get(COMPACT_WRITER, 0) + 1, SEGMENT_LIMIT
+            seg_dir,
+            COMPACT_WRITER,
+            newest.get(COMPACT_WRITER, 0) + 1,
+            SEGMENT_LIMIT,
+            mail_owner(self.cfg),
         )
         try:
             tickets: dict[int, tuple[MessageInfo, int]] = {}
