@@ -73,6 +73,14 @@ class Envelope:
         return len(self.recipients) + len(self.canceled)
 
     @property
+    def filter(self) -> str:
+        """The transport:nexthop qmgr sends the message to first: a FILTER action's (the
+        "filter" attribute, from the extracted segment in Postfix's queue file), else the
+        content_filter smtpd or pickup queued it with (the envelope segment's)."""
+        attrs = self.attrs
+        return attrs.get("filter") or attrs.get("content_filter", "")
+
+    @property
     def trace_flags(self) -> int:
         """The message's delivery request trace flags (TRACE_*), as its queue file keeps
         them in the "trace_flags" attribute (Postfix's MAIL_ATTR_TRACE_FLAGS)."""

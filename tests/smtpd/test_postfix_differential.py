@@ -2466,6 +2466,29 @@ def test_relay_domains_default_logged_at_use_as_postfix(start_smtpd) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "actions",
+    [
+        "",
+        "smtpd_recipient_restrictions = check_recipient_access"
+        " inline:{ {p@localhost=FILTER relay:[127.0.0.1]:10026} }, permit\n",
+        "header_checks = regexp:{ {/^Subject:/ FILTER relay:[127.0.0.1]:10027} }\n",
+    ],
+    ids=["content_filter", "access_filter", "header_filter"],
+)
+def test_content_filter_records_as_postfix(start_smtpd, actions: str) -> None:
+    """main.cf's content_filter, which smtpd passes to cleanup first, is in the queue
+    file's envelope segment (postcat -e: after create_time), and a FILTER action's over
+    it in the extracted segment, as Postfix 3.7's cleanup writes them."""
+    main_cf = f"{GOLDEN_MAIN_CF}content_filter = smtp:[127.0.0.1]:10025\n{actions}"
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>", "RCPT TO:<p@localhost>"]
+    dialogue += ["DATA", "Subject: s\r\n\r\nbody\r\n.", "QUIT"]
+    (theirs,), (ours,) = _queued_on_both(start_smtpd, main_cf, _commands(dialogue), 1, "-e")
+    assert "content_filter: smtp:[127.0.0.1]:10025" in theirs.postcat.stdout
+    assert _envelope_view(ours) == _envelope_view(theirs)
+
+
+@pytest.mark.slow
 def test_access_filter_redirect_and_prepend_reach_the_queue_file_as_postfix(start_smtpd) -> None:
     """access(5) FILTER, REDIRECT and PREPEND act on the message as Postfix 3.7's smtpd has
     cleanup apply them: the FILTER and the REDIRECT target where postcat -e shows them

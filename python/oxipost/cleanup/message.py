@@ -343,15 +343,14 @@ def _final_envelope(
         # As Postfix's queue file has it: the recipients stay, qmgr redirects (one).
         attrs["redirect_to"] = state.redirect
     # smtpd and pickup pass their content_filter (so a master.cf -o content_filter= on the
-    # re-injection smtpd turns it off); a FILTER action overrides it: smtpd's access(5)
-    # one, which comes as the attribute, and a header_checks one over that.
-    content_filter = (
-        state.filter
-        or env.attrs.get("filter")
-        or ("" if internal else state.cfg.get("content_filter"))
-    )
-    if content_filter:
-        attrs["filter"] = content_filter
+    # re-injection smtpd turns it off), which Postfix's queue file keeps in its envelope
+    # segment; a FILTER action overrides it from the extracted one (qmgr reads the last):
+    # smtpd's access(5) one, which comes as the attribute, and a header_checks one over it.
+    passed = "" if internal else state.cfg.get("content_filter")
+    if passed:
+        attrs["content_filter"] = passed
+    if state.filter:
+        attrs["filter"] = state.filter
     new = Envelope(*_ENVELOPE_FIELDS(env))
     new.sender, new.recipients, new.attrs = sender, recipients, attrs
     if state.eight_bit:

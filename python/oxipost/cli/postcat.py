@@ -51,6 +51,7 @@ _PLACED = frozenset(
         "sender_fullname",
         "redirect_to",
         "filter",
+        "content_filter",
         # Ours only: who queued the message (pickup) and as which user, and the encoding
         # declared when cleanup made it 8bit (shown as the envelope's encoding).
         "origin",
@@ -77,6 +78,8 @@ def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) ->
         f"create_time: {stamp}",
     ]
     attrs = env.attrs
+    if attrs.get("content_filter"):
+        lines.append(f"content_filter: {attrs['content_filter']}")
     smtpd = bool(env.protocol)
     named: list[tuple[str, object]] = []
     dsn = [("envelope_id", env.envid), ("ret_flags", _RET_FLAGS.get(env.ret, 0))]
@@ -218,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write(body.replace(b"\r\n", b"\n"))
         if envelope:
             out.write(f"*** HEADER EXTRACTED {name} ***\n".encode())
-            # Postfix's cleanup writes the FILTER (content_filter) and REDIRECT it kept
-            # first there (cleanup_extracted_process()).
+            # Postfix's cleanup writes the FILTER action and REDIRECT it kept first there
+            # (cleanup_extracted_process()).
             if env.attrs.get("filter"):
                 out.write(f"content_filter: {env.attrs['filter']}\n".encode())
             if env.attrs.get("redirect_to"):

@@ -386,7 +386,7 @@ class Qmgr:
             pending = sorted(pending, key=_sort_key)
         for idx, rcpt in pending:
             transport, nexthop = self._route(
-                rcpt, env.sender, env.attrs.get("filter", ""), env.trace_flags & TRACE_MTA_VRFY
+                rcpt, env.sender, env.filter, env.trace_flags & TRACE_MTA_VRFY
             )
             act.route[idx] = (transport, nexthop)
             queue = rcpt.address if self.sched.recipient_limit(transport) == 1 else nexthop
