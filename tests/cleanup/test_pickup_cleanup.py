@@ -4,12 +4,15 @@ cleanup does for pickup; virtual aliases and canonical mapping apply as for SMTP
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from oxipost.config import load_config
+from oxipost.envelope import Envelope, Recipient
+from oxipost.pickup.maildrop import requeue
 from oxipost.pickup.service import pickup_once
-from oxipost.qmgr.queue import Queue, QueueState
+from oxipost.qmgr.queue import Queue, QueueState, mail_owner
 
 from tests.delivery.test_submission import _cmd, _Log, _maildrop
 
@@ -132,3 +135,42 @@ def test_rejected_unqualified_recipient_logged_with_its_original(tmp_path: Path)
     assert log.lines[1].startswith(
         f"{qid}: to=<bob@example.org>, orig_to=<bob>, relay=none, delay="
     ), log.lines[1]
+
+
+def test_requeued_message_is_rewritten_again(tmp_path: Path) -> None:
+    """postsuper -r: the message goes through pickup and cleanup again under a new ID. A
+    virtual alias added since applies (the original recipient kept), the recipient
+    delivered stays delivered, its arrival time and Message-Id stay, pickup's Received:
+    header comes first, and pickup's line names the old ID."""
+    conf = _setup(tmp_path, "")
+    cfg = load_config(str(conf))
+    q = Queue.open(cfg, "test")
+    rcpts = [Recipient("done@example.com"), Recipient("y@example.com", original="y@example.com")]
+    content = (
+        b"Message-Id: <m@example.org>\r\nDate: Thu, 1 Jan 1970 00:16:40 +0000\r\n"
+        b"From: a@example.org\r\n\r\nbody\r\n"
+    )
+    old = q.enqueue_sync(Envelope("a@example.org", rcpts, 1000.0), content)
+    q.close()
+    state = QueueState(cfg, lock=True)
+    state.cross_off(old, [0])
+    requeue(state, old)
+    state.close()
+    with (conf / "main.cf").open("a") as f:
+        f.write("virtual_alias_maps = inline:{ {y@example.com=z@example.com} }\n")
+    log, state = _pickup(conf)
+    (new,) = state.messages
+    env, queued = state.load(new)
+    assert new != old
+    assert [(r.address, r.original) for r in env.recipients] == [("z@example.com", "y@example.com")]
+    assert (env.sender, env.arrival_time) == ("a@example.org", 1000.0)
+    owner = mail_owner(cfg)
+    uid = owner[0] if owner else os.getuid()
+    name = cfg.get("mail_name")
+    received = f"Received: by host.example ({name}, from userid {uid})\r\n\tid {new}; "
+    assert queued.startswith(received.encode())
+    assert queued.endswith(content)
+    assert log.lines[:2] == [
+        f"{new}: uid={uid} from=<a@example.org> orig_id={old}",
+        f"{new}: message-id=<m@example.org>",
+    ]

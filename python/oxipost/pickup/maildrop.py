@@ -138,7 +138,7 @@ def requeue(state: QueueState, qid: str) -> None:
     from where pickup and cleanup queue it again under a new ID, rewritten again, as
     Postfix's postsuper moves the queue file there. Nobody wakes pickup: Postfix's
     postsuper does not, and its next scan (master.cf's wakeup) finds it."""
-    # showq and the queue import this module's users; the listing is theirs.
+    # Not at the top: sendmail and postdrop import this module, and need neither.
     from oxipost.qmgr.queue import mail_owner
     from oxipost.qmgr.showq import record
 
@@ -177,11 +177,15 @@ def requeued_names(cfg: Config) -> list[str]:
         return []
 
 
-def requeued(st: os.stat_result, sub: Submission) -> bool:
+def requeued(cfg: Config, st: os.stat_result, sub: Submission) -> bool:
     """Whether the maildrop file (its stat) is one postsuper -r wrote, not a local user's
-    claiming to be: Postfix's MAIL_IS_REQUEUED, owned by mail_owner (whom pickup runs as)
-    and not readable by others (postdrop's files are 0444)."""
-    return bool(sub.orig_id) and st.st_uid == os.geteuid() and not st.st_mode & 0o004
+    claiming to be: Postfix's MAIL_IS_REQUEUED, owned by mail_owner (this process's user
+    when it is not root) and not readable by others (postdrop's files are 0444)."""
+    from oxipost.qmgr.queue import mail_owner
+
+    owner = mail_owner(cfg)
+    uid = owner[0] if owner else os.geteuid()
+    return bool(sub.orig_id) and st.st_uid == uid and not st.st_mode & 0o004
 
 
 def wake_pickup(queue_directory: str) -> None:

@@ -193,7 +193,7 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
                 st = os.fstat(f.fileno())
             sub = Submission.decode(data)
             submitted = sub.sender
-            if requeued(st, sub):
+            if requeued(cfg, st, sub):
                 orig_id = sub.orig_id
                 result: Cleaned | str = build_requeued(cfg, sub, qid)
             else:
