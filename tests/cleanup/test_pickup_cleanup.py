@@ -141,7 +141,8 @@ def test_requeued_message_is_rewritten_again(tmp_path: Path) -> None:
     """postsuper -r: the message goes through pickup and cleanup again under a new ID. A
     virtual alias added since applies (the original recipient kept), the recipient
     delivered stays delivered, its arrival time and Message-Id stay, pickup's Received:
-    header comes first, and pickup's line names the old ID."""
+    header comes first, pickup's line names the old ID, and the content filters of the time
+    are gone (no content_filter now)."""
     conf = _setup(tmp_path, "")
     cfg = load_config(str(conf))
     q = Queue.open(cfg, "test")
@@ -150,7 +151,9 @@ def test_requeued_message_is_rewritten_again(tmp_path: Path) -> None:
         b"Message-Id: <m@example.org>\r\nDate: Thu, 1 Jan 1970 00:16:40 +0000\r\n"
         b"From: a@example.org\r\n\r\nbody\r\n"
     )
-    old = q.enqueue_sync(Envelope("a@example.org", rcpts, 1000.0), content)
+    # A content_filter and a FILTER action of the time: gone with them.
+    filters = {"content_filter": "scan:[127.0.0.1]:10025", "filter": "hold:[127.0.0.1]:10026"}
+    old = q.enqueue_sync(Envelope("a@example.org", rcpts, 1000.0, attrs=filters), content)
     q.close()
     state = QueueState(cfg, lock=True)
     state.cross_off(old, [0])
@@ -164,6 +167,7 @@ def test_requeued_message_is_rewritten_again(tmp_path: Path) -> None:
     assert new != old
     assert [(r.address, r.original) for r in env.recipients] == [("z@example.com", "y@example.com")]
     assert (env.sender, env.arrival_time) == ("a@example.org", 1000.0)
+    assert env.filter == "" and not env.attrs.keys() & filters.keys()
     owner = mail_owner(cfg)
     uid = owner[0] if owner else os.getuid()
     name = cfg.get("mail_name")

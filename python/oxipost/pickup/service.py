@@ -151,9 +151,10 @@ def _received(cfg: Config, sub: Submission, queue_id: str) -> str:
     )
 
 
-# What a requeued message's envelope loses, as Postfix's pickup drops the FILTER and
-# REDIRECT records and the access(5) actions: cleanup decides them again.
-_NOT_REQUEUED = ("filter", "redirect_to", "hold", "discard", "bcc")
+# What a requeued message's envelope loses, as Postfix's pickup drops the FILTER records
+# (content_filter as passed, a FILTER action's), REDIRECT and the access(5) actions:
+# cleanup decides them again, with today's content_filter.
+_NOT_REQUEUED = ("content_filter", "filter", "redirect_to", "hold", "discard", "bcc")
 
 
 def build_requeued(cfg: Config, sub: Submission, queue_id: str) -> Cleaned:
