@@ -2489,6 +2489,32 @@ def test_content_filter_records_as_postfix(start_smtpd, actions: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "end",
+    [
+        ["DATA", "Subject: s\r\n\r\nbody\r\n."],
+        ["DATA", "Subject: refused\r\n\r\nbody\r\n."],
+        ["BDAT 10 LAST\r\nSubject: s"],
+        ["DATA", "Subject: s\r\n\r\nbody\r\n.", "RSET"],
+    ],
+    ids=["queued", "refused", "bdat", "rset"],
+)
+def test_hang_up_after_the_message_logged_as_postfix(start_smtpd, end: list[str]) -> None:
+    """A client that hangs up without QUIT once its message was answered, queued or
+    refused, by DATA or BDAT, is not 'lost connection after DATA' in Postfix's log: its
+    smtpd logs that only for a stage before the message's end or after a command since."""
+    main_cf = f"{GOLDEN_MAIN_CF}header_checks = regexp:{{ {{/^Subject: refused/ REJECT no}} }}\n"
+    dialogue = ["EHLO client.example", "MAIL FROM:<a@example.org>", "RCPT TO:<p@localhost>"]
+    both = Played(start_smtpd, [*dialogue, *end], main_cf)
+    ours, theirs = (
+        [t for t in _smtpd_lines(lines) if "connect" in t or "connection" in t]
+        for lines in (both.ours, [ln for ln in both.theirs if "smtpd[" in ln])
+    )
+    assert len(theirs) == 2 + (end[-1] == "RSET"), theirs
+    assert ours == theirs
+
+
+@pytest.mark.slow
 def test_access_filter_redirect_and_prepend_reach_the_queue_file_as_postfix(start_smtpd) -> None:
     """access(5) FILTER, REDIRECT and PREPEND act on the message as Postfix 3.7's smtpd has
     cleanup apply them: the FILTER and the REDIRECT target where postcat -e shows them

@@ -126,6 +126,10 @@ _EHLO_MASK_NAMES = {"smtputf8": "EHLO_MASK_SMTPUTF8"}
 _ESMTP_PARAMS_MAIL = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
 
 
+# What Postfix's smtpd calls the session's stage once a message's end was answered.
+AFTER_EOM = "END-OF-MESSAGE"
+
+
 class QueueLike(Protocol):
     def new_id(self) -> str: ...
 
@@ -462,7 +466,11 @@ class Session:
         finally:
             self._reading_since = None
         if not more:
-            self.srv.log.info(f"lost connection after {self.last_cmd} from {self.state.namaddr}")
+            # A client that hangs up once its message was answered is not logged as lost.
+            if self.last_cmd != AFTER_EOM:
+                self.srv.log.info(
+                    f"lost connection after {self.last_cmd} from {self.state.namaddr}"
+                )
             self.abort_reason = "lost connection"
             raise Disconnect
 
@@ -1507,6 +1515,8 @@ class Session:
             await self._queue_message(tx, content, too_big)
         finally:
             self._mail_reset()
+            # Postfix's state->where after the message's reply, queued or refused.
+            self.last_cmd = AFTER_EOM
 
     def _too_big(self) -> None:
         self.srv.log.warning(f"{self.state.queue_id}: queue file size limit exceeded")
