@@ -2515,6 +2515,47 @@ def test_hang_up_after_the_message_logged_as_postfix(start_smtpd, end: list[str]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["hang_up", "timeout"])
+def test_session_cut_in_data_logged_as_postfix(start_smtpd, how: str) -> None:
+    """A session that ends in DATA, the client gone or smtpd_timeout reached, is logged
+    with the bytes of the whole lines read (dot-unstuffed, each with its <CR><LF>, and a
+    line longer than line_length_limit as its pieces, each counted with one), as Postfix's
+    smtpd logs it: 'lost connection|timeout after DATA (N bytes)'."""
+    main_cf = f"{GOLDEN_MAIN_CF}smtpd_timeout = 1s\n"
+
+    def play(port: int) -> None:
+        raw = Raw("127.0.0.1", port, source="127.0.0.2")
+        raw.reply()
+        for command in ("EHLO c.example", "MAIL FROM:<a@example.org>", "RCPT TO:<p@localhost>"):
+            raw.cmd(command)
+        raw.cmd("DATA")
+        raw.send(b"Subject: cut\r\n\r\n..dot\r\n" + b"x" * 3000 + b"\r\npartial")
+        if how == "timeout":
+            assert raw.reply() == "421 4.4.2 mx.example.test Error: timeout exceeded"
+        raw.close()
+
+    def session(lines: list[str]) -> list[str]:
+        return [t for t in _smtpd_lines(lines) if " after " in t]
+
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        play(port)
+        deadline = time.monotonic() + 20
+        while not (theirs := session((d / "maillog").read_text().splitlines())):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    srv = start_smtpd(main_cf)
+    play(srv.port)
+    deadline = time.monotonic() + 20
+    while not (ours := session(srv.log)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    what = "lost connection" if how == "hang_up" else "timeout"
+    assert theirs == [f"{what} after DATA (3026 bytes) from unknown[127.0.0.2]"]
+    assert ours == theirs
+
+
+@pytest.mark.slow
 def test_access_filter_redirect_and_prepend_reach_the_queue_file_as_postfix(start_smtpd) -> None:
     """access(5) FILTER, REDIRECT and PREPEND act on the message as Postfix 3.7's smtpd has
     cleanup apply them: the FILTER and the REDIRECT target where postcat -e shows them

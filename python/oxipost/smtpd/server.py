@@ -391,6 +391,8 @@ class Session:
         self.tls_active = server.wrapper
         self.helo_kind = ""  # "", "HELO" or "EHLO"
         self.last_cmd = "CONNECT"
+        # The bytes of DATA read so far, for a lost connection's or a timeout's line.
+        self.data_size = 0
         self.bdat: ChunkReader | None = None
         self.bdat_failed = False
         self.sasl_method = ""
@@ -458,7 +460,7 @@ class Session:
                 raise
             task.uncancel()
             await self.reply(R.TIMEOUT.format(host=self.srv.hostname), count=False)
-            self.srv.log.info(f"timeout after {self.last_cmd} from {self.state.namaddr}")
+            self.srv.log.info(f"timeout after {self._stage()} from {self.state.namaddr}")
             self.abort_reason = "timeout"
             raise Disconnect from None
         except (ConnectionError, ssl.SSLError, OSError):
@@ -469,10 +471,17 @@ class Session:
             # A client that hangs up once its message was answered is not logged as lost.
             if self.last_cmd != AFTER_EOM:
                 self.srv.log.info(
-                    f"lost connection after {self.last_cmd} from {self.state.namaddr}"
+                    f"lost connection after {self._stage()} from {self.state.namaddr}"
                 )
             self.abort_reason = "lost connection"
             raise Disconnect
+
+    def _stage(self) -> str:
+        """Where the session was, for a timeout or a lost connection: in DATA with the
+        bytes of the whole lines read so far, as Postfix's smtpd counts them."""
+        if self.last_cmd == "DATA":
+            return f"DATA ({self.data_size} bytes)"
+        return self.last_cmd
 
     def _check_idle(self) -> None:
         self._idle_timer = None
@@ -1433,6 +1442,7 @@ class Session:
         bol = True
         prev_crlf = True
         limit = self.srv.size_limit
+        bound = self.srv.line_limit
         self.last_cmd = "DATA"
         bulk = True
         while True:
@@ -1449,6 +1459,9 @@ class Session:
                         chunk = chunk[1:]
                     chunk = chunk.replace(b"\r\n.", b"\r\n")
                     size += len(chunk)
+                    if len(chunk) >= bound:
+                        # smtp_get's pieces of a long line each count a <CR><LF> more.
+                        size += 2 * sum(len(ln) // bound for ln in chunk.split(CRLF))
                     if limit and size > limit:
                         if not too_big:
                             too_big = True
@@ -1458,14 +1471,15 @@ class Session:
                     if at_end:
                         return out, too_big, bare_lf
                     continue
-            piece, term = await self.read_piece(self.srv.data_chunk, self.srv.line_limit)
+            self.data_size = size
+            piece, term = await self.read_piece(self.srv.data_chunk, bound)
             if bol and prev_crlf and term == CRLF and piece == b".":
                 return out, too_big, bare_lf
             if bol and piece.startswith(b"."):
                 piece = piece[1:]
             if term == b"\n":
                 bare_lf = True
-            size += len(piece) + (2 if term else 0)
+            size += len(piece) + 2
             if limit and size > limit:
                 if not too_big:
                     too_big = True
