@@ -41,14 +41,20 @@ SCENARIOS = {
     # Deferred by a command (the mailbox_command exits EX_TEMPFAIL, a second after the
     # other's refused connection): its output is the notice's x-unix Diagnostic-Code, as
     # the defer logfile kept it; mailq's reason without the output's newline; both in the
-    # order deferred.
-    "command": (["daemon@localhost", "x@soft.test"], "status=deferred", "-e", None),
+    # order deferred. (Expired once the command's deferral is in: postsuper leaves a
+    # message in delivery alone.)
+    "command": (["daemon@localhost", "x@soft.test"], "Command output", "-e", None),
+    # The same command deferring an alias's member (the other delivered): the defer
+    # logfile, and so mailq and the notice, names the member; mailq lists the alias after
+    # it as "(reason unavailable)".
+    "alias": (["list@localhost", "x@soft.test"], "Command output", "-e", None),
 }
 
 
 def _main_cf(top: Path) -> str:
     return (
-        f"alias_maps =\nalias_database =\nmail_spool_directory = {top}/mail\n"
+        "alias_maps = inline:{ {list=daemon, bin} }\nalias_database =\n"
+        f"mail_spool_directory = {top}/mail\n"
         f"transport_maps = inline:{{ soft.test=smtp:[127.0.0.1]:{free_port()} }}\n"
         "minimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n"
         "mailbox_command_maps = inline:{ {daemon=/bin/sh -c 'sleep 1; echo try later; exit 75'} }\n"

@@ -19,7 +19,7 @@ from oxipost.config import load_config
 from oxipost.envelope import Envelope, Outcome, Recipient, envelope_to_dict, outcome_to_list
 from oxipost.log import Logger
 from oxipost.qmgr import queue as queue_mod
-from oxipost.qmgr.queue import Queue, QueueBusy, QueueState, QueueWriteError
+from oxipost.qmgr.queue import Deferral, Queue, QueueBusy, QueueState, QueueWriteError
 
 from tests.conftest import run_ours
 from tests.qmgr.spool_writer import committed_bytes, content
@@ -755,12 +755,14 @@ def test_notice_log_lasts_until_sent_or_the_message_goes(cfg, tmp_path):
 def test_expiry_and_deferrals_survive_compaction(cfg):
     """postsuper -e's flag and each recipient's last deferral (Postfix's defer logfile,
     what a force-expired message's notice reports) come back after restarts that compact
-    the journal, with the agent's Diagnostic-Code (none in a record written before it was
-    kept); a later deferral of a recipient replaces its earlier one."""
+    the journal, with the agent's Diagnostic-Code and an alias's deferred members (none in
+    a record written before they were kept); a later deferral of a recipient replaces its
+    earlier one."""
     (qid,) = enqueue_many(cfg, 1)
     st = QueueState(cfg, lock=True)
-    st.defer(qid, "first", time.time() + 60, [(0, "4.4.1", "refused", "")])
-    later = [(0, "4.4.2", "lost", ""), (1, "4.3.0", "output", "x-unix; output")]
+    st.defer(qid, "first", time.time() + 60, [(0, Deferral("4.4.1", "refused"))])
+    member = ("m@example.com", "list@example.com", "4.3.0", "output", "x-unix; output")
+    later = [(0, Deferral("4.4.2", "lost")), (1, Deferral("4.3.0", "output", "", (member,)))]
     st.defer(qid, "second", time.time() + 60, later)
     st.expire(qid)
     st.close()
@@ -768,9 +770,9 @@ def test_expiry_and_deferrals_survive_compaction(cfg):
         QueueState(cfg, lock=True).close()
     info = QueueState(cfg).messages[qid]
     assert info.expired and info.reason == "second"
-    assert info.deferrals == {0: ("4.4.2", "lost", ""), 1: ("4.3.0", "output", "x-unix; output")}
+    assert info.deferrals == dict(later)
     # A deferral record of before (status and text alone).
     st = QueueState(cfg, lock=True)
     st._write([{"t": "w", "id": qid, "why": "old", "next": 0.0, "n": 3, "o": [[0, "4.4.1", "x"]]}])
     st.close()
-    assert QueueState(cfg).messages[qid].deferrals == {0: ("4.4.1", "x", "")}
+    assert QueueState(cfg).messages[qid].deferrals == {0: Deferral("4.4.1", "x")}

@@ -70,7 +70,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -120,6 +120,18 @@ class QueueBusy(QueueError):
     """Another process is the state writer (qmgr is running, or another tool)."""
 
 
+class Deferral(NamedTuple):
+    """One recipient's last deferral, as Postfix's defer logfile keeps it."""
+
+    status: str
+    text: str
+    # The agent's Diagnostic-Code ("" for bounce's own).
+    diagnostic: str = ""
+    # The members of an alias or .forward that were deferred, each (address, original,
+    # status, text, diagnostic): the logfile names them, not the recipient.
+    members: tuple[tuple[str, str, str, str, str], ...] = ()
+
+
 @dataclass
 class MessageInfo:
     """What the queue knows of one message without reading its content."""
@@ -146,11 +158,10 @@ class MessageInfo:
     # Per notice kind ("failure", "success"), the recipients crossed off while their notice
     # is still to be sent, as NoticeLog records them; None for nearly every message.
     notices: dict[str, list[list[object]]] | None = None
-    # The last pass's deferred recipients (status, text, Diagnostic-Code), in the order it
-    # deferred them, as Postfix's defer logfile has them: mailq lists them so, each with
-    # its reason, and a force-expired message's notice reports them; None until one is
-    # deferred.
-    deferrals: dict[int, tuple[str, str, str]] | None = None
+    # The last pass's deferred recipients, in the order it deferred them, as Postfix's
+    # defer logfile has them: mailq lists them so, each with its reason, and a
+    # force-expired message's notice reports them; None until one is deferred.
+    deferrals: dict[int, Deferral] | None = None
     # postsuper -e/-f: returned to the sender at its next delivery pass (mailq's '#').
     expired: bool = False
 
@@ -422,7 +433,11 @@ def _apply_deferrals(info: MessageInfo, deferred: list[list[Any]]) -> None:
     # the message); a record without one (written before it was kept) leaves it, and a
     # recipient without a Diagnostic-Code (likewise older) gets bounce's own.
     if deferred:
-        info.deferrals = {d[0]: (d[1], d[2], d[3] if len(d) > 3 else "") for d in deferred}
+        info.deferrals = {}
+        for idx, status, text, *rest in deferred:
+            diagnostic = rest[0] if rest else ""
+            members = tuple(tuple(m) for m in rest[1]) if len(rest) > 1 else ()
+            info.deferrals[idx] = Deferral(status, text, diagnostic, members)
 
 
 class QueueState:
@@ -991,14 +1006,13 @@ class QueueState:
         qid: str,
         reason: str,
         next_attempt: float,
-        deferred: Sequence[tuple[int, str, str, str]] = (),
+        deferred: Sequence[tuple[int, Deferral]] = (),
     ) -> None:
         """The message waits in the deferred queue: `reason` for mailq, `deferred` each
-        recipient the pass deferred with its status, text and the agent's Diagnostic-Code
-        ("" for bounce's own), for the notice should it expire."""
+        recipient the pass deferred, for the notice should it expire."""
         info = self.messages[qid]
         info.attempts += 1
-        logged = [list(d) for d in deferred]
+        logged = [[i, *d] for i, d in deferred]
         self._write(
             [
                 {

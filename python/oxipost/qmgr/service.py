@@ -74,6 +74,7 @@ from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, 
 from oxipost.delivery.address import log_form, orig_to
 from oxipost.envelope import (
     TRACE_MTA_VRFY,
+    Entry,
     Envelope,
     Outcome,
     Recipient,
@@ -84,7 +85,14 @@ from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
 from oxipost.maps import TableError
 from oxipost.pickup.maildrop import requeue
-from oxipost.qmgr.queue import MessageInfo, Queue, QueueBusy, QueueState, QueueWriteError
+from oxipost.qmgr.queue import (
+    Deferral,
+    MessageInfo,
+    Queue,
+    QueueBusy,
+    QueueState,
+    QueueWriteError,
+)
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import match_domain, open_rewrite_tables, resolve
 from oxipost.rewrite.rewrite import rewrite_address
@@ -183,6 +191,27 @@ def _site_failure(outcomes: list[Outcome]) -> tuple[str, str] | None:
 def _defer_reason(act: Active, default: str) -> str:
     """The reason mailq lists a deferred message's recipients with: the last deferral's."""
     return next(reversed(act.deferred.values())).text if act.deferred else default
+
+
+def _deferrals(act: Active) -> list[tuple[int, Deferral]]:
+    """The pass's deferred recipients as the queue keeps them (Postfix's defer logfile):
+    an alias's or .forward's by the members it deferred."""
+    return [
+        (
+            i,
+            Deferral(
+                o.status,
+                o.text,
+                o.diagnostic,
+                tuple(
+                    (e.address, e.original, e.status, e.text, e.diagnostic)
+                    for e in o.entries
+                    if e.status.startswith("4")
+                ),
+            ),
+        )
+        for i, o in act.deferred.items()
+    ]
 
 
 def _kind(status: str) -> str:
@@ -694,7 +723,7 @@ class Qmgr:
                 for why in failed:
                     self.log.info(f"{act.qid}: status=deferred ({why})")
                 reason = _defer_reason(act, "")
-                deferred = [(i, o.status, o.text, o.diagnostic) for i, o in act.deferred.items()]
+                deferred = _deferrals(act)
                 self._journal(
                     lambda a=act, r=reason, t=ev.time, d=deferred: self.state.defer(a.qid, r, t, d)
                 )
@@ -725,9 +754,12 @@ class Qmgr:
         "4.7.0 message is administratively expired"."""
         # In the order they were deferred, as Postfix reads its defer logfile.
         pending = {idx for idx, _rcpt in info.pending}
-        for idx, (status, text, diagnostic) in (info.deferrals or {}).items():
+        for idx, d in (info.deferrals or {}).items():
             if idx in pending:
-                act.deferred[idx] = Outcome(status, text, diagnostic=diagnostic)
+                members = tuple(Entry(a, o, s, t, diagnostic=dg) for a, o, s, t, dg in d.members)
+                act.deferred[idx] = Outcome(
+                    d.status, d.text, diagnostic=d.diagnostic, entries=members
+                )
         if not act.deferred:
             expired = Outcome("4.7.0", "message is administratively expired")
             log = self._agent_log("error")
@@ -768,7 +800,7 @@ class Qmgr:
         # mailq lists the recipients still deferred (expired ones whose notice failed) with
         # their own reason, as Postfix's showq reads it from the defer logfile.
         reason = _defer_reason(act, failed[-1])
-        deferred = [(i, o.status, o.text, o.diagnostic) for i, o in act.deferred.items()]
+        deferred = _deferrals(act)
         self._journal(lambda: self.state.defer(act.qid, reason, now + backoff, deferred))
         del self.active[act.msg]
 

@@ -86,11 +86,16 @@ def record(info: MessageInfo) -> dict[str, Any]:
         # As Postfix's showq: the defer log's recipients first, in its order and each
         # with its reason, then the others the queue file still has, without one.
         left = dict(pending)
-        for idx, (_status, text, _diagnostic) in logged.items():
+        # Blanks at either end of a reason go, as split_nameval() reads the logfile's.
+        for idx, d in logged.items():
+            if d.members:
+                # The logfile names an alias's members; the recipient itself, not in it,
+                # is one of the others.
+                recipients += [{"address": m[0], "delay_reason": m[3].strip()} for m in d.members]
+                continue
             rcpt = left.pop(idx, None)
             if rcpt is not None:
-                # Blanks at either end go, as split_nameval() reads the logfile's "reason=".
-                recipients.append({"address": rcpt.address, "delay_reason": text.strip()})
+                recipients.append({"address": rcpt.address, "delay_reason": d.text.strip()})
         recipients += [{"address": rcpt.address} for rcpt in left.values()]
     else:
         for _i, rcpt in pending:
@@ -152,8 +157,9 @@ def compat_lines(messages: Iterable[dict[str, Any]]) -> Iterator[str]:
         shown = ""
         for rcpt in msg["recipients"]:
             reason = rcpt.get("delay_reason", "")
-            if reason and reason != shown:
-                text = f"({reason})"
+            if reason != shown:
+                # A recipient without a reason after one with.
+                text = f"({reason or 'reason unavailable'})"
                 yield " " * max(0, REASON_COLUMN - len(text)) + text
             shown = reason
             yield " " * RECIPIENT_INDENT + rcpt["address"]
