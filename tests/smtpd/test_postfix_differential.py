@@ -874,6 +874,28 @@ def test_queue_file_envelope_records_as_postfix(start_smtpd) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("bare", ["normalize", "reject"])
+def test_data_crs_with_bare_newline_detection_as_postfix(start_smtpd, bare: str) -> None:
+    """DATA with smtpd_forbid_bare_newline on (oxipost's default normalize, or reject): as
+    in Postfix 3.7.11's smtp_get only the <CR> of a line's <CR><LF> goes, the <CR>s before
+    it stay (stray ones, spaces to cleanup), so ".<CR><CR><LF>" is a line of content, not
+    the end; ours dropped them all, as with it off."""
+    dialogue = [
+        "EHLO client.example",
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<postmaster@localhost>",
+        "DATA",
+        "Subject: s\r\r\n\r\nab\r\r\ncd\r\r\r\n..\r\r\n.\r\r\nx\r\n.",
+        "MAIL FROM:<b@example.org>",
+        "QUIT",
+    ]
+    main_cf = f"smtpd_forbid_bare_newline = {bare}\n"
+    (theirs,), (ours,) = _queued_on_both(start_smtpd, main_cf, _commands(dialogue), 1, "-b")
+    assert theirs.postcat.stdout.splitlines()[-5:] == ["ab ", "cd  ", ". ", " ", "x"], theirs
+    assert ours.postcat.stdout == theirs.postcat.stdout
+
+
+@pytest.mark.slow
 def test_xclient_and_xforward_ipv6_addresses_as_postfix(start_smtpd) -> None:
     """With IPv6 in inet_protocols, XCLIENT and XFORWARD take "IPv6:" addresses: the
     log lines name the bare address, the Received: header the address literal."""
@@ -1362,6 +1384,54 @@ def test_bdat_size_limit_and_bare_newline_as_postfix(tmp_path: Path) -> None:
     with running_smtpd(str(tmp_path), main_cf) as srv:
         assert [_bdat_replies(srv.port, pieces, source) for source, pieces in sessions] == theirs
         assert _bdat_log(lambda: srv.log, len(sessions)) == their_log
+
+
+def _data_replies(port: int, content: bytes, after: list[str]) -> list[str]:
+    """One session from 127.0.0.2: EHLO, MAIL, RCPT, DATA with this content, then the
+    commands `after`; the replies from the end of data on, queue IDs as QID, "(closed)"
+    once the server has gone."""
+    raw = Raw("127.0.0.1", port, source="127.0.0.2")
+    try:
+        raw.reply()
+        for command in ("EHLO x.example", "MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>"):
+            raw.cmd(command)
+        assert raw.cmd("DATA").startswith("354 ")
+        raw.send(content)
+        replies = [re.sub(r"queued as \w+", "queued as QID", raw.reply())]
+        for command in after:
+            try:
+                replies.append(raw.cmd(command))
+            except OSError:
+                replies.append("(closed)")
+                break
+        return replies
+    finally:
+        raw.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", [550, 521])
+def test_data_bare_newline_reject_as_postfix(tmp_path: Path, code: int) -> None:
+    """DATA with smtpd_forbid_bare_newline = reject and a bare <LF> in the content, as
+    Postfix 3.7.11: "CODE 5.5.2 HOST Error: bare <LF> received" at the end of data,
+    logged as "reject: END-OF-MESSAGE", and the session goes on unless the code is 521.
+    Ours ended the session whatever the code. Catalogue 16 of RELIABILITY.md."""
+    main_cf = (
+        f"smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_reject_code = {code}\n"
+    )
+    content = b"Subject: x\r\n\r\nline\n.\nmore\r\n.\r\n"
+    after = ["MAIL FROM:<a@b.c>", "RCPT TO:<root@localhost>", "QUIT"]
+    log_cf = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /var, /dev/stdout, /tmp\n"
+    with running_postfix(main_cf + log_cf, without=("qmgr",)) as (port, d):
+        theirs = _data_replies(port, content, after)
+        maillog = d / "maillog"
+        their_log = _bdat_log(
+            lambda: [t for _p, t in postfix_log_lines(maillog.read_text(), ["smtpd"])], 1
+        )
+    assert theirs[0] == f"{code} 5.5.2 mx.example.test Error: bare <LF> received", theirs
+    with running_smtpd(str(tmp_path), main_cf) as srv:
+        assert _data_replies(srv.port, content, after) == theirs
+        assert _bdat_log(lambda: srv.log, 1) == their_log
 
 
 def _bdat_log(lines: Callable[[], list[str]], sessions: int) -> tuple[list[str], list[str]]:

@@ -157,7 +157,9 @@ def test_16_bare_lf_reject_mode_outside_exclusions(start_smtpd) -> None:
     raw.cmd("DATA")
     raw.send(b"Subject: x\r\n\r\nline\n.\nmore\r\n.\r\n")
     assert raw.reply() == "550 5.5.2 mx.example.test Error: bare <LF> received"
-    assert raw.closed()
+    # As Postfix 3.7.11: the message is refused, not the session (unless the code is
+    # 521: test_data_bare_newline_reject_as_postfix).
+    assert raw.cmd("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok"
     assert srv.queue.messages == []
 
 
@@ -182,7 +184,9 @@ def test_17_bare_lf_command_reject_mode(start_smtpd) -> None:
 
 
 def test_18_stray_cr_lf_replaced_in_content(start_smtpd) -> None:
-    srv = start_smtpd()
+    # Postfix's default: with bare-newline detection on only one <CR> would go
+    # (test_data_crs_with_bare_newline_detection_as_postfix).
+    srv = start_smtpd("smtpd_forbid_bare_newline = no\n")
     raw = Raw(srv.host, srv.port, source="127.0.0.2")
     _ehlo(raw)
     raw.cmd("MAIL FROM:<a@example.org>")

@@ -7,7 +7,8 @@ reader, line limits and reply texts differ from Postfix's in ways clients can ob
 
 What it enforces, as Postfix 3.9 does:
   - only <CR><LF>.<CR><LF> ends DATA; bare <LF> is normalised (smtpd_forbid_bare_newline =
-    normalize) or rejected ("reject") for clients outside the exclusions;
+    normalize) or refuses the message ("reject") for clients outside the exclusions, for
+    whom only the <CR> of a line's <CR><LF> goes, as in Postfix 3.7.11 (smtp_line_end);
   - BDAT content read as Postfix 3.7's smtpd reads it, chunk by chunk (ChunkReader): a
     chunk is refused when it would take what was queued past message_size_limit, and with
     "reject" a bare <LF> refuses its chunk or, in the LAST one, the message, not the session;
@@ -496,20 +497,23 @@ class Session:
             self._timed_out = True
             self._task.cancel()
 
-    async def read_piece(self, limit: int, bound: int = 0) -> tuple[bytes, bytes]:
+    async def read_piece(
+        self, limit: int, bound: int = 0, detect: bool = False
+    ) -> tuple[bytes, bytes]:
         """The next line up to `limit` bytes: (content, terminator) where terminator is CRLF,
         LF, or b"" when the line goes on (longer than limit). The <CR>s before the <LF> go
-        as smtp_get() drops them reading pieces of `bound` bytes (default: `limit`)."""
+        as smtp_get() drops them reading pieces of `bound` bytes (default: `limit`), or
+        with `detect` (smtpd_forbid_bare_newline on) only the <CR> of a <CR><LF>."""
         while True:
             idx = self.buf.find(b"\n", 0, limit + 1)
             if idx >= 0:
                 line = bytes(self.buf[:idx])
                 del self.buf[: idx + 1]
-                if line.endswith(b"\r"):
-                    if line.endswith(b"\r\r"):
-                        return smtp_line(line, bound or limit), CRLF
-                    return line[:-1], CRLF
-                return line, b"\n"
+                if not line.endswith(b"\r"):
+                    return line, b"\n"
+                if line.endswith(b"\r\r"):
+                    return bytes(smtp_line_end(line, bound or limit, detect)[0]), CRLF
+                return line[:-1], CRLF
             if len(self.buf) > limit:
                 # A <CR> at the end stays with the piece, as in smtp_get: the byte after it
                 # is no <LF> (the search above reached it).
@@ -1426,11 +1430,22 @@ class Session:
         await self.reply(R.START_DATA)
         content, too_big, bare_lf = await self.read_data()
         if bare_lf and self.bare_lf_mode == "reject":
-            code = self.cfg.get_int("smtpd_forbid_bare_newline_reject_code")
-            await self.reply(R.BARE_LF.format(code=code, host=self.srv.hostname), count=False)
-            self.tx = None
-            raise Disconnect
+            # Postfix 3.7.11 refuses the message, not the session (a 521 ends it, as any).
+            refusal = self._bare_lf_refusal("END-OF-MESSAGE")
+            self._mail_reset()
+            await self.reply(refusal)
+            return
         await self._finish_message(content, too_big)
+
+    def _bare_lf_refusal(self, where: str) -> str:
+        """smtpd_forbid_bare_newline = reject's refusal of content that had a bare <LF>,
+        logged as Postfix's "reject: WHERE from ...: bare <LF> received"."""
+        self.state.where = where
+        assert self.tx is not None
+        recipient = self._only_recipient(self.tx)
+        self.srv.log.info(self.state.whatsup("reject", "bare <LF> received", recipient))
+        code = self.cfg.get_int("smtpd_forbid_bare_newline_reject_code")
+        return R.BARE_LF.format(code=code, host=self.srv.hostname)
 
     async def read_data(self) -> tuple[bytearray, bool, bool]:
         """Read DATA to <CR><LF>.<CR><LF>: (content dot-unstuffed with CRLF line ends,
@@ -1472,7 +1487,9 @@ class Session:
                         return out, too_big, bare_lf
                     continue
             self.data_size = size
-            piece, term = await self.read_piece(self.srv.data_chunk, bound)
+            piece, term = await self.read_piece(
+                self.srv.data_chunk, bound, self.bare_lf_mode != "off"
+            )
             if bol and prev_crlf and term == CRLF and piece == b".":
                 return out, too_big, bare_lf
             if bol and piece.startswith(b"."):
@@ -1499,7 +1516,8 @@ class Session:
         """At the start of a DATA line: (length of the whole <CR><LF> lines at the head of
         the buffer with no bare <LF> among them, whether the end-of-data line follows them,
         whether a line to be read line by line follows them: one with a bare <LF>, or with
-        <CR>s before its <CR><LF>, which smtp_get drops (".<CR><CR><LF>" ends the data).
+        <CR>s before its <CR><LF>, which smtp_get drops (".<CR><CR><LF>" ends the data) or,
+        with bare-newline detection on, all but one of (it does not).
         Dot-unstuffing such lines is one replace of <CR><LF>. by <CR><LF> (and of a
         leading dot)."""
         buf = self.buf
@@ -1810,12 +1828,7 @@ class Session:
         if failure is None and self.bdat.feed(chunk, last) and self.bare_lf_mode == "reject":
             # Postfix 3.7 refuses the message, not the session: the chunk whose lines
             # ended in a bare <LF>, or the message at its end.
-            self.state.where = "END-OF-MESSAGE" if last else "BDAT content"
-            assert self.tx is not None
-            recipient = self._only_recipient(self.tx)
-            self.srv.log.info(self.state.whatsup("reject", "bare <LF> received", recipient))
-            code = self.cfg.get_int("smtpd_forbid_bare_newline_reject_code")
-            failure = R.BARE_LF.format(code=code, host=self.srv.hostname)
+            failure = self._bare_lf_refusal("END-OF-MESSAGE" if last else "BDAT content")
         if failure is not None:
             self.bdat_failed = True
             if last:
@@ -2281,6 +2294,19 @@ def smtp_line(line: bytes, bound: int) -> bytes:
     return line[:start] + line[start:].rstrip(b"\r")
 
 
+def smtp_line_end(
+    line: bytes | bytearray, bound: int, detect: bool
+) -> tuple[bytes | bytearray, bool]:
+    """A line read by Postfix 3.7.11's smtp_get() up to its <LF>, given without it, as it
+    leaves it, and whether that <LF> was bare. With smtpd_forbid_bare_newline on (`detect`)
+    only the <CR> of a <CR><LF> goes and the others are queued (stray ones, which cleanup
+    makes spaces); else the <CR>s that end the line go as smtp_line() drops them (`bound`
+    0: the line is one piece) and no <LF> counts as bare."""
+    if detect:
+        return (line[:-1], False) if line.endswith(b"\r") else (line, True)
+    return (smtp_line(bytes(line), bound) if bound else line.rstrip(b"\r")), False
+
+
 class ChunkReader:
     """BDAT's content as Postfix's smtpd queues it, chunk by chunk: read with smtp_get
     calls of at most `bound` new bytes (line_length_limit) that stop at an <LF> (the end of
@@ -2329,11 +2355,9 @@ class ChunkReader:
                     line = bytearray()
                     continue
                 pos += 1  # smtp_get's repair of a <CR><LF> cut at the piece's end
-            if line.endswith(b"\r"):
-                line = line[:-1] if self.detect else line.rstrip(b"\r")
-            else:
-                bare = bare or self.detect
-            self._queue(line, CRLF)
+            kept, bare_here = smtp_line_end(line, 0, self.detect)
+            bare = bare or bare_here
+            self._queue(kept, CRLF)
             line = bytearray()
         if last and line:
             self._queue(line, CRLF)
