@@ -308,3 +308,70 @@ def test_postsuper_stdin_ids_and_requeue(ours):
     assert QueueState(load_config(ours)).messages == {}
     shown = [json.loads(ln) for ln in run_ours("postqueue", "-c", ours, "-j").stdout.splitlines()]
     assert [(m["queue_id"], m["queue_name"]) for m in shown] == [(q, "maildrop") for q in ids]
+
+
+def _submit_without_pickup(d: Path, who: str) -> str:
+    """The configuration directory of an MTA in d that is not running (so pickup takes
+    nothing), after two sendmail submissions and a junk file named like a queue ID in its
+    maildrop/; who is "postfix" or "ours"."""
+    if who == "postfix":
+        conf = stopped_postfix(d)
+        spool = d / "spool"
+        (spool / "maildrop").mkdir()
+        shutil.chown(spool / "maildrop", "postfix", "postdrop")
+        (spool / "maildrop").chmod(0o1730)
+        # showq walks every queue: a missing one ends its listing.
+        for q in ("incoming", "active", "deferred", "hold", "corrupt"):
+            (spool / q).mkdir(mode=0o700)
+            shutil.chown(spool / q, "postfix")
+    else:
+        (d / "conf").mkdir(parents=True)
+        (d / "conf" / "main.cf").write_text(f"queue_directory = {d}/spool\n")
+        conf = str(d / "conf")
+    for sender, rcpts in (
+        ("sender@example.com", ["rcpt1@example.org", "r2@example.org"]),
+        ("", ["rc3@example.org"]),
+    ):
+        args = ("-C", conf, "-f", sender, *rcpts)
+        done = (
+            run_postfix("/usr/sbin/sendmail", *args, stdin="Subject: t\n\nhello\n")
+            if who == "postfix"
+            else run_ours("sendmail", *args, stdin="Subject: t\n\nhello\n")
+        )
+        assert done.returncode == 0, done.stderr
+    junk = d / "spool" / "maildrop" / "ABCDEF1234"
+    junk.write_bytes(b"junk\n")
+    # Complete, as Postfix's postdrop leaves its files (owner execute: MAIL_QUEUE_STAT_READY).
+    junk.chmod(0o744)
+    return conf
+
+
+def test_maildrop_listed_and_deleted_as_postfix(shared_tmp):
+    # Local submissions pickup has not taken are listed under their file's queue ID, with
+    # no mark; the junk file is not listed. postsuper takes "maildrop" as a queue: only -d
+    # finds anything there (the junk file too, as Postfix's), named or ALL.
+    real = _submit_without_pickup(shared_tmp / "real", "postfix")
+    ours = _submit_without_pickup(shared_tmp / "ours", "ours")
+    mine, theirs = both("postqueue", real, ours, "-p")
+    assert theirs.stdout.endswith("-- 0 Kbytes in 2 Requests.\n"), theirs.stdout
+    assert blocks(mine.stdout) == blocks(theirs.stdout)
+    assert mine.stdout.splitlines()[-1] == theirs.stdout.splitlines()[-1]
+    for action in ("-h", "-H", "-r", "-e", "-f"):
+        mine, theirs = both("postsuper", real, ours, action, "ALL", "maildrop")
+        assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr), action
+    named = []
+    for tool, conf, mta in (
+        ("postsuper", ours, run_ours),
+        ("/usr/sbin/postsuper", real, run_postfix),
+    ):
+        listing = mta(tool.replace("postsuper", "postqueue"), "-c", conf, "-p").stdout
+        qid = re.findall(r"^([0-9A-F]{10,}) ", listing, re.M)[0]
+        out = mta(tool, "-c", conf, "-d", qid, "maildrop")
+        named.append((out.returncode, out.stderr.replace(qid, "QID")))
+    assert named[0] == named[1]
+    assert named[1][1] == "postsuper: QID: removed\npostsuper: Deleted: 1 message\n"
+    mine, theirs = both("postsuper", real, ours, "-d", "ALL", "maildrop")
+    assert theirs.stderr == "postsuper: Deleted: 2 messages\n"
+    assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
+    mine, theirs = both("postqueue", real, ours, "-p")
+    assert mine.stdout == theirs.stdout == "Mail queue is empty\n"

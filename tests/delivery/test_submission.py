@@ -176,6 +176,23 @@ def test_pickup_sets_aside_a_bad_file(tmp_path):
     assert log.lines[0].startswith("warning: maildrop/bad: ")
 
 
+def test_pickup_and_mailq_take_only_queue_id_names(tmp_path):
+    # As Postfix's pickup and showq (mail_open_ok): a file not named like a queue ID (one
+    # being written, one set aside) is neither taken nor listed, even a whole submission.
+    conf = _conf(tmp_path)
+    d = tmp_path / "spool" / "maildrop"
+    d.mkdir(parents=True)
+    (d / "1234.5678").write_bytes(Submission("a@b", ["c@d"], b"Subject: x\r\n\r\n").encode())
+    cfg = load_config(str(conf))
+    queue = Queue.open(cfg, writer="pickup")
+    try:
+        assert pickup_once(cfg, queue, _Log()) == 0
+    finally:
+        queue.close()
+    assert [f.name for f in _maildrop(tmp_path)] == ["1234.5678"]
+    assert _cmd("postqueue", conf, "-p").stdout == b"Mail queue is empty\n"
+
+
 def test_sendmail_bs_speaks_smtp_into_the_queue(tmp_path):
     conf = _conf(tmp_path)
     with open(conf / "main.cf", "a") as f:

@@ -13,7 +13,9 @@
 run in Postfix's order (delete, expire, hold, release, requeue). Summary lines on stderr are
 Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from hold: N`,
 `Requeued: N`. While qmgr runs (it holds the state lock) the request goes to qmgr. -d
-also deletes what -r put in maildrop/ and pickup has not taken yet, as Postfix's does.
+also deletes in the maildrop queue (what pickup has not taken yet: local submissions, what
+-r put there), as Postfix's does; the other actions accept `maildrop` as the queue and
+find nothing there, as Postfix's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.log import get_logger
-from oxipost.pickup.maildrop import maildrop_dir, requeue, requeued_names
+from oxipost.pickup.maildrop import maildrop_dir, maildrop_ids, requeue
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import QUEUES, QueueBusy, QueueState
 from oxipost.valid import queue_id_ok
@@ -89,11 +91,11 @@ def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | Non
     return done
 
 
-def _delete_requeued(cfg: Config, ids: list[str] | str) -> list[str]:
-    """-d's messages that -r put in maildrop/ and pickup has not taken yet: Postfix's
-    postsuper deletes in the maildrop queue too. No state writer is needed for them."""
+def _delete_maildrop(cfg: Config, ids: list[str] | str) -> list[str]:
+    """-d's messages in maildrop/, which pickup has not taken yet: Postfix's postsuper
+    deletes in the maildrop queue too. No state writer is needed for them."""
     d = maildrop_dir(cfg.path("queue_directory"))
-    names = requeued_names(cfg) if ids == "ALL" else ids
+    names = maildrop_ids(cfg) if ids == "ALL" else ids
     gone = []
     for qid in names:
         try:
@@ -137,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if isinstance(current, list):
                     current.extend(ids)
     queue = rest[0] if rest else None
-    if queue is not None and queue not in QUEUES:
+    if queue is not None and queue not in (*QUEUES, "maildrop"):
         print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
         return 1
     for action, named in actions.items():
@@ -179,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
                 return 1
             changed = [str(qid) for qid in reply.get("ids", [])]
-        if action == "delete" and queue is None:
-            changed += _delete_requeued(cfg, actions[action])
+        if action == "delete" and queue in (None, "maildrop"):
+            changed += _delete_maildrop(cfg, actions[action])
         if actions[action] != "ALL":
             for qid in changed:
                 say(f"{qid}: {DONE[action]}")

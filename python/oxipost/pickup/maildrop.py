@@ -5,7 +5,9 @@ A maildrop file is one msgpack map: {"v": 1, "sender", "recipients", "extract" (
 (sendmail -bv: oxipost.envelope's TRACE_*), "body_type" (sendmail -B: "8BITMIME", "7BIT"
 or ""), "content"}. It is
 written durably and atomically (oxipost.durable.write_atomically: temp file, fsync,
-rename, fsync of the directory) under a unique name, so pickup sees a whole file or none.
+rename, fsync of the directory), then linked under a queue ID as Postfix's postdrop names
+its files, so pickup sees a whole file or none, and mailq lists it under that ID (Postfix's
+showq lists the maildrop queue) until pickup has queued it.
 
 postsuper -r puts a queued message back here as Postfix's does, under its queue ID and
 mail_owner's alone (`requeue`), with three more keys: "orig_id", "env" (its envelope as
@@ -112,25 +114,32 @@ class Submission:
             raise MaildropError(f"malformed maildrop file: {e}") from None
 
 
-_seq = 0
-
-
 def maildrop_dir(queue_directory: str) -> str:
     return os.path.join(queue_directory, "maildrop")
 
 
 def drop(queue_directory: str, sub: Submission) -> str:
-    """Write sub into maildrop/ durably; return its file name."""
-    global _seq
-    _seq += 1
+    """Write sub into maildrop/ durably; return its file name, a queue ID."""
     d = maildrop_dir(queue_directory)
     os.makedirs(d, exist_ok=True)
-    now = time.time_ns() // 1000
-    name = f"{now:x}.{os.getpid()}.{_seq}.{socket.gethostname()}"
     # Readable by pickup, which runs as mail_owner whoever submitted (Postfix's postdrop
-    # creates its maildrop files 0444 for the same reason).
-    write_atomically(os.path.join(d, name), sub.encode(), mode=0o444)
-    return name
+    # creates its maildrop files 0444 for the same reason). Hidden (not a queue ID) until
+    # linked: pickup, mailq and postsuper see only the whole file.
+    hidden = os.path.join(d, f".{os.getpid()}.{os.urandom(6).hex()}")
+    write_atomically(hidden, sub.encode(), mode=0o444)
+    try:
+        while True:
+            sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
+            name = f"{sec & 0xFFFFF:05X}{usec:05X}"
+            try:
+                # Not rename: link refuses a name another submission took the same
+                # microsecond (or a requeued message has), so none is replaced.
+                os.link(hidden, os.path.join(d, name))
+            except FileExistsError:
+                continue
+            return name
+    finally:
+        os.unlink(hidden)
 
 
 def requeue(state: QueueState, qid: str) -> None:
@@ -168,9 +177,9 @@ def requeue(state: QueueState, qid: str) -> None:
     state.remove(qid)
 
 
-def requeued_names(cfg: Config) -> list[str]:
-    """The maildrop files postsuper -r wrote, named after a queue ID (a local submission's
-    name is not one)."""
+def maildrop_ids(cfg: Config) -> list[str]:
+    """The maildrop files named like a queue ID: what pickup takes, mailq lists and
+    postsuper -d deletes, as Postfix's (mail_open_ok); a file being written is not one."""
     try:
         return [n for n in os.listdir(maildrop_dir(cfg.path("queue_directory"))) if queue_id_ok(n)]
     except OSError:

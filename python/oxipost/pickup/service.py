@@ -43,7 +43,13 @@ from oxipost.flow import FlowGate
 from oxipost.log import format_tv, get_logger
 from oxipost.maildate import mail_date
 from oxipost.milter import milter_conf
-from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir, requeued
+from oxipost.pickup.maildrop import (
+    MaildropError,
+    Submission,
+    maildrop_dir,
+    maildrop_ids,
+    requeued,
+)
 
 # How long a wakeup may wait for a busy qmgr's reply; past it, its next scan finds the mail.
 NOTIFY_TIMEOUT = 5.0
@@ -173,15 +179,11 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
     """Move every complete maildrop file into the queue; return how many. With `flow`,
     each file costs an in_flow_delay token, as its cleanup connection does in Postfix."""
     d = maildrop_dir(cfg.path("queue_directory"))
-    try:
-        names = sorted(os.listdir(d))
-    except FileNotFoundError:
-        return 0
     moved = 0
     milters = milter_conf(cfg, "non_smtpd_milters")
-    for name in names:
-        if name.startswith(".") or name.endswith(".corrupt"):
-            continue  # a temp file still being written, or one already set aside
+    # A file still being written, or one set aside (NAME.corrupt), is not named like a
+    # queue ID: what mailq lists is what is taken here.
+    for name in sorted(maildrop_ids(cfg)):
         path = os.path.join(d, name)
         if flow is not None:
             flow.take_blocking()

@@ -9,9 +9,9 @@ connection gets the whole queue as read at that moment, then showq closes it; it
 after max_idle seconds without a client, as Postfix's daemons do.
 
 Stream (msgpack): {"protocol": "showq"}, then one object per message in the order
-postqueue prints them (maildrop, for what postsuper -r put there, then incoming, active,
-deferred, hold, corrupt; by arrival time), each
-Postfix's postqueue -j object (`record`), then {"end": True}. The client formats it: the
+postqueue prints them (maildrop: local submissions pickup has not taken yet, and what
+postsuper -r put there; then incoming, active, deferred, hold, corrupt; by arrival time),
+each Postfix's postqueue -j object (`record`), then {"end": True}. The client formats it: the
 postqueue -p layout (`compat_lines`, Postfix's showq_compat) or one JSON object a line
 (`json_lines`, showq_json). `listing(cfg)` is the client; when the mail system is down,
 root (or whoever may read the queue) reads it itself (`records`).
@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,13 @@ import msgpack
 from oxipost import runloop
 from oxipost.config import Config
 from oxipost.envelope import UNICODE_ERRORS, packb
-from oxipost.pickup.maildrop import MaildropError, Submission, maildrop_dir, requeued_names
+from oxipost.pickup.maildrop import (
+    MaildropError,
+    Submission,
+    maildrop_dir,
+    maildrop_ids,
+    requeued,
+)
 from oxipost.qmgr.queue import MessageInfo, QueueState
 
 if TYPE_CHECKING:
@@ -118,25 +125,44 @@ def records(state: QueueState) -> Iterator[dict[str, Any]]:
     """The queue's messages, in listing order, as showq sends them. The size is the one
     qmgr logs, Postfix's queue file content records: what showq reads from its SIZE
     record, here what replay found (no message's content is read again)."""
-    yield from requeued(state.cfg)
+    yield from maildrop(state.cfg)
     for info in listed(state):
         yield record(info)
 
 
-def requeued(cfg: Config) -> list[dict[str, Any]]:
-    """The messages postsuper -r put in maildrop/ that pickup has not queued again, as they
-    were listed before: Postfix's showq lists the maildrop queue first, each under the
-    queue ID its file is named after."""
+def maildrop(cfg: Config) -> list[dict[str, Any]]:
+    """The maildrop queue, which Postfix's showq lists first: each file pickup will take,
+    under the queue ID it is named after. A message postsuper -r put there is shown as it
+    was listed before; a local submission with its arrival time, sender and recipients,
+    and its file's size (Postfix's showq finds no size record there and counts the file).
+    A file that is not a submission (pickup's to report) is not listed, as Postfix's showq
+    lists none whose records it cannot read."""
     d = maildrop_dir(cfg.path("queue_directory"))
     out = []
-    for name in requeued_names(cfg):
+    for name in maildrop_ids(cfg):
         try:
-            with open(os.path.join(d, name), "rb") as f:
+            fd = os.open(os.path.join(d, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with open(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
                 sub = Submission.decode(f.read())
         except (OSError, MaildropError):
-            continue  # gone to pickup meanwhile, or pickup's to report
-        if sub.listed:
+            continue  # gone to pickup meanwhile, or not a submission
+        if requeued(cfg, st, sub) and sub.listed:
             out.append(sub.listed)
+            continue
+        out.append(
+            {
+                "queue_name": "maildrop",
+                "queue_id": name,
+                "arrival_time": int(sub.time),
+                "message_size": st.st_size,
+                "forced_expire": False,
+                "sender": sub.sender or "MAILER-DAEMON",
+                "recipients": [{"address": rcpt} for rcpt in sub.recipients],
+            }
+        )
     return sorted(out, key=lambda m: (m["arrival_time"], m["queue_id"]))
 
 
