@@ -172,7 +172,7 @@ def test_alias_and_pipe_commands_environment_under_master(shared_tmp):
     conf = top / "conf"
     conf.mkdir()
     port = _free_port()
-    (top / "aliases").write_text(f"envdump |env > {out}/alias.env\n")
+    (top / "aliases").write_text(f'envdump "|env > {out}/alias.env"\n')
     (top / "transport").write_text("pipe.example envpipe:\n")
     user = "user=nobody " if ROOT else f"user={os.environ.get('USER', 'root')} "
     (conf / "main.cf").write_text(
@@ -249,7 +249,9 @@ def test_list_alias_owner_rights_and_sender_under_master(system_user, shared_tmp
     conf.mkdir()
     port = _free_port()
     aliases = top / "aliases"
-    aliases.write_text(f"list |id -u > {out}/uid; env > {out}/env, nobody\nowner-list listadmin\n")
+    aliases.write_text(
+        f'list "|id -u > {out}/uid; env > {out}/env", nobody\nowner-list listadmin\n'
+    )
     os.chown(aliases, system_user.pw_uid, system_user.pw_gid)
     (conf / "main.cf").write_text(
         "compatibility_level = 3.6\nmyhostname = mx.example.test\n"

@@ -116,7 +116,9 @@ def _ctx(cfg, source: str) -> local.Ctx:
 
 
 def _expand(ctx: local.Ctx, items: list[str]) -> Outcome:
-    return asyncio.run(local._expand(ctx, items))
+    """The items (internal form) as an alias lists them in quotes, expanded."""
+    quoted = ", ".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items)
+    return asyncio.run(local._expand(ctx, local._split_items(quoted)))
 
 
 def test_include_cannot_run_commands_or_write_files(tmp_path):
@@ -158,7 +160,7 @@ def test_alias_command_runs_as_default_privs(tmp_path, spool, loop):
     # catalogue 50: an alias |command runs as default_privs, with its group as the only
     # one (Postfix's set_ugid) — on uvloop too, the loop local(8) runs on under master,
     # whose subprocesses take no user= or group=.
-    (tmp_path / "aliases").write_text(f"runs-id |id > {spool}/ids\n")
+    (tmp_path / "aliases").write_text(f'runs-id "|id > {spool}/ids"\n')
     cfg = make_config(
         tmp_path / "c", main=f"alias_maps = texthash:{tmp_path}/aliases\nalias_database =\n"
     )
@@ -195,7 +197,7 @@ def test_restrictions_follow_configuration(tmp_path, spool):
     cfg = make_config(tmp_path / "c", main="allow_mail_to_commands = alias, forward, include\n")
     inc = tmp_path / "list.inc"
     out = spool / "inc-out"
-    inc.write_text(f"|cat > {out}\n")
+    inc.write_text(f'"|cat > {out}"\n')
     assert _expand(_ctx(cfg, "alias"), [f":include:{inc}"]).status == "2.0.0"
     assert out.exists()
     cfg = make_config(tmp_path / "d", main="allow_mail_to_commands = forward\n")
@@ -454,7 +456,7 @@ def test_alias_commands_and_files_have_the_table_owners_rights(tmp_path, spool, 
     cfg = _owned_aliases(
         tmp_path,
         spool,
-        f"owned |id > {spool}/ids; env > {spool}/env, {spool}/owned.mbox\n",
+        f'owned "|id > {spool}/ids; env > {spool}/env", {spool}/owned.mbox\n',
         pw.pw_uid,
         kind=kind,
     )
@@ -475,7 +477,7 @@ def test_alias_table_owner_without_account_or_known(tmp_path, spool, system_user
     # cannot be known, here a unionmap: of two users' tables (DICT_OWNER_UNKNOWN, as
     # DICT_OWNER_AGGREGATE_UPDATE makes it). A root-owned member leaves the other's owner.
     uid = _unused_uid()
-    cfg = _owned_aliases(tmp_path, spool, f"owned |id > {spool}/ids\n", uid)
+    cfg = _owned_aliases(tmp_path, spool, f'owned "|id > {spool}/ids"\n', uid)
     (o,) = run(request(cfg, "local", "localhost", ["owned@localhost"]))
     assert o == Outcome("4.3.0", "cannot find alias database owner")
     assert f"cannot find alias database owner for texthash:{spool}/aliases" in caplog.text
@@ -483,7 +485,7 @@ def test_alias_table_owner_without_account_or_known(tmp_path, spool, system_user
     # A table is its file as opened (a chown later is not seen): one file per owner.
     for name, owner in [("mine", system_user.pw_uid), ("other", 65534), ("root", 0)]:
         table = spool / name
-        table.write_text(f"owned |id > {spool}/ids\n" if name == "mine" else "unrelated x\n")
+        table.write_text(f'owned "|id > {spool}/ids"\n' if name == "mine" else "unrelated x\n")
         os.chown(table, owner, owner)
     for other, expected in [
         ("other", Outcome("4.3.0", "mail system configuration error")),
@@ -510,7 +512,7 @@ def test_include_file_owner_rights(tmp_path, spool, system_user):
     def deliver(step: str, include_owner: int, table_owner: int) -> tuple[str, dict[str, str]]:
         # One table file per owner and output files per step: a table is its file as
         # opened, and one user cannot write over another's file in the sticky spool.
-        inc.write_text(f"|id > {spool}/{step}.ids; env > {spool}/{step}.env\n")
+        inc.write_text(f'"|id > {spool}/{step}.ids; env > {spool}/{step}.env"\n')
         os.chown(inc, include_owner, include_owner)
         table = spool / f"aliases.{step}"
         table.write_text(f"list :include:{inc}\n")
@@ -605,7 +607,7 @@ def test_owner_alias_sender_and_original_recipient(tmp_path, spool):
     # (canon_addr_internal), or with expand_owner_alias the owner alias's value so
     # qualified, and the recipient's original address is dropped: no
     # ORIGINAL_RECIPIENT, no X-Original-To; Return-Path names the new sender.
-    aliases = f"list |env > {spool}/env; cat > {spool}/msg\n"
+    aliases = f'list "|env > {spool}/env; cat > {spool}/msg"\n'
 
     def deliver(text: str, main: str = "") -> tuple[dict[str, str], str]:
         cfg = _owned_aliases(tmp_path, spool, text, None, "myorigin = example.net\n" + main)

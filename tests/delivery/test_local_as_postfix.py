@@ -427,6 +427,49 @@ SCENARIOS = {
         [f"t{i}@localhost" for i in range(1, 9)],
         sender="",
     ),
+    # token.c: each item is what tok822_parse() makes of the line, as in a message header:
+    # a route address <a> or a phrase's "Name" <a> is a; a group "name: a, b;" is a and b;
+    # a (comment) is dropped; "g: ;" lists nothing. An item in quotes is an address when it
+    # is not a /file, |command or :include: in internal form: its '@' in quotes is part of
+    # its local part, which rewriting gives @$myorigin ("r4@remote.test"@mx.example.test)
+    # and resolve_dequoted_address then opens. ~/file is under the home of the user whose
+    # rights the expansion has, refused without one, and ~user is refused. A .forward or
+    # :include: file's line starting with "#" is a comment, one with a blank first not.
+    "phrases_groups_and_quotes": Scenario(
+        {
+            ALIASES: (
+                'a1 "Joe" <lfa>, <r1@remote.test>, grp: lfb, r2@remote.test;, (c) r3@remote.test\n'
+                'a2 "r4@remote.test"\na3 "lfc@localhost", <al0> (x), g2: ;\n'
+                "a4 Some Name <r5@remote.test> r6@remote.test, <{top}/out/f1>, ~/f2\n"
+                'a5 :include:{top}/etc/inc\nal0 "r7@remote.test" <r8@remote.test>\n',
+                "root",
+            ),
+            "etc/inc": (
+                '"Inc" <r9@remote.test>, gi: r10@remote.test;\n"r11@remote.test"\n'
+                "#r12@remote.test\n #r13@remote.test\n",
+                "root",
+            ),
+            "home/lfa/.forward": (
+                '# "Fwd" <r14@remote.test>\n"Fwd" <r15@remote.test>, gf: lfb;, "r16@remote.test"\n'
+                "~/f3, ~lfb/f4\n",
+                "lfa",
+            ),
+        },
+        {"allow_mail_to_files": "alias, forward"},
+        [f"a{i}@localhost" for i in range(1, 6)],
+    ),
+    # The '@' of a quoted item is part of its local part however the item is written
+    # (alone, in <>, in a .forward): without resolve_dequoted_address the address is a
+    # local user "r1@remote.test" at $myorigin, not r1@remote.test, and its notice names
+    # it "r1@remote.test"@mx.example.test, quoted as bounce(8) keeps its addresses.
+    "quoted_at_sign": Scenario(
+        {
+            ALIASES: ('q1 "r1@remote.test", <"lfb@localhost">\n', "root"),
+            "home/lfa/.forward": ('"r2@remote.test"\n', "lfa"),
+        },
+        {"resolve_dequoted_address": "no"},
+        ["q1@localhost", "lfa@localhost"],
+    ),
     # unknown.c: a luser_relay naming no user is relayed once more, and then, its local
     # part given to luser_relay already, is an unknown user; a luser_relay naming a new
     # user each time ends in alias.c's loop, its level counted as Postfix's.

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from oxipost.bounce.template import TemplateError, Templates
 from oxipost.cleanup import Cleaned, cleanup_message
+from oxipost.delivery.address import log_form
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.maildate import mail_date
 from oxipost.printable import printable
@@ -188,7 +189,7 @@ def _expanded_from(r: Recipient) -> str:
     """ " (expanded from <original>)" after a recipient that an alias, .forward or virtual
     alias made of another address, as Postfix's bounce_recipient_log writes it."""
     if r.original and r.original.lower() != r.address.lower():
-        return f" (expanded from <{r.original}>)"
+        return f" (expanded from <{log_form(r.original, True)}>)"
     return ""
 
 
@@ -228,7 +229,10 @@ def _build(
     orig_cte = "Content-Transfer-Encoding: 8bit\n" if encoding == "8bit" else ""
     lines: list[str] = []
     for r in reports:
-        why = f"<{r.recipient.address}>{_expanded_from(r.recipient)}: {r.outcome.text}"
+        # bounce_append_service keeps the addresses quoted (quote_822_local), whatever
+        # info_log_address_format says: "a@b"@x, not the internal a@b@x.
+        why = f"<{log_form(r.recipient.address, True)}>{_expanded_from(r.recipient)}: "
+        why += r.outcome.text
         lines += ["", *line_wrap(why)]
     head = [
         f"Date: {mail_date(now)}",
@@ -274,7 +278,7 @@ def _build(
         f"Arrival-Date: {arrival}",
     ]
     for r in reports:
-        address = r.recipient.address
+        address = log_form(r.recipient.address, True)
         dsn += ["", f"Final-Recipient: {_address_type(utf8_types, address)}; {address}"]
         if r.recipient.orcpt:
             dsn.append(f"Original-Recipient: {r.recipient.orcpt}")

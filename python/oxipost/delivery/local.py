@@ -6,9 +6,12 @@ For each recipient (the domain is local; qmgr only sends those here):
    standard form and resolved as qmgr would: one that resolves to this transport is
    delivered here and now, from step 1, as Postfix's resolve.c does; the others, and the
    members of an owner- alias or an :include: file, are resubmitted as one new message
-   through the queue), "/file" (appended, mbox; a trailing "/" means Maildir), "|command"
+   through the queue), "/file" (appended, mbox; a trailing "/" means Maildir; "~/file"
+   under the home of the account whose rights the expansion has), "|command"
    (run by /bin/sh with the message on stdin, exit status through sysexits.h), or
-   ":include:/path" (more items from a file, recursion bounded). "\\user" is the address
+   ":include:/path" (more items from a file, recursion bounded). The items are the
+   addresses tok822_parse() finds, as in a message header: "Name" <a> is a, a group
+   "g: a, b;" is a and b, a (comment) is dropped. "\\user" is the address
    user, as Postfix's parser reads it (recipient.c's "no alias or .forward" case never
    fires); an alias that lists its own name means the user of that name, and a .forward
    that lists its own user that user's mailbox (alias.c's exp_from, dotforward.c's
@@ -92,6 +95,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from oxipost import tok822
 from oxipost.cleanup import cleanup_message
 from oxipost.config import split_list
 from oxipost.config.expand import Expander, ExpandError
@@ -121,7 +125,7 @@ from oxipost.maildate import mail_date
 from oxipost.maps import Table, TableError, open_table
 from oxipost.maps.search import alias_keys, maps_find_warned, split_extension
 from oxipost.qmgr import control
-from oxipost.rewrite.resolve import resolve, unquote_822_local
+from oxipost.rewrite.resolve import resolve
 from oxipost.rewrite.rewrite import rewrite_address
 
 if TYPE_CHECKING:
@@ -209,93 +213,28 @@ class Ctx:
         self.delivered = self.delivered or self.rcpt.address
 
 
-# RFC 822 specials (tok822.c): a word next to one of these joins it into one address.
-_SPECIALS = frozenset("()<>@,;:.[]")
-
-
-def _split_items(value: str) -> list[str]:
-    """aliases(5) right-hand side as Postfix's tok822_parse() reads it: items separated by
-    commas (double quotes protect them), then each split into its words (_words). An
-    empty item is skipped, a quoted empty one ("") kept as the null address."""
-    items: list[str] = []
-    cur: list[str] = []
-    quoted = False
-    for ch in value:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            items.extend(_words("".join(cur)))
-            cur = []
-        else:
-            cur.append(ch)
-    items.extend(_words("".join(cur)))
+def _split_items(value: str) -> list[tok822.Tok]:
+    """The addresses of an aliases(5) value or of a line of a .forward or :include: file,
+    as Postfix's deliver_token_string() takes them: what tok822_parse() makes of the text
+    in a message header. A phrase's "Name" <a> or a route address <a> is a; a group
+    "name: a, b;" is a and b; words with only white space or a (comment) between them are
+    addresses of their own ("a b" is two, an unquoted "|cmd arg" the command "|cmd" and
+    the address "arg"); white space next to a special is dropped ("a @ b" is a@b); the
+    backslash of a quoted pair goes ("\\user" is user); "<>" lists nothing, a quoted
+    empty string ("") the null address."""
     out = []
-    for item in items:
-        # "" stays: it is the null address, which resolves to empty_address_recipient
-        # (Postfix's token.c hands it to the resolver like any address).
-        if len(item) > 2 and item[0] == '"' and item[-1] == '"':
-            item = item[1:-1]
-        if item:
-            out.append(item)
+    tok = tok822.parse(value)
+    while tok is not None:
+        if tok.type == tok822.ADDR:
+            out.append(tok)
+        tok = tok.next
     return out
 
 
-def _words(item: str) -> list[str]:
-    """One comma-separated item as tok822_parse() inserts its missing commas: words with
-    only white space or a (comment) between them are addresses of their own ("a b" is
-    two, an unquoted "|cmd arg" the command "|cmd" and the address "arg"), white space
-    next to a special is dropped ("a @ b" is a@b); a quoted string and a backslash pair
-    are part of a word. Deviation: an item with <, > or ; outside quotes (a route address,
-    a group, an unquoted "|cmd > file") is kept whole, as written, where Postfix's parser
-    would regroup it."""
-    rest = item
-    while '"' in rest:
-        before, _, after = rest.partition('"')
-        rest = before + after.partition('"')[2]
-    if any(ch in "<>;" for ch in rest):
-        return [item.strip()]
-    words: list[str] = []
-    cur: list[str] = []
-    i, n = 0, len(item)
-    # Whether the last thing kept was (the end of) a word, and whether space followed it.
-    word = spaced = False
-    while i < n:
-        ch = item[i]
-        if ch == "(":
-            depth = 0
-            while i < n:  # a comment, nested, is white space
-                if item[i] == "\\":
-                    i += 1
-                elif item[i] in "()":
-                    depth += 1 if item[i] == "(" else -1
-                    if depth == 0:
-                        break
-                i += 1
-            spaced = True
-        elif ch.isspace():
-            spaced = True
-        elif ch in _SPECIALS:
-            cur.append(ch)
-            word = spaced = False
-        else:
-            if word and spaced:
-                words.append("".join(cur))
-                cur = []
-            if ch == '"':
-                j = i + 1
-                while j < n and item[j] != '"':
-                    j += 2 if item[j] == "\\" else 1
-                cur.append(item[i : j + 1])
-                i = j
-            elif ch == "\\":
-                cur.append(item[i : i + 2])
-                i += 1
-            else:
-                cur.append(ch)
-            word, spaced = True, False
-        i += 1
-    words.append("".join(cur))
-    return words
+def _stream_lines(text: str) -> list[list[tok822.Tok]]:
+    """deliver_token_stream(): the addresses of each line of a .forward or :include:
+    file, but for a line that starts with "#" (one with blanks before its "#" is words)."""
+    return [_split_items(ln) for ln in text.splitlines() if not ln.startswith("#")]
 
 
 def _allowed(cfg: Config, param: str, source: str) -> bool:
@@ -583,6 +522,19 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
     return Outcome(out.status, f"cannot append message to file {path}: {out.text}")
 
 
+def _home_path(ctx: Ctx, item: str) -> str | Outcome:
+    """deliver_token_home(): ~/path under the home of the account whose rights the
+    expansion has (a .forward's user, an :include: file's owner); ~user is refused, and so
+    is ~/path where there is no such account (a root-owned alias table)."""
+    if item[1:2] != "/":
+        log.warning("bad home directory syntax for: %s", item)
+    elif ctx.home is None:
+        log.warning("unknown home directory for: %s", item)
+    else:
+        return item[1:] if ctx.home == "/" else ctx.home + item[1:]
+    return Outcome("5.3.5", "mail system configuration error")
+
+
 def _record(ctx: Ctx, out: Outcome) -> Outcome:
     """out, kept as what happened to the recipient at hand (Postfix's sent(),
     bounce_append() or defer_append() with its msg_attr)."""
@@ -606,7 +558,7 @@ def _worst(results: list[Outcome]) -> Outcome | None:
     return results[0] if results else None
 
 
-async def _expand(ctx: Ctx, items: list[str]) -> Outcome:
+async def _expand(ctx: Ctx, items: list[tok822.Tok]) -> Outcome:
     """Deliver each item; the recipient's outcome is the first deferral, else the first
     bounce, else success (as Postfix ORs the per-item results). What the expansion sends
     on loses NOTIFY=SUCCESS (NEVER when that was all): the expansion reports it."""
@@ -617,9 +569,17 @@ async def _expand(ctx: Ctx, items: list[str]) -> Outcome:
     ctx = replace(ctx, rcpt=replace(ctx.rcpt, notify=notify))
     results: list[Outcome] = []
     cfg = ctx.req.cfg
-    for item in items:
-        # The policy is the item's (token.c), not the delivery's: mailbox_command runs
-        # whatever allow_mail_to_commands says.
+    for addr in items:
+        # deliver_token(): what an address is, by its internal form; the policy is the
+        # item's (token.c), not the delivery's: mailbox_command runs whatever
+        # allow_mail_to_commands says.
+        item = tok822.internalize(addr.head)
+        if item.startswith("~"):
+            home = _home_path(ctx, item)
+            if isinstance(home, Outcome):
+                results.append(_record(ctx, home))
+                continue
+            item = home
         if item.startswith("|"):
             if _allowed(cfg, "allow_mail_to_commands", ctx.source):
                 out = await _command(ctx, item[1:])
@@ -639,9 +599,8 @@ async def _expand(ctx: Ctx, items: list[str]) -> Outcome:
         elif item.lower().startswith(":include:"):
             results.append(await _include(ctx, item[9:].strip()))
         else:
-            # "\\user" is the address user: Postfix's RFC 822 parser takes the backslash
-            # for a quoted pair, so recipient.c's "no alias or .forward" case never sees it.
-            results.append(await _member(ctx, item.removeprefix("\\")))
+            # The address in external form, as deliver_resolve_tree() has it rewritten.
+            results.append(await _member(ctx, tok822.externalize(addr.head)))
     return _worst(results) or Outcome("2.0.0", "alias expands to nothing")
 
 
@@ -651,8 +610,14 @@ async def _member(ctx: Ctx, item: str, calls: int = LEVEL_MEMBER) -> Outcome:
     much deeper Postfix's state.level is there."""
     cfg = ctx.req.cfg
     # In internal form, as Postfix's tok822_internalize leaves an alias's member: "a b"@x
-    # is a b@x to rewrite and resolve, and "" the null address.
-    address = rewrite_address(cfg, unquote_822_local(item))
+    # is a b@x to rewrite and resolve, and "" the null address. trivial-rewrite looks for
+    # '@', '!' and '%' among the tokens: ones in quotes only ("a@b") leave the address
+    # without a domain, and it gets @$myorigin ("a@b"@$myorigin).
+    toks = tok822.scan(item)
+    internal = tok822.internalize(toks[0] if toks else None)
+    operators = any(t.type in ("@", "!", "%") for t in toks)
+    domainless = not operators and any(c in internal for c in "@!%")
+    address = rewrite_address(cfg, internal, domainless=domainless)
     try:
         resolved = resolve(address, cfg)
     except Exception as e:
@@ -719,15 +684,19 @@ async def _include(ctx: Ctx, path: str) -> Outcome:
     except OSError as e:
         log.warning("cannot open include file %s: %s", path, e.strerror)
         return _record(ctx, config_error)
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return await _expand_lines(sub, _stream_lines(text))
+
+
+async def _expand_lines(ctx: Ctx, lines: list[list[tok822.Tok]]) -> Outcome:
+    """deliver_token_stream(): each line's addresses in turn; a line that defers ends the
+    file, the lines after it left for the recipient's next delivery, with the rest."""
+    lines = [items for items in lines if items]
     if not lines:
-        return await _expand(sub, [])
+        return await _expand(ctx, [])
     results = []
-    for line in lines:
-        out = await _expand(sub, _split_items(line))
+    for items in lines:
+        out = await _expand(ctx, items)
         results.append(out)
-        # deliver_token_stream(): a line that defers ends the file; the lines after it
-        # are for the recipient's next delivery, with the rest.
         if out.status.startswith("4"):
             break
     return _worst(results) or results[0]
@@ -753,8 +722,8 @@ async def _dotforward(ctx: Ctx, user: str, pw: pwd.struct_passwd) -> Outcome | N
         if st.st_uid not in (pw.pw_uid, 0):
             log.warning("file %s has bad owner uid %d", fwd, st.st_uid)
             continue
-        items = [i for ln in text.splitlines() for i in _split_items(ln)]
-        if items:
+        lines = _stream_lines(text)
+        if any(lines):
             done = ctx.trace.dotforwards.get(fwd)
             if done is not None:
                 return Outcome("2.0.0", "") if done else None
@@ -762,7 +731,7 @@ async def _dotforward(ctx: Ctx, user: str, pw: pwd.struct_passwd) -> Outcome | N
             # The recipient owns what its .forward lists: another local user there is
             # forwarded, as a new message, not delivered here (dotforward.c's owner).
             sub = replace(_with_account(ctx, pw), source="forward", owner=user, exp_from=local)
-            out = await _expand(sub, items)
+            out = await _expand_lines(sub, lines)
             ctx.trace.dotforwards[fwd] = True
             return out
     return None

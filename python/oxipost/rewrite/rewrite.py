@@ -23,16 +23,20 @@ CONTEXT_LOCAL = "local"
 CONTEXT_REMOTE = "remote"
 
 
-def rewrite_address(cfg: Config, address: str, context: str = CONTEXT_LOCAL) -> str:
+def rewrite_address(
+    cfg: Config, address: str, context: str = CONTEXT_LOCAL, domainless: bool = False
+) -> str:
     """The address in standard form for `context` ("local" or "remote"), as Postfix's
     rewrite_tree() makes it of the address with its local part quoted (quote_822_local):
-    a quoted local part hides its '@', '!' and '%' from every step."""
+    a quoted local part hides its '@', '!' and '%' from every step. `domainless`: the
+    address is all local part, its '@', '!' or '%' in quotes where it was written
+    ("a@b" in an alias, which local(8) has rewritten in external form)."""
     if not address:
         return address
     remote = context == CONTEXT_REMOTE
-    local, domain = split_internal(address)
+    local, domain = (address, "") if domainless else split_internal(address)
     if local == address:
-        bare = is_dot_string(address)
+        bare = not domainless and is_dot_string(address)
         if bare and "!" in address and cfg.get_bool("swap_bangpath"):
             site, _, user = address.partition("!")
             address = f"{user}@{site}"
