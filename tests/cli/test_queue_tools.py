@@ -310,9 +310,22 @@ def test_postsuper_stdin_ids_and_requeue(ours):
     assert [(m["queue_id"], m["queue_name"]) for m in shown] == [(q, "maildrop") for q in ids]
 
 
+# sendmail's arguments and input. With -t, Postfix's sendmail writes the header's
+# recipients (in its order, a duplicate kept) after the command line's in the maildrop file.
+SUBMISSIONS = [
+    (("-f", "sender@example.com", "rcpt1@example.org", "r2@example.org"), "Subject: t\n\nhi\n"),
+    (("-f", "", "rc3@example.org"), "Subject: t\n\nhello\n"),
+    (
+        ("-t", "-f", "joe", "extra"),
+        "Cc: a@example.com\nTo: a@example.com, B <b@example.com>\nBcc: c@example.com\n"
+        " ,more@example.com\nSubject: t\n\nbody\n",
+    ),
+]
+
+
 def _submit_without_pickup(d: Path, who: str) -> str:
     """The configuration directory of an MTA in d that is not running (so pickup takes
-    nothing), after two sendmail submissions and a junk file named like a queue ID in its
+    nothing), after the SUBMISSIONS and a junk file named like a queue ID in its
     maildrop/; who is "postfix" or "ours"."""
     if who == "postfix":
         conf = stopped_postfix(d)
@@ -328,15 +341,12 @@ def _submit_without_pickup(d: Path, who: str) -> str:
         (d / "conf").mkdir(parents=True)
         (d / "conf" / "main.cf").write_text(f"queue_directory = {d}/spool\n")
         conf = str(d / "conf")
-    for sender, rcpts in (
-        ("sender@example.com", ["rcpt1@example.org", "r2@example.org"]),
-        ("", ["rc3@example.org"]),
-    ):
-        args = ("-C", conf, "-f", sender, *rcpts)
+    for args, text in SUBMISSIONS:
+        args = ("-C", conf, *args)
         done = (
-            run_postfix("/usr/sbin/sendmail", *args, stdin="Subject: t\n\nhello\n")
+            run_postfix("/usr/sbin/sendmail", *args, stdin=text)
             if who == "postfix"
-            else run_ours("sendmail", *args, stdin="Subject: t\n\nhello\n")
+            else run_ours("sendmail", *args, stdin=text)
         )
         assert done.returncode == 0, done.stderr
     junk = d / "spool" / "maildrop" / "ABCDEF1234"
@@ -353,7 +363,7 @@ def test_maildrop_listed_and_deleted_as_postfix(shared_tmp):
     real = _submit_without_pickup(shared_tmp / "real", "postfix")
     ours = _submit_without_pickup(shared_tmp / "ours", "ours")
     mine, theirs = both("postqueue", real, ours, "-p")
-    assert theirs.stdout.endswith("-- 0 Kbytes in 2 Requests.\n"), theirs.stdout
+    assert theirs.stdout.endswith("-- 0 Kbytes in 3 Requests.\n"), theirs.stdout
     assert blocks(mine.stdout) == blocks(theirs.stdout)
     assert mine.stdout.splitlines()[-1] == theirs.stdout.splitlines()[-1]
     for action in ("-h", "-H", "-r", "-e", "-f"):
@@ -371,7 +381,7 @@ def test_maildrop_listed_and_deleted_as_postfix(shared_tmp):
     assert named[0] == named[1]
     assert named[1][1] == "postsuper: QID: removed\npostsuper: Deleted: 1 message\n"
     mine, theirs = both("postsuper", real, ours, "-d", "ALL", "maildrop")
-    assert theirs.stderr == "postsuper: Deleted: 2 messages\n"
+    assert theirs.stderr == "postsuper: Deleted: 3 messages\n"
     assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
     mine, theirs = both("postqueue", real, ours, "-p")
     assert mine.stdout == theirs.stdout == "Mail queue is empty\n"

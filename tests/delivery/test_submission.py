@@ -176,6 +176,24 @@ def test_pickup_sets_aside_a_bad_file(tmp_path):
     assert log.lines[0].startswith("warning: maildrop/bad: ")
 
 
+def test_pickup_takes_header_recipients_in_header_order(tmp_path):
+    # As Postfix's sendmail -t writes them (mailq shows them so, see test_queue_tools) and
+    # its cleanup keeps the first of each: Cc: before To: here, one address twice.
+    conf = _conf(tmp_path)
+    text = b"Cc: c@example.com\nTo: t@example.com, c@example.com\nSubject: t\n\nbody\n"
+    assert _cmd("sendmail", conf, "-t", "-f", "joe", stdin=text).returncode == 0
+    cfg = load_config(str(conf))
+    queue = Queue.open(cfg, writer="pickup")
+    try:
+        assert pickup_once(cfg, queue, _Log()) == 1
+    finally:
+        queue.close()
+    state = QueueState(cfg)
+    (qid,) = state.messages
+    env, _content = state.load(qid)
+    assert [r.address for r in env.recipients] == ["c@example.com", "t@example.com"]
+
+
 def test_pickup_and_mailq_take_only_queue_id_names(tmp_path):
     # As Postfix's pickup and showq (mail_open_ok): a file not named like a queue ID (one
     # being written, one set aside) is neither taken nor listed, even a whole submission.

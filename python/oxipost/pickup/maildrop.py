@@ -17,6 +17,7 @@ until pickup has given it a new queue ID).
 
 from __future__ import annotations
 
+import email.utils
 import os
 import socket
 import time
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from oxipost.qmgr.queue import QueueState
 
 VERSION = 1
+# The headers sendmail -t takes recipients from.
+EXTRACT_HEADERS = ("to", "cc", "bcc")
 
 
 class MaildropError(Exception):
@@ -175,6 +178,26 @@ def requeue(state: QueueState, qid: str) -> None:
     # Not world-readable and mail_owner's: what pickup trusts as requeued, not submitted.
     write_atomically(os.path.join(d, qid), sub.encode(), mode=0o600, owner=owner)
     state.remove(qid)
+
+
+def header_recipients(content: bytes) -> list[str]:
+    """sendmail -t's recipients, in header order and duplicates kept, as Postfix's
+    sendmail writes them for cleanup: those of To:, Cc: and Bcc:, or of their Resent-
+    forms alone when the message has any."""
+    # Not at the top: sendmail and postdrop import this module, and need neither.
+    from oxipost.cleanup.message import split_header
+
+    fields: list[list[str]] = []
+    for line in split_header(content)[0]:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and fields:
+            fields[-1][1] += text
+        else:
+            name, _, value = text.partition(":")
+            fields.append([name.strip().lower(), value])
+    plain = [v for n, v in fields if n in EXTRACT_HEADERS]
+    resent = [v for n, v in fields if n.startswith("resent-") and n[7:] in EXTRACT_HEADERS]
+    return [addr for _, addr in email.utils.getaddresses(resent or plain) if addr]
 
 
 def maildrop_ids(cfg: Config) -> list[str]:

@@ -23,7 +23,6 @@ table it cannot read) stays in maildrop/ for the next scan.
 
 from __future__ import annotations
 
-import email.utils
 import os
 import selectors
 import signal
@@ -46,6 +45,7 @@ from oxipost.milter import milter_conf
 from oxipost.pickup.maildrop import (
     MaildropError,
     Submission,
+    header_recipients,
     maildrop_dir,
     maildrop_ids,
     requeued,
@@ -58,8 +58,6 @@ if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
     from oxipost.qmgr.queue import Queue
 
-_EXTRACT = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
-
 
 def _bare(addr: str) -> str:
     # As submitted: cleanup qualifies it (append_at_myorigin), keeping this as the
@@ -71,7 +69,8 @@ def _bare(addr: str) -> str:
 
 
 def _extract(content: bytes) -> tuple[list[str], bytes]:
-    """Recipients from the header; the content without its Bcc: header."""
+    """Recipients from the header, each once (cleanup's duplicate filter keeps the first
+    of what Postfix's sendmail writes); the content without its Bcc: header."""
     headers, body = split_header(content)
     found: list[str] = []
     kept: list[bytes] = []
@@ -81,22 +80,9 @@ def _extract(content: bytes) -> tuple[list[str], bytes]:
             current = line.split(b":", 1)[0].decode("ascii", "replace").strip().lower()
         if current != "bcc":
             kept.append(line)
-    text_by_name: dict[str, list[str]] = {}
-    current = ""
-    for line in headers:
-        s = line.decode("utf-8", "replace").rstrip("\r\n")
-        if s[:1] in (" ", "\t") and current:
-            text_by_name[current][-1] += s
-            continue
-        name, _, value = s.partition(":")
-        current = name.strip().lower()
-        text_by_name.setdefault(current, []).append(value)
-    resent = any(k.startswith("resent-") for k in text_by_name if k in _EXTRACT)
-    names = [n for n in _EXTRACT if n.startswith("resent-") == resent]
-    for name in names:
-        for _, addr in email.utils.getaddresses(text_by_name.get(name, [])):
-            if addr and addr not in found:
-                found.append(addr)
+    for addr in header_recipients(content):
+        if addr not in found:
+            found.append(addr)
     return found, b"".join(kept) + body
 
 

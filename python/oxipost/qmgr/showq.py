@@ -41,6 +41,7 @@ from oxipost.envelope import UNICODE_ERRORS, packb
 from oxipost.pickup.maildrop import (
     MaildropError,
     Submission,
+    header_recipients,
     maildrop_dir,
     maildrop_ids,
     requeued,
@@ -160,7 +161,13 @@ def maildrop(cfg: Config) -> list[dict[str, Any]]:
                 "message_size": st.st_size,
                 "forced_expire": False,
                 "sender": sub.sender or "MAILER-DAEMON",
-                "recipients": [{"address": rcpt} for rcpt in sub.recipients],
+                # sendmail -t: ours leaves the header's recipients to pickup; Postfix's sendmail
+                # writes them into the file, where its showq lists them.
+                "recipients": [
+                    {"address": rcpt}
+                    for rcpt in sub.recipients
+                    + (header_recipients(sub.content) if sub.extract else [])
+                ],
             }
         )
     return sorted(out, key=lambda m: (m["arrival_time"], m["queue_id"]))
