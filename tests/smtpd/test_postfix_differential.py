@@ -501,6 +501,39 @@ def test_queue_id_taken_at_first_accepted_rcpt_as_postfix(start_smtpd, tmp_path:
 
 
 @pytest.mark.slow
+def test_cleanup_file_size_limit_as_postfix(start_smtpd) -> None:
+    """Postfix's cleanup writes with message_size_limit as its file size limit, so a
+    message smtpd's own count lets through (its content alone) is still refused when the
+    queue file, envelope, smtpd's Received: header and all, would grow past it: "552 5.3.4
+    Error: message file too big", cleanup's "queue file size limit exceeded" and "close
+    error" warnings, for DATA and BDAT alike. Ours queued it. The sizes keep some 20 bytes
+    from the limit either way: Postfix's queue IDs (log_ident, Received:) and its arrival
+    time's microseconds vary in length."""
+
+    def message(size: int) -> str:
+        head = "Subject: s\r\n\r\n"
+        return head + ("x" * 78 + "\r\n") * ((size - len(head)) // 80)
+
+    def bdat(content: str) -> str:
+        return f"BDAT {len(content)} LAST\r\n{content[:-2]}"
+
+    envelope = ["MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>"]
+    dialogue = ["EHLO client.example"]
+    for size in (1990, 1170, 1250):
+        dialogue += [*envelope, "DATA", message(size) + "."]
+    dialogue += [*envelope, "RCPT TO:<abuse@localhost>", bdat(message(1090))]
+    dialogue += [*envelope, "RCPT TO:<abuse@localhost>", bdat(message(1250))]
+    dialogue += [*envelope, bdat(message(1990)), "QUIT"]
+    both = Played(start_smtpd, dialogue, "message_size_limit = 2000\n")
+    wanted = r": client=|size limit exceeded|close error|disconnect from unknown\[127\.0\.0\.2"
+    expected = _transaction_lines(both.theirs, wanted)
+    assert expected.count("warning: mail_stream_cleanup: close error") == 4, expected
+    queued = functools.partial(re.sub, r"queued as \w+", "queued as QID")
+    assert [queued(r) for r in both.our_replies[1:]] == [queued(r) for r in both.their_replies[1:]]
+    assert _transaction_lines(both.ours, wanted) == expected
+
+
+@pytest.mark.slow
 def test_client_refused_at_connect_without_delay_reject_as_postfix(start_smtpd) -> None:
     """smtpd_delay_reject = no: a client smtpd_client_restrictions refuses gets the reject
     as its greeting, then "503 5.7.0 Error: access denied" for every command but QUIT

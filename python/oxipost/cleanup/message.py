@@ -15,6 +15,9 @@ message, called in process by smtpd, pickup and the agents that resubmit mail:
   when remote_header_rewrite_domain is set (or with always_add_missing_headers) the
   missing Message-Id:, Date: and From: (their Resent- forms when the message has Resent-
   headers) and $undisclosed_recipients_header when it has no To: or Cc:;
+- the queue file's size: one that would grow past message_size_limit, envelope records
+  and added headers included, is refused (size_checked, "552 5.3.4 Error: message file too
+  big", as Postfix's cleanup under its file size limit);
 - what the checks decided: BCC recipients, REDIRECT (the attribute "redirect_to", which
   qmgr applies), HOLD (the envelope attribute "hold"), FILTER (the attribute "filter"),
   DISCARD.
@@ -49,6 +52,7 @@ from oxipost.cleanup.addr import (
 )
 from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_rewrite_context
 from oxipost.cleanup.state import Cleaned, CleanupState, TableNotes, cleanup_config
+from oxipost.cli.postcat import queue_file_size
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope, Recipient
 from oxipost.maildate import mail_date
@@ -56,6 +60,7 @@ from oxipost.maps import logging_to
 
 _STRAY = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _HOPS = "554 5.4.0 Error: too many hops"
+_TOO_BIG = "552 5.3.4 Error: message file too big"
 _HEADER_LINE = re.compile(rb"[!-9;-~]+:")
 _NEVER = frozenset({"NEVER"})
 # An envelope's fields in the order its constructor takes them: copied this way it costs a
@@ -285,6 +290,28 @@ def _cleanup(
     if isinstance(new_env, str):
         return Cleaned(env, content, new_env, notes=state.notes)
     return Cleaned(new_env, out + body, discard=state.discard, notes=state.notes)
+
+
+def size_checked(cleaned: Cleaned, queue_id: str, cfg: Any) -> Cleaned:
+    """cleanup's own size limit. Postfix's cleanup writes with message_size_limit as its
+    file size limit (set_file_limit), so a queue file that would grow past it fails to be
+    written: the envelope, smtpd's Received: header and the headers cleanup adds count,
+    which smtpd's own count of the content leaves out. Refused with 552 5.3.4 and the
+    warnings of cleanup's write and of its close."""
+    limit = cfg.get_int("message_size_limit")
+    if cleaned.reply is not None or cleaned.discard or limit <= 0:
+        return cleaned
+    # Far below the limit (nearly every message) the records need not be counted: the
+    # content's cost at most twice its bytes, an envelope record (a name, an address)
+    # under a line's length.
+    env = cleaned.envelope
+    if 2 * len(cleaned.content) + 8 * 2048 * (len(env.recipients) + len(env.attrs) + 24) < limit:
+        return cleaned
+    if queue_file_size(env, cleaned.content, queue_id, cfg) <= limit:
+        return cleaned
+    notes = [*cleaned.notes, ("warning", "queue file size limit exceeded")]
+    notes.append(("table warning", "mail_stream_cleanup: close error"))
+    return Cleaned(env, cleaned.content, _TOO_BIG, notes=notes)
 
 
 def _refused(

@@ -22,7 +22,7 @@ from oxipost import _core
 from oxipost.cleanup.header import local_client
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.envelope import Envelope, Recipient
-from oxipost.qmgr.queue import MessageInfo, QueueState
+from oxipost.qmgr.queue import MessageInfo, QueueState, message_size, record_len
 
 PROG = "postcat"
 
@@ -155,6 +155,31 @@ def _recipient_records(rcpt: Recipient, kind: str) -> list[str]:
     lines.append(f"original_recipient: {rcpt.original or rcpt.address}")
     lines.append(f"{kind}: {rcpt.address}")
     return lines
+
+
+def queue_file_size(env: Envelope, content: bytes, qid: str, cfg: Config) -> int:
+    """The bytes of the queue file Postfix 3.7's cleanup writes for this message, each
+    record its type, its length (rec_put()) and its data: the envelope records as shown
+    above (the arrival time as "SECONDS MICROSECONDS", create_time as an attribute), the
+    content's (message_size()) between its M and X records, the extracted segment's and
+    the end record. What cleanup's file size limit (message_size_limit) weighs."""
+    info = MessageInfo(qid, "", 0, 0, 0, env.arrival_time, env.sender, env.recipients)
+    given, extracted = recipient_records(info, env)
+    seconds, fraction = divmod(env.arrival_time, 1)
+    size = 0
+    for line in [*envelope_records(info, env, qid, cfg), *given, *extracted]:
+        label, _, value = line.partition(": ")
+        if label == "message_size":
+            n = 6 * 15 + 5  # REC_TYPE_SIZE_FORMAT: six %15ld
+        elif label == "message_arrival_time":
+            n = len(f"{int(seconds)} {int(fraction * 1_000_000)}")
+        elif label == "create_time":
+            n = len(f"create_time={int(seconds)}")
+        else:
+            n = len(value.encode("utf-8", "surrogateescape"))
+        size += n + record_len(n)
+    # The M, X and E records, empty.
+    return size + 3 * 2 + message_size(content, cfg.get_int("line_length_limit"))
 
 
 def split_content(content: bytes) -> tuple[bytes, bytes]:

@@ -175,7 +175,7 @@ class MessageInfo:
 _LONG_LINE = 128
 
 
-def _record_len(n: int) -> int:
+def record_len(n: int) -> int:
     """Bytes of one queue file record of n bytes: its type, its length in 7-bit groups
     (Postfix's rec_put()), its data."""
     size = 2
@@ -207,7 +207,7 @@ def message_size(content: bytes, line_limit: int) -> int:
         if n < _LONG_LINE:
             continue
         pieces = [line_limit] * (n // line_limit) + [n % line_limit] if line_limit > 0 else [n]
-        size += sum(p + _record_len(p) for p in pieces) - (n + 2)
+        size += sum(p + record_len(p) for p in pieces) - (n + 2)
     return size
 
 

@@ -44,6 +44,7 @@ from oxipost import tls
 from oxipost.anvil.client import AnvilClient
 from oxipost.bounce import post_notice, transcript
 from oxipost.cleanup.header import local_client
+from oxipost.cleanup.message import size_checked
 from oxipost.cleanup.milter import MilterEditor, milter_log
 from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
@@ -1605,12 +1606,14 @@ class Session:
             env = self._forwarded_envelope(env, self.forwarded, qid)
         cleaned = None
         if self.srv.cleanup is not None:
-            cleaned = self.srv.cleanup(env, data, received, self.cfg, qid)
+            cleaned = size_checked(
+                self.srv.cleanup(env, data, received, self.cfg, qid), qid, self.cfg
+            )
             if cleaned.reply is not None:
                 cleaned.log_notes(self.srv.log, qid)
                 # A content refusal is a policy error (CLEANUP_STAT_CONT); a write error
-                # (451 4.3.0) or too many hops (554 5.4.0) is not one.
-                by_content = cleaned.reply[:9] not in ("451 4.3.0", "554 5.4.0")
+                # (451 4.3.0), too many hops (554 5.4.0) or too big (552 5.3.4) is not one.
+                by_content = cleaned.reply[:9] not in ("451 4.3.0", "554 5.4.0", "552 5.3.4")
                 await self.reply(cleaned.reply, error_class=POLICY_ERROR if by_content else 0)
                 return
             env, data = cleaned.envelope, cleaned.content
