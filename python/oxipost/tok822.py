@@ -281,6 +281,17 @@ def internalize(tok: Tok | None) -> str:
     return "".join(out)
 
 
+def operators_quoted(tok: Tok | None, internal: str) -> bool:
+    """Whether the address these tokens spell (`internal` their internal form) has its
+    '@', '!' and '%' only inside quotes ("a@b"): trivial-rewrite, which looks for them
+    among the tokens, finds no domain there and appends @$myorigin ("a@b"@$myorigin)."""
+    while tok is not None:
+        if tok.type in ("@", "!", "%"):
+            return False
+        tok = tok.next
+    return any(c in internal for c in "@!%")
+
+
 def _quoted(text: str, specials: str) -> str:
     return "".join("\\" + c if c in specials else c for c in text)
 

@@ -212,6 +212,7 @@ def test_header_address_forms_as_postfix(start_smtpd: Any) -> None:
     headers = (
         'Sender: "x\\"y" <a@b.example>\r\nFrom: Phrase <@r.example:d@b.example>\r\n'
         "Reply-To: @b.example\r\nErrors-To: @\r\nTo: e@f@g.example\r\n"
+        'Cc: "q@r", Name <"s@t">, "u v"\r\n'
     )
     seen = _same_on_both(
         start_smtpd, main_cf, _message("s@b.example", ["r@example.org"], headers), 1

@@ -39,6 +39,7 @@ HEADERS = (
     "X-Also: joe@local.test\n"
     "Mail-Followup-To: joe@local.test, (list) list-one@local.test, list-two@local.test,"
     " list-three@local.test\n"
+    'Resent-Cc: "q@r", ann@local.test\n'
 )
 COMPARED = (
     "x-mail-args",
@@ -50,6 +51,7 @@ COMPARED = (
     "subject",
     "x-also",
     "mail-followup-to",
+    "resent-cc",
 )
 
 
@@ -87,7 +89,8 @@ def test_generic_maps_rewrite_envelope_and_headers_as_postfix(tmp_path, shared_t
     (tables / "pattern").write_text(PATTERN)
     sink = free_port()
     main = (
-        "recipient_delimiter = +\n"
+        # A quoted '@' gets no @$myorigin from Postfix's cleanup: smtp sees "q@r" as it is.
+        "recipient_delimiter = +\nappend_at_myorigin = no\n"
         + f"smtp_generic_maps = texthash:{tables}/generic, regexp:{tables}/pattern\n"
     )
     message = HEADERS + "\nbody joe@local.test\n"
@@ -119,6 +122,8 @@ def test_generic_maps_rewrite_envelope_and_headers_as_postfix(tmp_path, shared_t
         # Rebuilt and folded under 70 bytes, as smtp_header_rewrite does.
         "Mail-Followup-To: joe@example.com, list-one@example.net (list),\\n"
         "\tlist-two@example.net, list-three@example.net",
+        # Rebuilt for ann: "q@r" written as quote_822_local writes it, its quotes gone.
+        "Resent-Cc: q@r, ann@example.net",
     ]
 
 

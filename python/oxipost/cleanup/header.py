@@ -254,8 +254,9 @@ _LISTED = re.compile(rf"<({_PLAIN_ADDRESS})>|({_PLAIN_ADDRESS})")
 _TOKENS_TO_JOIN = re.compile(r'["\\<\[]')
 
 
-def _rewritten(original: str, rewrite: Callable[[str], str]) -> str:
-    """An address of a header (external form) as Postfix's rewrite gives it back."""
+def _rewritten(original: str, rewrite: Callable[..., str]) -> str:
+    """An address of a header (external form) as Postfix's rewrite gives it back;
+    `rewrite` takes `domainless=True` for an address whose '@' is all in quotes."""
     external = original
     if not external:
         return external
@@ -265,14 +266,17 @@ def _rewritten(original: str, rewrite: Callable[[str], str]) -> str:
         if external == "@":
             return '""'
         external = external[external.find(":") + 1 :]
+    domainless = False
     if _TOKENS_TO_JOIN.search(external):
         # What trivial-rewrite reads: the tokens put together again, unquoted, a blank
         # between two words or before '<'.
-        internal = tok822.internalize(tok822.scan_addr(external).head)
+        head = tok822.scan_addr(external).head
+        internal = tok822.internalize(head)
+        domainless = tok822.operators_quoted(head, internal)
     else:
         internal = external
     # A quoted local part that needs no quotes counts as rewritten too.
-    rewritten = rewrite(internal)
+    rewritten = rewrite(internal, domainless=True) if domainless else rewrite(internal)
     if rewritten == internal == original and original.count("@") == 1 and original[0] != "@":
         return original
     return quote_local(rewritten)
@@ -280,7 +284,7 @@ def _rewritten(original: str, rewrite: Callable[[str], str]) -> str:
 
 def rewrite_header_value(
     value: str,
-    rewrite: Callable[[str], str],
+    rewrite: Callable[..., str],
     limit: int = 0,
     warn: Callable[[str], None] | None = None,
 ) -> str | None:
@@ -392,15 +396,15 @@ def rewrite_header(state: CleanupState, text: str, name: str, context: str) -> s
         rewrite = partial(rewrite_address, state.cfg, context=context)
         return rewrite_header_text(text, rewrite, limit, warn, state.opts.header_size_limit)
 
-    def one(address: str) -> str:
-        return canonical(state, rewrite_address(state.cfg, address, context), kind)
+    def one(address: str, domainless: bool = False) -> str:
+        return canonical(state, rewrite_address(state.cfg, address, context, domainless), kind)
 
     return rewrite_header_text(text, one, limit, warn, state.opts.header_size_limit)
 
 
 def rewrite_header_text(
     text: str,
-    rewrite: Callable[[str], str],
+    rewrite: Callable[..., str],
     limit: int = 0,
     warn: Callable[[str], None] | None = None,
     size_limit: int = 0,

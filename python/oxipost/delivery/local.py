@@ -614,10 +614,9 @@ async def _member(ctx: Ctx, item: str, calls: int = LEVEL_MEMBER) -> Outcome:
     # '@', '!' and '%' among the tokens: ones in quotes only ("a@b") leave the address
     # without a domain, and it gets @$myorigin ("a@b"@$myorigin).
     toks = tok822.scan(item)
-    internal = tok822.internalize(toks[0] if toks else None)
-    operators = any(t.type in ("@", "!", "%") for t in toks)
-    domainless = not operators and any(c in internal for c in "@!%")
-    address = rewrite_address(cfg, internal, domainless=domainless)
+    head = toks[0] if toks else None
+    internal = tok822.internalize(head)
+    address = rewrite_address(cfg, internal, domainless=tok822.operators_quoted(head, internal))
     try:
         resolved = resolve(address, cfg)
     except Exception as e:

@@ -1102,7 +1102,7 @@ async def _auth(s: Session, creds: tuple[str, str], mechs: list[str], p: Params)
         )
 
 
-def _generic_map(p: Params) -> Callable[[str], str] | None:
+def _generic_map(p: Params) -> Callable[..., str] | None:
     """smtp_generic_maps' mapping of one address (Postfix's smtp_map11 calls in
     smtp_proto.c), None without tables: looked up as canonical(5) (a pattern table sees
     the whole address only), the result's first address out; the null address stays.
@@ -1118,7 +1118,9 @@ def _generic_map(p: Params) -> Callable[[str], str] | None:
     tables = [open_table(spec, p.cfg) for spec in specs]
     propagate = propagate_extension(p.cfg, "generic")
 
-    def one(address: str) -> str:
+    def one(address: str, domainless: bool = False) -> str:
+        # The address is looked up as it is, quoted '@' or not: smtp's mapping has no
+        # trivial-rewrite step that would add a domain (`domainless` changes nothing).
         if not address:
             return address
         try:
@@ -1313,7 +1315,7 @@ def _break_note(queue_id: str, p: Params) -> str:
     return f"{queue_id}: breaking line > {p.get('line_length_limit')} bytes with <CR><LF>SPACE"
 
 
-def _generic_header(generic: Callable[[str], str], text: str) -> str:
+def _generic_header(generic: Callable[..., str], text: str) -> str:
     """A primary header with smtp_generic_maps applied when it is a sender or recipient
     header."""
     if header_name(text) in ADDRESS_HEADERS:
