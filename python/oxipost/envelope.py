@@ -122,6 +122,9 @@ class Entry:
     relay: str = ""
     # Outcome.diagnostic's.
     diagnostic: str = ""
+    # Delivered with NOTIFY=SUCCESS still on (no alias or .forward took it off on the way,
+    # as luser_relay does not): its own success report, as Postfix's sent() traces it.
+    success: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -196,7 +199,8 @@ _ENV_FIELDS = tuple(f for f in Envelope.__dataclass_fields__ if f not in ("recip
 
 def outcome_to_list(o: Outcome) -> list[object]:
     entries = [
-        [e.address, e.original, e.status, e.text, e.agent, e.relay, e.diagnostic] for e in o.entries
+        [e.address, e.original, e.status, e.text, e.agent, e.relay, e.diagnostic, e.success]
+        for e in o.entries
     ]
     return [o.status, o.text, o.relay, o.site, entries, o.agent, o.diagnostic]
 

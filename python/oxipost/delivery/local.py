@@ -86,6 +86,7 @@ never root).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
@@ -165,15 +166,20 @@ class Trace:
     # done (True). One met again while it is expanded is its user listing itself: the
     # mailbox; one met again once done has been delivered already.
     dotforwards: dict[str, bool] = field(default_factory=dict)
-    # unknown.c's "deliver_unknown LOCAL" filter: a local part given to luser_relay once;
-    # met again (a luser_relay naming no user), it is bounced as unknown.
-    lusers: set[str] = field(default_factory=set)
+    # unknown.c's "deliver_unknown LOCAL" filter: a local part given to luser_relay once,
+    # being relayed (False) or done (True). Met again while relayed (a luser_relay naming
+    # no user), it is bounced as unknown; met again once done, it has been delivered.
+    lusers: dict[str, bool] = field(default_factory=dict)
     # include.c's "include UID PATH" filter: an :include: file is expanded once with
     # the same rights (root's for a root-owned alias table, where the file's owner's
     # come later), however many aliases list it.
     includes: set[tuple[int, str]] = field(default_factory=set)
     # file.c's "file UID PATH" filter: a /file written once with the same rights.
     files: set[tuple[int, str]] = field(default_factory=set)
+    # command.c's "command USER:UID COMMAND" filter: a |command run once for the same
+    # user with the same rights, once its policy allows it (an alias met again, through
+    # luser_relay say, runs its commands no more).
+    commands: set[tuple[str, int, str]] = field(default_factory=set)
     # mailbox.c's "mailbox LOCAL" filter: a user's mailbox delivered once, however many
     # addresses of the expansion reach it.
     mailboxes: set[str] = field(default_factory=set)
@@ -516,10 +522,40 @@ async def _file(ctx: Ctx, path: str) -> Outcome:
     # A device (/dev/null) takes the message as it is, and a dotlock that cannot be made
     # beside a file is a warning, as Postfix's deliver_file lets them.
     locks = {**_FILE_LOCKS, **lock_options(cfg, "mailbox_delivery_lock")}
+    missing = _missing_directory(path)
+    if missing is not None:
+        # file.c creates no directory (the mailbox writer would): its dotlock and then
+        # the file itself fail on the name.
+        how, why = missing
+        if locks.get("dotlock"):
+            log.warning("unable to create lock file %s.lock: %s", path, why)
+        return Outcome("5.2.0", f"cannot append message to file {path}: {how}: {why}")
     out = await mbox(path, ctx.sender, prefix, ctx.req.content, locks, ids, cfg, log.warning)
     if out.delivered:
         return Outcome("2.0.0", f"delivered to file: {path}")
     return Outcome(out.status, f"cannot append message to file {path}: {out.text}")
+
+
+def _missing_directory(path: str) -> tuple[str, str] | None:
+    """Why path's directory cannot hold it, as safe_open() says it (its lstat() finding no
+    name: the create fails on the missing directory; a parent not a directory: the open
+    fails) and its strerror; None when the directory is there."""
+    try:
+        os.lstat(path)
+        return None
+    except FileNotFoundError:
+        try:
+            if stat.S_ISDIR(os.stat(os.path.dirname(path) or "/").st_mode):
+                return None
+        except FileNotFoundError:
+            return "cannot create file exclusively", os.strerror(errno.ENOENT)
+        except OSError:
+            pass
+        return None
+    except NotADirectoryError:
+        return "cannot open file", os.strerror(errno.ENOTDIR)
+    except OSError:
+        return None
 
 
 def _home_path(ctx: Ctx, item: str) -> str | Outcome:
@@ -535,13 +571,22 @@ def _home_path(ctx: Ctx, item: str) -> str | Outcome:
     return Outcome("5.3.5", "mail system configuration error")
 
 
-def _record(ctx: Ctx, out: Outcome) -> Outcome:
+def _record(ctx: Ctx, out: Outcome, traced: bool = True) -> Outcome:
     """out, kept as what happened to the recipient at hand (Postfix's sent(),
-    bounce_append() or defer_append() with its msg_attr)."""
+    bounce_append() or defer_append() with its msg_attr); traced False: not a delivery
+    of its own for a success notice (the forwarding of what an expansion sent on)."""
     rcpt = ctx.rcpt
+    success = traced and out.delivered and "SUCCESS" in rcpt.notify
     ctx.trace.entries.append(
         Entry(
-            rcpt.address, rcpt.original, out.status, out.text, out.agent, out.relay, out.diagnostic
+            rcpt.address,
+            rcpt.original,
+            out.status,
+            out.text,
+            out.agent,
+            out.relay,
+            out.diagnostic,
+            success,
         )
     )
     return out
@@ -582,6 +627,11 @@ async def _expand(ctx: Ctx, items: list[tok822.Tok]) -> Outcome:
             item = home
         if item.startswith("|"):
             if _allowed(cfg, "allow_mail_to_commands", ctx.source):
+                user = split_address(ctx.rcpt.address, cfg.get("recipient_delimiter")).user
+                run = (user.lower(), ctx.ids[0] if ctx.ids else 0, item[1:])
+                if run in ctx.trace.commands:
+                    continue  # run already for this user: nothing to log
+                ctx.trace.commands.add(run)
                 out = await _command(ctx, item[1:])
             else:
                 out = Outcome("5.7.1", "mail to command is restricted")
@@ -817,16 +867,20 @@ async def _unknown(ctx: Ctx, user: str) -> Outcome | None:
         return passed
     relay = cfg.raw("luser_relay") or ""
     local = split_address(ctx.rcpt.address, "").localpart.lower()
-    if not relay.strip() or local in ctx.trace.lusers:
+    if not relay.strip():
         return None
-    ctx.trace.lusers.add(local)
+    if local in ctx.trace.lusers:
+        return Outcome("2.0.0", "") if ctx.trace.lusers[local] else None
+    ctx.trace.lusers[local] = False
     try:
         address, _undefined = _local_expand(relay, _attributes(ctx), None)
     except ExpandError:
         log.warning("bad parameter value syntax for luser_relay: %s", relay)
         return _record(ctx, Outcome("4.3.5", "mail system configuration error"))
     ctx.trace.expanded = True
-    return await _member(ctx, address.strip(), LEVEL_LUSER)
+    out = await _member(ctx, address.strip(), LEVEL_LUSER)
+    ctx.trace.lusers[local] = True
+    return out
 
 
 def _no_such_user(ctx: Ctx, user: str) -> Outcome:
@@ -1040,7 +1094,7 @@ async def deliver_one(req: DeliveryRequest, rcpt: Recipient) -> Outcome:
     if not any(r.status.startswith("4") for r in results):
         for (delivered, sender), rcpts in trace.forwards.items():
             forwarded = await _forward(req, delivered, sender, rcpts)
-            results.append(_record(ctx, forwarded))
+            results.append(_record(ctx, forwarded, traced=False))
             if not forwarded.delivered:
                 break
     worst = _worst(results) or Outcome("2.0.0", "alias expands to nothing")

@@ -857,6 +857,14 @@ class Qmgr:
                         action="relayed" if relayed else "",
                     )
                 )
+            elif kind == "success" and any(e.success for e in out.entries):
+                # Relayed on by luser_relay, which leaves NOTIFY alone (unknown.c): each
+                # delivery reports itself.
+                for e in out.entries:
+                    if e.success:
+                        member = replace(rcpt, address=e.address, original=e.original)
+                        done = Outcome(e.status, via + e.text)
+                        reports.append(bounce.Report(member, done, diagnostic=e.diagnostic))
             elif kind == "success":
                 # The members were sent on without SUCCESS: the expansion is what reports
                 # it (alias.c).
