@@ -517,10 +517,12 @@ def _lines(log: str) -> tuple[list[str], dict[str, int]]:
             # The message's in whole seconds: where the sinks' waits went (before the
             # session was ready, the third of delays=, or after, the fourth), not the noise
             # below a second. A notice's depend on when it was queued (two notices queued
-            # at once contend for the mailbox's lock): set aside.
+            # at once contend for the mailbox's lock), and a local delivery's on nothing a
+            # sink does (Postfix's local(8) now and then took a second): set aside.
             whole = [str(int(float(v))) for v in d.groups()]
             same = f"delay={whole[0]}, delays={'/'.join(whole[1:])}, "
-            text = text.replace(d.group(0), same if text.startswith("QID: ") else "delay=D, ")
+            kept = text.startswith("QID: ") and "relay=local," not in text
+            text = text.replace(d.group(0), same if kept else "delay=D, ")
         text = re.sub(r"<\d{14}\.", "<STAMP.", text)
         out.append(f"{program}: {text}")
     return sorted(out), sizes
