@@ -197,6 +197,13 @@ def _subdomain_param(cfg: Config, name: str) -> bool:
     return name in cfg.get_list(_SUBDOMAIN_PARAMS)
 
 
+def domain_list_match(cfg: Config, param: str, domain: str) -> bool:
+    """Whether `domain` is in the domain list `param` (Postfix's domain_list_match):
+    match_domain, parent domains too when parent_domain_matches_subdomains names it.
+    TableError propagates."""
+    return match_domain(cfg, cfg.get_list(param), domain, _subdomain_param(cfg, param), param)
+
+
 def _interface_addresses(cfg: Config) -> set[str]:
     out: set[str] = set()
     for name in ("inet_interfaces", "proxy_interfaces"):
@@ -324,8 +331,7 @@ def resolve(address: str, cfg: Config, sender: str | None = None) -> Resolution:
         nexthop = nexthop or ldomain
         flags |= RESOLVE_FLAG_FINAL
     else:
-        subdomains = _subdomain_param(cfg, "relay_domains")
-        if match_domain(cfg, cfg.get_list("relay_domains"), ldomain, subdomains, "relay_domains"):
+        if domain_list_match(cfg, "relay_domains", ldomain):
             addr_class = RESOLVE_CLASS_RELAY
             channel = cfg.get("relay_transport")
         else:

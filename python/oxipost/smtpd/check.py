@@ -56,6 +56,7 @@ from oxipost.rewrite.resolve import (
     RESOLVE_CLASS_RELAY,
     RESOLVE_CLASS_VIRTUAL,
     Resolution,
+    domain_list_match,
     match_domain,
     resolve,
     split_internal,
@@ -1180,11 +1181,8 @@ class Checker:
         """The obsolete check_relay_domains: a client whose name relay_domains lists may
         send anywhere, any client to a destination we serve; others are refused."""
         self._obsolete("check_relay_domains", '"reject_unauth_destination"')
-        subdomains = "relay_domains" in self.cfg.get_list("parent_domain_matches_subdomains")
         try:
-            client_listed = match_domain(
-                self.cfg, self.cfg.get_list("relay_domains"), st.name, subdomains, "relay_domains"
-            )
+            client_listed = domain_list_match(self.cfg, "relay_domains", st.name)
         except _TABLE_ERRORS as e:
             raise _failure(e) from None
         if client_listed:
