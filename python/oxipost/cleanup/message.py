@@ -51,8 +51,8 @@ from oxipost.cleanup.addr import (
     process_sender,
 )
 from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_rewrite_context
+from oxipost.cleanup.records import queue_file_size
 from oxipost.cleanup.state import Cleaned, CleanupState, TableNotes, cleanup_config
-from oxipost.cli.postcat import queue_file_size
 from oxipost.delivery.address import quote_local
 from oxipost.envelope import Envelope, Recipient
 from oxipost.maildate import mail_date
