@@ -13,14 +13,12 @@ TEXT" on stderr, and the same line in the log when this process may write it.
 
 from __future__ import annotations
 
-import os
 import pwd
-import sys
 from collections.abc import Sequence
 
 from oxipost import match_list
 from oxipost.config import Config
-from oxipost.log import get_logger
+from oxipost.log import command_message
 from oxipost.maps import TableError, fold, folds_utf8
 
 
@@ -71,11 +69,4 @@ def string_patterns_match(
 
 def deny(cfg: Config, prog: str, text: str) -> None:
     """Say "PROG: fatal: TEXT" on stderr and in the log, as a Postfix command's msg_fatal."""
-    print(f"{prog}: fatal: {text}", file=sys.stderr)
-    maillog = cfg.get("maillog_file")
-    # A user's command cannot append to mail_owner's maillog_file (Postfix's go through
-    # postlogd); syslog takes anyone's lines.
-    if not maillog or os.access(maillog, os.W_OK):
-        log = get_logger(prog, cfg)
-        log.fatal_line(text)
-        log.close()
+    command_message(cfg, prog, text, fatal=True)

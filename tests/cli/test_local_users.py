@@ -119,8 +119,8 @@ def test_local_user_lists_the_queue_through_showq(oxi: Oxipost) -> None:
 
 def test_flush_site_and_id_answers_as_postfix(oxi: Oxipost) -> None:
     """postqueue -s for a site outside fast_flush_domains ($relay_domains, empty here) is
-    refused as Postfix's flush service refuses it; a listed site, and a queue ID no longer
-    queued, are accepted (exit 0), as Postfix accepts them."""
+    refused as Postfix's flush service refuses it, the fatal line logged too; a listed
+    site, and a queue ID no longer queued, are accepted (exit 0), as Postfix accepts them."""
     cfg, qid = _deferred(oxi, "fast_flush_domains = example.net\n")
     conf = str(oxi.conf)
     denied = run_ours("postqueue", "-c", conf, "-s", "example.org")
@@ -128,6 +128,11 @@ def test_flush_site_and_id_answers_as_postfix(oxi: Oxipost) -> None:
         69,
         'postqueue: fatal: Flush service is not configured for destination "example.org"\n',
     )
+    assert re.search(
+        r"postfix/postqueue\[\d+\]: fatal: Flush service is not configured for destination"
+        r' "example\.org"\n',
+        oxi.log(),
+    ), oxi.log()
     for args in (["-s", "example.net"], ["-i", "NOSUCHID0"]):
         done = run_ours("postqueue", "-c", conf, *args)
         assert (done.returncode, done.stderr) == (0, ""), args

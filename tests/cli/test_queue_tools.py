@@ -21,7 +21,7 @@ from oxipost.config import load_config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import Queue, QueueState
 
-from tests.conftest import run_ours, run_postfix
+from tests.conftest import main_cf_with, run_ours, run_postfix
 
 pytestmark = pytest.mark.postfix
 
@@ -225,11 +225,12 @@ def test_postcat_unknown_id_matches_postfix(real_postfix, ours):
     assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)
 
 
-def stopped_postfix(d: Path) -> str:
+def stopped_postfix(d: Path, main_cf: str = "") -> str:
     """The configuration directory of a Postfix that is not running, in d, its public/ as
-    its postfix-files has it (postfix:postdrop 0710)."""
+    its postfix-files has it (postfix:postdrop 0710); main_cf's settings added."""
     (d / "conf").mkdir(parents=True)
-    (d / "conf" / "main.cf").write_text(f"compatibility_level = 3.6\nqueue_directory = {d}/spool\n")
+    base = f"compatibility_level = 3.6\nqueue_directory = {d}/spool\n"
+    (d / "conf" / "main.cf").write_text(main_cf_with(base, main_cf))
     shutil.copy("/usr/share/postfix/master.cf.dist", d / "conf" / "master.cf")
     (d / "spool" / "public").mkdir(parents=True)
     shutil.chown(d / "spool" / "public", "postfix", "postdrop")
@@ -244,6 +245,37 @@ def test_flush_without_qmgr_matches_postfix(tmp_path, ours):
         mine, theirs = both("postqueue", real, ours, *args)
         assert theirs.returncode == 69 and "mail system is down" in theirs.stderr
         assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr), args
+
+
+FLUSH_SITES = "myhostname = mx.example.test\nmydestination = localhost, $myhostname\n"
+
+
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        "fast_flush_domains = p.example\nparent_domain_matches_subdomains = relay_domains\n",
+        "fast_flush_domains = p.example\n",
+        "compatibility_level = 0\n",
+        "compatibility_level = 0\nfast_flush_domains = $relay_domains\n",
+    ],
+    ids=["no-parent-match", "parent-match", "compat-0", "compat-0-set"],
+)
+def test_flush_site_eligibility_matches_postfix(tmp_path, main_cf):
+    # postqueue -s asks fast_flush_domains itself before the mail system (stopped here):
+    # a site it does not list is "not configured", a listed one "mail system is down";
+    # a subdomain is listed only where parent_domain_matches_subdomains names the list, and
+    # compatibility_level 0's $mydestination (relay_domains, fast_flush_domains unset) says
+    # so at each use.
+    real = stopped_postfix(tmp_path / "real", FLUSH_SITES + main_cf)
+    conf = tmp_path / "ox"
+    conf.mkdir()
+    (conf / "main.cf").write_text(f"queue_directory = {tmp_path}/ox-queue\n{FLUSH_SITES}{main_cf}")
+    for site in ("p.example", "s.p.example", "localhost", "a.mx.example.test"):
+        mine, theirs = both("postqueue", real, str(conf), "-s", site)
+        assert theirs.returncode == 69, theirs.stderr
+        assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr), site
+        if site == "localhost" and main_cf == "compatibility_level = 0\n":
+            assert "relay_domains=$mydestination" in theirs.stderr, theirs.stderr
 
 
 def test_flush_arguments_checked_as_postfix(real_postfix, ours):

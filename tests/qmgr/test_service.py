@@ -508,8 +508,13 @@ def test_message_size_counts_the_records_of_long_lines(
 
 def test_control_socket_answers_each_client_once(tmp_path, qmgr_proc):
     """A client that sends nothing hears "empty request"; an unknown operation is named in
-    the error; one whose request does not decode is closed on unanswered; qmgr goes on."""
-    cfg = make_conf(tmp_path, "default_transport = discard\n")
+    the error; one whose request does not decode is closed on unanswered; qmgr goes on.
+    flush-site refuses a site fast_flush_domains does not list: a subdomain of a listed one
+    where parent_domain_matches_subdomains leaves the list out."""
+    no_parent = "parent_domain_matches_subdomains = relay_domains\n"
+    cfg = make_conf(
+        tmp_path, f"default_transport = discard\nfast_flush_domains = example.net\n{no_parent}"
+    )
     p = start_qmgr(cfg)
     qmgr_proc.append(p)
     wait_socket(cfg, p)
@@ -533,4 +538,10 @@ def test_control_socket_answers_each_client_once(tmp_path, qmgr_proc):
     }
     assert raw(b"\xc1") == b""
     assert control(cfg, {"op": "flush"}) == {"ok": True, "count": 0}
+    assert control(cfg, {"op": "flush-site", "site": "example.net"}) == {"ok": True, "count": 0}
+    assert control(cfg, {"op": "flush-site", "site": "sub.example.net"}) == {
+        "ok": False,
+        "denied": True,
+        "error": "sub.example.net: not in fast_flush_domains",
+    }
     stop(p)

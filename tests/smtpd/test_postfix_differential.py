@@ -2288,6 +2288,48 @@ def test_etrn_access_actions_logged_as_postfix(start_smtpd) -> None:
     assert _transaction_lines(both.ours, wanted) == expected
 
 
+# compatibility_level 0 refuses to start smtpd without a relay restriction.
+OLD_COMPAT = (
+    "compatibility_level = 0\n"
+    "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "main_cf",
+    [
+        "fast_flush_domains = p.example\nparent_domain_matches_subdomains = relay_domains\n",
+        "fast_flush_domains = p.example\n",
+        OLD_COMPAT,
+        OLD_COMPAT + "fast_flush_domains = $relay_domains\n",
+    ],
+    ids=["no-parent-match", "parent-match", "compat-0", "compat-0-set"],
+)
+def test_etrn_fast_flush_domains_as_postfix(start_smtpd, main_cf: str) -> None:
+    """ETRN asks fast_flush_domains as Postfix's domain_list_match: a subdomain of a listed
+    domain only while parent_domain_matches_subdomains names fast_flush_domains (Postfix
+    3.7's default does, at every compatibility_level). Below compatibility_level 2, with
+    relay_domains and fast_flush_domains unset, the list is $mydestination, and each ETRN
+    it lets through logs "using backwards-compatible default setting relay_domains=
+    $mydestination to flush mail for domain ..."; with fast_flush_domains set, even to
+    $relay_domains, nothing is logged. The replies and log lines of Postfix 3.7."""
+    sites = ["p.example", "s.p.example", "mx.example.test", "a.mx.example.test"]
+    dialogue = ["EHLO c.example", *(f"ETRN {site}" for site in sites), "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    assert both.our_replies[1:] == both.their_replies[1:]
+    wanted = r"ETRN|default setting relay_domains="
+    expected = _transaction_lines(both.theirs, wanted)
+    assert _transaction_lines(both.ours, wanted) == expected
+    if main_cf.startswith("fast_flush_domains = p.example\nparent"):
+        assert both.their_replies[3] == "459 <s.p.example>: service unavailable"
+    if main_cf == OLD_COMPAT:
+        assert expected[-1] == (
+            "using backwards-compatible default setting relay_domains=$mydestination to flush"
+            ' mail for domain "a.mx.example.test"'
+        ), expected
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("delay_reject", ["yes", "no"])
 def test_access_actions_without_mail_from_skipped_as_postfix(

@@ -34,7 +34,9 @@ fatal error exits 69 (EX_UNAVAILABLE), as Postfix's postqueue:
         name or address literal; checked first)
     postqueue: fatal: Cannot flush queue ID - invalid name: "ID"
     postqueue: fatal: Flush service is not configured for destination "SITE"  (-s for a
-        site fast_flush_domains does not list)
+        site fast_flush_domains does not list, judged before qmgr is asked; also logged)
+    postqueue: using backwards-compatible default setting relay_domains=$mydestination to
+        flush mail for domain "SITE"   (also logged; oxipost.qmgr.control.flush_site_ok)
     postqueue: fatal: User NAME(UID) is not allowed to view the mail queue   (or "flush";
         also logged)
     postqueue: invalid option -- 'x' / postqueue: fatal: usage: postqueue -f | ...
@@ -54,7 +56,9 @@ from typing import Any
 from oxipost import user_acl
 from oxipost.cli.postdrop import POSTQUEUE_DOOR, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
+from oxipost.log import command_message
 from oxipost.qmgr import control, showq
+from oxipost.qmgr.control import flush_site_ok
 from oxipost.qmgr.queue import QueueState
 from oxipost.valid import queue_id_ok, valid_hostname, valid_mailhost_literal
 
@@ -69,6 +73,11 @@ NO_PERMISSION = (errno.EACCES, errno.EPERM)
 def _fatal(text: str, status: int = EX_UNAVAILABLE) -> int:
     print(f"{PROG}: fatal: {text}", file=sys.stderr)
     return status
+
+
+def _not_configured(cfg: Config, site: str) -> int:
+    command_message(cfg, PROG, f'Flush service is not configured for destination "{site}"', True)
+    return EX_UNAVAILABLE
 
 
 def _warning(text: str) -> None:
@@ -176,6 +185,10 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
         return EX_UNAVAILABLE
     req: dict[str, object] = {"op": "flush"}
     if flag == "-s":
+        # Judged here first, as Postfix's flush_send_site does in postqueue: a site that is
+        # not eligible is refused even with the mail system down.
+        if not flush_site_ok(cfg, value, lambda text: command_message(cfg, PROG, text)):
+            return _not_configured(cfg, value)
         req = {"op": "flush-site", "site": value}
     elif flag == "-i":
         req = {"op": "flush-id", "id": value}
@@ -192,7 +205,7 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
             _warning(f"connect to public/{cfg.get('flush_service_name')}: {why}")
         return _fatal("Cannot flush mail queue - mail system is down")
     if reply.get("denied"):
-        return _fatal(f'Flush service is not configured for destination "{value}"')
+        return _not_configured(cfg, value)
     if not reply.get("ok"):
         return _fatal(str(reply.get("error", "flush failed")))
     return 0

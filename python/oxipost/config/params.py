@@ -326,6 +326,8 @@ _COMPAT_BREAKS = (
     ("smtpd_relay_restrictions", (1, 0, 0)),
     ("mynetworks_style", (2, 0, 0)),
     ("relay_domains", (2, 0, 0)),
+    # Its default, $relay_domains, is relay_domains' older one only while that is unset.
+    ("fast_flush_domains", (2, 0, 0)),
     ("smtpd_relay_before_recipient_restrictions", (3, 6, 0)),
 )
 
@@ -343,6 +345,7 @@ def compat_breaks(cfg: Config) -> frozenset[str]:
             and not _is_set(cfg, name)
             # mynetworks' style matters only where mynetworks is not set.
             and not (name == "mynetworks_style" and _is_set(cfg, "mynetworks"))
+            and not (name == "fast_flush_domains" and _is_set(cfg, "relay_domains"))
         )
     return found  # type: ignore[return-value]
 

@@ -13,6 +13,14 @@ A client sends one msgpack request and reads one msgpack reply, then closes:
 Replies are {"ok": True, "count": N} (a super request's also "ids", those it changed) or
 {"ok": False, "error": "text"}. `QmgrDown` means
 nothing answers: the tools then say what Postfix's say ("mail system is down").
+
+Before a flush-site request, its sender asks `flush_site_ok` whether fast_flush_domains
+lists the site, as Postfix's flush_send_site does before it asks the flush service:
+fast_flush_domains is a domain list (parent domains as parent_domain_matches_subdomains
+says), and its backwards-compatible default (compatibility_level below 2, relay_domains and
+fast_flush_domains unset: $mydestination) is named in a line at each use:
+    using backwards-compatible default setting relay_domains=$mydestination to flush mail
+        for domain "SITE"
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from typing import Any
 import msgpack
 
 from oxipost.config import Config
+from oxipost.config.params import compat_breaks
+from oxipost.rewrite.resolve import domain_list_match
 
 TIMEOUT = 30.0
 WAKE_TIMEOUT = 5.0
@@ -64,6 +74,19 @@ def request(cfg: Config, req: dict[str, object], timeout: float = TIMEOUT) -> di
     except OSError as e:
         raise QmgrDown(f"{path}: {e.strerror or e}", e.errno or 0) from None
     raise QmgrDown(f"{path}: no reply")
+
+
+def flush_site_ok(cfg: Config, site: str, info: Callable[[str], object] | None = None) -> bool:
+    """Whether site may be flushed (fast_flush_domains lists it); where the older default
+    let it, that line goes to info. TableError propagates."""
+    if not domain_list_match(cfg, "fast_flush_domains", site):
+        return False
+    if info is not None and "fast_flush_domains" in compat_breaks(cfg):
+        info(
+            "using backwards-compatible default setting relay_domains=$mydestination"
+            f' to flush mail for domain "{site}"'
+        )
+    return True
 
 
 async def wakeup(cfg: Config) -> None:

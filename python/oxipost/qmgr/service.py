@@ -85,6 +85,7 @@ from oxipost.flow import FlowPipe, FlowProducer
 from oxipost.log import Logger, format_tv, get_logger
 from oxipost.maps import TableError
 from oxipost.pickup.maildrop import requeue
+from oxipost.qmgr.control import flush_site_ok
 from oxipost.qmgr.queue import (
     Deferral,
     MessageInfo,
@@ -94,7 +95,7 @@ from oxipost.qmgr.queue import (
     QueueWriteError,
 )
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
-from oxipost.rewrite.resolve import match_domain, open_rewrite_tables, resolve
+from oxipost.rewrite.resolve import open_rewrite_tables, resolve
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.verify import client as verify_client
 
@@ -1042,9 +1043,7 @@ class Qmgr:
             self.sched.flush(now)
         elif op in ("flush-site", "flush-id"):
             site = str(req.get("site", ""))
-            if op == "flush-site" and not match_domain(
-                self.cfg, self.cfg.get_list("fast_flush_domains"), site, True, "fast_flush_domains"
-            ):
+            if op == "flush-site" and not flush_site_ok(self.cfg, site):
                 # Postfix's flush server answers FLUSH_STAT_DENY.
                 return {"ok": False, "denied": True, "error": f"{site}: not in fast_flush_domains"}
             ids = self._site_messages(site) if op == "flush-site" else []

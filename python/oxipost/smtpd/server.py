@@ -56,7 +56,8 @@ from oxipost.maps import TableError, open_table
 from oxipost.maps.search import maps_find_warned
 from oxipost.milter import MilterConf, milter_conf
 from oxipost.printable import escape, printable
-from oxipost.rewrite.resolve import match_domain, split_address, split_internal, unquote_822_local
+from oxipost.qmgr.control import flush_site_ok
+from oxipost.rewrite.resolve import split_address, split_internal, unquote_822_local
 from oxipost.smtpd import replies as R
 from oxipost.smtpd.check import (
     NAME_NOT_FOUND,
@@ -1911,8 +1912,7 @@ class Session:
         if reply is not None:
             await self._reject(reply)
             return
-        flush_domains = self.cfg.get_list("fast_flush_domains")
-        if not match_domain(self.cfg, flush_domains, domain, True, "fast_flush_domains"):
+        if not flush_site_ok(self.cfg, domain, self.srv.log.info):
             # etrn_cmd's warning for the flush service's FLUSH_STAT_DENY.
             self.srv.log.warning(f"reject: ETRN {domain[:100]}... from {self.state.namaddr}")
             await self.reply(R.ETRN_UNAVAILABLE.format(domain=domain))
