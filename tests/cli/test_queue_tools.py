@@ -417,3 +417,58 @@ def test_maildrop_listed_and_deleted_as_postfix(shared_tmp):
     assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
     mine, theirs = both("postqueue", real, ours, "-p")
     assert mine.stdout == theirs.stdout == "Mail queue is empty\n"
+
+
+def _add_odd_entries(maildrop: Path) -> None:
+    """What else may sit in a maildrop/ (it is writable by postdrop's group): files not
+    named like a queue ID (a dot file, an old-style name), one being written (its owner
+    without rwx: not READY), subdirectories, a symlink and a dangling one."""
+    for name, mode in (
+        (".dotfile", 0o744),
+        ("notqid", 0o744),
+        ("1A2B3C.12345.1.host", 0o744),
+        (".inprogress", 0o644),
+        ("ABCDEF12345", 0o644),
+    ):
+        (maildrop / name).write_bytes(b"junk\n")
+        (maildrop / name).chmod(mode)
+    (maildrop / "A").mkdir()
+    (maildrop / "subdir").mkdir(exist_ok=True)
+    (maildrop / "subdir" / "f").write_bytes(b"x\n")
+    (maildrop / "SYMLINK1").symlink_to("/etc/passwd")
+    (maildrop / "DANGLING").symlink_to("/nonexistent")
+
+
+def test_maildrop_odd_names_deleted_as_postfix(shared_tmp):
+    # -d QID deletes only a whole message (mail_open_ok): a directory or symlink by that
+    # name is warned of, twice (postsuper's two passes), a file being written stays.
+    # -d ALL removes everything, whatever its name, and counts what lstat() calls READY
+    # (a symlink too); a subdirectory with something in it stays, warned of.
+    real = _submit_without_pickup(shared_tmp / "real", "postfix")
+    ours = _submit_without_pickup(shared_tmp / "ours", "ours")
+    drops = [shared_tmp / who / "spool" / "maildrop" for who in ("real", "ours")]
+    for d in drops:
+        _add_odd_entries(d)
+    for name in ("ABCDEF12345", "A", "SYMLINK1", ".dotfile", "notqid"):
+        mine, theirs = both("postsuper", real, ours, "-d", name, "maildrop")
+        assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr), name
+    assert theirs.stderr == "postsuper: notqid: removed\npostsuper: Deleted: 1 message\n"
+    mine, theirs = both("postsuper", real, ours, "-d", "ALL", "maildrop")
+    assert theirs.stderr == (
+        "postsuper: warning: remove subdirectory maildrop/subdir: Directory not empty\n"
+        "postsuper: Deleted: 8 messages\n"
+    )
+    assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
+    left = [sorted(os.listdir(d)) for d in drops]
+    assert left[0] == left[1] == ["subdir"]
+    # -d ALL without a queue takes maildrop/ among the others (Postfix's stops at a
+    # missing queue directory: its logfile directories too).
+    for q in ("defer", "bounce", "flush"):
+        (shared_tmp / "real" / "spool" / q).mkdir(mode=0o700)
+        shutil.chown(shared_tmp / "real" / "spool" / q, "postfix")
+    for d in drops:
+        _add_odd_entries(d)
+    mine, theirs = both("postsuper", real, ours, "-d", "ALL")
+    assert "Deleted: 5 messages\n" in theirs.stderr
+    assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
+    assert sorted(os.listdir(drops[0])) == sorted(os.listdir(drops[1]))

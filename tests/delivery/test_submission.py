@@ -106,7 +106,7 @@ def test_postdrop_refuses_garbage_and_accepts_a_record(tmp_path):
     assert r.returncode == 0, r.stderr
     (f,) = _maildrop(tmp_path)
     assert msgpack.unpackb(f.read_bytes())["recipients"] == ["c@d"]
-    assert oct(f.stat().st_mode & 0o777) == "0o444"
+    assert oct(f.stat().st_mode & 0o777) == "0o744"
 
 
 def test_pickup_extracts_cleans_and_queues(tmp_path):

@@ -14,20 +14,26 @@ run in Postfix's order (delete, expire, hold, release, requeue). Summary lines o
 Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from hold: N`,
 `Requeued: N`. While qmgr runs (it holds the state lock) the request goes to qmgr. -d
 also deletes in the maildrop queue (what pickup has not taken yet: local submissions, what
--r put there), as Postfix's does; the other actions accept `maildrop` as the queue and
-find nothing there, as Postfix's.
+-r put there), as Postfix's does: -d ALL empties it whatever the names there and counts
+the whole messages (READY) among them; the other actions accept `maildrop` as the queue
+and find nothing there, as Postfix's.
+
+Diagnostics, as Postfix's: `warning: remove subdirectory maildrop/NAME: ...` (-d ALL),
+`warning: maildrop/QID: uid N: not a regular file` (-d QID), `fatal: remove file
+maildrop/NAME: ...`.
 """
 
 from __future__ import annotations
 
 import getopt
 import os
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from oxipost.config import Config, ConfigError, load_config
+from oxipost.config import ConfigError, load_config
 from oxipost.log import get_logger
-from oxipost.pickup.maildrop import maildrop_dir, maildrop_ids, requeue
+from oxipost.pickup.maildrop import READY, maildrop_dir, requeue
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import QUEUES, QueueBusy, QueueState
 from oxipost.valid import queue_id_ok
@@ -91,18 +97,76 @@ def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | Non
     return done
 
 
-def _delete_maildrop(cfg: Config, ids: list[str] | str) -> list[str]:
-    """-d's messages in maildrop/, which pickup has not taken yet: Postfix's postsuper
-    deletes in the maildrop queue too. No state writer is needed for them."""
-    d = maildrop_dir(cfg.path("queue_directory"))
-    names = maildrop_ids(cfg) if ids == "ALL" else ids
-    gone = []
-    for qid in names:
+class _Fatal(Exception):
+    """A file postsuper cannot remove: Postfix's postsuper stops there (msg_fatal)."""
+
+
+def _delete_all_maildrop(d: str, warn: Callable[[str], None]) -> int:
+    """-d ALL in maildrop/, as Postfix's postsuper's mass deletion: whatever is there
+    goes, in directory order and whatever its name (a file being written, a dot file,
+    junk, a symlink), a subdirectory with rmdir (warned of when it stays). Return how
+    many were whole messages: READY as lstat() sees them (a symlink is, as Postfix's)."""
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return 0
+    deleted = 0
+    for name in names:
+        path, shown = os.path.join(d, name), f"maildrop/{name}"
         try:
-            os.unlink(os.path.join(d, qid))
+            st = os.lstat(path)
         except OSError:
             continue
-        gone.append(qid)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                warn(f"remove subdirectory {shown}: {e.strerror}")
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise _Fatal(f"remove file {shown}: {e.strerror}") from None
+        if st.st_mode & READY == READY:
+            deleted += 1
+    return deleted
+
+
+def _delete_named_maildrop(
+    d: str, ids: list[str], warn: Callable[[str], None], say: Callable[[str], None]
+) -> int:
+    """-d QID in maildrop/ (pickup has not taken it yet): only a whole message (Postfix's
+    mail_open_ok: a regular file, READY), reported as it goes; anything else by that name
+    is warned of once per pass, and Postfix's postsuper makes two before it gives up."""
+    gone = 0
+    for qid in ids:
+        path, shown = os.path.join(d, qid), f"maildrop/{qid}"
+        for _pass in range(2):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                warn(f"{shown}: {e.strerror}")
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                warn(f"{shown}: uid {st.st_uid}: not a regular file")
+                continue
+            if st.st_mode & READY != READY:
+                break
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue  # taken by pickup meanwhile
+            except OSError as e:
+                raise _Fatal(f"remove file {shown}: {e.strerror}") from None
+            say(f"{qid}: {DONE['delete']}")
+            gone += 1
+            break
     return gone
 
 
@@ -159,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {text}", file=sys.stderr)
         log.info(text)
 
+    def warn(text: str) -> None:
+        print(f"{PROG}: warning: {text}", file=sys.stderr)
+        log.warning(text)
+
     counts: dict[str, int] = {}
     try:
         state = QueueState(cfg, lock=True)
@@ -181,12 +249,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
                 return 1
             changed = [str(qid) for qid in reply.get("ids", [])]
-        if action == "delete" and queue in (None, "maildrop"):
-            changed += _delete_maildrop(cfg, actions[action])
-        if actions[action] != "ALL":
+        named = actions[action]
+        if named != "ALL":
             for qid in changed:
                 say(f"{qid}: {DONE[action]}")
         counts[action] = len(changed)
+        if action == "delete" and queue in (None, "maildrop"):
+            # Postfix's postsuper deletes in maildrop/ too; no state writer is needed there.
+            d = maildrop_dir(cfg.path("queue_directory"))
+            try:
+                if named == "ALL":
+                    counts[action] += _delete_all_maildrop(d, warn)
+                else:
+                    left = [q for q in named if q not in changed]
+                    counts[action] += _delete_named_maildrop(d, left, warn, say)
+            except _Fatal as e:
+                print(f"{PROG}: fatal: {e}", file=sys.stderr)
+                log.fatal(str(e))
     if state is not None:
         state.reclaim()
         state.close()

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from oxipost.qmgr.queue import QueueState
 
 VERSION = 1
+# A maildrop file whose owner may read, write and execute it is a whole message: Postfix's
+# MAIL_QUEUE_STAT_READY, the mode postdrop finishes its files with and its queue files
+# (which postsuper -r moves here) have. postsuper -d counts only these.
+READY = 0o700
 # The headers sendmail -t takes recipients from.
 EXTRACT_HEADERS = ("to", "cc", "bcc")
 
@@ -125,11 +129,11 @@ def drop(queue_directory: str, sub: Submission) -> str:
     """Write sub into maildrop/ durably; return its file name, a queue ID."""
     d = maildrop_dir(queue_directory)
     os.makedirs(d, exist_ok=True)
-    # Readable by pickup, which runs as mail_owner whoever submitted (Postfix's postdrop
-    # creates its maildrop files 0444 for the same reason). Hidden (not a queue ID) until
-    # linked: pickup, mailq and postsuper see only the whole file.
+    # Readable by pickup, which runs as mail_owner whoever submitted, and READY: Postfix's
+    # postdrop finishes its maildrop files 0744. Hidden (not a queue ID) until linked:
+    # pickup, mailq and postsuper -d QID see only the whole file.
     hidden = os.path.join(d, f".{os.getpid()}.{os.urandom(6).hex()}")
-    write_atomically(hidden, sub.encode(), mode=0o444)
+    write_atomically(hidden, sub.encode(), mode=READY | 0o044)
     try:
         while True:
             sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
@@ -176,7 +180,8 @@ def requeue(state: QueueState, qid: str) -> None:
     d = maildrop_dir(state.cfg.path("queue_directory"))
     os.makedirs(d, exist_ok=True)
     # Not world-readable and mail_owner's: what pickup trusts as requeued, not submitted.
-    write_atomically(os.path.join(d, qid), sub.encode(), mode=0o600, owner=owner)
+    # READY, as the queue file Postfix's postsuper moves here.
+    write_atomically(os.path.join(d, qid), sub.encode(), mode=READY, owner=owner)
     state.remove(qid)
 
 
@@ -201,8 +206,8 @@ def header_recipients(content: bytes) -> list[str]:
 
 
 def maildrop_ids(cfg: Config) -> list[str]:
-    """The maildrop files named like a queue ID: what pickup takes, mailq lists and
-    postsuper -d deletes, as Postfix's (mail_open_ok); a file being written is not one."""
+    """The maildrop files named like a queue ID, in directory order: what pickup takes
+    and mailq lists, as Postfix's (mail_open_ok); a file being written is not one."""
     try:
         return [n for n in os.listdir(maildrop_dir(cfg.path("queue_directory"))) if queue_id_ok(n)]
     except OSError:
@@ -212,7 +217,7 @@ def maildrop_ids(cfg: Config) -> list[str]:
 def requeued(cfg: Config, st: os.stat_result, sub: Submission) -> bool:
     """Whether the maildrop file (its stat) is one postsuper -r wrote, not a local user's
     claiming to be: Postfix's MAIL_IS_REQUEUED, owned by mail_owner (this process's user
-    when it is not root) and not readable by others (postdrop's files are 0444)."""
+    when it is not root) and not readable by others (postdrop's files are 0744)."""
     from oxipost.qmgr.queue import mail_owner
 
     owner = mail_owner(cfg)
