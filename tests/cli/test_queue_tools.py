@@ -472,3 +472,29 @@ def test_maildrop_odd_names_deleted_as_postfix(shared_tmp):
     assert "Deleted: 5 messages\n" in theirs.stderr
     assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
     assert sorted(os.listdir(drops[0])) == sorted(os.listdir(drops[1]))
+
+
+def test_maildrop_listed_in_directory_order_as_postfix(shared_tmp):
+    # Postfix's showq lists maildrop/ as readdir() returns it, not by arrival time. The
+    # same names in two directories of one file system come back in the same order (on
+    # ext4, the file system's hash order), so each side's submissions are renamed alike,
+    # in the order they were made; names of 11 characters, without a mark, also take up
+    # the ID column whole (Postfix pads "ID+mark" to 11, then a blank).
+    names = {b"r2@ex": "ABCDEF00001", b"rc3@ex": "ABCDEF00002", b"more@ex": "ABCDEF00003"}
+    listings = []
+    for who in ("real", "ours"):
+        conf = _submit_without_pickup(shared_tmp / who, "postfix" if who == "real" else who)
+        d = shared_tmp / who / "spool" / "maildrop"
+        (d / "ABCDEF1234").unlink()
+        for f in list(d.iterdir()):
+            (new,) = [n for mark, n in names.items() if mark in f.read_bytes()]
+            f.rename(d / new)
+        order = [n for n in os.listdir(d) if n in names.values()]
+        mta = run_postfix if who == "real" else run_ours
+        tool = "/usr/sbin/postqueue" if who == "real" else "postqueue"
+        out = mta(tool, "-c", conf, "-p").stdout
+        # Each message's ID and where its size column ends (sizes themselves differ).
+        heads = [(m[1], m.end(3) - m.start()) for m in re.finditer(r"(?m)^(\w+)( +)(\d+) ", out)]
+        listings.append((order, heads))
+    assert [h[0] for h in listings[0][1]] == listings[0][0]
+    assert listings[1] == listings[0]

@@ -9,8 +9,9 @@ connection gets the whole queue as read at that moment, then showq closes it; it
 after max_idle seconds without a client, as Postfix's daemons do.
 
 Stream (msgpack): {"protocol": "showq"}, then one object per message in the order
-postqueue prints them (maildrop: local submissions pickup has not taken yet, and what
-postsuper -r put there; then incoming, active, deferred, hold, corrupt; by arrival time),
+postqueue prints them (maildrop, in directory order as Postfix's showq reads it: local
+submissions pickup has not taken yet, and what postsuper -r put there; then incoming,
+active, deferred, hold, corrupt, each by arrival time),
 each Postfix's postqueue -j object (`record`), then {"end": True}. The client formats it: the
 postqueue -p layout (`compat_lines`, Postfix's showq_compat) or one JSON object a line
 (`json_lines`, showq_json). `listing(cfg)` is the client; when the mail system is down,
@@ -132,12 +133,13 @@ def records(state: QueueState) -> Iterator[dict[str, Any]]:
 
 
 def maildrop(cfg: Config) -> list[dict[str, Any]]:
-    """The maildrop queue, which Postfix's showq lists first: each file pickup will take,
-    under the queue ID it is named after. A message postsuper -r put there is shown as it
-    was listed before; a local submission with its arrival time, sender and recipients,
-    and its file's size (Postfix's showq finds no size record there and counts the file).
-    A file that is not a submission (pickup's to report) is not listed, as Postfix's showq
-    lists none whose records it cannot read."""
+    """The maildrop queue, which Postfix's showq lists first, in readdir() order (its
+    scan_dir, not sorted): each file pickup will take, under the queue ID it is named
+    after. A message postsuper -r put there is shown as it was listed before; a local
+    submission with its arrival time, sender and recipients, and its file's size
+    (Postfix's showq finds no size record there and counts the file). A file that is not
+    a submission (pickup's to report) is not listed, as Postfix's showq lists none whose
+    records it cannot read."""
     d = maildrop_dir(cfg.path("queue_directory"))
     out = []
     for name in maildrop_ids(cfg):
@@ -170,7 +172,7 @@ def maildrop(cfg: Config) -> list[dict[str, Any]]:
                 ],
             }
         )
-    return sorted(out, key=lambda m: (m["arrival_time"], m["queue_id"]))
+    return out
 
 
 def compat_lines(messages: Iterable[dict[str, Any]]) -> Iterator[str]:
@@ -185,7 +187,8 @@ def compat_lines(messages: Iterable[dict[str, Any]]) -> Iterator[str]:
         stamp = time.asctime(time.localtime(msg["arrival_time"]))[:20]
         # A force-expired message's '#' follows the queue's mark (a held one is "!#").
         marks = STATUS.get(msg["queue_name"], "") + ("#" if msg.get("forced_expire") else "")
-        ident = msg["queue_id"] + (marks or " ")
+        # Postfix pads "ID+marks" to 11: a long ID without a mark has no blank after it.
+        ident = msg["queue_id"] + marks
         yield f"{ident:<11} {msg['message_size']:>7} {stamp} {msg['sender']}"
         shown = ""
         for rcpt in msg["recipients"]:
