@@ -145,6 +145,21 @@ def postfix_log_lines(log: str, programs: Iterable[str]) -> Iterator[tuple[str, 
             yield m.group(1), m.group(2)
 
 
+def wait_for_log(path: Path, pattern: str, count: int = 1, timeout: float = 20) -> str:
+    """path's text once the regular expression pattern (multiline) matches count times in
+    it; fails the test after timeout seconds. For a log that another process writes behind
+    what the test saw (Postfix's postlogd, a next hop's, our agents'): wait for the last
+    line a comparison needs, not for one logged before it."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if len(re.findall(pattern, text, re.M)) >= count:
+            return text
+        time.sleep(0.1)
+    pytest.fail(f"no {count}x {pattern!r} in {path}:\n{text}")
+
+
 def free_port() -> int:
     """A 127.0.0.1 TCP port nothing listens on (as long as nobody takes it meanwhile)."""
     with socket.socket() as s:

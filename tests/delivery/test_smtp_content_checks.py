@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_log
 from tests.smtpd.test_postfix_differential import running_postfix
 
 from .conftest import dumping_sink, make_config, postfix_relay, request, run
@@ -338,7 +338,10 @@ def test_checks_table_error_as_postfix(
         log, dsn, text = postfix_relay(
             hop, main, lambda c: c.sendmail("a@example.org", ["b@example.net"], message)
         )
-        their_hop = _next_hop_lines((d / "maillog").read_text())
+        # The next hop's postlogd writes behind the relay's status line: wait for the
+        # session's last line (the start-up probe's has no "ehlo=").
+        hop_log = wait_for_log(d / "maillog", r"/smtpd\[\d+\]: disconnect from .* ehlo=")
+        their_hop = _next_hop_lines(hop_log)
         cfg = make_config(tmp_path / "ours", main)
         caplog.set_level(logging.INFO, logger="oxipost.smtp")
         (o,) = run(request(cfg, "smtp", f"[127.0.0.1]:{hop}", ["b@example.net"], content=message))

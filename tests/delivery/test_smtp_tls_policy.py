@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for_log
 from tests.smtpd.test_postfix_differential import running_postfix
 
 from .conftest import make_config, request, run
@@ -51,11 +52,12 @@ CLIENT_TLS_LINE = r"\w+ TLS connection established to .*"
 KEY_EXCHANGE = re.compile(r" key-exchange .*")
 
 
-def _sessions(maillog: Path) -> list[str]:
-    """ "tls" or "plain" for each message the next hop took, in order."""
+def _sessions(maillog: Path, taken: int) -> list[str]:
+    """ "tls" or "plain" for each message the next hop took, in order, once it logged
+    `taken` (its postlogd writes behind the client's "status=sent" and our outcome)."""
     out = []
     tls = False
-    for line in maillog.read_text().splitlines():
+    for line in wait_for_log(maillog, r": client=", taken).splitlines():
         if TLS_LINE in line:
             tls = True
         elif re.search(r": client=", line):
@@ -92,9 +94,10 @@ def test_tls_policy_per_destination_as_postfix(tmp_path, shared_tmp, caplog) -> 
                 while len(re.findall(r" status=", log := (d / "maillog").read_text())) <= n:
                     assert time.monotonic() < deadline, log
                     time.sleep(0.1)
-        their_sessions = _sessions(hop_dir / "maillog")
-        their_warnings = re.findall(r"postfix/smtp\[\d+\]: warning: ((?!/).*)", log)
         their_statuses = re.findall(r"relay=([^,]+), .* dsn=([\d.]+), status=\w+ \((.*)\)", log)
+        sent = sum(dsn.startswith("2.") for _relay, dsn, _text in their_statuses)
+        their_sessions = _sessions(hop_dir / "maillog", sent)
+        their_warnings = re.findall(r"postfix/smtp\[\d+\]: warning: ((?!/).*)", log)
         their_tls = re.findall(rf"postfix/smtp\[\d+\]: ({CLIENT_TLS_LINE})", log)
         caplog.clear()
         cfg = make_config(tmp_path / "ours", main)
@@ -104,7 +107,8 @@ def test_tls_policy_per_destination_as_postfix(tmp_path, shared_tmp, caplog) -> 
             relay = o.relay or "none"
             text = re.sub(r" queued as \w+", " queued as Q", o.text)
             our_statuses.append((relay, o.status, text))
-        our_sessions = _sessions(hop_dir / "maillog")[len(their_sessions) :]
+        sent += sum(status.startswith("2.") for _relay, status, _text in our_statuses)
+        our_sessions = _sessions(hop_dir / "maillog", sent)[len(their_sessions) :]
     our_warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     our_tls = [
         r.getMessage() for r in caplog.records if re.fullmatch(CLIENT_TLS_LINE, r.getMessage())

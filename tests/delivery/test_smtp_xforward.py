@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_ours, smtp_sink
+from tests.conftest import free_port, run_ours, smtp_sink, wait_for_log
 from tests.smtpd.test_postfix_differential import running_postfix
 
 from .test_e2e_delivery import Oxipost
@@ -33,6 +33,10 @@ pytestmark = [pytest.mark.postfix, pytest.mark.slow]
 
 SENDMAIL = "/usr/sbin/sendmail"
 LOG_CF = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp, /var\n"
+
+
+# What _submit sends: two messages over SMTP and one by sendmail.
+SUBMITTED = 3
 
 
 def _submit(port: int, sendmail: Callable[[bytes], object]) -> None:
@@ -76,7 +80,10 @@ def _next_hop(kind: str, tmp: Path) -> Iterator[tuple[int, Callable[[], list[str
         with running_postfix(cf) as (port, d):
 
             def received() -> list[str]:
-                log = (d / "maillog").read_text() if (d / "maillog").exists() else ""
+                # This Postfix's postlogd writes behind the relay's "status=sent": wait
+                # for smtpd's "client=" line of each message, logged after its XFORWARD.
+                client = r"postfix/smtpd\[\d+\]: \w+: client="
+                log = wait_for_log(d / "maillog", client, SUBMITTED)
                 return re.findall(r": < \S+: (XFORWARD .*)", log)
 
             yield port, received
@@ -103,7 +110,7 @@ def _through_postfix(kind: str, tmp: Path) -> tuple[list[str], list[str]]:
                 subprocess.run(argv, input=msg, capture_output=True, timeout=60, check=True)
 
             _submit(port, sendmail)
-            log = _wait_sent(lambda: (d / "maillog").read_text(), 3)
+            log = _wait_sent(lambda: (d / "maillog").read_text(), SUBMITTED)
         return received(), _warnings(log)
 
 
@@ -119,7 +126,7 @@ def _through_oxipost(kind: str, tmp: Path) -> tuple[list[str], list[str]]:
                 assert done.returncode == 0, done.stderr
 
             _submit(oxi.port, sendmail)
-            log = _wait_sent(oxi.log, 3)
+            log = _wait_sent(oxi.log, SUBMITTED)
         finally:
             oxi.close()
         return received(), _warnings(log)

@@ -21,7 +21,7 @@ from oxipost.config import Config, load_config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import MessageInfo, Queue, QueueState
 
-from tests.conftest import free_port, run_ours, smtp_sink
+from tests.conftest import free_port, run_ours, smtp_sink, wait_for_log
 from tests.qmgr.spool_writer import committed_bytes
 
 MASTER_CF = """\
@@ -80,15 +80,7 @@ def start_qmgr(cfg: Config, *args: str) -> subprocess.Popen[str]:
 
 
 def wait_log(cfg: Config, pattern: str, count: int = 1, timeout: float = 20) -> str:
-    path = cfg.get("maillog_file")
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        text = Path(path).read_text() if os.path.exists(path) else ""
-        if len(re.findall(pattern, text, re.M)) >= count:
-            return text
-        time.sleep(0.05)
-    pytest.fail(f"no {count}x {pattern!r} in the log:\n{text}")
+    return wait_for_log(Path(cfg.get("maillog_file")), pattern, count, timeout)
 
 
 def wait_attempts(cfg: Config, qid: str, attempts: int, timeout: float = 20) -> MessageInfo:
