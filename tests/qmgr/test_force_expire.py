@@ -26,7 +26,7 @@ import pytest
 from tests.cli.test_queue_tools import blocks
 from tests.conftest import free_port, run_ours, run_postfix
 from tests.delivery.test_e2e_local import running_ours
-from tests.qmgr.test_notice_failures import _lines, _qid, _wait
+from tests.qmgr.test_notice_failures import _lines, _notices_removed, _qid, _wait
 from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
@@ -81,7 +81,7 @@ def _play(top: Path, port: int, scenario: str, run: Run) -> tuple[list[str], str
     if then:
         shown += run("postsuper", then, qid).stderr
     run("postqueue", "-f")
-    log = _wait(maillog, lambda log: f"{qid}: removed" in log and "notification: " in log)
+    log = _wait(maillog, lambda log: f"{qid}: removed" in log and _notices_removed(log))
     return (
         _lines(log[len(before) :], qid, PROGRAMS),
         shown.replace(qid, "QID"),

@@ -118,6 +118,13 @@ def _wait(maillog: Path, done: Callable[[str], bool]) -> str:
         time.sleep(0.2)
 
 
+def _notices_removed(log: str) -> bool:
+    """Whether log tells of a notice, and every notice it tells of is removed: their own
+    lines (qmgr's, local's) are compared and the mailbox read, all there only then."""
+    notices = re.findall(r" notification: (\w+)", log)
+    return bool(notices) and all(f"{n}: removed" in log for n in notices)
+
+
 def _qid(log: str) -> str:
     m = re.search(r"smtpd\[\d+\]: ([0-9A-F]+): client=", log)
     assert m, log
@@ -162,7 +169,7 @@ def _play(top: Path, port: int, sc: Scenario, retry: Callable[[], None]) -> tupl
     want = f"{qid}: removed" if sc.finished else "delay notification: "
 
     def finished(log: str) -> bool:
-        return want in log[len(first) :] and re.search(r"notification: (\w+)", log) is not None
+        return want in log[len(first) :] and _notices_removed(log[len(first) :])
 
     second = _wait(maillog, finished)
     return first, second[len(first) :]
