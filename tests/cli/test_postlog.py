@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import on_terminal, shared_dir
+from tests.conftest import on_terminal, shared_dir, wait_for_log
 from tests.smtpd.conftest import write_config
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -63,15 +62,10 @@ def _play(postlog: list[str], config_dir: Path) -> list[tuple[int, str]]:
 
 
 def _settled(maillog: Path) -> list[tuple[str, str]]:
-    # Postfix's records reach the file through postlogd: wait until they stop coming.
-    last: list[tuple[str, str]] = []
-    for _ in range(50):
-        now = _records(maillog) if maillog.exists() else []
-        if now and now == last:
-            return now
-        last = now
-        time.sleep(0.2)
-    return last
+    # Postfix's records reach the file through postlogd, which writes behind: wait for the
+    # last one _play sends (a pause between two reads said nothing of a busy postlogd).
+    wait_for_log(maillog, r" postfix/postlog\[\d+\]: no newline at end$")
+    return _records(maillog)
 
 
 def test_postlog_as_postfix() -> None:
