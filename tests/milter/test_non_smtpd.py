@@ -15,7 +15,7 @@ from oxipost.config import load_config
 from oxipost.pickup.service import pickup_once
 from oxipost.qmgr.queue import Queue, QueueState
 
-from tests.conftest import run_ours
+from tests.conftest import run_ours, wait_for_log
 from tests.milter.conftest import AppMilter
 from tests.smtpd.conftest import ListLog, write_config
 from tests.smtpd.test_postfix_differential import running_postfix
@@ -39,7 +39,10 @@ def _milter_lines(lines: list[str]) -> list[str]:
     return out
 
 
-def _postfix(app: AppMilter) -> tuple[list[str], list[Any]]:
+def _postfix(app: AppMilter, logged: str = "") -> tuple[list[str], list[Any]]:
+    """(cleanup's milter lines, what the milter was told) for one sendmail submission to
+    real Postfix; once the line matching `logged` is in its log, when given (postlogd
+    writes behind the milter's end of session)."""
     # Postfix's cleanup keeps its default in_flow_delay wait here (no qmgr gives flow tokens
     # back): it spaces pickup's retries of a deferred message, and only the first is compared.
     main_cf = f"non_smtpd_milters = {app.endpoint}\nin_flow_delay = 1s\n" + LOG_CF
@@ -55,6 +58,8 @@ def _postfix(app: AppMilter) -> tuple[list[str], list[Any]]:
         assert sent.returncode == 0, sent
         # The first round only: pickup tries a deferred message again.
         _wait_closed(app)
+        if logged:
+            wait_for_log(d / "maillog", logged)
         time.sleep(0.5)
         lines = [ln for ln in _read(d / "maillog") if "postfix/pickup" in ln or "cleanup" in ln]
         qid = next(m.group(1) for ln in lines if (m := re.search(r": ([0-9A-F]{8,12}): ", ln)))
@@ -114,7 +119,7 @@ def test_non_smtpd_milter_refusal_as_postfix(app_milter, tmp_path: Path, rules: 
     localhost, MAIL and RCPT without angle brackets, i from the start) and cleanup's
     milter-reject line, as Postfix's cleanup makes them."""
     app = app_milter(rules)
-    theirs = _postfix(app)
+    theirs = _postfix(app, r"postfix/cleanup\[\d+\]: \w+: milter-reject: ")
     ours = _ours(app, tmp_path)
     assert theirs[0] and theirs[0][0].startswith("QID: milter-reject: ")
     assert ours[0] == theirs[0]
