@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, main_cf_with, postfix_log_lines, smtp_sink
+from tests.conftest import free_port, main_cf_with, postfix_log_lines, smtp_sink, wait_for_log
 from tests.delivery.test_e2e_local import running_ours
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -99,6 +99,10 @@ def _play(port: int, maillog: Path) -> tuple[list[list[tuple[int, str]]], str]:
     # recipient's check run).
     _probes_done(maillog, len(TRANSACTIONS) + 1)
     second = _round(port)
+    # smtpd's reject lines come behind its replies (Postfix's through postlogd): one for
+    # each refused recipient.
+    refused = sum(code >= 400 for code, _text in first + second)
+    wait_for_log(maillog, r"smtpd\[\d+\]: NOQUEUE: reject: RCPT from ", refused)
     time.sleep(1)  # anything more that would be wrong
     return [first, second], maillog.read_text()
 
