@@ -1317,8 +1317,7 @@ def test_unauthorized_pipelining_before_ehlo_as_postfix(tmp_path: Path) -> None:
             got = [ln for ln in srv.log if wanted.search(ln)]
             if len(expected) == len(got) == refused + len(PIPELINED):
                 break
-            if time.monotonic() > deadline:
-                break
+            assert time.monotonic() < deadline, (expected, got)
             time.sleep(0.05)
         assert got == expected
 
