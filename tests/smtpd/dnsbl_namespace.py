@@ -18,12 +18,12 @@ import contextlib
 import functools
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvloop
 
+from tests.conftest import wait_for_log
 from tests.smtpd.conftest import Raw, running_smtpd
 from tests.smtpd.peername_namespace import Zone, dns_server, private_resolver
 from tests.smtpd.test_postfix_differential import running_postfix
@@ -89,12 +89,10 @@ def postfix(tmp: str) -> Iterator[tuple[int, Callable[[], list[str]]]]:
     with running_postfix(main_cf) as (port, config_dir):
 
         def log() -> list[str]:
-            # postlogd writes a moment later: wait for the last session's line.
-            for _ in range(50):
-                text = (config_dir / "maillog").read_text()
-                if "[127.0.0.7]" in text:
-                    break
-                time.sleep(0.1)
+            # postlogd writes behind the replies: wait for the last session's end, logged
+            # after its reject and warning (its "connect from" comes before them).
+            last = r"postfix/smtpd\[\d+\]: disconnect from \S+\[127\.0\.0\.7\]"
+            text = wait_for_log(config_dir / "maillog", last)
             return [ln.split("]: ", 1)[1] for ln in text.splitlines() if "/smtpd[" in ln]
 
         yield port, log
