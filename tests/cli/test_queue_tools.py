@@ -257,8 +257,10 @@ FLUSH_SITES = "myhostname = mx.example.test\nmydestination = localhost, $myhostn
         "fast_flush_domains = p.example\n",
         "compatibility_level = 0\n",
         "compatibility_level = 0\nfast_flush_domains = $relay_domains\n",
+        # A command's table that does not open is fatal (no surrogate as in a daemon).
+        "fast_flush_domains = hash:/nonexistent/flush\n",
     ],
-    ids=["no-parent-match", "parent-match", "compat-0", "compat-0-set"],
+    ids=["no-parent-match", "parent-match", "compat-0", "compat-0-set", "no-table"],
 )
 def test_flush_site_eligibility_matches_postfix(tmp_path, main_cf):
     # postqueue -s asks fast_flush_domains itself before the mail system (stopped here):

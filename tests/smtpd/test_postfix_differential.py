@@ -2302,8 +2302,9 @@ OLD_COMPAT = (
         "fast_flush_domains = p.example\n",
         OLD_COMPAT,
         OLD_COMPAT + "fast_flush_domains = $relay_domains\n",
+        "fast_flush_domains = hash:/nonexistent/flush\n",
     ],
-    ids=["no-parent-match", "parent-match", "compat-0", "compat-0-set"],
+    ids=["no-parent-match", "parent-match", "compat-0", "compat-0-set", "no-table"],
 )
 def test_etrn_fast_flush_domains_as_postfix(start_smtpd, main_cf: str) -> None:
     """ETRN asks fast_flush_domains as Postfix's domain_list_match: a subdomain of a listed
@@ -2312,12 +2313,14 @@ def test_etrn_fast_flush_domains_as_postfix(start_smtpd, main_cf: str) -> None:
     relay_domains and fast_flush_domains unset, the list is $mydestination, and each ETRN
     it lets through logs "using backwards-compatible default setting relay_domains=
     $mydestination to flush mail for domain ..."; with fast_flush_domains set, even to
-    $relay_domains, nothing is logged. The replies and log lines of Postfix 3.7."""
+    $relay_domains, nothing is logged. A table that does not open fails each lookup (the
+    daemon's surrogate): 458, as for a flush service that does not answer. The replies and
+    log lines of Postfix 3.7."""
     sites = ["p.example", "s.p.example", "mx.example.test", "a.mx.example.test"]
     dialogue = ["EHLO c.example", *(f"ETRN {site}" for site in sites), "QUIT"]
     both = Played(start_smtpd, dialogue, main_cf)
     assert both.our_replies[1:] == both.their_replies[1:]
-    wanted = r"ETRN|default setting relay_domains="
+    wanted = r"ETRN|default setting relay_domains=|flush service|lookup problem|unavailable\."
     expected = _transaction_lines(both.theirs, wanted)
     assert _transaction_lines(both.ours, wanted) == expected
     if main_cf.startswith("fast_flush_domains = p.example\nparent"):
@@ -2327,6 +2330,9 @@ def test_etrn_fast_flush_domains_as_postfix(start_smtpd, main_cf: str) -> None:
             "using backwards-compatible default setting relay_domains=$mydestination to flush"
             ' mail for domain "a.mx.example.test"'
         ), expected
+    if "nonexistent" in main_cf:
+        assert both.their_replies[2:6] == ["458 Unable to queue messages"] * 4
+        assert expected[-1] == "warning: unable to talk to fast flush service", expected
 
 
 @pytest.mark.slow

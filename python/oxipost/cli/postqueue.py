@@ -30,6 +30,8 @@ fatal error exits 69 (EX_UNAVAILABLE), as Postfix's postqueue:
     postqueue: warning: unable to look up public/qmgr: STRERROR        (-f, then:)
     postqueue: warning: connect to public/flush: STRERROR              (-s, -i, then:)
     postqueue: fatal: Cannot flush mail queue - mail system is down
+    postqueue: fatal: open database /etc/postfix/flush.db: No such file or directory
+        (-s: fast_flush_domains names a table that does not open; also logged)
     postqueue: fatal: Cannot flush mail queue - invalid destination: "SITE"  (not a host
         name or address literal; checked first)
     postqueue: fatal: Cannot flush queue ID - invalid name: "ID"
@@ -57,6 +59,7 @@ from oxipost import user_acl
 from oxipost.cli.postdrop import POSTQUEUE_DOOR, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.log import command_message
+from oxipost.maps import TableError
 from oxipost.qmgr import control, showq
 from oxipost.qmgr.control import flush_site_ok
 from oxipost.qmgr.queue import QueueState
@@ -187,7 +190,13 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
     if flag == "-s":
         # Judged here first, as Postfix's flush_send_site does in postqueue: a site that is
         # not eligible is refused even with the mail system down.
-        if not flush_site_ok(cfg, value, lambda text: command_message(cfg, PROG, text)):
+        try:
+            allowed = flush_site_ok(cfg, value, lambda text: command_message(cfg, PROG, text))
+        except TableError as e:
+            # A command's table that does not open is dict_open's fatal error.
+            command_message(cfg, PROG, str(e), fatal=True)
+            return EX_UNAVAILABLE
+        if not allowed:
             return _not_configured(cfg, value)
         req = {"op": "flush-site", "site": value}
     elif flag == "-i":

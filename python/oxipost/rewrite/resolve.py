@@ -163,9 +163,10 @@ def match_domain(
         if ":" in item and not item.startswith("["):
             # match_hostname(): the name, then its parents (`.parent` unless `subdomains`)
             # in a fixed table only.
-            # dict_get itself, without maps_find's lookup error warning.
+            # dict_get itself, without maps_find's lookup error warning. A table that does
+            # not open is dict_open's error (a command's fatal), not a lookup problem.
+            table = match_list.table(cfg, item)
             try:
-                table = match_list.table(cfg, item)
                 hit = any(
                     table.lookup(key) is not None
                     for key, partial in domain_keys(domain, subdomains)

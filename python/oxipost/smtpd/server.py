@@ -1912,7 +1912,14 @@ class Session:
         if reply is not None:
             await self._reject(reply)
             return
-        if not flush_site_ok(self.cfg, domain, self.srv.log.info):
+        try:
+            allowed = flush_site_ok(self.cfg, domain, self.srv.log.info)
+        except TableError:
+            # flush_send_site's FLUSH_STAT_FAIL, after the table's own warnings.
+            self.srv.log.warning("unable to talk to fast flush service")
+            await self.reply(R.ETRN_FAILED)
+            return
+        if not allowed:
             # etrn_cmd's warning for the flush service's FLUSH_STAT_DENY.
             self.srv.log.warning(f"reject: ETRN {domain[:100]}... from {self.state.namaddr}")
             await self.reply(R.ETRN_UNAVAILABLE.format(domain=domain))
