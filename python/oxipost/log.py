@@ -347,16 +347,17 @@ def capture_python_logging(log: Logger, programs: Iterable[str] = ()) -> logging
     return handler
 
 
-def command_message(cfg: _ConfigLike, prog: str, text: str, fatal: bool = False) -> None:
-    """A Postfix command's msg_info (or, fatal, msg_fatal's line): "PROG: TEXT" on stderr
-    and TEXT in the log under PROG."""
-    print(f"{prog}: {'fatal: ' if fatal else ''}{text}", file=sys.stderr)
+def command_message(cfg: _ConfigLike, prog: str, text: str, severity: str = "") -> None:
+    """A Postfix command's msg_info, or with severity "warning" or "fatal" its msg_warn or
+    msg_fatal's line: "PROG: [SEVERITY: ]TEXT" on stderr, and the same in the log under
+    PROG."""
+    print(f"{prog}: {severity + ': ' if severity else ''}{text}", file=sys.stderr)
     maillog = cfg.get("maillog_file")
     # A user's command cannot append to mail_owner's maillog_file (Postfix's go through
     # postlogd); syslog takes anyone's lines.
     if not maillog or os.access(maillog, os.W_OK):
         log = get_logger(prog, cfg)
-        (log.fatal_line if fatal else log.info)(text)
+        {"": log.info, "warning": log.warning, "fatal": log.fatal_line}[severity](text)
         log.close()
 
 

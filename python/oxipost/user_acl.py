@@ -69,4 +69,4 @@ def string_patterns_match(
 
 def deny(cfg: Config, prog: str, text: str) -> None:
     """Say "PROG: fatal: TEXT" on stderr and in the log, as a Postfix command's msg_fatal."""
-    command_message(cfg, prog, text, fatal=True)
+    command_message(cfg, prog, text, "fatal")

@@ -42,9 +42,11 @@ SUBMISSIONS: list[tuple[list[str], str, dict[str, str]]] = [
     (["daemon"], "Subject: ten\nTo: someone\n\nbody\n", {}),
     (["-F", "Joe", "daemon"], "Subject: eleven\nFrom: me\n\nbody\n", {}),
     (["-F", "", "-t"], "Subject: twelve\nTo: daemon, bin@localhost\n\nbody\n", {}),
+    # Each argument is an address list: a phrase and <>, a comma.
+    (["-F", "", "Daemon <daemon>, bin"], "Subject: thirteen\n\nbody\n", {}),
 ]
-# Deliveries: twelve goes to two mailboxes.
-DELIVERIES = len(SUBMISSIONS) + 1
+# Deliveries: twelve and thirteen go to two mailboxes each.
+DELIVERIES = len(SUBMISSIONS) + 2
 
 
 def _main_cf(top: Path, hfrom: str) -> str:
@@ -121,3 +123,67 @@ def test_local_submission_as_postfix(shared_tmp: Path, hfrom: str) -> None:
     assert sorted(ours_msgs) == sorted(theirs_msgs)
     for key, text in theirs_msgs.items():
         assert ours_msgs[key] == text, key
+
+
+# sendmail's refusals: (arguments, message); none of them queues anything.
+REFUSED = [
+    ([], "Subject: x\n\n"),
+    (["-bv"], ""),
+    (["-f", "<x@y>", "-i"], "Subject: x\n\n"),
+    (["-f", "<>"], "Subject: x\n\n"),
+    (["-f", "a@b, c@d"], "Subject: x\n\n"),
+    (["-t", "-f", "Me <me@y>"], "Subject: no recipients\nCc:\n\n"),
+    (["-t", "-bv", "a"], ""),
+    (["-Z", "a"], ""),
+    (["-f"], ""),
+    (["-n", "a"], ""),
+    (["-B", "bad", "a"], ""),
+]
+
+
+def test_sendmail_refusals_as_postfix(tmp_path: Path) -> None:
+    """What Postfix 3.7's sendmail says, exits with (75 after every fatal error) and logs
+    when it refuses a submission: no recipient (counted once the message is read, named
+    with the sender and uid), none in the header with -t, options it does not take; -f
+    takes the first address of a list, with a warning."""
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(logging) as (_port, d):
+        theirs = [
+            subprocess.run(
+                ["/usr/sbin/sendmail", "-C", str(d), *args],
+                input=text.encode(),
+                capture_output=True,
+                timeout=30,
+            )
+            for args, text in REFUSED
+        ]
+        expected = len([r for r in theirs if b"fatal:" in r.stderr]) + 1
+        deadline = time.monotonic() + 10
+        while (d / "maillog").read_text().count(" postfix/sendmail[") < expected:
+            assert time.monotonic() < deadline, (d / "maillog").read_text()
+            time.sleep(0.1)
+        their_log = [
+            ln.split("]: ", 1)[1]
+            for ln in (d / "maillog").read_text().splitlines()
+            if " postfix/sendmail[" in ln
+        ]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/spool\nmaillog_file = {tmp_path}/maillog\n"
+    )
+    (tmp_path / "maillog").write_text("")
+    sendmail = [sys.executable, "-m", "oxipost.cli.sendmail", "-C", str(conf)]
+    for (args, text), their in zip(REFUSED, theirs, strict=True):
+        mine = subprocess.run(
+            [*sendmail, *args], input=text.encode(), capture_output=True, timeout=30
+        )
+        assert (mine.returncode, mine.stderr) == (their.returncode, their.stderr), args
+        assert their.returncode == 75, (args, their.stderr)
+    our_log = [ln.split("]: ", 1)[1] for ln in (tmp_path / "maillog").read_text().splitlines()]
+    assert our_log == their_log
+    assert (
+        "fatal: (0): Recipient addresses must be specified on the command line or via the -t option"
+        in our_log
+    )
+    assert list(tmp_path.glob("spool/maildrop/*")) == []

@@ -79,7 +79,7 @@ def _fatal(text: str, status: int = EX_UNAVAILABLE) -> int:
 
 
 def _not_configured(cfg: Config, site: str) -> int:
-    command_message(cfg, PROG, f'Flush service is not configured for destination "{site}"', True)
+    command_message(cfg, PROG, f'Flush service is not configured for destination "{site}"', "fatal")
     return EX_UNAVAILABLE
 
 
@@ -194,7 +194,7 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
             allowed = flush_site_ok(cfg, value, lambda text: command_message(cfg, PROG, text))
         except TableError as e:
             # A command's table that does not open is dict_open's fatal error.
-            command_message(cfg, PROG, str(e), fatal=True)
+            command_message(cfg, PROG, str(e), "fatal")
             return EX_UNAVAILABLE
         if not allowed:
             return _not_configured(cfg, value)

@@ -21,14 +21,23 @@ sendmail runs `$command_directory/postdrop -r` (see oxipost.cli.postdrop); a -C 
 $MAIL_CONFIG directory is then passed on as -c, and must be one such a user may name
 (alternate_config_directories of the default main.cf), as in Postfix.
 
-Diagnostics, as Postfix: "sendmail: fatal: Recipient addresses must be specified on the
-command line or via the -t option" (exit 64, EX_USAGE); "sendmail: fatal: -B option needs
-8BITMIME or 7BIT" and "sendmail: fatal: User NAME(UID) is not allowed to submit mail" for a
-user authorized_submit_users does not list (exit 75, as Postfix's, which turns every fatal
-error into EX_TEMPFAIL); a maildrop write error exits 75 (EX_TEMPFAIL) so the caller keeps
-the message, and so does a postdrop that fails: "sendmail: fatal: -t option cannot be used
-with -bv" (exit 75, as Postfix 3.7's); `sendmail: warning: command "PATH -r" exited with
-status N` and `sendmail: fatal: USER(UID): unable to execute PATH -r: Application error`.
+Diagnostics, as Postfix 3.7's sendmail, which exits 75 (EX_TEMPFAIL) after every fatal
+error, so the caller keeps the message, and logs each once main.cf is read:
+    sendmail: fatal: SENDER(UID): Recipient addresses must be specified on the command
+        line or via the -t option      (after the message is read; SENDER is -f's address
+        or the login name)
+    sendmail: fatal: SENDER(UID): No recipient addresses found in message header  (-t)
+    sendmail: warning: -f option specified malformed sender: ARG   (more than one address:
+        the first is the sender)
+    sendmail: invalid option -- 'x'  (twice: Postfix's getopt runs twice) then
+    sendmail: fatal: usage: sendmail [options]     (also for a missing option argument)
+    sendmail: fatal: -n option not supported
+    sendmail: fatal: -B option needs 8BITMIME or 7BIT
+    sendmail: fatal: -t option cannot be used with -bv
+    sendmail: fatal: User NAME(UID) is not allowed to submit mail  (authorized_submit_users)
+    sendmail: fatal: cannot write maildrop file: STRERROR
+    sendmail: warning: command "PATH -r" exited with status N
+    sendmail: fatal: SENDER(UID): unable to execute PATH -r: Application error
 """
 
 from __future__ import annotations
@@ -43,22 +52,61 @@ import sys
 import threading
 import typing
 
-from oxipost import user_acl
+from oxipost import tok822, user_acl
 from oxipost.cli.postdrop import SETGID_PROGRAM, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.envelope import TRACE_USR_VRFY
-from oxipost.pickup.maildrop import Submission, drop, maildrop_dir, wake_pickup
+from oxipost.log import command_message
+from oxipost.pickup.maildrop import (
+    Submission,
+    drop,
+    header_recipients,
+    maildrop_dir,
+    wake_pickup,
+)
 from oxipost.smtpd.listener import Connection
 
-EX_USAGE = 64
 EX_TEMPFAIL = 75
 
 _WITH_ARG = {"f", "F", "N", "R", "V", "C", "B", "h", "L", "O", "X", "r"}
 
 
-def _fatal(text: str, code: int) -> int:
-    print(f"sendmail: fatal: {text}", file=sys.stderr)
-    return code
+def _fatal(text: str, cfg: Config | None = None) -> int:
+    """msg_fatal's line on stderr, and in the log once main.cf is read; EX_TEMPFAIL, the
+    status Postfix's sendmail exits with after any fatal error (its msg_cleanup)."""
+    if cfg is None:
+        print(f"sendmail: fatal: {text}", file=sys.stderr)
+    else:
+        command_message(cfg, "sendmail", text, "fatal")
+    return EX_TEMPFAIL
+
+
+def _option_fatal(text: str, config_dir: str | None) -> int:
+    """A fatal error of the options, logged as Postfix's, which reads main.cf first."""
+    try:
+        cfg = load_config(config_dir, master_cf=False)
+    except ConfigError:
+        return _fatal(text)
+    return _fatal(text, cfg)
+
+
+def _addresses(arg: str) -> list[str]:
+    """The addresses of a command-line argument parsed as an address header, internal
+    form, as Postfix's sendmail reads -f and each recipient ("a, b", "Name <a>")."""
+    found = []
+    tok = tok822.parse(arg)
+    while tok is not None:
+        if tok.type == tok822.ADDR:
+            found.append(tok822.internalize(tok.head))
+        tok = tok.next
+    return found
+
+
+def _usage(text: str, config_dir: str | None) -> int:
+    """getopt's complaint, twice as Postfix's sendmail scans its options twice (for -C,
+    then for the rest), then its usage fatal error."""
+    print(f"sendmail: {text}\nsendmail: {text}", file=sys.stderr)
+    return _option_fatal("usage: sendmail [options]", config_dir)
 
 
 def _read_message(stream: object, dot_ends: bool) -> bytes:
@@ -130,7 +178,7 @@ def _postdrop(cfg: Config, sub: Submission) -> int:
             f'sendmail: warning: command "{command}" exited with status {status}', file=sys.stderr
         )
     uid = os.getuid()
-    return _fatal(f"{_login()}({uid}): unable to execute {command}: Application error", EX_TEMPFAIL)
+    return _fatal(f"{sub.sender}({uid}): unable to execute {command}: Application error", cfg)
 
 
 class _StdioConnection(Connection):
@@ -209,7 +257,7 @@ async def _smtp_on_stdio(cfg: Config) -> int:
         try:
             server = build_server(cfg, queue)
         except Exception as e:  # smtpd refuses its configuration: say so, as Postfix's would
-            return _fatal(str(e), EX_TEMPFAIL)
+            return _fatal(str(e), cfg)
         server.anvil = None  # a stand-alone session is never counted, as Postfix's
         await Session(server, conn).run()
         # The session closed stdout: its last replies are out when the pipe says so.
@@ -255,14 +303,16 @@ def main(argv: list[str] | None = None) -> int:
                 opts[a[1]] = args[i]
                 i += 1
             else:
-                return _fatal(f"option requires an argument -- '{a[1]}'", EX_USAGE)
+                return _usage(f"option requires an argument -- '{a[1]}'", opts.get("C"))
         else:
-            return _fatal(f"invalid option -- '{a[1:]}'", EX_USAGE)
+            return _usage(f"invalid option -- '{a[1]}'", opts.get("C"))
+        if a == "-n":
+            return _option_fatal("-n option not supported", opts.get("C"))
     # RFC 1652's body types, MAIL FROM's BODY= (the queue file's encoding record), judged
     # with the options as Postfix's getopt loop does, before any mode.
     body_type = opts.get("B", "")
     if body_type not in ("", "8BITMIME", "7BIT"):
-        return _fatal("-B option needs 8BITMIME or 7BIT", EX_TEMPFAIL)
+        return _option_fatal("-B option needs 8BITMIME or 7BIT", opts.get("C"))
     config_dir = opts.get("C")
     if "bp" in flags:
         return _exec_tool("postqueue", config_dir, "-p")
@@ -273,16 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(config_dir, master_cf=False, stderr_as="sendmail")
     except ConfigError as e:
-        return _fatal(str(e), EX_TEMPFAIL)
+        return _fatal(str(e))
     if "bv" in flags and "t" in flags:
-        return _fatal("-t option cannot be used with -bv", EX_TEMPFAIL)
+        return _fatal("-t option cannot be used with -bv", cfg)
     if "bs" in flags:
         return asyncio.run(_smtp_on_stdio(cfg))
-    if not rcpts and "t" not in flags:
-        return _fatal(
-            "Recipient addresses must be specified on the command line or via the -t option",
-            EX_USAGE,
-        )
     who = user_acl.refused(cfg, "authorized_submit_users", os.getuid())
     if who is not None:
         user_acl.deny(cfg, "sendmail", f"User {who}({os.getuid()}) is not allowed to submit mail")
@@ -290,19 +335,30 @@ def main(argv: list[str] | None = None) -> int:
     sender = opts.get("f", opts.get("r"))
     if sender is None:
         sender = _login()
-    sender = sender.strip()
-    if sender in ("<>", ""):
-        sender = ""
-    elif sender.startswith("<") and sender.endswith(">"):
-        sender = sender[1:-1]
+    else:
+        given = _addresses(sender)
+        if len(given) > 1:
+            warning = f"-f option specified malformed sender: {sender}"
+            command_message(cfg, "sendmail", warning, "warning")
+        sender = given[0] if given else ""
+    # Each argument as an address list; one without an address is an empty recipient
+    # (cleanup's $empty_address_recipient).
+    envelope_rcpts = [addr for arg in rcpts for addr in (_addresses(arg) or [""])]
     verify = "bv" in flags
     if verify:
         content = _probe(sender, rcpts)
     else:
         content = _read_message(None, dot_ends="i" not in flags)
+    # Judged once the message is read, as Postfix's sendmail counts what it wrote.
+    if not envelope_rcpts and "t" not in flags:
+        text = "Recipient addresses must be specified on the command line or via the -t option"
+        return _fatal(f"{sender}({os.getuid()}): {text}", cfg)
+    if not envelope_rcpts and not header_recipients(content):
+        text = "No recipient addresses found in message header"
+        return _fatal(f"{sender}({os.getuid()}): {text}", cfg)
     sub = Submission(
         sender=sender,
-        recipients=rcpts,
+        recipients=envelope_rcpts,
         content=content,
         extract="t" in flags,
         full_name=opts["F"] if "F" in opts else _fullname(),
@@ -319,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             drop(top, sub)
         except OSError as e:
-            return _fatal(f"cannot write maildrop file: {e.strerror or e}", EX_TEMPFAIL)
+            return _fatal(f"cannot write maildrop file: {e.strerror or e}", cfg)
         wake_pickup(top)
         status = 0
     if status == 0 and verify:
