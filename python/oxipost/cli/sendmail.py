@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import pwd
 import stat
@@ -68,8 +69,6 @@ from oxipost.smtpd.listener import Connection
 
 EX_TEMPFAIL = 75
 
-_WITH_ARG = {"f", "F", "N", "R", "V", "C", "B", "h", "L", "O", "X", "r"}
-
 
 def _fatal(text: str, cfg: Config | None = None) -> int:
     """msg_fatal's line on stderr, and in the log once main.cf is read; EX_TEMPFAIL, the
@@ -82,12 +81,15 @@ def _fatal(text: str, cfg: Config | None = None) -> int:
 
 
 def _option_fatal(text: str, config_dir: str | None) -> int:
-    """A fatal error of the options, logged as Postfix's, which reads main.cf first."""
+    """A fatal error of the command line, logged as Postfix's, which reads main.cf first."""
+    return _fatal(text, _config_quietly(config_dir))
+
+
+def _config_quietly(config_dir: str | None) -> Config | None:
     try:
-        cfg = load_config(config_dir, master_cf=False)
+        return load_config(config_dir, master_cf=False)
     except ConfigError:
-        return _fatal(text)
-    return _fatal(text, cfg)
+        return None
 
 
 def _addresses(arg: str) -> list[str]:
@@ -100,13 +102,6 @@ def _addresses(arg: str) -> list[str]:
             found.append(tok822.internalize(tok.head))
         tok = tok.next
     return found
-
-
-def _usage(text: str, config_dir: str | None) -> int:
-    """getopt's complaint, twice as Postfix's sendmail scans its options twice (for -C,
-    then for the rest), then its usage fatal error."""
-    print(f"sendmail: {text}\nsendmail: {text}", file=sys.stderr)
-    return _option_fatal("usage: sendmail [options]", config_dir)
 
 
 def _read_message(stream: object, dot_ends: bool) -> bytes:
@@ -268,70 +263,214 @@ async def _smtp_on_stdio(cfg: Config) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run sendmail with sys.argv; return the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    opts: dict[str, str] = {}
-    flags: set[str] = set()
-    rcpts: list[str] = []
+class _Usage(Exception):
+    """A fatal error of the command line; its text, and the -C directory to log it under."""
+
+    def __init__(self, text: str, config_dir: str | None) -> None:
+        super().__init__(text)
+        self.config_dir = config_dir
+
+
+@dataclasses.dataclass
+class _CommandLine:
+    """sendmail's options as Postfix's main() reads them, and the arguments after them."""
+
+    mode: str = "enqueue"
+    flags: set[str] = dataclasses.field(default_factory=set)
+    opts: dict[str, str] = dataclasses.field(default_factory=dict)
+    verbose: int = 0
+    site_to_flush: str | None = None
+    id_to_flush: str | None = None
+    queue_time: str | None = None
+    rcpts: list[str] = dataclasses.field(default_factory=list)
+
+
+# Postfix's GETOPT_LIST: a letter followed by ':' takes an argument.
+_GETOPT_LIST = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q:tvx"
+_TAKES_ARG = frozenset(_GETOPT_LIST[i - 1] for i, c in enumerate(_GETOPT_LIST) if c == ":")
+_LETTERS = frozenset(_GETOPT_LIST.replace(":", ""))
+_B_MODES = {"d": "daemon", "l": "daemon", "h": "ignore", "H": "ignore", "i": "newaliases"}
+_B_MODES |= {"m": "enqueue", "p": "mailq", "s": "user"}
+
+
+def _getopt(args: list[str]) -> tuple[list[tuple[str, str]], int]:
+    """(letter, argument) of each option as getopt with Postfix's "+" finds them, up to
+    the first argument that is not one, or "--"; ("?", complaint) for one it does not
+    know or that lacks its argument; ("-q", "") for a bare "-q", which Postfix takes
+    aside. And the index of the first argument after the options."""
+    found: list[tuple[str, str]] = []
     i = 0
     while i < len(args):
         a = args[i]
-        i += 1
         if a == "--":
-            rcpts.extend(args[i:])
-            break
+            return found, i + 1
         if not a.startswith("-") or a == "-":
-            rcpts.append(a)
+            break
+        i += 1
+        if a == "-q":
+            found.append(("-q", ""))
             continue
-        if a in ("-oi", "-i"):
-            flags.add("i")
-        elif a.startswith("-o"):
-            continue  # Sendmail options: accepted and ignored, as Postfix does
-        elif a.startswith("-b"):
-            flags.add(a[1:])
-        elif a == "-I":
-            flags.add("bi")
-        elif a.startswith("-q"):
-            flags.add("q")
-        elif a in ("-t", "-v", "-n", "-U", "-G"):
-            flags.add(a[1])
-        elif a[1] in _WITH_ARG:
-            if len(a) > 2:
-                opts[a[1]] = a[2:]
-            elif i < len(args):
-                opts[a[1]] = args[i]
-                i += 1
+        for j in range(1, len(a)):
+            c = a[j]
+            if c not in _LETTERS:
+                found.append(("?", f"invalid option -- '{c}'"))
+            elif c not in _TAKES_ARG:
+                found.append((c, ""))
             else:
-                return _usage(f"option requires an argument -- '{a[1]}'", opts.get("C"))
-        else:
-            return _usage(f"invalid option -- '{a[1]}'", opts.get("C"))
-        if a == "-n":
-            return _option_fatal("-n option not supported", opts.get("C"))
-    # RFC 1652's body types, MAIL FROM's BODY= (the queue file's encoding record), judged
-    # with the options as Postfix's getopt loop does, before any mode.
-    body_type = opts.get("B", "")
-    if body_type not in ("", "8BITMIME", "7BIT"):
-        return _option_fatal("-B option needs 8BITMIME or 7BIT", opts.get("C"))
+                # The rest of this argument is the option's, or else the next argument.
+                if j + 1 < len(a):
+                    found.append((c, a[j + 1 :]))
+                elif i < len(args):
+                    found.append((c, args[i]))
+                    i += 1
+                else:
+                    found.append(("?", f"option requires an argument -- '{c}'"))
+                break
+    return found, i
+
+
+def _command_line(args: list[str]) -> _CommandLine:
+    """The command line as Postfix's sendmail main() takes it; _Usage for the fatal
+    errors it finds there, in its order."""
+    cl = _CommandLine()
+    options, rest = _getopt(args)
+    complaints = [text for letter, text in options if letter == "?"]
+    cl.opts.update((letter, value) for letter, value in options if letter == "C")
+    config_dir = cl.opts.get("C")
+    # Postfix scans the options twice (for -C first): getopt complains in both.
+    for text in complaints:
+        print(f"sendmail: {text}", file=sys.stderr)
+    for letter, value in options:
+        kind = value[:1]
+        if letter == "?":
+            print(f"sendmail: {value}", file=sys.stderr)
+            raise _Usage("usage: sendmail [options]", config_dir)
+        if letter == "-q":
+            if cl.mode == "daemon":
+                _warn("ignoring -q option in daemon mode", config_dir)
+            else:
+                cl.mode = "flush"
+        elif letter == "b" and _B_MODES.get(kind) == "daemon":
+            if cl.mode == "flush":
+                _warn("ignoring -q option in daemon mode", config_dir)
+            cl.mode = "daemon"
+        elif letter == "n":
+            raise _Usage("-n option not supported", config_dir)
+        elif letter == "B" and value not in ("8BITMIME", "7BIT"):
+            raise _Usage("-B option needs 8BITMIME or 7BIT", config_dir)
+        elif letter == "X" and kind != "V":
+            raise _Usage(f"unsupported: -X{kind}", config_dir)
+        elif letter == "b" and kind == "v":
+            cl.flags.add("bv")
+        elif letter == "b":
+            if kind not in _B_MODES:
+                raise _Usage(f"unsupported: -b{kind}", config_dir)
+            cl.mode = _B_MODES[kind]
+        elif letter == "I":
+            cl.mode = "newaliases"
+        elif letter == "o" and value == "A":
+            raise _Usage("-oA requires pathname", config_dir)
+        elif letter == "i" or (letter == "o" and kind == "i"):
+            cl.flags.add("i")
+        elif letter == "q":
+            if kind.isdigit():
+                cl.queue_time = value
+            elif kind in ("R", "I") and not value[1:]:
+                raise _Usage(
+                    f"specify: -q{kind}{'sitename' if kind == 'R' else 'queueid'}", config_dir
+                )
+            elif kind == "R":
+                cl.site_to_flush = value[1:]
+            elif kind == "I":
+                cl.id_to_flush = value[1:]
+            else:
+                raise _Usage(f"-q{kind} is not implemented", config_dir)
+        elif letter == "t":
+            cl.flags.add("t")
+        elif letter == "v":
+            cl.verbose += 1
+        elif letter in ("f", "r"):
+            cl.opts["f"] = value
+        elif letter in _TAKES_ARG:
+            cl.opts[letter] = value
+    cl.rcpts = args[rest:]
+    for given, text in (
+        ("t" in cl.flags, "-t"),
+        (cl.site_to_flush, "-qR"),
+        (cl.id_to_flush, "-qI"),
+    ):
+        if given and cl.mode != "enqueue":
+            raise _Usage(f"{text} can be used only in delivery mode", config_dir)
+    if "bv" in cl.flags:
+        conflicts = {"-t": "t" in cl.flags, "-N": "N" in cl.opts, "-R": "R" in cl.opts}
+        conflicts["-v"] = cl.verbose == 1
+        for text, given in conflicts.items():
+            if given:
+                raise _Usage(f"{text} option cannot be used with -bv", config_dir)
+    return cl
+
+
+def _warn(text: str, config_dir: str | None) -> None:
+    cfg = _config_quietly(config_dir)
+    if cfg is None:
+        print(f"sendmail: warning: {text}", file=sys.stderr)
+    else:
+        command_message(cfg, "sendmail", text, "warning")
+
+
+# The modes that run another command, and their refusal of recipients.
+_NO_RECIPIENT = {
+    "mailq": "display queue mode requires no recipient",
+    "flush": "flush queue mode requires no recipient",
+    "daemon": "daemon mode requires no recipient",
+    "newaliases": "alias initialization mode requires no recipient",
+    "user": "stand-alone mode requires no recipient",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run sendmail with sys.argv; return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cl = _command_line(args)
+    except _Usage as e:
+        return _option_fatal(str(e), e.config_dir)
+    opts, flags, rcpts = cl.opts, cl.flags, cl.rcpts
     config_dir = opts.get("C")
-    if "bp" in flags:
+    # RFC 1652's body type, MAIL FROM's BODY= (the queue file's encoding record).
+    body_type = opts.get("B", "")
+    # A queue run interval means something to the daemon mode only (Sendmail's -q30m).
+    if cl.queue_time is not None and cl.mode != "daemon":
+        return 0
+    if cl.mode == "ignore":
+        return 0
+    if cl.mode in _NO_RECIPIENT and rcpts:
+        return _option_fatal(_NO_RECIPIENT[cl.mode], config_dir)
+    if cl.mode == "enqueue" and (cl.site_to_flush or cl.id_to_flush) and rcpts:
+        what = "flush site" if cl.site_to_flush else "flush queue_id"
+        return _option_fatal(f"{what} requires no recipient", config_dir)
+    if cl.mode == "mailq":
         return _exec_tool("postqueue", config_dir, "-p")
-    if "q" in flags:
+    if cl.mode == "flush":
         return _exec_tool("postqueue", config_dir, "-f")
-    if "bi" in flags:
+    if cl.mode == "enqueue" and cl.site_to_flush:
+        return _exec_tool("postqueue", config_dir, "-s", cl.site_to_flush)
+    if cl.mode == "enqueue" and cl.id_to_flush:
+        return _exec_tool("postqueue", config_dir, "-i", cl.id_to_flush)
+    if cl.mode == "newaliases":
         return _exec_tool("newaliases", config_dir)
+    if cl.mode == "daemon":
+        return _exec_tool("postfix", config_dir, "start")
     try:
         cfg = load_config(config_dir, master_cf=False, stderr_as="sendmail")
     except ConfigError as e:
         return _fatal(str(e))
-    if "bv" in flags and "t" in flags:
-        return _fatal("-t option cannot be used with -bv", cfg)
-    if "bs" in flags:
-        return asyncio.run(_smtp_on_stdio(cfg))
     who = user_acl.refused(cfg, "authorized_submit_users", os.getuid())
     if who is not None:
         user_acl.deny(cfg, "sendmail", f"User {who}({os.getuid()}) is not allowed to submit mail")
         return EX_TEMPFAIL
+    if cl.mode == "user":
+        return asyncio.run(_smtp_on_stdio(cfg))
     sender = opts.get("f", opts.get("r"))
     if sender is None:
         sender = _login()
