@@ -47,6 +47,7 @@ import contextlib
 import dataclasses
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -297,7 +298,8 @@ def _getopt(args: list[str]) -> tuple[list[tuple[str, str]], int]:
     """(letter, argument) of each option as getopt with Postfix's "+" finds them, up to
     the first argument that is not one, or "--"; ("?", complaint) for one it does not
     know or that lacks its argument; ("-q", "") for a bare "-q", which Postfix takes
-    aside. And the index of the first argument after the options."""
+    aside; ("warn", text) before an old form taken as another. And the index of the
+    first argument after the options."""
     found: list[tuple[str, str]] = []
     i = 0
     while i < len(args):
@@ -309,6 +311,16 @@ def _getopt(args: list[str]) -> tuple[list[tuple[str, str]], int]:
         i += 1
         if a == "-q":
             found.append(("-q", ""))
+            continue
+        # Sendmail's old VERP forms, taken as -XV: "-V xy" (its argument then stays a
+        # recipient) and "-Vxy", lengths in bytes as the C strings'.
+        if a == "-V" and i < len(args) and len(os.fsencode(args[i])) == 2:
+            found.append(("warn", "option -V is deprecated with Postfix 2.3; specify -XV instead"))
+            found.append(("X", "V"))
+            continue
+        if a.startswith("-V") and len(os.fsencode(a)) == 4:
+            text = f"option {a} is deprecated with Postfix 2.3; specify -X{a[1:]} instead"
+            found += [("warn", text), ("X", a[1:])]
             continue
         for j in range(1, len(a)):
             c = a[j]
@@ -345,7 +357,9 @@ def _command_line(args: list[str]) -> _CommandLine:
         if letter == "?":
             print(f"sendmail: {value}", file=sys.stderr)
             raise _Usage("usage: sendmail [options]", config_dir)
-        if letter == "-q":
+        if letter == "warn":
+            _warn(value, config_dir)
+        elif letter == "-q":
             if cl.mode == "daemon":
                 _warn("ignoring -q option in daemon mode", config_dir)
             else:
@@ -360,6 +374,12 @@ def _command_line(args: list[str]) -> _CommandLine:
             raise _Usage("-B option needs 8BITMIME or 7BIT", config_dir)
         elif letter == "X" and kind != "V":
             raise _Usage(f"unsupported: -X{kind}", config_dir)
+        elif letter == "X":
+            cl.opts["X"] = _verp_delimiters(value[1:], config_dir)
+        elif letter in ("N", "R", "V"):
+            checked = _dsn_option(letter, value, config_dir)
+            if checked is not None:
+                cl.opts[letter] = checked
         elif letter == "b" and kind == "v":
             cl.flags.add("bv")
         elif letter == "b":
@@ -408,6 +428,46 @@ def _command_line(args: list[str]) -> _CommandLine:
             if given:
                 raise _Usage(f"{text} option cannot be used with -bv", config_dir)
     return cl
+
+
+def _verp_delimiters(given: str, config_dir: str | None) -> str:
+    """-XV's delimiters (default_verp_delimiters without any), as verp_delims_verify
+    takes them: two of verp_delimiter_filter."""
+    cfg = _config_quietly(config_dir)
+    if not given:
+        return cfg.get("default_verp_delimiters") if cfg is not None else "+="
+    allowed = cfg.get("verp_delimiter_filter") if cfg is not None else "-=+"
+    if len(given) != 2 or not all(c in allowed for c in given):
+        raise _Usage(f"-V requires two characters from {allowed}", config_dir)
+    return given
+
+
+_NOTIFY_WORDS = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
+
+
+def _dsn_option(letter: str, value: str, config_dir: str | None) -> str | None:
+    """-N's NOTIFY words (comma-separated), -R's RET or -V's ENVID as Postfix's sendmail
+    takes them (dsn_notify_mask, dsn_ret_code, a printable ENVID of at most 100
+    characters); None, with its warning, for a value it ignores."""
+    if letter == "V":
+        if len(os.fsencode(value)) > 100:
+            _warn("too long -V option value -- ignored", config_dir)
+        elif not all(" " <= c <= "~" for c in value):
+            _warn("bad syntax in -V option value -- ignored", config_dir)
+        else:
+            return value
+        return None
+    if letter == "R" and value.upper() in ("FULL", "HDRS"):
+        return value.upper()
+    words = [w for w in re.split(r"[\s,]+", value) if w] if letter == "N" else []
+    known = [w.upper() for w in words if w.upper() in _NOTIFY_WORDS]
+    if len(known) < len(words):
+        unknown = next(w for w in words if w.upper() not in _NOTIFY_WORDS)
+        _warn(f'unknown DSN NOTIFY command value "{unknown}" in "{value}"', config_dir)
+    elif known and not ("NEVER" in known and len(set(known)) > 1):
+        return ",".join(dict.fromkeys(known))
+    _warn(f"bad -{letter} option value -- ignored", config_dir)
+    return None
 
 
 def _warn(text: str, config_dir: str | None) -> None:
@@ -480,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             warning = f"-f option specified malformed sender: {sender}"
             command_message(cfg, "sendmail", warning, "warning")
         sender = given[0] if given else ""
+    if "X" in opts and not sender:
+        return _fatal(f"({os.getuid()}): -V option requires non-null sender address", cfg)
     # Each argument as an address list; one without an address is an empty recipient
     # (cleanup's $empty_address_recipient).
     envelope_rcpts = [addr for arg in rcpts for addr in (_addresses(arg) or [""])]
@@ -501,8 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         content=content,
         extract="t" in flags,
         full_name=opts["F"] if "F" in opts else _fullname(),
-        dsn_notify=opts.get("N", "").upper(),
-        dsn_ret=opts.get("R", "").upper(),
+        dsn_notify=opts.get("N", ""),
+        dsn_ret=opts.get("R", ""),
         dsn_envid=opts.get("V", ""),
         trace_flags=TRACE_USR_VRFY if verify else 0,
         body_type=body_type,
