@@ -501,3 +501,41 @@ def test_maildrop_listed_in_directory_order_as_postfix(shared_tmp):
         listings.append((order, heads))
     assert [h[0] for h in listings[0][1]] == listings[0][0]
     assert listings[1] == listings[0]
+
+
+def test_command_refusals_logged_as_postfix(tmp_path):
+    # Once main.cf is read, postqueue's and postsuper's warnings and fatal errors go to the
+    # log as well as to stderr, as Postfix's (msg_syslog_init).
+    from tests.smtpd.test_postfix_differential import running_postfix
+
+    commands = [
+        ("postqueue", "-s", "bad..x"),
+        ("postqueue", "-i", "bad.id"),
+        ("postqueue", "-s", "x.example"),
+        ("postsuper", "-d", "bad!id"),
+    ]
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(logging) as (_port, d):
+        theirs = [run_postfix(f"/usr/sbin/{tool}", "-c", str(d), *args) for tool, *args in commands]
+        deadline = time.monotonic() + 10
+        while (d / "maillog").read_text().count("postfix/postsuper[") < 2:
+            assert time.monotonic() < deadline, (d / "maillog").read_text()
+            time.sleep(0.1)
+        their_log = [
+            ln.split("]: ", 1)[1]
+            for ln in (d / "maillog").read_text().splitlines()
+            if re.search(r" postfix/post(queue|super)\[", ln)
+        ]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/spool\nmaillog_file = {tmp_path}/maillog\n"
+    )
+    (tmp_path / "maillog").write_text("")
+    for (tool, *args), their in zip(commands, theirs, strict=True):
+        mine = run_ours(tool, "-c", str(conf), *args)
+        assert (mine.returncode, mine.stderr) == (their.returncode, their.stderr), args
+    our_log = [ln.split("]: ", 1)[1] for ln in (tmp_path / "maillog").read_text().splitlines()]
+    assert our_log == their_log
+    assert 'fatal: Cannot flush mail queue - invalid destination: "bad..x"' in our_log
+    assert "warning: invalid mail queue id: bad!id" in our_log

@@ -73,18 +73,22 @@ DOOR_ENV = "OXIPOST_DOOR"
 NO_PERMISSION = (errno.EACCES, errno.EPERM)
 
 
-def _fatal(text: str, status: int = EX_UNAVAILABLE) -> int:
-    print(f"{PROG}: fatal: {text}", file=sys.stderr)
-    return status
-
-
-def _not_configured(cfg: Config, site: str) -> int:
-    command_message(cfg, PROG, f'Flush service is not configured for destination "{site}"', "fatal")
+def _fatal(text: str, cfg: Config | None = None) -> int:
+    """msg_fatal's line on stderr, and in the log once main.cf is read (Postfix's
+    postqueue logs from then on); EX_UNAVAILABLE."""
+    if cfg is None:
+        print(f"{PROG}: fatal: {text}", file=sys.stderr)
+    else:
+        command_message(cfg, PROG, text, "fatal")
     return EX_UNAVAILABLE
 
 
-def _warning(text: str) -> None:
-    print(f"{PROG}: warning: {text}", file=sys.stderr)
+def _not_configured(cfg: Config, site: str) -> int:
+    return _fatal(f'Flush service is not configured for destination "{site}"', cfg)
+
+
+def _warning(text: str, cfg: Config) -> None:
+    command_message(cfg, PROG, text, "warning")
 
 
 def _load(config_dir: str | None) -> Config | int:
@@ -139,7 +143,7 @@ def _may_read_queue(cfg: Config) -> bool:
 def _direct(cfg: Config) -> Iterable[dict[str, Any]]:
     state = QueueState(cfg)
     for problem in state.problems:
-        _warning(problem)
+        _warning(problem, cfg)
     return list(showq.records(state))
 
 
@@ -158,10 +162,10 @@ def show(config_dir: str | None, as_json: bool) -> int:
         if e.errno in NO_PERMISSION:
             _through_door(cfg, "-j" if as_json else "-p")
             # Not "down": the user lacks the permission (Postfix says so apart).
-            return _fatal(why)
+            return _fatal(why, cfg)
         if not _may_read_queue(cfg):
-            return _fatal(f"Queue report unavailable - mail system is down ({why})")
-        _warning(f"Mail system is down -- accessing queue directly ({why})")
+            return _fatal(f"Queue report unavailable - mail system is down ({why})", cfg)
+        _warning(f"Mail system is down -- accessing queue directly ({why})", cfg)
         messages = _direct(cfg)
     lines = showq.json_lines(messages) if as_json else showq.compat_lines(messages)
     try:
@@ -172,7 +176,7 @@ def show(config_dir: str | None, as_json: bool) -> int:
         pass
     except showq.ShowqError as e:
         sys.stdout.flush()
-        return _fatal(str(e))
+        return _fatal(str(e), cfg)
     return 0
 
 
@@ -183,7 +187,7 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
         return cfg
     bad = _bad_argument(flag, value)
     if bad is not None:
-        return _fatal(bad)
+        return _fatal(bad, cfg)
     if _not_allowed(cfg, "authorized_flush_users", "flush"):
         return EX_UNAVAILABLE
     req: dict[str, object] = {"op": "flush"}
@@ -194,8 +198,7 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
             allowed = flush_site_ok(cfg, value, lambda text: command_message(cfg, PROG, text))
         except TableError as e:
             # A command's table that does not open is dict_open's fatal error.
-            command_message(cfg, PROG, str(e), "fatal")
-            return EX_UNAVAILABLE
+            return _fatal(str(e), cfg)
         if not allowed:
             return _not_configured(cfg, value)
         req = {"op": "flush-site", "site": value}
@@ -209,14 +212,14 @@ def flush(config_dir: str | None, flag: str, value: str) -> int:
         # Postfix's -f triggers public/qmgr, its -s and -i ask public/flush (qmgr's here).
         why = os.strerror(e.errno) if e.errno else "no reply"
         if flag == "-f":
-            _warning(f"unable to look up public/{cfg.get('queue_service_name')}: {why}")
+            _warning(f"unable to look up public/{cfg.get('queue_service_name')}: {why}", cfg)
         else:
-            _warning(f"connect to public/{cfg.get('flush_service_name')}: {why}")
-        return _fatal("Cannot flush mail queue - mail system is down")
+            _warning(f"connect to public/{cfg.get('flush_service_name')}: {why}", cfg)
+        return _fatal("Cannot flush mail queue - mail system is down", cfg)
     if reply.get("denied"):
         return _not_configured(cfg, value)
     if not reply.get("ok"):
-        return _fatal(str(reply.get("error", "flush failed")))
+        return _fatal(str(reply.get("error", "flush failed")), cfg)
     return 0
 
 

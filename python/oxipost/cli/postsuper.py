@@ -206,12 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if queue is not None and queue not in (*QUEUES, "maildrop"):
         print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
         return 1
-    for action, named in actions.items():
-        if isinstance(named, list):
-            for qid in named:
-                if not queue_id_ok(qid):
-                    print(f"{PROG}: warning: invalid mail queue id: {qid}", file=sys.stderr)
-            actions[action] = [q for q in named if queue_id_ok(q)]
     try:
         cfg = load_config(config_dir, master_cf=False, stderr_as=PROG)
     except ConfigError as e:
@@ -226,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def warn(text: str) -> None:
         print(f"{PROG}: warning: {text}", file=sys.stderr)
         log.warning(text)
+
+    for action, named in actions.items():
+        if isinstance(named, list):
+            for qid in named:
+                if not queue_id_ok(qid):
+                    warn(f"invalid mail queue id: {qid}")
+            actions[action] = [q for q in named if queue_id_ok(q)]
 
     counts: dict[str, int] = {}
     try:
