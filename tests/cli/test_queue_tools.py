@@ -21,7 +21,7 @@ from oxipost.config import load_config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import Queue, QueueState
 
-from tests.conftest import main_cf_with, run_ours, run_postfix
+from tests.conftest import main_cf_with, run_ours, run_postfix, wait_for_log
 
 pytestmark = pytest.mark.postfix
 
@@ -517,13 +517,10 @@ def test_command_refusals_logged_as_postfix(tmp_path):
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(logging) as (_port, d):
         theirs = [run_postfix(f"/usr/sbin/{tool}", "-c", str(d), *args) for tool, *args in commands]
-        deadline = time.monotonic() + 10
-        while (d / "maillog").read_text().count("postfix/postsuper[") < 2:
-            assert time.monotonic() < deadline, (d / "maillog").read_text()
-            time.sleep(0.1)
+        text = wait_for_log(d / "maillog", r"postfix/postsuper\[", 2)
         their_log = [
             ln.split("]: ", 1)[1]
-            for ln in (d / "maillog").read_text().splitlines()
+            for ln in text.splitlines()
             if re.search(r" postfix/post(queue|super)\[", ln)
         ]
     conf = tmp_path / "conf"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for_log
 from tests.delivery.test_e2e_local import running_ours
 from tests.smtpd.test_postfix_differential import running_postfix
 
@@ -204,14 +205,9 @@ def test_sendmail_refusals_as_postfix(tmp_path: Path) -> None:
         expected = sum(
             r.stderr.count(b": fatal: ") + r.stderr.count(b": warning: ") for r in theirs
         )
-        deadline = time.monotonic() + 10
-        while (d / "maillog").read_text().count(" postfix/sendmail[") < expected:
-            assert time.monotonic() < deadline, (d / "maillog").read_text()
-            time.sleep(0.1)
+        text = wait_for_log(d / "maillog", r" postfix/sendmail\[", expected)
         their_log = [
-            ln.split("]: ", 1)[1]
-            for ln in (d / "maillog").read_text().splitlines()
-            if " postfix/sendmail[" in ln
+            ln.split("]: ", 1)[1] for ln in text.splitlines() if " postfix/sendmail[" in ln
         ]
     conf = tmp_path / "conf"
     conf.mkdir()
