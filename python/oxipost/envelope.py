@@ -12,6 +12,15 @@ from typing import Any
 
 import msgpack
 
+# DSN NOTIFY's words (RFC 3461).
+NOTIFY_WORDS = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
+
+
+def notify_ok(words: frozenset[str] | set[str]) -> bool:
+    """Whether these (upper-case) words are a NOTIFY value, as Postfix's DSN_NOTIFY_OK:
+    NEVER alone, or some of the others."""
+    return bool(words) and words <= NOTIFY_WORDS and ("NEVER" not in words or len(words) == 1)
+
 
 @dataclass(slots=True)
 class Recipient:

@@ -347,11 +347,13 @@ def capture_python_logging(log: Logger, programs: Iterable[str] = ()) -> logging
     return handler
 
 
-def command_message(cfg: _ConfigLike, prog: str, text: str, severity: str = "") -> None:
+def command_message(cfg: _ConfigLike | None, prog: str, text: str, severity: str = "") -> None:
     """A Postfix command's msg_info, or with severity "warning" or "fatal" its msg_warn or
     msg_fatal's line: "PROG: [SEVERITY: ]TEXT" on stderr, and the same in the log under
-    PROG."""
+    PROG once main.cf is read (cfg)."""
     print(f"{prog}: {severity + ': ' if severity else ''}{text}", file=sys.stderr)
+    if cfg is None:
+        return
     maillog = cfg.get("maillog_file")
     # A user's command cannot append to mail_owner's maillog_file (Postfix's go through
     # postlogd); syslog takes anyone's lines.

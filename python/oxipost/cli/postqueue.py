@@ -76,10 +76,7 @@ NO_PERMISSION = (errno.EACCES, errno.EPERM)
 def _fatal(text: str, cfg: Config | None = None) -> int:
     """msg_fatal's line on stderr, and in the log once main.cf is read (Postfix's
     postqueue logs from then on); EX_UNAVAILABLE."""
-    if cfg is None:
-        print(f"{PROG}: fatal: {text}", file=sys.stderr)
-    else:
-        command_message(cfg, PROG, text, "fatal")
+    command_message(cfg, PROG, text, "fatal")
     return EX_UNAVAILABLE
 
 

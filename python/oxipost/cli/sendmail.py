@@ -57,7 +57,7 @@ import typing
 from oxipost import tok822, user_acl
 from oxipost.cli.postdrop import SETGID_PROGRAM, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
-from oxipost.envelope import TRACE_USR_VRFY
+from oxipost.envelope import NOTIFY_WORDS, TRACE_USR_VRFY, notify_ok
 from oxipost.log import command_message
 from oxipost.pickup.maildrop import (
     Submission,
@@ -74,10 +74,7 @@ EX_TEMPFAIL = 75
 def _fatal(text: str, cfg: Config | None = None) -> int:
     """msg_fatal's line on stderr, and in the log once main.cf is read; EX_TEMPFAIL, the
     status Postfix's sendmail exits with after any fatal error (its msg_cleanup)."""
-    if cfg is None:
-        print(f"sendmail: fatal: {text}", file=sys.stderr)
-    else:
-        command_message(cfg, "sendmail", text, "fatal")
+    command_message(cfg, "sendmail", text, "fatal")
     return EX_TEMPFAIL
 
 
@@ -442,9 +439,6 @@ def _verp_delimiters(given: str, config_dir: str | None) -> str:
     return given
 
 
-_NOTIFY_WORDS = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
-
-
 def _dsn_option(letter: str, value: str, config_dir: str | None) -> str | None:
     """-N's NOTIFY words (comma-separated), -R's RET or -V's ENVID as Postfix's sendmail
     takes them (dsn_notify_mask, dsn_ret_code, a printable ENVID of at most 100
@@ -457,25 +451,22 @@ def _dsn_option(letter: str, value: str, config_dir: str | None) -> str | None:
         else:
             return value
         return None
-    if letter == "R" and value.upper() in ("FULL", "HDRS"):
-        return value.upper()
-    words = [w for w in re.split(r"[\s,]+", value) if w] if letter == "N" else []
-    known = [w.upper() for w in words if w.upper() in _NOTIFY_WORDS]
-    if len(known) < len(words):
-        unknown = next(w for w in words if w.upper() not in _NOTIFY_WORDS)
-        _warn(f'unknown DSN NOTIFY command value "{unknown}" in "{value}"', config_dir)
-    elif known and not ("NEVER" in known and len(set(known)) > 1):
-        return ",".join(dict.fromkeys(known))
+    if letter == "R":
+        if value.upper() in ("FULL", "HDRS"):
+            return value.upper()
+    else:
+        words = [w for w in re.split(r"[\s,]+", value) if w]
+        unknown = [w for w in words if w.upper() not in NOTIFY_WORDS]
+        if unknown:
+            _warn(f'unknown DSN NOTIFY command value "{unknown[0]}" in "{value}"', config_dir)
+        elif notify_ok({w.upper() for w in words}):
+            return ",".join(dict.fromkeys(w.upper() for w in words))
     _warn(f"bad -{letter} option value -- ignored", config_dir)
     return None
 
 
 def _warn(text: str, config_dir: str | None) -> None:
-    cfg = _config_quietly(config_dir)
-    if cfg is None:
-        print(f"sendmail: warning: {text}", file=sys.stderr)
-    else:
-        command_message(cfg, "sendmail", text, "warning")
+    command_message(_config_quietly(config_dir), "sendmail", text, "warning")
 
 
 # The modes that run another command, and their refusal of recipients.

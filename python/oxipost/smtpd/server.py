@@ -48,7 +48,7 @@ from oxipost.cleanup.message import size_checked
 from oxipost.cleanup.milter import MilterEditor, milter_log
 from oxipost.delivery.address import quote_local
 from oxipost.delivery.dsn import orcpt_decode, xtext_decode
-from oxipost.envelope import Envelope, Recipient
+from oxipost.envelope import Envelope, Recipient, notify_ok
 from oxipost.flow import FlowGate
 from oxipost.is_header import header_length
 from oxipost.maildate import mail_date
@@ -1360,12 +1360,7 @@ class Session:
                 return
             if key == "NOTIFY" and eq:
                 words = {w.upper() for w in value.split(",")}
-                if (
-                    not value
-                    or rcpt.notify
-                    or not words <= {"NEVER", "SUCCESS", "FAILURE", "DELAY"}
-                    or ("NEVER" in words and len(words) > 1)
-                ):
+                if not value or rcpt.notify or not notify_ok(words):
                     await self.reply(R.BAD_NOTIFY)
                     return
                 rcpt.notify = frozenset(words)
