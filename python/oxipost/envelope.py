@@ -61,6 +61,10 @@ class Envelope:
     protocol: str = ""  # "SMTP", "ESMTP", "ESMTPS", "ESMTPSA", "UTF8ESMTP", ... as in Received:
     sasl_method: str = ""
     sasl_username: str = ""
+    # The two VERP delimiters (sendmail -XV, MAIL FROM's XVERP): each recipient is sent the
+    # message alone, from the sender with its address in it (Postfix's REC_TYPE_VERP
+    # record, verp_sender()); "" for none.
+    verp_delims: str = ""
     # MAIL FROM's AUTH= value as the client gave it (RFC 4954 section 5), whether or not it
     # authenticated, as Postfix's smtpd keeps it; "" for none or AUTH=<>.
     sasl_sender: str = ""

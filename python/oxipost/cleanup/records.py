@@ -84,6 +84,8 @@ def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) ->
         named += _client_records(env)
     named += [(k, v) for k, v in attrs.items() if k not in _PLACED]
     lines += [f"named_attribute: {k}={v}" for k, v in named if v]
+    if env.verp_delims:
+        lines.append(f"verp_delimiters: {env.verp_delims}")
     return lines
 
 

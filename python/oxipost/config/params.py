@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 from oxipost.config.expand import NUMBER, Expander, ExpandError, compat_level
 from oxipost.config.registry import interface_addresses, local_interfaces
 from oxipost.valid import hostname_problem
+from oxipost.verp import verp_delims_verify
 
 if TYPE_CHECKING:
     from oxipost.config import Config
@@ -555,14 +556,13 @@ def check_startup(cfg: Config, warn: Callable[[str], None], command: bool = Fals
     origin = cfg.get("myorigin")
     if any(c in origin for c in ", \t\r\n"):
         raise _error(f"myorigin parameter setting must not contain multiple values: {origin}")
-    # verp_delims_verify (the table above has made them two characters).
-    allowed = cfg.get("verp_delimiter_filter")
-    for which, char in zip(("first", "second"), cfg.get("default_verp_delimiters"), strict=False):
-        if char not in allowed:
-            raise _error(
-                f"file {main_cf}: parameters default_verp_delimiters and verp_delimiter_filter:"
-                f" bad {which} VERP delimiter character"
-            )
+    # The table above has made them two characters.
+    problem = verp_delims_verify(cfg, cfg.get("default_verp_delimiters"))
+    if problem is not None:
+        raise _error(
+            f"file {main_cf}: parameters default_verp_delimiters and verp_delimiter_filter:"
+            f" {problem}"
+        )
 
 
 @cache

@@ -82,6 +82,7 @@ from oxipost.smtpd.xclient import (
     neuter,
 )
 from oxipost.valid import valid_hostname, valid_mailhost_literal
+from oxipost.verp import verp_delims_verify
 
 CRLF = b"\r\n"
 # The notify_classes a session's transcript goes to the postmaster for (smtpd_chat_notify);
@@ -126,6 +127,8 @@ _EHLO_MASK_ORDER = (
 )
 # As str_ehlo_mask spells them: its table names SMTPUTF8's bit "EHLO_MASK_SMTPUTF8".
 _EHLO_MASK_NAMES = {"smtputf8": "EHLO_MASK_SMTPUTF8"}
+# The EHLO keyword whose mask name is not itself: "verp" discards XVERP.
+_EHLO_MASK_KEYWORDS = {"xverp": "verp"}
 _ESMTP_PARAMS_MAIL = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
 
 
@@ -195,6 +198,7 @@ class Transaction:
     ret: str = ""
     envid: str = ""
     smtputf8: bool = False
+    verp_delims: str = ""
     recipients: list[Recipient] = field(default_factory=list)
     rcpt_count: int = 0
 
@@ -1040,6 +1044,8 @@ class Session:
             lines.append("250 STARTTLS")
         if self._auth_offered():
             lines.append("250 AUTH PLAIN LOGIN")
+        if self._client_listed("smtpd_authorized_verp_clients"):
+            lines.append("250 XVERP")
         if self.xclient_allowed:
             lines.append(f"250 XCLIENT {XCLIENT_ATTRS}")
         if self.xforward_allowed:
@@ -1051,7 +1057,10 @@ class Session:
         discard = self.ehlo_discard
         if discard:
             lines = [
-                ln for ln in lines if ln[4:].split(" ")[0].lower() not in discard or ln is lines[0]
+                ln
+                for ln in lines
+                if _EHLO_MASK_KEYWORDS.get(k := ln[4:].split(" ")[0].lower(), k) not in discard
+                or ln is lines[0]
             ]
             # As Postfix's ehlo_cmd: not with silent-discard, nor (its quirk) when
             # ENHANCEDSTATUSCODES is among them.
@@ -1237,6 +1246,19 @@ class Session:
         for param in params:
             key, eq, value = param.partition("=")
             key = key.upper()
+            # Postfix's mail_cmd takes XVERP from smtpd_authorized_verp_clients whether or
+            # not EHLO announced it (smtpd_discard_ehlo_keywords); from another client it
+            # is an option like any unknown one.
+            if key == "XVERP" and self._client_listed("smtpd_authorized_verp_clients"):
+                if not eq:
+                    tx.verp_delims = self.cfg.get("default_verp_delimiters")
+                elif verp_delims_verify(self.cfg, value) is None:
+                    tx.verp_delims = value
+                else:
+                    allowed = self.cfg.get("verp_delimiter_filter")
+                    await self.reply(R.BAD_XVERP.format(filter=allowed))
+                    return
+                continue
             # Postfix matches "SIZE=", "AUTH=", ... and a bare "SMTPUTF8": any other form
             # of the name is a parameter it does not know.
             if key not in _ESMTP_PARAMS_MAIL or bool(eq) == (key == "SMTPUTF8"):
@@ -1293,6 +1315,10 @@ class Session:
             self.srv.log.info(self.state.whatsup("reject", R.SIZE_EXCEEDS))
             self.state.sender = None
             await self.reply(R.SIZE_EXCEEDS, error_class=POLICY_ERROR)
+            return
+        if tx.verp_delims and not addr:
+            # Not counted a protocol error: Postfix's mail_cmd leaves error_mask alone.
+            await self.reply(R.XVERP_NULL_SENDER, error_class=0)
             return
         try:
             space_ok = self.srv.queue.free_space_ok(tx.size)
@@ -1571,6 +1597,7 @@ class Session:
             ret=tx.ret,
             body_type=tx.body,
             smtputf8=tx.smtputf8,
+            verp_delims=tx.verp_delims,
             client_name=self.state.name,
             client_addr=self.addr,
             client_port=self.port,
