@@ -196,7 +196,8 @@ def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
     sendmail -B's body type is the encoding record, in both segments; sendmail -t's
     recipients (To:, Cc:, Bcc:) are the extracted segment's, after the content, those of
     the command line the envelope's; a header_checks REDIRECT is a redirect_to record
-    there, the recipients kept as they were. Ours stays in the queue: smtp is a deferred
+    there, the recipients kept as they were. sendmail -XV and -Vxy's VERP delimiters are
+    the verp_delimiters record. Ours stays in the queue: smtp is a deferred
     transport."""
     argv = ["-F", "Joe Public", "-f", "s@example.org", "-N", "success,delay", "-V", "envx"]
     extract = "To: a@example.net, b\nCc: C <c@example.net>\nBcc: d@example.net\nSubject: t\n\nt\n"
@@ -205,6 +206,9 @@ def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
         (["-B", "8BITMIME", "-t", "-N", "success", "r@example.net"], extract),
         (["-B", "7BIT", "-f", "s@example.org", "r@example.net"], "Subject: y\n\n7bit\n"),
         (["-f", "s@example.org", "r@example.net", "q@example.net"], "Subject: redirect\n\nr\n"),
+        # VERP: -XV's default delimiters, the old -Vxy's own.
+        (["-XV", "-f", "s@example.org", "r@example.net"], "Subject: verp\n\nv\n"),
+        (["-V+-", "-B", "7BIT", "-f", "s@example.org", "r@example.net"], "Subject: v\n\nv\n"),
     ]
     checks = "header_checks = regexp:{ {/^Subject: redirect/ REDIRECT new@example.net} }\n"
     theirs = []
@@ -242,6 +246,7 @@ def test_submitted_queue_file_records_as_postfix(oxi: Oxipost) -> None:
     assert "named_attribute: dsn_orig_rcpt=rfc822;daemon@mx.example.test" in theirs[0], theirs
     assert "named_attribute: encoding=8bit" in theirs[1], theirs
     assert "redirect_to: new@example.net" in theirs[3], theirs
+    assert "verp_delimiters: +-" in theirs[5], theirs
     assert ours == theirs
     bad = ["-B", "8bitmime", "r@example.net"]
     mine = run_ours("sendmail", "-C", str(oxi.conf), *bad)

@@ -559,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         dsn_envid=opts.get("V", ""),
         trace_flags=TRACE_USR_VRFY if verify else 0,
         body_type=body_type,
+        verp_delims=opts.get("X", ""),
     )
     top = cfg.path("queue_directory")
     if os.getuid() != 0 and not os.access(maildrop_dir(top), os.W_OK | os.X_OK):

@@ -3,7 +3,7 @@
 A maildrop file is one msgpack map: {"v": 1, "sender", "recipients", "extract" (sendmail
 -t), "full_name", "time", "uid", "dsn_notify", "dsn_ret", "dsn_envid", "trace_flags"
 (sendmail -bv: oxipost.envelope's TRACE_*), "body_type" (sendmail -B: "8BITMIME", "7BIT"
-or ""), "content"}. It is
+or ""), "verp_delims" (sendmail -XV's, or ""), "content"}. It is
 written durably and atomically (oxipost.durable.write_atomically: temp file, fsync,
 rename, fsync of the directory), then linked under a queue ID as Postfix's postdrop names
 its files, so pickup sees a whole file or none, and mailq lists it under that ID (Postfix's
@@ -61,6 +61,7 @@ class Submission:
     dsn_envid: str = ""
     trace_flags: int = 0
     body_type: str = ""
+    verp_delims: str = ""
     # postsuper -r's: the queue ID the message had, its envelope, its showq record.
     orig_id: str = ""
     env: dict[str, Any] | None = None
@@ -81,6 +82,7 @@ class Submission:
                 "dsn_envid": self.dsn_envid,
                 "trace_flags": self.trace_flags,
                 "body_type": self.body_type,
+                "verp_delims": self.verp_delims,
                 "content": self.content,
                 **(
                     {"orig_id": self.orig_id, "env": self.env, "listed": self.listed}
@@ -113,6 +115,7 @@ class Submission:
                 dsn_envid=str(d.get("dsn_envid", "")),
                 trace_flags=int(d.get("trace_flags", 0)),
                 body_type=str(d.get("body_type", "")),
+                verp_delims=str(d.get("verp_delims", "")),
                 orig_id=str(d.get("orig_id", "")),
                 env=d.get("env"),
                 listed=d.get("listed"),

@@ -116,6 +116,7 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
         ret=sub.dsn_ret if sub.dsn_ret in ("FULL", "HDRS") else "",
         protocol="",
         body_type=sub.body_type,
+        verp_delims=sub.verp_delims,
         attrs={"origin": "pickup", "uid": str(sub.uid)},
     )
     if len(rcpts) > given:
