@@ -39,9 +39,15 @@ class Scheduler:
     def recipient_limit(self, transport: str) -> int:
         """The transport's destination recipient limit."""
     def insert(
-        self, msg: int, arrival: float, null_sender: bool, rcpts: list[tuple[int, str, str]]
+        self,
+        msg: int,
+        arrival: float,
+        null_sender: bool,
+        rcpts: list[tuple[int, str, str]],
+        single_rcpt: bool = False,
     ) -> None:
-        """Activate a message with its (rcpt index, transport, queue) recipients."""
+        """Activate a message with its (rcpt index, transport, queue) recipients; with
+        single_rcpt, each recipient in a delivery of its own (VERP)."""
     def defer_until(
         self, msg: int, arrival: float, next_try: float, backoff: float, warned: bool
     ) -> None:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from oxipost._core import sched as _sched
 from oxipost.config import Config, ConfigError
 
+# A message's recipients as insert() takes them: (rcpt index, transport, queue name).
+Rcpts = list[tuple[int, str, str]]
+
 __all__ = ["Batch", "Event", "Scheduler"]
 
 
@@ -163,12 +166,13 @@ class Scheduler:
         return self._core.recipient_limit(transport)
 
     def insert(
-        self, msg: int, arrival: float, null_sender: bool, rcpts: list[tuple[int, str, str]]
+        self, msg: int, arrival: float, null_sender: bool, rcpts: Rcpts, single_rcpt: bool = False
     ) -> None:
-        """Activate message `msg` with its (rcpt index, transport, queue name) recipients."""
+        """Activate message `msg` with its recipients; with `single_rcpt` (VERP) each
+        recipient is a delivery of its own."""
         for _, transport, _ in rcpts:
             self._configure(transport)
-        self._core.insert(msg, arrival, null_sender, rcpts)
+        self._core.insert(msg, arrival, null_sender, rcpts, single_rcpt)
 
     def defer_until(
         self, msg: int, arrival: float, next_try: float, backoff: float = 0.0, warned: bool = False

@@ -98,6 +98,7 @@ from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import open_rewrite_tables, resolve
 from oxipost.rewrite.rewrite import rewrite_address
 from oxipost.verify import client as verify_client
+from oxipost.verp import verp_sender
 
 if TYPE_CHECKING:
     from oxipost.master.context import ServiceContext
@@ -421,7 +422,10 @@ class Qmgr:
             act.route[idx] = (transport, nexthop)
             queue = rcpt.address if self.sched.recipient_limit(transport) == 1 else nexthop
             rcpts.append((idx, transport, queue))
-        self.sched.insert(msg, env.arrival_time, env.sender == "", rcpts)
+        # VERP: one recipient a delivery, each with its own sender (Postfix's single_rcpt;
+        # its qmgr ignores VERP for the null sender).
+        verp = bool(env.verp_delims and env.sender)
+        self.sched.insert(msg, env.arrival_time, env.sender == "", rcpts, single_rcpt=verp)
         self.handle_events(now)
         return True
 
@@ -464,9 +468,13 @@ class Qmgr:
         transport, nexthop = act.route[batch.rcpts[0]]
         recipients = [self._recipient(act, i) for i in batch.rcpts]
         unreachable: str | None = None
+        env = act.env
+        if env.verp_delims and env.sender:
+            # Every agent is given the VERP sender as the sender, as by Postfix's qmgr.
+            env = replace(env, sender=verp_sender(env.verp_delims, env.sender, recipients[0]))
         try:
             req = DeliveryRequest(
-                act.qid, transport, nexthop, act.env, recipients, self._content(act), self.cfg
+                act.qid, transport, nexthop, env, recipients, self._content(act), self.cfg
             )
             outcomes = await deliver(req)
         except asyncio.CancelledError:

@@ -109,14 +109,17 @@ pub mod sched {
             self.0.recipient_limit(transport)
         }
 
+        #[pyo3(signature = (msg, arrival, null_sender, rcpts, single_rcpt = false))]
         fn insert(
             &mut self,
             msg: u64,
             arrival: f64,
             null_sender: bool,
             rcpts: Vec<(u32, String, String)>,
+            single_rcpt: bool,
         ) {
-            self.0.insert(msg, arrival, null_sender, &rcpts);
+            self.0
+                .insert_message(msg, arrival, null_sender, &rcpts, single_rcpt);
         }
 
         fn defer_until(

@@ -315,6 +315,20 @@ impl Scheduler {
         null_sender: bool,
         rcpts: &[(u32, String, String)],
     ) {
+        self.insert_message(msg, arrival, null_sender, rcpts, false);
+    }
+
+    /// `insert`, each recipient in a delivery of its own when `single_rcpt`
+    /// whatever the transport's recipient limit: a VERP message, whose
+    /// sender differs per recipient (Postfix's qmgr `single_rcpt`).
+    pub fn insert_message(
+        &mut self,
+        msg: u64,
+        arrival: f64,
+        null_sender: bool,
+        rcpts: &[(u32, String, String)],
+        single_rcpt: bool,
+    ) {
         let flushing = self.retry.get(&msg).is_some_and(|r| r.flush);
         if let Some(r) = self.retry.get_mut(&msg) {
             r.next_try = f64::INFINITY;
@@ -344,7 +358,11 @@ impl Scheduler {
             let all = groups.remove(&key).expect("grouped above");
             let (tname, qname) = key;
             let t = self.transport_mut(&tname);
-            let limit = t.params.recipient_limit.max(1) as usize;
+            let limit = if single_rcpt {
+                1
+            } else {
+                t.params.recipient_limit.max(1) as usize
+            };
             let initial = t
                 .params
                 .initial_concurrency

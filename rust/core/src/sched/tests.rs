@@ -289,6 +289,16 @@ fn recipients_grouped_up_to_the_limit() {
 }
 
 #[test]
+fn single_rcpt_messages_go_one_recipient_a_delivery() {
+    let mut s = sched();
+    s.insert_message(1, 0.0, false, &rcpts(3, "smtp", "x"), true);
+    s.insert(2, 0.0, false, &rcpts(3, "smtp", "x"));
+    let b = s.next_deliveries(0.0, 100);
+    let sizes: Vec<(u64, usize)> = b.iter().map(|b| (b.msg, b.rcpts.len())).collect();
+    assert_eq!(sizes, vec![(1, 1), (1, 1), (1, 1), (2, 3)]);
+}
+
+#[test]
 fn fairness_between_huge_and_tiny_destinations() {
     let mut s = sched();
     s.set_transport(
