@@ -49,10 +49,11 @@ class Scenario:
         rcpts: list[str],
         sender: str = "lfs@localhost",
         body: bytes = b"hello\r\n",
+        mail_options: tuple[str, ...] = (),
     ) -> None:
         # files: path under the top directory → (text, owner: "root" or a user's role).
         self.files, self.main_cf, self.rcpts, self.sender = files, main_cf, rcpts, sender
-        self.body = body
+        self.body, self.mail_options = body, mail_options
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def _send(port: int, sc: Scenario, top: Path, users: dict[str, str]) -> list[int
     codes = []
     with smlib(port) as s:
         s.ehlo("client.example.org")
-        s.mail(_text(sc.sender, top, users))
+        s.mail(_text(sc.sender, top, users), list(sc.mail_options))
         for r in sc.rcpts:
             address, _, options = _text(r, top, users).partition(" ")
             codes.append(s.rcpt(address, options.split())[0])
@@ -510,6 +511,18 @@ SCENARIOS = {
         {},
         {"luser_relay": "${extension?{$local-r}:{nosuchrelay}}", "recipient_delimiter": "+"},
         ["nosuch0@localhost", "nosuch1+x@localhost"],
+    ),
+    # VERP (MAIL FROM's XVERP): each delivery's sender is the sender with the recipient as
+    # the client gave it in it, what local(8) writes in the From_ and Return-Path: lines,
+    # gives commands as $SENDER and sends on with a .forward's copy.
+    "verp_sender": Scenario(
+        {
+            ALIASES: ('al1 lfa, "|{top}/bin/rec v1"\n', "root"),
+            "home/lfb/.forward": ("lfc\n", "lfb"),
+        },
+        {"smtpd_authorized_verp_clients": "127.0.0.1"},
+        ["al1@localhost", "lfb@localhost"],
+        mail_options=("XVERP",),
     ),
 }
 

@@ -318,12 +318,15 @@ async def _forward(
     """Resubmit the message with a new envelope (Postfix's forward.c), under a queue ID of
     its own that its Received: header names; cleanup logs its lines for it."""
     cfg = req.cfg
+    # The sender of a VERP message is its recipient's already: Postfix's forward.c
+    # queues no VERP delimiters with the copy.
     env = replace(
         req.envelope,
         sender=sender,
         recipients=rcpts,
         arrival_time=time.time(),
         attrs=dict(req.envelope.attrs),
+        verp_delims="",
     )
     try:
         queue = _open_queue(cfg)
