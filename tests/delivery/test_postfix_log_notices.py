@@ -97,6 +97,8 @@ IGNORED_TEMPLATE = "failure_template = <<EOF\nX-Note: hello\n\nNot used.\nEOF\n"
 # daemon's mailbox is a command that says why and exits EX_TEMPFAIL: deferred by local(8)
 # with a Diagnostic-Code of the command's own (x-unix; OUTPUT).
 TEMPFAIL = "mailbox_command_maps = inline:{ {daemon=/bin/sh -c 'echo try later; exit 75'} }\n"
+# VERP for the client; notices to nobody+EXTENSION@localhost reach nobody's mailbox.
+VERP_CF = "smtpd_authorized_verp_clients = 127.0.0.1\nrecipient_delimiter = +-\n"
 EIGHT_BIT_TEMPLATE = "failure_template = <<EOF\nCharset: iso-8859-1\n\nCaf\u00e9 ferm\u00e9.\nEOF\n"
 
 
@@ -252,6 +254,21 @@ SCENARIOS = {
     ),
     "deferred_transport_expired": Scenario(
         "maximal_queue_lifetime = 0\ndefer_transports = smtp\n", ["a@refused.test"], 1, SENDER
+    ),
+    # VERP (XVERP): each bounced recipient's notice goes alone to the sender with that
+    # recipient in it (the postmaster's copy too), the others delivered from it; with
+    # disable_verp_bounces, one notice to the sender for all.
+    "verp_bounces": Scenario(
+        VERP_CF + "notify_classes = bounce\nbounce_notice_recipient = bin@localhost\n",
+        ["nosuch@localhost", "bad@hard.test", "daemon@localhost", "ok@sink.test"],
+        4,
+        f"{SENDER} XVERP",
+    ),
+    "verp_bounces_disabled": Scenario(
+        VERP_CF + "disable_verp_bounces = yes\n",
+        ["nosuch@localhost", "bad@hard.test", "daemon@localhost"],
+        1,
+        f"{SENDER} XVERP=-=",
     ),
     "template_success": Scenario("", ["daemon@localhost NOTIFY=SUCCESS"], 1, SENDER, TEMPLATES),
     "template_ignored": Scenario("", ["nosuch@localhost"], 1, SENDER, IGNORED_TEMPLATE),

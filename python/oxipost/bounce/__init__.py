@@ -432,9 +432,11 @@ def notices(
     content: bytes,
     reports: list[Report],
     warn: Callable[[str], None] = lambda _text: None,
+    to: str = "",
 ) -> list[tuple[Envelope, bytes]]:
     """The notices to enqueue for these reports (possibly none); warn is told bounce(8)'s
-    warnings (a template's time value that converts to zero)."""
+    warnings (a template's time value that converts to zero). The sender's notice goes
+    to `to` when given: a VERP message's, its sender with the recipient in it."""
     if kind not in _ACTIONS:
         raise ValueError(f"unknown notice kind: {kind}")
     what = _ACTIONS[kind][1]
@@ -464,10 +466,9 @@ def notices(
     # bounce_notify_service.c and bounce_warn_service.c open the sender's notice before
     # they read the log for the recipients that want it.
     if chosen or (reports and kind in ("failure", "delay")):
-        msg = _build(
-            kind, cfg, queue_id, env, content, chosen, env.sender, postmaster=False, warn=warn
-        )
-        out.append((_notice_env("", env.sender, kind, cancel=not chosen), msg))
+        to = to or env.sender
+        msg = _build(kind, cfg, queue_id, env, content, chosen, to, postmaster=False, warn=warn)
+        out.append((_notice_env("", to, kind, cancel=not chosen), msg))
     pm_class = {"failure": "bounce", "delay": "delay"}.get(kind)
     if pm_class and pm_class in classes and reports:
         param = "bounce_notice_recipient" if kind == "failure" else "delay_notice_recipient"

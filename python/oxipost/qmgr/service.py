@@ -900,9 +900,12 @@ class Qmgr:
         as Postfix's bounce(8) and cleanup say it)."""
         bounce_log = get_logger("bounce", self.cfg)
         try:
-            msgs = bounce.notices(
-                kind, self.cfg, act.qid, act.env, self._content(act), reports, bounce_log.warning
-            )
+            msgs = []
+            env, content = act.env, self._content(act)
+            for to, group in self._verp_notices(env, kind, reports):
+                msgs += bounce.notices(
+                    kind, self.cfg, act.qid, env, content, group, bounce_log.warning, to
+                )
         except bounce.TemplateError as e:
             # Fatal to Postfix's bounce daemon (its template file): said as it says it.
             bounce_log.fatal_line(str(e))
@@ -941,6 +944,20 @@ class Qmgr:
             self.next_scan = 0.0
             self.wake.set()
         return sent
+
+    def _verp_notices(
+        self, env: Envelope, kind: str, reports: list[bounce.Report]
+    ) -> list[tuple[str, list[bounce.Report]]]:
+        """Whom the sender's notice of each report goes to: a VERP message's failures one
+        by one, each to the sender with its recipient in it (Postfix's
+        bounce_notify_verp, which copies the postmaster for each too), unless
+        disable_verp_bounces; else all to the sender ("")."""
+        if kind != "failure" or not (env.verp_delims and env.sender):
+            return [("", reports)]
+        if self.cfg.get_bool("disable_verp_bounces"):
+            return [("", reports)]
+        delims = env.verp_delims
+        return [(verp_sender(delims, env.sender, r.recipient), [r]) for r in reports]
 
     def _noticed(self, act: Active, kind: str, which: dict[int, tuple[Outcome, str]]) -> None:
         """Cross off the recipients whose notice is out, but those still deferred (an
