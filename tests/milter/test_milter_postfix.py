@@ -15,7 +15,11 @@ import pytest
 from tests.conftest import run_ours
 from tests.milter.conftest import AppMilter, dkim_key, opendkim
 from tests.smtpd.conftest import Raw
-from tests.smtpd.test_postfix_differential import _played_on_both, _queued_on_both
+from tests.smtpd.test_postfix_differential import (
+    _played_on_both,
+    _queued_on_both,
+    _session_from,
+)
 
 pytestmark = pytest.mark.postfix
 
@@ -31,16 +35,10 @@ TRANSACTION = [
 ]
 
 
-def _session(lines: list[str]) -> list[str]:
-    """The lines from the session's "connect from" on."""
-    opened = re.compile(rf"(^|: )connect from {re.escape(CLIENT)}")
-    return lines[max(i for i, line in enumerate(lines) if opened.search(line)) :]
-
-
 def _milter_lines(lines: list[str]) -> list[str]:
     """The session's lines about milters, without the queue IDs and the log prefix."""
     out = []
-    for line in _session(lines):
+    for line in _session_from(lines, CLIENT):
         text = line.split("]: ", 1)[1] if "postfix/" in line else line
         # Not the port probes of a starting Postfix.
         if "milter" in text.lower() and "[127.0.0.1]" not in text:
@@ -404,7 +402,9 @@ def test_refused_recipients_told_to_milters_that_ask_as_postfix(start_smtpd, app
 def _warnings(lines: list[str]) -> list[str]:
     """The session's warnings, without the log prefix and queue IDs (nor that this
     Postfix runs no qmgr)."""
-    found = (ln.split("warning: ", 1)[1] for ln in _session(lines) if "warning: " in ln)
+    found = (
+        ln.split("warning: ", 1)[1] for ln in _session_from(lines, CLIENT) if "warning: " in ln
+    )
     return [re.sub(r"^[0-9A-F]{8,12}: ", "QID: ", w) for w in found if "public/qmgr" not in w]
 
 

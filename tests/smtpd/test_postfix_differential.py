@@ -1542,14 +1542,24 @@ def _client_access_as_postfix(start_smtpd: Any, table: str, delay_reject: str) -
     return both
 
 
+def _session_from(lines: list[str], client: str = "unknown[127.0.0.2]") -> list[str]:
+    """The lines from the last "connect from CLIENT" on, but those of Postfix's other smtpd
+    processes: one may log its start-up probe from 127.0.0.1 after this session's start,
+    and some of the probe's lines name no client (a table's warnings with
+    smtpd_delay_reject = no, an unreachable milter's)."""
+    opened = re.compile(rf"(^|: )connect from {re.escape(client)}")
+    start = max(i for i, ln in enumerate(lines) if opened.search(ln))
+    process = re.search(r" postfix/smtpd\[\d+\]: ", lines[start])
+    if process is None:  # ours: one process
+        return lines[start:]
+    return [ln for ln in lines[start:] if " postfix/smtpd[" not in ln or process.group(0) in ln]
+
+
 def _access_check_lines(lines: list[str], table: str) -> list[str]:
-    """The lines of 127.0.0.2's session (the warnings name no client: Postfix's start-up
-    probe from 127.0.0.1 has its own) about its access checks: the table's warnings, the
-    reject and action lines."""
-    connect = re.compile(r"(^|: )connect from unknown\[127\.0\.0\.2\]")
-    start = max(i for i, ln in enumerate(lines) if connect.search(ln))
+    """The lines of 127.0.0.2's session (_session_from) about its access checks: the
+    table's warnings, the reject and action lines."""
     out = []
-    for line in lines[start:]:
+    for line in _session_from(lines):
         text = line.split("]: ", 1)[1] if "postfix/" in line else line
         if f"warning: {table} " in text or f"access table {table}:" in text:
             out.append(text)
@@ -2022,10 +2032,8 @@ def test_helo_name_kept_printable_and_neutered_as_postfix(start_smtpd) -> None:
 
 def _rejects_and_warnings(lines: list[str], d: Path) -> list[str]:
     """127.0.0.2's transaction lines (rejects, holds) and the table warnings of its
-    session, the directory as DIR."""
-    connect = re.compile(r"(^|: )connect from unknown\[127\.0\.0\.2\]")
-    start = max(i for i, ln in enumerate(lines) if connect.search(ln))
-    wanted = _transaction_lines(lines[start:], rf": (reject|hold): |warning: .*{d}")
+    session (_session_from), the directory as DIR."""
+    wanted = _transaction_lines(_session_from(lines), rf": (reject|hold): |warning: .*{d}")
     return [ln.replace(str(d), "DIR") for ln in wanted]
 
 
