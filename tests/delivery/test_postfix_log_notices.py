@@ -553,6 +553,11 @@ def _mbox(path: Path) -> list[str]:
     return [added.sub("", part)[:-1] for part in from_.split(path.read_text())[1:]]
 
 
+def _message_qid(message: str) -> str:
+    """The queue ID a mailbox copy names first (its Received: header's)."""
+    return re.findall(r"id ([0-9A-F]{10,})", message)[0]
+
+
 def _normal(text: str, roles: dict[str, str]) -> str:
     """text with the queue IDs by role, dates, MIME boundaries and Message-Id stamps set
     aside, and the product name Postfix's."""
@@ -596,15 +601,23 @@ def test_log_lines_and_notices_as_postfix(scenario: str, top: Path, sinks: list[
         if sc.notices is None:
             sc = sc._replace(notices=len(set(re.findall(r" notification: (\w+)", log))))
         lines, sizes = _lines(log)
+        roles = _roles(log)
+        # Each mailbox's messages in _roles' order (the message, its notices as bounce(8)
+        # made them, one after the other, then the transcripts), not as local(8) delivered
+        # them: two notices queued at once race for the mailbox's lock.
+        made = list(roles)
         boxes = {
-            p.name: [_normal(m, _roles(log)) for m in _mbox(p)] for p in sorted(mail.iterdir())
+            p.name: [
+                _normal(m, roles)
+                for m in sorted(_mbox(p), key=lambda m: made.index(_message_qid(m)))
+            ]
+            for p in sorted(mail.iterdir())
         }
         # size= is the queued message's records (see the docstring): the mailbox copy
         # without local(8)'s headers, QIDs and stamps as they were.
         for box in mail.iterdir():
             for raw in _mbox(box):
-                qid = next(q for q in re.findall(r"id ([0-9A-F]{10,})", raw))
-                role = _roles(log)[qid]
+                role = roles[_message_qid(raw)]
                 size = message_size(raw.replace("\n", "\r\n").encode(), 2048)
                 assert sizes[role] == size, (who, role, raw)
         results[who] = (lines, boxes)
