@@ -132,8 +132,10 @@ def test_permissions_as_postfix_files(oxi: Oxipost) -> None:
 
 def test_postdrop_refusals_as_postfix(oxi: Oxipost) -> None:
     """Postfix's texts and exit codes: a -C directory the default main.cf does not list
-    (sendmail 75, postdrop 1), and a maildrop/ that postdrop cannot write (sendmail 75)."""
-    oxi.start()
+    (sendmail 75, postdrop 1), a message over message_size_limit (postdrop's 4, its
+    CLEANUP_STAT_SIZE, then sendmail 75) and a maildrop/ that postdrop cannot write
+    (sendmail 75)."""
+    oxi.start("message_size_limit = 2000\n")
     argv = [SENDMAIL, "-C", str(oxi.conf), "info@example.com"]
     refused = as_nobody(oxi, argv, "Subject: x\n\nx\n", listed=False)
     assert refused.returncode == 75
@@ -151,6 +153,14 @@ def test_postdrop_refusals_as_postfix(oxi: Oxipost) -> None:
     assert (usage.returncode, usage.stderr) == (
         1,
         "postdrop: fatal: usage: postdrop [-c config_dir] [-v]\n",
+    )
+    uid = NOBODY.pw_uid
+    big = as_nobody(oxi, argv, "Subject: x\n\n" + "x" * 2000 + "\n")
+    assert (big.returncode, big.stderr) == (
+        75,
+        f"postdrop: warning: uid={uid}: File too large\n"
+        "sendmail: warning: mail_stream_cleanup: close error\n"
+        f"sendmail: fatal: nobody({uid}): message file too big\n",
     )
     (oxi.dir / "spool" / "maildrop").chmod(0o1700)
     failed = as_nobody(oxi, argv, "Subject: x\n\nx\n")

@@ -98,6 +98,18 @@ def _delivered(top: Path, log: str) -> tuple[dict[tuple[str, str], str], list[st
     return messages, sorted(lines)
 
 
+def our_sendmail(top: Path, main_cf: str = "") -> list[str]:
+    """Our sendmail's command line with a configuration of its own in top (main_cf's
+    settings added), logging to top/maillog; no mail system runs there."""
+    conf = top / "conf"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"queue_directory = {top}/spool\nmaillog_file = {top}/maillog\n{main_cf}"
+    )
+    (top / "maillog").write_text("")
+    return [sys.executable, "-m", "oxipost.cli.sendmail", "-C", str(conf)]
+
+
 @pytest.mark.parametrize("hfrom", ["standard", "obsolete"])
 def test_local_submission_as_postfix(shared_tmp: Path, hfrom: str) -> None:
     results = {}
@@ -209,13 +221,7 @@ def test_sendmail_refusals_as_postfix(tmp_path: Path) -> None:
         their_log = [
             ln.split("]: ", 1)[1] for ln in text.splitlines() if " postfix/sendmail[" in ln
         ]
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "main.cf").write_text(
-        f"queue_directory = {tmp_path}/spool\nmaillog_file = {tmp_path}/maillog\n"
-    )
-    (tmp_path / "maillog").write_text("")
-    sendmail = [sys.executable, "-m", "oxipost.cli.sendmail", "-C", str(conf)]
+    sendmail = our_sendmail(tmp_path)
     for (args, text), their in zip(REFUSED + WARNED, theirs, strict=True):
         mine = subprocess.run(
             [*sendmail, *args], input=text.encode(), capture_output=True, timeout=30

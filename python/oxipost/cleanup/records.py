@@ -13,8 +13,8 @@ from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import MessageInfo, message_size, record_len
 
 # Postfix's dsn_mask.h bits, as its queue file and postcat show RET= and NOTIFY=.
-_RET_FLAGS = {"FULL": 1, "HDRS": 2}
-_NOTIFY_FLAGS = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
+RET_FLAGS = {"FULL": 1, "HDRS": 2}
+NOTIFY_FLAGS = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
 # MAIL FROM's BODY= as smtpd's "encoding" attribute (mail_proto.h MAIL_ATTR_ENC_*).
 ENCODING = {"8BITMIME": "8bit", "7BIT": "7bit"}
 
@@ -54,7 +54,7 @@ def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) ->
     opts = 0
     for rcpt in env.recipients:
         for word in rcpt.notify:
-            opts |= _NOTIFY_FLAGS.get(word, 0) << 1
+            opts |= NOTIFY_FLAGS.get(word, 0) << 1
     # The content offset in Postfix's file has no counterpart in ours.
     sizes = (info.size, 0, env.rcpt_count, opts, info.size, int(env.smtputf8))
     lines = [
@@ -67,7 +67,7 @@ def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) ->
         lines.append(f"content_filter: {attrs['content_filter']}")
     smtpd = bool(env.protocol)
     named: list[tuple[str, object]] = []
-    dsn = [("envelope_id", env.envid), ("ret_flags", _RET_FLAGS.get(env.ret, 0))]
+    dsn = [("envelope_id", env.envid), ("ret_flags", RET_FLAGS.get(env.ret, 0))]
     context = attrs.get("rewrite_context") or ("local" if local_client(env, cfg) else "remote")
     if smtpd:
         named += [("log_ident", attrs.get("log_ident") or qid), ("rewrite_context", context)]
@@ -135,7 +135,7 @@ def _recipient_records(rcpt: Recipient, kind: str) -> list[str]:
     """A recipient's records: its DSN attributes, its original address, then it as `kind`."""
     lines = []
     if rcpt.notify:
-        flags = sum(_NOTIFY_FLAGS.get(word, 0) for word in rcpt.notify)
+        flags = sum(NOTIFY_FLAGS.get(word, 0) for word in rcpt.notify)
         lines.append(f"named_attribute: notify_flags={flags}")
     if rcpt.orcpt:
         lines.append(f"named_attribute: dsn_orig_rcpt={rcpt.orcpt}")

@@ -26,7 +26,9 @@ maildrop/ cannot be written (Postfix's postdrop then retries every 10 s; ours ex
 EX_TEMPFAIL, and the caller keeps the mail); "postdrop: error: unauthorized configuration
 directory name: DIR" and "postdrop: fatal: specify ..." (exit 1); "postdrop: fatal: User
 NAME(UID) is not allowed to submit mail" for a user authorized_submit_users does not list
-(exit 1, also logged).
+(exit 1, also logged); "postdrop: warning: uid=N: File too large" (logged) for a file
+that would pass message_size_limit, Postfix's postdrop's file size limit, weighed as
+Postfix's file (postdrop_size): exit 4, its CLEANUP_STAT_SIZE.
 """
 
 from __future__ import annotations
@@ -39,11 +41,22 @@ import sys
 from collections.abc import Iterator
 
 from oxipost import user_acl
-from oxipost.config import DEFAULT_CONFIG_DIR, ConfigError, load_config
-from oxipost.pickup.maildrop import MaildropError, Submission, drop, maildrop_dir, wake_pickup
+from oxipost.config import DEFAULT_CONFIG_DIR, Config, ConfigError, load_config
+from oxipost.log import command_message
+from oxipost.pickup.maildrop import (
+    MaildropError,
+    Submission,
+    drop,
+    maildrop_dir,
+    postdrop_size,
+    wake_pickup,
+)
 
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75
+# cleanup_user.h's CLEANUP_STAT_SIZE: what Postfix's postdrop exits with (its completion
+# status) when message_size_limit, its file size limit, stopped the file.
+CLEANUP_STAT_SIZE = 4
 
 # Where the Makefile installs rust/postdrop's builds, the set-gid doors of postdrop and
 # postqueue: root's directory when root built the venv, which postfix check verifies before
@@ -125,6 +138,16 @@ def untrusted(paths: list[str]) -> Iterator[str]:
             yield f"group or other writable: {path}"
 
 
+def file_too_large(cfg: Config, sub: Submission) -> bool:
+    """Whether postdrop's file for sub would pass message_size_limit, which Postfix's
+    postdrop sets as its file size limit; if so its warning is said and logged."""
+    limit = cfg.get_int("message_size_limit")
+    if limit <= 0 or postdrop_size(sub, cfg.get_int("line_length_limit")) <= limit:
+        return False
+    command_message(cfg, "postdrop", f"uid={os.getuid()}: File too large", "warning")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run postdrop with sys.argv; return the exit status."""
     parser = argparse.ArgumentParser(prog="postdrop", add_help=False)
@@ -154,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EX_UNAVAILABLE
     sub.uid = os.getuid()
+    if file_too_large(cfg, sub):
+        return CLEANUP_STAT_SIZE
     top = cfg.path("queue_directory")
     try:
         drop(top, sub)

@@ -36,6 +36,9 @@ error, so the caller keeps the message, and logs each once main.cf is read:
     sendmail: fatal: -t option cannot be used with -bv
     sendmail: fatal: User NAME(UID) is not allowed to submit mail  (authorized_submit_users)
     sendmail: fatal: cannot write maildrop file: STRERROR
+    postdrop: warning: uid=UID: File too large    (over message_size_limit, postdrop's file
+    sendmail: warning: mail_stream_cleanup: close error     size limit: see oxipost.cli.
+    sendmail: fatal: SENDER(UID): message file too big      postdrop)
     sendmail: warning: command "PATH -r" exited with status N
     sendmail: fatal: SENDER(UID): unable to execute PATH -r: Application error
 """
@@ -55,7 +58,12 @@ import threading
 import typing
 
 from oxipost import tok822, user_acl
-from oxipost.cli.postdrop import SETGID_PROGRAM, config_dir_allowed
+from oxipost.cli.postdrop import (
+    CLEANUP_STAT_SIZE,
+    SETGID_PROGRAM,
+    config_dir_allowed,
+    file_too_large,
+)
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.envelope import NOTIFY_WORDS, TRACE_USR_VRFY, notify_ok
 from oxipost.log import command_message
@@ -162,8 +170,8 @@ def _postdrop(cfg: Config, sub: Submission) -> int:
     except OSError as e:
         print(f"sendmail: fatal: execvp {SETGID_PROGRAM}: {e.strerror}", file=sys.stderr)
         status = 1
-    if status == 0:
-        return 0
+    if status in (0, CLEANUP_STAT_SIZE):
+        return status
     if status < 0:
         print(f'sendmail: warning: command "{command}" killed by signal {-status}', file=sys.stderr)
     else:
@@ -564,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     top = cfg.path("queue_directory")
     if os.getuid() != 0 and not os.access(maildrop_dir(top), os.W_OK | os.X_OK):
         status = _postdrop(cfg, sub)
+    elif file_too_large(cfg, sub):
+        status = CLEANUP_STAT_SIZE
     else:
         try:
             drop(top, sub)
@@ -571,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
             return _fatal(f"cannot write maildrop file: {e.strerror or e}", cfg)
         wake_pickup(top)
         status = 0
+    if status == CLEANUP_STAT_SIZE:
+        command_message(cfg, "sendmail", "mail_stream_cleanup: close error", "warning")
+        return _fatal(f"{sender}({os.getuid()}): message file too big", cfg)
     if status == 0 and verify:
         # Postfix's "don't leave them in the dark".
         print(f"Mail Delivery Status Report will be mailed to <{sender}>.", flush=True)

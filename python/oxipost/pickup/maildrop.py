@@ -208,6 +208,44 @@ def header_recipients(content: bytes) -> list[str]:
     return [addr for _, addr in email.utils.getaddresses(resent or plain) if addr]
 
 
+def postdrop_size(sub: Submission, line_limit: int) -> int:
+    """The bytes of the maildrop file Postfix 3.7's postdrop writes for sub, each record its
+    type, its length and its data (rec_put()): its own arrival time, then what its sendmail
+    sends (the DSN attributes, rewrite_context, the full name, the sender, the encoding, the
+    trace flags, the VERP delimiters, each recipient with its notify_flags, the content records, the extracted
+    recipients, the end). What postdrop's file size limit (message_size_limit) weighs."""
+    # Not at the top: sendmail and postdrop need qmgr's record sizes, not its start-up.
+    from oxipost.cleanup.records import ENCODING, NOTIFY_FLAGS, RET_FLAGS
+    from oxipost.qmgr.queue import message_size, record_len
+
+    notify = sum(NOTIFY_FLAGS.get(w, 0) for w in sub.dsn_notify.split(",") if w)
+    per_rcpt = [f"notify_flags={notify}"] if notify else []
+    records = [f"{int(sub.time)} {int(sub.time % 1 * 1_000_000)}"]
+    if sub.dsn_envid:
+        records.append(f"envelope_id={sub.dsn_envid}")
+    if sub.dsn_ret in RET_FLAGS:
+        records.append(f"ret_flags={RET_FLAGS[sub.dsn_ret]}")
+    records.append("rewrite_context=local")
+    if sub.full_name:
+        records.append(sub.full_name)
+    records.append(sub.sender)
+    if sub.body_type in ENCODING:
+        records.append(f"encoding={ENCODING[sub.body_type]}")
+    if sub.trace_flags:
+        records.append(f"trace_flags={sub.trace_flags}")
+    if sub.verp_delims:
+        records.append(sub.verp_delims)
+    extracted = header_recipients(sub.content) if sub.extract else []
+    for rcpt in [*sub.recipients, *extracted]:
+        records += [*per_rcpt, rcpt]
+    records += ["", "", ""]  # the M, X and E records
+    size = 0
+    for data in records:
+        n = len(data.encode("utf-8", "surrogateescape"))
+        size += n + record_len(n)
+    return size + message_size(sub.content, line_limit)
+
+
 def maildrop_ids(cfg: Config) -> list[str]:
     """The maildrop files named like a queue ID, in directory order: what pickup takes
     and mailq lists, as Postfix's (mail_open_ok); a file being written is not one."""
