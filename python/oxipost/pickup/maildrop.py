@@ -212,8 +212,9 @@ def postdrop_size(sub: Submission, line_limit: int) -> int:
     """The bytes of the maildrop file Postfix 3.7's postdrop writes for sub, each record its
     type, its length and its data (rec_put()): its own arrival time, then what its sendmail
     sends (the DSN attributes, rewrite_context, the full name, the sender, the encoding, the
-    trace flags, the VERP delimiters, each recipient with its notify_flags, the content records, the extracted
-    recipients, the end). What postdrop's file size limit (message_size_limit) weighs."""
+    trace flags, the VERP delimiters, each recipient with its notify_flags, the content
+    records, the extracted recipients, the end). What postdrop's file size limit
+    (message_size_limit) weighs."""
     # Not at the top: sendmail and postdrop need qmgr's record sizes, not its start-up.
     from oxipost.cleanup.records import ENCODING, NOTIFY_FLAGS, RET_FLAGS
     from oxipost.qmgr.queue import message_size, record_len
