@@ -25,6 +25,9 @@ class _Log:
     def warning(self, text: str) -> None:
         self.lines.append("warning: " + text)
 
+    def for_program(self, _service: str) -> _Log:
+        return self
+
 
 def _conf(tmp_path: Path) -> Path:
     conf = tmp_path / "conf"

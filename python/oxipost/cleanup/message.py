@@ -247,7 +247,9 @@ def _cleanup(
         state.warn(e.warning)
         return Cleaned(env, content, state.reply or e.reply, notes=state.notes)
     if hops >= opts.hopcount_limit:
-        state.warn("message rejected: hopcount exceeded")
+        # Postfix's cleanup warns at each Received: header from the limit's on.
+        for _ in range(hops - opts.hopcount_limit + 1):
+            state.warn("message rejected: hopcount exceeded")
         return _refused(state, env, sender, recipients, content, _HOPS)
     walker = Walker(state)
     # The lines without their CR LF; none has one inside (split_header split there).

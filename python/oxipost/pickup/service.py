@@ -204,6 +204,7 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
             if result.reply.startswith("4"):
                 result.log_notes(log, qid)
                 continue  # a table could not be read: the file waits for the next scan
+            log.info(f"{qid}: uid={sub.uid} from=<{submitted}>")  # type: ignore[attr-defined]
             _bounce_rejected(cfg, queue, log, result, qid)
             os.unlink(path)
             continue
@@ -230,10 +231,14 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
 
 def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid: str) -> None:
     """A submission cleanup rejected (header_checks, body_checks, too many hops) is
-    returned to its sender, as Postfix's cleanup does for pickup (CLEANUP_FLAG_BOUNCE)."""
+    returned to its sender, as Postfix's cleanup does for pickup (CLEANUP_FLAG_BOUNCE):
+    cleanup logs each recipient bounced, with the reason its smtpd would say after
+    "Error: " ("too many hops"), and nothing is logged as removed."""
     rejected.log_notes(log, qid)
     assert rejected.reply is not None
     status, _, text = rejected.reply.partition(" ")[2].partition(" ")
+    text = text.removeprefix("Error: ")
+    log = log.for_program("cleanup")
     env = rejected.envelope
     outcome = Outcome(status, text)
     # Postfix's log_adhoc() before any queue manager: the whole delay is before qmgr.
@@ -268,7 +273,6 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid
         cleaned.log_notes(bounce_log, new)
         bounce_log.info(f"{qid}: sender non-delivery notification: {new}")
         _notify_qmgr(cfg)
-    log.info(f"{qid}: removed")
 
 
 def _notify_qmgr(cfg: Config) -> None:

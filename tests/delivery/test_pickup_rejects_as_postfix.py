@@ -1,0 +1,75 @@
+"""A local submission cleanup refuses (too many hops, a header_checks REJECT), logged as
+Postfix 3.7 logs it: pickup's "uid=N from=<SENDER>" first, cleanup's warnings, then
+cleanup's to= line for each recipient bounced, with the reason its smtpd would give after
+"Error: " ("too many hops"), and bounce's notice; no queue file was made, so nothing is
+logged as removed. Ours logged those to= lines as pickup's, the reason with "Error: ",
+one hopcount warning where Postfix's cleanup gives one for each Received: header from the
+limit's on, "removed", and no pickup line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for_log
+from tests.delivery.test_e2e_local import running_ours
+from tests.smtpd.test_postfix_differential import running_postfix
+
+pytestmark = [pytest.mark.slow, pytest.mark.postfix]
+
+MESSAGES = [
+    "Received: a\nReceived: b\nReceived: c\nSubject: hops\n\nx\n",
+    "Subject: forbidden\nMessage-ID: <m1@example.com>\n\nx\n",
+]
+RECIPIENTS = ["b@example.com", "c"]
+_LINE = re.compile(r" postfix/(pickup|cleanup|bounce)\[\d+\]: (warning: )?([0-9A-F]+): (.*)")
+
+
+def _submit(sendmail: list[str], maillog: Path) -> list[list[str]]:
+    """Each message's lines, queue IDs and delays set aside; its message-id line too (ours
+    logs none for a refused message that has no Message-ID: header)."""
+    for n, text in enumerate(MESSAGES, 1):
+        r = subprocess.run(
+            [*sendmail, "-f", "a@example.com", *RECIPIENTS],
+            input=text.encode(),
+            capture_output=True,
+            timeout=30,
+        )
+        assert r.returncode == 0, r.stderr
+        wait_for_log(maillog, r"sender non-delivery notification", n)
+    lines: dict[str, list[str]] = {}
+    for m in _LINE.finditer(maillog.read_text()):
+        program, warning, qid, text = m.groups()
+        if program == "pickup" and text.startswith("uid="):
+            lines[qid] = []
+        if qid in lines and not text.startswith("message-id="):
+            text = re.sub(r"delay=[\d.]+, delays=[\d.]+/", "delay=D, delays=D/", text)
+            lines[qid].append(f"{program}: {warning or ''}{re.sub(r'[0-9A-F]{10,}', 'QID', text)}")
+    return list(lines.values())
+
+
+def test_pickup_rejects_logged_as_postfix(shared_tmp: Path) -> None:
+    (shared_tmp / "header_checks").write_text("/^Subject: forbidden/ REJECT not from here\n")
+    main_cf = (
+        "hopcount_limit = 2\ndefault_transport = discard\n"
+        f"header_checks = regexp:{shared_tmp}/header_checks\n"
+    )
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(main_cf + logging) as (_port, d):
+        theirs = _submit(["/usr/sbin/sendmail", "-C", str(d)], d / "maillog")
+    top = shared_tmp / "ours"
+    top.mkdir()
+    services = "pickup unix n - n 60 1 pickup\ndiscard unix - - n - - discard\n"
+    with running_ours(top, main_cf + f"queue_directory = {top}/spool\n", services):
+        sendmail = [sys.executable, "-m", "oxipost.cli.sendmail", "-C", str(top / "conf")]
+        ours = _submit(sendmail, top / "maillog")
+    assert ours == theirs
+    assert theirs[0].count("cleanup: warning: message rejected: hopcount exceeded") == 3
+    assert (
+        "cleanup: to=<b@example.com>, relay=none, delay=D, delays=D/0/0/0, dsn=5.4.0, "
+        "status=bounced (too many hops)" in theirs[0]
+    )
