@@ -61,8 +61,10 @@ def test_rejected_submission_is_returned_to_the_sender(tmp_path: Path) -> None:
     assert re.fullmatch(
         rf"{qid}: to=<bob@example\.com>, relay=none, delay=([\d.]+), delays=\1/0/0/0, "
         r"dsn=5\.7\.1, status=bounced \(not from here\)",
-        log.lines[2],
-    ), log.lines[2]
+        log.lines[3],
+    ), log.lines
+    # The Message-Id: cleanup would have added, logged before the bounce as Postfix's.
+    assert log.lines[2].startswith(f"{qid}: message-id=<"), log.lines
     # Postfix's cleanup bounced it: no queue file was made, none is removed.
     assert not any(line.endswith(": removed") for line in log.lines)
 
@@ -134,9 +136,9 @@ def test_rejected_unqualified_recipient_logged_with_its_original(tmp_path: Path)
     log, _state = _pickup(conf)
     qid = log.lines[0].split(":", 1)[0]
     assert log.lines[1].endswith("from=<joe@example.org> to=<bob@example.org>: 5.7.1 not from here")
-    assert log.lines[2].startswith(
+    assert log.lines[3].startswith(
         f"{qid}: to=<bob@example.org>, orig_to=<bob>, relay=none, delay="
-    ), log.lines[2]
+    ), log.lines
 
 
 def test_requeued_message_is_rewritten_again(tmp_path: Path) -> None:
