@@ -644,3 +644,39 @@ def test_map_types_check_every_parameter_as_postfix(confdir, main_cf):
     mail_params_init refuses ends it (the accounts too: the suite runs as root)."""
     (confdir / "main.cf").write_text(main_cf + "\n")
     postconf_as_postfix(confdir, "-m")
+
+
+LEGACY_MAIN_CF = """\
+authorized_verp_clients = 127.0.0.1
+virtual_maps = hash:/etc/postfix/virtual
+foo_unused = 1
+bar = $fallback_relay $smtp_per_record_deadline
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-n",),
+        (),
+        ("-d", "authorized_verp_clients", "virtual_maps", "fallback_relay", "home", "rbl_code"),
+        ("authorized_verp_clients", "fallback_relay", "lmtp_per_record_deadline", "extension"),
+    ],
+)
+def test_legacy_parameters_as_postfix(confdir, args):
+    """Names the defaults mention that are no parameter of their own (authorized_verp_clients
+    in smtpd_authorized_verp_clients', virtual_maps, fallback_relay): Postfix's postconf
+    knows them, empty by default, lists one main.cf sets and does not call it unused; not
+    those of the values expanded per delivery or reply (forward_path's $home,
+    default_rbl_reply's $rbl_code). Ours called them unknown and unused."""
+    (confdir / "main.cf").write_text(LEGACY_MAIN_CF)
+    ours, real, ours_err, real_err = both(confdir, *args)
+    if not args:
+        # The full listing: ours has parameters of its own (EXTRA); these lines must agree.
+        names = ("authorized_verp_clients ", "virtual_maps ", "fallback_relay ", "bar ", "foo_")
+        ours, real = (
+            [ln for ln in out.splitlines() if ln.startswith(names)] for out in (ours, real)
+        )
+        assert len(real) == 2, real
+    assert ours == real
+    assert set(ours_err.splitlines()) == set(real_err.splitlines())

@@ -145,6 +145,8 @@ class Config:
         param = registry.parameters().get(name)
         if param is not None:
             return param.default
+        if name in registry.legacy_parameters():
+            return ""
         return self._per_service.get(name)
 
     def has_default(self, name: str) -> bool:
@@ -154,6 +156,7 @@ class Config:
             name == "config_directory"
             or name in registry.HOST_DEPENDENT
             or name in registry.parameters()
+            or name in registry.legacy_parameters()
             or name in self._per_service
         )
 
@@ -188,6 +191,7 @@ class Config:
             or name == "config_directory"
             or name in registry.HOST_DEPENDENT
             or name in registry.parameters()
+            or name in registry.legacy_parameters()
             or name in self._per_service
         )
 
@@ -341,8 +345,8 @@ class Config:
         """main.cf names that are not parameters: (used ones, unused ones).
 
         Postfix counts a name as used when some value refers to it ($name), it is listed
-        in smtpd_restriction_classes, or it is a parameter of a table a value names
-        (dbms_parameters).
+        in smtpd_restriction_classes, it is a parameter of a table a value names
+        (dbms_parameters), or a default refers to it (registry.legacy_parameters).
         """
         used: set[str] = set()
         for value in self._raw_values():
@@ -350,6 +354,7 @@ class Config:
             if ":" in value:
                 used.update(dbms_parameters(value))
         used.update(split_list(self.settings.get("smtpd_restriction_classes", "")))
+        used.update(registry.legacy_parameters())
         known = self._known()
         extra = [n for n in self.settings if n not in known]
         return [n for n in extra if n in used], [n for n in extra if n not in used]
@@ -392,7 +397,10 @@ class Config:
         return [
             f"{self.main_cf}: undefined parameter: {name}"
             for name in references(value)
-            if name not in known and name not in self.settings and name not in in_master
+            if name not in known
+            and name not in self.settings
+            and name not in in_master
+            and name not in registry.legacy_parameters()
         ]
 
     def unused_warnings(self, master_only: bool = False) -> list[str]:

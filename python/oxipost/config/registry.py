@@ -15,6 +15,8 @@ import os
 from functools import cache
 from typing import NamedTuple
 
+from oxipost.config.expand import references
+
 
 class Parameter(NamedTuple):
     name: str
@@ -117,6 +119,27 @@ def parameters() -> dict[str, Parameter]:
     for name, (default, kind, doc) in EXTRA.items():
         table[name] = Parameter(name, default, kind, doc)
     return table
+
+
+# Values Postfix keeps raw, expanded per delivery or reply (local(8)'s $home, smtpd's
+# $rbl_code): the names they mention are none of main.cf's.
+_EXPANDED_LATER = frozenset({"default_rbl_reply", "forward_path"})
+
+
+@cache
+def legacy_parameters() -> frozenset[str]:
+    """The names defaults mention that are no parameter of their own (authorized_verp_clients,
+    virtual_maps, fallback_relay, ...): Postfix's postconf knows each as a legacy parameter,
+    empty by default and left out of its listing of defaults, and counts one main.cf sets as
+    used."""
+    table = parameters()
+    mentioned = {
+        name
+        for param in table.values()
+        if param.name not in _EXPANDED_LATER
+        for name in references(param.default)
+    }
+    return frozenset(mentioned - set(table) - HOST_DEPENDENT - {"config_directory"})
 
 
 def host_default(name: str, raw_lookup: dict[str, str]) -> str:
