@@ -250,8 +250,9 @@ def _cleanup(
         # Postfix's cleanup warns at each Received: header from the limit's on.
         for _ in range(hops - opts.hopcount_limit + 1):
             state.warn("message rejected: hopcount exceeded")
-        names = {header_name(_decode(h)) for h in headers if h[:1] not in (b" ", b"\t")}
-        _missing_headers(state, names)
+        if not internal:
+            names = {header_name(_decode(h)) for h in headers if h[:1] not in (b" ", b"\t")}
+            _missing_headers(state, names)
         return _refused(state, env, sender, recipients, content, _HOPS)
     walker = Walker(state)
     # The lines without their CR LF; none has one inside (split_header split there).
@@ -281,9 +282,11 @@ def _cleanup(
         state.warn(e.warning)
         return _refused(state, env, sender, recipients, content, e.reply)
     if state.reply is not None:
-        # Postfix's cleanup ends the header as for any message (the Message-Id: it adds is
-        # logged) before it refuses the message.
-        _missing_headers(state, walker.names)
+        # Postfix's cleanup ends the header of a submitted message as for any (the
+        # Message-Id: it adds is logged) before it refuses it; not of a notice bounce(8)
+        # queues (compared in test_failed_notice_defers_as_postfix[bounce_rejected]).
+        if not internal:
+            _missing_headers(state, walker.names)
         return _refused(state, env, sender, recipients, content, state.reply)
     out_head += _missing_headers(state, walker.names)
     if state.reply is None and not state.discard:
