@@ -98,6 +98,11 @@ def _delivered(top: Path, log: str) -> tuple[dict[tuple[str, str], str], list[st
     return messages, sorted(lines)
 
 
+def submit(sendmail: list[str], args: list[str], text: str) -> subprocess.CompletedProcess:
+    """One submission through a sendmail command line (ours or Postfix's), its output kept."""
+    return subprocess.run([*sendmail, *args], input=text.encode(), capture_output=True, timeout=30)
+
+
 def our_sendmail(top: Path, main_cf: str = "") -> list[str]:
     """Our sendmail's command line with a configuration of its own in top (main_cf's
     settings added), logging to top/maillog; no mail system runs there."""
@@ -204,15 +209,8 @@ def test_sendmail_refusals_as_postfix(tmp_path: Path) -> None:
     with a warning, and a DSN option value it ignores has one."""
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(logging) as (_port, d):
-        theirs = [
-            subprocess.run(
-                ["/usr/sbin/sendmail", "-C", str(d), *args],
-                input=text.encode(),
-                capture_output=True,
-                timeout=30,
-            )
-            for args, text in REFUSED + WARNED
-        ]
+        postfix = ["/usr/sbin/sendmail", "-C", str(d)]
+        theirs = [submit(postfix, args, text) for args, text in REFUSED + WARNED]
         # Each fatal error and warning is logged.
         expected = sum(
             r.stderr.count(b": fatal: ") + r.stderr.count(b": warning: ") for r in theirs
@@ -223,9 +221,7 @@ def test_sendmail_refusals_as_postfix(tmp_path: Path) -> None:
         ]
     sendmail = our_sendmail(tmp_path)
     for (args, text), their in zip(REFUSED + WARNED, theirs, strict=True):
-        mine = subprocess.run(
-            [*sendmail, *args], input=text.encode(), capture_output=True, timeout=30
-        )
+        mine = submit(sendmail, args, text)
         assert (mine.returncode, mine.stderr) == (their.returncode, their.stderr), args
         refused = (args, text) in REFUSED and args not in (["-q5m"], ["-bh"])
         assert their.returncode == (75 if refused else 0), args

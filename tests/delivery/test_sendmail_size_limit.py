@@ -8,13 +8,12 @@ does: a message whose file is exactly the limit is taken."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_for_log
-from tests.delivery.test_sendmail_as_postfix import our_sendmail
+from tests.delivery.test_sendmail_as_postfix import our_sendmail, submit
 from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
@@ -66,15 +65,8 @@ def test_sendmail_over_message_size_limit_as_postfix(tmp_path: Path) -> None:
     settings = f"message_size_limit = {LIMIT}\ndefault_transport = discard\n"
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(settings + logging) as (_port, d):
-        theirs = [
-            subprocess.run(
-                ["/usr/sbin/sendmail", "-C", str(d), *args],
-                input=text.encode(),
-                capture_output=True,
-                timeout=30,
-            )
-            for args, text, _taken in SUBMISSIONS
-        ]
+        postfix = ["/usr/sbin/sendmail", "-C", str(d)]
+        theirs = [submit(postfix, args, text) for args, text, _taken in SUBMISSIONS]
         refused = sum(not taken for _args, _text, taken in SUBMISSIONS)
         text = wait_for_log(d / "maillog", r"postfix/sendmail\[\d+\]: fatal", refused)
         their_log = [
@@ -84,9 +76,7 @@ def test_sendmail_over_message_size_limit_as_postfix(tmp_path: Path) -> None:
         ]
     sendmail = our_sendmail(tmp_path, settings)
     for (args, text, taken), their in zip(SUBMISSIONS, theirs, strict=True):
-        mine = subprocess.run(
-            [*sendmail, *args], input=text.encode(), capture_output=True, timeout=30
-        )
+        mine = submit(sendmail, args, text)
         assert (mine.returncode, mine.stderr) == (their.returncode, their.stderr), args
         assert their.returncode == (0 if taken else 75), their.stderr
     our_log = [ln.split("]: ", 1)[1] for ln in (tmp_path / "maillog").read_text().splitlines()]
