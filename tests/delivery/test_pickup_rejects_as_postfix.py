@@ -5,43 +5,62 @@ cleanup's to= line for each recipient bounced, with the reason its smtpd would g
 logged as removed. The message-id line is logged, the Message-Id: cleanup adds too. Ours
 logged those to= lines as pickup's, the reason with "Error: ", one hopcount warning where
 Postfix's cleanup gives one for each Received: header from the limit's on, "removed", no
-pickup line, and no message-id line for the one it would have added."""
+pickup line, and no message-id line for the one it would have added.
+
+A message postsuper -r requeues goes through cleanup again with the Date: cleanup added
+the first time, which a header_checks rule then rejects: pickup's line names its old
+queue ID (orig_id=) as for one cleanup takes; ours left that out for a refused one."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_for_log
 from tests.delivery.test_e2e_local import running_ours
+from tests.delivery.test_sendmail_as_postfix import submit
 from tests.smtpd.test_postfix_differential import running_postfix
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
 
 MESSAGES = [
-    "Received: a\nReceived: b\nReceived: c\nSubject: hops\n\nx\n",
+    "Received: a\nReceived: b\nReceived: c\nReceived: d\nSubject: hops\n\nx\n",
     "Subject: forbidden\nMessage-ID: <m1@example.com>\n\nx\n",
     "Subject: forbidden\n\nx\n",
 ]
+# Queued (and deferred: defer_transports) the first time, refused once requeued.
+REQUEUED = "Subject: requeued\n\nx\n"
 RECIPIENTS = ["b@example.com", "c"]
 _LINE = re.compile(r" postfix/(pickup|cleanup|bounce)\[\d+\]: (warning: )?([0-9A-F]+): (.*)")
 
 
-def _submit(sendmail: list[str], maillog: Path) -> list[list[str]]:
-    """Each message's lines, queue IDs, times and delays set aside."""
-    for n, text in enumerate(MESSAGES, 1):
-        r = subprocess.run(
-            [*sendmail, "-f", "a@example.com", *RECIPIENTS],
-            input=text.encode(),
-            capture_output=True,
-            timeout=30,
-        )
+def _submit(
+    sendmail: list[str], tool: Callable[[str], list[str]], maillog: Path
+) -> list[list[str]]:
+    """Each message's lines, queue IDs, times and delays set aside; `tool` is the command
+    line of one of the system's postsuper, postkick."""
+    for n, text in enumerate([*MESSAGES, REQUEUED], 1):
+        r = submit(sendmail, ["-f", "a@example.com", *RECIPIENTS], text)
         assert r.returncode == 0, r.stderr
-        wait_for_log(maillog, r"sender non-delivery notification", n)
+        if text != REQUEUED:
+            wait_for_log(maillog, r"sender non-delivery notification", n)
+    queued = re.findall(
+        r" postfix/pickup\[\d+\]: ([0-9A-F]+): uid=", wait_for_log(maillog, " uid=", n)
+    )
+    wait_for_log(maillog, rf": {queued[-1]}: to=<.*status=deferred", len(RECIPIENTS))
+    # postsuper does not wake pickup: postkick does, before its next scan.
+    for argv in (
+        [*tool("postsuper"), "-r", queued[-1]],
+        [*tool("postkick"), "public", "pickup", "W"],
+    ):
+        r = subprocess.run(argv, capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    wait_for_log(maillog, r"sender non-delivery notification", n)
     lines: dict[str, list[str]] = {}
     for m in _LINE.finditer(maillog.read_text()):
         program, warning, qid, text = m.groups()
@@ -50,27 +69,43 @@ def _submit(sendmail: list[str], maillog: Path) -> list[list[str]]:
         if qid in lines:
             text = re.sub(r"delay=[\d.]+, delays=[\d.]+/", "delay=D, delays=D/", text)
             text = re.sub(r"message-id=<\d{14}\.", "message-id=<STAMP.", text)
+            text = re.sub(
+                r"Date: \w{3}, [ \d]\d \w{3} \d{4} [\d:]{8} [+-]\d{4} \(\w+\)", "Date: DATE", text
+            )
             lines[qid].append(f"{program}: {warning or ''}{re.sub(r'[0-9A-F]{10,}', 'QID', text)}")
     return list(lines.values())
 
 
 def test_pickup_rejects_logged_as_postfix(shared_tmp: Path) -> None:
-    (shared_tmp / "header_checks").write_text("/^Subject: forbidden/ REJECT not from here\n")
+    (shared_tmp / "header_checks").write_text(
+        "/^Subject: forbidden/ REJECT not from here\n/^Date:/ REJECT requeued\n"
+    )
+    # The limit above the two Received: headers a requeued message has (pickup's twice).
     main_cf = (
-        "hopcount_limit = 2\ndefault_transport = discard\n"
+        "hopcount_limit = 3\ndefault_transport = discard\ndefer_transports = discard\n"
         f"header_checks = regexp:{shared_tmp}/header_checks\n"
     )
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(main_cf + logging) as (_port, d):
-        theirs = _submit(["/usr/sbin/sendmail", "-C", str(d)], d / "maillog")
+        theirs = _submit(
+            ["/usr/sbin/sendmail", "-C", str(d)],
+            lambda name: [f"/usr/sbin/{name}", "-c", str(d)],
+            d / "maillog",
+        )
     top = shared_tmp / "ours"
     top.mkdir()
     services = "pickup unix n - n 60 1 pickup\ndiscard unix - - n - - discard\n"
     with running_ours(top, main_cf + f"queue_directory = {top}/spool\n", services):
-        sendmail = [sys.executable, "-m", "oxipost.cli.sendmail", "-C", str(top / "conf")]
-        ours = _submit(sendmail, top / "maillog")
+        conf = str(top / "conf")
+        sendmail = [sys.executable, "-m", "oxipost.cli.sendmail", "-C", conf]
+        ours = _submit(
+            sendmail,
+            lambda name: [sys.executable, "-m", f"oxipost.cli.{name}", "-c", conf],
+            top / "maillog",
+        )
     assert ours == theirs
     assert theirs[0].count("cleanup: warning: message rejected: hopcount exceeded") == 3
+    assert theirs[-1][0].startswith("pickup: uid=") and theirs[-1][0].endswith(" orig_id=QID")
     assert (
         "cleanup: to=<b@example.com>, relay=none, delay=D, delays=D/0/0/0, dsn=5.4.0, "
         "status=bounced (too many hops)" in theirs[0]

@@ -200,28 +200,27 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
             and result.reply is None
         ):
             result = non_smtpd_milters(milters, cfg, result, qid)
-        if isinstance(result, Cleaned) and result.reply is not None:
-            if result.reply.startswith("4"):
-                result.log_notes(log, qid)
-                continue  # a table could not be read: the file waits for the next scan
-            log.info(f"{qid}: uid={sub.uid} from=<{submitted}>")  # type: ignore[attr-defined]
-            _bounce_rejected(cfg, queue, log, result, qid)
-            os.unlink(path)
-            continue
         if isinstance(result, str):
             log.warning(f"maildrop/{name}: {result}")  # type: ignore[attr-defined]
             os.replace(path, path + ".corrupt")
+            continue
+        if result.reply is not None and result.reply.startswith("4"):
+            result.log_notes(log, qid)
+            continue  # a table could not be read: the file waits for the next scan
+        # The sender as submitted, before cleanup qualifies it: Postfix's pickup logs
+        # "uid=0 from=<root>" and qmgr then from=<root@$myorigin>; a requeued message's
+        # old ID for tracking it (pickup.c's orig_id=), whether cleanup takes it or not.
+        origin = f" orig_id={orig_id}" if orig_id else ""
+        log.info(f"{qid}: uid={sub.uid} from=<{submitted}>{origin}")  # type: ignore[attr-defined]
+        if result.reply is not None:
+            _bounce_rejected(cfg, queue, log, result, qid)
+            os.unlink(path)
             continue
         env, content = result.envelope, result.content
         if not result.discard:
             queue.enqueue_sync(env, content, qid)
             if flow is not None and "hold" in env.attrs:
                 flow.give_back()
-        # The sender as submitted, before cleanup qualifies it: Postfix's pickup logs
-        # "uid=0 from=<root>" and qmgr then from=<root@$myorigin>.
-        # A requeued message's old ID, for tracking it (pickup.c's orig_id=).
-        origin = f" orig_id={orig_id}" if orig_id else ""
-        log.info(f"{qid}: uid={sub.uid} from=<{submitted}>{origin}")  # type: ignore[attr-defined]
         result.log_notes(log, qid)
         os.unlink(path)
         moved += 1
