@@ -1240,6 +1240,42 @@ def test_discard_ehlo_keyword_maps_that_fail_as_postfix(start_smtpd) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("param", "command"),
+    [
+        ("smtpd_authorized_verp_clients", "MAIL FROM:<a@example.org> XVERP"),
+        ("smtpd_authorized_xclient_hosts", "XCLIENT NAME=client.example"),
+        ("smtpd_authorized_xforward_hosts", "XFORWARD NAME=client.example"),
+    ],
+)
+def test_authorized_clients_tables_that_fail_as_postfix(
+    start_smtpd, param: str, command: str
+) -> None:
+    """A table in smtpd_authorized_verp_clients, _xclient_hosts or _xforward_hosts that
+    cannot be read leaves Postfix 3.7 not knowing whether the client may use the
+    feature: EHLO gets "don't know if EHLO feature X should be announced to CLIENT",
+    XCLIENT and XFORWARD "don't know if command X should be allowed from CLIENT", each
+    then "421 4.3.0 HOST Server local data error", which ends the session (MAIL's XVERP
+    is refused as unsupported). Ours took the client for one not listed: EHLO left the
+    keyword out and the commands were refused with 550. A keyword that
+    smtpd_discard_ehlo_keywords discards is not looked up."""
+    main_cf = f"{param} = fail:broken\nsmtpd_error_sleep_time = 0\n"
+    wanted = r"connect from |fail:broken|don't know|: reject: |discarding"
+    discard = "smtpd_discard_ehlo_keywords = verp, xclient, xforward\n"
+    for dialogue, cf in (
+        (["EHLO client.example", "QUIT"], main_cf),
+        (["HELO client.example", command, "QUIT"], main_cf),
+        (["EHLO client.example", "QUIT"], main_cf + discard),
+    ):
+        both = Played(start_smtpd, dialogue, cf)
+        expected = _transaction_lines(_session_from(both.theirs), wanted)
+        if cf == main_cf and dialogue[0].startswith("EHLO"):
+            assert "421 4.3.0" in expected[-2], expected
+        assert _transaction_lines(both.ours, wanted) == expected
+        assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.mark.slow
 def test_long_commands_cut_as_postfix(start_smtpd) -> None:
     """A command line of line_length_limit (2048) bytes or more is cut there, the rest of
     the line skipped, and run as cut (a NOOP still 250, a MAIL FROM's cut parameter

@@ -414,9 +414,9 @@ class Session:
         self.access_denied: str | None = None
         self.tls_level = server.tls_level
         # Whether this client may use XCLIENT (judged again for the identity it sets, so
-        # that it cannot override its own access control) and XFORWARD; what XFORWARD
-        # said for the transaction.
-        self.xclient_allowed = False
+        # that it cannot override its own access control) and XFORWARD, None when a table
+        # of the list could not be read; what XFORWARD said for the transaction.
+        self.xclient_allowed: bool | None = False
         # Postfix's ehlo_discard_mask: the EHLO keywords this client is not offered, and
         # not allowed to use where Postfix refuses them (DSN's parameters).
         self.ehlo_discard = server.ehlo_discard
@@ -424,7 +424,7 @@ class Session:
         self.ehlo_discard_unknown = False
         # The server's anvil client while this client is counted (run decides).
         self.anvil = server.anvil
-        self.xforward_allowed = False
+        self.xforward_allowed: bool | None = False
         self.forwarded: Forwarded | None = None
         # The command ran without a reply of its own: XCLIENT's success is a new greeting,
         # which Postfix's statistics do not count as the command's success.
@@ -743,13 +743,14 @@ class Session:
             )
         return attrs
 
-    def _client_listed(self, param: str) -> bool:
-        """Whether the client, by name or address, is in the list `param` (a table that
-        cannot be read: not listed)."""
+    def _client_listed(self, param: str) -> bool | None:
+        """Whether the client, by name or address, is in the list `param`; None (not
+        listed, to a caller that needs no more) when a table in it cannot be read, which
+        the table has logged."""
         try:
             return match_namadr(self.cfg, param, self.state.name, self.addr)
         except Exception:
-            return False
+            return None
 
     def _event_limit_exempt(self) -> bool:
         return self._client_listed("smtpd_client_event_limit_exceptions")
@@ -1016,14 +1017,10 @@ class Session:
             return
         milter_refused = self.milters is not None and await self._milter_helo()
         if self.ehlo_discard_unknown:
-            # Postfix's ehlo_cmd cannot tell which keywords to leave out: SMTP_ERR_DATA.
-            self.srv.log.warning(
-                f"don't know what EHLO features to announce to {self.state.namaddr}"
+            # Postfix's ehlo_cmd cannot tell which keywords to leave out.
+            await self._local_data_error(
+                "EHLO", f"don't know what EHLO features to announce to {self.state.namaddr}"
             )
-            reply = f"421 4.3.0 {self.srv.hostname} Server local data error"
-            qid = self.state.queue_id or "NOQUEUE"
-            self.srv.log.info(f"{qid}: reject: EHLO from {self.state.namaddr}: {reply}")
-            await self.reply(reply)
             return
         if milter_refused:
             # As Postfix after a milter refused the EHLO with 5XX: no extension but
@@ -1032,6 +1029,13 @@ class Session:
             await self.reply_lines([f"250 {self.srv.hostname}", "250 ENHANCEDSTATUSCODES"])
             return
         self.state.protocol = "ESMTP"
+        discard = self.ehlo_discard
+        # As Postfix's ehlo_cmd, before it looks at any client list: not with
+        # silent-discard, nor (its quirk) when ENHANCEDSTATUSCODES is among them.
+        if discard and "silent-discard" not in discard and "enhancedstatuscodes" not in discard:
+            named = [_EHLO_MASK_NAMES.get(k, k.upper()) for k in _EHLO_MASK_ORDER if k in discard]
+            if named:
+                self.srv.log.info(f"discarding EHLO keywords: {' '.join(named)}")
         lines = [f"250 {self.srv.hostname}", "250 PIPELINING"]
         if self.srv.size_limit:
             lines.append(f"250 SIZE {self.srv.size_limit}")
@@ -1044,7 +1048,22 @@ class Session:
             lines.append("250 STARTTLS")
         if self._auth_offered():
             lines.append("250 AUTH PLAIN LOGIN")
-        if self._client_listed("smtpd_authorized_verp_clients"):
+        # As Postfix's ehlo_cmd: a keyword not discarded whose client list could not be
+        # read ends the session, the first of them in the reply's order.
+        verp = "verp" not in discard and self._client_listed("smtpd_authorized_verp_clients")
+        for keyword, allowed in (
+            ("XVERP", verp),
+            ("XCLIENT", "xclient" not in discard and self.xclient_allowed),
+            ("XFORWARD", "xforward" not in discard and self.xforward_allowed),
+        ):
+            if allowed is None:
+                await self._local_data_error(
+                    "EHLO",
+                    f"don't know if EHLO feature {keyword} should be announced to"
+                    f" {self.state.namaddr}",
+                )
+                return
+        if verp:
             lines.append("250 XVERP")
         if self.xclient_allowed:
             lines.append(f"250 XCLIENT {XCLIENT_ATTRS}")
@@ -1054,7 +1073,6 @@ class Session:
         if self._smtputf8():
             lines.append("250 SMTPUTF8")
         lines.append("250 CHUNKING")
-        discard = self.ehlo_discard
         if discard:
             lines = [
                 ln
@@ -1062,14 +1080,6 @@ class Session:
                 if _EHLO_MASK_KEYWORDS.get(k := ln[4:].split(" ")[0].lower(), k) not in discard
                 or ln is lines[0]
             ]
-            # As Postfix's ehlo_cmd: not with silent-discard, nor (its quirk) when
-            # ENHANCEDSTATUSCODES is among them.
-            if "silent-discard" not in discard and "enhancedstatuscodes" not in discard:
-                named = [
-                    _EHLO_MASK_NAMES.get(k, k.upper()) for k in _EHLO_MASK_ORDER if k in discard
-                ]
-                if named:
-                    self.srv.log.info(f"discarding EHLO keywords: {' '.join(named)}")
         await self.reply_lines(lines)
 
     async def _milter_helo(self) -> bool:
@@ -1103,6 +1113,15 @@ class Session:
         if self.cfg.get_bool("smtpd_tls_auth_only") and not self.tls_active:
             return False
         return True
+
+    async def _local_data_error(self, command: str, warning: str) -> None:
+        """Postfix's SMTP_ERR_DATA, for a command it cannot judge because a table could
+        not be read: the warning, the reject line and a 421, which ends the session."""
+        self.srv.log.warning(warning)
+        reply = f"421 4.3.0 {self.srv.hostname} Server local data error"
+        qid = self.state.queue_id or "NOQUEUE"
+        self.srv.log.info(f"{qid}: reject: {command} from {self.state.namaddr}: {reply}")
+        await self.reply(reply)
 
     async def _helo_checked(self, name: str, kind: str) -> bool:
         """HELO's or EHLO's name taken, unless smtpd_helo_restrictions (run now when
@@ -2054,7 +2073,7 @@ class Session:
     async def cmd_expn(self, arg: str) -> None:
         await self.reply(R.CMD_UNKNOWN)
 
-    async def _x_words(self, verb: str, arg: str, allowed: bool) -> list[str] | None:
+    async def _x_words(self, verb: str, arg: str, allowed: bool | None) -> list[str] | None:
         """XCLIENT's and XFORWARD's attribute=value words, once the command may run here
         (outside a transaction, with words, from an authorized client: Postfix's order)."""
         words = smtpd_tokens(arg)
@@ -2062,6 +2081,10 @@ class Session:
             await self.reply(R.IN_TX)
         elif not words:
             await self.reply(R.X_SYNTAX.format(cmd=verb))
+        elif allowed is None:
+            await self._local_data_error(
+                verb, f"don't know if command {verb} should be allowed from {self.state.namaddr}"
+            )
         elif not allowed:
             await self.reply(R.XCLIENT_DENIED)
         else:
