@@ -449,7 +449,7 @@ class Session:
     # I/O -------------------------------------------------------------------------------
 
     def _bare_lf_excluded(self) -> bool:
-        return self._client_listed("smtpd_forbid_bare_newline_exclusions")
+        return bool(self._client_listed("smtpd_forbid_bare_newline_exclusions"))
 
     async def _fill(self) -> None:
         # smtpd_timeout: one timer per session, moved only when it fires, while a read just
@@ -753,7 +753,7 @@ class Session:
             return None
 
     def _event_limit_exempt(self) -> bool:
-        return self._client_listed("smtpd_client_event_limit_exceptions")
+        return bool(self._client_listed("smtpd_client_event_limit_exceptions"))
 
     async def _refused_at_connect(self, anvil: AnvilClient) -> bool:
         """Register the connection with anvil; True when it is over the connection count
