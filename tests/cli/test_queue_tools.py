@@ -220,6 +220,27 @@ def test_delete_all_then_empty_matches_postfix(real_postfix, ours):
     assert mine.stdout == real.stdout == "Mail queue is empty\n"
 
 
+def test_logfile_queues_as_postfix(real_postfix, ours):
+    # Postfix's postsuper takes its logfile directories as queues, where no message is
+    # found or counted; -d ALL defer removes the deferral logs, and mailq then lists the
+    # messages without their reason.
+    for args in (
+        ["-h", "ALL", "defer"],
+        ["-r", "ALL", "flush"],
+        ["-e", "ALL", "trace"],
+        ["-d", "ALL", "bounce"],
+        ["-d", "ALL", "trace"],
+        ["-d", "ALL", "flush"],
+        ["-d", "ABCDEF1234", "defer"],
+        ["-d", "ALL", "defer"],
+    ):
+        mine, real = both("postsuper", real_postfix, ours, *args)
+        assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr), args
+    mine, real = both("postqueue", real_postfix, ours, "-p")
+    assert REASON not in real.stdout
+    assert blocks(mine.stdout) == blocks(real.stdout)
+
+
 def test_postcat_unknown_id_matches_postfix(real_postfix, ours):
     mine, real = both("postcat", real_postfix, ours, "-q", "NOSUCH")
     assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)

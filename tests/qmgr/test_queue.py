@@ -752,6 +752,31 @@ def test_notice_log_lasts_until_sent_or_the_message_goes(cfg, tmp_path):
     assert b"delivered" in journal and b"unknown user" not in journal
 
 
+def test_dropped_logs_survive_compaction(cfg):
+    """postsuper -d ALL defer (or bounce): a message's deferral reasons (or its failure
+    notice log) go and the message stays, with its retry time, through restarts that
+    compact the journal, as Postfix's queue file outlives the logfile removed beside it."""
+    qid, other = enqueue_many(cfg, 2)
+    st = QueueState(cfg, lock=True)
+    st.defer(qid, "why", 1234.0, [(0, Deferral("4.4.1", "refused"))])
+    failed = outcome_to_list(Outcome("5.1.1", "unknown user"))
+    st.log_notice(other, "failure", [0], [[0, failed, "local", "local"]])
+    assert st.drop_log(qid, "defer") and st.drop_log(other, "bounce")
+    assert not st.drop_log(other, "trace")
+    st.close()
+    for _ in range(2):
+        QueueState(cfg, lock=True).close()
+    st = QueueState(cfg)
+    info = st.messages[qid]
+    assert (info.state, info.reason, info.deferrals, info.next_attempt) == (
+        "deferred",
+        "",
+        None,
+        1234.0,
+    )
+    assert st.messages[other].notices is None and st.messages[other].done == {0}
+
+
 def test_expiry_and_deferrals_survive_compaction(cfg):
     """postsuper -e's flag and each recipient's last deferral (Postfix's defer logfile,
     what a force-expired message's notice reports) come back after restarts that compact

@@ -16,7 +16,9 @@ Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from
 also deletes in the maildrop queue (what pickup has not taken yet: local submissions, what
 -r put there), as Postfix's does: -d ALL empties it whatever the names there and counts
 the whole messages (READY) among them; the other actions accept `maildrop` as the queue
-and find nothing there, as Postfix's.
+and find nothing there, as Postfix's. Postfix's logfile directories are queues too, where
+no message is found or counted: -d ALL defer drops every message's deferral reasons (mailq
+then lists none), -d ALL bounce and trace its bounce and success notice logs.
 
 Diagnostics, as Postfix's: `warning: remove subdirectory maildrop/NAME: ...` (-d ALL),
 `warning: maildrop/QID: uid N: not a regular file` (-d QID), `fatal: remove file
@@ -35,7 +37,7 @@ from oxipost.config import ConfigError, load_config
 from oxipost.log import get_logger
 from oxipost.pickup.maildrop import READY, maildrop_dir, requeue
 from oxipost.qmgr import control
-from oxipost.qmgr.queue import QUEUES, QueueBusy, QueueState
+from oxipost.qmgr.queue import LOGFILE_QUEUES, QUEUES, QueueBusy, QueueState
 from oxipost.valid import queue_id_ok
 
 PROG = "postsuper"
@@ -58,6 +60,9 @@ _FLAG = {"-d": "delete", "-e": "expire", "-h": "hold", "-H": "release", "-r": "r
 ORDER = ("delete", "expire", "hold", "release", "requeue")
 # The queues -e and -f look in without a queue named (not corrupt/).
 EXPIRABLE = ("hold", "incoming", "active", "deferred")
+# What may be named as the queue: Postfix's logfile directories too, where only -d ALL
+# does anything (flush/'s logs are none of ours: postqueue -s looks in the deferred queue).
+NAMED_QUEUES = (*QUEUES, "maildrop", *LOGFILE_QUEUES, "flush")
 
 
 def _count(n: int) -> str:
@@ -66,6 +71,12 @@ def _count(n: int) -> str:
 
 def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | None) -> list[str]:
     """Do one action on the queue state (as the state writer); return the IDs it changed."""
+    if queue in LOGFILE_QUEUES or queue == "flush":
+        # Logfiles, not messages: none is counted, and -d names none by its ID there.
+        if action == "delete" and ids == "ALL" and queue != "flush":
+            for qid in list(state.messages):
+                state.drop_log(qid, queue)
+        return []
     if ids == "ALL":
         chosen = [i.queue_id for i in state.messages.values() if queue in (None, i.state)]
     else:
@@ -203,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if isinstance(current, list):
                     current.extend(ids)
     queue = rest[0] if rest else None
-    if queue is not None and queue not in (*QUEUES, "maildrop"):
+    if queue is not None and queue not in NAMED_QUEUES:
         print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
         return 1
     try:

@@ -38,6 +38,9 @@ Records are msgpack maps inside the core's `[len][crc32c][payload]` frames:
              (journal; recipients crossed off whose notice could not be sent yet, Postfix's
              bounce/QID and trace/QID logfiles: the next pass sends the notice from it; an
              empty "r" says it was sent)
+    drop log {"t": "c", "id", "k": "defer"|"bounce"|"trace"}  (journal; postsuper -d ALL
+             defer|bounce|trace: the message's deferral reasons or its notice log of that
+             kind are gone, as Postfix's logfiles there; the message stays)
 
 A segment that cannot be read (EIO, not a regular file, no permission) is skipped, kept and
 tried again by every refresh; the journal records of messages it may hold are kept until it
@@ -92,6 +95,13 @@ spool = _core.spool
 # [u32 length][u32 crc32c] before each payload.
 _FRAME_HEADER = len(spool.frame(b""))
 QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
+# Postfix's per-message logfile directories (postsuper takes them as queue names), each
+# with the notice kinds whose log it holds; defer/ holds the deferral reasons.
+LOGFILE_QUEUES: dict[str, tuple[str, ...]] = {
+    "defer": (),
+    "bounce": ("failure",),
+    "trace": ("success",),
+}
 SEGMENT_LIMIT = 64 << 20
 # Segment name prefix of the records compact_forward copies (no writer slot uses it).
 COMPACT_WRITER = "c"
@@ -440,6 +450,13 @@ def _apply_deferrals(info: MessageInfo, deferred: list[list[Any]]) -> None:
             info.deferrals[idx] = Deferral(status, text, diagnostic, members)
 
 
+def _drop_log(info: MessageInfo, log: str) -> None:
+    if log == "defer":
+        info.reason, info.deferrals = "", None
+    for kind in LOGFILE_QUEUES.get(log, ()):
+        _apply_notice(info, kind, [])
+
+
 class QueueState:
     """The queue as recovered by replay: every live message and its state.
 
@@ -687,6 +704,8 @@ class QueueState:
             _apply_deferrals(info, rec.get("o", []))
         elif kind == "e":
             info.expired = True
+        elif kind == "c":
+            _drop_log(info, rec["k"])
 
     def _journal_files(self) -> list[str]:
         return sorted(glob.glob(os.path.join(self.top, "journal", "state-*.seg")))
@@ -721,7 +740,9 @@ class QueueState:
                 last = self._journal.submit(
                     _pack({"t": "d", "id": info.queue_id, "r": sorted(info.done)})
                 )
-            if info.reason:
+            if info.reason or info.attempts:
+                # (attempts without a reason: postsuper -d ALL defer took it; the retry
+                # time stays, as the queue file's time does in Postfix)
                 last = self._journal.submit(
                     _pack(
                         {
@@ -1056,6 +1077,17 @@ class QueueState:
         the logfile once the notice is queued)."""
         self._write([{"t": "n", "id": qid, "k": kind, "r": []}])
         _apply_notice(self.messages[qid], kind, [])
+
+    def drop_log(self, qid: str, log: str) -> bool:
+        """postsuper -d ALL with a logfile queue (LOGFILE_QUEUES): the message's log there
+        is gone and the message stays; whether it had one."""
+        info = self.messages[qid]
+        had = bool(info.reason or info.deferrals) if log == "defer" else False
+        had = had or any(k in (info.notices or {}) for k in LOGFILE_QUEUES[log])
+        if had:
+            self._write([{"t": "c", "id": qid, "k": log}])
+            _drop_log(info, log)
+        return had
 
     def remove(self, qid: str) -> None:
         """The message is finished (all recipients done, or postsuper -d)."""

@@ -87,6 +87,7 @@ from oxipost.maps import TableError
 from oxipost.pickup.maildrop import requeue
 from oxipost.qmgr.control import flush_site_ok
 from oxipost.qmgr.queue import (
+    LOGFILE_QUEUES,
     Deferral,
     MessageInfo,
     Queue,
@@ -1105,6 +1106,13 @@ class Qmgr:
         action = req.get("action")
         ids = req.get("ids")
         queue = req.get("queue")
+        if queue in LOGFILE_QUEUES or queue == "flush":
+            # postsuper -d ALL defer|bounce|trace: the logs go, the messages stay.
+            if action == "delete" and ids == "ALL" and queue != "flush":
+                for qid in list(self.state.messages):
+                    if self._id(qid) not in self.active:
+                        self.state.drop_log(qid, queue)
+            return []
         infos = list(self.state.messages.values())
         if ids != "ALL":
             wanted = set(ids or [])
