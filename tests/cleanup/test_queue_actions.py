@@ -37,14 +37,22 @@ def test_hold_then_release(tmp_path: Path, qmgr_proc) -> None:  # type: ignore[n
         tmp_path, f"default_transport = discard\nheader_checks = regexp:{tmp_path}/header_checks\n"
     )
     qid = _queue(cfg, b"Subject: hold this\r\n\r\nbody\r\n")
+    other = _queue(cfg, b"Subject: hold that\r\n\r\nbody\r\n")
     p = start_qmgr(cfg)
     qmgr_proc.append(p)
     deadline = time.monotonic() + 20
-    while QueueState(cfg).messages[qid].state != "hold":
+    while any(QueueState(cfg).messages[q].state != "hold" for q in (qid, other)):
         assert time.monotonic() < deadline, "never held"
         time.sleep(0.05)
     time.sleep(0.5)
     assert QueueState(cfg).messages[qid].state == "hold"
+    # qmgr deletes what postsuper names by its ID (not in maildrop/, looked in first).
+    deleted = run_ours("postsuper", "-c", cfg.config_dir, "-d", other)
+    assert (deleted.returncode, deleted.stderr) == (
+        0,
+        f"postsuper: {other}: removed\npostsuper: Deleted: 1 message\n",
+    )
+    assert other not in QueueState(cfg).messages
     # postsuper reports the message qmgr released, as Postfix's does (qmgr logs nothing).
     released = run_ours("postsuper", "-c", cfg.config_dir, "-H", qid)
     assert (released.returncode, released.stderr) == (

@@ -241,6 +241,42 @@ def test_logfile_queues_as_postfix(real_postfix, ours):
     assert blocks(mine.stdout) == blocks(real.stdout)
 
 
+def test_delete_looks_in_maildrop_first_as_postfix(real_postfix, ours):
+    # postsuper -d QID looks in maildrop/ before the queues (Postfix's delete_one): a whole
+    # message there by a queued message's name is the one deleted, the queued one stays;
+    # a symlink by the other's name is warned of once, and the queued one goes.
+    sides = []
+    for conf, tool, mta in (
+        (real_postfix, "/usr/sbin/postsuper", run_postfix),
+        (ours, "postsuper", run_ours),
+    ):
+        spool = Path(load_config(conf).path("queue_directory"))
+        if tool == "postsuper":
+            ids = sorted(QueueState(load_config(conf)).messages)
+        else:
+            listing = run_postfix("/usr/sbin/postqueue", "-c", conf, "-p").stdout
+            ids = sorted(re.findall(r"^([0-9A-F]{10,})", listing, re.M))
+        dropped = spool / "maildrop" / ids[0]
+        dropped.write_bytes(b"junk\n")
+        dropped.chmod(0o700)
+        shutil.chown(dropped, "postfix")
+        (spool / "maildrop" / ids[1]).symlink_to("/etc/passwd")
+        shown = []
+        for qid in ids:
+            out = mta(tool, "-c", conf, "-d", qid)
+            shown.append((out.returncode, out.stderr.replace(qid, "QID")))
+        assert not dropped.exists()
+        left = re.findall(
+            r"^[0-9A-F]{10,}", mta(tool.replace("super", "queue"), "-c", conf, "-p").stdout, re.M
+        )
+        sides.append((shown, [ids.index(q) for q in left]))
+    assert sides[0][0][1][1] == (
+        "postsuper: warning: maildrop/QID: uid 0: not a regular file\n"
+        "postsuper: QID: removed\npostsuper: Deleted: 1 message\n"
+    )
+    assert sides[1] == sides[0] == (sides[0][0], [0])
+
+
 def test_postcat_unknown_id_matches_postfix(real_postfix, ours):
     mine, real = both("postcat", real_postfix, ours, "-q", "NOSUCH")
     assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)

@@ -14,8 +14,9 @@ run in Postfix's order (delete, expire, hold, release, requeue). Summary lines o
 Postfix's: `postsuper: Deleted: N messages`, `Placed on hold: N`, `Released from hold: N`,
 `Requeued: N`. While qmgr runs (it holds the state lock) the request goes to qmgr. -d
 also deletes in the maildrop queue (what pickup has not taken yet: local submissions, what
--r put there), as Postfix's does: -d ALL empties it whatever the names there and counts
-the whole messages (READY) among them; the other actions accept `maildrop` as the queue
+-r put there), as Postfix's does, and -d QID looks there first (a message there by a
+queued message's name is the one deleted): -d ALL empties it whatever the names there
+and counts the whole messages (READY) among them; the other actions accept `maildrop` as the queue
 and find nothing there, as Postfix's. Postfix's logfile directories are queues too, where
 no message is found or counted: -d ALL defer drops every message's deferral reasons (mailq
 then lists none), -d ALL bounce and trace its bounce and success notice logs.
@@ -112,6 +113,10 @@ class _Fatal(Exception):
     """A file postsuper cannot remove: Postfix's postsuper stops there (msg_fatal)."""
 
 
+class _Refused(Exception):
+    """The queue cannot be changed (a qmgr that does not answer, or refuses)."""
+
+
 def _delete_all_maildrop(d: str, warn: Callable[[str], None]) -> int:
     """-d ALL in maildrop/, as Postfix's postsuper's mass deletion: whatever is there
     goes, in directory order and whatever its name (a file being written, a dot file,
@@ -147,38 +152,43 @@ def _delete_all_maildrop(d: str, warn: Callable[[str], None]) -> int:
     return deleted
 
 
-def _delete_named_maildrop(
-    d: str, ids: list[str], warn: Callable[[str], None], say: Callable[[str], None]
-) -> int:
-    """-d QID in maildrop/ (pickup has not taken it yet): only a whole message (Postfix's
-    mail_open_ok: a regular file, READY), reported as it goes; anything else by that name
-    is warned of once per pass, and Postfix's postsuper makes two before it gives up."""
-    gone = 0
-    for qid in ids:
-        path, shown = os.path.join(d, qid), f"maildrop/{qid}"
-        for _pass in range(2):
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                warn(f"{shown}: {e.strerror}")
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                warn(f"{shown}: uid {st.st_uid}: not a regular file")
-                continue
-            if st.st_mode & READY != READY:
-                break
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue  # taken by pickup meanwhile
-            except OSError as e:
-                raise _Fatal(f"remove file {shown}: {e.strerror}") from None
-            say(f"{qid}: {DONE['delete']}")
-            gone += 1
-            break
-    return gone
+def _remove_ready(d: str, qid: str, warn: Callable[[str], None]) -> bool:
+    """maildrop/QID removed if it is a whole message (Postfix's mail_open_ok: a regular
+    file, READY); anything else by that name is warned of and stays."""
+    path, shown = os.path.join(d, qid), f"maildrop/{qid}"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        warn(f"{shown}: {e.strerror}")
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        warn(f"{shown}: uid {st.st_uid}: not a regular file")
+        return False
+    if st.st_mode & READY != READY:
+        return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False  # taken by pickup meanwhile
+    except OSError as e:
+        raise _Fatal(f"remove file {shown}: {e.strerror}") from None
+    return True
+
+
+def _delete_one(
+    qid: str, maildrop: str | None, in_queues: Callable[[str], bool], warn: Callable[[str], None]
+) -> bool:
+    """-d QID as Postfix's delete_one: maildrop/ first (when it is searched), then the
+    queues, and all that twice before it gives up (a file moved meanwhile): a message by
+    that name in maildrop/ is the one deleted, what is in the queue stays."""
+    for _pass in range(2):
+        if maildrop is not None and _remove_ready(maildrop, qid, warn):
+            return True
+        if in_queues(qid):
+            return True
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,40 +254,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = QueueState(cfg, lock=True)
     except QueueBusy:
         state = None
-    for action in ORDER:
-        if action not in actions:
-            continue
+
+    def change(action: str, ids: list[str] | str) -> list[str]:
         if state is not None:
-            changed = apply(state, action, actions[action], queue)
-        else:
-            try:
-                reply = control.request(
-                    cfg, {"op": "super", "action": action, "ids": actions[action], "queue": queue}
-                )
-            except control.QmgrDown:
-                print(f"{PROG}: fatal: the queue is locked by another process", file=sys.stderr)
-                return 1
-            if not reply.get("ok"):
-                print(f"{PROG}: fatal: {reply.get('error')}", file=sys.stderr)
-                return 1
-            changed = [str(qid) for qid in reply.get("ids", [])]
-        named = actions[action]
-        if named != "ALL":
-            for qid in changed:
-                say(f"{qid}: {DONE[action]}")
-        counts[action] = len(changed)
-        if action == "delete" and queue in (None, "maildrop"):
-            # Postfix's postsuper deletes in maildrop/ too; no state writer is needed there.
-            d = maildrop_dir(cfg.path("queue_directory"))
-            try:
-                if named == "ALL":
-                    counts[action] += _delete_all_maildrop(d, warn)
-                else:
-                    left = [q for q in named if q not in changed]
-                    counts[action] += _delete_named_maildrop(d, left, warn, say)
-            except _Fatal as e:
-                print(f"{PROG}: fatal: {e}", file=sys.stderr)
-                log.fatal(str(e))
+            return apply(state, action, ids, queue)
+        try:
+            reply = control.request(
+                cfg, {"op": "super", "action": action, "ids": ids, "queue": queue}
+            )
+        except control.QmgrDown:
+            raise _Refused("the queue is locked by another process") from None
+        if not reply.get("ok"):
+            raise _Refused(str(reply.get("error")))
+        return [str(qid) for qid in reply.get("ids", [])]
+
+    # Postfix's postsuper deletes in maildrop/ too, before the queues; no state writer is
+    # needed there.
+    maildrop = maildrop_dir(cfg.path("queue_directory")) if queue in (None, "maildrop") else None
+    try:
+        for action in ORDER:
+            if action not in actions:
+                continue
+            named = actions[action]
+            if action == "delete" and named == "ALL":
+                counts[action] = _delete_all_maildrop(maildrop, warn) if maildrop else 0
+                counts[action] += len(change(action, named))
+            elif action == "delete":
+                counts[action] = 0
+                for qid in named:
+                    if _delete_one(qid, maildrop, lambda q: bool(change("delete", [q])), warn):
+                        say(f"{qid}: {DONE[action]}")
+                        counts[action] += 1
+            else:
+                changed = change(action, named)
+                if named != "ALL":
+                    for qid in changed:
+                        say(f"{qid}: {DONE[action]}")
+                counts[action] = len(changed)
+    except _Refused as e:
+        print(f"{PROG}: fatal: {e}", file=sys.stderr)
+        return 1
+    except _Fatal as e:
+        print(f"{PROG}: fatal: {e}", file=sys.stderr)
+        log.fatal(str(e))
     if state is not None:
         state.reclaim()
         state.close()
