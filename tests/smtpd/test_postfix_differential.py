@@ -8,6 +8,7 @@ Postfix's own, not our reading of its source.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import json
@@ -1273,6 +1274,33 @@ def test_authorized_clients_tables_that_fail_as_postfix(
             assert "421 4.3.0" in expected[-2], expected
         assert _transaction_lines(both.ours, wanted) == expected
         assert both.our_replies[1:] == both.their_replies[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exceptions", ["127.0.0.2", "fail:broken"])
+def test_sasl_exceptions_networks_as_postfix(start_smtpd, dovecot, exceptions: str) -> None:
+    """smtpd_sasl_exceptions_networks: a client it lists is not offered AUTH at EHLO and
+    may authenticate all the same; a table in it that cannot be read ends the session
+    at EHLO with "don't know if EHLO feature AUTH should be announced to CLIENT" and 421,
+    as Postfix 3.7's. Ours offered AUTH to every client, and logged "CLIENT:
+    sasl_method=PLAIN, sasl_username=carol" after AUTH, a line Postfix's smtpd does not
+    write (it names the method and user on the transaction's client= line only)."""
+    path, _log = dovecot
+    main_cf = (
+        f"smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {path}\n"
+        f"smtpd_sasl_exceptions_networks = {exceptions}\nsmtpd_error_sleep_time = 0\n"
+    )
+    plain = base64.b64encode(b"\0carol\0letmein").decode()
+    dialogue = ["EHLO client.example", f"AUTH PLAIN {plain}", "QUIT"]
+    both = Played(start_smtpd, dialogue, main_cf)
+    wanted = r"connect from |fail:broken|don't know|: reject: |sasl_method"
+    expected = _transaction_lines(_session_from(both.theirs), wanted)
+    assert _transaction_lines(both.ours, wanted) == expected
+    assert both.our_replies[1:] == both.their_replies[1:]
+    if exceptions == "fail:broken":
+        assert both.their_replies[1].startswith("421 4.3.0"), both.their_replies
+    else:
+        assert "AUTH" not in both.their_replies[1] and both.their_replies[2].startswith("235")
 
 
 @pytest.mark.slow

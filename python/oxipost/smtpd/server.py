@@ -1046,12 +1046,15 @@ class Session:
         lines.append("250 ETRN")
         if self.tls_level in ("may", "encrypt") and not self.tls_active and self.srv.tls_context:
             lines.append("250 STARTTLS")
-        if self._auth_offered():
-            lines.append("250 AUTH PLAIN LOGIN")
         # As Postfix's ehlo_cmd: a keyword not discarded whose client list could not be
         # read ends the session, the first of them in the reply's order.
+        auth = "auth" not in discard and self._auth_offered()
+        # smtpd_sasl_exceptions_networks: clients not offered AUTH, which they may use all
+        # the same.
+        exempt = auth and self._client_listed("smtpd_sasl_exceptions_networks")
         verp = "verp" not in discard and self._client_listed("smtpd_authorized_verp_clients")
         for keyword, allowed in (
+            ("AUTH", None if exempt is None else True),
             ("XVERP", verp),
             ("XCLIENT", "xclient" not in discard and self.xclient_allowed),
             ("XFORWARD", "xforward" not in discard and self.xforward_allowed),
@@ -1063,6 +1066,8 @@ class Session:
                     f" {self.state.namaddr}",
                 )
                 return
+        if auth and not exempt:
+            lines.append("250 AUTH PLAIN LOGIN")
         if verp:
             lines.append("250 XVERP")
         if self.xclient_allowed:
@@ -2051,9 +2056,6 @@ class Session:
             return  # the authenticator has replied
         self.state.sasl_username = result
         self.sasl_method = mech
-        self.srv.log.info(
-            f"{self.state.namaddr}: sasl_method={mech}, sasl_username={printable(result)}"
-        )
         await self.reply(R.AUTH_OK)
 
     async def sasl_challenge(self, challenge: str) -> str | None:
