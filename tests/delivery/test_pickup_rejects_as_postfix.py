@@ -9,7 +9,13 @@ pickup line, and no message-id line for the one it would have added.
 
 A message postsuper -r requeues goes through cleanup again with the Date: cleanup added
 the first time, which a header_checks rule then rejects: pickup's line names its old
-queue ID (orig_id=) as for one cleanup takes; ours left that out for a refused one."""
+queue ID (orig_id=) as for one cleanup takes; ours left that out for a refused one.
+
+A message postdrop takes under message_size_limit whose queue file (envelope, pickup's
+Received:, the headers cleanup adds) passes it is bounced by cleanup: "queue file size
+limit exceeded", status=bounced (message file too big), then rec_get()'s warning for the
+record the limit cut as cleanup reads the file back, and a notice with the headers alone
+(compared as postcat shows it). Ours queued it."""
 
 from __future__ import annotations
 
@@ -32,11 +38,18 @@ MESSAGES = [
     "Received: a\nReceived: b\nReceived: c\nReceived: d\nSubject: hops\n\nx\n",
     "Subject: forbidden\nMessage-ID: <m1@example.com>\n\nx\n",
     "Subject: forbidden\n\nx\n",
+    # Within message_size_limit as postdrop writes it, past it with the envelope and the
+    # headers cleanup adds. Each line of its own length names the one the limit cuts,
+    # far from either end (queue IDs and the arrival time's record vary in length).
+    "Subject: big\n\n" + "".join("x" * n + "\n" for n in (1100, 1200, 1300)),
 ]
 # Queued (and deferred: defer_transports) the first time, refused once requeued.
 REQUEUED = "Subject: requeued\n\nx\n"
 RECIPIENTS = ["b@example.com", "c"]
-_LINE = re.compile(r" postfix/(pickup|cleanup|bounce)\[\d+\]: (warning: )?([0-9A-F]+): (.*)")
+# A warning about the queue file names it by its path.
+_LINE = re.compile(
+    r" postfix/(pickup|cleanup|bounce)\[\d+\]: (warning: (?:incoming/)?)?([0-9A-F]+): (.*)"
+)
 
 
 def _submit(
@@ -60,10 +73,18 @@ def _submit(
     ):
         r = subprocess.run(argv, capture_output=True, timeout=30)
         assert r.returncode == 0, r.stderr
-    wait_for_log(maillog, r"sender non-delivery notification", n)
-    lines: dict[str, list[str]] = {}
+    log = wait_for_log(maillog, r"sender non-delivery notification", n)
+    # The notice of the message too big: its headers alone.
+    notice = re.findall(r"sender non-delivery notification: (\w+)", log)[3]
+    text = subprocess.run(
+        [*tool("postcat"), "-bh", "-q", notice], capture_output=True, text=True, timeout=30
+    ).stdout
+    text = re.sub(r"\w{3}, [ \d]\d \w{3} \d{4} [\d:]{8} [+-]\d{4} \(\w+\)", "DATE", text)
+    text = re.sub(r"[0-9A-F]{10,}(\.\d+)?", "QID", re.sub(r"<\d{14}\.", "<STAMP.", text))
+    lines: dict[str, list[str]] = {"notice": text.replace("(oxipost", "(Postfix").splitlines()}
     for m in _LINE.finditer(maillog.read_text()):
         program, warning, qid, text = m.groups()
+        warning = (warning or "").replace("incoming/", "incoming/QID: ")
         if program == "pickup" and text.startswith("uid="):
             lines[qid] = []
         if qid in lines:
@@ -72,7 +93,7 @@ def _submit(
             text = re.sub(
                 r"Date: \w{3}, [ \d]\d \w{3} \d{4} [\d:]{8} [+-]\d{4} \(\w+\)", "Date: DATE", text
             )
-            lines[qid].append(f"{program}: {warning or ''}{re.sub(r'[0-9A-F]{10,}', 'QID', text)}")
+            lines[qid].append(f"{program}: {warning}{re.sub(r'[0-9A-F]{10,}', 'QID', text)}")
     return list(lines.values())
 
 
@@ -83,6 +104,7 @@ def test_pickup_rejects_logged_as_postfix(shared_tmp: Path) -> None:
     # The limit above the two Received: headers a requeued message has (pickup's twice).
     main_cf = (
         "hopcount_limit = 3\ndefault_transport = discard\ndefer_transports = discard\n"
+        "message_size_limit = 4000\n"
         f"header_checks = regexp:{shared_tmp}/header_checks\n"
     )
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
@@ -104,9 +126,13 @@ def test_pickup_rejects_logged_as_postfix(shared_tmp: Path) -> None:
             top / "maillog",
         )
     assert ours == theirs
-    assert theirs[0].count("cleanup: warning: message rejected: hopcount exceeded") == 3
+    assert theirs[1].count("cleanup: warning: message rejected: hopcount exceeded") == 3
+    assert "Content-Type: text/rfc822-headers" in theirs[0]
+    assert any(
+        "warning: incoming/QID: unexpected EOF in data, record type 78" in ln for ln in theirs[4]
+    )
     assert theirs[-1][0].startswith("pickup: uid=") and theirs[-1][0].endswith(" orig_id=QID")
     assert (
         "cleanup: to=<b@example.com>, relay=none, delay=D, delays=D/0/0/0, dsn=5.4.0, "
-        "status=bounced (too many hops)" in theirs[0]
+        "status=bounced (too many hops)" in theirs[1]
     )

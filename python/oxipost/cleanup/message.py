@@ -302,12 +302,13 @@ def _cleanup(
     return Cleaned(new_env, out + body, discard=state.discard, notes=state.notes)
 
 
-def size_checked(cleaned: Cleaned, queue_id: str, cfg: Any) -> Cleaned:
+def size_checked(cleaned: Cleaned, queue_id: str, cfg: Any, bounce: bool = False) -> Cleaned:
     """cleanup's own size limit. Postfix's cleanup writes with message_size_limit as its
     file size limit (set_file_limit), so a queue file that would grow past it fails to be
     written: the envelope, smtpd's Received: header and the headers cleanup adds count,
     which smtpd's own count of the content leaves out. Refused with 552 5.3.4 and the
-    warnings of cleanup's write and of its close."""
+    warnings of cleanup's write and of its client's close; with `bounce` (pickup's
+    CLEANUP_FLAG_BOUNCE) cleanup returns the message itself, its client sees no error."""
     limit = cfg.get_int("message_size_limit")
     if cleaned.reply is not None or cleaned.discard or limit <= 0:
         return cleaned
@@ -320,7 +321,8 @@ def size_checked(cleaned: Cleaned, queue_id: str, cfg: Any) -> Cleaned:
     if queue_file_size(env, cleaned.content, queue_id, cfg) <= limit:
         return cleaned
     notes = [*cleaned.notes, ("warning", "queue file size limit exceeded")]
-    notes.append(("table warning", "mail_stream_cleanup: close error"))
+    if not bounce:
+        notes.append(("table warning", "mail_stream_cleanup: close error"))
     return Cleaned(env, cleaned.content, _TOO_BIG, notes=notes)
 
 

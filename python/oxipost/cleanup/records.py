@@ -144,26 +144,84 @@ def _recipient_records(rcpt: Recipient, kind: str) -> list[str]:
     return lines
 
 
+# Postfix's rec_type.h types of the records postcat shows with these labels.
+_TYPES = {
+    "message_size": "C",
+    "message_arrival_time": "T",
+    "create_time": "A",
+    "content_filter": "L",
+    "named_attribute": "A",
+    "sender_fullname": "F",
+    "sender": "S",
+    "verp_delimiters": "V",
+    "recipient": "R",
+    "original_recipient": "O",
+    "done_recipient": "D",
+    "canceled_recipient": "@",
+}
+
+
+def _segments(
+    env: Envelope, qid: str, cfg: Config
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The (type, data length) of each record of the envelope segment and of the extracted
+    one, as Postfix 3.7's cleanup writes them."""
+    info = MessageInfo(qid, "", 0, 0, 0, env.arrival_time, env.sender, env.recipients)
+    given, extracted = recipient_records(info, env)
+    seconds, fraction = divmod(env.arrival_time, 1)
+    segments: tuple[list[tuple[str, int]], list[tuple[str, int]]] = ([], [])
+    for segment, lines in zip(
+        segments, ([*envelope_records(info, env, qid, cfg), *given], extracted), strict=True
+    ):
+        for line in lines:
+            label, _, value = line.partition(": ")
+            if label == "message_size":
+                n = 6 * 15 + 5  # REC_TYPE_SIZE_FORMAT: six %15ld
+            elif label == "message_arrival_time":
+                n = len(f"{int(seconds)} {int(fraction * 1_000_000)}")
+            elif label == "create_time":
+                n = len(f"create_time={int(seconds)}")
+            else:
+                n = len(value.encode("utf-8", "surrogateescape"))
+            segment.append((_TYPES[label], n))
+    return segments
+
+
 def queue_file_size(env: Envelope, content: bytes, qid: str, cfg: Config) -> int:
     """The bytes of the queue file Postfix 3.7's cleanup writes for this message, each
     record its type, its length (rec_put()) and its data: the envelope records as shown
     above (the arrival time as "SECONDS MICROSECONDS", create_time as an attribute), the
     content's (message_size()) between its M and X records, the extracted segment's and
     the end record. What cleanup's file size limit (message_size_limit) weighs."""
-    info = MessageInfo(qid, "", 0, 0, 0, env.arrival_time, env.sender, env.recipients)
-    given, extracted = recipient_records(info, env)
-    seconds, fraction = divmod(env.arrival_time, 1)
-    size = 0
-    for line in [*envelope_records(info, env, qid, cfg), *given, *extracted]:
-        label, _, value = line.partition(": ")
-        if label == "message_size":
-            n = 6 * 15 + 5  # REC_TYPE_SIZE_FORMAT: six %15ld
-        elif label == "message_arrival_time":
-            n = len(f"{int(seconds)} {int(fraction * 1_000_000)}")
-        elif label == "create_time":
-            n = len(f"create_time={int(seconds)}")
-        else:
-            n = len(value.encode("utf-8", "surrogateescape"))
-        size += n + record_len(n)
+    given, extracted = _segments(env, qid, cfg)
+    size = sum(n + record_len(n) for _, n in [*given, *extracted])
     # The M, X and E records, empty.
     return size + 3 * 2 + message_size(content, cfg.get_int("line_length_limit"))
+
+
+def queue_file_cut(env: Envelope, content: bytes, qid: str, cfg: Config, limit: int) -> str:
+    """What Postfix's rec_get() warns reading back the queue file for this message that its
+    cleanup's file size limit cut at `limit` bytes: the record the cut falls in ("" when
+    it falls between two)."""
+    given, extracted = _segments(env, qid, cfg)
+    line_limit = cfg.get_int("line_length_limit")
+    lines = content.split(b"\r\n")
+    if not lines[-1]:
+        lines.pop()
+    body: list[tuple[str, int]] = []
+    for line in lines:
+        # As message_size(): a long line one record per piece, the last one N, the others L.
+        n = len(line)
+        pieces = n // line_limit if line_limit > 0 and n >= line_limit else 0
+        body += [("L", line_limit)] * pieces + [("N", n - pieces * line_limit)]
+    offset = 0
+    for kind, n in [*given, ("M", 0), *body, ("X", 0), *extracted, ("E", 0)]:
+        end = offset + record_len(n) + n
+        if end > limit:
+            if offset >= limit:
+                return ""
+            if offset + record_len(n) > limit:
+                return f"unexpected EOF reading length, record type {ord(kind)}"
+            return f"unexpected EOF in data, record type {ord(kind)} length {n}"
+        offset = end
+    return ""

@@ -16,13 +16,15 @@ Postfix's pickup logs it: "NEWID: uid=N from=<sender> orig_id=OLDID".
 
 Diagnostics: a file that does not parse is logged ("warning: maildrop/NAME: ...") and
 renamed NAME.corrupt, as is one without recipients, never silently dropped. A message
-cleanup rejects (header_checks, body_checks, hop count) is returned to its sender with a
+cleanup rejects (header_checks, body_checks, hop count, a queue file past
+message_size_limit that postdrop's smaller file was not) is returned to its sender with a
 non-delivery notice, as Postfix's cleanup does for pickup; one cleanup cannot take now (a
 table it cannot read) stays in maildrop/ for the next scan.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import selectors
 import signal
@@ -32,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from oxipost import bounce
 from oxipost.cleanup import Cleaned, cleanup_message
-from oxipost.cleanup.message import split_header
+from oxipost.cleanup.message import size_checked, split_header
 from oxipost.cleanup.milter import non_smtpd_milters
+from oxipost.cleanup.records import queue_file_cut
 from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.config import Config
 from oxipost.delivery.address import log_form, orig_to
@@ -192,6 +195,8 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
             continue
         except (OSError, MaildropError) as e:
             result = str(e)
+        if isinstance(result, Cleaned):
+            result = size_checked(result, qid, cfg, bounce=True)
         # Postfix's pickup turns the Milters off for requeued mail: they saw it already.
         if (
             milters is not None
@@ -229,10 +234,11 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
 
 
 def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid: str) -> None:
-    """A submission cleanup rejected (header_checks, body_checks, too many hops) is
-    returned to its sender, as Postfix's cleanup does for pickup (CLEANUP_FLAG_BOUNCE):
-    cleanup logs each recipient bounced, with the reason its smtpd would say after
-    "Error: " ("too many hops"), and nothing is logged as removed."""
+    """A submission cleanup rejected (header_checks, body_checks, too many hops, a queue
+    file past message_size_limit) is returned to its sender, as Postfix's cleanup does
+    for pickup (CLEANUP_FLAG_BOUNCE): cleanup logs each recipient bounced, with the
+    reason its smtpd would say after "Error: " ("too many hops"), and nothing is logged
+    as removed."""
     rejected.log_notes(log, qid)
     assert rejected.reply is not None
     status, _, text = rejected.reply.partition(" ")[2].partition(" ")
@@ -251,6 +257,16 @@ def _bounce_rejected(cfg: Config, queue: Queue, log: Any, rejected: Cleaned, qid
             f"{orig_to(r.address, r.original, external)}relay=none, delay={delay}, "
             f"delays={delay}/0/0/0, dsn={status}, status=bounced ({text})"
         )
+    if rejected.reply.startswith("552 5.3.4"):
+        limit = cfg.get_int("message_size_limit")
+        # Postfix's cleanup reads the queue file its size limit cut back for the
+        # recipients (cleanup_bounce.c), to the record the cut falls in; bounce(8) finds
+        # no message size there and returns the headers alone (bounce_original()).
+        cut = queue_file_cut(env, rejected.content, qid, cfg, limit)
+        if cut:
+            log.warning(f"incoming/{qid}: {cut}")
+        if cfg.get_int("bounce_size_limit") > 0:
+            env = dataclasses.replace(env, ret="HDRS")
     reports = [bounce.Report(r, outcome) for r in env.recipients]
     bounce_log = get_logger("bounce", cfg)
     try:
