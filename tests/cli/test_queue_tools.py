@@ -479,6 +479,27 @@ def test_maildrop_listed_and_deleted_as_postfix(shared_tmp):
     assert mine.stdout == theirs.stdout == "Mail queue is empty\n"
 
 
+def test_incomplete_maildrop_file_as_postfix(shared_tmp):
+    # A maildrop file postdrop has not made READY (0600: being written, or left so by a
+    # postdrop that died) is not listed (showq's mail_open_ok), nor deleted by its ID.
+    real = _submit_without_pickup(shared_tmp / "real", "postfix")
+    ours = _submit_without_pickup(shared_tmp / "ours", "ours")
+    named = []
+    for who in ("real", "ours"):
+        d = shared_tmp / who / "spool" / "maildrop"
+        (half,) = [f for f in d.iterdir() if b"rc3@ex" in f.read_bytes()]
+        half.chmod(0o600)
+        named.append(half.name)
+    mine, theirs = both("postqueue", real, ours, "-p")
+    assert theirs.stdout.endswith("-- 0 Kbytes in 2 Requests.\n"), theirs.stdout
+    assert blocks(mine.stdout) == blocks(theirs.stdout)
+    outs = [
+        run_postfix("/usr/sbin/postsuper", "-c", real, "-d", named[0]),
+        run_ours("postsuper", "-c", ours, "-d", named[1]),
+    ]
+    assert [(o.returncode, o.stderr) for o in outs] == [(0, "postsuper: Deleted: 0 messages\n")] * 2
+
+
 def _add_odd_entries(maildrop: Path) -> None:
     """What else may sit in a maildrop/ (it is writable by postdrop's group): files not
     named like a queue ID (a dot file, an old-style name), one being written (its owner

@@ -167,6 +167,7 @@ def test_pickup_sets_aside_a_bad_file(tmp_path):
     d = tmp_path / "spool" / "maildrop"
     d.mkdir(parents=True)
     (d / "bad").write_bytes(b"junk")
+    (d / "bad").chmod(0o744)  # READY, as postdrop leaves a file
     cfg = load_config(str(conf))
     queue = Queue.open(cfg, writer="pickup")
     log = _Log()
@@ -211,6 +212,30 @@ def test_pickup_and_mailq_take_only_queue_id_names(tmp_path):
         queue.close()
     assert [f.name for f in _maildrop(tmp_path)] == ["1234.5678"]
     assert _cmd("postqueue", conf, "-p").stdout == b"Mail queue is empty\n"
+
+
+def test_pickup_leaves_an_incomplete_file(tmp_path):
+    # As Postfix's pickup (mail_open_ok): a file postdrop has not made READY (0600: being
+    # written, or left so by a postdrop that died) stays, until it is; a symlink by a
+    # queue ID's name is warned of at each scan and stays.
+    conf = _conf(tmp_path)
+    d = tmp_path / "spool" / "maildrop"
+    d.mkdir(parents=True)
+    half = d / "ABCDEF12345"
+    half.write_bytes(Submission("a@b", ["c@d"], b"Subject: x\r\n\r\n").encode())
+    half.chmod(0o600)
+    (d / "ABCDEF12346").symlink_to(half)
+    cfg = load_config(str(conf))
+    queue = Queue.open(cfg, writer="pickup")
+    log = _Log()
+    try:
+        assert pickup_once(cfg, queue, log) == 0
+        assert log.lines == ["warning: maildrop/ABCDEF12346: uid 0: not a regular file"]
+        half.chmod(0o744)
+        assert pickup_once(cfg, queue, log) == 1
+    finally:
+        queue.close()
+    assert [f.name for f in _maildrop(tmp_path)] == ["ABCDEF12346"]
 
 
 def test_sendmail_bs_speaks_smtp_into_the_queue(tmp_path):

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 from oxipost.config import ConfigError, load_config
 from oxipost.log import get_logger
-from oxipost.pickup.maildrop import READY, maildrop_dir, requeue
+from oxipost.pickup.maildrop import READY, maildrop_dir, open_ok, requeue
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import LOGFILE_QUEUES, QUEUES, QueueBusy, QueueState
 from oxipost.valid import queue_id_ok
@@ -153,27 +153,16 @@ def _delete_all_maildrop(d: str, warn: Callable[[str], None]) -> int:
 
 
 def _remove_ready(d: str, qid: str, warn: Callable[[str], None]) -> bool:
-    """maildrop/QID removed if it is a whole message (Postfix's mail_open_ok: a regular
-    file, READY); anything else by that name is warned of and stays."""
-    path, shown = os.path.join(d, qid), f"maildrop/{qid}"
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    except OSError as e:
-        warn(f"{shown}: {e.strerror}")
-        return False
-    if not stat.S_ISREG(st.st_mode):
-        warn(f"{shown}: uid {st.st_uid}: not a regular file")
-        return False
-    if st.st_mode & READY != READY:
+    """maildrop/QID removed if it is a whole message (open_ok); anything else by that
+    name stays."""
+    if not open_ok(d, qid, warn):
         return False
     try:
-        os.unlink(path)
+        os.unlink(os.path.join(d, qid))
     except FileNotFoundError:
         return False  # taken by pickup meanwhile
     except OSError as e:
-        raise _Fatal(f"remove file {shown}: {e.strerror}") from None
+        raise _Fatal(f"remove file maildrop/{qid}: {e.strerror}") from None
     return True
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import email.utils
 import os
 import socket
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -247,13 +249,36 @@ def postdrop_size(sub: Submission, line_limit: int) -> int:
     return size + message_size(sub.content, line_limit)
 
 
-def maildrop_ids(cfg: Config) -> list[str]:
-    """The maildrop files named like a queue ID, in directory order: what pickup takes
-    and mailq lists, as Postfix's (mail_open_ok); a file being written is not one."""
+def open_ok(d: str, name: str, warn: Callable[[str], object] | None = None) -> bool:
+    """Whether maildrop/NAME is a whole message, as Postfix's mail_open_ok judges it: a
+    regular file (lstat: not a symlink; anything else is warned of) and READY, as
+    postdrop leaves it once it is done (one still being written, or left half-written
+    by a postdrop that died, is 0600)."""
     try:
-        return [n for n in os.listdir(maildrop_dir(cfg.path("queue_directory"))) if queue_id_ok(n)]
+        st = os.lstat(os.path.join(d, name))
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if warn is not None:
+            warn(f"maildrop/{name}: {e.strerror}")
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        if warn is not None:
+            warn(f"maildrop/{name}: uid {st.st_uid}: not a regular file")
+        return False
+    return st.st_mode & READY == READY
+
+
+def maildrop_ids(cfg: Config, warn: Callable[[str], object] | None = None) -> list[str]:
+    """The whole messages in maildrop/ (open_ok) named like a queue ID, in directory
+    order: what pickup takes and mailq lists, as Postfix's; warn, if given, of what else
+    by such a name is there (Postfix's pickup logs it at each scan)."""
+    d = maildrop_dir(cfg.path("queue_directory"))
+    try:
+        names = os.listdir(d)
     except OSError:
         return []
+    return [n for n in names if queue_id_ok(n) and open_ok(d, n, warn)]
 
 
 def requeued(cfg: Config, st: os.stat_result, sub: Submission) -> bool:

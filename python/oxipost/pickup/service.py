@@ -15,7 +15,10 @@ with its envelope as it was, rewritten again by cleanup and seen by no Milter, l
 Postfix's pickup logs it: "NEWID: uid=N from=<sender> orig_id=OLDID".
 
 Diagnostics: a file that does not parse is logged ("warning: maildrop/NAME: ...") and
-renamed NAME.corrupt, as is one without recipients, never silently dropped. A message
+renamed NAME.corrupt, as is one without recipients, never silently dropped. A file that
+is not READY (postdrop's 0600 while it writes) is left alone, and one that is not a
+regular file is warned of at each scan ("warning: maildrop/NAME: uid N: not a regular
+file"), as Postfix's pickup leaves both to the administrator. A message
 cleanup rejects (header_checks, body_checks, hop count, a queue file past
 message_size_limit that postdrop's smaller file was not) is returned to its sender with a
 non-delivery notice, as Postfix's cleanup does for pickup; one cleanup cannot take now (a
@@ -171,9 +174,10 @@ def pickup_once(cfg: Config, queue: Queue, log: object, flow: FlowGate | None = 
     d = maildrop_dir(cfg.path("queue_directory"))
     moved = 0
     milters = milter_conf(cfg, "non_smtpd_milters")
-    # A file still being written, or one set aside (NAME.corrupt), is not named like a
-    # queue ID: what mailq lists is what is taken here.
-    for name in sorted(maildrop_ids(cfg)):
+    # A file still being written (not READY: a postdrop that died leaves it so), or one
+    # set aside (NAME.corrupt, not named like a queue ID), stays for the administrator, as
+    # Postfix's pickup leaves it: what mailq lists is what is taken here.
+    for name in sorted(maildrop_ids(cfg, log.warning)):  # type: ignore[attr-defined]
         path = os.path.join(d, name)
         if flow is not None:
             flow.take_blocking()
