@@ -7,6 +7,13 @@ logged those to= lines as pickup's, the reason with "Error: ", one hopcount warn
 Postfix's cleanup gives one for each Received: header from the limit's on, "removed", no
 pickup line, and no message-id line for the one it would have added.
 
+Too many hops (four Received: headers and pickup's, hopcount_limit = 3) only flags the
+message: cleanup goes on through the header, each header's header_checks line before
+its hopcount warning, a WARN for a header after them too. smtpd's message, the same one
+over SMTP, is looked at only to the header that made too many hops: one warning, no
+message-id line, "554 5.4.0 Error: too many hops". Ours refused both before the
+header_checks, with one warning for each hop over.
+
 A message postsuper -r requeues goes through cleanup again with the Date: cleanup added
 the first time, which a header_checks rule then rejects: pickup's line names its old
 queue ID (orig_id=) as for one cleanup takes; ours left that out for a refused one.
@@ -20,6 +27,7 @@ record the limit cut as cleanup reads the file back, and a notice with the heade
 from __future__ import annotations
 
 import re
+import smtplib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,15 +56,24 @@ REQUEUED = "Subject: requeued\n\nx\n"
 RECIPIENTS = ["b@example.com", "c"]
 # A warning about the queue file names it by its path.
 _LINE = re.compile(
-    r" postfix/(pickup|cleanup|bounce)\[\d+\]: (warning: (?:incoming/)?)?([0-9A-F]+): (.*)"
+    r" postfix/(pickup|cleanup|bounce|smtpd)\[\d+\]: (warning: (?:incoming/)?)?([0-9A-F]+): (.*)"
 )
 
 
 def _submit(
-    sendmail: list[str], tool: Callable[[str], list[str]], maillog: Path
+    sendmail: list[str], tool: Callable[[str], list[str]], maillog: Path, port: int
 ) -> list[list[str]]:
     """Each message's lines, queue IDs, times and delays set aside; `tool` is the command
-    line of one of the system's postsuper, postkick."""
+    line of one of the system's postsuper, postkick. The first message is sent over SMTP
+    to `port` too."""
+    with smtplib.SMTP("127.0.0.1", port) as s:
+        s.ehlo("client.example")
+        s.mail("a@example.com")
+        s.rcpt("b@example.com")
+        assert s.data(MESSAGES[0].replace("\n", "\r\n").encode()) == (
+            554,
+            b"5.4.0 Error: too many hops",
+        )
     for n, text in enumerate([*MESSAGES, REQUEUED], 1):
         r = submit(sendmail, ["-f", "a@example.com", *RECIPIENTS], text)
         assert r.returncode == 0, r.stderr
@@ -85,7 +102,7 @@ def _submit(
     for m in _LINE.finditer(maillog.read_text()):
         program, warning, qid, text = m.groups()
         warning = (warning or "").replace("incoming/", "incoming/QID: ")
-        if program == "pickup" and text.startswith("uid="):
+        if (program, text[:4]) in (("pickup", "uid="), ("smtpd", "clie")):
             lines[qid] = []
         if qid in lines:
             text = re.sub(r"delay=[\d.]+, delays=[\d.]+/", "delay=D, delays=D/", text)
@@ -100,6 +117,7 @@ def _submit(
 def test_pickup_rejects_logged_as_postfix(shared_tmp: Path) -> None:
     (shared_tmp / "header_checks").write_text(
         "/^Subject: forbidden/ REJECT not from here\n/^Date:/ REJECT requeued\n"
+        "/^Subject: hops/ WARN late\n/^Received: c$/ WARN third\n"
     )
     # The limit above the two Received: headers a requeued message has (pickup's twice).
     main_cf = (
@@ -108,31 +126,44 @@ def test_pickup_rejects_logged_as_postfix(shared_tmp: Path) -> None:
         f"header_checks = regexp:{shared_tmp}/header_checks\n"
     )
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
-    with running_postfix(main_cf + logging) as (_port, d):
+    with running_postfix(main_cf + logging) as (port, d):
         theirs = _submit(
             ["/usr/sbin/sendmail", "-C", str(d)],
             lambda name: [f"/usr/sbin/{name}", "-c", str(d)],
             d / "maillog",
+            port,
         )
     top = shared_tmp / "ours"
     top.mkdir()
     services = "pickup unix n - n 60 1 pickup\ndiscard unix - - n - - discard\n"
-    with running_ours(top, main_cf + f"queue_directory = {top}/spool\n", services):
+    with running_ours(top, main_cf + f"queue_directory = {top}/spool\n", services) as port:
         conf = str(top / "conf")
         sendmail = [sys.executable, "-m", "oxipost.cli.sendmail", "-C", conf]
         ours = _submit(
             sendmail,
             lambda name: [sys.executable, "-m", f"oxipost.cli.{name}", "-c", conf],
             top / "maillog",
+            port,
         )
     assert ours == theirs
-    assert theirs[1].count("cleanup: warning: message rejected: hopcount exceeded") == 3
-    assert "Content-Type: text/rfc822-headers" in theirs[0]
-    assert any(
-        "warning: incoming/QID: unexpected EOF in data, record type 78" in ln for ln in theirs[4]
+    hops = theirs[2]
+    assert hops.count("cleanup: warning: message rejected: hopcount exceeded") == 3
+    third = hops.index(
+        "cleanup: warning: header Received: c from local; from=<a@example.com> "
+        "to=<c@mx.example.test>: third"
     )
+    assert hops[third + 1] == "cleanup: warning: message rejected: hopcount exceeded"
+    assert any(ln.startswith("cleanup: warning: header Subject: hops ") for ln in hops)
+    # smtpd's: nothing after the header that made too many hops, one warning.
+    assert theirs[1] == [
+        "smtpd: client=unknown[127.0.0.1]",
+        "cleanup: warning: message rejected: hopcount exceeded",
+    ]
+    assert "Content-Type: text/rfc822-headers" in theirs[0]
+    eof = "cleanup: warning: incoming/QID: unexpected EOF in data, record type 78 length 1300"
+    assert eof in theirs[5]
     assert theirs[-1][0].startswith("pickup: uid=") and theirs[-1][0].endswith(" orig_id=QID")
     assert (
         "cleanup: to=<b@example.com>, relay=none, delay=D, delays=D/0/0/0, dsn=5.4.0, "
-        "status=bounced (too many hops)" in theirs[1]
+        "status=bounced (too many hops)" in hops
     )

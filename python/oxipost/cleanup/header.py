@@ -552,6 +552,11 @@ class MimeWalker(ABC):
 
     # What a subclass says --------------------------------------------------------------
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the walk ends before the next header (cleanup's, at too many hops)."""
+        return False
+
     @abstractmethod
     def enabled(self, param: str) -> bool:
         """Whether `param`'s tables are looked in now."""
@@ -725,6 +730,8 @@ class MimeWalker(ABC):
         eight_bit = MIME_8BIT_HEADER in self.reports
         domain = "7bit"
         for text in _logical_headers(lines):
+            if self.stopped:
+                break
             if eight_bit and not text.isascii():
                 self._report(MIME_8BIT_HEADER, text)
             if self.downgrade and header_name(text) == "content-transfer-encoding":
@@ -788,6 +795,8 @@ class MimeWalker(ABC):
         head = self.given_head
         entity = self._header_block(header_lines, PRIMARY, head)
         self.given_body = []
+        if self.stopped:
+            return head, []
         body = self._body(body_lines, entity, self.given_body)
         return head, body
 
@@ -874,6 +883,9 @@ class Walker(MimeWalker):
             state.opts.mime_boundary_length_limit,
         )
         self.state = state
+        self.hops = 0  # the primary header's Received: headers so far
+        # Whether the walk ends with the header that makes too many hops.
+        self.stop_at_hops = False
         self.context = header_rewrite_context(state)
         if state.filtering:
             self.reports = state.opts.mime_reports
@@ -881,6 +893,10 @@ class Walker(MimeWalker):
 
     def enabled(self, param: str) -> bool:
         return self.state.filtering and param in self.state.opts.content_checks
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_at_hops and self.hops >= self.state.opts.hopcount_limit
 
     def mime_error(self, error: str, content: str) -> None:
         # cleanup_mime_error_callback: its own line (no proto= or helo=), the first
@@ -934,6 +950,12 @@ class Walker(MimeWalker):
         self.state.warn(f"unknown command in {param} map: {value}")
 
     def after_checks(self, text: str, name: str, cls: str) -> str | None:
+        if cls == PRIMARY and name == "received":
+            # Postfix's cleanup warns at each Received: header from the limit's on, after
+            # its header_checks.
+            self.hops += 1
+            if self.hops >= self.state.opts.hopcount_limit:
+                self.state.warn("message rejected: hopcount exceeded")
         if cls != PRIMARY or name in MIME_HEADERS:
             if name == "content-transfer-encoding":
                 self._encoding(text)

@@ -50,7 +50,7 @@ from oxipost.cleanup.addr import (
     process_recipients,
     process_sender,
 )
-from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_name, header_rewrite_context
+from oxipost.cleanup.header import RESENT_HEADERS, Walker, header_rewrite_context
 from oxipost.cleanup.records import queue_file_size
 from oxipost.cleanup.state import Cleaned, CleanupState, TableNotes, cleanup_config
 from oxipost.delivery.address import quote_local
@@ -169,12 +169,14 @@ def cleanup_message(
     internal: bool = False,
     full_name: str = "",
     mail_class: str = "",
+    bounce: bool = False,
 ) -> Cleaned:
     """Process one message, to be queued as `queue_id` (Queue.new_id: the Message-Id
     cleanup adds carries it); `internal` for mail Postfix itself resubmits (no content
     checks, unless internal_mail_filter_classes names its `mail_class`: "bounce" for
     notices); `full_name` the sender's (sendmail -F, $NAME or the passwd gecos) for a From:
-    header cleanup adds."""
+    header cleanup adds; `bounce` for pickup's mail, which cleanup returns to its sender
+    when it refuses it (CLEANUP_FLAG_BOUNCE)."""
     opts = cleanup_config(cfg)
     overrides = opts.overrides
     state = CleanupState(
@@ -195,16 +197,20 @@ def cleanup_message(
     )
     # Postfix's cleanup logs a table's own warnings without a queue ID, among its lines.
     with logging_to(TableNotes(state)):
-        return _cleanup(state, env, content, received, internal)
+        return _cleanup(state, env, content, received, internal, bounce)
 
 
 def _cleanup(
-    state: CleanupState, env: Envelope, content: bytes, received: str, internal: bool
+    state: CleanupState,
+    env: Envelope,
+    content: bytes,
+    received: str,
+    internal: bool,
+    bounce: bool,
 ) -> Cleaned:
     cfg = state.cfg
     opts = state.opts
     headers, body = split_header(content)
-    hops = sum(1 for h in headers if h[:9].lower() == b"received:") + bool(received)
     limit = opts.header_size_limit
     kept: list[bytes] = []
     size = 0
@@ -246,14 +252,6 @@ def _cleanup(
     except CleanupDefer as e:
         state.warn(e.warning)
         return Cleaned(env, content, state.reply or e.reply, notes=state.notes)
-    if hops >= opts.hopcount_limit:
-        # Postfix's cleanup warns at each Received: header from the limit's on.
-        for _ in range(hops - opts.hopcount_limit + 1):
-            state.warn("message rejected: hopcount exceeded")
-        if not internal:
-            names = {header_name(_decode(h)) for h in headers if h[:1] not in (b" ", b"\t")}
-            _missing_headers(state, names)
-        return _refused(state, env, sender, recipients, content, _HOPS)
     walker = Walker(state)
     # The lines without their CR LF; none has one inside (split_header split there).
     header_text = received.split("\r\n")
@@ -262,6 +260,11 @@ def _cleanup(
     header_text += _decode(b"".join(headers)).split("\r\n")
     if header_text and header_text[-1] == "":
         header_text.pop()
+    # Postfix's cleanup looks no further into smtpd's message than the header that makes
+    # it one to refuse (too many hops): later headers, the header's end (the Message-Id:
+    # it would add) and the body go unchecked. What it returns to its sender itself it
+    # walks to the end.
+    walker.stop_at_hops = not (bounce or internal)
     try:
         if opts.wants_body and state.filtering and body:
             separator = body.startswith(b"\r\n")
@@ -276,16 +279,26 @@ def _cleanup(
                 body = body[:-2]
         else:
             out_head = walker.headers(header_text, "primary")
-            if "content-type" in walker.names and walker.mime and body and not state.eight_bit:
+            if (
+                "content-type" in walker.names
+                and walker.mime
+                and body
+                and not state.eight_bit
+                and not walker.stopped
+            ):
                 walker.part_encodings(header_text, body)
     except CleanupDefer as e:
         state.warn(e.warning)
         return _refused(state, env, sender, recipients, content, e.reply)
+    if walker.hops >= opts.hopcount_limit:
+        # Only a flag to Postfix's cleanup, which checks the header and the body to the
+        # end; a REJECT's reason is the one given, before or after it.
+        state.refuse(_HOPS)
     if state.reply is not None:
         # Postfix's cleanup ends the header of a submitted message as for any (the
         # Message-Id: it adds is logged) before it refuses it; not of a notice bounce(8)
         # queues (compared in test_failed_notice_defers_as_postfix[bounce_rejected]).
-        if not internal:
+        if not internal and not walker.stopped:
             _missing_headers(state, walker.names)
         return _refused(state, env, sender, recipients, content, state.reply)
     out_head += _missing_headers(state, walker.names)

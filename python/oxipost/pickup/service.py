@@ -139,6 +139,7 @@ def build(cfg: Config, sub: Submission, queue_id: str) -> Cleaned | str:
         _add_missing(cfg),
         queue_id,
         full_name=sub.full_name,
+        bounce=True,
     )
 
 
@@ -164,7 +165,7 @@ def build_requeued(cfg: Config, sub: Submission, queue_id: str) -> Cleaned:
     for name in _NOT_REQUEUED:
         env.attrs.pop(name, None)
     return cleanup_message(
-        env, sub.content, _received(cfg, sub, queue_id), _add_missing(cfg), queue_id
+        env, sub.content, _received(cfg, sub, queue_id), _add_missing(cfg), queue_id, bounce=True
     )
 
 
