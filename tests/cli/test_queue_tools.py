@@ -241,6 +241,21 @@ def test_logfile_queues_as_postfix(real_postfix, ours):
     assert blocks(mine.stdout) == blocks(real.stdout)
 
 
+def test_several_queues_as_postfix(real_postfix, ours):
+    # postsuper takes any number of queues after the action, each checked before anything
+    # is done; ours took the first one only.
+    for args in (
+        ["-h", "ALL", "incoming", "deferred"],
+        ["-H", "ALL", "hold", "nosuch"],
+        ["-d", "ALL", "deferred", "hold"],
+    ):
+        mine, real = both("postsuper", real_postfix, ours, *args)
+        assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr), args
+    assert real.stderr == "postsuper: Deleted: 2 messages\n"
+    mine, real = both("postqueue", real_postfix, ours, "-p")
+    assert mine.stdout == real.stdout == "Mail queue is empty\n"
+
+
 def test_delete_looks_in_maildrop_first_as_postfix(real_postfix, ours):
     # postsuper -d QID looks in maildrop/ before the queues (Postfix's delete_one): a whole
     # message there by a queued message's name is the one deleted, the queued one stays;

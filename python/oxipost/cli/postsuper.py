@@ -1,13 +1,13 @@
 """postsuper(1): queue maintenance by the administrator.
 
-    postsuper [-c config_dir] -d ID|ALL|- [queue]   delete
-    postsuper [-c config_dir] -h ID|ALL|- [queue]   put on hold
-    postsuper [-c config_dir] -H ID|ALL|- [queue]   release from hold
-    postsuper [-c config_dir] -r ID|ALL|- [queue]   requeue: back to maildrop/, from where
+    postsuper [-c config_dir] -d ID|ALL|- [queue...] delete
+    postsuper [-c config_dir] -h ID|ALL|- [queue...] put on hold
+    postsuper [-c config_dir] -H ID|ALL|- [queue...] release from hold
+    postsuper [-c config_dir] -r ID|ALL|- [queue...] requeue: back to maildrop/, from where
                                                     pickup queues it again as new mail
-    postsuper [-c config_dir] -e ID|ALL|- [queue]   expire: returned to the sender at the
+    postsuper [-c config_dir] -e ID|ALL|- [queue...] expire: returned to the sender at the
                                                     next delivery pass (mailq's '#')
-    postsuper [-c config_dir] -f ID|ALL|- [queue]   expire and release from hold
+    postsuper [-c config_dir] -f ID|ALL|- [queue...] expire and release from hold
 
 `-` reads queue IDs from standard input, one per line. Several actions may be given; they
 run in Postfix's order (delete, expire, hold, release, requeue). Summary lines on stderr are
@@ -38,7 +38,7 @@ from oxipost.config import ConfigError, load_config
 from oxipost.log import get_logger
 from oxipost.pickup.maildrop import READY, maildrop_dir, open_ok, requeue
 from oxipost.qmgr import control
-from oxipost.qmgr.queue import LOGFILE_QUEUES, QUEUES, QueueBusy, QueueState
+from oxipost.qmgr.queue import LOGFILE_QUEUES, QUEUES, QueueBusy, QueueState, in_queues
 from oxipost.valid import queue_id_ok
 
 PROG = "postsuper"
@@ -70,19 +70,21 @@ def _count(n: int) -> str:
     return f"{n} message{'' if n == 1 else 's'}"
 
 
-def apply(state: QueueState, action: str, ids: list[str] | str, queue: str | None) -> list[str]:
-    """Do one action on the queue state (as the state writer); return the IDs it changed."""
-    if queue in LOGFILE_QUEUES or queue == "flush":
+def apply(
+    state: QueueState, action: str, ids: list[str] | str, queues: list[str] | None
+) -> list[str]:
+    """Do one action on the queue state (as the state writer), in the queues named (None:
+    all); return the IDs it changed."""
+    for logs in queues or ():
         # Logfiles, not messages: none is counted, and -d names none by its ID there.
-        if action == "delete" and ids == "ALL" and queue != "flush":
+        if logs in LOGFILE_QUEUES and action == "delete" and ids == "ALL":
             for qid in list(state.messages):
-                state.drop_log(qid, queue)
-        return []
+                state.drop_log(qid, logs)
     if ids == "ALL":
-        chosen = [i.queue_id for i in state.messages.values() if queue in (None, i.state)]
+        chosen = [i.queue_id for i in state.messages.values() if in_queues(i.state, queues)]
     else:
         chosen = [
-            q for q in ids if q in state.messages and queue in (None, state.messages[q].state)
+            q for q in ids if q in state.messages and in_queues(state.messages[q].state, queues)
         ]
     done = []
     for qid in chosen:
@@ -212,10 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 current = actions.setdefault(action, [])
                 if isinstance(current, list):
                     current.extend(ids)
-    queue = rest[0] if rest else None
-    if queue is not None and queue not in NAMED_QUEUES:
-        print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
-        return 1
+    # As Postfix's postsuper: any number of queues, each checked before anything is done.
+    queues = rest or None
+    for queue in rest:
+        if queue not in NAMED_QUEUES:
+            print(f"{PROG}: fatal: invalid directory name: {queue}", file=sys.stderr)
+            return 1
     try:
         cfg = load_config(config_dir, master_cf=False, stderr_as=PROG)
     except ConfigError as e:
@@ -246,10 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def change(action: str, ids: list[str] | str) -> list[str]:
         if state is not None:
-            return apply(state, action, ids, queue)
+            return apply(state, action, ids, queues)
         try:
             reply = control.request(
-                cfg, {"op": "super", "action": action, "ids": ids, "queue": queue}
+                cfg, {"op": "super", "action": action, "ids": ids, "queues": queues}
             )
         except control.QmgrDown:
             raise _Refused("the queue is locked by another process") from None
@@ -259,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Postfix's postsuper deletes in maildrop/ too, before the queues; no state writer is
     # needed there.
-    maildrop = maildrop_dir(cfg.path("queue_directory")) if queue in (None, "maildrop") else None
+    maildrop = maildrop_dir(cfg.path("queue_directory")) if in_queues("maildrop", queues) else None
     try:
         for action in ORDER:
             if action not in actions:

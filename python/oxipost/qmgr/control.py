@@ -8,7 +8,7 @@ A client sends one msgpack request and reads one msgpack reply, then closes:
     {"op": "flush-site", "site": "example.com"}   postqueue -s, ETRN
     {"op": "flush-id", "id": "QUEUEID"}           postqueue -i
     {"op": "super", "action": "delete|expire|hold|release|requeue", "ids": [...] | "ALL",
-     "queue": "deferred" | None}                  postsuper while qmgr holds the state lock
+     "queues": ["deferred", ...] | None}          postsuper while qmgr holds the state lock
 
 Replies are {"ok": True, "count": N} (a super request's also "ids", those it changed) or
 {"ok": False, "error": "text"}. `QmgrDown` means

@@ -102,6 +102,13 @@ LOGFILE_QUEUES: dict[str, tuple[str, ...]] = {
     "bounce": ("failure",),
     "trace": ("success",),
 }
+
+
+def in_queues(state: str, queues: list[str] | None) -> bool:
+    """Whether a message in `state` is in one of the queues postsuper named (None: all)."""
+    return queues is None or state in queues
+
+
 SEGMENT_LIMIT = 64 << 20
 # Segment name prefix of the records compact_forward copies (no writer slot uses it).
 COMPACT_WRITER = "c"

@@ -94,6 +94,7 @@ from oxipost.qmgr.queue import (
     QueueBusy,
     QueueState,
     QueueWriteError,
+    in_queues,
 )
 from oxipost.qmgr.scheduler import Batch, Event, Scheduler
 from oxipost.rewrite.resolve import open_rewrite_tables, resolve
@@ -1105,20 +1106,17 @@ class Qmgr:
         changed (postsuper reports them, as Postfix's does)."""
         action = req.get("action")
         ids = req.get("ids")
-        queue = req.get("queue")
-        if queue in LOGFILE_QUEUES or queue == "flush":
+        queues = req.get("queues")
+        for logs in queues or ():
             # postsuper -d ALL defer|bounce|trace: the logs go, the messages stay.
-            if action == "delete" and ids == "ALL" and queue != "flush":
+            if logs in LOGFILE_QUEUES and action == "delete" and ids == "ALL":
                 for qid in list(self.state.messages):
                     if self._id(qid) not in self.active:
-                        self.state.drop_log(qid, queue)
-            return []
-        infos = list(self.state.messages.values())
+                        self.state.drop_log(qid, logs)
+        infos = [i for i in self.state.messages.values() if in_queues(i.state, queues)]
         if ids != "ALL":
             wanted = set(ids or [])
             infos = [i for i in infos if i.queue_id in wanted]
-        if queue:
-            infos = [i for i in infos if i.state == queue]
         changed = []
         for info in infos:
             msg = self._id(info.queue_id)
