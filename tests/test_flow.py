@@ -218,7 +218,7 @@ def test_qmgr_under_master_fills_the_pipe_every_service_inherits(shared_tmp, del
     conf.mkdir()
     (conf / "main.cf").write_text(
         f"queue_directory = {d}/spool\ndata_directory = {d}/lib\nmaillog_file = {d}/maillog\n"
-        f"default_process_limit = 7\nin_flow_delay = {delay}\n"
+        f"maillog_file_prefixes = {d}\ndefault_process_limit = 7\nin_flow_delay = {delay}\n"
     )
     master_cf = (REPO / "conf" / "master.cf").read_text()
     (conf / "master.cf").write_text(

@@ -363,6 +363,33 @@ def command_message(cfg: _ConfigLike | None, prog: str, text: str, severity: str
         log.close()
 
 
+def maillog_file_refused(cfg: _ConfigLike) -> str | None:
+    """The fatal error of Postfix's maillog_client_init() when maillog_file starts with none
+    of maillog_file_prefixes (compared as written, a relative path too), else None. Every
+    program that logs through postlogd makes this check as it reads main.cf (postfix(1),
+    sendmail, postqueue, postsuper, postmap, postlog, ...; not postconf, postcat)."""
+    maillog = cfg.get("maillog_file")
+    if not maillog:
+        return None
+    prefixes = cfg.get("maillog_file_prefixes").replace(",", " ").split()
+    if any(maillog.startswith(prefix) for prefix in prefixes):
+        return None
+    return f"maillog_file value '{maillog}' does not match any prefix in maillog_file_prefixes"
+
+
+def refuse_maillog_file(cfg: _ConfigLike, prog: str, stderr: bool = True) -> bool:
+    """Whether prog must stop on maillog_file_refused(cfg): then its fatal line has gone to
+    stderr (when `stderr`: postfix(1) and postlog write there only on a terminal) and to
+    syslog, where Postfix's goes, as it has not switched its logging to the file yet."""
+    text = maillog_file_refused(cfg)
+    if text is None:
+        return False
+    if stderr:
+        print(f"{prog}: fatal: {text}", file=sys.stderr)
+    get_logger(prog).fatal_line(text)
+    return True
+
+
 def get_logger(service: str, cfg: _ConfigLike | None = None, echo_stderr: bool = False) -> Logger:
     """A logger for `service` configured from cfg (syslog_name, maillog_file, myhostname)."""
     if cfg is None:

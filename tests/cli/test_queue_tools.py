@@ -620,6 +620,7 @@ def test_command_refusals_logged_as_postfix(tmp_path):
     conf.mkdir()
     (conf / "main.cf").write_text(
         f"queue_directory = {tmp_path}/spool\nmaillog_file = {tmp_path}/maillog\n"
+        f"maillog_file_prefixes = {tmp_path}\n"
     )
     (tmp_path / "maillog").write_text("")
     for (tool, *args), their in zip(commands, theirs, strict=True):

@@ -50,6 +50,7 @@ MAIN_CF = """\
 queue_directory = {d}/spool
 data_directory = {d}/lib
 maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
 compatibility_level = 3.6
 myhostname = {host}
 mydomain = example.test

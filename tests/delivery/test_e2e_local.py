@@ -54,7 +54,8 @@ def test_sendmail_to_maildir_read_by_dovecot(tmp_path, shared_tmp, qmgr_proc):
     conf.mkdir()
     (conf / "main.cf").write_text(
         f"queue_directory = {tmp_path}/spool\ndata_directory = {tmp_path}/lib\n"
-        f"maillog_file = {tmp_path}/maillog\nmyhostname = mx.test.example\n"
+        f"maillog_file = {tmp_path}/maillog\nmaillog_file_prefixes = {tmp_path}\n"
+        "myhostname = mx.test.example\n"
         "mydestination = localhost\ninet_protocols = ipv4\ndisable_dns_lookups = yes\n"
         f"alias_maps =\nlocal_recipient_maps =\nmail_spool_directory = {spool}/\n"
         # compatibility_level 0's append_dot_mydomain = yes would make user@localhost
@@ -146,7 +147,8 @@ def running_ours(top: Path, main_cf: str, services: str = "") -> Iterator[int]:
     write_config(
         str(conf),
         main_cf + f"data_directory = {conf}/data\n"
-        f"maillog_file = {top}/maillog\nsmtpd_worker_processes = 1\n",
+        f"maillog_file = {top}/maillog\nmaillog_file_prefixes = {top}\n"
+        "smtpd_worker_processes = 1\n",
     )
     (conf / "master.cf").write_text(
         f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
@@ -182,7 +184,8 @@ def test_alias_and_pipe_commands_environment_under_master(shared_tmp):
         f"alias_maps = texthash:{top}/aliases\nalias_database =\n"
         f"transport_maps = texthash:{top}/transport\nrelay_domains = pipe.example\n"
         f"queue_directory = {top}/spool\ndata_directory = {top}/data\n"
-        f"maillog_file = {top}/maillog\nsmtpd_worker_processes = 1\n"
+        f"maillog_file = {top}/maillog\nmaillog_file_prefixes = {top}\n"
+        "smtpd_worker_processes = 1\n"
     )
     (conf / "master.cf").write_text(
         f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"
@@ -260,7 +263,7 @@ def test_list_alias_owner_rights_and_sender_under_master(system_user, shared_tmp
         f"local_recipient_maps =\nalias_maps = texthash:{aliases}\nalias_database =\n"
         f"mail_spool_directory = {mail}/\nqueue_directory = {top}/spool\n"
         f"data_directory = {top}/data\nmaillog_file = {top}/maillog\n"
-        "smtpd_worker_processes = 1\n"
+        f"maillog_file_prefixes = {top}\nsmtpd_worker_processes = 1\n"
     )
     (conf / "master.cf").write_text(
         f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"

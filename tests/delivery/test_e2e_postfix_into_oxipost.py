@@ -32,6 +32,7 @@ def test_real_postfix_relays_into_oxipost_maildir(shared_tmp):
     port = free_port()
     (conf / "main.cf").write_text(
         f"queue_directory = {d}/spool\ndata_directory = {d}/lib\nmaillog_file = {d}/maillog\n"
+        f"maillog_file_prefixes = {d}\n"
         "compatibility_level = 3.6\nmyhostname = oxi.example.test\ninet_protocols = ipv4\n"
         "disable_dns_lookups = yes\n"
         "mynetworks = 127.0.0.0/8\nmydestination =\nvirtual_mailbox_domains = example.com\n"

@@ -147,7 +147,8 @@ class LoadRun:
         self.port, self.relay = free_port(), free_port()
         (self.conf / "main.cf").write_text(
             f"queue_directory = {d}/spool\ndata_directory = {d}/lib\n"
-            f"maillog_file = {d}/maillog\ncompatibility_level = 3.6\n"
+            f"maillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\n"
+            "compatibility_level = 3.6\n"
             "myhostname = load.example.test\nmydomain = example.test\nmydestination =\n"
             "inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmynetworks = 127.0.0.0/8\n"
             "alias_maps =\nalias_database =\nlocal_recipient_maps =\n"

@@ -177,7 +177,8 @@ def _run_ours(top: Path, sc: Scenario, users: dict[str, str]) -> tuple[list[int]
         write_config(
             str(conf),
             _main_cf(top, sc, users) + f"queue_directory = {d}/spool\ndata_directory = {d}/data\n"
-            f"maillog_file = {d}/maillog\nsmtpd_worker_processes = 1\n",
+            f"maillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\n"
+            "smtpd_worker_processes = 1\n",
         )
         master_cf = (REPO / "conf" / "master.cf").read_text()
         (conf / "master.cf").write_text(master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{port}"))

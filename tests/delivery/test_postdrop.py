@@ -98,7 +98,7 @@ def test_permissions_as_postfix_files(oxi: Oxipost) -> None:
     maildrop/ nor write into it, except through postdrop."""
     (oxi.conf / "main.cf").write_text(
         f"queue_directory = {oxi.dir}/spool\ndata_directory = {oxi.dir}/lib\n"
-        f"maillog_file = {oxi.dir}/maillog\n"
+        f"maillog_file = {oxi.dir}/maillog\nmaillog_file_prefixes = {oxi.dir}\n"
     )
     checked = run_ours("postfix", "-c", str(oxi.conf), "check")
     assert checked.returncode == 0, checked.stderr

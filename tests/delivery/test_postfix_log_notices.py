@@ -459,7 +459,7 @@ def running_ours(top: Path, main_cf: str) -> Iterator[int]:
     write_config(
         str(conf),
         main_cf + f"data_directory = {conf}/data\nmaillog_file = {top}/maillog\n"
-        "smtpd_worker_processes = 1\n",
+        f"maillog_file_prefixes = {top}\nsmtpd_worker_processes = 1\n",
     )
     master_cf = (REPO / "conf" / "master.cf").read_text()
     (conf / "master.cf").write_text(master_cf.replace("127.0.0.1:2525", f"127.0.0.1:{port}"))

@@ -109,7 +109,8 @@ def our_sendmail(top: Path, main_cf: str = "") -> list[str]:
     conf = top / "conf"
     conf.mkdir()
     (conf / "main.cf").write_text(
-        f"queue_directory = {top}/spool\nmaillog_file = {top}/maillog\n{main_cf}"
+        f"queue_directory = {top}/spool\nmaillog_file = {top}/maillog\n"
+        f"maillog_file_prefixes = {top}\n{main_cf}"
     )
     (top / "maillog").write_text("")
     return [sys.executable, "-m", "oxipost.cli.sendmail", "-C", str(conf)]

@@ -103,6 +103,7 @@ def system(tmp_path):
     main = main.replace("queue_directory = var/spool", f"queue_directory = {var}/spool")
     main = main.replace("data_directory = var/lib", f"data_directory = {var}/lib")
     main = main.replace("maillog_file = var/log/maillog", f"maillog_file = {var}/log/maillog")
+    main = main.replace("maillog_file_prefixes = var/log", f"maillog_file_prefixes = {var}/log")
     main += "smtpd_worker_processes = 2\n"
     (conf / "main.cf").write_text(main)
     port = free_port()
@@ -604,7 +605,7 @@ def test_smtpd_as_mail_owner_wakes_qmgr(shared_tmp):
         "smtpd_peername_lookup = no\nlocal_recipient_maps =\ndefer_transports = smtp\n"
         f"queue_run_delay = 3600s\nqueue_directory = {top}/spool\n"
         f"data_directory = {top}/data\nmaillog_file = {top}/maillog\n"
-        "smtpd_worker_processes = 1\n"
+        f"maillog_file_prefixes = {top}\nsmtpd_worker_processes = 1\n"
     )
     (conf / "master.cf").write_text(
         f"127.0.0.1:{port} inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\n"

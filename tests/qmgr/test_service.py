@@ -41,7 +41,7 @@ def make_conf(tmp_path: Path, main: str) -> Config:
     (d / "main.cf").write_text(
         f"queue_directory = {tmp_path}/spool\n"
         f"data_directory = {tmp_path}/lib\n"
-        f"maillog_file = {tmp_path}/maillog\n"
+        f"maillog_file = {tmp_path}/maillog\nmaillog_file_prefixes = {tmp_path}\n"
         "myhostname = mx.test.example\nmydestination = localhost\n"
         "inet_protocols = ipv4\ndisable_dns_lookups = yes\n" + main
     )

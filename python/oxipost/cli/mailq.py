@@ -1,11 +1,13 @@
 """mailq(1): the queue listing, the same as `postqueue -p`."""
 
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
 from oxipost.cli import postqueue
 from oxipost.config import ConfigError, load_config
+from oxipost.log import refuse_maillog_file
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Postfix's mailq is sendmail, which reads main.cf (warning as "mailq") before it runs
     # postqueue -p, which reads it again; what cannot be read is postqueue's to report.
     with contextlib.suppress(ConfigError):
-        load_config(config_dir, master_cf=False, stderr_as="mailq")
+        cfg = load_config(config_dir, master_cf=False, stderr_as="mailq")
+        if refuse_maillog_file(cfg, "mailq"):
+            return os.EX_TEMPFAIL
     return postqueue.show(config_dir, as_json=False)
 
 

@@ -8,11 +8,13 @@ Postfix's newaliases is `sendmail -bi`, which runs `postalias $alias_database`.
 from __future__ import annotations
 
 import getopt
+import os
 import sys
 from collections.abc import Sequence
 
 from oxipost.cli import postalias
 from oxipost.config import ConfigError, load_config
+from oxipost.log import refuse_maillog_file
 from oxipost.maps import BUILT_TYPES
 
 
@@ -30,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"newaliases: fatal: {e}", file=sys.stderr)
         return 1
+    if refuse_maillog_file(cfg, "newaliases"):
+        return os.EX_TEMPFAIL
     default_type = cfg.get("default_database_type") or "hash"
     specs = []
     for spec in cfg.get_list("alias_database"):

@@ -42,7 +42,7 @@ from collections.abc import Iterator
 
 from oxipost import user_acl
 from oxipost.config import DEFAULT_CONFIG_DIR, Config, ConfigError, load_config
-from oxipost.log import command_message
+from oxipost.log import command_message, refuse_maillog_file
 from oxipost.pickup.maildrop import (
     MaildropError,
     Submission,
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"postdrop: fatal: {e}", file=sys.stderr)
         return EX_TEMPFAIL
+    if refuse_maillog_file(cfg, "postdrop"):
+        return 1
     who = user_acl.refused(cfg, "authorized_submit_users", os.getuid())
     if who is not None:
         user_acl.deny(cfg, "postdrop", f"User {who}({os.getuid()}) is not allowed to submit mail")

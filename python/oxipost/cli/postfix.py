@@ -78,7 +78,7 @@ from collections.abc import Callable, Sequence
 from oxipost.cli import postfix_tls
 from oxipost.cli.postdrop import SETGID_DOORS, trusted_paths, untrusted
 from oxipost.config import Config, ConfigError, load_config, maincf, params
-from oxipost.log import Logger, get_logger
+from oxipost.log import Logger, get_logger, maillog_file_refused
 from oxipost.master.master import Master, read_pid
 from oxipost.printable import printable
 from oxipost.qmgr.queue import PRIVATE_QUEUE_DIRS, QUEUE_DIRS
@@ -526,6 +526,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(KeyError):
                 _setgid_group(cfg.get("setgid_group"))
         params.check_startup(cfg, lambda text: say("warning", text), command=True)
+        refused = maillog_file_refused(cfg)
+        if refused is not None:
+            say("fatal", refused)
+            return 1
         if params.backwards_compatible(cfg):
             for line in COMPAT_NOTICE:
                 say("", line)

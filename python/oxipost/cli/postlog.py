@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from oxipost.cli import fatal
 from oxipost.config import ConfigError, load_config
-from oxipost.log import flush, get_logger
+from oxipost.log import flush, get_logger, refuse_maillog_file
 
 PROG = "postlog"
 USAGE = f"usage: {PROG} [-c config_dir] [-i] [-p priority] [-t tag] [-v] [text]"
@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(o.get("-c"), master_cf=False)
     except ConfigError as e:
         return fatal(default_tag, str(e))
+    if refuse_maillog_file(cfg, default_tag, stderr=sys.stderr.isatty()):
+        return 1
     log = get_logger(PROG, cfg, echo_stderr=sys.stderr.isatty())
     if "-t" in o:
         log.tag = o["-t"]

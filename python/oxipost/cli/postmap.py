@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from oxipost._core import maps as _core
 from oxipost.config import Config, ConfigError, load_config
+from oxipost.log import maillog_file_refused
 from oxipost.maps import (
     BUILT_TYPES,
     TABLE_TYPES,
@@ -330,14 +331,18 @@ def run(
     try:
         if sum(x is not None for x in (query, delete)) + ("-s" in flags) > 1:
             raise Fatal("specify only one of -s -q or -d")
-        if not specs:
-            raise Fatal(f"usage: {prog} {usage}")
         try:
             cfg = load_config(config_dir, master_cf=False, stderr_as=prog)
             utf8_enable = cfg.get_bool("smtputf8_enable")
             default_type = cfg.get("default_database_type") or "hash"
         except ConfigError as e:
             raise Fatal(str(e)) from None
+        # Postfix's reads main.cf, and sets up its logging, before it looks for a table.
+        refused = maillog_file_refused(cfg)
+        if refused is not None:
+            raise Fatal(refused)
+        if not specs:
+            raise Fatal(f"usage: {prog} {usage}")
         fold_keys = "-f" not in flags
         dups = "replace" if "-r" in flags else "ignore" if "-w" in flags else "warn"
         parsed = [split_spec(s, default_type) for s in specs]

@@ -58,7 +58,7 @@ from typing import Any
 from oxipost import user_acl
 from oxipost.cli.postdrop import POSTQUEUE_DOOR, config_dir_allowed
 from oxipost.config import Config, ConfigError, load_config
-from oxipost.log import command_message
+from oxipost.log import command_message, refuse_maillog_file
 from oxipost.maps import TableError
 from oxipost.qmgr import control, showq
 from oxipost.qmgr.control import flush_site_ok
@@ -98,9 +98,10 @@ def _load(config_dir: str | None) -> Config | int:
             print(refused, file=sys.stderr)
             return EX_UNAVAILABLE
     try:
-        return load_config(config_dir, master_cf=False, stderr_as=PROG)
+        cfg = load_config(config_dir, master_cf=False, stderr_as=PROG)
     except ConfigError as e:
         return _fatal(str(e))
+    return EX_UNAVAILABLE if refuse_maillog_file(cfg, PROG) else cfg
 
 
 def _not_allowed(cfg: Config, param: str, what: str) -> bool:

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from oxipost.config import ConfigError, load_config
-from oxipost.log import get_logger
+from oxipost.log import get_logger, refuse_maillog_file
 from oxipost.pickup.maildrop import READY, maildrop_dir, open_ok, requeue
 from oxipost.qmgr import control
 from oxipost.qmgr.queue import LOGFILE_QUEUES, QUEUES, QueueBusy, QueueState, in_queues
@@ -224,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(config_dir, master_cf=False, stderr_as=PROG)
     except ConfigError as e:
         print(f"{PROG}: fatal: {e}", file=sys.stderr)
+        return 1
+    if refuse_maillog_file(cfg, PROG):
         return 1
     log = get_logger(PROG, cfg)
 

@@ -66,7 +66,7 @@ from oxipost.cli.postdrop import (
 )
 from oxipost.config import Config, ConfigError, load_config
 from oxipost.envelope import NOTIFY_WORDS, TRACE_USR_VRFY, notify_ok
-from oxipost.log import command_message
+from oxipost.log import command_message, refuse_maillog_file
 from oxipost.pickup.maildrop import (
     Submission,
     drop,
@@ -493,9 +493,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cl = _command_line(args)
     except _Usage as e:
-        return _option_fatal(str(e), e.config_dir)
+        usage: _Usage | None = e
+        config_dir = e.config_dir
+    else:
+        usage = None
+        config_dir = cl.opts.get("C")
+    # Postfix's finds -C first and reads main.cf, which sets up its logging, before it
+    # makes sense of the rest of the command line.
+    early = _config_quietly(config_dir)
+    if early is not None and refuse_maillog_file(early, "sendmail"):
+        return EX_TEMPFAIL
+    if usage is not None:
+        return _fatal(str(usage), early)
     opts, flags, rcpts = cl.opts, cl.flags, cl.rcpts
-    config_dir = opts.get("C")
     # RFC 1652's body type, MAIL FROM's BODY= (the queue file's encoding record).
     body_type = opts.get("B", "")
     # A queue run interval means something to the daemon mode only (Sendmail's -q30m).
