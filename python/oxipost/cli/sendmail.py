@@ -1,13 +1,16 @@
 """sendmail(1): the Sendmail-compatible submission command.
 
     sendmail [-t] [-i|-oi] [-f sender] [-F full_name] [-N dsn] [-R ret] [-V envid]
-             [-B 8BITMIME|7BIT] [-C config_dir] [-bm|-bp|-bi|-I|-q] [recipient ...]
+             [-B 8BITMIME|7BIT] [-C config_dir|main.cf] [-bm|-bp|-bi|-I|-q] [recipient ...]
+    sendmail -bd|-bl [-qinterval] | -qRsite | -qIqueueid
 
 The message is read from standard input (LF or CRLF; without -i a line with a single "."
 ends it), handed to postdrop's writer (maildrop/, durable and atomic), and pickup is
 woken; pickup feeds it through cleanup into the queue. -t takes the recipients from To:,
 Cc: and Bcc: (Bcc: is removed) in addition to the command line. -bp lists the queue
-(mailq), -q flushes it (postqueue -f), -bi / -I rebuild the aliases (newaliases).
+(mailq), -q flushes it (postqueue -f), -qR and -qI one destination or message (postqueue
+-s, -i), -bi / -I rebuild the aliases (newaliases). -bd starts the mail system (postfix
+start) in the background and exits 0 without waiting for it, as Postfix's.
 -bs speaks SMTP on stdin/stdout through oxipost's smtpd (the client is
 localhost[127.0.0.1], as Postfix's stand-alone mode), straight into the queue. -bv reads
 no message: it queues a probe (From: the sender, "Subject: probe", To: the recipients) with
@@ -124,12 +127,25 @@ def _read_message(stream: object, dot_ends: bool) -> bytes:
     return b"".join(out)
 
 
-def _exec_tool(tool: str, config_dir: str | None, *args: str) -> int:
+def _tool_argv(tool: str, config_dir: str | None, *args: str) -> list[str]:
     argv = [sys.executable, "-m", f"oxipost.cli.{tool}"]
     if config_dir:
         argv += ["-c", config_dir]
-    os.execv(sys.executable, [*argv, *args])
+    return [*argv, *args]
+
+
+def _exec_tool(tool: str, config_dir: str | None, *args: str) -> int:
+    os.execv(sys.executable, _tool_argv(tool, config_dir, *args))
     return 1  # not reached
+
+
+def _main_cf_dir(given: str) -> str:
+    """-C's configuration directory: the one named, or the parent of a main.cf named, as
+    Postfix's sendmail takes a path whose base name is main.cf."""
+    path = given.rstrip("/")
+    if os.path.basename(path) == "main.cf":
+        return os.path.dirname(path) or "."
+    return given
 
 
 def _fullname() -> str:
@@ -352,7 +368,7 @@ def _command_line(args: list[str]) -> _CommandLine:
     cl = _CommandLine()
     options, rest = _getopt(args)
     complaints = [text for letter, text in options if letter == "?"]
-    cl.opts.update((letter, value) for letter, value in options if letter == "C")
+    cl.opts.update((letter, _main_cf_dir(value)) for letter, value in options if letter == "C")
     config_dir = cl.opts.get("C")
     # Postfix scans the options twice (for -C first): getopt complains in both.
     for text in complaints:
@@ -416,7 +432,7 @@ def _command_line(args: list[str]) -> _CommandLine:
             cl.verbose += 1
         elif letter in ("f", "r"):
             cl.opts["f"] = value
-        elif letter in _TAKES_ARG:
+        elif letter in _TAKES_ARG and letter != "C":
             cl.opts[letter] = value
     cl.rcpts = args[rest:]
     for given, text in (
@@ -529,7 +545,15 @@ def main(argv: list[str] | None = None) -> int:
     if cl.mode == "newaliases":
         return _exec_tool("newaliases", config_dir)
     if cl.mode == "daemon":
-        return _exec_tool("postfix", config_dir, "start")
+        # Postfix's mail_run_background(): `postfix start` is not waited for, and what it
+        # says or exits with (the mail system runs already, or not as root) is not
+        # sendmail's.
+        try:
+            os.posix_spawn(sys.executable, _tool_argv("postfix", config_dir, "start"), os.environ)
+        except OSError as e:
+            command_message(early, "sendmail", f"fork {sys.executable}: {e.strerror}", "warning")
+            return 1
+        return 0
     try:
         cfg = load_config(config_dir, master_cf=False, stderr_as="sendmail")
     except ConfigError as e:
