@@ -240,15 +240,19 @@ DAEMON_MODE = [["-bd"], ["-bl", "-q30m"]]
 ALREADY_RUNNING = r"postfix-script\[\d+\]: fatal: the Postfix mail system is already running$"
 
 
-def _daemon_mode(sendmail: list[str], conf: Path, maillog: Path) -> tuple[list[object], list[str]]:
-    """What each DAEMON_MODE command line exits with and prints, and the postfix-script
-    lines logged after them, once each `postfix start` has refused to start a second
-    master."""
+def _daemon_mode(
+    sendmail: list[str], mailq: list[str], conf: Path, maillog: Path
+) -> tuple[list[object], list[str]]:
+    """What each DAEMON_MODE command line, then mailq -C main.cf, exits with and prints,
+    and the postfix-script lines logged after them, once each `postfix start` has refused
+    to start a second master."""
     before = len(maillog.read_text().splitlines())
     said = []
     for config, args in zip([str(conf), f"{conf}/main.cf"], DAEMON_MODE, strict=True):
         done = submit([*sendmail, "-C", config], args, "")
         said.append((done.returncode, done.stdout, done.stderr))
+    done = submit([*mailq, "-C", f"{conf}/main.cf"], [], "")
+    said.append((done.returncode, done.stdout, done.stderr))
     log = "\n".join(wait_for_log(maillog, ALREADY_RUNNING, len(DAEMON_MODE)).splitlines()[before:])
     return said, [text for _prog, text in postfix_log_lines(log, ["postfix-script"])]
 
@@ -256,13 +260,17 @@ def _daemon_mode(sendmail: list[str], conf: Path, maillog: Path) -> tuple[list[o
 def test_daemon_mode_as_postfix(shared_tmp: Path) -> None:
     """sendmail -bd (-bl) is Postfix's mail_run_background() of `postfix start`: sendmail
     exits 0 without waiting for it, whatever it says (here that the mail system runs
-    already, in the log alone as stderr is no terminal), with a -q interval too."""
+    already, in the log alone as stderr is no terminal), with a -q interval too. sendmail
+    and mailq take -C main.cf for its directory."""
     logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
     with running_postfix(logging) as (_port, d):
-        theirs = _daemon_mode(["/usr/sbin/sendmail"], d, d / "maillog")
-    with running_ours(shared_tmp, ""):
-        sendmail = [sys.executable, "-m", "oxipost.cli.sendmail"]
-        mine = _daemon_mode(sendmail, shared_tmp / "conf", shared_tmp / "maillog")
+        theirs = _daemon_mode(["/usr/sbin/sendmail"], ["/usr/bin/mailq"], d, d / "maillog")
+    with running_ours(shared_tmp, "", "showq unix n - n - - showq\n"):
+        sendmail, mailq = (
+            [sys.executable, "-m", f"oxipost.cli.{tool}"] for tool in ("sendmail", "mailq")
+        )
+        mine = _daemon_mode(sendmail, mailq, shared_tmp / "conf", shared_tmp / "maillog")
     assert mine == theirs
     refused = ["fatal: the Postfix mail system is already running"] * len(DAEMON_MODE)
-    assert theirs == ([(0, b"", b"")] * len(DAEMON_MODE), refused)
+    listed = (0, b"Mail queue is empty\n", b"")
+    assert theirs == ([(0, b"", b"")] * len(DAEMON_MODE) + [listed], refused)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from oxipost.cli import postqueue
-from oxipost.config import ConfigError, load_config
+from oxipost.config import ConfigError, load_config, sendmail_config_dir
 from oxipost.log import refuse_maillog_file
 
 
@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config_dir = None
     if len(args) >= 2 and args[0] in ("-c", "-C"):
-        config_dir = args[1]
+        config_dir = sendmail_config_dir(args[1])
     # Postfix's mailq is sendmail, which reads main.cf (warning as "mailq") before it runs
     # postqueue -p, which reads it again; what cannot be read is postqueue's to report.
     with contextlib.suppress(ConfigError):

@@ -67,7 +67,7 @@ from oxipost.cli.postdrop import (
     config_dir_allowed,
     file_too_large,
 )
-from oxipost.config import Config, ConfigError, load_config
+from oxipost.config import Config, ConfigError, load_config, sendmail_config_dir
 from oxipost.envelope import NOTIFY_WORDS, TRACE_USR_VRFY, notify_ok
 from oxipost.log import command_message, refuse_maillog_file
 from oxipost.pickup.maildrop import (
@@ -137,15 +137,6 @@ def _tool_argv(tool: str, config_dir: str | None, *args: str) -> list[str]:
 def _exec_tool(tool: str, config_dir: str | None, *args: str) -> int:
     os.execv(sys.executable, _tool_argv(tool, config_dir, *args))
     return 1  # not reached
-
-
-def _main_cf_dir(given: str) -> str:
-    """-C's configuration directory: the one named, or the parent of a main.cf named, as
-    Postfix's sendmail takes a path whose base name is main.cf."""
-    path = given.rstrip("/")
-    if os.path.basename(path) == "main.cf":
-        return os.path.dirname(path) or "."
-    return given
 
 
 def _fullname() -> str:
@@ -368,7 +359,9 @@ def _command_line(args: list[str]) -> _CommandLine:
     cl = _CommandLine()
     options, rest = _getopt(args)
     complaints = [text for letter, text in options if letter == "?"]
-    cl.opts.update((letter, _main_cf_dir(value)) for letter, value in options if letter == "C")
+    cl.opts.update(
+        (letter, sendmail_config_dir(value)) for letter, value in options if letter == "C"
+    )
     config_dir = cl.opts.get("C")
     # Postfix scans the options twice (for -C first): getopt complains in both.
     for text in complaints:

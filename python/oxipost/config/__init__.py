@@ -433,6 +433,15 @@ def config_directory(config_dir: str | None = None) -> str:
     return directory.rstrip("/") or "/"
 
 
+def sendmail_config_dir(given: str) -> str:
+    """sendmail -C's (mailq's) configuration directory: the one named, or the parent of a
+    main.cf named, as Postfix's sendmail takes a path whose base name is main.cf."""
+    path = given.rstrip("/")
+    if os.path.basename(path) == "main.cf":
+        return os.path.dirname(path) or "."
+    return given
+
+
 def load_config(
     config_dir: str | None = None,
     *,
