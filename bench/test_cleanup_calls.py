@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.message import cleanup_message
 from oxipost.config import load_config
 from oxipost.envelope import Envelope, Recipient
 

@@ -22,7 +22,6 @@ maillog_file lines are msg_logger's: `Mmm dd HH:MM:SS` with the day zero-padded
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -248,7 +247,10 @@ class Logger:
         assert fd is not None
         # A record cut inside a UTF-8 character ends with its first bytes, as Postfix's.
         data = line.encode("utf-8", "surrogateescape")
-        loop = asyncio._get_running_loop()
+        # No loop runs in a process that never imported asyncio (sendmail, postqueue, ...),
+        # which need not pay for importing it.
+        aio = sys.modules.get("asyncio")
+        loop = aio._get_running_loop() if aio is not None else None
         if loop is None:
             _write(fd, self.maillog_file, data)
             return

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from oxipost.cleanup import Cleaned, cleanup_message
+from oxipost.cleanup.message import cleanup_message
+from oxipost.cleanup.state import Cleaned
 from oxipost.config import Config, load_config
 from oxipost.envelope import Envelope, Recipient
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.message import cleanup_message
 from oxipost.log import Logger
 
 from tests.cleanup.conftest import RECEIVED, envelope, make_config

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from oxipost import maps
-from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.message import cleanup_message
 from oxipost.config import load_config
 from oxipost.qmgr.queue import QueueState
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.message import cleanup_message
 from oxipost.config import Config
 from oxipost.qmgr.queue import Queue, QueueState
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from oxipost import maps
-from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.message import cleanup_message
 from oxipost.cleanup.state import open_cleanup_tables
 
 from tests.cleanup.conftest import RECEIVED, envelope, make_config

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from oxipost.bounce.template import TemplateError, Templates
-from oxipost.cleanup import Cleaned, cleanup_message
+from oxipost.cleanup.message import cleanup_message
+from oxipost.cleanup.state import Cleaned
 from oxipost.delivery.address import log_form
 from oxipost.envelope import Envelope, Outcome, Recipient
 from oxipost.maildate import mail_date

@@ -1,6 +1,6 @@
-"""cleanup(8) as a library: header and envelope processing before the spool."""
+"""cleanup(8) as a library: header and envelope processing before the spool
+(`oxipost.cleanup.message.cleanup_message`, its result `oxipost.cleanup.state.Cleaned`).
 
-from oxipost.cleanup.message import cleanup_message
-from oxipost.cleanup.state import Cleaned
-
-__all__ = ["Cleaned", "cleanup_message"]
+The package imports none of its modules: sendmail and postdrop weigh a submission with the
+record tables of `oxipost.cleanup.records` alone, and the header pass brings in smtpd's
+checks and asyncio, which a process per submitted message should not pay for."""

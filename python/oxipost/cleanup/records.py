@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 
-from oxipost.cleanup.header import local_client
 from oxipost.config import Config
 from oxipost.envelope import Envelope, Recipient
 from oxipost.qmgr.queue import MessageInfo, message_size, record_len
@@ -68,6 +67,10 @@ def envelope_records(info: MessageInfo, env: Envelope, qid: str, cfg: Config) ->
     smtpd = bool(env.protocol)
     named: list[tuple[str, object]] = []
     dsn = [("envelope_id", env.envid), ("ret_flags", RET_FLAGS.get(env.ret, 0))]
+    # Not at the top: the header pass brings in smtpd's checks and asyncio, which sendmail,
+    # weighing a submission with this module's tables, need not pay for.
+    from oxipost.cleanup.header import local_client
+
     context = attrs.get("rewrite_context") or ("local" if local_client(env, cfg) else "remote")
     if smtpd:
         named += [("log_ident", attrs.get("log_ident") or qid), ("rewrite_context", context)]

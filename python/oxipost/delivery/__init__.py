@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import cast
 
 from oxipost.config import Config, Service
-from oxipost.delivery.service import request, runs_apart
 from oxipost.envelope import Envelope, Outcome, Recipient
 
 __all__ = ["AGENTS", "AgentFatal", "DeliveryRequest", "TransportUnavailable", "deliver"]
@@ -119,6 +118,10 @@ def _agent(command: str) -> Agent | None:
 
 async def deliver(req: DeliveryRequest) -> list[Outcome]:
     """Deliver req to its recipients; one Outcome per recipient, in order."""
+    # Not at the top: the package's light modules (address quoting, which sendmail needs
+    # through tok822) must not bring in asyncio and the agents' service.
+    from oxipost.delivery.service import request, runs_apart
+
     route = _route(req.cfg, req.transport)
     if route is None:
         return [Outcome("4.3.0", "mail transport unavailable")] * len(req.recipients)

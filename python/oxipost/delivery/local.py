@@ -97,7 +97,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from oxipost import tok822
-from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.message import cleanup_message
 from oxipost.config import split_list
 from oxipost.config.expand import Expander, ExpandError
 from oxipost.delivery import AgentFatal, DeliveryRequest, TransportUnavailable, command

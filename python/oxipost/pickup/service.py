@@ -36,11 +36,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from oxipost import bounce
-from oxipost.cleanup import Cleaned, cleanup_message
-from oxipost.cleanup.message import size_checked, split_header
+from oxipost.cleanup.message import cleanup_message, size_checked, split_header
 from oxipost.cleanup.milter import non_smtpd_milters
 from oxipost.cleanup.records import queue_file_cut
-from oxipost.cleanup.state import open_cleanup_tables
+from oxipost.cleanup.state import Cleaned, open_cleanup_tables
 from oxipost.config import Config
 from oxipost.delivery.address import log_form, orig_to
 from oxipost.envelope import Envelope, Outcome, Recipient, envelope_from_dict

@@ -73,11 +73,11 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
-from oxipost import _core, runloop
+from oxipost import _core
 from oxipost.config import Config
 from oxipost.durable import write_atomically
 from oxipost.envelope import (
@@ -89,6 +89,9 @@ from oxipost.envelope import (
     packb,
 )
 from oxipost.log import Logger
+
+if TYPE_CHECKING:
+    from oxipost import runloop
 
 spool = _core.spool
 
@@ -337,6 +340,10 @@ class Queue:
                 SEGMENT_LIMIT,
                 mail_owner(self.cfg),
             )
+            # Not at the top: runloop brings in asyncio, which sendmail, weighing a
+            # submission with this module's record sizes, need not pay for.
+            from oxipost import runloop
+
             self._completions = runloop.Completions(self._writer.fileno(), self._writer.poll)
         return self._writer
 

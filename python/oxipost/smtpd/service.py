@@ -22,7 +22,7 @@ from typing import Any
 # worker then drops to mail_owner, who may not be able to read the interpreter's own tree
 # (a Python under /root), so an import after that point fails.
 from oxipost import runloop
-from oxipost.cleanup import cleanup_message
+from oxipost.cleanup.message import cleanup_message
 from oxipost.cleanup.state import open_cleanup_tables
 from oxipost.flow import FlowGate, FlowPipe
 from oxipost.qmgr import control
