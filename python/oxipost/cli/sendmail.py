@@ -434,22 +434,27 @@ def main(argv: list[str] | None = None) -> int:
     if cl.mode == "enqueue" and (cl.site_to_flush or cl.id_to_flush) and rcpts:
         what = "flush site" if cl.site_to_flush else "flush queue_id"
         return _option_fatal(f"{what} requires no recipient", config_dir)
+    # Postfix's passes each -v on to the command it runs, but a lone -v in delivery mode
+    # asks for a delivery report (-qR, -qI), not verbose logging.
+    verbose = [] if cl.mode == "enqueue" and cl.verbose == 1 else ["-v"] * cl.verbose
     if cl.mode == "mailq":
-        return _exec_tool("postqueue", config_dir, "-p")
+        return _exec_tool("postqueue", config_dir, "-p", *verbose)
     if cl.mode == "flush":
-        return _exec_tool("postqueue", config_dir, "-f")
+        return _exec_tool("postqueue", config_dir, "-f", *verbose)
     if cl.mode == "enqueue" and cl.site_to_flush:
-        return _exec_tool("postqueue", config_dir, "-s", cl.site_to_flush)
+        return _exec_tool("postqueue", config_dir, "-s", cl.site_to_flush, *verbose)
     if cl.mode == "enqueue" and cl.id_to_flush:
-        return _exec_tool("postqueue", config_dir, "-i", cl.id_to_flush)
+        return _exec_tool("postqueue", config_dir, "-i", cl.id_to_flush, *verbose)
     if cl.mode == "newaliases":
-        return _exec_tool("newaliases", config_dir)
+        return _exec_tool("newaliases", config_dir, *verbose)
     if cl.mode == "daemon":
         # Postfix's mail_run_background(): `postfix start` is not waited for, and what it
         # says or exits with (the mail system runs already, or not as root) is not
         # sendmail's.
         try:
-            os.posix_spawn(sys.executable, _tool_argv("postfix", config_dir, "start"), os.environ)
+            os.posix_spawn(
+                sys.executable, _tool_argv("postfix", config_dir, *verbose, "start"), os.environ
+            )
         except OSError as e:
             command_message(early, "sendmail", f"fork {sys.executable}: {e.strerror}", "warning")
             return 1
