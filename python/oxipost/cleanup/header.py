@@ -883,9 +883,15 @@ class Walker(MimeWalker):
             state.opts.mime_boundary_length_limit,
         )
         self.state = state
-        self.hops = 0  # the primary header's Received: headers so far
-        # Whether the walk ends with the header that makes too many hops.
-        self.stop_at_hops = False
+        # The primary header's Received: headers so far, each counted by its name before
+        # its header_checks (one they remove or replace too), as Postfix's cleanup does.
+        self.hops = 0
+        # Whether a Received: header the checks left came at or past hopcount_limit.
+        self.too_many_hops = False
+        # Whether the walk ends with the header that makes the message one to refuse or
+        # discard (too many hops, REJECT, DISCARD).
+        self.stop_early = False
+        self.ended = False
         self.context = header_rewrite_context(state)
         if state.filtering:
             self.reports = state.opts.mime_reports
@@ -896,7 +902,12 @@ class Walker(MimeWalker):
 
     @property
     def stopped(self) -> bool:
-        return self.stop_at_hops and self.hops >= self.state.opts.hopcount_limit
+        return self.stop_early and (self.ended or self.too_many_hops)
+
+    def _check_header(self, text: str, cls: str, out: list[str], by_name: bool = True) -> None:
+        if cls == PRIMARY and header_name(text) == "received":
+            self.hops += 1
+        super()._check_header(text, cls, out, by_name)
 
     def mime_error(self, error: str, content: str) -> None:
         # cleanup_mime_error_callback: its own line (no proto= or helo=), the first
@@ -944,18 +955,19 @@ class Walker(MimeWalker):
     def extend(
         self, command: str, context: str, line: str, text: str, param: str
     ) -> list[str] | None:
+        if command in ("REJECT", "DISCARD"):
+            self.ended = True
         return _cleanup_act(self.state, command, context, line, text, param)
 
     def unknown(self, value: str, param: str) -> None:
         self.state.warn(f"unknown command in {param} map: {value}")
 
     def after_checks(self, text: str, name: str, cls: str) -> str | None:
-        if cls == PRIMARY and name == "received":
-            # Postfix's cleanup warns at each Received: header from the limit's on, after
-            # its header_checks.
-            self.hops += 1
-            if self.hops >= self.state.opts.hopcount_limit:
-                self.state.warn("message rejected: hopcount exceeded")
+        if cls == PRIMARY and name == "received" and self.hops >= self.state.opts.hopcount_limit:
+            # Postfix's cleanup warns at each Received: header its header_checks leave (or
+            # make, by REPLACE) from the limit's on: an IGNOREd one is counted, not checked.
+            self.too_many_hops = True
+            self.state.warn("message rejected: hopcount exceeded")
         if cls != PRIMARY or name in MIME_HEADERS:
             if name == "content-transfer-encoding":
                 self._encoding(text)

@@ -44,6 +44,7 @@ import time
 from typing import Any
 
 from oxipost.cleanup.addr import (
+    WRITE_ERROR,
     CleanupDefer,
     add_bcc,
     bcc_lookup,
@@ -261,10 +262,10 @@ def _cleanup(
     if header_text and header_text[-1] == "":
         header_text.pop()
     # Postfix's cleanup looks no further into smtpd's message than the header that makes
-    # it one to refuse (too many hops): later headers, the header's end (the Message-Id:
-    # it would add) and the body go unchecked. What it returns to its sender itself it
-    # walks to the end.
-    walker.stop_at_hops = not (bounce or internal)
+    # it one to refuse or discard (too many hops, REJECT, DISCARD): later headers, the
+    # header's end (the Message-Id: it would add) and the body go unchecked. What it
+    # returns to its sender itself it walks to the end.
+    walker.stop_early = not (bounce or internal)
     try:
         if opts.wants_body and state.filtering and body:
             separator = body.startswith(b"\r\n")
@@ -290,10 +291,15 @@ def _cleanup(
     except CleanupDefer as e:
         state.warn(e.warning)
         return _refused(state, env, sender, recipients, content, e.reply)
-    if walker.hops >= opts.hopcount_limit:
+    if walker.too_many_hops:
         # Only a flag to Postfix's cleanup, which checks the header and the body to the
-        # end; a REJECT's reason is the one given, before or after it.
-        state.refuse(_HOPS)
+        # end; a REJECT's reason is the one its bounce gives, before or after it. smtpd
+        # names too many hops before any content's reason (a REJECT on that Received:
+        # header, a MIME error before it), not before a table's failure.
+        if walker.stop_early and state.reply != WRITE_ERROR:
+            state.reply = _HOPS
+        else:
+            state.refuse(_HOPS)
     if state.reply is not None:
         # Postfix's cleanup ends the header of a submitted message as for any (the
         # Message-Id: it adds is logged) before it refuses it; not of a notice bounce(8)
@@ -301,7 +307,8 @@ def _cleanup(
         if not internal and not walker.stopped:
             _missing_headers(state, walker.names)
         return _refused(state, env, sender, recipients, content, state.reply)
-    out_head += _missing_headers(state, walker.names)
+    if not walker.stopped:
+        out_head += _missing_headers(state, walker.names)
     if state.reply is None and not state.discard:
         if not any(text.startswith("message-id=") for _, text in state.notes):
             # Postfix logs a message-id line for every message it keeps, empty for none.
