@@ -4,6 +4,9 @@ status, on stderr only where that command writes there), those that do not log r
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,25 @@ def test_maillog_file_outside_prefixes_as_postfix(
     mine = run_ours(ours, *argv, **kw)
     assert (mine.returncode, mine.stderr) == (real.returncode, real.stderr)
     assert not (tmp_path / "maillog").exists()
+
+
+def test_master_started_by_hand_refuses_maillog_file_as_postfix(shared_tmp: Path) -> None:
+    """A master run without postfix(1) (Postfix's master -d, our python -m oxipost.master)
+    makes the check itself: exit 1, its fatal error in syslog alone, no maillog_file."""
+    runs = []
+    for name, argv in (
+        ("theirs", ["/usr/lib/postfix/sbin/master", "-d"]),
+        ("ours", [sys.executable, "-m", "oxipost.master"]),
+    ):
+        d = shared_tmp / name
+        # What Postfix's master needs before it reaches the check: its pid and lock files.
+        (d / "queue" / "pid").mkdir(parents=True)
+        (d / "data").mkdir()
+        shutil.chown(d / "data", "postfix")
+        (d / "main.cf").write_text(
+            f"maillog_file = {d}/maillog\nqueue_directory = {d}/queue\ndata_directory = {d}/data\n"
+        )
+        (d / "master.cf").write_text("")
+        proc = subprocess.run([*argv, "-c", str(d)], capture_output=True, text=True, timeout=20)
+        runs.append((proc.returncode, proc.stdout, proc.stderr, (d / "maillog").exists()))
+    assert runs[1] == runs[0] == (1, "", "", False)

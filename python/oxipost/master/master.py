@@ -57,7 +57,7 @@ from oxipost.config import Config, ConfigError, Service, load_config
 from oxipost.durable import write_atomically
 from oxipost.environ import import_environment
 from oxipost.flow import FlowPipe
-from oxipost.log import Logger, get_logger
+from oxipost.log import Logger, flush, get_logger, refuse_maillog_file
 from oxipost.master.services import FOLDED, ON_DEMAND, SERVICES
 
 # A worker that fails before its service has run this long, or served a request (see
@@ -211,6 +211,11 @@ class Master:
         # goes to syslog as it starts, to the maillog at a reload.
         for warning in self.cfg.read_warnings():
             get_logger("master").warning(warning)
+        # Checked here too, not only by postfix(1): a master started by hand (python -m
+        # oxipost.master) would log anywhere. Postfix's master says it to syslog alone.
+        if refuse_maillog_file(self.cfg, "master", stderr=False):
+            flush()
+            raise SystemExit(1)
         self.log: Logger = get_logger("master", self.cfg)
         self.listeners: dict[str, Listener] = {}
         self.states: dict[str, ServiceState] = {}
