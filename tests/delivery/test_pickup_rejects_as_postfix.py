@@ -22,7 +22,12 @@ A message postdrop takes under message_size_limit whose queue file (envelope, pi
 Received:, the headers cleanup adds) passes it is bounced by cleanup: "queue file size
 limit exceeded", status=bounced (message file too big), then rec_get()'s warning for the
 record the limit cut as cleanup reads the file back, and a notice with the headers alone
-(compared as postcat shows it). Ours queued it."""
+(compared as postcat shows it). Ours queued it.
+
+Each Received: header counts as a hop by its name before header_checks, one they IGNORE
+too, and cleanup warns only at one they leave (or make, by REPLACE) from the limit's on:
+pickup's, two IGNOREd and one more is too many hops at hopcount_limit = 3; pickup's and
+two IGNOREd is not. Ours counted only the headers the checks left: it queued the first."""
 
 from __future__ import annotations
 
@@ -167,3 +172,50 @@ def test_pickup_rejects_logged_as_postfix(shared_tmp: Path) -> None:
         "cleanup: to=<b@example.com>, relay=none, delay=D, delays=D/0/0/0, dsn=5.4.0, "
         "status=bounced (too many hops)" in hops
     )
+
+
+# With hopcount_limit = 3: too many hops, not, not (a Received: header REPLACE makes is no hop).
+IGNORED_HOPS = [
+    "Received: drop1\nReceived: drop2\nReceived: x\nSubject: s1\n\nx\n",
+    "Received: drop1\nReceived: drop2\nSubject: s2\n\nx\n",
+    "Received: drop1\nX-Make: r\nSubject: s3\n\nx\n",
+]
+
+
+def _ignored_hops(sendmail: list[str], maillog: Path) -> list[list[str]]:
+    """cleanup's lines of each message, sorted (pickup takes them in no set order)."""
+    for text in IGNORED_HOPS:
+        r = submit(sendmail, ["-f", "a@example.com", "b@example.com"], text)
+        assert r.returncode == 0, r.stderr
+    # The messages' and the notice's.
+    wait_for_log(maillog, r"message-id=", len(IGNORED_HOPS) + 1)
+    lines: dict[str, list[str]] = {}
+    for m in _LINE.finditer(maillog.read_text()):
+        program, warning, qid, text = m.groups()
+        if program == "pickup" and text.startswith("uid="):
+            lines[qid] = []
+        if qid in lines and program == "cleanup":
+            text = re.sub(r"delay=[\d.]+, delays=[\d.]+/", "delay=D, delays=D/", text)
+            text = re.sub(r"<\d{14}\.[0-9A-F]+@", "<ID@", text)
+            lines[qid].append(f"{warning or ''}{text}")
+    return sorted(lines.values())
+
+
+def test_ignored_received_headers_counted_as_postfix(shared_tmp: Path) -> None:
+    main_cf = (
+        "hopcount_limit = 3\ndefault_transport = discard\nheader_checks = regexp:{"
+        " {/^Received: drop/ IGNORE}, {/^X-Make: r/ REPLACE Received: made},"
+        " {/^Subject: / WARN seen} }\n"
+    )
+    logging = "maillog_file = {dir}/maillog\nmaillog_file_prefixes = /tmp\n"
+    with running_postfix(main_cf + logging) as (_port, d):
+        theirs = _ignored_hops(["/usr/sbin/sendmail", "-C", str(d)], d / "maillog")
+    top = shared_tmp / "ours"
+    top.mkdir()
+    services = "pickup unix n - n 60 1 pickup\ndiscard unix - - n - - discard\n"
+    with running_ours(top, main_cf + f"queue_directory = {top}/spool\n", services):
+        sendmail = [sys.executable, "-m", "oxipost.cli.sendmail", "-C", str(top / "conf")]
+        ours = _ignored_hops(sendmail, top / "maillog")
+    assert ours == theirs
+    hops = [group for group in theirs if "warning: message rejected: hopcount exceeded" in group]
+    assert len(hops) == 1 and "Subject: s1 " in hops[0][1], theirs
