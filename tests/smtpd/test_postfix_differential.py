@@ -1734,7 +1734,7 @@ def test_cleanup_tables_that_do_not_open_defer_as_postfix(start_smtpd) -> None:
 
 
 # Each over SMTP with hopcount_limit = 3, smtpd's own Received: header the first hop.
-HOPS_MESSAGES = [
+HOPS_MESSAGES: list[str | bytes] = [
     # The REJECT ends the walk: no hopcount warning, no message-id line.
     "Subject: forbidden\r\nMessage-ID: <m1@x>\r\nReceived: a\r\nReceived: b\r\n",
     # Too many hops ends it before the REJECT.
@@ -1751,6 +1751,9 @@ HOPS_MESSAGES = [
     "Received: a\r\nReceived: forbidden\r\nSubject: late\r\n",
     # DISCARD ends the walk too: no hop is refused.
     "Subject: discard\r\nMessage-ID: <m2@x>\r\nReceived: a\r\nReceived: b\r\n",
+    # A MIME error's reason gives way to a later REJECT's, and to too many hops.
+    b"Subject: h\xe9llo\r\nSubject: forbidden\r\n",
+    b"Subject: h\xe9llo\r\nReceived: a\r\nReceived: b\r\n",
 ]
 
 
@@ -1758,26 +1761,29 @@ HOPS_MESSAGES = [
 def test_hops_counted_around_header_checks_as_postfix(start_smtpd) -> None:
     """cleanup counts each Received: header of smtpd's message by its name before its
     header_checks and warns at one the checks leave from hopcount_limit on; smtpd's reply
-    names too many hops before a REJECT's reason, and a REJECT or DISCARD ends the walk
-    as too many hops do. Ours counted only the Received: headers the checks left, went on
-    after a REJECT or DISCARD (a hopcount warning, a message-id line, a discarded message
-    refused) and replied with a REJECT's reason."""
+    names too many hops before a REJECT's reason, a REJECT's before a MIME error's, and a
+    REJECT or DISCARD ends the walk as too many hops do. Ours counted only the Received:
+    headers the checks left, went on after a REJECT or DISCARD (a hopcount warning, a
+    message-id line, a discarded message refused) and replied with the first reason."""
     main_cf = (
         "hopcount_limit = 3\nheader_checks = regexp:{ {/^(Subject|Received): forbidden/"
         " REJECT not from here}, {/^Received: drop/ IGNORE}, {/^Received: strip/ STRIP s},"
         " {/^Received: repl/ REPLACE X-Was: received}, {/^X-Make: r/ REPLACE Received: made},"
         " {/^Subject: late/ WARN late}, {/^Subject: discard/ DISCARD} }\n"
+        "strict_7bit_headers = yes\n"
     )
-    dialogue = ["EHLO client.example"]
+    dialogue: list[str | bytes] = ["EHLO client.example"]
     for message in HOPS_MESSAGES:
         dialogue += ["MAIL FROM:<a@example.org>", "RCPT TO:<postmaster@localhost>", "DATA"]
-        dialogue.append(f"{message}\r\nbody\r\n.")
+        end = "\r\nbody\r\n."
+        dialogue.append(message + end.encode() if isinstance(message, bytes) else message + end)
     both = Played(start_smtpd, [*dialogue, "QUIT"], main_cf)
     assert _without_queue_ids(both.our_replies) == _without_queue_ids(both.their_replies)
     theirs = _transaction_lines(both.theirs, r"\b[0-9A-F]{10,12}: ")
     assert _transaction_lines(both.ours, r"\b[0-9A-F]{10,12}: ") == theirs
     refused = [r for r in both.their_replies if r.startswith("5")]
-    assert refused == ["550 5.7.1 not from here", *["554 5.4.0 Error: too many hops"] * 6]
+    hops = ["554 5.4.0 Error: too many hops"] * 6
+    assert refused == ["550 5.7.1 not from here", *hops, "550 5.7.1 not from here", hops[0]]
     assert theirs.count("warning: QID1: message rejected: hopcount exceeded") == 0
 
 

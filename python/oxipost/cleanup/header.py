@@ -892,6 +892,8 @@ class Walker(MimeWalker):
         # discard (too many hops, REJECT, DISCARD).
         self.stop_early = False
         self.ended = False
+        # Whether the reply so far is a MIME error's, which a REJECT's reason replaces.
+        self.mime_reply = False
         self.context = header_rewrite_context(state)
         if state.filtering:
             self.reports = state.opts.mime_reports
@@ -918,6 +920,8 @@ class Walker(MimeWalker):
             f"reject: mime-error {error}: {truncate(content, 100)} from {_log_origin(state)};"
             f" from=<{_log_address(state, state.sender)}> to=<{to}>"
         )
+        if state.reply is None:
+            self.mime_reply = True
         state.refuse(f"550 5.6.0 {error}")
 
     def _encoding(self, text: str) -> None:
@@ -957,6 +961,9 @@ class Walker(MimeWalker):
     ) -> list[str] | None:
         if command in ("REJECT", "DISCARD"):
             self.ended = True
+        if command == "REJECT" and self.mime_reply:
+            self.mime_reply = False
+            self.state.reply = None
         return _cleanup_act(self.state, command, context, line, text, param)
 
     def unknown(self, value: str, param: str) -> None:
