@@ -335,7 +335,7 @@ def test_anvil_logs_its_peaks_when_postfix_reload_ends_it() -> None:
 def test_mynetworks_never_asks_anvil_by_default() -> None:
     """smtpd_client_event_limit_exceptions defaults to $mynetworks (127.0.0.1/32 here):
     those clients cost no anvil request, which the missing anvil would show."""
-    with running_oxipost("maillog_file = {dir}/maillog\n", anvil=False) as (port, read, _conf):
+    with running_oxipost(_LOG_CF, anvil=False) as (port, read, _conf):
         _one_session(port, "127.0.0.1", read)
         assert "private/anvil" not in read()
         _one_session(port, "127.0.0.2", read)
