@@ -169,7 +169,10 @@ def _remove_ready(d: str, qid: str, warn: Callable[[str], None]) -> bool:
 
 
 def _delete_one(
-    qid: str, maildrop: str | None, in_queues: Callable[[str], bool], warn: Callable[[str], None]
+    qid: str,
+    maildrop: str | None,
+    delete_queued: Callable[[str], bool],
+    warn: Callable[[str], None],
 ) -> bool:
     """-d QID as Postfix's delete_one: maildrop/ first (when it is searched), then the
     queues, and all that twice before it gives up (a file moved meanwhile): a message by
@@ -177,7 +180,7 @@ def _delete_one(
     for _pass in range(2):
         if maildrop is not None and _remove_ready(maildrop, qid, warn):
             return True
-        if in_queues(qid):
+        if delete_queued(qid):
             return True
     return False
 

@@ -1053,13 +1053,13 @@ class Session:
         # the same.
         exempt = auth and self._client_listed("smtpd_sasl_exceptions_networks")
         verp = "verp" not in discard and self._client_listed("smtpd_authorized_verp_clients")
-        for keyword, allowed in (
-            ("AUTH", None if exempt is None else True),
+        for keyword, listed in (
+            ("AUTH", exempt),
             ("XVERP", verp),
             ("XCLIENT", "xclient" not in discard and self.xclient_allowed),
             ("XFORWARD", "xforward" not in discard and self.xforward_allowed),
         ):
-            if allowed is None:
+            if listed is None:
                 await self._local_data_error(
                     "EHLO",
                     f"don't know if EHLO feature {keyword} should be announced to"
